@@ -1,0 +1,561 @@
+/*
+ * api_routes.c - route table and handlers of the HTTP API (see api_routes.h, docs/API.md).
+ *
+ * Authentication and permission checks arrive with issue 3: the table already names each route's
+ * permission, and dispatch is the one place where the check will sit.
+ */
+#include "api_routes.h"
+
+#include "json_write.h"
+#include "metrics.h"
+#include "query.h"
+#include "record_scan.h"
+#include "timefmt.h"
+
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void h_ingest(api *a, http_request *req, http_response *res);
+static void h_record_get(api *a, http_request *req, http_response *res);
+static void h_patient_lookup(api *a, http_request *req, http_response *res);
+static void h_patient_get(api *a, http_request *req, http_response *res);
+static void h_patient_history(api *a, http_request *req, http_response *res);
+static void h_patient_records(api *a, http_request *req, http_response *res);
+static void h_public_patient(api *a, http_request *req, http_response *res);
+static void h_public_records(api *a, http_request *req, http_response *res);
+static void h_snapshot(api *a, http_request *req, http_response *res);
+static void h_health(api *a, http_request *req, http_response *res);
+static void h_metrics(api *a, http_request *req, http_response *res);
+
+const route api_route_table[] = {
+    {"POST", "/v1/records", "records:create", h_ingest},
+    {"GET", "/v1/records/{}", "records:read", h_record_get},
+    {"GET", "/v1/patients", "patients:read", h_patient_lookup},
+    {"GET", "/v1/patients/{}", "patients:read", h_patient_get},
+    {"GET", "/v1/patients/{}/history", "patients:read", h_patient_history},
+    {"GET", "/v1/patients/{}/records", "patients:read", h_patient_records},
+    {"GET", "/v1/public/patients/{}", "public:read", h_public_patient},
+    {"GET", "/v1/public/records", "public:read", h_public_records},
+    {"POST", "/v1/snapshots", "exports:create", h_snapshot},
+    {"GET", "/healthz", PERM_NONE, h_health},
+    {"GET", "/metrics", "metrics:read", h_metrics},
+};
+const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
+
+/* ---- dispatch ---- */
+
+/* Match path against pattern; on success copy {} segments into req->params. */
+static bool match(const char *pattern, const char *path, http_request *req)
+{
+    const char *p = pattern, *s = path;
+    int np = 0;
+    char *caps[HTTP_MAX_PARAMS];
+    while (*p && *s) {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *seg_end = strchr(s, '/');
+            size_t n = seg_end ? (size_t)(seg_end - s) : strlen(s);
+            if (n == 0 || np == HTTP_MAX_PARAMS) goto no;
+            caps[np++] = ms_strndup(s, n);
+            s += n;
+            p += 2;
+            continue;
+        }
+        if (*p != *s) goto no;
+        p++, s++;
+    }
+    if (*p || *s) goto no;
+    for (int i = 0; i < req->nparams; i++) free(req->params[i]);
+    for (int i = 0; i < np; i++) req->params[i] = caps[i];
+    req->nparams = np;
+    return true;
+no:
+    for (int i = 0; i < np; i++) free(caps[i]);
+    return false;
+}
+
+static bool content_type_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+    while (*ct == ' ') ct++;
+    if (strncasecmp(ct, want, n) != 0) return false;
+    ct += n;
+    while (*ct == ' ') ct++;
+    return *ct == 0 || *ct == ';';
+}
+
+static int on_headers(void *ctx, http_request *req, http_response *res)
+{
+    (void)ctx;
+    bool path_known = false;
+    for (size_t i = 0; i < api_route_count; i++) {
+        const route *rt = &api_route_table[i];
+        if (!match(rt->pattern, req->path, req)) continue;
+        path_known = true;
+        if (strcmp(rt->method, req->method) != 0) continue;
+        req->route = (int)i;
+        if (req->too_many_args) {
+            http_error(res, 400, "too many query parameters (at most %d)", HTTP_MAX_ARGS);
+            return 400;
+        }
+        if (rt->handler == h_ingest) {
+            const char *ct = req->content_type;
+            if (!ct || !(content_type_is(ct, "application/x-ndjson") || content_type_is(ct, "application/ndjson") ||
+                         content_type_is(ct, "application/jsonl") || content_type_is(ct, "application/json"))) {
+                http_error(res, 415, "Content-Type must be application/x-ndjson, application/ndjson, application/jsonl "
+                                     "or application/json");
+                return 415;
+            }
+        }
+        return 0;
+    }
+    if (path_known) {
+        http_error(res, 405, "method %s not allowed on this path", req->method);
+        return 405;
+    }
+    http_error(res, 404, "no such endpoint");
+    return 404;
+}
+
+static void handle(void *ctx, http_request *req, http_response *res)
+{
+    api_route_table[req->route].handler(ctx, req, res);
+}
+
+http_handler api_http_handler(api *a)
+{
+    http_handler h = {on_headers, handle, a};
+    return h;
+}
+
+/* ---- parameter helpers ---- */
+
+static int status_for(ms_code c)
+{
+    switch (c) {
+    case MS_OK: return 200;
+    case MS_EINVAL: return 400;
+    case MS_ENOTFOUND: return 404;
+    case MS_ECONFLICT: return 409;
+    case MS_ECORRUPT: return 500;
+    case MS_EFULL:
+    case MS_EIO:
+    case MS_ESTOPPED: return 503;
+    }
+    return 500;
+}
+
+/* Only the named query parameters are accepted (a typo must not silently widen a query). */
+static bool only_args(http_request *req, http_response *res, const char *const *allowed)
+{
+    for (int i = 0; i < req->nargs; i++) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, req->args[i].key) == 0;
+        if (!ok) {
+            http_error(res, 400, "unknown query parameter '%.64s'", req->args[i].key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* as_of: an RFC 3339 time or a snapshot id; absent means now. */
+static bool get_as_of(http_request *req, http_response *res, store_read *r, int64_t *as_of)
+{
+    const char *v = http_arg_get(req, "as_of");
+    *as_of = INT64_MAX;
+    if (!v) return true;
+    if (time_parse_rfc3339(v, strlen(v), as_of)) return true;
+    if (strncmp(v, "snap_", 5) == 0 && strlen(v) < 64) {
+        bool found;
+        ms_err e;
+        if (store_snapshot_get(r, v, as_of, &found, &e) != MS_OK) {
+            http_error(res, status_for(e.code), "%s", e.msg);
+            return false;
+        }
+        if (found) return true;
+        http_error(res, 404, "as_of: no such snapshot");
+        return false;
+    }
+    http_error(res, 400, "as_of: expected an RFC 3339 time (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
+    return false;
+}
+
+static bool get_time(http_request *req, http_response *res, const char *name, int64_t *out)
+{
+    const char *v = http_arg_get(req, name);
+    if (!v) return true;
+    if (time_parse_rfc3339(v, strlen(v), out)) return true;
+    http_error(res, 400, "%s: expected an RFC 3339 time", name);
+    return false;
+}
+
+/* Public time filters work on years: the public copy carries only the year, and a finer filter would
+ * reveal exact dates by bisection. */
+static bool get_year(http_request *req, http_response *res, const char *name, int *out)
+{
+    const char *v = http_arg_get(req, name);
+    if (!v) return true;
+    size_t n = strlen(v);
+    int64_t us;
+    int y, m, d;
+    if (n == 4 && v[0] >= '0' && v[0] <= '9' && v[1] >= '0' && v[1] <= '9' && v[2] >= '0' && v[2] <= '9' &&
+        v[3] >= '0' && v[3] <= '9') {
+        *out = atoi(v);
+        return true;
+    }
+    if (date_parse(v, n, &y, &m, &d)) {
+        *out = y;
+        return true;
+    }
+    if (time_parse_rfc3339(v, n, &us)) {
+        *out = time_year(us);
+        return true;
+    }
+    http_error(res, 400, "%s: expected a year (YYYY); public time filters are by year", name);
+    return false;
+}
+
+static bool get_limit(http_request *req, http_response *res, uint32_t *limit)
+{
+    const char *v = http_arg_get(req, "limit");
+    *limit = 100;
+    if (!v) return true;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 1 || x > 1000) {
+        http_error(res, 400, "limit: expected an integer from 1 to 1000");
+        return false;
+    }
+    *limit = (uint32_t)x;
+    return true;
+}
+
+static bool get_pid(const char *text, http_response *res, patient_id *pid)
+{
+    if (patient_id_parse(text, strlen(text), pid)) return true;
+    http_error(res, 400, "patient id: expected a UUID (8-4-4-4-12 hex digits)");
+    return false;
+}
+
+typedef struct {
+    unsigned char key[1024];
+    size_t len;
+} cursor_buf;
+
+static bool get_cursor(http_request *req, http_response *res, cursor_buf *c)
+{
+    const char *v = http_arg_get(req, "cursor");
+    c->len = 0;
+    if (!v) return true;
+    if (cursor_decode(v, c->key, sizeof c->key, &c->len)) return true;
+    http_error(res, 400, "cursor: not a cursor returned by this endpoint");
+    return false;
+}
+
+static bool begin_read(api *a, http_response *res, store_read **r)
+{
+    ms_err e;
+    if (store_read_begin(a->store, r, &e) == MS_OK) return true;
+    http_error(res, status_for(e.code), "%s", e.msg);
+    return false;
+}
+
+static void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_response *res, double t0)
+{
+    store_read_end(r);
+    if (rc == MS_OK) {
+        res->status = 200;
+        buf_free(&res->body);
+        res->body = *out;
+        *out = (buf){0};
+    } else {
+        buf_free(out);
+        http_error(res, status_for(rc), "%s", e->msg);
+    }
+    histogram_observe(&g_metrics.read_seconds, ms_mono_s() - t0);
+}
+
+/* ---- ingest ---- */
+
+static void h_ingest(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {NULL};
+    if (!only_args(req, res, allowed)) return;
+    record_batch batch = {0};
+    scan_config cfg = {a->schema, a->max_record, ms_now_us(), store_id_key(a->store)};
+    ms_err e;
+    if (record_scan_body(&cfg, req->body ? req->body : "", req->body_len, &batch, &e) != MS_OK) {
+        http_error(res, 400, "%s", e.msg);
+        record_batch_free(&batch);
+        return;
+    }
+    ingest_job job = {0};
+    char source[96];
+    snprintf(source, sizeof source, "http %s", req->client);
+    job.body = req->body;
+    job.body_len = req->body_len;
+    job.body_write_len = (req->body_len + 4095) & ~(size_t)4095; /* http_server zero-pads to 4 KiB */
+    job.batch = &batch;
+    job.source = source;
+    job.received_at = req->received_at;
+    job.results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result));
+    if (batch.rejected == batch.n) {
+        for (uint32_t i = 0; i < batch.n; i++) job.results[i].status = ITEM_REJECTED;
+        atomic_fetch_add(&g_metrics.records_rejected, batch.n);
+    } else {
+        writer_submit(a->writer, &job);
+        if (job.rc != MS_OK) {
+            http_error(res, status_for(job.rc), "nothing of this batch was stored: %s", job.err.msg);
+            free(job.results);
+            record_batch_free(&batch);
+            return;
+        }
+    }
+    buf *o = &res->body;
+    o->len = 0;
+    buf_reserve(o, (size_t)batch.n * 140 + 32);
+    buf_printf(o, "{\"errors\":%s,\"items\":[", batch.rejected ? "true" : "false");
+    for (uint32_t i = 0; i < batch.n; i++) {
+        const parsed_record *r = &batch.records[i];
+        const item_result *it = &job.results[i];
+        if (i) buf_putc(o, ',');
+        buf_printf(o, "{\"line\":%u,\"status\":\"%s\"", r->line, item_status_name(it->status));
+        if (it->status == ITEM_REJECTED) {
+            buf_puts(o, ",\"error\":");
+            jw_cstr(o, r->error ? r->error : "rejected");
+        } else {
+            char pid[PATIENT_ID_TEXT];
+            patient_id_format(&it->pid, pid);
+            buf_puts(o, ",\"record_id\":");
+            jw_string(o, r->record_id, r->record_id_len);
+            buf_printf(o, ",\"patient_id\":\"%s\",\"version\":%u", pid, it->version);
+        }
+        buf_putc(o, '}');
+    }
+    buf_puts(o, "]}");
+    res->status = 200;
+    free(job.results);
+    record_batch_free(&batch);
+}
+
+/* ---- PHI reads ---- */
+
+static void h_record_get(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"as_of", NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    int64_t as_of;
+    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_record(&q, r, req->params[0], strlen(req->params[0]), as_of, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
+                           double t0)
+{
+    int64_t as_of;
+    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient(&q, r, pid, as_of, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+static void h_patient_get(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"as_of", NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    patient_answer(a, req, res, &pid, r, t0);
+}
+
+static void h_patient_lookup(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"name", "dob", "as_of", NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    const char *name = http_arg_get(req, "name"), *dob = http_arg_get(req, "dob");
+    if (!name || !dob) { http_error(res, 400, "name and dob are both required"); return; }
+    char norm[IDENTITY_NAME_MAX], key[IDENTITY_KEY_MAX];
+    const char *why;
+    int nl = utf8_check(name, strlen(name)) == strlen(name) ? identity_normalize_name(name, strlen(name), norm, &why) : -1;
+    if (nl < 0) { http_error(res, 400, "name: not a valid name"); return; }
+    int y, m, d;
+    if (!date_parse(dob, strlen(dob), &y, &m, &d)) { http_error(res, 400, "dob: expected a real date YYYY-MM-DD"); return; }
+    size_t kl = identity_key(norm, (size_t)nl, y, m, d, key);
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    patient_id pid;
+    bool found;
+    ms_err e;
+    ms_code rc = store_ident_lookup(r, key, kl, &pid, &found, &e);
+    if (rc != MS_OK || !found) {
+        store_read_end(r);
+        if (rc) { http_error(res, status_for(rc), "%s", e.msg); return; }
+        { http_error(res, 404, "no patient with this identity"); return; }
+    }
+    patient_answer(a, req, res, &pid, r, t0);
+}
+
+static void h_patient_history(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient_history(&q, r, &pid, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+static void h_patient_records(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"type", "since", "until", "as_of", "limit", "cursor", NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    list_params p = {.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
+    cursor_buf c;
+    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) || !get_limit(req, res, &p.limit) ||
+        !get_cursor(req, res, &c))
+        return;
+    if (c.len && (c.len < 25 || memcmp(c.key, pid.b, 16) != 0))
+        { http_error(res, 400, "cursor: not a cursor of this patient's records"); return; }
+    p.cursor = c.len ? c.key : NULL;
+    p.cursor_len = c.len;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    if (!get_as_of(req, res, r, &p.as_of)) { store_read_end(r); return; }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient_records(&q, r, &pid, &p, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+/* ---- public reads ---- */
+
+static void h_public_patient(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"as_of", NULL};
+    if (!only_args(req, res, allowed)) return;
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    int64_t as_of;
+    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_public_patient(&q, r, &pid, as_of, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+static void h_public_records(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    static const char *const reserved[] = {"type", "patient_id", "since", "until", "as_of", "limit", "cursor", NULL};
+    const char *fkeys[HTTP_MAX_ARGS], *fvals[HTTP_MAX_ARGS];
+    int nf = 0;
+    for (int i = 0; i < req->nargs; i++) {
+        bool is_reserved = false;
+        for (const char *const *k = reserved; *k && !is_reserved; k++) is_reserved = strcmp(*k, req->args[i].key) == 0;
+        if (is_reserved) continue;
+        const char *k = req->args[i].key;
+        if (!schema_public(a->schema, k, strlen(k)))
+            { http_error(res, 400, "filter '%.64s': not a public field", k); return; }
+        fkeys[nf] = k;
+        fvals[nf] = req->args[i].value;
+        nf++;
+    }
+    list_params p = {.year_from = 0, .year_to = 9999, .type = http_arg_get(req, "type"), .filter_keys = fkeys,
+                     .filter_values = fvals, .nfilters = nf};
+    if ((http_arg_get(req, "since") || http_arg_get(req, "until")) &&
+        !schema_public(a->schema, a->schema->ts_field, strlen(a->schema->ts_field)))
+        { http_error(res, 400, "since/until: the event time is not a public field"); return; }
+    cursor_buf c;
+    if (!get_year(req, res, "since", &p.year_from) || !get_year(req, res, "until", &p.year_to) ||
+        !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
+        return;
+    if (p.type && (!*p.type || strlen(p.type) > 64)) { http_error(res, 400, "type: expected 1-64 characters"); return; }
+    patient_id pid;
+    const char *ptext = http_arg_get(req, "patient_id");
+    if (ptext && !get_pid(ptext, res, &pid)) return;
+    p.pid = ptext ? &pid : NULL;
+    if (c.len && p.pid && (c.len < 25 || memcmp(c.key, pid.b, 16) != 0))
+        { http_error(res, 400, "cursor: not a cursor of this query"); return; }
+    if (c.len && !p.pid && (c.key[0] != 'T')) { http_error(res, 400, "cursor: not a cursor of this query"); return; }
+    p.cursor = c.len ? c.key : NULL;
+    p.cursor_len = c.len;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    if (!get_as_of(req, res, r, &p.as_of)) { store_read_end(r); return; }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_public_records(&q, r, &p, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+}
+
+/* ---- the rest ---- */
+
+static void h_snapshot(api *a, http_request *req, http_response *res)
+{
+    (void)req;
+    unsigned char rnd[8];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) { http_error(res, 503, "random number generator failed"); return; }
+    char id[32];
+    snprintf(id, sizeof id, "snap_%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+             rnd[6], rnd[7]);
+    int64_t as_of;
+    ms_err e;
+    ms_code rc = store_snapshot_create(a->store, id, &as_of, &e);
+    if (rc) { http_error(res, status_for(rc), "%s", e.msg); return; }
+    res->status = 201;
+    res->body.len = 0;
+    buf_printf(&res->body, "{\"snapshot_id\":\"%s\",\"as_of\":", id);
+    jw_time(&res->body, as_of);
+    buf_putc(&res->body, '}');
+}
+
+static void h_health(api *a, http_request *req, http_response *res)
+{
+    (void)a;
+    (void)req;
+    res->status = 200;
+    buf_puts(&res->body, "{\"status\":\"ok\"}");
+}
+
+static void h_metrics(api *a, http_request *req, http_response *res)
+{
+    (void)req;
+    store_read *r;
+    if (store_read_begin(a->store, &r, NULL) == MS_OK) {
+        atomic_store(&g_metrics.patients, store_patient_count(r));
+        store_read_end(r);
+    }
+    res->status = 200;
+    res->content_type = "text/plain; version=0.0.4";
+    metrics_render(&res->body);
+}

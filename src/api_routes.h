@@ -1,0 +1,41 @@
+/*
+ * api_routes.h - the HTTP API v1: one route table (method, path pattern, permission, handler) and the
+ * handlers, which parse and validate parameters, then call the pipeline (ingest) or query.c (reads).
+ *
+ * Contract: every route declares its permission in the table (PERM_NONE is explicit); a test walks the
+ * table to check that none is missing. Bad parameters get 400 naming the parameter; unknown paths 404;
+ * known paths with another method 405. Error messages never contain PHI values.
+ */
+#ifndef MS_API_ROUTES_H
+#define MS_API_ROUTES_H
+
+#include "http_server.h"
+#include "schema.h"
+#include "store.h"
+#include "writer.h"
+
+#define PERM_NONE "none"
+
+typedef struct {
+    store *store;
+    writer *writer;
+    const schema *schema;
+    size_t max_record;
+} api;
+
+typedef void (*route_handler)(api *a, http_request *req, http_response *res);
+
+typedef struct {
+    const char *method;
+    const char *pattern;    /* "/v1/patients/{}/history": {} captures one path segment */
+    const char *permission; /* "resource:action" or PERM_NONE */
+    route_handler handler;
+} route;
+
+extern const route api_route_table[];
+extern const size_t api_route_count;
+
+/* The http_handler that dispatches through the table. */
+http_handler api_http_handler(api *a);
+
+#endif

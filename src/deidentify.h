@@ -1,0 +1,25 @@
+/*
+ * deidentify.h - stage 3: the public (de-identified) copy of a record and of a patient's state.
+ *
+ * Contract: an ALLOW-list, never a deny-list. Only fields the schema names as public are written, each
+ * through its transform (copy, or generalize a date/time to its year); a field whose value cannot be
+ * transformed is left out, never copied raw. Identity fields cannot be allow-listed (schema.c refuses).
+ * Output is a JSON object text. Pure functions.
+ */
+#ifndef MS_DEIDENTIFY_H
+#define MS_DEIDENTIFY_H
+
+#include "record_scan.h"
+#include "schema.h"
+#include "util.h"
+
+/* {"favorite_color":"blue","type":"lab","ts":"2026"}: the allow-listed fields of a record, in
+ * allow-list order. */
+void deid_record_fields(const schema *s, const record_field *fields, uint32_t n, buf *out);
+
+/* The public projection of a patient's state after merging record r into a state whose previous
+ * projection was prev (a JSON object text from this module, or NULL/empty for a new patient). Record
+ * fields (id, type, event time) are not part of a patient's state. */
+void deid_patient_fields(const schema *s, const char *prev, size_t prev_len, const parsed_record *r, buf *out);
+
+#endif

@@ -1,0 +1,692 @@
+/*
+ * http_client.c: a small blocking HTTP/1.1 client over plain TCP sockets (see http_client.h).
+ *
+ * DESIGN: an http_client_conn owns one socket, a read buffer and a scratch buffer for request
+ * headers.
+ * A request is the header block and the caller's body sent with one sendmsg() of two iovecs (no
+ * copy of the body); the answer is read through the read buffer: status line, header lines, then
+ * the body by Content-Length, by chunks, or to end of stream. Timeouts are the socket's
+ * SO_SNDTIMEO / SO_RCVTIMEO (per step, not per request) plus a polled non-blocking connect.
+ * A request on a reused connection that fails before any answer byte arrives is retried once on
+ * a new connection (the server may have closed the idle connection between our requests).
+ *
+ * What it must never do: exit, print, raise SIGPIPE (MSG_NOSIGNAL on every send), read past the
+ * end of the current answer (the rest of the read buffer belongs to the next one), or accept an
+ * answer it could not frame (such a connection is closed, not reused).
+ */
+#include "http_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+enum {
+    READ_BUF_SIZE = 64 * 1024,    /* read buffer; also the cap on one header or chunk-size line */
+    MAX_HEADER_BYTES = 64 * 1024, /* all header lines of one answer together */
+    DEFAULT_TIMEOUT_MS = 60000,
+};
+#define DEFAULT_MAX_RESPONSE ((size_t)256 * 1024 * 1024)
+
+struct http_client_conn {
+    char host[256];
+    char port[8];
+    char host_header[272]; /* "host:port", IPv6 literal in brackets */
+    int fd;                /* -1 when closed */
+    int timeout_ms;
+    size_t max_response;
+    unsigned long requests; /* answers completed on the current socket */
+    char *rbuf;             /* READ_BUF_SIZE bytes; unread data is rbuf[rpos..rlen) */
+    size_t rpos, rlen;
+    char *hbuf; /* request header block being built */
+    size_t hcap, hlen;
+    char err[320];
+};
+
+const char *http_client_err_str(http_client_err err) {
+    switch (err) {
+    case HTTP_CLIENT_OK: return "ok";
+    case HTTP_CLIENT_E_INVALID: return "invalid argument";
+    case HTTP_CLIENT_E_NOMEM: return "out of memory";
+    case HTTP_CLIENT_E_RESOLVE: return "name resolution failed";
+    case HTTP_CLIENT_E_CONNECT: return "connect failed";
+    case HTTP_CLIENT_E_SEND: return "send failed";
+    case HTTP_CLIENT_E_RECV: return "receive failed";
+    case HTTP_CLIENT_E_TIMEOUT: return "timed out";
+    case HTTP_CLIENT_E_CLOSED: return "connection closed by server";
+    case HTTP_CLIENT_E_PROTOCOL: return "malformed HTTP answer";
+    case HTTP_CLIENT_E_TOO_LARGE: return "answer too large";
+    }
+    return "unknown error";
+}
+
+void http_client_response_init(http_client_response *resp) {
+    memset(resp, 0, sizeof *resp);
+}
+
+void http_client_response_free(http_client_response *resp) {
+    if (!resp) return;
+    free(resp->body);
+    memset(resp, 0, sizeof *resp);
+}
+
+/* ---------- URL ---------- */
+
+static http_client_err url_fail(char *errbuf, size_t errlen, const char *url, const char *why) {
+    if (errbuf && errlen) snprintf(errbuf, errlen, "bad URL \"%s\": %s", url, why);
+    return HTTP_CLIENT_E_INVALID;
+}
+
+http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf,
+                                      size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (!url) return url_fail(errbuf, errlen, "", "empty");
+    if (strncasecmp(url, "http://", 7) != 0) {
+        if (strncasecmp(url, "https://", 8) == 0)
+            return url_fail(errbuf, errlen, url, "https is not supported, use http://");
+        return url_fail(errbuf, errlen, url, "must start with http://");
+    }
+    const char *p = url + 7;
+    const char *host_start, *host_end;
+    if (*p == '[') {
+        host_start = p + 1;
+        host_end = strchr(host_start, ']');
+        if (!host_end) return url_fail(errbuf, errlen, url, "unclosed '[' in host");
+        p = host_end + 1;
+    } else {
+        host_start = p;
+        while (*p && *p != ':' && *p != '/' && *p != '?' && *p != '#')
+            p++;
+        host_end = p;
+    }
+    size_t host_len = (size_t)(host_end - host_start);
+    if (host_len == 0) return url_fail(errbuf, errlen, url, "no host");
+    if (host_len >= sizeof out->host) return url_fail(errbuf, errlen, url, "host too long");
+    memcpy(out->host, host_start, host_len);
+    out->host[host_len] = '\0';
+
+    if (*p == ':') {
+        p++;
+        const char *port_start = p;
+        unsigned long port = 0;
+        while (*p >= '0' && *p <= '9') {
+            port = port * 10 + (unsigned long)(*p - '0');
+            if (port > 65535) return url_fail(errbuf, errlen, url, "port out of range");
+            p++;
+        }
+        if (p == port_start || port == 0) return url_fail(errbuf, errlen, url, "bad port");
+        snprintf(out->port, sizeof out->port, "%lu", port);
+    } else {
+        snprintf(out->port, sizeof out->port, "80");
+    }
+    if (*p == '?' || *p == '#')
+        return url_fail(errbuf, errlen, url, "query or fragment not allowed");
+    if (*p && *p != '/') return url_fail(errbuf, errlen, url, "unexpected character after host");
+    size_t path_len = strlen(p);
+    while (path_len > 0 && p[path_len - 1] == '/')
+        path_len--;
+    if (path_len >= sizeof out->base_path) return url_fail(errbuf, errlen, url, "path too long");
+    for (size_t i = 0; i < path_len; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '?' || ch == '#')
+            return url_fail(errbuf, errlen, url, "bad character in path");
+    }
+    memcpy(out->base_path, p, path_len);
+    out->base_path[path_len] = '\0';
+    return HTTP_CLIENT_OK;
+}
+
+/* ---------- connection ---------- */
+
+http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms,
+                                       size_t max_response) {
+    if (!host || !port || !*host || !*port) return NULL;
+    http_client_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (strlen(host) >= sizeof c->host || strlen(port) >= sizeof c->port) {
+        free(c);
+        return NULL;
+    }
+    strcpy(c->host, host);
+    strcpy(c->port, port);
+    if (strchr(host, ':'))
+        snprintf(c->host_header, sizeof c->host_header, "[%s]:%s", host, port);
+    else
+        snprintf(c->host_header, sizeof c->host_header, "%s:%s", host, port);
+    c->fd = -1;
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->max_response = max_response ? max_response : DEFAULT_MAX_RESPONSE;
+    c->rbuf = malloc(READ_BUF_SIZE);
+    c->hcap = 1024;
+    c->hbuf = malloc(c->hcap);
+    if (!c->rbuf || !c->hbuf) {
+        http_client_conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void http_client_conn_close(http_client_conn *c) {
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    c->rpos = c->rlen = 0;
+    c->requests = 0;
+}
+
+void http_client_conn_free(http_client_conn *c) {
+    if (!c) return;
+    http_client_conn_close(c);
+    free(c->rbuf);
+    free(c->hbuf);
+    free(c);
+}
+
+const char *http_client_conn_error(const http_client_conn *c) {
+    return c ? c->err : "no connection";
+}
+
+/* Records a message for err, closes the socket, returns err. sys_errno 0: no strerror part. */
+static http_client_err conn_fail(http_client_conn *c, http_client_err err, int sys_errno,
+                                 const char *what) {
+    if (sys_errno)
+        snprintf(c->err, sizeof c->err, "%s %s: %s: %s", what, c->host_header,
+                 http_client_err_str(err), strerror(sys_errno));
+    else
+        snprintf(c->err, sizeof c->err, "%s %s: %s", what, c->host_header,
+                 http_client_err_str(err));
+    http_client_conn_close(c);
+    return err;
+}
+
+static http_client_err conn_open(http_client_conn *c) {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(c->host, c->port, &hints, &res);
+    if (gai != 0) {
+        snprintf(c->err, sizeof c->err, "resolve %s: %s", c->host_header, gai_strerror(gai));
+        return HTTP_CLIENT_E_RESOLVE;
+    }
+    int last_errno = 0;
+    http_client_err last_err = HTTP_CLIENT_E_CONNECT;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc < 0 && errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int pr;
+            do
+                pr = poll(&pfd, 1, c->timeout_ms);
+            while (pr < 0 && errno == EINTR);
+            if (pr == 0) {
+                last_errno = ETIMEDOUT;
+                last_err = HTTP_CLIENT_E_TIMEOUT;
+                close(fd);
+                continue;
+            }
+            int soerr = 0;
+            socklen_t len = sizeof soerr;
+            if (pr < 0)
+                soerr = errno;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+                soerr = errno;
+            rc = soerr ? -1 : 0;
+            errno = soerr;
+        }
+        if (rc < 0) {
+            last_errno = errno;
+            last_err = HTTP_CLIENT_E_CONNECT;
+            close(fd);
+            continue;
+        }
+        /* Back to blocking mode with per-step timeouts. */
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+            last_errno = errno;
+            close(fd);
+            continue;
+        }
+        struct timeval tv = {.tv_sec = c->timeout_ms / 1000,
+                             .tv_usec = (c->timeout_ms % 1000) * 1000};
+        int one = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        freeaddrinfo(res);
+        c->fd = fd;
+        c->rpos = c->rlen = 0;
+        c->requests = 0;
+        c->err[0] = '\0';
+        return HTTP_CLIENT_OK;
+    }
+    freeaddrinfo(res);
+    return conn_fail(c, last_err, last_errno, "connect");
+}
+
+/* ---------- request ---------- */
+
+static bool has_crlf(const char *s) {
+    return s && strpbrk(s, "\r\n") != NULL;
+}
+
+static bool hbuf_append(http_client_conn *c, const char *s, size_t n) {
+    if (c->hlen + n > c->hcap) {
+        size_t cap = c->hcap;
+        while (cap < c->hlen + n)
+            cap *= 2;
+        char *p = realloc(c->hbuf, cap);
+        if (!p) return false;
+        c->hbuf = p;
+        c->hcap = cap;
+    }
+    memcpy(c->hbuf + c->hlen, s, n);
+    c->hlen += n;
+    return true;
+}
+
+static bool hbuf_str(http_client_conn *c, const char *s) {
+    return hbuf_append(c, s, strlen(s));
+}
+
+static http_client_err build_head(http_client_conn *c, const char *method, const char *path,
+                                  const http_client_header *headers, size_t body_len,
+                                  bool send_length) {
+    c->hlen = 0;
+    bool ok = hbuf_str(c, method) && hbuf_str(c, " ") && hbuf_str(c, path) &&
+              hbuf_str(c, " HTTP/1.1\r\nHost: ") && hbuf_str(c, c->host_header) &&
+              hbuf_str(c, "\r\n");
+    for (const http_client_header *h = headers; ok && h && h->name; h++)
+        ok = hbuf_str(c, h->name) && hbuf_str(c, ": ") && hbuf_str(c, h->value ? h->value : "") &&
+             hbuf_str(c, "\r\n");
+    if (ok && send_length) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "Content-Length: %zu\r\n", body_len);
+        ok = hbuf_append(c, line, (size_t)n);
+    }
+    ok = ok && hbuf_str(c, "\r\n");
+    if (!ok) {
+        snprintf(c->err, sizeof c->err, "request to %s: out of memory", c->host_header);
+        return HTTP_CLIENT_E_NOMEM;
+    }
+    return HTTP_CLIENT_OK;
+}
+
+/* Sends the header block and the body. On failure returns the error with *sys_errno set and the
+ * socket still open (the server may have answered early, e.g. 413, before closing). */
+static http_client_err send_all(http_client_conn *c, const void *body, size_t body_len,
+                                int *sys_errno) {
+    struct iovec iov[2] = {{.iov_base = c->hbuf, .iov_len = c->hlen},
+                           {.iov_base = (void *)(uintptr_t)body, .iov_len = body_len}};
+    struct iovec *v = iov;
+    int nv = body_len ? 2 : 1;
+    *sys_errno = 0;
+    while (nv > 0) {
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = v;
+        msg.msg_iovlen = (size_t)nv;
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            *sys_errno = errno;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return HTTP_CLIENT_E_TIMEOUT;
+            return HTTP_CLIENT_E_SEND;
+        }
+        size_t left = (size_t)n;
+        while (nv > 0 && left >= v->iov_len) {
+            left -= v->iov_len;
+            v++;
+            nv--;
+        }
+        if (nv > 0) {
+            v->iov_base = (char *)v->iov_base + left;
+            v->iov_len -= left;
+        }
+    }
+    return HTTP_CLIENT_OK;
+}
+
+/* ---------- answer ---------- */
+
+typedef struct {
+    http_client_conn *c;
+    size_t received; /* answer bytes received so far (to tell "nothing came back") */
+    bool peer_gone;  /* the failure was EOF / reset before any answer byte */
+} reader;
+
+/* Reads more bytes into the read buffer. Returns HTTP_CLIENT_OK or an error (end of stream is
+ * HTTP_CLIENT_E_CLOSED). */
+static http_client_err fill(reader *r) {
+    http_client_conn *c = r->c;
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->rlen == READ_BUF_SIZE)
+        return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer line from");
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, READ_BUF_SIZE - c->rlen, 0);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            r->received += (size_t)n;
+            return HTTP_CLIENT_OK;
+        }
+        if (n == 0) {
+            r->peer_gone = (r->received == 0);
+            return conn_fail(c, HTTP_CLIENT_E_CLOSED, 0, "answer from");
+        }
+        if (errno == EINTR) continue;
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer from");
+        r->peer_gone = (r->received == 0 && e == ECONNRESET);
+        return conn_fail(c, HTTP_CLIENT_E_RECV, e, "answer from");
+    }
+}
+
+/* Reads one line (CRLF or LF); *line points into the read buffer, without the line end, valid
+ * until the next read. */
+static http_client_err read_line(reader *r, char **line, size_t *len) {
+    http_client_conn *c = r->c;
+    size_t scanned = 0;
+    for (;;) {
+        char *start = c->rbuf + c->rpos;
+        size_t avail = c->rlen - c->rpos;
+        char *nl = memchr(start + scanned, '\n', avail - scanned);
+        if (nl) {
+            size_t n = (size_t)(nl - start);
+            c->rpos += n + 1;
+            if (n > 0 && start[n - 1] == '\r') n--;
+            start[n] = '\0';
+            *line = start;
+            *len = n;
+            return HTTP_CLIENT_OK;
+        }
+        scanned = avail; /* fill() moves unread data to the front: scanned stays valid */
+        http_client_err e = fill(r);
+        if (e) return e;
+    }
+}
+
+static http_client_err body_reserve(http_client_conn *c, http_client_response *resp, size_t extra) {
+    size_t need = resp->body_len + extra + 1;
+    if (resp->body_len + extra > c->max_response)
+        return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+    if (need <= resp->body_cap) return HTTP_CLIENT_OK;
+    size_t cap = resp->body_cap ? resp->body_cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(resp->body, cap);
+    if (!p) return conn_fail(c, HTTP_CLIENT_E_NOMEM, 0, "answer body from");
+    resp->body = p;
+    resp->body_cap = cap;
+    return HTTP_CLIENT_OK;
+}
+
+/* Appends exactly n answer bytes to the body. */
+static http_client_err read_body_exact(reader *r, http_client_response *resp, size_t n) {
+    http_client_conn *c = r->c;
+    http_client_err e = body_reserve(c, resp, n);
+    if (e) return e;
+    size_t from_buf = c->rlen - c->rpos;
+    if (from_buf > n) from_buf = n;
+    memcpy(resp->body + resp->body_len, c->rbuf + c->rpos, from_buf);
+    c->rpos += from_buf;
+    resp->body_len += from_buf;
+    n -= from_buf;
+    while (n > 0) { /* straight into the body, bypassing the read buffer */
+        ssize_t got = recv(c->fd, resp->body + resp->body_len, n, 0);
+        if (got > 0) {
+            resp->body_len += (size_t)got;
+            r->received += (size_t)got;
+            n -= (size_t)got;
+            continue;
+        }
+        if (got == 0) return conn_fail(c, HTTP_CLIENT_E_CLOSED, 0, "answer body from");
+        if (errno == EINTR) continue;
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+    }
+    return HTTP_CLIENT_OK;
+}
+
+static http_client_err read_body_to_eof(reader *r, http_client_response *resp) {
+    http_client_conn *c = r->c;
+    for (;;) {
+        http_client_err e = read_body_exact(r, resp, c->rlen - c->rpos);
+        if (e) return e;
+        e = body_reserve(c, resp, READ_BUF_SIZE);
+        if (e) return e;
+        ssize_t got = recv(c->fd, resp->body + resp->body_len, READ_BUF_SIZE, 0);
+        if (got > 0) {
+            resp->body_len += (size_t)got;
+            r->received += (size_t)got;
+            continue;
+        }
+        if (got == 0) return HTTP_CLIENT_OK;
+        if (errno == EINTR) continue;
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+    }
+}
+
+static http_client_err read_body_chunked(reader *r, http_client_response *resp) {
+    http_client_conn *c = r->c;
+    for (;;) {
+        char *line;
+        size_t len;
+        http_client_err e = read_line(r, &line, &len);
+        if (e) return e;
+        size_t size = 0;
+        size_t i = 0;
+        for (; i < len; i++) {
+            char ch = line[i];
+            int digit;
+            if (ch >= '0' && ch <= '9')
+                digit = ch - '0';
+            else if (ch >= 'a' && ch <= 'f')
+                digit = ch - 'a' + 10;
+            else if (ch >= 'A' && ch <= 'F')
+                digit = ch - 'A' + 10;
+            else
+                break;
+            if (size > (SIZE_MAX >> 4))
+                return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "chunk size from");
+            size = size * 16 + (size_t)digit;
+        }
+        if (i == 0 || (i < len && line[i] != ';' && line[i] != ' ' && line[i] != '\t'))
+            return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "chunk size from");
+        if (size == 0) { /* last chunk: skip trailers up to the empty line */
+            size_t trailer_bytes = 0;
+            do {
+                e = read_line(r, &line, &len);
+                if (e) return e;
+                trailer_bytes += len;
+                if (trailer_bytes > MAX_HEADER_BYTES)
+                    return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "chunk trailers from");
+            } while (len > 0);
+            return HTTP_CLIENT_OK;
+        }
+        e = read_body_exact(r, resp, size);
+        if (e) return e;
+        e = read_line(r, &line, &len);
+        if (e) return e;
+        if (len != 0) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "chunk end from");
+    }
+}
+
+static bool token_in_list(const char *value, const char *token) {
+    size_t tlen = strlen(token);
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0) return true;
+    }
+    return false;
+}
+
+static http_client_err read_answer(reader *r, bool head_request, http_client_response *resp,
+                                   bool *keep_alive) {
+    http_client_conn *c = r->c;
+    for (;;) { /* loops over 1xx interim answers */
+        char *line;
+        size_t len;
+        http_client_err e = read_line(r, &line, &len);
+        if (e) return e;
+        int minor;
+        if (len < 12 || strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') ||
+            line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
+            line[11] < '0' || line[11] > '9' || (len > 12 && line[12] != ' '))
+            return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "status line from");
+        minor = line[7] - '0';
+        int status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+
+        bool chunked = false, close_conn = (minor == 0), have_length = false;
+        size_t length = 0, header_bytes = 0;
+        for (;;) {
+            e = read_line(r, &line, &len);
+            if (e) return e;
+            if (len == 0) break;
+            header_bytes += len;
+            if (header_bytes > MAX_HEADER_BYTES)
+                return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer header from");
+            char *colon = memchr(line, ':', len);
+            if (!colon) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "answer header from");
+            *colon = '\0';
+            char *value = colon + 1;
+            while (*value == ' ' || *value == '\t')
+                value++;
+            if (strcasecmp(line, "Content-Length") == 0) {
+                char *end;
+                errno = 0;
+                unsigned long long v = strtoull(value, &end, 10);
+                while (*end == ' ' || *end == '\t')
+                    end++;
+                if (errno || end == value || *end || value[0] == '-' ||
+                    (have_length && v != length))
+                    return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Content-Length from");
+                if (v > c->max_response)
+                    return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+                length = (size_t)v;
+                have_length = true;
+            } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+                chunked = token_in_list(value, "chunked");
+                if (!chunked)
+                    return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Transfer-Encoding from");
+            } else if (strcasecmp(line, "Connection") == 0) {
+                if (token_in_list(value, "close"))
+                    close_conn = true;
+                else if (token_in_list(value, "keep-alive"))
+                    close_conn = false;
+            }
+        }
+        if (status >= 100 && status < 200) {
+            if (status == 101) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "protocol switch by");
+            continue;
+        }
+        resp->status = status;
+        resp->body_len = 0;
+        e = body_reserve(c, resp, 0);
+        if (e) return e;
+        if (head_request || status == 204 || status == 304) {
+            /* no body */
+        } else if (chunked) {
+            e = read_body_chunked(r, resp);
+        } else if (have_length) {
+            e = read_body_exact(r, resp, length);
+        } else {
+            close_conn = true;
+            e = read_body_to_eof(r, resp);
+        }
+        if (e) return e;
+        resp->body[resp->body_len] = '\0';
+        *keep_alive = !close_conn;
+        return HTTP_CLIENT_OK;
+    }
+}
+
+http_client_err http_client_request(http_client_conn *c, const char *method, const char *path,
+                                    const http_client_header *headers, const void *body,
+                                    size_t body_len, http_client_response *resp) {
+    if (!c || !resp) return HTTP_CLIENT_E_INVALID;
+    if (!method || !*method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) ||
+        strchr(method, ' ') || strchr(path, ' ') || (body_len && !body)) {
+        snprintf(c->err, sizeof c->err, "request to %s: bad method or path", c->host_header);
+        return HTTP_CLIENT_E_INVALID;
+    }
+    for (const http_client_header *h = headers; h && h->name; h++) {
+        if (!*h->name || has_crlf(h->name) || has_crlf(h->value) || strchr(h->name, ':')) {
+            snprintf(c->err, sizeof c->err, "request to %s: bad header \"%s\"", c->host_header,
+                     h->name);
+            return HTTP_CLIENT_E_INVALID;
+        }
+    }
+    bool send_length = body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                       strcmp(method, "PATCH") == 0;
+    http_client_err e = build_head(c, method, path, headers, body_len, send_length);
+    if (e) return e;
+    resp->status = 0;
+    resp->body_len = 0;
+    bool head_request = strcmp(method, "HEAD") == 0;
+
+    for (int attempt = 0;; attempt++) {
+        bool reused = c->fd >= 0 && c->requests > 0;
+        if (c->fd < 0) {
+            e = conn_open(c);
+            if (e) return e;
+        }
+        int send_errno = 0;
+        http_client_err send_err = send_all(c, body, body_len, &send_errno);
+        if (send_err == HTTP_CLIENT_E_TIMEOUT) return conn_fail(c, send_err, 0, "send to");
+        if (send_err && send_errno != EPIPE && send_errno != ECONNRESET)
+            return conn_fail(c, send_err, send_errno, "send to");
+        /* Read the answer, also after the server stopped reading: it may have answered early. */
+        reader r = {.c = c};
+        bool keep_alive = false;
+        e = read_answer(&r, head_request, resp, &keep_alive);
+        if (e == HTTP_CLIENT_OK) {
+            c->requests++;
+            if (send_err || !keep_alive || c->rpos != c->rlen) http_client_conn_close(c);
+            c->err[0] = '\0';
+            return HTTP_CLIENT_OK;
+        }
+        bool peer_gone = r.peer_gone;
+        if (send_err) {
+            e = conn_fail(c, send_err, send_errno, "send to");
+            peer_gone = true;
+        }
+        if (!(reused && peer_gone && attempt == 0)) return e;
+        /* The server closed our idle keep-alive connection: once more on a fresh one. */
+    }
+}

@@ -1,0 +1,109 @@
+/*
+ * http_client.h: a small blocking HTTP/1.1 client over plain TCP sockets.
+ *
+ * What it is for: the load generator (`medstream bench`) and tests talk to a medstream server
+ * with it. One http_client_conn is one TCP connection to one host:port, used by one thread at a
+ * time. (Prefixed http_client_ so that it never clashes with the server's http_request and
+ * http_response in http_server.h.)
+ *
+ * Contract:
+ *   - http_client_request() sends one request and reads the whole answer into an
+ *     http_client_response. The connection is kept alive between requests (HTTP/1.1
+ *     keep-alive) and reopened on demand.
+ *   - Request bodies are sent with Content-Length (no copy: headers and body go out with one
+ *     sendmsg of two iovecs). Answers may be framed by Content-Length, chunked
+ *     Transfer-Encoding, or connection close; 1xx interim answers are skipped. An answer the
+ *     server sends before it has read the whole body (e.g. 413) is still returned when the
+ *     kernel delivers it.
+ *   - If a request on a reused keep-alive connection fails before any byte of the answer came
+ *     back (the server closed an idle connection), it is retried once on a fresh connection.
+ *     This holds for every method: callers must only send requests that are safe to repeat
+ *     (medstream's POST /v1/records is: a repeated record id with the same content is a no-op).
+ *   - Errors are values: every call returns an http_client_err; http_client_conn_error() gives
+ *     a message that names the host and the cause. After any error the connection is closed
+ *     (its state is unknown) and the next request reconnects.
+ *   - The response body is owned by the http_client_response, always NUL-terminated, and its
+ *     buffer is reused across requests until http_client_response_free().
+ *
+ * What it must never do: exit() or abort() on a runtime error, raise SIGPIPE, print anything,
+ * follow redirects, speak TLS, or share one http_client_conn between threads without the
+ * caller's lock.
+ */
+#ifndef MEDSTREAM_HTTP_CLIENT_H
+#define MEDSTREAM_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    HTTP_CLIENT_OK = 0,
+    HTTP_CLIENT_E_INVALID,   /* bad argument: URL, method, path or header with CR/LF, ... */
+    HTTP_CLIENT_E_NOMEM,     /* out of memory */
+    HTTP_CLIENT_E_RESOLVE,   /* host name did not resolve */
+    HTTP_CLIENT_E_CONNECT,   /* TCP connect failed (refused, unreachable, timed out) */
+    HTTP_CLIENT_E_SEND,      /* sending the request failed */
+    HTTP_CLIENT_E_RECV,      /* receiving the answer failed */
+    HTTP_CLIENT_E_TIMEOUT,   /* no progress within the connection's timeout */
+    HTTP_CLIENT_E_CLOSED,    /* the server closed the connection before a complete answer */
+    HTTP_CLIENT_E_PROTOCOL,  /* the answer is not valid HTTP/1.x */
+    HTTP_CLIENT_E_TOO_LARGE, /* the answer's header or body is over the connection's limit */
+} http_client_err;
+
+/* A short fixed name for an error value ("connect failed", ...); never NULL. */
+const char *http_client_err_str(http_client_err err);
+
+/* One request header. Arrays of them end with an entry whose name is NULL. */
+typedef struct {
+    const char *name;
+    const char *value;
+} http_client_header;
+
+/* An answer. Zero-initialize (or http_client_response_init) before first use. */
+typedef struct {
+    int status; /* e.g. 200 */
+    char *body; /* NUL-terminated, body_len bytes before the NUL; owned */
+    size_t body_len;
+    size_t body_cap; /* internal: allocated size of body */
+} http_client_response;
+
+void http_client_response_init(http_client_response *resp);
+void http_client_response_free(http_client_response *resp);
+
+/* The parts of an http:// URL. base_path has no trailing '/' ("" for the root). */
+typedef struct {
+    char host[256]; /* without IPv6 brackets */
+    char port[8];
+    char base_path[256];
+} http_client_url;
+
+/* Parses "http://HOST[:PORT][/PATH]" (IPv6 as [::1]); PORT defaults to 80. On error returns
+ * HTTP_CLIENT_E_INVALID and writes a message to errbuf (may be NULL). */
+http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf,
+                                      size_t errlen);
+
+typedef struct http_client_conn http_client_conn;
+
+/* Creates a connection object; it connects lazily on the first request. timeout_ms bounds each
+ * connect, send and receive step (0: 60 s). max_response bounds an answer's body (0: 256 MiB).
+ * Returns NULL only when out of memory or when host/port are empty or too long. */
+http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms,
+                                       size_t max_response);
+
+/* Closes the socket (if open) and frees everything; NULL is fine. */
+void http_client_conn_free(http_client_conn *conn);
+
+/* Closes the socket, keeping the object for a later request. */
+void http_client_conn_close(http_client_conn *conn);
+
+/* The message of the last error on this connection ("" if none). Valid until the next call. */
+const char *http_client_conn_error(const http_client_conn *conn);
+
+/* Sends METHOD PATH with the given headers (NULL-terminated array, may be NULL) and body
+ * (body_len bytes; Content-Length is sent when body_len > 0 or the method is POST/PUT/PATCH), and
+ * reads the answer into *resp. Host and Content-Length are added by the client; do not
+ * pass them. Returns HTTP_CLIENT_OK when a complete answer arrived, whatever its status code. */
+http_client_err http_client_request(http_client_conn *conn, const char *method, const char *path,
+                                    const http_client_header *headers, const void *body,
+                                    size_t body_len, http_client_response *resp);
+
+#endif

@@ -1,0 +1,161 @@
+/*
+ * main.c - the medstream command line: init, serve, bench. Each command has one option table
+ * (options.h) from which its --help comes. Exit codes: 0 ok, 1 runtime failure, 2 usage.
+ *
+ * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
+ * pipeline logic.
+ */
+#include "api_routes.h"
+#include "bench.h"
+#include "http_server.h"
+#include "options.h"
+#include "schema.h"
+#include "store.h"
+#include "writer.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VERSION "0.1.0"
+
+static int usage_error(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "medstream %s: %s (see medstream %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+static int cmd_init(int argc, char **argv)
+{
+    uint64_t segment_size = 0;
+    const option opts[] = {
+        {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
+        {0},
+    };
+    const char *pos[1];
+    char err[256];
+    int n = options_parse(opts, argc, argv, 2, pos, 1, err, sizeof err);
+    if (n == -2) {
+        options_help(stdout, "medstream init DIR [options]",
+                     "Create a data directory: the LMDB store and the segment log.", opts);
+        return 0;
+    }
+    if (n < 0) return usage_error("init", err);
+    if (n != 1) return usage_error("init", "expected the data directory");
+    store *s;
+    ms_err e;
+    store_options so = {0, segment_size};
+    if (store_open(&s, pos[0], &so, &e) != MS_OK) {
+        fprintf(stderr, "medstream init: %s\n", e.msg);
+        return 1;
+    }
+    store_close(s);
+    printf("initialized %s\n", pos[0]);
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *data = NULL, *listen = NULL, *schema_file = NULL;
+    uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0;
+    const option opts[] = {
+        {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
+        {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)", &listen},
+        {"--schema", OPT_STRING, NULL, false, "schema file (JSON) naming field roles and the public allow-list", &schema_file},
+        {"--max-body", OPT_BYTES, "64MiB", false, "largest request body; larger gets 413", &max_body},
+        {"--max-record", OPT_BYTES, "1MiB", false, "largest record; larger is a rejected line", &max_record},
+        {"--map-size", OPT_BYTES, "1TiB", false, "LMDB map size (address space, not disk)", &map_size},
+        {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
+        {0},
+    };
+    const char *pos[1];
+    char err[256];
+    int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
+    if (n == -2) {
+        options_help(stdout, "medstream serve --data DIR [options]",
+                     "Serve the HTTP API v1 (docs/API.md) on the embedded store.", opts);
+        return 0;
+    }
+    if (n < 0) return usage_error("serve", err);
+    if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");
+    if (max_record < 64 || max_record > max_body) return usage_error("serve", "--max-record must be between 64 bytes and --max-body");
+
+    schema sc;
+    ms_err e = {0};
+    if (schema_file) {
+        if (schema_load_file(&sc, schema_file, &e) != MS_OK) {
+            fprintf(stderr, "medstream serve: %s\n", e.msg);
+            return 1;
+        }
+    } else {
+        schema_default(&sc);
+    }
+    /* SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    store *s = NULL;
+    writer *w = NULL;
+    http_server *h = NULL;
+    int rc = 1;
+    store_options so = {map_size, segment_size};
+    double t0 = ms_mono_s();
+    if (store_open(&s, data, &so, &e) != MS_OK) goto out;
+    if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
+    api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record};
+    http_handler hh = api_http_handler(&a);
+    http_options ho = {.listen = listen, .max_body = max_body};
+    if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
+    fprintf(stderr, "medstream: serving %s on port %d (ready in %.3f s)\n", data, http_server_port(h), ms_mono_s() - t0);
+    int sig;
+    sigwait(&stop, &sig);
+    fprintf(stderr, "medstream: stopping (signal %d)\n", sig);
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
+    http_server_stop(h); /* no new requests; in-flight ones finish */
+    writer_stop(w);      /* queued batches are committed */
+    store_close(s);
+    schema_free(&sc);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "medstream %s - patient records in, deduplicated, versioned, de-identified\n\n"
+               "usage: medstream COMMAND [options]   (medstream COMMAND --help for each)\n\n"
+               "commands:\n"
+               "  init DIR     create a data directory\n"
+               "  serve        serve the HTTP API on the embedded store\n"
+               "  bench        load generator and freshness probe against a running server\n"
+               "  version      print the version\n",
+            VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
+    if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("medstream %s\n", VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "medstream: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

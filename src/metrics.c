@@ -1,0 +1,83 @@
+/*
+ * metrics.c - counters, histograms and the Prometheus exposition (see metrics.h).
+ */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+metrics g_metrics;
+
+static const double hist_bounds_s[HIST_BUCKETS] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                   0.1,    0.2,   0.5,   1,     2,    5,    10};
+
+void histogram_observe(histogram *h, double seconds)
+{
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
+    for (int i = 0; i < HIST_BUCKETS; i++)
+        if (seconds <= hist_bounds_s[i]) atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+}
+
+static void render_hist(buf *out, const char *name, const char *help, histogram *h)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < HIST_BUCKETS; i++)
+        buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, hist_bounds_s[i],
+                   (unsigned long long)atomic_load(&h->bucket[i]));
+    uint64_t count = atomic_load(&h->count);
+    buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)count, name,
+               (double)atomic_load(&h->sum_us) / 1e6, name, (unsigned long long)count);
+}
+
+static unsigned long long proc_value(const char *file, const char *key)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long v = 0;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0) {
+            sscanf(line + kl, " %llu", &v);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+static void counter(buf *out, const char *name, const char *help, uint64_t v)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, (unsigned long long)v);
+}
+
+static void gauge(buf *out, const char *name, const char *help, uint64_t v)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name, (unsigned long long)v);
+}
+
+void metrics_render(buf *out)
+{
+    metrics *m = &g_metrics;
+    buf_puts(out, "# HELP medstream_records_total Records ingested, by outcome.\n# TYPE medstream_records_total counter\n");
+    buf_printf(out, "medstream_records_total{status=\"created\"} %llu\n", (unsigned long long)atomic_load(&m->records_created));
+    buf_printf(out, "medstream_records_total{status=\"updated\"} %llu\n", (unsigned long long)atomic_load(&m->records_updated));
+    buf_printf(out, "medstream_records_total{status=\"duplicate\"} %llu\n", (unsigned long long)atomic_load(&m->records_duplicate));
+    buf_printf(out, "medstream_records_total{status=\"rejected\"} %llu\n", (unsigned long long)atomic_load(&m->records_rejected));
+    counter(out, "medstream_batches_total", "Ingest batches (requests) committed.", atomic_load(&m->batches));
+    counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).", atomic_load(&m->commits));
+    counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).", atomic_load(&m->commit_failures));
+    counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.", atomic_load(&m->ingest_bytes));
+    counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
+    counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
+    render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).", &m->commit_seconds);
+    render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.", &m->freshness_seconds);
+    render_hist(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);
+    gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.", atomic_load(&m->commit_position));
+    gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
+    gauge(out, "medstream_process_disk_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io).",
+          proc_value("/proc/self/io", "write_bytes:"));
+    gauge(out, "medstream_process_rss_bytes", "Resident set size.", proc_value("/proc/self/status", "VmRSS:") * 1024);
+    gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size.", proc_value("/proc/self/status", "VmHWM:") * 1024);
+}

@@ -1,0 +1,38 @@
+/*
+ * metrics.h - process-wide counters and histograms, rendered as Prometheus text.
+ *
+ * Contract: updates are lock-free atomics, safe from any thread, cheap enough for the hot path.
+ * Labels are fixed enumerations: no metric label ever carries a value taken from a record (PHI).
+ */
+#ifndef MS_METRICS_H
+#define MS_METRICS_H
+
+#include "util.h"
+
+#include <stdatomic.h>
+
+#define HIST_BUCKETS 14
+
+typedef struct {
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_us;
+    _Atomic uint64_t bucket[HIST_BUCKETS]; /* cumulative upper bounds in hist_bounds_s */
+} histogram;
+
+typedef struct {
+    _Atomic uint64_t records_created, records_updated, records_duplicate, records_rejected;
+    _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
+    histogram commit_seconds;    /* one group commit (writes + fsyncs) */
+    histogram freshness_seconds; /* request fully received -> visible to reads */
+    histogram read_seconds;      /* PHI and public reads */
+    _Atomic uint64_t commit_position;
+    _Atomic uint64_t patients;
+} metrics;
+
+extern metrics g_metrics;
+
+void histogram_observe(histogram *h, double seconds);
+/* Prometheus text exposition of everything, plus process figures (/proc/self). */
+void metrics_render(buf *out);
+
+#endif

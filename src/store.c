@@ -1,0 +1,926 @@
+/*
+ * store.c - LMDB + segment log (see store.h for the layout and the contract).
+ */
+#include "store.h"
+
+#include "segment_log.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_COUNT };
+static const char *const db_names[DB_COUNT] = {"ident", "patient", "record", "public", "log", "snapshot", "meta"};
+
+struct store {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    segment_log *log;
+    unsigned char id_key[32];
+    int64_t last_commit;  /* writer's view */
+    uint64_t commit_pos;
+    uint64_t patients;
+};
+
+typedef struct {
+    const void *data;
+    size_t len;
+    uint64_t pos;
+} pending_body;
+
+struct store_write {
+    store *s;
+    MDB_txn *txn;
+    int64_t now;
+    uint64_t log_start;
+    pending_body *bodies;
+    size_t nbodies, cap;
+    uint64_t patients;
+    buf log;              /* the commit log entry being built */
+    uint32_t nlog;
+    buf key;              /* scratch */
+};
+
+struct store_read {
+    store *s;
+    MDB_txn *txn;
+};
+
+static ms_code mdb_fail(ms_err *e, int rc, const char *what)
+{
+    ms_code code = (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG) ? MS_EFULL
+                   : rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ? MS_ECORRUPT
+                                                                                          : MS_EIO;
+    return ms_fail(e, code, "store: %s: %s", what, mdb_strerror(rc));
+}
+
+static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
+{
+    MDB_val k = val(name, strlen(name)), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0 && v.mv_size == 8) *out = ms_get_be64(v.mv_data);
+    else *out = 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
+{
+    unsigned char b[8];
+    ms_set_be64(b, x);
+    MDB_val k = val(name, strlen(name)), v = val(b, 8);
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
+{
+    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE};
+    if (!opt) opt = &defaults;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lmdb", dir);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
+    store *s = ms_calloc(1, sizeof *s);
+    int rc = mdb_env_create(&s->env);
+    if (rc) {
+        free(s);
+        return mdb_fail(e, rc, "create environment");
+    }
+    mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
+    mdb_env_set_maxreaders(s->env, 1024);
+    mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : STORE_DEFAULT_MAP_SIZE);
+    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
+    if (rc) {
+        mdb_fail(e, rc, "open");
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(s->env, &dead); /* free reader slots of crashed processes */
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) {
+        mdb_fail(e, rc, "begin");
+        goto fail;
+    }
+    for (int i = 0; i < DB_COUNT; i++) {
+        if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]))) {
+            mdb_txn_abort(txn);
+            mdb_fail(e, rc, "open sub-database");
+            goto fail;
+        }
+    }
+    MDB_val k = val("id_key", 6), v;
+    rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        if (RAND_bytes(s->id_key, 32) != 1) {
+            mdb_txn_abort(txn);
+            ms_fail(e, MS_EIO, "store: random number generator failed");
+            goto fail;
+        }
+        v = val(s->id_key, 32);
+        rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+    } else if (rc == 0 && v.mv_size == 32) {
+        memcpy(s->id_key, v.mv_data, 32);
+    } else if (rc == 0) {
+        rc = MDB_CORRUPTED;
+    }
+    uint64_t log_end = 0, last = 0;
+    if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "log_end", &log_end);
+    if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "commit_pos", &s->commit_pos);
+    if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "last_commit", &last);
+    if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "patients", &s->patients);
+    s->last_commit = (int64_t)last;
+    if (rc) {
+        mdb_txn_abort(txn);
+        mdb_fail(e, rc, "read metadata");
+        goto fail;
+    }
+    if ((rc = mdb_txn_commit(txn))) {
+        mdb_fail(e, rc, "commit");
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/segments", dir);
+    if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, log_end, e) != MS_OK)
+        goto fail;
+    *out = s;
+    return MS_OK;
+fail:
+    mdb_env_close(s->env);
+    free(s);
+    return e ? e->code : MS_EIO;
+}
+
+void store_close(store *s)
+{
+    if (!s) return;
+    seglog_close(s->log);
+    mdb_env_close(s->env);
+    free(s);
+}
+
+const unsigned char *store_id_key(const store *s) { return s->id_key; }
+
+void store_inject_fault(store *s, int err) { seglog_inject_fault(s->log, err); }
+
+/* ---- key builders ---- */
+
+/* Event times in keys: sign bit flipped so that big-endian byte order is numeric order. */
+#define TS_SIGN ((uint64_t)1 << 63)
+static uint64_t ts_key(int64_t ts) { return (uint64_t)ts ^ TS_SIGN; }
+
+static void key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version)
+{
+    k->len = 0;
+    buf_put(k, prefix, n);
+    buf_put_be64(k, ~(uint64_t)vf);
+    buf_put_be32(k, ~version);
+}
+
+static void key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version)
+{
+    k->len = 0;
+    buf_put(k, rid, n);
+    buf_putc(k, 0);
+    buf_put_be64(k, ~(uint64_t)vf);
+    buf_put_be32(k, ~version);
+}
+
+/* ---- record version encoding ---- */
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 4 + 8 + 16 + 1 };
+
+static void encode_record(buf *b, const record_version *rv)
+{
+    b->len = 0;
+    buf_put_be32(b, rv->version);
+    buf_put_be64(b, (uint64_t)rv->valid_from);
+    buf_put(b, rv->pid.b, 16);
+    buf_put_be64(b, (uint64_t)rv->ts_us);
+    buf_put_be64(b, rv->body_pos);
+    buf_put_be32(b, rv->body_len);
+    buf_put_be64(b, rv->body_hash);
+    buf_put(b, rv->content_hash, 16);
+    buf_putc(b, (char)rv->type_len);
+    buf_put(b, rv->type, rv->type_len);
+}
+
+static bool decode_record(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < RV_HDR || rid_len > RECORD_ID_MAX) return false;
+    rv->version = ms_get_be32(p);
+    rv->valid_from = (int64_t)ms_get_be64(p + 4);
+    memcpy(rv->pid.b, p + 12, 16);
+    rv->ts_us = (int64_t)ms_get_be64(p + 28);
+    rv->body_pos = ms_get_be64(p + 36);
+    rv->body_len = ms_get_be32(p + 44);
+    rv->body_hash = ms_get_be64(p + 48);
+    memcpy(rv->content_hash, p + 56, 16);
+    rv->type_len = p[72];
+    if (v->mv_size != RV_HDR + rv->type_len || rv->type_len > 64) return false;
+    memcpy(rv->type, p + RV_HDR, rv->type_len);
+    rv->type[rv->type_len] = 0;
+    memcpy(rv->record_id, rid, rid_len);
+    rv->record_id[rid_len] = 0;
+    rv->record_id_len = (uint32_t)rid_len;
+    rv->valid_to = -1;
+    return true;
+}
+
+/* ---- patient version encoding ---- */
+
+static void encode_patient(buf *b, const patient_version *pv)
+{
+    b->len = 0;
+    buf_put_be32(b, pv->version);
+    buf_put_be64(b, (uint64_t)pv->valid_from);
+    buf_put_be16(b, (uint16_t)pv->cause_record_len);
+    buf_put(b, pv->cause_record, pv->cause_record_len);
+    buf_put_be16(b, (uint16_t)pv->source_len);
+    buf_put(b, pv->source, pv->source_len);
+    buf_put_be32(b, pv->nfields);
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        const state_field *f = &pv->fields[i];
+        buf_put_be16(b, (uint16_t)f->key_len);
+        buf_put(b, f->key, f->key_len);
+        buf_put_be64(b, f->pos);
+        buf_put_be32(b, f->len);
+        buf_put_be64(b, f->hash);
+    }
+}
+
+/* Decode; strings point into the value (copied into mem when mem is given). */
+static bool decode_patient(const MDB_val *v, const patient_id *pid, patient_version *pv, arena *mem)
+{
+    const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+    if (mem) {
+        unsigned char *copy = arena_alloc(mem, v->mv_size);
+        memcpy(copy, p, v->mv_size);
+        p = copy;
+        end = copy + v->mv_size;
+    }
+    memset(pv, 0, sizeof *pv);
+    pv->pid = *pid;
+    pv->valid_to = -1;
+    if (end - p < 14) return false;
+    pv->version = ms_get_be32(p);
+    pv->valid_from = (int64_t)ms_get_be64(p + 4);
+    p += 12;
+    pv->cause_record_len = ms_get_be16(p);
+    p += 2;
+    if ((size_t)(end - p) < pv->cause_record_len + 2u) return false;
+    pv->cause_record = (const char *)p;
+    p += pv->cause_record_len;
+    pv->source_len = ms_get_be16(p);
+    p += 2;
+    if ((size_t)(end - p) < pv->source_len + 4u) return false;
+    pv->source = (const char *)p;
+    p += pv->source_len;
+    pv->nfields = ms_get_be32(p);
+    p += 4;
+    if (pv->nfields > RECORD_MAX_FIELDS * 64u) return false;
+    pv->fields = mem ? arena_alloc(mem, sizeof(state_field) * (pv->nfields ? pv->nfields : 1))
+                     : ms_malloc(sizeof(state_field) * (pv->nfields ? pv->nfields : 1));
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        state_field *f = &pv->fields[i];
+        if (end - p < 2) goto bad;
+        f->key_len = ms_get_be16(p);
+        p += 2;
+        if ((size_t)(end - p) < f->key_len + 20u) goto bad;
+        f->key = (const char *)p;
+        p += f->key_len;
+        f->pos = ms_get_be64(p);
+        f->len = ms_get_be32(p + 8);
+        f->hash = ms_get_be64(p + 12);
+        p += 20;
+    }
+    if (p != end) goto bad;
+    return true;
+bad:
+    if (!mem) free(pv->fields);
+    pv->fields = NULL;
+    pv->nfields = 0;
+    return false;
+}
+
+/* ---- write side ---- */
+
+ms_code store_write_begin(store *s, store_write **out, ms_err *e)
+{
+    store_write *w = ms_calloc(1, sizeof *w);
+    w->s = s;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
+    if (rc) {
+        free(w);
+        return mdb_fail(e, rc, "begin write");
+    }
+    int64_t now = ms_now_us();
+    w->now = now > s->last_commit ? now : s->last_commit + 1;
+    w->log_start = seglog_end(s->log);
+    w->patients = s->patients;
+    buf_put_be64(&w->log, (uint64_t)w->now);
+    buf_put_be32(&w->log, 0); /* entry count, patched at commit */
+    *out = w;
+    return MS_OK;
+}
+
+int64_t store_write_time(const store_write *w) { return w->now; }
+
+ms_code store_reserve_body(store_write *w, const void *data, size_t len, uint64_t *pos, ms_err *e)
+{
+    ms_code rc = seglog_reserve(w->s->log, len, pos, e);
+    if (rc != MS_OK) return rc;
+    if (w->nbodies == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 8;
+        w->bodies = ms_realloc(w->bodies, sizeof(pending_body) * w->cap);
+    }
+    w->bodies[w->nbodies++] = (pending_body){data, len, *pos};
+    return MS_OK;
+}
+
+ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
+{
+    MDB_val k = val(key, len), v;
+    int rc = mdb_get(w->txn, w->s->dbi[DB_IDENT], &k, &v);
+    *found = false;
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "identity lookup");
+    if (v.mv_size != 16) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    memcpy(pid->b, v.mv_data, 16);
+    *found = true;
+    return MS_OK;
+}
+
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_id *pid, ms_err *e)
+{
+    MDB_val k = val(key, len), v = val(pid->b, 16);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &v, MDB_NOOVERWRITE);
+    if (rc) return mdb_fail(e, rc, "identity insert");
+    w->patients++;
+    return MS_OK;
+}
+
+static int seek_first_version(MDB_cursor *c, const buf *prefix_key, size_t prefix_len, MDB_val *k, MDB_val *v)
+{
+    *k = val(prefix_key->data, prefix_key->len);
+    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc) return rc;
+    if (k->mv_size < prefix_len || memcmp(k->mv_data, prefix_key->data, prefix_len) != 0) return MDB_NOTFOUND;
+    return 0;
+}
+
+static ms_code record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t len, int64_t as_of,
+                         record_version *rv, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    key_record(kb, rid, len, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    rc = seek_first_version(c, kb, len + 1, &k, &v);
+    if (rc == 0 && k.mv_size == len + 13) {
+        if (!decode_record(&v, rid, len, rv)) {
+            mdb_cursor_close(c);
+            return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+        }
+        *found = true;
+        /* valid_to: the next newer version's valid_from */
+        MDB_val pk, pvv;
+        if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 && memcmp(pk.mv_data, rid, len) == 0 &&
+            ((char *)pk.mv_data)[len] == 0 && pvv.mv_size >= 12)
+            rv->valid_to = (int64_t)ms_get_be64((char *)pvv.mv_data + 4);
+        rc = 0;
+    } else if (rc == MDB_NOTFOUND || rc == 0) {
+        rc = 0;
+    }
+    mdb_cursor_close(c);
+    return rc ? mdb_fail(e, rc, "record lookup") : MS_OK;
+}
+
+ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e)
+{
+    return record_at(w->txn, w->s->dbi[DB_RECORD], &w->key, rid, len, INT64_MAX, rv, found, e);
+}
+
+static void log_add(store_write *w, char kind, const void *id, size_t id_len, uint32_t version)
+{
+    buf_putc(&w->log, kind);
+    buf_put_be16(&w->log, (uint16_t)id_len);
+    buf_put(&w->log, id, id_len);
+    buf_put_be32(&w->log, version);
+    w->nlog++;
+}
+
+ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
+                         ms_err *e)
+{
+    store *s = w->s;
+    buf v = {0};
+    int rc;
+    encode_record(&v, rv);
+    key_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    MDB_val k = val(w->key.data, w->key.len), mv = val(v.data, v.len);
+    rc = mdb_put(w->txn, s->dbi[DB_RECORD], &k, &mv, 0);
+    if (rc) goto out;
+    /* the patient's records index */
+    w->key.len = 0;
+    buf_put(&w->key, rv->pid.b, 16);
+    buf_putc(&w->key, 'r');
+    buf_put_be64(&w->key, ts_key(rv->ts_us));
+    buf_put(&w->key, rv->record_id, rv->record_id_len);
+    k = val(w->key.data, w->key.len);
+    mv = val("", 0);
+    rc = mdb_put(w->txn, s->dbi[DB_PATIENT], &k, &mv, 0);
+    if (rc) goto out;
+    /* the public copy */
+    v.len = 0;
+    buf_put(&v, rv->pid.b, 16);
+    buf_put_be16(&v, (uint16_t)year);
+    buf_putc(&v, (char)rv->type_len);
+    buf_put(&v, rv->type, rv->type_len);
+    buf_put(&v, public_fields, pf_len);
+    key_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    {
+        buf pk = {0};
+        buf_putc(&pk, 'R');
+        buf_put(&pk, w->key.data, w->key.len);
+        k = val(pk.data, pk.len);
+        mv = val(v.data, v.len);
+        rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
+        buf_free(&pk);
+    }
+    if (rc) goto out;
+    for (int pass = 0; pass < 2; pass++) {
+        w->key.len = 0;
+        buf_putc(&w->key, 'T');
+        if (pass == 0) buf_put(&w->key, rv->type, rv->type_len);
+        else buf_putc(&w->key, '*');
+        buf_putc(&w->key, 0);
+        buf_put_be16(&w->key, (uint16_t)year);
+        buf_put(&w->key, rv->record_id, rv->record_id_len);
+        k = val(w->key.data, w->key.len);
+        mv = val("", 0);
+        rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
+        if (rc) goto out;
+    }
+    log_add(w, 'r', rv->record_id, rv->record_id_len, rv->version);
+out:
+    buf_free(&v);
+    return rc ? mdb_fail(e, rc, "record insert") : MS_OK;
+}
+
+ms_code store_patient_latest(store_write *w, const patient_id *pid, patient_version *pv, arena *mem, bool *found,
+                             ms_err *e)
+{
+    unsigned char prefix[17];
+    memcpy(prefix, pid->b, 16);
+    prefix[16] = 'v';
+    key_versioned(&w->key, prefix, 17, INT64_MAX, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    *found = false;
+    rc = seek_first_version(c, &w->key, 17, &k, &v);
+    ms_code out = MS_OK;
+    if (rc == 0) {
+        if (!decode_patient(&v, pid, pv, mem)) out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        else *found = true;
+    } else if (rc != MDB_NOTFOUND) {
+        out = mdb_fail(e, rc, "patient lookup");
+    }
+    mdb_cursor_close(c);
+    return out;
+}
+
+ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
+{
+    unsigned char prefix[17];
+    memcpy(prefix, pv->pid.b, 16);
+    prefix[16] = 'v';
+    buf v = {0};
+    encode_patient(&v, pv);
+    key_versioned(&w->key, prefix, 17, pv->valid_from, pv->version);
+    MDB_val k = val(w->key.data, w->key.len), mv = val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
+    buf_free(&v);
+    if (rc) return mdb_fail(e, rc, "patient insert");
+    log_add(w, 'p', pv->pid.b, 16, pv->version);
+    return MS_OK;
+}
+
+static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const patient_id *pid, int64_t as_of, buf *out,
+                                 bool *found, ms_err *e)
+{
+    unsigned char prefix[17];
+    prefix[0] = 'P';
+    memcpy(prefix + 1, pid->b, 16);
+    key_versioned(kb, prefix, 17, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    *found = false;
+    rc = seek_first_version(c, kb, 17, &k, &v);
+    if (rc == 0) {
+        out->len = 0;
+        buf_put(out, v.mv_data, v.mv_size);
+        *found = true;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "public patient lookup") : MS_OK;
+}
+
+ms_code store_public_patient_latest(store_write *w, const patient_id *pid, buf *out, bool *found, ms_err *e)
+{
+    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, pid, INT64_MAX, out, found, e);
+}
+
+ms_code store_public_patient_put(store_write *w, const patient_id *pid, uint32_t version, const char *fields,
+                                 size_t len, ms_err *e)
+{
+    unsigned char prefix[17];
+    prefix[0] = 'P';
+    memcpy(prefix + 1, pid->b, 16);
+    key_versioned(&w->key, prefix, 17, w->now, version);
+    MDB_val k = val(w->key.data, w->key.len), v = val(fields, len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
+    return rc ? mdb_fail(e, rc, "public patient insert") : MS_OK;
+}
+
+static void write_free(store_write *w)
+{
+    free(w->bodies);
+    buf_free(&w->log);
+    buf_free(&w->key);
+    free(w);
+}
+
+void store_write_abort(store_write *w)
+{
+    if (!w) return;
+    mdb_txn_abort(w->txn);
+    seglog_rewind(w->s->log, w->log_start);
+    write_free(w);
+}
+
+ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
+{
+    store *s = w->s;
+    ms_code code = MS_OK;
+    int rc = 0;
+    for (size_t i = 0; i < w->nbodies && code == MS_OK; i++)
+        code = seglog_write(s->log, w->bodies[i].pos, w->bodies[i].data, w->bodies[i].len, e);
+    if (code == MS_OK && w->nbodies) code = seglog_sync(s->log, e);
+    if (code != MS_OK) {
+        store_write_abort(w);
+        return code;
+    }
+    uint64_t pos = s->commit_pos + 1;
+    ms_set_be32(w->log.data + 8, w->nlog);
+    unsigned char kb[8];
+    ms_set_be64(kb, pos);
+    MDB_val k = val(kb, 8), v = val(w->log.data, w->log.len);
+    if (!(rc = mdb_put(w->txn, s->dbi[DB_LOG], &k, &v, 0)) &&
+        !(rc = meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
+        !(rc = meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
+        !(rc = meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
+        !(rc = meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients))) {
+        rc = mdb_txn_commit(w->txn);
+        w->txn = NULL;
+    }
+    if (rc) {
+        if (w->txn) mdb_txn_abort(w->txn);
+        seglog_rewind(s->log, w->log_start);
+        write_free(w);
+        return mdb_fail(e, rc, "commit");
+    }
+    s->commit_pos = pos;
+    s->last_commit = w->now;
+    s->patients = w->patients;
+    if (commit_pos) *commit_pos = pos;
+    write_free(w);
+    return MS_OK;
+}
+
+/* ---- read side ---- */
+
+ms_code store_read_begin(store *s, store_read **out, ms_err *e)
+{
+    store_read *r = ms_calloc(1, sizeof *r);
+    r->s = s;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc) {
+        free(r);
+        return mdb_fail(e, rc, "begin read");
+    }
+    *out = r;
+    return MS_OK;
+}
+
+void store_read_end(store_read *r)
+{
+    if (!r) return;
+    mdb_txn_abort(r->txn);
+    free(r);
+}
+
+static uint64_t read_meta(store_read *r, const char *name)
+{
+    uint64_t x = 0;
+    meta_get_u64(r->txn, r->s->dbi[DB_META], name, &x);
+    return x;
+}
+
+int64_t store_last_commit(store_read *r) { return (int64_t)read_meta(r, "last_commit"); }
+uint64_t store_patient_count(store_read *r) { return read_meta(r, "patients"); }
+uint64_t store_commit_pos(store_read *r) { return read_meta(r, "commit_pos"); }
+
+ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
+{
+    MDB_val k = val(key, len), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "identity lookup");
+    if (v.mv_size != 16) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    memcpy(pid->b, v.mv_data, 16);
+    *found = true;
+    return MS_OK;
+}
+
+ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, record_version *rv, bool *found,
+                        ms_err *e)
+{
+    buf kb = {0};
+    ms_code rc = record_at(r->txn, r->s->dbi[DB_RECORD], &kb, rid, len, as_of, rv, found, e);
+    buf_free(&kb);
+    return rc;
+}
+
+ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
+                         bool *found, ms_err *e)
+{
+    unsigned char prefix[17];
+    memcpy(prefix, pid->b, 16);
+    prefix[16] = 'v';
+    buf kb = {0};
+    key_versioned(&kb, prefix, 17, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) {
+        buf_free(&kb);
+        return mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    *found = false;
+    ms_code out = MS_OK;
+    rc = seek_first_version(c, &kb, 17, &k, &v);
+    if (rc == 0) {
+        if (!decode_patient(&v, pid, pv, mem)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        } else {
+            *found = true;
+            MDB_val nk, nv;
+            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 29 && memcmp(nk.mv_data, prefix, 17) == 0 &&
+                nv.mv_size >= 12)
+                pv->valid_to = (int64_t)ms_get_be64((char *)nv.mv_data + 4);
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        out = mdb_fail(e, rc, "patient lookup");
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    return out;
+}
+
+ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
+                              ms_err *e)
+{
+    unsigned char prefix[17];
+    memcpy(prefix, pid->b, 16);
+    prefix[16] = 'v';
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    uint32_t count = 0, cap = 16;
+    patient_version *list = arena_alloc(mem, sizeof *list * cap);
+    MDB_val k = val(prefix, 17), v;
+    ms_code code = MS_OK;
+    /* newest first in key order: collect, then reverse */
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 29 || memcmp(k.mv_data, prefix, 17) != 0) break;
+        if (count == cap) {
+            patient_version *bigger = arena_alloc(mem, sizeof *list * cap * 2);
+            memcpy(bigger, list, sizeof *list * cap);
+            list = bigger;
+            cap *= 2;
+        }
+        if (!decode_patient(&v, pid, &list[count], mem)) {
+            code = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+            break;
+        }
+        list[count].valid_to = count ? list[count - 1].valid_from : -1;
+        count++;
+    }
+    mdb_cursor_close(c);
+    if (code != MS_OK) return code;
+    if (rc && rc != MDB_NOTFOUND) return mdb_fail(e, rc, "patient history");
+    for (uint32_t i = 0; i < count / 2; i++) {
+        patient_version t = list[i];
+        list[i] = list[count - 1 - i];
+        list[count - 1 - i] = t;
+    }
+    *out = list;
+    *n = count;
+    return MS_OK;
+}
+
+ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
+{
+    buf_reserve(out, f->len);
+    ms_code rc = seglog_read(s->log, f->pos, out->data + out->len, f->len, e);
+    if (rc != MS_OK) return rc;
+    if (XXH3_64bits(out->data + out->len, f->len) != f->hash)
+        return ms_fail(e, MS_ECORRUPT, "store: a stored field value failed its checksum");
+    out->len += f->len;
+    out->data[out->len] = 0;
+    return MS_OK;
+}
+
+ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e)
+{
+    buf_reserve(out, rv->body_len);
+    ms_code rc = seglog_read(s->log, rv->body_pos, out->data + out->len, rv->body_len, e);
+    if (rc != MS_OK) return rc;
+    if (XXH3_64bits(out->data + out->len, rv->body_len) != rv->body_hash)
+        return ms_fail(e, MS_ECORRUPT, "store: a stored record body failed its checksum");
+    out->len += rv->body_len;
+    out->data[out->len] = 0;
+    return MS_OK;
+}
+
+ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
+                              size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e)
+{
+    unsigned char start[25];
+    memcpy(start, pid->b, 16);
+    start[16] = 'r';
+    ms_set_be64(start + 17, ts_key(since));
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    MDB_val k = val(start, 25), v;
+    bool skip_equal = false;
+    if (after_key && after_len >= 25 && memcmp(after_key, start, 17) == 0 && memcmp(after_key, start, 25) > 0) {
+        k = val(after_key, after_len);
+        skip_equal = true;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 25 || memcmp(k.mv_data, start, 17) != 0) break;
+        if (skip_equal) {
+            skip_equal = false;
+            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
+        }
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 17) ^ TS_SIGN);
+        if (ts >= until) break;
+        if (!fn(ctx, ts, (char *)k.mv_data + 25, k.mv_size - 25, k.mv_data, k.mv_size)) break;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "patient records") : MS_OK;
+}
+
+ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
+                                ms_err *e)
+{
+    buf kb = {0};
+    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, pid, as_of, fields, found, e);
+    buf_free(&kb);
+    return rc;
+}
+
+ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
+                               bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    buf_putc(&kb, 'R');
+    buf_put(&kb, rid, len);
+    buf_putc(&kb, 0);
+    buf_put_be64(&kb, ~(uint64_t)as_of);
+    buf_put_be32(&kb, 0);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PUBLIC], &c);
+    if (rc) {
+        buf_free(&kb);
+        return mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    rc = seek_first_version(c, &kb, len + 2, &k, &v);
+    if (rc == 0 && k.mv_size == len + 14) {
+        const unsigned char *p = v.mv_data;
+        if (v.mv_size < 19 || v.mv_size < 19u + p[18]) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
+        } else {
+            memcpy(pr->pid.b, p, 16);
+            pr->year = ms_get_be16(p + 16);
+            size_t tl = p[18];
+            memcpy(pr->type, p + 19, tl);
+            pr->type[tl] = 0;
+            pr->fields = (const char *)p + 19 + tl;
+            pr->fields_len = v.mv_size - 19 - tl;
+            *found = true;
+        }
+    } else if (rc && rc != MDB_NOTFOUND) {
+        out = mdb_fail(e, rc, "public record lookup");
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    return out;
+}
+
+ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
+                           size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e)
+{
+    buf start = {0};
+    buf_putc(&start, 'T');
+    buf_puts(&start, type);
+    buf_putc(&start, 0);
+    size_t plen = start.len;
+    buf_put_be16(&start, (uint16_t)(year_from < 0 ? 0 : year_from));
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PUBLIC], &c);
+    if (rc) {
+        buf_free(&start);
+        return mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k = val(start.data, start.len), v;
+    bool skip_equal = false;
+    if (after_key && after_len > plen + 2 && memcmp(after_key, start.data, plen) == 0 &&
+        record_key_cmp(after_key, after_len, start.data, start.len) > 0) {
+        k = val(after_key, after_len);
+        skip_equal = true;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen + 2 || memcmp(k.mv_data, start.data, plen) != 0) break;
+        if (skip_equal) {
+            skip_equal = false;
+            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
+        }
+        int year = ms_get_be16((char *)k.mv_data + plen);
+        if (year > year_to) break;
+        if (!fn(ctx, year, (char *)k.mv_data + plen + 2, k.mv_size - plen - 2, k.mv_data, k.mv_size)) break;
+    }
+    mdb_cursor_close(c);
+    buf_free(&start);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "public index") : MS_OK;
+}
+
+ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_err *e)
+{
+    /* Inside LMDB's writer lock, so the instant falls strictly between two commits: every commit before
+     * it has an earlier valid_from, every later one a later valid_from. */
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return mdb_fail(e, rc, "begin");
+    int64_t now = ms_now_us();
+    int64_t as_of = now > s->last_commit ? now : s->last_commit + 1;
+    unsigned char b[8];
+    ms_set_be64(b, (uint64_t)as_of);
+    MDB_val k = val(id, strlen(id)), v = val(b, 8);
+    rc = mdb_put(txn, s->dbi[DB_SNAPSHOT], &k, &v, MDB_NOOVERWRITE);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return mdb_fail(e, rc, "snapshot insert");
+    }
+    if ((rc = meta_put_u64(txn, s->dbi[DB_META], "last_commit", (uint64_t)as_of))) {
+        mdb_txn_abort(txn);
+        return mdb_fail(e, rc, "snapshot insert");
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc) return mdb_fail(e, rc, "snapshot commit");
+    s->last_commit = as_of;
+    *as_of_out = as_of;
+    return MS_OK;
+}
+
+ms_code store_snapshot_get(store_read *r, const char *id, int64_t *as_of, bool *found, ms_err *e)
+{
+    MDB_val k = val(id, strlen(id)), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_SNAPSHOT], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "snapshot lookup");
+    if (v.mv_size != 8) return ms_fail(e, MS_ECORRUPT, "store: bad snapshot entry");
+    *as_of = (int64_t)ms_get_be64(v.mv_data);
+    *found = true;
+    return MS_OK;
+}

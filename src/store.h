@@ -1,0 +1,156 @@
+/*
+ * store.h - the embedded store: LMDB for keys, indexes, versions and the commit log; the segment log
+ * for record bodies. This header is the store's whole contract.
+ *
+ * LAYOUT (LMDB sub-databases; "~x" is the bitwise complement, so newer sorts first):
+ *   ident    identity key (normalized name NUL YYYY-MM-DD)          -> patient id (16 bytes)
+ *   patient  pid 'v' ~valid_from ~version                          -> patient version (state fields)
+ *            pid 'r' be64(event ts) record_id                       -> "" (the patient's records index)
+ *   record   record_id NUL ~valid_from ~version                     -> record version (meta + body position)
+ *   public   'P' pid ~valid_from ~version                           -> public patient fields (JSON)
+ *            'R' record_id NUL ~valid_from ~version                 -> pid, year, type, public fields (JSON)
+ *            'T' type NUL be16(year) record_id  and  'T' "*" ...   -> "" (public records index)
+ *   log      be64(commit position)                                  -> commit time + the versions written
+ *   snapshot snapshot id                                             -> be64(as_of)
+ *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
+ * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
+ * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
+ *
+ * Contract: one writer (store_write_*), any number of concurrent readers (store_read_*), readers never
+ * block the writer. store_write_commit makes the batch durable (segment fdatasync, then LMDB's synced
+ * commit) before it returns; a failed commit leaves the store as it was (MS_EFULL or MS_EIO). The store
+ * knows nothing of HTTP, JSON requests or Kafka.
+ */
+#ifndef MS_STORE_H
+#define MS_STORE_H
+
+#include "identity.h"
+#include "record_scan.h"
+#include "util.h"
+
+typedef struct store store;
+
+typedef struct {
+    size_t map_size;        /* LMDB map size (address space; the file grows as needed) */
+    uint64_t segment_size;  /* bytes per segment file */
+} store_options;
+
+#define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
+#define STORE_DEFAULT_SEGMENT_SIZE ((uint64_t)1 << 30)
+
+/* Open (creating if missing) the store in dir. */
+ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
+void store_close(store *s);
+/* The store's 32-byte secret for keyed hashes (derived record ids). */
+const unsigned char *store_id_key(const store *s);
+void store_inject_fault(store *s, int err);
+
+typedef struct {
+    char record_id[RECORD_ID_MAX + 1];
+    uint32_t record_id_len;
+    uint32_t version;
+    int64_t valid_from, valid_to; /* valid_to < 0: current */
+    patient_id pid;
+    int64_t ts_us;
+    char type[65];
+    uint32_t type_len;
+    uint64_t body_pos;
+    uint32_t body_len;
+    uint64_t body_hash;
+    unsigned char content_hash[16];
+} record_version;
+
+typedef struct {
+    const char *key; /* points into the LMDB value or an arena */
+    uint32_t key_len;
+    uint64_t pos;    /* value bytes in the segment log */
+    uint32_t len;
+    uint64_t hash;   /* XXH3-64 of the value bytes */
+} state_field;
+
+typedef struct {
+    patient_id pid;
+    uint32_t version;
+    int64_t valid_from, valid_to;
+    const char *cause_record;  /* record id whose merge made this version */
+    uint32_t cause_record_len;
+    const char *source;        /* who or what sent it (e.g. "http 127.0.0.1") */
+    uint32_t source_len;
+    state_field *fields;       /* sorted by key */
+    uint32_t nfields;
+} patient_version;
+
+/* ---- write side: only the writer thread ---- */
+typedef struct store_write store_write;
+
+ms_code store_write_begin(store *s, store_write **w, ms_err *e);
+int64_t store_write_time(const store_write *w); /* this commit's valid_from (strictly increasing) */
+ms_code store_reserve_body(store_write *w, const void *data, size_t len, uint64_t *pos, ms_err *e);
+ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_id *pid, ms_err *e);
+ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);
+ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
+                         ms_err *e);
+/* Latest patient version (fields valid until the next store call on w; copy what must live longer). */
+ms_code store_patient_latest(store_write *w, const patient_id *pid, patient_version *pv, arena *mem, bool *found,
+                             ms_err *e);
+ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
+ms_code store_public_patient_latest(store_write *w, const patient_id *pid, buf *out, bool *found, ms_err *e);
+ms_code store_public_patient_put(store_write *w, const patient_id *pid, uint32_t version, const char *fields,
+                                 size_t len, ms_err *e);
+/* Commit: write reserved bodies, fdatasync the log, log entry, LMDB commit. Frees w either way. */
+ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
+void store_write_abort(store_write *w);
+
+/* ---- read side: any thread ---- */
+typedef struct store_read store_read;
+
+ms_code store_read_begin(store *s, store_read **r, ms_err *e);
+void store_read_end(store_read *r);
+int64_t store_last_commit(store_read *r);
+uint64_t store_patient_count(store_read *r);
+uint64_t store_commit_pos(store_read *r);
+
+ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
+ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, record_version *rv, bool *found,
+                        ms_err *e);
+ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
+                         bool *found, ms_err *e);
+/* All versions, oldest first; fields in mem. */
+ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
+                              ms_err *e);
+/* The value bytes of a state field, checked against its hash. */
+ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
+/* The record's body bytes, checked against its hash. */
+ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
+
+/* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given.
+ * Calls fn for each (stops when fn returns false). */
+typedef bool (*store_patient_record_fn)(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key,
+                                        size_t key_len);
+ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
+                              size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
+
+ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
+                                ms_err *e);
+typedef struct {
+    patient_id pid;
+    int year;
+    char type[65];
+    const char *fields;
+    size_t fields_len;
+} public_record;
+ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
+                               bool *found, ms_err *e);
+/* Iterate the public index of a type ("*" for all types) for years in [year_from, year_to]. */
+typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
+                                      size_t key_len);
+ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
+                           size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e);
+
+/* Snapshots. */
+/* Name the present instant (strictly after every commit so far); *as_of receives it. */
+ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);
+ms_code store_snapshot_get(store_read *r, const char *id, int64_t *as_of, bool *found, ms_err *e);
+
+#endif

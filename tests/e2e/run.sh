@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs medstream's end-to-end tests: test_api.py (HTTP API contract) then test_crash.py (kill -9
+# crash safety), each against a real server (build/medstream, or $MEDSTREAM_BIN). Prints each file's
+# summary and a final combined `N passed, N failed` line; exits non-zero if any test failed.
+# Usage: tests/e2e/run.sh
+set -u
+here="$(cd "$(dirname "$0")" && pwd)"
+if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
+
+total_pass=0
+total_fail=0
+rc=0
+summaries=()
+for t in test_api.py test_crash.py; do
+    echo "== $t"
+    log="$(mktemp)"
+    timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)"
+    rm -f "$log"
+    if [ -z "$summary" ]; then
+        summary="0 passed, 1 failed"
+        echo "$t ended without a summary (exit $status)"
+    fi
+    p="${summary%% passed*}"
+    f="${summary#*passed, }"; f="${f%% failed*}"
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    [ "$status" -ne 0 ] && rc=1
+    summaries+=("$t: $summary")
+done
+echo "=="
+for s in "${summaries[@]}"; do echo "$s"; done
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -ne 0 ] && rc=1
+exit $rc
