@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian packages medstream needs to build, test and demo, when any is missing.
+# Used by `make demo`, `make test` (via the README's commands) and .ci/run.
+set -eu
+pkgs=(build-essential pkg-config liblmdb-dev libmicrohttpd-dev libssl-dev libutf8proc-dev libxxhash-dev
+      libzstd-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl)
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
