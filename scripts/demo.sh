@@ -3,6 +3,8 @@
 # (DEMO_RECORDS records of ~20 KB over HTTP), the figures, and a few example queries. Cleans up after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+make -s all
 records=${DEMO_RECORDS:-100000}
 port=${DEMO_PORT:-18080}
 bin=build/medstream

@@ -301,10 +301,18 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     job.source = source;
     job.received_at = req->received_at;
     job.results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result));
+    job.body_pos = UINT64_MAX;
     if (batch.rejected == batch.n) {
         for (uint32_t i = 0; i < batch.n; i++) job.results[i].status = ITEM_REJECTED;
         atomic_fetch_add(&g_metrics.records_rejected, batch.n);
     } else {
+        /* this thread writes the body; the writer only has to sync it */
+        if (store_append_body(a->store, job.body, job.body_write_len, &job.body_pos, &e) != MS_OK) {
+            http_error(res, status_for(e.code), "nothing of this batch was stored: %s", e.msg);
+            free(job.results);
+            record_batch_free(&batch);
+            return;
+        }
         writer_submit(a->writer, &job);
         if (job.rc != MS_OK) {
             http_error(res, status_for(job.rc), "nothing of this batch was stored: %s", job.err.msg);

@@ -8,6 +8,7 @@
 #include "api_routes.h"
 #include "bench.h"
 #include "http_server.h"
+#include "metrics.h"
 #include "options.h"
 #include "schema.h"
 #include "store.h"
@@ -106,6 +107,7 @@ static int cmd_serve(int argc, char **argv)
     store_options so = {map_size, segment_size};
     double t0 = ms_mono_s();
     if (store_open(&s, data, &so, &e) != MS_OK) goto out;
+    metrics_set_data_dir(data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record};
     http_handler hh = api_http_handler(&a);

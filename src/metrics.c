@@ -5,8 +5,32 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 metrics g_metrics;
+static char device_stat_path[64]; /* /sys/dev/block/MAJ:MIN/stat of the data directory's device */
+
+void metrics_set_data_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) return;
+    snprintf(device_stat_path, sizeof device_stat_path, "/sys/dev/block/%u:%u/stat", major(st.st_dev),
+             minor(st.st_dev));
+}
+
+/* Sectors written (field 7 of the block device's stat) in bytes; false if unavailable. */
+static bool device_written(unsigned long long *bytes)
+{
+    if (!device_stat_path[0]) return false;
+    FILE *f = fopen(device_stat_path, "r");
+    if (!f) return false;
+    unsigned long long v[7];
+    bool ok = fscanf(f, "%llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) == 7;
+    fclose(f);
+    if (ok) *bytes = v[6] * 512;
+    return ok;
+}
 
 static const double hist_bounds_s[HIST_BUCKETS] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
                                                    0.1,    0.2,   0.5,   1,     2,    5,    10};
@@ -78,6 +102,13 @@ void metrics_render(buf *out)
     gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
     gauge(out, "medstream_process_disk_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io).",
           proc_value("/proc/self/io", "write_bytes:"));
+    unsigned long long dev;
+    if (device_written(&dev))
+        counter(out, "medstream_disk_device_write_bytes",
+                "Bytes written to the data directory's block device by everyone (what reached the disk).", dev);
     gauge(out, "medstream_process_rss_bytes", "Resident set size.", proc_value("/proc/self/status", "VmRSS:") * 1024);
-    gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size.", proc_value("/proc/self/status", "VmHWM:") * 1024);
+    gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size (includes mapped LMDB pages).",
+          proc_value("/proc/self/status", "VmHWM:") * 1024);
+    gauge(out, "medstream_process_anon_rss_bytes", "Resident anonymous memory (heap, stacks; excludes mapped files).",
+          proc_value("/proc/self/status", "RssAnon:") * 1024);
 }

@@ -34,5 +34,7 @@ extern metrics g_metrics;
 void histogram_observe(histogram *h, double seconds);
 /* Prometheus text exposition of everything, plus process figures (/proc/self). */
 void metrics_render(buf *out);
+/* Name the data directory, so that /metrics can report its block device's write counter. */
+void metrics_set_data_dir(const char *dir);
 
 #endif

@@ -1,5 +1,10 @@
 /*
  * segment_log.c - append-only segment files with O_DIRECT writes (see segment_log.h).
+ *
+ * DESIGN: a mutex guards the reservation of positions, the table of open segment files and the set of
+ * segments written since the last sync; the writes themselves (pwrite) and the fdatasyncs run outside
+ * it, so request threads write bodies in parallel. A segment is marked dirty only after its pwrite has
+ * returned, so a sync can never miss a write whose append had returned before the sync began.
  */
 #include "segment_log.h"
 
@@ -13,23 +18,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_SEGMENTS 65536
+#define MAX_SEGMENTS (1u << 20)
+
+typedef struct {
+    int write_fd; /* O_DIRECT when the file system allows it; -1 until first written */
+    int read_fd;  /* page-cache reads; -1 until first read */
+    bool dirty;   /* written since the last sync */
+} segment;
 
 struct segment_log {
     char *dir;
     uint64_t segment_size;
-    uint64_t end;             /* next free position */
-    int write_fd;             /* segment being appended to, or -1 */
-    uint64_t write_seg;
-    bool direct;              /* write_fd has O_DIRECT */
-    int dirty_fds[8];         /* segments written since the last sync (older ones stay open until then) */
-    int ndirty;
-    void *bounce;             /* aligned staging for unaligned writes */
-    size_t bounce_cap;
-    int fault;
-    pthread_mutex_t read_lock;
-    int *read_fds;            /* lazily opened, indexed by segment number */
-    uint64_t nread_fds;
+    pthread_mutex_t lock;
+    uint64_t end;        /* next free position */
+    segment *segs;       /* indexed by segment number */
+    uint64_t nsegs;
+    int fault;           /* injected errno, 0: none */
 };
 
 static void seg_path(const segment_log *l, uint64_t seg, char *out, size_t cap)
@@ -43,13 +47,30 @@ static ms_code io_fail(ms_err *e, int err, const char *what)
     return ms_fail(e, code, "segment log: %s: %s", what, strerror(err));
 }
 
-static ms_code open_for_write(segment_log *l, uint64_t seg, ms_err *e)
+/* The segment's slot (growing the table); caller holds the lock. */
+static segment *slot(segment_log *l, uint64_t seg)
 {
+    if (seg >= l->nsegs) {
+        uint64_t n = seg + 16;
+        l->segs = ms_realloc(l->segs, sizeof(segment) * n);
+        for (uint64_t i = l->nsegs; i < n; i++) l->segs[i] = (segment){-1, -1, false};
+        l->nsegs = n;
+    }
+    return &l->segs[seg];
+}
+
+/* Open (creating and preallocating if new) a segment for writing; caller holds the lock. */
+static ms_code open_for_write(segment_log *l, uint64_t seg, int *fd_out, ms_err *e)
+{
+    segment *s = slot(l, seg);
+    if (s->write_fd >= 0) {
+        *fd_out = s->write_fd;
+        return MS_OK;
+    }
     char path[4096];
     seg_path(l, seg, path, sizeof path);
     bool created = access(path, F_OK) != 0;
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_DIRECT, 0600);
-    l->direct = fd >= 0;
     if (fd < 0 && errno == EINVAL) fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600); /* no O_DIRECT here */
     if (fd < 0) return io_fail(e, errno, "open");
     if (created) {
@@ -59,28 +80,14 @@ static ms_code open_for_write(segment_log *l, uint64_t seg, ms_err *e)
             unlink(path);
             return io_fail(e, rc, "preallocate");
         }
-        /* make the new file's directory entry durable */
-        int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* make the new name durable */
         if (dfd >= 0) {
             fsync(dfd);
             close(dfd);
         }
     }
-    if (l->write_fd >= 0) {
-        if (l->ndirty == (int)(sizeof l->dirty_fds / sizeof l->dirty_fds[0])) {
-            /* too many segments since the last sync: sync the oldest now */
-            if (fdatasync(l->dirty_fds[0]) != 0) {
-                int err = errno;
-                close(fd);
-                return io_fail(e, err, "fdatasync");
-            }
-            close(l->dirty_fds[0]);
-            memmove(l->dirty_fds, l->dirty_fds + 1, sizeof(int) * (size_t)(--l->ndirty));
-        }
-        l->dirty_fds[l->ndirty++] = l->write_fd;
-    }
-    l->write_fd = fd;
-    l->write_seg = seg;
+    s->write_fd = fd;
+    *fd_out = fd;
     return MS_OK;
 }
 
@@ -93,13 +100,7 @@ ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, u
     l->dir = ms_strndup(dir, strlen(dir));
     l->segment_size = segment_size;
     l->end = end_pos;
-    l->write_fd = -1;
-    pthread_mutex_init(&l->read_lock, NULL);
-    ms_code rc = open_for_write(l, end_pos / segment_size, e);
-    if (rc != MS_OK) {
-        seglog_close(l);
-        return rc;
-    }
+    pthread_mutex_init(&l->lock, NULL);
     *out = l;
     return MS_OK;
 }
@@ -107,98 +108,125 @@ ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, u
 void seglog_close(segment_log *l)
 {
     if (!l) return;
-    if (l->write_fd >= 0) close(l->write_fd);
-    for (int i = 0; i < l->ndirty; i++) close(l->dirty_fds[i]);
-    for (uint64_t i = 0; i < l->nread_fds; i++)
-        if (l->read_fds[i] > 0) close(l->read_fds[i]);
-    free(l->read_fds);
-    free(l->bounce);
+    for (uint64_t i = 0; i < l->nsegs; i++) {
+        if (l->segs[i].write_fd >= 0) close(l->segs[i].write_fd);
+        if (l->segs[i].read_fd >= 0) close(l->segs[i].read_fd);
+    }
+    free(l->segs);
     free(l->dir);
-    pthread_mutex_destroy(&l->read_lock);
+    pthread_mutex_destroy(&l->lock);
     free(l);
 }
 
 static uint64_t round_up(uint64_t n) { return (n + SEGLOG_ALIGN - 1) & ~(uint64_t)(SEGLOG_ALIGN - 1); }
 
-ms_code seglog_reserve(segment_log *l, size_t len, uint64_t *pos, ms_err *e)
+ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *pos_out, ms_err *e)
 {
     uint64_t need = round_up(len);
     if (need > l->segment_size) return ms_fail(e, MS_EINVAL, "segment log: %zu bytes exceed the segment size", len);
+    int fd;
+    uint64_t pos;
+    pthread_mutex_lock(&l->lock);
+    if (l->fault) {
+        int err = l->fault;
+        pthread_mutex_unlock(&l->lock);
+        return io_fail(e, err, "write");
+    }
     uint64_t off = l->end % l->segment_size;
-    if (off + need > l->segment_size) l->end += l->segment_size - off; /* start the next segment */
-    *pos = l->end;
-    l->end += need;
-    return MS_OK;
-}
+    uint64_t start = off + need > l->segment_size ? l->end + (l->segment_size - off) : l->end;
+    ms_code rc = open_for_write(l, start / l->segment_size, &fd, e);
+    if (rc == MS_OK) {
+        pos = start;
+        l->end = start + need;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (rc != MS_OK) return rc;
 
-ms_code seglog_write(segment_log *l, uint64_t pos, const void *data, size_t len, ms_err *e)
-{
-    if (l->fault) return io_fail(e, l->fault, "write");
-    uint64_t seg = pos / l->segment_size;
-    if (seg != l->write_seg) {
-        ms_code rc = open_for_write(l, seg, e);
-        if (rc != MS_OK) return rc;
-    }
-    size_t padded = (size_t)round_up(len);
     const char *src = data;
-    if (((uintptr_t)data % SEGLOG_ALIGN) != 0 || padded != len) {
-        if (l->bounce_cap < padded) {
-            free(l->bounce);
-            if (posix_memalign(&l->bounce, SEGLOG_ALIGN, padded) != 0) ms_oom();
-            l->bounce_cap = padded;
-        }
-        memcpy(l->bounce, data, len);
-        memset((char *)l->bounce + len, 0, padded - len);
-        src = l->bounce;
+    void *bounce = NULL;
+    if (((uintptr_t)data % SEGLOG_ALIGN) != 0 || need != len) {
+        if (posix_memalign(&bounce, SEGLOG_ALIGN, need) != 0) ms_oom();
+        memcpy(bounce, data, len);
+        memset((char *)bounce + len, 0, need - len);
+        src = bounce;
     }
-    off_t off = (off_t)(pos % l->segment_size);
+    off_t foff = (off_t)(pos % l->segment_size);
     size_t done = 0;
-    while (done < padded) {
-        ssize_t w = pwrite(l->write_fd, src + done, padded - done, off + (off_t)done);
+    while (done < need) {
+        ssize_t w = pwrite(fd, src + done, need - done, foff + (off_t)done);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return io_fail(e, errno, "write");
+            int err = errno;
+            free(bounce);
+            return io_fail(e, err, "write"); /* leaves a hole that nothing references */
         }
         done += (size_t)w;
     }
+    free(bounce);
+    pthread_mutex_lock(&l->lock);
+    l->segs[pos / l->segment_size].dirty = true;
+    pthread_mutex_unlock(&l->lock);
+    *pos_out = pos;
     return MS_OK;
 }
 
 ms_code seglog_sync(segment_log *l, ms_err *e)
 {
-    if (l->fault) return io_fail(e, l->fault, "fdatasync");
-    while (l->ndirty > 0) {
-        if (fdatasync(l->dirty_fds[0]) != 0) return io_fail(e, errno, "fdatasync");
-        close(l->dirty_fds[0]);
-        memmove(l->dirty_fds, l->dirty_fds + 1, sizeof(int) * (size_t)(--l->ndirty));
+    int fds[64];
+    uint64_t which[64];
+    int n = 0;
+    pthread_mutex_lock(&l->lock);
+    if (l->fault) {
+        int err = l->fault;
+        pthread_mutex_unlock(&l->lock);
+        return io_fail(e, err, "fdatasync");
     }
-    if (l->write_fd >= 0 && fdatasync(l->write_fd) != 0) return io_fail(e, errno, "fdatasync");
+    for (uint64_t i = 0; i < l->nsegs && n < 64; i++) {
+        if (!l->segs[i].dirty) continue;
+        l->segs[i].dirty = false;
+        fds[n] = l->segs[i].write_fd;
+        which[n++] = i;
+    }
+    pthread_mutex_unlock(&l->lock);
+    for (int i = 0; i < n; i++) {
+        if (fdatasync(fds[i]) != 0) {
+            int err = errno;
+            pthread_mutex_lock(&l->lock); /* still not durable: keep them for the next sync */
+            for (int j = i; j < n; j++) l->segs[which[j]].dirty = true;
+            pthread_mutex_unlock(&l->lock);
+            return io_fail(e, err, "fdatasync");
+        }
+    }
     return MS_OK;
 }
 
-void seglog_rewind(segment_log *l, uint64_t pos) { l->end = pos; }
+uint64_t seglog_end(const segment_log *l)
+{
+    segment_log *m = (segment_log *)l;
+    pthread_mutex_lock(&m->lock);
+    uint64_t end = m->end;
+    pthread_mutex_unlock(&m->lock);
+    return end;
+}
 
-uint64_t seglog_end(const segment_log *l) { return l->end; }
-
-void seglog_inject_fault(segment_log *l, int err) { l->fault = err; }
+void seglog_inject_fault(segment_log *l, int err)
+{
+    pthread_mutex_lock(&l->lock);
+    l->fault = err;
+    pthread_mutex_unlock(&l->lock);
+}
 
 static int read_fd(segment_log *l, uint64_t seg)
 {
-    pthread_mutex_lock(&l->read_lock);
-    if (seg >= l->nread_fds) {
-        uint64_t n = seg + 16;
-        l->read_fds = ms_realloc(l->read_fds, sizeof(int) * n);
-        for (uint64_t i = l->nread_fds; i < n; i++) l->read_fds[i] = -1;
-        l->nread_fds = n;
-    }
-    int fd = l->read_fds[seg];
-    if (fd < 0) {
+    pthread_mutex_lock(&l->lock);
+    segment *s = slot(l, seg);
+    if (s->read_fd < 0) {
         char path[4096];
         seg_path(l, seg, path, sizeof path);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) l->read_fds[seg] = fd;
+        s->read_fd = open(path, O_RDONLY | O_CLOEXEC);
     }
-    pthread_mutex_unlock(&l->read_lock);
+    int fd = s->read_fd;
+    pthread_mutex_unlock(&l->lock);
     return fd;
 }
 

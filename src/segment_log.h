@@ -8,9 +8,11 @@
  * A position is a global byte offset: segment number * segment size + offset. Every append starts on a
  * 4 KiB boundary; an append that does not fit in the current segment starts the next one.
  *
- * Contract: one writer thread calls reserve/write/sync/rewind; any thread may read. The log's durable
- * end is whatever the caller recorded in LMDB after sync: bytes past it are garbage and are overwritten
- * (recovery needs no scan). The log never interprets the bytes.
+ * Contract: any thread may append (the request threads write their own bodies, in parallel, while the
+ * single writer only syncs) and read. seglog_sync makes every append that returned before it was called
+ * durable. The log's durable end is whatever the caller recorded in LMDB after a sync: bytes past it are
+ * garbage and are overwritten after a restart (recovery needs no scan); a failed append leaves a hole
+ * that nothing references. The log never interprets the bytes.
  */
 #ifndef MS_SEGMENT_LOG_H
 #define MS_SEGMENT_LOG_H
@@ -25,15 +27,13 @@ typedef struct segment_log segment_log;
 ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t end_pos, ms_err *e);
 void seglog_close(segment_log *l);
 
-/* Reserve room for len bytes at the end; returns the position. Reservations are written with
- * seglog_write and made durable with seglog_sync, or undone with seglog_rewind. */
-ms_code seglog_reserve(segment_log *l, size_t len, uint64_t *pos, ms_err *e);
-/* Write data (len bytes, any alignment) at a reserved position. */
-ms_code seglog_write(segment_log *l, uint64_t pos, const void *data, size_t len, ms_err *e);
-/* Make everything written so far durable. */
+/* Write len bytes at the end of the log and return their position. Thread-safe. A 4 KiB-aligned data
+ * pointer whose buffer is zero-padded up to a multiple of 4 KiB (pass the padded length) goes to the
+ * disk without a copy. MS_EFULL when the disk is full. */
+ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *pos, ms_err *e);
+/* Make every append that returned before this call durable. Thread-safe. */
 ms_code seglog_sync(segment_log *l, ms_err *e);
-/* Forget reservations after pos (a failed commit). */
-void seglog_rewind(segment_log *l, uint64_t pos);
+/* The end of everything appended so far. */
 uint64_t seglog_end(const segment_log *l);
 
 /* Read len bytes at pos (thread-safe). */

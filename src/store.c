@@ -27,19 +27,10 @@ struct store {
     uint64_t patients;
 };
 
-typedef struct {
-    const void *data;
-    size_t len;
-    uint64_t pos;
-} pending_body;
-
 struct store_write {
     store *s;
     MDB_txn *txn;
     int64_t now;
-    uint64_t log_start;
-    pending_body *bodies;
-    size_t nbodies, cap;
     uint64_t patients;
     buf log;              /* the commit log entry being built */
     uint32_t nlog;
@@ -320,7 +311,6 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
     }
     int64_t now = ms_now_us();
     w->now = now > s->last_commit ? now : s->last_commit + 1;
-    w->log_start = seglog_end(s->log);
     w->patients = s->patients;
     buf_put_be64(&w->log, (uint64_t)w->now);
     buf_put_be32(&w->log, 0); /* entry count, patched at commit */
@@ -330,16 +320,9 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
 
 int64_t store_write_time(const store_write *w) { return w->now; }
 
-ms_code store_reserve_body(store_write *w, const void *data, size_t len, uint64_t *pos, ms_err *e)
+ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e)
 {
-    ms_code rc = seglog_reserve(w->s->log, len, pos, e);
-    if (rc != MS_OK) return rc;
-    if (w->nbodies == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 8;
-        w->bodies = ms_realloc(w->bodies, sizeof(pending_body) * w->cap);
-    }
-    w->bodies[w->nbodies++] = (pending_body){data, len, *pos};
-    return MS_OK;
+    return seglog_append(s->log, data, len, pos, e);
 }
 
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
@@ -556,7 +539,6 @@ ms_code store_public_patient_put(store_write *w, const patient_id *pid, uint32_t
 
 static void write_free(store_write *w)
 {
-    free(w->bodies);
     buf_free(&w->log);
     buf_free(&w->key);
     free(w);
@@ -566,18 +548,14 @@ void store_write_abort(store_write *w)
 {
     if (!w) return;
     mdb_txn_abort(w->txn);
-    seglog_rewind(w->s->log, w->log_start);
     write_free(w);
 }
 
 ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
 {
     store *s = w->s;
-    ms_code code = MS_OK;
     int rc = 0;
-    for (size_t i = 0; i < w->nbodies && code == MS_OK; i++)
-        code = seglog_write(s->log, w->bodies[i].pos, w->bodies[i].data, w->bodies[i].len, e);
-    if (code == MS_OK && w->nbodies) code = seglog_sync(s->log, e);
+    ms_code code = seglog_sync(s->log, e); /* the bodies first: LMDB must never point at bytes not on disk */
     if (code != MS_OK) {
         store_write_abort(w);
         return code;
@@ -597,7 +575,6 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     }
     if (rc) {
         if (w->txn) mdb_txn_abort(w->txn);
-        seglog_rewind(s->log, w->log_start);
         write_free(w);
         return mdb_fail(e, rc, "commit");
     }

@@ -18,7 +18,8 @@
  *
  * Contract: one writer (store_write_*), any number of concurrent readers (store_read_*), readers never
  * block the writer. store_write_commit makes the batch durable (segment fdatasync, then LMDB's synced
- * commit) before it returns; a failed commit leaves the store as it was (MS_EFULL or MS_EIO). The store
+ * commit) before it returns; a failed commit leaves the store as it was (MS_EFULL or MS_EIO): bodies
+ * appended for it stay in the log as unreferenced bytes. The store
  * knows nothing of HTTP, JSON requests or Kafka.
  */
 #ifndef MS_STORE_H
@@ -80,12 +81,16 @@ typedef struct {
     uint32_t nfields;
 } patient_version;
 
+/* Append a request body (the record bytes) to the segment log; any thread, before submitting the batch
+ * to the writer. A 4 KiB-aligned buffer zero-padded to a multiple of 4 KiB (pass the padded length) is
+ * written without a copy. The commit that references it makes it durable. */
+ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e);
+
 /* ---- write side: only the writer thread ---- */
 typedef struct store_write store_write;
 
 ms_code store_write_begin(store *s, store_write **w, ms_err *e);
 int64_t store_write_time(const store_write *w); /* this commit's valid_from (strictly increasing) */
-ms_code store_reserve_body(store_write *w, const void *data, size_t len, uint64_t *pos, ms_err *e);
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
 ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_id *pid, ms_err *e);
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);

@@ -58,7 +58,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
         if ((rc = store_ident_put(sw, r->identity_key, r->identity_key_len, &pid, e))) return rc;
     }
     if (*body_pos == UINT64_MAX) {
-        if ((rc = store_reserve_body(sw, job->body, job->body_write_len, body_pos, e))) return rc;
+        if ((rc = store_append_body(wr->store, job->body, job->body_write_len, body_pos, e))) return rc;
     }
     uint64_t rpos = *body_pos + (uint64_t)(r->body - job->body);
     int64_t now = store_write_time(sw);
@@ -125,7 +125,7 @@ static void process_group(writer *wr, ingest_job *group)
     ms_code rc = store_write_begin(wr->store, &sw, &e);
     arena mem = {0};
     for (ingest_job *j = group; j && rc == MS_OK; j = j->next) {
-        uint64_t body_pos = UINT64_MAX;
+        uint64_t body_pos = j->body_pos;
         for (uint32_t i = 0; i < j->batch->n && rc == MS_OK; i++) {
             const parsed_record *r = &j->batch->records[i];
             item_result *res = &j->results[i];

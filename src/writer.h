@@ -31,6 +31,8 @@ typedef struct ingest_job {
     const char *body;        /* the request body that the parsed records point into */
     size_t body_len;
     size_t body_write_len;   /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
+    uint64_t body_pos;       /* where the source already appended the body (store_append_body), or
+                                UINT64_MAX to let the writer append it */
     record_batch *batch;
     const char *source;      /* who sent it, for patient versions ("http 127.0.0.1") */
     double received_at;      /* ms_mono_s() when the request was complete */

@@ -336,8 +336,8 @@ class Server:
                 break
             if "address" not in self.log_tail().lower():
                 break
-        fail("server did not become healthy within %.0fs (%s); log %s: %s"
-             % (health_timeout, last_err, self.log_path, self.log_tail()))
+        fail("server did not become healthy (%s; limit %.0fs); log %s: %s"
+             % (last_err, health_timeout, self.log_path, self.log_tail()))
 
     def _wait_healthy(self, t0, timeout):
         last_err = "no answer"

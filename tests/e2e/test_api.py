@@ -711,11 +711,12 @@ def test_public_patient_allow_listed_only():
     r = srv().get("/v1/public/patients/%s" % pid)
     eq(r.status, 200, "public patient status")
     body = r.json()
-    check(set(body) <= {"patient_id", "fields"}, "public patient has keys %r" % sorted(body))
+    assert_no_phi(r, phi + ["2026-03-04", "05:06:07"], "public patient")
     eq(body.get("patient_id"), pid, "public patient_id")
     check(set(body["fields"]) <= ALLOW, "public patient fields not allow-listed: %r" % sorted(body["fields"]))
     eq(body["fields"].get("favorite_color"), color, "public favorite_color")
-    assert_no_phi(r, phi + ["2026-03-04", "05:06:07"], "public patient")
+    check(set(body) <= {"patient_id", "fields"}, "public patient has keys %r (contract: patient_id, fields)"
+          % sorted(body))
 
 
 @test
@@ -730,11 +731,12 @@ def test_public_records_allow_listed_only():
     r = srv().get("/v1/public/records?" + q({"patient_id": pid}))
     eq(r.status, 200, "public records status")
     body = r.json()
+    assert_no_phi(r, phi1 + [rec2["notes"], "2026-03-04", "2019-11-12", "13:14:15", "05:06:07"],
+                  "public records")
     got = {x["record_id"]: x for x in body["records"]}
     eq(sorted(got), sorted([rec1["record_id"], rec2["record_id"], rec3["record_id"]]),
        "public records of the patient")
     for x in body["records"]:
-        check(set(x) <= {"patient_id", "record_id", "fields"}, "public record has keys %r" % sorted(x))
         eq(x["patient_id"], pid, "public record patient_id")
         check(set(x["fields"]) <= ALLOW, "public record fields not allow-listed: %r" % sorted(x["fields"]))
     eq(got[rec1["record_id"]]["fields"], {"type": "visit", "ts": "2026", "favorite_color": "teal"},
@@ -746,8 +748,9 @@ def test_public_records_allow_listed_only():
     f3 = got[rec3["record_id"]]["fields"]
     check(f3.get("ts") in (None, str(datetime.datetime.now(datetime.timezone.utc).year)),
           "public ts of a record without ts: %r" % f3.get("ts"))
-    assert_no_phi(r, phi1 + [rec2["notes"], "2026-03-04", "2019-11-12", "13:14:15", "05:06:07"],
-                  "public records")
+    for x in body["records"]:   # the exact shape last, after the privacy checks above
+        check(set(x) <= {"patient_id", "record_id", "fields"},
+              "public record has keys %r (contract: patient_id, record_id, fields)" % sorted(x))
 
 
 @test
@@ -1122,7 +1125,17 @@ def test_empty_body_400():
 
 @test
 def test_body_over_max_body_413():
-    s = special_server("maxbody", ["--max-body", "100000"])
+    # exactly the documented flag, alone (max-record keeps its default)
+    _check_max_body_413(special_server("maxbody", ["--max-body", "100000"]))
+
+
+@test
+def test_body_over_max_body_413_with_max_record():
+    # the same with --max-record set below --max-body, in case the server insists on that
+    _check_max_body_413(special_server("maxbody2", ["--max-body", "100000", "--max-record", "65536"]))
+
+
+def _check_max_body_413(s):
     recs = [person(pad="p" * 900) for _ in range(150)]
     body = H.ndjson(recs)
     check(len(body) > 100000, "test body too small")
@@ -1241,7 +1254,7 @@ def test_zz_server_stayed_up():
     eq(s.get("/healthz").status, 200, "GET /healthz after all the bad input")
     check(not s.unexpected_exits, "the shared server died during the run (exit codes %r); log %s"
           % (s.unexpected_exits, s.log_path))
-    for key in ("maxrecord", "maxbody"):
+    for key in ("maxrecord", "maxbody", "maxbody2"):
         sp = _servers.get(key)
         if sp is not None:
             check(sp.alive(), "the %s server died" % key)
