@@ -80,7 +80,8 @@ static int cmd_serve(int argc, char **argv)
     }
     if (n < 0) return usage_error("serve", err);
     if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");
-    if (max_record < 64 || max_record > max_body) return usage_error("serve", "--max-record must be between 64 bytes and --max-body");
+    if (max_record > max_body) max_record = max_body; /* a record can never exceed its body */
+    if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
 
     schema sc;
     ms_err e = {0};

@@ -241,8 +241,6 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
         put_pid(st->out, &pr.pid);
         buf_puts(st->out, ",\"record_id\":");
         jw_string(st->out, rid, rid_len);
-        buf_puts(st->out, ",\"type\":");
-        jw_cstr(st->out, pr.type);
         buf_puts(st->out, ",\"fields\":");
         buf_put(st->out, pr.fields, pr.fields_len);
         buf_putc(st->out, '}');
@@ -320,8 +318,6 @@ static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len
     put_pid(st->out, &pr.pid);
     buf_puts(st->out, ",\"record_id\":");
     jw_string(st->out, rid, rid_len);
-    buf_puts(st->out, ",\"type\":");
-    jw_cstr(st->out, pr.type);
     buf_puts(st->out, ",\"fields\":");
     buf_put(st->out, pr.fields, pr.fields_len);
     buf_putc(st->out, '}');

@@ -135,10 +135,10 @@ static void test_json_scan_value(void **state)
     const char *q = json_scan_value(p, p, p + strlen(t), &type, &err);
     assert_non_null(q);
     assert_int_equal(type, JSON_ARRAY);
-    assert_int_equal(q - p, 25);
-    q = json_scan_value(p, p + 26, p + strlen(t), &type, &err); /* "tail" is not a value */
+    assert_int_equal(q - p, 24);
+    q = json_scan_value(p, p + 25, p + strlen(t), &type, &err); /* "tail" is not a value */
     assert_null(q);
-    assert_int_equal(err.offset, 26);
+    assert_int_equal(err.offset, 25);
     free(p);
 
     const char *s = "\"str\"";
