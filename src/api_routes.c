@@ -107,6 +107,7 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
                                      "or application/json");
                 return 415;
             }
+            req->bulk = true;
         }
         return 0;
     }

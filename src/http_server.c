@@ -14,9 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define BODY_ALIGN 4096
+#define BULK_NICE 10
 #define BODY_CACHE_MAX ((size_t)96 << 20)
 
 struct http_server {
@@ -32,6 +35,7 @@ typedef struct {
     bool answered_early; /* on_headers produced the answer */
     bool too_large;
     size_t content_length; /* from the header, 0 if absent */
+    bool niced;            /* this thread's priority was lowered for a bulk request */
 } conn_state;
 
 const char *http_arg_get(const http_request *r, const char *key)
@@ -201,6 +205,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return send_response(conn, &cs->res);
         }
         int st = srv->handler.on_headers(srv->handler.ctx, r, &cs->res);
+        if (!st && r->bulk) {
+            /* Bulk work (receiving and parsing megabytes) runs at a lower CPU priority so that point
+             * reads stay fast under full ingest; restored when the request completes. */
+            cs->niced = setpriority(PRIO_PROCESS, (id_t)gettid(), BULK_NICE) == 0;
+        }
         if (st) {
             cs->answered_early = true;
             if (!cs->res.status) http_error(&cs->res, st, "request refused");
@@ -239,6 +248,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     conn_state *cs = *con_cls;
     if (!cs) return;
+    if (cs->niced) setpriority(PRIO_PROCESS, (id_t)gettid(), 0); /* may fail unprivileged: stays lower */
     body_release(cs->req.body, cs->req.body_cap);
     for (int i = 0; i < cs->req.nparams; i++) free(cs->req.params[i]);
     buf_free(&cs->res.body);

@@ -34,6 +34,7 @@ typedef struct http_request {
     int nparams;
     double received_at;         /* ms_mono_s() when the body was complete */
     int route;                  /* index into the route table, set by on_headers */
+    bool bulk;                  /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
 } http_request;
 
 typedef struct {

@@ -46,7 +46,7 @@ static int cmd_init(int argc, char **argv)
     if (n != 1) return usage_error("init", "expected the data directory");
     store *s;
     ms_err e;
-    store_options so = {0, segment_size};
+    store_options so = {0, segment_size, 0};
     if (store_open(&s, pos[0], &so, &e) != MS_OK) {
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
@@ -59,7 +59,7 @@ static int cmd_init(int argc, char **argv)
 static int cmd_serve(int argc, char **argv)
 {
     const char *data = NULL, *listen = NULL, *schema_file = NULL;
-    uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0;
+    uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)", &listen},
@@ -68,6 +68,7 @@ static int cmd_serve(int argc, char **argv)
         {"--max-record", OPT_BYTES, "1MiB", false, "largest record; larger is a rejected line", &max_record},
         {"--map-size", OPT_BYTES, "1TiB", false, "LMDB map size (address space, not disk)", &map_size},
         {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
+        {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads", &body_cache},
         {0},
     };
     const char *pos[1];
@@ -105,7 +106,7 @@ static int cmd_serve(int argc, char **argv)
     writer *w = NULL;
     http_server *h = NULL;
     int rc = 1;
-    store_options so = {map_size, segment_size};
+    store_options so = {map_size, segment_size, body_cache};
     double t0 = ms_mono_s();
     if (store_open(&s, data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(data);

@@ -5,6 +5,12 @@
  * segments written since the last sync; the writes themselves (pwrite) and the fdatasyncs run outside
  * it, so request threads write bodies in parallel. A segment is marked dirty only after its pwrite has
  * returned, so a sync can never miss a write whose append had returned before the sync began.
+ *
+ * Recent bytes are also kept in memory (a ring of cache_size bytes): O_DIRECT writes leave nothing in
+ * the page cache, and a read of a record just written would otherwise wait for the disk behind the
+ * next 20 MB batch. The ring works like a seqlock: an append first raises ring_low past the bytes it
+ * will overwrite, then copies; a reader copies, then checks that ring_low did not pass its position
+ * meanwhile, and falls back to the file if it did.
  */
 #include "segment_log.h"
 
@@ -12,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +26,7 @@
 #include <unistd.h>
 
 #define MAX_SEGMENTS (1u << 20)
+#define WRITE_CHUNK ((size_t)1 << 20)
 
 typedef struct {
     int write_fd; /* O_DIRECT when the file system allows it; -1 until first written */
@@ -28,6 +36,10 @@ typedef struct {
 
 struct segment_log {
     char *dir;
+    /* the recent-bytes cache: position p lives at ring[p % ring_size] while p >= ring_low */
+    char *ring;
+    uint64_t ring_size;
+    _Atomic uint64_t ring_low;
     uint64_t segment_size;
     pthread_mutex_t lock;
     uint64_t end;        /* next free position */
@@ -91,7 +103,8 @@ static ms_code open_for_write(segment_log *l, uint64_t seg, int *fd_out, ms_err 
     return MS_OK;
 }
 
-ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t end_pos, ms_err *e)
+ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t cache_size, uint64_t end_pos,
+                    ms_err *e)
 {
     if (segment_size < 16 * SEGLOG_ALIGN || segment_size % SEGLOG_ALIGN)
         return ms_fail(e, MS_EINVAL, "segment size must be a multiple of 4096 and at least 64 KiB");
@@ -100,6 +113,9 @@ ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, u
     l->dir = ms_strndup(dir, strlen(dir));
     l->segment_size = segment_size;
     l->end = end_pos;
+    l->ring_size = cache_size & ~(uint64_t)(SEGLOG_ALIGN - 1);
+    if (l->ring_size) l->ring = ms_malloc(l->ring_size);
+    atomic_store(&l->ring_low, UINT64_MAX); /* nothing cached yet */
     pthread_mutex_init(&l->lock, NULL);
     *out = l;
     return MS_OK;
@@ -113,9 +129,32 @@ void seglog_close(segment_log *l)
         if (l->segs[i].read_fd >= 0) close(l->segs[i].read_fd);
     }
     free(l->segs);
+    free(l->ring);
     free(l->dir);
     pthread_mutex_destroy(&l->lock);
     free(l);
+}
+
+static void ring_copy_in(segment_log *l, uint64_t pos, const void *data, size_t len)
+{
+    uint64_t off = pos % l->ring_size;
+    size_t first = len < l->ring_size - off ? len : (size_t)(l->ring_size - off);
+    memcpy(l->ring + off, data, first);
+    if (first < len) memcpy(l->ring, (const char *)data + first, len - first);
+}
+
+/* Copy from the ring if [pos, pos+len) is there and stays there while copying. */
+static bool ring_copy_out(segment_log *l, uint64_t pos, void *out, size_t len)
+{
+    if (!l->ring || len > l->ring_size) return false;
+    uint64_t low = atomic_load(&l->ring_low);
+    if (low == UINT64_MAX || pos < low) return false;
+    uint64_t off = pos % l->ring_size;
+    size_t first = len < l->ring_size - off ? len : (size_t)(l->ring_size - off);
+    memcpy(out, l->ring + off, first);
+    if (first < len) memcpy((char *)out + first, l->ring, len - first);
+    atomic_thread_fence(memory_order_seq_cst);
+    return pos >= atomic_load(&l->ring_low);
 }
 
 static uint64_t round_up(uint64_t n) { return (n + SEGLOG_ALIGN - 1) & ~(uint64_t)(SEGLOG_ALIGN - 1); }
@@ -138,9 +177,18 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
     if (rc == MS_OK) {
         pos = start;
         l->end = start + need;
+        if (l->ring) {
+            /* from now on the ring holds [end - ring_size, end): older positions are going */
+            uint64_t low = l->end > l->ring_size ? l->end - l->ring_size : 0;
+            uint64_t cur = atomic_load(&l->ring_low);
+            if (cur == UINT64_MAX) atomic_store(&l->ring_low, start); /* first append since open */
+            else if (low > cur) atomic_store(&l->ring_low, low);
+        }
     }
     pthread_mutex_unlock(&l->lock);
     if (rc != MS_OK) return rc;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (l->ring) ring_copy_in(l, pos, data, len);
 
     const char *src = data;
     void *bounce = NULL;
@@ -153,7 +201,10 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
     off_t foff = (off_t)(pos % l->segment_size);
     size_t done = 0;
     while (done < need) {
-        ssize_t w = pwrite(fd, src + done, need - done, foff + (off_t)done);
+        /* 1 MiB at a time: a read queued behind our writes then waits for at most 1 MiB, not a whole
+         * 20 MB batch (measured here: 1 MiB O_DIRECT writes also stream faster than 20 MB ones) */
+        size_t chunk = need - done < WRITE_CHUNK ? need - done : WRITE_CHUNK;
+        ssize_t w = pwrite(fd, src + done, chunk, foff + (off_t)done);
         if (w < 0) {
             if (errno == EINTR) continue;
             int err = errno;
@@ -234,6 +285,7 @@ ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err 
 {
     uint64_t seg = pos / l->segment_size;
     if (seg >= MAX_SEGMENTS) return ms_fail(e, MS_ECORRUPT, "segment log: position out of range");
+    if (ring_copy_out(l, pos, out, len)) return MS_OK;
     int fd = read_fd(l, seg);
     if (fd < 0) return io_fail(e, errno, "open for reading");
     off_t off = (off_t)(pos % l->segment_size);

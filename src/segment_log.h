@@ -23,8 +23,10 @@
 
 typedef struct segment_log segment_log;
 
-/* Open the log in dir (created if missing) and continue writing at end_pos. */
-ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t end_pos, ms_err *e);
+/* Open the log in dir (created if missing) and continue writing at end_pos. cache_size bytes of the
+ * most recent appends are kept in memory for reads (0: none). */
+ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t cache_size, uint64_t end_pos,
+                    ms_err *e);
 void seglog_close(segment_log *l);
 
 /* Write len bytes at the end of the log and return their position. Thread-safe. A 4 KiB-aligned data

@@ -71,7 +71,7 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
 
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
-    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE};
+    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE};
     if (!opt) opt = &defaults;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
     char path[4096];
@@ -136,7 +136,8 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     snprintf(path, sizeof path, "%s/segments", dir);
-    if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, log_end, e) != MS_OK)
+    if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, opt->body_cache,
+                    log_end, e) != MS_OK)
         goto fail;
     *out = s;
     return MS_OK;

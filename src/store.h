@@ -34,10 +34,12 @@ typedef struct store store;
 typedef struct {
     size_t map_size;        /* LMDB map size (address space; the file grows as needed) */
     uint64_t segment_size;  /* bytes per segment file */
+    uint64_t body_cache;    /* bytes of recently appended bodies kept in memory for reads */
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
 #define STORE_DEFAULT_SEGMENT_SIZE ((uint64_t)1 << 30)
+#define STORE_DEFAULT_BODY_CACHE ((uint64_t)256 << 20)
 
 /* Open (creating if missing) the store in dir. */
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
