@@ -101,6 +101,7 @@ static int cmd_serve(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a full disk: EFBIG, answered 503 */
 
     store *s = NULL;
     writer *w = NULL;

@@ -57,6 +57,10 @@ class TestFailure(AssertionError):
     pass
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (e.g. needs root); reported as SKIP, never as a pass."""
+
+
 class TestTimeout(Exception):
     pass
 
@@ -479,7 +483,7 @@ def _cleanup_all(remove_dirs):
 
 def main():
     selected = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     signal.signal(signal.SIGALRM, _alarm)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     atexit.register(_cleanup_all, False)
@@ -493,6 +497,10 @@ def main():
                 signal.alarm(0)
                 passed += 1
                 print("PASS %s" % name, flush=True)
+            except Skip as e:
+                signal.alarm(0)
+                skipped += 1
+                print("SKIP %s: %s" % (name, e), flush=True)
             except BaseException as e:  # noqa: B902 - report everything, including timeouts
                 signal.alarm(0)
                 if isinstance(e, KeyboardInterrupt):
@@ -513,5 +521,5 @@ def main():
         if keep and _temp_dirs:
             print("(server data and logs kept in: %s)" % " ".join(_temp_dirs), flush=True)
         _cleanup_all(remove_dirs=not keep)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped if skipped else ""), flush=True)
     sys.exit(1 if failed else 0)
