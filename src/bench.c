@@ -684,6 +684,17 @@ static int days_in_month(int year, int month) {
     return month == 2 && leap ? 29 : days[month - 1];
 }
 
+void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, int *year, int *month, int *day) {
+    /* the same first draws, in the same order, as gen_record's */
+    rng who = {hash3(seed, STREAM_IDENTITY, identity)};
+    const char *first = PICK(&who, first_names);
+    const char *last = PICK(&who, last_names);
+    *year = rng_range(&who, 1930, 2020);
+    *month = rng_range(&who, 1, 12);
+    *day = rng_range(&who, 1, days_in_month(*year, *month));
+    snprintf(name, cap, "%s %s %" PRIu64, first, last, identity + 1);
+}
+
 /* Writes record seq as one NDJSON line of about g->size bytes at dst (cap bytes available,
  * cap >= max(size, RECORD_HEADER_MAX + MIN_NOTES + 3)). Returns its length, 0 if it did not fit. */
 static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t cap) {

@@ -21,6 +21,13 @@
 #ifndef MEDSTREAM_BENCH_H
 #define MEDSTREAM_BENCH_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 int bench_main(int argc, char **argv);
+
+/* Synthetic identity number `identity` under `seed`: a name ("First Last N") and a real date of
+ * birth. The same function names the bench's patients and `medstream preload`'s. */
+void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, int *year, int *month, int *day);
 
 #endif

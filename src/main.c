@@ -10,6 +10,7 @@
 #include "http_server.h"
 #include "metrics.h"
 #include "options.h"
+#include "preload.h"
 #include "schema.h"
 #include "store.h"
 #include "writer.h"
@@ -138,6 +139,7 @@ static void usage(FILE *f)
                "  init DIR     create a data directory\n"
                "  serve        serve the HTTP API on the embedded store\n"
                "  bench        load generator and freshness probe against a running server\n"
+               "  preload DIR  fill a fresh data directory with synthetic patients (for benchmarks)\n"
                "  version      print the version\n",
             VERSION);
 }
@@ -152,6 +154,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "preload")) return preload_main(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("medstream %s\n", VERSION);
         return 0;

@@ -862,6 +862,80 @@ ms_code store_public_index(store_read *r, const char *type, int year_from, int y
     return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "public index") : MS_OK;
 }
 
+ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return mdb_fail(e, rc, "begin");
+    int64_t now = ms_now_us();
+    if (now <= s->last_commit) now = s->last_commit + 1;
+    buf k = {0}, v = {0};
+    state_field fields[RECORD_MAX_FIELDS];
+    for (size_t i = 0; i < n && !rc; i++) {
+        const parsed_record *r = pts[i].record;
+        uint32_t nf = 0;
+        for (uint32_t j = 0; j < r->nfields; j++) {
+            const record_field *f = &r->fields[j];
+            if (f->key_len == 9 && memcmp(f->key, "record_id", 9) == 0) continue;
+            fields[nf++] = (state_field){f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len,
+                                         f->hash};
+        }
+        patient_version pv = {.pid = pts[i].pid, .version = 1, .valid_from = now, .valid_to = -1,
+                              .cause_record = "", .cause_record_len = 0,
+                              .source = "preload", .source_len = 7, .fields = fields, .nfields = nf};
+        unsigned char prefix[17];
+        memcpy(prefix, pv.pid.b, 16);
+        prefix[16] = 'v';
+        key_versioned(&k, prefix, 17, now, 1);
+        encode_patient(&v, &pv);
+        MDB_val mk = val(k.data, k.len), mv = val(v.data, v.len);
+        rc = mdb_put(txn, s->dbi[DB_PATIENT], &mk, &mv, MDB_APPEND);
+        if (rc) break;
+        unsigned char pp[17];
+        pp[0] = 'P';
+        memcpy(pp + 1, pv.pid.b, 16);
+        key_versioned(&k, pp, 17, now, 1);
+        mk = val(k.data, k.len);
+        mv = val("{}", 2);
+        rc = mdb_put(txn, s->dbi[DB_PUBLIC], &mk, &mv, MDB_APPEND);
+    }
+    buf_free(&k);
+    buf_free(&v);
+    if (!rc) {
+        ms_code c = seglog_sync(s->log, e); /* the bodies before the references to them */
+        if (c != MS_OK) {
+            mdb_txn_abort(txn);
+            return c;
+        }
+    }
+    if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "log_end", seglog_end(s->log));
+    if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "last_commit", (uint64_t)now);
+    if (!rc) rc = mdb_txn_commit(txn);
+    else mdb_txn_abort(txn);
+    if (rc) return mdb_fail(e, rc, "bulk patients (the store must have no patients)");
+    s->last_commit = now;
+    return MS_OK;
+}
+
+ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return mdb_fail(e, rc, "begin");
+    for (size_t i = 0; i < n && !rc; i++) {
+        MDB_val k = val(ids[i].key, ids[i].key_len), v = val(ids[i].pid.b, 16);
+        rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &v, MDB_APPEND);
+    }
+    uint64_t patients = 0;
+    if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "patients", &patients);
+    if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "patients", patients + n);
+    if (!rc) rc = mdb_txn_commit(txn);
+    else mdb_txn_abort(txn);
+    if (rc) return mdb_fail(e, rc, "bulk identities (keys must be new and sorted)");
+    s->patients = patients + n;
+    return MS_OK;
+}
+
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_err *e)
 {
     /* Inside LMDB's writer lock, so the instant falls strictly between two commits: every commit before

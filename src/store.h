@@ -155,6 +155,24 @@ typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size
 ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
                            size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e);
 
+/* Bulk load of new patients into a store that has none yet: one synthetic record body per patient
+ * (already scanned: identity key, fields), written with sorted appends (MDB_APPEND) instead of random
+ * inserts, for benchmark set-up and first migrations of a patient index. Not for live ingest: it
+ * bypasses the writer and the commit log. */
+typedef struct {
+    patient_id pid;
+    const parsed_record *record; /* body, fields, identity key */
+} bulk_patient;
+/* pts sorted by pid; bodies[i] already appended at body_pos[i]. */
+ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e);
+/* (identity key, pid) pairs sorted by key. */
+typedef struct {
+    const char *key;
+    uint32_t key_len;
+    patient_id pid;
+} bulk_ident;
+ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
+
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);
