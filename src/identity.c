@@ -19,27 +19,39 @@ int identity_normalize_name(const char *name, size_t len, char *out, const char 
         *why = "is not valid Unicode";
         return -1;
     }
-    int o = 0;
+    int o = 0, rc = 0;
     bool pending_space = false;
-    int rc = 0;
-    for (utf8proc_ssize_t i = 0; i < n; i++) {
-        unsigned char c = mapped[i];
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+    for (utf8proc_ssize_t i = 0; i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate(mapped + i, n - i, &cp);
+        if (k <= 0) {
+            *why = "is not valid Unicode";
+            rc = -1;
+            break;
+        }
+        utf8proc_category_t cat = utf8proc_category(cp);
+        /* every kind of space or line break (ASCII, NEL, U+2028/2029, ...) is one separator */
+        if (cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x85 ||
+            cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP) {
             pending_space = o > 0;
+            i += k;
             continue;
         }
-        if (c < 0x20 || c == 0x7f) {
+        if (cat == UTF8PROC_CATEGORY_CC) {
             *why = "contains a control character";
             rc = -1;
             break;
         }
-        if (pending_space) {
-            if (o >= IDENTITY_NAME_MAX) goto too_long;
-            out[o++] = ' ';
-            pending_space = false;
+        if (o + (pending_space ? 1 : 0) + (int)k > IDENTITY_NAME_MAX) {
+            *why = "is too long";
+            rc = -1;
+            break;
         }
-        if (o >= IDENTITY_NAME_MAX) goto too_long;
-        out[o++] = (char)c;
+        if (pending_space) out[o++] = ' ';
+        pending_space = false;
+        memcpy(out + o, mapped + i, (size_t)k);
+        o += (int)k;
+        i += k;
     }
     free(mapped);
     if (rc < 0) return -1;
@@ -48,17 +60,15 @@ int identity_normalize_name(const char *name, size_t len, char *out, const char 
         return -1;
     }
     return o;
-too_long:
-    free(mapped);
-    *why = "is too long";
-    return -1;
 }
 
 size_t identity_key(const char *norm_name, size_t name_len, int y, int m, int d, char *out)
 {
+    char date[11];
+    snprintf(date, sizeof date, "%04d-%02d-%02d", y, m, d);
     memcpy(out, norm_name, name_len);
     out[name_len] = 0;
-    snprintf(out + name_len + 1, 11, "%04d-%02d-%02d", y, m, d);
+    memcpy(out + name_len + 1, date, 10); /* no terminating NUL: the key is exactly this long */
     return name_len + 1 + 10;
 }
 

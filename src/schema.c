@@ -102,6 +102,8 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
         } else if (key_is(m->key, m->key_len, "default_type")) {
             rc = set_string(&s->default_type, m, "default_type", e);
         } else if (key_is(m->key, m->key_len, "public")) {
+            for (int j = 0; j < s->npub; j++) free(s->pub[j].field); /* a repeated "public" replaces */
+            s->npub = 0;
             int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_PUBLIC, &je) : -1;
             if (k < 0) {
                 rc = ms_fail(e, MS_EINVAL, "schema: \"public\" must be an object of at most %d fields", SCHEMA_MAX_PUBLIC);

@@ -361,7 +361,7 @@ static ms_code record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, si
                          record_version *rv, bool *found, ms_err *e)
 {
     *found = false;
-    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK; /* nothing before 1970 */
     key_record(kb, rid, len, as_of, UINT32_MAX);
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
@@ -503,6 +503,8 @@ static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const patie
                                  bool *found, ms_err *e)
 {
     unsigned char prefix[17];
+    *found = false;
+    if (as_of < 0) return MS_OK;
     prefix[0] = 'P';
     memcpy(prefix + 1, pid->b, 16);
     key_versioned(kb, prefix, 17, as_of, UINT32_MAX);
@@ -646,6 +648,8 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
                          bool *found, ms_err *e)
 {
     unsigned char prefix[17];
+    *found = false;
+    if (as_of < 0) return MS_OK;
     memcpy(prefix, pid->b, 16);
     prefix[16] = 'v';
     buf kb = {0};
@@ -787,7 +791,7 @@ ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64
                                bool *found, ms_err *e)
 {
     *found = false;
-    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK;
     buf kb = {0};
     buf_putc(&kb, 'R');
     buf_put(&kb, rid, len);

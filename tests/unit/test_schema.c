@@ -1,0 +1,244 @@
+/*
+ * test_schema.c - field roles and the public allow-list (src/schema.h): the default schema, schema_parse
+ * of valid and invalid schema files, the rule that identity fields can never be public, and
+ * schema_load_file.
+ */
+#include "unit.h"
+
+static ms_code parse(schema *s, const char *text, ms_err *e) { return schema_parse(s, text, strlen(text), e); }
+
+static void test_default_schema(void **state)
+{
+    (void)state;
+    schema s;
+    schema_default(&s);
+    assert_string_equal(s.name_field, "name");
+    assert_string_equal(s.dob_field, "dob");
+    assert_string_equal(s.record_id_field, "record_id");
+    assert_string_equal(s.type_field, "type");
+    assert_string_equal(s.ts_field, "ts");
+    assert_string_equal(s.default_type, "record");
+    assert_int_equal(s.npub, 3);
+    assert_string_equal(s.pub[0].field, "favorite_color");
+    assert_int_equal(s.pub[0].transform, PUBLISH_COPY);
+    assert_string_equal(s.pub[1].field, "type");
+    assert_int_equal(s.pub[1].transform, PUBLISH_COPY);
+    assert_string_equal(s.pub[2].field, "ts");
+    assert_int_equal(s.pub[2].transform, PUBLISH_YEAR);
+    /* the allow-list: exact, case-sensitive key matches only */
+    assert_non_null(schema_public(&s, "favorite_color", 14));
+    assert_ptr_equal(schema_public(&s, "ts", 2), &s.pub[2]);
+    assert_null(schema_public(&s, "name", 4));
+    assert_null(schema_public(&s, "dob", 3));
+    assert_null(schema_public(&s, "ssn", 3));
+    assert_null(schema_public(&s, "Favorite_Color", 14));
+    assert_null(schema_public(&s, "favorite_colo", 13));
+    assert_null(schema_public(&s, "favorite_colors", 15));
+    assert_null(schema_public(&s, "t", 1));
+    assert_null(schema_public(&s, "", 0));
+    /* record-level fields */
+    assert_true(schema_is_record_field(&s, "record_id", 9));
+    assert_true(schema_is_record_field(&s, "type", 4));
+    assert_true(schema_is_record_field(&s, "ts", 2));
+    assert_false(schema_is_record_field(&s, "name", 4));
+    assert_false(schema_is_record_field(&s, "favorite_color", 14));
+    assert_false(schema_is_record_field(&s, "tsx", 3));
+    assert_false(schema_is_record_field(&s, "record", 6));
+    schema_free(&s);
+    schema_free(&s); /* safe twice */
+}
+
+static void test_parse_full(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e = {0};
+    const char *text = "{\"identity\":{\"name\":\"full_name\",\"dob\":\"birth_date\"},\"record_id\":\"rid\",\"type\":\"kind\","
+                       "\"event_time\":\"at\",\"default_type\":\"visit\",\"public\":{\"eye_color\":\"copy\",\"kind\":null,"
+                       "\"at\":\"year\",\"visit_date\":\"year\"}}";
+    assert_int_equal(parse(&s, text, &e), MS_OK);
+    assert_string_equal(s.name_field, "full_name");
+    assert_string_equal(s.dob_field, "birth_date");
+    assert_string_equal(s.record_id_field, "rid");
+    assert_string_equal(s.type_field, "kind");
+    assert_string_equal(s.ts_field, "at");
+    assert_string_equal(s.default_type, "visit");
+    assert_int_equal(s.npub, 4);
+    assert_string_equal(s.pub[0].field, "eye_color");
+    assert_int_equal(s.pub[0].transform, PUBLISH_COPY);
+    assert_string_equal(s.pub[1].field, "kind");
+    assert_int_equal(s.pub[1].transform, PUBLISH_COPY);
+    assert_string_equal(s.pub[2].field, "at");
+    assert_int_equal(s.pub[2].transform, PUBLISH_YEAR);
+    assert_int_equal(s.pub[3].transform, PUBLISH_YEAR);
+    assert_true(schema_is_record_field(&s, "rid", 3));
+    assert_false(schema_is_record_field(&s, "record_id", 9));
+    assert_null(schema_public(&s, "favorite_color", 14));
+    schema_free(&s);
+}
+
+static void test_parse_partial_keeps_defaults(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e = {0};
+    assert_int_equal(parse(&s, "{\"type\":\"kind\"}", &e), MS_OK);
+    assert_string_equal(s.type_field, "kind");
+    assert_string_equal(s.name_field, "name");
+    assert_string_equal(s.dob_field, "dob");
+    assert_string_equal(s.default_type, "record");
+    assert_int_equal(s.npub, 0); /* no "public": nothing is public */
+    assert_null(schema_public(&s, "favorite_color", 14));
+    schema_free(&s);
+    /* escaped keys and values are decoded */
+    assert_int_equal(parse(&s, "{\"public\":{\"eye\\u005fcolor\":\"copy\"},\"identity\":{\"name\":\"n\\u0061me2\"}}", &e),
+                     MS_OK);
+    assert_string_equal(s.pub[0].field, "eye_color");
+    assert_string_equal(s.name_field, "name2");
+    schema_free(&s);
+}
+
+static void expect_parse_error(const char *text, const char *msg_part)
+{
+    schema s;
+    ms_err e = {0};
+    ms_code rc = parse(&s, text, &e);
+    if (rc != MS_EINVAL) fail_msg("schema accepted (rc %d): %s", rc, text);
+    if (!strstr(e.msg, msg_part)) fail_msg("message \"%s\" lacks \"%s\"", e.msg, msg_part);
+    /* left empty: schema_free is safe, and nothing dangles */
+    assert_null(s.name_field);
+    assert_int_equal(s.npub, 0);
+    schema_free(&s);
+}
+
+static void test_parse_errors(void **state)
+{
+    (void)state;
+    expect_parse_error("", "schema:");
+    expect_parse_error("[]", "not an object");
+    expect_parse_error("{\"public\":{\"x\":\"copy\"}", "schema:");
+    expect_parse_error("{\"colour\":\"x\"}", "unknown key");
+    expect_parse_error("{\"identity\":\"name\"}", "\"identity\" must be an object");
+    expect_parse_error("{\"identity\":{\"name\":\"n\",\"ssn\":\"s\"}}", "unknown identity role");
+    expect_parse_error("{\"identity\":{\"name\":\"\"}}", "identity.name");
+    expect_parse_error("{\"identity\":{\"dob\":5}}", "identity.dob");
+    expect_parse_error("{\"record_id\":\"\"}", "record_id");
+    expect_parse_error("{\"type\":null}", "type");
+    expect_parse_error("{\"event_time\":[\"ts\"]}", "event_time");
+    expect_parse_error("{\"default_type\":\"a\\u0000b\"}", "default_type");
+    expect_parse_error("{\"public\":[\"x\"]}", "\"public\" must be an object");
+    expect_parse_error("{\"public\":{\"x\":\"hash\"}}", "transform");
+    expect_parse_error("{\"public\":{\"x\":1}}", "transform");
+}
+
+/* PHI must never be allow-listed: the identity fields, under any of their names, by any spelling. */
+static void test_identity_fields_cannot_be_public(void **state)
+{
+    (void)state;
+    expect_parse_error("{\"public\":{\"name\":\"copy\"}}", "cannot be public");
+    expect_parse_error("{\"public\":{\"dob\":\"year\"}}", "cannot be public");
+    expect_parse_error("{\"public\":{\"n\\u0061me\":\"copy\"}}", "cannot be public");
+    expect_parse_error("{\"identity\":{\"name\":\"full_name\"},\"public\":{\"full_name\":\"copy\"}}", "cannot be public");
+    /* the order of the members does not matter */
+    expect_parse_error("{\"public\":{\"birth\":\"year\"},\"identity\":{\"dob\":\"birth\"}}", "cannot be public");
+    /* renaming the identity field away makes the old name an ordinary field */
+    schema s;
+    ms_err e;
+    assert_int_equal(parse(&s, "{\"identity\":{\"name\":\"full_name\"},\"public\":{\"name\":\"copy\"}}", &e), MS_OK);
+    schema_free(&s);
+}
+
+static void test_public_limit(void **state)
+{
+    (void)state;
+    buf b = {0};
+    buf_puts(&b, "{\"public\":{");
+    for (int i = 0; i < SCHEMA_MAX_PUBLIC; i++) buf_printf(&b, "%s\"f%d\":\"copy\"", i ? "," : "", i);
+    buf_puts(&b, "}}");
+    schema s;
+    ms_err e;
+    assert_int_equal(schema_parse(&s, b.data, b.len, &e), MS_OK);
+    assert_int_equal(s.npub, SCHEMA_MAX_PUBLIC);
+    schema_free(&s);
+    b.len -= 2;
+    buf_puts(&b, ",\"one_more\":\"copy\"}}");
+    assert_int_equal(schema_parse(&s, b.data, b.len, &e), MS_EINVAL);
+    assert_non_null(strstr(e.msg, "at most"));
+    schema_free(&s);
+    buf_free(&b);
+}
+
+/* A schema file with the "public" member twice must not put more than SCHEMA_MAX_PUBLIC entries into
+ * the fixed pub[] array: it is either refused or capped. Run in a child: the failure mode is a
+ * buffer overflow. */
+static bool parse_two_public_members(void *arg)
+{
+    (void)arg;
+    buf b = {0};
+    buf_puts(&b, "{\"public\":{");
+    for (int i = 0; i < 40; i++) buf_printf(&b, "%s\"a%d\":\"copy\"", i ? "," : "", i);
+    buf_puts(&b, "},\"public\":{");
+    for (int i = 0; i < 40; i++) buf_printf(&b, "%s\"b%d\":\"copy\"", i ? "," : "", i);
+    buf_puts(&b, "}}");
+    struct {
+        schema s;
+        int canary[64];
+    } holder;
+    for (int i = 0; i < 64; i++) holder.canary[i] = 0x5A5A5A5A;
+    ms_err e;
+    ms_code rc = schema_parse(&holder.s, b.data, b.len, &e);
+    bool ok = (rc == MS_EINVAL || (rc == MS_OK && holder.s.npub <= SCHEMA_MAX_PUBLIC));
+    for (int i = 0; i < 64; i++) ok = ok && holder.canary[i] == 0x5A5A5A5A;
+    if (ok) schema_free(&holder.s);
+    buf_free(&b);
+    return ok;
+}
+
+static void test_duplicate_public_member_does_not_overflow(void **state)
+{
+    (void)state;
+    assert_true(unit_run_isolated(parse_two_public_members, NULL));
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    unit_tmpdir(dir);
+    snprintf(path, sizeof path, "%s/schema.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\n  \"identity\": {\"name\": \"patient_name\", \"dob\": \"birth\"},\n  \"public\": {\"blood_type\": \"copy\"}\n}\n", f);
+    fclose(f);
+    schema s;
+    ms_err e = {0};
+    ms_code rc = schema_load_file(&s, path, &e);
+    snprintf(path, sizeof path, "%s/missing.json", dir);
+    schema s2;
+    ms_err e2 = {0};
+    ms_code rc2 = schema_load_file(&s2, path, &e2);
+    unit_rmtree(dir);
+    assert_int_equal(rc, MS_OK);
+    assert_string_equal(s.name_field, "patient_name");
+    assert_string_equal(s.dob_field, "birth");
+    assert_int_equal(s.npub, 1);
+    assert_string_equal(s.pub[0].field, "blood_type");
+    schema_free(&s);
+    assert_int_equal(rc2, MS_EIO);
+    assert_non_null(strstr(e2.msg, "cannot open"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_schema),
+        cmocka_unit_test(test_parse_full),
+        cmocka_unit_test(test_parse_partial_keeps_defaults),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_identity_fields_cannot_be_public),
+        cmocka_unit_test(test_public_limit),
+        cmocka_unit_test(test_duplicate_public_member_does_not_overflow),
+        cmocka_unit_test(test_load_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

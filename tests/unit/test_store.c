@@ -1,0 +1,856 @@
+/*
+ * test_store.c - the embedded store (src/store.h) through its own API, on a real LMDB environment and
+ * segment log in a temporary directory: write and read back every kind of entry, versions and as-of
+ * reads, aborts and injected I/O faults that must leave the store as it was, reopening, segment
+ * rollover, checksums, snapshots and the two indexes. The writer's use of the store is in test_writer.c.
+ */
+#include "unit.h"
+
+#include "store.h"
+
+#include <xxhash.h>
+
+#define SEG_SIZE ((uint64_t)1 << 20)
+
+typedef struct {
+    char dir[64];
+    store *s;
+    store_options opt;
+    arena mem;
+    buf b;
+} fixture;
+
+static int setup_opts(void **state, uint64_t cache)
+{
+    fixture *f = calloc(1, sizeof *f);
+    unit_tmpdir(f->dir);
+    f->opt = (store_options){.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .body_cache = cache};
+    ms_err e = {0};
+    if (store_open(&f->s, f->dir, &f->opt, &e) != MS_OK) {
+        fprintf(stderr, "store_open: %s\n", e.msg);
+        unit_rmtree(f->dir);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state) { return setup_opts(state, 0); }
+static int setup_cached(void **state) { return setup_opts(state, (uint64_t)4 << 20); }
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    unit_rmtree(f->dir);
+    arena_free(&f->mem);
+    buf_free(&f->b);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    ms_err e = {0};
+    if (store_open(&f->s, f->dir, &f->opt, &e) != MS_OK) fail_msg("reopen: %s", e.msg);
+}
+
+static patient_id pid_of(int n)
+{
+    patient_id p;
+    memset(p.b, 0, 16);
+    p.b[0] = 0xA0;
+    p.b[15] = (unsigned char)n;
+    p.b[6] = 0x40;
+    p.b[8] = 0x80;
+    return p;
+}
+
+/* What one committed version wrote, for checking reads. */
+typedef struct {
+    int64_t vf;           /* valid_from (the commit's write time) */
+    uint64_t body_pos;    /* where the body went */
+    uint64_t commit_pos;
+} written;
+
+/* Commit one record version of rid for patient pid: the body text, the record, a patient version whose
+ * one state field "note" refers to the body's "note" value, a public patient copy, and the identity
+ * (version 1). The body's "note" value must be a string. */
+static written write_version(fixture *f, const char *rid, const patient_id *pid, uint32_t version, const char *text,
+                             int64_t ts, const char *type, const char *ident)
+{
+    written out = {0};
+    ms_err e = {0};
+    store_write *w;
+    if (store_write_begin(f->s, &w, &e) != MS_OK) fail_msg("begin: %s", e.msg);
+    out.vf = store_write_time(w);
+    size_t n = strlen(text), wl;
+    char *body = unit_aligned_body(text, n, &wl);
+    ms_code rc = store_append_body(f->s, body, wl, &out.body_pos, &e);
+    free(body);
+    if (rc != MS_OK) {
+        store_write_abort(w);
+        fail_msg("append: %s", e.msg);
+    }
+    record_version rv = {0};
+    rv.record_id_len = (uint32_t)strlen(rid);
+    memcpy(rv.record_id, rid, rv.record_id_len);
+    rv.version = version;
+    rv.valid_from = out.vf;
+    rv.valid_to = -1;
+    rv.pid = *pid;
+    rv.ts_us = ts;
+    rv.type_len = (uint32_t)strlen(type);
+    memcpy(rv.type, type, rv.type_len);
+    rv.body_pos = out.body_pos;
+    rv.body_len = (uint32_t)n;
+    rv.body_hash = XXH3_64bits(text, n);
+    XXH128_canonicalFromHash((XXH128_canonical_t *)rv.content_hash, XXH3_128bits(text, n));
+    char pub[128];
+    snprintf(pub, sizeof pub, "{\"type\":\"%s\"}", type);
+    rc = store_record_put(w, &rv, time_year(ts), pub, strlen(pub), &e);
+    const char *note = strstr(text, "\"note\":");
+    state_field sf = {.key = "note", .key_len = 4};
+    if (note) {
+        const char *v = note + 7, *end = strchr(v + 1, '"') + 1;
+        sf.pos = out.body_pos + (uint64_t)(v - text);
+        sf.len = (uint32_t)(end - v);
+        sf.hash = XXH3_64bits(v, sf.len);
+    }
+    patient_version pv = {.pid = *pid,
+                          .version = version,
+                          .valid_from = out.vf,
+                          .valid_to = -1,
+                          .cause_record = rid,
+                          .cause_record_len = (uint32_t)strlen(rid),
+                          .source = "unit test",
+                          .source_len = 9,
+                          .fields = &sf,
+                          .nfields = note ? 1 : 0};
+    if (rc == MS_OK) rc = store_patient_put(w, &pv, &e);
+    char ppub[64];
+    snprintf(ppub, sizeof ppub, "{\"v\":%u}", version);
+    if (rc == MS_OK) rc = store_public_patient_put(w, pid, version, ppub, strlen(ppub), &e);
+    if (rc == MS_OK && ident) rc = store_ident_put(w, ident, strlen(ident) + 11, pid, &e);
+    if (rc != MS_OK) {
+        store_write_abort(w);
+        fail_msg("put: %s", e.msg);
+    }
+    if (store_write_commit(w, &out.commit_pos, &e) != MS_OK) fail_msg("commit: %s", e.msg);
+    return out;
+}
+
+/* An identity key "name\0YYYY-MM-DD" in static storage: pass the name, get a pointer usable with
+ * strlen(name) + 11 bytes. */
+static const char *ident_key(const char *name, const char *dob)
+{
+    static char keys[8][64];
+    static int next;
+    char *k = keys[next++ % 8];
+    size_t n = strlen(name);
+    memcpy(k, name, n);
+    k[n] = 0;
+    memcpy(k + n + 1, dob, 10);
+    return k;
+}
+
+static store_read *rbegin(fixture *f)
+{
+    store_read *r;
+    ms_err e;
+    if (store_read_begin(f->s, &r, &e) != MS_OK) fail_msg("read begin: %s", e.msg);
+    return r;
+}
+
+static bool record_at(fixture *f, const char *rid, int64_t as_of, record_version *rv)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_record_at(r, rid, strlen(rid), as_of, rv, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_record_at: %s", e.msg);
+    return found;
+}
+
+static bool patient_at(fixture *f, const patient_id *pid, int64_t as_of, patient_version *pv)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_patient_at(r, pid, as_of, pv, &f->mem, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_patient_at: %s", e.msg);
+    return found;
+}
+
+static bool public_patient_at(fixture *f, const patient_id *pid, int64_t as_of, buf *out)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    out->len = 0;
+    ms_code rc = store_public_patient_at(r, pid, as_of, out, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_public_patient_at: %s", e.msg);
+    return found;
+}
+
+static bool public_record_at(fixture *f, const char *rid, int64_t as_of, char *fields_out, size_t cap, int *year)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    public_record pr;
+    ms_code rc = store_public_record_at(r, rid, strlen(rid), as_of, &pr, &found, &e);
+    if (found) {
+        snprintf(fields_out, cap, "%.*s", (int)pr.fields_len, pr.fields);
+        *year = pr.year;
+    }
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_public_record_at: %s", e.msg);
+    return found;
+}
+
+static void expect_body(fixture *f, const record_version *rv, const char *text)
+{
+    ms_err e = {0};
+    f->b.len = 0;
+    if (store_record_body(f->s, rv, &f->b, &e) != MS_OK) fail_msg("store_record_body: %s", e.msg);
+    assert_span_equal(f->b.data, f->b.len, text);
+}
+
+/* ---- tests ---- */
+
+static void test_open_empty_and_id_key(void **state)
+{
+    fixture *f = *state;
+    unsigned char key[32];
+    memcpy(key, store_id_key(f->s), 32);
+    unsigned char zero[32] = {0};
+    assert_memory_not_equal(key, zero, 32);
+    store_read *r = rbegin(f);
+    assert_int_equal(store_commit_pos(r), 0);
+    assert_int_equal(store_patient_count(r), 0);
+    assert_true(store_last_commit(r) == 0);
+    patient_id pid;
+    bool found = true;
+    ms_err e;
+    assert_int_equal(store_ident_lookup(r, "x\0" "2000-01-01", 12, &pid, &found, &e), MS_OK);
+    assert_false(found);
+    store_read_end(r);
+    record_version rv;
+    assert_false(record_at(f, "nothing", INT64_MAX, &rv));
+    assert_false(record_at(f, "", INT64_MAX, &rv));
+    /* the secret persists across reopen, and another store has another one */
+    reopen(f);
+    assert_memory_equal(store_id_key(f->s), key, 32);
+    char dir2[64];
+    unit_tmpdir(dir2);
+    store *s2 = NULL;
+    ms_code rc = store_open(&s2, dir2, &f->opt, &e);
+    bool differ = rc == MS_OK && memcmp(store_id_key(s2), key, 32) != 0;
+    store_close(s2);
+    unit_rmtree(dir2);
+    assert_int_equal(rc, MS_OK);
+    assert_true(differ);
+}
+
+static void test_write_and_read_back(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(1);
+    const char *text = "{\"name\":\"Ana\",\"dob\":\"1990-01-01\",\"note\":\"hello world\"}";
+    int64_t ts = unit_time(2024, 3, 1, 10, 0, 0);
+    written w = write_version(f, "rec-1", &pid, 1, text, ts, "lab", ident_key("ana", "1990-01-01"));
+    assert_int_equal(w.commit_pos, 1);
+    assert_int_equal(w.body_pos % 4096, 0);
+
+    record_version rv;
+    assert_true(record_at(f, "rec-1", INT64_MAX, &rv));
+    assert_string_equal(rv.record_id, "rec-1");
+    assert_int_equal(rv.record_id_len, 5);
+    assert_int_equal(rv.version, 1);
+    assert_true(rv.valid_from == w.vf);
+    assert_true(rv.valid_to < 0);
+    assert_memory_equal(rv.pid.b, pid.b, 16);
+    assert_true(rv.ts_us == ts);
+    assert_string_equal(rv.type, "lab");
+    assert_int_equal(rv.body_len, strlen(text));
+    expect_body(f, &rv, text);
+    assert_false(record_at(f, "rec-", INT64_MAX, &rv)); /* no prefix matches */
+    assert_false(record_at(f, "rec-10", INT64_MAX, &rv));
+
+    patient_version pv;
+    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    assert_int_equal(pv.version, 1);
+    assert_true(pv.valid_from == w.vf);
+    assert_true(pv.valid_to < 0);
+    assert_span_equal(pv.cause_record, pv.cause_record_len, "rec-1");
+    assert_span_equal(pv.source, pv.source_len, "unit test");
+    assert_int_equal(pv.nfields, 1);
+    assert_span_equal(pv.fields[0].key, pv.fields[0].key_len, "note");
+    ms_err e;
+    f->b.len = 0;
+    assert_int_equal(store_field_value(f->s, &pv.fields[0], &f->b, &e), MS_OK);
+    assert_span_equal(f->b.data, f->b.len, "\"hello world\"");
+
+    buf pub = {0};
+    bool found = public_patient_at(f, &pid, INT64_MAX, &pub);
+    bool pub_ok = found && pub.len == 7 && memcmp(pub.data, "{\"v\":1}", 7) == 0;
+    buf_free(&pub);
+    assert_true(pub_ok);
+    char fields[128];
+    int year = 0;
+    assert_true(public_record_at(f, "rec-1", INT64_MAX, fields, sizeof fields, &year));
+    assert_string_equal(fields, "{\"type\":\"lab\"}");
+    assert_int_equal(year, 2024);
+
+    store_read *r = rbegin(f);
+    patient_id got;
+    found = false;
+    ms_code rc = store_ident_lookup(r, ident_key("ana", "1990-01-01"), 14, &got, &found, &e);
+    uint64_t cp = store_commit_pos(r), patients = store_patient_count(r);
+    int64_t last = store_last_commit(r);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_true(found);
+    assert_memory_equal(got.b, pid.b, 16);
+    assert_int_equal(cp, 1);
+    assert_int_equal(patients, 1);
+    assert_true(last == w.vf);
+}
+
+static void test_write_times_increase(void **state)
+{
+    fixture *f = *state;
+    int64_t prev = 0;
+    for (int i = 0; i < 5; i++) {
+        ms_err e;
+        store_write *w;
+        assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+        int64_t t = store_write_time(w);
+        uint64_t cp;
+        assert_int_equal(store_write_commit(w, &cp, &e), MS_OK);
+        assert_true(t > prev);
+        assert_int_equal(cp, (uint64_t)i + 1);
+        prev = t;
+    }
+}
+
+static void test_as_of_versions(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(2);
+    const char *t1 = "{\"note\":\"first\"}", *t2 = "{\"note\":\"second\"}";
+    int64_t ts = unit_time(2025, 1, 1, 0, 0, 0);
+    written w1 = write_version(f, "r", &pid, 1, t1, ts, "lab", ident_key("bo", "1980-02-02"));
+    written w2 = write_version(f, "r", &pid, 2, t2, ts, "lab", NULL);
+    assert_true(w2.vf > w1.vf);
+
+    record_version rv;
+    assert_false(record_at(f, "r", w1.vf - 1, &rv)); /* before creation */
+    assert_false(record_at(f, "r", 0, &rv));
+    assert_true(record_at(f, "r", w1.vf, &rv));
+    assert_int_equal(rv.version, 1);
+    assert_true(rv.valid_to == w2.vf);
+    expect_body(f, &rv, t1);
+    assert_true(record_at(f, "r", w2.vf - 1, &rv)); /* between the commits: the older version */
+    assert_int_equal(rv.version, 1);
+    assert_true(record_at(f, "r", w2.vf, &rv));
+    assert_int_equal(rv.version, 2);
+    assert_true(rv.valid_to < 0);
+    expect_body(f, &rv, t2);
+    assert_true(record_at(f, "r", INT64_MAX, &rv));
+    assert_int_equal(rv.version, 2);
+
+    patient_version pv;
+    assert_false(patient_at(f, &pid, w1.vf - 1, &pv));
+    assert_true(patient_at(f, &pid, w2.vf - 1, &pv));
+    assert_int_equal(pv.version, 1);
+    assert_true(pv.valid_to == w2.vf);
+    ms_err e;
+    f->b.len = 0;
+    assert_int_equal(store_field_value(f->s, &pv.fields[0], &f->b, &e), MS_OK);
+    assert_span_equal(f->b.data, f->b.len, "\"first\"");
+    assert_true(patient_at(f, &pid, w2.vf, &pv));
+    assert_int_equal(pv.version, 2);
+    f->b.len = 0;
+    assert_int_equal(store_field_value(f->s, &pv.fields[0], &f->b, &e), MS_OK);
+    assert_span_equal(f->b.data, f->b.len, "\"second\"");
+
+    buf pub = {0};
+    bool before = public_patient_at(f, &pid, w1.vf - 1, &pub);
+    bool mid = public_patient_at(f, &pid, w2.vf - 1, &pub);
+    bool mid_ok = pub.len == 7 && memcmp(pub.data, "{\"v\":1}", 7) == 0;
+    bool now = public_patient_at(f, &pid, INT64_MAX, &pub);
+    bool now_ok = pub.len == 7 && memcmp(pub.data, "{\"v\":2}", 7) == 0;
+    buf_free(&pub);
+    assert_false(before);
+    assert_true(mid && mid_ok);
+    assert_true(now && now_ok);
+    char fields[64];
+    int year;
+    assert_false(public_record_at(f, "r", w1.vf - 1, fields, sizeof fields, &year));
+    assert_true(public_record_at(f, "r", w1.vf, fields, sizeof fields, &year));
+
+    /* history: oldest first, valid_to chained */
+    store_read *r = rbegin(f);
+    patient_version *hist = NULL;
+    uint32_t n = 0;
+    ms_code rc = store_patient_history(r, &pid, &hist, &n, &f->mem, &e);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(hist[0].version, 1);
+    assert_int_equal(hist[1].version, 2);
+    assert_true(hist[0].valid_from == w1.vf);
+    assert_true(hist[0].valid_to == w2.vf);
+    assert_true(hist[1].valid_to < 0);
+    /* an unknown patient has no history */
+    patient_id other = pid_of(99);
+    r = rbegin(f);
+    rc = store_patient_history(r, &other, &hist, &n, &f->mem, &e);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_int_equal(n, 0);
+}
+
+/* store.h: a read "as of T" answers the newest version whose valid_from <= T. For T before the Unix
+ * epoch (a negative time, e.g. as_of=1960-01-01T00:00:00Z, which the API accepts) that is nothing. */
+static void test_as_of_before_epoch_finds_nothing(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(3);
+    write_version(f, "old", &pid, 1, "{\"note\":\"x\"}", unit_time(2020, 1, 1, 0, 0, 0), "lab", ident_key("cy", "1970-01-01"));
+    int64_t times[] = {-1, unit_time(1960, 1, 1, 0, 0, 0), INT64_MIN};
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        record_version rv;
+        patient_version pv;
+        buf pub = {0};
+        char fields[64];
+        int year;
+        bool rec = record_at(f, "old", times[i], &rv);
+        bool pat = patient_at(f, &pid, times[i], &pv);
+        bool pp = public_patient_at(f, &pid, times[i], &pub);
+        bool pr = public_record_at(f, "old", times[i], fields, sizeof fields, &year);
+        buf_free(&pub);
+        if (rec || pat || pp || pr)
+            fail_msg("as_of %lld (before the epoch) found a version created later: record %d patient %d public patient %d "
+                     "public record %d",
+                     (long long)times[i], rec, pat, pp, pr);
+    }
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    ms_err e;
+    store_write *w;
+    assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+    patient_id pid = pid_of(4);
+    const char *key = ident_key("dee", "1999-09-09");
+    assert_int_equal(store_ident_put(w, key, 14, &pid, &e), MS_OK);
+    record_version rv = {.record_id = "gone", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
+                         .valid_to = -1, .pid = pid, .type = "x", .type_len = 1};
+    assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
+    /* visible inside the transaction */
+    bool found = false;
+    record_version got;
+    assert_int_equal(store_record_latest(w, "gone", 4, &got, &found, &e), MS_OK);
+    assert_true(found);
+    store_write_abort(w);
+    assert_false(record_at(f, "gone", INT64_MAX, &got));
+    store_read *r = rbegin(f);
+    patient_id p;
+    found = true;
+    store_ident_lookup(r, key, 14, &p, &found, &e);
+    uint64_t cp = store_commit_pos(r), pc = store_patient_count(r);
+    store_read_end(r);
+    assert_false(found);
+    assert_int_equal(cp, 0);
+    assert_int_equal(pc, 0);
+    /* and the store goes on */
+    written ok = write_version(f, "next", &pid, 1, "{\"note\":\"n\"}", 0, "lab", key);
+    assert_int_equal(ok.commit_pos, 1);
+}
+
+/* An injected ENOSPC makes the commit fail with MS_EFULL and leaves the store as it was; EIO gives
+ * MS_EIO; after the fault is cleared the next commit works and earlier data is intact. */
+static void test_fault_injection(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(5);
+    const char *t1 = "{\"note\":\"before the fault\"}";
+    written w1 = write_version(f, "keep", &pid, 1, t1, 0, "lab", ident_key("eve", "1991-01-01"));
+
+    int faults[] = {ENOSPC, EIO};
+    ms_code want[] = {MS_EFULL, MS_EIO};
+    for (int i = 0; i < 2; i++) {
+        ms_err e = {0};
+        /* a body appended before the fault: the commit's sync fails */
+        size_t wl;
+        char *body = unit_aligned_body("{\"note\":\"lost\"}", 15, &wl);
+        uint64_t pos;
+        ms_code arc = store_append_body(f->s, body, wl, &pos, &e);
+        store_inject_fault(f->s, faults[i]);
+        /* and a body appended under the fault fails at once */
+        uint64_t pos2;
+        ms_err e2 = {0};
+        ms_code arc2 = store_append_body(f->s, body, wl, &pos2, &e2);
+        free(body);
+        assert_int_equal(arc, MS_OK);
+        assert_int_equal(arc2, want[i]);
+        store_write *w;
+        assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+        patient_id p2 = pid_of(6);
+        assert_int_equal(store_ident_put(w, ident_key("fay", "1992-02-02"), 14, &p2, &e), MS_OK);
+        record_version rv = {.record_id = "lost", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
+                             .valid_to = -1, .pid = p2, .type = "x", .type_len = 1, .body_pos = pos, .body_len = 15};
+        assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
+        uint64_t cp = 0;
+        ms_code rc = store_write_commit(w, &cp, &e);
+        assert_int_equal(rc, want[i]);
+        assert_int_equal(e.code, want[i]);
+        /* nothing of it is readable */
+        record_version got;
+        assert_false(record_at(f, "lost", INT64_MAX, &got));
+        store_read *r = rbegin(f);
+        bool found = true;
+        patient_id p;
+        store_ident_lookup(r, ident_key("fay", "1992-02-02"), 14, &p, &found, &e);
+        uint64_t pos_now = store_commit_pos(r), pc = store_patient_count(r);
+        int64_t last = store_last_commit(r);
+        store_read_end(r);
+        assert_false(found);
+        assert_int_equal(pos_now, 1);
+        assert_int_equal(pc, 1);
+        assert_true(last == w1.vf);
+        store_inject_fault(f->s, 0);
+    }
+    /* cleared: the store is clean and takes the next batch */
+    const char *t2 = "{\"note\":\"after the fault\"}";
+    written w2 = write_version(f, "after", &pid, 2, t2, 0, "lab", NULL);
+    assert_int_equal(w2.commit_pos, 2);
+    record_version rv;
+    assert_true(record_at(f, "keep", INT64_MAX, &rv));
+    expect_body(f, &rv, t1);
+    assert_true(record_at(f, "after", INT64_MAX, &rv));
+    expect_body(f, &rv, t2);
+    reopen(f);
+    assert_true(record_at(f, "keep", INT64_MAX, &rv));
+    expect_body(f, &rv, t1);
+    assert_true(record_at(f, "after", INT64_MAX, &rv));
+    expect_body(f, &rv, t2);
+    assert_false(record_at(f, "lost", INT64_MAX, &rv));
+}
+
+static void test_reopen_persists(void **state)
+{
+    fixture *f = *state;
+    patient_id p1 = pid_of(7), p2 = pid_of(8);
+    const char *texts[] = {"{\"note\":\"one\"}", "{\"note\":\"two\"}", "{\"note\":\"three\"}"};
+    written w1 = write_version(f, "a", &p1, 1, texts[0], 0, "lab", ident_key("gus", "1950-05-05"));
+    write_version(f, "b", &p2, 1, texts[1], 0, "visit", ident_key("hal", "1960-06-06"));
+    written w3 = write_version(f, "a", &p1, 2, texts[2], 0, "lab", NULL);
+    unsigned char key[32];
+    memcpy(key, store_id_key(f->s), 32);
+    reopen(f);
+    assert_memory_equal(store_id_key(f->s), key, 32);
+    store_read *r = rbegin(f);
+    uint64_t cp = store_commit_pos(r), pc = store_patient_count(r);
+    int64_t last = store_last_commit(r);
+    store_read_end(r);
+    assert_int_equal(cp, 3);
+    assert_int_equal(pc, 2);
+    assert_true(last == w3.vf);
+    record_version rv;
+    assert_true(record_at(f, "a", INT64_MAX, &rv));
+    assert_int_equal(rv.version, 2);
+    expect_body(f, &rv, texts[2]);
+    assert_true(record_at(f, "a", w1.vf, &rv));
+    expect_body(f, &rv, texts[0]);
+    assert_true(record_at(f, "b", INT64_MAX, &rv));
+    expect_body(f, &rv, texts[1]);
+    /* new commits after the reopen: later times, and new bodies do not overwrite the old ones */
+    patient_id p3 = pid_of(9);
+    written w4 = write_version(f, "c", &p3, 1, "{\"note\":\"four\"}", 0, "lab", ident_key("ian", "1970-07-07"));
+    assert_true(w4.vf > w3.vf);
+    assert_int_equal(w4.commit_pos, 4);
+    for (const char *rid = "a"; rid; rid = rid[0] == 'a' ? "b" : NULL) {
+        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        expect_body(f, &rv, rid[0] == 'a' ? texts[2] : texts[1]);
+    }
+    assert_true(record_at(f, "c", INT64_MAX, &rv));
+    expect_body(f, &rv, "{\"note\":\"four\"}");
+}
+
+/* Bodies larger than a third of a segment: appends start the next segment when they do not fit, never
+ * straddle two, and read back after a reopen. A body larger than a segment is refused. */
+static void test_segment_rollover(void **state)
+{
+    fixture *f = *state;
+    enum { N = 8 };
+    size_t len = 300 * 1024;
+    char *text = malloc(len + 1);
+    patient_id pid = pid_of(10);
+    uint64_t positions[N];
+    for (int i = 0; i < N; i++) {
+        memset(text, 'a' + i, len);
+        memcpy(text, "{\"note\":\"", 9);
+        memcpy(text + len - 2, "\"}", 2);
+        text[len] = 0;
+        char rid[16];
+        snprintf(rid, sizeof rid, "big-%d", i);
+        written w = write_version(f, rid, &pid, 1, text, 0, "lab", NULL);
+        positions[i] = w.body_pos;
+        uint64_t off = w.body_pos % SEG_SIZE;
+        assert_true(off + len <= SEG_SIZE);
+        if (i) assert_true(positions[i] > positions[i - 1]);
+    }
+    assert_true(positions[N - 1] / SEG_SIZE >= 2); /* several segments were used */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char rid[16];
+            snprintf(rid, sizeof rid, "big-%d", i);
+            record_version rv;
+            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            assert_true(rv.body_pos == positions[i]);
+            ms_err e = {0};
+            f->b.len = 0;
+            assert_int_equal(store_record_body(f->s, &rv, &f->b, &e), MS_OK);
+            assert_int_equal(f->b.len, len);
+            assert_int_equal(f->b.data[100], 'a' + i);
+            assert_int_equal(f->b.data[len - 3], 'a' + i);
+        }
+        reopen(f);
+    }
+    free(text);
+    /* larger than a segment */
+    size_t huge = SEG_SIZE + 4096;
+    void *p;
+    assert_int_equal(posix_memalign(&p, 4096, huge), 0);
+    memset(p, 'x', huge);
+    uint64_t pos;
+    ms_err e = {0};
+    ms_code rc = store_append_body(f->s, p, huge, &pos, &e);
+    free(p);
+    assert_int_equal(rc, MS_EINVAL);
+}
+
+static void test_checksums(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(11);
+    const char *text = "{\"note\":\"checked\"}";
+    write_version(f, "sum", &pid, 1, text, 0, "lab", NULL);
+    record_version rv;
+    assert_true(record_at(f, "sum", INT64_MAX, &rv));
+    expect_body(f, &rv, text);
+    ms_err e = {0};
+    rv.body_hash ^= 1;
+    f->b.len = 0;
+    assert_int_equal(store_record_body(f->s, &rv, &f->b, &e), MS_ECORRUPT);
+    patient_version pv;
+    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    state_field bad = pv.fields[0];
+    bad.hash ^= 1;
+    f->b.len = 0;
+    assert_int_equal(store_field_value(f->s, &bad, &f->b, &e), MS_ECORRUPT);
+    bad = pv.fields[0];
+    bad.pos += 1; /* the wrong bytes */
+    f->b.len = 0;
+    assert_int_equal(store_field_value(f->s, &bad, &f->b, &e), MS_ECORRUPT);
+}
+
+static void test_snapshots(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(12);
+    written w1 = write_version(f, "s", &pid, 1, "{\"note\":\"v1\"}", 0, "lab", NULL);
+    ms_err e = {0};
+    int64_t as_of = 0;
+    assert_int_equal(store_snapshot_create(f->s, "snap-1", &as_of, &e), MS_OK);
+    assert_true(as_of > w1.vf);
+    written w2 = write_version(f, "s", &pid, 2, "{\"note\":\"v2\"}", 0, "lab", NULL);
+    assert_true(w2.vf > as_of); /* strictly between the two commits */
+    int64_t again;
+    assert_int_not_equal(store_snapshot_create(f->s, "snap-1", &again, &e), MS_OK); /* ids are unique */
+    reopen(f);
+    store_read *r = rbegin(f);
+    bool found = false;
+    int64_t got = 0;
+    ms_code rc = store_snapshot_get(r, "snap-1", &got, &found, &e);
+    bool found2 = true;
+    int64_t unused;
+    store_snapshot_get(r, "snap-2", &unused, &found2, &e);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_true(found);
+    assert_true(got == as_of);
+    assert_false(found2);
+    record_version rv;
+    assert_true(record_at(f, "s", got, &rv));
+    assert_int_equal(rv.version, 1);
+}
+
+typedef struct {
+    int n, stop_after;
+    int64_t ts[16];
+    char rid[16][32];
+    unsigned char key[16][128];
+    size_t key_len[16];
+} collected;
+
+static bool collect_record(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key, size_t key_len)
+{
+    collected *c = ctx;
+    if (c->n >= 16) return false;
+    c->ts[c->n] = ts;
+    snprintf(c->rid[c->n], 32, "%.*s", (int)rid_len, rid);
+    memcpy(c->key[c->n], key, key_len < 128 ? key_len : 128);
+    c->key_len[c->n] = key_len;
+    c->n++;
+    return c->stop_after == 0 || c->n < c->stop_after;
+}
+
+static void patient_records(fixture *f, const patient_id *pid, int64_t since, int64_t until, const void *after,
+                            size_t after_len, collected *c)
+{
+    store_read *r = rbegin(f);
+    ms_err e;
+    ms_code rc = store_patient_records(r, pid, since, until, after, after_len, collect_record, c, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_patient_records: %s", e.msg);
+}
+
+static void test_patient_records_index(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(13), other = pid_of(14);
+    int64_t t1960 = unit_time(1960, 1, 1, 0, 0, 0), t2020 = unit_time(2020, 1, 1, 0, 0, 0),
+            t2021 = unit_time(2021, 1, 1, 0, 0, 0), t2022 = unit_time(2022, 1, 1, 0, 0, 0);
+    write_version(f, "r2021", &pid, 1, "{\"note\":\"a\"}", t2021, "lab", NULL);
+    write_version(f, "r1960", &pid, 1, "{\"note\":\"b\"}", t1960, "lab", NULL);
+    write_version(f, "r2020", &pid, 1, "{\"note\":\"c\"}", t2020, "visit", NULL);
+    write_version(f, "r2022", &pid, 1, "{\"note\":\"d\"}", t2022, "lab", NULL);
+    write_version(f, "x2020", &other, 1, "{\"note\":\"e\"}", t2020, "lab", NULL);
+    collected c = {0};
+    patient_records(f, &pid, INT64_MIN, INT64_MAX, NULL, 0, &c);
+    assert_int_equal(c.n, 4); /* ordered by event time, negative times first; the other patient not */
+    assert_string_equal(c.rid[0], "r1960");
+    assert_string_equal(c.rid[1], "r2020");
+    assert_string_equal(c.rid[2], "r2021");
+    assert_string_equal(c.rid[3], "r2022");
+    assert_true(c.ts[0] == t1960);
+    /* since inclusive, until exclusive */
+    memset(&c, 0, sizeof c);
+    patient_records(f, &pid, t2020, t2022, NULL, 0, &c);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.rid[0], "r2020");
+    assert_string_equal(c.rid[1], "r2021");
+    /* a callback returning false stops; the cursor continues after the last key */
+    memset(&c, 0, sizeof c);
+    c.stop_after = 2;
+    patient_records(f, &pid, INT64_MIN, INT64_MAX, NULL, 0, &c);
+    assert_int_equal(c.n, 2);
+    collected rest = {0};
+    patient_records(f, &pid, INT64_MIN, INT64_MAX, c.key[1], c.key_len[1], &rest);
+    assert_int_equal(rest.n, 2);
+    assert_string_equal(rest.rid[0], "r2021");
+    assert_string_equal(rest.rid[1], "r2022");
+}
+
+static bool collect_public(void *ctx, int year, const char *rid, size_t rid_len, const void *key, size_t key_len)
+{
+    (void)key, (void)key_len;
+    collected *c = ctx;
+    if (c->n >= 16) return false;
+    c->ts[c->n] = year;
+    snprintf(c->rid[c->n], 32, "%.*s", (int)rid_len, rid);
+    c->n++;
+    return true;
+}
+
+static void public_index(fixture *f, const char *type, int from, int to, collected *c)
+{
+    memset(c, 0, sizeof *c);
+    store_read *r = rbegin(f);
+    ms_err e;
+    ms_code rc = store_public_index(r, type, from, to, NULL, 0, collect_public, c, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_public_index: %s", e.msg);
+}
+
+static void test_public_index(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(15);
+    write_version(f, "l2019", &pid, 1, "{\"note\":\"a\"}", unit_time(2019, 6, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "l2021", &pid, 1, "{\"note\":\"b\"}", unit_time(2021, 6, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "v2020", &pid, 1, "{\"note\":\"c\"}", unit_time(2020, 6, 1, 0, 0, 0), "visit", NULL);
+    write_version(f, "lx", &pid, 1, "{\"note\":\"d\"}", unit_time(2020, 6, 1, 0, 0, 0), "labx", NULL);
+    collected c;
+    public_index(f, "lab", 0, 9999, &c);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.rid[0], "l2019");
+    assert_true(c.ts[0] == 2019);
+    assert_string_equal(c.rid[1], "l2021");
+    public_index(f, "lab", 2020, 2021, &c);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.rid[0], "l2021");
+    public_index(f, "*", 2020, 2020, &c);
+    assert_int_equal(c.n, 2);
+    public_index(f, "*", 0, 9999, &c);
+    assert_int_equal(c.n, 4);
+    public_index(f, "none", 0, 9999, &c);
+    assert_int_equal(c.n, 0);
+}
+
+/* With a body cache, reads of recent bodies come from memory: they must be the same bytes. */
+static void test_body_cache_reads(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(16);
+    char text[9000];
+    for (int i = 0; i < 6; i++) {
+        size_t len = 100 + (size_t)i * 1500;
+        memset(text, '0' + i, len);
+        memcpy(text, "{\"note\":\"", 9);
+        memcpy(text + len - 2, "\"}", 3);
+        char rid[16];
+        snprintf(rid, sizeof rid, "c%d", i);
+        write_version(f, rid, &pid, 1, text, 0, "lab", NULL);
+        record_version rv;
+        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        expect_body(f, &rv, text);
+    }
+    reopen(f);
+    record_version rv;
+    assert_true(record_at(f, "c5", INT64_MAX, &rv));
+    expect_body(f, &rv, text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_empty_and_id_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_and_read_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_times_increase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_as_of_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_as_of_before_epoch_finds_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_injection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_rollover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checksums, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patient_records_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_public_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_cache_reads, setup_cached, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,707 @@
+/*
+ * test_writer.c - the single writer and group commit (src/writer.h) over a real store in a temporary
+ * directory (1 MiB segments): statuses created / updated / duplicate / rejected, one patient id per
+ * identity, record and patient versions with as-of reads and history, the public copies, reopening,
+ * injected disk-full faults (nothing of the batch stored, the store stays clean), concurrent submitters,
+ * and segment rollover.
+ *
+ * Bodies are prepared as http_server.c and api_routes.c do: a 4 KiB-aligned buffer zero-padded to a
+ * multiple of 4 KiB, scanned with record_scan_body, appended with store_append_body (or left to the
+ * writer with body_pos = UINT64_MAX), then submitted.
+ */
+#include "unit.h"
+
+#include "identity.h"
+#include "writer.h"
+
+#include <pthread.h>
+
+#define SEG_SIZE ((uint64_t)1 << 20)
+#define MAX_SUBS 128
+
+typedef struct {
+    char *body;
+    size_t len, wlen;
+    record_batch batch;
+    item_result *res;
+    ingest_job job;
+} submission;
+
+typedef struct {
+    char dir[64];
+    store_options opt;
+    store *s;
+    schema sc;
+    writer *w;
+    submission *subs[MAX_SUBS];
+    int nsubs;
+    arena mem;
+    buf b;
+} fixture;
+
+static void start(fixture *f)
+{
+    ms_err e = {0};
+    if (store_open(&f->s, f->dir, &f->opt, &e) != MS_OK) fail_msg("store_open: %s", e.msg);
+    if (writer_start(&f->w, f->s, &f->sc, &e) != MS_OK) fail_msg("writer_start: %s", e.msg);
+}
+
+static void stop(fixture *f)
+{
+    writer_stop(f->w);
+    f->w = NULL;
+    store_close(f->s);
+    f->s = NULL;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    unit_tmpdir(f->dir);
+    f->opt = (store_options){.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .body_cache = 0};
+    schema_default(&f->sc);
+    ms_err e = {0};
+    if (store_open(&f->s, f->dir, &f->opt, &e) != MS_OK || writer_start(&f->w, f->s, &f->sc, &e) != MS_OK) {
+        fprintf(stderr, "setup: %s\n", e.msg);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static void submission_free(submission *s)
+{
+    record_batch_free(&s->batch);
+    free(s->res);
+    free(s->body);
+    free(s);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->w) writer_stop(f->w);
+    if (f->s) store_close(f->s);
+    for (int i = 0; i < f->nsubs; i++) submission_free(f->subs[i]);
+    schema_free(&f->sc);
+    arena_free(&f->mem);
+    buf_free(&f->b);
+    unit_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Scan text into a new submission (owned by the caller). */
+static submission *prepare(const schema *sc, store *st, const char *text)
+{
+    submission *s = calloc(1, sizeof *s);
+    s->len = strlen(text);
+    s->body = unit_aligned_body(text, s->len, &s->wlen);
+    scan_config cfg = {.schema = sc, .max_record = (size_t)1 << 20, .now_us = ms_now_us(), .id_key = store_id_key(st)};
+    ms_err e = {0};
+    if (record_scan_body(&cfg, s->body, s->len, &s->batch, &e) != MS_OK) {
+        fprintf(stderr, "record_scan_body: %s\n", e.msg);
+        abort();
+    }
+    s->res = calloc(s->batch.n ? s->batch.n : 1, sizeof(item_result));
+    s->job = (ingest_job){.body = s->body,
+                          .body_len = s->len,
+                          .body_write_len = s->wlen,
+                          .body_pos = UINT64_MAX,
+                          .batch = &s->batch,
+                          .source = "unit test",
+                          .received_at = ms_mono_s(),
+                          .results = s->res};
+    return s;
+}
+
+/* Like the HTTP path: append the body, then submit. Returns the job's code. */
+static ms_code run(store *st, writer *w, submission *s, bool writer_appends)
+{
+    if (!writer_appends) {
+        ms_code rc = store_append_body(st, s->body, s->wlen, &s->job.body_pos, &s->job.err);
+        if (rc != MS_OK) return s->job.rc = rc;
+    }
+    writer_submit(w, &s->job);
+    return s->job.rc;
+}
+
+static submission *submit_mode(fixture *f, const char *text, bool writer_appends, ms_code want)
+{
+    if (f->nsubs == MAX_SUBS) fail_msg("too many submissions in one test");
+    submission *s = prepare(&f->sc, f->s, text);
+    f->subs[f->nsubs++] = s;
+    ms_code rc = run(f->s, f->w, s, writer_appends);
+    if (rc != want) fail_msg("submit: code %d (%s), expected %d", rc, s->job.err.msg, want);
+    return s;
+}
+
+static submission *submit(fixture *f, const char *text) { return submit_mode(f, text, false, MS_OK); }
+
+static void expect_item(const submission *s, uint32_t i, item_status st, uint32_t version)
+{
+    assert_true(i < s->batch.n);
+    if (s->res[i].status != st)
+        fail_msg("item %u: %s, expected %s (%s)", i, item_status_name(s->res[i].status), item_status_name(st),
+                 s->batch.records[i].error ? s->batch.records[i].error : "");
+    if (st != ITEM_REJECTED) assert_int_equal(s->res[i].version, version);
+}
+
+static bool same_pid(const patient_id *a, const patient_id *b) { return memcmp(a->b, b->b, 16) == 0; }
+
+static store_read *rbegin(fixture *f)
+{
+    store_read *r;
+    ms_err e;
+    if (store_read_begin(f->s, &r, &e) != MS_OK) fail_msg("read begin: %s", e.msg);
+    return r;
+}
+
+static bool record_at(fixture *f, const char *rid, int64_t as_of, record_version *rv)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_record_at(r, rid, strlen(rid), as_of, rv, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_record_at: %s", e.msg);
+    return found;
+}
+
+static bool patient_at(fixture *f, const patient_id *pid, int64_t as_of, patient_version *pv)
+{
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_patient_at(r, pid, as_of, pv, &f->mem, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_patient_at: %s", e.msg);
+    return found;
+}
+
+/* The raw value of a patient state field, NUL-terminated in f->b; NULL if the field is absent. */
+static const char *state_value(fixture *f, const patient_version *pv, const char *key)
+{
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        if (pv->fields[i].key_len != strlen(key) || memcmp(pv->fields[i].key, key, pv->fields[i].key_len) != 0) continue;
+        ms_err e;
+        f->b.len = 0;
+        if (store_field_value(f->s, &pv->fields[i], &f->b, &e) != MS_OK) fail_msg("store_field_value: %s", e.msg);
+        return f->b.data;
+    }
+    return NULL;
+}
+
+static const char *body_of(fixture *f, const record_version *rv)
+{
+    ms_err e;
+    f->b.len = 0;
+    if (store_record_body(f->s, rv, &f->b, &e) != MS_OK) fail_msg("store_record_body: %s", e.msg);
+    return f->b.data;
+}
+
+static bool ident_lookup(fixture *f, const char *name, int y, int m, int d, patient_id *pid)
+{
+    char norm[IDENTITY_NAME_MAX], key[IDENTITY_KEY_MAX + 1];
+    const char *why;
+    int n = identity_normalize_name(name, strlen(name), norm, &why);
+    assert_true(n > 0);
+    size_t kl = identity_key(norm, (size_t)n, y, m, d, key);
+    store_read *r = rbegin(f);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_ident_lookup(r, key, kl, pid, &found, &e);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    return found;
+}
+
+static void counts(fixture *f, uint64_t *commit_pos, uint64_t *patients)
+{
+    store_read *r = rbegin(f);
+    *commit_pos = store_commit_pos(r);
+    *patients = store_patient_count(r);
+    store_read_end(r);
+}
+
+#define ANA "\"name\":\"Ana Mar\\u00eda\",\"dob\":\"1990-01-01\""
+
+/* ---- tests ---- */
+
+static void test_statuses(void **state)
+{
+    fixture *f = *state;
+    const char *v1 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"nuts\"}";
+    submission *a = submit(f, v1);
+    expect_item(a, 0, ITEM_CREATED, 1);
+    submission *b = submit(f, v1);
+    expect_item(b, 0, ITEM_DUPLICATE, 1);
+    assert_true(same_pid(&a->res[0].pid, &b->res[0].pid));
+    /* the same content in another key order and spacing is the same record */
+    submission *b2 = submit(f, "{ \"allergy\" : \"nuts\" , " ANA ", \"record_id\" : \"r1\" }");
+    expect_item(b2, 0, ITEM_DUPLICATE, 1);
+    submission *c = submit(f, "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\"}");
+    expect_item(c, 0, ITEM_UPDATED, 2);
+    assert_true(same_pid(&a->res[0].pid, &c->res[0].pid));
+    /* all four in one batch, with a rejected line in the middle */
+    submission *d = submit(f, "{\"record_id\":\"r2\"," ANA ",\"x\":1}\n"
+                              "{\"record_id\":\"r2\"," ANA ",\"x\":1}\n"
+                              "{\"record_id\":\"r2\",\"name\":\"Ana\"}\n"
+                              "{\"record_id\":\"r2\"," ANA ",\"x\":2}\n"
+                              "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\"}\n");
+    expect_item(d, 0, ITEM_CREATED, 1);
+    expect_item(d, 1, ITEM_DUPLICATE, 1);
+    expect_item(d, 2, ITEM_REJECTED, 0);
+    expect_item(d, 3, ITEM_UPDATED, 2);
+    expect_item(d, 4, ITEM_DUPLICATE, 2);
+    for (int i = 0; i < 5; i++)
+        if (i != 2) assert_true(same_pid(&d->res[i].pid, &a->res[0].pid));
+    assert_string_equal(item_status_name(ITEM_CREATED), "created");
+    assert_string_equal(item_status_name(ITEM_UPDATED), "updated");
+    assert_string_equal(item_status_name(ITEM_DUPLICATE), "duplicate");
+    assert_string_equal(item_status_name(ITEM_REJECTED), "rejected");
+    /* a batch of rejected lines only: answered, nothing stored */
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    submission *e = submit_mode(f, "{\"name\":\"No Dob\"}\nnot json\n", true, MS_OK);
+    expect_item(e, 0, ITEM_REJECTED, 0);
+    expect_item(e, 1, ITEM_REJECTED, 0);
+    uint64_t cp1, pc1;
+    counts(f, &cp1, &pc1);
+    assert_int_equal(pc1, pc0);
+}
+
+static void test_same_identity_same_patient(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"name\":\"Ana Mar\\u00eda\",\"dob\":\"1990-01-01\",\"n\":1}");
+    submission *b = submit(f, "{\"name\":\"  ana   MAR\\u00cdA \",\"dob\":\"1990-01-01\",\"n\":2}\n"
+                              "{\"name\":\"\\uff21\\uff2e\\uff21 mari\\u0301a\",\"dob\":\"1990-01-01\",\"n\":3}\n"
+                              "{\"name\":\"Ana Mar\\u00eda\",\"dob\":\"1990-01-02\",\"n\":4}\n"
+                              "{\"name\":\"Ana Maria\",\"dob\":\"1990-01-01\",\"n\":5}\n");
+    expect_item(a, 0, ITEM_CREATED, 1);
+    for (int i = 0; i < 4; i++) expect_item(b, (uint32_t)i, ITEM_CREATED, 1);
+    assert_true(same_pid(&a->res[0].pid, &b->res[0].pid));
+    assert_true(same_pid(&a->res[0].pid, &b->res[1].pid)); /* NFKC, case fold, combining accent */
+    assert_false(same_pid(&a->res[0].pid, &b->res[2].pid)); /* another date of birth */
+    assert_false(same_pid(&a->res[0].pid, &b->res[3].pid)); /* "maria" is not "maría" */
+    assert_false(same_pid(&b->res[2].pid, &b->res[3].pid));
+    /* a later batch still gets the same id */
+    submission *c = submit(f, "{\"name\":\"ANA MARÍA\",\"dob\":\"1990-01-02\",\"n\":6}");
+    assert_true(same_pid(&c->res[0].pid, &b->res[2].pid));
+    patient_id pid;
+    assert_true(ident_lookup(f, "ana maría", 1990, 1, 1, &pid));
+    assert_true(same_pid(&pid, &a->res[0].pid));
+    assert_false(ident_lookup(f, "ana maría", 1990, 1, 3, &pid));
+    uint64_t cp, pc;
+    counts(f, &cp, &pc);
+    assert_int_equal(pc, 3);
+    assert_int_equal(cp, 3);
+    /* ids are version-4 UUIDs, not derived from the identity */
+    char text[PATIENT_ID_TEXT];
+    patient_id_format(&a->res[0].pid, text);
+    assert_int_equal(text[14], '4');
+}
+
+static void test_versions_and_as_of(void **state)
+{
+    fixture *f = *state;
+    const char *t1 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"nuts\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
+    const char *t2 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
+    submission *a = submit(f, t1);
+    record_version rv1;
+    assert_true(record_at(f, "r1", INT64_MAX, &rv1));
+    int64_t vf1 = rv1.valid_from;
+    assert_string_equal(body_of(f, &rv1), t1);
+    assert_string_equal(rv1.type, "lab");
+    assert_true(rv1.ts_us == unit_time(2024, 5, 1, 10, 0, 0));
+    assert_true(same_pid(&rv1.pid, &a->res[0].pid));
+    submission *b = submit(f, t2);
+    expect_item(b, 0, ITEM_UPDATED, 2);
+    record_version rv;
+    assert_true(record_at(f, "r1", INT64_MAX, &rv));
+    int64_t vf2 = rv.valid_from;
+    assert_true(vf2 > vf1);
+    assert_int_equal(rv.version, 2);
+    assert_true(rv.valid_to < 0);
+    assert_string_equal(body_of(f, &rv), t2);
+    /* as of a time between the two commits: the older version, with valid_to = the newer's valid_from */
+    assert_true(record_at(f, "r1", vf2 - 1, &rv));
+    assert_int_equal(rv.version, 1);
+    assert_true(rv.valid_to == vf2);
+    assert_string_equal(body_of(f, &rv), t1);
+    assert_true(record_at(f, "r1", vf1, &rv));
+    assert_int_equal(rv.version, 1);
+    assert_false(record_at(f, "r1", vf1 - 1, &rv)); /* before creation */
+    /* the patient, likewise */
+    patient_id pid = a->res[0].pid;
+    patient_version pv;
+    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    assert_int_equal(pv.version, 2);
+    assert_string_equal(state_value(f, &pv, "allergy"), "\"penicillin\"");
+    assert_string_equal(state_value(f, &pv, "name"), "\"Ana Mar\\u00eda\"");
+    assert_null(state_value(f, &pv, "record_id"));
+    assert_null(state_value(f, &pv, "type"));
+    assert_null(state_value(f, &pv, "ts"));
+    assert_true(patient_at(f, &pid, vf2 - 1, &pv));
+    assert_int_equal(pv.version, 1);
+    assert_true(pv.valid_to == vf2);
+    assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
+    assert_false(patient_at(f, &pid, vf1 - 1, &pv));
+}
+
+static void test_history(void **state)
+{
+    fixture *f = *state;
+    submit(f, "{\"record_id\":\"h1\"," ANA ",\"allergy\":\"nuts\"}");
+    submit(f, "{\"record_id\":\"h2\"," ANA ",\"weight\":70}");
+    submit(f, "{\"record_id\":\"h3\"," ANA ",\"allergy\":\"none\"}");
+    /* a record that changes nothing of the patient's state: a new record, no new patient version */
+    submission *d = submit(f, "{\"record_id\":\"h4\"," ANA ",\"weight\":70,\"type\":\"visit\"}");
+    expect_item(d, 0, ITEM_CREATED, 1);
+    patient_id pid = d->res[0].pid;
+    store_read *r = rbegin(f);
+    patient_version *h = NULL;
+    uint32_t n = 0;
+    ms_err e;
+    ms_code rc = store_patient_history(r, &pid, &h, &n, &f->mem, &e);
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_int_equal(n, 3);
+    const char *causes[] = {"h1", "h2", "h3"};
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(h[i].version, i + 1);
+        assert_span_equal(h[i].cause_record, h[i].cause_record_len, causes[i]);
+        assert_span_equal(h[i].source, h[i].source_len, "unit test");
+        if (i) assert_true(h[i].valid_from > h[i - 1].valid_from);
+        if (i + 1 < n) assert_true(h[i].valid_to == h[i + 1].valid_from);
+    }
+    assert_true(h[2].valid_to < 0);
+    assert_string_equal(state_value(f, &h[0], "allergy"), "\"nuts\"");
+    assert_null(state_value(f, &h[0], "weight"));
+    assert_string_equal(state_value(f, &h[1], "weight"), "70");
+    assert_string_equal(state_value(f, &h[1], "allergy"), "\"nuts\"");
+    assert_string_equal(state_value(f, &h[2], "allergy"), "\"none\"");
+    assert_string_equal(state_value(f, &h[2], "weight"), "70");
+}
+
+static bool public_patient(fixture *f, const patient_id *pid, int64_t as_of, char *out, size_t cap)
+{
+    store_read *r = rbegin(f);
+    buf b = {0};
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_public_patient_at(r, pid, as_of, &b, &found, &e);
+    store_read_end(r);
+    snprintf(out, cap, "%.*s", (int)b.len, b.data ? b.data : "");
+    buf_free(&b);
+    assert_int_equal(rc, MS_OK);
+    return found;
+}
+
+static void test_public_copies(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"record_id\":\"p1\"," ANA ",\"favorite_color\":\"blue\",\"type\":\"lab\","
+                              "\"ts\":\"2024-05-01T10:00:00Z\",\"ssn\":\"123-45-6789\"}");
+    patient_id pid = a->res[0].pid;
+    char pub[256];
+    assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
+    store_read *r = rbegin(f);
+    public_record pr;
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_public_record_at(r, "p1", 2, INT64_MAX, &pr, &found, &e);
+    char fields[256];
+    snprintf(fields, sizeof fields, "%.*s", (int)pr.fields_len, found ? pr.fields : "");
+    int year = pr.year;
+    bool pid_ok = found && same_pid(&pr.pid, &pid);
+    bool type_ok = found && strcmp(pr.type, "lab") == 0;
+    store_read_end(r);
+    assert_int_equal(rc, MS_OK);
+    assert_true(found && pid_ok && type_ok);
+    assert_string_equal(fields, "{\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2024\"}");
+    assert_int_equal(year, 2024);
+    record_version rv;
+    assert_true(record_at(f, "p1", INT64_MAX, &rv));
+    int64_t vf1 = rv.valid_from;
+    /* a change of a PHI field: the public patient copy stays as it was */
+    submit(f, "{\"record_id\":\"p2\"," ANA ",\"ssn\":\"987-65-4321\"}");
+    assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
+    /* a change of an allow-listed field: a new public version; as of before it, the old one */
+    submit(f, "{\"record_id\":\"p3\"," ANA ",\"favorite_color\":\"red\"}");
+    assert_true(record_at(f, "p3", INT64_MAX, &rv));
+    assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"red\"}");
+    assert_true(public_patient(f, &pid, rv.valid_from - 1, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
+    assert_false(public_patient(f, &pid, vf1 - 1, pub, sizeof pub));
+}
+
+static void test_derived_ids_and_retries(void **state)
+{
+    fixture *f = *state;
+    const char *t = "{" ANA ",\"note\":\"retry me\"}";
+    submission *a = submit(f, t);
+    expect_item(a, 0, ITEM_CREATED, 1);
+    assert_true(a->batch.records[0].record_id_derived);
+    submission *b = submit(f, "{\"note\":\"retry me\", " ANA "}");
+    expect_item(b, 0, ITEM_DUPLICATE, 1);
+    assert_string_equal(a->batch.records[0].record_id, b->batch.records[0].record_id);
+    submission *c = submit(f, "{" ANA ",\"note\":\"other\"}");
+    expect_item(c, 0, ITEM_CREATED, 1);
+    record_version rv;
+    assert_true(record_at(f, a->batch.records[0].record_id, INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), t);
+}
+
+static void test_reopen(void **state)
+{
+    fixture *f = *state;
+    const char *t1 = "{\"record_id\":\"k1\"," ANA ",\"allergy\":\"nuts\"}";
+    const char *t2 = "{" ANA ",\"allergy\":\"dust\",\"note\":\"derived id\"}";
+    const char *t3 = "{\"record_id\":\"k3\",\"name\":\"Bo\",\"dob\":\"1980-02-02\"}";
+    submission *a = submit(f, t1);
+    submission *b = submit(f, t2);
+    submission *c = submit(f, t3);
+    patient_id ana = a->res[0].pid, bo = c->res[0].pid;
+    char derived[64];
+    snprintf(derived, sizeof derived, "%s", b->batch.records[0].record_id);
+    stop(f);
+    start(f);
+    record_version rv;
+    assert_true(record_at(f, "k1", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), t1);
+    assert_true(record_at(f, derived, INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), t2);
+    assert_true(record_at(f, "k3", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), t3);
+    patient_id pid;
+    assert_true(ident_lookup(f, "Ana María", 1990, 1, 1, &pid));
+    assert_true(same_pid(&pid, &ana));
+    assert_true(ident_lookup(f, "bo", 1980, 2, 2, &pid));
+    assert_true(same_pid(&pid, &bo));
+    patient_version pv;
+    assert_true(patient_at(f, &ana, INT64_MAX, &pv));
+    assert_int_equal(pv.version, 2);
+    assert_string_equal(state_value(f, &pv, "allergy"), "\"dust\"");
+    uint64_t cp, pc;
+    counts(f, &cp, &pc);
+    assert_int_equal(cp, 3);
+    assert_int_equal(pc, 2);
+    /* after the restart: the retried derived-id record is still a duplicate, the identity still resolves */
+    submission *d = submit(f, t2);
+    expect_item(d, 0, ITEM_DUPLICATE, 1);
+    submission *e = submit(f, "{\"record_id\":\"k1\"," ANA ",\"allergy\":\"none\"}\n{\"name\":\"BO\",\"dob\":\"1980-02-02\"}");
+    expect_item(e, 0, ITEM_UPDATED, 2);
+    assert_true(same_pid(&e->res[0].pid, &ana));
+    expect_item(e, 1, ITEM_CREATED, 1);
+    assert_true(same_pid(&e->res[1].pid, &bo));
+    assert_true(patient_at(f, &ana, INT64_MAX, &pv));
+    assert_int_equal(pv.version, 3);
+}
+
+/* A disk-full commit fails the batch with MS_EFULL and stores nothing of it; once the disk has room
+ * again the same batch goes through, and everything before is intact. */
+static void test_fault_injection(void **state)
+{
+    fixture *f = *state;
+    const char *t0 = "{\"record_id\":\"ok\"," ANA ",\"allergy\":\"nuts\"}";
+    submission *a = submit(f, t0);
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    const char *batch = "{\"record_id\":\"f1\",\"name\":\"Cy Fault\",\"dob\":\"1970-03-03\",\"x\":1}\n"
+                        "{\"record_id\":\"ok\"," ANA ",\"allergy\":\"changed\"}\n";
+    for (int mode = 0; mode < 2; mode++) {
+        submission *s = prepare(&f->sc, f->s, batch);
+        f->subs[f->nsubs++] = s;
+        ms_code rc;
+        if (mode == 0) {
+            /* the request thread appended its body, then the disk filled up: the commit's sync fails */
+            ms_err e;
+            assert_int_equal(store_append_body(f->s, s->body, s->wlen, &s->job.body_pos, &e), MS_OK);
+            store_inject_fault(f->s, ENOSPC);
+            writer_submit(f->w, &s->job);
+            rc = s->job.rc;
+        } else {
+            /* the writer appends the body itself and fails there */
+            store_inject_fault(f->s, ENOSPC);
+            rc = run(f->s, f->w, s, true);
+        }
+        store_inject_fault(f->s, 0);
+        assert_int_equal(rc, MS_EFULL);
+        assert_int_equal(s->job.err.code, MS_EFULL);
+        record_version rv;
+        assert_false(record_at(f, "f1", INT64_MAX, &rv));
+        assert_true(record_at(f, "ok", INT64_MAX, &rv));
+        assert_int_equal(rv.version, 1);
+        assert_string_equal(body_of(f, &rv), t0);
+        patient_id pid;
+        assert_false(ident_lookup(f, "cy fault", 1970, 3, 3, &pid));
+        patient_version pv;
+        assert_true(patient_at(f, &a->res[0].pid, INT64_MAX, &pv));
+        assert_int_equal(pv.version, 1);
+        assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
+        uint64_t cp, pc;
+        counts(f, &cp, &pc);
+        assert_int_equal(cp, cp0);
+        assert_int_equal(pc, pc0);
+    }
+    /* room again: the same batch is stored as new (not a duplicate of the failed attempt) */
+    submission *ok = submit(f, batch);
+    expect_item(ok, 0, ITEM_CREATED, 1);
+    expect_item(ok, 1, ITEM_UPDATED, 2);
+    record_version rv;
+    assert_true(record_at(f, "f1", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), "{\"record_id\":\"f1\",\"name\":\"Cy Fault\",\"dob\":\"1970-03-03\",\"x\":1}");
+    stop(f);
+    start(f);
+    assert_true(record_at(f, "f1", INT64_MAX, &rv));
+    assert_true(record_at(f, "ok", INT64_MAX, &rv));
+    assert_int_equal(rv.version, 2);
+    assert_string_equal(body_of(f, &rv), "{\"record_id\":\"ok\"," ANA ",\"allergy\":\"changed\"}");
+    uint64_t cp, pc;
+    counts(f, &cp, &pc);
+    assert_int_equal(cp, cp0 + 1);
+    assert_int_equal(pc, pc0 + 1);
+}
+
+/* Several threads submit at once: every job is answered, one identity gets one id, every record is
+ * stored once. */
+enum { THREADS = 4, JOBS = 6, PER_JOB = 4 };
+
+typedef struct {
+    fixture *f;
+    int t;
+    submission *subs[JOBS];
+    ms_code rc[JOBS];
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    for (int j = 0; j < JOBS; j++) {
+        buf b = {0};
+        for (int k = 0; k < PER_JOB; k++)
+            buf_printf(&b, "{\"record_id\":\"t%d-j%d-k%d\",\"name\":\"Person %d %d %d\",\"dob\":\"1960-01-0%d\",\"v\":%d}\n",
+                       a->t, j, k, a->t, j, k, 1 + k, k);
+        buf_printf(&b, "{\"record_id\":\"shared-t%d-j%d\",\"name\":\"Shared Person\",\"dob\":\"1955-05-05\"}\n", a->t, j);
+        a->subs[j] = prepare(&a->f->sc, a->f->s, b.data);
+        buf_free(&b);
+        a->rc[j] = run(a->f->s, a->f->w, a->subs[j], j % 2 == 1);
+    }
+    return NULL;
+}
+
+static void test_concurrent_submitters(void **state)
+{
+    fixture *f = *state;
+    worker_arg args[THREADS];
+    pthread_t th[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        args[t] = (worker_arg){.f = f, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, worker, &args[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
+    /* hand the submissions to the fixture for cleanup before asserting */
+    for (int t = 0; t < THREADS; t++)
+        for (int j = 0; j < JOBS; j++) f->subs[f->nsubs++] = args[t].subs[j];
+    patient_id shared;
+    bool have_shared = false;
+    int created = 0;
+    for (int t = 0; t < THREADS; t++) {
+        for (int j = 0; j < JOBS; j++) {
+            submission *s = args[t].subs[j];
+            assert_int_equal(args[t].rc[j], MS_OK);
+            assert_int_equal(s->batch.n, PER_JOB + 1);
+            for (uint32_t i = 0; i < s->batch.n; i++) {
+                assert_int_equal(s->res[i].status, ITEM_CREATED);
+                created++;
+            }
+            if (!have_shared) shared = s->res[PER_JOB].pid, have_shared = true;
+            assert_true(same_pid(&shared, &s->res[PER_JOB].pid));
+        }
+    }
+    assert_int_equal(created, THREADS * JOBS * (PER_JOB + 1));
+    uint64_t cp, pc;
+    counts(f, &cp, &pc);
+    assert_int_equal(pc, THREADS * JOBS * PER_JOB + 1);
+    assert_true(cp >= 1 && cp <= THREADS * JOBS); /* group commit may join jobs */
+    /* every record is readable with its own body */
+    for (int t = 0; t < THREADS; t++) {
+        for (int j = 0; j < JOBS; j++) {
+            char rid[48];
+            snprintf(rid, sizeof rid, "t%d-j%d-k%d", t, j, PER_JOB - 1);
+            record_version rv;
+            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            const char *body = body_of(f, &rv);
+            assert_non_null(strstr(body, rid));
+            assert_int_equal(body[0], '{');
+            assert_int_equal(body[strlen(body) - 1], '}');
+        }
+    }
+    patient_version pv;
+    assert_true(patient_at(f, &shared, INT64_MAX, &pv));
+    assert_int_equal(pv.version, 1); /* the shared person's state never changed after creation */
+}
+
+/* Bodies of 400 KB fill 1 MiB segments: later batches go to new segments; all read back,
+ * also after a restart. */
+static void test_segment_rollover(void **state)
+{
+    fixture *f = *state;
+    enum { N = 6 };
+    size_t note = 400 * 1024;
+    char *pad = malloc(note + 1);
+    for (int i = 0; i < N; i++) {
+        memset(pad, 'a' + i, note);
+        pad[note] = 0;
+        buf b = {0};
+        buf_printf(&b, "{\"record_id\":\"big-%d\"," ANA ",\"note\":\"%s\"}\n", i, pad);
+        submission *s = submit_mode(f, b.data, i % 2 == 0, MS_OK);
+        buf_free(&b);
+        expect_item(s, 0, ITEM_CREATED, 1);
+    }
+    free(pad);
+    uint64_t last_pos = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char rid[16];
+            snprintf(rid, sizeof rid, "big-%d", i);
+            record_version rv;
+            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            const char *body = body_of(f, &rv);
+            assert_int_equal(strlen(body), rv.body_len);
+            assert_int_equal(body[200], 'a' + i);
+            assert_true(rv.body_pos % SEG_SIZE + rv.body_len <= SEG_SIZE);
+            if (pass == 0 && i == N - 1) last_pos = rv.body_pos;
+        }
+        stop(f);
+        start(f);
+    }
+    assert_true(last_pos / SEG_SIZE >= 2);
+    patient_version pv;
+    submission *s = f->subs[f->nsubs - 1];
+    assert_true(patient_at(f, &s->res[0].pid, INT64_MAX, &pv));
+    assert_int_equal(pv.version, N);
+    assert_int_equal(strlen(state_value(f, &pv, "note")), 400 * 1024 + 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_identity_same_patient, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_versions_and_as_of, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_public_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_derived_ids_and_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_injection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_submitters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_rollover, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
