@@ -333,7 +333,8 @@ static void h_ingest(api *a, http_request *req, http_response *res)
         buf_printf(o, "{\"line\":%u,\"status\":\"%s\"", r->line, item_status_name(it->status));
         if (it->status == ITEM_REJECTED) {
             buf_puts(o, ",\"error\":");
-            jw_cstr(o, r->error ? r->error : "rejected");
+            if (r->error) jw_cstr(o, r->error);
+            else buf_printf(o, "\"line %u: %s\"", r->line, it->error ? it->error : "rejected");
         } else {
             char pid[PATIENT_ID_TEXT];
             patient_id_format(&it->pid, pid);

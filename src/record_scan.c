@@ -132,6 +132,13 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         f->type = m->type;
         f->hash = XXH3_64bits(m->val, m->val_len);
     }
+    for (int i = 0; i < n; i++) {
+        if (r->fields[i].key_len > RECORD_KEY_MAX) {
+            r->rejected = true;
+            r->error = arena_printf(mem, "line %u: field %d: name longer than %d bytes", line, i + 1, RECORD_KEY_MAX);
+            return;
+        }
+    }
     qsort(r->fields, (size_t)n, sizeof(record_field), field_cmp);
     for (int i = 1; i < n; i++) {
         if (record_key_cmp(r->fields[i - 1].key, r->fields[i - 1].key_len, r->fields[i].key, r->fields[i].key_len) == 0) {

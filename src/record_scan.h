@@ -17,6 +17,7 @@
 
 #define RECORD_MAX_FIELDS 1024
 #define RECORD_ID_MAX 256
+#define RECORD_KEY_MAX 1024 /* bytes of a field name */
 
 typedef struct {
     const char *key; /* decoded key (points into the body when it had no escapes) */

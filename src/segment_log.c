@@ -8,9 +8,10 @@
  *
  * Recent bytes are also kept in memory (a ring of cache_size bytes): O_DIRECT writes leave nothing in
  * the page cache, and a read of a record just written would otherwise wait for the disk behind the
- * next 20 MB batch. The ring works like a seqlock: an append first raises ring_low past the bytes it
- * will overwrite, then copies; a reader copies, then checks that ring_low did not pass its position
- * meanwhile, and falls back to the file if it did.
+ * next 20 MB batch. The ring works like a seqlock: an append (holding the lock, so appends copy one at
+ * a time) first raises ring_low past the bytes it will overwrite, then copies; a reader copies without
+ * the lock, then checks that ring_low did not pass its position meanwhile, and falls back to the file
+ * if it did.
  */
 #include "segment_log.h"
 
@@ -178,17 +179,20 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
         pos = start;
         l->end = start + need;
         if (l->ring) {
-            /* from now on the ring holds [end - ring_size, end): older positions are going */
+            /* Raise ring_low past what this body overwrites, then copy, both under the lock: two
+             * appends racing to copy into the same ring bytes would leave the older bytes in place of
+             * the newer ones. A body larger than the ring is not cached at all. */
             uint64_t low = l->end > l->ring_size ? l->end - l->ring_size : 0;
             uint64_t cur = atomic_load(&l->ring_low);
-            if (cur == UINT64_MAX) atomic_store(&l->ring_low, start); /* first append since open */
-            else if (low > cur) atomic_store(&l->ring_low, low);
+            if (need > l->ring_size) low = l->end;
+            else if (cur == UINT64_MAX && start > low) low = start; /* first append since open */
+            if (cur == UINT64_MAX || low > cur) atomic_store(&l->ring_low, low);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (need <= l->ring_size) ring_copy_in(l, start, data, len);
         }
     }
     pthread_mutex_unlock(&l->lock);
     if (rc != MS_OK) return rc;
-    atomic_thread_fence(memory_order_seq_cst);
-    if (l->ring) ring_copy_in(l, pos, data, len);
 
     const char *src = data;
     void *bounce = NULL;
@@ -223,32 +227,39 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
 
 ms_code seglog_sync(segment_log *l, ms_err *e)
 {
-    int fds[64];
-    uint64_t which[64];
-    int n = 0;
-    pthread_mutex_lock(&l->lock);
-    if (l->fault) {
-        int err = l->fault;
-        pthread_mutex_unlock(&l->lock);
-        return io_fail(e, err, "fdatasync");
-    }
-    for (uint64_t i = 0; i < l->nsegs && n < 64; i++) {
-        if (!l->segs[i].dirty) continue;
-        l->segs[i].dirty = false;
-        fds[n] = l->segs[i].write_fd;
-        which[n++] = i;
-    }
-    pthread_mutex_unlock(&l->lock);
-    for (int i = 0; i < n; i++) {
-        if (fdatasync(fds[i]) != 0) {
-            int err = errno;
-            pthread_mutex_lock(&l->lock); /* still not durable: keep them for the next sync */
-            for (int j = i; j < n; j++) l->segs[which[j]].dirty = true;
+    for (;;) {
+        int fds[64];
+        uint64_t which[64];
+        int n = 0;
+        bool more = false;
+        pthread_mutex_lock(&l->lock);
+        if (l->fault) {
+            int err = l->fault;
             pthread_mutex_unlock(&l->lock);
             return io_fail(e, err, "fdatasync");
         }
+        for (uint64_t i = 0; i < l->nsegs; i++) {
+            if (!l->segs[i].dirty) continue;
+            if (n == 64) {
+                more = true;
+                break;
+            }
+            l->segs[i].dirty = false;
+            fds[n] = l->segs[i].write_fd;
+            which[n++] = i;
+        }
+        pthread_mutex_unlock(&l->lock);
+        for (int i = 0; i < n; i++) {
+            if (fdatasync(fds[i]) != 0) {
+                int err = errno;
+                pthread_mutex_lock(&l->lock); /* still not durable: keep them for the next sync */
+                for (int j = i; j < n; j++) l->segs[which[j]].dirty = true;
+                pthread_mutex_unlock(&l->lock);
+                return io_fail(e, err, "fdatasync");
+            }
+        }
+        if (!more) return MS_OK;
     }
-    return MS_OK;
 }
 
 uint64_t seglog_end(const segment_log *l)

@@ -274,7 +274,7 @@ static bool decode_patient(const MDB_val *v, const patient_id *pid, patient_vers
     p += pv->source_len;
     pv->nfields = ms_get_be32(p);
     p += 4;
-    if (pv->nfields > RECORD_MAX_FIELDS * 64u) return false;
+    if (pv->nfields > PATIENT_STATE_MAX_FIELDS) return false;
     pv->fields = mem ? arena_alloc(mem, sizeof(state_field) * (pv->nfields ? pv->nfields : 1))
                      : ms_malloc(sizeof(state_field) * (pv->nfields ? pv->nfields : 1));
     for (uint32_t i = 0; i < pv->nfields; i++) {
@@ -485,6 +485,14 @@ ms_code store_patient_latest(store_write *w, const patient_id *pid, patient_vers
 
 ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
 {
+    /* refuse what the encoding cannot carry, rather than write a version that never reads back */
+    if (pv->nfields > PATIENT_STATE_MAX_FIELDS)
+        return ms_fail(e, MS_EINVAL, "store: a patient version of %u fields (at most %u)", pv->nfields,
+                       PATIENT_STATE_MAX_FIELDS);
+    for (uint32_t i = 0; i < pv->nfields; i++)
+        if (pv->fields[i].key_len > RECORD_KEY_MAX)
+            return ms_fail(e, MS_EINVAL, "store: a field name of %u bytes (at most %d)", pv->fields[i].key_len,
+                           RECORD_KEY_MAX);
     unsigned char prefix[17];
     memcpy(prefix, pv->pid.b, 16);
     prefix[16] = 'v';

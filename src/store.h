@@ -71,6 +71,9 @@ typedef struct {
     uint64_t hash;   /* XXH3-64 of the value bytes */
 } state_field;
 
+/* The most fields a patient version can hold (store_patient_put refuses more, MS_EINVAL). */
+#define PATIENT_STATE_MAX_FIELDS 65535u
+
 typedef struct {
     patient_id pid;
     uint32_t version;

@@ -53,6 +53,16 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     patient_id pid;
     bool known;
     if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &pid, &known, e))) return rc;
+    patient_version pv;
+    bool have_pv = false;
+    if (known && (rc = store_patient_latest(sw, &pid, &pv, mem, &have_pv, e))) return rc;
+    merge_result m;
+    merge_patient_state(wr->schema, have_pv ? pv.fields : NULL, have_pv ? pv.nfields : 0, r, 0, mem, &m);
+    if (m.nfields > PATIENT_MAX_FIELDS) {
+        res->status = ITEM_REJECTED;
+        res->error = "the patient would have more than 4096 distinct fields";
+        return MS_OK;
+    }
     if (!known) {
         if ((rc = patient_id_new(&pid, e))) return rc;
         if ((rc = store_ident_put(sw, r->identity_key, r->identity_key_len, &pid, e))) return rc;
@@ -79,11 +89,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     memcpy(rv.content_hash, r->content_hash, 16);
     if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
 
-    /* the patient's new state */
-    patient_version pv;
-    bool have_pv;
-    if ((rc = store_patient_latest(sw, &pid, &pv, mem, &have_pv, e))) return rc;
-    merge_result m;
+    /* the patient's new state: the merge above, with the record's real position */
     merge_patient_state(wr->schema, have_pv ? pv.fields : NULL, have_pv ? pv.nfields : 0, r, rpos, mem, &m);
     if (!have_pv || m.changed) {
         patient_version next = {.pid = pid,

@@ -20,10 +20,15 @@
 typedef enum { ITEM_CREATED, ITEM_UPDATED, ITEM_DUPLICATE, ITEM_REJECTED } item_status;
 const char *item_status_name(item_status s);
 
+/* A patient's merged state holds at most this many distinct fields; a record that would add more is
+ * rejected (the versions of such a patient would grow without bound). */
+#define PATIENT_MAX_FIELDS 4096
+
 typedef struct {
     item_status status;
     patient_id pid;
     uint32_t version;
+    const char *error;       /* static text when the writer rejected the record */
 } item_result;
 
 typedef struct ingest_job {

@@ -834,6 +834,156 @@ static void test_body_cache_reads(void **state)
     expect_body(f, &rv, text);
 }
 
+/* A small cache and bodies of many sizes: recent reads (from memory, across the ring's wrap-around)
+ * and older reads (evicted: from the file) give the same bytes. */
+static void test_small_cache_wraparound(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    f->opt.body_cache = 64 * 1024;
+    reopen(f);
+    patient_id pid = pid_of(17);
+    enum { N = 24 };
+    static char texts[N][20000];
+    for (int i = 0; i < N; i++) {
+        size_t len = 50 + (size_t)((i * 7919) % 19000);
+        char *t = texts[i];
+        memset(t, 'A' + i % 26, len);
+        memcpy(t, "{\"note\":\"", 9);
+        t[len - 2] = '"';
+        t[len - 1] = '}';
+        t[len] = 0;
+        char rid[16];
+        snprintf(rid, sizeof rid, "w%d", i);
+        write_version(f, rid, &pid, 1, texts[i], 0, "lab", NULL);
+        for (int j = i; j >= 0 && j >= i - 3; j--) { /* the newest few: still in the ring */
+            snprintf(rid, sizeof rid, "w%d", j);
+            record_version rv;
+            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            expect_body(f, &rv, texts[j]);
+        }
+    }
+    for (int i = 0; i < N; i++) { /* all of them, most evicted by now */
+        char rid[16];
+        snprintf(rid, sizeof rid, "w%d", i);
+        record_version rv;
+        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        expect_body(f, &rv, texts[i]);
+    }
+}
+
+/* store_options.body_cache is `serve --body-cache`: a body larger than the cache must still be
+ * appended and read back correctly (and without writing past the cache). Run in a child: the failure
+ * mode is a heap overflow. */
+typedef struct {
+    const char *dir;
+} big_body_arg;
+
+/* Append text and read it back whole and in slices (start, middle, end) as state fields do. */
+static bool append_and_read(store *s, const char *text, size_t len)
+{
+    size_t wl;
+    char *body = unit_aligned_body(text, len, &wl);
+    uint64_t pos = 0;
+    ms_err e = {0};
+    bool ok = store_append_body(s, body, wl, &pos, &e) == MS_OK;
+    free(body);
+    record_version rv = {.body_pos = pos, .body_len = (uint32_t)len, .body_hash = XXH3_64bits(text, len)};
+    buf out = {0};
+    ok = ok && store_record_body(s, &rv, &out, &e) == MS_OK && out.len == len && memcmp(out.data, text, len) == 0;
+    size_t offs[3] = {0, len / 2, len - 100};
+    for (int i = 0; i < 3 && ok; i++) {
+        state_field sf = {.key = "k", .key_len = 1, .pos = pos + offs[i], .len = 100, .hash = XXH3_64bits(text + offs[i], 100)};
+        out.len = 0;
+        ok = store_field_value(s, &sf, &out, &e) == MS_OK && out.len == 100 && memcmp(out.data, text + offs[i], 100) == 0;
+        if (!ok) fprintf(stderr, "slice at %zu of a %zu-byte body: %s\n", offs[i], len, e.msg);
+    }
+    buf_free(&out);
+    return ok;
+}
+
+static bool append_body_larger_than_cache(void *p)
+{
+    big_body_arg *a = p;
+    store_options opt = {.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .body_cache = 64 * 1024};
+    store *s = NULL;
+    ms_err e = {0};
+    if (store_open(&s, a->dir, &opt, &e) != MS_OK) return false;
+    size_t len = 300 * 1024;
+    char *text = malloc(len);
+    for (size_t i = 0; i < len; i++) text[i] = (char)('a' + (i * 31 + i / 4096) % 26);
+    bool ok = append_and_read(s, text, len);          /* the first append since open */
+    ok = ok && append_and_read(s, text + 1000, 2000); /* a small one */
+    ok = ok && append_and_read(s, text + 7, len - 7); /* a big one later */
+    free(text);
+    store_close(s);
+    return ok;
+}
+
+static void test_body_larger_than_cache(void **state)
+{
+    fixture *f = *state;
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/small-cache", f->dir);
+    big_body_arg a = {dir};
+    assert_true(unit_run_isolated(append_body_larger_than_cache, &a));
+}
+
+/* Whatever store_patient_put accepts, store_patient_at must read back: a state field key longer than
+ * 65535 bytes (a record may be 1 MiB, and keys have no other limit), and a state of more than 65536
+ * fields (the merge of many records). Either the put refuses, or the version reads back intact. */
+static void put_and_read_patient(fixture *f, const patient_id *pid, state_field *fields, uint32_t n, const char *what)
+{
+    ms_err e = {0};
+    store_write *w;
+    assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+    patient_version pv = {.pid = *pid, .version = 1, .valid_from = store_write_time(w), .valid_to = -1,
+                          .cause_record = "c", .cause_record_len = 1, .source = "unit", .source_len = 4,
+                          .fields = fields, .nfields = n};
+    ms_code rc = store_patient_put(w, &pv, &e);
+    if (rc != MS_OK) {
+        store_write_abort(w);
+        return; /* refused: fine, as long as nothing unreadable was written */
+    }
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    store_read *r = rbegin(f);
+    patient_version got;
+    bool found = false;
+    rc = store_patient_at(r, pid, INT64_MAX, &got, &f->mem, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("%s: stored, but reading it back fails: %s", what, e.msg);
+    assert_true(found);
+    assert_int_equal(got.nfields, n);
+    assert_int_equal(got.fields[n - 1].key_len, fields[n - 1].key_len);
+    assert_memory_equal(got.fields[n - 1].key, fields[n - 1].key, fields[n - 1].key_len);
+}
+
+static void test_patient_version_long_key(void **state)
+{
+    fixture *f = *state;
+    size_t kl = 70000;
+    char *key = arena_alloc(&f->mem, kl);
+    memset(key, 'k', kl);
+    state_field sf = {.key = key, .key_len = (uint32_t)kl, .pos = 0, .len = 1, .hash = 1};
+    patient_id pid = pid_of(18);
+    put_and_read_patient(f, &pid, &sf, 1, "a 70000-byte field key");
+}
+
+static void test_patient_version_many_fields(void **state)
+{
+    fixture *f = *state;
+    uint32_t n = 65537;
+    state_field *fields = arena_alloc(&f->mem, sizeof(state_field) * n);
+    char *keys = arena_alloc(&f->mem, (size_t)n * 8);
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(keys + (size_t)i * 8, 8, "f%06u", i);
+        fields[i] = (state_field){.key = keys + (size_t)i * 8, .key_len = 7, .pos = 0, .len = 1, .hash = 1};
+    }
+    patient_id pid = pid_of(19);
+    put_and_read_patient(f, &pid, fields, n, "a state of 65537 fields");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -851,6 +1001,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_patient_records_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_public_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_cache_reads, setup_cached, teardown),
+        cmocka_unit_test_setup_teardown(test_small_cache_wraparound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_larger_than_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patient_version_long_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patient_version_many_fields, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
