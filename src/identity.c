@@ -3,7 +3,8 @@
  */
 #include "identity.h"
 
-#include <openssl/rand.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,12 +73,76 @@ size_t identity_key(const char *norm_name, size_t name_len, int y, int m, int d,
     return name_len + 1 + 10;
 }
 
-ms_code patient_id_new(patient_id *id, ms_err *e)
+/* The 122 bits of a v4 UUID that are not version (byte 6, high nibble) or variant (byte 8, top two). */
+static bool free_bit(int pos) { return !((pos >= 48 && pos < 52) || pos == 64 || pos == 65); }
+
+/* Spread two 61-bit halves over the free bits (hi first), most significant bit first. */
+static void pack(uint64_t hi, uint64_t lo, patient_id *id)
 {
-    if (RAND_bytes(id->b, sizeof id->b) != 1) return ms_fail(e, MS_EIO, "random number generator failed");
-    id->b[6] = (unsigned char)((id->b[6] & 0x0F) | 0x40); /* version 4 */
-    id->b[8] = (unsigned char)((id->b[8] & 0x3F) | 0x80); /* RFC 4122 variant */
-    return MS_OK;
+    memset(id->b, 0, 16);
+    int k = 0;
+    for (int pos = 0; pos < 128; pos++) {
+        if (!free_bit(pos)) continue;
+        uint64_t bit = k < 61 ? (hi >> (60 - k)) & 1 : (lo >> (121 - k)) & 1;
+        if (bit) id->b[pos / 8] |= (unsigned char)(0x80 >> (pos % 8));
+        k++;
+    }
+    id->b[6] = (unsigned char)((id->b[6] & 0x0F) | 0x40);
+    id->b[8] = (unsigned char)((id->b[8] & 0x3F) | 0x80);
+}
+
+static bool unpack(const patient_id *id, uint64_t *hi, uint64_t *lo)
+{
+    if ((id->b[6] & 0xF0) != 0x40 || (id->b[8] & 0xC0) != 0x80) return false;
+    *hi = *lo = 0;
+    int k = 0;
+    for (int pos = 0; pos < 128; pos++) {
+        if (!free_bit(pos)) continue;
+        uint64_t bit = (id->b[pos / 8] >> (7 - pos % 8)) & 1;
+        if (k < 61) *hi = (*hi << 1) | bit;
+        else *lo = (*lo << 1) | bit;
+        k++;
+    }
+    return true;
+}
+
+#define HALF_MASK ((UINT64_C(1) << 61) - 1)
+
+static uint64_t round_fn(const unsigned char key[PATIENT_ID_KEY], int round, uint64_t x)
+{
+    unsigned char msg[9], mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    msg[0] = (unsigned char)round;
+    for (int i = 0; i < 8; i++) msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
+    HMAC(EVP_sha256(), key, PATIENT_ID_KEY, msg, sizeof msg, mac, &mac_len);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | mac[i];
+    return v & HALF_MASK;
+}
+
+void patient_id_from_number(const unsigned char key[PATIENT_ID_KEY], uint64_t n, patient_id *id)
+{
+    uint64_t l = n >> 61, r = n & HALF_MASK;
+    for (int i = 0; i < 4; i++) {
+        uint64_t t = l ^ round_fn(key, i, r);
+        l = r;
+        r = t;
+    }
+    pack(l, r, id);
+}
+
+bool patient_id_to_number(const unsigned char key[PATIENT_ID_KEY], const patient_id *id, uint64_t *n)
+{
+    uint64_t l, r;
+    if (!unpack(id, &l, &r)) return false;
+    for (int i = 3; i >= 0; i--) {
+        uint64_t t = r ^ round_fn(key, i, l);
+        r = l;
+        l = t;
+    }
+    if (l > 7) return false; /* numbers are 64-bit: the top 58 of the 122 bits must be zero */
+    *n = (l << 61) | r;
+    return true;
 }
 
 void patient_id_format(const patient_id *id, char out[PATIENT_ID_TEXT])

@@ -3,11 +3,10 @@
  * (name, date of birth, favourite colour; identities from bench_identity) so that benchmarks can run
  * against a store that already knows millions of patients (DESIGN.md: memory <= 2 GB with 10 million).
  *
- * DESIGN: random UUIDs and name-ordered identity keys make random B-tree inserts, which would rewrite
- * most of LMDB's pages many times over at this scale. Instead the patients are generated in patient-id
- * order (ids drawn first, then sorted; identities assigned by a random permutation, so name order says
- * nothing about id order) and written with sorted appends; the identity index is sorted once and
- * appended the same way. Each patient gets one version and one public copy; there are no records.
+ * DESIGN: name-ordered identity keys make random B-tree inserts, which would rewrite most of LMDB's
+ * pages many times over at this scale. Instead the patients are written in patient-number order (their
+ * trees are keyed by number, so these are appends; identities are assigned by a random permutation)
+ * and the identity index is sorted once and appended the same way. Each patient gets one version and one public copy; there are no records.
  * Contract: refuses a store that already has patients or commits. Offline: no server may run on DIR.
  */
 #include "preload.h"
@@ -18,14 +17,11 @@
 #include "record_scan.h"
 #include "store.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define IDENTITY_BASE ((uint64_t)1 << 40) /* disjoint from the identities of bench runs */
-
-static int pid_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
 
 static int ident_cmp(const void *a, const void *b)
 {
@@ -80,17 +76,6 @@ int preload_main(int argc, char **argv)
         goto out;
     }
     size_t np = (size_t)patients;
-    patient_id *pids = ms_malloc(sizeof *pids * np);
-    if (RAND_bytes((unsigned char *)pids, (int)(sizeof *pids * np)) != 1) {
-        free(pids);
-        ms_fail(&e, MS_EIO, "random number generator failed");
-        goto out;
-    }
-    for (size_t i = 0; i < np; i++) {
-        pids[i].b[6] = (unsigned char)((pids[i].b[6] & 0x0F) | 0x40);
-        pids[i].b[8] = (unsigned char)((pids[i].b[8] & 0x3F) | 0x80);
-    }
-    qsort(pids, np, sizeof *pids, pid_cmp);
     uint32_t *perm = ms_malloc(sizeof *perm * np);
     for (size_t i = 0; i < np; i++) perm[i] = (uint32_t)i;
     uint64_t st = (uint64_t)seed;
@@ -131,10 +116,10 @@ int preload_main(int argc, char **argv)
         uint64_t *bpos = ms_malloc(sizeof *bpos * cn);
         for (size_t k = 0; k < cn; k++) {
             const parsed_record *r = &batch.records[k];
-            bp[k] = (bulk_patient){pids[start + k], r};
+            bp[k] = (bulk_patient){start + k, r};
             bpos[k] = body_pos + (uint64_t)(r->body - body.data);
             ids[start + k] = (bulk_ident){arena_strndup(&keys, r->identity_key, r->identity_key_len), r->identity_key_len,
-                                          pids[start + k]};
+                                          start + k};
         }
         ms_code c = store_bulk_patients(s, bp, bpos, cn, &e);
         free(bp);
@@ -162,7 +147,6 @@ int preload_main(int argc, char **argv)
     arena_free(&keys);
     free(ids);
     free(perm);
-    free(pids);
     schema_free(&sc);
 out:
     if (rc) fprintf(stderr, "medstream preload: %s\n", e.msg);

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@ struct store {
     MDB_dbi dbi[DB_COUNT];
     segment_log *log;
     unsigned char id_key[32];
+    unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
     int64_t last_commit;  /* writer's view */
     uint64_t commit_pos;
     uint64_t patients;
@@ -120,6 +123,10 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     } else if (rc == 0) {
         rc = MDB_CORRUPTED;
     }
+    if (!rc) {
+        unsigned int n = 0;
+        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"patient-id", 10, s->pid_key, &n);
+    }
     uint64_t log_end = 0, last = 0;
     if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "log_end", &log_end);
     if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "commit_pos", &s->commit_pos);
@@ -157,6 +164,20 @@ void store_close(store *s)
 
 const unsigned char *store_id_key(const store *s) { return s->id_key; }
 
+void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(s->pid_key, n, id); }
+
+/* The key prefix of a patient's entries: be64(number) then a tag ('v' versions, 'r' records). */
+static void patient_prefix(unsigned char out[9], uint64_t number, char tag)
+{
+    ms_set_be64(out, number);
+    out[8] = (unsigned char)tag;
+}
+
+bool store_patient_number(const store *s, const patient_id *id, uint64_t *n)
+{
+    return patient_id_to_number(s->pid_key, id, n);
+}
+
 void store_inject_fault(store *s, int err) { seglog_inject_fault(s->log, err); }
 
 /* ---- key builders ---- */
@@ -183,7 +204,7 @@ static void key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t v
 }
 
 /* ---- record version encoding ---- */
-enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 4 + 8 + 16 + 1 };
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1 };
 
 static void encode_record(buf *b, const record_version *rv)
 {
@@ -191,6 +212,7 @@ static void encode_record(buf *b, const record_version *rv)
     buf_put_be32(b, rv->version);
     buf_put_be64(b, (uint64_t)rv->valid_from);
     buf_put(b, rv->pid.b, 16);
+    buf_put_be64(b, rv->patient_number);
     buf_put_be64(b, (uint64_t)rv->ts_us);
     buf_put_be64(b, rv->body_pos);
     buf_put_be32(b, rv->body_len);
@@ -207,12 +229,13 @@ static bool decode_record(const MDB_val *v, const char *rid, size_t rid_len, rec
     rv->version = ms_get_be32(p);
     rv->valid_from = (int64_t)ms_get_be64(p + 4);
     memcpy(rv->pid.b, p + 12, 16);
-    rv->ts_us = (int64_t)ms_get_be64(p + 28);
-    rv->body_pos = ms_get_be64(p + 36);
-    rv->body_len = ms_get_be32(p + 44);
-    rv->body_hash = ms_get_be64(p + 48);
-    memcpy(rv->content_hash, p + 56, 16);
-    rv->type_len = p[72];
+    rv->patient_number = ms_get_be64(p + 28);
+    rv->ts_us = (int64_t)ms_get_be64(p + 36);
+    rv->body_pos = ms_get_be64(p + 44);
+    rv->body_len = ms_get_be32(p + 52);
+    rv->body_hash = ms_get_be64(p + 56);
+    memcpy(rv->content_hash, p + 64, 16);
+    rv->type_len = p[80];
     if (v->mv_size != RV_HDR + rv->type_len || rv->type_len > 64) return false;
     memcpy(rv->type, p + RV_HDR, rv->type_len);
     rv->type[rv->type_len] = 0;
@@ -246,7 +269,7 @@ static void encode_patient(buf *b, const patient_version *pv)
 }
 
 /* Decode; strings point into the value (copied into mem when mem is given). */
-static bool decode_patient(const MDB_val *v, const patient_id *pid, patient_version *pv, arena *mem)
+static bool decode_patient(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem)
 {
     const unsigned char *p = v->mv_data, *end = p + v->mv_size;
     if (mem) {
@@ -256,7 +279,8 @@ static bool decode_patient(const MDB_val *v, const patient_id *pid, patient_vers
         end = copy + v->mv_size;
     }
     memset(pv, 0, sizeof *pv);
-    pv->pid = *pid;
+    pv->pid = who->id;
+    pv->number = who->number;
     pv->valid_to = -1;
     if (end - p < 14) return false;
     pv->version = ms_get_be32(p);
@@ -326,22 +350,39 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
     return seglog_append(s->log, data, len, pos, e);
 }
 
-ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
+static bool decode_ident(const MDB_val *v, patient_ref *p)
+{
+    if (v->mv_size != 24) return false;
+    memcpy(p->id.b, v->mv_data, 16);
+    p->number = ms_get_be64((char *)v->mv_data + 16);
+    return true;
+}
+
+ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e)
 {
     MDB_val k = val(key, len), v;
     int rc = mdb_get(w->txn, w->s->dbi[DB_IDENT], &k, &v);
     *found = false;
     if (rc == MDB_NOTFOUND) return MS_OK;
     if (rc) return mdb_fail(e, rc, "identity lookup");
-    if (v.mv_size != 16) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
-    memcpy(pid->b, v.mv_data, 16);
+    if (!decode_ident(&v, p)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
     *found = true;
     return MS_OK;
 }
 
-ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_id *pid, ms_err *e)
+ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e)
 {
-    MDB_val k = val(key, len), v = val(pid->b, 16);
+    p->number = w->patients; /* numbers are 0 .. count-1 */
+    patient_id_from_number(w->s->pid_key, p->number, &p->id);
+    return store_ident_put(w, key, len, p, e);
+}
+
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e)
+{
+    unsigned char value[24];
+    memcpy(value, p->id.b, 16);
+    ms_set_be64(value + 16, p->number);
+    MDB_val k = val(key, len), v = val(value, 24);
     int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &v, MDB_NOOVERWRITE);
     if (rc) return mdb_fail(e, rc, "identity insert");
     w->patients++;
@@ -413,9 +454,10 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
     rc = mdb_put(w->txn, s->dbi[DB_RECORD], &k, &mv, 0);
     if (rc) goto out;
     /* the patient's records index */
+    unsigned char pp[9];
+    patient_prefix(pp, rv->patient_number, 'r');
     w->key.len = 0;
-    buf_put(&w->key, rv->pid.b, 16);
-    buf_putc(&w->key, 'r');
+    buf_put(&w->key, pp, 9);
     buf_put_be64(&w->key, ts_key(rv->ts_us));
     buf_put(&w->key, rv->record_id, rv->record_id_len);
     k = val(w->key.data, w->key.len);
@@ -459,22 +501,21 @@ out:
     return rc ? mdb_fail(e, rc, "record insert") : MS_OK;
 }
 
-ms_code store_patient_latest(store_write *w, const patient_id *pid, patient_version *pv, arena *mem, bool *found,
+ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e)
 {
-    unsigned char prefix[17];
-    memcpy(prefix, pid->b, 16);
-    prefix[16] = 'v';
-    key_versioned(&w->key, prefix, 17, INT64_MAX, UINT32_MAX);
+    unsigned char prefix[9];
+    patient_prefix(prefix, p->number, 'v');
+    key_versioned(&w->key, prefix, 9, INT64_MAX, UINT32_MAX);
     MDB_cursor *c;
     int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
     if (rc) return mdb_fail(e, rc, "cursor");
     MDB_val k, v;
     *found = false;
-    rc = seek_first_version(c, &w->key, 17, &k, &v);
+    rc = seek_first_version(c, &w->key, 9, &k, &v);
     ms_code out = MS_OK;
     if (rc == 0) {
-        if (!decode_patient(&v, pid, pv, mem)) out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        if (!decode_patient(&v, p, pv, mem)) out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
         else *found = true;
     } else if (rc != MDB_NOTFOUND) {
         out = mdb_fail(e, rc, "patient lookup");
@@ -493,12 +534,11 @@ ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
         if (pv->fields[i].key_len > RECORD_KEY_MAX)
             return ms_fail(e, MS_EINVAL, "store: a field name of %u bytes (at most %d)", pv->fields[i].key_len,
                            RECORD_KEY_MAX);
-    unsigned char prefix[17];
-    memcpy(prefix, pv->pid.b, 16);
-    prefix[16] = 'v';
+    unsigned char prefix[9];
+    patient_prefix(prefix, pv->number, 'v');
     buf v = {0};
     encode_patient(&v, pv);
-    key_versioned(&w->key, prefix, 17, pv->valid_from, pv->version);
+    key_versioned(&w->key, prefix, 9, pv->valid_from, pv->version);
     MDB_val k = val(w->key.data, w->key.len), mv = val(v.data, v.len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
     buf_free(&v);
@@ -507,21 +547,26 @@ ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
     return MS_OK;
 }
 
-static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const patient_id *pid, int64_t as_of, buf *out,
+static void public_patient_prefix(unsigned char out[9], uint64_t number)
+{
+    out[0] = 'P';
+    ms_set_be64(out + 1, number);
+}
+
+static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint64_t number, int64_t as_of, buf *out,
                                  bool *found, ms_err *e)
 {
-    unsigned char prefix[17];
+    unsigned char prefix[9];
     *found = false;
     if (as_of < 0) return MS_OK;
-    prefix[0] = 'P';
-    memcpy(prefix + 1, pid->b, 16);
-    key_versioned(kb, prefix, 17, as_of, UINT32_MAX);
+    public_patient_prefix(prefix, number);
+    key_versioned(kb, prefix, 9, as_of, UINT32_MAX);
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
     if (rc) return mdb_fail(e, rc, "cursor");
     MDB_val k, v;
     *found = false;
-    rc = seek_first_version(c, kb, 17, &k, &v);
+    rc = seek_first_version(c, kb, 9, &k, &v);
     if (rc == 0) {
         out->len = 0;
         buf_put(out, v.mv_data, v.mv_size);
@@ -531,18 +576,17 @@ static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const patie
     return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "public patient lookup") : MS_OK;
 }
 
-ms_code store_public_patient_latest(store_write *w, const patient_id *pid, buf *out, bool *found, ms_err *e)
+ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e)
 {
-    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, pid, INT64_MAX, out, found, e);
+    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, p->number, INT64_MAX, out, found, e);
 }
 
-ms_code store_public_patient_put(store_write *w, const patient_id *pid, uint32_t version, const char *fields,
+ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields,
                                  size_t len, ms_err *e)
 {
-    unsigned char prefix[17];
-    prefix[0] = 'P';
-    memcpy(prefix + 1, pid->b, 16);
-    key_versioned(&w->key, prefix, 17, w->now, version);
+    unsigned char prefix[9];
+    public_patient_prefix(prefix, p->number);
+    key_versioned(&w->key, prefix, 9, w->now, version);
     MDB_val k = val(w->key.data, w->key.len), v = val(fields, len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
     return rc ? mdb_fail(e, rc, "public patient insert") : MS_OK;
@@ -637,8 +681,9 @@ ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_i
     int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
     if (rc == MDB_NOTFOUND) return MS_OK;
     if (rc) return mdb_fail(e, rc, "identity lookup");
-    if (v.mv_size != 16) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
-    memcpy(pid->b, v.mv_data, 16);
+    patient_ref p;
+    if (!decode_ident(&v, &p)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    *pid = p.id;
     *found = true;
     return MS_OK;
 }
@@ -655,13 +700,13 @@ ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_o
 ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
                          bool *found, ms_err *e)
 {
-    unsigned char prefix[17];
+    unsigned char prefix[9];
+    patient_ref who = {*pid, 0};
     *found = false;
-    if (as_of < 0) return MS_OK;
-    memcpy(prefix, pid->b, 16);
-    prefix[16] = 'v';
+    if (as_of < 0 || !store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    patient_prefix(prefix, who.number, 'v');
     buf kb = {0};
-    key_versioned(&kb, prefix, 17, as_of, UINT32_MAX);
+    key_versioned(&kb, prefix, 9, as_of, UINT32_MAX);
     MDB_cursor *c;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
     if (rc) {
@@ -671,14 +716,14 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
     MDB_val k, v;
     *found = false;
     ms_code out = MS_OK;
-    rc = seek_first_version(c, &kb, 17, &k, &v);
+    rc = seek_first_version(c, &kb, 9, &k, &v);
     if (rc == 0) {
-        if (!decode_patient(&v, pid, pv, mem)) {
+        if (!decode_patient(&v, &who, pv, mem)) {
             out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
         } else {
             *found = true;
             MDB_val nk, nv;
-            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 29 && memcmp(nk.mv_data, prefix, 17) == 0 &&
+            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0 &&
                 nv.mv_size >= 12)
                 pv->valid_to = (int64_t)ms_get_be64((char *)nv.mv_data + 4);
         }
@@ -693,26 +738,29 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
 ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
                               ms_err *e)
 {
-    unsigned char prefix[17];
-    memcpy(prefix, pid->b, 16);
-    prefix[16] = 'v';
+    unsigned char prefix[9];
+    patient_ref who = {*pid, 0};
+    *n = 0;
+    *out = NULL;
+    if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    patient_prefix(prefix, who.number, 'v');
     MDB_cursor *c;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
     if (rc) return mdb_fail(e, rc, "cursor");
     uint32_t count = 0, cap = 16;
     patient_version *list = arena_alloc(mem, sizeof *list * cap);
-    MDB_val k = val(prefix, 17), v;
+    MDB_val k = val(prefix, 9), v;
     ms_code code = MS_OK;
     /* newest first in key order: collect, then reverse */
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 29 || memcmp(k.mv_data, prefix, 17) != 0) break;
+        if (k.mv_size != 21 || memcmp(k.mv_data, prefix, 9) != 0) break;
         if (count == cap) {
             patient_version *bigger = arena_alloc(mem, sizeof *list * cap * 2);
             memcpy(bigger, list, sizeof *list * cap);
             list = bigger;
             cap *= 2;
         }
-        if (!decode_patient(&v, pid, &list[count], mem)) {
+        if (!decode_patient(&v, &who, &list[count], mem)) {
             code = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
             break;
         }
@@ -759,28 +807,31 @@ ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *
 ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
                               size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e)
 {
-    unsigned char start[25];
-    memcpy(start, pid->b, 16);
-    start[16] = 'r';
-    ms_set_be64(start + 17, ts_key(since));
+    unsigned char start[17];
+    uint64_t number;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK; /* no such patient: no records */
+    patient_prefix(start, number, 'r');
+    ms_set_be64(start + 9, ts_key(since));
+    if (after_key && (after_len < 17 || memcmp(after_key, start, 9) != 0))
+        return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this patient's records");
     MDB_cursor *c;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
     if (rc) return mdb_fail(e, rc, "cursor");
-    MDB_val k = val(start, 25), v;
+    MDB_val k = val(start, 17), v;
     bool skip_equal = false;
-    if (after_key && after_len >= 25 && memcmp(after_key, start, 17) == 0 && memcmp(after_key, start, 25) > 0) {
+    if (after_key && memcmp(after_key, start, 17) > 0) {
         k = val(after_key, after_len);
         skip_equal = true;
     }
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 25 || memcmp(k.mv_data, start, 17) != 0) break;
+        if (k.mv_size < 17 || memcmp(k.mv_data, start, 9) != 0) break;
         if (skip_equal) {
             skip_equal = false;
             if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
         }
-        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 17) ^ TS_SIGN);
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ TS_SIGN);
         if (ts >= until) break;
-        if (!fn(ctx, ts, (char *)k.mv_data + 25, k.mv_size - 25, k.mv_data, k.mv_size)) break;
+        if (!fn(ctx, ts, (char *)k.mv_data + 17, k.mv_size - 17, k.mv_data, k.mv_size)) break;
     }
     mdb_cursor_close(c);
     return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "patient records") : MS_OK;
@@ -789,8 +840,11 @@ ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t sinc
 ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
                                 ms_err *e)
 {
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     buf kb = {0};
-    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, pid, as_of, fields, found, e);
+    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, number, as_of, fields, found, e);
     buf_free(&kb);
     return rc;
 }
@@ -892,21 +946,20 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
             fields[nf++] = (state_field){f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len,
                                          f->hash};
         }
-        patient_version pv = {.pid = pts[i].pid, .version = 1, .valid_from = now, .valid_to = -1,
+        patient_version pv = {.number = pts[i].number, .version = 1, .valid_from = now, .valid_to = -1,
                               .cause_record = "", .cause_record_len = 0,
                               .source = "preload", .source_len = 7, .fields = fields, .nfields = nf};
-        unsigned char prefix[17];
-        memcpy(prefix, pv.pid.b, 16);
-        prefix[16] = 'v';
-        key_versioned(&k, prefix, 17, now, 1);
+        patient_id_from_number(s->pid_key, pv.number, &pv.pid);
+        unsigned char prefix[9];
+        patient_prefix(prefix, pv.number, 'v');
+        key_versioned(&k, prefix, 9, now, 1);
         encode_patient(&v, &pv);
         MDB_val mk = val(k.data, k.len), mv = val(v.data, v.len);
         rc = mdb_put(txn, s->dbi[DB_PATIENT], &mk, &mv, MDB_APPEND);
         if (rc) break;
-        unsigned char pp[17];
-        pp[0] = 'P';
-        memcpy(pp + 1, pv.pid.b, 16);
-        key_versioned(&k, pp, 17, now, 1);
+        unsigned char pp[9];
+        public_patient_prefix(pp, pv.number);
+        key_versioned(&k, pp, 9, now, 1);
         mk = val(k.data, k.len);
         mv = val("{}", 2);
         rc = mdb_put(txn, s->dbi[DB_PUBLIC], &mk, &mv, MDB_APPEND);
@@ -935,7 +988,12 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return mdb_fail(e, rc, "begin");
     for (size_t i = 0; i < n && !rc; i++) {
-        MDB_val k = val(ids[i].key, ids[i].key_len), v = val(ids[i].pid.b, 16);
+        unsigned char value[24];
+        patient_id pid;
+        patient_id_from_number(s->pid_key, ids[i].number, &pid);
+        memcpy(value, pid.b, 16);
+        ms_set_be64(value + 16, ids[i].number);
+        MDB_val k = val(ids[i].key, ids[i].key_len), v = val(value, 24);
         rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &v, MDB_APPEND);
     }
     uint64_t patients = 0;

@@ -3,11 +3,11 @@
  * for record bodies. This header is the store's whole contract.
  *
  * LAYOUT (LMDB sub-databases; "~x" is the bitwise complement, so newer sorts first):
- *   ident    identity key (normalized name NUL YYYY-MM-DD)          -> patient id (16 bytes)
- *   patient  pid 'v' ~valid_from ~version                          -> patient version (state fields)
- *            pid 'r' be64(event ts) record_id                       -> "" (the patient's records index)
+ *   ident    identity key (normalized name NUL YYYY-MM-DD)          -> patient id (16) + number (8)
+ *   patient  num 'v' ~valid_from ~version                          -> patient version (state fields)
+ *            num 'r' be64(event ts) record_id                       -> "" (the patient's records index)
  *   record   record_id NUL ~valid_from ~version                     -> record version (meta + body position)
- *   public   'P' pid ~valid_from ~version                           -> public patient fields (JSON)
+ *   public   'P' num ~valid_from ~version                           -> public patient fields (JSON)
  *            'R' record_id NUL ~valid_from ~version                 -> pid, year, type, public fields (JSON)
  *            'T' type NUL be16(year) record_id  and  'T' "*" ...   -> "" (public records index)
  *   log      be64(commit position)                                  -> commit time + the versions written
@@ -15,6 +15,9 @@
  *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
  * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
  * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
+ * "num" is the patient's number (be64), assigned 0, 1, 2, ... at creation; the patient id is a keyed
+ * permutation of it (identity.h), so new patients append to the patient and public trees instead of
+ * landing on a random page of each.
  *
  * Contract: one writer (store_write_*), any number of concurrent readers (store_read_*), readers never
  * block the writer. store_write_commit makes the batch durable (segment fdatasync, then LMDB's synced
@@ -46,7 +49,16 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
 void store_close(store *s);
 /* The store's 32-byte secret for keyed hashes (derived record ids). */
 const unsigned char *store_id_key(const store *s);
+/* The id of patient number n in this store, and back (false: an id this store never made). */
+void store_patient_id(const store *s, uint64_t n, patient_id *id);
+bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
 void store_inject_fault(store *s, int err);
+
+/* A patient as the writer knows it: the public id and the internal number that keys its data. */
+typedef struct {
+    patient_id id;
+    uint64_t number;
+} patient_ref;
 
 typedef struct {
     char record_id[RECORD_ID_MAX + 1];
@@ -54,6 +66,7 @@ typedef struct {
     uint32_t version;
     int64_t valid_from, valid_to; /* valid_to < 0: current */
     patient_id pid;
+    uint64_t patient_number;
     int64_t ts_us;
     char type[65];
     uint32_t type_len;
@@ -76,6 +89,7 @@ typedef struct {
 
 typedef struct {
     patient_id pid;
+    uint64_t number;
     uint32_t version;
     int64_t valid_from, valid_to;
     const char *cause_record;  /* record id whose merge made this version */
@@ -96,17 +110,21 @@ typedef struct store_write store_write;
 
 ms_code store_write_begin(store *s, store_write **w, ms_err *e);
 int64_t store_write_time(const store_write *w); /* this commit's valid_from (strictly increasing) */
-ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
-ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_id *pid, ms_err *e);
+ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e);
+/* Low level: map an identity key to a patient whose number the caller has allocated (the count of
+ * patients grows by one). store_patient_create is the normal way. */
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e);
+/* A new patient for this identity key: the next number, its id, and the identity index entry. */
+ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e);
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
                          ms_err *e);
 /* Latest patient version (fields valid until the next store call on w; copy what must live longer). */
-ms_code store_patient_latest(store_write *w, const patient_id *pid, patient_version *pv, arena *mem, bool *found,
+ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e);
 ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
-ms_code store_public_patient_latest(store_write *w, const patient_id *pid, buf *out, bool *found, ms_err *e);
-ms_code store_public_patient_put(store_write *w, const patient_id *pid, uint32_t version, const char *fields,
+ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e);
+ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields,
                                  size_t len, ms_err *e);
 /* Commit: write reserved bodies, fdatasync the log, log entry, LMDB commit. Frees w either way. */
 ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
@@ -134,8 +152,9 @@ ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
 /* The record's body bytes, checked against its hash. */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
 
-/* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given.
- * Calls fn for each (stops when fn returns false). */
+/* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given
+ * (a cursor that is not one of this patient's index keys is MS_EINVAL). Calls fn for each (stops when
+ * fn returns false). */
 typedef bool (*store_patient_record_fn)(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key,
                                         size_t key_len);
 ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
@@ -163,16 +182,16 @@ ms_code store_public_index(store_read *r, const char *type, int year_from, int y
  * inserts, for benchmark set-up and first migrations of a patient index. Not for live ingest: it
  * bypasses the writer and the commit log. */
 typedef struct {
-    patient_id pid;
+    uint64_t number;             /* consecutive, starting at the store's patient count */
     const parsed_record *record; /* body, fields, identity key */
 } bulk_patient;
-/* pts sorted by pid; bodies[i] already appended at body_pos[i]. */
+/* pts in number order; bodies[i] already appended at body_pos[i]. */
 ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e);
 /* (identity key, pid) pairs sorted by key. */
 typedef struct {
     const char *key;
     uint32_t key_len;
-    patient_id pid;
+    uint64_t number;
 } bulk_ident;
 ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
 

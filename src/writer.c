@@ -50,12 +50,12 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
         return MS_OK;
     }
     /* resolve the patient */
-    patient_id pid;
+    patient_ref who;
     bool known;
-    if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &pid, &known, e))) return rc;
+    if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &who, &known, e))) return rc;
     patient_version pv;
     bool have_pv = false;
-    if (known && (rc = store_patient_latest(sw, &pid, &pv, mem, &have_pv, e))) return rc;
+    if (known && (rc = store_patient_latest(sw, &who, &pv, mem, &have_pv, e))) return rc;
     merge_result m;
     merge_patient_state(wr->schema, have_pv ? pv.fields : NULL, have_pv ? pv.nfields : 0, r, 0, mem, &m);
     if (m.nfields > PATIENT_MAX_FIELDS) {
@@ -63,10 +63,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
         res->error = "the patient would have more than 4096 distinct fields";
         return MS_OK;
     }
-    if (!known) {
-        if ((rc = patient_id_new(&pid, e))) return rc;
-        if ((rc = store_ident_put(sw, r->identity_key, r->identity_key_len, &pid, e))) return rc;
-    }
+    if (!known && (rc = store_patient_create(sw, r->identity_key, r->identity_key_len, &who, e))) return rc;
     if (*body_pos == UINT64_MAX) {
         if ((rc = store_append_body(wr->store, job->body, job->body_write_len, body_pos, e))) return rc;
     }
@@ -79,7 +76,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     rv.version = have_prev ? prev.version + 1 : 1;
     rv.valid_from = now;
     rv.valid_to = -1;
-    rv.pid = pid;
+    rv.pid = who.id;
+    rv.patient_number = who.number;
     rv.ts_us = r->ts_us;
     memcpy(rv.type, r->type, r->type_len);
     rv.type_len = r->type_len;
@@ -92,7 +90,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     /* the patient's new state: the merge above, with the record's real position */
     merge_patient_state(wr->schema, have_pv ? pv.fields : NULL, have_pv ? pv.nfields : 0, r, rpos, mem, &m);
     if (!have_pv || m.changed) {
-        patient_version next = {.pid = pid,
+        patient_version next = {.pid = who.id,
+                                .number = who.number,
                                 .version = have_pv ? pv.version + 1 : 1,
                                 .valid_from = now,
                                 .valid_to = -1,
@@ -106,11 +105,11 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
         if (!have_pv || m.public_changed) {
             buf prev_pub = {0}, pub = {0};
             bool have_pub;
-            rc = store_public_patient_latest(sw, &pid, &prev_pub, &have_pub, e);
+            rc = store_public_patient_latest(sw, &who, &prev_pub, &have_pub, e);
             if (rc == MS_OK) {
                 deid_patient_fields(wr->schema, have_pub ? prev_pub.data : NULL, have_pub ? prev_pub.len : 0, r, &pub);
                 if (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0)
-                    rc = store_public_patient_put(sw, &pid, next.version, pub.data, pub.len, e);
+                    rc = store_public_patient_put(sw, &who, next.version, pub.data, pub.len, e);
             }
             buf_free(&prev_pub);
             buf_free(&pub);
@@ -118,7 +117,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
         }
     }
     res->status = have_prev ? ITEM_UPDATED : ITEM_CREATED;
-    res->pid = pid;
+    res->pid = who.id;
     res->version = rv.version;
     return MS_OK;
 }

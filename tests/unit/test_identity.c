@@ -218,10 +218,10 @@ static void test_identity_key_max_name_fits(void **state)
 static void test_patient_id_format_parse(void **state)
 {
     (void)state;
-    ms_err e;
+    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
     for (int i = 0; i < 200; i++) {
         patient_id id, back;
-        assert_int_equal(patient_id_new(&id, &e), MS_OK);
+        patient_id_from_number(key, (uint64_t)i * 7919u, &id);
         char text[PATIENT_ID_TEXT];
         patient_id_format(&id, text);
         assert_int_equal(strlen(text), 36);
@@ -259,8 +259,8 @@ static void test_patient_ids_distinct(void **state)
     (void)state;
     enum { N = 1000 };
     patient_id *ids = malloc(sizeof(patient_id) * N);
-    ms_err e;
-    for (int i = 0; i < N; i++) assert_int_equal(patient_id_new(&ids[i], &e), MS_OK);
+    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    for (int i = 0; i < N; i++) patient_id_from_number(key, (uint64_t)i, &ids[i]); /* consecutive numbers */
     qsort(ids, N, sizeof(patient_id), id_cmp);
     int dups = 0;
     for (int i = 1; i < N; i++) dups += memcmp(ids[i - 1].b, ids[i].b, 16) == 0;
@@ -276,6 +276,49 @@ static void test_patient_ids_distinct(void **state)
     free(ids);
     assert_int_equal(dups, 0);
     assert_int_equal(stuck, 0);
+}
+
+/* The permutation is invertible under its key, numbers of any size round-trip, another key gives
+ * other ids, and made-up ids (random v4 UUIDs) decode to no number. */
+static void test_patient_id_number_round_trip(void **state)
+{
+    (void)state;
+    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    static const unsigned char other[PATIENT_ID_KEY] = "another store's key, 32 bytes ok";
+    const uint64_t numbers[] = {0, 1, 2, 41, 1000000, UINT64_C(1) << 40, UINT64_C(1) << 61, (UINT64_C(1) << 61) - 1,
+                                UINT64_MAX - 1, UINT64_MAX};
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        patient_id id, id2;
+        uint64_t back = 12345;
+        patient_id_from_number(key, numbers[i], &id);
+        assert_int_equal(id.b[6] >> 4, 4);
+        assert_int_equal(id.b[8] >> 6, 2);
+        assert_true(patient_id_to_number(key, &id, &back));
+        assert_true(back == numbers[i]);
+        patient_id_from_number(other, numbers[i], &id2);
+        assert_memory_not_equal(id.b, id2.b, 16);
+    }
+    /* ids from a random source almost never decode (1 in 2^58) */
+    uint64_t st = 99;
+    int decoded = 0;
+    for (int i = 0; i < 5000; i++) {
+        patient_id id;
+        for (int j = 0; j < 16; j++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            id.b[j] = (unsigned char)(st >> 56);
+        }
+        id.b[6] = (unsigned char)((id.b[6] & 0x0F) | 0x40);
+        id.b[8] = (unsigned char)((id.b[8] & 0x3F) | 0x80);
+        uint64_t n;
+        decoded += patient_id_to_number(key, &id, &n);
+    }
+    assert_int_equal(decoded, 0);
+    /* a wrong version nibble is not one of ours */
+    patient_id id;
+    uint64_t n;
+    patient_id_from_number(key, 7, &id);
+    id.b[6] = (unsigned char)((id.b[6] & 0x0F) | 0x10);
+    assert_false(patient_id_to_number(key, &id, &n));
 }
 
 static void test_patient_id_parse_rejects(void **state)
@@ -325,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_identity_key_max_name_fits),
         cmocka_unit_test(test_patient_id_format_parse),
         cmocka_unit_test(test_patient_ids_distinct),
+        cmocka_unit_test(test_patient_id_number_round_trip),
         cmocka_unit_test(test_patient_id_parse_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,8 @@ typedef struct {
     buf b;
 } fixture;
 
+static store *g_store; /* the fixture's store, for pid_of */
+
 static int setup_opts(void **state, uint64_t cache)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -33,6 +35,7 @@ static int setup_opts(void **state, uint64_t cache)
         return -1;
     }
     *state = f;
+    g_store = f->s;
     return 0;
 }
 
@@ -56,17 +59,21 @@ static void reopen(fixture *f)
     f->s = NULL;
     ms_err e = {0};
     if (store_open(&f->s, f->dir, &f->opt, &e) != MS_OK) fail_msg("reopen: %s", e.msg);
+    g_store = f->s;
 }
 
+/* Patient ids are the store's permutation of patient numbers: pid_of(n) is patient number n. */
 static patient_id pid_of(int n)
 {
     patient_id p;
-    memset(p.b, 0, 16);
-    p.b[0] = 0xA0;
-    p.b[15] = (unsigned char)n;
-    p.b[6] = 0x40;
-    p.b[8] = 0x80;
+    store_patient_id(g_store, (uint64_t)n, &p);
     return p;
+}
+static patient_ref ref_of(const patient_id *pid)
+{
+    patient_ref r = {*pid, 0};
+    assert_true(store_patient_number(g_store, pid, &r.number));
+    return r;
 }
 
 /* What one committed version wrote, for checking reads. */
@@ -101,7 +108,9 @@ static written write_version(fixture *f, const char *rid, const patient_id *pid,
     rv.version = version;
     rv.valid_from = out.vf;
     rv.valid_to = -1;
+    patient_ref ref = ref_of(pid);
     rv.pid = *pid;
+    rv.patient_number = ref.number;
     rv.ts_us = ts;
     rv.type_len = (uint32_t)strlen(type);
     memcpy(rv.type, type, rv.type_len);
@@ -121,6 +130,7 @@ static written write_version(fixture *f, const char *rid, const patient_id *pid,
         sf.hash = XXH3_64bits(v, sf.len);
     }
     patient_version pv = {.pid = *pid,
+                          .number = ref.number,
                           .version = version,
                           .valid_from = out.vf,
                           .valid_to = -1,
@@ -133,8 +143,8 @@ static written write_version(fixture *f, const char *rid, const patient_id *pid,
     if (rc == MS_OK) rc = store_patient_put(w, &pv, &e);
     char ppub[64];
     snprintf(ppub, sizeof ppub, "{\"v\":%u}", version);
-    if (rc == MS_OK) rc = store_public_patient_put(w, pid, version, ppub, strlen(ppub), &e);
-    if (rc == MS_OK && ident) rc = store_ident_put(w, ident, strlen(ident) + 11, pid, &e);
+    if (rc == MS_OK) rc = store_public_patient_put(w, &ref, version, ppub, strlen(ppub), &e);
+    if (rc == MS_OK && ident) rc = store_ident_put(w, ident, strlen(ident) + 11, &ref, &e);
     if (rc != MS_OK) {
         store_write_abort(w);
         fail_msg("put: %s", e.msg);
@@ -452,10 +462,11 @@ static void test_abort_leaves_nothing(void **state)
     store_write *w;
     assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
     patient_id pid = pid_of(4);
+    patient_ref ref = ref_of(&pid);
     const char *key = ident_key("dee", "1999-09-09");
-    assert_int_equal(store_ident_put(w, key, 14, &pid, &e), MS_OK);
+    assert_int_equal(store_ident_put(w, key, 14, &ref, &e), MS_OK);
     record_version rv = {.record_id = "gone", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
-                         .valid_to = -1, .pid = pid, .type = "x", .type_len = 1};
+                         .valid_to = -1, .pid = pid, .patient_number = ref.number, .type = "x", .type_len = 1};
     assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
     /* visible inside the transaction */
     bool found = false;
@@ -507,9 +518,11 @@ static void test_fault_injection(void **state)
         store_write *w;
         assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
         patient_id p2 = pid_of(6);
-        assert_int_equal(store_ident_put(w, ident_key("fay", "1992-02-02"), 14, &p2, &e), MS_OK);
+        patient_ref r2 = ref_of(&p2);
+        assert_int_equal(store_ident_put(w, ident_key("fay", "1992-02-02"), 14, &r2, &e), MS_OK);
         record_version rv = {.record_id = "lost", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
-                             .valid_to = -1, .pid = p2, .type = "x", .type_len = 1, .body_pos = pos, .body_len = 15};
+                             .valid_to = -1, .pid = p2, .patient_number = r2.number, .type = "x", .type_len = 1,
+                             .body_pos = pos, .body_len = 15};
         assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
         uint64_t cp = 0;
         ms_code rc = store_write_commit(w, &cp, &e);
@@ -938,7 +951,7 @@ static void put_and_read_patient(fixture *f, const patient_id *pid, state_field 
     ms_err e = {0};
     store_write *w;
     assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
-    patient_version pv = {.pid = *pid, .version = 1, .valid_from = store_write_time(w), .valid_to = -1,
+    patient_version pv = {.pid = *pid, .number = ref_of(pid).number, .version = 1, .valid_from = store_write_time(w), .valid_to = -1,
                           .cause_record = "c", .cause_record_len = 1, .source = "unit", .source_len = 4,
                           .fields = fields, .nfields = n};
     ms_code rc = store_patient_put(w, &pv, &e);
