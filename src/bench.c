@@ -93,7 +93,7 @@ static const bench_option bench_options[] = {
     {"--size", OPT_COUNT, OPT(size), "20480", 64, 16u << 20, "BYTES",
      "approximate size of each record (one NDJSON line)"},
     {"--batch", OPT_COUNT, OPT(batch), "1000", 1, 1000000, "N", "records per POST"},
-    {"--connections", OPT_COUNT, OPT(connections), "4", 1, 256, "N",
+    {"--connections", OPT_COUNT, OPT(connections), "2", 1, 256, "N",
      "concurrent sending connections, one thread each"},
     {"--repeat-share", OPT_SHARE, OPT(repeat_share), "0.5", 0, 0, "F",
      "share of new records whose patient identity was already sent"},

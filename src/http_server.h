@@ -53,7 +53,6 @@ typedef struct http_server http_server;
 typedef struct {
     const char *listen;         /* "HOST:PORT" */
     size_t max_body;            /* bytes */
-    int threads_hint;           /* unused with thread-per-connection; reserved */
 } http_options;
 
 /* Request handling entry points provided by api_routes.c. */

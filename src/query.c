@@ -202,22 +202,37 @@ static bool filters_match(const list_params *p, const char *fields, size_t len)
     return true;
 }
 
-static bool emit_or_stop(list_state *st, const void *key, size_t key_len)
+/* False when the page is full: one more item exists, so the cursor continues after the last one. */
+static bool room_for_one(list_state *st)
 {
-    if (st->count == st->p->limit) {
-        st->more = true; /* one more exists: the cursor continues after the last one emitted */
-        return false;
-    }
-    (void)key;
-    (void)key_len;
-    return true;
+    if (st->count < st->p->limit) return true;
+    st->more = true;
+    return false;
 }
 
+/* The item just written came from index entry key: count it, and remember it for the cursor. */
 static void remember(list_state *st, const void *key, size_t key_len)
 {
     st->last_key.len = 0;
     buf_put(&st->last_key, key, key_len);
     st->count++;
+}
+
+/* One public record item of a list. */
+static bool emit_public(list_state *st, const char *rid, size_t rid_len, const public_record *pr, const void *key,
+                        size_t key_len)
+{
+    if (!room_for_one(st)) return false;
+    if (st->count) buf_putc(st->out, ',');
+    buf_puts(st->out, "{\"patient_id\":");
+    put_pid(st->out, &pr->pid);
+    buf_puts(st->out, ",\"record_id\":");
+    jw_string(st->out, rid, rid_len);
+    buf_puts(st->out, ",\"fields\":");
+    buf_put(st->out, pr->fields, pr->fields_len);
+    buf_putc(st->out, '}');
+    remember(st, key, key_len);
+    return true;
 }
 
 static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key, size_t key_len)
@@ -235,19 +250,9 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
         if (st->rc) return false;
         if (!found || pr.year < st->p->year_from || pr.year > st->p->year_to || !filters_match(st->p, pr.fields, pr.fields_len))
             return true;
-        if (!emit_or_stop(st, key, key_len)) return false;
-        if (st->count) buf_putc(st->out, ',');
-        buf_puts(st->out, "{\"patient_id\":");
-        put_pid(st->out, &pr.pid);
-        buf_puts(st->out, ",\"record_id\":");
-        jw_string(st->out, rid, rid_len);
-        buf_puts(st->out, ",\"fields\":");
-        buf_put(st->out, pr.fields, pr.fields_len);
-        buf_putc(st->out, '}');
-        remember(st, key, key_len);
-        return true;
+        return emit_public(st, rid, rid_len, &pr, key, key_len);
     }
-    if (!emit_or_stop(st, key, key_len)) return false;
+    if (!room_for_one(st)) return false;
     if (st->count) buf_putc(st->out, ',');
     st->rc = put_record(st->q, &rv, st->out, st->e);
     if (st->rc) return false;
@@ -312,17 +317,7 @@ static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len
     if (st->rc) return false;
     if (!found || pr.year != year || !type_matches(st->p, pr.type) || !filters_match(st->p, pr.fields, pr.fields_len))
         return true;
-    if (!emit_or_stop(st, key, key_len)) return false;
-    if (st->count) buf_putc(st->out, ',');
-    buf_puts(st->out, "{\"patient_id\":");
-    put_pid(st->out, &pr.pid);
-    buf_puts(st->out, ",\"record_id\":");
-    jw_string(st->out, rid, rid_len);
-    buf_puts(st->out, ",\"fields\":");
-    buf_put(st->out, pr.fields, pr.fields_len);
-    buf_putc(st->out, '}');
-    remember(st, key, key_len);
-    return true;
+    return emit_public(st, rid, rid_len, &pr, key, key_len);
 }
 
 ms_code query_public_records(const query_ctx *q, store_read *r, const list_params *p, buf *out, ms_err *e)

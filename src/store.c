@@ -1006,6 +1006,35 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     return MS_OK;
 }
 
+ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store_log_fn fn, void *ctx, bool *found,
+                        ms_err *e)
+{
+    unsigned char kb[8];
+    ms_set_be64(kb, pos);
+    MDB_val k = val(kb, 8), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_LOG], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "commit log");
+    const unsigned char *p = v.mv_data, *end = p + v.mv_size;
+    if (v.mv_size < 12) return ms_fail(e, MS_ECORRUPT, "store: bad commit log entry");
+    *commit_time = (int64_t)ms_get_be64(p);
+    uint32_t n = ms_get_be32(p + 8);
+    p += 12;
+    for (uint32_t i = 0; i < n; i++) {
+        if (end - p < 3) return ms_fail(e, MS_ECORRUPT, "store: bad commit log entry");
+        log_item it = {.kind = (char)p[0], .id_len = ms_get_be16(p + 1)};
+        p += 3;
+        if ((size_t)(end - p) < it.id_len + 4u) return ms_fail(e, MS_ECORRUPT, "store: bad commit log entry");
+        it.id = (const char *)p;
+        it.version = ms_get_be32(p + it.id_len);
+        p += it.id_len + 4;
+        if (!fn(ctx, &it)) break;
+    }
+    *found = true;
+    return MS_OK;
+}
+
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_err *e)
 {
     /* Inside LMDB's writer lock, so the instant falls strictly between two commits: every commit before

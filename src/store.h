@@ -195,6 +195,19 @@ typedef struct {
 } bulk_ident;
 ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
 
+/* The commit log, for sinks that follow it (PostgreSQL, Kafka out): entry `pos` (1, 2, ... one per
+ * committed group) lists every record version and patient version that commit wrote. A sink keeps the
+ * last position it shipped and asks for the next; found is false when it has caught up. */
+typedef struct {
+    char kind;          /* 'r' record version (id = record id), 'p' patient version (id = 16-byte patient id) */
+    const char *id;     /* points into the read transaction's memory */
+    uint32_t id_len;
+    uint32_t version;
+} log_item;
+typedef bool (*store_log_fn)(void *ctx, const log_item *item);
+ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store_log_fn fn, void *ctx, bool *found,
+                        ms_err *e);
+
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);

@@ -272,6 +272,59 @@ static void test_statuses(void **state)
     assert_int_equal(pc1, pc0);
 }
 
+typedef struct {
+    int records, patients;
+    char rids[8][16];
+} log_seen;
+
+static bool on_log_item(void *ctx, const log_item *it)
+{
+    log_seen *seen = ctx;
+    if (it->kind == 'r') {
+        if (seen->records < 8) snprintf(seen->rids[seen->records], 16, "%.*s:%u", (int)it->id_len, it->id, it->version);
+        seen->records++;
+    } else if (it->kind == 'p') {
+        assert_int_equal(it->id_len, 16);
+        seen->patients++;
+    }
+    return true;
+}
+
+/* The commit log lists, per committed batch, exactly the versions it wrote (duplicates and rejected
+ * lines write nothing), at consecutive positions, for sinks to follow. */
+static void test_commit_log(void **state)
+{
+    fixture *f = *state;
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    submit(f, "{\"record_id\":\"L1\"," ANA ",\"a\":1}\n{\"record_id\":\"L2\"," ANA ",\"a\":2}\n"
+              "{\"record_id\":\"L1\"," ANA ",\"a\":1}\nbad\n");
+    submit(f, "{\"record_id\":\"L1\"," ANA ",\"a\":3}");
+    uint64_t cp1, pc1;
+    counts(f, &cp1, &pc1);
+    assert_int_equal(cp1, cp0 + 2);
+    store_read *r = rbegin(f);
+    ms_err e;
+    bool found;
+    int64_t t1, t2, t3;
+    log_seen a = {0}, b = {0}, c = {0};
+    assert_int_equal(store_log_entry(r, cp0 + 1, &t1, on_log_item, &a, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_log_entry(r, cp0 + 2, &t2, on_log_item, &b, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_log_entry(r, cp0 + 3, &t3, on_log_item, &c, &found, &e), MS_OK);
+    assert_false(found); /* caught up */
+    store_read_end(r);
+    assert_true(t2 > t1);
+    assert_int_equal(a.records, 2);
+    assert_string_equal(a.rids[0], "L1:1");
+    assert_string_equal(a.rids[1], "L2:1");
+    assert_int_equal(a.patients, 2); /* the patient changed twice: a=1, then a=2 */
+    assert_int_equal(b.records, 1);
+    assert_string_equal(b.rids[0], "L1:2");
+    assert_int_equal(b.patients, 1);
+}
+
 static void test_same_identity_same_patient(void **state)
 {
     fixture *f = *state;
@@ -715,6 +768,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_identity_same_patient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_versions_and_as_of, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history, setup, teardown),

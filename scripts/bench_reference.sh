@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The reference benchmark: RUNS runs (default 3), each on a fresh data directory, of `medstream bench`
+# with RECORDS records (default 1,000,000) of 20 KB in batches of 1000 over HTTP, then the medians.
+# Also: restart time after kill -9 under full load. Needs ~21 GB free per run (deleted after each).
+# Usage: scripts/bench_reference.sh [RUNS] [RECORDS]    (extra bench flags in BENCH_FLAGS)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}; records=${2:-1000000}; port=${PORT:-18199}
+dir=${BENCH_DIR:-/var/tmp/medstream-bench}
+make -s all
+out=$(mktemp)
+for i in $(seq "$runs"); do
+  rm -rf "$dir"; build/medstream init "$dir" >/dev/null
+  build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & srv=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  echo "== run $i" >&2
+  build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections 2 --run-id "ref$i" \
+    --json ${BENCH_FLAGS:-} | tee /dev/stderr | tail -1 >> "$out"
+  kill "$srv"; wait "$srv" || true
+done
+# restart after kill -9 at full load: load for 10 s, kill -9, time until /healthz answers
+rm -rf "$dir"; build/medstream init "$dir" >/dev/null
+build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & srv=$!
+sleep 0.5
+build/medstream bench --url "http://127.0.0.1:$port" --records 400000 --connections 2 --run-id kill \
+  --probe-every 0 --read-rate 0 >/dev/null 2>&1 & load=$!
+sleep 10; kill -9 "$srv"; wait "$srv" 2>/dev/null || true; wait "$load" 2>/dev/null || true
+t0=$(date +%s.%N)
+build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & srv=$!
+until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
+t1=$(date +%s.%N)
+kill "$srv"; wait "$srv" || true
+rm -rf "$dir"
+python3 - "$out" "$t0" "$t1" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def med(k):
+    v = [r[k] for r in rows if r.get(k) is not None]
+    return statistics.median(v) if v else None
+print("medians of %d runs:" % len(rows))
+for k in rows[0]:
+    if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool):
+        print("  %-28s %s" % (k, med(k)))
+print("  %-28s %.3f s" % ("restart_after_kill9", float(sys.argv[3]) - float(sys.argv[2])))
+PY
+rm -f "$out"
