@@ -63,6 +63,7 @@ typedef struct {
     double update_share;
     uint64_t probe_every;
     uint64_t read_rate;
+    uint64_t rate;             /* offered load, records/min (0: as fast as the server answers) */
     const char *token;
     uint64_t seed;
     const char *run_id;
@@ -93,7 +94,7 @@ static const bench_option bench_options[] = {
     {"--size", OPT_COUNT, OPT(size), "20480", 64, 16u << 20, "BYTES",
      "approximate size of each record (one NDJSON line)"},
     {"--batch", OPT_COUNT, OPT(batch), "1000", 1, 1000000, "N", "records per POST"},
-    {"--connections", OPT_COUNT, OPT(connections), "2", 1, 256, "N",
+    {"--connections", OPT_COUNT, OPT(connections), "3", 1, 256, "N",
      "concurrent sending connections, one thread each"},
     {"--repeat-share", OPT_SHARE, OPT(repeat_share), "0.5", 0, 0, "F",
      "share of new records whose patient identity was already sent"},
@@ -101,6 +102,8 @@ static const bench_option bench_options[] = {
      "share of records re-using an earlier record_id with new content"},
     {"--probe-every", OPT_COUNT, OPT(probe_every), "500", 0, UINT64_C(1000000000), "N",
      "sample one record in N for the freshness probe (0: no probe)"},
+    {"--rate", OPT_COUNT, OPT(rate), "0", 0, UINT64_C(1000000000), "N",
+     "offered load in records/min: batches leave on a fixed schedule (0: as fast as answered)"},
     {"--read-rate", OPT_COUNT, OPT(read_rate), "200", 0, 100000, "N",
      "point reads (GET /v1/patients/ID) per second during the load (0: none)"},
     {"--token", OPT_TEXT, OPT(token), NULL, 0, 0, "T",
@@ -794,6 +797,7 @@ typedef struct {
 
     uint64_t batches;
     atomic_uint_fast64_t next_batch;
+    double load_start;           /* now_seconds() when the senders start: the --rate schedule's origin */
     atomic_bool stop; /* abort: too many failures, or out of memory */
     atomic_uint senders_finished;
 
@@ -997,6 +1001,11 @@ static void *sender_main(void *arg) {
                 gen_record_id(&b->gen, seq, probes[nprobes++].record_id, ID_MAX);
         }
         uint64_t items = end - first;
+        if (cfg->rate) { /* open loop: batch k leaves at load_start + k * batch / rate */
+            double due = b->load_start + (double)first * 60.0 / (double)cfg->rate;
+            double now = now_seconds();
+            if (due > now) sleep_seconds(due - now);
+        }
 
         double t0 = now_seconds();
         http_client_err e =
@@ -1304,8 +1313,10 @@ static figure pct(sample_vec *s, double p) {
 static void print_report(const bench_run *b, const bench_report *r) {
     const bench_config *cfg = b->cfg;
     printf("medstream bench: %s, run %s: %" PRIu64 " records of ~%" PRIu64 " B, batches of %" PRIu64
-           ", %" PRIu64 " connections\n",
+           ", %" PRIu64 " connections, offered load ",
            cfg->url, b->gen.run_id, cfg->records, cfg->size, cfg->batch, cfg->connections);
+    if (cfg->rate) printf("%" PRIu64 " records/min\n", cfg->rate);
+    else printf("unlimited\n");
     printf("records sent        %" PRIu64 " acknowledged (%" PRIu64 " in failed batches)\n",
            r->records_sent, r->records_failed);
     printf("seconds             %.3f\n", r->seconds);
@@ -1347,8 +1358,8 @@ static void print_report(const bench_run *b, const bench_report *r) {
         printf(",\"run_id\":");
         json_string(stdout, b->gen.run_id);
         printf(",\"records\":%" PRIu64 ",\"size\":%" PRIu64 ",\"batch\":%" PRIu64
-               ",\"connections\":%" PRIu64 ",",
-               cfg->records, cfg->size, cfg->batch, cfg->connections);
+               ",\"connections\":%" PRIu64 ",\"offered_rate_per_min\":%" PRIu64 ",",
+               cfg->records, cfg->size, cfg->batch, cfg->connections, cfg->rate);
         printf("\"records_sent\":%" PRIu64 ",\"records_failed\":%" PRIu64 ",\"seconds\":%.3f,",
                r->records_sent, r->records_failed, r->seconds);
         json_figure(stdout, "records_per_min", r->records_per_min, true);
@@ -1475,6 +1486,7 @@ static int bench_run_all(const bench_config *cfg) {
     }
 
     double t_start = now_seconds();
+    b->load_start = t_start;
     if (cfg->probe_every) {
         probe.run = b;
         probe.started = pthread_create(&probe.thread, NULL, prober_main, &probe) == 0;
