@@ -424,19 +424,12 @@ static int teardown(void **state)
     return 0;
 }
 
-static parsed_record scan(fixture *f, const char *text)
-{
-    parsed_record r;
-    record_scan_one(&f->cfg, text, strlen(text), 1, &f->mem, &r);
-    if (r.rejected) fail_msg("rejected: %s", r.error);
-    return r;
-}
 
 #define ID "\"name\":\"Ana\",\"dob\":\"1990-01-01\""
 
 static void expect_record_public(fixture *f, const char *record, const char *want)
 {
-    parsed_record r = scan(f, record);
+    parsed_record r = unit_scan_ok(&f->cfg, &f->mem, record);
     assert_span_equal(r.public_fields, r.public_fields_len, want);
     f->out.len = 0;
     deid_record_fields(&f->sc, r.fields, r.nfields, &f->out);
@@ -482,7 +475,7 @@ static void test_record_fields_default_schema(void **state)
 
 static void expect_patient_public(fixture *f, const char *prev, const char *record, const char *want)
 {
-    parsed_record r = scan(f, record);
+    parsed_record r = unit_scan_ok(&f->cfg, &f->mem, record);
     f->out.len = 0;
     deid_patient_fields(&f->sc, prev, prev ? strlen(prev) : 0, &r, &f->out);
     if (f->out.len != strlen(want) || memcmp(f->out.data, want, f->out.len) != 0)

@@ -33,13 +33,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static parsed_record scan(fixture *f, const char *text)
-{
-    parsed_record r;
-    record_scan_one(&f->cfg, text, strlen(text), 1, &f->mem, &r);
-    if (r.rejected) fail_msg("rejected: %s", r.error);
-    return r;
-}
 
 static const state_field *find(const merge_result *m, const char *key)
 {
@@ -72,7 +65,7 @@ static void expect_ref(const state_field *sf, const parsed_record *r, uint64_t b
 static void test_new_patient(void **state)
 {
     fixture *f = *state;
-    parsed_record r = scan(f, "{\"record_id\":\"r1\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\"," ID
+    parsed_record r = unit_scan_ok(&f->cfg, &f->mem, "{\"record_id\":\"r1\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\"," ID
                               ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\"}");
     merge_result m;
     merge_patient_state(&f->sc, NULL, 0, &r, 4096, &f->mem, &m);
@@ -86,7 +79,7 @@ static void test_new_patient(void **state)
     assert_null(find(&m, "type"));
     assert_null(find(&m, "ts"));
     /* a new patient without public fields: changed, but nothing public */
-    parsed_record r2 = scan(f, "{" ID ",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}");
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}");
     merge_patient_state(&f->sc, NULL, 0, &r2, 0, &f->mem, &m);
     assert_int_equal(m.nfields, 2);
     assert_int_equal(m.changed, 2);
@@ -96,11 +89,11 @@ static void test_new_patient(void **state)
 static void test_same_values_unchanged_keep_old_reference(void **state)
 {
     fixture *f = *state;
-    parsed_record r1 = scan(f, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\"}");
+    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\"}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
     /* the same values again in another record (other id, type, time, key order, whitespace) */
-    parsed_record r2 = scan(f, "{ \"allergy\" : \"nuts\", \"record_id\":\"r2\",\"type\":\"lab\",\"ts\":\"2026-02-01T00:00:00Z\","
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{ \"allergy\" : \"nuts\", \"record_id\":\"r2\",\"type\":\"lab\",\"ts\":\"2026-02-01T00:00:00Z\","
                                "\"favorite_color\":\"blue\", " ID "}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 1 << 20, &f->mem, &m2);
@@ -121,11 +114,11 @@ static void test_same_values_unchanged_keep_old_reference(void **state)
 static void test_changed_and_added_fields(void **state)
 {
     fixture *f = *state;
-    parsed_record r1 = scan(f, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\",\"weight\":70}");
+    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\",\"weight\":70}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
     /* allergy changes, height is new, weight and favorite_color are absent (kept), name/dob same */
-    parsed_record r2 = scan(f, "{" ID ",\"allergy\":\"penicillin\",\"height\":180}");
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"allergy\":\"penicillin\",\"height\":180}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 8192, &f->mem, &m2);
     const char *keys[] = {"allergy", "dob", "favorite_color", "height", "name", "weight"};
@@ -139,7 +132,7 @@ static void test_changed_and_added_fields(void **state)
     expect_ref(find(&m2, "name"), &r1, 0, "name", "\"Ana\""); /* unchanged: the older reference */
 
     /* a change of an allow-listed field sets public_changed */
-    parsed_record r3 = scan(f, "{" ID ",\"favorite_color\":\"red\"}");
+    parsed_record r3 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"red\"}");
     merge_result m3;
     merge_patient_state(&f->sc, m2.fields, m2.nfields, &r3, 16384, &f->mem, &m3);
     assert_int_equal(m3.changed, 1);
@@ -148,14 +141,14 @@ static void test_changed_and_added_fields(void **state)
     assert_int_equal(m3.nfields, 6);
 
     /* the same public value again: not a public change */
-    parsed_record r4 = scan(f, "{" ID ",\"favorite_color\":\"red\",\"note\":\"x\"}");
+    parsed_record r4 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"red\",\"note\":\"x\"}");
     merge_result m4;
     merge_patient_state(&f->sc, m3.fields, m3.nfields, &r4, 0, &f->mem, &m4);
     assert_int_equal(m4.changed, 1);
     assert_false(m4.public_changed);
 
     /* the same bytes of a different length or type are a change: "70" vs 70 */
-    parsed_record r5 = scan(f, "{" ID ",\"weight\":\"70\"}");
+    parsed_record r5 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"weight\":\"70\"}");
     merge_result m5;
     merge_patient_state(&f->sc, m4.fields, m4.nfields, &r5, 0, &f->mem, &m5);
     assert_int_equal(m5.changed, 1);
@@ -166,7 +159,7 @@ static void test_record_fields_never_merged(void **state)
 {
     fixture *f = *state;
     /* keys sorting before, between and after the record-level fields */
-    parsed_record r1 = scan(f, "{" ID ",\"record_id\":\"r1\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\",\"a\":1,"
+    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"record_id\":\"r1\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\",\"a\":1,"
                                "\"recordz\":2,\"tsa\":3,\"tz\":4,\"u\":5}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
@@ -174,7 +167,7 @@ static void test_record_fields_never_merged(void **state)
     expect_keys(&m1, keys, 7);
     assert_int_equal(m1.changed, 7);
     /* only record-level fields change: no state change at all */
-    parsed_record r2 = scan(f, "{" ID ",\"record_id\":\"r2\",\"type\":\"visit\",\"ts\":\"2027-01-01T00:00:00Z\"}");
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"record_id\":\"r2\",\"type\":\"visit\",\"ts\":\"2027-01-01T00:00:00Z\"}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 0, &f->mem, &m2);
     assert_int_equal(m2.changed, 0);
@@ -200,10 +193,10 @@ static void test_record_fields_never_merged(void **state)
 static void test_interleaved_keys_sorted(void **state)
 {
     fixture *f = *state;
-    parsed_record r1 = scan(f, "{" ID ",\"b\":1,\"d\":1,\"f\":1,\"h\":1}");
+    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"b\":1,\"d\":1,\"f\":1,\"h\":1}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
-    parsed_record r2 = scan(f, "{" ID ",\"a\":2,\"c\":2,\"d\":2,\"g\":2,\"z\":2}");
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"a\":2,\"c\":2,\"d\":2,\"g\":2,\"z\":2}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 0, &f->mem, &m2);
     const char *keys[] = {"a", "b", "c", "d", "dob", "f", "g", "h", "name", "z"};

@@ -5,6 +5,7 @@
  * rollover, checksums, snapshots and the two indexes. The writer's use of the store is in test_writer.c.
  */
 #include "unit.h"
+#include "unit_store.h"
 
 #include "store.h"
 
@@ -167,39 +168,12 @@ static const char *ident_key(const char *name, const char *dob)
     return k;
 }
 
-static store_read *rbegin(fixture *f)
-{
-    store_read *r;
-    ms_err e;
-    if (store_read_begin(f->s, &r, &e) != MS_OK) fail_msg("read begin: %s", e.msg);
-    return r;
-}
 
-static bool record_at(fixture *f, const char *rid, int64_t as_of, record_version *rv)
-{
-    store_read *r = rbegin(f);
-    bool found = false;
-    ms_err e;
-    ms_code rc = store_record_at(r, rid, strlen(rid), as_of, rv, &found, &e);
-    store_read_end(r);
-    if (rc != MS_OK) fail_msg("store_record_at: %s", e.msg);
-    return found;
-}
 
-static bool patient_at(fixture *f, const patient_id *pid, int64_t as_of, patient_version *pv)
-{
-    store_read *r = rbegin(f);
-    bool found = false;
-    ms_err e;
-    ms_code rc = store_patient_at(r, pid, as_of, pv, &f->mem, &found, &e);
-    store_read_end(r);
-    if (rc != MS_OK) fail_msg("store_patient_at: %s", e.msg);
-    return found;
-}
 
 static bool public_patient_at(fixture *f, const patient_id *pid, int64_t as_of, buf *out)
 {
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     bool found = false;
     ms_err e;
     out->len = 0;
@@ -211,7 +185,7 @@ static bool public_patient_at(fixture *f, const patient_id *pid, int64_t as_of, 
 
 static bool public_record_at(fixture *f, const char *rid, int64_t as_of, char *fields_out, size_t cap, int *year)
 {
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     bool found = false;
     ms_err e;
     public_record pr;
@@ -242,7 +216,7 @@ static void test_open_empty_and_id_key(void **state)
     memcpy(key, store_id_key(f->s), 32);
     unsigned char zero[32] = {0};
     assert_memory_not_equal(key, zero, 32);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     assert_int_equal(store_commit_pos(r), 0);
     assert_int_equal(store_patient_count(r), 0);
     assert_true(store_last_commit(r) == 0);
@@ -253,8 +227,8 @@ static void test_open_empty_and_id_key(void **state)
     assert_false(found);
     store_read_end(r);
     record_version rv;
-    assert_false(record_at(f, "nothing", INT64_MAX, &rv));
-    assert_false(record_at(f, "", INT64_MAX, &rv));
+    assert_false(unit_record_at(f->s, "nothing", INT64_MAX, &rv));
+    assert_false(unit_record_at(f->s, "", INT64_MAX, &rv));
     /* the secret persists across reopen, and another store has another one */
     reopen(f);
     assert_memory_equal(store_id_key(f->s), key, 32);
@@ -280,7 +254,7 @@ static void test_write_and_read_back(void **state)
     assert_int_equal(w.body_pos % 4096, 0);
 
     record_version rv;
-    assert_true(record_at(f, "rec-1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "rec-1", INT64_MAX, &rv));
     assert_string_equal(rv.record_id, "rec-1");
     assert_int_equal(rv.record_id_len, 5);
     assert_int_equal(rv.version, 1);
@@ -291,11 +265,11 @@ static void test_write_and_read_back(void **state)
     assert_string_equal(rv.type, "lab");
     assert_int_equal(rv.body_len, strlen(text));
     expect_body(f, &rv, text);
-    assert_false(record_at(f, "rec-", INT64_MAX, &rv)); /* no prefix matches */
-    assert_false(record_at(f, "rec-10", INT64_MAX, &rv));
+    assert_false(unit_record_at(f->s, "rec-", INT64_MAX, &rv)); /* no prefix matches */
+    assert_false(unit_record_at(f->s, "rec-10", INT64_MAX, &rv));
 
     patient_version pv;
-    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, INT64_MAX, &pv));
     assert_int_equal(pv.version, 1);
     assert_true(pv.valid_from == w.vf);
     assert_true(pv.valid_to < 0);
@@ -319,7 +293,7 @@ static void test_write_and_read_back(void **state)
     assert_string_equal(fields, "{\"type\":\"lab\"}");
     assert_int_equal(year, 2024);
 
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     patient_id got;
     found = false;
     ms_code rc = store_ident_lookup(r, ident_key("ana", "1990-01-01"), 14, &got, &found, &e);
@@ -362,31 +336,31 @@ static void test_as_of_versions(void **state)
     assert_true(w2.vf > w1.vf);
 
     record_version rv;
-    assert_false(record_at(f, "r", w1.vf - 1, &rv)); /* before creation */
-    assert_false(record_at(f, "r", 0, &rv));
-    assert_true(record_at(f, "r", w1.vf, &rv));
+    assert_false(unit_record_at(f->s, "r", w1.vf - 1, &rv)); /* before creation */
+    assert_false(unit_record_at(f->s, "r", 0, &rv));
+    assert_true(unit_record_at(f->s, "r", w1.vf, &rv));
     assert_int_equal(rv.version, 1);
     assert_true(rv.valid_to == w2.vf);
     expect_body(f, &rv, t1);
-    assert_true(record_at(f, "r", w2.vf - 1, &rv)); /* between the commits: the older version */
+    assert_true(unit_record_at(f->s, "r", w2.vf - 1, &rv)); /* between the commits: the older version */
     assert_int_equal(rv.version, 1);
-    assert_true(record_at(f, "r", w2.vf, &rv));
+    assert_true(unit_record_at(f->s, "r", w2.vf, &rv));
     assert_int_equal(rv.version, 2);
     assert_true(rv.valid_to < 0);
     expect_body(f, &rv, t2);
-    assert_true(record_at(f, "r", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "r", INT64_MAX, &rv));
     assert_int_equal(rv.version, 2);
 
     patient_version pv;
-    assert_false(patient_at(f, &pid, w1.vf - 1, &pv));
-    assert_true(patient_at(f, &pid, w2.vf - 1, &pv));
+    assert_false(unit_patient_at(f->s, &f->mem, &pid, w1.vf - 1, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, w2.vf - 1, &pv));
     assert_int_equal(pv.version, 1);
     assert_true(pv.valid_to == w2.vf);
     ms_err e;
     f->b.len = 0;
     assert_int_equal(store_field_value(f->s, &pv.fields[0], &f->b, &e), MS_OK);
     assert_span_equal(f->b.data, f->b.len, "\"first\"");
-    assert_true(patient_at(f, &pid, w2.vf, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, w2.vf, &pv));
     assert_int_equal(pv.version, 2);
     f->b.len = 0;
     assert_int_equal(store_field_value(f->s, &pv.fields[0], &f->b, &e), MS_OK);
@@ -408,7 +382,7 @@ static void test_as_of_versions(void **state)
     assert_true(public_record_at(f, "r", w1.vf, fields, sizeof fields, &year));
 
     /* history: oldest first, valid_to chained */
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     patient_version *hist = NULL;
     uint32_t n = 0;
     ms_code rc = store_patient_history(r, &pid, &hist, &n, &f->mem, &e);
@@ -422,7 +396,7 @@ static void test_as_of_versions(void **state)
     assert_true(hist[1].valid_to < 0);
     /* an unknown patient has no history */
     patient_id other = pid_of(99);
-    r = rbegin(f);
+    r = unit_rbegin(f->s);
     rc = store_patient_history(r, &other, &hist, &n, &f->mem, &e);
     store_read_end(r);
     assert_int_equal(rc, MS_OK);
@@ -443,8 +417,8 @@ static void test_as_of_before_epoch_finds_nothing(void **state)
         buf pub = {0};
         char fields[64];
         int year;
-        bool rec = record_at(f, "old", times[i], &rv);
-        bool pat = patient_at(f, &pid, times[i], &pv);
+        bool rec = unit_record_at(f->s, "old", times[i], &rv);
+        bool pat = unit_patient_at(f->s, &f->mem, &pid, times[i], &pv);
         bool pp = public_patient_at(f, &pid, times[i], &pub);
         bool pr = public_record_at(f, "old", times[i], fields, sizeof fields, &year);
         buf_free(&pub);
@@ -474,8 +448,8 @@ static void test_abort_leaves_nothing(void **state)
     assert_int_equal(store_record_latest(w, "gone", 4, &got, &found, &e), MS_OK);
     assert_true(found);
     store_write_abort(w);
-    assert_false(record_at(f, "gone", INT64_MAX, &got));
-    store_read *r = rbegin(f);
+    assert_false(unit_record_at(f->s, "gone", INT64_MAX, &got));
+    store_read *r = unit_rbegin(f->s);
     patient_id p;
     found = true;
     store_ident_lookup(r, key, 14, &p, &found, &e);
@@ -530,8 +504,8 @@ static void test_fault_injection(void **state)
         assert_int_equal(e.code, want[i]);
         /* nothing of it is readable */
         record_version got;
-        assert_false(record_at(f, "lost", INT64_MAX, &got));
-        store_read *r = rbegin(f);
+        assert_false(unit_record_at(f->s, "lost", INT64_MAX, &got));
+        store_read *r = unit_rbegin(f->s);
         bool found = true;
         patient_id p;
         store_ident_lookup(r, ident_key("fay", "1992-02-02"), 14, &p, &found, &e);
@@ -549,16 +523,16 @@ static void test_fault_injection(void **state)
     written w2 = write_version(f, "after", &pid, 2, t2, 0, "lab", NULL);
     assert_int_equal(w2.commit_pos, 2);
     record_version rv;
-    assert_true(record_at(f, "keep", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "keep", INT64_MAX, &rv));
     expect_body(f, &rv, t1);
-    assert_true(record_at(f, "after", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "after", INT64_MAX, &rv));
     expect_body(f, &rv, t2);
     reopen(f);
-    assert_true(record_at(f, "keep", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "keep", INT64_MAX, &rv));
     expect_body(f, &rv, t1);
-    assert_true(record_at(f, "after", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "after", INT64_MAX, &rv));
     expect_body(f, &rv, t2);
-    assert_false(record_at(f, "lost", INT64_MAX, &rv));
+    assert_false(unit_record_at(f->s, "lost", INT64_MAX, &rv));
 }
 
 static void test_reopen_persists(void **state)
@@ -573,7 +547,7 @@ static void test_reopen_persists(void **state)
     memcpy(key, store_id_key(f->s), 32);
     reopen(f);
     assert_memory_equal(store_id_key(f->s), key, 32);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     uint64_t cp = store_commit_pos(r), pc = store_patient_count(r);
     int64_t last = store_last_commit(r);
     store_read_end(r);
@@ -581,12 +555,12 @@ static void test_reopen_persists(void **state)
     assert_int_equal(pc, 2);
     assert_true(last == w3.vf);
     record_version rv;
-    assert_true(record_at(f, "a", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "a", INT64_MAX, &rv));
     assert_int_equal(rv.version, 2);
     expect_body(f, &rv, texts[2]);
-    assert_true(record_at(f, "a", w1.vf, &rv));
+    assert_true(unit_record_at(f->s, "a", w1.vf, &rv));
     expect_body(f, &rv, texts[0]);
-    assert_true(record_at(f, "b", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "b", INT64_MAX, &rv));
     expect_body(f, &rv, texts[1]);
     /* new commits after the reopen: later times, and new bodies do not overwrite the old ones */
     patient_id p3 = pid_of(9);
@@ -594,10 +568,10 @@ static void test_reopen_persists(void **state)
     assert_true(w4.vf > w3.vf);
     assert_int_equal(w4.commit_pos, 4);
     for (const char *rid = "a"; rid; rid = rid[0] == 'a' ? "b" : NULL) {
-        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
         expect_body(f, &rv, rid[0] == 'a' ? texts[2] : texts[1]);
     }
-    assert_true(record_at(f, "c", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "c", INT64_MAX, &rv));
     expect_body(f, &rv, "{\"note\":\"four\"}");
 }
 
@@ -630,7 +604,7 @@ static void test_segment_rollover(void **state)
             char rid[16];
             snprintf(rid, sizeof rid, "big-%d", i);
             record_version rv;
-            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
             assert_true(rv.body_pos == positions[i]);
             ms_err e = {0};
             f->b.len = 0;
@@ -661,14 +635,14 @@ static void test_checksums(void **state)
     const char *text = "{\"note\":\"checked\"}";
     write_version(f, "sum", &pid, 1, text, 0, "lab", NULL);
     record_version rv;
-    assert_true(record_at(f, "sum", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "sum", INT64_MAX, &rv));
     expect_body(f, &rv, text);
     ms_err e = {0};
     rv.body_hash ^= 1;
     f->b.len = 0;
     assert_int_equal(store_record_body(f->s, &rv, &f->b, &e), MS_ECORRUPT);
     patient_version pv;
-    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, INT64_MAX, &pv));
     state_field bad = pv.fields[0];
     bad.hash ^= 1;
     f->b.len = 0;
@@ -693,7 +667,7 @@ static void test_snapshots(void **state)
     int64_t again;
     assert_int_not_equal(store_snapshot_create(f->s, "snap-1", &again, &e), MS_OK); /* ids are unique */
     reopen(f);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     bool found = false;
     int64_t got = 0;
     ms_code rc = store_snapshot_get(r, "snap-1", &got, &found, &e);
@@ -706,7 +680,7 @@ static void test_snapshots(void **state)
     assert_true(got == as_of);
     assert_false(found2);
     record_version rv;
-    assert_true(record_at(f, "s", got, &rv));
+    assert_true(unit_record_at(f->s, "s", got, &rv));
     assert_int_equal(rv.version, 1);
 }
 
@@ -733,7 +707,7 @@ static bool collect_record(void *ctx, int64_t ts, const char *rid, size_t rid_le
 static void patient_records(fixture *f, const patient_id *pid, int64_t since, int64_t until, const void *after,
                             size_t after_len, collected *c)
 {
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     ms_err e;
     ms_code rc = store_patient_records(r, pid, since, until, after, after_len, collect_record, c, &e);
     store_read_end(r);
@@ -791,7 +765,7 @@ static bool collect_public(void *ctx, int year, const char *rid, size_t rid_len,
 static void public_index(fixture *f, const char *type, int from, int to, collected *c)
 {
     memset(c, 0, sizeof *c);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     ms_err e;
     ms_code rc = store_public_index(r, type, from, to, NULL, 0, collect_public, c, &e);
     store_read_end(r);
@@ -838,12 +812,12 @@ static void test_body_cache_reads(void **state)
         snprintf(rid, sizeof rid, "c%d", i);
         write_version(f, rid, &pid, 1, text, 0, "lab", NULL);
         record_version rv;
-        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
         expect_body(f, &rv, text);
     }
     reopen(f);
     record_version rv;
-    assert_true(record_at(f, "c5", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "c5", INT64_MAX, &rv));
     expect_body(f, &rv, text);
 }
 
@@ -873,7 +847,7 @@ static void test_small_cache_wraparound(void **state)
         for (int j = i; j >= 0 && j >= i - 3; j--) { /* the newest few: still in the ring */
             snprintf(rid, sizeof rid, "w%d", j);
             record_version rv;
-            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
             expect_body(f, &rv, texts[j]);
         }
     }
@@ -881,7 +855,7 @@ static void test_small_cache_wraparound(void **state)
         char rid[16];
         snprintf(rid, sizeof rid, "w%d", i);
         record_version rv;
-        assert_true(record_at(f, rid, INT64_MAX, &rv));
+        assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
         expect_body(f, &rv, texts[i]);
     }
 }
@@ -960,7 +934,7 @@ static void put_and_read_patient(fixture *f, const patient_id *pid, state_field 
         return; /* refused: fine, as long as nothing unreadable was written */
     }
     assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     patient_version got;
     bool found = false;
     rc = store_patient_at(r, pid, INT64_MAX, &got, &f->mem, &found, &e);

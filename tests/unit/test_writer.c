@@ -10,6 +10,7 @@
  * writer with body_pos = UINT64_MAX), then submitted.
  */
 #include "unit.h"
+#include "unit_store.h"
 
 #include "identity.h"
 #include "writer.h"
@@ -150,35 +151,8 @@ static void expect_item(const submission *s, uint32_t i, item_status st, uint32_
 
 static bool same_pid(const patient_id *a, const patient_id *b) { return memcmp(a->b, b->b, 16) == 0; }
 
-static store_read *rbegin(fixture *f)
-{
-    store_read *r;
-    ms_err e;
-    if (store_read_begin(f->s, &r, &e) != MS_OK) fail_msg("read begin: %s", e.msg);
-    return r;
-}
 
-static bool record_at(fixture *f, const char *rid, int64_t as_of, record_version *rv)
-{
-    store_read *r = rbegin(f);
-    bool found = false;
-    ms_err e;
-    ms_code rc = store_record_at(r, rid, strlen(rid), as_of, rv, &found, &e);
-    store_read_end(r);
-    if (rc != MS_OK) fail_msg("store_record_at: %s", e.msg);
-    return found;
-}
 
-static bool patient_at(fixture *f, const patient_id *pid, int64_t as_of, patient_version *pv)
-{
-    store_read *r = rbegin(f);
-    bool found = false;
-    ms_err e;
-    ms_code rc = store_patient_at(r, pid, as_of, pv, &f->mem, &found, &e);
-    store_read_end(r);
-    if (rc != MS_OK) fail_msg("store_patient_at: %s", e.msg);
-    return found;
-}
 
 /* The raw value of a patient state field, NUL-terminated in f->b; NULL if the field is absent. */
 static const char *state_value(fixture *f, const patient_version *pv, const char *key)
@@ -208,7 +182,7 @@ static bool ident_lookup(fixture *f, const char *name, int y, int m, int d, pati
     int n = identity_normalize_name(name, strlen(name), norm, &why);
     assert_true(n > 0);
     size_t kl = identity_key(norm, (size_t)n, y, m, d, key);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     bool found = false;
     ms_err e;
     ms_code rc = store_ident_lookup(r, key, kl, pid, &found, &e);
@@ -219,7 +193,7 @@ static bool ident_lookup(fixture *f, const char *name, int y, int m, int d, pati
 
 static void counts(fixture *f, uint64_t *commit_pos, uint64_t *patients)
 {
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     *commit_pos = store_commit_pos(r);
     *patients = store_patient_count(r);
     store_read_end(r);
@@ -303,7 +277,7 @@ static void test_commit_log(void **state)
     uint64_t cp1, pc1;
     counts(f, &cp1, &pc1);
     assert_int_equal(cp1, cp0 + 2);
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     ms_err e;
     bool found;
     int64_t t1, t2, t3;
@@ -364,7 +338,7 @@ static void test_versions_and_as_of(void **state)
     const char *t2 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
     submission *a = submit(f, t1);
     record_version rv1;
-    assert_true(record_at(f, "r1", INT64_MAX, &rv1));
+    assert_true(unit_record_at(f->s, "r1", INT64_MAX, &rv1));
     int64_t vf1 = rv1.valid_from;
     assert_string_equal(body_of(f, &rv1), t1);
     assert_string_equal(rv1.type, "lab");
@@ -373,35 +347,35 @@ static void test_versions_and_as_of(void **state)
     submission *b = submit(f, t2);
     expect_item(b, 0, ITEM_UPDATED, 2);
     record_version rv;
-    assert_true(record_at(f, "r1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "r1", INT64_MAX, &rv));
     int64_t vf2 = rv.valid_from;
     assert_true(vf2 > vf1);
     assert_int_equal(rv.version, 2);
     assert_true(rv.valid_to < 0);
     assert_string_equal(body_of(f, &rv), t2);
     /* as of a time between the two commits: the older version, with valid_to = the newer's valid_from */
-    assert_true(record_at(f, "r1", vf2 - 1, &rv));
+    assert_true(unit_record_at(f->s, "r1", vf2 - 1, &rv));
     assert_int_equal(rv.version, 1);
     assert_true(rv.valid_to == vf2);
     assert_string_equal(body_of(f, &rv), t1);
-    assert_true(record_at(f, "r1", vf1, &rv));
+    assert_true(unit_record_at(f->s, "r1", vf1, &rv));
     assert_int_equal(rv.version, 1);
-    assert_false(record_at(f, "r1", vf1 - 1, &rv)); /* before creation */
+    assert_false(unit_record_at(f->s, "r1", vf1 - 1, &rv)); /* before creation */
     /* the patient, likewise */
     patient_id pid = a->res[0].pid;
     patient_version pv;
-    assert_true(patient_at(f, &pid, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, INT64_MAX, &pv));
     assert_int_equal(pv.version, 2);
     assert_string_equal(state_value(f, &pv, "allergy"), "\"penicillin\"");
     assert_string_equal(state_value(f, &pv, "name"), "\"Ana Mar\\u00eda\"");
     assert_null(state_value(f, &pv, "record_id"));
     assert_null(state_value(f, &pv, "type"));
     assert_null(state_value(f, &pv, "ts"));
-    assert_true(patient_at(f, &pid, vf2 - 1, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, vf2 - 1, &pv));
     assert_int_equal(pv.version, 1);
     assert_true(pv.valid_to == vf2);
     assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
-    assert_false(patient_at(f, &pid, vf1 - 1, &pv));
+    assert_false(unit_patient_at(f->s, &f->mem, &pid, vf1 - 1, &pv));
 }
 
 static void test_history(void **state)
@@ -414,7 +388,7 @@ static void test_history(void **state)
     submission *d = submit(f, "{\"record_id\":\"h4\"," ANA ",\"weight\":70,\"type\":\"visit\"}");
     expect_item(d, 0, ITEM_CREATED, 1);
     patient_id pid = d->res[0].pid;
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     patient_version *h = NULL;
     uint32_t n = 0;
     ms_err e;
@@ -441,7 +415,7 @@ static void test_history(void **state)
 
 static bool public_patient(fixture *f, const patient_id *pid, int64_t as_of, char *out, size_t cap)
 {
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     buf b = {0};
     bool found = false;
     ms_err e;
@@ -462,7 +436,7 @@ static void test_public_copies(void **state)
     char pub[256];
     assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
     assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
-    store_read *r = rbegin(f);
+    store_read *r = unit_rbegin(f->s);
     public_record pr;
     bool found = false;
     ms_err e;
@@ -478,7 +452,7 @@ static void test_public_copies(void **state)
     assert_string_equal(fields, "{\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2024\"}");
     assert_int_equal(year, 2024);
     record_version rv;
-    assert_true(record_at(f, "p1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "p1", INT64_MAX, &rv));
     int64_t vf1 = rv.valid_from;
     /* a change of a PHI field: the public patient copy stays as it was */
     submit(f, "{\"record_id\":\"p2\"," ANA ",\"ssn\":\"987-65-4321\"}");
@@ -486,7 +460,7 @@ static void test_public_copies(void **state)
     assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
     /* a change of an allow-listed field: a new public version; as of before it, the old one */
     submit(f, "{\"record_id\":\"p3\"," ANA ",\"favorite_color\":\"red\"}");
-    assert_true(record_at(f, "p3", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "p3", INT64_MAX, &rv));
     assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
     assert_string_equal(pub, "{\"favorite_color\":\"red\"}");
     assert_true(public_patient(f, &pid, rv.valid_from - 1, pub, sizeof pub));
@@ -507,7 +481,7 @@ static void test_derived_ids_and_retries(void **state)
     submission *c = submit(f, "{" ANA ",\"note\":\"other\"}");
     expect_item(c, 0, ITEM_CREATED, 1);
     record_version rv;
-    assert_true(record_at(f, a->batch.records[0].record_id, INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, a->batch.records[0].record_id, INT64_MAX, &rv));
     assert_string_equal(body_of(f, &rv), t);
 }
 
@@ -526,11 +500,11 @@ static void test_reopen(void **state)
     stop(f);
     start(f);
     record_version rv;
-    assert_true(record_at(f, "k1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "k1", INT64_MAX, &rv));
     assert_string_equal(body_of(f, &rv), t1);
-    assert_true(record_at(f, derived, INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, derived, INT64_MAX, &rv));
     assert_string_equal(body_of(f, &rv), t2);
-    assert_true(record_at(f, "k3", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "k3", INT64_MAX, &rv));
     assert_string_equal(body_of(f, &rv), t3);
     patient_id pid;
     assert_true(ident_lookup(f, "Ana María", 1990, 1, 1, &pid));
@@ -538,7 +512,7 @@ static void test_reopen(void **state)
     assert_true(ident_lookup(f, "bo", 1980, 2, 2, &pid));
     assert_true(same_pid(&pid, &bo));
     patient_version pv;
-    assert_true(patient_at(f, &ana, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &ana, INT64_MAX, &pv));
     assert_int_equal(pv.version, 2);
     assert_string_equal(state_value(f, &pv, "allergy"), "\"dust\"");
     uint64_t cp, pc;
@@ -553,7 +527,7 @@ static void test_reopen(void **state)
     assert_true(same_pid(&e->res[0].pid, &ana));
     expect_item(e, 1, ITEM_CREATED, 1);
     assert_true(same_pid(&e->res[1].pid, &bo));
-    assert_true(patient_at(f, &ana, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &ana, INT64_MAX, &pv));
     assert_int_equal(pv.version, 3);
 }
 
@@ -588,14 +562,14 @@ static void test_fault_injection(void **state)
         assert_int_equal(rc, MS_EFULL);
         assert_int_equal(s->job.err.code, MS_EFULL);
         record_version rv;
-        assert_false(record_at(f, "f1", INT64_MAX, &rv));
-        assert_true(record_at(f, "ok", INT64_MAX, &rv));
+        assert_false(unit_record_at(f->s, "f1", INT64_MAX, &rv));
+        assert_true(unit_record_at(f->s, "ok", INT64_MAX, &rv));
         assert_int_equal(rv.version, 1);
         assert_string_equal(body_of(f, &rv), t0);
         patient_id pid;
         assert_false(ident_lookup(f, "cy fault", 1970, 3, 3, &pid));
         patient_version pv;
-        assert_true(patient_at(f, &a->res[0].pid, INT64_MAX, &pv));
+        assert_true(unit_patient_at(f->s, &f->mem, &a->res[0].pid, INT64_MAX, &pv));
         assert_int_equal(pv.version, 1);
         assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
         uint64_t cp, pc;
@@ -608,12 +582,12 @@ static void test_fault_injection(void **state)
     expect_item(ok, 0, ITEM_CREATED, 1);
     expect_item(ok, 1, ITEM_UPDATED, 2);
     record_version rv;
-    assert_true(record_at(f, "f1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "f1", INT64_MAX, &rv));
     assert_string_equal(body_of(f, &rv), "{\"record_id\":\"f1\",\"name\":\"Cy Fault\",\"dob\":\"1970-03-03\",\"x\":1}");
     stop(f);
     start(f);
-    assert_true(record_at(f, "f1", INT64_MAX, &rv));
-    assert_true(record_at(f, "ok", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "f1", INT64_MAX, &rv));
+    assert_true(unit_record_at(f->s, "ok", INT64_MAX, &rv));
     assert_int_equal(rv.version, 2);
     assert_string_equal(body_of(f, &rv), "{\"record_id\":\"ok\"," ANA ",\"allergy\":\"changed\"}");
     uint64_t cp, pc;
@@ -689,7 +663,7 @@ static void test_concurrent_submitters(void **state)
             char rid[48];
             snprintf(rid, sizeof rid, "t%d-j%d-k%d", t, j, PER_JOB - 1);
             record_version rv;
-            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
             const char *body = body_of(f, &rv);
             assert_non_null(strstr(body, rid));
             assert_int_equal(body[0], '{');
@@ -697,7 +671,7 @@ static void test_concurrent_submitters(void **state)
         }
     }
     patient_version pv;
-    assert_true(patient_at(f, &shared, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &shared, INT64_MAX, &pv));
     assert_int_equal(pv.version, 1); /* the shared person's state never changed after creation */
 }
 
@@ -725,7 +699,7 @@ static void test_segment_rollover(void **state)
             char rid[16];
             snprintf(rid, sizeof rid, "big-%d", i);
             record_version rv;
-            assert_true(record_at(f, rid, INT64_MAX, &rv));
+            assert_true(unit_record_at(f->s, rid, INT64_MAX, &rv));
             const char *body = body_of(f, &rv);
             assert_int_equal(strlen(body), rv.body_len);
             assert_int_equal(body[200], 'a' + i);
@@ -738,7 +712,7 @@ static void test_segment_rollover(void **state)
     assert_true(last_pos / SEG_SIZE >= 2);
     patient_version pv;
     submission *s = f->subs[f->nsubs - 1];
-    assert_true(patient_at(f, &s->res[0].pid, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &s->res[0].pid, INT64_MAX, &pv));
     assert_int_equal(pv.version, N);
     assert_int_equal(strlen(state_value(f, &pv, "note")), 400 * 1024 + 2);
 }
@@ -760,7 +734,7 @@ static void test_long_field_key_does_not_poison_patient(void **state)
     submission *next = submit_mode(f, "{\"record_id\":\"after\"," ANA ",\"allergy\":\"nuts\"}", false, MS_OK);
     expect_item(next, 0, ITEM_CREATED, 1);
     patient_version pv;
-    assert_true(patient_at(f, &next->res[0].pid, INT64_MAX, &pv));
+    assert_true(unit_patient_at(f->s, &f->mem, &next->res[0].pid, INT64_MAX, &pv));
     assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
 }
 

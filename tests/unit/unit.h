@@ -149,4 +149,13 @@ static inline bool unit_run_isolated(bool (*fn)(void *), void *arg)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/* Scan one record that must be valid (the test fails with the scanner's message otherwise). */
+static inline parsed_record unit_scan_ok(const scan_config *cfg, arena *mem, const char *text)
+{
+    parsed_record r;
+    record_scan_one(cfg, text, strlen(text), 1, mem, &r);
+    if (r.rejected) fail_msg("rejected: %s", r.error);
+    return r;
+}
+
 #endif
