@@ -56,16 +56,22 @@ static void put_time_or_null(buf *out, int64_t us)
 
 static ms_code put_state_fields(const query_ctx *q, const patient_version *pv, buf *out, ms_err *e)
 {
-    buf_putc(out, '{');
-    for (uint32_t i = 0; i < pv->nfields; i++) {
-        if (i) buf_putc(out, ',');
-        jw_string(out, pv->fields[i].key, pv->fields[i].key_len);
-        buf_putc(out, ':');
-        ms_code rc = store_field_value(q->store, &pv->fields[i], out, e);
-        if (rc) return rc;
+    const char **vals = ms_malloc(sizeof *vals * (pv->nfields ? pv->nfields : 1));
+    buf scratch = {0};
+    ms_code rc = store_field_values(q->store, pv->fields, pv->nfields, vals, &scratch, e);
+    if (rc == MS_OK) {
+        buf_putc(out, '{');
+        for (uint32_t i = 0; i < pv->nfields; i++) {
+            if (i) buf_putc(out, ',');
+            jw_string(out, pv->fields[i].key, pv->fields[i].key_len);
+            buf_putc(out, ':');
+            buf_put(out, vals[i], pv->fields[i].len);
+        }
+        buf_putc(out, '}');
     }
-    buf_putc(out, '}');
-    return MS_OK;
+    buf_free(&scratch);
+    free(vals);
+    return rc;
 }
 
 static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, buf *out, ms_err *e)

@@ -780,16 +780,58 @@ ms_code store_patient_history(store_read *r, const patient_id *pid, patient_vers
     return MS_OK;
 }
 
+#define COALESCE_GAP ((uint64_t)64 << 10) /* read across gaps up to this size rather than seek again */
+#define COALESCE_MAX ((uint64_t)4 << 20)  /* but never read more than this at once */
+
+static int pos_order_cmp(const void *a, const void *b)
+{
+    const state_field *x = *(const state_field *const *)a, *y = *(const state_field *const *)b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch,
+                           ms_err *e)
+{
+    const state_field **order = ms_malloc(sizeof *order * (n ? n : 1));
+    size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each run's bytes in scratch */
+    for (uint32_t i = 0; i < n; i++) order[i] = &fields[i];
+    qsort(order, n, sizeof *order, pos_order_cmp);
+    ms_code rc = MS_OK;
+    scratch->len = 0;
+    for (uint32_t i = 0; i < n && rc == MS_OK;) {
+        /* a run of fields close together: one read from the first start to the last end */
+        uint64_t start = order[i]->pos, end = start + order[i]->len;
+        uint32_t j = i + 1;
+        while (j < n && order[j]->pos <= end + COALESCE_GAP && order[j]->pos + order[j]->len - start <= COALESCE_MAX) {
+            if (order[j]->pos + order[j]->len > end) end = order[j]->pos + order[j]->len;
+            j++;
+        }
+        size_t at = scratch->len;
+        buf_reserve(scratch, (size_t)(end - start));
+        rc = seglog_read(s->log, start, scratch->data + at, (size_t)(end - start), e);
+        if (rc != MS_OK) break;
+        scratch->len += (size_t)(end - start);
+        for (uint32_t k = i; k < j; k++) offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
+        i = j;
+    }
+    for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
+        vals[i] = scratch->data + offset[i];
+        if (XXH3_64bits(vals[i], fields[i].len) != fields[i].hash)
+            rc = ms_fail(e, MS_ECORRUPT, "store: a stored field value failed its checksum");
+    }
+    free(order);
+    free(offset);
+    return rc;
+}
+
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
 {
-    buf_reserve(out, f->len);
-    ms_code rc = seglog_read(s->log, f->pos, out->data + out->len, f->len, e);
-    if (rc != MS_OK) return rc;
-    if (XXH3_64bits(out->data + out->len, f->len) != f->hash)
-        return ms_fail(e, MS_ECORRUPT, "store: a stored field value failed its checksum");
-    out->len += f->len;
-    out->data[out->len] = 0;
-    return MS_OK;
+    const char *v;
+    buf scratch = {0};
+    ms_code rc = store_field_values(s, f, 1, &v, &scratch, e);
+    if (rc == MS_OK) buf_put(out, v, f->len);
+    buf_free(&scratch);
+    return rc;
 }
 
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e)

@@ -149,6 +149,11 @@ ms_code store_patient_history(store_read *r, const patient_id *pid, patient_vers
                               ms_err *e);
 /* The value bytes of a state field, checked against its hash. */
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
+/* The values of n state fields at once: values that lie close together in the log (typically most of
+ * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
+ * scratch and has length fields[i].len; each is checked against its hash. */
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch,
+                           ms_err *e);
 /* The record's body bytes, checked against its hash. */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
 
