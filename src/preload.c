@@ -3,10 +3,9 @@
  * (name, date of birth, favourite colour; identities from bench_identity) so that benchmarks can run
  * against a store that already knows millions of patients (DESIGN.md: memory <= 2 GB with 10 million).
  *
- * DESIGN: name-ordered identity keys make random B-tree inserts, which would rewrite most of LMDB's
- * pages many times over at this scale. Instead the patients are written in patient-number order (their
- * trees are keyed by number, so these are appends; identities are assigned by a random permutation)
- * and the identity index is sorted once and appended the same way. Each patient gets one version and one public copy; there are no records.
+ * DESIGN: everything a patient has is keyed by its number, so writing the patients in number order
+ * makes every LMDB write an append (MDB_APPEND); identities are assigned to numbers by a random
+ * permutation. Each patient gets one version and one public copy; there are no records.
  * Contract: refuses a store that already has patients or commits. Offline: no server may run on DIR.
  */
 #include "preload.h"
@@ -22,12 +21,6 @@
 #include <string.h>
 
 #define IDENTITY_BASE ((uint64_t)1 << 40) /* disjoint from the identities of bench runs */
-
-static int ident_cmp(const void *a, const void *b)
-{
-    const bulk_ident *x = a, *y = b;
-    return record_key_cmp(x->key, x->key_len, y->key, y->key_len);
-}
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -133,7 +126,6 @@ int preload_main(int argc, char **argv)
     fputc('\n', stderr);
     if (rc == 0) {
         rc = 1;
-        qsort(ids, np, sizeof *ids, ident_cmp);
         size_t start = 0;
         for (; start < np; start += (size_t)chunk) {
             size_t cn = np - start < (size_t)chunk ? np - start : (size_t)chunk;

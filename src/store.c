@@ -3,6 +3,7 @@
  */
 #include "store.h"
 
+#include "identity_index.h"
 #include "segment_log.h"
 
 #include <errno.h>
@@ -17,7 +18,7 @@
 #include <xxhash.h>
 
 enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_COUNT };
-static const char *const db_names[DB_COUNT] = {"ident", "patient", "record", "public", "log", "snapshot", "meta"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log", "snapshot", "meta"};
 
 struct store {
     MDB_env *env;
@@ -25,6 +26,7 @@ struct store {
     segment_log *log;
     unsigned char id_key[32];
     unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
+    identity_index *identities;            /* identity key hash -> patient number (identity.c's keys) */
     int64_t last_commit;  /* writer's view */
     uint64_t commit_pos;
     uint64_t patients;
@@ -35,6 +37,8 @@ struct store_write {
     MDB_txn *txn;
     int64_t now;
     uint64_t patients;
+    identity_hash *inserted; /* identities added to s->identities by this transaction (undone on abort) */
+    size_t ninserted, capinserted;
     buf log;              /* the commit log entry being built */
     uint32_t nlog;
     buf key;              /* scratch */
@@ -70,6 +74,46 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
     ms_set_be64(b, x);
     MDB_val k = val(name, strlen(name)), v = val(b, 8);
     return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* The identity sub-database maps patient number -> patient id (16 bytes) + identity key. */
+static bool decode_ident(const MDB_val *v, patient_ref *p, const char **key, size_t *key_len)
+{
+    if (v->mv_size < 16 + 12) return false;
+    memcpy(p->id.b, v->mv_data, 16);
+    *key = (const char *)v->mv_data + 16;
+    *key_len = v->mv_size - 16;
+    return true;
+}
+
+/* Rebuild the in-memory identity index from the identity sub-database (sequential scan). */
+static ms_code load_identities(store *s, ms_err *e)
+{
+    s->identities = identity_index_new(s->patients);
+    MDB_txn *txn;
+    MDB_cursor *c;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
+        mdb_txn_abort(txn);
+        return mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        patient_ref p;
+        const char *key;
+        size_t key_len;
+        if (k.mv_size != 8 || !decode_ident(&v, &p, &key, &key_len)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+            break;
+        }
+        identity_index_put(s->identities, identity_hash_of(key, key_len), ms_get_be64(k.mv_data));
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (out == MS_OK && rc != MDB_NOTFOUND) out = mdb_fail(e, rc, "identity scan");
+    return out;
 }
 
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
@@ -142,6 +186,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         mdb_fail(e, rc, "commit");
         goto fail;
     }
+    if (load_identities(s, e) != MS_OK) goto fail;
     snprintf(path, sizeof path, "%s/segments", dir);
     if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, opt->body_cache,
                     log_end, e) != MS_OK)
@@ -149,6 +194,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     *out = s;
     return MS_OK;
 fail:
+    identity_index_free(s->identities);
     mdb_env_close(s->env);
     free(s);
     return e ? e->code : MS_EIO;
@@ -157,6 +203,7 @@ fail:
 void store_close(store *s)
 {
     if (!s) return;
+    identity_index_free(s->identities);
     seglog_close(s->log);
     mdb_env_close(s->env);
     free(s);
@@ -350,24 +397,30 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
     return seglog_append(s->log, data, len, pos, e);
 }
 
-static bool decode_ident(const MDB_val *v, patient_ref *p)
+/* The patient with this identity key as seen by txn: the index proposes a number, the identity
+ * sub-database confirms that the number's key is this key (and that txn can see it). */
+static ms_code ident_find(store *st, MDB_txn *txn, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e)
 {
-    if (v->mv_size != 24) return false;
-    memcpy(p->id.b, v->mv_data, 16);
-    p->number = ms_get_be64((char *)v->mv_data + 16);
-    return true;
+    *found = false;
+    if (!identity_index_get(st->identities, identity_hash_of(key, len), &p->number)) return MS_OK;
+    unsigned char kb[8];
+    ms_set_be64(kb, p->number);
+    MDB_val k = val(kb, 8), v;
+    int rc = mdb_get(txn, st->dbi[DB_IDENT], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK; /* not committed yet, as far as txn can see */
+    if (rc) return mdb_fail(e, rc, "identity lookup");
+    const char *stored;
+    size_t stored_len;
+    if (!decode_ident(&v, p, &stored, &stored_len)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    if (stored_len != len || memcmp(stored, key, len) != 0)
+        return ms_fail(e, MS_ECONFLICT, "store: identity hash collision (two identities share an XXH3-128 hash)");
+    *found = true;
+    return MS_OK;
 }
 
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e)
 {
-    MDB_val k = val(key, len), v;
-    int rc = mdb_get(w->txn, w->s->dbi[DB_IDENT], &k, &v);
-    *found = false;
-    if (rc == MDB_NOTFOUND) return MS_OK;
-    if (rc) return mdb_fail(e, rc, "identity lookup");
-    if (!decode_ident(&v, p)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
-    *found = true;
-    return MS_OK;
+    return ident_find(w->s, w->txn, key, len, p, found, e);
 }
 
 ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e)
@@ -379,12 +432,22 @@ ms_code store_patient_create(store_write *w, const char *key, size_t len, patien
 
 ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e)
 {
-    unsigned char value[24];
-    memcpy(value, p->id.b, 16);
-    ms_set_be64(value + 16, p->number);
-    MDB_val k = val(key, len), v = val(value, 24);
-    int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &v, MDB_NOOVERWRITE);
+    unsigned char kb[8];
+    ms_set_be64(kb, p->number);
+    buf v = {0};
+    buf_put(&v, p->id.b, 16);
+    buf_put(&v, key, len);
+    MDB_val k = val(kb, 8), mv = val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, MDB_NOOVERWRITE); /* numbers grow: an append */
+    buf_free(&v);
     if (rc) return mdb_fail(e, rc, "identity insert");
+    identity_hash h = identity_hash_of(key, len);
+    identity_index_put(w->s->identities, h, p->number);
+    if (w->ninserted == w->capinserted) {
+        w->capinserted = w->capinserted ? w->capinserted * 2 : 256;
+        w->inserted = ms_realloc(w->inserted, sizeof *w->inserted * w->capinserted);
+    }
+    w->inserted[w->ninserted++] = h;
     w->patients++;
     return MS_OK;
 }
@@ -594,15 +657,23 @@ ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t 
 
 static void write_free(store_write *w)
 {
+    free(w->inserted);
     buf_free(&w->log);
     buf_free(&w->key);
     free(w);
+}
+
+/* The transaction did not commit: its identities must not resolve to numbers that do not exist. */
+static void undo_identities(store_write *w)
+{
+    for (size_t i = 0; i < w->ninserted; i++) identity_index_remove(w->s->identities, w->inserted[i]);
 }
 
 void store_write_abort(store_write *w)
 {
     if (!w) return;
     mdb_txn_abort(w->txn);
+    undo_identities(w);
     write_free(w);
 }
 
@@ -630,6 +701,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     }
     if (rc) {
         if (w->txn) mdb_txn_abort(w->txn);
+        undo_identities(w);
         write_free(w);
         return mdb_fail(e, rc, "commit");
     }
@@ -676,16 +748,10 @@ uint64_t store_commit_pos(store_read *r) { return read_meta(r, "commit_pos"); }
 
 ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
 {
-    MDB_val k = val(key, len), v;
-    *found = false;
-    int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
-    if (rc == MDB_NOTFOUND) return MS_OK;
-    if (rc) return mdb_fail(e, rc, "identity lookup");
     patient_ref p;
-    if (!decode_ident(&v, &p)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
-    *pid = p.id;
-    *found = true;
-    return MS_OK;
+    ms_code rc = ident_find(r->s, r->txn, key, len, &p, found, e);
+    if (rc == MS_OK && *found) *pid = p.id;
+    return rc;
 }
 
 ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, record_version *rv, bool *found,
@@ -1029,21 +1095,26 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return mdb_fail(e, rc, "begin");
+    buf v = {0};
     for (size_t i = 0; i < n && !rc; i++) {
-        unsigned char value[24];
         patient_id pid;
         patient_id_from_number(s->pid_key, ids[i].number, &pid);
-        memcpy(value, pid.b, 16);
-        ms_set_be64(value + 16, ids[i].number);
-        MDB_val k = val(ids[i].key, ids[i].key_len), v = val(value, 24);
-        rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &v, MDB_APPEND);
+        unsigned char kb[8];
+        ms_set_be64(kb, ids[i].number);
+        v.len = 0;
+        buf_put(&v, pid.b, 16);
+        buf_put(&v, ids[i].key, ids[i].key_len);
+        MDB_val k = val(kb, 8), mv = val(v.data, v.len);
+        rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &mv, MDB_APPEND);
+        if (!rc) identity_index_put(s->identities, identity_hash_of(ids[i].key, ids[i].key_len), ids[i].number);
     }
+    buf_free(&v);
     uint64_t patients = 0;
     if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "patients", &patients);
     if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "patients", patients + n);
     if (!rc) rc = mdb_txn_commit(txn);
     else mdb_txn_abort(txn);
-    if (rc) return mdb_fail(e, rc, "bulk identities (keys must be new and sorted)");
+    if (rc) return mdb_fail(e, rc, "bulk identities (numbers must be new and in order)");
     s->patients = patients + n;
     return MS_OK;
 }

@@ -3,7 +3,9 @@
  * for record bodies. This header is the store's whole contract.
  *
  * LAYOUT (LMDB sub-databases; "~x" is the bitwise complement, so newer sorts first):
- *   ident    identity key (normalized name NUL YYYY-MM-DD)          -> patient id (16) + number (8)
+ *   identity be64(num)                                              -> patient id (16) + identity key
+ *            (normalized name NUL YYYY-MM-DD); looked up through an in-memory hash index of the keys
+ *            (identity_index.h) rebuilt at open, so new patients append here instead of inserting
  *   patient  num 'v' ~valid_from ~version                          -> patient version (state fields)
  *            num 'r' be64(event ts) record_id                       -> "" (the patient's records index)
  *   record   record_id NUL ~valid_from ~version                     -> record version (meta + body position)
@@ -192,7 +194,7 @@ typedef struct {
 } bulk_patient;
 /* pts in number order; bodies[i] already appended at body_pos[i]. */
 ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e);
-/* (identity key, pid) pairs sorted by key. */
+/* (identity key, patient number) pairs in number order (the numbers of store_bulk_patients). */
 typedef struct {
     const char *key;
     uint32_t key_len;
