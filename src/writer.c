@@ -176,6 +176,7 @@ static void process_group(writer *wr, ingest_job *group)
 static void *writer_main(void *arg)
 {
     writer *w = arg;
+    pthread_setname_np(pthread_self(), "ms-writer");
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (!w->head && !w->stopping) pthread_cond_wait(&w->wake, &w->lock);
