@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #define EMPTY UINT64_MAX
@@ -28,9 +29,15 @@ identity_hash identity_hash_of(const char *key, size_t len)
     return (identity_hash){x.low64, x.high64};
 }
 
+/* Slots in 2 MiB-aligned memory with transparent huge pages where the kernel allows: lookups are one
+ * random access each, and with 4 KiB pages most of them would also miss the TLB. */
 static slot *alloc_slots(uint64_t cap)
 {
-    slot *s = ms_malloc(sizeof(slot) * cap);
+    size_t bytes = sizeof(slot) * cap;
+    void *p;
+    if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0) ms_oom();
+    madvise(p, bytes, MADV_HUGEPAGE);
+    slot *s = p;
     for (uint64_t i = 0; i < cap; i++) s[i].number = EMPTY;
     return s;
 }
@@ -92,6 +99,19 @@ void identity_index_put(identity_index *ix, identity_hash h, uint64_t number)
     uint64_t i = find(ix, h);
     if (ix->slots[i].number == EMPTY) ix->count++;
     ix->slots[i] = (slot){h, number};
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+void identity_index_put_many(identity_index *ix, const identity_hash *h, const uint64_t *numbers, size_t n)
+{
+    pthread_rwlock_wrlock(&ix->lock);
+    while ((ix->count + n) * 4 > (ix->mask + 1) * 3) grow(ix);
+    for (size_t i = 0; i < n; i++) __builtin_prefetch(&ix->slots[h[i].lo & ix->mask], 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t j = find(ix, h[i]);
+        if (ix->slots[j].number == EMPTY) ix->count++;
+        ix->slots[j] = (slot){h[i], numbers[i]};
+    }
     pthread_rwlock_unlock(&ix->lock);
 }
 

@@ -30,6 +30,8 @@ void identity_index_free(identity_index *ix);
 bool identity_index_get(identity_index *ix, identity_hash h, uint64_t *number);
 /* Map h to number (replacing any earlier mapping of h). */
 void identity_index_put(identity_index *ix, identity_hash h, uint64_t number);
+/* Many at once (loading): one lock, and the slots are prefetched before they are probed. */
+void identity_index_put_many(identity_index *ix, const identity_hash *h, const uint64_t *numbers, size_t n);
 void identity_index_remove(identity_index *ix, identity_hash h);
 uint64_t identity_index_count(identity_index *ix);
 

@@ -100,6 +100,10 @@ static ms_code load_identities(store *s, ms_err *e)
     }
     MDB_val k, v;
     ms_code out = MS_OK;
+    enum { BATCH = 256 };
+    identity_hash hashes[BATCH];
+    uint64_t numbers[BATCH];
+    size_t n = 0;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         patient_ref p;
         const char *key;
@@ -108,8 +112,14 @@ static ms_code load_identities(store *s, ms_err *e)
             out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
             break;
         }
-        identity_index_put(s->identities, identity_hash_of(key, key_len), ms_get_be64(k.mv_data));
+        hashes[n] = identity_hash_of(key, key_len);
+        numbers[n++] = ms_get_be64(k.mv_data);
+        if (n == BATCH) {
+            identity_index_put_many(s->identities, hashes, numbers, n);
+            n = 0;
+        }
     }
+    identity_index_put_many(s->identities, hashes, numbers, n);
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
     if (out == MS_OK && rc != MDB_NOTFOUND) out = mdb_fail(e, rc, "identity scan");

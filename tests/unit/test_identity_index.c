@@ -90,6 +90,27 @@ static void test_random_against_model(void **state)
     identity_index_free(ix);
 }
 
+/* put_many (the load path) grows the table as needed and agrees with one-at-a-time puts. */
+static void test_put_many(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    identity_index *ix = identity_index_new(0);
+    identity_hash h[N];
+    uint64_t nums[N];
+    for (uint64_t i = 0; i < N; i++) h[i] = h_of(i * 7919u % 1024, i), nums[i] = i * 3;
+    identity_index_put_many(ix, h, nums, 100);
+    identity_index_put_many(ix, h + 100, nums + 100, N - 100);
+    identity_index_put_many(ix, h, nums, 0);
+    assert_int_equal(identity_index_count(ix), N);
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t n;
+        assert_true(identity_index_get(ix, h[i], &n));
+        assert_true(n == i * 3);
+    }
+    identity_index_free(ix);
+}
+
 static void test_hash_of_identity_keys(void **state)
 {
     (void)state;
@@ -106,6 +127,7 @@ int main(void)
         cmocka_unit_test(test_put_get_replace),
         cmocka_unit_test(test_remove_keeps_probe_runs),
         cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_put_many),
         cmocka_unit_test(test_hash_of_identity_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
