@@ -23,12 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(c)                                                                                                     \
-    do {                                                                                                             \
-        if (!(c)) {                                                                                                  \
-            fprintf(stderr, "fuzz_record: invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #c);                \
-            abort();                                                                                                 \
-        }                                                                                                            \
+#define CHECK(c)                                                                                                       \
+    do {                                                                                                               \
+        if (!(c)) {                                                                                                    \
+            fprintf(stderr, "fuzz_record: invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 static schema g_schema;
@@ -61,7 +61,8 @@ static void check_public(const parsed_record *r)
         CHECK(record_field_get(r, m[i].key, m[i].key_len) != NULL); /* published only what the record has */
         if (pf->transform == PUBLISH_YEAR) {
             CHECK(m[i].type == JSON_STRING && m[i].val_len == 6);
-            for (int d = 1; d <= 4; d++) CHECK(m[i].val[d] >= '0' && m[i].val[d] <= '9');
+            for (int d = 1; d <= 4; d++)
+                CHECK(m[i].val[d] >= '0' && m[i].val[d] <= '9');
         } else {
             const record_field *f = record_field_get(r, m[i].key, m[i].key_len);
             CHECK(f->val_len == m[i].val_len && memcmp(f->val, m[i].val, f->val_len) == 0);
@@ -87,10 +88,12 @@ static void check_valid(const parsed_record *r, const char *body, size_t len)
     }
     /* record id */
     CHECK(r->record_id_len >= 1 && r->record_id_len <= RECORD_ID_MAX);
-    for (uint32_t i = 0; i < r->record_id_len; i++) CHECK((unsigned char)r->record_id[i] >= 0x20 && r->record_id[i] != 0x7f);
+    for (uint32_t i = 0; i < r->record_id_len; i++)
+        CHECK((unsigned char)r->record_id[i] >= 0x20 && r->record_id[i] != 0x7f);
     if (r->record_id_derived) {
         CHECK(r->record_id_len == 32);
-        for (int i = 0; i < 32; i++) CHECK(strchr("0123456789abcdef", r->record_id[i]) && r->record_id[i]);
+        for (int i = 0; i < 32; i++)
+            CHECK(strchr("0123456789abcdef", r->record_id[i]) && r->record_id[i]);
     }
     /* type */
     CHECK(r->type_len >= 1 && r->type_len <= 64);

@@ -66,22 +66,27 @@ static bool match(const char *pattern, const char *path, http_request *req)
         p++, s++;
     }
     if (*p || *s) goto no;
-    for (int i = 0; i < req->nparams; i++) free(req->params[i]);
-    for (int i = 0; i < np; i++) req->params[i] = caps[i];
+    for (int i = 0; i < req->nparams; i++)
+        free(req->params[i]);
+    for (int i = 0; i < np; i++)
+        req->params[i] = caps[i];
     req->nparams = np;
     return true;
 no:
-    for (int i = 0; i < np; i++) free(caps[i]);
+    for (int i = 0; i < np; i++)
+        free(caps[i]);
     return false;
 }
 
 static bool content_type_is(const char *ct, const char *want)
 {
     size_t n = strlen(want);
-    while (*ct == ' ') ct++;
+    while (*ct == ' ')
+        ct++;
     if (strncasecmp(ct, want, n) != 0) return false;
     ct += n;
-    while (*ct == ' ') ct++;
+    while (*ct == ' ')
+        ct++;
     return *ct == 0 || *ct == ';';
 }
 
@@ -103,8 +108,9 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
             const char *ct = req->content_type;
             if (!ct || !(content_type_is(ct, "application/x-ndjson") || content_type_is(ct, "application/ndjson") ||
                          content_type_is(ct, "application/jsonl") || content_type_is(ct, "application/json"))) {
-                http_error(res, 415, "Content-Type must be application/x-ndjson, application/ndjson, application/jsonl "
-                                     "or application/json");
+                http_error(res, 415,
+                           "Content-Type must be application/x-ndjson, application/ndjson, application/jsonl "
+                           "or application/json");
                 return 415;
             }
             req->bulk = true;
@@ -152,7 +158,8 @@ static bool only_args(http_request *req, http_response *res, const char *const *
 {
     for (int i = 0; i < req->nargs; i++) {
         bool ok = false;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, req->args[i].key) == 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, req->args[i].key) == 0;
         if (!ok) {
             http_error(res, 400, "unknown query parameter '%.64s'", req->args[i].key);
             return false;
@@ -304,7 +311,8 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     job.results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result));
     job.body_pos = UINT64_MAX;
     if (batch.rejected == batch.n) {
-        for (uint32_t i = 0; i < batch.n; i++) job.results[i].status = ITEM_REJECTED;
+        for (uint32_t i = 0; i < batch.n; i++)
+            job.results[i].status = ITEM_REJECTED;
         atomic_fetch_add(&g_metrics.records_rejected, batch.n);
     } else {
         /* this thread writes the body; the writer only has to sync it */
@@ -333,8 +341,10 @@ static void h_ingest(api *a, http_request *req, http_response *res)
         buf_printf(o, "{\"line\":%u,\"status\":\"%s\"", r->line, item_status_name(it->status));
         if (it->status == ITEM_REJECTED) {
             buf_puts(o, ",\"error\":");
-            if (r->error) jw_cstr(o, r->error);
-            else buf_printf(o, "\"line %u: %s\"", r->line, it->error ? it->error : "rejected");
+            if (r->error)
+                jw_cstr(o, r->error);
+            else
+                buf_printf(o, "\"line %u: %s\"", r->line, it->error ? it->error : "rejected");
         } else {
             char pid[PATIENT_ID_TEXT];
             patient_id_format(&it->pid, pid);
@@ -360,7 +370,10 @@ static void h_record_get(api *a, http_request *req, http_response *res)
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    if (!get_as_of(req, res, r, &as_of)) {
+        store_read_end(r);
+        return;
+    }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -372,7 +385,10 @@ static void patient_answer(api *a, http_request *req, http_response *res, const 
                            double t0)
 {
     int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    if (!get_as_of(req, res, r, &as_of)) {
+        store_read_end(r);
+        return;
+    }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -398,13 +414,23 @@ static void h_patient_lookup(api *a, http_request *req, http_response *res)
     if (!only_args(req, res, allowed)) return;
     double t0 = ms_mono_s();
     const char *name = http_arg_get(req, "name"), *dob = http_arg_get(req, "dob");
-    if (!name || !dob) { http_error(res, 400, "name and dob are both required"); return; }
+    if (!name || !dob) {
+        http_error(res, 400, "name and dob are both required");
+        return;
+    }
     char norm[IDENTITY_NAME_MAX], key[IDENTITY_KEY_MAX];
     const char *why;
-    int nl = utf8_check(name, strlen(name)) == strlen(name) ? identity_normalize_name(name, strlen(name), norm, &why) : -1;
-    if (nl < 0) { http_error(res, 400, "name: not a valid name"); return; }
+    int nl =
+        utf8_check(name, strlen(name)) == strlen(name) ? identity_normalize_name(name, strlen(name), norm, &why) : -1;
+    if (nl < 0) {
+        http_error(res, 400, "name: not a valid name");
+        return;
+    }
     int y, m, d;
-    if (!date_parse(dob, strlen(dob), &y, &m, &d)) { http_error(res, 400, "dob: expected a real date YYYY-MM-DD"); return; }
+    if (!date_parse(dob, strlen(dob), &y, &m, &d)) {
+        http_error(res, 400, "dob: expected a real date YYYY-MM-DD");
+        return;
+    }
     size_t kl = identity_key(norm, (size_t)nl, y, m, d, key);
     store_read *r;
     if (!begin_read(a, res, &r)) return;
@@ -414,8 +440,14 @@ static void h_patient_lookup(api *a, http_request *req, http_response *res)
     ms_code rc = store_ident_lookup(r, key, kl, &pid, &found, &e);
     if (rc != MS_OK || !found) {
         store_read_end(r);
-        if (rc) { http_error(res, status_for(rc), "%s", e.msg); return; }
-        { http_error(res, 404, "no patient with this identity"); return; }
+        if (rc) {
+            http_error(res, status_for(rc), "%s", e.msg);
+            return;
+        }
+        {
+            http_error(res, 404, "no patient with this identity");
+            return;
+        }
     }
     patient_answer(a, req, res, &pid, r, t0);
 }
@@ -445,14 +477,17 @@ static void h_patient_records(api *a, http_request *req, http_response *res)
     if (!get_pid(req->params[0], res, &pid)) return;
     list_params p = {.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
     cursor_buf c;
-    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) || !get_limit(req, res, &p.limit) ||
-        !get_cursor(req, res, &c))
+    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) ||
+        !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
         return;
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
     if (!begin_read(a, res, &r)) return;
-    if (!get_as_of(req, res, r, &p.as_of)) { store_read_end(r); return; }
+    if (!get_as_of(req, res, r, &p.as_of)) {
+        store_read_end(r);
+        return;
+    }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -472,7 +507,10 @@ static void h_public_patient(api *a, http_request *req, http_response *res)
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) { store_read_end(r); return; }
+    if (!get_as_of(req, res, r, &as_of)) {
+        store_read_end(r);
+        return;
+    }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -488,35 +526,53 @@ static void h_public_records(api *a, http_request *req, http_response *res)
     int nf = 0;
     for (int i = 0; i < req->nargs; i++) {
         bool is_reserved = false;
-        for (const char *const *k = reserved; *k && !is_reserved; k++) is_reserved = strcmp(*k, req->args[i].key) == 0;
+        for (const char *const *k = reserved; *k && !is_reserved; k++)
+            is_reserved = strcmp(*k, req->args[i].key) == 0;
         if (is_reserved) continue;
         const char *k = req->args[i].key;
-        if (!schema_public(a->schema, k, strlen(k)))
-            { http_error(res, 400, "filter '%.64s': not a public field", k); return; }
+        if (!schema_public(a->schema, k, strlen(k))) {
+            http_error(res, 400, "filter '%.64s': not a public field", k);
+            return;
+        }
         fkeys[nf] = k;
         fvals[nf] = req->args[i].value;
         nf++;
     }
-    list_params p = {.year_from = 0, .year_to = 9999, .type = http_arg_get(req, "type"), .filter_keys = fkeys,
-                     .filter_values = fvals, .nfilters = nf};
+    list_params p = {.year_from = 0,
+                     .year_to = 9999,
+                     .type = http_arg_get(req, "type"),
+                     .filter_keys = fkeys,
+                     .filter_values = fvals,
+                     .nfilters = nf};
     if ((http_arg_get(req, "since") || http_arg_get(req, "until")) &&
-        !schema_public(a->schema, a->schema->ts_field, strlen(a->schema->ts_field)))
-        { http_error(res, 400, "since/until: the event time is not a public field"); return; }
+        !schema_public(a->schema, a->schema->ts_field, strlen(a->schema->ts_field))) {
+        http_error(res, 400, "since/until: the event time is not a public field");
+        return;
+    }
     cursor_buf c;
     if (!get_year(req, res, "since", &p.year_from) || !get_year(req, res, "until", &p.year_to) ||
         !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
         return;
-    if (p.type && (!*p.type || strlen(p.type) > 64)) { http_error(res, 400, "type: expected 1-64 characters"); return; }
+    if (p.type && (!*p.type || strlen(p.type) > 64)) {
+        http_error(res, 400, "type: expected 1-64 characters");
+        return;
+    }
     patient_id pid;
     const char *ptext = http_arg_get(req, "patient_id");
     if (ptext && !get_pid(ptext, res, &pid)) return;
     p.pid = ptext ? &pid : NULL;
-    if (c.len && !p.pid && (c.key[0] != 'T')) { http_error(res, 400, "cursor: not a cursor of this query"); return; }
+    if (c.len && !p.pid && (c.key[0] != 'T')) {
+        http_error(res, 400, "cursor: not a cursor of this query");
+        return;
+    }
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
     if (!begin_read(a, res, &r)) return;
-    if (!get_as_of(req, res, r, &p.as_of)) { store_read_end(r); return; }
+    if (!get_as_of(req, res, r, &p.as_of)) {
+        store_read_end(r);
+        return;
+    }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -530,14 +586,20 @@ static void h_snapshot(api *a, http_request *req, http_response *res)
 {
     (void)req;
     unsigned char rnd[8];
-    if (RAND_bytes(rnd, sizeof rnd) != 1) { http_error(res, 503, "random number generator failed"); return; }
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        http_error(res, 503, "random number generator failed");
+        return;
+    }
     char id[32];
     snprintf(id, sizeof id, "snap_%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
              rnd[6], rnd[7]);
     int64_t as_of;
     ms_err e;
     ms_code rc = store_snapshot_create(a->store, id, &as_of, &e);
-    if (rc) { http_error(res, status_for(rc), "%s", e.msg); return; }
+    if (rc) {
+        http_error(res, status_for(rc), "%s", e.msg);
+        return;
+    }
     res->status = 201;
     res->body.len = 0;
     buf_printf(&res->body, "{\"snapshot_id\":\"%s\",\"as_of\":", id);

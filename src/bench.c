@@ -63,7 +63,7 @@ typedef struct {
     double update_share;
     uint64_t probe_every;
     uint64_t read_rate;
-    uint64_t rate;             /* offered load, records/min (0: as fast as the server answers) */
+    uint64_t rate; /* offered load, records/min (0: as fast as the server answers) */
     const char *token;
     uint64_t seed;
     const char *run_id;
@@ -87,15 +87,12 @@ typedef struct {
 #define OPT(field) offsetof(bench_config, field)
 
 static const bench_option bench_options[] = {
-    {"--url", OPT_TEXT, OPT(url), "http://127.0.0.1:8080", 0, 0, "URL",
-     "server to load: http://HOST:PORT[/PREFIX]"},
-    {"--records", OPT_COUNT, OPT(records), "100000", 1, UINT64_C(9999999999), "N",
-     "total records to send"},
+    {"--url", OPT_TEXT, OPT(url), "http://127.0.0.1:8080", 0, 0, "URL", "server to load: http://HOST:PORT[/PREFIX]"},
+    {"--records", OPT_COUNT, OPT(records), "100000", 1, UINT64_C(9999999999), "N", "total records to send"},
     {"--size", OPT_COUNT, OPT(size), "20480", 64, 16u << 20, "BYTES",
      "approximate size of each record (one NDJSON line)"},
     {"--batch", OPT_COUNT, OPT(batch), "1000", 1, 1000000, "N", "records per POST"},
-    {"--connections", OPT_COUNT, OPT(connections), "3", 1, 256, "N",
-     "concurrent sending connections, one thread each"},
+    {"--connections", OPT_COUNT, OPT(connections), "3", 1, 256, "N", "concurrent sending connections, one thread each"},
     {"--repeat-share", OPT_SHARE, OPT(repeat_share), "0.5", 0, 0, "F",
      "share of new records whose patient identity was already sent"},
     {"--update-share", OPT_SHARE, OPT(update_share), "0.05", 0, 0, "F",
@@ -106,30 +103,27 @@ static const bench_option bench_options[] = {
      "offered load in records/min: batches leave on a fixed schedule (0: as fast as answered)"},
     {"--read-rate", OPT_COUNT, OPT(read_rate), "200", 0, 100000, "N",
      "point reads (GET /v1/patients/ID) per second during the load (0: none)"},
-    {"--token", OPT_TEXT, OPT(token), NULL, 0, 0, "T",
-     "send \"Authorization: Bearer T\" on every request"},
+    {"--token", OPT_TEXT, OPT(token), NULL, 0, 0, "T", "send \"Authorization: Bearer T\" on every request"},
     {"--seed", OPT_COUNT, OPT(seed), "1", 0, UINT64_MAX, "N", "RNG seed (same seed, same records)"},
     {"--run-id", OPT_TEXT, OPT(run_id), NULL, 0, 0, "S",
      "prefix for record ids, [A-Za-z0-9._-]{1,64} (default: from time and pid)"},
     {"--timeout", OPT_COUNT, OPT(timeout), "120", 1, 3600, "SECONDS",
      "network timeout of each connect, send and receive step"},
-    {"--json", OPT_FLAG, OPT(json), NULL, 0, 0, NULL,
-     "also print the figures as one JSON object line at the end"},
+    {"--json", OPT_FLAG, OPT(json), NULL, 0, 0, NULL, "also print the figures as one JSON object line at the end"},
     {"--help", OPT_FLAG, OPT(help), NULL, 0, 0, NULL, "print this help and exit"},
 };
 #define N_OPTIONS (sizeof bench_options / sizeof bench_options[0])
 
-static void print_help(FILE *out) {
-    fprintf(out,
-            "usage: medstream bench [OPTION...]\n"
-            "Load generator and freshness probe: sends synthetic patient records to a running\n"
-            "medstream server and reports records/min, batch, freshness and point-read latency,\n"
-            "disk bytes written per byte ingested and peak memory (from GET /metrics).\n\n");
+static void print_help(FILE *out)
+{
+    fprintf(out, "usage: medstream bench [OPTION...]\n"
+                 "Load generator and freshness probe: sends synthetic patient records to a running\n"
+                 "medstream server and reports records/min, batch, freshness and point-read latency,\n"
+                 "disk bytes written per byte ingested and peak memory (from GET /metrics).\n\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const bench_option *o = &bench_options[i];
         char left[64];
-        snprintf(left, sizeof left, "%s%s%s", o->flag, o->metavar ? " " : "",
-                 o->metavar ? o->metavar : "");
+        snprintf(left, sizeof left, "%s%s%s", o->flag, o->metavar ? " " : "", o->metavar ? o->metavar : "");
         fprintf(out, "  %-22s %s", left, o->help);
         if (o->default_value) fprintf(out, " (default %s)", o->default_value);
         fputc('\n', out);
@@ -139,7 +133,8 @@ static void print_help(FILE *out) {
 }
 
 /* Stores VALUE for option o into cfg. Returns false (message on stderr) if it is not valid. */
-static bool option_set(bench_config *cfg, const bench_option *o, const char *value) {
+static bool option_set(bench_config *cfg, const bench_option *o, const char *value)
+{
     char *field = (char *)cfg + o->offset;
     switch (o->kind) {
     case OPT_FLAG: *(bool *)(void *)field = true; return true;
@@ -155,10 +150,8 @@ static bool option_set(bench_config *cfg, const bench_option *o, const char *val
         errno = 0;
         unsigned long long v = strtoull(value, &end, 10);
         if (value[0] < '0' || value[0] > '9' || *end || errno || v < o->min || v > o->max) {
-            fprintf(stderr,
-                    "medstream bench: %s: \"%s\" is not a whole number in %" PRIu64 "..%" PRIu64
-                    "\n",
-                    o->flag, value, o->min, o->max);
+            fprintf(stderr, "medstream bench: %s: \"%s\" is not a whole number in %" PRIu64 "..%" PRIu64 "\n", o->flag,
+                    value, o->min, o->max);
             return false;
         }
         *(uint64_t *)(void *)field = (uint64_t)v;
@@ -169,8 +162,7 @@ static bool option_set(bench_config *cfg, const bench_option *o, const char *val
         errno = 0;
         double v = strtod(value, &end);
         if (end == value || *end || errno || !(v >= 0.0 && v <= 1.0)) {
-            fprintf(stderr, "medstream bench: %s: \"%s\" is not a number in 0..1\n", o->flag,
-                    value);
+            fprintf(stderr, "medstream bench: %s: \"%s\" is not a number in 0..1\n", o->flag, value);
             return false;
         }
         *(double *)(void *)field = v;
@@ -180,24 +172,25 @@ static bool option_set(bench_config *cfg, const bench_option *o, const char *val
     return false;
 }
 
-static bool run_id_valid(const char *s) {
+static bool run_id_valid(const char *s)
+{
     size_t n = strlen(s);
     if (n < 1 || n > 64) return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
             return false;
     }
     return true;
 }
 
 /* Returns 0 when cfg is ready, 2 on a usage error (message printed). */
-static int parse_options(int argc, char **argv, bench_config *cfg) {
+static int parse_options(int argc, char **argv, bench_config *cfg)
+{
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < N_OPTIONS; i++)
-        if (bench_options[i].default_value &&
-            !option_set(cfg, &bench_options[i], bench_options[i].default_value))
+        if (bench_options[i].default_value && !option_set(cfg, &bench_options[i], bench_options[i].default_value))
             return 2; /* a broken table; cannot happen with the table above */
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -206,8 +199,7 @@ static int parse_options(int argc, char **argv, bench_config *cfg) {
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         const bench_option *o = NULL;
         for (size_t k = 0; k < N_OPTIONS; k++)
-            if (strlen(bench_options[k].flag) == name_len &&
-                strncmp(bench_options[k].flag, arg, name_len) == 0)
+            if (strlen(bench_options[k].flag) == name_len && strncmp(bench_options[k].flag, arg, name_len) == 0)
                 o = &bench_options[k];
         if (!o) {
             fprintf(stderr, "medstream bench: unknown option \"%s\" (see --help)\n", arg);
@@ -242,13 +234,15 @@ static int parse_options(int argc, char **argv, bench_config *cfg) {
 /* Small utilities                                                                          */
 /* ======================================================================================== */
 
-static double now_seconds(void) {
+static double now_seconds(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void sleep_seconds(double s) {
+static void sleep_seconds(double s)
+{
     if (s <= 0) return;
     struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
@@ -256,7 +250,8 @@ static void sleep_seconds(double s) {
 }
 
 /* splitmix64 finalizer: a good 64-bit mix. */
-static inline uint64_t mix64(uint64_t x) {
+static inline uint64_t mix64(uint64_t x)
+{
     x += UINT64_C(0x9E3779B97F4A7C15);
     x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
@@ -264,7 +259,8 @@ static inline uint64_t mix64(uint64_t x) {
 }
 
 /* A hash of (seed, stream, x): independent decisions per stream. */
-static inline uint64_t hash3(uint64_t seed, uint64_t stream, uint64_t x) {
+static inline uint64_t hash3(uint64_t seed, uint64_t stream, uint64_t x)
+{
     return mix64(mix64(seed ^ (stream * UINT64_C(0xD1B54A32D192ED03))) ^ x);
 }
 
@@ -273,7 +269,8 @@ typedef struct {
     uint64_t state;
 } rng;
 
-static inline uint64_t rng_next(rng *r) {
+static inline uint64_t rng_next(rng *r)
+{
     r->state += UINT64_C(0x9E3779B97F4A7C15);
     uint64_t z = r->state;
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
@@ -281,17 +278,14 @@ static inline uint64_t rng_next(rng *r) {
     return z ^ (z >> 31);
 }
 
-static inline uint32_t rng_below(rng *r, uint32_t n) {
-    return (uint32_t)(rng_next(r) % n);
-}
+static inline uint32_t rng_below(rng *r, uint32_t n) { return (uint32_t)(rng_next(r) % n); }
 
-static inline int rng_range(rng *r, int lo, int hi) { /* lo..hi inclusive */
+static inline int rng_range(rng *r, int lo, int hi)
+{ /* lo..hi inclusive */
     return lo + (int)rng_below(r, (uint32_t)(hi - lo + 1));
 }
 
-static inline double unit_interval(uint64_t h) {
-    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
-}
+static inline double unit_interval(uint64_t h) { return (double)(h >> 11) * (1.0 / 9007199254740992.0); }
 
 #define PICK(r, list) ((list)[rng_below((r), (uint32_t)(sizeof(list) / sizeof((list)[0])))])
 
@@ -302,7 +296,8 @@ typedef struct {
     bool oom;
 } sample_vec;
 
-static void samples_push(sample_vec *s, double x) {
+static void samples_push(sample_vec *s, double x)
+{
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 1024;
         double *p = realloc(s->v, cap * sizeof *p);
@@ -316,29 +311,34 @@ static void samples_push(sample_vec *s, double x) {
     s->v[s->n++] = x;
 }
 
-static bool samples_append(sample_vec *dst, const sample_vec *src) {
+static bool samples_append(sample_vec *dst, const sample_vec *src)
+{
     for (size_t i = 0; i < src->n; i++)
         samples_push(dst, src->v[i]);
     dst->oom |= src->oom;
     return !dst->oom;
 }
 
-static void samples_free(sample_vec *s) {
+static void samples_free(sample_vec *s)
+{
     free(s->v);
     memset(s, 0, sizeof *s);
 }
 
-static int compare_double(const void *a, const void *b) {
+static int compare_double(const void *a, const void *b)
+{
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static void samples_sort(sample_vec *s) {
+static void samples_sort(sample_vec *s)
+{
     if (s->n > 1) qsort(s->v, s->n, sizeof *s->v, compare_double);
 }
 
 /* Nearest-rank percentile of sorted samples; p in (0,1]. */
-static double percentile_sorted(const sample_vec *s, double p) {
+static double percentile_sorted(const sample_vec *s, double p)
+{
     if (s->n == 0) return 0;
     double rank = p * (double)s->n;
     size_t idx = (size_t)rank;
@@ -353,14 +353,13 @@ static double percentile_sorted(const sample_vec *s, double p) {
 /* ======================================================================================== */
 
 static const char *const first_names[] = {
-    "James",    "Mary",      "Robert",  "Patricia", "John",    "Jennifer", "Michael", "Linda",
-    "David",    "Elizabeth", "William", "Barbara",  "Richard", "Susan",    "Joseph",  "Jessica",
-    "Thomas",   "Sarah",     "Charles", "Karen",    "Daniel",  "Lisa",     "Matthew", "Nancy",
-    "Anthony",  "Betty",     "Mark",    "Sandra",   "Donald",  "Ashley",   "Steven",  "Emily",
-    "Andrew",   "Kimberly",  "Paul",    "Donna",    "Joshua",  "Michelle", "Kenneth", "Carol",
-    "Kevin",    "Amanda",    "Brian",   "Melissa",  "Maria",   "Jose",     "Wei",     "Aisha",
-    "Mohammed", "Fatima",    "Hiroshi", "Yuki",     "Olga",    "Ivan",     "Priya",   "Arjun",
-    "Sofia",    "Mateo",     "Chloe",   "Liam",     "Noor",    "Omar",     "Ingrid",  "Lars",
+    "James",   "Mary",    "Robert",  "Patricia", "John",    "Jennifer", "Michael", "Linda",    "David",    "Elizabeth",
+    "William", "Barbara", "Richard", "Susan",    "Joseph",  "Jessica",  "Thomas",  "Sarah",    "Charles",  "Karen",
+    "Daniel",  "Lisa",    "Matthew", "Nancy",    "Anthony", "Betty",    "Mark",    "Sandra",   "Donald",   "Ashley",
+    "Steven",  "Emily",   "Andrew",  "Kimberly", "Paul",    "Donna",    "Joshua",  "Michelle", "Kenneth",  "Carol",
+    "Kevin",   "Amanda",  "Brian",   "Melissa",  "Maria",   "Jose",     "Wei",     "Aisha",    "Mohammed", "Fatima",
+    "Hiroshi", "Yuki",    "Olga",    "Ivan",     "Priya",   "Arjun",    "Sofia",   "Mateo",    "Chloe",    "Liam",
+    "Noor",    "Omar",    "Ingrid",  "Lars",
 };
 
 static const char *const last_names[] = {
@@ -380,27 +379,22 @@ static const char *const street_names[] = {
     "Spring", "Walnut", "Chestnut", "Franklin", "Jefferson", "Lincoln",    "Madison", "Willow",
 };
 
-static const char *const street_suffixes[] = {"St", "Ave", "Rd",  "Blvd", "Ln",
-                                              "Dr", "Ct",  "Way", "Pl",   "Terrace"};
+static const char *const street_suffixes[] = {"St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct", "Way", "Pl", "Terrace"};
 
 static const struct {
     const char *city, *state;
     int zip_base;
 } cities[] = {
-    {"Springfield", "IL", 62701}, {"Portland", "OR", 97201}, {"Columbus", "OH", 43201},
-    {"Austin", "TX", 78701},      {"Madison", "WI", 53703},  {"Albany", "NY", 12201},
-    {"Denver", "CO", 80201},      {"Raleigh", "NC", 27601},  {"Tucson", "AZ", 85701},
-    {"Boise", "ID", 83701},       {"Richmond", "VA", 23218}, {"Fresno", "CA", 93701},
-    {"Omaha", "NE", 68101},       {"Savannah", "GA", 31401}, {"Burlington", "VT", 5401},
-    {"Lansing", "MI", 48901},
+    {"Springfield", "IL", 62701}, {"Portland", "OR", 97201}, {"Columbus", "OH", 43201},  {"Austin", "TX", 78701},
+    {"Madison", "WI", 53703},     {"Albany", "NY", 12201},   {"Denver", "CO", 80201},    {"Raleigh", "NC", 27601},
+    {"Tucson", "AZ", 85701},      {"Boise", "ID", 83701},    {"Richmond", "VA", 23218},  {"Fresno", "CA", 93701},
+    {"Omaha", "NE", 68101},       {"Savannah", "GA", 31401}, {"Burlington", "VT", 5401}, {"Lansing", "MI", 48901},
 };
 
-static const char *const colors[] = {"red",    "blue",   "green",  "yellow", "purple", "orange",
-                                     "teal",   "black",  "white",  "pink",   "gray",   "brown",
-                                     "indigo", "maroon", "silver", "gold"};
+static const char *const colors[] = {"red",   "blue", "green", "yellow", "purple", "orange", "teal",   "black",
+                                     "white", "pink", "gray",  "brown",  "indigo", "maroon", "silver", "gold"};
 
-static const char *const record_types[] = {"patient", "visit", "visit", "lab",
-                                           "lab",     "lab",   "note",  "note"};
+static const char *const record_types[] = {"patient", "visit", "visit", "lab", "lab", "lab", "note", "note"};
 
 /* --- clinical text vocabulary --- */
 
@@ -454,27 +448,13 @@ static const char *const medications[] = {
     "prednisone", "amoxicillin", "insulin glargine", "losartan",
 };
 static const char *const frequencies[] = {
-    "once daily", "twice daily", "three times daily", "at bedtime", "every eight hours as needed",
-    "weekly"};
+    "once daily", "twice daily", "three times daily", "at bedtime", "every eight hours as needed", "weekly"};
 static const char *const lab_tests[] = {
-    "hemoglobin A1c",
-    "serum creatinine",
-    "potassium",
-    "sodium",
-    "TSH",
-    "LDL cholesterol",
-    "white blood cell count",
-    "hemoglobin",
-    "platelet count",
-    "ALT",
-    "troponin",
-    "BNP",
-    "fasting glucose",
-    "vitamin D",
+    "hemoglobin A1c", "serum creatinine", "potassium", "sodium",   "TSH", "LDL cholesterol", "white blood cell count",
+    "hemoglobin",     "platelet count",   "ALT",       "troponin", "BNP", "fasting glucose", "vitamin D",
 };
-static const char *const lab_findings[] = {"within normal limits", "mildly elevated",
-                                           "slightly decreased",   "unchanged from prior",
-                                           "markedly elevated",    "borderline"};
+static const char *const lab_findings[] = {"within normal limits", "mildly elevated",   "slightly decreased",
+                                           "unchanged from prior", "markedly elevated", "borderline"};
 static const char *const exam_findings[] = {
     "Lungs clear to auscultation bilaterally.",
     "Heart regular rate and rhythm, no murmurs, rubs or gallops.",
@@ -490,9 +470,9 @@ static const char *const exam_findings[] = {
 static const char *const trends[] = {"stable",          "improving",         "worsening",
                                      "well controlled", "poorly controlled", "newly diagnosed"};
 static const char *const actions[] = {"continue", "start", "increase", "decrease", "hold"};
-static const char *const specialties[] = {
-    "cardiology",  "endocrinology",    "nephrology", "physical therapy", "pulmonology",
-    "dermatology", "gastroenterology", "neurology",  "orthopedics",      "behavioral health"};
+static const char *const specialties[] = {"cardiology",  "endocrinology",    "nephrology",       "physical therapy",
+                                          "pulmonology", "dermatology",      "gastroenterology", "neurology",
+                                          "orthopedics", "behavioral health"};
 static const char *const closings[] = {
     "Return precautions discussed.",
     "Patient verbalized understanding of the plan.",
@@ -505,70 +485,63 @@ static const char *const closings[] = {
 /* Free narrative: words a clinician's note is made of, drawn at random into sentences so that
  * the text is about as compressible as real notes (not a handful of repeated templates). */
 static const char *const narrative_words[] = {
-    "patient",    "states",      "that",       "the",      "pain",      "started",  "after",
-    "while",      "walking",     "at",         "home",     "and",       "has",      "not",
-    "improved",   "with",        "rest",       "or",       "ibuprofen", "she",      "he",
-    "reports",    "mild",        "moderate",   "severe",   "episodes",  "of",       "during",
-    "night",      "morning",     "evening",    "work",     "exercise",  "meals",    "family",
-    "history",    "significant", "for",        "mother",   "father",    "sister",   "brother",
-    "diabetes",   "stroke",      "cancer",     "heart",    "disease",   "no",       "recent",
-    "travel",     "sick",        "contacts",   "smokes",   "half",      "pack",     "per",
-    "day",        "drinks",      "alcohol",    "socially", "lives",     "alone",    "spouse",
-    "children",   "retired",     "teacher",    "driver",   "nurse",     "works",    "as",
-    "an",         "accountant",  "was",        "seen",     "in",        "urgent",   "care",
-    "last",       "week",        "month",      "year",     "given",     "course",   "antibiotics",
-    "which",      "helped",      "partially",  "symptoms", "returned",  "two",      "three",
-    "four",       "days",        "later",      "denies",   "fever",     "weight",   "loss",
-    "gain",       "appetite",    "is",         "reduced",  "normal",    "sleep",    "poor",
-    "due",        "to",          "cough",      "anxiety",  "stress",    "job",      "concerned",
-    "about",      "test",        "results",    "wants",    "discuss",   "options",  "prefers",
-    "avoid",      "surgery",     "if",         "possible", "agrees",    "physical", "therapy",
-    "trial",      "new",         "medication", "side",     "effects",   "reviewed", "including",
-    "dizziness",  "nausea",      "headache",   "rash",     "swelling",  "left",     "right",
-    "knee",       "shoulder",    "hip",        "wrist",    "ankle",     "lower",    "upper",
-    "back",       "neck",        "chest",      "abdomen",  "worse",     "better",   "when",
-    "lying",      "flat",        "standing",   "climbing", "stairs",    "lifting",  "bending",
-    "occasional", "frequent",    "constant",   "sharp",    "dull",      "aching",   "burning",
-    "radiating",  "down",        "arm",        "leg",      "into",      "jaw",      "groin",
+    "patient",    "states",     "that",      "the",         "pain",        "started",   "after",     "while",
+    "walking",    "at",         "home",      "and",         "has",         "not",       "improved",  "with",
+    "rest",       "or",         "ibuprofen", "she",         "he",          "reports",   "mild",      "moderate",
+    "severe",     "episodes",   "of",        "during",      "night",       "morning",   "evening",   "work",
+    "exercise",   "meals",      "family",    "history",     "significant", "for",       "mother",    "father",
+    "sister",     "brother",    "diabetes",  "stroke",      "cancer",      "heart",     "disease",   "no",
+    "recent",     "travel",     "sick",      "contacts",    "smokes",      "half",      "pack",      "per",
+    "day",        "drinks",     "alcohol",   "socially",    "lives",       "alone",     "spouse",    "children",
+    "retired",    "teacher",    "driver",    "nurse",       "works",       "as",        "an",        "accountant",
+    "was",        "seen",       "in",        "urgent",      "care",        "last",      "week",      "month",
+    "year",       "given",      "course",    "antibiotics", "which",       "helped",    "partially", "symptoms",
+    "returned",   "two",        "three",     "four",        "days",        "later",     "denies",    "fever",
+    "weight",     "loss",       "gain",      "appetite",    "is",          "reduced",   "normal",    "sleep",
+    "poor",       "due",        "to",        "cough",       "anxiety",     "stress",    "job",       "concerned",
+    "about",      "test",       "results",   "wants",       "discuss",     "options",   "prefers",   "avoid",
+    "surgery",    "if",         "possible",  "agrees",      "physical",    "therapy",   "trial",     "new",
+    "medication", "side",       "effects",   "reviewed",    "including",   "dizziness", "nausea",    "headache",
+    "rash",       "swelling",   "left",      "right",       "knee",        "shoulder",  "hip",       "wrist",
+    "ankle",      "lower",      "upper",     "back",        "neck",        "chest",     "abdomen",   "worse",
+    "better",     "when",       "lying",     "flat",        "standing",    "climbing",  "stairs",    "lifting",
+    "bending",    "occasional", "frequent",  "constant",    "sharp",       "dull",      "aching",    "burning",
+    "radiating",  "down",       "arm",       "leg",         "into",        "jaw",       "groin",
 };
 
 /* Appends one sentence of clinical text (plain ASCII: no quote, backslash or control byte, so
  * any slice of the pool is a valid JSON string body). Returns bytes written (< cap). */
-static size_t clinical_sentence(rng *r, char *dst, size_t cap) {
+static size_t clinical_sentence(rng *r, char *dst, size_t cap)
+{
     int n = 0;
     switch (rng_below(r, 14)) {
     case 0:
-        n = snprintf(dst, cap, "Patient reports %s for the past %d %s. ", PICK(r, symptoms),
-                     rng_range(r, 2, 14), rng_below(r, 2) ? "days" : "weeks");
+        n = snprintf(dst, cap, "Patient reports %s for the past %d %s. ", PICK(r, symptoms), rng_range(r, 2, 14),
+                     rng_below(r, 2) ? "days" : "weeks");
         break;
     case 1:
-        n = snprintf(dst, cap, "History of %s, managed with %s %d mg %s. ", PICK(r, conditions),
-                     PICK(r, medications), 5 * rng_range(r, 1, 100), PICK(r, frequencies));
+        n = snprintf(dst, cap, "History of %s, managed with %s %d mg %s. ", PICK(r, conditions), PICK(r, medications),
+                     5 * rng_range(r, 1, 100), PICK(r, frequencies));
         break;
     case 2:
         n = snprintf(dst, cap,
                      "Vital signs: blood pressure %d/%d mmHg, heart rate %d bpm, temperature "
                      "%d.%d C, oxygen saturation %d%% on room air. ",
-                     rng_range(r, 100, 170), rng_range(r, 60, 100), rng_range(r, 52, 118),
-                     rng_range(r, 36, 38), rng_range(r, 0, 9), rng_range(r, 90, 100));
+                     rng_range(r, 100, 170), rng_range(r, 60, 100), rng_range(r, 52, 118), rng_range(r, 36, 38),
+                     rng_range(r, 0, 9), rng_range(r, 90, 100));
         break;
     case 3:
-        n = snprintf(dst, cap, "Lab: %s %s at %d.%d. ", PICK(r, lab_tests), PICK(r, lab_findings),
-                     rng_range(r, 0, 250), rng_range(r, 0, 9));
+        n = snprintf(dst, cap, "Lab: %s %s at %d.%d. ", PICK(r, lab_tests), PICK(r, lab_findings), rng_range(r, 0, 250),
+                     rng_range(r, 0, 9));
         break;
     case 4: n = snprintf(dst, cap, "%s ", PICK(r, exam_findings)); break;
-    case 5:
-        n = snprintf(dst, cap, "Assessment: %s, %s. ", PICK(r, conditions), PICK(r, trends));
-        break;
+    case 5: n = snprintf(dst, cap, "Assessment: %s, %s. ", PICK(r, conditions), PICK(r, trends)); break;
     case 6:
         n = snprintf(dst, cap, "Plan: %s %s %d mg %s. ", PICK(r, actions), PICK(r, medications),
                      5 * rng_range(r, 1, 100), PICK(r, frequencies));
         break;
     case 7: n = snprintf(dst, cap, "Referral placed to %s. ", PICK(r, specialties)); break;
-    case 8:
-        n = snprintf(dst, cap, "Follow up in %d weeks or sooner if symptoms worsen. ",
-                     rng_range(r, 1, 12));
-        break;
+    case 8: n = snprintf(dst, cap, "Follow up in %d weeks or sooner if symptoms worsen. ", rng_range(r, 1, 12)); break;
     case 9: n = snprintf(dst, cap, "Denies %s. ", PICK(r, symptoms)); break;
     case 10: n = snprintf(dst, cap, "%s ", PICK(r, closings)); break;
     default: { /* narrative: "Patient" and 7 to 23 random words */
@@ -616,7 +589,8 @@ typedef struct {
     time_t start_time; /* "ts" values are at most 30 days before this */
 } record_gen;
 
-static bool gen_init(record_gen *g, const bench_config *cfg, const char *run_id) {
+static bool gen_init(record_gen *g, const bench_config *cfg, const char *run_id)
+{
     memset(g, 0, sizeof *g);
     g->seed = cfg->seed;
     g->repeat_share = cfg->repeat_share;
@@ -639,13 +613,15 @@ static bool gen_init(record_gen *g, const bench_config *cfg, const char *run_id)
     return true;
 }
 
-static void gen_free(record_gen *g) {
+static void gen_free(record_gen *g)
+{
     free(g->notes);
     g->notes = NULL;
 }
 
 /* Whether record seq re-uses an earlier record id, and which. */
-static bool gen_is_update(const record_gen *g, uint64_t seq, uint64_t *target) {
+static bool gen_is_update(const record_gen *g, uint64_t seq, uint64_t *target)
+{
     uint64_t batch_start = seq - seq % g->batch;
     if (g->update_share <= 0 || batch_start <= g->update_lag) return false;
     if (unit_interval(hash3(g->seed, STREAM_UPDATE, seq)) >= g->update_share) return false;
@@ -654,7 +630,8 @@ static bool gen_is_update(const record_gen *g, uint64_t seq, uint64_t *target) {
 }
 
 /* The record number whose id record seq carries (itself unless it is an update). */
-static uint64_t gen_origin(const record_gen *g, uint64_t seq) {
+static uint64_t gen_origin(const record_gen *g, uint64_t seq)
+{
     uint64_t target;
     while (gen_is_update(g, seq, &target))
         seq = target; /* targets strictly decrease */
@@ -662,32 +639,36 @@ static uint64_t gen_origin(const record_gen *g, uint64_t seq) {
 }
 
 /* The identity key of record seq: the number of the first record that carried this identity. */
-static uint64_t gen_identity(const record_gen *g, uint64_t seq) {
+static uint64_t gen_identity(const record_gen *g, uint64_t seq)
+{
     for (;;) {
         seq = gen_origin(g, seq);
-        if (seq == 0 || g->repeat_share <= 0 ||
-            unit_interval(hash3(g->seed, STREAM_REPEAT, seq)) >= g->repeat_share)
+        if (seq == 0 || g->repeat_share <= 0 || unit_interval(hash3(g->seed, STREAM_REPEAT, seq)) >= g->repeat_share)
             return seq;
         seq = hash3(g->seed, STREAM_REPEAT_TARGET, seq) % seq; /* an earlier record's identity */
     }
 }
 
-static bool gen_is_probe_sample(const record_gen *g, uint64_t seq, uint64_t probe_every) {
+static bool gen_is_probe_sample(const record_gen *g, uint64_t seq, uint64_t probe_every)
+{
     uint64_t unused;
     return probe_every && seq % probe_every == 0 && !gen_is_update(g, seq, &unused);
 }
 
-static void gen_record_id(const record_gen *g, uint64_t seq, char *dst, size_t cap) {
+static void gen_record_id(const record_gen *g, uint64_t seq, char *dst, size_t cap)
+{
     snprintf(dst, cap, "%s-%010" PRIu64, g->run_id, seq);
 }
 
-static int days_in_month(int year, int month) {
+static int days_in_month(int year, int month)
+{
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     return month == 2 && leap ? 29 : days[month - 1];
 }
 
-void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, int *year, int *month, int *day) {
+void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, int *year, int *month, int *day)
+{
     /* the same first draws, in the same order, as gen_record's */
     rng who = {hash3(seed, STREAM_IDENTITY, identity)};
     const char *first = PICK(&who, first_names);
@@ -700,7 +681,8 @@ void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, in
 
 /* Writes record seq as one NDJSON line of about g->size bytes at dst (cap bytes available,
  * cap >= max(size, RECORD_HEADER_MAX + MIN_NOTES + 3)). Returns its length, 0 if it did not fit. */
-static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t cap) {
+static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t cap)
+{
     uint64_t origin = gen_origin(g, seq);
     uint64_t identity = gen_identity(g, seq);
 
@@ -738,10 +720,9 @@ static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t ca
                  "\"phone\":\"+1-%03d-%03d-%04d\",\"address\":\"%d %s %s, %s, %s %05d\","
                  "\"favorite_color\":\"%s\",\"type\":\"%s\","
                  "\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\",\"notes\":\"",
-                 g->run_id, origin, first, last, identity + 1, year, month, day, ssn_area,
-                 ssn_group, ssn_serial, phone_area, phone_exchange, phone_line, house, street,
-                 suffix, cities[city].city, cities[city].state, zip, color, type, tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+                 g->run_id, origin, first, last, identity + 1, year, month, day, ssn_area, ssn_group, ssn_serial,
+                 phone_area, phone_exchange, phone_line, house, street, suffix, cities[city].city, cities[city].state,
+                 zip, color, type, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t used = (size_t)n;
     size_t notes = g->size > used + 3 + MIN_NOTES ? g->size - used - 3 : MIN_NOTES;
@@ -797,8 +778,8 @@ typedef struct {
 
     uint64_t batches;
     atomic_uint_fast64_t next_batch;
-    double load_start;           /* now_seconds() when the senders start: the --rate schedule's origin */
-    atomic_bool stop; /* abort: too many failures, or out of memory */
+    double load_start; /* now_seconds() when the senders start: the --rate schedule's origin */
+    atomic_bool stop;  /* abort: too many failures, or out of memory */
     atomic_uint senders_finished;
 
     atomic_uint_fast64_t acked_records, acked_bytes, failed_records;
@@ -822,7 +803,8 @@ typedef struct {
 
 static void report_error(bench_run *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void report_error(bench_run *b, const char *fmt, ...) {
+static void report_error(bench_run *b, const char *fmt, ...)
+{
     pthread_mutex_lock(&b->error_mu);
     if (b->errors_shown < MAX_ERROR_MESSAGES) {
         va_list ap;
@@ -839,7 +821,8 @@ static void report_error(bench_run *b, const char *fmt, ...) {
 }
 
 /* Up to 200 bytes of an answer body, for error messages (control bytes shown as spaces). */
-static void body_excerpt(const http_client_response *resp, char *dst, size_t cap) {
+static void body_excerpt(const http_client_response *resp, char *dst, size_t cap)
+{
     size_t n = resp->body_len < cap - 1 ? resp->body_len : cap - 1;
     if (n > 200) n = 200;
     for (size_t i = 0; i < n; i++) {
@@ -849,14 +832,16 @@ static void body_excerpt(const http_client_response *resp, char *dst, size_t cap
     dst[n] = '\0';
 }
 
-static const char *skip_json_space(const char *p) {
+static const char *skip_json_space(const char *p)
+{
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
         p++;
     return p;
 }
 
 /* After a "key" match at p (just past the closing quote): the string value's start, or NULL. */
-static const char *json_string_value(const char *p) {
+static const char *json_string_value(const char *p)
+{
     p = skip_json_space(p);
     if (*p != ':') return NULL;
     p = skip_json_space(p + 1);
@@ -864,7 +849,8 @@ static const char *json_string_value(const char *p) {
 }
 
 /* Counts item statuses in an ingest answer: each "status" key's string value. */
-static void count_statuses(const char *body, uint64_t counts[ST_COUNT]) {
+static void count_statuses(const char *body, uint64_t counts[ST_COUNT])
+{
     const char *p = body;
     while ((p = strstr(p, "\"status\"")) != NULL) {
         p += 8;
@@ -880,13 +866,15 @@ static void count_statuses(const char *body, uint64_t counts[ST_COUNT]) {
     }
 }
 
-static bool patient_id_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
+static bool patient_id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.';
 }
 
 /* Remembers about PATIENT_IDS_PER_BATCH patient ids from an ingest answer for the point reads. */
-static void learn_patient_ids(bench_run *b, const char *body, uint64_t items) {
+static void learn_patient_ids(bench_run *b, const char *body, uint64_t items)
+{
     uint64_t stride = items / PATIENT_IDS_PER_BATCH;
     if (stride == 0) stride = 1;
     char found[PATIENT_IDS_PER_BATCH][PATIENT_ID_MAX];
@@ -915,15 +903,15 @@ static void learn_patient_ids(bench_run *b, const char *body, uint64_t items) {
     pthread_mutex_unlock(&b->patient_mu);
 }
 
-static bool probes_enqueue(bench_run *b, const probe_entry *entries, size_t n) {
+static bool probes_enqueue(bench_run *b, const probe_entry *entries, size_t n)
+{
     if (n == 0) return true;
     bool ok = true;
     pthread_mutex_lock(&b->probe_mu);
     if (b->probe_head > 0 && b->probe_head == b->probe_len) b->probe_head = b->probe_len = 0;
     if (b->probe_len + n > b->probe_cap) {
         size_t live = b->probe_len - b->probe_head;
-        if (live && b->probe_head)
-            memmove(b->probes, b->probes + b->probe_head, live * sizeof *b->probes);
+        if (live && b->probe_head) memmove(b->probes, b->probes + b->probe_head, live * sizeof *b->probes);
         b->probe_head = 0;
         b->probe_len = live;
         if (live + n > b->probe_cap) {
@@ -959,16 +947,17 @@ typedef struct {
     sample_vec batch_ms;
 } sender;
 
-static void *sender_main(void *arg) {
+static void *sender_main(void *arg)
+{
     /* The load generator shares the machine with the server: run it at a lower CPU priority, like the
      * server's own bulk work, so that the probes measure the server's reads, not this thread's load. */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0) { /* best effort */ }
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0) { /* best effort */
+    }
     sender *s = arg;
     bench_run *b = s->run;
     const bench_config *cfg = b->cfg;
     size_t record_cap = cfg->size;
-    if (record_cap < RECORD_HEADER_MAX + MIN_NOTES + 3)
-        record_cap = RECORD_HEADER_MAX + MIN_NOTES + 3;
+    if (record_cap < RECORD_HEADER_MAX + MIN_NOTES + 3) record_cap = RECORD_HEADER_MAX + MIN_NOTES + 3;
     size_t body_cap = (size_t)cfg->batch * record_cap;
     size_t probe_cap = cfg->probe_every ? (size_t)(cfg->batch / cfg->probe_every) + 2 : 0;
     char *body = malloc(body_cap);
@@ -1008,8 +997,7 @@ static void *sender_main(void *arg) {
         }
 
         double t0 = now_seconds();
-        http_client_err e =
-            http_client_request(conn, "POST", b->records_path, b->headers_post, body, len, &resp);
+        http_client_err e = http_client_request(conn, "POST", b->records_path, b->headers_post, body, len, &resp);
         double t1 = now_seconds();
         if (e != HTTP_CLIENT_OK || resp.status != 200) {
             if (e != HTTP_CLIENT_OK) {
@@ -1022,8 +1010,7 @@ static void *sender_main(void *arg) {
             atomic_fetch_add(&b->post_failures, 1);
             atomic_fetch_add(&b->failed_records, items);
             if (++consecutive_failures >= MAX_CONSECUTIVE_FAILURES) {
-                report_error(b, "giving up after %d failed POSTs in a row",
-                             MAX_CONSECUTIVE_FAILURES);
+                report_error(b, "giving up after %d failed POSTs in a row", MAX_CONSECUTIVE_FAILURES);
                 atomic_store(&b->stop, true);
             }
             continue;
@@ -1068,7 +1055,8 @@ typedef struct {
     uint64_t late;         /* probes answered 404 after their batch's ack (the API says visible) */
 } prober;
 
-static void *prober_main(void *arg) {
+static void *prober_main(void *arg)
+{
     prober *pr = arg;
     bench_run *b = pr->run;
     http_client_conn *conn = http_client_conn_new(b->url.host, b->url.port, b->timeout_ms, 0);
@@ -1092,13 +1080,11 @@ static void *prober_main(void *arg) {
 
         snprintf(path, sizeof path, "%s/v1/records/%s", b->url.base_path, entry.record_id);
         double started = now_seconds();
-        if (started - entry.acked_at > pr->max_queue_wait)
-            pr->max_queue_wait = started - entry.acked_at;
+        if (started - entry.acked_at > pr->max_queue_wait) pr->max_queue_wait = started - entry.acked_at;
         double deadline = started + PROBE_DEADLINE_S;
         bool counted_late = false;
         for (;;) {
-            http_client_err e =
-                http_client_request(conn, "GET", path, b->headers_get, NULL, 0, &resp);
+            http_client_err e = http_client_request(conn, "GET", path, b->headers_get, NULL, 0, &resp);
             double t = now_seconds();
             if (e == HTTP_CLIENT_OK && resp.status == 200) {
                 samples_push(&pr->fresh_ms, (t - entry.sent_at) * 1000.0);
@@ -1113,8 +1099,8 @@ static void *prober_main(void *arg) {
             }
             if (t > deadline || atomic_load(&b->stop)) {
                 if (e == HTTP_CLIENT_OK)
-                    report_error(b, "probe: %s acknowledged but not visible after %.0f s",
-                                 entry.record_id, PROBE_DEADLINE_S);
+                    report_error(b, "probe: %s acknowledged but not visible after %.0f s", entry.record_id,
+                                 PROBE_DEADLINE_S);
                 else
                     report_error(b, "probe GET %s: %s", path, http_client_conn_error(conn));
                 atomic_fetch_add(&b->probe_failures, 1);
@@ -1144,7 +1130,8 @@ typedef struct {
     sample_vec read_ms;
 } reader_thread;
 
-static void *reader_main(void *arg) {
+static void *reader_main(void *arg)
+{
     reader_thread *rd = arg;
     bench_run *b = rd->run;
     http_client_conn *conn = http_client_conn_new(b->url.host, b->url.port, b->timeout_ms, 0);
@@ -1163,8 +1150,7 @@ static void *reader_main(void *arg) {
         bool have = false;
         pthread_mutex_lock(&b->patient_mu);
         if (b->patient_count > 0) {
-            memcpy(patient_id, b->patient_ids[rng_below(&r, (uint32_t)b->patient_count)],
-                   PATIENT_ID_MAX);
+            memcpy(patient_id, b->patient_ids[rng_below(&r, (uint32_t)b->patient_count)], PATIENT_ID_MAX);
             have = true;
         }
         pthread_mutex_unlock(&b->patient_mu);
@@ -1211,7 +1197,8 @@ typedef struct {
 } server_metrics;
 
 /* Finds "NAME value" (or "NAME{labels} value") at a line start in Prometheus text. */
-static bool metric_value(const char *text, const char *name, double *out) {
+static bool metric_value(const char *text, const char *name, double *out)
+{
     size_t n = strlen(name);
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         if (strncmp(p, name, n) != 0) continue;
@@ -1233,23 +1220,20 @@ static bool metric_value(const char *text, const char *name, double *out) {
 
 /* GET /metrics. Returns HTTP_CLIENT_OK when the server answered (whatever the status); the
  * figures it lacks are marked missing. */
-static http_client_err fetch_metrics(bench_run *b, http_client_conn *conn, server_metrics *m) {
+static http_client_err fetch_metrics(bench_run *b, http_client_conn *conn, server_metrics *m)
+{
     http_client_response resp;
     http_client_response_init(&resp);
     memset(m, 0, sizeof *m);
-    http_client_err e =
-        http_client_request(conn, "GET", b->metrics_path, b->headers_get, NULL, 0, &resp);
+    http_client_err e = http_client_request(conn, "GET", b->metrics_path, b->headers_get, NULL, 0, &resp);
     if (e == HTTP_CLIENT_OK && resp.status == 200) {
         /* the device's own count (what reached the disk) when the server exposes it; else the
          * process's write_bytes, which over-counts buffered rewrites of the same page */
-        m->have_disk =
-            metric_value(resp.body, "medstream_disk_device_write_bytes", &m->disk_write_bytes) ||
-            metric_value(resp.body, "medstream_process_disk_write_bytes", &m->disk_write_bytes);
-        m->have_rss =
-            metric_value(resp.body, "medstream_process_peak_rss_bytes", &m->peak_rss_bytes);
+        m->have_disk = metric_value(resp.body, "medstream_disk_device_write_bytes", &m->disk_write_bytes) ||
+                       metric_value(resp.body, "medstream_process_disk_write_bytes", &m->disk_write_bytes);
+        m->have_rss = metric_value(resp.body, "medstream_process_peak_rss_bytes", &m->peak_rss_bytes);
     } else if (e == HTTP_CLIENT_OK) {
-        report_error(b, "GET %s: HTTP %d (disk and memory figures will be n/a)", b->metrics_path,
-                     resp.status);
+        report_error(b, "GET %s: HTTP %d (disk and memory figures will be n/a)", b->metrics_path, resp.status);
     }
     http_client_response_free(&resp);
     return e;
@@ -1264,7 +1248,8 @@ typedef struct {
     bool have;
 } figure;
 
-static void print_figure(FILE *out, const char *fmt, figure f) {
+static void print_figure(FILE *out, const char *fmt, figure f)
+{
     if (f.have)
         fprintf(out, fmt, f.value);
     else
@@ -1272,7 +1257,8 @@ static void print_figure(FILE *out, const char *fmt, figure f) {
 }
 
 /* Prints s as a JSON string (quotes, backslashes and control bytes escaped). */
-static void json_string(FILE *out, const char *s) {
+static void json_string(FILE *out, const char *s)
+{
     fputc('"', out);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -1286,7 +1272,8 @@ static void json_string(FILE *out, const char *s) {
     fputc('"', out);
 }
 
-static void json_figure(FILE *out, const char *key, figure f, bool comma) {
+static void json_figure(FILE *out, const char *key, figure f, bool comma)
+{
     if (f.have)
         fprintf(out, "\"%s\":%.3f", key, f.value);
     else
@@ -1300,25 +1287,29 @@ typedef struct {
     uint64_t post_failures, probe_failures, read_failures, failures;
     double seconds;
     double probe_queue_wait_ms;
-    figure records_per_min, mb_per_s, batch_p50, batch_p99, fresh_p50, fresh_p99, read_p50,
-        read_p99, disk_written, disk_ratio, peak_rss_mib;
+    figure records_per_min, mb_per_s, batch_p50, batch_p99, fresh_p50, fresh_p99, read_p50, read_p99, disk_written,
+        disk_ratio, peak_rss_mib;
 } bench_report;
 
-static figure pct(sample_vec *s, double p) {
+static figure pct(sample_vec *s, double p)
+{
     figure f = {0, s->n > 0};
     if (f.have) f.value = percentile_sorted(s, p);
     return f;
 }
 
-static void print_report(const bench_run *b, const bench_report *r) {
+static void print_report(const bench_run *b, const bench_report *r)
+{
     const bench_config *cfg = b->cfg;
-    printf("medstream bench: %s, run %s: %" PRIu64 " records of ~%" PRIu64 " B, batches of %" PRIu64
-           ", %" PRIu64 " connections, offered load ",
+    printf("medstream bench: %s, run %s: %" PRIu64 " records of ~%" PRIu64 " B, batches of %" PRIu64 ", %" PRIu64
+           " connections, offered load ",
            cfg->url, b->gen.run_id, cfg->records, cfg->size, cfg->batch, cfg->connections);
-    if (cfg->rate) printf("%" PRIu64 " records/min\n", cfg->rate);
-    else printf("unlimited\n");
-    printf("records sent        %" PRIu64 " acknowledged (%" PRIu64 " in failed batches)\n",
-           r->records_sent, r->records_failed);
+    if (cfg->rate)
+        printf("%" PRIu64 " records/min\n", cfg->rate);
+    else
+        printf("unlimited\n");
+    printf("records sent        %" PRIu64 " acknowledged (%" PRIu64 " in failed batches)\n", r->records_sent,
+           r->records_failed);
     printf("seconds             %.3f\n", r->seconds);
     printf("records/min         ");
     print_figure(stdout, "%.0f", r->records_per_min);
@@ -1341,27 +1332,24 @@ static void print_report(const bench_run *b, const bench_report *r) {
     print_figure(stdout, "%.3f", r->read_p99);
     printf("  (%" PRIu64 " reads)\ndisk written/body   ", r->read_n);
     print_figure(stdout, "%.3f", r->disk_ratio);
-    if (r->disk_written.have)
-        printf("  (%.0f B written / %" PRIu64 " B body)", r->disk_written.value, r->body_bytes);
+    if (r->disk_written.have) printf("  (%.0f B written / %" PRIu64 " B body)", r->disk_written.value, r->body_bytes);
     printf("\nserver peak RSS     ");
     print_figure(stdout, "%.1f MiB", r->peak_rss_mib);
-    printf("\nstatus counts       created %" PRIu64 "  updated %" PRIu64 "  duplicate %" PRIu64
-           "  rejected %" PRIu64 "\n",
-           r->counts[ST_CREATED], r->counts[ST_UPDATED], r->counts[ST_DUPLICATE],
-           r->counts[ST_REJECTED]);
-    printf("failures            %" PRIu64 "  (POST %" PRIu64 ", probe %" PRIu64 ", read %" PRIu64
-           ")\n",
-           r->failures, r->post_failures, r->probe_failures, r->read_failures);
+    printf("\nstatus counts       created %" PRIu64 "  updated %" PRIu64 "  duplicate %" PRIu64 "  rejected %" PRIu64
+           "\n",
+           r->counts[ST_CREATED], r->counts[ST_UPDATED], r->counts[ST_DUPLICATE], r->counts[ST_REJECTED]);
+    printf("failures            %" PRIu64 "  (POST %" PRIu64 ", probe %" PRIu64 ", read %" PRIu64 ")\n", r->failures,
+           r->post_failures, r->probe_failures, r->read_failures);
     if (cfg->json) {
         printf("{\"url\":");
         json_string(stdout, cfg->url);
         printf(",\"run_id\":");
         json_string(stdout, b->gen.run_id);
-        printf(",\"records\":%" PRIu64 ",\"size\":%" PRIu64 ",\"batch\":%" PRIu64
-               ",\"connections\":%" PRIu64 ",\"offered_rate_per_min\":%" PRIu64 ",",
+        printf(",\"records\":%" PRIu64 ",\"size\":%" PRIu64 ",\"batch\":%" PRIu64 ",\"connections\":%" PRIu64
+               ",\"offered_rate_per_min\":%" PRIu64 ",",
                cfg->records, cfg->size, cfg->batch, cfg->connections, cfg->rate);
-        printf("\"records_sent\":%" PRIu64 ",\"records_failed\":%" PRIu64 ",\"seconds\":%.3f,",
-               r->records_sent, r->records_failed, r->seconds);
+        printf("\"records_sent\":%" PRIu64 ",\"records_failed\":%" PRIu64 ",\"seconds\":%.3f,", r->records_sent,
+               r->records_failed, r->seconds);
         json_figure(stdout, "records_per_min", r->records_per_min, true);
         json_figure(stdout, "body_mb_per_s", r->mb_per_s, true);
         printf("\"body_bytes\":%" PRIu64 ",\"batches\":%" PRIu64 ",", r->body_bytes, r->batches);
@@ -1378,12 +1366,10 @@ static void print_report(const bench_run *b, const bench_report *r) {
         json_figure(stdout, "disk_write_bytes", r->disk_written, true);
         json_figure(stdout, "disk_write_ratio", r->disk_ratio, true);
         json_figure(stdout, "server_peak_rss_mib", r->peak_rss_mib, true);
-        printf("\"created\":%" PRIu64 ",\"updated\":%" PRIu64 ",\"duplicate\":%" PRIu64
-               ",\"rejected\":%" PRIu64 ",",
-               r->counts[ST_CREATED], r->counts[ST_UPDATED], r->counts[ST_DUPLICATE],
-               r->counts[ST_REJECTED]);
-        printf("\"post_failures\":%" PRIu64 ",\"probe_failures\":%" PRIu64
-               ",\"read_failures\":%" PRIu64 ",\"failures\":%" PRIu64 "}\n",
+        printf("\"created\":%" PRIu64 ",\"updated\":%" PRIu64 ",\"duplicate\":%" PRIu64 ",\"rejected\":%" PRIu64 ",",
+               r->counts[ST_CREATED], r->counts[ST_UPDATED], r->counts[ST_DUPLICATE], r->counts[ST_REJECTED]);
+        printf("\"post_failures\":%" PRIu64 ",\"probe_failures\":%" PRIu64 ",\"read_failures\":%" PRIu64
+               ",\"failures\":%" PRIu64 "}\n",
                r->post_failures, r->probe_failures, r->read_failures, r->failures);
     }
     fflush(stdout);
@@ -1393,15 +1379,17 @@ static void print_report(const bench_run *b, const bench_report *r) {
 /* Main                                                                                     */
 /* ======================================================================================== */
 
-static void print_progress(bench_run *b, double elapsed) {
+static void print_progress(bench_run *b, double elapsed)
+{
     uint64_t acked = atomic_load(&b->acked_records);
     uint64_t bytes = atomic_load(&b->acked_bytes);
-    fprintf(stderr, "\r\033[Kbench: %" PRIu64 "/%" PRIu64 " records, %.0f records/min, %.1f MB/s",
-            acked, b->cfg->records, elapsed > 0 ? (double)acked * 60.0 / elapsed : 0.0,
+    fprintf(stderr, "\r\033[Kbench: %" PRIu64 "/%" PRIu64 " records, %.0f records/min, %.1f MB/s", acked,
+            b->cfg->records, elapsed > 0 ? (double)acked * 60.0 / elapsed : 0.0,
             elapsed > 0 ? (double)bytes / elapsed / 1e6 : 0.0);
 }
 
-static void finish_load(bench_run *b) {
+static void finish_load(bench_run *b)
+{
     pthread_mutex_lock(&b->probe_mu);
     b->senders_done = true;
     atomic_store(&b->load_done, true);
@@ -1410,7 +1398,8 @@ static void finish_load(bench_run *b) {
 }
 
 /* The run proper once options are valid; returns the exit code. */
-static int bench_run_all(const bench_config *cfg) {
+static int bench_run_all(const bench_config *cfg)
+{
     int exit_code = 1;
     bench_run *b = calloc(1, sizeof *b);
     sender *senders = calloc(cfg->connections, sizeof *senders);
@@ -1459,12 +1448,10 @@ static int bench_run_all(const bench_config *cfg) {
         time_t t = time(NULL);
         struct tm tm;
         gmtime_r(&t, &tm);
-        snprintf(run_id, sizeof run_id, "r%04d%02d%02d%02d%02d%02d-%ld", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)getpid());
+        snprintf(run_id, sizeof run_id, "r%04d%02d%02d%02d%02d%02d-%ld", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, (long)getpid());
     }
-    size_t record_cap = cfg->size < RECORD_HEADER_MAX + MIN_NOTES + 3
-                            ? RECORD_HEADER_MAX + MIN_NOTES + 3
-                            : cfg->size;
+    size_t record_cap = cfg->size < RECORD_HEADER_MAX + MIN_NOTES + 3 ? RECORD_HEADER_MAX + MIN_NOTES + 3 : cfg->size;
     if (cfg->batch > ((size_t)1 << 30) / record_cap) {
         fprintf(stderr, "medstream bench: --batch x --size is over 1 GiB per connection\n");
         exit_code = 2;
@@ -1480,8 +1467,7 @@ static int bench_run_all(const bench_config *cfg) {
 
     server_metrics before, after;
     if (fetch_metrics(b, main_conn, &before) != HTTP_CLIENT_OK) {
-        fprintf(stderr, "medstream bench: cannot reach the server: %s\n",
-                http_client_conn_error(main_conn));
+        fprintf(stderr, "medstream bench: cannot reach the server: %s\n", http_client_conn_error(main_conn));
         goto out;
     }
 
@@ -1498,12 +1484,10 @@ static int bench_run_all(const bench_config *cfg) {
     unsigned started = 0;
     for (uint64_t i = 0; i < cfg->connections; i++) {
         senders[i].run = b;
-        senders[i].started =
-            pthread_create(&senders[i].thread, NULL, sender_main, &senders[i]) == 0;
+        senders[i].started = pthread_create(&senders[i].thread, NULL, sender_main, &senders[i]) == 0;
         if (senders[i].started) started++;
     }
-    if (started < cfg->connections || (cfg->probe_every && !probe.started) ||
-        (cfg->read_rate && !reader.started)) {
+    if (started < cfg->connections || (cfg->probe_every && !probe.started) || (cfg->read_rate && !reader.started)) {
         report_error(b, "cannot start threads");
         atomic_store(&b->stop, true);
     }
@@ -1530,8 +1514,7 @@ static int bench_run_all(const bench_config *cfg) {
     if (reader.started) pthread_join(reader.thread, NULL);
 
     if (fetch_metrics(b, main_conn, &after) != HTTP_CLIENT_OK) {
-        report_error(b, "GET %s after the run: %s", b->metrics_path,
-                     http_client_conn_error(main_conn));
+        report_error(b, "GET %s after the run: %s", b->metrics_path, http_client_conn_error(main_conn));
         after.have_disk = after.have_rss = false;
     }
 
@@ -1571,8 +1554,7 @@ static int bench_run_all(const bench_config *cfg) {
     r.read_p99 = pct(&reader.read_ms, 0.99);
     if (before.have_disk && after.have_disk) {
         r.disk_written = (figure){after.disk_write_bytes - before.disk_write_bytes, true};
-        r.disk_ratio = (figure){r.body_bytes ? r.disk_written.value / (double)r.body_bytes : 0,
-                                r.body_bytes > 0};
+        r.disk_ratio = (figure){r.body_bytes ? r.disk_written.value / (double)r.body_bytes : 0, r.body_bytes > 0};
     }
     if (after.have_rss) r.peak_rss_mib = (figure){after.peak_rss_bytes / 1048576.0, true};
     print_report(b, &r);
@@ -1600,7 +1582,8 @@ out:
     return exit_code;
 }
 
-int bench_main(int argc, char **argv) {
+int bench_main(int argc, char **argv)
+{
     /* Numbers in and out ("0.5", JSON, Prometheus text) are in the C locale whatever the
      * program's locale; uselocale() is per thread and restored below. */
     locale_t c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);

@@ -55,7 +55,8 @@ struct http_client_conn {
     char err[320];
 };
 
-const char *http_client_err_str(http_client_err err) {
+const char *http_client_err_str(http_client_err err)
+{
     switch (err) {
     case HTTP_CLIENT_OK: return "ok";
     case HTTP_CLIENT_E_INVALID: return "invalid argument";
@@ -72,11 +73,10 @@ const char *http_client_err_str(http_client_err err) {
     return "unknown error";
 }
 
-void http_client_response_init(http_client_response *resp) {
-    memset(resp, 0, sizeof *resp);
-}
+void http_client_response_init(http_client_response *resp) { memset(resp, 0, sizeof *resp); }
 
-void http_client_response_free(http_client_response *resp) {
+void http_client_response_free(http_client_response *resp)
+{
     if (!resp) return;
     free(resp->body);
     memset(resp, 0, sizeof *resp);
@@ -84,13 +84,14 @@ void http_client_response_free(http_client_response *resp) {
 
 /* ---------- URL ---------- */
 
-static http_client_err url_fail(char *errbuf, size_t errlen, const char *url, const char *why) {
+static http_client_err url_fail(char *errbuf, size_t errlen, const char *url, const char *why)
+{
     if (errbuf && errlen) snprintf(errbuf, errlen, "bad URL \"%s\": %s", url, why);
     return HTTP_CLIENT_E_INVALID;
 }
 
-http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf,
-                                      size_t errlen) {
+http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen)
+{
     memset(out, 0, sizeof *out);
     if (!url) return url_fail(errbuf, errlen, "", "empty");
     if (strncasecmp(url, "http://", 7) != 0) {
@@ -131,8 +132,7 @@ http_client_err http_client_url_parse(const char *url, http_client_url *out, cha
     } else {
         snprintf(out->port, sizeof out->port, "80");
     }
-    if (*p == '?' || *p == '#')
-        return url_fail(errbuf, errlen, url, "query or fragment not allowed");
+    if (*p == '?' || *p == '#') return url_fail(errbuf, errlen, url, "query or fragment not allowed");
     if (*p && *p != '/') return url_fail(errbuf, errlen, url, "unexpected character after host");
     size_t path_len = strlen(p);
     while (path_len > 0 && p[path_len - 1] == '/')
@@ -150,8 +150,8 @@ http_client_err http_client_url_parse(const char *url, http_client_url *out, cha
 
 /* ---------- connection ---------- */
 
-http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms,
-                                       size_t max_response) {
+http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms, size_t max_response)
+{
     if (!host || !port || !*host || !*port) return NULL;
     http_client_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -178,7 +178,8 @@ http_client_conn *http_client_conn_new(const char *host, const char *port, int t
     return c;
 }
 
-void http_client_conn_close(http_client_conn *c) {
+void http_client_conn_close(http_client_conn *c)
+{
     if (!c) return;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
@@ -186,7 +187,8 @@ void http_client_conn_close(http_client_conn *c) {
     c->requests = 0;
 }
 
-void http_client_conn_free(http_client_conn *c) {
+void http_client_conn_free(http_client_conn *c)
+{
     if (!c) return;
     http_client_conn_close(c);
     free(c->rbuf);
@@ -194,24 +196,22 @@ void http_client_conn_free(http_client_conn *c) {
     free(c);
 }
 
-const char *http_client_conn_error(const http_client_conn *c) {
-    return c ? c->err : "no connection";
-}
+const char *http_client_conn_error(const http_client_conn *c) { return c ? c->err : "no connection"; }
 
 /* Records a message for err, closes the socket, returns err. sys_errno 0: no strerror part. */
-static http_client_err conn_fail(http_client_conn *c, http_client_err err, int sys_errno,
-                                 const char *what) {
+static http_client_err conn_fail(http_client_conn *c, http_client_err err, int sys_errno, const char *what)
+{
     if (sys_errno)
-        snprintf(c->err, sizeof c->err, "%s %s: %s: %s", what, c->host_header,
-                 http_client_err_str(err), strerror(sys_errno));
+        snprintf(c->err, sizeof c->err, "%s %s: %s: %s", what, c->host_header, http_client_err_str(err),
+                 strerror(sys_errno));
     else
-        snprintf(c->err, sizeof c->err, "%s %s: %s", what, c->host_header,
-                 http_client_err_str(err));
+        snprintf(c->err, sizeof c->err, "%s %s: %s", what, c->host_header, http_client_err_str(err));
     http_client_conn_close(c);
     return err;
 }
 
-static http_client_err conn_open(http_client_conn *c) {
+static http_client_err conn_open(http_client_conn *c)
+{
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -224,8 +224,7 @@ static http_client_err conn_open(http_client_conn *c) {
     int last_errno = 0;
     http_client_err last_err = HTTP_CLIENT_E_CONNECT;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
@@ -265,8 +264,7 @@ static http_client_err conn_open(http_client_conn *c) {
             close(fd);
             continue;
         }
-        struct timeval tv = {.tv_sec = c->timeout_ms / 1000,
-                             .tv_usec = (c->timeout_ms % 1000) * 1000};
+        struct timeval tv = {.tv_sec = c->timeout_ms / 1000, .tv_usec = (c->timeout_ms % 1000) * 1000};
         int one = 1;
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -284,11 +282,10 @@ static http_client_err conn_open(http_client_conn *c) {
 
 /* ---------- request ---------- */
 
-static bool has_crlf(const char *s) {
-    return s && strpbrk(s, "\r\n") != NULL;
-}
+static bool has_crlf(const char *s) { return s && strpbrk(s, "\r\n") != NULL; }
 
-static bool hbuf_append(http_client_conn *c, const char *s, size_t n) {
+static bool hbuf_append(http_client_conn *c, const char *s, size_t n)
+{
     if (c->hlen + n > c->hcap) {
         size_t cap = c->hcap;
         while (cap < c->hlen + n)
@@ -303,20 +300,16 @@ static bool hbuf_append(http_client_conn *c, const char *s, size_t n) {
     return true;
 }
 
-static bool hbuf_str(http_client_conn *c, const char *s) {
-    return hbuf_append(c, s, strlen(s));
-}
+static bool hbuf_str(http_client_conn *c, const char *s) { return hbuf_append(c, s, strlen(s)); }
 
 static http_client_err build_head(http_client_conn *c, const char *method, const char *path,
-                                  const http_client_header *headers, size_t body_len,
-                                  bool send_length) {
+                                  const http_client_header *headers, size_t body_len, bool send_length)
+{
     c->hlen = 0;
-    bool ok = hbuf_str(c, method) && hbuf_str(c, " ") && hbuf_str(c, path) &&
-              hbuf_str(c, " HTTP/1.1\r\nHost: ") && hbuf_str(c, c->host_header) &&
-              hbuf_str(c, "\r\n");
+    bool ok = hbuf_str(c, method) && hbuf_str(c, " ") && hbuf_str(c, path) && hbuf_str(c, " HTTP/1.1\r\nHost: ") &&
+              hbuf_str(c, c->host_header) && hbuf_str(c, "\r\n");
     for (const http_client_header *h = headers; ok && h && h->name; h++)
-        ok = hbuf_str(c, h->name) && hbuf_str(c, ": ") && hbuf_str(c, h->value ? h->value : "") &&
-             hbuf_str(c, "\r\n");
+        ok = hbuf_str(c, h->name) && hbuf_str(c, ": ") && hbuf_str(c, h->value ? h->value : "") && hbuf_str(c, "\r\n");
     if (ok && send_length) {
         char line[64];
         int n = snprintf(line, sizeof line, "Content-Length: %zu\r\n", body_len);
@@ -332,8 +325,8 @@ static http_client_err build_head(http_client_conn *c, const char *method, const
 
 /* Sends the header block and the body. On failure returns the error with *sys_errno set and the
  * socket still open (the server may have answered early, e.g. 413, before closing). */
-static http_client_err send_all(http_client_conn *c, const void *body, size_t body_len,
-                                int *sys_errno) {
+static http_client_err send_all(http_client_conn *c, const void *body, size_t body_len, int *sys_errno)
+{
     struct iovec iov[2] = {{.iov_base = c->hbuf, .iov_len = c->hlen},
                            {.iov_base = (void *)(uintptr_t)body, .iov_len = body_len}};
     struct iovec *v = iov;
@@ -375,15 +368,15 @@ typedef struct {
 
 /* Reads more bytes into the read buffer. Returns HTTP_CLIENT_OK or an error (end of stream is
  * HTTP_CLIENT_E_CLOSED). */
-static http_client_err fill(reader *r) {
+static http_client_err fill(reader *r)
+{
     http_client_conn *c = r->c;
     if (c->rpos > 0) {
         memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
-    if (c->rlen == READ_BUF_SIZE)
-        return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer line from");
+    if (c->rlen == READ_BUF_SIZE) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer line from");
     for (;;) {
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, READ_BUF_SIZE - c->rlen, 0);
         if (n > 0) {
@@ -397,8 +390,7 @@ static http_client_err fill(reader *r) {
         }
         if (errno == EINTR) continue;
         int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK)
-            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer from");
+        if (e == EAGAIN || e == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer from");
         r->peer_gone = (r->received == 0 && e == ECONNRESET);
         return conn_fail(c, HTTP_CLIENT_E_RECV, e, "answer from");
     }
@@ -406,7 +398,8 @@ static http_client_err fill(reader *r) {
 
 /* Reads one line (CRLF or LF); *line points into the read buffer, without the line end, valid
  * until the next read. */
-static http_client_err read_line(reader *r, char **line, size_t *len) {
+static http_client_err read_line(reader *r, char **line, size_t *len)
+{
     http_client_conn *c = r->c;
     size_t scanned = 0;
     for (;;) {
@@ -428,10 +421,10 @@ static http_client_err read_line(reader *r, char **line, size_t *len) {
     }
 }
 
-static http_client_err body_reserve(http_client_conn *c, http_client_response *resp, size_t extra) {
+static http_client_err body_reserve(http_client_conn *c, http_client_response *resp, size_t extra)
+{
     size_t need = resp->body_len + extra + 1;
-    if (resp->body_len + extra > c->max_response)
-        return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+    if (resp->body_len + extra > c->max_response) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
     if (need <= resp->body_cap) return HTTP_CLIENT_OK;
     size_t cap = resp->body_cap ? resp->body_cap : 4096;
     while (cap < need)
@@ -444,7 +437,8 @@ static http_client_err body_reserve(http_client_conn *c, http_client_response *r
 }
 
 /* Appends exactly n answer bytes to the body. */
-static http_client_err read_body_exact(reader *r, http_client_response *resp, size_t n) {
+static http_client_err read_body_exact(reader *r, http_client_response *resp, size_t n)
+{
     http_client_conn *c = r->c;
     http_client_err e = body_reserve(c, resp, n);
     if (e) return e;
@@ -465,14 +459,14 @@ static http_client_err read_body_exact(reader *r, http_client_response *resp, si
         if (got == 0) return conn_fail(c, HTTP_CLIENT_E_CLOSED, 0, "answer body from");
         if (errno == EINTR) continue;
         int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK)
-            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
         return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
     }
     return HTTP_CLIENT_OK;
 }
 
-static http_client_err read_body_to_eof(reader *r, http_client_response *resp) {
+static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
+{
     http_client_conn *c = r->c;
     for (;;) {
         http_client_err e = read_body_exact(r, resp, c->rlen - c->rpos);
@@ -488,13 +482,13 @@ static http_client_err read_body_to_eof(reader *r, http_client_response *resp) {
         if (got == 0) return HTTP_CLIENT_OK;
         if (errno == EINTR) continue;
         int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK)
-            return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
         return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
     }
 }
 
-static http_client_err read_body_chunked(reader *r, http_client_response *resp) {
+static http_client_err read_body_chunked(reader *r, http_client_response *resp)
+{
     http_client_conn *c = r->c;
     for (;;) {
         char *line;
@@ -514,8 +508,7 @@ static http_client_err read_body_chunked(reader *r, http_client_response *resp) 
                 digit = ch - 'A' + 10;
             else
                 break;
-            if (size > (SIZE_MAX >> 4))
-                return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "chunk size from");
+            if (size > (SIZE_MAX >> 4)) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "chunk size from");
             size = size * 16 + (size_t)digit;
         }
         if (i == 0 || (i < len && line[i] != ';' && line[i] != ' ' && line[i] != '\t'))
@@ -539,7 +532,8 @@ static http_client_err read_body_chunked(reader *r, http_client_response *resp) 
     }
 }
 
-static bool token_in_list(const char *value, const char *token) {
+static bool token_in_list(const char *value, const char *token)
+{
     size_t tlen = strlen(token);
     const char *p = value;
     while (*p) {
@@ -556,8 +550,8 @@ static bool token_in_list(const char *value, const char *token) {
     return false;
 }
 
-static http_client_err read_answer(reader *r, bool head_request, http_client_response *resp,
-                                   bool *keep_alive) {
+static http_client_err read_answer(reader *r, bool head_request, http_client_response *resp, bool *keep_alive)
+{
     http_client_conn *c = r->c;
     for (;;) { /* loops over 1xx interim answers */
         char *line;
@@ -565,9 +559,9 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
         http_client_err e = read_line(r, &line, &len);
         if (e) return e;
         int minor;
-        if (len < 12 || strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') ||
-            line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
-            line[11] < '0' || line[11] > '9' || (len > 12 && line[12] != ' '))
+        if (len < 12 || strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+            line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' || line[11] < '0' || line[11] > '9' ||
+            (len > 12 && line[12] != ' '))
             return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "status line from");
         minor = line[7] - '0';
         int status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
@@ -579,8 +573,7 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
             if (e) return e;
             if (len == 0) break;
             header_bytes += len;
-            if (header_bytes > MAX_HEADER_BYTES)
-                return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer header from");
+            if (header_bytes > MAX_HEADER_BYTES) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer header from");
             char *colon = memchr(line, ':', len);
             if (!colon) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "answer header from");
             *colon = '\0';
@@ -593,17 +586,14 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
                 unsigned long long v = strtoull(value, &end, 10);
                 while (*end == ' ' || *end == '\t')
                     end++;
-                if (errno || end == value || *end || value[0] == '-' ||
-                    (have_length && v != length))
+                if (errno || end == value || *end || value[0] == '-' || (have_length && v != length))
                     return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Content-Length from");
-                if (v > c->max_response)
-                    return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+                if (v > c->max_response) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
                 length = (size_t)v;
                 have_length = true;
             } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
                 chunked = token_in_list(value, "chunked");
-                if (!chunked)
-                    return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Transfer-Encoding from");
+                if (!chunked) return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Transfer-Encoding from");
             } else if (strcasecmp(line, "Connection") == 0) {
                 if (token_in_list(value, "close"))
                     close_conn = true;
@@ -637,23 +627,23 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
 }
 
 http_client_err http_client_request(http_client_conn *c, const char *method, const char *path,
-                                    const http_client_header *headers, const void *body,
-                                    size_t body_len, http_client_response *resp) {
+                                    const http_client_header *headers, const void *body, size_t body_len,
+                                    http_client_response *resp)
+{
     if (!c || !resp) return HTTP_CLIENT_E_INVALID;
-    if (!method || !*method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) ||
-        strchr(method, ' ') || strchr(path, ' ') || (body_len && !body)) {
+    if (!method || !*method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) || strchr(method, ' ') ||
+        strchr(path, ' ') || (body_len && !body)) {
         snprintf(c->err, sizeof c->err, "request to %s: bad method or path", c->host_header);
         return HTTP_CLIENT_E_INVALID;
     }
     for (const http_client_header *h = headers; h && h->name; h++) {
         if (!*h->name || has_crlf(h->name) || has_crlf(h->value) || strchr(h->name, ':')) {
-            snprintf(c->err, sizeof c->err, "request to %s: bad header \"%s\"", c->host_header,
-                     h->name);
+            snprintf(c->err, sizeof c->err, "request to %s: bad header \"%s\"", c->host_header, h->name);
             return HTTP_CLIENT_E_INVALID;
         }
     }
-    bool send_length = body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-                       strcmp(method, "PATCH") == 0;
+    bool send_length =
+        body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
     http_client_err e = build_head(c, method, path, headers, body_len, send_length);
     if (e) return e;
     resp->status = 0;

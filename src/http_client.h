@@ -78,16 +78,14 @@ typedef struct {
 
 /* Parses "http://HOST[:PORT][/PATH]" (IPv6 as [::1]); PORT defaults to 80. On error returns
  * HTTP_CLIENT_E_INVALID and writes a message to errbuf (may be NULL). */
-http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf,
-                                      size_t errlen);
+http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen);
 
 typedef struct http_client_conn http_client_conn;
 
 /* Creates a connection object; it connects lazily on the first request. timeout_ms bounds each
  * connect, send and receive step (0: 60 s). max_response bounds an answer's body (0: 256 MiB).
  * Returns NULL only when out of memory or when host/port are empty or too long. */
-http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms,
-                                       size_t max_response);
+http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms, size_t max_response);
 
 /* Closes the socket (if open) and frees everything; NULL is fine. */
 void http_client_conn_free(http_client_conn *conn);
@@ -103,7 +101,7 @@ const char *http_client_conn_error(const http_client_conn *conn);
  * reads the answer into *resp. Host and Content-Length are added by the client; do not
  * pass them. Returns HTTP_CLIENT_OK when a complete answer arrived, whatever its status code. */
 http_client_err http_client_request(http_client_conn *conn, const char *method, const char *path,
-                                    const http_client_header *headers, const void *body,
-                                    size_t body_len, http_client_response *resp);
+                                    const http_client_header *headers, const void *body, size_t body_len,
+                                    http_client_response *resp);
 
 #endif

@@ -158,7 +158,8 @@ static bool body_append(conn_state *cs, const char *data, size_t n, size_t max)
     if (need > r->body_cap) {
         size_t cap = r->body_cap ? r->body_cap * 2 : 65536;
         if (cs->content_length + BODY_ALIGN > cap) cap = cs->content_length + BODY_ALIGN;
-        while (cap < need) cap *= 2;
+        while (cap < need)
+            cap *= 2;
         cap = (cap + BODY_ALIGN - 1) & ~(size_t)(BODY_ALIGN - 1);
         size_t got;
         char *nb = body_alloc(cap, &got);
@@ -250,7 +251,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!cs) return;
     if (cs->niced) setpriority(PRIO_PROCESS, (id_t)gettid(), 0); /* may fail unprivileged: stays lower */
     body_release(cs->req.body, cs->req.body_cap);
-    for (int i = 0; i < cs->req.nparams; i++) free(cs->req.params[i]);
+    for (int i = 0; i < cs->req.nparams; i++)
+        free(cs->req.params[i]);
     buf_free(&cs->res.body);
     free(cs);
     *con_cls = NULL;
@@ -269,24 +271,29 @@ static bool parse_listen(const char *listen, struct sockaddr_in *sa)
     memset(sa, 0, sizeof *sa);
     sa->sin_family = AF_INET;
     sa->sin_port = htons((uint16_t)port);
-    if (!*host || strcmp(host, "0.0.0.0") == 0) sa->sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (strcmp(host, "localhost") == 0) sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return false;
+    if (!*host || strcmp(host, "0.0.0.0") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (strcmp(host, "localhost") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return false;
     return true;
 }
 
 ms_code http_server_start(http_server **out, const http_options *opt, const http_handler *h, ms_err *e)
 {
     struct sockaddr_in sa;
-    if (!parse_listen(opt->listen, &sa)) return ms_fail(e, MS_EINVAL, "--listen: expected HOST:PORT (IPv4), got '%s'", opt->listen);
+    if (!parse_listen(opt->listen, &sa))
+        return ms_fail(e, MS_EINVAL, "--listen: expected HOST:PORT (IPv4), got '%s'", opt->listen);
     http_server *s = ms_calloc(1, sizeof *s);
     s->opt = *opt;
     s->handler = *h;
-    s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0,
-                                 NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20), MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                                 (unsigned)1, MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0, NULL,
+                         NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)512, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
         return ms_fail(e, MS_EIO, "cannot listen on %s (address in use or not available)", opt->listen);

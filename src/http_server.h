@@ -22,25 +22,25 @@ typedef struct {
 typedef struct http_request {
     const char *method;
     const char *path;
-    const char *content_type;   /* NULL if absent */
-    const char *authorization;  /* NULL if absent */
-    char client[64];            /* peer address */
-    char *body;                 /* aligned to 4096, zero-padded to body_padded */
+    const char *content_type;  /* NULL if absent */
+    const char *authorization; /* NULL if absent */
+    char client[64];           /* peer address */
+    char *body;                /* aligned to 4096, zero-padded to body_padded */
     size_t body_len, body_cap;
     http_arg args[HTTP_MAX_ARGS];
     int nargs;
     bool too_many_args;
     char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
     int nparams;
-    double received_at;         /* ms_mono_s() when the body was complete */
-    int route;                  /* index into the route table, set by on_headers */
-    bool bulk;                  /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    double received_at; /* ms_mono_s() when the body was complete */
+    int route;          /* index into the route table, set by on_headers */
+    bool bulk;          /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
 } http_request;
 
 typedef struct {
     int status;
     buf body;
-    const char *content_type;   /* default application/json */
+    const char *content_type; /* default application/json */
 } http_response;
 
 /* Query argument by name, or NULL. */
@@ -51,8 +51,8 @@ void http_error(http_response *res, int status, const char *fmt, ...) __attribut
 typedef struct http_server http_server;
 
 typedef struct {
-    const char *listen;         /* "HOST:PORT" */
-    size_t max_body;            /* bytes */
+    const char *listen; /* "HOST:PORT" */
+    size_t max_body;    /* bytes */
 } http_options;
 
 /* Request handling entry points provided by api_routes.c. */

@@ -13,9 +13,9 @@
 int identity_normalize_name(const char *name, size_t len, char *out, const char **why)
 {
     utf8proc_uint8_t *mapped = NULL;
-    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)name, (utf8proc_ssize_t)len, &mapped,
-                                      UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD |
-                                          UTF8PROC_IGNORE);
+    utf8proc_ssize_t n =
+        utf8proc_map((const utf8proc_uint8_t *)name, (utf8proc_ssize_t)len, &mapped,
+                     UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
     if (n < 0) {
         *why = "is not valid Unicode";
         return -1;
@@ -99,8 +99,10 @@ static bool unpack(const patient_id *id, uint64_t *hi, uint64_t *lo)
     for (int pos = 0; pos < 128; pos++) {
         if (!free_bit(pos)) continue;
         uint64_t bit = (id->b[pos / 8] >> (7 - pos % 8)) & 1;
-        if (k < 61) *hi = (*hi << 1) | bit;
-        else *lo = (*lo << 1) | bit;
+        if (k < 61)
+            *hi = (*hi << 1) | bit;
+        else
+            *lo = (*lo << 1) | bit;
         k++;
     }
     return true;
@@ -113,10 +115,12 @@ static uint64_t round_fn(const unsigned char key[PATIENT_ID_KEY], int round, uin
     unsigned char msg[9], mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
     msg[0] = (unsigned char)round;
-    for (int i = 0; i < 8; i++) msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
     HMAC(EVP_sha256(), key, PATIENT_ID_KEY, msg, sizeof msg, mac, &mac_len);
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | mac[i];
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | mac[i];
     return v & HALF_MASK;
 }
 

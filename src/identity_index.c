@@ -38,7 +38,8 @@ static slot *alloc_slots(uint64_t cap)
     if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0) ms_oom();
     madvise(p, bytes, MADV_HUGEPAGE);
     slot *s = p;
-    for (uint64_t i = 0; i < cap; i++) s[i].number = EMPTY;
+    for (uint64_t i = 0; i < cap; i++)
+        s[i].number = EMPTY;
     return s;
 }
 
@@ -46,7 +47,8 @@ identity_index *identity_index_new(uint64_t expected)
 {
     identity_index *ix = ms_calloc(1, sizeof *ix);
     uint64_t cap = 1024;
-    while (cap * 3 / 4 < expected) cap *= 2;
+    while (cap * 3 / 4 < expected)
+        cap *= 2;
     ix->slots = alloc_slots(cap);
     ix->mask = cap - 1;
     pthread_rwlock_init(&ix->lock, NULL);
@@ -67,7 +69,8 @@ static bool same(identity_hash a, identity_hash b) { return a.lo == b.lo && a.hi
 static uint64_t find(const identity_index *ix, identity_hash h)
 {
     uint64_t i = h.lo & ix->mask;
-    while (ix->slots[i].number != EMPTY && !same(ix->slots[i].h, h)) i = (i + 1) & ix->mask;
+    while (ix->slots[i].number != EMPTY && !same(ix->slots[i].h, h))
+        i = (i + 1) & ix->mask;
     return i;
 }
 
@@ -105,8 +108,10 @@ void identity_index_put(identity_index *ix, identity_hash h, uint64_t number)
 void identity_index_put_many(identity_index *ix, const identity_hash *h, const uint64_t *numbers, size_t n)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    while ((ix->count + n) * 4 > (ix->mask + 1) * 3) grow(ix);
-    for (size_t i = 0; i < n; i++) __builtin_prefetch(&ix->slots[h[i].lo & ix->mask], 1);
+    while ((ix->count + n) * 4 > (ix->mask + 1) * 3)
+        grow(ix);
+    for (size_t i = 0; i < n; i++)
+        __builtin_prefetch(&ix->slots[h[i].lo & ix->mask], 1);
     for (size_t i = 0; i < n; i++) {
         uint64_t j = find(ix, h[i]);
         if (ix->slots[j].number == EMPTY) ix->count++;

@@ -38,7 +38,8 @@ static const char *fail(json_error *err, const char *base, const char *p, const 
 
 const char *json_skip_ws(const char *p, const char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
     return p;
 }
 
@@ -48,10 +49,14 @@ static size_t utf8_seq(const unsigned char *s, const unsigned char *end)
     unsigned c = s[0];
     size_t need;
     unsigned min;
-    if (c >= 0xC2 && c <= 0xDF) need = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) need = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) need = 4, min = 0x10000;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4, min = 0x10000;
+    else
+        return 0;
     if ((size_t)(end - s) < need) return 0;
     unsigned cp = c & (0xFF >> (need + 1));
     for (size_t i = 1; i < need; i++) {
@@ -84,7 +89,7 @@ size_t utf8_check(const char *s, size_t n)
 static inline uint64_t needs_attention(uint64_t w)
 {
     uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
-    uint64_t lt = (w - ONES * 0x20) & ~w;         /* bytes < 0x20 (and some >= 0x80, caught anyway) */
+    uint64_t lt = (w - ONES * 0x20) & ~w; /* bytes < 0x20 (and some >= 0x80, caught anyway) */
     uint64_t zq = (q - ONES) & ~q, zb = (b - ONES) & ~b;
     return (lt | zq | zb | w) & HIGHS;
 }
@@ -130,7 +135,8 @@ static const char *scan_string(const char *base, const char *p, const char *end,
                 int v = hex4(p + 2);
                 if (v < 0) return fail(err, base, p, "bad \\u escape");
                 if (v >= 0xD800 && v <= 0xDBFF) {
-                    if (end - p < 12 || p[6] != '\\' || p[7] != 'u') return fail(err, base, p, "lone surrogate in \\u escape");
+                    if (end - p < 12 || p[6] != '\\' || p[7] != 'u')
+                        return fail(err, base, p, "lone surrogate in \\u escape");
                     int lo = hex4(p + 8);
                     if (lo < 0xDC00 || lo > 0xDFFF) return fail(err, base, p, "lone surrogate in \\u escape");
                     p += 12;
@@ -161,19 +167,25 @@ static const char *scan_number(const char *base, const char *p, const char *end,
     const char *s = p;
     if (p < end && *p == '-') p++;
     if (p >= end) return fail(err, base, s, "bad number");
-    if (*p == '0') p++;
-    else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
-    else return fail(err, base, s, "bad number");
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return fail(err, base, s, "bad number");
     if (p < end && *p == '.') {
         p++;
         if (p >= end || *p < '0' || *p > '9') return fail(err, base, s, "bad number");
-        while (p < end && *p >= '0' && *p <= '9') p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < end && (*p == '+' || *p == '-')) p++;
         if (p >= end || *p < '0' || *p > '9') return fail(err, base, s, "bad number");
-        while (p < end && *p >= '0' && *p <= '9') p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
     }
     return p;
 }
@@ -197,7 +209,8 @@ static const char *scan_container(const char *base, const char *p, const char *e
     if (p < end && *p == close) return p + 1;
     for (;;) {
         if (object) {
-            if (p >= end || *p != '"') return fail(err, base, p, p >= end ? "unexpected end of input" : "expected a string key");
+            if (p >= end || *p != '"')
+                return fail(err, base, p, p >= end ? "unexpected end of input" : "expected a string key");
             p = scan_string(base, p + 1, end, NULL, err);
             if (!p) return NULL;
             p = json_skip_ws(p, end);
@@ -213,7 +226,8 @@ static const char *scan_container(const char *base, const char *p, const char *e
             continue;
         }
         if (p < end && *p == close) return p + 1;
-        return fail(err, base, p, p >= end ? "unexpected end of input" : (object ? "expected ',' or '}'" : "expected ',' or ']'"));
+        return fail(err, base, p,
+                    p >= end ? "unexpected end of input" : (object ? "expected ',' or '}'" : "expected ',' or ']'"));
     }
 }
 
@@ -269,7 +283,8 @@ int json_scan_object(const char *text, size_t n, json_member *members, int max, 
         p++;
     } else {
         for (;;) {
-            if (p >= end || *p != '"') return fail(err, base, p, p >= end ? "unexpected end of input" : "expected a string key"), -1;
+            if (p >= end || *p != '"')
+                return fail(err, base, p, p >= end ? "unexpected end of input" : "expected a string key"), -1;
             json_member m = {0};
             m.key = p + 1;
             const char *q = scan_string(base, p + 1, end, &m.key_escaped, err);
@@ -304,8 +319,10 @@ int json_scan_object(const char *text, size_t n, json_member *members, int max, 
 static void put_utf8(char **o, unsigned cp)
 {
     unsigned char *q = (unsigned char *)*o;
-    if (cp < 0x80) *q++ = (unsigned char)cp;
-    else if (cp < 0x800) *q++ = (unsigned char)(0xC0 | (cp >> 6)), *q++ = (unsigned char)(0x80 | (cp & 0x3F));
+    if (cp < 0x80)
+        *q++ = (unsigned char)cp;
+    else if (cp < 0x800)
+        *q++ = (unsigned char)(0xC0 | (cp >> 6)), *q++ = (unsigned char)(0x80 | (cp & 0x3F));
     else if (cp < 0x10000)
         *q++ = (unsigned char)(0xE0 | (cp >> 12)), *q++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)),
         *q++ = (unsigned char)(0x80 | (cp & 0x3F));

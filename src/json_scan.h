@@ -29,16 +29,16 @@ typedef enum {
 const char *json_type_name(json_type t);
 
 typedef struct {
-    const char *key;   /* raw key text between the quotes (escapes not decoded) */
+    const char *key; /* raw key text between the quotes (escapes not decoded) */
     size_t key_len;
-    bool key_escaped;  /* key contains a backslash escape */
-    const char *val;   /* raw value text; a string value includes its quotes */
+    bool key_escaped; /* key contains a backslash escape */
+    const char *val;  /* raw value text; a string value includes its quotes */
     size_t val_len;
     json_type type;
 } json_member;
 
 typedef struct {
-    size_t offset;     /* byte offset of the problem from the start of the scanned text */
+    size_t offset; /* byte offset of the problem from the start of the scanned text */
     char msg[96];
 } json_error;
 

@@ -16,7 +16,8 @@ void jw_string(buf *b, const char *s, size_t n)
     const char *p = s, *end = s + n;
     while (p < end) {
         const char *run = p;
-        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80) p++;
+        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80)
+            p++;
         buf_put(b, run, (size_t)(p - run));
         if (p >= end) break;
         unsigned char c = (unsigned char)*p;
@@ -24,7 +25,8 @@ void jw_string(buf *b, const char *s, size_t n)
             size_t ok = utf8_check(p, (size_t)(end - p));
             /* copy the valid prefix of multi-byte text; replace the first bad byte */
             const char *q = p;
-            while (q < end && (unsigned char)*q >= 0x80) q++;
+            while (q < end && (unsigned char)*q >= 0x80)
+                q++;
             size_t span = (size_t)(q - p);
             size_t good = ok < span ? ok : span;
             /* good may end inside a sequence only if invalid; utf8_check stops at sequence starts */

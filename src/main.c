@@ -63,13 +63,16 @@ static int cmd_serve(int argc, char **argv)
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
-        {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)", &listen},
-        {"--schema", OPT_STRING, NULL, false, "schema file (JSON) naming field roles and the public allow-list", &schema_file},
+        {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
+         &listen},
+        {"--schema", OPT_STRING, NULL, false, "schema file (JSON) naming field roles and the public allow-list",
+         &schema_file},
         {"--max-body", OPT_BYTES, "64MiB", false, "largest request body; larger gets 413", &max_body},
         {"--max-record", OPT_BYTES, "1MiB", false, "largest record; larger is a rejected line", &max_record},
         {"--map-size", OPT_BYTES, "1TiB", false, "LMDB map size (address space, not disk)", &map_size},
         {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
-        {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads", &body_cache},
+        {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads",
+         &body_cache},
         {0},
     };
     const char *pos[1];
@@ -117,7 +120,8 @@ static int cmd_serve(int argc, char **argv)
     http_handler hh = api_http_handler(&a);
     http_options ho = {.listen = listen, .max_body = max_body};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
-    fprintf(stderr, "medstream: serving %s on port %d (ready in %.3f s)\n", data, http_server_port(h), ms_mono_s() - t0);
+    fprintf(stderr, "medstream: serving %s on port %d (ready in %.3f s)\n", data, http_server_port(h),
+            ms_mono_s() - t0);
     int sig;
     sigwait(&stop, &sig);
     fprintf(stderr, "medstream: stopping (signal %d)\n", sig);
@@ -133,14 +137,15 @@ out:
 
 static void usage(FILE *f)
 {
-    fprintf(f, "medstream %s - patient records in, deduplicated, versioned, de-identified\n\n"
-               "usage: medstream COMMAND [options]   (medstream COMMAND --help for each)\n\n"
-               "commands:\n"
-               "  init DIR     create a data directory\n"
-               "  serve        serve the HTTP API on the embedded store\n"
-               "  bench        load generator and freshness probe against a running server\n"
-               "  preload DIR  fill a fresh data directory with synthetic patients (for benchmarks)\n"
-               "  version      print the version\n",
+    fprintf(f,
+            "medstream %s - patient records in, deduplicated, versioned, de-identified\n\n"
+            "usage: medstream COMMAND [options]   (medstream COMMAND --help for each)\n\n"
+            "commands:\n"
+            "  init DIR     create a data directory\n"
+            "  serve        serve the HTTP API on the embedded store\n"
+            "  bench        load generator and freshness probe against a running server\n"
+            "  preload DIR  fill a fresh data directory with synthetic patients (for benchmarks)\n"
+            "  version      print the version\n",
             VERSION);
 }
 

@@ -84,23 +84,35 @@ static void gauge(buf *out, const char *name, const char *help, uint64_t v)
 void metrics_render(buf *out)
 {
     metrics *m = &g_metrics;
-    buf_puts(out, "# HELP medstream_records_total Records ingested, by outcome.\n# TYPE medstream_records_total counter\n");
-    buf_printf(out, "medstream_records_total{status=\"created\"} %llu\n", (unsigned long long)atomic_load(&m->records_created));
-    buf_printf(out, "medstream_records_total{status=\"updated\"} %llu\n", (unsigned long long)atomic_load(&m->records_updated));
-    buf_printf(out, "medstream_records_total{status=\"duplicate\"} %llu\n", (unsigned long long)atomic_load(&m->records_duplicate));
-    buf_printf(out, "medstream_records_total{status=\"rejected\"} %llu\n", (unsigned long long)atomic_load(&m->records_rejected));
+    buf_puts(out,
+             "# HELP medstream_records_total Records ingested, by outcome.\n# TYPE medstream_records_total counter\n");
+    buf_printf(out, "medstream_records_total{status=\"created\"} %llu\n",
+               (unsigned long long)atomic_load(&m->records_created));
+    buf_printf(out, "medstream_records_total{status=\"updated\"} %llu\n",
+               (unsigned long long)atomic_load(&m->records_updated));
+    buf_printf(out, "medstream_records_total{status=\"duplicate\"} %llu\n",
+               (unsigned long long)atomic_load(&m->records_duplicate));
+    buf_printf(out, "medstream_records_total{status=\"rejected\"} %llu\n",
+               (unsigned long long)atomic_load(&m->records_rejected));
     counter(out, "medstream_batches_total", "Ingest batches (requests) committed.", atomic_load(&m->batches));
-    counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).", atomic_load(&m->commits));
-    counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).", atomic_load(&m->commit_failures));
-    counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.", atomic_load(&m->ingest_bytes));
+    counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).",
+            atomic_load(&m->commits));
+    counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).",
+            atomic_load(&m->commit_failures));
+    counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
+            atomic_load(&m->ingest_bytes));
     counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
     counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
-    render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).", &m->commit_seconds);
-    render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.", &m->freshness_seconds);
+    render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
+                &m->commit_seconds);
+    render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.",
+                &m->freshness_seconds);
     render_hist(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);
-    gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.", atomic_load(&m->commit_position));
+    gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.",
+          atomic_load(&m->commit_position));
     gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
-    gauge(out, "medstream_process_disk_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io).",
+    gauge(out, "medstream_process_disk_write_bytes",
+          "Bytes this process caused to be written to storage (/proc/self/io).",
           proc_value("/proc/self/io", "write_bytes:"));
     unsigned long long dev;
     if (device_written(&dev))

@@ -15,11 +15,16 @@ bool parse_bytes(const char *s, uint64_t *out)
     if (end == s || errno || *s == '-') return false;
     uint64_t mult = 1;
     if (*end) {
-        if (!strcmp(end, "K") || !strcmp(end, "KiB") || !strcmp(end, "k")) mult = 1024;
-        else if (!strcmp(end, "M") || !strcmp(end, "MiB")) mult = 1024 * 1024;
-        else if (!strcmp(end, "G") || !strcmp(end, "GiB")) mult = 1024ULL * 1024 * 1024;
-        else if (!strcmp(end, "T") || !strcmp(end, "TiB")) mult = 1024ULL * 1024 * 1024 * 1024;
-        else return false;
+        if (!strcmp(end, "K") || !strcmp(end, "KiB") || !strcmp(end, "k"))
+            mult = 1024;
+        else if (!strcmp(end, "M") || !strcmp(end, "MiB"))
+            mult = 1024 * 1024;
+        else if (!strcmp(end, "G") || !strcmp(end, "GiB"))
+            mult = 1024ULL * 1024 * 1024;
+        else if (!strcmp(end, "T") || !strcmp(end, "TiB"))
+            mult = 1024ULL * 1024 * 1024 * 1024;
+        else
+            return false;
     }
     if (v > UINT64_MAX / mult) return false;
     *out = v * mult;
@@ -57,7 +62,8 @@ int options_parse(const option *opts, int argc, char **argv, int first, const ch
 {
     int npos = 0;
     size_t nopts = 0;
-    while (opts[nopts].name) nopts++;
+    while (opts[nopts].name)
+        nopts++;
     bool seen[64] = {0};
     for (size_t i = 0; i < nopts; i++)
         if (opts[i].def && !set_value(&opts[i], opts[i].def, err, errlen)) return -1;
@@ -75,7 +81,8 @@ int options_parse(const option *opts, int argc, char **argv, int first, const ch
         const char *eq = strchr(a, '=');
         size_t nl = eq ? (size_t)(eq - a) : strlen(a);
         size_t k = 0;
-        while (k < nopts && !(strlen(opts[k].name) == nl && !strncmp(opts[k].name, a, nl))) k++;
+        while (k < nopts && !(strlen(opts[k].name) == nl && !strncmp(opts[k].name, a, nl)))
+            k++;
         if (k == nopts) {
             snprintf(err, errlen, "unknown option '%.*s'", (int)nl, a);
             return -1;
@@ -109,12 +116,17 @@ void options_help(FILE *f, const char *usage, const char *about, const option *o
 {
     fprintf(f, "usage: %s\n\n%s\n\noptions:\n", usage, about);
     for (const option *o = opts; o->name; o++) {
-        const char *arg = o->type == OPT_FLAG ? "" : o->type == OPT_BYTES ? " BYTES" : o->type == OPT_INT ? " N" : " VALUE";
+        const char *arg = o->type == OPT_FLAG    ? ""
+                          : o->type == OPT_BYTES ? " BYTES"
+                          : o->type == OPT_INT   ? " N"
+                                                 : " VALUE";
         char left[64];
         snprintf(left, sizeof left, "%s%s", o->name, arg);
         fprintf(f, "  %-24s %s", left, o->help);
-        if (o->required) fprintf(f, " (required)");
-        else if (o->def && o->type != OPT_FLAG) fprintf(f, " (default %s)", o->def);
+        if (o->required)
+            fprintf(f, " (required)");
+        else if (o->def && o->type != OPT_FLAG)
+            fprintf(f, " (default %s)", o->def);
         fputc('\n', f);
     }
     fprintf(f, "  %-24s %s\n", "--help", "show this help");

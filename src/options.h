@@ -20,9 +20,9 @@ typedef enum {
 } opt_type;
 
 typedef struct {
-    const char *name;    /* "--data" */
+    const char *name; /* "--data" */
     opt_type type;
-    const char *def;     /* default as text, or NULL (required when marked so) */
+    const char *def; /* default as text, or NULL (required when marked so) */
     bool required;
     const char *help;
     void *target;

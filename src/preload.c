@@ -49,7 +49,9 @@ int preload_main(int argc, char **argv)
     }
     if (n < 0 || n != 1 || patients < 1 || chunk < 1) {
         fprintf(stderr, "medstream preload: %s (see medstream preload --help)\n",
-                n < 0 ? err : n != 1 ? "expected the data directory" : "--patients and --chunk must be positive");
+                n < 0    ? err
+                : n != 1 ? "expected the data directory"
+                         : "--patients and --chunk must be positive");
         return 2;
     }
     store *s;
@@ -70,7 +72,8 @@ int preload_main(int argc, char **argv)
     }
     size_t np = (size_t)patients;
     uint32_t *perm = ms_malloc(sizeof *perm * np);
-    for (size_t i = 0; i < np; i++) perm[i] = (uint32_t)i;
+    for (size_t i = 0; i < np; i++)
+        perm[i] = (uint32_t)i;
     uint64_t st = (uint64_t)seed;
     for (size_t i = np - 1; i > 0; i--) {
         size_t j = (size_t)(splitmix(&st) % (i + 1));
@@ -111,8 +114,8 @@ int preload_main(int argc, char **argv)
             const parsed_record *r = &batch.records[k];
             bp[k] = (bulk_patient){start + k, r};
             bpos[k] = body_pos + (uint64_t)(r->body - body.data);
-            ids[start + k] = (bulk_ident){arena_strndup(&keys, r->identity_key, r->identity_key_len), r->identity_key_len,
-                                          start + k};
+            ids[start + k] = (bulk_ident){arena_strndup(&keys, r->identity_key, r->identity_key_len),
+                                          r->identity_key_len, start + k};
         }
         ms_code c = store_bulk_patients(s, bp, bpos, cn, &e);
         free(bp);

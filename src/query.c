@@ -50,8 +50,10 @@ static void put_pid(buf *out, const patient_id *pid)
 
 static void put_time_or_null(buf *out, int64_t us)
 {
-    if (us < 0) buf_puts(out, "null");
-    else jw_time(out, us);
+    if (us < 0)
+        buf_puts(out, "null");
+    else
+        jw_time(out, us);
 }
 
 static ms_code put_state_fields(const query_ctx *q, const patient_version *pv, buf *out, ms_err *e)
@@ -174,10 +176,7 @@ typedef struct {
     bool public_view;
 } list_state;
 
-static bool type_matches(const list_params *p, const char *type)
-{
-    return !p->type || strcmp(p->type, type) == 0;
-}
+static bool type_matches(const list_params *p, const char *type) { return !p->type || strcmp(p->type, type) == 0; }
 
 /* Does the public fields object match every FIELD=VALUE filter? */
 static bool filters_match(const list_params *p, const char *fields, size_t len)
@@ -254,7 +253,8 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
         public_record pr;
         st->rc = store_public_record_at(st->r, rid, rid_len, st->p->as_of, &pr, &found, st->e);
         if (st->rc) return false;
-        if (!found || pr.year < st->p->year_from || pr.year > st->p->year_to || !filters_match(st->p, pr.fields, pr.fields_len))
+        if (!found || pr.year < st->p->year_from || pr.year > st->p->year_to ||
+            !filters_match(st->p, pr.fields, pr.fields_len))
             return true;
         return emit_public(st, rid, rid_len, &pr, key, key_len);
     }
@@ -269,8 +269,10 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
 static void finish_list(list_state *st)
 {
     buf_puts(st->out, "],\"next_cursor\":");
-    if (st->more) cursor_encode(st->last_key.data, st->last_key.len, st->out);
-    else buf_puts(st->out, "null");
+    if (st->more)
+        cursor_encode(st->last_key.data, st->last_key.len, st->out);
+    else
+        buf_puts(st->out, "null");
     buf_putc(st->out, '}');
 }
 
@@ -332,7 +334,8 @@ ms_code query_public_records(const query_ctx *q, store_read *r, const list_param
     ms_code rc;
     buf_puts(out, "{\"records\":[");
     if (p->pid) {
-        rc = store_patient_records(r, p->pid, INT64_MIN, INT64_MAX, p->cursor, p->cursor_len, on_patient_record, &st, e);
+        rc =
+            store_patient_records(r, p->pid, INT64_MIN, INT64_MAX, p->cursor, p->cursor_len, on_patient_record, &st, e);
     } else {
         rc = store_public_index(r, p->type ? p->type : "*", p->year_from, p->year_to, p->cursor, p->cursor_len,
                                 on_public_entry, &st, e);

@@ -41,8 +41,10 @@ const record_field *record_field_get(const parsed_record *r, const char *key, si
         size_t mid = (lo + hi) / 2;
         int c = record_key_cmp(r->fields[mid].key, r->fields[mid].key_len, key, key_len);
         if (c == 0) return &r->fields[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -74,12 +76,12 @@ static bool has_control(const char *s, size_t n)
 static void hex(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) out[2 * i] = digits[in[i] >> 4], out[2 * i + 1] = digits[in[i] & 15];
+    for (size_t i = 0; i < n; i++)
+        out[2 * i] = digits[in[i] >> 4], out[2 * i + 1] = digits[in[i] & 15];
     out[2 * n] = 0;
 }
 
-void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
-                     parsed_record *r)
+void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem, parsed_record *r)
 {
     const schema *sc = cfg->schema;
     memset(r, 0, sizeof *r);
@@ -87,14 +89,15 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     /* trim */
     const char *end = text + len;
     text = json_skip_ws(text, end);
-    while (end > text && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n')) end--;
+    while (end > text && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n'))
+        end--;
     len = (size_t)(end - text);
     r->body = text;
     r->body_len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
     if (len > cfg->max_record) {
         r->rejected = true;
-        r->error = arena_printf(mem, "line %u: record too large (%zu bytes; the limit is %zu)", line, len,
-                                cfg->max_record);
+        r->error =
+            arena_printf(mem, "line %u: record too large (%zu bytes; the limit is %zu)", line, len, cfg->max_record);
         return;
     }
     static _Thread_local json_member members[RECORD_MAX_FIELDS];
@@ -141,7 +144,8 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     }
     qsort(r->fields, (size_t)n, sizeof(record_field), field_cmp);
     for (int i = 1; i < n; i++) {
-        if (record_key_cmp(r->fields[i - 1].key, r->fields[i - 1].key_len, r->fields[i].key, r->fields[i].key_len) == 0) {
+        if (record_key_cmp(r->fields[i - 1].key, r->fields[i - 1].key_len, r->fields[i].key, r->fields[i].key_len) ==
+            0) {
             char *k = arena_strndup(mem, r->fields[i].key, r->fields[i].key_len > 64 ? 64 : r->fields[i].key_len);
             reject(r, mem, "line %u: duplicate field \"%s\"%s", k, NULL);
             return;
@@ -152,7 +156,8 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     const record_field *f = record_field_get(r, sc->name_field, strlen(sc->name_field));
     if (!f) return reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->name_field, NULL);
     if (f->type != JSON_STRING)
-        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field, json_type_name(f->type));
+        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field,
+                      json_type_name(f->type));
     uint32_t name_len;
     char *name = decode_string(mem, f, &name_len);
     char norm[IDENTITY_NAME_MAX];
@@ -181,7 +186,8 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     f = record_field_get(r, sc->type_field, strlen(sc->type_field));
     if (f) {
         if (f->type != JSON_STRING)
-            return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->type_field, json_type_name(f->type));
+            return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->type_field,
+                          json_type_name(f->type));
         char *t = decode_string(mem, f, &r->type_len);
         if (!t || r->type_len == 0 || r->type_len > 64 || has_control(t, r->type_len))
             return reject(r, mem, "line %u: field \"%s\" must be 1-64 characters without control characters%s",
@@ -339,7 +345,7 @@ ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, r
         s = nl ? nl + 1 : end;
     }
     return MS_OK;
-trailing: {
+trailing : {
     parsed_record *r = batch_add(out);
     memset(r, 0, sizeof *r);
     r->line = out->n;

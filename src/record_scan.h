@@ -24,36 +24,36 @@ typedef struct {
     uint32_t key_len;
     const char *val; /* raw JSON value text, inside the body */
     uint32_t val_len;
-    uint64_t hash;   /* XXH3-64 of the raw value text: equal hash and length = same value */
+    uint64_t hash; /* XXH3-64 of the raw value text: equal hash and length = same value */
     json_type type;
 } record_field;
 
 typedef struct {
-    uint32_t line;              /* 1-based line (NDJSON) or item (array) */
+    uint32_t line; /* 1-based line (NDJSON) or item (array) */
     bool rejected;
-    const char *error;          /* when rejected */
-    const char *body;           /* the record's JSON object text, trimmed, inside the body buffer */
+    const char *error; /* when rejected */
+    const char *body;  /* the record's JSON object text, trimmed, inside the body buffer */
     uint32_t body_len;
-    uint64_t body_hash;         /* XXH3-64 of body: checked when the stored bytes are read back */
-    const char *record_id;      /* decoded, no control characters */
+    uint64_t body_hash;    /* XXH3-64 of body: checked when the stored bytes are read back */
+    const char *record_id; /* decoded, no control characters */
     uint32_t record_id_len;
-    bool record_id_derived;     /* absent in input: keyed hash of the content */
-    const char *identity_key;   /* normalized name NUL YYYY-MM-DD */
+    bool record_id_derived;   /* absent in input: keyed hash of the content */
+    const char *identity_key; /* normalized name NUL YYYY-MM-DD */
     uint32_t identity_key_len;
     const char *type;
     uint32_t type_len;
-    int64_t ts_us;              /* event time */
+    int64_t ts_us;                  /* event time */
     unsigned char content_hash[16]; /* XXH3-128 of the canonical content (fields sorted by key) */
-    record_field *fields;       /* every top-level field, sorted by key */
+    record_field *fields;           /* every top-level field, sorted by key */
     uint32_t nfields;
-    const char *public_fields;  /* de-identified {"field":value,...} of this record */
+    const char *public_fields; /* de-identified {"field":value,...} of this record */
     uint32_t public_fields_len;
 } parsed_record;
 
 typedef struct {
     const schema *schema;
-    size_t max_record;          /* bytes; a larger record is a rejected line */
-    int64_t now_us;             /* ingest time: default event time, and the "future" limit for dob */
+    size_t max_record;           /* bytes; a larger record is a rejected line */
+    int64_t now_us;              /* ingest time: default event time, and the "future" limit for dob */
     const unsigned char *id_key; /* 32-byte secret of this store for derived record ids */
 } scan_config;
 

@@ -40,7 +40,8 @@ void schema_free(schema *s)
     free(s->type_field);
     free(s->ts_field);
     free(s->default_type);
-    for (int i = 0; i < s->npub; i++) free(s->pub[i].field);
+    for (int i = 0; i < s->npub; i++)
+        free(s->pub[i].field);
     memset(s, 0, sizeof *s);
 }
 
@@ -73,7 +74,8 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
     json_error je;
     ms_code rc = MS_OK;
     schema_default(s);
-    for (int i = 0; i < s->npub; i++) free(s->pub[i].field);
+    for (int i = 0; i < s->npub; i++)
+        free(s->pub[i].field);
     s->npub = 0;
     int n = json_scan_object(text, len, top, 16, &je);
     if (n < 0) {
@@ -89,9 +91,12 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
                 break;
             }
             for (int j = 0; j < k && rc == MS_OK; j++) {
-                if (key_is(sub[j].key, sub[j].key_len, "name")) rc = set_string(&s->name_field, &sub[j], "identity.name", e);
-                else if (key_is(sub[j].key, sub[j].key_len, "dob")) rc = set_string(&s->dob_field, &sub[j], "identity.dob", e);
-                else rc = ms_fail(e, MS_EINVAL, "schema: unknown identity role (only name and dob)");
+                if (key_is(sub[j].key, sub[j].key_len, "name"))
+                    rc = set_string(&s->name_field, &sub[j], "identity.name", e);
+                else if (key_is(sub[j].key, sub[j].key_len, "dob"))
+                    rc = set_string(&s->dob_field, &sub[j], "identity.dob", e);
+                else
+                    rc = ms_fail(e, MS_EINVAL, "schema: unknown identity role (only name and dob)");
             }
         } else if (key_is(m->key, m->key_len, "record_id")) {
             rc = set_string(&s->record_id_field, m, "record_id", e);
@@ -102,21 +107,26 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
         } else if (key_is(m->key, m->key_len, "default_type")) {
             rc = set_string(&s->default_type, m, "default_type", e);
         } else if (key_is(m->key, m->key_len, "public")) {
-            for (int j = 0; j < s->npub; j++) free(s->pub[j].field); /* a repeated "public" replaces */
+            for (int j = 0; j < s->npub; j++)
+                free(s->pub[j].field); /* a repeated "public" replaces */
             s->npub = 0;
             int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_PUBLIC, &je) : -1;
             if (k < 0) {
-                rc = ms_fail(e, MS_EINVAL, "schema: \"public\" must be an object of at most %d fields", SCHEMA_MAX_PUBLIC);
+                rc = ms_fail(e, MS_EINVAL, "schema: \"public\" must be an object of at most %d fields",
+                             SCHEMA_MAX_PUBLIC);
                 break;
             }
             for (int j = 0; j < k; j++) {
                 char *t = string_value(&sub[j]);
                 publish_transform tr;
-                if (sub[j].type == JSON_NULL || (t && strcmp(t, "copy") == 0)) tr = PUBLISH_COPY;
-                else if (t && strcmp(t, "year") == 0) tr = PUBLISH_YEAR;
+                if (sub[j].type == JSON_NULL || (t && strcmp(t, "copy") == 0))
+                    tr = PUBLISH_COPY;
+                else if (t && strcmp(t, "year") == 0)
+                    tr = PUBLISH_YEAR;
                 else {
                     free(t);
-                    rc = ms_fail(e, MS_EINVAL, "schema: public field %d: transform must be \"copy\" or \"year\"", j + 1);
+                    rc =
+                        ms_fail(e, MS_EINVAL, "schema: public field %d: transform must be \"copy\" or \"year\"", j + 1);
                     break;
                 }
                 free(t);
@@ -128,8 +138,10 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
                 s->npub++;
             }
         } else {
-            rc = ms_fail(e, MS_EINVAL, "schema: unknown key at member %d (expected identity, record_id, type, "
-                                       "event_time, default_type, public)", i + 1);
+            rc = ms_fail(e, MS_EINVAL,
+                         "schema: unknown key at member %d (expected identity, record_id, type, "
+                         "event_time, default_type, public)",
+                         i + 1);
         }
     }
     for (int i = 0; i < s->npub && rc == MS_OK; i++) {
@@ -149,7 +161,8 @@ ms_code schema_load_file(schema *s, const char *path, ms_err *e)
     buf b = {0};
     char chunk[4096];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_put(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_put(&b, chunk, n);
     fclose(f);
     ms_code rc = schema_parse(s, b.data ? b.data : "", b.len, e);
     buf_free(&b);

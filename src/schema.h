@@ -24,11 +24,11 @@ typedef struct {
 } schema_public_field;
 
 typedef struct {
-    char *name_field;      /* identity: name */
-    char *dob_field;       /* identity: date of birth */
+    char *name_field; /* identity: name */
+    char *dob_field;  /* identity: date of birth */
     char *record_id_field;
     char *type_field;
-    char *ts_field;        /* event time */
+    char *ts_field; /* event time */
     char *default_type;
     schema_public_field pub[SCHEMA_MAX_PUBLIC];
     int npub;

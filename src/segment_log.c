@@ -43,10 +43,10 @@ struct segment_log {
     _Atomic uint64_t ring_low;
     uint64_t segment_size;
     pthread_mutex_t lock;
-    uint64_t end;        /* next free position */
-    segment *segs;       /* indexed by segment number */
+    uint64_t end;  /* next free position */
+    segment *segs; /* indexed by segment number */
     uint64_t nsegs;
-    int fault;           /* injected errno, 0: none */
+    int fault; /* injected errno, 0: none */
 };
 
 static void seg_path(const segment_log *l, uint64_t seg, char *out, size_t cap)
@@ -66,7 +66,8 @@ static segment *slot(segment_log *l, uint64_t seg)
     if (seg >= l->nsegs) {
         uint64_t n = seg + 16;
         l->segs = ms_realloc(l->segs, sizeof(segment) * n);
-        for (uint64_t i = l->nsegs; i < n; i++) l->segs[i] = (segment){-1, -1, false};
+        for (uint64_t i = l->nsegs; i < n; i++)
+            l->segs[i] = (segment){-1, -1, false};
         l->nsegs = n;
     }
     return &l->segs[seg];
@@ -164,8 +165,8 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
 {
     uint64_t need = round_up(len);
     if (need > l->segment_size) return ms_fail(e, MS_EINVAL, "segment log: %zu bytes exceed the segment size", len);
-    int fd;
-    uint64_t pos;
+    int fd = -1;
+    uint64_t pos = 0;
     pthread_mutex_lock(&l->lock);
     if (l->fault) {
         int err = l->fault;
@@ -184,8 +185,10 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
              * the newer ones. A body larger than the ring is not cached at all. */
             uint64_t low = l->end > l->ring_size ? l->end - l->ring_size : 0;
             uint64_t cur = atomic_load(&l->ring_low);
-            if (need > l->ring_size) low = l->end;
-            else if (cur == UINT64_MAX && start > low) low = start; /* first append since open */
+            if (need > l->ring_size)
+                low = l->end;
+            else if (cur == UINT64_MAX && start > low)
+                low = start; /* first append since open */
             if (cur == UINT64_MAX || low > cur) atomic_store(&l->ring_low, low);
             atomic_thread_fence(memory_order_seq_cst);
             if (need <= l->ring_size) ring_copy_in(l, start, data, len);
@@ -253,7 +256,8 @@ ms_code seglog_sync(segment_log *l, ms_err *e)
             if (fdatasync(fds[i]) != 0) {
                 int err = errno;
                 pthread_mutex_lock(&l->lock); /* still not durable: keep them for the next sync */
-                for (int j = i; j < n; j++) l->segs[which[j]].dirty = true;
+                for (int j = i; j < n; j++)
+                    l->segs[which[j]].dirty = true;
                 pthread_mutex_unlock(&l->lock);
                 return io_fail(e, err, "fdatasync");
             }

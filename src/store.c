@@ -27,7 +27,7 @@ struct store {
     unsigned char id_key[32];
     unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
     identity_index *identities;            /* identity key hash -> patient number (identity.c's keys) */
-    int64_t last_commit;  /* writer's view */
+    int64_t last_commit;                   /* writer's view */
     uint64_t commit_pos;
     uint64_t patients;
 };
@@ -39,9 +39,9 @@ struct store_write {
     uint64_t patients;
     identity_hash *inserted; /* identities added to s->identities by this transaction (undone on abort) */
     size_t ninserted, capinserted;
-    buf log;              /* the commit log entry being built */
+    buf log; /* the commit log entry being built */
     uint32_t nlog;
-    buf key;              /* scratch */
+    buf key; /* scratch */
 };
 
 struct store_read {
@@ -51,9 +51,9 @@ struct store_read {
 
 static ms_code mdb_fail(ms_err *e, int rc, const char *what)
 {
-    ms_code code = (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG) ? MS_EFULL
+    ms_code code = (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG)   ? MS_EFULL
                    : rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ? MS_ECORRUPT
-                                                                                          : MS_EIO;
+                                                                                         : MS_EIO;
     return ms_fail(e, code, "store: %s: %s", what, mdb_strerror(rc));
 }
 
@@ -63,8 +63,10 @@ static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *o
 {
     MDB_val k = val(name, strlen(name)), v;
     int rc = mdb_get(txn, dbi, &k, &v);
-    if (rc == 0 && v.mv_size == 8) *out = ms_get_be64(v.mv_data);
-    else *out = 0;
+    if (rc == 0 && v.mv_size == 8)
+        *out = ms_get_be64(v.mv_data);
+    else
+        *out = 0;
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -130,10 +132,12 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
 {
     store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE};
     if (!opt) opt = &defaults;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb", dir);
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
     store *s = ms_calloc(1, sizeof *s);
     int rc = mdb_env_create(&s->env);
     if (rc) {
@@ -490,8 +494,8 @@ static ms_code record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, si
         *found = true;
         /* valid_to: the next newer version's valid_from */
         MDB_val pk, pvv;
-        if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 && memcmp(pk.mv_data, rid, len) == 0 &&
-            ((char *)pk.mv_data)[len] == 0 && pvv.mv_size >= 12)
+        if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 &&
+            memcmp(pk.mv_data, rid, len) == 0 && ((char *)pk.mv_data)[len] == 0 && pvv.mv_size >= 12)
             rv->valid_to = (int64_t)ms_get_be64((char *)pvv.mv_data + 4);
         rc = 0;
     } else if (rc == MDB_NOTFOUND || rc == 0) {
@@ -558,8 +562,10 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
     for (int pass = 0; pass < 2; pass++) {
         w->key.len = 0;
         buf_putc(&w->key, 'T');
-        if (pass == 0) buf_put(&w->key, rv->type, rv->type_len);
-        else buf_putc(&w->key, '*');
+        if (pass == 0)
+            buf_put(&w->key, rv->type, rv->type_len);
+        else
+            buf_putc(&w->key, '*');
         buf_putc(&w->key, 0);
         buf_put_be16(&w->key, (uint16_t)year);
         buf_put(&w->key, rv->record_id, rv->record_id_len);
@@ -588,8 +594,10 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     rc = seek_first_version(c, &w->key, 9, &k, &v);
     ms_code out = MS_OK;
     if (rc == 0) {
-        if (!decode_patient(&v, p, pv, mem)) out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
-        else *found = true;
+        if (!decode_patient(&v, p, pv, mem))
+            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        else
+            *found = true;
     } else if (rc != MDB_NOTFOUND) {
         out = mdb_fail(e, rc, "patient lookup");
     }
@@ -654,8 +662,8 @@ ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *o
     return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, p->number, INT64_MAX, out, found, e);
 }
 
-ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields,
-                                 size_t len, ms_err *e)
+ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
+                                 ms_err *e)
 {
     unsigned char prefix[9];
     public_patient_prefix(prefix, p->number);
@@ -676,7 +684,8 @@ static void write_free(store_write *w)
 /* The transaction did not commit: its identities must not resolve to numbers that do not exist. */
 static void undo_identities(store_write *w)
 {
-    for (size_t i = 0; i < w->ninserted; i++) identity_index_remove(w->s->identities, w->inserted[i]);
+    for (size_t i = 0; i < w->ninserted; i++)
+        identity_index_remove(w->s->identities, w->inserted[i]);
 }
 
 void store_write_abort(store_write *w)
@@ -865,12 +874,12 @@ static int pos_order_cmp(const void *a, const void *b)
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
-ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch,
-                           ms_err *e)
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e)
 {
     const state_field **order = ms_malloc(sizeof *order * (n ? n : 1));
     size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each run's bytes in scratch */
-    for (uint32_t i = 0; i < n; i++) order[i] = &fields[i];
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = &fields[i];
     qsort(order, n, sizeof *order, pos_order_cmp);
     ms_code rc = MS_OK;
     scratch->len = 0;
@@ -887,7 +896,8 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
         rc = seglog_read(s->log, start, scratch->data + at, (size_t)(end - start), e);
         if (rc != MS_OK) break;
         scratch->len += (size_t)(end - start);
-        for (uint32_t k = i; k < j; k++) offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
+        for (uint32_t k = i; k < j; k++)
+            offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
         i = j;
     }
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
@@ -1061,12 +1071,19 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
         for (uint32_t j = 0; j < r->nfields; j++) {
             const record_field *f = &r->fields[j];
             if (f->key_len == 9 && memcmp(f->key, "record_id", 9) == 0) continue;
-            fields[nf++] = (state_field){f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len,
-                                         f->hash};
+            fields[nf++] =
+                (state_field){f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len, f->hash};
         }
-        patient_version pv = {.number = pts[i].number, .version = 1, .valid_from = now, .valid_to = -1,
-                              .cause_record = "", .cause_record_len = 0,
-                              .source = "preload", .source_len = 7, .fields = fields, .nfields = nf};
+        patient_version pv = {.number = pts[i].number,
+                              .version = 1,
+                              .valid_from = now,
+                              .valid_to = -1,
+                              .cause_record = "",
+                              .cause_record_len = 0,
+                              .source = "preload",
+                              .source_len = 7,
+                              .fields = fields,
+                              .nfields = nf};
         patient_id_from_number(s->pid_key, pv.number, &pv.pid);
         unsigned char prefix[9];
         patient_prefix(prefix, pv.number, 'v');
@@ -1093,8 +1110,10 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
     }
     if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "log_end", seglog_end(s->log));
     if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "last_commit", (uint64_t)now);
-    if (!rc) rc = mdb_txn_commit(txn);
-    else mdb_txn_abort(txn);
+    if (!rc)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
     if (rc) return mdb_fail(e, rc, "bulk patients (the store must have no patients)");
     s->last_commit = now;
     return MS_OK;
@@ -1122,8 +1141,10 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     uint64_t patients = 0;
     if (!rc) rc = meta_get_u64(txn, s->dbi[DB_META], "patients", &patients);
     if (!rc) rc = meta_put_u64(txn, s->dbi[DB_META], "patients", patients + n);
-    if (!rc) rc = mdb_txn_commit(txn);
-    else mdb_txn_abort(txn);
+    if (!rc)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
     if (rc) return mdb_fail(e, rc, "bulk identities (numbers must be new and in order)");
     s->patients = patients + n;
     return MS_OK;

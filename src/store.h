@@ -37,9 +37,9 @@
 typedef struct store store;
 
 typedef struct {
-    size_t map_size;        /* LMDB map size (address space; the file grows as needed) */
-    uint64_t segment_size;  /* bytes per segment file */
-    uint64_t body_cache;    /* bytes of recently appended bodies kept in memory for reads */
+    size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
+    uint64_t segment_size; /* bytes per segment file */
+    uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
@@ -81,9 +81,9 @@ typedef struct {
 typedef struct {
     const char *key; /* points into the LMDB value or an arena */
     uint32_t key_len;
-    uint64_t pos;    /* value bytes in the segment log */
+    uint64_t pos; /* value bytes in the segment log */
     uint32_t len;
-    uint64_t hash;   /* XXH3-64 of the value bytes */
+    uint64_t hash; /* XXH3-64 of the value bytes */
 } state_field;
 
 /* The most fields a patient version can hold (store_patient_put refuses more, MS_EINVAL). */
@@ -94,11 +94,11 @@ typedef struct {
     uint64_t number;
     uint32_t version;
     int64_t valid_from, valid_to;
-    const char *cause_record;  /* record id whose merge made this version */
+    const char *cause_record; /* record id whose merge made this version */
     uint32_t cause_record_len;
-    const char *source;        /* who or what sent it (e.g. "http 127.0.0.1") */
+    const char *source; /* who or what sent it (e.g. "http 127.0.0.1") */
     uint32_t source_len;
-    state_field *fields;       /* sorted by key */
+    state_field *fields; /* sorted by key */
     uint32_t nfields;
 } patient_version;
 
@@ -126,8 +126,8 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
                              ms_err *e);
 ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
 ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e);
-ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields,
-                                 size_t len, ms_err *e);
+ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
+                                 ms_err *e);
 /* Commit: write reserved bodies, fdatasync the log, log entry, LMDB commit. Frees w either way. */
 ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
 void store_write_abort(store_write *w);
@@ -154,8 +154,7 @@ ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
 /* The values of n state fields at once: values that lie close together in the log (typically most of
  * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
  * scratch and has length fields[i].len; each is checked against its hash. */
-ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch,
-                           ms_err *e);
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e);
 /* The record's body bytes, checked against its hash. */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
 
@@ -206,8 +205,8 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
  * committed group) lists every record version and patient version that commit wrote. A sink keeps the
  * last position it shipped and asks for the next; found is false when it has caught up. */
 typedef struct {
-    char kind;          /* 'r' record version (id = record id), 'p' patient version (id = 16-byte patient id) */
-    const char *id;     /* points into the read transaction's memory */
+    char kind;      /* 'r' record version (id = record id), 'p' patient version (id = 16-byte patient id) */
+    const char *id; /* points into the read transaction's memory */
     uint32_t id_len;
     uint32_t version;
 } log_item;

@@ -75,7 +75,8 @@ void buf_reserve(buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     b->data = ms_realloc(b->data, cap);
     b->cap = cap;
 }
@@ -145,7 +146,10 @@ void buf_free(buf *b)
 
 char *buf_take(buf *b)
 {
-    if (!b->data) buf_reserve(b, 0), b->data[0] = 0;
+    if (!b->data) {
+        b->data = ms_malloc(1);
+        b->data[0] = 0;
+    }
     char *p = b->data;
     b->data = NULL;
     b->len = b->cap = 0;

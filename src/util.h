@@ -90,12 +90,14 @@ static inline uint16_t ms_get_be16(const void *p)
 static inline void ms_set_be64(void *p, uint64_t v)
 {
     unsigned char *b = p;
-    for (int i = 7; i >= 0; i--, v >>= 8) b[i] = (unsigned char)v;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
 }
 static inline void ms_set_be32(void *p, uint32_t v)
 {
     unsigned char *b = p;
-    for (int i = 3; i >= 0; i--, v >>= 8) b[i] = (unsigned char)v;
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
 }
 
 /* Wall clock, microseconds since the Unix epoch (UTC). */

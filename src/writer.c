@@ -144,8 +144,10 @@ static void process_group(writer *wr, ingest_job *group)
     }
     arena_free(&mem);
     uint64_t pos = 0;
-    if (rc == MS_OK) rc = store_write_commit(sw, &pos, &e);
-    else store_write_abort(sw);
+    if (rc == MS_OK)
+        rc = store_write_commit(sw, &pos, &e);
+    else
+        store_write_abort(sw);
     double t1 = ms_mono_s();
     if (rc == MS_OK) {
         histogram_observe(&g_metrics.commit_seconds, t1 - t0);
@@ -179,7 +181,8 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "ms-writer");
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (!w->head && !w->stopping) pthread_cond_wait(&w->wake, &w->lock);
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->wake, &w->lock);
         if (!w->head && w->stopping) break;
         /* take a group: everything waiting, up to the byte budget */
         ingest_job *group = w->head, *last = group;
@@ -194,7 +197,8 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         process_group(w, group);
         pthread_mutex_lock(&w->lock);
-        for (ingest_job *j = group; j; j = j->next) j->done = true;
+        for (ingest_job *j = group; j; j = j->next)
+            j->done = true;
         pthread_cond_broadcast(&w->done);
     }
     pthread_mutex_unlock(&w->lock);
@@ -241,10 +245,13 @@ void writer_submit(writer *w, ingest_job *job)
         job->rc = ms_fail(&job->err, MS_ESTOPPED, "server is shutting down");
         return;
     }
-    if (w->tail) w->tail->next = job;
-    else w->head = job;
+    if (w->tail)
+        w->tail->next = job;
+    else
+        w->head = job;
     w->tail = job;
     pthread_cond_signal(&w->wake);
-    while (!job->done) pthread_cond_wait(&w->done, &w->lock);
+    while (!job->done)
+        pthread_cond_wait(&w->done, &w->lock);
     pthread_mutex_unlock(&w->lock);
 }

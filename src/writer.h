@@ -28,21 +28,21 @@ typedef struct {
     item_status status;
     patient_id pid;
     uint32_t version;
-    const char *error;       /* static text when the writer rejected the record */
+    const char *error; /* static text when the writer rejected the record */
 } item_result;
 
 typedef struct ingest_job {
     /* in */
-    const char *body;        /* the request body that the parsed records point into */
+    const char *body; /* the request body that the parsed records point into */
     size_t body_len;
-    size_t body_write_len;   /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
-    uint64_t body_pos;       /* where the source already appended the body (store_append_body), or
-                                UINT64_MAX to let the writer append it */
+    size_t body_write_len; /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
+    uint64_t body_pos;     /* where the source already appended the body (store_append_body), or
+                              UINT64_MAX to let the writer append it */
     record_batch *batch;
-    const char *source;      /* who sent it, for patient versions ("http 127.0.0.1") */
-    double received_at;      /* ms_mono_s() when the request was complete */
+    const char *source; /* who sent it, for patient versions ("http 127.0.0.1") */
+    double received_at; /* ms_mono_s() when the request was complete */
     /* out */
-    item_result *results;    /* batch->n entries, allocated by the caller */
+    item_result *results; /* batch->n entries, allocated by the caller */
     ms_code rc;
     ms_err err;
     uint64_t commit_pos;

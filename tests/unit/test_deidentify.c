@@ -19,8 +19,8 @@
 
 typedef struct {
     unit_rng rng;
-    buf text;        /* the record */
-    char **tokens;   /* PHI tokens that must never be public */
+    buf text;      /* the record */
+    char **tokens; /* PHI tokens that must never be public */
     size_t ntokens, cap;
     char keys[64][48];
     int nkeys;
@@ -37,7 +37,8 @@ static void add_token(gen *g, const char *s, size_t n)
 
 static void clear_tokens(gen *g)
 {
-    for (size_t i = 0; i < g->ntokens; i++) free(g->tokens[i]);
+    for (size_t i = 0; i < g->ntokens; i++)
+        free(g->tokens[i]);
     g->ntokens = 0;
     g->nkeys = 0;
 }
@@ -56,12 +57,14 @@ static bool key_taken(gen *g, const char *k)
 static void put_phi_word(gen *g)
 {
     char w[16] = "PHI";
-    for (int i = 3; i < 12; i++) w[i] = (char)('A' + unit_below(&g->rng, 26));
+    for (int i = 3; i < 12; i++)
+        w[i] = (char)('A' + unit_below(&g->rng, 26));
     w[12] = 0;
     add_token(g, w, 12);
     /* the normalized (case-folded) form must not leak either */
     char lower[16];
-    for (int i = 0; i < 13; i++) lower[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] + 32 : w[i]);
+    for (int i = 0; i < 13; i++)
+        lower[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] + 32 : w[i]);
     add_token(g, lower, 12);
     buf_put(&g->text, w, 12);
 }
@@ -69,8 +72,8 @@ static void put_phi_word(gen *g)
 static void put_phi_string(gen *g)
 {
     buf_putc(&g->text, '"');
-    static const char *const extras[] = {"", " ", "\\n", "\\u00e9", "-", "@example.org", " \\\"quoted\\\" ", "\xC3\xA9",
-                                         "\\/"};
+    static const char *const extras[] = {"",         " ",  "\\n", "\\u00e9", "-", "@example.org", " \\\"quoted\\\" ",
+                                         "\xC3\xA9", "\\/"};
     int words = 1 + (int)unit_below(&g->rng, 3);
     for (int i = 0; i < words; i++) {
         if (i) buf_puts(&g->text, extras[unit_below(&g->rng, sizeof extras / sizeof extras[0])]);
@@ -132,19 +135,51 @@ static void put_phi_value(gen *g, int depth)
 
 static void random_key(gen *g, char *out)
 {
-    static const char *const named[] = {"ssn", "phone", "address", "mrn", "email", "Name", "NAME", "DOB", "Dob",
-                                        "full_name", "patient_name", "Favorite_Color", "favorite_colour",
-                                        "favorite-color", "favorite_color ", " favorite_color", "favorite_colors",
-                                        "favorite_colo", "Type", "types", "TS", "ts ", "tss", "timestamp", "record",
-                                        "record_id_2", "public", "fields", "t", "s", "notes", "diagnosis",
-                                        "insurance_id", "zip", "ip_address", "\\u0073sn", "n\\u00e4me"};
+    static const char *const named[] = {"ssn",
+                                        "phone",
+                                        "address",
+                                        "mrn",
+                                        "email",
+                                        "Name",
+                                        "NAME",
+                                        "DOB",
+                                        "Dob",
+                                        "full_name",
+                                        "patient_name",
+                                        "Favorite_Color",
+                                        "favorite_colour",
+                                        "favorite-color",
+                                        "favorite_color ",
+                                        " favorite_color",
+                                        "favorite_colors",
+                                        "favorite_colo",
+                                        "Type",
+                                        "types",
+                                        "TS",
+                                        "ts ",
+                                        "tss",
+                                        "timestamp",
+                                        "record",
+                                        "record_id_2",
+                                        "public",
+                                        "fields",
+                                        "t",
+                                        "s",
+                                        "notes",
+                                        "diagnosis",
+                                        "insurance_id",
+                                        "zip",
+                                        "ip_address",
+                                        "\\u0073sn",
+                                        "n\\u00e4me"};
     if (unit_below(&g->rng, 2)) {
         strcpy(out, named[unit_below(&g->rng, sizeof named / sizeof named[0])]);
         return;
     }
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. ";
     int len = 1 + (int)unit_below(&g->rng, 14);
-    for (int i = 0; i < len; i++) out[i] = alphabet[unit_below(&g->rng, sizeof alphabet - 1)];
+    for (int i = 0; i < len; i++)
+        out[i] = alphabet[unit_below(&g->rng, sizeof alphabet - 1)];
     out[len] = 0;
 }
 
@@ -155,8 +190,9 @@ typedef struct {
     int ts_year;
 } expected_public;
 
-static const char *const colors[] = {"\"blue\"", "\"green\"", "\"red\"", "42", "[\"teal\",\"navy\"]", "{\"hue\":\"amber\"}",
-                                     "null", "true", "\"ultra violet\""};
+static const char *const colors[] = {
+    "\"blue\"", "\"green\"", "\"red\"",         "42", "[\"teal\",\"navy\"]", "{\"hue\":\"amber\"}",
+    "null",     "true",      "\"ultra violet\""};
 static const char *const types[] = {"lab", "visit", "patient", "note", "x"};
 
 /* Build one random record into g->text; returns what its public copy must be. */
@@ -181,7 +217,8 @@ static expected_public random_record(gen *g)
     members[n++] = g->text;
     /* dob */
     g->text = members[n];
-    int y = 1850 + (int)unit_below(&g->rng, 170), m = 1 + (int)unit_below(&g->rng, 12), d = 1 + (int)unit_below(&g->rng, 28);
+    int y = 1850 + (int)unit_below(&g->rng, 170), m = 1 + (int)unit_below(&g->rng, 12),
+        d = 1 + (int)unit_below(&g->rng, 28);
     char dob[16];
     snprintf(dob, sizeof dob, "%04d-%02d-%02d", y, m, d);
     add_token(g, dob, 10);
@@ -216,7 +253,7 @@ static expected_public random_record(gen *g)
         assert_true(time_parse_rfc3339(ts, strlen(ts), &us));
         want.has_ts = true;
         want.ts_year = time_year(us);
-        add_token(g, ts, 16); /* the date and time down to the minute must not be public */
+        add_token(g, ts, 16);    /* the date and time down to the minute must not be public */
         add_token(g, ts + 4, 6); /* "-MM-DD" */
         buf_printf(&g->text, "\"ts\":\"%s\"", ts);
         members[n++] = g->text;
@@ -277,7 +314,10 @@ static bool public_ok(const char *pub, size_t n, const expected_public *want, ge
         int idx = -1;
         for (int j = 0; j < 3; j++)
             if (m[i].key_len == strlen(order[j]) && memcmp(m[i].key, order[j], m[i].key_len) == 0) idx = j;
-        if (idx < 0) return snprintf(why, cap, "key \"%.*s\" is not allow-listed: %.*s", (int)m[i].key_len, m[i].key, (int)n, pub), false;
+        if (idx < 0)
+            return snprintf(why, cap, "key \"%.*s\" is not allow-listed: %.*s", (int)m[i].key_len, m[i].key, (int)n,
+                            pub),
+                   false;
         if (idx < next) return snprintf(why, cap, "keys out of allow-list order or repeated: %.*s", (int)n, pub), false;
         next = idx + 1;
         const char *expect;
@@ -294,11 +334,13 @@ static bool public_ok(const char *pub, size_t n, const expected_public *want, ge
             expect = want->color_raw;
         }
         if (m[i].val_len != strlen(expect) || memcmp(m[i].val, expect, m[i].val_len) != 0)
-            return snprintf(why, cap, "%s published as %.*s, expected %s", order[idx], (int)m[i].val_len, m[i].val, expect), false;
+            return snprintf(why, cap, "%s published as %.*s, expected %s", order[idx], (int)m[i].val_len, m[i].val,
+                            expect),
+                   false;
     }
     if (seen_ts != want->has_ts || seen_type != want->has_type || seen_color != want->has_color)
-        return snprintf(why, cap, "allow-listed fields missing or invented (ts %d/%d type %d/%d color %d/%d): %.*s", seen_ts,
-                        want->has_ts, seen_type, want->has_type, seen_color, want->has_color, (int)n, pub),
+        return snprintf(why, cap, "allow-listed fields missing or invented (ts %d/%d type %d/%d color %d/%d): %.*s",
+                        seen_ts, want->has_ts, seen_type, want->has_type, seen_color, want->has_color, (int)n, pub),
                false;
     for (size_t i = 0; i < g->ntokens; i++)
         if (unit_has(pub, n, g->tokens[i]))
@@ -343,7 +385,8 @@ static void run_property(const schema *sc, int iterations, uint64_t seed, proper
         st->with_color += want.has_color;
         st->many_extras += g.nkeys >= 5;
         if (!ok && st->failures++ == 0)
-            snprintf(st->first_failure, sizeof st->first_failure, "iteration %d: %s; record %.200s", it, why, g.text.data);
+            snprintf(st->first_failure, sizeof st->first_failure, "iteration %d: %s; record %.200s", it, why,
+                     g.text.data);
         if (it % 256 == 255) arena_free(&mem);
     }
     arena_free(&mem);
@@ -360,7 +403,8 @@ static void test_public_copy_property(void **state)
     property_stats st;
     run_property(&sc, 5000, 0x5eed, &st);
     schema_free(&sc);
-    if (st.failures) fail_msg("%d of %d records broke the property; first: %s", st.failures, st.records, st.first_failure);
+    if (st.failures)
+        fail_msg("%d of %d records broke the property; first: %s", st.failures, st.records, st.first_failure);
     /* the generator covers what it should */
     assert_int_equal(st.records, 5000);
     assert_true(st.with_type > 2500 && st.with_ts > 2500 && st.with_color > 1500 && st.many_extras > 1000);
@@ -371,9 +415,10 @@ static void test_public_copy_property(void **state)
 static void test_property_detects_leaks(void **state)
 {
     (void)state;
-    const char *leaky[] = {"{\"public\":{\"favorite_color\":\"copy\",\"type\":\"copy\",\"ts\":\"copy\"}}",
-                           "{\"public\":{\"favorite_color\":\"copy\",\"type\":\"copy\",\"ts\":\"year\",\"ssn\":\"copy\","
-                           "\"phone\":\"copy\",\"record_id\":\"copy\"}}"};
+    const char *leaky[] = {
+        "{\"public\":{\"favorite_color\":\"copy\",\"type\":\"copy\",\"ts\":\"copy\"}}",
+        "{\"public\":{\"favorite_color\":\"copy\",\"type\":\"copy\",\"ts\":\"year\",\"ssn\":\"copy\","
+        "\"phone\":\"copy\",\"record_id\":\"copy\"}}"};
     for (size_t i = 0; i < 2; i++) {
         schema sc;
         ms_err e;
@@ -397,7 +442,8 @@ typedef struct {
 static int setup_custom(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    const char *text = "{\"public\":{\"visit_date\":\"year\",\"eye_color\":\"copy\",\"type\":\"copy\",\"ts\":\"year\"}}";
+    const char *text =
+        "{\"public\":{\"visit_date\":\"year\",\"eye_color\":\"copy\",\"type\":\"copy\",\"ts\":\"year\"}}";
     ms_err e;
     if (schema_parse(&f->sc, text, strlen(text), &e) != MS_OK) return -1;
     f->cfg = unit_scan_config(&f->sc);
@@ -424,7 +470,6 @@ static int teardown(void **state)
     return 0;
 }
 
-
 #define ID "\"name\":\"Ana\",\"dob\":\"1990-01-01\""
 
 static void expect_record_public(fixture *f, const char *record, const char *want)
@@ -444,16 +489,19 @@ static void test_record_transforms(void **state)
     expect_record_public(f, "{" ID ",\"visit_date\":\"2024-03-01T10:00:00Z\"}", "{\"visit_date\":\"2024\"}");
     expect_record_public(f, "{" ID ",\"visit_date\":\"1999-12-31T10:00:00.5-05:00\"}", "{\"visit_date\":\"1999\"}");
     /* a value the transform cannot handle is left out, never copied raw; the JSON stays well-formed */
-    expect_record_public(f, "{" ID ",\"visit_date\":\"March 2024\",\"eye_color\":\"green\"}", "{\"eye_color\":\"green\"}");
-    expect_record_public(f, "{" ID ",\"visit_date\":\"2024-02-30\",\"eye_color\":\"green\"}", "{\"eye_color\":\"green\"}");
+    expect_record_public(f, "{" ID ",\"visit_date\":\"March 2024\",\"eye_color\":\"green\"}",
+                         "{\"eye_color\":\"green\"}");
+    expect_record_public(f, "{" ID ",\"visit_date\":\"2024-02-30\",\"eye_color\":\"green\"}",
+                         "{\"eye_color\":\"green\"}");
     expect_record_public(f, "{" ID ",\"visit_date\":20240301}", "{}");
     expect_record_public(f, "{" ID ",\"visit_date\":{\"y\":\"2024-03-01\"}}", "{}");
     expect_record_public(f, "{" ID ",\"visit_date\":\"\"}", "{}");
     expect_record_public(f, "{" ID ",\"visit_date\":\"2024\"}", "{}");
     expect_record_public(f, "{" ID ",\"visit_date\":null,\"type\":\"lab\"}", "{\"type\":\"lab\"}");
     /* copy keeps any JSON value as is; allow-list order, not input order */
-    expect_record_public(f, "{\"ts\":\"2020-05-05T05:05:05Z\",\"eye_color\":{\"l\": \"blue\", \"r\": [1, 2]}," ID ",\"type\":\"lab\"}",
-                         "{\"eye_color\":{\"l\": \"blue\", \"r\": [1, 2]},\"type\":\"lab\",\"ts\":\"2020\"}");
+    expect_record_public(
+        f, "{\"ts\":\"2020-05-05T05:05:05Z\",\"eye_color\":{\"l\": \"blue\", \"r\": [1, 2]}," ID ",\"type\":\"lab\"}",
+        "{\"eye_color\":{\"l\": \"blue\", \"r\": [1, 2]},\"type\":\"lab\",\"ts\":\"2020\"}");
     /* nothing allow-listed: an empty object */
     expect_record_public(f, "{" ID ",\"ssn\":\"123-45-6789\"}", "{}");
 }
@@ -461,14 +509,16 @@ static void test_record_transforms(void **state)
 static void test_record_fields_default_schema(void **state)
 {
     fixture *f = *state;
-    expect_record_public(f, "{" ID ",\"favorite_color\":\"blue\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\",\"mrn\":\"M-1\"}",
-                         "{\"favorite_color\":\"blue\",\"type\":\"visit\",\"ts\":\"2026\"}");
+    expect_record_public(
+        f, "{" ID ",\"favorite_color\":\"blue\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\",\"mrn\":\"M-1\"}",
+        "{\"favorite_color\":\"blue\",\"type\":\"visit\",\"ts\":\"2026\"}");
     /* the default ts (ingest time) is not a field of the record: not published */
     expect_record_public(f, "{" ID ",\"type\":\"visit\"}", "{\"type\":\"visit\"}");
     /* an escaped key that decodes to an allow-listed name is that field */
     expect_record_public(f, "{" ID ",\"favorite\\u005fcolor\":\"red\"}", "{\"favorite_color\":\"red\"}");
     /* near misses are PHI */
-    expect_record_public(f, "{" ID ",\"Favorite_Color\":\"red\",\"favorite_color \":\"red\",\"TS\":\"2026-01-01T00:00:00Z\"}", "{}");
+    expect_record_public(
+        f, "{" ID ",\"Favorite_Color\":\"red\",\"favorite_color \":\"red\",\"TS\":\"2026-01-01T00:00:00Z\"}", "{}");
 }
 
 /* ---- deid_patient_fields ---- */
@@ -487,25 +537,32 @@ static void test_patient_fields_default_schema(void **state)
 {
     fixture *f = *state;
     /* a new patient: record-level fields (type, ts) are not patient state */
-    expect_patient_public(f, NULL, "{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}",
+    expect_patient_public(f, NULL,
+                          "{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}",
                           "{\"favorite_color\":\"blue\"}");
     expect_patient_public(f, "", "{" ID ",\"type\":\"lab\"}", "{}");
     /* a record without the field keeps the previous value; a record with it replaces it */
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"allergy\":\"PHI\"}", "{\"favorite_color\":\"blue\"}");
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":\"red\"}", "{\"favorite_color\":\"red\"}");
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":null}", "{\"favorite_color\":null}");
+    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"allergy\":\"PHI\"}",
+                          "{\"favorite_color\":\"blue\"}");
+    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":\"red\"}",
+                          "{\"favorite_color\":\"red\"}");
+    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":null}",
+                          "{\"favorite_color\":null}");
     /* a previous projection that is not a JSON object counts as empty */
     expect_patient_public(f, "not json", "{" ID ",\"type\":\"lab\"}", "{}");
     /* keys outside the allow-list in prev are not carried over */
-    expect_patient_public(f, "{\"favorite_color\":\"blue\",\"ssn\":\"1\"}", "{" ID "}", "{\"favorite_color\":\"blue\"}");
+    expect_patient_public(f, "{\"favorite_color\":\"blue\",\"ssn\":\"1\"}", "{" ID "}",
+                          "{\"favorite_color\":\"blue\"}");
 }
 
 static void test_patient_fields_transforms(void **state)
 {
     fixture *f = *state;
     const char *prev = "{\"visit_date\":\"2020\",\"eye_color\":\"green\"}";
-    expect_patient_public(f, prev, "{" ID ",\"visit_date\":\"2024-03-01\"}", "{\"visit_date\":\"2024\",\"eye_color\":\"green\"}");
-    expect_patient_public(f, prev, "{" ID ",\"eye_color\":\"brown\"}", "{\"visit_date\":\"2020\",\"eye_color\":\"brown\"}");
+    expect_patient_public(f, prev, "{" ID ",\"visit_date\":\"2024-03-01\"}",
+                          "{\"visit_date\":\"2024\",\"eye_color\":\"green\"}");
+    expect_patient_public(f, prev, "{" ID ",\"eye_color\":\"brown\"}",
+                          "{\"visit_date\":\"2020\",\"eye_color\":\"brown\"}");
     /* the record sets the field to a value that cannot be published: the old public value is gone too
      * (the patient's value is now the new one), and the raw value is not copied */
     expect_patient_public(f, prev, "{" ID ",\"visit_date\":\"last March\"}", "{\"eye_color\":\"green\"}");

@@ -55,7 +55,8 @@ static void test_whitespace_and_case(void **state)
 {
     (void)state;
     expect_same("  Ana   MARÍA ", "ana maría");
-    expect_norm("  Ana   MARÍA ", "ana mar\xC3\xAD" "a");
+    expect_norm("  Ana   MARÍA ", "ana mar\xC3\xAD"
+                                  "a");
     expect_norm("Ana\tMaria\r\nLopez", "ana maria lopez");
     expect_norm("x", "x");
     expect_norm(" \t x \t ", "x");
@@ -68,14 +69,20 @@ static void test_nfkc(void **state)
     (void)state;
     expect_norm("\xEF\xBC\xA1\xEF\xBC\xAE\xEF\xBC\xA1", "ana"); /* fullwidth ＡＮＡ */
     expect_same("ＡＮＡ", "ana");
-    expect_norm("\xEF\xAC\x81", "fi");                          /* ligature ﬁ */
+    expect_norm("\xEF\xAC\x81", "fi"); /* ligature ﬁ */
     expect_same("ﬁona", "Fiona");
-    expect_same("e\xCC\x81", "\xC3\xA9");                       /* combining acute vs precomposed é */
-    expect_norm("Jose\xCC\x81", "jos\xC3\xA9");                 /* composed after normalization */
-    expect_norm("\xE2\x84\xAB", "\xC3\xA5");                    /* Angstrom sign -> å */
-    expect_same("Ana\xC2\xA0Mar\xC3\xAD" "a", "ana maría");        /* no-break space is a space after NFKC */
-    expect_same("Ana\xE3\x80\x80Mar\xC3\xAD" "a", "ana maría");    /* ideographic space too */
-    expect_same("Ana \xC2\xA0 \xC2\xA0Mar\xC3\xAD" "a", "ana maría");
+    expect_same("e\xCC\x81", "\xC3\xA9");       /* combining acute vs precomposed é */
+    expect_norm("Jose\xCC\x81", "jos\xC3\xA9"); /* composed after normalization */
+    expect_norm("\xE2\x84\xAB", "\xC3\xA5");    /* Angstrom sign -> å */
+    expect_same("Ana\xC2\xA0Mar\xC3\xAD"
+                "a",
+                "ana maría"); /* no-break space is a space after NFKC */
+    expect_same("Ana\xE3\x80\x80Mar\xC3\xAD"
+                "a",
+                "ana maría"); /* ideographic space too */
+    expect_same("Ana \xC2\xA0 \xC2\xA0Mar\xC3\xAD"
+                "a",
+                "ana maría");
 }
 
 static void test_case_fold(void **state)
@@ -90,10 +97,12 @@ static void test_case_fold(void **state)
 static void test_ignorables(void **state)
 {
     (void)state;
-    expect_same("a\xE2\x80\x8Bna", "ana");      /* zero-width space */
-    expect_same("a\xC2\xADna", "ana");          /* soft hyphen */
-    expect_same("\xEF\xBB\xBF" "ana", "ana");   /* BOM / ZWNBSP */
-    expect_same("a\xE2\x80\x8Dna", "ana");      /* zero-width joiner */
+    expect_same("a\xE2\x80\x8Bna", "ana"); /* zero-width space */
+    expect_same("a\xC2\xADna", "ana");     /* soft hyphen */
+    expect_same("\xEF\xBB\xBF"
+                "ana",
+                "ana");                    /* BOM / ZWNBSP */
+    expect_same("a\xE2\x80\x8Dna", "ana"); /* zero-width joiner */
 }
 
 static void test_rejections(void **state)
@@ -102,8 +111,10 @@ static void test_rejections(void **state)
     expect_reject("", 0, "is empty");
     expect_reject("   \t\r\n ", 7, "is empty");
     expect_reject("ana\0b", 5, "contains a control character"); /* NUL */
-    expect_reject("\xE2\x80\x8B", 3, "is empty"); /* only an ignorable code point */
-    expect_reject("ana\x01" "b", 5, "contains a control character");
+    expect_reject("\xE2\x80\x8B", 3, "is empty");               /* only an ignorable code point */
+    expect_reject("ana\x01"
+                  "b",
+                  5, "contains a control character");
     expect_reject("ana\x1f", 4, "contains a control character");
     expect_reject("ana\x7f", 4, "contains a control character");
     expect_reject("\x07", 1, "contains a control character");
@@ -125,7 +136,8 @@ static void test_unicode_whitespace_and_c1_controls(void **state)
         const char *why;
         int n = norm(ws[i], out, &why);
         if (n >= 0 && strcmp(out, "ana maria") != 0)
-            fail_msg("case %zu: a Unicode line break was kept inside the normalized name (%d bytes, not \"ana maria\")", i, n);
+            fail_msg("case %zu: a Unicode line break was kept inside the normalized name (%d bytes, not \"ana maria\")",
+                     i, n);
     }
     expect_reject("ana\xC2\x80", 5, "contains a control character");
     expect_reject("ana\xC2\x9F", 5, "contains a control character");
@@ -151,7 +163,8 @@ static void test_length_limit(void **state)
     /* ... collapsed runs count once ... */
     size_t o = 0;
     in[o++] = 'c';
-    for (int i = 1; i < 128; i++) in[o++] = ' ', in[o++] = '\t', in[o++] = 'c'; /* 128 c, 127 runs of 2 */
+    for (int i = 1; i < 128; i++)
+        in[o++] = ' ', in[o++] = '\t', in[o++] = 'c'; /* 128 c, 127 runs of 2 */
     in[o] = 0;
     assert_int_equal(norm(in, out, &why), 255);
     in[o++] = ' ', in[o++] = ' ', in[o++] = 'c';
@@ -159,14 +172,16 @@ static void test_length_limit(void **state)
     expect_reject(in, o, "is too long"); /* 129 + 128 = 257 */
     /* ... and expansions count in full: ß is 2 bytes but normalizes to "ss" (2 bytes); ﬃ is 3 -> "ffi" */
     o = 0;
-    for (int i = 0; i < 128; i++) in[o++] = '\xC3', in[o++] = '\x9F';
+    for (int i = 0; i < 128; i++)
+        in[o++] = '\xC3', in[o++] = '\x9F';
     in[o] = 0;
     assert_int_equal(norm(in, out, &why), 256);
     in[o++] = '\xC3', in[o++] = '\x9F';
     in[o] = 0;
     expect_reject(in, o, "is too long");
     o = 0;
-    for (int i = 0; i < 86; i++) in[o++] = '\xEF', in[o++] = '\xAC', in[o++] = '\x83'; /* 86 x "ffi" = 258 */
+    for (int i = 0; i < 86; i++)
+        in[o++] = '\xEF', in[o++] = '\xAC', in[o++] = '\x83'; /* 86 x "ffi" = 258 */
     expect_reject(in, o, "is too long");
     /* a long name is rejected without touching out beyond IDENTITY_NAME_MAX */
     char guard[IDENTITY_NAME_MAX + 32];
@@ -174,19 +189,28 @@ static void test_length_limit(void **state)
     memset(in, 'd', 600);
     const char *w;
     assert_int_equal(identity_normalize_name(in, 600, guard, &w), -1);
-    for (size_t i = IDENTITY_NAME_MAX; i < sizeof guard; i++) assert_int_equal((unsigned char)guard[i], 0x5A);
+    for (size_t i = IDENTITY_NAME_MAX; i < sizeof guard; i++)
+        assert_int_equal((unsigned char)guard[i], 0x5A);
 }
 
 static void test_identity_key(void **state)
 {
     (void)state;
     char key[IDENTITY_KEY_MAX + 16];
-    const char *name = "ana mar\xC3\xAD" "a";
+    const char *name = "ana mar\xC3\xAD"
+                       "a";
     size_t n = identity_key(name, strlen(name), 1990, 5, 7, key);
     assert_int_equal(n, strlen(name) + 1 + 10);
-    assert_memory_equal(key, "ana mar\xC3\xAD" "a\0" "1990-05-07", n);
+    assert_memory_equal(key,
+                        "ana mar\xC3\xAD"
+                        "a\0"
+                        "1990-05-07",
+                        n);
     n = identity_key("x", 1, 1850, 1, 1, key);
-    assert_memory_equal(key, "x\0" "1850-01-01", n);
+    assert_memory_equal(key,
+                        "x\0"
+                        "1850-01-01",
+                        n);
     /* same name, other date: other key; no prefix collisions between names */
     char k2[IDENTITY_KEY_MAX + 16];
     size_t n2 = identity_key("x", 1, 1850, 1, 2, k2);
@@ -208,9 +232,13 @@ static void test_identity_key_max_name_fits(void **state)
     memset(out, 0xA5, sizeof out);
     size_t n = identity_key(name, IDENTITY_NAME_MAX, 2001, 12, 31, (char *)out);
     assert_int_equal(n, IDENTITY_KEY_MAX);
-    assert_memory_equal(out + IDENTITY_NAME_MAX, "\0" "2001-12-31", 11);
+    assert_memory_equal(out + IDENTITY_NAME_MAX,
+                        "\0"
+                        "2001-12-31",
+                        11);
     for (size_t i = IDENTITY_KEY_MAX; i < sizeof out; i++)
-        if (out[i] != 0xA5) fail_msg("identity_key wrote byte %zu (0x%02x) past IDENTITY_KEY_MAX (%d)", i, out[i], IDENTITY_KEY_MAX);
+        if (out[i] != 0xA5)
+            fail_msg("identity_key wrote byte %zu (0x%02x) past IDENTITY_KEY_MAX (%d)", i, out[i], IDENTITY_KEY_MAX);
 }
 
 /* ---- patient ids ---- */
@@ -233,20 +261,22 @@ static void test_patient_id_format_parse(void **state)
             if (j == 8 || j == 13 || j == 18 || j == 23) continue;
             assert_non_null(strchr("0123456789abcdef", text[j]));
         }
-        assert_int_equal(text[14], '4');                   /* version 4 */
-        assert_non_null(strchr("89ab", text[19]));         /* RFC 4122 variant */
+        assert_int_equal(text[14], '4');           /* version 4 */
+        assert_non_null(strchr("89ab", text[19])); /* RFC 4122 variant */
         assert_int_equal(id.b[6] >> 4, 4);
         assert_int_equal(id.b[8] >> 6, 2);
         assert_true(patient_id_parse(text, 36, &back));
         assert_memory_equal(id.b, back.b, 16);
         /* uppercase parses to the same id */
         char upper[PATIENT_ID_TEXT];
-        for (int j = 0; j < 37; j++) upper[j] = (char)((text[j] >= 'a' && text[j] <= 'f') ? text[j] - 32 : text[j]);
+        for (int j = 0; j < 37; j++)
+            upper[j] = (char)((text[j] >= 'a' && text[j] <= 'f') ? text[j] - 32 : text[j]);
         memset(&back, 0, sizeof back);
         assert_true(patient_id_parse(upper, 36, &back));
         assert_memory_equal(id.b, back.b, 16);
     }
-    patient_id fixed = {{0x6f, 0x0c, 0x12, 0x34, 0xab, 0xcd, 0x4e, 0xf0, 0x81, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}};
+    patient_id fixed = {
+        {0x6f, 0x0c, 0x12, 0x34, 0xab, 0xcd, 0x4e, 0xf0, 0x81, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}};
     char text[PATIENT_ID_TEXT];
     patient_id_format(&fixed, text);
     assert_string_equal(text, "6f0c1234-abcd-4ef0-8123-456789abcdef");
@@ -260,16 +290,19 @@ static void test_patient_ids_distinct(void **state)
     enum { N = 1000 };
     patient_id *ids = malloc(sizeof(patient_id) * N);
     static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
-    for (int i = 0; i < N; i++) patient_id_from_number(key, (uint64_t)i, &ids[i]); /* consecutive numbers */
+    for (int i = 0; i < N; i++)
+        patient_id_from_number(key, (uint64_t)i, &ids[i]); /* consecutive numbers */
     qsort(ids, N, sizeof(patient_id), id_cmp);
     int dups = 0;
-    for (int i = 1; i < N; i++) dups += memcmp(ids[i - 1].b, ids[i].b, 16) == 0;
+    for (int i = 1; i < N; i++)
+        dups += memcmp(ids[i - 1].b, ids[i].b, 16) == 0;
     /* and the random bits are not stuck: every byte position takes many values */
     int stuck = 0;
     for (int byte = 0; byte < 16; byte++) {
         bool seen[256] = {0};
         int distinct = 0;
-        for (int i = 0; i < N; i++) distinct += !seen[ids[i].b[byte]], seen[ids[i].b[byte]] = true;
+        for (int i = 0; i < N; i++)
+            distinct += !seen[ids[i].b[byte]], seen[ids[i].b[byte]] = true;
         int expect = byte == 6 ? 16 : byte == 8 ? 64 : 200; /* fixed version / variant bits */
         if (distinct < expect / 2 || (byte == 6 && distinct > 16) || (byte == 8 && distinct > 64)) stuck++;
     }
@@ -285,8 +318,9 @@ static void test_patient_id_number_round_trip(void **state)
     (void)state;
     static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
     static const unsigned char other[PATIENT_ID_KEY] = "another store's key, 32 bytes ok";
-    const uint64_t numbers[] = {0, 1, 2, 41, 1000000, UINT64_C(1) << 40, UINT64_C(1) << 61, (UINT64_C(1) << 61) - 1,
-                                UINT64_MAX - 1, UINT64_MAX};
+    const uint64_t numbers[] = {
+        0,         1, 2, 41, 1000000, UINT64_C(1) << 40, UINT64_C(1) << 61, (UINT64_C(1) << 61) - 1, UINT64_MAX - 1,
+        UINT64_MAX};
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         patient_id id, id2;
         uint64_t back = 12345;
@@ -326,19 +360,19 @@ static void test_patient_id_parse_rejects(void **state)
     (void)state;
     const char *bad[] = {
         "",
-        "6f0c1234-abcd-4ef0-8123-456789abcde",    /* 35 */
-        "6f0c1234-abcd-4ef0-8123-456789abcdef0",  /* 37 */
-        "6f0c1234abcd-4ef0-8123-456789abcdef0",   /* dash missing, still 36 */
+        "6f0c1234-abcd-4ef0-8123-456789abcde",   /* 35 */
+        "6f0c1234-abcd-4ef0-8123-456789abcdef0", /* 37 */
+        "6f0c1234abcd-4ef0-8123-456789abcdef0",  /* dash missing, still 36 */
         "6f0c1234-abcd-4ef0-8123_456789abcdef",
-        "6f0c123-4abcd-4ef0-8123-456789abcdef",   /* dash misplaced */
+        "6f0c123-4abcd-4ef0-8123-456789abcdef", /* dash misplaced */
         "6f0c1234-abcd-4ef0-81234-56789abcdef",
-        "6f0c1234-abcd-4ef0-8123-456789abcdeg",   /* not hex */
+        "6f0c1234-abcd-4ef0-8123-456789abcdeg", /* not hex */
         "6f0c1234-abcd-4ef0-8123-45678 abcdef",
         "-6f0c1234abcd-4ef0-8123-456789abcdef",
         "{6f0c1234-abcd-4ef0-8123-456789abcde}",
         "6f0c1234-abcd-4ef0-8123-456789abcd-f",
         "6f0c1234--bcd-4ef0-8123-456789abcdef",
-        "6f0c1234abcd4ef08123456789abcdef",       /* 32 hex, no dashes */
+        "6f0c1234abcd4ef08123456789abcdef", /* 32 hex, no dashes */
         "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
         "6f0c1234-abcd-4ef0-8123-456789abcdeé",
     };

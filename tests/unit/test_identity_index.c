@@ -34,9 +34,10 @@ static void test_remove_keeps_probe_runs(void **state)
 {
     (void)state;
     identity_index *ix = identity_index_new(10); /* 1024 slots */
-    const uint64_t home = 1022;                   /* run 1022, 1023, 0, 1, ... wraps */
-    for (uint64_t i = 0; i < 6; i++) identity_index_put(ix, h_of(home + 1024 * i, i), 100 + i);
-    identity_index_put(ix, h_of(0, 99), 500);     /* home 0: sits inside the wrapped run */
+    const uint64_t home = 1022;                  /* run 1022, 1023, 0, 1, ... wraps */
+    for (uint64_t i = 0; i < 6; i++)
+        identity_index_put(ix, h_of(home + 1024 * i, i), 100 + i);
+    identity_index_put(ix, h_of(0, 99), 500); /* home 0: sits inside the wrapped run */
     for (uint64_t victim = 0; victim < 6; victim++) {
         identity_index_remove(ix, h_of(home + 1024 * victim, victim));
         uint64_t n;
@@ -61,7 +62,8 @@ static void test_random_against_model(void **state)
     enum { KEYS = 20000, OPS = 200000 };
     identity_index *ix = identity_index_new(1);
     uint64_t *model = malloc(sizeof *model * KEYS); /* UINT64_MAX: absent */
-    for (int i = 0; i < KEYS; i++) model[i] = UINT64_MAX;
+    for (int i = 0; i < KEYS; i++)
+        model[i] = UINT64_MAX;
     unit_rng r = {42};
     uint64_t count = 0;
     for (int op = 0; op < OPS; op++) {
@@ -98,7 +100,8 @@ static void test_put_many(void **state)
     identity_index *ix = identity_index_new(0);
     identity_hash h[N];
     uint64_t nums[N];
-    for (uint64_t i = 0; i < N; i++) h[i] = h_of(i * 7919u % 1024, i), nums[i] = i * 3;
+    for (uint64_t i = 0; i < N; i++)
+        h[i] = h_of(i * 7919u % 1024, i), nums[i] = i * 3;
     identity_index_put_many(ix, h, nums, 100);
     identity_index_put_many(ix, h + 100, nums + 100, N - 100);
     identity_index_put_many(ix, h, nums, 0);
@@ -114,9 +117,15 @@ static void test_put_many(void **state)
 static void test_hash_of_identity_keys(void **state)
 {
     (void)state;
-    identity_hash a = identity_hash_of("ana maria\0" "1990-01-01", 20);
-    identity_hash b = identity_hash_of("ana maria\0" "1990-01-02", 20);
-    identity_hash c = identity_hash_of("ana maria\0" "1990-01-01", 20);
+    identity_hash a = identity_hash_of("ana maria\0"
+                                       "1990-01-01",
+                                       20);
+    identity_hash b = identity_hash_of("ana maria\0"
+                                       "1990-01-02",
+                                       20);
+    identity_hash c = identity_hash_of("ana maria\0"
+                                       "1990-01-01",
+                                       20);
     assert_true(a.lo == c.lo && a.hi == c.hi);
     assert_false(a.lo == b.lo && a.hi == b.hi);
 }
@@ -124,10 +133,8 @@ static void test_hash_of_identity_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_get_replace),
-        cmocka_unit_test(test_remove_keeps_probe_runs),
-        cmocka_unit_test(test_random_against_model),
-        cmocka_unit_test(test_put_many),
+        cmocka_unit_test(test_put_get_replace),       cmocka_unit_test(test_remove_keeps_probe_runs),
+        cmocka_unit_test(test_random_against_model),  cmocka_unit_test(test_put_many),
         cmocka_unit_test(test_hash_of_identity_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

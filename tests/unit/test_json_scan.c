@@ -64,8 +64,9 @@ static void test_valid_objects_and_spans(void **state)
     expect_ok("{}", 0);
     expect_ok(" \t\r\n{ \t\r\n} \t\r\n", 0);
 
-    const char *text = " { \"a\" : 1 ,\"bb\":\"x y\",\n\"o\":{\"p\":[1,2,{\"q\":null}]},\"t\":true,\"f\":false,\"n\":null,"
-                       "\"arr\":[ ],\"e\":\"\\u00e9\\n\"} ";
+    const char *text =
+        " { \"a\" : 1 ,\"bb\":\"x y\",\n\"o\":{\"p\":[1,2,{\"q\":null}]},\"t\":true,\"f\":false,\"n\":null,"
+        "\"arr\":[ ],\"e\":\"\\u00e9\\n\"} ";
     size_t n = strlen(text);
     char *p = exact(text, n);
     json_member m[16];
@@ -111,8 +112,20 @@ static void test_key_escaped_flag(void **state)
 static void test_valid_numbers(void **state)
 {
     (void)state;
-    const char *ok[] = {"0", "-0", "1", "-1", "10", "1.5", "-1.5e10", "1E+2", "1e-2", "0.0001", "0e0", "-0.0E-0",
-                        "123456789012345678901234567890", "1.7976931348623157e308"};
+    const char *ok[] = {"0",
+                        "-0",
+                        "1",
+                        "-1",
+                        "10",
+                        "1.5",
+                        "-1.5e10",
+                        "1E+2",
+                        "1e-2",
+                        "0.0001",
+                        "0e0",
+                        "-0.0E-0",
+                        "123456789012345678901234567890",
+                        "1.7976931348623157e308"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char doc[128];
         snprintf(doc, sizeof doc, "{\"n\":%s}", ok[i]);
@@ -189,7 +202,9 @@ static void test_string_errors(void **state)
     expect_error("{\"a\":\"\\ud800\\n\"}", "lone surrogate", 6);
     expect_error("{\"a\":\"\\udc00\\ud800\"}", "lone surrogate", 6); /* reversed pair */
     /* control characters, raw */
-    expect_error("{\"a\":\"a\x01" "b\"}", "control character", 7);
+    expect_error("{\"a\":\"a\x01"
+                 "b\"}",
+                 "control character", 7);
     expect_error("{\"a\":\"a\tb\"}", "control character", 7);
     expect_error("{\"a\":\"a\nb\"}", "control character", 7);
     expect_error("{\"a\":\"\x1f\"}", "control character", 6);
@@ -283,13 +298,17 @@ static char *nested(int levels, bool arrays_inside_object)
     size_t o = 0;
     if (arrays_inside_object) {
         o += (size_t)sprintf(s + o, "{\"a\":");
-        for (int i = 1; i < levels; i++) s[o++] = '[';
-        for (int i = 1; i < levels; i++) s[o++] = ']';
+        for (int i = 1; i < levels; i++)
+            s[o++] = '[';
+        for (int i = 1; i < levels; i++)
+            s[o++] = ']';
         s[o++] = '}';
     } else {
-        for (int i = 0; i < levels; i++) o += (size_t)sprintf(s + o, "{\"k\":");
+        for (int i = 0; i < levels; i++)
+            o += (size_t)sprintf(s + o, "{\"k\":");
         s[o++] = '1';
-        for (int i = 0; i < levels; i++) s[o++] = '}';
+        for (int i = 0; i < levels; i++)
+            s[o++] = '}';
     }
     s[o] = 0;
     return s;
@@ -333,7 +352,10 @@ typedef struct {
     const char *bytes;
     size_t n;
 } seq;
-#define SEQ(s) {s, sizeof(s) - 1}
+#define SEQ(s)                                                                                                         \
+    {                                                                                                                  \
+        s, sizeof(s) - 1                                                                                               \
+    }
 
 static const seq bad_utf8[] = {
     SEQ("\xC0\x80"),         /* overlong NUL */
@@ -349,19 +371,20 @@ static const seq bad_utf8[] = {
     SEQ("\xF8\x88\x80\x80\x80"),
     SEQ("\xFE"),
     SEQ("\xFF"),
-    SEQ("\x80"),             /* lone continuation */
+    SEQ("\x80"), /* lone continuation */
     SEQ("\xBF"),
-    SEQ("\xC3"),             /* truncated 2-byte */
-    SEQ("\xE2\x82"),         /* truncated 3-byte */
-    SEQ("\xF0\x9F\x98"),     /* truncated 4-byte */
-    SEQ("\xC3\x28"),         /* bad continuation */
+    SEQ("\xC3"),         /* truncated 2-byte */
+    SEQ("\xE2\x82"),     /* truncated 3-byte */
+    SEQ("\xF0\x9F\x98"), /* truncated 4-byte */
+    SEQ("\xC3\x28"),     /* bad continuation */
     SEQ("\xE2\x28\xA1"),
     SEQ("\xF0\x9F\x28\x80"),
 };
 
 static const seq good_utf8[] = {
-    SEQ("\xC2\x80"), SEQ("\xC3\xA9"), SEQ("\xDF\xBF"), SEQ("\xE0\xA0\x80"), SEQ("\xE2\x82\xAC"), SEQ("\xED\x9F\xBF"),
-    SEQ("\xEE\x80\x80"), SEQ("\xEF\xBF\xBF"), SEQ("\xF0\x90\x80\x80"), SEQ("\xF0\x9F\x98\x80"), SEQ("\xF4\x8F\xBF\xBF"),
+    SEQ("\xC2\x80"),         SEQ("\xC3\xA9"),         SEQ("\xDF\xBF"),         SEQ("\xE0\xA0\x80"),
+    SEQ("\xE2\x82\xAC"),     SEQ("\xED\x9F\xBF"),     SEQ("\xEE\x80\x80"),     SEQ("\xEF\xBF\xBF"),
+    SEQ("\xF0\x90\x80\x80"), SEQ("\xF0\x9F\x98\x80"), SEQ("\xF4\x8F\xBF\xBF"),
 };
 
 static void test_utf8_check(void **state)
@@ -446,7 +469,7 @@ static void test_fast_path_offsets(void **state)
     struct {
         const char *ins;
         size_t n;
-        int valid;      /* 1: the document is valid */
+        int valid;       /* 1: the document is valid */
         const char *msg; /* else: the expected error */
     } cases[] = {
         {"\\\"", 2, 1, NULL},
@@ -486,7 +509,8 @@ static void test_fast_path_offsets(void **state)
                 int rc = scan_n(doc, o, m, 1, &err);
                 if (cases[c].valid) {
                     if (rc != 1)
-                        fail_msg("case %zu at offset %zu (tail %zu) rejected: %s at %zu", c, off, tail, err.msg, err.offset);
+                        fail_msg("case %zu at offset %zu (tail %zu) rejected: %s at %zu", c, off, tail, err.msg,
+                                 err.offset);
                     assert_int_equal(m[0].val_len, o - 1 - 5);
                 } else {
                     if (rc != -1) fail_msg("case %zu at offset %zu (tail %zu) accepted", c, off, tail);
@@ -547,10 +571,14 @@ static size_t ref_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned c = s[0], cp;
     size_t len;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return 0;
+    if ((c & 0xE0) == 0xC0)
+        len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0)
+        len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
     if (n < len) return 0;
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -587,8 +615,8 @@ static bool ref_string_ok(const unsigned char *s, size_t n)
 static void test_fast_path_random_differential(void **state)
 {
     (void)state;
-    const unsigned char alphabet[] = {'a', 'b', ' ', '~', 0x7f, 0x1f, 0x01, '\\', 'n', 't', 0xC3, 0xA9, 0xE2, 0x82,
-                                      0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xED, 0xA0, 0xC0, 0xFF, '/', 'u'};
+    const unsigned char alphabet[] = {'a',  'b',  ' ',  '~',  0x7f, 0x1f, 0x01, '\\', 'n',  't',  0xC3, 0xA9, 0xE2,
+                                      0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xED, 0xA0, 0xC0, 0xFF, '/',  'u'};
     unit_rng rng = {12345};
     for (int it = 0; it < 20000; it++) {
         unsigned char body[48];
@@ -609,7 +637,8 @@ static void test_fast_path_random_differential(void **state)
         if (ref != (rc == 1)) {
             char hexs[200];
             size_t o = 0;
-            for (size_t i = 0; i < n; i++) o += (size_t)snprintf(hexs + o, sizeof hexs - o, "%02x", body[i]);
+            for (size_t i = 0; i < n; i++)
+                o += (size_t)snprintf(hexs + o, sizeof hexs - o, "%02x", body[i]);
             fail_msg("iteration %d: reference %d, scanner %d (%s) for body %s", it, ref, rc, err.msg, hexs);
         }
     }

@@ -33,7 +33,6 @@ static int teardown(void **state)
     return 0;
 }
 
-
 static const state_field *find(const merge_result *m, const char *key)
 {
     for (uint32_t i = 0; i < m->nfields; i++)
@@ -45,11 +44,13 @@ static const state_field *find(const merge_result *m, const char *key)
 static void expect_keys(const merge_result *m, const char *const *keys, uint32_t n)
 {
     if (m->nfields != n) fail_msg("%u fields, expected %u", m->nfields, n);
-    for (uint32_t i = 0; i < n; i++) assert_span_equal(m->fields[i].key, m->fields[i].key_len, keys[i]);
+    for (uint32_t i = 0; i < n; i++)
+        assert_span_equal(m->fields[i].key, m->fields[i].key_len, keys[i]);
 }
 
 /* The state field refers to the value bytes of record r stored at body_pos. */
-static void expect_ref(const state_field *sf, const parsed_record *r, uint64_t body_pos, const char *key, const char *raw)
+static void expect_ref(const state_field *sf, const parsed_record *r, uint64_t body_pos, const char *key,
+                       const char *raw)
 {
     assert_non_null(sf);
     const record_field *rf = record_field_get(r, key, strlen(key));
@@ -65,8 +66,9 @@ static void expect_ref(const state_field *sf, const parsed_record *r, uint64_t b
 static void test_new_patient(void **state)
 {
     fixture *f = *state;
-    parsed_record r = unit_scan_ok(&f->cfg, &f->mem, "{\"record_id\":\"r1\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\"," ID
-                              ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\"}");
+    parsed_record r = unit_scan_ok(&f->cfg, &f->mem,
+                                   "{\"record_id\":\"r1\",\"type\":\"visit\",\"ts\":\"2026-01-01T00:00:00Z\"," ID
+                                   ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\"}");
     merge_result m;
     merge_patient_state(&f->sc, NULL, 0, &r, 4096, &f->mem, &m);
     const char *keys[] = {"allergy", "dob", "favorite_color", "name"}; /* sorted; no record_id, type, ts */
@@ -93,8 +95,10 @@ static void test_same_values_unchanged_keep_old_reference(void **state)
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
     /* the same values again in another record (other id, type, time, key order, whitespace) */
-    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{ \"allergy\" : \"nuts\", \"record_id\":\"r2\",\"type\":\"lab\",\"ts\":\"2026-02-01T00:00:00Z\","
-                               "\"favorite_color\":\"blue\", " ID "}");
+    parsed_record r2 =
+        unit_scan_ok(&f->cfg, &f->mem,
+                     "{ \"allergy\" : \"nuts\", \"record_id\":\"r2\",\"type\":\"lab\",\"ts\":\"2026-02-01T00:00:00Z\","
+                     "\"favorite_color\":\"blue\", " ID "}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 1 << 20, &f->mem, &m2);
     assert_int_equal(m2.changed, 0);
@@ -114,7 +118,8 @@ static void test_same_values_unchanged_keep_old_reference(void **state)
 static void test_changed_and_added_fields(void **state)
 {
     fixture *f = *state;
-    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\",\"weight\":70}");
+    parsed_record r1 =
+        unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"favorite_color\":\"blue\",\"allergy\":\"nuts\",\"weight\":70}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
     /* allergy changes, height is new, weight and favorite_color are absent (kept), name/dob same */
@@ -159,15 +164,18 @@ static void test_record_fields_never_merged(void **state)
 {
     fixture *f = *state;
     /* keys sorting before, between and after the record-level fields */
-    parsed_record r1 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"record_id\":\"r1\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\",\"a\":1,"
-                               "\"recordz\":2,\"tsa\":3,\"tz\":4,\"u\":5}");
+    parsed_record r1 =
+        unit_scan_ok(&f->cfg, &f->mem,
+                     "{" ID ",\"record_id\":\"r1\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\",\"a\":1,"
+                     "\"recordz\":2,\"tsa\":3,\"tz\":4,\"u\":5}");
     merge_result m1;
     merge_patient_state(&f->sc, NULL, 0, &r1, 0, &f->mem, &m1);
     const char *keys[] = {"a", "dob", "name", "recordz", "tsa", "tz", "u"};
     expect_keys(&m1, keys, 7);
     assert_int_equal(m1.changed, 7);
     /* only record-level fields change: no state change at all */
-    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"record_id\":\"r2\",\"type\":\"visit\",\"ts\":\"2027-01-01T00:00:00Z\"}");
+    parsed_record r2 = unit_scan_ok(&f->cfg, &f->mem,
+                                    "{" ID ",\"record_id\":\"r2\",\"type\":\"visit\",\"ts\":\"2027-01-01T00:00:00Z\"}");
     merge_result m2;
     merge_patient_state(&f->sc, m1.fields, m1.nfields, &r2, 0, &f->mem, &m2);
     assert_int_equal(m2.changed, 0);
@@ -183,9 +191,9 @@ static void test_record_fields_never_merged(void **state)
     bool has_type = find(&m3, "type") != NULL, has_record_id = find(&m3, "record_id") != NULL;
     bool pub = m3.public_changed;
     schema_free(&other);
-    assert_true(has_type);       /* "type" is an ordinary field under this schema ... */
+    assert_true(has_type); /* "type" is an ordinary field under this schema ... */
     assert_true(has_record_id);
-    assert_true(pub);            /* ... and allow-listed there */
+    assert_true(pub); /* ... and allow-listed there */
     assert_int_equal(m3.nfields, 10);
 }
 

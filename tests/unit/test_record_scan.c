@@ -76,7 +76,8 @@ static void expect_reject_n(fixture *f, const char *text, size_t n, const char *
     if (part2 && !strstr(r.error, part2)) fail_msg("error \"%s\" lacks \"%s\"", r.error, part2);
     const char *phi[] = {"Zebulon", "zebulon", "Quixote", "quixote", "ZEBULON", value};
     for (size_t i = 0; i < sizeof phi / sizeof phi[0]; i++)
-        if (phi[i] && phi[i][0] && strstr(r.error, phi[i])) fail_msg("error \"%s\" contains the value \"%s\"", r.error, phi[i]);
+        if (phi[i] && phi[i][0] && strstr(r.error, phi[i]))
+            fail_msg("error \"%s\" contains the value \"%s\"", r.error, phi[i]);
 }
 
 static void expect_reject(fixture *f, const char *text, const char *part1, const char *part2, const char *value)
@@ -89,8 +90,9 @@ static void expect_reject(fixture *f, const char *text, const char *part1, const
 static void test_valid_record_roles(void **state)
 {
     fixture *f = *state;
-    parsed_record r = scan(f, "  {\"type\":\"lab\",\"name\":\"  Zebulon   QUIXOTE \",\"dob\":\"" DOB "\",\"record_id\":\"r\\u002d1\","
-                              "\"ts\":\"2026-01-02T03:04:05.5+01:00\",\"favorite_color\":\"blue\",\"ssn\":\"123-45-6789\"}\r\n");
+    parsed_record r =
+        scan(f, "  {\"type\":\"lab\",\"name\":\"  Zebulon   QUIXOTE \",\"dob\":\"" DOB "\",\"record_id\":\"r\\u002d1\","
+                "\"ts\":\"2026-01-02T03:04:05.5+01:00\",\"favorite_color\":\"blue\",\"ssn\":\"123-45-6789\"}\r\n");
     expect_valid(&r, "full record");
     assert_int_equal(r.line, 7);
     assert_span_equal(r.record_id, r.record_id_len, "r-1"); /* decoded */
@@ -103,7 +105,8 @@ static void test_valid_record_roles(void **state)
     assert_int_equal(r.body[0], '{');
     assert_int_equal(r.body[r.body_len - 1], '}');
     assert_true(r.body_hash == XXH3_64bits(r.body, r.body_len));
-    assert_span_equal(r.public_fields, r.public_fields_len, "{\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026\"}");
+    assert_span_equal(r.public_fields, r.public_fields_len,
+                      "{\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026\"}");
     assert_int_equal(r.nfields, 7);
 }
 
@@ -131,9 +134,11 @@ static void test_fields_sorted(void **state)
     expect_valid(&r, "sorted");
     const char *order[] = {"", "Mid", "alpha", "dob", "key", "name", "zeta"};
     assert_int_equal(r.nfields, 7);
-    for (uint32_t i = 0; i < r.nfields; i++) assert_span_equal(r.fields[i].key, r.fields[i].key_len, order[i]);
+    for (uint32_t i = 0; i < r.nfields; i++)
+        assert_span_equal(r.fields[i].key, r.fields[i].key_len, order[i]);
     for (uint32_t i = 1; i < r.nfields; i++)
-        assert_true(record_key_cmp(r.fields[i - 1].key, r.fields[i - 1].key_len, r.fields[i].key, r.fields[i].key_len) < 0);
+        assert_true(record_key_cmp(r.fields[i - 1].key, r.fields[i - 1].key_len, r.fields[i].key, r.fields[i].key_len) <
+                    0);
     const record_field *a = record_field_get(&r, "alpha", 5);
     assert_non_null(a);
     assert_span_equal(a->val, a->val_len, "{\"x\": 1}");
@@ -167,12 +172,15 @@ static void test_name_rejections(void **state)
     expect_reject(f, "{\"name\":[\"Zebulon\"],\"dob\":\"" DOB "\"}", "\"name\"", "not array", NULL);
     expect_reject(f, "{\"name\":\"\",\"dob\":\"" DOB "\"}", "field \"name\"", "is empty", NULL);
     expect_reject(f, "{\"name\":\"  \\t \",\"dob\":\"" DOB "\"}", "field \"name\"", "is empty", NULL);
-    expect_reject(f, "{\"name\":\"Zebulon\\u0001Quixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "control character", NULL);
-    expect_reject(f, "{\"name\":\"Zebulon\\u007fQuixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "control character", NULL);
+    expect_reject(f, "{\"name\":\"Zebulon\\u0001Quixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "control character",
+                  NULL);
+    expect_reject(f, "{\"name\":\"Zebulon\\u007fQuixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "control character",
+                  NULL);
     expect_reject(f, "{\"name\":\"Zebulon\\u0000Quixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "NUL", NULL);
     buf b = {0};
     buf_puts(&b, "{\"name\":\"");
-    for (int i = 0; i < 20; i++) buf_puts(&b, NAME);
+    for (int i = 0; i < 20; i++)
+        buf_puts(&b, NAME);
     buf_puts(&b, "\",\"dob\":\"" DOB "\"}");
     expect_reject_n(f, b.data, b.len, "field \"name\"", "too long", NULL);
     buf_free(&b);
@@ -184,11 +192,14 @@ static void test_dob_rejections(void **state)
     expect_reject(f, "{\"name\":\"" NAME "\"}", "missing identity field \"dob\"", NULL, NULL);
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":19900507}", "\"dob\"", "must be a string, not number", "19900507");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"\"}", "field \"dob\"", "is empty", NULL);
-    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2023-02-30\"}", "field \"dob\"", "not a real date", "2023-02-30");
-    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2023-02-29\"}", "field \"dob\"", "not a real date", "2023-02-29");
+    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2023-02-30\"}", "field \"dob\"", "not a real date",
+                  "2023-02-30");
+    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2023-02-29\"}", "field \"dob\"", "not a real date",
+                  "2023-02-29");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"1990-5-07\"}", "field \"dob\"", "YYYY-MM-DD", "1990-5-07");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"07/05/1990\"}", "field \"dob\"", "YYYY-MM-DD", "07/05/1990");
-    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"1990-05-07T00:00:00Z\"}", "field \"dob\"", "YYYY-MM-DD", "1990-05-07");
+    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"1990-05-07T00:00:00Z\"}", "field \"dob\"", "YYYY-MM-DD",
+                  "1990-05-07");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2026-06-16\"}", "field \"dob\"", "in the future", "2026-06-16");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"2999-01-01\"}", "field \"dob\"", "in the future", "2999");
     expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"1849-12-31\"}", "field \"dob\"", "before 1850", "1849-12-31");
@@ -258,10 +269,12 @@ static void test_structure_rejections(void **state)
     expect_reject(f, "{\"name\":\"Zebulon\xED\xA0\x80\",\"dob\":\"" DOB "\"}", "invalid UTF-8 at byte 16", NULL, NULL);
     expect_reject(f, "{\"name\":\"Zebulon\\ud800\",\"dob\":\"" DOB "\"}", "malformed JSON", "surrogate", NULL);
     /* duplicate keys, also when they differ only in escaping */
-    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"name\":\"Zebulon Other\"}", "duplicate field \"name\"", NULL, NULL);
-    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"n\\u0061me\":\"Zebulon Other\"}", "duplicate field \"name\"",
-                  NULL, NULL);
-    expect_reject(f, "{\"x\":1,\"name\":\"" NAME "\",\"x\":1,\"dob\":\"" DOB "\"}", "duplicate field \"x\"", NULL, NULL);
+    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"name\":\"Zebulon Other\"}",
+                  "duplicate field \"name\"", NULL, NULL);
+    expect_reject(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"n\\u0061me\":\"Zebulon Other\"}",
+                  "duplicate field \"name\"", NULL, NULL);
+    expect_reject(f, "{\"x\":1,\"name\":\"" NAME "\",\"x\":1,\"dob\":\"" DOB "\"}", "duplicate field \"x\"", NULL,
+                  NULL);
 }
 
 static void test_field_limit(void **state)
@@ -269,7 +282,8 @@ static void test_field_limit(void **state)
     fixture *f = *state;
     buf *b = &f->text;
     buf_puts(b, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\"");
-    for (int i = 2; i < RECORD_MAX_FIELDS; i++) buf_printf(b, ",\"f%04d\":%d", i, i);
+    for (int i = 2; i < RECORD_MAX_FIELDS; i++)
+        buf_printf(b, ",\"f%04d\":%d", i, i);
     buf_puts(b, "}");
     parsed_record r = scan_n(f, b->data, b->len);
     expect_valid(&r, "1024 fields");
@@ -310,7 +324,8 @@ static void test_derived_record_id(void **state)
 {
     fixture *f = *state;
     parsed_record a = scan(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"x\":1,\"note\":\"hello\"}");
-    parsed_record b = scan(f, " {\n \"note\" : \"hello\" ,\t\"x\":1 ,\r\n\"dob\":\"" DOB "\",   \"name\" :\"" NAME "\" } ");
+    parsed_record b =
+        scan(f, " {\n \"note\" : \"hello\" ,\t\"x\":1 ,\r\n\"dob\":\"" DOB "\",   \"name\" :\"" NAME "\" } ");
     parsed_record c = scan(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"x\":2,\"note\":\"hello\"}");
     parsed_record d = scan(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"x\":1,\"note\":\"hello\",\"y\":null}");
     parsed_record e = scan(f, "{\"n\\u0061me\":\"" NAME "\",\"dob\":\"" DOB "\",\"x\":1,\"note\":\"hello\"}");
@@ -321,7 +336,8 @@ static void test_derived_record_id(void **state)
     expect_valid(&e, "e");
     assert_true(a.record_id_derived);
     assert_int_equal(a.record_id_len, 32);
-    for (int i = 0; i < 32; i++) assert_non_null(strchr("0123456789abcdef", a.record_id[i]));
+    for (int i = 0; i < 32; i++)
+        assert_non_null(strchr("0123456789abcdef", a.record_id[i]));
     /* same content, other key order and whitespace: same id and content hash */
     assert_span_equal(b.record_id, b.record_id_len, a.record_id);
     assert_memory_equal(a.content_hash, b.content_hash, 16);
@@ -382,7 +398,8 @@ static void test_body_ndjson(void **state)
     assert_int_equal(b->n, 4);
     assert_int_equal(b->rejected, 1);
     uint32_t lines[] = {1, 3, 5, 7};
-    for (uint32_t i = 0; i < 4; i++) assert_int_equal(b->records[i].line, lines[i]);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_int_equal(b->records[i].line, lines[i]);
     assert_false(b->records[0].rejected);
     assert_false(b->records[1].rejected);
     assert_true(b->records[2].rejected);
@@ -414,7 +431,8 @@ static void test_body_array(void **state)
     assert_int_equal(scan_body(f, " [" REC(1) ",\n 5 ,\r\n" REC(3) "\n,\"" NAME "\"] \n"), MS_OK);
     record_batch *b = &f->batch;
     assert_int_equal(b->n, 4);
-    for (uint32_t i = 0; i < 4; i++) assert_int_equal(b->records[i].line, i + 1);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_int_equal(b->records[i].line, i + 1);
     assert_false(b->records[0].rejected);
     assert_true(b->records[1].rejected);
     assert_string_equal(b->records[1].error, "line 2: not an object (a JSON number)");
@@ -456,8 +474,9 @@ static void test_body_array(void **state)
 static void test_body_single_object(void **state)
 {
     fixture *f = *state;
-    const char *pretty = "\n{\n  \"name\": \"" NAME "\",\n  \"dob\": \"" DOB "\",\n  \"note\": {\n    \"a\": [\n      1,\n"
-                         "      2\n    ]\n  }\n}\n\n";
+    const char *pretty =
+        "\n{\n  \"name\": \"" NAME "\",\n  \"dob\": \"" DOB "\",\n  \"note\": {\n    \"a\": [\n      1,\n"
+        "      2\n    ]\n  }\n}\n\n";
     assert_int_equal(scan_body(f, pretty), MS_OK);
     assert_int_equal(f->batch.n, 1);
     parsed_record *r = &f->batch.records[0];

@@ -53,9 +53,10 @@ static void test_parse_full(void **state)
     (void)state;
     schema s;
     ms_err e = {0};
-    const char *text = "{\"identity\":{\"name\":\"full_name\",\"dob\":\"birth_date\"},\"record_id\":\"rid\",\"type\":\"kind\","
-                       "\"event_time\":\"at\",\"default_type\":\"visit\",\"public\":{\"eye_color\":\"copy\",\"kind\":null,"
-                       "\"at\":\"year\",\"visit_date\":\"year\"}}";
+    const char *text =
+        "{\"identity\":{\"name\":\"full_name\",\"dob\":\"birth_date\"},\"record_id\":\"rid\",\"type\":\"kind\","
+        "\"event_time\":\"at\",\"default_type\":\"visit\",\"public\":{\"eye_color\":\"copy\",\"kind\":null,"
+        "\"at\":\"year\",\"visit_date\":\"year\"}}";
     assert_int_equal(parse(&s, text, &e), MS_OK);
     assert_string_equal(s.name_field, "full_name");
     assert_string_equal(s.dob_field, "birth_date");
@@ -91,8 +92,8 @@ static void test_parse_partial_keeps_defaults(void **state)
     assert_null(schema_public(&s, "favorite_color", 14));
     schema_free(&s);
     /* escaped keys and values are decoded */
-    assert_int_equal(parse(&s, "{\"public\":{\"eye\\u005fcolor\":\"copy\"},\"identity\":{\"name\":\"n\\u0061me2\"}}", &e),
-                     MS_OK);
+    assert_int_equal(
+        parse(&s, "{\"public\":{\"eye\\u005fcolor\":\"copy\"},\"identity\":{\"name\":\"n\\u0061me2\"}}", &e), MS_OK);
     assert_string_equal(s.pub[0].field, "eye_color");
     assert_string_equal(s.name_field, "name2");
     schema_free(&s);
@@ -138,7 +139,8 @@ static void test_identity_fields_cannot_be_public(void **state)
     expect_parse_error("{\"public\":{\"name\":\"copy\"}}", "cannot be public");
     expect_parse_error("{\"public\":{\"dob\":\"year\"}}", "cannot be public");
     expect_parse_error("{\"public\":{\"n\\u0061me\":\"copy\"}}", "cannot be public");
-    expect_parse_error("{\"identity\":{\"name\":\"full_name\"},\"public\":{\"full_name\":\"copy\"}}", "cannot be public");
+    expect_parse_error("{\"identity\":{\"name\":\"full_name\"},\"public\":{\"full_name\":\"copy\"}}",
+                       "cannot be public");
     /* the order of the members does not matter */
     expect_parse_error("{\"public\":{\"birth\":\"year\"},\"identity\":{\"dob\":\"birth\"}}", "cannot be public");
     /* renaming the identity field away makes the old name an ordinary field */
@@ -153,7 +155,8 @@ static void test_public_limit(void **state)
     (void)state;
     buf b = {0};
     buf_puts(&b, "{\"public\":{");
-    for (int i = 0; i < SCHEMA_MAX_PUBLIC; i++) buf_printf(&b, "%s\"f%d\":\"copy\"", i ? "," : "", i);
+    for (int i = 0; i < SCHEMA_MAX_PUBLIC; i++)
+        buf_printf(&b, "%s\"f%d\":\"copy\"", i ? "," : "", i);
     buf_puts(&b, "}}");
     schema s;
     ms_err e;
@@ -176,19 +179,23 @@ static bool parse_two_public_members(void *arg)
     (void)arg;
     buf b = {0};
     buf_puts(&b, "{\"public\":{");
-    for (int i = 0; i < 40; i++) buf_printf(&b, "%s\"a%d\":\"copy\"", i ? "," : "", i);
+    for (int i = 0; i < 40; i++)
+        buf_printf(&b, "%s\"a%d\":\"copy\"", i ? "," : "", i);
     buf_puts(&b, "},\"public\":{");
-    for (int i = 0; i < 40; i++) buf_printf(&b, "%s\"b%d\":\"copy\"", i ? "," : "", i);
+    for (int i = 0; i < 40; i++)
+        buf_printf(&b, "%s\"b%d\":\"copy\"", i ? "," : "", i);
     buf_puts(&b, "}}");
     struct {
         schema s;
         int canary[64];
     } holder;
-    for (int i = 0; i < 64; i++) holder.canary[i] = 0x5A5A5A5A;
+    for (int i = 0; i < 64; i++)
+        holder.canary[i] = 0x5A5A5A5A;
     ms_err e;
     ms_code rc = schema_parse(&holder.s, b.data, b.len, &e);
     bool ok = (rc == MS_EINVAL || (rc == MS_OK && holder.s.npub <= SCHEMA_MAX_PUBLIC));
-    for (int i = 0; i < 64; i++) ok = ok && holder.canary[i] == 0x5A5A5A5A;
+    for (int i = 0; i < 64; i++)
+        ok = ok && holder.canary[i] == 0x5A5A5A5A;
     if (ok) schema_free(&holder.s);
     buf_free(&b);
     return ok;
@@ -208,7 +215,9 @@ static void test_load_file(void **state)
     snprintf(path, sizeof path, "%s/schema.json", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("{\n  \"identity\": {\"name\": \"patient_name\", \"dob\": \"birth\"},\n  \"public\": {\"blood_type\": \"copy\"}\n}\n", f);
+    fputs("{\n  \"identity\": {\"name\": \"patient_name\", \"dob\": \"birth\"},\n  \"public\": {\"blood_type\": "
+          "\"copy\"}\n}\n",
+          f);
     fclose(f);
     schema s;
     ms_err e = {0};

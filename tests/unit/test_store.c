@@ -79,8 +79,8 @@ static patient_ref ref_of(const patient_id *pid)
 
 /* What one committed version wrote, for checking reads. */
 typedef struct {
-    int64_t vf;           /* valid_from (the commit's write time) */
-    uint64_t body_pos;    /* where the body went */
+    int64_t vf;        /* valid_from (the commit's write time) */
+    uint64_t body_pos; /* where the body went */
     uint64_t commit_pos;
 } written;
 
@@ -168,9 +168,6 @@ static const char *ident_key(const char *name, const char *dob)
     return k;
 }
 
-
-
-
 static bool public_patient_at(fixture *f, const patient_id *pid, int64_t as_of, buf *out)
 {
     store_read *r = unit_rbegin(f->s);
@@ -223,7 +220,11 @@ static void test_open_empty_and_id_key(void **state)
     patient_id pid;
     bool found = true;
     ms_err e;
-    assert_int_equal(store_ident_lookup(r, "x\0" "2000-01-01", 12, &pid, &found, &e), MS_OK);
+    assert_int_equal(store_ident_lookup(r,
+                                        "x\0"
+                                        "2000-01-01",
+                                        12, &pid, &found, &e),
+                     MS_OK);
     assert_false(found);
     store_read_end(r);
     record_version rv;
@@ -409,7 +410,8 @@ static void test_as_of_before_epoch_finds_nothing(void **state)
 {
     fixture *f = *state;
     patient_id pid = pid_of(3);
-    write_version(f, "old", &pid, 1, "{\"note\":\"x\"}", unit_time(2020, 1, 1, 0, 0, 0), "lab", ident_key("cy", "1970-01-01"));
+    write_version(f, "old", &pid, 1, "{\"note\":\"x\"}", unit_time(2020, 1, 1, 0, 0, 0), "lab",
+                  ident_key("cy", "1970-01-01"));
     int64_t times[] = {-1, unit_time(1960, 1, 1, 0, 0, 0), INT64_MIN};
     for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
         record_version rv;
@@ -423,9 +425,10 @@ static void test_as_of_before_epoch_finds_nothing(void **state)
         bool pr = public_record_at(f, "old", times[i], fields, sizeof fields, &year);
         buf_free(&pub);
         if (rec || pat || pp || pr)
-            fail_msg("as_of %lld (before the epoch) found a version created later: record %d patient %d public patient %d "
-                     "public record %d",
-                     (long long)times[i], rec, pat, pp, pr);
+            fail_msg(
+                "as_of %lld (before the epoch) found a version created later: record %d patient %d public patient %d "
+                "public record %d",
+                (long long)times[i], rec, pat, pp, pr);
     }
 }
 
@@ -439,8 +442,15 @@ static void test_abort_leaves_nothing(void **state)
     patient_ref ref = ref_of(&pid);
     const char *key = ident_key("dee", "1999-09-09");
     assert_int_equal(store_ident_put(w, key, 14, &ref, &e), MS_OK);
-    record_version rv = {.record_id = "gone", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
-                         .valid_to = -1, .pid = pid, .patient_number = ref.number, .type = "x", .type_len = 1};
+    record_version rv = {.record_id = "gone",
+                         .record_id_len = 4,
+                         .version = 1,
+                         .valid_from = store_write_time(w),
+                         .valid_to = -1,
+                         .pid = pid,
+                         .patient_number = ref.number,
+                         .type = "x",
+                         .type_len = 1};
     assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
     /* visible inside the transaction */
     bool found = false;
@@ -494,9 +504,17 @@ static void test_fault_injection(void **state)
         patient_id p2 = pid_of(6);
         patient_ref r2 = ref_of(&p2);
         assert_int_equal(store_ident_put(w, ident_key("fay", "1992-02-02"), 14, &r2, &e), MS_OK);
-        record_version rv = {.record_id = "lost", .record_id_len = 4, .version = 1, .valid_from = store_write_time(w),
-                             .valid_to = -1, .pid = p2, .patient_number = r2.number, .type = "x", .type_len = 1,
-                             .body_pos = pos, .body_len = 15};
+        record_version rv = {.record_id = "lost",
+                             .record_id_len = 4,
+                             .version = 1,
+                             .valid_from = store_write_time(w),
+                             .valid_to = -1,
+                             .pid = p2,
+                             .patient_number = r2.number,
+                             .type = "x",
+                             .type_len = 1,
+                             .body_pos = pos,
+                             .body_len = 15};
         assert_int_equal(store_record_put(w, &rv, 2020, "{}", 2, &e), MS_OK);
         uint64_t cp = 0;
         ms_code rc = store_write_commit(w, &cp, &e);
@@ -881,9 +899,11 @@ static bool append_and_read(store *s, const char *text, size_t len)
     ok = ok && store_record_body(s, &rv, &out, &e) == MS_OK && out.len == len && memcmp(out.data, text, len) == 0;
     size_t offs[3] = {0, len / 2, len - 100};
     for (int i = 0; i < 3 && ok; i++) {
-        state_field sf = {.key = "k", .key_len = 1, .pos = pos + offs[i], .len = 100, .hash = XXH3_64bits(text + offs[i], 100)};
+        state_field sf = {
+            .key = "k", .key_len = 1, .pos = pos + offs[i], .len = 100, .hash = XXH3_64bits(text + offs[i], 100)};
         out.len = 0;
-        ok = store_field_value(s, &sf, &out, &e) == MS_OK && out.len == 100 && memcmp(out.data, text + offs[i], 100) == 0;
+        ok = store_field_value(s, &sf, &out, &e) == MS_OK && out.len == 100 &&
+             memcmp(out.data, text + offs[i], 100) == 0;
         if (!ok) fprintf(stderr, "slice at %zu of a %zu-byte body: %s\n", offs[i], len, e.msg);
     }
     buf_free(&out);
@@ -899,7 +919,8 @@ static bool append_body_larger_than_cache(void *p)
     if (store_open(&s, a->dir, &opt, &e) != MS_OK) return false;
     size_t len = 300 * 1024;
     char *text = malloc(len);
-    for (size_t i = 0; i < len; i++) text[i] = (char)('a' + (i * 31 + i / 4096) % 26);
+    for (size_t i = 0; i < len; i++)
+        text[i] = (char)('a' + (i * 31 + i / 4096) % 26);
     bool ok = append_and_read(s, text, len);          /* the first append since open */
     ok = ok && append_and_read(s, text + 1000, 2000); /* a small one */
     ok = ok && append_and_read(s, text + 7, len - 7); /* a big one later */
@@ -925,9 +946,17 @@ static void put_and_read_patient(fixture *f, const patient_id *pid, state_field 
     ms_err e = {0};
     store_write *w;
     assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
-    patient_version pv = {.pid = *pid, .number = ref_of(pid).number, .version = 1, .valid_from = store_write_time(w), .valid_to = -1,
-                          .cause_record = "c", .cause_record_len = 1, .source = "unit", .source_len = 4,
-                          .fields = fields, .nfields = n};
+    patient_version pv = {.pid = *pid,
+                          .number = ref_of(pid).number,
+                          .version = 1,
+                          .valid_from = store_write_time(w),
+                          .valid_to = -1,
+                          .cause_record = "c",
+                          .cause_record_len = 1,
+                          .source = "unit",
+                          .source_len = 4,
+                          .fields = fields,
+                          .nfields = n};
     ms_code rc = store_patient_put(w, &pv, &e);
     if (rc != MS_OK) {
         store_write_abort(w);

@@ -48,10 +48,11 @@ static void test_month_lengths(void **state)
 static void test_date_parse_rejections(void **state)
 {
     (void)state;
-    const char *bad[] = {"",           "2024-2-29",   "2024-02-3",  "2024/02/03",  "24-02-2024", "2024-02-03 ",
-                         " 2024-02-03", "2024-02-30", "2024-13-01", "2024-00-10",  "2024-01-00", "0000-01-01",
-                         "abcd-ef-gh", "2024-0a-01", "+024-01-01", "-024-01-01",  "2024-01-01T", "20240101",
-                         "2024-01-1a", "2024--1-01", "2024-01-32", "2024-04-31", "1999-11-31", "2024 01 01"};
+    const char *bad[] = {
+        "",           "2024-2-29",  "2024-02-3",   "2024/02/03", "24-02-2024", "2024-02-03 ", " 2024-02-03",
+        "2024-02-30", "2024-13-01", "2024-00-10",  "2024-01-00", "0000-01-01", "abcd-ef-gh",  "2024-0a-01",
+        "+024-01-01", "-024-01-01", "2024-01-01T", "20240101",   "2024-01-1a", "2024--1-01",  "2024-01-32",
+        "2024-04-31", "1999-11-31", "2024 01 01"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int y = -7, m = -7, d = -7;
         if (parse_date(bad[i], &y, &m, &d)) fail_msg("accepted \"%s\"", bad[i]);
@@ -81,7 +82,8 @@ static void test_days_from_civil(void **state)
         int64_t y;
         unsigned m, d;
         civil_from_days(z, &y, &m, &d);
-        if (!date_is_real((int)y, (int)m, (int)d)) fail_msg("day %lld -> %lld-%u-%u not a date", (long long)z, (long long)y, m, d);
+        if (!date_is_real((int)y, (int)m, (int)d))
+            fail_msg("day %lld -> %lld-%u-%u not a date", (long long)z, (long long)y, m, d);
         if (days_from_civil(y, m, d) != z) fail_msg("day %lld does not round trip", (long long)z);
         if (z > -719162) {
             bool next = (y == prev_y && m == prev_m && d == prev_d + 1) || (y == prev_y && m == prev_m + 1 && d == 1) ||
@@ -146,8 +148,8 @@ static void test_rfc3339_rejections(void **state)
     const char *bad[] = {
         "",
         "2026-11-22",
-        "2026-11-22T15:31:54",       /* no zone */
-        "2026-11-22T15:31Z",         /* no seconds */
+        "2026-11-22T15:31:54", /* no zone */
+        "2026-11-22T15:31Z",   /* no seconds */
         "2026-11-22T24:00:00Z",
         "2026-11-22T15:60:00Z",
         "2026-11-22T15:31:61Z",
@@ -250,7 +252,8 @@ static void test_round_trip(void **state)
         char year[5];
         memcpy(year, out, 4);
         year[4] = 0;
-        if (time_year(us) != atoi(year)) fail_msg("time_year(%lld) = %d, text says %s", (long long)us, time_year(us), out);
+        if (time_year(us) != atoi(year))
+            fail_msg("time_year(%lld) = %d, text says %s", (long long)us, time_year(us), out);
     }
 }
 

@@ -84,7 +84,8 @@ static int teardown(void **state)
     fixture *f = *state;
     if (f->w) writer_stop(f->w);
     if (f->s) store_close(f->s);
-    for (int i = 0; i < f->nsubs; i++) submission_free(f->subs[i]);
+    for (int i = 0; i < f->nsubs; i++)
+        submission_free(f->subs[i]);
     schema_free(&f->sc);
     arena_free(&f->mem);
     buf_free(&f->b);
@@ -151,14 +152,12 @@ static void expect_item(const submission *s, uint32_t i, item_status st, uint32_
 
 static bool same_pid(const patient_id *a, const patient_id *b) { return memcmp(a->b, b->b, 16) == 0; }
 
-
-
-
 /* The raw value of a patient state field, NUL-terminated in f->b; NULL if the field is absent. */
 static const char *state_value(fixture *f, const patient_version *pv, const char *key)
 {
     for (uint32_t i = 0; i < pv->nfields; i++) {
-        if (pv->fields[i].key_len != strlen(key) || memcmp(pv->fields[i].key, key, pv->fields[i].key_len) != 0) continue;
+        if (pv->fields[i].key_len != strlen(key) || memcmp(pv->fields[i].key, key, pv->fields[i].key_len) != 0)
+            continue;
         ms_err e;
         f->b.len = 0;
         if (store_field_value(f->s, &pv->fields[i], &f->b, &e) != MS_OK) fail_msg("store_field_value: %s", e.msg);
@@ -308,9 +307,10 @@ static void test_same_identity_same_patient(void **state)
                               "{\"name\":\"Ana Mar\\u00eda\",\"dob\":\"1990-01-02\",\"n\":4}\n"
                               "{\"name\":\"Ana Maria\",\"dob\":\"1990-01-01\",\"n\":5}\n");
     expect_item(a, 0, ITEM_CREATED, 1);
-    for (int i = 0; i < 4; i++) expect_item(b, (uint32_t)i, ITEM_CREATED, 1);
+    for (int i = 0; i < 4; i++)
+        expect_item(b, (uint32_t)i, ITEM_CREATED, 1);
     assert_true(same_pid(&a->res[0].pid, &b->res[0].pid));
-    assert_true(same_pid(&a->res[0].pid, &b->res[1].pid)); /* NFKC, case fold, combining accent */
+    assert_true(same_pid(&a->res[0].pid, &b->res[1].pid));  /* NFKC, case fold, combining accent */
     assert_false(same_pid(&a->res[0].pid, &b->res[2].pid)); /* another date of birth */
     assert_false(same_pid(&a->res[0].pid, &b->res[3].pid)); /* "maria" is not "maría" */
     assert_false(same_pid(&b->res[2].pid, &b->res[3].pid));
@@ -334,8 +334,10 @@ static void test_same_identity_same_patient(void **state)
 static void test_versions_and_as_of(void **state)
 {
     fixture *f = *state;
-    const char *t1 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"nuts\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
-    const char *t2 = "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
+    const char *t1 =
+        "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"nuts\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
+    const char *t2 =
+        "{\"record_id\":\"r1\"," ANA ",\"allergy\":\"penicillin\",\"type\":\"lab\",\"ts\":\"2024-05-01T10:00:00Z\"}";
     submission *a = submit(f, t1);
     record_version rv1;
     assert_true(unit_record_at(f->s, "r1", INT64_MAX, &rv1));
@@ -522,7 +524,8 @@ static void test_reopen(void **state)
     /* after the restart: the retried derived-id record is still a duplicate, the identity still resolves */
     submission *d = submit(f, t2);
     expect_item(d, 0, ITEM_DUPLICATE, 1);
-    submission *e = submit(f, "{\"record_id\":\"k1\"," ANA ",\"allergy\":\"none\"}\n{\"name\":\"BO\",\"dob\":\"1980-02-02\"}");
+    submission *e =
+        submit(f, "{\"record_id\":\"k1\"," ANA ",\"allergy\":\"none\"}\n{\"name\":\"BO\",\"dob\":\"1980-02-02\"}");
     expect_item(e, 0, ITEM_UPDATED, 2);
     assert_true(same_pid(&e->res[0].pid, &ana));
     expect_item(e, 1, ITEM_CREATED, 1);
@@ -613,9 +616,11 @@ static void *worker(void *p)
     for (int j = 0; j < JOBS; j++) {
         buf b = {0};
         for (int k = 0; k < PER_JOB; k++)
-            buf_printf(&b, "{\"record_id\":\"t%d-j%d-k%d\",\"name\":\"Person %d %d %d\",\"dob\":\"1960-01-0%d\",\"v\":%d}\n",
-                       a->t, j, k, a->t, j, k, 1 + k, k);
-        buf_printf(&b, "{\"record_id\":\"shared-t%d-j%d\",\"name\":\"Shared Person\",\"dob\":\"1955-05-05\"}\n", a->t, j);
+            buf_printf(
+                &b, "{\"record_id\":\"t%d-j%d-k%d\",\"name\":\"Person %d %d %d\",\"dob\":\"1960-01-0%d\",\"v\":%d}\n",
+                a->t, j, k, a->t, j, k, 1 + k, k);
+        buf_printf(&b, "{\"record_id\":\"shared-t%d-j%d\",\"name\":\"Shared Person\",\"dob\":\"1955-05-05\"}\n", a->t,
+                   j);
         a->subs[j] = prepare(&a->f->sc, a->f->s, b.data);
         buf_free(&b);
         a->rc[j] = run(a->f->s, a->f->w, a->subs[j], j % 2 == 1);
@@ -632,10 +637,12 @@ static void test_concurrent_submitters(void **state)
         args[t] = (worker_arg){.f = f, .t = t};
         assert_int_equal(pthread_create(&th[t], NULL, worker, &args[t]), 0);
     }
-    for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
     /* hand the submissions to the fixture for cleanup before asserting */
     for (int t = 0; t < THREADS; t++)
-        for (int j = 0; j < JOBS; j++) f->subs[f->nsubs++] = args[t].subs[j];
+        for (int j = 0; j < JOBS; j++)
+            f->subs[f->nsubs++] = args[t].subs[j];
     patient_id shared;
     bool have_shared = false;
     int created = 0;
@@ -726,7 +733,8 @@ static void test_long_field_key_does_not_poison_patient(void **state)
     size_t kl = 70000;
     buf b = {0};
     buf_puts(&b, "{\"record_id\":\"long\"," ANA ",\"");
-    for (size_t i = 0; i < kl; i++) buf_putc(&b, 'k');
+    for (size_t i = 0; i < kl; i++)
+        buf_putc(&b, 'k');
     buf_puts(&b, "\":1}");
     submission *a = submit_mode(f, b.data, false, a_code_any);
     buf_free(&b);

@@ -84,16 +84,19 @@ static inline bool unit_has(const char *hay, size_t n, const char *needle)
     return hay && memmem(hay, n, needle, m) != NULL;
 }
 
-static inline bool unit_has_str(const char *hay, const char *needle) { return hay && unit_has(hay, strlen(hay), needle); }
+static inline bool unit_has_str(const char *hay, const char *needle)
+{
+    return hay && unit_has(hay, strlen(hay), needle);
+}
 
 /* Exact length-and-bytes comparison of a (pointer, length) span with a C string. */
-#define assert_span_equal(p, n, s)                                                                               \
-    do {                                                                                                         \
-        const char *sp_ = (const char *)(p);                                                                     \
-        size_t sn_ = (size_t)(n);                                                                                \
-        const char *ss_ = (s);                                                                                   \
-        if (sn_ != strlen(ss_) || memcmp(sp_, ss_, sn_) != 0)                                                    \
-            fail_msg("span \"%.*s\" (%zu bytes) != \"%s\" (%zu bytes)", (int)sn_, sp_, sn_, ss_, strlen(ss_)); \
+#define assert_span_equal(p, n, s)                                                                                     \
+    do {                                                                                                               \
+        const char *sp_ = (const char *)(p);                                                                           \
+        size_t sn_ = (size_t)(n);                                                                                      \
+        const char *ss_ = (s);                                                                                         \
+        if (sn_ != strlen(ss_) || memcmp(sp_, ss_, sn_) != 0)                                                          \
+            fail_msg("span \"%.*s\" (%zu bytes) != \"%s\" (%zu bytes)", (int)sn_, sp_, sn_, ss_, strlen(ss_));         \
     } while (0)
 
 /* ---- request bodies as http_server.c hands them over: 4 KiB-aligned, zero-padded to 4 KiB ---- */
@@ -145,7 +148,8 @@ static inline bool unit_run_isolated(bool (*fn)(void *), void *arg)
     if (pid < 0) return false;
     if (pid == 0) _exit(fn(arg) ? 0 : 3);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
