@@ -3,7 +3,7 @@
 CC      ?= cc
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g
 CFLAGS  ?= -O2
-LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -lpthread
+LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC     = $(wildcard src/*.c)

@@ -39,7 +39,7 @@ const route api_route_table[] = {
     {"GET", "/v1/public/patients/{}", "public:read", h_public_patient},
     {"GET", "/v1/public/records", "public:read", h_public_records},
     {"POST", "/v1/snapshots", "exports:create", h_snapshot},
-    {"GET", "/healthz", PERM_NONE, h_health},
+    {"GET", "/healthz", PERMISSION_NONE, h_health},
     {"GET", "/metrics", "metrics:read", h_metrics},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];

@@ -2,19 +2,19 @@
  * api_routes.h - the HTTP API v1: one route table (method, path pattern, permission, handler) and the
  * handlers, which parse and validate parameters, then call the pipeline (ingest) or query.c (reads).
  *
- * Contract: every route declares its permission in the table (PERM_NONE is explicit); a test walks the
- * table to check that none is missing. Bad parameters get 400 naming the parameter; unknown paths 404;
+ * Contract: every route declares its permission in the table (PERMISSION_NONE is explicit); a test walks
+ * the table to check that each names a permission of access.c's table. Bad parameters get 400 naming the parameter; unknown paths 404;
  * known paths with another method 405. Error messages never contain PHI values.
  */
 #ifndef MS_API_ROUTES_H
 #define MS_API_ROUTES_H
 
+#include "access.h"
 #include "http_server.h"
 #include "schema.h"
 #include "store.h"
 #include "writer.h"
 
-#define PERM_NONE "none"
 
 typedef struct {
     store *store;
@@ -28,7 +28,7 @@ typedef void (*route_handler)(api *a, http_request *req, http_response *res);
 typedef struct {
     const char *method;
     const char *pattern;    /* "/v1/patients/{}/history": {} captures one path segment */
-    const char *permission; /* "resource:action" or PERM_NONE */
+    const char *permission; /* "resource:action" or PERMISSION_NONE (access.h) */
     route_handler handler;
 } route;
 

@@ -5,6 +5,7 @@
  * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
  * pipeline logic.
  */
+#include "access.h"
 #include "api_routes.h"
 #include "bench.h"
 #include "http_server.h"
@@ -13,6 +14,7 @@
 #include "preload.h"
 #include "schema.h"
 #include "store.h"
+#include "users.h"
 #include "writer.h"
 
 #include <signal.h>
@@ -40,7 +42,9 @@ static int cmd_init(int argc, char **argv)
     int n = options_parse(opts, argc, argv, 2, pos, 1, err, sizeof err);
     if (n == -2) {
         options_help(stdout, "medstream init DIR [options]",
-                     "Create a data directory: the LMDB store and the segment log.", opts);
+                     "Create a data directory: the LMDB store, the segment log, and an admin user whose\n"
+                     "generated password is written to DIR/admin.password (mode 0600).",
+                     opts);
         return 0;
     }
     if (n < 0) return usage_error("init", err);
@@ -52,9 +56,66 @@ static int cmd_init(int argc, char **argv)
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
     }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/admin.password", pos[0]);
+    ms_code rc = users_create_admin(s, path, &e);
     store_close(s);
-    printf("initialized %s\n", pos[0]);
+    if (rc != MS_OK) {
+        fprintf(stderr, "medstream init: %s%s\n", e.msg, rc == MS_ECONFLICT ? " (already initialized?)" : "");
+        return 1;
+    }
+    printf("initialized %s (admin password in %s)\n", pos[0], path);
     return 0;
+}
+
+static int cmd_roles(int argc, char **argv)
+{
+    const option opts[] = {{0}};
+    const char *pos[1];
+    char err[256];
+    int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
+    if (n == -2) {
+        options_help(stdout, "medstream roles", "Print the roles and their permissions (c r u d per resource).", opts);
+        return 0;
+    }
+    if (n < 0) return usage_error("roles", err);
+    access_print(stdout);
+    return 0;
+}
+
+/* `medstream user add NAME --role ROLE --data DIR`, password on standard input (one line). */
+static int cmd_user(int argc, char **argv)
+{
+    const char *data = NULL, *role = NULL;
+    const option opts[] = {
+        {"--data", OPT_STRING, NULL, true, "data directory", &data},
+        {"--role", OPT_STRING, NULL, true, "role (see medstream roles)", &role},
+        {0},
+    };
+    const char *pos[2];
+    char err[256];
+    int n = options_parse(opts, argc, argv, 2, pos, 2, err, sizeof err);
+    if (n == -2) {
+        options_help(stdout, "medstream user add NAME --role ROLE --data DIR   (password on standard input)",
+                     "Add a user offline (no server may run on DIR).", opts);
+        return 0;
+    }
+    if (n < 0) return usage_error("user", err);
+    if (n != 2 || strcmp(pos[0], "add") != 0) return usage_error("user", "expected: user add NAME");
+    char password[1100];
+    if (!fgets(password, sizeof password, stdin)) return usage_error("user", "no password on standard input");
+    size_t len = strcspn(password, "\r\n");
+    store *s;
+    ms_err e = {0};
+    int rc = 1;
+    if (store_open(&s, data, NULL, &e) == MS_OK) {
+        if (users_create(s, pos[1], role, password, len, &e) == MS_OK) rc = 0;
+        store_close(s);
+    }
+    memset(password, 0, sizeof password);
+    if (rc) fprintf(stderr, "medstream user: %s\n", e.msg);
+    else printf("added user %s (%s)\n", pos[1], role);
+    return rc;
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -160,6 +221,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "preload")) return preload_main(argc, argv);
+    if (!strcmp(cmd, "roles")) return cmd_roles(argc, argv);
+    if (!strcmp(cmd, "user")) return cmd_user(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("medstream %s\n", VERSION);
         return 0;

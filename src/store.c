@@ -17,8 +17,9 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_COUNT };
-static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log", "snapshot", "meta"};
+enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_USERS, DB_COUNT };
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public",
+                                               "log",      "snapshot", "meta",  "users"};
 
 struct store {
     MDB_env *env;
@@ -1175,6 +1176,44 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
         p += it.id_len + 4;
         if (!fn(ctx, &it)) break;
     }
+    *found = true;
+    return MS_OK;
+}
+
+ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e)
+{
+    buf v = {0};
+    buf_puts(&v, role);
+    buf_putc(&v, 0);
+    buf_puts(&v, password_hash);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (!rc) {
+        MDB_val k = val(name, strlen(name)), mv = val(v.data, v.len);
+        rc = mdb_put(txn, s->dbi[DB_USERS], &k, &mv, MDB_NOOVERWRITE);
+        if (rc) mdb_txn_abort(txn);
+        else rc = mdb_txn_commit(txn);
+    }
+    buf_free(&v);
+    if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "user already exists");
+    return rc ? mdb_fail(e, rc, "user insert") : MS_OK;
+}
+
+ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
+                       bool *found, ms_err *e)
+{
+    MDB_val k = val(name, strlen(name)), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_USERS], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "user lookup");
+    const char *p = v.mv_data, *nul = memchr(p, 0, v.mv_size);
+    size_t rl = nul ? (size_t)(nul - p) : 0, hl = nul ? v.mv_size - rl - 1 : 0;
+    if (!nul || rl >= STORE_ROLE_MAX || hl >= STORE_HASH_MAX) return ms_fail(e, MS_ECORRUPT, "store: bad user entry");
+    memcpy(role, p, rl);
+    role[rl] = 0;
+    memcpy(hash, nul + 1, hl);
+    hash[hl] = 0;
     *found = true;
     return MS_OK;
 }

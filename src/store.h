@@ -14,6 +14,7 @@
  *            'T' type NUL be16(year) record_id  and  'T' "*" ...   -> "" (public records index)
  *   log      be64(commit position)                                  -> commit time + the versions written
  *   snapshot snapshot id                                             -> be64(as_of)
+ *   users    user name                                               -> role NUL Argon2id encoded hash
  *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
  * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
  * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
@@ -213,6 +214,13 @@ typedef struct {
 typedef bool (*store_log_fn)(void *ctx, const log_item *item);
 ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store_log_fn fn, void *ctx, bool *found,
                         ms_err *e);
+
+/* Users (issue 3): name -> role and Argon2id hash (passwords.h); never the password. */
+#define STORE_ROLE_MAX 32
+#define STORE_HASH_MAX 160
+ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e);
+ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
+                       bool *found, ms_err *e);
 
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */
