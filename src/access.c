@@ -42,7 +42,8 @@ static bool parse(const char *permission, int *res, int *act)
 bool access_permission_valid(const char *permission)
 {
     int r, a;
-    return permission && (strcmp(permission, PERMISSION_NONE) == 0 || parse(permission, &r, &a));
+    return permission && (strcmp(permission, PERMISSION_NONE) == 0 || strcmp(permission, PERMISSION_AUTHENTICATED) == 0 ||
+                          parse(permission, &r, &a));
 }
 
 bool access_role_valid(const char *role)
@@ -55,6 +56,7 @@ bool access_role_valid(const char *role)
 bool access_allows(const char *role, const char *permission)
 {
     if (permission && strcmp(permission, PERMISSION_NONE) == 0) return true;
+    if (permission && strcmp(permission, PERMISSION_AUTHENTICATED) == 0) return access_role_valid(role);
     int r, a;
     if (!role || !permission || !parse(permission, &r, &a)) return false;
     for (int i = 0; i < NROLES; i++)

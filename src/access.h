@@ -16,7 +16,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define PERMISSION_NONE "none" /* a route anyone may call (health check, login) */
+#define PERMISSION_NONE "none"                   /* a route anyone may call (health check, login) */
+#define PERMISSION_AUTHENTICATED "authenticated" /* any valid token, whatever its role (logout) */
 
 /* Is "resource:action" a permission the table knows (or PERMISSION_NONE)? */
 bool access_permission_valid(const char *permission);

@@ -11,6 +11,8 @@
 #include "query.h"
 #include "record_scan.h"
 #include "timefmt.h"
+#include "tokens.h"
+#include "users.h"
 
 #include <openssl/rand.h>
 #include <stdlib.h>
@@ -27,6 +29,9 @@ static void h_public_patient(api *a, http_request *req, http_response *res);
 static void h_public_records(api *a, http_request *req, http_response *res);
 static void h_snapshot(api *a, http_request *req, http_response *res);
 static void h_health(api *a, http_request *req, http_response *res);
+static void h_login(api *a, http_request *req, http_response *res);
+static void h_logout(api *a, http_request *req, http_response *res);
+static void h_user_create(api *a, http_request *req, http_response *res);
 static void h_metrics(api *a, http_request *req, http_response *res);
 
 const route api_route_table[] = {
@@ -40,6 +45,9 @@ const route api_route_table[] = {
     {"GET", "/v1/public/records", "public:read", h_public_records},
     {"POST", "/v1/snapshots", "exports:create", h_snapshot},
     {"GET", "/healthz", PERMISSION_NONE, h_health},
+    {"POST", "/v1/auth/token", PERMISSION_NONE, h_login},
+    {"DELETE", "/v1/auth/token", PERMISSION_AUTHENTICATED, h_logout},
+    {"POST", "/v1/users", "users:create", h_user_create},
     {"GET", "/metrics", "metrics:read", h_metrics},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
@@ -90,9 +98,28 @@ static bool content_type_is(const char *ct, const char *want)
     return *ct == 0 || *ct == ';';
 }
 
+/* Every route's permission, checked before anything else of the request is read. */
+static int authorize(api *a, const route *rt, http_request *req, http_response *res)
+{
+    if (strcmp(rt->permission, PERMISSION_NONE) == 0) return 0;
+    principal who;
+    token_status st = token_check(a->store, req->authorization, &who);
+    if (st != TOKEN_OK) {
+        http_error(res, 401, "%s", token_status_text(st));
+        return 401;
+    }
+    if (!access_allows(who.role, rt->permission)) {
+        http_error(res, 403, "role %s lacks permission %s", who.role, rt->permission);
+        return 403;
+    }
+    snprintf(req->user, sizeof req->user, "%s", who.user);
+    snprintf(req->role, sizeof req->role, "%s", who.role);
+    return 0;
+}
+
 static int on_headers(void *ctx, http_request *req, http_response *res)
 {
-    (void)ctx;
+    api *a = ctx;
     bool path_known = false;
     for (size_t i = 0; i < api_route_count; i++) {
         const route *rt = &api_route_table[i];
@@ -100,6 +127,8 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
         path_known = true;
         if (strcmp(rt->method, req->method) != 0) continue;
         req->route = (int)i;
+        int denied = authorize(a, rt, req, res);
+        if (denied) return denied;
         if (req->too_many_args) {
             http_error(res, 400, "too many query parameters (at most %d)", HTTP_MAX_ARGS);
             return 400;
@@ -114,6 +143,11 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
                 return 415;
             }
             req->bulk = true;
+        }
+        if ((rt->handler == h_login || rt->handler == h_user_create) &&
+            (!req->content_type || !content_type_is(req->content_type, "application/json"))) {
+            http_error(res, 415, "Content-Type must be application/json");
+            return 415;
         }
         return 0;
     }
@@ -300,8 +334,8 @@ static void h_ingest(api *a, http_request *req, http_response *res)
         return;
     }
     ingest_job job = {0};
-    char source[96];
-    snprintf(source, sizeof source, "http %s", req->client);
+    char source[192];
+    snprintf(source, sizeof source, "user %s via http %s", req->user, req->client);
     job.body = req->body;
     job.body_len = req->body_len;
     job.body_write_len = (req->body_len + 4095) & ~(size_t)4095; /* http_server zero-pads to 4 KiB */
@@ -626,4 +660,109 @@ static void h_metrics(api *a, http_request *req, http_response *res)
     res->status = 200;
     res->content_type = "text/plain; version=0.0.4";
     metrics_render(&res->body);
+}
+
+/* ---- accounts ---- */
+
+/* The string members of a small JSON object body; false (with a 400) if the body is not one. */
+static bool json_fields(http_request *req, http_response *res, const char *const *names, char **values, size_t cap)
+{
+    json_member m[16];
+    json_error je;
+    int n = req->body ? json_scan_object(req->body, req->body_len, m, 16, &je) : -1;
+    if (n < 0) {
+        http_error(res, 400, "body: expected a JSON object");
+        return false;
+    }
+    for (int k = 0; names[k]; k++) {
+        values[k] = NULL;
+        for (int i = 0; i < n; i++) {
+            if (m[i].key_len != strlen(names[k]) || memcmp(m[i].key, names[k], m[i].key_len) != 0) continue;
+            if (m[i].type != JSON_STRING || m[i].val_len - 2 >= cap) break;
+            values[k] = ms_malloc(m[i].val_len);
+            size_t dl = json_string_decode(m[i].val + 1, m[i].val_len - 2, values[k]);
+            values[k][dl] = 0;
+            if (strlen(values[k]) != dl) { free(values[k]); values[k] = NULL; }
+            break;
+        }
+    }
+    return true;
+}
+
+static void free_fields(char **values, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (values[i]) memset(values[i], 0, strlen(values[i])); /* passwords do not linger */
+        free(values[i]);
+    }
+}
+
+static void h_login(api *a, http_request *req, http_response *res)
+{
+    static const char *const names[] = {"user", "password", NULL};
+    char *v[2] = {0};
+    if (!json_fields(req, res, names, v, 2048)) return;
+    if (!v[0] || !v[1]) {
+        http_error(res, 400, "body: \"user\" and \"password\" strings are required");
+    } else if (!login_allowed(v[0], ms_now_us())) {
+        http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
+    } else {
+        principal who;
+        bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
+        login_record(v[0], ok, ms_now_us());
+        if (!ok) {
+            http_error(res, 401, "bad user or password");
+        } else {
+            snprintf(who.user, sizeof who.user, "%s", v[0]);
+            char token[TOKEN_TEXT];
+            int64_t expires;
+            ms_err e;
+            if (token_issue(a->store, &who, a->token_ttl_s, token, &expires, &e) != MS_OK) {
+                http_error(res, status_for(e.code), "%s", e.msg);
+            } else {
+                res->status = 201;
+                res->body.len = 0;
+                buf_printf(&res->body, "{\"token\":\"%s\",\"expires_at\":", token);
+                jw_time(&res->body, expires);
+                buf_puts(&res->body, ",\"role\":");
+                jw_cstr(&res->body, who.role);
+                buf_putc(&res->body, '}');
+                memset(token, 0, sizeof token);
+            }
+        }
+    }
+    free_fields(v, 2);
+}
+
+static void h_logout(api *a, http_request *req, http_response *res)
+{
+    ms_err e;
+    if (token_revoke(a->store, req->authorization, &e) != MS_OK) {
+        http_error(res, e.code == MS_ENOTFOUND ? 401 : status_for(e.code), "%s", e.msg);
+        return;
+    }
+    res->status = 200;
+    buf_puts(&res->body, "{\"revoked\":true}");
+}
+
+static void h_user_create(api *a, http_request *req, http_response *res)
+{
+    static const char *const names[] = {"user", "password", "role", NULL};
+    char *v[3] = {0};
+    if (!json_fields(req, res, names, v, 2048)) return;
+    ms_err e;
+    if (!v[0] || !v[1] || !v[2]) {
+        http_error(res, 400, "body: \"user\", \"password\" and \"role\" strings are required");
+    } else if (users_create(a->store, v[0], v[2], v[1], strlen(v[1]), &e) != MS_OK) {
+        http_error(res, e.code == MS_ECONFLICT ? 409 : status_for(e.code), "%s", e.msg);
+    } else {
+        res->status = 201;
+        res->body.len = 0;
+        buf_puts(&res->body, "{\"user\":");
+        jw_cstr(&res->body, v[0]);
+        buf_puts(&res->body, ",\"role\":");
+        jw_cstr(&res->body, v[2]);
+        buf_putc(&res->body, '}');
+    }
+    free_fields(v, 3);
 }

@@ -21,6 +21,7 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
+    int64_t token_ttl_s;    /* lifetime of issued tokens */
 } api;
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);

@@ -35,6 +35,7 @@ typedef struct http_request {
     double received_at; /* ms_mono_s() when the body was complete */
     int route;          /* index into the route table, set by on_headers */
     bool bulk;          /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    char user[72], role[32]; /* who: set by on_headers from the bearer token ("" when none is needed) */
 } http_request;
 
 typedef struct {

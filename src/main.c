@@ -122,6 +122,7 @@ static int cmd_serve(int argc, char **argv)
 {
     const char *data = NULL, *listen = NULL, *schema_file = NULL;
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
+    long token_ttl = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
@@ -134,6 +135,7 @@ static int cmd_serve(int argc, char **argv)
         {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
         {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads",
          &body_cache},
+        {"--token-ttl", OPT_INT, "3600", false, "lifetime of bearer tokens, seconds", &token_ttl},
         {0},
     };
     const char *pos[1];
@@ -148,6 +150,7 @@ static int cmd_serve(int argc, char **argv)
     if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");
     if (max_record > max_body) max_record = max_body; /* a record can never exceed its body */
     if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
+    if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
 
     schema sc;
     ms_err e = {0};
@@ -177,7 +180,7 @@ static int cmd_serve(int argc, char **argv)
     if (store_open(&s, data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
-    api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record};
+    api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl};
     http_handler hh = api_http_handler(&a);
     http_options ho = {.listen = listen, .max_body = max_body};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;

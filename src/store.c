@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_USERS, DB_COUNT };
-static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public",
-                                               "log",      "snapshot", "meta",  "users"};
+enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_USERS, DB_TOKENS, DB_COUNT };
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",
+                                               "snapshot", "meta",    "users",  "tokens"};
 
 struct store {
     MDB_env *env;
@@ -1180,23 +1180,18 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
     return MS_OK;
 }
 
+static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
+                           bool del, const char *what, ms_err *e);
+
 ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e)
 {
     buf v = {0};
     buf_puts(&v, role);
     buf_putc(&v, 0);
     buf_puts(&v, password_hash);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (!rc) {
-        MDB_val k = val(name, strlen(name)), mv = val(v.data, v.len);
-        rc = mdb_put(txn, s->dbi[DB_USERS], &k, &mv, MDB_NOOVERWRITE);
-        if (rc) mdb_txn_abort(txn);
-        else rc = mdb_txn_commit(txn);
-    }
+    ms_code rc = small_write(s, DB_USERS, name, strlen(name), v.data, v.len, MDB_NOOVERWRITE, false, "user", e);
     buf_free(&v);
-    if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "user already exists");
-    return rc ? mdb_fail(e, rc, "user insert") : MS_OK;
+    return rc;
 }
 
 ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
@@ -1214,6 +1209,61 @@ ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX
     role[rl] = 0;
     memcpy(hash, nul + 1, hl);
     hash[hl] = 0;
+    *found = true;
+    return MS_OK;
+}
+
+/* A small write outside the ingest writer (users, tokens, snapshots): its own transaction. */
+static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
+                           bool del, const char *what, ms_err *e)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return mdb_fail(e, rc, what);
+    MDB_val k = val(key, kl), mv = val(v, vl);
+    rc = del ? mdb_del(txn, s->dbi[db], &k, NULL) : mdb_put(txn, s->dbi[db], &k, &mv, flags);
+    if (rc) mdb_txn_abort(txn);
+    else rc = mdb_txn_commit(txn);
+    if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "%s: already exists", what);
+    if (rc == MDB_NOTFOUND) return ms_fail(e, MS_ENOTFOUND, "%s: not found", what);
+    return rc ? mdb_fail(e, rc, what) : MS_OK;
+}
+
+ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
+                        ms_err *e)
+{
+    buf v = {0};
+    buf_put_be64(&v, (uint64_t)expires);
+    buf_puts(&v, role);
+    buf_putc(&v, 0);
+    buf_puts(&v, user);
+    ms_code rc = small_write(s, DB_TOKENS, hash, 32, v.data, v.len, MDB_NOOVERWRITE, false, "token", e);
+    buf_free(&v);
+    return rc;
+}
+
+ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e)
+{
+    return small_write(s, DB_TOKENS, hash, 32, NULL, 0, 0, true, "token", e);
+}
+
+ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
+                        char role[STORE_ROLE_MAX], bool *found, ms_err *e)
+{
+    MDB_val k = val(hash, 32), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_TOKENS], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "token lookup");
+    const char *p = v.mv_data, *end = p + v.mv_size;
+    const char *nul = v.mv_size > 8 ? memchr(p + 8, 0, v.mv_size - 8) : NULL;
+    if (!nul || (size_t)(nul - p - 8) >= STORE_ROLE_MAX || (size_t)(end - nul - 1) >= STORE_USER_MAX)
+        return ms_fail(e, MS_ECORRUPT, "store: bad token entry");
+    *expires = (int64_t)ms_get_be64(p);
+    memcpy(role, p + 8, (size_t)(nul - p - 8));
+    role[nul - p - 8] = 0;
+    memcpy(user, nul + 1, (size_t)(end - nul - 1));
+    user[end - nul - 1] = 0;
     *found = true;
     return MS_OK;
 }

@@ -15,6 +15,7 @@
  *   log      be64(commit position)                                  -> commit time + the versions written
  *   snapshot snapshot id                                             -> be64(as_of)
  *   users    user name                                               -> role NUL Argon2id encoded hash
+ *   tokens   SHA-256 of a bearer token                               -> be64(expires) role NUL user
  *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
  * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
  * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
@@ -221,6 +222,14 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
 ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e);
 ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
                        bool *found, ms_err *e);
+
+/* Bearer tokens (issue 3), stored only as their SHA-256. */
+#define STORE_USER_MAX 72
+ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
+                        ms_err *e);
+ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
+ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
+                        char role[STORE_ROLE_MAX], bool *found, ms_err *e);
 
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */

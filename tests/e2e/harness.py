@@ -185,17 +185,18 @@ def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEO
 class KeepAliveClient:
     """A persistent HTTP/1.1 connection (reconnects on error); for many small requests."""
 
-    def __init__(self, port, timeout=HTTP_TIMEOUT):
+    def __init__(self, port, timeout=HTTP_TIMEOUT, headers=None):
         self.port = port
         self.timeout = timeout
         self.conn = None
+        self.headers = dict(headers or {})   # sent with every request (e.g. Authorization)
 
     def request(self, method, path, body=None, headers=None):
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
             try:
-                self.conn.request(method, path, body=body, headers=dict(headers or {}))
+                self.conn.request(method, path, body=body, headers=dict(self.headers, **(headers or {})))
                 r = self.conn.getresponse()
                 data = r.read()
                 resp = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
@@ -334,7 +335,9 @@ class Server:
             log.close()
             ok, last_err = self._wait_healthy(t0, health_timeout)
             if ok:
-                return time.monotonic() - t0
+                took = time.monotonic() - t0
+                self.login()
+                return took
             if self.proc.poll() is None:
                 self.kill9()
                 break
@@ -411,8 +414,32 @@ class Server:
 
     # -- HTTP -------------------------------------------------------------------------------
 
+    def admin_password(self):
+        with open(os.path.join(self.data_dir, "admin.password")) as f:
+            return f.read().strip()
+
+    def token_for(self, user, password):
+        """POST /v1/auth/token; the token, failing the test on anything but 201."""
+        r = http_request(self.port, "POST", "/v1/auth/token",
+                         body=json.dumps({"user": user, "password": password}),
+                         headers={"Content-Type": "application/json"})
+        if r.status != 201:
+            fail("login as %s: expected 201, got %d: %s" % (user, r.status, short(r.text)))
+        return r.json()["token"]
+
+    def login(self):
+        """Log in as admin (init wrote the password to DIR/admin.password); requests then carry it."""
+        self.token = self.token_for("admin", self.admin_password())
+
+    def auth_headers(self, headers=None):
+        """headers plus the admin token, unless they set Authorization themselves (None: leave it out)."""
+        h = dict(headers or {})
+        if "Authorization" not in h and getattr(self, "token", None):
+            h["Authorization"] = "Bearer " + self.token
+        return {k: v for k, v in h.items() if v is not None}
+
     def request(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
-        return http_request(self.port, method, path, body=body, headers=headers, timeout=timeout)
+        return http_request(self.port, method, path, body=body, headers=self.auth_headers(headers), timeout=timeout)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -1139,7 +1139,7 @@ def _check_max_body_413(s):
     recs = [person(pad="p" * 900) for _ in range(150)]
     body = H.ndjson(recs)
     check(len(body) > 100000, "test body too small")
-    r = H.raw_request(s.port, "POST", "/v1/records", {"Content-Type": "application/x-ndjson"}, body)
+    r = H.raw_request(s.port, "POST", "/v1/records", s.auth_headers({"Content-Type": "application/x-ndjson"}), body)
     eq(r.status, 413, "POST of %d bytes with --max-body 100000 (%s)" % (len(body), short(r.text)))
     eq(s.get("/v1/records/" + recs[0]["record_id"]).status, 404, "record of a 413 body")
     small = [person(pad="p" * 900) for _ in range(80)]

@@ -82,7 +82,7 @@ class Loader:
                         if conn is None:
                             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                         conn.request("POST", "/v1/records", body=body,
-                                     headers={"Content-Type": "application/x-ndjson"})
+                                     headers=self.server.auth_headers({"Content-Type": "application/x-ndjson"}))
                         r = conn.getresponse()
                         data = r.read()
                         status = r.status
@@ -168,7 +168,7 @@ def verify_acked(server, acked, n_workers=4):
     lock = threading.Lock()
 
     def work(part):
-        client = H.KeepAliveClient(server.port)
+        client = H.KeepAliveClient(server.port, headers=server.auth_headers())
         try:
             for rec_id in part:
                 r = client.request("GET", "/v1/records/" + rec_id)

@@ -1,0 +1,163 @@
+# End-to-end tests of access control over real HTTP: every endpoint x every role x {no token,
+# malformed token, expired token, revoked token, valid token} gives exactly 401 / 403 / 2xx; login
+# answers 201 with a token and 401 on bad credentials; repeated failed logins for a user are refused
+# with 429 (even with the right password) while other users can still log in; POST /v1/users is 201,
+# then 409 for the same name; PHI routes answer nothing without a token.
+#
+# Run: /usr/bin/python3 tests/e2e/test_auth.py
+
+import json
+import time
+
+import harness as H
+from harness import check, eq, short, test
+
+ROLES = ["admin", "ingest", "clinician", "analyst", "auditor"]
+GRANTS = {  # DESIGN.md's default matrix, as the permissions the routes declare
+    "admin": {"records:create", "records:read", "patients:read", "public:read", "exports:create",
+              "metrics:read", "users:create"},
+    "ingest": {"records:create"},
+    "clinician": {"records:create", "records:read", "patients:read", "public:read"},
+    "analyst": {"public:read", "exports:create"},
+    "auditor": set(),
+}
+_server = None
+_seq = [0]
+
+
+def server():
+    global _server
+    if _server is None:
+        _server = H.Server(name="auth")
+        _server.start()
+        for role in ROLES[1:]:
+            r = _server.request("POST", "/v1/users", body=json.dumps({"user": "u-" + role, "password": "pw-" + role + "-123",
+                                                                       "role": role}),
+                                headers={"Content-Type": "application/json"})
+            eq(r.status, 201, "creating user with role %s: %s" % (role, short(r.text)))
+        rec = {"record_id": "auth-r1", "name": "Auth Person", "dob": "1970-05-05", "favorite_color": "teal"}
+        ans = _server.ingest_ok([rec])
+        _server.pid = ans["items"][0]["patient_id"]
+    return _server
+
+
+def routes(s):
+    """(method, path, permission, body, content type) for every endpoint."""
+    _seq[0] += 1
+    n = _seq[0]
+    rec = json.dumps({"record_id": "auth-new-%d" % n, "name": "Auth New %d" % n, "dob": "1980-01-01"})
+    user = json.dumps({"user": "made-%d" % n, "password": "made-password", "role": "analyst"})
+    pid = s.pid
+    return [
+        ("POST", "/v1/records", "records:create", rec, "application/x-ndjson"),
+        ("GET", "/v1/records/auth-r1", "records:read", None, None),
+        ("GET", "/v1/patients?" + H.q({"name": "Auth Person", "dob": "1970-05-05"}), "patients:read", None, None),
+        ("GET", "/v1/patients/" + pid, "patients:read", None, None),
+        ("GET", "/v1/patients/%s/history" % pid, "patients:read", None, None),
+        ("GET", "/v1/patients/%s/records" % pid, "patients:read", None, None),
+        ("GET", "/v1/public/patients/" + pid, "public:read", None, None),
+        ("GET", "/v1/public/records", "public:read", None, None),
+        ("POST", "/v1/snapshots", "exports:create", None, None),
+        ("GET", "/metrics", "metrics:read", None, None),
+        ("POST", "/v1/users", "users:create", user, "application/json"),
+    ]
+
+
+def call(s, method, path, body, ctype, auth):
+    headers = {"Authorization": auth}
+    if ctype:
+        headers["Content-Type"] = ctype
+    return s.request(method, path, body=body, headers=headers)
+
+
+@test(timeout=120)
+def test_matrix_valid_tokens():
+    s = server()
+    for role in ROLES:
+        tok = s.token if role == "admin" else s.token_for("u-" + role, "pw-" + role + "-123")
+        for method, path, perm, body, ctype in routes(s):
+            r = call(s, method, path, body, ctype, "Bearer " + tok)
+            if perm in GRANTS[role]:
+                check(200 <= r.status < 300, "%s %s as %s: expected 2xx, got %d: %s"
+                      % (method, path, role, r.status, short(r.text)))
+            else:
+                eq(r.status, 403, "%s %s as %s (lacks %s): %s" % (method, path, role, perm, short(r.text)))
+        eq(call(s, "GET", "/healthz", None, None, "Bearer " + tok).status, 200, "healthz as " + role)
+
+
+@test(timeout=60)
+def test_matrix_missing_malformed_revoked_tokens():
+    s = server()
+    revoked = s.token_for("u-clinician", "pw-clinician-123")
+    eq(call(s, "DELETE", "/v1/auth/token", None, None, "Bearer " + revoked).status, 200, "revoking a token")
+    eq(call(s, "DELETE", "/v1/auth/token", None, None, "Bearer " + revoked).status, 401, "revoking it again")
+    bad = {"no token": None, "malformed": "Bearer not-a-token", "wrong scheme": "Basic YWRtaW46YWRtaW4=",
+           "unknown": "Bearer ms_" + "A" * 43, "revoked": "Bearer " + revoked}
+    for what, auth in bad.items():
+        for method, path, perm, body, ctype in routes(s):
+            r = call(s, method, path, body, ctype, auth)
+            eq(r.status, 401, "%s %s with %s token: %s" % (method, path, what, short(r.text)))
+            check(b"Auth Person" not in r.body, "a 401 answer carries no PHI")
+        eq(call(s, "GET", "/healthz", None, None, auth).status, 200, "healthz needs no token (%s)" % what)
+
+
+@test(timeout=60)
+def test_expired_tokens():
+    s = H.Server(extra_args=["--token-ttl", "1"], name="auth-ttl")
+    s.start()
+    tok = s.token
+    ok = call(s, "GET", "/v1/public/records", None, None, "Bearer " + tok)
+    eq(ok.status, 200, "a fresh token works")
+    time.sleep(1.5)
+    for method, path, perm, body, ctype in [x for x in routes(server())]:
+        path = path.replace(server().pid, "00000000-0000-4000-8000-000000000000")
+        r = call(s, method, path, body, ctype, "Bearer " + tok)
+        eq(r.status, 401, "%s %s with an expired token: %s" % (method, path, short(r.text)))
+        check("expired" in r.text, "the error says the token expired: %s" % short(r.text))
+    s.stop()
+
+
+@test(timeout=60)
+def test_login_answers_and_rate_limit():
+    s = server()
+    r = s.request("POST", "/v1/auth/token", body=json.dumps({"user": "admin", "password": s.admin_password()}),
+                  headers={"Content-Type": "application/json", "Authorization": None})
+    eq(r.status, 201, "login")
+    j = r.json()
+    check(j["token"].startswith("ms_") and j["role"] == "admin" and H.parse_time(j["expires_at"]) is not None,
+          "login answer %s" % short(r.text))
+    bad = lambda user, pw: s.request("POST", "/v1/auth/token", body=json.dumps({"user": user, "password": pw}),
+                                     headers={"Content-Type": "application/json", "Authorization": None})
+    eq(bad("u-analyst", "wrong-password").status, 401, "wrong password")
+    eq(bad("nobody-at-all", "wrong-password").status, 401, "unknown user")
+    eq(bad("u-analyst", "").status, 401, "empty password")
+    for _ in range(4):
+        bad("u-analyst", "wrong-password")
+    eq(bad("u-analyst", "pw-analyst-123").status, 429, "right password after 5 failures: still refused")
+    eq(bad("u-auditor", "pw-auditor-123").status, 201, "another user is not affected")
+    eq(s.request("POST", "/v1/auth/token", body="{", headers={"Content-Type": "application/json"}).status, 400,
+       "malformed login body")
+    eq(s.request("POST", "/v1/auth/token", body="{}", headers={"Content-Type": "text/plain"}).status, 415,
+       "login body of the wrong content type")
+
+
+@test(timeout=60)
+def test_user_creation():
+    s = server()
+    body = json.dumps({"user": "dup-user", "password": "dup-password", "role": "auditor"})
+    h = {"Content-Type": "application/json"}
+    r = s.request("POST", "/v1/users", body=body, headers=h)
+    eq(r.status, 201, "new user: %s" % short(r.text))
+    eq(r.json(), {"user": "dup-user", "role": "auditor"}, "answer")
+    eq(s.request("POST", "/v1/users", body=body, headers=h).status, 409, "same user again")
+    bad_role = json.dumps({"user": "x-user", "password": "x-password", "role": "superuser"})
+    eq(s.request("POST", "/v1/users", body=bad_role, headers=h).status, 400, "unknown role")
+    short_pw = json.dumps({"user": "y-user", "password": "short", "role": "auditor"})
+    r = s.request("POST", "/v1/users", body=short_pw, headers=h)
+    eq(r.status, 400, "short password")
+    check("short" not in r.text, "the error does not echo the password")
+    eq(s.token_for("dup-user", "dup-password") is not None, True, "the new user can log in")
+
+
+if __name__ == "__main__":
+    H.main()
