@@ -288,15 +288,25 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     http_server *s = ms_calloc(1, sizeof *s);
     s->opt = *opt;
     s->handler = *h;
-    s->daemon =
-        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0, NULL,
-                         NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)512, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    bool tls = opt->tls_cert_pem && opt->tls_key_pem;
+    if (tls && !MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        free(s);
+        return ms_fail(e, MS_EINVAL, "this libmicrohttpd was built without TLS");
+    }
+    if (tls) flags |= MHD_USE_TLS;
+    /* the TLS options come last; for plain HTTP the list ends before them */
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
+                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                                 tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
+                                 MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
-        return ms_fail(e, MS_EIO, "cannot listen on %s (address in use or not available)", opt->listen);
+        return ms_fail(e, MS_EIO, "cannot listen on %s (address in use or not available%s)", opt->listen,
+                       tls ? ", or the TLS certificate/key is not valid PEM" : "");
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : ntohs(sa.sin_port);

@@ -53,7 +53,9 @@ typedef struct http_server http_server;
 
 typedef struct {
     const char *listen; /* "HOST:PORT" */
-    size_t max_body;    /* bytes */
+    size_t max_body;          /* bytes */
+    const char *tls_cert_pem; /* PEM text of certificate (chain) and key: HTTPS when both are set */
+    const char *tls_key_pem;
 } http_options;
 
 /* Request handling entry points provided by api_routes.c. */

@@ -118,11 +118,28 @@ static int cmd_user(int argc, char **argv)
     return rc;
 }
 
+/* A whole (small) text file, NUL-terminated; NULL with *e set if it cannot be read. */
+static char *read_text_file(const char *path, ms_err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ms_fail(e, MS_EIO, "cannot open %s", path);
+        return NULL;
+    }
+    buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_put(&b, chunk, n);
+    fclose(f);
+    return buf_take(&b);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     const char *data = NULL, *listen = NULL, *schema_file = NULL;
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     long token_ttl = 0;
+    const char *tls_cert = NULL, *tls_key = NULL;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
@@ -136,6 +153,8 @@ static int cmd_serve(int argc, char **argv)
         {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads",
          &body_cache},
         {"--token-ttl", OPT_INT, "3600", false, "lifetime of bearer tokens, seconds", &token_ttl},
+        {"--tls-cert", OPT_STRING, NULL, false, "PEM certificate (chain): serve HTTPS (with --tls-key)", &tls_cert},
+        {"--tls-key", OPT_STRING, NULL, false, "PEM private key of --tls-cert", &tls_key},
         {0},
     };
     const char *pos[1];
@@ -151,6 +170,7 @@ static int cmd_serve(int argc, char **argv)
     if (max_record > max_body) max_record = max_body; /* a record can never exceed its body */
     if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
     if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
+    if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
 
     schema sc;
     ms_err e = {0};
@@ -174,6 +194,7 @@ static int cmd_serve(int argc, char **argv)
     store *s = NULL;
     writer *w = NULL;
     http_server *h = NULL;
+    char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
     int rc = 1;
     store_options so = {map_size, segment_size, body_cache};
     double t0 = ms_mono_s();
@@ -182,10 +203,11 @@ static int cmd_serve(int argc, char **argv)
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl};
     http_handler hh = api_http_handler(&a);
-    http_options ho = {.listen = listen, .max_body = max_body};
+    if (tls_cert && (!(cert_pem = read_text_file(tls_cert, &e)) || !(key_pem = read_text_file(tls_key, &e)))) goto out;
+    http_options ho = {.listen = listen, .max_body = max_body, .tls_cert_pem = cert_pem, .tls_key_pem = key_pem};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
-    fprintf(stderr, "medstream: serving %s on port %d (ready in %.3f s)\n", data, http_server_port(h),
-            ms_mono_s() - t0);
+    fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
+            http_server_port(h), ms_mono_s() - t0);
     int sig;
     sigwait(&stop, &sig);
     fprintf(stderr, "medstream: stopping (signal %d)\n", sig);
@@ -193,6 +215,8 @@ static int cmd_serve(int argc, char **argv)
 out:
     if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
     http_server_stop(h); /* no new requests; in-flight ones finish */
+    free(cert_pem);
+    free(key_pem);
     writer_stop(w);      /* queued batches are committed */
     store_close(s);
     schema_free(&sc);

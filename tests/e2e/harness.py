@@ -166,8 +166,11 @@ class Response:
         return "<HTTP %d %s>" % (self.status, short(self.text, 200))
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, host="127.0.0.1"):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, host="127.0.0.1", ssl_ctx=None):
+    if ssl_ctx is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_ctx)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         hdrs = dict(headers or {})
         if body is not None and isinstance(body, str):
@@ -297,6 +300,7 @@ class Server:
         self.port = None
         self.initialized = False
         self.unexpected_exits = []   # exit codes seen when the server died without being told to
+        self.ssl_ctx = None          # an ssl.SSLContext: talk HTTPS (the server runs with --tls-cert/--tls-key)
         _all_servers.append(self)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -353,7 +357,7 @@ class Server:
             if rc is not None:
                 return False, "exited with %d" % rc
             try:
-                r = http_request(self.port, "GET", "/healthz", timeout=1.0)
+                r = http_request(self.port, "GET", "/healthz", timeout=1.0, ssl_ctx=self.ssl_ctx)
                 if r.status == 200:
                     return True, None
                 last_err = "healthz HTTP %d" % r.status
@@ -420,7 +424,7 @@ class Server:
 
     def token_for(self, user, password):
         """POST /v1/auth/token; the token, failing the test on anything but 201."""
-        r = http_request(self.port, "POST", "/v1/auth/token",
+        r = http_request(self.port, "POST", "/v1/auth/token", ssl_ctx=self.ssl_ctx,
                          body=json.dumps({"user": user, "password": password}),
                          headers={"Content-Type": "application/json"})
         if r.status != 201:
@@ -439,7 +443,8 @@ class Server:
         return {k: v for k, v in h.items() if v is not None}
 
     def request(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
-        return http_request(self.port, method, path, body=body, headers=self.auth_headers(headers), timeout=timeout)
+        return http_request(self.port, method, path, body=body, headers=self.auth_headers(headers), timeout=timeout,
+                            ssl_ctx=self.ssl_ctx)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
