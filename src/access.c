@@ -42,8 +42,8 @@ static bool parse(const char *permission, int *res, int *act)
 bool access_permission_valid(const char *permission)
 {
     int r, a;
-    return permission && (strcmp(permission, PERMISSION_NONE) == 0 || strcmp(permission, PERMISSION_AUTHENTICATED) == 0 ||
-                          parse(permission, &r, &a));
+    return permission && (strcmp(permission, PERMISSION_NONE) == 0 ||
+                          strcmp(permission, PERMISSION_AUTHENTICATED) == 0 || parse(permission, &r, &a));
 }
 
 bool access_role_valid(const char *role)
@@ -67,7 +67,8 @@ bool access_allows(const char *role, const char *permission)
 void access_print(FILE *out)
 {
     fprintf(out, "%-10s", "role");
-    for (int r = 0; r < NRES; r++) fprintf(out, " %-9s", resources[r]);
+    for (int r = 0; r < NRES; r++)
+        fprintf(out, " %-9s", resources[r]);
     fputc('\n', out);
     for (int i = 0; i < NROLES; i++) {
         fprintf(out, "%-10s", table[i].role);

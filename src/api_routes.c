@@ -6,6 +6,7 @@
  */
 #include "api_routes.h"
 
+#include "audit.h"
 #include "json_write.h"
 #include "metrics.h"
 #include "query.h"
@@ -32,6 +33,7 @@ static void h_health(api *a, http_request *req, http_response *res);
 static void h_login(api *a, http_request *req, http_response *res);
 static void h_logout(api *a, http_request *req, http_response *res);
 static void h_user_create(api *a, http_request *req, http_response *res);
+static void h_audit(api *a, http_request *req, http_response *res);
 static void h_metrics(api *a, http_request *req, http_response *res);
 
 const route api_route_table[] = {
@@ -48,6 +50,7 @@ const route api_route_table[] = {
     {"POST", "/v1/auth/token", PERMISSION_NONE, h_login},
     {"DELETE", "/v1/auth/token", PERMISSION_AUTHENTICATED, h_logout},
     {"POST", "/v1/users", "users:create", h_user_create},
+    {"GET", "/v1/audit", "audit:read", h_audit},
     {"GET", "/metrics", "metrics:read", h_metrics},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
@@ -319,6 +322,24 @@ static void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_res
     histogram_observe(&g_metrics.read_seconds, ms_mono_s() - t0);
 }
 
+/* An audit entry for a request that touched (or tried to touch) PHI; committed with the next group. */
+static void audit_request(api *a, const http_request *req, const char *action, const patient_id *pid,
+                          const char *outcome)
+{
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = req->user,
+                      .role = req->role,
+                      .action = action,
+                      .resource = req->path,
+                      .outcome = outcome,
+                      .client = req->client,
+                      .patients = pid,
+                      .npatients = pid ? 1 : 0};
+    writer_audit(a->writer, &ev);
+}
+
+static const char *outcome_of(ms_code rc) { return rc == MS_OK ? "ok" : rc == MS_ENOTFOUND ? "not_found" : "error"; }
+
 /* ---- ingest ---- */
 
 static void h_ingest(api *a, http_request *req, http_response *res)
@@ -341,6 +362,10 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     job.body_write_len = (req->body_len + 4095) & ~(size_t)4095; /* http_server zero-pads to 4 KiB */
     job.batch = &batch;
     job.source = source;
+    job.user = req->user;
+    job.role = req->role;
+    job.client = req->client;
+    job.resource = req->path;
     job.received_at = req->received_at;
     job.results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result));
     job.body_pos = UINT64_MAX;
@@ -411,8 +436,10 @@ static void h_record_get(api *a, http_request *req, http_response *res)
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
-    ms_code rc = query_record(&q, r, req->params[0], strlen(req->params[0]), as_of, &out, &e);
+    patient_id touched;
+    ms_code rc = query_record(&q, r, req->params[0], strlen(req->params[0]), as_of, &out, &touched, &e);
     finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "records:read", rc == MS_OK ? &touched : NULL, outcome_of(rc));
 }
 
 static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
@@ -428,6 +455,7 @@ static void patient_answer(api *a, http_request *req, http_response *res, const 
     ms_err e;
     ms_code rc = query_patient(&q, r, pid, as_of, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? pid : NULL, outcome_of(rc));
 }
 
 static void h_patient_get(api *a, http_request *req, http_response *res)
@@ -474,6 +502,7 @@ static void h_patient_lookup(api *a, http_request *req, http_response *res)
     ms_code rc = store_ident_lookup(r, key, kl, &pid, &found, &e);
     if (rc != MS_OK || !found) {
         store_read_end(r);
+        audit_request(a, req, "patients:read", NULL, rc ? "error" : "not_found");
         if (rc) {
             http_error(res, status_for(rc), "%s", e.msg);
             return;
@@ -500,6 +529,7 @@ static void h_patient_history(api *a, http_request *req, http_response *res)
     ms_err e;
     ms_code rc = query_patient_history(&q, r, &pid, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
 }
 
 static void h_patient_records(api *a, http_request *req, http_response *res)
@@ -527,6 +557,7 @@ static void h_patient_records(api *a, http_request *req, http_response *res)
     ms_err e;
     ms_code rc = query_patient_records(&q, r, &pid, &p, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
 }
 
 /* ---- public reads ---- */
@@ -682,7 +713,10 @@ static bool json_fields(http_request *req, http_response *res, const char *const
             values[k] = ms_malloc(m[i].val_len);
             size_t dl = json_string_decode(m[i].val + 1, m[i].val_len - 2, values[k]);
             values[k][dl] = 0;
-            if (strlen(values[k]) != dl) { free(values[k]); values[k] = NULL; }
+            if (strlen(values[k]) != dl) {
+                free(values[k]);
+                values[k] = NULL;
+            }
             break;
         }
     }
@@ -710,6 +744,14 @@ static void h_login(api *a, http_request *req, http_response *res)
         principal who;
         bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
         login_record(v[0], ok, ms_now_us());
+        audit_event ev = {.time_us = ms_now_us(),
+                          .user = user_name_valid(v[0]) ? v[0] : "(invalid name)",
+                          .role = ok ? who.role : "",
+                          .action = "auth:login",
+                          .resource = req->path,
+                          .outcome = ok ? "ok" : "denied",
+                          .client = req->client};
+        writer_audit(a->writer, &ev);
         if (!ok) {
             http_error(res, 401, "bad user or password");
         } else {
@@ -755,7 +797,9 @@ static void h_user_create(api *a, http_request *req, http_response *res)
         http_error(res, 400, "body: \"user\", \"password\" and \"role\" strings are required");
     } else if (users_create(a->store, v[0], v[2], v[1], strlen(v[1]), &e) != MS_OK) {
         http_error(res, e.code == MS_ECONFLICT ? 409 : status_for(e.code), "%s", e.msg);
+        audit_request(a, req, "users:create", NULL, "error");
     } else {
+        audit_request(a, req, "users:create", NULL, "ok");
         res->status = 201;
         res->body.len = 0;
         buf_puts(&res->body, "{\"user\":");
@@ -765,4 +809,94 @@ static void h_user_create(api *a, http_request *req, http_response *res)
         buf_putc(&res->body, '}');
     }
     free_fields(v, 3);
+}
+
+/* ---- the audit trail ---- */
+
+typedef struct {
+    int64_t since;
+    const char *user;
+    char pid[PATIENT_ID_TEXT + 2]; /* "\"<id>\"" or "" */
+    uint32_t limit, count;
+    uint64_t last;
+    bool more;
+    buf *out;
+} audit_query;
+
+static bool audit_matches(const audit_query *q, const char *entry, size_t len)
+{
+    json_member m[16];
+    json_error je;
+    int n = json_scan_object(entry, len, m, 16, &je);
+    if (n < 0) return false;
+    for (int i = 0; i < n; i++) {
+        if (m[i].key_len == 4 && !memcmp(m[i].key, "time", 4) && q->since != INT64_MIN) {
+            int64_t t;
+            if (m[i].val_len < 2 || !time_parse_rfc3339(m[i].val + 1, m[i].val_len - 2, &t) || t < q->since)
+                return false;
+        } else if (m[i].key_len == 4 && !memcmp(m[i].key, "user", 4) && q->user) {
+            if (m[i].val_len != strlen(q->user) + 2 || memcmp(m[i].val + 1, q->user, m[i].val_len - 2) != 0)
+                return false;
+        } else if (m[i].key_len == 11 && !memcmp(m[i].key, "patient_ids", 11) && q->pid[0]) {
+            if (!memmem(m[i].val, m[i].val_len, q->pid, strlen(q->pid))) return false;
+        }
+    }
+    return true;
+}
+
+static bool on_audit_entry(void *ctx, uint64_t seq, const char *entry, size_t len)
+{
+    audit_query *q = ctx;
+    if (!audit_matches(q, entry, len)) return true;
+    if (q->count == q->limit) {
+        q->more = true;
+        return false;
+    }
+    if (q->count++) buf_putc(q->out, ',');
+    buf_put(q->out, entry, len);
+    q->last = seq;
+    return true;
+}
+
+static void h_audit(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {"since", "user", "patient_id", "limit", "cursor", NULL};
+    if (!only_args(req, res, allowed)) return;
+    audit_query q = {.since = INT64_MIN, .user = http_arg_get(req, "user")};
+    if (!get_time(req, res, "since", &q.since) || !get_limit(req, res, &q.limit)) return;
+    const char *ptext = http_arg_get(req, "patient_id");
+    patient_id pid;
+    if (ptext) {
+        if (!get_pid(ptext, res, &pid)) return;
+        char t[PATIENT_ID_TEXT];
+        patient_id_format(&pid, t);
+        snprintf(q.pid, sizeof q.pid, "\"%s\"", t);
+    }
+    uint64_t after = 0;
+    const char *c = http_arg_get(req, "cursor");
+    if (c) {
+        char *end;
+        unsigned long long v = strtoull(c, &end, 10);
+        if (!*c || *end) {
+            http_error(res, 400, "cursor: not a cursor returned by this endpoint");
+            return;
+        }
+        after = v;
+    }
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    buf out = {0};
+    q.out = &out;
+    buf_puts(&out, "{\"entries\":[");
+    ms_err e;
+    ms_code rc = store_audit_scan(r, after, on_audit_entry, &q, &e);
+    if (rc == MS_OK) {
+        buf_puts(&out, "],\"next_cursor\":");
+        if (q.more)
+            buf_printf(&out, "\"%llu\"", (unsigned long long)q.last);
+        else
+            buf_puts(&out, "null");
+        buf_putc(&out, '}');
+    }
+    finish_read(r, rc, &e, &out, res, ms_mono_s());
 }

@@ -3,8 +3,8 @@
  * handlers, which parse and validate parameters, then call the pipeline (ingest) or query.c (reads).
  *
  * Contract: every route declares its permission in the table (PERMISSION_NONE is explicit); a test walks
- * the table to check that each names a permission of access.c's table. Bad parameters get 400 naming the parameter; unknown paths 404;
- * known paths with another method 405. Error messages never contain PHI values.
+ * the table to check that each names a permission of access.c's table. Bad parameters get 400 naming the parameter;
+ * unknown paths 404; known paths with another method 405. Error messages never contain PHI values.
  */
 #ifndef MS_API_ROUTES_H
 #define MS_API_ROUTES_H
@@ -15,13 +15,12 @@
 #include "store.h"
 #include "writer.h"
 
-
 typedef struct {
     store *store;
     writer *writer;
     const schema *schema;
     size_t max_record;
-    int64_t token_ttl_s;    /* lifetime of issued tokens */
+    int64_t token_ttl_s; /* lifetime of issued tokens */
 } api;
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);

@@ -296,13 +296,12 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     }
     if (tls) flags |= MHD_USE_TLS;
     /* the TLS options come last; for plain HTTP the list ends before them */
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                                 tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
-                                 MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20), MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
+        MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
         return ms_fail(e, MS_EIO, "cannot listen on %s (address in use or not available%s)", opt->listen,

@@ -32,9 +32,9 @@ typedef struct http_request {
     bool too_many_args;
     char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
     int nparams;
-    double received_at; /* ms_mono_s() when the body was complete */
-    int route;          /* index into the route table, set by on_headers */
-    bool bulk;          /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    double received_at;      /* ms_mono_s() when the body was complete */
+    int route;               /* index into the route table, set by on_headers */
+    bool bulk;               /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
     char user[72], role[32]; /* who: set by on_headers from the bearer token ("" when none is needed) */
 } http_request;
 
@@ -52,7 +52,7 @@ void http_error(http_response *res, int status, const char *fmt, ...) __attribut
 typedef struct http_server http_server;
 
 typedef struct {
-    const char *listen; /* "HOST:PORT" */
+    const char *listen;       /* "HOST:PORT" */
     size_t max_body;          /* bytes */
     const char *tls_cert_pem; /* PEM text of certificate (chain) and key: HTTPS when both are set */
     const char *tls_key_pem;

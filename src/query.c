@@ -150,13 +150,14 @@ static ms_code put_record(const query_ctx *q, const record_version *rv, buf *out
 }
 
 ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,
-                     ms_err *e)
+                     patient_id *touched, ms_err *e)
 {
     record_version rv;
     bool found;
     ms_code rc = store_record_at(r, rid, rid_len, as_of, &rv, &found, e);
     if (rc) return rc;
     if (!found) return ms_fail(e, MS_ENOTFOUND, "record not found");
+    if (touched) *touched = rv.pid;
     return put_record(q, &rv, out, e);
 }
 

@@ -19,8 +19,9 @@ typedef struct {
 
 ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out, ms_err *e);
 ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e);
+/* *touched (if not NULL) receives the record's patient, for the audit trail. */
 ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,
-                     ms_err *e);
+                     patient_id *touched, ms_err *e);
 
 typedef struct {
     int64_t as_of;

@@ -11,15 +11,28 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <xxhash.h>
 
-enum { DB_IDENT, DB_PATIENT, DB_RECORD, DB_PUBLIC, DB_LOG, DB_SNAPSHOT, DB_META, DB_USERS, DB_TOKENS, DB_COUNT };
+enum {
+    DB_IDENT,
+    DB_PATIENT,
+    DB_RECORD,
+    DB_PUBLIC,
+    DB_LOG,
+    DB_SNAPSHOT,
+    DB_META,
+    DB_USERS,
+    DB_TOKENS,
+    DB_AUDIT,
+    DB_COUNT
+};
 static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",
-                                               "snapshot", "meta",    "users",  "tokens"};
+                                               "snapshot", "meta",    "users",  "tokens", "audit"};
 
 struct store {
     MDB_env *env;
@@ -28,6 +41,8 @@ struct store {
     unsigned char id_key[32];
     unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
     identity_index *identities;            /* identity key hash -> patient number (identity.c's keys) */
+    uint64_t audit_seq;                    /* last audit entry */
+    unsigned char audit_head[32];          /* SHA-256 of the last audit entry (zeros before the first) */
     int64_t last_commit;                   /* writer's view */
     uint64_t commit_pos;
     uint64_t patients;
@@ -39,6 +54,8 @@ struct store_write {
     int64_t now;
     uint64_t patients;
     identity_hash *inserted; /* identities added to s->identities by this transaction (undone on abort) */
+    uint64_t audit_seq;      /* the audit chain as this transaction extends it */
+    unsigned char audit_head[32];
     size_t ninserted, capinserted;
     buf log; /* the commit log entry being built */
     uint32_t nlog;
@@ -129,6 +146,28 @@ static ms_code load_identities(store *s, ms_err *e)
     return out;
 }
 
+/* The audit chain's end: the last entry's number and the SHA-256 of its bytes. */
+static ms_code load_audit_head(store *s, ms_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_AUDIT], &c))) {
+        mdb_txn_abort(txn);
+        return mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 8) {
+        s->audit_seq = ms_get_be64(k.mv_data);
+        SHA256(v.mv_data, v.mv_size, s->audit_head);
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "audit head") : MS_OK;
+}
+
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
     store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE};
@@ -202,6 +241,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     if (load_identities(s, e) != MS_OK) goto fail;
+    if (load_audit_head(s, e) != MS_OK) goto fail;
     snprintf(path, sizeof path, "%s/segments", dir);
     if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, opt->body_cache,
                     log_end, e) != MS_OK)
@@ -399,6 +439,8 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
     int64_t now = ms_now_us();
     w->now = now > s->last_commit ? now : s->last_commit + 1;
     w->patients = s->patients;
+    w->audit_seq = s->audit_seq;
+    memcpy(w->audit_head, s->audit_head, 32);
     buf_put_be64(&w->log, (uint64_t)w->now);
     buf_put_be32(&w->log, 0); /* entry count, patched at commit */
     *out = w;
@@ -697,6 +739,106 @@ void store_write_abort(store_write *w)
     write_free(w);
 }
 
+static void hex32(const unsigned char h[32], char out[65])
+{
+    static const char d[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++)
+        out[2 * i] = d[h[i] >> 4], out[2 * i + 1] = d[h[i] & 15];
+    out[64] = 0;
+}
+
+ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_err *e)
+{
+    char prev[65];
+    hex32(w->audit_head, prev);
+    uint64_t seq = w->audit_seq + 1;
+    buf v = {0};
+    buf_printf(&v, "{\"seq\":%llu,\"prev\":\"%s\",", (unsigned long long)seq, prev);
+    buf_put(&v, members, len);
+    buf_putc(&v, '}');
+    unsigned char kb[8];
+    ms_set_be64(kb, seq);
+    MDB_val k = val(kb, 8), mv = val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_AUDIT], &k, &mv, MDB_APPEND);
+    if (!rc) {
+        SHA256((const unsigned char *)v.data, v.len, w->audit_head);
+        w->audit_seq = seq;
+    }
+    buf_free(&v);
+    return rc ? mdb_fail(e, rc, "audit append") : MS_OK;
+}
+
+ms_code store_audit_scan(store_read *r, uint64_t after, store_audit_fn fn, void *ctx, ms_err *e)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_AUDIT], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    unsigned char kb[8];
+    ms_set_be64(kb, after + 1);
+    MDB_val k = val(kb, 8), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (!fn(ctx, ms_get_be64(k.mv_data), v.mv_data, v.mv_size)) {
+            rc = MDB_NOTFOUND;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "audit scan") : MS_OK;
+}
+
+typedef struct {
+    uint64_t expect;
+    unsigned char prev[32];
+    uint64_t bad;
+    char *why;
+    size_t why_cap;
+} verify_state;
+
+static bool verify_entry(void *ctx, uint64_t seq, const char *v, size_t len)
+{
+    verify_state *st = ctx;
+    char head[96], prev[65];
+    hex32(st->prev, prev);
+    int n = snprintf(head, sizeof head, "{\"seq\":%llu,\"prev\":\"%s\",", (unsigned long long)seq, prev);
+    if (seq != st->expect) {
+        st->bad = st->expect;
+        snprintf(st->why, st->why_cap, "entry %llu is missing (the next entry is %llu): deleted or reordered",
+                 (unsigned long long)st->expect, (unsigned long long)seq);
+        return false;
+    }
+    if (len < (size_t)n + 1 || memcmp(v, head, (size_t)n) != 0 || v[len - 1] != '}') {
+        st->bad = seq;
+        snprintf(st->why, st->why_cap,
+                 "entry %llu does not carry the hash of entry %llu (it, or an earlier entry, was edited, "
+                 "removed or moved)",
+                 (unsigned long long)seq, (unsigned long long)seq - 1);
+        return false;
+    }
+    SHA256((const unsigned char *)v, len, st->prev);
+    st->expect++;
+    return true;
+}
+
+ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
+                           size_t why_cap, ms_err *e)
+{
+    store_read *r;
+    ms_code rc = store_read_begin(s, &r, e);
+    if (rc != MS_OK) return rc;
+    verify_state st = {.expect = 1, .why = why, .why_cap = why_cap};
+    why[0] = 0;
+    rc = store_audit_scan(r, 0, verify_entry, &st, e);
+    store_read_end(r);
+    *bad = st.bad;
+    *entries = st.expect - 1;
+    memcpy(head, st.prev, 32);
+    return rc;
+}
+
 ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
 {
     store *s = w->s;
@@ -726,6 +868,8 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         return mdb_fail(e, rc, "commit");
     }
     s->commit_pos = pos;
+    s->audit_seq = w->audit_seq;
+    memcpy(s->audit_head, w->audit_head, 32);
     s->last_commit = w->now;
     s->patients = w->patients;
     if (commit_pos) *commit_pos = pos;
@@ -1222,8 +1366,10 @@ static ms_code small_write(store *s, int db, const void *key, size_t kl, const v
     if (rc) return mdb_fail(e, rc, what);
     MDB_val k = val(key, kl), mv = val(v, vl);
     rc = del ? mdb_del(txn, s->dbi[db], &k, NULL) : mdb_put(txn, s->dbi[db], &k, &mv, flags);
-    if (rc) mdb_txn_abort(txn);
-    else rc = mdb_txn_commit(txn);
+    if (rc)
+        mdb_txn_abort(txn);
+    else
+        rc = mdb_txn_commit(txn);
     if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "%s: already exists", what);
     if (rc == MDB_NOTFOUND) return ms_fail(e, MS_ENOTFOUND, "%s: not found", what);
     return rc ? mdb_fail(e, rc, what) : MS_OK;

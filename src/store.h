@@ -16,6 +16,8 @@
  *   snapshot snapshot id                                             -> be64(as_of)
  *   users    user name                                               -> role NUL Argon2id encoded hash
  *   tokens   SHA-256 of a bearer token                               -> be64(expires) role NUL user
+ *   audit    be64(seq), 1, 2, ...                                    -> {"seq":N,"prev":"<SHA-256 hex of
+ *            entry N-1, zeros for the first>", the audit.h members}: append-only, hash-chained
  *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
  * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
  * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
@@ -230,6 +232,16 @@ ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires,
 ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
 ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
                         char role[STORE_ROLE_MAX], bool *found, ms_err *e);
+
+/* The audit chain. Appending is part of the write transaction (the entry is durable with what it
+ * describes); the store numbers and chains the entries. */
+ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_err *e);
+typedef bool (*store_audit_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
+ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, void *ctx, ms_err *e);
+/* Re-walk the chain: *bad = 0 when intact, else the first bad entry and why. *head is the SHA-256 of
+ * the last good entry (to anchor outside the machine). */
+ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
+                           size_t why_cap, ms_err *e);
 
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */

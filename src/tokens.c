@@ -60,10 +60,12 @@ static const char *bearer(const char *authorization, token_status *st)
     *st = TOKEN_MALFORMED;
     if (strncasecmp(authorization, "Bearer ", 7) != 0) return NULL;
     const char *t = authorization + 7;
-    while (*t == ' ') t++;
+    while (*t == ' ')
+        t++;
     if (strlen(t) != TOKEN_TEXT - 1 || strncmp(t, "ms_", 3) != 0) return NULL;
     for (const char *p = t + 3; *p; p++)
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_'))
             return NULL;
     return t;
 }
@@ -112,7 +114,8 @@ static pthread_mutex_t limiter_lock = PTHREAD_MUTEX_INITIALIZER;
 static limiter_slot *slot_for(const char *user, int64_t now, bool create)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a of the name picks the slot; a busy slot is reused */
-    for (const char *p = user; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (const char *p = user; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     limiter_slot *s = &limiter[h % LIMITER_SLOTS];
     if (strcmp(s->user, user) == 0) {
         if (now - s->window_start > (int64_t)LOGIN_WINDOW_S * 1000000) s->failures = 0, s->window_start = now;
@@ -139,8 +142,10 @@ void login_record(const char *user, bool success, int64_t now_us)
     pthread_mutex_lock(&limiter_lock);
     limiter_slot *s = slot_for(user, now_us, !success);
     if (s) {
-        if (success) s->failures = 0;
-        else s->failures++;
+        if (success)
+            s->failures = 0;
+        else
+            s->failures++;
     }
     pthread_mutex_unlock(&limiter_lock);
 }

@@ -21,8 +21,8 @@ bool user_name_valid(const char *name)
     if (n == 0 || n > 64) return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                  c == '_' || c == '@' || c == '-';
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                  c == '@' || c == '-';
         if (!ok) return false;
     }
     return true;
@@ -30,7 +30,8 @@ bool user_name_valid(const char *name)
 
 ms_code users_create(store *s, const char *name, const char *role, const char *password, size_t len, ms_err *e)
 {
-    if (!user_name_valid(name)) return ms_fail(e, MS_EINVAL, "user name must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
+    if (!user_name_valid(name))
+        return ms_fail(e, MS_EINVAL, "user name must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
     if (!access_role_valid(role)) return ms_fail(e, MS_EINVAL, "unknown role (see medstream roles)");
     char hash[PASSWORD_ENCODED_MAX];
     ms_code rc = password_hash(password, len, hash, e);
@@ -70,7 +71,8 @@ ms_code users_create_admin(store *s, const char *path, ms_err *e)
     ms_code rc = password_generate(password, ADMIN_PASSWORD_LEN, e);
     if (rc != MS_OK) return rc;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) return ms_fail(e, errno == EEXIST ? MS_ECONFLICT : MS_EIO, "cannot create %s: %s", path, strerror(errno));
+    if (fd < 0)
+        return ms_fail(e, errno == EEXIST ? MS_ECONFLICT : MS_EIO, "cannot create %s: %s", path, strerror(errno));
     char line[ADMIN_PASSWORD_LEN + 2];
     int n = snprintf(line, sizeof line, "%s\n", password);
     bool written = write(fd, line, (size_t)n) == n && fsync(fd) == 0;

@@ -21,6 +21,7 @@ struct writer {
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     ingest_job *head, *tail;
+    buf audit; /* pending audit entries (the members of each, NUL-separated) */
     bool stopping;
 };
 
@@ -122,13 +123,48 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     return MS_OK;
 }
 
-static void process_group(writer *wr, ingest_job *group)
+static int pid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(patient_id)); }
+
+/* The batch's audit entry: who ingested, the distinct patients it touched, the outcome. */
+static ms_code audit_job(store_write *sw, const ingest_job *j, ms_err *e)
+{
+    patient_id *pids = ms_malloc(sizeof *pids * (j->batch->n ? j->batch->n : 1));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < j->batch->n; i++)
+        if (j->results[i].status != ITEM_REJECTED) pids[n++] = j->results[i].pid;
+    qsort(pids, n, sizeof *pids, pid_cmp);
+    uint32_t d = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!d || memcmp(&pids[d - 1], &pids[i], sizeof *pids) != 0) pids[d++] = pids[i];
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = j->user,
+                      .role = j->role,
+                      .action = "records:create",
+                      .resource = j->resource,
+                      .outcome = "ok",
+                      .client = j->client,
+                      .patients = pids,
+                      .npatients = d};
+    buf m = {0};
+    audit_event_json(&ev, &m);
+    ms_code rc = store_audit_append(sw, m.data, m.len, e);
+    buf_free(&m);
+    free(pids);
+    return rc;
+}
+
+static void process_group(writer *wr, ingest_job *group, const buf *audit)
 {
     double t0 = ms_mono_s();
     store_write *sw = NULL;
     ms_err e = {0};
     ms_code rc = store_write_begin(wr->store, &sw, &e);
     arena mem = {0};
+    for (size_t at = 0; rc == MS_OK && at < audit->len;) { /* entries of reads since the last commit */
+        size_t n = strlen(audit->data + at);
+        rc = store_audit_append(sw, audit->data + at, n, &e);
+        at += n + 1;
+    }
     for (ingest_job *j = group; j && rc == MS_OK; j = j->next) {
         uint64_t body_pos = j->body_pos;
         for (uint32_t i = 0; i < j->batch->n && rc == MS_OK; i++) {
@@ -141,6 +177,7 @@ static void process_group(writer *wr, ingest_job *group)
             }
             rc = apply_record(wr, sw, j, &body_pos, r, res, &mem, &e);
         }
+        if (rc == MS_OK) rc = audit_job(sw, j, &e);
     }
     arena_free(&mem);
     uint64_t pos = 0;
@@ -181,21 +218,26 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "ms-writer");
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (!w->head && !w->stopping)
+        while (!w->head && !w->audit.len && !w->stopping)
             pthread_cond_wait(&w->wake, &w->lock);
-        if (!w->head && w->stopping) break;
-        /* take a group: everything waiting, up to the byte budget */
+        if (!w->head && !w->audit.len && w->stopping) break;
+        /* take a group: every job waiting, up to the byte budget, and every pending audit entry */
         ingest_job *group = w->head, *last = group;
-        size_t bytes = group->body_len;
-        while (last->next && bytes + last->next->body_len <= WRITER_GROUP_BYTES) {
-            last = last->next;
-            bytes += last->body_len;
+        if (group) {
+            size_t bytes = group->body_len;
+            while (last->next && bytes + last->next->body_len <= WRITER_GROUP_BYTES) {
+                last = last->next;
+                bytes += last->body_len;
+            }
+            w->head = last->next;
+            if (!w->head) w->tail = NULL;
+            last->next = NULL;
         }
-        w->head = last->next;
-        if (!w->head) w->tail = NULL;
-        last->next = NULL;
+        buf audit = w->audit;
+        w->audit = (buf){0};
         pthread_mutex_unlock(&w->lock);
-        process_group(w, group);
+        process_group(w, group, &audit);
+        buf_free(&audit);
         pthread_mutex_lock(&w->lock);
         for (ingest_job *j = group; j; j = j->next)
             j->done = true;
@@ -229,10 +271,22 @@ void writer_stop(writer *w)
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
+    buf_free(&w->audit);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
     pthread_cond_destroy(&w->done);
     free(w);
+}
+
+void writer_audit(writer *w, const audit_event *ev)
+{
+    buf m = {0};
+    audit_event_json(ev, &m);
+    pthread_mutex_lock(&w->lock);
+    buf_put(&w->audit, m.data, m.len + 1); /* with its NUL: entries are NUL-separated */
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    buf_free(&m);
 }
 
 void writer_submit(writer *w, ingest_job *job)

@@ -12,6 +12,7 @@
 #ifndef MS_WRITER_H
 #define MS_WRITER_H
 
+#include "audit.h"
 #include "identity.h"
 #include "record_scan.h"
 #include "schema.h"
@@ -39,8 +40,9 @@ typedef struct ingest_job {
     uint64_t body_pos;     /* where the source already appended the body (store_append_body), or
                               UINT64_MAX to let the writer append it */
     record_batch *batch;
-    const char *source; /* who sent it, for patient versions ("http 127.0.0.1") */
-    double received_at; /* ms_mono_s() when the request was complete */
+    const char *source;                          /* who sent it, for patient versions ("http 127.0.0.1") */
+    const char *user, *role, *client, *resource; /* for the batch's audit entry */
+    double received_at;                          /* ms_mono_s() when the request was complete */
     /* out */
     item_result *results; /* batch->n entries, allocated by the caller */
     ms_code rc;
@@ -56,7 +58,10 @@ typedef struct writer writer;
 ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e);
 /* Finish queued jobs, then stop the thread. */
 void writer_stop(writer *w);
-/* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. */
+/* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. The job's audit
+ * entry (records:create with the patient ids it touched) is committed with it. */
 void writer_submit(writer *w, ingest_job *job);
+/* Queue an audit entry for the next commit and return at once (reads, logins: see audit.h). */
+void writer_audit(writer *w, const audit_event *ev);
 
 #endif

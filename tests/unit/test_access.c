@@ -68,11 +68,14 @@ static void test_every_route_declares_a_known_permission(void **state)
     int open_routes = 0;
     for (size_t i = 0; i < api_route_count; i++) {
         const route *r = &api_route_table[i];
-        if (!access_permission_valid(r->permission)) fail_msg("route %s %s: permission '%s' is not in the table", r->method, r->pattern, r->permission ? r->permission : "(null)");
+        if (!access_permission_valid(r->permission))
+            fail_msg("route %s %s: permission '%s' is not in the table", r->method, r->pattern,
+                     r->permission ? r->permission : "(null)");
         if (!strcmp(r->permission, PERMISSION_NONE)) {
             open_routes++;
             /* only the health check and the login may be called without a token */
-            bool allowed = !strcmp(r->pattern, "/healthz") || (!strcmp(r->pattern, "/v1/auth/token") && !strcmp(r->method, "POST"));
+            bool allowed = !strcmp(r->pattern, "/healthz") ||
+                           (!strcmp(r->pattern, "/v1/auth/token") && !strcmp(r->method, "POST"));
             if (!allowed) fail_msg("route %s %s is open to anyone", r->method, r->pattern);
         }
     }

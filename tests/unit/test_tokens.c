@@ -88,7 +88,8 @@ static void test_expired_and_malformed(void **state)
     const char *bad[] = {"Basic YWxhZGRpbjpvcGVuc2VzYW1l", "Bearer", "Bearer ms_short",
                          "Bearer xx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                          "Bearer ms_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA!"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(token_check(f->s, bad[i], &got), TOKEN_MALFORMED);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(token_check(f->s, bad[i], &got), TOKEN_MALFORMED);
     assert_int_equal(token_check(f->s, "Bearer ms_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &got), TOKEN_UNKNOWN);
 }
 
@@ -102,11 +103,12 @@ static void test_login_limiter(void **state)
     }
     assert_false(login_allowed("mallory", t));
     assert_false(login_allowed("mallory", t + (LOGIN_WINDOW_S - 1) * 1000000LL));
-    assert_true(login_allowed("trent", t)); /* other names are not affected */
+    assert_true(login_allowed("trent", t));                                      /* other names are not affected */
     assert_true(login_allowed("mallory", t + (LOGIN_WINDOW_S + 1) * 1000000LL)); /* the window ends */
     login_record("mallory", false, t + (LOGIN_WINDOW_S + 2) * 1000000LL);
     login_record("mallory", true, t + (LOGIN_WINDOW_S + 3) * 1000000LL); /* success clears */
-    for (int i = 0; i < LOGIN_MAX_FAILURES - 1; i++) login_record("mallory", false, t + (LOGIN_WINDOW_S + 4) * 1000000LL);
+    for (int i = 0; i < LOGIN_MAX_FAILURES - 1; i++)
+        login_record("mallory", false, t + (LOGIN_WINDOW_S + 4) * 1000000LL);
     assert_true(login_allowed("mallory", t + (LOGIN_WINDOW_S + 4) * 1000000LL));
 }
 

@@ -40,7 +40,8 @@ static void test_generate(void **state)
     assert_int_equal(password_generate(p2, 24, &e), MS_OK);
     assert_int_equal(strlen(p1), 24);
     assert_string_not_equal(p1, p2);
-    for (int i = 0; i < 24; i++) assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", p1[i]));
+    for (int i = 0; i < 24; i++)
+        assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", p1[i]));
 }
 
 static void test_users_in_store(void **state)
