@@ -7,11 +7,13 @@
  * clinician patients and records create/read/update, public:read; analyst public:read and
  * exports:create (public exports); auditor audit:read.
  *
- * Contract: pure lookups over constant data; thread-safe. (Enforcement on every request, tokens and
- * the custom role file come with the rest of issue 3.)
+ * Contract: lookups are thread-safe; the table changes only through access_load, at start-up
+ * (`serve --roles FILE`).
  */
 #ifndef MS_ACCESS_H
 #define MS_ACCESS_H
+
+#include "util.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,5 +29,10 @@ bool access_allows(const char *role, const char *permission);
 bool access_role_valid(const char *role);
 /* The matrix as text, one line per role (`medstream roles`). */
 void access_print(FILE *out);
+/* Replace the table with a role file's (JSON: {"role": {"records": "cru", "public": "r"}, ...}; a
+ * resource left out grants nothing). Call before serving; not thread-safe against lookups. */
+ms_code access_load(const char *text, size_t len, ms_err *e);
+/* Back to the default table (tests). */
+void access_reset(void);
 
 #endif

@@ -649,7 +649,6 @@ static void h_public_records(api *a, http_request *req, http_response *res)
 
 static void h_snapshot(api *a, http_request *req, http_response *res)
 {
-    (void)req;
     unsigned char rnd[8];
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
         http_error(res, 503, "random number generator failed");
@@ -661,6 +660,7 @@ static void h_snapshot(api *a, http_request *req, http_response *res)
     int64_t as_of;
     ms_err e;
     ms_code rc = store_snapshot_create(a->store, id, &as_of, &e);
+    audit_request(a, req, "exports:create", NULL, rc == MS_OK ? "ok" : "error");
     if (rc) {
         http_error(res, status_for(rc), "%s", e.msg);
         return;

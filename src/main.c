@@ -24,6 +24,20 @@
 
 #define VERSION "0.1.0"
 
+static char *read_text_file(const char *path, ms_err *e);
+
+/* Load `--roles FILE` into the access table (no file: the default table). */
+static bool load_roles(const char *path, const char *cmd)
+{
+    if (!path) return true;
+    ms_err e = {0};
+    char *text = read_text_file(path, &e);
+    bool ok = text && access_load(text, strlen(text), &e) == MS_OK;
+    free(text);
+    if (!ok) fprintf(stderr, "medstream %s: %s\n", cmd, e.msg);
+    return ok;
+}
+
 static int usage_error(const char *cmd, const char *msg)
 {
     fprintf(stderr, "medstream %s: %s (see medstream %s --help)\n", cmd, msg, cmd);
@@ -70,7 +84,11 @@ static int cmd_init(int argc, char **argv)
 
 static int cmd_roles(int argc, char **argv)
 {
-    const option opts[] = {{0}};
+    const char *roles = NULL;
+    const option opts[] = {
+        {"--roles", OPT_STRING, NULL, false, "role file (JSON) to print instead of the default table", &roles},
+        {0},
+    };
     const char *pos[1];
     char err[256];
     int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
@@ -79,6 +97,7 @@ static int cmd_roles(int argc, char **argv)
         return 0;
     }
     if (n < 0) return usage_error("roles", err);
+    if (!load_roles(roles, "roles")) return 1;
     access_print(stdout);
     return 0;
 }
@@ -189,7 +208,7 @@ static int cmd_serve(int argc, char **argv)
     const char *data = NULL, *listen = NULL, *schema_file = NULL;
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     long token_ttl = 0;
-    const char *tls_cert = NULL, *tls_key = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
@@ -205,6 +224,7 @@ static int cmd_serve(int argc, char **argv)
         {"--token-ttl", OPT_INT, "3600", false, "lifetime of bearer tokens, seconds", &token_ttl},
         {"--tls-cert", OPT_STRING, NULL, false, "PEM certificate (chain): serve HTTPS (with --tls-key)", &tls_cert},
         {"--tls-key", OPT_STRING, NULL, false, "PEM private key of --tls-cert", &tls_key},
+        {"--roles", OPT_STRING, NULL, false, "role file (JSON) replacing the default role table", &roles},
         {0},
     };
     const char *pos[1];
@@ -221,6 +241,7 @@ static int cmd_serve(int argc, char **argv)
     if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
     if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
     if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
+    if (!load_roles(roles, "serve")) return 1;
 
     schema sc;
     ms_err e = {0};

@@ -217,5 +217,31 @@ def test_audit_trail_of_phi_access():
           "verify prints the head hash: %s" % out.stdout)
 
 
+@test(timeout=60)
+def test_custom_role_file():
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="medstream-e2e-roles-")
+    H._temp_dirs.append(d)
+    path = os.path.join(d, "roles.json")
+    with open(path, "w") as f:
+        json.dump({"admin": {r: "crud" for r in ("records", "patients", "public", "audit", "users", "exports",
+                                                  "metrics")},
+                   "nurse": {"patients": "r", "public": "r"}}, f)
+    s = H.Server(extra_args=["--roles", path], name="roles")
+    s.start()
+    h = {"Content-Type": "application/json"}
+    eq(s.request("POST", "/v1/users", body=json.dumps({"user": "nn", "password": "nurse-pass", "role": "nurse"}),
+                 headers=h).status, 201, "a user of the file's role")
+    eq(s.request("POST", "/v1/users", body=json.dumps({"user": "cc", "password": "clin-pass1", "role": "clinician"}),
+                 headers=h).status, 400, "a role the file does not have")
+    ans = s.ingest_ok([{"record_id": "roles-1", "name": "Role Person", "dob": "1977-07-07"}])
+    pid = ans["items"][0]["patient_id"]
+    nurse = "Bearer " + s.token_for("nn", "nurse-pass")
+    eq(s.request("GET", "/v1/patients/" + pid, headers={"Authorization": nurse}).status, 200, "nurse reads a patient")
+    eq(s.request("GET", "/v1/records/roles-1", headers={"Authorization": nurse}).status, 403, "nurse may not read records")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()

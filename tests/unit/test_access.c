@@ -82,6 +82,37 @@ static void test_every_route_declares_a_known_permission(void **state)
     assert_int_equal(open_routes, 2);
 }
 
+static void test_role_file(void **state)
+{
+    (void)state;
+    ms_err e;
+    const char *good =
+        "{\"admin\":{\"records\":\"crud\",\"users\":\"c\"},\"nurse\":{\"patients\":\"r\",\"public\":\"r\"}}";
+    assert_int_equal(access_load(good, strlen(good), &e), MS_OK);
+    assert_true(access_role_valid("nurse"));
+    assert_false(access_role_valid("clinician")); /* the file replaces the table */
+    assert_true(access_allows("nurse", "patients:read"));
+    assert_false(access_allows("nurse", "patients:update"));
+    assert_false(access_allows("nurse", "records:read"));
+    assert_false(access_allows("admin", "audit:read")); /* not in the file: not granted */
+    const char *bad[] = {"[]",
+                         "{}",
+                         "{\"x\":{\"records\":\"crux\"}}",
+                         "{\"x\":{\"recordz\":\"r\"}}",
+                         "{\"x\":{\"records\":1}}",
+                         "{\"x\":\"r\"}",
+                         "{\"x\":{},\"x\":{}}",
+                         "{\"\":{}}",
+                         "{\"this-role-name-is-far-too-long-to-keep\":{}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (access_load(bad[i], strlen(bad[i]), &e) != MS_EINVAL) fail_msg("role file %s was accepted", bad[i]);
+        assert_true(access_role_valid("nurse")); /* a bad file changes nothing */
+    }
+    access_reset();
+    assert_true(access_role_valid("clinician"));
+    assert_false(access_role_valid("nurse"));
+}
+
 static void test_print(void **state)
 {
     (void)state;
@@ -99,6 +130,7 @@ int main(void)
         cmocka_unit_test(test_default_matrix),
         cmocka_unit_test(test_unknown_permissions_refused),
         cmocka_unit_test(test_every_route_declares_a_known_permission),
+        cmocka_unit_test(test_role_file),
         cmocka_unit_test(test_print),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
