@@ -15,7 +15,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench
+.PHONY: all test unit e2e demo fuzz clean bench bench-token
 all: build/medstream
 
 build/obj/%.o: src/%.c $(wildcard src/*.h) | build/obj
@@ -48,6 +48,12 @@ build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) | build/fuzz
 fuzz: build/fuzz/fuzz_record
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus
+
+# In-process cost of one bearer-token check (bench/token_check.c), on a throwaway data directory.
+build/token_check: bench/token_check.c $(filter-out build/obj/main.o,$(OBJ))
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Isrc -o $@ $< $(filter-out build/obj/main.o,$(OBJ)) $(LIBS)
+bench-token: build/medstream build/token_check
+	@d=$$(mktemp -d) && build/medstream init $$d/data >/dev/null && build/token_check $$d/data; rm -rf $$d
 
 clean:
 	rm -rf build
