@@ -307,6 +307,15 @@ static bool begin_read(api *a, http_response *res, store_read **r)
     return false;
 }
 
+/* A read transaction and the request's as_of instant; false (already answered) on failure. */
+static bool begin_read_at(api *a, http_request *req, http_response *res, store_read **r, int64_t *as_of)
+{
+    if (!begin_read(a, res, r)) return false;
+    if (get_as_of(req, res, *r, as_of)) return true;
+    store_read_end(*r);
+    return false;
+}
+
 static void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_response *res, double t0)
 {
     store_read_end(r);
@@ -427,12 +436,8 @@ static void h_record_get(api *a, http_request *req, http_response *res)
     if (!only_args(req, res, allowed)) return;
     double t0 = ms_mono_s();
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
     int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) {
-        store_read_end(r);
-        return;
-    }
+    if (!begin_read_at(a, req, res, &r, &as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -547,11 +552,7 @@ static void h_patient_records(api *a, http_request *req, http_response *res)
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
-    if (!get_as_of(req, res, r, &p.as_of)) {
-        store_read_end(r);
-        return;
-    }
+    if (!begin_read_at(a, req, res, &r, &p.as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -570,12 +571,8 @@ static void h_public_patient(api *a, http_request *req, http_response *res)
     patient_id pid;
     if (!get_pid(req->params[0], res, &pid)) return;
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
     int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) {
-        store_read_end(r);
-        return;
-    }
+    if (!begin_read_at(a, req, res, &r, &as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -633,11 +630,7 @@ static void h_public_records(api *a, http_request *req, http_response *res)
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
-    if (!get_as_of(req, res, r, &p.as_of)) {
-        store_read_end(r);
-        return;
-    }
+    if (!begin_read_at(a, req, res, &r, &p.as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;

@@ -189,17 +189,11 @@ static int cmd_user(int argc, char **argv)
 /* A whole (small) text file, NUL-terminated; NULL with *e set if it cannot be read. */
 static char *read_text_file(const char *path, ms_err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        ms_fail(e, MS_EIO, "cannot open %s", path);
+    buf b = {0};
+    if (buf_read_file(&b, path, e) != MS_OK) {
+        buf_free(&b);
         return NULL;
     }
-    buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_put(&b, chunk, n);
-    fclose(f);
     return buf_take(&b);
 }
 

@@ -156,15 +156,9 @@ out:
 
 ms_code schema_load_file(schema *s, const char *path, ms_err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ms_fail(e, MS_EIO, "cannot open schema file %s", path);
     buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_put(&b, chunk, n);
-    fclose(f);
-    ms_code rc = schema_parse(s, b.data ? b.data : "", b.len, e);
+    ms_code rc = buf_read_file(&b, path, e);
+    if (rc == MS_OK) rc = schema_parse(s, b.data ? b.data : "", b.len, e);
     buf_free(&b);
     return rc;
 }

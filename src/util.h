@@ -59,6 +59,8 @@ void buf_put_be16(buf *b, uint16_t v);
 void buf_free(buf *b);
 /* Hand the bytes to the caller (malloc'd, NUL-terminated) and reset the buffer. */
 char *buf_take(buf *b);
+/* Append a whole (small) file to out: schema and role files, TLS certificates. */
+ms_code buf_read_file(buf *out, const char *path, ms_err *e);
 
 /* Arena: many small allocations freed at once (one per batch). */
 typedef struct arena_chunk arena_chunk;
