@@ -3,7 +3,7 @@
 CC      ?= cc
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g
 CFLAGS  ?= -O2
-LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lpthread
+LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC     = $(wildcard src/*.c)
@@ -25,6 +25,10 @@ build/san/%.o: src/%.c $(wildcard src/*.h) | build/san
 build/obj build/san build/fuzz:
 	mkdir -p $@
 
+# The Kafka mock cluster for tests and demos (librdkafka's, real protocol on loopback).
+build/kafka_mock: tools/kafka_mock.c | build/obj
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $< -lrdkafka
+
 build/medstream: $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $(OBJ) $(LIBS)
 build/san/medstream: $(SAN_OBJ)
@@ -33,7 +37,7 @@ build/san/test_%: tests/unit/test_%.c tests/unit/unit.h $(SAN_LIBOBJ)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -Isrc -o $@ $< $(SAN_LIBOBJ) $(LIBS) -lcmocka
 
 # Every test: unit tests (cmocka) and end-to-end tests over real HTTP, all on the sanitizer build.
-test: build/san/medstream $(UNIT_BIN)
+test: build/san/medstream build/kafka_mock $(UNIT_BIN)
 	@bash tests/run_all.sh $(UNIT_BIN)
 
 unit: $(UNIT_BIN)

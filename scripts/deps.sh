@@ -3,7 +3,8 @@
 # Used by `make demo`, `make test` (via the README's commands) and .ci/run.
 set -eu
 pkgs=(build-essential pkg-config liblmdb-dev libmicrohttpd-dev libssl-dev libutf8proc-dev libxxhash-dev
-      libzstd-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl openssl)
+      libzstd-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl openssl
+      librdkafka-dev python3-confluent-kafka kcat)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

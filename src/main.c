@@ -9,6 +9,7 @@
 #include "api_routes.h"
 #include "bench.h"
 #include "http_server.h"
+#include "ingest_kafka.h"
 #include "metrics.h"
 #include "options.h"
 #include "preload.h"
@@ -203,6 +204,8 @@ static int cmd_serve(int argc, char **argv)
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     long token_ttl = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
+    const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL;
+    long kafka_batch = 0, kafka_linger = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
@@ -219,6 +222,12 @@ static int cmd_serve(int argc, char **argv)
         {"--tls-cert", OPT_STRING, NULL, false, "PEM certificate (chain): serve HTTPS (with --tls-key)", &tls_cert},
         {"--tls-key", OPT_STRING, NULL, false, "PEM private key of --tls-cert", &tls_key},
         {"--roles", OPT_STRING, NULL, false, "role file (JSON) replacing the default role table", &roles},
+        {"--kafka-brokers", OPT_STRING, NULL, false, "Kafka bootstrap servers HOST:PORT[,...]: also consume",
+         &kafka_brokers},
+        {"--kafka-topic", OPT_STRING, NULL, false, "topic to consume (with --kafka-brokers)", &kafka_topic},
+        {"--kafka-group", OPT_STRING, "medstream", false, "consumer group", &kafka_group},
+        {"--kafka-batch", OPT_INT, "1000", false, "messages per batch", &kafka_batch},
+        {"--kafka-linger-ms", OPT_INT, "50", false, "longest wait to fill a batch", &kafka_linger},
         {0},
     };
     const char *pos[1];
@@ -236,6 +245,8 @@ static int cmd_serve(int argc, char **argv)
     if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
     if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
     if (!load_roles(roles, "serve")) return 1;
+    if (!kafka_brokers != !kafka_topic) return usage_error("serve", "--kafka-brokers and --kafka-topic go together");
+    if (kafka_batch < 1 || kafka_linger < 0) return usage_error("serve", "--kafka-batch >= 1, --kafka-linger-ms >= 0");
 
     schema sc;
     ms_err e = {0};
@@ -260,6 +271,7 @@ static int cmd_serve(int argc, char **argv)
     writer *w = NULL;
     http_server *h = NULL;
     char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
+    kafka_ingest *kafka = NULL;
     int rc = 1;
     store_options so = {map_size, segment_size, body_cache};
     double t0 = ms_mono_s();
@@ -271,6 +283,18 @@ static int cmd_serve(int argc, char **argv)
     if (tls_cert && (!(cert_pem = read_text_file(tls_cert, &e)) || !(key_pem = read_text_file(tls_key, &e)))) goto out;
     http_options ho = {.listen = listen, .max_body = max_body, .tls_cert_pem = cert_pem, .tls_key_pem = key_pem};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
+    if (kafka_brokers) {
+        kafka_options ko = {.brokers = kafka_brokers,
+                            .topic = kafka_topic,
+                            .group = kafka_group,
+                            .batch_max = (int)kafka_batch,
+                            .linger_ms = (int)kafka_linger,
+                            .store = s,
+                            .writer = w,
+                            .schema = &sc,
+                            .max_record = max_record};
+        if (kafka_ingest_start(&kafka, &ko, &e) != MS_OK) goto out;
+    }
     fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
             http_server_port(h), ms_mono_s() - t0);
     int sig;
@@ -279,7 +303,8 @@ static int cmd_serve(int argc, char **argv)
     rc = 0;
 out:
     if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
-    http_server_stop(h); /* no new requests; in-flight ones finish */
+    kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
+    http_server_stop(h);      /* no new requests; in-flight ones finish */
     free(cert_pem);
     free(key_pem);
     writer_stop(w); /* queued batches are committed */

@@ -1,0 +1,184 @@
+/*
+ * ingest_kafka.c - the Kafka consumer thread (see ingest_kafka.h).
+ */
+#include "ingest_kafka.h"
+
+#include "metrics.h"
+#include "record_scan.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct kafka_ingest {
+    kafka_options opt;
+    rd_kafka_t *rk;
+    pthread_t thread;
+    atomic_bool stop;
+    char source[160];
+};
+
+static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
+{
+    return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
+}
+
+/* One batch through the pipeline, retried until it is durable; false if the consumer was stopped first
+ * (then its offsets must not be committed: the messages come again after a restart). */
+static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
+{
+    bool stored = false;
+    buf body = {0};
+    size_t *off = ms_malloc(sizeof *off * (size_t)n), *len = ms_malloc(sizeof *len * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        off[i] = body.len;
+        len[i] = msgs[i]->len;
+        buf_put(&body, msgs[i]->payload ? msgs[i]->payload : "", msgs[i]->len);
+        buf_putc(&body, '\n');
+    }
+    /* an aligned, zero-padded copy lets the segment log write it with O_DIRECT */
+    size_t padded = (body.len + 4095) & ~(size_t)4095;
+    char *aligned;
+    if (posix_memalign((void **)&aligned, 4096, padded ? padded : 4096) != 0) ms_oom();
+    memcpy(aligned, body.data ? body.data : "", body.len);
+    memset(aligned + body.len, 0, padded - body.len);
+    record_batch batch = {0};
+    batch.records = ms_malloc(sizeof(parsed_record) * (size_t)n);
+    batch.n = batch.cap = (uint32_t)n;
+    scan_config cfg = {k->opt.schema, k->opt.max_record, ms_now_us(), store_id_key(k->opt.store)};
+    for (int i = 0; i < n; i++) {
+        record_scan_one(&cfg, aligned + off[i], len[i], (uint32_t)i + 1, &batch.mem, &batch.records[i]);
+        if (batch.records[i].rejected) batch.rejected++;
+    }
+    ingest_job job = {.body = aligned,
+                      .body_len = body.len,
+                      .body_write_len = padded,
+                      .batch = &batch,
+                      .source = k->source,
+                      .user = "kafka",
+                      .role = "ingest",
+                      .client = k->opt.brokers,
+                      .resource = k->opt.topic,
+                      .received_at = ms_mono_s(),
+                      .body_pos = UINT64_MAX};
+    job.results = ms_calloc((size_t)n, sizeof(item_result));
+    for (int attempt = 0; !stored && (attempt == 0 || !atomic_load(&k->stop)); attempt++) {
+        ms_err e = {0};
+        if (batch.rejected == batch.n) { /* nothing to store: the offsets move past them */
+            atomic_fetch_add(&g_metrics.records_rejected, batch.n);
+            stored = true;
+            break;
+        }
+        if (store_append_body(k->opt.store, job.body, job.body_write_len, &job.body_pos, &e) == MS_OK) {
+            writer_submit(k->opt.writer, &job);
+            if (job.rc == MS_OK) {
+                stored = true;
+                break;
+            }
+            e = job.err;
+        }
+        fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", n, e.msg);
+        job.body_pos = UINT64_MAX;
+        usleep(200000);
+    }
+    free(job.results);
+    record_batch_free(&batch);
+    free(aligned);
+    free(off);
+    free(len);
+    buf_free(&body);
+    return stored;
+}
+
+static void *consumer_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka");
+    rd_kafka_message_t **msgs = ms_malloc(sizeof *msgs * (size_t)k->opt.batch_max);
+    while (!atomic_load(&k->stop)) {
+        int n = 0;
+        double deadline = 0;
+        while (n < k->opt.batch_max && !atomic_load(&k->stop)) {
+            int wait_ms = 100;
+            if (n) {
+                double left = deadline - ms_mono_s();
+                if (left <= 0) break;
+                wait_ms = (int)(left * 1000) + 1;
+            }
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, wait_ms);
+            if (!m) continue;
+            if (m->err) { /* partition EOF and transient errors: nothing to store */
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            if (!n) deadline = ms_mono_s() + k->opt.linger_ms / 1000.0;
+            msgs[n++] = m;
+        }
+        if (!n) continue;
+        if (ingest_batch(k, msgs, n)) {
+            rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, NULL, 0); /* after durable: the positions polled */
+            if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
+        }
+        for (int i = 0; i < n; i++)
+            rd_kafka_message_destroy(msgs[i]);
+    }
+    free(msgs);
+    return NULL;
+}
+
+ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *settings[][2] = {
+        {"bootstrap.servers", opt->brokers},
+        {"group.id", opt->group},
+        {"enable.auto.commit", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"session.timeout.ms", "6000"},
+        {"heartbeat.interval.ms", "1000"},
+        {"log_level", "4"},
+    };
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return kafka_fail(e, settings[i][0], err);
+        }
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk) return kafka_fail(e, "consumer", err);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, opt->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rc = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rc) {
+        rd_kafka_destroy(rk);
+        return kafka_fail(e, "subscribe", rd_kafka_err2str(rc));
+    }
+    kafka_ingest *k = ms_calloc(1, sizeof *k);
+    k->opt = *opt;
+    k->rk = rk;
+    snprintf(k->source, sizeof k->source, "kafka %s group %s", opt->topic, opt->group);
+    if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+        rd_kafka_destroy(rk);
+        free(k);
+        return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
+    }
+    *out = k;
+    return MS_OK;
+}
+
+void kafka_ingest_stop(kafka_ingest *k)
+{
+    if (!k) return;
+    atomic_store(&k->stop, true);
+    pthread_join(k->thread, NULL);
+    rd_kafka_consumer_close(k->rk);
+    rd_kafka_destroy(k->rk);
+    free(k);
+}

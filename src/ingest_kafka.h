@@ -1,0 +1,35 @@
+/*
+ * ingest_kafka.h - Kafka as a source: consume a topic in a consumer group and put its messages through
+ * the same pipeline as HTTP ingest (scan, writer, store), one message = one record.
+ *
+ * Contract (issue 4, first part): offsets are committed to Kafka only after the batch holding their
+ * messages is durable, so a crash or a rebalance re-delivers at most the batches in flight, and record
+ * ids make a replay a no-op (exactly-once effect). A message that is not a valid record is rejected
+ * and its offset committed like the others: it never blocks its partition. If the store refuses a batch
+ * (disk full), the consumer retries it until it commits, without committing offsets.
+ * Not yet: dead-letter topic, offsets kept in the store, the public out-topic, lag metrics.
+ */
+#ifndef MS_INGEST_KAFKA_H
+#define MS_INGEST_KAFKA_H
+
+#include "schema.h"
+#include "store.h"
+#include "writer.h"
+
+typedef struct {
+    const char *brokers, *topic, *group;
+    int batch_max; /* messages per batch */
+    int linger_ms; /* wait at most this long to fill a batch */
+    store *store;
+    writer *writer;
+    const schema *schema;
+    size_t max_record;
+} kafka_options;
+
+typedef struct kafka_ingest kafka_ingest;
+
+ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e);
+/* Finish the batch in hand, commit its offsets, leave the group. */
+void kafka_ingest_stop(kafka_ingest *k);
+
+#endif
