@@ -17,6 +17,7 @@
 struct kafka_ingest {
     kafka_options opt;
     rd_kafka_t *rk;
+    rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
     pthread_t thread;
     atomic_bool stop;
     char source[160];
@@ -54,6 +55,23 @@ static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
         record_scan_one(&cfg, aligned + off[i], len[i], (uint32_t)i + 1, &batch.mem, &batch.records[i]);
         if (batch.records[i].rejected) batch.rejected++;
     }
+    for (int i = 0; i < n; i++) {
+        if (!batch.records[i].rejected) continue;
+        char part[16], offs[24];
+        snprintf(part, sizeof part, "%d", (int)msgs[i]->partition);
+        snprintf(offs, sizeof offs, "%lld", (long long)msgs[i]->offset);
+        const char *why = batch.records[i].error ? batch.records[i].error : "rejected";
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len), RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len),
+            RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
+            RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
+        if (err)
+            fprintf(stderr, "medstream: dead-letter produce failed: %s\n", rd_kafka_err2str(err));
+        else
+            atomic_fetch_add(&g_metrics.kafka_dead_letters, 1);
+    }
+    atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
     ingest_job job = {.body = aligned,
                       .body_len = body.len,
                       .body_write_len = padded,
@@ -119,7 +137,12 @@ static void *consumer_main(void *arg)
             msgs[n++] = m;
         }
         if (!n) continue;
-        if (ingest_batch(k, msgs, n)) {
+        bool stored = ingest_batch(k, msgs, n);
+        /* the dead letters must be in Kafka before the offsets move past them */
+        while (stored && rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+            fprintf(stderr, "medstream: waiting for the dead-letter topic\n");
+        if (stored && rd_kafka_outq_len(k->dlq) > 0) stored = false; /* stopped before they were delivered */
+        if (stored) {
             rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, NULL, 0); /* after durable: the positions polled */
             if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
         }
@@ -149,8 +172,36 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
             return kafka_fail(e, settings[i][0], err);
         }
     }
+    for (const char *const *kv = opt->config; kv && *kv; kv++) {
+        char key[128];
+        const char *eq = strchr(*kv, '=');
+        if (!eq || (size_t)(eq - *kv) >= sizeof key) {
+            rd_kafka_conf_destroy(conf);
+            return kafka_fail(e, "--kafka-config", "expected key=value");
+        }
+        memcpy(key, *kv, (size_t)(eq - *kv));
+        key[eq - *kv] = 0;
+        if (rd_kafka_conf_set(conf, key, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return kafka_fail(e, key, err);
+        }
+    }
+    rd_kafka_conf_t *pconf = rd_kafka_conf_dup(conf); /* the same brokers and security for the producer */
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk) return kafka_fail(e, "consumer", err);
+    if (!rk) {
+        rd_kafka_conf_destroy(pconf);
+        return kafka_fail(e, "consumer", err);
+    }
+    rd_kafka_conf_set(pconf, "enable.idempotence", "true", err, sizeof err);
+    const char *consumer_only[] = {"group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms",
+                                   "heartbeat.interval.ms"};
+    for (size_t i = 0; i < sizeof consumer_only / sizeof consumer_only[0]; i++)
+        rd_kafka_conf_set(pconf, consumer_only[i], NULL, err, sizeof err); /* reset: producer needs none */
+    rd_kafka_t *dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
+    if (!dlq) {
+        rd_kafka_destroy(rk);
+        return kafka_fail(e, "dead-letter producer", err);
+    }
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, opt->topic, RD_KAFKA_PARTITION_UA);
@@ -158,14 +209,20 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     rd_kafka_topic_partition_list_destroy(topics);
     if (rc) {
         rd_kafka_destroy(rk);
+        rd_kafka_destroy(dlq);
         return kafka_fail(e, "subscribe", rd_kafka_err2str(rc));
     }
     kafka_ingest *k = ms_calloc(1, sizeof *k);
     k->opt = *opt;
+    k->opt.config = NULL;                                                  /* used above, not kept */
+    k->opt.dlq_topic = ms_strndup(opt->dlq_topic, strlen(opt->dlq_topic)); /* the caller's may not live on */
     k->rk = rk;
+    k->dlq = dlq;
     snprintf(k->source, sizeof k->source, "kafka %s group %s", opt->topic, opt->group);
     if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
         rd_kafka_destroy(rk);
+        rd_kafka_destroy(dlq);
+        free((char *)k->opt.dlq_topic);
         free(k);
         return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
     }
@@ -180,5 +237,8 @@ void kafka_ingest_stop(kafka_ingest *k)
     pthread_join(k->thread, NULL);
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
+    rd_kafka_flush(k->dlq, 5000);
+    rd_kafka_destroy(k->dlq);
+    free((char *)k->opt.dlq_topic);
     free(k);
 }

@@ -4,10 +4,12 @@
  *
  * Contract (issue 4, first part): offsets are committed to Kafka only after the batch holding their
  * messages is durable, so a crash or a rebalance re-delivers at most the batches in flight, and record
- * ids make a replay a no-op (exactly-once effect). A message that is not a valid record is rejected
- * and its offset committed like the others: it never blocks its partition. If the store refuses a batch
- * (disk full), the consumer retries it until it commits, without committing offsets.
- * Not yet: dead-letter topic, offsets kept in the store, the public out-topic, lag metrics.
+ * ids make a replay a no-op (exactly-once effect). A message that is not a valid record never blocks
+ * its partition: it is produced to the dead-letter topic (header medstream-error: the reason, which
+ * names fields and positions, never values; plus medstream-partition and medstream-offset), and that
+ * produce is acknowledged before the offsets are committed. If the store refuses a batch (disk full),
+ * the consumer retries it, without committing offsets.
+ * Not yet: offsets kept in the store, the public out-topic, lag metrics.
  */
 #ifndef MS_INGEST_KAFKA_H
 #define MS_INGEST_KAFKA_H
@@ -18,6 +20,9 @@
 
 typedef struct {
     const char *brokers, *topic, *group;
+    const char *dlq_topic;            /* rejected messages go here, with the error in a header */
+    const char *const *config;        /* extra librdkafka settings "key=value" (SASL, TLS), NULL-ended;
+                                         read during kafka_ingest_start only */
     int batch_max; /* messages per batch */
     int linger_ms; /* wait at most this long to fill a batch */
     store *store;

@@ -204,7 +204,8 @@ static int cmd_serve(int argc, char **argv)
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     long token_ttl = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
-    const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL;
+    const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
+    const char *kafka_config = NULL;
     long kafka_batch = 0, kafka_linger = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
@@ -228,6 +229,9 @@ static int cmd_serve(int argc, char **argv)
         {"--kafka-group", OPT_STRING, "medstream", false, "consumer group", &kafka_group},
         {"--kafka-batch", OPT_INT, "1000", false, "messages per batch", &kafka_batch},
         {"--kafka-linger-ms", OPT_INT, "50", false, "longest wait to fill a batch", &kafka_linger},
+        {"--kafka-dlq-topic", OPT_STRING, NULL, false, "dead-letter topic (default TOPIC.dlq)", &kafka_dlq},
+        {"--kafka-config", OPT_STRING, NULL, false, "librdkafka settings key=value[;key=value...] (SASL, TLS)",
+         &kafka_config},
         {0},
     };
     const char *pos[1];
@@ -284,16 +288,30 @@ static int cmd_serve(int argc, char **argv)
     http_options ho = {.listen = listen, .max_body = max_body, .tls_cert_pem = cert_pem, .tls_key_pem = key_pem};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
     if (kafka_brokers) {
+        char dlq[256];
+        snprintf(dlq, sizeof dlq, "%s.dlq", kafka_topic);
+        /* --kafka-config "a=1;b=2": split into a NULL-ended list */
+        char *cfg_copy = kafka_config ? ms_strndup(kafka_config, strlen(kafka_config)) : NULL;
+        const char *cfg[64];
+        int ncfg = 0;
+        for (char *save = NULL, *kv = cfg_copy ? strtok_r(cfg_copy, ";", &save) : NULL; kv && ncfg < 63;
+             kv = strtok_r(NULL, ";", &save))
+            cfg[ncfg++] = kv;
+        cfg[ncfg] = NULL;
         kafka_options ko = {.brokers = kafka_brokers,
                             .topic = kafka_topic,
                             .group = kafka_group,
+                            .dlq_topic = kafka_dlq ? kafka_dlq : dlq,
+                            .config = cfg,
                             .batch_max = (int)kafka_batch,
                             .linger_ms = (int)kafka_linger,
                             .store = s,
                             .writer = w,
                             .schema = &sc,
                             .max_record = max_record};
-        if (kafka_ingest_start(&kafka, &ko, &e) != MS_OK) goto out;
+        ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
+        free(cfg_copy); /* librdkafka copied the settings */
+        if (krc != MS_OK) goto out;
     }
     fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
             http_server_port(h), ms_mono_s() - t0);

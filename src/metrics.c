@@ -103,6 +103,9 @@ void metrics_render(buf *out)
             atomic_load(&m->ingest_bytes));
     counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
     counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
+    counter(out, "medstream_kafka_messages_total", "Kafka messages consumed.", atomic_load(&m->kafka_messages));
+    counter(out, "medstream_kafka_dead_letters_total", "Kafka messages sent to the dead-letter topic.",
+            atomic_load(&m->kafka_dead_letters));
     render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
                 &m->commit_seconds);
     render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.",

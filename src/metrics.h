@@ -25,6 +25,7 @@ typedef struct {
     histogram commit_seconds;    /* one group commit (writes + fsyncs) */
     histogram freshness_seconds; /* request fully received -> visible to reads */
     histogram read_seconds;      /* PHI and public reads */
+    _Atomic uint64_t kafka_messages, kafka_dead_letters;
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;

@@ -20,7 +20,8 @@ MOCK = os.path.join(H.REPO_ROOT, "build", "kafka_mock")
 
 
 def start_mock(topic):
-    p = subprocess.Popen([MOCK, topic + ":4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([MOCK, topic + ":4", topic + ".dlq:1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
     line = p.stdout.readline().strip()
     check(line and ":" in line, "kafka_mock printed its bootstrap servers (%r)" % line)
     H.on_exit(lambda: (p.stdin.close(), p.wait(timeout=10)))
@@ -83,6 +84,25 @@ def test_reference_end_to_end_through_kafka():
     check(not missing, "%d of %d records not visible 2 s after the send (first: %s)" % (len(missing), len(sent), missing[:3]))
     eq(len(set(pid_of.values())), len(people), "distinct patients")
     check(s.get("/v1/records/no-identity").status == 404, "the poison record was not stored")
+    # the poison messages are in the dead-letter topic, each with the reason in a header
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    c.subscribe(["records.dlq"])
+    dead, t0 = [], time.monotonic()
+    while len(dead) < 10 and time.monotonic() - t0 < 20:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            dead.append(m)
+    c.close()
+    eq(len(dead), 10, "messages in the dead-letter topic")
+    for m in dead:
+        h = dict(m.headers() or [])
+        check(b"medstream-error" in [k.encode() for k in h], "error header on a dead letter: %s" % h)
+        err = h["medstream-error"].decode()
+        check("malformed JSON" in err or "missing identity field" in err, "the reason names the problem: %s" % err)
+        check("medstream-partition" in h and "medstream-offset" in h, "origin headers")
+    check("medstream_kafka_dead_letters_total 10" in s.get("/metrics").text, "dead letters are counted")
     pub = s.get("/v1/public/records?" + H.q({"patient_id": next(iter(pid_of.values())), "limit": 1000})).json()
     check(pub["records"], "public copies exist")
     for rec in pub["records"]:
