@@ -10,6 +10,7 @@
 #include "bench.h"
 #include "http_server.h"
 #include "ingest_kafka.h"
+#include "sink_kafka_public.h"
 #include "metrics.h"
 #include "options.h"
 #include "preload.h"
@@ -205,7 +206,7 @@ static int cmd_serve(int argc, char **argv)
     long token_ttl = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
     const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
-    const char *kafka_config = NULL;
+    const char *kafka_config = NULL, *kafka_public = NULL;
     long kafka_batch = 0, kafka_linger = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
@@ -232,6 +233,8 @@ static int cmd_serve(int argc, char **argv)
         {"--kafka-dlq-topic", OPT_STRING, NULL, false, "dead-letter topic (default TOPIC.dlq)", &kafka_dlq},
         {"--kafka-config", OPT_STRING, NULL, false, "librdkafka settings key=value[;key=value...] (SASL, TLS)",
          &kafka_config},
+        {"--kafka-public-topic", OPT_STRING, NULL, false,
+         "publish every public record version here (needs --kafka-brokers)", &kafka_public},
         {0},
     };
     const char *pos[1];
@@ -250,6 +253,7 @@ static int cmd_serve(int argc, char **argv)
     if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
     if (!load_roles(roles, "serve")) return 1;
     if (!kafka_brokers != !kafka_topic) return usage_error("serve", "--kafka-brokers and --kafka-topic go together");
+    if (kafka_public && !kafka_brokers) return usage_error("serve", "--kafka-public-topic needs --kafka-brokers");
     if (kafka_batch < 1 || kafka_linger < 0) return usage_error("serve", "--kafka-batch >= 1, --kafka-linger-ms >= 0");
 
     schema sc;
@@ -276,6 +280,7 @@ static int cmd_serve(int argc, char **argv)
     http_server *h = NULL;
     char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
     kafka_ingest *kafka = NULL;
+    sink_kafka_public *public_stream = NULL;
     int rc = 1;
     store_options so = {map_size, segment_size, body_cache};
     double t0 = ms_mono_s();
@@ -310,6 +315,8 @@ static int cmd_serve(int argc, char **argv)
                             .schema = &sc,
                             .max_record = max_record};
         ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
+        if (krc == MS_OK && kafka_public)
+            krc = sink_kafka_public_start(&public_stream, s, kafka_brokers, kafka_public, cfg, &e);
         free(cfg_copy); /* librdkafka copied the settings */
         if (krc != MS_OK) goto out;
     }
@@ -322,7 +329,8 @@ static int cmd_serve(int argc, char **argv)
 out:
     if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
     kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
-    http_server_stop(h);      /* no new requests; in-flight ones finish */
+    sink_kafka_public_stop(public_stream);
+    http_server_stop(h); /* no new requests; in-flight ones finish */
     free(cert_pem);
     free(key_pem);
     writer_stop(w); /* queued batches are committed */

@@ -1414,6 +1414,23 @@ ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *ex
     return MS_OK;
 }
 
+ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e)
+{
+    char key[128];
+    snprintf(key, sizeof key, "sink:%s", sink);
+    int rc = meta_get_u64(r->txn, r->s->dbi[DB_META], key, pos);
+    return rc ? mdb_fail(e, rc, "sink position") : MS_OK;
+}
+
+ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e)
+{
+    char key[128];
+    unsigned char v[8];
+    snprintf(key, sizeof key, "sink:%s", sink);
+    ms_set_be64(v, pos);
+    return small_write(s, DB_META, key, strlen(key), v, 8, 0, false, "sink position", e);
+}
+
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_err *e)
 {
     /* Inside LMDB's writer lock, so the instant falls strictly between two commits: every commit before

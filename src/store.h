@@ -243,6 +243,10 @@ ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, v
 ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
                            size_t why_cap, ms_err *e);
 
+/* A sink's position in the commit log (the last position it has fully shipped), kept in the store. */
+ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
+ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
+
 /* Snapshots. */
 /* Name the present instant (strictly after every commit so far); *as_of receives it. */
 ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);

@@ -20,7 +20,7 @@ MOCK = os.path.join(H.REPO_ROOT, "build", "kafka_mock")
 
 
 def start_mock(topic):
-    p = subprocess.Popen([MOCK, topic + ":4", topic + ".dlq:1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    p = subprocess.Popen([MOCK, topic + ":4", topic + ".dlq:1", "public:2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)
     line = p.stdout.readline().strip()
     check(line and ":" in line, "kafka_mock printed its bootstrap servers (%r)" % line)
@@ -49,7 +49,8 @@ def test_reference_end_to_end_through_kafka():
     except ImportError:
         raise H.Skip("python3-confluent-kafka is not installed")
     mock, bootstrap = start_mock("records")
-    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "records", "--kafka-group", "medstream-e2e"],
+    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "records", "--kafka-group", "medstream-e2e",
+                             "--kafka-public-topic", "public"],
                  name="kafka")
     s.start()
     p = producer(bootstrap)
@@ -108,6 +109,30 @@ def test_reference_end_to_end_through_kafka():
     for rec in pub["records"]:
         check(set(rec["fields"]) <= {"favorite_color", "type", "ts"}, "public fields: %s" % rec["fields"])
         check("Kafka Person" not in json.dumps(rec) and "123-45-" not in json.dumps(rec), "no PHI in the public copy")
+    # the de-identified stream: every record version, keyed by patient id, allow-listed fields only
+    from confluent_kafka import Consumer as C2
+    c = C2({"bootstrap.servers": bootstrap, "group.id": "public-reader", "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    c.subscribe(["public"])
+    seen, t0 = {}, time.monotonic()
+    dobs = {d.encode() for _, d in people}
+    while len(seen) < len(sent) + 1 and time.monotonic() - t0 < 30:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        raw = m.value()
+        for phi in (b"Kafka Person", b"123-45-", b"note ", b"Warm Up", b"1990-01-01", b"-03-04", b"ssn", b"dob"):
+            check(phi not in raw, "PHI %r in a public message: %s" % (phi, raw[:200]))
+        check(not any(dob in raw for dob in dobs), "a date of birth in a public message: %s" % raw[:200])
+        j = json.loads(raw)
+        eq(set(j), {"patient_id", "record_id", "version", "fields"}, "public message members")
+        check(set(j["fields"]) <= {"favorite_color", "type", "ts"}, "public message fields: %s" % j["fields"])
+        eq(m.key().decode(), j["patient_id"], "keyed by patient id")
+        seen[j["record_id"]] = j
+    c.close()
+    check(set(sent) <= set(seen), "%d records missing from the public topic" % len(set(sent) - set(seen)))
+    for rid, ident in list(sent.items())[:50]:
+        eq(seen[rid]["patient_id"], pid_of[ident], "public message patient id of %s" % rid)
     # a restart and the same records again: nothing stored twice
     s.stop()
     s.start()
