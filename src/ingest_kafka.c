@@ -84,6 +84,16 @@ static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
                       .received_at = ms_mono_s(),
                       .body_pos = UINT64_MAX};
     job.results = ms_calloc((size_t)n, sizeof(item_result));
+    /* the next offset of every partition in the batch, stored with the records */
+    source_offset *offsets = ms_malloc(sizeof *offsets * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int x = 0;
+        while (x < job.noffsets && offsets[x].partition != msgs[i]->partition)
+            x++;
+        if (x == job.noffsets) offsets[job.noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
+        if (msgs[i]->offset + 1 > offsets[x].next) offsets[x].next = msgs[i]->offset + 1;
+    }
+    job.offsets = offsets;
     for (int attempt = 0; !stored && (attempt == 0 || !atomic_load(&k->stop)); attempt++) {
         ms_err e = {0};
         if (batch.rejected == batch.n) { /* nothing to store: the offsets move past them */
@@ -104,12 +114,40 @@ static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
         usleep(200000);
     }
     free(job.results);
+    free(offsets);
     record_batch_free(&batch);
     free(aligned);
     free(off);
     free(len);
     buf_free(&body);
     return stored;
+}
+
+/* On assignment, start each partition at the later of Kafka's committed offset and the one the store
+ * recorded with the last batch it committed: a commit to Kafka that was lost does not replay, and a
+ * store that is behind (a batch of only rejected messages) does not go back. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafka_ingest *k = opaque;
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    rd_kafka_committed(rk, parts, 5000); /* fills in Kafka's committed offsets (or INVALID) */
+    store_read *r;
+    ms_err e;
+    if (store_read_begin(k->opt.store, &r, &e) == MS_OK) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int64_t next;
+            bool found;
+            if (store_kafka_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) ==
+                    MS_OK &&
+                found && (parts->elems[i].offset < 0 || next > parts->elems[i].offset))
+                parts->elems[i].offset = next;
+        }
+        store_read_end(r);
+    }
+    rd_kafka_assign(rk, parts);
 }
 
 static void *consumer_main(void *arg)
@@ -187,8 +225,13 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         }
     }
     rd_kafka_conf_t *pconf = rd_kafka_conf_dup(conf); /* the same brokers and security for the producer */
+    kafka_ingest *k = ms_calloc(1, sizeof *k);
+    rd_kafka_conf_set_opaque(conf, k);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    k->opt = *opt; /* the callback reads the store from here */
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk) {
+        free(k);
         rd_kafka_conf_destroy(pconf);
         return kafka_fail(e, "consumer", err);
     }
@@ -197,9 +240,12 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
                                    "heartbeat.interval.ms"};
     for (size_t i = 0; i < sizeof consumer_only / sizeof consumer_only[0]; i++)
         rd_kafka_conf_set(pconf, consumer_only[i], NULL, err, sizeof err); /* reset: producer needs none */
+    rd_kafka_conf_set_opaque(pconf, NULL);
+    rd_kafka_conf_set_rebalance_cb(pconf, NULL);
     rd_kafka_t *dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
     if (!dlq) {
         rd_kafka_destroy(rk);
+        free(k);
         return kafka_fail(e, "dead-letter producer", err);
     }
     rd_kafka_poll_set_consumer(rk);
@@ -210,10 +256,9 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     if (rc) {
         rd_kafka_destroy(rk);
         rd_kafka_destroy(dlq);
+        free(k);
         return kafka_fail(e, "subscribe", rd_kafka_err2str(rc));
     }
-    kafka_ingest *k = ms_calloc(1, sizeof *k);
-    k->opt = *opt;
     k->opt.config = NULL;                                                  /* used above, not kept */
     k->opt.dlq_topic = ms_strndup(opt->dlq_topic, strlen(opt->dlq_topic)); /* the caller's may not live on */
     k->rk = rk;

@@ -20,11 +20,11 @@
 
 typedef struct {
     const char *brokers, *topic, *group;
-    const char *dlq_topic;            /* rejected messages go here, with the error in a header */
-    const char *const *config;        /* extra librdkafka settings "key=value" (SASL, TLS), NULL-ended;
-                                         read during kafka_ingest_start only */
-    int batch_max; /* messages per batch */
-    int linger_ms; /* wait at most this long to fill a batch */
+    const char *dlq_topic;     /* rejected messages go here, with the error in a header */
+    const char *const *config; /* extra librdkafka settings "key=value" (SASL, TLS), NULL-ended;
+                                  read during kafka_ingest_start only */
+    int batch_max;             /* messages per batch */
+    int linger_ms;             /* wait at most this long to fill a batch */
     store *store;
     writer *writer;
     const schema *schema;

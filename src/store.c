@@ -1414,6 +1414,30 @@ ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *ex
     return MS_OK;
 }
 
+ms_code store_kafka_offset_put(store_write *w, const char *topic, int32_t partition, int64_t next, ms_err *e)
+{
+    char key[320];
+    snprintf(key, sizeof key, "kafka:%s:%d", topic, (int)partition);
+    int rc = meta_put_u64(w->txn, w->s->dbi[DB_META], key, (uint64_t)next);
+    return rc ? mdb_fail(e, rc, "kafka offset") : MS_OK;
+}
+
+ms_code store_kafka_offset_get(store_read *r, const char *topic, int32_t partition, int64_t *next, bool *found,
+                               ms_err *e)
+{
+    char key[320];
+    snprintf(key, sizeof key, "kafka:%s:%d", topic, (int)partition);
+    MDB_val k = val(key, strlen(key)), v;
+    *found = false;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc || v.mv_size != 8)
+        return rc ? mdb_fail(e, rc, "kafka offset") : ms_fail(e, MS_ECORRUPT, "store: bad kafka offset");
+    *next = (int64_t)ms_get_be64(v.mv_data);
+    *found = true;
+    return MS_OK;
+}
+
 ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e)
 {
     char key[128];

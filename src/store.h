@@ -243,6 +243,12 @@ ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, v
 ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
                            size_t why_cap, ms_err *e);
 
+/* Kafka source positions: the next offset to read per topic partition, written in the same commit as
+ * the records of the batch that consumed up to there. */
+ms_code store_kafka_offset_put(store_write *w, const char *topic, int32_t partition, int64_t next, ms_err *e);
+ms_code store_kafka_offset_get(store_read *r, const char *topic, int32_t partition, int64_t *next, bool *found,
+                               ms_err *e);
+
 /* A sink's position in the commit log (the last position it has fully shipped), kept in the store. */
 ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
 ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);

@@ -162,7 +162,8 @@ ms_code buf_read_file(buf *out, const char *path, ms_err *e)
     if (!f) return ms_fail(e, MS_EIO, "cannot open %s", path);
     char chunk[4096];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_put(out, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_put(out, chunk, n);
     bool failed = ferror(f);
     fclose(f);
     return failed ? ms_fail(e, MS_EIO, "cannot read %s", path) : MS_OK;

@@ -178,6 +178,8 @@ static void process_group(writer *wr, ingest_job *group, const buf *audit)
             rc = apply_record(wr, sw, j, &body_pos, r, res, &mem, &e);
         }
         if (rc == MS_OK) rc = audit_job(sw, j, &e);
+        for (int i = 0; rc == MS_OK && i < j->noffsets; i++)
+            rc = store_kafka_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, &e);
     }
     arena_free(&mem);
     uint64_t pos = 0;

@@ -32,6 +32,13 @@ typedef struct {
     const char *error; /* static text when the writer rejected the record */
 } item_result;
 
+/* A source position to record with the batch (Kafka: topic, partition, next offset). */
+typedef struct {
+    const char *topic;
+    int32_t partition;
+    int64_t next;
+} source_offset;
+
 typedef struct ingest_job {
     /* in */
     const char *body; /* the request body that the parsed records point into */
@@ -42,7 +49,9 @@ typedef struct ingest_job {
     record_batch *batch;
     const char *source;                          /* who sent it, for patient versions ("http 127.0.0.1") */
     const char *user, *role, *client, *resource; /* for the batch's audit entry */
-    double received_at;                          /* ms_mono_s() when the request was complete */
+    const source_offset *offsets;                /* written in the same commit as the records (may be NULL) */
+    int noffsets;
+    double received_at; /* ms_mono_s() when the request was complete */
     /* out */
     item_result *results; /* batch->n entries, allocated by the caller */
     ms_code rc;
