@@ -669,8 +669,11 @@ static void h_health(api *a, http_request *req, http_response *res)
 {
     (void)a;
     (void)req;
-    res->status = 200;
-    buf_puts(&res->body, "{\"status\":\"ok\"}");
+    res->status = 200; /* alive either way; "degraded" tells a load balancer or an operator to look */
+    if (atomic_load(&g_metrics.kafka_unreachable))
+        buf_puts(&res->body, "{\"status\":\"degraded\",\"kafka\":\"brokers unreachable\"}");
+    else
+        buf_puts(&res->body, "{\"status\":\"ok\"}");
 }
 
 static void h_metrics(api *a, http_request *req, http_response *res)

@@ -150,12 +150,39 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     rd_kafka_assign(rk, parts);
 }
 
+/* Every couple of seconds: can the brokers be reached (for /healthz), and how far behind are we? */
+static void check_brokers(kafka_ingest *k)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    bool reachable = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (md) rd_kafka_metadata_destroy(md);
+    atomic_store(&g_metrics.kafka_unreachable, reachable ? 0 : 1);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (!reachable || rd_kafka_assignment(k->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    rd_kafka_position(k->rk, parts);
+    uint64_t lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t lo, hi;
+        if (rd_kafka_get_watermark_offsets(k->rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            parts->elems[i].offset >= 0 && hi > parts->elems[i].offset)
+            lag += (uint64_t)(hi - parts->elems[i].offset);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    atomic_store(&g_metrics.kafka_lag, lag);
+}
+
 static void *consumer_main(void *arg)
 {
     kafka_ingest *k = arg;
     pthread_setname_np(pthread_self(), "ms-kafka");
     rd_kafka_message_t **msgs = ms_malloc(sizeof *msgs * (size_t)k->opt.batch_max);
+    double next_check = 0;
     while (!atomic_load(&k->stop)) {
+        if (ms_mono_s() >= next_check) {
+            check_brokers(k);
+            next_check = ms_mono_s() + 2;
+        }
         int n = 0;
         double deadline = 0;
         while (n < k->opt.batch_max && !atomic_load(&k->stop)) {
@@ -166,7 +193,10 @@ static void *consumer_main(void *arg)
                 wait_ms = (int)(left * 1000) + 1;
             }
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, wait_ms);
-            if (!m) continue;
+            if (!m) {
+                if (!n) break; /* idle: back to the outer loop (broker checks, stop) */
+                continue;
+            }
             if (m->err) { /* partition EOF and transient errors: nothing to store */
                 rd_kafka_message_destroy(m);
                 continue;

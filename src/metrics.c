@@ -106,6 +106,10 @@ void metrics_render(buf *out)
     counter(out, "medstream_kafka_messages_total", "Kafka messages consumed.", atomic_load(&m->kafka_messages));
     counter(out, "medstream_kafka_dead_letters_total", "Kafka messages sent to the dead-letter topic.",
             atomic_load(&m->kafka_dead_letters));
+    gauge(out, "medstream_kafka_lag", "Messages behind the high watermarks of the assigned partitions.",
+          atomic_load(&m->kafka_lag));
+    gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
+          (uint64_t)atomic_load(&m->kafka_unreachable));
     render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
                 &m->commit_seconds);
     render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.",

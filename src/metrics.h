@@ -26,6 +26,8 @@ typedef struct {
     histogram freshness_seconds; /* request fully received -> visible to reads */
     histogram read_seconds;      /* PHI and public reads */
     _Atomic uint64_t kafka_messages, kafka_dead_letters;
+    _Atomic uint64_t kafka_lag;    /* messages behind the high watermarks of the assigned partitions */
+    _Atomic int kafka_unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;

@@ -160,5 +160,32 @@ def test_reference_end_to_end_through_kafka():
     s.stop()
 
 
+@test(timeout=90)
+def test_broker_outage_degrades_health():
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        raise H.Skip("python3-confluent-kafka is not installed")
+    mock = subprocess.Popen([MOCK, "outage:2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    bootstrap = mock.stdout.readline().strip()
+    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "outage", "--kafka-group", "g-outage"],
+                 name="kafka-outage")
+    s.start()
+    eq(s.get_json("/healthz")["status"], "ok", "health while the brokers are up")
+    check("medstream_kafka_lag" in s.get("/metrics").text, "the lag gauge is exported")
+    mock.stdin.close()
+    mock.wait(timeout=10)
+    status, t0 = None, time.monotonic()
+    while time.monotonic() - t0 < 20:
+        status = s.get_json("/healthz")["status"]
+        if status == "degraded":
+            break
+        time.sleep(0.25)
+    eq(status, "degraded", "health once the brokers are gone")
+    r = s.ingest([{"record_id": "outage-http", "name": "Outage Person", "dob": "1980-08-08"}])
+    eq(r.status, 200, "HTTP ingest goes on while Kafka is down")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
