@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <librdkafka/rdkafka.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,8 @@ typedef struct {
     const char *token;
     uint64_t seed;
     const char *run_id;
+    const char *kafka_brokers; /* produce into Kafka instead of POSTing (the server consumes the topic) */
+    const char *kafka_topic;
     uint64_t timeout;
     bool json;
     bool help;
@@ -105,6 +108,9 @@ static const bench_option bench_options[] = {
      "point reads (GET /v1/patients/ID) per second during the load (0: none)"},
     {"--token", OPT_TEXT, OPT(token), NULL, 0, 0, "T", "send \"Authorization: Bearer T\" on every request"},
     {"--seed", OPT_COUNT, OPT(seed), "1", 0, UINT64_MAX, "N", "RNG seed (same seed, same records)"},
+    {"--kafka-brokers", OPT_TEXT, OPT(kafka_brokers), NULL, 0, 0, "HOST:PORT[,...]",
+     "produce the records into Kafka (with --kafka-topic) instead of POSTing them; freshness is produce to visible"},
+    {"--kafka-topic", OPT_TEXT, OPT(kafka_topic), NULL, 0, 0, "T", "topic the server consumes"},
     {"--run-id", OPT_TEXT, OPT(run_id), NULL, 0, 0, "S",
      "prefix for record ids, [A-Za-z0-9._-]{1,64} (default: from time and pid)"},
     {"--timeout", OPT_COUNT, OPT(timeout), "120", 1, 3600, "SECONDS",
@@ -224,6 +230,10 @@ static int parse_options(int argc, char **argv, bench_config *cfg)
     if (cfg->help) return 0;
     if (cfg->run_id && !run_id_valid(cfg->run_id)) {
         fprintf(stderr, "medstream bench: --run-id: use 1 to 64 of A-Z a-z 0-9 . _ -\n");
+        return 2;
+    }
+    if (!cfg->kafka_brokers != !cfg->kafka_topic) {
+        fprintf(stderr, "medstream bench: --kafka-brokers and --kafka-topic go together\n");
         return 2;
     }
     if (cfg->batch > cfg->records) cfg->batch = cfg->records;
@@ -947,6 +957,13 @@ typedef struct {
     sample_vec batch_ms;
 } sender;
 
+/* Kafka delivery reports: count the messages the brokers did not take. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    if (m->err) atomic_fetch_add((atomic_uint_fast64_t *)opaque, 1);
+}
+
 static void *sender_main(void *arg)
 {
     /* The load generator shares the machine with the server: run it at a lower CPU priority, like the
@@ -961,6 +978,8 @@ static void *sender_main(void *arg)
     size_t body_cap = (size_t)cfg->batch * record_cap;
     size_t probe_cap = cfg->probe_every ? (size_t)(cfg->batch / cfg->probe_every) + 2 : 0;
     char *body = malloc(body_cap);
+    rd_kafka_t *producer = NULL;
+    atomic_uint_fast64_t delivery_failures = 0;
     probe_entry *probes = probe_cap ? malloc(probe_cap * sizeof *probes) : NULL;
     http_client_conn *conn = http_client_conn_new(b->url.host, b->url.port, b->timeout_ms, 0);
     http_client_response resp;
@@ -969,6 +988,22 @@ static void *sender_main(void *arg)
         report_error(b, "sender: out of memory (batch buffer of %zu bytes)", body_cap);
         atomic_store(&b->stop, true);
         goto done;
+    }
+
+    if (cfg->kafka_brokers) {
+        char err[256];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        rd_kafka_conf_set_opaque(conf, &delivery_failures);
+        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+        if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, err, sizeof err) ||
+            rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) ||
+            rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) ||
+            rd_kafka_conf_set(conf, "queue.buffering.max.kbytes", "1048576", err, sizeof err) ||
+            !(producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err))) {
+            report_error(b, "kafka producer: %s", err);
+            atomic_store(&b->stop, true);
+            goto done;
+        }
     }
 
     unsigned consecutive_failures = 0;
@@ -997,6 +1032,42 @@ static void *sender_main(void *arg)
         }
 
         double t0 = now_seconds();
+        if (producer) { /* one message per record, keyed by identity: one patient, one partition */
+            uint64_t before = atomic_load(&delivery_failures);
+            size_t at = 0;
+            for (uint64_t seq = first; seq < end; seq++) {
+                const char *nl = memchr(body + at, '\n', len - at);
+                size_t rl = nl ? (size_t)(nl - (body + at)) : len - at;
+                char key[32];
+                int kl = snprintf(key, sizeof key, "%" PRIu64, gen_identity(&b->gen, seq));
+                while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cfg->kafka_topic),
+                                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, (size_t)kl),
+                                         RD_KAFKA_V_VALUE(body + at, rl),
+                                         RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                    rd_kafka_poll(producer, 10);
+                at += rl + 1;
+            }
+            rd_kafka_flush(producer, (int)b->timeout_ms);
+            double t1 = now_seconds();
+            if (rd_kafka_outq_len(producer) > 0 || atomic_load(&delivery_failures) != before) {
+                report_error(b, "kafka: a batch was not delivered");
+                atomic_fetch_add(&b->post_failures, 1);
+                atomic_fetch_add(&b->failed_records, items);
+                continue;
+            }
+            samples_push(&s->batch_ms, (t1 - t0) * 1000.0);
+            atomic_fetch_add(&b->acked_records, items);
+            atomic_fetch_add(&b->acked_bytes, len);
+            for (size_t k = 0; k < nprobes; k++) {
+                probes[k].sent_at = t0;
+                probes[k].acked_at = t0; /* visible only once the server has consumed it */
+            }
+            if (!probes_enqueue(b, probes, nprobes)) {
+                report_error(b, "probe queue: out of memory");
+                atomic_store(&b->stop, true);
+            }
+            continue;
+        }
         http_client_err e = http_client_request(conn, "POST", b->records_path, b->headers_post, body, len, &resp);
         double t1 = now_seconds();
         if (e != HTTP_CLIENT_OK || resp.status != 200) {
@@ -1034,6 +1105,7 @@ static void *sender_main(void *arg)
         }
     }
 done:
+    if (producer) rd_kafka_destroy(producer);
     http_client_response_free(&resp);
     http_client_conn_free(conn);
     free(probes);
