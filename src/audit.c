@@ -7,20 +7,15 @@
 
 void audit_event_json(const audit_event *ev, buf *out)
 {
+    const char *const members[][2] = {{"user", ev->user},         {"role", ev->role},       {"action", ev->action},
+                                      {"resource", ev->resource}, {"outcome", ev->outcome}, {"client", ev->client}};
     buf_puts(out, "\"time\":");
     jw_time(out, ev->time_us);
-    buf_puts(out, ",\"user\":");
-    jw_cstr(out, ev->user ? ev->user : "");
-    buf_puts(out, ",\"role\":");
-    jw_cstr(out, ev->role ? ev->role : "");
-    buf_puts(out, ",\"action\":");
-    jw_cstr(out, ev->action ? ev->action : "");
-    buf_puts(out, ",\"resource\":");
-    jw_cstr(out, ev->resource ? ev->resource : "");
-    buf_puts(out, ",\"outcome\":");
-    jw_cstr(out, ev->outcome ? ev->outcome : "");
-    buf_puts(out, ",\"client\":");
-    jw_cstr(out, ev->client ? ev->client : "");
+    bool first = false; /* "time" came first */
+    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
+        jw_key(out, &first, members[i][0]);
+        jw_cstr(out, members[i][1] ? members[i][1] : "");
+    }
     buf_puts(out, ",\"patient_ids\":[");
     for (uint32_t i = 0; i < ev->npatients; i++) {
         char t[PATIENT_ID_TEXT];

@@ -23,6 +23,25 @@ struct kafka_ingest {
     char source[160];
 };
 
+bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *err, size_t cap)
+{
+    for (const char *const *kv = settings; kv && *kv; kv++) {
+        char key[128], why[256];
+        const char *eq = strchr(*kv, '=');
+        if (!eq || (size_t)(eq - *kv) >= sizeof key) {
+            snprintf(err, cap, "'%.64s': expected key=value", *kv);
+            return false;
+        }
+        memcpy(key, *kv, (size_t)(eq - *kv));
+        key[eq - *kv] = 0;
+        if (rd_kafka_conf_set(rd_kafka_conf, key, eq + 1, why, sizeof why) != RD_KAFKA_CONF_OK) {
+            snprintf(err, cap, "%s: %s", key, why);
+            return false;
+        }
+    }
+    return true;
+}
+
 static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
 {
     return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
@@ -240,19 +259,9 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
             return kafka_fail(e, settings[i][0], err);
         }
     }
-    for (const char *const *kv = opt->config; kv && *kv; kv++) {
-        char key[128];
-        const char *eq = strchr(*kv, '=');
-        if (!eq || (size_t)(eq - *kv) >= sizeof key) {
-            rd_kafka_conf_destroy(conf);
-            return kafka_fail(e, "--kafka-config", "expected key=value");
-        }
-        memcpy(key, *kv, (size_t)(eq - *kv));
-        key[eq - *kv] = 0;
-        if (rd_kafka_conf_set(conf, key, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            return kafka_fail(e, key, err);
-        }
+    if (!kafka_conf_apply(conf, opt->config, err, sizeof err)) {
+        rd_kafka_conf_destroy(conf);
+        return kafka_fail(e, "--kafka-config", err);
     }
     rd_kafka_conf_t *pconf = rd_kafka_conf_dup(conf); /* the same brokers and security for the producer */
     kafka_ingest *k = ms_calloc(1, sizeof *k);

@@ -33,6 +33,10 @@ typedef struct {
 
 typedef struct kafka_ingest kafka_ingest;
 
+/* Apply "key=value" settings (NULL-ended) to a librdkafka configuration; on a bad one, returns false
+ * with err naming it. Shared by every Kafka client of medstream (consumer, dead letters, public topic). */
+bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *err, size_t cap);
+
 ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e);
 /* Finish the batch in hand, commit its offsets, leave the group. */
 void kafka_ingest_stop(kafka_ingest *k);

@@ -3,6 +3,7 @@
  */
 #include "sink_kafka_public.h"
 
+#include "ingest_kafka.h"
 #include "json_write.h"
 
 #include <librdkafka/rdkafka.h>
@@ -120,16 +121,9 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
             rd_kafka_conf_destroy(conf);
             return ms_fail(e, MS_EINVAL, "kafka public topic: %s: %s", settings[i][0], err);
         }
-    for (const char *const *kv = config; kv && *kv; kv++) {
-        char key[128];
-        const char *eq = strchr(*kv, '=');
-        if (!eq || (size_t)(eq - *kv) >= sizeof key) continue; /* validated by the consumer already */
-        memcpy(key, *kv, (size_t)(eq - *kv));
-        key[eq - *kv] = 0;
-        if (rd_kafka_conf_set(conf, key, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            return ms_fail(e, MS_EINVAL, "kafka public topic: %s: %s", key, err);
-        }
+    if (!kafka_conf_apply(conf, config, err, sizeof err)) {
+        rd_kafka_conf_destroy(conf);
+        return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
