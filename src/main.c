@@ -206,7 +206,8 @@ static int cmd_serve(int argc, char **argv)
     long token_ttl = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
     const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
-    const char *kafka_config = NULL, *kafka_public = NULL;
+    const char *kafka_public = NULL;
+    opt_list kafka_config = {0};
     long kafka_batch = 0, kafka_linger = 0;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
@@ -231,7 +232,7 @@ static int cmd_serve(int argc, char **argv)
         {"--kafka-batch", OPT_INT, "1000", false, "messages per batch", &kafka_batch},
         {"--kafka-linger-ms", OPT_INT, "50", false, "longest wait to fill a batch", &kafka_linger},
         {"--kafka-dlq-topic", OPT_STRING, NULL, false, "dead-letter topic (default TOPIC.dlq)", &kafka_dlq},
-        {"--kafka-config", OPT_STRING, NULL, false, "librdkafka settings key=value[;key=value...] (SASL, TLS)",
+        {"--kafka-config", OPT_LIST, NULL, false, "a librdkafka setting key=value (SASL, TLS)",
          &kafka_config},
         {"--kafka-public-topic", OPT_STRING, NULL, false,
          "publish every public record version here (needs --kafka-brokers)", &kafka_public},
@@ -295,19 +296,11 @@ static int cmd_serve(int argc, char **argv)
     if (kafka_brokers) {
         char dlq[256];
         snprintf(dlq, sizeof dlq, "%s.dlq", kafka_topic);
-        /* --kafka-config "a=1;b=2": split into a NULL-ended list */
-        char *cfg_copy = kafka_config ? ms_strndup(kafka_config, strlen(kafka_config)) : NULL;
-        const char *cfg[64];
-        int ncfg = 0;
-        for (char *save = NULL, *kv = cfg_copy ? strtok_r(cfg_copy, ";", &save) : NULL; kv && ncfg < 63;
-             kv = strtok_r(NULL, ";", &save))
-            cfg[ncfg++] = kv;
-        cfg[ncfg] = NULL;
         kafka_options ko = {.brokers = kafka_brokers,
                             .topic = kafka_topic,
                             .group = kafka_group,
                             .dlq_topic = kafka_dlq ? kafka_dlq : dlq,
-                            .config = cfg,
+                            .config = kafka_config.v,
                             .batch_max = (int)kafka_batch,
                             .linger_ms = (int)kafka_linger,
                             .store = s,
@@ -316,8 +309,7 @@ static int cmd_serve(int argc, char **argv)
                             .max_record = max_record};
         ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
         if (krc == MS_OK && kafka_public)
-            krc = sink_kafka_public_start(&public_stream, s, kafka_brokers, kafka_public, cfg, &e);
-        free(cfg_copy); /* librdkafka copied the settings */
+            krc = sink_kafka_public_start(&public_stream, s, kafka_brokers, kafka_public, kafka_config.v, &e);
         if (krc != MS_OK) goto out;
     }
     fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",

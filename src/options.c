@@ -53,6 +53,16 @@ static bool set_value(const option *o, const char *v, char *err, size_t errlen)
         return true;
     }
     case OPT_FLAG: *(bool *)o->target = true; return true;
+    case OPT_LIST: {
+        opt_list *l = o->target;
+        if (l->n >= OPT_LIST_MAX) {
+            snprintf(err, errlen, "%s: at most %d times", o->name, OPT_LIST_MAX);
+            return false;
+        }
+        l->v[l->n++] = v;
+        l->v[l->n] = NULL;
+        return true;
+    }
     }
     return false;
 }
@@ -119,6 +129,7 @@ void options_help(FILE *f, const char *usage, const char *about, const option *o
         const char *arg = o->type == OPT_FLAG    ? ""
                           : o->type == OPT_BYTES ? " BYTES"
                           : o->type == OPT_INT   ? " N"
+                          : o->type == OPT_LIST  ? " VALUE (repeatable)"
                                                  : " VALUE";
         char left[64];
         snprintf(left, sizeof left, "%s%s", o->name, arg);

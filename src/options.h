@@ -17,7 +17,14 @@ typedef enum {
     OPT_BYTES,  /* uint64_t; accepts K/M/G/KiB/MiB/GiB suffixes */
     OPT_INT,    /* long */
     OPT_FLAG,   /* bool */
+    OPT_LIST,   /* opt_list: repeatable, each occurrence appends one value */
 } opt_type;
+
+#define OPT_LIST_MAX 32
+typedef struct {
+    const char *v[OPT_LIST_MAX + 1]; /* NULL-ended */
+    int n;
+} opt_list;
 
 typedef struct {
     const char *name; /* "--data" */

@@ -50,7 +50,9 @@ def test_reference_end_to_end_through_kafka():
         raise H.Skip("python3-confluent-kafka is not installed")
     mock, bootstrap = start_mock("records")
     s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "records", "--kafka-group", "medstream-e2e",
-                             "--kafka-public-topic", "public"],
+                             "--kafka-public-topic", "public",
+                             # pass-through settings, repeatable; the same ones reach the public producer
+                             "--kafka-config", "client.id=medstream-e2e", "--kafka-config", "socket.keepalive.enable=true"],
                  name="kafka")
     s.start()
     p = producer(bootstrap)
@@ -158,6 +160,23 @@ def test_reference_end_to_end_through_kafka():
     m = s.get("/metrics").text
     check('medstream_records_total{status="duplicate"}' in m, "duplicates are counted")
     s.stop()
+
+
+@test(timeout=30)
+def test_bad_kafka_setting_is_refused_by_name():
+    s = H.Server(name="kafka-badconf")
+    s.init()
+    r = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0",
+                        "--kafka-brokers", "127.0.0.1:1", "--kafka-topic", "t",
+                        "--kafka-config", "client.id=ok", "--kafka-config", "no.such.setting=1"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=20)
+    check(r.returncode != 0, "serve refused an unknown librdkafka setting (exit %d)" % r.returncode)
+    check("no.such.setting" in r.stderr and "--kafka-config" in r.stderr,
+          "the error names the flag and the setting: %r" % r.stderr[-300:])
+    r = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0",
+                        "--kafka-brokers", "127.0.0.1:1", "--kafka-topic", "t", "--kafka-config", "novalue"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=20)
+    check(r.returncode != 0 and "key=value" in r.stderr, "a setting without '=' is refused: %r" % r.stderr[-300:])
 
 
 @test(timeout=90)
