@@ -14,13 +14,29 @@
 #include <string.h>
 #include <unistd.h>
 
+/* One batch between the two stages of the consumer (see consumer_main). */
+typedef struct {
+    rd_kafka_message_t **msgs;
+    int n;
+    char *body; /* the messages, one per line, in one 4 KiB-aligned zero-padded buffer (O_DIRECT) */
+    size_t body_len, body_padded;
+    record_batch batch;
+    source_offset *offsets; /* the next offset of every partition in the batch */
+    int noffsets;
+} kafka_batch;
+
 struct kafka_ingest {
     kafka_options opt;
     rd_kafka_t *rk;
     rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
-    pthread_t thread;
+    pthread_t thread, store_thread;
     atomic_bool stop;
     char source[160];
+    /* the hand-off from the consumer stage to the store stage: one batch at a time, in order */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kafka_batch *slot;
+    bool consumer_done;
 };
 
 bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *err, size_t cap)
@@ -47,39 +63,52 @@ static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
     return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
 }
 
-/* One batch through the pipeline, retried until it is durable; false if the consumer was stopped first
- * (then its offsets must not be committed: the messages come again after a restart). */
-static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
+static void kafka_batch_free(kafka_batch *b)
 {
-    bool stored = false;
-    buf body = {0};
-    size_t *off = ms_malloc(sizeof *off * (size_t)n), *len = ms_malloc(sizeof *len * (size_t)n);
+    for (int i = 0; i < b->n; i++)
+        rd_kafka_message_destroy(b->msgs[i]);
+    free(b->msgs);
+    free(b->body);
+    record_batch_free(&b->batch);
+    free(b->offsets);
+    free(b);
+}
+
+/* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
+ * cannot be records to the dead-letter topic, and note each partition's next offset. */
+static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
+{
+    kafka_batch *b = ms_calloc(1, sizeof *b);
+    b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
+    memcpy(b->msgs, msgs, sizeof *msgs * (size_t)n);
+    b->n = n;
+    for (int i = 0; i < n; i++)
+        b->body_len += msgs[i]->len + 1;
+    b->body_padded = (b->body_len + 4095) & ~(size_t)4095;
+    if (posix_memalign((void **)&b->body, 4096, b->body_padded) != 0) ms_oom();
+    size_t *off = ms_malloc(sizeof *off * (size_t)n);
+    size_t at = 0;
     for (int i = 0; i < n; i++) {
-        off[i] = body.len;
-        len[i] = msgs[i]->len;
-        buf_put(&body, msgs[i]->payload ? msgs[i]->payload : "", msgs[i]->len);
-        buf_putc(&body, '\n');
+        off[i] = at;
+        if (msgs[i]->len) memcpy(b->body + at, msgs[i]->payload, msgs[i]->len);
+        at += msgs[i]->len;
+        b->body[at++] = '\n';
     }
-    /* an aligned, zero-padded copy lets the segment log write it with O_DIRECT */
-    size_t padded = (body.len + 4095) & ~(size_t)4095;
-    char *aligned;
-    if (posix_memalign((void **)&aligned, 4096, padded ? padded : 4096) != 0) ms_oom();
-    memcpy(aligned, body.data ? body.data : "", body.len);
-    memset(aligned + body.len, 0, padded - body.len);
-    record_batch batch = {0};
-    batch.records = ms_malloc(sizeof(parsed_record) * (size_t)n);
-    batch.n = batch.cap = (uint32_t)n;
+    memset(b->body + at, 0, b->body_padded - at);
+    b->batch.records = ms_malloc(sizeof(parsed_record) * (size_t)n);
+    b->batch.n = b->batch.cap = (uint32_t)n;
     scan_config cfg = {k->opt.schema, k->opt.max_record, ms_now_us(), store_id_key(k->opt.store)};
     for (int i = 0; i < n; i++) {
-        record_scan_one(&cfg, aligned + off[i], len[i], (uint32_t)i + 1, &batch.mem, &batch.records[i]);
-        if (batch.records[i].rejected) batch.rejected++;
+        record_scan_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        if (b->batch.records[i].rejected) b->batch.rejected++;
     }
+    free(off);
     for (int i = 0; i < n; i++) {
-        if (!batch.records[i].rejected) continue;
+        if (!b->batch.records[i].rejected) continue;
         char part[16], offs[24];
         snprintf(part, sizeof part, "%d", (int)msgs[i]->partition);
         snprintf(offs, sizeof offs, "%lld", (long long)msgs[i]->offset);
-        const char *why = batch.records[i].error ? batch.records[i].error : "rejected";
+        const char *why = b->batch.records[i].error ? b->batch.records[i].error : "rejected";
         rd_kafka_resp_err_t err = rd_kafka_producev(
             k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len), RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len),
@@ -91,32 +120,40 @@ static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
             atomic_fetch_add(&g_metrics.kafka_dead_letters, 1);
     }
     atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
-    ingest_job job = {.body = aligned,
-                      .body_len = body.len,
-                      .body_write_len = padded,
-                      .batch = &batch,
+    b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int x = 0;
+        while (x < b->noffsets && b->offsets[x].partition != msgs[i]->partition)
+            x++;
+        if (x == b->noffsets) b->offsets[b->noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
+        if (msgs[i]->offset + 1 > b->offsets[x].next) b->offsets[x].next = msgs[i]->offset + 1;
+    }
+    return b;
+}
+
+/* Stage 2 (store thread): the batch through the writer, retried until it is durable; false if the
+ * consumer was stopped first (then its offsets must not be committed: the messages come again). */
+static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
+{
+    bool stored = false;
+    ingest_job job = {.body = b->body,
+                      .body_len = b->body_len,
+                      .body_write_len = b->body_padded,
+                      .batch = &b->batch,
                       .source = k->source,
                       .user = "kafka",
                       .role = "ingest",
                       .client = k->opt.brokers,
                       .resource = k->opt.topic,
                       .received_at = ms_mono_s(),
-                      .body_pos = UINT64_MAX};
-    job.results = ms_calloc((size_t)n, sizeof(item_result));
-    /* the next offset of every partition in the batch, stored with the records */
-    source_offset *offsets = ms_malloc(sizeof *offsets * (size_t)n);
-    for (int i = 0; i < n; i++) {
-        int x = 0;
-        while (x < job.noffsets && offsets[x].partition != msgs[i]->partition)
-            x++;
-        if (x == job.noffsets) offsets[job.noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
-        if (msgs[i]->offset + 1 > offsets[x].next) offsets[x].next = msgs[i]->offset + 1;
-    }
-    job.offsets = offsets;
+                      .body_pos = UINT64_MAX,
+                      .offsets = b->offsets,
+                      .noffsets = b->noffsets};
+    job.results = ms_calloc((size_t)b->n, sizeof(item_result));
     for (int attempt = 0; !stored && (attempt == 0 || !atomic_load(&k->stop)); attempt++) {
         ms_err e = {0};
-        if (batch.rejected == batch.n) { /* nothing to store: the offsets move past them */
-            atomic_fetch_add(&g_metrics.records_rejected, batch.n);
+        if (b->batch.rejected == b->batch.n) { /* nothing to store: the offsets move past them */
+            atomic_fetch_add(&g_metrics.records_rejected, b->batch.n);
             stored = true;
             break;
         }
@@ -128,18 +165,50 @@ static bool ingest_batch(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
             }
             e = job.err;
         }
-        fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", n, e.msg);
+        fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", b->n, e.msg);
         job.body_pos = UINT64_MAX;
         usleep(200000);
     }
     free(job.results);
-    free(offsets);
-    record_batch_free(&batch);
-    free(aligned);
-    free(off);
-    free(len);
-    buf_free(&body);
     return stored;
+}
+
+/* Stage 2, after the batch is durable: the dead letters must be in Kafka before the offsets move past
+ * them; then commit exactly this batch's offsets (the consumer stage has polled further). */
+static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
+{
+    while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+        fprintf(stderr, "medstream: waiting for the dead-letter topic\n");
+    if (rd_kafka_outq_len(k->dlq) > 0) return; /* stopped before they were delivered */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(b->noffsets);
+    for (int i = 0; i < b->noffsets; i++)
+        rd_kafka_topic_partition_list_add(parts, b->offsets[i].topic, b->offsets[i].partition)->offset =
+            b->offsets[i].next;
+    /* asynchronous: the store holds the same offsets, so a lost commit replays nothing */
+    rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, parts, 1);
+    if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void *store_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka-store");
+    for (;;) {
+        pthread_mutex_lock(&k->mu);
+        while (!k->slot && !k->consumer_done)
+            pthread_cond_wait(&k->cv, &k->mu);
+        kafka_batch *b = k->slot;
+        pthread_mutex_unlock(&k->mu);
+        if (!b) break; /* the consumer stage is done and nothing is left */
+        if (kafka_batch_store(k, b)) kafka_batch_commit(k, b);
+        kafka_batch_free(b);
+        pthread_mutex_lock(&k->mu);
+        k->slot = NULL; /* only now: the consumer stage may hand over the next one */
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+    }
+    return NULL;
 }
 
 /* On assignment, start each partition at the later of Kafka's committed offset and the one the store
@@ -191,6 +260,9 @@ static void check_brokers(kafka_ingest *k)
     atomic_store(&g_metrics.kafka_lag, lag);
 }
 
+/* Stage 1 of two: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it, and
+ * hand it to the store stage, which stores it while this thread polls and scans the next one. The
+ * hand-off holds one batch, so batches are stored and their offsets committed strictly in order. */
 static void *consumer_main(void *arg)
 {
     kafka_ingest *k = arg;
@@ -224,18 +296,18 @@ static void *consumer_main(void *arg)
             msgs[n++] = m;
         }
         if (!n) continue;
-        bool stored = ingest_batch(k, msgs, n);
-        /* the dead letters must be in Kafka before the offsets move past them */
-        while (stored && rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
-            fprintf(stderr, "medstream: waiting for the dead-letter topic\n");
-        if (stored && rd_kafka_outq_len(k->dlq) > 0) stored = false; /* stopped before they were delivered */
-        if (stored) {
-            rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, NULL, 0); /* after durable: the positions polled */
-            if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
-        }
-        for (int i = 0; i < n; i++)
-            rd_kafka_message_destroy(msgs[i]);
+        kafka_batch *b = kafka_batch_prepare(k, msgs, n);
+        pthread_mutex_lock(&k->mu);
+        while (k->slot) /* the store stage still has the previous batch: wait (back-pressure) */
+            pthread_cond_wait(&k->cv, &k->mu);
+        k->slot = b;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
     }
+    pthread_mutex_lock(&k->mu);
+    k->consumer_done = true;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
     free(msgs);
     return NULL;
 }
@@ -251,6 +323,9 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         {"auto.offset.reset", "earliest"},
         {"session.timeout.ms", "6000"},
         {"heartbeat.interval.ms", "1000"},
+        /* Freshness: a fetch on an idle partition waits at most this long (librdkafka's default is
+         * 500 ms; the mock cluster always waits the full time, a real broker answers when data comes). */
+        {"fetch.wait.max.ms", "50"},
         {"log_level", "4"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
@@ -303,7 +378,19 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     k->rk = rk;
     k->dlq = dlq;
     snprintf(k->source, sizeof k->source, "kafka %s group %s", opt->topic, opt->group);
-    if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    bool store_started = pthread_create(&k->store_thread, NULL, store_main, k) == 0;
+    if (!store_started || pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+        if (store_started) {
+            pthread_mutex_lock(&k->mu);
+            k->consumer_done = true;
+            pthread_cond_broadcast(&k->cv);
+            pthread_mutex_unlock(&k->mu);
+            pthread_join(k->store_thread, NULL);
+        }
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
         rd_kafka_destroy(rk);
         rd_kafka_destroy(dlq);
         free((char *)k->opt.dlq_topic);
@@ -319,6 +406,9 @@ void kafka_ingest_stop(kafka_ingest *k)
     if (!k) return;
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
+    pthread_join(k->store_thread, NULL); /* after the batch in hand */
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
     rd_kafka_flush(k->dlq, 5000);

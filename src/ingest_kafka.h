@@ -8,8 +8,8 @@
  * its partition: it is produced to the dead-letter topic (header medstream-error: the reason, which
  * names fields and positions, never values; plus medstream-partition and medstream-offset), and that
  * produce is acknowledged before the offsets are committed. If the store refuses a batch (disk full),
- * the consumer retries it, without committing offsets.
- * Not yet: offsets kept in the store, the public out-topic, lag metrics.
+ * the consumer retries it, without committing offsets. Two stages (poll+scan, store+commit) overlap,
+ * one batch apart; batches are stored and their offsets committed strictly in order.
  */
 #ifndef MS_INGEST_KAFKA_H
 #define MS_INGEST_KAFKA_H

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The benchmark through Kafka: RUNS runs (default 3), each on a fresh data directory and a fresh mock
+# cluster (build/kafka_mock: librdkafka's mock brokers, the real protocol on loopback, on the same
+# machine) with a topic of PARTITIONS partitions (default 64); `medstream serve` consumes it and
+# `medstream bench --kafka-brokers` produces RECORDS records (default 200,000) of SIZE bytes (default
+# 20480) at RATE records/min (default 1,000,000; 0 = as fast as the producer goes). Then the medians.
+# The mock keeps only ~5 MiB per partition: a consumer that falls further behind than that loses
+# messages *in the mock*, which the script reports as "lost in the mock" (produced - stored).
+# Usage: [PARTITIONS=64] [RATE=1000000] [SIZE=20480] [BATCH=1000] scripts/bench_kafka.sh [RUNS] [RECORDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}; records=${2:-200000}; port=${PORT:-18198}
+dir=${BENCH_DIR:-/var/tmp/medstream-bench-kafka}
+make -s all build/kafka_mock
+out=$(mktemp)
+srv=
+cleanup() { if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi; rm -f "$out" "$out.run"; }
+trap cleanup EXIT
+login() { # a token for init's admin
+  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
+    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
+}
+for i in $(seq "$runs"); do
+  rm -rf "$dir"; build/medstream init "$dir" >/dev/null
+  coproc MOCK { exec build/kafka_mock "records:${PARTITIONS:-64}" records.dlq:1; }
+  read -r bootstrap <&"${MOCK[0]}"
+  build/medstream serve --data "$dir" --listen "127.0.0.1:$port" --kafka-brokers "$bootstrap" \
+    --kafka-topic records --kafka-group bench --kafka-batch "${BATCH:-1000}" ${SERVE_ARGS:-} 2>${SERVE_LOG:-/dev/null} & srv=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  echo "== run $i (bootstrap $bootstrap)" >&2
+  token=$(login)
+  build/medstream bench --url "http://127.0.0.1:$port" --kafka-brokers "$bootstrap" --kafka-topic records \
+    --records "$records" --size "${SIZE:-20480}" --rate "${RATE:-1000000}" --run-id "kafka$i" \
+    --token "$token" --json > "$out.run" || true
+  grep -v '^{' "$out.run" >&2; grep '^{' "$out.run" >> "$out" || true; rm -f "$out.run"
+  sleep 5 # let the consumer drain what it still can
+  consumed=$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" |
+    awk '/^medstream_kafka_messages_total/ {s+=$2} END {print s+0}')
+  echo "  consumed from Kafka: $consumed of $((records + 1)) produced (with the warm-up records)" >&2
+  kill "$srv"; wait "$srv" || true; srv=
+  exec {MOCK[1]}>&-; wait "$MOCK_PID" 2>/dev/null || true
+done
+rm -rf "$dir"
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+if not rows:
+    sys.exit("no run produced figures")
+def med(k):
+    v = [r[k] for r in rows if r.get(k) is not None]
+    return statistics.median(v) if v else None
+print("medians of %d runs:" % len(rows))
+for k in rows[0]:
+    if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool):
+        print("  %-28s %s" % (k, med(k)))
+PY
+rm -f "$out"
