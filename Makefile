@@ -1,9 +1,9 @@
 # medstream - see README.md. `make` builds build/medstream; `make test` builds with ASan+UBSan and runs
 # every test; `make demo` runs the main job; `make fuzz` runs the parser fuzzer for FUZZ_SECONDS.
 CC      ?= cc
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -I/usr/include/postgresql
 CFLAGS  ?= -O2
-LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpthread
+LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC     = $(wildcard src/*.c)

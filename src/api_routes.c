@@ -670,10 +670,21 @@ static void h_health(api *a, http_request *req, http_response *res)
     (void)a;
     (void)req;
     res->status = 200; /* alive either way; "degraded" tells a load balancer or an operator to look */
-    if (atomic_load(&g_metrics.kafka_unreachable))
-        buf_puts(&res->body, "{\"status\":\"degraded\",\"kafka\":\"brokers unreachable\"}");
-    else
-        buf_puts(&res->body, "{\"status\":\"ok\"}");
+    bool kafka_down = atomic_load(&g_metrics.kafka_unreachable);
+    int pg = atomic_load(&g_metrics.postgres_state);
+    /* behind: more than a few seconds of commits not yet in PostgreSQL is worth a look */
+    bool pg_behind = pg == PG_STATE_OK && atomic_load(&g_metrics.postgres_lag) > 1000;
+    bool degraded = kafka_down || pg == PG_STATE_UNREACHABLE || pg == PG_STATE_FAILING || pg_behind;
+    buf_printf(&res->body, "{\"status\":\"%s\"", degraded ? "degraded" : "ok");
+    if (kafka_down) buf_puts(&res->body, ",\"kafka\":\"brokers unreachable\"");
+    if (pg != PG_STATE_OFF)
+        buf_printf(&res->body, ",\"postgres\":\"%s\",\"postgres_lag_commits\":%llu",
+                   pg == PG_STATE_UNREACHABLE ? "unreachable"
+                   : pg == PG_STATE_FAILING   ? "failing"
+                   : pg_behind                ? "behind"
+                                              : "ok",
+                   (unsigned long long)atomic_load(&g_metrics.postgres_lag));
+    buf_putc(&res->body, '}');
 }
 
 static void h_metrics(api *a, http_request *req, http_response *res)

@@ -134,6 +134,8 @@ static const char *scan_string(const char *base, const char *p, const char *end,
                 if (end - p < 6) return fail(err, base, p, "truncated \\u escape");
                 int v = hex4(p + 2);
                 if (v < 0) return fail(err, base, p, "bad \\u escape");
+                /* NUL: no health record needs one, and PostgreSQL (text, jsonb) cannot hold it */
+                if (v == 0) return fail(err, base, p, "\\u0000 (NUL) is not accepted in a string");
                 if (v >= 0xD800 && v <= 0xDBFF) {
                     if (end - p < 12 || p[6] != '\\' || p[7] != 'u')
                         return fail(err, base, p, "lone surrogate in \\u escape");

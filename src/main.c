@@ -11,6 +11,7 @@
 #include "http_server.h"
 #include "ingest_kafka.h"
 #include "sink_kafka_public.h"
+#include "sink_postgres.h"
 #include "metrics.h"
 #include "options.h"
 #include "preload.h"
@@ -206,7 +207,7 @@ static int cmd_serve(int argc, char **argv)
     long token_ttl = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
     const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
-    const char *kafka_public = NULL;
+    const char *kafka_public = NULL, *postgres = NULL, *postgres_history = NULL;
     opt_list kafka_config = {0};
     long kafka_batch = 0, kafka_linger = 0;
     const option opts[] = {
@@ -236,6 +237,10 @@ static int cmd_serve(int argc, char **argv)
          &kafka_config},
         {"--kafka-public-topic", OPT_STRING, NULL, false,
          "publish every public record version here (needs --kafka-brokers)", &kafka_public},
+        {"--postgres", OPT_STRING, NULL, false, "PostgreSQL connection URL (libpq): ship every commit there",
+         &postgres},
+        {"--postgres-history", OPT_STRING, "auto", false,
+         "phi_patients history: periods (extension), trigger, or auto (periods if installed)", &postgres_history},
         {0},
     };
     const char *pos[1];
@@ -256,6 +261,11 @@ static int cmd_serve(int argc, char **argv)
     if (!kafka_brokers != !kafka_topic) return usage_error("serve", "--kafka-brokers and --kafka-topic go together");
     if (kafka_public && !kafka_brokers) return usage_error("serve", "--kafka-public-topic needs --kafka-brokers");
     if (kafka_batch < 1 || kafka_linger < 0) return usage_error("serve", "--kafka-batch >= 1, --kafka-linger-ms >= 0");
+    pg_history_mode history = !strcmp(postgres_history, "periods")   ? PG_HISTORY_PERIODS
+                              : !strcmp(postgres_history, "trigger") ? PG_HISTORY_TRIGGER
+                                                                     : PG_HISTORY_AUTO;
+    if (history == PG_HISTORY_AUTO && strcmp(postgres_history, "auto") != 0)
+        return usage_error("serve", "--postgres-history is periods, trigger or auto");
 
     schema sc;
     ms_err e = {0};
@@ -282,6 +292,7 @@ static int cmd_serve(int argc, char **argv)
     char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
     kafka_ingest *kafka = NULL;
     sink_kafka_public *public_stream = NULL;
+    sink_postgres *pg = NULL;
     int rc = 1;
     store_options so = {map_size, segment_size, body_cache};
     double t0 = ms_mono_s();
@@ -312,6 +323,10 @@ static int cmd_serve(int argc, char **argv)
             krc = sink_kafka_public_start(&public_stream, s, kafka_brokers, kafka_public, kafka_config.v, &e);
         if (krc != MS_OK) goto out;
     }
+    if (postgres) {
+        sink_postgres_options po = {.conninfo = postgres, .history = history, .store = s};
+        if (sink_postgres_start(&pg, &po, &e) != MS_OK) goto out;
+    }
     fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
             http_server_port(h), ms_mono_s() - t0);
     int sig;
@@ -321,6 +336,7 @@ static int cmd_serve(int argc, char **argv)
 out:
     if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
     kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
+    sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
     http_server_stop(h); /* no new requests; in-flight ones finish */
     free(cert_pem);

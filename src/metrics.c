@@ -110,6 +110,16 @@ void metrics_render(buf *out)
           atomic_load(&m->kafka_lag));
     gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
           (uint64_t)atomic_load(&m->kafka_unreachable));
+    if (atomic_load(&m->postgres_state) != PG_STATE_OFF) {
+        gauge(out, "medstream_postgres_up", "1 while the PostgreSQL sink is connected and shipping.",
+              atomic_load(&m->postgres_state) == PG_STATE_OK);
+        gauge(out, "medstream_postgres_lag_commits", "Commits in the store not yet shipped to PostgreSQL.",
+              atomic_load(&m->postgres_lag));
+        counter(out, "medstream_postgres_rows_total", "Rows shipped to PostgreSQL.", atomic_load(&m->postgres_rows));
+        render_hist(out, "medstream_postgres_freshness_seconds",
+                    "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
+                    &m->postgres_freshness_seconds);
+    }
     render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
                 &m->commit_seconds);
     render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.",

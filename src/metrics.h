@@ -19,6 +19,8 @@ typedef struct {
     _Atomic uint64_t bucket[HIST_BUCKETS]; /* cumulative upper bounds in hist_bounds_s */
 } histogram;
 
+typedef enum { PG_STATE_OFF, PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING } pg_state;
+
 typedef struct {
     _Atomic uint64_t records_created, records_updated, records_duplicate, records_rejected;
     _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
@@ -28,6 +30,10 @@ typedef struct {
     _Atomic uint64_t kafka_messages, kafka_dead_letters;
     _Atomic uint64_t kafka_lag;    /* messages behind the high watermarks of the assigned partitions */
     _Atomic int kafka_unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
+    _Atomic int postgres_state;       /* pg_state: the PostgreSQL sink, for /healthz and /metrics */
+    _Atomic uint64_t postgres_lag;    /* commits not yet shipped to PostgreSQL */
+    _Atomic uint64_t postgres_rows;   /* rows shipped */
+    histogram postgres_freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;

@@ -56,11 +56,11 @@ static void put_time_or_null(buf *out, int64_t us)
         jw_time(out, us);
 }
 
-static ms_code put_state_fields(const query_ctx *q, const patient_version *pv, buf *out, ms_err *e)
+ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_err *e)
 {
     const char **vals = ms_malloc(sizeof *vals * (pv->nfields ? pv->nfields : 1));
     buf scratch = {0};
-    ms_code rc = store_field_values(q->store, pv->fields, pv->nfields, vals, &scratch, e);
+    ms_code rc = store_field_values(s, pv->fields, pv->nfields, vals, &scratch, e);
     if (rc == MS_OK) {
         buf_putc(out, '{');
         for (uint32_t i = 0; i < pv->nfields; i++) {
@@ -89,7 +89,7 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     buf_puts(out, ",\"source\":");
     jw_string(out, pv->source, pv->source_len);
     buf_puts(out, "},\"fields\":");
-    ms_code rc = put_state_fields(q, pv, out, e);
+    ms_code rc = query_patient_fields(q->store, pv, out, e);
     if (rc) return rc;
     buf_putc(out, '}');
     return MS_OK;

@@ -17,6 +17,8 @@ typedef struct {
     const schema *schema;
 } query_ctx;
 
+/* A patient version's fields as one JSON object (the "fields" of GET /v1/patients/{id}). */
+ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_err *e);
 ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out, ms_err *e);
 ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e);
 /* *touched (if not NULL) receives the record's patient, for the audit trail. */

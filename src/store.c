@@ -1324,6 +1324,118 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
     return MS_OK;
 }
 
+/* ---- exact versions, for the sinks: what one commit (valid_from = its commit time) wrote ---- */
+
+static ms_code exact_get(store_read *r, int db, const buf *kb, MDB_val *v, bool *found, const char *what, ms_err *e)
+{
+    MDB_val k = val(kb->data, kb->len);
+    int rc = mdb_get(r->txn, r->s->dbi[db], &k, v);
+    *found = rc == 0;
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, what) : MS_OK;
+}
+
+ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                             record_version *rv, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    key_record(&kb, rid, len, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_RECORD, &kb, &v, found, "record lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    if (!decode_record(&v, rid, len, rv)) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+    rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
+    return MS_OK;
+}
+
+ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                                    public_record *pr, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    buf_putc(&kb, 'R');
+    buf_put(&kb, rid, len);
+    buf_putc(&kb, 0);
+    buf_put_be64(&kb, ~(uint64_t)valid_from);
+    buf_put_be32(&kb, ~version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public record lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    const unsigned char *p = v.mv_data;
+    if (v.mv_size < 19 || v.mv_size < 19u + p[18]) return ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
+    memcpy(pr->pid.b, p, 16);
+    pr->year = ms_get_be16(p + 16);
+    size_t tl = p[18];
+    memcpy(pr->type, p + 19, tl);
+    pr->type[tl] = 0;
+    pr->fields = (const char *)p + 19 + tl;
+    pr->fields_len = v.mv_size - 19 - tl;
+    return MS_OK;
+}
+
+ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                              patient_version *pv, arena *mem, bool *found, ms_err *e)
+{
+    patient_ref who = {*pid, 0};
+    *found = false;
+    if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    unsigned char prefix[9];
+    patient_prefix(prefix, who.number, 'v');
+    buf kb = {0};
+    key_versioned(&kb, prefix, 9, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PATIENT, &kb, &v, found, "patient lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    if (!decode_patient(&v, &who, pv, mem)) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+    pv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
+    return MS_OK;
+}
+
+ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                                     buf *fields, bool *found, ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    unsigned char prefix[9];
+    public_patient_prefix(prefix, number);
+    buf kb = {0};
+    key_versioned(&kb, prefix, 9, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public patient lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    fields->len = 0;
+    buf_put(fields, v.mv_data, v.mv_size);
+    return MS_OK;
+}
+
+ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    unsigned char kb[8];
+    ms_set_be64(kb, number);
+    MDB_val k = val(kb, 8), v;
+    int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "identity lookup");
+    patient_ref p;
+    const char *ik;
+    size_t il;
+    if (!decode_ident(&v, &p, &ik, &il)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    key->len = 0;
+    buf_put(key, ik, il);
+    *found = true;
+    return MS_OK;
+}
+
 static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
                            bool del, const char *what, ms_err *e);
 

@@ -218,6 +218,19 @@ typedef bool (*store_log_fn)(void *ctx, const log_item *item);
 ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store_log_fn fn, void *ctx, bool *found,
                         ms_err *e);
 
+/* Exact versions, for the sinks: the versions one commit wrote (valid_from = the commit time of its log
+ * entry, version from its log item). valid_to is left -1 (a sink derives it from the next version). */
+ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                             record_version *rv, bool *found, ms_err *e);
+ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                                    public_record *pr, bool *found, ms_err *e);
+ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                              patient_version *pv, arena *mem, bool *found, ms_err *e);
+ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                                     buf *fields, bool *found, ms_err *e);
+/* The identity key (normalized name NUL YYYY-MM-DD, identity.h) of a patient. */
+ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e);
+
 /* Users (issue 3): name -> role and Argon2id hash (passwords.h); never the password. */
 #define STORE_ROLE_MAX 32
 #define STORE_HASH_MAX 160
