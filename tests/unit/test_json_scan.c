@@ -211,7 +211,8 @@ static void test_string_errors(void **state)
     expect_error_n("{\"a\":\"\0\"}", 9, "control character", 6);
     expect_error("{\"a\x02\":1}", "control character", 3);
     /* valid escapes all together, and DEL (0x7f) is not a control character in JSON */
-    expect_ok("{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\uD83D\\uDE00\x7f\"}", 1);
+    expect_ok("{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0001\\uD83D\\uDE00\x7f\"}", 1);
+    expect_error("{\"a\":\"x\\u0000\"}", "NUL", 7); /* PostgreSQL cannot hold it: refused everywhere */
 }
 
 static void test_number_errors(void **state)

@@ -176,7 +176,8 @@ static void test_name_rejections(void **state)
                   NULL);
     expect_reject(f, "{\"name\":\"Zebulon\\u007fQuixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "control character",
                   NULL);
-    expect_reject(f, "{\"name\":\"Zebulon\\u0000Quixote\",\"dob\":\"" DOB "\"}", "field \"name\"", "NUL", NULL);
+    /* refused by the JSON scan, for every string (PostgreSQL cannot hold a NUL): names the byte */
+    expect_reject(f, "{\"name\":\"Zebulon\\u0000Quixote\",\"dob\":\"" DOB "\"}", "at byte 16", "NUL", NULL);
     buf b = {0};
     buf_puts(&b, "{\"name\":\"");
     for (int i = 0; i < 20; i++)
@@ -219,7 +220,7 @@ static void test_record_id_type_ts_rejections(void **state)
     snprintf(t, sizeof t, "%s\"record_id\":\"a\\nb\"}", id);
     expect_reject(f, t, "\"record_id\"", "control", NULL);
     snprintf(t, sizeof t, "%s\"record_id\":\"a\\u0000b\"}", id);
-    expect_reject(f, t, "\"record_id\"", NULL, NULL);
+    expect_reject(f, t, "NUL", NULL, NULL);
     char rid[300];
     memset(rid, 'r', 257);
     rid[257] = 0;

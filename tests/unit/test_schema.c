@@ -126,7 +126,7 @@ static void test_parse_errors(void **state)
     expect_parse_error("{\"record_id\":\"\"}", "record_id");
     expect_parse_error("{\"type\":null}", "type");
     expect_parse_error("{\"event_time\":[\"ts\"]}", "event_time");
-    expect_parse_error("{\"default_type\":\"a\\u0000b\"}", "default_type");
+    expect_parse_error("{\"default_type\":\"a\\u0000b\"}", "NUL");
     expect_parse_error("{\"public\":[\"x\"]}", "\"public\" must be an object");
     expect_parse_error("{\"public\":{\"x\":\"hash\"}}", "transform");
     expect_parse_error("{\"public\":{\"x\":1}}", "transform");
