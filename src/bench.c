@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <librdkafka/rdkafka.h>
+#include <libpq-fe.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,6 +71,7 @@ typedef struct {
     const char *run_id;
     const char *kafka_brokers; /* produce into Kafka instead of POSTing (the server consumes the topic) */
     const char *kafka_topic;
+    const char *postgres; /* also probe freshness in the server's PostgreSQL sink database */
     uint64_t timeout;
     bool json;
     bool help;
@@ -111,6 +113,8 @@ static const bench_option bench_options[] = {
     {"--kafka-brokers", OPT_TEXT, OPT(kafka_brokers), NULL, 0, 0, "HOST:PORT[,...]",
      "produce the records into Kafka (with --kafka-topic) instead of POSTing them; freshness is produce to visible"},
     {"--kafka-topic", OPT_TEXT, OPT(kafka_topic), NULL, 0, 0, "T", "topic the server consumes"},
+    {"--postgres", OPT_TEXT, OPT(postgres), NULL, 0, 0, "URL",
+     "also measure freshness in PostgreSQL (the server's --postgres database): send to row visible in SQL"},
     {"--run-id", OPT_TEXT, OPT(run_id), NULL, 0, 0, "S",
      "prefix for record ids, [A-Za-z0-9._-]{1,64} (default: from time and pid)"},
     {"--timeout", OPT_COUNT, OPT(timeout), "120", 1, 3600, "SECONDS",
@@ -796,6 +800,7 @@ typedef struct {
     atomic_uint_fast64_t status_counts[ST_COUNT];
     atomic_uint_fast64_t post_failures, probe_failures, read_failures;
 
+    struct pg_prober *pg; /* --postgres: probes visible over HTTP go on to it */
     pthread_mutex_t probe_mu; /* guards the probe queue and senders_done */
     pthread_cond_t probe_cv;
     probe_entry *probes;
@@ -1157,6 +1162,86 @@ done:
 /* Freshness probe thread                                                                   */
 /* ======================================================================================== */
 
+/* ======================================================================================== */
+/* PostgreSQL probe thread (--postgres)                                                     */
+/* ======================================================================================== */
+
+/* Probes visible over HTTP are handed here and polled in SQL until their row is in phi_records (a row
+ * reaches PostgreSQL only after its commit, so the hand-off adds nothing while this thread keeps up). */
+typedef struct pg_prober {
+    bench_run *run;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    probe_entry *q;
+    size_t head, len, cap;
+    bool done;
+    sample_vec fresh_ms;
+} pg_prober;
+
+static void pg_probe_push(pg_prober *pg, const probe_entry *e)
+{
+    pthread_mutex_lock(&pg->mu);
+    if (pg->len == pg->cap) {
+        size_t cap = pg->cap ? pg->cap * 2 : 256;
+        probe_entry *q = realloc(pg->q, cap * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&pg->mu);
+            return; /* one sample fewer; reported as fewer samples */
+        }
+        pg->q = q, pg->cap = cap;
+    }
+    pg->q[pg->len++] = *e;
+    pthread_cond_signal(&pg->cv);
+    pthread_mutex_unlock(&pg->mu);
+}
+
+static void *pg_prober_main(void *arg)
+{
+    pg_prober *pg = arg;
+    bench_run *b = pg->run;
+    PGconn *c = PQconnectdb(b->cfg->postgres);
+    if (PQstatus(c) != CONNECTION_OK) {
+        report_error(b, "--postgres: cannot connect: %s", PQerrorMessage(c));
+        atomic_fetch_add(&b->probe_failures, 1);
+        PQfinish(c);
+        c = NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&pg->mu);
+        while (pg->head == pg->len && !pg->done)
+            pthread_cond_wait(&pg->cv, &pg->mu);
+        bool have = pg->head < pg->len;
+        probe_entry entry;
+        if (have) entry = pg->q[pg->head++];
+        pthread_mutex_unlock(&pg->mu);
+        if (!have) break;
+        if (!c) continue;
+        const char *params[1] = {entry.record_id};
+        for (;;) {
+            PGresult *res = PQexecParams(c, "SELECT 1 FROM medstream.phi_records WHERE record_id = $1 LIMIT 1", 1,
+                                         NULL, params, NULL, NULL, 0);
+            double t = now_seconds();
+            bool ok = PQresultStatus(res) == PGRES_TUPLES_OK, seen = ok && PQntuples(res) > 0;
+            PQclear(res);
+            if (seen) {
+                samples_push(&pg->fresh_ms, (t - entry.sent_at) * 1000.0);
+                break;
+            }
+            if (!ok || t > entry.acked_at + PROBE_DEADLINE_S * 2) {
+                report_error(b, "postgres probe: %s %s", entry.record_id,
+                             ok ? "not in phi_records within the deadline" : PQerrorMessage(c));
+                atomic_fetch_add(&b->probe_failures, 1);
+                break;
+            }
+            sleep_seconds(0.001);
+        }
+    }
+    if (c) PQfinish(c);
+    return NULL;
+}
+
 typedef struct {
     bench_run *run;
     pthread_t thread;
@@ -1199,6 +1284,7 @@ static void *prober_main(void *arg)
             double t = now_seconds();
             if (e == HTTP_CLIENT_OK && resp.status == 200) {
                 samples_push(&pr->fresh_ms, (t - entry.sent_at) * 1000.0);
+                if (b->pg) pg_probe_push(b->pg, &entry);
                 break;
             }
             if (e == HTTP_CLIENT_OK && resp.status != 404) {
@@ -1393,11 +1479,12 @@ static void json_figure(FILE *out, const char *key, figure f, bool comma)
 }
 
 typedef struct {
-    uint64_t records_sent, records_failed, body_bytes, batches, fresh_n, fresh_late, read_n;
+    uint64_t records_sent, records_failed, body_bytes, batches, fresh_n, fresh_late, read_n, pg_fresh_n;
     uint64_t counts[ST_COUNT];
     uint64_t post_failures, probe_failures, read_failures, failures;
     double seconds;
     double probe_queue_wait_ms;
+    figure pg_fresh_p50, pg_fresh_p99;
     figure records_per_min, mb_per_s, batch_p50, batch_p99, fresh_p50, fresh_p99, read_p50, read_p99, disk_written,
         disk_ratio, peak_rss_mib;
 } bench_report;
@@ -1441,6 +1528,13 @@ static void print_report(const bench_run *b, const bench_report *r)
         printf("  (%" PRIu64 " samples, send to visible; %" PRIu64
                " answered 404 after ack; probe queue wait max %.1f ms)\n",
                r->fresh_n, r->fresh_late, r->probe_queue_wait_ms);
+    if (cfg->postgres) {
+        printf("in PostgreSQL ms    p50 ");
+        print_figure(stdout, "%.2f", r->pg_fresh_p50);
+        printf("  p99 ");
+        print_figure(stdout, "%.2f", r->pg_fresh_p99);
+        printf("  (%" PRIu64 " samples, send to row visible in SQL)\n", r->pg_fresh_n);
+    }
     printf("point read ms       p50 ");
     print_figure(stdout, "%.3f", r->read_p50);
     printf("  p99 ");
@@ -1478,6 +1572,11 @@ static void print_report(const bench_run *b, const bench_report *r)
                r->fresh_n, r->fresh_late, r->probe_queue_wait_ms);
         json_figure(stdout, "freshness_ms_p50", r->fresh_p50, true);
         json_figure(stdout, "freshness_ms_p99", r->fresh_p99, true);
+        if (cfg->postgres) {
+            printf("\"postgres_freshness_samples\":%" PRIu64 ",", r->pg_fresh_n);
+            json_figure(stdout, "postgres_freshness_ms_p50", r->pg_fresh_p50, true);
+            json_figure(stdout, "postgres_freshness_ms_p99", r->pg_fresh_p99, true);
+        }
         printf("\"point_reads\":%" PRIu64 ",", r->read_n);
         json_figure(stdout, "point_read_ms_p50", r->read_p50, true);
         json_figure(stdout, "point_read_ms_p99", r->read_p99, true);
@@ -1522,6 +1621,9 @@ static int bench_run_all(const bench_config *cfg)
     bench_run *b = calloc(1, sizeof *b);
     sender *senders = calloc(cfg->connections, sizeof *senders);
     prober probe = {0};
+    pg_prober pg = {0};
+    pthread_mutex_init(&pg.mu, NULL);
+    pthread_cond_init(&pg.cv, NULL);
     reader_thread reader = {0};
     http_client_conn *main_conn = NULL;
     char run_id[80];
@@ -1597,6 +1699,11 @@ static int bench_run_all(const bench_config *cfg)
         probe.run = b;
         probe.started = pthread_create(&probe.thread, NULL, prober_main, &probe) == 0;
     }
+    if (cfg->postgres && cfg->probe_every) {
+        pg.run = b;
+        pg.started = pthread_create(&pg.thread, NULL, pg_prober_main, &pg) == 0;
+        if (pg.started) b->pg = &pg;
+    }
     if (cfg->read_rate) {
         reader.run = b;
         reader.started = pthread_create(&reader.thread, NULL, reader_main, &reader) == 0;
@@ -1631,6 +1738,13 @@ static int bench_run_all(const bench_config *cfg)
     }
     finish_load(b);
     if (probe.started) pthread_join(probe.thread, NULL);
+    if (pg.started) {
+        pthread_mutex_lock(&pg.mu);
+        pg.done = true;
+        pthread_cond_broadcast(&pg.cv);
+        pthread_mutex_unlock(&pg.mu);
+        pthread_join(pg.thread, NULL);
+    }
     if (reader.started) pthread_join(reader.thread, NULL);
 
     if (fetch_metrics(b, main_conn, &after) != HTTP_CLIENT_OK) {
@@ -1646,6 +1760,7 @@ static int bench_run_all(const bench_config *cfg)
     bool oom = batch_ms.oom || probe.fresh_ms.oom || reader.read_ms.oom;
     samples_sort(&batch_ms);
     samples_sort(&probe.fresh_ms);
+    samples_sort(&pg.fresh_ms);
     samples_sort(&reader.read_ms);
 
     r.records_sent = atomic_load(&b->acked_records);
@@ -1670,6 +1785,9 @@ static int bench_run_all(const bench_config *cfg)
     r.batch_p99 = pct(&batch_ms, 0.99);
     r.fresh_p50 = pct(&probe.fresh_ms, 0.50);
     r.fresh_p99 = pct(&probe.fresh_ms, 0.99);
+    r.pg_fresh_n = pg.fresh_ms.n;
+    r.pg_fresh_p50 = pct(&pg.fresh_ms, 0.50);
+    r.pg_fresh_p99 = pct(&pg.fresh_ms, 0.99);
     r.read_p50 = pct(&reader.read_ms, 0.50);
     r.read_p99 = pct(&reader.read_ms, 0.99);
     if (before.have_disk && after.have_disk) {
@@ -1690,6 +1808,10 @@ out:
             if (senders[i].producer) rd_kafka_destroy(senders[i].producer);
         }
     samples_free(&probe.fresh_ms);
+    samples_free(&pg.fresh_ms);
+    free(pg.q);
+    pthread_mutex_destroy(&pg.mu);
+    pthread_cond_destroy(&pg.cv);
     samples_free(&reader.read_ms);
     http_client_conn_free(main_conn);
     gen_free(&b->gen);
