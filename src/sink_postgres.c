@@ -17,7 +17,7 @@
 
 #define SINK_NAME "postgres"
 #define SHIP_MAX_COMMITS 256          /* commit-log entries per PostgreSQL transaction, at most */
-#define SHIP_MAX_BYTES (64u << 20)    /* COPY text per transaction, about */
+#define SHIP_MAX_BYTES (16u << 20)    /* COPY text per transaction, about: bounds its latency */
 #define RECONNECT_S 1.0
 #define MIGRATION_LOCK "7245800453"   /* pg_advisory_xact_lock key: "medstream migrations" */
 
@@ -140,6 +140,10 @@ static void pg_error_text(const PGresult *res, PGconn *c, char *out, size_t cap)
         return;
     }
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (!state) { /* made by libpq, not the server: the connection broke */
+        pg_error_text(NULL, c, out, cap);
+        return;
+    }
     const char *table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
     const char *column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
     const char *cons = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);

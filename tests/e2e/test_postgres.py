@@ -1,0 +1,864 @@
+# End-to-end tests of medstream's PostgreSQL sink (`serve --postgres URL`) against a real PostgreSQL 15:
+# one throw-away cluster on loopback for the module (scripts/pg_temp.sh, destroyed at exit), one database
+# per test (CREATE DATABASE t_<name>), checked over SQL with psycopg2 against what medstream's HTTP API
+# says. Checked: the schema (tables, view, as-of function, migrations applied once across restarts,
+# phi_patients system-versioned by the periods extension); every acknowledged record version is in SQL
+# exactly once with the right patient, one patient-index row per identity with the normalized name,
+# public tables with allow-listed fields only and no PHI, current patient state equal to HTTP's; the SQL
+# as-of function equal to GET ?as_of= at and around every version boundary; PostgreSQL stopped during
+# ingest (ingest goes on, /healthz degraded, catch-up after the restart, nothing lost or doubled);
+# medstream killed with SIGKILL while shipping (nothing lost or doubled); the analyst role refused on
+# every PHI table.
+#
+# Run: /usr/bin/python3 tests/e2e/test_postgres.py [NAME_SUBSTRING...]
+#      (needs postgresql-15 in /usr/lib/postgresql/15/bin or $PG_BIN, postgresql-15-periods,
+#      python3-psycopg2; as root, PostgreSQL runs as the `postgres` user)
+
+import datetime
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import unicodedata
+
+import harness as H
+from harness import check, eq, fail, q, short, test
+
+PG_BIN = os.environ.get("PG_BIN") or "/usr/lib/postgresql/15/bin"
+PG_TEMP = os.path.join(H.REPO_ROOT, "scripts", "pg_temp.sh")
+PUBLIC_FIELDS = {"favorite_color", "type", "ts"}    # the default schema's allow-list
+CATCH_UP = 20.0                                     # seconds for the sink to reach the store's position
+SINK_ERROR_RE = re.compile(r"error|fatal|panic|failed|abort", re.I)
+
+
+# ---------------------------------------------------------------------------------------------
+# the PostgreSQL cluster (one for the module)
+
+class Postgres:
+    """A cluster made by scripts/pg_temp.sh in a temp dir, on a free loopback port."""
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="medstream-e2e-postgres-")
+        os.chmod(self.base, 0o755)   # the cluster dir inside is made and owned by the `postgres` user
+        self.dir = os.path.join(self.base, "pg")
+        self.port = None
+
+    def _script(self, *args, timeout=120):
+        env = dict(os.environ, PG_BIN=PG_BIN)
+        try:
+            return subprocess.run([PG_TEMP] + list(args), capture_output=True, text=True, env=env,
+                                  stdin=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail("scripts/pg_temp.sh %s did not finish within %ds" % (" ".join(args), timeout))
+
+    def start(self):
+        """Start (initdb the first time; the same port again after a stop). Retries once on a new port
+        if the first start fails (the free port may have been taken meanwhile)."""
+        for attempt in (1, 2):
+            if self.port is None or attempt == 2:
+                self.port = H.free_port()
+            r = self._script("start", self.dir, str(self.port))
+            if r.returncode == 0:
+                eq(r.stdout.strip().splitlines(), [self.url("postgres")], "pg_temp.sh start's output")
+                return
+            if attempt == 2 or os.path.exists(os.path.join(self.dir, "postmaster.pid")):
+                break
+        fail("scripts/pg_temp.sh start %s %d exited %d: %s"
+             % (self.dir, self.port, r.returncode, short((r.stderr or r.stdout).replace("\n", " | "), 1500)))
+
+    def restart(self):
+        """Start again on the same directory and port (after stop())."""
+        r = self._script("start", self.dir, str(self.port))
+        if r.returncode != 0:
+            fail("scripts/pg_temp.sh start (restart) exited %d: %s"
+                 % (r.returncode, short(r.stderr.replace("\n", " | "), 1500)))
+
+    def stop(self):
+        r = self._script("stop", self.dir)
+        if r.returncode != 0:
+            fail("scripts/pg_temp.sh stop exited %d: %s" % (r.returncode, short(r.stderr.replace("\n", " | "), 1500)))
+
+    def destroy(self):
+        self._script("destroy", self.dir)
+        try:
+            os.rmdir(self.base)
+        except OSError:
+            pass
+
+    def url(self, db):
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, db)
+
+    def connect(self, db, user="postgres"):
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=user, dbname=db, connect_timeout=5,
+                                options="-c statement_timeout=20000")
+        conn.autocommit = True
+        return conn
+
+    def sql(self, db, query, args=None, user="postgres"):
+        """Run one statement on a fresh connection; the rows (None for a statement without any)."""
+        conn = self.connect(db, user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, args)
+                return cur.fetchall() if cur.description is not None else None
+        finally:
+            conn.close()
+
+    def create_db(self, name):
+        self.sql("postgres", "CREATE DATABASE " + name)
+        return self.url(name)
+
+
+_pg = None
+_pg_error = None
+
+
+def pg():
+    """The module's cluster, started on first use; H.Skip where PostgreSQL or psycopg2 is missing."""
+    global _pg, _pg_error
+    for b in ("initdb", "pg_ctl", "pg_isready", "postgres"):
+        if not os.access(os.path.join(PG_BIN, b), os.X_OK):
+            raise H.Skip("PostgreSQL 15 is not installed (%s/%s missing; install postgresql-15 or set PG_BIN)"
+                         % (PG_BIN, b))
+    try:
+        import psycopg2.errors  # noqa: F401
+    except ImportError:
+        raise H.Skip("python3-psycopg2 is not installed")
+    if _pg_error:
+        fail("the test PostgreSQL did not start earlier: " + _pg_error)
+    if _pg is None:
+        p = Postgres()
+        H.on_exit(p.destroy)
+        try:
+            p.start()
+        except H.TestFailure as e:
+            _pg_error = str(e)
+            raise
+        _pg = p
+    return _pg
+
+
+# ---------------------------------------------------------------------------------------------
+# medstream with --postgres, and waiting for the sink
+
+def start_server(db_url, name, extra=()):
+    s = H.Server(extra_args=["--postgres", db_url] + list(extra), name=name)
+    try:
+        s.start()
+    except H.TestFailure:
+        log = s.log_tail()
+        if "--postgres" in log and ("unknown option" in log or "unrecognized" in log):
+            fail("medstream serve does not support --postgres (the PostgreSQL sink is not built in): %s" % log)
+        raise
+    return s
+
+
+def metrics(s):
+    """The unlabelled samples of /metrics as {name: float}."""
+    r = s.get("/metrics")
+    eq(r.status, 200, "GET /metrics status")
+    out = {}
+    for line in r.text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+            try:
+                out[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+def store_position(s):
+    m = metrics(s)
+    check("medstream_commit_position" in m, "/metrics has medstream_commit_position")
+    return int(m["medstream_commit_position"])
+
+
+def shipped_position(db):
+    """sink_position.commit_pos of sink 'postgres' in db: None while there is no such row or table."""
+    import psycopg2
+    try:
+        rows = pg().sql(db, "SELECT commit_pos FROM medstream.sink_position WHERE sink = 'postgres'")
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
+        return None
+    return rows[0][0] if rows else None
+
+
+def wait_shipped(s, db, limit=CATCH_UP):
+    """Poll until PostgreSQL's sink position has reached the store's commit position (as of the call);
+    fails after `limit` seconds naming both positions. Returns the position."""
+    import psycopg2
+    target = store_position(s)
+    deadline = time.monotonic() + limit
+    pos, err = None, None
+    while True:
+        try:
+            pos, err = shipped_position(db), None
+        except psycopg2.Error as e:
+            err = "%s: %s" % (e.__class__.__name__, str(e).strip())
+        if pos is not None and pos >= target:
+            now = store_position(s)
+            check(pos <= now, "PostgreSQL's sink position %d is ahead of the store's commit position %d" % (pos, now))
+            return pos
+        if time.monotonic() > deadline:
+            health = s.get("/healthz")
+            fail("the sink did not catch up within %.0fs: medstream.sink_position has %s, the store is at %d%s; "
+                 "/healthz: %s; server log: %s"
+                 % (limit, pos, target, " (last SQL error: %s)" % err if err else "", short(health.text),
+                    s.log_tail(800)))
+        time.sleep(0.1)
+
+
+def wait_no_lag(s, limit=10.0):
+    """Poll /metrics until medstream_postgres_lag_commits is 0 (reads add audit-only commits, so call this
+    before reading over HTTP); the last sample."""
+    deadline = time.monotonic() + limit
+    while True:
+        m = metrics(s)
+        lag = m.get("medstream_postgres_lag_commits")
+        if lag == 0 or time.monotonic() > deadline:
+            eq(lag, 0.0, "medstream_postgres_lag_commits once caught up")
+            return m
+        time.sleep(0.1)
+
+
+def wait_health(s, want_postgres, limit, also=None):
+    """Poll /healthz until its "postgres" member is one of want_postgres; the last JSON."""
+    deadline = time.monotonic() + limit
+    j = None
+    while time.monotonic() < deadline:
+        r = H.http_request(s.port, "GET", "/healthz", timeout=5)
+        j = r.json()
+        if j.get("postgres") in want_postgres and (also is None or also(j)):
+            return j
+        time.sleep(0.2)
+    fail("/healthz did not report postgres %s within %.0fs; last: %s" % ("|".join(want_postgres), limit, j))
+
+
+def log_since_last_start(s):
+    with open(s.log_path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    return text[text.rfind("=== "):]
+
+
+def check_log_clean(s, what):
+    bad = [l for l in log_since_last_start(s).splitlines()[1:] if SINK_ERROR_RE.search(l)]
+    check(not bad, "errors in the server log %s: %s" % (what, short(" | ".join(bad), 600)))
+
+
+def norm_name(name):
+    """medstream's identity normalization: NFKC, case-folded, trimmed, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def rfc3339(dt):
+    return dt.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def phi_keys(db):
+    """{(record_id, version): patient_id} of medstream.phi_records, failing if any key is there twice."""
+    dups = pg().sql(db, "SELECT record_id, version, count(*) FROM medstream.phi_records GROUP BY 1, 2 "
+                        "HAVING count(*) > 1 LIMIT 5")
+    check(not dups, "record versions in phi_records more than once: %s" % dups)
+    rows = pg().sql(db, "SELECT record_id, version, patient_id::text FROM medstream.phi_records")
+    return {(rid, v): pid for rid, v, pid in rows}
+
+
+def diff_keys(got, want, what):
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    check(not missing and not extra, "%s: %d missing (first %s), %d not expected (first %s)"
+          % (what, len(missing), missing[:5], len(extra), extra[:5]))
+
+
+# ---------------------------------------------------------------------------------------------
+# a paced loader (tests 4 and 5)
+
+class Loader(threading.Thread):
+    """POSTs `batches` batches of `size` records (unique ids, version 1 each) with `pause` seconds
+    between them; stops at the first transport error (the server was killed). Remembers every record
+    sent (answered or not), every acknowledged one (record_id -> patient_id) and every non-200."""
+
+    def __init__(self, s, tag, batches, size=50, pause=0.1):
+        super().__init__(daemon=True)
+        self.port, self.headers = s.port, s.auth_headers({"Content-Type": "application/x-ndjson"})
+        self.tag, self.batches, self.size, self.pause = tag, batches, size, pause
+        self.sent, self.acked, self.bad, self.errors = [], {}, [], []
+        self.batches_acked = 0
+        self.halt = threading.Event()
+
+    def run(self):
+        for b in range(self.batches):
+            if self.halt.is_set():
+                break
+            recs = []
+            for i in range(self.size):
+                n = b * self.size + i
+                recs.append({"record_id": "pg-%s-b%02d-%02d" % (self.tag, b, i),
+                             "name": "Loader %s Person %d" % (self.tag.capitalize(), n % 40),
+                             "dob": "1970-02-%02d" % (1 + n % 40 % 28), "favorite_color": ["red", "blue"][n % 2],
+                             "type": "visit", "ts": "2025-06-07T08:09:10Z", "ssn": "555-%02d-%04d" % (b, i),
+                             "notes": os.urandom(300).hex()})
+            self.sent.extend(r["record_id"] for r in recs)
+            try:
+                r = H.http_request(self.port, "POST", "/v1/records", body=H.ndjson(recs), headers=self.headers,
+                                   timeout=20)
+            except (OSError, http.client.HTTPException) as e:
+                self.errors.append("batch %d: %s" % (b, e.__class__.__name__))
+                break
+            if r.status != 200:
+                self.bad.append("batch %d: HTTP %d %s" % (b, r.status, short(r.text, 200)))
+                continue
+            try:
+                items = r.json()["items"]
+            except (H.TestFailure, KeyError) as e:
+                self.bad.append("batch %d: %s" % (b, e))
+                continue
+            for it in items:
+                if it.get("status") == "created":
+                    self.acked[it["record_id"]] = it["patient_id"]
+                else:
+                    self.bad.append("batch %d: item %s" % (b, it))
+            self.batches_acked += 1
+            time.sleep(self.pause)
+
+
+def check_sql_equals_store(s, db, sent, acked):
+    """The store (HTTP) is the truth: every acknowledged record is in it, and phi_records and
+    public_records hold exactly the record versions the store has, each once, with its patient."""
+    client = H.KeepAliveClient(s.port, headers=s.auth_headers())
+    in_store = {}
+    try:
+        for rid in sent:
+            r = client.request("GET", "/v1/records/" + rid)
+            if r.status == 200:
+                j = r.json()
+                in_store[(rid, j["version"])] = j["patient_id"]
+            elif r.status != 404:
+                fail("GET /v1/records/%s: HTTP %d %s" % (rid, r.status, short(r.text)))
+    finally:
+        client.close()
+    lost = [rid for rid in acked if (rid, 1) not in in_store]
+    check(not lost, "%d acknowledged records not in the store (first %s)" % (len(lost), lost[:3]))
+    for (rid, v), pid in in_store.items():
+        eq(v, 1, "version of %s" % rid)
+        if rid in acked:
+            eq(pid, acked[rid], "patient of %s (HTTP vs the ingest answer)" % rid)
+    in_sql = phi_keys(db)
+    diff_keys(in_sql, in_store, "phi_records vs the store")
+    wrong = [(k, in_sql[k], in_store[k]) for k in in_store if in_sql[k] != in_store[k]]
+    check(not wrong, "phi_records patient ids differ from HTTP's: %s" % wrong[:3])
+    pub = pg().sql(db, "SELECT record_id, version, count(*) FROM medstream.public_records GROUP BY 1, 2")
+    check(all(c == 1 for _, _, c in pub), "record versions in public_records more than once")
+    diff_keys({(rid, v) for rid, v, _ in pub}, in_store, "public_records vs the store")
+    return in_store
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. schema
+
+TABLES = {
+    "migrations": {"version": "integer", "description": "text", "applied_at": "timestamp with time zone"},
+    "sink_position": {"sink": "text", "commit_pos": "bigint", "shipped_at": "timestamp with time zone"},
+    "patient_index": {"patient_id": "uuid", "name_norm": "text", "dob": "date"},
+    "phi_patient_versions": {"patient_id": "uuid", "version": "integer", "fields": "jsonb",
+                             "valid_from": "timestamp with time zone"},
+    "phi_patients": {"patient_id": "uuid", "version": "integer", "fields": "jsonb",
+                     "valid_from": "timestamp with time zone"},
+    "phi_patients_history": {"patient_id": "uuid", "version": "integer", "fields": "jsonb"},
+    "phi_records": {"record_id": "text", "version": "integer", "patient_id": "uuid", "type": "text",
+                    "ts": "timestamp with time zone", "valid_from": "timestamp with time zone", "body": "jsonb"},
+    "public_patients": {"patient_id": "uuid", "version": "integer", "fields": "jsonb",
+                        "valid_from": "timestamp with time zone"},
+    "public_records": {"record_id": "text", "version": "integer", "patient_id": "uuid", "type": "text",
+                       "fields": "jsonb", "valid_from": "timestamp with time zone"},
+    "info": {"key": None, "value": None},              # (types not specified)
+}
+PRIMARY_KEYS = {
+    "migrations": ["version"], "sink_position": ["sink"], "patient_index": ["patient_id"],
+    "phi_patient_versions": ["patient_id", "version"], "phi_patients": ["patient_id"],
+    "phi_records": ["record_id", "version"], "public_patients": ["patient_id", "version"],
+    "public_records": ["record_id", "version"],
+}
+
+
+def check_schema(db):
+    kinds = dict(pg().sql(db, "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+                              "ON n.oid = c.relnamespace WHERE n.nspname = 'medstream'"))
+    for t in TABLES:
+        check(kinds.get(t) in ("r", "p"), "table medstream.%s exists (relkind %s)" % (t, kinds.get(t)))
+    eq(kinds.get("phi_patient_versions_t"), "v", "relkind of the view medstream.phi_patient_versions_t")
+    for t, want in TABLES.items():
+        cols = dict(pg().sql(db, "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                                 "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                             ("medstream." + t,)))
+        for c, typ in want.items():
+            check(c in cols, "column medstream.%s.%s exists (columns: %s)" % (t, c, sorted(cols)))
+            if typ is not None:
+                eq(cols[c], typ, "type of medstream.%s.%s" % (t, c))
+    for t, want in PRIMARY_KEYS.items():
+        got = [r[0] for r in pg().sql(
+            db, "SELECT a.attname::text FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, o) "
+                "ON true JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.o", ("medstream." + t,))]
+        eq(got, want, "primary key of medstream.%s" % t)
+    uniq = pg().sql(db, "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i "
+                        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE i.indrelid = 'medstream.patient_index'::regclass AND i.indisunique GROUP BY i.indexrelid")
+    check(["dob", "name_norm"] in [r[0] for r in uniq], "unique (name_norm, dob) on patient_index: %s" % uniq)
+    notnull = pg().sql(db, "SELECT attrelid::regclass::text, attname::text FROM pg_attribute WHERE attnotnull AND "
+                           "((attrelid = 'medstream.patient_index'::regclass AND attname IN ('name_norm', 'dob')) OR "
+                           "(attrelid = 'medstream.sink_position'::regclass AND attname = 'commit_pos'))")
+    eq(len(notnull), 3, "NOT NULL on patient_index.name_norm, patient_index.dob, sink_position.commit_pos (%s)"
+       % notnull)
+    vcols = [r[0] for r in pg().sql(db, "SELECT attname::text FROM pg_attribute WHERE attrelid = "
+                                        "'medstream.phi_patient_versions_t'::regclass AND attnum > 0 ORDER BY attnum")]
+    check({"patient_id", "version", "fields", "valid_from", "valid_to"} <= set(vcols),
+          "columns of phi_patient_versions_t: %s" % vcols)
+    fn = pg().sql(db, "SELECT to_regprocedure('medstream.phi_patient_as_of(uuid, timestamptz)')::text")[0][0]
+    check(fn is not None, "function medstream.phi_patient_as_of(uuid, timestamptz) exists")
+
+
+@test(timeout=60)
+def test_schema_is_created_once_and_survives_a_restart():
+    db = "t_schema"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-schema")
+    wait_shipped(s, db)
+    check_schema(db)
+    migrations = pg().sql(db, "SELECT version, description, applied_at FROM medstream.migrations ORDER BY version")
+    check(len(migrations) >= 1, "migrations were recorded")
+    check(all(d for _, d, _ in migrations), "every migration has a description: %s" % migrations)
+    eq(pg().sql(db, "SELECT value FROM medstream.info WHERE key = 'history'"), [("periods",)],
+       "medstream.info history (the periods extension is installed)")
+    sv = pg().sql(db, "SELECT history_table_name::text FROM periods.system_versioning "
+                      "WHERE table_name = 'medstream.phi_patients'::regclass")
+    eq(sv, [("medstream.phi_patients_history",)], "phi_patients is system-versioned by periods")
+    eq(len(pg().sql(db, "SELECT 1 FROM medstream.sink_position WHERE sink = 'postgres'")), 1, "sink_position row")
+    h = s.get_json("/healthz")
+    eq((h.get("status"), h.get("postgres")), ("ok", "ok"), "/healthz with PostgreSQL up (%s)" % h)
+    m = metrics(s)
+    for name in ("medstream_postgres_lag_commits", "medstream_postgres_up", "medstream_postgres_rows_total"):
+        check(name in m, "/metrics has %s" % name)
+    eq(m["medstream_postgres_up"], 1.0, "medstream_postgres_up")
+    wait_no_lag(s)
+    check_log_clean(s, "after the first start")
+
+    s.ingest_ok([{"record_id": "schema-1", "name": "Schema Person", "dob": "1980-01-02", "favorite_color": "red"}])
+    wait_shipped(s, db)
+    eq(s.stop(), 0, "exit code of a SIGTERM stop")
+    s.start()
+    s.ingest_ok([{"record_id": "schema-2", "name": "Schema Person", "dob": "1980-01-02", "favorite_color": "blue"}])
+    wait_shipped(s, db)
+    eq(pg().sql(db, "SELECT version, description, applied_at FROM medstream.migrations ORDER BY version"),
+       migrations, "migrations after a restart (nothing applied twice)")
+    check_schema(db)
+    eq(sorted(phi_keys(db)), [("schema-1", 1), ("schema-2", 1)], "record versions in phi_records after the restart")
+    eq(s.get_json("/healthz").get("postgres"), "ok", "/healthz postgres after the restart")
+    check_log_clean(s, "after the restart")
+    s.stop()
+
+
+@test(timeout=60)
+def test_trigger_history_where_periods_is_not_used():
+    """--postgres-history trigger: the fallback for clusters without the periods extension keeps the same
+    history table, one row per shipped change of the current state, with the PostgreSQL system time."""
+    db = "t_trigger"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-trigger", extra=["--postgres-history", "trigger"])
+    wait_shipped(s, db)  # connected and migrated
+    eq(pg().sql(db, "SELECT value FROM medstream.info WHERE key = 'history'"), [("trigger",)],
+       "medstream.info says which history is in use")
+    eq(pg().sql(db, "SELECT count(*) FROM pg_extension WHERE extname = 'periods'"), [(0,)],
+       "the periods extension was not created")
+    pid = None
+    for i, color in enumerate(("red", "green", "blue")):
+        ans = s.ingest_ok([{"record_id": "trig-%d" % i, "name": "Trigger Person", "dob": "1971-03-04",
+                            "favorite_color": color}])
+        pid = ans["items"][0]["patient_id"]
+        wait_shipped(s, db)
+    eq(pg().sql(db, "SELECT version, fields->>'favorite_color' FROM medstream.phi_patients WHERE patient_id = %s",
+                (pid,)), [(3, "blue")], "current state")
+    hist = pg().sql(db, "SELECT version, fields->>'favorite_color', system_time_start < system_time_end "
+                        "FROM medstream.phi_patients_history WHERE patient_id = %s ORDER BY version", (pid,))
+    eq(hist, [(1, "red", True), (2, "green", True)], "history rows kept by the trigger")
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. exactly once, with the right patient, public copies without PHI
+
+def fullwidth(s):
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else "\u3000" if c == " " else c for c in s)
+
+
+def spellings(name):
+    """Spellings of one name that normalize the same (case, whitespace, NBSP/tab, fullwidth forms)."""
+    return [name, name.upper(), "  " + name.lower().replace(" ", "   ") + " ",
+            "\t" + name.replace(" ", "\u00a0") + "\n", fullwidth(name)]
+
+
+@test(timeout=60)
+def test_every_acknowledged_record_is_in_sql_exactly_once():
+    db = "t_exactly_once"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-once")
+    people = []                                         # (spellings, dob)
+    for i in range(48):
+        name = "%s %s" % (H.rand_token(7).capitalize(), H.rand_token(9).capitalize())
+        people.append((spellings(name), "19%02d-%02d-%02d" % (30 + i, 1 + i % 12, 1 + i % 28)))
+    tok = H.rand_token(8)
+    people.append((["\u00c9mile %s" % tok.capitalize(), "E\u0301MILE %s" % tok.upper(), "\u00e9mile  %s" % tok],
+                   "1941-04-02"))                       # composed, decomposed (NFKC), lower case
+    tok = H.rand_token(8)
+    people.append((["Stra\u00dfe %s" % tok.capitalize(), "STRASSE %s" % tok.upper()], "1962-07-08"))  # ß folds to ss
+
+    sent_latest = {}                                    # record_id -> the record as last sent
+    expected = {}                                       # (record_id, version) -> (patient_id, record)
+    person_of = {}                                      # record_id -> index in people
+    pid_of_person = {}
+    phi_values = set()
+    statuses = {"created": 0, "updated": 0, "duplicate": 0}
+
+    def new_record(b, i, k):
+        spell, dob = people[k]
+        rec = {"record_id": "pg2-b%d-%03d" % (b, i), "name": spell[(b + i) % len(spell)], "dob": dob,
+               "favorite_color": ["red", "green", "blue", "teal"][i % 4], "type": ["visit", "lab", "note"][i % 3],
+               "ts": "20%02d-%02d-%02dT08:30:00Z" % (20 + i % 7, 1 + i % 9, 10 + i % 10),
+               "ssn": "9%02d-%02d-%04d" % (b, i % 100, 1000 + i), "notes": "pgnote %s" % H.rand_token(12)}
+        person_of[rec["record_id"]] = k
+        return rec
+
+    for b in range(5):
+        batch = [new_record(b, i, (b * 90 + i) % len(people)) for i in range(90)]
+        if b >= 1:   # a second (and for some a third) version: same id, same person, changed content
+            for rid in sorted(r for r in sent_latest if r.startswith("pg2-b%d-" % (b - 1)))[:8] + \
+                    sorted(r for r, v in sent_latest.items() if v.get("rev") == b - 1)[:2]:
+                rec = dict(sent_latest[rid], favorite_color="violet", notes="pgnote %s" % H.rand_token(12), rev=b)
+                batch.append(rec)
+            for rid in sorted(sent_latest)[b * 7: b * 7 + 5]:   # exact duplicates of what is stored
+                if not any(r["record_id"] == rid for r in batch):
+                    batch.append(dict(sent_latest[rid]))
+        batch.append(dict(batch[0]))                     # a duplicate within the batch
+        answer = s.ingest_ok(batch)
+        eq(len(answer["items"]), len(batch), "answer items of batch %d" % b)
+        for rec, it in zip(batch, answer["items"]):
+            check(it["status"] in statuses, "batch %d: %s" % (b, it))
+            statuses[it["status"]] += 1
+            eq(it["record_id"], rec["record_id"], "record id in the answer")
+            k = person_of[rec["record_id"]]
+            eq(pid_of_person.setdefault(k, it["patient_id"]), it["patient_id"],
+               "one patient id for every spelling of %r" % (people[k][0][0],))
+            if it["status"] != "duplicate":
+                expected[(rec["record_id"], it["version"])] = (it["patient_id"], rec)
+                sent_latest[rec["record_id"]] = rec
+            phi_values.update([rec["name"], rec["dob"], rec["ssn"], rec["notes"]])
+    check(statuses["updated"] >= 30 and statuses["duplicate"] >= 20, "the mix of outcomes: %s" % statuses)
+    check(any(v == 3 for _, v in expected), "some records reached version 3")
+    wait_shipped(s, db)
+
+    # phi_records: each acknowledged version once, with its patient and body; current versions as HTTP has them
+    in_sql = phi_keys(db)
+    diff_keys(in_sql, expected, "phi_records vs the acknowledged record versions")
+    for key, (pid, _) in expected.items():
+        eq(in_sql[key], pid, "patient of %s in phi_records" % (key,))
+    bodies = {(rid, v): (body, typ, ts, vf) for rid, v, body, typ, ts, vf in pg().sql(
+        db, "SELECT record_id, version, body, type, ts, valid_from FROM medstream.phi_records")}
+    for key, (pid, rec) in expected.items():
+        eq(bodies[key][0], rec, "phi_records.body of %s (the record as sent)" % (key,))
+        eq(bodies[key][1], rec["type"], "phi_records.type of %s" % (key,))
+        eq(bodies[key][2], H.parse_time(rec["ts"]), "phi_records.ts of %s" % (key,))
+    client = H.KeepAliveClient(s.port, headers=s.auth_headers())
+    try:
+        for rid in sent_latest:
+            r = client.request("GET", "/v1/records/" + rid)
+            eq(r.status, 200, "GET /v1/records/%s" % rid)
+            j = r.json()
+            eq(j["version"], max(v for (i, v) in expected if i == rid), "current version of %s" % rid)
+            eq(in_sql[(rid, j["version"])], j["patient_id"], "patient of %s (SQL vs HTTP)" % rid)
+            body, _, _, vf = bodies[(rid, j["version"])]
+            eq(body, j["fields"], "phi_records.body of %s vs HTTP's fields" % rid)
+            eq(vf, H.parse_time(j["valid_from"]), "phi_records.valid_from of %s vs HTTP" % rid)
+    finally:
+        client.close()
+
+    # patient_index: one row per patient, the normalized name and the date of birth
+    index = {pid: (name, str(dob)) for pid, name, dob in pg().sql(
+        db, "SELECT patient_id::text, name_norm, dob FROM medstream.patient_index")}
+    want_index = {pid: (norm_name(people[k][0][0]), people[k][1]) for k, pid in pid_of_person.items()}
+    eq(len(want_index), len(people), "distinct patients over HTTP")
+    diff_keys(index, want_index, "patient_index vs the patients")
+    for pid, want in want_index.items():
+        eq(index[pid], want, "patient_index row of %s" % pid)
+
+    # current state and every version, as HTTP has them
+    current = {pid: (v, f) for pid, v, f in pg().sql(
+        db, "SELECT patient_id::text, version, fields FROM medstream.phi_patients")}
+    diff_keys(current, want_index, "phi_patients vs the patients")
+    versions = {}
+    for pid, v, f, vf in pg().sql(db, "SELECT patient_id::text, version, fields, valid_from "
+                                      "FROM medstream.phi_patient_versions ORDER BY 1, 2"):
+        versions.setdefault(pid, []).append((v, f, vf))
+    public_patients = {}
+    for pid, v, f in pg().sql(db, "SELECT patient_id::text, version, fields FROM medstream.public_patients "
+                                  "ORDER BY 1, 2"):
+        public_patients[pid] = (v, f)     # the latest version wins
+    for pid in want_index:
+        j = s.get_json("/v1/patients/" + pid)
+        eq(current[pid], (j["version"], j["fields"]), "phi_patients (version, fields) of %s vs HTTP" % pid)
+        hist = s.get_json("/v1/patients/%s/history" % pid)["versions"]
+        eq(versions.get(pid), [(x["version"], x["fields"], H.parse_time(x["valid_from"])) for x in hist],
+           "phi_patient_versions of %s vs HTTP's history" % pid)
+        pub = s.get_json("/v1/public/patients/" + pid)
+        check(pid in public_patients, "public_patients has %s" % pid)
+        eq(public_patients[pid][1], pub["fields"], "public_patients fields of %s vs HTTP" % pid)
+
+    # public_records: every record version, allow-listed fields only, equal to HTTP's public copies
+    pub_rows = pg().sql(db, "SELECT record_id, version, patient_id::text, type, fields FROM medstream.public_records")
+    pub_keys = {(rid, v): (pid, typ, f) for rid, v, pid, typ, f in pub_rows}
+    eq(len(pub_keys), len(pub_rows), "public_records rows are distinct")
+    diff_keys(pub_keys, expected, "public_records vs the acknowledged record versions")
+    for key, (pid, typ, f) in pub_keys.items():
+        eq(pid, expected[key][0], "patient of %s in public_records" % (key,))
+        check(set(f) <= PUBLIC_FIELDS, "public_records fields of %s are allow-listed: %s" % (key, sorted(f)))
+        if "ts" in f:
+            eq(f["ts"], expected[key][1]["ts"][:4], "public ts of %s is the year" % (key,))
+    for pid in want_index:
+        http_pub = s.get_json("/v1/public/records?" + q({"patient_id": pid, "limit": 1000}))["records"]
+        check(http_pub, "public records of %s over HTTP" % pid)
+        for rec in http_pub:
+            cur = max(v for (i, v) in expected if i == rec["record_id"])
+            eq(pub_keys[(rec["record_id"], cur)][2], rec["fields"], "public_records fields of %s vs HTTP"
+               % rec["record_id"])
+    # no PHI key or value anywhere in the public tables
+    dump = json.dumps([f for _, _, _, _, f in pub_rows] + [f for _, f in public_patients.values()],
+                      ensure_ascii=False)
+    for k in ("name", "dob", "ssn", "notes", "record_id"):
+        check('"%s"' % k not in dump, "PHI key %r in the public tables" % k)
+    leaked = sorted(v for v in phi_values | {norm_name(v) for v in phi_values} if v.strip() and v in dump)
+    check(not leaked, "PHI values in the public tables: %s" % leaked[:5])
+    for spell, dob in people:
+        for token in norm_name(spell[0]).split():
+            check(token not in dump.lower(), "part of a name (%r) in the public tables" % token)
+    m = metrics(s)
+    check(m.get("medstream_postgres_rows_total", 0) >= len(expected), "medstream_postgres_rows_total counts the rows "
+          "(%s for %d record versions)" % (m.get("medstream_postgres_rows_total"), len(expected)))
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. as-of
+
+@test(timeout=60)
+def test_sql_as_of_equals_http_as_of():
+    db = "t_as_of"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-asof")
+    name, dob = "Asof %s" % H.rand_token(8).capitalize(), "1977-05-06"
+    steps = [{"record_id": "asof-1", "name": name, "dob": dob, "favorite_color": "red", "allergy": "none"},
+             {"record_id": "asof-2", "name": name, "dob": dob, "favorite_color": "blue", "blood": "0+"},
+             {"record_id": "asof-1", "name": name, "dob": dob, "favorite_color": "green", "allergy": "pollen"}]
+    pid = None
+    for i, rec in enumerate(steps):
+        if i:
+            time.sleep(1.2)   # versions well apart in time (not an assertion)
+        it = s.ingest_ok([rec])["items"][0]
+        check(it["status"] in ("created", "updated"), "step %d stored: %s" % (i + 1, it))
+        pid = pid or it["patient_id"]
+        eq(it["patient_id"], pid, "one patient")
+        wait_shipped(s, db)   # each version in its own PostgreSQL transaction
+    hist = s.get_json("/v1/patients/%s/history" % pid)["versions"]
+    eq([v["version"] for v in hist], [1, 2, 3], "patient versions over HTTP")
+    vf = [H.parse_time(v["valid_from"]) for v in hist]
+    us, ms = datetime.timedelta(microseconds=1), datetime.timedelta(milliseconds=1)
+    instants = [vf[0] - 5 * ms, vf[0] - us, vf[0], vf[0] + 3 * ms, vf[0] + (vf[1] - vf[0]) / 2,
+                vf[1] - us, vf[1], vf[1] + 3 * ms, vf[2] - 3 * ms, vf[2] - us, vf[2], vf[2] + 5 * ms,
+                datetime.datetime.now(datetime.timezone.utc)]
+    seen = []
+    for t in instants:
+        T = rfc3339(t)
+        r = s.get("/v1/patients/%s?%s" % (pid, q({"as_of": T})))
+        check(r.status in (200, 404), "GET as_of=%s: HTTP %d %s" % (T, r.status, short(r.text)))
+        rows = pg().sql(db, "SELECT version, fields, valid_from, valid_to FROM medstream.phi_patient_as_of(%s, %s)",
+                        (pid, T))
+        rows = [row for row in rows if row[0] is not None]   # a non-SETOF function gives one all-NULL row
+        if r.status == 404:
+            eq(rows, [], "phi_patient_as_of at %s (HTTP: 404, no version yet)" % T)
+            seen.append(None)
+            continue
+        j = r.json()
+        eq(len(rows), 1, "rows of phi_patient_as_of at %s (HTTP: version %d)" % (T, j["version"]))
+        version, fields, valid_from, valid_to = rows[0]
+        eq((version, fields), (j["version"], j["fields"]), "phi_patient_as_of at %s (version, fields) vs HTTP" % T)
+        eq(valid_from, H.parse_time(j["valid_from"]), "valid_from at %s" % T)
+        eq(valid_to, H.parse_time(j["valid_to"]) if j["valid_to"] else None, "valid_to at %s" % T)
+        seen.append(version)
+    eq(seen, [None, None, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3], "versions at the instants around each boundary")
+    view = pg().sql(db, "SELECT version, valid_from, valid_to FROM medstream.phi_patient_versions_t "
+                        "WHERE patient_id = %s ORDER BY version", (pid,))
+    eq(view, [(v["version"], H.parse_time(v["valid_from"]), H.parse_time(v["valid_to"]) if v["valid_to"] else None)
+              for v in hist], "phi_patient_versions_t vs HTTP's history")
+    eq(pg().sql(db, "SELECT version FROM medstream.phi_patients WHERE patient_id = %s", (pid,)), [(3,)],
+       "phi_patients holds the current version")
+    eq(pg().sql(db, "SELECT version FROM medstream.phi_patients_history WHERE patient_id = %s ORDER BY version",
+                (pid,)), [(1,), (2,)], "phi_patients_history holds the superseded versions (system time)")
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. PostgreSQL outage
+
+@test(timeout=60)
+def test_postgres_outage_during_ingest_loses_and_doubles_nothing():
+    db = "t_outage"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-outage")
+    wait_shipped(s, db)
+    eq(s.get_json("/healthz").get("postgres"), "ok", "/healthz postgres before the outage")
+    loader = Loader(s, "outage", batches=40, size=50, pause=0.12)
+    loader.start()
+    stopped = False
+    try:
+        deadline = time.monotonic() + 10
+        while loader.batches_acked < 4 and loader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        check(loader.batches_acked >= 4, "the first batches were acknowledged (%d; %s)"
+              % (loader.batches_acked, (loader.bad + loader.errors)[:2]))
+        pg().stop()
+        stopped = True
+        acked_at_stop = loader.batches_acked
+        h = wait_health(s, ("unreachable",), 15)
+        eq(h.get("status"), "degraded", "/healthz status while PostgreSQL is down (%s)" % h)
+        eq(metrics(s).get("medstream_postgres_up"), 0.0, "medstream_postgres_up while PostgreSQL is down")
+        s.ingest_ok([{"record_id": "pg-outage-extra", "name": "Outage Extra", "dob": "1990-09-09"}])
+        loader.join(20)
+        check(not loader.is_alive(), "the loader finished")
+        check(loader.batches_acked > acked_at_stop, "batches acknowledged during the outage (%d before the stop, "
+              "%d in all)" % (acked_at_stop, loader.batches_acked))
+        check(not loader.bad and not loader.errors, "ingest answered 200 throughout the outage: %s"
+              % (loader.bad + loader.errors)[:3])
+        eq(loader.batches_acked, 40, "batches acknowledged")
+        pg().restart()
+        stopped = False
+        wait_health(s, ("ok",), CATCH_UP, also=lambda j: j.get("status") == "ok")
+        wait_shipped(s, db)
+        eq(wait_no_lag(s).get("medstream_postgres_up"), 1.0, "medstream_postgres_up after the catch-up")
+    finally:
+        loader.halt.set()
+        if stopped:
+            try:
+                pg().restart()   # for the tests after this one; a failure here must not hide the first
+            except H.TestFailure as e:
+                print("  (restarting PostgreSQL after the failure: %s)" % e, flush=True)
+    acked = dict(loader.acked)
+    acked["pg-outage-extra"] = s.get_json("/v1/records/pg-outage-extra")["patient_id"]
+    in_store = check_sql_equals_store(s, db, loader.sent + ["pg-outage-extra"], acked)
+    eq(len(in_store), len(acked), "record versions in the store (all acknowledged)")
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. kill -9 of medstream while shipping
+
+@test(timeout=60)
+def test_kill9_while_shipping_loses_and_doubles_nothing():
+    db = "t_kill9"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-kill9")
+    wait_shipped(s, db)
+    sent, acked = [], {}
+    for rnd in range(2):
+        loader = Loader(s, "kill%d" % rnd, batches=40, size=50, pause=0.03)
+        loader.start()
+        deadline = time.monotonic() + 15
+        first = shipped_position(db)
+        # kill once the loader is well under way and the sink has moved since the round began
+        while time.monotonic() < deadline and loader.is_alive() and not (
+                loader.batches_acked >= 8 + 4 * rnd and (shipped_position(db) or 0) > (first or 0)):
+            time.sleep(0.01)
+        check(loader.is_alive(), "the loader was still sending at the kill (round %d; %d batches; %s)"
+              % (rnd, loader.batches_acked, (loader.bad + loader.errors)[:2]))
+        at_kill = (store_position(s), shipped_position(db))
+        s.kill9()
+        print("  round %d: killed after %d batches, the store at commit %d, PostgreSQL at %s"
+              % (rnd, loader.batches_acked, at_kill[0], at_kill[1]), flush=True)
+        loader.join(20)
+        check(not loader.is_alive(), "the loader stopped after the kill")
+        check(not loader.bad, "non-200 answers before the kill: %s" % loader.bad[:3])
+        sent += loader.sent
+        acked.update(loader.acked)
+        s.start()
+    tail = Loader(s, "after", batches=3, size=50, pause=0)
+    tail.run()
+    check(not tail.bad and not tail.errors, "ingest after the restarts: %s" % (tail.bad + tail.errors)[:3])
+    sent += tail.sent
+    acked.update(tail.acked)
+    wait_shipped(s, db)
+    check_sql_equals_store(s, db, sent, acked)
+    check_log_clean(s, "after the last restart")
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. roles
+
+@test(timeout=60)
+def test_analyst_role_is_refused_on_phi_tables():
+    import psycopg2
+    db = "t_analyst"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-analyst")
+    s.ingest_ok([{"record_id": "analyst-%d" % i, "name": "Analyst Case %d" % (i % 2), "dob": "1985-03-0%d" % (1 + i % 2),
+                  "favorite_color": "red", "type": "visit", "ts": "2026-01-02T03:04:05Z", "ssn": "111-22-333%d" % i}
+                 for i in range(4)])
+    wait_shipped(s, db)
+    roles = dict(pg().sql(db, "SELECT rolname::text, rolcanlogin FROM pg_roles WHERE rolname IN "
+                              "('medstream_phi', 'medstream_public', 'medstream_analyst')"))
+    eq(sorted(roles), ["medstream_analyst", "medstream_phi", "medstream_public"], "the medstream roles exist")
+    eq(roles["medstream_analyst"], False, "medstream_analyst is NOLOGIN")
+    owners = dict(pg().sql(db, "SELECT c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c "
+                               "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE n.nspname = 'medstream' AND c.relkind IN ('r', 'p')"))
+    for t in ("phi_patients", "phi_patients_history", "phi_records", "phi_patient_versions", "patient_index"):
+        eq(owners.get(t), "medstream_phi", "owner of medstream.%s" % t)
+    for t in ("public_patients", "public_records"):
+        eq(owners.get(t), "medstream_public", "owner of medstream.%s" % t)
+
+    pg().sql(db, "CREATE ROLE alice LOGIN IN ROLE medstream_analyst")
+    conn = pg().connect(db, user="alice")
+    try:
+        def refused(stmt):
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(stmt)
+                except psycopg2.errors.InsufficientPrivilege:
+                    return
+                except psycopg2.Error as e:
+                    fail("as alice, %s: expected InsufficientPrivilege, got %s: %s"
+                         % (stmt, e.__class__.__name__, str(e).strip()))
+                fail("as alice (medstream_analyst), %s was allowed" % stmt)
+
+        with conn.cursor() as cur:
+            for t in ("public_patients", "public_records"):
+                cur.execute("SELECT count(*) FROM medstream." + t)
+                check(cur.fetchone()[0] >= 2, "alice reads medstream.%s" % t)
+        for t in ("phi_patients", "phi_records", "patient_index", "phi_patient_versions",
+                  "phi_patients_history", "phi_patient_versions_t"):
+            refused("SELECT * FROM medstream.%s LIMIT 1" % t)
+        pid = s.get_json("/v1/records/analyst-0")["patient_id"]
+        refused("SELECT * FROM medstream.phi_patient_as_of('%s', now())" % pid)
+        refused("INSERT INTO medstream.public_records (record_id, version, patient_id, type, fields, valid_from) "
+                "VALUES ('x', 1, '%s', 'visit', '{}', now())" % pid)
+        refused("UPDATE medstream.public_patients SET fields = '{}'")
+    finally:
+        conn.close()
+    s.stop()
+
+
+if __name__ == "__main__":
+    H.main()
