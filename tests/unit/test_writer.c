@@ -298,6 +298,82 @@ static void test_commit_log(void **state)
     assert_int_equal(b.patients, 1);
 }
 
+/* What a sink reads for each commit-log item: the exact version that commit wrote (by its commit time
+ * and version, also when one commit wrote two versions of a patient), its public copy, and for a new
+ * patient the identity key; a version the commit did not write is not found. */
+typedef struct {
+    store_read *r;
+    int64_t t;
+    int records, patients, new_patients;
+} exact_seen;
+
+static bool on_exact_item(void *ctx, const log_item *it)
+{
+    exact_seen *x = ctx;
+    ms_err e;
+    bool found;
+    if (it->kind == 'r') {
+        record_version rv;
+        public_record pr;
+        assert_int_equal(store_record_version(x->r, it->id, it->id_len, x->t, it->version, &rv, &found, &e), MS_OK);
+        assert_true(found);
+        assert_int_equal(rv.version, it->version);
+        assert_int_equal(rv.valid_from, x->t);
+        assert_int_equal(store_record_version(x->r, it->id, it->id_len, x->t, it->version + 1, &rv, &found, &e), MS_OK);
+        assert_false(found);
+        assert_int_equal(store_public_record_version(x->r, it->id, it->id_len, x->t, it->version, &pr, &found, &e),
+                         MS_OK);
+        assert_true(found);
+        assert_null(memmem(pr.fields, pr.fields_len, "Ana", 3)); /* the public copy has no name */
+        x->records++;
+    } else {
+        patient_id pid;
+        memcpy(pid.b, it->id, 16);
+        patient_version pv;
+        arena mem = {0};
+        assert_int_equal(store_patient_version(x->r, &pid, x->t, it->version, &pv, &mem, &found, &e), MS_OK);
+        assert_true(found);
+        assert_int_equal(pv.version, it->version);
+        assert_int_equal(store_patient_version(x->r, &pid, x->t - 1, it->version, &pv, &mem, &found, &e), MS_OK);
+        assert_false(found); /* another commit time: not this commit's version */
+        arena_free(&mem);
+        if (it->version == 1) {
+            buf key = {0};
+            assert_int_equal(store_identity_key(x->r, &pid, &key, &found, &e), MS_OK);
+            assert_true(found);
+            const char want[] = "ana mar\xc3\xad" "a\0" "1990-01-01";
+            assert_int_equal(key.len, sizeof want - 1);
+            assert_memory_equal(key.data, want, key.len);
+            buf_free(&key);
+            x->new_patients++;
+        }
+        x->patients++;
+    }
+    return true;
+}
+
+static void test_exact_versions_for_sinks(void **state)
+{
+    fixture *f = *state;
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    submit(f, "{\"record_id\":\"X1\"," ANA ",\"favorite_color\":\"red\"}\n"
+              "{\"record_id\":\"X2\"," ANA ",\"favorite_color\":\"blue\"}\n");
+    submit(f, "{\"record_id\":\"X1\"," ANA ",\"favorite_color\":\"green\"}");
+    exact_seen x = {0};
+    ms_err e;
+    bool found;
+    x.r = unit_rbegin(f->s);
+    for (uint64_t pos = cp0 + 1; pos <= cp0 + 2; pos++) {
+        assert_int_equal(store_log_entry(x.r, pos, &x.t, on_exact_item, &x, &found, &e), MS_OK);
+        assert_true(found);
+    }
+    store_read_end(x.r);
+    assert_int_equal(x.records, 3);
+    assert_int_equal(x.patients, 3); /* versions 1 and 2 in the first commit, 3 in the second */
+    assert_int_equal(x.new_patients, 1);
+}
+
 static void test_same_identity_same_patient(void **state)
 {
     fixture *f = *state;
@@ -751,6 +827,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exact_versions_for_sinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_identity_same_patient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_versions_and_as_of, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history, setup, teardown),
