@@ -8,6 +8,7 @@
 #include "timefmt.h"
 
 #include <libpq-fe.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -244,9 +245,38 @@ fail:
 /* Server notices ("already exists, skipping") are not logged: their text is the server's to choose. */
 static void ignore_notice(void *arg, const char *message) { (void)arg, (void)message; }
 
-/* Connect, migrate, read the shipped position. */
-static ms_code pg_connect(sink_postgres *p, ms_err *e)
+/* One store per database: the commit positions of two stores are unrelated, so a second store shipping
+ * into the same schema would skip or double rows. The first store to ship writes its fingerprint (a
+ * hash of its secret id key, which reveals nothing of it) into medstream.info; any other is refused. */
+static bool claim_database(sink_postgres *p, ms_err *e)
 {
+    unsigned char msg[27 + 32], md[SHA256_DIGEST_LENGTH];
+    memcpy(msg, "medstream store fingerprint", 27);
+    memcpy(msg + 27, store_id_key(p->opt.store), 32);
+    SHA256(msg, sizeof msg, md);
+    char fp[33], sql[200];
+    for (int i = 0; i < 16; i++)
+        snprintf(fp + 2 * i, 3, "%02x", md[i]);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO medstream.info VALUES ('store', '%s') ON CONFLICT (key) DO NOTHING;"
+             " SELECT value FROM medstream.info WHERE key = 'store'",
+             fp);
+    bool ok;
+    char *have = pg_value(p, sql, "info", &ok, e);
+    bool mine = ok && have && strcmp(have, fp) == 0;
+    if (ok && !mine)
+        ms_fail(e, MS_ECONFLICT,
+                "postgres: this database is fed by another medstream store (medstream.info 'store' is %.32s, this "
+                "store is %s); one store per database",
+                have ? have : "?", fp);
+    free(have);
+    return mine;
+}
+
+/* Connect, migrate, read the shipped position; *reached tells a refused set-up from no connection. */
+static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
+{
+    *reached = false;
     p->conn = PQconnectdb(p->conninfo);
     if (PQstatus(p->conn) != CONNECTION_OK) {
         char why[300];
@@ -257,11 +287,12 @@ static ms_code pg_connect(sink_postgres *p, ms_err *e)
         return MS_EIO;
     }
     PQsetNoticeProcessor(p->conn, ignore_notice, NULL);
+    *reached = true;
     bool ok;
     char *history = NULL, *pos = NULL;
     if (migrate(p, e) != MS_OK) goto fail;
     history = pg_value(p, "SELECT value FROM medstream.info WHERE key = 'history'", "info", &ok, e);
-    if (!ok) goto fail;
+    if (!ok || !claim_database(p, e)) goto fail;
     pos = pg_value(p, "SELECT commit_pos FROM medstream.sink_position WHERE sink = '" SINK_NAME "'", "position", &ok,
                    e);
     if (!ok) goto fail;
@@ -552,8 +583,9 @@ static void *sink_main(void *arg)
     char last[sizeof(((ms_err *)0)->msg)] = "";
     while (!atomic_load(&p->stop)) {
         ms_err e = {0};
-        if (!p->conn && pg_connect(p, &e) != MS_OK) {
-            atomic_store(&g_metrics.postgres_state, PG_STATE_UNREACHABLE);
+        bool reached;
+        if (!p->conn && pg_connect(p, &reached, &e) != MS_OK) {
+            atomic_store(&g_metrics.postgres_state, reached ? PG_STATE_FAILING : PG_STATE_UNREACHABLE);
             if (strcmp(last, e.msg) != 0) fprintf(stderr, "medstream: %s; retrying every second\n", e.msg);
             snprintf(last, sizeof last, "%s", e.msg);
             sleep_unless_stopped(p, RECONNECT_S);

@@ -19,6 +19,8 @@
  * public_patients, public_records. Roles: medstream_phi owns the PHI tables, medstream_public the public
  * ones, medstream_analyst may read only the public ones.
  *
+ * One store per database: the first store to ship writes its fingerprint into medstream.info; another
+ * store's sink is refused (state failing), since two stores' commit positions are unrelated.
  * Must never: write PHI into a log line (PostgreSQL error texts can quote row values, so only the
  * SQLSTATE and the table/column/constraint names are logged), or advance the position past a commit
  * that is not in PostgreSQL.

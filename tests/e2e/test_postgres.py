@@ -490,6 +490,34 @@ def test_trigger_history_where_periods_is_not_used():
     s.stop()
 
 
+@test(timeout=60)
+def test_a_second_store_is_refused_on_the_same_database():
+    """Commit positions of two stores are unrelated: a second store must not ship into a database the
+    first one feeds (it would skip or double rows). It is refused, says why, and writes nothing."""
+    db = "t_two_stores"
+    url = pg().create_db(db)
+    a = start_server(url, "pg-store-a")
+    a.ingest_ok([{"record_id": "store-a-1", "name": "First Store", "dob": "1960-06-06"}])
+    wait_shipped(a, db)
+    a.stop()
+    before = pg().sql(db, "SELECT record_id, version FROM medstream.phi_records ORDER BY 1, 2")
+    pos = pg().sql(db, "SELECT commit_pos FROM medstream.sink_position")
+    b = start_server(url, "pg-store-b")   # a new data directory: another store
+    b.ingest_ok([{"record_id": "store-b-1", "name": "Second Store", "dob": "1961-07-07"}])
+    status, t0 = None, time.monotonic()
+    while time.monotonic() - t0 < 15:
+        status = b.get_json("/healthz").get("postgres")
+        if status == "failing":
+            break
+        time.sleep(0.2)
+    eq(status, "failing", "/healthz postgres of the second store")
+    check("another medstream store" in b.log_tail(), "the log says why: %s" % short(b.log_tail()))
+    eq(pg().sql(db, "SELECT record_id, version FROM medstream.phi_records ORDER BY 1, 2"), before,
+       "the second store wrote nothing")
+    eq(pg().sql(db, "SELECT commit_pos FROM medstream.sink_position"), pos, "the position did not move")
+    b.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. exactly once, with the right patient, public copies without PHI
 
