@@ -41,17 +41,5 @@ for i in $(seq "$runs"); do
   exec {MOCK[1]}>&-; wait "$MOCK_PID" 2>/dev/null || true
 done
 rm -rf "$dir"
-python3 - "$out" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-if not rows:
-    sys.exit("no run produced figures")
-def med(k):
-    v = [r[k] for r in rows if r.get(k) is not None]
-    return statistics.median(v) if v else None
-print("medians of %d runs:" % len(rows))
-for k in rows[0]:
-    if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool):
-        print("  %-28s %s" % (k, med(k)))
-PY
+python3 scripts/medians.py "$out"
 rm -f "$out"

@@ -38,16 +38,6 @@ until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 t1=$(date +%s.%N)
 kill "$srv"; wait "$srv" || true
 rm -rf "$dir"
-python3 - "$out" "$t0" "$t1" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-def med(k):
-    v = [r[k] for r in rows if r.get(k) is not None]
-    return statistics.median(v) if v else None
-print("medians of %d runs:" % len(rows))
-for k in rows[0]:
-    if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool):
-        print("  %-28s %s" % (k, med(k)))
-print("  %-28s %.3f s" % ("restart_after_kill9", float(sys.argv[3]) - float(sys.argv[2])))
-PY
+python3 scripts/medians.py "$out"
+python3 -c 'import sys; print("  %-28s %.3f s" % ("restart_after_kill9", float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
 rm -f "$out"

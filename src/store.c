@@ -1122,6 +1122,21 @@ ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as
     return rc;
 }
 
+/* A public record entry: pid (16), year (be16), type length (1), type, public fields (JSON). */
+static bool decode_public_record(const MDB_val *v, public_record *pr)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < 19 || v->mv_size < 19u + p[18]) return false;
+    memcpy(pr->pid.b, p, 16);
+    pr->year = ms_get_be16(p + 16);
+    size_t tl = p[18];
+    memcpy(pr->type, p + 19, tl);
+    pr->type[tl] = 0;
+    pr->fields = (const char *)p + 19 + tl;
+    pr->fields_len = v->mv_size - 19 - tl;
+    return true;
+}
+
 ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
                                bool *found, ms_err *e)
 {
@@ -1143,19 +1158,10 @@ ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64
     ms_code out = MS_OK;
     rc = seek_first_version(c, &kb, len + 2, &k, &v);
     if (rc == 0 && k.mv_size == len + 14) {
-        const unsigned char *p = v.mv_data;
-        if (v.mv_size < 19 || v.mv_size < 19u + p[18]) {
+        if (!decode_public_record(&v, pr))
             out = ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
-        } else {
-            memcpy(pr->pid.b, p, 16);
-            pr->year = ms_get_be16(p + 16);
-            size_t tl = p[18];
-            memcpy(pr->type, p + 19, tl);
-            pr->type[tl] = 0;
-            pr->fields = (const char *)p + 19 + tl;
-            pr->fields_len = v.mv_size - 19 - tl;
+        else
             *found = true;
-        }
     } else if (rc && rc != MDB_NOTFOUND) {
         out = mdb_fail(e, rc, "public record lookup");
     }
@@ -1365,16 +1371,7 @@ ms_code store_public_record_version(store_read *r, const char *rid, size_t len, 
     ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public record lookup", e);
     buf_free(&kb);
     if (rc || !*found) return rc;
-    const unsigned char *p = v.mv_data;
-    if (v.mv_size < 19 || v.mv_size < 19u + p[18]) return ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
-    memcpy(pr->pid.b, p, 16);
-    pr->year = ms_get_be16(p + 16);
-    size_t tl = p[18];
-    memcpy(pr->type, p + 19, tl);
-    pr->type[tl] = 0;
-    pr->fields = (const char *)p + 19 + tl;
-    pr->fields_len = v.mv_size - 19 - tl;
-    return MS_OK;
+    return decode_public_record(&v, pr) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
 }
 
 ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
