@@ -115,6 +115,8 @@ void metrics_render(buf *out)
               atomic_load(&m->postgres_state) == PG_STATE_OK);
         gauge(out, "medstream_postgres_lag_commits", "Commits in the store not yet shipped to PostgreSQL.",
               atomic_load(&m->postgres_lag));
+        gauge(out, "medstream_postgres_lag_milliseconds", "Age of the oldest commit not yet in PostgreSQL.",
+              atomic_load(&m->postgres_lag_ms));
         counter(out, "medstream_postgres_rows_total", "Rows shipped to PostgreSQL.", atomic_load(&m->postgres_rows));
         render_hist(out, "medstream_postgres_freshness_seconds",
                     "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",

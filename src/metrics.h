@@ -32,6 +32,7 @@ typedef struct {
     _Atomic int kafka_unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
     _Atomic int postgres_state;       /* pg_state: the PostgreSQL sink, for /healthz and /metrics */
     _Atomic uint64_t postgres_lag;    /* commits not yet shipped to PostgreSQL */
+    _Atomic uint64_t postgres_lag_ms; /* age of the oldest of them */
     _Atomic uint64_t postgres_rows;   /* rows shipped */
     histogram postgres_freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     _Atomic uint64_t commit_position;

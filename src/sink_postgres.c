@@ -493,6 +493,24 @@ static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const ch
     return ok;
 }
 
+static bool stop_at_first(void *ctx, const log_item *it) { return (void)ctx, (void)it, false; }
+
+/* How long the oldest commit not yet in PostgreSQL has waited (0 when caught up). */
+static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
+{
+    int64_t t = 0;
+    bool found = false;
+    ms_err e;
+    uint64_t behind = end > p->shipped ? end - p->shipped : 0;
+    atomic_store(&g_metrics.postgres_lag, behind);
+    if (behind && store_log_entry(r, p->shipped + 1, &t, stop_at_first, NULL, &found, &e) == MS_OK && found) {
+        int64_t age = ms_now_us() - t;
+        atomic_store(&g_metrics.postgres_lag_ms, age > 0 ? (uint64_t)age / 1000 : 0);
+    } else {
+        atomic_store(&g_metrics.postgres_lag_ms, 0);
+    }
+}
+
 /* Ship entries shipped+1.. in one transaction; returns the number of commits shipped (0: caught up),
  * or -1 on failure (the transaction rolled back; nothing moved). */
 static int ship_some(sink_postgres *p, ms_err *e)
@@ -500,7 +518,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
     store_read *r;
     if (store_read_begin(p->opt.store, &r, e) != MS_OK) return -1;
     uint64_t end = store_commit_pos(r);
-    atomic_store(&g_metrics.postgres_lag, end > p->shipped ? end - p->shipped : 0);
+    note_lag(p, r, end);
     ship sh = {.p = p, .r = r};
     int n = 0;
     int64_t oldest = 0;
@@ -553,7 +571,10 @@ static int ship_some(sink_postgres *p, ms_err *e)
         } else {
             p->shipped += (uint64_t)n;
             atomic_fetch_add(&g_metrics.postgres_rows, sh.rows);
-            atomic_store(&g_metrics.postgres_lag, end > p->shipped ? end - p->shipped : 0);
+            if (store_read_begin(p->opt.store, &r, e) == MS_OK) {
+                note_lag(p, r, store_commit_pos(r));
+                store_read_end(r);
+            }
             histogram_observe(&g_metrics.postgres_freshness_seconds, (double)(ms_now_us() - oldest) / 1e6);
         }
     }
@@ -572,6 +593,12 @@ static int ship_some(sink_postgres *p, ms_err *e)
 
 static void sleep_unless_stopped(sink_postgres *p, double s)
 {
+    store_read *r; /* the lag keeps growing while PostgreSQL is away: keep /metrics and /healthz true */
+    ms_err e;
+    if (store_read_begin(p->opt.store, &r, &e) == MS_OK) {
+        note_lag(p, r, store_commit_pos(r));
+        store_read_end(r);
+    }
     for (double t = 0; t < s && !atomic_load(&p->stop); t += 0.05)
         usleep(50000);
 }

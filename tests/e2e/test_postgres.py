@@ -766,6 +766,13 @@ def test_postgres_outage_during_ingest_loses_and_doubles_nothing():
         s.ingest_ok([{"record_id": "pg-outage-extra", "name": "Outage Extra", "dob": "1990-09-09"}])
         loader.join(20)
         check(not loader.is_alive(), "the loader finished")
+        time.sleep(1.1)  # the sink notes the lag at each reconnect attempt (every second)
+        h = s.get_json("/healthz")
+        check(h.get("postgres_lag_commits", 0) > 0 and h.get("postgres_lag_ms", 0) >= 1000,
+              "the lag shows while PostgreSQL is down and keeps growing: %s" % h)
+        m = metrics(s)
+        check(m.get("medstream_postgres_lag_commits", 0) > 0 and m.get("medstream_postgres_lag_milliseconds", 0) >= 1000,
+              "the lag in /metrics while PostgreSQL is down")
         check(loader.batches_acked > acked_at_stop, "batches acknowledged during the outage (%d before the stop, "
               "%d in all)" % (acked_at_stop, loader.batches_acked))
         check(not loader.bad and not loader.errors, "ingest answered 200 throughout the outage: %s"
