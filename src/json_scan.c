@@ -164,31 +164,43 @@ static const char *scan_string(const char *base, const char *p, const char *end,
     }
 }
 
+/* PostgreSQL's numeric (and so jsonb) holds at most this many digits before and after the point; a
+ * number beyond them is refused here, so that every accepted record can also be stored there. */
+#define NUMBER_MAX_INT_DIGITS 131072
+#define NUMBER_MAX_FRAC_DIGITS 16383
+
 static const char *scan_number(const char *base, const char *p, const char *end, json_error *err)
 {
     const char *s = p;
+    long long int_digits = 0, frac_digits = 0, exp = 0;
     if (p < end && *p == '-') p++;
     if (p >= end) return fail(err, base, s, "bad number");
     if (*p == '0')
-        p++;
+        p++, int_digits = 1;
     else if (*p >= '1' && *p <= '9')
         while (p < end && *p >= '0' && *p <= '9')
-            p++;
+            p++, int_digits++;
     else
         return fail(err, base, s, "bad number");
     if (p < end && *p == '.') {
         p++;
         if (p >= end || *p < '0' || *p > '9') return fail(err, base, s, "bad number");
         while (p < end && *p >= '0' && *p <= '9')
-            p++;
+            p++, frac_digits++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
-        if (p < end && (*p == '+' || *p == '-')) p++;
+        bool neg = false;
+        if (p < end && (*p == '+' || *p == '-')) neg = *p++ == '-';
         if (p >= end || *p < '0' || *p > '9') return fail(err, base, s, "bad number");
-        while (p < end && *p >= '0' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (exp < 10000000) exp = exp * 10 + (*p - '0'); /* clamped: far beyond any limit below */
             p++;
+        }
+        if (neg) exp = -exp;
     }
+    if (int_digits + exp > NUMBER_MAX_INT_DIGITS || frac_digits - exp > NUMBER_MAX_FRAC_DIGITS)
+        return fail(err, base, s, "number out of range (at most 131072 digits before the point and 16383 after)");
     return p;
 }
 

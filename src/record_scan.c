@@ -206,6 +206,9 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
                           json_type_name(f->type));
         if (!time_parse_rfc3339(f->val + 1, f->val_len - 2, &r->ts_us))
             return reject(r, mem, "line %u: field \"%s\" is not an RFC 3339 time%s", sc->ts_field, NULL);
+        /* year 0 and before (after the offset) exists in no calendar a record uses, nor in PostgreSQL */
+        if (time_year(r->ts_us) < 1)
+            return reject(r, mem, "line %u: field \"%s\" is before the year 1%s", sc->ts_field, NULL);
     } else {
         r->ts_us = cfg->now_us;
     }

@@ -518,6 +518,48 @@ def test_a_second_store_is_refused_on_the_same_database():
     b.stop()
 
 
+@test(timeout=60)
+def test_edge_values_reach_postgres_and_poison_never_wedges_the_sink():
+    """What medstream accepts, PostgreSQL can hold: numbers at numeric's limits, times at the year 1,
+    backslashes, tabs and newlines in strings, non-BMP characters all arrive with bodies equal to what was
+    sent; what PostgreSQL could not hold (a NUL escape, a number past numeric's range, an event time that
+    the offset puts before the year 1) is refused at ingest by line, and the sink never stops on it."""
+    db = "t_edges"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-edges")
+    good = [
+        '{"record_id":"edge-num-max","name":"Edge Person","dob":"1970-01-01","n":1e131071}',
+        '{"record_id":"edge-num-min","name":"Edge Person","dob":"1970-01-01","n":-1.5e-16382}',
+        '{"record_id":"edge-year-1","name":"Edge Person","dob":"1970-01-01","ts":"0001-01-01T00:00:00Z"}',
+        '{"record_id":"edge-escapes","name":"Edge Person","dob":"1970-01-01",'
+        '"notes":"tab\\there\\nnew line \\\\ backslash \\"quoted\\" \\u00e9 \\ud83d\\ude00 \\\\N"}',
+        '{"record_id":"edge-nested","name":"Edge Person","dob":"1970-01-01","labs":[{"a":[1,[2,[3]]]},null,true]}',
+    ]
+    bad = [
+        '{"record_id":"edge-nul","name":"Edge Person","dob":"1970-01-01","notes":"a\\u0000b"}',
+        '{"record_id":"edge-num-over","name":"Edge Person","dob":"1970-01-01","n":1e131072}',
+        '{"record_id":"edge-year-0","name":"Edge Person","dob":"1970-01-01","ts":"0001-01-01T00:30:00+01:00"}',
+    ]
+    ans = s.ingest_ok(("\n".join(good + bad) + "\n").encode())
+    statuses = [it.get("status") for it in ans["items"]]
+    eq(statuses, ["created"] * len(good) + ["rejected"] * len(bad), "statuses of the edge lines")
+    for it in ans["items"][len(good):]:
+        check("Edge Person" not in it.get("error", "") and it.get("error"), "a rejection names what, not the value: %s"
+              % it)
+    wait_shipped(s, db)
+    for line in good:
+        rid = json.loads(line)["record_id"]
+        same = pg().sql(db, "SELECT body = %s::jsonb FROM medstream.phi_records WHERE record_id = %s", (line, rid))
+        eq(same, [(True,)], "phi_records.body of %s equals the record sent" % rid)
+    eq(pg().sql(db, "SELECT count(*) FROM medstream.phi_records WHERE record_id LIKE 'edge-%%'"), [(len(good),)],
+       "only the accepted lines are in SQL")
+    eq(pg().sql(db, "SELECT ts FROM medstream.phi_records WHERE record_id = 'edge-year-1'")[0][0].year, 1,
+       "the year-1 event time")
+    h = wait_health(s, ("ok",), 10)
+    eq((h.get("status"), h.get("postgres_lag_commits")), ("ok", 0), "the sink is not stuck: %s" % h)
+    s.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. exactly once, with the right patient, public copies without PHI
 

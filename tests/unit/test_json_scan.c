@@ -215,6 +215,34 @@ static void test_string_errors(void **state)
     expect_error("{\"a\":\"x\\u0000\"}", "NUL", 7); /* PostgreSQL cannot hold it: refused everywhere */
 }
 
+/* Numbers PostgreSQL's numeric cannot hold (jsonb: 131072 digits before the point, 16383 after) are
+ * refused, so that every stored record can also be shipped there; the limits themselves are accepted. */
+static void test_number_range(void **state)
+{
+    (void)state;
+    expect_ok("{\"n\":1e131071}", 1);
+    expect_ok("{\"n\":1e-16383}", 1);
+    expect_ok("{\"n\":-12.5e99999}", 1);
+    expect_ok("{\"n\":1E+300}", 1);
+    expect_error("{\"n\":1e131072}", "out of range", 5);
+    expect_error("{\"n\":12e131071}", "out of range", 5);
+    expect_error("{\"n\":1e-16384}", "out of range", 5);
+    expect_error("{\"n\":0.5e-16383}", "out of range", 5);
+    expect_error("{\"n\":-1e99999999999999999999}", "out of range", 5); /* the exponent itself overflows */
+    buf b = {0};
+    buf_puts(&b, "{\"n\":0.");
+    for (int i = 0; i < 16384; i++)
+        buf_putc(&b, '1');
+    buf_putc(&b, '}');
+    expect_error_n(b.data, b.len, "out of range", 5);
+    b.len -= 2; /* 16383 digits after the point: fine */
+    buf_putc(&b, '}');
+    json_member m[4];
+    json_error err = {0};
+    assert_int_equal(scan_n(b.data, b.len, m, 4, &err), 1);
+    buf_free(&b);
+}
+
 static void test_number_errors(void **state)
 {
     (void)state;
@@ -688,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_skip_ws),
         cmocka_unit_test(test_string_errors),
         cmocka_unit_test(test_number_errors),
+        cmocka_unit_test(test_number_range),
         cmocka_unit_test(test_structure_errors),
         cmocka_unit_test(test_not_an_object),
         cmocka_unit_test(test_too_many_members),

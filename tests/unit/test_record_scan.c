@@ -256,6 +256,17 @@ static void test_record_id_type_ts_rejections(void **state)
     expect_reject(f, t, "\"ts\"", "RFC 3339", "2026-06-15");
     snprintf(t, sizeof t, "%s\"ts\":\"2026-02-30T00:00:00Z\"}", id);
     expect_reject(f, t, "\"ts\"", "RFC 3339", "2026-02-30");
+    /* before the year 1 (PostgreSQL has no year 0): refused, also when the offset takes it there */
+    snprintf(t, sizeof t, "%s\"ts\":\"0000-06-15T00:00:00Z\"}", id);
+    expect_reject(f, t, "\"ts\"", "RFC 3339", "0000-06-15"); /* the parser knows no year 0 */
+    snprintf(t, sizeof t, "%s\"ts\":\"0001-01-01T00:30:00+01:00\"}", id);
+    expect_reject(f, t, "\"ts\"", "before the year 1", "0001-01-01");
+    snprintf(t, sizeof t, "%s\"ts\":\"0001-01-01T00:00:00Z\"}", id);
+    r = scan(f, t);
+    expect_valid(&r, "the first instant of the year 1");
+    snprintf(t, sizeof t, "%s\"ts\":\"9999-12-31T23:59:59.999999Z\"}", id);
+    r = scan(f, t);
+    expect_valid(&r, "the last instant of the year 9999");
 }
 
 static void test_structure_rejections(void **state)
