@@ -42,7 +42,10 @@ static const char *const migration_1 =
     "  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'medstream_analyst') THEN\n"
     "    CREATE ROLE medstream_analyst NOLOGIN; END IF;\n"
     "END $$;\n"
-    "GRANT USAGE ON SCHEMA medstream TO medstream_phi, medstream_public, medstream_analyst;\n"
+    /* the sink writes as the owners (a CREATEROLE role is not a member of the roles it made, in 15) */
+    "GRANT medstream_phi, medstream_public TO CURRENT_USER;\n"
+    "GRANT USAGE, CREATE ON SCHEMA medstream TO medstream_phi, medstream_public;\n" /* owners need CREATE */
+    "GRANT USAGE ON SCHEMA medstream TO medstream_analyst;\n"
     "CREATE TABLE medstream.info (key text PRIMARY KEY, value text NOT NULL);\n"
     "CREATE TABLE medstream.sink_position (sink text PRIMARY KEY, commit_pos bigint NOT NULL,\n"
     "  shipped_at timestamptz NOT NULL DEFAULT now());\n"
@@ -226,8 +229,20 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                 }
             }
             body = periods ? history_periods : history_trigger;
+            /* auto: periods is installed but this role may not create it (not trusted: superuser only) */
+            if (periods && p->opt.history == PG_HISTORY_AUTO) {
+                ms_err why = {0};
+                if (!pg_exec(p, "SAVEPOINT periods", "savepoint", e)) goto fail;
+                if (pg_exec(p, history_periods, migrations[i].description, &why)) {
+                    body = NULL;
+                } else {
+                    fprintf(stderr, "medstream: postgres: %s; keeping history with a trigger instead\n", why.msg);
+                    if (!pg_exec(p, "ROLLBACK TO SAVEPOINT periods", "rollback", e)) goto fail;
+                    body = history_trigger;
+                }
+            }
         }
-        if (!pg_exec(p, body, migrations[i].description, e)) goto fail;
+        if (body && !pg_exec(p, body, migrations[i].description, e)) goto fail;
         char *esc = PQescapeLiteral(p->conn, migrations[i].description, strlen(migrations[i].description));
         snprintf(sql, sizeof sql, "INSERT INTO medstream.migrations (version, description) VALUES (%d, %s)",
                  migrations[i].version, esc ? esc : "''");

@@ -491,6 +491,34 @@ def test_trigger_history_where_periods_is_not_used():
 
 
 @test(timeout=60)
+def test_a_role_without_superuser_ships_with_the_trigger_history():
+    """The connecting role needs only CREATEROLE and a database it owns: periods (not a trusted extension)
+    cannot be created by it, so auto falls back to the trigger history, says so, and everything ships."""
+    db = "t_nonsuper"
+    pg().sql("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ms_sink') THEN "
+                         "CREATE ROLE ms_sink LOGIN CREATEROLE; END IF; END $$")
+    pg().sql("postgres", "CREATE DATABASE %s OWNER ms_sink" % db)
+    eq(pg().sql("postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'ms_sink'"), [(False,)], "not a superuser")
+    url = pg().url(db).replace("postgres@", "ms_sink@", 1)
+    check("ms_sink@" in url, "connection URL for the role: %s" % url)
+    s = start_server(url, "pg-nonsuper")
+    ans = s.ingest_ok([{"record_id": "nonsuper-1", "name": "Plain Role", "dob": "1975-05-05", "favorite_color": "red"},
+                       {"record_id": "nonsuper-2", "name": "Plain Role", "dob": "1975-05-05", "favorite_color": "tan"}])
+    wait_shipped(s, db)
+    eq(pg().sql(db, "SELECT value FROM medstream.info WHERE key = 'history'"), [("trigger",)],
+       "history kept by the trigger")
+    check("keeping history with a trigger" in s.log_tail(), "the log says why: %s" % short(s.log_tail()))
+    eq(sorted(phi_keys(db)), [("nonsuper-1", 1), ("nonsuper-2", 1)], "the records are in phi_records")
+    pid = ans["items"][0]["patient_id"]
+    eq(pg().sql(db, "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'medstream' AND tablename IN "
+                    "('phi_records', 'public_records') ORDER BY tablename"), [("medstream_phi",), ("medstream_public",)],
+       "owners of the PHI and public tables")
+    eq(pg().sql(db, "SELECT fields->>'favorite_color' FROM medstream.phi_patients WHERE patient_id = %s", (pid,)),
+       [("tan",)], "current state")
+    s.stop()
+
+
+@test(timeout=60)
 def test_a_second_store_is_refused_on_the_same_database():
     """Commit positions of two stores are unrelated: a second store must not ship into a database the
     first one feeds (it would skip or double rows). It is refused, says why, and writes nothing."""
