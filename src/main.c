@@ -47,6 +47,18 @@ static int usage_error(const char *cmd, const char *msg)
     return 2;
 }
 
+/* serve, user and audit work on a directory `medstream init` made; a mistyped --data must not start an
+ * empty store (no users, nothing in it) as if it were the real one. */
+static bool data_dir_ready(const char *cmd, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
+    if (access(path, F_OK) == 0) return true;
+    fprintf(stderr, "medstream %s: %s is not a medstream data directory (make one with: medstream init %s)\n", cmd,
+            dir, dir);
+    return false;
+}
+
 static int cmd_init(int argc, char **argv)
 {
     uint64_t segment_size = 0;
@@ -126,6 +138,7 @@ static int cmd_audit(int argc, char **argv)
     }
     if (n < 0) return usage_error("audit", err);
     if (n != 1 || strcmp(pos[0], "verify") != 0) return usage_error("audit", "expected: audit verify --data DIR");
+    if (!data_dir_ready("audit", data)) return 1;
     store *s;
     ms_err e = {0};
     if (store_open(&s, data, NULL, &e) != MS_OK) {
@@ -171,6 +184,7 @@ static int cmd_user(int argc, char **argv)
     }
     if (n < 0) return usage_error("user", err);
     if (n != 2 || strcmp(pos[0], "add") != 0) return usage_error("user", "expected: user add NAME");
+    if (!data_dir_ready("user", data)) return 1;
     char password[1100];
     if (!fgets(password, sizeof password, stdin)) return usage_error("user", "no password on standard input");
     size_t len = strcspn(password, "\r\n");
@@ -257,7 +271,7 @@ static int cmd_serve(int argc, char **argv)
     if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
     if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
     if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
-    if (!load_roles(roles, "serve")) return 1;
+    if (!load_roles(roles, "serve") || !data_dir_ready("serve", data)) return 1;
     if (!kafka_brokers != !kafka_topic) return usage_error("serve", "--kafka-brokers and --kafka-topic go together");
     if (kafka_public && !kafka_brokers) return usage_error("serve", "--kafka-public-topic needs --kafka-brokers");
     if (kafka_batch < 1 || kafka_linger < 0) return usage_error("serve", "--kafka-batch >= 1, --kafka-linger-ms >= 0");

@@ -243,5 +243,23 @@ def test_custom_role_file():
     s.stop()
 
 
+@test(timeout=30)
+def test_commands_refuse_a_directory_init_never_made():
+    """A mistyped --data must not start an empty store with no users as if it were the real one."""
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="medstream-e2e-nodata-")
+    H._temp_dirs.append(d)
+    missing = os.path.join(d, "typo")
+    for args, stdin in ((["serve", "--data", missing, "--listen", "127.0.0.1:0"], ""),
+                        (["audit", "verify", "--data", missing], ""),
+                        (["user", "add", "bob", "--role", "analyst", "--data", missing], "a-password\n")):
+        r = subprocess.run([H.BIN] + args, input=stdin, capture_output=True, text=True, timeout=20)
+        eq(r.returncode, 1, "exit code of medstream %s on a directory init never made" % args[0])
+        check("not a medstream data directory" in r.stderr and "medstream init" in r.stderr,
+              "medstream %s says what is wrong and what to do: %r" % (args[0], r.stderr))
+        check(not os.path.exists(missing), "medstream %s created nothing" % args[0])
+
+
 if __name__ == "__main__":
     H.main()
