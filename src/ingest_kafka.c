@@ -218,6 +218,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 {
     kafka_ingest *k = opaque;
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* before the partitions go: let the store stage finish (and commit) the batch in hand, so the
+         * next owner starts after it instead of consuming it again */
+        pthread_mutex_lock(&k->mu);
+        while (k->slot)
+            pthread_cond_wait(&k->cv, &k->mu);
+        pthread_mutex_unlock(&k->mu);
         rd_kafka_assign(rk, NULL);
         return;
     }
@@ -407,9 +413,9 @@ void kafka_ingest_stop(kafka_ingest *k)
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
     pthread_join(k->store_thread, NULL); /* after the batch in hand */
+    rd_kafka_consumer_close(k->rk);      /* may call on_rebalance (revoke): the hand-off is still live */
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
-    rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
     rd_kafka_flush(k->dlq, 5000);
     rd_kafka_destroy(k->dlq);
