@@ -1285,6 +1285,8 @@ static void *prober_main(void *arg)
             if (e == HTTP_CLIENT_OK && resp.status == 200) {
                 samples_push(&pr->fresh_ms, (t - entry.sent_at) * 1000.0);
                 if (b->pg) pg_probe_push(b->pg, &entry);
+                /* Kafka mode has no POST answers to learn patient ids from: the probes' records give them */
+                if (b->cfg->kafka_brokers && b->cfg->read_rate) learn_patient_ids(b, resp.body, 1);
                 break;
             }
             if (e == HTTP_CLIENT_OK && resp.status != 404) {
