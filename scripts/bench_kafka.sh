@@ -6,7 +6,7 @@
 # 20480) at RATE records/min (default 1,000,000; 0 = as fast as the producer goes). Then the medians.
 # The mock keeps only ~5 MiB per partition: a consumer that falls further behind than that loses
 # messages *in the mock*, which the script reports as "lost in the mock" (produced - stored).
-# Usage: [PARTITIONS=64] [RATE=1000000] [SIZE=20480] [BATCH=1000] scripts/bench_kafka.sh [RUNS] [RECORDS]
+# Usage: [PARTITIONS=64] [RATE=1000000] [SIZE=20480] [BATCH=1000] [READ_RATE=200] scripts/bench_kafka.sh [RUNS] [RECORDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; records=${2:-200000}; port=${PORT:-18198}
@@ -31,6 +31,7 @@ for i in $(seq "$runs"); do
   token=$(login)
   build/medstream bench --url "http://127.0.0.1:$port" --kafka-brokers "$bootstrap" --kafka-topic records \
     --records "$records" --size "${SIZE:-20480}" --rate "${RATE:-1000000}" --run-id "kafka$i" \
+    --read-rate "${READ_RATE:-200}" \
     --token "$token" --json > "$out.run" || true
   grep -v '^{' "$out.run" >&2; grep '^{' "$out.run" >> "$out" || true; rm -f "$out.run"
   sleep 5 # let the consumer drain what it still can

@@ -344,7 +344,16 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         rd_kafka_conf_destroy(conf);
         return kafka_fail(e, "--kafka-config", err);
     }
-    rd_kafka_conf_t *pconf = rd_kafka_conf_dup(conf); /* the same brokers and security for the producer */
+    /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
+    rd_kafka_conf_t *pconf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(pconf, "bootstrap.servers", opt->brokers, err, sizeof err) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(pconf, "enable.idempotence", "true", err, sizeof err) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(pconf, "log_level", "4", err, sizeof err) != RD_KAFKA_CONF_OK ||
+        !kafka_conf_apply(pconf, opt->config, err, sizeof err)) {
+        rd_kafka_conf_destroy(conf);
+        rd_kafka_conf_destroy(pconf);
+        return kafka_fail(e, "dead-letter producer", err);
+    }
     kafka_ingest *k = ms_calloc(1, sizeof *k);
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -355,13 +364,6 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         rd_kafka_conf_destroy(pconf);
         return kafka_fail(e, "consumer", err);
     }
-    rd_kafka_conf_set(pconf, "enable.idempotence", "true", err, sizeof err);
-    const char *consumer_only[] = {"group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms",
-                                   "heartbeat.interval.ms"};
-    for (size_t i = 0; i < sizeof consumer_only / sizeof consumer_only[0]; i++)
-        rd_kafka_conf_set(pconf, consumer_only[i], NULL, err, sizeof err); /* reset: producer needs none */
-    rd_kafka_conf_set_opaque(pconf, NULL);
-    rd_kafka_conf_set_rebalance_cb(pconf, NULL);
     rd_kafka_t *dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
     if (!dlq) {
         rd_kafka_destroy(rk);
