@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* One batch between the two stages of the consumer (see consumer_main). */
+/* One batch between the stages of the consumer (see consumer_main). */
 typedef struct {
     rd_kafka_message_t **msgs;
     int n;
@@ -23,20 +23,22 @@ typedef struct {
     record_batch batch;
     source_offset *offsets; /* the next offset of every partition in the batch */
     int noffsets;
+    uint64_t body_pos; /* where stage 2 appended the body (UINT64_MAX: not appended) */
 } kafka_batch;
 
 struct kafka_ingest {
     kafka_options opt;
     rd_kafka_t *rk;
     rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
-    pthread_t thread, store_thread;
+    pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
     char source[160];
-    /* the hand-off from the consumer stage to the store stage: one batch at a time, in order */
+    /* the hand-offs between the three stages: one batch in each, so batches keep their order */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    kafka_batch *slot;
-    bool consumer_done;
+    kafka_batch *to_append, *to_store;
+    int in_flight; /* handed over by stage 1, not yet finished by stage 3 */
+    bool consumer_done, append_done;
 };
 
 bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *err, size_t cap)
@@ -79,6 +81,7 @@ static void kafka_batch_free(kafka_batch *b)
 static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
 {
     kafka_batch *b = ms_calloc(1, sizeof *b);
+    b->body_pos = UINT64_MAX;
     b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
     memcpy(b->msgs, msgs, sizeof *msgs * (size_t)n);
     b->n = n;
@@ -131,7 +134,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     return b;
 }
 
-/* Stage 2 (store thread): the batch through the writer, retried until it is durable; false if the
+/* Stage 3 (store thread): the batch through the writer, retried until it is durable; false if the
  * consumer was stopped first (then its offsets must not be committed: the messages come again). */
 static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 {
@@ -146,7 +149,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
                       .client = k->opt.brokers,
                       .resource = k->opt.topic,
                       .received_at = ms_mono_s(),
-                      .body_pos = UINT64_MAX,
+                      .body_pos = b->body_pos, /* appended by stage 2 (or UINT64_MAX: append here) */
                       .offsets = b->offsets,
                       .noffsets = b->noffsets};
     job.results = ms_calloc((size_t)b->n, sizeof(item_result));
@@ -157,7 +160,8 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
             stored = true;
             break;
         }
-        if (store_append_body(k->opt.store, job.body, job.body_write_len, &job.body_pos, &e) == MS_OK) {
+        if (job.body_pos != UINT64_MAX ||
+            store_append_body(k->opt.store, job.body, job.body_write_len, &job.body_pos, &e) == MS_OK) {
             writer_submit(k->opt.writer, &job);
             if (job.rc == MS_OK) {
                 stored = true;
@@ -173,7 +177,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
     return stored;
 }
 
-/* Stage 2, after the batch is durable: the dead letters must be in Kafka before the offsets move past
+/* Stage 3, after the batch is durable: the dead letters must be in Kafka before the offsets move past
  * them; then commit exactly this batch's offsets (the consumer stage has polled further). */
 static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
 {
@@ -190,21 +194,56 @@ static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+/* Stage 2 (append thread): the batch's body into the segment log (O_DIRECT), while stage 3 commits
+ * the batch before it. A failure here is left to stage 3, which appends again before it submits. */
+static void *append_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka-append");
+    for (;;) {
+        pthread_mutex_lock(&k->mu);
+        while (!k->to_append && !k->consumer_done)
+            pthread_cond_wait(&k->cv, &k->mu);
+        kafka_batch *b = k->to_append;
+        k->to_append = NULL;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        if (!b) break; /* stage 1 is done and nothing is left */
+        ms_err e;
+        if (b->batch.rejected < b->batch.n &&
+            store_append_body(k->opt.store, b->body, b->body_padded, &b->body_pos, &e) != MS_OK)
+            b->body_pos = UINT64_MAX;
+        pthread_mutex_lock(&k->mu);
+        while (k->to_store)
+            pthread_cond_wait(&k->cv, &k->mu);
+        k->to_store = b;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+    }
+    pthread_mutex_lock(&k->mu);
+    k->append_done = true;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
 static void *store_main(void *arg)
 {
     kafka_ingest *k = arg;
     pthread_setname_np(pthread_self(), "ms-kafka-store");
     for (;;) {
         pthread_mutex_lock(&k->mu);
-        while (!k->slot && !k->consumer_done)
+        while (!k->to_store && !k->append_done)
             pthread_cond_wait(&k->cv, &k->mu);
-        kafka_batch *b = k->slot;
+        kafka_batch *b = k->to_store;
+        k->to_store = NULL;
+        pthread_cond_broadcast(&k->cv);
         pthread_mutex_unlock(&k->mu);
-        if (!b) break; /* the consumer stage is done and nothing is left */
+        if (!b) break; /* stage 2 is done and nothing is left */
         if (kafka_batch_store(k, b)) kafka_batch_commit(k, b);
         kafka_batch_free(b);
         pthread_mutex_lock(&k->mu);
-        k->slot = NULL; /* only now: the consumer stage may hand over the next one */
+        k->in_flight--;
         pthread_cond_broadcast(&k->cv);
         pthread_mutex_unlock(&k->mu);
     }
@@ -221,7 +260,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         /* before the partitions go: let the store stage finish (and commit) the batch in hand, so the
          * next owner starts after it instead of consuming it again */
         pthread_mutex_lock(&k->mu);
-        while (k->slot)
+        while (k->in_flight > 0)
             pthread_cond_wait(&k->cv, &k->mu);
         pthread_mutex_unlock(&k->mu);
         rd_kafka_assign(rk, NULL);
@@ -266,9 +305,10 @@ static void check_brokers(kafka_ingest *k)
     atomic_store(&g_metrics.kafka_lag, lag);
 }
 
-/* Stage 1 of two: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it, and
- * hand it to the store stage, which stores it while this thread polls and scans the next one. The
- * hand-off holds one batch, so batches are stored and their offsets committed strictly in order. */
+/* Stage 1 of three: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it
+ * (copy, scan, dead letters), and hand it on; stage 2 appends its body to the segment log while stage 3
+ * commits the batch before it through the writer and commits its offsets. Each hand-off holds one
+ * batch, so batches are stored and their offsets committed strictly in order. */
 static void *consumer_main(void *arg)
 {
     kafka_ingest *k = arg;
@@ -304,9 +344,10 @@ static void *consumer_main(void *arg)
         if (!n) continue;
         kafka_batch *b = kafka_batch_prepare(k, msgs, n);
         pthread_mutex_lock(&k->mu);
-        while (k->slot) /* the store stage still has the previous batch: wait (back-pressure) */
+        while (k->to_append) /* stage 2 still has the previous batch: wait (back-pressure) */
             pthread_cond_wait(&k->cv, &k->mu);
-        k->slot = b;
+        k->to_append = b;
+        k->in_flight++;
         pthread_cond_broadcast(&k->cv);
         pthread_mutex_unlock(&k->mu);
     }
@@ -389,14 +430,15 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     bool store_started = pthread_create(&k->store_thread, NULL, store_main, k) == 0;
-    if (!store_started || pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
-        if (store_started) {
-            pthread_mutex_lock(&k->mu);
-            k->consumer_done = true;
-            pthread_cond_broadcast(&k->cv);
-            pthread_mutex_unlock(&k->mu);
-            pthread_join(k->store_thread, NULL);
-        }
+    bool append_started = store_started && pthread_create(&k->append_thread, NULL, append_main, k) == 0;
+    if (!append_started || pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+        pthread_mutex_lock(&k->mu);
+        k->consumer_done = true;
+        if (!append_started) k->append_done = true;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        if (append_started) pthread_join(k->append_thread, NULL);
+        if (store_started) pthread_join(k->store_thread, NULL);
         pthread_mutex_destroy(&k->mu);
         pthread_cond_destroy(&k->cv);
         rd_kafka_destroy(rk);
@@ -414,7 +456,8 @@ void kafka_ingest_stop(kafka_ingest *k)
     if (!k) return;
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
-    pthread_join(k->store_thread, NULL); /* after the batch in hand */
+    pthread_join(k->append_thread, NULL);
+    pthread_join(k->store_thread, NULL); /* after the batches in hand */
     rd_kafka_consumer_close(k->rk);      /* may call on_rebalance (revoke): the hand-off is still live */
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);

@@ -8,8 +8,8 @@
  * its partition: it is produced to the dead-letter topic (header medstream-error: the reason, which
  * names fields and positions, never values; plus medstream-partition and medstream-offset), and that
  * produce is acknowledged before the offsets are committed. If the store refuses a batch (disk full),
- * the consumer retries it, without committing offsets. Two stages (poll+scan, store+commit) overlap,
- * one batch apart; batches are stored and their offsets committed strictly in order.
+ * the consumer retries it, without committing offsets. Three stages (poll+scan, append, commit+offsets)
+ * overlap, one batch apart each; batches are stored and their offsets committed strictly in order.
  */
 #ifndef MS_INGEST_KAFKA_H
 #define MS_INGEST_KAFKA_H
