@@ -379,9 +379,10 @@ static bool ship_record(ship *sh, const log_item *it)
     record_version rv;
     public_record pr;
     bool found;
-    if (store_record_version(sh->r, it->id, it->id_len, sh->commit_time, it->version, &rv, &found, &sh->err) ||
-        !found || store_record_body(sh->p->opt.store, &rv, &sh->body, &sh->err))
-        return found ? false : (ms_fail(&sh->err, MS_ECORRUPT, "record version in the commit log not found"), false);
+    if (store_record_version(sh->r, it->id, it->id_len, sh->commit_time, it->version, &rv, &found, &sh->err))
+        return false;
+    if (!found) return ms_fail(&sh->err, MS_ECORRUPT, "record version in the commit log not found"), false;
+    if (store_record_body(sh->p->opt.store, &rv, &sh->body, &sh->err)) return false;
     buf *b = &sh->records;
     pg_copy_escape(b, rv.record_id, rv.record_id_len);
     buf_printf(b, "\t%u\t", rv.version);
