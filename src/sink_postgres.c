@@ -28,7 +28,9 @@ struct sink_postgres {
     pthread_t thread;
     atomic_bool stop;
     PGconn *conn;
-    uint64_t shipped; /* the position PostgreSQL holds (valid while connected) */
+    uint64_t shipped;      /* the position PostgreSQL holds (valid while connected) */
+    int64_t shipped_time;  /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
+    bool checked;          /* the store's entry at `shipped` was found to be the one PostgreSQL has */
 };
 
 /* ---- schema: versioned migrations, each applied once, in its own transaction ---- */
@@ -98,6 +100,11 @@ static const char *const migration_1 =
     "ALTER TABLE medstream.public_patients OWNER TO medstream_public;\n"
     "ALTER TABLE medstream.public_records OWNER TO medstream_public;\n"
     "GRANT SELECT ON medstream.public_patients, medstream.public_records TO medstream_analyst;\n";
+
+/* The shipped position also names its commit (by the store's commit time), so that a store that is not
+ * the one PostgreSQL followed (restored from an older copy) is noticed, never shipped over. */
+static const char *const migration_3 =
+    "ALTER TABLE medstream.sink_position ADD COLUMN commit_time_us bigint;\n";
 
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
@@ -192,7 +199,9 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
     static const struct {
         int version;
         const char *description;
-    } migrations[] = {{1, "schema, roles, PHI and public tables"}, {2, "phi_patients system-time history"}};
+    } migrations[] = {{1, "schema, roles, PHI and public tables"},
+                      {2, "phi_patients system-time history"},
+                      {3, "commit time of the shipped position"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -214,7 +223,7 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migration_1;
+        const char *body = migrations[i].version == 3 ? migration_3 : migration_1;
         if (migrations[i].version == 2) {
             bool periods = false;
             if (p->opt.history != PG_HISTORY_TRIGGER) {
@@ -308,10 +317,17 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
     if (migrate(p, e) != MS_OK) goto fail;
     history = pg_value(p, "SELECT value FROM medstream.info WHERE key = 'history'", "info", &ok, e);
     if (!ok || !claim_database(p, e)) goto fail;
-    pos = pg_value(p, "SELECT commit_pos FROM medstream.sink_position WHERE sink = '" SINK_NAME "'", "position", &ok,
-                   e);
+    pos = pg_value(p,
+                   "SELECT commit_pos::text || ' ' || coalesce(commit_time_us, -1)::text FROM medstream.sink_position"
+                   " WHERE sink = '" SINK_NAME "'",
+                   "position", &ok, e);
     if (!ok) goto fail;
-    p->shipped = pos ? strtoull(pos, NULL, 10) : 0;
+    p->shipped = 0, p->shipped_time = -1, p->checked = false;
+    if (pos) {
+        char *sp;
+        p->shipped = strtoull(pos, &sp, 10);
+        p->shipped_time = strtoll(sp, NULL, 10);
+    }
     fprintf(stderr, "medstream: postgres: connected; phi_patients history by %s; shipped through commit %llu\n",
             history ? history : "?", (unsigned long long)p->shipped);
     free(history);
@@ -534,10 +550,27 @@ static int ship_some(sink_postgres *p, ms_err *e)
     store_read *r;
     if (store_read_begin(p->opt.store, &r, e) != MS_OK) return -1;
     uint64_t end = store_commit_pos(r);
+    if (!p->checked && p->shipped > 0) { /* is the entry PostgreSQL shipped last this store's? */
+        int64_t t = -1;
+        bool found = false;
+        if (store_log_entry(r, p->shipped, &t, stop_at_first, NULL, &found, e) != MS_OK) {
+            store_read_end(r);
+            return -1;
+        }
+        if (!found || (p->shipped_time >= 0 && t != p->shipped_time)) {
+            store_read_end(r);
+            ms_fail(e, MS_ECONFLICT,
+                    "postgres: the database has commit %llu of another history than this store's (%s); a store "
+                    "restored from an older copy? not shipping over it",
+                    (unsigned long long)p->shipped, found ? "its commit time differs" : "the store ends before it");
+            return -1;
+        }
+        p->checked = true;
+    }
     note_lag(p, r, end);
     ship sh = {.p = p, .r = r};
     int n = 0;
-    int64_t oldest = 0;
+    int64_t oldest = 0, newest = 0;
     size_t bytes = 0;
     while (n < SHIP_MAX_COMMITS && bytes < SHIP_MAX_BYTES && p->shipped + (uint64_t)n < end) {
         bool found;
@@ -549,16 +582,18 @@ static int ship_some(sink_postgres *p, ms_err *e)
         }
         if (!found) break;
         if (!n) oldest = sh.commit_time;
+        newest = sh.commit_time;
         n++;
         bytes = sh.records.len + sh.versions.len + sh.public_records.len + sh.public_patients.len;
     }
     store_read_end(r);
     if (n > 0) {
-        char pos[200];
+        char pos[300];
         snprintf(pos, sizeof pos,
-                 "INSERT INTO medstream.sink_position (sink, commit_pos) VALUES ('" SINK_NAME "', %llu)"
-                 " ON CONFLICT (sink) DO UPDATE SET commit_pos = EXCLUDED.commit_pos, shipped_at = now()",
-                 (unsigned long long)(p->shipped + (uint64_t)n));
+                 "INSERT INTO medstream.sink_position (sink, commit_pos, commit_time_us) VALUES ('" SINK_NAME
+                 "', %llu, %lld) ON CONFLICT (sink) DO UPDATE SET commit_pos = EXCLUDED.commit_pos,"
+                 " commit_time_us = EXCLUDED.commit_time_us, shipped_at = now()",
+                 (unsigned long long)(p->shipped + (uint64_t)n), (long long)newest);
         bool ok =
             pg_exec(p,
                     "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
@@ -586,6 +621,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
             n = -1;
         } else {
             p->shipped += (uint64_t)n;
+            p->shipped_time = newest;
             atomic_fetch_add(&g_metrics.postgres_rows, sh.rows);
             if (store_read_begin(p->opt.store, &r, e) == MS_OK) {
                 note_lag(p, r, store_commit_pos(r));

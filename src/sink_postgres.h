@@ -19,6 +19,8 @@
  * public_patients, public_records. Roles: medstream_phi owns the PHI tables, medstream_public the public
  * ones, medstream_analyst may read only the public ones.
  *
+ * The position carries the commit time of its entry; a store whose entry there differs (restored from
+ * an older copy) is refused, never shipped over what PostgreSQL has.
  * One store per database: the first store to ship writes its fingerprint into medstream.info; another
  * store's sink is refused (state failing), since two stores' commit positions are unrelated.
  * Must never: write PHI into a log line (PostgreSQL error texts can quote row values, so only the

@@ -364,7 +364,8 @@ def check_sql_equals_store(s, db, sent, acked):
 
 TABLES = {
     "migrations": {"version": "integer", "description": "text", "applied_at": "timestamp with time zone"},
-    "sink_position": {"sink": "text", "commit_pos": "bigint", "shipped_at": "timestamp with time zone"},
+    "sink_position": {"sink": "text", "commit_pos": "bigint", "shipped_at": "timestamp with time zone",
+                      "commit_time_us": "bigint"},
     "patient_index": {"patient_id": "uuid", "name_norm": "text", "dob": "date"},
     "phi_patient_versions": {"patient_id": "uuid", "version": "integer", "fields": "jsonb",
                              "valid_from": "timestamp with time zone"},
@@ -515,6 +516,42 @@ def test_a_role_without_superuser_ships_with_the_trigger_history():
        "owners of the PHI and public tables")
     eq(pg().sql(db, "SELECT fields->>'favorite_color' FROM medstream.phi_patients WHERE patient_id = %s", (pid,)),
        [("tan",)], "current state")
+    s.stop()
+
+
+@test(timeout=90)
+def test_a_store_restored_from_an_older_copy_is_not_shipped_over_postgres():
+    """PostgreSQL remembers which commit it shipped last (position and commit time). A store put back to
+    an older copy of itself reuses commit positions for other contents: the sink must notice and stop,
+    not skip or overwrite (it says why; PostgreSQL keeps what it has)."""
+    import shutil
+    db = "t_restored"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-restored")
+    s.ingest_ok([{"record_id": "restore-a", "name": "Restore Person", "dob": "1966-06-16"}])
+    wait_shipped(s, db)
+    eq(s.stop(), 0, "stop before the copy")
+    backup = s.data_dir + ".copy"
+    shutil.copytree(s.data_dir, backup)
+    s.start()
+    s.ingest_ok([{"record_id": "restore-b-%d" % i, "name": "Restore Person", "dob": "1966-06-16"} for i in range(3)])
+    s.ingest_ok([{"record_id": "restore-c", "name": "Other Person", "dob": "1967-07-17"}])
+    wait_shipped(s, db)
+    eq(s.stop(), 0, "stop before the restore")
+    before = sorted(phi_keys(db))
+    shutil.rmtree(s.data_dir)
+    shutil.copytree(backup, s.data_dir)
+    s.start()
+    s.ingest_ok([{"record_id": "restore-d", "name": "Restore Person", "dob": "1966-06-16"}])
+    status, t0 = None, time.monotonic()
+    while time.monotonic() - t0 < 15:
+        status = s.get_json("/healthz").get("postgres")
+        if status == "failing":
+            break
+        time.sleep(0.2)
+    eq(status, "failing", "/healthz postgres after the store went back to an older copy")
+    check("another history" in s.log_tail(), "the log says why: %s" % short(s.log_tail()))
+    eq(sorted(phi_keys(db)), before, "PostgreSQL keeps what it had; nothing of the restored store shipped over it")
     s.stop()
 
 
