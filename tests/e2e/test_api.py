@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import re
+import subprocess
 import time
 import unicodedata
 import uuid
@@ -1071,6 +1072,29 @@ def test_ndjson_line_numbers_count_blank_lines():
     check_item(by.get(1), "created", g1["record_id"], 1, "line 1")
     check_item(by.get(3), "rejected", what="line 3 (after a blank line 2)")
     check_item(by.get(4), "created", g2["record_id"], 1, "line 4")
+
+
+@test(timeout=120)
+def test_bench_measures_a_real_run():
+    """`medstream bench` (the tool behind the README's figures) against a real server: every record it sent
+    is acknowledged and counted, its probes saw them, its reads answered, and the server agrees."""
+    s = srv()
+    before = s.get("/metrics").text
+    r = subprocess.run([H.BIN, "bench", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token,
+                        "--records", "3000", "--size", "2000", "--batch", "500", "--connections", "2",
+                        "--probe-every", "50", "--read-rate", "100", "--run-id", "benchsmoke", "--json"],
+                       capture_output=True, text=True, timeout=100)
+    eq(r.returncode, 0, "bench exit code (stderr %s)" % short(r.stderr))
+    fig = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+    eq(fig["records"], 3000, "records in the JSON figures")
+    eq(fig["failures"], 0, "failures")
+    eq(fig["created"] + fig["updated"] + fig["duplicate"], 3000, "statuses counted for every record")
+    eq(fig["batches"], 6, "batches sent")
+    check(fig["freshness_samples"] >= 50 and fig["freshness_ms_p99"] is not None, "freshness probes: %s" % fig)
+    check(fig["point_reads"] > 0 and fig["point_read_ms_p99"] is not None, "point reads: %s" % fig)
+    check(fig["records_per_min"] > 0, "a rate")
+    eq(s.get_json("/v1/records/benchsmoke-0000000000").get("record_id"), "benchsmoke-0000000000",
+       "the first record the bench sent is in the store")
 
 
 @test

@@ -162,6 +162,32 @@ def test_reference_end_to_end_through_kafka():
     s.stop()
 
 
+@test(timeout=120)
+def test_bench_through_kafka_measures_a_real_run():
+    """`medstream bench --kafka-brokers` (the README's Kafka figures): it produces every record, the server
+    consumes them all, and the bench measures produce-to-visible on them."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        raise H.Skip("python3-confluent-kafka is not installed")
+    mock, bootstrap = start_mock("benchk")
+    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "benchk", "--kafka-group", "g-bench"],
+                 name="kafka-bench")
+    s.start()
+    r = subprocess.run([H.BIN, "bench", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token,
+                        "--kafka-brokers", bootstrap, "--kafka-topic", "benchk", "--records", "2000", "--size", "2000",
+                        "--batch", "500", "--probe-every", "50", "--read-rate", "50", "--rate", "120000",
+                        "--run-id", "kbench", "--json"], capture_output=True, text=True, timeout=100)
+    eq(r.returncode, 0, "bench exit code (stderr %s)" % short(r.stderr))
+    fig = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+    eq((fig["records"], fig["failures"]), (2000, 0), "records and failures")
+    check(fig["freshness_samples"] >= 40 and fig["freshness_ms_p99"] is not None, "produce-to-visible probes: %s"
+          % fig)
+    check(fig["point_reads"] > 0, "point reads in Kafka mode (patient ids from the probes): %s" % fig)
+    check(wait_visible(s, "kbench-0000001999"), "the last record produced is in the store")
+    s.stop()
+
+
 @test(timeout=30)
 def test_bad_kafka_setting_is_refused_by_name():
     s = H.Server(name="kafka-badconf")

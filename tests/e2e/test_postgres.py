@@ -555,6 +555,29 @@ def test_a_store_restored_from_an_older_copy_is_not_shipped_over_postgres():
     s.stop()
 
 
+@test(timeout=120)
+def test_bench_measures_freshness_in_postgres():
+    """`medstream bench --postgres` (the README's PostgreSQL figures): every probe is followed into SQL and
+    timed until its row is in phi_records."""
+    db = "t_bench"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-bench")
+    r = subprocess.run([H.BIN, "bench", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token,
+                        "--records", "2000", "--size", "2000", "--batch", "500", "--probe-every", "50",
+                        "--read-rate", "0", "--postgres", url, "--run-id", "pgbench", "--json"],
+                       capture_output=True, text=True, timeout=100)
+    eq(r.returncode, 0, "bench exit code (stderr %s)" % short(r.stderr))
+    fig = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+    eq((fig["records"], fig["failures"]), (2000, 0), "records and failures")
+    eq(fig["postgres_freshness_samples"], fig["freshness_samples"], "every probe was seen in SQL too")
+    check(fig["postgres_freshness_ms_p50"] >= fig["freshness_ms_p50"],
+          "a row is in SQL no sooner than over the API: %s" % fig)
+    wait_shipped(s, db)
+    eq(pg().sql(db, "SELECT count(*) FROM medstream.phi_records WHERE record_id LIKE 'pgbench-%%'"), [(2000,)],
+       "every record the bench sent is in SQL")
+    s.stop()
+
+
 @test(timeout=60)
 def test_a_second_store_is_refused_on_the_same_database():
     """Commit positions of two stores are unrelated: a second store must not ship into a database the
