@@ -60,6 +60,28 @@ bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *er
     return true;
 }
 
+void *kafka_producer_new(const char *brokers, const char *const *config, char *err, size_t cap)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *settings[][2] = {
+        {"bootstrap.servers", brokers}, {"enable.idempotence", "true"}, {"linger.ms", "5"}, {"log_level", "4"}};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        char why[256];
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], why, sizeof why) != RD_KAFKA_CONF_OK) {
+            snprintf(err, cap, "%s: %s", settings[i][0], why);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    if (!kafka_conf_apply(conf, config, err, cap)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, cap);
+    if (!rk) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
+    return rk;
+}
+
 static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
 {
     return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
@@ -194,36 +216,55 @@ static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+/* The hand-offs between the stages: one batch per slot, under k->mu. */
+static void handoff_put(kafka_ingest *k, kafka_batch **slot, kafka_batch *b)
+{
+    pthread_mutex_lock(&k->mu);
+    while (*slot) /* the next stage still has the previous batch: wait (back-pressure) */
+        pthread_cond_wait(&k->cv, &k->mu);
+    *slot = b;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* The next batch of a slot, or NULL once the stage before it is done and the slot is empty. */
+static kafka_batch *handoff_take(kafka_ingest *k, kafka_batch **slot, const bool *upstream_done)
+{
+    pthread_mutex_lock(&k->mu);
+    while (!*slot && !*upstream_done)
+        pthread_cond_wait(&k->cv, &k->mu);
+    kafka_batch *b = *slot;
+    *slot = NULL;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return b;
+}
+
+/* Change a hand-off counter or flag under k->mu and wake the waiters. */
+static void handoff_note(kafka_ingest *k, bool *done, int in_flight_delta)
+{
+    pthread_mutex_lock(&k->mu);
+    if (done) *done = true;
+    k->in_flight += in_flight_delta;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
 /* Stage 2 (append thread): the batch's body into the segment log (O_DIRECT), while stage 3 commits
  * the batch before it. A failure here is left to stage 3, which appends again before it submits. */
 static void *append_main(void *arg)
 {
     kafka_ingest *k = arg;
     pthread_setname_np(pthread_self(), "ms-kafka-append");
-    for (;;) {
-        pthread_mutex_lock(&k->mu);
-        while (!k->to_append && !k->consumer_done)
-            pthread_cond_wait(&k->cv, &k->mu);
-        kafka_batch *b = k->to_append;
-        k->to_append = NULL;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-        if (!b) break; /* stage 1 is done and nothing is left */
+    kafka_batch *b;
+    while ((b = handoff_take(k, &k->to_append, &k->consumer_done))) {
         ms_err e;
         if (b->batch.rejected < b->batch.n &&
             store_append_body(k->opt.store, b->body, b->body_padded, &b->body_pos, &e) != MS_OK)
             b->body_pos = UINT64_MAX;
-        pthread_mutex_lock(&k->mu);
-        while (k->to_store)
-            pthread_cond_wait(&k->cv, &k->mu);
-        k->to_store = b;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
+        handoff_put(k, &k->to_store, b);
     }
-    pthread_mutex_lock(&k->mu);
-    k->append_done = true;
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    handoff_note(k, &k->append_done, 0); /* stage 1 is done and nothing is left */
     return NULL;
 }
 
@@ -231,21 +272,11 @@ static void *store_main(void *arg)
 {
     kafka_ingest *k = arg;
     pthread_setname_np(pthread_self(), "ms-kafka-store");
-    for (;;) {
-        pthread_mutex_lock(&k->mu);
-        while (!k->to_store && !k->append_done)
-            pthread_cond_wait(&k->cv, &k->mu);
-        kafka_batch *b = k->to_store;
-        k->to_store = NULL;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-        if (!b) break; /* stage 2 is done and nothing is left */
+    kafka_batch *b;
+    while ((b = handoff_take(k, &k->to_store, &k->append_done))) { /* NULL: stage 2 is done, nothing left */
         if (kafka_batch_store(k, b)) kafka_batch_commit(k, b);
         kafka_batch_free(b);
-        pthread_mutex_lock(&k->mu);
-        k->in_flight--;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
+        handoff_note(k, NULL, -1);
     }
     return NULL;
 }
@@ -342,19 +373,10 @@ static void *consumer_main(void *arg)
             msgs[n++] = m;
         }
         if (!n) continue;
-        kafka_batch *b = kafka_batch_prepare(k, msgs, n);
-        pthread_mutex_lock(&k->mu);
-        while (k->to_append) /* stage 2 still has the previous batch: wait (back-pressure) */
-            pthread_cond_wait(&k->cv, &k->mu);
-        k->to_append = b;
-        k->in_flight++;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
+        handoff_note(k, NULL, +1); /* in flight from here until stage 3 is done with it */
+        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n));
     }
-    pthread_mutex_lock(&k->mu);
-    k->consumer_done = true;
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    handoff_note(k, &k->consumer_done, 0);
     free(msgs);
     return NULL;
 }
@@ -386,13 +408,9 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         return kafka_fail(e, "--kafka-config", err);
     }
     /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
-    rd_kafka_conf_t *pconf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(pconf, "bootstrap.servers", opt->brokers, err, sizeof err) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(pconf, "enable.idempotence", "true", err, sizeof err) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(pconf, "log_level", "4", err, sizeof err) != RD_KAFKA_CONF_OK ||
-        !kafka_conf_apply(pconf, opt->config, err, sizeof err)) {
+    rd_kafka_t *dlq = kafka_producer_new(opt->brokers, opt->config, err, sizeof err);
+    if (!dlq) {
         rd_kafka_conf_destroy(conf);
-        rd_kafka_conf_destroy(pconf);
         return kafka_fail(e, "dead-letter producer", err);
     }
     kafka_ingest *k = ms_calloc(1, sizeof *k);
@@ -401,15 +419,10 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     k->opt = *opt; /* the callback reads the store from here */
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
         free(k);
-        rd_kafka_conf_destroy(pconf);
+        rd_kafka_destroy(dlq);
         return kafka_fail(e, "consumer", err);
-    }
-    rd_kafka_t *dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
-    if (!dlq) {
-        rd_kafka_destroy(rk);
-        free(k);
-        return kafka_fail(e, "dead-letter producer", err);
     }
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);

@@ -36,6 +36,9 @@ typedef struct kafka_ingest kafka_ingest;
 /* Apply "key=value" settings (NULL-ended) to a librdkafka configuration; on a bad one, returns false
  * with err naming it. Shared by every Kafka client of medstream (consumer, dead letters, public topic). */
 bool kafka_conf_apply(void *rd_kafka_conf, const char *const *settings, char *err, size_t cap);
+/* An idempotent producer (an rd_kafka_t *) on brokers with the "key=value" settings (dead letters,
+ * public topic); NULL with err naming what is wrong. */
+void *kafka_producer_new(const char *brokers, const char *const *config, char *err, size_t cap);
 
 ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e);
 /* Finish the batch in hand, commit its offsets, leave the group. */

@@ -113,19 +113,7 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
                                 const char *const *config, ms_err *e)
 {
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *settings[][2] = {
-        {"bootstrap.servers", brokers}, {"enable.idempotence", "true"}, {"linger.ms", "5"}, {"log_level", "4"}};
-    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
-        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            return ms_fail(e, MS_EINVAL, "kafka public topic: %s: %s", settings[i][0], err);
-        }
-    if (!kafka_conf_apply(conf, config, err, sizeof err)) {
-        rd_kafka_conf_destroy(conf);
-        return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    rd_kafka_t *rk = kafka_producer_new(brokers, config, err, sizeof err);
     if (!rk) return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     sink_kafka_public *k = ms_calloc(1, sizeof *k);
     k->store = s;
