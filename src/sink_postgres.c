@@ -525,8 +525,6 @@ static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const ch
     return ok;
 }
 
-static bool stop_at_first(void *ctx, const log_item *it) { return (void)ctx, (void)it, false; }
-
 /* How long the oldest commit not yet in PostgreSQL has waited (0 when caught up). */
 static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
 {
@@ -535,7 +533,7 @@ static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
     ms_err e;
     uint64_t behind = end > p->shipped ? end - p->shipped : 0;
     atomic_store(&g_metrics.postgres_lag, behind);
-    if (behind && store_log_entry(r, p->shipped + 1, &t, stop_at_first, NULL, &found, &e) == MS_OK && found) {
+    if (behind && store_log_entry(r, p->shipped + 1, &t, NULL, NULL, &found, &e) == MS_OK && found) {
         int64_t age = ms_now_us() - t;
         atomic_store(&g_metrics.postgres_lag_ms, age > 0 ? (uint64_t)age / 1000 : 0);
     } else {
@@ -553,7 +551,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
     if (!p->checked && p->shipped > 0) { /* is the entry PostgreSQL shipped last this store's? */
         int64_t t = -1;
         bool found = false;
-        if (store_log_entry(r, p->shipped, &t, stop_at_first, NULL, &found, e) != MS_OK) {
+        if (store_log_entry(r, p->shipped, &t, NULL, NULL, &found, e) != MS_OK) {
             store_read_end(r);
             return -1;
         }
@@ -622,11 +620,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
         } else {
             p->shipped += (uint64_t)n;
             p->shipped_time = newest;
-            atomic_fetch_add(&g_metrics.postgres_rows, sh.rows);
-            if (store_read_begin(p->opt.store, &r, e) == MS_OK) {
-                note_lag(p, r, store_commit_pos(r));
-                store_read_end(r);
-            }
+            atomic_fetch_add(&g_metrics.postgres_rows, sh.rows); /* the lag: noted by the next call */
             histogram_observe(&g_metrics.postgres_freshness_seconds, (double)(ms_now_us() - oldest) / 1e6);
         }
     }
@@ -643,15 +637,20 @@ static int ship_some(sink_postgres *p, ms_err *e)
     return n;
 }
 
-static void sleep_unless_stopped(sink_postgres *p, double s)
+/* A step failed: say so once (not every second), show the state and the lag (it keeps growing while
+ * PostgreSQL is away: /metrics and /healthz stay true), and wait a second unless stopped. */
+static void back_off(sink_postgres *p, char *last, size_t cap, const ms_err *e, pg_state state)
 {
-    store_read *r; /* the lag keeps growing while PostgreSQL is away: keep /metrics and /healthz true */
-    ms_err e;
-    if (store_read_begin(p->opt.store, &r, &e) == MS_OK) {
+    if (strcmp(last, e->msg) != 0) fprintf(stderr, "medstream: %s; retrying every second\n", e->msg);
+    snprintf(last, cap, "%s", e->msg);
+    atomic_store(&g_metrics.postgres_state, state);
+    store_read *r;
+    ms_err ignored;
+    if (store_read_begin(p->opt.store, &r, &ignored) == MS_OK) {
         note_lag(p, r, store_commit_pos(r));
         store_read_end(r);
     }
-    for (double t = 0; t < s && !atomic_load(&p->stop); t += 0.05)
+    for (double t = 0; t < RECONNECT_S && !atomic_load(&p->stop); t += 0.05)
         usleep(50000);
 }
 
@@ -664,21 +663,15 @@ static void *sink_main(void *arg)
         ms_err e = {0};
         bool reached;
         if (!p->conn && pg_connect(p, &reached, &e) != MS_OK) {
-            atomic_store(&g_metrics.postgres_state, reached ? PG_STATE_FAILING : PG_STATE_UNREACHABLE);
-            if (strcmp(last, e.msg) != 0) fprintf(stderr, "medstream: %s; retrying every second\n", e.msg);
-            snprintf(last, sizeof last, "%s", e.msg);
-            sleep_unless_stopped(p, RECONNECT_S);
+            back_off(p, last, sizeof last, &e, reached ? PG_STATE_FAILING : PG_STATE_UNREACHABLE);
             continue;
         }
         int n = ship_some(p, &e);
         if (n < 0) {
             bool down = PQstatus(p->conn) != CONNECTION_OK;
-            if (strcmp(last, e.msg) != 0) fprintf(stderr, "medstream: %s; retrying\n", e.msg);
-            snprintf(last, sizeof last, "%s", e.msg);
             PQfinish(p->conn); /* reconnect: re-reads the position PostgreSQL has */
             p->conn = NULL;
-            atomic_store(&g_metrics.postgres_state, down ? PG_STATE_UNREACHABLE : PG_STATE_FAILING);
-            sleep_unless_stopped(p, RECONNECT_S);
+            back_off(p, last, sizeof last, &e, down ? PG_STATE_UNREACHABLE : PG_STATE_FAILING);
             continue;
         }
         last[0] = 0;

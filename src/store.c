@@ -1314,6 +1314,8 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
     const unsigned char *p = v.mv_data, *end = p + v.mv_size;
     if (v.mv_size < 12) return ms_fail(e, MS_ECORRUPT, "store: bad commit log entry");
     *commit_time = (int64_t)ms_get_be64(p);
+    *found = true;
+    if (!fn) return MS_OK; /* the commit time only */
     uint32_t n = ms_get_be32(p + 8);
     p += 12;
     for (uint32_t i = 0; i < n; i++) {
@@ -1326,7 +1328,6 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
         p += it.id_len + 4;
         if (!fn(ctx, &it)) break;
     }
-    *found = true;
     return MS_OK;
 }
 

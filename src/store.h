@@ -207,7 +207,8 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
 
 /* The commit log, for sinks that follow it (PostgreSQL, Kafka out): entry `pos` (1, 2, ... one per
  * committed group) lists every record version and patient version that commit wrote. A sink keeps the
- * last position it shipped and asks for the next; found is false when it has caught up. */
+ * last position it shipped and asks for the next; found is false when it has caught up. fn may be NULL:
+ * the commit time only. */
 typedef struct {
     char kind;      /* 'r' record version (id = record id), 'p' patient version (id = 16-byte patient id) */
     const char *id; /* points into the read transaction's memory */
