@@ -776,6 +776,83 @@ typedef struct {
     double acked_at; /* when its batch's answer arrived (and it was queued for the probe) */
 } probe_entry;
 
+/* A queue of probes between threads: pushed by senders (or the HTTP prober), popped by one prober. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    probe_entry *entries;
+    size_t head, len, cap;
+    bool closed; /* nothing more will be pushed */
+} probe_queue;
+
+static void probe_queue_init(probe_queue *q)
+{
+    memset(q, 0, sizeof *q);
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+}
+
+static void probe_queue_free(probe_queue *q)
+{
+    free(q->entries);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
+/* False when out of memory (nothing pushed). */
+static bool probe_queue_push(probe_queue *q, const probe_entry *entries, size_t n)
+{
+    if (n == 0) return true;
+    bool ok = true;
+    pthread_mutex_lock(&q->mu);
+    if (q->head > 0 && q->head == q->len) q->head = q->len = 0;
+    if (q->len + n > q->cap) {
+        size_t live = q->len - q->head;
+        if (live && q->head) memmove(q->entries, q->entries + q->head, live * sizeof *q->entries);
+        q->head = 0;
+        q->len = live;
+        if (live + n > q->cap) {
+            size_t cap = q->cap ? q->cap * 2 : 256;
+            while (cap < live + n)
+                cap *= 2;
+            probe_entry *p = realloc(q->entries, cap * sizeof *p);
+            if (p) {
+                q->entries = p;
+                q->cap = cap;
+            } else {
+                ok = false;
+            }
+        }
+    }
+    if (ok) {
+        memcpy(q->entries + q->len, entries, n * sizeof *entries);
+        q->len += n;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ok;
+}
+
+/* Wait for the next probe; false once the queue is closed and empty, or *stop (if given) is set. */
+static bool probe_queue_pop(probe_queue *q, probe_entry *out, const atomic_bool *stop)
+{
+    pthread_mutex_lock(&q->mu);
+    while (q->head == q->len && !q->closed && !(stop && atomic_load(stop)))
+        pthread_cond_wait(&q->cv, &q->mu);
+    bool have = q->head < q->len && !(stop && atomic_load(stop));
+    if (have) *out = q->entries[q->head++];
+    pthread_mutex_unlock(&q->mu);
+    return have;
+}
+
+static void probe_queue_close(probe_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->closed = true;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 enum { ST_CREATED, ST_UPDATED, ST_DUPLICATE, ST_REJECTED, ST_COUNT };
 static const char *const status_names[ST_COUNT] = {"created", "updated", "duplicate", "rejected"};
 
@@ -801,12 +878,8 @@ typedef struct {
     atomic_uint_fast64_t post_failures, probe_failures, read_failures;
 
     struct pg_prober *pg; /* --postgres: probes visible over HTTP go on to it */
-    pthread_mutex_t probe_mu; /* guards the probe queue and senders_done */
-    pthread_cond_t probe_cv;
-    probe_entry *probes;
-    size_t probe_head, probe_len, probe_cap;
-    bool senders_done;
-    atomic_bool load_done; /* senders_done, readable without the lock */
+    probe_queue probes;    /* sampled records of acknowledged batches, for the probe thread */
+    atomic_bool load_done; /* the senders are done */
 
     pthread_mutex_t patient_mu; /* guards the ring of learned patient ids */
     char (*patient_ids)[PATIENT_ID_MAX];
@@ -920,35 +993,7 @@ static void learn_patient_ids(bench_run *b, const char *body, uint64_t items)
 
 static bool probes_enqueue(bench_run *b, const probe_entry *entries, size_t n)
 {
-    if (n == 0) return true;
-    bool ok = true;
-    pthread_mutex_lock(&b->probe_mu);
-    if (b->probe_head > 0 && b->probe_head == b->probe_len) b->probe_head = b->probe_len = 0;
-    if (b->probe_len + n > b->probe_cap) {
-        size_t live = b->probe_len - b->probe_head;
-        if (live && b->probe_head) memmove(b->probes, b->probes + b->probe_head, live * sizeof *b->probes);
-        b->probe_head = 0;
-        b->probe_len = live;
-        if (live + n > b->probe_cap) {
-            size_t cap = b->probe_cap ? b->probe_cap * 2 : 256;
-            while (cap < live + n)
-                cap *= 2;
-            probe_entry *p = realloc(b->probes, cap * sizeof *p);
-            if (p) {
-                b->probes = p;
-                b->probe_cap = cap;
-            } else {
-                ok = false;
-            }
-        }
-    }
-    if (ok) {
-        memcpy(b->probes + b->probe_len, entries, n * sizeof *entries);
-        b->probe_len += n;
-        pthread_cond_signal(&b->probe_cv);
-    }
-    pthread_mutex_unlock(&b->probe_mu);
-    return ok;
+    return probe_queue_push(&b->probes, entries, n);
 }
 
 /* ======================================================================================== */
@@ -1172,30 +1217,9 @@ typedef struct pg_prober {
     bench_run *run;
     pthread_t thread;
     bool started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    probe_entry *q;
-    size_t head, len, cap;
-    bool done;
+    probe_queue queue; /* probes already visible over HTTP */
     sample_vec fresh_ms;
 } pg_prober;
-
-static void pg_probe_push(pg_prober *pg, const probe_entry *e)
-{
-    pthread_mutex_lock(&pg->mu);
-    if (pg->len == pg->cap) {
-        size_t cap = pg->cap ? pg->cap * 2 : 256;
-        probe_entry *q = realloc(pg->q, cap * sizeof *q);
-        if (!q) {
-            pthread_mutex_unlock(&pg->mu);
-            return; /* one sample fewer; reported as fewer samples */
-        }
-        pg->q = q, pg->cap = cap;
-    }
-    pg->q[pg->len++] = *e;
-    pthread_cond_signal(&pg->cv);
-    pthread_mutex_unlock(&pg->mu);
-}
 
 static void *pg_prober_main(void *arg)
 {
@@ -1208,15 +1232,8 @@ static void *pg_prober_main(void *arg)
         PQfinish(c);
         c = NULL;
     }
-    for (;;) {
-        pthread_mutex_lock(&pg->mu);
-        while (pg->head == pg->len && !pg->done)
-            pthread_cond_wait(&pg->cv, &pg->mu);
-        bool have = pg->head < pg->len;
-        probe_entry entry;
-        if (have) entry = pg->q[pg->head++];
-        pthread_mutex_unlock(&pg->mu);
-        if (!have) break;
+    probe_entry entry;
+    while (probe_queue_pop(&pg->queue, &entry, NULL)) {
         if (!c) continue;
         const char *params[1] = {entry.record_id};
         for (;;) {
@@ -1266,13 +1283,7 @@ static void *prober_main(void *arg)
     }
     for (;;) {
         probe_entry entry;
-        pthread_mutex_lock(&b->probe_mu);
-        while (b->probe_head == b->probe_len && !b->senders_done && !atomic_load(&b->stop))
-            pthread_cond_wait(&b->probe_cv, &b->probe_mu);
-        bool have = b->probe_head < b->probe_len && !atomic_load(&b->stop);
-        if (have) entry = b->probes[b->probe_head++];
-        pthread_mutex_unlock(&b->probe_mu);
-        if (!have) break;
+        if (!probe_queue_pop(&b->probes, &entry, &b->stop)) break;
 
         snprintf(path, sizeof path, "%s/v1/records/%s", b->url.base_path, entry.record_id);
         double started = now_seconds();
@@ -1284,7 +1295,7 @@ static void *prober_main(void *arg)
             double t = now_seconds();
             if (e == HTTP_CLIENT_OK && resp.status == 200) {
                 samples_push(&pr->fresh_ms, (t - entry.sent_at) * 1000.0);
-                if (b->pg) pg_probe_push(b->pg, &entry);
+                if (b->pg) probe_queue_push(&b->pg->queue, &entry, 1); /* out of memory: one sample fewer */
                 /* Kafka mode has no POST answers to learn patient ids from: the probes' records give them */
                 if (b->cfg->kafka_brokers && b->cfg->read_rate) learn_patient_ids(b, resp.body, 1);
                 break;
@@ -1609,11 +1620,8 @@ static void print_progress(bench_run *b, double elapsed)
 
 static void finish_load(bench_run *b)
 {
-    pthread_mutex_lock(&b->probe_mu);
-    b->senders_done = true;
     atomic_store(&b->load_done, true);
-    pthread_cond_broadcast(&b->probe_cv);
-    pthread_mutex_unlock(&b->probe_mu);
+    probe_queue_close(&b->probes);
 }
 
 /* The run proper once options are valid; returns the exit code. */
@@ -1624,8 +1632,7 @@ static int bench_run_all(const bench_config *cfg)
     sender *senders = calloc(cfg->connections, sizeof *senders);
     prober probe = {0};
     pg_prober pg = {0};
-    pthread_mutex_init(&pg.mu, NULL);
-    pthread_cond_init(&pg.cv, NULL);
+    probe_queue_init(&pg.queue);
     reader_thread reader = {0};
     http_client_conn *main_conn = NULL;
     char run_id[80];
@@ -1637,8 +1644,7 @@ static int bench_run_all(const bench_config *cfg)
         return 1;
     }
     b->cfg = cfg;
-    pthread_mutex_init(&b->probe_mu, NULL);
-    pthread_cond_init(&b->probe_cv, NULL);
+    probe_queue_init(&b->probes);
     pthread_mutex_init(&b->patient_mu, NULL);
     pthread_mutex_init(&b->error_mu, NULL);
 
@@ -1741,10 +1747,7 @@ static int bench_run_all(const bench_config *cfg)
     finish_load(b);
     if (probe.started) pthread_join(probe.thread, NULL);
     if (pg.started) {
-        pthread_mutex_lock(&pg.mu);
-        pg.done = true;
-        pthread_cond_broadcast(&pg.cv);
-        pthread_mutex_unlock(&pg.mu);
+        probe_queue_close(&pg.queue);
         pthread_join(pg.thread, NULL);
     }
     if (reader.started) pthread_join(reader.thread, NULL);
@@ -1811,16 +1814,12 @@ out:
         }
     samples_free(&probe.fresh_ms);
     samples_free(&pg.fresh_ms);
-    free(pg.q);
-    pthread_mutex_destroy(&pg.mu);
-    pthread_cond_destroy(&pg.cv);
+    probe_queue_free(&pg.queue);
     samples_free(&reader.read_ms);
     http_client_conn_free(main_conn);
     gen_free(&b->gen);
     free(b->patient_ids);
-    free(b->probes);
-    pthread_mutex_destroy(&b->probe_mu);
-    pthread_cond_destroy(&b->probe_cv);
+    probe_queue_free(&b->probes);
     pthread_mutex_destroy(&b->patient_mu);
     pthread_mutex_destroy(&b->error_mu);
     free(b);
