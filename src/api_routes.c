@@ -370,6 +370,7 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     job.body_len = req->body_len;
     job.body_write_len = (req->body_len + 4095) & ~(size_t)4095; /* http_server zero-pads to 4 KiB */
     job.batch = &batch;
+    job.may_update = access_allows(req->role, "records:update");
     job.source = source;
     job.user = req->user;
     job.role = req->role;

@@ -55,39 +55,31 @@ void deid_record_fields(const schema *s, const record_field *fields, uint32_t n,
     buf_putc(out, '}');
 }
 
-void deid_patient_fields(const schema *s, const char *prev, size_t prev_len, const parsed_record *r, buf *out)
+bool deid_patient_field_public(const schema *s, const state_field *f)
 {
-    json_member pm[SCHEMA_MAX_PUBLIC];
-    int np = 0;
-    if (prev && prev_len) {
-        json_error je;
-        np = json_scan_object(prev, prev_len, pm, SCHEMA_MAX_PUBLIC, &je);
-        if (np < 0) np = 0;
-    }
+    return schema_public(s, f->key, f->key_len) && !schema_is_record_field(s, f->key, f->key_len);
+}
+
+void deid_patient_fields(const schema *s, const state_field *state, uint32_t n, const char *const *vals, buf *out)
+{
     bool first = true;
     buf_putc(out, '{');
     for (int i = 0; i < s->npub; i++) {
         const schema_public_field *pf = &s->pub[i];
         size_t kl = strlen(pf->field);
         if (schema_is_record_field(s, pf->field, kl)) continue;
-        const record_field *f = record_field_get(r, pf->field, kl);
-        size_t mark = out->len;
-        bool was_first = first;
-        if (f) { /* the record sets this field: its new value (or nothing, if unpublishable) */
+        for (uint32_t j = 0; j < n; j++) {
+            if (state[j].key_len != kl || memcmp(state[j].key, pf->field, kl) != 0 || !vals[j]) continue;
+            size_t mark = out->len;
+            bool was_first = first;
             jw_key(out, &first, pf->field);
-            if (!publish_value(pf, f->val, f->val_len, f->type, out)) {
-                out->len = mark;
+            json_type t = vals[j][0] == '"' ? JSON_STRING : JSON_NUMBER; /* only strings are transformed */
+            if (!publish_value(pf, vals[j], state[j].len, t, out)) {
+                out->len = mark; /* unpublishable: leave the field out, never copy it raw */
                 out->data[mark] = 0;
                 first = was_first;
             }
-            continue;
-        }
-        for (int j = 0; j < np; j++) {
-            if (pm[j].key_len == kl && memcmp(pm[j].key, pf->field, kl) == 0) {
-                jw_key(out, &first, pf->field);
-                buf_put(out, pm[j].val, pm[j].val_len);
-                break;
-            }
+            break;
         }
     }
     buf_putc(out, '}');

@@ -11,15 +11,19 @@
 
 #include "record_scan.h"
 #include "schema.h"
+#include "store.h"
 #include "util.h"
 
 /* {"favorite_color":"blue","type":"lab","ts":"2026"}: the allow-listed fields of a record, in
  * allow-list order. */
 void deid_record_fields(const schema *s, const record_field *fields, uint32_t n, buf *out);
 
-/* The public projection of a patient's state after merging record r into a state whose previous
- * projection was prev (a JSON object text from this module, or NULL/empty for a new patient). Record
- * fields (id, type, event time) are not part of a patient's state. */
-void deid_patient_fields(const schema *s, const char *prev, size_t prev_len, const parsed_record *r, buf *out);
+/* The public projection of a patient's state: the allow-listed fields of the state, in allow-list order,
+ * each through its transform. vals[i] is the value text of state[i] (only the public ones are read; the
+ * others may be NULL). Record fields (id, type, event time) are not part of a patient's state. */
+void deid_patient_fields(const schema *s, const state_field *state, uint32_t n, const char *const *vals, buf *out);
+
+/* Which fields of the state deid_patient_fields reads: true for an allow-listed patient field. */
+bool deid_patient_field_public(const schema *s, const state_field *f);
 
 #endif

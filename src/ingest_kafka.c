@@ -165,6 +165,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
                       .body_len = b->body_len,
                       .body_write_len = b->body_padded,
                       .batch = &b->batch,
+                      .may_update = true, /* a service source: new versions of a record are its job */
                       .source = k->source,
                       .user = "kafka",
                       .role = "ingest",

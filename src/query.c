@@ -5,6 +5,7 @@
 
 #include "json_scan.h"
 #include "json_write.h"
+#include "merge.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,9 @@ ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_e
     return rc;
 }
 
-static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, buf *out, ms_err *e)
+/* event_at: INT64_MAX, or the event-time instant the fields were merged up to (then "event_at" says so) */
+static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, int64_t event_at, buf *out,
+                                   ms_err *e)
 {
     buf_puts(out, "{\"patient_id\":");
     put_pid(out, &pv->pid);
@@ -84,6 +87,10 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     jw_time(out, pv->valid_from);
     buf_puts(out, ",\"valid_to\":");
     put_time_or_null(out, pv->valid_to);
+    if (event_at != INT64_MAX) {
+        buf_puts(out, ",\"event_at\":");
+        jw_time(out, event_at);
+    }
     buf_puts(out, ",\"changed_by\":{\"record_id\":");
     jw_string(out, pv->cause_record, pv->cause_record_len);
     buf_puts(out, ",\"source\":");
@@ -95,14 +102,69 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     return MS_OK;
 }
 
-ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out, ms_err *e)
+/* Records gathered for an event_at read: bodies read back, fields re-scanned. */
+typedef struct {
+    store *store;
+    int64_t event_at;
+    arena *mem;
+    merge_source *src;
+    uint32_t n, cap;
+    buf body;
+    ms_code rc;
+    ms_err *e;
+} event_gathering;
+
+static bool gather_event(void *ctx, const record_version *rv)
+{
+    event_gathering *g = ctx;
+    if (rv->ts_us > g->event_at) return true;
+    g->body.len = 0;
+    if ((g->rc = store_record_body(g->store, rv, &g->body, g->e)) != MS_OK) return false;
+    char *text = arena_strndup(g->mem, g->body.data, g->body.len);
+    record_field *fields;
+    uint32_t nf;
+    if (record_scan_fields(text, rv->body_len, g->mem, &fields, &nf)) {
+        g->rc = ms_fail(g->e, MS_ECORRUPT, "store: a stored record body is not a JSON object");
+        return false;
+    }
+    if (g->n == g->cap) {
+        uint32_t cap = g->cap ? g->cap * 2 : 16;
+        merge_source *bigger = arena_alloc(g->mem, sizeof *bigger * cap);
+        if (g->n) memcpy(bigger, g->src, sizeof *bigger * g->n);
+        g->src = bigger, g->cap = cap;
+    }
+    g->src[g->n++] = (merge_source){.fields = fields,
+                                    .nfields = nf,
+                                    .body = text,
+                                    .body_len = rv->body_len,
+                                    .body_pos = rv->body_pos,
+                                    .ts = rv->ts_us,
+                                    .valid_from = rv->valid_from};
+    return true;
+}
+
+ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
+                      buf *out, ms_err *e)
 {
     arena mem = {0};
     patient_version pv;
     bool found;
     ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
     if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
-    if (rc == MS_OK) rc = put_patient_version(q, &pv, out, e);
+    if (rc == MS_OK && event_at != INT64_MAX) {
+        /* the state merged from the records known at as_of whose event time is <= event_at */
+        event_gathering g = {.store = q->store, .event_at = event_at, .mem = &mem, .e = e};
+        rc = store_live_records(r, pid, as_of, gather_event, &g, e);
+        if (rc == MS_OK) rc = g.rc;
+        buf_free(&g.body);
+        if (rc == MS_OK) {
+            merge_result m;
+            merge_records(q->schema, g.src, g.n, NULL, 0, &mem, &m);
+            pv.fields = m.fields;
+            pv.nfields = m.nfields;
+        }
+    }
+    if (rc == MS_OK) rc = put_patient_version(q, &pv, event_at, out, e);
     arena_free(&mem);
     return rc;
 }
@@ -120,7 +182,7 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
         buf_puts(out, ",\"versions\":[");
         for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
             if (i) buf_putc(out, ',');
-            rc = put_patient_version(q, &list[i], out, e);
+            rc = put_patient_version(q, &list[i], INT64_MAX, out, e);
         }
         buf_puts(out, "]}");
     }
@@ -158,6 +220,7 @@ ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t 
     if (rc) return rc;
     if (!found) return ms_fail(e, MS_ENOTFOUND, "record not found");
     if (touched) *touched = rv.pid;
+    if (rv.deleted) return ms_fail(e, MS_ENOTFOUND, "record deleted");
     return put_record(q, &rv, out, e);
 }
 
@@ -249,12 +312,14 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
     st->rc = store_record_at(st->r, rid, rid_len, st->p->as_of, &rv, &found, st->e);
     if (st->rc) return false;
     /* the index keeps every (ts, record) ever written: emit only the version current at as_of */
-    if (!found || memcmp(rv.pid.b, st->pid->b, 16) != 0 || rv.ts_us != ts || !type_matches(st->p, rv.type)) return true;
+    if (!found || rv.deleted || memcmp(rv.pid.b, st->pid->b, 16) != 0 || rv.ts_us != ts ||
+        !type_matches(st->p, rv.type))
+        return true;
     if (st->public_view) {
         public_record pr;
         st->rc = store_public_record_at(st->r, rid, rid_len, st->p->as_of, &pr, &found, st->e);
         if (st->rc) return false;
-        if (!found || pr.year < st->p->year_from || pr.year > st->p->year_to ||
+        if (!found || pr.deleted || pr.year < st->p->year_from || pr.year > st->p->year_to ||
             !filters_match(st->p, pr.fields, pr.fields_len))
             return true;
         return emit_public(st, rid, rid_len, &pr, key, key_len);
@@ -324,7 +389,8 @@ static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len
     bool found;
     st->rc = store_public_record_at(st->r, rid, rid_len, st->p->as_of, &pr, &found, st->e);
     if (st->rc) return false;
-    if (!found || pr.year != year || !type_matches(st->p, pr.type) || !filters_match(st->p, pr.fields, pr.fields_len))
+    if (!found || pr.deleted || pr.year != year || !type_matches(st->p, pr.type) ||
+        !filters_match(st->p, pr.fields, pr.fields_len))
         return true;
     return emit_public(st, rid, rid_len, &pr, key, key_len);
 }

@@ -19,7 +19,10 @@ typedef struct {
 
 /* A patient version's fields as one JSON object (the "fields" of GET /v1/patients/{id}). */
 ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_err *e);
-ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out, ms_err *e);
+/* The patient version at as_of; with event_at (INT64_MAX: none) its fields are the merge, in event-time
+ * order, of the records known at as_of whose event time is <= event_at (bitemporal: both axes). */
+ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
+                      buf *out, ms_err *e);
 ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e);
 /* *touched (if not NULL) receives the record's patient, for the audit trail. */
 ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,

@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -81,6 +82,62 @@ static void hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = 0;
 }
 
+const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *nout)
+{
+    static _Thread_local json_member members[RECORD_MAX_FIELDS];
+    static _Thread_local char why[160];
+    json_error je;
+    *out = NULL;
+    *nout = 0;
+    int n = json_scan_object(text, len, members, RECORD_MAX_FIELDS, &je);
+    if (n < 0) {
+        if (strncmp(je.msg, "not an object", 13) == 0)
+            snprintf(why, sizeof why, "%s", je.msg);
+        else if (strcmp(je.msg, "invalid UTF-8") == 0)
+            snprintf(why, sizeof why, "invalid UTF-8 at byte %zu", je.offset);
+        else if (strcmp(je.msg, "too many fields") == 0)
+            snprintf(why, sizeof why, "more than %d fields", RECORD_MAX_FIELDS);
+        else
+            snprintf(why, sizeof why, "malformed JSON at byte %zu: %s", je.offset, je.msg);
+        return why;
+    }
+    record_field *fields = arena_alloc(mem, sizeof(record_field) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        record_field *f = &fields[i];
+        const json_member *m = &members[i];
+        if (m->key_escaped) {
+            char *k = arena_alloc(mem, m->key_len + 1);
+            size_t kl = json_string_decode(m->key, m->key_len, k);
+            k[kl] = 0;
+            f->key = k;
+            f->key_len = (uint32_t)kl;
+        } else {
+            f->key = m->key;
+            f->key_len = (uint32_t)m->key_len;
+        }
+        f->val = m->val;
+        f->val_len = (uint32_t)m->val_len;
+        f->type = m->type;
+        f->hash = XXH3_64bits(m->val, m->val_len);
+        if (f->key_len > RECORD_KEY_MAX) {
+            snprintf(why, sizeof why, "field %d: name longer than %d bytes", i + 1, RECORD_KEY_MAX);
+            return why;
+        }
+    }
+    qsort(fields, (size_t)n, sizeof(record_field), field_cmp);
+    for (int i = 1; i < n; i++) {
+        if (record_key_cmp(fields[i - 1].key, fields[i - 1].key_len, fields[i].key, fields[i].key_len) == 0) {
+            /* the field's name, cut to 64 bytes: names are not PHI, values are */
+            snprintf(why, sizeof why, "duplicate field \"%.*s\"", fields[i].key_len > 64 ? 64 : (int)fields[i].key_len,
+                     fields[i].key);
+            return why;
+        }
+    }
+    *out = fields;
+    *nout = (uint32_t)n;
+    return NULL;
+}
+
 void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem, parsed_record *r)
 {
     const schema *sc = cfg->schema;
@@ -100,56 +157,11 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
             arena_printf(mem, "line %u: record too large (%zu bytes; the limit is %zu)", line, len, cfg->max_record);
         return;
     }
-    static _Thread_local json_member members[RECORD_MAX_FIELDS];
-    json_error je;
-    int n = json_scan_object(text, len, members, RECORD_MAX_FIELDS, &je);
-    if (n < 0) {
+    const char *why = record_scan_fields(text, len, mem, &r->fields, &r->nfields);
+    if (why) {
         r->rejected = true;
-        if (strncmp(je.msg, "not an object", 13) == 0)
-            r->error = arena_printf(mem, "line %u: %s", line, je.msg);
-        else if (strcmp(je.msg, "invalid UTF-8") == 0)
-            r->error = arena_printf(mem, "line %u: invalid UTF-8 at byte %zu", line, je.offset);
-        else if (strcmp(je.msg, "too many fields") == 0)
-            r->error = arena_printf(mem, "line %u: more than %d fields", line, RECORD_MAX_FIELDS);
-        else
-            r->error = arena_printf(mem, "line %u: malformed JSON at byte %zu: %s", line, je.offset, je.msg);
+        r->error = arena_printf(mem, "line %u: %s", line, why);
         return;
-    }
-    r->fields = arena_alloc(mem, sizeof(record_field) * (size_t)(n ? n : 1));
-    r->nfields = (uint32_t)n;
-    for (int i = 0; i < n; i++) {
-        record_field *f = &r->fields[i];
-        const json_member *m = &members[i];
-        if (m->key_escaped) {
-            char *k = arena_alloc(mem, m->key_len + 1);
-            size_t kl = json_string_decode(m->key, m->key_len, k);
-            k[kl] = 0;
-            f->key = k;
-            f->key_len = (uint32_t)kl;
-        } else {
-            f->key = m->key;
-            f->key_len = (uint32_t)m->key_len;
-        }
-        f->val = m->val;
-        f->val_len = (uint32_t)m->val_len;
-        f->type = m->type;
-        f->hash = XXH3_64bits(m->val, m->val_len);
-    }
-    for (int i = 0; i < n; i++) {
-        if (r->fields[i].key_len > RECORD_KEY_MAX) {
-            r->rejected = true;
-            r->error = arena_printf(mem, "line %u: field %d: name longer than %d bytes", line, i + 1, RECORD_KEY_MAX);
-            return;
-        }
-    }
-    qsort(r->fields, (size_t)n, sizeof(record_field), field_cmp);
-    for (int i = 1; i < n; i++) {
-        if (record_key_cmp(r->fields[i - 1].key, r->fields[i - 1].key_len, r->fields[i].key, r->fields[i].key_len) ==
-            0) {
-            char *k = arena_strndup(mem, r->fields[i].key, r->fields[i].key_len > 64 ? 64 : r->fields[i].key_len);
-            reject(r, mem, "line %u: duplicate field \"%s\"%s", k, NULL);
-            return;
-        }
     }
 
     /* identity: name */
@@ -161,9 +173,9 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     uint32_t name_len;
     char *name = decode_string(mem, f, &name_len);
     char norm[IDENTITY_NAME_MAX];
-    const char *why = "contains a NUL character";
-    int norm_len = name ? identity_normalize_name(name, name_len, norm, &why) : -1;
-    if (norm_len < 0) return reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, why);
+    const char *bad_name = "contains a NUL character";
+    int norm_len = name ? identity_normalize_name(name, name_len, norm, &bad_name) : -1;
+    if (norm_len < 0) return reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, bad_name);
 
     /* identity: dob */
     f = record_field_get(r, sc->dob_field, strlen(sc->dob_field));

@@ -68,6 +68,11 @@ typedef struct {
  * whitespace); everything else becomes per-line results. */
 ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, record_batch *out, ms_err *e);
 
+/* The top-level fields of one JSON object text, sorted by key, keys decoded into mem, values hashed:
+ * NULL, or what is wrong (a static per-thread text naming positions and field names, never values).
+ * Also re-reads stored bodies (a patient's state recomputed from its records). */
+const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *n);
+
 /* Scan one record's text (used by the body scanner, the importer and the fuzzer). */
 void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
                      parsed_record *out);

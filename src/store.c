@@ -306,7 +306,7 @@ static void key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t v
 }
 
 /* ---- record version encoding ---- */
-enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1 };
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1 };
 
 static void encode_record(buf *b, const record_version *rv)
 {
@@ -322,6 +322,7 @@ static void encode_record(buf *b, const record_version *rv)
     buf_put(b, rv->content_hash, 16);
     buf_putc(b, (char)rv->type_len);
     buf_put(b, rv->type, rv->type_len);
+    buf_putc(b, rv->deleted ? RV_DELETED : 0); /* flags (absent in entries written before tombstones) */
 }
 
 static bool decode_record(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv)
@@ -338,7 +339,13 @@ static bool decode_record(const MDB_val *v, const char *rid, size_t rid_len, rec
     rv->body_hash = ms_get_be64(p + 56);
     memcpy(rv->content_hash, p + 64, 16);
     rv->type_len = p[80];
-    if (v->mv_size != RV_HDR + rv->type_len || rv->type_len > 64) return false;
+    if (rv->type_len > 64) return false;
+    if (v->mv_size == RV_HDR + rv->type_len)
+        rv->deleted = false;
+    else if (v->mv_size == RV_HDR + rv->type_len + 1u)
+        rv->deleted = (p[RV_HDR + rv->type_len] & RV_DELETED) != 0;
+    else
+        return false;
     memcpy(rv->type, p + RV_HDR, rv->type_len);
     rv->type[rv->type_len] = 0;
     memcpy(rv->record_id, rid, rid_len);
@@ -348,11 +355,17 @@ static bool decode_record(const MDB_val *v, const char *rid, size_t rid_len, rec
     return true;
 }
 
-/* ---- patient version encoding ---- */
+/* ---- patient version encoding ----
+ * PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 + source, be32 n, then per
+ * field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries written before the
+ * event-time order was kept have no format byte (they start with the version's high byte, 0) and no
+ * ts/vf per field: they read as INT64_MIN, older than any record. */
+#define PV_FORMAT_2 0xF2
 
 static void encode_patient(buf *b, const patient_version *pv)
 {
     b->len = 0;
+    buf_putc(b, (char)PV_FORMAT_2);
     buf_put_be32(b, pv->version);
     buf_put_be64(b, (uint64_t)pv->valid_from);
     buf_put_be16(b, (uint16_t)pv->cause_record_len);
@@ -367,6 +380,8 @@ static void encode_patient(buf *b, const patient_version *pv)
         buf_put_be64(b, f->pos);
         buf_put_be32(b, f->len);
         buf_put_be64(b, f->hash);
+        buf_put_be64(b, (uint64_t)f->ts);
+        buf_put_be64(b, (uint64_t)f->vf);
     }
 }
 
@@ -384,6 +399,9 @@ static bool decode_patient(const MDB_val *v, const patient_ref *who, patient_ver
     pv->pid = who->id;
     pv->number = who->number;
     pv->valid_to = -1;
+    bool v2 = end > p && *p == PV_FORMAT_2;
+    if (v2) p++;
+    size_t per_field = v2 ? 36u : 20u; /* after the key */
     if (end - p < 14) return false;
     pv->version = ms_get_be32(p);
     pv->valid_from = (int64_t)ms_get_be64(p + 4);
@@ -408,13 +426,15 @@ static bool decode_patient(const MDB_val *v, const patient_ref *who, patient_ver
         if (end - p < 2) goto bad;
         f->key_len = ms_get_be16(p);
         p += 2;
-        if ((size_t)(end - p) < f->key_len + 20u) goto bad;
+        if ((size_t)(end - p) < f->key_len + per_field) goto bad;
         f->key = (const char *)p;
         p += f->key_len;
         f->pos = ms_get_be64(p);
         f->len = ms_get_be32(p + 8);
         f->hash = ms_get_be64(p + 12);
-        p += 20;
+        f->ts = v2 ? (int64_t)ms_get_be64(p + 20) : INT64_MIN;
+        f->vf = v2 ? (int64_t)ms_get_be64(p + 28) : INT64_MIN;
+        p += per_field;
     }
     if (p != end) goto bad;
     return true;
@@ -590,7 +610,7 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
     buf_put_be16(&v, (uint16_t)year);
     buf_putc(&v, (char)rv->type_len);
     buf_put(&v, rv->type, rv->type_len);
-    buf_put(&v, public_fields, pf_len);
+    if (public_fields) buf_put(&v, public_fields, pf_len); /* none: a tombstone's copy */
     key_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
     {
         buf pk = {0};
@@ -648,7 +668,16 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     return out;
 }
 
-ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
+static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e);
+
+ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e) { return patient_write(w, pv, true, e); }
+
+ms_code store_patient_restate(store_write *w, const patient_version *pv, ms_err *e)
+{
+    return patient_write(w, pv, false, e);
+}
+
+static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e)
 {
     /* refuse what the encoding cannot carry, rather than write a version that never reads back */
     if (pv->nfields > PATIENT_STATE_MAX_FIELDS)
@@ -667,7 +696,7 @@ ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
     int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
     buf_free(&v);
     if (rc) return mdb_fail(e, rc, "patient insert");
-    log_add(w, 'p', pv->pid.b, 16, pv->version);
+    if (logged) log_add(w, 'p', pv->pid.b, 16, pv->version);
     return MS_OK;
 }
 
@@ -953,9 +982,8 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
         } else {
             *found = true;
             MDB_val nk, nv;
-            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0 &&
-                nv.mv_size >= 12)
-                pv->valid_to = (int64_t)ms_get_be64((char *)nv.mv_data + 4);
+            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0)
+                pv->valid_to = (int64_t)~ms_get_be64((char *)nk.mv_data + 9); /* the key holds ~valid_from */
         }
     } else if (rc != MDB_NOTFOUND) {
         out = mdb_fail(e, rc, "patient lookup");
@@ -1110,6 +1138,52 @@ ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t sinc
     return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "patient records") : MS_OK;
 }
 
+/* Walk patient `number`'s records index in txn and report each record whose version current at as_of
+ * still belongs to the patient with the entry's event time and is not a tombstone. */
+static ms_code live_records(MDB_txn *txn, const store *s, uint64_t number, int64_t as_of, store_record_fn fn, void *ctx,
+                            ms_err *e)
+{
+    unsigned char prefix[9];
+    patient_prefix(prefix, number, 'r');
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_PATIENT], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    buf kb = {0};
+    ms_code out = MS_OK;
+    MDB_val k = val(prefix, 9), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0) break;
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ TS_SIGN);
+        record_version rv;
+        bool found;
+        /* k points into the cursor's page: copy the id before another lookup moves nothing, but be safe */
+        char rid[RECORD_ID_MAX + 1];
+        size_t rl = k.mv_size - 17;
+        if (rl > RECORD_ID_MAX) continue;
+        memcpy(rid, (char *)k.mv_data + 17, rl);
+        if ((out = record_at(txn, s->dbi[DB_RECORD], &kb, rid, rl, as_of, &rv, &found, e)) != MS_OK) break;
+        if (!found || rv.deleted || rv.patient_number != number || rv.ts_us != ts) continue;
+        if (!fn(ctx, &rv)) break;
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    if (out == MS_OK && rc && rc != MDB_NOTFOUND) out = mdb_fail(e, rc, "patient records");
+    return out;
+}
+
+ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, store_record_fn fn, void *ctx,
+                           ms_err *e)
+{
+    uint64_t number;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    return live_records(r->txn, r->s, number, as_of, fn, ctx, e);
+}
+
+ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e)
+{
+    return live_records(w->txn, w->s, number, INT64_MAX, fn, ctx, e);
+}
+
 ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
                                 ms_err *e)
 {
@@ -1134,6 +1208,7 @@ static bool decode_public_record(const MDB_val *v, public_record *pr)
     pr->type[tl] = 0;
     pr->fields = (const char *)p + 19 + tl;
     pr->fields_len = v->mv_size - 19 - tl;
+    pr->deleted = pr->fields_len == 0; /* a live copy is at least "{}" */
     return true;
 }
 
@@ -1222,8 +1297,9 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
         for (uint32_t j = 0; j < r->nfields; j++) {
             const record_field *f = &r->fields[j];
             if (f->key_len == 9 && memcmp(f->key, "record_id", 9) == 0) continue;
-            fields[nf++] =
-                (state_field){f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len, f->hash};
+            fields[nf++] = (state_field){f->key,    f->key_len, body_pos[i] + (uint64_t)(f->val - r->body),
+                                         f->val_len, f->hash,    r->ts_us,
+                                         now};
         }
         patient_version pv = {.number = pts[i].number,
                               .version = 1,

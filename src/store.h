@@ -80,6 +80,7 @@ typedef struct {
     uint32_t body_len;
     uint64_t body_hash;
     unsigned char content_hash[16];
+    bool deleted; /* a tombstone (DELETE /v1/records/{id}): no body; the record reads 404 from here on */
 } record_version;
 
 typedef struct {
@@ -88,6 +89,9 @@ typedef struct {
     uint64_t pos; /* value bytes in the segment log */
     uint32_t len;
     uint64_t hash; /* XXH3-64 of the value bytes */
+    int64_t ts;    /* event time of the record that set it ... */
+    int64_t vf;    /* ... and that record version's commit time: with pos, the field's place in the event-time
+                      order (merge.h); INT64_MIN in versions written before the order was kept */
 } state_field;
 
 /* The most fields a patient version can hold (store_patient_put refuses more, MS_EINVAL). */
@@ -123,12 +127,17 @@ ms_code store_ident_put(store_write *w, const char *key, size_t len, const patie
 /* A new patient for this identity key: the next number, its id, and the identity index entry. */
 ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e);
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);
+/* A record version with its public copy (public_fields NULL for a tombstone: the public copy says deleted). */
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
                          ms_err *e);
 /* Latest patient version (fields valid until the next store call on w; copy what must live longer). */
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e);
 ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
+/* Rewrite the latest version pv (same version and valid_from) in place with fields whose VALUES are
+ * unchanged but whose references moved to later records (merge.h "moved"): no new version, no commit
+ * log item (nothing a reader or a sink sees changes). */
+ms_code store_patient_restate(store_write *w, const patient_version *pv, ms_err *e);
 ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e);
 ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
                                  ms_err *e);
@@ -162,6 +171,15 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
 /* The record's body bytes, checked against its hash. */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
 
+/* The records a patient holds: for each entry of its records index, the record's version current at
+ * as_of (the write side: now), kept when it still belongs to this patient with that event time and is
+ * not a tombstone. Each such version once, in event-time order (then record id). fn returns false to
+ * stop. */
+typedef bool (*store_record_fn)(void *ctx, const record_version *rv);
+ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, store_record_fn fn, void *ctx,
+                           ms_err *e);
+ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e);
+
 /* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given
  * (a cursor that is not one of this patient's index keys is MS_EINVAL). Calls fn for each (stops when
  * fn returns false). */
@@ -178,6 +196,7 @@ typedef struct {
     char type[65];
     const char *fields;
     size_t fields_len;
+    bool deleted; /* the public copy of a tombstone (fields empty) */
 } public_record;
 ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
                                bool *found, ms_err *e);

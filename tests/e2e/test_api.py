@@ -439,7 +439,7 @@ def test_patient_ids_are_random_uuids():
 # patient state, history, as_of
 
 @test
-def test_patient_merge_later_wins():
+def test_patient_merge_by_event_time():
     name, dob = "Merge Person " + H.rand_token(), "1975-03-04"
     a = {"record_id": rid(), "name": name, "dob": dob, "type": "patient", "ts": "2024-01-01T00:00:00Z",
          "phone": "555-0101", "favorite_color": "red", "allergy": "penicillin"}
@@ -453,17 +453,25 @@ def test_patient_merge_later_wins():
     eq(p["valid_to"], None, "valid_to of the current version")
     eq(p["fields"], {"name": name, "dob": dob, "phone": "555-0202", "favorite_color": "red",
                      "allergy": "penicillin", "city": "Lisbon"}, "merged fields")
-    c = {"record_id": rid(), "name": name, "dob": dob, "favorite_color": "blue"}
+    c = {"record_id": rid(), "name": name, "dob": dob, "favorite_color": "blue"}  # no ts: now, the latest
     ingest_created([c])
     p = get_patient(pid)
     eq(p["version"], 3, "patient version after a third record")
     eq(p["fields"]["favorite_color"], "blue", "later favorite_color wins")
     eq(p["fields"]["phone"], "555-0202", "phone kept")
+    # a new version of record a, still about 2024: its green is older than c's blue and changes nothing
     a2 = {k: v for k, v in a.items() if k != "phone"}
     a2["favorite_color"] = "green"
     check_item(items_by_line(srv().ingest_ok([a2]))[1], "updated", a["record_id"], 2, "update of record a")
     p = get_patient(pid)
-    eq(p["version"], 4, "patient version after a record update")
+    eq(p["version"], 3, "patient version after an update that is older in event time")
+    eq(p["fields"]["favorite_color"], "blue", "an older record does not override a newer value")
+    eq(p["fields"]["allergy"], "penicillin", "allergy kept")
+    # the same record moved to the future: now it wins
+    a3 = dict(a2, ts="2099-01-01T00:00:00Z")
+    check_item(items_by_line(srv().ingest_ok([a3]))[1], "updated", a["record_id"], 3, "second update of record a")
+    p = get_patient(pid)
+    eq(p["version"], 4, "patient version after a record update that is latest in event time")
     eq(p["fields"]["favorite_color"], "green", "favorite_color after the record update")
     eq(p["fields"]["phone"], "555-0202", "phone after the record update")
 

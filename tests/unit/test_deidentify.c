@@ -12,6 +12,7 @@
 #include "unit.h"
 
 #include "deidentify.h"
+#include "merge.h"
 #include "identity.h"
 #include "json_scan.h"
 
@@ -348,6 +349,30 @@ static bool public_ok(const char *pub, size_t n, const expected_public *want, ge
     return true;
 }
 
+/* The public projection of the state made of records recs[0..n) merged in that order (each a later
+ * event than the one before); record i's body stands at position i MiB of the log. */
+static void project_records(const schema *sc, const parsed_record *recs, int n, arena *mem, buf *out)
+{
+    merge_result m = {0};
+    for (int i = 0; i < n; i++) {
+        merge_source src = {.fields = recs[i].fields,
+                            .nfields = recs[i].nfields,
+                            .body = recs[i].body,
+                            .body_len = recs[i].body_len,
+                            .body_pos = (uint64_t)i << 20,
+                            .ts = i,
+                            .valid_from = i};
+        merge_result next;
+        merge_apply(sc, m.fields, m.nfields, &src, mem, &next);
+        m = next;
+    }
+    const char **vals = calloc(m.nfields ? m.nfields : 1, sizeof *vals);
+    for (uint32_t j = 0; j < m.nfields; j++)
+        vals[j] = recs[m.fields[j].pos >> 20].body + (m.fields[j].pos & ((1u << 20) - 1));
+    deid_patient_fields(sc, m.fields, m.nfields, vals, out);
+    free(vals);
+}
+
 typedef struct {
     int records, with_type, with_ts, with_color, many_extras, failures;
     char first_failure[1024];
@@ -373,7 +398,7 @@ static void run_property(const schema *sc, int iterations, uint64_t seed, proper
             ok = public_ok(r.public_fields, r.public_fields_len, &want, &g, why, sizeof why);
             /* the patient projection of the same record for a new patient: only favorite_color */
             buf pp = {0};
-            deid_patient_fields(sc, NULL, 0, &r, &pp);
+            project_records(sc, &r, 1, &mem, &pp);
             expected_public pw = want;
             pw.has_ts = pw.has_type = false;
             if (ok && !public_ok(pp.data, pp.len, &pw, &g, why, sizeof why)) ok = false;
@@ -523,50 +548,54 @@ static void test_record_fields_default_schema(void **state)
 
 /* ---- deid_patient_fields ---- */
 
-static void expect_patient_public(fixture *f, const char *prev, const char *record, const char *want)
+/* The projection of the state after `records` (NULL-terminated, oldest event first). */
+static void expect_patient_public(fixture *f, const char *const *records, const char *want)
 {
-    parsed_record r = unit_scan_ok(&f->cfg, &f->mem, record);
+    parsed_record r[8];
+    int n = 0;
+    while (records[n])
+        r[n] = unit_scan_ok(&f->cfg, &f->mem, records[n]), n++;
     f->out.len = 0;
-    deid_patient_fields(&f->sc, prev, prev ? strlen(prev) : 0, &r, &f->out);
+    project_records(&f->sc, r, n, &f->mem, &f->out);
     if (f->out.len != strlen(want) || memcmp(f->out.data, want, f->out.len) != 0)
-        fail_msg("prev %s + record %s -> %.*s, expected %s", prev ? prev : "(none)", record, (int)f->out.len,
-                 f->out.data ? f->out.data : "", want);
+        fail_msg("records %s ... -> %.*s, expected %s", records[0], (int)f->out.len, f->out.data ? f->out.data : "",
+                 want);
 }
+
+#define RECORDS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static void test_patient_fields_default_schema(void **state)
 {
     fixture *f = *state;
     /* a new patient: record-level fields (type, ts) are not patient state */
-    expect_patient_public(f, NULL,
-                          "{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}",
+    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}"),
                           "{\"favorite_color\":\"blue\"}");
-    expect_patient_public(f, "", "{" ID ",\"type\":\"lab\"}", "{}");
+    expect_patient_public(f, RECORDS("{" ID ",\"type\":\"lab\"}"), "{}");
     /* a record without the field keeps the previous value; a record with it replaces it */
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"allergy\":\"PHI\"}",
+    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\"}", "{" ID ",\"allergy\":\"PHI\"}"),
                           "{\"favorite_color\":\"blue\"}");
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":\"red\"}",
+    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":\"red\"}"),
                           "{\"favorite_color\":\"red\"}");
-    expect_patient_public(f, "{\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":null}",
+    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\"}", "{" ID ",\"favorite_color\":null}"),
                           "{\"favorite_color\":null}");
-    /* a previous projection that is not a JSON object counts as empty */
-    expect_patient_public(f, "not json", "{" ID ",\"type\":\"lab\"}", "{}");
-    /* keys outside the allow-list in prev are not carried over */
-    expect_patient_public(f, "{\"favorite_color\":\"blue\",\"ssn\":\"1\"}", "{" ID "}",
+    /* PHI fields of the state never appear */
+    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\",\"ssn\":\"1\"}", "{" ID "}"),
                           "{\"favorite_color\":\"blue\"}");
 }
 
 static void test_patient_fields_transforms(void **state)
 {
     fixture *f = *state;
-    const char *prev = "{\"visit_date\":\"2020\",\"eye_color\":\"green\"}";
-    expect_patient_public(f, prev, "{" ID ",\"visit_date\":\"2024-03-01\"}",
+    const char *prev = "{" ID ",\"visit_date\":\"2020-05-05\",\"eye_color\":\"green\"}";
+    expect_patient_public(f, RECORDS(prev, "{" ID ",\"visit_date\":\"2024-03-01\"}"),
                           "{\"visit_date\":\"2024\",\"eye_color\":\"green\"}");
-    expect_patient_public(f, prev, "{" ID ",\"eye_color\":\"brown\"}",
+    expect_patient_public(f, RECORDS(prev, "{" ID ",\"eye_color\":\"brown\"}"),
                           "{\"visit_date\":\"2020\",\"eye_color\":\"brown\"}");
     /* the record sets the field to a value that cannot be published: the old public value is gone too
      * (the patient's value is now the new one), and the raw value is not copied */
-    expect_patient_public(f, prev, "{" ID ",\"visit_date\":\"last March\"}", "{\"eye_color\":\"green\"}");
-    expect_patient_public(f, prev, "{" ID ",\"type\":\"lab\",\"ts\":\"2021-01-01T00:00:00Z\"}", prev);
+    expect_patient_public(f, RECORDS(prev, "{" ID ",\"visit_date\":\"last March\"}"), "{\"eye_color\":\"green\"}");
+    expect_patient_public(f, RECORDS(prev, "{" ID ",\"type\":\"lab\",\"ts\":\"2021-01-01T00:00:00Z\"}"),
+                          "{\"visit_date\":\"2020\",\"eye_color\":\"green\"}");
 }
 
 int main(void)

@@ -112,6 +112,7 @@ static submission *prepare(const schema *sc, store *st, const char *text)
                           .body_write_len = s->wlen,
                           .body_pos = UINT64_MAX,
                           .batch = &s->batch,
+                          .may_update = true,
                           .source = "unit test",
                           .received_at = ms_mono_s(),
                           .results = s->res};
@@ -822,9 +823,220 @@ static void test_long_field_key_does_not_poison_patient(void **state)
     assert_string_equal(state_value(f, &pv, "allergy"), "\"nuts\"");
 }
 
+/* ---- corrections: permission for new versions, moves, deletions, event time ---- */
+
+#define LIAM "\"name\":\"Liam Ode\",\"dob\":\"1985-07-07\""
+
+static void test_new_version_needs_update_permission(void **state)
+{
+    fixture *f = *state;
+    submit(f, "{\"record_id\":\"u1\"," ANA ",\"allergy\":\"nuts\"}");
+    submission *s = prepare(&f->sc, f->s,
+                            "{\"record_id\":\"u1\"," LIAM ",\"allergy\":\"none\"}\n"  /* a new version: refused */
+                            "{\"record_id\":\"u1\"," ANA ",\"allergy\":\"nuts\"}\n"   /* the same: a duplicate */
+                            "{\"record_id\":\"u2\"," ANA ",\"allergy\":\"eggs\"}\n"); /* new: created */
+    f->subs[f->nsubs++] = s;
+    s->job.may_update = false;
+    assert_int_equal(run(f->s, f->w, s, false), MS_OK);
+    expect_item(s, 0, ITEM_REJECTED, 0);
+    assert_non_null(s->res[0].error);
+    assert_string_equal(s->res[0].error, "line 1: record u1 exists; a new version needs records:update");
+    expect_item(s, 1, ITEM_DUPLICATE, 1);
+    expect_item(s, 2, ITEM_CREATED, 1);
+    record_version rv;
+    assert_true(unit_record_at(f->s, "u1", INT64_MAX, &rv));
+    assert_int_equal(rv.version, 1); /* not overwritten, not moved */
+    patient_id liam;
+    assert_false(ident_lookup(f, "Liam Ode", 1985, 7, 7, &liam));
+}
+
+/* The misfiled record: hiv_status filed under Aisha, re-sent with Liam's identity. */
+static void test_moved_record_leaves_the_old_patient(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"record_id\":\"lab-7\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\","
+                              "\"hiv_status\":\"positive\",\"phone\":\"1\"}");
+    submit(f, "{\"record_id\":\"adm-1\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"phone\":\"0\",\"blood\":\"A\"}");
+    patient_id aisha = a->res[0].pid;
+    patient_version pv;
+    assert_true(unit_patient_at(f->s, &f->mem, &aisha, INT64_MAX, &pv));
+    assert_string_equal(state_value(f, &pv, "hiv_status"), "\"positive\"");
+    assert_string_equal(state_value(f, &pv, "phone"), "\"1\"");
+    uint32_t before = pv.version;
+    int64_t t_before = ms_now_us();
+    submission *m = submit(f, "{\"record_id\":\"lab-7\"," LIAM ",\"ts\":\"2026-01-02T00:00:00Z\","
+                              "\"hiv_status\":\"positive\",\"phone\":\"1\"}");
+    expect_item(m, 0, ITEM_UPDATED, 2);
+    assert_false(same_pid(&m->res[0].pid, &aisha));
+    /* Aisha: a new version recomputed from her remaining record */
+    assert_true(unit_patient_at(f->s, &f->mem, &aisha, INT64_MAX, &pv));
+    assert_int_equal(pv.version, before + 1);
+    assert_null(state_value(f, &pv, "hiv_status"));
+    assert_string_equal(state_value(f, &pv, "phone"), "\"0\"");
+    assert_string_equal(state_value(f, &pv, "blood"), "\"A\"");
+    assert_span_equal(pv.cause_record, pv.cause_record_len, "lab-7");
+    /* history keeps what was true before */
+    assert_true(unit_patient_at(f->s, &f->mem, &aisha, t_before, &pv));
+    assert_string_equal(state_value(f, &pv, "hiv_status"), "\"positive\"");
+    /* Liam has it */
+    assert_true(unit_patient_at(f->s, &f->mem, &m->res[0].pid, INT64_MAX, &pv));
+    assert_string_equal(state_value(f, &pv, "hiv_status"), "\"positive\"");
+}
+
+/* A new version of a record that drops a field: the field leaves the state (recomputed). */
+static void test_new_version_dropping_a_field(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"allergy\":\"nuts\"}");
+    submit(f, "{\"record_id\":\"d0\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"allergy\":\"eggs\"}");
+    submit(f, "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"weight\":70}");
+    patient_version pv;
+    assert_true(unit_patient_at(f->s, &f->mem, &a->res[0].pid, INT64_MAX, &pv));
+    assert_string_equal(state_value(f, &pv, "allergy"), "\"eggs\""); /* d0's value returns */
+    assert_string_equal(state_value(f, &pv, "weight"), "70");
+}
+
+static ms_code delete_record(fixture *f, const char *rid, item_result *res)
+{
+    ingest_job job = {.delete_id = rid, .delete_id_len = strlen(rid), .source = "unit test", .results = res,
+                      .received_at = ms_mono_s()};
+    writer_submit(f->w, &job);
+    return job.rc;
+}
+
+static void test_delete_is_a_tombstone(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"record_id\":\"x1\"," ANA ",\"ts\":\"2026-03-01T00:00:00Z\",\"favorite_color\":\"red\","
+                              "\"type\":\"lab\",\"secret\":\"s\"}");
+    submit(f, "{\"record_id\":\"x0\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"favorite_color\":\"blue\"}");
+    patient_id pid = a->res[0].pid;
+    char pub[256];
+    assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"red\"}");
+    int64_t before = ms_now_us();
+    item_result res = {0};
+    assert_int_equal(delete_record(f, "x1", &res), MS_OK);
+    assert_int_equal(res.status, ITEM_DELETED);
+    assert_int_equal(res.version, 2);
+    assert_true(same_pid(&res.pid, &pid));
+    record_version rv;
+    assert_true(unit_record_at(f->s, "x1", INT64_MAX, &rv));
+    assert_true(rv.deleted);
+    assert_int_equal(rv.version, 2);
+    assert_true(unit_record_at(f->s, "x1", before, &rv)); /* the old version, as of before the deletion */
+    assert_false(rv.deleted);
+    /* its values left the patient's state and the public copies */
+    patient_version pv;
+    assert_true(unit_patient_at(f->s, &f->mem, &pid, INT64_MAX, &pv));
+    assert_null(state_value(f, &pv, "secret"));
+    assert_string_equal(state_value(f, &pv, "favorite_color"), "\"blue\"");
+    assert_true(public_patient(f, &pid, INT64_MAX, pub, sizeof pub));
+    assert_string_equal(pub, "{\"favorite_color\":\"blue\"}");
+    store_read *r = unit_rbegin(f->s);
+    public_record pr;
+    bool found = false;
+    ms_err e;
+    assert_int_equal(store_public_record_at(r, "x1", 2, INT64_MAX, &pr, &found, &e), MS_OK);
+    store_read_end(r);
+    assert_true(found && pr.deleted);
+    /* deleting again, or a record that never existed: not found, nothing written */
+    uint64_t pos0, pos1, n;
+    counts(f, &pos0, &n);
+    assert_int_equal(delete_record(f, "x1", &res), MS_OK);
+    assert_int_equal(res.status, ITEM_REJECTED);
+    assert_int_equal(delete_record(f, "nope", &res), MS_OK);
+    assert_int_equal(res.status, ITEM_REJECTED);
+    counts(f, &pos1, &n);
+    assert_true(pos1 >= pos0); /* audit entries only */
+    /* sent again afterwards: a new version (3) of the record */
+    submission *again = submit(f, "{\"record_id\":\"x1\"," ANA ",\"ts\":\"2026-03-01T00:00:00Z\",\"secret\":\"s\"}");
+    expect_item(again, 0, ITEM_UPDATED, 3);
+}
+
+/* Property: records of one patient sent in random arrival order, with new versions, moves to another
+ * patient and deletions mixed in, leave a current state equal to the merge by event time of the
+ * records that remain (the model), both for the patient and for the one records moved to. */
+static void test_event_time_state_property(void **state)
+{
+    fixture *f = *state;
+    unit_rng rng = {77};
+    enum { NREC = 10, NFIELD = 4, ROUNDS = 12, STEPS = 24 };
+    for (int round = 0; round < ROUNDS; round++) {
+        /* the model: each record id's live version (owner 0 = Ana, 1 = Liam, -1 = gone), ts and fields */
+        struct {
+            int owner;
+            int ts;
+            int val[NFIELD]; /* -1: absent */
+        } model[NREC];
+        for (int i = 0; i < NREC; i++)
+            model[i].owner = -1;
+        patient_id who[2];
+        bool have_who[2] = {false, false};
+        for (int step = 0; step < STEPS; step++) {
+            int i = (int)unit_below(&rng, NREC);
+            char rid[32];
+            snprintf(rid, sizeof rid, "p%d-r%d", round, i);
+            if (model[i].owner >= 0 && unit_below(&rng, 6) == 0) {
+                item_result res = {0};
+                assert_int_equal(delete_record(f, rid, &res), MS_OK);
+                assert_int_equal(res.status, ITEM_DELETED);
+                model[i].owner = -1;
+                continue;
+            }
+            int owner = unit_below(&rng, 5) == 0 ? 1 : 0;
+            int ts = (int)unit_below(&rng, 1000); /* distinct per record: ts = ts*16 + i */
+            char text[512];
+            int len = snprintf(text, sizeof text, "{\"record_id\":\"%s\",\"name\":\"%s Round%d\",\"dob\":\"%s\","
+                           "\"ts\":\"2020-01-01T00:%02d:%02d.%06dZ\"",
+                           rid, owner ? "Liam" : "Ana", round, owner ? "1985-07-07" : "1990-01-01", ts / 60 % 60,
+                           ts % 60, i);
+            model[i].owner = owner;
+            model[i].ts = ts * 16 + i;
+            for (int k = 0; k < NFIELD; k++) {
+                model[i].val[k] = unit_below(&rng, 3) ? (int)unit_below(&rng, 4) : -1;
+                if (model[i].val[k] >= 0)
+                    len += snprintf(text + len, sizeof text - (size_t)len, ",\"f%d\":%d", k, model[i].val[k]);
+            }
+            snprintf(text + len, sizeof text - (size_t)len, "}");
+            submission *sub = prepare(&f->sc, f->s, text);
+            assert_int_equal(run(f->s, f->w, sub, false), MS_OK);
+            if (sub->res[0].status == ITEM_REJECTED) fail_msg("%s rejected: %s", text, sub->batch.records[0].error);
+            who[owner] = sub->res[0].pid;
+            have_who[owner] = true;
+            submission_free(sub);
+        }
+        for (int o = 0; o < 2; o++) {
+            if (!have_who[o]) continue;
+            patient_version pv;
+            assert_true(unit_patient_at(f->s, &f->mem, &who[o], INT64_MAX, &pv));
+            for (int k = 0; k < NFIELD; k++) {
+                int want = -1, best = -1;
+                for (int i = 0; i < NREC; i++)
+                    if (model[i].owner == o && model[i].val[k] >= 0 && model[i].ts > best)
+                        best = model[i].ts, want = model[i].val[k];
+                char key[16], wanted[16];
+                snprintf(key, sizeof key, "f%d", k);
+                snprintf(wanted, sizeof wanted, "%d", want);
+                const char *got = state_value(f, &pv, key);
+                if (want < 0 && got) fail_msg("round %d patient %d: %s = %s, expected absent", round, o, key, got);
+                if (want >= 0 && (!got || strcmp(got, wanted) != 0))
+                    fail_msg("round %d patient %d: %s = %s, expected %s", round, o, key, got ? got : "(absent)",
+                             wanted);
+            }
+        }
+        arena_free(&f->mem);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_new_version_needs_update_permission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_moved_record_leaves_the_old_patient, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_versions_for_sinks, setup, teardown),
