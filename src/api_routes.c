@@ -1,8 +1,9 @@
 /*
  * api_routes.c - route table and handlers of the HTTP API (see api_routes.h, docs/API.md).
  *
- * Authentication and permission checks arrive with issue 3: the table already names each route's
- * permission, and dispatch is the one place where the check will sit.
+ * Dispatch (on_headers) is the one place where a route's permission is checked, before the body is
+ * read; a refusal (403, or 401 for a token whose user is known) is audited there. PHI reads are also
+ * refused there (503) while their audit entries cannot be made durable (writer_audit_ok).
  */
 #include "api_routes.h"
 
@@ -22,6 +23,7 @@
 
 static void h_ingest(api *a, http_request *req, http_response *res);
 static void h_record_get(api *a, http_request *req, http_response *res);
+static void h_record_delete(api *a, http_request *req, http_response *res);
 static void h_patient_lookup(api *a, http_request *req, http_response *res);
 static void h_patient_get(api *a, http_request *req, http_response *res);
 static void h_patient_history(api *a, http_request *req, http_response *res);
@@ -37,21 +39,22 @@ static void h_audit(api *a, http_request *req, http_response *res);
 static void h_metrics(api *a, http_request *req, http_response *res);
 
 const route api_route_table[] = {
-    {"POST", "/v1/records", "records:create", h_ingest},
-    {"GET", "/v1/records/{}", "records:read", h_record_get},
-    {"GET", "/v1/patients", "patients:read", h_patient_lookup},
-    {"GET", "/v1/patients/{}", "patients:read", h_patient_get},
-    {"GET", "/v1/patients/{}/history", "patients:read", h_patient_history},
-    {"GET", "/v1/patients/{}/records", "patients:read", h_patient_records},
-    {"GET", "/v1/public/patients/{}", "public:read", h_public_patient},
-    {"GET", "/v1/public/records", "public:read", h_public_records},
-    {"POST", "/v1/snapshots", "exports:create", h_snapshot},
-    {"GET", "/healthz", PERMISSION_NONE, h_health},
-    {"POST", "/v1/auth/token", PERMISSION_NONE, h_login},
-    {"DELETE", "/v1/auth/token", PERMISSION_AUTHENTICATED, h_logout},
-    {"POST", "/v1/users", "users:create", h_user_create},
-    {"GET", "/v1/audit", "audit:read", h_audit},
-    {"GET", "/metrics", "metrics:read", h_metrics},
+    {"POST", "/v1/records", "records:create", h_ingest, 0},
+    {"GET", "/v1/records/{}", "records:read", h_record_get, ROUTE_PHI_READ},
+    {"DELETE", "/v1/records/{}", "records:delete", h_record_delete, 0},
+    {"GET", "/v1/patients", "patients:read", h_patient_lookup, ROUTE_PHI_READ},
+    {"GET", "/v1/patients/{}", "patients:read", h_patient_get, ROUTE_PHI_READ},
+    {"GET", "/v1/patients/{}/history", "patients:read", h_patient_history, ROUTE_PHI_READ},
+    {"GET", "/v1/patients/{}/records", "patients:read", h_patient_records, ROUTE_PHI_READ},
+    {"GET", "/v1/public/patients/{}", "public:read", h_public_patient, 0},
+    {"GET", "/v1/public/records", "public:read", h_public_records, 0},
+    {"POST", "/v1/snapshots", "exports:create", h_snapshot, 0},
+    {"GET", "/healthz", PERMISSION_NONE, h_health, 0},
+    {"POST", "/v1/auth/token", PERMISSION_NONE, h_login, 0},
+    {"DELETE", "/v1/auth/token", PERMISSION_AUTHENTICATED, h_logout, 0},
+    {"POST", "/v1/users", "users:create", h_user_create, 0},
+    {"GET", "/v1/audit", "audit:read", h_audit, 0},
+    {"GET", "/metrics", "metrics:read", h_metrics, 0},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
 
@@ -101,22 +104,44 @@ static bool content_type_is(const char *ct, const char *want)
     return *ct == 0 || *ct == ';';
 }
 
+/* A refused request whose user is known: audited (who tried what, never the request's data). */
+static void audit_denied(api *a, const http_request *req, const char *user, const char *role, const char *action)
+{
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = user,
+                      .role = role,
+                      .action = action,
+                      .resource = req->path,
+                      .outcome = "denied",
+                      .client = req->client};
+    writer_audit(a->writer, &ev);
+}
+
 /* Every route's permission, checked before anything else of the request is read. */
 static int authorize(api *a, const route *rt, http_request *req, http_response *res)
 {
     if (strcmp(rt->permission, PERMISSION_NONE) == 0) return 0;
-    principal who;
+    principal who = {0};
     token_status st = token_check(a->store, req->authorization, &who);
     if (st != TOKEN_OK) {
+        if (who.user[0]) audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
         http_error(res, 401, "%s", token_status_text(st));
         return 401;
     }
     if (!access_allows(who.role, rt->permission)) {
+        audit_denied(a, req, who.user, who.role, rt->permission);
         http_error(res, 403, "role %s lacks permission %s", who.role, rt->permission);
         return 403;
     }
     snprintf(req->user, sizeof req->user, "%s", who.user);
     snprintf(req->role, sizeof req->role, "%s", who.role);
+    if (rt->flags & ROUTE_PHI_READ) {
+        ms_err why;
+        if (!writer_audit_ok(a->writer, &why)) {
+            http_error(res, 503, "PHI reads are refused while their audit entries cannot be stored: %s", why.msg);
+            return 503;
+        }
+    }
     return 0;
 }
 
@@ -205,13 +230,13 @@ static bool only_args(http_request *req, http_response *res, const char *const *
     return true;
 }
 
-/* as_of: an RFC 3339 time or a snapshot id; absent means now. */
-static bool get_as_of(http_request *req, http_response *res, store_read *r, int64_t *as_of)
+/* as_of: an RFC 3339 time or a snapshot id; absent means now. Public reads take only a snapshot id: a
+ * time would let a caller bisect exact commit times, finer than the year the public copy carries. */
+static bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of)
 {
     const char *v = http_arg_get(req, "as_of");
     *as_of = INT64_MAX;
     if (!v) return true;
-    if (time_parse_rfc3339(v, strlen(v), as_of)) return true;
     if (strncmp(v, "snap_", 5) == 0 && strlen(v) < 64) {
         bool found;
         ms_err e;
@@ -223,6 +248,11 @@ static bool get_as_of(http_request *req, http_response *res, store_read *r, int6
         http_error(res, 404, "as_of: no such snapshot");
         return false;
     }
+    if (snapshot_only) {
+        http_error(res, 400, "as_of: public reads take a snapshot id (POST /v1/snapshots), not a time");
+        return false;
+    }
+    if (time_parse_rfc3339(v, strlen(v), as_of)) return true;
     http_error(res, 400, "as_of: expected an RFC 3339 time (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
     return false;
 }
@@ -308,10 +338,11 @@ static bool begin_read(api *a, http_response *res, store_read **r)
 }
 
 /* A read transaction and the request's as_of instant; false (already answered) on failure. */
-static bool begin_read_at(api *a, http_request *req, http_response *res, store_read **r, int64_t *as_of)
+static bool begin_read_at(api *a, http_request *req, http_response *res, bool snapshot_only, store_read **r,
+                          int64_t *as_of)
 {
     if (!begin_read(a, res, r)) return false;
-    if (get_as_of(req, res, *r, as_of)) return true;
+    if (get_as_of(req, res, *r, snapshot_only, as_of)) return true;
     store_read_end(*r);
     return false;
 }
@@ -438,35 +469,75 @@ static void h_record_get(api *a, http_request *req, http_response *res)
     double t0 = ms_mono_s();
     store_read *r;
     int64_t as_of;
-    if (!begin_read_at(a, req, res, &r, &as_of)) return;
+    if (!begin_read_at(a, req, res, false, &r, &as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
     patient_id touched;
+    memset(&touched, 0, sizeof touched);
     ms_code rc = query_record(&q, r, req->params[0], strlen(req->params[0]), as_of, &out, &touched, &e);
+    bool known = rc == MS_OK || (rc == MS_ENOTFOUND && memcmp(&touched, &(patient_id){0}, sizeof touched) != 0);
     finish_read(r, rc, &e, &out, res, t0);
-    audit_request(a, req, "records:read", rc == MS_OK ? &touched : NULL, outcome_of(rc));
+    audit_request(a, req, "records:read", known ? &touched : NULL, outcome_of(rc));
+}
+
+static void h_record_delete(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {NULL};
+    if (!only_args(req, res, allowed)) return;
+    const char *rid = req->params[0];
+    char source[192];
+    snprintf(source, sizeof source, "user %s via http %s (delete)", req->user, req->client);
+    item_result item = {0};
+    ingest_job job = {.delete_id = rid,
+                      .delete_id_len = strlen(rid),
+                      .source = source,
+                      .user = req->user,
+                      .role = req->role,
+                      .client = req->client,
+                      .resource = req->path,
+                      .received_at = ms_mono_s(),
+                      .results = &item};
+    writer_submit(a->writer, &job); /* the audit entry (records:delete) is in the same commit */
+    if (job.rc != MS_OK) {
+        http_error(res, status_for(job.rc), "the record was not deleted: %s", job.err.msg);
+        return;
+    }
+    if (item.status != ITEM_DELETED) {
+        http_error(res, 404, "record not found");
+        return;
+    }
+    char pid[PATIENT_ID_TEXT];
+    patient_id_format(&item.pid, pid);
+    res->status = 200;
+    res->body.len = 0;
+    buf_puts(&res->body, "{\"record_id\":");
+    jw_cstr(&res->body, rid);
+    buf_printf(&res->body, ",\"patient_id\":\"%s\",\"version\":%u,\"deleted\":true,\"valid_from\":", pid,
+               item.version);
+    jw_time(&res->body, job.commit_time);
+    buf_putc(&res->body, '}');
 }
 
 static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
                            double t0)
 {
-    int64_t as_of;
-    if (!get_as_of(req, res, r, &as_of)) {
+    int64_t as_of, event_at = INT64_MAX;
+    if (!get_as_of(req, res, r, false, &as_of) || !get_time(req, res, "event_at", &event_at)) {
         store_read_end(r);
         return;
     }
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
-    ms_code rc = query_patient(&q, r, pid, as_of, &out, &e);
+    ms_code rc = query_patient(&q, r, pid, as_of, event_at, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
     audit_request(a, req, "patients:read", rc == MS_OK ? pid : NULL, outcome_of(rc));
 }
 
 static void h_patient_get(api *a, http_request *req, http_response *res)
 {
-    static const char *const allowed[] = {"as_of", NULL};
+    static const char *const allowed[] = {"as_of", "event_at", NULL};
     if (!only_args(req, res, allowed)) return;
     double t0 = ms_mono_s();
     patient_id pid;
@@ -478,7 +549,7 @@ static void h_patient_get(api *a, http_request *req, http_response *res)
 
 static void h_patient_lookup(api *a, http_request *req, http_response *res)
 {
-    static const char *const allowed[] = {"name", "dob", "as_of", NULL};
+    static const char *const allowed[] = {"name", "dob", "as_of", "event_at", NULL};
     if (!only_args(req, res, allowed)) return;
     double t0 = ms_mono_s();
     const char *name = http_arg_get(req, "name"), *dob = http_arg_get(req, "dob");
@@ -553,7 +624,7 @@ static void h_patient_records(api *a, http_request *req, http_response *res)
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
-    if (!begin_read_at(a, req, res, &r, &p.as_of)) return;
+    if (!begin_read_at(a, req, res, false, &r, &p.as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -573,7 +644,7 @@ static void h_public_patient(api *a, http_request *req, http_response *res)
     if (!get_pid(req->params[0], res, &pid)) return;
     store_read *r;
     int64_t as_of;
-    if (!begin_read_at(a, req, res, &r, &as_of)) return;
+    if (!begin_read_at(a, req, res, true, &r, &as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -631,7 +702,7 @@ static void h_public_records(api *a, http_request *req, http_response *res)
     p.cursor = c.len ? c.key : NULL;
     p.cursor_len = c.len;
     store_read *r;
-    if (!begin_read_at(a, req, res, &r, &p.as_of)) return;
+    if (!begin_read_at(a, req, res, true, &r, &p.as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -668,15 +739,20 @@ static void h_snapshot(api *a, http_request *req, http_response *res)
 
 static void h_health(api *a, http_request *req, http_response *res)
 {
-    (void)a;
     (void)req;
     res->status = 200; /* alive either way; "degraded" tells a load balancer or an operator to look */
+    ms_err store_why;
+    bool store_failing = !writer_audit_ok(a->writer, &store_why);
     bool kafka_down = atomic_load(&g_metrics.kafka_unreachable);
     int pg = atomic_load(&g_metrics.postgres_state);
     /* behind: a commit older than 10 s not yet in PostgreSQL (the requirement is 2 s) is worth a look */
     bool pg_behind = pg == PG_STATE_OK && atomic_load(&g_metrics.postgres_lag_ms) > 10000;
-    bool degraded = kafka_down || pg == PG_STATE_UNREACHABLE || pg == PG_STATE_FAILING || pg_behind;
+    bool degraded = store_failing || kafka_down || pg == PG_STATE_UNREACHABLE || pg == PG_STATE_FAILING || pg_behind;
     buf_printf(&res->body, "{\"status\":\"%s\"", degraded ? "degraded" : "ok");
+    if (store_failing) {
+        buf_puts(&res->body, ",\"store\":");
+        jw_cstr(&res->body, store_why.msg); /* names the cause (disk full, I/O error), never data */
+    }
     if (kafka_down) buf_puts(&res->body, ",\"kafka\":\"brokers unreachable\"");
     if (pg != PG_STATE_OFF)
         buf_printf(&res->body, ",\"postgres\":\"%s\",\"postgres_lag_commits\":%llu,\"postgres_lag_ms\":%llu",
@@ -753,8 +829,17 @@ static void h_login(api *a, http_request *req, http_response *res)
         principal who;
         bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
         login_record(v[0], ok, ms_now_us());
+        /* the name tried is recorded only if it is a user's: a password typed into the user field must
+         * not end up in the audit log */
+        bool exists = false;
+        store_read *rd;
+        if (user_name_valid(v[0]) && store_read_begin(a->store, &rd, NULL) == MS_OK) {
+            char r_[STORE_ROLE_MAX], h_[STORE_HASH_MAX];
+            if (store_user_get(rd, v[0], r_, h_, &exists, NULL) != MS_OK) exists = false;
+            store_read_end(rd);
+        }
         audit_event ev = {.time_us = ms_now_us(),
-                          .user = user_name_valid(v[0]) ? v[0] : "(invalid name)",
+                          .user = exists ? v[0] : "(unknown user)",
                           .role = ok ? who.role : "",
                           .action = "auth:login",
                           .resource = req->path,
@@ -892,12 +977,16 @@ static void h_audit(api *a, http_request *req, http_response *res)
         }
         after = v;
     }
+    ms_err e;
+    if (writer_sync(a->writer, &e) != MS_OK) { /* read your writes: what was answered before is in the log */
+        http_error(res, status_for(e.code), "the audit log cannot be brought up to date: %s", e.msg);
+        return;
+    }
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     buf out = {0};
     q.out = &out;
     buf_puts(&out, "{\"entries\":[");
-    ms_err e;
     ms_code rc = store_audit_scan(r, after, on_audit_entry, &q, &e);
     if (rc == MS_OK) {
         buf_puts(&out, "],\"next_cursor\":");

@@ -25,11 +25,14 @@ typedef struct {
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);
 
+#define ROUTE_PHI_READ 1u /* reads PHI: audited, and refused (503) while audit entries cannot be stored */
+
 typedef struct {
     const char *method;
     const char *pattern;    /* "/v1/patients/{}/history": {} captures one path segment */
     const char *permission; /* "resource:action" or PERMISSION_NONE (access.h) */
     route_handler handler;
+    unsigned flags; /* ROUTE_PHI_READ */
 } route;
 
 extern const route api_route_table[];

@@ -532,6 +532,7 @@ def test_as_of_reads_equal_past_reads():
     past = {k: srv().get_json(p) for k, p in reads.items()}
     time.sleep(0.01)
     t = H.now_rfc3339()
+    snap = srv().request("POST", "/v1/snapshots", body=b"").json()["snapshot_id"]  # public reads: by snapshot
     time.sleep(0.01)
     r1b = dict(r1, favorite_color="green", phone="555-0002")
     r2 = {"record_id": rid(), "name": name, "dob": dob, "type": "lab", "ts": "2025-06-06T06:06:06Z",
@@ -548,7 +549,7 @@ def test_as_of_reads_equal_past_reads():
     check(cur["fields"] != past["patient"]["fields"], "current patient did not change after the update")
     for k, p in reads.items():
         sep = "&" if "?" in p else "?"
-        got = srv().get_json(p + sep + q({"as_of": t}))
+        got = srv().get_json(p + sep + q({"as_of": snap if k.startswith("public") else t}))
         what = "%s as_of %s" % (k, t)
         if k in ("patient", "lookup"):
             same_as_past_read(past[k], got, next_vf, what)
@@ -569,16 +570,18 @@ def test_as_of_reads_equal_past_reads():
 @test
 def test_as_of_before_creation_is_404():
     t0 = H.now_rfc3339()
+    snap = srv().request("POST", "/v1/snapshots", body=b"").json()["snapshot_id"]
     time.sleep(0.01)
     r = person(type="visit")
     pid = ingest_created([r])[0]["patient_id"]
-    for t in (t0, "2000-01-01T00:00:00Z", "2000-01-01T00:00:00.000000Z"):
+    for t in (t0, "2000-01-01T00:00:00Z", "2000-01-01T00:00:00.000000Z", snap):
         for path in ("/v1/patients/%s" % pid, "/v1/records/%s" % r["record_id"],
-                     "/v1/public/patients/%s" % pid,
                      "/v1/patients?" + q({"name": r["name"], "dob": r["dob"]})):
             sep = "&" if "?" in path else "?"
             resp = srv().get(path + sep + q({"as_of": t}))
             expect_error(resp, 404, what="GET %s as_of %s (before creation)" % (path, t))
+    expect_error(srv().get("/v1/public/patients/%s?%s" % (pid, q({"as_of": snap}))), 404,
+                 what="public patient as_of a snapshot before its creation")
     get_patient(pid, {"as_of": H.now_rfc3339()})
 
 
@@ -849,14 +852,18 @@ def test_snapshots():
         same_as_past_read(p1, get_patient(pid, {"as_of": as_of}), next_vf, "patient as_of %s" % as_of)
         same_as_past_read(r1, get_record(r["record_id"], params={"as_of": as_of}), rec_vf,
                           "record as_of %s" % as_of)
-        eq(srv().get_json("/v1/public/patients/%s?%s" % (pid, q({"as_of": as_of}))), pp1,
-           "public patient as_of %s" % as_of)
         recs = srv().get_json("/v1/patients/%s/records?%s" % (pid, q({"as_of": as_of})))["records"]
         eq([x["record_id"] for x in recs], [r["record_id"]], "patient records as_of %s" % as_of)
         eq(recs[0]["fields"], r, "patient record fields as_of %s" % as_of)
-        pub = srv().get_json("/v1/public/records?%s" % q({"patient_id": pid, "as_of": as_of}))["records"]
-        eq([(x["record_id"], x["fields"].get("favorite_color")) for x in pub], [(r["record_id"], "blue")],
-           "public records as_of %s" % as_of)
+    # public reads take only the snapshot id: a time would let a caller bisect exact commit times
+    as_of = snap["snapshot_id"]
+    eq(srv().get_json("/v1/public/patients/%s?%s" % (pid, q({"as_of": as_of}))), pp1, "public patient as_of snapshot")
+    pub = srv().get_json("/v1/public/records?%s" % q({"patient_id": pid, "as_of": as_of}))["records"]
+    eq([(x["record_id"], x["fields"].get("favorite_color")) for x in pub], [(r["record_id"], "blue")],
+       "public records as_of snapshot")
+    for path in ("/v1/public/patients/%s?" % pid, "/v1/public/records?patient_id=%s&" % pid):
+        expect_error(srv().get(path + q({"as_of": snap["as_of"]})), 400, "snapshot",
+                     what="public read as_of a time")
     snap2 = srv().request("POST", "/v1/snapshots", body=b"").json()
     check(snap2.get("snapshot_id") != snap["snapshot_id"], "two snapshots have the same id")
     eq(get_patient(pid, {"as_of": snap2["snapshot_id"]})["version"], 3, "patient as_of the second snapshot")
@@ -1269,7 +1276,7 @@ def test_unknown_path_404():
 @test
 def test_wrong_method_405():
     u = str(uuid.uuid4())
-    for method, path in (("GET", "/v1/records"), ("PUT", "/v1/records"), ("DELETE", "/v1/records/x1"),
+    for method, path in (("GET", "/v1/records"), ("PUT", "/v1/records"), ("PUT", "/v1/records/x1"),
                          ("PUT", "/v1/patients/%s" % u), ("DELETE", "/v1/patients/%s" % u),
                          ("POST", "/v1/patients/%s/history" % u), ("POST", "/healthz"), ("POST", "/metrics"),
                          ("GET", "/v1/snapshots"), ("POST", "/v1/public/records"),
