@@ -417,6 +417,7 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     } else {
         /* this thread writes the body; the writer only has to sync it */
         if (store_append_body(a->store, job.body, job.body_write_len, &job.body_pos, &e) != MS_OK) {
+            writer_note_failure(a->writer, &e);
             http_error(res, status_for(e.code), "nothing of this batch was stored: %s", e.msg);
             free(job.results);
             record_batch_free(&batch);
@@ -742,7 +743,7 @@ static void h_health(api *a, http_request *req, http_response *res)
     (void)req;
     res->status = 200; /* alive either way; "degraded" tells a load balancer or an operator to look */
     ms_err store_why;
-    bool store_failing = !writer_audit_ok(a->writer, &store_why);
+    bool store_failing = !writer_healthy(a->writer, &store_why);
     bool kafka_down = atomic_load(&g_metrics.kafka_unreachable);
     int pg = atomic_load(&g_metrics.postgres_state);
     /* behind: a commit older than 10 s not yet in PostgreSQL (the requirement is 2 s) is worth a look */

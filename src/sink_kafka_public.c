@@ -49,9 +49,13 @@ static bool ship_item(void *ctx, const log_item *it)
     buf v = {0};
     buf_printf(&v, "{\"patient_id\":\"%s\",\"record_id\":", pid);
     jw_string(&v, it->id, it->id_len);
-    buf_printf(&v, ",\"version\":%u,\"fields\":", it->version);
-    buf_put(&v, pr.fields, pr.fields_len);
-    buf_putc(&v, '}');
+    if (pr.deleted) { /* a tombstone: the record is gone from the public copy */
+        buf_printf(&v, ",\"version\":%u,\"deleted\":true}", it->version);
+    } else {
+        buf_printf(&v, ",\"version\":%u,\"fields\":", it->version);
+        buf_put(&v, pr.fields, pr.fields_len);
+        buf_putc(&v, '}');
+    }
     rd_kafka_resp_err_t err;
     while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                     RD_KAFKA_V_KEY(pid, strlen(pid)), RD_KAFKA_V_VALUE(v.data, v.len),

@@ -4,8 +4,9 @@
  *
  * DESIGN: a sink that follows the store's commit log (store_log_entry) from its own position, kept in
  * the store (meta "sink:kafka-public"); for each committed record version it publishes the public copy
- * ({"patient_id","record_id","version","fields"}: allow-listed fields only) with an idempotent producer,
- * waits for delivery, then advances its position. The PostgreSQL sink of issue 5 follows the same log.
+ * ({"patient_id","record_id","version","fields"}: allow-listed fields only; a deleted record's tombstone
+ * version is {"patient_id","record_id","version","deleted":true}) with an idempotent producer, waits for
+ * delivery, then advances its position. The PostgreSQL sink of issue 5 follows the same log.
  * Contract: at-least-once across restarts (a crash between delivery and saving the position re-sends
  * that commit's messages; consumers dedupe on record_id + version); nothing but the public store is read.
  */

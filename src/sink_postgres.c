@@ -106,6 +106,14 @@ static const char *const migration_1 =
 static const char *const migration_3 =
     "ALTER TABLE medstream.sink_position ADD COLUMN commit_time_us bigint;\n";
 
+/* Deleted records (DELETE /v1/records/{id}): a tombstone version, a row with deleted = true and no body
+ * (no public fields), as in the store. */
+static const char *const migration_4 =
+    "ALTER TABLE medstream.phi_records ADD COLUMN deleted boolean NOT NULL DEFAULT false;\n"
+    "ALTER TABLE medstream.phi_records ALTER COLUMN body DROP NOT NULL;\n"
+    "ALTER TABLE medstream.public_records ADD COLUMN deleted boolean NOT NULL DEFAULT false;\n"
+    "ALTER TABLE medstream.public_records ALTER COLUMN fields DROP NOT NULL;\n";
+
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
 static const char *const history_periods =
@@ -201,7 +209,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
         const char *description;
     } migrations[] = {{1, "schema, roles, PHI and public tables"},
                       {2, "phi_patients system-time history"},
-                      {3, "commit time of the shipped position"}};
+                      {3, "commit time of the shipped position"},
+                      {4, "deleted records (tombstone rows)"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -223,7 +232,9 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migrations[i].version == 3 ? migration_3 : migration_1;
+        const char *body = migrations[i].version == 4   ? migration_4
+                           : migrations[i].version == 3 ? migration_3
+                                                        : migration_1;
         if (migrations[i].version == 2) {
             bool periods = false;
             if (p->opt.history != PG_HISTORY_TRIGGER) {
@@ -398,7 +409,7 @@ static bool ship_record(ship *sh, const log_item *it)
     if (store_record_version(sh->r, it->id, it->id_len, sh->commit_time, it->version, &rv, &found, &sh->err))
         return false;
     if (!found) return ms_fail(&sh->err, MS_ECORRUPT, "record version in the commit log not found"), false;
-    if (store_record_body(sh->p->opt.store, &rv, &sh->body, &sh->err)) return false;
+    if (!rv.deleted && store_record_body(sh->p->opt.store, &rv, &sh->body, &sh->err)) return false;
     buf *b = &sh->records;
     pg_copy_escape(b, rv.record_id, rv.record_id_len);
     buf_printf(b, "\t%u\t", rv.version);
@@ -410,8 +421,10 @@ static bool ship_record(ship *sh, const log_item *it)
     buf_putc(b, '\t');
     put_time(b, rv.valid_from);
     buf_putc(b, '\t');
-    pg_copy_escape(b, sh->body.data, sh->body.len);
-    buf_putc(b, '\n');
+    if (rv.deleted)
+        buf_puts(b, "\\N\tt\n"); /* a tombstone: no body */
+    else
+        pg_copy_escape(b, sh->body.data, sh->body.len), buf_puts(b, "\tf\n");
     sh->body.len = 0;
     sh->rows++;
     if (store_public_record_version(sh->r, it->id, it->id_len, sh->commit_time, it->version, &pr, &found, &sh->err))
@@ -424,10 +437,13 @@ static bool ship_record(ship *sh, const log_item *it)
         buf_putc(b, '\t');
         pg_copy_escape(b, pr.type, strlen(pr.type));
         buf_printf(b, "\t%d\t", pr.year);
-        pg_copy_escape(b, pr.fields, pr.fields_len);
+        if (pr.deleted)
+            buf_puts(b, "\\N");
+        else
+            pg_copy_escape(b, pr.fields, pr.fields_len);
         buf_putc(b, '\t');
         put_time(b, rv.valid_from);
-        buf_putc(b, '\n');
+        buf_puts(b, pr.deleted ? "\tt\n" : "\tf\n");
         sh->rows++;
     }
     return true;
@@ -597,8 +613,14 @@ static int ship_some(sink_postgres *p, ms_err *e)
                     "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
                     " ON COMMIT DELETE ROWS",
                     "begin", e) &&
-            copy_in(p, "COPY medstream.phi_records FROM STDIN", &sh.records, "phi_records", e) &&
-            copy_in(p, "COPY medstream.public_records FROM STDIN", &sh.public_records, "public_records", e) &&
+            copy_in(p,
+                    "COPY medstream.phi_records (record_id, version, patient_id, type, ts, valid_from, body, deleted)"
+                    " FROM STDIN",
+                    &sh.records, "phi_records", e) &&
+            copy_in(p,
+                    "COPY medstream.public_records (record_id, version, patient_id, type, year, fields, valid_from,"
+                    " deleted) FROM STDIN",
+                    &sh.public_records, "public_records", e) &&
             copy_in(p, "COPY medstream.patient_index FROM STDIN", &sh.index, "patient_index", e) &&
             copy_in(p, "COPY medstream.phi_patient_versions FROM STDIN", &sh.versions, "phi_patient_versions", e) &&
             copy_in(p, "COPY medstream.public_patients FROM STDIN", &sh.public_patients, "public_patients", e) &&

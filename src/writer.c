@@ -27,8 +27,11 @@ struct writer {
     ingest_job *head, *tail;
     buf audit; /* pending audit entries (the members of each, NUL-separated), oldest first */
     bool stopping;
-    bool failing;    /* the last commit failed: nothing can be made durable until one succeeds */
-    ms_err failure;  /* why */
+    bool failing;     /* the last commit failed: nothing can be made durable until one succeeds */
+    ms_err failure;   /* why */
+    bool degraded;    /* the last batch could not be stored (commit or append): until one is, or a probe
+                         says the store can take one again */
+    ms_err degraded_why;
 };
 
 const char *item_status_name(item_status s)
@@ -214,8 +217,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     }
     if (have_prev && !job->may_update) {
         res->status = ITEM_REJECTED;
-        res->error = arena_printf(&job->batch->mem, "line %u: record %.*s exists; a new version needs records:update",
-                                  r->line, (int)r->record_id_len, r->record_id);
+        res->error = arena_printf(&job->batch->mem, "record %.*s exists; a new version needs records:update",
+                                  (int)r->record_id_len, r->record_id);
         return MS_OK;
     }
     bool prev_live = have_prev && !prev.deleted;
@@ -421,11 +424,19 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
     return rc;
 }
 
-/* Nothing queued while the store cannot commit: can it now? */
+/* Nothing queued while the store cannot commit: can it now? (an empty commit, which also tells whether
+ * audit entries could be stored) */
 static ms_code probe(writer *wr, ms_err *e)
 {
     buf none = {0};
     return process_group(wr, NULL, &none, e);
+}
+
+static bool has_batch(const ingest_job *group)
+{
+    for (const ingest_job *j = group; j; j = j->next)
+        if (j->batch) return true;
+    return false;
 }
 
 static void *writer_main(void *arg)
@@ -436,7 +447,7 @@ static void *writer_main(void *arg)
     for (;;) {
         bool retry = false;
         while (!w->head && !w->audit.len && !w->stopping && !retry) {
-            if (!w->failing) {
+            if (!w->failing && !w->degraded) {
                 pthread_cond_wait(&w->wake, &w->lock);
                 continue;
             }
@@ -473,6 +484,12 @@ static void *writer_main(void *arg)
         buf_free(&audit);
         w->failing = rc != MS_OK;
         if (w->failing) w->failure = e;
+        if (rc != MS_OK && (has_batch(group) || w->degraded)) {
+            w->degraded = true;
+            w->degraded_why = e;
+        } else if (rc == MS_OK && (has_batch(group) || !group)) {
+            w->degraded = false; /* a batch was stored, or the probe committed */
+        }
         for (ingest_job *j = group; j; j = j->next)
             j->done = true;
         pthread_cond_broadcast(&w->done);
@@ -525,6 +542,25 @@ void writer_audit(writer *w, const audit_event *ev)
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     buf_free(&m);
+}
+
+void writer_note_failure(writer *w, const ms_err *e)
+{
+    atomic_fetch_add(&g_metrics.commit_failures, 1);
+    pthread_mutex_lock(&w->lock);
+    w->degraded = true;
+    w->degraded_why = *e;
+    pthread_cond_signal(&w->wake); /* start probing */
+    pthread_mutex_unlock(&w->lock);
+}
+
+bool writer_healthy(writer *w, ms_err *why)
+{
+    pthread_mutex_lock(&w->lock);
+    bool ok = !w->failing && !w->degraded;
+    if (!ok && why) *why = w->failing ? w->failure : w->degraded_why;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
 }
 
 bool writer_audit_ok(writer *w, ms_err *why)

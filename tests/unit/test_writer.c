@@ -840,7 +840,7 @@ static void test_new_version_needs_update_permission(void **state)
     assert_int_equal(run(f->s, f->w, s, false), MS_OK);
     expect_item(s, 0, ITEM_REJECTED, 0);
     assert_non_null(s->res[0].error);
-    assert_string_equal(s->res[0].error, "line 1: record u1 exists; a new version needs records:update");
+    assert_string_equal(s->res[0].error, "record u1 exists; a new version needs records:update");
     expect_item(s, 1, ITEM_DUPLICATE, 1);
     expect_item(s, 2, ITEM_CREATED, 1);
     record_version rv;
