@@ -162,6 +162,39 @@ def test_reference_end_to_end_through_kafka():
     s.stop()
 
 
+@test(timeout=90)
+def test_deleted_record_reaches_the_public_topic_as_a_tombstone():
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        raise H.Skip("python3-confluent-kafka is not installed")
+    p = subprocess.Popen([MOCK, "tomb:1", "tomb.dlq:1", "tomb-public:1"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    bootstrap = p.stdout.readline().strip()
+    H.on_exit(lambda: (p.stdin.close(), p.wait(timeout=10)))
+    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "tomb", "--kafka-public-topic",
+                             "tomb-public"], name="kafka-tomb")
+    s.start()
+    pid = s.ingest_ok([{"record_id": "tomb-1", "name": "Tomb Kafka", "dob": "1970-01-01", "favorite_color": "red",
+                        "secret": "PHI-value"}])["items"][0]["patient_id"]
+    eq(s.request("DELETE", "/v1/records/tomb-1").status, 200, "DELETE")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tomb-reader", "auto.offset.reset": "earliest"})
+    c.subscribe(["tomb-public"])
+    got, t0 = [], time.monotonic()
+    while len(got) < 2 and time.monotonic() - t0 < 30:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        check(b"PHI-value" not in m.value() and b"Tomb Kafka" not in m.value(), "no PHI on the public topic")
+        got.append((m.key().decode(), json.loads(m.value())))
+    c.close()
+    eq(len(got), 2, "messages on the public topic (the record, then its tombstone)")
+    eq(got[0][1].get("fields"), {"favorite_color": "red"}, "the record's public copy")
+    eq(got[1], (pid, {"patient_id": pid, "record_id": "tomb-1", "version": 2, "deleted": True}),
+       "the tombstone, keyed by patient id")
+    s.stop()
+
+
 @test(timeout=120)
 def test_bench_through_kafka_measures_a_real_run():
     """`medstream bench --kafka-brokers` (the README's Kafka figures): it produces every record, the server

@@ -638,6 +638,41 @@ def test_edge_values_reach_postgres_and_poison_never_wedges_the_sink():
     s.stop()
 
 
+@test(timeout=60)
+def test_deleted_and_moved_records_reach_postgres():
+    """DELETE /v1/records/{id} ships a tombstone row (deleted, no body, no public fields) and the patient's
+    recomputed state; a record moved to another patient leaves the old patient's current state in SQL."""
+    db = "t_tombstones"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-tombstones")
+    a = {"record_id": "tomb-a", "name": "Tomb Person", "dob": "1970-01-01", "ts": "2026-01-02T00:00:00Z",
+         "favorite_color": "red", "diagnosis": "flu"}
+    b = {"record_id": "tomb-b", "name": "Tomb Person", "dob": "1970-01-01", "ts": "2026-01-01T00:00:00Z",
+         "favorite_color": "blue"}
+    lab = {"record_id": "tomb-lab", "name": "Tomb Person", "dob": "1970-01-01", "ts": "2026-01-03T00:00:00Z",
+           "hiv_status": "positive"}
+    pid = s.ingest_ok([a, b, lab])["items"][0]["patient_id"]
+    r = s.request("DELETE", "/v1/records/tomb-a")
+    eq(r.status, 200, "DELETE: %s" % short(r.text))
+    moved = s.ingest_ok([dict(lab, name="Other Person", dob="1980-01-01")])["items"][0]
+    eq(moved["status"], "updated", "the moved record")
+    wait_shipped(s, db)
+    rows = pg().sql(db, "SELECT version, deleted, body IS NULL FROM medstream.phi_records WHERE record_id = 'tomb-a'"
+                        " ORDER BY version")
+    eq(rows, [(1, False, False), (2, True, True)], "phi_records of the deleted record")
+    rows = pg().sql(db, "SELECT version, deleted, fields IS NULL FROM medstream.public_records"
+                        " WHERE record_id = 'tomb-a' ORDER BY version")
+    eq(rows, [(1, False, False), (2, True, True)], "public_records of the deleted record")
+    cur = pg().sql(db, "SELECT fields FROM medstream.phi_patients WHERE patient_id = %s", (pid,))[0][0]
+    eq(cur, s.get_json("/v1/patients/" + pid)["fields"], "phi_patients equals the HTTP state")
+    check("diagnosis" not in cur and "hiv_status" not in cur, "deleted and moved values left the state: %s" % cur)
+    eq(cur.get("favorite_color"), "blue", "the remaining record's value")
+    pub = pg().sql(db, "SELECT fields FROM medstream.public_patients WHERE patient_id = %s ORDER BY version DESC"
+                       " LIMIT 1", (pid,))[0][0]
+    eq(pub, {"favorite_color": "blue"}, "public_patients after the deletion")
+    s.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. exactly once, with the right patient, public copies without PHI
 
