@@ -36,9 +36,9 @@
 #define WRITE_CHUNK ((size_t)1 << 20)
 
 typedef struct {
-    int write_fd; /* O_DIRECT when the file system allows it; -1 until first written */
-    int read_fd;  /* page-cache reads; -1 until first read */
-    bool dirty;   /* written since the last sync */
+    int write_fd;   /* O_DIRECT when the file system allows it; -1 until first written */
+    int read_fd;    /* page-cache reads; -1 until first read */
+    bool dirty;     /* written since the last sync */
     uint64_t alloc; /* bytes of the file preallocated (its size); valid once write_fd is open */
 } segment;
 

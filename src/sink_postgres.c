@@ -21,8 +21,8 @@
 #define SHIP_MAX_COMMITS 256          /* commit-log entries per PostgreSQL transaction, at most */
 #define SHIP_MAX_BYTES (16u << 20)    /* COPY text per transaction, about: bounds its latency */
 #define RECONNECT_S 1.0
-#define ALIVE_CHECK_S 1.0   /* caught up: how often the connection is checked (for /healthz) */
-#define ALIVE_TIMEOUT_MS 2000 /* the longest wait for that check's answer */
+#define ALIVE_CHECK_S 1.0             /* caught up: how often the connection is checked (for /healthz) */
+#define ALIVE_TIMEOUT_MS 2000         /* the longest wait for that check's answer */
 #define MIGRATION_LOCK "7245800453"   /* pg_advisory_xact_lock key: "medstream migrations" */
 
 struct sink_postgres {

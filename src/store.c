@@ -302,7 +302,8 @@ static void note_live_writer(store *s, const char *dir)
 
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
-    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL, false};
+    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL,
+                              false};
     if (!opt) opt = &defaults;
     bool ro = opt->read_only;
     if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)

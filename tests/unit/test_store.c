@@ -1159,7 +1159,8 @@ static void test_segment_preallocated_in_steps(void **state)
     store_close(s);
     if (size != 4096 + SEGLOG_PREALLOC_STEP || blocks > 4096 + SEGLOG_PREALLOC_STEP)
         fail_msg("after one 4 KiB append to a new log: file of %llu bytes, %llu allocated (want one step: %llu)",
-                 (unsigned long long)size, (unsigned long long)blocks, (unsigned long long)(4096 + SEGLOG_PREALLOC_STEP));
+                 (unsigned long long)size, (unsigned long long)blocks,
+                 (unsigned long long)(4096 + SEGLOG_PREALLOC_STEP));
     unit_rmtree(dir);
 
     /* segments of 96 MiB, appends of 8 MiB */
@@ -1305,8 +1306,9 @@ static bool lmdb_short_write(void *p)
         set_file_size_limit((rlim_t)st.st_size + 3 * 4096 + 100); /* a commit of many new pages runs past it */
         put_records(s, 2000, names[k], &rc, &e);
         set_file_size_limit(RLIM_INFINITY);
-        if (rc != want[k] || (k == 0 && !unit_has_str(e.msg, "store: commit: disk full (Input/output error with 3 MiB "
-                                                             "left on the file system)")) ||
+        if (rc != want[k] ||
+            (k == 0 && !unit_has_str(e.msg, "store: commit: disk full (Input/output error with 3 MiB "
+                                            "left on the file system)")) ||
             (k == 1 && !unit_has_str(e.msg, "store: commit: Input/output error"))) {
             fprintf(stderr, "commit past the file-size limit, %s: %s (%s)\n", names[k], ms_code_name(rc), e.msg);
             ok = false;
