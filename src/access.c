@@ -97,6 +97,10 @@ ms_code access_load(const char *text, size_t len, ms_err *e)
 {
     json_member roles[MAX_ROLES + 1], res[NRES + 1];
     json_error je;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) { /* a UTF-8 byte-order mark: skipped */
+        text += 3;
+        len -= 3;
+    }
     int n = json_scan_object(text, len, roles, MAX_ROLES + 1, &je);
     if (n < 0) return ms_fail(e, MS_EINVAL, "role file: %s at byte %zu", je.msg, je.offset);
     if (n == 0 || n > MAX_ROLES) return ms_fail(e, MS_EINVAL, "role file: 1 to %d roles", MAX_ROLES);

@@ -30,7 +30,8 @@ bool access_role_valid(const char *role);
 /* The matrix as text, one line per role (`medstream roles`). */
 void access_print(FILE *out);
 /* Replace the table with a role file's (JSON: {"role": {"records": "cru", "public": "r"}, ...}; a
- * resource left out grants nothing). Call before serving; not thread-safe against lookups. */
+ * resource left out grants nothing; a leading UTF-8 byte-order mark is skipped). Call before serving;
+ * not thread-safe against lookups. */
 ms_code access_load(const char *text, size_t len, ms_err *e);
 /* Back to the default table (tests). */
 void access_reset(void);

@@ -6,7 +6,8 @@
  * DESIGN: everything a patient has is keyed by its number, so writing the patients in number order
  * makes every LMDB write an append (MDB_APPEND); identities are assigned to numbers by a random
  * permutation. Each patient gets one version and one public copy; there are no records.
- * Contract: refuses a store that already has patients or commits. Offline: no server may run on DIR.
+ * Contract: refuses a store that already has patients or commits. Offline: no server may run on DIR
+ * (store_open's lock refuses it while one does).
  */
 #include "preload.h"
 
@@ -56,7 +57,7 @@ int preload_main(int argc, char **argv)
     }
     store *s;
     ms_err e = {0};
-    store_options so = {0, 0, 0};
+    store_options so = {.owner = "preload"};
     if (store_open(&s, pos[0], &so, &e) != MS_OK) {
         fprintf(stderr, "medstream preload: %s\n", e.msg);
         return 1;

@@ -221,6 +221,9 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         /* year 0 and before (after the offset) exists in no calendar a record uses, nor in PostgreSQL */
         if (time_year(r->ts_us) < 1)
             return reject(r, mem, "line %u: field \"%s\" is before the year 1%s", sc->ts_field, NULL);
+        /* nor past 9999: a time that rolls into year 10000 after its offset cannot be shown as RFC 3339 */
+        if (time_year(r->ts_us) > 9999)
+            return reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
     } else {
         r->ts_us = cfg->now_us;
     }
@@ -286,6 +289,10 @@ static void finish(record_batch *b, parsed_record *r)
 
 ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, record_batch *out, ms_err *e)
 {
+    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) { /* a UTF-8 byte-order mark: skipped */
+        body += 3;
+        len -= 3;
+    }
     const char *end = body + len;
     const char *p = json_skip_ws(body, end);
     if (p == end) return ms_fail(e, MS_EINVAL, "empty body: expected NDJSON, a JSON array or a JSON object");

@@ -64,8 +64,8 @@ typedef struct {
     uint32_t rejected;
 } record_batch;
 
-/* Scan a whole request body. Returns MS_EINVAL only for a body with no records at all (empty or only
- * whitespace); everything else becomes per-line results. */
+/* Scan a whole request body (a leading UTF-8 byte-order mark is skipped). Returns MS_EINVAL only for a
+ * body with no records at all (empty or only whitespace); everything else becomes per-line results. */
 ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, record_batch *out, ms_err *e);
 
 /* The top-level fields of one JSON object text, sorted by key, keys decoded into mem, values hashed:

@@ -59,6 +59,25 @@ static char *string_value(const json_member *m)
     return out;
 }
 
+/* A schema key for a message (schema field names are not PHI): decoded, control characters shown as
+ * '?', cut at 64 bytes. out must hold 72 bytes. */
+static const char *key_text(const char *key, size_t len, char *out)
+{
+    char *dec = ms_malloc(len + 1);
+    size_t n = json_string_decode(key, len, dec);
+    size_t cut = n;
+    if (cut > 64) {
+        cut = 64;
+        while (cut > 0 && ((unsigned char)dec[cut] & 0xC0) == 0x80) /* not inside a UTF-8 sequence */
+            cut--;
+    }
+    for (size_t i = 0; i < cut; i++)
+        out[i] = (unsigned char)dec[i] < 0x20 || dec[i] == 0x7f ? '?' : dec[i];
+    memcpy(out + cut, cut < n ? "..." : "", cut < n ? 4 : 1);
+    free(dec);
+    return out;
+}
+
 static ms_code set_string(char **dst, const json_member *m, const char *what, ms_err *e)
 {
     char *v = string_value(m);
@@ -73,6 +92,11 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
     json_member top[16], sub[SCHEMA_MAX_PUBLIC + 1];
     json_error je;
     ms_code rc = MS_OK;
+    char name[72];
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) { /* a UTF-8 byte-order mark: skipped */
+        text += 3;
+        len -= 3;
+    }
     schema_default(s);
     for (int i = 0; i < s->npub; i++)
         free(s->pub[i].field);
@@ -96,7 +120,8 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
                 else if (key_is(sub[j].key, sub[j].key_len, "dob"))
                     rc = set_string(&s->dob_field, &sub[j], "identity.dob", e);
                 else
-                    rc = ms_fail(e, MS_EINVAL, "schema: unknown identity role (only name and dob)");
+                    rc = ms_fail(e, MS_EINVAL, "schema: unknown identity role \"%s\" (only name and dob)",
+                                 key_text(sub[j].key, sub[j].key_len, name));
             }
         } else if (key_is(m->key, m->key_len, "record_id")) {
             rc = set_string(&s->record_id_field, m, "record_id", e);
@@ -125,8 +150,8 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
                     tr = PUBLISH_YEAR;
                 else {
                     free(t);
-                    rc =
-                        ms_fail(e, MS_EINVAL, "schema: public field %d: transform must be \"copy\" or \"year\"", j + 1);
+                    rc = ms_fail(e, MS_EINVAL, "schema: public field \"%s\": transform must be \"copy\" or \"year\"",
+                                 key_text(sub[j].key, sub[j].key_len, name));
                     break;
                 }
                 free(t);
@@ -139,9 +164,9 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
             }
         } else {
             rc = ms_fail(e, MS_EINVAL,
-                         "schema: unknown key at member %d (expected identity, record_id, type, "
-                         "event_time, default_type, public)",
-                         i + 1);
+                         "schema: unknown key \"%s\" (expected identity, record_id, type, event_time, default_type, "
+                         "public)",
+                         key_text(m->key, m->key_len, name));
         }
     }
     for (int i = 0; i < s->npub && rc == MS_OK; i++) {

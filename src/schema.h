@@ -35,7 +35,8 @@ typedef struct {
 } schema;
 
 void schema_default(schema *s);
-/* Parse a schema file's JSON text. On error *s is left empty (schema_free is safe). Format:
+/* Parse a schema file's JSON text (a leading UTF-8 byte-order mark is skipped); errors name the key or
+ * field (schema field names are not PHI). On error *s is left empty (schema_free is safe). Format:
  * {"identity":{"name":"name","dob":"dob"},"record_id":"record_id","type":"type","event_time":"ts",
  *  "default_type":"record","public":{"favorite_color":"copy","type":"copy","ts":"year"}} */
 ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e);

@@ -6,6 +6,12 @@
  * it, so request threads write bodies in parallel. A segment is marked dirty only after its pwrite has
  * returned, so a sync can never miss a write whose append had returned before the sync began.
  *
+ * Preallocation: a reservation is made only once the segment file is allocated past its end (grow(),
+ * under the mutex, so every pwrite lands in allocated space and a write of a reserved range cannot run
+ * out of disk). The file grows with fallocate (mode 0: size and blocks), one SEGLOG_PREALLOC_STEP past
+ * the reservation, or exactly to its end when the disk cannot give the step; a reservation that cannot
+ * be allocated at all fails without moving the log's end. This happens once per 64 MiB of appends.
+ *
  * Recent bytes are also kept in memory (a ring of cache_size bytes): O_DIRECT writes leave nothing in
  * the page cache, and a read of a record just written would otherwise wait for the disk behind the
  * next 20 MB batch. The ring works like a seqlock: an append (holding the lock, so appends copy one at
@@ -30,9 +36,10 @@
 #define WRITE_CHUNK ((size_t)1 << 20)
 
 typedef struct {
-    int write_fd; /* O_DIRECT when the file system allows it; -1 until first written */
-    int read_fd;  /* page-cache reads; -1 until first read */
-    bool dirty;   /* written since the last sync */
+    int write_fd;   /* O_DIRECT when the file system allows it; -1 until first written */
+    int read_fd;    /* page-cache reads; -1 until first read */
+    bool dirty;     /* written since the last sync */
+    uint64_t alloc; /* bytes of the file preallocated (its size); valid once write_fd is open */
 } segment;
 
 struct segment_log {
@@ -56,8 +63,9 @@ static void seg_path(const segment_log *l, uint64_t seg, char *out, size_t cap)
 
 static ms_code io_fail(ms_err *e, int err, const char *what)
 {
-    ms_code code = (err == ENOSPC || err == EDQUOT || err == EFBIG) ? MS_EFULL : MS_EIO;
-    return ms_fail(e, code, "segment log: %s: %s", what, strerror(err));
+    if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+        return ms_fail(e, MS_EFULL, "segment log: %s: disk full (%s)", what, strerror(err));
+    return ms_fail(e, MS_EIO, "segment log: %s: %s", what, strerror(err));
 }
 
 /* The segment's slot (growing the table); caller holds the lock. */
@@ -67,13 +75,13 @@ static segment *slot(segment_log *l, uint64_t seg)
         uint64_t n = seg + 16;
         l->segs = ms_realloc(l->segs, sizeof(segment) * n);
         for (uint64_t i = l->nsegs; i < n; i++)
-            l->segs[i] = (segment){-1, -1, false};
+            l->segs[i] = (segment){-1, -1, false, 0};
         l->nsegs = n;
     }
     return &l->segs[seg];
 }
 
-/* Open (creating and preallocating if new) a segment for writing; caller holds the lock. */
+/* Open (creating if new) a segment for writing; caller holds the lock. */
 static ms_code open_for_write(segment_log *l, uint64_t seg, int *fd_out, ms_err *e)
 {
     segment *s = slot(l, seg);
@@ -87,13 +95,13 @@ static ms_code open_for_write(segment_log *l, uint64_t seg, int *fd_out, ms_err 
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_DIRECT, 0600);
     if (fd < 0 && errno == EINVAL) fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600); /* no O_DIRECT here */
     if (fd < 0) return io_fail(e, errno, "open");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return io_fail(e, err, "stat");
+    }
     if (created) {
-        int rc = posix_fallocate(fd, 0, (off_t)l->segment_size);
-        if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
-            close(fd);
-            unlink(path);
-            return io_fail(e, rc, "preallocate");
-        }
         int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* make the new name durable */
         if (dfd >= 0) {
             fsync(dfd);
@@ -101,8 +109,42 @@ static ms_code open_for_write(segment_log *l, uint64_t seg, int *fd_out, ms_err 
         }
     }
     s->write_fd = fd;
+    s->alloc = (uint64_t)st.st_size; /* a segment of an older store may be preallocated whole */
     *fd_out = fd;
     return MS_OK;
+}
+
+static int allocate(int fd, uint64_t from, uint64_t to)
+{
+    while (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) != 0) {
+        if (errno != EINTR) return errno;
+    }
+    return 0;
+}
+
+/* Make the segment's file allocated at least up to need_end (an offset in the segment), preferably up
+ * to want_end: the step, or exactly need_end when the disk cannot give the step. Caller holds the lock
+ * and has opened the segment for writing. */
+static ms_code grow(segment_log *l, uint64_t seg, uint64_t need_end, uint64_t want_end, ms_err *e)
+{
+    segment *s = &l->segs[seg];
+    if (want_end > l->segment_size) want_end = l->segment_size;
+    if (want_end <= s->alloc) return MS_OK;
+    int rc = allocate(s->write_fd, s->alloc, want_end);
+    if (rc == 0) {
+        s->alloc = want_end;
+        return MS_OK;
+    }
+    if (rc == EOPNOTSUPP) { /* a file system without fallocate: writes allocate as they go */
+        s->alloc = l->segment_size;
+        return MS_OK;
+    }
+    if (need_end <= s->alloc) return MS_OK; /* the step did not fit, but what is needed is there */
+    if (need_end < want_end && (rc = allocate(s->write_fd, s->alloc, need_end)) == 0) {
+        s->alloc = need_end;
+        return MS_OK;
+    }
+    return io_fail(e, rc, "preallocate");
 }
 
 ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, uint64_t cache_size, uint64_t end_pos,
@@ -175,7 +217,9 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
     }
     uint64_t off = l->end % l->segment_size;
     uint64_t start = off + need > l->segment_size ? l->end + (l->segment_size - off) : l->end;
-    ms_code rc = open_for_write(l, start / l->segment_size, &fd, e);
+    uint64_t seg = start / l->segment_size, seg_end = start % l->segment_size + need;
+    ms_code rc = open_for_write(l, seg, &fd, e);
+    if (rc == MS_OK && seg_end > l->segs[seg].alloc) rc = grow(l, seg, seg_end, seg_end + SEGLOG_PREALLOC_STEP, e);
     if (rc == MS_OK) {
         pos = start;
         l->end = start + need;
@@ -226,6 +270,26 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
     pthread_mutex_unlock(&l->lock);
     *pos_out = pos;
     return MS_OK;
+}
+
+ms_code seglog_preallocate(segment_log *l, size_t min_len, ms_err *e)
+{
+    uint64_t need = round_up(min_len ? min_len : 1);
+    if (need > l->segment_size) return ms_fail(e, MS_EINVAL, "segment log: %zu bytes exceed the segment size", min_len);
+    pthread_mutex_lock(&l->lock);
+    ms_code rc = MS_OK;
+    if (l->fault) {
+        rc = io_fail(e, l->fault, "preallocate");
+    } else {
+        uint64_t off = l->end % l->segment_size;
+        uint64_t start = off + need > l->segment_size ? l->end + (l->segment_size - off) : l->end;
+        uint64_t seg = start / l->segment_size, seg_end = start % l->segment_size + need;
+        int fd;
+        rc = open_for_write(l, seg, &fd, e);
+        if (rc == MS_OK) rc = grow(l, seg, seg_end, seg_end + SEGLOG_PREALLOC_STEP, e);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return rc;
 }
 
 ms_code seglog_sync(segment_log *l, ms_err *e)

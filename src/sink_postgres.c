@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 #include <openssl/sha.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,6 +21,8 @@
 #define SHIP_MAX_COMMITS 256          /* commit-log entries per PostgreSQL transaction, at most */
 #define SHIP_MAX_BYTES (16u << 20)    /* COPY text per transaction, about: bounds its latency */
 #define RECONNECT_S 1.0
+#define ALIVE_CHECK_S 1.0             /* caught up: how often the connection is checked (for /healthz) */
+#define ALIVE_TIMEOUT_MS 2000         /* the longest wait for that check's answer */
 #define MIGRATION_LOCK "7245800453"   /* pg_advisory_xact_lock key: "medstream migrations" */
 
 struct sink_postgres {
@@ -676,11 +679,37 @@ static void back_off(sink_postgres *p, char *last, size_t cap, const ms_err *e, 
         usleep(50000);
 }
 
+/* Caught up, nothing to ship: is PostgreSQL still there? A SELECT 1 round trip that waits at most
+ * ALIVE_TIMEOUT_MS, so a host that vanished cannot hold the sink (nor its stop). */
+static bool pg_alive(sink_postgres *p, ms_err *e)
+{
+    if (PQstatus(p->conn) != CONNECTION_OK || !PQsendQuery(p->conn, "SELECT 1"))
+        return ms_fail(e, MS_EIO, "postgres: connection lost"), false;
+    double deadline = ms_mono_s() + ALIVE_TIMEOUT_MS / 1000.0;
+    for (;;) {
+        if (!PQconsumeInput(p->conn)) return ms_fail(e, MS_EIO, "postgres: connection lost"), false;
+        if (!PQisBusy(p->conn)) break;
+        double left = deadline - ms_mono_s();
+        if (left <= 0) return ms_fail(e, MS_EIO, "postgres: no answer within %d ms", ALIVE_TIMEOUT_MS), false;
+        struct pollfd pfd = {.fd = PQsocket(p->conn), .events = POLLIN};
+        poll(&pfd, 1, (int)(left * 1000) + 1);
+    }
+    bool ok = true;
+    PGresult *res;
+    while ((res = PQgetResult(p->conn))) {
+        ok = ok && PQresultStatus(res) == PGRES_TUPLES_OK;
+        PQclear(res);
+    }
+    if (!ok || PQstatus(p->conn) != CONNECTION_OK) return ms_fail(e, MS_EIO, "postgres: connection lost"), false;
+    return true;
+}
+
 static void *sink_main(void *arg)
 {
     sink_postgres *p = arg;
     pthread_setname_np(pthread_self(), "ms-sink-pg");
     char last[sizeof(((ms_err *)0)->msg)] = "";
+    double alive_at = ms_mono_s(); /* when the connection last showed it works */
     while (!atomic_load(&p->stop)) {
         ms_err e = {0};
         bool reached;
@@ -698,7 +727,19 @@ static void *sink_main(void *arg)
         }
         last[0] = 0;
         atomic_store(&g_metrics.postgres_state, PG_STATE_OK);
-        if (n == 0) usleep(5000); /* caught up */
+        if (n > 0) {
+            alive_at = ms_mono_s();
+        } else if (ms_mono_s() - alive_at >= ALIVE_CHECK_S) { /* caught up: check the connection anyway */
+            if (!pg_alive(p, &e)) {
+                PQfinish(p->conn);
+                p->conn = NULL;
+                back_off(p, last, sizeof last, &e, PG_STATE_UNREACHABLE);
+                continue;
+            }
+            alive_at = ms_mono_s();
+        } else {
+            usleep(5000); /* caught up */
+        }
     }
     if (p->conn) PQfinish(p->conn);
     p->conn = NULL;

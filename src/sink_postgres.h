@@ -11,6 +11,8 @@
  * position or not at all, and the next start resumes after the position PostgreSQL has.
  * While PostgreSQL is down or slow, ingest goes on into the embedded store; /healthz says degraded and
  * /metrics shows the lag (commits not yet shipped); the sink reconnects every second and catches up.
+ * While caught up it checks the connection every second (SELECT 1, answered within 2 s or the
+ * connection is dropped), so /healthz says unreachable promptly even when there is nothing to ship.
  *
  * Tables (see sink_postgres.c for the DDL): patient_index, phi_patient_versions (every patient version,
  * with medstream's commit time: the as-of source, function phi_patient_as_of), phi_patients (current

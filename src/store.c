@@ -1,5 +1,11 @@
 /*
  * store.c - LMDB + segment log (see store.h for the layout and the contract).
+ *
+ * The data directory's lock: DIR/medstream.lock, flock(LOCK_EX | LOCK_NB) taken by every open for
+ * writing before LMDB is touched and held through the open file until store_close or the process's
+ * end (the kernel drops it with the last descriptor, so a restart after kill -9 is never refused). The
+ * holder writes "pid N\ncommand CMD\nsince T\n" into it for the refusal message. A read-only open
+ * takes no lock: it only tests, with a shared lock it drops at once, whether a writer is running.
  */
 #include "store.h"
 
@@ -7,6 +13,7 @@
 #include "segment_log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -15,8 +22,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <xxhash.h>
+
+#include "timefmt.h"
+
+#define LOCK_FILE "medstream.lock"
+/* An EIO from an LMDB write or commit is a full disk when the data directory's file system has less
+ * than this much left (or less than 1 % of its size, whichever is larger): LMDB turns a short page
+ * write, which is what a full disk gives, into EIO. */
+#define LOW_SPACE_BYTES ((uint64_t)64 << 20)
 
 enum {
     DB_IDENT,
@@ -35,6 +54,11 @@ static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", 
                                                "snapshot", "meta",    "users",  "tokens", "audit"};
 
 struct store {
+    char *dir;
+    bool read_only;
+    int lock_fd;        /* DIR/medstream.lock, locked exclusively (-1: read-only) */
+    char *live_writer;  /* read-only: "pid N (CMD, since T)" of the writer running at open, or NULL */
+    int64_t free_bytes; /* test hook: the file system's free bytes as the EIO check sees them (-1: statvfs) */
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
     segment_log *log;
@@ -69,10 +93,34 @@ struct store_read {
 
 static ms_code mdb_fail(ms_err *e, int rc, const char *what)
 {
-    ms_code code = (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG)   ? MS_EFULL
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+        return ms_fail(e, MS_EFULL, "store: %s: disk full (%s)", what, mdb_strerror(rc));
+    ms_code code = rc == MDB_MAP_FULL                                                    ? MS_EFULL
                    : rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ? MS_ECORRUPT
                                                                                          : MS_EIO;
     return ms_fail(e, code, "store: %s: %s", what, mdb_strerror(rc));
+}
+
+/* A failed LMDB write or commit: an EIO on a file system with little space left is a full disk
+ * (LOW_SPACE_BYTES). */
+static ms_code write_fail(store *s, ms_err *e, int rc, const char *what)
+{
+    if (rc != EIO) return mdb_fail(e, rc, what);
+    struct statvfs fs;
+    uint64_t avail, size;
+    if (s->free_bytes >= 0) {
+        avail = (uint64_t)s->free_bytes;
+        size = avail;
+    } else if (statvfs(s->dir, &fs) == 0) {
+        avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+        size = (uint64_t)fs.f_blocks * fs.f_frsize;
+    } else {
+        return mdb_fail(e, rc, what);
+    }
+    uint64_t low = size / 100 > LOW_SPACE_BYTES ? size / 100 : LOW_SPACE_BYTES;
+    if (avail >= low) return mdb_fail(e, rc, what);
+    return ms_fail(e, MS_EFULL, "store: %s: disk full (%s with %llu MiB left on the file system)", what,
+                   mdb_strerror(rc), (unsigned long long)(avail >> 20));
 }
 
 static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
@@ -168,26 +216,123 @@ static ms_code load_audit_head(store *s, ms_err *e)
     return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "audit head") : MS_OK;
 }
 
+/* The holder named in a lock file: "pid N (CMD, since T)"; false when the text is not (yet) there or
+ * names a process that is gone (the holder may be between its flock and its write). */
+static bool lock_holder(int fd, long *pid, char *out, size_t cap)
+{
+    char text[256], cmd[33], since[33];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    if (n <= 0) return false;
+    text[n] = 0;
+    if (sscanf(text, "pid %ld command %32s since %32s", pid, cmd, since) != 3 || *pid <= 0) return false;
+    if (kill((pid_t)*pid, 0) != 0 && errno == ESRCH) return false;
+    snprintf(out, cap, "pid %ld (%s, since %s)", *pid, cmd, since);
+    return true;
+}
+
+/* Who holds the lock file fd (locked by another open file): tries for a short while, since the holder
+ * writes its name just after taking the lock. */
+static void describe_holder(int fd, char *out, size_t cap)
+{
+    long pid;
+    for (int i = 0; i < 20; i++) {
+        if (lock_holder(fd, &pid, out, cap)) return;
+        usleep(5000);
+    }
+    snprintf(out, cap, "another process");
+}
+
+/* Take DIR's lock for the life of the store (exclusive, never waiting for a running holder). */
+static ms_code take_lock(store *s, const char *dir, const char *owner, ms_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return ms_fail(e, MS_EIO, "store: cannot open %s: %s", path, strerror(errno));
+    int rc, tries = 0;
+    /* a read-only open tests the lock with a shared lock for an instant: wait that out (50 ms) */
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && (errno == EWOULDBLOCK || errno == EINTR) && ++tries < 10)
+        usleep(5000);
+    if (rc != 0) {
+        int err = errno;
+        if (err == EWOULDBLOCK) {
+            char who[128];
+            describe_holder(fd, who, sizeof who);
+            close(fd);
+            if (strncmp(who, "pid ", 4) == 0) return ms_fail(e, MS_ECONFLICT, "%s is in use by medstream %s", dir, who);
+            return ms_fail(e, MS_ECONFLICT, "%s is in use by another process (it holds %s)", dir, path);
+        }
+        close(fd);
+        return ms_fail(e, MS_EIO, "store: cannot lock %s: %s", path, strerror(err));
+    }
+    char cmd[33];
+    size_t n = 0;
+    for (const char *c = owner && *owner ? owner : "medstream"; *c && n < sizeof cmd - 1; c++)
+        cmd[n++] = (*c > ' ' && *c < 0x7f) ? *c : '_'; /* one word: the holder's text is parsed back */
+    cmd[n] = 0;
+    char since[32], text[160];
+    time_format_rfc3339(ms_now_us(), since, sizeof since);
+    snprintf(since + 19, sizeof since - 19, "Z"); /* whole seconds */
+    int len = snprintf(text, sizeof text, "pid %ld\ncommand %s\nsince %s\n", (long)getpid(), cmd, since);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) {
+        int err = errno;
+        close(fd);
+        return ms_fail(e, MS_EIO, "store: cannot write %s: %s", path, strerror(err));
+    }
+    s->lock_fd = fd;
+    return MS_OK;
+}
+
+/* Read-only: is a writer running on dir? (A shared lock tried and dropped at once.) */
+static void note_live_writer(store *s, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+    } else if (errno == EWOULDBLOCK) {
+        char who[128];
+        describe_holder(fd, who, sizeof who);
+        s->live_writer = ms_strndup(who, strlen(who));
+    }
+    close(fd);
+}
+
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
-    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE};
+    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL,
+                              false};
     if (!opt) opt = &defaults;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    bool ro = opt->read_only;
+    if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)
         return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
+    store *s = ms_calloc(1, sizeof *s);
+    s->dir = ms_strndup(dir, strlen(dir));
+    s->read_only = ro;
+    s->lock_fd = -1;
+    s->free_bytes = -1;
+    if (ro)
+        note_live_writer(s, dir);
+    else if (take_lock(s, dir, opt->owner, e) != MS_OK)
+        goto fail;
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb", dir);
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-        return ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
-    store *s = ms_calloc(1, sizeof *s);
+    if (!ro && mkdir(path, 0700) != 0 && errno != EEXIST) {
+        ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
+        goto fail;
+    }
     int rc = mdb_env_create(&s->env);
     if (rc) {
-        free(s);
-        return mdb_fail(e, rc, "create environment");
+        s->env = NULL;
+        mdb_fail(e, rc, "create environment");
+        goto fail;
     }
     mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : STORE_DEFAULT_MAP_SIZE);
-    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
+    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD | (ro ? MDB_RDONLY : 0), 0600);
     if (rc) {
         mdb_fail(e, rc, "open");
         goto fail;
@@ -195,12 +340,12 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     int dead = 0;
     mdb_reader_check(s->env, &dead); /* free reader slots of crashed processes */
     MDB_txn *txn;
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) {
+    if ((rc = mdb_txn_begin(s->env, NULL, ro ? MDB_RDONLY : 0, &txn))) {
         mdb_fail(e, rc, "begin");
         goto fail;
     }
     for (int i = 0; i < DB_COUNT; i++) {
-        if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]))) {
+        if ((rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]))) {
             mdb_txn_abort(txn);
             mdb_fail(e, rc, "open sub-database");
             goto fail;
@@ -208,7 +353,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     }
     MDB_val k = val("id_key", 6), v;
     rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-    if (rc == MDB_NOTFOUND) {
+    if (rc == MDB_NOTFOUND && !ro) {
         if (RAND_bytes(s->id_key, 32) != 1) {
             mdb_txn_abort(txn);
             ms_fail(e, MS_EIO, "store: random number generator failed");
@@ -236,12 +381,13 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         mdb_fail(e, rc, "read metadata");
         goto fail;
     }
-    if ((rc = mdb_txn_commit(txn))) {
-        mdb_fail(e, rc, "commit");
+    if ((rc = mdb_txn_commit(txn))) { /* read-only too: keeps the sub-database handles */
+        write_fail(s, e, rc, "commit");
         goto fail;
     }
-    if (load_identities(s, e) != MS_OK) goto fail;
-    if (load_audit_head(s, e) != MS_OK) goto fail;
+    /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
+    if (!ro && load_identities(s, e) != MS_OK) goto fail;
+    if (!ro && load_audit_head(s, e) != MS_OK) goto fail;
     snprintf(path, sizeof path, "%s/segments", dir);
     if (seglog_open(&s->log, path, opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE, opt->body_cache,
                     log_end, e) != MS_OK)
@@ -250,7 +396,10 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     return MS_OK;
 fail:
     identity_index_free(s->identities);
-    mdb_env_close(s->env);
+    if (s->env) mdb_env_close(s->env);
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    free(s->live_writer);
+    free(s->dir);
     free(s);
     return e ? e->code : MS_EIO;
 }
@@ -261,8 +410,17 @@ void store_close(store *s)
     identity_index_free(s->identities);
     seglog_close(s->log);
     mdb_env_close(s->env);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* the lock goes with it */
+    free(s->live_writer);
+    free(s->dir);
     free(s);
 }
+
+bool store_read_only(const store *s) { return s->read_only; }
+
+const char *store_live_writer(const store *s) { return s->live_writer; }
+
+void store_inject_free_space(store *s, int64_t bytes) { s->free_bytes = bytes; }
 
 const unsigned char *store_id_key(const store *s) { return s->id_key; }
 
@@ -449,6 +607,7 @@ bad:
 
 ms_code store_write_begin(store *s, store_write **out, ms_err *e)
 {
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     store_write *w = ms_calloc(1, sizeof *w);
     w->s = s;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
@@ -471,7 +630,24 @@ int64_t store_write_time(const store_write *w) { return w->now; }
 
 ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e)
 {
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     return seglog_append(s->log, data, len, pos, e);
+}
+
+ms_code store_probe(store *s, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
+    ms_code code = seglog_preallocate(s->log, SEGLOG_ALIGN, e);
+    if (code != MS_OK) return code;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return write_fail(s, e, rc, "probe");
+    if ((rc = meta_put_u64(txn, s->dbi[DB_META], "probe", (uint64_t)ms_now_us()))) {
+        mdb_txn_abort(txn);
+        return write_fail(s, e, rc, "probe");
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? write_fail(s, e, rc, "probe commit") : MS_OK;
 }
 
 /* The patient with this identity key as seen by txn: the index proposes a number, the identity
@@ -894,7 +1070,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         if (w->txn) mdb_txn_abort(w->txn);
         undo_identities(w);
         write_free(w);
-        return mdb_fail(e, rc, "commit");
+        return write_fail(s, e, rc, "commit");
     }
     s->commit_pos = pos;
     s->audit_seq = w->audit_seq;
@@ -1547,6 +1723,7 @@ ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX
 static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
                            bool del, const char *what, ms_err *e)
 {
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: %s: the store is open read-only", what);
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return mdb_fail(e, rc, what);
@@ -1558,7 +1735,7 @@ static ms_code small_write(store *s, int db, const void *key, size_t kl, const v
         rc = mdb_txn_commit(txn);
     if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "%s: already exists", what);
     if (rc == MDB_NOTFOUND) return ms_fail(e, MS_ENOTFOUND, "%s: not found", what);
-    return rc ? mdb_fail(e, rc, what) : MS_OK;
+    return rc ? write_fail(s, e, rc, what) : MS_OK;
 }
 
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
@@ -1663,7 +1840,7 @@ ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_e
         return mdb_fail(e, rc, "snapshot insert");
     }
     rc = mdb_txn_commit(txn);
-    if (rc) return mdb_fail(e, rc, "snapshot commit");
+    if (rc) return write_fail(s, e, rc, "snapshot commit");
     s->last_commit = as_of;
     *as_of_out = as_of;
     return MS_OK;

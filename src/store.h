@@ -18,18 +18,24 @@
  *   tokens   SHA-256 of a bearer token                               -> be64(expires) role NUL user
  *   audit    be64(seq), 1, 2, ...                                    -> {"seq":N,"prev":"<SHA-256 hex of
  *            entry N-1, zeros for the first>", the audit.h members}: append-only, hash-chained
- *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key"
+ *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key", "probe" (store_probe's last)
  * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
  * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
  * "num" is the patient's number (be64), assigned 0, 1, 2, ... at creation; the patient id is a keyed
  * permutation of it (identity.h), so new patients append to the patient and public trees instead of
  * landing on a random page of each.
  *
- * Contract: one writer (store_write_*), any number of concurrent readers (store_read_*), readers never
- * block the writer. store_write_commit makes the batch durable (segment fdatasync, then LMDB's synced
- * commit) before it returns; a failed commit leaves the store as it was (MS_EFULL or MS_EIO): bodies
- * appended for it stay in the log as unreferenced bytes. The store
- * knows nothing of HTTP, JSON requests or Kafka.
+ * Contract: one process writes a data directory at a time: store_open for writing takes an exclusive
+ * lock on DIR/medstream.lock, held until store_close or the process's end (the kernel releases it, so
+ * a restart after kill -9 is never refused); a second opener, in this process or another, fails with
+ * MS_ECONFLICT "DIR is in use by medstream pid N (CMD, since T)". A read-only open takes no lock and
+ * never writes. Within the process: one writer (store_write_*), any number of concurrent readers
+ * (store_read_*), readers never block the writer. store_write_commit makes the batch durable (segment
+ * fdatasync, then LMDB's synced commit) before it returns; a failed commit leaves the store as it was
+ * (MS_EFULL or MS_EIO): bodies appended for it stay in the log as unreferenced bytes. A full disk is
+ * MS_EFULL with "disk full" in the message, also when LMDB reports it as EIO (a short page write) and
+ * the file system has less than 64 MiB (or 1 % of its size) left. The store knows nothing of HTTP,
+ * JSON requests or Kafka.
  */
 #ifndef MS_STORE_H
 #define MS_STORE_H
@@ -44,21 +50,36 @@ typedef struct {
     size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
     uint64_t segment_size; /* bytes per segment file */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
+    const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
+    bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify) */
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
 #define STORE_DEFAULT_SEGMENT_SIZE ((uint64_t)1 << 30)
 #define STORE_DEFAULT_BODY_CACHE ((uint64_t)256 << 20)
 
-/* Open (creating if missing) the store in dir. */
+/* Open (creating if missing) the store in dir, taking its lock (MS_ECONFLICT while another open holds
+ * it). Read-only: the store must exist; no lock is taken. */
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
+/* Close, releasing the lock. */
 void store_close(store *s);
+bool store_read_only(const store *s);
+/* Read-only stores: "pid N (CMD, since T)" of the writer that held the directory when it was opened
+ * (its later commits are not in reads that began before them), or NULL if none did. */
+const char *store_live_writer(const store *s);
+/* Can the store commit now? Preallocates the segment log's next step (at least room for a small body)
+ * and commits a tiny LMDB write transaction (meta "probe"). MS_OK: a small batch can commit (a large one
+ * may still find the disk full); MS_EFULL or MS_EIO with the reason if not. Any thread; waits for a
+ * write transaction in progress (LMDB's writer lock), so not from inside one. */
+ms_code store_probe(store *s, ms_err *e);
 /* The store's 32-byte secret for keyed hashes (derived record ids). */
 const unsigned char *store_id_key(const store *s);
 /* The id of patient number n in this store, and back (false: an id this store never made). */
 void store_patient_id(const store *s, uint64_t n, patient_id *id);
 bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
 void store_inject_fault(store *s, int err);
+/* Test hook: the free bytes the full-disk check of an LMDB EIO sees (-1: the file system's, statvfs). */
+void store_inject_free_space(store *s, int64_t bytes);
 
 /* A patient as the writer knows it: the public id and the internal number that keys its data. */
 typedef struct {

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,14 +160,15 @@ char *buf_take(buf *b)
 ms_code buf_read_file(buf *out, const char *path, ms_err *e)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return ms_fail(e, MS_EIO, "cannot open %s", path);
+    if (!f) return ms_fail(e, MS_EIO, "cannot open %s: %s", path, strerror(errno));
     char chunk[4096];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
         buf_put(out, chunk, n);
     bool failed = ferror(f);
+    int err = errno;
     fclose(f);
-    return failed ? ms_fail(e, MS_EIO, "cannot read %s", path) : MS_OK;
+    return failed ? ms_fail(e, MS_EIO, "cannot read %s: %s", path, strerror(err)) : MS_OK;
 }
 
 struct arena_chunk {

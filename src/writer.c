@@ -424,12 +424,13 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
     return rc;
 }
 
-/* Nothing queued while the store cannot commit: can it now? (an empty commit, which also tells whether
- * audit entries could be stored) */
+/* Nothing queued while the store cannot commit: can it now? (store_probe: a block of the segment log
+ * and a tiny LMDB commit, which also tells that audit entries could be stored) */
 static ms_code probe(writer *wr, ms_err *e)
 {
-    buf none = {0};
-    return process_group(wr, NULL, &none, e);
+    ms_code rc = store_probe(wr->store, e);
+    if (rc != MS_OK) atomic_fetch_add(&g_metrics.commit_failures, 1);
+    return rc;
 }
 
 static bool has_batch(const ingest_job *group)

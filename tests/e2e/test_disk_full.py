@@ -1,8 +1,16 @@
-# End-to-end test of a full disk: the data directory sits on a small tmpfs (mounting one needs root;
-# without it the test is reported as SKIP), so the segment log or LMDB runs into ENOSPC. Batches are ingested until one is refused. Checked:
-# the refusal is a 503 whose error says nothing was stored; none of that batch's records is readable;
-# every record acknowledged before it is; the server stays up; after a restart the store opens cleanly
-# with every acknowledged record; and once space is back (tmpfs grown), ingest works again.
+# End-to-end tests of a full disk: the data directory sits on a small tmpfs (mounting one needs root;
+# without it the tests are reported as SKIP), so the segment log or LMDB runs into ENOSPC.
+#
+# 1. Batches are ingested until one is refused. Checked: the refusal is a 503 whose error says nothing
+#    was stored; none of that batch's records is readable; every record acknowledged before it is; the
+#    server stays up; after a restart the store opens cleanly with every acknowledged record; and once
+#    space is back (tmpfs grown), ingest works again.
+# 2. With default options (1 GiB segments) on a 64 MiB tmpfs that a filler file has nearly filled: a
+#    small batch is still accepted (the segment log preallocates in steps, not a whole segment);
+#    filling up gives a 503 that says "disk full"; once the filler is deleted, ingest works again
+#    without a restart.
+# 3. The same with LMDB as the part that finds the disk full (the segment log has its step already):
+#    the 503 says "disk full", not LMDB's "Input/output error", and ingest recovers without a restart.
 #
 # Run: /usr/bin/python3 tests/e2e/test_disk_full.py
 
@@ -28,6 +36,96 @@ def try_mount(path, size):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % size, "tmpfs", path],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return r.returncode == 0
+
+
+def mounted_server(name, size, args=()):
+    s = H.Server(extra_args=list(args), name=name)
+    if not try_mount(s.data_dir, size):
+        raise H.Skip("needs root to mount a small tmpfs for the data directory")
+    H.on_exit(lambda: subprocess.run(["umount", "-l", s.data_dir], stderr=subprocess.DEVNULL))
+    return s
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def fill(path, leave):
+    """A filler file in path's file system that leaves `leave` bytes free; its path."""
+    filler = os.path.join(path, "filler")
+    size = free_bytes(path) - leave
+    check(size > 0, "room for a filler file (%d bytes free)" % free_bytes(path))
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def ingest_until_refused(s, tag, n, size, limit=400):
+    """POST batches until one is refused; (acknowledged record ids, the refused batch, its error)."""
+    acked = []
+    for i in range(limit):
+        b = make_batch("%s%03d" % (tag, i), n, size)
+        r = s.ingest(b)
+        if r.status == 200:
+            acked.extend(x["record_id"] for x in b)
+            continue
+        eq(r.status, 503, "status of a batch the disk cannot hold (%s)" % short(r.text))
+        return acked, b, r.json().get("error", "")
+    fail("the disk never filled (%d batches acknowledged)" % limit)
+
+
+def check_recovers(s, acked, refused):
+    for rec in refused:
+        eq(s.get("/v1/records/" + rec["record_id"]).status, 404, "record of the refused batch")
+    eq(s.get("/healthz").status, 200, "healthz after the refusal")
+    for rid in acked[::5]:
+        eq(s.get("/v1/records/" + rid).status, 200, "acknowledged record %s after the refusal" % rid)
+    os.unlink(os.path.join(s.data_dir, "filler"))
+    r = s.ingest(refused)
+    eq(r.status, 200, "the refused batch once the filler is deleted, without a restart: %s" % short(r.text))
+    eq({it["status"] for it in r.json()["items"]}, {"created"}, "statuses of the once-refused batch")
+    for rec in refused:
+        eq(s.get("/v1/records/" + rec["record_id"]).status, 200, "record stored after space came back")
+
+
+@test(timeout=120)
+def test_default_options_take_small_batches_on_a_nearly_full_disk():
+    s = mounted_server("diskfull-default", 64 << 20)
+    s.start()
+    fill(s.data_dir, 6 << 20)
+    small = make_batch("small", 5, 1000)
+    r = s.ingest(small)
+    eq(r.status, 200, "a small batch with 6 MiB free and default options: %s" % short(r.text))
+    eq({it["status"] for it in r.json()["items"]}, {"created"}, "statuses of the small batch")
+    acked, refused, err = ingest_until_refused(s, "fill", 20, 40000)
+    check("nothing of this batch was stored" in err and "disk full" in err,
+          "the 503 says nothing was stored and that the disk is full: %r" % err)
+    check(len(acked) > 0, "batches were acknowledged until the disk filled")
+    check_recovers(s, acked + [x["record_id"] for x in small], refused)
+    seg = os.path.join(s.data_dir, "segments", "000000000000.seg")
+    check(os.path.getsize(seg) < 64 << 20, "the segment file grew in steps (%d bytes), not to its 1 GiB"
+          % os.path.getsize(seg))
+    s.stop()
+    subprocess.run(["umount", s.data_dir], stderr=subprocess.DEVNULL)
+
+
+@test(timeout=120)
+def test_lmdb_on_a_full_disk_says_disk_full():
+    s = mounted_server("diskfull-lmdb", 160 << 20)
+    s.start()
+    s.ingest_ok(make_batch("first", 5, 1000))    # the segment log takes its first step (64 MiB) now
+    fill(s.data_dir, 256 << 10)
+    acked, refused, err = ingest_until_refused(s, "lmdb", 200, 300, limit=2000)
+    check("nothing of this batch was stored" in err and "disk full" in err,
+          "the 503 says nothing was stored and that the disk is full: %r" % err)
+    check("store: " in err and "segment log" not in err, "LMDB found the disk full (the segment log had room): %r" % err)
+    check_recovers(s, acked, refused)
+    s.stop()
+    subprocess.run(["umount", s.data_dir], stderr=subprocess.DEVNULL)
 
 
 @test(timeout=120)

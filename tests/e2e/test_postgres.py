@@ -7,6 +7,8 @@
 # public tables with allow-listed fields only and no PHI, current patient state equal to HTTP's; the SQL
 # as-of function equal to GET ?as_of= at and around every version boundary; PostgreSQL stopped during
 # ingest (ingest goes on, /healthz degraded, catch-up after the restart, nothing lost or doubled);
+# PostgreSQL stopped while the sink is idle (/healthz says unreachable within seconds, not only once
+# there is something to ship);
 # medstream killed with SIGKILL while shipping (nothing lost or doubled); the analyst role refused on
 # every PHI table.
 #
@@ -949,6 +951,34 @@ def test_postgres_outage_during_ingest_loses_and_doubles_nothing():
     acked["pg-outage-extra"] = s.get_json("/v1/records/pg-outage-extra")["patient_id"]
     in_store = check_sql_equals_store(s, db, loader.sent + ["pg-outage-extra"], acked)
     eq(len(in_store), len(acked), "record versions in the store (all acknowledged)")
+    s.stop()
+
+
+@test(timeout=60)
+def test_healthz_says_unreachable_soon_after_postgres_stops_with_nothing_to_ship():
+    db = "t_idle_outage"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-idle-outage")
+    s.ingest_ok([{"record_id": "pg-idle-0", "name": "Idle Outage", "dob": "1990-09-09"}])
+    wait_shipped(s, db)
+    wait_no_lag(s)
+    eq(wait_health(s, ("ok",), 10).get("status"), "ok", "/healthz once caught up")
+    # from here on nothing is committed (/healthz and /metrics write no audit entries): the sink is idle
+    pg().stop()
+    try:
+        t0 = time.monotonic()
+        h = wait_health(s, ("unreachable",), 3.0)
+        took = time.monotonic() - t0
+        eq(h.get("status"), "degraded", "/healthz status while PostgreSQL is down (%s)" % h)
+        eq(metrics(s).get("medstream_postgres_up"), 0.0, "medstream_postgres_up while PostgreSQL is down")
+        eq(metrics(s).get("medstream_commit_position"), float(store_position(s)), "nothing committed meanwhile")
+        print("  (unreachable %.2f s after PostgreSQL stopped, with nothing to ship)" % took, flush=True)
+    finally:
+        pg().restart()
+    wait_health(s, ("ok",), CATCH_UP, also=lambda j: j.get("status") == "ok")
+    s.ingest_ok([{"record_id": "pg-idle-1", "name": "Idle Outage", "dob": "1990-09-09"}])
+    wait_shipped(s, db)
+    eq(pg().sql(db, "SELECT count(*) FROM medstream.phi_records")[0][0], 2, "rows in phi_records after the outage")
     s.stop()
 
 

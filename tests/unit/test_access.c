@@ -111,6 +111,11 @@ static void test_role_file(void **state)
     access_reset();
     assert_true(access_role_valid("clinician"));
     assert_false(access_role_valid("nurse"));
+    /* a UTF-8 byte-order mark at the start of the file is skipped */
+    const char *bom = "\xEF\xBB\xBF{\"nurse\":{\"patients\":\"r\"}}";
+    if (access_load(bom, strlen(bom), &e) != MS_OK) fail_msg("role file with a BOM: %s", e.msg);
+    assert_true(access_allows("nurse", "patients:read"));
+    access_reset();
 }
 
 static void test_print(void **state)

@@ -267,6 +267,12 @@ static void test_record_id_type_ts_rejections(void **state)
     snprintf(t, sizeof t, "%s\"ts\":\"9999-12-31T23:59:59.999999Z\"}", id);
     r = scan(f, t);
     expect_valid(&r, "the last instant of the year 9999");
+    /* nor after 9999 once the offset is applied (year 10000 UTC fits no RFC 3339 answer) */
+    snprintf(t, sizeof t, "%s\"ts\":\"9999-12-31T23:30:00-05:00\"}", id);
+    expect_reject(f, t, "field \"ts\" is after the year 9999", NULL, "23:30:00");
+    snprintf(t, sizeof t, "%s\"ts\":\"9999-12-31T18:59:59.999999-05:00\"}", id);
+    r = scan(f, t);
+    expect_valid(&r, "the last instant of 9999 UTC, written with an offset");
 }
 
 static void test_structure_rejections(void **state)
@@ -437,6 +443,28 @@ static void test_body_ndjson(void **state)
     assert_int_equal(f->batch.records[3].line, 4);
 }
 
+/* A UTF-8 byte-order mark at the start of a body is skipped (NDJSON, an array, one object); one
+ * anywhere else is not whitespace. */
+static void test_body_byte_order_mark(void **state)
+{
+    fixture *f = *state;
+    const char *bodies[] = {"\xEF\xBB\xBF" REC(1) "\n" REC(2) "\n", "\xEF\xBB\xBF[" REC(1) "," REC(2) "]",
+                            "\xEF\xBB\xBF" REC(1), "\xEF\xBB\xBF  " REC(1) "\n" REC(2)};
+    uint32_t want[] = {2, 2, 1, 2};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(scan_body(f, bodies[i]), MS_OK);
+        if (f->batch.n != want[i] || f->batch.rejected)
+            fail_msg("body %d with a BOM: %zu records, %zu rejected (%s)", i, f->batch.n, f->batch.rejected,
+                     f->batch.rejected ? f->batch.records[0].error : "");
+        assert_span_equal(f->batch.records[0].body, f->batch.records[0].body_len, REC(1));
+    }
+    /* only at the very start */
+    assert_int_equal(scan_body(f, REC(1) "\n\xEF\xBB\xBF" REC(2)), MS_OK);
+    assert_int_equal(f->batch.n, 2);
+    assert_false(f->batch.records[0].rejected);
+    assert_true(f->batch.records[1].rejected);
+}
+
 static void test_body_array(void **state)
 {
     fixture *f = *state;
@@ -528,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_derived_record_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_hash_boundaries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_ndjson, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_byte_order_mark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_array, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_single_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_empty, setup, teardown),

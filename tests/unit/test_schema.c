@@ -130,6 +130,28 @@ static void test_parse_errors(void **state)
     expect_parse_error("{\"public\":[\"x\"]}", "\"public\" must be an object");
     expect_parse_error("{\"public\":{\"x\":\"hash\"}}", "transform");
     expect_parse_error("{\"public\":{\"x\":1}}", "transform");
+    /* the messages name the field or key (schema field names are not PHI), not a member number */
+    expect_parse_error("{\"public\":{\"type\":\"copy\",\"ssn\":\"hash\"}}",
+                       "schema: public field \"ssn\": transform must be \"copy\" or \"year\"");
+    expect_parse_error("{\"identity\":{\"name\":\"n\"},\"publc\":{}}", "schema: unknown key \"publc\"");
+    expect_parse_error("{\"identity\":{\"name\":\"n\",\"ssn\":\"s\"}}", "unknown identity role \"ssn\"");
+    expect_parse_error("{\"public\":{\"a\\u00e9\\n\":\"x\"}}", "public field \"a\xC3\xA9?\"");
+    char longkey[200];
+    snprintf(longkey, sizeof longkey, "{\"%0100d\":1}", 7);
+    expect_parse_error(longkey, "unknown key \"0000000000000000000000000000000000000000000000000000000000000000...\"");
+}
+
+/* A UTF-8 byte-order mark at the start of a schema file is skipped. */
+static void test_byte_order_mark(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e = {0};
+    const char *text = "\xEF\xBB\xBF{\"identity\":{\"name\":\"patient\"},\"public\":{\"x\":\"year\"}}";
+    if (schema_parse(&s, text, strlen(text), &e) != MS_OK) fail_msg("schema with a BOM: %s", e.msg);
+    assert_string_equal(s.name_field, "patient");
+    assert_int_equal(s.npub, 1);
+    schema_free(&s);
 }
 
 /* PHI must never be allow-listed: the identity fields, under any of their names, by any spelling. */
@@ -234,7 +256,14 @@ static void test_load_file(void **state)
     assert_string_equal(s.pub[0].field, "blood_type");
     schema_free(&s);
     assert_int_equal(rc2, MS_EIO);
-    assert_non_null(strstr(e2.msg, "cannot open"));
+    /* the path and the reason */
+    char want[200];
+    snprintf(want, sizeof want, "cannot open %s: No such file or directory", path);
+    assert_string_equal(e2.msg, want);
+    schema s3;
+    ms_err e3 = {0};
+    assert_int_equal(schema_load_file(&s3, "/", &e3), MS_EIO);
+    assert_string_equal(e3.msg, "cannot read /: Is a directory");
 }
 
 int main(void)
@@ -248,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_public_limit),
         cmocka_unit_test(test_duplicate_public_member_does_not_overflow),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_byte_order_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,8 +7,12 @@
 #include "unit.h"
 #include "unit_store.h"
 
+#include "segment_log.h"
 #include "store.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #define SEG_SIZE ((uint64_t)1 << 20)
@@ -1000,6 +1004,365 @@ static void test_patient_version_many_fields(void **state)
     put_and_read_patient(f, &pid, fields, n, "a state of 65537 fields");
 }
 
+/* ---- the data directory's lock (one writing process at a time) ---- */
+
+static store *open_as(const char *dir, const char *owner, bool read_only, ms_code *rc, ms_err *e)
+{
+    store_options opt = {.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .owner = owner, .read_only = read_only};
+    store *s = NULL;
+    *rc = store_open(&s, dir, &opt, e);
+    return *rc == MS_OK ? s : NULL;
+}
+
+/* A second open for writing is refused naming the holder; a read-only open is not, says who writes,
+ * and cannot write; closing releases the lock. */
+static void test_lock_refuses_a_second_writer(void **state)
+{
+    (void)state;
+    char dir[64];
+    unit_tmpdir(dir);
+    ms_code rc;
+    ms_err e = {0};
+    store *a = open_as(dir, "serve", false, &rc, &e);
+    if (!a) fail_msg("first open: %s", e.msg);
+    char want[128];
+    snprintf(want, sizeof want, "%s is in use by medstream pid %ld (serve, since ", dir, (long)getpid());
+    for (int i = 0; i < 2; i++) { /* the refusal leaves the holder's lock in place */
+        ms_err e2 = {0};
+        store *b = open_as(dir, "user", false, &rc, &e2);
+        assert_null(b);
+        assert_int_equal(rc, MS_ECONFLICT);
+        if (!unit_has_str(e2.msg, want) || !unit_has_str(e2.msg, "Z)")) fail_msg("refusal: %s", e2.msg);
+    }
+    /* read-only: opens, names the running writer, refuses every write */
+    store *ro = open_as(dir, "audit", true, &rc, &e);
+    if (!ro) fail_msg("read-only open beside a writer: %s", e.msg);
+    assert_true(store_read_only(ro));
+    snprintf(want, sizeof want, "pid %ld (serve, since ", (long)getpid());
+    assert_non_null(store_live_writer(ro));
+    if (!unit_has_str(store_live_writer(ro), want)) fail_msg("live writer: %s", store_live_writer(ro));
+    store_write *w;
+    assert_int_equal(store_write_begin(ro, &w, &e), MS_EINVAL);
+    size_t wl;
+    char *body = unit_aligned_body("{}", 2, &wl);
+    uint64_t pos;
+    assert_int_equal(store_append_body(ro, body, wl, &pos, &e), MS_EINVAL);
+    free(body);
+    assert_int_equal(store_user_create(ro, "x", "admin", "h", &e), MS_EINVAL);
+    assert_int_equal(store_probe(ro, &e), MS_EINVAL);
+    store_read *r;
+    assert_int_equal(store_read_begin(ro, &r, &e), MS_OK);
+    store_read_end(r);
+    store_close(ro);
+    /* the writer is unaffected by the refusals and the reader */
+    assert_int_equal(store_write_begin(a, &w, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    store_close(a);
+    /* released: a read-only open sees no writer, and the next writer gets in */
+    ro = open_as(dir, "audit", true, &rc, &e);
+    if (!ro) fail_msg("read-only open: %s", e.msg);
+    assert_null(store_live_writer(ro));
+    store_close(ro);
+    store *c = open_as(dir, NULL, false, &rc, &e);
+    if (!c) fail_msg("open after close: %s", e.msg);
+    store_close(c);
+    unit_rmtree(dir);
+}
+
+/* The lock belongs to the process: a holder killed with SIGKILL (no store_close) leaves nothing that
+ * refuses the next open. */
+static void test_lock_dies_with_its_process(void **state)
+{
+    (void)state;
+    char dir[64];
+    unit_tmpdir(dir);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        store_options opt = {.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .owner = "serve"};
+        store *s;
+        ms_err e;
+        char ok = store_open(&s, dir, &opt, &e) == MS_OK ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1) _exit(3);
+        for (;;)
+            pause();
+    }
+    char ok = 0;
+    assert_int_equal(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
+    ms_code rc;
+    ms_err e = {0};
+    store *s = open_as(dir, "serve", false, &rc, &e);
+    char want[96];
+    snprintf(want, sizeof want, "in use by medstream pid %ld (serve, since ", (long)child);
+    bool refused = s == NULL && rc == MS_ECONFLICT && unit_has_str(e.msg, want);
+    store_close(s);
+    kill(child, SIGKILL);
+    int status;
+    waitpid(child, &status, 0);
+    assert_int_equal(ok, 'y');
+    if (!refused) fail_msg("open while the child holds the lock: %s", e.msg);
+    s = open_as(dir, "serve", false, &rc, &e);
+    if (!s) fail_msg("open right after the holder was killed: %s", e.msg);
+    store_close(s);
+    unit_rmtree(dir);
+}
+
+/* ---- preallocation of the segment log in steps ---- */
+
+static uint64_t segment_file_size(const char *dir, int seg, uint64_t *allocated)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/segments/%012d.seg", dir, seg);
+    struct stat st;
+    if (stat(path, &st) != 0) fail_msg("stat %s: %s", path, strerror(errno));
+    if (allocated) *allocated = (uint64_t)st.st_blocks * 512;
+    return (uint64_t)st.st_size;
+}
+
+static void append_n(store *s, size_t len, uint64_t *pos)
+{
+    size_t wl;
+    char *body = unit_aligned_body("{\"x\":1}", 7, &wl);
+    char *big = NULL;
+    if (len > wl) {
+        if (posix_memalign((void **)&big, 4096, len) != 0) abort();
+        memset(big, ' ', len);
+        memcpy(big, "{\"x\":1}", 7);
+    }
+    ms_err e = {0};
+    ms_code rc = store_append_body(s, big ? big : body, big ? len : wl, pos, &e);
+    free(body);
+    free(big);
+    if (rc != MS_OK) fail_msg("append of %zu bytes: %s", len, e.msg);
+}
+
+/* With the default segment size (1 GiB), a new log takes one step of disk, not a whole segment; the
+ * file grows a step ahead of the appends, and never past the segment size. */
+static void test_segment_preallocated_in_steps(void **state)
+{
+    (void)state;
+    char dir[64];
+    unit_tmpdir(dir);
+    store *s;
+    ms_err e = {0};
+    store_options def = {.owner = "unit"}; /* default sizes */
+    if (store_open(&s, dir, &def, &e) != MS_OK) fail_msg("open: %s", e.msg);
+    uint64_t pos, blocks;
+    append_n(s, 4096, &pos);
+    uint64_t size = segment_file_size(dir, 0, &blocks);
+    store_close(s);
+    if (size != 4096 + SEGLOG_PREALLOC_STEP || blocks > 4096 + SEGLOG_PREALLOC_STEP)
+        fail_msg("after one 4 KiB append to a new log: file of %llu bytes, %llu allocated (want one step: %llu)",
+                 (unsigned long long)size, (unsigned long long)blocks,
+                 (unsigned long long)(4096 + SEGLOG_PREALLOC_STEP));
+    unit_rmtree(dir);
+
+    /* segments of 96 MiB, appends of 8 MiB */
+    unit_tmpdir(dir);
+    store_options opt = {.segment_size = (uint64_t)96 << 20, .owner = "unit"};
+    if (store_open(&s, dir, &opt, &e) != MS_OK) fail_msg("open: %s", e.msg);
+    const size_t chunk = (size_t)8 << 20;
+    append_n(s, chunk, &pos);
+    assert_int_equal(segment_file_size(dir, 0, NULL), chunk + SEGLOG_PREALLOC_STEP); /* 72 MiB */
+    for (int i = 1; i < 9; i++) { /* to 72 MiB: within the first step */
+        append_n(s, chunk, &pos);
+        assert_int_equal(pos, (uint64_t)i * chunk);
+    }
+    assert_int_equal(segment_file_size(dir, 0, NULL), chunk + SEGLOG_PREALLOC_STEP);
+    append_n(s, chunk, &pos); /* to 80 MiB: the next step, cut at the segment's end */
+    assert_int_equal(segment_file_size(dir, 0, NULL), opt.segment_size);
+    append_n(s, chunk, &pos);
+    append_n(s, chunk, &pos); /* 96 MiB: full */
+    append_n(s, chunk, &pos); /* the next segment */
+    assert_int_equal(pos, opt.segment_size);
+    assert_int_equal(segment_file_size(dir, 0, NULL), opt.segment_size);
+    assert_int_equal(segment_file_size(dir, 1, NULL), chunk + SEGLOG_PREALLOC_STEP);
+    /* what was written reads back, across the steps */
+    buf out = {0};
+    state_field sf = {.key = "x", .key_len = 1, .pos = 9 * chunk + 5, .len = 1, .hash = XXH3_64bits("1", 1)};
+    assert_int_equal(store_field_value(s, &sf, &out, &e), MS_OK);
+    buf_free(&out);
+    /* a reopened log goes on from the file's size (a step ahead already) */
+    store_close(s);
+    if (store_open(&s, dir, &opt, &e) != MS_OK) fail_msg("reopen: %s", e.msg);
+    store_close(s);
+    unit_rmtree(dir);
+}
+
+typedef struct {
+    char dir[64];
+} dir_arg;
+
+static void set_file_size_limit(rlim_t bytes)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = bytes;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) abort();
+}
+
+/* In a child (the file-size limit is per process): with room for less than a step, an append still
+ * gets exactly what it needs; one that does not fit is MS_EFULL "disk full" and moves nothing; once the
+ * room is back, appends work again without reopening. (RLIMIT_FSIZE stands in for a full disk: EFBIG.) */
+static bool fallback_and_recovery(void *p)
+{
+    dir_arg *a = p;
+    signal(SIGXFSZ, SIG_IGN);
+    store *s;
+    ms_err e = {0};
+    store_options opt = {.owner = "unit"};
+    if (store_open(&s, a->dir, &opt, &e) != MS_OK) return false;
+    set_file_size_limit((rlim_t)8 << 20);
+    bool ok = true;
+    uint64_t pos = 1, pos2 = 1;
+    size_t wl;
+    char *small = unit_aligned_body("{\"x\":1}", 7, &wl);
+    char *big = NULL;
+    if (posix_memalign((void **)&big, 4096, (size_t)16 << 20) != 0) abort();
+    memset(big, ' ', (size_t)16 << 20);
+    ok = ok && store_append_body(s, small, wl, &pos, &e) == MS_OK && pos == 0;
+    if (!ok) fprintf(stderr, "small append near a full disk: %s\n", e.msg);
+    ok = ok && segment_file_size(a->dir, 0, NULL) == 4096;
+    ms_err full = {0};
+    ok = ok && store_append_body(s, big, (size_t)16 << 20, &pos2, &full) == MS_EFULL;
+    ok = ok && unit_has_str(full.msg, "segment log: preallocate: disk full (File too large)");
+    if (!ok) fprintf(stderr, "big append near a full disk: %s\n", full.msg);
+    ok = ok && store_probe(s, &e) == MS_OK; /* a small batch still fits */
+    if (!ok) fprintf(stderr, "probe with room for a small batch: %s\n", e.msg);
+    set_file_size_limit((rlim_t)4 << 20);
+    ms_err pe = {0};
+    ok = ok && store_probe(s, &pe) == MS_OK; /* the probe's room was preallocated above */
+    set_file_size_limit(RLIM_INFINITY);
+    ok = ok && store_append_body(s, big, (size_t)16 << 20, &pos2, &e) == MS_OK && pos2 == 4096;
+    if (!ok) fprintf(stderr, "append once there is room again: %s\n", e.msg);
+    ok = ok && segment_file_size(a->dir, 0, NULL) == 4096 + ((uint64_t)16 << 20) + SEGLOG_PREALLOC_STEP;
+    free(small);
+    free(big);
+    store_close(s);
+    return ok;
+}
+
+static void test_segment_full_disk_fallback_and_recovery(void **state)
+{
+    (void)state;
+    dir_arg a;
+    unit_tmpdir(a.dir);
+    bool ok = unit_run_isolated(fallback_and_recovery, &a);
+    unit_rmtree(a.dir);
+    assert_true(ok);
+}
+
+/* ---- LMDB on a full disk, and store_probe ---- */
+
+static void put_records(store *s, int n, const char *tag, ms_code *rc, ms_err *e)
+{
+    store_write *w;
+    if (store_write_begin(s, &w, e) != MS_OK) fail_msg("begin: %s", e->msg);
+    patient_id pid;
+    store_patient_id(s, 0, &pid);
+    *rc = MS_OK;
+    for (int i = 0; i < n && *rc == MS_OK; i++) {
+        record_version rv = {.version = 1, .valid_from = store_write_time(w), .valid_to = -1, .pid = pid};
+        rv.record_id_len = (uint32_t)snprintf(rv.record_id, sizeof rv.record_id, "%s-%06d-%0100d", tag, i, 0);
+        memcpy(rv.type, "lab", 3);
+        rv.type_len = 3;
+        *rc = store_record_put(w, &rv, 2020, "{}", 2, e);
+    }
+    if (*rc == MS_OK)
+        *rc = store_write_commit(w, NULL, e);
+    else
+        store_write_abort(w);
+}
+
+/* LMDB turns a short page write (what a full disk gives) into EIO: on a file system with little left
+ * that is MS_EFULL "disk full"; with plenty left it stays MS_EIO. Either way the store stays clean.
+ * (RLIMIT_FSIZE makes the short write; the free space the check sees is injected.) */
+static bool lmdb_short_write(void *p)
+{
+    dir_arg *a = p;
+    signal(SIGXFSZ, SIG_IGN);
+    store *s;
+    ms_err e = {0};
+    store_options opt = {.map_size = (size_t)1 << 30, .segment_size = SEG_SIZE, .owner = "unit"};
+    if (store_open(&s, a->dir, &opt, &e) != MS_OK) return false;
+    ms_code rc;
+    put_records(s, 10, "first", &rc, &e);
+    bool ok = rc == MS_OK;
+    char path[128];
+    snprintf(path, sizeof path, "%s/lmdb/data.mdb", a->dir);
+    struct stat st;
+    ok = ok && stat(path, &st) == 0;
+    const char *names[2] = {"little room", "plenty of room"};
+    int64_t free_space[2] = {(int64_t)3 << 20, (int64_t)100 << 30};
+    ms_code want[2] = {MS_EFULL, MS_EIO};
+    for (int k = 0; k < 2 && ok; k++) {
+        store_inject_free_space(s, free_space[k]);
+        set_file_size_limit((rlim_t)st.st_size + 3 * 4096 + 100); /* a commit of many new pages runs past it */
+        put_records(s, 2000, names[k], &rc, &e);
+        set_file_size_limit(RLIM_INFINITY);
+        if (rc != want[k] ||
+            (k == 0 && !unit_has_str(e.msg, "store: commit: disk full (Input/output error with 3 MiB "
+                                            "left on the file system)")) ||
+            (k == 1 && !unit_has_str(e.msg, "store: commit: Input/output error"))) {
+            fprintf(stderr, "commit past the file-size limit, %s: %s (%s)\n", names[k], ms_code_name(rc), e.msg);
+            ok = false;
+        }
+    }
+    store_inject_free_space(s, -1);
+    put_records(s, 2000, "later", &rc, &e); /* nothing of the failed commits stays; the next one works */
+    ok = ok && rc == MS_OK;
+    store_read *r;
+    ok = ok && store_read_begin(s, &r, &e) == MS_OK;
+    if (ok) {
+        ok = store_commit_pos(r) == 2;
+        record_version rv;
+        bool found = true;
+        store_record_at(r, "little room-000000", 18, INT64_MAX, &rv, &found, &e);
+        ok = ok && !found;
+        store_read_end(r);
+    }
+    store_close(s);
+    return ok;
+}
+
+static void test_lmdb_short_write_on_a_full_disk(void **state)
+{
+    (void)state;
+    dir_arg a;
+    unit_tmpdir(a.dir);
+    bool ok = unit_run_isolated(lmdb_short_write, &a);
+    unit_rmtree(a.dir);
+    assert_true(ok);
+}
+
+/* store_probe: a healthy store can commit; an injected full disk says so; the probe commits nothing
+ * that readers or sinks see. */
+static void test_probe(void **state)
+{
+    fixture *f = *state;
+    ms_err e = {0};
+    assert_int_equal(store_probe(f->s, &e), MS_OK);
+    store_inject_fault(f->s, ENOSPC);
+    assert_int_equal(store_probe(f->s, &e), MS_EFULL);
+    if (!unit_has_str(e.msg, "disk full (No space left on device)")) fail_msg("probe: %s", e.msg);
+    store_inject_fault(f->s, EIO);
+    assert_int_equal(store_probe(f->s, &e), MS_EIO);
+    store_inject_fault(f->s, 0);
+    assert_int_equal(store_probe(f->s, &e), MS_OK);
+    store_read *r = unit_rbegin(f->s);
+    uint64_t pos = store_commit_pos(r);
+    int64_t last = store_last_commit(r);
+    store_read_end(r);
+    assert_int_equal(pos, 0);
+    assert_int_equal(last, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1021,6 +1384,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_body_larger_than_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patient_version_long_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patient_version_many_fields, setup, teardown),
+        cmocka_unit_test(test_lock_refuses_a_second_writer),
+        cmocka_unit_test(test_lock_dies_with_its_process),
+        cmocka_unit_test(test_segment_preallocated_in_steps),
+        cmocka_unit_test(test_segment_full_disk_fallback_and_recovery),
+        cmocka_unit_test(test_lmdb_short_write_on_a_full_disk),
+        cmocka_unit_test_setup_teardown(test_probe, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

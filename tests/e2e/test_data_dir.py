@@ -1,0 +1,116 @@
+# End-to-end tests of the data directory's lock: one medstream process writes a data directory at a time
+# (DESIGN.md; store.h). Checked with real processes: a second `serve` on a directory in use exits 1
+# naming the holder's pid and command while the first goes on serving (records acknowledged before and
+# after read back intact); `medstream user add` is refused while serve runs and works once it stopped;
+# a restart right after kill -9 starts (the lock died with the process) and then holds the lock itself;
+# `medstream audit verify` reads a live store without stopping it and says that it did.
+#
+# Run: /usr/bin/python3 tests/e2e/test_data_dir.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
+
+import subprocess
+
+import harness as H
+from harness import check, eq, fail, short, test
+
+
+def run(args, stdin=None, timeout=20):
+    """Run BIN with args; (exit code, stdout, stderr). A command that does not end (a second server
+    that started) is killed and fails the test."""
+    try:
+        r = subprocess.run([H.BIN] + args, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fail("`medstream %s` did not exit within %ds (it was not refused)" % (" ".join(args), timeout))
+    return r.returncode, r.stdout, r.stderr
+
+
+def batch(tag, n=20):
+    return [{"record_id": "%s-%02d" % (tag, i), "name": "Lock Test %s" % tag.capitalize(), "dob": "1980-05-%02d" % (1 + i % 28),
+             "notes": "n" * 2000} for i in range(n)]
+
+
+def ingest_and_check(s, tag):
+    items = s.ingest_ok(batch(tag))["items"]
+    eq({it["status"] for it in items}, {"created"}, "statuses of batch %s" % tag)
+    return [it["record_id"] for it in items]
+
+
+def refusal_names(err, pid, what):
+    want = "is in use by medstream pid %d (serve, since " % pid
+    check(want in err, "%s names the holder (%r): %s" % (what, want, short(err)))
+
+
+@test(timeout=60)
+def test_second_serve_is_refused_while_the_first_stays_healthy():
+    s = H.Server(name="lock-serve")
+    s.start()
+    acked = ingest_and_check(s, "before")
+    rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()])
+    eq(rc, 1, "exit code of a second serve on the same directory (%s)" % short(err))
+    check(err.startswith("medstream serve: %s is in use" % s.data_dir), "message: %s" % short(err))
+    refusal_names(err, s.proc.pid, "the second serve's message")
+    check(s.alive(), "the first server still runs")
+    eq(s.get("/healthz").status, 200, "healthz of the first server")
+    acked += ingest_and_check(s, "after")
+    for rid in acked:
+        r = s.get("/v1/records/" + rid)
+        eq(r.status, 200, "record %s read back (checksum checked) from the first server: %s" % (rid, short(r.text)))
+    s.stop()
+
+
+@test(timeout=60)
+def test_user_add_is_refused_while_serve_runs():
+    s = H.Server(name="lock-user")
+    s.start()
+    rc, out, err = run(["user", "add", "bob", "--role", "analyst", "--data", s.data_dir], stdin="pw-bob-12345\n")
+    eq(rc, 1, "exit code of user add while serve runs (%s %s)" % (short(out), short(err)))
+    refusal_names(err, s.proc.pid, "user add's message")
+    eq(s.get("/healthz").status, 200, "healthz after the refused user add")
+    s.stop()
+    rc, out, err = run(["user", "add", "bob", "--role", "analyst", "--data", s.data_dir], stdin="pw-bob-12345\n")
+    eq(rc, 0, "user add once serve stopped (%s)" % short(err))
+    s.start()
+    s.token_for("bob", "pw-bob-12345")
+    s.stop()
+
+
+@test(timeout=90)
+def test_restart_right_after_kill9_starts_and_holds_the_lock():
+    s = H.Server(name="lock-kill9")
+    s.start()
+    acked = []
+    for round_no in range(3):
+        acked += ingest_and_check(s, "r%d" % round_no)
+        s.kill9()
+        s.start()        # at once: fails the test if the dead process's lock refused it
+        rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()])
+        eq(rc, 1, "a second serve beside the restarted one (%s)" % short(err))
+        refusal_names(err, s.proc.pid, "the message after restart %d" % (round_no + 1))
+    for rid in acked:
+        eq(s.get("/v1/records/" + rid).status, 200, "record %s after three kills" % rid)
+    s.stop()
+
+
+@test(timeout=60)
+def test_audit_verify_reads_a_live_store_and_says_so():
+    s = H.Server(name="lock-audit")
+    s.start()
+    ingest_and_check(s, "audited")
+    rc, out, err = run(["audit", "verify", "--data", s.data_dir])
+    eq(rc, 0, "audit verify beside a running server (%s %s)" % (short(out), short(err)))
+    check(out.startswith("audit log intact: "), "verify's answer: %s" % short(out))
+    entries = int(out.split("intact: ")[1].split()[0])
+    check(entries >= 2, "the login and the ingest are audited (%d entries)" % entries)
+    want = "(read while medstream pid %d (serve, since " % s.proc.pid
+    check(want in out and "entries after this read are not checked)" in out,
+          "verify says it read a live store (%r): %s" % (want, short(out)))
+    ingest_and_check(s, "later")     # the server goes on writing after the read
+    eq(s.get("/healthz").status, 200, "healthz after the verify")
+    s.stop()
+    rc, out, err = run(["audit", "verify", "--data", s.data_dir])
+    eq(rc, 0, "audit verify of the stopped store (%s)" % short(err))
+    check("read while" not in out, "no live-store note once the server stopped: %s" % short(out))
+    check(int(out.split("intact: ")[1].split()[0]) > entries, "the later entries are verified now: %s" % short(out))
+
+
+if __name__ == "__main__":
+    H.main()
