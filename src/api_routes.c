@@ -417,7 +417,7 @@ static void h_ingest(api *a, http_request *req, http_response *res)
     } else {
         /* this thread writes the body; the writer only has to sync it */
         if (store_append_body(a->store, job.body, job.body_write_len, &job.body_pos, &e) != MS_OK) {
-            writer_note_failure(a->writer, &e);
+            writer_note_failure(a->writer, &e, job.body_write_len);
             http_error(res, status_for(e.code), "nothing of this batch was stored: %s", e.msg);
             free(job.results);
             record_batch_free(&batch);

@@ -192,7 +192,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
             }
             e = job.err;
         }
-        if (job.body_pos == UINT64_MAX) writer_note_failure(k->opt.writer, &e); /* the append failed */
+        if (job.body_pos == UINT64_MAX) writer_note_failure(k->opt.writer, &e, job.body_write_len); /* the append failed */
         fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", b->n, e.msg);
         job.body_pos = UINT64_MAX;
         usleep(200000);

@@ -6,6 +6,7 @@
 #include "json_scan.h"
 #include "json_write.h"
 #include "merge.h"
+#include "record_sources.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -102,47 +103,6 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     return MS_OK;
 }
 
-/* Records gathered for an event_at read: bodies read back, fields re-scanned. */
-typedef struct {
-    store *store;
-    int64_t event_at;
-    arena *mem;
-    merge_source *src;
-    uint32_t n, cap;
-    buf body;
-    ms_code rc;
-    ms_err *e;
-} event_gathering;
-
-static bool gather_event(void *ctx, const record_version *rv)
-{
-    event_gathering *g = ctx;
-    if (rv->ts_us > g->event_at) return true;
-    g->body.len = 0;
-    if ((g->rc = store_record_body(g->store, rv, &g->body, g->e)) != MS_OK) return false;
-    char *text = arena_strndup(g->mem, g->body.data, g->body.len);
-    record_field *fields;
-    uint32_t nf;
-    if (record_scan_fields(text, rv->body_len, g->mem, &fields, &nf)) {
-        g->rc = ms_fail(g->e, MS_ECORRUPT, "store: a stored record body is not a JSON object");
-        return false;
-    }
-    if (g->n == g->cap) {
-        uint32_t cap = g->cap ? g->cap * 2 : 16;
-        merge_source *bigger = arena_alloc(g->mem, sizeof *bigger * cap);
-        if (g->n) memcpy(bigger, g->src, sizeof *bigger * g->n);
-        g->src = bigger, g->cap = cap;
-    }
-    g->src[g->n++] = (merge_source){.fields = fields,
-                                    .nfields = nf,
-                                    .body = text,
-                                    .body_len = rv->body_len,
-                                    .body_pos = rv->body_pos,
-                                    .ts = rv->ts_us,
-                                    .valid_from = rv->valid_from};
-    return true;
-}
-
 ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
                       buf *out, ms_err *e)
 {
@@ -153,10 +113,10 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
     if (rc == MS_OK && event_at != INT64_MAX) {
         /* the state merged from the records known at as_of whose event time is <= event_at */
-        event_gathering g = {.store = q->store, .event_at = event_at, .mem = &mem, .e = e};
-        rc = store_live_records(r, pid, as_of, gather_event, &g, e);
+        record_sources g = {.store = q->store, .mem = &mem, .ts_max = event_at, .e = e};
+        rc = store_live_records(r, pid, as_of, record_sources_add, &g, e);
         if (rc == MS_OK) rc = g.rc;
-        buf_free(&g.body);
+        record_sources_free(&g);
         if (rc == MS_OK) {
             merge_result m;
             merge_records(q->schema, g.src, g.n, NULL, 0, &mem, &m);

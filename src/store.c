@@ -634,10 +634,10 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
     return seglog_append(s->log, data, len, pos, e);
 }
 
-ms_code store_probe(store *s, ms_err *e)
+ms_code store_probe(store *s, size_t bytes, ms_err *e)
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
-    ms_code code = seglog_preallocate(s->log, SEGLOG_ALIGN, e);
+    ms_code code = seglog_preallocate(s->log, bytes > SEGLOG_ALIGN ? bytes : SEGLOG_ALIGN, e);
     if (code != MS_OK) return code;
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);

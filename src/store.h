@@ -67,11 +67,12 @@ bool store_read_only(const store *s);
 /* Read-only stores: "pid N (CMD, since T)" of the writer that held the directory when it was opened
  * (its later commits are not in reads that began before them), or NULL if none did. */
 const char *store_live_writer(const store *s);
-/* Can the store commit now? Preallocates the segment log's next step (at least room for a small body)
- * and commits a tiny LMDB write transaction (meta "probe"). MS_OK: a small batch can commit (a large one
- * may still find the disk full); MS_EFULL or MS_EIO with the reason if not. Any thread; waits for a
+/* Can the store commit a batch of `bytes` of bodies now? Preallocates the segment log's next step (at
+ * least room for max(bytes, 4 KiB)) and commits a tiny LMDB write transaction (meta "probe"). MS_OK: such
+ * a batch can commit (LMDB may still find the disk full for a large one); MS_EFULL or MS_EIO with the
+ * reason if not. Any thread; waits for a
  * write transaction in progress (LMDB's writer lock), so not from inside one. */
-ms_code store_probe(store *s, ms_err *e);
+ms_code store_probe(store *s, size_t bytes, ms_err *e);
 /* The store's 32-byte secret for keyed hashes (derived record ids). */
 const unsigned char *store_id_key(const store *s);
 /* The id of patient number n in this store, and back (false: an id this store never made). */

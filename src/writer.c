@@ -6,6 +6,7 @@
 #include "deidentify.h"
 #include "merge.h"
 #include "metrics.h"
+#include "record_sources.h"
 #include "timefmt.h"
 
 #include <errno.h>
@@ -30,8 +31,9 @@ struct writer {
     bool failing;     /* the last commit failed: nothing can be made durable until one succeeds */
     ms_err failure;   /* why */
     bool degraded;    /* the last batch could not be stored (commit or append): until one is, or a probe
-                         says the store can take one again */
+                         says the store can take one of that size again */
     ms_err degraded_why;
+    size_t degraded_bytes; /* body bytes of the batch that failed: what the probe asks room for */
 };
 
 const char *item_status_name(item_status s)
@@ -48,67 +50,18 @@ const char *item_status_name(item_status s)
 
 /* ---- patient state ---- */
 
-/* Records gathered to recompute a state: their bodies read back and re-scanned into mem. */
-typedef struct {
-    store *store;
-    arena *mem;
-    const char *skip; /* this record id is left out (it moved away, was replaced or deleted) */
-    size_t skip_len;
-    merge_source *src;
-    uint32_t n, cap;
-    buf body;
-    ms_code rc;
-    ms_err *e;
-} gathering;
-
-static void gather_add(gathering *g, const merge_source *m)
-{
-    if (g->n == g->cap) {
-        uint32_t cap = g->cap ? g->cap * 2 : 16;
-        merge_source *bigger = arena_alloc(g->mem, sizeof *bigger * cap);
-        if (g->n) memcpy(bigger, g->src, sizeof *bigger * g->n);
-        g->src = bigger;
-        g->cap = cap;
-    }
-    g->src[g->n++] = *m;
-}
-
-static bool gather_record(void *ctx, const record_version *rv)
-{
-    gathering *g = ctx;
-    if (rv->record_id_len == g->skip_len && memcmp(rv->record_id, g->skip, g->skip_len) == 0) return true;
-    g->body.len = 0;
-    if ((g->rc = store_record_body(g->store, rv, &g->body, g->e)) != MS_OK) return false;
-    char *text = arena_strndup(g->mem, g->body.data, g->body.len);
-    record_field *fields;
-    uint32_t nfields;
-    if (record_scan_fields(text, rv->body_len, g->mem, &fields, &nfields) != NULL) {
-        g->rc = ms_fail(g->e, MS_ECORRUPT, "store: a stored record body is not a JSON object");
-        return false;
-    }
-    merge_source m = {.fields = fields,
-                      .nfields = nfields,
-                      .body = text,
-                      .body_len = rv->body_len,
-                      .body_pos = rv->body_pos,
-                      .ts = rv->ts_us,
-                      .valid_from = rv->valid_from};
-    gather_add(g, &m);
-    return true;
-}
-
 /* The state of patient `number` recomputed from its live records, leaving out record skip and adding
  * extra (a record of this commit, not stored yet; may be NULL). prev: the state it replaces. */
 static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const char *skip, size_t skip_len,
                          const merge_source *extra, const patient_version *prev, arena *mem, merge_result *out,
                          ms_err *e)
 {
-    gathering g = {.store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .e = e};
-    ms_code rc = store_write_live_records(sw, number, gather_record, &g, e);
+    record_sources g = {.store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .ts_max = INT64_MAX, .e = e};
+    ms_code rc = store_write_live_records(sw, number, record_sources_add, &g, e);
     if (rc == MS_OK) rc = g.rc;
-    buf_free(&g.body);
+    record_sources_free(&g);
     if (rc != MS_OK) return rc;
-    if (extra) gather_add(&g, extra);
+    if (extra) record_sources_push(&g, extra);
     merge_records(wr->schema, g.src, g.n, prev ? prev->fields : NULL, prev ? prev->nfields : 0, mem, out);
     return MS_OK;
 }
@@ -426,18 +379,20 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
 
 /* Nothing queued while the store cannot commit: can it now? (store_probe: a block of the segment log
  * and a tiny LMDB commit, which also tells that audit entries could be stored) */
-static ms_code probe(writer *wr, ms_err *e)
+static ms_code probe(writer *wr, size_t bytes, ms_err *e)
 {
-    ms_code rc = store_probe(wr->store, e);
+    ms_code rc = store_probe(wr->store, bytes, e);
     if (rc != MS_OK) atomic_fetch_add(&g_metrics.commit_failures, 1);
     return rc;
 }
 
-static bool has_batch(const ingest_job *group)
+/* Body bytes of the group's batches (0: none). */
+static size_t batch_bytes(const ingest_job *group)
 {
+    size_t n = 0;
     for (const ingest_job *j = group; j; j = j->next)
-        if (j->batch) return true;
-    return false;
+        if (j->batch) n += j->body_write_len ? j->body_write_len : 1;
+    return n;
 }
 
 static void *writer_main(void *arg)
@@ -471,10 +426,12 @@ static void *writer_main(void *arg)
             last->next = NULL;
         }
         buf audit = w->audit;
+        bool audit_taken = audit.len > 0;
         w->audit = (buf){0};
         pthread_mutex_unlock(&w->lock);
         ms_err e = {0};
-        ms_code rc = group || audit.len ? process_group(w, group, &audit, &e) : probe(w, &e);
+        size_t probe_bytes = w->degraded_bytes;
+        ms_code rc = group || audit.len ? process_group(w, group, &audit, &e) : probe(w, probe_bytes, &e);
         pthread_mutex_lock(&w->lock);
         if (rc != MS_OK && audit.len) { /* not durable: back to the front of the queue, never dropped */
             buf_put(&audit, w->audit.data, w->audit.len);
@@ -485,11 +442,13 @@ static void *writer_main(void *arg)
         buf_free(&audit);
         w->failing = rc != MS_OK;
         if (w->failing) w->failure = e;
-        if (rc != MS_OK && (has_batch(group) || w->degraded)) {
+        size_t bytes = batch_bytes(group);
+        if (rc != MS_OK && (bytes || w->degraded)) {
             w->degraded = true;
             w->degraded_why = e;
-        } else if (rc == MS_OK && (has_batch(group) || !group)) {
-            w->degraded = false; /* a batch was stored, or the probe committed */
+            if (bytes) w->degraded_bytes = bytes;
+        } else if (rc == MS_OK && (bytes || (!group && !audit_taken))) {
+            w->degraded = false; /* a batch was stored, or the probe found room for the one that failed */
         }
         for (ingest_job *j = group; j; j = j->next)
             j->done = true;
@@ -545,12 +504,13 @@ void writer_audit(writer *w, const audit_event *ev)
     buf_free(&m);
 }
 
-void writer_note_failure(writer *w, const ms_err *e)
+void writer_note_failure(writer *w, const ms_err *e, size_t bytes)
 {
     atomic_fetch_add(&g_metrics.commit_failures, 1);
     pthread_mutex_lock(&w->lock);
     w->degraded = true;
     w->degraded_why = *e;
+    w->degraded_bytes = bytes;
     pthread_cond_signal(&w->wake); /* start probing */
     pthread_mutex_unlock(&w->lock);
 }

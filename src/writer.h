@@ -107,11 +107,12 @@ ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);
 ms_code writer_sync(writer *w, ms_err *e);
 /* Queue an audit entry for the next commit and return at once (reads, logins: see audit.h). */
 void writer_audit(writer *w, const audit_event *ev);
-/* A source could not store a batch before handing it over (its body append failed): counted as a failed
- * commit, and the store is reported degraded until a batch is stored or a probe commit succeeds. */
-void writer_note_failure(writer *w, const ms_err *e);
+/* A source could not store a batch of `bytes` before handing it over (its body append failed): counted
+ * as a failed commit, and the store is reported degraded until a batch is stored or a probe finds room. */
+void writer_note_failure(writer *w, const ms_err *e, size_t bytes);
 /* Can the store take batches? false (with the reason) after a failed commit or append, until a batch is
- * stored again or the writer's probe (every second) commits: /healthz says degraded meanwhile. */
+ * stored again or the writer's probe (every second: store_probe with the failed batch's size) succeeds:
+ * /healthz says degraded meanwhile. */
 bool writer_healthy(writer *w, ms_err *why);
 /* Can audit entries be made durable now? false (with the reason in why) while the store cannot commit
  * or too many entries wait: PHI reads must then be refused. */

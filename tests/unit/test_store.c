@@ -1049,7 +1049,7 @@ static void test_lock_refuses_a_second_writer(void **state)
     assert_int_equal(store_append_body(ro, body, wl, &pos, &e), MS_EINVAL);
     free(body);
     assert_int_equal(store_user_create(ro, "x", "admin", "h", &e), MS_EINVAL);
-    assert_int_equal(store_probe(ro, &e), MS_EINVAL);
+    assert_int_equal(store_probe(ro, 0, &e), MS_EINVAL);
     store_read *r;
     assert_int_equal(store_read_begin(ro, &r, &e), MS_OK);
     store_read_end(r);
@@ -1233,11 +1233,11 @@ static bool fallback_and_recovery(void *p)
     ok = ok && store_append_body(s, big, (size_t)16 << 20, &pos2, &full) == MS_EFULL;
     ok = ok && unit_has_str(full.msg, "segment log: preallocate: disk full (File too large)");
     if (!ok) fprintf(stderr, "big append near a full disk: %s\n", full.msg);
-    ok = ok && store_probe(s, &e) == MS_OK; /* a small batch still fits */
+    ok = ok && store_probe(s, 0, &e) == MS_OK; /* a small batch still fits */
     if (!ok) fprintf(stderr, "probe with room for a small batch: %s\n", e.msg);
     set_file_size_limit((rlim_t)4 << 20);
     ms_err pe = {0};
-    ok = ok && store_probe(s, &pe) == MS_OK; /* the probe's room was preallocated above */
+    ok = ok && store_probe(s, 0, &pe) == MS_OK; /* the probe's room was preallocated above */
     set_file_size_limit(RLIM_INFINITY);
     ok = ok && store_append_body(s, big, (size_t)16 << 20, &pos2, &e) == MS_OK && pos2 == 4096;
     if (!ok) fprintf(stderr, "append once there is room again: %s\n", e.msg);
@@ -1347,14 +1347,14 @@ static void test_probe(void **state)
 {
     fixture *f = *state;
     ms_err e = {0};
-    assert_int_equal(store_probe(f->s, &e), MS_OK);
+    assert_int_equal(store_probe(f->s, 0, &e), MS_OK);
     store_inject_fault(f->s, ENOSPC);
-    assert_int_equal(store_probe(f->s, &e), MS_EFULL);
+    assert_int_equal(store_probe(f->s, 0, &e), MS_EFULL);
     if (!unit_has_str(e.msg, "disk full (No space left on device)")) fail_msg("probe: %s", e.msg);
     store_inject_fault(f->s, EIO);
-    assert_int_equal(store_probe(f->s, &e), MS_EIO);
+    assert_int_equal(store_probe(f->s, 0, &e), MS_EIO);
     store_inject_fault(f->s, 0);
-    assert_int_equal(store_probe(f->s, &e), MS_OK);
+    assert_int_equal(store_probe(f->s, 0, &e), MS_OK);
     store_read *r = unit_rbegin(f->s);
     uint64_t pos = store_commit_pos(r);
     int64_t last = store_last_commit(r);
