@@ -3,16 +3,19 @@
  * differs between users with equal passwords), accounts in the store, init's admin account, and account
  * changes through users_apply: disabled accounts cannot log in, roles and passwords change, refusals
  * write nothing, the last account that can manage accounts cannot be disabled, demoted or deleted,
- * entries written by older versions keep working, and every change leaves one audit entry without any
- * password or hash.
+ * entries written by older versions keep working, every change leaves one audit entry without any
+ * password or hash, and through the writer a failed commit stores nothing of a change.
  */
 #include "unit.h"
 #include "unit_store.h"
 
 #include "passwords.h"
+#include "tokens.h"
 #include "users.h"
+#include "writer.h"
 
 #include <argon2.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -338,6 +341,75 @@ static void test_changes_are_audited(void **state)
     buf_free(&all);
 }
 
+/* Through the writer (the server's path): a change is durable with its audit entry; when the commit
+ * fails (the disk is full), writer_apply says so and nothing of it is stored: not the change, not the
+ * revocations, not the audit entry. */
+static void test_writer_commit_failure(void **state)
+{
+    fixture *f = *state;
+    schema sc;
+    schema_default(&sc);
+    writer *w;
+    ms_err e;
+    assert_int_equal(writer_start(&w, f->s, &sc, &e), MS_OK);
+    char hash[PASSWORD_ENCODED_MAX];
+    assert_int_equal(password_hash("root-password", 13, hash, &e), MS_OK);
+    user_change c = {.kind = USER_CREATE,
+                     .name = "root",
+                     .role = "admin",
+                     .hash = hash,
+                     .actor = "admin",
+                     .actor_role = "admin",
+                     .client = "127.0.0.1",
+                     .resource = "/v1/users"};
+    assert_int_equal(writer_apply(w, users_apply, &c, &e), MS_OK);
+    assert_int_equal(c.refusal.code, MS_OK);
+    user_change n = {.kind = USER_CREATE,
+                     .name = "nina",
+                     .role = "clinician",
+                     .hash = hash,
+                     .actor = "admin",
+                     .actor_role = "admin",
+                     .client = "127.0.0.1",
+                     .resource = "/v1/users"};
+    assert_int_equal(writer_apply(w, users_apply, &n, &e), MS_OK);
+    principal who = {"nina", "clinician"}, got;
+    char tok[TOKEN_TEXT], header[128];
+    int64_t expires;
+    assert_int_equal(token_issue(f->s, &who, 3600, tok, &expires, &e), MS_OK);
+    snprintf(header, sizeof header, "Bearer %s", tok);
+    uint64_t entries = 0, bad = 0;
+    unsigned char head[32];
+    char why[256];
+    assert_int_equal(store_audit_verify(f->s, &entries, head, &bad, why, sizeof why, &e), MS_OK);
+    assert_int_equal(entries, 2);
+    store_inject_fault(f->s, ENOSPC);
+    user_change d = {.kind = USER_DELETE,
+                     .name = "nina",
+                     .actor = "admin",
+                     .actor_role = "admin",
+                     .client = "127.0.0.1",
+                     .resource = "/v1/users/nina"};
+    assert_int_equal(writer_apply(w, users_apply, &d, &e), MS_EFULL);
+    store_inject_fault(f->s, 0);
+    bool found;
+    account(f->s, "nina", &found);
+    assert_true(found);
+    assert_int_equal(token_check(f->s, header, &got), TOKEN_OK);
+    assert_int_equal(store_audit_verify(f->s, &entries, head, &bad, why, sizeof why, &e), MS_OK);
+    assert_int_equal(entries, 2);
+    /* room again: the same change goes through, its revocation and entry with it */
+    assert_int_equal(writer_apply(w, users_apply, &d, &e), MS_OK);
+    assert_int_equal(d.refusal.code, MS_OK);
+    assert_int_equal(d.revoked, 1);
+    assert_int_equal(token_check(f->s, header, &got), TOKEN_UNKNOWN);
+    writer_stop(w);
+    schema_free(&sc);
+    assert_int_equal(store_audit_verify(f->s, &entries, head, &bad, why, sizeof why, &e), MS_OK);
+    assert_int_equal(entries, 3);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +422,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_last_manager, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_format_account, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_are_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_commit_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
