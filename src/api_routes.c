@@ -10,6 +10,7 @@
 #include "audit.h"
 #include "json_write.h"
 #include "metrics.h"
+#include "passwords.h"
 #include "query.h"
 #include "record_scan.h"
 #include "timefmt.h"
@@ -35,6 +36,12 @@ static void h_health(api *a, http_request *req, http_response *res);
 static void h_login(api *a, http_request *req, http_response *res);
 static void h_logout(api *a, http_request *req, http_response *res);
 static void h_user_create(api *a, http_request *req, http_response *res);
+static void h_user_list(api *a, http_request *req, http_response *res);
+static void h_user_get(api *a, http_request *req, http_response *res);
+static void h_user_patch(api *a, http_request *req, http_response *res);
+static void h_user_delete(api *a, http_request *req, http_response *res);
+static void h_user_password(api *a, http_request *req, http_response *res);
+static void h_user_tokens_revoke(api *a, http_request *req, http_response *res);
 static void h_audit(api *a, http_request *req, http_response *res);
 static void h_metrics(api *a, http_request *req, http_response *res);
 
@@ -53,6 +60,12 @@ const route api_route_table[] = {
     {"POST", "/v1/auth/token", PERMISSION_NONE, h_login, 0},
     {"DELETE", "/v1/auth/token", PERMISSION_AUTHENTICATED, h_logout, 0},
     {"POST", "/v1/users", "users:create", h_user_create, 0},
+    {"GET", "/v1/users", "users:read", h_user_list, 0},
+    {"GET", "/v1/users/{}", "users:read", h_user_get, 0},
+    {"PATCH", "/v1/users/{}", "users:update", h_user_patch, 0},
+    {"DELETE", "/v1/users/{}", "users:delete", h_user_delete, 0},
+    {"PUT", "/v1/users/{}/password", PERMISSION_AUTHENTICATED, h_user_password, 0}, /* self, or users:update */
+    {"DELETE", "/v1/users/{}/tokens", "users:update", h_user_tokens_revoke, 0},
     {"GET", "/v1/audit", "audit:read", h_audit, 0},
     {"GET", "/metrics", "metrics:read", h_metrics, 0},
 };
@@ -172,7 +185,8 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
             }
             req->bulk = true;
         }
-        if ((rt->handler == h_login || rt->handler == h_user_create) &&
+        if ((rt->handler == h_login || rt->handler == h_user_create || rt->handler == h_user_patch ||
+             rt->handler == h_user_password) &&
             (!req->content_type || !content_type_is(req->content_type, "application/json"))) {
             http_error(res, 415, "Content-Type must be application/json");
             return 415;
@@ -855,7 +869,10 @@ static void h_login(api *a, http_request *req, http_response *res)
             int64_t expires;
             ms_err e;
             if (token_issue(a->store, &who, a->token_ttl_s, token, &expires, &e) != MS_OK) {
-                http_error(res, status_for(e.code), "%s", e.msg);
+                if (e.code == MS_ENOTFOUND) /* disabled or deleted since the check above */
+                    http_error(res, 401, "bad user or password");
+                else
+                    http_error(res, status_for(e.code), "%s", e.msg);
             } else {
                 res->status = 201;
                 res->body.len = 0;
@@ -882,28 +899,269 @@ static void h_logout(api *a, http_request *req, http_response *res)
     buf_puts(&res->body, "{\"revoked\":true}");
 }
 
+/* Run an account change through the writer: the change, its token revocations and its audit entry in
+ * one durable commit. False (answered) on a refusal or a failed commit. */
+static bool run_change(api *a, http_request *req, http_response *res, user_change *c)
+{
+    c->actor = req->user;
+    c->actor_role = req->role;
+    c->client = req->client;
+    c->resource = req->path;
+    ms_err e;
+    if (writer_apply(a->writer, users_apply, c, &e) != MS_OK) {
+        /* the commit, and the audit entry in it, failed: the queued entry below is kept until stored */
+        audit_request(a, req,
+                      c->kind == USER_CREATE   ? "users:create"
+                      : c->kind == USER_DELETE ? "users:delete"
+                                               : "users:update",
+                      NULL, "error");
+        http_error(res, status_for(e.code), "nothing was changed: %s", e.msg);
+        return false;
+    }
+    if (c->refusal.code == MS_OK) return true;
+    http_error(res, status_for(c->refusal.code), "%s", c->refusal.msg);
+    return false;
+}
+
+/* admin.password (medstream init) holds a password that no longer works once the admin account's
+ * password changed or the account is gone. */
+static void forget_admin_password(api *a, const char *user)
+{
+    ms_err e;
+    if (strcmp(user, USERS_ADMIN) == 0 && a->data_dir && users_admin_password_remove(a->data_dir, &e) != MS_OK)
+        fprintf(stderr, "medstream: %s\n", e.msg);
+}
+
+static void account_json(buf *b, const store_account *acc)
+{
+    buf_puts(b, "{\"user\":");
+    jw_cstr(b, acc->name);
+    buf_puts(b, ",\"role\":");
+    jw_cstr(b, acc->role);
+    buf_printf(b, ",\"disabled\":%s,\"created_at\":", acc->disabled ? "true" : "false");
+    if (acc->created) /* 0: an account written before these times were kept */
+        jw_time(b, acc->created);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"changed_at\":");
+    if (acc->changed)
+        jw_time(b, acc->changed);
+    else
+        buf_puts(b, "null");
+    buf_putc(b, '}');
+}
+
 static void h_user_create(api *a, http_request *req, http_response *res)
 {
     static const char *const names[] = {"user", "password", "role", NULL};
     char *v[3] = {0};
-    if (!json_fields(req, res, names, v, 2048)) return;
+    if (!json_fields(req, res, names, v, 2048)) {
+        audit_request(a, req, "users:create", NULL, "error");
+        return;
+    }
     ms_err e;
+    char hash[PASSWORD_ENCODED_MAX];
+    user_change c = {.kind = USER_CREATE, .name = v[0], .role = v[2], .hash = hash};
     if (!v[0] || !v[1] || !v[2]) {
         http_error(res, 400, "body: \"user\", \"password\" and \"role\" strings are required");
-    } else if (users_create(a->store, v[0], v[2], v[1], strlen(v[1]), &e) != MS_OK) {
-        http_error(res, e.code == MS_ECONFLICT ? 409 : status_for(e.code), "%s", e.msg);
-        audit_request(a, req, "users:create", NULL, "error");
+    } else if (!user_name_valid(v[0])) {
+        http_error(res, 400, "user name must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
+    } else if (!access_role_valid(v[2])) {
+        http_error(res, 400, "unknown role (see medstream roles)");
+    } else if (password_hash(v[1], strlen(v[1]), hash, &e) != MS_OK) { /* slow: here, never in the writer */
+        http_error(res, status_for(e.code), "%s", e.msg);
     } else {
-        audit_request(a, req, "users:create", NULL, "ok");
-        res->status = 201;
-        res->body.len = 0;
-        buf_puts(&res->body, "{\"user\":");
-        jw_cstr(&res->body, v[0]);
-        buf_puts(&res->body, ",\"role\":");
-        jw_cstr(&res->body, v[2]);
-        buf_putc(&res->body, '}');
+        if (run_change(a, req, res, &c)) {
+            res->status = 201;
+            res->body.len = 0;
+            buf_puts(&res->body, "{\"user\":");
+            jw_cstr(&res->body, v[0]);
+            buf_puts(&res->body, ",\"role\":");
+            jw_cstr(&res->body, v[2]);
+            buf_putc(&res->body, '}');
+        }
+        free_fields(v, 3);
+        return;
     }
+    audit_request(a, req, "users:create", NULL, "error");
     free_fields(v, 3);
+}
+
+typedef struct {
+    buf *out;
+    size_t n;
+} account_list;
+
+static bool on_account(void *ctx, const store_account *acc)
+{
+    account_list *l = ctx;
+    if (l->n++) buf_putc(l->out, ',');
+    account_json(l->out, acc);
+    return true;
+}
+
+static void h_user_list(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {NULL};
+    if (!only_args(req, res, allowed)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    buf out = {0};
+    account_list l = {&out, 0};
+    ms_err e;
+    buf_puts(&out, "{\"users\":[");
+    ms_code rc = store_account_list(r, on_account, &l, &e);
+    buf_puts(&out, "]}");
+    finish_read(r, rc, &e, &out, res, ms_mono_s());
+}
+
+static void h_user_get(api *a, http_request *req, http_response *res)
+{
+    static const char *const allowed[] = {NULL};
+    if (!only_args(req, res, allowed)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    store_account acc;
+    bool found = false;
+    ms_err e;
+    buf out = {0};
+    ms_code rc = store_account_get(r, req->params[0], &acc, &found, &e);
+    if (rc == MS_OK && !found) rc = ms_fail(&e, MS_ENOTFOUND, "no such user");
+    if (rc == MS_OK) account_json(&out, &acc);
+    finish_read(r, rc, &e, &out, res, ms_mono_s());
+}
+
+/* PATCH {"role"?, "disabled"?}: every member known and of its type, at least one. */
+static bool patch_body(http_request *req, http_response *res, char role[STORE_ROLE_MAX], int *disabled)
+{
+    json_member m[16];
+    json_error je;
+    int n = req->body ? json_scan_object(req->body, req->body_len, m, 16, &je) : -1;
+    role[0] = 0;
+    *disabled = -1;
+    if (n < 0) {
+        http_error(res, 400, "body: expected a JSON object");
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        if (m[i].key_len == 4 && memcmp(m[i].key, "role", 4) == 0) {
+            if (m[i].type != JSON_STRING || m[i].val_len - 2 >= STORE_ROLE_MAX) {
+                http_error(res, 400, "role: unknown role (see medstream roles)");
+                return false;
+            }
+            size_t dl = json_string_decode(m[i].val + 1, m[i].val_len - 2, role);
+            role[dl] = 0;
+            if (strlen(role) != dl || !access_role_valid(role)) {
+                http_error(res, 400, "role: unknown role (see medstream roles)");
+                return false;
+            }
+        } else if (m[i].key_len == 8 && memcmp(m[i].key, "disabled", 8) == 0) {
+            if (m[i].type != JSON_TRUE && m[i].type != JSON_FALSE) {
+                http_error(res, 400, "disabled: expected true or false");
+                return false;
+            }
+            *disabled = m[i].type == JSON_TRUE;
+        } else {
+            http_error(res, 400, "body: unknown member (expected \"role\" and/or \"disabled\")");
+            return false;
+        }
+    }
+    if (!role[0] && *disabled < 0) {
+        http_error(res, 400, "body: expected \"role\" and/or \"disabled\"");
+        return false;
+    }
+    return true;
+}
+
+static void h_user_patch(api *a, http_request *req, http_response *res)
+{
+    char role[STORE_ROLE_MAX];
+    user_change c = {.kind = USER_UPDATE, .name = req->params[0], .role = role};
+    if (!patch_body(req, res, role, &c.disabled)) {
+        audit_request(a, req, "users:update", NULL, "error");
+        return;
+    }
+    if (!role[0]) c.role = NULL;
+    if (!run_change(a, req, res, &c)) return;
+    res->status = 200;
+    res->body.len = 0;
+    account_json(&res->body, &c.account);
+}
+
+static void h_user_delete(api *a, http_request *req, http_response *res)
+{
+    user_change c = {.kind = USER_DELETE, .name = req->params[0]};
+    if (!run_change(a, req, res, &c)) return;
+    forget_admin_password(a, c.name);
+    res->status = 204;
+    res->body.len = 0;
+}
+
+static void h_user_tokens_revoke(api *a, http_request *req, http_response *res)
+{
+    user_change c = {.kind = USER_REVOKE_TOKENS, .name = req->params[0]};
+    if (!run_change(a, req, res, &c)) return;
+    res->status = 200;
+    res->body.len = 0;
+    buf_printf(&res->body, "{\"revoked\":%llu}", (unsigned long long)c.revoked);
+}
+
+/* PUT {"old_password"?, "password"}: your own with the right old password, or anyone's with
+ * users:update (an old password given is checked all the same). A wrong old password is a failed login
+ * for the limiter. The user's other tokens are revoked. */
+static void h_user_password(api *a, http_request *req, http_response *res)
+{
+    const char *name = req->params[0];
+    bool self = strcmp(name, req->user) == 0, manager = access_allows(req->role, "users:update");
+    if (!self && !manager) {
+        audit_request(a, req, "users:update", NULL, "denied");
+        http_error(res, 403, "role %s lacks permission users:update (needed to set another user's password)",
+                   req->role);
+        return;
+    }
+    static const char *const names[] = {"old_password", "password", NULL};
+    char *v[2] = {0};
+    if (!json_fields(req, res, names, v, 2048)) {
+        audit_request(a, req, "users:update", NULL, "error");
+        return;
+    }
+    const char *outcome = "error";
+    store_account cur;
+    char hash[PASSWORD_ENCODED_MAX];
+    unsigned char presented[32];
+    bool have_presented = token_hash(req->authorization, presented);
+    user_change c = {
+        .kind = USER_PASSWORD, .name = name, .hash = hash, .keep_token = have_presented ? presented : NULL};
+    ms_err e;
+    if (!v[1]) {
+        http_error(res, 400, "body: \"password\" string is required");
+    } else if (!v[0] && !manager) {
+        http_error(res, 400, "body: \"old_password\" is required to change your own password");
+    } else if (v[0] && !login_allowed(name, ms_now_us())) {
+        outcome = "denied";
+        http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
+    } else if (v[0] && !users_check_account(a->store, name, v[0], strlen(v[0]), &cur)) {
+        login_record(name, false, ms_now_us());
+        outcome = "denied";
+        http_error(res, 403, "wrong old password");
+    } else if (password_hash(v[1], strlen(v[1]), hash, &e) != MS_OK) { /* slow: here, never in the writer */
+        http_error(res, status_for(e.code), "%s", e.msg);
+    } else {
+        if (v[0]) {
+            login_record(name, true, ms_now_us());
+            c.expect_hash = cur.hash; /* refused if the password changed since it was checked */
+        }
+        if (run_change(a, req, res, &c)) {
+            forget_admin_password(a, name);
+            res->status = 204;
+            res->body.len = 0;
+        }
+        outcome = NULL; /* audited in the commit (or by run_change) */
+    }
+    if (outcome) audit_request(a, req, "users:update", NULL, outcome);
+    memset(&cur, 0, sizeof cur);
+    memset(hash, 0, sizeof hash);
+    free_fields(v, 2);
 }
 
 /* ---- the audit trail ---- */

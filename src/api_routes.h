@@ -21,6 +21,7 @@ typedef struct {
     const schema *schema;
     size_t max_record;
     int64_t token_ttl_s; /* lifetime of issued tokens */
+    const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
 } api;
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);

@@ -1,6 +1,7 @@
 /*
- * main.c - the medstream command line: init, serve, bench. Each command has one option table
- * (options.h) from which its --help comes. Exit codes: 0 ok, 1 runtime failure, 2 usage.
+ * main.c - the medstream command line: init, serve, user, roles, audit, bench. Each command (and each
+ * `user` subcommand) has one option table (options.h) from which its --help comes. Exit codes: 0 ok,
+ * 1 runtime failure, 2 usage.
  *
  * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
  * pipeline logic.
@@ -14,16 +15,20 @@
 #include "sink_postgres.h"
 #include "metrics.h"
 #include "options.h"
+#include "passwords.h"
 #include "preload.h"
 #include "schema.h"
 #include "store.h"
+#include "timefmt.h"
 #include "users.h"
 #include "writer.h"
 
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define VERSION "0.1.0"
 
@@ -59,6 +64,16 @@ static bool data_dir_ready(const char *cmd, const char *dir)
     return false;
 }
 
+/* Who changes accounts from this machine's command line: the OS user, for the audit entries. */
+static void local_actor(char *out, size_t cap)
+{
+    const struct passwd *pw = getpwuid(geteuid());
+    if (pw)
+        snprintf(out, cap, "local:%s", pw->pw_name);
+    else
+        snprintf(out, cap, "local:uid %u", (unsigned)geteuid());
+}
+
 static int cmd_init(int argc, char **argv)
 {
     uint64_t segment_size = 0;
@@ -85,15 +100,19 @@ static int cmd_init(int argc, char **argv)
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/admin.password", pos[0]);
-    ms_code rc = users_create_admin(s, path, &e);
+    char path[4096], actor[96];
+    snprintf(path, sizeof path, "%s/%s", pos[0], USERS_ADMIN_PASSWORD_FILE);
+    local_actor(actor, sizeof actor);
+    ms_code rc = users_create_admin(s, path, actor, &e);
     store_close(s);
     if (rc != MS_OK) {
         fprintf(stderr, "medstream init: %s%s\n", e.msg, rc == MS_ECONFLICT ? " (already initialized?)" : "");
         return 1;
     }
-    printf("initialized %s (admin password in %s)\n", pos[0], path);
+    printf("initialized %s\n"
+           "admin password in %s (mode 0600); change it with: medstream user passwd admin --data %s, or\n"
+           "PUT /v1/users/admin/password; the file is removed then\n",
+           pos[0], path, pos[0]);
     return 0;
 }
 
@@ -170,43 +189,176 @@ static int cmd_audit(int argc, char **argv)
     return 0;
 }
 
-/* `medstream user add NAME --role ROLE --data DIR`, password on standard input (one line). */
+/* ---- `medstream user ...`: accounts offline (no server may run on DIR) ---- */
+
+typedef struct {
+    const char *name;  /* the subcommand */
+    const char *usage; /* what follows `medstream user` */
+    int npos;          /* positional arguments after the subcommand */
+    bool role_option;  /* takes --role */
+    const char *about;
+} user_command;
+
+static const user_command user_commands[] = {
+    {"add", "add NAME --role ROLE --data DIR   (password on standard input)", 1, true, "Add a user."},
+    {"list", "list --data DIR", 0, false, "List the accounts: user, role, disabled, created."},
+    {"set-role", "set-role NAME ROLE --data DIR", 2, false, "Give a user another role."},
+    {"disable", "disable NAME --data DIR", 1, false, "Disable a user: it cannot log in and its tokens are revoked."},
+    {"enable", "enable NAME --data DIR", 1, false, "Enable a disabled user again."},
+    {"passwd", "passwd NAME --data DIR   (new password on standard input)", 1, false,
+     "Set a user's password; its tokens are revoked (for admin: DIR/admin.password is removed)."},
+    {"delete", "delete NAME --data DIR", 1, false, "Delete a user; its tokens are revoked."},
+};
+enum { N_USER_COMMANDS = sizeof user_commands / sizeof user_commands[0] };
+
+static void user_usage(FILE *f)
+{
+    fprintf(f, "usage: medstream user COMMAND ...   (medstream user COMMAND --help for each)\n\n"
+               "Manage accounts offline, on the data directory of a stopped server. Every change is audited\n"
+               "(actor local:<OS user>, client cli), as the same change over HTTP is.\n\ncommands:\n");
+    for (int i = 0; i < N_USER_COMMANDS; i++)
+        fprintf(f, "  %s\n", user_commands[i].usage);
+}
+
+/* One line of standard input (a password), without its line end; false if there is none. */
+static bool read_password_line(char *out, size_t cap, size_t *len)
+{
+    if (!fgets(out, (int)cap, stdin)) return false;
+    *len = strcspn(out, "\r\n");
+    out[*len] = 0;
+    return true;
+}
+
+static bool print_account(void *ctx, const store_account *acc)
+{
+    (void)ctx;
+    char created[40] = "-";
+    if (acc->created) time_format_rfc3339(acc->created, created, sizeof created);
+    printf("%-24s %-12s %-8s %s\n", acc->name, acc->role, acc->disabled ? "yes" : "no", created);
+    return true;
+}
+
+static int user_list(store *s)
+{
+    store_read *r;
+    ms_err e = {0};
+    ms_code rc = store_read_begin(s, &r, &e);
+    if (rc == MS_OK) {
+        printf("%-24s %-12s %-8s %s\n", "user", "role", "disabled", "created");
+        rc = store_account_list(r, print_account, NULL, &e);
+        store_read_end(r);
+    }
+    if (rc != MS_OK) fprintf(stderr, "medstream user: %s\n", e.msg);
+    return rc == MS_OK ? 0 : 1;
+}
+
 static int cmd_user(int argc, char **argv)
 {
-    const char *data = NULL, *role = NULL;
+    if (argc < 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
+        user_usage(argc < 3 ? stderr : stdout);
+        return argc < 3 ? 2 : 0;
+    }
+    const user_command *uc = NULL;
+    for (int i = 0; i < N_USER_COMMANDS; i++)
+        if (!strcmp(argv[2], user_commands[i].name)) uc = &user_commands[i];
+    if (!uc) {
+        user_usage(stderr);
+        return 2;
+    }
+    const char *data = NULL, *role = NULL, *roles = NULL;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory", &data},
-        {"--role", OPT_STRING, NULL, true, "role (see medstream roles)", &role},
+        {"--roles", OPT_STRING, NULL, false, "role file (JSON) of the server, if it has one (serve --roles)", &roles},
+        /* add only (a NULL name ends the table here for the others) */
+        {uc->role_option ? "--role" : NULL, OPT_STRING, NULL, true, "role (see medstream roles)", &role},
         {0},
     };
     const char *pos[2];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 2, err, sizeof err);
+    char err[256], usage[160];
+    snprintf(usage, sizeof usage, "medstream user %s", uc->usage);
+    int n = options_parse(opts, argc, argv, 3, pos, uc->npos, err, sizeof err);
     if (n == -2) {
-        options_help(stdout, "medstream user add NAME --role ROLE --data DIR   (password on standard input)",
-                     "Add a user offline (no server may run on DIR).", opts);
+        options_help(stdout, usage, uc->about, opts);
         return 0;
     }
     if (n < 0) return usage_error("user", err);
-    if (n != 2 || strcmp(pos[0], "add") != 0) return usage_error("user", "expected: user add NAME");
-    if (!data_dir_ready("user", data)) return 1;
-    char password[1100];
-    if (!fgets(password, sizeof password, stdin)) return usage_error("user", "no password on standard input");
-    size_t len = strcspn(password, "\r\n");
-    store *s;
-    ms_err e = {0};
-    int rc = 1;
-    store_options so = {.owner = "user"};
-    if (store_open(&s, data, &so, &e) == MS_OK) {
-        if (users_create(s, pos[1], role, password, len, &e) == MS_OK) rc = 0;
-        store_close(s);
+    if (n != uc->npos) {
+        fprintf(stderr, "medstream user: expected: %s\n", usage);
+        return 2;
     }
-    memset(password, 0, sizeof password);
-    if (rc)
+    if (!load_roles(roles, "user") || !data_dir_ready("user", data)) return 1;
+    char password[1100], hash[PASSWORD_ENCODED_MAX];
+    size_t len = 0;
+    bool needs_password = !strcmp(uc->name, "add") || !strcmp(uc->name, "passwd");
+    if (needs_password && !read_password_line(password, sizeof password, &len))
+        return usage_error("user", "no password on standard input");
+    ms_err e = {0};
+    if (needs_password) { /* hashed before the write transaction, as the server does */
+        ms_code hrc = password_hash(password, len, hash, &e);
+        memset(password, 0, sizeof password);
+        if (hrc != MS_OK) {
+            fprintf(stderr, "medstream user: %s\n", e.msg);
+            return 1;
+        }
+    }
+    store *s;
+    store_options so = {.owner = "user", .read_only = !strcmp(uc->name, "list")};
+    if (store_open(&s, data, &so, &e) != MS_OK) {
         fprintf(stderr, "medstream user: %s\n", e.msg);
-    else
-        printf("added user %s (%s)\n", pos[1], role);
-    return rc;
+        return 1;
+    }
+    if (!strcmp(uc->name, "list")) {
+        int rc = user_list(s);
+        store_close(s);
+        return rc;
+    }
+    char actor[96], resource[128];
+    local_actor(actor, sizeof actor);
+    user_change c = {.name = pos[0],
+                     .disabled = -1,
+                     .hash = hash,
+                     .actor = actor,
+                     .actor_role = "",
+                     .client = "cli",
+                     .resource = resource};
+    const char *suffix = "";
+    if (!strcmp(uc->name, "add")) {
+        c.kind = USER_CREATE, c.role = role, c.resource = "/v1/users";
+    } else if (!strcmp(uc->name, "set-role")) {
+        c.kind = USER_UPDATE, c.role = pos[1];
+    } else if (!strcmp(uc->name, "disable") || !strcmp(uc->name, "enable")) {
+        c.kind = USER_UPDATE, c.disabled = !strcmp(uc->name, "disable");
+    } else if (!strcmp(uc->name, "passwd")) {
+        c.kind = USER_PASSWORD, suffix = "/password";
+    } else {
+        c.kind = USER_DELETE;
+    }
+    snprintf(resource, sizeof resource, "/v1/users/%s%s", pos[0], suffix); /* the API path of the same change */
+    ms_code rc = users_apply_local(s, &c, &e);
+    store_close(s);
+    memset(hash, 0, sizeof hash);
+    if (rc == MS_OK && c.refusal.code != MS_OK) rc = ms_fail(&e, c.refusal.code, "%s", c.refusal.msg);
+    if (rc != MS_OK) {
+        fprintf(stderr, "medstream user %s: %s\n", uc->name, e.msg);
+        return 1;
+    }
+    if ((c.kind == USER_PASSWORD || c.kind == USER_DELETE) && !strcmp(c.name, USERS_ADMIN)) {
+        if (users_admin_password_remove(data, &e) != MS_OK) fprintf(stderr, "medstream user: %s\n", e.msg);
+    }
+    switch (c.kind) {
+    case USER_CREATE: printf("added user %s (%s)\n", c.name, c.account.role); break;
+    case USER_UPDATE:
+        printf("user %s: role %s, %s", c.name, c.account.role, c.account.disabled ? "disabled" : "enabled");
+        if (c.revoked) printf(" (%llu tokens revoked)", (unsigned long long)c.revoked);
+        printf("\n");
+        break;
+    case USER_PASSWORD:
+        printf("password of %s changed (%llu tokens revoked)\n", c.name, (unsigned long long)c.revoked);
+        break;
+    case USER_DELETE: printf("deleted user %s (%llu tokens revoked)\n", c.name, (unsigned long long)c.revoked); break;
+    case USER_REVOKE_TOKENS: break;
+    }
+    return 0;
 }
 
 /* A whole (small) text file, NUL-terminated; NULL with *e set if it cannot be read. */
@@ -319,7 +471,8 @@ static int cmd_serve(int argc, char **argv)
     if (store_open(&s, data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
-    api a = {.store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl};
+    api a = {
+        .store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl, .data_dir = data};
     http_handler hh = api_http_handler(&a);
     if (tls_cert && (!(cert_pem = read_text_file(tls_cert, &e)) || !(key_pem = read_text_file(tls_key, &e)))) goto out;
     http_options ho = {.listen = listen, .max_body = max_body, .tls_cert_pem = cert_pem, .tls_key_pem = key_pem};
@@ -377,6 +530,9 @@ static void usage(FILE *f)
             "  serve        serve the HTTP API on the embedded store\n"
             "  bench        load generator and freshness probe against a running server\n"
             "  preload DIR  fill a fresh data directory with synthetic patients (for benchmarks)\n"
+            "  user         accounts offline: add, list, set-role, disable, enable, passwd, delete\n"
+            "  roles        print the roles and their permissions\n"
+            "  audit verify re-walk the audit log's hash chain\n"
             "  version      print the version\n",
             VERSION);
 }

@@ -1689,37 +1689,84 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
 static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
                            bool del, const char *what, ms_err *e);
 
-ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e)
+#define ACCOUNT_FORMAT 0x01 /* first byte of an account entry; older entries begin with the role */
+#define ACCOUNT_DISABLED 0x01
+#define ACCOUNT_HEAD 18 /* format, flags, be64 created, be64 changed */
+
+/* A user entry of either format (store.h LAYOUT); false if it is malformed. */
+static bool decode_account(const MDB_val *k, const MDB_val *v, store_account *a)
 {
-    buf v = {0};
-    buf_puts(&v, role);
-    buf_putc(&v, 0);
-    buf_puts(&v, password_hash);
-    ms_code rc = small_write(s, DB_USERS, name, strlen(name), v.data, v.len, MDB_NOOVERWRITE, false, "user", e);
-    buf_free(&v);
-    return rc;
+    const char *p = v->mv_data;
+    size_t n = v->mv_size;
+    if (k->mv_size == 0 || k->mv_size >= STORE_USER_MAX) return false;
+    memcpy(a->name, k->mv_data, k->mv_size);
+    a->name[k->mv_size] = 0;
+    a->disabled = false;
+    a->created = a->changed = 0;
+    if (n >= ACCOUNT_HEAD && (unsigned char)p[0] == ACCOUNT_FORMAT) {
+        a->disabled = (p[1] & ACCOUNT_DISABLED) != 0;
+        a->created = (int64_t)ms_get_be64(p + 2);
+        a->changed = (int64_t)ms_get_be64(p + 10);
+        p += ACCOUNT_HEAD;
+        n -= ACCOUNT_HEAD;
+    }
+    const char *nul = memchr(p, 0, n);
+    size_t rl = nul ? (size_t)(nul - p) : 0, hl = nul ? n - rl - 1 : 0;
+    if (!nul || rl == 0 || rl >= STORE_ROLE_MAX || hl >= STORE_HASH_MAX || memchr(nul + 1, 0, hl)) return false;
+    memcpy(a->role, p, rl);
+    a->role[rl] = 0;
+    memcpy(a->hash, nul + 1, hl);
+    a->hash[hl] = 0;
+    return true;
+}
+
+static ms_code account_get(MDB_txn *txn, MDB_dbi dbi, const char *name, store_account *a, bool *found, ms_err *e)
+{
+    *found = false;
+    size_t n = strlen(name);
+    if (n == 0 || n >= STORE_USER_MAX) return MS_OK; /* no such name can be stored */
+    MDB_val k = val(name, n), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return mdb_fail(e, rc, "user lookup");
+    if (!decode_account(&k, &v, a)) return ms_fail(e, MS_ECORRUPT, "store: bad user entry");
+    *found = true;
+    return MS_OK;
+}
+
+static ms_code account_list(MDB_txn *txn, MDB_dbi dbi, store_account_fn fn, void *ctx, ms_err *e)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    store_account a;
+    ms_code code = MS_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (!decode_account(&k, &v, &a)) {
+            code = ms_fail(e, MS_ECORRUPT, "store: bad user entry");
+            break;
+        }
+        if (!fn(ctx, &a)) break;
+    }
+    mdb_cursor_close(c);
+    if (code == MS_OK && rc && rc != MDB_NOTFOUND) code = mdb_fail(e, rc, "user list");
+    return code;
 }
 
 ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
                        bool *found, ms_err *e)
 {
-    MDB_val k = val(name, strlen(name)), v;
-    *found = false;
-    int rc = mdb_get(r->txn, r->s->dbi[DB_USERS], &k, &v);
-    if (rc == MDB_NOTFOUND) return MS_OK;
-    if (rc) return mdb_fail(e, rc, "user lookup");
-    const char *p = v.mv_data, *nul = memchr(p, 0, v.mv_size);
-    size_t rl = nul ? (size_t)(nul - p) : 0, hl = nul ? v.mv_size - rl - 1 : 0;
-    if (!nul || rl >= STORE_ROLE_MAX || hl >= STORE_HASH_MAX) return ms_fail(e, MS_ECORRUPT, "store: bad user entry");
-    memcpy(role, p, rl);
-    role[rl] = 0;
-    memcpy(hash, nul + 1, hl);
-    hash[hl] = 0;
-    *found = true;
-    return MS_OK;
+    store_account a;
+    ms_code rc = account_get(r->txn, r->s->dbi[DB_USERS], name, &a, found, e);
+    if (rc == MS_OK && *found) {
+        memcpy(role, a.role, STORE_ROLE_MAX);
+        memcpy(hash, a.hash, STORE_HASH_MAX);
+    }
+    return rc;
 }
 
-/* A small write outside the ingest writer (users, tokens, snapshots): its own transaction. */
+/* A small write outside the ingest writer (token revocation, sink positions): its own transaction. */
 static ms_code small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags,
                            bool del, const char *what, ms_err *e)
 {
@@ -1746,9 +1793,30 @@ ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires,
     buf_puts(&v, role);
     buf_putc(&v, 0);
     buf_puts(&v, user);
-    ms_code rc = small_write(s, DB_TOKENS, hash, 32, v.data, v.len, MDB_NOOVERWRITE, false, "token", e);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) {
+        buf_free(&v);
+        return mdb_fail(e, rc, "token");
+    }
+    store_account a;
+    bool found = false;
+    ms_code code = account_get(txn, s->dbi[DB_USERS], user, &a, &found, e);
+    if (code == MS_OK && (!found || a.disabled))
+        code = ms_fail(e, MS_ENOTFOUND, "token: the account is %s", found ? "disabled" : "gone");
+    if (code == MS_OK) {
+        MDB_val k = val(hash, 32), mv = val(v.data, v.len);
+        rc = mdb_put(txn, s->dbi[DB_TOKENS], &k, &mv, MDB_NOOVERWRITE);
+        if (!rc) {
+            rc = mdb_txn_commit(txn);
+            txn = NULL;
+        }
+        if (rc)
+            code = rc == MDB_KEYEXIST ? ms_fail(e, MS_ECONFLICT, "token: already exists") : mdb_fail(e, rc, "token");
+    }
+    if (txn) mdb_txn_abort(txn);
     buf_free(&v);
-    return rc;
+    return code;
 }
 
 ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e)
@@ -1775,6 +1843,83 @@ ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *ex
     user[end - nul - 1] = 0;
     *found = true;
     return MS_OK;
+}
+
+ms_code store_account_get(store_read *r, const char *name, store_account *a, bool *found, ms_err *e)
+{
+    return account_get(r->txn, r->s->dbi[DB_USERS], name, a, found, e);
+}
+
+ms_code store_account_list(store_read *r, store_account_fn fn, void *ctx, ms_err *e)
+{
+    return account_list(r->txn, r->s->dbi[DB_USERS], fn, ctx, e);
+}
+
+ms_code store_write_account_get(store_write *w, const char *name, store_account *a, bool *found, ms_err *e)
+{
+    return account_get(w->txn, w->s->dbi[DB_USERS], name, a, found, e);
+}
+
+ms_code store_write_account_list(store_write *w, store_account_fn fn, void *ctx, ms_err *e)
+{
+    return account_list(w->txn, w->s->dbi[DB_USERS], fn, ctx, e);
+}
+
+ms_code store_account_put(store_write *w, const store_account *a, ms_err *e)
+{
+    size_t nl = strnlen(a->name, STORE_USER_MAX), rl = strnlen(a->role, STORE_ROLE_MAX);
+    size_t hl = strnlen(a->hash, STORE_HASH_MAX);
+    if (nl == 0 || nl == STORE_USER_MAX || rl == 0 || rl == STORE_ROLE_MAX || hl == STORE_HASH_MAX)
+        return ms_fail(e, MS_EINVAL, "store: account name, role or hash missing or too long");
+    unsigned char head[ACCOUNT_HEAD] = {ACCOUNT_FORMAT, a->disabled ? ACCOUNT_DISABLED : 0};
+    ms_set_be64(head + 2, (uint64_t)a->created);
+    ms_set_be64(head + 10, (uint64_t)a->changed);
+    buf v = {0};
+    buf_put(&v, head, sizeof head);
+    buf_put(&v, a->role, rl);
+    buf_putc(&v, 0);
+    buf_put(&v, a->hash, hl);
+    MDB_val k = val(a->name, nl), mv = val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_USERS], &k, &mv, 0);
+    buf_free(&v);
+    return rc ? mdb_fail(e, rc, "user write") : MS_OK;
+}
+
+ms_code store_account_delete(store_write *w, const char *name, ms_err *e)
+{
+    MDB_val k = val(name, strlen(name));
+    int rc = k.mv_size ? mdb_del(w->txn, w->s->dbi[DB_USERS], &k, NULL) : MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) return ms_fail(e, MS_ENOTFOUND, "no such user");
+    return rc ? mdb_fail(e, rc, "user delete") : MS_OK;
+}
+
+ms_code store_tokens_revoke_user(store_write *w, const char *user, const unsigned char *keep, uint64_t *revoked,
+                                 ms_err *e)
+{
+    *revoked = 0;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_TOKENS], &c);
+    if (rc) return mdb_fail(e, rc, "cursor");
+    int64_t now = ms_now_us();
+    size_t ul = strlen(user);
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const char *p = v.mv_data;
+        const char *nul = v.mv_size > 8 ? memchr(p + 8, 0, v.mv_size - 8) : NULL;
+        if (!nul) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        bool expired = (int64_t)ms_get_be64(p) <= now;
+        size_t tl = v.mv_size - (size_t)(nul + 1 - p);
+        bool theirs = tl == ul && memcmp(nul + 1, user, ul) == 0 &&
+                      !(keep && k.mv_size == 32 && memcmp(k.mv_data, keep, 32) == 0);
+        if (!expired && !theirs) continue;
+        if ((rc = mdb_cursor_del(c, 0))) break;
+        if (theirs && !expired) ++*revoked;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? mdb_fail(e, rc, "token revocation") : MS_OK;
 }
 
 ms_code store_kafka_offset_put(store_write *w, const char *topic, int32_t partition, int64_t next, ms_err *e)

@@ -14,8 +14,13 @@
  *            'T' type NUL be16(year) record_id  and  'T' "*" ...   -> "" (public records index)
  *   log      be64(commit position)                                  -> commit time + the versions written
  *   snapshot snapshot id                                             -> be64(as_of)
- *   users    user name                                               -> role NUL Argon2id encoded hash
+ *   users    user name                                               -> 0x01 flags be64(created)
+ *            be64(changed) role NUL Argon2id encoded hash (flags bit 0: disabled; times are commit times);
+ *            entries written before accounts could change hold only "role NUL hash" and read as enabled,
+ *            created and changed unknown (0). The leading 0x01 tells them apart: no role name begins
+ *            with a control character.
  *   tokens   SHA-256 of a bearer token                               -> be64(expires) role NUL user
+ *            (the role at login; checks take the account's current role)
  *   audit    be64(seq), 1, 2, ...                                    -> {"seq":N,"prev":"<SHA-256 hex of
  *            entry N-1, zeros for the first>", the audit.h members}: append-only, hash-chained
  *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key", "probe" (store_probe's last)
@@ -273,20 +278,50 @@ ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64
 /* The identity key (normalized name NUL YYYY-MM-DD, identity.h) of a patient. */
 ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e);
 
-/* Users (issue 3): name -> role and Argon2id hash (passwords.h); never the password. */
+/* Users (issue 3): name -> role and Argon2id hash (passwords.h); never the password. Accounts are
+ * created and changed through a store_write (store_account_put, below). store_user_get finds disabled
+ * accounts too (store_account_get has the whole entry). */
 #define STORE_ROLE_MAX 32
 #define STORE_HASH_MAX 160
-ms_code store_user_create(store *s, const char *name, const char *role, const char *password_hash, ms_err *e);
 ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
                        bool *found, ms_err *e);
 
-/* Bearer tokens (issue 3), stored only as their SHA-256. */
+/* Bearer tokens (issue 3), stored only as their SHA-256. store_token_put refuses (MS_ENOTFOUND) a token
+ * for an account that is missing or disabled, checked in its own write transaction, so that a login
+ * racing a deletion or a disabling cannot leave a token behind. */
 #define STORE_USER_MAX 72
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
                         ms_err *e);
 ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
 ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
                         char role[STORE_ROLE_MAX], bool *found, ms_err *e);
+
+/* Accounts (issue 9): the whole user entry. The store keeps what it is given; names, roles and the
+ * rule that some enabled account must hold users:update are users.c's. */
+typedef struct {
+    char name[STORE_USER_MAX];
+    char role[STORE_ROLE_MAX];
+    char hash[STORE_HASH_MAX]; /* Argon2id encoded: never in an answer, a log line or an audit entry */
+    bool disabled;
+    int64_t created, changed; /* commit times (us); 0: unknown (an entry written by an older version) */
+} store_account;
+/* fn returns false to stop. */
+typedef bool (*store_account_fn)(void *ctx, const store_account *a);
+ms_code store_account_get(store_read *r, const char *name, store_account *a, bool *found, ms_err *e);
+/* Every account, in name order (bytewise). */
+ms_code store_account_list(store_read *r, store_account_fn fn, void *ctx, ms_err *e);
+/* The write side: inside the writer's transaction (writer_apply) or an offline one (medstream user). */
+ms_code store_write_account_get(store_write *w, const char *name, store_account *a, bool *found, ms_err *e);
+ms_code store_write_account_list(store_write *w, store_account_fn fn, void *ctx, ms_err *e);
+/* Create or replace a->name's entry. MS_EINVAL if a field does not fit. */
+ms_code store_account_put(store_write *w, const store_account *a, ms_err *e);
+/* MS_ENOTFOUND if there is no such account. Its tokens stay: see store_tokens_revoke_user. */
+ms_code store_account_delete(store_write *w, const char *name, ms_err *e);
+/* Delete every token of user but keep (the SHA-256 of one token to spare, or NULL), scanning the tokens
+ * sub-database, and every expired token of anyone on the way. *revoked: the user's unexpired tokens
+ * deleted. */
+ms_code store_tokens_revoke_user(store_write *w, const char *user, const unsigned char *keep, uint64_t *revoked,
+                                 ms_err *e);
 
 /* The audit chain. Appending is part of the write transaction (the entry is durable with what it
  * describes); the store numbers and chains the entries. */

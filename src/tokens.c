@@ -17,6 +17,7 @@ const char *token_status_text(token_status st)
     case TOKEN_MALFORMED: return "malformed bearer token";
     case TOKEN_UNKNOWN: return "unknown or revoked token";
     case TOKEN_EXPIRED: return "expired token";
+    case TOKEN_NO_ACCOUNT: return "the token's account is disabled or deleted";
     }
     return "bad token";
 }
@@ -72,20 +73,32 @@ static const char *bearer(const char *authorization, token_status *st)
 
 token_status token_check(store *s, const char *authorization, principal *who)
 {
+    unsigned char hash[32];
     token_status st;
     const char *t = bearer(authorization, &st);
     if (!t) return st;
-    unsigned char hash[32];
     SHA256((const unsigned char *)t, strlen(t), hash);
     store_read *r;
     if (store_read_begin(s, &r, NULL) != MS_OK) return TOKEN_UNKNOWN;
     int64_t expires = 0;
-    bool found = false;
+    bool found = false, has_account = false;
+    store_account a;
     ms_code rc = store_token_get(r, hash, &expires, who->user, who->role, &found, NULL);
+    if (rc == MS_OK && found) rc = store_account_get(r, who->user, &a, &has_account, NULL);
     store_read_end(r);
     if (rc != MS_OK || !found) return TOKEN_UNKNOWN;
     if (expires <= ms_now_us()) return TOKEN_EXPIRED;
+    if (!has_account || a.disabled) return TOKEN_NO_ACCOUNT;
+    memcpy(who->role, a.role, sizeof who->role);
     return TOKEN_OK;
+}
+
+bool token_hash(const char *authorization, unsigned char out[32])
+{
+    token_status st;
+    const char *t = bearer(authorization, &st);
+    if (t) SHA256((const unsigned char *)t, strlen(t), out);
+    return t != NULL;
 }
 
 ms_code token_revoke(store *s, const char *authorization, ms_err *e)

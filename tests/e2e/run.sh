@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs medstream's end-to-end tests: test_api.py (HTTP API contract) then test_crash.py (kill -9
-# crash safety), each against a real server (build/medstream, or $MEDSTREAM_BIN). Prints each file's
+# Runs medstream's end-to-end tests: test_api.py (HTTP API contract), test_auth.py and test_accounts.py
+# (access control, accounts), TLS, Kafka, PostgreSQL, then test_crash.py (kill -9 crash safety) and the
+# full-disk test, each against a real server (build/medstream, or $MEDSTREAM_BIN). Prints each file's
 # summary and a final combined `N passed, N failed` line; exits non-zero if any test failed.
 # Usage: tests/e2e/run.sh
 set -u
@@ -12,8 +13,8 @@ total_fail=0
 total_skip=0
 rc=0
 summaries=()
-for t in test_api.py test_auth.py test_trust.py test_tls.py test_kafka.py test_postgres.py test_crash.py test_disk_full.py \
-         test_data_dir.py; do
+for t in test_api.py test_auth.py test_accounts.py test_trust.py test_tls.py test_kafka.py test_postgres.py \
+         test_crash.py test_disk_full.py test_data_dir.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"

@@ -2,7 +2,8 @@
 # malformed token, expired token, revoked token, valid token} gives exactly 401 / 403 / 2xx; login
 # answers 201 with a token and 401 on bad credentials; repeated failed logins for a user are refused
 # with 429 (even with the right password) while other users can still log in; POST /v1/users is 201,
-# then 409 for the same name; PHI routes answer nothing without a token. And the audit trail: every PHI
+# then 409 for the same name; PHI routes answer nothing without a token. (Account management beyond
+# this matrix: test_accounts.py.) And the audit trail: every PHI
 # access and login leaves an entry (user, action, patient ids, outcome) without PHI values, the
 # auditor can filter it, and `medstream audit verify` passes on the untouched log.
 #
@@ -18,7 +19,7 @@ from harness import check, eq, short, test
 ROLES = ["admin", "ingest", "clinician", "analyst", "auditor"]
 GRANTS = {  # DESIGN.md's default matrix, as the permissions the routes declare
     "admin": {"records:create", "records:read", "patients:read", "public:read", "exports:create",
-              "metrics:read", "users:create", "audit:read"},
+              "metrics:read", "users:create", "users:read", "users:update", "users:delete", "audit:read"},
     "ingest": {"records:create"},
     "clinician": {"records:create", "records:read", "patients:read", "public:read"},
     "analyst": {"public:read", "exports:create"},
@@ -63,6 +64,15 @@ def routes(s):
         ("POST", "/v1/snapshots", "exports:create", None, None),
         ("GET", "/metrics", "metrics:read", None, None),
         ("POST", "/v1/users", "users:create", user, "application/json"),
+        # on the account just made (only the admin makes it; every other role is refused before looking)
+        ("GET", "/v1/users", "users:read", None, None),
+        ("GET", "/v1/users/made-%d" % n, "users:read", None, None),
+        ("PATCH", "/v1/users/made-%d" % n, "users:update", '{"role":"auditor"}', "application/json"),
+        # another user's password: users:update (a user's own needs only its old password)
+        ("PUT", "/v1/users/made-%d/password" % n, "users:update", '{"password":"made-password-2"}',
+         "application/json"),
+        ("DELETE", "/v1/users/made-%d/tokens" % n, "users:update", None, None),
+        ("DELETE", "/v1/users/made-%d" % n, "users:delete", None, None),
         ("GET", "/v1/audit?limit=5", "audit:read", None, None),
     ]
 

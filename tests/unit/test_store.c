@@ -2,7 +2,8 @@
  * test_store.c - the embedded store (src/store.h) through its own API, on a real LMDB environment and
  * segment log in a temporary directory: write and read back every kind of entry, versions and as-of
  * reads, aborts and injected I/O faults that must leave the store as it was, reopening, segment
- * rollover, checksums, snapshots and the two indexes. The writer's use of the store is in test_writer.c.
+ * rollover, checksums, snapshots and the two indexes; accounts (both entry formats) and the revocation
+ * of a user's tokens. The writer's use of the store is in test_writer.c.
  */
 #include "unit.h"
 #include "unit_store.h"
@@ -1048,7 +1049,7 @@ static void test_lock_refuses_a_second_writer(void **state)
     uint64_t pos;
     assert_int_equal(store_append_body(ro, body, wl, &pos, &e), MS_EINVAL);
     free(body);
-    assert_int_equal(store_user_create(ro, "x", "admin", "h", &e), MS_EINVAL);
+    assert_int_equal(store_sink_position_set(ro, "x", 1, &e), MS_EINVAL);
     assert_int_equal(store_probe(ro, 0, &e), MS_EINVAL);
     store_read *r;
     assert_int_equal(store_read_begin(ro, &r, &e), MS_OK);
@@ -1363,6 +1364,177 @@ static void test_probe(void **state)
     assert_int_equal(last, 0);
 }
 
+/* ---- accounts ---- */
+
+static void account_write(fixture *f, const store_account *a, bool del)
+{
+    store_write *w;
+    ms_err e = {0};
+    if (store_write_begin(f->s, &w, &e) != MS_OK) fail_msg("begin: %s", e.msg);
+    ms_code rc = del ? store_account_delete(w, a->name, &e) : store_account_put(w, a, &e);
+    if (rc != MS_OK) {
+        store_write_abort(w);
+        fail_msg("account write: %s", e.msg);
+    }
+    if (store_write_commit(w, NULL, &e) != MS_OK) fail_msg("commit: %s", e.msg);
+}
+
+static bool account_read(fixture *f, const char *name, store_account *a)
+{
+    store_read *r = unit_rbegin(f->s);
+    bool found = false;
+    ms_err e;
+    ms_code rc = store_account_get(r, name, a, &found, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_account_get: %s", e.msg);
+    return found;
+}
+
+typedef struct {
+    char names[8][STORE_USER_MAX];
+    int n;
+} name_list;
+
+static bool collect_name(void *ctx, const store_account *a)
+{
+    name_list *l = ctx;
+    if (l->n < 8) snprintf(l->names[l->n++], STORE_USER_MAX, "%s", a->name);
+    return true;
+}
+
+static void test_accounts(void **state)
+{
+    fixture *f = *state;
+    store_account a = {.name = "zoe", .role = "analyst", .hash = "$argon2id$zoe", .created = 5, .changed = 6};
+    account_write(f, &a, false);
+    store_account b = {
+        .name = "amir", .role = "admin", .hash = "$argon2id$amir", .disabled = true, .created = 7, .changed = 7};
+    account_write(f, &b, false);
+    store_account got;
+    assert_true(account_read(f, "zoe", &got));
+    assert_string_equal(got.role, "analyst");
+    assert_string_equal(got.hash, "$argon2id$zoe");
+    assert_false(got.disabled);
+    assert_int_equal(got.created, 5);
+    assert_int_equal(got.changed, 6);
+    assert_true(account_read(f, "amir", &got));
+    assert_true(got.disabled);
+    assert_false(account_read(f, "nobody", &got));
+    /* an entry of an older version: enabled, times unknown; its role and hash as written */
+    store_close(f->s);
+    f->s = NULL;
+    unit_write_old_user_entry(f->dir, "legacy", "clinician", "$argon2id$legacy");
+    reopen(f);
+    assert_true(account_read(f, "legacy", &got));
+    assert_string_equal(got.role, "clinician");
+    assert_string_equal(got.hash, "$argon2id$legacy");
+    assert_false(got.disabled);
+    assert_int_equal(got.created, 0);
+    assert_int_equal(got.changed, 0);
+    char role[STORE_ROLE_MAX], hash[STORE_HASH_MAX];
+    bool found = false;
+    store_read *r = unit_rbegin(f->s);
+    ms_err e;
+    assert_int_equal(store_user_get(r, "legacy", role, hash, &found, &e), MS_OK);
+    assert_true(found);
+    assert_string_equal(role, "clinician");
+    /* listed in name order, both formats */
+    name_list l = {0};
+    assert_int_equal(store_account_list(r, collect_name, &l, &e), MS_OK);
+    store_read_end(r);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.names[0], "amir");
+    assert_string_equal(l.names[1], "legacy");
+    assert_string_equal(l.names[2], "zoe");
+    /* rewritten, the old entry takes the new format and keeps what it had */
+    got.disabled = true;
+    got.changed = 9;
+    account_write(f, &got, false);
+    assert_true(account_read(f, "legacy", &got));
+    assert_true(got.disabled);
+    assert_int_equal(got.changed, 9);
+    assert_string_equal(got.hash, "$argon2id$legacy");
+    /* deleted: gone; deleting again is not found */
+    account_write(f, &a, true);
+    assert_false(account_read(f, "zoe", &got));
+    store_write *w;
+    assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+    assert_int_equal(store_account_delete(w, "zoe", &e), MS_ENOTFOUND);
+    store_account too_long = {.role = "analyst", .hash = "$argon2id$x"};
+    memset(too_long.name, 'n', sizeof too_long.name); /* no NUL inside */
+    assert_int_equal(store_account_put(w, &too_long, &e), MS_EINVAL);
+    store_write_abort(w);
+}
+
+/* A token is stored only for an account that exists and is enabled (in the same transaction). */
+static void test_tokens_need_an_account(void **state)
+{
+    fixture *f = *state;
+    unsigned char h[32] = {1};
+    ms_err e;
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "ghost", "admin", &e), MS_ENOTFOUND);
+    store_account a = {.name = "sam", .role = "analyst", .hash = "$argon2id$sam", .disabled = true};
+    account_write(f, &a, false);
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", &e), MS_ENOTFOUND);
+    a.disabled = false;
+    account_write(f, &a, false);
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", &e), MS_OK);
+}
+
+static bool token_present(fixture *f, unsigned char id)
+{
+    unsigned char h[32] = {id};
+    int64_t exp;
+    char u[STORE_USER_MAX], ro[STORE_ROLE_MAX];
+    bool found = false;
+    ms_err e;
+    store_read *r = unit_rbegin(f->s);
+    assert_int_equal(store_token_get(r, h, &exp, u, ro, &found, &e), MS_OK);
+    store_read_end(r);
+    return found;
+}
+
+/* Revoking a user's tokens: every one of theirs but the one kept, none of another user's live ones, and
+ * every expired token of anyone (pruned on the way). */
+static void test_revoke_user_tokens(void **state)
+{
+    fixture *f = *state;
+    store_account a = {.name = "ann", .role = "analyst", .hash = "$argon2id$a"};
+    store_account b = {.name = "annie", .role = "analyst", .hash = "$argon2id$b"}; /* a name with ann's prefix */
+    account_write(f, &a, false);
+    account_write(f, &b, false);
+    ms_err e;
+    int64_t later = ms_now_us() + 3600LL * 1000000, soon = ms_now_us() + 200000;
+    for (unsigned char id = 1; id <= 4; id++) { /* ann: 1 2 3 live, 4 expiring */
+        unsigned char h[32] = {id};
+        assert_int_equal(store_token_put(f->s, h, id == 4 ? soon : later, "ann", "analyst", &e), MS_OK);
+    }
+    for (unsigned char id = 5; id <= 6; id++) { /* annie: 5 live, 6 expiring */
+        unsigned char h[32] = {id};
+        assert_int_equal(store_token_put(f->s, h, id == 6 ? soon : later, "annie", "analyst", &e), MS_OK);
+    }
+    usleep(300000); /* 4 and 6 expire */
+    unsigned char keep[32] = {2};
+    store_write *w;
+    uint64_t revoked = 99;
+    assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+    assert_int_equal(store_tokens_revoke_user(w, "ann", keep, &revoked, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_int_equal(revoked, 2); /* 1 and 3; 4 had expired (pruned, not counted) */
+    assert_false(token_present(f, 1));
+    assert_true(token_present(f, 2));
+    assert_false(token_present(f, 3));
+    assert_false(token_present(f, 4));
+    assert_true(token_present(f, 5));
+    assert_false(token_present(f, 6)); /* another user's expired token: pruned */
+    assert_int_equal(store_write_begin(f->s, &w, &e), MS_OK);
+    assert_int_equal(store_tokens_revoke_user(w, "ann", NULL, &revoked, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_int_equal(revoked, 1);
+    assert_false(token_present(f, 2));
+    assert_true(token_present(f, 5));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1390,6 +1562,9 @@ int main(void)
         cmocka_unit_test(test_segment_full_disk_fallback_and_recovery),
         cmocka_unit_test(test_lmdb_short_write_on_a_full_disk),
         cmocka_unit_test_setup_teardown(test_probe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokens_need_an_account, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_user_tokens, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

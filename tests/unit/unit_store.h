@@ -1,6 +1,7 @@
 /*
  * unit_store.h - read helpers shared by the store and writer tests: each opens a read transaction,
- * reads one thing, closes it, and fails the test on any error other than "not found".
+ * reads one thing, closes it, and fails the test on any error other than "not found". And one writer
+ * behind the store's back: a user entry in the format of versions before issue 9.
  */
 #ifndef MS_TEST_UNIT_STORE_H
 #define MS_TEST_UNIT_STORE_H
@@ -8,6 +9,8 @@
 #include "unit.h"
 
 #include "store.h"
+
+#include <lmdb.h>
 
 static inline store_read *unit_rbegin(store *s)
 {
@@ -37,6 +40,30 @@ static inline bool unit_patient_at(store *s, arena *mem, const patient_id *pid, 
     store_read_end(r);
     if (rc != MS_OK) fail_msg("store_patient_at: %s", e.msg);
     return found;
+}
+
+/* Write a user entry the way versions before issue 9 did ("role NUL hash"), straight into the LMDB
+ * file of dir; the store must be closed. */
+static inline void unit_write_old_user_entry(const char *dir, const char *name, const char *role, const char *hash)
+{
+    char path[256], v[256];
+    snprintf(path, sizeof path, "%s/lmdb", dir);
+    size_t rl = strlen(role), hl = strlen(hash);
+    memcpy(v, role, rl + 1);
+    memcpy(v + rl + 1, hash, hl);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, (size_t)1 << 30);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "users", 0, &dbi), 0);
+    MDB_val k = {strlen(name), (void *)name}, mv = {rl + 1 + hl, v};
+    assert_int_equal(mdb_put(txn, dbi, &k, &mv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
 }
 
 #endif
