@@ -12,7 +12,7 @@ total_fail=0
 total_skip=0
 rc=0
 summaries=()
-for t in test_api.py test_auth.py test_tls.py test_kafka.py test_postgres.py test_crash.py test_disk_full.py; do
+for t in test_api.py test_auth.py test_tls.py test_http_edge.py test_kafka.py test_postgres.py test_crash.py test_disk_full.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
