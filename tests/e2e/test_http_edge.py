@@ -13,14 +13,14 @@
 #     upload after the others finish succeeds; a chunked body that outgrows the budget gets 503;
 #   - framing: two Content-Length headers (different or equal), Content-Length with
 #     Transfer-Encoding, and whitespace in a header name are answered 400 and the connection closed (no
-#     smuggled second request is answered); a transfer coding other than plain chunked gets 501 and a close; a chunk size of
-#     7fffffffffffffff is answered or closed within --header-timeout + 2 s; plain chunked still works.
+#     smuggled second request is answered); a transfer coding other than plain chunked gets 501 and a
+#     close; a chunk size of 7fffffffffffffff is answered or closed within --header-timeout + 2 s;
+#     plain chunked still works.
 # Every raw exchange has a short socket timeout, so a hang fails its test instead of the suite.
 #
 # Run: /usr/bin/python3 tests/e2e/test_http_edge.py
 
 import json
-import os
 import re
 import select
 import socket
