@@ -4,8 +4,21 @@
  * segment log's O_DIRECT writes without a copy), and dispatch through the route table of api_routes.c.
  *
  * Contract: handlers see a parsed request (method, path parameters, query arguments, body) and fill a
- * response; they never touch MHD. Every answer is JSON except /metrics. Limits (body size) are enforced
- * here before a handler runs: 413 before reading an oversized body when Content-Length says so.
+ * response; they never touch MHD. Every answer is JSON except /metrics. The limits of the edge are
+ * enforced here, before a handler runs (docs/API.md, "Limits"):
+ *   - the listening socket is bound exclusively: a port in use is an error naming the address;
+ *   - framing: two Content-Length headers, Content-Length with Transfer-Encoding, or whitespace in a
+ *     header name are answered 400, a transfer coding other than plain chunked 501, each closing the
+ *     connection; a body that stalls is cut (below);
+ *   - size: 413 before reading an oversized body when Content-Length says so;
+ *   - memory: the bytes of request bodies in flight stay within max_inflight (503 + Retry-After);
+ *   - connections: at most max_connections in all (kept below the open-file limit, which is raised
+ *     to its hard limit), max_connections_per_client per client address (503 beyond, and refused at
+ *     twice that), request headers complete within header_timeout_s and no body stalled that long.
+ * http_server_start also raises the process's open-file soft limit to its hard limit.
+ *
+ * What it must never do: hand a handler a request whose body was framed ambiguously, log a request's
+ * path, query or body, or let a connection keep a body buffer between requests.
  */
 #ifndef MS_HTTP_SERVER_H
 #define MS_HTTP_SERVER_H
@@ -52,9 +65,13 @@ void http_error(http_response *res, int status, const char *fmt, ...) __attribut
 typedef struct http_server http_server;
 
 typedef struct {
-    const char *listen;       /* "HOST:PORT" */
-    size_t max_body;          /* bytes */
-    const char *tls_cert_pem; /* PEM text of certificate (chain) and key: HTTPS when both are set */
+    const char *listen;              /* "HOST:PORT"; an empty HOST or 0.0.0.0 binds every interface */
+    size_t max_body;                 /* bytes */
+    uint64_t max_inflight;           /* bytes of request bodies held at once */
+    long header_timeout_s;           /* headers complete within this; a body never stalls this long */
+    long max_connections;            /* in all (lowered to fit the open-file limit) */
+    long max_connections_per_client; /* per client address */
+    const char *tls_cert_pem;        /* PEM text of certificate (chain) and key: HTTPS when both are set */
     const char *tls_key_pem;
 } http_options;
 

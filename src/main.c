@@ -377,6 +377,8 @@ static int cmd_serve(int argc, char **argv)
     const char *data = NULL, *listen = NULL, *schema_file = NULL;
     uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
     long token_ttl = 0;
+    long header_timeout = 0, max_conns = 0, max_conns_per_client = 0; /* the HTTP edge's limits */
+    uint64_t max_inflight = 0;
     const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
     const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
     const char *kafka_public = NULL, *postgres = NULL, *postgres_history = NULL;
@@ -390,6 +392,15 @@ static int cmd_serve(int argc, char **argv)
          &schema_file},
         {"--max-body", OPT_BYTES, "64MiB", false, "largest request body; larger gets 413", &max_body},
         {"--max-record", OPT_BYTES, "1MiB", false, "largest record; larger is a rejected line", &max_record},
+        {"--max-inflight", OPT_BYTES, "512MiB", false, "request body bytes held at once; beyond, 503 + Retry-After",
+         &max_inflight},
+        {"--header-timeout", OPT_INT, "10", false,
+         "seconds for request headers to arrive, and the longest stall of a body; then the connection closes",
+         &header_timeout},
+        {"--max-connections", OPT_INT, "512", false, "connections at once (lowered to fit the open-file limit)",
+         &max_conns},
+        {"--max-connections-per-client", OPT_INT, "64", false,
+         "connections at once per client address; beyond, 503 + Retry-After", &max_conns_per_client},
         {"--map-size", OPT_BYTES, "1TiB", false, "LMDB map size (address space, not disk)", &map_size},
         {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
         {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads",
@@ -475,7 +486,14 @@ static int cmd_serve(int argc, char **argv)
         .store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl, .data_dir = data};
     http_handler hh = api_http_handler(&a);
     if (tls_cert && (!(cert_pem = read_text_file(tls_cert, &e)) || !(key_pem = read_text_file(tls_key, &e)))) goto out;
-    http_options ho = {.listen = listen, .max_body = max_body, .tls_cert_pem = cert_pem, .tls_key_pem = key_pem};
+    http_options ho = {.listen = listen,
+                       .max_body = max_body,
+                       .max_inflight = max_inflight,
+                       .header_timeout_s = header_timeout,
+                       .max_connections = max_conns,
+                       .max_connections_per_client = max_conns_per_client,
+                       .tls_cert_pem = cert_pem,
+                       .tls_key_pem = key_pem};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
     if (kafka_brokers) {
         char dlq[256];
