@@ -3,7 +3,8 @@
  * default schema (max_record 4096, a fixed ingest time and a fixed id key).
  *
  * Beyond "no crash, no sanitizer report", it checks the scanner's contract on every input:
- *   - only a body of nothing but whitespace is refused as a whole (MS_EINVAL, no records);
+ *   - only a body of nothing but whitespace (after an optional byte-order mark) is refused as a whole
+ *     (MS_EINVAL, no records);
  *   - every record is either rejected with an error text that starts with "line N", "item N" or "body"
  *     or valid, and a valid one has its identity key, record id and public fields set;
  *   - a valid record's body is a slice of the input, its fields are strictly sorted and findable, its
@@ -41,8 +42,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Nothing but whitespace, after an optional UTF-8 byte-order mark (which the scanner skips). */
 static bool is_ws_only(const uint8_t *p, size_t n)
 {
+    if (n >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) p += 3, n -= 3;
     for (size_t i = 0; i < n; i++)
         if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') return false;
     return true;
