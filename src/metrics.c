@@ -99,6 +99,12 @@ void metrics_render(buf *out)
             atomic_load(&m->commits));
     counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).",
             atomic_load(&m->commit_failures));
+    counter(out, "medstream_state_recomputes_total",
+            "Patient states recomputed from their records (a record moved, deleted, or replaced by a version "
+            "that gives up a value it held).",
+            atomic_load(&m->state_recomputes));
+    counter(out, "medstream_state_recompute_records_total", "Record bodies read back for those recomputations.",
+            atomic_load(&m->state_recompute_records));
     counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
             atomic_load(&m->ingest_bytes));
     counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));

@@ -24,6 +24,8 @@ typedef enum { PG_STATE_OFF, PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING
 typedef struct {
     _Atomic uint64_t records_created, records_updated, records_duplicate, records_rejected;
     _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
+    _Atomic uint64_t state_recomputes;        /* patient states recomputed from their records (writer.h) */
+    _Atomic uint64_t state_recompute_records; /* record bodies read back for them */
     histogram commit_seconds;    /* one group commit (writes + fsyncs) */
     histogram freshness_seconds; /* request fully received -> visible to reads */
     histogram read_seconds;      /* PHI and public reads */

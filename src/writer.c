@@ -61,6 +61,8 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
     if (rc == MS_OK) rc = g.rc;
     record_sources_free(&g);
     if (rc != MS_OK) return rc;
+    atomic_fetch_add(&g_metrics.state_recomputes, 1);
+    atomic_fetch_add(&g_metrics.state_recompute_records, g.n);
     if (extra) record_sources_push(&g, extra);
     merge_records(wr->schema, g.src, g.n, prev ? prev->fields : NULL, prev ? prev->nfields : 0, mem, out);
     return MS_OK;
