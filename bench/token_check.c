@@ -4,8 +4,8 @@
  * by medstream init: a token of its admin account is issued there for the run and left to expire).
  * Build and run: make bench-token (on a throwaway data directory made by medstream init)
  */
-#include "store.h"
-#include "tokens.h"
+#include "store/store.h"
+#include "access/tokens.h"
 
 #include <stdio.h>
 

@@ -14,10 +14,10 @@
  *   - line numbers never decrease and the rejected count matches.
  * Build and run: make fuzz FUZZ_SECONDS=20 (seeds in fuzz/corpus/).
  */
-#include "json_scan.h"
-#include "record_scan.h"
-#include "schema.h"
-#include "timefmt.h"
+#include "base/json_scan.h"
+#include "pipeline/record_scan.h"
+#include "pipeline/schema.h"
+#include "base/timefmt.h"
 
 #include <stdint.h>
 #include <stdio.h>

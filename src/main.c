@@ -6,24 +6,23 @@
  * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
  * pipeline logic.
  */
-#include "access.h"
-#include "api_routes.h"
-#include "bench.h"
-#include "http_server.h"
-#include "ingest_kafka.h"
-#include "sink_kafka_public.h"
-#include "sink_postgres.h"
-#include "metrics.h"
-#include "options.h"
-#include "passwords.h"
-#include "preload.h"
-#include "schema.h"
-#include "store.h"
-#include "timefmt.h"
-#include "users.h"
-#include "writer.h"
+#include "access/access.h"
+#include "api/api_routes.h"
+#include "api/http_server.h"
+#include "ingest/ingest_kafka.h"
+#include "sinks/sink_kafka_public.h"
+#include "sinks/sink_postgres.h"
+#include "base/metrics.h"
+#include "base/options.h"
+#include "access/passwords.h"
+#include "pipeline/schema.h"
+#include "store/store.h"
+#include "base/timefmt.h"
+#include "access/users.h"
+#include "ingest/writer.h"
 
 #include <pwd.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -538,6 +537,27 @@ out:
     return rc;
 }
 
+/* The benchmark tools live in their own binary beside this one (tools/bench/): run it with the same
+ * arguments. Returns only if it cannot be started. */
+static int run_tool(const char *tool, int argc, char **argv)
+{
+    (void)argc;
+    char self[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "medstream %s: cannot find this program's directory: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    snprintf(path, sizeof path, "%s/%s", self, tool);
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "medstream %s: cannot run %s: %s (build it with: make)\n", argv[1], path, strerror(errno));
+    return 1;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -564,8 +584,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
-    if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
-    if (!strcmp(cmd, "preload")) return preload_main(argc, argv);
+    if (!strcmp(cmd, "bench") || !strcmp(cmd, "preload")) return run_tool("medstream-bench", argc, argv);
     if (!strcmp(cmd, "roles")) return cmd_roles(argc, argv);
     if (!strcmp(cmd, "user")) return cmd_user(argc, argv);
     if (!strcmp(cmd, "audit")) return cmd_audit(argc, argv);

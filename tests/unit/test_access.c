@@ -4,8 +4,8 @@
  */
 #include "unit.h"
 
-#include "access.h"
-#include "api_routes.h"
+#include "access/access.h"
+#include "api/api_routes.h"
 
 #include <string.h>
 

@@ -7,8 +7,8 @@
  */
 #include "unit.h"
 
-#include "audit.h"
-#include "store.h"
+#include "access/audit.h"
+#include "store/store.h"
 
 #include <lmdb.h>
 #include <string.h>

@@ -7,7 +7,7 @@
  */
 #include "unit.h"
 
-#include "body_pool.h"
+#include "api/body_pool.h"
 
 #include <pthread.h>
 

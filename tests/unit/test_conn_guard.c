@@ -6,7 +6,7 @@
  */
 #include "unit.h"
 
-#include "conn_guard.h"
+#include "api/conn_guard.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

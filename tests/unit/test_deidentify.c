@@ -11,10 +11,10 @@
  */
 #include "unit.h"
 
-#include "deidentify.h"
-#include "merge.h"
-#include "identity.h"
-#include "json_scan.h"
+#include "pipeline/deidentify.h"
+#include "pipeline/merge.h"
+#include "pipeline/identity.h"
+#include "base/json_scan.h"
 
 /* ---- the property test ---- */
 

@@ -3,7 +3,7 @@
  */
 #include "unit.h"
 
-#include "identity.h"
+#include "pipeline/identity.h"
 
 /* Normalize s; returns the length (or -1) and leaves the text NUL-terminated in out (257 bytes). */
 static int norm(const char *s, char *out, const char **why)

@@ -5,7 +5,7 @@
  */
 #include "unit.h"
 
-#include "identity_index.h"
+#include "store/identity_index.h"
 
 #include <stdlib.h>
 

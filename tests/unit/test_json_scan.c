@@ -7,7 +7,7 @@
  */
 #include "unit.h"
 
-#include "json_scan.h"
+#include "base/json_scan.h"
 
 /* An exact-size heap copy of n bytes (no NUL after them): reading past the end is an ASan error. */
 static char *exact(const char *s, size_t n)

@@ -6,7 +6,7 @@
  */
 #include "unit.h"
 
-#include "merge.h"
+#include "pipeline/merge.h"
 
 #include <xxhash.h>
 

@@ -4,7 +4,7 @@
  */
 #include "unit.h"
 
-#include "options.h"
+#include "base/options.h"
 
 typedef struct {
     const char *data;

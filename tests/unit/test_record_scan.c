@@ -7,7 +7,7 @@
  */
 #include "unit.h"
 
-#include "identity.h"
+#include "pipeline/identity.h"
 
 #include <xxhash.h>
 

@@ -4,7 +4,7 @@
  */
 #include "unit.h"
 
-#include "sink_postgres.h"
+#include "sinks/sink_postgres.h"
 
 static void expect_escaped(const char *in, size_t n, const char *want)
 {

@@ -8,8 +8,8 @@
 #include "unit.h"
 #include "unit_store.h"
 
-#include "segment_log.h"
-#include "store.h"
+#include "store/segment_log.h"
+#include "store/store.h"
 
 #include <signal.h>
 #include <sys/resource.h>

@@ -7,9 +7,9 @@
  */
 #include "unit.h"
 
-#include "passwords.h"
-#include "tokens.h"
-#include "users.h"
+#include "access/passwords.h"
+#include "access/tokens.h"
+#include "access/users.h"
 
 #include <openssl/sha.h>
 #include <string.h>

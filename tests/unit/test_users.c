@@ -9,10 +9,10 @@
 #include "unit.h"
 #include "unit_store.h"
 
-#include "passwords.h"
-#include "tokens.h"
-#include "users.h"
-#include "writer.h"
+#include "access/passwords.h"
+#include "access/tokens.h"
+#include "access/users.h"
+#include "ingest/writer.h"
 
 #include <argon2.h>
 #include <errno.h>

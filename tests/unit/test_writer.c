@@ -12,8 +12,8 @@
 #include "unit.h"
 #include "unit_store.h"
 
-#include "identity.h"
-#include "writer.h"
+#include "pipeline/identity.h"
+#include "ingest/writer.h"
 
 #include <pthread.h>
 

@@ -28,10 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "record_scan.h"
-#include "schema.h"
-#include "timefmt.h"
-#include "util.h"
+#include "pipeline/record_scan.h"
+#include "pipeline/schema.h"
+#include "base/timefmt.h"
+#include "base/util.h"
 
 /* ---- reproducible randomness (splitmix64) ---- */
 
@@ -39,13 +39,7 @@ typedef struct {
     uint64_t s;
 } unit_rng;
 
-static inline uint64_t unit_rand(unit_rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+static inline uint64_t unit_rand(unit_rng *r) { return ms_splitmix64(&r->s); }
 
 /* Uniform in [0, n). */
 static inline uint32_t unit_below(unit_rng *r, uint32_t n) { return (uint32_t)(unit_rand(r) % n); }

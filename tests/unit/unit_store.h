@@ -8,7 +8,7 @@
 
 #include "unit.h"
 
-#include "store.h"
+#include "store/store.h"
 
 #include <lmdb.h>
 

@@ -1,0 +1,39 @@
+/*
+ * access.h - who may do what: roles, and their create/read/update/delete permissions per resource.
+ *
+ * One table (access.c) is the single source of truth: route permissions are checked against it,
+ * `medstream roles` prints it, and a test checks that every route's permission names a resource and an
+ * action that exist here. The default matrix is DESIGN.md's: admin everything; ingest records:create;
+ * clinician patients and records create/read/update, public:read; analyst public:read and
+ * exports:create (public exports); auditor audit:read.
+ *
+ * Contract: lookups are thread-safe; the table changes only through access_load, at start-up
+ * (`serve --roles FILE`).
+ */
+#ifndef MS_ACCESS_H
+#define MS_ACCESS_H
+
+#include "base/util.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define PERMISSION_NONE "none"                   /* a route anyone may call (health check, login) */
+#define PERMISSION_AUTHENTICATED "authenticated" /* any valid token, whatever its role (logout) */
+
+/* Is "resource:action" a permission the table knows (or PERMISSION_NONE)? */
+bool access_permission_valid(const char *permission);
+/* Does role hold permission? Unknown roles hold nothing; PERMISSION_NONE is held by everyone. */
+bool access_allows(const char *role, const char *permission);
+/* Is this one of the roles of the table? */
+bool access_role_valid(const char *role);
+/* The matrix as text, one line per role (`medstream roles`). */
+void access_print(FILE *out);
+/* Replace the table with a role file's (JSON: {"role": {"records": "cru", "public": "r"}, ...}; a
+ * resource left out grants nothing; a leading UTF-8 byte-order mark is skipped). Call before serving;
+ * not thread-safe against lookups. */
+ms_code access_load(const char *text, size_t len, ms_err *e);
+/* Back to the default table (tests). */
+void access_reset(void);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * http_server.h - the HTTP edge: libmicrohttpd (one thread per connection, so a handler may block on
+ * the writer), request bodies gathered into 4 KiB-aligned buffers (the writer hands them to the
+ * segment log's O_DIRECT writes without a copy), and dispatch through the route table of api_routes.c.
+ *
+ * Contract: handlers see a parsed request (method, path parameters, query arguments, body) and fill a
+ * response; they never touch MHD. Every answer is JSON except /metrics. The limits of the edge are
+ * enforced here, before a handler runs (docs/API.md, "Limits"):
+ *   - the listening socket is bound exclusively: a port in use is an error naming the address;
+ *   - framing: two Content-Length headers, Content-Length with Transfer-Encoding, or whitespace in a
+ *     header name are answered 400, a transfer coding other than plain chunked 501, each closing the
+ *     connection; a body that stalls is cut (below);
+ *   - size: 413 before reading an oversized body when Content-Length says so;
+ *   - memory: the bytes of request bodies in flight stay within max_inflight (503 + Retry-After);
+ *   - connections: at most max_connections in all (kept below the open-file limit, which is raised
+ *     to its hard limit), max_connections_per_client per client address (503 beyond, and refused at
+ *     twice that), request headers complete within header_timeout_s and no body stalled that long.
+ * http_server_start also raises the process's open-file soft limit to its hard limit.
+ *
+ * What it must never do: hand a handler a request whose body was framed ambiguously, log a request's
+ * path, query or body, or let a connection keep a body buffer between requests.
+ */
+#ifndef MS_HTTP_SERVER_H
+#define MS_HTTP_SERVER_H
+
+#include "base/util.h"
+
+#define HTTP_MAX_ARGS 32
+#define HTTP_MAX_PARAMS 4
+
+typedef struct {
+    const char *key, *value;
+} http_arg;
+
+typedef struct http_request {
+    const char *method;
+    const char *path;
+    const char *content_type;  /* NULL if absent */
+    const char *authorization; /* NULL if absent */
+    char client[64];           /* peer address */
+    char *body;                /* aligned to 4096, zero-padded to body_padded */
+    size_t body_len, body_cap;
+    http_arg args[HTTP_MAX_ARGS];
+    int nargs;
+    bool too_many_args;
+    char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
+    int nparams;
+    double received_at;      /* ms_mono_s() when the body was complete */
+    int route;               /* index into the route table, set by on_headers */
+    bool bulk;               /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    char user[72], role[32]; /* who: set by on_headers from the bearer token ("" when none is needed) */
+} http_request;
+
+typedef struct {
+    int status;
+    buf body;
+    const char *content_type; /* default application/json */
+} http_response;
+
+/* Query argument by name, or NULL. */
+const char *http_arg_get(const http_request *r, const char *key);
+/* Set an error answer: {"error": message}. */
+void http_error(http_response *res, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+typedef struct http_server http_server;
+
+typedef struct {
+    const char *listen;              /* "HOST:PORT"; an empty HOST or 0.0.0.0 binds every interface */
+    size_t max_body;                 /* bytes */
+    uint64_t max_inflight;           /* bytes of request bodies held at once */
+    long header_timeout_s;           /* headers complete within this; a body never stalls this long */
+    long max_connections;            /* in all (lowered to fit the open-file limit) */
+    long max_connections_per_client; /* per client address */
+    const char *tls_cert_pem;        /* PEM text of certificate (chain) and key: HTTPS when both are set */
+    const char *tls_key_pem;
+} http_options;
+
+/* Request handling entry points provided by api_routes.c. */
+typedef struct {
+    /* Decide before reading the body: 0 to continue, or an HTTP status (404/405/415/...) to answer now
+     * with res filled. */
+    int (*on_headers)(void *ctx, http_request *req, http_response *res);
+    void (*handle)(void *ctx, http_request *req, http_response *res);
+    void *ctx;
+} http_handler;
+
+ms_code http_server_start(http_server **out, const http_options *opt, const http_handler *h, ms_err *e);
+/* The port actually bound (useful with port 0). */
+int http_server_port(const http_server *s);
+void http_server_stop(http_server *s);
+
+#endif

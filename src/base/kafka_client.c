@@ -1,0 +1,47 @@
+/*
+ * kafka_client.c - librdkafka configuration and the producer factory (see kafka_client.h).
+ */
+#include "base/kafka_client.h"
+
+#include <stdio.h>
+#include <string.h>
+
+bool kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *settings, char *err, size_t cap)
+{
+    for (const char *const *kv = settings; kv && *kv; kv++) {
+        char key[128], why[256];
+        const char *eq = strchr(*kv, '=');
+        if (!eq || (size_t)(eq - *kv) >= sizeof key) {
+            snprintf(err, cap, "'%.64s': expected key=value", *kv);
+            return false;
+        }
+        memcpy(key, *kv, (size_t)(eq - *kv));
+        key[eq - *kv] = 0;
+        if (rd_kafka_conf_set(conf, key, eq + 1, why, sizeof why) != RD_KAFKA_CONF_OK) {
+            snprintf(err, cap, "%s: %s", key, why);
+            return false;
+        }
+    }
+    return true;
+}
+
+rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, size_t cap)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *const defaults[] = {"enable.idempotence=true", "linger.ms=5", "log_level=4", NULL};
+    char servers[1024];
+    snprintf(servers, sizeof servers, "bootstrap.servers=%s", opt->brokers ? opt->brokers : "");
+    const char *const brokers[] = {servers, NULL};
+    if (!kafka_conf_apply(conf, brokers, err, cap) || !kafka_conf_apply(conf, defaults, err, cap) ||
+        !kafka_conf_apply(conf, opt->config, err, cap)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (opt->on_delivery) {
+        rd_kafka_conf_set_opaque(conf, opt->opaque);
+        rd_kafka_conf_set_dr_msg_cb(conf, opt->on_delivery);
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, cap);
+    if (!rk) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
+    return rk;
+}

@@ -1,0 +1,32 @@
+/*
+ * kafka_client.h - the one place where medstream configures librdkafka clients: "key=value" settings
+ * (--kafka-config, repeatable: SASL, TLS, ...) applied to a configuration, and the one idempotent
+ * producer factory that the dead-letter producer (ingest), the public topic (sinks) and the benchmark's
+ * senders (tools/bench) all use.
+ *
+ * Contract: errors come back as text naming the setting (never a value of a record); a configuration
+ * that fails to become a client is destroyed here, so the caller owns nothing on failure. Knows nothing
+ * of the store, HTTP or records.
+ */
+#ifndef MS_KAFKA_CLIENT_H
+#define MS_KAFKA_CLIENT_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Apply "key=value" settings (NULL-ended, may be NULL) to conf; on a bad one, false with err naming it. */
+bool kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *settings, char *err, size_t cap);
+
+typedef struct {
+    const char *brokers;
+    const char *const *config; /* the operator's "key=value" settings, applied last (may be NULL) */
+    /* optional: a delivery report callback and its opaque */
+    void (*on_delivery)(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+    void *opaque;
+} kafka_producer_options;
+
+/* An idempotent producer (linger 5 ms) on opt->brokers; NULL with err naming what is wrong. */
+rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, size_t cap);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * util.h - the few helpers every medstream module shares: an error value, a growable byte
+ * buffer, an arena for per-batch allocations, big-endian key encoding and the clock.
+ *
+ * Contract: nothing here does I/O except ms_now_us() reading the clock. Allocation failure is
+ * treated as fatal (ms_oom aborts with a message): medstream cannot degrade gracefully without
+ * memory, and pretending otherwise would spread unchecked NULLs through every layer.
+ * Never put PHI into an ms_err message: messages name fields and positions, not values.
+ */
+#ifndef MS_UTIL_H
+#define MS_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* An error as a value: a code for the caller's switch and a message for the human. */
+typedef enum {
+    MS_OK = 0,
+    MS_EINVAL,    /* bad input: 400/422 */
+    MS_ENOTFOUND, /* 404 */
+    MS_EFULL,     /* disk or map full: 503, nothing stored */
+    MS_EIO,       /* I/O failure: 503 */
+    MS_ECORRUPT,  /* stored data failed a check: 500 */
+    MS_ECONFLICT, /* 409 */
+    MS_ESTOPPED,  /* shutting down: 503 */
+} ms_code;
+
+typedef struct {
+    ms_code code;
+    char msg[240];
+} ms_err;
+
+/* Set *e (if not NULL) and return code. printf-style message. */
+ms_code ms_fail(ms_err *e, ms_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *ms_code_name(ms_code code);
+
+void ms_oom(void) __attribute__((noreturn));
+void *ms_malloc(size_t n);
+void *ms_calloc(size_t n, size_t size);
+void *ms_realloc(void *p, size_t n);
+char *ms_strndup(const char *s, size_t n);
+
+/* Growable byte buffer; always NUL-terminated for convenience (len excludes the NUL). */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf;
+
+void buf_reserve(buf *b, size_t extra);
+void buf_put(buf *b, const void *p, size_t n);
+void buf_puts(buf *b, const char *s);
+void buf_putc(buf *b, char c);
+void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_put_be64(buf *b, uint64_t v);
+void buf_put_be32(buf *b, uint32_t v);
+void buf_put_be16(buf *b, uint16_t v);
+void buf_free(buf *b);
+/* Hand the bytes to the caller (malloc'd, NUL-terminated) and reset the buffer. */
+char *buf_take(buf *b);
+/* Append a whole (small) file to out: schema and role files, TLS certificates. */
+ms_code buf_read_file(buf *out, const char *path, ms_err *e);
+
+/* Arena: many small allocations freed at once (one per batch). */
+typedef struct arena_chunk arena_chunk;
+typedef struct {
+    arena_chunk *head;
+} arena;
+
+void *arena_alloc(arena *a, size_t n);
+char *arena_strndup(arena *a, const char *s, size_t n);
+char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void arena_free(arena *a);
+
+static inline uint64_t ms_get_be64(const void *p)
+{
+    const unsigned char *b = p;
+    return ((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) | ((uint64_t)b[2] << 40) | ((uint64_t)b[3] << 32) |
+           ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) | ((uint64_t)b[6] << 8) | (uint64_t)b[7];
+}
+static inline uint32_t ms_get_be32(const void *p)
+{
+    const unsigned char *b = p;
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | (uint32_t)b[3];
+}
+static inline uint16_t ms_get_be16(const void *p)
+{
+    const unsigned char *b = p;
+    return (uint16_t)(((unsigned)b[0] << 8) | b[1]);
+}
+static inline void ms_set_be64(void *p, uint64_t v)
+{
+    unsigned char *b = p;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
+}
+static inline void ms_set_be32(void *p, uint32_t v)
+{
+    unsigned char *b = p;
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
+}
+
+/* splitmix64: the next number of the stream whose state is *s (advances it). The one PRNG step of the
+ * project (benchmark generators, preload, property tests); not for anything secret (OpenSSL is). */
+static inline uint64_t ms_splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Wall clock, microseconds since the Unix epoch (UTC). */
+int64_t ms_now_us(void);
+/* Monotonic clock in seconds, for latency measurements. */
+double ms_mono_s(void);
+
+#endif

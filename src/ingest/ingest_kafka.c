@@ -1,0 +1,446 @@
+/*
+ * ingest_kafka.c - the Kafka consumer thread (see ingest_kafka.h).
+ */
+#include "ingest/ingest_kafka.h"
+
+#include "base/kafka_client.h"
+
+#include "base/metrics.h"
+#include "pipeline/record_scan.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One batch between the stages of the consumer (see consumer_main). */
+typedef struct {
+    rd_kafka_message_t **msgs;
+    int n;
+    char *body; /* the messages, one per line, in one 4 KiB-aligned zero-padded buffer (O_DIRECT) */
+    size_t body_len, body_padded;
+    record_batch batch;
+    source_offset *offsets; /* the next offset of every partition in the batch */
+    int noffsets;
+    uint64_t body_pos; /* where stage 2 appended the body (UINT64_MAX: not appended) */
+} kafka_batch;
+
+struct kafka_ingest {
+    kafka_options opt;
+    rd_kafka_t *rk;
+    rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
+    pthread_t thread, append_thread, store_thread;
+    atomic_bool stop;
+    char source[160];
+    /* the hand-offs between the three stages: one batch in each, so batches keep their order */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kafka_batch *to_append, *to_store;
+    int in_flight; /* handed over by stage 1, not yet finished by stage 3 */
+    bool consumer_done, append_done;
+};
+
+static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
+{
+    return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
+}
+
+static void kafka_batch_free(kafka_batch *b)
+{
+    for (int i = 0; i < b->n; i++)
+        rd_kafka_message_destroy(b->msgs[i]);
+    free(b->msgs);
+    free(b->body);
+    record_batch_free(&b->batch);
+    free(b->offsets);
+    free(b);
+}
+
+/* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
+ * cannot be records to the dead-letter topic, and note each partition's next offset. */
+static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
+{
+    kafka_batch *b = ms_calloc(1, sizeof *b);
+    b->body_pos = UINT64_MAX;
+    b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
+    memcpy(b->msgs, msgs, sizeof *msgs * (size_t)n);
+    b->n = n;
+    for (int i = 0; i < n; i++)
+        b->body_len += msgs[i]->len + 1;
+    b->body_padded = (b->body_len + 4095) & ~(size_t)4095;
+    if (posix_memalign((void **)&b->body, 4096, b->body_padded) != 0) ms_oom();
+    size_t *off = ms_malloc(sizeof *off * (size_t)n);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        off[i] = at;
+        if (msgs[i]->len) memcpy(b->body + at, msgs[i]->payload, msgs[i]->len);
+        at += msgs[i]->len;
+        b->body[at++] = '\n';
+    }
+    memset(b->body + at, 0, b->body_padded - at);
+    b->batch.records = ms_malloc(sizeof(parsed_record) * (size_t)n);
+    b->batch.n = b->batch.cap = (uint32_t)n;
+    scan_config cfg = {k->opt.schema, k->opt.max_record, ms_now_us(), store_id_key(k->opt.store)};
+    for (int i = 0; i < n; i++) {
+        record_scan_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        if (b->batch.records[i].rejected) b->batch.rejected++;
+    }
+    free(off);
+    for (int i = 0; i < n; i++) {
+        if (!b->batch.records[i].rejected) continue;
+        char part[16], offs[24];
+        snprintf(part, sizeof part, "%d", (int)msgs[i]->partition);
+        snprintf(offs, sizeof offs, "%lld", (long long)msgs[i]->offset);
+        const char *why = b->batch.records[i].error ? b->batch.records[i].error : "rejected";
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len), RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len),
+            RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
+            RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
+        if (err)
+            fprintf(stderr, "medstream: dead-letter produce failed: %s\n", rd_kafka_err2str(err));
+        else
+            atomic_fetch_add(&g_metrics.kafka_dead_letters, 1);
+    }
+    atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
+    b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int x = 0;
+        while (x < b->noffsets && b->offsets[x].partition != msgs[i]->partition)
+            x++;
+        if (x == b->noffsets) b->offsets[b->noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
+        if (msgs[i]->offset + 1 > b->offsets[x].next) b->offsets[x].next = msgs[i]->offset + 1;
+    }
+    return b;
+}
+
+/* Stage 3 (store thread): the batch through the writer, retried until it is durable; false if the
+ * consumer was stopped first (then its offsets must not be committed: the messages come again). */
+static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
+{
+    bool stored = false;
+    ingest_job job = {.body = b->body,
+                      .body_len = b->body_len,
+                      .body_write_len = b->body_padded,
+                      .batch = &b->batch,
+                      .may_update = true, /* a service source: new versions of a record are its job */
+                      .source = k->source,
+                      .user = "kafka",
+                      .role = "ingest",
+                      .client = k->opt.brokers,
+                      .resource = k->opt.topic,
+                      .received_at = ms_mono_s(),
+                      .body_pos = b->body_pos, /* appended by stage 2 (or UINT64_MAX: append here) */
+                      .offsets = b->offsets,
+                      .noffsets = b->noffsets};
+    job.results = ms_calloc((size_t)b->n, sizeof(item_result));
+    for (int attempt = 0; !stored && (attempt == 0 || !atomic_load(&k->stop)); attempt++) {
+        ms_err e = {0};
+        if (b->batch.rejected == b->batch.n) { /* nothing to store: the offsets move past them */
+            atomic_fetch_add(&g_metrics.records_rejected, b->batch.n);
+            stored = true;
+            break;
+        }
+        if (job.body_pos != UINT64_MAX ||
+            store_append_body(k->opt.store, job.body, job.body_write_len, &job.body_pos, &e) == MS_OK) {
+            writer_submit(k->opt.writer, &job);
+            if (job.rc == MS_OK) {
+                stored = true;
+                break;
+            }
+            e = job.err;
+        }
+        if (job.body_pos == UINT64_MAX) writer_note_failure(k->opt.writer, &e, job.body_write_len); /* the append failed */
+        fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", b->n, e.msg);
+        job.body_pos = UINT64_MAX;
+        usleep(200000);
+    }
+    free(job.results);
+    return stored;
+}
+
+/* Stage 3, after the batch is durable: the dead letters must be in Kafka before the offsets move past
+ * them; then commit exactly this batch's offsets (the consumer stage has polled further). */
+static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
+{
+    while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+        fprintf(stderr, "medstream: waiting for the dead-letter topic\n");
+    if (rd_kafka_outq_len(k->dlq) > 0) return; /* stopped before they were delivered */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(b->noffsets);
+    for (int i = 0; i < b->noffsets; i++)
+        rd_kafka_topic_partition_list_add(parts, b->offsets[i].topic, b->offsets[i].partition)->offset =
+            b->offsets[i].next;
+    /* asynchronous: the store holds the same offsets, so a lost commit replays nothing */
+    rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, parts, 1);
+    if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* The hand-offs between the stages: one batch per slot, under k->mu. */
+static void handoff_put(kafka_ingest *k, kafka_batch **slot, kafka_batch *b)
+{
+    pthread_mutex_lock(&k->mu);
+    while (*slot) /* the next stage still has the previous batch: wait (back-pressure) */
+        pthread_cond_wait(&k->cv, &k->mu);
+    *slot = b;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* The next batch of a slot, or NULL once the stage before it is done and the slot is empty. */
+static kafka_batch *handoff_take(kafka_ingest *k, kafka_batch **slot, const bool *upstream_done)
+{
+    pthread_mutex_lock(&k->mu);
+    while (!*slot && !*upstream_done)
+        pthread_cond_wait(&k->cv, &k->mu);
+    kafka_batch *b = *slot;
+    *slot = NULL;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return b;
+}
+
+/* Change a hand-off counter or flag under k->mu and wake the waiters. */
+static void handoff_note(kafka_ingest *k, bool *done, int in_flight_delta)
+{
+    pthread_mutex_lock(&k->mu);
+    if (done) *done = true;
+    k->in_flight += in_flight_delta;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Stage 2 (append thread): the batch's body into the segment log (O_DIRECT), while stage 3 commits
+ * the batch before it. A failure here is left to stage 3, which appends again before it submits. */
+static void *append_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka-append");
+    kafka_batch *b;
+    while ((b = handoff_take(k, &k->to_append, &k->consumer_done))) {
+        ms_err e;
+        if (b->batch.rejected < b->batch.n &&
+            store_append_body(k->opt.store, b->body, b->body_padded, &b->body_pos, &e) != MS_OK)
+            b->body_pos = UINT64_MAX;
+        handoff_put(k, &k->to_store, b);
+    }
+    handoff_note(k, &k->append_done, 0); /* stage 1 is done and nothing is left */
+    return NULL;
+}
+
+static void *store_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka-store");
+    kafka_batch *b;
+    while ((b = handoff_take(k, &k->to_store, &k->append_done))) { /* NULL: stage 2 is done, nothing left */
+        if (kafka_batch_store(k, b)) kafka_batch_commit(k, b);
+        kafka_batch_free(b);
+        handoff_note(k, NULL, -1);
+    }
+    return NULL;
+}
+
+/* On assignment, start each partition at the later of Kafka's committed offset and the one the store
+ * recorded with the last batch it committed: a commit to Kafka that was lost does not replay, and a
+ * store that is behind (a batch of only rejected messages) does not go back. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafka_ingest *k = opaque;
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* before the partitions go: let the store stage finish (and commit) the batch in hand, so the
+         * next owner starts after it instead of consuming it again */
+        pthread_mutex_lock(&k->mu);
+        while (k->in_flight > 0)
+            pthread_cond_wait(&k->cv, &k->mu);
+        pthread_mutex_unlock(&k->mu);
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    rd_kafka_committed(rk, parts, 5000); /* fills in Kafka's committed offsets (or INVALID) */
+    store_read *r;
+    ms_err e;
+    if (store_read_begin(k->opt.store, &r, &e) == MS_OK) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int64_t next;
+            bool found;
+            if (store_kafka_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) ==
+                    MS_OK &&
+                found && (parts->elems[i].offset < 0 || next > parts->elems[i].offset))
+                parts->elems[i].offset = next;
+        }
+        store_read_end(r);
+    }
+    rd_kafka_assign(rk, parts);
+}
+
+/* Every couple of seconds: can the brokers be reached (for /healthz), and how far behind are we? */
+static void check_brokers(kafka_ingest *k)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    bool reachable = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (md) rd_kafka_metadata_destroy(md);
+    atomic_store(&g_metrics.kafka_unreachable, reachable ? 0 : 1);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (!reachable || rd_kafka_assignment(k->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    rd_kafka_position(k->rk, parts);
+    uint64_t lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t lo, hi;
+        if (rd_kafka_get_watermark_offsets(k->rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            parts->elems[i].offset >= 0 && hi > parts->elems[i].offset)
+            lag += (uint64_t)(hi - parts->elems[i].offset);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    atomic_store(&g_metrics.kafka_lag, lag);
+}
+
+/* Stage 1 of three: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it
+ * (copy, scan, dead letters), and hand it on; stage 2 appends its body to the segment log while stage 3
+ * commits the batch before it through the writer and commits its offsets. Each hand-off holds one
+ * batch, so batches are stored and their offsets committed strictly in order. */
+static void *consumer_main(void *arg)
+{
+    kafka_ingest *k = arg;
+    pthread_setname_np(pthread_self(), "ms-kafka");
+    rd_kafka_message_t **msgs = ms_malloc(sizeof *msgs * (size_t)k->opt.batch_max);
+    double next_check = 0;
+    while (!atomic_load(&k->stop)) {
+        if (ms_mono_s() >= next_check) {
+            check_brokers(k);
+            next_check = ms_mono_s() + 2;
+        }
+        int n = 0;
+        double deadline = 0;
+        while (n < k->opt.batch_max && !atomic_load(&k->stop)) {
+            int wait_ms = 100;
+            if (n) {
+                double left = deadline - ms_mono_s();
+                if (left <= 0) break;
+                wait_ms = (int)(left * 1000) + 1;
+            }
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, wait_ms);
+            if (!m) {
+                if (!n) break; /* idle: back to the outer loop (broker checks, stop) */
+                continue;
+            }
+            if (m->err) { /* partition EOF and transient errors: nothing to store */
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            if (!n) deadline = ms_mono_s() + k->opt.linger_ms / 1000.0;
+            msgs[n++] = m;
+        }
+        if (!n) continue;
+        handoff_note(k, NULL, +1); /* in flight from here until stage 3 is done with it */
+        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n));
+    }
+    handoff_note(k, &k->consumer_done, 0);
+    free(msgs);
+    return NULL;
+}
+
+ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *settings[][2] = {
+        {"bootstrap.servers", opt->brokers},
+        {"group.id", opt->group},
+        {"enable.auto.commit", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"session.timeout.ms", "6000"},
+        {"heartbeat.interval.ms", "1000"},
+        /* Freshness: a fetch on an idle partition waits at most this long (librdkafka's default is
+         * 500 ms; the mock cluster always waits the full time, a real broker answers when data comes). */
+        {"fetch.wait.max.ms", "50"},
+        {"log_level", "4"},
+    };
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return kafka_fail(e, settings[i][0], err);
+        }
+    }
+    if (!kafka_conf_apply(conf, opt->config, err, sizeof err)) {
+        rd_kafka_conf_destroy(conf);
+        return kafka_fail(e, "--kafka-config", err);
+    }
+    /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
+    rd_kafka_t *dlq = kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err,
+                                         sizeof err);
+    if (!dlq) {
+        rd_kafka_conf_destroy(conf);
+        return kafka_fail(e, "dead-letter producer", err);
+    }
+    kafka_ingest *k = ms_calloc(1, sizeof *k);
+    rd_kafka_conf_set_opaque(conf, k);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    k->opt = *opt; /* the callback reads the store from here */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
+        free(k);
+        rd_kafka_destroy(dlq);
+        return kafka_fail(e, "consumer", err);
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, opt->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rc = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rc) {
+        rd_kafka_destroy(rk);
+        rd_kafka_destroy(dlq);
+        free(k);
+        return kafka_fail(e, "subscribe", rd_kafka_err2str(rc));
+    }
+    k->opt.config = NULL;                                                  /* used above, not kept */
+    k->opt.dlq_topic = ms_strndup(opt->dlq_topic, strlen(opt->dlq_topic)); /* the caller's may not live on */
+    k->rk = rk;
+    k->dlq = dlq;
+    snprintf(k->source, sizeof k->source, "kafka %s group %s", opt->topic, opt->group);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    bool store_started = pthread_create(&k->store_thread, NULL, store_main, k) == 0;
+    bool append_started = store_started && pthread_create(&k->append_thread, NULL, append_main, k) == 0;
+    if (!append_started || pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+        pthread_mutex_lock(&k->mu);
+        k->consumer_done = true;
+        if (!append_started) k->append_done = true;
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        if (append_started) pthread_join(k->append_thread, NULL);
+        if (store_started) pthread_join(k->store_thread, NULL);
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
+        rd_kafka_destroy(rk);
+        rd_kafka_destroy(dlq);
+        free((char *)k->opt.dlq_topic);
+        free(k);
+        return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
+    }
+    *out = k;
+    return MS_OK;
+}
+
+void kafka_ingest_stop(kafka_ingest *k)
+{
+    if (!k) return;
+    atomic_store(&k->stop, true);
+    pthread_join(k->thread, NULL);
+    pthread_join(k->append_thread, NULL);
+    pthread_join(k->store_thread, NULL); /* after the batches in hand */
+    rd_kafka_consumer_close(k->rk);      /* may call on_rebalance (revoke): the hand-off is still live */
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    rd_kafka_destroy(k->rk);
+    rd_kafka_flush(k->dlq, 5000);
+    rd_kafka_destroy(k->dlq);
+    free((char *)k->opt.dlq_topic);
+    free(k);
+}

@@ -1,0 +1,578 @@
+/*
+ * writer.c - the single writer thread and group commit (see writer.h).
+ */
+#include "ingest/writer.h"
+
+#include "pipeline/deidentify.h"
+#include "pipeline/merge.h"
+#include "base/metrics.h"
+#include "store/record_sources.h"
+#include "base/timefmt.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WRITER_GROUP_BYTES ((size_t)256 << 20)
+#define WRITER_RETRY_S 1 /* while the store cannot commit: retry the queued audit entries this often */
+
+struct writer {
+    store *store;
+    const schema *schema;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    ingest_job *head, *tail;
+    buf audit; /* pending audit entries (the members of each, NUL-separated), oldest first */
+    bool stopping;
+    bool failing;     /* the last commit failed: nothing can be made durable until one succeeds */
+    ms_err failure;   /* why */
+    bool degraded;    /* the last batch could not be stored (commit or append): until one is, or a probe
+                         says the store can take one of that size again */
+    ms_err degraded_why;
+    size_t degraded_bytes; /* body bytes of the batch that failed: what the probe asks room for */
+};
+
+const char *item_status_name(item_status s)
+{
+    switch (s) {
+    case ITEM_CREATED: return "created";
+    case ITEM_UPDATED: return "updated";
+    case ITEM_DUPLICATE: return "duplicate";
+    case ITEM_REJECTED: return "rejected";
+    case ITEM_DELETED: return "deleted";
+    }
+    return "?";
+}
+
+/* ---- patient state ---- */
+
+/* The state of patient `number` recomputed from its live records, leaving out record skip and adding
+ * extra (a record of this commit, not stored yet; may be NULL). prev: the state it replaces. */
+static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const char *skip, size_t skip_len,
+                         const merge_source *extra, const patient_version *prev, arena *mem, merge_result *out,
+                         ms_err *e)
+{
+    record_sources g = {.store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .ts_max = INT64_MAX, .e = e};
+    ms_code rc = store_write_live_records(sw, number, record_sources_add, &g, e);
+    if (rc == MS_OK) rc = g.rc;
+    record_sources_free(&g);
+    if (rc != MS_OK) return rc;
+    atomic_fetch_add(&g_metrics.state_recomputes, 1);
+    atomic_fetch_add(&g_metrics.state_recompute_records, g.n);
+    if (extra) record_sources_push(&g, extra);
+    merge_records(wr->schema, g.src, g.n, prev ? prev->fields : NULL, prev ? prev->nfields : 0, mem, out);
+    return MS_OK;
+}
+
+/* The public projection of a state. Values held by cur (this commit's record, in memory) are taken from
+ * it; the others are read back from the segment log. */
+static ms_code public_projection(writer *wr, const merge_result *m, const merge_source *cur, buf *out, ms_err *e)
+{
+    const char **vals = ms_calloc(m->nfields ? m->nfields : 1, sizeof *vals);
+    state_field *need = ms_malloc(sizeof *need * (m->nfields ? m->nfields : 1));
+    uint32_t *slot = ms_malloc(sizeof *slot * (m->nfields ? m->nfields : 1));
+    uint32_t nneed = 0;
+    for (uint32_t i = 0; i < m->nfields; i++) {
+        const state_field *f = &m->fields[i];
+        if (!deid_patient_field_public(wr->schema, f)) continue;
+        if (cur && f->pos >= cur->body_pos && f->pos < cur->body_pos + cur->body_len) {
+            vals[i] = cur->body + (f->pos - cur->body_pos);
+        } else {
+            need[nneed] = *f;
+            slot[nneed++] = i;
+        }
+    }
+    buf scratch = {0};
+    const char **read = ms_calloc(nneed ? nneed : 1, sizeof *read);
+    ms_code rc = nneed ? store_field_values(wr->store, need, nneed, read, &scratch, e) : MS_OK;
+    if (rc == MS_OK) {
+        for (uint32_t k = 0; k < nneed; k++)
+            vals[slot[k]] = read[k];
+        deid_patient_fields(wr->schema, m->fields, m->nfields, vals, out);
+    }
+    buf_free(&scratch);
+    free(read);
+    free(slot);
+    free(need);
+    free(vals);
+    return rc;
+}
+
+/* Write the patient's next version (if the state changed) and its public copy (if that changed). */
+static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const patient_version *prev,
+                         const merge_result *m, const merge_source *cur, const char *cause, size_t cause_len,
+                         const char *source, ms_err *e)
+{
+    if (prev && !m->changed) {
+        if (!m->moved) return MS_OK;
+        patient_version same = *prev; /* only which records hold the values moved */
+        same.fields = m->fields;
+        same.nfields = m->nfields;
+        return store_patient_restate(sw, &same, e);
+    }
+    patient_version next = {.pid = who->id,
+                            .number = who->number,
+                            .version = prev ? prev->version + 1 : 1,
+                            .valid_from = store_write_time(sw),
+                            .valid_to = -1,
+                            .cause_record = cause,
+                            .cause_record_len = (uint32_t)cause_len,
+                            .source = source,
+                            .source_len = (uint32_t)strlen(source),
+                            .fields = m->fields,
+                            .nfields = m->nfields};
+    ms_code rc = store_patient_put(sw, &next, e);
+    if (rc != MS_OK || (prev && !m->public_changed)) return rc;
+    buf prev_pub = {0}, pub = {0};
+    bool have_pub;
+    rc = store_public_patient_latest(sw, who, &prev_pub, &have_pub, e);
+    if (rc == MS_OK) rc = public_projection(wr, m, cur, &pub, e);
+    if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
+        rc = store_public_patient_put(sw, who, next.version, pub.data, pub.len, e);
+    buf_free(&prev_pub);
+    buf_free(&pub);
+    return rc;
+}
+
+/* A record left patient `who` (moved away or deleted): if it held values of the state, recompute the
+ * state from the records that remain. */
+static ms_code record_left(writer *wr, store_write *sw, const record_version *gone, const char *source, arena *mem,
+                           ms_err *e)
+{
+    patient_ref who = {gone->pid, gone->patient_number};
+    patient_version pv;
+    bool have;
+    ms_code rc = store_patient_latest(sw, &who, &pv, mem, &have, e);
+    if (rc != MS_OK || !have || !merge_contributes(pv.fields, pv.nfields, gone->body_pos, gone->body_len)) return rc;
+    merge_result m;
+    rc = recompute(wr, sw, who.number, gone->record_id, gone->record_id_len, NULL, &pv, mem, &m, e);
+    if (rc == MS_OK) rc = put_state(wr, sw, &who, &pv, &m, NULL, gone->record_id, gone->record_id_len, source, e);
+    return rc;
+}
+
+/* ---- jobs ---- */
+
+/* One record through resolution, versioning, merge and the public copies. */
+static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64_t *body_pos, const parsed_record *r,
+                            item_result *res, arena *mem, ms_err *e)
+{
+    ms_code rc;
+    record_version prev;
+    bool have_prev;
+    if ((rc = store_record_latest(sw, r->record_id, r->record_id_len, &prev, &have_prev, e))) return rc;
+    if (have_prev && !prev.deleted && memcmp(prev.content_hash, r->content_hash, 16) == 0) {
+        res->status = ITEM_DUPLICATE;
+        res->pid = prev.pid;
+        res->version = prev.version;
+        return MS_OK;
+    }
+    if (have_prev && !job->may_update) {
+        res->status = ITEM_REJECTED;
+        res->error = arena_printf(&job->batch->mem, "record %.*s exists; a new version needs records:update",
+                                  (int)r->record_id_len, r->record_id);
+        return MS_OK;
+    }
+    bool prev_live = have_prev && !prev.deleted;
+    /* resolve the patient */
+    patient_ref who;
+    bool known;
+    if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &who, &known, e))) return rc;
+    if (*body_pos == UINT64_MAX) {
+        if ((rc = store_append_body(wr->store, job->body, job->body_write_len, body_pos, e))) return rc;
+    }
+    int64_t now = store_write_time(sw);
+    merge_source cur = {.fields = r->fields,
+                        .nfields = r->nfields,
+                        .body = r->body,
+                        .body_len = r->body_len,
+                        .body_pos = *body_pos + (uint64_t)(r->body - job->body),
+                        .ts = r->ts_us,
+                        .valid_from = now};
+    patient_version pv;
+    bool have_pv = false;
+    if (known && (rc = store_patient_latest(sw, &who, &pv, mem, &have_pv, e))) return rc;
+    merge_result m;
+    if (have_pv && prev_live && prev.patient_number == who.number &&
+        merge_contributes(pv.fields, pv.nfields, prev.body_pos, prev.body_len) &&
+        !merge_supersedes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
+        /* the version it replaces held values this one does not override: recompute without it */
+        if ((rc = recompute(wr, sw, who.number, r->record_id, r->record_id_len, &cur, &pv, mem, &m, e))) return rc;
+    } else {
+        merge_apply(wr->schema, have_pv ? pv.fields : NULL, have_pv ? pv.nfields : 0, &cur, mem, &m);
+    }
+    if (m.nfields > PATIENT_MAX_FIELDS) {
+        res->status = ITEM_REJECTED;
+        res->error = "the patient would have more than 4096 distinct fields";
+        return MS_OK;
+    }
+    if (!known && (rc = store_patient_create(sw, r->identity_key, r->identity_key_len, &who, e))) return rc;
+
+    record_version rv = {0};
+    memcpy(rv.record_id, r->record_id, r->record_id_len);
+    rv.record_id_len = r->record_id_len;
+    rv.version = have_prev ? prev.version + 1 : 1;
+    rv.valid_from = now;
+    rv.valid_to = -1;
+    rv.pid = who.id;
+    rv.patient_number = who.number;
+    rv.ts_us = r->ts_us;
+    memcpy(rv.type, r->type, r->type_len);
+    rv.type_len = r->type_len;
+    rv.body_pos = cur.body_pos;
+    rv.body_len = r->body_len;
+    rv.body_hash = r->body_hash;
+    memcpy(rv.content_hash, r->content_hash, 16);
+    if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
+    if ((rc = put_state(wr, sw, &who, have_pv ? &pv : NULL, &m, &cur, r->record_id, r->record_id_len, job->source, e)))
+        return rc;
+    /* moved to another patient: its values leave the old one's state */
+    if (prev_live && prev.patient_number != who.number && (rc = record_left(wr, sw, &prev, job->source, mem, e)))
+        return rc;
+    res->status = have_prev ? ITEM_UPDATED : ITEM_CREATED;
+    res->pid = who.id;
+    res->version = rv.version;
+    return MS_OK;
+}
+
+/* DELETE /v1/records/{id}: a tombstone version; the record's values leave its patient's state. */
+static ms_code apply_delete(writer *wr, store_write *sw, ingest_job *job, arena *mem, ms_err *e)
+{
+    item_result *res = &job->results[0];
+    record_version prev;
+    bool have;
+    ms_code rc = store_record_latest(sw, job->delete_id, job->delete_id_len, &prev, &have, e);
+    if (rc != MS_OK) return rc;
+    if (!have || prev.deleted) {
+        res->status = ITEM_REJECTED;
+        res->error = "record not found";
+        return MS_OK;
+    }
+    record_version tomb = prev;
+    tomb.version = prev.version + 1;
+    tomb.valid_from = store_write_time(sw);
+    tomb.valid_to = -1;
+    tomb.body_pos = 0;
+    tomb.body_len = 0;
+    tomb.body_hash = 0;
+    memset(tomb.content_hash, 0, sizeof tomb.content_hash);
+    tomb.deleted = true;
+    if ((rc = store_record_put(sw, &tomb, time_year(prev.ts_us), NULL, 0, e))) return rc;
+    if ((rc = record_left(wr, sw, &prev, job->source, mem, e))) return rc;
+    res->status = ITEM_DELETED;
+    res->pid = prev.pid;
+    res->version = tomb.version;
+    return MS_OK;
+}
+
+static int pid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(patient_id)); }
+
+/* The job's audit entry: who, the distinct patients it touched, the outcome. */
+static ms_code audit_job(store_write *sw, const ingest_job *j, ms_err *e)
+{
+    uint32_t n_items = j->batch ? j->batch->n : 1;
+    patient_id *pids = ms_malloc(sizeof *pids * (n_items ? n_items : 1));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_items; i++)
+        if (j->results[i].status != ITEM_REJECTED) pids[n++] = j->results[i].pid;
+    qsort(pids, n, sizeof *pids, pid_cmp);
+    uint32_t d = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!d || memcmp(&pids[d - 1], &pids[i], sizeof *pids) != 0) pids[d++] = pids[i];
+    bool deletion = j->delete_id != NULL;
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = j->user,
+                      .role = j->role,
+                      .action = deletion ? "records:delete" : "records:create",
+                      .resource = j->resource,
+                      .outcome = deletion && j->results[0].status != ITEM_DELETED ? "not_found" : "ok",
+                      .client = j->client,
+                      .patients = pids,
+                      .npatients = d};
+    buf m = {0};
+    audit_event_json(&ev, &m);
+    ms_code rc = store_audit_append(sw, m.data, m.len, e);
+    buf_free(&m);
+    free(pids);
+    return rc;
+}
+
+static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, ms_err *e)
+{
+    ms_code rc = MS_OK;
+    if (j->apply) return j->apply(j->apply_ctx, sw, e);
+    if (j->delete_id) {
+        memset(&j->results[0], 0, sizeof j->results[0]);
+        rc = apply_delete(wr, sw, j, mem, e);
+    } else if (j->batch) {
+        uint64_t body_pos = j->body_pos;
+        for (uint32_t i = 0; i < j->batch->n && rc == MS_OK; i++) {
+            const parsed_record *r = &j->batch->records[i];
+            item_result *res = &j->results[i];
+            memset(res, 0, sizeof *res);
+            if (r->rejected) {
+                res->status = ITEM_REJECTED;
+                continue;
+            }
+            rc = apply_record(wr, sw, j, &body_pos, r, res, mem, e);
+        }
+    } else {
+        return MS_OK; /* a barrier: nothing but the audit entries queued before it */
+    }
+    if (rc == MS_OK) rc = audit_job(sw, j, e);
+    for (int i = 0; rc == MS_OK && i < j->noffsets; i++)
+        rc = store_kafka_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, e);
+    return rc;
+}
+
+/* One store transaction for the group's jobs and the audit entries queued before them. */
+static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms_err *e)
+{
+    double t0 = ms_mono_s();
+    store_write *sw = NULL;
+    ms_code rc = store_write_begin(wr->store, &sw, e);
+    arena mem = {0};
+    for (size_t at = 0; rc == MS_OK && at < audit->len;) { /* entries of reads since the last commit */
+        size_t n = strlen(audit->data + at);
+        rc = store_audit_append(sw, audit->data + at, n, e);
+        at += n + 1;
+    }
+    for (ingest_job *j = group; j && rc == MS_OK; j = j->next)
+        rc = run_job(wr, sw, j, &mem, e);
+    arena_free(&mem);
+    uint64_t pos = 0;
+    int64_t commit_time = sw ? store_write_time(sw) : 0;
+    if (rc == MS_OK)
+        rc = store_write_commit(sw, &pos, e);
+    else if (sw)
+        store_write_abort(sw);
+    double t1 = ms_mono_s();
+    if (rc == MS_OK) {
+        histogram_observe(&g_metrics.commit_seconds, t1 - t0);
+        atomic_fetch_add(&g_metrics.commits, 1);
+        atomic_store(&g_metrics.commit_position, pos);
+    } else {
+        atomic_fetch_add(&g_metrics.commit_failures, 1);
+    }
+    for (ingest_job *j = group; j; j = j->next) {
+        j->rc = rc;
+        j->err = *e;
+        j->commit_pos = pos;
+        j->commit_time = commit_time;
+        if (rc != MS_OK || !j->batch) continue;
+        histogram_observe(&g_metrics.freshness_seconds, t1 - j->received_at);
+        atomic_fetch_add(&g_metrics.batches, 1);
+        atomic_fetch_add(&g_metrics.ingest_bytes, j->body_len);
+        for (uint32_t i = 0; i < j->batch->n; i++) {
+            switch (j->results[i].status) {
+            case ITEM_CREATED: atomic_fetch_add(&g_metrics.records_created, 1); break;
+            case ITEM_UPDATED: atomic_fetch_add(&g_metrics.records_updated, 1); break;
+            case ITEM_DUPLICATE: atomic_fetch_add(&g_metrics.records_duplicate, 1); break;
+            case ITEM_REJECTED: atomic_fetch_add(&g_metrics.records_rejected, 1); break;
+            case ITEM_DELETED: break;
+            }
+        }
+    }
+    return rc;
+}
+
+/* Nothing queued while the store cannot commit: can it now? (store_probe: a block of the segment log
+ * and a tiny LMDB commit, which also tells that audit entries could be stored) */
+static ms_code probe(writer *wr, size_t bytes, ms_err *e)
+{
+    ms_code rc = store_probe(wr->store, bytes, e);
+    if (rc != MS_OK) atomic_fetch_add(&g_metrics.commit_failures, 1);
+    return rc;
+}
+
+/* Body bytes of the group's batches (0: none). */
+static size_t batch_bytes(const ingest_job *group)
+{
+    size_t n = 0;
+    for (const ingest_job *j = group; j; j = j->next)
+        if (j->batch) n += j->body_write_len ? j->body_write_len : 1;
+    return n;
+}
+
+static void *writer_main(void *arg)
+{
+    writer *w = arg;
+    pthread_setname_np(pthread_self(), "ms-writer");
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        bool retry = false;
+        while (!w->head && !w->audit.len && !w->stopping && !retry) {
+            if (!w->failing && !w->degraded) {
+                pthread_cond_wait(&w->wake, &w->lock);
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += WRITER_RETRY_S;
+            retry = pthread_cond_timedwait(&w->wake, &w->lock, &until) == ETIMEDOUT;
+        }
+        if (!w->head && !w->audit.len && w->stopping) break;
+        /* take a group: every job waiting, up to the byte budget, and every pending audit entry */
+        ingest_job *group = w->head, *last = group;
+        if (group) {
+            size_t bytes = group->body_len;
+            while (last->next && bytes + last->next->body_len <= WRITER_GROUP_BYTES) {
+                last = last->next;
+                bytes += last->body_len;
+            }
+            w->head = last->next;
+            if (!w->head) w->tail = NULL;
+            last->next = NULL;
+        }
+        buf audit = w->audit;
+        bool audit_taken = audit.len > 0;
+        w->audit = (buf){0};
+        pthread_mutex_unlock(&w->lock);
+        ms_err e = {0};
+        size_t probe_bytes = w->degraded_bytes;
+        ms_code rc = group || audit.len ? process_group(w, group, &audit, &e) : probe(w, probe_bytes, &e);
+        pthread_mutex_lock(&w->lock);
+        if (rc != MS_OK && audit.len) { /* not durable: back to the front of the queue, never dropped */
+            buf_put(&audit, w->audit.data, w->audit.len);
+            buf_free(&w->audit);
+            w->audit = audit;
+            audit = (buf){0};
+        }
+        buf_free(&audit);
+        w->failing = rc != MS_OK;
+        if (w->failing) w->failure = e;
+        size_t bytes = batch_bytes(group);
+        if (rc != MS_OK && (bytes || w->degraded)) {
+            w->degraded = true;
+            w->degraded_why = e;
+            if (bytes) w->degraded_bytes = bytes;
+        } else if (rc == MS_OK && (bytes || (!group && !audit_taken))) {
+            w->degraded = false; /* a batch was stored, or the probe found room for the one that failed */
+        }
+        for (ingest_job *j = group; j; j = j->next)
+            j->done = true;
+        pthread_cond_broadcast(&w->done);
+        if (w->failing && w->stopping && !w->head) break; /* what cannot be stored now is lost at exit: say so */
+    }
+    if (w->audit.len)
+        fprintf(stderr, "medstream: %zu bytes of audit entries could not be stored before stopping: %s\n", w->audit.len,
+                w->failure.msg);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
+{
+    writer *w = ms_calloc(1, sizeof *w);
+    w->store = s;
+    w->schema = sc;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    pthread_cond_init(&w->done, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        free(w);
+        return ms_fail(e, MS_EIO, "cannot start the writer thread");
+    }
+    *out = w;
+    return MS_OK;
+}
+
+void writer_stop(writer *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    buf_free(&w->audit);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->done);
+    free(w);
+}
+
+void writer_audit(writer *w, const audit_event *ev)
+{
+    buf m = {0};
+    audit_event_json(ev, &m);
+    pthread_mutex_lock(&w->lock);
+    buf_put(&w->audit, m.data, m.len + 1); /* with its NUL: entries are NUL-separated */
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    buf_free(&m);
+}
+
+void writer_note_failure(writer *w, const ms_err *e, size_t bytes)
+{
+    atomic_fetch_add(&g_metrics.commit_failures, 1);
+    pthread_mutex_lock(&w->lock);
+    w->degraded = true;
+    w->degraded_why = *e;
+    w->degraded_bytes = bytes;
+    pthread_cond_signal(&w->wake); /* start probing */
+    pthread_mutex_unlock(&w->lock);
+}
+
+bool writer_healthy(writer *w, ms_err *why)
+{
+    pthread_mutex_lock(&w->lock);
+    bool ok = !w->failing && !w->degraded;
+    if (!ok && why) *why = w->failing ? w->failure : w->degraded_why;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
+bool writer_audit_ok(writer *w, ms_err *why)
+{
+    pthread_mutex_lock(&w->lock);
+    bool ok = !w->failing && w->audit.len <= WRITER_AUDIT_BACKLOG_MAX;
+    if (!ok && why) {
+        if (w->failing)
+            *why = w->failure;
+        else
+            ms_fail(why, MS_EFULL, "%zu bytes of audit entries wait for a commit", w->audit.len);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
+void writer_submit(writer *w, ingest_job *job)
+{
+    job->done = false;
+    job->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        job->rc = ms_fail(&job->err, MS_ESTOPPED, "server is shutting down");
+        return;
+    }
+    if (w->tail)
+        w->tail->next = job;
+    else
+        w->head = job;
+    w->tail = job;
+    pthread_cond_signal(&w->wake);
+    while (!job->done)
+        pthread_cond_wait(&w->done, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e)
+{
+    ingest_job job = {.apply = fn, .apply_ctx = ctx, .received_at = ms_mono_s()};
+    writer_submit(w, &job);
+    if (job.rc != MS_OK && e) *e = job.err;
+    return job.rc;
+}
+
+ms_code writer_sync(writer *w, ms_err *e)
+{
+    ingest_job job = {.received_at = ms_mono_s()};
+    writer_submit(w, &job);
+    if (job.rc != MS_OK && e) *e = job.err;
+    return job.rc;
+}

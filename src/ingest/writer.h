@@ -1,0 +1,121 @@
+/*
+ * writer.h - stage 4: the one writer. Sources hand it scanned batches (and the few other changes that
+ * must be serialized with them: record deletions, account changes); it resolves patients, versions
+ * records and patients, builds the public copies, writes the audit entries, and commits groups of jobs
+ * durably.
+ *
+ * DESIGN: a queue and one thread (LMDB allows one write transaction at a time, and identity
+ * resolution must be serialized so that one identity gets one id). Each loop takes every job waiting
+ * (group commit: many concurrent requests share one fsync) up to WRITER_GROUP_BYTES of bodies, runs them
+ * through one store transaction and commits it. A job is answered only after its commit is durable and
+ * visible; if the commit fails, every job of the group fails with the same error and nothing of them is
+ * stored. Every source (HTTP, Kafka, the importer) submits the same ingest_job.
+ *
+ * Audit entries of reads and logins (writer_audit) ride with the next commit. They are never dropped:
+ * when a commit fails they stay queued and the writer retries them (with store_probe when it has nothing
+ * else) every second until the store can commit again. While it cannot, writer_audit_ok says so and the
+ * API refuses PHI reads (503): a PHI read whose audit entry cannot be made durable is not served.
+ * (A crash can still lose the entries of reads answered in the last group-commit window.)
+ *
+ * Patient state follows event time (merge.h). A new version of a record that held winning values of
+ * its patient's state, a record that moves to another patient, and a deleted record make the writer
+ * recompute the state from the patient's remaining records (reading their bodies); otherwise a record
+ * costs O(its fields + the state's fields).
+ */
+#ifndef MS_WRITER_H
+#define MS_WRITER_H
+
+#include "access/audit.h"
+#include "pipeline/identity.h"
+#include "pipeline/record_scan.h"
+#include "pipeline/schema.h"
+#include "store/store.h"
+
+typedef enum { ITEM_CREATED, ITEM_UPDATED, ITEM_DUPLICATE, ITEM_REJECTED, ITEM_DELETED } item_status;
+const char *item_status_name(item_status s);
+
+/* A patient's merged state holds at most this many distinct fields; a record that would add more is
+ * rejected (the versions of such a patient would grow without bound). */
+#define PATIENT_MAX_FIELDS 4096
+/* Audit entries waiting for a commit, at most (bytes): past it PHI reads are refused like while the
+ * store cannot commit. */
+#define WRITER_AUDIT_BACKLOG_MAX ((size_t)64 << 20)
+
+typedef struct {
+    item_status status;
+    patient_id pid;
+    uint32_t version;
+    const char *error; /* when the writer rejected the record (static, or in the batch's arena) */
+} item_result;
+
+/* A source position to record with the batch (Kafka: topic, partition, next offset). */
+typedef struct {
+    const char *topic;
+    int32_t partition;
+    int64_t next;
+} source_offset;
+
+/* A change run inside the writer's transaction (accounts): write through w, append its audit entry.
+ * Returns a store failure (the whole group then fails and is retried by nobody: the caller answers
+ * 503); refusals of the change itself (no such user, ...) go back through ctx, having written nothing. */
+typedef ms_code (*writer_apply_fn)(void *ctx, store_write *w, ms_err *e);
+
+typedef struct ingest_job {
+    /* in: a batch of records ... */
+    const char *body; /* the request body that the parsed records point into */
+    size_t body_len;
+    size_t body_write_len; /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
+    uint64_t body_pos;     /* where the source already appended the body (store_append_body), or
+                              UINT64_MAX to let the writer append it */
+    record_batch *batch;
+    bool may_update; /* the sender holds records:update: a changed record becomes a new version; without it
+                        that line is rejected (a record id that exists cannot be overwritten) */
+    const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
+    int noffsets;
+    /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */
+    const char *delete_id;
+    size_t delete_id_len;
+    /* ... or any other change (see writer_apply_fn); none of the three: a barrier (writer_sync) */
+    writer_apply_fn apply;
+    void *apply_ctx;
+    /* who, for patient versions ("user u via http 127.0.0.1") and the audit entry */
+    const char *source;
+    const char *user, *role, *client, *resource;
+    double received_at; /* ms_mono_s() when the request was complete */
+    /* out */
+    item_result *results; /* batch->n entries (1 for a deletion), allocated by the caller */
+    ms_code rc;
+    ms_err err;
+    uint64_t commit_pos;
+    int64_t commit_time; /* valid_from of what the job wrote */
+    /* writer-private */
+    bool done;
+    struct ingest_job *next;
+} ingest_job;
+
+typedef struct writer writer;
+
+ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e);
+/* Finish queued jobs, then stop the thread. */
+void writer_stop(writer *w);
+/* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. A batch's audit
+ * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's. */
+void writer_submit(writer *w, ingest_job *job);
+/* Run fn inside the next commit and wait for it to be durable. */
+ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);
+/* Wait until every audit entry queued before this call is durable (GET /v1/audit reads its writes). */
+ms_code writer_sync(writer *w, ms_err *e);
+/* Queue an audit entry for the next commit and return at once (reads, logins: see audit.h). */
+void writer_audit(writer *w, const audit_event *ev);
+/* A source could not store a batch of `bytes` before handing it over (its body append failed): counted
+ * as a failed commit, and the store is reported degraded until a batch is stored or a probe finds room. */
+void writer_note_failure(writer *w, const ms_err *e, size_t bytes);
+/* Can the store take batches? false (with the reason) after a failed commit or append, until a batch is
+ * stored again or the writer's probe (every second: store_probe with the failed batch's size) succeeds:
+ * /healthz says degraded meanwhile. */
+bool writer_healthy(writer *w, ms_err *why);
+/* Can audit entries be made durable now? false (with the reason in why) while the store cannot commit
+ * or too many entries wait: PHI reads must then be refused. */
+bool writer_audit_ok(writer *w, ms_err *why);
+
+#endif

@@ -1,0 +1,188 @@
+/*
+ * identity.c - name normalization with utf8proc, identity keys, patient ids (see identity.h).
+ */
+#include "pipeline/identity.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+int identity_normalize_name(const char *name, size_t len, char *out, const char **why)
+{
+    utf8proc_uint8_t *mapped = NULL;
+    utf8proc_ssize_t n =
+        utf8proc_map((const utf8proc_uint8_t *)name, (utf8proc_ssize_t)len, &mapped,
+                     UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
+    if (n < 0) {
+        *why = "is not valid Unicode";
+        return -1;
+    }
+    int o = 0, rc = 0;
+    bool pending_space = false;
+    for (utf8proc_ssize_t i = 0; i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate(mapped + i, n - i, &cp);
+        if (k <= 0) {
+            *why = "is not valid Unicode";
+            rc = -1;
+            break;
+        }
+        utf8proc_category_t cat = utf8proc_category(cp);
+        /* every kind of space or line break (ASCII, NEL, U+2028/2029, ...) is one separator */
+        if (cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x85 ||
+            cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP) {
+            pending_space = o > 0;
+            i += k;
+            continue;
+        }
+        if (cat == UTF8PROC_CATEGORY_CC) {
+            *why = "contains a control character";
+            rc = -1;
+            break;
+        }
+        if (o + (pending_space ? 1 : 0) + (int)k > IDENTITY_NAME_MAX) {
+            *why = "is too long";
+            rc = -1;
+            break;
+        }
+        if (pending_space) out[o++] = ' ';
+        pending_space = false;
+        memcpy(out + o, mapped + i, (size_t)k);
+        o += (int)k;
+        i += k;
+    }
+    free(mapped);
+    if (rc < 0) return -1;
+    if (o == 0) {
+        *why = "is empty";
+        return -1;
+    }
+    return o;
+}
+
+size_t identity_key(const char *norm_name, size_t name_len, int y, int m, int d, char *out)
+{
+    char date[11];
+    snprintf(date, sizeof date, "%04d-%02d-%02d", y, m, d);
+    memcpy(out, norm_name, name_len);
+    out[name_len] = 0;
+    memcpy(out + name_len + 1, date, 10); /* no terminating NUL: the key is exactly this long */
+    return name_len + 1 + 10;
+}
+
+/* The 122 bits of a v4 UUID that are not version (byte 6, high nibble) or variant (byte 8, top two). */
+static bool free_bit(int pos) { return !((pos >= 48 && pos < 52) || pos == 64 || pos == 65); }
+
+/* Spread two 61-bit halves over the free bits (hi first), most significant bit first. */
+static void pack(uint64_t hi, uint64_t lo, patient_id *id)
+{
+    memset(id->b, 0, 16);
+    int k = 0;
+    for (int pos = 0; pos < 128; pos++) {
+        if (!free_bit(pos)) continue;
+        uint64_t bit = k < 61 ? (hi >> (60 - k)) & 1 : (lo >> (121 - k)) & 1;
+        if (bit) id->b[pos / 8] |= (unsigned char)(0x80 >> (pos % 8));
+        k++;
+    }
+    id->b[6] = (unsigned char)((id->b[6] & 0x0F) | 0x40);
+    id->b[8] = (unsigned char)((id->b[8] & 0x3F) | 0x80);
+}
+
+static bool unpack(const patient_id *id, uint64_t *hi, uint64_t *lo)
+{
+    if ((id->b[6] & 0xF0) != 0x40 || (id->b[8] & 0xC0) != 0x80) return false;
+    *hi = *lo = 0;
+    int k = 0;
+    for (int pos = 0; pos < 128; pos++) {
+        if (!free_bit(pos)) continue;
+        uint64_t bit = (id->b[pos / 8] >> (7 - pos % 8)) & 1;
+        if (k < 61)
+            *hi = (*hi << 1) | bit;
+        else
+            *lo = (*lo << 1) | bit;
+        k++;
+    }
+    return true;
+}
+
+#define HALF_MASK ((UINT64_C(1) << 61) - 1)
+
+static uint64_t round_fn(const unsigned char key[PATIENT_ID_KEY], int round, uint64_t x)
+{
+    unsigned char msg[9], mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    msg[0] = (unsigned char)round;
+    for (int i = 0; i < 8; i++)
+        msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
+    HMAC(EVP_sha256(), key, PATIENT_ID_KEY, msg, sizeof msg, mac, &mac_len);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | mac[i];
+    return v & HALF_MASK;
+}
+
+void patient_id_from_number(const unsigned char key[PATIENT_ID_KEY], uint64_t n, patient_id *id)
+{
+    uint64_t l = n >> 61, r = n & HALF_MASK;
+    for (int i = 0; i < 4; i++) {
+        uint64_t t = l ^ round_fn(key, i, r);
+        l = r;
+        r = t;
+    }
+    pack(l, r, id);
+}
+
+bool patient_id_to_number(const unsigned char key[PATIENT_ID_KEY], const patient_id *id, uint64_t *n)
+{
+    uint64_t l, r;
+    if (!unpack(id, &l, &r)) return false;
+    for (int i = 3; i >= 0; i--) {
+        uint64_t t = r ^ round_fn(key, i, l);
+        r = l;
+        l = t;
+    }
+    if (l > 7) return false; /* numbers are 64-bit: the top 58 of the 122 bits must be zero */
+    *n = (l << 61) | r;
+    return true;
+}
+
+void patient_id_format(const patient_id *id, char out[PATIENT_ID_TEXT])
+{
+    static const char hex[] = "0123456789abcdef";
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = hex[id->b[i] >> 4];
+        out[o++] = hex[id->b[i] & 15];
+    }
+    out[o] = 0;
+}
+
+static int hexdigit(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+bool patient_id_parse(const char *s, size_t n, patient_id *id)
+{
+    if (n != 36) return false;
+    int b = 0;
+    for (size_t i = 0; i < n;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return false;
+            i++;
+            continue;
+        }
+        int hi = hexdigit(s[i]), lo = hexdigit(s[i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        id->b[b++] = (unsigned char)(hi * 16 + lo);
+        i += 2;
+    }
+    return b == 16;
+}

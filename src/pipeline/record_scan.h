@@ -1,0 +1,87 @@
+/*
+ * record_scan.h - stage 1 of the pipeline: turn a request body (NDJSON, a JSON array, or one object)
+ * into parsed records, each either valid (roles extracted, fields listed, hashes computed, public copy
+ * built) or rejected with a message that names what is wrong and where.
+ *
+ * Contract: pure (no I/O); runs on the receiving thread, in parallel across requests, so the single
+ * writer only does what must be serialized. Parsed records point into the caller's body buffer (which
+ * must outlive the batch) and into the batch's arena. A bad record never stops the others. Error texts
+ * name fields, lines and byte offsets, never field values (values may be PHI).
+ */
+#ifndef MS_RECORD_SCAN_H
+#define MS_RECORD_SCAN_H
+
+#include "base/json_scan.h"
+#include "pipeline/schema.h"
+#include "base/util.h"
+
+#define RECORD_MAX_FIELDS 1024
+#define RECORD_ID_MAX 256
+#define RECORD_KEY_MAX 1024 /* bytes of a field name */
+
+typedef struct {
+    const char *key; /* decoded key (points into the body when it had no escapes) */
+    uint32_t key_len;
+    const char *val; /* raw JSON value text, inside the body */
+    uint32_t val_len;
+    uint64_t hash; /* XXH3-64 of the raw value text: equal hash and length = same value */
+    json_type type;
+} record_field;
+
+typedef struct {
+    uint32_t line; /* 1-based line (NDJSON) or item (array) */
+    bool rejected;
+    const char *error; /* when rejected */
+    const char *body;  /* the record's JSON object text, trimmed, inside the body buffer */
+    uint32_t body_len;
+    uint64_t body_hash;    /* XXH3-64 of body: checked when the stored bytes are read back */
+    const char *record_id; /* decoded, no control characters */
+    uint32_t record_id_len;
+    bool record_id_derived;   /* absent in input: keyed hash of the content */
+    const char *identity_key; /* normalized name NUL YYYY-MM-DD */
+    uint32_t identity_key_len;
+    const char *type;
+    uint32_t type_len;
+    int64_t ts_us;                  /* event time */
+    unsigned char content_hash[16]; /* XXH3-128 of the canonical content (fields sorted by key) */
+    record_field *fields;           /* every top-level field, sorted by key */
+    uint32_t nfields;
+    const char *public_fields; /* de-identified {"field":value,...} of this record */
+    uint32_t public_fields_len;
+} parsed_record;
+
+typedef struct {
+    const schema *schema;
+    size_t max_record;           /* bytes; a larger record is a rejected line */
+    int64_t now_us;              /* ingest time: default event time, and the "future" limit for dob */
+    const unsigned char *id_key; /* 32-byte secret of this store for derived record ids */
+} scan_config;
+
+typedef struct {
+    arena mem;
+    parsed_record *records;
+    uint32_t n, cap;
+    uint32_t rejected;
+} record_batch;
+
+/* Scan a whole request body (a leading UTF-8 byte-order mark is skipped). Returns MS_EINVAL only for a
+ * body with no records at all (empty or only whitespace); everything else becomes per-line results. */
+ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, record_batch *out, ms_err *e);
+
+/* The top-level fields of one JSON object text, sorted by key, keys decoded into mem, values hashed:
+ * NULL, or what is wrong (a static per-thread text naming positions and field names, never values).
+ * Also re-reads stored bodies (a patient's state recomputed from its records). */
+const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *n);
+
+/* Scan one record's text (used by the body scanner, the importer and the fuzzer). */
+void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
+                     parsed_record *out);
+
+void record_batch_free(record_batch *b);
+
+/* The field with this key, or NULL (fields are sorted: binary search). */
+const record_field *record_field_get(const parsed_record *r, const char *key, size_t key_len);
+
+int record_key_cmp(const char *a, size_t an, const char *b, size_t bn);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * query.c - JSON answers for the read API (see query.h).
+ */
+#include "read/query.h"
+
+#include "base/json_scan.h"
+#include "base/json_write.h"
+#include "pipeline/merge.h"
+#include "store/record_sources.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void cursor_encode(const void *key, size_t len, buf *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *k = key;
+    buf_putc(out, '"');
+    for (size_t i = 0; i < len; i++) {
+        buf_putc(out, hex[k[i] >> 4]);
+        buf_putc(out, hex[k[i] & 15]);
+    }
+    buf_putc(out, '"');
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+bool cursor_decode(const char *text, unsigned char *out, size_t cap, size_t *len)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n % 2 || n / 2 > cap) return false;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hexval(text[i]), lo = hexval(text[i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i / 2] = (unsigned char)(hi * 16 + lo);
+    }
+    *len = n / 2;
+    return true;
+}
+
+static void put_pid(buf *out, const patient_id *pid)
+{
+    char t[PATIENT_ID_TEXT];
+    patient_id_format(pid, t);
+    jw_cstr(out, t);
+}
+
+static void put_time_or_null(buf *out, int64_t us)
+{
+    if (us < 0)
+        buf_puts(out, "null");
+    else
+        jw_time(out, us);
+}
+
+ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_err *e)
+{
+    const char **vals = ms_malloc(sizeof *vals * (pv->nfields ? pv->nfields : 1));
+    buf scratch = {0};
+    ms_code rc = store_field_values(s, pv->fields, pv->nfields, vals, &scratch, e);
+    if (rc == MS_OK) {
+        buf_putc(out, '{');
+        for (uint32_t i = 0; i < pv->nfields; i++) {
+            if (i) buf_putc(out, ',');
+            jw_string(out, pv->fields[i].key, pv->fields[i].key_len);
+            buf_putc(out, ':');
+            buf_put(out, vals[i], pv->fields[i].len);
+        }
+        buf_putc(out, '}');
+    }
+    buf_free(&scratch);
+    free(vals);
+    return rc;
+}
+
+/* event_at: INT64_MAX, or the event-time instant the fields were merged up to (then "event_at" says so) */
+static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, int64_t event_at, buf *out,
+                                   ms_err *e)
+{
+    buf_puts(out, "{\"patient_id\":");
+    put_pid(out, &pv->pid);
+    buf_printf(out, ",\"version\":%u,\"valid_from\":", pv->version);
+    jw_time(out, pv->valid_from);
+    buf_puts(out, ",\"valid_to\":");
+    put_time_or_null(out, pv->valid_to);
+    if (event_at != INT64_MAX) {
+        buf_puts(out, ",\"event_at\":");
+        jw_time(out, event_at);
+    }
+    buf_puts(out, ",\"changed_by\":{\"record_id\":");
+    jw_string(out, pv->cause_record, pv->cause_record_len);
+    buf_puts(out, ",\"source\":");
+    jw_string(out, pv->source, pv->source_len);
+    buf_puts(out, "},\"fields\":");
+    ms_code rc = query_patient_fields(q->store, pv, out, e);
+    if (rc) return rc;
+    buf_putc(out, '}');
+    return MS_OK;
+}
+
+ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
+                      buf *out, ms_err *e)
+{
+    arena mem = {0};
+    patient_version pv;
+    bool found;
+    ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
+    if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK && event_at != INT64_MAX) {
+        /* the state merged from the records known at as_of whose event time is <= event_at */
+        record_sources g = {.store = q->store, .mem = &mem, .ts_max = event_at, .e = e};
+        rc = store_live_records(r, pid, as_of, record_sources_add, &g, e);
+        if (rc == MS_OK) rc = g.rc;
+        record_sources_free(&g);
+        if (rc == MS_OK) {
+            merge_result m;
+            merge_records(q->schema, g.src, g.n, NULL, 0, &mem, &m);
+            pv.fields = m.fields;
+            pv.nfields = m.nfields;
+        }
+    }
+    if (rc == MS_OK) rc = put_patient_version(q, &pv, event_at, out, e);
+    arena_free(&mem);
+    return rc;
+}
+
+ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e)
+{
+    arena mem = {0};
+    patient_version *list;
+    uint32_t n = 0;
+    ms_code rc = store_patient_history(r, pid, &list, &n, &mem, e);
+    if (rc == MS_OK && n == 0) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK) {
+        buf_puts(out, "{\"patient_id\":");
+        put_pid(out, pid);
+        buf_puts(out, ",\"versions\":[");
+        for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
+            if (i) buf_putc(out, ',');
+            rc = put_patient_version(q, &list[i], INT64_MAX, out, e);
+        }
+        buf_puts(out, "]}");
+    }
+    arena_free(&mem);
+    return rc;
+}
+
+static ms_code put_record(const query_ctx *q, const record_version *rv, buf *out, ms_err *e)
+{
+    buf_puts(out, "{\"record_id\":");
+    jw_string(out, rv->record_id, rv->record_id_len);
+    buf_puts(out, ",\"patient_id\":");
+    put_pid(out, &rv->pid);
+    buf_puts(out, ",\"type\":");
+    jw_string(out, rv->type, rv->type_len);
+    buf_puts(out, ",\"ts\":");
+    jw_time(out, rv->ts_us);
+    buf_printf(out, ",\"version\":%u,\"valid_from\":", rv->version);
+    jw_time(out, rv->valid_from);
+    buf_puts(out, ",\"valid_to\":");
+    put_time_or_null(out, rv->valid_to);
+    buf_puts(out, ",\"fields\":");
+    ms_code rc = store_record_body(q->store, rv, out, e);
+    if (rc) return rc;
+    buf_putc(out, '}');
+    return MS_OK;
+}
+
+ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,
+                     patient_id *touched, ms_err *e)
+{
+    record_version rv;
+    bool found;
+    ms_code rc = store_record_at(r, rid, rid_len, as_of, &rv, &found, e);
+    if (rc) return rc;
+    if (!found) return ms_fail(e, MS_ENOTFOUND, "record not found");
+    if (touched) *touched = rv.pid;
+    if (rv.deleted) return ms_fail(e, MS_ENOTFOUND, "record deleted");
+    return put_record(q, &rv, out, e);
+}
+
+/* ---- a patient's records ---- */
+
+typedef struct {
+    const query_ctx *q;
+    store_read *r;
+    const list_params *p;
+    const patient_id *pid;
+    buf *out;
+    uint32_t count;
+    bool more;
+    buf last_key;
+    ms_code rc;
+    ms_err *e;
+    bool public_view;
+} list_state;
+
+static bool type_matches(const list_params *p, const char *type) { return !p->type || strcmp(p->type, type) == 0; }
+
+/* Does the public fields object match every FIELD=VALUE filter? */
+static bool filters_match(const list_params *p, const char *fields, size_t len)
+{
+    if (!p->nfilters) return true;
+    json_member m[SCHEMA_MAX_PUBLIC];
+    json_error je;
+    int n = json_scan_object(fields, len, m, SCHEMA_MAX_PUBLIC, &je);
+    if (n < 0) return false;
+    for (int f = 0; f < p->nfilters; f++) {
+        size_t kl = strlen(p->filter_keys[f]);
+        bool ok = false;
+        for (int i = 0; i < n && !ok; i++) {
+            if (m[i].key_len != kl || memcmp(m[i].key, p->filter_keys[f], kl) != 0) continue;
+            const char *want = p->filter_values[f];
+            size_t wl = strlen(want);
+            if (m[i].type == JSON_STRING) {
+                char *dec = ms_malloc(m[i].val_len);
+                size_t dl = json_string_decode(m[i].val + 1, m[i].val_len - 2, dec);
+                ok = dl == wl && memcmp(dec, want, wl) == 0;
+                free(dec);
+            } else {
+                ok = m[i].val_len == wl && memcmp(m[i].val, want, wl) == 0;
+            }
+        }
+        if (!ok) return false;
+    }
+    return true;
+}
+
+/* False when the page is full: one more item exists, so the cursor continues after the last one. */
+static bool room_for_one(list_state *st)
+{
+    if (st->count < st->p->limit) return true;
+    st->more = true;
+    return false;
+}
+
+/* The item just written came from index entry key: count it, and remember it for the cursor. */
+static void remember(list_state *st, const void *key, size_t key_len)
+{
+    st->last_key.len = 0;
+    buf_put(&st->last_key, key, key_len);
+    st->count++;
+}
+
+/* One public record item of a list. */
+static bool emit_public(list_state *st, const char *rid, size_t rid_len, const public_record *pr, const void *key,
+                        size_t key_len)
+{
+    if (!room_for_one(st)) return false;
+    if (st->count) buf_putc(st->out, ',');
+    buf_puts(st->out, "{\"patient_id\":");
+    put_pid(st->out, &pr->pid);
+    buf_puts(st->out, ",\"record_id\":");
+    jw_string(st->out, rid, rid_len);
+    buf_puts(st->out, ",\"fields\":");
+    buf_put(st->out, pr->fields, pr->fields_len);
+    buf_putc(st->out, '}');
+    remember(st, key, key_len);
+    return true;
+}
+
+static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key, size_t key_len)
+{
+    list_state *st = ctx;
+    record_version rv;
+    bool found;
+    st->rc = store_record_at(st->r, rid, rid_len, st->p->as_of, &rv, &found, st->e);
+    if (st->rc) return false;
+    /* the index keeps every (ts, record) ever written: emit only the version current at as_of */
+    if (!found || rv.deleted || memcmp(rv.pid.b, st->pid->b, 16) != 0 || rv.ts_us != ts ||
+        !type_matches(st->p, rv.type))
+        return true;
+    if (st->public_view) {
+        public_record pr;
+        st->rc = store_public_record_at(st->r, rid, rid_len, st->p->as_of, &pr, &found, st->e);
+        if (st->rc) return false;
+        if (!found || pr.deleted || pr.year < st->p->year_from || pr.year > st->p->year_to ||
+            !filters_match(st->p, pr.fields, pr.fields_len))
+            return true;
+        return emit_public(st, rid, rid_len, &pr, key, key_len);
+    }
+    if (!room_for_one(st)) return false;
+    if (st->count) buf_putc(st->out, ',');
+    st->rc = put_record(st->q, &rv, st->out, st->e);
+    if (st->rc) return false;
+    remember(st, key, key_len);
+    return true;
+}
+
+static void finish_list(list_state *st)
+{
+    buf_puts(st->out, "],\"next_cursor\":");
+    if (st->more)
+        cursor_encode(st->last_key.data, st->last_key.len, st->out);
+    else
+        buf_puts(st->out, "null");
+    buf_putc(st->out, '}');
+}
+
+ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_id *pid, const list_params *p, buf *out,
+                              ms_err *e)
+{
+    arena mem = {0};
+    patient_version pv;
+    bool found;
+    ms_code rc = store_patient_at(r, pid, p->as_of, &pv, &mem, &found, e);
+    arena_free(&mem);
+    if (rc) return rc;
+    if (!found) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+    list_state st = {.q = q, .r = r, .p = p, .pid = pid, .out = out, .e = e};
+    buf_puts(out, "{\"patient_id\":");
+    put_pid(out, pid);
+    buf_puts(out, ",\"records\":[");
+    rc = store_patient_records(r, pid, p->since, p->until, p->cursor, p->cursor_len, on_patient_record, &st, e);
+    if (rc == MS_OK) rc = st.rc;
+    if (rc == MS_OK) finish_list(&st);
+    buf_free(&st.last_key);
+    return rc;
+}
+
+ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out,
+                             ms_err *e)
+{
+    (void)q;
+    buf fields = {0};
+    bool found;
+    ms_code rc = store_public_patient_at(r, pid, as_of, &fields, &found, e);
+    if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK) {
+        buf_puts(out, "{\"patient_id\":");
+        put_pid(out, pid);
+        buf_puts(out, ",\"fields\":");
+        buf_put(out, fields.data, fields.len);
+        buf_putc(out, '}');
+    }
+    buf_free(&fields);
+    return rc;
+}
+
+static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len, const void *key, size_t key_len)
+{
+    list_state *st = ctx;
+    public_record pr;
+    bool found;
+    st->rc = store_public_record_at(st->r, rid, rid_len, st->p->as_of, &pr, &found, st->e);
+    if (st->rc) return false;
+    if (!found || pr.deleted || pr.year != year || !type_matches(st->p, pr.type) ||
+        !filters_match(st->p, pr.fields, pr.fields_len))
+        return true;
+    return emit_public(st, rid, rid_len, &pr, key, key_len);
+}
+
+ms_code query_public_records(const query_ctx *q, store_read *r, const list_params *p, buf *out, ms_err *e)
+{
+    list_state st = {.q = q, .r = r, .p = p, .pid = p->pid, .out = out, .e = e, .public_view = true};
+    ms_code rc;
+    buf_puts(out, "{\"records\":[");
+    if (p->pid) {
+        rc =
+            store_patient_records(r, p->pid, INT64_MIN, INT64_MAX, p->cursor, p->cursor_len, on_patient_record, &st, e);
+    } else {
+        rc = store_public_index(r, p->type ? p->type : "*", p->year_from, p->year_to, p->cursor, p->cursor_len,
+                                on_public_entry, &st, e);
+    }
+    if (rc == MS_OK) rc = st.rc;
+    if (rc == MS_OK) finish_list(&st);
+    buf_free(&st.last_key);
+    return rc;
+}

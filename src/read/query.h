@@ -1,0 +1,55 @@
+/*
+ * query.h - the read side: answers to the PHI and public queries as JSON, from one read transaction.
+ *
+ * Contract: every function reads through a store_read (a consistent LMDB snapshot: never blocks the
+ * writer) at an explicit instant `as_of` (INT64_MAX for "now"), appends JSON to out, and returns
+ * MS_ENOTFOUND when the subject did not exist at that instant. Public queries read only the public
+ * store (plus the PHI record index to check which version is current, never emitting PHI).
+ */
+#ifndef MS_QUERY_H
+#define MS_QUERY_H
+
+#include "pipeline/schema.h"
+#include "store/store.h"
+
+typedef struct {
+    store *store;
+    const schema *schema;
+} query_ctx;
+
+/* A patient version's fields as one JSON object (the "fields" of GET /v1/patients/{id}). */
+ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_err *e);
+/* The patient version at as_of; with event_at (INT64_MAX: none) its fields are the merge, in event-time
+ * order, of the records known at as_of whose event time is <= event_at (bitemporal: both axes). */
+ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
+                      buf *out, ms_err *e);
+ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e);
+/* *touched (if not NULL) receives the record's patient, for the audit trail. */
+ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,
+                     patient_id *touched, ms_err *e);
+
+typedef struct {
+    int64_t as_of;
+    int64_t since, until;        /* event time range [since, until) (PHI) */
+    int year_from, year_to;      /* public: published years, inclusive */
+    const char *type;            /* NULL: any */
+    const patient_id *pid;       /* public: NULL for any patient */
+    const unsigned char *cursor; /* decoded cursor (an index key) or NULL */
+    size_t cursor_len;
+    uint32_t limit;
+    const char *const *filter_keys; /* public: FIELD=VALUE filters */
+    const char *const *filter_values;
+    int nfilters;
+} list_params;
+
+ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_id *pid, const list_params *p, buf *out,
+                              ms_err *e);
+ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out,
+                             ms_err *e);
+ms_code query_public_records(const query_ctx *q, store_read *r, const list_params *p, buf *out, ms_err *e);
+
+/* Cursors are index keys rendered as hex. */
+void cursor_encode(const void *key, size_t len, buf *out);
+bool cursor_decode(const char *text, unsigned char *out, size_t cap, size_t *len);
+
+#endif

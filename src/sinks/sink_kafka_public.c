@@ -1,0 +1,145 @@
+/*
+ * sink_kafka_public.c - commit log -> Kafka, public copies only (see sink_kafka_public.h).
+ */
+#include "sinks/sink_kafka_public.h"
+
+#include "base/kafka_client.h"
+#include "base/json_write.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SINK_NAME "kafka-public"
+
+struct sink_kafka_public {
+    store *store;
+    rd_kafka_t *rk;
+    char *topic;
+    pthread_t thread;
+    atomic_bool stop;
+};
+
+typedef struct {
+    sink_kafka_public *k;
+    store_read *r;
+    int64_t commit_time;
+    int produced;
+    bool failed;
+} ship_state;
+
+static bool ship_item(void *ctx, const log_item *it)
+{
+    ship_state *st = ctx;
+    if (it->kind != 'r') return true;
+    public_record pr;
+    bool found;
+    ms_err e;
+    if (store_public_record_at(st->r, it->id, it->id_len, st->commit_time, &pr, &found, &e) != MS_OK) {
+        st->failed = true;
+        return false;
+    }
+    if (!found) return true;
+    char pid[PATIENT_ID_TEXT];
+    patient_id_format(&pr.pid, pid);
+    buf v = {0};
+    buf_printf(&v, "{\"patient_id\":\"%s\",\"record_id\":", pid);
+    jw_string(&v, it->id, it->id_len);
+    if (pr.deleted) { /* a tombstone: the record is gone from the public copy */
+        buf_printf(&v, ",\"version\":%u,\"deleted\":true}", it->version);
+    } else {
+        buf_printf(&v, ",\"version\":%u,\"fields\":", it->version);
+        buf_put(&v, pr.fields, pr.fields_len);
+        buf_putc(&v, '}');
+    }
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_KEY(pid, strlen(pid)), RD_KAFKA_V_VALUE(v.data, v.len),
+                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+           !atomic_load(&st->k->stop))
+        rd_kafka_poll(st->k->rk, 100);
+    buf_free(&v);
+    if (err) {
+        st->failed = true;
+        return false;
+    }
+    st->produced++;
+    return true;
+}
+
+static void *sink_main(void *arg)
+{
+    sink_kafka_public *k = arg;
+    pthread_setname_np(pthread_self(), "ms-sink-kafka");
+    uint64_t pos = 0;
+    ms_err e;
+    store_read *r;
+    if (store_read_begin(k->store, &r, &e) == MS_OK) {
+        store_sink_position(r, SINK_NAME, &pos, &e);
+        store_read_end(r);
+    }
+    while (!atomic_load(&k->stop)) {
+        if (store_read_begin(k->store, &r, &e) != MS_OK) {
+            usleep(100000);
+            continue;
+        }
+        ship_state st = {.k = k, .r = r};
+        bool found = false;
+        ms_code rc = store_log_entry(r, pos + 1, &st.commit_time, ship_item, &st, &found, &e);
+        store_read_end(r);
+        if (rc != MS_OK || st.failed) {
+            fprintf(stderr, "medstream: public stream: commit %llu not shipped; retrying\n",
+                    (unsigned long long)pos + 1);
+            usleep(200000);
+            continue;
+        }
+        if (!found) { /* caught up */
+            rd_kafka_poll(k->rk, 0);
+            usleep(10000);
+            continue;
+        }
+        /* delivered before the position moves on: a crash here re-sends, never skips */
+        while (rd_kafka_flush(k->rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+            fprintf(stderr, "medstream: public stream: waiting for the brokers\n");
+        if (rd_kafka_outq_len(k->rk) > 0) break; /* stopping before delivery: keep the position */
+        pos++;
+        if (store_sink_position_set(k->store, SINK_NAME, pos, &e) != MS_OK)
+            fprintf(stderr, "medstream: public stream: %s\n", e.msg);
+    }
+    return NULL;
+}
+
+ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *brokers, const char *topic,
+                                const char *const *config, ms_err *e)
+{
+    char err[512];
+    rd_kafka_t *rk = kafka_producer_new(&(kafka_producer_options){.brokers = brokers, .config = config}, err, sizeof err);
+    if (!rk) return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
+    sink_kafka_public *k = ms_calloc(1, sizeof *k);
+    k->store = s;
+    k->rk = rk;
+    k->topic = ms_strndup(topic, strlen(topic));
+    if (pthread_create(&k->thread, NULL, sink_main, k) != 0) {
+        rd_kafka_destroy(rk);
+        free(k->topic);
+        free(k);
+        return ms_fail(e, MS_EIO, "kafka public topic: cannot start the thread");
+    }
+    *out = k;
+    return MS_OK;
+}
+
+void sink_kafka_public_stop(sink_kafka_public *k)
+{
+    if (!k) return;
+    atomic_store(&k->stop, true);
+    pthread_join(k->thread, NULL);
+    rd_kafka_flush(k->rk, 5000);
+    rd_kafka_destroy(k->rk);
+    free(k->topic);
+    free(k);
+}
