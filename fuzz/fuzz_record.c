@@ -1,5 +1,5 @@
 /*
- * fuzz_record.c - libFuzzer target for stage 1: record_scan_body over arbitrary request bodies with the
+ * fuzz_record.c - libFuzzer target for the pure stages: record_prepare_body over arbitrary request bodies with the
  * default schema (max_record 4096, a fixed ingest time and a fixed id key).
  *
  * Beyond "no crash, no sanitizer report", it checks the scanner's contract on every input:
@@ -15,6 +15,7 @@
  * Build and run: make fuzz FUZZ_SECONDS=20 (seeds in fuzz/corpus/).
  */
 #include "base/json_scan.h"
+#include "pipeline/prepare.h"
 #include "pipeline/record_scan.h"
 #include "pipeline/schema.h"
 #include "base/timefmt.h"
@@ -120,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     record_batch b = {0};
     ms_err e = {0};
     const char *body = (const char *)data;
-    ms_code rc = record_scan_body(&cfg, body, size, &b, &e);
+    ms_code rc = record_prepare_body(&cfg, body, size, &b, &e);
     if (rc != MS_OK) {
         CHECK(rc == MS_EINVAL);
         CHECK(b.n == 0);

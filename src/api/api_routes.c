@@ -7,6 +7,9 @@
  */
 #include "api/api_routes.h"
 
+#include "ingest/ingest.h"
+#include "pipeline/prepare.h"
+
 #include "access/audit.h"
 #include "base/json_write.h"
 #include "base/metrics.h"
@@ -400,50 +403,35 @@ static void h_ingest(api *a, http_request *req, http_response *res)
 {
     static const char *const allowed[] = {NULL};
     if (!only_args(req, res, allowed)) return;
+    ingest_ctx in = {a->store, a->writer, a->schema, a->max_record};
     record_batch batch = {0};
-    scan_config cfg = {a->schema, a->max_record, ms_now_us(), store_id_key(a->store)};
+    scan_config cfg = ingest_scan_config(&in);
     ms_err e;
-    if (record_scan_body(&cfg, req->body ? req->body : "", req->body_len, &batch, &e) != MS_OK) {
+    if (record_prepare_body(&cfg, req->body ? req->body : "", req->body_len, &batch, &e) != MS_OK) {
         http_error(res, 400, "%s", e.msg);
         record_batch_free(&batch);
         return;
     }
-    ingest_job job = {0};
     char source[192];
     snprintf(source, sizeof source, "user %s via http %s", req->user, req->client);
-    job.body = req->body;
-    job.body_len = req->body_len;
-    job.body_write_len = (req->body_len + 4095) & ~(size_t)4095; /* http_server zero-pads to 4 KiB */
-    job.batch = &batch;
-    job.may_update = access_allows(req->role, "records:update");
-    job.source = source;
-    job.user = req->user;
-    job.role = req->role;
-    job.client = req->client;
-    job.resource = req->path;
-    job.received_at = req->received_at;
-    job.results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result));
-    job.body_pos = UINT64_MAX;
-    if (batch.rejected == batch.n) {
-        for (uint32_t i = 0; i < batch.n; i++)
-            job.results[i].status = ITEM_REJECTED;
-        atomic_fetch_add(&g_metrics.records_rejected, batch.n);
-    } else {
-        /* this thread writes the body; the writer only has to sync it */
-        if (store_append_body(a->store, job.body, job.body_write_len, &job.body_pos, &e) != MS_OK) {
-            writer_note_failure(a->writer, &e, job.body_write_len);
-            http_error(res, status_for(e.code), "nothing of this batch was stored: %s", e.msg);
-            free(job.results);
-            record_batch_free(&batch);
-            return;
-        }
-        writer_submit(a->writer, &job);
-        if (job.rc != MS_OK) {
-            http_error(res, status_for(job.rc), "nothing of this batch was stored: %s", job.err.msg);
-            free(job.results);
-            record_batch_free(&batch);
-            return;
-        }
+    ingest_job job = {.body = req->body,
+                      .body_len = req->body_len,
+                      .body_write_len = ingest_padded_len(req->body_len), /* http_server zero-pads to 4 KiB */
+                      .body_pos = UINT64_MAX,
+                      .batch = &batch,
+                      .may_update = access_allows(req->role, "records:update"),
+                      .source = source,
+                      .user = req->user,
+                      .role = req->role,
+                      .client = req->client,
+                      .resource = req->path,
+                      .received_at = req->received_at,
+                      .results = ms_calloc(batch.n ? batch.n : 1, sizeof(item_result))};
+    if (ingest_store(&in, &job, &e) != MS_OK) {
+        http_error(res, status_for(e.code), "nothing of this batch was stored: %s", e.msg);
+        free(job.results);
+        record_batch_free(&batch);
+        return;
     }
     buf *o = &res->body;
     o->len = 0;

@@ -3,6 +3,9 @@
  */
 #include "ingest/ingest_kafka.h"
 
+#include "ingest/ingest.h"
+#include "pipeline/prepare.h"
+
 #include "base/kafka_client.h"
 
 #include "base/metrics.h"
@@ -25,7 +28,8 @@ typedef struct {
     record_batch batch;
     source_offset *offsets; /* the next offset of every partition in the batch */
     int noffsets;
-    uint64_t body_pos; /* where stage 2 appended the body (UINT64_MAX: not appended) */
+    item_result *results;
+    ingest_job job; /* through the one ingest path: stage 2 appends it, stage 3 stores it */
 } kafka_batch;
 
 struct kafka_ingest {
@@ -35,6 +39,7 @@ struct kafka_ingest {
     pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
     char source[160];
+    ingest_ctx ingest;
     /* the hand-offs between the three stages: one batch in each, so batches keep their order */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -56,6 +61,7 @@ static void kafka_batch_free(kafka_batch *b)
     free(b->body);
     record_batch_free(&b->batch);
     free(b->offsets);
+    free(b->results);
     free(b);
 }
 
@@ -64,14 +70,13 @@ static void kafka_batch_free(kafka_batch *b)
 static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
 {
     kafka_batch *b = ms_calloc(1, sizeof *b);
-    b->body_pos = UINT64_MAX;
     b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
     memcpy(b->msgs, msgs, sizeof *msgs * (size_t)n);
     b->n = n;
     for (int i = 0; i < n; i++)
         b->body_len += msgs[i]->len + 1;
-    b->body_padded = (b->body_len + 4095) & ~(size_t)4095;
-    if (posix_memalign((void **)&b->body, 4096, b->body_padded) != 0) ms_oom();
+    b->body_padded = ingest_padded_len(b->body_len);
+    if (posix_memalign((void **)&b->body, STORE_BODY_ALIGN, b->body_padded) != 0) ms_oom();
     size_t *off = ms_malloc(sizeof *off * (size_t)n);
     size_t at = 0;
     for (int i = 0; i < n; i++) {
@@ -83,9 +88,9 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     memset(b->body + at, 0, b->body_padded - at);
     b->batch.records = ms_malloc(sizeof(parsed_record) * (size_t)n);
     b->batch.n = b->batch.cap = (uint32_t)n;
-    scan_config cfg = {k->opt.schema, k->opt.max_record, ms_now_us(), store_id_key(k->opt.store)};
+    scan_config cfg = ingest_scan_config(&k->ingest);
     for (int i = 0; i < n; i++) {
-        record_scan_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        record_prepare_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);
@@ -114,6 +119,21 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         if (x == b->noffsets) b->offsets[b->noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
         if (msgs[i]->offset + 1 > b->offsets[x].next) b->offsets[x].next = msgs[i]->offset + 1;
     }
+    b->results = ms_calloc((size_t)n, sizeof(item_result));
+    b->job = (ingest_job){.body = b->body,
+                          .body_len = b->body_len,
+                          .body_write_len = b->body_padded,
+                          .body_pos = UINT64_MAX,
+                          .batch = &b->batch,
+                          .may_update = true, /* a service source: new versions of a record are its job */
+                          .offsets = b->offsets,
+                          .noffsets = b->noffsets,
+                          .source = k->source,
+                          .user = "kafka",
+                          .role = "ingest",
+                          .client = k->opt.brokers,
+                          .resource = k->opt.topic,
+                          .results = b->results};
     return b;
 }
 
@@ -121,45 +141,15 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
  * consumer was stopped first (then its offsets must not be committed: the messages come again). */
 static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 {
-    bool stored = false;
-    ingest_job job = {.body = b->body,
-                      .body_len = b->body_len,
-                      .body_write_len = b->body_padded,
-                      .batch = &b->batch,
-                      .may_update = true, /* a service source: new versions of a record are its job */
-                      .source = k->source,
-                      .user = "kafka",
-                      .role = "ingest",
-                      .client = k->opt.brokers,
-                      .resource = k->opt.topic,
-                      .received_at = ms_mono_s(),
-                      .body_pos = b->body_pos, /* appended by stage 2 (or UINT64_MAX: append here) */
-                      .offsets = b->offsets,
-                      .noffsets = b->noffsets};
-    job.results = ms_calloc((size_t)b->n, sizeof(item_result));
-    for (int attempt = 0; !stored && (attempt == 0 || !atomic_load(&k->stop)); attempt++) {
+    b->job.received_at = ms_mono_s();
+    for (int attempt = 0; attempt == 0 || !atomic_load(&k->stop); attempt++) {
         ms_err e = {0};
-        if (b->batch.rejected == b->batch.n) { /* nothing to store: the offsets move past them */
-            atomic_fetch_add(&g_metrics.records_rejected, b->batch.n);
-            stored = true;
-            break;
-        }
-        if (job.body_pos != UINT64_MAX ||
-            store_append_body(k->opt.store, job.body, job.body_write_len, &job.body_pos, &e) == MS_OK) {
-            writer_submit(k->opt.writer, &job);
-            if (job.rc == MS_OK) {
-                stored = true;
-                break;
-            }
-            e = job.err;
-        }
-        if (job.body_pos == UINT64_MAX) writer_note_failure(k->opt.writer, &e, job.body_write_len); /* the append failed */
+        if (ingest_store(&k->ingest, &b->job, &e) == MS_OK) return true;
         fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", b->n, e.msg);
-        job.body_pos = UINT64_MAX;
+        b->job.body_pos = UINT64_MAX; /* append again: what was appended for it is unreferenced */
         usleep(200000);
     }
-    free(job.results);
-    return stored;
+    return false;
 }
 
 /* Stage 3, after the batch is durable: the dead letters must be in Kafka before the offsets move past
@@ -222,9 +212,7 @@ static void *append_main(void *arg)
     kafka_batch *b;
     while ((b = handoff_take(k, &k->to_append, &k->consumer_done))) {
         ms_err e;
-        if (b->batch.rejected < b->batch.n &&
-            store_append_body(k->opt.store, b->body, b->body_padded, &b->body_pos, &e) != MS_OK)
-            b->body_pos = UINT64_MAX;
+        ingest_append(&k->ingest, &b->job, &e); /* a failure is left to stage 3, which appends again */
         handoff_put(k, &k->to_store, b);
     }
     handoff_note(k, &k->append_done, 0); /* stage 1 is done and nothing is left */
@@ -381,6 +369,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     k->opt = *opt; /* the callback reads the store from here */
+    k->ingest = (ingest_ctx){opt->store, opt->writer, opt->schema, opt->max_record};
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk) {
         rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */

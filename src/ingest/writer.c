@@ -157,8 +157,8 @@ static ms_code record_left(writer *wr, store_write *sw, const record_version *go
 /* ---- jobs ---- */
 
 /* One record through resolution, versioning, merge and the public copies. */
-static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64_t *body_pos, const parsed_record *r,
-                            item_result *res, arena *mem, ms_err *e)
+static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const parsed_record *r, item_result *res,
+                            arena *mem, ms_err *e)
 {
     ms_code rc;
     record_version prev;
@@ -181,15 +181,12 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, uint64
     patient_ref who;
     bool known;
     if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &who, &known, e))) return rc;
-    if (*body_pos == UINT64_MAX) {
-        if ((rc = store_append_body(wr->store, job->body, job->body_write_len, body_pos, e))) return rc;
-    }
     int64_t now = store_write_time(sw);
     merge_source cur = {.fields = r->fields,
                         .nfields = r->nfields,
                         .body = r->body,
                         .body_len = r->body_len,
-                        .body_pos = *body_pos + (uint64_t)(r->body - job->body),
+                        .body_pos = job->body_pos + (uint64_t)(r->body - job->body),
                         .ts = r->ts_us,
                         .valid_from = now};
     patient_version pv;
@@ -308,7 +305,8 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
         memset(&j->results[0], 0, sizeof j->results[0]);
         rc = apply_delete(wr, sw, j, mem, e);
     } else if (j->batch) {
-        uint64_t body_pos = j->body_pos;
+        if (j->body_pos == UINT64_MAX && j->batch->rejected < j->batch->n) /* ingest.h: appended before submit */
+            return ms_fail(e, MS_EINVAL, "writer: a batch submitted before its body was appended");
         for (uint32_t i = 0; i < j->batch->n && rc == MS_OK; i++) {
             const parsed_record *r = &j->batch->records[i];
             item_result *res = &j->results[i];
@@ -317,7 +315,7 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
                 res->status = ITEM_REJECTED;
                 continue;
             }
-            rc = apply_record(wr, sw, j, &body_pos, r, res, mem, e);
+            rc = apply_record(wr, sw, j, r, res, mem, e);
         }
     } else {
         return MS_OK; /* a barrier: nothing but the audit entries queued before it */

@@ -9,7 +9,8 @@
  * (group commit: many concurrent requests share one fsync) up to WRITER_GROUP_BYTES of bodies, runs them
  * through one store transaction and commits it. A job is answered only after its commit is durable and
  * visible; if the commit fails, every job of the group fails with the same error and nothing of them is
- * stored. Every source (HTTP, Kafka, the importer) submits the same ingest_job.
+ * stored. Every source (HTTP, Kafka, the importer) submits the same ingest_job through ingest.h, which
+ * appends the body before it submits (the writer never writes bodies; it only has them synced).
  *
  * Audit entries of reads and logins (writer_audit) ride with the next commit. They are never dropped:
  * when a commit fails they stay queued and the writer retries them (with store_probe when it has nothing
@@ -65,8 +66,7 @@ typedef struct ingest_job {
     const char *body; /* the request body that the parsed records point into */
     size_t body_len;
     size_t body_write_len; /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
-    uint64_t body_pos;     /* where the source already appended the body (store_append_body), or
-                              UINT64_MAX to let the writer append it */
+    uint64_t body_pos;     /* where the source appended the body (ingest_append; ingest.h's order) */
     record_batch *batch;
     bool may_update; /* the sender holds records:update: a changed record becomes a new version; without it
                         that line is rejected (a record id that exists cannot be overwritten) */

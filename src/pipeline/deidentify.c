@@ -55,6 +55,16 @@ void deid_record_fields(const schema *s, const record_field *fields, uint32_t n,
     buf_putc(out, '}');
 }
 
+void deid_record(const schema *s, parsed_record *r, arena *mem)
+{
+    if (r->rejected) return;
+    buf pub = {0};
+    deid_record_fields(s, r->fields, r->nfields, &pub);
+    r->public_fields = arena_strndup(mem, pub.data, pub.len);
+    r->public_fields_len = (uint32_t)pub.len;
+    buf_free(&pub);
+}
+
 bool deid_patient_field_public(const schema *s, const state_field *f)
 {
     return schema_public(s, f->key, f->key_len) && !schema_is_record_field(s, f->key, f->key_len);

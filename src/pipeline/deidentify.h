@@ -18,6 +18,9 @@
  * allow-list order. */
 void deid_record_fields(const schema *s, const record_field *fields, uint32_t n, buf *out);
 
+/* Stage 3 on a record that passed stages 1 and 2: r->public_fields (in mem) = deid_record_fields. */
+void deid_record(const schema *s, parsed_record *r, arena *mem);
+
 /* The public projection of a patient's state: the allow-listed fields of the state, in allow-list order,
  * each through its transform. vals[i] is the value text of state[i] (only the public ones are read; the
  * others may be NULL). Record fields (id, type, event time) are not part of a patient's state. */

@@ -15,12 +15,15 @@
  * patients, random inserts rewrote a page per patient per tree per commit). Ids are stable because the
  * number and the secret never change.
  *
- * Contract: pure functions. Error texts never contain the name.
+ * Contract: pure functions. Error texts never contain the name. Stage 2 of the pipeline (identity_of_record
+ * runs on what stage 1, record_scan.h, produced).
  */
 #ifndef MS_IDENTITY_H
 #define MS_IDENTITY_H
 
 #include "base/util.h"
+#include "pipeline/record_scan.h"
+#include "pipeline/schema.h"
 
 #define IDENTITY_NAME_MAX 256 /* bytes of normalized name */
 #define IDENTITY_KEY_MAX (IDENTITY_NAME_MAX + 1 + 10)
@@ -32,6 +35,11 @@ int identity_normalize_name(const char *name, size_t len, char *out, const char 
 
 /* Build the identity key into out (IDENTITY_KEY_MAX bytes); returns its length. */
 size_t identity_key(const char *norm_name, size_t name_len, int y, int m, int d, char *out);
+
+/* Stage 2 on a scanned record: the identity fields of schema s (name: a string that normalizes; dob: a
+ * real YYYY-MM-DD date, not before 1850, not after the day of now_us) give r->identity_key (in mem); or r
+ * is rejected with a message naming the field and the problem (never its value). */
+void identity_of_record(const schema *s, int64_t now_us, parsed_record *r, arena *mem);
 
 typedef struct {
     unsigned char b[16];

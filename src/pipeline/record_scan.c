@@ -10,8 +10,6 @@
  */
 #include "pipeline/record_scan.h"
 
-#include "pipeline/deidentify.h"
-#include "pipeline/identity.h"
 #include "base/timefmt.h"
 
 #include <openssl/evp.h>
@@ -164,36 +162,7 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         return;
     }
 
-    /* identity: name */
-    const record_field *f = record_field_get(r, sc->name_field, strlen(sc->name_field));
-    if (!f) return reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->name_field, NULL);
-    if (f->type != JSON_STRING)
-        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field,
-                      json_type_name(f->type));
-    uint32_t name_len;
-    char *name = decode_string(mem, f, &name_len);
-    char norm[IDENTITY_NAME_MAX];
-    const char *bad_name = "contains a NUL character";
-    int norm_len = name ? identity_normalize_name(name, name_len, norm, &bad_name) : -1;
-    if (norm_len < 0) return reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, bad_name);
-
-    /* identity: dob */
-    f = record_field_get(r, sc->dob_field, strlen(sc->dob_field));
-    if (!f) return reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->dob_field, NULL);
-    if (f->type != JSON_STRING)
-        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->dob_field, json_type_name(f->type));
-    int y, mo, d;
-    if (f->val_len == 2) return reject(r, mem, "line %u: field \"%s\" is empty%s", sc->dob_field, NULL);
-    if (!date_parse(f->val + 1, f->val_len - 2, &y, &mo, &d))
-        return reject(r, mem, "line %u: field \"%s\" is not a real date in the form YYYY-MM-DD%s", sc->dob_field, NULL);
-    if (y < 1850) return reject(r, mem, "line %u: field \"%s\" is before 1850%s", sc->dob_field, NULL);
-    int64_t dob_day = days_from_civil(y, (unsigned)mo, (unsigned)d);
-    int64_t today = cfg->now_us / 86400000000LL;
-    if (dob_day > today) return reject(r, mem, "line %u: field \"%s\" is in the future%s", sc->dob_field, NULL);
-    char *key = arena_alloc(mem, IDENTITY_KEY_MAX);
-    r->identity_key_len = (uint32_t)identity_key(norm, (size_t)norm_len, y, mo, d, key);
-    r->identity_key = key;
-
+    const record_field *f;
     /* type */
     f = record_field_get(r, sc->type_field, strlen(sc->type_field));
     if (f) {
@@ -264,13 +233,6 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         r->record_id_len = 32;
         r->record_id_derived = true;
     }
-
-    /* the public copy */
-    buf pub = {0};
-    deid_record_fields(sc, r->fields, r->nfields, &pub);
-    r->public_fields = arena_strndup(mem, pub.data, pub.len);
-    r->public_fields_len = (uint32_t)pub.len;
-    buf_free(&pub);
 }
 
 static parsed_record *batch_add(record_batch *b)

@@ -1,7 +1,9 @@
 /*
  * record_scan.h - stage 1 of the pipeline: turn a request body (NDJSON, a JSON array, or one object)
- * into parsed records, each either valid (roles extracted, fields listed, hashes computed, public copy
- * built) or rejected with a message that names what is wrong and where.
+ * into parsed records, each either valid (record-level roles extracted, fields listed, hashes computed)
+ * or rejected with a message that names what is wrong and where. The identity (stage 2, identity.h) and
+ * the public copy (stage 3, deidentify.h) are filled in by the stages after it; sources call all three
+ * through prepare.h.
  *
  * Contract: pure (no I/O); runs on the receiving thread, in parallel across requests, so the single
  * writer only does what must be serialized. Parsed records point into the caller's body buffer (which
@@ -38,7 +40,7 @@ typedef struct {
     const char *record_id; /* decoded, no control characters */
     uint32_t record_id_len;
     bool record_id_derived;   /* absent in input: keyed hash of the content */
-    const char *identity_key; /* normalized name NUL YYYY-MM-DD */
+    const char *identity_key; /* normalized name NUL YYYY-MM-DD (stage 2) */
     uint32_t identity_key_len;
     const char *type;
     uint32_t type_len;
@@ -46,7 +48,7 @@ typedef struct {
     unsigned char content_hash[16]; /* XXH3-128 of the canonical content (fields sorted by key) */
     record_field *fields;           /* every top-level field, sorted by key */
     uint32_t nfields;
-    const char *public_fields; /* de-identified {"field":value,...} of this record */
+    const char *public_fields; /* de-identified {"field":value,...} of this record (stage 3) */
     uint32_t public_fields_len;
 } parsed_record;
 
@@ -73,7 +75,7 @@ ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, r
  * Also re-reads stored bodies (a patient's state recomputed from its records). */
 const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *n);
 
-/* Scan one record's text (used by the body scanner, the importer and the fuzzer). */
+/* Scan one record's text (used by the body scanner; sources use record_prepare_one). */
 void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
                      parsed_record *out);
 

@@ -128,6 +128,9 @@ typedef struct {
     uint32_t nfields;
 } patient_version;
 
+/* Bodies are appended from 4 KiB-aligned buffers zero-padded to a multiple of this (O_DIRECT). */
+#define STORE_BODY_ALIGN 4096
+
 /* Append a request body (the record bytes) to the segment log; any thread, before submitting the batch
  * to the writer. A 4 KiB-aligned buffer zero-padded to a multiple of 4 KiB (pass the padded length) is
  * written without a copy. The commit that references it makes it durable. */

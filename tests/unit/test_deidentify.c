@@ -388,7 +388,7 @@ static void run_property(const schema *sc, int iterations, uint64_t seed, proper
     for (int it = 0; it < iterations; it++) {
         expected_public want = random_record(&g);
         parsed_record r;
-        record_scan_one(&cfg, g.text.data, g.text.len, 1, &mem, &r);
+        record_prepare_one(&cfg, g.text.data, g.text.len, 1, &mem, &r);
         char why[400];
         bool ok = true;
         if (r.rejected) {

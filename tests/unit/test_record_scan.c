@@ -1,11 +1,14 @@
 /*
- * test_record_scan.c - stage 1: records parsed and validated into parsed_record, and request bodies
- * (NDJSON, a JSON array, one object) split into numbered records (src/record_scan.h).
+ * test_record_scan.c - the pure stages 1-3 as sources call them (src/pipeline/prepare.h): records parsed
+ * and validated into parsed_record (stage 1, record_scan.h), their identity (stage 2) and public copy
+ * (stage 3), and request bodies (NDJSON, a JSON array, one object) split into numbered records.
  *
  * Every rejection names the field and the line, and never contains a value: all records here carry the
  * same distinctive name so that a leak of it into an error text is caught.
  */
 #include "unit.h"
+
+#include "pipeline/prepare.h"
 
 #include "pipeline/identity.h"
 
@@ -49,7 +52,7 @@ static parsed_record scan_n(fixture *f, const char *text, size_t n)
     memcpy(copy, text, n);
     copy[n] = 0;
     parsed_record r;
-    record_scan_one(&f->cfg, copy, n, 7, &f->mem, &r);
+    record_prepare_one(&f->cfg, copy, n, 7, &f->mem, &r);
     return r;
 }
 
@@ -403,7 +406,7 @@ static ms_code scan_body(fixture *f, const char *body)
     record_batch_free(&f->batch);
     char *copy = arena_strndup(&f->mem, body, strlen(body));
     ms_err e = {0};
-    return record_scan_body(&f->cfg, copy, strlen(body), &f->batch, &e);
+    return record_prepare_body(&f->cfg, copy, strlen(body), &f->batch, &e);
 }
 
 #define REC(x) "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"x\":" #x "}"

@@ -6,13 +6,15 @@
  * and segment rollover.
  *
  * Bodies are prepared as http_server.c and api_routes.c do: a 4 KiB-aligned buffer zero-padded to a
- * multiple of 4 KiB, scanned with record_scan_body, appended with store_append_body (or left to the
- * writer with body_pos = UINT64_MAX), then submitted.
+ * multiple of 4 KiB, scanned with record_scan_body, then stored through the one ingest path
+ * (ingest_store: append, then submit).
  */
 #include "unit.h"
 #include "unit_store.h"
 
 #include "pipeline/identity.h"
+#include "ingest/ingest.h"
+#include "pipeline/prepare.h"
 #include "ingest/writer.h"
 
 #include <pthread.h>
@@ -102,7 +104,7 @@ static submission *prepare(const schema *sc, store *st, const char *text)
     s->body = unit_aligned_body(text, s->len, &s->wlen);
     scan_config cfg = {.schema = sc, .max_record = (size_t)1 << 20, .now_us = ms_now_us(), .id_key = store_id_key(st)};
     ms_err e = {0};
-    if (record_scan_body(&cfg, s->body, s->len, &s->batch, &e) != MS_OK) {
+    if (record_prepare_body(&cfg, s->body, s->len, &s->batch, &e) != MS_OK) {
         fprintf(stderr, "record_scan_body: %s\n", e.msg);
         abort();
     }
@@ -119,28 +121,25 @@ static submission *prepare(const schema *sc, store *st, const char *text)
     return s;
 }
 
-/* Like the HTTP path: append the body, then submit. Returns the job's code. */
-static ms_code run(store *st, writer *w, submission *s, bool writer_appends)
+/* The one ingest path (ingest.h): append the body, then submit. Returns the job's code. */
+static ms_code run(store *st, writer *w, submission *s)
 {
-    if (!writer_appends) {
-        ms_code rc = store_append_body(st, s->body, s->wlen, &s->job.body_pos, &s->job.err);
-        if (rc != MS_OK) return s->job.rc = rc;
-    }
-    writer_submit(w, &s->job);
-    return s->job.rc;
+    ingest_ctx in = {.store = st, .writer = w};
+    ms_code rc = ingest_store(&in, &s->job, &s->job.err);
+    return s->job.rc = rc;
 }
 
-static submission *submit_mode(fixture *f, const char *text, bool writer_appends, ms_code want)
+static submission *submit_mode(fixture *f, const char *text, ms_code want)
 {
     if (f->nsubs == MAX_SUBS) fail_msg("too many submissions in one test");
     submission *s = prepare(&f->sc, f->s, text);
     f->subs[f->nsubs++] = s;
-    ms_code rc = run(f->s, f->w, s, writer_appends);
+    ms_code rc = run(f->s, f->w, s);
     if (want != a_code_any && rc != want) fail_msg("submit: code %d (%s), expected %d", rc, s->job.err.msg, want);
     return s;
 }
 
-static submission *submit(fixture *f, const char *text) { return submit_mode(f, text, false, MS_OK); }
+static submission *submit(fixture *f, const char *text) { return submit_mode(f, text, MS_OK); }
 
 static void expect_item(const submission *s, uint32_t i, item_status st, uint32_t version)
 {
@@ -238,7 +237,7 @@ static void test_statuses(void **state)
     /* a batch of rejected lines only: answered, nothing stored */
     uint64_t cp0, pc0;
     counts(f, &cp0, &pc0);
-    submission *e = submit_mode(f, "{\"name\":\"No Dob\"}\nnot json\n", true, MS_OK);
+    submission *e = submit_mode(f, "{\"name\":\"No Dob\"}\nnot json\n", MS_OK);
     expect_item(e, 0, ITEM_REJECTED, 0);
     expect_item(e, 1, ITEM_REJECTED, 0);
     uint64_t cp1, pc1;
@@ -634,9 +633,9 @@ static void test_fault_injection(void **state)
             writer_submit(f->w, &s->job);
             rc = s->job.rc;
         } else {
-            /* the writer appends the body itself and fails there */
+            /* the append (ingest_store) fails: the writer never sees the batch */
             store_inject_fault(f->s, ENOSPC);
-            rc = run(f->s, f->w, s, true);
+            rc = run(f->s, f->w, s);
         }
         store_inject_fault(f->s, 0);
         assert_int_equal(rc, MS_EFULL);
@@ -700,7 +699,7 @@ static void *worker(void *p)
                    j);
         a->subs[j] = prepare(&a->f->sc, a->f->s, b.data);
         buf_free(&b);
-        a->rc[j] = run(a->f->s, a->f->w, a->subs[j], j % 2 == 1);
+        a->rc[j] = run(a->f->s, a->f->w, a->subs[j]);
     }
     return NULL;
 }
@@ -772,7 +771,7 @@ static void test_segment_rollover(void **state)
         pad[note] = 0;
         buf b = {0};
         buf_printf(&b, "{\"record_id\":\"big-%d\"," ANA ",\"note\":\"%s\"}\n", i, pad);
-        submission *s = submit_mode(f, b.data, i % 2 == 0, MS_OK);
+        submission *s = submit_mode(f, b.data, MS_OK);
         buf_free(&b);
         expect_item(s, 0, ITEM_CREATED, 1);
     }
@@ -813,10 +812,10 @@ static void test_long_field_key_does_not_poison_patient(void **state)
     for (size_t i = 0; i < kl; i++)
         buf_putc(&b, 'k');
     buf_puts(&b, "\":1}");
-    submission *a = submit_mode(f, b.data, false, a_code_any);
+    submission *a = submit_mode(f, b.data, a_code_any);
     buf_free(&b);
     (void)a;
-    submission *next = submit_mode(f, "{\"record_id\":\"after\"," ANA ",\"allergy\":\"nuts\"}", false, MS_OK);
+    submission *next = submit_mode(f, "{\"record_id\":\"after\"," ANA ",\"allergy\":\"nuts\"}", MS_OK);
     expect_item(next, 0, ITEM_CREATED, 1);
     patient_version pv;
     assert_true(unit_patient_at(f->s, &f->mem, &next->res[0].pid, INT64_MAX, &pv));
@@ -837,7 +836,7 @@ static void test_new_version_needs_update_permission(void **state)
                             "{\"record_id\":\"u2\"," ANA ",\"allergy\":\"eggs\"}\n"); /* new: created */
     f->subs[f->nsubs++] = s;
     s->job.may_update = false;
-    assert_int_equal(run(f->s, f->w, s, false), MS_OK);
+    assert_int_equal(run(f->s, f->w, s), MS_OK);
     expect_item(s, 0, ITEM_REJECTED, 0);
     assert_non_null(s->res[0].error);
     assert_string_equal(s->res[0].error, "record u1 exists; a new version needs records:update");
@@ -1000,7 +999,7 @@ static void test_event_time_state_property(void **state)
             }
             snprintf(text + len, sizeof text - (size_t)len, "}");
             submission *sub = prepare(&f->sc, f->s, text);
-            assert_int_equal(run(f->s, f->w, sub, false), MS_OK);
+            assert_int_equal(run(f->s, f->w, sub), MS_OK);
             if (sub->res[0].status == ITEM_REJECTED) fail_msg("%s rejected: %s", text, sub->batch.records[0].error);
             who[owner] = sub->res[0].pid;
             have_who[owner] = true;

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pipeline/prepare.h"
 #include "pipeline/record_scan.h"
 #include "pipeline/schema.h"
 #include "base/timefmt.h"
@@ -151,7 +152,7 @@ static inline bool unit_run_isolated(bool (*fn)(void *), void *arg)
 static inline parsed_record unit_scan_ok(const scan_config *cfg, arena *mem, const char *text)
 {
     parsed_record r;
-    record_scan_one(cfg, text, strlen(text), 1, mem, &r);
+    record_prepare_one(cfg, text, strlen(text), 1, mem, &r);
     if (r.rejected) fail_msg("rejected: %s", r.error);
     return r;
 }

@@ -14,6 +14,7 @@
 #include "bench.h"
 #include "base/json_write.h"
 #include "base/options.h"
+#include "pipeline/prepare.h"
 #include "pipeline/record_scan.h"
 #include "store/store.h"
 
@@ -95,7 +96,7 @@ int preload_main(int argc, char **argv)
         record_batch batch = {0};
         scan_config cfg = {&sc, 4096, ms_now_us(), store_id_key(s)};
         uint64_t body_pos;
-        if (record_scan_body(&cfg, body.data, body.len, &batch, &e) != MS_OK || batch.n != cn || batch.rejected ||
+        if (record_prepare_body(&cfg, body.data, body.len, &batch, &e) != MS_OK || batch.n != cn || batch.rejected ||
             store_append_body(s, body.data, body.len, &body_pos, &e) != MS_OK) {
             if (!e.msg[0]) ms_fail(&e, MS_EINVAL, "generated records did not scan");
             record_batch_free(&batch);
