@@ -6,6 +6,7 @@
  * names are apart).
  */
 #include "unit.h"
+#include "unit_store.h"
 
 #include "access/passwords.h"
 #include "access/tokens.h"
@@ -14,17 +15,13 @@
 #include <openssl/sha.h>
 #include <string.h>
 
-typedef struct {
-    char dir[128];
-    store *s;
-} fixture;
+typedef unit_store fixture;
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    unit_tmpdir(f->dir);
     ms_err e;
-    if (store_open(&f->s, f->dir, NULL, &e) != MS_OK) return -1;
+    if (!unit_store_open(f, NULL)) return -1;
     /* tokens are issued only to accounts that exist (the password does not matter here) */
     const char *accounts[][2] = {{"root", "admin"}, {"alice", "clinician"}, {"bob", "analyst"}};
     for (size_t i = 0; i < sizeof accounts / sizeof accounts[0]; i++) {
@@ -44,8 +41,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    store_close(f->s);
-    unit_rmtree(f->dir);
+    unit_store_close(f);
     free(f);
     return 0;
 }

@@ -146,17 +146,12 @@ static void test_admin_account(void **state)
     unit_rmtree(dir);
 }
 
-typedef struct {
-    store *s;
-    char dir[128];
-} fixture;
+typedef unit_store fixture;
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    unit_tmpdir(f->dir);
-    ms_err e;
-    if (store_open(&f->s, f->dir, NULL, &e) != MS_OK) return -1;
+    if (!unit_store_open(f, NULL)) return -1;
     *state = f;
     return 0;
 }
@@ -164,8 +159,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    store_close(f->s);
-    unit_rmtree(f->dir);
+    unit_store_close(f);
     free(f);
     return 0;
 }

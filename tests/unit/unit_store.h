@@ -1,6 +1,7 @@
 /*
- * unit_store.h - read helpers shared by the store and writer tests: each opens a read transaction,
- * reads one thing, closes it, and fails the test on any error other than "not found". And one writer
+ * unit_store.h - what the store-backed tests share: a store in a temporary directory (unit_store), and
+ * read helpers that each open a read transaction, read one thing, close it, and fail the test on any
+ * error other than "not found". And one writer
  * behind the store's back: a user entry in the format of versions before issue 9.
  */
 #ifndef MS_TEST_UNIT_STORE_H
@@ -11,6 +12,31 @@
 #include "store/store.h"
 
 #include <lmdb.h>
+
+/* A store in a fresh temporary directory: the fixture most store-backed tests share. */
+typedef struct {
+    char dir[128];
+    store *s;
+} unit_store;
+
+/* Open (opt NULL: defaults); false with the reason on stderr if the store does not open. */
+static inline bool unit_store_open(unit_store *u, const store_options *opt)
+{
+    ms_err e = {0};
+    unit_tmpdir(u->dir);
+    if (store_open(&u->s, u->dir, opt, &e) == MS_OK) return true;
+    fprintf(stderr, "unit_store_open: %s\n", e.msg);
+    unit_rmtree(u->dir);
+    return false;
+}
+
+/* Close and remove the directory. */
+static inline void unit_store_close(unit_store *u)
+{
+    if (u->s) store_close(u->s);
+    u->s = NULL;
+    unit_rmtree(u->dir);
+}
 
 static inline store_read *unit_rbegin(store *s)
 {
