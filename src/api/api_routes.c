@@ -11,8 +11,9 @@
  * (p_*), so that a parameter means the same on every route that takes it.
  *
  * Decisions kept in the table: GET /healthz and POST /v1/auth/token need no token (a load balancer
- * and a login have none). Routes that never checked their query (ROUTE_QUERY_IGNORED) still ignore
- * it, so that no caller that worked before is refused now.
+ * and a login have none), and neither does GET /v1/openapi.json: it is documentation of the routes,
+ * holds no data, and a client needs it before it has a token. Routes that never checked their query
+ * (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
  *
  * What it must never do: run a handler whose permission was not checked, or read a body before every
  * refusal that can be decided from the headers has been made.
@@ -265,6 +266,13 @@ const route api_route_table[] = {
      .status = 200,
      .answer = "Prometheus text",
      .answer_type = PROMETHEUS_TEXT},
+    {.method = "GET",
+     .pattern = "/v1/openapi.json",
+     .permission = PERMISSION_NONE,
+     .handler = h_openapi,
+     .description = "This API's OpenAPI 3.1 document, generated from the route table.",
+     .status = 200,
+     .answer = "the OpenAPI document"},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
 

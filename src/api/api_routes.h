@@ -2,7 +2,8 @@
  * api_routes.h - the HTTP API v1's route table and its dispatch: the one place that says, for each
  * route, its method and path, the permission it needs, whether it reads PHI, the query parameters and
  * request content types it accepts, what it answers, a one-line description, and its handler. From the
- * table come dispatch (api_routes.c), the permission check, and the query and Content-Type checks.
+ * table come dispatch (api_routes.c), the permission check, the query and Content-Type checks, and the
+ * OpenAPI document (openapi.c, served at GET /v1/openapi.json and checked in as docs/openapi.json).
  * Handlers live by resource in h_*.c (declared in handlers.h).
  *
  * Contract: every route declares its permission (PERMISSION_NONE is explicit; a unit test checks that

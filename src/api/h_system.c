@@ -1,17 +1,18 @@
 /*
  * h_system.c - the routes about the service rather than its data: GET /healthz, GET /metrics,
- * POST /v1/snapshots and GET /v1/audit.
+ * POST /v1/snapshots, GET /v1/audit and GET /v1/openapi.json.
  *
  * DESIGN: health reports liveness and each reason for degradation (the store cannot take batches,
  * Kafka brokers unreachable, PostgreSQL unreachable, failing or behind) and is 200 either way; metrics
  * render the process's counters in Prometheus's text format; a snapshot names the current commit
  * instant; the audit list scans the hash-chained log after bringing it up to date (a caller reads its
- * own writes).
+ * own writes); the OpenAPI document is generated from the route table (openapi.c) on each request.
  *
- * What it must never do: put a record's or a patient's value into health or metrics, or answer an
- * audit query without first committing the entries already queued.
+ * What it must never do: put a record's or a patient's value into health, metrics or the OpenAPI
+ * document, or answer an audit query without first committing the entries already queued.
  */
 #include "api/handlers.h"
+#include "api/openapi.h"
 #include "api/params.h"
 
 #include "base/json_scan.h"
@@ -176,4 +177,14 @@ void h_audit(api *a, http_request *req, http_response *res)
         buf_putc(&out, '}');
     }
     finish_read(r, rc, &e, &out, res, ms_mono_s());
+}
+
+/* Documentation, like /healthz: no token (api_routes.c states the decision). */
+void h_openapi(api *a, http_request *req, http_response *res)
+{
+    (void)a;
+    (void)req;
+    res->status = 200;
+    res->body.len = 0;
+    openapi_write(&res->body);
 }

@@ -1,7 +1,8 @@
 /*
  * handlers.h - the handlers of the route table (api_routes.c), one file per resource: records
  * (h_records.c), patients (h_patients.c), public reads (h_public.c), accounts and tokens
- * (h_accounts.c), and the system routes: health, metrics, snapshots, audit (h_system.c).
+ * (h_accounts.c), and the system routes: health, metrics, snapshots, audit, the OpenAPI document
+ * (h_system.c).
  *
  * Contract: a handler runs only after dispatch has matched its route, checked the token, the
  * permission, the PHI gate, the query parameters' names and the request's Content-Type against the
@@ -51,5 +52,6 @@ void h_health(api *a, http_request *req, http_response *res);
 void h_metrics(api *a, http_request *req, http_response *res);
 void h_snapshot(api *a, http_request *req, http_response *res);
 void h_audit(api *a, http_request *req, http_response *res);
+void h_openapi(api *a, http_request *req, http_response *res);
 
 #endif

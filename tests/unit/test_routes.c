@@ -1,19 +1,24 @@
 /*
- * test_routes.c - the HTTP route table (api/api_routes.c) is complete and consistent, and dispatch
- * takes its answers from the table's columns.
+ * test_routes.c - the HTTP route table (api/api_routes.c) is complete and consistent, dispatch takes its
+ * answers from the table's columns, and the OpenAPI document (api/openapi.c) describes every route.
  *
  * The table: every route has a known method, a well-formed path, a permission of access.c's table, a
  * one-line description, a success status and answer; no method and path twice; query parameters named
  * once and described; content types for every route with a body, and a body for every POST, PUT and
  * PATCH but POST /v1/snapshots. Dispatch (through api_http_handler, on the routes that need no token,
- * so no store is opened): 404, 405, 415 with the table's content types, and query arguments ignored
- * where the table says so.
+ * so no store is opened): 404, 405, 415 with the table's content types, 400 for a parameter the route
+ * does not name, and query arguments ignored where the table says so. The document: valid JSON,
+ * OpenAPI 3.1.0, the same bytes every time, each route's path, method, description and permission.
  */
 #include "unit.h"
 
 #include "access/access.h"
 #include "api/api_routes.h"
+#include "api/openapi.h"
+#include "base/json_scan.h"
+#include "base/json_write.h"
 
+#include <ctype.h>
 #include <string.h>
 
 static bool is_one_line(const char *s) { return s && *s && !strchr(s, '\n'); }
@@ -130,9 +135,71 @@ static void test_dispatch_answers_from_the_table(void **state)
     assert_answer(dispatch("POST", "/v1/auth/token", "APPLICATION/JSON", 0), 0, NULL);
     /* the query: ignored where the table says so, else only the names it lists */
     assert_answer(dispatch("GET", "/healthz", NULL, 3), 0, NULL);
+    assert_answer(dispatch("GET", "/v1/openapi.json", NULL, 0), 0, NULL);
+    assert_answer(dispatch("GET", "/v1/openapi.json", NULL, 1), 400, "unknown query parameter 'x0'");
     assert_answer(dispatch("GET", "/healthz", NULL, HTTP_MAX_ARGS + 1), 400, "too many query parameters");
     /* a route that needs a token is refused before anything else of the request is looked at */
     assert_answer(dispatch("GET", "/v1/users/x", "text/plain", 1), 401, NULL);
+}
+
+/* ---- the OpenAPI document ---- */
+
+static void test_openapi_describes_every_route(void **state)
+{
+    (void)state;
+    buf doc = {0}, again = {0};
+    openapi_write(&doc);
+    openapi_write(&again);
+    assert_int_equal(doc.len, again.len);
+    assert_memory_equal(doc.data, again.data, doc.len);
+
+    json_member top[8];
+    json_error je;
+    int n = json_scan_object(doc.data, doc.len, top, 8, &je);
+    if (n < 0) fail_msg("the document is not a JSON object: %s at byte %zu", je.msg, je.offset);
+    assert_true(doc.data[doc.len - 1] == '\n');
+    assert_non_null(strstr(doc.data, "\n  \"openapi\": \"3.1.0\",\n"));
+
+    buf_putc(&doc, 0);
+    for (size_t i = 0; i < api_route_count; i++) {
+        const route *r = &api_route_table[i];
+        buf want = {0};
+        /* the path, then the operation (its method in lower case) with the route's description */
+        buf_puts(&want, "\n    ");
+        jw_cstr(&want, r->pattern);
+        buf_puts(&want, ": {");
+        buf_putc(&want, 0);
+        const char *path = strstr(doc.data, want.data);
+        if (!path) fail_msg("route %s %s: its path is not in the document", r->method, r->pattern);
+        want.len = 0;
+        buf_puts(&want, "\n      \"");
+        for (const char *m = r->method; *m; m++)
+            buf_putc(&want, (char)tolower((unsigned char)*m));
+        buf_puts(&want, "\": {\n        \"description\": ");
+        jw_cstr(&want, r->description);
+        buf_puts(&want, ",\n        \"x-permission\": ");
+        jw_cstr(&want, r->permission);
+        buf_putc(&want, 0);
+        const char *op = strstr(path, want.data);
+        const char *next_path = strstr(path + 1, "\n    \"");
+        if (!op || (next_path && op > next_path))
+            fail_msg("route %s %s: its operation, description or permission is not in the document", r->method,
+                     r->pattern);
+        for (const route_param *const *q = r->query; q && *q; q++) {
+            want.len = 0;
+            buf_puts(&want, "\"name\": ");
+            jw_cstr(&want, (*q)->name);
+            buf_puts(&want, ",\n            \"in\": \"query\"");
+            buf_putc(&want, 0);
+            const char *p = strstr(op, want.data);
+            const char *next_op = strstr(op + 1, "\n      \"");
+            if (!p || (next_op && p > next_op))
+                fail_msg("route %s %s: query parameter %s is not in the document", r->method, r->pattern, (*q)->name);
+        }
+        buf_free(&want);
+    }
+    buf_free(&doc);
+    buf_free(&again);
 }
 
 int main(void)
@@ -140,6 +207,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_route_is_complete),
         cmocka_unit_test(test_dispatch_answers_from_the_table),
+        cmocka_unit_test(test_openapi_describes_every_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
