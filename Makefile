@@ -1,6 +1,6 @@
 # medstream - see README.md. `make` builds build/medstream and build/medstream-bench; `make test` builds
 # with ASan+UBSan and runs every test; `make demo` runs the main job; `make fuzz` runs the parser fuzzer
-# for FUZZ_SECONDS.
+# for FUZZ_SECONDS; `make openapi` regenerates docs/openapi.json from the route table.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
 # (base < pipeline < store < access < ingest < read < sinks < api < main.c); includes name the layer
@@ -24,7 +24,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench bench-token
+.PHONY: all test unit e2e demo fuzz clean bench bench-token openapi
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -74,6 +74,13 @@ build/token_check: bench/token_check.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-token: build/medstream build/token_check
 	@d=$$(mktemp -d) && build/medstream init $$d/data >/dev/null && build/token_check $$d/data; rm -rf $$d
+
+# The OpenAPI document of the route table (src/api/openapi.c), checked in as docs/openapi.json; the
+# end-to-end test test_openapi.py fails while the served document and the checked-in one differ.
+build/openapi_doc: tools/openapi_doc.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+openapi: build/openapi_doc
+	build/openapi_doc > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
 clean:
 	rm -rf build

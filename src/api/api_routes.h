@@ -1,10 +1,23 @@
 /*
- * api_routes.h - the HTTP API v1: one route table (method, path pattern, permission, handler) and the
- * handlers, which parse and validate parameters, then call the pipeline (ingest) or query.c (reads).
+ * api_routes.h - the HTTP API v1's route table and its dispatch: the one place that says, for each
+ * route, its method and path, the permission it needs, whether it reads PHI, the query parameters and
+ * request content types it accepts, what it answers, a one-line description, and its handler. From the
+ * table come dispatch (api_routes.c), the permission check, the query and Content-Type checks, and the
+ * OpenAPI document (openapi.c, served at GET /v1/openapi.json and checked in as docs/openapi.json).
+ * Handlers live by resource in h_*.c (declared in handlers.h).
  *
- * Contract: every route declares its permission in the table (PERMISSION_NONE is explicit); a test walks
- * the table to check that each names a permission of access.c's table. Bad parameters get 400 naming the parameter;
- * unknown paths 404; known paths with another method 405. Error messages never contain PHI values.
+ * Contract: every route declares its permission (PERMISSION_NONE is explicit; a unit test checks that
+ * each names a permission of access.c's table) and a description. Dispatch answers, in this order:
+ * 404 for an unknown path, 405 for a known path with another method, 401/403 for the token and the
+ * permission, 503 for a PHI read while audit entries cannot be stored, 400 for too many, unknown or
+ * missing required query parameters, 415 for a body route without one of its content types; only then
+ * is the body read (http_server.c: its limits) and the handler run. Error messages never contain PHI.
+ *
+ * What it must never do: let a route run without its permission checked first, or accept a query
+ * parameter the table does not name (a typo must not silently widen a query).
+ *
+ * (The header keeps the name api_routes.h because main.c includes it for the api context and
+ * api_http_handler.)
  */
 #ifndef MS_API_ROUTES_H
 #define MS_API_ROUTES_H
@@ -20,24 +33,53 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
-    int64_t token_ttl_s; /* lifetime of issued tokens */
+    int64_t token_ttl_s;  /* lifetime of issued tokens */
     const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
 } api;
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);
 
-#define ROUTE_PHI_READ 1u /* reads PHI: audited, and refused (503) while audit entries cannot be stored */
+/* The shape of a query parameter's value, for the OpenAPI document (each handler parses its own). */
+typedef enum {
+    PARAM_TEXT,  /* a string */
+    PARAM_TIME,  /* an RFC 3339 time */
+    PARAM_DATE,  /* YYYY-MM-DD */
+    PARAM_UUID,  /* a patient id */
+    PARAM_LIMIT, /* an integer from 1 to 1000, default 100 */
+} param_kind;
+
+typedef struct {
+    const char *name;
+    param_kind kind;
+    bool required; /* dispatch answers 400 when it is absent */
+    const char *description;
+} route_param;
+
+#define ROUTE_PHI_READ 1u       /* reads PHI: audited, and refused (503) while audit entries cannot be stored */
+#define ROUTE_BULK 2u           /* a bulk request (ingest): served at a lower CPU priority (http_server.c) */
+#define ROUTE_PUBLIC_FILTERS 4u /* besides its parameters, FIELD=VALUE for any public field of the schema */
+#define ROUTE_QUERY_IGNORED 8u  /* query arguments are ignored, never refused (as these routes always did) */
 
 typedef struct {
     const char *method;
-    const char *pattern;    /* "/v1/patients/{}/history": {} captures one path segment */
-    const char *permission; /* "resource:action" or PERMISSION_NONE (access.h) */
+    const char *pattern;    /* "/v1/patients/{patient_id}/history": each {name} captures one path segment */
+    const char *permission; /* "resource:action", PERMISSION_NONE or PERMISSION_AUTHENTICATED (access.h) */
     route_handler handler;
-    unsigned flags; /* ROUTE_PHI_READ */
+    unsigned flags;                  /* ROUTE_* */
+    const char *description;         /* one line: what the route does */
+    const route_param *const *query; /* the query parameters it accepts, NULL-terminated; NULL: none */
+    const char *const *body_types;   /* the request Content-Types it accepts, NULL-terminated; NULL: no body */
+    const char *body;                /* the request body, one line (with body_types) */
+    int status;                      /* the status of success */
+    const char *answer;              /* the answer of success, one line */
+    const char *answer_type;         /* its Content-Type; NULL: application/json */
 } route;
 
 extern const route api_route_table[];
 extern const size_t api_route_count;
+
+/* Does the route name this query parameter? */
+bool route_names_param(const route *rt, const char *name);
 
 /* The http_handler that dispatches through the table. */
 http_handler api_http_handler(api *a);

@@ -1,0 +1,122 @@
+/*
+ * h_patients.c - the PHI patient routes: GET /v1/patients?name&dob (lookup by identity),
+ * GET /v1/patients/{patient_id}, its /history and its /records.
+ *
+ * DESIGN: each is one read transaction over read/query.c at the request's as_of (an RFC 3339 time or
+ * a snapshot id) and, for the state, event_at; the lookup normalizes the name and date of birth into
+ * the identity key exactly as ingest does (pipeline/identity.c). Every answer, a refusal by the store
+ * included, writes an audit entry naming the patient when one was found.
+ *
+ * What it must never do: serve a patient's data without its audit entry, or put the name or date of
+ * birth of a lookup into an answer or an audit entry (the query carries them; the entry names the path
+ * only).
+ */
+#include "api/handlers.h"
+#include "api/params.h"
+
+#include "base/timefmt.h"
+#include "pipeline/identity.h"
+
+#include <string.h>
+
+static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
+                           double t0)
+{
+    int64_t as_of, event_at = INT64_MAX;
+    if (!get_as_of(req, res, r, false, &as_of) || !get_time(req, res, "event_at", &event_at)) {
+        store_read_end(r);
+        return;
+    }
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient(&q, r, pid, as_of, event_at, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? pid : NULL, outcome_of(rc));
+}
+
+void h_patient_get(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    patient_answer(a, req, res, &pid, r, t0);
+}
+
+void h_patient_lookup(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    const char *name = http_arg_get(req, "name"), *dob = http_arg_get(req, "dob"); /* required: dispatch */
+    char norm[IDENTITY_NAME_MAX], key[IDENTITY_KEY_MAX];
+    const char *why;
+    int nl =
+        utf8_check(name, strlen(name)) == strlen(name) ? identity_normalize_name(name, strlen(name), norm, &why) : -1;
+    if (nl < 0) {
+        http_error(res, 400, "name: not a valid name");
+        return;
+    }
+    int y, m, d;
+    if (!date_parse(dob, strlen(dob), &y, &m, &d)) {
+        http_error(res, 400, "dob: expected a real date YYYY-MM-DD");
+        return;
+    }
+    size_t kl = identity_key(norm, (size_t)nl, y, m, d, key);
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    patient_id pid;
+    bool found;
+    ms_err e;
+    ms_code rc = store_ident_lookup(r, key, kl, &pid, &found, &e);
+    if (rc != MS_OK || !found) {
+        store_read_end(r);
+        audit_request(a, req, "patients:read", NULL, rc ? "error" : "not_found");
+        if (rc) {
+            http_error(res, status_for(rc), "%s", e.msg);
+            return;
+        }
+        {
+            http_error(res, 404, "no patient with this identity");
+            return;
+        }
+    }
+    patient_answer(a, req, res, &pid, r, t0);
+}
+
+void h_patient_history(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient_history(&q, r, &pid, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
+}
+
+void h_patient_records(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    list_params p = {.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
+    cursor_buf c;
+    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) ||
+        !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
+        return;
+    p.cursor = c.len ? c.key : NULL;
+    p.cursor_len = c.len;
+    store_read *r;
+    if (!begin_read_at(a, req, res, false, &r, &p.as_of)) return;
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    ms_code rc = query_patient_records(&q, r, &pid, &p, &out, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+    audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
+}

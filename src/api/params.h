@@ -1,0 +1,54 @@
+/*
+ * params.h - what the handlers (h_*.c) share: the parsing of query parameters (as_of, times, years,
+ * limit, cursor, patient ids), the HTTP status of an error code, and the steps every read and every
+ * PHI access repeat: a read transaction and its answer, an audit entry.
+ *
+ * Contract: each get_* function either sets its output and returns true, or answers the request (400
+ * naming the parameter, or the store's error) and returns false; an absent parameter is not an error
+ * (dispatch has already refused unknown and missing required ones, from the route table). Messages
+ * name the parameter and the expected form, never the value.
+ *
+ * What it must never do: echo a parameter's value into an answer or an audit entry (a name or a date
+ * of birth in the query is PHI), or keep state between requests.
+ */
+#ifndef MS_API_PARAMS_H
+#define MS_API_PARAMS_H
+
+#include "api/api_routes.h"
+#include "read/query.h"
+
+/* The HTTP status for an error code (MS_OK: 200). */
+int status_for(ms_code c);
+
+/* as_of: an RFC 3339 time or a snapshot id (public reads: a snapshot id only); absent: INT64_MAX. */
+bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of);
+/* An RFC 3339 time; *out unchanged when absent. */
+bool get_time(http_request *req, http_response *res, const char *name, int64_t *out);
+/* A year (YYYY, or the year of a date or time); *out unchanged when absent. */
+bool get_year(http_request *req, http_response *res, const char *name, int *out);
+/* limit: 1 to 1000, default 100. */
+bool get_limit(http_request *req, http_response *res, uint32_t *limit);
+/* A patient id (a path segment or a parameter's value). */
+bool get_pid(const char *text, http_response *res, patient_id *pid);
+
+typedef struct {
+    unsigned char key[1024];
+    size_t len;
+} cursor_buf;
+
+/* cursor: as returned by a list; len 0 when absent. */
+bool get_cursor(http_request *req, http_response *res, cursor_buf *c);
+
+/* A read transaction; false (answered) on failure. */
+bool begin_read(api *a, http_response *res, store_read **r);
+/* A read transaction and the request's as_of instant; false (already answered) on failure. */
+bool begin_read_at(api *a, http_request *req, http_response *res, bool snapshot_only, store_read **r, int64_t *as_of);
+/* End the read and answer: out on MS_OK (taken), else the error; observes the read time since t0. */
+void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_response *res, double t0);
+
+/* An audit entry for a request that touched (or tried to touch) PHI; committed with the next group. */
+void audit_request(api *a, const http_request *req, const char *action, const patient_id *pid, const char *outcome);
+/* The audit outcome of a read: ok, not_found or error. */
+const char *outcome_of(ms_code rc);
+
+#endif
