@@ -33,7 +33,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -310,11 +309,12 @@ static bool reset_targets(const option *opts, size_t n, char *err, size_t cap)
     int configs = 0;
     for (size_t i = 0; i < n; i++) {
         const option *o = &opts[i];
+        configs += o->type == OPT_CONFIG;
         const char *bad = strncmp(o->name, "--", 2) != 0                          ? "a name must start with --"
                           : !o->target && o->type != OPT_CONFIG                   ? "no target"
                           : o->type == OPT_ENUM && !(o->choices && o->choices[0]) ? "an enum without choices"
                           : o->max && o->min > o->max                             ? "min above max"
-                          : o->type == OPT_CONFIG && ++configs > 1                ? "a second config option"
+                          : o->type == OPT_CONFIG && configs > 1                  ? "a second config option"
                                                                                   : NULL;
         if (bad) {
             snprintf(err, cap, "option table: %s: %s", o->name, bad);
