@@ -1,6 +1,7 @@
 # medstream - see README.md. `make` builds build/medstream and build/medstream-bench; `make test` builds
 # with ASan+UBSan and runs every test; `make demo` runs the main job; `make fuzz` runs the parser fuzzer
-# for FUZZ_SECONDS; `make openapi` regenerates docs/openapi.json from the route table.
+# for FUZZ_SECONDS; `make openapi` regenerates docs/openapi.json from the route table and `make docs`
+# docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
 # (base < pipeline < store < access < ingest < read < sinks < api < main.c); includes name the layer
@@ -24,7 +25,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench bench-token openapi
+.PHONY: all test unit e2e demo fuzz clean bench bench-token openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -61,6 +62,11 @@ unit: $(UNIT_BIN)
 
 demo: all
 	@bash scripts/demo.sh
+
+# The option reference comes from the option tables (`medstream help-reference`); tests/e2e/test_cli.py
+# fails when the checked-in file differs from what the program prints.
+docs: build/medstream build/medstream-bench
+	build/medstream help-reference > docs/options.md.tmp && mv docs/options.md.tmp docs/options.md
 
 # libFuzzer over the record scanner (clang); bounded time.
 build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) | build/fuzz

@@ -1,10 +1,15 @@
 /*
- * main.c - the medstream command line: init, serve, user, roles, audit, bench. Each command (and each
- * `user` subcommand) has one option table (options.h) from which its --help comes. Exit codes: 0 ok,
- * 1 runtime failure, 2 usage.
+ * main.c - the medstream command line. A command table (name, arguments, one-line summary, handler) from
+ * which `medstream --help` lists every command, and per command one option table (base/options.h) from
+ * which its parsing, range and value checks, --help, its `--config FILE` keys and its section of
+ * docs/options.md (`medstream help-reference`) all come. Exit codes: 0 ok, 1 runtime failure, 2 usage.
  *
- * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
- * pipeline logic.
+ * A rule about one option is its table entry (a range, the allowed values, required); a rule between
+ * options (--tls-cert with --tls-key) is an explicit check here, with a message naming both.
+ *
+ * This file wires the parts together and owns process concerns (signals, exit codes, running the
+ * benchmark tool); it holds no pipeline logic. Adding a command is one line of the command table and a
+ * handler that parses with options_parse_command.
  */
 #include "access/access.h"
 #include "api/api_routes.h"
@@ -21,12 +26,13 @@
 #include "access/users.h"
 #include "ingest/writer.h"
 
-#include <pwd.h>
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define VERSION "0.1.0"
@@ -73,34 +79,41 @@ static void local_actor(char *out, size_t cap)
         snprintf(out, cap, "local:uid %u", (unsigned)geteuid());
 }
 
+static int init_run(const char *dir, uint64_t segment_size);
+
 static int cmd_init(int argc, char **argv)
 {
     uint64_t segment_size = 0;
+    /* clang-format off */
     const option opts[] = {
-        {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
+        {.name = "--segment-size", .type = OPT_BYTES, .target = &segment_size, .def = "1GiB",
+         .help = "bytes per segment file of the body log"},
         {0},
     };
-    const char *pos[1];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 1, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, "medstream init DIR [options]",
-                     "Create a data directory: the LMDB store, the segment log, and an admin user whose\n"
-                     "generated password is written to DIR/admin.password (mode 0600).",
-                     opts);
-        return 0;
-    }
-    if (n < 0) return usage_error("init", err);
-    if (n != 1) return usage_error("init", "expected the data directory");
+    /* clang-format on */
+    const options_command cmd = {"init", "medstream init DIR [options]",
+                                 "Create a data directory: the LMDB store, the segment log, and an admin user whose\n"
+                                 "generated password is written to DIR/admin.password (mode 0600).",
+                                 opts};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
+        code = a.npos != 1 ? usage_error("init", "expected the data directory") : init_run(a.pos[0], segment_size);
+    options_args_free(&a);
+    return code;
+}
+
+static int init_run(const char *dir, uint64_t segment_size)
+{
     store *s;
     ms_err e;
     store_options so = {.segment_size = segment_size, .owner = "init"};
-    if (store_open(&s, pos[0], &so, &e) != MS_OK) {
+    if (store_open(&s, dir, &so, &e) != MS_OK) {
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
     }
     char path[4096], actor[96];
-    snprintf(path, sizeof path, "%s/%s", pos[0], USERS_ADMIN_PASSWORD_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, USERS_ADMIN_PASSWORD_FILE);
     local_actor(actor, sizeof actor);
     ms_code rc = users_create_admin(s, path, actor, &e);
     store_close(s);
@@ -111,51 +124,63 @@ static int cmd_init(int argc, char **argv)
     printf("initialized %s\n"
            "admin password in %s (mode 0600); change it with: medstream user passwd admin --data %s, or\n"
            "PUT /v1/users/admin/password; the file is removed then\n",
-           pos[0], path, pos[0]);
+           dir, path, dir);
     return 0;
 }
 
 static int cmd_roles(int argc, char **argv)
 {
     const char *roles = NULL;
+    /* clang-format off */
     const option opts[] = {
-        {"--roles", OPT_STRING, NULL, false, "role file (JSON) to print instead of the default table", &roles},
+        {.name = "--roles", .type = OPT_STRING, .target = &roles, .metavar = "FILE",
+         .help = "role file (JSON) to print instead of the default table"},
         {0},
     };
-    const char *pos[1];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, "medstream roles", "Print the roles and their permissions (c r u d per resource).", opts);
-        return 0;
+    /* clang-format on */
+    const options_command cmd = {"roles", "medstream roles [options]",
+                                 "Print the roles and their permissions (c r u d per resource).", opts};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 0, &a, stdout, stderr, &code)) {
+        code = load_roles(roles, "roles") ? 0 : 1;
+        if (code == 0) access_print(stdout);
     }
-    if (n < 0) return usage_error("roles", err);
-    if (!load_roles(roles, "roles")) return 1;
-    access_print(stdout);
-    return 0;
+    options_args_free(&a);
+    return code;
 }
 
 /* `medstream audit verify --data DIR`: re-walk the hash chain. */
+static int audit_verify(const char *data);
+
 static int cmd_audit(int argc, char **argv)
 {
     const char *data = NULL;
+    /* clang-format off */
     const option opts[] = {
-        {"--data", OPT_STRING, NULL, true, "data directory", &data},
+        {.name = "--data", .type = OPT_STRING, .target = &data, .required = true, .metavar = "DIR",
+         .help = "data directory"},
         {0},
     };
-    const char *pos[1];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 1, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, "medstream audit verify --data DIR",
-                     "Re-walk the audit log's hash chain: exit 0 and print the head hash (anchor it outside\n"
-                     "this machine) if intact; exit 1 naming the first bad entry on any edit, deletion or\n"
-                     "reordering. Reads without locking DIR, so it may run beside `medstream serve` (it says so).",
-                     opts);
-        return 0;
-    }
-    if (n < 0) return usage_error("audit", err);
-    if (n != 1 || strcmp(pos[0], "verify") != 0) return usage_error("audit", "expected: audit verify --data DIR");
+    /* clang-format on */
+    const options_command cmd = {
+        "audit", "medstream audit verify --data DIR",
+        "Re-walk the audit log's hash chain: exit 0 and print the head hash (anchor it outside\n"
+        "this machine) if intact; exit 1 naming the first bad entry on any edit, deletion or\n"
+        "reordering. Reads without locking DIR, so it may run beside `medstream serve` (it says so).",
+        opts};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
+        code = a.npos != 1 || strcmp(a.pos[0], "verify") != 0
+                   ? usage_error("audit", "expected: audit verify --data DIR")
+                   : audit_verify(data);
+    options_args_free(&a);
+    return code;
+}
+
+static int audit_verify(const char *data)
+{
     if (!data_dir_ready("audit", data)) return 1;
     store *s;
     ms_err e = {0};
@@ -251,11 +276,47 @@ static int user_list(store *s)
     return rc == MS_OK ? 0 : 1;
 }
 
+/* The values of a `user` subcommand's options. */
+typedef struct {
+    const char *data, *role, *roles;
+} user_values;
+
+/* The option table of subcommand uc (opts has room for 4) and the command as help shows it. */
+static options_command user_options(const user_command *uc, user_values *v, option *opts, char *name, size_t name_cap,
+                                    char *usage, size_t usage_cap)
+{
+    /* clang-format off */
+    opts[0] = (option){.name = "--data", .type = OPT_STRING, .target = &v->data, .required = true, .metavar = "DIR",
+                       .help = "data directory"};
+    opts[1] = (option){.name = "--roles", .type = OPT_STRING, .target = &v->roles, .metavar = "FILE",
+                       .help = "role file (JSON) of the server, if it has one (serve --roles)"};
+    opts[2] = uc->role_option ? (option){.name = "--role", .type = OPT_STRING, .target = &v->role, .required = true,
+                                         .metavar = "ROLE", .help = "role (see medstream roles)"}
+                              : (option){0};
+    /* clang-format on */
+    opts[3] = (option){0};
+    snprintf(name, name_cap, "user %s", uc->name);
+    snprintf(usage, usage_cap, "medstream user %s", uc->usage);
+    return (options_command){name, usage, uc->about, opts};
+}
+
+static int user_run(const user_command *uc, const user_values *v, const char *const *pos);
+
 static int cmd_user(int argc, char **argv)
 {
     if (argc < 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
         user_usage(argc < 3 ? stderr : stdout);
         return argc < 3 ? 2 : 0;
+    }
+    option opts[4];
+    user_values v;
+    char name[64], usage[160];
+    if (!strcmp(argv[2], "--help-markdown")) { /* every subcommand's section of the reference */
+        for (int i = 0; i < N_USER_COMMANDS; i++) {
+            options_command cmd = user_options(&user_commands[i], &v, opts, name, sizeof name, usage, sizeof usage);
+            options_reference(stdout, &cmd);
+        }
+        return 0;
     }
     const user_command *uc = NULL;
     for (int i = 0; i < N_USER_COMMANDS; i++)
@@ -264,28 +325,25 @@ static int cmd_user(int argc, char **argv)
         user_usage(stderr);
         return 2;
     }
-    const char *data = NULL, *role = NULL, *roles = NULL;
-    const option opts[] = {
-        {"--data", OPT_STRING, NULL, true, "data directory", &data},
-        {"--roles", OPT_STRING, NULL, false, "role file (JSON) of the server, if it has one (serve --roles)", &roles},
-        /* add only (a NULL name ends the table here for the others) */
-        {uc->role_option ? "--role" : NULL, OPT_STRING, NULL, true, "role (see medstream roles)", &role},
-        {0},
-    };
-    const char *pos[2];
-    char err[256], usage[160];
-    snprintf(usage, sizeof usage, "medstream user %s", uc->usage);
-    int n = options_parse(opts, argc, argv, 3, pos, uc->npos, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, usage, uc->about, opts);
-        return 0;
+    options_command cmd = user_options(uc, &v, opts, name, sizeof name, usage, sizeof usage);
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 3, uc->npos, &a, stdout, stderr, &code)) {
+        if (a.npos == uc->npos) {
+            code = user_run(uc, &v, a.pos);
+        } else {
+            fprintf(stderr, "medstream user: expected: %s\n", usage);
+            code = 2;
+        }
     }
-    if (n < 0) return usage_error("user", err);
-    if (n != uc->npos) {
-        fprintf(stderr, "medstream user: expected: %s\n", usage);
-        return 2;
-    }
-    if (!load_roles(roles, "user") || !data_dir_ready("user", data)) return 1;
+    options_args_free(&a);
+    return code;
+}
+
+static int user_run(const user_command *uc, const user_values *v, const char *const *pos)
+{
+    const char *data = v->data, *role = v->role;
+    if (!load_roles(v->roles, "user") || !data_dir_ready("user", data)) return 1;
     char password[1100], hash[PASSWORD_ENCODED_MAX];
     size_t len = 0;
     bool needs_password = !strcmp(uc->name, "add") || !strcmp(uc->name, "passwd");
@@ -371,88 +429,123 @@ static char *read_text_file(const char *path, ms_err *e)
     return buf_take(&b);
 }
 
+/* serve's settings: one field per option of its table. */
+typedef struct {
+    const char *data, *listen, *schema, *tls_cert, *tls_key, *roles;
+    uint64_t max_body, max_record, max_inflight, map_size, segment_size, body_cache;
+    uint64_t header_timeout_s, max_connections, max_connections_per_client, token_ttl_s;
+    const char *kafka_brokers, *kafka_topic, *kafka_group, *kafka_dlq, *kafka_public;
+    opt_list kafka_config;
+    uint64_t kafka_batch, kafka_linger_ms;
+    const char *postgres;
+    int postgres_history; /* index in pg_history_names */
+} serve_settings;
+
+static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
+static const pg_history_mode pg_history_modes[] = {PG_HISTORY_PERIODS, PG_HISTORY_TRIGGER, PG_HISTORY_AUTO};
+
+#define TOKEN_TTL_MAX_S (365 * 86400) /* a bearer token lives a year at most */
+
+/* The rules between serve's options: NULL when they hold, else what is wrong. Lowers --max-record to
+ * --max-body (a record can never exceed its body). */
+static const char *serve_check(serve_settings *c)
+{
+    if (c->max_body > c->segment_size / 2) return "--segment-size must be at least twice --max-body";
+    if (c->max_record > c->max_body) c->max_record = c->max_body;
+    if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
+    if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
+    if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
+    return NULL;
+}
+
+static int serve_run(const serve_settings *c);
+
 static int cmd_serve(int argc, char **argv)
 {
-    const char *data = NULL, *listen = NULL, *schema_file = NULL;
-    uint64_t max_body = 0, max_record = 0, map_size = 0, segment_size = 0, body_cache = 0;
-    long token_ttl = 0;
-    long header_timeout = 0, max_conns = 0, max_conns_per_client = 0; /* the HTTP edge's limits */
-    uint64_t max_inflight = 0;
-    const char *tls_cert = NULL, *tls_key = NULL, *roles = NULL;
-    const char *kafka_brokers = NULL, *kafka_topic = NULL, *kafka_group = NULL, *kafka_dlq = NULL;
-    const char *kafka_public = NULL, *postgres = NULL, *postgres_history = NULL;
-    opt_list kafka_config = {0};
-    long kafka_batch = 0, kafka_linger = 0;
+    serve_settings c;
+    /* clang-format off */
     const option opts[] = {
-        {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
-        {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
-         &listen},
-        {"--schema", OPT_STRING, NULL, false, "schema file (JSON) naming field roles and the public allow-list",
-         &schema_file},
-        {"--max-body", OPT_BYTES, "64MiB", false, "largest request body; larger gets 413", &max_body},
-        {"--max-record", OPT_BYTES, "1MiB", false, "largest record; larger is a rejected line", &max_record},
-        {"--max-inflight", OPT_BYTES, "512MiB", false, "request body bytes held at once; beyond, 503 + Retry-After",
-         &max_inflight},
-        {"--header-timeout", OPT_INT, "10", false,
-         "seconds for request headers to arrive, and the longest stall of a body; then the connection closes",
-         &header_timeout},
-        {"--max-connections", OPT_INT, "512", false, "connections at once (lowered to fit the open-file limit)",
-         &max_conns},
-        {"--max-connections-per-client", OPT_INT, "64", false,
-         "connections at once per client address; beyond, 503 + Retry-After", &max_conns_per_client},
-        {"--map-size", OPT_BYTES, "1TiB", false, "LMDB map size (address space, not disk)", &map_size},
-        {"--segment-size", OPT_BYTES, "1GiB", false, "bytes per segment file of the body log", &segment_size},
-        {"--body-cache", OPT_BYTES, "256MiB", false, "recently written record bytes kept in memory for reads",
-         &body_cache},
-        {"--token-ttl", OPT_INT, "3600", false, "lifetime of bearer tokens, seconds", &token_ttl},
-        {"--tls-cert", OPT_STRING, NULL, false, "PEM certificate (chain): serve HTTPS (with --tls-key)", &tls_cert},
-        {"--tls-key", OPT_STRING, NULL, false, "PEM private key of --tls-cert", &tls_key},
-        {"--roles", OPT_STRING, NULL, false, "role file (JSON) replacing the default role table", &roles},
-        {"--kafka-brokers", OPT_STRING, NULL, false, "Kafka bootstrap servers HOST:PORT[,...]: also consume",
-         &kafka_brokers},
-        {"--kafka-topic", OPT_STRING, NULL, false, "topic to consume (with --kafka-brokers)", &kafka_topic},
-        {"--kafka-group", OPT_STRING, "medstream", false, "consumer group", &kafka_group},
-        {"--kafka-batch", OPT_INT, "1000", false, "messages per batch", &kafka_batch},
-        {"--kafka-linger-ms", OPT_INT, "50", false, "longest wait to fill a batch", &kafka_linger},
-        {"--kafka-dlq-topic", OPT_STRING, NULL, false, "dead-letter topic (default TOPIC.dlq)", &kafka_dlq},
-        {"--kafka-config", OPT_LIST, NULL, false, "a librdkafka setting key=value (SASL, TLS)",
-         &kafka_config},
-        {"--kafka-public-topic", OPT_STRING, NULL, false,
-         "publish every public record version here (needs --kafka-brokers)", &kafka_public},
-        {"--postgres", OPT_STRING, NULL, false, "PostgreSQL connection URL (libpq): ship every commit there",
-         &postgres},
-        {"--postgres-history", OPT_STRING, "auto", false,
-         "phi_patients history: periods (extension), trigger, or auto (periods if installed)", &postgres_history},
+        {.name = "--config", .type = OPT_CONFIG, .metavar = "FILE",
+         .help = "read these options from FILE, one `key = value` a line, keys without -- (docs/options.md); "
+                 "the command line overrides it"},
+        {.name = "--data", .type = OPT_STRING, .target = &c.data, .required = true, .metavar = "DIR",
+         .help = "data directory (made by medstream init)"},
+        {.name = "--listen", .type = OPT_STRING, .target = &c.listen, .def = "127.0.0.1:8080", .metavar = "HOST:PORT",
+         .help = "address to serve HTTP on, bound exclusively (port 0 picks one; :PORT binds every interface)"},
+        {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
+         .help = "schema file (JSON) naming field roles and the public allow-list"},
+        {.name = "--max-body", .type = OPT_BYTES, .target = &c.max_body, .def = "64MiB", .min = 64,
+         .help = "largest request body; larger gets 413"},
+        {.name = "--max-record", .type = OPT_BYTES, .target = &c.max_record, .def = "1MiB", .min = 64,
+         .help = "largest record; larger is a rejected line (lowered to --max-body)"},
+        {.name = "--max-inflight", .type = OPT_BYTES, .target = &c.max_inflight, .def = "512MiB",
+         .min = HTTP_MAX_INFLIGHT_MIN, .help = "request body bytes held at once; beyond, 503 + Retry-After"},
+        {.name = "--header-timeout", .type = OPT_SECONDS, .target = &c.header_timeout_s, .def = "10", .min = 1,
+         .max = HTTP_HEADER_TIMEOUT_MAX_S,
+         .help = "time for request headers to arrive, and the longest stall of a body; then the connection closes"},
+        {.name = "--max-connections", .type = OPT_UINT, .target = &c.max_connections, .def = "512", .min = 1,
+         .max = HTTP_CONNECTIONS_MAX, .help = "connections at once (lowered to fit the open-file limit)"},
+        {.name = "--max-connections-per-client", .type = OPT_UINT, .target = &c.max_connections_per_client,
+         .def = "64", .min = 1, .max = HTTP_CONNECTIONS_MAX,
+         .help = "connections at once per client address; beyond, 503 + Retry-After"},
+        {.name = "--map-size", .type = OPT_BYTES, .target = &c.map_size, .def = "1TiB",
+         .help = "LMDB map size (address space, not disk)"},
+        {.name = "--segment-size", .type = OPT_BYTES, .target = &c.segment_size, .def = "1GiB",
+         .help = "bytes per segment file of the body log (at least twice --max-body)"},
+        {.name = "--body-cache", .type = OPT_BYTES, .target = &c.body_cache, .def = "256MiB",
+         .help = "recently written record bytes kept in memory for reads"},
+        {.name = "--token-ttl", .type = OPT_SECONDS, .target = &c.token_ttl_s, .def = "3600", .min = 1,
+         .max = TOKEN_TTL_MAX_S, .help = "lifetime of bearer tokens"},
+        {.name = "--tls-cert", .type = OPT_STRING, .target = &c.tls_cert, .metavar = "FILE",
+         .help = "PEM certificate (chain): serve HTTPS (with --tls-key)"},
+        {.name = "--tls-key", .type = OPT_STRING, .target = &c.tls_key, .metavar = "FILE",
+         .help = "PEM private key of --tls-cert"},
+        {.name = "--roles", .type = OPT_STRING, .target = &c.roles, .metavar = "FILE",
+         .help = "role file (JSON) replacing the default role table"},
+        {.name = "--kafka-brokers", .type = OPT_STRING, .target = &c.kafka_brokers, .metavar = "HOST:PORT[,...]",
+         .help = "Kafka bootstrap servers: also consume (with --kafka-topic)"},
+        {.name = "--kafka-topic", .type = OPT_STRING, .target = &c.kafka_topic, .metavar = "TOPIC",
+         .help = "topic to consume (with --kafka-brokers)"},
+        {.name = "--kafka-group", .type = OPT_STRING, .target = &c.kafka_group, .def = "medstream",
+         .metavar = "GROUP", .help = "consumer group"},
+        {.name = "--kafka-batch", .type = OPT_UINT, .target = &c.kafka_batch, .def = "1000", .min = 1,
+         .max = 1000000, .help = "messages per batch"},
+        {.name = "--kafka-linger-ms", .type = OPT_MILLIS, .target = &c.kafka_linger_ms, .def = "50",
+         .max = 60000, .help = "longest wait to fill a batch"},
+        {.name = "--kafka-dlq-topic", .type = OPT_STRING, .target = &c.kafka_dlq, .metavar = "TOPIC",
+         .help = "dead-letter topic (default TOPIC.dlq)"},
+        {.name = "--kafka-config", .type = OPT_LIST, .target = &c.kafka_config, .metavar = "KEY=VALUE",
+         .help = "a librdkafka setting for every Kafka client (SASL, TLS)"},
+        {.name = "--kafka-public-topic", .type = OPT_STRING, .target = &c.kafka_public, .metavar = "TOPIC",
+         .help = "publish every public record version here (needs --kafka-brokers)"},
+        {.name = "--postgres", .type = OPT_STRING, .target = &c.postgres, .metavar = "URL",
+         .help = "PostgreSQL connection URL (libpq): ship every commit there"},
+        {.name = "--postgres-history", .type = OPT_ENUM, .target = &c.postgres_history, .def = "auto",
+         .choices = pg_history_names,
+         .help = "phi_patients history: periods (the extension), trigger, or auto (periods if installed)"},
         {0},
     };
-    const char *pos[1];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, "medstream serve --data DIR [options]",
-                     "Serve the HTTP API v1 (docs/API.md) on the embedded store.", opts);
-        return 0;
+    /* clang-format on */
+    const options_command cmd = {"serve", "medstream serve --data DIR [options] | --config FILE [options]",
+                                 "Serve the HTTP API v1 (docs/API.md) on the embedded store.", opts};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 0, &a, stdout, stderr, &code)) {
+        const char *bad = serve_check(&c);
+        code = bad ? usage_error("serve", bad) : serve_run(&c);
     }
-    if (n < 0) return usage_error("serve", err);
-    if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");
-    if (max_record > max_body) max_record = max_body; /* a record can never exceed its body */
-    if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
-    if (token_ttl < 1) return usage_error("serve", "--token-ttl must be at least 1 second");
-    if (!tls_cert != !tls_key) return usage_error("serve", "--tls-cert and --tls-key go together");
-    if (!load_roles(roles, "serve") || !data_dir_ready("serve", data)) return 1;
-    if (!kafka_brokers != !kafka_topic) return usage_error("serve", "--kafka-brokers and --kafka-topic go together");
-    if (kafka_public && !kafka_brokers) return usage_error("serve", "--kafka-public-topic needs --kafka-brokers");
-    if (kafka_batch < 1 || kafka_linger < 0) return usage_error("serve", "--kafka-batch >= 1, --kafka-linger-ms >= 0");
-    pg_history_mode history = !strcmp(postgres_history, "periods")   ? PG_HISTORY_PERIODS
-                              : !strcmp(postgres_history, "trigger") ? PG_HISTORY_TRIGGER
-                                                                     : PG_HISTORY_AUTO;
-    if (history == PG_HISTORY_AUTO && strcmp(postgres_history, "auto") != 0)
-        return usage_error("serve", "--postgres-history is periods, trigger or auto");
+    options_args_free(&a); /* the strings of c may point into the config file's text */
+    return code;
+}
+
+static int serve_run(const serve_settings *c)
+{
+    if (!load_roles(c->roles, "serve") || !data_dir_ready("serve", c->data)) return 1;
 
     schema sc;
     ms_err e = {0};
-    if (schema_file) {
-        if (schema_load_file(&sc, schema_file, &e) != MS_OK) {
+    if (c->schema) {
+        if (schema_load_file(&sc, c->schema, &e) != MS_OK) {
             fprintf(stderr, "medstream serve: %s\n", e.msg);
             return 1;
         }
@@ -476,48 +569,54 @@ static int cmd_serve(int argc, char **argv)
     sink_kafka_public *public_stream = NULL;
     sink_postgres *pg = NULL;
     int rc = 1;
-    store_options so = {map_size, segment_size, body_cache, .owner = "serve"};
+    store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
-    if (store_open(&s, data, &so, &e) != MS_OK) goto out;
-    metrics_set_data_dir(data);
+    if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
+    metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
-    api a = {
-        .store = s, .writer = w, .schema = &sc, .max_record = max_record, .token_ttl_s = token_ttl, .data_dir = data};
+    api a = {.store = s,
+             .writer = w,
+             .schema = &sc,
+             .max_record = c->max_record,
+             .token_ttl_s = (int64_t)c->token_ttl_s,
+             .data_dir = c->data};
     http_handler hh = api_http_handler(&a);
-    if (tls_cert && (!(cert_pem = read_text_file(tls_cert, &e)) || !(key_pem = read_text_file(tls_key, &e)))) goto out;
-    http_options ho = {.listen = listen,
-                       .max_body = max_body,
-                       .max_inflight = max_inflight,
-                       .header_timeout_s = header_timeout,
-                       .max_connections = max_conns,
-                       .max_connections_per_client = max_conns_per_client,
+    if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
+        goto out;
+    http_options ho = {.listen = c->listen,
+                       .max_body = c->max_body,
+                       .max_inflight = c->max_inflight,
+                       .header_timeout_s = (long)c->header_timeout_s,
+                       .max_connections = (long)c->max_connections,
+                       .max_connections_per_client = (long)c->max_connections_per_client,
                        .tls_cert_pem = cert_pem,
                        .tls_key_pem = key_pem};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
-    if (kafka_brokers) {
+    if (c->kafka_brokers) {
         char dlq[256];
-        snprintf(dlq, sizeof dlq, "%s.dlq", kafka_topic);
-        kafka_options ko = {.brokers = kafka_brokers,
-                            .topic = kafka_topic,
-                            .group = kafka_group,
-                            .dlq_topic = kafka_dlq ? kafka_dlq : dlq,
-                            .config = kafka_config.v,
-                            .batch_max = (int)kafka_batch,
-                            .linger_ms = (int)kafka_linger,
+        snprintf(dlq, sizeof dlq, "%s.dlq", c->kafka_topic);
+        kafka_options ko = {.brokers = c->kafka_brokers,
+                            .topic = c->kafka_topic,
+                            .group = c->kafka_group,
+                            .dlq_topic = c->kafka_dlq ? c->kafka_dlq : dlq,
+                            .config = c->kafka_config.v,
+                            .batch_max = (int)c->kafka_batch,
+                            .linger_ms = (int)c->kafka_linger_ms,
                             .store = s,
                             .writer = w,
                             .schema = &sc,
-                            .max_record = max_record};
+                            .max_record = c->max_record};
         ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
-        if (krc == MS_OK && kafka_public)
-            krc = sink_kafka_public_start(&public_stream, s, kafka_brokers, kafka_public, kafka_config.v, &e);
+        if (krc == MS_OK && c->kafka_public)
+            krc = sink_kafka_public_start(&public_stream, s, c->kafka_brokers, c->kafka_public, c->kafka_config.v, &e);
         if (krc != MS_OK) goto out;
     }
-    if (postgres) {
-        sink_postgres_options po = {.conninfo = postgres, .history = history, .store = s};
+    if (c->postgres) {
+        sink_postgres_options po = {
+            .conninfo = c->postgres, .history = pg_history_modes[c->postgres_history], .store = s};
         if (sink_postgres_start(&pg, &po, &e) != MS_OK) goto out;
     }
-    fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
+    fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", c->data, cert_pem ? "https" : "http",
             http_server_port(h), ms_mono_s() - t0);
     int sig;
     sigwait(&stop, &sig);
@@ -558,21 +657,132 @@ static int run_tool(const char *tool, int argc, char **argv)
     return 1;
 }
 
+static int cmd_bench(int argc, char **argv) { return run_tool("medstream-bench", argc, argv); }
+static int cmd_preload(int argc, char **argv) { return run_tool("medstream-bench", argc, argv); }
+
+static int cmd_version(int argc, char **argv)
+{
+    const option none[] = {{0}};
+    const options_command cmd = {"version", "medstream version", "Print the version.", none};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 0, &a, stdout, stderr, &code)) {
+        printf("medstream %s\n", VERSION);
+        code = 0;
+    }
+    options_args_free(&a);
+    return code;
+}
+
+static int cmd_help_reference(int argc, char **argv);
+
+/* Every command: `medstream --help` lists them, main() dispatches on them, `help-reference` documents
+ * them. A command is one line here (name, what follows it, summary, handler). */
+typedef struct {
+    const char *name;
+    const char *args;    /* shown after the name in the listing */
+    const char *summary; /* one line */
+    int (*run)(int argc, char **argv);
+} command;
+
+static const command commands[] = {
+    {"init", "DIR", "create a data directory", cmd_init},
+    {"serve", "", "serve the HTTP API on the embedded store", cmd_serve},
+    {"user", "COMMAND", "accounts offline: add, list, set-role, disable, enable, passwd, delete", cmd_user},
+    {"roles", "", "print the roles and their permissions", cmd_roles},
+    {"audit", "verify", "re-walk the audit log's hash chain", cmd_audit},
+    {"bench", "", "load generator and freshness probe against a running server", cmd_bench},
+    {"preload", "DIR", "fill a fresh data directory with synthetic patients (for benchmarks)", cmd_preload},
+    {"version", "", "print the version", cmd_version},
+    {"help-reference", "", "print every command's options as Markdown (docs/options.md)", cmd_help_reference},
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "medstream %s - patient records in, deduplicated, versioned, de-identified\n\n"
             "usage: medstream COMMAND [options]   (medstream COMMAND --help for each)\n\n"
-            "commands:\n"
-            "  init DIR     create a data directory\n"
-            "  serve        serve the HTTP API on the embedded store\n"
-            "  bench        load generator and freshness probe against a running server\n"
-            "  preload DIR  fill a fresh data directory with synthetic patients (for benchmarks)\n"
-            "  user         accounts offline: add, list, set-role, disable, enable, passwd, delete\n"
-            "  roles        print the roles and their permissions\n"
-            "  audit verify re-walk the audit log's hash chain\n"
-            "  version      print the version\n",
+            "commands:\n",
             VERSION);
+    for (int i = 0; i < N_COMMANDS; i++) {
+        char left[40];
+        snprintf(left, sizeof left, "%s%s%s", commands[i].name, commands[i].args[0] ? " " : "", commands[i].args);
+        fprintf(f, "  %-16s %s\n", left, commands[i].summary);
+    }
+    fprintf(f, "\nExit codes: 0 ok, 1 runtime failure, 2 usage. Every option: docs/options.md.\n");
+}
+
+/* `medstream help-reference`: docs/options.md, every command's section from its own option table (each
+ * command runs with --help-markdown in a child process, so that the tools in medstream-bench answer too). */
+static int cmd_help_reference(int argc, char **argv)
+{
+    const option none[] = {{0}};
+    const options_command cmd = {"help-reference", "medstream help-reference > docs/options.md",
+                                 "Print every command's options as Markdown: docs/options.md (make docs).", none};
+    options_args a;
+    int code;
+    bool go = options_parse_command(&cmd, argc, argv, 2, 0, &a, stdout, stderr, &code);
+    options_args_free(&a);
+    if (!go) return code;
+    printf("# Command-line options\n"
+           "\n"
+           "<!-- Generated by `medstream help-reference` (`make docs`) from the option tables of src/main.c and\n"
+           "     tools/bench/. Do not edit: a test fails when this file differs from what the program prints. -->\n"
+           "\n"
+           "Every command of `medstream` with its options: type, default, accepted values and what each does.\n"
+           "The same tables give each command's `--help`, check every value given, and name the keys of a\n"
+           "`--config` file. Every command also takes `--help`. Exit codes: 0 ok, 1 runtime failure, 2 usage.\n"
+           "\n"
+           "| command | |\n|---|---|\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        printf("| `%s%s%s` | %s |\n", commands[i].name, commands[i].args[0] ? " " : "", commands[i].args,
+               commands[i].summary);
+    printf("\n");
+    options_reference_formats(stdout);
+    printf("A service runs from a file: `medstream serve --config /etc/medstream/medstream.conf`, for example\n"
+           "\n"
+           "```\n"
+           "# /etc/medstream/medstream.conf\n"
+           "data = /var/lib/medstream\n"
+           "listen = 0.0.0.0:8443\n"
+           "tls-cert = /etc/medstream/cert.pem\n"
+           "tls-key = /etc/medstream/key.pem\n"
+           "max-body = 128MiB\n"
+           "token-ttl = 8h\n"
+           "kafka-brokers = kafka1:9093,kafka2:9093\n"
+           "kafka-topic = records\n"
+           "kafka-config = security.protocol=SASL_SSL\n"
+           "kafka-config = sasl.mechanism=SCRAM-SHA-512\n"
+           "```\n"
+           "\n"
+           "and `medstream serve --config FILE --listen 127.0.0.1:9090` runs the same with another address. For\n"
+           "`--kafka-config`, a setting on the command line comes after the file's, so it wins for the same\n"
+           "librdkafka property.\n"
+           "\n");
+    for (int i = 0; i < N_COMMANDS; i++) {
+        if (commands[i].run == cmd_help_reference) continue;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) {
+            fprintf(stderr, "medstream help-reference: fork: %s\n", strerror(errno));
+            return 1;
+        }
+        if (pid == 0) {
+            char name[32], flag[] = "--help-markdown";
+            snprintf(name, sizeof name, "%s", commands[i].name);
+            char *child_argv[] = {argv[0], name, flag, NULL};
+            int rc = commands[i].run(3, child_argv);
+            fflush(stdout);
+            _exit(rc);
+        }
+        int status = 0;
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "medstream help-reference: medstream %s --help-markdown failed\n", commands[i].name);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -581,22 +791,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
-    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
-    if (!strcmp(cmd, "bench") || !strcmp(cmd, "preload")) return run_tool("medstream-bench", argc, argv);
-    if (!strcmp(cmd, "roles")) return cmd_roles(argc, argv);
-    if (!strcmp(cmd, "user")) return cmd_user(argc, argv);
-    if (!strcmp(cmd, "audit")) return cmd_audit(argc, argv);
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("medstream %s\n", VERSION);
-        return 0;
-    }
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "medstream: unknown command '%s'\n", cmd);
+    if (!strcmp(name, "--version")) name = "version";
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(name, commands[i].name)) return commands[i].run(argc, argv);
+    fprintf(stderr, "medstream: unknown command '%s'\n", name);
     usage(stderr);
     return 2;
 }

@@ -465,14 +465,16 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     struct sockaddr_in sa;
     if (!parse_listen(opt->listen, &sa))
         return ms_fail(e, MS_EINVAL, "--listen: expected HOST:PORT (IPv4), got '%s'", opt->listen);
-    if (opt->header_timeout_s < 1 || opt->header_timeout_s > 3600)
-        return ms_fail(e, MS_EINVAL, "--header-timeout: expected 1 to 3600 seconds, got %ld", opt->header_timeout_s);
-    if (opt->max_connections < 1 || opt->max_connections > 65536)
-        return ms_fail(e, MS_EINVAL, "--max-connections: expected 1 to 65536, got %ld", opt->max_connections);
-    if (opt->max_connections_per_client < 1 || opt->max_connections_per_client > 65536)
-        return ms_fail(e, MS_EINVAL, "--max-connections-per-client: expected 1 to 65536, got %ld",
+    if (opt->header_timeout_s < 1 || opt->header_timeout_s > HTTP_HEADER_TIMEOUT_MAX_S)
+        return ms_fail(e, MS_EINVAL, "--header-timeout: expected 1 to %d seconds, got %ld", HTTP_HEADER_TIMEOUT_MAX_S,
+                       opt->header_timeout_s);
+    if (opt->max_connections < 1 || opt->max_connections > HTTP_CONNECTIONS_MAX)
+        return ms_fail(e, MS_EINVAL, "--max-connections: expected 1 to %d, got %ld", HTTP_CONNECTIONS_MAX,
+                       opt->max_connections);
+    if (opt->max_connections_per_client < 1 || opt->max_connections_per_client > HTTP_CONNECTIONS_MAX)
+        return ms_fail(e, MS_EINVAL, "--max-connections-per-client: expected 1 to %d, got %ld", HTTP_CONNECTIONS_MAX,
                        opt->max_connections_per_client);
-    if (opt->max_inflight < ((uint64_t)1 << 20))
+    if (opt->max_inflight < HTTP_MAX_INFLIGHT_MIN)
         return ms_fail(e, MS_EINVAL, "--max-inflight: expected at least 1MiB, got %llu bytes",
                        (unsigned long long)opt->max_inflight);
     bool tls = opt->tls_cert_pem && opt->tls_key_pem;

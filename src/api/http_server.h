@@ -28,6 +28,12 @@
 #define HTTP_MAX_ARGS 32
 #define HTTP_MAX_PARAMS 4
 
+/* The accepted ranges of http_options' limits, checked by http_server_start; serve's option table takes
+ * its ranges from these, so that the command line refuses what the server would. */
+#define HTTP_HEADER_TIMEOUT_MAX_S 3600
+#define HTTP_CONNECTIONS_MAX 65536
+#define HTTP_MAX_INFLIGHT_MIN ((uint64_t)1 << 20)
+
 typedef struct {
     const char *key, *value;
 } http_arg;

@@ -329,8 +329,7 @@ class Server:
         last_err = None
         for _attempt in range(3):             # retry only if the picked port was taken meanwhile
             self.port = free_port()
-            args = [BIN, "serve", "--data", self.data_dir,
-                    "--listen", "127.0.0.1:%d" % self.port] + self.extra_args
+            args = self.serve_args(self.port)
             log = open(self.log_path, "ab")
             log.write(("=== %s\n" % " ".join(args)).encode())
             log.flush()
@@ -349,6 +348,10 @@ class Server:
                 break
         fail("server did not become healthy (%s; limit %.0fs); log %s: %s"
              % (last_err, health_timeout, self.log_path, self.log_tail()))
+
+    def serve_args(self, port):
+        """The command line of `serve` on port; a subclass may start it otherwise (from a config file)."""
+        return [BIN, "serve", "--data", self.data_dir, "--listen", "127.0.0.1:%d" % port] + self.extra_args
 
     def _wait_healthy(self, t0, timeout):
         last_err = "no answer"

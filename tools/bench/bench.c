@@ -2,8 +2,9 @@
  * bench.c: `medstream bench`, the load generator and freshness probe (contract in bench.h).
  *
  * DESIGN
- *   Options: one table (flag, kind, default, range, help) from which defaults, validation and
- *   --help all come.
+ *   Options: one table in the option model of base/options.h (flag, type, default, range, help),
+ *   from which defaults, validation, --help, its --config file and its section of docs/options.md
+ *   come.
  *   Records: record number `seq` (0-based) fully determines its record: whether it is an update of
  *   an earlier record id, whose identity it carries (a new one or one already sent), and every
  *   field, from hashes of (seed, seq). No per-record state is kept, and a seed reproduces a run.
@@ -32,6 +33,7 @@
 #include "bench.h"
 
 #include "base/kafka_client.h"
+#include "base/options.h"
 #include "base/util.h"
 
 #include "http_client.h"
@@ -75,115 +77,9 @@ typedef struct {
     const char *kafka_brokers; /* produce into Kafka instead of POSTing (the server consumes the topic) */
     const char *kafka_topic;
     const char *postgres; /* also probe freshness in the server's PostgreSQL sink database */
-    uint64_t timeout;
+    uint64_t timeout;     /* seconds */
     bool json;
-    bool help;
 } bench_config;
-
-typedef enum { OPT_TEXT, OPT_COUNT, OPT_SHARE, OPT_FLAG } option_kind;
-
-typedef struct {
-    const char *flag;
-    option_kind kind;
-    size_t offset;             /* of the field in bench_config */
-    const char *default_value; /* parsed like a command-line value; NULL: none */
-    uint64_t min, max;         /* OPT_COUNT range */
-    const char *metavar;
-    const char *help;
-} bench_option;
-
-#define OPT(field) offsetof(bench_config, field)
-
-static const bench_option bench_options[] = {
-    {"--url", OPT_TEXT, OPT(url), "http://127.0.0.1:8080", 0, 0, "URL", "server to load: http://HOST:PORT[/PREFIX]"},
-    {"--records", OPT_COUNT, OPT(records), "100000", 1, UINT64_C(9999999999), "N", "total records to send"},
-    {"--size", OPT_COUNT, OPT(size), "20480", 64, 16u << 20, "BYTES",
-     "approximate size of each record (one NDJSON line)"},
-    {"--batch", OPT_COUNT, OPT(batch), "1000", 1, 1000000, "N", "records per POST"},
-    {"--connections", OPT_COUNT, OPT(connections), "3", 1, 256, "N", "concurrent sending connections, one thread each"},
-    {"--repeat-share", OPT_SHARE, OPT(repeat_share), "0.5", 0, 0, "F",
-     "share of new records whose patient identity was already sent"},
-    {"--update-share", OPT_SHARE, OPT(update_share), "0.05", 0, 0, "F",
-     "share of records re-using an earlier record_id with new content"},
-    {"--probe-every", OPT_COUNT, OPT(probe_every), "500", 0, UINT64_C(1000000000), "N",
-     "sample one record in N for the freshness probe (0: no probe)"},
-    {"--rate", OPT_COUNT, OPT(rate), "0", 0, UINT64_C(1000000000), "N",
-     "offered load in records/min: batches leave on a fixed schedule (0: as fast as answered)"},
-    {"--read-rate", OPT_COUNT, OPT(read_rate), "200", 0, 100000, "N",
-     "point reads (GET /v1/patients/ID) per second during the load (0: none)"},
-    {"--token", OPT_TEXT, OPT(token), NULL, 0, 0, "T", "send \"Authorization: Bearer T\" on every request"},
-    {"--seed", OPT_COUNT, OPT(seed), "1", 0, UINT64_MAX, "N", "RNG seed (same seed, same records)"},
-    {"--kafka-brokers", OPT_TEXT, OPT(kafka_brokers), NULL, 0, 0, "HOST:PORT[,...]",
-     "produce the records into Kafka (with --kafka-topic) instead of POSTing them; freshness is produce to visible"},
-    {"--kafka-topic", OPT_TEXT, OPT(kafka_topic), NULL, 0, 0, "T", "topic the server consumes"},
-    {"--postgres", OPT_TEXT, OPT(postgres), NULL, 0, 0, "URL",
-     "also measure freshness in PostgreSQL (the server's --postgres database): send to row visible in SQL"},
-    {"--run-id", OPT_TEXT, OPT(run_id), NULL, 0, 0, "S",
-     "prefix for record ids, [A-Za-z0-9._-]{1,64} (default: from time and pid)"},
-    {"--timeout", OPT_COUNT, OPT(timeout), "120", 1, 3600, "SECONDS",
-     "network timeout of each connect, send and receive step"},
-    {"--json", OPT_FLAG, OPT(json), NULL, 0, 0, NULL, "also print the figures as one JSON object line at the end"},
-    {"--help", OPT_FLAG, OPT(help), NULL, 0, 0, NULL, "print this help and exit"},
-};
-#define N_OPTIONS (sizeof bench_options / sizeof bench_options[0])
-
-static void print_help(FILE *out)
-{
-    fprintf(out, "usage: medstream bench [OPTION...]\n"
-                 "Load generator and freshness probe: sends synthetic patient records to a running\n"
-                 "medstream server and reports records/min, batch, freshness and point-read latency,\n"
-                 "disk bytes written per byte ingested and peak memory (from GET /metrics).\n\n");
-    for (size_t i = 0; i < N_OPTIONS; i++) {
-        const bench_option *o = &bench_options[i];
-        char left[64];
-        snprintf(left, sizeof left, "%s%s%s", o->flag, o->metavar ? " " : "", o->metavar ? o->metavar : "");
-        fprintf(out, "  %-22s %s", left, o->help);
-        if (o->default_value) fprintf(out, " (default %s)", o->default_value);
-        fputc('\n', out);
-    }
-    fprintf(out, "\nExit status: 0 ok, 1 runtime failure (unreachable server, failed request or\n"
-                 "probe), 2 usage error.\n");
-}
-
-/* Stores VALUE for option o into cfg. Returns false (message on stderr) if it is not valid. */
-static bool option_set(bench_config *cfg, const bench_option *o, const char *value)
-{
-    char *field = (char *)cfg + o->offset;
-    switch (o->kind) {
-    case OPT_FLAG: *(bool *)(void *)field = true; return true;
-    case OPT_TEXT:
-        if (!*value || strpbrk(value, "\r\n")) {
-            fprintf(stderr, "medstream bench: %s: empty value or line break\n", o->flag);
-            return false;
-        }
-        *(const char **)(void *)field = value;
-        return true;
-    case OPT_COUNT: {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(value, &end, 10);
-        if (value[0] < '0' || value[0] > '9' || *end || errno || v < o->min || v > o->max) {
-            fprintf(stderr, "medstream bench: %s: \"%s\" is not a whole number in %" PRIu64 "..%" PRIu64 "\n", o->flag,
-                    value, o->min, o->max);
-            return false;
-        }
-        *(uint64_t *)(void *)field = (uint64_t)v;
-        return true;
-    }
-    case OPT_SHARE: {
-        char *end;
-        errno = 0;
-        double v = strtod(value, &end);
-        if (end == value || *end || errno || !(v >= 0.0 && v <= 1.0)) {
-            fprintf(stderr, "medstream bench: %s: \"%s\" is not a number in 0..1\n", o->flag, value);
-            return false;
-        }
-        *(double *)(void *)field = v;
-        return true;
-    }
-    }
-    return false;
-}
 
 static bool run_id_valid(const char *s)
 {
@@ -198,53 +94,13 @@ static bool run_id_valid(const char *s)
     return true;
 }
 
-/* Returns 0 when cfg is ready, 2 on a usage error (message printed). */
-static int parse_options(int argc, char **argv, bench_config *cfg)
+/* The rules between options, and the one option with a pattern: NULL when they hold, else what is wrong. */
+static const char *bench_check(bench_config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < N_OPTIONS; i++)
-        if (bench_options[i].default_value && !option_set(cfg, &bench_options[i], bench_options[i].default_value))
-            return 2; /* a broken table; cannot happen with the table above */
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "-h") == 0) arg = "--help";
-        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        const bench_option *o = NULL;
-        for (size_t k = 0; k < N_OPTIONS; k++)
-            if (strlen(bench_options[k].flag) == name_len && strncmp(bench_options[k].flag, arg, name_len) == 0)
-                o = &bench_options[k];
-        if (!o) {
-            fprintf(stderr, "medstream bench: unknown option \"%s\" (see --help)\n", arg);
-            return 2;
-        }
-        const char *value = NULL;
-        if (o->kind == OPT_FLAG) {
-            if (eq) {
-                fprintf(stderr, "medstream bench: %s takes no value\n", o->flag);
-                return 2;
-            }
-        } else if (eq) {
-            value = eq + 1;
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            fprintf(stderr, "medstream bench: %s needs a value (see --help)\n", o->flag);
-            return 2;
-        }
-        if (!option_set(cfg, o, value)) return 2;
-    }
-    if (cfg->help) return 0;
-    if (cfg->run_id && !run_id_valid(cfg->run_id)) {
-        fprintf(stderr, "medstream bench: --run-id: use 1 to 64 of A-Z a-z 0-9 . _ -\n");
-        return 2;
-    }
-    if (!cfg->kafka_brokers != !cfg->kafka_topic) {
-        fprintf(stderr, "medstream bench: --kafka-brokers and --kafka-topic go together\n");
-        return 2;
-    }
+    if (cfg->run_id && !run_id_valid(cfg->run_id)) return "--run-id: use 1 to 64 of A-Z a-z 0-9 . _ -";
+    if (!cfg->kafka_brokers != !cfg->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (cfg->batch > cfg->records) cfg->batch = cfg->records;
-    return 0;
+    return NULL;
 }
 
 /* ======================================================================================== */
@@ -1822,11 +1678,68 @@ int bench_main(int argc, char **argv)
     locale_t previous = c_locale ? uselocale(c_locale) : (locale_t)0;
 
     bench_config cfg;
-    int code = parse_options(argc, argv, &cfg);
-    if (code == 0 && cfg.help)
-        print_help(stdout);
-    else if (code == 0)
-        code = bench_run_all(&cfg);
+    /* clang-format off */
+    const option opts[] = {
+        {.name = "--config", .type = OPT_CONFIG, .metavar = "FILE",
+         .help = "read these options from FILE, one `key = value` a line, keys without -- (docs/options.md); "
+                 "the command line overrides it"},
+        {.name = "--url", .type = OPT_STRING, .target = &cfg.url, .def = "http://127.0.0.1:8080", .metavar = "URL",
+         .help = "server to load: http://HOST:PORT[/PREFIX]"},
+        {.name = "--records", .type = OPT_UINT, .target = &cfg.records, .def = "100000", .min = 1,
+         .max = UINT64_C(9999999999), .help = "total records to send"},
+        {.name = "--size", .type = OPT_BYTES, .target = &cfg.size, .def = "20480", .min = 64, .max = 16u << 20,
+         .help = "approximate size of each record (one NDJSON line)"},
+        {.name = "--batch", .type = OPT_UINT, .target = &cfg.batch, .def = "1000", .min = 1, .max = 1000000,
+         .help = "records per POST"},
+        {.name = "--connections", .type = OPT_UINT, .target = &cfg.connections, .def = "3", .min = 1, .max = 256,
+         .help = "concurrent sending connections, one thread each"},
+        {.name = "--repeat-share", .type = OPT_SHARE, .target = &cfg.repeat_share, .def = "0.5",
+         .help = "share of new records whose patient identity was already sent"},
+        {.name = "--update-share", .type = OPT_SHARE, .target = &cfg.update_share, .def = "0.05",
+         .help = "share of records re-using an earlier record_id with new content"},
+        {.name = "--probe-every", .type = OPT_UINT, .target = &cfg.probe_every, .def = "500",
+         .max = UINT64_C(1000000000), .help = "sample one record in N for the freshness probe (0: no probe)"},
+        {.name = "--rate", .type = OPT_UINT, .target = &cfg.rate, .def = "0", .max = UINT64_C(1000000000),
+         .help = "offered load in records/min: batches leave on a fixed schedule (0: as fast as answered)"},
+        {.name = "--read-rate", .type = OPT_UINT, .target = &cfg.read_rate, .def = "200", .max = 100000,
+         .help = "point reads (GET /v1/patients/ID) per second during the load (0: none)"},
+        {.name = "--token", .type = OPT_STRING, .target = &cfg.token, .metavar = "T",
+         .help = "send \"Authorization: Bearer T\" on every request"},
+        {.name = "--seed", .type = OPT_UINT, .target = &cfg.seed, .def = "1",
+         .help = "RNG seed (same seed, same records)"},
+        {.name = "--kafka-brokers", .type = OPT_STRING, .target = &cfg.kafka_brokers, .metavar = "HOST:PORT[,...]",
+         .help = "produce the records into Kafka (with --kafka-topic) instead of POSTing them; freshness is "
+                 "produce to visible"},
+        {.name = "--kafka-topic", .type = OPT_STRING, .target = &cfg.kafka_topic, .metavar = "TOPIC",
+         .help = "topic the server consumes"},
+        {.name = "--postgres", .type = OPT_STRING, .target = &cfg.postgres, .metavar = "URL",
+         .help = "also measure freshness in PostgreSQL (the server's --postgres database): send to row visible in "
+                 "SQL"},
+        {.name = "--run-id", .type = OPT_STRING, .target = &cfg.run_id, .metavar = "S",
+         .help = "prefix for record ids, [A-Za-z0-9._-]{1,64} (default: from time and pid)"},
+        {.name = "--timeout", .type = OPT_SECONDS, .target = &cfg.timeout, .def = "120", .min = 1, .max = 3600,
+         .help = "network timeout of each connect, send and receive step"},
+        {.name = "--json", .type = OPT_FLAG, .target = &cfg.json,
+         .help = "also print the figures as one JSON object line at the end"},
+        {0},
+    };
+    /* clang-format on */
+    const options_command cmd = {
+        "bench", "medstream bench [options]",
+        "Load generator and freshness probe: sends synthetic patient records to a running\n"
+        "medstream server and reports records/min, batch, freshness and point-read latency,\n"
+        "disk bytes written per byte ingested and peak memory (from GET /metrics).\n"
+        "Exit status: 0 ok, 1 runtime failure (unreachable server, failed request or probe), 2 usage error.",
+        opts};
+    memset(&cfg, 0, sizeof cfg);
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 1, 0, &a, stdout, stderr, &code)) {
+        const char *bad = bench_check(&cfg);
+        if (bad) fprintf(stderr, "medstream bench: %s (see medstream bench --help)\n", bad);
+        code = bad ? 2 : bench_run_all(&cfg);
+    }
+    options_args_free(&a);
 
     if (c_locale) {
         uselocale(previous);

@@ -9,9 +9,10 @@
  * answers, and reads /metrics before and after. It prints the figures (and, with --json, one
  * JSON object line) on stdout; progress goes to stderr once a second when stderr is a TTY.
  *
- * Contract: bench_main() parses its own options (argv[0] is "bench"; `--help` lists them all),
- * runs to completion and returns the exit code: 0 ok, 1 runtime failure (server unreachable,
- * any failed request or probe, out of memory), 2 usage error. It frees everything it allocates
+ * Contract: bench_main() parses its options with the option model of base/options.h (argv[0] is
+ * "bench"; `--help` lists them all, `--config FILE` reads them from a file), runs to completion and
+ * returns the exit code: 0 ok, 1 runtime failure (server unreachable, any failed request or probe,
+ * out of memory), 2 usage error. It frees everything it allocates
  * and leaves no thread running.
  *
  * What it must never do: exit() or abort(), touch the server's data directory, change process-

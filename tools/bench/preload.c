@@ -24,35 +24,45 @@
 
 #define IDENTITY_BASE ((uint64_t)1 << 40) /* disjoint from the identities of bench runs */
 
+static int preload_run(const char *dir, uint64_t patients, uint64_t seed, uint64_t chunk);
 
 int preload_main(int argc, char **argv)
 {
-    long patients = 0, seed = 1, chunk = 200000;
+    uint64_t patients = 0, seed = 0, chunk = 0;
+    /* clang-format off */
     const option opts[] = {
-        {"--patients", OPT_INT, NULL, true, "number of synthetic patients", &patients},
-        {"--seed", OPT_INT, "1", false, "generator seed (identities as `medstream bench --seed`)", &seed},
-        {"--chunk", OPT_INT, "200000", false, "patients per LMDB transaction", &chunk},
+        {.name = "--patients", .type = OPT_UINT, .target = &patients, .required = true, .min = 1,
+         .max = UINT32_MAX, /* patients are numbered in 32 bits (the permutation below) */
+         .help = "number of synthetic patients"},
+        {.name = "--seed", .type = OPT_UINT, .target = &seed, .def = "1",
+         .help = "generator seed (identities as `medstream bench --seed`)"},
+        {.name = "--chunk", .type = OPT_UINT, .target = &chunk, .def = "200000", .min = 1,
+         .help = "patients per LMDB transaction"},
         {0},
     };
-    const char *pos[1];
-    char err[256];
-    int n = options_parse(opts, argc, argv, 2, pos, 1, err, sizeof err);
-    if (n == -2) {
-        options_help(stdout, "medstream preload DIR --patients N [options]",
-                     "Fill an empty data directory with N synthetic patients, for benchmarks.", opts);
-        return 0;
+    /* clang-format on */
+    const options_command cmd = {"preload", "medstream preload DIR --patients N [options]",
+                                 "Fill an empty data directory with N synthetic patients, for benchmarks.", opts};
+    options_args a;
+    int code;
+    if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code)) {
+        if (a.npos == 1) {
+            code = preload_run(a.pos[0], patients, seed, chunk);
+        } else {
+            fprintf(stderr, "medstream preload: expected the data directory (see medstream preload --help)\n");
+            code = 2;
+        }
     }
-    if (n < 0 || n != 1 || patients < 1 || chunk < 1) {
-        fprintf(stderr, "medstream preload: %s (see medstream preload --help)\n",
-                n < 0    ? err
-                : n != 1 ? "expected the data directory"
-                         : "--patients and --chunk must be positive");
-        return 2;
-    }
+    options_args_free(&a);
+    return code;
+}
+
+static int preload_run(const char *dir, uint64_t patients, uint64_t seed, uint64_t chunk)
+{
     store *s;
     ms_err e = {0};
     store_options so = {.owner = "preload"};
-    if (store_open(&s, pos[0], &so, &e) != MS_OK) {
+    if (store_open(&s, dir, &so, &e) != MS_OK) {
         fprintf(stderr, "medstream preload: %s\n", e.msg);
         return 1;
     }
@@ -69,7 +79,7 @@ int preload_main(int argc, char **argv)
     uint32_t *perm = ms_malloc(sizeof *perm * np);
     for (size_t i = 0; i < np; i++)
         perm[i] = (uint32_t)i;
-    uint64_t st = (uint64_t)seed;
+    uint64_t st = seed;
     for (size_t i = np - 1; i > 0; i--) {
         size_t j = (size_t)(ms_splitmix64(&st) % (i + 1));
         uint32_t t = perm[i];
@@ -88,7 +98,7 @@ int preload_main(int argc, char **argv)
         for (size_t k = start; k < start + cn; k++) {
             char name[160];
             int y, m, d;
-            bench_identity((uint64_t)seed, IDENTITY_BASE + perm[k], name, sizeof name, &y, &m, &d);
+            bench_identity(seed, IDENTITY_BASE + perm[k], name, sizeof name, &y, &m, &d);
             buf_puts(&body, "{\"name\":");
             jw_cstr(&body, name);
             buf_printf(&body, ",\"dob\":\"%04d-%02d-%02d\",\"favorite_color\":\"%s\"}\n", y, m, d, colors[perm[k] % 8]);
@@ -131,7 +141,7 @@ int preload_main(int argc, char **argv)
         }
         if (start >= np) {
             rc = 0;
-            printf("preloaded %zu patients into %s in %.1f s\n", np, pos[0], ms_mono_s() - t0);
+            printf("preloaded %zu patients into %s in %.1f s\n", np, dir, ms_mono_s() - t0);
         }
     }
     arena_free(&keys);
