@@ -4,14 +4,18 @@
  * 1 runtime failure, 2 usage.
  *
  * This file wires the parts together and owns process concerns (signals, exit codes); it holds no
- * pipeline logic.
+ * pipeline logic. What `serve` says while it runs goes through the log (base/log.h: --log-format text or
+ * json, the access log); usage errors and the other commands' output are plain text for the person at
+ * the terminal.
  */
 #include "access/access.h"
 #include "api/api_routes.h"
 #include "api/http_server.h"
+#include "api/metrics_listener.h"
 #include "ingest/ingest_kafka.h"
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_postgres.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/options.h"
 #include "access/passwords.h"
@@ -41,7 +45,7 @@ static bool load_roles(const char *path, const char *cmd)
     char *text = read_text_file(path, &e);
     bool ok = text && access_load(text, strlen(text), &e) == MS_OK;
     free(text);
-    if (!ok) fprintf(stderr, "medstream %s: %s\n", cmd, e.msg);
+    if (!ok) ms_log_cmd(LOG_ERROR, "roles.invalid", cmd, "%s", e.msg);
     return ok;
 }
 
@@ -58,8 +62,8 @@ static bool data_dir_ready(const char *cmd, const char *dir)
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
     if (access(path, F_OK) == 0) return true;
-    fprintf(stderr, "medstream %s: %s is not a medstream data directory (make one with: medstream init %s)\n", cmd,
-            dir, dir);
+    ms_log_cmd(LOG_ERROR, "data_dir.missing", cmd, "%s is not a medstream data directory (make one with: medstream init %s)",
+               dir, dir);
     return false;
 }
 
@@ -383,6 +387,8 @@ static int cmd_serve(int argc, char **argv)
     const char *kafka_public = NULL, *postgres = NULL, *postgres_history = NULL;
     opt_list kafka_config = {0};
     long kafka_batch = 0, kafka_linger = 0;
+    const char *log_format_name = NULL, *access_log = NULL, *metrics_listen = NULL; /* operations */
+    bool metrics_listen_any = false;
     const option opts[] = {
         {"--data", OPT_STRING, NULL, true, "data directory (made by medstream init)", &data},
         {"--listen", OPT_STRING, "127.0.0.1:8080", false, "address to serve HTTP on (HOST:PORT; port 0 picks one)",
@@ -423,6 +429,15 @@ static int cmd_serve(int argc, char **argv)
          &postgres},
         {"--postgres-history", OPT_STRING, "auto", false,
          "phi_patients history: periods (extension), trigger, or auto (periods if installed)", &postgres_history},
+        {"--log-format", OPT_STRING, "text", false, "log lines on standard error: text, or json (one object a line)",
+         &log_format_name},
+        {"--access-log", OPT_STRING, "on", false,
+         "one log line per request (route pattern, status, bytes, ms, user, request id): on or off", &access_log},
+        {"--metrics-listen", OPT_STRING, NULL, false,
+         "also serve GET /metrics, without a token, on this loopback HOST:PORT (for Prometheus)", &metrics_listen},
+        {"--metrics-listen-any", OPT_FLAG, NULL, false,
+         "let --metrics-listen take an address that is not loopback (anyone reaching it reads /metrics)",
+         &metrics_listen_any},
         {0},
     };
     const char *pos[1];
@@ -434,6 +449,24 @@ static int cmd_serve(int argc, char **argv)
         return 0;
     }
     if (n < 0) return usage_error("serve", err);
+    log_format log_fmt;
+    if (!log_format_parse(log_format_name, &log_fmt)) return usage_error("serve", "--log-format is text or json");
+    if (strcmp(access_log, "on") != 0 && strcmp(access_log, "off") != 0)
+        return usage_error("serve", "--access-log is on or off");
+    if (metrics_listen_any && !metrics_listen) return usage_error("serve", "--metrics-listen-any needs --metrics-listen");
+    if (metrics_listen) {
+        bool loopback = false;
+        ms_err le;
+        if (http_listen_check(metrics_listen, &loopback, &le) != MS_OK) {
+            char why[300];
+            snprintf(why, sizeof why, "--metrics-listen: %s", le.msg);
+            return usage_error("serve", why);
+        }
+        if (!loopback && !metrics_listen_any)
+            return usage_error("serve", "--metrics-listen: HOST must be loopback (127.0.0.1, localhost): /metrics there "
+                                        "needs no token; add --metrics-listen-any to serve it on another address");
+    }
+    log_configure(log_fmt, LOG_INFO); /* from here on, what serve says is a log line */
     if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");
     if (max_record > max_body) max_record = max_body; /* a record can never exceed its body */
     if (max_record < 64) return usage_error("serve", "--max-record must be at least 64 bytes");
@@ -453,7 +486,7 @@ static int cmd_serve(int argc, char **argv)
     ms_err e = {0};
     if (schema_file) {
         if (schema_load_file(&sc, schema_file, &e) != MS_OK) {
-            fprintf(stderr, "medstream serve: %s\n", e.msg);
+            ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "%s", e.msg);
             return 1;
         }
     } else {
@@ -470,7 +503,7 @@ static int cmd_serve(int argc, char **argv)
 
     store *s = NULL;
     writer *w = NULL;
-    http_server *h = NULL;
+    http_server *h = NULL, *metrics_port = NULL;
     char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
     kafka_ingest *kafka = NULL;
     sink_kafka_public *public_stream = NULL;
@@ -492,8 +525,21 @@ static int cmd_serve(int argc, char **argv)
                        .max_connections = max_conns,
                        .max_connections_per_client = max_conns_per_client,
                        .tls_cert_pem = cert_pem,
-                       .tls_key_pem = key_pem};
+                       .tls_key_pem = key_pem,
+                       .access_log = strcmp(access_log, "on") == 0};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
+    if (metrics_listen) { /* plain HTTP, small: a scraper or two, no bodies */
+        http_handler mh = metrics_listener_handler(&a);
+        http_options mo = {.listen = metrics_listen,
+                           .listen_flag = "--metrics-listen",
+                           .max_body = 4096,
+                           .max_inflight = (uint64_t)1 << 20,
+                           .header_timeout_s = header_timeout,
+                           .max_connections = 16,
+                           .max_connections_per_client = 8,
+                           .access_log = ho.access_log};
+        if (http_server_start(&metrics_port, &mo, &mh, &e) != MS_OK) goto out;
+    }
     if (kafka_brokers) {
         char dlq[256];
         snprintf(dlq, sizeof dlq, "%s.dlq", kafka_topic);
@@ -517,17 +563,21 @@ static int cmd_serve(int argc, char **argv)
         sink_postgres_options po = {.conninfo = postgres, .history = history, .store = s};
         if (sink_postgres_start(&pg, &po, &e) != MS_OK) goto out;
     }
-    fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", data, cert_pem ? "https" : "http",
-            http_server_port(h), ms_mono_s() - t0);
+    if (metrics_port)
+        ms_log(LOG_INFO, "serve.metrics_listen", "serving GET /metrics without a token on http port %d",
+               http_server_port(metrics_port));
+    ms_log(LOG_INFO, "serve.ready", "serving %s on %s port %d (ready in %.3f s)", data, cert_pem ? "https" : "http",
+           http_server_port(h), ms_mono_s() - t0);
     int sig;
     sigwait(&stop, &sig);
-    fprintf(stderr, "medstream: stopping (signal %d)\n", sig);
+    ms_log(LOG_INFO, "serve.stopping", "stopping (signal %d)", sig);
     rc = 0;
 out:
-    if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
+    if (rc) ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "%s", e.msg);
     kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
     sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
+    http_server_stop(metrics_port);
     http_server_stop(h); /* no new requests; in-flight ones finish */
     free(cert_pem);
     free(key_pem);

@@ -12,6 +12,7 @@
 
 #include "access/audit.h"
 #include "base/json_write.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "access/passwords.h"
 #include "read/query.h"
@@ -139,6 +140,8 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
     if (strcmp(rt->permission, PERMISSION_NONE) == 0) return 0;
     principal who = {0};
     token_status st = token_check(a->store, req->authorization, &who);
+    snprintf(req->user, sizeof req->user, "%s", who.user); /* known for a refused role or an expired token */
+    snprintf(req->role, sizeof req->role, "%s", who.role);
     if (st != TOKEN_OK) {
         if (who.user[0]) audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
         http_error(res, 401, "%s", token_status_text(st));
@@ -149,8 +152,6 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
         http_error(res, 403, "role %s lacks permission %s", who.role, rt->permission);
         return 403;
     }
-    snprintf(req->user, sizeof req->user, "%s", who.user);
-    snprintf(req->role, sizeof req->role, "%s", who.role);
     if (rt->flags & ROUTE_PHI_READ) {
         ms_err why;
         if (!writer_audit_ok(a->writer, &why)) {
@@ -169,6 +170,7 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
         const route *rt = &api_route_table[i];
         if (!match(rt->pattern, req->path, req)) continue;
         path_known = true;
+        req->route_pattern = rt->pattern; /* the access log names a request by its route, never its path */
         if (strcmp(rt->method, req->method) != 0) continue;
         req->route = (int)i;
         int denied = authorize(a, rt, req, res);
@@ -917,7 +919,7 @@ static void forget_admin_password(api *a, const char *user)
 {
     ms_err e;
     if (strcmp(user, USERS_ADMIN) == 0 && a->data_dir && users_admin_password_remove(a->data_dir, &e) != MS_OK)
-        fprintf(stderr, "medstream: %s\n", e.msg);
+        ms_log(LOG_WARN, "api.admin_password", "%s", e.msg);
 }
 
 static void account_json(buf *b, const store_account *acc)
