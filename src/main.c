@@ -62,8 +62,8 @@ static bool data_dir_ready(const char *cmd, const char *dir)
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
     if (access(path, F_OK) == 0) return true;
-    ms_log_cmd(LOG_ERROR, "data_dir.missing", cmd, "%s is not a medstream data directory (make one with: medstream init %s)",
-               dir, dir);
+    ms_log_cmd(LOG_ERROR, "data_dir.missing", cmd,
+               "%s is not a medstream data directory (make one with: medstream init %s)", dir, dir);
     return false;
 }
 
@@ -453,7 +453,8 @@ static int cmd_serve(int argc, char **argv)
     if (!log_format_parse(log_format_name, &log_fmt)) return usage_error("serve", "--log-format is text or json");
     if (strcmp(access_log, "on") != 0 && strcmp(access_log, "off") != 0)
         return usage_error("serve", "--access-log is on or off");
-    if (metrics_listen_any && !metrics_listen) return usage_error("serve", "--metrics-listen-any needs --metrics-listen");
+    if (metrics_listen_any && !metrics_listen)
+        return usage_error("serve", "--metrics-listen-any needs --metrics-listen");
     if (metrics_listen) {
         bool loopback = false;
         ms_err le;
@@ -463,8 +464,9 @@ static int cmd_serve(int argc, char **argv)
             return usage_error("serve", why);
         }
         if (!loopback && !metrics_listen_any)
-            return usage_error("serve", "--metrics-listen: HOST must be loopback (127.0.0.1, localhost): /metrics there "
-                                        "needs no token; add --metrics-listen-any to serve it on another address");
+            return usage_error("serve",
+                               "--metrics-listen: HOST must be loopback (127.0.0.1, localhost): /metrics there "
+                               "needs no token; add --metrics-listen-any to serve it on another address");
     }
     log_configure(log_fmt, LOG_INFO); /* from here on, what serve says is a log line */
     if (segment_size < 2 * max_body) return usage_error("serve", "--segment-size must be at least twice --max-body");

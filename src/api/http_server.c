@@ -603,8 +603,8 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     unsigned long long nofile = 0;
     unsigned limit = connection_limit((unsigned)opt->max_connections, &nofile);
     if (limit < (unsigned)opt->max_connections)
-        ms_log(LOG_WARN, "http.connection_limit", "at most %u connections (open-file limit %llu); raise ulimit -n for more",
-               limit, nofile);
+        ms_log(LOG_WARN, "http.connection_limit",
+               "at most %u connections (open-file limit %llu); raise ulimit -n for more", limit, nofile);
     /* Beyond the cap, a client's connections are answered 503; at twice the cap they are refused when
      * accepted, so that one address can never hold every connection. */
     unsigned per_ip = (unsigned)opt->max_connections_per_client * 2;
@@ -617,10 +617,10 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, library_message, NULL, /* first */
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20), tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
-        opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
+        MHD_OPTION_END);
     if (!s->daemon) {
         /* libmicrohttpd closes the socket on most of its failure paths but not all; the process is about
          * to exit, and leaving it is safer than closing a descriptor that may be another's by now. */

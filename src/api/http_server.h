@@ -50,10 +50,10 @@ typedef struct http_request {
     bool too_many_args;
     char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
     int nparams;
-    double received_at;      /* ms_mono_s() when the body was complete */
-    int route;               /* index into the route table, set by on_headers */
-    bool bulk;               /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
-    char user[72], role[32]; /* who: set by on_headers from the bearer token ("" when none is needed) */
+    double received_at;        /* ms_mono_s() when the body was complete */
+    int route;                 /* index into the route table, set by on_headers */
+    bool bulk;                 /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    char user[72], role[32];   /* who: set by on_headers from the bearer token ("" when none is needed) */
     const char *route_pattern; /* set by on_headers: the route the path matched ("/v1/records/{}"), the
                                 * access log's name for the request; NULL when none did */
     char request_id[17];       /* 16 hex digits, made here; in the log line and the X-Request-Id header */
@@ -82,7 +82,7 @@ typedef struct {
     long max_connections_per_client; /* per client address */
     const char *tls_cert_pem;        /* PEM text of certificate (chain) and key: HTTPS when both are set */
     const char *tls_key_pem;
-    bool access_log;                 /* one log line per request (event http.request), after the answer */
+    bool access_log; /* a log line per request (http.request), after the answer */
 } http_options;
 
 /* Request handling entry points provided by api_routes.c. */

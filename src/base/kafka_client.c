@@ -45,8 +45,8 @@ static void library_error(rd_kafka_t *rk, int err, const char *reason, void *opa
         err == RD_KAFKA_RESP_ERR__RESOLVE)
         return;
     log_field f[] = {LOG_STR("client", rd_kafka_name(rk)), LOG_STR("error", rd_kafka_err2name(err))};
-    ms_log_fields(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN, "kafka.client", f, LOG_NFIELDS(f), "kafka: %s",
-                  reason);
+    ms_log_fields(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN, "kafka.client", f, LOG_NFIELDS(f),
+                  "kafka: %s", reason);
 }
 
 void kafka_conf_log_to_ms(rd_kafka_conf_t *conf)

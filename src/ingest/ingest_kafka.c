@@ -61,8 +61,8 @@ struct kafka_ingest {
 /* The reason classes of dead letters in the log: a fixed word per kind of rejection (record_scan.c and
  * identity.c word their reasons so), never the reason itself. */
 enum { DLQ_TOO_LARGE, DLQ_MALFORMED, DLQ_IDENTITY, DLQ_FIELD, DLQ_OTHER, DLQ_CLASSES };
-static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large", "malformed", "identity_missing",
-                                                         "field_invalid", "other"};
+static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large", "malformed", "identity_missing", "field_invalid",
+                                                         "other"};
 
 static int dead_letter_class(const char *why)
 {
@@ -121,7 +121,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);
-    unsigned classes[DLQ_CLASSES] = {0}, sent = 0, failed = 0;
+    unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
     for (int i = 0; i < n; i++) {
         if (!b->batch.records[i].rejected) continue;
         char part[16], offs[24];
@@ -134,8 +134,8 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
             RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
             RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
         if (err) {
-            failed++;
-            ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s", rd_kafka_err2str(err));
+            ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s",
+                   rd_kafka_err2str(err));
         } else {
             sent++;
             classes[dead_letter_class(why)]++;
@@ -147,10 +147,11 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         size_t at = 0;
         for (int c = 0; c < DLQ_CLASSES; c++)
             if (classes[c] && at < sizeof reasons)
-                at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "",
-                                       dlq_class_names[c], classes[c]);
+                at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "", dlq_class_names[c],
+                                       classes[c]);
         log_field f[] = {LOG_UINT("count", sent), LOG_STR("reasons", reasons), LOG_STR("topic", k->opt.dlq_topic)};
-        ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f), "kafka: messages sent to the dead-letter topic");
+        ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f),
+                      "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
@@ -329,8 +330,7 @@ static void note_reachability(kafka_ingest *k, bool reachable, int brokers)
         ms_log_fields(LOG_INFO, "kafka.reachable", f, LOG_NFIELDS(f), "kafka: brokers reachable again");
     } else {
         k->down_since = ms_mono_s();
-        ms_log(LOG_WARN, "kafka.unreachable", "kafka: brokers unreachable (%s); HTTP ingest goes on",
-               k->opt.brokers);
+        ms_log(LOG_WARN, "kafka.unreachable", "kafka: brokers unreachable (%s); HTTP ingest goes on", k->opt.brokers);
     }
     k->reachable = reachable ? 1 : 0;
 }

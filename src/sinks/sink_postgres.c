@@ -344,8 +344,9 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
         p->shipped = strtoull(pos, &sp, 10);
         p->shipped_time = strtoll(sp, NULL, 10);
     }
-    ms_log(LOG_INFO, "postgres.connected", "postgres: connected; phi_patients history by %s; shipped through commit %llu",
-           history ? history : "?", (unsigned long long)p->shipped);
+    ms_log(LOG_INFO, "postgres.connected",
+           "postgres: connected; phi_patients history by %s; shipped through commit %llu", history ? history : "?",
+           (unsigned long long)p->shipped);
     free(history);
     free(pos);
     return MS_OK;
@@ -668,8 +669,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
  * PostgreSQL is away: /metrics and /healthz stay true), and wait a second unless stopped. */
 static void back_off(sink_postgres *p, char *last, size_t cap, const ms_err *e, pg_state state)
 {
-    if (strcmp(last, e->msg) != 0)
-        ms_log(LOG_ERROR, "postgres.retrying", "%s; retrying every second", e->msg);
+    if (strcmp(last, e->msg) != 0) ms_log(LOG_ERROR, "postgres.retrying", "%s; retrying every second", e->msg);
     snprintf(last, cap, "%s", e->msg);
     atomic_store(&g_metrics.postgres_state, state);
     store_read *r;

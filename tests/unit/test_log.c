@@ -41,8 +41,12 @@ static void test_time_is_as_expected(void **state)
 static void test_json_line_exact(void **state)
 {
     (void)state;
-    log_field f[] = {LOG_STR("route", "/v1/records/{}"), LOG_INT("status", -1), LOG_UINT("bytes", 42),
-                     LOG_MS("ms", 1.23456), LOG_STR("user", NULL), LOG_STR_J("method", "GET")};
+    log_field f[] = {LOG_STR("route", "/v1/records/{}"),
+                     LOG_INT("status", -1),
+                     LOG_UINT("bytes", 42),
+                     LOG_MS("ms", 1.23456),
+                     LOG_STR("user", NULL),
+                     LOG_STR_J("method", "GET")};
     char *s = line_of(LOG_FORMAT_JSON, "medstream", LOG_WARN, "http.request", "hello", f, LOG_NFIELDS(f));
     assert_string_equal(s, "{\"time\":\"2026-06-15T12:00:00.123456Z\",\"level\":\"warn\",\"event\":\"http.request\","
                            "\"msg\":\"hello\",\"route\":\"/v1/records/{}\",\"status\":-1,\"bytes\":42,\"ms\":1.235,"
@@ -81,7 +85,7 @@ static void test_json_non_finite_ms(void **state)
 static void test_text_line(void **state)
 {
     (void)state;
-    log_field f[] = {LOG_STR_J("method", "GET"), LOG_UINT("bytes", 7),     LOG_MS("ms", 0.5),
+    log_field f[] = {LOG_STR_J("method", "GET"), LOG_UINT("bytes", 7),      LOG_MS("ms", 0.5),
                      LOG_STR("user", "alice"),   LOG_STR("q", "two words"), LOG_STR("e", ""),
                      LOG_STR("nl", "a\nb"),      LOG_STR("eq", "k=v"),      LOG_STR("none", NULL)};
     char *s = line_of(LOG_FORMAT_TEXT, "medstream", LOG_INFO, "http.request", "GET /x 200", f, LOG_NFIELDS(f));
