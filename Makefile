@@ -24,7 +24,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench bench-token
+.PHONY: all test unit e2e demo fuzz clean bench bench-token bench-log
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -74,6 +74,12 @@ build/token_check: bench/token_check.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-token: build/medstream build/token_check
 	@d=$$(mktemp -d) && build/medstream init $$d/data >/dev/null && build/token_check $$d/data; rm -rf $$d
+
+# What one access-log line costs (bench/log_line.c): format + write, text and JSON, to /dev/null, a file, a pipe.
+build/log_line: bench/log_line.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-log: build/log_line
+	@build/log_line
 
 clean:
 	rm -rf build

@@ -11,7 +11,7 @@
 #     wants one; nothing else there; a non-loopback address refused (exit 2) unless
 #     --metrics-listen-any; a port in use is exit 1;
 #   - Kafka: connects, rebalances and dead letters logged (count and reason class, never the payload),
-#     and the brokers going away.
+#     the brokers going away and coming back.
 #
 # Run: /usr/bin/python3 tests/e2e/test_ops.py [NAME_SUBSTRING...]
 
@@ -220,7 +220,7 @@ def test_metrics_listener_needs_no_token_and_serves_nothing_else():
 
 
 @test(timeout=120)
-def test_kafka_connect_rebalance_dead_letters_and_outage_are_logged():
+def test_kafka_connect_rebalance_dead_letters_outage_and_return_are_logged():
     try:
         from confluent_kafka import Producer
     except ImportError:
@@ -247,12 +247,19 @@ def test_kafka_connect_rebalance_dead_letters_and_outage_are_logged():
     while time.monotonic() - t0 < 30 and "medstream_kafka_dead_letters_total 3" not in s.get("/metrics").text:
         time.sleep(0.2)
     check("medstream_kafka_dead_letters_total 3" in s.get("/metrics").text, "three dead letters")
-    mock.stdin.close()
-    mock.wait(timeout=10)
+    # an outage and its end: every broker down, then up again on the same ports
+    mock.stdin.write("down\n")
+    mock.stdin.flush()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 20 and s.get_json("/healthz")["status"] != "degraded":
         time.sleep(0.25)
-    time.sleep(0.5)
+    eq(s.get_json("/healthz")["status"], "degraded", "health while the brokers are down")
+    mock.stdin.write("up\n")
+    mock.stdin.flush()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30 and s.get_json("/healthz")["status"] != "ok":
+        time.sleep(0.25)
+    eq(s.get_json("/healthz")["status"], "ok", "health once the brokers are back")
     s.stop()
     lines = json_lines(s)   # librdkafka's own complaints about the lost brokers included
     by_event = {}
@@ -270,6 +277,9 @@ def test_kafka_connect_rebalance_dead_letters_and_outage_are_logged():
         check(cls in reasons, "reason class %s in %r" % (cls, reasons))
     check(all(j["topic"] == "opslog.dlq" for j in dl), "the dead-letter topic is named")
     check("kafka.unreachable" in by_event, "the brokers going away is logged: %s" % sorted(by_event))
+    check("kafka.reachable" in by_event, "their return is logged: %s" % sorted(by_event))
+    back = by_event["kafka.reachable"][0]
+    check(back["brokers"] >= 1 and back["down_ms"] > 0, "with the broker count and the outage's length: %s" % back)
     text = "\n".join(run_log(s))
     for secret in (marker, "Kafka Ops", "1970-07-07", "1970-13-01", "not json"):
         check(secret not in text, "%r appears in the server log: %s" % (secret, short(text, 1500)))
