@@ -25,7 +25,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench bench-token openapi docs
+.PHONY: all test unit e2e demo fuzz clean bench bench-token bench-log openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -87,6 +87,12 @@ build/openapi_doc: tools/openapi_doc.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 openapi: build/openapi_doc
 	build/openapi_doc > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+# What one access-log line costs (bench/log_line.c): format + write, text and JSON, to /dev/null, a file, a pipe.
+build/log_line: bench/log_line.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-log: build/log_line
+	@build/log_line
 
 clean:
 	rm -rf build

@@ -14,9 +14,11 @@
 #include "access/access.h"
 #include "api/api_routes.h"
 #include "api/http_server.h"
+#include "api/metrics_listener.h"
 #include "ingest/ingest_kafka.h"
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_postgres.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/options.h"
 #include "access/passwords.h"
@@ -47,7 +49,7 @@ static bool load_roles(const char *path, const char *cmd)
     char *text = read_text_file(path, &e);
     bool ok = text && access_load(text, strlen(text), &e) == MS_OK;
     free(text);
-    if (!ok) fprintf(stderr, "medstream %s: %s\n", cmd, e.msg);
+    if (!ok) ms_log_cmd(LOG_ERROR, "roles.invalid", cmd, "%s", e.msg);
     return ok;
 }
 
@@ -64,8 +66,8 @@ static bool data_dir_ready(const char *cmd, const char *dir)
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
     if (access(path, F_OK) == 0) return true;
-    fprintf(stderr, "medstream %s: %s is not a medstream data directory (make one with: medstream init %s)\n", cmd,
-            dir, dir);
+    ms_log_cmd(LOG_ERROR, "data_dir.missing", cmd,
+               "%s is not a medstream data directory (make one with: medstream init %s)", dir, dir);
     return false;
 }
 
@@ -439,9 +441,14 @@ typedef struct {
     uint64_t kafka_batch, kafka_linger_ms;
     const char *postgres;
     int postgres_history; /* index in pg_history_names */
+    int log_format, access_log; /* indexes in log_format_names, on_off_names */
+    const char *metrics_listen;
+    bool metrics_listen_any;
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL}; /* in log_format's order */
+static const char *const on_off_names[] = {"on", "off", NULL};
 static const pg_history_mode pg_history_modes[] = {PG_HISTORY_PERIODS, PG_HISTORY_TRIGGER, PG_HISTORY_AUTO};
 
 #define TOKEN_TTL_MAX_S (365 * 86400) /* a bearer token lives a year at most */
@@ -455,6 +462,19 @@ static const char *serve_check(serve_settings *c)
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
+    if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
+    if (c->metrics_listen) {
+        static char why[300];
+        bool loopback = false;
+        ms_err le;
+        if (http_listen_check(c->metrics_listen, &loopback, &le) != MS_OK) {
+            snprintf(why, sizeof why, "--metrics-listen: %s", le.msg);
+            return why;
+        }
+        if (!loopback && !c->metrics_listen_any)
+            return "--metrics-listen: HOST must be loopback (127.0.0.1, localhost): /metrics there needs no token; "
+                   "add --metrics-listen-any to serve it on another address";
+    }
     return NULL;
 }
 
@@ -523,6 +543,14 @@ static int cmd_serve(int argc, char **argv)
         {.name = "--postgres-history", .type = OPT_ENUM, .target = &c.postgres_history, .def = "auto",
          .choices = pg_history_names,
          .help = "phi_patients history: periods (the extension), trigger, or auto (periods if installed)"},
+        {.name = "--log-format", .type = OPT_ENUM, .target = &c.log_format, .def = "text",
+         .choices = log_format_names, .help = "log lines on standard error: text, or json (one object a line)"},
+        {.name = "--access-log", .type = OPT_ENUM, .target = &c.access_log, .def = "on", .choices = on_off_names,
+         .help = "one log line per request (route pattern, status, bytes, ms, user, request id)"},
+        {.name = "--metrics-listen", .type = OPT_STRING, .target = &c.metrics_listen, .metavar = "HOST:PORT",
+         .help = "also serve GET /metrics, without a token, on this loopback address (for Prometheus)"},
+        {.name = "--metrics-listen-any", .type = OPT_FLAG, .target = &c.metrics_listen_any,
+         .help = "let --metrics-listen take an address that is not loopback (anyone reaching it reads /metrics)"},
         {0},
     };
     /* clang-format on */
@@ -540,13 +568,14 @@ static int cmd_serve(int argc, char **argv)
 
 static int serve_run(const serve_settings *c)
 {
+    log_configure((log_format)c->log_format, LOG_INFO); /* from here on, what serve says is a log line */
     if (!load_roles(c->roles, "serve") || !data_dir_ready("serve", c->data)) return 1;
 
     schema sc;
     ms_err e = {0};
     if (c->schema) {
         if (schema_load_file(&sc, c->schema, &e) != MS_OK) {
-            fprintf(stderr, "medstream serve: %s\n", e.msg);
+            ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "%s", e.msg);
             return 1;
         }
     } else {
@@ -563,7 +592,7 @@ static int serve_run(const serve_settings *c)
 
     store *s = NULL;
     writer *w = NULL;
-    http_server *h = NULL;
+    http_server *h = NULL, *metrics_port = NULL;
     char *cert_pem = NULL, *key_pem = NULL; /* kept until the server stops */
     kafka_ingest *kafka = NULL;
     sink_kafka_public *public_stream = NULL;
@@ -590,8 +619,21 @@ static int serve_run(const serve_settings *c)
                        .max_connections = (long)c->max_connections,
                        .max_connections_per_client = (long)c->max_connections_per_client,
                        .tls_cert_pem = cert_pem,
-                       .tls_key_pem = key_pem};
+                       .tls_key_pem = key_pem,
+                       .access_log = c->access_log == 0};
     if (http_server_start(&h, &ho, &hh, &e) != MS_OK) goto out;
+    if (c->metrics_listen) { /* plain HTTP, small: a scraper or two, no bodies */
+        http_handler mh = metrics_listener_handler(&a);
+        http_options mo = {.listen = c->metrics_listen,
+                           .listen_flag = "--metrics-listen",
+                           .max_body = 4096,
+                           .max_inflight = (uint64_t)1 << 20,
+                           .header_timeout_s = ho.header_timeout_s,
+                           .max_connections = 16,
+                           .max_connections_per_client = 8,
+                           .access_log = ho.access_log};
+        if (http_server_start(&metrics_port, &mo, &mh, &e) != MS_OK) goto out;
+    }
     if (c->kafka_brokers) {
         char dlq[256];
         snprintf(dlq, sizeof dlq, "%s.dlq", c->kafka_topic);
@@ -616,17 +658,21 @@ static int serve_run(const serve_settings *c)
             .conninfo = c->postgres, .history = pg_history_modes[c->postgres_history], .store = s};
         if (sink_postgres_start(&pg, &po, &e) != MS_OK) goto out;
     }
-    fprintf(stderr, "medstream: serving %s on %s port %d (ready in %.3f s)\n", c->data, cert_pem ? "https" : "http",
-            http_server_port(h), ms_mono_s() - t0);
+    if (metrics_port)
+        ms_log(LOG_INFO, "serve.metrics_listen", "serving GET /metrics without a token on http port %d",
+               http_server_port(metrics_port));
+    ms_log(LOG_INFO, "serve.ready", "serving %s on %s port %d (ready in %.3f s)", c->data, cert_pem ? "https" : "http",
+           http_server_port(h), ms_mono_s() - t0);
     int sig;
     sigwait(&stop, &sig);
-    fprintf(stderr, "medstream: stopping (signal %d)\n", sig);
+    ms_log(LOG_INFO, "serve.stopping", "stopping (signal %d)", sig);
     rc = 0;
 out:
-    if (rc) fprintf(stderr, "medstream serve: %s\n", e.msg);
+    if (rc) ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "%s", e.msg);
     kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
     sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
+    http_server_stop(metrics_port);
     http_server_stop(h); /* no new requests; in-flight ones finish */
     free(cert_pem);
     free(key_pem);

@@ -4,13 +4,16 @@
  *
  * Usage: kafka_mock [--brokers N] TOPIC[:PARTITIONS]...
  * Prints the bootstrap servers on the first line of standard output, then runs until standard input
- * closes or SIGTERM/SIGINT. Known limits of the mock (librdkafka): each partition keeps about 5 MiB,
- * committed offsets live only as long as this process, the first group join takes ~3 s.
+ * closes or SIGTERM/SIGINT. A line "down" on standard input takes every broker down (connections cut,
+ * new ones refused), "up" brings them back on the same ports: a broker outage and its end.
+ * Known limits of the mock (librdkafka): each partition keeps about 5 MiB, committed offsets live only
+ * as long as this process, the first group join takes ~3 s.
  */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +66,14 @@ int main(int argc, char **argv)
         int n = poll(&p, 1, 200);
         if (n > 0) {
             char b[256];
-            if (read(0, b, sizeof b) <= 0) break; /* standard input closed: the test is over */
+            ssize_t got = read(0, b, sizeof b - 1);
+            if (got <= 0) break; /* standard input closed: the test is over */
+            b[got] = 0;
+            bool down = strstr(b, "down") != NULL, up = strstr(b, "up") != NULL;
+            for (int id = 1; id <= brokers && (down || up); id++) {
+                if (down) rd_kafka_mock_broker_set_down(mc, id);
+                if (up) rd_kafka_mock_broker_set_up(mc, id);
+            }
         }
     }
     rd_kafka_mock_cluster_destroy(mc);

@@ -348,6 +348,8 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
     if (strcmp(rt->permission, PERMISSION_NONE) == 0) return 0;
     principal who = {0};
     token_status st = token_check(a->store, req->authorization, &who);
+    snprintf(req->user, sizeof req->user, "%s", who.user); /* known for a refused role or an expired token */
+    snprintf(req->role, sizeof req->role, "%s", who.role);
     if (st != TOKEN_OK) {
         if (who.user[0]) audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
         http_error(res, 401, "%s", token_status_text(st));
@@ -358,8 +360,6 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
         http_error(res, 403, "role %s lacks permission %s", who.role, rt->permission);
         return 403;
     }
-    snprintf(req->user, sizeof req->user, "%s", who.user);
-    snprintf(req->role, sizeof req->role, "%s", who.role);
     if (rt->flags & ROUTE_PHI_READ) {
         ms_err why;
         if (!writer_audit_ok(a->writer, &why)) {
@@ -417,6 +417,7 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
         const route *rt = &api_route_table[i];
         if (!match(rt->pattern, req->path, req)) continue;
         path_known = true;
+        req->route_pattern = rt->pattern; /* the access log names a request by its route, never its path */
         if (strcmp(rt->method, req->method) != 0) continue;
         req->route = (int)i;
         int refused = authorize(a, rt, req, res);

@@ -14,6 +14,7 @@
  * be a password typed into the wrong field), or change an account outside a writer commit.
  */
 #include "api/handlers.h"
+#include "base/log.h"
 #include "api/params.h"
 
 #include "access/audit.h"
@@ -160,7 +161,7 @@ static void forget_admin_password(api *a, const char *user)
 {
     ms_err e;
     if (strcmp(user, USERS_ADMIN) == 0 && a->data_dir && users_admin_password_remove(a->data_dir, &e) != MS_OK)
-        fprintf(stderr, "medstream: %s\n", e.msg);
+        ms_log(LOG_WARN, "api.admin_password", "%s", e.msg);
 }
 
 static void account_json(buf *b, const store_account *acc)

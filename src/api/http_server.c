@@ -18,6 +18,13 @@
  * discarded and the answer (503 or 413) comes when it ends. libmicrohttpd 0.9.75 accepts a chunk size
  * of 7fffffffffffffff and waits for those bytes: the body-progress deadline cuts such a connection.
  *
+ * Each request gets its id when its headers are complete (a 64-bit counter, shared by every server in
+ * the process, through splitmix64's bijective mix with a random seed of the process: unique in the
+ * process, unguessable across restarts); every answer carries it as X-Request-Id, and on_completed,
+ * called by libmicrohttpd once the answer is sent or the exchange has failed, writes the access-log
+ * line. libmicrohttpd's own messages go to the log as their format text, unexpanded: some would expand
+ * a request's path.
+ *
  * What it must never do: log a request's path, query or body (they may carry PHI); close a socket
  * libmicrohttpd owns (the guard only shuts it down); read a body it has refused before the handler
  * ran; or let a connection hold a body buffer between requests (buffers go back to the shared pool).
@@ -27,17 +34,20 @@
 #include "api/body_pool.h"
 #include "api/conn_guard.h"
 #include "base/json_write.h"
+#include "base/log.h"
 #include "base/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -67,7 +77,30 @@ typedef struct {
     bool over_budget;      /* a growing body was refused by the in-flight budget: discarded, 503 */
     size_t content_length; /* from the header, 0 if absent */
     bool niced;            /* this thread's priority was lowered for a bulk request */
+    double started;        /* ms_mono_s() when the headers were complete */
+    size_t sent_bytes;     /* the answer's body */
+    char method[16];       /* a copy for the access log (truncated: methods are short tokens) */
 } conn_state;
+
+/* ---- request ids ---- */
+
+static pthread_once_t request_id_once = PTHREAD_ONCE_INIT;
+static uint64_t request_id_seed;
+static _Atomic uint64_t request_id_next;
+
+static void request_id_init(void)
+{
+    if (getrandom(&request_id_seed, sizeof request_id_seed, 0) != (ssize_t)sizeof request_id_seed)
+        request_id_seed = (uint64_t)ms_now_us() ^ ((uint64_t)getpid() << 32);
+}
+
+/* 16 hex digits; never the same twice in a process (splitmix64 mixes its state bijectively). */
+static void request_id_make(char out[17])
+{
+    pthread_once(&request_id_once, request_id_init);
+    uint64_t state = request_id_seed + atomic_fetch_add(&request_id_next, 1) * UINT64_C(0x9E3779B97F4A7C15);
+    snprintf(out, 17, "%016llx", (unsigned long long)ms_splitmix64(&state));
+}
 
 const char *http_arg_get(const http_request *r, const char *key)
 {
@@ -107,10 +140,12 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
 /* How an answer ends the exchange: kept alive, closed, or closed with a hint to come back. */
 typedef enum { ANSWER_KEEP, ANSWER_CLOSE, ANSWER_BUSY_CLOSE, ANSWER_BUSY } answer_kind;
 
-static enum MHD_Result send_answer(struct MHD_Connection *conn, http_response *res, answer_kind kind)
+static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, answer_kind kind)
 {
+    http_response *res = &cs->res;
     if (res->status == 0) res->status = 500;
     size_t len = res->body.len;
+    cs->sent_bytes = len;
     char *data = buf_take(&res->body);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -119,6 +154,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, http_response *r
     }
     MHD_add_response_header(r, "Content-Type", res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Request-Id", cs->req.request_id);
     if (kind == ANSWER_BUSY || kind == ANSWER_BUSY_CLOSE) {
         char secs[16];
         snprintf(secs, sizeof secs, "%d", RETRY_AFTER_S);
@@ -132,9 +168,9 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, http_response *r
     return ok;
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, http_response *res)
+static enum MHD_Result send_response(struct MHD_Connection *conn, conn_state *cs)
 {
-    return send_answer(conn, res, ANSWER_KEEP);
+    return send_answer(conn, cs, ANSWER_KEEP);
 }
 
 /* Answer before reading the body; the guard stops timing the connection. */
@@ -142,7 +178,7 @@ static enum MHD_Result answer_early(struct MHD_Connection *conn, conn_state *cs,
 {
     cs->answered_early = true;
     if (cs->guard) guard_conn_clear(cs->guard);
-    return send_answer(conn, &cs->res, kind);
+    return send_answer(conn, cs, kind);
 }
 
 static size_t align_up(size_t n) { return (n + BODY_ALIGN - 1) & ~(size_t)(BODY_ALIGN - 1); }
@@ -302,7 +338,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cs = ms_calloc(1, sizeof *cs);
         *con_cls = cs;
         cs->guard = connection_guard(conn);
+        cs->started = ms_mono_s();
+        snprintf(cs->method, sizeof cs->method, "%s", method);
         http_request *r = &cs->req;
+        request_id_make(r->request_id);
         r->method = method;
         r->path = url;
         r->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
@@ -341,12 +380,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (cs->guard) guard_conn_clear(cs->guard);
     if (cs->too_large) {
         http_error(&cs->res, 413, "request body exceeds the limit of %zu bytes", srv->body_limit);
-        return send_response(conn, &cs->res);
+        return send_response(conn, cs);
     }
     if (cs->over_budget) {
         http_error(&cs->res, 503, "too many request bodies in flight (%llu bytes at most); retry shortly",
                    (unsigned long long)srv->opt.max_inflight);
-        return send_answer(conn, &cs->res, ANSWER_BUSY);
+        return send_answer(conn, cs, ANSWER_BUSY);
     }
     http_request *r = &cs->req;
     if (r->body) {
@@ -360,15 +399,52 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     body_buf_release(srv->bodies, &cs->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
-    return send_response(conn, &cs->res);
+    return send_response(conn, cs);
+}
+
+/* How an exchange ended, when not with its answer sent (the access log's "end"); NULL when it was. */
+static const char *termination_name(enum MHD_RequestTerminationCode toe)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return NULL;
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+    case MHD_REQUEST_TERMINATED_READ_ERROR: return "client_gone";
+    default: return "broken";
+    }
+}
+
+/* The access-log line of one exchange: what was asked (method and route pattern, never the path or its
+ * query), how it was answered, by whom; status 0 when no answer was sent. */
+static void access_log(const conn_state *cs, enum MHD_RequestTerminationCode toe)
+{
+    const http_request *r = &cs->req;
+    const char *route = r->route_pattern ? r->route_pattern : "-";
+    const char *user = r->user[0] ? r->user : "-";
+    const char *client = r->client[0] ? r->client : "-";
+    const char *end = termination_name(toe);
+    log_field f[] = {
+        LOG_STR_J("method", cs->method),
+        LOG_STR_J("route", route),
+        LOG_INT_J("status", cs->res.status),
+        LOG_UINT("bytes", cs->sent_bytes),
+        LOG_MS("ms", (ms_mono_s() - cs->started) * 1000.0),
+        LOG_STR("user", user),
+        LOG_STR("client", client),
+        LOG_STR("request_id", r->request_id),
+        LOG_STR("end", end),
+    };
+    ms_log_fields(LOG_INFO, "http.request", f, LOG_NFIELDS(f) - (end ? 0 : 1), "%s %s %d", cs->method, route,
+                  cs->res.status);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     http_server *srv = cls;
-    (void)toe;
     conn_state *cs = *con_cls;
     if (!cs) return;
+    if (srv->opt.access_log) access_log(cs, toe);
     if (cs->niced) setpriority(PRIO_PROCESS, (id_t)gettid(), 0); /* may fail unprivileged: stays lower */
     body_buf_release(srv->bodies, &cs->body);
     for (int i = 0; i < cs->req.nparams; i++)
@@ -460,11 +536,30 @@ static unsigned connection_limit(unsigned configured, unsigned long long *nofile
     return room < configured ? (unsigned)room : configured;
 }
 
+/* libmicrohttpd's messages, as their format text: the arguments of some are a request's path. */
+static void library_message(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls, (void)ap;
+    size_t n = strlen(fmt);
+    while (n && (fmt[n - 1] == '\n' || fmt[n - 1] == ' '))
+        n--;
+    ms_log(LOG_WARN, "http.library", "libmicrohttpd: %.*s", (int)n, fmt);
+}
+
+ms_code http_listen_check(const char *listen, bool *loopback, ms_err *e)
+{
+    struct sockaddr_in sa;
+    if (!parse_listen(listen, &sa)) return ms_fail(e, MS_EINVAL, "expected HOST:PORT (IPv4), got '%s'", listen);
+    *loopback = (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+    return MS_OK;
+}
+
 ms_code http_server_start(http_server **out, const http_options *opt, const http_handler *h, ms_err *e)
 {
     struct sockaddr_in sa;
+    const char *flag = opt->listen_flag ? opt->listen_flag : "--listen";
     if (!parse_listen(opt->listen, &sa))
-        return ms_fail(e, MS_EINVAL, "--listen: expected HOST:PORT (IPv4), got '%s'", opt->listen);
+        return ms_fail(e, MS_EINVAL, "%s: expected HOST:PORT (IPv4), got '%s'", flag, opt->listen);
     if (opt->header_timeout_s < 1 || opt->header_timeout_s > HTTP_HEADER_TIMEOUT_MAX_S)
         return ms_fail(e, MS_EINVAL, "--header-timeout: expected 1 to %d seconds, got %ld", HTTP_HEADER_TIMEOUT_MAX_S,
                        opt->header_timeout_s);
@@ -485,8 +580,8 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
     snprintf(where, sizeof where, "%s:%u", ip, (unsigned)ntohs(sa.sin_port));
     if (sa.sin_addr.s_addr == htonl(INADDR_ANY))
-        fprintf(stderr, "medstream: --listen %s binds every interface (%s): reachable from other machines\n",
-                opt->listen, where);
+        ms_log(LOG_WARN, "http.listen_any", "%s %s binds every interface (%s): reachable from other machines", flag,
+               opt->listen, where);
     int fd = -1;
     ms_code rc = listen_exclusive(&sa, where, &fd, e);
     if (rc != MS_OK) return rc;
@@ -510,8 +605,8 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     unsigned long long nofile = 0;
     unsigned limit = connection_limit((unsigned)opt->max_connections, &nofile);
     if (limit < (unsigned)opt->max_connections)
-        fprintf(stderr, "medstream: at most %u connections (open-file limit %llu); raise ulimit -n for more\n", limit,
-                nofile);
+        ms_log(LOG_WARN, "http.connection_limit",
+               "at most %u connections (open-file limit %llu); raise ulimit -n for more", limit, nofile);
     /* Beyond the cap, a client's connections are answered 503; at twice the cap they are refused when
      * accepted, so that one address can never hold every connection. */
     unsigned per_ip = (unsigned)opt->max_connections_per_client * 2;
@@ -522,11 +617,12 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     if (tls) flags |= MHD_USE_TLS;
     /* the TLS options come last; for plain HTTP the list ends before them */
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20), tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
-        opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, library_message, NULL, /* first */
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
+        MHD_OPTION_END);
     if (!s->daemon) {
         /* libmicrohttpd closes the socket on most of its failure paths but not all; the process is about
          * to exit, and leaving it is safer than closing a descriptor that may be another's by now. */

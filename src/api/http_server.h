@@ -16,6 +16,11 @@
  *     to its hard limit), max_connections_per_client per client address (503 beyond, and refused at
  *     twice that), request headers complete within header_timeout_s and no body stalled that long.
  * http_server_start also raises the process's open-file soft limit to its hard limit.
+ * The access log (opt->access_log): once an exchange is over, one line (base/log.h, event http.request)
+ * with the method, the route pattern on_headers chose (never the path: ids in it may be chosen by
+ * clients; never the query string: /v1/patients?name=&dob= is PHI), status, response bytes, duration,
+ * user, client address and a request id that every answer also carries as X-Request-Id (made here,
+ * never taken from the client).
  *
  * What it must never do: hand a handler a request whose body was framed ambiguously, log a request's
  * path, query or body, or let a connection keep a body buffer between requests.
@@ -51,10 +56,13 @@ typedef struct http_request {
     bool too_many_args;
     char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
     int nparams;
-    double received_at;      /* ms_mono_s() when the body was complete */
-    int route;               /* index into the route table, set by on_headers */
-    bool bulk;               /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
-    char user[72], role[32]; /* who: set by on_headers from the bearer token ("" when none is needed) */
+    double received_at;        /* ms_mono_s() when the body was complete */
+    int route;                 /* index into the route table, set by on_headers */
+    bool bulk;                 /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    char user[72], role[32];   /* who: set by on_headers from the bearer token ("" when none is needed) */
+    const char *route_pattern; /* set by on_headers: the route the path matched ("/v1/records/{}"), the
+                                * access log's name for the request; NULL when none did */
+    char request_id[17];       /* 16 hex digits, made here; in the log line and the X-Request-Id header */
 } http_request;
 
 typedef struct {
@@ -72,6 +80,7 @@ typedef struct http_server http_server;
 
 typedef struct {
     const char *listen;              /* "HOST:PORT"; an empty HOST or 0.0.0.0 binds every interface */
+    const char *listen_flag;         /* the flag that named it, for messages (NULL: "--listen") */
     size_t max_body;                 /* bytes */
     uint64_t max_inflight;           /* bytes of request bodies held at once */
     long header_timeout_s;           /* headers complete within this; a body never stalls this long */
@@ -79,6 +88,7 @@ typedef struct {
     long max_connections_per_client; /* per client address */
     const char *tls_cert_pem;        /* PEM text of certificate (chain) and key: HTTPS when both are set */
     const char *tls_key_pem;
+    bool access_log; /* a log line per request (http.request), after the answer */
 } http_options;
 
 /* Request handling entry points provided by api_routes.c. */
@@ -90,6 +100,9 @@ typedef struct {
     void *ctx;
 } http_handler;
 
+/* Check a "HOST:PORT" (as opt->listen takes it) without binding; *loopback: HOST is 127.x.x.x or
+ * localhost. */
+ms_code http_listen_check(const char *listen, bool *loopback, ms_err *e);
 ms_code http_server_start(http_server **out, const http_options *opt, const http_handler *h, ms_err *e);
 /* The port actually bound (useful with port 0). */
 int http_server_port(const http_server *s);

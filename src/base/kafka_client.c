@@ -3,6 +3,8 @@
  */
 #include "base/kafka_client.h"
 
+#include "base/log.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +27,34 @@ bool kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *settings, char *
     return true;
 }
 
+/* syslog levels: 0-3 errors, 4 warnings, 5-6 notices and information, 7 debugging */
+static void library_message(const rd_kafka_t *rk, int level, const char *facility, const char *text)
+{
+    log_level lv = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    log_field f[] = {LOG_STR("client", rd_kafka_name(rk)), LOG_STR("facility", facility)};
+    ms_log_fields(lv, "kafka.client", f, LOG_NFIELDS(f), "kafka: %s", text);
+}
+
+/* librdkafka's error events. Without this callback it logs each again, as facility ERROR, beside the
+ * line that already said it; broker connection failures are left to those lines (and the consumer's
+ * kafka.unreachable), anything else is logged once here. */
+static void library_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+        err == RD_KAFKA_RESP_ERR__RESOLVE)
+        return;
+    log_field f[] = {LOG_STR("client", rd_kafka_name(rk)), LOG_STR("error", rd_kafka_err2name(err))};
+    ms_log_fields(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN, "kafka.client", f, LOG_NFIELDS(f),
+                  "kafka: %s", reason);
+}
+
+void kafka_conf_log_to_ms(rd_kafka_conf_t *conf)
+{
+    rd_kafka_conf_set_log_cb(conf, library_message);
+    rd_kafka_conf_set_error_cb(conf, library_error);
+}
+
 rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, size_t cap)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -37,6 +67,7 @@ rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, siz
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    kafka_conf_log_to_ms(conf);
     if (opt->on_delivery) {
         rd_kafka_conf_set_opaque(conf, opt->opaque);
         rd_kafka_conf_set_dr_msg_cb(conf, opt->on_delivery);

@@ -1,8 +1,9 @@
 /*
  * kafka_client.h - the one place where medstream configures librdkafka clients: "key=value" settings
- * (--kafka-config, repeatable: SASL, TLS, ...) applied to a configuration, and the one idempotent
- * producer factory that the dead-letter producer (ingest), the public topic (sinks) and the benchmark's
- * senders (tools/bench) all use.
+ * (--kafka-config, repeatable: SASL, TLS, ...) applied to a configuration, librdkafka's own messages
+ * routed into medstream's log (base/log.h, event kafka.client), and the one idempotent producer factory
+ * that the dead-letter producer (ingest), the public topic (sinks) and the benchmark's senders
+ * (tools/bench) all use.
  *
  * Contract: errors come back as text naming the setting (never a value of a record); a configuration
  * that fails to become a client is destroyed here, so the caller owns nothing on failure. Knows nothing
@@ -17,6 +18,9 @@
 
 /* Apply "key=value" settings (NULL-ended, may be NULL) to conf; on a bad one, false with err naming it. */
 bool kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *settings, char *err, size_t cap);
+/* librdkafka's messages (warnings and worse at log_level 4: connection failures, timeouts; never a
+ * message's payload) go to medstream's log instead of its own lines on standard error. */
+void kafka_conf_log_to_ms(rd_kafka_conf_t *conf);
 
 typedef struct {
     const char *brokers;

@@ -1,5 +1,13 @@
 /*
  * ingest_kafka.c - the Kafka consumer thread (see ingest_kafka.h).
+ *
+ * What it logs (base/log.h), so that an operator can follow the consumer from the log alone: the first
+ * time the brokers answer (kafka.connected), every change between reachable and unreachable
+ * (kafka.unreachable, kafka.reachable, from the broker check every 2 s that also feeds /healthz), every
+ * rebalance with its partition count (kafka.assigned, kafka.revoked, kafka.rebalance_error), and per
+ * batch the messages sent to the dead-letter topic, counted by reason class (kafka.dead_letters). It
+ * never logs a message's key or payload, nor the full reason (that goes in the dead letter's header):
+ * a class is one of a fixed set of words.
  */
 #include "ingest/ingest_kafka.h"
 
@@ -7,7 +15,7 @@
 #include "pipeline/prepare.h"
 
 #include "base/kafka_client.h"
-
+#include "base/log.h"
 #include "base/metrics.h"
 #include "pipeline/record_scan.h"
 
@@ -46,7 +54,26 @@ struct kafka_ingest {
     kafka_batch *to_append, *to_store;
     int in_flight; /* handed over by stage 1, not yet finished by stage 3 */
     bool consumer_done, append_done;
+    int reachable;     /* the last broker check: 1 reachable, 0 not, -1 none yet (consumer thread only) */
+    double down_since; /* ms_mono_s() of the check that found them unreachable */
 };
+
+/* The reason classes of dead letters in the log: a fixed word per kind of rejection (record_scan.c and
+ * identity.c word their reasons so), never the reason itself. */
+enum { DLQ_TOO_LARGE, DLQ_MALFORMED, DLQ_IDENTITY, DLQ_FIELD, DLQ_OTHER, DLQ_CLASSES };
+static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large", "malformed", "identity_missing", "field_invalid",
+                                                         "other"};
+
+static int dead_letter_class(const char *why)
+{
+    if (strstr(why, "record too large")) return DLQ_TOO_LARGE;
+    if (strstr(why, "malformed JSON") || strstr(why, "invalid UTF-8") || strstr(why, "duplicate field") ||
+        (strstr(why, "more than") && strstr(why, "fields")) || strstr(why, "name longer"))
+        return DLQ_MALFORMED;
+    if (strstr(why, "missing identity field")) return DLQ_IDENTITY;
+    if (strstr(why, "field \"")) return DLQ_FIELD;
+    return DLQ_OTHER;
+}
 
 static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
 {
@@ -94,6 +121,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);
+    unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
     for (int i = 0; i < n; i++) {
         if (!b->batch.records[i].rejected) continue;
         char part[16], offs[24];
@@ -105,10 +133,25 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
             RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len), RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len),
             RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
             RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
-        if (err)
-            fprintf(stderr, "medstream: dead-letter produce failed: %s\n", rd_kafka_err2str(err));
-        else
+        if (err) {
+            ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s",
+                   rd_kafka_err2str(err));
+        } else {
+            sent++;
+            classes[dead_letter_class(why)]++;
             atomic_fetch_add(&g_metrics.kafka_dead_letters, 1);
+        }
+    }
+    if (sent) {
+        char reasons[160] = "";
+        size_t at = 0;
+        for (int c = 0; c < DLQ_CLASSES; c++)
+            if (classes[c] && at < sizeof reasons)
+                at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "", dlq_class_names[c],
+                                       classes[c]);
+        log_field f[] = {LOG_UINT("count", sent), LOG_STR("reasons", reasons), LOG_STR("topic", k->opt.dlq_topic)};
+        ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f),
+                      "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
@@ -145,7 +188,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
     for (int attempt = 0; attempt == 0 || !atomic_load(&k->stop); attempt++) {
         ms_err e = {0};
         if (ingest_store(&k->ingest, &b->job, &e) == MS_OK) return true;
-        fprintf(stderr, "medstream: kafka batch of %d not stored (%s); retrying\n", b->n, e.msg);
+        ms_log(LOG_ERROR, "kafka.batch_retry", "kafka: batch of %d not stored (%s); retrying", b->n, e.msg);
         b->job.body_pos = UINT64_MAX; /* append again: what was appended for it is unreferenced */
         usleep(200000);
     }
@@ -157,7 +200,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
 {
     while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
-        fprintf(stderr, "medstream: waiting for the dead-letter topic\n");
+        ms_log(LOG_WARN, "kafka.dlq_waiting", "kafka: waiting for the dead-letter topic");
     if (rd_kafka_outq_len(k->dlq) > 0) return; /* stopped before they were delivered */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(b->noffsets);
     for (int i = 0; i < b->noffsets; i++)
@@ -165,7 +208,7 @@ static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
             b->offsets[i].next;
     /* asynchronous: the store holds the same offsets, so a lost commit replays nothing */
     rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, parts, 1);
-    if (err) fprintf(stderr, "medstream: kafka offset commit failed: %s\n", rd_kafka_err2str(err));
+    if (err) ms_log(LOG_WARN, "kafka.commit_failed", "kafka: offset commit failed: %s", rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
@@ -239,6 +282,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 {
     kafka_ingest *k = opaque;
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+            log_field f[] = {LOG_INT("partitions", parts ? parts->cnt : 0), LOG_STR("group", k->opt.group)};
+            ms_log_fields(LOG_INFO, "kafka.revoked", f, LOG_NFIELDS(f), "kafka: partitions revoked");
+        } else {
+            ms_log(LOG_WARN, "kafka.rebalance_error", "kafka: rebalance: %s; partitions unassigned",
+                   rd_kafka_err2str(err));
+        }
         /* before the partitions go: let the store stage finish (and commit) the batch in hand, so the
          * next owner starts after it instead of consuming it again */
         pthread_mutex_lock(&k->mu);
@@ -262,7 +312,27 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         }
         store_read_end(r);
     }
+    log_field f[] = {LOG_INT("partitions", parts->cnt), LOG_STR("group", k->opt.group)};
+    ms_log_fields(LOG_INFO, "kafka.assigned", f, LOG_NFIELDS(f), "kafka: partitions assigned");
     rd_kafka_assign(rk, parts);
+}
+
+/* Log a change of the brokers' reachability (and the first contact). */
+static void note_reachability(kafka_ingest *k, bool reachable, int brokers)
+{
+    if (reachable && k->reachable == 1) return;
+    if (!reachable && k->reachable == 0) return;
+    if (reachable && k->reachable == -1) {
+        log_field f[] = {LOG_INT("brokers", brokers), LOG_STR("topic", k->opt.topic), LOG_STR("group", k->opt.group)};
+        ms_log_fields(LOG_INFO, "kafka.connected", f, LOG_NFIELDS(f), "kafka: connected");
+    } else if (reachable) {
+        log_field f[] = {LOG_INT("brokers", brokers), LOG_MS("down_ms", (ms_mono_s() - k->down_since) * 1000.0)};
+        ms_log_fields(LOG_INFO, "kafka.reachable", f, LOG_NFIELDS(f), "kafka: brokers reachable again");
+    } else {
+        k->down_since = ms_mono_s();
+        ms_log(LOG_WARN, "kafka.unreachable", "kafka: brokers unreachable (%s); HTTP ingest goes on", k->opt.brokers);
+    }
+    k->reachable = reachable ? 1 : 0;
 }
 
 /* Every couple of seconds: can the brokers be reached (for /healthz), and how far behind are we? */
@@ -270,8 +340,10 @@ static void check_brokers(kafka_ingest *k)
 {
     const struct rd_kafka_metadata *md = NULL;
     bool reachable = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    int brokers = md ? md->broker_cnt : 0;
     if (md) rd_kafka_metadata_destroy(md);
     atomic_store(&g_metrics.kafka_unreachable, reachable ? 0 : 1);
+    note_reachability(k, reachable, brokers);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (!reachable || rd_kafka_assignment(k->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
     rd_kafka_position(k->rk, parts);
@@ -358,6 +430,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         rd_kafka_conf_destroy(conf);
         return kafka_fail(e, "--kafka-config", err);
     }
+    kafka_conf_log_to_ms(conf);
     /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
     rd_kafka_t *dlq = kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err,
                                          sizeof err);
@@ -369,6 +442,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     k->opt = *opt; /* the callback reads the store from here */
+    k->reachable = -1;
     k->ingest = (ingest_ctx){opt->store, opt->writer, opt->schema, opt->max_record};
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk) {

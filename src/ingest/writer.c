@@ -3,6 +3,7 @@
  */
 #include "ingest/writer.h"
 
+#include "base/log.h"
 #include "pipeline/deidentify.h"
 #include "pipeline/merge.h"
 #include "base/metrics.h"
@@ -456,8 +457,8 @@ static void *writer_main(void *arg)
         if (w->failing && w->stopping && !w->head) break; /* what cannot be stored now is lost at exit: say so */
     }
     if (w->audit.len)
-        fprintf(stderr, "medstream: %zu bytes of audit entries could not be stored before stopping: %s\n", w->audit.len,
-                w->failure.msg);
+        ms_log(LOG_ERROR, "writer.audit_lost", "%zu bytes of audit entries could not be stored before stopping: %s",
+               w->audit.len, w->failure.msg);
     pthread_mutex_unlock(&w->lock);
     return NULL;
 }

@@ -3,8 +3,9 @@
  */
 #include "sinks/sink_kafka_public.h"
 
-#include "base/kafka_client.h"
 #include "base/json_write.h"
+#include "base/kafka_client.h"
+#include "base/log.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -92,8 +93,8 @@ static void *sink_main(void *arg)
         ms_code rc = store_log_entry(r, pos + 1, &st.commit_time, ship_item, &st, &found, &e);
         store_read_end(r);
         if (rc != MS_OK || st.failed) {
-            fprintf(stderr, "medstream: public stream: commit %llu not shipped; retrying\n",
-                    (unsigned long long)pos + 1);
+            ms_log(LOG_WARN, "sink.kafka_public.retry", "public stream: commit %llu not shipped; retrying",
+                   (unsigned long long)pos + 1);
             usleep(200000);
             continue;
         }
@@ -104,11 +105,11 @@ static void *sink_main(void *arg)
         }
         /* delivered before the position moves on: a crash here re-sends, never skips */
         while (rd_kafka_flush(k->rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
-            fprintf(stderr, "medstream: public stream: waiting for the brokers\n");
+            ms_log(LOG_WARN, "sink.kafka_public.waiting", "public stream: waiting for the brokers");
         if (rd_kafka_outq_len(k->rk) > 0) break; /* stopping before delivery: keep the position */
         pos++;
         if (store_sink_position_set(k->store, SINK_NAME, pos, &e) != MS_OK)
-            fprintf(stderr, "medstream: public stream: %s\n", e.msg);
+            ms_log(LOG_ERROR, "sink.kafka_public.position", "public stream: %s", e.msg);
     }
     return NULL;
 }

@@ -3,6 +3,7 @@
  */
 #include "sinks/sink_postgres.h"
 
+#include "base/log.h"
 #include "base/metrics.h"
 #include "read/query.h"
 #include "base/timefmt.h"
@@ -259,7 +260,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                 if (pg_exec(p, history_periods, migrations[i].description, &why)) {
                     body = NULL;
                 } else {
-                    fprintf(stderr, "medstream: postgres: %s; keeping history with a trigger instead\n", why.msg);
+                    ms_log(LOG_WARN, "postgres.history_trigger", "postgres: %s; keeping history with a trigger instead",
+                           why.msg);
                     if (!pg_exec(p, "ROLLBACK TO SAVEPOINT periods", "rollback", e)) goto fail;
                     body = history_trigger;
                 }
@@ -271,8 +273,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                  migrations[i].version, esc ? esc : "''");
         PQfreemem(esc);
         if (!pg_exec(p, sql, "migrations", e) || !pg_exec(p, "COMMIT", "commit", e)) goto fail;
-        fprintf(stderr, "medstream: postgres: applied migration %d (%s)\n", migrations[i].version,
-                migrations[i].description);
+        ms_log(LOG_INFO, "postgres.migration", "postgres: applied migration %d (%s)", migrations[i].version,
+               migrations[i].description);
     }
     return MS_OK;
 fail:
@@ -342,8 +344,9 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
         p->shipped = strtoull(pos, &sp, 10);
         p->shipped_time = strtoll(sp, NULL, 10);
     }
-    fprintf(stderr, "medstream: postgres: connected; phi_patients history by %s; shipped through commit %llu\n",
-            history ? history : "?", (unsigned long long)p->shipped);
+    ms_log(LOG_INFO, "postgres.connected",
+           "postgres: connected; phi_patients history by %s; shipped through commit %llu", history ? history : "?",
+           (unsigned long long)p->shipped);
     free(history);
     free(pos);
     return MS_OK;
@@ -666,7 +669,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
  * PostgreSQL is away: /metrics and /healthz stay true), and wait a second unless stopped. */
 static void back_off(sink_postgres *p, char *last, size_t cap, const ms_err *e, pg_state state)
 {
-    if (strcmp(last, e->msg) != 0) fprintf(stderr, "medstream: %s; retrying every second\n", e->msg);
+    if (strcmp(last, e->msg) != 0) ms_log(LOG_ERROR, "postgres.retrying", "%s; retrying every second", e->msg);
     snprintf(last, cap, "%s", e->msg);
     atomic_store(&g_metrics.postgres_state, state);
     store_read *r;
