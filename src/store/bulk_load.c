@@ -72,12 +72,13 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
     }
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], "log_end", seglog_end(s->log));
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], "last_commit", (uint64_t)now);
-    if (!rc)
+    if (!rc) {
+        s->last_commit = now; /* still under the writer lock (invariant 4) */
         rc = mdb_txn_commit(txn);
-    else
+    } else {
         mdb_txn_abort(txn);
+    }
     if (rc) return st_mdb_fail(e, rc, "bulk patients (the store must have no patients)");
-    s->last_commit = now;
     return MS_OK;
 }
 

@@ -406,6 +406,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients))) {
+        s->last_commit = w->now; /* still under the writer lock (invariant 4); a failed commit only wastes it */
         rc = mdb_txn_commit(w->txn);
         w->txn = NULL;
     }
@@ -418,7 +419,6 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     s->commit_pos = pos;
     s->audit_seq = w->audit_seq;
     memcpy(s->audit_head, w->audit_head, 32);
-    s->last_commit = w->now;
     s->patients = w->patients;
     if (commit_pos) *commit_pos = pos;
     write_free(w);

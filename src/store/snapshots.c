@@ -37,9 +37,9 @@ ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of_out, ms_e
         mdb_txn_abort(txn);
         return st_mdb_fail(e, rc, "snapshot insert");
     }
+    s->last_commit = as_of; /* still under the writer lock (invariant 4); a failed commit only wastes it */
     rc = mdb_txn_commit(txn);
     if (rc) return st_write_fail(s, e, rc, "snapshot commit");
-    s->last_commit = as_of;
     *as_of_out = as_of;
     return MS_OK;
 }
