@@ -284,6 +284,14 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         st_mdb_fail(e, rc, "read metadata");
         goto fail;
     }
+    uint64_t recorded = 0; /* the segment size positions are relative to, for store_backup */
+    if (!ro && !(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded != s->segment_size)
+        rc = st_meta_put_u64(txn, s->dbi[DB_META], "segment_size", s->segment_size);
+    if (rc) {
+        mdb_txn_abort(txn);
+        st_write_fail(s, e, rc, "record the segment size");
+        goto fail;
+    }
     if ((rc = mdb_txn_commit(txn))) { /* read-only too: keeps the sub-database handles */
         st_write_fail(s, e, rc, "commit");
         goto fail;
