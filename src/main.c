@@ -188,6 +188,59 @@ static int cmd_audit(int argc, char **argv)
     return 0;
 }
 
+/* `medstream backup --data DIR --out DIR`: an online copy of the store (store_backup), beside a server. */
+static int cmd_backup(int argc, char **argv)
+{
+    const char *data = NULL, *out = NULL;
+    const option opts[] = {
+        {"--data", OPT_STRING, NULL, true, "data directory to copy", &data},
+        {"--out", OPT_STRING, NULL, true, "new data directory for the copy (absent, or empty)", &out},
+        {0},
+    };
+    const char *pos[1];
+    char err[256];
+    int n = options_parse(opts, argc, argv, 2, pos, 0, err, sizeof err);
+    if (n == -2) {
+        options_help(stdout, "medstream backup --data DIR --out DIR",
+                     "Copy the store in DIR, as of one instant, into OUT: a data directory `medstream serve`\n"
+                     "can open. LMDB's compacting copy, then the segment files up to the end that copy\n"
+                     "records, nothing past it. Reads without locking DIR, so it may run beside `medstream\n"
+                     "serve`, which goes on writing (commits after the copy began are not in it). Copies the\n"
+                     "store only: not admin.password; the copy holds the store's secrets (its id key,\n"
+                     "password and token hashes), so keep it as you keep DIR. OUT must not exist or be empty.",
+                     opts);
+        return 0;
+    }
+    if (n < 0) return usage_error("backup", err);
+    if (!data_dir_ready("backup", data)) return 1;
+    store *s;
+    ms_err e = {0};
+    store_options so = {.owner = "backup", .read_only = true}; /* beside a running server: no lock */
+    if (store_open(&s, data, &so, &e) != MS_OK) {
+        fprintf(stderr, "medstream backup: %s\n", e.msg);
+        return 1;
+    }
+    store_backup_info info;
+    double t0 = ms_mono_s();
+    ms_code rc = store_backup(s, out, &info, &e);
+    char live[200] = "";
+    if (store_live_writer(s))
+        snprintf(live, sizeof live, " (copied while medstream %s is running: later commits are not in it)",
+                 store_live_writer(s));
+    store_close(s);
+    if (rc != MS_OK) {
+        fprintf(stderr, "medstream backup: %s\n", e.msg);
+        return 1;
+    }
+    char when[40] = "-";
+    if (info.last_commit) time_format_rfc3339(info.last_commit, when, sizeof when);
+    printf("backup of %s in %s: commit %llu (%s), log end %llu in %u segment files of %llu bytes, LMDB %llu "
+           "bytes, %.1f s%s\n",
+           data, out, (unsigned long long)info.commit_pos, when, (unsigned long long)info.log_end, info.segments,
+           (unsigned long long)info.segment_size, (unsigned long long)info.lmdb_bytes, ms_mono_s() - t0, live);
+    return 0;
+}
+
 /* ---- `medstream user ...`: accounts offline (no server may run on DIR) ---- */
 
 typedef struct {
@@ -571,6 +624,7 @@ static void usage(FILE *f)
             "  user         accounts offline: add, list, set-role, disable, enable, passwd, delete\n"
             "  roles        print the roles and their permissions\n"
             "  audit verify re-walk the audit log's hash chain\n"
+            "  backup       copy a live store, as of one instant, into a new data directory\n"
             "  version      print the version\n",
             VERSION);
 }
@@ -588,6 +642,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "roles")) return cmd_roles(argc, argv);
     if (!strcmp(cmd, "user")) return cmd_user(argc, argv);
     if (!strcmp(cmd, "audit")) return cmd_audit(argc, argv);
+    if (!strcmp(cmd, "backup")) return cmd_backup(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("medstream %s\n", VERSION);
         return 0;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs medstream's end-to-end tests, each file against real servers (build/medstream, or
 # $MEDSTREAM_BIN): the API contract, auth and accounts, issue 9's trust fixes, TLS, the HTTP edge's
-# limits, Kafka, PostgreSQL, kill -9 crash safety, a full disk and the data directory lock. Prints each
-# file's summary and a final combined `N passed, N failed` line; exits non-zero if any test failed.
+# limits, Kafka, PostgreSQL, kill -9 crash safety, a full disk, the data directory lock and online
+# backups. Prints each file's summary and a final combined `N passed, N failed` line; exits non-zero if
+# any test failed.
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,7 +15,7 @@ total_skip=0
 rc=0
 summaries=()
 for t in test_api.py test_auth.py test_accounts.py test_trust.py test_tls.py test_http_edge.py test_kafka.py \
-         test_postgres.py test_crash.py test_disk_full.py test_data_dir.py; do
+         test_postgres.py test_crash.py test_disk_full.py test_data_dir.py test_backup.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
