@@ -31,9 +31,10 @@
  * full" in the message, also when LMDB reports it as EIO from a short page write and the file system has
  * less than 64 MiB, or 1 % of its size, left) or LMDB's map is full; nothing of the call was stored.
  * MS_EIO - another I/O or LMDB failure. MS_ECORRUPT - a stored entry or body failed its checks. MS_EINVAL -
- * a write on a read-only store, or an argument the call names below. Calls name any other code they
- * return. "Not found" is found = false and MS_OK, never an error. Messages never hold PHI (they name
- * fields and positions, never values).
+ * a write on a read-only store (store_token_put, store_snapshot_create and the bulk load get LMDB's
+ * refusal there, MS_EIO), or an argument the call names below. Calls name any other code they return.
+ * "Not found" is found = false and MS_OK, never an error. Messages never hold PHI (they name fields and
+ * positions, never values).
  *
  * The store knows nothing of HTTP, JSON requests or Kafka: its callers name their sources and sinks, and
  * hand it bytes it does not interpret (record bodies, audit entries' members, public copies).
