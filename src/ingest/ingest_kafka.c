@@ -305,7 +305,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         for (int i = 0; i < parts->cnt; i++) {
             int64_t next;
             bool found;
-            if (store_kafka_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) ==
+            if (store_source_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) ==
                     MS_OK &&
                 found && (parts->elems[i].offset < 0 || next > parts->elems[i].offset))
                 parts->elems[i].offset = next;

@@ -323,7 +323,7 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
     }
     if (rc == MS_OK) rc = audit_job(sw, j, e);
     for (int i = 0; rc == MS_OK && i < j->noffsets; i++)
-        rc = store_kafka_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, e);
+        rc = store_source_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, e);
     return rc;
 }
 

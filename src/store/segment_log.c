@@ -34,6 +34,7 @@
 
 #define MAX_SEGMENTS (1u << 20)
 #define WRITE_CHUNK ((size_t)1 << 20)
+#define COPY_CHUNK ((size_t)1 << 20)
 
 typedef struct {
     int write_fd;   /* O_DIRECT when the file system allows it; -1 until first written */
@@ -56,10 +57,12 @@ struct segment_log {
     int fault; /* injected errno, 0: none */
 };
 
-static void seg_path(const segment_log *l, uint64_t seg, char *out, size_t cap)
+static void seg_file(const char *dir, uint64_t seg, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/%012" PRIu64 ".seg", l->dir, seg);
+    snprintf(out, cap, "%s/%012" PRIu64 ".seg", dir, seg);
 }
+
+static void seg_path(const segment_log *l, uint64_t seg, char *out, size_t cap) { seg_file(l->dir, seg, out, cap); }
 
 static ms_code io_fail(ms_err *e, int err, const char *what)
 {
@@ -379,4 +382,86 @@ ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err 
         done += (size_t)r;
     }
     return MS_OK;
+}
+
+/* ---- copies (store_backup) ---- */
+
+/* Copy len bytes of in (from its start) into the new file out; fdatasync it. */
+static ms_code copy_bytes(int in, const char *in_path, int out, uint64_t len, char *chunk, ms_err *e)
+{
+    uint64_t done = 0;
+    while (done < len) {
+        size_t want = len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
+        ssize_t r = pread(in, chunk, want, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return io_fail(e, errno, "backup: read");
+        if (r == 0) return ms_fail(e, MS_ECORRUPT, "segment log: backup: %s ends early", in_path);
+        for (ssize_t w = 0; w < r;) {
+            ssize_t n = write(out, chunk + w, (size_t)(r - w));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return io_fail(e, errno, "backup: write");
+            w += n;
+        }
+        done += (uint64_t)r;
+    }
+    if (fdatasync(out) != 0) return io_fail(e, errno, "backup: fdatasync");
+    (void)posix_fadvise(out, 0, 0, POSIX_FADV_DONTNEED); /* the copy's pages are of no use in the cache */
+    return MS_OK;
+}
+
+ms_code seglog_copy_files(const char *dir, uint64_t segment_size, uint64_t end, const char *out_dir, uint32_t *files,
+                          ms_err *e)
+{
+    *files = 0;
+    if (segment_size < 16 * SEGLOG_ALIGN || segment_size % SEGLOG_ALIGN)
+        return ms_fail(e, MS_EINVAL, "segment size must be a multiple of 4096 and at least 64 KiB");
+    uint64_t nseg = (end + segment_size - 1) / segment_size;
+    char *chunk = ms_malloc(COPY_CHUNK);
+    ms_code rc = MS_OK;
+    uint64_t created = 0; /* files 0 .. created-1 exist in out_dir */
+    for (uint64_t seg = 0; seg < nseg && rc == MS_OK; seg++) {
+        char from[4096], to[4096];
+        seg_file(dir, seg, from, sizeof from);
+        seg_file(out_dir, seg, to, sizeof to);
+        int in = open(from, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            rc = errno == ENOENT
+                     ? ms_fail(e, MS_ECORRUPT, "segment log: backup: %s is missing below the log's end", from)
+                     : io_fail(e, errno, "backup: open");
+            break;
+        }
+        struct stat st;
+        int out = -1;
+        if (fstat(in, &st) != 0) {
+            rc = io_fail(e, errno, "backup: stat");
+        } else if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+            rc = io_fail(e, errno, "backup: create");
+        } else {
+            created++;
+            /* below the last segment, the whole file (positions past its last append were skipped, never
+             * written); in the last one, exactly up to end, or less where a reservation below end was
+             * still being written (bytes nothing committed references) */
+            uint64_t want = seg + 1 < nseg ? segment_size : end - seg * segment_size;
+            uint64_t have = (uint64_t)st.st_size < want ? (uint64_t)st.st_size : want;
+            (void)posix_fadvise(in, 0, (off_t)have, POSIX_FADV_SEQUENTIAL);
+            rc = copy_bytes(in, from, out, have, chunk, e);
+            ++*files;
+        }
+        close(in);
+        if (out >= 0 && close(out) != 0 && rc == MS_OK) rc = io_fail(e, errno, "backup: close");
+    }
+    free(chunk);
+    if (rc != MS_OK) { /* take back what this call created: a partial copy must not look like a log */
+        for (uint64_t i = 0; i < created; i++) {
+            char to[4096];
+            seg_file(out_dir, i, to, sizeof to);
+            unlink(to);
+        }
+        *files = 0;
+        return rc;
+    }
+    int dfd = open(out_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* the new names, durable */
+    if (dfd < 0 || fsync(dfd) != 0) rc = io_fail(e, errno, "backup: fsync of the directory");
+    if (dfd >= 0) close(dfd);
+    return rc;
 }

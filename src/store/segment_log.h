@@ -54,6 +54,15 @@ uint64_t seglog_end(const segment_log *l);
 /* Read len bytes at pos (thread-safe). */
 ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err *e);
 
+/* Copy the log whose files are in dir (segment_size bytes each) up to position end into out_dir (which
+ * exists): the whole files of the segments below end's segment, end's segment up to end, nothing past
+ * it. Each copy is fdatasynced, then out_dir. Reads the files only, so the log that owns them may go on
+ * appending past end meanwhile (appends never rewrite a byte below the log's end). *files: the files
+ * copied. MS_ECORRUPT if a segment below end is missing; on failure the files this call created are
+ * removed. */
+ms_code seglog_copy_files(const char *dir, uint64_t segment_size, uint64_t end, const char *out_dir, uint32_t *files,
+                          ms_err *e);
+
 /* Test hook: make the next write or sync fail with this errno (0: off). */
 void seglog_inject_fault(segment_log *l, int err);
 

@@ -1,46 +1,43 @@
 /*
- * store.h - the embedded store: LMDB for keys, indexes, versions and the commit log; the segment log
- * for record bodies. This header is the store's whole contract.
+ * store.h - the embedded store: LMDB for keys, indexes, versions, accounts, the audit chain and the
+ * commit log; the segment log for record bodies. This header is the store's whole public contract (LMDB's
+ * model: one header, every call with its errors); src/store/README.md has the design, the LMDB layout and
+ * the numbered invariants the calls below cite; store_internal.h is private to src/store.
  *
- * LAYOUT (LMDB sub-databases; "~x" is the bitwise complement, so newer sorts first):
- *   identity be64(num)                                              -> patient id (16) + identity key
- *            (normalized name NUL YYYY-MM-DD); looked up through an in-memory hash index of the keys
- *            (identity_index.h) rebuilt at open, so new patients append here instead of inserting
- *   patient  num 'v' ~valid_from ~version                          -> patient version (state fields)
- *            num 'r' be64(event ts) record_id                       -> "" (the patient's records index)
- *   record   record_id NUL ~valid_from ~version                     -> record version (meta + body position)
- *   public   'P' num ~valid_from ~version                           -> public patient fields (JSON)
- *            'R' record_id NUL ~valid_from ~version                 -> pid, year, type, public fields (JSON)
- *            'T' type NUL be16(year) record_id  and  'T' "*" ...   -> "" (public records index)
- *   log      be64(commit position)                                  -> commit time + the versions written
- *   snapshot snapshot id                                             -> be64(as_of)
- *   users    user name                                               -> 0x01 flags be64(created)
- *            be64(changed) role NUL Argon2id encoded hash (flags bit 0: disabled; times are commit times);
- *            entries written before accounts could change hold only "role NUL hash" and read as enabled,
- *            created and changed unknown (0). The leading 0x01 tells them apart: no role name begins
- *            with a control character.
- *   tokens   SHA-256 of a bearer token                               -> be64(expires) role NUL user
- *            (the role at login; checks take the account's current role)
- *   audit    be64(seq), 1, 2, ...                                    -> {"seq":N,"prev":"<SHA-256 hex of
- *            entry N-1, zeros for the first>", the audit.h members}: append-only, hash-chained
- *   meta     "log_end", "commit_pos", "last_commit", "patients", "id_key", "probe" (store_probe's last)
- * A read "as of T" seeks to (key, ~T) and takes the first entry with the same key: the newest version
- * whose valid_from <= T. valid_to is the next version's valid_from, so old entries are never rewritten.
- * "num" is the patient's number (be64), assigned 0, 1, 2, ... at creation; the patient id is a keyed
- * permutation of it (identity.h), so new patients append to the patient and public trees instead of
- * landing on a random page of each.
+ * WHO MAY WRITE (README.md, invariant 4). One process writes a data directory at a time: store_open for
+ * writing takes an exclusive lock on DIR/medstream.lock, held until store_close or the process's end (the
+ * kernel releases it, so a restart after kill -9 is never refused); a second opener, in this process or
+ * another, fails with MS_ECONFLICT "DIR is in use by medstream pid N (CMD, since T)". A read-only open
+ * (store_options.read_only) takes no lock and never writes. Within the writing process:
+ *   - store_write_* transactions belong to one thread at a time: the ingest writer (ingest/writer.h) in a
+ *     server, or the command itself offline (init, user). Records, patients, public copies, accounts,
+ *     audit entries and source positions are written only through them.
+ *   - small writes, each its own LMDB write transaction, may come from any other thread: bearer tokens
+ *     (store_token_put, store_token_delete, request threads), sink positions (store_sink_position_set,
+ *     sink threads), snapshots (store_snapshot_create, request threads) and store_probe.
+ *   - LMDB's writer lock serializes all of them: a small write waits for a store_write in progress to
+ *     commit or abort, so none may be called from inside an open store_write on the same thread.
+ *   - store_append_body may be called from any thread, in parallel (the segment log is thread-safe).
+ *   - reads (store_read_*) run on any thread, any number at once; readers never block the writer nor
+ *     wait for it (LMDB's MVCC).
+ * The bulk load (store_bulk_*) bypasses the writer and is only for a store no other thread uses.
  *
- * Contract: one process writes a data directory at a time: store_open for writing takes an exclusive
- * lock on DIR/medstream.lock, held until store_close or the process's end (the kernel releases it, so
- * a restart after kill -9 is never refused); a second opener, in this process or another, fails with
- * MS_ECONFLICT "DIR is in use by medstream pid N (CMD, since T)". A read-only open takes no lock and
- * never writes. Within the process: one writer (store_write_*), any number of concurrent readers
- * (store_read_*), readers never block the writer. store_write_commit makes the batch durable (segment
- * fdatasync, then LMDB's synced commit) before it returns; a failed commit leaves the store as it was
- * (MS_EFULL or MS_EIO): bodies appended for it stay in the log as unreferenced bytes. A full disk is
- * MS_EFULL with "disk full" in the message, also when LMDB reports it as EIO (a short page write) and
- * the file system has less than 64 MiB (or 1 % of its size) left. The store knows nothing of HTTP,
- * JSON requests or Kafka.
+ * DURABILITY (README.md, invariants 1-3): a body is appended to the segment log before its batch is
+ * submitted; store_write_commit fdatasyncs the log, then commits LMDB (synced) with the log's end recorded
+ * in the same commit, and only then returns; the caller answers after that. A failed commit leaves the
+ * store as it was: bodies appended for it stay in the log as unreferenced bytes.
+ *
+ * ERRORS. Every call that returns ms_code returns MS_OK or one of: MS_EFULL - the disk is full ("disk
+ * full" in the message, also when LMDB reports it as EIO from a short page write and the file system has
+ * less than 64 MiB, or 1 % of its size, left) or LMDB's map is full; nothing of the call was stored.
+ * MS_EIO - another I/O or LMDB failure. MS_ECORRUPT - a stored entry or body failed its checks. MS_EINVAL -
+ * a write on a read-only store (store_token_put, store_snapshot_create and the bulk load get LMDB's
+ * refusal there, MS_EIO), or an argument the call names below. Calls name any other code they return.
+ * "Not found" is found = false and MS_OK, never an error. Messages never hold PHI (they name fields and
+ * positions, never values).
+ *
+ * The store knows nothing of HTTP, JSON requests or Kafka: its callers name their sources and sinks, and
+ * hand it bytes it does not interpret (record bodies, audit entries' members, public copies).
  */
 #ifndef MS_STORE_H
 #define MS_STORE_H
@@ -52,22 +49,27 @@
 
 typedef struct store store;
 
+/* ==== Environment (env.c) ==== */
+
 typedef struct {
     size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
     uint64_t segment_size; /* bytes per segment file */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
     const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
-    bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify) */
+    bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify, backup) */
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
 #define STORE_DEFAULT_SEGMENT_SIZE ((uint64_t)1 << 30)
 #define STORE_DEFAULT_BODY_CACHE ((uint64_t)256 << 20)
 
-/* Open (creating if missing) the store in dir, taking its lock (MS_ECONFLICT while another open holds
- * it). Read-only: the store must exist; no lock is taken. */
+/* Open (creating if missing) the store in dir, taking its lock; opt NULL: the defaults. Read-only: the
+ * store must exist; no lock is taken; LMDB is opened MDB_RDONLY.
+ * Errors: MS_ECONFLICT while another open holds the lock; MS_EINVAL a segment size that is not a multiple
+ * of 4096 or is under 64 KiB; MS_EIO a directory or file that cannot be made or opened (read-only: a
+ * store that does not exist); MS_ECORRUPT a store whose metadata fails its checks. */
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
-/* Close, releasing the lock. */
+/* Close, releasing the lock. Every store_read and store_write must have ended. NULL is a no-op. */
 void store_close(store *s);
 bool store_read_only(const store *s);
 /* Read-only stores: "pid N (CMD, since T)" of the writer that held the directory when it was opened
@@ -76,23 +78,88 @@ const char *store_live_writer(const store *s);
 /* Can the store commit a batch of `bytes` of bodies now? Preallocates the segment log's next step (at
  * least room for max(bytes, 4 KiB)) and commits a tiny LMDB write transaction (meta "probe"). MS_OK: such
  * a batch can commit (LMDB may still find the disk full for a large one); MS_EFULL or MS_EIO with the
- * reason if not. Any thread; waits for a
- * write transaction in progress (LMDB's writer lock), so not from inside one. */
+ * reason if not; MS_EINVAL on a read-only store. Any thread; a small write (WHO MAY WRITE). */
 ms_code store_probe(store *s, size_t bytes, ms_err *e);
-/* The store's 32-byte secret for keyed hashes (derived record ids). */
+/* The store's 32-byte secret for keyed hashes (derived record ids, the sinks' store fingerprint). */
 const unsigned char *store_id_key(const store *s);
 /* The id of patient number n in this store, and back (false: an id this store never made). */
 void store_patient_id(const store *s, uint64_t n, patient_id *id);
 bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
+/* Test hook: make the segment log's next write or sync fail with this errno (0: off). */
 void store_inject_fault(store *s, int err);
 /* Test hook: the free bytes the full-disk check of an LMDB EIO sees (-1: the file system's, statvfs). */
 void store_inject_free_space(store *s, int64_t bytes);
+
+/* ==== Transactions (env.c) ==== */
+
+/* ---- write side: one thread at a time (WHO MAY WRITE) ---- */
+typedef struct store_write store_write;
+
+/* Begin a write transaction; waits for LMDB's writer lock. Errors: MS_EINVAL on a read-only store. */
+ms_code store_write_begin(store *s, store_write **w, ms_err *e);
+/* This commit's valid_from: later than every commit and snapshot before it (strictly increasing). */
+int64_t store_write_time(const store_write *w);
+/* Commit: fdatasync the segment log, write the commit log entry and the metadata (the log's end, the
+ * commit position, the commit time, the patient count), commit LMDB synced (README.md, invariants 2-3).
+ * *commit_pos (may be NULL) receives the new commit log position. Frees w either way; on failure nothing of
+ * w is stored and the identities it created are taken back. */
+ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
+/* Abandon w: nothing of it is stored. NULL is a no-op. */
+void store_write_abort(store_write *w);
+
+/* ---- read side: any thread ---- */
+typedef struct store_read store_read;
+
+/* A read transaction: every read through r sees the store as of the last commit before this call. */
+ms_code store_read_begin(store *s, store_read **r, ms_err *e);
+void store_read_end(store_read *r);
+/* As r sees it: the last instant handed out (a commit or a snapshot), the number of patients, the last
+ * commit log position (0 on a new store). */
+int64_t store_last_commit(store_read *r);
+uint64_t store_patient_count(store_read *r);
+uint64_t store_commit_pos(store_read *r);
+
+/* ==== Bodies (bodies.c) ==== */
+
+/* Bodies are appended from 4 KiB-aligned buffers zero-padded to a multiple of this (O_DIRECT). */
+#define STORE_BODY_ALIGN 4096
+
+/* Append a request body (the record bytes) to the segment log; any thread, before submitting the batch
+ * to the writer (README.md, invariant 1). A 4 KiB-aligned buffer zero-padded to a multiple of 4 KiB (pass
+ * the padded length) is written without a copy. The commit that references it makes it durable.
+ * Errors: MS_EINVAL on a read-only store or a body larger than a segment. */
+ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e);
+
+/* A state field's value bytes, appended to out, checked against the field's hash (MS_ECORRUPT). */
+ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
+/* The values of n state fields at once: values that lie close together in the log (typically most of
+ * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
+ * scratch and has length fields[i].len; each is checked against its hash (MS_ECORRUPT). */
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e);
+
+/* ==== Identities (identities.c) ==== */
 
 /* A patient as the writer knows it: the public id and the internal number that keys its data. */
 typedef struct {
     patient_id id;
     uint64_t number;
 } patient_ref;
+
+/* The patient with this identity key (normalized name NUL YYYY-MM-DD, identity.h), as w sees it.
+ * Errors: MS_ECONFLICT two identity keys share an XXH3-128 hash (never merged: the batch fails). */
+ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e);
+/* A new patient for this identity key: the next number, its id, and the identity entry. */
+ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e);
+/* Low level: map an identity key to a patient whose number the caller has allocated (the count of
+ * patients grows by one). store_patient_create is the normal way. Errors: MS_EIO if the number exists. */
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e);
+/* The read side of store_ident_get (a store opened for writing: the in-memory index is not built for a
+ * read-only one). Errors: MS_ECONFLICT as store_ident_get. */
+ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
+/* The identity key of a patient, into key. */
+ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e);
+
+/* ==== Versions (versions.c) ==== */
 
 typedef struct {
     char record_id[RECORD_ID_MAX + 1];
@@ -111,7 +178,6 @@ typedef struct {
     bool deleted; /* a tombstone (DELETE /v1/records/{id}): no body; the record reads 404 from here on */
 } record_version;
 
-
 /* The most fields a patient version can hold (store_patient_put refuses more, MS_EINVAL). */
 #define PATIENT_STATE_MAX_FIELDS 65535u
 
@@ -128,69 +194,58 @@ typedef struct {
     uint32_t nfields;
 } patient_version;
 
-/* Bodies are appended from 4 KiB-aligned buffers zero-padded to a multiple of this (O_DIRECT). */
-#define STORE_BODY_ALIGN 4096
+typedef struct {
+    patient_id pid;
+    int year;
+    char type[65];
+    const char *fields;
+    size_t fields_len;
+    bool deleted; /* the public copy of a tombstone (fields empty) */
+} public_record;
 
-/* Append a request body (the record bytes) to the segment log; any thread, before submitting the batch
- * to the writer. A 4 KiB-aligned buffer zero-padded to a multiple of 4 KiB (pass the padded length) is
- * written without a copy. The commit that references it makes it durable. */
-ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e);
+/* ---- the write side ---- */
 
-/* ---- write side: only the writer thread ---- */
-typedef struct store_write store_write;
-
-ms_code store_write_begin(store *s, store_write **w, ms_err *e);
-int64_t store_write_time(const store_write *w); /* this commit's valid_from (strictly increasing) */
-ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e);
-/* Low level: map an identity key to a patient whose number the caller has allocated (the count of
- * patients grows by one). store_patient_create is the normal way. */
-ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e);
-/* A new patient for this identity key: the next number, its id, and the identity index entry. */
-ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e);
+/* The latest version of a record, as w sees it (tombstones too). */
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);
-/* A record version with its public copy (public_fields NULL for a tombstone: the public copy says deleted). */
+/* A record version with its patient's records-index entry, its public copy (public_fields NULL for a
+ * tombstone: the copy says deleted) and its public-index entries; named in this commit's log entry. */
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
                          ms_err *e);
-/* Latest patient version (fields valid until the next store call on w; copy what must live longer). */
+/* Latest patient version (fields valid until the next store call on w, or in mem if given; copy what
+ * must live longer). */
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e);
+/* A new patient version, named in this commit's log entry. Errors: MS_EINVAL more than
+ * PATIENT_STATE_MAX_FIELDS fields, or a field name longer than RECORD_KEY_MAX. */
 ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
 /* Rewrite the latest version pv (same version and valid_from) in place with fields whose VALUES are
  * unchanged but whose references moved to later records (merge.h "moved"): no new version, no commit
- * log item (nothing a reader or a sink sees changes). */
+ * log item (nothing a reader or a sink sees changes). Errors: as store_patient_put. */
 ms_code store_patient_restate(store_write *w, const patient_version *pv, ms_err *e);
 ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e);
+/* A patient's public copy, valid from this commit's time. */
 ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
                                  ms_err *e);
-/* Commit: write reserved bodies, fdatasync the log, log entry, LMDB commit. Frees w either way. */
-ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
-void store_write_abort(store_write *w);
 
-/* ---- read side: any thread ---- */
-typedef struct store_read store_read;
+/* ---- reads as of an instant (README.md, "Time"): the newest version with valid_from <= as_of; as_of < 0
+ * finds nothing ---- */
 
-ms_code store_read_begin(store *s, store_read **r, ms_err *e);
-void store_read_end(store_read *r);
-int64_t store_last_commit(store_read *r);
-uint64_t store_patient_count(store_read *r);
-uint64_t store_commit_pos(store_read *r);
-
-ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
 ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, record_version *rv, bool *found,
                         ms_err *e);
+/* Fields in mem. */
 ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
                          bool *found, ms_err *e);
 /* All versions, oldest first; fields in mem. */
 ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
                               ms_err *e);
-/* The value bytes of a state field, checked against its hash. */
-ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
-/* The values of n state fields at once: values that lie close together in the log (typically most of
- * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
- * scratch and has length fields[i].len; each is checked against its hash. */
-ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e);
-/* The record's body bytes, checked against its hash. */
+/* The record's body bytes, appended to out, checked against its hash (MS_ECORRUPT). */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
+ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
+                                ms_err *e);
+ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
+                               bool *found, ms_err *e);
+
+/* ---- indexes and live records ---- */
 
 /* The records a patient holds: for each entry of its records index, the record's version current at
  * as_of (the write side: now), kept when it still belongs to this patient with that event time and is
@@ -201,54 +256,39 @@ ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, 
                            ms_err *e);
 ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e);
 
-/* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given
- * (a cursor that is not one of this patient's index keys is MS_EINVAL). Calls fn for each (stops when
- * fn returns false). */
+/* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given.
+ * Calls fn for each (stops when fn returns false). Errors: MS_EINVAL a cursor that is not one of this
+ * patient's index keys. */
 typedef bool (*store_patient_record_fn)(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key,
                                         size_t key_len);
 ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
                               size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
 
-ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
-                                ms_err *e);
-typedef struct {
-    patient_id pid;
-    int year;
-    char type[65];
-    const char *fields;
-    size_t fields_len;
-    bool deleted; /* the public copy of a tombstone (fields empty) */
-} public_record;
-ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
-                               bool *found, ms_err *e);
-/* Iterate the public index of a type ("*" for all types) for years in [year_from, year_to]. */
+/* Iterate the public index of a type ("*" for all types) for years in [year_from, year_to], after the
+ * cursor key if given (a key of another type or year range starts from the beginning). */
 typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
                                       size_t key_len);
 ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
                            size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e);
 
-/* Bulk load of new patients into a store that has none yet: one synthetic record body per patient
- * (already scanned: identity key, fields), written with sorted appends (MDB_APPEND) instead of random
- * inserts, for benchmark set-up and first migrations of a patient index. Not for live ingest: it
- * bypasses the writer and the commit log. */
-typedef struct {
-    uint64_t number;             /* consecutive, starting at the store's patient count */
-    const parsed_record *record; /* body, fields, identity key */
-} bulk_patient;
-/* pts in number order; bodies[i] already appended at body_pos[i]. */
-ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e);
-/* (identity key, patient number) pairs in number order (the numbers of store_bulk_patients). */
-typedef struct {
-    const char *key;
-    uint32_t key_len;
-    uint64_t number;
-} bulk_ident;
-ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
+/* ---- exact versions, for the sinks: the versions one commit wrote (valid_from = the commit time of its
+ * log entry, version from its log item). valid_to is left -1 (a sink derives it from the next version) ---- */
+
+ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                             record_version *rv, bool *found, ms_err *e);
+ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                                    public_record *pr, bool *found, ms_err *e);
+ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                              patient_version *pv, arena *mem, bool *found, ms_err *e);
+ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                                     buf *fields, bool *found, ms_err *e);
+
+/* ==== The commit log and positions (commit_log.c) ==== */
 
 /* The commit log, for sinks that follow it (PostgreSQL, Kafka out): entry `pos` (1, 2, ... one per
- * committed group) lists every record version and patient version that commit wrote. A sink keeps the
- * last position it shipped and asks for the next; found is false when it has caught up. fn may be NULL:
- * the commit time only. */
+ * committed store_write) lists every record version and patient version that commit wrote. A sink keeps
+ * the last position it shipped and asks for the next; found is false when it has caught up. fn may be
+ * NULL: the commit time only. */
 typedef struct {
     char kind;      /* 'r' record version (id = record id), 'p' patient version (id = 16-byte patient id) */
     const char *id; /* points into the read transaction's memory */
@@ -259,39 +299,51 @@ typedef bool (*store_log_fn)(void *ctx, const log_item *item);
 ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store_log_fn fn, void *ctx, bool *found,
                         ms_err *e);
 
-/* Exact versions, for the sinks: the versions one commit wrote (valid_from = the commit time of its log
- * entry, version from its log item). valid_to is left -1 (a sink derives it from the next version). */
-ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
-                             record_version *rv, bool *found, ms_err *e);
-ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
-                                    public_record *pr, bool *found, ms_err *e);
-ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
-                              patient_version *pv, arena *mem, bool *found, ms_err *e);
-ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
-                                     buf *fields, bool *found, ms_err *e);
-/* The identity key (normalized name NUL YYYY-MM-DD, identity.h) of a patient. */
-ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e);
+/* A sink's position in the commit log (the last position it has fully shipped; 0: none), kept in the
+ * store. The set is a small write of its own (any thread; WHO MAY WRITE). */
+ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
+ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
 
-/* Users (issue 3): name -> role and Argon2id hash (passwords.h); never the password. Accounts are
- * created and changed through a store_write (store_account_put, below). store_user_get finds disabled
- * accounts too (store_account_get has the whole entry). */
+/* Source positions (README.md, invariant 5): the next offset to read of an input, per partition, written
+ * in the same store_write as the records of the batch that consumed up to there, so a batch and its
+ * position are durable together. source is the caller's opaque name of its input (the Kafka consumer
+ * uses the topic). Errors: MS_EINVAL a source name too long to key (over ~300 bytes; the get then finds
+ * nothing). */
+ms_code store_source_offset_put(store_write *w, const char *source, int32_t partition, int64_t next, ms_err *e);
+ms_code store_source_offset_get(store_read *r, const char *source, int32_t partition, int64_t *next, bool *found,
+                                ms_err *e);
+
+/* ==== Snapshots (snapshots.c) ==== */
+
+/* Name the present instant, strictly after every commit so far (taken inside LMDB's writer lock); *as_of
+ * receives it. Any thread: a small write (WHO MAY WRITE). Errors: MS_EIO a name already taken (LMDB's
+ * MDB_KEYEXIST; the caller makes names unique), or a read-only store. */
+ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);
+ms_code store_snapshot_get(store_read *r, const char *id, int64_t *as_of, bool *found, ms_err *e);
+
+/* ==== The audit chain (audit_chain.c) ==== */
+
+/* Append an entry: the store numbers it and chains it ({"seq":N,"prev":"<SHA-256 hex of entry N-1>",
+ * then members, which must be JSON object members without braces}). Part of w, so the entry is durable
+ * with what it describes. */
+ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_err *e);
+/* The entries after after_seq, in order; fn returns false to stop. */
+typedef bool (*store_audit_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
+ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, void *ctx, ms_err *e);
+/* Re-walk the chain from one read transaction: *bad = 0 when intact, else the first bad entry and why.
+ * *head is the SHA-256 of the last good entry (to anchor outside the machine). A broken chain is not an
+ * error (MS_OK, *bad set). */
+ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
+                           size_t why_cap, ms_err *e);
+
+/* ==== Accounts and tokens (accounts.c) ==== */
+
 #define STORE_ROLE_MAX 32
 #define STORE_HASH_MAX 160
-ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
-                       bool *found, ms_err *e);
-
-/* Bearer tokens (issue 3), stored only as their SHA-256. store_token_put refuses (MS_ENOTFOUND) a token
- * for an account that is missing or disabled, checked in its own write transaction, so that a login
- * racing a deletion or a disabling cannot leave a token behind. */
 #define STORE_USER_MAX 72
-ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
-                        ms_err *e);
-ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
-ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
-                        char role[STORE_ROLE_MAX], bool *found, ms_err *e);
 
-/* Accounts (issue 9): the whole user entry. The store keeps what it is given; names, roles and the
- * rule that some enabled account must hold users:update are users.c's. */
+/* Accounts: the whole user entry. The store keeps what it is given; names, roles and the rule that some
+ * enabled account must hold users:update are access/users.c's. */
 typedef struct {
     char name[STORE_USER_MAX];
     char role[STORE_ROLE_MAX];
@@ -301,45 +353,85 @@ typedef struct {
 } store_account;
 /* fn returns false to stop. */
 typedef bool (*store_account_fn)(void *ctx, const store_account *a);
+
+/* name -> role and Argon2id hash (passwords.h); never the password. Finds disabled accounts too
+ * (store_account_get has the whole entry). */
+ms_code store_user_get(store_read *r, const char *name, char role[STORE_ROLE_MAX], char hash[STORE_HASH_MAX],
+                       bool *found, ms_err *e);
 ms_code store_account_get(store_read *r, const char *name, store_account *a, bool *found, ms_err *e);
 /* Every account, in name order (bytewise). */
 ms_code store_account_list(store_read *r, store_account_fn fn, void *ctx, ms_err *e);
 /* The write side: inside the writer's transaction (writer_apply) or an offline one (medstream user). */
 ms_code store_write_account_get(store_write *w, const char *name, store_account *a, bool *found, ms_err *e);
 ms_code store_write_account_list(store_write *w, store_account_fn fn, void *ctx, ms_err *e);
-/* Create or replace a->name's entry. MS_EINVAL if a field does not fit. */
+/* Create or replace a->name's entry. Errors: MS_EINVAL if a field is missing or does not fit. */
 ms_code store_account_put(store_write *w, const store_account *a, ms_err *e);
-/* MS_ENOTFOUND if there is no such account. Its tokens stay: see store_tokens_revoke_user. */
+/* Errors: MS_ENOTFOUND if there is no such account. Its tokens stay: see store_tokens_revoke_user. */
 ms_code store_account_delete(store_write *w, const char *name, ms_err *e);
+
+/* Bearer tokens, stored only as their SHA-256, each with its expiry, the role at login (checks take the
+ * account's current role) and the user. store_token_put and store_token_delete are small writes (any
+ * thread; WHO MAY WRITE). store_token_put refuses a token for an account that is missing or disabled,
+ * checked in its own write transaction, so that a login racing a deletion or a disabling cannot leave a
+ * token behind. Errors: MS_ENOTFOUND that refusal (put), or no such token (delete); MS_ECONFLICT the
+ * token exists (put). */
+ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
+                        ms_err *e);
+ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
+ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
+                        char role[STORE_ROLE_MAX], bool *found, ms_err *e);
 /* Delete every token of user but keep (the SHA-256 of one token to spare, or NULL), scanning the tokens
  * sub-database, and every expired token of anyone on the way. *revoked: the user's unexpired tokens
- * deleted. */
+ * deleted. Part of w. */
 ms_code store_tokens_revoke_user(store_write *w, const char *user, const unsigned char *keep, uint64_t *revoked,
                                  ms_err *e);
 
-/* The audit chain. Appending is part of the write transaction (the entry is durable with what it
- * describes); the store numbers and chains the entries. */
-ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_err *e);
-typedef bool (*store_audit_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
-ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, void *ctx, ms_err *e);
-/* Re-walk the chain: *bad = 0 when intact, else the first bad entry and why. *head is the SHA-256 of
- * the last good entry (to anchor outside the machine). */
-ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
-                           size_t why_cap, ms_err *e);
+/* ==== Backup (backup.c) ==== */
 
-/* Kafka source positions: the next offset to read per topic partition, written in the same commit as
- * the records of the batch that consumed up to there. */
-ms_code store_kafka_offset_put(store_write *w, const char *topic, int32_t partition, int64_t next, ms_err *e);
-ms_code store_kafka_offset_get(store_read *r, const char *topic, int32_t partition, int64_t *next, bool *found,
-                               ms_err *e);
+typedef struct {
+    uint64_t commit_pos;   /* the last commit in the copy (0: none) */
+    int64_t last_commit;   /* the last instant it handed out (a commit's or a snapshot's) */
+    uint64_t log_end;      /* bytes of segment log it references: the copy's segment files end there */
+    uint64_t segment_size; /* of those files */
+    uint32_t segments;     /* segment files copied */
+    uint64_t lmdb_bytes;   /* size of the copied LMDB file */
+} store_backup_info;
 
-/* A sink's position in the commit log (the last position it has fully shipped), kept in the store. */
-ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
-ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
+/* Copy the store into out_dir, a data directory `medstream serve` can open (README.md, invariant 7):
+ * LMDB's compacting copy of the environment, made from one read transaction (out_dir/lmdb/data.mdb),
+ * then the segment files up to the log end recorded in that copy, nothing past it (out_dir/segments).
+ * Nothing else of the data directory is copied: not its lock file, not admin.password. The copy holds
+ * everything in the store, secrets included (the id key, password hashes, token hashes): keep it as you
+ * keep the store. out_dir must be absent (it is created, mode 0700, in an existing parent) or an empty
+ * directory. Everything written is fsynced before MS_OK; info (may be NULL) says what was copied.
+ * Takes no lock and never blocks the writer: any store, read-only (as `medstream backup` opens it,
+ * beside a running server) or not, any thread. Commits after the copy's read transaction began are not
+ * in it. A store last written by a medstream that did not record its segment size is read with s's.
+ * Errors: MS_ECONFLICT out_dir exists and is not an empty directory; MS_ECORRUPT a segment file below
+ * the recorded end is missing; MS_EFULL, MS_EIO writing the copy. On failure, what this call created in
+ * out_dir is removed. */
+ms_code store_backup(store *s, const char *out_dir, store_backup_info *info, ms_err *e);
 
-/* Snapshots. */
-/* Name the present instant (strictly after every commit so far); *as_of receives it. */
-ms_code store_snapshot_create(store *s, const char *id, int64_t *as_of, ms_err *e);
-ms_code store_snapshot_get(store_read *r, const char *id, int64_t *as_of, bool *found, ms_err *e);
+/* ==== Bulk load (bulk_load.c) ==== */
+
+/* Bulk load of new patients into a store that has none yet: one synthetic record body per patient
+ * (already scanned: identity key, fields), written with sorted appends (MDB_APPEND) instead of random
+ * inserts, for benchmark set-up and first migrations of a patient index. Not for live ingest: it
+ * bypasses the writer, the commit log and the audit chain, and no other thread may use the store. */
+typedef struct {
+    uint64_t number;             /* consecutive, starting at the store's patient count */
+    const parsed_record *record; /* body, fields, identity key */
+} bulk_patient;
+/* pts in number order; bodies[i] already appended at body_pos[i]. Errors: MS_EIO (LMDB's MDB_KEYEXIST)
+ * numbers that are not new and in order. */
+ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e);
+/* (identity key, patient number) pairs in number order (the numbers of store_bulk_patients). Errors: as
+ * store_bulk_patients. */
+typedef struct {
+    const char *key;
+    uint32_t key_len;
+    uint64_t number;
+} bulk_ident;
+ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e);
 
 #endif

@@ -10,7 +10,8 @@
 # PostgreSQL stopped while the sink is idle (/healthz says unreachable within seconds, not only once
 # there is something to ship);
 # medstream killed with SIGKILL while shipping (nothing lost or doubled); the analyst role refused on
-# every PHI table.
+# every PHI table; a store restored from `medstream backup` over a database with later commits (refused,
+# both reasons logged; shipped from the start once the schema is dropped).
 #
 # Run: /usr/bin/python3 tests/e2e/test_postgres.py [NAME_SUBSTRING...]
 #      (needs postgresql-15 in /usr/lib/postgresql/15/bin or $PG_BIN, postgresql-15-periods,
@@ -1077,6 +1078,64 @@ def test_analyst_role_is_refused_on_phi_tables():
         refused("UPDATE medstream.public_patients SET fields = '{}'")
     finally:
         conn.close()
+    s.stop()
+
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. a store restored from a backup (README "Backup and restore")
+
+@test(timeout=120)
+def test_a_restored_store_is_not_shipped_over_a_later_history():
+    """A store put back to a backup taken before commits PostgreSQL already has: the sink ships nothing
+    (the store ends before PostgreSQL's position; later, once the restored store has made a commit at
+    that position, its commit time differs), /healthz says failing; with the schema dropped, the sink
+    ships the restored store's history from the start, without the lost commits."""
+    db = "t_restore"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-restore")
+    kept = [{"record_id": "pg-restore-kept-%d" % i, "name": "Restore Kept %d" % i, "dob": "1980-01-01"}
+            for i in range(5)]
+    s.ingest_ok(kept)
+    wait_shipped(s, db)
+    copy = os.path.join(s.base, "copy")
+    r = subprocess.run([H.BIN, "backup", "--data", s.data_dir, "--out", copy], capture_output=True, text=True,
+                       timeout=60)
+    eq(r.returncode, 0, "backup (%s)" % short(r.stderr))
+    backup_pos = int(re.search(r": commit (\d+) ", r.stdout).group(1))
+    for i in range(3):
+        s.ingest_ok([{"record_id": "pg-restore-lost-%d" % i, "name": "Restore Lost", "dob": "1980-01-01"}])
+    shipped = wait_shipped(s, db)
+    check(shipped > backup_pos, "PostgreSQL has commits after the backup (%d > %d)" % (shipped, backup_pos))
+    password = s.admin_password()
+    s.stop()
+    os.rename(s.data_dir, s.data_dir + ".old")
+    os.rename(copy, s.data_dir)
+    s.admin_password = lambda: password
+    s.start()
+    wait_health(s, ("failing",), 15)
+    log = log_since_last_start(s)
+    check("postgres: the database has commit %d of another history than this store's (the store ends before "
+          "it); a store restored from an older copy? not shipping over it" % shipped in log,
+          "the log says why: %s" % short(log, 800))
+    eq(shipped_position(db), shipped, "PostgreSQL's position while refused")
+    while store_position(s) < shipped:  # the restored store makes its own commits at those positions
+        s.ingest_ok([{"record_id": "pg-restore-new-%d" % store_position(s), "name": "Restore New",
+                      "dob": "1980-01-01"}])
+    deadline = time.monotonic() + 15
+    while "its commit time differs" not in log_since_last_start(s) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    check("postgres: the database has commit %d of another history than this store's (its commit time differs)"
+          % shipped in log_since_last_start(s), "the log says why: %s" % short(log_since_last_start(s), 800))
+    eq(s.get_json("/healthz").get("postgres"), "failing", "/healthz postgres while refused")
+    eq(pg().sql(db, "SELECT count(*) FROM medstream.phi_records WHERE record_id LIKE 'pg-restore-new-%'"), [(0,)],
+       "nothing of the restored store's new commits shipped over the later history")
+    pg().sql(db, "DROP SCHEMA medstream CASCADE")
+    wait_health(s, ("ok",), CATCH_UP)
+    wait_shipped(s, db)
+    new = [row[0] for row in pg().sql(db, "SELECT record_id FROM medstream.phi_records")]
+    check(not [rid for rid in new if rid.startswith("pg-restore-lost-")], "the lost commits are not in the new schema")
+    check(all(r["record_id"] in new for r in kept), "the kept records are shipped again: %s" % sorted(new))
     s.stop()
 
 

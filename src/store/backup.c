@@ -1,0 +1,178 @@
+/*
+ * backup.c - an online, consistent copy of a store into a new data directory that `medstream serve` can
+ * open: LMDB's compacting copy of the environment, then the segment log up to the end recorded in that
+ * copy (README.md, invariant 7).
+ *
+ * DESIGN: mdb_env_copyfd2 with MDB_CP_COMPACT walks the B-trees from one read transaction and writes
+ * them, free pages left out, to OUT/lmdb/data.mdb: a reader, so it never takes LMDB's writer lock nor
+ * blocks the writer (mdb_env_copy2 is the same copy on a path; the descriptor is ours here so that the
+ * copy is fsynced before we say it is done). The copy is then opened read-only to learn what it holds:
+ * its "log_end" (every body it references lies below it, invariants 2-3), its commit position, and the
+ * segment size its writer recorded. The segment files are copied up to that end and no further
+ * (seglog_copy_files); bytes below a log's end are never rewritten, so copying them after LMDB, while the
+ * server appends past it, is safe. Only the store is copied: not DIR/medstream.lock, not
+ * DIR/admin.password, nor anything else in DIR.
+ *
+ * Contract: store.h ("Backup"). Any store, read-only or not, any thread; takes no lock. Must never: write
+ * into a directory that is not new or empty, leave a partial copy that looks complete (on failure what
+ * this call created is removed), copy a segment byte past the copy's recorded end.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* out_dir: created (mode 0700) when absent, accepted when an empty directory. */
+static ms_code prepare_out(const char *out_dir, bool *created, ms_err *e)
+{
+    *created = false;
+    if (mkdir(out_dir, 0700) == 0) {
+        *created = true;
+        return MS_OK;
+    }
+    if (errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", out_dir, strerror(errno));
+    DIR *d = opendir(out_dir);
+    if (!d) {
+        if (errno == ENOTDIR) return ms_fail(e, MS_ECONFLICT, "%s exists and is not a directory", out_dir);
+        return ms_fail(e, MS_EIO, "store: cannot read %s: %s", out_dir, strerror(errno));
+    }
+    bool empty = true;
+    for (struct dirent *de; empty && (de = readdir(d));)
+        empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+    closedir(d);
+    return empty ? MS_OK
+                 : ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
+                           out_dir);
+}
+
+static ms_code sync_dir(const char *path, ms_err *e)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int err = errno;
+        if (fd >= 0) close(fd);
+        return ms_fail(e, err == ENOSPC ? MS_EFULL : MS_EIO, "store: fsync of %s: %s", path, strerror(err));
+    }
+    close(fd);
+    return MS_OK;
+}
+
+/* LMDB's compacting copy of s into path (a new file), fsynced; *bytes: its size. */
+static ms_code copy_lmdb(store *s, const char *path, uint64_t *bytes, ms_err *e)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
+    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    ms_code code = rc ? st_mdb_fail(e, rc, "backup copy") : MS_OK;
+    struct stat st;
+    if (code == MS_OK && (fsync(fd) != 0 || fstat(fd, &st) != 0)) code = st_mdb_fail(e, errno, "backup copy: fsync");
+    if (close(fd) != 0 && code == MS_OK) code = st_mdb_fail(e, errno, "backup copy: close");
+    if (code == MS_OK) *bytes = (uint64_t)st.st_size;
+    return code;
+}
+
+/* What the copy at lmdb_dir holds: its meta values (opened read-only and without a lock file, so nothing
+ * is written into the copy). */
+static ms_code read_copy(const char *lmdb_dir, uint64_t file_bytes, store_backup_info *info, ms_err *e)
+{
+    MDB_env *env;
+    int rc = mdb_env_create(&env);
+    if (rc) return st_mdb_fail(e, rc, "backup: read the copy's metadata");
+    mdb_env_set_maxdbs(env, DB_COUNT + 2);
+    mdb_env_set_mapsize(env, file_bytes > STORE_DEFAULT_MAP_SIZE ? (size_t)file_bytes : STORE_DEFAULT_MAP_SIZE);
+    MDB_txn *txn = NULL;
+    MDB_dbi meta;
+    uint64_t last = 0;
+    if (!(rc = mdb_env_open(env, lmdb_dir, MDB_RDONLY | MDB_NOLOCK, 0600)) &&
+        !(rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) && !(rc = mdb_dbi_open(txn, "meta", 0, &meta)) &&
+        !(rc = st_meta_get_u64(txn, meta, "log_end", &info->log_end)) &&
+        !(rc = st_meta_get_u64(txn, meta, "commit_pos", &info->commit_pos)) &&
+        !(rc = st_meta_get_u64(txn, meta, "last_commit", &last)))
+        rc = st_meta_get_u64(txn, meta, "segment_size", &info->segment_size);
+    info->last_commit = (int64_t)last;
+    if (txn) mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return rc ? st_mdb_fail(e, rc, "backup: read the copy's metadata") : MS_OK;
+}
+
+/* Remove every file of dir, a directory this call made (a partial copy must not look like a store). */
+static void empty_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *de; (de = readdir(d));) {
+        char path[4400];
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
+/* The directory that holds path (path without trailing slashes, then up to its last slash). */
+static void parent_of(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = 0;
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        snprintf(out, cap, ".");
+    else if (slash == out)
+        out[1] = 0;
+    else
+        *slash = 0;
+}
+
+ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out, ms_err *e)
+{
+    store_backup_info info = {0};
+    char lmdb_dir[4096], data_file[4200], seg_dir[4096], from_segs[4096], parent[4096];
+    snprintf(lmdb_dir, sizeof lmdb_dir, "%s/lmdb", out_dir);
+    snprintf(data_file, sizeof data_file, "%s/data.mdb", lmdb_dir);
+    snprintf(seg_dir, sizeof seg_dir, "%s/segments", out_dir);
+    snprintf(from_segs, sizeof from_segs, "%s/segments", s->dir);
+    bool created_out = false, made_lmdb = false, made_segs = false;
+    ms_code rc = prepare_out(out_dir, &created_out, e);
+    if (rc != MS_OK) return rc;
+    if (mkdir(lmdb_dir, 0700) != 0) {
+        rc = ms_fail(e, MS_EIO, "store: cannot create %s: %s", lmdb_dir, strerror(errno));
+        goto fail;
+    }
+    made_lmdb = true;
+    if (mkdir(seg_dir, 0700) != 0) {
+        rc = ms_fail(e, MS_EIO, "store: cannot create %s: %s", seg_dir, strerror(errno));
+        goto fail;
+    }
+    made_segs = true;
+    if ((rc = copy_lmdb(s, data_file, &info.lmdb_bytes, e)) != MS_OK) goto fail;
+    if ((rc = read_copy(lmdb_dir, info.lmdb_bytes, &info, e)) != MS_OK) goto fail;
+    if (!info.segment_size) info.segment_size = s->segment_size; /* a store last written before it was recorded */
+    if ((rc = seglog_copy_files(from_segs, info.segment_size, info.log_end, seg_dir, &info.segments, e)) != MS_OK)
+        goto fail;
+    parent_of(out_dir, parent, sizeof parent);
+    if ((rc = sync_dir(lmdb_dir, e)) != MS_OK || (rc = sync_dir(out_dir, e)) != MS_OK ||
+        (created_out && (rc = sync_dir(parent, e)) != MS_OK))
+        goto fail;
+    if (info_out) *info_out = info;
+    return MS_OK;
+fail:
+    /* take back what this call made: these directories are new, so everything in them is ours */
+    if (made_segs) {
+        empty_dir(seg_dir);
+        rmdir(seg_dir);
+    }
+    if (made_lmdb) {
+        empty_dir(lmdb_dir);
+        rmdir(lmdb_dir);
+    }
+    if (created_out) rmdir(out_dir);
+    return rc;
+}

@@ -1,0 +1,93 @@
+/*
+ * bodies.c - record bodies in the segment log: appending a request body (any thread, before the batch is
+ * submitted), and reading back what versions reference: a record's body, and the values of a patient's
+ * state fields (positions into bodies), each checked against the hash stored with its reference.
+ *
+ * DESIGN: a patient's fields usually come from a few record bodies, so store_field_values sorts the
+ * references by position and reads runs of nearby values with one read (gaps up to COALESCE_GAP, at most
+ * COALESCE_MAX at once) instead of one read per field. The segment log keeps recent bytes in memory
+ * (segment_log.h), so reads of what was just written do not wait for the disk.
+ *
+ * Contract: store.h ("Bodies"). An append becomes durable with the commit that references it (README.md,
+ * durability order, steps 1-3). Must never: return bytes that failed their hash (MS_ECORRUPT), append to
+ * a read-only store.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
+    return seglog_append(s->log, data, len, pos, e);
+}
+
+#define COALESCE_GAP ((uint64_t)64 << 10) /* read across gaps up to this size rather than seek again */
+#define COALESCE_MAX ((uint64_t)4 << 20)  /* but never read more than this at once */
+
+static int pos_order_cmp(const void *a, const void *b)
+{
+    const state_field *x = *(const state_field *const *)a, *y = *(const state_field *const *)b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e)
+{
+    const state_field **order = ms_malloc(sizeof *order * (n ? n : 1));
+    size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each run's bytes in scratch */
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = &fields[i];
+    qsort(order, n, sizeof *order, pos_order_cmp);
+    ms_code rc = MS_OK;
+    scratch->len = 0;
+    for (uint32_t i = 0; i < n && rc == MS_OK;) {
+        /* a run of fields close together: one read from the first start to the last end */
+        uint64_t start = order[i]->pos, end = start + order[i]->len;
+        uint32_t j = i + 1;
+        while (j < n && order[j]->pos <= end + COALESCE_GAP && order[j]->pos + order[j]->len - start <= COALESCE_MAX) {
+            if (order[j]->pos + order[j]->len > end) end = order[j]->pos + order[j]->len;
+            j++;
+        }
+        size_t at = scratch->len;
+        buf_reserve(scratch, (size_t)(end - start));
+        rc = seglog_read(s->log, start, scratch->data + at, (size_t)(end - start), e);
+        if (rc != MS_OK) break;
+        scratch->len += (size_t)(end - start);
+        for (uint32_t k = i; k < j; k++)
+            offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
+        i = j;
+    }
+    for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
+        vals[i] = scratch->data + offset[i];
+        if (XXH3_64bits(vals[i], fields[i].len) != fields[i].hash)
+            rc = ms_fail(e, MS_ECORRUPT, "store: a stored field value failed its checksum");
+    }
+    free(order);
+    free(offset);
+    return rc;
+}
+
+ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
+{
+    const char *v;
+    buf scratch = {0};
+    ms_code rc = store_field_values(s, f, 1, &v, &scratch, e);
+    if (rc == MS_OK) buf_put(out, v, f->len);
+    buf_free(&scratch);
+    return rc;
+}
+
+ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e)
+{
+    buf_reserve(out, rv->body_len);
+    ms_code rc = seglog_read(s->log, rv->body_pos, out->data + out->len, rv->body_len, e);
+    if (rc != MS_OK) return rc;
+    if (XXH3_64bits(out->data + out->len, rv->body_len) != rv->body_hash)
+        return ms_fail(e, MS_ECORRUPT, "store: a stored record body failed its checksum");
+    out->len += rv->body_len;
+    out->data[out->len] = 0;
+    return MS_OK;
+}

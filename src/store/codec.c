@@ -1,0 +1,332 @@
+/*
+ * codec.c - the store's key codecs and value encodings: the byte layouts of README.md's "LMDB layout"
+ * table are written and read here, except three kept beside their only user: the commit log entry
+ * (commit_log.c), the audit entry (audit_chain.c: its text is what the hash chain covers) and meta's
+ * be64 values (env.c).
+ *
+ * DESIGN: keys sort the way reads walk them. Versioned keys end in ~valid_from ~version (big-endian
+ * complements), so the newest version of a thing comes first and an as-of read is one cursor seek;
+ * event times in keys have their sign bit flipped so that byte order is numeric order. Values are
+ * fixed big-endian headers followed by length-prefixed strings. Formats that changed keep reading their
+ * older entries: a record version without its flags byte (written before tombstones) reads as live, a
+ * patient version without the PV_FORMAT_2 byte (written before event-time order) reads with its fields
+ * older than any record, a user entry without the ACCOUNT_FORMAT byte (written before issue 9) reads as
+ * enabled with unknown times.
+ *
+ * Contract: pure functions over buffers (no LMDB call, no I/O); a decode checks every length against
+ * the value and returns false on a malformed entry (the caller says MS_ECORRUPT), never reads past it.
+ * Must never: change an existing format in place (add a format byte and keep decoding the old one).
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- keys ---- */
+
+void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version)
+{
+    k->len = 0;
+    buf_put(k, prefix, n);
+    buf_put_be64(k, ~(uint64_t)vf);
+    buf_put_be32(k, ~version);
+}
+
+void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version)
+{
+    k->len = 0;
+    buf_put(k, rid, n);
+    buf_putc(k, 0);
+    buf_put_be64(k, ~(uint64_t)vf);
+    buf_put_be32(k, ~version);
+}
+
+void st_key_public_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version)
+{
+    k->len = 0;
+    buf_putc(k, 'R');
+    buf_put(k, rid, n);
+    buf_putc(k, 0);
+    buf_put_be64(k, ~(uint64_t)vf);
+    buf_put_be32(k, ~version);
+}
+
+void st_patient_prefix(unsigned char out[9], uint64_t number, char tag)
+{
+    ms_set_be64(out, number);
+    out[8] = (unsigned char)tag;
+}
+
+void st_public_patient_prefix(unsigned char out[9], uint64_t number)
+{
+    out[0] = 'P';
+    ms_set_be64(out + 1, number);
+}
+
+/* ---- record versions ----
+ * be32 version, be64 valid_from, pid (16), be64 patient number, be64 event ts, be64 body position, be32
+ * body length, be64 body hash, content hash (16), type length (1), type, flags (1; absent before
+ * tombstones). */
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1 };
+
+void st_record_encode(buf *b, const record_version *rv)
+{
+    b->len = 0;
+    buf_put_be32(b, rv->version);
+    buf_put_be64(b, (uint64_t)rv->valid_from);
+    buf_put(b, rv->pid.b, 16);
+    buf_put_be64(b, rv->patient_number);
+    buf_put_be64(b, (uint64_t)rv->ts_us);
+    buf_put_be64(b, rv->body_pos);
+    buf_put_be32(b, rv->body_len);
+    buf_put_be64(b, rv->body_hash);
+    buf_put(b, rv->content_hash, 16);
+    buf_putc(b, (char)rv->type_len);
+    buf_put(b, rv->type, rv->type_len);
+    buf_putc(b, rv->deleted ? RV_DELETED : 0); /* flags (absent in entries written before tombstones) */
+}
+
+bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < RV_HDR || rid_len > RECORD_ID_MAX) return false;
+    rv->version = ms_get_be32(p);
+    rv->valid_from = (int64_t)ms_get_be64(p + 4);
+    memcpy(rv->pid.b, p + 12, 16);
+    rv->patient_number = ms_get_be64(p + 28);
+    rv->ts_us = (int64_t)ms_get_be64(p + 36);
+    rv->body_pos = ms_get_be64(p + 44);
+    rv->body_len = ms_get_be32(p + 52);
+    rv->body_hash = ms_get_be64(p + 56);
+    memcpy(rv->content_hash, p + 64, 16);
+    rv->type_len = p[80];
+    if (rv->type_len > 64) return false;
+    if (v->mv_size == RV_HDR + rv->type_len)
+        rv->deleted = false;
+    else if (v->mv_size == RV_HDR + rv->type_len + 1u)
+        rv->deleted = (p[RV_HDR + rv->type_len] & RV_DELETED) != 0;
+    else
+        return false;
+    memcpy(rv->type, p + RV_HDR, rv->type_len);
+    rv->type[rv->type_len] = 0;
+    memcpy(rv->record_id, rid, rid_len);
+    rv->record_id[rid_len] = 0;
+    rv->record_id_len = (uint32_t)rid_len;
+    rv->valid_to = -1;
+    return true;
+}
+
+/* ---- patient versions ----
+ * PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 + source, be32 n, then per
+ * field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries written before the
+ * event-time order was kept have no format byte (they start with the version's high byte, 0) and no
+ * ts/vf per field: they read as INT64_MIN, older than any record. */
+#define PV_FORMAT_2 0xF2
+
+void st_patient_encode(buf *b, const patient_version *pv)
+{
+    b->len = 0;
+    buf_putc(b, (char)PV_FORMAT_2);
+    buf_put_be32(b, pv->version);
+    buf_put_be64(b, (uint64_t)pv->valid_from);
+    buf_put_be16(b, (uint16_t)pv->cause_record_len);
+    buf_put(b, pv->cause_record, pv->cause_record_len);
+    buf_put_be16(b, (uint16_t)pv->source_len);
+    buf_put(b, pv->source, pv->source_len);
+    buf_put_be32(b, pv->nfields);
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        const state_field *f = &pv->fields[i];
+        buf_put_be16(b, (uint16_t)f->key_len);
+        buf_put(b, f->key, f->key_len);
+        buf_put_be64(b, f->pos);
+        buf_put_be32(b, f->len);
+        buf_put_be64(b, f->hash);
+        buf_put_be64(b, (uint64_t)f->ts);
+        buf_put_be64(b, (uint64_t)f->vf);
+    }
+}
+
+bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem)
+{
+    const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+    if (mem) {
+        unsigned char *copy = arena_alloc(mem, v->mv_size);
+        memcpy(copy, p, v->mv_size);
+        p = copy;
+        end = copy + v->mv_size;
+    }
+    memset(pv, 0, sizeof *pv);
+    pv->pid = who->id;
+    pv->number = who->number;
+    pv->valid_to = -1;
+    bool v2 = end > p && *p == PV_FORMAT_2;
+    if (v2) p++;
+    size_t per_field = v2 ? 36u : 20u; /* after the key */
+    if (end - p < 14) return false;
+    pv->version = ms_get_be32(p);
+    pv->valid_from = (int64_t)ms_get_be64(p + 4);
+    p += 12;
+    pv->cause_record_len = ms_get_be16(p);
+    p += 2;
+    if ((size_t)(end - p) < pv->cause_record_len + 2u) return false;
+    pv->cause_record = (const char *)p;
+    p += pv->cause_record_len;
+    pv->source_len = ms_get_be16(p);
+    p += 2;
+    if ((size_t)(end - p) < pv->source_len + 4u) return false;
+    pv->source = (const char *)p;
+    p += pv->source_len;
+    pv->nfields = ms_get_be32(p);
+    p += 4;
+    if (pv->nfields > PATIENT_STATE_MAX_FIELDS) return false;
+    pv->fields = mem ? arena_alloc(mem, sizeof(state_field) * (pv->nfields ? pv->nfields : 1))
+                     : ms_malloc(sizeof(state_field) * (pv->nfields ? pv->nfields : 1));
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        state_field *f = &pv->fields[i];
+        if (end - p < 2) goto bad;
+        f->key_len = ms_get_be16(p);
+        p += 2;
+        if ((size_t)(end - p) < f->key_len + per_field) goto bad;
+        f->key = (const char *)p;
+        p += f->key_len;
+        f->pos = ms_get_be64(p);
+        f->len = ms_get_be32(p + 8);
+        f->hash = ms_get_be64(p + 12);
+        f->ts = v2 ? (int64_t)ms_get_be64(p + 20) : INT64_MIN;
+        f->vf = v2 ? (int64_t)ms_get_be64(p + 28) : INT64_MIN;
+        p += per_field;
+    }
+    if (p != end) goto bad;
+    return true;
+bad:
+    if (!mem) free(pv->fields);
+    pv->fields = NULL;
+    pv->nfields = 0;
+    return false;
+}
+
+/* ---- identities: patient number -> patient id (16 bytes) + identity key ---- */
+
+void st_ident_encode(buf *b, const patient_id *pid, const char *key, size_t len)
+{
+    b->len = 0;
+    buf_put(b, pid->b, 16);
+    buf_put(b, key, len);
+}
+
+bool st_ident_decode(const MDB_val *v, patient_ref *p, const char **key, size_t *key_len)
+{
+    if (v->mv_size < 16 + 12) return false;
+    memcpy(p->id.b, v->mv_data, 16);
+    *key = (const char *)v->mv_data + 16;
+    *key_len = v->mv_size - 16;
+    return true;
+}
+
+/* ---- public record copies: pid (16), year (be16), type length (1), type, public fields (JSON) ---- */
+
+void st_public_record_encode(buf *b, const record_version *rv, int year, const char *fields, size_t len)
+{
+    b->len = 0;
+    buf_put(b, rv->pid.b, 16);
+    buf_put_be16(b, (uint16_t)year);
+    buf_putc(b, (char)rv->type_len);
+    buf_put(b, rv->type, rv->type_len);
+    if (fields) buf_put(b, fields, len); /* none: a tombstone's copy */
+}
+
+bool st_public_record_decode(const MDB_val *v, public_record *pr)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < 19 || v->mv_size < 19u + p[18]) return false;
+    memcpy(pr->pid.b, p, 16);
+    pr->year = ms_get_be16(p + 16);
+    size_t tl = p[18];
+    memcpy(pr->type, p + 19, tl);
+    pr->type[tl] = 0;
+    pr->fields = (const char *)p + 19 + tl;
+    pr->fields_len = v->mv_size - 19 - tl;
+    pr->deleted = pr->fields_len == 0; /* a live copy is at least "{}" */
+    return true;
+}
+
+/* ---- users: name -> ACCOUNT_FORMAT flags be64(created) be64(changed) role NUL hash ---- */
+
+#define ACCOUNT_FORMAT 0x01 /* first byte of an account entry; older entries begin with the role */
+#define ACCOUNT_DISABLED 0x01
+#define ACCOUNT_HEAD 18 /* format, flags, be64 created, be64 changed */
+
+void st_account_encode(buf *b, const store_account *a)
+{
+    size_t rl = strnlen(a->role, STORE_ROLE_MAX), hl = strnlen(a->hash, STORE_HASH_MAX);
+    unsigned char head[ACCOUNT_HEAD] = {ACCOUNT_FORMAT, a->disabled ? ACCOUNT_DISABLED : 0};
+    ms_set_be64(head + 2, (uint64_t)a->created);
+    ms_set_be64(head + 10, (uint64_t)a->changed);
+    b->len = 0;
+    buf_put(b, head, sizeof head);
+    buf_put(b, a->role, rl);
+    buf_putc(b, 0);
+    buf_put(b, a->hash, hl);
+}
+
+bool st_account_decode(const MDB_val *k, const MDB_val *v, store_account *a)
+{
+    const char *p = v->mv_data;
+    size_t n = v->mv_size;
+    if (k->mv_size == 0 || k->mv_size >= STORE_USER_MAX) return false;
+    memcpy(a->name, k->mv_data, k->mv_size);
+    a->name[k->mv_size] = 0;
+    a->disabled = false;
+    a->created = a->changed = 0;
+    if (n >= ACCOUNT_HEAD && (unsigned char)p[0] == ACCOUNT_FORMAT) {
+        a->disabled = (p[1] & ACCOUNT_DISABLED) != 0;
+        a->created = (int64_t)ms_get_be64(p + 2);
+        a->changed = (int64_t)ms_get_be64(p + 10);
+        p += ACCOUNT_HEAD;
+        n -= ACCOUNT_HEAD;
+    }
+    const char *nul = memchr(p, 0, n);
+    size_t rl = nul ? (size_t)(nul - p) : 0, hl = nul ? n - rl - 1 : 0;
+    if (!nul || rl == 0 || rl >= STORE_ROLE_MAX || hl >= STORE_HASH_MAX || memchr(nul + 1, 0, hl)) return false;
+    memcpy(a->role, p, rl);
+    a->role[rl] = 0;
+    memcpy(a->hash, nul + 1, hl);
+    a->hash[hl] = 0;
+    return true;
+}
+
+/* ---- tokens: SHA-256 -> be64(expires) role NUL user ---- */
+
+void st_token_encode(buf *b, int64_t expires, const char *user, const char *role)
+{
+    b->len = 0;
+    buf_put_be64(b, (uint64_t)expires);
+    buf_puts(b, role);
+    buf_putc(b, 0);
+    buf_puts(b, user);
+}
+
+bool st_token_decode(const MDB_val *v, int64_t *expires, char user[STORE_USER_MAX], char role[STORE_ROLE_MAX])
+{
+    const char *p = v->mv_data, *end = p + v->mv_size;
+    const char *nul = v->mv_size > 8 ? memchr(p + 8, 0, v->mv_size - 8) : NULL;
+    if (!nul || (size_t)(nul - p - 8) >= STORE_ROLE_MAX || (size_t)(end - nul - 1) >= STORE_USER_MAX) return false;
+    *expires = (int64_t)ms_get_be64(p);
+    memcpy(role, p + 8, (size_t)(nul - p - 8));
+    role[nul - p - 8] = 0;
+    memcpy(user, nul + 1, (size_t)(end - nul - 1));
+    user[end - nul - 1] = 0;
+    return true;
+}
+
+bool st_token_user(const MDB_val *v, int64_t *expires, const char **user, size_t *user_len)
+{
+    const char *p = v->mv_data;
+    const char *nul = v->mv_size > 8 ? memchr(p + 8, 0, v->mv_size - 8) : NULL;
+    if (!nul) return false;
+    *expires = (int64_t)ms_get_be64(p);
+    *user = nul + 1;
+    *user_len = v->mv_size - (size_t)(nul + 1 - p);
+    return true;
+}

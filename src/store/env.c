@@ -1,0 +1,467 @@
+/*
+ * env.c - the store's environment and transactions: the data directory and its lock, opening and
+ * closing LMDB and the segment log, write and read transactions, the durable commit, the probe, and the
+ * meta sub-database (README.md has the layout and the invariants).
+ *
+ * DESIGN: the data directory's lock is DIR/medstream.lock, flock(LOCK_EX | LOCK_NB) taken by every open
+ * for writing before LMDB is touched and held through the open file until store_close or the process's
+ * end (the kernel drops it with the last descriptor, so a restart after kill -9 is never refused). The
+ * holder writes "pid N\ncommand CMD\nsince T\n" into it for the refusal message. A read-only open takes
+ * no lock: it only tests, with a shared lock it drops at once, whether a writer is running.
+ * A commit is README.md's durability order, steps 2 and 3: fdatasync of the segment log, then the LMDB
+ * commit (synced: the environment is opened without MDB_NOSYNC) that records the log's end with the
+ * batch, so LMDB never points at bytes that are not on disk.
+ *
+ * Contract: store.h ("Environment", "Transactions"). Must never: write a read-only store, open LMDB for
+ * writing without holding the lock, leave a failed commit's identities in the in-memory index.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "base/timefmt.h"
+
+#define LOCK_FILE "medstream.lock"
+/* An EIO from an LMDB write or commit is a full disk when the data directory's file system has less
+ * than this much left (or less than 1 % of its size, whichever is larger): LMDB turns a short page
+ * write, which is what a full disk gives, into EIO. */
+#define LOW_SPACE_BYTES ((uint64_t)64 << 20)
+
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",
+                                               "snapshot", "meta",    "users",  "tokens", "audit"};
+
+/* ---- errors ---- */
+
+ms_code st_mdb_fail(ms_err *e, int rc, const char *what)
+{
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+        return ms_fail(e, MS_EFULL, "store: %s: disk full (%s)", what, mdb_strerror(rc));
+    ms_code code = rc == MDB_MAP_FULL                                                    ? MS_EFULL
+                   : rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ? MS_ECORRUPT
+                                                                                         : MS_EIO;
+    return ms_fail(e, code, "store: %s: %s", what, mdb_strerror(rc));
+}
+
+ms_code st_write_fail(store *s, ms_err *e, int rc, const char *what)
+{
+    if (rc != EIO) return st_mdb_fail(e, rc, what);
+    struct statvfs fs;
+    uint64_t avail, size;
+    if (s->free_bytes >= 0) {
+        avail = (uint64_t)s->free_bytes;
+        size = avail;
+    } else if (statvfs(s->dir, &fs) == 0) {
+        avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+        size = (uint64_t)fs.f_blocks * fs.f_frsize;
+    } else {
+        return st_mdb_fail(e, rc, what);
+    }
+    uint64_t low = size / 100 > LOW_SPACE_BYTES ? size / 100 : LOW_SPACE_BYTES;
+    if (avail >= low) return st_mdb_fail(e, rc, what);
+    return ms_fail(e, MS_EFULL, "store: %s: disk full (%s with %llu MiB left on the file system)", what,
+                   mdb_strerror(rc), (unsigned long long)(avail >> 20));
+}
+
+/* ---- meta ---- */
+
+int st_meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
+{
+    MDB_val k = st_val(name, strlen(name)), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        *out = ms_get_be64(v.mv_data);
+    else
+        *out = 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int st_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
+{
+    unsigned char b[8];
+    ms_set_be64(b, x);
+    MDB_val k = st_val(name, strlen(name)), v = st_val(b, 8);
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+ms_code st_small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags, bool del,
+                       const char *what, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: %s: the store is open read-only", what);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return st_mdb_fail(e, rc, what);
+    MDB_val k = st_val(key, kl), mv = st_val(v, vl);
+    rc = del ? mdb_del(txn, s->dbi[db], &k, NULL) : mdb_put(txn, s->dbi[db], &k, &mv, flags);
+    if (rc)
+        mdb_txn_abort(txn);
+    else
+        rc = mdb_txn_commit(txn);
+    if (rc == MDB_KEYEXIST) return ms_fail(e, MS_ECONFLICT, "%s: already exists", what);
+    if (rc == MDB_NOTFOUND) return ms_fail(e, MS_ENOTFOUND, "%s: not found", what);
+    return rc ? st_write_fail(s, e, rc, what) : MS_OK;
+}
+
+/* ---- the data directory's lock ---- */
+
+/* The holder named in a lock file: "pid N (CMD, since T)"; false when the text is not (yet) there or
+ * names a process that is gone (the holder may be between its flock and its write). */
+static bool lock_holder(int fd, long *pid, char *out, size_t cap)
+{
+    char text[256], cmd[33], since[33];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    if (n <= 0) return false;
+    text[n] = 0;
+    if (sscanf(text, "pid %ld command %32s since %32s", pid, cmd, since) != 3 || *pid <= 0) return false;
+    if (kill((pid_t)*pid, 0) != 0 && errno == ESRCH) return false;
+    snprintf(out, cap, "pid %ld (%s, since %s)", *pid, cmd, since);
+    return true;
+}
+
+/* Who holds the lock file fd (locked by another open file): tries for a short while, since the holder
+ * writes its name just after taking the lock. */
+static void describe_holder(int fd, char *out, size_t cap)
+{
+    long pid;
+    for (int i = 0; i < 20; i++) {
+        if (lock_holder(fd, &pid, out, cap)) return;
+        usleep(5000);
+    }
+    snprintf(out, cap, "another process");
+}
+
+/* Take DIR's lock for the life of the store (exclusive, never waiting for a running holder). */
+static ms_code take_lock(store *s, const char *dir, const char *owner, ms_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return ms_fail(e, MS_EIO, "store: cannot open %s: %s", path, strerror(errno));
+    int rc, tries = 0;
+    /* a read-only open tests the lock with a shared lock for an instant: wait that out (50 ms) */
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && (errno == EWOULDBLOCK || errno == EINTR) && ++tries < 10)
+        usleep(5000);
+    if (rc != 0) {
+        int err = errno;
+        if (err == EWOULDBLOCK) {
+            char who[128];
+            describe_holder(fd, who, sizeof who);
+            close(fd);
+            if (strncmp(who, "pid ", 4) == 0) return ms_fail(e, MS_ECONFLICT, "%s is in use by medstream %s", dir, who);
+            return ms_fail(e, MS_ECONFLICT, "%s is in use by another process (it holds %s)", dir, path);
+        }
+        close(fd);
+        return ms_fail(e, MS_EIO, "store: cannot lock %s: %s", path, strerror(err));
+    }
+    char cmd[33];
+    size_t n = 0;
+    for (const char *c = owner && *owner ? owner : "medstream"; *c && n < sizeof cmd - 1; c++)
+        cmd[n++] = (*c > ' ' && *c < 0x7f) ? *c : '_'; /* one word: the holder's text is parsed back */
+    cmd[n] = 0;
+    char since[32], text[160];
+    time_format_rfc3339(ms_now_us(), since, sizeof since);
+    snprintf(since + 19, sizeof since - 19, "Z"); /* whole seconds */
+    int len = snprintf(text, sizeof text, "pid %ld\ncommand %s\nsince %s\n", (long)getpid(), cmd, since);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) {
+        int err = errno;
+        close(fd);
+        return ms_fail(e, MS_EIO, "store: cannot write %s: %s", path, strerror(err));
+    }
+    s->lock_fd = fd;
+    return MS_OK;
+}
+
+/* Read-only: is a writer running on dir? (A shared lock tried and dropped at once.) */
+static void note_live_writer(store *s, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+    } else if (errno == EWOULDBLOCK) {
+        char who[128];
+        describe_holder(fd, who, sizeof who);
+        s->live_writer = ms_strndup(who, strlen(who));
+    }
+    close(fd);
+}
+
+/* ---- open and close ---- */
+
+ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
+{
+    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL,
+                              false};
+    if (!opt) opt = &defaults;
+    bool ro = opt->read_only;
+    if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ms_fail(e, MS_EIO, "store: cannot create %s: %s", dir, strerror(errno));
+    store *s = ms_calloc(1, sizeof *s);
+    s->dir = ms_strndup(dir, strlen(dir));
+    s->read_only = ro;
+    s->lock_fd = -1;
+    s->free_bytes = -1;
+    s->segment_size = opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE;
+    if (ro)
+        note_live_writer(s, dir);
+    else if (take_lock(s, dir, opt->owner, e) != MS_OK)
+        goto fail;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lmdb", dir);
+    if (!ro && mkdir(path, 0700) != 0 && errno != EEXIST) {
+        ms_fail(e, MS_EIO, "store: cannot create %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    int rc = mdb_env_create(&s->env);
+    if (rc) {
+        s->env = NULL;
+        st_mdb_fail(e, rc, "create environment");
+        goto fail;
+    }
+    mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
+    mdb_env_set_maxreaders(s->env, 1024);
+    mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : STORE_DEFAULT_MAP_SIZE);
+    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD | (ro ? MDB_RDONLY : 0), 0600);
+    if (rc) {
+        st_mdb_fail(e, rc, "open");
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(s->env, &dead); /* free reader slots of crashed processes */
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, ro ? MDB_RDONLY : 0, &txn))) {
+        st_mdb_fail(e, rc, "begin");
+        goto fail;
+    }
+    for (int i = 0; i < DB_COUNT; i++) {
+        if ((rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]))) {
+            mdb_txn_abort(txn);
+            st_mdb_fail(e, rc, "open sub-database");
+            goto fail;
+        }
+    }
+    MDB_val k = st_val("id_key", 6), v;
+    rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND && !ro) {
+        if (RAND_bytes(s->id_key, 32) != 1) {
+            mdb_txn_abort(txn);
+            ms_fail(e, MS_EIO, "store: random number generator failed");
+            goto fail;
+        }
+        v = st_val(s->id_key, 32);
+        rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+    } else if (rc == 0 && v.mv_size == 32) {
+        memcpy(s->id_key, v.mv_data, 32);
+    } else if (rc == 0) {
+        rc = MDB_CORRUPTED;
+    }
+    if (!rc) {
+        unsigned int n = 0;
+        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"patient-id", 10, s->pid_key, &n);
+    }
+    uint64_t log_end = 0, last = 0;
+    if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "log_end", &log_end);
+    if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "commit_pos", &s->commit_pos);
+    if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "last_commit", &last);
+    if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "patients", &s->patients);
+    s->last_commit = (int64_t)last;
+    if (rc) {
+        mdb_txn_abort(txn);
+        st_mdb_fail(e, rc, "read metadata");
+        goto fail;
+    }
+    uint64_t recorded = 0; /* the segment size positions are relative to, for store_backup */
+    if (!ro && !(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded != s->segment_size)
+        rc = st_meta_put_u64(txn, s->dbi[DB_META], "segment_size", s->segment_size);
+    if (rc) {
+        mdb_txn_abort(txn);
+        st_write_fail(s, e, rc, "record the segment size");
+        goto fail;
+    }
+    if ((rc = mdb_txn_commit(txn))) { /* read-only too: keeps the sub-database handles */
+        st_write_fail(s, e, rc, "commit");
+        goto fail;
+    }
+    /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
+    if (!ro && st_identities_load(s, e) != MS_OK) goto fail;
+    if (!ro && st_audit_head_load(s, e) != MS_OK) goto fail;
+    snprintf(path, sizeof path, "%s/segments", dir);
+    if (seglog_open(&s->log, path, s->segment_size, opt->body_cache, log_end, e) != MS_OK) goto fail;
+    *out = s;
+    return MS_OK;
+fail:
+    identity_index_free(s->identities);
+    if (s->env) mdb_env_close(s->env);
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    free(s->live_writer);
+    free(s->dir);
+    free(s);
+    return e ? e->code : MS_EIO;
+}
+
+void store_close(store *s)
+{
+    if (!s) return;
+    identity_index_free(s->identities);
+    seglog_close(s->log);
+    mdb_env_close(s->env);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* the lock goes with it */
+    free(s->live_writer);
+    free(s->dir);
+    free(s);
+}
+
+bool store_read_only(const store *s) { return s->read_only; }
+
+const char *store_live_writer(const store *s) { return s->live_writer; }
+
+void store_inject_free_space(store *s, int64_t bytes) { s->free_bytes = bytes; }
+
+void store_inject_fault(store *s, int err) { seglog_inject_fault(s->log, err); }
+
+const unsigned char *store_id_key(const store *s) { return s->id_key; }
+
+void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(s->pid_key, n, id); }
+
+bool store_patient_number(const store *s, const patient_id *id, uint64_t *n)
+{
+    return patient_id_to_number(s->pid_key, id, n);
+}
+
+/* ---- the probe ---- */
+
+ms_code store_probe(store *s, size_t bytes, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
+    ms_code code = seglog_preallocate(s->log, bytes > SEGLOG_ALIGN ? bytes : SEGLOG_ALIGN, e);
+    if (code != MS_OK) return code;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return st_write_fail(s, e, rc, "probe");
+    if ((rc = st_meta_put_u64(txn, s->dbi[DB_META], "probe", (uint64_t)ms_now_us()))) {
+        mdb_txn_abort(txn);
+        return st_write_fail(s, e, rc, "probe");
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? st_write_fail(s, e, rc, "probe commit") : MS_OK;
+}
+
+/* ---- write transactions ---- */
+
+ms_code store_write_begin(store *s, store_write **out, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
+    store_write *w = ms_calloc(1, sizeof *w);
+    w->s = s;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
+    if (rc) {
+        free(w);
+        return st_mdb_fail(e, rc, "begin write");
+    }
+    int64_t now = ms_now_us();
+    w->now = now > s->last_commit ? now : s->last_commit + 1;
+    w->patients = s->patients;
+    w->audit_seq = s->audit_seq;
+    memcpy(w->audit_head, s->audit_head, 32);
+    st_log_begin(w);
+    *out = w;
+    return MS_OK;
+}
+
+int64_t store_write_time(const store_write *w) { return w->now; }
+
+static void write_free(store_write *w)
+{
+    free(w->inserted);
+    buf_free(&w->log);
+    buf_free(&w->key);
+    free(w);
+}
+
+void store_write_abort(store_write *w)
+{
+    if (!w) return;
+    mdb_txn_abort(w->txn);
+    st_identities_undo(w);
+    write_free(w);
+}
+
+ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
+{
+    store *s = w->s;
+    int rc = 0;
+    ms_code code = seglog_sync(s->log, e); /* the bodies first: LMDB must never point at bytes not on disk */
+    if (code != MS_OK) {
+        store_write_abort(w);
+        return code;
+    }
+    uint64_t pos = s->commit_pos + 1;
+    if (!(rc = st_log_put(w, pos)) && !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
+        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
+        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
+        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients))) {
+        s->last_commit = w->now; /* still under the writer lock (invariant 4); a failed commit only wastes it */
+        rc = mdb_txn_commit(w->txn);
+        w->txn = NULL;
+    }
+    if (rc) {
+        if (w->txn) mdb_txn_abort(w->txn);
+        st_identities_undo(w);
+        write_free(w);
+        return st_write_fail(s, e, rc, "commit");
+    }
+    s->commit_pos = pos;
+    s->audit_seq = w->audit_seq;
+    memcpy(s->audit_head, w->audit_head, 32);
+    s->patients = w->patients;
+    if (commit_pos) *commit_pos = pos;
+    write_free(w);
+    return MS_OK;
+}
+
+/* ---- read transactions ---- */
+
+ms_code store_read_begin(store *s, store_read **out, ms_err *e)
+{
+    store_read *r = ms_calloc(1, sizeof *r);
+    r->s = s;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc) {
+        free(r);
+        return st_mdb_fail(e, rc, "begin read");
+    }
+    *out = r;
+    return MS_OK;
+}
+
+void store_read_end(store_read *r)
+{
+    if (!r) return;
+    mdb_txn_abort(r->txn);
+    free(r);
+}
+
+static uint64_t read_meta(store_read *r, const char *name)
+{
+    uint64_t x = 0;
+    st_meta_get_u64(r->txn, r->s->dbi[DB_META], name, &x);
+    return x;
+}
+
+int64_t store_last_commit(store_read *r) { return (int64_t)read_meta(r, "last_commit"); }
+uint64_t store_patient_count(store_read *r) { return read_meta(r, "patients"); }
+uint64_t store_commit_pos(store_read *r) { return read_meta(r, "commit_pos"); }

@@ -1,0 +1,164 @@
+/*
+ * store_internal.h - what the store's files share and nothing outside src/store may see: the three
+ * structs behind store.h's opaque handles, the LMDB sub-database table, the error mapping, and the key
+ * and value codecs (codec.c) that every concern file writes and reads through. src/store/README.md has
+ * the design; store.h has the contract.
+ *
+ * Naming: calls shared between the store's files begin with st_ (SQLite's habit of a distinct prefix for
+ * internal calls), so that a reader of any file tells them from store.h's public store_ calls at once.
+ *
+ * Rules these structs carry (README.md, "Who may write"):
+ *   - store.last_commit is read and written only while LMDB's writer lock is held (inside a write
+ *     transaction, before its commit returns): the writer, snapshots and bulk loads take their instants
+ *     from it, so the lock orders them.
+ *   - store.commit_pos, audit_seq, audit_head and patients change only when a store_write commits, and
+ *     a store_write lives on one thread (the ingest writer, or an offline command).
+ *   - identities (identity_index.h) has its own lock: request threads look up, the writer inserts.
+ *
+ * Must never: be included from outside src/store (the #error below), hold PHI in an error message.
+ */
+#ifndef MS_STORE_INTERNAL_H
+#define MS_STORE_INTERNAL_H
+
+#ifndef MS_STORE_INTERNAL
+#error "store/store_internal.h is private to src/store: include store/store.h"
+#endif
+
+#include "store/identity_index.h"
+#include "store/segment_log.h"
+#include "store/store.h"
+
+#include <lmdb.h>
+
+/* The LMDB sub-databases (README.md, "LMDB layout"). */
+enum {
+    DB_IDENT,
+    DB_PATIENT,
+    DB_RECORD,
+    DB_PUBLIC,
+    DB_LOG,
+    DB_SNAPSHOT,
+    DB_META,
+    DB_USERS,
+    DB_TOKENS,
+    DB_AUDIT,
+    DB_COUNT
+};
+
+struct store {
+    char *dir;
+    bool read_only;
+    int lock_fd;           /* DIR/medstream.lock, locked exclusively (-1: read-only) */
+    char *live_writer;     /* read-only: "pid N (CMD, since T)" of the writer running at open, or NULL */
+    int64_t free_bytes;    /* test hook: the file system's free bytes as the EIO check sees them (-1: statvfs) */
+    uint64_t segment_size; /* the segment log's, as this store opened it */
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    segment_log *log;
+    unsigned char id_key[32];
+    unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
+    identity_index *identities;            /* identity key hash -> patient number (identity.c's keys) */
+    uint64_t audit_seq;                    /* last audit entry */
+    unsigned char audit_head[32];          /* SHA-256 of the last audit entry (zeros before the first) */
+    int64_t last_commit;                   /* the last instant handed out (under LMDB's writer lock) */
+    uint64_t commit_pos;
+    uint64_t patients;
+};
+
+struct store_write {
+    store *s;
+    MDB_txn *txn;
+    int64_t now;
+    uint64_t patients;
+    identity_hash *inserted; /* identities added to s->identities by this transaction (undone on abort) */
+    uint64_t audit_seq;      /* the audit chain as this transaction extends it */
+    unsigned char audit_head[32];
+    size_t ninserted, capinserted;
+    buf log; /* the commit log entry being built (st_log_add) */
+    uint32_t nlog;
+    buf key; /* scratch */
+};
+
+struct store_read {
+    store *s;
+    MDB_txn *txn;
+};
+
+/* ---- errors (env.c) ---- */
+
+/* An LMDB return code as an ms_code: a full disk or map is MS_EFULL ("disk full" in the message for the
+ * former), a failed check MS_ECORRUPT, anything else MS_EIO. */
+ms_code st_mdb_fail(ms_err *e, int rc, const char *what);
+/* The same for a failed LMDB write or commit, where an EIO on a file system with little space left is a
+ * full disk (LMDB turns a short page write into EIO). */
+ms_code st_write_fail(store *s, ms_err *e, int rc, const char *what);
+
+static inline MDB_val st_val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
+
+/* ---- the meta sub-database (env.c): be64 values by name ---- */
+int st_meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out); /* absent: 0, returns 0 */
+int st_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x);
+/* One put (or delete) in its own write transaction, for writes from threads other than the writer's
+ * (README.md, "Who may write"). MS_EINVAL on a read-only store. */
+ms_code st_small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags, bool del,
+                       const char *what, ms_err *e);
+
+/* ---- key codecs (codec.c) ---- */
+
+/* Event times in keys: sign bit flipped so that big-endian byte order is numeric order. */
+#define ST_TS_SIGN ((uint64_t)1 << 63)
+static inline uint64_t st_ts_key(int64_t ts) { return (uint64_t)ts ^ ST_TS_SIGN; }
+/* prefix ~valid_from ~version (newest first). */
+void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version);
+/* record_id NUL ~valid_from ~version. */
+void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
+/* 'R' record_id NUL ~valid_from ~version: a public record copy. */
+void st_key_public_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
+/* be64(number) then a tag: 'v' versions, 'r' the records index. */
+void st_patient_prefix(unsigned char out[9], uint64_t number, char tag);
+/* 'P' be64(number): a patient's public copies. */
+void st_public_patient_prefix(unsigned char out[9], uint64_t number);
+
+/* ---- value encodings (codec.c); every decode checks lengths and returns false on a bad entry ---- */
+
+void st_record_encode(buf *b, const record_version *rv);
+bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv);
+void st_patient_encode(buf *b, const patient_version *pv);
+/* Strings point into the value, or into mem when mem is given (the value is copied there first). */
+bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem);
+/* identity: patient id (16) + identity key. */
+void st_ident_encode(buf *b, const patient_id *pid, const char *key, size_t len);
+bool st_ident_decode(const MDB_val *v, patient_ref *p, const char **key, size_t *key_len);
+/* public record copy: pid, year, type, public fields (none: a tombstone's copy). */
+void st_public_record_encode(buf *b, const record_version *rv, int year, const char *fields, size_t len);
+bool st_public_record_decode(const MDB_val *v, public_record *pr);
+/* users: the key is the name; either format of README.md's layout decodes. */
+void st_account_encode(buf *b, const store_account *a);
+bool st_account_decode(const MDB_val *k, const MDB_val *v, store_account *a);
+/* tokens: be64(expires) role NUL user. */
+void st_token_encode(buf *b, int64_t expires, const char *user, const char *role);
+bool st_token_decode(const MDB_val *v, int64_t *expires, char user[STORE_USER_MAX], char role[STORE_ROLE_MAX]);
+/* The user name of a token entry (no copy); false if the entry is malformed. */
+bool st_token_user(const MDB_val *v, int64_t *expires, const char **user, size_t *user_len);
+
+/* ---- shared between the concern files ---- */
+
+/* versions.c: the first entry at or after prefix_key whose key begins with its first prefix_len bytes. */
+int st_seek_first_version(MDB_cursor *c, const buf *prefix_key, size_t prefix_len, MDB_val *k, MDB_val *v);
+/* versions.c: the record version current at as_of in txn (valid_to filled in). */
+ms_code st_record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
+                     bool *found, ms_err *e);
+/* commit_log.c: start the commit log entry of w (its commit time, no items yet). */
+void st_log_begin(store_write *w);
+/* commit_log.c: add an item to the commit log entry w will write at commit. */
+void st_log_add(store_write *w, char kind, const void *id, size_t id_len, uint32_t version);
+/* commit_log.c: write w's commit log entry as position pos. */
+int st_log_put(store_write *w, uint64_t pos);
+/* identities.c: rebuild the in-memory identity index from the identity sub-database (at open). */
+ms_code st_identities_load(store *s, ms_err *e);
+/* identities.c: take back the index entries of a transaction that did not commit. */
+void st_identities_undo(store_write *w);
+/* audit_chain.c: the chain's end (last number, SHA-256 of the last entry), at open. */
+ms_code st_audit_head_load(store *s, ms_err *e);
+
+#endif

@@ -1,0 +1,550 @@
+/*
+ * versions.c - record versions, patient versions and their public copies: writing them (the writer's
+ * transaction), reading them as of an instant, a patient's history, the two indexes reads walk (a
+ * patient's records by event time, the public records by type and year), the live records a patient's
+ * state is merged from, and the exact versions one commit wrote (for the sinks).
+ *
+ * DESIGN: every versioned key ends in ~valid_from ~version (codec.c), so "as of T" seeks to (key, ~T)
+ * and takes the first entry with the same prefix: the newest version whose valid_from <= T; valid_to is
+ * the next newer entry's valid_from, read with one MDB_PREV, so an old version is never rewritten. A
+ * record version is written with its patient's records-index entry, its public copy and its two
+ * public-index entries in the same transaction, and named in the commit log (commit_log.c); a patient
+ * version is named there too, except a restatement (same values, references moved), which nothing
+ * downstream sees.
+ *
+ * Contract: store.h ("Versions"). Must never: rewrite an older version, write a version the encoding
+ * cannot read back (store_patient_put refuses it), return a decoded entry without its length checks.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <string.h>
+
+/* ---- records ---- */
+
+int st_seek_first_version(MDB_cursor *c, const buf *prefix_key, size_t prefix_len, MDB_val *k, MDB_val *v)
+{
+    *k = st_val(prefix_key->data, prefix_key->len);
+    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc) return rc;
+    if (k->mv_size < prefix_len || memcmp(k->mv_data, prefix_key->data, prefix_len) != 0) return MDB_NOTFOUND;
+    return 0;
+}
+
+ms_code st_record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
+                     bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK; /* nothing before 1970 */
+    st_key_record(kb, rid, len, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    rc = st_seek_first_version(c, kb, len + 1, &k, &v);
+    if (rc == 0 && k.mv_size == len + 13) {
+        if (!st_record_decode(&v, rid, len, rv)) {
+            mdb_cursor_close(c);
+            return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+        }
+        *found = true;
+        /* valid_to: the next newer version's valid_from */
+        MDB_val pk, pvv;
+        if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 &&
+            memcmp(pk.mv_data, rid, len) == 0 && ((char *)pk.mv_data)[len] == 0 && pvv.mv_size >= 12)
+            rv->valid_to = (int64_t)ms_get_be64((char *)pvv.mv_data + 4);
+        rc = 0;
+    } else if (rc == MDB_NOTFOUND || rc == 0) {
+        rc = 0;
+    }
+    mdb_cursor_close(c);
+    return rc ? st_mdb_fail(e, rc, "record lookup") : MS_OK;
+}
+
+ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e)
+{
+    return st_record_at(w->txn, w->s->dbi[DB_RECORD], &w->key, rid, len, INT64_MAX, rv, found, e);
+}
+
+ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
+                         ms_err *e)
+{
+    store *s = w->s;
+    buf v = {0};
+    int rc;
+    st_record_encode(&v, rv);
+    st_key_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
+    rc = mdb_put(w->txn, s->dbi[DB_RECORD], &k, &mv, 0);
+    if (rc) goto out;
+    /* the patient's records index */
+    unsigned char pp[9];
+    st_patient_prefix(pp, rv->patient_number, 'r');
+    w->key.len = 0;
+    buf_put(&w->key, pp, 9);
+    buf_put_be64(&w->key, st_ts_key(rv->ts_us));
+    buf_put(&w->key, rv->record_id, rv->record_id_len);
+    k = st_val(w->key.data, w->key.len);
+    mv = st_val("", 0);
+    rc = mdb_put(w->txn, s->dbi[DB_PATIENT], &k, &mv, 0);
+    if (rc) goto out;
+    /* the public copy */
+    st_public_record_encode(&v, rv, year, public_fields, pf_len);
+    st_key_public_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    k = st_val(w->key.data, w->key.len);
+    mv = st_val(v.data, v.len);
+    rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
+    if (rc) goto out;
+    for (int pass = 0; pass < 2; pass++) {
+        w->key.len = 0;
+        buf_putc(&w->key, 'T');
+        if (pass == 0)
+            buf_put(&w->key, rv->type, rv->type_len);
+        else
+            buf_putc(&w->key, '*');
+        buf_putc(&w->key, 0);
+        buf_put_be16(&w->key, (uint16_t)year);
+        buf_put(&w->key, rv->record_id, rv->record_id_len);
+        k = st_val(w->key.data, w->key.len);
+        mv = st_val("", 0);
+        rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
+        if (rc) goto out;
+    }
+    st_log_add(w, 'r', rv->record_id, rv->record_id_len, rv->version);
+out:
+    buf_free(&v);
+    return rc ? st_mdb_fail(e, rc, "record insert") : MS_OK;
+}
+
+/* ---- patients ---- */
+
+ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
+                             ms_err *e)
+{
+    unsigned char prefix[9];
+    st_patient_prefix(prefix, p->number, 'v');
+    st_key_versioned(&w->key, prefix, 9, INT64_MAX, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    *found = false;
+    rc = st_seek_first_version(c, &w->key, 9, &k, &v);
+    ms_code out = MS_OK;
+    if (rc == 0) {
+        if (!st_patient_decode(&v, p, pv, mem))
+            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        else
+            *found = true;
+    } else if (rc != MDB_NOTFOUND) {
+        out = st_mdb_fail(e, rc, "patient lookup");
+    }
+    mdb_cursor_close(c);
+    return out;
+}
+
+static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e);
+
+ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e)
+{
+    return patient_write(w, pv, true, e);
+}
+
+ms_code store_patient_restate(store_write *w, const patient_version *pv, ms_err *e)
+{
+    return patient_write(w, pv, false, e);
+}
+
+static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e)
+{
+    /* refuse what the encoding cannot carry, rather than write a version that never reads back */
+    if (pv->nfields > PATIENT_STATE_MAX_FIELDS)
+        return ms_fail(e, MS_EINVAL, "store: a patient version of %u fields (at most %u)", pv->nfields,
+                       PATIENT_STATE_MAX_FIELDS);
+    for (uint32_t i = 0; i < pv->nfields; i++)
+        if (pv->fields[i].key_len > RECORD_KEY_MAX)
+            return ms_fail(e, MS_EINVAL, "store: a field name of %u bytes (at most %d)", pv->fields[i].key_len,
+                           RECORD_KEY_MAX);
+    unsigned char prefix[9];
+    st_patient_prefix(prefix, pv->number, 'v');
+    buf v = {0};
+    st_patient_encode(&v, pv);
+    st_key_versioned(&w->key, prefix, 9, pv->valid_from, pv->version);
+    MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
+    buf_free(&v);
+    if (rc) return st_mdb_fail(e, rc, "patient insert");
+    if (logged) st_log_add(w, 'p', pv->pid.b, 16, pv->version);
+    return MS_OK;
+}
+
+/* ---- public copies ---- */
+
+static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint64_t number, int64_t as_of, buf *out,
+                                 bool *found, ms_err *e)
+{
+    unsigned char prefix[9];
+    *found = false;
+    if (as_of < 0) return MS_OK;
+    st_public_patient_prefix(prefix, number);
+    st_key_versioned(kb, prefix, 9, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    *found = false;
+    rc = st_seek_first_version(c, kb, 9, &k, &v);
+    if (rc == 0) {
+        out->len = 0;
+        buf_put(out, v.mv_data, v.mv_size);
+        *found = true;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "public patient lookup") : MS_OK;
+}
+
+ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e)
+{
+    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, p->number, INT64_MAX, out, found, e);
+}
+
+ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
+                                 ms_err *e)
+{
+    unsigned char prefix[9];
+    st_public_patient_prefix(prefix, p->number);
+    st_key_versioned(&w->key, prefix, 9, w->now, version);
+    MDB_val k = st_val(w->key.data, w->key.len), v = st_val(fields, len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
+    return rc ? st_mdb_fail(e, rc, "public patient insert") : MS_OK;
+}
+
+/* ---- reads as of an instant ---- */
+
+ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, record_version *rv, bool *found,
+                        ms_err *e)
+{
+    buf kb = {0};
+    ms_code rc = st_record_at(r->txn, r->s->dbi[DB_RECORD], &kb, rid, len, as_of, rv, found, e);
+    buf_free(&kb);
+    return rc;
+}
+
+ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
+                         bool *found, ms_err *e)
+{
+    unsigned char prefix[9];
+    patient_ref who = {*pid, 0};
+    *found = false;
+    if (as_of < 0 || !store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    st_patient_prefix(prefix, who.number, 'v');
+    buf kb = {0};
+    st_key_versioned(&kb, prefix, 9, as_of, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) {
+        buf_free(&kb);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    *found = false;
+    ms_code out = MS_OK;
+    rc = st_seek_first_version(c, &kb, 9, &k, &v);
+    if (rc == 0) {
+        if (!st_patient_decode(&v, &who, pv, mem)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        } else {
+            *found = true;
+            MDB_val nk, nv;
+            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0)
+                pv->valid_to = (int64_t)~ms_get_be64((char *)nk.mv_data + 9); /* the key holds ~valid_from */
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        out = st_mdb_fail(e, rc, "patient lookup");
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    return out;
+}
+
+ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
+                              ms_err *e)
+{
+    unsigned char prefix[9];
+    patient_ref who = {*pid, 0};
+    *n = 0;
+    *out = NULL;
+    if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    st_patient_prefix(prefix, who.number, 'v');
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    uint32_t count = 0, cap = 16;
+    patient_version *list = arena_alloc(mem, sizeof *list * cap);
+    MDB_val k = st_val(prefix, 9), v;
+    ms_code code = MS_OK;
+    /* newest first in key order: collect, then reverse */
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 21 || memcmp(k.mv_data, prefix, 9) != 0) break;
+        if (count == cap) {
+            patient_version *bigger = arena_alloc(mem, sizeof *list * cap * 2);
+            memcpy(bigger, list, sizeof *list * cap);
+            list = bigger;
+            cap *= 2;
+        }
+        if (!st_patient_decode(&v, &who, &list[count], mem)) {
+            code = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+            break;
+        }
+        list[count].valid_to = count ? list[count - 1].valid_from : -1;
+        count++;
+    }
+    mdb_cursor_close(c);
+    if (code != MS_OK) return code;
+    if (rc && rc != MDB_NOTFOUND) return st_mdb_fail(e, rc, "patient history");
+    for (uint32_t i = 0; i < count / 2; i++) {
+        patient_version t = list[i];
+        list[i] = list[count - 1 - i];
+        list[count - 1 - i] = t;
+    }
+    *out = list;
+    *n = count;
+    return MS_OK;
+}
+
+/* ---- indexes and live records ---- */
+
+ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
+                              size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e)
+{
+    unsigned char start[17];
+    uint64_t number;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK; /* no such patient: no records */
+    st_patient_prefix(start, number, 'r');
+    ms_set_be64(start + 9, st_ts_key(since));
+    if (after_key && (after_len < 17 || memcmp(after_key, start, 9) != 0))
+        return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this patient's records");
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k = st_val(start, 17), v;
+    bool skip_equal = false;
+    if (after_key && memcmp(after_key, start, 17) > 0) {
+        k = st_val(after_key, after_len);
+        skip_equal = true;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 17 || memcmp(k.mv_data, start, 9) != 0) break;
+        if (skip_equal) {
+            skip_equal = false;
+            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
+        }
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ ST_TS_SIGN);
+        if (ts >= until) break;
+        if (!fn(ctx, ts, (char *)k.mv_data + 17, k.mv_size - 17, k.mv_data, k.mv_size)) break;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "patient records") : MS_OK;
+}
+
+/* Walk patient `number`'s records index in txn and report each record whose version current at as_of
+ * still belongs to the patient with the entry's event time and is not a tombstone. */
+static ms_code live_records(MDB_txn *txn, const store *s, uint64_t number, int64_t as_of, store_record_fn fn, void *ctx,
+                            ms_err *e)
+{
+    unsigned char prefix[9];
+    st_patient_prefix(prefix, number, 'r');
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_PATIENT], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    buf kb = {0};
+    ms_code out = MS_OK;
+    MDB_val k = st_val(prefix, 9), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0) break;
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ ST_TS_SIGN);
+        record_version rv;
+        bool found;
+        /* k points into the cursor's page: copy the id before another lookup moves nothing, but be safe */
+        char rid[RECORD_ID_MAX + 1];
+        size_t rl = k.mv_size - 17;
+        if (rl > RECORD_ID_MAX) continue;
+        memcpy(rid, (char *)k.mv_data + 17, rl);
+        if ((out = st_record_at(txn, s->dbi[DB_RECORD], &kb, rid, rl, as_of, &rv, &found, e)) != MS_OK) break;
+        if (!found || rv.deleted || rv.patient_number != number || rv.ts_us != ts) continue;
+        if (!fn(ctx, &rv)) break;
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    if (out == MS_OK && rc && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "patient records");
+    return out;
+}
+
+ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, store_record_fn fn, void *ctx,
+                           ms_err *e)
+{
+    uint64_t number;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    return live_records(r->txn, r->s, number, as_of, fn, ctx, e);
+}
+
+ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e)
+{
+    return live_records(w->txn, w->s, number, INT64_MAX, fn, ctx, e);
+}
+
+ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
+                                ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    buf kb = {0};
+    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, number, as_of, fields, found, e);
+    buf_free(&kb);
+    return rc;
+}
+
+ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
+                               bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK;
+    buf kb = {0};
+    st_key_public_record(&kb, rid, len, as_of, UINT32_MAX); /* ~UINT32_MAX: the newest version at as_of */
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PUBLIC], &c);
+    if (rc) {
+        buf_free(&kb);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    rc = st_seek_first_version(c, &kb, len + 2, &k, &v);
+    if (rc == 0 && k.mv_size == len + 14) {
+        if (!st_public_record_decode(&v, pr))
+            out = ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
+        else
+            *found = true;
+    } else if (rc && rc != MDB_NOTFOUND) {
+        out = st_mdb_fail(e, rc, "public record lookup");
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    return out;
+}
+
+ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
+                           size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e)
+{
+    buf start = {0};
+    buf_putc(&start, 'T');
+    buf_puts(&start, type);
+    buf_putc(&start, 0);
+    size_t plen = start.len;
+    buf_put_be16(&start, (uint16_t)(year_from < 0 ? 0 : year_from));
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PUBLIC], &c);
+    if (rc) {
+        buf_free(&start);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k = st_val(start.data, start.len), v;
+    bool skip_equal = false;
+    if (after_key && after_len > plen + 2 && memcmp(after_key, start.data, plen) == 0 &&
+        record_key_cmp(after_key, after_len, start.data, start.len) > 0) {
+        k = st_val(after_key, after_len);
+        skip_equal = true;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen + 2 || memcmp(k.mv_data, start.data, plen) != 0) break;
+        if (skip_equal) {
+            skip_equal = false;
+            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
+        }
+        int year = ms_get_be16((char *)k.mv_data + plen);
+        if (year > year_to) break;
+        if (!fn(ctx, year, (char *)k.mv_data + plen + 2, k.mv_size - plen - 2, k.mv_data, k.mv_size)) break;
+    }
+    mdb_cursor_close(c);
+    buf_free(&start);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "public index") : MS_OK;
+}
+
+/* ---- exact versions, for the sinks: what one commit (valid_from = its commit time) wrote ---- */
+
+static ms_code exact_get(store_read *r, int db, const buf *kb, MDB_val *v, bool *found, const char *what, ms_err *e)
+{
+    MDB_val k = st_val(kb->data, kb->len);
+    int rc = mdb_get(r->txn, r->s->dbi[db], &k, v);
+    *found = rc == 0;
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, what) : MS_OK;
+}
+
+ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                             record_version *rv, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    st_key_record(&kb, rid, len, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_RECORD, &kb, &v, found, "record lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    if (!st_record_decode(&v, rid, len, rv)) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+    rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
+    return MS_OK;
+}
+
+ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                                    public_record *pr, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    st_key_public_record(&kb, rid, len, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public record lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    return st_public_record_decode(&v, pr) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
+}
+
+ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                              patient_version *pv, arena *mem, bool *found, ms_err *e)
+{
+    patient_ref who = {*pid, 0};
+    *found = false;
+    if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
+    unsigned char prefix[9];
+    st_patient_prefix(prefix, who.number, 'v');
+    buf kb = {0};
+    st_key_versioned(&kb, prefix, 9, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PATIENT, &kb, &v, found, "patient lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    if (!st_patient_decode(&v, &who, pv, mem)) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+    pv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
+    return MS_OK;
+}
+
+ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
+                                     buf *fields, bool *found, ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    unsigned char prefix[9];
+    st_public_patient_prefix(prefix, number);
+    buf kb = {0};
+    st_key_versioned(&kb, prefix, 9, valid_from, version);
+    MDB_val v;
+    ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public patient lookup", e);
+    buf_free(&kb);
+    if (rc || !*found) return rc;
+    fields->len = 0;
+    buf_put(fields, v.mv_data, v.mv_size);
+    return MS_OK;
+}
