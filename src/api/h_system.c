@@ -12,6 +12,7 @@
  * document, or answer an audit query without first committing the entries already queued.
  */
 #include "api/handlers.h"
+#include "base/health.h"
 #include "api/openapi.h"
 #include "api/params.h"
 
@@ -50,30 +51,11 @@ void h_snapshot(api *a, http_request *req, http_response *res)
 
 void h_health(api *a, http_request *req, http_response *res)
 {
+    (void)a;
     (void)req;
     res->status = 200; /* alive either way; "degraded" tells a load balancer or an operator to look */
-    ms_err store_why;
-    bool store_failing = !writer_healthy(a->writer, &store_why);
-    bool kafka_down = atomic_load(&g_metrics.kafka_unreachable);
-    int pg = atomic_load(&g_metrics.postgres_state);
-    /* behind: a commit older than 10 s not yet in PostgreSQL (the requirement is 2 s) is worth a look */
-    bool pg_behind = pg == PG_STATE_OK && atomic_load(&g_metrics.postgres_lag_ms) > 10000;
-    bool degraded = store_failing || kafka_down || pg == PG_STATE_UNREACHABLE || pg == PG_STATE_FAILING || pg_behind;
-    buf_printf(&res->body, "{\"status\":\"%s\"", degraded ? "degraded" : "ok");
-    if (store_failing) {
-        buf_puts(&res->body, ",\"store\":");
-        jw_cstr(&res->body, store_why.msg); /* names the cause (disk full, I/O error), never data */
-    }
-    if (kafka_down) buf_puts(&res->body, ",\"kafka\":\"brokers unreachable\"");
-    if (pg != PG_STATE_OFF)
-        buf_printf(&res->body, ",\"postgres\":\"%s\",\"postgres_lag_commits\":%llu,\"postgres_lag_ms\":%llu",
-                   pg == PG_STATE_UNREACHABLE ? "unreachable"
-                   : pg == PG_STATE_FAILING   ? "failing"
-                   : pg_behind                ? "behind"
-                                              : "ok",
-                   (unsigned long long)atomic_load(&g_metrics.postgres_lag),
-                   (unsigned long long)atomic_load(&g_metrics.postgres_lag_ms));
-    buf_putc(&res->body, '}');
+    res->body.len = 0;
+    health_render(&res->body); /* each running subsystem says whether it is degraded, and why */
 }
 
 void h_metrics(api *a, http_request *req, http_response *res)

@@ -3,6 +3,7 @@
  */
 #include "base/metrics.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,7 +44,7 @@ void histogram_observe(histogram *h, double seconds)
         if (seconds <= hist_bounds_s[i]) atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
 }
 
-static void render_hist(buf *out, const char *name, const char *help, histogram *h)
+void metrics_histogram(buf *out, const char *name, const char *help, const histogram *h)
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     for (int i = 0; i < HIST_BUCKETS; i++)
@@ -71,14 +72,43 @@ static unsigned long long proc_value(const char *file, const char *key)
     return v;
 }
 
-static void counter(buf *out, const char *name, const char *help, uint64_t v)
+void metrics_counter(buf *out, const char *name, const char *help, uint64_t v)
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, (unsigned long long)v);
 }
 
-static void gauge(buf *out, const char *name, const char *help, uint64_t v)
+void metrics_gauge(buf *out, const char *name, const char *help, uint64_t v)
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name, (unsigned long long)v);
+}
+
+#define SECTIONS_MAX 8
+typedef struct {
+    const char *name;
+    metrics_section_fn fn;
+    void *ctx;
+} section;
+static section sections[SECTIONS_MAX];
+static int nsections;
+static pthread_mutex_t sections_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void metrics_register(const char *name, metrics_section_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&sections_lock);
+    if (nsections < SECTIONS_MAX) sections[nsections++] = (section){name, fn, ctx};
+    pthread_mutex_unlock(&sections_lock);
+}
+
+void metrics_unregister(const void *ctx)
+{
+    pthread_mutex_lock(&sections_lock);
+    for (int i = 0; i < nsections; i++) {
+        if (sections[i].ctx != ctx) continue;
+        memmove(&sections[i], &sections[i + 1], sizeof sections[0] * (size_t)(nsections - i - 1));
+        nsections--;
+        break;
+    }
+    pthread_mutex_unlock(&sections_lock);
 }
 
 void metrics_render(buf *out)
@@ -94,58 +124,44 @@ void metrics_render(buf *out)
                (unsigned long long)atomic_load(&m->records_duplicate));
     buf_printf(out, "medstream_records_total{status=\"rejected\"} %llu\n",
                (unsigned long long)atomic_load(&m->records_rejected));
-    counter(out, "medstream_batches_total", "Ingest batches (requests) committed.", atomic_load(&m->batches));
-    counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).",
+    metrics_counter(out, "medstream_batches_total", "Ingest batches (requests) committed.", atomic_load(&m->batches));
+    metrics_counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).",
             atomic_load(&m->commits));
-    counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).",
+    metrics_counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).",
             atomic_load(&m->commit_failures));
-    counter(out, "medstream_state_recomputes_total",
+    metrics_counter(out, "medstream_state_recomputes_total",
             "Patient states recomputed from their records (a record moved, deleted, or replaced by a version "
             "that gives up a value it held).",
             atomic_load(&m->state_recomputes));
-    counter(out, "medstream_state_recompute_records_total", "Record bodies read back for those recomputations.",
+    metrics_counter(out, "medstream_state_recompute_records_total", "Record bodies read back for those recomputations.",
             atomic_load(&m->state_recompute_records));
-    counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
+    metrics_counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
             atomic_load(&m->ingest_bytes));
-    counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
-    counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
-    counter(out, "medstream_kafka_messages_total", "Kafka messages consumed.", atomic_load(&m->kafka_messages));
-    counter(out, "medstream_kafka_dead_letters_total", "Kafka messages sent to the dead-letter topic.",
-            atomic_load(&m->kafka_dead_letters));
-    gauge(out, "medstream_kafka_lag", "Messages behind the high watermarks of the assigned partitions.",
-          atomic_load(&m->kafka_lag));
-    gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
-          (uint64_t)atomic_load(&m->kafka_unreachable));
-    if (atomic_load(&m->postgres_state) != PG_STATE_OFF) {
-        gauge(out, "medstream_postgres_up", "1 while the PostgreSQL sink is connected and shipping.",
-              atomic_load(&m->postgres_state) == PG_STATE_OK);
-        gauge(out, "medstream_postgres_lag_commits", "Commits in the store not yet shipped to PostgreSQL.",
-              atomic_load(&m->postgres_lag));
-        gauge(out, "medstream_postgres_lag_milliseconds", "Age of the oldest commit not yet in PostgreSQL.",
-              atomic_load(&m->postgres_lag_ms));
-        counter(out, "medstream_postgres_rows_total", "Rows shipped to PostgreSQL.", atomic_load(&m->postgres_rows));
-        render_hist(out, "medstream_postgres_freshness_seconds",
-                    "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
-                    &m->postgres_freshness_seconds);
-    }
-    render_hist(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
+    metrics_counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
+    metrics_counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
+    metrics_histogram(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
                 &m->commit_seconds);
-    render_hist(out, "medstream_freshness_seconds", "From request received to visible in queries.",
+    metrics_histogram(out, "medstream_freshness_seconds", "From request received to visible in queries.",
                 &m->freshness_seconds);
-    render_hist(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);
-    gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.",
+    metrics_histogram(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);
+    metrics_gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.",
           atomic_load(&m->commit_position));
-    gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
-    gauge(out, "medstream_process_disk_write_bytes",
+    metrics_gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
+    metrics_gauge(out, "medstream_process_disk_write_bytes",
           "Bytes this process caused to be written to storage (/proc/self/io).",
           proc_value("/proc/self/io", "write_bytes:"));
     unsigned long long dev;
     if (device_written(&dev))
-        counter(out, "medstream_disk_device_write_bytes",
+        metrics_counter(out, "medstream_disk_device_write_bytes",
                 "Bytes written to the data directory's block device by everyone (what reached the disk).", dev);
-    gauge(out, "medstream_process_rss_bytes", "Resident set size.", proc_value("/proc/self/status", "VmRSS:") * 1024);
-    gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size (includes mapped LMDB pages).",
+    metrics_gauge(out, "medstream_process_rss_bytes", "Resident set size.", proc_value("/proc/self/status", "VmRSS:") * 1024);
+    metrics_gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size (includes mapped LMDB pages).",
           proc_value("/proc/self/status", "VmHWM:") * 1024);
-    gauge(out, "medstream_process_anon_rss_bytes", "Resident anonymous memory (heap, stacks; excludes mapped files).",
-          proc_value("/proc/self/status", "RssAnon:") * 1024);
+    metrics_gauge(out, "medstream_process_anon_rss_bytes",
+                  "Resident anonymous memory (heap, stacks; excludes mapped files).",
+                  proc_value("/proc/self/status", "RssAnon:") * 1024);
+    pthread_mutex_lock(&sections_lock); /* the running subsystems' own (Kafka, PostgreSQL) */
+    for (int k = 0; k < nsections; k++)
+        sections[k].fn(sections[k].ctx, out);
+    pthread_mutex_unlock(&sections_lock);
 }

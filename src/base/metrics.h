@@ -1,5 +1,7 @@
 /*
- * metrics.h - process-wide counters and histograms, rendered as Prometheus text.
+ * metrics.h - the core's counters and histograms (ingest, commits, HTTP, reads), and a registry where
+ * the optional subsystems (the Kafka source, the PostgreSQL sink) add their own sections: each keeps its
+ * own state and renders it; nothing here knows them. Rendered as Prometheus text.
  *
  * Contract: updates are lock-free atomics, safe from any thread, cheap enough for the hot path.
  * Labels are fixed enumerations: no metric label ever carries a value taken from a record (PHI).
@@ -19,8 +21,6 @@ typedef struct {
     _Atomic uint64_t bucket[HIST_BUCKETS]; /* cumulative upper bounds in hist_bounds_s */
 } histogram;
 
-typedef enum { PG_STATE_OFF, PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING } pg_state;
-
 typedef struct {
     _Atomic uint64_t records_created, records_updated, records_duplicate, records_rejected;
     _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
@@ -29,14 +29,6 @@ typedef struct {
     histogram commit_seconds;    /* one group commit (writes + fsyncs) */
     histogram freshness_seconds; /* request fully received -> visible to reads */
     histogram read_seconds;      /* PHI and public reads */
-    _Atomic uint64_t kafka_messages, kafka_dead_letters;
-    _Atomic uint64_t kafka_lag;    /* messages behind the high watermarks of the assigned partitions */
-    _Atomic int kafka_unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
-    _Atomic int postgres_state;       /* pg_state: the PostgreSQL sink, for /healthz and /metrics */
-    _Atomic uint64_t postgres_lag;    /* commits not yet shipped to PostgreSQL */
-    _Atomic uint64_t postgres_lag_ms; /* age of the oldest of them */
-    _Atomic uint64_t postgres_rows;   /* rows shipped */
-    histogram postgres_freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;
@@ -44,6 +36,16 @@ typedef struct {
 extern metrics g_metrics;
 
 void histogram_observe(histogram *h, double seconds);
+
+/* A subsystem's own metrics, rendered after the core's: register at start, unregister before ctx goes
+ * (fn runs under the registry's lock: quick, no registering). */
+typedef void (*metrics_section_fn)(void *ctx, buf *out);
+void metrics_register(const char *name, metrics_section_fn fn, void *ctx);
+void metrics_unregister(const void *ctx); /* the section registered with ctx */
+/* Prometheus text for one metric (HELP, TYPE, sample), for the sections. */
+void metrics_counter(buf *out, const char *name, const char *help, uint64_t v);
+void metrics_gauge(buf *out, const char *name, const char *help, uint64_t v);
+void metrics_histogram(buf *out, const char *name, const char *help, const histogram *h);
 /* Prometheus text exposition of everything, plus process figures (/proc/self). */
 void metrics_render(buf *out);
 /* Name the data directory, so that /metrics can report its block device's write counter. */

@@ -14,6 +14,7 @@
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
 
+#include "base/health.h"
 #include "base/kafka_client.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -46,6 +47,10 @@ struct kafka_ingest {
     rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
     pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
+    /* this source's own state, for /metrics and /healthz (registered while it runs) */
+    _Atomic uint64_t messages, dead_letters;
+    _Atomic uint64_t lag;    /* messages behind the high watermarks of the assigned partitions */
+    _Atomic int unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
     char source[160];
     ingest_ctx ingest;
     /* the hand-offs between the three stages: one batch in each, so batches keep their order */
@@ -139,7 +144,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         } else {
             sent++;
             classes[dead_letter_class(why)]++;
-            atomic_fetch_add(&g_metrics.kafka_dead_letters, 1);
+            atomic_fetch_add(&k->dead_letters, 1);
         }
     }
     if (sent) {
@@ -153,7 +158,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f),
                       "kafka: messages sent to the dead-letter topic");
     }
-    atomic_fetch_add(&g_metrics.kafka_messages, (uint64_t)n);
+    atomic_fetch_add(&k->messages, (uint64_t)n);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
     for (int i = 0; i < n; i++) {
         int x = 0;
@@ -342,7 +347,7 @@ static void check_brokers(kafka_ingest *k)
     bool reachable = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR;
     int brokers = md ? md->broker_cnt : 0;
     if (md) rd_kafka_metadata_destroy(md);
-    atomic_store(&g_metrics.kafka_unreachable, reachable ? 0 : 1);
+    atomic_store(&k->unreachable, reachable ? 0 : 1);
     note_reachability(k, reachable, brokers);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (!reachable || rd_kafka_assignment(k->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
@@ -356,7 +361,7 @@ static void check_brokers(kafka_ingest *k)
             lag += (uint64_t)(hi - parts->elems[i].offset);
     }
     rd_kafka_topic_partition_list_destroy(parts);
-    atomic_store(&g_metrics.kafka_lag, lag);
+    atomic_store(&k->lag, lag);
 }
 
 /* Stage 1 of three: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it
@@ -402,6 +407,27 @@ static void *consumer_main(void *arg)
     handoff_note(k, &k->consumer_done, 0);
     free(msgs);
     return NULL;
+}
+
+static void kafka_metrics(void *ctx, buf *out)
+{
+    kafka_ingest *k = ctx;
+    metrics_counter(out, "medstream_kafka_messages_total", "Kafka messages consumed.", atomic_load(&k->messages));
+    metrics_counter(out, "medstream_kafka_dead_letters_total", "Kafka messages sent to the dead-letter topic.",
+                    atomic_load(&k->dead_letters));
+    metrics_gauge(out, "medstream_kafka_lag", "Messages behind the high watermarks of the assigned partitions.",
+                  atomic_load(&k->lag));
+    metrics_gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
+                  (uint64_t)atomic_load(&k->unreachable));
+}
+
+/* Degraded while no broker can be reached (HTTP ingest goes on). */
+static bool kafka_health(void *ctx, buf *out)
+{
+    kafka_ingest *k = ctx;
+    if (!atomic_load(&k->unreachable)) return true;
+    buf_puts(out, ",\"kafka\":\"brokers unreachable\"");
+    return false;
 }
 
 ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e)
@@ -487,6 +513,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         free(k);
         return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
     }
+    metrics_register("kafka", kafka_metrics, k);
+    health_register("kafka", kafka_health, k);
     *out = k;
     return MS_OK;
 }
@@ -494,6 +522,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
 void kafka_ingest_stop(kafka_ingest *k)
 {
     if (!k) return;
+    health_unregister(k);
+    metrics_unregister(k);
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
     pthread_join(k->append_thread, NULL);

@@ -3,6 +3,9 @@
  */
 #include "ingest/writer.h"
 
+#include "base/health.h"
+#include "base/json_write.h"
+
 #include "base/log.h"
 #include "pipeline/deidentify.h"
 #include "pipeline/merge.h"
@@ -463,6 +466,16 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* The store's part of /healthz: degraded, with the reason, while it cannot take batches. */
+static bool store_health(void *ctx, buf *out)
+{
+    ms_err why;
+    if (writer_healthy(ctx, &why)) return true;
+    buf_puts(out, ",\"store\":");
+    jw_cstr(out, why.msg); /* names the cause (disk full, I/O error), never data */
+    return false;
+}
+
 ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
 {
     writer *w = ms_calloc(1, sizeof *w);
@@ -475,6 +488,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
         free(w);
         return ms_fail(e, MS_EIO, "cannot start the writer thread");
     }
+    health_register("store", store_health, w);
     *out = w;
     return MS_OK;
 }
@@ -482,6 +496,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
 void writer_stop(writer *w)
 {
     if (!w) return;
+    health_unregister(w);
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->wake);

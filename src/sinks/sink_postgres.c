@@ -4,6 +4,7 @@
 #include "sinks/sink_postgres.h"
 
 #include "base/log.h"
+#include "base/health.h"
 #include "base/metrics.h"
 #include "read/query.h"
 #include "base/timefmt.h"
@@ -26,8 +27,16 @@
 #define ALIVE_TIMEOUT_MS 2000         /* the longest wait for that check's answer */
 #define MIGRATION_LOCK "7245800453"   /* pg_advisory_xact_lock key: "medstream migrations" */
 
+typedef enum { PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING } pg_state;
+
 struct sink_postgres {
     sink_postgres_options opt;
+    /* the sink's own state, for /metrics and /healthz (registered while it runs) */
+    _Atomic int state;           /* pg_state */
+    _Atomic uint64_t lag;        /* commits not yet shipped to PostgreSQL */
+    _Atomic uint64_t lag_ms;     /* age of the oldest of them */
+    _Atomic uint64_t rows;       /* rows shipped */
+    histogram freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     char *conninfo;
     pthread_t thread;
     atomic_bool stop;
@@ -554,12 +563,12 @@ static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
     bool found = false;
     ms_err e;
     uint64_t behind = end > p->shipped ? end - p->shipped : 0;
-    atomic_store(&g_metrics.postgres_lag, behind);
+    atomic_store(&p->lag, behind);
     if (behind && store_log_entry(r, p->shipped + 1, &t, NULL, NULL, &found, &e) == MS_OK && found) {
         int64_t age = ms_now_us() - t;
-        atomic_store(&g_metrics.postgres_lag_ms, age > 0 ? (uint64_t)age / 1000 : 0);
+        atomic_store(&p->lag_ms, age > 0 ? (uint64_t)age / 1000 : 0);
     } else {
-        atomic_store(&g_metrics.postgres_lag_ms, 0);
+        atomic_store(&p->lag_ms, 0);
     }
 }
 
@@ -648,8 +657,8 @@ static int ship_some(sink_postgres *p, ms_err *e)
         } else {
             p->shipped += (uint64_t)n;
             p->shipped_time = newest;
-            atomic_fetch_add(&g_metrics.postgres_rows, sh.rows); /* the lag: noted by the next call */
-            histogram_observe(&g_metrics.postgres_freshness_seconds, (double)(ms_now_us() - oldest) / 1e6);
+            atomic_fetch_add(&p->rows, sh.rows); /* the lag: noted by the next call */
+            histogram_observe(&p->freshness_seconds, (double)(ms_now_us() - oldest) / 1e6);
         }
     }
     buf_free(&sh.records);
@@ -671,7 +680,7 @@ static void back_off(sink_postgres *p, char *last, size_t cap, const ms_err *e, 
 {
     if (strcmp(last, e->msg) != 0) ms_log(LOG_ERROR, "postgres.retrying", "%s; retrying every second", e->msg);
     snprintf(last, cap, "%s", e->msg);
-    atomic_store(&g_metrics.postgres_state, state);
+    atomic_store(&p->state, state);
     store_read *r;
     ms_err ignored;
     if (store_read_begin(p->opt.store, &r, &ignored) == MS_OK) {
@@ -729,7 +738,7 @@ static void *sink_main(void *arg)
             continue;
         }
         last[0] = 0;
-        atomic_store(&g_metrics.postgres_state, PG_STATE_OK);
+        atomic_store(&p->state, PG_STATE_OK);
         if (n > 0) {
             alive_at = ms_mono_s();
         } else if (ms_mono_s() - alive_at >= ALIVE_CHECK_S) { /* caught up: check the connection anyway */
@@ -749,6 +758,41 @@ static void *sink_main(void *arg)
     return NULL;
 }
 
+static void pg_metrics(void *ctx, buf *out)
+{
+    sink_postgres *p = ctx;
+    metrics_gauge(out, "medstream_postgres_up", "1 while the PostgreSQL sink is connected and shipping.",
+                  atomic_load(&p->state) == PG_STATE_OK);
+    metrics_gauge(out, "medstream_postgres_lag_commits", "Commits in the store not yet shipped to PostgreSQL.",
+                  atomic_load(&p->lag));
+    metrics_gauge(out, "medstream_postgres_lag_milliseconds", "Age of the oldest commit not yet in PostgreSQL.",
+                  atomic_load(&p->lag_ms));
+    metrics_counter(out, "medstream_postgres_rows_total", "Rows shipped to PostgreSQL.", atomic_load(&p->rows));
+    metrics_histogram(out, "medstream_postgres_freshness_seconds",
+                      "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
+                      &p->freshness_seconds);
+}
+
+/* The sink's part of /healthz, and its policy: degraded while PostgreSQL cannot be reached, refuses the
+ * work (failing), or a commit older than 10 s is not yet shipped (behind; the requirement is 2 s, so
+ * that is worth a look). */
+#define PG_BEHIND_MS 10000
+
+static bool pg_health(void *ctx, buf *out)
+{
+    sink_postgres *p = ctx;
+    int st = atomic_load(&p->state);
+    uint64_t lag = atomic_load(&p->lag), lag_ms = atomic_load(&p->lag_ms);
+    bool behind = st == PG_STATE_OK && lag_ms > PG_BEHIND_MS;
+    buf_printf(out, ",\"postgres\":\"%s\",\"postgres_lag_commits\":%llu,\"postgres_lag_ms\":%llu",
+               st == PG_STATE_UNREACHABLE ? "unreachable"
+               : st == PG_STATE_FAILING   ? "failing"
+               : behind                   ? "behind"
+                                          : "ok",
+               (unsigned long long)lag, (unsigned long long)lag_ms);
+    return st == PG_STATE_OK && !behind;
+}
+
 ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *opt, ms_err *e)
 {
     sink_postgres *p = ms_calloc(1, sizeof *p);
@@ -765,12 +809,14 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
         return MS_EINVAL;
     }
     PQconninfoFree(parsed);
-    atomic_store(&g_metrics.postgres_state, PG_STATE_UNREACHABLE);
+    atomic_store(&p->state, PG_STATE_UNREACHABLE);
     if (pthread_create(&p->thread, NULL, sink_main, p) != 0) {
         free(p->conninfo);
         free(p);
         return ms_fail(e, MS_EIO, "postgres: cannot start the sink thread");
     }
+    metrics_register("postgres", pg_metrics, p);
+    health_register("postgres", pg_health, p);
     *out = p;
     return MS_OK;
 }
@@ -778,9 +824,10 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
 void sink_postgres_stop(sink_postgres *p)
 {
     if (!p) return;
+    health_unregister(p);
+    metrics_unregister(p);
     atomic_store(&p->stop, true);
     pthread_join(p->thread, NULL);
-    atomic_store(&g_metrics.postgres_state, PG_STATE_OFF);
     free(p->conninfo);
     free(p);
 }

@@ -89,12 +89,12 @@ def test_access_log_json_has_route_status_user_and_no_phi():
     eq(r.json()["patient_id"], pid, "lookup by identity")
     r = s.get("/v1/patients?" + H.q({"name": name + " Other", "dob": dob}))
     note(r, "GET", "/v1/patients", 404, "admin")
-    note(s.get("/v1/records/" + record_id), "GET", "/v1/records/{}", 200, "admin")
-    note(s.get("/v1/patients/%s?%s" % (pid, H.q({"as_of": H.now_rfc3339()}))), "GET", "/v1/patients/{}", 200, "admin")
+    note(s.get("/v1/records/" + record_id), "GET", "/v1/records/{record_id}", 200, "admin")
+    note(s.get("/v1/patients/%s?%s" % (pid, H.q({"as_of": H.now_rfc3339()}))), "GET", "/v1/patients/{patient_id}", 200, "admin")
     # an ingest refused as a whole, with a marker in its body
     note(s.ingest(phi_value.encode() + b"\n", content_type="text/plain"), "POST", "/v1/records", 415, "admin")
     # refusals: no token, a role without the permission (its user is known), an unknown path
-    note(s.get("/v1/records/" + record_id, headers={"Authorization": None}), "GET", "/v1/records/{}", 401, "-")
+    note(s.get("/v1/records/" + record_id, headers={"Authorization": None}), "GET", "/v1/records/{record_id}", 401, "-")
     note(s.request("POST", "/v1/users", body=json.dumps({"user": "ops-analyst", "password": "analyst-password",
                                                           "role": "analyst"}),
                    headers={"Content-Type": "application/json"}), "POST", "/v1/users", 201, "admin")
@@ -102,7 +102,7 @@ def test_access_log_json_has_route_status_user_and_no_phi():
     note(s.get("/v1/patients?" + H.q({"name": name, "dob": dob}), headers={"Authorization": "Bearer " + analyst}),
          "GET", "/v1/patients", 403, "ops-analyst")
     note(s.get("/v1/no-such/%s?name=%s" % (marker, marker)), "GET", "-", 404, "-")  # no route: no token read
-    note(s.request("PUT", "/v1/records/" + record_id), "PUT", "/v1/records/{}", 405, "-")
+    note(s.request("PUT", "/v1/records/" + record_id), "PUT", "/v1/records/{record_id}", 405, "-")
     note(H.http_request(s.port, "GET", "/healthz"), "GET", "/healthz", 200, "-")
     eq(s.stop(), 0, "exit code after SIGTERM")
 
