@@ -502,7 +502,7 @@ typedef struct {
     opt_list kafka_config;
     uint64_t kafka_batch, kafka_linger_ms;
     const char *postgres;
-    int postgres_history; /* index in pg_history_names */
+    int postgres_history;       /* index in pg_history_names */
     int log_format, access_log; /* indexes in log_format_names, on_off_names */
     const char *metrics_listen;
     bool metrics_listen_any;

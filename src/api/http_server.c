@@ -54,7 +54,7 @@
 
 #define BULK_NICE 10
 #define POOL_MAX_FREE ((uint64_t)128 << 20) /* free body buffers kept for reuse, all threads together */
-#define FD_RESERVE_MIN 256 /* descriptors kept for LMDB, segment files, Kafka and PostgreSQL sockets */
+#define FD_RESERVE_MIN 256                  /* descriptors kept for LMDB, segment files, Kafka and PostgreSQL sockets */
 #define RETRY_AFTER_S 1
 
 struct http_server {
@@ -292,8 +292,7 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
          * 64 bits (413) before this call */
         unsigned long long n = strtoull(cl, NULL, 10);
         if (n > srv->opt.max_body) {
-            http_error(&cs->res, 413, "request body of %s bytes exceeds the limit of %zu bytes", cl,
-                       srv->opt.max_body);
+            http_error(&cs->res, 413, "request body of %s bytes exceeds the limit of %zu bytes", cl, srv->opt.max_body);
             return answer_early(conn, cs, ANSWER_KEEP);
         }
         if (n > srv->body_limit) {
@@ -464,9 +463,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         const struct sockaddr *sa = ad ? ad->client_addr : NULL;
-        socklen_t len = !sa                          ? 0
+        socklen_t len = !sa                         ? 0
                         : sa->sa_family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
-                                                     : (socklen_t)sizeof(struct sockaddr_in);
+                                                    : (socklen_t)sizeof(struct sockaddr_in);
         *socket_context = fd ? conn_guard_add(srv->guard, fd->connect_fd, sa, len) : NULL;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         /* libmicrohttpd reports the close before it closes the socket: the guard lets go of it first */
@@ -612,8 +611,7 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     unsigned per_ip = (unsigned)opt->max_connections_per_client * 2;
     if (per_ip >= limit) per_ip = 0; /* no separate limit */
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (tls) flags |= MHD_USE_TLS;
     /* the TLS options come last; for plain HTTP the list ends before them */
     s->daemon = MHD_start_daemon(

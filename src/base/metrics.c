@@ -126,37 +126,39 @@ void metrics_render(buf *out)
                (unsigned long long)atomic_load(&m->records_rejected));
     metrics_counter(out, "medstream_batches_total", "Ingest batches (requests) committed.", atomic_load(&m->batches));
     metrics_counter(out, "medstream_commits_total", "Group commits (one fsync'd LMDB transaction each).",
-            atomic_load(&m->commits));
+                    atomic_load(&m->commits));
     metrics_counter(out, "medstream_commit_failures_total", "Group commits that failed (disk full, I/O error).",
-            atomic_load(&m->commit_failures));
+                    atomic_load(&m->commit_failures));
     metrics_counter(out, "medstream_state_recomputes_total",
-            "Patient states recomputed from their records (a record moved, deleted, or replaced by a version "
-            "that gives up a value it held).",
-            atomic_load(&m->state_recomputes));
+                    "Patient states recomputed from their records (a record moved, deleted, or replaced by a version "
+                    "that gives up a value it held).",
+                    atomic_load(&m->state_recomputes));
     metrics_counter(out, "medstream_state_recompute_records_total", "Record bodies read back for those recomputations.",
-            atomic_load(&m->state_recompute_records));
+                    atomic_load(&m->state_recompute_records));
     metrics_counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
-            atomic_load(&m->ingest_bytes));
+                    atomic_load(&m->ingest_bytes));
     metrics_counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));
-    metrics_counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.", atomic_load(&m->http_errors));
+    metrics_counter(out, "medstream_http_errors_total", "HTTP answers with status >= 400.",
+                    atomic_load(&m->http_errors));
     metrics_histogram(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
-                &m->commit_seconds);
+                      &m->commit_seconds);
     metrics_histogram(out, "medstream_freshness_seconds", "From request received to visible in queries.",
-                &m->freshness_seconds);
+                      &m->freshness_seconds);
     metrics_histogram(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);
     metrics_gauge(out, "medstream_commit_position", "Position of the last committed batch in the commit log.",
-          atomic_load(&m->commit_position));
+                  atomic_load(&m->commit_position));
     metrics_gauge(out, "medstream_patients", "Patients known.", atomic_load(&m->patients));
     metrics_gauge(out, "medstream_process_disk_write_bytes",
-          "Bytes this process caused to be written to storage (/proc/self/io).",
-          proc_value("/proc/self/io", "write_bytes:"));
+                  "Bytes this process caused to be written to storage (/proc/self/io).",
+                  proc_value("/proc/self/io", "write_bytes:"));
     unsigned long long dev;
     if (device_written(&dev))
         metrics_counter(out, "medstream_disk_device_write_bytes",
-                "Bytes written to the data directory's block device by everyone (what reached the disk).", dev);
-    metrics_gauge(out, "medstream_process_rss_bytes", "Resident set size.", proc_value("/proc/self/status", "VmRSS:") * 1024);
+                        "Bytes written to the data directory's block device by everyone (what reached the disk).", dev);
+    metrics_gauge(out, "medstream_process_rss_bytes", "Resident set size.",
+                  proc_value("/proc/self/status", "VmRSS:") * 1024);
     metrics_gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size (includes mapped LMDB pages).",
-          proc_value("/proc/self/status", "VmHWM:") * 1024);
+                  proc_value("/proc/self/status", "VmHWM:") * 1024);
     metrics_gauge(out, "medstream_process_anon_rss_bytes",
                   "Resident anonymous memory (heap, stacks; excludes mapped files).",
                   proc_value("/proc/self/status", "RssAnon:") * 1024);

@@ -26,9 +26,9 @@ typedef struct {
     _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
     _Atomic uint64_t state_recomputes;        /* patient states recomputed from their records (writer.h) */
     _Atomic uint64_t state_recompute_records; /* record bodies read back for them */
-    histogram commit_seconds;    /* one group commit (writes + fsyncs) */
-    histogram freshness_seconds; /* request fully received -> visible to reads */
-    histogram read_seconds;      /* PHI and public reads */
+    histogram commit_seconds;                 /* one group commit (writes + fsyncs) */
+    histogram freshness_seconds;              /* request fully received -> visible to reads */
+    histogram read_seconds;                   /* PHI and public reads */
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;

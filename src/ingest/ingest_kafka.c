@@ -458,8 +458,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     }
     kafka_conf_log_to_ms(conf);
     /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
-    rd_kafka_t *dlq = kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err,
-                                         sizeof err);
+    rd_kafka_t *dlq =
+        kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err, sizeof err);
     if (!dlq) {
         rd_kafka_conf_destroy(conf);
         return kafka_fail(e, "dead-letter producer", err);

@@ -32,10 +32,10 @@ struct writer {
     ingest_job *head, *tail;
     buf audit; /* pending audit entries (the members of each, NUL-separated), oldest first */
     bool stopping;
-    bool failing;     /* the last commit failed: nothing can be made durable until one succeeds */
-    ms_err failure;   /* why */
-    bool degraded;    /* the last batch could not be stored (commit or append): until one is, or a probe
-                         says the store can take one of that size again */
+    bool failing;   /* the last commit failed: nothing can be made durable until one succeeds */
+    ms_err failure; /* why */
+    bool degraded;  /* the last batch could not be stored (commit or append): until one is, or a probe
+                       says the store can take one of that size again */
     ms_err degraded_why;
     size_t degraded_bytes; /* body bytes of the batch that failed: what the probe asks room for */
 };
@@ -60,7 +60,8 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
                          const merge_source *extra, const patient_version *prev, arena *mem, merge_result *out,
                          ms_err *e)
 {
-    record_sources g = {.store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .ts_max = INT64_MAX, .e = e};
+    record_sources g = {
+        .store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .ts_max = INT64_MAX, .e = e};
     ms_code rc = store_write_live_records(sw, number, record_sources_add, &g, e);
     if (rc == MS_OK) rc = g.rc;
     record_sources_free(&g);

@@ -68,8 +68,8 @@ typedef struct ingest_job {
     size_t body_write_len; /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
     uint64_t body_pos;     /* where the source appended the body (ingest_append; ingest.h's order) */
     record_batch *batch;
-    bool may_update; /* the sender holds records:update: a changed record becomes a new version; without it
-                        that line is rejected (a record id that exists cannot be overwritten) */
+    bool may_update;              /* the sender holds records:update: a changed record becomes a new version; without it
+                                     that line is rejected (a record id that exists cannot be overwritten) */
     const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
     int noffsets;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */

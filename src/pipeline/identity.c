@@ -239,5 +239,4 @@ void identity_of_record(const schema *sc, int64_t now_us, parsed_record *r, aren
     char *key = arena_alloc(mem, IDENTITY_KEY_MAX);
     r->identity_key_len = (uint32_t)identity_key(norm, (size_t)norm_len, y, mo, d, key);
     r->identity_key = key;
-
 }

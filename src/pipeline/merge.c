@@ -91,9 +91,10 @@ void merge_records(const schema *s, merge_source *src, uint32_t n, const state_f
     acc.public_changed = false;
     uint32_t i = 0, j = 0;
     while (i < nprev || j < acc.nfields) {
-        int c = i >= nprev        ? 1
-                : j >= acc.nfields ? -1
-                                   : record_key_cmp(prev[i].key, prev[i].key_len, acc.fields[j].key, acc.fields[j].key_len);
+        int c = i >= nprev ? 1
+                : j >= acc.nfields
+                    ? -1
+                    : record_key_cmp(prev[i].key, prev[i].key_len, acc.fields[j].key, acc.fields[j].key_len);
         const state_field *f = c < 0 ? &prev[i] : &acc.fields[j];
         bool differs = c != 0 || !same_value(&prev[i], &acc.fields[j]);
         bool moved = !differs && prev[i].pos != acc.fields[j].pos;
@@ -119,9 +120,8 @@ bool merge_supersedes(const state_field *state, uint32_t n, uint64_t pos, uint32
     for (uint32_t i = 0; i < n; i++) {
         const state_field *f = &state[i];
         if (f->pos < pos || f->pos >= pos + len) continue;
-        const record_field *rf = record_field_get(&(parsed_record){.fields = (record_field *)r->fields,
-                                                                   .nfields = r->nfields},
-                                                  f->key, f->key_len);
+        const record_field *rf = record_field_get(
+            &(parsed_record){.fields = (record_field *)r->fields, .nfields = r->nfields}, f->key, f->key_len);
         if (!rf || !after(r->ts, r->valid_from, r->body_pos + (uint64_t)(rf->val - r->body), f)) return false;
     }
     return true;

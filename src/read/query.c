@@ -79,8 +79,7 @@ ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_e
 }
 
 /* event_at: INT64_MAX, or the event-time instant the fields were merged up to (then "event_at" says so) */
-static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, int64_t event_at, buf *out,
-                                   ms_err *e)
+static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, int64_t event_at, buf *out, ms_err *e)
 {
     buf_puts(out, "{\"patient_id\":");
     put_pid(out, &pv->pid);

@@ -118,7 +118,8 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
                                 const char *const *config, ms_err *e)
 {
     char err[512];
-    rd_kafka_t *rk = kafka_producer_new(&(kafka_producer_options){.brokers = brokers, .config = config}, err, sizeof err);
+    rd_kafka_t *rk =
+        kafka_producer_new(&(kafka_producer_options){.brokers = brokers, .config = config}, err, sizeof err);
     if (!rk) return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     sink_kafka_public *k = ms_calloc(1, sizeof *k);
     k->store = s;

@@ -20,12 +20,12 @@
 #include <unistd.h>
 
 #define SINK_NAME "postgres"
-#define SHIP_MAX_COMMITS 256          /* commit-log entries per PostgreSQL transaction, at most */
-#define SHIP_MAX_BYTES (16u << 20)    /* COPY text per transaction, about: bounds its latency */
+#define SHIP_MAX_COMMITS 256       /* commit-log entries per PostgreSQL transaction, at most */
+#define SHIP_MAX_BYTES (16u << 20) /* COPY text per transaction, about: bounds its latency */
 #define RECONNECT_S 1.0
-#define ALIVE_CHECK_S 1.0             /* caught up: how often the connection is checked (for /healthz) */
-#define ALIVE_TIMEOUT_MS 2000         /* the longest wait for that check's answer */
-#define MIGRATION_LOCK "7245800453"   /* pg_advisory_xact_lock key: "medstream migrations" */
+#define ALIVE_CHECK_S 1.0           /* caught up: how often the connection is checked (for /healthz) */
+#define ALIVE_TIMEOUT_MS 2000       /* the longest wait for that check's answer */
+#define MIGRATION_LOCK "7245800453" /* pg_advisory_xact_lock key: "medstream migrations" */
 
 typedef enum { PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING } pg_state;
 
@@ -41,9 +41,9 @@ struct sink_postgres {
     pthread_t thread;
     atomic_bool stop;
     PGconn *conn;
-    uint64_t shipped;      /* the position PostgreSQL holds (valid while connected) */
-    int64_t shipped_time;  /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
-    bool checked;          /* the store's entry at `shipped` was found to be the one PostgreSQL has */
+    uint64_t shipped;     /* the position PostgreSQL holds (valid while connected) */
+    int64_t shipped_time; /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
+    bool checked;         /* the store's entry at `shipped` was found to be the one PostgreSQL has */
 };
 
 /* ---- schema: versioned migrations, each applied once, in its own transaction ---- */
@@ -116,8 +116,7 @@ static const char *const migration_1 =
 
 /* The shipped position also names its commit (by the store's commit time), so that a store that is not
  * the one PostgreSQL followed (restored from an older copy) is noticed, never shipped over. */
-static const char *const migration_3 =
-    "ALTER TABLE medstream.sink_position ADD COLUMN commit_time_us bigint;\n";
+static const char *const migration_3 = "ALTER TABLE medstream.sink_position ADD COLUMN commit_time_us bigint;\n";
 
 /* Deleted records (DELETE /v1/records/{id}): a tombstone version, a row with deleted = true and no body
  * (no public fields), as in the store. */
@@ -251,8 +250,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
         if (migrations[i].version == 2) {
             bool periods = false;
             if (p->opt.history != PG_HISTORY_TRIGGER) {
-                char *avail = pg_value(p, "SELECT 1 FROM pg_available_extensions WHERE name = 'periods'",
-                                       "extensions", &ok, e);
+                char *avail =
+                    pg_value(p, "SELECT 1 FROM pg_available_extensions WHERE name = 'periods'", "extensions", &ok, e);
                 if (!ok) goto fail;
                 periods = avail != NULL;
                 free(avail);

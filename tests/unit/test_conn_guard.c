@@ -60,7 +60,7 @@ static void test_deadlines(void **state)
     guard_conn *ch = conn_guard_add(g, handled[0], (struct sockaddr *)&a, sizeof a);
     guard_conn_clear(ch);
     assert_false(peer_closed_within(late[1], 150)); /* not before the deadline */
-    for (int i = 0; i < 10; i++) {                    /* 1 s of progress every 0.1 s */
+    for (int i = 0; i < 10; i++) {                  /* 1 s of progress every 0.1 s */
         guard_conn_wait(cm);
         sleep_ms(100);
     }

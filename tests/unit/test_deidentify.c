@@ -568,8 +568,9 @@ static void test_patient_fields_default_schema(void **state)
 {
     fixture *f = *state;
     /* a new patient: record-level fields (type, ts) are not patient state */
-    expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}"),
-                          "{\"favorite_color\":\"blue\"}");
+    expect_patient_public(
+        f, RECORDS("{" ID ",\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026-01-01T00:00:00Z\"}"),
+        "{\"favorite_color\":\"blue\"}");
     expect_patient_public(f, RECORDS("{" ID ",\"type\":\"lab\"}"), "{}");
     /* a record without the field keeps the previous value; a record with it replaces it */
     expect_patient_public(f, RECORDS("{" ID ",\"favorite_color\":\"blue\"}", "{" ID ",\"allergy\":\"PHI\"}"),

@@ -155,7 +155,7 @@ static void test_changed_and_added_fields(void **state)
     const char *keys[] = {"allergy", "dob", "favorite_color", "height", "name", "weight"};
     expect_keys(&m2, keys, 6);
     assert_int_equal(m2.changed, 2);
-    assert_int_equal(m2.moved, 2); /* name and dob: same values, now held by the later record */
+    assert_int_equal(m2.moved, 2);   /* name and dob: same values, now held by the later record */
     assert_false(m2.public_changed); /* neither allergy nor height is allow-listed */
     expect_ref(find(&m2, "allergy"), &r2, 8192, "allergy", "\"penicillin\"");
     expect_ref(find(&m2, "height"), &r2, 8192, "height", "180");
@@ -214,7 +214,10 @@ static void test_record_fields_never_merged(void **state)
     const char *text = "{\"record_id\":\"rid\",\"type\":\"kind\",\"event_time\":\"at\",\"public\":{\"type\":\"copy\"}}";
     assert_int_equal(schema_parse(&other, text, strlen(text), &e), MS_OK);
     merge_result m3;
-    { merge_source src = source_of(&r1, 0, 1); merge_apply(&other, NULL, 0, &src, &f->mem, &m3); }
+    {
+        merge_source src = source_of(&r1, 0, 1);
+        merge_apply(&other, NULL, 0, &src, &f->mem, &m3);
+    }
     bool has_type = find(&m3, "type") != NULL, has_record_id = find(&m3, "record_id") != NULL;
     bool pub = m3.public_changed;
     schema_free(&other);
@@ -266,7 +269,8 @@ static void test_older_record_fills_but_never_overrides(void **state)
     assert_true(find(&m2, "blood_type")->ts == unit_time(2019, 5, 1, 0, 0, 0));
     assert_true(find(&m2, "blood_type")->vf == 2 && find(&m2, "address")->vf == 1);
     /* a 2027 record overrides */
-    parsed_record later = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"ts\":\"2027-01-01T00:00:00Z\",\"phone\":\"555-2027\"}");
+    parsed_record later =
+        unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"ts\":\"2027-01-01T00:00:00Z\",\"phone\":\"555-2027\"}");
     merge_result m3 = apply(f, &m2, &later, 2 << 20);
     expect_ref(find(&m3, "phone"), &later, 2 << 20, "phone", "\"555-2027\"");
     assert_int_equal(m3.changed, 1);
@@ -314,19 +318,19 @@ static void test_repeated_value_keeps_its_place(void **state)
 static void test_contributes_and_supersedes(void **state)
 {
     fixture *f = *state;
-    parsed_record a = unit_scan_ok(&f->cfg, &f->mem,
-                                   "{" ID ",\"ts\":\"2026-01-01T00:00:00Z\",\"phone\":\"1\",\"hiv_status\":\"positive\"}");
+    parsed_record a = unit_scan_ok(
+        &f->cfg, &f->mem, "{" ID ",\"ts\":\"2026-01-01T00:00:00Z\",\"phone\":\"1\",\"hiv_status\":\"positive\"}");
     parsed_record b = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"ts\":\"2025-01-01T00:00:00Z\",\"phone\":\"2\"}");
     merge_result m1 = apply(f, NULL, &a, 0);
     merge_result m2 = apply(f, &m1, &b, 1 << 20);
     assert_true(merge_contributes(m2.fields, m2.nfields, 0, a.body_len));
     assert_false(merge_contributes(m2.fields, m2.nfields, 1 << 20, b.body_len)); /* b won nothing */
     /* a new version of a carrying every field a holds, later: supersedes; without hiv_status: not */
-    parsed_record a2 = unit_scan_ok(&f->cfg, &f->mem,
-                                    "{" ID ",\"ts\":\"2026-02-01T00:00:00Z\",\"phone\":\"3\",\"hiv_status\":\"negative\"}");
+    parsed_record a2 = unit_scan_ok(
+        &f->cfg, &f->mem, "{" ID ",\"ts\":\"2026-02-01T00:00:00Z\",\"phone\":\"3\",\"hiv_status\":\"negative\"}");
     parsed_record a3 = unit_scan_ok(&f->cfg, &f->mem, "{" ID ",\"ts\":\"2026-02-01T00:00:00Z\",\"phone\":\"3\"}");
-    parsed_record a4 = unit_scan_ok(&f->cfg, &f->mem,
-                                    "{" ID ",\"ts\":\"2024-01-01T00:00:00Z\",\"phone\":\"3\",\"hiv_status\":\"negative\"}");
+    parsed_record a4 = unit_scan_ok(
+        &f->cfg, &f->mem, "{" ID ",\"ts\":\"2024-01-01T00:00:00Z\",\"phone\":\"3\",\"hiv_status\":\"negative\"}");
     merge_source s2 = source_of(&a2, 2 << 20, 10), s3 = source_of(&a3, 3 << 20, 10), s4 = source_of(&a4, 4 << 20, 10);
     assert_true(merge_supersedes(m2.fields, m2.nfields, 0, a.body_len, &s2));
     assert_false(merge_supersedes(m2.fields, m2.nfields, 0, a.body_len, &s3));
@@ -376,8 +380,8 @@ static void test_any_arrival_order_gives_the_event_time_merge(void **state)
             srcs[i] = source_of(&recs[order[i]], (uint64_t)order[i] << 20, i + 1);
         merge_result whole;
         merge_records(&sc, srcs, n, acc.fields, acc.nfields, &mem, &whole);
-        if (whole.changed) fail_msg("round %d: merge_records differs from the incremental merge in %u fields", round,
-                                    whole.changed);
+        if (whole.changed)
+            fail_msg("round %d: merge_records differs from the incremental merge in %u fields", round, whole.changed);
         /* and both equal the model: per field, the value of the latest-ts record that has it (records are
          * numbered in ts order) */
         for (int k = 0; k < 5; k++) {

@@ -341,7 +341,9 @@ static bool on_exact_item(void *ctx, const log_item *it)
             buf key = {0};
             assert_int_equal(store_identity_key(x->r, &pid, &key, &found, &e), MS_OK);
             assert_true(found);
-            const char want[] = "ana mar\xc3\xad" "a\0" "1990-01-01";
+            const char want[] = "ana mar\xc3\xad"
+                                "a\0"
+                                "1990-01-01";
             assert_int_equal(key.len, sizeof want - 1);
             assert_memory_equal(key.data, want, key.len);
             buf_free(&key);
@@ -897,7 +899,10 @@ static void test_new_version_dropping_a_field(void **state)
 
 static ms_code delete_record(fixture *f, const char *rid, item_result *res)
 {
-    ingest_job job = {.delete_id = rid, .delete_id_len = strlen(rid), .source = "unit test", .results = res,
+    ingest_job job = {.delete_id = rid,
+                      .delete_id_len = strlen(rid),
+                      .source = "unit test",
+                      .results = res,
                       .received_at = ms_mono_s()};
     writer_submit(f->w, &job);
     return job.rc;
@@ -906,8 +911,9 @@ static ms_code delete_record(fixture *f, const char *rid, item_result *res)
 static void test_delete_is_a_tombstone(void **state)
 {
     fixture *f = *state;
-    submission *a = submit(f, "{\"record_id\":\"x1\"," ANA ",\"ts\":\"2026-03-01T00:00:00Z\",\"favorite_color\":\"red\","
-                              "\"type\":\"lab\",\"secret\":\"s\"}");
+    submission *a =
+        submit(f, "{\"record_id\":\"x1\"," ANA ",\"ts\":\"2026-03-01T00:00:00Z\",\"favorite_color\":\"red\","
+                  "\"type\":\"lab\",\"secret\":\"s\"}");
     submit(f, "{\"record_id\":\"x0\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"favorite_color\":\"blue\"}");
     patient_id pid = a->res[0].pid;
     char pub[256];
@@ -986,10 +992,11 @@ static void test_event_time_state_property(void **state)
             int owner = unit_below(&rng, 5) == 0 ? 1 : 0;
             int ts = (int)unit_below(&rng, 1000); /* distinct per record: ts = ts*16 + i */
             char text[512];
-            int len = snprintf(text, sizeof text, "{\"record_id\":\"%s\",\"name\":\"%s Round%d\",\"dob\":\"%s\","
-                           "\"ts\":\"2020-01-01T00:%02d:%02d.%06dZ\"",
-                           rid, owner ? "Liam" : "Ana", round, owner ? "1985-07-07" : "1990-01-01", ts / 60 % 60,
-                           ts % 60, i);
+            int len = snprintf(text, sizeof text,
+                               "{\"record_id\":\"%s\",\"name\":\"%s Round%d\",\"dob\":\"%s\","
+                               "\"ts\":\"2020-01-01T00:%02d:%02d.%06dZ\"",
+                               rid, owner ? "Liam" : "Ana", round, owner ? "1985-07-07" : "1990-01-01", ts / 60 % 60,
+                               ts % 60, i);
             model[i].owner = owner;
             model[i].ts = ts * 16 + i;
             for (int k = 0; k < NFIELD; k++) {

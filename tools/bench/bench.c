@@ -723,7 +723,7 @@ typedef struct {
     atomic_uint_fast64_t status_counts[ST_COUNT];
     atomic_uint_fast64_t post_failures, probe_failures, read_failures;
 
-    struct pg_prober *pg; /* --postgres: probes visible over HTTP go on to it */
+    struct pg_prober *pg;  /* --postgres: probes visible over HTTP go on to it */
     probe_queue probes;    /* sampled records of acknowledged batches, for the probe thread */
     atomic_bool load_done; /* the senders are done */
 
@@ -887,11 +887,11 @@ static bool kafka_warm_up(bench_run *b, http_client_conn *conn, sender *snd, uns
     char id[ID_MAX + 16], msg[ID_MAX + 128], path[512];
     snprintf(id, sizeof id, "%s-warm%u", b->gen.run_id, k);
     int n = snprintf(msg, sizeof msg, "{\"record_id\":\"%s\",\"name\":\"Warm Up\",\"dob\":\"1990-01-01\"}", id);
-    bool ok = rd_kafka_producev(snd->producer, RD_KAFKA_V_TOPIC(cfg->kafka_topic),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(msg, (size_t)n),
-                                RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-              rd_kafka_flush(snd->producer, (int)b->timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-              atomic_load(&snd->delivery_failures) == 0;
+    bool ok =
+        rd_kafka_producev(snd->producer, RD_KAFKA_V_TOPIC(cfg->kafka_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_VALUE(msg, (size_t)n), RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_flush(snd->producer, (int)b->timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        atomic_load(&snd->delivery_failures) == 0;
     if (!ok) {
         fprintf(stderr, "medstream bench: kafka: a warm-up record was not delivered to %s\n", cfg->kafka_brokers);
         return false;
@@ -1080,8 +1080,8 @@ static void *pg_prober_main(void *arg)
         if (!c) continue;
         const char *params[1] = {entry.record_id};
         for (;;) {
-            PGresult *res = PQexecParams(c, "SELECT 1 FROM medstream.phi_records WHERE record_id = $1 LIMIT 1", 1,
-                                         NULL, params, NULL, NULL, 0);
+            PGresult *res = PQexecParams(c, "SELECT 1 FROM medstream.phi_records WHERE record_id = $1 LIMIT 1", 1, NULL,
+                                         params, NULL, NULL, 0);
             double t = now_seconds();
             bool ok = PQresultStatus(res) == PGRES_TUPLES_OK, seen = ok && PQntuples(res) > 0;
             PQclear(res);
