@@ -12,7 +12,6 @@
  * document, or answer an audit query without first committing the entries already queued.
  */
 #include "api/handlers.h"
-#include "base/health.h"
 #include "api/openapi.h"
 #include "api/params.h"
 

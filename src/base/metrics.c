@@ -82,33 +82,42 @@ void metrics_gauge(buf *out, const char *name, const char *help, uint64_t v)
     buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name, (unsigned long long)v);
 }
 
-#define SECTIONS_MAX 8
-typedef struct {
-    const char *name;
-    metrics_section_fn fn;
-    void *ctx;
-} section;
-static section sections[SECTIONS_MAX];
-static int nsections;
-static pthread_mutex_t sections_lock = PTHREAD_MUTEX_INITIALIZER;
+#define SUBSYSTEMS_MAX 8
+static subsystem subsystems[SUBSYSTEMS_MAX];
+static int nsubsystems;
+static pthread_mutex_t subsystems_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void metrics_register(const char *name, metrics_section_fn fn, void *ctx)
+void subsystem_register(const subsystem *s)
 {
-    pthread_mutex_lock(&sections_lock);
-    if (nsections < SECTIONS_MAX) sections[nsections++] = (section){name, fn, ctx};
-    pthread_mutex_unlock(&sections_lock);
+    pthread_mutex_lock(&subsystems_lock);
+    if (nsubsystems < SUBSYSTEMS_MAX) subsystems[nsubsystems++] = *s;
+    pthread_mutex_unlock(&subsystems_lock);
 }
 
-void metrics_unregister(const void *ctx)
+void subsystem_unregister(const void *ctx)
 {
-    pthread_mutex_lock(&sections_lock);
-    for (int i = 0; i < nsections; i++) {
-        if (sections[i].ctx != ctx) continue;
-        memmove(&sections[i], &sections[i + 1], sizeof sections[0] * (size_t)(nsections - i - 1));
-        nsections--;
+    pthread_mutex_lock(&subsystems_lock);
+    for (int i = 0; i < nsubsystems; i++) {
+        if (subsystems[i].ctx != ctx) continue;
+        memmove(&subsystems[i], &subsystems[i + 1], sizeof subsystems[0] * (size_t)(nsubsystems - i - 1));
+        nsubsystems--;
         break;
     }
-    pthread_mutex_unlock(&sections_lock);
+    pthread_mutex_unlock(&subsystems_lock);
+}
+
+void health_render(buf *out)
+{
+    buf members = {0};
+    bool ok = true;
+    pthread_mutex_lock(&subsystems_lock);
+    for (int i = 0; i < nsubsystems; i++)
+        if (subsystems[i].health && !subsystems[i].health(subsystems[i].ctx, &members)) ok = false;
+    pthread_mutex_unlock(&subsystems_lock);
+    buf_printf(out, "{\"status\":\"%s\"", ok ? "ok" : "degraded");
+    if (members.len) buf_put(out, members.data, members.len);
+    buf_putc(out, '}');
+    buf_free(&members);
 }
 
 void metrics_render(buf *out)
@@ -162,8 +171,8 @@ void metrics_render(buf *out)
     metrics_gauge(out, "medstream_process_anon_rss_bytes",
                   "Resident anonymous memory (heap, stacks; excludes mapped files).",
                   proc_value("/proc/self/status", "RssAnon:") * 1024);
-    pthread_mutex_lock(&sections_lock); /* the running subsystems' own (Kafka, PostgreSQL) */
-    for (int k = 0; k < nsections; k++)
-        sections[k].fn(sections[k].ctx, out);
-    pthread_mutex_unlock(&sections_lock);
+    pthread_mutex_lock(&subsystems_lock); /* the running subsystems' own (Kafka, PostgreSQL) */
+    for (int k = 0; k < nsubsystems; k++)
+        if (subsystems[k].metrics) subsystems[k].metrics(subsystems[k].ctx, out);
+    pthread_mutex_unlock(&subsystems_lock);
 }

@@ -37,11 +37,21 @@ extern metrics g_metrics;
 
 void histogram_observe(histogram *h, double seconds);
 
-/* A subsystem's own metrics, rendered after the core's: register at start, unregister before ctx goes
- * (fn runs under the registry's lock: quick, no registering). */
-typedef void (*metrics_section_fn)(void *ctx, buf *out);
-void metrics_register(const char *name, metrics_section_fn fn, void *ctx);
-void metrics_unregister(const void *ctx); /* the section registered with ctx */
+/* A running subsystem (the store's writer, the Kafka source, the PostgreSQL sink) that keeps its own
+ * state and says it itself: its metrics after the core's, and its part of /healthz with its own policy
+ * of what counts as degraded. Register at start, unregister before ctx goes; the callbacks run under the
+ * registry's lock (quick, no registering) and never put a record's value in what they write. */
+typedef struct {
+    const char *name;
+    void (*metrics)(void *ctx, buf *out); /* its samples (metrics_counter, ...); may be NULL */
+    bool (*health)(void *ctx, buf *out);  /* `,"member":...` pairs; false while degraded; may be NULL */
+    void *ctx;
+} subsystem;
+void subsystem_register(const subsystem *s);
+void subsystem_unregister(const void *ctx);
+/* /healthz: {"status":"ok"|"degraded", the members of every subsystem in registration order}. */
+void health_render(buf *out);
+
 /* Prometheus text for one metric (HELP, TYPE, sample), for the sections. */
 void metrics_counter(buf *out, const char *name, const char *help, uint64_t v);
 void metrics_gauge(buf *out, const char *name, const char *help, uint64_t v);

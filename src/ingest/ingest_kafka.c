@@ -14,7 +14,6 @@
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
 
-#include "base/health.h"
 #include "base/kafka_client.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -513,8 +512,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         free(k);
         return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
     }
-    metrics_register("kafka", kafka_metrics, k);
-    health_register("kafka", kafka_health, k);
+    subsystem_register(&(subsystem){"kafka", kafka_metrics, kafka_health, k});
     *out = k;
     return MS_OK;
 }
@@ -522,8 +520,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
 void kafka_ingest_stop(kafka_ingest *k)
 {
     if (!k) return;
-    health_unregister(k);
-    metrics_unregister(k);
+    subsystem_unregister(k);
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
     pthread_join(k->append_thread, NULL);

@@ -3,7 +3,6 @@
  */
 #include "ingest/writer.h"
 
-#include "base/health.h"
 #include "base/json_write.h"
 
 #include "base/log.h"
@@ -489,7 +488,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
         free(w);
         return ms_fail(e, MS_EIO, "cannot start the writer thread");
     }
-    health_register("store", store_health, w);
+    subsystem_register(&(subsystem){"store", NULL, store_health, w});
     *out = w;
     return MS_OK;
 }
@@ -497,7 +496,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
 void writer_stop(writer *w)
 {
     if (!w) return;
-    health_unregister(w);
+    subsystem_unregister(w);
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->wake);

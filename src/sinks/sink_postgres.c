@@ -4,7 +4,6 @@
 #include "sinks/sink_postgres.h"
 
 #include "base/log.h"
-#include "base/health.h"
 #include "base/metrics.h"
 #include "read/query.h"
 #include "base/timefmt.h"
@@ -814,8 +813,7 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
         free(p);
         return ms_fail(e, MS_EIO, "postgres: cannot start the sink thread");
     }
-    metrics_register("postgres", pg_metrics, p);
-    health_register("postgres", pg_health, p);
+    subsystem_register(&(subsystem){"postgres", pg_metrics, pg_health, p});
     *out = p;
     return MS_OK;
 }
@@ -823,8 +821,7 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
 void sink_postgres_stop(sink_postgres *p)
 {
     if (!p) return;
-    health_unregister(p);
-    metrics_unregister(p);
+    subsystem_unregister(p);
     atomic_store(&p->stop, true);
     pthread_join(p->thread, NULL);
     free(p->conninfo);
