@@ -438,13 +438,13 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
     return 404;
 }
 
-static void handle(void *ctx, http_request *req, http_response *res)
+void api_handle(void *ctx, http_request *req, http_response *res)
 {
     api_route_table[req->route].handler(ctx, req, res);
 }
 
 http_handler api_http_handler(api *a)
 {
-    http_handler h = {on_headers, handle, a};
+    http_handler h = {on_headers, api_handle, a};
     return h;
 }

@@ -83,5 +83,8 @@ bool route_names_param(const route *rt, const char *name);
 
 /* The http_handler that dispatches through the table. */
 http_handler api_http_handler(api *a);
+/* Run the handler of the route on_headers chose (req->route): the second half of every http_handler
+ * built on the table (the metrics listener's too). */
+void api_handle(void *ctx, http_request *req, http_response *res);
 
 #endif

@@ -37,13 +37,8 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
     return 0;
 }
 
-static void handle(void *ctx, http_request *req, http_response *res)
-{
-    api_route_table[req->route].handler(ctx, req, res);
-}
-
 http_handler metrics_listener_handler(api *a)
 {
-    http_handler h = {on_headers, handle, a};
+    http_handler h = {on_headers, api_handle, a};
     return h;
 }

@@ -144,3 +144,14 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
     *found = true;
     return MS_OK;
 }
+
+/* ---- patient ids: a keyed permutation of patient numbers (identity.h) ---- */
+
+const unsigned char *store_id_key(const store *s) { return s->id_key; }
+
+void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(s->pid_key, n, id); }
+
+bool store_patient_number(const store *s, const patient_id *id, uint64_t *n)
+{
+    return patient_id_to_number(s->pid_key, id, n);
+}
