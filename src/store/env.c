@@ -209,8 +209,26 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         st_mdb_fail(e, rc, "read metadata");
         goto fail;
     }
-    uint64_t recorded = 0; /* the segment size positions are relative to, for store_backup */
-    if (!ro && !(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded != s->segment_size)
+    /* The segment size that body positions are relative to. Bodies written with one size read as
+     * garbage with another, so a store holding bodies keeps its size: a different one is refused (a
+     * read-only open simply takes the recorded one). A store that recorded none (written before the size
+     * was kept) is taken at its word. */
+    uint64_t recorded = 0;
+    if (!(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded &&
+        recorded != s->segment_size) {
+        if (ro) {
+            s->segment_size = recorded;
+        } else if (log_end > 0) {
+            mdb_txn_abort(txn);
+            ms_fail(e, MS_EINVAL,
+                    "store: %s holds bodies written in segments of %llu bytes; --segment-size asks %llu (the bodies "
+                    "would be misread): use --segment-size %llu",
+                    dir, (unsigned long long)recorded, (unsigned long long)s->segment_size,
+                    (unsigned long long)recorded);
+            goto fail;
+        }
+    }
+    if (!rc && !ro && recorded != s->segment_size)
         rc = st_meta_put_u64(txn, s->dbi[DB_META], "segment_size", s->segment_size);
     if (rc) {
         mdb_txn_abort(txn);

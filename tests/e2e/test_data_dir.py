@@ -3,7 +3,8 @@
 # naming the holder's pid and command while the first goes on serving (records acknowledged before and
 # after read back intact); `medstream user add` is refused while serve runs and works once it stopped;
 # a restart right after kill -9 starts (the lock died with the process) and then holds the lock itself;
-# `medstream audit verify` reads a live store without stopping it and says that it did.
+# `medstream audit verify` reads a live store without stopping it and says that it did; a store that
+# holds bodies refuses another --segment-size (its bodies would be misread) and names the one it needs.
 #
 # Run: /usr/bin/python3 tests/e2e/test_data_dir.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
 
@@ -110,6 +111,22 @@ def test_audit_verify_reads_a_live_store_and_says_so():
     eq(rc, 0, "audit verify of the stopped store (%s)" % short(err))
     check("read while" not in out, "no live-store note once the server stopped: %s" % short(out))
     check(int(out.split("intact: ")[1].split()[0]) > entries, "the later entries are verified now: %s" % short(out))
+
+
+@test(timeout=60)
+def test_a_store_keeps_its_segment_size():
+    s = H.Server(name="segsize", extra_args=["--segment-size", "8MiB", "--max-body", "2MiB"])
+    s.start()
+    acked = ingest_and_check(s, "seg")
+    s.stop()
+    rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()])
+    eq(rc, 1, "exit code of serve with another --segment-size (%s)" % short(err))
+    check("segments of 8388608 bytes" in err and "--segment-size 8388608" in err,
+          "the refusal names the size the store needs: %s" % short(err))
+    s.start()                                        # with the size it was written with: every body reads
+    for rid in acked:
+        eq(s.get("/v1/records/" + rid).status, 200, "record %s after the refused start" % rid)
+    s.stop()
 
 
 if __name__ == "__main__":
