@@ -36,7 +36,7 @@
 #include "base/options.h"
 #include "base/util.h"
 
-#include "http_client.h"
+#include "base/http_client.h"
 
 #include <errno.h>
 #include <inttypes.h>
