@@ -51,6 +51,13 @@ static const route_param p_of_patient = {"patient_id", PARAM_UUID, false, "only 
 static const route_param p_audit_since = {"since", PARAM_TIME, false, "only entries at or after this time"};
 static const route_param p_audit_user = {"user", PARAM_TEXT, false, "only entries of this user"};
 static const route_param p_audit_patient = {"patient_id", PARAM_UUID, false, "only entries naming this patient"};
+static const route_param p_import_origin = {
+    "import_origin", PARAM_TEXT, false,
+    "64 hex digits naming the file these lines come from (medstream import --url): a record without a record_id is "
+    "named by (origin, file line) instead of by its content"};
+static const route_param p_import_line = {"import_line", PARAM_TEXT, false,
+                                          "with import_origin: the file's line number of the body's first line "
+                                          "(default 1); body line L is file line import_line + L - 1"};
 
 #define QUERY(...) ((const route_param *const[]){__VA_ARGS__, NULL})
 #define TYPES(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -68,6 +75,7 @@ const route api_route_table[] = {
      .description = "Ingest records: each is created, updated (a new version needs records:update too), a "
                     "duplicate or rejected; good records are stored even when others are rejected, and the "
                     "answer comes once the batch is durable; audited in the same commit.",
+     .query = QUERY(&p_import_origin, &p_import_line),
      .body_types = TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json"),
      .body = "NDJSON (one record object a line), a JSON array of record objects, or one record object",
      .status = 200,

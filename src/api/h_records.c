@@ -8,6 +8,9 @@
  * tombstone version and its audit entry commit together. A record read is one read transaction
  * (read/query.c) and an audit entry naming the patient, if the record is known.
  *
+ * A body may name the file its lines come from (import_origin, import_line: medstream import --url): its
+ * records without a record_id are then named by file and line, as the offline importer names them.
+ *
  * What it must never do: answer before the batch is durable, put a rejected line's values into its
  * error (only field names and line numbers), or read a record without auditing the read.
  */
@@ -21,11 +24,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* import_origin (64 hex digits) and import_line (1..2^62): the file a body's lines come from (medstream
+ * import --url), so that records without an id get the ids the offline importer gives them. false:
+ * answered 400 (the message names the parameter, never echoes it). */
+static bool get_import_origin(http_request *req, http_response *res, unsigned char origin[32], uint64_t *line,
+                              bool *given)
+{
+    const char *hex = http_arg_get(req, "import_origin"), *first = http_arg_get(req, "import_line");
+    *given = hex != NULL;
+    *line = 1;
+    if (!hex) {
+        if (first) http_error(res, 400, "import_line needs import_origin");
+        return !first;
+    }
+    static const char digits[] = "0123456789abcdef";
+    bool ok = strlen(hex) == 64;
+    for (int i = 0; ok && i < 32; i++) {
+        const char *hi = strchr(digits, hex[2 * i]), *lo = strchr(digits, hex[2 * i + 1]);
+        ok = hi && lo && *hi && *lo;
+        if (ok) origin[i] = (unsigned char)(((hi - digits) << 4) | (lo - digits));
+    }
+    if (!ok) {
+        http_error(res, 400, "import_origin must be 64 lowercase hex digits");
+        return false;
+    }
+    if (first) {
+        char *end;
+        unsigned long long v = strtoull(first, &end, 10);
+        if (!*first || *end || first[0] == '-' || v < 1 || v > ((unsigned long long)1 << 62)) {
+            http_error(res, 400, "import_line must be a whole number from 1 to 2^62");
+            return false;
+        }
+        *line = v;
+    }
+    return true;
+}
+
 void h_ingest(api *a, http_request *req, http_response *res)
 {
     ingest_ctx in = {a->store, a->writer, a->schema, a->max_record};
     record_batch batch = {0};
     scan_config cfg = ingest_scan_config(&in);
+    unsigned char origin[32];
+    bool from_file;
+    if (!get_import_origin(req, res, origin, &cfg.origin_line, &from_file)) return;
+    if (from_file) cfg.origin = origin;
     ms_err e;
     if (record_prepare_body(&cfg, req->body ? req->body : "", req->body_len, &batch, &e) != MS_OK) {
         http_error(res, 400, "%s", e.msg);
