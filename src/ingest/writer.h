@@ -99,7 +99,9 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e);
 /* Finish queued jobs, then stop the thread. */
 void writer_stop(writer *w);
 /* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. A batch's audit
- * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's. */
+ * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's; a
+ * batch whose every line was rejected by the scan (it reaches the writer only to commit its source
+ * positions, ingest.h) writes none. */
 void writer_submit(writer *w, ingest_job *job);
 /* Run fn inside the next commit and wait for it to be durable. */
 ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);
