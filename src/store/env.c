@@ -210,7 +210,9 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     uint64_t recorded = 0; /* the segment size positions are relative to, for store_backup */
-    if (!ro && !(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded != s->segment_size)
+    rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded);
+    if (!rc && !opt->segment_size && recorded) s->segment_size = recorded; /* the opener leaves it to the store */
+    if (!rc && !ro && recorded != s->segment_size)
         rc = st_meta_put_u64(txn, s->dbi[DB_META], "segment_size", s->segment_size);
     if (rc) {
         mdb_txn_abort(txn);

@@ -53,7 +53,8 @@ typedef struct store store;
 
 typedef struct {
     size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
-    uint64_t segment_size; /* bytes per segment file */
+    uint64_t segment_size; /* bytes per segment file; 0: the size the store recorded (else the default), for
+                              openers that do not configure the log (import, user, preload) */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
     const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
     bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify, backup) */
