@@ -174,6 +174,18 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
         res->version = prev.version;
         return MS_OK;
     }
+    if (have_prev && job->replay) { /* stored before as an older version: that is this row, applied already */
+        record_version seen;
+        bool was;
+        if ((rc = store_record_with_content(sw, r->record_id, r->record_id_len, r->content_hash, &seen, &was, e)))
+            return rc;
+        if (was) {
+            res->status = ITEM_DUPLICATE;
+            res->pid = seen.pid;
+            res->version = seen.version;
+            return MS_OK;
+        }
+    }
     if (have_prev && !job->may_update) {
         res->status = ITEM_REJECTED;
         res->error = arena_printf(&job->batch->mem, "record %.*s exists; a new version needs records:update",

@@ -70,6 +70,9 @@ typedef struct ingest_job {
     record_batch *batch;
     bool may_update;              /* the sender holds records:update: a changed record becomes a new version; without it
                                      that line is rejected (a record id that exists cannot be overwritten) */
+    bool replay;                  /* rows that may have been stored before (an import reading a file again): a record
+                                     whose versions include this content is a duplicate, not a new version, so that a
+                                     file holding several versions of a record stores none of them twice */
     const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
     int noffsets;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */

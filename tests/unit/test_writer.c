@@ -315,6 +315,36 @@ static void test_rejected_batch_commits_positions(void **state)
     assert_int_equal(cp2, cp1 + 1);
 }
 
+/* writer.h, ingest_job.replay: a file read again whose rows hold two versions of one record stores
+ * neither again (each matches a version it made); without replay the older one would come back as a new
+ * version. New content is still a new version. */
+static void test_replay_matches_any_version(void **state)
+{
+    fixture *f = *state;
+    const char *v1 = "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"nuts\"}\n";
+    const char *v2 = "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"dust\"}\n";
+    char both[512];
+    snprintf(both, sizeof both, "%s%s", v1, v2);
+    submission *first = submit(f, both);
+    expect_item(first, 0, ITEM_CREATED, 1);
+    expect_item(first, 1, ITEM_UPDATED, 2);
+    submission *again = prepare(&f->sc, f->s, both);
+    f->subs[f->nsubs++] = again;
+    again->job.replay = true;
+    assert_int_equal(run(f->s, f->w, again), MS_OK);
+    expect_item(again, 0, ITEM_DUPLICATE, 1); /* the version it made */
+    expect_item(again, 1, ITEM_DUPLICATE, 2);
+    assert_true(same_pid(&again->res[0].pid, &first->res[0].pid));
+    submission *changed = prepare(&f->sc, f->s, "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"pollen\"}\n");
+    f->subs[f->nsubs++] = changed;
+    changed->job.replay = true;
+    assert_int_equal(run(f->s, f->w, changed), MS_OK);
+    expect_item(changed, 0, ITEM_UPDATED, 3);
+    /* without replay, the older content is a new version (a client may restore it on purpose) */
+    submission *restore = submit(f, v1);
+    expect_item(restore, 0, ITEM_UPDATED, 4);
+}
+
 typedef struct {
     int records, patients;
     char rids[8][16];
@@ -1113,6 +1143,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejected_batch_commits_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_matches_any_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),
