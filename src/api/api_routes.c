@@ -58,6 +58,10 @@ static const route_param p_import_origin = {
 static const route_param p_import_line = {"import_line", PARAM_TEXT, false,
                                           "with import_origin: the file's line number of the body's first line "
                                           "(default 1); body line L is file line import_line + L - 1"};
+static const route_param p_import_replay = {
+    "import_replay", PARAM_TEXT, false,
+    "with import_origin, 1: these lines may have been stored before (an import read again): a record whose versions "
+    "include a line's content is a duplicate of that version, not a new version"};
 
 #define QUERY(...) ((const route_param *const[]){__VA_ARGS__, NULL})
 #define TYPES(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -75,7 +79,7 @@ const route api_route_table[] = {
      .description = "Ingest records: each is created, updated (a new version needs records:update too), a "
                     "duplicate or rejected; good records are stored even when others are rejected, and the "
                     "answer comes once the batch is durable; audited in the same commit.",
-     .query = QUERY(&p_import_origin, &p_import_line),
+     .query = QUERY(&p_import_origin, &p_import_line, &p_import_replay),
      .body_types = TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json"),
      .body = "NDJSON (one record object a line), a JSON array of record objects, or one record object",
      .status = 200,

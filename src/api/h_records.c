@@ -24,18 +24,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* import_origin (64 hex digits) and import_line (1..2^62): the file a body's lines come from (medstream
- * import --url), so that records without an id get the ids the offline importer gives them. false:
- * answered 400 (the message names the parameter, never echoes it). */
+/* import_origin (64 hex digits), import_line (1..2^62) and import_replay (1 or 0): the file a body's lines
+ * come from (medstream import --url), so that records without an id get the ids the offline importer gives
+ * them, and whether they may have been stored before (writer.h, ingest_job.replay). false: answered 400
+ * (the message names the parameter, never echoes it). */
 static bool get_import_origin(http_request *req, http_response *res, unsigned char origin[32], uint64_t *line,
-                              bool *given)
+                              bool *given, bool *replay)
 {
     const char *hex = http_arg_get(req, "import_origin"), *first = http_arg_get(req, "import_line");
+    const char *again = http_arg_get(req, "import_replay");
     *given = hex != NULL;
     *line = 1;
+    *replay = false;
     if (!hex) {
-        if (first) http_error(res, 400, "import_line needs import_origin");
-        return !first;
+        if (first || again) http_error(res, 400, "import_line and import_replay need import_origin");
+        return !first && !again;
+    }
+    if (again) {
+        if (strcmp(again, "1") != 0 && strcmp(again, "0") != 0) {
+            http_error(res, 400, "import_replay must be 1 or 0");
+            return false;
+        }
+        *replay = again[0] == '1';
     }
     static const char digits[] = "0123456789abcdef";
     bool ok = strlen(hex) == 64;
@@ -66,8 +76,8 @@ void h_ingest(api *a, http_request *req, http_response *res)
     record_batch batch = {0};
     scan_config cfg = ingest_scan_config(&in);
     unsigned char origin[32];
-    bool from_file;
-    if (!get_import_origin(req, res, origin, &cfg.origin_line, &from_file)) return;
+    bool from_file, replay;
+    if (!get_import_origin(req, res, origin, &cfg.origin_line, &from_file, &replay)) return;
     if (from_file) cfg.origin = origin;
     ms_err e;
     if (record_prepare_body(&cfg, req->body ? req->body : "", req->body_len, &batch, &e) != MS_OK) {
@@ -83,6 +93,7 @@ void h_ingest(api *a, http_request *req, http_response *res)
                       .body_pos = UINT64_MAX,
                       .batch = &batch,
                       .may_update = access_allows(req->role, "records:update"),
+                      .replay = replay,
                       .source = source,
                       .user = req->user,
                       .role = req->role,
