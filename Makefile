@@ -4,13 +4,13 @@
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < read < sinks < api < main.c); includes name the layer
+# (base < pipeline < store < access < ingest < import, read < sinks < api < main.c); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
 CFLAGS  ?= -O2
-LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
+LIBS    = -lz -lzstd -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)

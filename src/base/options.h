@@ -90,7 +90,7 @@ typedef enum {
     OPTIONS_USAGE,     /* a usage error, described in args->err (exit code 2) */
 } options_status;
 
-#define OPTIONS_POS_MAX 8
+#define OPTIONS_POS_MAX 64
 typedef struct {
     const char *pos[OPTIONS_POS_MAX]; /* positional arguments, in order */
     int npos;
