@@ -727,6 +727,8 @@ size_t csv_row_message(const csv_header *h, const csv_row *row, char *out, size_
             char name[72];
             const char *nm = h->columns[row->column - 1].name;
             buf_printf(&b, "column %u (\"%s\") ", row->column, name_text(nm, strlen(nm), name));
+        } else if (row->column > h->ncolumns) { /* a span's row had more cells than the header */
+            buf_printf(&b, "column %u ", row->column);
         } else {
             buf_puts(&b, "the row ");
         }

@@ -128,7 +128,8 @@ typedef struct {
     uint64_t offset; /* byte offset of its first byte in the input (a byte-order mark counted) */
     uint64_t bytes;  /* bytes of input it covers, its line end included */
     csv_status status;
-    uint32_t column; /* rejected: the 1-based column of the problem, 0 for the whole row */
+    uint32_t column; /* rejected: the 1-based column of the problem, 0 for the whole row (a span's may be
+                        past the header's columns: the broken row had more cells) */
     uint32_t cells;  /* CSV_BAD_CELLS: the number of cells found */
     uint32_t json_len;
     size_t json; /* CSV_ROW_OK: the object is json_len bytes at batch->json + json */
