@@ -651,14 +651,20 @@ size_t csv_convert(csv_reader *r, const char *data, size_t len, bool final, csv_
             }
             end_span(r, out, offset); /* this line is a row again */
         }
-        if (tr != TOK_ROW) { /* the row's extent is unknown: a span from here, resynchronized */
+        /* the row's extent is unknown: a span from here, resynchronized; so is a row whose quotes close on
+         * a later line and leave another number of cells than the header (a stray quote that a later one
+         * happened to close) */
+        bool across = tr == TOK_ROW && t.nl > 0 && t.ncells != h->ncolumns;
+        if (tr != TOK_ROW || across) {
             memset(&r->span, 0, sizeof r->span);
             r->span.line = r->line;
             r->span.offset = offset;
-            r->span.status = tr == TOK_UNTERMINATED  ? CSV_UNTERMINATED_QUOTE
-                             : tr == TOK_AFTER_QUOTE ? CSV_TEXT_AFTER_QUOTE
-                                                     : CSV_ROW_TOO_LARGE;
-            r->span.column = tr == TOK_TOO_LARGE ? 0 : t.column;
+            r->span.status = across                   ? CSV_CELLS_ACROSS_LINES
+                             : tr == TOK_UNTERMINATED ? CSV_UNTERMINATED_QUOTE
+                             : tr == TOK_AFTER_QUOTE  ? CSV_TEXT_AFTER_QUOTE
+                                                      : CSV_ROW_TOO_LARGE;
+            r->span.column = tr == TOK_TOO_LARGE || across ? 0 : t.column;
+            r->span.cells = across ? t.ncells : 0;
             r->resync = r->skip_line = true;
             continue;
         }
@@ -707,6 +713,7 @@ const char *csv_status_text(csv_status s)
     case CSV_UNTERMINATED_QUOTE: return "has an unterminated quote";
     case CSV_TEXT_AFTER_QUOTE: return "has text after its closing quote";
     case CSV_ROW_TOO_LARGE: return "is larger than the record limit";
+    case CSV_CELLS_ACROSS_LINES: return "has a quoted line break and another number of cells than the header";
     }
     return "is rejected";
 }
@@ -722,6 +729,9 @@ size_t csv_row_message(const csv_header *h, const csv_row *row, char *out, size_
     buf_printf(&b, ", byte %llu: ", (unsigned long long)row->offset);
     if (row->status == CSV_BAD_CELLS) {
         buf_printf(&b, "%u cells, the header has %u", row->cells, h->ncolumns);
+    } else if (row->status == CSV_CELLS_ACROSS_LINES) {
+        buf_printf(&b, "a row whose quotes close on a later line has %u cells, the header has %u (a stray quote?)",
+                   row->cells, h->ncolumns);
     } else {
         if (row->column >= 1 && row->column <= h->ncolumns) {
             char name[72];
@@ -734,10 +744,10 @@ size_t csv_row_message(const csv_header *h, const csv_row *row, char *out, size_
         }
         buf_puts(&b, csv_status_text(row->status));
         if (row->status == CSV_BAD_DATE_FORMAT && h->dob_format) buf_printf(&b, " %s", h->dob_format);
-        if (csv_status_is_span(row->status))
-            buf_puts(&b, row->nlines > 1 ? "; these lines were skipped up to the next well-formed row"
-                                         : "; the line was skipped");
     }
+    if (csv_status_is_span(row->status))
+        buf_puts(&b, row->nlines > 1 ? "; these lines were skipped up to the next well-formed row"
+                                     : "; the line was skipped");
     size_t n = b.len < cap ? b.len : cap ? cap - 1 : 0;
     if (cap) {
         memcpy(out, b.data, n);

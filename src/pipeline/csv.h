@@ -30,16 +30,18 @@
  *
  * REJECTED ROWS never stop the reading. Each rejection has a status, the 1-based column (0: the whole
  * row) and the row's physical line, line count and byte offset; csv_row_message makes the text. A row
- * whose extent is known (its quotes balance) is rejected alone: wrong number of cells, invalid UTF-8, a
- * NUL byte, a bad number, boolean or date, a quote or CR in an unquoted cell, an object over max_record.
- * A row whose extent is unknown is rejected as a SPAN: an unterminated quote (the quoted cell runs to the
- * end of the input), text after a closing quote, or a row longer than max_record bytes (its line end
- * included). The reader then resynchronizes: it tries each following physical line as a row, and the
- * first line that is on its own a well-formed row (quotes balanced within the line, no quote inside an
- * unquoted cell nor a stray CR, as many cells as the header) ends the span and is read as a row again;
- * the span is reported as one rejected row covering lines a..b. (So a good row that itself spans several
- * lines, right after a broken one, is inside the span; every line but an empty one is in a row or in a
- * reported span, never dropped unreported.)
+ * whose extent is known (its quotes balance) is rejected alone: another number of cells than the header
+ * (on one line), invalid UTF-8, a NUL byte, a bad number, boolean or date, a quote or CR in an unquoted
+ * cell, an object over max_record. A row whose extent is unknown is rejected as a SPAN: an unterminated
+ * quote (the quoted cell runs to the end of the input), text after a closing quote, a row longer than
+ * max_record bytes (its line end included), or a row whose quoted cell holds a line break and that has
+ * another number of cells than the header (a stray quote that a later quote happened to close: taken as
+ * broken, so that it does not swallow the rows between). The reader then resynchronizes: it tries each
+ * following physical line as a row, and the first line that is on its own a well-formed row (quotes
+ * balanced within the line, no quote inside an unquoted cell nor a stray CR, as many cells as the header)
+ * ends the span and is read as a row again; the span is reported as one rejected row covering lines
+ * a..b. (So a good row that itself spans several lines, right after a broken one, is inside the span;
+ * every line but an empty one is in a row or in a reported span, never dropped unreported.)
  *
  * INCREMENTAL: csv_convert takes any prefix of the rest of the input and consumes only whole rows (and
  * whole rejected lines), returning how many bytes it consumed; the caller keeps the unconsumed tail, puts
@@ -116,6 +118,8 @@ typedef enum {
     CSV_UNTERMINATED_QUOTE, /* a quoted cell runs to the end of the input */
     CSV_TEXT_AFTER_QUOTE,   /* something other than ',' or the line end after a closing quote */
     CSV_ROW_TOO_LARGE,      /* more than max_record bytes without the row ending */
+    CSV_CELLS_ACROSS_LINES, /* a row whose quoted cell holds a line break has another number of cells than the
+                               header: its quotes are taken as broken (cells holds how many) */
 } csv_status;
 
 const char *csv_status_text(csv_status s);
@@ -130,7 +134,7 @@ typedef struct {
     csv_status status;
     uint32_t column; /* rejected: the 1-based column of the problem, 0 for the whole row (a span's may be
                         past the header's columns: the broken row had more cells) */
-    uint32_t cells;  /* CSV_BAD_CELLS: the number of cells found */
+    uint32_t cells;  /* CSV_BAD_CELLS, CSV_CELLS_ACROSS_LINES: the number of cells found */
     uint32_t json_len;
     size_t json; /* CSV_ROW_OK: the object is json_len bytes at batch->json + json */
 } csv_row;

@@ -15,9 +15,9 @@
 
 #include "pipeline/csv.h"
 
-static const char *const status_names[] = {"ok",      "cells",        "utf8",        "nul",          "quote_in_cell",
-                                           "cr",      "number",       "boolean",     "date_format",  "date",
-                                           "too_big", "unterminated", "after_quote", "row_too_large"};
+static const char *const status_names[] = {"ok",      "cells",        "utf8",        "nul",           "quote_in_cell",
+                                           "cr",      "number",       "boolean",     "date_format",   "date",
+                                           "too_big", "unterminated", "after_quote", "row_too_large", "cells_lines"};
 
 typedef struct {
     csv_header h;
@@ -93,7 +93,8 @@ static char *describe(const run_state *st)
             assert_int_equal(st->b.json[r->json + r->json_len], '\n');
         } else {
             buf_printf(&d, "!%s col %u", status_names[r->status], r->column);
-            if (r->status == CSV_BAD_CELLS) buf_printf(&d, " cells %u", r->cells);
+            if (r->status == CSV_BAD_CELLS || r->status == CSV_CELLS_ACROSS_LINES)
+                buf_printf(&d, " cells %u", r->cells);
         }
         buf_putc(&d, '\n');
     }
@@ -327,7 +328,7 @@ static void test_bad_rows(void **state)
                   "2+1 @9/15 {\"name\":\"Ann\",\"dob\":\"1990-01-01\"}\n"
                   "3+1 @24/4 !cells col 0 cells 1\n"
                   "4+1 @28/20 !cells col 0 cells 3\n"
-                  "5+2 @48/12 !cells col 0 cells 3\n"
+                  "5+2 @48/12 !cells_lines col 0 cells 3\n"
                   "7+1 @60/16 !utf8 col 1\n"
                   "8+1 @76/6 !utf8 col 1\n"
                   "9+1 @82/6 !utf8 col 2\n"
@@ -385,6 +386,16 @@ static void test_spans(void **state)
                 "Bob,1980-01-01\n", /* 5 */
                 "2+3 @9/24 !after_quote col 1\n"
                 "5+1 @33/15 {\"name\":\"Bob\",\"dob\":\"1980-01-01\"}\n");
+    /* a stray quote that a later one closes: the row it makes has another number of cells than the
+     * header, so it is taken as broken and the rows in between are read */
+    expect_rows(&sc,
+                "name,dob\n"
+                "Ann,\"1990-01-01\n" /* 2 */
+                "Bob,1980-01-01\n"   /* 3 */
+                "\",x\n",            /* 4 */
+                "2+1 @9/16 !cells_lines col 0 cells 3\n"
+                "3+1 @25/15 {\"name\":\"Bob\",\"dob\":\"1980-01-01\"}\n"
+                "4+1 @40/4 !unterminated col 1\n");
     /* the row that ends a span is a row like any other: rejected for its own reason */
     expect_rows(&sc, "name,dob\n\"a\"b,c\nA\xff,b\n", "2+1 @9/7 !after_quote col 1\n3+1 @16/5 !utf8 col 1\n");
     schema_free(&sc);
@@ -531,6 +542,15 @@ static void test_messages(void **state)
     assert_int_equal(st.b.rows[1].status, CSV_ROW_OK);
     csv_row_message(&st.h, &st.b.rows[2], msg, sizeof msg);
     assert_string_equal(msg, "line 4, byte 45: the row is larger than the record limit; the line was skipped");
+    run_free(&st);
+    /* a stray quote closed on a later line */
+    const char *in3 = "name,Birth Date,weight\nZebulon,\"Quixote\nBob,1/1/1990,1\nx\",1,2\n";
+    run_pieces(&sc, 1 << 20, in3, strlen(in3), NULL, 0, &st);
+    assert_int_equal(st.b.n, 3);
+    csv_row_message(&st.h, &st.b.rows[0], msg, sizeof msg);
+    assert_string_equal(msg, "line 2, byte 23: a row whose quotes close on a later line has 4 cells, the header has 3 "
+                             "(a stray quote?); the line was skipped");
+    assert_null(strstr(msg, "Quixote"));
     run_free(&st);
     schema_free(&sc);
 }
