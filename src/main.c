@@ -671,6 +671,7 @@ static int serve_run(const serve_settings *c)
              .writer = w,
              .schema = &sc,
              .max_record = c->max_record,
+             .max_body = c->max_body,
              .token_ttl_s = (int64_t)c->token_ttl_s,
              .data_dir = c->data};
     http_handler hh = api_http_handler(&a);

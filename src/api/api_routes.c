@@ -80,8 +80,10 @@ const route api_route_table[] = {
                     "duplicate or rejected; good records are stored even when others are rejected, and the "
                     "answer comes once the batch is durable; audited in the same commit.",
      .query = QUERY(&p_import_origin, &p_import_line, &p_import_replay),
-     .body_types = TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json"),
-     .body = "NDJSON (one record object a line), a JSON array of record objects, or one record object",
+     .body_types =
+         TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json", "text/csv"),
+     .body = "NDJSON (one record object a line), a JSON array of record objects, one record object, or CSV "
+             "(text/csv, UTF-8) with a header row naming the fields, one record a row",
      .status = 200,
      .answer = "{\"errors\",\"items\":[{\"line\",\"status\",\"record_id\",\"patient_id\",\"version\",\"error\"}]}"},
     {.method = "GET",
