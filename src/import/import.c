@@ -96,7 +96,20 @@ static void body_reserve(import_batch *b, size_t extra)
     b->body_cap = cap;
 }
 
-/* Place a row in the batch: at its body line, or (too long to hold) as a row rejected already. */
+#define RAW_KEEP ((size_t)64 << 10) /* of a row, the bytes the reject file shows at most */
+
+/* The row's bytes for the reject file, kept in the batch's arena. */
+static void keep_raw(import_batch *b, batch_row *r, const char *text, size_t len, bool cut)
+{
+    size_t n = len < RAW_KEEP ? len : RAW_KEEP;
+    r->raw = arena_strndup(&b->mem, text, n);
+    r->raw_len = (uint32_t)n;
+    r->raw_cut = cut || n < len;
+}
+
+/* Place a row in the batch at its body line: its text (NDJSON), the record object it makes (CSV) or its
+ * CSV text after the header (--url); a row too long to hold, or refused by the CSV reader, is rejected
+ * already and takes no line. */
 static void batch_add_row(import_run *run, import_batch *b, const import_row *row)
 {
     if (b->nrows == b->rows_cap) {
@@ -108,34 +121,55 @@ static void batch_add_row(import_run *run, import_batch *b, const import_row *ro
     if (b->nrows == 1) {
         b->first_line = row->line;
         b->body_lines = 1;
+        if (run->csv_raw) { /* the header first: the server reads the rows after it */
+            size_t hl;
+            const char *header = row_reader_csv_header_text(run->reader, &hl);
+            uint64_t header_lines = row_reader_csv_header(run->reader)->lines;
+            body_reserve(b, hl);
+            memcpy(b->body, header, hl);
+            b->body_len = hl;
+            b->first_line = row->line - header_lines;
+            b->body_lines = header_lines + 1;
+        }
     }
     uint64_t at_line = row->line - b->first_line + 1;
     r->body_line = (uint32_t)at_line;
     r->line = row->line;
     r->offset = row->offset;
     r->full_len = row->full_len;
+    r->csv_column = row->column;
     b->stream_bytes += row->full_len;
     b->end_offset = row->end;
     b->end_line = row->line + row->lines;
-    if (row->full_len > row->len) { /* cut by the reader: never scanned, never sent */
+    if (row->error || row->cut) { /* refused by the CSV reader, or too long to hold: never scanned or sent */
         r->outcome = ROW_REJECTED;
-        r->error = arena_printf(&b->mem, "record too large (%zu bytes; the limit is %zu)", row->full_len,
-                                run->opt->max_record);
-        r->raw = arena_strndup(&b->mem, row->text, row->len);
-        r->raw_len = (uint32_t)row->len;
-        r->raw_cut = true;
+        r->error = row->error ? arena_strndup(&b->mem, row->error, strlen(row->error))
+                              : arena_printf(&b->mem, "record too large (%zu bytes; the limit is %zu)", row->full_len,
+                                             run->opt->max_record);
+        keep_raw(b, r, row->text, row->len, row->cut);
         return;
     }
+    const char *text = row->text;
+    size_t len = row->len, lines = 1;
+    if (run->format == IMPORT_CSV) {
+        keep_raw(b, r, row->text, row->len, false); /* the body holds the object, or the server's copy */
+        if (!run->csv_raw) {
+            text = row->json;
+            len = row->json_len;
+        } else {
+            lines = row->lines;
+        }
+    }
     size_t gap = (size_t)(at_line - b->body_lines);
-    body_reserve(b, gap + row->len + 1);
+    body_reserve(b, gap + len + 1);
     memset(b->body + b->body_len, '\n', gap);
     b->body_len += gap;
     r->body_off = (uint32_t)b->body_len;
-    r->body_len = (uint32_t)row->len;
-    memcpy(b->body + b->body_len, row->text, row->len);
-    b->body_len += row->len;
+    r->body_len = (uint32_t)len;
+    memcpy(b->body + b->body_len, text, len);
+    b->body_len += len;
     b->body[b->body_len++] = '\n';
-    b->body_lines = at_line + 1;
+    b->body_lines = at_line + lines;
 }
 
 /* ---- the pipeline ---- */
@@ -257,6 +291,17 @@ static ms_code report_rejects(import_run *run, import_batch *b, uint64_t *n, ms_
         size_t len;
         const char *raw = import_row_text(b, r, &len);
         bool named = reason_column(text, column, sizeof column);
+        if (run->format == IMPORT_CSV) { /* the column as the header names it */
+            const csv_header *h = row_reader_csv_header(run->reader);
+            const char *name =
+                r->csv_column >= 1 && r->csv_column <= h->ncolumns ? h->columns[r->csv_column - 1].name : NULL;
+            for (uint32_t k = 0; !name && named && k < h->ncolumns; k++) /* a field the scanner named */
+                if (!strcmp(h->columns[k].field, column)) name = h->columns[k].name;
+            if (name) {
+                snprintf(column, sizeof column, "%s", name);
+                named = true;
+            }
+        }
         rejects_add(run->rejects, r->line, r->offset, named ? column : NULL, text, raw, len, r->raw_cut);
         reason_table_add(&run->reasons, why, 1);
         r->reported = true;
@@ -458,10 +503,16 @@ static void hex16(const unsigned char *id, char out[17])
 /* Where the reader starts: after the header (CSV), then at the checkpoint. */
 static ms_code start_reading(import_run *run, const import_position *p, ms_err *e)
 {
-    size_t max_row = run->opt->max_record + 4096; /* whitespace around a record at the limit still fits */
-    run->reader = row_reader_new(run->in, NULL, max_row);
-    if (run->format == IMPORT_CSV)
-        return ms_fail(e, MS_EINVAL, "%s: CSV import is not available in this build yet (use NDJSON)", run->path);
+    if (run->format == IMPORT_CSV) {
+        run->reader = row_reader_new_csv(run->in, run->opt->schema, run->opt->max_record);
+        run->csv_raw = run->opt->url && !run->opt->dry_run;
+        ms_code rc = row_reader_csv_start(run->reader, e);
+        if (rc != MS_OK) return ms_fail(e, rc, "%s: %s", run->path, e->msg);
+        if (p->offset > row_reader_offset(run->reader)) return row_reader_seek(run->reader, p->offset, p->line, e);
+        return MS_OK;
+    }
+    /* a record at the limit with whitespace around it is still the scanner's to refuse, by its length */
+    run->reader = row_reader_new(run->in, NULL, run->opt->max_record + 4096);
     if (p->offset > 0) return row_reader_seek(run->reader, p->offset, p->line, e);
     return MS_OK;
 }

@@ -27,6 +27,7 @@ typedef struct {
     const char *raw;             /* its bytes for the reject file when not the body's (cut, CSV, blanked) */
     uint32_t raw_len;
     bool raw_cut;
+    uint32_t csv_column; /* CSV: the column the CSV reader's reason is about (1-based; 0: none) */
     row_outcome outcome;
     const char *error; /* when rejected: the reason (static, or in the batch's arena or record batch) */
     bool reported;     /* in the reject file already */
@@ -89,6 +90,8 @@ struct import_run {
     const import_options *opt;
     const char *path;
     import_format format;
+    bool csv_raw; /* CSV rows go in the body as they are in the file, after the header (--url: the server
+                     converts them with its schema); otherwise as the record objects they make */
     import_input *in;
     row_reader *reader;
     rejects *rejects;

@@ -109,20 +109,29 @@ void progress_line(buf *out, const progress_view *v)
 
 /* ---- reasons ---- */
 
-const char *reason_text(const char *reason)
+/* Digits at p: the byte after them, or NULL if there are none. */
+static const char *digits(const char *p)
 {
-    const char *p = reason;
-    if (!strncmp(p, "line ", 5))
-        p += 5;
-    else if (!strncmp(p, "item ", 5))
-        p += 5;
-    else
-        return reason;
     const char *d = p;
     while (*d >= '0' && *d <= '9')
         d++;
-    if (d == p || strncmp(d, ": ", 2) != 0) return reason;
-    return d + 2;
+    return d == p ? NULL : d;
+}
+
+const char *reason_text(const char *reason)
+{
+    const char *p = reason;
+    bool range = !strncmp(p, "lines ", 6);
+    if (range)
+        p += 6;
+    else if (!strncmp(p, "line ", 5) || !strncmp(p, "item ", 5))
+        p += 5;
+    else
+        return reason;
+    if (!(p = digits(p))) return reason;
+    if (range && (*p != '-' || !(p = digits(p + 1)))) return reason;
+    if (!strncmp(p, ", byte ", 7) && !(p = digits(p + 7))) return reason; /* the CSV reader's */
+    return strncmp(p, ": ", 2) ? reason : p + 2;
 }
 
 void reason_class(const char *reason, char *out, size_t cap)
@@ -150,6 +159,15 @@ void reason_class(const char *reason, char *out, size_t cap)
 
 bool reason_column(const char *reason, char *out, size_t cap)
 {
+    const char *c = strstr(reason, "column ");
+    const char *d = c ? digits(c + 7) : NULL;
+    if (d && !strncmp(d, " (\"", 3)) { /* the CSV reader's: column 3 ("Birth Date") */
+        const char *q = strstr(d + 3, "\")");
+        if (q && q > d + 3) {
+            snprintf(out, cap, "%.*s", (int)(q - (d + 3)), d + 3);
+            return true;
+        }
+    }
     static const char *const marks[] = {"field \"", "column \""};
     for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
         const char *p = strstr(reason, marks[i]);

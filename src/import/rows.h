@@ -1,6 +1,8 @@
 /*
- * rows.h - an import's input stream cut into rows: NDJSON lines (and CSV records, whose quoted fields
- * may hold line breaks), each with the physical line it starts on and its byte offset in the stream.
+ * rows.h - an import's input stream cut into rows: NDJSON lines, or CSV records (pipeline/csv.h, after
+ * the header row; a quoted cell may hold line breaks), each with the physical line it starts on and its
+ * byte offset in the stream; a CSV row also with the record object it makes, or the CSV reader's reason
+ * for rejecting it.
  *
  * DESIGN: the stream is read in chunks of a few MiB into one buffer; a row is handed out as a span of
  * that buffer, valid until the next call. Blank lines (only spaces, tabs and CRs) are skipped but
@@ -20,6 +22,7 @@
 #define MS_IMPORT_ROWS_H
 
 #include "import/input.h"
+#include "pipeline/csv.h"
 
 typedef enum { IMPORT_NDJSON, IMPORT_CSV } import_format;
 
@@ -39,11 +42,17 @@ typedef size_t (*row_end_fn)(row_scan *s, const char *p, size_t n, bool at_eof);
 typedef struct {
     const char *text; /* the row without its line end (\n or \r\n); valid until the next call */
     size_t len;       /* bytes in text */
-    size_t full_len;  /* the row's length in the file (without its line end): > len when it was cut */
+    size_t full_len;  /* the row's length in the file (without its line end) */
     uint64_t line;    /* the physical line it starts on, 1-based */
     uint64_t lines;   /* physical lines it spans (1 unless a quoted field holds line breaks) */
     uint64_t offset;  /* stream byte offset of its first byte */
     uint64_t end;     /* stream byte offset after its line end: where the next row may start */
+    bool cut;         /* longer than the reader keeps (len < full_len): text holds its first bytes */
+    /* CSV */
+    const char *json; /* the record object it makes (valid until the next call), or NULL: rejected */
+    size_t json_len;
+    const char *error; /* the CSV reader's reason when rejected (csv_row_message; until the next call) */
+    uint32_t column;   /* the 1-based column the reason is about (0: the row) */
 } import_row;
 
 typedef struct row_reader row_reader;
@@ -52,6 +61,16 @@ typedef struct row_reader row_reader;
  * The reader does not own in. */
 row_reader *row_reader_new(import_input *in, row_end_fn row_end, size_t max_row);
 void row_reader_free(row_reader *r);
+
+/* Rows of a CSV stream: its header row is read first (row_reader_csv_start), then every further row is
+ * converted to the record object it makes with the schema's columns, types and date format. */
+row_reader *row_reader_new_csv(import_input *in, const schema *sc, size_t max_record);
+/* Read the CSV header row at the start of the stream. Errors: MS_EINVAL the header cannot be read
+ * (csv_header_parse names the column); the input's. */
+ms_code row_reader_csv_start(row_reader *r, ms_err *e);
+const csv_header *row_reader_csv_header(const row_reader *r);
+/* The header row's bytes as in the file (its line end included, a byte-order mark left out). */
+const char *row_reader_csv_header_text(const row_reader *r, size_t *len);
 
 /* The next row that is not blank; *eof true (and *row untouched) at the end of the stream. Errors: the
  * input's (input.h). */

@@ -2,14 +2,17 @@
  * to_server.c - the importer's destination over HTTP (--url URL --token T): batches POSTed to a running
  * server's /v1/records, the position kept in a checkpoint file beside the input. See import.h.
  *
- * DESIGN: one keep-alive connection per worker (--parallel of them); a worker first checks each row's
- * structure as the server's scanner would (the record limit, one JSON object: record_scan_fields), and
- * blanks out the rows that fail, so that each line of the body the server sees is one complete object
+ * DESIGN: one keep-alive connection per worker (--parallel of them); a worker first checks each NDJSON
+ * row's structure as the server's scanner would (the record limit, one JSON object: record_scan_fields),
+ * and blanks out the rows that fail, so that each line of the body the server sees is one complete object
  * and its line numbers are the file's (import_line); it then POSTs the body with the file's identity
  * (import_origin), so that the server names rows without a record id by file and line exactly as the
- * offline importer does. Answers arrive out of order; the committer counts batches in file order and
- * rewrites the checkpoint file after each, so the file only ever names a position every row before which
- * the server has acknowledged. A batch sent again after a crash finds its rows there: duplicates.
+ * offline importer does. A CSV batch is sent as text/csv: the header row, then the batch's rows as they
+ * are in the file at their lines (rows the local CSV reader refused, whose extent it had to guess, are
+ * left out as empty lines and reported here), so that the server converts them with its own schema. Answers arrive out
+ * of order; the committer counts batches in file order and rewrites the checkpoint file after each, so the file only
+ * ever names a position every row before which the server has acknowledged. A batch sent again after a crash finds its
+ * rows there: duplicates.
  *
  * Before a batch goes out past what the checkpoint file says may be stored already (replay_until), the
  * file is rewritten to say it may be: if the importer dies with batches sent and not counted, the rerun
@@ -208,9 +211,15 @@ static ms_code server_work(import_run *run, unsigned worker, import_batch *b, ms
     const import_options *o = run->opt;
     unsigned char *sent = ms_calloc(b->nrows ? b->nrows : 1, 1); /* 1 sent, 2 answered */
     uint32_t nsent = 0;
+    bool csv = run->format == IMPORT_CSV; /* sent as it is: the server's CSV reader, with its schema */
     for (uint32_t i = 0; i < b->nrows; i++) {
         batch_row *row = &b->rows[i];
-        if (!row->body_len) continue; /* cut by the reader: rejected already */
+        if (!row->body_len) continue; /* cut by the reader, or refused by the CSV reader: rejected already */
+        if (csv) {
+            sent[i] = 1;
+            nsent++;
+            continue;
+        }
         const char *text = b->body + row->body_off;
         char why[200];
         record_field *fields;
@@ -242,8 +251,9 @@ static ms_code server_work(import_run *run, unsigned worker, import_batch *b, ms
         char path[600];
         snprintf(path, sizeof path, "%s%llu%s", t->path, (unsigned long long)b->first_line,
                  b->replay ? "&import_replay=1" : "");
-        http_client_header headers[] = {
-            {"Authorization", t->auth}, {"Content-Type", "application/x-ndjson"}, {NULL, NULL}};
+        http_client_header headers[] = {{"Authorization", t->auth},
+                                        {"Content-Type", csv ? "text/csv; charset=utf-8" : "application/x-ndjson"},
+                                        {NULL, NULL}};
         http_client_response resp;
         http_client_response_init(&resp);
         http_client_conn *conn = t->conns[worker % t->nconns];
