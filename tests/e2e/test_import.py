@@ -219,6 +219,106 @@ def test_csv_rows_rejects_and_columns():
     s.stop()
 
 
+CORPUS_SCHEMA = {"columns": {"Patient Name": "name", "Birth Date": "dob", "Wt (kg)": "weight"},
+                 "types": {"weight": "number", "smoker": "boolean"}, "dob_format": "%m/%d/%Y"}
+
+
+def csv_corpus():
+    """A CSV file as hospitals send them, as bytes: a BOM, CR LF and LF mixed, columns in another order
+    than the schema's fields and under other names, US dates, typed columns, quoting edge cases, a cell
+    over two lines, no final line end; and a bad row of every kind among good rows. Returns (bytes,
+    {physical line: reason pattern} of the bad rows, [record ids of the good rows])."""
+    m = MARKER
+    head = "\ufeffBirth Date,record_id,Wt (kg),Patient Name,note,smoker\r\n"
+    rows = [
+        ('01/31/1990,cp-001,70.5,"Lee, %s",plain,true\r\n' % m, None),                 # 2: a comma in quotes
+        ('1/31/1990,cp-002,,"Lee, %s","a ""quoted"" word",0\n' % m, None),             # 3: "" ; empty: absent
+        ('02/01/1980,cp-003,80,Bo %s,"two\r\nlines",false\r\n' % m, None),              # 4-5: a line break
+        ('02/01/1980,cp-004,80,Bo %s,short\r\n' % m, r"5 cells, the header has 6"),     # 6: a cell missing
+        ('13/45/1980,cp-005,1,Cy %s,x,true\r\n' % m, r"is not a real date|does not match"),  # 7: a bad date
+        ('02/01/1980,cp-006,1,,x,true\r\n', r"name"),                                   # 8: no name
+        ('02/01/1980,cp-007,1,Dee %s\udcff,x,true\r\n' % m, r"not valid UTF-8"),        # 9: invalid UTF-8
+        ('02/01/1980,cp-008,1,"Eve %s never closed,x,true\r\n' % m, r"unterminated quote|text after its closing quote"),  # 10
+        ('02/01/1980,cp-009,2,Eve %s,after the span,TRUE\r\n' % m, None),               # 11: not swallowed
+        ('02/01/1980,cp-010,"3",Eve %s,   ,1\r\n' % m, None),                           # 12: whitespace kept
+    ]
+    for i in range(200):                                                                # 13-212
+        name, dob = person(i)
+        y, mo, d = dob.split("-")
+        rows.append(('%s/%s/%s,cp-%03d,%d.5,%s,"visit %d, ok",%s\n' % (mo, d, y, 100 + i, i, name, i,
+                                                                    "true" if i % 2 else "false"), None))
+    rows.append(('02/01/1980,cp-999,9,Fay %s,last row,true' % m, None))                 # 213: no line end
+    text, bad, good, line = head, {}, [], 2
+    for row, why in rows:
+        if why:
+            bad[line] = why
+        else:
+            good.append(re.search(r",(cp-\d+),", row).group(1))
+        text += row
+        line += row.count("\n")
+    return text.encode("utf-8", "surrogateescape"), bad, good
+
+
+@test(timeout=180)
+def test_csv_corpus_offline_and_over_http_as_text_csv_give_the_same_store():
+    d = tmpdir("corpus")
+    body, bad, good = csv_corpus()
+    path = os.path.join(d, "hospital.csv")
+    with open(path, "wb") as f:
+        f.write(body)
+    schema = os.path.join(d, "schema.json")
+    with open(schema, "w") as f:
+        json.dump(CORPUS_SCHEMA, f)
+    off = fresh_dir("corpus-off")
+    rc, out, err = run([path, "--data", off.data_dir, "--schema", schema, "--batch", "7"])
+    eq(rc, 0, "exit code (%s %s)" % (short(out), short(err)))
+    no_phi(out + err, "the terminal")
+    c = counts(out)
+    eq((c["created"] + c["updated"], c["rejected"]), (len(good), len(bad)), "counts: %s" % short(out))
+    rej = [json.loads(x) for x in open(path + ".rejects.ndjson")]
+    eq(stat.S_IMODE(os.stat(path + ".rejects.ndjson").st_mode), 0o600, "the reject file's mode")
+    eq([e["line"] for e in rej], sorted(bad), "the reject file's lines")
+    offsets = {}
+    pos, line = 0, 1
+    for ln in body.split(b"\n"):
+        offsets[line] = pos
+        pos += len(ln) + 1
+        line += 1
+    for e in rej:
+        check(re.search(bad[e["line"]], e["reason"]), "line %d: reason %r !~ %r" % (e["line"], e["reason"], bad[e["line"]]))
+        eq(e["offset"], offsets[e["line"]], "line %d's byte offset" % e["line"])
+        check(MARKER not in e["reason"], "a reason names no value: %r" % e["reason"])
+    by_line = {e["line"]: e for e in rej}
+    eq(by_line[9].get("raw_base64") is not None, True, "invalid UTF-8 kept as base64: %s" % by_line[9])
+    eq(by_line[10]["column"], "Patient Name", "the unterminated quote's column")
+    # the same file POSTed as text/csv to a server with the same schema
+    srv = H.Server(extra_args=["--schema", schema], name="corpus-http")
+    srv.start()
+    r = srv.ingest(body, "text/csv")
+    eq(r.status, 200, "POST text/csv: %s" % short(r.text))
+    items = r.json()["items"]
+    eq(sorted(it["line"] for it in items if it["status"] == "rejected"), sorted(bad), "rejected lines over HTTP")
+    eq(sum(it["status"] in ("created", "updated") for it in items), len(good), "stored over HTTP")
+    off.extra_args = ["--schema", schema]
+    off.start()
+    for rid in good:
+        a, b = off.get_json("/v1/records/" + rid), srv.get_json("/v1/records/" + rid)
+        eq((a["version"], a["fields"]), (b["version"], b["fields"]), "record %s offline and over HTTP" % rid)
+    for rid in ("cp-004", "cp-005", "cp-006", "cp-007", "cp-008"):
+        eq((off.get("/v1/records/" + rid).status, srv.get("/v1/records/" + rid).status), (404, 404), rid)
+    eq(off.get_json("/v1/records/cp-001")["fields"],
+       {"record_id": "cp-001", "name": "Lee, " + MARKER, "dob": "1990-01-31", "weight": 70.5, "smoker": True,
+        "note": "plain"}, "mapped names, the ISO date, a number and a boolean")
+    eq(off.get_json("/v1/records/cp-002")["fields"].get("weight", "absent"), "absent", "an empty cell is absent")
+    eq(off.get_json("/v1/records/cp-003")["fields"]["note"], "two\r\nlines", "a line break in quotes")
+    eq(off.get_json("/v1/records/cp-010")["fields"]["note"], "   ", "whitespace kept")
+    p1 = off.get_json("/v1/patients?" + H.q({"name": "Lee, " + MARKER, "dob": "1990-01-31"}))
+    eq(off.get_json("/v1/records/cp-002")["patient_id"], p1["patient_id"], "01/31/1990 and 1/31/1990: one patient")
+    eq(off.get_json("/v1/patients/%s/records" % p1["patient_id"])["records"].__len__(), 2, "two records of Lee")
+    off.stop()
+    srv.stop()
+
+
 # ---- crashes and stops ------------------------------------------------------------------------------
 
 def big_file(d, n, tag, pad=2500, ids=True):
@@ -323,7 +423,7 @@ def test_url_kill9_mid_import_then_rerun_stores_every_row_once():
     rows[1000:1000] = [json.dumps({"record_id": "uk-vv", "name": name, "dob": dob, "v": 1}),
                        json.dumps({"record_id": "uk-vv", "name": name, "dob": dob, "v": 2})]
     path = write(os.path.join(d, "uk.ndjson"), rows)
-    args = [path, "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--batch", "100", "--parallel", "3"]
+    args = [path, "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--batch", "10", "--parallel", "3"]
     p = start_import(args)
     wait_progress(p, 2000)
     p.kill()
