@@ -1,16 +1,16 @@
 # medstream - see README.md. `make` builds build/medstream and build/medstream-bench; `make test` builds
-# with ASan+UBSan and runs every test; `make demo` runs the main job; `make fuzz` runs the parser fuzzer
-# for FUZZ_SECONDS; `make openapi` regenerates docs/openapi.json from the route table and `make docs`
+# with ASan+UBSan and runs every test; `make demo` runs the main job; `make fuzz` runs the parser fuzzers
+# (records, then CSV) for FUZZ_SECONDS in all; `make openapi` regenerates docs/openapi.json from the route table and `make docs`
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < read < sinks < api < main.c); includes name the layer
+# (base < pipeline < store < access < ingest < import, read < sinks < api < main.c); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
 CFLAGS  ?= -O2
-LIBS    = -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
+LIBS    = -lz -lzstd -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)
@@ -25,7 +25,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz clean bench bench-token bench-log openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -68,12 +68,19 @@ demo: all
 docs: build/medstream build/medstream-bench
 	build/medstream help-reference > docs/options.md.tmp && mv docs/options.md.tmp docs/options.md
 
-# libFuzzer over the record scanner (clang); bounded time.
+# libFuzzer over the record scanner and the CSV reader (clang); bounded time: FUZZ_SECONDS in all, half each.
+FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
 build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_record.c $(LIBSRC) $(LIBS)
-fuzz: build/fuzz/fuzz_record
+build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) | build/fuzz
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_csv.c $(LIBSRC) $(LIBS)
+fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
-	build/fuzz/fuzz_record -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus
+	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus
+	@$(MAKE) --no-print-directory fuzz-csv FUZZ_SECONDS=$(FUZZ_HALF)
+fuzz-csv: build/fuzz/fuzz_csv
+	@mkdir -p build/fuzz/corpus_csv && cp -n fuzz/corpus_csv/* build/fuzz/corpus_csv/ 2>/dev/null || true
+	build/fuzz/fuzz_csv -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus_csv
 
 # In-process cost of one bearer-token check (bench/token_check.c), on a throwaway data directory.
 build/token_check: bench/token_check.c $(OBJ)
@@ -93,6 +100,13 @@ build/log_line: bench/log_line.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-log: build/log_line
 	@build/log_line
+
+# How fast CSV becomes record JSON on one core (bench/csv_convert.c): ~1 GiB of ~20 KB rows in 16 MiB chunks.
+CSV_MB ?= 1024
+build/csv_convert: bench/csv_convert.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-csv: build/csv_convert
+	@build/csv_convert $(CSV_MB)
 
 clean:
 	rm -rf build

@@ -51,6 +51,17 @@ static const route_param p_of_patient = {"patient_id", PARAM_UUID, false, "only 
 static const route_param p_audit_since = {"since", PARAM_TIME, false, "only entries at or after this time"};
 static const route_param p_audit_user = {"user", PARAM_TEXT, false, "only entries of this user"};
 static const route_param p_audit_patient = {"patient_id", PARAM_UUID, false, "only entries naming this patient"};
+static const route_param p_import_origin = {
+    "import_origin", PARAM_TEXT, false,
+    "64 hex digits naming the file these lines come from (medstream import --url): a record without a record_id is "
+    "named by (origin, file line) instead of by its content"};
+static const route_param p_import_line = {"import_line", PARAM_TEXT, false,
+                                          "with import_origin: the file's line number of the body's first line "
+                                          "(default 1); body line L is file line import_line + L - 1"};
+static const route_param p_import_replay = {
+    "import_replay", PARAM_TEXT, false,
+    "with import_origin, 1: these lines may have been stored before (an import read again): a record whose versions "
+    "include a line's content is a duplicate of that version, not a new version"};
 
 #define QUERY(...) ((const route_param *const[]){__VA_ARGS__, NULL})
 #define TYPES(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -68,8 +79,11 @@ const route api_route_table[] = {
      .description = "Ingest records: each is created, updated (a new version needs records:update too), a "
                     "duplicate or rejected; good records are stored even when others are rejected, and the "
                     "answer comes once the batch is durable; audited in the same commit.",
-     .body_types = TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json"),
-     .body = "NDJSON (one record object a line), a JSON array of record objects, or one record object",
+     .query = QUERY(&p_import_origin, &p_import_line, &p_import_replay),
+     .body_types =
+         TYPES("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json", "text/csv"),
+     .body = "NDJSON (one record object a line), a JSON array of record objects, one record object, or CSV "
+             "(text/csv, UTF-8) with a header row naming the fields, one record a row",
      .status = 200,
      .answer = "{\"errors\",\"items\":[{\"line\",\"status\",\"record_id\",\"patient_id\",\"version\",\"error\"}]}"},
     {.method = "GET",

@@ -33,6 +33,7 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
+    size_t max_body;      /* the request body limit (--max-body): a CSV body converts to at most twice it */
     int64_t token_ttl_s;  /* lifetime of issued tokens */
     const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
 } api;

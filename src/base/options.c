@@ -144,7 +144,8 @@ static void format_bound(char *out, size_t cap, const option *o, uint64_t v)
     }
 }
 
-/* The accepted range as help shows it: "1..65536", "at least 1MiB", "0..1"; "" when any value goes. */
+/* The accepted range as help shows it: "1..65536", "at least 1MiB", "0..1", "or none" (a word for no limit);
+ * "" when any value goes. */
 static void range_text(char *out, size_t cap, const option *o)
 {
     out[0] = 0;
@@ -152,14 +153,16 @@ static void range_text(char *out, size_t cap, const option *o)
         snprintf(out, cap, "0..1");
         return;
     }
-    if (!is_numeric(o->type) || (o->min == 0 && o->max == 0)) return;
+    if (!is_numeric(o->type)) return;
     char lo[32], hi[32];
     format_bound(lo, sizeof lo, o, o->min);
     format_bound(hi, sizeof hi, o, o->max);
+    size_t len = 0;
     if (o->max)
-        snprintf(out, cap, "%s..%s", lo, hi);
-    else
-        snprintf(out, cap, "at least %s", lo);
+        len = (size_t)snprintf(out, cap, "%s..%s", lo, hi);
+    else if (o->min)
+        len = (size_t)snprintf(out, cap, "at least %s", lo);
+    if (o->unlimited && len < cap) snprintf(out + len, cap - len, "%sor %s", len ? " " : "", o->unlimited);
 }
 
 /* The allowed values of an OPT_ENUM joined by sep: "periods|trigger|auto". */
@@ -191,7 +194,8 @@ static void expectation(char *out, size_t cap, const option *o, bool examples)
 {
     char range[96], tail[112] = "";
     range_text(range, sizeof range, o);
-    if (range[0]) snprintf(tail, sizeof tail, "%s%s", range[0] == 'a' ? " of " : " in ", range);
+    if (range[0])
+        snprintf(tail, sizeof tail, "%s%s", range[0] == 'a' ? " of " : range[0] == 'o' ? ", " : " in ", range);
     const char *kind = "a value", *like = "";
     switch (o->type) {
     case OPT_UINT: kind = "a whole number"; break;
@@ -245,6 +249,10 @@ static bool set_value(const option *o, const char *v, char *why, size_t cap)
     case OPT_MILLIS: {
         uint64_t x = 0, ms = 0;
         const char *end = NULL;
+        if (o->unlimited && !strcmp(v, o->unlimited)) { /* no limit */
+            *(uint64_t *)o->target = UINT64_MAX;
+            return true;
+        }
         bool ok = o->type == OPT_UINT     ? parse_whole(v, &end, &x) && !*end
                   : o->type == OPT_BYTES  ? parse_bytes(v, &x)
                   : o->type == OPT_MILLIS ? parse_duration_ms(v, 1, &x)
@@ -715,7 +723,8 @@ void options_reference_formats(FILE *f)
           "`m` (minutes), `h`, `d` (`--token-ttl 1h` is `--token-ttl 3600`); a **share** is a number from 0 to 1;\n"
           "a **flag** takes no value; **one of** takes one of the values listed; **text** is any non-empty value\n"
           "without line breaks; a **repeatable** option may be given many times, each adding one value. A range\n"
-          "`a..b` includes both ends. A value outside its option's range, an unknown option or a missing required\n"
+          "`a..b` includes both ends; a number option whose accepted values end `or none` also takes `none`: no\n"
+          "limit. A value outside its option's range, an unknown option or a missing required\n"
           "one is refused with a message naming the option and what it accepts (exit 2).\n"
           "\n"
           "## The config file (`--config FILE`)\n"

@@ -70,6 +70,7 @@ typedef struct {
     bool required;              /* must be given, on the command line or in the config file */
     uint64_t min, max;          /* numeric types: accepted range, in the target's unit; max 0: no upper bound */
     const char *const *choices; /* OPT_ENUM: the allowed values, NULL-ended */
+    const char *unlimited;      /* numeric types: a word also accepted ("none"), meaning no limit (UINT64_MAX) */
     const char *metavar;        /* the value's name in help ("DIR", "HOST:PORT"); NULL: from the type */
     const char *help;           /* one line: what it does (the default and range are added from the fields) */
 } option;
@@ -89,7 +90,7 @@ typedef enum {
     OPTIONS_USAGE,     /* a usage error, described in args->err (exit code 2) */
 } options_status;
 
-#define OPTIONS_POS_MAX 8
+#define OPTIONS_POS_MAX 64
 typedef struct {
     const char *pos[OPTIONS_POS_MAX]; /* positional arguments, in order */
     int npos;

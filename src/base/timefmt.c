@@ -5,6 +5,7 @@
 #include "base/timefmt.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 {
@@ -120,4 +121,84 @@ int time_year(int64_t us)
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
     return (int)y;
+}
+
+/* ---- date formats (see timefmt.h) ---- */
+
+static const char month_abbr[12][4] = {"jan", "feb", "mar", "apr", "may", "jun",
+                                       "jul", "aug", "sep", "oct", "nov", "dec"};
+
+const char *date_format_check(const char *fmt)
+{
+    int years = 0, months = 0, days = 0;
+    if (strlen(fmt) > DATE_FORMAT_MAX) return "is longer than 32 bytes";
+    for (const char *f = fmt; *f; f++) {
+        if (*f != '%') continue;
+        switch (*++f) {
+        case 'Y': years++; break;
+        case 'm':
+        case 'b': months++; break;
+        case 'd': days++; break;
+        case '%': break;
+        case 'y': return "has %y: a two-digit year of birth is ambiguous by a century (use %Y)";
+        case 0: return "ends with a lone %";
+        default: return "has a directive other than %Y, %m, %b, %d and %%";
+        }
+    }
+    if (years != 1 || months != 1 || days != 1)
+        return "needs exactly one year (%Y), one month (%m or %b) and one day (%d)";
+    return NULL;
+}
+
+/* 1 or 2 digits (greedy) at s[*i]. */
+static bool digits_12(const char *s, size_t n, size_t *i, int *out)
+{
+    if (*i >= n || s[*i] < '0' || s[*i] > '9') return false;
+    int v = s[(*i)++] - '0';
+    if (*i < n && s[*i] >= '0' && s[*i] <= '9') v = v * 10 + (s[(*i)++] - '0');
+    *out = v;
+    return true;
+}
+
+const char *date_parse_format(const char *fmt, const char *s, size_t n, int *y, int *m, int *d)
+{
+    static const char *const no_match = "does not match the date format";
+    size_t i = 0;
+    for (const char *f = fmt; *f; f++) {
+        if (*f != '%' || f[1] == '%') {
+            if (*f == '%') f++;
+            if (i >= n || s[i] != *f) return no_match;
+            i++;
+            continue;
+        }
+        switch (*++f) {
+        case 'Y':
+            if (n - i < 4 || !digits(s + i, 4, y)) return no_match;
+            i += 4;
+            break;
+        case 'm':
+            if (!digits_12(s, n, &i, m)) return no_match;
+            break;
+        case 'd':
+            if (!digits_12(s, n, &i, d)) return no_match;
+            break;
+        case 'b': {
+            if (n - i < 3) return no_match;
+            char a[3];
+            for (int k = 0; k < 3; k++)
+                a[k] = (char)(s[i + k] >= 'A' && s[i + k] <= 'Z' ? s[i + k] + 32 : s[i + k]);
+            int k = 0;
+            while (k < 12 && memcmp(a, month_abbr[k], 3) != 0)
+                k++;
+            if (k == 12) return no_match;
+            *m = k + 1;
+            i += 3;
+            break;
+        }
+        default: return no_match; /* not a checked format */
+        }
+    }
+    if (i != n) return no_match;
+    if (!date_is_real(*y, *m, *d)) return "is not a real date";
+    return NULL;
 }

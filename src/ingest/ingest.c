@@ -9,7 +9,8 @@ size_t ingest_padded_len(size_t len) { return (len + STORE_BODY_ALIGN - 1) & ~(s
 
 scan_config ingest_scan_config(const ingest_ctx *c)
 {
-    scan_config cfg = {c->schema, c->max_record, ms_now_us(), store_id_key(c->store)};
+    scan_config cfg = {
+        .schema = c->schema, .max_record = c->max_record, .now_us = ms_now_us(), .id_key = store_id_key(c->store)};
     return cfg;
 }
 
@@ -29,14 +30,14 @@ ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
 
 ms_code ingest_store(const ingest_ctx *c, ingest_job *job, ms_err *e)
 {
-    if (nothing_to_store(job)) { /* every line rejected: nothing to append or commit */
+    if (nothing_to_store(job) && job->noffsets == 0) { /* every line rejected: nothing to append or commit */
         for (uint32_t i = 0; i < job->batch->n; i++)
             job->results[i] = (item_result){.status = ITEM_REJECTED};
         atomic_fetch_add(&g_metrics.records_rejected, job->batch->n);
         return MS_OK;
     }
-    ms_code rc;
-    if (job->body_pos == UINT64_MAX && (rc = ingest_append(c, job, e)) != MS_OK) return rc;
+    ms_code rc; /* (a batch of only rejected lines with positions: nothing to append, the positions to commit) */
+    if (job->body_pos == UINT64_MAX && !nothing_to_store(job) && (rc = ingest_append(c, job, e)) != MS_OK) return rc;
     writer_submit(c->writer, job);
     if (job->rc != MS_OK) *e = job->err;
     return job->rc;

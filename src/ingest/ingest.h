@@ -44,8 +44,10 @@ scan_config ingest_scan_config(const ingest_ctx *c);
 ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e);
 
 /* Steps 2-3: append (if job->body_pos is still UINT64_MAX) and submit, waiting for the commit. A batch of
- * only rejected lines stores nothing and is counted as such. MS_OK: every line of job->results is final
- * and the batch is durable. */
+ * only rejected lines stores nothing and is counted as such; if it carries source positions (job->offsets),
+ * those are still committed (nothing else: no body, no audit entry), so a source's position moves past
+ * lines it will never store (an import's bad rows, a topic's dead letters). A batch of no lines with
+ * positions commits just them. MS_OK: every line of job->results is final and the batch is durable. */
 ms_code ingest_store(const ingest_ctx *c, ingest_job *job, ms_err *e);
 
 #endif

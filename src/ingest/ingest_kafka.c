@@ -280,8 +280,9 @@ static void *store_main(void *arg)
 }
 
 /* On assignment, start each partition at the later of Kafka's committed offset and the one the store
- * recorded with the last batch it committed: a commit to Kafka that was lost does not replay, and a
- * store that is behind (a batch of only rejected messages) does not go back. */
+ * recorded with the last batch it committed (a batch of only dead letters commits its offsets too,
+ * ingest.h): a commit to Kafka that was lost does not replay, and a store that is behind (one restored
+ * from an older backup) does not go back. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     kafka_ingest *k = opaque;

@@ -174,6 +174,18 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
         res->version = prev.version;
         return MS_OK;
     }
+    if (have_prev && job->replay) { /* stored before as an older version: that is this row, applied already */
+        record_version seen;
+        bool was;
+        if ((rc = store_record_with_content(sw, r->record_id, r->record_id_len, r->content_hash, &seen, &was, e)))
+            return rc;
+        if (was) {
+            res->status = ITEM_DUPLICATE;
+            res->pid = seen.pid;
+            res->version = seen.version;
+            return MS_OK;
+        }
+    }
     if (have_prev && !job->may_update) {
         res->status = ITEM_REJECTED;
         res->error = arena_printf(&job->batch->mem, "record %.*s exists; a new version needs records:update",
@@ -324,7 +336,10 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
     } else {
         return MS_OK; /* a barrier: nothing but the audit entries queued before it */
     }
-    if (rc == MS_OK) rc = audit_job(sw, j, e);
+    /* audited: every batch the writer had records of (a line it rejects, such as an update without
+     * records:update, is a denied attempt); not a batch of only scan-rejected lines, which touched nothing
+     * and comes here only to commit its source positions */
+    if (rc == MS_OK && (!j->batch || j->batch->rejected < j->batch->n)) rc = audit_job(sw, j, e);
     for (int i = 0; rc == MS_OK && i < j->noffsets; i++)
         rc = store_source_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, e);
     return rc;

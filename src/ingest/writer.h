@@ -70,6 +70,9 @@ typedef struct ingest_job {
     record_batch *batch;
     bool may_update;              /* the sender holds records:update: a changed record becomes a new version; without it
                                      that line is rejected (a record id that exists cannot be overwritten) */
+    bool replay;                  /* rows that may have been stored before (an import reading a file again): a record
+                                     whose versions include this content is a duplicate, not a new version, so that a
+                                     file holding several versions of a record stores none of them twice */
     const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
     int noffsets;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */
@@ -99,7 +102,9 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e);
 /* Finish queued jobs, then stop the thread. */
 void writer_stop(writer *w);
 /* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. A batch's audit
- * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's. */
+ * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's; a
+ * batch whose every line was rejected by the scan (it reaches the writer only to commit its source
+ * positions, ingest.h) writes none. */
 void writer_submit(writer *w, ingest_job *job);
 /* Run fn inside the next commit and wait for it to be durable. */
 ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);

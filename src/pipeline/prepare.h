@@ -14,6 +14,7 @@
 #ifndef MS_PREPARE_H
 #define MS_PREPARE_H
 
+#include "pipeline/csv.h"
 #include "pipeline/record_scan.h"
 
 /* Stages 1-3 over a whole request body (NDJSON, a JSON array or one object). MS_EINVAL only for a body
@@ -23,5 +24,12 @@ ms_code record_prepare_body(const scan_config *cfg, const char *body, size_t len
 /* Stages 1-3 over one record's text (one Kafka message, one imported row). */
 void record_prepare_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
                         parsed_record *out);
+
+/* Stages 1-3 over the rows of a CSV batch (csv.h), appended to out in their order, one record per row:
+ * out->records[k + i] is rows->rows[i] (k: out->n before the call). A valid row's object is prepared as
+ * one record whose line is the row's physical line (UINT32_MAX past that); a row the CSV stage rejected
+ * is a rejected record whose error is csv_row_message's text. The records point into rows->json, which
+ * must outlive out (and is the body a source stores). */
+void record_prepare_csv(const scan_config *cfg, const csv_header *h, const csv_batch *rows, record_batch *out);
 
 #endif

@@ -6,7 +6,9 @@
  * with XXH3 (fast enough to hash every byte at memory speed) so that the writer can tell a changed
  * field or a duplicate record without comparing bodies. Derived record ids are an HMAC-SHA256 of the
  * content hash under the store's secret: deterministic (a retried record gets the same id, so it is a
- * duplicate) yet not a dictionary-attackable hash of PHI.
+ * duplicate) yet not a dictionary-attackable hash of PHI. An imported row's is the HMAC of its origin
+ * (the file) and physical line instead (scan_config.origin): 40 bytes where the content's are 16, so the
+ * two kinds of derived id never name the same input.
  */
 #include "pipeline/record_scan.h"
 
@@ -226,7 +228,14 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     } else {
         unsigned char mac[EVP_MAX_MD_SIZE];
         unsigned int mac_len = 0;
-        HMAC(EVP_sha256(), cfg->id_key, 32, r->content_hash, sizeof r->content_hash, mac, &mac_len);
+        if (cfg->origin) { /* a row of a file: named by (file, physical line) */
+            unsigned char where[40];
+            memcpy(where, cfg->origin, 32);
+            ms_set_be64(where + 32, cfg->origin_line + line - 1);
+            HMAC(EVP_sha256(), cfg->id_key, 32, where, sizeof where, mac, &mac_len);
+        } else {
+            HMAC(EVP_sha256(), cfg->id_key, 32, r->content_hash, sizeof r->content_hash, mac, &mac_len);
+        }
         char *id = arena_alloc(mem, 33);
         hex(mac, 16, id);
         r->record_id = id;

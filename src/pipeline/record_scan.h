@@ -57,6 +57,12 @@ typedef struct {
     size_t max_record;           /* bytes; a larger record is a rejected line */
     int64_t now_us;              /* ingest time: default event time, and the "future" limit for dob */
     const unsigned char *id_key; /* 32-byte secret of this store for derived record ids */
+    /* Rows of a file (medstream import): a record without an id is then named by where it is, not by what
+     * it holds: the keyed hash of (origin, the physical line of the file it starts on), so that the same
+     * row of the same file is the same record on every run, and two equal rows are two records. NULL: by
+     * its content (HTTP, Kafka). */
+    const unsigned char *origin; /* 32 bytes naming the file (the importer's file identity) */
+    uint64_t origin_line;        /* the file's physical line of the body's line 1 (line L is origin_line + L - 1) */
 } scan_config;
 
 typedef struct {

@@ -1,9 +1,11 @@
 /*
- * schema.c - field roles and the public allow-list (see schema.h).
+ * schema.c - field roles, the public allow-list, and the CSV column map, field types and dob format
+ * (see schema.h). A schema is parsed once at start; messages name keys and fields (never record values).
  */
 #include "pipeline/schema.h"
 
 #include "base/json_scan.h"
+#include "base/timefmt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,26 @@ void schema_default(schema *s)
     add_public(s, "ts", PUBLISH_YEAR);
 }
 
+static void free_columns(schema *s)
+{
+    for (int i = 0; i < s->ncolumns; i++) {
+        free(s->columns[i].column);
+        free(s->columns[i].field);
+    }
+    free(s->columns);
+    s->columns = NULL;
+    s->ncolumns = 0;
+}
+
+static void free_types(schema *s)
+{
+    for (int i = 0; i < s->ntypes; i++)
+        free(s->types[i].field);
+    free(s->types);
+    s->types = NULL;
+    s->ntypes = 0;
+}
+
 void schema_free(schema *s)
 {
     free(s->name_field);
@@ -42,6 +64,9 @@ void schema_free(schema *s)
     free(s->default_type);
     for (int i = 0; i < s->npub; i++)
         free(s->pub[i].field);
+    free_columns(s);
+    free_types(s);
+    free(s->dob_format);
     memset(s, 0, sizeof *s);
 }
 
@@ -84,6 +109,133 @@ static ms_code set_string(char **dst, const json_member *m, const char *what, ms
     if (!v) return ms_fail(e, MS_EINVAL, "schema: \"%s\" must be a non-empty string", what);
     free(*dst);
     *dst = v;
+    return MS_OK;
+}
+
+/* A JSON key's text decoded (malloc'd), or NULL if it is empty, holds a NUL or is longer than
+ * SCHEMA_FIELD_MAX bytes. */
+static char *key_value(const char *key, size_t len)
+{
+    char *out = ms_malloc(len + 1);
+    size_t n = json_string_decode(key, len, out);
+    out[n] = 0;
+    if (n == 0 || n > SCHEMA_FIELD_MAX || strlen(out) != n) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* "columns": {"header name": "field", ...}; a repeated "columns" replaces the earlier one. */
+static ms_code parse_columns(schema *s, const json_member *m, ms_err *e)
+{
+    char name[72];
+    json_error je;
+    free_columns(s);
+    json_member *sub = ms_malloc(sizeof(json_member) * SCHEMA_MAX_COLUMNS);
+    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_COLUMNS, &je) : -1;
+    ms_code rc = MS_OK;
+    if (k < 0) {
+        rc = ms_fail(e, MS_EINVAL,
+                     "schema: \"columns\" must be an object of at most %d columns {\"header name\":\"field\"}",
+                     SCHEMA_MAX_COLUMNS);
+        goto out;
+    }
+    s->columns = ms_calloc((size_t)(k ? k : 1), sizeof(schema_column));
+    for (int j = 0; j < k && rc == MS_OK; j++) {
+        char *column = key_value(sub[j].key, sub[j].key_len);
+        char *field = string_value(&sub[j]);
+        if (!column)
+            rc = ms_fail(e, MS_EINVAL, "schema: columns: a column name must be 1-%d bytes without NUL",
+                         SCHEMA_FIELD_MAX);
+        else if (!field || strlen(field) > SCHEMA_FIELD_MAX)
+            rc = ms_fail(e, MS_EINVAL, "schema: columns: column \"%s\" must map to a field name of 1-%d bytes",
+                         key_text(sub[j].key, sub[j].key_len, name), SCHEMA_FIELD_MAX);
+        for (int i = 0; i < s->ncolumns && rc == MS_OK; i++)
+            if (strcmp(s->columns[i].column, column) == 0)
+                rc = ms_fail(e, MS_EINVAL, "schema: columns: column \"%s\" is mapped twice",
+                             key_text(sub[j].key, sub[j].key_len, name));
+        if (rc != MS_OK) {
+            free(column);
+            free(field);
+            break;
+        }
+        s->columns[s->ncolumns].column = column;
+        s->columns[s->ncolumns].field = field;
+        s->ncolumns++;
+    }
+out:
+    free(sub);
+    return rc;
+}
+
+/* "types": {"field": "string" | "number" | "boolean", ...}; a repeated "types" replaces the earlier one. */
+static ms_code parse_types(schema *s, const json_member *m, ms_err *e)
+{
+    char name[72];
+    json_error je;
+    free_types(s);
+    json_member *sub = ms_malloc(sizeof(json_member) * SCHEMA_MAX_COLUMNS);
+    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_COLUMNS, &je) : -1;
+    ms_code rc = MS_OK;
+    if (k < 0) {
+        rc = ms_fail(e, MS_EINVAL, "schema: \"types\" must be an object of at most %d fields {\"field\":\"number\"}",
+                     SCHEMA_MAX_COLUMNS);
+        goto out;
+    }
+    s->types = ms_calloc((size_t)(k ? k : 1), sizeof(schema_field_type));
+    for (int j = 0; j < k && rc == MS_OK; j++) {
+        char *field = key_value(sub[j].key, sub[j].key_len);
+        char *t = string_value(&sub[j]);
+        field_type ft = FIELD_STRING;
+        if (!field)
+            rc = ms_fail(e, MS_EINVAL, "schema: types: a field name must be 1-%d bytes without NUL", SCHEMA_FIELD_MAX);
+        else if (t && strcmp(t, "string") == 0)
+            ft = FIELD_STRING;
+        else if (t && strcmp(t, "number") == 0)
+            ft = FIELD_NUMBER;
+        else if (t && strcmp(t, "boolean") == 0)
+            ft = FIELD_BOOLEAN;
+        else
+            rc = ms_fail(e, MS_EINVAL,
+                         "schema: types: field \"%s\": the type must be \"string\", \"number\" or \"boolean\"",
+                         key_text(sub[j].key, sub[j].key_len, name));
+        for (int i = 0; i < s->ntypes && rc == MS_OK; i++)
+            if (strcmp(s->types[i].field, field) == 0)
+                rc = ms_fail(e, MS_EINVAL, "schema: types: field \"%s\" is typed twice",
+                             key_text(sub[j].key, sub[j].key_len, name));
+        free(t);
+        if (rc != MS_OK) {
+            free(field);
+            break;
+        }
+        s->types[s->ntypes].field = field;
+        s->types[s->ntypes].type = ft;
+        s->ntypes++;
+    }
+out:
+    free(sub);
+    return rc;
+}
+
+/* Fields that every source needs as strings cannot be typed otherwise. */
+static ms_code check_types(const schema *s, ms_err *e)
+{
+    for (int i = 0; i < s->ntypes; i++) {
+        if (s->types[i].type == FIELD_STRING) continue;
+        const char *f = s->types[i].field, *role = NULL;
+        if (strcmp(f, s->name_field) == 0)
+            role = "the name (identity)";
+        else if (strcmp(f, s->dob_field) == 0)
+            role = "the date of birth (identity)";
+        else if (strcmp(f, s->record_id_field) == 0)
+            role = "the record id";
+        else if (strcmp(f, s->type_field) == 0)
+            role = "the record type";
+        else if (strcmp(f, s->ts_field) == 0)
+            role = "the event time";
+        if (role) return ms_fail(e, MS_EINVAL, "schema: types: field \"%.64s\" is %s: it is a string", f, role);
+    }
     return MS_OK;
 }
 
@@ -162,13 +314,22 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
                 s->pub[s->npub].transform = tr;
                 s->npub++;
             }
+        } else if (key_is(m->key, m->key_len, "columns")) {
+            rc = parse_columns(s, m, e);
+        } else if (key_is(m->key, m->key_len, "types")) {
+            rc = parse_types(s, m, e);
+        } else if (key_is(m->key, m->key_len, "dob_format")) {
+            rc = set_string(&s->dob_format, m, "dob_format", e);
+            const char *why = rc == MS_OK ? date_format_check(s->dob_format) : NULL;
+            if (why) rc = ms_fail(e, MS_EINVAL, "schema: \"dob_format\" %s", why);
         } else {
             rc = ms_fail(e, MS_EINVAL,
                          "schema: unknown key \"%s\" (expected identity, record_id, type, event_time, default_type, "
-                         "public)",
+                         "public, columns, types, dob_format)",
                          key_text(m->key, m->key_len, name));
         }
     }
+    if (rc == MS_OK) rc = check_types(s, e);
     for (int i = 0; i < s->npub && rc == MS_OK; i++) {
         const char *f = s->pub[i].field;
         if (strcmp(f, s->name_field) == 0 || strcmp(f, s->dob_field) == 0)
@@ -199,4 +360,18 @@ bool schema_is_record_field(const schema *s, const char *key, size_t key_len)
 {
     return key_is(key, key_len, s->record_id_field) || key_is(key, key_len, s->type_field) ||
            key_is(key, key_len, s->ts_field);
+}
+
+const char *schema_column_field(const schema *s, const char *column, size_t column_len)
+{
+    for (int i = 0; i < s->ncolumns; i++)
+        if (key_is(column, column_len, s->columns[i].column)) return s->columns[i].field;
+    return NULL;
+}
+
+field_type schema_field_type_of(const schema *s, const char *field, size_t field_len)
+{
+    for (int i = 0; i < s->ntypes; i++)
+        if (key_is(field, field_len, s->types[i].field)) return s->types[i].type;
+    return FIELD_STRING;
 }

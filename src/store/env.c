@@ -209,14 +209,14 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         st_mdb_fail(e, rc, "read metadata");
         goto fail;
     }
-    /* The segment size that body positions are relative to. Bodies written with one size read as
-     * garbage with another, so a store holding bodies keeps its size: a different one is refused (a
-     * read-only open simply takes the recorded one). A store that recorded none (written before the size
-     * was kept) is taken at its word. */
+    /* The segment size that body positions are relative to. An opener that sets none (import, user,
+     * preload) takes the recorded one. Bodies written with one size read as garbage with another, so a
+     * store holding bodies keeps its size: a different one is refused (a read-only open simply takes the
+     * recorded one). A store that recorded none (written before the size was kept) is taken at its word. */
     uint64_t recorded = 0;
     if (!(rc = st_meta_get_u64(txn, s->dbi[DB_META], "segment_size", &recorded)) && recorded &&
         recorded != s->segment_size) {
-        if (ro) {
+        if (ro || !opt->segment_size) {
             s->segment_size = recorded;
         } else if (log_end > 0) {
             mdb_txn_abort(txn);

@@ -53,7 +53,8 @@ typedef struct store store;
 
 typedef struct {
     size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
-    uint64_t segment_size; /* bytes per segment file */
+    uint64_t segment_size; /* bytes per segment file; 0: the size the store recorded (else the default), for
+                              openers that do not configure the log (import, user, preload) */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
     const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
     bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify, backup) */
@@ -207,6 +208,10 @@ typedef struct {
 
 /* The latest version of a record, as w sees it (tombstones too). */
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e);
+/* A version of the record (newest first; not a tombstone) with this content hash, if any: what a replayed
+ * import row is checked against (writer.h, ingest_job.replay). valid_to is not filled in. */
+ms_code store_record_with_content(store_write *w, const char *rid, size_t len, const unsigned char content_hash[16],
+                                  record_version *rv, bool *found, ms_err *e);
 /* A record version with its patient's records-index entry, its public copy (public_fields NULL for a
  * tombstone: the copy says deleted) and its public-index entries; named in this commit's log entry. */
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,

@@ -66,6 +66,32 @@ ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_
     return st_record_at(w->txn, w->s->dbi[DB_RECORD], &w->key, rid, len, INT64_MAX, rv, found, e);
 }
 
+ms_code store_record_with_content(store_write *w, const char *rid, size_t len, const unsigned char content_hash[16],
+                                  record_version *rv, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    st_key_record(&w->key, rid, len, INT64_MAX, UINT32_MAX);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_RECORD], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    /* the record's versions, newest first: keys record_id NUL ~valid_from ~version */
+    for (rc = st_seek_first_version(c, &w->key, len + 1, &k, &v); rc == 0 && !*found;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != len + 13 || memcmp(k.mv_data, rid, len) != 0 || ((char *)k.mv_data)[len] != 0) break;
+        if (!st_record_decode(&v, rid, len, rv)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+            break;
+        }
+        *found = !rv->deleted && memcmp(rv->content_hash, content_hash, 16) == 0;
+    }
+    mdb_cursor_close(c);
+    if (out == MS_OK && rc && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "record versions");
+    return out;
+}
+
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
                          ms_err *e)
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs medstream's end-to-end tests, each file against real servers (build/medstream, or
-# $MEDSTREAM_BIN): the API contract, the OpenAPI document, auth and accounts, the command line (--help,
+# $MEDSTREAM_BIN): the API contract, CSV over HTTP, the OpenAPI document, auth and accounts, the command line (--help,
 # --config, the option reference), issue 9's trust fixes, TLS, the HTTP edge's limits, Kafka, PostgreSQL,
 # kill -9 crash safety, a full disk, the data directory lock, operations (access log, JSON log lines, the
 # metrics listener) and backup. Prints each file's summary and a final combined `N passed, N failed` line; exits
@@ -15,9 +15,9 @@ total_fail=0
 total_skip=0
 rc=0
 summaries=()
-for t in test_api.py test_openapi.py test_auth.py test_accounts.py test_cli.py test_trust.py test_tls.py \
+for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py test_cli.py test_trust.py test_tls.py \
          test_http_edge.py test_kafka.py test_postgres.py test_crash.py test_disk_full.py test_data_dir.py test_ops.py \
-         test_backup.py; do
+         test_backup.py test_import.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"

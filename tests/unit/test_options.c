@@ -425,6 +425,42 @@ static char *capture(void (*print)(FILE *, const options_command *), const optio
     return text;
 }
 
+/* A numeric option with a word for "no limit" (.unlimited): the word sets UINT64_MAX, numbers their value
+ * (0 included), and help, refusals and the reference say the word is accepted. */
+static void test_unlimited_word(void **state)
+{
+    (void)state;
+    uint64_t max = 5;
+    const option opts[] = {
+        {.name = "--max", .type = OPT_UINT, .target = &max, .def = "none", .unlimited = "none", .help = "at most"},
+        {0},
+    };
+    options_args a;
+    char *none[] = {"cmd"};
+    assert_int_equal(options_parse(opts, 1, none, 1, 0, &a), OPTIONS_OK);
+    assert_true(max == UINT64_MAX); /* the default, the word */
+    options_args_free(&a);
+    char *zero[] = {"cmd", "--max", "0"};
+    assert_int_equal(options_parse(opts, 3, zero, 1, 0, &a), OPTIONS_OK);
+    assert_int_equal(max, 0);
+    options_args_free(&a);
+    char *word[] = {"cmd", "--max=none"};
+    assert_int_equal(options_parse(opts, 2, word, 1, 0, &a), OPTIONS_OK);
+    assert_true(max == UINT64_MAX);
+    options_args_free(&a);
+    char *bad[] = {"cmd", "--max", "lots"};
+    assert_int_equal(options_parse(opts, 3, bad, 1, 0, &a), OPTIONS_USAGE);
+    if (!strstr(a.err, "--max") || !strstr(a.err, "a whole number") || !strstr(a.err, "or none"))
+        fail_msg("refusal: %s", a.err);
+    options_args_free(&a);
+    char text[2048];
+    FILE *f = fmemopen(text, sizeof text, "w");
+    options_command cmd = {"demo", "medstream demo", "Demo.", opts};
+    options_help(f, &cmd);
+    fclose(f);
+    if (!strstr(text, "or none, default none")) fail_msg("help: %s", text);
+}
+
 static void test_help_and_reference(void **state)
 {
     (void)state;
@@ -503,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_command_line_overrides_file),
         cmocka_unit_test(test_config_errors_name_file_line_key),
         cmocka_unit_test(test_help_and_reference),
+        cmocka_unit_test(test_unlimited_word),
         cmocka_unit_test(test_parse_command_exit_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

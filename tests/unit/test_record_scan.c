@@ -535,6 +535,51 @@ static void test_body_single_object(void **state)
     assert_false(f->batch.records[0].rejected);
 }
 
+/* An imported row without an id is named by (origin, physical line): the same row of the same file is the
+ * same record on every run, equal rows on two lines are two records, and a body's line L stands for the
+ * file's line origin_line + L - 1, so a row sent alone or inside a longer body gets one id. */
+static void test_origin_record_id(void **state)
+{
+    fixture *f = *state;
+    unsigned char origin[32], other[32];
+    memset(origin, 0x11, sizeof origin);
+    memset(other, 0x22, sizeof other);
+    parsed_record by_content = scan(f, REC(1)); /* line 7, no origin */
+    f->cfg.origin = origin;
+    f->cfg.origin_line = 1;
+    parsed_record a = scan(f, REC(1)); /* file line 7 */
+    parsed_record a_again = scan(f, REC(1));
+    parsed_record a_other_content = scan(f, REC(2)); /* same place, other content: same name (an edit) */
+    expect_valid(&a, "a");
+    assert_true(a.record_id_derived);
+    assert_int_equal(a.record_id_len, 32);
+    assert_span_equal(a_again.record_id, a_again.record_id_len, a.record_id);
+    assert_span_equal(a_other_content.record_id, a_other_content.record_id_len, a.record_id);
+    assert_string_not_equal(a.record_id, by_content.record_id);
+    /* the same content on another line: another record */
+    f->cfg.origin_line = 2; /* line 7 of the body is now the file's line 8 */
+    parsed_record b = scan(f, REC(1));
+    assert_string_not_equal(b.record_id, a.record_id);
+    /* another file: another record */
+    f->cfg.origin = other;
+    f->cfg.origin_line = 1;
+    parsed_record c = scan(f, REC(1));
+    assert_string_not_equal(c.record_id, a.record_id);
+    /* a body whose line 1 is the file's line 5: its line 3 is the file's line 7, which is a's */
+    f->cfg.origin = origin;
+    f->cfg.origin_line = 5;
+    assert_int_equal(scan_body(f, REC(9) "\n\n" REC(1) "\n"), MS_OK);
+    assert_int_equal(f->batch.n, 2);
+    assert_int_equal(f->batch.records[1].line, 3);
+    assert_span_equal(f->batch.records[1].record_id, f->batch.records[1].record_id_len, a.record_id);
+    assert_string_not_equal(f->batch.records[0].record_id, a.record_id);
+    /* a record with its own id keeps it */
+    parsed_record own = scan(f, "{\"record_id\":\"r-1\",\"name\":\"" NAME "\",\"dob\":\"" DOB "\"}");
+    expect_valid(&own, "own id");
+    assert_false(own.record_id_derived);
+    assert_span_equal(own.record_id, own.record_id_len, "r-1");
+}
+
 static void test_body_empty(void **state)
 {
     fixture *f = *state;
@@ -563,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_body_array, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_single_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_origin_record_id, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

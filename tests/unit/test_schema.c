@@ -229,6 +229,83 @@ static void test_duplicate_public_member_does_not_overflow(void **state)
     assert_true(unit_run_isolated(parse_two_public_members, NULL));
 }
 
+/* The CSV keys: "columns", "types", "dob_format" (csv.h). */
+static void test_parse_csv_keys(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e = {0};
+    const char *text =
+        "{\"identity\":{\"name\":\"full_name\"},"
+        "\"columns\":{\"Patient Name\":\"full_name\",\"Birth Date\":\"dob\",\"W\\u00e9ight\":\"weight\"},"
+        "\"types\":{\"weight\":\"number\",\"smoker\":\"boolean\",\"note\":\"string\",\"full_name\":\"string\"},"
+        "\"dob_format\":\"%m/%d/%Y\"}";
+    if (parse(&s, text, &e) != MS_OK) fail_msg("schema: %s", e.msg);
+    assert_int_equal(s.ncolumns, 3);
+    assert_string_equal(s.columns[0].column, "Patient Name");
+    assert_string_equal(s.columns[0].field, "full_name");
+    assert_string_equal(s.columns[2].column, "W\xC3\xA9ight");
+    assert_string_equal(schema_column_field(&s, "Birth Date", 10), "dob");
+    assert_null(schema_column_field(&s, "birth date", 10)); /* exact, case-sensitive */
+    assert_null(schema_column_field(&s, "Birth Dat", 9));
+    assert_int_equal(s.ntypes, 4);
+    assert_int_equal(schema_field_type_of(&s, "weight", 6), FIELD_NUMBER);
+    assert_int_equal(schema_field_type_of(&s, "smoker", 6), FIELD_BOOLEAN);
+    assert_int_equal(schema_field_type_of(&s, "note", 4), FIELD_STRING);
+    assert_int_equal(schema_field_type_of(&s, "other", 5), FIELD_STRING);
+    assert_int_equal(schema_field_type_of(&s, "Weight", 6), FIELD_STRING);
+    assert_string_equal(s.dob_format, "%m/%d/%Y");
+    schema_free(&s);
+    /* none of them: no map, every field a string, the dob taken as it is */
+    schema_default(&s);
+    assert_int_equal(s.ncolumns, 0);
+    assert_int_equal(s.ntypes, 0);
+    assert_null(s.dob_format);
+    assert_null(schema_column_field(&s, "name", 4));
+    assert_int_equal(schema_field_type_of(&s, "weight", 6), FIELD_STRING);
+    schema_free(&s);
+    /* formats */
+    const char *good[] = {"%d.%m.%Y", "%Y-%m-%d", "%d %b %Y", "%Y%m%d", "%%%Y/%m/%d", "%b %d, %Y"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        char t[100];
+        snprintf(t, sizeof t, "{\"dob_format\":\"%s\"}", good[i]);
+        if (parse(&s, t, &e) != MS_OK) fail_msg("%s: %s", good[i], e.msg);
+        schema_free(&s);
+    }
+}
+
+static void test_parse_csv_errors(void **state)
+{
+    (void)state;
+    expect_parse_error("{\"columns\":[\"a\"]}", "\"columns\" must be an object");
+    expect_parse_error("{\"columns\":{\"A\":1}}", "schema: columns: column \"A\" must map to a field name");
+    expect_parse_error("{\"columns\":{\"A\":\"\"}}", "column \"A\" must map to a field name");
+    expect_parse_error("{\"columns\":{\"\":\"a\"}}", "schema: columns: a column name must be 1-1024 bytes");
+    expect_parse_error("{\"columns\":{\"A\":\"a\",\"A\":\"b\"}}", "schema: columns: column \"A\" is mapped twice");
+    expect_parse_error("{\"types\":\"number\"}", "\"types\" must be an object");
+    expect_parse_error("{\"types\":{\"w\":\"int\"}}",
+                       "schema: types: field \"w\": the type must be \"string\", \"number\" or \"boolean\"");
+    expect_parse_error("{\"types\":{\"w\":\"number\",\"w\":\"boolean\"}}", "field \"w\" is typed twice");
+    expect_parse_error("{\"types\":{\"dob\":\"number\"}}",
+                       "field \"dob\" is the date of birth (identity): it is a string");
+    expect_parse_error("{\"types\":{\"name\":\"boolean\"}}", "field \"name\" is the name (identity)");
+    expect_parse_error("{\"types\":{\"record_id\":\"number\"}}", "the record id");
+    expect_parse_error("{\"types\":{\"type\":\"number\"}}", "the record type");
+    expect_parse_error("{\"types\":{\"at\":\"number\"},\"event_time\":\"at\"}", "field \"at\" is the event time");
+    expect_parse_error("{\"dob_format\":5}", "\"dob_format\" must be a non-empty string");
+    expect_parse_error("{\"dob_format\":\"%m/%d/%y\"}", "schema: \"dob_format\" has %y: a two-digit year");
+    expect_parse_error("{\"dob_format\":\"%m/%d\"}", "needs exactly one year (%Y), one month (%m or %b) and one day");
+    expect_parse_error("{\"dob_format\":\"%Y %Y %m %d\"}", "needs exactly one year");
+    expect_parse_error("{\"dob_format\":\"%Y-%m-%d %H\"}", "has a directive other than");
+    expect_parse_error("{\"dob_format\":\"%Y-%m-%d%\"}", "ends with a lone %");
+    expect_parse_error("{\"dob_format\":\"%Y-%m-%d                              \"}", "longer than 32 bytes");
+    /* renaming the identity field makes the old name typeable */
+    schema s;
+    ms_err e;
+    assert_int_equal(parse(&s, "{\"identity\":{\"dob\":\"born\"},\"types\":{\"dob\":\"number\"}}", &e), MS_OK);
+    schema_free(&s);
+}
+
 static void test_load_file(void **state)
 {
     (void)state;
@@ -278,6 +355,8 @@ int main(void)
         cmocka_unit_test(test_duplicate_public_member_does_not_overflow),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_byte_order_mark),
+        cmocka_unit_test(test_parse_csv_keys),
+        cmocka_unit_test(test_parse_csv_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

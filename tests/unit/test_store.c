@@ -1193,6 +1193,22 @@ static void test_segment_preallocated_in_steps(void **state)
     store_close(s);
     if (store_open(&s, dir, &opt, &e) != MS_OK) fail_msg("reopen: %s", e.msg);
     store_close(s);
+    /* an opener that leaves the size to the store (segment_size 0) gets the recorded 96 MiB, not the
+     * default: after a commit past the first file, the next append goes on in the second file and the
+     * first stays whole */
+    store_options recorded = {.owner = "unit"};
+    if (store_open(&s, dir, &recorded, &e) != MS_OK) fail_msg("reopen with the recorded size: %s", e.msg);
+    for (int i = 0; i < 13; i++) /* to 104 MiB */
+        append_n(s, chunk, &pos);
+    store_write *w;
+    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK); /* the log's end, 104 MiB, recorded */
+    store_close(s);
+    if (store_open(&s, dir, &recorded, &e) != MS_OK) fail_msg("reopen with the recorded size: %s", e.msg);
+    append_n(s, chunk, &pos);
+    assert_int_equal(pos, 13 * chunk);
+    assert_int_equal(segment_file_size(dir, 0, NULL), opt.segment_size);
+    store_close(s);
     unit_rmtree(dir);
 }
 

@@ -257,6 +257,53 @@ static void test_round_trip(void **state)
     }
 }
 
+/* Date formats (a schema's dob_format): the directives, greedy 1-2 digit months and days, exact literals. */
+static void test_date_formats(void **state)
+{
+    (void)state;
+    const char *ok[][3] = {
+        {"%m/%d/%Y", "01/31/1990", "1990-01-31"}, {"%m/%d/%Y", "1/5/1990", "1990-01-05"},
+        {"%d.%m.%Y", "29.02.2000", "2000-02-29"}, {"%Y-%m-%d", "0001-01-01", "0001-01-01"},
+        {"%d %b %Y", "5 mAr 2001", "2001-03-05"}, {"%b %d, %Y", "Dec 31, 1999", "1999-12-31"},
+        {"%Y%m%d", "19900105", "1990-01-05"},     {"%%%Y", "%2001", NULL},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        if (!ok[i][2]) {
+            assert_non_null(date_format_check(ok[i][0])); /* no month nor day */
+            continue;
+        }
+        assert_null(date_format_check(ok[i][0]));
+        int y, m, d;
+        const char *why = date_parse_format(ok[i][0], ok[i][1], strlen(ok[i][1]), &y, &m, &d);
+        if (why) fail_msg("%s with %s: %s", ok[i][1], ok[i][0], why);
+        char got[16];
+        snprintf(got, sizeof got, "%04d-%02d-%02d", y, m, d);
+        assert_string_equal(got, ok[i][2]);
+    }
+    const char *bad[][3] = {
+        {"%m/%d/%Y", "01/31/90", "does not match"},    {"%m/%d/%Y", "01/31/1990 ", "does not match"},
+        {"%m/%d/%Y", " 01/31/1990", "does not match"}, {"%m/%d/%Y", "001/31/1990", "does not match"},
+        {"%m/%d/%Y", "01-31-1990", "does not match"},  {"%m/%d/%Y", "02/30/1990", "not a real date"},
+        {"%m/%d/%Y", "13/01/1990", "not a real date"}, {"%m/%d/%Y", "00/10/1990", "not a real date"},
+        {"%d.%m.%Y", "29.02.1900", "not a real date"}, {"%d %b %Y", "5 Mrz 2001", "does not match"},
+        {"%Y-%m-%d", "0000-01-01", "not a real date"}, {"%m/%d/%Y", "", "does not match"},
+        {"%m/%d/%Y", "1/2/", "does not match"},        {"%Y%m%d", "199001", "does not match"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int y, m, d;
+        const char *why = date_parse_format(bad[i][0], bad[i][1], strlen(bad[i][1]), &y, &m, &d);
+        if (!why || !strstr(why, bad[i][2]))
+            fail_msg("\"%s\" with %s: %s (wanted %s)", bad[i][1], bad[i][0], why ? why : "accepted", bad[i][2]);
+    }
+    /* the length decides: a valid date followed by more bytes is no match */
+    int y, m, d;
+    assert_null(date_parse_format("%Y-%m-%d", "1990-01-0512", 10, &y, &m, &d));
+    assert_non_null(date_parse_format("%Y-%m-%d", "1990-01-0512", 12, &y, &m, &d));
+    const char *refused[] = {"%m/%d/%y", "%m/%d", "%Y-%m-%d %H", "%Y-%m-%d%", "%Y%Y%m%d", "%b%m%d%Y", ""};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++)
+        if (!date_format_check(refused[i])) fail_msg("format accepted: %s", refused[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_negative_times),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_date_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

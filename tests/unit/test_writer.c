@@ -245,6 +245,106 @@ static void test_statuses(void **state)
     assert_int_equal(pc1, pc0);
 }
 
+static bool count_entry(void *ctx, uint64_t seq, const char *entry, size_t len)
+{
+    (void)seq, (void)entry, (void)len;
+    ++*(int *)ctx;
+    return true;
+}
+
+/* The source position stored under (source, partition), -1 when none. */
+static int64_t position(fixture *f, const char *source, int32_t partition)
+{
+    store_read *r = unit_rbegin(f->s);
+    int64_t next = -1;
+    bool found = false;
+    ms_err e;
+    assert_int_equal(store_source_offset_get(r, source, partition, &next, &found, &e), MS_OK);
+    store_read_end(r);
+    return found ? next : -1;
+}
+
+static int audit_entries(fixture *f)
+{
+    store_read *r = unit_rbegin(f->s);
+    int n = 0;
+    ms_err e;
+    assert_int_equal(store_audit_scan(r, 0, count_entry, &n, &e), MS_OK);
+    store_read_end(r);
+    return n;
+}
+
+/* ingest.h: a batch of only rejected lines that carries source positions commits them (an import's bad
+ * rows, a topic's dead letters), with no body and no audit entry; so does a batch of no lines. */
+static void test_rejected_batch_commits_positions(void **state)
+{
+    fixture *f = *state;
+    source_offset at[] = {{"import:unit", 0, 4096}, {"import:unit", 1, 12}};
+    submission *bad = prepare(&f->sc, f->s, "{\"name\":\"No Dob\"}\nnot json\n");
+    f->subs[f->nsubs++] = bad;
+    bad->job.offsets = at;
+    bad->job.noffsets = 2;
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    int audited = audit_entries(f);
+    assert_int_equal(run(f->s, f->w, bad), MS_OK);
+    expect_item(bad, 0, ITEM_REJECTED, 0);
+    expect_item(bad, 1, ITEM_REJECTED, 0);
+    assert_int_equal(bad->job.body_pos, UINT64_MAX); /* nothing appended */
+    assert_int_equal(position(f, "import:unit", 0), 4096);
+    assert_int_equal(position(f, "import:unit", 1), 12);
+    uint64_t cp1, pc1;
+    counts(f, &cp1, &pc1);
+    assert_int_equal(cp1, cp0 + 1); /* one commit, no patient */
+    assert_int_equal(pc1, pc0);
+    assert_int_equal(audit_entries(f), audited);
+    /* no lines at all, positions only */
+    record_batch none = {0};
+    source_offset end[] = {{"import:unit", 0, 8192}};
+    ingest_job job = {.batch = &none, .body_pos = UINT64_MAX, .offsets = end, .noffsets = 1, .source = "unit test"};
+    ingest_ctx in = {.store = f->s, .writer = f->w};
+    ms_err e;
+    assert_int_equal(ingest_store(&in, &job, &e), MS_OK);
+    assert_int_equal(position(f, "import:unit", 0), 8192);
+    assert_int_equal(audit_entries(f), audited);
+    /* without positions a rejected batch still commits nothing */
+    submission *plain = submit(f, "not json\n");
+    expect_item(plain, 0, ITEM_REJECTED, 0);
+    uint64_t cp2, pc2;
+    counts(f, &cp2, &pc2);
+    assert_int_equal(cp2, cp1 + 1);
+}
+
+/* writer.h, ingest_job.replay: a file read again whose rows hold two versions of one record stores
+ * neither again (each matches a version it made); without replay the older one would come back as a new
+ * version. New content is still a new version. */
+static void test_replay_matches_any_version(void **state)
+{
+    fixture *f = *state;
+    const char *v1 = "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"nuts\"}\n";
+    const char *v2 = "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"dust\"}\n";
+    char both[512];
+    snprintf(both, sizeof both, "%s%s", v1, v2);
+    submission *first = submit(f, both);
+    expect_item(first, 0, ITEM_CREATED, 1);
+    expect_item(first, 1, ITEM_UPDATED, 2);
+    submission *again = prepare(&f->sc, f->s, both);
+    f->subs[f->nsubs++] = again;
+    again->job.replay = true;
+    assert_int_equal(run(f->s, f->w, again), MS_OK);
+    expect_item(again, 0, ITEM_DUPLICATE, 1); /* the version it made */
+    expect_item(again, 1, ITEM_DUPLICATE, 2);
+    assert_true(same_pid(&again->res[0].pid, &first->res[0].pid));
+    submission *changed = prepare(&f->sc, f->s, "{\"record_id\":\"rp\"," ANA ",\"allergy\":\"pollen\"}\n");
+    f->subs[f->nsubs++] = changed;
+    changed->job.replay = true;
+    assert_int_equal(run(f->s, f->w, changed), MS_OK);
+    expect_item(changed, 0, ITEM_UPDATED, 3);
+    /* without replay, the older content is a new version (a client may restore it on purpose) */
+    submission *restore = submit(f, v1);
+    expect_item(restore, 0, ITEM_UPDATED, 4);
+}
+
 typedef struct {
     int records, patients;
     char rids[8][16];
@@ -1042,6 +1142,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_moved_record_leaves_the_old_patient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rejected_batch_commits_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_matches_any_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),

@@ -36,7 +36,7 @@
 #include "base/options.h"
 #include "base/util.h"
 
-#include "http_client.h"
+#include "base/http_client.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -437,7 +437,7 @@ enum {
     STREAM_NOTES_POOL
 };
 
-typedef struct {
+typedef struct bench_gen {
     uint64_t seed;
     double repeat_share, update_share;
     uint64_t batch;
@@ -449,28 +449,35 @@ typedef struct {
     time_t start_time; /* "ts" values are at most 30 days before this */
 } record_gen;
 
-static bool gen_init(record_gen *g, const bench_config *cfg, const char *run_id)
+static bool gen_setup(record_gen *g, uint64_t seed, double repeat_share, double update_share, uint64_t batch,
+                      uint64_t update_lag, uint64_t size, const char *run_id)
 {
     memset(g, 0, sizeof *g);
-    g->seed = cfg->seed;
-    g->repeat_share = cfg->repeat_share;
-    g->update_share = cfg->update_share;
-    g->batch = cfg->batch;
-    g->update_lag = cfg->batch * cfg->connections;
-    g->size = cfg->size;
+    g->seed = seed;
+    g->repeat_share = repeat_share;
+    g->update_share = update_share;
+    g->batch = batch;
+    g->update_lag = update_lag;
+    g->size = size;
     g->run_id = run_id;
     g->start_time = time(NULL);
     size_t pool = (size_t)8 << 20;
-    if (pool < 2 * cfg->size + 4 * NOTES_SLACK) pool = 2 * cfg->size + 4 * NOTES_SLACK;
+    if (pool < 2 * size + 4 * NOTES_SLACK) pool = 2 * size + 4 * NOTES_SLACK;
     g->notes = malloc(pool + 1);
     if (!g->notes) return false;
-    rng r = {hash3(cfg->seed, STREAM_NOTES_POOL, 0)};
+    rng r = {hash3(seed, STREAM_NOTES_POOL, 0)};
     size_t len = 0;
     while (len < pool)
         len += clinical_sentence(&r, g->notes + len, pool + 1 - len);
     g->notes_len = pool;
     g->notes[pool] = '\0';
     return true;
+}
+
+static bool gen_init(record_gen *g, const bench_config *cfg, const char *run_id)
+{
+    return gen_setup(g, cfg->seed, cfg->repeat_share, cfg->update_share, cfg->batch, cfg->batch * cfg->connections,
+                     cfg->size, run_id);
 }
 
 static void gen_free(record_gen *g)
@@ -540,8 +547,9 @@ void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, in
 }
 
 /* Writes record seq as one NDJSON line of about g->size bytes at dst (cap bytes available,
- * cap >= max(size, RECORD_HEADER_MAX + MIN_NOTES + 3)). Returns its length, 0 if it did not fit. */
-static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t cap)
+ * cap >= max(size, RECORD_HEADER_MAX + MIN_NOTES + 3)), or (csv) as one CSV row of the columns of
+ * BENCH_CSV_HEADER with the same values. Returns its length, 0 if it did not fit. */
+static size_t gen_record_as(const record_gen *g, uint64_t seq, bool csv, char *dst, size_t cap)
 {
     uint64_t origin = gen_origin(g, seq);
     uint64_t identity = gen_identity(g, seq);
@@ -573,19 +581,27 @@ static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t ca
     struct tm tm;
     gmtime_r(&ts, &tm);
 
-    int n =
-        snprintf(dst, cap,
-                 "{\"record_id\":\"%s-%010" PRIu64 "\",\"name\":\"%s %s %" PRIu64 "\","
-                 "\"dob\":\"%04d-%02d-%02d\",\"ssn\":\"%03d-%02d-%04d\","
-                 "\"phone\":\"+1-%03d-%03d-%04d\",\"address\":\"%d %s %s, %s, %s %05d\","
-                 "\"favorite_color\":\"%s\",\"type\":\"%s\","
-                 "\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\",\"notes\":\"",
-                 g->run_id, origin, first, last, identity + 1, year, month, day, ssn_area, ssn_group, ssn_serial,
-                 phone_area, phone_exchange, phone_line, house, street, suffix, cities[city].city, cities[city].state,
-                 zip, color, type, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    if (n < 0 || (size_t)n >= cap) return 0;
+    /* the same values in both forms (the text pool and the names hold no '"' and no '\\'); the notes'
+     * length and slice come from the NDJSON form, so that the CSV row holds the same text */
+    static const char json_form[] = "{\"record_id\":\"%s-%010" PRIu64 "\",\"name\":\"%s %s %" PRIu64 "\","
+                                    "\"dob\":\"%04d-%02d-%02d\",\"ssn\":\"%03d-%02d-%04d\","
+                                    "\"phone\":\"+1-%03d-%03d-%04d\",\"address\":\"%d %s %s, %s, %s %05d\","
+                                    "\"favorite_color\":\"%s\",\"type\":\"%s\","
+                                    "\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\",\"notes\":\"";
+    static const char csv_form[] = "%s-%010" PRIu64 ",%s %s %" PRIu64 ",%04d-%02d-%02d,%03d-%02d-%04d,"
+                                   "+1-%03d-%03d-%04d,\"%d %s %s, %s, %s %05d\",%s,%s,"
+                                   "%04d-%02d-%02dT%02d:%02d:%02dZ,\"";
+    int json_n = 0, n = 0;
+    for (int form = 0; form <= (csv ? 1 : 0); form++) {
+        n = snprintf(dst, cap, form ? csv_form : json_form, g->run_id, origin, first, last, identity + 1, year, month,
+                     day, ssn_area, ssn_group, ssn_serial, phone_area, phone_exchange, phone_line, house, street,
+                     suffix, cities[city].city, cities[city].state, zip, color, type, tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (n < 0 || (size_t)n >= cap) return 0;
+        if (!form) json_n = n;
+    }
     size_t used = (size_t)n;
-    size_t notes = g->size > used + 3 + MIN_NOTES ? g->size - used - 3 : MIN_NOTES;
+    size_t notes = g->size > (size_t)json_n + 3 + MIN_NOTES ? g->size - (size_t)json_n - 3 : MIN_NOTES;
     if (used + notes + 3 > cap) return 0;
 
     /* A slice of the pool that starts a sentence (after ". "), as a note would. */
@@ -596,8 +612,36 @@ static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t ca
     off += 2;
     memcpy(dst + used, g->notes + off, notes);
     used += notes;
-    memcpy(dst + used, "\"}\n", 3);
-    return used + 3;
+    memcpy(dst + used, csv ? "\"\n" : "\"}\n", csv ? 2 : 3);
+    return used + (csv ? 2 : 3);
+}
+
+static size_t gen_record(const record_gen *g, uint64_t seq, char *dst, size_t cap)
+{
+    return gen_record_as(g, seq, false, dst, cap);
+}
+
+bench_gen *bench_gen_new(uint64_t seed, uint64_t size, double repeat_share, double update_share, uint64_t batch,
+                         const char *run_id)
+{
+    bench_gen *g = malloc(sizeof *g);
+    if (g && !gen_setup(g, seed, repeat_share, update_share, batch, batch, size, run_id)) {
+        free(g);
+        g = NULL;
+    }
+    return g;
+}
+
+size_t bench_gen_record(const bench_gen *g, uint64_t seq, bool csv, char *dst, size_t cap)
+{
+    return gen_record_as(g, seq, csv, dst, cap);
+}
+
+void bench_gen_free(bench_gen *g)
+{
+    if (!g) return;
+    gen_free(g);
+    free(g);
 }
 
 /* ======================================================================================== */

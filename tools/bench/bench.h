@@ -22,6 +22,7 @@
 #ifndef MEDSTREAM_BENCH_H
 #define MEDSTREAM_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,17 @@ int bench_main(int argc, char **argv);
 /* Synthetic identity number `identity` under `seed`: a name ("First Last N") and a real date of
  * birth. The same function names the bench's patients and `medstream preload`'s. */
 void bench_identity(uint64_t seed, uint64_t identity, char *name, size_t cap, int *year, int *month, int *day);
+
+/* The bench's records for other tools (gen-import): record seq of a generator is fully determined by
+ * (seed, seq) as in the load generator, written as one NDJSON line or as one CSV row of the columns of
+ * BENCH_CSV_HEADER (address and notes quoted), of about `size` bytes. Updates re-use a record id from at
+ * least `batch` records earlier. NULL when out of memory. */
+typedef struct bench_gen bench_gen;
+#define BENCH_CSV_HEADER "record_id,name,dob,ssn,phone,address,favorite_color,type,ts,notes\n"
+bench_gen *bench_gen_new(uint64_t seed, uint64_t size, double repeat_share, double update_share, uint64_t batch,
+                         const char *run_id);
+/* Returns the length written at dst (cap >= size + 1024), 0 if it did not fit. */
+size_t bench_gen_record(const bench_gen *g, uint64_t seq, bool csv, char *dst, size_t cap);
+void bench_gen_free(bench_gen *g);
 
 #endif

@@ -1,10 +1,11 @@
 /*
  * http_client.h: a small blocking HTTP/1.1 client over plain TCP sockets.
  *
- * What it is for: the load generator (`medstream bench`) and tests talk to a medstream server
- * with it. One http_client_conn is one TCP connection to one host:port, used by one thread at a
- * time. (Prefixed http_client_ so that it never clashes with the server's http_request and
- * http_response in http_server.h.)
+ * What it is for: the command-line tools that talk to a running medstream server: `medstream
+ * import --url` (src/import/) and the load generator (`medstream bench`, tools/bench/). It lives in
+ * base/ because both binaries use it and it knows nothing of medstream (libc sockets only). One http_client_conn is one
+ * TCP connection to one host:port, used by one thread at a time. (Prefixed http_client_ so that it never clashes with
+ * the server's http_request and http_response in http_server.h.)
  *
  * Contract:
  *   - http_client_request() sends one request and reads the whole answer into an

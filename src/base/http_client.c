@@ -14,7 +14,7 @@
  * end of the current answer (the rest of the read buffer belongs to the next one), or accept an
  * answer it could not frame (such a connection is closed, not reused).
  */
-#include "http_client.h"
+#include "base/http_client.h"
 
 #include <errno.h>
 #include <fcntl.h>
