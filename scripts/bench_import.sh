@@ -5,7 +5,8 @@
 # no index; a PostgreSQL 15 from scripts/pg_temp.sh, fsync on) and DuckDB `read_csv` into a table of a
 # database file. RUNS rounds; in each round the three run in turn, each on a fresh target and with the
 # page cache dropped first (when this user may) so that every one reads the file from disk. Then the
-# medians of elapsed seconds, rows/min, MB/s of CSV and peak resident memory (GNU time's maxrss).
+# medians of elapsed seconds, rows/min, MB/s of CSV and peak memory (scripts/run_measured.py: resident,
+# and anonymous).
 # Before the rounds, one import of the first ~1 GB of the same rows (50,000) shows that peak memory does
 # not grow with the file's size.
 #
@@ -24,18 +25,17 @@ mkdir -p "$dir"; chmod 755 "$dir"
 csv="$dir/rows-$rows.csv"; small="$dir/rows-50000.csv"; out="$dir/figures.ndjson"; : > "$out"
 
 drop_cache() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
-# timed LABEL ROWS FILE CMD...: runs CMD under GNU time, appends {"tool","rows","seconds","rss_mib",...}
+# timed LABEL ROWS FILE CMD...: runs CMD under scripts/run_measured.py, appends its figures to $out
 timed() {
   local label=$1 n=$2 file=$3; shift 3
   drop_cache
-  /usr/bin/time -f '%e %M' -o "$dir/time" "$@" > "$dir/stdout" 2> "$dir/stderr" ||
+  python3 scripts/run_measured.py "$dir/time.json" "$@" > "$dir/stdout" 2> "$dir/stderr" ||
     { echo "bench_import: $label failed:" >&2; tail -5 "$dir/stderr" >&2; exit 1; }
-  read -r secs kib < "$dir/time"
-  python3 - "$label" "$n" "$(stat -c %s "$file")" "$secs" "$kib" >> "$out" <<'EOF'
+  python3 - "$label" "$n" "$(stat -c %s "$file")" "$dir/time.json" >> "$out" <<'EOF'
 import json, sys
-label, n, size, secs, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-print(json.dumps({"tool": label, "rows": n, "seconds": secs, "rows_per_min": round(n / secs * 60),
-                  "mb_per_s": round(size / 1e6 / secs, 1), "rss_mib": round(kib / 1024)}))
+label, n, size, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
+print(json.dumps({"tool": label, "rows": n, "seconds": t["seconds"], "rows_per_min": round(n / t["seconds"] * 60),
+                  "mb_per_s": round(size / 1e6 / t["seconds"], 1), "rss_mib": t["rss_mib"], "anon_mib": t["anon_mib"]}))
 EOF
   tail -1 "$out" >&2
 }
@@ -95,7 +95,7 @@ python3 - "$out" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print("medians:")
-print("  %-18s %10s %5s %9s %12s %8s %9s" % ("tool", "rows", "runs", "seconds", "rows/min", "MB/s", "peak MiB"))
+print("  %-18s %10s %5s %9s %12s %8s %9s %9s" % ("tool", "rows", "runs", "seconds", "rows/min", "MB/s", "peak RSS", "peak anon"))
 seen = []
 for r in rows:
     k = (r["tool"], r["rows"])
@@ -104,5 +104,8 @@ for r in rows:
     seen.append(k)
     g = [x for x in rows if (x["tool"], x["rows"]) == k]
     m = lambda f: statistics.median(x[f] for x in g)
-    print("  %-18s %10d %5d %9.1f %12d %8.1f %9d" % (k[0], k[1], len(g), m("seconds"), m("rows_per_min"), m("mb_per_s"), m("rss_mib")))
+    print("  %-18s %10d %5d %9.1f %12d %8.1f %9d %9d" % (k[0], k[1], len(g), m("seconds"), m("rows_per_min"), m("mb_per_s"),
+                                                       m("rss_mib"), m("anon_mib")))
+print("(MiB. peak RSS counts mapped file pages too, LMDB's for medstream; peak anon is the process's own\n"
+      " memory, sampled every 0.1 s. psql's figures are the client's: the server's are not counted.)")
 EOF
