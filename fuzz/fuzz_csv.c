@@ -18,6 +18,7 @@
  * Build and run: make fuzz-csv FUZZ_SECONDS=20 (seeds in fuzz/corpus_csv/); `make fuzz` runs it after
  * fuzz_record.
  */
+#include "fuzz_check.h"
 #include "base/json_scan.h"
 #include "pipeline/csv.h"
 #include "pipeline/prepare.h"
@@ -26,14 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(c)                                                                                                       \
-    do {                                                                                                               \
-        if (!(c)) {                                                                                                    \
-            fprintf(stderr, "fuzz_csv: invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #c);                      \
-            abort();                                                                                                   \
-        }                                                                                                              \
-    } while (0)
 
 static schema g_schema;
 static const unsigned char g_id_key[32] = "medstream fuzz id key 0123456789";

@@ -14,6 +14,7 @@
  *   - line numbers never decrease and the rejected count matches.
  * Build and run: make fuzz FUZZ_SECONDS=20 (seeds in fuzz/corpus/).
  */
+#include "fuzz_check.h"
 #include "base/json_scan.h"
 #include "pipeline/prepare.h"
 #include "pipeline/record_scan.h"
@@ -24,14 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(c)                                                                                                       \
-    do {                                                                                                               \
-        if (!(c)) {                                                                                                    \
-            fprintf(stderr, "fuzz_record: invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            abort();                                                                                                   \
-        }                                                                                                              \
-    } while (0)
 
 static schema g_schema;
 static const unsigned char g_id_key[32] = "medstream fuzz id key 0123456789";

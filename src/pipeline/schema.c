@@ -126,21 +126,28 @@ static char *key_value(const char *key, size_t len)
     return out;
 }
 
+/* The members of m, an object of at most SCHEMA_MAX_COLUMNS members ("columns", "types"), into *sub (the
+ * caller frees it, also on failure); their count, or -1 with e set ("what" must be an object of that
+ * "shape") when m is no such object. */
+static int scan_map(const json_member *m, const char *what, const char *shape, json_member **sub, ms_err *e)
+{
+    json_error je;
+    *sub = ms_malloc(sizeof(json_member) * SCHEMA_MAX_COLUMNS);
+    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, *sub, SCHEMA_MAX_COLUMNS, &je) : -1;
+    if (k < 0)
+        ms_fail(e, MS_EINVAL, "schema: \"%s\" must be an object of at most %d %s", what, SCHEMA_MAX_COLUMNS, shape);
+    return k;
+}
+
 /* "columns": {"header name": "field", ...}; a repeated "columns" replaces the earlier one. */
 static ms_code parse_columns(schema *s, const json_member *m, ms_err *e)
 {
     char name[72];
-    json_error je;
+    json_member *sub;
     free_columns(s);
-    json_member *sub = ms_malloc(sizeof(json_member) * SCHEMA_MAX_COLUMNS);
-    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_COLUMNS, &je) : -1;
-    ms_code rc = MS_OK;
-    if (k < 0) {
-        rc = ms_fail(e, MS_EINVAL,
-                     "schema: \"columns\" must be an object of at most %d columns {\"header name\":\"field\"}",
-                     SCHEMA_MAX_COLUMNS);
-        goto out;
-    }
+    int k = scan_map(m, "columns", "columns {\"header name\":\"field\"}", &sub, e);
+    ms_code rc = k < 0 ? MS_EINVAL : MS_OK;
+    if (k < 0) goto out;
     s->columns = ms_calloc((size_t)(k ? k : 1), sizeof(schema_column));
     for (int j = 0; j < k && rc == MS_OK; j++) {
         char *column = key_value(sub[j].key, sub[j].key_len);
@@ -173,16 +180,11 @@ out:
 static ms_code parse_types(schema *s, const json_member *m, ms_err *e)
 {
     char name[72];
-    json_error je;
+    json_member *sub;
     free_types(s);
-    json_member *sub = ms_malloc(sizeof(json_member) * SCHEMA_MAX_COLUMNS);
-    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_COLUMNS, &je) : -1;
-    ms_code rc = MS_OK;
-    if (k < 0) {
-        rc = ms_fail(e, MS_EINVAL, "schema: \"types\" must be an object of at most %d fields {\"field\":\"number\"}",
-                     SCHEMA_MAX_COLUMNS);
-        goto out;
-    }
+    int k = scan_map(m, "types", "fields {\"field\":\"number\"}", &sub, e);
+    ms_code rc = k < 0 ? MS_EINVAL : MS_OK;
+    if (k < 0) goto out;
     s->types = ms_calloc((size_t)(k ? k : 1), sizeof(schema_field_type));
     for (int j = 0; j < k && rc == MS_OK; j++) {
         char *field = key_value(sub[j].key, sub[j].key_len);

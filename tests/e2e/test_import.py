@@ -115,19 +115,6 @@ def all_records(s, identities):
     return {ident: records_of(s, *ident) for ident in identities}
 
 
-def audit_entries(s, **params):
-    out, cursor = [], None
-    while True:
-        p = dict(params, limit=1000)
-        if cursor:
-            p["cursor"] = cursor
-        a = s.get_json("/v1/audit?" + H.q(p))
-        out += a["entries"]
-        cursor = a["next_cursor"]
-        if not cursor:
-            return out
-
-
 def os_user():
     import pwd
     return "local:" + pwd.getpwuid(os.geteuid()).pw_name
@@ -574,7 +561,7 @@ def test_audit_entries_name_the_importing_user():
     eq(rc, 0, "import: %s" % short(err))
     short_id = re.search(r"import id ([0-9a-f]{16})", out).group(1)
     s.start()
-    mine = [e for e in audit_entries(s) if e.get("resource") == "import:" + short_id]
+    mine = [e for e in s.audit_entries() if e.get("resource") == "import:" + short_id]
     eq(len(mine), 4, "one entry per committed batch: %s" % mine)
     for e in mine:
         eq((e["user"], e["action"], e["client"], e["outcome"]), (os_user(), "records:create", "cli", "ok"),
@@ -587,7 +574,7 @@ def test_audit_entries_name_the_importing_user():
     path2 = write(os.path.join(d, "au2.ndjson"), ndjson_rows(30, "au2", pad=20))
     rc, out, err = run([path2, "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token])
     eq(rc, 0, "--url import: %s" % short(err))
-    theirs = [e for e in audit_entries(s, user="admin") if e["action"] == "records:create"]
+    theirs = [e for e in s.audit_entries(user="admin") if e["action"] == "records:create"]
     check(len(theirs) >= 1, "the server's entry names admin: %s" % theirs)
     s.stop()
 

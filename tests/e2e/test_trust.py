@@ -68,19 +68,6 @@ def patient(s, pid, **params):
     return s.get_json(path)
 
 
-def audit_entries(s, **params):
-    out, cursor = [], None
-    while True:
-        p = dict(params, limit=1000)
-        if cursor:
-            p["cursor"] = cursor
-        a = s.get_json("/v1/audit?" + H.q(p))
-        out += a["entries"]
-        cursor = a["next_cursor"]
-        if not cursor:
-            return out
-
-
 # ---- corrections ----------------------------------------------------------------------------------
 
 @test
@@ -168,7 +155,7 @@ def test_delete_record():
     eq([x["record_id"] for x in recs], [keep["record_id"]], "patient records after the deletion")
     eq(s.request("DELETE", "/v1/records/" + gone["record_id"]).status, 404, "deleting twice")
     eq(s.request("DELETE", "/v1/records/" + rid("never")).status, 404, "deleting what never existed")
-    acts = [(e["action"], e["outcome"]) for e in audit_entries(s, patient_id=pid)]
+    acts = [(e["action"], e["outcome"]) for e in s.audit_entries(patient_id=pid)]
     check(("records:delete", "ok") in acts, "the deletion is audited: %s" % acts)
 
 
@@ -234,7 +221,7 @@ def test_denied_attempts_are_audited():
     r = as_user(s, "t-analyst", "GET", "/v1/patients/" + pid)
     eq(r.status, 403, "analyst reading PHI")
     check(any(e["user"] == "t-analyst" and e["action"] == "patients:read" and e["outcome"] == "denied"
-              and e["resource"] == "/v1/patients/" + pid for e in audit_entries(s)), "the 403 is audited")
+              and e["resource"] == "/v1/patients/" + pid for e in s.audit_entries()), "the 403 is audited")
     short_lived = H.Server(name="ttl", extra_args=["--token-ttl", "1"])
     short_lived.start()
     add_user(short_lived, "t-ingest", "ingest")
@@ -244,7 +231,7 @@ def test_denied_attempts_are_audited():
     eq(r.status, 401, "an expired token")
     short_lived.login()
     check(any(e["user"] == "t-ingest" and e["action"] == "records:create" and e["outcome"] == "denied"
-              for e in audit_entries(short_lived)), "the 401 of a known user is audited")
+              for e in short_lived.audit_entries()), "the 401 of a known user is audited")
     short_lived.stop()
 
 
@@ -258,7 +245,7 @@ def test_failed_login_never_records_a_non_user_name():
         eq(r.status, 401, "bad login")
     text = s.get("/v1/audit?limit=1000").text
     check(secret not in text, "a password typed into the user field is not in the audit log")
-    logins = [e for e in audit_entries(s) if e["action"] == "auth:login" and e["outcome"] == "denied"]
+    logins = [e for e in s.audit_entries() if e["action"] == "auth:login" and e["outcome"] == "denied"]
     check(any(e["user"] == "(unknown user)" for e in logins), "the unknown name is recorded as such")
     check(any(e["user"] == "t-auditor" for e in logins), "a real user's failed login names the user")
 
@@ -269,7 +256,7 @@ def test_audit_reads_its_own_writes():
     pid = ingest(s, [{"record_id": rid(), "name": "RYW " + H.rand_token(), "dob": "1933-03-03"}])[0]["patient_id"]
     for i in range(40):
         eq(s.get("/v1/patients/" + pid).status, 200, "read")
-        n = len(audit_entries(s, patient_id=pid))
+        n = len(s.audit_entries(patient_id=pid))
         eq(n, i + 2, "entries for the patient right after read %d (ingest + reads)" % (i + 1))
 
 
@@ -344,7 +331,7 @@ def test_phi_reads_refused_while_audit_cannot_be_written():
         time.sleep(0.2)
     eq(s.get("/v1/patients/" + pid).status, 200, "PHI reads served again once space is back")
     served += 2
-    reads = [e for e in audit_entries(s, patient_id=pid) if e["action"] == "patients:read" and e["outcome"] == "ok"]
+    reads = [e for e in s.audit_entries(patient_id=pid) if e["action"] == "patients:read" and e["outcome"] == "ok"]
     check(len(reads) >= served, "every served PHI read is in the audit log (%d entries, %d served)"
           % (len(reads), served))
     eq(s.get_json("/healthz").get("status"), "ok", "healthz once space is back")
