@@ -372,26 +372,25 @@ static ms_code audit(run *x)
 }
 
 /* Move OUT's visible entries aside (overwrite), then the new ones in, manifest.json last. */
-static ms_code publish(run *x)
+ms_code export_publish(const char *out_dir, const char *tmp, bool overwrite, ms_err *e)
 {
-    const export_request *q = x->req;
     ms_code rc = MS_OK;
     buf a = {0}, b = {0};
-    if (q->overwrite) {
-        buf_printf(&a, "%s/.replaced", x->tmp);
-        if ((rc = out_mkdirs(a.data, x->e))) goto out;
-        DIR *d = opendir(q->out_dir);
+    if (overwrite) {
+        buf_printf(&a, "%s/.replaced", tmp);
+        if ((rc = out_mkdirs(a.data, e))) goto out;
+        DIR *d = opendir(out_dir);
         if (!d) {
-            rc = out_errno(x->e, errno, "reading", q->out_dir);
+            rc = out_errno(e, errno, "reading", out_dir);
             goto out;
         }
         struct dirent *de;
         while (rc == MS_OK && (de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, EXPORT_TMP_DIR)) continue;
             a.len = b.len = 0;
-            buf_printf(&a, "%s/%s", q->out_dir, de->d_name);
-            buf_printf(&b, "%s/.replaced/%s", x->tmp, de->d_name);
-            if (rename(a.data, b.data) != 0) rc = out_errno(x->e, errno, "moving aside", a.data);
+            buf_printf(&a, "%s/%s", out_dir, de->d_name);
+            buf_printf(&b, "%s/.replaced/%s", tmp, de->d_name);
+            if (rename(a.data, b.data) != 0) rc = out_errno(e, errno, "moving aside", a.data);
         }
         closedir(d);
         if (rc) goto out;
@@ -399,14 +398,14 @@ static ms_code publish(run *x)
     static const char *const entries[] = {"records", "patients", "manifest.json"};
     for (int i = 0; i < 3 && rc == MS_OK; i++) {
         a.len = b.len = 0;
-        buf_printf(&a, "%s/%s", x->tmp, entries[i]);
-        buf_printf(&b, "%s/%s", q->out_dir, entries[i]);
+        buf_printf(&a, "%s/%s", tmp, entries[i]);
+        buf_printf(&b, "%s/%s", out_dir, entries[i]);
         struct stat st;
         if (stat(a.data, &st) != 0) continue; /* no records at all: no records/ */
-        if (rename(a.data, b.data) != 0) rc = out_errno(x->e, errno, "moving into place", b.data);
-        if (rc == MS_OK && i == 1) rc = out_fsync_dir(q->out_dir, x->e); /* the data before the manifest */
+        if (rename(a.data, b.data) != 0) rc = out_errno(e, errno, "moving into place", b.data);
+        if (rc == MS_OK && i == 1) rc = out_fsync_dir(out_dir, e); /* the data before the manifest */
     }
-    if (rc == MS_OK) rc = out_fsync_dir(q->out_dir, x->e);
+    if (rc == MS_OK) rc = out_fsync_dir(out_dir, e);
 out:
     buf_free(&a);
     buf_free(&b);
@@ -492,7 +491,7 @@ ms_code export_run(const export_request *req, export_result *res, ms_err *e)
     }
     spool_free(x.spool);
     x.spool = NULL;
-    if ((rc = audit(&x)) || (rc = write_manifest(&x)) || (rc = publish(&x))) goto out;
+    if ((rc = audit(&x)) || (rc = write_manifest(&x)) || (rc = export_publish(req->out_dir, x.tmp, req->overwrite, e))) goto out;
     if (res)
         *res = (export_result){.as_of = x.as_of,
                                .record_rows = x.record_rows,

@@ -111,6 +111,11 @@ ms_code export_run(const export_request *req, export_result *res, ms_err *e);
  * not a directory. */
 ms_code export_check_out_dir(const char *out_dir, bool overwrite, ms_err *e);
 
+/* Move a finished export from tmp (OUT/.medstream-export-tmp) into OUT: with overwrite, OUT's visible entries
+ * first go aside into tmp/.replaced; then records/, patients/ and manifest.json last, OUT fsynced between.
+ * The caller removes tmp afterwards. */
+ms_code export_publish(const char *out_dir, const char *tmp, bool overwrite, ms_err *e);
+
 /* The name of the hidden temporary directory inside OUT. */
 #define EXPORT_TMP_DIR ".medstream-export-tmp"
 
