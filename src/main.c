@@ -512,6 +512,7 @@ typedef struct {
     int log_format, access_log; /* indexes in log_format_names, on_off_names */
     const char *metrics_listen;
     bool metrics_listen_any;
+    uint64_t export_keep, export_link_ttl_s;
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
@@ -619,6 +620,10 @@ static int cmd_serve(int argc, char **argv)
          .help = "also serve GET /metrics, without a token, on this loopback address (for Prometheus)"},
         {.name = "--metrics-listen-any", .type = OPT_FLAG, .target = &c.metrics_listen_any,
          .help = "let --metrics-listen take an address that is not loopback (anyone reaching it reads /metrics)"},
+        {.name = "--export-keep", .type = OPT_UINT, .target = &c.export_keep, .def = "8", .min = 1, .max = 1000,
+         .help = "exports (POST /v1/exports) held in DATA/exports; a new one pushes out the oldest finished one"},
+        {.name = "--export-link-ttl", .type = OPT_SECONDS, .target = &c.export_link_ttl_s, .def = "300", .min = 1,
+         .max = 86400, .help = "lifetime of an export's signed download link"},
         {0},
     };
     /* clang-format on */
@@ -665,6 +670,7 @@ static int serve_run(const serve_settings *c)
     kafka_ingest *kafka = NULL;
     sink_kafka_public *public_stream = NULL;
     sink_postgres *pg = NULL;
+    export_jobs *exports = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
@@ -678,6 +684,16 @@ static int serve_run(const serve_settings *c)
              .max_body = c->max_body,
              .token_ttl_s = (int64_t)c->token_ttl_s,
              .data_dir = c->data};
+    export_jobs_options eo = {.store = s,
+                              .schema = &sc,
+                              .data_dir = c->data,
+                              .keep = (uint32_t)c->export_keep,
+                              .link_ttl_s = (int64_t)c->export_link_ttl_s,
+                              .created_by = "medstream version " VERSION,
+                              .audit = api_export_audit,
+                              .audit_ctx = &a};
+    if (export_jobs_start(&exports, &eo, &e) != MS_OK) goto out;
+    a.exports = exports;
     http_handler hh = api_http_handler(&a);
     if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
         goto out;
@@ -743,6 +759,7 @@ out:
     sink_kafka_public_stop(public_stream);
     http_server_stop(metrics_port);
     http_server_stop(h); /* no new requests; in-flight ones finish */
+    export_jobs_stop(exports); /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
     writer_stop(w); /* queued batches are committed */
