@@ -361,7 +361,7 @@ void rows_ndjson(const export_columns *c, const export_row *row, buf *out)
 
 static void put_csv_cell(buf *out, const char *s, size_t n)
 {
-    bool quote = n == 0 ? false : false;
+    bool quote = false;
     for (size_t i = 0; i < n && !quote; i++)
         quote = s[i] == ',' || s[i] == '"' || s[i] == '\n' || s[i] == '\r';
     if (!quote) {

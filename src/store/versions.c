@@ -589,7 +589,7 @@ ms_code store_records_scan(store_read *r, const char *after, size_t after_len, i
     buf kb = {0};
     char rid[RECORD_ID_MAX + 1];
     size_t rl = after_len;
-    memcpy(rid, after, after_len);
+    if (after_len) memcpy(rid, after, after_len);
     ms_code out = MS_OK;
     uint32_t visited = 0;
     bool first = after_len == 0;
