@@ -31,7 +31,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *const export_scope_names[] = {"public", "phi", NULL};
 const char *const export_format_names[] = {"parquet", "ndjson", "csv", NULL};

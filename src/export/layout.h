@@ -7,7 +7,9 @@
  * allow-listed type field, as published> and, for the event time, year=<YYYY> when the schema publishes
  * it as a year, date=<YYYY-MM-DD> when it copies it, date=__HIVE_DEFAULT_PARTITION__ when it is not
  * public. A missing or empty value is Hive's null partition __HIVE_DEFAULT_PARTITION__. Values are
- * escaped as Hive escapes them (%XX for control characters and "#%'*/:=?\{[]^ and DEL).
+ * escaped as Hive escapes them: %XX for control characters, DEL, the slash and the characters of
+ * Hive's list (quote, hash, percent, apostrophe, star, colon, equals, question mark, backslash, braces,
+ * brackets, caret).
  *
  * What it must never do: read a value from anywhere but its arguments (a public partition comes from
  * the public copy's fields, never from the PHI record), or produce a path component that is "", "." or

@@ -17,9 +17,12 @@
 #define BLOCK 512
 #define TAR_SIZE_MAX ((uint64_t)077777777777)
 
+/* width - 1 octal digits, zero-padded, then NUL (the caller's v fits) */
 static void octal(char *field, size_t width, uint64_t v)
 {
-    snprintf(field, width, "%0*llo", (int)width - 1, (unsigned long long)v);
+    field[width - 1] = 0;
+    for (size_t i = width - 1; i-- > 0; v >>= 3)
+        field[i] = (char)('0' + (v & 7));
 }
 
 static ms_code header(out_file *f, const char *name, char type, uint64_t size, int64_t mtime, ms_err *e)
