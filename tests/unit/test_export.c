@@ -198,6 +198,9 @@ static void test_public_rows_allow_list(void **state)
                 snprintf(key, sizeof key, "%s", phi_like[unit_below(&rng, sizeof phi_like / sizeof *phi_like)]);
             else
                 snprintf(key, sizeof key, "f%08x", (unsigned)unit_rand(&rng));
+            char quoted[48];
+            snprintf(quoted, sizeof quoted, "\"%s\":", key);
+            if (unit_has_str(rec.data, quoted)) continue; /* a record's fields are unique */
             buf_printf(&rec, ",\"%s\":\"SECRET%u\"", key, (unsigned)k);
         }
         buf_putc(&rec, '}');
