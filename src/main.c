@@ -758,7 +758,7 @@ out:
     sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
     http_server_stop(metrics_port);
-    http_server_stop(h); /* no new requests; in-flight ones finish */
+    http_server_stop(h);       /* no new requests; in-flight ones finish */
     export_jobs_stop(exports); /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);

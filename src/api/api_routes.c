@@ -13,8 +13,8 @@
  * Decisions kept in the table: GET /healthz and POST /v1/auth/token need no token (a load balancer
  * and a login have none), and neither does GET /v1/openapi.json: it is documentation of the routes,
  * holds no data, and a client needs it before it has a token. GET /v1/exports/{id}/download needs no
- * token either: its signed link, short-lived, is the credential (export/export_jobs.h). Routes that never checked their query
- * (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
+ * token either: its signed link, short-lived, is the credential (export/export_jobs.h). Routes that never checked their
+ * query (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
  *
  * What it must never do: run a handler whose permission was not checked, or read a body before every
  * refusal that can be decided from the headers has been made.

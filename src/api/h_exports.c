@@ -153,8 +153,9 @@ void h_export_create(api *a, http_request *req, http_response *res)
     bool years = spec.scope == EXPORT_PUBLIC;
     if ((has_since && !time_bound(since.data, years, false, &spec.since)) ||
         (has_until && !time_bound(until.data, years, true, &spec.until))) {
-        http_error(res, 400, years ? "since/until: a public export takes years (YYYY)"
-                                   : "since/until: expected RFC 3339 times or years (YYYY)");
+        http_error(res, 400,
+                   years ? "since/until: a public export takes years (YYYY)"
+                         : "since/until: expected RFC 3339 times or years (YYYY)");
         goto out;
     }
     if (spec.since >= spec.until) {
@@ -279,7 +280,9 @@ void h_export_download(api *a, http_request *req, http_response *res)
                       .role = "",
                       .action = "exports:download",
                       .resource = req->route_pattern ? req->route_pattern : "/v1/exports/{}/download",
-                      .outcome = rc == MS_OK ? "ok" : rc == MS_EINVAL ? "denied" : "not_found",
+                      .outcome = rc == MS_OK       ? "ok"
+                                 : rc == MS_EINVAL ? "denied"
+                                                   : "not_found",
                       .client = req->client};
     writer_audit(a->writer, &ev);
     if (rc) {

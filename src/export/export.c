@@ -79,7 +79,7 @@ ms_code export_check_out_dir(const char *out_dir, bool overwrite, ms_err *e)
 typedef struct {
     const export_request *req;
     export_columns rcols, pcols;
-    char *tmp;   /* OUT/.medstream-export-tmp */
+    char *tmp; /* OUT/.medstream-export-tmp */
     spool_set *spool;
     row_builder rb;
     export_row row;
@@ -185,8 +185,8 @@ static ms_code scan(run *x)
 typedef struct {
     run *x;
     const export_columns *cols;
-    char *dir;     /* absolute directory of the partition */
-    char *rel;     /* its path relative to OUT */
+    char *dir; /* absolute directory of the partition */
+    char *rel; /* its path relative to OUT */
     part_writer *w;
     uint32_t next_part;
 } part_state;
@@ -239,9 +239,12 @@ static ms_code part_put(part_state *ps, const export_row *row)
         layout_part_name(ps->next_part++, q->format, &name);
         char as_of[40];
         time_format_rfc3339(x->as_of, as_of, sizeof as_of);
-        const char *kv[] = {"medstream.export_id", q->export_id ? q->export_id : "",
-                            "medstream.scope",     export_scope_names[q->scope],
-                            "medstream.as_of",     as_of,
+        const char *kv[] = {"medstream.export_id",
+                            q->export_id ? q->export_id : "",
+                            "medstream.scope",
+                            export_scope_names[q->scope],
+                            "medstream.as_of",
+                            as_of,
                             NULL};
         part_options po = {.format = q->format,
                            .columns = ps->cols,
@@ -342,7 +345,9 @@ static ms_code write_patients(run *x)
     if (rc == MS_OK && !ps.w) {
         buf name = {0};
         layout_part_name(ps.next_part++, q->format, &name);
-        part_options po = {.format = q->format, .columns = &x->pcols, .created_by = q->created_by,
+        part_options po = {.format = q->format,
+                           .columns = &x->pcols,
+                           .created_by = q->created_by,
                            .mode = q->scope == EXPORT_PHI ? 0600 : 0644};
         rc = part_open(&ps.w, &po, ps.dir, name.data, x->e);
         buf_free(&name);
@@ -493,7 +498,8 @@ ms_code export_run(const export_request *req, export_result *res, ms_err *e)
     }
     spool_free(x.spool);
     x.spool = NULL;
-    if ((rc = audit(&x)) || (rc = write_manifest(&x)) || (rc = export_publish(req->out_dir, x.tmp, req->overwrite, e))) goto out;
+    if ((rc = audit(&x)) || (rc = write_manifest(&x)) || (rc = export_publish(req->out_dir, x.tmp, req->overwrite, e)))
+        goto out;
     if (res)
         *res = (export_result){.as_of = x.as_of,
                                .record_rows = x.record_rows,

@@ -83,18 +83,18 @@ typedef struct {
     const char *export_id; /* names the export in the manifest and the audit entry ("exp_…") */
     export_scope scope;
     export_format format;
-    int64_t as_of;           /* the instant (a snapshot's, or a time); INT64_MAX: the last commit */
-    const char *snapshot_id; /* the snapshot as_of came from, or NULL (then written as given) */
-    const char *type;        /* only records of this type, or NULL */
-    int64_t since, until;    /* event time in [since, until); INT64_MIN / INT64_MAX: no bound */
-    bool overwrite;          /* replace OUT's visible entries */
-    uint32_t chunk_records;  /* record ids per read transaction (0: 10,000) */
-    uint64_t file_bytes;     /* start a new part file of a partition past this many bytes (0: 1 GiB) */
+    int64_t as_of;            /* the instant (a snapshot's, or a time); INT64_MAX: the last commit */
+    const char *snapshot_id;  /* the snapshot as_of came from, or NULL (then written as given) */
+    const char *type;         /* only records of this type, or NULL */
+    int64_t since, until;     /* event time in [since, until); INT64_MIN / INT64_MAX: no bound */
+    bool overwrite;           /* replace OUT's visible entries */
+    uint32_t chunk_records;   /* record ids per read transaction (0: 10,000) */
+    uint64_t file_bytes;      /* start a new part file of a partition past this many bytes (0: 1 GiB) */
     uint64_t row_group_bytes; /* Parquet row groups (0: 128 MiB) */
-    const char *created_by;  /* "medstream version X" */
-    export_audit_fn audit;   /* required */
+    const char *created_by;   /* "medstream version X" */
+    export_audit_fn audit;    /* required */
     void *audit_ctx;
-    const atomic_bool *stop; /* may be NULL; when it turns true the export stops and cleans up */
+    const atomic_bool *stop;   /* may be NULL; when it turns true the export stops and cleans up */
     export_progress *progress; /* may be NULL */
 } export_request;
 

@@ -315,8 +315,8 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
         int64_t exp = ms_now_us() / 1000000 + j->o.link_ttl_s;
         char sig[65];
         export_link_sign(store_id_key(j->o.store), jb->id, exp, sig);
-        buf_printf(out, "\"/v1/exports/%s/download?exp=%lld&sig=%s\",\"download_expires_at\":", jb->id,
-                   (long long)exp, sig);
+        buf_printf(out, "\"/v1/exports/%s/download?exp=%lld&sig=%s\",\"download_expires_at\":", jb->id, (long long)exp,
+                   sig);
         jw_time(out, exp * 1000000);
     } else {
         buf_puts(out, "null,\"download_expires_at\":null");
@@ -330,7 +330,8 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
         buf_puts(&p, "/manifest.json");
         if (buf_read_file(&man, p.data, &ignored) != MS_OK) man.len = 0;
         buf_free(&p);
-        while (man.len && (man.data[man.len - 1] == '\n')) man.len--;
+        while (man.len && (man.data[man.len - 1] == '\n'))
+            man.len--;
     }
     if (man.len)
         buf_put(out, man.data, man.len);
@@ -342,8 +343,8 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
     return MS_OK;
 }
 
-ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd,
-                             uint64_t *size, export_scope *scope, char user[72], ms_err *e)
+ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd, uint64_t *size,
+                             export_scope *scope, char user[72], ms_err *e)
 {
     char want[65];
     char *end;

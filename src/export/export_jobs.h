@@ -27,8 +27,8 @@
 typedef struct export_jobs export_jobs;
 
 typedef ms_code (*export_jobs_audit_fn)(void *ctx, const char *user, const char *role, const char *client,
-                                        const char *export_id, export_scope scope, const patient_id *pids,
-                                        size_t npids, ms_err *e);
+                                        const char *export_id, export_scope scope, const patient_id *pids, size_t npids,
+                                        ms_err *e);
 
 typedef struct {
     store *store;
@@ -62,8 +62,8 @@ ms_code export_jobs_submit(export_jobs *j, const export_job_spec *s, char id[24]
 ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *out, export_scope *scope, ms_err *e);
 /* A link's archive: MS_EINVAL (refused: bad signature, expired; the message says which), MS_ENOTFOUND (no
  * such finished export); else an open fd on the archive, its size, and who made the export. */
-ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd,
-                             uint64_t *size, export_scope *scope, char user[72], ms_err *e);
+ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd, uint64_t *size,
+                             export_scope *scope, char user[72], ms_err *e);
 /* The signature of a link (hex, 64 digits). */
 void export_link_sign(const unsigned char id_key[32], const char *id, int64_t exp, char hex[65]);
 

@@ -49,7 +49,10 @@ static ms_code answer_error(const http_client_response *resp, const char *what, 
 {
     buf msg = {0};
     if (!member(resp->body, resp->body_len, "error", &msg)) buf_puts(&msg, "no error message");
-    ms_code rc = ms_fail(e, resp->status == 409 ? MS_ECONFLICT : resp->status < 500 ? MS_EINVAL : MS_EIO,
+    ms_code rc = ms_fail(e,
+                         resp->status == 409  ? MS_ECONFLICT
+                         : resp->status < 500 ? MS_EINVAL
+                                              : MS_EIO,
                          "%s: HTTP %d: %.160s", what, resp->status, msg.data);
     buf_free(&msg);
     return rc;
@@ -149,9 +152,8 @@ ms_code export_from_server(const export_client_request *r, export_client_result 
     buf download = {0};
     for (;;) {
         if (r->stop && atomic_load(r->stop)) {
-            rc = ms_fail(e, MS_ESTOPPED,
-                         "interrupted: nothing was written to %s (export %s goes on in the server)", r->out_dir,
-                         res->export_id);
+            rc = ms_fail(e, MS_ESTOPPED, "interrupted: nothing was written to %s (export %s goes on in the server)",
+                         r->out_dir, res->export_id);
             break;
         }
         he = http_client_request(conn, "GET", path.data, hdrs, NULL, 0, &resp);

@@ -12,10 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool hive_escapes(unsigned char c)
-{
-    return c < 0x20 || c == 0x7f || strchr("\"#%'*/:=?\\{[]^", c) != NULL;
-}
+static bool hive_escapes(unsigned char c) { return c < 0x20 || c == 0x7f || strchr("\"#%'*/:=?\\{[]^", c) != NULL; }
 
 void layout_escape(const char *v, size_t n, buf *out)
 {

@@ -26,10 +26,7 @@ struct part_writer {
 };
 
 #ifdef MS_HAVE_PARQUET
-static ms_code pq_to_file(void *ctx, const void *data, size_t len, ms_err *e)
-{
-    return out_write(ctx, data, len, e);
-}
+static ms_code pq_to_file(void *ctx, const void *data, size_t len, ms_err *e) { return out_write(ctx, data, len, e); }
 #endif
 
 ms_code part_open(part_writer **out, const part_options *o, const char *dir, const char *name, ms_err *e)

@@ -17,10 +17,10 @@ typedef struct part_writer part_writer;
 typedef struct {
     export_format format;
     const export_columns *columns;
-    uint64_t row_group_bytes;       /* Parquet (0: the writer's default) */
-    const char *created_by;         /* Parquet footer */
-    const char *const *key_values;  /* Parquet footer metadata, NULL-ended pairs; may be NULL */
-    int mode;                       /* file mode */
+    uint64_t row_group_bytes;      /* Parquet (0: the writer's default) */
+    const char *created_by;        /* Parquet footer */
+    const char *const *key_values; /* Parquet footer metadata, NULL-ended pairs; may be NULL */
+    int mode;                      /* file mode */
 } part_options;
 
 ms_code part_open(part_writer **out, const part_options *o, const char *dir, const char *name, ms_err *e);

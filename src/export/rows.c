@@ -19,8 +19,8 @@
 
 #define MAX_MEMBERS 1100 /* a record has at most 1024 fields; a patient's state is bounded the same way */
 
-static const char *const reserved[] = {"patient_id", "record_id", "version", "recorded_at", "ts", "fields",
-                                       "name",       "dob",       NULL};
+static const char *const reserved[] = {"patient_id", "record_id", "version", "recorded_at", "ts",
+                                       "fields",     "name",      "dob",     NULL};
 
 static bool is_reserved(const char *name)
 {
@@ -92,8 +92,7 @@ static bool key_is(const json_member *m, const char *name, buf *tmp)
 }
 
 /* Take member m into a typed column if it fits; false leaves it for fields. */
-static bool take_typed(row_builder *b, const export_column *col, const json_member *m, export_value *v,
-                       size_t *str_off)
+static bool take_typed(row_builder *b, const export_column *col, const json_member *m, export_value *v, size_t *str_off)
 {
     switch (col->type) {
     case PQ_DOUBLE:
@@ -188,9 +187,7 @@ static void set_common(row_builder *b, const export_columns *c, const patient_id
         export_value *v = &row->v[k];
         *v = (export_value){0};
         switch (c->col[k].role) {
-        case COL_PATIENT_ID:
-            *v = (export_value){.present = true, .str = b->pid, .len = PATIENT_ID_TEXT - 1};
-            break;
+        case COL_PATIENT_ID: *v = (export_value){.present = true, .str = b->pid, .len = PATIENT_ID_TEXT - 1}; break;
         case COL_RECORD_ID: *v = (export_value){.present = true, .str = rid, .len = (uint32_t)rid_len}; break;
         case COL_VERSION: *v = (export_value){.present = true, .i64 = version}; break;
         case COL_RECORDED_AT: *v = (export_value){.present = true, .i64 = recorded_at}; break;
@@ -438,7 +435,8 @@ void rows_batch_add(rows_batch *bt, const export_columns *c, const export_row *r
         bt->b[k][i] = v->b;
         bt->len[k][i] = v->present ? v->len : 0;
         bt->off[k][i] = bt->bytes.len;
-        if (v->present && (c->col[k].type == PQ_STRING || c->col[k].type == PQ_JSON)) buf_put(&bt->bytes, v->str, v->len);
+        if (v->present && (c->col[k].type == PQ_STRING || c->col[k].type == PQ_JSON))
+            buf_put(&bt->bytes, v->str, v->len);
     }
 }
 

@@ -70,7 +70,7 @@ typedef struct {
 typedef struct {
     char pid[PATIENT_ID_TEXT];
     buf fields;
-    buf strings; /* decoded typed string values */
+    buf strings;   /* decoded typed string values */
     void *members; /* json_member[] scratch */
 } row_builder;
 

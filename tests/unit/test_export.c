@@ -118,8 +118,9 @@ static void test_rows_and_formats(void **state)
     record_version rv = {.version = 3, .valid_from = unit_time(2026, 11, 29, 12, 0, 0), .ts_us = unit_now()};
     memcpy(rv.record_id, "r-1", 3);
     rv.record_id_len = 3;
-    const char *body = "{\"record_id\":\"r-1\",\"type\":\"lab\",\"ts\":\"2026-06-15T12:00:00Z\",\"name\":\"Ann, \\\"A\\\"\","
-                       "\"weight\":72.5,\"smoker\":\"maybe\",\"n\":{\"a\":[1,2]}}";
+    const char *body =
+        "{\"record_id\":\"r-1\",\"type\":\"lab\",\"ts\":\"2026-06-15T12:00:00Z\",\"name\":\"Ann, \\\"A\\\"\","
+        "\"weight\":72.5,\"smoker\":\"maybe\",\"n\":{\"a\":[1,2]}}";
     row_builder b = {0};
     export_row row;
     assert_int_equal(rows_phi_record(&b, &c, &s, &rv, body, strlen(body), &row, &e), MS_OK);
@@ -172,8 +173,8 @@ static void test_rows_and_formats(void **state)
 
 /* ---- public rows: nothing outside the allow-list (property test) ---- */
 
-static const char *const phi_like[] = {"ssn", "phone", "address", "mrn", "email", "colour", "favorite",
-                                       "Type", "ts2", "year", "fields", "name2"};
+static const char *const phi_like[] = {"ssn",      "phone", "address", "mrn",  "email",  "colour",
+                                       "favorite", "Type",  "ts2",     "year", "fields", "name2"};
 
 static void test_public_rows_allow_list(void **state)
 {
@@ -188,8 +189,9 @@ static void test_public_rows_allow_list(void **state)
     for (int iter = 0; iter < 2000; iter++) {
         arena mem = {0};
         buf rec = {0}, tokens = {0};
-        buf_printf(&rec, "{\"name\":\"PHINAME%u\",\"dob\":\"1980-02-03\",\"type\":\"lab\",\"ts\":\"2026-05-0%uT01:02:03Z\","
-                         "\"favorite_color\":\"blue\"",
+        buf_printf(&rec,
+                   "{\"name\":\"PHINAME%u\",\"dob\":\"1980-02-03\",\"type\":\"lab\",\"ts\":\"2026-05-0%uT01:02:03Z\","
+                   "\"favorite_color\":\"blue\"",
                    (unsigned)unit_below(&rng, 100000), 1 + unit_below(&rng, 9));
         int extra = (int)unit_below(&rng, 6);
         for (int k = 0; k < extra; k++) {
@@ -270,8 +272,9 @@ static void test_manifest(void **state)
     json_member mm[32];
     json_error je;
     assert_true(json_scan_object(out.data, out.len, mm, 32, &je) > 10);
-    assert_true(unit_has_str(out.data, "\"as_of\":\"2026-11-29T12:00:00.000000Z\",\"snapshot_id\":null,\"scope\":\"phi\","
-                                       "\"format\":\"ndjson\""));
+    assert_true(unit_has_str(out.data,
+                             "\"as_of\":\"2026-11-29T12:00:00.000000Z\",\"snapshot_id\":null,\"scope\":\"phi\","
+                             "\"format\":\"ndjson\""));
     assert_true(unit_has_str(out.data, "\"filters\":{\"type\":\"lab\",\"since\":null,\"until\":\"2027-01-01"));
     assert_true(unit_has_str(out.data, "\"partitioning\":[\"type\",\"date\"]"));
     assert_true(unit_has_str(out.data, "{\"path\":\"records/type=lab/date=2026-11-29/part-00000.ndjson\",\"rows\":2,"
@@ -343,10 +346,14 @@ static void test_tar_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_phi_partition),   cmocka_unit_test(test_public_partition),
-        cmocka_unit_test(test_columns),         cmocka_unit_test(test_rows_and_formats),
-        cmocka_unit_test(test_public_rows_allow_list), cmocka_unit_test(test_manifest),
-        cmocka_unit_test(test_link_signature),  cmocka_unit_test(test_tar_round_trip),
+        cmocka_unit_test(test_phi_partition),
+        cmocka_unit_test(test_public_partition),
+        cmocka_unit_test(test_columns),
+        cmocka_unit_test(test_rows_and_formats),
+        cmocka_unit_test(test_public_rows_allow_list),
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_link_signature),
+        cmocka_unit_test(test_tar_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
