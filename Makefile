@@ -25,7 +25,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -54,7 +54,7 @@ build/san/test_%: tests/unit/test_%.c tests/unit/unit.h tests/unit/unit_store.h 
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(SAN_OBJ) $(LIBS) -lcmocka
 
 # Every test: unit tests (cmocka) and end-to-end tests over real HTTP, all on the sanitizer build.
-test: build/san/medstream build/san/medstream-bench build/kafka_mock $(UNIT_BIN)
+test: build/san/medstream build/san/medstream-bench build/kafka_mock build/san/parquet_sample $(UNIT_BIN)
 	@bash tests/run_all.sh $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
@@ -107,6 +107,22 @@ build/csv_convert: bench/csv_convert.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-csv: build/csv_convert
 	@build/csv_convert $(CSV_MB)
+
+# How fast the Parquet writer encodes ~20 KB records' columns (bench/parquet_encode.c): SNAPPY, ZSTD and none,
+# MB/s of the records' JSON and the file size against it.
+PARQUET_MB ?= 256
+build/parquet_encode: bench/parquet_encode.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-parquet: build/parquet_encode
+	@build/parquet_encode $(PARQUET_MB)
+
+# Parquet files from NDJSON rows or a generator (tools/parquet_sample.c), read back by tests/e2e/test_parquet.py
+# with pyarrow and DuckDB; the sanitizer build is the one the tests use.
+build/parquet_sample: tools/parquet_sample.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+build/san/parquet_sample: tools/parquet_sample.c $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $^ $(LIBS)
 
 clean:
 	rm -rf build
