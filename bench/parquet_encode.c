@@ -35,7 +35,7 @@ typedef struct {
     const char **record_id, **patient_id, **type, **rest;
     uint32_t *record_id_len, *patient_id_len, *type_len, *rest_len;
     int64_t *version, *ts;
-    buf text;           /* every string's bytes */
+    buf text;            /* every string's bytes */
     uint64_t json_bytes; /* the records as JSON objects */
 } columns;
 
@@ -68,7 +68,8 @@ static void make_records(columns *c, size_t target_bytes)
         off[4 * i + 1] = c->text.len;
         buf_printf(&c->text, "%08llx-%04llx-4%03llx-8%03llx-%012llx", (unsigned long long)(who * 2654435761u),
                    (unsigned long long)(who % 65536), (unsigned long long)(who % 4096),
-                   (unsigned long long)(who * 7 % 4096), (unsigned long long)(who * 0x9E3779B9ull % 0x1000000000000ull));
+                   (unsigned long long)(who * 7 % 4096),
+                   (unsigned long long)(who * 0x9E3779B9ull % 0x1000000000000ull));
         c->patient_id_len[i] = (uint32_t)(c->text.len - off[4 * i + 1]);
         const char *type = types[next() % 4];
         c->type[i] = type;
@@ -94,7 +95,8 @@ static void make_records(columns *c, size_t target_bytes)
         buf_puts(&c->text, "\"}");
         c->rest_len[i] = (uint32_t)(c->text.len - off[4 * i + 2]);
         /* the whole record as JSON: the five columns as members, then the rest's members */
-        int head = snprintf(NULL, 0, "{\"record_id\":\"%.*s\",\"patient_id\":\"%.*s\",\"version\":%lld,\"type\":\"%s\","
+        int head = snprintf(NULL, 0,
+                            "{\"record_id\":\"%.*s\",\"patient_id\":\"%.*s\",\"version\":%lld,\"type\":\"%s\","
                             "\"ts\":\"2026-11-29T18:00:00Z\",",
                             (int)c->record_id_len[i], c->text.data + off[4 * i], (int)c->patient_id_len[i],
                             c->text.data + off[4 * i + 1], (long long)c->version[i], type);

@@ -181,8 +181,10 @@ static bool set_value(batch *bt, size_t c, size_t r, const pq_column *col, json_
         char tmp[128];
         const char *p = val;
         size_t m = n;
-        if (jt == JSON_STRING) p++, m -= 2;
-        else if (jt != JSON_NUMBER) break;
+        if (jt == JSON_STRING)
+            p++, m -= 2;
+        else if (jt != JSON_NUMBER)
+            break;
         if (m >= sizeof tmp) break;
         memcpy(tmp, p, m);
         tmp[m] = 0;
@@ -365,10 +367,10 @@ int main(int argc, char **argv)
     if (generate_n >= 0) {
         if (ncols) return usage("--generate has its own columns");
         static char names[][16] = {"record_id", "patient_id", "version", "type", "ts", "score", "flag", "doc"};
-        pq_column gen[8] = {{names[0], PQ_STRING, false, false}, {names[1], PQ_STRING, false, true},
-                            {names[2], PQ_INT64, false, false},  {names[3], PQ_STRING, false, true},
+        pq_column gen[8] = {{names[0], PQ_STRING, false, false},    {names[1], PQ_STRING, false, true},
+                            {names[2], PQ_INT64, false, false},     {names[3], PQ_STRING, false, true},
                             {names[4], PQ_TIMESTAMP, false, false}, {names[5], PQ_DOUBLE, true, false},
-                            {names[6], PQ_BOOLEAN, true, false}, {names[7], PQ_JSON, true, false}};
+                            {names[6], PQ_BOOLEAN, true, false},    {names[7], PQ_JSON, true, false}};
         memcpy(cols, gen, sizeof gen);
         ncols = 8;
     }

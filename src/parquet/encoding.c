@@ -256,8 +256,8 @@ void pq_stats_merge(pq_stats *into, const pq_stats *from, int phys)
     }
 }
 
-bool pq_stats_bounds(const pq_stats *s, int phys, unsigned char min_tmp[8], unsigned char max_tmp[8],
-                     const void **min, size_t *min_len, const void **max, size_t *max_len)
+bool pq_stats_bounds(const pq_stats *s, int phys, unsigned char min_tmp[8], unsigned char max_tmp[8], const void **min,
+                     size_t *min_len, const void **max, size_t *max_len)
 {
     if (!s->has_minmax) return false;
     switch (phys) {

@@ -88,7 +88,7 @@ void pq_dict_free(pq_dict *d);
 typedef struct {
     uint64_t null_count;
     uint64_t nan_count;
-    bool has_minmax; /* a value that counts for min/max was seen */
+    bool has_minmax;      /* a value that counts for min/max was seen */
     int64_t i_min, i_max; /* INT64; BOOLEAN as 0/1 */
     double d_min, d_max;
     buf s_min, s_max; /* BYTE_ARRAY */
@@ -106,7 +106,7 @@ void pq_stats_merge(pq_stats *into, const pq_stats *from, int phys);
 
 /* The PLAIN bytes of min and max (BYTE_ARRAY without a length) for a Statistics struct, in min_tmp
  * and max_tmp for fixed-size types; false when there are none to write. */
-bool pq_stats_bounds(const pq_stats *s, int phys, unsigned char min_tmp[8], unsigned char max_tmp[8],
-                     const void **min, size_t *min_len, const void **max, size_t *max_len);
+bool pq_stats_bounds(const pq_stats *s, int phys, unsigned char min_tmp[8], unsigned char max_tmp[8], const void **min,
+                     size_t *min_len, const void **max, size_t *max_len);
 
 #endif

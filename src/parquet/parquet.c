@@ -47,18 +47,18 @@ typedef struct {
     int phys;
 
     /* the page being built */
-    size_t page_rows;      /* values, nulls included */
-    buf page_levels;       /* one byte per row (optional columns): 1 present, 0 null */
-    buf page_values;       /* PLAIN values (booleans bit-packed, page_bools of them) */
+    size_t page_rows; /* values, nulls included */
+    buf page_levels;  /* one byte per row (optional columns): 1 present, 0 null */
+    buf page_values;  /* PLAIN values (booleans bit-packed, page_bools of them) */
     size_t page_bools;
-    uint32_t *page_idx;    /* dictionary indices of the non-null values */
+    uint32_t *page_idx; /* dictionary indices of the non-null values */
     size_t page_nidx, page_idx_cap;
     pq_stats page_stats;
 
     /* the chunk being built */
-    bool dict_on;          /* values go to the dictionary (until it passes PQ_DICT_MAX_BYTES) */
+    bool dict_on; /* values go to the dictionary (until it passes PQ_DICT_MAX_BYTES) */
     pq_dict dict;
-    buf chunk_pages;       /* finished data pages: header + body each */
+    buf chunk_pages; /* finished data pages: header + body each */
     uint64_t chunk_values, chunk_uncompressed, chunk_compressed;
     uint32_t pages_plain, pages_dict;
     pq_stats chunk_stats;
@@ -79,12 +79,12 @@ struct pq_writer {
     void *ctx;
     w_state state;
 
-    uint64_t offset;     /* bytes handed to write */
-    uint64_t rg_rows;    /* rows of the row group being built */
-    uint64_t rg_bytes;   /* its values' PLAIN bytes */
-    uint64_t rows;       /* rows of the file (row groups written) */
+    uint64_t offset;   /* bytes handed to write */
+    uint64_t rg_rows;  /* rows of the row group being built */
+    uint64_t rg_bytes; /* its values' PLAIN bytes */
+    uint64_t rows;     /* rows of the file (row groups written) */
     uint32_t nrowgroups;
-    buf rowgroups;       /* the RowGroup structs written so far (Thrift) */
+    buf rowgroups; /* the RowGroup structs written so far (Thrift) */
 
     buf body, comp, hdr; /* scratch: a page's body, compressed body, header */
     ZSTD_CCtx *zctx;
@@ -227,8 +227,8 @@ static ms_code finish_page(pq_writer *w, pq_col *c, ms_err *e)
     ms_code rc = compress_body(w, &data, &data_len, e);
     if (rc != MS_OK) return rc;
     if (raw_len > INT32_MAX || data_len > INT32_MAX)
-        return ms_fail(e, MS_EINVAL, "parquet: column %s: a page of %zu bytes is over the format's limit",
-                       c->def.name, raw_len);
+        return ms_fail(e, MS_EINVAL, "parquet: column %s: a page of %zu bytes is over the format's limit", c->def.name,
+                       raw_len);
 
     w->hdr.len = 0;
     tc_writer t;
@@ -328,7 +328,9 @@ static ms_code column_append(pq_writer *w, pq_col *c, const pq_values *v, size_t
                 bool x = v->b[r];
                 pq_stats_add_bool(&c->page_stats, x);
                 if (c->page_bools % 8 == 0) buf_putc(&c->page_values, 0);
-                if (x) ((unsigned char *)c->page_values.data)[c->page_values.len - 1] |= (unsigned char)(1u << (c->page_bools % 8));
+                if (x)
+                    ((unsigned char *)c->page_values.data)[c->page_values.len - 1] |=
+                        (unsigned char)(1u << (c->page_bools % 8));
                 c->page_bools++;
                 break;
             }
@@ -610,7 +612,8 @@ static ms_code check_batch(const pq_writer *w, size_t n, const pq_values *cols, 
             for (size_t r = 0; r < n; r++)
                 if (!v->present[r]) {
                     if (!c->def.optional)
-                        return ms_fail(e, MS_EINVAL, "parquet: column %s: row %zu of the batch is null in a required column",
+                        return ms_fail(e, MS_EINVAL,
+                                       "parquet: column %s: row %zu of the batch is null in a required column",
                                        c->def.name, r + 1);
                     nulls++;
                 }
@@ -640,8 +643,8 @@ static ms_code check_batch(const pq_writer *w, size_t n, const pq_values *cols, 
                     return ms_fail(e, MS_EINVAL, "parquet: column %s: row %zu of the batch is %u bytes, over %u",
                                    c->def.name, r + 1, v->len[r], (unsigned)PQ_MAX_VALUE_BYTES);
                 if (v->len[r] && !v->str[r])
-                    return ms_fail(e, MS_EINVAL, "parquet: column %s: row %zu of the batch has no bytes",
-                                   c->def.name, r + 1);
+                    return ms_fail(e, MS_EINVAL, "parquet: column %s: row %zu of the batch has no bytes", c->def.name,
+                                   r + 1);
             }
     }
     return MS_OK;
@@ -705,9 +708,9 @@ static void put_schema_leaf(tc_writer *t, const pq_col *c)
     case PQ_TIMESTAMP:
         tc_field_i32(t, 6, CT_TIMESTAMP_MICROS);
         tc_field_struct(t, 10);
-        tc_field_struct(t, 8); /* TIMESTAMP */
-        tc_field_bool(t, 1, true); /* isAdjustedToUTC */
-        tc_field_struct(t, 2);     /* unit */
+        tc_field_struct(t, 8);       /* TIMESTAMP */
+        tc_field_bool(t, 1, true);   /* isAdjustedToUTC */
+        tc_field_struct(t, 2);       /* unit */
         tc_field_empty_struct(t, 2); /* MICROS */
         tc_struct_end(t);
         tc_struct_end(t);
@@ -716,8 +719,8 @@ static void put_schema_leaf(tc_writer *t, const pq_col *c)
     case PQ_INT64:
         tc_field_i32(t, 6, CT_INT_64);
         tc_field_struct(t, 10);
-        tc_field_struct(t, 10); /* INTEGER */
-        tc_field_i8(t, 1, 64);  /* bitWidth */
+        tc_field_struct(t, 10);    /* INTEGER */
+        tc_field_i8(t, 1, 64);     /* bitWidth */
         tc_field_bool(t, 2, true); /* isSigned */
         tc_struct_end(t);
         tc_struct_end(t);
@@ -740,7 +743,7 @@ ms_code pq_writer_close(pq_writer *w, uint64_t *rows, ms_err *e)
     buf footer = {0};
     tc_writer t;
     tc_init(&t, &footer);
-    tc_struct_begin(&t); /* FileMetaData */
+    tc_struct_begin(&t);    /* FileMetaData */
     tc_field_i32(&t, 1, 1); /* version */
     tc_field_list(&t, 2, TC_STRUCT, (uint32_t)(w->ncols + 1));
     tc_struct_begin(&t); /* the root */

@@ -38,12 +38,12 @@
 #include "base/util.h"
 
 typedef enum {
-    PQ_STRING,     /* BYTE_ARRAY, logical STRING (UTF-8; the caller guarantees it) */
-    PQ_JSON,       /* BYTE_ARRAY, logical JSON */
-    PQ_TIMESTAMP,  /* INT64, logical TIMESTAMP(isAdjustedToUTC=true, MICROS) */
-    PQ_INT64,      /* INT64, logical INT(64, signed) */
-    PQ_DOUBLE,     /* DOUBLE */
-    PQ_BOOLEAN     /* BOOLEAN */
+    PQ_STRING,    /* BYTE_ARRAY, logical STRING (UTF-8; the caller guarantees it) */
+    PQ_JSON,      /* BYTE_ARRAY, logical JSON */
+    PQ_TIMESTAMP, /* INT64, logical TIMESTAMP(isAdjustedToUTC=true, MICROS) */
+    PQ_INT64,     /* INT64, logical INT(64, signed) */
+    PQ_DOUBLE,    /* DOUBLE */
+    PQ_BOOLEAN    /* BOOLEAN */
 } pq_type;
 
 typedef enum { PQ_SNAPPY, PQ_ZSTD, PQ_UNCOMPRESSED } pq_codec;
@@ -59,11 +59,11 @@ typedef struct {
 } pq_column;
 
 typedef struct {
-    pq_codec codec;            /* PQ_SNAPPY by default (0) */
-    int zstd_level;            /* 0: 3 */
-    uint64_t row_group_bytes;  /* 0: 128 MiB */
-    uint64_t page_bytes;       /* target data page size, 0: 1 MiB; at most 256 MiB */
-    const char *created_by;    /* required: "medstream version X (build Y)" */
+    pq_codec codec;           /* PQ_SNAPPY by default (0) */
+    int zstd_level;           /* 0: 3 */
+    uint64_t row_group_bytes; /* 0: 128 MiB */
+    uint64_t page_bytes;      /* target data page size, 0: 1 MiB; at most 256 MiB */
+    const char *created_by;   /* required: "medstream version X (build Y)" */
     /* key-value metadata written in the footer (e.g. "medstream.as_of"), NULL-ended pairs; may be NULL */
     const char *const *key_values;
 } pq_options;
@@ -72,9 +72,9 @@ typedef struct {
  * slot in the value array is ignored); present NULL means all present. Strings: ptr[i], len[i]. */
 typedef struct {
     const bool *present;
-    const int64_t *i64;   /* PQ_INT64, PQ_TIMESTAMP (microseconds since the Unix epoch, UTC) */
-    const double *f64;    /* PQ_DOUBLE */
-    const bool *b;        /* PQ_BOOLEAN */
+    const int64_t *i64;     /* PQ_INT64, PQ_TIMESTAMP (microseconds since the Unix epoch, UTC) */
+    const double *f64;      /* PQ_DOUBLE */
+    const bool *b;          /* PQ_BOOLEAN */
     const char *const *str; /* PQ_STRING, PQ_JSON */
     const uint32_t *len;
 } pq_values;

@@ -184,6 +184,10 @@ def check_arrow(path, columns, rows):
         compare_column("pyarrow", c["name"], arrow_values(table, c), [r[j] for r in rows])
 
 
+def lit(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
 def qi(name):
     return '"' + name.replace('"', '""') + '"'
 
@@ -203,8 +207,8 @@ def check_duckdb(path, columns, rows):
     eq(len(got), len(rows), "duckdb: row count")
     for j, c in enumerate(columns):
         compare_column("duckdb", c["name"], [r[j] for r in got], [r[j] for r in rows])
-    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
-                             [path]).fetchall())
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(%s))"
+                             % lit(path)).fetchall())
     want = {"string": ("VARCHAR",), "json": ("JSON", "VARCHAR"), "int64": ("BIGINT",), "double": ("DOUBLE",),
             "boolean": ("BOOLEAN",), "timestamp": ("TIMESTAMP WITH TIME ZONE",)}
     for c in columns:
@@ -567,7 +571,8 @@ def test_nulls_only_and_zero_rows():
     con = duckdb.connect()
     eq(con.execute("SELECT count(*) FROM read_parquet(?)", [p0]).fetchone()[0], 0, "duckdb: 0 rows")
     eq(con.execute("SELECT num_row_groups FROM parquet_file_metadata(?)", [p0]).fetchone()[0], 0, "duckdb: no row group")
-    eq(len(con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [p0]).fetchall()), len(ALL_COLUMNS), "duckdb: schema")
+    eq(len(con.execute("DESCRIBE SELECT * FROM read_parquet(%s)" % lit(p0)).fetchall()), len(ALL_COLUMNS),
+       "duckdb: schema")
     con.close()
     with open(p0, "rb") as f:
         data = f.read()

@@ -80,28 +80,28 @@ static void test_field_headers(void **state)
     tc_writer t;
     tc_init(&t, &b);
     tc_struct_begin(&t);
-    tc_field_i32(&t, 1, 5);     /* delta 1, type 5: 0x15, zigzag 10 */
-    tc_field_i64(&t, 3, -1);    /* delta 2, type 6: 0x26, zigzag 1 */
-    tc_field_i32(&t, 18, 0);    /* delta 15: still short: 0xf5 */
-    tc_field_i32(&t, 35, 1);    /* delta 17: long form 0x05, zigzag(35) = 70 = 0x46 */
-    tc_field_i16(&t, 4, -3);    /* a smaller id: long form 0x04, zigzag(4) = 8, value zigzag(-3) = 5 */
-    tc_field_bool(&t, 5, true); /* bool in the type nibble: 0x11 */
+    tc_field_i32(&t, 1, 5);      /* delta 1, type 5: 0x15, zigzag 10 */
+    tc_field_i64(&t, 3, -1);     /* delta 2, type 6: 0x26, zigzag 1 */
+    tc_field_i32(&t, 18, 0);     /* delta 15: still short: 0xf5 */
+    tc_field_i32(&t, 35, 1);     /* delta 17: long form 0x05, zigzag(35) = 70 = 0x46 */
+    tc_field_i16(&t, 4, -3);     /* a smaller id: long form 0x04, zigzag(4) = 8, value zigzag(-3) = 5 */
+    tc_field_bool(&t, 5, true);  /* bool in the type nibble: 0x11 */
     tc_field_bool(&t, 6, false); /* 0x12 */
     tc_field_i8(&t, 7, -2);      /* 0x13, one raw byte */
     tc_struct_end(&t);
-    ASSERT_BYTES(&b, 0x15, 0x0a, 0x26, 0x01, 0xf5, 0x00, 0x05, 0x46, 0x02, 0x04, 0x08, 0x05, 0x11, 0x12, 0x13,
-                 0xfe, 0x00);
+    ASSERT_BYTES(&b, 0x15, 0x0a, 0x26, 0x01, 0xf5, 0x00, 0x05, 0x46, 0x02, 0x04, 0x08, 0x05, 0x11, 0x12, 0x13, 0xfe,
+                 0x00);
 
     /* nested structs keep their own last id; the outer one resumes after */
     b.len = 0;
     tc_init(&t, &b);
     tc_struct_begin(&t);
-    tc_field_i32(&t, 2, 1);  /* 0x25 0x02 */
-    tc_field_struct(&t, 5); /* 0x3c */
-    tc_field_i32(&t, 1, 2); /* inner: delta from 0: 0x15 0x04 */
+    tc_field_i32(&t, 2, 1);        /* 0x25 0x02 */
+    tc_field_struct(&t, 5);        /* 0x3c */
+    tc_field_i32(&t, 1, 2);        /* inner: delta from 0: 0x15 0x04 */
     tc_field_empty_struct(&t, 16); /* delta 15 from 1: 0xfc, its stop 0x00 */
-    tc_struct_end(&t);      /* 0x00 */
-    tc_field_i32(&t, 6, 3); /* outer: delta 1 from 5: 0x15 0x06 */
+    tc_struct_end(&t);             /* 0x00 */
+    tc_field_i32(&t, 6, 3);        /* outer: delta 1 from 5: 0x15 0x06 */
     tc_struct_end(&t);
     ASSERT_BYTES(&b, 0x25, 0x02, 0x3c, 0x15, 0x04, 0xfc, 0x00, 0x00, 0x15, 0x06, 0x00);
 
@@ -475,7 +475,7 @@ static int walk_chunk(arena *mem, const sink *s, const tval *md, int64_t *null_c
         int64_t type = tint(&ph, 1), csize = tint(&ph, 3);
         uncompressed += (int64_t)used + tint(&ph, 2);
         if (type == 2) {
-            assert_true(first); /* the dictionary page comes first */
+            assert_true(first);                          /* the dictionary page comes first */
             assert_int_equal(tint(tmust(&ph, 7), 2), 0); /* PLAIN */
             assert_true(pos + (int64_t)used + csize == data_off);
         } else {
@@ -527,8 +527,12 @@ static void test_file_metadata(void **state)
     const char *doc[N] = {"{}", "{\"a\":1}", "[]", "null", "\"\""};
     uint32_t doc_len[N] = {2, 7, 2, 4, 2};
     pq_values v[7] = {
-        {.str = ids, .len = id_len}, {.present = type_present, .str = types, .len = type_len}, {.i64 = ts},
-        {.i64 = nn},                 {.f64 = x},                                           {.b = ok},
+        {.str = ids, .len = id_len},
+        {.present = type_present, .str = types, .len = type_len},
+        {.i64 = ts},
+        {.i64 = nn},
+        {.f64 = x},
+        {.b = ok},
         {.str = doc, .len = doc_len},
     };
     assert_int_equal(pq_writer_append(w, N, v, &e), MS_OK);
@@ -545,9 +549,9 @@ static void test_file_metadata(void **state)
     const tval *schema = tmust(&meta, 2);
     assert_int_equal(schema->n, 8);
     assert_int_equal(tint(&schema->elems[0], 5), 7); /* the root's num_children */
-    assert_null(tget(&schema->elems[0], 1));          /* the root has no type */
+    assert_null(tget(&schema->elems[0], 1));         /* the root has no type */
     /* type, repetition, converted type, logical type id of each leaf */
-    const int want[7][4] = {{6, 0, 0, 1}, {6, 1, 0, 1}, {2, 0, 10, 8}, {2, 1, 18, 10},
+    const int want[7][4] = {{6, 0, 0, 1},   {6, 1, 0, 1},   {2, 0, 10, 8}, {2, 1, 18, 10},
                             {5, 1, -1, -1}, {0, 0, -1, -1}, {6, 1, 19, 12}};
     for (int i = 0; i < 7; i++) {
         const tval *el = &schema->elems[i + 1];
@@ -565,8 +569,8 @@ static void test_file_metadata(void **state)
         assert_int_equal(lt->ids[0], want[i][3]);
     }
     const tval *tsl = tmust(tmust(&schema->elems[3], 10), 8);
-    assert_true(tmust(tsl, 1)->b);                    /* isAdjustedToUTC */
-    assert_non_null(tget(tmust(tsl, 2), 2));          /* MICROS */
+    assert_true(tmust(tsl, 1)->b);           /* isAdjustedToUTC */
+    assert_non_null(tget(tmust(tsl, 2), 2)); /* MICROS */
     const tval *intl = tmust(tmust(&schema->elems[4], 10), 10);
     assert_int_equal(tint(intl, 1), 64);
     assert_true(tmust(intl, 2)->b);
@@ -676,12 +680,12 @@ static void test_statistics(void **state)
             lens[r] = unit_below(&rng, 6);
             strs[r] = malloc(lens[r] + 1);
             for (uint32_t k = 0; k < lens[r]; k++) /* bytes over 0x7f too: unsigned order matters */
-                strs[r][k] = (char)(unit_below(&rng, 3) == 0 ? 0x80 + unit_below(&rng, 0x80) : 'a' + unit_below(&rng, 3));
+                strs[r][k] =
+                    (char)(unit_below(&rng, 3) == 0 ? 0x80 + unit_below(&rng, 0x80) : 'a' + unit_below(&rng, 3));
             strs[r][lens[r]] = 0;
             ints[r] = (int64_t)unit_rand(&rng) >> unit_below(&rng, 64);
             uint32_t dk = unit_below(&rng, 10);
-            dbls[r] = dk == 0 ? NAN : dk == 1 ? -0.0 : dk == 2 ? 0.0 : dk == 3 ? -INFINITY
-                                                                                : ((double)ints[r] / 1e6);
+            dbls[r] = dk == 0 ? NAN : dk == 1 ? -0.0 : dk == 2 ? 0.0 : dk == 3 ? -INFINITY : ((double)ints[r] / 1e6);
             bools[r] = unit_below(&rng, 2);
             if (!present[r]) {
                 nulls++;
@@ -757,7 +761,7 @@ static void test_statistics(void **state)
                 memcpy(&a, lo->bin, 8);
                 memcpy(&b, hi->bin, 8);
                 assert_true(a == dmin && b == dmax);
-                if (a == 0) assert_true(signbit(a)); /* a zero min is -0.0 */
+                if (a == 0) assert_true(signbit(a));  /* a zero min is -0.0 */
                 if (b == 0) assert_false(signbit(b)); /* a zero max is +0.0 */
                 assert_int_equal(tint(st, 9), nans);
             } else {
@@ -815,7 +819,7 @@ static void test_row_groups(void **state)
     const char **names = malloc(N * sizeof *names);
     uint32_t *lens = malloc(N * sizeof *lens);
     bool *present = malloc(N);
-    char (*text)[40] = malloc(N * sizeof *text);
+    char(*text)[40] = malloc(N * sizeof *text);
     for (size_t r = 0; r < N; r++) {
         k[r] = (int64_t)r;
         snprintf(text[r], sizeof text[r], "name-%zu", r < N / 2 ? r % 10 : r * 7919); /* then high cardinality */
@@ -982,7 +986,7 @@ static void test_refusals(void **state)
     assert_int_equal(pq_writer_append(w, 3, good, &e), MS_OK);
     uint64_t rows = 0;
     assert_int_equal(pq_writer_close(w, &rows, &e), MS_OK);
-    assert_int_equal(rows, 3); /* only the good batch */
+    assert_int_equal(rows, 3);                                     /* only the good batch */
     assert_int_equal(pq_writer_append(w, 3, good, &e), MS_EINVAL); /* closed */
     assert_int_equal(pq_writer_close(w, &rows, &e), MS_EINVAL);
     pq_writer_free(w);
