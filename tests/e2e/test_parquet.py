@@ -156,9 +156,13 @@ def compare_column(reader, name, got, want):
             fail("%s: column %s row %d: read %s, wrote %s" % (reader, name, i, short(repr(g), 120), short(repr(w), 120)))
 
 
+def is_extension(t):
+    return isinstance(t, getattr(pa, "BaseExtensionType", pa.ExtensionType))
+
+
 def arrow_values(table, c):
     a = table.column(c["name"])
-    if isinstance(a.type, pa.ExtensionType):  # a JSON extension type, if this pyarrow makes one
+    if is_extension(a.type):  # pyarrow reads the JSON logical type as the arrow.json extension type
         a = pa.chunked_array([ch.storage for ch in a.chunks], type=a.type.storage_type)
     if c["type"] == "timestamp":
         a = a.cast(pa.int64())
@@ -173,8 +177,9 @@ def check_arrow(path, columns, rows):
         f = table.schema.field(c["name"])
         eq(f.nullable, c["optional"], "pyarrow: %s nullable" % c["name"])
         t = f.type
-        if isinstance(t, pa.ExtensionType):
-            check(c["type"] == "json", "pyarrow: %s is an extension type %s" % (c["name"], t))
+        if is_extension(t):
+            check(c["type"] == "json" and getattr(t, "extension_name", "") == "arrow.json",
+                  "pyarrow: %s is an extension type %s" % (c["name"], t))
             t = t.storage_type
         ok = {"string": pa.types.is_string, "json": pa.types.is_string, "int64": pa.types.is_int64,
               "double": pa.types.is_float64, "boolean": pa.types.is_boolean,
@@ -493,9 +498,19 @@ def test_large_and_unicode_strings():
     write_file(path, cols, rows)
     check_arrow(path, cols, rows)
     check_duckdb(path, cols, rows)
-    check_arrow_stats(path, cols, split_groups(path, rows))  # none: max is over 4 KiB
+    check_arrow_stats(path, cols, split_groups(path, rows))
     st = pq.ParquetFile(path).metadata.row_group(0).column(0).statistics
-    check(not st.has_min_max and st.null_count == 1, "long strings: no min/max, null_count 1")
+    eq((st.min_raw, st.max_raw, st.null_count), (b"", "\U0001F9EC".encode(), 1), "long values, short bounds")
+    # a bound over 4 KiB: no min/max at all (null_count still there)
+    p1 = os.path.join(d, "longmax.parquet")
+    long_rows = [["a", "[]"], ["b" * 5000, "[" + "1," * 3000 + "1]"], [None, None]]
+    write_file(p1, cols, long_rows)
+    check_arrow(p1, cols, long_rows)
+    check_duckdb(p1, cols, long_rows)
+    check_arrow_stats(p1, cols, split_groups(p1, long_rows))
+    for j in range(2):
+        st = pq.ParquetFile(p1).metadata.row_group(0).column(j).statistics
+        check(not st.has_min_max and st.null_count == 1, "a max over 4 KiB: no min/max, null_count 1")
     # short unicode strings: min/max by unsigned bytes ("z" < "é" < "中" < "😀")
     small = [["z"], ["é"], ["😀"], ["中"], ["Z"], ["ZZ"]]
     p2 = os.path.join(d, "unicode.parquet")
@@ -629,7 +644,7 @@ def test_million_rows_with_json():
     want = million_expected(seed, n)
     for name, values in want.items():
         a = table.column(name)
-        if isinstance(a.type, pa.ExtensionType):
+        if is_extension(a.type):
             a = pa.chunked_array([ch.storage for ch in a.chunks], type=a.type.storage_type)
         got = a.cast(pa.int64()).to_pylist() if name == "ts" else a.to_pylist()
         if got != values:
