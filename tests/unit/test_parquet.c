@@ -803,6 +803,53 @@ static void test_statistics(void **state)
     buf_free(&s.out);
 }
 
+/* The chunk statistics of one double column holding x[0..n). */
+static void double_bounds(const double *x, size_t n, double *lo, double *hi, bool *has)
+{
+    pq_column col = {"x", PQ_DOUBLE, false, false};
+    pq_options opt = {.codec = PQ_UNCOMPRESSED, .created_by = "t"};
+    sink s = {0};
+    pq_writer *w = NULL;
+    ms_err e = {0};
+    assert_int_equal(pq_writer_open(&w, &col, 1, &opt, sink_write, &s, &e), MS_OK);
+    pq_values v = {.f64 = x};
+    assert_int_equal(pq_writer_append(w, n, &v, &e), MS_OK);
+    assert_int_equal(pq_writer_close(w, NULL, &e), MS_OK);
+    pq_writer_free(w);
+    arena mem = {0};
+    tval meta = read_footer(&mem, &s);
+    const tval *st = tmust(tmust(&tmust(&tmust(&meta, 4)->elems[0], 1)->elems[0], 3), 12);
+    *has = tget(st, 6) != NULL;
+    if (*has) {
+        memcpy(lo, tmust(st, 6)->bin, 8);
+        memcpy(hi, tmust(st, 5)->bin, 8);
+    }
+    arena_free(&mem);
+    buf_free(&s.out);
+}
+
+static void test_double_zeros(void **state)
+{
+    (void)state;
+    double lo, hi;
+    bool has;
+    const double a[] = {0.0, 1.0, -0.0}; /* +0.0 seen first: the min is still written -0.0 */
+    double_bounds(a, 3, &lo, &hi, &has);
+    assert_true(has && lo == 0 && signbit(lo) && hi == 1.0);
+    const double b[] = {-0.0, -1.0, 0.0}; /* -0.0 seen first: the max is still written +0.0 */
+    double_bounds(b, 3, &lo, &hi, &has);
+    assert_true(has && lo == -1.0 && hi == 0 && !signbit(hi));
+    const double c[] = {NAN, 0.0};
+    double_bounds(c, 2, &lo, &hi, &has);
+    assert_true(has && signbit(lo) && !signbit(hi));
+    const double d[] = {NAN, -NAN};
+    double_bounds(d, 2, &lo, &hi, &has);
+    assert_false(has); /* all NaN: no min/max */
+    const double e[] = {-INFINITY, INFINITY, NAN};
+    double_bounds(e, 3, &lo, &hi, &has);
+    assert_true(has && lo == -INFINITY && hi == INFINITY);
+}
+
 /* ---- row groups, pages, dictionary fall-back ---- */
 
 static void test_row_groups(void **state)
@@ -1014,7 +1061,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_varint_zigzag), cmocka_unit_test(test_field_headers), cmocka_unit_test(test_lists),
         cmocka_unit_test(test_rle_hybrid),    cmocka_unit_test(test_file_metadata), cmocka_unit_test(test_statistics),
-        cmocka_unit_test(test_row_groups),    cmocka_unit_test(test_zero_rows),     cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_double_zeros),  cmocka_unit_test(test_row_groups),    cmocka_unit_test(test_zero_rows),
+        cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
