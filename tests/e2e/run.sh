@@ -3,8 +3,8 @@
 # $MEDSTREAM_BIN): the API contract, CSV over HTTP, the OpenAPI document, auth and accounts, the command line (--help,
 # --config, the option reference), issue 9's trust fixes, TLS, the HTTP edge's limits, Kafka, PostgreSQL,
 # kill -9 crash safety, a full disk, the data directory lock, operations (access log, JSON log lines, the
-# metrics listener), backup and the Parquet writer (read back by pyarrow and DuckDB). Prints each file's summary and a final combined `N passed, N failed` line; exits
-# non-zero if any test failed.
+# metrics listener), backup, import and the Parquet writer (files read back by pyarrow and DuckDB). Prints each
+# file's summary and a final combined `N passed, N failed` line; exits non-zero if any test failed.
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
