@@ -14,7 +14,14 @@
  *
  * Row groups are cut by bytes (pq_options.row_group_bytes of encoded, uncompressed values; 128 MiB by
  * default), never empty: a file of 0 rows has no row group. A dictionary column falls back to PLAIN for
- * the rest of its chunk once its dictionary passes 1 MiB (a high-cardinality column).
+ * the rest of its chunk once its dictionary passes 1 MiB (a high-cardinality column). Data pages end
+ * once their values pass page_bytes or hold 20,000 rows.
+ *
+ * Statistics are true bounds (encoding.h): strings and JSON by unsigned bytes, INT64/TIMESTAMP signed,
+ * DOUBLE without NaN (nan_count written) and with a zero min as -0.0 and a zero max as +0.0, BOOLEAN
+ * false < true; none for a chunk or page without a non-null value, nor for a string chunk or page whose
+ * min or max is longer than 4 KiB (null_count is always written). Version 1 in the footer;
+ * ColumnChunk.file_offset 0 (no ColumnMetaData outside the footer, as parquet.thrift asks).
  *
  * Contract: pure. The writer turns appended column batches into bytes handed to the caller's write
  * function, in file order; it opens, syncs and renames nothing (export/ does: temporary name, fsync,
@@ -31,15 +38,18 @@
 #include "base/util.h"
 
 typedef enum {
-    PQ_STRING,     /* BYTE_ARRAY, logical STRING (UTF-8; the caller guarantees it) */
-    PQ_JSON,       /* BYTE_ARRAY, logical JSON */
-    PQ_TIMESTAMP,  /* INT64, logical TIMESTAMP(isAdjustedToUTC=true, MICROS) */
-    PQ_INT64,      /* INT64, logical INT(64, signed) */
-    PQ_DOUBLE,     /* DOUBLE */
-    PQ_BOOLEAN     /* BOOLEAN */
+    PQ_STRING,    /* BYTE_ARRAY, logical STRING (UTF-8; the caller guarantees it) */
+    PQ_JSON,      /* BYTE_ARRAY, logical JSON */
+    PQ_TIMESTAMP, /* INT64, logical TIMESTAMP(isAdjustedToUTC=true, MICROS) */
+    PQ_INT64,     /* INT64, logical INT(64, signed) */
+    PQ_DOUBLE,    /* DOUBLE */
+    PQ_BOOLEAN    /* BOOLEAN */
 } pq_type;
 
 typedef enum { PQ_SNAPPY, PQ_ZSTD, PQ_UNCOMPRESSED } pq_codec;
+
+/* The longest string or JSON value a writer takes (a page must stay under 2 GiB). */
+#define PQ_MAX_VALUE_BYTES (256u << 20)
 
 typedef struct {
     const char *name; /* UTF-8, unique in the schema */
@@ -49,11 +59,11 @@ typedef struct {
 } pq_column;
 
 typedef struct {
-    pq_codec codec;            /* PQ_SNAPPY by default (0) */
-    int zstd_level;            /* 0: 3 */
-    uint64_t row_group_bytes;  /* 0: 128 MiB */
-    uint64_t page_bytes;       /* target data page size, 0: 1 MiB */
-    const char *created_by;    /* required: "medstream version X (build Y)" */
+    pq_codec codec;           /* PQ_SNAPPY by default (0) */
+    int zstd_level;           /* 0: 3 */
+    uint64_t row_group_bytes; /* 0: 128 MiB */
+    uint64_t page_bytes;      /* target data page size, 0: 1 MiB; at most 256 MiB */
+    const char *created_by;   /* required: "medstream version X (build Y)" */
     /* key-value metadata written in the footer (e.g. "medstream.as_of"), NULL-ended pairs; may be NULL */
     const char *const *key_values;
 } pq_options;
@@ -62,9 +72,9 @@ typedef struct {
  * slot in the value array is ignored); present NULL means all present. Strings: ptr[i], len[i]. */
 typedef struct {
     const bool *present;
-    const int64_t *i64;   /* PQ_INT64, PQ_TIMESTAMP (microseconds since the Unix epoch, UTC) */
-    const double *f64;    /* PQ_DOUBLE */
-    const bool *b;        /* PQ_BOOLEAN */
+    const int64_t *i64;     /* PQ_INT64, PQ_TIMESTAMP (microseconds since the Unix epoch, UTC) */
+    const double *f64;      /* PQ_DOUBLE */
+    const bool *b;          /* PQ_BOOLEAN */
     const char *const *str; /* PQ_STRING, PQ_JSON */
     const uint32_t *len;
 } pq_values;
@@ -74,15 +84,18 @@ typedef ms_code (*pq_write_fn)(void *ctx, const void *data, size_t len, ms_err *
 
 typedef struct pq_writer pq_writer;
 
-/* A writer for columns[0..ncolumns) (copied). Writes the leading "PAR1" at once. Errors: MS_EINVAL a
- * bad schema (no column, a duplicate or empty name, a dictionary on a type without one), the write
- * function's error. */
+/* A writer for columns[0..ncolumns) (copied, and the options' strings too). Writes the leading "PAR1"
+ * at once. Errors: MS_EINVAL a bad schema (no column, a duplicate, empty or non-UTF-8 name, a dictionary
+ * on a type without one) or options (no created_by, an unknown codec, a zstd level out of range,
+ * page_bytes over 256 MiB, a key without a value), the write function's error (nothing is left open). */
 ms_code pq_writer_open(pq_writer **out, const pq_column *columns, size_t ncolumns, const pq_options *opt,
                        pq_write_fn write, void *ctx, ms_err *e);
 
 /* Append n rows: cols[c] holds column c's n values. A row group is written out once the buffered
- * values pass row_group_bytes. Errors: MS_EINVAL a null in a required column (nothing of the batch is
- * kept), the write function's error (the writer is then failed: only pq_writer_free). */
+ * values pass row_group_bytes. Errors: MS_EINVAL a null in a required column, a column without the
+ * value array of its type, a string over PQ_MAX_VALUE_BYTES or with a NULL pointer and a length (in each
+ * case nothing of the batch is kept and the writer stays usable), a writer already closed or failed; the
+ * write function's error (the writer is then failed: only pq_writer_free). */
 ms_code pq_writer_append(pq_writer *w, size_t n, const pq_values *cols, ms_err *e);
 
 /* Write the last row group (if it has rows) and the footer. *rows (may be NULL): the file's row count.
