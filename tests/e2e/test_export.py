@@ -141,7 +141,7 @@ def read_parquet(path):
     py = venv_python()
     code = ("import sys,json,pyarrow.parquet as pq,duckdb\n"
             "t=pq.read_table(sys.argv[1]).to_pylist()\n"
-            "d=duckdb.sql(\"select count(*) from read_parquet('%s')\" % sys.argv[1]).fetchone()[0]\n"
+            "d=duckdb.sql(\"select count(*) from read_parquet('%s')\" % sys.argv[1]).fetchall()[0][0]\n"
             "assert d==len(t),(d,len(t))\n"
             "def c(v):\n"
             "  import datetime\n"
