@@ -4,13 +4,14 @@
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < import, read < sinks < api < main.c); includes name the layer
+# (base < pipeline < store < access < ingest < import, read < sinks < api < main.c; parquet over base alone, for
+# export and the sinks); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
 CFLAGS  ?= -O2
-LIBS    = -lz -lzstd -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
+LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)
@@ -25,7 +26,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -54,7 +55,7 @@ build/san/test_%: tests/unit/test_%.c tests/unit/unit.h tests/unit/unit_store.h 
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(SAN_OBJ) $(LIBS) -lcmocka
 
 # Every test: unit tests (cmocka) and end-to-end tests over real HTTP, all on the sanitizer build.
-test: build/san/medstream build/san/medstream-bench build/kafka_mock $(UNIT_BIN)
+test: build/san/medstream build/san/medstream-bench build/kafka_mock build/san/parquet_sample $(UNIT_BIN)
 	@bash tests/run_all.sh $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
@@ -107,6 +108,22 @@ build/csv_convert: bench/csv_convert.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-csv: build/csv_convert
 	@build/csv_convert $(CSV_MB)
+
+# How fast the Parquet writer encodes ~20 KB records' columns (bench/parquet_encode.c): SNAPPY, ZSTD and none,
+# MB/s of the records' JSON and the file size against it.
+PARQUET_MB ?= 256
+build/parquet_encode: bench/parquet_encode.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-parquet: build/parquet_encode
+	@build/parquet_encode $(PARQUET_MB)
+
+# Parquet files from NDJSON rows or a generator (tools/parquet_sample.c), read back by tests/e2e/test_parquet.py
+# with pyarrow and DuckDB; the sanitizer build is the one the tests use.
+build/parquet_sample: tools/parquet_sample.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+build/san/parquet_sample: tools/parquet_sample.c $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $^ $(LIBS)
 
 clean:
 	rm -rf build

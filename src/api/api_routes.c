@@ -12,8 +12,9 @@
  *
  * Decisions kept in the table: GET /healthz and POST /v1/auth/token need no token (a load balancer
  * and a login have none), and neither does GET /v1/openapi.json: it is documentation of the routes,
- * holds no data, and a client needs it before it has a token. Routes that never checked their query
- * (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
+ * holds no data, and a client needs it before it has a token. GET /v1/exports/{id}/download needs no
+ * token either: its signed link, short-lived, is the credential (export/export_jobs.h). Routes that never checked their
+ * query (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
  *
  * What it must never do: run a handler whose permission was not checked, or read a body before every
  * refusal that can be decided from the headers has been made.
@@ -45,6 +46,10 @@ static const route_param p_year_since = {
     "since", PARAM_TEXT, false, "only records of this event year (YYYY; a date or time counts as its year) or later"};
 static const route_param p_year_until = {
     "until", PARAM_TEXT, false, "only records of this event year (YYYY; a date or time counts as its year) or earlier"};
+static const route_param p_link_exp = {"exp", PARAM_TEXT, true,
+                                       "the link's expiry (Unix seconds), as GET /v1/exports/{export_id} gave it"};
+static const route_param p_link_sig = {"sig", PARAM_TEXT, true,
+                                       "the link's signature (64 hex digits), as GET /v1/exports/{export_id} gave it"};
 static const route_param p_limit = {"limit", PARAM_LIMIT, false, "the most items in one answer"};
 static const route_param p_cursor = {"cursor", PARAM_TEXT, false, "the next_cursor of the previous answer"};
 static const route_param p_of_patient = {"patient_id", PARAM_UUID, false, "only records of this patient"};
@@ -253,6 +258,37 @@ const route api_route_table[] = {
      .description = "Name the current instant: a snapshot id that reads take as as_of.",
      .status = 201,
      .answer = "{\"snapshot_id\",\"as_of\"}"},
+    {.method = "POST",
+     .pattern = "/v1/exports",
+     .permission = "exports:create",
+     .handler = h_export_create,
+     .description = "Export the records and their patients as of one instant (Parquet, NDJSON or CSV in Hive "
+                    "layout, with a manifest) in the background; a phi export needs patients:read too and is "
+                    "audited with every patient id it holds; a public one without as_of gets a new snapshot.",
+     .body_types = JSON_BODY,
+     .body = "{\"scope\":\"public\"|\"phi\",\"format\":\"parquet\"|\"ndjson\"|\"csv\",\"as_of\"?,\"type\"?,"
+             "\"since\"?,\"until\"?}",
+     .status = 202,
+     .answer = "{\"export_id\",\"state\":\"queued\",\"as_of\",\"snapshot_id\"}"},
+    {.method = "GET",
+     .pattern = "/v1/exports/{export_id}",
+     .permission = "exports:read",
+     .handler = h_export_get,
+     .description = "An export's progress; once done, its manifest (files with rows, bytes, sha256) and a signed "
+                    "download link that expires (a phi export's link only for a role with patients:read).",
+     .status = 200,
+     .answer = "{\"export_id\",\"state\",\"phase\",\"scope\",\"format\",\"as_of\",\"snapshot_id\",\"rows\","
+               "\"record_rows\",\"patient_rows\",\"error\",\"download\",\"download_expires_at\",\"manifest\"}"},
+    {.method = "GET",
+     .pattern = "/v1/exports/{export_id}/download",
+     .permission = PERMISSION_NONE, /* the signed, short-lived link is the credential */
+     .handler = h_export_download,
+     .description = "A finished export as one uncompressed tar archive, through the signed link of GET "
+                    "/v1/exports/{export_id}, without a token until the link expires; audited.",
+     .query = QUERY(&p_link_exp, &p_link_sig),
+     .status = 200,
+     .answer = "a tar archive of the export directory",
+     .answer_type = "application/x-tar"},
     {.method = "GET",
      .pattern = "/v1/audit",
      .permission = "audit:read",

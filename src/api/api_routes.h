@@ -27,6 +27,7 @@
 #include "pipeline/schema.h"
 #include "store/store.h"
 #include "ingest/writer.h"
+#include "export/export_jobs.h"
 
 typedef struct {
     store *store;
@@ -36,7 +37,13 @@ typedef struct {
     size_t max_body;      /* the request body limit (--max-body): a CSV body converts to at most twice it */
     int64_t token_ttl_s;  /* lifetime of issued tokens */
     const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
+    export_jobs *exports; /* POST /v1/exports runs here (NULL: exports are refused) */
 } api;
+
+/* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a
+ * thousand patient ids an entry, and made durable (writer_sync) before the export becomes visible. */
+ms_code api_export_audit(void *ctx, const char *user, const char *role, const char *client, const char *export_id,
+                         export_scope scope, const patient_id *pids, size_t npids, ms_err *e);
 
 typedef void (*route_handler)(api *a, http_request *req, http_response *res);
 

@@ -47,6 +47,11 @@ void h_user_delete(api *a, http_request *req, http_response *res);
 void h_user_password(api *a, http_request *req, http_response *res);
 void h_user_tokens_revoke(api *a, http_request *req, http_response *res);
 
+/* h_exports.c */
+void h_export_create(api *a, http_request *req, http_response *res);
+void h_export_get(api *a, http_request *req, http_response *res);
+void h_export_download(api *a, http_request *req, http_response *res);
+
 /* h_system.c */
 void h_health(api *a, http_request *req, http_response *res);
 void h_metrics(api *a, http_request *req, http_response *res);

@@ -144,14 +144,26 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, 
 {
     http_response *res = &cs->res;
     if (res->status == 0) res->status = 500;
-    size_t len = res->body.len;
-    cs->sent_bytes = len;
-    char *data = buf_take(&res->body);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(data);
-        return MHD_NO;
+    struct MHD_Response *r;
+    if (res->has_file) { /* libmicrohttpd sends it and closes the descriptor */
+        res->has_file = false;
+        cs->sent_bytes = (size_t)res->file_len;
+        r = MHD_create_response_from_fd64(res->file_len, res->file_fd);
+        if (!r) {
+            close(res->file_fd);
+            return MHD_NO;
+        }
+    } else {
+        size_t len = res->body.len;
+        cs->sent_bytes = len;
+        char *data = buf_take(&res->body);
+        r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+            free(data);
+            return MHD_NO;
+        }
     }
+    if (res->content_disposition[0]) MHD_add_response_header(r, "Content-Disposition", res->content_disposition);
     MHD_add_response_header(r, "Content-Type", res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Request-Id", cs->req.request_id);
@@ -449,6 +461,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     for (int i = 0; i < cs->req.nparams; i++)
         free(cs->req.params[i]);
     buf_free(&cs->res.body);
+    if (cs->res.has_file) close(cs->res.file_fd);
     free(cs);
     *con_cls = NULL;
     guard_conn *g = connection_guard(conn);

@@ -69,6 +69,12 @@ typedef struct {
     int status;
     buf body;
     const char *content_type; /* default application/json */
+    /* an answer read from a file instead of body (an export's archive): file_fd >= 0 with has_file; the
+     * server sends file_len bytes from it and closes it */
+    bool has_file;
+    int file_fd;
+    uint64_t file_len;
+    char content_disposition[128]; /* "" or the Content-Disposition header */
 } http_response;
 
 /* Query argument by name, or NULL. */

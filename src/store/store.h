@@ -261,6 +261,15 @@ ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, 
                            ms_err *e);
 ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e);
 
+/* Every record in record-id order (bytewise), as of an instant, a bounded step at a time (exports): visits at
+ * most max_ids record ids after `after` (exclusive; after_len 0: from the first id), and for each whose version
+ * current at as_of exists and is not a tombstone calls fn with it (valid_to is left -1). fn returns false to
+ * stop early. *last receives the last record id visited (the `after` of the next step; it is rewritten, not
+ * appended to), *more whether ids may remain after it. Each step is one read transaction's worth of work, so a
+ * long scan can end its read transaction between steps and never pins LMDB pages for its whole run. */
+ms_code store_records_scan(store_read *r, const char *after, size_t after_len, int64_t as_of, uint32_t max_ids,
+                           store_record_fn fn, void *ctx, buf *last, bool *more, ms_err *e);
+
 /* Iterate a patient's records index: entries with since <= ts < until, after the cursor key if given.
  * Calls fn for each (stops when fn returns false). Errors: MS_EINVAL a cursor that is not one of this
  * patient's index keys. */

@@ -1,0 +1,479 @@
+# End-to-end tests of `medstream export` and POST /v1/exports (src/export/): records ingested over HTTP,
+# exported offline (--data, the server stopped), through a running server (--url) and with POST
+# /v1/exports + the signed download link, at an as_of while more records are ingested. Checked: every
+# row equals what the API answers at the same instant (records and patients; NDJSON and CSV read here,
+# Parquet with pyarrow from build/venv when the writer is built), the Hive layout (type=/date= for PHI,
+# type=/year= for public), manifest rows/bytes/sha256 against the files, no public field outside the
+# allow-list (random field names), PHI refused without patients:read and audited with the patient ids,
+# a non-empty output directory refused without --overwrite, SIGINT mid-export leaves nothing visible,
+# the download link works before it expires and is refused after (and with a bad signature).
+#
+# Run: MEDSTREAM_BIN=$PWD/build/san/medstream /usr/bin/python3 tests/e2e/test_export.py [NAME_SUBSTRING...]
+
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+
+import harness as H
+from harness import check, eq, fail, short, test
+
+RESERVED = ("record_id", "type", "ts")
+
+
+def tmpdir(tag):
+    d = H.tempfile.mkdtemp(prefix="medstream-export-%s-" % tag)
+    H._temp_dirs.append(d)
+    return d
+
+
+def run_export(args, timeout=180):
+    try:
+        r = subprocess.run([H.BIN, "export"] + args, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        fail("`medstream export %s` did not end within %ds" % (" ".join(args), timeout))
+    return r.returncode, r.stdout, r.stderr
+
+
+def export_ok(args):
+    rc, out, err = run_export(args)
+    if rc != 0:
+        fail("medstream export %s: exit %d: %s %s" % (" ".join(args), rc, short(out), short(err, 800)))
+    return out
+
+
+def records(n, tag, seed=1):
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = i % 7
+        rows.append({"record_id": "%s-%04d" % (tag, i), "name": "Pat %s %d" % (tag, k),
+                     "dob": "19%02d-0%d-1%d" % (50 + k, 1 + k % 9, k % 10),
+                     "type": ["lab", "visit", "note/x"][i % 3],
+                     "ts": "20%02d-%02d-%02dT%02d:00:00Z" % (24 + i % 3, 1 + i % 12, 1 + i % 28, i % 24),
+                     "favorite_color": rnd.choice(["red", "blue"]), "value": rnd.randint(0, 1000),
+                     "nested": {"a": [i, "x"]}})
+    return rows
+
+
+def new_server(extra=()):
+    s = H.Server(extra_args=list(extra), name="export")
+    s.start()
+    s.login()
+    return s
+
+
+def read_export(out):
+    """{'records': [(partition dict, row)], 'patients': [row], 'manifest': m}; checks the manifest's files."""
+    with open(os.path.join(out, "manifest.json")) as f:
+        m = json.load(f)
+    listed = set()
+    for fe in m["files"]:
+        p = os.path.join(out, fe["path"])
+        data = open(p, "rb").read()
+        eq(len(data), fe["bytes"], "bytes of %s" % fe["path"])
+        eq(hashlib.sha256(data).hexdigest(), fe["sha256"], "sha256 of %s" % fe["path"])
+        listed.add(fe["path"])
+    on_disk = set()
+    for root, dirs, files in os.walk(out):
+        for fn in files:
+            rel = os.path.relpath(os.path.join(root, fn), out)
+            if rel != "manifest.json":
+                on_disk.add(rel)
+    eq(on_disk, listed, "files on disk vs the manifest")
+    res = {"records": [], "patients": [], "manifest": m}
+    for fe in m["files"]:
+        parts = fe["path"].split("/")
+        rows = read_rows(os.path.join(out, fe["path"]), m["format"], m)
+        eq(len(rows), fe["rows"], "rows of %s" % fe["path"])
+        if parts[0] == "records":
+            part = dict(p.split("=", 1) for p in parts[1:-1])
+            res["records"] += [(part, r) for r in rows]
+        else:
+            res["patients"] += rows
+    eq(len(res["records"]), m["rows"]["records"], "record rows in the manifest")
+    eq(len(res["patients"]), m["rows"]["patients"], "patient rows in the manifest")
+    return res
+
+
+def read_rows(path, fmt, m):
+    if fmt == "ndjson":
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if fmt == "csv":
+        kind = "patients" if "/patients/" in path or path.split(os.sep)[-2] == "patients" else "records"
+        types = {c["name"]: c["type"] for c in m["columns"][kind]}
+        out = []
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                row = {}
+                for k, v in r.items():
+                    t = types[k]
+                    row[k] = (None if v == "" and t not in ("STRING",) else json.loads(v) if t == "JSON"
+                              else int(v) if t == "INT64" else float(v) if t == "DOUBLE"
+                              else (v == "true") if t == "BOOLEAN" else v)
+                out.append(row)
+        return out
+    return read_parquet(path)
+
+
+def venv_python():
+    venv = os.path.join(H.REPO_ROOT, "build", "venv")
+    py = os.path.join(venv, "bin", "python3")
+    if not os.path.exists(py):
+        subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True, capture_output=True)
+    if subprocess.run([py, "-c", "import pyarrow, duckdb"], capture_output=True).returncode != 0:
+        r = subprocess.run([py, "-m", "pip", "install", "-q", "pyarrow", "duckdb"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise H.Skip("pyarrow/duckdb could not be installed: %s" % short(r.stderr))
+    return py
+
+
+def read_parquet(path):
+    py = venv_python()
+    code = ("import sys,json,pyarrow.parquet as pq,duckdb\n"
+            "t=pq.read_table(sys.argv[1]).to_pylist()\n"
+            "d=duckdb.sql(\"select count(*) from read_parquet('%s')\" % sys.argv[1]).fetchall()[0][0]\n"
+            "assert d==len(t),(d,len(t))\n"
+            "def c(v):\n"
+            "  import datetime\n"
+            "  if isinstance(v,datetime.datetime): return v.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')\n"
+            "  return v\n"
+            "print(json.dumps([{k:c(v) for k,v in r.items()} for r in t]))\n")
+    r = subprocess.run([py, "-c", code, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("pyarrow/duckdb could not read %s: %s" % (path, short(r.stderr, 800)))
+    rows = json.loads(r.stdout)
+    for row in rows:
+        if isinstance(row.get("fields"), str):
+            row["fields"] = json.loads(row["fields"])
+    return rows
+
+
+def check_phi_rows(s, res, as_of, expect_ids):
+    got = {}
+    for part, row in res["records"]:
+        got[row["record_id"]] = (part, row)
+    eq(sorted(got), sorted(expect_ids), "record ids exported")
+    pids = set()
+    for rid, (part, row) in got.items():
+        api = s.get_json("/v1/records/%s?%s" % (H.urllib.parse.quote(rid, safe=""), H.q({"as_of": as_of})))
+        eq(row["patient_id"], api["patient_id"], "%s patient_id" % rid)
+        eq(row["version"], api["version"], "%s version" % rid)
+        eq(row["recorded_at"], api["valid_from"], "%s recorded_at" % rid)
+        eq(row["ts"], api["ts"], "%s ts" % rid)
+        eq(H.urllib.parse.unquote(part["type"]), api["type"], "%s type partition" % rid)
+        eq(part["date"], api["ts"][:10], "%s date partition" % rid)
+        eq(row["fields"], {k: v for k, v in api["fields"].items() if k not in RESERVED}, "%s fields" % rid)
+        check("type" not in row, "the partition column type is repeated inside the file")
+        pids.add(row["patient_id"])
+    eq(sorted(p["patient_id"] for p in res["patients"]), sorted(pids), "patients exported")
+    for p in res["patients"]:
+        api = s.get_json("/v1/patients/%s?%s" % (p["patient_id"], H.q({"as_of": as_of})))
+        eq(p["version"], api["version"], "patient version")
+        eq(p["recorded_at"], api["valid_from"], "patient recorded_at")
+        eq(p["name"], api["fields"].get("name"), "patient name")
+        eq(p["dob"], api["fields"].get("dob"), "patient dob")
+        eq(p["fields"], {k: v for k, v in api["fields"].items() if k not in ("name", "dob")}, "patient fields")
+    return pids
+
+
+def audit_all(s):
+    out, cursor = [], None
+    while True:
+        page = s.get_json("/v1/audit?" + H.q(dict({"limit": 1000}, **({"cursor": cursor} if cursor else {}))))
+        out += page["entries"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+def live_ids(rows, deleted=()):
+    return sorted(set(r["record_id"] for r in rows) - set(deleted))
+
+
+@test(timeout=240)
+def test_offline_phi_ndjson_and_csv_equal_the_api_at_as_of():
+    s = new_server()
+    first = records(60, "a")
+    s.ingest_ok(first)
+    upd = dict(first[0], value=-1)  # a new version
+    s.ingest_ok([upd])
+    eq(s.request("DELETE", "/v1/records/a-0001").status, 200, "delete a record")
+    as_of = H.now_rfc3339()
+    time.sleep(0.01)
+    s.ingest_ok(records(30, "b"))        # after the instant: not in the export
+    s.ingest_ok([dict(first[2], value=-2)])
+    s.stop()
+    for fmt in ("ndjson", "csv"):
+        out = os.path.join(tmpdir(fmt), "out")
+        text = export_ok(["--data", s.data_dir, "--out", out, "--format", fmt, "--scope", "phi", "--as-of", as_of])
+        check("records" in text and "patients" in text, "no summary: %s" % short(text))
+        res = read_export(out)
+        eq(res["manifest"]["scope"], "phi", "manifest scope")
+        eq(res["manifest"]["as_of"], H.parse_time(as_of).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "manifest as_of")
+        check(not os.path.exists(os.path.join(out, ".medstream-export-tmp")), "the temporary directory stayed")
+        s.start()
+        s.login()
+        pids = check_phi_rows(s, res, as_of, live_ids(first, ["a-0001"]))
+        # audited: an entry by the OS user naming every patient
+        audit = audit_all(s)
+        mine = [a for a in audit if a["user"].startswith("local:") and a["resource"].startswith("export ")]
+        check(mine, "no audit entry of the offline export")
+        named = set()
+        for a in mine:
+            named |= set(a["patient_ids"])
+        check(pids <= named, "the audit entries do not name every exported patient")
+        s.stop()
+
+
+@test(timeout=240)
+def test_url_export_at_as_of_while_ingesting():
+    s = new_server()
+    rows = records(90, "u")
+    s.ingest_ok(rows)
+    as_of = H.now_rfc3339()
+    time.sleep(0.01)
+    stop = threading.Event()
+
+    def more():
+        i = 0
+        while not stop.is_set():
+            s.ingest_ok(records(20, "late%d" % i, seed=i))
+            s.ingest_ok([dict(rows[5], value=1000 + i)])
+            i += 1
+
+    t = threading.Thread(target=more)
+    t.start()
+    try:
+        out = os.path.join(tmpdir("url"), "out")
+        export_ok(["--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--out", out, "--format", "ndjson",
+                   "--scope", "phi", "--as-of", as_of])
+    finally:
+        stop.set()
+        t.join()
+    res = read_export(out)
+    check_phi_rows(s, res, as_of, live_ids(rows))
+    # the server's audit entries of the export name every patient
+    eid = res["manifest"]["export_id"]
+    audit = audit_all(s)
+    named = set()
+    for a in audit:
+        if a["resource"] == "/v1/exports/%s" % eid and a["action"] == "patients:read":
+            named |= set(a["patient_ids"])
+    eq(named, set(p["patient_id"] for p in res["patients"]), "patients in the export's audit entries")
+    s.stop()
+
+
+def post_export(s, body, token=None, expect=202):
+    h = {"Content-Type": "application/json"}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    r = s.request("POST", "/v1/exports", body=json.dumps(body), headers=h)
+    if r.status != expect:
+        fail("POST /v1/exports: expected %d, got %d: %s" % (expect, r.status, short(r.text)))
+    return r.json()
+
+
+def wait_done(s, eid, token=None, timeout=60):
+    h = {"Authorization": "Bearer " + token} if token else None
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st = s.request("GET", "/v1/exports/" + eid, headers=h).json()
+        if st["state"] in ("done", "failed"):
+            return st
+        time.sleep(0.1)
+    fail("export %s not done within %ds" % (eid, timeout))
+
+
+@test(timeout=240)
+def test_public_export_allow_list_and_link():
+    s = new_server(["--export-link-ttl", "2"])
+    rnd = random.Random(7)
+    rows = records(40, "p")
+    secrets = []
+    for r in rows:  # random extra field names: none may leave the PHI store
+        for _ in range(rnd.randint(1, 4)):
+            k = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rnd.randint(1, 12)))
+            if k in ("name", "dob", "type", "ts", "record_id", "favorite_color", "parent_id"):
+                continue
+            v = "SECRET%d" % rnd.randint(0, 10 ** 9)
+            r[k] = v
+            secrets.append(v)
+    s.ingest_ok(rows)
+    snap = s.request("POST", "/v1/snapshots").json()["snapshot_id"]
+    s.ingest_ok(records(10, "q"))
+    st = post_export(s, {"scope": "public", "format": "ndjson", "as_of": snap})
+    done = wait_done(s, st["export_id"])
+    eq(done["state"], "done", "state: %s" % done.get("error"))
+    link = done["download"]
+    r = H.http_request(s.port, "GET", link)  # no token
+    eq(r.status, 200, "download before expiry: %s" % short(r.text))
+    d = os.path.join(tmpdir("pub"), "out")
+    os.makedirs(d)
+    with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
+        tf.extractall(d)
+    res = read_export(d)
+    blob = json.dumps(res)
+    for v in secrets:
+        check(v not in blob, "a field outside the allow-list is in the public export")
+    check("Pat p" not in blob and "1950-01-10" not in blob, "identity values in the public export")
+    api = {}
+    cursor = None
+    while True:
+        qd = {"as_of": snap, "limit": 1000}
+        if cursor:
+            qd["cursor"] = cursor
+        page = s.get_json("/v1/public/records?" + H.q(qd))
+        for x in page["records"]:
+            api[x["record_id"]] = x
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    eq(sorted(row["record_id"] for _, row in res["records"]), sorted(api), "public records")
+    for part, row in res["records"]:
+        a = api[row["record_id"]]
+        eq(set(row), {"patient_id", "record_id", "version", "fields"}, "public columns")
+        eq(row["patient_id"], a["patient_id"], "public patient_id")
+        eq(row["fields"], {k: v for k, v in a["fields"].items() if k not in ("type", "ts")}, "public fields")
+        eq(set(part), {"type", "year"}, "public partition keys")
+        eq(H.urllib.parse.unquote(part["type"]), a["fields"]["type"], "public type partition")
+        eq(part["year"], a["fields"]["ts"], "public year partition")
+        check(set(row["fields"]) <= {"favorite_color"}, "public fields outside the allow-list")
+    for p in res["patients"]:
+        eq(p["fields"], s.get_json("/v1/public/patients/%s?as_of=%s" % (p["patient_id"], snap))["fields"],
+           "public patient")
+    # a bad signature, then an expired link
+    bad = link[:-4] + ("0000" if not link.endswith("0000") else "1111")
+    eq(H.http_request(s.port, "GET", bad).status, 403, "a tampered link")
+    time.sleep(3.2)
+    r = H.http_request(s.port, "GET", link)
+    eq(r.status, 403, "an expired link")
+    check("expired" in r.text, "the refusal says expired: %s" % short(r.text))
+    s.stop()
+
+
+@test(timeout=120)
+def test_phi_needs_patients_read_and_is_audited():
+    s = new_server()
+    s.ingest_ok(records(10, "r"))
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": "ana", "password": "analyst-pass-123",
+                                                          "role": "analyst"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "create analyst: %s" % short(r.text))
+    tok = s.token_for("ana", "analyst-pass-123")
+    r = post_export(s, {"scope": "phi", "format": "ndjson"}, token=tok, expect=403)
+    check("patients:read" in r["error"], "the refusal names the permission: %s" % r)
+    audit = s.get_json("/v1/audit?user=ana")["entries"]
+    check(any(a["outcome"] == "denied" for a in audit), "the refusal is not audited")
+    st = post_export(s, {"scope": "public", "format": "csv"}, token=tok)
+    done = wait_done(s, st["export_id"], token=tok)
+    eq(done["state"], "done", "analyst public export: %s" % done.get("error"))
+    check(done["download"], "no link for the analyst's public export")
+    # an admin's PHI export: the analyst may see its progress, never its link
+    st = post_export(s, {"scope": "phi", "format": "ndjson"})
+    done = wait_done(s, st["export_id"])
+    eq(done["state"], "done", "phi export: %s" % done.get("error"))
+    seen = s.request("GET", "/v1/exports/" + st["export_id"], headers={"Authorization": "Bearer " + tok}).json()
+    eq(seen["download"], None, "a PHI export's link handed to a role without patients:read")
+    pid = audit_all(s)
+    named = [a for a in pid if a["resource"] == "/v1/exports/" + st["export_id"] and a["patient_ids"]]
+    check(named, "the PHI export is not audited with its patient ids")
+    s.stop()
+
+
+@test(timeout=120)
+def test_out_dir_not_empty_is_refused_unless_overwrite():
+    s = new_server()
+    s.ingest_ok(records(5, "o"))
+    s.stop()
+    out = tmpdir("full")
+    with open(os.path.join(out, "keep.txt"), "w") as f:
+        f.write("mine")
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson"])
+    eq(rc, 1, "exit code for a non-empty --out")
+    check("not empty" in se and "--overwrite" in se, "message: %s" % short(se))
+    eq(os.listdir(out), ["keep.txt"], "the directory was touched")
+    export_ok(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--overwrite"])
+    check(not os.path.exists(os.path.join(out, "keep.txt")), "--overwrite kept the old entry")
+    read_export(out)
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "public",
+                             "--as-of", "2026-01-01T00:00:00Z"])
+    eq(rc, 2, "a public export at a time is a usage error")
+
+
+@test(timeout=300)
+def test_sigint_mid_export_leaves_nothing_visible():
+    s = new_server()
+    pad = "z" * 20000
+    for b in range(10):
+        s.ingest_ok([dict(r, pad=pad) for r in records(300, "big%d" % b, seed=b)])
+    s.stop()
+    out = os.path.join(tmpdir("cancel"), "out")
+    p = subprocess.Popen([H.BIN, "export", "--data", s.data_dir, "--out", out, "--format", "csv", "--scope", "phi",
+                          "--chunk-records", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = os.path.join(out, ".medstream-export-tmp")
+    t0 = time.time()
+    while not os.path.exists(os.path.join(tmp, ".spool")) and time.time() - t0 < 60 and p.poll() is None:
+        time.sleep(0.002)
+    time.sleep(0.05)
+    check(p.poll() is None, "the export ended before it could be interrupted (store too small?)")
+    p.send_signal(signal.SIGINT)
+    so, se = p.communicate(timeout=60)
+    eq(p.returncode, 1, "exit code after SIGINT (%s)" % short(se))
+    check("interrupted" in se, "message: %s" % short(se))
+    check(not os.path.exists(out) or os.listdir(out) == [], "visible after SIGINT: %s"
+          % (os.listdir(out) if os.path.exists(out) else None))
+
+
+@test(timeout=240)
+def test_parquet_is_read_by_pyarrow_and_duckdb():
+    s = new_server()
+    rows = records(50, "pq")
+    s.ingest_ok(rows)
+    as_of = H.now_rfc3339()
+    s.stop()
+    out = os.path.join(tmpdir("pq"), "out")
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "parquet", "--scope", "phi",
+                             "--as-of", as_of])
+    eq(rc, 0, "parquet export: %s" % short(se))
+    res = read_export(out)
+    check(parquet_codecs(out) == {"SNAPPY"}, "the default compression: %s" % parquet_codecs(out))
+    s.start()
+    s.login()
+    check_phi_rows(s, res, as_of, live_ids(rows))
+    s.stop()
+    # --compression zstd: the same rows, ZSTD column chunks
+    out_z = os.path.join(tmpdir("pqz"), "out")
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out_z, "--format", "parquet", "--scope", "phi",
+                             "--as-of", as_of, "--compression", "zstd"])
+    eq(rc, 0, "zstd export: %s" % short(se))
+    eq(parquet_codecs(out_z), {"ZSTD"}, "--compression zstd")
+    res_z = read_export(out_z)
+    eq((res_z["records"], res_z["patients"]), (res["records"], res["patients"]), "the same rows with zstd")
+
+
+def parquet_codecs(out):
+    """The compression codecs of every column chunk of every Parquet file under out, as pyarrow reads them."""
+    code = ("import sys,glob,pyarrow.parquet as pq\n"
+            "s=set()\n"
+            "for f in glob.glob(sys.argv[1]+'/**/*.parquet',recursive=True):\n"
+            "  m=pq.ParquetFile(f).metadata\n"
+            "  s|={m.row_group(g).column(c).compression for g in range(m.num_row_groups) for c in range(m.num_columns)}\n"
+            "print(','.join(sorted(s)))\n")
+    r = subprocess.run([venv_python(), "-c", code, out], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("pyarrow could not read %s: %s" % (out, short(r.stderr, 800)))
+    return set(x for x in r.stdout.strip().split(",") if x)
+
+
+if __name__ == "__main__":
+    H.main()

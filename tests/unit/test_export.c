@@ -1,0 +1,359 @@
+/*
+ * test_export.c - the pure parts of medstream export (src/export): partition paths for each scope, the
+ * Hive escaping, the columns of each scope, rows cut from record and patient objects, the spool
+ * encoding, NDJSON and CSV lines, column batches, the manifest, signed links, and a tar round trip.
+ *
+ * The public-scope property test: records with random extra field names (and PHI-looking values) go
+ * through the real stages 1-3 (prepare + deidentify), and the public row built from the public copy
+ * must hold no key outside the allow-list and no PHI token, in any column, nor in its partition path.
+ */
+#include "unit.h"
+
+#include "export/export_jobs.h"
+#include "export/layout.h"
+#include "export/manifest.h"
+#include "export/out_file.h"
+#include "export/rows.h"
+#include "export/tar.h"
+#include "pipeline/deidentify.h"
+#include "base/json_scan.h"
+
+#include <sys/stat.h>
+
+static void test_phi_partition(void **state)
+{
+    (void)state;
+    buf p = {0};
+    layout_phi_partition("lab", 3, unit_time(2026, 11, 29, 23, 59, 59), &p);
+    assert_string_equal(p.data, "records/type=lab/date=2026-11-29");
+    layout_phi_partition("a/b=c:d%", 8, unit_time(1969, 12, 31, 23, 0, 0), &p); /* before the epoch */
+    assert_string_equal(p.data, "records/type=a%2Fb%3Dc%3Ad%25/date=1969-12-31");
+    layout_phi_partition("", 0, 0, &p);
+    assert_string_equal(p.data, "records/type=__HIVE_DEFAULT_PARTITION__/date=1970-01-01");
+    layout_phi_partition("..", 2, 0, &p);
+    assert_string_equal(p.data, "records/type=%2E%2E/date=1970-01-01");
+    buf_free(&p);
+}
+
+static void test_public_partition(void **state)
+{
+    (void)state;
+    schema s;
+    schema_default(&s);
+    buf p = {0};
+    const char *f = "{\"favorite_color\":\"blue\",\"type\":\"lab\",\"ts\":\"2026\"}";
+    layout_public_partition(&s, f, strlen(f), &p);
+    assert_string_equal(p.data, "records/type=lab/year=2026");
+    assert_string_equal(layout_date_key(&s, EXPORT_PUBLIC), "year");
+    assert_string_equal(layout_date_key(&s, EXPORT_PHI), "date");
+    f = "{\"favorite_color\":\"blue\"}"; /* no type, no ts in the public copy: null partitions */
+    layout_public_partition(&s, f, strlen(f), &p);
+    assert_string_equal(p.data, "records/type=__HIVE_DEFAULT_PARTITION__/year=__HIVE_DEFAULT_PARTITION__");
+    f = "{\"type\":\"lab\",\"ts\":\"2026-11-29T10:00:00Z\"}"; /* a full time under a year transform: refused */
+    layout_public_partition(&s, f, strlen(f), &p);
+    assert_string_equal(p.data, "records/type=lab/year=__HIVE_DEFAULT_PARTITION__");
+    schema_free(&s);
+    /* a schema that copies ts: date partitions; one without ts public: no date at all */
+    const char *copy = "{\"public\":{\"type\":\"copy\",\"ts\":\"copy\"}}";
+    ms_err e;
+    assert_int_equal(schema_parse(&s, copy, strlen(copy), &e), MS_OK);
+    f = "{\"type\":\"lab\",\"ts\":\"2026-11-29T23:30:00-02:00\"}";
+    layout_public_partition(&s, f, strlen(f), &p);
+    assert_string_equal(p.data, "records/type=lab/date=2026-11-30");
+    schema_free(&s);
+    const char *none = "{\"public\":{\"favorite_color\":\"copy\"}}";
+    assert_int_equal(schema_parse(&s, none, strlen(none), &e), MS_OK);
+    f = "{\"favorite_color\":\"red\"}";
+    layout_public_partition(&s, f, strlen(f), &p);
+    assert_string_equal(p.data, "records/type=__HIVE_DEFAULT_PARTITION__/date=__HIVE_DEFAULT_PARTITION__");
+    schema_free(&s);
+    layout_part_name(7, EXPORT_PARQUET, &p);
+    assert_string_equal(p.data, "part-00007.parquet");
+    buf_free(&p);
+}
+
+static int col_index(const export_columns *c, const char *name)
+{
+    for (int k = 0; k < c->n; k++)
+        if (!strcmp(c->col[k].name, name)) return k;
+    return -1;
+}
+
+static void test_columns(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e;
+    const char *text = "{\"public\":{\"type\":\"copy\",\"ts\":\"year\",\"weight\":\"copy\"},"
+                       "\"types\":{\"weight\":\"number\",\"smoker\":\"boolean\",\"fields\":\"number\"}}";
+    assert_int_equal(schema_parse(&s, text, strlen(text), &e), MS_OK);
+    export_columns c;
+    rows_record_columns(&s, EXPORT_PHI, &c);
+    assert_int_equal(c.n, 8); /* patient_id record_id version recorded_at ts weight smoker fields */
+    assert_int_equal(col_index(&c, "recorded_at"), 3);
+    assert_int_equal(c.col[col_index(&c, "weight")].type, PQ_DOUBLE);
+    assert_int_equal(c.col[col_index(&c, "smoker")].type, PQ_BOOLEAN);
+    assert_int_equal(col_index(&c, "fields"), 7); /* a typed field named like a column stays in fields */
+    rows_record_columns(&s, EXPORT_PUBLIC, &c);
+    assert_int_equal(col_index(&c, "recorded_at"), -1); /* no system time in public */
+    assert_int_equal(col_index(&c, "ts"), -1);          /* a year transform: the partition only */
+    assert_true(col_index(&c, "weight") > 0);
+    assert_int_equal(col_index(&c, "smoker"), -1); /* typed but not public */
+    rows_patient_columns(&s, EXPORT_PHI, &c);
+    assert_int_equal(col_index(&c, "name"), 3);
+    rows_patient_columns(&s, EXPORT_PUBLIC, &c);
+    assert_int_equal(c.n, 2);
+    schema_free(&s);
+}
+
+static void test_rows_and_formats(void **state)
+{
+    (void)state;
+    schema s;
+    ms_err e;
+    const char *text = "{\"types\":{\"weight\":\"number\",\"smoker\":\"boolean\"}}";
+    assert_int_equal(schema_parse(&s, text, strlen(text), &e), MS_OK);
+    export_columns c;
+    rows_record_columns(&s, EXPORT_PHI, &c);
+    record_version rv = {.version = 3, .valid_from = unit_time(2026, 11, 29, 12, 0, 0), .ts_us = unit_now()};
+    memcpy(rv.record_id, "r-1", 3);
+    rv.record_id_len = 3;
+    const char *body =
+        "{\"record_id\":\"r-1\",\"type\":\"lab\",\"ts\":\"2026-06-15T12:00:00Z\",\"name\":\"Ann, \\\"A\\\"\","
+        "\"weight\":72.5,\"smoker\":\"maybe\",\"n\":{\"a\":[1,2]}}";
+    row_builder b = {0};
+    export_row row;
+    assert_int_equal(rows_phi_record(&b, &c, &s, &rv, body, strlen(body), &row, &e), MS_OK);
+    int w = col_index(&c, "weight"), sm = col_index(&c, "smoker"), f = col_index(&c, "fields");
+    assert_true(row.v[w].present);
+    assert_true(row.v[w].f64 == 72.5);
+    assert_false(row.v[sm].present); /* "maybe" is no boolean: it stays in fields */
+    assert_string_equal(b.fields.data, "{\"name\":\"Ann, \\\"A\\\"\",\"smoker\":\"maybe\",\"n\":{\"a\":[1,2]}}");
+    assert_int_equal(row.v[f].len, b.fields.len);
+    /* spool round trip */
+    buf enc = {0};
+    rows_encode(&c, &row, &enc);
+    export_row back;
+    size_t used;
+    assert_true(rows_decode(&c, enc.data, enc.len, &back, &used));
+    assert_int_equal(used, enc.len);
+    assert_false(rows_decode(&c, enc.data, enc.len - 1, &back, &used)); /* cut short */
+    buf nd = {0}, csv = {0};
+    rows_ndjson(&c, &back, &nd);
+    assert_true(unit_has_str(nd.data, "\"record_id\":\"r-1\",\"version\":3,\"recorded_at\":\"2026-11-29T12:00:00"));
+    assert_true(unit_has_str(nd.data, "\"weight\":72.5,\"smoker\":null,\"fields\":{\"name\""));
+    json_member m[16];
+    json_error je;
+    assert_int_equal(json_scan_object(nd.data, nd.len - 1, m, 16, &je), 8);
+    rows_csv_header(&c, &csv);
+    assert_string_equal(csv.data, "patient_id,record_id,version,recorded_at,ts,weight,smoker,fields\r\n");
+    csv.len = 0;
+    rows_csv(&c, &back, &csv);
+    assert_true(unit_has_str(csv.data, ",r-1,3,2026-11-29T12:00:00.000000Z,2026-06-15T12:00:00.000000Z,72.5,,\""));
+    assert_true(unit_has_str(csv.data, "\"{\"\"name\"\":\"\"Ann, \\\"\"A\\\"\"\"\",")); /* quotes doubled */
+    /* batches */
+    rows_batch bt = {0};
+    for (int i = 0; i < 3000; i++)
+        rows_batch_add(&bt, &c, &back);
+    pq_values vals[EXPORT_MAX_COLUMNS];
+    rows_batch_values(&bt, &c, vals);
+    assert_int_equal(bt.n, 3000);
+    assert_int_equal(vals[1].len[2999], 3);
+    assert_memory_equal(vals[1].str[2999], "r-1", 3);
+    assert_true(vals[w].present[10] && !vals[sm].present[10]);
+    assert_null(vals[0].present); /* a required column: all present */
+    assert_int_equal(vals[2].i64[5], 3);
+    rows_batch_free(&bt);
+    buf_free(&enc);
+    buf_free(&nd);
+    buf_free(&csv);
+    row_builder_free(&b);
+    schema_free(&s);
+}
+
+/* ---- public rows: nothing outside the allow-list (property test) ---- */
+
+static const char *const phi_like[] = {"ssn",      "phone", "address", "mrn",  "email",  "colour",
+                                       "favorite", "Type",  "ts2",     "year", "fields", "name2"};
+
+static void test_public_rows_allow_list(void **state)
+{
+    (void)state;
+    schema s;
+    schema_default(&s);
+    scan_config cfg = unit_scan_config(&s);
+    export_columns c;
+    rows_record_columns(&s, EXPORT_PUBLIC, &c);
+    unit_rng rng = {0x5eed};
+    row_builder b = {0};
+    for (int iter = 0; iter < 2000; iter++) {
+        arena mem = {0};
+        buf rec = {0}, tokens = {0};
+        buf_printf(&rec,
+                   "{\"name\":\"PHINAME%u\",\"dob\":\"1980-02-03\",\"type\":\"lab\",\"ts\":\"2026-05-0%uT01:02:03Z\","
+                   "\"favorite_color\":\"blue\"",
+                   (unsigned)unit_below(&rng, 100000), 1 + unit_below(&rng, 9));
+        int extra = (int)unit_below(&rng, 6);
+        for (int k = 0; k < extra; k++) {
+            char key[40];
+            if (unit_below(&rng, 2))
+                snprintf(key, sizeof key, "%s", phi_like[unit_below(&rng, sizeof phi_like / sizeof *phi_like)]);
+            else
+                snprintf(key, sizeof key, "f%08x", (unsigned)unit_rand(&rng));
+            char quoted[48];
+            snprintf(quoted, sizeof quoted, "\"%s\":", key);
+            if (unit_has_str(rec.data, quoted)) continue; /* a record's fields are unique */
+            buf_printf(&rec, ",\"%s\":\"SECRET%u\"", key, (unsigned)k);
+        }
+        buf_putc(&rec, '}');
+        parsed_record r = unit_scan_ok(&cfg, &mem, rec.data);
+        public_record pr = {.fields = r.public_fields, .fields_len = r.public_fields_len};
+        record_version rv = {.version = 1};
+        memcpy(rv.record_id, "r", 1);
+        rv.record_id_len = 1;
+        export_row row;
+        ms_err e;
+        assert_int_equal(rows_public_record(&b, &c, &s, &rv, &pr, &row, &e), MS_OK);
+        buf line = {0}, part = {0};
+        rows_ndjson(&c, &row, &line);
+        layout_public_partition(&s, pr.fields, pr.fields_len, &part);
+        assert_false(unit_has_str(line.data, "SECRET"));
+        assert_false(unit_has_str(line.data, "PHINAME"));
+        assert_false(unit_has_str(line.data, "1980"));
+        assert_false(unit_has_str(line.data, "05-0"));
+        assert_false(unit_has_str(part.data, "05-0"));
+        /* every key of the fields column is allow-listed */
+        int fi = col_index(&c, "fields");
+        json_member m[64];
+        json_error je;
+        int n = json_scan_object(row.v[fi].str, row.v[fi].len, m, 64, &je);
+        assert_true(n >= 0);
+        for (int i = 0; i < n; i++)
+            assert_non_null(schema_public(&s, m[i].key, m[i].key_len));
+        buf_free(&line);
+        buf_free(&part);
+        buf_free(&rec);
+        buf_free(&tokens);
+        arena_free(&mem);
+    }
+    row_builder_free(&b);
+    schema_free(&s);
+}
+
+static void test_manifest(void **state)
+{
+    (void)state;
+    schema s;
+    schema_default(&s);
+    export_columns rc, pc;
+    rows_record_columns(&s, EXPORT_PHI, &rc);
+    rows_patient_columns(&s, EXPORT_PHI, &pc);
+    manifest_file files[2] = {{.path = "records/type=lab/date=2026-11-29/part-00000.ndjson", .rows = 2, .bytes = 10},
+                              {.path = "patients/part-00000.ndjson", .rows = 1, .bytes = 5}};
+    memset(files[0].sha256, 0xab, 32);
+    manifest_info m = {.export_id = "exp_1",
+                       .as_of = unit_time(2026, 11, 29, 12, 0, 0),
+                       .scope = EXPORT_PHI,
+                       .format = EXPORT_NDJSON,
+                       .type = "lab",
+                       .since = INT64_MIN,
+                       .until = unit_time(2027, 1, 1, 0, 0, 0),
+                       .date_key = "date",
+                       .record_columns = &rc,
+                       .patient_columns = &pc,
+                       .record_rows = 2,
+                       .patient_rows = 1,
+                       .files = files,
+                       .nfiles = 2};
+    manifest_schema_hash(&s, m.schema_sha256);
+    assert_int_equal(strlen(m.schema_sha256), 64);
+    buf out = {0};
+    manifest_json(&m, &out);
+    json_member mm[32];
+    json_error je;
+    assert_true(json_scan_object(out.data, out.len, mm, 32, &je) > 10);
+    assert_true(unit_has_str(out.data,
+                             "\"as_of\":\"2026-11-29T12:00:00.000000Z\",\"snapshot_id\":null,\"scope\":\"phi\","
+                             "\"format\":\"ndjson\""));
+    assert_true(unit_has_str(out.data, "\"filters\":{\"type\":\"lab\",\"since\":null,\"until\":\"2027-01-01"));
+    assert_true(unit_has_str(out.data, "\"partitioning\":[\"type\",\"date\"]"));
+    assert_true(unit_has_str(out.data, "{\"path\":\"records/type=lab/date=2026-11-29/part-00000.ndjson\",\"rows\":2,"
+                                       "\"bytes\":10,\"sha256\":\"abababab"));
+    assert_true(unit_has_str(out.data, "\"rows\":{\"records\":2,\"patients\":1}"));
+    /* the same meaning hashes the same; another allow-list does not */
+    schema s2;
+    ms_err e;
+    const char *t = "{\"public\":{\"favorite_color\":\"copy\",\"type\":\"copy\"}}";
+    assert_int_equal(schema_parse(&s2, t, strlen(t), &e), MS_OK);
+    char h2[65];
+    manifest_schema_hash(&s2, h2);
+    assert_string_not_equal(h2, m.schema_sha256);
+    schema_free(&s2);
+    buf_free(&out);
+    schema_free(&s);
+}
+
+static void test_link_signature(void **state)
+{
+    (void)state;
+    unsigned char key[32] = {1, 2, 3};
+    char a[65], b[65], c[65];
+    export_link_sign(key, "exp_0011223344556677", 1900000000, a);
+    export_link_sign(key, "exp_0011223344556677", 1900000001, b);
+    key[0] = 9;
+    export_link_sign(key, "exp_0011223344556677", 1900000000, c);
+    assert_int_equal(strlen(a), 64);
+    assert_string_not_equal(a, b);
+    assert_string_not_equal(a, c);
+}
+
+static void test_tar_round_trip(void **state)
+{
+    (void)state;
+    char dir[256], src[300], dst[300];
+    unit_tmpdir(dir);
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(dst, sizeof dst, "%s/dst", dir);
+    ms_err e;
+    char deep[600];
+    snprintf(deep, sizeof deep, "%s/records/type=%0120d/date=2026-11-29", src, 7); /* a path over 100 bytes */
+    assert_int_equal(out_mkdirs(deep, &e), MS_OK);
+    out_file *f;
+    assert_int_equal(out_open(&f, deep, "part-00000.ndjson", 0600, &e), MS_OK);
+    assert_int_equal(out_write(f, "{\"a\":1}\n", 8, &e), MS_OK);
+    assert_int_equal(out_finish(f, NULL, &e), MS_OK);
+    assert_int_equal(tar_write_dir(src, dir, "x.tar", &e), MS_OK);
+    char tarp[300];
+    snprintf(tarp, sizeof tarp, "%s/x.tar", dir);
+    buf t = {0};
+    assert_int_equal(buf_read_file(&t, tarp, &e), MS_OK);
+    assert_int_equal(t.len % 512, 0);
+    assert_int_equal(out_mkdirs(dst, &e), MS_OK);
+    assert_int_equal(tar_extract(t.data, t.len, dst, &e), MS_OK);
+    char got[700];
+    snprintf(got, sizeof got, "%s/records/type=%0120d/date=2026-11-29/part-00000.ndjson", dst, 7);
+    buf g = {0};
+    assert_int_equal(buf_read_file(&g, got, &e), MS_OK);
+    assert_string_equal(g.data, "{\"a\":1}\n");
+    /* a member named ../x is refused */
+    memcpy(t.data, "../evil", 8);
+    assert_int_equal(tar_extract(t.data, t.len, dst, &e), MS_EINVAL);
+    buf_free(&t);
+    buf_free(&g);
+    unit_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_phi_partition),
+        cmocka_unit_test(test_public_partition),
+        cmocka_unit_test(test_columns),
+        cmocka_unit_test(test_rows_and_formats),
+        cmocka_unit_test(test_public_rows_allow_list),
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_link_signature),
+        cmocka_unit_test(test_tar_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
