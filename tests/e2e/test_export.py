@@ -435,6 +435,36 @@ def test_sigint_mid_export_leaves_nothing_visible():
 
 
 @test(timeout=240)
+def test_full_disk_fails_cleanly_and_leaves_nothing_visible():
+    """OUT on a 1 MiB tmpfs, an export of ~4 MB: a clean error naming the disk and OUT, exit 1, nothing
+    left in OUT (the export made it, so it goes too); once there is room the same export succeeds."""
+    if os.geteuid() != 0 or os.environ.get("MEDSTREAM_E2E_NO_MOUNT"):
+        raise H.Skip("needs root to mount a small tmpfs")
+    s = new_server()
+    rows = records(200, "full")
+    for r in rows:
+        r["notes"] = "n" * 20000
+    s.ingest_ok(rows)
+    s.stop()
+    mnt = tmpdir("full")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]).returncode != 0:
+        raise H.Skip("could not mount a tmpfs")
+    H.on_exit(lambda: subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL))
+    out = os.path.join(mnt, "out")
+    for fmt in ("ndjson", "parquet"):
+        rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", fmt, "--scope", "phi"] +
+                                (["--compression", "none"] if fmt == "parquet" else []))
+        eq(rc, 1, "%s export onto a full disk: %s %s" % (fmt, short(so), short(se)))
+        check("disk full" in se and out in se, "the error names the full disk and OUT: %s" % short(se))
+        check("Pat full" not in se and "nnnn" not in se, "no value in the error: %s" % short(se))
+        eq(os.listdir(mnt), [], "nothing left visible after a failed %s export" % fmt)
+    subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", mnt], check=True)
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "phi"])
+    eq(rc, 0, "the same export once there is room: %s" % short(se))
+    eq(sum(f["rows"] for f in read_export(out)["manifest"]["files"] if f["path"].startswith("records/")), 200,
+       "every record once there is room")
+
+
 def test_parquet_is_read_by_pyarrow_and_duckdb():
     s = new_server()
     rows = records(50, "pq")
