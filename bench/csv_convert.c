@@ -11,6 +11,7 @@
  * Nothing is timed by a test; this is a program with printed figures (STYLE.md).
  * Build and run: make bench-csv [CSV_MB=1024]
  */
+#include "bench_words.h"
 #include "pipeline/csv.h"
 #include "pipeline/prepare.h"
 
@@ -19,16 +20,6 @@
 #include <string.h>
 
 enum { CHUNK = 16 << 20, ROUNDS = 5, ROW_SIZE = 20000 };
-
-static const char *const words[] = {
-    "patient", "reports", "mild",   "pain",     "in", "the",        "left", "knee",   "since",    "two",
-    "weeks",   "denies",  "fever",  "chills",   "or", "weight",     "loss", "blood",  "pressure", "stable",
-    "on",      "current", "dose",   "follow",   "up", "advised",    "labs", "within", "normal",   "limits",
-    "history", "of",      "asthma", "allergic", "to", "penicillin", "no",   "acute",  "distress", "noted"};
-
-static uint64_t rng_state = 12345;
-
-static uint64_t next(void) { return ms_splitmix64(&rng_state); }
 
 /* A clinical note of about n bytes: sentences with commas; one in 40 quotes a phrase ("" in CSV); one in
  * 200 has a line break. Written as a quoted CSV cell. */

@@ -11,6 +11,7 @@
  * Nothing is timed by a test; this is a program with printed figures (STYLE.md).
  * Build and run: make bench-parquet [PARQUET_MB=256]
  */
+#include "bench_words.h"
 #include "parquet/parquet.h"
 
 #include <stdio.h>
@@ -18,16 +19,6 @@
 #include <string.h>
 
 enum { ROUNDS = 5, RECORD_SIZE = 20000, BATCH = 1000 };
-
-static const char *const words[] = {
-    "patient", "reports", "mild",   "pain",     "in", "the",        "left", "knee",   "since",    "two",
-    "weeks",   "denies",  "fever",  "chills",   "or", "weight",     "loss", "blood",  "pressure", "stable",
-    "on",      "current", "dose",   "follow",   "up", "advised",    "labs", "within", "normal",   "limits",
-    "history", "of",      "asthma", "allergic", "to", "penicillin", "no",   "acute",  "distress", "noted"};
-
-static uint64_t rng_state = 12345;
-
-static uint64_t next(void) { return ms_splitmix64(&rng_state); }
 
 /* The columns of the records, as the export would hand them to the writer. */
 typedef struct {

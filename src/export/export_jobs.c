@@ -58,6 +58,17 @@ static void job_paths(const export_jobs *j, const job *jb, buf *dir, buf *tar)
     if (tar) buf_printf(tar, "%s/%s.tar", j->dir, jb->id);
 }
 
+/* A job's memory (its files are job_free's). */
+static void job_release(job *jb)
+{
+    free(jb->snapshot_id);
+    free(jb->type);
+    free(jb->user);
+    free(jb->role);
+    free(jb->client);
+    free(jb);
+}
+
 static void job_free(export_jobs *j, job *jb)
 {
     buf d = {0}, t = {0};
@@ -67,12 +78,7 @@ static void job_free(export_jobs *j, job *jb)
     unlink(t.data);
     buf_free(&d);
     buf_free(&t);
-    free(jb->snapshot_id);
-    free(jb->type);
-    free(jb->user);
-    free(jb->role);
-    free(jb->client);
-    free(jb);
+    job_release(jb);
 }
 
 typedef struct {
@@ -226,12 +232,7 @@ ms_code export_jobs_submit(export_jobs *j, const export_job_spec *s, char id[24]
     }
     if (n >= j->o.keep) {
         pthread_mutex_unlock(&j->mu);
-        free(jb->snapshot_id);
-        free(jb->type);
-        free(jb->user);
-        free(jb->role);
-        free(jb->client);
-        free(jb);
+        job_release(jb);
         return ms_fail(e, MS_ESTOPPED, "%u exports are queued or running: try again once one is done", n);
     }
     job **tail = &j->jobs;
