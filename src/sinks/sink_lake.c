@@ -80,6 +80,7 @@ struct sink_lake {
     /* for /metrics and /healthz */
     _Atomic int state;
     _Atomic uint64_t lag_commits, lag_us, files_total, rows_total, rolls_total, failures_total;
+    _Atomic uint64_t position; /* = published, for /metrics */
     histogram publish_seconds;
     pthread_mutex_t err_lock;
     char error[sizeof(((ms_err *)0)->msg)];
@@ -180,6 +181,7 @@ static void set_ok(sink_lake *l)
 /* Lag: commits after the published position, and the age of the oldest of them. */
 static void note_lag(sink_lake *l, store_read *r)
 {
+    atomic_store(&l->position, l->published);
     uint64_t end = store_commit_pos(r);
     uint64_t behind = end > l->published ? end - l->published : 0;
     atomic_store(&l->lag_commits, behind);
@@ -571,6 +573,8 @@ static void lake_metrics(void *ctx, buf *out)
                "# HELP medstream_lake_lag_seconds Age of the oldest commit not yet in a published lake file.\n"
                "# TYPE medstream_lake_lag_seconds gauge\nmedstream_lake_lag_seconds %.3f\n",
                (double)atomic_load(&l->lag_us) / 1e6);
+    metrics_gauge(out, "medstream_lake_position", "The commit-log position the lake's published files hold up to.",
+                  atomic_load(&l->position));
     metrics_gauge(out, "medstream_lake_lag_commits", "Commits in the store not yet in a published lake file.",
                   atomic_load(&l->lag_commits));
     metrics_counter(out, "medstream_lake_files_total", "Parquet files published to the lake.",
