@@ -34,6 +34,7 @@
 #define RETRY_S 1.0
 #define HISTORY_RETRY_S 5.0
 #define IDLE_US 20000
+#define ROLL_MARGIN_S 0.1 /* a roll starts publishing this much (and its expected duration) before it is due */
 
 typedef enum { LAKE_OK, LAKE_FAILING } lake_state;
 
@@ -461,7 +462,7 @@ static bool roll_due(const sink_lake *l, bool stopping)
     double age = (double)(ms_now_us() - l->roll_first_time) / 1e6;
     /* catching up on a backlog: fill files to roll_bytes rather than one small file a step */
     if (!l->caught_up && age < 2.0 * (double)l->o.roll_seconds) return false;
-    return age + est >= (double)l->o.roll_seconds;
+    return age + est + ROLL_MARGIN_S >= (double)l->o.roll_seconds;
 }
 
 /* Read the next commits into the roll, in one read transaction; *read receives how many. */

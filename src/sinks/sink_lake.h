@@ -14,8 +14,9 @@
  * record versions become rows (rows_public_record, from the public copy alone) appended to one open part
  * file per partition (part.h: Parquet through out_file) under DIR/_medstream/tmp; the files of a roll are
  * published together once the oldest commit they hold is roll_seconds old (less the time publishing took
- * last time, so that the lag stays within the interval) or their rows reach roll_bytes, whichever comes
- * first. A new roll starts at the next commit. Patient versions are not in the lake (the public export's
+ * lately and 0.1 s, so that the lag stays within the interval) or their rows reach roll_bytes, whichever
+ * comes first; while catching up on a backlog, files are filled to roll_bytes (or twice the interval). A
+ * new roll starts at the next commit. Patient versions are not in the lake (the public export's
  * patients/ file is a snapshot; a stream of them is left for later).
  *
  * Exactly once across kill -9 (README.md in this folder): publishing a roll is (1) finish every file:
