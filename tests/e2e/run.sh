@@ -4,8 +4,8 @@
 # --config, the option reference), issue 9's trust fixes, TLS, the HTTP edge's limits, Kafka, PostgreSQL,
 # kill -9 crash safety, a full disk, the data directory lock, operations (access log, JSON log lines, the
 # metrics listener), backup, import, the Parquet writer (files read back by pyarrow and DuckDB), exports and the
-# continuous lake (serve --lake). Prints each
-# file's summary and a final combined `N passed, N failed` line; exits non-zero if any test failed.
+# continuous lake (serve --lake). Prints each file's summary and a final combined `N passed, N failed` line;
+# exits non-zero if any test failed.
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
