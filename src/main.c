@@ -785,13 +785,13 @@ out:
     kafka_ingest_stop(kafka); /* the batch in hand is committed, then offsets */
     sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
-    sink_lake_stop(lake); /* publishes the roll in hand */
     http_server_stop(metrics_port);
     http_server_stop(h);       /* no new requests; in-flight ones finish */
     export_jobs_stop(exports); /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
-    writer_stop(w); /* queued batches are committed */
+    writer_stop(w);       /* queued batches are committed */
+    sink_lake_stop(lake); /* then published: a clean stop leaves the lake holding every commit */
     store_close(s);
     schema_free(&sc);
     return rc;

@@ -27,10 +27,11 @@
 #include <unistd.h>
 
 #define SINK_NAME "lake"
-#define STEP_MAX_COMMITS 256      /* commit-log entries per read transaction, at most */
-#define STEP_MAX_ROWS 20000       /* rows per read transaction, about */
-#define MAX_OPEN_PARTS 256        /* partitions open in one roll; more rolls early */
-#define ROW_GROUP_MAX (64u << 20) /* Parquet row groups: the roll's bytes, at most this */
+#define STEP_MAX_COMMITS 256       /* commit-log entries per read transaction, at most */
+#define STEP_MAX_ROWS 20000        /* rows per read transaction, about */
+#define MAX_OPEN_PARTS 64          /* partitions open in one roll (1 MiB of write buffer each); more: it rolls early */
+#define LOG_TAIL ((size_t)4 << 20) /* a start reads this much of the commits log's end, at most */
+#define ROW_GROUP_MAX (64u << 20)  /* Parquet row groups: the roll's bytes, at most this */
 #define RETRY_S 1.0
 #define HISTORY_RETRY_S 5.0
 #define IDLE_US 20000
@@ -650,17 +651,50 @@ static ms_code check_store(sink_lake *l, ms_err *e)
     return rc;
 }
 
+/* The end of the commits log: its last LOG_TAIL bytes from a line start (the log grows a line per roll
+ * forever; only its last entry matters to a start). *base: the offset of text in the file. */
+static ms_code read_log_tail(sink_lake *l, buf *text, size_t *base, ms_err *e)
+{
+    struct stat st;
+    if (fstat(l->log_fd, &st) != 0) return out_errno(e, errno, "reading", l->log_path);
+    size_t size = (size_t)st.st_size, from = size > LOG_TAIL ? size - LOG_TAIL : 0;
+    buf_reserve(text, size - from);
+    size_t got = 0;
+    while (got < size - from) {
+        ssize_t n = pread(l->log_fd, text->data + got, size - from - got, (off_t)(from + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return out_errno(e, errno, "reading", l->log_path);
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    text->len = got;
+    *base = from;
+    if (from > 0) { /* skip the partial line the tail starts in */
+        const char *nl = memchr(text->data, '\n', text->len);
+        size_t skip = nl ? (size_t)(nl - text->data) + 1 : text->len;
+        memmove(text->data, text->data + skip, text->len - skip);
+        text->len -= skip;
+        *base += skip;
+    }
+    return MS_OK;
+}
+
 static ms_code recover(sink_lake *l, uint64_t *log_to, ms_err *e)
 {
     buf text = {0};
-    struct stat st;
+    size_t base = 0;
     ms_code rc = MS_OK;
     l->log_fd = open(l->log_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (l->log_fd < 0) return out_errno(e, errno, "opening", l->log_path);
-    if (fstat(l->log_fd, &st) != 0) return out_errno(e, errno, "reading", l->log_path);
-    if (st.st_size > 0 && (rc = buf_read_file(&text, l->log_path, e))) return rc;
+    /* the lake's own directories and the log's name durable before a line is trusted to it */
+    if ((rc = out_fsync_dir(l->dir, e)) || (rc = out_fsync_dir(l->meta, e))) return rc;
+    if ((rc = read_log_tail(l, &text, &base, e))) {
+        buf_free(&text);
+        return rc;
+    }
     lake_log_state ls;
     rc = lake_log_read(text.data ? text.data : "", text.len, &ls, e);
+    ls.valid_len += base;
     buf_free(&text);
     if (rc) {
         char why[sizeof e->msg];
