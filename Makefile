@@ -9,10 +9,7 @@
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
-# The Parquet writer (src/parquet/parquet.c, issue 12) is built in once it is in the tree; until then
-# `--format parquet` answers that it is not built yet.
-HAVE_PARQUET = $(if $(wildcard src/parquet/parquet.c),-DMS_HAVE_PARQUET)
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql $(HAVE_PARQUET)
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
 CFLAGS  ?= -O2
 LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -40,9 +37,6 @@ build/san/%.o: %.c $(HEADERS) $(BENCHHDR)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -c $< -o $@
 build/fuzz:
 	mkdir -p $@
-# the files that test MS_HAVE_PARQUET are rebuilt when the writer arrives
-build/obj/src/export/part.o build/obj/src/export/export.o build/san/src/export/part.o build/san/src/export/export.o: \
-	$(wildcard src/parquet/*.c)
 
 # The Kafka mock cluster for tests and demos (librdkafka's, real protocol on loopback).
 build/kafka_mock: tools/kafka_mock.c

@@ -985,7 +985,7 @@ out:
 
 typedef struct {
     const char *data, *url, *token, *out, *schema, *as_of, *type, *since, *until;
-    int format, scope;
+    int format, scope, compression;
     bool overwrite;
     uint64_t chunk_records, file_bytes, row_group_bytes, poll_ms;
 } export_settings;
@@ -1040,8 +1040,6 @@ static const char *export_check(const export_settings *c)
     if (!export_time_bound(c->since, years, false, &t) || !export_time_bound(c->until, years, true, &t))
         return years ? "--since/--until: a public export takes years (YYYY)"
                      : "--since/--until: expected an RFC 3339 time or a year (YYYY)";
-    if (!export_format_available((export_format)c->format))
-        return "--format parquet: the Parquet writer is not built into this medstream yet (use ndjson or csv)";
     return NULL;
 }
 
@@ -1124,6 +1122,7 @@ static int export_offline(const export_settings *c)
                           .export_id = id,
                           .scope = (export_scope)c->scope,
                           .format = (export_format)c->format,
+                          .compression = c->compression,
                           .as_of = INT64_MAX,
                           .type = c->type,
                           .since = INT64_MIN,
@@ -1199,6 +1198,7 @@ static int export_online(const export_settings *c)
                                .overwrite = c->overwrite,
                                .scope = export_scope_names[c->scope],
                                .format = export_format_names[c->format],
+                               .compression = export_compression_names[c->compression],
                                .as_of = c->as_of,
                                .type = c->type,
                                .since = c->since,
@@ -1237,6 +1237,8 @@ static int cmd_export(int argc, char **argv)
          .help = "output directory: absent or empty (or --overwrite); files appear there only once complete"},
         {.name = "--format", .type = OPT_ENUM, .target = &c.format, .required = true,
          .choices = export_format_names, .help = "file format"},
+        {.name = "--compression", .type = OPT_ENUM, .target = &c.compression, .def = "snappy",
+         .choices = export_compression_names, .help = "Parquet compression: snappy (read everywhere), zstd (smaller) or none"},
         {.name = "--scope", .type = OPT_ENUM, .target = &c.scope, .def = "public", .choices = export_scope_names,
          .help = "public: the allow-listed fields after their transforms; phi: everything (audited)"},
         {.name = "--as-of", .type = OPT_STRING, .target = &c.as_of, .metavar = "TIME|SNAPSHOT",

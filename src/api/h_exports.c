@@ -107,28 +107,30 @@ void h_export_create(api *a, http_request *req, http_response *res)
         http_error(res, 400, "body: %s at byte %zu", je.msg, je.offset);
         return;
     }
-    static const char *const known[] = {"scope", "format", "as_of", "type", "since", "until", NULL};
+    static const char *const known[] = {"scope", "format", "compression", "as_of", "type", "since", "until", NULL};
     for (int i = 0; i < n; i++) {
         char key[32];
         snprintf(key, sizeof key, "%.*s", (int)(m[i].key_len < 31 ? m[i].key_len : 31), m[i].key);
         if (m[i].key_len > 31 || index_of(known, key) < 0) {
-            http_error(res, 400, "body: unknown member '%.31s' (scope, format, as_of, type, since, until)", key);
+            http_error(res, 400, "body: unknown member '%.31s' (scope, format, compression, as_of, type, since, until)",
+                       key);
             return;
         }
     }
-    buf scope = {0}, format = {0}, as_of = {0}, type = {0}, since = {0}, until = {0};
+    buf scope = {0}, format = {0}, compression = {0}, as_of = {0}, type = {0}, since = {0}, until = {0};
     bool bad = false;
     export_job_spec spec = {.scope = EXPORT_PUBLIC, .since = INT64_MIN, .until = INT64_MAX};
-    int si = 0, fi = -1;
+    int si = 0, fi = -1, ci = 0;
     bool has_scope = body_string(m, n, "scope", &scope, &bad);
     bool has_format = body_string(m, n, "format", &format, &bad);
+    bool has_compression = body_string(m, n, "compression", &compression, &bad);
     bool has_as_of = body_string(m, n, "as_of", &as_of, &bad);
     bool has_type = body_string(m, n, "type", &type, &bad);
     bool has_since = body_string(m, n, "since", &since, &bad);
     bool has_until = body_string(m, n, "until", &until, &bad);
     char snap[40] = "";
     if (bad) {
-        http_error(res, 400, "body: scope, format, as_of, type, since and until are strings");
+        http_error(res, 400, "body: scope, format, compression, as_of, type, since and until are strings");
         goto out;
     }
     if (has_scope && (si = index_of(export_scope_names, scope.data)) < 0) {
@@ -139,12 +141,13 @@ void h_export_create(api *a, http_request *req, http_response *res)
         http_error(res, 400, "format: expected parquet, ndjson or csv");
         goto out;
     }
-    if (!export_format_available((export_format)fi)) {
-        http_error(res, 501, "format parquet: the Parquet writer is not built into this server yet");
+    if (has_compression && (ci = index_of(export_compression_names, compression.data)) < 0) {
+        http_error(res, 400, "compression: expected snappy, zstd or none");
         goto out;
     }
     spec.scope = (export_scope)si;
     spec.format = (export_format)fi;
+    spec.compression = ci;
     if (spec.scope == EXPORT_PHI && !access_allows(req->role, "patients:read")) {
         audit_request(a, req, "patients:read", NULL, "denied");
         http_error(res, 403, "role %s lacks permission patients:read (a phi export needs it)", req->role);
@@ -230,6 +233,7 @@ void h_export_create(api *a, http_request *req, http_response *res)
 out:
     buf_free(&scope);
     buf_free(&format);
+    buf_free(&compression);
     buf_free(&as_of);
     buf_free(&type);
     buf_free(&since);

@@ -37,20 +37,11 @@
 
 const char *const export_scope_names[] = {"public", "phi", NULL};
 const char *const export_format_names[] = {"parquet", "ndjson", "csv", NULL};
+const char *const export_compression_names[] = {"snappy", "zstd", "none", NULL}; /* pq_codec order */
 
 const char *export_format_ext(export_format f)
 {
     return f == EXPORT_PARQUET ? ".parquet" : f == EXPORT_NDJSON ? ".ndjson" : ".csv";
-}
-
-bool export_format_available(export_format f)
-{
-#ifdef MS_HAVE_PARQUET
-    (void)f;
-    return true;
-#else
-    return f != EXPORT_PARQUET;
-#endif
 }
 
 ms_code export_check_out_dir(const char *out_dir, bool overwrite, ms_err *e)
@@ -247,6 +238,7 @@ static ms_code part_put(part_state *ps, const export_row *row)
                             as_of,
                             NULL};
         part_options po = {.format = q->format,
+                           .compression = q->compression,
                            .columns = ps->cols,
                            .row_group_bytes = q->row_group_bytes,
                            .created_by = q->created_by,
@@ -346,6 +338,7 @@ static ms_code write_patients(run *x)
         buf name = {0};
         layout_part_name(ps.next_part++, q->format, &name);
         part_options po = {.format = q->format,
+                           .compression = q->compression,
                            .columns = &x->pcols,
                            .created_by = q->created_by,
                            .mode = q->scope == EXPORT_PHI ? 0600 : 0644};
@@ -457,8 +450,6 @@ static ms_code write_manifest(run *x)
 ms_code export_run(const export_request *req, export_result *res, ms_err *e)
 {
     if (!req->audit) return ms_fail(e, MS_EINVAL, "export: no audit");
-    if (!export_format_available(req->format))
-        return ms_fail(e, MS_EINVAL, "parquet: not built yet in this medstream (use --format ndjson or csv)");
     if (req->since >= req->until) return ms_fail(e, MS_EINVAL, "since: must be before until");
     ms_code rc = export_check_out_dir(req->out_dir, req->overwrite, e);
     if (rc) return rc;

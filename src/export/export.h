@@ -26,8 +26,7 @@
  *     export); its failure fails the export. Public exports are audited without patient ids.
  *   - ERRORS are values: MS_EINVAL a bad request (the message names the field), MS_ECONFLICT OUT not
  *     empty, MS_EFULL a full disk (the message names OUT), MS_EIO another I/O failure, MS_ESTOPPED
- *     stopped, MS_EINVAL "parquet: not built" while the Parquet writer is missing. Messages name paths,
- *     fields and counts, never a value of a record.
+ *     stopped. Messages name paths, fields and counts, never a value of a record.
  *
  * May call: base, pipeline, store, read, parquet. Called by: main.c (offline), export_jobs (the server's
  * background exports), api/h_exports.c.
@@ -49,10 +48,10 @@ typedef enum { EXPORT_PARQUET = 0, EXPORT_NDJSON, EXPORT_CSV } export_format;
 /* NULL-ended names in enum order ("public", "phi"; "parquet", "ndjson", "csv"), for option tables. */
 extern const char *const export_scope_names[];
 extern const char *const export_format_names[];
+/* Parquet compression names in pq_codec order ("snappy", "zstd", "none"), NULL-ended. */
+extern const char *const export_compression_names[];
 /* The file name extension of a format (".parquet", ".ndjson", ".csv"). */
 const char *export_format_ext(export_format f);
-/* Is this format built into this binary? (Parquet: once src/parquet/parquet.c is.) */
-bool export_format_available(export_format f);
 
 /* Called once the files are written and before any is made visible. pids: every patient in a PHI export
  * (sorted, no duplicates), NULL and 0 for a public one. An error fails the export (nothing visible). */
@@ -83,6 +82,7 @@ typedef struct {
     const char *export_id; /* names the export in the manifest and the audit entry ("exp_…") */
     export_scope scope;
     export_format format;
+    int compression;          /* Parquet: an index of export_compression_names (0: snappy) */
     int64_t as_of;            /* the instant (a snapshot's, or a time); INT64_MAX: the last commit */
     const char *snapshot_id;  /* the snapshot as_of came from, or NULL (then written as given) */
     const char *type;         /* only records of this type, or NULL */

@@ -98,6 +98,7 @@ static void run_job(export_jobs *j, job *jb)
                           .export_id = jb->id,
                           .scope = jb->spec.scope,
                           .format = jb->spec.format,
+                          .compression = jb->spec.compression,
                           .as_of = jb->spec.as_of,
                           .snapshot_id = jb->snapshot_id,
                           .type = jb->type,
@@ -291,6 +292,8 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
     jw_cstr(out, export_scope_names[jb->spec.scope]);
     buf_puts(out, ",\"format\":");
     jw_cstr(out, export_format_names[jb->spec.format]);
+    buf_puts(out, ",\"compression\":");
+    jw_cstr(out, export_compression_names[jb->spec.compression]);
     buf_puts(out, ",\"as_of\":");
     put_time_or_null(out, jb->spec.as_of);
     buf_puts(out, ",\"snapshot_id\":");

@@ -44,6 +44,7 @@ typedef struct {
 typedef struct {
     export_scope scope;
     export_format format;
+    int compression;         /* export_compression_names */
     int64_t as_of;           /* resolved by the caller */
     const char *snapshot_id; /* or NULL */
     const char *type;        /* or NULL */

@@ -124,11 +124,11 @@ ms_code export_from_server(const export_client_request *r, export_client_result 
     http_client_header hdrs[] = {{"Authorization", auth.data}, {"Content-Type", "application/json"}, {NULL, NULL}};
     http_client_response resp;
     http_client_response_init(&resp);
-    const char *keys[] = {"scope", "format", "as_of", "type", "since", "until"};
-    const char *vals[] = {r->scope, r->format, r->as_of, r->type, r->since, r->until};
+    const char *keys[] = {"scope", "format", "compression", "as_of", "type", "since", "until"};
+    const char *vals[] = {r->scope, r->format, r->compression, r->as_of, r->type, r->since, r->until};
     buf_putc(&body, '{');
     bool first = true;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (vals[i]) {
             jw_key(&body, &first, keys[i]);
             jw_cstr(&body, vals[i]);

@@ -21,7 +21,8 @@
 typedef struct {
     const char *url, *token, *out_dir;
     bool overwrite;
-    const char *scope, *format, *as_of, *type, *since, *until; /* as POST /v1/exports takes them (NULL: absent) */
+    const char *scope, *format, *compression, *as_of, *type, *since,
+        *until; /* as POST /v1/exports takes them (NULL: absent) */
     unsigned poll_ms;
     const atomic_bool *stop;
     FILE *progress; /* a progress line, redrawn, or NULL */

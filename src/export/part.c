@@ -19,22 +19,14 @@ struct part_writer {
     out_file *f;
     buf text;
     uint64_t rows;
-#ifdef MS_HAVE_PARQUET
     pq_writer *pq;
     rows_batch batch;
-#endif
 };
 
-#ifdef MS_HAVE_PARQUET
 static ms_code pq_to_file(void *ctx, const void *data, size_t len, ms_err *e) { return out_write(ctx, data, len, e); }
-#endif
 
 ms_code part_open(part_writer **out, const part_options *o, const char *dir, const char *name, ms_err *e)
 {
-#ifndef MS_HAVE_PARQUET
-    if (o->format == EXPORT_PARQUET)
-        return ms_fail(e, MS_EINVAL, "parquet: not built yet in this medstream (use --format ndjson or csv)");
-#endif
     part_writer *w = ms_calloc(1, sizeof *w);
     w->o = *o;
     ms_code rc = out_open(&w->f, dir, name, o->mode ? o->mode : 0600, e);
@@ -43,14 +35,13 @@ ms_code part_open(part_writer **out, const part_options *o, const char *dir, con
         return rc;
     }
     if (o->format == EXPORT_CSV) rows_csv_header(o->columns, &w->text);
-#ifdef MS_HAVE_PARQUET
     if (o->format == EXPORT_PARQUET) {
         pq_column cols[EXPORT_MAX_COLUMNS];
         for (int k = 0; k < o->columns->n; k++) {
             const export_column *c = &o->columns->col[k];
             cols[k] = (pq_column){c->name, c->type, c->optional, c->dictionary};
         }
-        pq_options po = {.codec = PQ_SNAPPY,
+        pq_options po = {.codec = (pq_codec)o->compression,
                          .row_group_bytes = o->row_group_bytes,
                          .created_by = o->created_by ? o->created_by : "medstream",
                          .key_values = o->key_values};
@@ -61,7 +52,6 @@ ms_code part_open(part_writer **out, const part_options *o, const char *dir, con
             return rc;
         }
     }
-#endif
     *out = w;
     return MS_OK;
 }
@@ -73,7 +63,6 @@ static ms_code flush_text(part_writer *w, ms_err *e)
     return rc;
 }
 
-#ifdef MS_HAVE_PARQUET
 static ms_code flush_batch(part_writer *w, ms_err *e)
 {
     if (w->batch.n == 0) return MS_OK;
@@ -83,7 +72,6 @@ static ms_code flush_batch(part_writer *w, ms_err *e)
     rows_batch_clear(&w->batch);
     return rc;
 }
-#endif
 
 ms_code part_row(part_writer *w, const export_row *row, ms_err *e)
 {
@@ -92,12 +80,8 @@ ms_code part_row(part_writer *w, const export_row *row, ms_err *e)
     case EXPORT_NDJSON: rows_ndjson(w->o.columns, row, &w->text); break;
     case EXPORT_CSV: rows_csv(w->o.columns, row, &w->text); break;
     case EXPORT_PARQUET:
-#ifdef MS_HAVE_PARQUET
         rows_batch_add(&w->batch, w->o.columns, row);
         return w->batch.n >= PQ_BATCH_ROWS ? flush_batch(w, e) : MS_OK;
-#else
-        return ms_fail(e, MS_EINVAL, "parquet: not built");
-#endif
     }
     return w->text.len >= TEXT_FLUSH ? flush_text(w, e) : MS_OK;
 }
@@ -108,22 +92,18 @@ uint64_t part_rows(const part_writer *w) { return w->rows; }
 static void part_free(part_writer *w)
 {
     buf_free(&w->text);
-#ifdef MS_HAVE_PARQUET
     pq_writer_free(w->pq);
     rows_batch_free(&w->batch);
-#endif
     free(w);
 }
 
 ms_code part_close(part_writer *w, uint64_t *rows, uint64_t *bytes, unsigned char sha256[32], ms_err *e)
 {
     ms_code rc = MS_OK;
-#ifdef MS_HAVE_PARQUET
     if (w->o.format == EXPORT_PARQUET) {
         rc = flush_batch(w, e);
         if (rc == MS_OK) rc = pq_writer_close(w->pq, NULL, e);
     }
-#endif
     if (rc == MS_OK && w->text.len) rc = flush_text(w, e);
     if (bytes) *bytes = out_bytes(w->f);
     if (rows) *rows = w->rows;

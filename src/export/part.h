@@ -4,8 +4,8 @@
  * pq_options.row_group_bytes), written through out_file (temporary name, fsync, rename).
  *
  * Contract: rows are appended in order; part_close makes the file visible under its name in its
- * directory and reports its rows, bytes and SHA-256; part_abort removes it. Parquet needs the writer of
- * src/parquet (MS_HAVE_PARQUET); without it part_open fails with MS_EINVAL "parquet: not built".
+ * directory and reports its rows, bytes and SHA-256; part_abort removes it. Parquet files are compressed
+ * as part_options.compression says (SNAPPY by default).
  */
 #ifndef MS_EXPORT_PART_H
 #define MS_EXPORT_PART_H
@@ -16,6 +16,7 @@ typedef struct part_writer part_writer;
 
 typedef struct {
     export_format format;
+    int compression; /* Parquet: pq_codec (export_compression_names) */
     const export_columns *columns;
     uint64_t row_group_bytes;      /* Parquet (0: the writer's default) */
     const char *created_by;        /* Parquet footer */
