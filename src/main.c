@@ -539,7 +539,6 @@ static const char *serve_check(serve_settings *c)
     if (c->lake && c->lake_scope == EXPORT_PHI)
         return "--lake-scope phi: not built: the lake holds the public copy only (PHI files outside the store would "
                "need their own access control and audit); export PHI with `medstream export --scope phi`";
-    if (c->lake && !export_format_available(EXPORT_PARQUET)) return "--lake: the Parquet writer is not built in";
     if (c->metrics_listen) {
         static char why[300];
         bool loopback = false;

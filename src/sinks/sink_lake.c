@@ -760,8 +760,6 @@ static void lake_free(sink_lake *l)
 
 ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
 {
-    if (!export_format_available(EXPORT_PARQUET))
-        return ms_fail(e, MS_EINVAL, "--lake: the Parquet writer is not built into this medstream");
     sink_lake *l = ms_calloc(1, sizeof *l);
     l->o = *o;
     l->lock_fd = l->log_fd = -1;

@@ -58,8 +58,8 @@ typedef struct sink_lake sink_lake;
 
 /* Open (and recover) the lake, then start its thread. Errors: MS_ECONFLICT the lake is in use by another
  * process or belongs to another store; MS_ECORRUPT its commits log is damaged beyond a torn last line, or a
- * published file is missing; MS_EINVAL Parquet is not built; MS_EIO, MS_EFULL the directory cannot be
- * made or recovered. The message names the lake's paths, never a value. */
+ * published file is missing; MS_EIO, MS_EFULL the directory cannot be made or recovered. The message names the lake's
+ * paths, never a value. */
 ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e);
 /* Publish the roll in hand (a clean stop leaves nothing unpublished), then stop. NULL is a no-op. */
 void sink_lake_stop(sink_lake *l);
