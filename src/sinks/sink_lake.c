@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,12 @@
 #define ROLL_MARGIN_S 0.1 /* a roll starts publishing this much (and its expected duration) before it is due */
 
 typedef enum { LAKE_OK, LAKE_FAILING } lake_state;
+
+/* Test hook (tests/e2e/test_lake.py): MEDSTREAM_TEST_LAKE_CRASH=files|log|rename makes the process kill
+ * itself with SIGKILL at that step of the first roll it publishes with files: once its files are synced
+ * in tmp (before the log line), once the log line is synced (before any rename), once the first file is
+ * renamed into place. Read at start; unset, it costs one comparison a roll. */
+typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME } crash_point;
 
 typedef struct {
     char *path; /* partition directory relative to the lake: records/type=…/year=…, or deletions */
@@ -69,6 +76,7 @@ struct sink_lake {
     lake_entry last_logged; /* the log's last entry at start, until checked against the store */
     bool check_history;
     double publish_est_s; /* how long publishing took, lately */
+    crash_point crash_at; /* the test hook above */
     bool caught_up;       /* the last step read up to the store's last commit */
 
     /* the step's state (inside store_log_entry) */
@@ -358,6 +366,13 @@ static ms_code log_append(sink_lake *l, const lake_entry *en, ms_err *e)
     return rc;
 }
 
+static void crash_if(const sink_lake *l, crash_point at)
+{
+    if (l->crash_at != at) return;
+    ms_log(LOG_WARN, "lake.test_crash", "lake: MEDSTREAM_TEST_LAKE_CRASH: killing this process now");
+    raise(SIGKILL);
+}
+
 /* Rename the entry's pending files into place (those not there yet), then sync the directories. */
 static ms_code finish_entry(sink_lake *l, const lake_entry *en, ms_err *e)
 {
@@ -376,6 +391,7 @@ static ms_code finish_entry(sink_lake *l, const lake_entry *en, ms_err *e)
         if (rename(from, to) != 0) rc = out_errno(e, errno, "publishing", to);
         free(from);
         free(to);
+        if (rc == MS_OK) crash_if(l, CRASH_RENAME);
         if (rc == MS_OK) {
             char *d = path_join(l->dir, dir.data);
             rc = out_fsync_dir(d, e);
@@ -424,7 +440,11 @@ static ms_code publish(sink_lake *l, ms_err *e)
         lake_entry_add(&en, rel.data, rows, bytes, sha);
     }
     buf_free(&rel);
-    if (rc == MS_OK && en.nfiles) rc = log_append(l, &en, e);
+    if (rc == MS_OK && en.nfiles) {
+        crash_if(l, CRASH_FILES);
+        rc = log_append(l, &en, e);
+        if (rc == MS_OK) crash_if(l, CRASH_LOG);
+    }
     if (rc) {
         lake_entry_free(&en);
         roll_abort(l);
@@ -808,6 +828,12 @@ ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
     }
     l->published = l->read_pos = log_to > store_pos ? log_to : store_pos;
     atomic_store(&l->state, LAKE_OK);
+    const char *crash = getenv("MEDSTREAM_TEST_LAKE_CRASH"); /* after the recovery: it never crashes that */
+    l->crash_at = !crash                     ? CRASH_NONE
+                  : !strcmp(crash, "files")  ? CRASH_FILES
+                  : !strcmp(crash, "log")    ? CRASH_LOG
+                  : !strcmp(crash, "rename") ? CRASH_RENAME
+                                             : CRASH_NONE;
     if (pthread_create(&l->thread, NULL, lake_main, l) != 0) {
         lake_free(l);
         return ms_fail(e, MS_EIO, "lake: cannot start the sink thread");

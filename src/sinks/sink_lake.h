@@ -35,6 +35,9 @@
  * A lake whose last entry names a commit this store does not have (a store restored from an older copy)
  * is not written over: "failing", the log says why.
  *
+ * Test hook: MEDSTREAM_TEST_LAKE_CRASH=files|log|rename in the environment makes the process SIGKILL itself
+ * at that step of its first roll with files (sink_lake.c; tests/e2e/test_lake.py).
+ *
  * Must never: write a field outside the public copy (no PHI: the scope is public only), make a file visible
  * before its commits-log line is durable, log a row's value, or slow ingest (own thread, short read
  * transactions, no lock the writer takes but LMDB's for the position, once per roll).

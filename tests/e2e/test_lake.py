@@ -8,6 +8,8 @@
 #   - kill -9 of the server while ingesting continuously, several times, then restart: still every
 #     version exactly once, every visible file named in the commits log with its bytes and sha256, no
 #     temporary file visible to a reader;
+#   - the server killed (SIGKILL, by the MEDSTREAM_TEST_LAKE_CRASH hook) at each step of publishing a roll:
+#     files synced but unlogged, logged but not renamed, partly renamed: the next start makes it whole;
 #   - a crash's leftovers put there by hand (a logged roll whose files were not yet renamed, a torn
 #     commits-log line, pending files of an unlogged roll): the next start finishes, cuts and removes;
 #   - a lake of another store, or in use, is refused; --lake-scope phi is refused (exit 2);
@@ -429,6 +431,54 @@ def test_start_finishes_a_logged_roll_cuts_a_torn_line_and_removes_leftovers():
     p = subprocess.run(other.serve_args(H.free_port()), capture_output=True, text=True, timeout=60)
     eq(p.returncode, 1, "serve on another store's lake")
     check("belongs to another store" in p.stderr, "message: %s" % short(p.stderr))
+
+
+@test(timeout=300)
+def test_killed_at_each_step_of_publishing_then_exactly_once():
+    """MEDSTREAM_TEST_LAKE_CRASH makes the server SIGKILL itself at one step of publishing its first roll:
+    files synced in tmp but no log line; the log line synced but no file renamed; one file renamed."""
+    for point in ("files", "log", "rename"):
+        lake = lake_dir("crash-" + point)
+        os.environ["MEDSTREAM_TEST_LAKE_CRASH"] = point
+        try:
+            s = new_server(lake, name="lake-crash-" + point)
+        finally:
+            del os.environ["MEDSTREAM_TEST_LAKE_CRASH"]
+        rnd = random.Random(len(point))
+        rows = records(90, "c" + point, rnd)
+        for i, r in enumerate(rows):  # 3 types x 3 years: 9 files in the roll
+            r["ts"] = "20%02d%s" % (24 + (i // 3) % 3, r["ts"][4:])
+        s.ingest_ok(rows)
+        t0 = time.time()
+        while s.alive() and time.time() - t0 < 20:
+            time.sleep(0.05)
+        check(not s.alive(), "%s: the server did not kill itself at the crash point" % point)
+        s.kill9()  # reap it
+        meta = os.path.join(lake, "_medstream")
+        lines = open(os.path.join(meta, "commits")).read().splitlines()
+        down = read_lake(lake, allow_missing=True)  # whatever is visible is whole and logged
+        pending = [n for n in down["tmp"] if n.endswith(".parquet.pending")]
+        if point == "files":
+            eq(lines, [], "%s: the commits log" % point)
+            eq(down["files"], 0, "%s: files listed" % point)
+            eq(len(pending), 9, "%s: pending files" % point)
+        else:
+            eq(len(lines), 1, "%s: lines in the commits log" % point)
+            eq(len(down["missing"]), 9 if point == "log" else 8, "%s: logged files not in place" % point)
+            eq(len(pending), len(down["missing"]), "%s: pending files" % point)
+        s.start()
+        up = read_lake(lake)
+        eq(up["missing"], [], "%s: logged files after the start" % point)
+        wait_caught_up(s)
+        res = read_lake(lake)
+        check_exactly_once_against_store(s, res, {r["record_id"]: r for r in rows})
+        eq(len(res["records"]), 90, "%s: rows" % point)
+        # the names of a roll written again are the same (its first commit position)
+        if point == "files":
+            eq(sorted(os.path.basename(p) + ".pending" for p in
+                      [f["path"] for line in open(os.path.join(meta, "commits")) for f in json.loads(line)["files"]]),
+               sorted(pending), "%s: the rewritten roll's names" % point)
+        s.stop()
 
 
 @test(timeout=60)
