@@ -421,6 +421,20 @@ def test_start_finishes_a_logged_roll_cuts_a_torn_line_and_removes_leftovers():
     wait_caught_up(s)
     sent.update({r["record_id"]: r for r in more})
     check_exactly_once_against_store(s, read_lake(lake), sent)
+    # a start reads only the log's last 4 MiB: damage further back (here a 5 MiB line) is never read
+    s.stop()
+    text = open(log).read()
+    with open(log, "w") as f:
+        f.write("x" * (5 << 20) + "\n" + text)
+    s.start()
+    more = records(20, "r3", rnd)
+    s.ingest_ok(more)
+    wait_caught_up(s)
+    sent.update({r["record_id"]: r for r in more})
+    with open(log) as f:
+        f.seek((5 << 20) + 1)
+        eq(f.read(len(text)), text, "the log's lines after the damage")
+    check_exactly_once_against_store(s, read_lake(lake), sent)
     # the lake in use by a server: refused; the lake of another store: refused
     other = H.Server(extra_args=["--lake", lake], name="lake-other")
     other.init()
