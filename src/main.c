@@ -21,6 +21,7 @@
 #include "import/import.h"
 #include "ingest/ingest_kafka.h"
 #include "sinks/sink_kafka_public.h"
+#include "sinks/sink_lake.h"
 #include "sinks/sink_postgres.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -513,6 +514,9 @@ typedef struct {
     const char *metrics_listen;
     bool metrics_listen_any;
     uint64_t export_keep, export_link_ttl_s;
+    const char *lake;
+    int lake_scope; /* index in export_scope_names */
+    uint64_t lake_roll_s, lake_roll_bytes;
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
@@ -532,6 +536,9 @@ static const char *serve_check(serve_settings *c)
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
     if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
+    if (c->lake && c->lake_scope == EXPORT_PHI)
+        return "--lake-scope phi: not built: the lake holds the public copy only (PHI files outside the store would "
+               "need their own access control and audit); export PHI with `medstream export --scope phi`";
     if (c->metrics_listen) {
         static char why[300];
         bool loopback = false;
@@ -624,6 +631,16 @@ static int cmd_serve(int argc, char **argv)
          .help = "exports (POST /v1/exports) held in DATA/exports; a new one pushes out the oldest finished one"},
         {.name = "--export-link-ttl", .type = OPT_SECONDS, .target = &c.export_link_ttl_s, .def = "300", .min = 1,
          .max = 86400, .help = "lifetime of an export's signed download link"},
+        {.name = "--lake", .type = OPT_STRING, .target = &c.lake, .metavar = "DIR",
+         .help = "keep DIR a Parquet data lake of every public record version, laid out as a public export "
+                 "(DIR/records/type=T/year=Y/part-….parquet), exactly once across crashes"},
+        {.name = "--lake-scope", .type = OPT_ENUM, .target = &c.lake_scope, .def = "public",
+         .choices = export_scope_names, .help = "what the lake holds: public (phi is refused: not built)"},
+        {.name = "--lake-roll-seconds", .type = OPT_SECONDS, .target = &c.lake_roll_s, .def = "60", .min = 1,
+         .max = 86400, .help = "publish the lake's open files once the oldest commit they hold is this old"},
+        {.name = "--lake-roll-bytes", .type = OPT_BYTES, .target = &c.lake_roll_bytes, .def = "256MiB",
+         .min = (uint64_t)1 << 20, .max = (uint64_t)16 << 30,
+         .help = "... or once their rows hold this many bytes (uncompressed values), whichever comes first"},
         {0},
     };
     /* clang-format on */
@@ -670,6 +687,7 @@ static int serve_run(const serve_settings *c)
     kafka_ingest *kafka = NULL;
     sink_kafka_public *public_stream = NULL;
     sink_postgres *pg = NULL;
+    sink_lake *lake = NULL;
     export_jobs *exports = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
@@ -743,6 +761,15 @@ static int serve_run(const serve_settings *c)
             .conninfo = c->postgres, .history = pg_history_modes[c->postgres_history], .store = s};
         if (sink_postgres_start(&pg, &po, &e) != MS_OK) goto out;
     }
+    if (c->lake) {
+        sink_lake_options lo = {.store = s,
+                                .schema = &sc,
+                                .dir = c->lake,
+                                .roll_seconds = c->lake_roll_s,
+                                .roll_bytes = c->lake_roll_bytes,
+                                .created_by = "medstream version " VERSION};
+        if (sink_lake_start(&lake, &lo, &e) != MS_OK) goto out;
+    }
     if (metrics_port)
         ms_log(LOG_INFO, "serve.metrics_listen", "serving GET /metrics without a token on http port %d",
                http_server_port(metrics_port));
@@ -762,7 +789,8 @@ out:
     export_jobs_stop(exports); /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
-    writer_stop(w); /* queued batches are committed */
+    writer_stop(w);       /* queued batches are committed */
+    sink_lake_stop(lake); /* then published: a clean stop leaves the lake holding every commit */
     store_close(s);
     schema_free(&sc);
     return rc;
