@@ -465,6 +465,7 @@ def test_full_disk_fails_cleanly_and_leaves_nothing_visible():
        "every record once there is room")
 
 
+@test(timeout=240)
 def test_parquet_is_read_by_pyarrow_and_duckdb():
     s = new_server()
     rows = records(50, "pq")
