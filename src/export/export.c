@@ -112,6 +112,63 @@ static void mark(run *x, uint64_t number)
     x->marked[w] |= (uint64_t)1 << (number % 64);
 }
 
+/* ---- the spool's PHI entries: a record version (what store_record_body needs to read its body again) ---- */
+
+/* Framed as the spool frames a row: a 4-byte big-endian length of what follows, then the fields. */
+static void version_encode(const record_version *rv, buf *out)
+{
+    size_t at = out->len;
+    buf_put_be32(out, 0);
+    buf_put(out, &rv->record_id_len, sizeof rv->record_id_len);
+    buf_put(out, rv->record_id, rv->record_id_len);
+    buf_put(out, &rv->version, sizeof rv->version);
+    buf_put(out, &rv->valid_from, sizeof rv->valid_from);
+    buf_put(out, &rv->valid_to, sizeof rv->valid_to);
+    buf_put(out, &rv->pid, sizeof rv->pid);
+    buf_put(out, &rv->patient_number, sizeof rv->patient_number);
+    buf_put(out, &rv->ts_us, sizeof rv->ts_us);
+    buf_put(out, &rv->type_len, sizeof rv->type_len);
+    buf_put(out, rv->type, rv->type_len);
+    buf_put(out, &rv->body_pos, sizeof rv->body_pos);
+    buf_put(out, &rv->body_len, sizeof rv->body_len);
+    buf_put(out, &rv->body_hash, sizeof rv->body_hash);
+    buf_put(out, rv->content_hash, sizeof rv->content_hash);
+    ms_set_be32(out->data + at, (uint32_t)(out->len - at - 4));
+}
+
+/* false: p is not exactly one encoded version (a damaged spool). */
+static bool version_decode(const char *p, size_t n, record_version *rv)
+{
+    const char *end = p + n;
+    memset(rv, 0, sizeof *rv);
+    if (n < 4 || ms_get_be32(p) != n - 4) return false;
+    p += 4;
+#define TAKE(dst, len)                                                                                                 \
+    do {                                                                                                               \
+        if ((size_t)(end - p) < (size_t)(len)) return false;                                                           \
+        memcpy((dst), p, (len));                                                                                       \
+        p += (len);                                                                                                    \
+    } while (0)
+    TAKE(&rv->record_id_len, sizeof rv->record_id_len);
+    if (rv->record_id_len > RECORD_ID_MAX) return false;
+    TAKE(rv->record_id, rv->record_id_len);
+    TAKE(&rv->version, sizeof rv->version);
+    TAKE(&rv->valid_from, sizeof rv->valid_from);
+    TAKE(&rv->valid_to, sizeof rv->valid_to);
+    TAKE(&rv->pid, sizeof rv->pid);
+    TAKE(&rv->patient_number, sizeof rv->patient_number);
+    TAKE(&rv->ts_us, sizeof rv->ts_us);
+    TAKE(&rv->type_len, sizeof rv->type_len);
+    if (rv->type_len >= sizeof rv->type) return false;
+    TAKE(rv->type, rv->type_len);
+    TAKE(&rv->body_pos, sizeof rv->body_pos);
+    TAKE(&rv->body_len, sizeof rv->body_len);
+    TAKE(&rv->body_hash, sizeof rv->body_hash);
+    TAKE(rv->content_hash, sizeof rv->content_hash);
+#undef TAKE
+    return p == end;
+}
+
 /* ---- phase 1: scan ---- */
 
 static bool on_record(void *ctx, const record_version *rv)
@@ -125,12 +182,12 @@ static bool on_record(void *ctx, const record_version *rv)
     }
     if (q->type && (strlen(q->type) != rv->type_len || memcmp(q->type, rv->type, rv->type_len) != 0)) return true;
     if (rv->ts_us < q->since || rv->ts_us >= q->until) return true;
+    x->enc.len = 0;
     if (q->scope == EXPORT_PHI) {
-        x->body.len = 0;
-        if ((x->rc = store_record_body(q->store, rv, &x->body, x->e)) != MS_OK) return false;
-        if ((x->rc = rows_phi_record(&x->rb, &x->rcols, q->schema, rv, x->body.data, x->body.len, &x->row, x->e)))
-            return false;
+        /* The version, not its row: phase 2 reads the body again by its position, which never changes,
+         * so the spool holds ~100 bytes a record instead of a copy of every body. */
         layout_phi_partition(rv->type, rv->type_len, rv->ts_us, &x->part);
+        version_encode(rv, &x->enc);
     } else {
         public_record pr;
         bool found;
@@ -139,9 +196,8 @@ static bool on_record(void *ctx, const record_version *rv)
         if (!found || pr.deleted) return true;
         if ((x->rc = rows_public_record(&x->rb, &x->rcols, q->schema, rv, &pr, &x->row, x->e))) return false;
         layout_public_partition(q->schema, pr.fields, pr.fields_len, &x->part);
+        rows_encode(&x->rcols, &x->row, &x->enc);
     }
-    x->enc.len = 0;
-    rows_encode(&x->rcols, &x->row, &x->enc);
     if ((x->rc = spool_append(x->spool, x->part.data, x->part.len, x->enc.data, x->enc.len, x->e))) return false;
     mark(x, rv->patient_number);
     x->record_rows++;
@@ -254,11 +310,21 @@ static ms_code part_put(part_state *ps, const export_row *row)
 static ms_code on_spooled(void *ctx, const char *row, size_t len, ms_err *e)
 {
     part_state *ps = ctx;
+    run *x = ps->x;
     size_t used;
-    if (!rows_decode(ps->cols, row, len, &ps->x->row, &used) || used != len)
+    record_version rv; /* x->row points into it until part_put has taken the row */
+    if (x->req->scope == EXPORT_PHI) {
+        if (!version_decode(row, len, &rv)) return ms_fail(e, MS_ECORRUPT, "export: a spooled version does not decode");
+        x->body.len = 0;
+        ms_code rc = store_record_body(x->req->store, &rv, &x->body, e);
+        if (rc == MS_OK)
+            rc = rows_phi_record(&x->rb, &x->rcols, x->req->schema, &rv, x->body.data, x->body.len, &x->row, e);
+        if (rc) return rc;
+    } else if (!rows_decode(ps->cols, row, len, &x->row, &used) || used != len) {
         return ms_fail(e, MS_ECORRUPT, "export: a spooled row does not decode");
-    if (stopped(ps->x)) return ms_fail(e, MS_ESTOPPED, "export stopped");
-    return part_put(ps, &ps->x->row);
+    }
+    if (stopped(x)) return ms_fail(e, MS_ESTOPPED, "export stopped");
+    return part_put(ps, &x->row);
 }
 
 static ms_code write_partitions(run *x)

@@ -1,7 +1,9 @@
 /*
- * spool.h - phase 1 of an export: rows put aside per partition, in files under the export's temporary
- * directory, while the store is read in record-id order (which interleaves partitions); phase 2 reads
- * each partition's rows back, one partition at a time, to write its part files.
+ * spool.h - phase 1 of an export: entries put aside per partition, in files under the export's
+ * temporary directory, while the store is read in record-id order (which interleaves partitions); phase
+ * 2 reads each partition's entries back, one partition at a time, to write its part files. An entry is
+ * framed by a 4-byte big-endian length: an encoded row, or for PHI a record version whose body phase 2
+ * reads again.
  *
  * Contract: memory is bounded whatever the number of partitions: at most SPOOL_OPEN_MAX spool files are
  * open at once (64 KiB buffer each), the least recently used closed and reopened for appending when
@@ -18,7 +20,7 @@
 typedef struct spool_set spool_set;
 
 void spool_open(spool_set **out, const char *dir);
-/* Append one encoded row (rows_encode) to the spool of partition path. */
+/* Append one framed entry (rows_encode, or export.c's version_encode) to the spool of partition path. */
 ms_code spool_append(spool_set *s, const char *path, size_t path_len, const void *row, size_t len, ms_err *e);
 size_t spool_count(const spool_set *s);
 /* The partitions' paths, sorted (valid until spool_free). */
