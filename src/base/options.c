@@ -66,9 +66,22 @@ bool parse_bytes(const char *s, uint64_t *out)
         const char *suffix;
         uint64_t mult;
     } units[] = {
-        {"", 1},           {"K", 1ULL << 10},   {"k", 1ULL << 10}, {"KiB", 1ULL << 10},
-        {"M", 1ULL << 20}, {"MiB", 1ULL << 20}, {"G", 1ULL << 30}, {"GiB", 1ULL << 30},
-        {"T", 1ULL << 40}, {"TiB", 1ULL << 40},
+        {"", 1},
+        {"K", 1ULL << 10},
+        {"k", 1ULL << 10},
+        {"KiB", 1ULL << 10},
+        {"M", 1ULL << 20},
+        {"MiB", 1ULL << 20},
+        {"G", 1ULL << 30},
+        {"GiB", 1ULL << 30},
+        {"T", 1ULL << 40},
+        {"TiB", 1ULL << 40},
+        /* SI, as disks are sold and `du --si` counts: powers of 1000 */
+        {"kB", 1000ULL},
+        {"KB", 1000ULL},
+        {"MB", 1000000ULL},
+        {"GB", 1000000000ULL},
+        {"TB", 1000000000000ULL},
     };
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(end, units[i].suffix) != 0) continue;
@@ -719,8 +732,9 @@ void options_reference_formats(FILE *f)
     fputs("## Values\n"
           "\n"
           "A **whole number** is written in decimal; **bytes** may take a unit K, M, G, T (or KiB, MiB, GiB, TiB:\n"
-          "powers of 1024); **seconds** and **milliseconds** are a number in that unit, or take a unit `ms`, `s`,\n"
-          "`m` (minutes), `h`, `d` (`--token-ttl 1h` is `--token-ttl 3600`); a **share** is a number from 0 to 1;\n"
+          "powers of 1024) or kB, MB, GB, TB (powers of 1000: `256MB` is 256,000,000); **seconds** and\n"
+          "**milliseconds** are a number in that unit, or take a unit `ms`, `s`, `m` (minutes), `h`, `d`\n"
+          "(`--token-ttl 1h` is `--token-ttl 3600`); a **share** is a number from 0 to 1;\n"
           "a **flag** takes no value; **one of** takes one of the values listed; **text** is any non-empty value\n"
           "without line breaks; a **repeatable** option may be given many times, each adding one value. A range\n"
           "`a..b` includes both ends; a number option whose accepted values end `or none` also takes `none`: no\n"

@@ -180,6 +180,8 @@ static void test_types_and_ranges(void **state)
         {"--n", "99999999999999999999", 0, "--n: expected a whole number in 1..100, got '99999999999999999999'"},
         {"--size", "64", 64, NULL},
         {"--size", "2KiB", 2048, NULL},
+        {"--size", "2kB", 2000, NULL},
+        {"--size", "1MB", 1000000, NULL},
         {"--size", "3M", 3 << 20, NULL},
         {"--size", "1G", 1 << 30, NULL},
         {"--size", "63", 0, "--size: expected a size in bytes in 64..1GiB, got '63'"},
