@@ -189,53 +189,37 @@ bool patient_id_parse(const char *s, size_t n, patient_id *id)
     return b == 16;
 }
 
-/* Reject r: fmt has "line %u" then the field name (and one more string). */
-static void reject(parsed_record *r, arena *mem, const char *fmt, const char *a, const char *b)
-{
-    r->rejected = true;
-    r->error = arena_printf(mem, fmt, r->line, a ? a : "", b ? b : "");
-}
-
-/* Decode a JSON string value into mem; NULL if it contains NUL. */
-static char *decode_string(arena *mem, const record_field *f, uint32_t *len)
-{
-    char *out = arena_alloc(mem, f->val_len);
-    size_t n = json_string_decode(f->val + 1, f->val_len - 2, out);
-    out[n] = 0;
-    if (memchr(out, 0, n)) return NULL;
-    *len = (uint32_t)n;
-    return out;
-}
-
 void identity_of_record(const schema *sc, int64_t now_us, parsed_record *r, arena *mem)
 {
     if (r->rejected) return;
     /* identity: name */
     const record_field *f = record_field_get(r, sc->name_field, strlen(sc->name_field));
-    if (!f) return reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->name_field, NULL);
+    if (!f) return record_reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->name_field, NULL);
     if (f->type != JSON_STRING)
-        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field,
-                      json_type_name(f->type));
+        return record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field,
+                             json_type_name(f->type));
     uint32_t name_len;
-    char *name = decode_string(mem, f, &name_len);
+    char *name = record_field_string(mem, f, &name_len);
     char norm[IDENTITY_NAME_MAX];
     const char *bad_name = "contains a NUL character";
     int norm_len = name ? identity_normalize_name(name, name_len, norm, &bad_name) : -1;
-    if (norm_len < 0) return reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, bad_name);
+    if (norm_len < 0) return record_reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, bad_name);
 
     /* dob */
     f = record_field_get(r, sc->dob_field, strlen(sc->dob_field));
-    if (!f) return reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->dob_field, NULL);
+    if (!f) return record_reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->dob_field, NULL);
     if (f->type != JSON_STRING)
-        return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->dob_field, json_type_name(f->type));
+        return record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->dob_field,
+                             json_type_name(f->type));
     int y, mo, d;
-    if (f->val_len == 2) return reject(r, mem, "line %u: field \"%s\" is empty%s", sc->dob_field, NULL);
+    if (f->val_len == 2) return record_reject(r, mem, "line %u: field \"%s\" is empty%s", sc->dob_field, NULL);
     if (!date_parse(f->val + 1, f->val_len - 2, &y, &mo, &d))
-        return reject(r, mem, "line %u: field \"%s\" is not a real date in the form YYYY-MM-DD%s", sc->dob_field, NULL);
-    if (y < 1850) return reject(r, mem, "line %u: field \"%s\" is before 1850%s", sc->dob_field, NULL);
+        return record_reject(r, mem, "line %u: field \"%s\" is not a real date in the form YYYY-MM-DD%s", sc->dob_field,
+                             NULL);
+    if (y < 1850) return record_reject(r, mem, "line %u: field \"%s\" is before 1850%s", sc->dob_field, NULL);
     int64_t dob_day = days_from_civil(y, (unsigned)mo, (unsigned)d);
     int64_t today = now_us / 86400000000LL;
-    if (dob_day > today) return reject(r, mem, "line %u: field \"%s\" is in the future%s", sc->dob_field, NULL);
+    if (dob_day > today) return record_reject(r, mem, "line %u: field \"%s\" is in the future%s", sc->dob_field, NULL);
     char *key = arena_alloc(mem, IDENTITY_KEY_MAX);
     r->identity_key_len = (uint32_t)identity_key(norm, (size_t)norm_len, y, mo, d, key);
     r->identity_key = key;

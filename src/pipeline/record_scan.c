@@ -50,14 +50,13 @@ const record_field *record_field_get(const parsed_record *r, const char *key, si
     return NULL;
 }
 
-static void reject(parsed_record *r, arena *mem, const char *fmt, const char *a, const char *b)
+void record_reject(parsed_record *r, arena *mem, const char *fmt, const char *a, const char *b)
 {
     r->rejected = true;
     r->error = arena_printf(mem, fmt, r->line, a ? a : "", b ? b : "");
 }
 
-/* Decode a string field into the arena; NULL if it contains NUL. */
-static char *decode_string(arena *mem, const record_field *f, uint32_t *len)
+char *record_field_string(arena *mem, const record_field *f, uint32_t *len)
 {
     char *out = arena_alloc(mem, f->val_len);
     size_t n = json_string_decode(f->val + 1, f->val_len - 2, out);
@@ -169,12 +168,12 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     f = record_field_get(r, sc->type_field, strlen(sc->type_field));
     if (f) {
         if (f->type != JSON_STRING)
-            return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->type_field,
-                          json_type_name(f->type));
-        char *t = decode_string(mem, f, &r->type_len);
+            return record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->type_field,
+                                 json_type_name(f->type));
+        char *t = record_field_string(mem, f, &r->type_len);
         if (!t || r->type_len == 0 || r->type_len > 64 || has_control(t, r->type_len))
-            return reject(r, mem, "line %u: field \"%s\" must be 1-64 characters without control characters%s",
-                          sc->type_field, NULL);
+            return record_reject(r, mem, "line %u: field \"%s\" must be 1-64 characters without control characters%s",
+                                 sc->type_field, NULL);
         r->type = t;
     } else {
         r->type = sc->default_type;
@@ -185,16 +184,16 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     f = record_field_get(r, sc->ts_field, strlen(sc->ts_field));
     if (f) {
         if (f->type != JSON_STRING)
-            return reject(r, mem, "line %u: field \"%s\" must be an RFC 3339 time string, not %s", sc->ts_field,
-                          json_type_name(f->type));
+            return record_reject(r, mem, "line %u: field \"%s\" must be an RFC 3339 time string, not %s", sc->ts_field,
+                                 json_type_name(f->type));
         if (!time_parse_rfc3339(f->val + 1, f->val_len - 2, &r->ts_us))
-            return reject(r, mem, "line %u: field \"%s\" is not an RFC 3339 time%s", sc->ts_field, NULL);
+            return record_reject(r, mem, "line %u: field \"%s\" is not an RFC 3339 time%s", sc->ts_field, NULL);
         /* year 0 and before (after the offset) exists in no calendar a record uses, nor in PostgreSQL */
         if (time_year(r->ts_us) < 1)
-            return reject(r, mem, "line %u: field \"%s\" is before the year 1%s", sc->ts_field, NULL);
+            return record_reject(r, mem, "line %u: field \"%s\" is before the year 1%s", sc->ts_field, NULL);
         /* nor past 9999: a time that rolls into year 10000 after its offset cannot be shown as RFC 3339 */
         if (time_year(r->ts_us) > 9999)
-            return reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
+            return record_reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
     } else {
         r->ts_us = cfg->now_us;
     }
@@ -217,13 +216,14 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     f = record_field_get(r, sc->record_id_field, strlen(sc->record_id_field));
     if (f) {
         if (f->type != JSON_STRING)
-            return reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->record_id_field,
-                          json_type_name(f->type));
-        char *id = decode_string(mem, f, &r->record_id_len);
+            return record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->record_id_field,
+                                 json_type_name(f->type));
+        char *id = record_field_string(mem, f, &r->record_id_len);
         if (!id || r->record_id_len == 0 || r->record_id_len > RECORD_ID_MAX || has_control(id, r->record_id_len) ||
             memchr(id, '/', r->record_id_len))
-            return reject(r, mem, "line %u: field \"%s\" must be 1-256 characters without control characters or '/'%s",
-                          sc->record_id_field, NULL);
+            return record_reject(r, mem,
+                                 "line %u: field \"%s\" must be 1-256 characters without control characters or '/'%s",
+                                 sc->record_id_field, NULL);
         r->record_id = id;
     } else {
         unsigned char mac[EVP_MAX_MD_SIZE];

@@ -92,4 +92,12 @@ const record_field *record_field_get(const parsed_record *r, const char *key, si
 
 int record_key_cmp(const char *a, size_t an, const char *b, size_t bn);
 
+/* Mark r rejected with the message fmt, which takes r->line (%u) then a and b (%s; NULL is ""). Stages
+ * 1 and 2 say why a record is refused this way. */
+void record_reject(parsed_record *r, arena *mem, const char *fmt, const char *a, const char *b);
+
+/* A field's JSON string value decoded into mem (NUL-terminated, *len its length); NULL if the text
+ * holds a NUL. */
+char *record_field_string(arena *mem, const record_field *f, uint32_t *len);
+
 #endif
