@@ -274,6 +274,43 @@ static ms_code part_finish(part_state *ps)
     return rc;
 }
 
+/* The partition's next part file, open in ps->w. */
+static ms_code part_start(part_state *ps)
+{
+    run *x = ps->x;
+    const export_request *q = x->req;
+    buf name = {0};
+    layout_part_name(ps->next_part++, q->format, &name);
+    char as_of[40];
+    time_format_rfc3339(x->as_of, as_of, sizeof as_of);
+    const char *kv[] = {"medstream.export_id",
+                        q->export_id ? q->export_id : "",
+                        "medstream.scope",
+                        export_scope_names[q->scope],
+                        "medstream.as_of",
+                        as_of,
+                        NULL};
+    part_options po = {.format = q->format,
+                       .compression = q->compression,
+                       .columns = ps->cols,
+                       .row_group_bytes = q->row_group_bytes,
+                       .created_by = q->created_by,
+                       .key_values = kv,
+                       .mode = q->scope == EXPORT_PHI ? 0600 : 0644};
+    ms_code rc = part_open(&ps->w, &po, ps->dir, name.data, x->e);
+    buf_free(&name);
+    return rc;
+}
+
+/* A partition's end: its last part file made visible if rc is MS_OK, else removed. */
+static ms_code part_end(part_state *ps, ms_code rc)
+{
+    if (rc == MS_OK) return part_finish(ps);
+    part_abort(ps->w);
+    ps->w = NULL;
+    return rc;
+}
+
 static ms_code part_put(part_state *ps, const export_row *row)
 {
     run *x = ps->x;
@@ -281,29 +318,7 @@ static ms_code part_put(part_state *ps, const export_row *row)
     uint64_t cap = q->file_bytes ? q->file_bytes : ((uint64_t)1 << 30);
     ms_code rc;
     if (ps->w && part_bytes(ps->w) >= cap && (rc = part_finish(ps))) return rc;
-    if (!ps->w) {
-        buf name = {0};
-        layout_part_name(ps->next_part++, q->format, &name);
-        char as_of[40];
-        time_format_rfc3339(x->as_of, as_of, sizeof as_of);
-        const char *kv[] = {"medstream.export_id",
-                            q->export_id ? q->export_id : "",
-                            "medstream.scope",
-                            export_scope_names[q->scope],
-                            "medstream.as_of",
-                            as_of,
-                            NULL};
-        part_options po = {.format = q->format,
-                           .compression = q->compression,
-                           .columns = ps->cols,
-                           .row_group_bytes = q->row_group_bytes,
-                           .created_by = q->created_by,
-                           .key_values = kv,
-                           .mode = q->scope == EXPORT_PHI ? 0600 : 0644};
-        rc = part_open(&ps->w, &po, ps->dir, name.data, x->e);
-        buf_free(&name);
-        if (rc) return rc;
-    }
+    if (!ps->w && (rc = part_start(ps))) return rc;
     return part_row(ps->w, row, x->e);
 }
 
@@ -337,10 +352,7 @@ static ms_code write_partitions(run *x)
         part_state ps = {.x = x, .cols = &x->rcols, .dir = dir.data, .rel = (char *)paths[i]};
         rc = out_mkdirs(dir.data, x->e);
         if (rc == MS_OK) rc = spool_read(x->spool, paths[i], on_spooled, &ps, x->e);
-        if (rc == MS_OK)
-            rc = part_finish(&ps);
-        else
-            part_abort(ps.w);
+        rc = part_end(&ps, rc);
         buf_free(&dir);
     }
     return rc;
@@ -400,21 +412,8 @@ static ms_code write_patients(run *x)
         x->r = NULL;
     }
     /* an export with no patient rows still has its (empty) patients file, with its header or schema */
-    if (rc == MS_OK && !ps.w) {
-        buf name = {0};
-        layout_part_name(ps.next_part++, q->format, &name);
-        part_options po = {.format = q->format,
-                           .compression = q->compression,
-                           .columns = &x->pcols,
-                           .created_by = q->created_by,
-                           .mode = q->scope == EXPORT_PHI ? 0600 : 0644};
-        rc = part_open(&ps.w, &po, ps.dir, name.data, x->e);
-        buf_free(&name);
-    }
-    if (rc == MS_OK)
-        rc = part_finish(&ps);
-    else
-        part_abort(ps.w);
+    if (rc == MS_OK && !ps.w) rc = part_start(&ps);
+    rc = part_end(&ps, rc);
     buf_free(&dir);
     return rc;
 }
