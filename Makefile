@@ -15,7 +15,9 @@ LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)
-HEADERS = $(wildcard src/*/*.h)
+HEADERS = $(wildcard src/*/*.h src/*.h)
+# the command line (src/main.c and the commands beside it): only in the medstream binary
+MAINSRC = $(wildcard src/*.c)
 BENCHSRC = $(wildcard tools/bench/*.c)
 BENCHHDR = $(wildcard tools/bench/*.h)
 OBJ     = $(LIBSRC:%.c=build/obj/%.o)
@@ -43,11 +45,11 @@ build/kafka_mock: tools/kafka_mock.c
 	@mkdir -p build
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $< -lrdkafka
 
-build/medstream: $(OBJ) build/obj/src/main.o
+build/medstream: $(OBJ) $(MAINSRC:%.c=build/obj/%.o)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 build/medstream-bench: $(OBJ) $(BENCH_OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
-build/san/medstream: $(SAN_OBJ) build/san/src/main.o
+build/san/medstream: $(SAN_OBJ) $(MAINSRC:%.c=build/san/%.o)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $^ $(LIBS)
 build/san/medstream-bench: $(SAN_OBJ) $(SAN_BENCH_OBJ)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $^ $(LIBS)

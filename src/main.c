@@ -9,16 +9,17 @@
  *
  * This file wires the parts together and owns process concerns (signals, exit codes, running the
  * benchmark tool); it holds no pipeline logic. Adding a command is one line of the command table and a
- * handler that parses with options_parse_command.
+ * handler that parses with options_parse_command; the long bulk commands have a file each
+ * (cmd_import.c, cmd_export.c; commands.h is what they share with this one).
  */
+#include "commands.h"
+
 #include "access/access.h"
 #include "api/api_routes.h"
 #include "api/http_server.h"
 #include "api/metrics_listener.h"
 #include "access/audit.h"
 #include "export/export.h"
-#include "export/from_server.h"
-#include "import/import.h"
 #include "ingest/ingest_kafka.h"
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_lake.h"
@@ -34,8 +35,6 @@
 #include "ingest/writer.h"
 
 #include <errno.h>
-#include <malloc.h>
-#include <openssl/rand.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -44,8 +43,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define VERSION "0.1.0"
 
 static char *read_text_file(const char *path, ms_err *e);
 
@@ -61,7 +58,7 @@ static bool load_roles(const char *path, const char *cmd)
     return ok;
 }
 
-static int usage_error(const char *cmd, const char *msg)
+int usage_error(const char *cmd, const char *msg)
 {
     fprintf(stderr, "medstream %s: %s (see medstream %s --help)\n", cmd, msg, cmd);
     return 2;
@@ -69,7 +66,7 @@ static int usage_error(const char *cmd, const char *msg)
 
 /* serve, user and audit work on a directory `medstream init` made; a mistyped --data must not start an
  * empty store (no users, nothing in it) as if it were the real one. */
-static bool data_dir_ready(const char *cmd, const char *dir)
+bool data_dir_ready(const char *cmd, const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
@@ -80,13 +77,31 @@ static bool data_dir_ready(const char *cmd, const char *dir)
 }
 
 /* Who changes accounts from this machine's command line: the OS user, for the audit entries. */
-static void local_actor(char *out, size_t cap)
+void local_actor(char *out, size_t cap)
 {
     const struct passwd *pw = getpwuid(geteuid());
     if (pw)
         snprintf(out, cap, "local:%s", pw->pw_name);
     else
         snprintf(out, cap, "local:uid %u", (unsigned)geteuid());
+}
+
+atomic_bool command_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&command_stop, true);
+}
+
+void stop_on_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 static int init_run(const char *dir, uint64_t segment_size);
@@ -795,498 +810,6 @@ out:
     store_close(s);
     schema_free(&sc);
     return rc;
-}
-
-/* ---- `medstream import FILE... (--data DIR | --url URL --token T)` ---- */
-
-/* import's settings: one field per option of its table. */
-typedef struct {
-    const char *data, *url, *token, *schema, *rejects, *checkpoint;
-    int format, progress; /* indexes in import_format_names (-1: by the file's name), progress_names */
-    uint64_t max_record, max_rejects, batch, batch_bytes, parallel, progress_every_s;
-    bool dry_run, restart;
-} import_settings;
-
-static const char *const import_format_names[] = {"ndjson", "csv", NULL};           /* in import_format's order */
-static const char *const progress_names[] = {"auto", "bar", "plain", "none", NULL}; /* progress_mode's order */
-
-/* SIGINT and SIGTERM: stop at the next batch boundary (checkpointed); a second one ends the process at
- * once (the handler is reset after the first), which is safe too: the next run goes on from the last
- * checkpoint. */
-static atomic_bool import_stop;
-static void on_import_signal(int sig)
-{
-    (void)sig;
-    atomic_store(&import_stop, true);
-}
-
-/* The rules between import's options (NULL when they hold), and each file's format into formats. */
-static const char *import_check(const import_settings *c, const options_args *a, import_format *formats)
-{
-    static char why[600];
-    if (a->npos == 0) return "expected one or more files to import";
-    if (c->dry_run ? (c->data && c->url) : !c->data == !c->url)
-        return "give --data DIR (offline, the server stopped) or --url URL --token T (a running server)";
-    if (!c->url != !c->token) return "--url and --token go together";
-    if (c->checkpoint && !c->url) return "--checkpoint is for --url (offline, the position is kept in the store)";
-    if (c->schema && c->url) return "--schema is for --data and --dry-run (a server imports with its own schema)";
-    if (c->rejects && a->npos > 1)
-        return "--rejects names one file's reject file; with several files, each gets FILE.rejects.ndjson";
-    if (c->checkpoint && a->npos > 1)
-        return "--checkpoint names one file's checkpoint; with several files, each gets FILE.import-checkpoint";
-    for (int i = 0; i < a->npos; i++) {
-        if (c->format >= 0) {
-            formats[i] = (import_format)c->format;
-        } else if (!import_format_of(a->pos[i], &formats[i])) {
-            snprintf(why, sizeof why,
-                     "cannot tell the format of %.400s from its name (.csv, .ndjson, .jsonl, .json, then .gz or "
-                     ".zst): give --format",
-                     a->pos[i]);
-            return why;
-        }
-    }
-    return NULL;
-}
-
-static int import_run_files(const import_settings *c, const options_args *a, const import_format *formats);
-
-static int cmd_import(int argc, char **argv)
-{
-    import_settings c;
-    /* clang-format off */
-    const option opts[] = {
-        {.name = "--config", .type = OPT_CONFIG, .metavar = "FILE",
-         .help = "read these options from FILE, one `key = value` a line (docs/options.md)"},
-        {.name = "--data", .type = OPT_STRING, .target = &c.data, .metavar = "DIR",
-         .help = "import into this data directory, offline (no server may run on it: its lock is taken)"},
-        {.name = "--url", .type = OPT_STRING, .target = &c.url, .metavar = "URL",
-         .help = "import into the server at this http:// URL instead (with --token)"},
-        {.name = "--token", .type = OPT_STRING, .target = &c.token, .metavar = "TOKEN",
-         .help = "bearer token for --url (records:create; records:update for new versions)"},
-        {.name = "--format", .type = OPT_ENUM, .target = &c.format, .choices = import_format_names,
-         .help = "the files' format (default: by name: .csv, .ndjson/.jsonl/.json, then .gz or .zst)"},
-        {.name = "--rejects", .type = OPT_STRING, .target = &c.rejects, .metavar = "FILE",
-         .help = "reject file (holds PHI; mode 0600); default FILE.rejects.ndjson beside the input"},
-        {.name = "--checkpoint", .type = OPT_STRING, .target = &c.checkpoint, .metavar = "FILE",
-         .help = "--url: checkpoint file; default FILE.import-checkpoint beside the input"},
-        {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON), as the server of --data is run with (--data and --dry-run)"},
-        {.name = "--max-record", .type = OPT_BYTES, .target = &c.max_record, .def = "1MiB", .min = 64,
-         .max = (uint64_t)64 << 20, .help = "largest record; a larger row is rejected"},
-        {.name = "--max-rejects", .type = OPT_UINT, .target = &c.max_rejects, .def = "none", .unlimited = "none",
-         .help = "stop (checkpointed) once more rows of a file than this are rejected"},
-        {.name = "--dry-run", .type = OPT_FLAG, .target = &c.dry_run,
-         .help = "check every row (schema, identity) and write the reject file; store nothing"},
-        {.name = "--restart", .type = OPT_FLAG, .target = &c.restart,
-         .help = "read each file from its start whatever its checkpoint says (stored rows are duplicates)"},
-        {.name = "--batch", .type = OPT_UINT, .target = &c.batch, .def = "1000", .min = 1, .max = 100000,
-         .help = "rows per batch (one commit offline, one request with --url)"},
-        {.name = "--batch-bytes", .type = OPT_BYTES, .target = &c.batch_bytes, .def = "32MiB", .min = 4096,
-         .max = (uint64_t)1 << 30, .help = "a batch ends once its rows reach this many bytes"},
-        {.name = "--parallel", .type = OPT_UINT, .target = &c.parallel, .def = "2", .min = 1, .max = 64,
-         .help = "batches worked on at once (with --url: connections)"},
-        {.name = "--progress", .type = OPT_ENUM, .target = &c.progress, .def = "auto", .choices = progress_names,
-         .help = "progress on standard error: a bar (auto on a terminal), plain lines, or none"},
-        {.name = "--progress-interval", .type = OPT_SECONDS, .target = &c.progress_every_s, .def = "5", .min = 1,
-         .max = 3600, .help = "--progress=plain: a line this often"},
-        {0},
-    };
-    /* clang-format on */
-    const options_command cmd = {
-        "import", "medstream import FILE... (--data DIR | --url URL --token T) [options]",
-        "Import files of records: NDJSON, or CSV with a header row; plain, .gz or .zst. Offline\n"
-        "(--data, taking the directory's lock) or into a running server (--url). Resumable: a\n"
-        "rerun after a crash or Ctrl-C goes on from the checkpoint and stores nothing twice (the\n"
-        "position is kept in the store, or with --url in FILE.import-checkpoint); a rerun of a\n"
-        "finished file reads it again and finds every row a duplicate. A row without a record_id\n"
-        "is named by the file and its line. Bad rows go to the reject file (PHI, mode 0600) with\n"
-        "line, byte offset, column and reason; the import goes on. Exit 0 when every file was\n"
-        "read to its end, 1 when one stopped (Ctrl-C, --max-rejects, an error), 2 usage.",
-        opts};
-    options_args a;
-    int code;
-    if (options_parse_command(&cmd, argc, argv, 2, OPTIONS_POS_MAX, &a, stdout, stderr, &code)) {
-        import_format formats[OPTIONS_POS_MAX];
-        const char *bad = import_check(&c, &a, formats);
-        code = bad ? usage_error("import", bad) : import_run_files(&c, &a, formats);
-    }
-    options_args_free(&a);
-    return code;
-}
-
-static int import_run_files(const import_settings *c, const options_args *a, const import_format *formats)
-{
-    schema sc;
-    ms_err e = {0};
-    if (c->schema) {
-        if (schema_load_file(&sc, c->schema, &e) != MS_OK) {
-            fprintf(stderr, "medstream import: %s\n", e.msg);
-            return 1;
-        }
-    } else {
-        schema_default(&sc);
-    }
-    char actor[96];
-    local_actor(actor, sizeof actor);
-    store *s = NULL;
-    writer *w = NULL;
-    int rc = 1;
-    if (c->data && !c->dry_run) {
-        if (!data_dir_ready("import", c->data)) goto out;
-        /* segment size 0: the directory's own; a small body cache (the writer reads state values back) */
-        store_options so = {.body_cache = (uint64_t)64 << 20, .owner = "import"};
-        if (store_open(&s, c->data, &so, &e) != MS_OK || writer_start(&w, s, &sc, &e) != MS_OK) {
-            fprintf(stderr, "medstream import: %s\n", e.msg);
-            goto out;
-        }
-    }
-    struct sigaction sa = {.sa_handler = on_import_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a full disk: EFBIG, an error like ENOSPC */
-    import_options o = {.store = s,
-                        .writer = w,
-                        .url = c->dry_run ? NULL : c->url,
-                        .token = c->token,
-                        .dry_run = c->dry_run,
-                        .schema = &sc,
-                        .max_record = (size_t)c->max_record,
-                        .actor = actor,
-                        .rejects_path = c->rejects,
-                        .checkpoint_path = c->checkpoint,
-                        .restart = c->restart,
-                        .max_rejects = c->max_rejects,
-                        .batch_rows = c->batch,
-                        .batch_bytes = c->batch_bytes,
-                        .parallel = (unsigned)c->parallel,
-                        .progress = (progress_mode)c->progress,
-                        .progress_every_s = (double)c->progress_every_s,
-                        .out = stdout,
-                        .err = stderr,
-                        .stop = &import_stop};
-    rc = 0;
-    for (int i = 0; i < a->npos; i++) {
-        import_result res;
-        if (import_file(&o, a->pos[i], formats[i], &res, &e) != MS_OK)
-            fprintf(stderr, "medstream import: %s: %s\n", a->pos[i], e.msg);
-        if (res.outcome != IMPORT_DONE) rc = 1;
-        if (res.outcome == IMPORT_INTERRUPTED || atomic_load(&import_stop)) break;
-    }
-out:
-    writer_stop(w); /* what is queued is committed */
-    store_close(s);
-    schema_free(&sc);
-    return rc;
-}
-
-/* ---- `medstream export (--data DIR | --url URL --token T) --out DIR --format F` ---- */
-
-typedef struct {
-    const char *data, *url, *token, *out, *schema, *as_of, *type, *since, *until;
-    int format, scope, compression;
-    bool overwrite;
-    uint64_t chunk_records, file_bytes, row_group_bytes, poll_ms;
-} export_settings;
-
-/* SIGINT and SIGTERM: the export stops at the next row and removes what it wrote; a second one ends the
- * process at once (the hidden temporary directory is then removed by the next export into OUT). */
-static atomic_bool export_stop;
-static void on_export_signal(int sig)
-{
-    (void)sig;
-    atomic_store(&export_stop, true);
-}
-
-/* "exp_" and 16 random hex digits. */
-static void export_new_id(char out[24])
-{
-    unsigned char rnd[8] = {0};
-    if (RAND_bytes(rnd, sizeof rnd) != 1) {
-        uint64_t seed = (uint64_t)ms_now_us() ^ ((uint64_t)getpid() << 32);
-        uint64_t x = ms_splitmix64(&seed);
-        memcpy(rnd, &x, 8);
-    }
-    snprintf(out, 24, "exp_%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
-             rnd[7]);
-}
-
-/* --since/--until: an RFC 3339 time (PHI), or a year YYYY (public: the public copy keeps years, and a
- * finer bound would reveal exact event times by bisection). until is exclusive; a year bound covers it. */
-static bool export_time_bound(const char *v, bool year_only, bool upper, int64_t *out)
-{
-    if (!v) return true;
-    size_t n = strlen(v);
-    if (n == 4 && strspn(v, "0123456789") == 4) {
-        int y = atoi(v) + (upper ? 1 : 0);
-        *out = days_from_civil(y, 1, 1) * 86400000000LL;
-        return true;
-    }
-    return !year_only && time_parse_rfc3339(v, n, out);
-}
-
-static const char *export_check(const export_settings *c)
-{
-    if (!c->data == !c->url) return "give --data DIR (offline) or --url URL --token T (a running server)";
-    if (!c->url != !c->token) return "--url and --token go together";
-    if (c->schema && c->url) return "--schema is for --data (a server exports with its own schema)";
-    if (c->as_of && c->scope == EXPORT_PUBLIC && strncmp(c->as_of, "snap_", 5) != 0)
-        return "--as-of: a public export takes a snapshot id (POST /v1/snapshots), not a time";
-    int64_t t;
-    if (c->as_of && strncmp(c->as_of, "snap_", 5) != 0 && !time_parse_rfc3339(c->as_of, strlen(c->as_of), &t))
-        return "--as-of: expected an RFC 3339 time (2026-11-29T12:00:00Z) or a snapshot id (snap_...)";
-    bool years = c->scope == EXPORT_PUBLIC;
-    if (!export_time_bound(c->since, years, false, &t) || !export_time_bound(c->until, years, true, &t))
-        return years ? "--since/--until: a public export takes years (YYYY)"
-                     : "--since/--until: expected an RFC 3339 time or a year (YYYY)";
-    return NULL;
-}
-
-/* The offline export's audit entries: the OS user as local:USER, the patient ids a thousand an entry, all
- * in one commit before anything is made visible. */
-typedef struct {
-    store *s;
-    const char *actor;
-} export_audit_offline;
-
-static ms_code export_audit_local(void *ctx, const char *export_id, export_scope scope, const patient_id *pids,
-                                  size_t npids, ms_err *e)
-{
-    export_audit_offline *a = ctx;
-    store_write *w;
-    ms_code rc = store_write_begin(a->s, &w, e);
-    if (rc) return rc;
-    char resource[96];
-    snprintf(resource, sizeof resource, "export %s %s", export_id, export_scope_names[scope]);
-    size_t at = 0;
-    do {
-        size_t n = npids - at > 1000 ? 1000 : npids - at;
-        audit_event ev = {.time_us = ms_now_us(),
-                          .user = a->actor,
-                          .role = "",
-                          .action = scope == EXPORT_PHI ? "patients:read" : "exports:create",
-                          .resource = resource,
-                          .outcome = "ok",
-                          .client = "cli",
-                          .patients = pids + at,
-                          .npatients = (uint32_t)n};
-        buf m = {0};
-        audit_event_json(&ev, &m);
-        rc = store_audit_append(w, m.data, m.len, e);
-        buf_free(&m);
-        at += n;
-    } while (rc == MS_OK && at < npids);
-    if (rc) {
-        store_write_abort(w);
-        return rc;
-    }
-    return store_write_commit(w, NULL, e);
-}
-
-static int export_offline(const export_settings *c)
-{
-    if (!data_dir_ready("export", c->data)) return 1;
-    /* An export builds a Parquet row group or a part file's buffers of tens of MiB per partition, one
-     * partition after another. glibc would map and unmap each (and fault its pages in afresh); kept in
-     * the heap they are reused: 11 % less wall time measured on a 4 GB export (README, Performance). */
-    mallopt(M_MMAP_THRESHOLD, 256 << 20);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    ms_err e = {0};
-    if (export_check_out_dir(c->out, c->overwrite, &e) != MS_OK) {
-        fprintf(stderr, "medstream export: %s\n", e.msg);
-        return 1;
-    }
-    schema sc;
-    if (c->schema) {
-        if (schema_load_file(&sc, c->schema, &e) != MS_OK) {
-            fprintf(stderr, "medstream export: %s\n", e.msg);
-            return 1;
-        }
-    } else {
-        schema_default(&sc);
-    }
-    store *s = NULL;
-    int code = 1;
-    /* the lock: the export writes its audit entries into the store (a server running on DIR refuses it:
-     * export through that server with --url) */
-    store_options so = {.body_cache = (uint64_t)16 << 20, .owner = "export"};
-    if (store_open(&s, c->data, &so, &e) != MS_OK) {
-        fprintf(stderr, "medstream export: %s%s\n", e.msg,
-                e.code == MS_ECONFLICT ? " (export through that server with --url URL --token T)" : "");
-        schema_free(&sc);
-        return 1;
-    }
-    char id[24], actor[96];
-    export_new_id(id);
-    local_actor(actor, sizeof actor);
-    export_audit_offline aud = {s, actor};
-    export_request req = {.store = s,
-                          .schema = &sc,
-                          .out_dir = c->out,
-                          .export_id = id,
-                          .scope = (export_scope)c->scope,
-                          .format = (export_format)c->format,
-                          .compression = c->compression,
-                          .as_of = INT64_MAX,
-                          .type = c->type,
-                          .since = INT64_MIN,
-                          .until = INT64_MAX,
-                          .overwrite = c->overwrite,
-                          .chunk_records = (uint32_t)c->chunk_records,
-                          .file_bytes = c->file_bytes,
-                          .row_group_bytes = c->row_group_bytes,
-                          .created_by = "medstream version " VERSION,
-                          .audit = export_audit_local,
-                          .audit_ctx = &aud,
-                          .stop = &export_stop};
-    bool years = c->scope == EXPORT_PUBLIC;
-    export_time_bound(c->since, years, false, &req.since);
-    export_time_bound(c->until, years, true, &req.until);
-    if (c->as_of && strncmp(c->as_of, "snap_", 5) == 0) {
-        store_read *r;
-        bool found = false;
-        if (store_read_begin(s, &r, &e) == MS_OK) {
-            store_snapshot_get(r, c->as_of, &req.as_of, &found, &e);
-            store_read_end(r);
-        }
-        if (!found) {
-            fprintf(stderr, "medstream export: --as-of: no such snapshot\n");
-            goto out;
-        }
-        req.snapshot_id = c->as_of;
-    } else if (c->as_of) {
-        time_parse_rfc3339(c->as_of, strlen(c->as_of), &req.as_of);
-    }
-    struct sigaction sa = {.sa_handler = on_export_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGXFSZ, SIG_IGN);
-    double t0 = ms_mono_s();
-    export_result res;
-    if (export_run(&req, &res, &e) != MS_OK) {
-        fprintf(stderr, "medstream export: %s%s\n", e.msg,
-                e.code == MS_ESTOPPED ? " (interrupted: nothing was written to the output directory)" : "");
-        goto out;
-    }
-    char when[40];
-    time_format_rfc3339(res.as_of, when, sizeof when);
-    printf("export %s of %s into %s: %llu records and %llu patients in %llu files, %llu bytes, as of %s (%s, %s), "
-           "%.1f s\n",
-           id, c->data, c->out, (unsigned long long)res.record_rows, (unsigned long long)res.patient_rows,
-           (unsigned long long)res.files, (unsigned long long)res.bytes, when, export_scope_names[c->scope],
-           export_format_names[c->format], ms_mono_s() - t0);
-    code = 0;
-out:
-    store_close(s);
-    schema_free(&sc);
-    return code;
-}
-
-static int export_online(const export_settings *c)
-{
-    ms_err e = {0};
-    if (export_check_out_dir(c->out, c->overwrite, &e) != MS_OK) {
-        fprintf(stderr, "medstream export: %s\n", e.msg);
-        return 1;
-    }
-    struct sigaction sa = {.sa_handler = on_export_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    export_client_request r = {.url = c->url,
-                               .token = c->token,
-                               .out_dir = c->out,
-                               .overwrite = c->overwrite,
-                               .scope = export_scope_names[c->scope],
-                               .format = export_format_names[c->format],
-                               .compression = export_compression_names[c->compression],
-                               .as_of = c->as_of,
-                               .type = c->type,
-                               .since = c->since,
-                               .until = c->until,
-                               .poll_ms = (unsigned)c->poll_ms,
-                               .stop = &export_stop,
-                               .progress = isatty(2) ? stderr : NULL};
-    export_client_result res;
-    double t0 = ms_mono_s();
-    if (export_from_server(&r, &res, &e) != MS_OK) {
-        fprintf(stderr, "medstream export: %s\n", e.msg);
-        return 1;
-    }
-    printf("export %s from %s into %s: %llu records and %llu patients in %llu files, %llu bytes, as of %s (%s, %s), "
-           "%.1f s\n",
-           res.export_id, c->url, c->out, (unsigned long long)res.record_rows, (unsigned long long)res.patient_rows,
-           (unsigned long long)res.files, (unsigned long long)res.bytes, res.as_of, export_scope_names[c->scope],
-           export_format_names[c->format], ms_mono_s() - t0);
-    return 0;
-}
-
-static int cmd_export(int argc, char **argv)
-{
-    export_settings c;
-    /* clang-format off */
-    const option opts[] = {
-        {.name = "--config", .type = OPT_CONFIG, .metavar = "FILE",
-         .help = "read these options from FILE, one `key = value` a line (docs/options.md)"},
-        {.name = "--data", .type = OPT_STRING, .target = &c.data, .metavar = "DIR",
-         .help = "export from this data directory, offline (no server may run on it: its lock is taken)"},
-        {.name = "--url", .type = OPT_STRING, .target = &c.url, .metavar = "URL",
-         .help = "export through the server at this http:// URL instead (POST /v1/exports; with --token)"},
-        {.name = "--token", .type = OPT_STRING, .target = &c.token, .metavar = "TOKEN",
-         .help = "bearer token for --url (exports:create; a phi export needs patients:read too)"},
-        {.name = "--out", .type = OPT_STRING, .target = &c.out, .required = true, .metavar = "DIR",
-         .help = "output directory: absent or empty (or --overwrite); files appear there only once complete"},
-        {.name = "--format", .type = OPT_ENUM, .target = &c.format, .required = true,
-         .choices = export_format_names, .help = "file format"},
-        {.name = "--compression", .type = OPT_ENUM, .target = &c.compression, .def = "snappy",
-         .choices = export_compression_names, .help = "Parquet compression: snappy (read everywhere), zstd (smaller) or none"},
-        {.name = "--scope", .type = OPT_ENUM, .target = &c.scope, .def = "public", .choices = export_scope_names,
-         .help = "public: the allow-listed fields after their transforms; phi: everything (audited)"},
-        {.name = "--as-of", .type = OPT_STRING, .target = &c.as_of, .metavar = "TIME|SNAPSHOT",
-         .help = "the instant: an RFC 3339 time or a snapshot id (public: a snapshot id); default the last commit"},
-        {.name = "--type", .type = OPT_STRING, .target = &c.type, .metavar = "TYPE",
-         .help = "only records of this type"},
-        {.name = "--since", .type = OPT_STRING, .target = &c.since, .metavar = "TIME|YYYY",
-         .help = "only records whose event time is at or after this (public: a year)"},
-        {.name = "--until", .type = OPT_STRING, .target = &c.until, .metavar = "TIME|YYYY",
-         .help = "only records whose event time is before this time, or in or before this year"},
-        {.name = "--overwrite", .type = OPT_FLAG, .target = &c.overwrite,
-         .help = "replace what the output directory holds, once the new export is complete"},
-        {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON), as the server of --data is run with"},
-        {.name = "--chunk-records", .type = OPT_UINT, .target = &c.chunk_records, .def = "10000", .min = 1,
-         .max = 10000000, .help = "record ids read per LMDB read transaction (--data)"},
-        {.name = "--file-bytes", .type = OPT_BYTES, .target = &c.file_bytes, .def = "1GiB", .min = 4096,
-         .help = "start another part file of a partition past this size (--data)"},
-        {.name = "--row-group-bytes", .type = OPT_BYTES, .target = &c.row_group_bytes, .def = "128MiB",
-         .min = 65536, .help = "Parquet row group size (--data)"},
-        {.name = "--poll-interval", .type = OPT_MILLIS, .target = &c.poll_ms, .def = "200", .min = 10,
-         .max = 60000, .help = "--url: how often the export's progress is asked for"},
-        {0},
-    };
-    /* clang-format on */
-    const options_command cmd = {
-        "export", "medstream export (--data DIR | --url URL --token T) --out DIR --format F [options]",
-        "Export the records and their patients as of one instant into DIR: Hive-style partitions\n"
-        "records/type=T/date=YYYY-MM-DD/part-00000.EXT (public: the date no finer than the schema\n"
-        "publishes, e.g. year=YYYY), patients/part-00000.EXT and manifest.json (rows, bytes, sha256\n"
-        "of every file). Everything is written under DIR/.medstream-export-tmp and moved into DIR\n"
-        "at the end: a failed or interrupted export leaves nothing visible. Offline (--data, taking\n"
-        "the directory's lock: the export's audit entry is written into the store) or through a\n"
-        "running server (--url: POST /v1/exports, progress polled, the archive downloaded).",
-        opts};
-    options_args a;
-    int code;
-    if (options_parse_command(&cmd, argc, argv, 2, 0, &a, stdout, stderr, &code)) {
-        const char *bad = export_check(&c);
-        code = bad ? usage_error("export", bad) : c.data ? export_offline(&c) : export_online(&c);
-    }
-    options_args_free(&a);
-    return code;
 }
 
 /* The benchmark tools live in their own binary beside this one (tools/bench/): run it with the same

@@ -1,0 +1,35 @@
+/*
+ * commands.h - what the command line's files share: main.c (the command table, serve, init, user,
+ * audit, backup, the tools), cmd_import.c and cmd_export.c. Each command parses its own option table
+ * (base/options.h) and returns an exit code: 0 ok, 1 runtime failure, 2 usage.
+ *
+ * Never used below the command line: the layers (the folders of src/) know nothing of processes, signals or exit
+ * codes.
+ */
+#ifndef MS_COMMANDS_H
+#define MS_COMMANDS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VERSION "0.1.0"
+
+/* "medstream CMD: MSG (see medstream CMD --help)" on standard error; returns 2. */
+int usage_error(const char *cmd, const char *msg);
+/* Is dir a directory `medstream init` made? If not, says so (naming cmd) and answers false. */
+bool data_dir_ready(const char *cmd, const char *dir);
+/* The OS user as an audit actor: "local:NAME" (or "local:uid N"). */
+void local_actor(char *out, size_t cap);
+
+/* A long command that stops cleanly: after stop_on_signals, the first SIGINT or SIGTERM sets command_stop
+ * (the command stops at its next safe point); a second one ends the process at once (the handler is
+ * reset after the first). SIGPIPE is ignored (a closed connection is an error value) and so is SIGXFSZ (a
+ * file-size limit is a full disk: EFBIG, an error like ENOSPC). */
+extern atomic_bool command_stop;
+void stop_on_signals(void);
+
+int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+
+#endif
