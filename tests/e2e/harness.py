@@ -503,6 +503,20 @@ def test(fn=None, timeout=DEFAULT_TEST_TIMEOUT):
     return register
 
 
+shared_servers = {}
+
+
+def shared_server(key, args=()):
+    """The started server named key, started with args on first use and shared by the tests of a file
+    that ask for the same key (stopped at exit with every other server)."""
+    s = shared_servers.get(key)
+    if s is None:
+        s = Server(extra_args=list(args), name=key)
+        s.start()
+        shared_servers[key] = s
+    return s
+
+
 def on_exit(fn):
     """Register a cleanup to run after all tests (e.g. stopping a shared server)."""
     _cleanups.append(fn)

@@ -25,16 +25,9 @@ from harness import check, eq, fail, q, short, test
 # ---------------------------------------------------------------------------------------------
 # servers: one shared server for most tests, special ones for --max-record / --max-body
 
-_servers = {}
-
-
 def srv():
-    s = _servers.get("api")
-    if s is None:
-        s = H.Server(name="api")
-        s.start()
-        _servers["api"] = s
-    elif s.note_if_died() is not None:
+    s = H.shared_server("api")
+    if s.note_if_died() is not None:
         # The server died during an earlier test (reported by test_zz_server_stayed_up);
         # restart it on the same data so that the remaining tests still say something useful.
         s.start()
@@ -42,18 +35,7 @@ def srv():
 
 
 def special_server(key, args):
-    s = _servers.get(key)
-    if s is None:
-        s = H.Server(extra_args=args, name=key)
-        s.start()
-        _servers[key] = s
-    return s
-
-
-@H.on_exit
-def _stop_servers():
-    for s in _servers.values():
-        s.stop()
+    return H.shared_server(key, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1294,7 +1276,7 @@ def test_zz_server_stayed_up():
     check(not s.unexpected_exits, "the shared server died during the run (exit codes %r); log %s"
           % (s.unexpected_exits, s.log_path))
     for key in ("maxrecord", "maxbody", "maxbody2"):
-        sp = _servers.get(key)
+        sp = H.shared_servers.get(key)
         if sp is not None:
             check(sp.alive(), "the %s server died" % key)
 

@@ -17,22 +17,8 @@ import tempfile
 import harness as H
 from harness import check, eq, short, test
 
-_servers = {}
-
-
 def server(key="csv", args=()):
-    s = _servers.get(key)
-    if s is None:
-        s = H.Server(extra_args=list(args), name=key)
-        s.start()
-        _servers[key] = s
-    return s
-
-
-@H.on_exit
-def _stop_servers():
-    for s in _servers.values():
-        s.stop()
+    return H.shared_server(key, args)
 
 
 def csv_cell(v):
