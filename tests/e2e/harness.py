@@ -458,18 +458,22 @@ class Server:
             fail("GET %s: expected HTTP %d, got %d: %s" % (path, expect, r.status, short(r.text)))
         return r.json()
 
-    def audit_entries(self, **params):
-        """Every GET /v1/audit entry matching params, all pages followed."""
+    def get_all(self, path, key, **params):
+        """Every item (answer[key]) of a paged GET path?params, next_cursor followed to the end."""
         out, cursor = [], None
         while True:
             p = dict(params, limit=1000)
             if cursor:
                 p["cursor"] = cursor
-            a = self.get_json("/v1/audit?" + q(p))
-            out += a["entries"]
-            cursor = a["next_cursor"]
+            a = self.get_json(path + "?" + q(p))
+            out += a[key]
+            cursor = a.get("next_cursor")
             if not cursor:
                 return out
+
+    def audit_entries(self, **params):
+        """Every GET /v1/audit entry matching params, all pages followed."""
+        return self.get_all("/v1/audit", "entries", **params)
 
     def ingest(self, body, content_type="application/x-ndjson", timeout=30.0):
         """POST /v1/records; body is a list of dicts (sent as NDJSON) or raw bytes/str."""

@@ -186,16 +186,6 @@ def check_phi_rows(s, res, as_of, expect_ids):
     return pids
 
 
-def audit_all(s):
-    out, cursor = [], None
-    while True:
-        page = s.get_json("/v1/audit?" + H.q(dict({"limit": 1000}, **({"cursor": cursor} if cursor else {}))))
-        out += page["entries"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            return out
-
-
 def live_ids(rows, deleted=()):
     return sorted(set(r["record_id"] for r in rows) - set(deleted))
 
@@ -225,7 +215,7 @@ def test_offline_phi_ndjson_and_csv_equal_the_api_at_as_of():
         s.login()
         pids = check_phi_rows(s, res, as_of, live_ids(first, ["a-0001"]))
         # audited: an entry by the OS user naming every patient
-        audit = audit_all(s)
+        audit = s.audit_entries()
         mine = [a for a in audit if a["user"].startswith("local:") and a["resource"].startswith("export ")]
         check(mine, "no audit entry of the offline export")
         named = set()
@@ -264,7 +254,7 @@ def test_url_export_at_as_of_while_ingesting():
     check_phi_rows(s, res, as_of, live_ids(rows))
     # the server's audit entries of the export name every patient
     eid = res["manifest"]["export_id"]
-    audit = audit_all(s)
+    audit = s.audit_entries()
     named = set()
     for a in audit:
         if a["resource"] == "/v1/exports/%s" % eid and a["action"] == "patients:read":
@@ -326,18 +316,7 @@ def test_public_export_allow_list_and_link():
     for v in secrets:
         check(v not in blob, "a field outside the allow-list is in the public export")
     check("Pat p" not in blob and "1950-01-10" not in blob, "identity values in the public export")
-    api = {}
-    cursor = None
-    while True:
-        qd = {"as_of": snap, "limit": 1000}
-        if cursor:
-            qd["cursor"] = cursor
-        page = s.get_json("/v1/public/records?" + H.q(qd))
-        for x in page["records"]:
-            api[x["record_id"]] = x
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    api = {x["record_id"]: x for x in s.get_all("/v1/public/records", "records", as_of=snap)}
     eq(sorted(row["record_id"] for _, row in res["records"]), sorted(api), "public records")
     for part, row in res["records"]:
         a = api[row["record_id"]]
@@ -384,7 +363,7 @@ def test_phi_needs_patients_read_and_is_audited():
     eq(done["state"], "done", "phi export: %s" % done.get("error"))
     seen = s.request("GET", "/v1/exports/" + st["export_id"], headers={"Authorization": "Bearer " + tok}).json()
     eq(seen["download"], None, "a PHI export's link handed to a role without patients:read")
-    pid = audit_all(s)
+    pid = s.audit_entries()
     named = [a for a in pid if a["resource"] == "/v1/exports/" + st["export_id"] and a["patient_ids"]]
     check(named, "the PHI export is not audited with its patient ids")
     s.stop()

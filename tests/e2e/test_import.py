@@ -99,16 +99,8 @@ def records_of(s, name, dob):
         return []
     eq(r.status, 200, "patient lookup: %s" % short(r.text))
     pid = r.json()["patient_id"]
-    out, cursor = [], None
-    while True:
-        p = {"limit": 1000}
-        if cursor:
-            p["cursor"] = cursor
-        a = s.get_json("/v1/patients/%s/records?%s" % (pid, H.q(p)))
-        out += [(x["record_id"], x["version"], json.dumps(x["fields"], sort_keys=True)) for x in a["records"]]
-        cursor = a.get("next_cursor")
-        if not cursor:
-            return sorted(out)
+    return sorted((x["record_id"], x["version"], json.dumps(x["fields"], sort_keys=True))
+                  for x in s.get_all("/v1/patients/%s/records" % pid, "records"))
 
 
 def all_records(s, identities):

@@ -174,19 +174,8 @@ def records(n, tag, rnd, secrets=None):
 
 
 def public_records(s, as_of=None):
-    out, cursor = {}, None
-    while True:
-        qd = {"limit": 1000}
-        if as_of:
-            qd["as_of"] = as_of
-        if cursor:
-            qd["cursor"] = cursor
-        page = s.get_json("/v1/public/records?" + H.q(qd))
-        for x in page["records"]:
-            out[x["record_id"]] = x
-        cursor = page["next_cursor"]
-        if not cursor:
-            return out
+    params = {"as_of": as_of} if as_of else {}
+    return {x["record_id"]: x for x in s.get_all("/v1/public/records", "records", **params)}
 
 
 def by_version(res):
