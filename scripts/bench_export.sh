@@ -20,7 +20,7 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-export}
 make -s all
 rm -rf "$dir"; mkdir -p "$dir"; chmod 755 "$dir"
 src="$dir/records.ndjson"; out="$dir/figures.ndjson"; : > "$out"
-drop_cache() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
+. scripts/bench_lib.sh
 
 echo "== $rows records into a fresh store" >&2
 build/medstream gen-import "$src" --records "$rows" --format ndjson >&2
@@ -28,19 +28,14 @@ build/medstream init "$dir/store" > /dev/null
 build/medstream import "$src" --data "$dir/store" --progress none >&2
 srcbytes=$(stat -c %s "$src")
 
-duck=""; v=${BENCH_VENV:-/var/tmp/medstream-bench-venv}   # kept between runs
-if [ -x "$v/bin/python" ] || python3 -m venv "$v" >/dev/null 2>&1; then
-  if "$v/bin/python" -c 'import duckdb' 2>/dev/null || "$v/bin/pip" install -q duckdb >/dev/null 2>&1; then
-    duck="$v/bin/python"; fi
-fi
+duck=$(duckdb_python)
 [ -n "$duck" ] || echo "bench_export: DuckDB is not available (pip install duckdb failed): left out" >&2
 
-# timed LABEL OUTDIR CMD...: CMD under scripts/run_measured.py; appends seconds, MB/s of source, out size
+# timed LABEL OUTDIR CMD...: CMD run cold (bench_lib.sh); appends seconds, MB/s of source, out size
 timed() {
   local label=$1 o=$2; shift 2
-  rm -rf "$o"; drop_cache
-  python3 scripts/run_measured.py "$dir/time.json" "$@" > "$dir/stdout" 2> "$dir/stderr" ||
-    { echo "bench_export: $label failed:" >&2; tail -5 "$dir/stderr" >&2; exit 1; }
+  rm -rf "$o"
+  run_cold bench_export "$label" "$dir" "$@"
   local size; size=$(du -sb "$o" | cut -f1); [ -d "$o/records" ] && size=$(du -sb "$o/records" | cut -f1)
   python3 - "$label" "$srcbytes" "$size" "$dir/time.json" >> "$out" <<'PY'
 import json, sys

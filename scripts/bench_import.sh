@@ -14,7 +14,8 @@
 #   ROWS default 1,000,000 (a ~20 GB file); RUNS default 3.
 # Disk: the CSV (ROWS x ~20 KB) plus one target at a time (about as much again); all removed at the end
 # but the CSV, which is kept (and reused) as BENCH_DIR/rows-ROWS.csv until KEEP_CSV=0.
-# DuckDB comes from PyPI into BENCH_DIR/venv (pip); without network it is left out, and said so.
+# DuckDB comes from PyPI into a virtual environment kept between runs (scripts/bench_lib.sh); without
+# network it is left out, and said so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}; runs=${2:-3}
@@ -24,13 +25,11 @@ make -s all
 mkdir -p "$dir"; chmod 755 "$dir"
 csv="$dir/rows-$rows.csv"; small="$dir/rows-50000.csv"; out="$dir/figures.ndjson"; : > "$out"
 
-drop_cache() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
-# timed LABEL ROWS FILE CMD...: runs CMD under scripts/run_measured.py, appends its figures to $out
+. scripts/bench_lib.sh
+# timed LABEL ROWS FILE CMD...: runs CMD cold (bench_lib.sh), appends its figures to $out
 timed() {
   local label=$1 n=$2 file=$3; shift 3
-  drop_cache
-  python3 scripts/run_measured.py "$dir/time.json" "$@" > "$dir/stdout" 2> "$dir/stderr" ||
-    { echo "bench_import: $label failed:" >&2; tail -5 "$dir/stderr" >&2; exit 1; }
+  run_cold bench_import "$label" "$dir" "$@"
   python3 - "$label" "$n" "$(stat -c %s "$file")" "$dir/time.json" >> "$out" <<'EOF'
 import json, sys
 label, n, size, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
@@ -46,12 +45,7 @@ for f in "$csv" "$small"; do
 done
 cols=$(head -1 "$csv" | tr -d '\r' | sed 's/\([^,]*\)/"\1" text/g')
 
-# DuckDB from PyPI, once
-duck=""
-if [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv" >/dev/null 2>&1; then
-  if "$dir/venv/bin/python" -c 'import duckdb' 2>/dev/null ||
-     "$dir/venv/bin/pip" install -q duckdb >/dev/null 2>&1; then duck="$dir/venv/bin/python"; fi
-fi
+duck=$(duckdb_python)
 [ -n "$duck" ] || echo "bench_import: DuckDB is not available (pip install duckdb failed): left out" >&2
 
 # PostgreSQL, once
