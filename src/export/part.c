@@ -2,7 +2,9 @@
  * part.c - part files in NDJSON, CSV or Parquet (see part.h).
  *
  * DESIGN: text formats format each row into a buffer handed to out_file once it passes 256 KiB; Parquet
- * gathers rows into a column batch of 4096 rows and appends it to the pq_writer, whose bytes go to
+ * gathers rows into a column batch of 4096 rows or 512 KiB of values (so that 20 KB records are encoded and
+ * compressed while they are still in the CPU's cache, not after a partition's worth has gone through
+ * memory) and appends it to the pq_writer, whose bytes go to
  * out_file through the write callback.
  */
 #include "export/part.h"
@@ -13,6 +15,7 @@
 
 #define TEXT_FLUSH (256u << 10)
 #define PQ_BATCH_ROWS 4096
+#define PQ_BATCH_BYTES (512u << 10) /* or fewer rows once their values pass this: encoded while in cache */
 
 struct part_writer {
     part_options o;
@@ -81,7 +84,7 @@ ms_code part_row(part_writer *w, const export_row *row, ms_err *e)
     case EXPORT_CSV: rows_csv(w->o.columns, row, &w->text); break;
     case EXPORT_PARQUET:
         rows_batch_add(&w->batch, w->o.columns, row);
-        return w->batch.n >= PQ_BATCH_ROWS ? flush_batch(w, e) : MS_OK;
+        return w->batch.n >= PQ_BATCH_ROWS || w->batch.bytes.len >= PQ_BATCH_BYTES ? flush_batch(w, e) : MS_OK;
     }
     return w->text.len >= TEXT_FLUSH ? flush_text(w, e) : MS_OK;
 }

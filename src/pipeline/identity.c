@@ -1,12 +1,19 @@
 /*
  * identity.c - name normalization with utf8proc, identity keys, patient ids (see identity.h).
+ *
+ * The patient-id HMAC is computed from SHA-256 states prepared once per key (RFC 2104: H((K ^ opad) ||
+ * H((K ^ ipad) || m)), K zero-padded to the 64-byte block), with OpenSSL's SHA256_* functions: they keep
+ * their state in a plain struct that can be copied, which the EVP interface cannot do without an
+ * allocation. OpenSSL 3 marks them deprecated, not removed; OPENSSL_SUPPRESS_DEPRECATED is set for this
+ * file only. The one-shot HMAC() it replaces fetched the algorithm under a lock on every call, four
+ * times an id (a sixth of an export's time went there).
  */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "pipeline/identity.h"
 
 #include "base/timefmt.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,21 +119,42 @@ static bool unpack(const patient_id *id, uint64_t *hi, uint64_t *lo)
 
 #define HALF_MASK ((UINT64_C(1) << 61) - 1)
 
-static uint64_t round_fn(const unsigned char key[PATIENT_ID_KEY], int round, uint64_t x)
+_Static_assert(sizeof(SHA256_CTX) <= sizeof(((patient_id_key *)0)->state[0]), "patient_id_key too small");
+
+void patient_id_key_init(patient_id_key *k, const unsigned char raw[PATIENT_ID_KEY])
 {
-    unsigned char msg[9], mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
+    memset(k, 0, sizeof *k);
+    for (int half = 0; half < 2; half++) {
+        unsigned char block[SHA256_CBLOCK];
+        for (int i = 0; i < SHA256_CBLOCK; i++)
+            block[i] = (unsigned char)((i < PATIENT_ID_KEY ? raw[i] : 0) ^ (half ? 0x5c : 0x36));
+        SHA256_CTX c;
+        SHA256_Init(&c);
+        SHA256_Update(&c, block, sizeof block);
+        memcpy(k->state[half], &c, sizeof c);
+    }
+}
+
+static uint64_t round_fn(const patient_id_key *key, int round, uint64_t x)
+{
+    unsigned char msg[9], inner[SHA256_DIGEST_LENGTH], mac[SHA256_DIGEST_LENGTH];
     msg[0] = (unsigned char)round;
     for (int i = 0; i < 8; i++)
         msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
-    HMAC(EVP_sha256(), key, PATIENT_ID_KEY, msg, sizeof msg, mac, &mac_len);
+    SHA256_CTX c;
+    memcpy(&c, key->state[0], sizeof c);
+    SHA256_Update(&c, msg, sizeof msg);
+    SHA256_Final(inner, &c);
+    memcpy(&c, key->state[1], sizeof c);
+    SHA256_Update(&c, inner, sizeof inner);
+    SHA256_Final(mac, &c);
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
         v = (v << 8) | mac[i];
     return v & HALF_MASK;
 }
 
-void patient_id_from_number(const unsigned char key[PATIENT_ID_KEY], uint64_t n, patient_id *id)
+void patient_id_from_number(const patient_id_key *key, uint64_t n, patient_id *id)
 {
     uint64_t l = n >> 61, r = n & HALF_MASK;
     for (int i = 0; i < 4; i++) {
@@ -137,7 +165,7 @@ void patient_id_from_number(const unsigned char key[PATIENT_ID_KEY], uint64_t n,
     pack(l, r, id);
 }
 
-bool patient_id_to_number(const unsigned char key[PATIENT_ID_KEY], const patient_id *id, uint64_t *n)
+bool patient_id_to_number(const patient_id_key *key, const patient_id *id, uint64_t *n)
 {
     uint64_t l, r;
     if (!unpack(id, &l, &r)) return false;

@@ -70,6 +70,12 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
     return rc;
 }
 
+void store_field_prefetch(store *s, const state_field *fields, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (fields[i].len) seglog_prefetch(s->log, fields[i].pos, fields[i].len);
+}
+
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
 {
     const char *v;
@@ -78,6 +84,11 @@ ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
     if (rc == MS_OK) buf_put(out, v, f->len);
     buf_free(&scratch);
     return rc;
+}
+
+void store_record_prefetch(store *s, const record_version *rv)
+{
+    if (!rv->deleted && rv->body_len) seglog_prefetch(s->log, rv->body_pos, rv->body_len);
 }
 
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e)

@@ -46,7 +46,7 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
                               .source_len = 7,
                               .fields = fields,
                               .nfields = nf};
-        patient_id_from_number(s->pid_key, pv.number, &pv.pid);
+        patient_id_from_number(&s->pid_key, pv.number, &pv.pid);
         unsigned char prefix[9];
         st_patient_prefix(prefix, pv.number, 'v');
         st_key_versioned(&k, prefix, 9, now, 1);
@@ -90,7 +90,7 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     buf v = {0};
     for (size_t i = 0; i < n && !rc; i++) {
         patient_id pid;
-        patient_id_from_number(s->pid_key, ids[i].number, &pid);
+        patient_id_from_number(&s->pid_key, ids[i].number, &pid);
         unsigned char kb[8];
         ms_set_be64(kb, ids[i].number);
         st_ident_encode(&v, &pid, ids[i].key, ids[i].key_len);

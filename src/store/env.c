@@ -196,7 +196,10 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     }
     if (!rc) {
         unsigned int n = 0;
-        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"patient-id", 10, s->pid_key, &n);
+        unsigned char raw[PATIENT_ID_KEY];
+        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"patient-id", 10, raw, &n);
+        patient_id_key_init(&s->pid_key, raw);
+        OPENSSL_cleanse(raw, sizeof raw);
     }
     uint64_t log_end = 0, last = 0;
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "log_end", &log_end);

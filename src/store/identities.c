@@ -91,7 +91,7 @@ ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref
 ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e)
 {
     p->number = w->patients; /* numbers are 0 .. count-1 */
-    patient_id_from_number(w->s->pid_key, p->number, &p->id);
+    patient_id_from_number(&w->s->pid_key, p->number, &p->id);
     return store_ident_put(w, key, len, p, e);
 }
 
@@ -149,9 +149,9 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
 
 const unsigned char *store_id_key(const store *s) { return s->id_key; }
 
-void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(s->pid_key, n, id); }
+void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(&s->pid_key, n, id); }
 
 bool store_patient_number(const store *s, const patient_id *id, uint64_t *n)
 {
-    return patient_id_to_number(s->pid_key, id, n);
+    return patient_id_to_number(&s->pid_key, id, n);
 }

@@ -384,6 +384,14 @@ ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err 
     return MS_OK;
 }
 
+void seglog_prefetch(segment_log *l, uint64_t pos, size_t len)
+{
+    uint64_t seg = pos / l->segment_size;
+    if (seg >= MAX_SEGMENTS || pos >= atomic_load(&l->ring_low)) return; /* in memory already */
+    int fd = read_fd(l, seg);
+    if (fd >= 0) (void)posix_fadvise(fd, (off_t)(pos % l->segment_size), (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 /* ---- copies (store_backup) ---- */
 
 /* Copy len bytes of in (from its start) into the new file out; fdatasync it. */

@@ -53,6 +53,9 @@ uint64_t seglog_end(const segment_log *l);
 
 /* Read len bytes at pos (thread-safe). */
 ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err *e);
+/* A hint that [pos, pos + len) will be read soon: the kernel starts reading it into the page cache and
+ * this returns at once (posix_fadvise WILLNEED). Errors are ignored: the read that follows reports them. */
+void seglog_prefetch(segment_log *l, uint64_t pos, size_t len);
 
 /* Copy the log whose files are in dir (segment_size bytes each) up to position end into out_dir (which
  * exists): the whole files of the segments below end's segment, end's segment up to end, nothing past

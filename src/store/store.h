@@ -137,6 +137,8 @@ ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
  * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
  * scratch and has length fields[i].len; each is checked against its hash (MS_ECORRUPT). */
 ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e);
+/* A hint that store_field_values(fields) comes soon (store_record_prefetch's kind). */
+void store_field_prefetch(store *s, const state_field *fields, uint32_t n);
 
 /* ==== Identities (identities.c) ==== */
 
@@ -245,6 +247,9 @@ ms_code store_patient_history(store_read *r, const patient_id *pid, patient_vers
                               ms_err *e);
 /* The record's body bytes, appended to out, checked against its hash (MS_ECORRUPT). */
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e);
+/* A hint that store_record_body(rv) comes soon: its bytes start coming into the page cache now, so that a
+ * reader of many bodies in an order of its own (an export) keeps the disk busy while it works. */
+void store_record_prefetch(store *s, const record_version *rv);
 ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
                                 ms_err *e);
 ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,

@@ -56,11 +56,11 @@ struct store {
     MDB_dbi dbi[DB_COUNT];
     segment_log *log;
     unsigned char id_key[32];
-    unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
-    identity_index *identities;            /* identity key hash -> patient number (identity.c's keys) */
-    uint64_t audit_seq;                    /* last audit entry */
-    unsigned char audit_head[32];          /* SHA-256 of the last audit entry (zeros before the first) */
-    int64_t last_commit;                   /* the last instant handed out (under LMDB's writer lock) */
+    patient_id_key pid_key;       /* from HMAC(id_key, "patient-id"): the patient id permutation */
+    identity_index *identities;   /* identity key hash -> patient number (identity.c's keys) */
+    uint64_t audit_seq;           /* last audit entry */
+    unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */
+    int64_t last_commit;          /* the last instant handed out (under LMDB's writer lock) */
     uint64_t commit_pos;
     uint64_t patients;
 };

@@ -246,10 +246,12 @@ static void test_identity_key_max_name_fits(void **state)
 static void test_patient_id_format_parse(void **state)
 {
     (void)state;
-    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    static const unsigned char raw[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    patient_id_key key;
+    patient_id_key_init(&key, raw);
     for (int i = 0; i < 200; i++) {
         patient_id id, back;
-        patient_id_from_number(key, (uint64_t)i * 7919u, &id);
+        patient_id_from_number(&key, (uint64_t)i * 7919u, &id);
         char text[PATIENT_ID_TEXT];
         patient_id_format(&id, text);
         assert_int_equal(strlen(text), 36);
@@ -289,9 +291,11 @@ static void test_patient_ids_distinct(void **state)
     (void)state;
     enum { N = 1000 };
     patient_id *ids = malloc(sizeof(patient_id) * N);
-    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    static const unsigned char raw[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    patient_id_key key;
+    patient_id_key_init(&key, raw);
     for (int i = 0; i < N; i++)
-        patient_id_from_number(key, (uint64_t)i, &ids[i]); /* consecutive numbers */
+        patient_id_from_number(&key, (uint64_t)i, &ids[i]); /* consecutive numbers */
     qsort(ids, N, sizeof(patient_id), id_cmp);
     int dups = 0;
     for (int i = 1; i < N; i++)
@@ -316,20 +320,24 @@ static void test_patient_ids_distinct(void **state)
 static void test_patient_id_number_round_trip(void **state)
 {
     (void)state;
-    static const unsigned char key[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
-    static const unsigned char other[PATIENT_ID_KEY] = "another store's key, 32 bytes ok";
+    static const unsigned char raw[PATIENT_ID_KEY] = "unit-test patient id key 32 byte";
+    patient_id_key key;
+    patient_id_key_init(&key, raw);
+    static const unsigned char other_raw[PATIENT_ID_KEY] = "another store's key, 32 bytes ok";
+    patient_id_key other;
+    patient_id_key_init(&other, other_raw);
     const uint64_t numbers[] = {
         0,         1, 2, 41, 1000000, UINT64_C(1) << 40, UINT64_C(1) << 61, (UINT64_C(1) << 61) - 1, UINT64_MAX - 1,
         UINT64_MAX};
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         patient_id id, id2;
         uint64_t back = 12345;
-        patient_id_from_number(key, numbers[i], &id);
+        patient_id_from_number(&key, numbers[i], &id);
         assert_int_equal(id.b[6] >> 4, 4);
         assert_int_equal(id.b[8] >> 6, 2);
-        assert_true(patient_id_to_number(key, &id, &back));
+        assert_true(patient_id_to_number(&key, &id, &back));
         assert_true(back == numbers[i]);
-        patient_id_from_number(other, numbers[i], &id2);
+        patient_id_from_number(&other, numbers[i], &id2);
         assert_memory_not_equal(id.b, id2.b, 16);
     }
     /* ids from a random source almost never decode (1 in 2^58) */
@@ -344,15 +352,46 @@ static void test_patient_id_number_round_trip(void **state)
         id.b[6] = (unsigned char)((id.b[6] & 0x0F) | 0x40);
         id.b[8] = (unsigned char)((id.b[8] & 0x3F) | 0x80);
         uint64_t n;
-        decoded += patient_id_to_number(key, &id, &n);
+        decoded += patient_id_to_number(&key, &id, &n);
     }
     assert_int_equal(decoded, 0);
     /* a wrong version nibble is not one of ours */
     patient_id id;
     uint64_t n;
-    patient_id_from_number(key, 7, &id);
+    patient_id_from_number(&key, 7, &id);
     id.b[6] = (unsigned char)((id.b[6] & 0x0F) | 0x10);
-    assert_false(patient_id_to_number(key, &id, &n));
+    assert_false(patient_id_to_number(&key, &id, &n));
+}
+
+/* Ids never change: the ids of these numbers under this key, as the first release computed them (with
+ * OpenSSL's one-shot HMAC), are the ids every later release computes. A store's patients keep their ids
+ * across upgrades only while this holds. */
+static void test_patient_id_known_answers(void **state)
+{
+    (void)state;
+    unsigned char raw[PATIENT_ID_KEY];
+    for (int i = 0; i < PATIENT_ID_KEY; i++)
+        raw[i] = (unsigned char)i;
+    patient_id_key key;
+    patient_id_key_init(&key, raw);
+    static const struct {
+        uint64_t n;
+        const char *id;
+    } kat[] = {{0, "7ce55288-7e7c-44dc-b7ff-4d49c3870b9c"},
+               {1, "d39024ca-d0b3-45d6-b21e-a5c33259af10"},
+               {7, "6eba7a6e-90ae-4556-b665-40fae01fe8e1"},
+               {UINT64_C(1) << 40, "9ea5905d-bc33-488c-97f5-cfdbadc4d0ef"},
+               {UINT64_MAX, "3ac13459-01f5-4cdb-9dd5-3239c86999a6"}};
+    for (size_t i = 0; i < sizeof kat / sizeof kat[0]; i++) {
+        patient_id id;
+        char text[PATIENT_ID_TEXT];
+        patient_id_from_number(&key, kat[i].n, &id);
+        patient_id_format(&id, text);
+        assert_string_equal(text, kat[i].id);
+        uint64_t back = 0;
+        assert_true(patient_id_to_number(&key, &id, &back));
+        assert_true(back == kat[i].n);
+    }
 }
 
 static void test_patient_id_parse_rejects(void **state)
@@ -404,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_patient_ids_distinct),
         cmocka_unit_test(test_patient_id_number_round_trip),
         cmocka_unit_test(test_patient_id_parse_rejects),
+        cmocka_unit_test(test_patient_id_known_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
