@@ -4,9 +4,11 @@
 #   duckdb_python                   prints the python of a virtual environment holding DuckDB from PyPI
 #                                   (BENCH_VENV, default /var/tmp/medstream-bench-venv, kept between
 #                                   runs), or nothing when it cannot be installed
-#   run_cold NAME LABEL DIR CMD...  drop_cache, then CMD under scripts/run_measured.py: its figures in
-#                                   DIR/time.json, its output in DIR/stdout and DIR/stderr; on failure
-#                                   says "NAME: LABEL failed" with the end of its stderr, and exits 1
+#   run_cold NAME LABEL DIR CMD...  drop_cache (unless BENCH_CACHE=warm: then the inputs stay in the page
+#                                   cache, as a server's freshly written store would be), then CMD under
+#                                   scripts/run_measured.py: its figures in DIR/time.json, its output in
+#                                   DIR/stdout and DIR/stderr; on failure says "NAME: LABEL failed" with
+#                                   the end of its stderr, and exits 1
 
 drop_cache() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 
@@ -21,7 +23,7 @@ duckdb_python() {
 
 run_cold() {
   local name=$1 label=$2 d=$3; shift 3
-  drop_cache
+  [ "${BENCH_CACHE:-cold}" = warm ] || drop_cache
   python3 scripts/run_measured.py "$d/time.json" "$@" > "$d/stdout" 2> "$d/stderr" ||
     { echo "$name: $label failed:" >&2; tail -5 "$d/stderr" >&2; exit 1; }
 }
