@@ -9,9 +9,12 @@
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
+# Hyperscan (libhyperscan-dev: the signal rules of src/notify) through its pkg-config file
+HS_CFLAGS := $(shell pkg-config --cflags libhs 2>/dev/null || echo -I/usr/include/hs)
+HS_LIBS   := $(shell pkg-config --libs libhs 2>/dev/null || echo -lhs)
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql $(HS_CFLAGS)
 CFLAGS  ?= -O2
-LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
+LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)
