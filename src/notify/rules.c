@@ -203,6 +203,47 @@ ms_code rule_parse(const char *json, size_t len, rule_def *out, ms_err *e)
     return rc;
 }
 
+ms_code rules_parse_list(const char *json, size_t len, rule_def **out, size_t *n, ms_err *e)
+{
+    const char *p = json_skip_ws(json, json + len), *end = json + len;
+    json_error je;
+    json_type t;
+    const char *q = p < end ? json_scan_value(json, p, end, &t, &je) : NULL;
+    if (!q || t != JSON_ARRAY || json_skip_ws(q, end) != end) {
+        if (!q && p < end) return ms_fail(e, MS_EINVAL, "%s at byte %zu", je.msg, je.offset);
+        return ms_fail(e, MS_EINVAL, "expected a JSON array of rules");
+    }
+    rule_def *v = NULL;
+    size_t k = 0;
+    arr_iter it;
+    arr_begin(&it, p, (size_t)(q - p));
+    const char *ev;
+    size_t en;
+    ms_code rc = MS_OK;
+    while (rc == MS_OK && arr_next(&it, &ev, &en, &t)) {
+        v = ms_realloc(v, (k + 1) * sizeof *v);
+        ms_err why;
+        if (rule_parse(ev, en, &v[k], &why) != MS_OK) {
+            rc = ms_fail(e, MS_EINVAL, "rule %zu: %s", k + 1, why.msg);
+            break;
+        }
+        for (size_t j = 0; j < k && rc == MS_OK; j++)
+            if (!strcmp(v[j].name, v[k].name))
+                rc = ms_fail(e, MS_EINVAL, "rule %zu: rule \"%s\": defined twice", k + 1, v[k].name);
+        k++;
+        if (rc != MS_OK) break;
+    }
+    if (rc != MS_OK) {
+        for (size_t j = 0; j < k; j++)
+            rule_def_free(&v[j]);
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = k;
+    return MS_OK;
+}
+
 void rule_def_free(rule_def *r)
 {
     if (!r) return;

@@ -69,6 +69,9 @@ void rule_def_free(rule_def *r);
 void rule_def_copy(rule_def *dst, const rule_def *src);
 /* Its canonical JSON: {"name","fields","any","regex","types","whole_words"} (regex always an array). */
 void rule_def_json(const rule_def *r, buf *out);
+/* A rules file: a JSON array of rules. *out (n of them, rule_def_free each, then free) on MS_OK; MS_EINVAL
+ * naming the rule (its place in the array, and its name once known) and the problem. Names must be unique. */
+ms_code rules_parse_list(const char *json, size_t len, rule_def **out, size_t *n, ms_err *e);
 /* Is this a valid rule name? */
 bool rule_name_valid(const char *name, size_t len);
 
