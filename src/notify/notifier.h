@@ -79,8 +79,8 @@ bool notifier_rule_json(notifier *n, const char *name, buf *out);
  * `after` (of rule `rule` only, if not NULL); next_cursor when more may follow. */
 ms_code notifier_events_page(notifier *n, uint64_t after, unsigned limit, const char *rule, buf *out, ms_err *e);
 
-/* A Server-Sent Events stream of the events after `after` (of rule `rule` only, if not NULL), then each
- * new one as it is stored. Errors: MS_ESTOPPED the server is stopping; MS_EFULL max_streams are open. */
+/* A Server-Sent Events stream of the events after `after` (UINT64_MAX: after the last one stored now) (of
+ * rule `rule` only, if not NULL), then each new one as it is stored. Errors: MS_ESTOPPED the server is stopping; MS_EFULL max_streams are open. */
 typedef struct notify_stream notify_stream;
 ms_code notify_stream_open(notifier *n, uint64_t after, const char *rule, notify_stream **out, ms_err *e);
 /* The next bytes of the stream (blocks until there are some: events, or a heartbeat comment every
@@ -98,8 +98,8 @@ void notify_stream_close(void *stream);
  * the problem); MS_ECONFLICT max_subscriptions exist; store errors. */
 ms_code notifier_subscription_create(notifier *n, const char *json, size_t len, const notify_actor *who, buf *answer,
                                      ms_err *e);
-/* Errors: MS_ENOTFOUND; store errors. *created_by (may be NULL): who made it, checked before by the
- * caller through notifier_subscription_owner. */
+/* Stop its worker and delete it. Errors: MS_ENOTFOUND; store errors. (Who may is the caller's decision:
+ * notifier_subscription_owner.) */
 ms_code notifier_subscription_delete(notifier *n, const char *id, const notify_actor *who, ms_err *e);
 /* Who created subscription id (into user, STORE_USER_MAX bytes); false if there is none. */
 bool notifier_subscription_owner(notifier *n, const char *id, char *user, size_t cap);

@@ -55,7 +55,7 @@ ms_code notify_stream_open(notifier *n, uint64_t after, const char *rule, notify
     notify_stream *s = ms_calloc(1, sizeof *s);
     s->n = n;
     s->efd = efd;
-    s->last = after;
+    s->last = after == UINT64_MAX ? hub_last(n->hub) : after;
     if (rule) snprintf(s->rule, sizeof s->rule, "%s", rule);
     s->next_heartbeat = ms_mono_s() + n->opt.heartbeat_s;
     atomic_fetch_add(&n->sse_opened, 1);
@@ -148,6 +148,6 @@ ssize_t notify_stream_read(void *stream, int client_fd, char *buf, size_t max)
         int k = poll(p, client_fd >= 0 ? 2 : 1, wait_ms);
         if (k < 0 && errno != EINTR) return -2;
         if (k > 0 && client_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
-            return hub_closed(s->n->hub) ? -1 : -2;
+            return -1; /* gone (or shut down by the stopping server): end quietly, nothing more to send */
     }
 }

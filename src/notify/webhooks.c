@@ -208,7 +208,10 @@ static void *sub_main(void *arg)
             pthread_mutex_unlock(&s->lock);
             if (st.looked < LOOK_MAX) {
                 save_position(s, pos, &saved, &saved_at);
-                hub_wait(n->hub, pos, 1000);
+                if (hub_closed(n->hub)) /* stopping: hub_wait no longer waits */
+                    sleep_until(s, ms_mono_s() + 1.0);
+                else
+                    hub_wait(n->hub, pos, 1000);
             }
             continue;
         }
