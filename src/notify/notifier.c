@@ -151,7 +151,7 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
     }
     long at = find_rule(n->api_rules, n->napi, r.name);
     rule_def *next = ms_malloc((n->napi + 1) * sizeof *next);
-    memcpy(next, n->api_rules, n->napi * sizeof *next);
+    if (n->napi) memcpy(next, n->api_rules, n->napi * sizeof *next);
     size_t nnext = n->napi;
     if (at >= 0)
         next[at] = r;

@@ -286,6 +286,7 @@ static ms_code sub_start(webhooks *w, subscription *s, ms_err *e)
 {
     notifier *n = w->n;
     s->w = w;
+    s->delivered = s->start; /* until the worker has read its stored position */
     snprintf(s->position_name, sizeof s->position_name, "webhook:%s", s->id);
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t ca;
@@ -352,7 +353,7 @@ static void sub_state_json(subscription *s, uint64_t log_seq, buf *out)
     jw_key(out, &first, "created_by");
     jw_cstr(out, s->created_by);
     pthread_mutex_lock(&s->lock);
-    uint64_t delivered = s->started ? s->delivered : s->start;
+    uint64_t delivered = s->delivered;
     buf_printf(out,
                ",\"since\":%llu,\"delivered_seq\":%llu,\"log_seq\":%llu,\"deliveries\":%llu,\"failures\":%u,"
                "\"failures_total\":%llu,\"last_status\":",
@@ -654,7 +655,7 @@ void notifier_subscriptions_json(notifier *n, buf *out)
     uint64_t last = hub_last(n->hub);
     pthread_mutex_lock(&w->lock);
     subscription **v = ms_malloc((w->nsubs ? w->nsubs : 1) * sizeof *v);
-    memcpy(v, w->subs, w->nsubs * sizeof *v);
+    if (w->nsubs) memcpy(v, w->subs, w->nsubs * sizeof *v);
     qsort(v, w->nsubs, sizeof *v, cmp_sub);
     buf_puts(out, "{\"subscriptions\":[");
     for (size_t i = 0; i < w->nsubs; i++) {
