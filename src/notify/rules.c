@@ -692,10 +692,14 @@ size_t rule_set_match_texts(const rule_set *rs, rule_scratch *sc, const char *ty
     return finish_hits(sc, hits);
 }
 
-/* A JSON string value decoded into sc->text, then scanned. */
+/* A JSON string value decoded into sc->text (unless it has no escape), then scanned. */
 static void scan_json_string(const rule_set *rs, rule_scratch *sc, uint32_t f, const char *type, size_t type_len,
                              const char *v, size_t n)
 {
+    if (!memchr(v + 1, '\\', n - 2)) { /* no escapes: the raw bytes are the text */
+        scan_text(rs, sc, f, type, type_len, v + 1, n - 2);
+        return;
+    }
     sc->text.len = 0;
     buf_reserve(&sc->text, n);
     size_t len = json_string_decode(v + 1, n - 2, sc->text.data);
