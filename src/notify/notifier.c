@@ -625,12 +625,16 @@ static void notify_metrics(void *ctx, buf *out)
     webhooks_metrics(n->hooks, out);
 }
 
+/* Says nothing while all is well (like the store); "failing" while the follower cannot read or write,
+ * "behind" once the oldest unmatched commit is over BEHIND_S old: either is degraded. */
+#define BEHIND_S 60
 static bool notify_health(void *ctx, buf *out)
 {
     notifier *n = ctx;
     uint64_t commit = atomic_load(&g_metrics.commit_position), pos = atomic_load(&n->position);
-    bool failing = atomic_load(&n->failing);
-    buf_printf(out, ",\"notify\":\"%s\",\"notify_lag_commits\":%llu", failing ? "failing" : "ok",
+    bool failing = atomic_load(&n->failing), behind = atomic_load(&n->lag_us) > (uint64_t)BEHIND_S * 1000000;
+    if (!failing && !behind) return true;
+    buf_printf(out, ",\"notify\":\"%s\",\"notify_lag_commits\":%llu", failing ? "failing" : "behind",
                (unsigned long long)(commit > pos ? commit - pos : 0));
     if (failing) {
         pthread_mutex_lock(&n->info_lock);
@@ -638,7 +642,7 @@ static bool notify_health(void *ctx, buf *out)
         jw_cstr(out, n->error);
         pthread_mutex_unlock(&n->info_lock);
     }
-    return !failing;
+    return false;
 }
 
 /* ---- start and stop ---- */
