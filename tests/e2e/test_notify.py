@@ -5,7 +5,8 @@
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
 # order with valid signatures; a hanging receiver stalls neither another subscription nor ingest),
 # restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), the stream
-# limit, and a stop that ends open streams.
+# limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, and
+# a stop that ends open streams.
 import hashlib
 import hmac
 import http.server
@@ -582,10 +583,17 @@ def test_rules_events_and_positions_survive_restart_and_kill9():
         check('rule "broken": regex 1: Missing close parenthesis' in s.log_tail(3000), "log: %s" % e)
 
 
+def sse_clients(s):
+    m = s.get("/metrics").text
+    return int([ln for ln in m.splitlines() if ln.startswith("medstream_sse_clients ")][0].split()[1])
+
+
 @harness.test(timeout=60)
-def test_stream_limit_and_stop_ends_streams():
-    s = harness.Server(extra_args=["--sse-max-streams", "2"], name="notify-streams")
+def test_stream_limit_deadlines_dead_clients_and_stop():
+    # the edge's deadline (1 s) must not cut a quiet stream; the heartbeat (15 s) is not what finds a dead client
+    s = harness.Server(extra_args=["--sse-max-streams", "2", "--header-timeout", "1"], name="notify-streams")
     s.start()
+    put_rule(s, {"name": "quiet", "fields": ["notes"], "any": ["quietword"]})
     a = SSE(s.port, s.token)
     b = SSE(s.port, s.token)
     eq((a.status, b.status), (200, 200), "two streams")
@@ -594,6 +602,22 @@ def test_stream_limit_and_stop_ends_streams():
     check("too many event streams" in r.json()["error"], "error: %s" % r.text)
     a.frames(lambda f: len(f) >= 1)
     b.frames(lambda f: len(f) >= 1)
+    eq(sse_clients(s), 2, "medstream_sse_clients")
+    # a client that goes away is noticed at once, not at the next heartbeat or event
+    b.close()
+    t0 = time.time()
+    while sse_clients(s) != 1 and time.time() - t0 < 5:
+        time.sleep(0.05)
+    eq(sse_clients(s), 1, "streams once a client hung up")
+    check(time.time() - t0 < 2, "noticed after %.1f s" % (time.time() - t0))
+    b = SSE(s.port, s.token)  # its place is free again
+    eq(b.status, 200, "a stream in the freed place")
+    b.frames(lambda f: len(f) >= 1)
+    time.sleep(2.5)  # quiet for longer than --header-timeout
+    s.ingest_ok([rec("Quiet " + harness.rand_token(5), "quietword", record_id="quiet-1")])
+    got = events_of(a.frames(lambda f: len(events_of(f)) >= 1, timeout=5))
+    eq(len(got), 1, "a stream quiet for longer than the header deadline still delivers")
+    check(not a.closed, "the quiet stream is open")
     t0 = time.time()
     rc = s.stop()
     took = time.time() - t0
