@@ -534,7 +534,7 @@ typedef struct {
     const char *lake;
     int lake_scope; /* index in export_scope_names */
     uint64_t lake_roll_s, lake_roll_bytes;
-    const char *rules, *webhook_ca;
+    const char *rules, *webhook_ca, *events_topic;
     uint64_t sse_max_streams, sse_heartbeat_s, webhook_timeout_s, webhook_max_backoff_s, webhook_max;
 } serve_settings;
 
@@ -554,6 +554,7 @@ static const char *serve_check(serve_settings *c)
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
+    if (c->events_topic && !c->kafka_brokers) return "--events-topic needs --kafka-brokers";
     if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
     if (c->lake && c->lake_scope == EXPORT_PHI)
         return "--lake-scope phi: not built: the lake holds the public copy only (PHI files outside the store would "
@@ -677,6 +678,9 @@ static int cmd_serve(int argc, char **argv)
          .help = "webhook subscriptions at most (each has a thread)"},
         {.name = "--webhook-ca", .type = OPT_STRING, .target = &c.webhook_ca, .metavar = "FILE",
          .help = "CA certificates (PEM) to check https webhook targets against, instead of the system's"},
+        {.name = "--events-topic", .type = OPT_STRING, .target = &c.events_topic, .metavar = "TOPIC",
+         .help = "also publish every notification event here, keyed by patient id, at least once (needs "
+                 "--kafka-brokers)"},
         {0},
     };
     /* clang-format on */
@@ -757,7 +761,10 @@ static int serve_run(const serve_settings *c)
                            .webhook_timeout_ms = (unsigned)c->webhook_timeout_s * 1000,
                            .webhook_backoff_max_ms = (unsigned)c->webhook_max_backoff_s * 1000,
                            .max_subscriptions = (unsigned)c->webhook_max,
-                           .webhook_ca_file = c->webhook_ca};
+                           .webhook_ca_file = c->webhook_ca,
+                           .events_topic = c->events_topic,
+                           .kafka_brokers = c->kafka_brokers,
+                           .kafka_config = c->kafka_config.v};
     if (notifier_start(&notify, &no, &e) != MS_OK) goto out;
     a.notifier = notify;
     http_handler hh = api_http_handler(&a);

@@ -623,6 +623,7 @@ static void notify_metrics(void *ctx, buf *out)
     metrics_counter(out, "medstream_sse_events_total", "Events sent on Server-Sent Events streams.",
                     atomic_load(&n->sse_events_sent));
     webhooks_metrics(n->hooks, out);
+    events_kafka_metrics(n->kafka, out);
 }
 
 /* Says nothing while all is well (like the store); "failing" while the follower cannot read or write,
@@ -723,6 +724,7 @@ ms_code notifier_start(notifier **out, const notifier_options *o, ms_err *e)
     pthread_mutex_init(&n->info_lock, NULL);
     ms_code rc = load_rules(n, e);
     if (rc == MS_OK) rc = webhooks_start(n, &n->hooks, e);
+    if (rc == MS_OK && o->events_topic) rc = events_kafka_start(n, &n->kafka, e);
     if (rc == MS_OK && pthread_create(&n->follower, NULL, follower_main, n) != 0)
         rc = ms_fail(e, MS_EIO, "notifications: cannot start the follower thread");
     if (rc != MS_OK) {
@@ -752,6 +754,7 @@ void notifier_stop(notifier *n)
     if (n->hub) hub_close(n->hub);
     atomic_store(&n->stop, true);
     if (n->follower_started) pthread_join(n->follower, NULL);
+    events_kafka_stop(n->kafka);
     webhooks_stop(n->hooks);
     live_release(n->live);
     for (size_t i = 0; i < n->nfile; i++)

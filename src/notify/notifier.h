@@ -40,8 +40,11 @@ typedef struct {
     unsigned webhook_timeout_ms;     /* each step (connect, send, receive) of a webhook delivery */
     unsigned webhook_backoff_max_ms; /* the longest wait between two attempts of one delivery */
     unsigned max_subscriptions;
-    const char *webhook_ca_file; /* CA certificates (PEM) that https webhook targets are checked against;
-                                    NULL: the system's */
+    const char *webhook_ca_file;     /* CA certificates (PEM) that https webhook targets are checked against;
+                                        NULL: the system's */
+    const char *events_topic;        /* every event also to this Kafka topic (NULL: none) ... */
+    const char *kafka_brokers;       /* ... on these brokers */
+    const char *const *kafka_config; /* "key=value" librdkafka settings (may be NULL) */
 } notifier_options;
 
 /* Who asks for a change: named in its audit entry. */
@@ -80,7 +83,8 @@ bool notifier_rule_json(notifier *n, const char *name, buf *out);
 ms_code notifier_events_page(notifier *n, uint64_t after, unsigned limit, const char *rule, buf *out, ms_err *e);
 
 /* A Server-Sent Events stream of the events after `after` (UINT64_MAX: after the last one stored now) (of
- * rule `rule` only, if not NULL), then each new one as it is stored. Errors: MS_ESTOPPED the server is stopping; MS_EFULL max_streams are open. */
+ * rule `rule` only, if not NULL), then each new one as it is stored. Errors: MS_ESTOPPED the server is stopping;
+ * MS_EFULL max_streams are open. */
 typedef struct notify_stream notify_stream;
 ms_code notify_stream_open(notifier *n, uint64_t after, const char *rule, notify_stream **out, ms_err *e);
 /* The next bytes of the stream (blocks until there are some: events, or a heartbeat comment every

@@ -34,6 +34,7 @@ typedef struct {
 } rule_count;
 
 typedef struct webhooks webhooks;
+typedef struct events_kafka events_kafka;
 
 struct notifier {
     notifier_options opt;
@@ -63,6 +64,8 @@ struct notifier {
     _Atomic uint64_t sse_opened, sse_events_sent, sse_refused;
     /* webhooks */
     webhooks *hooks;
+    /* --events-topic */
+    events_kafka *kafka;
 };
 
 live_set *live_acquire(notifier *n);
@@ -72,6 +75,11 @@ ms_code notify_definition_change(notifier *n, const char *kind, const char *name
                                  bool del, const char *action, const char *resource, const notify_actor *who,
                                  ms_err *e);
 void live_release(live_set *ls);
+
+/* events_kafka.c */
+ms_code events_kafka_start(notifier *n, events_kafka **out, ms_err *e);
+void events_kafka_stop(events_kafka *k);
+void events_kafka_metrics(events_kafka *k, buf *out);
 
 /* webhooks.c */
 ms_code webhooks_start(notifier *n, webhooks **out, ms_err *e);

@@ -5,8 +5,8 @@
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
 # order with valid signatures; a hanging receiver stalls neither another subscription nor ingest),
 # restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), the stream
-# limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, and
-# a stop that ends open streams.
+# limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, a
+# stop that ends open streams, and --events-topic on librdkafka's mock cluster.
 import hashlib
 import hmac
 import http.server
@@ -627,6 +627,49 @@ def test_stream_limit_deadlines_dead_clients_and_stop():
     check(a.closed, "the stream ended")
     a.close()
     b.close()
+
+
+@harness.test(timeout=90)
+def test_events_topic_on_kafka():
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        raise harness.Skip("python3-confluent-kafka is not installed")
+    import subprocess
+    mock_bin = os.path.join(harness.REPO_ROOT, "build", "kafka_mock")
+    if not os.path.exists(mock_bin):
+        raise harness.Skip("build/kafka_mock is not built (make build/kafka_mock)")
+    mock = subprocess.Popen([mock_bin, "nrec:1", "nrec.dlq:1", "nevents:2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    bootstrap = mock.stdout.readline().strip()
+    harness.on_exit(lambda: (mock.stdin.close(), mock.wait(timeout=10)))
+    check(":" in bootstrap, "kafka_mock's bootstrap servers: %r" % bootstrap)
+    s = harness.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "nrec", "--events-topic", "nevents"],
+                       name="notify-kafka")
+    s.start()
+    put_rule(s, {"name": "kword", "fields": ["notes"], "any": ["kafkaword"]})
+    who = "Kf " + harness.rand_token(6)
+    s.ingest_ok([rec(who, "kafkaword %d" % i, record_id="kf-%d" % i) for i in range(15)] +
+                [rec(who, "other %d" % i, record_id="ko-%d" % i) for i in range(5)])
+    stored = wait_events(s, 0, 15)
+    eq(len(stored), 15, "events stored")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "events-reader", "auto.offset.reset": "earliest"})
+    c.subscribe(["nevents"])
+    got = {}
+    deadline = time.time() + 30
+    while len(got) < 15 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        ev = json.loads(m.value())
+        eq(m.key().decode(), ev["patient_id"], "key is the patient id")
+        eq(dict(m.headers() or [])["medstream-event-seq"].decode(), str(ev["seq"]), "seq header")
+        got[ev["seq"]] = ev
+    c.close()
+    eq(sorted(got.values(), key=lambda e: e["seq"]), stored, "the topic holds every stored event, as stored")
+    check(who not in json.dumps(list(got.values())), "no PHI in the messages")
+    m = s.get("/metrics").text
+    check("medstream_notify_kafka_position 15" in m, "position metric")
 
 
 if __name__ == "__main__":
