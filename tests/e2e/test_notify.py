@@ -3,7 +3,8 @@
 # refusals naming the problem), events from committed records (and none from other records), no matched
 # text in any event, log line or metric, Server-Sent Events resumed after a dropped connection (nothing
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
-# order with valid signatures; a hanging receiver stalls neither another subscription nor ingest),
+# order with valid signatures; a hanging receiver stalls neither another subscription nor ingest; https
+# with the certificate checked),
 # restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), the stream
 # limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, a
 # stop that ends open streams, and --events-topic on librdkafka's mock cluster.
@@ -175,7 +176,7 @@ def events_of(frames):
 # a webhook receiver inside the test
 
 class Receiver:
-    def __init__(self, secret, fail_first=0, hang=False):
+    def __init__(self, secret, fail_first=0, hang=False, tls=None):
         self.secret = secret.encode()
         self.fail_first = fail_first
         self.hang = hang
@@ -221,13 +222,20 @@ class Receiver:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda request, address: None  # a connection medstream cut (a timeout)
+        self.scheme = "http"
+        if tls:  # (cert, key): HTTPS
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         harness.on_exit(self.stop)
 
     def url(self):
-        return "http://127.0.0.1:%d/hook" % self.port
+        return "%s://127.0.0.1:%d/hook" % (self.scheme, self.port)
 
     def stop(self):
         self.release.set()
@@ -627,6 +635,39 @@ def test_stream_limit_deadlines_dead_clients_and_stop():
     check(a.closed, "the stream ended")
     a.close()
     b.close()
+
+
+def self_signed(d, name):
+    import subprocess
+    cert, key = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       capture_output=True)
+    eq(r.returncode, 0, "openssl made a certificate")
+    return cert, key
+
+
+@harness.test(timeout=60)
+def test_https_webhook_checks_the_certificate():
+    d = harness.tempfile.mkdtemp(prefix="medstream-hook-tls-")
+    trusted, untrusted = self_signed(d, "trusted"), self_signed(d, "untrusted")
+    s = harness.Server(extra_args=SERVE_ARGS + ["--webhook-ca", trusted[0]], name="notify-https")
+    s.start()
+    put_rule(s, {"name": "tlsrule", "fields": ["notes"], "any": ["tlsword"]})
+    secret = "tls-secret-" + harness.rand_token(10)
+    good, bad = Receiver(secret, tls=trusted), Receiver(secret, tls=untrusted)
+    sub_good = subscribe(s, good.url(), secret, rule="tlsrule")
+    sub_bad = subscribe(s, bad.url(), secret, rule="tlsrule")
+    s.ingest_ok([rec("Tls " + harness.rand_token(5), "tlsword %d" % i, record_id="tls-%d" % i) for i in range(5)])
+    deadline = time.time() + 15
+    while len(good.seqs()) < 5 and time.time() < deadline:
+        time.sleep(0.1)
+    eq(len(good.seqs()), 5, "events over https to the trusted receiver")
+    eq(good.bad, [], "signatures")
+    eq(s.get_json("/v1/subscriptions/" + sub_good["id"])["failures_total"], 0, "no failure")
+    st = s.get_json("/v1/subscriptions/" + sub_bad["id"])
+    eq(bad.seqs(), [], "nothing reaches a receiver whose certificate does not check out")
+    check(st["failures_total"] >= 1 and "certificate" in (st["last_error"] or ""), "state: %r" % st)
 
 
 @harness.test(timeout=90)
