@@ -4,14 +4,17 @@
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < import, read < export < sinks < api < main.c; parquet over base
+# (base < pipeline < store < access < ingest < import, read < export < sinks, notify < api < main.c; parquet over base
 # alone, for export and the sinks); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
 CC      ?= cc
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql
+# Hyperscan (libhyperscan-dev: the signal rules of src/notify) through its pkg-config file
+HS_CFLAGS := $(shell pkg-config --cflags libhs 2>/dev/null || echo -I/usr/include/hs)
+HS_LIBS   := $(shell pkg-config --libs libhs 2>/dev/null || echo -lhs)
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql $(HS_CFLAGS)
 CFLAGS  ?= -O2
-LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lcrypto -largon2 -lrdkafka -lpq -lpthread
+LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lssl -lcrypto -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIBSRC  = $(wildcard src/*/*.c)
@@ -28,7 +31,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -118,6 +121,17 @@ build/parquet_encode: bench/parquet_encode.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-parquet: build/parquet_encode
 	@build/parquet_encode $(PARQUET_MB)
+
+# How fast the signal rules match on one core (bench/rules_match.c): RULES_N rules (RULES_REGEX of them regexes)
+# over RULES_RECORDS records with a RULES_KB KiB notes field, as the notifier matches them.
+RULES_N ?= 1000
+RULES_RECORDS ?= 5000
+RULES_KB ?= 20
+RULES_REGEX ?= 10
+build/rules_match: bench/rules_match.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-rules: build/rules_match
+	@build/rules_match $(RULES_N) $(RULES_RECORDS) $(RULES_KB) $(RULES_REGEX)
 
 # Parquet files from NDJSON rows or a generator (tools/parquet_sample.c), read back by tests/e2e/test_parquet.py
 # with pyarrow and DuckDB; the sanitizer build is the one the tests use.

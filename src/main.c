@@ -17,6 +17,7 @@
 #include "access/access.h"
 #include "api/api_routes.h"
 #include "api/http_server.h"
+#include "notify/notifier.h"
 #include "api/metrics_listener.h"
 #include "access/audit.h"
 #include "export/export.h"
@@ -533,6 +534,8 @@ typedef struct {
     const char *lake;
     int lake_scope; /* index in export_scope_names */
     uint64_t lake_roll_s, lake_roll_bytes;
+    const char *rules, *webhook_ca, *events_topic;
+    uint64_t sse_max_streams, sse_heartbeat_s, webhook_timeout_s, webhook_max_backoff_s, webhook_max;
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
@@ -551,6 +554,7 @@ static const char *serve_check(serve_settings *c)
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
+    if (c->events_topic && !c->kafka_brokers) return "--events-topic needs --kafka-brokers";
     if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
     if (c->lake && c->lake_scope == EXPORT_PHI)
         return "--lake-scope phi: not built: the lake holds the public copy only (PHI files outside the store would "
@@ -657,6 +661,26 @@ static int cmd_serve(int argc, char **argv)
         {.name = "--lake-roll-bytes", .type = OPT_BYTES, .target = &c.lake_roll_bytes, .def = "256MiB",
          .min = (uint64_t)1 << 20, .max = (uint64_t)16 << 30,
          .help = "... or once their rows hold this many bytes (uncompressed values), whichever comes first"},
+        {.name = "--rules", .type = OPT_STRING, .target = &c.rules, .metavar = "FILE",
+         .help = "signal rules (a JSON array of {\"name\",\"fields\",\"any\",\"regex\"?,\"types\"?}) matched "
+                 "against every committed record, besides those defined with POST /v1/rules"},
+        {.name = "--sse-max-streams", .type = OPT_UINT, .target = &c.sse_max_streams, .def = "64", .min = 1,
+         .max = 4096, .help = "GET /v1/events/stream connections at once (each holds a thread); beyond, 503"},
+        {.name = "--sse-heartbeat", .type = OPT_SECONDS, .target = &c.sse_heartbeat_s, .def = "15", .min = 1,
+         .max = 60, .help = "a comment line on an idle event stream this often (keeps proxies open, finds dead "
+                            "clients)"},
+        {.name = "--webhook-timeout", .type = OPT_SECONDS, .target = &c.webhook_timeout_s, .def = "10", .min = 1,
+         .max = 300, .help = "each step (connect, send, answer) of a webhook delivery; then it failed and is retried"},
+        {.name = "--webhook-max-backoff", .type = OPT_SECONDS, .target = &c.webhook_max_backoff_s, .def = "60",
+         .min = 1, .max = 86400, .help = "the longest wait between two attempts of a failing webhook delivery "
+                                         "(from 0.5 s, doubling)"},
+        {.name = "--webhook-max", .type = OPT_UINT, .target = &c.webhook_max, .def = "64", .min = 1, .max = 1024,
+         .help = "webhook subscriptions at most (each has a thread)"},
+        {.name = "--webhook-ca", .type = OPT_STRING, .target = &c.webhook_ca, .metavar = "FILE",
+         .help = "CA certificates (PEM) to check https webhook targets against, instead of the system's"},
+        {.name = "--events-topic", .type = OPT_STRING, .target = &c.events_topic, .metavar = "TOPIC",
+         .help = "also publish every notification event here, keyed by patient id, at least once (needs "
+                 "--kafka-brokers)"},
         {0},
     };
     /* clang-format on */
@@ -705,6 +729,7 @@ static int serve_run(const serve_settings *c)
     sink_postgres *pg = NULL;
     sink_lake *lake = NULL;
     export_jobs *exports = NULL;
+    notifier *notify = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
@@ -728,6 +753,20 @@ static int serve_run(const serve_settings *c)
                               .audit_ctx = &a};
     if (export_jobs_start(&exports, &eo, &e) != MS_OK) goto out;
     a.exports = exports;
+    notifier_options no = {.store = s,
+                           .writer = w,
+                           .rules_file = c->rules,
+                           .max_streams = (unsigned)c->sse_max_streams,
+                           .heartbeat_s = (unsigned)c->sse_heartbeat_s,
+                           .webhook_timeout_ms = (unsigned)c->webhook_timeout_s * 1000,
+                           .webhook_backoff_max_ms = (unsigned)c->webhook_max_backoff_s * 1000,
+                           .max_subscriptions = (unsigned)c->webhook_max,
+                           .webhook_ca_file = c->webhook_ca,
+                           .events_topic = c->events_topic,
+                           .kafka_brokers = c->kafka_brokers,
+                           .kafka_config = c->kafka_config.v};
+    if (notifier_start(&notify, &no, &e) != MS_OK) goto out;
+    a.notifier = notify;
     http_handler hh = api_http_handler(&a);
     if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
         goto out;
@@ -801,8 +840,10 @@ out:
     sink_postgres_stop(pg);
     sink_kafka_public_stop(public_stream);
     http_server_stop(metrics_port);
-    http_server_stop(h);       /* no new requests; in-flight ones finish */
-    export_jobs_stop(exports); /* a running export stops and removes what it wrote */
+    notifier_close_streams(notify); /* event streams end now, so that the server's stop does not wait on them */
+    http_server_stop(h);            /* no new requests; in-flight ones finish */
+    notifier_stop(notify);          /* webhook workers and the follower stop, their positions saved */
+    export_jobs_stop(exports);      /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
     writer_stop(w);       /* queued batches are committed */

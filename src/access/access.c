@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit", "users", "exports", "metrics"};
+static const char *const resources[] = {"records", "patients", "public", "audit",        "users",
+                                        "exports", "metrics",  "rules",  "notifications"};
 enum { NRES = sizeof resources / sizeof resources[0] };
 static const char *const actions[] = {"create", "read", "update", "delete"};
 enum { C = 1, R = 2, U = 4, D = 8, CRUD = 15 };
@@ -18,13 +19,15 @@ typedef struct {
     unsigned char grants[NRES]; /* per resource, in the order of resources[]: bits C R U D */
 } role_row;
 
-/*                              records   patients  public  audit  users  exports  metrics */
+/* notifications (issue 13): events carry patient ids and the rule a record's text matched, a fact derived
+ * from PHI: clinicians read them and subscribe (DESIGN.md), analysts do not; rules are the admin's.
+ *                              records   patients  public  audit  users  exports  metrics rules notifications */
 static const role_row default_table[] = {
-    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
-    {"ingest", {C, 0, 0, 0, 0, 0, 0}},
-    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0}},
-    {"analyst", {0, 0, R, 0, 0, C | R, 0}},
-    {"auditor", {0, 0, 0, R, 0, 0, 0}},
+    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
+    {"ingest", {C, 0, 0, 0, 0, 0, 0, 0, 0}},
+    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0, 0, C | R}},
+    {"analyst", {0, 0, R, 0, 0, C | R, 0, 0, 0}},
+    {"auditor", {0, 0, 0, R, 0, 0, 0, 0, 0}},
 };
 enum { NDEFAULT = sizeof default_table / sizeof default_table[0], MAX_ROLES = 32 };
 

@@ -5,7 +5,9 @@
  * `medstream roles` prints it, and a test checks that every route's permission names a resource and an
  * action that exist here. The default matrix is DESIGN.md's: admin everything; ingest records:create;
  * clinician patients and records create/read/update, public:read; analyst public:read and
- * exports:create (public exports); auditor audit:read.
+ * exports:create (public exports); auditor audit:read. Issue 13 adds rules (the admin's) and
+ * notifications (read and create: clinician too; an event ties a patient id to a rule its record's text
+ * matched, a fact derived from PHI, so analysts do not hold it).
  *
  * Contract: lookups are thread-safe; the table changes only through access_load, at start-up
  * (`serve --roles FILE`).

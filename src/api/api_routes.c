@@ -68,6 +68,12 @@ static const route_param p_import_replay = {
     "with import_origin, 1: these lines may have been stored before (an import read again): a record whose versions "
     "include a line's content is a duplicate of that version, not a new version"};
 
+static const route_param p_event_since = {
+    "since", PARAM_TEXT, false, "only events after this seq (default: from the first; for the stream: from now)"};
+static const route_param p_event_cursor = {"cursor", PARAM_TEXT, false,
+                                           "the next_cursor of the previous answer (an event seq)"};
+static const route_param p_event_rule = {"rule", PARAM_TEXT, false, "only events of this rule"};
+
 #define QUERY(...) ((const route_param *const[]){__VA_ARGS__, NULL})
 #define TYPES(...) ((const char *const[]){__VA_ARGS__, NULL})
 #define JSON_BODY TYPES("application/json")
@@ -249,6 +255,98 @@ const route api_route_table[] = {
      .description = "Revoke every unexpired token of an account.",
      .status = 200,
      .answer = "{\"revoked\":N}"},
+    /* notifications: signal rules, events, webhooks (h_notify.c) */
+    {.method = "GET",
+     .pattern = "/v1/rules",
+     .permission = "rules:read",
+     .handler = h_rules_list,
+     .description = "Every signal rule in force, by name: those of the rules file (serve --rules) and those "
+                    "defined over the API.",
+     .status = 200,
+     .answer = "{\"rules\":[{\"name\",\"fields\",\"any\",\"regex\",\"types\",\"whole_words\","
+               "\"source\"}]}"},
+    {.method = "POST",
+     .pattern = "/v1/rules",
+     .permission = "rules:create",
+     .handler = h_rule_put,
+     .description = "Define (201) or replace (200, needs rules:create) a signal rule; every rule is compiled "
+                    "again and swapped in at once; 400 names the rule, the member and the problem (an invalid "
+                    "regex, one Hyperscan cannot compile); 409 for a rule of the rules file; audited.",
+     .body_types = JSON_BODY,
+     .body = "{\"name\",\"fields\":[...],\"any\":[words or phrases],\"regex\"?,\"types\"?,"
+             "\"whole_words\"?}",
+     .status = 201,
+     .answer = "{\"name\",\"fields\",\"any\",\"regex\",\"types\",\"whole_words\"}"},
+    {.method = "GET",
+     .pattern = "/v1/rules/{name}",
+     .permission = "rules:read",
+     .handler = h_rule_get,
+     .description = "One signal rule.",
+     .status = 200,
+     .answer = "{\"name\",\"fields\",\"any\",\"regex\",\"types\",\"whole_words\",\"source\"}"},
+    {.method = "DELETE",
+     .pattern = "/v1/rules/{name}",
+     .permission = "rules:delete",
+     .handler = h_rule_delete,
+     .description = "Delete a signal rule defined over the API (409 for one of the rules file); audited.",
+     .status = 204,
+     .answer = "no content"},
+    {.method = "GET",
+     .pattern = "/v1/events",
+     .permission = "notifications:read",
+     .handler = h_events,
+     .description = "Rule matches in seq order, a page at a time: which rule matched which field of which "
+                    "record version, never the text.",
+     .query = QUERY(&p_event_since, &p_event_cursor, &p_limit, &p_event_rule),
+     .status = 200,
+     .answer = "{\"events\":[{\"seq\",\"rule\",\"record_id\",\"patient_id\",\"field\",\"type\","
+               "\"version\",\"ts\",\"committed_at\"}],\"last_seq\",\"next_cursor\"}"},
+    {.method = "GET",
+     .pattern = "/v1/events/stream",
+     .permission = "notifications:read",
+     .handler = h_events_stream,
+     .description = "Server-Sent Events: each event as it is stored (id: its seq, event: match, data: its JSON), "
+                    "a comment line as heartbeat; resumes after the Last-Event-ID header (or since); 503 when "
+                    "too many streams are open.",
+     .query = QUERY(&p_event_since, &p_event_rule),
+     .status = 200,
+     .answer = "text/event-stream",
+     .answer_type = "text/event-stream"},
+    {.method = "POST",
+     .pattern = "/v1/subscriptions",
+     .permission = "notifications:create",
+     .handler = h_subscription_create,
+     .description = "Subscribe a URL (http or https) to the events of a rule (or all): each is POSTed as JSON "
+                    "in seq order, signed (X-Medstream-Signature: sha256=HMAC-SHA256(secret, body)) and retried "
+                    "with exponential back-off until a 2xx; audited. The secret is never answered.",
+     .body_types = JSON_BODY,
+     .body = "{\"rule\"?,\"url\",\"secret\",\"since\"?}",
+     .status = 201,
+     .answer = "a subscription's state (GET /v1/subscriptions/{id})"},
+    {.method = "GET",
+     .pattern = "/v1/subscriptions",
+     .permission = "notifications:read",
+     .handler = h_subscriptions_list,
+     .description = "Every webhook subscription and its delivery state.",
+     .status = 200,
+     .answer = "{\"subscriptions\":[subscription state]}"},
+    {.method = "GET",
+     .pattern = "/v1/subscriptions/{id}",
+     .permission = "notifications:read",
+     .handler = h_subscription_get,
+     .description = "A webhook subscription's delivery state: the last seq delivered, failures, the last error, "
+                    "the next retry.",
+     .status = 200,
+     .answer = "{\"id\",\"rule\",\"url\",\"created_at\",\"created_by\",\"since\",\"delivered_seq\","
+               "\"log_seq\",\"deliveries\",\"failures\",\"failures_total\",\"last_status\",\"last_error\","
+               "\"last_attempt_at\",\"next_retry_at\",\"state\"}"},
+    {.method = "DELETE",
+     .pattern = "/v1/subscriptions/{id}",
+     .permission = "notifications:create",
+     .handler = h_subscription_delete,
+     .description = "Delete a webhook subscription: your own, or anyone's with notifications:delete; audited.",
+     .status = 204,
+     .answer = "no content"},
     /* the service (h_system.c) */
     {.method = "POST",
      .pattern = "/v1/snapshots",

@@ -1,7 +1,8 @@
 /*
  * handlers.h - the handlers of the route table (api_routes.c), one file per resource: records
  * (h_records.c), patients (h_patients.c), public reads (h_public.c), accounts and tokens
- * (h_accounts.c), and the system routes: health, metrics, snapshots, audit, the OpenAPI document
+ * (h_accounts.c), exports (h_exports.c), notifications: rules, events, subscriptions (h_notify.c), and the
+ * system routes: health, metrics, snapshots, audit, the OpenAPI document
  * (h_system.c).
  *
  * Contract: a handler runs only after dispatch has matched its route, checked the token, the
@@ -51,6 +52,18 @@ void h_user_tokens_revoke(api *a, http_request *req, http_response *res);
 void h_export_create(api *a, http_request *req, http_response *res);
 void h_export_get(api *a, http_request *req, http_response *res);
 void h_export_download(api *a, http_request *req, http_response *res);
+
+/* h_notify.c */
+void h_rules_list(api *a, http_request *req, http_response *res);
+void h_rule_get(api *a, http_request *req, http_response *res);
+void h_rule_put(api *a, http_request *req, http_response *res);
+void h_rule_delete(api *a, http_request *req, http_response *res);
+void h_events(api *a, http_request *req, http_response *res);
+void h_events_stream(api *a, http_request *req, http_response *res);
+void h_subscription_create(api *a, http_request *req, http_response *res);
+void h_subscriptions_list(api *a, http_request *req, http_response *res);
+void h_subscription_get(api *a, http_request *req, http_response *res);
+void h_subscription_delete(api *a, http_request *req, http_response *res);
 
 /* h_system.c */
 void h_health(api *a, http_request *req, http_response *res);

@@ -140,12 +140,51 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
 /* How an answer ends the exchange: kept alive, closed, or closed with a hint to come back. */
 typedef enum { ANSWER_KEEP, ANSWER_CLOSE, ANSWER_BUSY_CLOSE, ANSWER_BUSY } answer_kind;
 
+/* A streamed answer: the handler's reader, and the connection's socket for it to watch. */
+typedef struct {
+    ssize_t (*read)(void *ctx, int client_fd, char *buf, size_t max);
+    void (*done)(void *ctx);
+    void *ctx;
+    int fd;
+} stream_state;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_state *st = cls;
+    ssize_t n = st->read(st->ctx, st->fd, buf, max);
+    if (n > 0) return n;
+    return n == -1 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+    stream_state *st = cls;
+    if (st->done) st->done(st->ctx);
+    free(st);
+}
+
 static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, answer_kind kind)
 {
     http_response *res = &cs->res;
     if (res->status == 0) res->status = 500;
     struct MHD_Response *r;
-    if (res->has_file) { /* libmicrohttpd sends it and closes the descriptor */
+    bool streamed = res->stream.read != NULL;
+    if (streamed) { /* libmicrohttpd calls the reader from this connection's thread, chunked (HTTP/1.1) */
+        stream_state *st = ms_calloc(1, sizeof *st);
+        st->read = res->stream.read;
+        st->done = res->stream.done;
+        st->ctx = res->stream.ctx;
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        st->fd = fd ? fd->connect_fd : -1;
+        memset(&res->stream, 0, sizeof res->stream); /* the response owns it now */
+        cs->sent_bytes = 0;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st, stream_free);
+        if (!r) {
+            stream_free(st);
+            return MHD_NO;
+        }
+    } else if (res->has_file) { /* libmicrohttpd sends it and closes the descriptor */
         res->has_file = false;
         cs->sent_bytes = (size_t)res->file_len;
         r = MHD_create_response_from_fd64(res->file_len, res->file_fd);
@@ -165,7 +204,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, 
     }
     if (res->content_disposition[0]) MHD_add_response_header(r, "Content-Disposition", res->content_disposition);
     MHD_add_response_header(r, "Content-Type", res->content_type ? res->content_type : "application/json");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "Cache-Control", streamed ? "no-cache" : "no-store");
+    if (streamed) MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* nginx: pass each event at once */
     MHD_add_response_header(r, "X-Request-Id", cs->req.request_id);
     if (kind == ANSWER_BUSY || kind == ANSWER_BUSY_CLOSE) {
         char secs[16];
@@ -357,6 +397,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = url;
         r->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
         r->authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        r->last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         if (ci && ci->client_addr) {
             const struct sockaddr *sa = ci->client_addr;
@@ -462,6 +503,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(cs->req.params[i]);
     buf_free(&cs->res.body);
     if (cs->res.has_file) close(cs->res.file_fd);
+    if (cs->res.stream.done) cs->res.stream.done(cs->res.stream.ctx); /* a stream never handed over */
     free(cs);
     *con_cls = NULL;
     guard_conn *g = connection_guard(conn);

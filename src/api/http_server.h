@@ -30,6 +30,8 @@
 
 #include "base/util.h"
 
+#include <sys/types.h>
+
 #define HTTP_MAX_ARGS 32
 #define HTTP_MAX_PARAMS 4
 
@@ -48,6 +50,7 @@ typedef struct http_request {
     const char *path;
     const char *content_type;  /* NULL if absent */
     const char *authorization; /* NULL if absent */
+    const char *last_event_id; /* the Last-Event-ID header (Server-Sent Events resuming), NULL if absent */
     char client[64];           /* peer address */
     char *body;                /* aligned to 4096, zero-padded to body_padded */
     size_t body_len, body_cap;
@@ -75,6 +78,17 @@ typedef struct {
     int file_fd;
     uint64_t file_len;
     char content_disposition[128]; /* "" or the Content-Disposition header */
+    /* a streamed answer of unknown length (Server-Sent Events) instead of body: the server sends the headers
+     * (with Cache-Control: no-cache and X-Accel-Buffering: no), then whatever read gives, from the
+     * connection's own thread, until it returns < 0: read blocks until it has bytes (> 0), returns -1 at the
+     * stream's end, -2 when it broke (or the client at client_fd went away; read may poll client_fd for
+     * that while it waits). done(ctx) is called once the connection is finished with it (also if it was
+     * never read). The request deadlines do not apply while it streams. */
+    struct {
+        ssize_t (*read)(void *ctx, int client_fd, char *buf, size_t max);
+        void (*done)(void *ctx);
+        void *ctx;
+    } stream;
 } http_response;
 
 /* Query argument by name, or NULL. */

@@ -9,6 +9,12 @@
  * SO_SNDTIMEO / SO_RCVTIMEO (per step, not per request) plus a polled non-blocking connect.
  * A request on a reused connection that fails before any answer byte arrives is retried once on
  * a new connection (the server may have closed the idle connection between our requests).
+ * TLS (webhooks over https): after the TCP connect, an OpenSSL handshake on the same blocking socket
+ * (its SO_RCVTIMEO/SO_SNDTIMEO bound each step too), SNI and the host name or IP address checked by
+ * OpenSSL (SSL_set1_host, X509_VERIFY_PARAM_set1_ip_asc); every read and write then goes through
+ * conn_recv/conn_send, which speak plain sockets or TLS. The descriptor is opened, closed and shut down
+ * under fd_lock, so that http_client_conn_interrupt (another thread) never touches a descriptor that was
+ * closed and perhaps reused.
  *
  * What it must never do: exit, print, raise SIGPIPE (MSG_NOSIGNAL on every send), read past the
  * end of the current answer (the rest of the read buffer belongs to the next one), or accept an
@@ -16,8 +22,14 @@
  */
 #include "base/http_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -53,6 +65,10 @@ struct http_client_conn {
     char *hbuf; /* request header block being built */
     size_t hcap, hlen;
     char err[320];
+    SSL_CTX *tls;            /* NULL: plain TCP */
+    SSL *ssl;                /* the TLS session of the open socket */
+    pthread_mutex_t fd_lock; /* fd's opening, closing and interruption */
+    bool interrupted;
 };
 
 const char *http_client_err_str(http_client_err err)
@@ -90,16 +106,21 @@ static http_client_err url_fail(char *errbuf, size_t errlen, const char *url, co
     return HTTP_CLIENT_E_INVALID;
 }
 
-http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen)
+static http_client_err url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen, bool any)
 {
     memset(out, 0, sizeof *out);
     if (!url) return url_fail(errbuf, errlen, "", "empty");
-    if (strncasecmp(url, "http://", 7) != 0) {
+    const char *p;
+    if (strncasecmp(url, "http://", 7) == 0) {
+        p = url + 7;
+    } else if (any && strncasecmp(url, "https://", 8) == 0) {
+        p = url + 8;
+        out->https = true;
+    } else {
         if (strncasecmp(url, "https://", 8) == 0)
             return url_fail(errbuf, errlen, url, "https is not supported, use http://");
-        return url_fail(errbuf, errlen, url, "must start with http://");
+        return url_fail(errbuf, errlen, url, any ? "must start with http:// or https://" : "must start with http://");
     }
-    const char *p = url + 7;
     const char *host_start, *host_end;
     if (*p == '[') {
         host_start = p + 1;
@@ -130,7 +151,7 @@ http_client_err http_client_url_parse(const char *url, http_client_url *out, cha
         if (p == port_start || port == 0) return url_fail(errbuf, errlen, url, "bad port");
         snprintf(out->port, sizeof out->port, "%lu", port);
     } else {
-        snprintf(out->port, sizeof out->port, "80");
+        snprintf(out->port, sizeof out->port, out->https ? "443" : "80");
     }
     if (*p == '?' || *p == '#') return url_fail(errbuf, errlen, url, "query or fragment not allowed");
     if (*p && *p != '/') return url_fail(errbuf, errlen, url, "unexpected character after host");
@@ -146,6 +167,16 @@ http_client_err http_client_url_parse(const char *url, http_client_url *out, cha
     memcpy(out->base_path, p, path_len);
     out->base_path[path_len] = '\0';
     return HTTP_CLIENT_OK;
+}
+
+http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen)
+{
+    return url_parse(url, out, errbuf, errlen, false);
+}
+
+http_client_err http_client_url_parse_any(const char *url, http_client_url *out, char *errbuf, size_t errlen)
+{
+    return url_parse(url, out, errbuf, errlen, true);
 }
 
 /* ---------- connection ---------- */
@@ -166,6 +197,7 @@ http_client_conn *http_client_conn_new(const char *host, const char *port, int t
     else
         snprintf(c->host_header, sizeof c->host_header, "%s:%s", host, port);
     c->fd = -1;
+    pthread_mutex_init(&c->fd_lock, NULL);
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
     c->max_response = max_response ? max_response : DEFAULT_MAX_RESPONSE;
     c->rbuf = malloc(READ_BUF_SIZE);
@@ -178,22 +210,139 @@ http_client_conn *http_client_conn_new(const char *host, const char *port, int t
     return c;
 }
 
+http_client_conn *http_client_conn_new_tls(const char *host, const char *port, int timeout_ms, size_t max_response,
+                                           const char *ca_file)
+{
+    http_client_conn *c = http_client_conn_new(host, port, timeout_ms, max_response);
+    if (!c) return NULL;
+    c->tls = SSL_CTX_new(TLS_client_method());
+    if (!c->tls || SSL_CTX_set_min_proto_version(c->tls, TLS1_2_VERSION) != 1 ||
+        (ca_file ? SSL_CTX_load_verify_locations(c->tls, ca_file, NULL) : SSL_CTX_set_default_verify_paths(c->tls)) !=
+            1) {
+        ERR_clear_error();
+        http_client_conn_free(c);
+        return NULL;
+    }
+    SSL_CTX_set_verify(c->tls, SSL_VERIFY_PEER, NULL);
+    return c;
+}
+
 void http_client_conn_close(http_client_conn *c)
 {
     if (!c) return;
+    pthread_mutex_lock(&c->fd_lock);
+    if (c->ssl) SSL_free(c->ssl); /* no close_notify: the connection is dropped, not closed politely */
+    c->ssl = NULL;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    pthread_mutex_unlock(&c->fd_lock);
     c->rpos = c->rlen = 0;
     c->requests = 0;
+}
+
+void http_client_conn_interrupt(http_client_conn *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&c->fd_lock);
+    c->interrupted = true;
+    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&c->fd_lock);
 }
 
 void http_client_conn_free(http_client_conn *c)
 {
     if (!c) return;
     http_client_conn_close(c);
+    if (c->tls) SSL_CTX_free(c->tls);
+    pthread_mutex_destroy(&c->fd_lock);
     free(c->rbuf);
     free(c->hbuf);
     free(c);
+}
+
+static http_client_err conn_fail(http_client_conn *c, http_client_err err, int sys_errno, const char *what);
+
+/* ---------- bytes in and out: plain or TLS ---------- */
+
+/* recv(2)'s contract over either: > 0 bytes, 0 the peer closed, -1 with errno (EAGAIN: the timeout). */
+static ssize_t conn_recv(http_client_conn *c, void *b, size_t n)
+{
+    if (!c->ssl) return recv(c->fd, b, n, 0);
+    errno = 0;
+    int r = SSL_read(c->ssl, b, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0) return r;
+    int err = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (err == SSL_ERROR_ZERO_RETURN) return 0;
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_SYSCALL && errno == 0) return 0; /* the peer closed without close_notify */
+    if (errno == 0) errno = EPROTO;
+    return -1;
+}
+
+/* Write all of b; 0, or -1 with errno (EAGAIN: the timeout). */
+static int conn_send_tls(http_client_conn *c, const void *b, size_t n)
+{
+    const char *p = b;
+    while (n > 0) {
+        errno = 0;
+        int w = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, w);
+        ERR_clear_error();
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            errno = EAGAIN;
+        else if (errno == 0)
+            errno = EPIPE;
+        return -1;
+    }
+    return 0;
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char a[16];
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* The TLS handshake on the connected socket c->fd, the certificate checked. */
+static http_client_err tls_handshake(http_client_conn *c)
+{
+    SSL *ssl = SSL_new(c->tls);
+    if (!ssl) return conn_fail(c, HTTP_CLIENT_E_NOMEM, 0, "TLS with");
+    pthread_mutex_lock(&c->fd_lock);
+    c->ssl = ssl;
+    pthread_mutex_unlock(&c->fd_lock);
+    SSL_set_fd(ssl, c->fd);
+    if (is_ip_literal(c->host)) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->host);
+    } else {
+        SSL_set_tlsext_host_name(ssl, c->host);
+        SSL_set1_host(ssl, c->host);
+    }
+    errno = 0;
+    if (SSL_connect(ssl) == 1) return HTTP_CLIENT_OK;
+    long verify = SSL_get_verify_result(ssl);
+    char why[160];
+    unsigned long ossl = ERR_get_error();
+    if (verify != X509_V_OK)
+        snprintf(why, sizeof why, "certificate: %s", X509_verify_cert_error_string(verify));
+    else if (ossl)
+        ERR_error_string_n(ossl, why, sizeof why);
+    else
+        snprintf(why, sizeof why, "%s", errno == EAGAIN ? "timed out" : errno ? strerror(errno) : "closed");
+    ERR_clear_error();
+    http_client_err err = conn_fail(c, HTTP_CLIENT_E_CONNECT, 0, "TLS handshake with");
+    size_t l = strlen(c->err);
+    snprintf(c->err + l, sizeof c->err - l, " (%s)", why);
+    return err;
 }
 
 const char *http_client_conn_error(const http_client_conn *c) { return c ? c->err : "no connection"; }
@@ -212,6 +361,13 @@ static http_client_err conn_fail(http_client_conn *c, http_client_err err, int s
 
 static http_client_err conn_open(http_client_conn *c)
 {
+    pthread_mutex_lock(&c->fd_lock);
+    bool stop = c->interrupted;
+    pthread_mutex_unlock(&c->fd_lock);
+    if (stop) {
+        snprintf(c->err, sizeof c->err, "connect %s: interrupted", c->host_header);
+        return HTTP_CLIENT_E_CONNECT;
+    }
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -270,11 +426,14 @@ static http_client_err conn_open(http_client_conn *c)
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         freeaddrinfo(res);
+        pthread_mutex_lock(&c->fd_lock);
         c->fd = fd;
+        if (c->interrupted) shutdown(fd, SHUT_RDWR); /* interrupted while connecting */
+        pthread_mutex_unlock(&c->fd_lock);
         c->rpos = c->rlen = 0;
         c->requests = 0;
         c->err[0] = '\0';
-        return HTTP_CLIENT_OK;
+        return c->tls ? tls_handshake(c) : HTTP_CLIENT_OK;
     }
     freeaddrinfo(res);
     return conn_fail(c, last_err, last_errno, "connect");
@@ -332,6 +491,14 @@ static http_client_err send_all(http_client_conn *c, const void *body, size_t bo
     struct iovec *v = iov;
     int nv = body_len ? 2 : 1;
     *sys_errno = 0;
+    if (c->ssl) {
+        for (int i = 0; i < nv; i++)
+            if (conn_send_tls(c, iov[i].iov_base, iov[i].iov_len) != 0) {
+                *sys_errno = errno;
+                return errno == EAGAIN ? HTTP_CLIENT_E_TIMEOUT : HTTP_CLIENT_E_SEND;
+            }
+        return HTTP_CLIENT_OK;
+    }
     while (nv > 0) {
         struct msghdr msg;
         memset(&msg, 0, sizeof msg);
@@ -378,7 +545,7 @@ static http_client_err fill(reader *r)
     }
     if (c->rlen == READ_BUF_SIZE) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer line from");
     for (;;) {
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, READ_BUF_SIZE - c->rlen, 0);
+        ssize_t n = conn_recv(c, c->rbuf + c->rlen, READ_BUF_SIZE - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             r->received += (size_t)n;
@@ -449,7 +616,7 @@ static http_client_err read_body_exact(reader *r, http_client_response *resp, si
     resp->body_len += from_buf;
     n -= from_buf;
     while (n > 0) { /* straight into the body, bypassing the read buffer */
-        ssize_t got = recv(c->fd, resp->body + resp->body_len, n, 0);
+        ssize_t got = conn_recv(c, resp->body + resp->body_len, n);
         if (got > 0) {
             resp->body_len += (size_t)got;
             r->received += (size_t)got;
@@ -473,7 +640,7 @@ static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
         if (e) return e;
         e = body_reserve(c, resp, READ_BUF_SIZE);
         if (e) return e;
-        ssize_t got = recv(c->fd, resp->body + resp->body_len, READ_BUF_SIZE, 0);
+        ssize_t got = conn_recv(c, resp->body + resp->body_len, READ_BUF_SIZE);
         if (got > 0) {
             resp->body_len += (size_t)got;
             r->received += (size_t)got;

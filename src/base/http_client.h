@@ -26,9 +26,16 @@
  *   - The response body is owned by the http_client_response, always NUL-terminated, and its
  *     buffer is reused across requests until http_client_response_free().
  *
- * What it must never do: exit() or abort() on a runtime error, raise SIGPIPE, print anything,
- * follow redirects, speak TLS, or share one http_client_conn between threads without the
- * caller's lock.
+ *   - HTTPS (http_client_conn_new_tls, for the server's webhooks): TLS 1.2 or later through OpenSSL,
+ *     the peer's certificate checked against the system's CA certificates (or a CA file) and the
+ *     host name (or IP address) of the URL; a failed check is HTTP_CLIENT_E_CONNECT naming the reason.
+ *     OpenSSL writes to the socket without MSG_NOSIGNAL: a caller of TLS ignores SIGPIPE (serve does).
+ *   - http_client_conn_interrupt, from another thread, ends the request in progress at once (the
+ *     socket is shut down: it fails with a connection error) and every later one.
+ *
+ * What it must never do: exit() or abort() on a runtime error, raise SIGPIPE on a plain connection,
+ * print anything, follow redirects, skip the certificate check of a TLS connection, or share one
+ * http_client_conn between threads without the caller's lock (but for http_client_conn_interrupt).
  */
 #ifndef MEDSTREAM_HTTP_CLIENT_H
 #define MEDSTREAM_HTTP_CLIENT_H
@@ -70,16 +77,20 @@ typedef struct {
 void http_client_response_init(http_client_response *resp);
 void http_client_response_free(http_client_response *resp);
 
-/* The parts of an http:// URL. base_path has no trailing '/' ("" for the root). */
+/* The parts of an http:// (or https://) URL. base_path has no trailing '/' ("" for the root). */
 typedef struct {
     char host[256]; /* without IPv6 brackets */
     char port[8];
     char base_path[256];
+    bool https; /* only from http_client_url_parse_any */
 } http_client_url;
 
 /* Parses "http://HOST[:PORT][/PATH]" (IPv6 as [::1]); PORT defaults to 80. On error returns
  * HTTP_CLIENT_E_INVALID and writes a message to errbuf (may be NULL). */
 http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen);
+
+/* The same for "http://..." or "https://HOST[:PORT][/PATH]" (PORT defaults to 443 for https). */
+http_client_err http_client_url_parse_any(const char *url, http_client_url *out, char *errbuf, size_t errlen);
 
 typedef struct http_client_conn http_client_conn;
 
@@ -87,6 +98,14 @@ typedef struct http_client_conn http_client_conn;
  * connect, send and receive step (0: 60 s). max_response bounds an answer's body (0: 256 MiB).
  * Returns NULL only when out of memory or when host/port are empty or too long. */
 http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms, size_t max_response);
+
+/* The same over TLS (https): the server's certificate is checked against ca_file (PEM; NULL: the system's CA
+ * certificates) and host. NULL also when OpenSSL cannot make a context or load ca_file. */
+http_client_conn *http_client_conn_new_tls(const char *host, const char *port, int timeout_ms, size_t max_response,
+                                           const char *ca_file);
+
+/* From any thread: end the request in progress now and refuse every later one (the connection is done). */
+void http_client_conn_interrupt(http_client_conn *conn);
 
 /* Closes the socket (if open) and frees everything; NULL is fine. */
 void http_client_conn_free(http_client_conn *conn);

@@ -36,8 +36,11 @@
 
 #define LOCK_FILE "medstream.lock"
 
-static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",
-                                               "snapshot", "meta",    "users",  "tokens", "audit"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",    "snapshot",
+                                               "meta",     "users",   "tokens", "audit",  "events", "definitions"};
+/* Sub-databases added after stores were first written (issue 13): a read-only open of an older store finds
+ * them absent and reads nothing from them; a writing open creates them. */
+#define DB_FIRST_LATER DB_EVENTS
 
 /* ---- the data directory's lock ---- */
 
@@ -173,7 +176,12 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     for (int i = 0; i < DB_COUNT; i++) {
-        if ((rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]))) {
+        rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && ro && i >= DB_FIRST_LATER) {
+            s->absent[i] = true;
+            rc = 0;
+        }
+        if (rc) {
             mdb_txn_abort(txn);
             st_mdb_fail(e, rc, "open sub-database");
             goto fail;

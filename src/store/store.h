@@ -332,6 +332,38 @@ ms_code store_source_offset_put(store_write *w, const char *source, int32_t part
 ms_code store_source_offset_get(store_read *r, const char *source, int32_t partition, int64_t *next, bool *found,
                                 ms_err *e);
 
+/* ==== The event log and named definitions (events.c) ==== */
+
+/* The event log: opaque entries numbered 1, 2, ... (seq), appended by one follower of the commit log (the
+ * notifier) together with its position in the commit log, in one small write (WHO MAY WRITE), so that a
+ * crash neither loses nor repeats an entry: after a restart the follower resumes after the position saved
+ * with its last entries. The store gives the bytes no meaning. */
+typedef struct {
+    const void *data;
+    size_t len;
+} store_bytes;
+
+/* Append n entries numbered first_seq, first_seq + 1, ... and set sink position `sink` (store_sink_position)
+ * to pos, in one write transaction. n may be 0 (the position only). Errors: MS_ECONFLICT first_seq is not
+ * the last entry's seq + 1 (nothing written); MS_EINVAL an empty entry, or a read-only store. */
+ms_code store_events_append(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, const char *sink,
+                            uint64_t pos, ms_err *e);
+/* The seq of the last entry (0: none). */
+ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e);
+/* The entries after seq `after`, in order; fn returns false to stop. The bytes point into r's memory. */
+typedef bool (*store_event_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
+ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e);
+
+/* Named definitions by kind ("rule", "subscription", ...): opaque bytes under (kind, name), written inside
+ * a store_write (the writer's transaction, with the audit entry of the change) so that a change and its
+ * audit entry are durable together. kind and name: 1-255 bytes, no NUL (MS_EINVAL). */
+ms_code store_definition_put(store_write *w, const char *kind, const char *name, const void *v, size_t n, ms_err *e);
+/* *found (may be NULL): whether there was one to delete. */
+ms_code store_definition_delete(store_write *w, const char *kind, const char *name, bool *found, ms_err *e);
+/* Every definition of a kind, in name order (bytewise); fn returns false to stop. */
+typedef bool (*store_definition_fn)(void *ctx, const char *name, size_t name_len, const char *v, size_t n);
+ms_code store_definitions_list(store_read *r, const char *kind, store_definition_fn fn, void *ctx, ms_err *e);
+
 /* ==== Snapshots (snapshots.c) ==== */
 
 /* Name the present instant, strictly after every commit so far (taken inside LMDB's writer lock); *as_of

@@ -42,6 +42,8 @@ enum {
     DB_USERS,
     DB_TOKENS,
     DB_AUDIT,
+    DB_EVENTS,      /* events.c: the event log of the notifications */
+    DB_DEFINITIONS, /* events.c: named definitions (rules, subscriptions) */
     DB_COUNT
 };
 
@@ -54,6 +56,8 @@ struct store {
     uint64_t segment_size; /* the segment log's, as this store opened it */
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
+    bool absent[DB_COUNT]; /* read-only open of a store written before this sub-database existed: reads find
+                              nothing in it */
     segment_log *log;
     unsigned char id_key[32];
     patient_id_key pid_key;       /* from HMAC(id_key, "patient-id"): the patient id permutation */

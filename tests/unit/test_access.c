@@ -9,18 +9,22 @@
 
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit", "users", "exports", "metrics"};
+static const char *const resources[] = {"records", "patients", "public", "audit",        "users",
+                                        "exports", "metrics",  "rules",  "notifications"};
+enum { NRES = sizeof resources / sizeof resources[0] };
 static const char *const actions[] = {"create", "read", "update", "delete"};
 
 /* DESIGN.md: admin everything; ingest records:create; clinician patients and records create/read/update,
- * public:read; analyst public:read and public exports; auditor audit:read. */
+ * public:read, notifications read/create; analyst public:read and public exports; auditor audit:read. Rules
+ * are the admin's alone. */
 static bool expected(const char *role, const char *res, const char *act)
 {
     if (!strcmp(role, "admin")) return true;
     if (!strcmp(role, "ingest")) return !strcmp(res, "records") && !strcmp(act, "create");
     if (!strcmp(role, "clinician"))
         return ((!strcmp(res, "records") || !strcmp(res, "patients")) && strcmp(act, "delete") != 0) ||
-               (!strcmp(res, "public") && !strcmp(act, "read"));
+               (!strcmp(res, "public") && !strcmp(act, "read")) ||
+               (!strcmp(res, "notifications") && (!strcmp(act, "read") || !strcmp(act, "create")));
     if (!strcmp(role, "analyst"))
         return (!strcmp(res, "public") && !strcmp(act, "read")) ||
                (!strcmp(res, "exports") && (!strcmp(act, "create") || !strcmp(act, "read")));
@@ -33,7 +37,7 @@ static void test_default_matrix(void **state)
     (void)state;
     const char *roles[] = {"admin", "ingest", "clinician", "analyst", "auditor", "nobody", ""};
     for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++)
-        for (size_t i = 0; i < 7; i++)
+        for (size_t i = 0; i < NRES; i++)
             for (size_t a = 0; a < 4; a++) {
                 char perm[64];
                 snprintf(perm, sizeof perm, "%s:%s", resources[i], actions[a]);

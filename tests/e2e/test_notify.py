@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+# End-to-end tests of the notifications (issue 13, points 4-6) over real HTTP: signal rules (file and API,
+# refusals naming the problem), events from committed records (and none from other records), no matched
+# text in any event, log line or metric, Server-Sent Events resumed after a dropped connection (nothing
+# missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
+# order with valid signatures; a hanging receiver stalls neither another subscription nor ingest; https
+# with the certificate checked),
+# restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), the stream
+# limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, a
+# stop that ends open streams, and --events-topic on librdkafka's mock cluster.
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import socket
+import threading
+import time
+
+import harness
+from harness import check, eq, fail
+
+SERVE_ARGS = ["--webhook-max-backoff", "2", "--webhook-timeout", "2", "--sse-heartbeat", "1"]
+
+
+def server():
+    return harness.shared_server("notify", SERVE_ARGS)
+
+
+def post_json(s, path, obj, headers=None):
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    return s.request("POST", path, body=json.dumps(obj), headers=h)
+
+
+def put_rule(s, rule, expect=(200, 201)):
+    r = post_json(s, "/v1/rules", rule)
+    if r.status not in expect:
+        fail("POST /v1/rules %s: HTTP %d %s" % (rule.get("name"), r.status, r.text))
+    return r
+
+
+def rec(name, notes, rtype="note", **extra):
+    d = {"name": name, "dob": "1980-02-03", "type": rtype, "notes": notes}
+    d.update(extra)
+    return d
+
+
+def events_after(s, since, rule=None):
+    p = {"since": since}
+    if rule:
+        p["rule"] = rule
+    out, cursor = [], None
+    while True:
+        q = dict(p, limit=1000)
+        if cursor:
+            q["cursor"] = cursor
+        a = s.get_json("/v1/events?" + harness.q(q))
+        out += a["events"]
+        cursor = a.get("next_cursor")
+        if not cursor:
+            return out
+
+
+def last_seq(s):
+    return s.get_json("/v1/events?limit=1")["last_seq"]
+
+
+def wait_events(s, since, n, rule=None, timeout=15):
+    t0 = time.time()
+    while True:
+        ev = events_after(s, since, rule)
+        if len(ev) >= n or time.time() - t0 > timeout:
+            return ev
+        time.sleep(0.05)
+
+
+def unique_rule(prefix):
+    return prefix + harness.rand_token(6)
+
+
+# ---------------------------------------------------------------------------------------------
+# SSE over a raw socket (chunked transfer decoded by hand)
+
+class SSE:
+    def __init__(self, port, token, path="/v1/events/stream", last_event_id=None, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        head = "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer %s\r\n" % (
+            path, token)
+        if last_event_id is not None:
+            head += "Last-Event-ID: %s\r\n" % last_event_id
+        self.sock.sendall((head + "\r\n").encode())
+        self.raw = b""
+        while b"\r\n\r\n" not in self.raw:
+            c = self.sock.recv(65536)
+            if not c:
+                fail("stream closed before its headers: %r" % self.raw)
+            self.raw += c
+        h, _, self.raw = self.raw.partition(b"\r\n\r\n")
+        lines = h.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        self.text = b""
+        self.closed = False
+
+    def _more(self):
+        c = self.sock.recv(65536)
+        if not c:
+            self.closed = True
+            return False
+        self.raw += c
+        return True
+
+    def _decode(self):
+        if not self.chunked:
+            self.text += self.raw
+            self.raw = b""
+            return
+        while True:
+            line, sep, rest = self.raw.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                self.closed = True
+                self.raw = b""
+                return
+            if len(rest) < size + 2:
+                return
+            self.text += rest[:size]
+            self.raw = rest[size + 2:]
+
+    def frames(self, until, timeout=10):
+        """Frames (dicts with id/event/data, or {"comment": ...}) until until(list) is true or timeout."""
+        out = []
+        deadline = time.time() + timeout
+        while not until(out):
+            self._decode()
+            while b"\n\n" in self.text:
+                block, _, self.text = self.text.partition(b"\n\n")
+                f = {}
+                for ln in block.decode("utf-8").split("\n"):
+                    if ln.startswith(":"):
+                        f.setdefault("comment", ln[1:].strip())
+                    else:
+                        k, _, v = ln.partition(":")
+                        f[k] = v[1:] if v.startswith(" ") else v
+                out.append(f)
+            if until(out):
+                break
+            if self.closed or time.time() > deadline:
+                break
+            self.sock.settimeout(max(0.05, deadline - time.time()))
+            try:
+                self._more()
+            except socket.timeout:
+                break
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def events_of(frames):
+    return [f for f in frames if f.get("event") == "match"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a webhook receiver inside the test
+
+class Receiver:
+    def __init__(self, secret, fail_first=0, hang=False, tls=None):
+        self.secret = secret.encode()
+        self.fail_first = fail_first
+        self.hang = hang
+        self.calls = 0
+        self.got = []        # (headers, body bytes) of accepted deliveries
+        self.bad = []        # what was wrong with a delivery
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        rcv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with rcv.lock:
+                    rcv.calls += 1
+                    n = rcv.calls
+                if rcv.hang:
+                    rcv.release.wait(30)
+                    return
+                if n <= rcv.fail_first:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                want = "sha256=" + hmac.new(rcv.secret, body, hashlib.sha256).hexdigest()
+                sig = self.headers.get("X-Medstream-Signature", "")
+                with rcv.lock:
+                    if not hmac.compare_digest(sig, want):
+                        rcv.bad.append("bad signature on call %d" % n)
+                    ev = json.loads(body)
+                    if str(ev["seq"]) != self.headers.get("X-Medstream-Event-Seq"):
+                        rcv.bad.append("seq header %s for event %s" % (self.headers.get("X-Medstream-Event-Seq"),
+                                                                      ev["seq"]))
+                    rcv.got.append(ev)
+                self.send_response(204)
+                self.end_headers()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a connection medstream cut (a timeout)
+        self.scheme = "http"
+        if tls:  # (cert, key): HTTPS
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        harness.on_exit(self.stop)
+
+    def url(self):
+        return "%s://127.0.0.1:%d/hook" % (self.scheme, self.port)
+
+    def stop(self):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def seqs(self):
+        with self.lock:
+            return [e["seq"] for e in self.got]
+
+
+def subscribe(s, url, secret, rule=None, expect=201):
+    body = {"url": url, "secret": secret}
+    if rule:
+        body["rule"] = rule
+    r = post_json(s, "/v1/subscriptions", body)
+    if r.status != expect:
+        fail("POST /v1/subscriptions: expected %d, got %d %s" % (expect, r.status, r.text))
+    return r.json() if r.status == 201 else r
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+@harness.test
+def test_rules_refused_with_the_problem_named():
+    s = server()
+    cases = [
+        ({"name": "bad1", "fields": ["notes"], "regex": "a("}, 'rule "bad1": regex 1: Missing close parenthesis'),
+        ({"name": "bad2", "fields": ["notes"], "any": ["ok"], "regex": ["fine", "(a)\\1"]},
+         'rule "bad2": regex 2: Back'),
+        ({"name": "bad3", "fields": ["notes"], "regex": "x*"}, 'rule "bad3": regex 1:'),
+        ({"name": "bad4", "fields": ["notes"], "regex": "(?<!x)y"}, 'rule "bad4": regex 1:'),
+        ({"name": "bad5", "fields": ["notes"], "any": ["x"], "anyy": ["y"]}, 'unknown member "anyy"'),
+        ({"name": "bad 6", "fields": ["notes"], "any": ["x"]}, "name: 1-64 characters"),
+        ({"name": "bad7", "any": ["x"]}, 'rule "bad7": fields'),
+        ({"name": "bad8", "fields": ["notes"]}, 'rule "bad8": at least one phrase'),
+    ]
+    for rule, want in cases:
+        r = post_json(s, "/v1/rules", rule)
+        eq(r.status, 400, "POST /v1/rules %s" % rule["name"])
+        check(want in r.json()["error"], "error %r lacks %r" % (r.json()["error"], want))
+    r = s.request("POST", "/v1/rules", body="{not json", headers={"Content-Type": "application/json"})
+    eq(r.status, 400, "malformed JSON")
+    names = [x["name"] for x in s.get_json("/v1/rules")["rules"]]
+    check(not any(n.startswith("bad") for n in names), "a refused rule is listed: %r" % names)
+    eq(s.request("DELETE", "/v1/rules/nosuchrule").status, 404, "DELETE an unknown rule")
+    eq(s.get("/v1/rules/nosuchrule").status, 404, "GET an unknown rule")
+
+
+@harness.test
+def test_events_from_matching_records_only_and_never_the_text():
+    s = server()
+    rname = unique_rule("cp")
+    secret_words = "zanzibarquux " + harness.rand_token(8)
+    r = put_rule(s, {"name": rname, "fields": ["notes", "summary"], "any": ["chest pain"],
+                     "regex": "troponin\\s*[>=]\\s*[0-9]", "types": ["note", "discharge"]})
+    eq(r.status, 201, "new rule")
+    got = s.get_json("/v1/rules/" + rname)
+    eq(got["source"], "api", "source")
+    eq(got["whole_words"], True, "whole words by default")
+    before = last_seq(s)
+    who = "Ann " + harness.rand_token(6)
+    recs = [
+        rec(who, "Pt has CHEST  PAIN and " + secret_words, record_id="m1-" + rname),          # match: notes
+        rec(who, "chest painful " + secret_words, record_id="n1-" + rname),                   # no: not a whole word
+        rec(who, secret_words, record_id="n2-" + rname, summary="troponin > 4"),               # match: summary
+        rec(who, "chest pain " + secret_words, rtype="lab", record_id="n3-" + rname),          # no: type
+        rec(who, secret_words, record_id="n4-" + rname, other="chest pain"),                  # no: field not named
+        rec(who, "Chest pain; troponin=9 " + secret_words, rtype="discharge", record_id="m2-" + rname),  # one event
+    ]
+    a = s.ingest_ok(recs)
+    check(not a["errors"], "ingest: %r" % a)
+    ev = wait_events(s, before, 3, rule=rname)
+    time.sleep(0.5)
+    ev = events_after(s, before, rule=rname)
+    got = sorted((e["record_id"], e["field"]) for e in ev)
+    eq(got, sorted([("m1-" + rname, "notes"), ("m2-" + rname, "notes"), ("n2-" + rname, "summary")]),
+       "(record, field) of the events")
+    pids = {it["record_id"]: it["patient_id"] for it in a["items"]}
+    for e in ev:
+        eq(set(e), {"seq", "rule", "record_id", "patient_id", "field", "type", "version", "ts", "committed_at"},
+           "event members")
+        eq(e["rule"], rname, "rule")
+        eq(e["patient_id"], pids[e["record_id"]], "patient id")
+        eq(e["version"], 1, "version")
+        harness.parse_time(e["ts"])
+        harness.parse_time(e["committed_at"])
+    seqs = [e["seq"] for e in ev]
+    eq(seqs, sorted(seqs), "events in seq order")
+    # a new version of a matching record is a new event; a duplicate is none
+    s.ingest_ok([rec(who, "still chest pain", record_id="m1-" + rname)])
+    s.ingest_ok([rec(who, "still chest pain", record_id="m1-" + rname)])
+    ev2 = wait_events(s, seqs[-1], 1, rule=rname)
+    time.sleep(0.3)
+    ev2 = events_after(s, seqs[-1], rule=rname)
+    eq([(e["record_id"], e["version"]) for e in ev2], [("m1-" + rname, 2)], "an event per matching version")
+    # no matched text anywhere: events, metrics, the server's log
+    every = json.dumps(events_after(s, 0))
+    metrics = s.get("/metrics").text
+    with open(s.log_path, "rb") as f:
+        log = f.read().decode("utf-8", "replace")
+    for where, text in (("events", every), ("/metrics", metrics), ("server log", log)):
+        for word in ("zanzibarquux", secret_words.split()[1], "CHEST", "troponin > 4", who):
+            check(word not in text, "%s holds %r" % (where, word))
+    check('medstream_events_total{rule="%s"} 4' % rname in metrics, "events_total of the rule")
+
+
+@harness.test
+def test_roles_and_permissions():
+    s = server()
+    pw = "pw-" + harness.rand_token(12)
+    for user, role in (("clin_n", "clinician"), ("anal_n", "analyst")):
+        r = post_json(s, "/v1/users", {"user": user, "password": pw, "role": role})
+        check(r.status in (201, 409), "create %s: %d" % (user, r.status))
+    clin = {"Authorization": "Bearer " + s.token_for("clin_n", pw)}
+    anal = {"Authorization": "Bearer " + s.token_for("anal_n", pw)}
+    eq(s.request("GET", "/v1/events", headers=clin).status, 200, "clinician reads events")
+    eq(s.request("GET", "/v1/events", headers=anal).status, 403, "analyst may not read events")
+    eq(s.request("GET", "/v1/events/stream", headers=anal).status, 403, "analyst may not stream events")
+    r = post_json(s, "/v1/rules", {"name": "clinrule", "fields": ["notes"], "any": ["x"]}, headers=clin)
+    eq(r.status, 403, "rules are the admin's")
+    # a clinician subscribes and deletes its own subscription; not one of the admin's
+    rcv = Receiver("0123456789abcdef-secret")
+    r = post_json(s, "/v1/subscriptions", {"url": rcv.url(), "secret": "0123456789abcdef-secret"}, headers=clin)
+    eq(r.status, 201, "clinician subscribes")
+    mine = r.json()["id"]
+    theirs = subscribe(s, rcv.url(), "0123456789abcdef-secret")["id"]
+    eq(s.request("DELETE", "/v1/subscriptions/" + theirs, headers=clin).status, 403, "another's subscription")
+    eq(s.request("DELETE", "/v1/subscriptions/" + mine, headers=clin).status, 204, "its own")
+    eq(s.request("DELETE", "/v1/subscriptions/" + theirs).status, 204, "admin deletes")
+    entries = s.audit_entries(user="clin_n")
+    check(any(e["action"] == "notifications:create" for e in entries), "subscription audited")
+    check(any(e["action"] == "notifications:delete" for e in entries), "deletion audited")
+
+
+@harness.test(timeout=60)
+def test_sse_resume_misses_nothing_repeats_nothing():
+    s = server()
+    rname = unique_rule("sse")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["sepsis"]})
+    start = last_seq(s)
+    first = SSE(s.port, s.token, "/v1/events/stream?" + harness.q({"since": start, "rule": rname}))
+    eq(first.status, 200, "stream status")
+    check(first.headers.get("content-type", "").startswith("text/event-stream"), "content type")
+    eq(first.headers.get("cache-control"), "no-cache", "Cache-Control")
+    eq(first.headers.get("x-accel-buffering"), "no", "X-Accel-Buffering")
+    hello = first.frames(lambda f: len(f) >= 1)
+    check(hello and "comment" in hello[0], "the stream opens with a comment: %r" % hello)
+    who = "Sse " + harness.rand_token(6)
+    n1, n2 = 25, 30
+    for i in range(0, n1, 5):
+        s.ingest_ok([rec(who, "sepsis %d" % (i + k), record_id="%s-%d" % (rname, i + k)) for k in range(5)])
+    got1 = events_of(first.frames(lambda f: len(events_of(f)) >= 12, timeout=15))[:12]
+    eq(len(got1), 12, "events on the first connection")
+    first.close()  # dropped mid-stream
+    resume_at = got1[-1]["id"]
+    for i in range(n1, n1 + n2, 10):
+        s.ingest_ok([rec(who, "sepsis %d" % (i + k), record_id="%s-%d" % (rname, i + k)) for k in range(10)])
+    second = SSE(s.port, s.token, "/v1/events/stream?" + harness.q({"rule": rname}), last_event_id=resume_at)
+    rest = events_of(second.frames(lambda f: len(events_of(f)) >= n1 + n2 - 12, timeout=20))
+    second.close()
+    ids = [int(f["id"]) for f in got1] + [int(f["id"]) for f in rest]
+    eq(len(ids), n1 + n2, "events over both connections")
+    eq(len(set(ids)), len(ids), "no event twice")
+    eq(ids, sorted(ids), "in seq order")
+    for f in got1 + rest:
+        d = json.loads(f["data"])
+        eq(str(d["seq"]), f["id"], "id is the seq")
+        eq(d["rule"], rname, "rule filter")
+    eq(sorted(json.loads(f["data"])["record_id"] for f in got1 + rest),
+       sorted("%s-%d" % (rname, i) for i in range(n1 + n2)), "every record once")
+    # nothing before the resume point came again
+    check(min(int(f["id"]) for f in rest) > int(resume_at), "resumed after Last-Event-ID")
+
+
+@harness.test
+def test_sse_heartbeat_and_latency():
+    s = server()
+    rname = unique_rule("hb")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["hbword"]})
+    st = SSE(s.port, s.token, "/v1/events/stream?" + harness.q({"rule": rname}))
+    fr = st.frames(lambda f: sum(1 for x in f if x.get("comment") == "keep-alive") >= 1, timeout=4)
+    check(any(x.get("comment") == "keep-alive" for x in fr), "a heartbeat within 1 s: %r" % fr)
+    t0 = time.time()
+    s.ingest_ok([rec("Hb " + harness.rand_token(5), "hbword", record_id=rname + "-1")])
+    got = events_of(st.frames(lambda f: len(events_of(f)) >= 1, timeout=5))
+    took = time.time() - t0
+    st.close()
+    eq(len(got), 1, "the event arrives")
+    check(took < 3.0, "ingest to event on the stream took %.3f s" % took)
+
+
+@harness.test(timeout=60)
+def test_webhook_failing_first_calls_gets_every_event_in_order():
+    s = server()
+    rname = unique_rule("wh")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["hookword"]})
+    secret = "s3cret-" + harness.rand_token(16)
+    rcv = Receiver(secret, fail_first=3)
+    sub = subscribe(s, rcv.url(), secret, rule=rname)
+    check("secret" not in sub, "the secret is never answered: %r" % sub)
+    eq(sub["rule"], rname, "rule")
+    eq(sub["state"], "idle", "state")
+    who = "Wh " + harness.rand_token(6)
+    n = 12
+    for i in range(0, n, 4):
+        s.ingest_ok([rec(who, "hookword %d" % (i + k), record_id="%s-%d" % (rname, i + k)) for k in range(4)])
+    # and events of another rule, which this subscription must not get
+    s.ingest_ok([rec(who, "nothing here", record_id=rname + "-other")])
+    deadline = time.time() + 30
+    while len(rcv.seqs()) < n and time.time() < deadline:
+        time.sleep(0.1)
+    seqs = rcv.seqs()
+    eq(rcv.bad, [], "signatures and seq headers")
+    eq(len(seqs), n, "every event delivered (got %r)" % seqs)
+    eq(seqs, sorted(seqs), "in seq order")
+    eq(len(set(seqs)), n, "each once (no failure after a 2xx)")
+    eq(sorted(e["record_id"] for e in rcv.got), sorted("%s-%d" % (rname, i) for i in range(n)), "records")
+    check(rcv.calls >= n + 3, "the first 3 calls failed and were retried (%d calls)" % rcv.calls)
+    st = s.get_json("/v1/subscriptions/" + sub["id"])
+    eq(st["delivered_seq"], seqs[-1], "delivered_seq")
+    eq(st["failures_total"], 3, "failures_total")
+    eq(st["failures"], 0, "no failure in a row now")
+    eq(st["deliveries"], n, "deliveries")
+    check("secret" not in st, "no secret in the state")
+    listed = [x["id"] for x in s.get_json("/v1/subscriptions")["subscriptions"]]
+    check(sub["id"] in listed, "listed")
+    m = s.get("/metrics").text
+    check('medstream_webhook_failures_total{subscription="%s"} 3' % sub["id"] in m, "failures metric")
+    check('medstream_webhook_deliveries_total{subscription="%s"} %d' % (sub["id"], n) in m, "deliveries metric")
+    with open(s.log_path, "rb") as f:
+        check(secret.encode() not in f.read(), "the secret is in the log")
+    eq(s.request("DELETE", "/v1/subscriptions/" + sub["id"]).status, 204, "delete")
+    eq(s.get("/v1/subscriptions/" + sub["id"]).status, 404, "gone")
+
+
+@harness.test(timeout=60)
+def test_hanging_webhook_stalls_neither_others_nor_ingest():
+    s = server()
+    rname = unique_rule("hang")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["hangword"]})
+    secret = "hang-secret-" + harness.rand_token(10)
+    stuck = Receiver(secret, hang=True)
+    ok = Receiver(secret)
+    sub_stuck = subscribe(s, stuck.url(), secret, rule=rname)
+    subscribe(s, ok.url(), secret, rule=rname)
+    who = "Hang " + harness.rand_token(6)
+    n = 10
+    t0 = time.time()
+    for i in range(n):
+        a = time.time()
+        s.ingest_ok([rec(who, "hangword %d" % i, record_id="%s-%d" % (rname, i))])
+        check(time.time() - a < 2.0, "ingest took %.2f s while a webhook hangs" % (time.time() - a))
+    while len(ok.seqs()) < n and time.time() - t0 < 10:
+        time.sleep(0.05)
+    eq(len(ok.seqs()), n, "the other subscription got every event while one target hangs")
+    check(time.time() - t0 < 8, "it took %.1f s" % (time.time() - t0))
+    eq(ok.bad, [], "signatures")
+    time.sleep(2.5)  # past --webhook-timeout 2
+    st = s.get_json("/v1/subscriptions/" + sub_stuck["id"])
+    check(st["failures_total"] >= 1 and st["state"] == "retrying", "the hanging one is retrying: %r" % st)
+    check("timed out" in (st["last_error"] or ""), "last_error: %r" % st["last_error"])
+    check(st["next_retry_at"] is not None, "next_retry_at")
+    eq(st["delivered_seq"], sub_stuck["delivered_seq"], "nothing delivered to the hanging one")
+    stuck.release.set()
+
+
+@harness.test
+def test_bad_subscriptions_are_400():
+    s = server()
+    good = "a-long-enough-secret"
+    cases = [
+        ({"url": "ftp://127.0.0.1/x", "secret": good}, "url:"),
+        ({"url": "file:///etc/passwd", "secret": good}, "url:"),
+        ({"url": "http://127.0.0.1/x?y=1", "secret": good}, "url:"),
+        ({"url": "not a url", "secret": good}, "url:"),
+        ({"url": "http://127.0.0.1/x"}, "secret: required"),
+        ({"url": "http://127.0.0.1/x", "secret": "short"}, "secret:"),
+        ({"secret": good}, "url: required"),
+        ({"url": "http://127.0.0.1/x", "secret": good, "rule": "no-such-rule"}, 'no rule named "no-such-rule"'),
+        ({"url": "http://127.0.0.1/x", "secret": good, "hmm": 1}, 'unknown member "hmm"'),
+        ({"url": "http://127.0.0.1/x", "secret": good, "since": -1}, "since:"),
+    ]
+    for body, want in cases:
+        r = post_json(s, "/v1/subscriptions", body)
+        eq(r.status, 400, "POST /v1/subscriptions %r" % body)
+        check(want in r.json()["error"], "error %r lacks %r" % (r.json()["error"], want))
+    # https is accepted (delivery checks the certificate)
+    r = post_json(s, "/v1/subscriptions", {"url": "https://127.0.0.1:1/x", "secret": good})
+    eq(r.status, 201, "https URL")
+    eq(s.request("DELETE", "/v1/subscriptions/" + r.json()["id"]).status, 204, "delete it")
+
+
+@harness.test(timeout=90)
+def test_rules_events_and_positions_survive_restart_and_kill9():
+    rules_file = os.path.join(harness.tempfile.mkdtemp(prefix="medstream-rules-"), "rules.json")
+    with open(rules_file, "w") as f:
+        json.dump([{"name": "filerule", "fields": ["notes"], "any": ["fileword"]}], f)
+    s = harness.Server(extra_args=SERVE_ARGS + ["--rules", rules_file], name="notify-restart")
+    s.start()
+    put_rule(s, {"name": "apirule", "fields": ["notes"], "any": ["apiword"]})
+    rules = {r["name"]: r["source"] for r in s.get_json("/v1/rules")["rules"]}
+    eq(rules, {"filerule": "file", "apirule": "api"}, "rules and their sources")
+    eq(s.request("DELETE", "/v1/rules/filerule").status, 409, "a file rule is not deleted over the API")
+    eq(post_json(s, "/v1/rules", {"name": "filerule", "fields": ["x"], "any": ["y"]}).status, 409,
+       "nor replaced")
+    secret = "restart-secret-" + harness.rand_token(8)
+    rcv = Receiver(secret)
+    sub = subscribe(s, rcv.url(), secret, rule="apirule")
+    who = "Rs " + harness.rand_token(6)
+    s.ingest_ok([rec(who, "fileword apiword", record_id="r1"), rec(who, "nothing", record_id="r2")])
+    ev = wait_events(s, 0, 2)
+    eq(sorted(e["rule"] for e in ev), ["apirule", "filerule"], "events")
+    deadline = time.time() + 10
+    while len(rcv.seqs()) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    eq(len(rcv.seqs()), 1, "delivered before the restart")
+    time.sleep(1.2)  # the webhook position is saved when it catches up
+    s.stop()
+    s.start()
+    eq({r["name"]: r["source"] for r in s.get_json("/v1/rules")["rules"]}, rules, "rules after a restart")
+    eq(events_after(s, 0), ev, "events after a restart")
+    eq(s.get_json("/v1/subscriptions/" + sub["id"])["rule"], "apirule", "subscription after a restart")
+    # kill -9 with matches in flight: afterwards every matching record has exactly its events
+    batches = 6
+    for b in range(batches):
+        s.ingest_ok([rec(who, "apiword %d" % i, record_id="k%d-%d" % (b, i)) for i in range(20)])
+    s.kill9()
+    s.start()
+    want = 1 + batches * 20
+    ev2 = wait_events(s, 0, 2 + batches * 20, timeout=20)
+    api_ev = [e for e in ev2 if e["rule"] == "apirule"]
+    eq(len(api_ev), want, "apirule events after kill -9")
+    eq(len({e["record_id"] for e in api_ev}), want, "one per record: none lost, none twice")
+    seqs = [e["seq"] for e in ev2]
+    eq(seqs, list(range(1, len(seqs) + 1)), "seqs dense from 1")
+    # the webhook goes on from its position: every apirule event, none before its last delivery again
+    deadline = time.time() + 20
+    while len(set(rcv.seqs())) < want and time.time() < deadline:
+        time.sleep(0.1)
+    eq(sorted(set(rcv.seqs())), [e["seq"] for e in api_ev], "webhook deliveries across kill -9")
+    eq(rcv.seqs().count(api_ev[0]["seq"]), 1, "the event delivered before the clean restart came once")
+    s.stop()
+    # a bad rules file stops the start with the rule and the problem named
+    with open(rules_file, "w") as f:
+        json.dump([{"name": "ok", "fields": ["n"], "any": ["x"]}, {"name": "broken", "fields": ["n"], "regex": "a("}],
+                  f)
+    try:
+        s.start(health_timeout=5)
+        fail("serve started with a bad rules file")
+    except harness.TestFailure as e:
+        check('rule "broken": regex 1: Missing close parenthesis' in s.log_tail(3000), "log: %s" % e)
+
+
+def sse_clients(s):
+    m = s.get("/metrics").text
+    return int([ln for ln in m.splitlines() if ln.startswith("medstream_sse_clients ")][0].split()[1])
+
+
+@harness.test(timeout=60)
+def test_stream_limit_deadlines_dead_clients_and_stop():
+    # the edge's deadline (1 s) must not cut a quiet stream; the heartbeat (15 s) is not what finds a dead client
+    s = harness.Server(extra_args=["--sse-max-streams", "2", "--header-timeout", "1"], name="notify-streams")
+    s.start()
+    put_rule(s, {"name": "quiet", "fields": ["notes"], "any": ["quietword"]})
+    a = SSE(s.port, s.token)
+    b = SSE(s.port, s.token)
+    eq((a.status, b.status), (200, 200), "two streams")
+    r = s.get("/v1/events/stream")
+    eq(r.status, 503, "a third stream")
+    check("too many event streams" in r.json()["error"], "error: %s" % r.text)
+    a.frames(lambda f: len(f) >= 1)
+    b.frames(lambda f: len(f) >= 1)
+    eq(sse_clients(s), 2, "medstream_sse_clients")
+    # a client that goes away is noticed at once, not at the next heartbeat or event
+    b.close()
+    t0 = time.time()
+    while sse_clients(s) != 1 and time.time() - t0 < 5:
+        time.sleep(0.05)
+    eq(sse_clients(s), 1, "streams once a client hung up")
+    check(time.time() - t0 < 2, "noticed after %.1f s" % (time.time() - t0))
+    b = SSE(s.port, s.token)  # its place is free again
+    eq(b.status, 200, "a stream in the freed place")
+    b.frames(lambda f: len(f) >= 1)
+    time.sleep(2.5)  # quiet for longer than --header-timeout
+    s.ingest_ok([rec("Quiet " + harness.rand_token(5), "quietword", record_id="quiet-1")])
+    got = events_of(a.frames(lambda f: len(events_of(f)) >= 1, timeout=5))
+    eq(len(got), 1, "a stream quiet for longer than the header deadline still delivers")
+    check(not a.closed, "the quiet stream is open")
+    t0 = time.time()
+    rc = s.stop()
+    took = time.time() - t0
+    eq(rc, 0, "exit code of a stop with streams open")
+    check(took < 4.0, "stop took %.1f s with streams open" % took)
+    a.frames(lambda f: False, timeout=2)
+    check(a.closed, "the stream ended")
+    a.close()
+    b.close()
+
+
+def self_signed(d, name):
+    import subprocess
+    cert, key = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       capture_output=True)
+    eq(r.returncode, 0, "openssl made a certificate")
+    return cert, key
+
+
+@harness.test(timeout=60)
+def test_https_webhook_checks_the_certificate():
+    d = harness.tempfile.mkdtemp(prefix="medstream-hook-tls-")
+    trusted, untrusted = self_signed(d, "trusted"), self_signed(d, "untrusted")
+    s = harness.Server(extra_args=SERVE_ARGS + ["--webhook-ca", trusted[0]], name="notify-https")
+    s.start()
+    put_rule(s, {"name": "tlsrule", "fields": ["notes"], "any": ["tlsword"]})
+    secret = "tls-secret-" + harness.rand_token(10)
+    good, bad = Receiver(secret, tls=trusted), Receiver(secret, tls=untrusted)
+    sub_good = subscribe(s, good.url(), secret, rule="tlsrule")
+    sub_bad = subscribe(s, bad.url(), secret, rule="tlsrule")
+    s.ingest_ok([rec("Tls " + harness.rand_token(5), "tlsword %d" % i, record_id="tls-%d" % i) for i in range(5)])
+    deadline = time.time() + 15
+    while len(good.seqs()) < 5 and time.time() < deadline:
+        time.sleep(0.1)
+    eq(len(good.seqs()), 5, "events over https to the trusted receiver")
+    eq(good.bad, [], "signatures")
+    eq(s.get_json("/v1/subscriptions/" + sub_good["id"])["failures_total"], 0, "no failure")
+    st = s.get_json("/v1/subscriptions/" + sub_bad["id"])
+    eq(bad.seqs(), [], "nothing reaches a receiver whose certificate does not check out")
+    check(st["failures_total"] >= 1 and "certificate" in (st["last_error"] or ""), "state: %r" % st)
+
+
+@harness.test(timeout=90)
+def test_events_topic_on_kafka():
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        raise harness.Skip("python3-confluent-kafka is not installed")
+    import subprocess
+    mock_bin = os.path.join(harness.REPO_ROOT, "build", "kafka_mock")
+    if not os.path.exists(mock_bin):
+        raise harness.Skip("build/kafka_mock is not built (make build/kafka_mock)")
+    mock = subprocess.Popen([mock_bin, "nrec:1", "nrec.dlq:1", "nevents:2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    bootstrap = mock.stdout.readline().strip()
+    harness.on_exit(lambda: (mock.stdin.close(), mock.wait(timeout=10)))
+    check(":" in bootstrap, "kafka_mock's bootstrap servers: %r" % bootstrap)
+    s = harness.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "nrec", "--events-topic", "nevents"],
+                       name="notify-kafka")
+    s.start()
+    put_rule(s, {"name": "kword", "fields": ["notes"], "any": ["kafkaword"]})
+    who = "Kf " + harness.rand_token(6)
+    s.ingest_ok([rec(who, "kafkaword %d" % i, record_id="kf-%d" % i) for i in range(15)] +
+                [rec(who, "other %d" % i, record_id="ko-%d" % i) for i in range(5)])
+    stored = wait_events(s, 0, 15)
+    eq(len(stored), 15, "events stored")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "events-reader", "auto.offset.reset": "earliest"})
+    c.subscribe(["nevents"])
+    got = {}
+    deadline = time.time() + 30
+    while len(got) < 15 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        ev = json.loads(m.value())
+        eq(m.key().decode(), ev["patient_id"], "key is the patient id")
+        eq(dict(m.headers() or [])["medstream-event-seq"].decode(), str(ev["seq"]), "seq header")
+        got[ev["seq"]] = ev
+    c.close()
+    eq(sorted(got.values(), key=lambda e: e["seq"]), stored, "the topic holds every stored event, as stored")
+    check(who not in json.dumps(list(got.values())), "no PHI in the messages")
+    m = s.get("/metrics").text
+    check("medstream_notify_kafka_position 15" in m, "position metric")
+
+
+if __name__ == "__main__":
+    harness.main()

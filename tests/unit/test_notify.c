@@ -1,0 +1,257 @@
+/*
+ * test_notify.c - the notifications' pieces below the HTTP API: the store's event log (entries and the
+ * follower's position in one transaction, numbering checked, survives a reopen) and definitions; an event's
+ * JSON and its SSE frame; a webhook's signature, retry schedule and URL check; the hub's wake-ups and its
+ * bound on streams.
+ */
+#include "unit_store.h"
+
+#include "notify/delivery.h"
+#include "notify/event.h"
+#include "notify/hub.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool collect(void *ctx, uint64_t seq, const char *ev, size_t len)
+{
+    buf *b = ctx;
+    buf_printf(b, "%llu=%.*s;", (unsigned long long)seq, (int)len, ev);
+    return true;
+}
+
+static const char *scan_after(store *s, uint64_t after)
+{
+    static buf b;
+    b.len = 0;
+    buf_reserve(&b, 1);
+    b.data[0] = 0;
+    store_read *r = unit_rbegin(s);
+    ms_err e;
+    if (store_events_scan(r, after, collect, &b, &e) != MS_OK) fail_msg("scan: %s", e.msg);
+    store_read_end(r);
+    return b.data;
+}
+
+static uint64_t position_of(store *s, const char *sink)
+{
+    store_read *r = unit_rbegin(s);
+    uint64_t pos = 0;
+    ms_err e;
+    assert_int_equal(store_sink_position(r, sink, &pos, &e), MS_OK);
+    store_read_end(r);
+    return pos;
+}
+
+static void test_event_log(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    store_bytes ev[] = {{"a", 1}, {"bb", 2}, {"ccc", 3}};
+    assert_int_equal(store_events_append(u.s, 1, ev, 2, "notify", 7, &e), MS_OK);
+    assert_int_equal(position_of(u.s, "notify"), 7);
+    /* the numbering must go on where it is: nothing of a wrong append is written, the position neither */
+    assert_int_equal(store_events_append(u.s, 5, ev + 2, 1, "notify", 9, &e), MS_ECONFLICT);
+    assert_int_equal(store_events_append(u.s, 2, ev + 2, 1, "notify", 9, &e), MS_ECONFLICT);
+    assert_int_equal(position_of(u.s, "notify"), 7);
+    assert_int_equal(store_events_append(u.s, 3, ev + 2, 1, "notify", 9, &e), MS_OK);
+    /* the position alone */
+    assert_int_equal(store_events_append(u.s, 4, NULL, 0, "notify", 12, &e), MS_OK);
+    assert_int_equal(position_of(u.s, "notify"), 12);
+    store_bytes empty = {"", 0};
+    assert_int_equal(store_events_append(u.s, 4, &empty, 1, "notify", 13, &e), MS_EINVAL);
+    assert_string_equal(scan_after(u.s, 0), "1=a;2=bb;3=ccc;");
+    assert_string_equal(scan_after(u.s, 2), "3=ccc;");
+    assert_string_equal(scan_after(u.s, 3), "");
+    assert_string_equal(scan_after(u.s, 100), "");
+    /* it survives a reopen */
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s", u.dir);
+    store_close(u.s);
+    assert_int_equal(store_open(&u.s, dir, NULL, &e), MS_OK);
+    store_read *r = unit_rbegin(u.s);
+    uint64_t last = 0;
+    assert_int_equal(store_events_last(r, &last, &e), MS_OK);
+    store_read_end(r);
+    assert_int_equal(last, 3);
+    assert_string_equal(scan_after(u.s, 1), "2=bb;3=ccc;");
+    assert_int_equal(position_of(u.s, "notify"), 12);
+    /* a read-only open sees the same */
+    store *ro;
+    store_options o = {.read_only = true};
+    assert_int_equal(store_open(&ro, dir, &o, &e), MS_OK);
+    assert_string_equal(scan_after(ro, 0), "1=a;2=bb;3=ccc;");
+    assert_int_equal(store_events_append(ro, 4, ev, 1, "notify", 1, &e), MS_EINVAL);
+    store_close(ro);
+    unit_store_close(&u);
+}
+
+static bool collect_def(void *ctx, const char *name, size_t name_len, const char *v, size_t n)
+{
+    buf *b = ctx;
+    buf_printf(b, "%.*s=%.*s;", (int)name_len, name, (int)n, v);
+    return true;
+}
+
+static const char *defs_of(store *s, const char *kind)
+{
+    static buf b;
+    b.len = 0;
+    buf_reserve(&b, 1);
+    b.data[0] = 0;
+    store_read *r = unit_rbegin(s);
+    ms_err e;
+    if (store_definitions_list(r, kind, collect_def, &b, &e) != MS_OK) fail_msg("list: %s", e.msg);
+    store_read_end(r);
+    return b.data;
+}
+
+static void test_definitions(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    store_write *w;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_definition_put(w, "rule", "b", "B", 1, &e), MS_OK);
+    assert_int_equal(store_definition_put(w, "rule", "a", "A", 1, &e), MS_OK);
+    assert_int_equal(store_definition_put(w, "rulex", "c", "C", 1, &e), MS_OK); /* another kind, same prefix */
+    assert_int_equal(store_definition_put(w, "subscription", "s1", "S", 1, &e), MS_OK);
+    assert_int_equal(store_definition_put(w, "", "x", "X", 1, &e), MS_EINVAL);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_string_equal(defs_of(u.s, "rule"), "a=A;b=B;");
+    assert_string_equal(defs_of(u.s, "rulex"), "c=C;");
+    assert_string_equal(defs_of(u.s, "subscription"), "s1=S;");
+    assert_string_equal(defs_of(u.s, "none"), "");
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    bool found = false;
+    assert_int_equal(store_definition_delete(w, "rule", "a", &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_definition_delete(w, "rule", "zz", &found, &e), MS_OK);
+    assert_false(found);
+    assert_int_equal(store_definition_put(w, "rule", "b", "B2", 2, &e), MS_OK); /* replaced */
+    store_write_abort(w);                                                       /* ... or not */
+    assert_string_equal(defs_of(u.s, "rule"), "a=A;b=B;");
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_definition_delete(w, "rule", "a", &found, &e), MS_OK);
+    assert_int_equal(store_definition_put(w, "rule", "b", "B2", 2, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_string_equal(defs_of(u.s, "rule"), "b=B2;");
+    unit_store_close(&u);
+}
+
+static void test_event_json_and_frame(void **state)
+{
+    (void)state;
+    notify_event ev = {.seq = 42,
+                       .rule = "sepsis",
+                       .record_id = "r\"1",
+                       .record_id_len = 3,
+                       .field = "notes",
+                       .type = "note",
+                       .type_len = 4,
+                       .version = 3,
+                       .ts_us = unit_time(2026, 1, 2, 3, 4, 5),
+                       .committed_us = unit_time(2026, 1, 2, 3, 4, 6)};
+    assert_true(patient_id_parse("6f0c2b1e-0000-4000-8000-000000000001", 36, &ev.pid));
+    buf b = {0};
+    notify_event_json(&ev, &b);
+    assert_string_equal(b.data,
+                        "{\"seq\":42,\"rule\":\"sepsis\",\"record_id\":\"r\\\"1\",\"patient_id\":\"6f0c2b1e-0000-"
+                        "4000-8000-000000000001\",\"field\":\"notes\",\"type\":\"note\",\"version\":3,\"ts\":"
+                        "\"2026-01-02T03:04:05.000000Z\",\"committed_at\":\"2026-01-02T03:04:06.000000Z\"}");
+    const char *rule;
+    size_t rl;
+    assert_true(notify_event_rule(b.data, b.len, &rule, &rl));
+    assert_span_equal(rule, rl, "sepsis");
+    assert_false(notify_event_rule("{\"seq\":1}", 9, &rule, &rl));
+    buf f = {0};
+    sse_frame(&f, 42, b.data, b.len);
+    assert_true(strncmp(f.data, "id: 42\nevent: match\ndata: {\"seq\":42,", 36) == 0);
+    assert_int_equal(f.len, 26 + b.len + 2);
+    assert_string_equal(f.data + f.len - 2, "\n\n");
+    assert_null(memchr(b.data, '\n', b.len)); /* one data line */
+    buf_free(&b);
+    buf_free(&f);
+}
+
+static void test_webhook_signature_backoff_url(void **state)
+{
+    (void)state;
+    char sig[WEBHOOK_SIGNATURE_LEN + 1];
+    webhook_signature("0123456789abcdef", 16, "{\"seq\":1}", 9, sig);
+    assert_string_equal(sig, "sha256=47cc6ea47ee61fe634eb599315547755bde6170e4a522ce4aa11aed55aa26fa4");
+    assert_int_equal(webhook_backoff_ms(1, 60000), 500);
+    assert_int_equal(webhook_backoff_ms(2, 60000), 1000);
+    assert_int_equal(webhook_backoff_ms(5, 60000), 8000);
+    assert_int_equal(webhook_backoff_ms(8, 60000), 60000);
+    assert_int_equal(webhook_backoff_ms(1000, 60000), 60000);
+    assert_int_equal(webhook_backoff_ms(3, 700), 700);
+    char why[300];
+    assert_null(webhook_url_check("http://127.0.0.1:8080/hook", why, sizeof why));
+    assert_null(webhook_url_check("https://example.org/a/b", why, sizeof why));
+    assert_null(webhook_url_check("HTTPS://[::1]:9/x", why, sizeof why));
+    const char *bad[] = {
+        "ftp://x/",        "file:///etc/passwd",  "http://", "http://h/x?q=1", "http://u@h/", "http://h:0/",
+        "http://h:99999/", "javascript:alert(1)", "",        "http://h/a b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (!webhook_url_check(bad[i], why, sizeof why)) fail_msg("URL accepted: %s", bad[i]);
+}
+
+static void *publish_later(void *arg)
+{
+    usleep(50000);
+    hub_publish(arg, 5);
+    return NULL;
+}
+
+static void test_hub(void **state)
+{
+    (void)state;
+    hub *h = hub_new(3, 2);
+    assert_int_equal(hub_last(h), 3);
+    double t0 = ms_mono_s();
+    assert_int_equal(hub_wait(h, 3, 50), 3); /* nothing new: the timeout */
+    assert_true(ms_mono_s() - t0 >= 0.045);
+    assert_int_equal(hub_wait(h, 2, 5000), 3); /* already there: at once */
+    int a = hub_stream_add(h), b = hub_stream_add(h);
+    assert_true(a >= 0 && b >= 0);
+    assert_int_equal(hub_stream_add(h), -1); /* at most 2 */
+    assert_int_equal(hub_streams(h), 2);
+    uint64_t v;
+    assert_true(read(a, &v, sizeof v) < 0); /* nothing published yet */
+    pthread_t t;
+    pthread_create(&t, NULL, publish_later, h);
+    t0 = ms_mono_s();
+    assert_int_equal(hub_wait(h, 3, 5000), 5);
+    assert_true(ms_mono_s() - t0 < 2.0);
+    pthread_join(t, NULL);
+    assert_int_equal(read(a, &v, sizeof v), 8); /* each stream was woken */
+    assert_int_equal(read(b, &v, sizeof v), 8);
+    hub_stream_remove(h, a);
+    assert_int_equal(hub_streams(h), 1);
+    hub_close(h);
+    assert_true(hub_closed(h));
+    assert_int_equal(read(b, &v, sizeof v), 8); /* the close woke it */
+    assert_int_equal(hub_stream_add(h), -1);    /* closed: no new stream */
+    t0 = ms_mono_s();
+    hub_wait(h, 100, 5000); /* returns at once once closed */
+    assert_true(ms_mono_s() - t0 < 1.0);
+    hub_free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_event_log),
+        cmocka_unit_test(test_definitions),
+        cmocka_unit_test(test_event_json_and_frame),
+        cmocka_unit_test(test_webhook_signature_backoff_url),
+        cmocka_unit_test(test_hub),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
