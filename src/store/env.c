@@ -36,8 +36,8 @@
 
 #define LOCK_FILE "medstream.lock"
 
-static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",
-                                               "snapshot", "meta",    "users",  "tokens", "audit"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",     "snapshot",
+                                               "meta",     "users",   "tokens", "audit",  "children"};
 
 /* ---- the data directory's lock ---- */
 
@@ -172,8 +172,14 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         st_mdb_fail(e, rc, "begin");
         goto fail;
     }
+    s->has_children = true;
     for (int i = 0; i < DB_COUNT; i++) {
-        if ((rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]))) {
+        rc = mdb_dbi_open(txn, db_names[i], ro ? 0 : MDB_CREATE, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && ro && i == DB_CHILDREN) { /* a store made before issue 13, read only */
+            s->has_children = false;
+            rc = 0;
+        }
+        if (rc) {
             mdb_txn_abort(txn);
             st_mdb_fail(e, rc, "open sub-database");
             goto fail;

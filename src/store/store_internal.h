@@ -42,6 +42,7 @@ enum {
     DB_USERS,
     DB_TOKENS,
     DB_AUDIT,
+    DB_CHILDREN, /* issue 13: a store made before it has none until opened for writing (has_children) */
     DB_COUNT
 };
 
@@ -54,6 +55,7 @@ struct store {
     uint64_t segment_size; /* the segment log's, as this store opened it */
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
+    bool has_children; /* DB_CHILDREN exists (false only in a read-only open of a store made before it) */
     segment_log *log;
     unsigned char id_key[32];
     unsigned char pid_key[PATIENT_ID_KEY]; /* HMAC(id_key, "patient-id"): the patient id permutation */
