@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit", "users", "exports", "metrics"};
+static const char *const resources[] = {"records", "patients", "public",  "audit",
+                                        "users",   "exports",  "metrics", "counters"};
 enum { NRES = sizeof resources / sizeof resources[0] };
 static const char *const actions[] = {"create", "read", "update", "delete"};
 enum { C = 1, R = 2, U = 4, D = 8, CRUD = 15 };
@@ -18,13 +19,15 @@ typedef struct {
     unsigned char grants[NRES]; /* per resource, in the order of resources[]: bits C R U D */
 } role_row;
 
-/*                              records   patients  public  audit  users  exports  metrics */
+/* counters: defining (create) and removing (delete) rolling-window counters; reading one needs public:read,
+ * or patients:read for one on PHI fields (views/counters.h), so no role needs counters:read.
+ *                              records   patients  public  audit  users  exports  metrics  counters */
 static const role_row default_table[] = {
-    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
-    {"ingest", {C, 0, 0, 0, 0, 0, 0}},
-    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0}},
-    {"analyst", {0, 0, R, 0, 0, C | R, 0}},
-    {"auditor", {0, 0, 0, R, 0, 0, 0}},
+    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
+    {"ingest", {C, 0, 0, 0, 0, 0, 0, 0}},
+    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0, 0}},
+    {"analyst", {0, 0, R, 0, 0, C | R, 0, 0}},
+    {"auditor", {0, 0, 0, R, 0, 0, 0, 0}},
 };
 enum { NDEFAULT = sizeof default_table / sizeof default_table[0], MAX_ROLES = 32 };
 

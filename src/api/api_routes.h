@@ -28,6 +28,7 @@
 #include "store/store.h"
 #include "ingest/writer.h"
 #include "export/export_jobs.h"
+#include "views/counters.h"
 
 typedef struct {
     store *store;
@@ -38,6 +39,7 @@ typedef struct {
     int64_t token_ttl_s;  /* lifetime of issued tokens */
     const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
     export_jobs *exports; /* POST /v1/exports runs here (NULL: exports are refused) */
+    counters *counters;   /* the rolling-window counters (/v1/counters) */
 } api;
 
 /* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a

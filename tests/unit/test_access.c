@@ -9,11 +9,12 @@
 
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit", "users", "exports", "metrics"};
+static const char *const resources[] = {"records", "patients", "public",  "audit",
+                                        "users",   "exports",  "metrics", "counters"};
 static const char *const actions[] = {"create", "read", "update", "delete"};
 
-/* DESIGN.md: admin everything; ingest records:create; clinician patients and records create/read/update,
- * public:read; analyst public:read and public exports; auditor audit:read. */
+/* DESIGN.md: admin everything (counters:create and :delete too); ingest records:create; clinician patients and records
+ * create/read/update, public:read; analyst public:read and public exports; auditor audit:read. */
 static bool expected(const char *role, const char *res, const char *act)
 {
     if (!strcmp(role, "admin")) return true;
@@ -33,7 +34,7 @@ static void test_default_matrix(void **state)
     (void)state;
     const char *roles[] = {"admin", "ingest", "clinician", "analyst", "auditor", "nobody", ""};
     for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++)
-        for (size_t i = 0; i < 7; i++)
+        for (size_t i = 0; i < sizeof resources / sizeof resources[0]; i++)
             for (size_t a = 0; a < 4; a++) {
                 char perm[64];
                 snprintf(perm, sizeof perm, "%s:%s", resources[i], actions[a]);
