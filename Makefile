@@ -4,7 +4,7 @@
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < import, read < export < sinks < api < main.c; parquet over base
+# (base < pipeline < store < access < ingest < import, read < export < sinks < views < api < main.c; parquet over base
 # alone, for export and the sinks); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
