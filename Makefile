@@ -28,7 +28,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-counter-ops openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -97,6 +97,13 @@ build/openapi_doc: tools/openapi_doc.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 openapi: build/openapi_doc
 	build/openapi_doc > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+# What one counter operation costs in process (bench/counter_ops.c): counter_add and counter_count, 72h at 1s and 1m.
+EVENTS ?= 2000000
+build/counter_ops: bench/counter_ops.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-counter-ops: build/counter_ops
+	@build/counter_ops $(EVENTS)
 
 # What one access-log line costs (bench/log_line.c): format + write, text and JSON, to /dev/null, a file, a pipe.
 build/log_line: bench/log_line.c $(OBJ)

@@ -76,6 +76,10 @@ static const route_param p_at = {"at", PARAM_TIME, false,
 static const route_param p_parent = {"parent", PARAM_TEXT, false,
                                      "count only the children of this record id (a per_parent counter; needs "
                                      "patients:read)"};
+static const route_param p_fresh = {
+    "fresh", PARAM_TEXT, false,
+    "true (default): every commit acknowledged before the query is counted (it waits for the counters to apply "
+    "them); false: answer at once, exact as of the answer's position"};
 static const route_param p_child_since = {"since", PARAM_TIME, false,
                                           "only children whose event time is at or after this"};
 static const route_param p_child_until = {"until", PARAM_TIME, false, "only children whose event time is before this"};
@@ -219,7 +223,7 @@ const route api_route_table[] = {
      .description = "The exact count of live records matching the counter whose event time is in (at - window, "
                     "at], at the counter's resolution; a counter on PHI fields, or a count per parent, needs "
                     "patients:read too and is audited; 503 while the counter is being built.",
-     .query = QUERY(&p_window, &p_at, &p_parent),
+     .query = QUERY(&p_window, &p_at, &p_parent, &p_fresh),
      .status = 200,
      .answer = "{\"name\",\"window\",\"at\",\"from\",\"to\",\"count\",\"resolution\",\"position\","
                "\"source\"}"},

@@ -93,6 +93,12 @@ void h_counter_get(api *a, http_request *req, http_response *res)
         return;
     }
     if (!get_time(req, res, "at", &q.at)) return;
+    const char *fresh = http_arg_get(req, "fresh");
+    if (fresh && strcmp(fresh, "true") != 0 && strcmp(fresh, "false") != 0) {
+        http_error(res, 400, "fresh: expected true or false");
+        return;
+    }
+    q.at_once = fresh && strcmp(fresh, "false") == 0;
     if (q.parent) {
         q.parent_len = strlen(q.parent);
         if (q.parent_len == 0 || q.parent_len > RECORD_ID_MAX) {

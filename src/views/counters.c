@@ -75,7 +75,7 @@ struct counters {
     _Atomic uint64_t m_latest, m_commits, m_versions, m_saves, m_save_failures, m_failures;
     _Atomic int64_t m_lag_us;
     _Atomic bool m_failing;
-    histogram query_seconds;
+    histogram query_seconds, apply_seconds;
 };
 
 /* ---- small things ---- */
@@ -203,8 +203,7 @@ static bool view_field(store *s, store_read *r, version_view *v, bool from_publi
             v->body.len = 0;
             if (store_record_body(s, &v->rv, &v->body, e) != MS_OK) return false;
             if (!v->bm) v->bm = ms_malloc(sizeof *v->bm * RECORD_MAX_FIELDS);
-            json_error je;
-            v->nbm = json_scan_object(v->body.data, v->body.len, v->bm, RECORD_MAX_FIELDS, &je);
+            v->nbm = json_split_object(v->body.data, v->body.len, v->bm, RECORD_MAX_FIELDS); /* validated at ingest */
             if (v->nbm < 0) v->nbm = 0;
             v->body_state = 1;
         }
@@ -277,6 +276,8 @@ typedef struct {
     size_t nchanges, capchanges;
     record_version *kept; /* the versions the changes' parents point into: 2 per item */
     size_t capkept;
+    change *sorted; /* the changes by counter */
+    size_t *start, capsorted, capstart;
 } applier;
 
 static void applier_free(applier *a)
@@ -286,6 +287,8 @@ static void applier_free(applier *a)
     view_free(&a->cur);
     free(a->changes);
     free(a->kept);
+    free(a->sorted);
+    free(a->start);
     memset(a, 0, sizeof *a);
 }
 
@@ -341,13 +344,28 @@ static ms_code apply_entry(counters *c, applier *a, store_read *r, uint64_t pos,
         }
     }
     atomic_fetch_add(&c->m_versions, a->items.n);
+    /* the changes by counter (a counting sort, stable: each counter takes its own in commit order) */
+    if (a->capsorted < a->nchanges || a->capstart < nset + 1) {
+        a->capsorted = a->nchanges > a->capsorted ? a->nchanges : a->capsorted;
+        a->capstart = nset + 1 > a->capstart ? nset + 1 : a->capstart;
+        a->sorted = ms_realloc(a->sorted, sizeof *a->sorted * (a->capsorted ? a->capsorted : 1));
+        a->start = ms_realloc(a->start, sizeof *a->start * a->capstart);
+    }
+    memset(a->start, 0, sizeof *a->start * (nset + 1));
+    for (size_t k = 0; k < a->nchanges; k++)
+        a->start[a->changes[k].li + 1]++;
+    for (size_t li = 0; li < nset; li++)
+        a->start[li + 1] += a->start[li];
+    for (size_t k = 0; k < a->nchanges; k++)
+        a->sorted[a->start[a->changes[k].li]++] = a->changes[k];
     int64_t now = ms_now_us();
-    for (size_t li = 0; li < nset; li++) {
+    size_t k = 0;
+    for (size_t li = 0; li < nset; li++) { /* start[li] is now where counter li's changes end */
+        if (k == a->start[li]) continue;
         live *l = set[li];
         pthread_mutex_lock(&l->lock);
-        for (size_t k = 0; k < a->nchanges; k++) {
-            const change *x = &a->changes[k];
-            if (x->li != li) continue;
+        for (; k < a->start[li]; k++) {
+            const change *x = &a->sorted[k];
             counter_add(l->ring, x->ts, x->delta, x->parent, x->parent_len, ct, now);
             l->changes++;
         }
@@ -481,8 +499,10 @@ static void *follower_main(void *arg)
         uint64_t done = pos;
         for (int k = 0; rc == MS_OK && k < ENTRIES_PER_TXN && done < latest; k++) {
             bool found = false;
+            double t0 = ms_mono_s();
             rc = apply_entry(c, &a, r, done + 1, set, nset, &found, &e);
             if (rc != MS_OK || !found) break;
+            histogram_observe(&c->apply_seconds, ms_mono_s() - t0);
             done++;
             atomic_fetch_add(&c->m_commits, 1);
         }
@@ -935,6 +955,7 @@ ms_code counters_query(counters *c, const char *name, const counter_query *q, bu
     if (c->start_known > target) target = c->start_known;
     /* read your writes: every commit acknowledged before this query is in the counts */
     pthread_mutex_lock(&c->pos_lock);
+    if (q->at_once) target = c->pos;
     while (c->pos < target && ms_mono_s() - t0 < QUERY_WAIT_S && !atomic_load(&c->stop))
         timed_wait(&c->pos_cond, &c->pos_lock, 0.01);
     uint64_t pos = c->pos;
@@ -1016,6 +1037,8 @@ static void counters_metrics(void *ctx, buf *out)
                     atomic_load(&c->m_save_failures));
     metrics_histogram(out, "medstream_counter_query_seconds", "Time to answer a counter query (waits included).",
                       &c->query_seconds);
+    metrics_histogram(out, "medstream_counter_apply_seconds",
+                      "Time the follower took to apply one commit to every counter.", &c->apply_seconds);
     static const struct {
         const char *name, *type, *help;
     } per[] = {

@@ -28,8 +28,10 @@
  * counters whose definition changed or is new are built as above; a state whose position this store does
  * not have (or has with another commit time: a store restored from an older copy) is ignored.
  *
- * QUERIES are read-your-writes: a query first waits (up to 1 s) until the follower has applied every
- * commit acknowledged before it began, then answers in O(log B) under the counter's lock.
+ * QUERIES are read-your-writes by default: a query first waits (up to 1 s) until the follower has applied
+ * every commit acknowledged before it began, then answers in O(log B) under the counter's lock. With
+ * at_once (`fresh=false`) it answers at once, exact as of the commit position it reports (under load a few
+ * milliseconds behind the last commit).
  *
  * Contract: thread-safe; the follower and the builder are threads of their own; nothing here writes a
  * record value to a log line, a metric or an error (counter names only, which are not PHI; a definition's
@@ -79,6 +81,7 @@ typedef struct {
     int64_t at;         /* INT64_MAX: now */
     const char *parent; /* NULL: all */
     size_t parent_len;
+    bool at_once; /* answer from what the counters hold now, without waiting for the last commits */
 } counter_query;
 
 /* GET /v1/counters/{name}: the answer's JSON, {"name","window","at","from","to","count","resolution",
