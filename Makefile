@@ -28,7 +28,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-counter-ops openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-counter-ops fuzz-counter openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -77,6 +77,12 @@ build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_record.c $(LIBSRC) $(LIBS)
 build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_csv.c $(LIBSRC) $(LIBS)
+build/fuzz/fuzz_counter: fuzz/fuzz_counter.c $(LIBSRC) $(HEADERS) | build/fuzz
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_counter.c $(LIBSRC) $(LIBS)
+# The counter definitions and the trusted member splitter (issue 13), on their own: make fuzz-counter
+fuzz-counter: build/fuzz/fuzz_counter
+	@mkdir -p build/fuzz/corpus_counter && cp -n fuzz/corpus_counter/* build/fuzz/corpus_counter/ 2>/dev/null || true
+	build/fuzz/fuzz_counter -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus_counter
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus

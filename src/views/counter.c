@@ -488,13 +488,60 @@ void counter_stats_get(const counter *c, counter_stats *out)
     out->memory = mem;
 }
 
-/* ---- saved state: "MSC1", be64 resolution, be64 W, be64 m (0 and flag when not started), be64 late,
- * be64 parent_dropped, gap (1) be64 gap_lo be64 gap_hi, be32 n + n x (be64 bucket, be64 count) of the
- * ring, the same of the future, be32 parents + per parent be16 id length, id, be32 n + n pairs ---- */
+/* ---- saved state: "MSC2", be64 resolution, be64 W, started (1), be64 m, be64 late, be64 parent_dropped,
+ * gap (1), be64 gap_lo, be64 gap_hi; then the ring's non-zero buckets, the future's, and per parent its
+ * pairs, each list as be32 n and n x (varint bucket - previous bucket, zigzag varint count), the first
+ * bucket counted from m - W; parents as be32 n and per parent be16 id length, id, its list. Buckets held
+ * are consecutive or close, so a bucket costs 2-3 bytes (72h at 1s, every bucket busy: ~750 KB). ---- */
 
-#define SAVE_MAGIC "MSC1"
+#define SAVE_MAGIC "MSC2"
 
-static void put_pairs_header(buf *out, uint32_t n) { buf_put_be32(out, n); }
+static void put_varint(buf *out, uint64_t v)
+{
+    unsigned char b[10];
+    int n = 0;
+    do {
+        b[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    buf_put(out, b, (size_t)n);
+}
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+/* A list of (bucket, count) in increasing bucket order, the first bucket counted from base. */
+typedef struct {
+    buf *out;
+    size_t count_at;
+    uint32_t n;
+    int64_t prev;
+} list_writer;
+
+static void list_begin(list_writer *w, buf *out, int64_t base)
+{
+    w->out = out;
+    w->count_at = out->len;
+    w->n = 0;
+    w->prev = base;
+    buf_put_be32(out, 0);
+}
+
+static void list_put(list_writer *w, int64_t bucket, int64_t count)
+{
+    put_varint(w->out, (uint64_t)(bucket - w->prev));
+    put_varint(w->out, zigzag(count));
+    w->prev = bucket;
+    w->n++;
+}
+
+static void list_end(list_writer *w) { ms_set_be32(w->out->data + w->count_at, w->n); }
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 void counter_save(const counter *c, buf *out)
 {
@@ -508,40 +555,34 @@ void counter_save(const counter *c, buf *out)
     buf_putc(out, c->gap ? 1 : 0);
     buf_put_be64(out, (uint64_t)c->gap_lo);
     buf_put_be64(out, (uint64_t)c->gap_hi);
-    size_t count_at = out->len;
-    uint32_t n = 0;
-    put_pairs_header(out, 0);
+    list_writer w;
+    list_begin(&w, out, oldest_gone(c));
     if (c->started)
-        for (int64_t k = c->m - c->W + 1; k <= c->m + 1; k++) {
+        for (int64_t k = oldest_gone(c) + 1; k <= c->m + 1; k++) {
             int64_t v = fw_point(c, slot_of(c, k));
-            if (!v) continue;
-            buf_put_be64(out, (uint64_t)k);
-            buf_put_be64(out, (uint64_t)v);
-            n++;
+            if (v) list_put(&w, k, v);
         }
-    ms_set_be32(out->data + count_at, n);
-    put_pairs_header(out, (uint32_t)c->fut.n);
-    for (size_t i = 0; i < c->fut.cap; i++) {
-        if (!c->fut.used[i]) continue;
-        buf_put_be64(out, (uint64_t)c->fut.key[i]);
-        buf_put_be64(out, (uint64_t)c->fut.val[i]);
-    }
+    list_end(&w);
+    int64_t *keys = ms_malloc(sizeof *keys * (c->fut.n ? c->fut.n : 1));
+    size_t nk = 0;
+    for (size_t i = 0; i < c->fut.cap; i++)
+        if (c->fut.used[i]) keys[nk++] = c->fut.key[i];
+    qsort(keys, nk, sizeof *keys, cmp_i64);
+    list_begin(&w, out, c->m + 1);
+    for (size_t i = 0; i < nk; i++)
+        list_put(&w, keys[i], c->fut.val[fut_find(&c->fut, keys[i])]);
+    list_end(&w);
+    free(keys);
     buf_put_be32(out, (uint32_t)c->pt.n);
     for (size_t i = 0; i < c->pt.cap; i++) {
         const parent_entry *pe = &c->pt.slot[i];
         if (!pe->id) continue;
         buf_put_be16(out, (uint16_t)pe->id_len);
         buf_put(out, pe->id, pe->id_len);
-        size_t n_at = out->len;
-        uint32_t kept = 0;
-        buf_put_be32(out, 0);
-        for (uint32_t j = 0; j < pe->n; j++) {
-            if (pe->p[j].b <= oldest_gone(c)) continue; /* aged, not pruned yet */
-            buf_put_be64(out, (uint64_t)pe->p[j].b);
-            buf_put_be64(out, (uint64_t)pe->p[j].n);
-            kept++;
-        }
-        ms_set_be32(out->data + n_at, kept);
+        list_begin(&w, out, oldest_gone(c));
+        for (uint32_t j = 0; j < pe->n; j++)
+            if (pe->p[j].b > oldest_gone(c)) list_put(&w, pe->p[j].b, pe->p[j].n); /* aged: not pruned yet */
+        list_end(&w);
     }
 }
 
@@ -572,6 +613,29 @@ static unsigned rd8(reader *r)
     return *r->p++;
 }
 
+static uint64_t rdvarint(reader *r)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end) break;
+        unsigned char b = *r->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return v;
+    }
+    r->bad = true;
+    return 0;
+}
+
+/* The next (bucket, count) of a list whose previous bucket is *prev. */
+static void rd_pair(reader *r, int64_t *prev, int64_t *bucket, int64_t *count)
+{
+    uint64_t d = rdvarint(r);
+    *count = unzigzag(rdvarint(r));
+    if (d > (uint64_t)INT64_MAX / 2 || *prev > INT64_MAX / 2) r->bad = true;
+    *bucket = *prev + (int64_t)d;
+    *prev = *bucket;
+}
+
 static void reset(counter *c)
 {
     memset(c->tree, 0, sizeof *c->tree * ((size_t)c->B + 1));
@@ -596,17 +660,20 @@ ms_code counter_load(counter *c, const void *data, size_t len, int64_t now, ms_e
     c->gap = rd8(&r) == 1;
     c->gap_lo = (int64_t)rd64(&r);
     c->gap_hi = (int64_t)rd64(&r);
+    if (r.bad || c->m < INT64_MIN / 4 || c->m > INT64_MAX / 4) goto bad;
     uint32_t n = rd32(&r);
+    int64_t prev = oldest_gone(c), k, v;
     if (r.bad || (n && !c->started) || n > c->B) goto bad;
     for (uint32_t i = 0; i < n; i++) {
-        int64_t k = (int64_t)rd64(&r), v = (int64_t)rd64(&r);
-        if (r.bad || k <= c->m - c->W || k > c->m + 1) goto bad;
+        rd_pair(&r, &prev, &k, &v);
+        if (r.bad || k <= oldest_gone(c) || k > c->m + 1) goto bad;
         fw_add(c, slot_of(c, k), v);
     }
     n = rd32(&r);
+    prev = c->m + 1;
     for (uint32_t i = 0; i < n && !r.bad; i++) {
-        int64_t k = (int64_t)rd64(&r), v = (int64_t)rd64(&r);
-        if (r.bad || (c->started && k <= c->m + 1) || v == 0) goto bad;
+        rd_pair(&r, &prev, &k, &v);
+        if (r.bad || k <= c->m + 1 || v == 0) goto bad;
         fut_add(&c->fut, k, v);
     }
     uint32_t parents = rd32(&r);
@@ -619,10 +686,11 @@ ms_code counter_load(counter *c, const void *data, size_t len, int64_t now, ms_e
         const char *id = (const char *)r.p;
         r.p += idl;
         uint32_t np = rd32(&r);
+        prev = oldest_gone(c);
         for (uint32_t j = 0; j < np; j++) {
-            int64_t k = (int64_t)rd64(&r), v = (int64_t)rd64(&r);
-            if (r.bad || v <= 0 || c->pt.pairs >= c->max_pairs) goto bad;
-            if (k > oldest_gone(c)) parent_add(c, id, idl, k, v);
+            rd_pair(&r, &prev, &k, &v);
+            if (r.bad || v <= 0 || k <= oldest_gone(c) || c->pt.pairs >= c->max_pairs) goto bad;
+            parent_add(c, id, idl, k, v);
         }
     }
     if (r.bad || r.p != r.end) goto bad;

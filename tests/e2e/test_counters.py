@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import random
+import subprocess
 import time
 
 import harness as H
@@ -409,6 +410,30 @@ def test_per_parent_cap_answers_from_the_index():
     s.ingest_ok([rec("late-kid", later, parent="cp0001")])
     a = count(s, "kids", window="60s", at=iso(later), parent="cp0001")
     eq((a["count"], a["source"]), (1, "memory"), "a window after the gap, from memory")
+
+
+@test(timeout=60)
+def test_a_bad_counters_file_stops_the_start():
+    s = H.Server(name="ctr-badfile")
+    s.init()
+    cases = [("[{\"name\":\"a\",\"max_window\":\"1h\"},{\"name\":\"b\"}]", "entry 2", "max_window"),
+             ("{\"name\":\"a\"}", "JSON array", None),
+             ("[{\"name\":\"a\",\"max_window\":\"1h\"},{\"name\":\"a\",\"max_window\":\"2h\"}]", "twice", None),
+             ("[{\"name\":\"a\",\"max_window\":\"1h\",\"where\":{\"field\":\"n\",\"equals\":\"Jane Roe\",\"in\":[1]}}]",
+              "entry 1", "not two")]
+    for i, (text, word, word2) in enumerate(cases):
+        path = os.path.join(s.base, "bad%d.json" % i)
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0", "--counters", path],
+                             capture_output=True, text=True, timeout=30)
+        eq(out.returncode, 1, "serve with %s" % text)
+        check(word in out.stderr and (word2 is None or word2 in out.stderr) and path in out.stderr,
+              "the refusal names the file, the entry and the problem: %s" % out.stderr)
+        check("Jane" not in out.stderr, "the refusal echoes a value: %s" % out.stderr)
+    out = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0", "--counters",
+                          os.path.join(s.base, "missing.json")], capture_output=True, text=True, timeout=30)
+    eq(out.returncode, 1, "serve with a missing counters file")
 
 
 if __name__ == "__main__":
