@@ -96,8 +96,24 @@ static bool scalar(const json_member *m, const char *val, size_t len, json_type 
     }
 }
 
+/* Forget a where parsed before (a repeated "where" replaces it). */
+static void clear_where(counter_def *d)
+{
+    free(d->field);
+    for (uint32_t i = 0; i < d->nvalues; i++)
+        free(d->values[i].text);
+    free(d->values);
+    free(d->contains);
+    d->field = d->contains = NULL;
+    d->values = NULL;
+    d->nvalues = 0;
+    d->field_len = d->contains_len = 0;
+    d->op = WHERE_NONE;
+}
+
 static ms_code parse_where(counter_def *d, const json_member *w, ms_err *e)
 {
+    clear_where(d);
     json_member m[4];
     json_error je;
     int n = w->type == JSON_OBJECT ? json_scan_object(w->val, w->val_len, m, 4, &je) : -1;
@@ -205,6 +221,7 @@ static ms_code parse_members(counter_def *d, const char *text, size_t len, ms_er
             if (k->type != JSON_NULL && (!d->type || d->type_len == 0 || d->type_len > 64))
                 rc = ms_fail(e, MS_EINVAL, "counter: \"type\" must be a record type (a string of 1-64 bytes)");
         } else if (key_is(k, "where")) {
+            clear_where(d);
             if (k->type != JSON_NULL) rc = parse_where(d, k, e);
         } else if (key_is(k, "max_window")) {
             rc = parse_duration(k, "max_window", &d->max_window_us, e);

@@ -356,6 +356,13 @@ static void test_definitions(void **state)
     assert_false(counter_where_holds(&d, "1", 1, JSON_NUMBER));
     counter_def_free(&d);
 
+    /* a repeated key replaces the earlier one (nothing of it leaks: ASan) */
+    d = parse_ok("{\"name\":\"r\",\"where\":{\"field\":\"a\",\"in\":[1,2]},\"type\":\"x\",\"type\":\"y\","
+                 "\"where\":{\"field\":\"b\",\"contains\":\"z\"},\"max_window\":\"1h\"}");
+    assert_int_equal(d.op, WHERE_CONTAINS);
+    assert_string_equal(d.type, "y");
+    counter_def_free(&d);
+
     /* each refusal names its key, and never echoes a value */
     refused("{\"type\":\"lab\",\"max_window\":\"1h\"}", "\"name\"", NULL);
     refused("{\"name\":\"a b\",\"max_window\":\"1h\"}", "\"name\"", NULL);
