@@ -47,7 +47,7 @@ static void one(const char *label, int64_t res, int64_t window, uint64_t events)
     for (uint64_t i = 0; i < events; i++) {
         uint64_t r = ms_splitmix64(&seed);
         int64_t ts = now - (int64_t)(r % (uint64_t)window);
-        if (r % 20 == 0) ts -= window;         /* late */
+        if (r % 20 == 0) ts -= window;                                     /* late */
         if (r % 20 == 1) ts = now + (int64_t)(r % (uint64_t)(3600 * SEC)); /* future */
         int pl = snprintf(parent, sizeof parent, "visit-%llu", (unsigned long long)(r >> 40) % 20000);
         counter_add(c, ts, 1, parent, (size_t)pl, now, now);
