@@ -4,6 +4,7 @@
  *   - counter_add (+1 at a random event time: 90 % in the window, 5 % late, 5 % future), per record;
  *   - counter_count over a random window up to max_window at a random `at` (p50, p99, max over the
  *     samples), everything and per parent;
+ *   - counter_save (the counter's part of the restart state: its time under the counter's lock, its size);
  * for a 72h counter at 1s (259,200 buckets: the worst a 72h counter can be) and at 1m, filled with
  * EVENTS events over 20,000 parents. Every latency is kept; percentiles are nearest-rank.
  * Build and run: make bench-counter-ops [EVENTS=2000000]
@@ -75,6 +76,12 @@ static void one(const char *label, int64_t res, int64_t window, uint64_t events)
         }
         report(pass ? "counter_count per parent" : "counter_count", lat, N);
     }
+    buf saved = {0};
+    double s0 = now_s();
+    counter_save(c, &saved);
+    printf("  counter_save                       %6.3f ms, %.1f MB (the restart state of this counter)\n",
+           (now_s() - s0) * 1e3, (double)saved.len / 1e6);
+    buf_free(&saved);
     counter_stats st;
     counter_stats_get(c, &st);
     printf("  memory %.1f MB (%llu parent pairs, %llu future buckets, %llu late)\n", (double)st.memory / 1e6,

@@ -250,6 +250,8 @@ struct counter {
     uint64_t late;
     uint32_t max_pairs; /* 0: no per-parent counts */
     parent_table pt;
+    bool pruned_all; /* the whole table was pruned at ring position pruned_at */
+    int64_t pruned_at;
     bool gap; /* per-parent changes were lost in buckets gap_lo .. gap_hi */
     int64_t gap_lo, gap_hi;
     uint64_t parent_dropped;
@@ -388,10 +390,16 @@ static void parent_add(counter *c, const char *id, size_t len, int64_t k, int64_
         t->slot[i].p[at].n += delta;
         return;
     }
-    if (t->pairs >= c->max_pairs) { /* prune every aged pair, then give up on this one if still full */
-        for (size_t s = 0; s < t->cap; s++)
-            while (t->slot[s].id && !pt_prune(t, s, oldest_gone(c))) {
-            }
+    if (t->pairs >= c->max_pairs) {
+        /* prune every aged pair (once per tick of the ring: nothing more ages in between), then give up on
+         * this one if still full */
+        if (!c->pruned_all || c->pruned_at != c->m) {
+            for (size_t s = 0; s < t->cap; s++)
+                while (t->slot[s].id && !pt_prune(t, s, oldest_gone(c))) {
+                }
+            c->pruned_all = true;
+            c->pruned_at = c->m;
+        }
         if (t->pairs >= c->max_pairs) {
             note_gap(c, k);
             c->parent_dropped++;
@@ -557,11 +565,19 @@ void counter_save(const counter *c, buf *out)
     buf_put_be64(out, (uint64_t)c->gap_hi);
     list_writer w;
     list_begin(&w, out, oldest_gone(c));
-    if (c->started)
+    if (c->started) {
+        /* every slot's own count in O(B): the tree built backwards (a node's children come before it, so
+         * in decreasing order each node still holds the sum it gave its parent) */
+        int64_t *v = ms_malloc(sizeof *v * ((size_t)c->B + 1));
+        memcpy(v, c->tree, sizeof *v * ((size_t)c->B + 1));
+        for (uint32_t i = c->B; i >= 1; i--)
+            if (i + (i & -i) <= c->B) v[i + (i & -i)] -= v[i];
         for (int64_t k = oldest_gone(c) + 1; k <= c->m + 1; k++) {
-            int64_t v = fw_point(c, slot_of(c, k));
-            if (v) list_put(&w, k, v);
+            int64_t n = v[slot_of(c, k) + 1];
+            if (n) list_put(&w, k, n);
         }
+        free(v);
+    }
     list_end(&w);
     int64_t *keys = ms_malloc(sizeof *keys * (c->fut.n ? c->fut.n : 1));
     size_t nk = 0;
@@ -641,7 +657,7 @@ static void reset(counter *c)
     memset(c->tree, 0, sizeof *c->tree * ((size_t)c->B + 1));
     fut_free(&c->fut);
     pt_free(&c->pt);
-    c->started = c->gap = false;
+    c->started = c->gap = c->pruned_all = false;
     c->m = c->late = c->parent_dropped = 0;
     c->gap_lo = c->gap_hi = 0;
 }

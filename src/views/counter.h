@@ -31,10 +31,10 @@
  * PER PARENT (counter_def.per_parent). A hash of parent id -> a sorted array of (bucket, count), entries
  * with a non-zero count only, pruned as buckets leave the ring. At most max_parent_buckets (parent,
  * bucket) pairs are kept. A +1 that needs a new pair when that many are held (after pruning every aged
- * pair) is not kept: the counter remembers the range of buckets such changes were lost in (the gap,
- * oldest and newest), and a per-parent query whose window overlaps the gap is answered `incomplete` (the
- * caller says so, or counts another way) until the gap leaves the ring. A per-parent answer is never
- * silently wrong: it is exact or flagged.
+ * pair, which is done at most once per tick of the resolution: nothing more ages in between) is not kept: the counter
+ * remembers the range of buckets such changes were lost in (the gap, oldest and newest), and a per-parent query whose
+ * window overlaps the gap is answered `incomplete` (the caller says so, or counts another way) until the gap leaves the
+ * ring. A per-parent answer is never silently wrong: it is exact or flagged.
  *
  * MEMORY (bytes, 64-bit): the ring 8 x (W+1) (72h at 1s: 2.07 MB; at 1m: 34.6 KB); the future about 40
  * per distinct future bucket; per parent about 80 + the id's length + 32 per pair held (arrays double),
