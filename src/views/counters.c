@@ -581,7 +581,7 @@ static bool build_record(void *ctx, const record_version *rv)
 
 /* Build l: the records live at the follower's position, then the entries after it, then join. false if
  * it went away or the store failed (retried later). */
-static bool build(counters *c, live *l, uint64_t serial, ms_err *e)
+static bool build(counters *c, live *l, uint64_t serial, const char *name, ms_err *e)
 {
     double t0 = ms_mono_s();
     pthread_mutex_lock(&c->pos_lock);
@@ -671,9 +671,9 @@ static bool build(counters *c, live *l, uint64_t serial, ms_err *e)
     applier_free(&a);
     if (ok)
         ms_log_fields(LOG_INFO, "counters.built",
-                      (log_field[]){LOG_STR("counter", l->def.name), LOG_UINT("records", b.counted),
+                      (log_field[]){LOG_STR("counter", name), LOG_UINT("records", b.counted),
                                     LOG_UINT("position", at), LOG_MS("ms", (ms_mono_s() - t0) * 1000)},
-                      4, "counters: counter %s built from the stored records", l->def.name);
+                      4, "counters: counter %s built from the stored records", name); /* l may be gone */
     return ok;
 }
 
@@ -685,8 +685,10 @@ static void *builder_main(void *arg)
         pthread_rwlock_rdlock(&c->reg);
         live *l = NULL;
         uint64_t serial = 0;
+        char name[COUNTER_NAME_MAX + 1];
         for (size_t i = 0; i < c->n && !l; i++)
             if (c->v[i]->state == LIVE_BUILDING) l = c->v[i], serial = c->v[i]->serial;
+        if (l) memcpy(name, l->def.name, sizeof name);
         pthread_rwlock_unlock(&c->reg);
         if (!l) {
             pthread_mutex_lock(&c->pos_lock);
@@ -695,7 +697,7 @@ static void *builder_main(void *arg)
             continue;
         }
         ms_err e = {0};
-        if (!build(c, l, serial, &e) && !atomic_load(&c->stop)) {
+        if (!build(c, l, serial, name, &e) && !atomic_load(&c->stop)) {
             pthread_rwlock_rdlock(&c->reg);
             bool there = still_there(c, l, serial);
             if (there) { /* start it again from scratch */
