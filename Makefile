@@ -4,7 +4,7 @@
 # docs/options.md from the option tables.
 #
 # The source tree is the architecture: src/<layer>/ folders, each layer calling only down
-# (base < pipeline < store < access < ingest < import, read < export < sinks, notify < api < main.c; parquet over base
+# (base < pipeline < store < access < ingest < import, read < export < sinks, notify, views < api < main.c; parquet over base
 # alone, for export and the sinks); includes name the layer
 # ("store/store.h"). Every layer is one library of objects; the server is src/main.c over it, the
 # benchmark tools (tools/bench/) are a second binary over the same library.
@@ -31,7 +31,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops fuzz-counter openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -80,6 +80,12 @@ build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_record.c $(LIBSRC) $(LIBS)
 build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_csv.c $(LIBSRC) $(LIBS)
+build/fuzz/fuzz_counter: fuzz/fuzz_counter.c $(LIBSRC) $(HEADERS) | build/fuzz
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_counter.c $(LIBSRC) $(LIBS)
+# The counter definitions and the trusted member splitter (issue 13), on their own: make fuzz-counter
+fuzz-counter: build/fuzz/fuzz_counter
+	@mkdir -p build/fuzz/corpus_counter && cp -n fuzz/corpus_counter/* build/fuzz/corpus_counter/ 2>/dev/null || true
+	build/fuzz/fuzz_counter -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus_counter
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus
@@ -100,6 +106,13 @@ build/openapi_doc: tools/openapi_doc.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 openapi: build/openapi_doc
 	build/openapi_doc > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+# What one counter operation costs in process (bench/counter_ops.c): counter_add and counter_count, 72h at 1s and 1m.
+EVENTS ?= 2000000
+build/counter_ops: bench/counter_ops.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-counter-ops: build/counter_ops
+	@build/counter_ops $(EVENTS)
 
 # What one access-log line costs (bench/log_line.c): format + write, text and JSON, to /dev/null, a file, a pipe.
 build/log_line: bench/log_line.c $(OBJ)

@@ -25,6 +25,7 @@
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_lake.h"
 #include "sinks/sink_postgres.h"
+#include "views/counters.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/options.h"
@@ -536,6 +537,7 @@ typedef struct {
     uint64_t lake_roll_s, lake_roll_bytes;
     const char *rules, *webhook_ca, *events_topic;
     uint64_t sse_max_streams, sse_heartbeat_s, webhook_timeout_s, webhook_max_backoff_s, webhook_max;
+    const char *counters; /* --counters FILE */
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
@@ -681,6 +683,9 @@ static int cmd_serve(int argc, char **argv)
         {.name = "--events-topic", .type = OPT_STRING, .target = &c.events_topic, .metavar = "TOPIC",
          .help = "also publish every notification event here, keyed by patient id, at least once (needs "
                  "--kafka-brokers)"},
+        {.name = "--counters", .type = OPT_STRING, .target = &c.counters, .metavar = "FILE",
+         .help = "rolling-window counters to keep (a JSON array of definitions, docs/API.md \"Counters\"), besides "
+                 "those defined with POST /v1/counters"},
         {0},
     };
     /* clang-format on */
@@ -730,6 +735,7 @@ static int serve_run(const serve_settings *c)
     sink_lake *lake = NULL;
     export_jobs *exports = NULL;
     notifier *notify = NULL;
+    counters *live_counters = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
@@ -767,6 +773,9 @@ static int serve_run(const serve_settings *c)
                            .kafka_config = c->kafka_config.v};
     if (notifier_start(&notify, &no, &e) != MS_OK) goto out;
     a.notifier = notify;
+    counters_options co = {.store = s, .schema = &sc, .data_dir = c->data, .file = c->counters};
+    if (counters_start(&live_counters, &co, &e) != MS_OK) goto out;
+    a.counters = live_counters;
     http_handler hh = api_http_handler(&a);
     if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
         goto out;
@@ -846,8 +855,9 @@ out:
     export_jobs_stop(exports);      /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
-    writer_stop(w);       /* queued batches are committed */
-    sink_lake_stop(lake); /* then published: a clean stop leaves the lake holding every commit */
+    writer_stop(w);               /* queued batches are committed */
+    counters_stop(live_counters); /* their state saved: a restart replays only what they had not applied */
+    sink_lake_stop(lake);         /* then published: a clean stop leaves the lake holding every commit */
     store_close(s);
     schema_free(&sc);
     return rc;

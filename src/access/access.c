@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit",        "users",
-                                        "exports", "metrics",  "rules",  "notifications"};
+static const char *const resources[] = {"records", "patients", "public", "audit",         "users",
+                                        "exports", "metrics",  "rules",  "notifications", "counters"};
 enum { NRES = sizeof resources / sizeof resources[0] };
 static const char *const actions[] = {"create", "read", "update", "delete"};
 enum { C = 1, R = 2, U = 4, D = 8, CRUD = 15 };
@@ -21,13 +21,16 @@ typedef struct {
 
 /* notifications (issue 13): events carry patient ids and the rule a record's text matched, a fact derived
  * from PHI: clinicians read them and subscribe (DESIGN.md), analysts do not; rules are the admin's.
- *                              records   patients  public  audit  users  exports  metrics rules notifications */
+ * counters: defining (create) and removing (delete) rolling-window counters; reading one needs public:read,
+ * or patients:read for one on PHI fields (views/counters.h), so no role needs counters:read.
+ *                              records   patients  public  audit  users  exports  metrics rules notifications counters
+ */
 static const role_row default_table[] = {
-    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
-    {"ingest", {C, 0, 0, 0, 0, 0, 0, 0, 0}},
-    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0, 0, C | R}},
-    {"analyst", {0, 0, R, 0, 0, C | R, 0, 0, 0}},
-    {"auditor", {0, 0, 0, R, 0, 0, 0, 0, 0}},
+    {"admin", {CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD, CRUD}},
+    {"ingest", {C, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+    {"clinician", {C | R | U, C | R | U, R, 0, 0, 0, 0, 0, C | R, 0}},
+    {"analyst", {0, 0, R, 0, 0, C | R, 0, 0, 0, 0}},
+    {"auditor", {0, 0, 0, R, 0, 0, 0, 0, 0, 0}},
 };
 enum { NDEFAULT = sizeof default_table / sizeof default_table[0], MAX_ROLES = 32 };
 

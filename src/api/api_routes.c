@@ -73,6 +73,21 @@ static const route_param p_event_since = {
 static const route_param p_event_cursor = {"cursor", PARAM_TEXT, false,
                                            "the next_cursor of the previous answer (an event seq)"};
 static const route_param p_event_rule = {"rule", PARAM_TEXT, false, "only events of this rule"};
+static const route_param p_window = {"window", PARAM_TEXT, false,
+                                     "the window's length, a multiple of the counter's resolution up to its "
+                                     "max_window: 24h, 90m, 30s (default: max_window)"};
+static const route_param p_at = {"at", PARAM_TIME, false,
+                                 "the window's end (default: now), rounded down to the counter's resolution"};
+static const route_param p_parent = {"parent", PARAM_TEXT, false,
+                                     "count only the children of this record id (a per_parent counter; needs "
+                                     "patients:read)"};
+static const route_param p_fresh = {
+    "fresh", PARAM_TEXT, false,
+    "true (default): every commit acknowledged before the query is counted (it waits for the counters to apply "
+    "them); false: answer at once, exact as of the answer's position"};
+static const route_param p_child_since = {"since", PARAM_TIME, false,
+                                          "only children whose event time is at or after this"};
+static const route_param p_child_until = {"until", PARAM_TIME, false, "only children whose event time is before this"};
 
 #define QUERY(...) ((const route_param *const[]){__VA_ARGS__, NULL})
 #define TYPES(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -114,6 +129,17 @@ const route api_route_table[] = {
                     "earlier versions.",
      .status = 200,
      .answer = "{\"record_id\",\"patient_id\",\"version\",\"deleted\":true,\"valid_from\"}"},
+    {.method = "GET",
+     .pattern = "/v1/records/{record_id}/children",
+     .permission = "records:read",
+     .handler = h_record_children,
+     .flags = ROUTE_PHI_READ,
+     .description = "The records whose parent (the schema's parent role, default parent_id) is this record id, "
+                    "in event-time order, as of an instant, a page at a time; the parent need not exist; "
+                    "audited with the children's patients.",
+     .query = QUERY(&p_type, &p_child_since, &p_child_until, &p_as_of, &p_limit, &p_cursor),
+     .status = 200,
+     .answer = "{\"record_id\",\"children\":[record],\"next_cursor\"}"},
     /* patients (h_patients.c) */
     {.method = "GET",
      .pattern = "/v1/patients",
@@ -172,6 +198,48 @@ const route api_route_table[] = {
      .query = QUERY(&p_type, &p_of_patient, &p_year_since, &p_year_until, &p_as_of_snapshot, &p_limit, &p_cursor),
      .status = 200,
      .answer = "{\"records\":[{\"patient_id\",\"record_id\",\"fields\"}],\"next_cursor\"}"},
+    /* rolling-window counters (h_counters.c) */
+    {.method = "GET",
+     .pattern = "/v1/counters",
+     .permission = "public:read",
+     .handler = h_counter_list,
+     .description = "The counters: each definition with its origin (file or api), access (public or phi), state "
+                    "(ready or building) and figures; counters on PHI fields only for a caller with "
+                    "patients:read.",
+     .status = 200,
+     .answer = "{\"counters\":[{\"name\",\"type\",\"where\",\"max_window\",\"resolution\",\"per_parent\","
+               "\"origin\",\"access\",\"state\",\"memory_bytes\",\"late\",\"future_buckets\"}]}"},
+    {.method = "POST",
+     .pattern = "/v1/counters",
+     .permission = "counters:create",
+     .handler = h_counter_create,
+     .description = "Define a rolling-window counter; it is built from the records already stored, then kept "
+                    "exact by following every commit; 400 names what is wrong, 409 if the name is taken; "
+                    "audited.",
+     .body_types = JSON_BODY,
+     .body = "{\"name\",\"type\"?,\"where\"?:{\"field\",\"equals\"|\"in\"|\"contains\"|\"exists\"},"
+             "\"max_window\",\"resolution\"?,\"per_parent\"?,\"max_parent_buckets\"?}",
+     .status = 201,
+     .answer = "{\"counter\":{definition},\"state\":\"building\"}"},
+    {.method = "GET",
+     .pattern = "/v1/counters/{name}",
+     .permission = "public:read",
+     .handler = h_counter_get,
+     .description = "The exact count of live records matching the counter whose event time is in (at - window, "
+                    "at], at the counter's resolution; a counter on PHI fields, or a count per parent, needs "
+                    "patients:read too and is audited; 503 while the counter is being built.",
+     .query = QUERY(&p_window, &p_at, &p_parent, &p_fresh),
+     .status = 200,
+     .answer = "{\"name\",\"window\",\"at\",\"from\",\"to\",\"count\",\"resolution\",\"position\","
+               "\"source\"}"},
+    {.method = "DELETE",
+     .pattern = "/v1/counters/{name}",
+     .permission = "counters:delete",
+     .handler = h_counter_delete,
+     .description = "Remove a counter defined over HTTP (one of serve --counters FILE is 409: remove it there); "
+                    "audited.",
+     .status = 200,
+     .answer = "{\"name\",\"deleted\":true}"},
     /* accounts and tokens (h_accounts.c) */
     {.method = "POST",
      .pattern = "/v1/auth/token",

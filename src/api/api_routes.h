@@ -29,6 +29,7 @@
 #include "ingest/writer.h"
 #include "export/export_jobs.h"
 #include "notify/notifier.h"
+#include "views/counters.h"
 
 typedef struct {
     store *store;
@@ -40,6 +41,7 @@ typedef struct {
     const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
     export_jobs *exports; /* POST /v1/exports runs here (NULL: exports are refused) */
     notifier *notifier;   /* rules, events, subscriptions (NULL: their routes answer 503) */
+    counters *counters;   /* the rolling-window counters (/v1/counters) */
 } api;
 
 /* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a

@@ -1,6 +1,6 @@
 /*
- * h_records.c - the record routes: POST /v1/records (ingest), GET /v1/records/{record_id} and
- * DELETE /v1/records/{record_id}.
+ * h_records.c - the record routes: POST /v1/records (ingest), GET /v1/records/{record_id},
+ * DELETE /v1/records/{record_id} and GET /v1/records/{record_id}/children.
  *
  * DESIGN: ingest hands the request's body (4 KiB-aligned and zero-padded by http_server.c) to the one
  * ingest path (ingest/ingest.c), which stores the body, submits the batch to the writer and returns
@@ -12,7 +12,10 @@
  * (outside the edge's budget of bodies in flight) and may be at most twice --max-body, the most a segment
  * of the body log is sure to take. A deletion is a writer job of its own: the
  * tombstone version and its audit entry commit together. A record read is one read transaction
- * (read/query.c) and an audit entry naming the patient, if the record is known.
+ * (read/query.c) and an audit entry naming the patient, if the record is known. The children of a
+ * record (the schema's parent role) are a page of the parent's index in event-time order, read as of an
+ * instant like the patient's records list, and audited like a record read with the patient of every child
+ * answered; the parent itself need not exist (a child may arrive first).
  *
  * A body may name the file its lines come from (import_origin, import_line, import_replay: medstream import
  * --url): its records without a record_id are then named by file and line, as the offline importer names
@@ -25,6 +28,7 @@
 #include "api/handlers.h"
 #include "api/params.h"
 
+#include "access/audit.h"
 #include "base/json_write.h"
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
@@ -292,4 +296,37 @@ void h_record_delete(api *a, http_request *req, http_response *res)
     buf_printf(&res->body, ",\"patient_id\":\"%s\",\"version\":%u,\"deleted\":true,\"valid_from\":", pid, item.version);
     jw_time(&res->body, job.commit_time);
     buf_putc(&res->body, '}');
+}
+
+void h_record_children(api *a, http_request *req, http_response *res)
+{
+    double t0 = ms_mono_s();
+    list_params p = {.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
+    cursor_buf c;
+    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) ||
+        !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
+        return;
+    p.cursor = c.len ? c.key : NULL;
+    p.cursor_len = c.len;
+    store_read *r;
+    if (!begin_read_at(a, req, res, false, &r, &p.as_of)) return;
+    query_ctx q = {a->store, a->schema};
+    buf out = {0};
+    ms_err e;
+    patient_id *pids = NULL;
+    uint32_t npids = 0;
+    ms_code rc = query_children(&q, r, req->params[0], strlen(req->params[0]), &p, &out, &pids, &npids, &e);
+    finish_read(r, rc, &e, &out, res, t0);
+    /* audited as GET /v1/records/{id} is, with the patient of every child answered */
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = req->user,
+                      .role = req->role,
+                      .action = "records:read",
+                      .resource = req->path,
+                      .outcome = outcome_of(rc),
+                      .client = req->client,
+                      .patients = pids,
+                      .npatients = rc == MS_OK ? npids : 0};
+    writer_audit(a->writer, &ev);
+    free(pids);
 }

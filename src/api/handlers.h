@@ -1,9 +1,9 @@
 /*
  * handlers.h - the handlers of the route table (api_routes.c), one file per resource: records
  * (h_records.c), patients (h_patients.c), public reads (h_public.c), accounts and tokens
- * (h_accounts.c), exports (h_exports.c), notifications: rules, events, subscriptions (h_notify.c), and the
- * system routes: health, metrics, snapshots, audit, the OpenAPI document
- * (h_system.c).
+ * (h_accounts.c), exports (h_exports.c), notifications: rules, events, subscriptions (h_notify.c),
+ * rolling-window counters (h_counters.c), and the system routes: health, metrics, snapshots, audit, the
+ * OpenAPI document (h_system.c).
  *
  * Contract: a handler runs only after dispatch has matched its route, checked the token, the
  * permission, the PHI gate, the query parameters' names and the request's Content-Type against the
@@ -26,6 +26,7 @@
 void h_ingest(api *a, http_request *req, http_response *res);
 void h_record_get(api *a, http_request *req, http_response *res);
 void h_record_delete(api *a, http_request *req, http_response *res);
+void h_record_children(api *a, http_request *req, http_response *res);
 
 /* h_patients.c */
 void h_patient_lookup(api *a, http_request *req, http_response *res);
@@ -47,6 +48,12 @@ void h_user_patch(api *a, http_request *req, http_response *res);
 void h_user_delete(api *a, http_request *req, http_response *res);
 void h_user_password(api *a, http_request *req, http_response *res);
 void h_user_tokens_revoke(api *a, http_request *req, http_response *res);
+
+/* h_counters.c */
+void h_counter_list(api *a, http_request *req, http_response *res);
+void h_counter_create(api *a, http_request *req, http_response *res);
+void h_counter_get(api *a, http_request *req, http_response *res);
+void h_counter_delete(api *a, http_request *req, http_response *res);
 
 /* h_exports.c */
 void h_export_create(api *a, http_request *req, http_response *res);

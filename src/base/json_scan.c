@@ -330,6 +330,81 @@ int json_scan_object(const char *text, size_t n, json_member *members, int max, 
     return count;
 }
 
+/* ---- text already validated: the end of a value, found fast ---- */
+
+/* The byte after the string whose opening quote is at p - 1 (no checks: its text was validated), or NULL
+ * when it has no closing quote. */
+static const char *trusted_string_end(const char *p, const char *end)
+{
+    for (const char *from = p;;) {
+        const char *q = memchr(from, '"', (size_t)(end - from));
+        if (!q) return NULL;
+        size_t bs = 0; /* an odd run of backslashes before it escapes it */
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0) return q + 1;
+        from = q + 1;
+    }
+}
+
+/* The byte after the value at p (p < end), or NULL when it does not end. */
+static const char *trusted_value_end(const char *p, const char *end, json_type *type)
+{
+    switch (*p) {
+    case '"': *type = JSON_STRING; return trusted_string_end(p + 1, end);
+    case '{':
+    case '[': {
+        *type = *p == '{' ? JSON_OBJECT : JSON_ARRAY;
+        int depth = 0;
+        for (; p < end; p++) {
+            if (*p == '"') {
+                if (!(p = trusted_string_end(p + 1, end))) return NULL;
+                p--;
+            } else if (*p == '{' || *p == '[') {
+                depth++;
+            } else if ((*p == '}' || *p == ']') && --depth == 0) {
+                return p + 1;
+            }
+        }
+        return NULL;
+    }
+    case 't': *type = JSON_TRUE; break;
+    case 'f': *type = JSON_FALSE; break;
+    case 'n': *type = JSON_NULL; break;
+    default: *type = JSON_NUMBER; break;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+        p++;
+    return p;
+}
+
+int json_split_object(const char *text, size_t n, json_member *members, int max)
+{
+    const char *end = text + n, *p = json_skip_ws(text, end);
+    if (p >= end || *p != '{') return -1;
+    int count = 0;
+    p = json_skip_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        json_member m = {.key = p + 1};
+        const char *q = trusted_string_end(p + 1, end);
+        if (!q) return -1;
+        m.key_len = (size_t)(q - 1 - m.key);
+        m.key_escaped = memchr(m.key, '\\', m.key_len) != NULL;
+        p = json_skip_ws(q, end);
+        if (p >= end || *p != ':') return -1;
+        p = json_skip_ws(p + 1, end);
+        if (p >= end) return -1;
+        m.val = p;
+        if (!(q = trusted_value_end(p, end, &m.type))) return -1;
+        m.val_len = (size_t)(q - p);
+        if (count >= max || m.val_len == 0) return -1;
+        members[count++] = m;
+        p = json_skip_ws(q, end);
+        if (p < end && *p == ',') p = json_skip_ws(p + 1, end);
+    }
+    return count;
+}
+
 static void put_utf8(char **o, unsigned cp)
 {
     unsigned char *q = (unsigned char *)*o;

@@ -3,8 +3,9 @@
  *
  * medstream never builds a DOM of a 20 KB record: it validates the whole text once (structure,
  * numbers, escapes, UTF-8), and hands back spans of the top-level members so that later stages copy
- * values as bytes. Contract: every function is pure (no I/O, no global state, no allocation), accepts
- * arbitrary bytes without reading past `end`, and reports the first problem with its byte offset.
+ * values as bytes (json_split_object finds them again in text validated before, without re-checking).
+ * Contract: every function is pure (no I/O, no global state, no allocation), accepts arbitrary bytes
+ * without reading past `end`, and reports the first problem with its byte offset.
  * Nesting is limited to JSON_MAX_DEPTH so hostile input cannot exhaust the stack.
  */
 #ifndef MS_JSON_SCAN_H
@@ -53,6 +54,13 @@ const char *json_scan_value(const char *base, const char *p, const char *end, js
  * `max` members in document order and returns how many, or -1 with *err set: malformed JSON, not an
  * object, trailing text, or more than `max` members. */
 int json_scan_object(const char *p, size_t n, json_member *members, int max, json_error *err);
+
+/* The top-level members of an object text that json_scan_object has already accepted (a stored record
+ * body): the same spans and types, found without validating anything again (a string is skipped with
+ * memchr for its closing quote), several times faster over a 20 KB note. Text that was not validated gets
+ * spans that stay inside [p, p+n), never a crash. Returns the count, or -1 when it is not an object or has
+ * more than max members. */
+int json_split_object(const char *p, size_t n, json_member *members, int max);
 
 /* Decode the contents of a JSON string (raw text between the quotes, already validated by the
  * scanner) into UTF-8. out must hold raw_len bytes (decoding never grows text). Returns the decoded

@@ -92,8 +92,7 @@ bool parse_bytes(const char *s, uint64_t *out)
     return false;
 }
 
-/* A duration in milliseconds: a whole number in `bare_ms` units, or with a unit ms, s, m, h, d. */
-static bool parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out)
+bool parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out)
 {
     uint64_t v;
     const char *end;
@@ -124,8 +123,7 @@ static void format_bytes(char *out, size_t cap, uint64_t v)
     snprintf(out, cap, "%" PRIu64, v);
 }
 
-/* A duration in the largest unit that writes it exactly: 0, 50ms, 90s, 15m, 1h, 365d. */
-static void format_duration_ms(char *out, size_t cap, uint64_t ms)
+void format_duration_ms(char *out, size_t cap, uint64_t ms)
 {
     static const struct {
         const char *unit;

@@ -119,5 +119,10 @@ void options_reference_formats(FILE *f);
 
 /* A size in bytes as options take it (1048576, 64K, 64KiB, 1M, 1MiB, 1G, 1GiB, 1T, 1TiB). */
 bool parse_bytes(const char *s, uint64_t *out);
+/* A duration as options take it, in milliseconds: a whole number in `bare_ms` units, or with a unit ms,
+ * s, m, h, d (90s, 15m, 72h, 2d). */
+bool parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out);
+/* A duration in the largest unit that writes it exactly: 0, 50ms, 90s, 15m, 1h, 365d. */
+void format_duration_ms(char *out, size_t cap, uint64_t ms);
 
 #endif

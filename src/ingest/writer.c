@@ -239,6 +239,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     rv.body_len = r->body_len;
     rv.body_hash = r->body_hash;
     memcpy(rv.content_hash, r->content_hash, 16);
+    if (r->parent_id_len) memcpy(rv.parent_id, r->parent_id, r->parent_id_len); /* indexed under it */
+    rv.parent_id_len = r->parent_id_len;
     if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
     if ((rc = put_state(wr, sw, &who, have_pv ? &pv : NULL, &m, &cur, r->record_id, r->record_id_len, job->source, e)))
         return rc;

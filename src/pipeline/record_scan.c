@@ -2,7 +2,7 @@
  * record_scan.c - parse and validate records, extract roles (see record_scan.h).
  *
  * DESIGN: one validating pass of json_scan_object over each record gives spans of the top-level
- * members; only the few role fields (name, dob, record id, type, ts) are decoded. Values are hashed
+ * members; only the few role fields (name, dob, record id, type, ts, parent) are decoded. Values are hashed
  * with XXH3 (fast enough to hash every byte at memory speed) so that the writer can tell a changed
  * field or a duplicate record without comparing bodies. Derived record ids are an HMAC-SHA256 of the
  * content hash under the store's secret: deterministic (a retried record gets the same id, so it is a
@@ -196,6 +196,22 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
             return record_reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
     } else {
         r->ts_us = cfg->now_us;
+    }
+
+    /* parent: a record id (the index of children is keyed by it), or null for none */
+    f = record_field_get(r, sc->parent_field, strlen(sc->parent_field));
+    if (f && f->type != JSON_NULL) {
+        if (f->type != JSON_STRING)
+            return record_reject(r, mem, "line %u: field \"%s\" must be a record id (a string) or null, not %s",
+                                 sc->parent_field, json_type_name(f->type));
+        char *id = record_field_string(mem, f, &r->parent_id_len);
+        if (!id || r->parent_id_len == 0 || r->parent_id_len > RECORD_ID_MAX || has_control(id, r->parent_id_len) ||
+            memchr(id, '/', r->parent_id_len))
+            return record_reject(
+                r, mem,
+                "line %u: field \"%s\" must be a record id: 1-256 characters without control characters or '/'%s",
+                sc->parent_field, NULL);
+        r->parent_id = id;
     }
 
     /* canonical content hash: fields in key order */

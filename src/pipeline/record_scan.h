@@ -44,6 +44,8 @@ typedef struct {
     uint32_t identity_key_len;
     const char *type;
     uint32_t type_len;
+    const char *parent_id; /* the parent role's record id, decoded (NULL: absent or null) */
+    uint32_t parent_id_len;
     int64_t ts_us;                  /* event time */
     unsigned char content_hash[16]; /* XXH3-128 of the canonical content (fields sorted by key) */
     record_field *fields;           /* every top-level field, sorted by key */

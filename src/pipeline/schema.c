@@ -28,6 +28,7 @@ void schema_default(schema *s)
     s->record_id_field = ms_strndup("record_id", 9);
     s->type_field = ms_strndup("type", 4);
     s->ts_field = ms_strndup("ts", 2);
+    s->parent_field = ms_strndup("parent_id", 9);
     s->default_type = ms_strndup("record", 6);
     add_public(s, "favorite_color", PUBLISH_COPY);
     add_public(s, "type", PUBLISH_COPY);
@@ -61,6 +62,7 @@ void schema_free(schema *s)
     free(s->record_id_field);
     free(s->type_field);
     free(s->ts_field);
+    free(s->parent_field);
     free(s->default_type);
     for (int i = 0; i < s->npub; i++)
         free(s->pub[i].field);
@@ -236,8 +238,20 @@ static ms_code check_types(const schema *s, ms_err *e)
             role = "the record type";
         else if (strcmp(f, s->ts_field) == 0)
             role = "the event time";
+        else if (strcmp(f, s->parent_field) == 0)
+            role = "the parent (a record id)";
         if (role) return ms_fail(e, MS_EINVAL, "schema: types: field \"%.64s\" is %s: it is a string", f, role);
     }
+    return MS_OK;
+}
+
+/* The parent field names a record id of its own: it cannot be another role's field. */
+static ms_code check_parent(const schema *s, ms_err *e)
+{
+    const char *p = s->parent_field;
+    if (strcmp(p, s->name_field) == 0 || strcmp(p, s->dob_field) == 0 || strcmp(p, s->record_id_field) == 0 ||
+        strcmp(p, s->type_field) == 0 || strcmp(p, s->ts_field) == 0)
+        return ms_fail(e, MS_EINVAL, "schema: \"parent\" field \"%.64s\" already plays another role", p);
     return MS_OK;
 }
 
@@ -283,6 +297,8 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
             rc = set_string(&s->type_field, m, "type", e);
         } else if (key_is(m->key, m->key_len, "event_time")) {
             rc = set_string(&s->ts_field, m, "event_time", e);
+        } else if (key_is(m->key, m->key_len, "parent")) {
+            rc = set_string(&s->parent_field, m, "parent", e);
         } else if (key_is(m->key, m->key_len, "default_type")) {
             rc = set_string(&s->default_type, m, "default_type", e);
         } else if (key_is(m->key, m->key_len, "public")) {
@@ -326,12 +342,13 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
             if (why) rc = ms_fail(e, MS_EINVAL, "schema: \"dob_format\" %s", why);
         } else {
             rc = ms_fail(e, MS_EINVAL,
-                         "schema: unknown key \"%s\" (expected identity, record_id, type, event_time, default_type, "
-                         "public, columns, types, dob_format)",
+                         "schema: unknown key \"%s\" (expected identity, record_id, type, event_time, parent, "
+                         "default_type, public, columns, types, dob_format)",
                          key_text(m->key, m->key_len, name));
         }
     }
     if (rc == MS_OK) rc = check_types(s, e);
+    if (rc == MS_OK) rc = check_parent(s, e);
     for (int i = 0; i < s->npub && rc == MS_OK; i++) {
         const char *f = s->pub[i].field;
         if (strcmp(f, s->name_field) == 0 || strcmp(f, s->dob_field) == 0)

@@ -1,7 +1,8 @@
 /*
  * schema.h - which input fields play which role (DESIGN.md "Data model"): identity (name, dob),
- * record id, type, event time, and the ALLOW-list of public fields with their transforms; and, for CSV
- * input (csv.h), which column is which field, the types of fields, and the date format of the dob column.
+ * record id, type, event time, parent (a record id: children are listed by it), and the ALLOW-list of
+ * public fields with their transforms; and, for CSV input (csv.h), which column is which field, the
+ * types of fields, and the date format of the dob column.
  *
  * Contract: a schema is loaded once (default or from a JSON file) and then only read, from any thread.
  * schema_load refuses a schema that would publish an identity field: PHI must never be allow-listed.
@@ -48,7 +49,8 @@ typedef struct {
     char *dob_field;  /* identity: date of birth */
     char *record_id_field;
     char *type_field;
-    char *ts_field; /* event time */
+    char *ts_field;     /* event time */
+    char *parent_field; /* parent: the record id of this record's parent (children are listed by it) */
     char *default_type;
     schema_public_field pub[SCHEMA_MAX_PUBLIC];
     int npub;
@@ -65,7 +67,7 @@ void schema_default(schema *s);
 /* Parse a schema file's JSON text (a leading UTF-8 byte-order mark is skipped); errors name the key or
  * field (schema field names are not PHI). On error *s is left empty (schema_free is safe). Format:
  * {"identity":{"name":"name","dob":"dob"},"record_id":"record_id","type":"type","event_time":"ts",
- *  "default_type":"record","public":{"favorite_color":"copy","type":"copy","ts":"year"},
+ *  "parent":"parent_id","default_type":"record","public":{"favorite_color":"copy","type":"copy","ts":"year"},
  *  "columns":{"Patient Name":"name","Birth Date":"dob"},"types":{"weight":"number","smoker":"boolean"},
  *  "dob_format":"%m/%d/%Y"}
  * The CSV keys: "columns" maps header names (exact, case-sensitive) to field names, each column at most

@@ -322,6 +322,61 @@ ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_i
     return rc;
 }
 
+/* ---- a parent's children ---- */
+
+typedef struct {
+    list_state st;
+    const char *parent;
+    size_t parent_len;
+    patient_id *pids; /* the distinct patients of the children answered, for the audit entry */
+    uint32_t npids;
+} children_state;
+
+static bool on_child_record(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key, size_t key_len)
+{
+    children_state *cs = ctx;
+    list_state *st = &cs->st;
+    record_version rv;
+    bool found;
+    st->rc = store_record_at(st->r, rid, rid_len, st->p->as_of, &rv, &found, st->e);
+    if (st->rc) return false;
+    /* the index keeps every (ts, child) ever written: emit only a version current at as_of that is still
+     * this parent's child with this event time */
+    if (!found || rv.deleted || rv.ts_us != ts || rv.parent_id_len != cs->parent_len ||
+        memcmp(rv.parent_id, cs->parent, cs->parent_len) != 0 || !type_matches(st->p, rv.type))
+        return true;
+    if (!room_for_one(st)) return false;
+    if (st->count) buf_putc(st->out, ',');
+    st->rc = put_record(st->q, &rv, st->out, st->e);
+    if (st->rc) return false;
+    remember(st, key, key_len);
+    uint32_t i = 0;
+    while (i < cs->npids && memcmp(&cs->pids[i], &rv.pid, sizeof rv.pid) != 0)
+        i++;
+    if (i == cs->npids) cs->pids[cs->npids++] = rv.pid; /* at most limit distinct */
+    return true;
+}
+
+ms_code query_children(const query_ctx *q, store_read *r, const char *parent, size_t parent_len, const list_params *p,
+                       buf *out, patient_id **pids, uint32_t *npids, ms_err *e)
+{
+    children_state cs = {.st = {.q = q, .r = r, .p = p, .out = out, .e = e},
+                         .parent = parent,
+                         .parent_len = parent_len,
+                         .pids = ms_calloc(p->limit ? p->limit : 1, sizeof(patient_id))};
+    buf_puts(out, "{\"record_id\":");
+    jw_string(out, parent, parent_len);
+    buf_puts(out, ",\"children\":[");
+    ms_code rc =
+        store_children(r, parent, parent_len, p->since, p->until, p->cursor, p->cursor_len, on_child_record, &cs, e);
+    if (rc == MS_OK) rc = cs.st.rc;
+    if (rc == MS_OK) finish_list(&cs.st);
+    buf_free(&cs.st.last_key);
+    *pids = cs.pids;
+    *npids = cs.npids;
+    return rc;
+}
+
 ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out,
                              ms_err *e)
 {

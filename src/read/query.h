@@ -44,6 +44,12 @@ typedef struct {
 
 ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_id *pid, const list_params *p, buf *out,
                               ms_err *e);
+/* The children of a parent record id (the schema's parent role) in event-time order, as the patient's
+ * records list answers them ({"record_id","children":[record],"next_cursor"}); a parent that does not
+ * exist (yet) may have children. *pids (malloc'd, the caller frees it) receives the distinct patients of
+ * the children answered, for the audit entry. */
+ms_code query_children(const query_ctx *q, store_read *r, const char *parent, size_t parent_len, const list_params *p,
+                       buf *out, patient_id **pids, uint32_t *npids, ms_err *e);
 ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, buf *out,
                              ms_err *e);
 ms_code query_public_records(const query_ctx *q, store_read *r, const list_params *p, buf *out, ms_err *e);

@@ -67,8 +67,8 @@ void st_public_patient_prefix(unsigned char out[9], uint64_t number)
 /* ---- record versions ----
  * be32 version, be64 valid_from, pid (16), be64 patient number, be64 event ts, be64 body position, be32
  * body length, be64 body hash, content hash (16), type length (1), type, flags (1; absent before
- * tombstones). */
-enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1 };
+ * tombstones), and when flags has RV_PARENT: be16 parent id length, parent id (absent before issue 13). */
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1, RV_PARENT = 2 };
 
 void st_record_encode(buf *b, const record_version *rv)
 {
@@ -84,7 +84,12 @@ void st_record_encode(buf *b, const record_version *rv)
     buf_put(b, rv->content_hash, 16);
     buf_putc(b, (char)rv->type_len);
     buf_put(b, rv->type, rv->type_len);
-    buf_putc(b, rv->deleted ? RV_DELETED : 0); /* flags (absent in entries written before tombstones) */
+    /* flags (absent in entries written before tombstones), then the parent when there is one */
+    buf_putc(b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0)));
+    if (rv->parent_id_len) {
+        buf_put_be16(b, (uint16_t)rv->parent_id_len);
+        buf_put(b, rv->parent_id, rv->parent_id_len);
+    }
 }
 
 bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv)
@@ -102,12 +107,25 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
     memcpy(rv->content_hash, p + 64, 16);
     rv->type_len = p[80];
     if (rv->type_len > 64) return false;
-    if (v->mv_size == RV_HDR + rv->type_len)
-        rv->deleted = false;
-    else if (v->mv_size == RV_HDR + rv->type_len + 1u)
-        rv->deleted = (p[RV_HDR + rv->type_len] & RV_DELETED) != 0;
-    else
-        return false;
+    rv->deleted = false;
+    rv->parent_id_len = 0;
+    rv->parent_id[0] = 0;
+    size_t at = RV_HDR + rv->type_len; /* the flags byte, if any */
+    if (v->mv_size > at) {
+        unsigned flags = p[at];
+        rv->deleted = (flags & RV_DELETED) != 0;
+        at++;
+        if (flags & RV_PARENT) {
+            if (v->mv_size < at + 2) return false;
+            rv->parent_id_len = ms_get_be16(p + at);
+            at += 2;
+            if (rv->parent_id_len == 0 || rv->parent_id_len > RECORD_ID_MAX) return false;
+            memcpy(rv->parent_id, p + at, rv->parent_id_len);
+            rv->parent_id[rv->parent_id_len] = 0;
+            at += rv->parent_id_len;
+        }
+    }
+    if (v->mv_size != at) return false;
     memcpy(rv->type, p + RV_HDR, rv->type_len);
     rv->type[rv->type_len] = 0;
     memcpy(rv->record_id, rid, rid_len);

@@ -36,8 +36,9 @@
 
 #define LOCK_FILE "medstream.lock"
 
-static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",    "snapshot",
-                                               "meta",     "users",   "tokens", "audit",  "events", "definitions"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient",     "record",  "public", "log",
+                                               "snapshot", "meta",        "users",   "tokens", "audit",
+                                               "events",   "definitions", "children"};
 /* Sub-databases added after stores were first written (issue 13): a read-only open of an older store finds
  * them absent and reads nothing from them; a writing open creates them. */
 #define DB_FIRST_LATER DB_EVENTS

@@ -179,6 +179,8 @@ typedef struct {
     uint64_t body_hash;
     unsigned char content_hash[16];
     bool deleted; /* a tombstone (DELETE /v1/records/{id}): no body; the record reads 404 from here on */
+    char parent_id[RECORD_ID_MAX + 1]; /* the schema's parent role (a record id); parent_id_len 0: none */
+    uint32_t parent_id_len;
 } record_version;
 
 /* The most fields a patient version can hold (store_patient_put refuses more, MS_EINVAL). */
@@ -283,6 +285,14 @@ typedef bool (*store_patient_record_fn)(void *ctx, int64_t ts, const char *rid, 
 ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
                               size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
 
+/* Iterate the children index of a parent record id (the schema's parent role; the parent need not exist):
+ * entries with since <= ts < until, in event-time order (then child record id), after the cursor key if
+ * given. The index keeps every (ts, child) a version ever had: a reader checks the child's version at
+ * its instant (still this parent, this ts, not a tombstone), as for store_patient_records. Errors:
+ * MS_EINVAL a cursor that is not one of this parent's index keys. */
+ms_code store_children(store_read *r, const char *parent, size_t parent_len, int64_t since, int64_t until,
+                       const void *after_key, size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
+
 /* Iterate the public index of a type ("*" for all types) for years in [year_from, year_to], after the
  * cursor key if given (a key of another type or year range starts from the beginning). */
 typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
@@ -297,6 +307,11 @@ ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t
                              record_version *rv, bool *found, ms_err *e);
 ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
                                     public_record *pr, bool *found, ms_err *e);
+/* The version a record had before the version (valid_from, version) (a tombstone too); found false for
+ * a first version. valid_to is set to valid_from. What a follower of the log (the counters) takes away
+ * when a new version replaces it. */
+ms_code store_record_before(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                            record_version *rv, bool *found, ms_err *e);
 ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
                               patient_version *pv, arena *mem, bool *found, ms_err *e);
 ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
@@ -322,6 +337,12 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
  * store. The set is a small write of its own (any thread; WHO MAY WRITE). */
 ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
 ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
+
+/* Settings a layer above keeps in the store (views: the counters defined over HTTP), by name: the bytes
+ * as given. The set is a small write of its own (any thread; WHO MAY WRITE). Errors: MS_EINVAL a name
+ * over ~120 bytes. */
+ms_code store_view_setting(store_read *r, const char *name, buf *out, bool *found, ms_err *e);
+ms_code store_view_setting_set(store *s, const char *name, const void *value, size_t len, ms_err *e);
 
 /* Source positions (README.md, invariant 5): the next offset to read of an input, per partition, written
  * in the same store_write as the records of the batch that consumed up to there, so a batch and its

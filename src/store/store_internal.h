@@ -44,6 +44,7 @@ enum {
     DB_AUDIT,
     DB_EVENTS,      /* events.c: the event log of the notifications */
     DB_DEFINITIONS, /* events.c: named definitions (rules, subscriptions) */
+    DB_CHILDREN,    /* versions.c: parent id NUL ts child id (the children of a record) */
     DB_COUNT
 };
 

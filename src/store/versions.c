@@ -1,16 +1,17 @@
 /*
  * versions.c - record versions, patient versions and their public copies: writing them (the writer's
- * transaction), reading them as of an instant, a patient's history, the two indexes reads walk (a
- * patient's records by event time, the public records by type and year), the live records a patient's
- * state is merged from, and the exact versions one commit wrote (for the sinks).
+ * transaction), reading them as of an instant, a patient's history, the three indexes reads walk (a
+ * patient's records by event time, the public records by type and year, a parent's children by event
+ * time), the live records a patient's state is merged from, and the exact versions one commit wrote
+ * and the version each replaced (for the sinks and the counters).
  *
  * DESIGN: every versioned key ends in ~valid_from ~version (codec.c), so "as of T" seeks to (key, ~T)
  * and takes the first entry with the same prefix: the newest version whose valid_from <= T; valid_to is
  * the next newer entry's valid_from, read with one MDB_PREV, so an old version is never rewritten. A
- * record version is written with its patient's records-index entry, its public copy and its two
- * public-index entries in the same transaction, and named in the commit log (commit_log.c); a patient
- * version is named there too, except a restatement (same values, references moved), which nothing
- * downstream sees.
+ * record version is written with its patient's records-index entry, its public copy, its two
+ * public-index entries and (with a parent) its parent's children-index entry in the same transaction, and named in the
+ * commit log (commit_log.c); a patient version is named there too, except a restatement (same values, references
+ * moved), which nothing downstream sees.
  *
  * Contract: store.h ("Versions"). Must never: rewrite an older version, write a version the encoding
  * cannot read back (store_patient_put refuses it), return a decoded entry without its length checks.
@@ -134,6 +135,18 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
         k = st_val(w->key.data, w->key.len);
         mv = st_val("", 0);
         rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
+        if (rc) goto out;
+    }
+    /* the children index of its parent (a tombstone needs none: readers check the version) */
+    if (rv->parent_id_len && !rv->deleted) {
+        w->key.len = 0;
+        buf_put(&w->key, rv->parent_id, rv->parent_id_len);
+        buf_putc(&w->key, 0);
+        buf_put_be64(&w->key, st_ts_key(rv->ts_us));
+        buf_put(&w->key, rv->record_id, rv->record_id_len);
+        k = st_val(w->key.data, w->key.len);
+        mv = st_val("", 0);
+        rc = mdb_put(w->txn, s->dbi[DB_CHILDREN], &k, &mv, 0);
         if (rc) goto out;
     }
     st_log_add(w, 'r', rv->record_id, rv->record_id_len, rv->version);
@@ -373,6 +386,47 @@ ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t sinc
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "patient records") : MS_OK;
 }
 
+ms_code store_children(store_read *r, const char *parent, size_t parent_len, int64_t since, int64_t until,
+                       const void *after_key, size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e)
+{
+    if (r->s->absent[DB_CHILDREN] || parent_len == 0 || parent_len > RECORD_ID_MAX || memchr(parent, 0, parent_len))
+        return MS_OK;
+    buf start = {0};
+    buf_put(&start, parent, parent_len);
+    buf_putc(&start, 0);
+    size_t plen = start.len;
+    buf_put_be64(&start, st_ts_key(since));
+    if (after_key && (after_len < plen + 8 || memcmp(after_key, start.data, plen) != 0)) {
+        buf_free(&start);
+        return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this record's children");
+    }
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_CHILDREN], &c);
+    if (rc) {
+        buf_free(&start);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k = st_val(start.data, start.len), v;
+    bool skip_equal = false;
+    if (after_key && record_key_cmp(after_key, after_len, start.data, start.len) > 0) {
+        k = st_val(after_key, after_len);
+        skip_equal = true;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= plen + 8 || memcmp(k.mv_data, start.data, plen) != 0) break;
+        if (skip_equal) {
+            skip_equal = false;
+            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
+        }
+        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + plen) ^ ST_TS_SIGN);
+        if (ts >= until) break;
+        if (!fn(ctx, ts, (char *)k.mv_data + plen + 8, k.mv_size - plen - 8, k.mv_data, k.mv_size)) break;
+    }
+    mdb_cursor_close(c);
+    buf_free(&start);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "children index") : MS_OK;
+}
+
 /* Walk patient `number`'s records index in txn and report each record whose version current at as_of
  * still belongs to the patient with the entry's event time and is not a tombstone. */
 static ms_code live_records(MDB_txn *txn, const store *s, uint64_t number, int64_t as_of, store_record_fn fn, void *ctx,
@@ -521,6 +575,39 @@ ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t
     if (!st_record_decode(&v, rid, len, rv)) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
     rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
     return MS_OK;
+}
+
+ms_code store_record_before(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
+                            record_version *rv, bool *found, ms_err *e)
+{
+    *found = false;
+    if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
+    buf kb = {0};
+    st_key_record(&kb, rid, len, valid_from, version);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_RECORD], &c);
+    if (rc) {
+        buf_free(&kb);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k = st_val(kb.data, kb.len), v;
+    ms_code out = MS_OK;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); /* that version, or the first older one */
+    if (rc == 0 && k.mv_size == kb.len && memcmp(k.mv_data, kb.data, kb.len) == 0)
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT); /* older versions sort after it */
+    if (rc == 0 && k.mv_size == len + 13 && memcmp(k.mv_data, rid, len) == 0 && ((char *)k.mv_data)[len] == 0) {
+        if (!st_record_decode(&v, rid, len, rv))
+            out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+        else {
+            *found = true;
+            rv->valid_to = valid_from;
+        }
+    } else if (rc && rc != MDB_NOTFOUND) {
+        out = st_mdb_fail(e, rc, "record lookup");
+    }
+    mdb_cursor_close(c);
+    buf_free(&kb);
+    return out;
 }
 
 ms_code store_public_record_version(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,

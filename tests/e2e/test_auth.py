@@ -19,7 +19,8 @@ from harness import check, eq, short, test
 ROLES = ["admin", "ingest", "clinician", "analyst", "auditor"]
 GRANTS = {  # DESIGN.md's default matrix, as the permissions the routes declare
     "admin": {"records:create", "records:read", "patients:read", "public:read", "exports:create",
-              "metrics:read", "users:create", "users:read", "users:update", "users:delete", "audit:read"},
+              "metrics:read", "users:create", "users:read", "users:update", "users:delete", "audit:read",
+              "counters:create", "counters:delete"},
     "ingest": {"records:create"},
     "clinician": {"records:create", "records:read", "patients:read", "public:read"},
     "analyst": {"public:read", "exports:create"},
@@ -42,6 +43,9 @@ def server():
         rec = {"record_id": "auth-r1", "name": "Auth Person", "dob": "1970-05-05", "favorite_color": "teal"}
         ans = _server.ingest_ok([rec])
         _server.pid = ans["items"][0]["patient_id"]
+        r = _server.request("POST", "/v1/counters", body=json.dumps({"name": "auth-c", "max_window": "1h"}),
+                            headers={"Content-Type": "application/json"})
+        eq(r.status, 201, "defining a counter: %s" % short(r.text))
     return _server
 
 
@@ -74,6 +78,12 @@ def routes(s):
         ("DELETE", "/v1/users/made-%d/tokens" % n, "users:update", None, None),
         ("DELETE", "/v1/users/made-%d" % n, "users:delete", None, None),
         ("GET", "/v1/audit?limit=5", "audit:read", None, None),
+        ("GET", "/v1/records/auth-r1/children", "records:read", None, None),
+        ("GET", "/v1/counters", "public:read", None, None),
+        ("GET", "/v1/counters/auth-c", "public:read", None, None),
+        ("POST", "/v1/counters", "counters:create", json.dumps({"name": "auth-made-%d" % n, "max_window": "1h"}),
+         "application/json"),
+        ("DELETE", "/v1/counters/auth-made-%d" % n, "counters:delete", None, None),
     ]
 
 

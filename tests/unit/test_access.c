@@ -9,14 +9,14 @@
 
 #include <string.h>
 
-static const char *const resources[] = {"records", "patients", "public", "audit",        "users",
-                                        "exports", "metrics",  "rules",  "notifications"};
+static const char *const resources[] = {"records", "patients", "public", "audit",         "users",
+                                        "exports", "metrics",  "rules",  "notifications", "counters"};
 enum { NRES = sizeof resources / sizeof resources[0] };
 static const char *const actions[] = {"create", "read", "update", "delete"};
 
-/* DESIGN.md: admin everything; ingest records:create; clinician patients and records create/read/update,
- * public:read, notifications read/create; analyst public:read and public exports; auditor audit:read. Rules
- * are the admin's alone. */
+/* DESIGN.md: admin everything (counters:create and :delete too); ingest records:create; clinician patients and
+ * records create/read/update, public:read, notifications read/create; analyst public:read and public exports;
+ * auditor audit:read. Rules are the admin's alone. */
 static bool expected(const char *role, const char *res, const char *act)
 {
     if (!strcmp(role, "admin")) return true;

@@ -673,6 +673,70 @@ static void test_fast_path_random_differential(void **state)
     }
 }
 
+/* json_split_object finds the same members as json_scan_object in text that passed it (random objects of
+ * strings with escapes, numbers, literals, nested containers), and on any bytes never reads outside them
+ * (ASan would say). */
+static void test_split_agrees_with_scan(void **state)
+{
+    (void)state;
+    static const char *const values[] = {"\"plain\"",
+                                         "\"q\\\"uote\\\\\"",
+                                         "\"\\\\\"",
+                                         "12",
+                                         "-3.5e7",
+                                         "true",
+                                         "false",
+                                         "null",
+                                         "{}",
+                                         "[]",
+                                         "{\"a\":[1,{\"b\":\"}\"}],\"c\":\"]\"}",
+                                         "[\"x\\\"]\",[]]",
+                                         "\""
+                                         "\xc3\xa9"
+                                         "\""};
+    unit_rng rng = {777};
+    for (int it = 0; it < 5000; it++) {
+        char doc[2048];
+        size_t n = 0;
+        int want = (int)unit_below(&rng, 8);
+        n += (size_t)snprintf(doc + n, sizeof doc - n, "%s{", unit_below(&rng, 2) ? " " : "");
+        for (int i = 0; i < want; i++)
+            n += (size_t)snprintf(doc + n, sizeof doc - n, "%s\"k%d%s\"%s:%s%s", i ? "," : "", i,
+                                  unit_below(&rng, 4) ? "" : "\\n", unit_below(&rng, 2) ? " " : "",
+                                  unit_below(&rng, 2) ? " " : "",
+                                  values[unit_below(&rng, sizeof values / sizeof values[0])]);
+        n += (size_t)snprintf(doc + n, sizeof doc - n, "}\n");
+        json_member a[8], b[8];
+        json_error err;
+        int na = json_scan_object(doc, n, a, 8, &err);
+        if (na != want) fail_msg("iteration %d: the scanner refused %s: %s", it, doc, err.msg);
+        char *copy = exact(doc, n);
+        int nb = json_split_object(copy, n, b, 8);
+        assert_int_equal(nb, na);
+        for (int i = 0; i < na; i++) {
+            assert_int_equal(b[i].key_len, a[i].key_len);
+            assert_int_equal(b[i].key - copy, a[i].key - doc);
+            assert_int_equal(b[i].key_escaped, a[i].key_escaped);
+            assert_int_equal(b[i].val - copy, a[i].val - doc);
+            assert_int_equal(b[i].val_len, a[i].val_len);
+            assert_int_equal(b[i].type, a[i].type);
+        }
+        free(copy);
+        /* any prefix of it: no read outside */
+        size_t cut = unit_below(&rng, (uint32_t)n + 1);
+        copy = exact(doc, cut);
+        json_split_object(copy, cut, b, 8);
+        free(copy);
+    }
+    const char *bad[] = {"", "[1]", "{\"", "{\"a", "{\"a\"", "{\"a\":", "{\"a\":\"x", "{\"a\":[1,2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *copy = exact(bad[i], strlen(bad[i]));
+        json_member m[4];
+        assert_true(json_split_object(copy, strlen(bad[i]), m, 4) < 0);
+        free(copy);
+    }
+}
+
 /* ---- decoding ---- */
 
 static void check_decode(const char *raw, const char *want, size_t want_len)
@@ -710,6 +774,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_objects_and_spans),
+        cmocka_unit_test(test_split_agrees_with_scan),
         cmocka_unit_test(test_key_escaped_flag),
         cmocka_unit_test(test_valid_numbers),
         cmocka_unit_test(test_json_scan_value),

@@ -1059,6 +1059,88 @@ static void test_delete_is_a_tombstone(void **state)
     expect_item(again, 0, ITEM_UPDATED, 3);
 }
 
+/* The children index (store_children): a version with a parent is indexed under it in its own commit;
+ * a child before its parent; a move to another parent and a deletion leave the list from their commit
+ * on, as-of reads before still see them; the parent is kept in the version (and its tombstone), and
+ * store_record_before gives the version each one replaced. */
+typedef struct {
+    store_read *r;
+    int64_t as_of;
+    const char *parent;
+    char ids[16][16];
+    int n;
+} kids;
+
+static bool on_child(void *ctx, int64_t ts, const char *rid, size_t len, const void *key, size_t key_len)
+{
+    (void)key, (void)key_len;
+    kids *k = ctx;
+    record_version rv;
+    bool found;
+    ms_err e;
+    assert_int_equal(store_record_at(k->r, rid, len, k->as_of, &rv, &found, &e), MS_OK);
+    if (!found || rv.deleted || rv.ts_us != ts || strcmp(rv.parent_id, k->parent) != 0) return true;
+    snprintf(k->ids[k->n++], 16, "%.*s", (int)len, rid);
+    return k->n < 16;
+}
+
+static int children_of(fixture *f, const char *parent, int64_t as_of, kids *k)
+{
+    memset(k, 0, sizeof *k);
+    k->r = unit_rbegin(f->s);
+    k->as_of = as_of;
+    k->parent = parent;
+    ms_err e;
+    assert_int_equal(store_children(k->r, parent, strlen(parent), INT64_MIN, INT64_MAX, NULL, 0, on_child, k, &e),
+                     MS_OK);
+    store_read_end(k->r);
+    return k->n;
+}
+
+static void test_children_index(void **state)
+{
+    fixture *f = *state;
+    kids k;
+    submit(f, "{\"record_id\":\"lab1\"," ANA ",\"ts\":\"2026-03-02T00:00:00Z\",\"parent_id\":\"visit1\"}");
+    submit(f, "{\"record_id\":\"lab0\"," ANA ",\"ts\":\"2026-03-01T00:00:00Z\",\"parent_id\":\"visit1\"}");
+    assert_int_equal(children_of(f, "visit1", INT64_MAX, &k), 2); /* before the parent exists */
+    assert_string_equal(k.ids[0], "lab0");                        /* event-time order */
+    submit(f, "{\"record_id\":\"visit1\"," ANA ",\"ts\":\"2026-02-28T00:00:00Z\",\"type\":\"visit\"}");
+    int64_t before_move = ms_now_us();
+    submit(f, "{\"record_id\":\"lab1\"," ANA ",\"ts\":\"2026-03-02T00:00:00Z\",\"parent_id\":\"visit2\"}");
+    assert_int_equal(children_of(f, "visit1", INT64_MAX, &k), 1);
+    assert_string_equal(k.ids[0], "lab0");
+    assert_int_equal(children_of(f, "visit2", INT64_MAX, &k), 1);
+    assert_int_equal(children_of(f, "visit1", before_move, &k), 2);
+    int64_t before_delete = ms_now_us();
+    item_result res = {0};
+    assert_int_equal(delete_record(f, "lab0", &res), MS_OK);
+    assert_int_equal(children_of(f, "visit1", INT64_MAX, &k), 0);
+    assert_int_equal(children_of(f, "visit1", before_delete, &k), 1);
+    /* null, or no parent field: none; a parent that is not a record id: rejected, naming the field */
+    submission *s = submit(f, "{\"record_id\":\"lab2\"," ANA ",\"parent_id\":null}\n{\"record_id\":\"lab3\"," ANA
+                              ",\"parent_id\":7}\n{\"record_id\":\"lab4\"," ANA ",\"parent_id\":\"a/b\"}");
+    expect_item(s, 0, ITEM_CREATED, 1);
+    expect_item(s, 1, ITEM_REJECTED, 0);
+    assert_true(strstr(s->batch.records[1].error, "parent_id") != NULL);
+    expect_item(s, 2, ITEM_REJECTED, 0);
+    /* the parent in the versions, the tombstone's too, and the version each replaced */
+    record_version rv, before;
+    assert_true(unit_record_at(f->s, "lab0", INT64_MAX, &rv));
+    assert_true(rv.deleted);
+    assert_string_equal(rv.parent_id, "visit1");
+    store_read *r = unit_rbegin(f->s);
+    bool found;
+    ms_err e;
+    assert_int_equal(store_record_before(r, "lab0", 4, rv.valid_from, rv.version, &before, &found, &e), MS_OK);
+    assert_true(found && !before.deleted && before.version == 1);
+    assert_int_equal(store_record_before(r, "lab0", 4, before.valid_from, 1, &before, &found, &e), MS_OK);
+    assert_false(found);
+    store_read_end(r);
+    assert_true(unit_record_at(f->s, "lab2", INT64_MAX, &rv));
+    assert_int_equal(rv.parent_id_len, 0);
+}
+
 /* Property: records of one patient sent in random arrival order, with new versions, moves to another
  * patient and deletions mixed in, leave a current state equal to the merge by event time of the
  * records that remain (the model), both for the patient and for the one records moved to. */
@@ -1142,6 +1224,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_moved_record_leaves_the_old_patient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_children_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejected_batch_commits_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_matches_any_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),

@@ -1,0 +1,118 @@
+/*
+ * counters_internal.h - what counters.c (the set of counters, definitions, queries, metrics, start and
+ * stop) and counter_follow.c (the follower and the builder threads, the saved state) share, private to
+ * src/views: the structs behind counters.h's handle, the locks' rules (counters.c's header comment), and
+ * the few calls one file makes of the other (cs_ prefix).
+ *
+ * Must never: be included from outside src/views.
+ */
+#ifndef MS_COUNTERS_INTERNAL_H
+#define MS_COUNTERS_INTERNAL_H
+
+#ifndef MS_VIEWS_INTERNAL
+#error "views/counters_internal.h is private to src/views: include views/counters.h"
+#endif
+
+#include "base/json_scan.h"
+#include "base/metrics.h"
+#include "views/counters.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define SCAN_STEP_IDS 10000     /* record ids a building step visits in one read transaction */
+#define ENTRIES_PER_TXN 64      /* commit-log entries the follower applies in one read transaction */
+#define QUERY_WAIT_S 1.0        /* how long a query waits for the follower to catch up */
+#define BUILD_WAIT_S 2.0        /* how long a query waits for a counter being built */
+#define INDEX_SCAN_MAX 100000   /* children a per-parent count reads from the index at most */
+#define DEFS_SETTING "counters" /* store view setting: the definitions made over HTTP */
+#define BEHIND_S 10.0           /* /healthz: counters are "behind" past this lag */
+
+typedef enum { LIVE_BUILDING, LIVE_READY } live_state;
+
+typedef struct {
+    counter_def def;
+    bool is_public; /* every field it reads is public: computed from the public copy */
+    bool from_file;
+    uint64_t serial;
+    pthread_mutex_t lock;
+    counter *ring;    /* under lock */
+    uint64_t changes; /* +1s and -1s applied (under lock) */
+    live_state state; /* set to READY under pos_lock and reg (read) */
+} live;
+
+struct counters {
+    store *store;
+    const schema *schema;
+    char *dir;
+    double save_interval;
+    pthread_rwlock_t reg;
+    live **v;
+    size_t n, cap;
+    uint64_t next_serial;
+    pthread_mutex_t defs_lock; /* one definition or removal at a time (the stored list) */
+    pthread_mutex_t pos_lock;
+    pthread_cond_t pos_cond, build_cond;
+    uint64_t pos;         /* the last entry applied to every ready counter */
+    bool inflight;        /* the follower is applying entries after pos */
+    uint64_t start_known; /* the store's last commit when we started: queries wait for it */
+    bool dirty;           /* under pos_lock: something changed since the last save */
+    pthread_t follower, builder;
+    bool threads;
+    atomic_bool stop;
+    /* figures */
+    _Atomic uint64_t m_latest, m_commits, m_versions, m_saves, m_save_failures, m_failures;
+    _Atomic int64_t m_lag_us;
+    _Atomic bool m_failing;
+    histogram query_seconds, apply_seconds;
+};
+
+/* ---- small things ---- */
+
+static inline void cs_timed_wait(pthread_cond_t *cv, pthread_mutex_t *m, double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)(seconds * 1e9);
+    ts.tv_sec += ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_cond_timedwait(cv, m, &ts);
+}
+
+/* Is l (with this serial) still one of the counters? Under reg. */
+static inline bool cs_still_there(counters *c, const live *l, uint64_t serial)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i] == l && c->v[i]->serial == serial) return true;
+    return false;
+}
+
+/* ---- a record version as the counters see it (counter_follow.c): its fields read once, from the public
+ * copy or the body ---- */
+
+typedef struct {
+    record_version rv;
+    bool have;                 /* a version (not absent) */
+    int pub_state, body_state; /* 0 not read, 1 read, -1 failed */
+    public_record pr;
+    json_member pm[SCHEMA_MAX_PUBLIC];
+    int npm;
+    buf body;
+    json_member *bm; /* RECORD_MAX_FIELDS */
+    int nbm;
+} version_view;
+
+void cs_view_reset(version_view *v);
+void cs_view_free(version_view *v);
+/* Does the version count in l? -1 when the store could not be read (e set). */
+int cs_view_matches(store *s, store_read *r, const live *l, version_view *v, ms_err *e);
+
+/* ---- the threads and the saved state (counter_follow.c) ---- */
+
+/* Save the ready counters at the follower's position (the follower's thread, or the stopping one). */
+void cs_save_state(counters *c);
+void *cs_follower_main(void *arg);
+void *cs_builder_main(void *arg);
+
+#endif

@@ -1,0 +1,440 @@
+# End-to-end tests of the rolling-window counters (issue 13, docs/API.md "Counters") over real HTTP:
+# counters from `serve --counters FILE` and from POST /v1/counters (built from the records already
+# stored); exact counts after duplicates, updates that move the type, the event time, the condition and
+# the parent, deletions, late records (counted in medstream_counter_late_total) and future ones (counted
+# when their time comes); a random stream of changes against a model at many windows and instants, per
+# parent too; the per-parent memory cap answered from the children index; permissions (a public counter
+# with public:read, a PHI one or a per-parent count only with patients:read, 403 and audited otherwise;
+# the list hides PHI counters); bad definitions are 400 naming the key; restarts keep the counts (clean
+# stop, kill -9 with a replay, a lost state file rebuilt by a scan); no condition value in /metrics or the
+# log.
+#
+# Run: /usr/bin/python3 tests/e2e/test_counters.py [NAME_SUBSTRING...]
+
+import datetime
+import json
+import os
+import random
+import subprocess
+import time
+
+import harness as H
+from harness import check, eq, fail, q, short, test
+
+UTC = datetime.timezone.utc
+FILE_COUNTERS = [
+    {"name": "labs", "type": "lab", "max_window": "1h"},
+    {"name": "signed", "where": {"field": "status", "equals": "final"}, "max_window": "1h", "per_parent": True},
+    {"name": "blue", "where": {"field": "favorite_color", "in": ["blue", "navy"]}, "max_window": "2h",
+     "resolution": "1m"},
+]
+
+
+def iso(t):
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+def new_server(name, counters=FILE_COUNTERS, args=()):
+    s = H.Server(name=name)
+    path = os.path.join(s.base, "counters.json")
+    with open(path, "w") as f:
+        json.dump(counters, f)
+    s.extra_args = ["--counters", path] + list(args)
+    s.start()
+    return s
+
+
+def rec(rid, ts, type_="lab", status=None, color=None, parent=None, who=0):
+    r = {"record_id": rid, "name": "Counter Person %d" % who, "dob": "1970-01-%02d" % (1 + who % 28),
+         "type": type_, "ts": iso(ts)}
+    if status is not None:
+        r["status"] = status
+    if color is not None:
+        r["favorite_color"] = color
+    if parent is not None:
+        r["parent_id"] = parent
+    return r
+
+
+def count(s, name, headers=None, expect=200, **params):
+    r = s.request("GET", "/v1/counters/%s?%s" % (name, q(params)), headers=headers)
+    if r.status != expect:
+        fail("GET /v1/counters/%s?%s: expected %d, got %d: %s" % (name, q(params), expect, r.status, short(r.text)))
+    return r.json()
+
+
+def n(s, name, **params):
+    return count(s, name, **params)["count"]
+
+
+def metric(s, text_name, label=None):
+    txt = s.get("/metrics").text
+    for line in txt.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, val = line.rpartition(" ")
+        if key == (text_name if label is None else '%s{counter="%s"}' % (text_name, label)):
+            return float(val)
+    fail("metric %s %s not in /metrics" % (text_name, label))
+
+
+def user(s, role):
+    name = "u-%s-%s" % (role, H.rand_token(6))
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": name, "password": "pw-%s-12345" % role, "role": role}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "creating a %s: %s" % (role, short(r.text)))
+    return {"Authorization": "Bearer " + s.token_for(name, "pw-%s-12345" % role)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+@test(timeout=120)
+def test_counts_follow_updates_deletes_late_and_future():
+    s = new_server("ctr-follow")
+    t0 = now().replace(microsecond=0) - datetime.timedelta(minutes=30)
+    rows = [rec("f%d" % i, t0 + datetime.timedelta(seconds=i), status="final" if i % 2 else "draft",
+                parent="visit-1" if i < 3 else "visit-2") for i in range(6)]
+    s.ingest_ok(rows)
+    eq(n(s, "labs", window="1h"), 6, "labs after 6 records")
+    eq(n(s, "signed", window="1h"), 3, "signed (status final) after 6 records")
+    eq(n(s, "signed", window="1h", parent="visit-1"), 1, "signed children of visit-1")
+    # the answer's window: (from, to], to = at rounded down to the resolution
+    at = t0 + datetime.timedelta(minutes=10, seconds=0.7)
+    a = count(s, "labs", window="15m", at=iso(at))
+    eq((a["from"], a["to"], a["count"]), (iso(at.replace(microsecond=0) - datetime.timedelta(minutes=15)),
+                                          iso(at.replace(microsecond=0)), 6), "labs at a past instant")
+    eq(n(s, "labs", window="10m", at=iso(t0 + datetime.timedelta(seconds=2))), 3, "labs up to f2 (the edge counts)")
+    # a duplicate counts once
+    ans = s.ingest_ok([rows[0]])
+    eq(ans["items"][0]["status"], "duplicate", "resent record")
+    eq(n(s, "labs", window="1h"), 6, "labs after a duplicate")
+    # a new version moving the type, the condition, the event time out of the window, the parent
+    s.ingest_ok([rec("f0", t0, type_="visit", status="draft", parent="visit-1")])
+    eq(n(s, "labs", window="1h"), 5, "labs after f0 became a visit")
+    late0 = metric(s, "medstream_counter_late_total", "labs")
+    s.ingest_ok([rec("f1", now() - datetime.timedelta(hours=2), status="final", parent="visit-1")])
+    eq(n(s, "labs", window="1h"), 4, "labs after f1 moved 2 h back")
+    eq(metric(s, "medstream_counter_late_total", "labs"), late0 + 1, "late_total after a version out of the window")
+    eq(n(s, "signed", window="1h"), 2, "signed after f1 left the window")
+    s.ingest_ok([rec("f3", t0 + datetime.timedelta(seconds=3), status="draft", parent="visit-2")])
+    eq(n(s, "signed", window="1h"), 1, "signed after f3 became draft")
+    s.ingest_ok([rec("f5", t0 + datetime.timedelta(seconds=5), status="final", parent="visit-1")])
+    eq(n(s, "signed", window="1h", parent="visit-1"), 1, "signed children of visit-1 after f5 moved there")
+    eq(n(s, "signed", window="1h", parent="visit-2"), 0, "signed children of visit-2 after f5 left")
+    # a deletion
+    r = s.request("DELETE", "/v1/records/f2")
+    eq(r.status, 200, "DELETE f2: %s" % short(r.text))
+    eq(n(s, "labs", window="1h"), 3, "labs after deleting f2")
+    # a late record: not counted, counted as late
+    s.ingest_ok([rec("late1", now() - datetime.timedelta(hours=3))])
+    eq(n(s, "labs", window="1h"), 3, "labs after a late record")
+    eq(metric(s, "medstream_counter_late_total", "labs"), late0 + 2, "late_total after a late record")
+    # a future record counts when its time comes
+    due = now() + datetime.timedelta(seconds=3)
+    s.ingest_ok([rec("soon", due)])
+    eq(n(s, "labs", window="1h"), 3, "labs before the future record's time")
+    r = s.get("/v1/counters/labs?" + q({"at": iso(now() + datetime.timedelta(seconds=30))}))
+    eq(r.status, 400, "at in the future")
+    check("at" in r.json()["error"], "the error names at: %s" % r.text)
+    while now() < due + datetime.timedelta(seconds=1.2):
+        time.sleep(0.2)
+    eq(n(s, "labs", window="1h"), 4, "labs once the future record's time came")
+    # bad windows are 400 naming the parameter
+    for params, word in (({"window": "90m"}, "window"), ({"window": "1.5s"}, "window"), ({"window": "0s"}, "window"),
+                         ({"window": "1h", "at": iso(now() - datetime.timedelta(minutes=5))}, "at"),
+                         ({"at": "yesterday"}, "at"), ({"parent": "x"}, "parent")):
+        r = s.get("/v1/counters/labs?" + q(params))
+        eq(r.status, 400, "GET labs %r" % params)
+        check(word in r.json()["error"], "the error for %r names %s: %s" % (params, word, r.text))
+    eq(s.get("/v1/counters/nope").status, 404, "an unknown counter")
+    eq(s.get("/v1/counters/labs?colour=1").status, 400, "an unknown parameter")
+    # nothing of a condition's value or a record in /metrics or the log
+    text = s.get("/metrics").text + open(s.log_path, encoding="utf-8", errors="replace").read()
+    for secret in ("draft", "visit-1", "Counter Person"):
+        check(secret not in text, "%r appears in /metrics or the log" % secret)
+
+
+@test(timeout=240)
+def test_random_stream_against_a_model():
+    s = new_server("ctr-model")
+    rnd = random.Random(1303)
+    base = now().replace(microsecond=0) - datetime.timedelta(minutes=50)
+    model = {}   # record id -> (ts, type, status, color, parent) of the live version
+    ids = ["m%03d" % i for i in range(80)]
+    for step in range(30):
+        batch, deletes = [], []
+        for rid in rnd.sample(ids, 12):
+            if rid in model and rnd.random() < 0.15:
+                deletes.append(rid)
+                continue
+            old = model.get(rid)
+            kind = rnd.random()
+            if old and kind < 0.25:
+                ts, t, st, col, par = old   # a duplicate
+            else:
+                when = rnd.random()
+                if when < 0.8:
+                    ts = base + datetime.timedelta(seconds=rnd.randint(0, 48 * 60), microseconds=rnd.randint(0, 999999))
+                elif when < 0.9:
+                    ts = now() - datetime.timedelta(hours=rnd.choice([2, 3]), seconds=rnd.randint(0, 100))  # late
+                else:
+                    ts = now() + datetime.timedelta(hours=1, seconds=rnd.randint(0, 100))  # future
+                t = rnd.choice(["lab", "lab", "visit"])
+                st = rnd.choice(["final", "draft", None])
+                col = rnd.choice(["blue", "navy", "red", None])
+                par = rnd.choice(["p1", "p2", "p3", None])
+            batch.append(rec(rid, ts, type_=t, status=st, color=col, parent=par, who=rnd.randint(0, 5)))
+            model[rid] = (ts, t, st, col, par)
+        if batch:
+            ans = s.ingest_ok(batch)
+            check(not ans["errors"], "batch %d: %s" % (step, short(ans)))
+        for rid in deletes:
+            eq(s.request("DELETE", "/v1/records/" + rid).status, 200, "DELETE " + rid)
+            del model[rid]
+
+    def expected(name, a, parent=None):
+        lo, hi = H.parse_time(a["from"]), H.parse_time(a["to"])
+        c = 0
+        for ts, t, st, col, par in model.values():
+            if not (lo < ts <= hi):
+                continue
+            if parent is not None and par != parent:
+                continue
+            if name == "labs" and t != "lab":
+                continue
+            if name == "signed" and st != "final":
+                continue
+            if name == "blue" and col not in ("blue", "navy"):
+                continue
+            c += 1
+        return c
+
+    checks = 0
+    end = now()
+    for i in range(60):
+        name = rnd.choice(["labs", "signed", "blue"])
+        res_s = 60 if name == "blue" else 1
+        max_s = 7200 if name == "blue" else 3600
+        # the window must start within max_window of the server's now: keep 5 minutes of slack
+        window = rnd.randint(1, (max_s - 300) // res_s) * res_s
+        back = rnd.randint(0, max_s - window - 180)
+        at = end - datetime.timedelta(seconds=back - 0.5 if back else 0)
+        params = {"window": "%ds" % window, "at": iso(at)}
+        parent = None
+        if name == "signed" and rnd.random() < 0.5:
+            parent = rnd.choice(["p1", "p2", "p3", "p9"])
+            params["parent"] = parent
+        a = count(s, name, **params)
+        want = expected(name, a, parent)
+        if a["count"] != want:
+            fail("%s %r: counted %d, the model %d (%s)" % (name, params, a["count"], want, short(a)))
+        checks += 1
+    # a counter defined now is built from the same records and agrees
+    r = s.request("POST", "/v1/counters", body=json.dumps({"name": "labs2", "type": "lab", "max_window": "1h"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST labs2: %s" % short(r.text))
+    for w in (60, 600, 1800, 3600):
+        a = count(s, "labs2", window="%ds" % w)
+        eq(a["count"], expected("labs", a), "labs2 (built by a scan) over %ds" % w)
+        if w < 3600:  # at a past instant, the longest window would start before what the counter holds
+            eq(a["count"], count(s, "labs", window="%ds" % w, at=a["at"])["count"], "labs2 and labs over %ds" % w)
+    check(checks == 60, "checks made")
+
+
+@test(timeout=120)
+def test_defined_over_http_and_bad_definitions():
+    s = new_server("ctr-define")
+    t = now() - datetime.timedelta(minutes=5)
+    s.ingest_ok([rec("d%d" % i, t, color="navy" if i % 3 == 0 else "red") for i in range(9)])
+    h = {"Content-Type": "application/json"}
+    good = {"name": "navy.5m", "where": {"field": "favorite_color", "equals": "navy"}, "max_window": "90m",
+            "resolution": "1m"}
+    r = s.request("POST", "/v1/counters", body=json.dumps(good), headers=h)
+    eq(r.status, 201, "POST a counter: %s" % short(r.text))
+    eq(r.json()["counter"]["max_window"], "90m", "canonical definition")
+    eq(n(s, "navy.5m", window="10m"), 3, "a new counter counts the records stored before it")
+    s.ingest_ok([rec("d9", t, color="navy")])
+    eq(n(s, "navy.5m", window="10m"), 4, "and follows new ones")
+    eq(s.request("POST", "/v1/counters", body=json.dumps(good), headers=h).status, 409, "the same name again")
+    eq(s.request("POST", "/v1/counters", body=json.dumps(dict(good, name="labs")), headers=h).status, 409,
+       "a file counter's name")
+    bad = [({"name": "x"}, "max_window"),
+           ({"max_window": "1h"}, "name"),
+           ({"name": "a b", "max_window": "1h"}, "name"),
+           ({"name": "x", "max_window": "soon"}, "max_window"),
+           ({"name": "x", "max_window": "90s", "resolution": "1m"}, "multiple"),
+           ({"name": "x", "max_window": "60d"}, "resolution"),
+           ({"name": "x", "max_window": "1h", "colour": "red"}, "colour"),
+           ({"name": "x", "max_window": "1h", "where": {"field": "name", "equals": "Jane Roe", "in": ["Jane Roe"]}},
+            "not two"),
+           ({"name": "x", "max_window": "1h", "where": {"equals": "Jane Roe"}}, "where.field"),
+           ({"name": "x", "max_window": "1h", "where": {"field": "n", "equals": {"Jane Roe": 1}}}, "where.equals"),
+           ({"name": "x", "max_window": "1h", "where": {"field": "n", "exists": "yes"}}, "where.exists"),
+           ({"name": "x", "max_window": "1h", "max_parent_buckets": 5000}, "per_parent")]
+    for body, word in bad:
+        r = s.request("POST", "/v1/counters", body=json.dumps(body), headers=h)
+        eq(r.status, 400, "POST %s" % json.dumps(body))
+        err = r.json()["error"]
+        check(word in err, "the error for %s names %s: %s" % (json.dumps(body), word, err))
+        check("Jane" not in err, "the error echoes a value: %s" % err)
+    eq(s.request("POST", "/v1/counters", body="[1,", headers=h).status, 400, "not JSON")
+    eq(s.request("POST", "/v1/counters", body="{}", headers={"Content-Type": "text/plain"}).status, 415, "not JSON")
+    listed = {c["name"]: c for c in s.get_json("/v1/counters")["counters"]}
+    eq(sorted(listed), ["blue", "labs", "navy.5m", "signed"], "listed counters")
+    eq((listed["labs"]["origin"], listed["navy.5m"]["origin"]), ("file", "api"), "origins")
+    eq((listed["labs"]["access"], listed["signed"]["access"]), ("public", "phi"), "access")
+    check(listed["labs"]["memory_bytes"] > 8 * 3600, "labs holds 3601 buckets: %s" % listed["labs"])
+    # removals: a file counter is 409; an HTTP one goes, and stays gone after a restart
+    eq(s.request("DELETE", "/v1/counters/labs").status, 409, "DELETE a file counter")
+    eq(s.request("DELETE", "/v1/counters/nope").status, 404, "DELETE an unknown counter")
+    r = s.request("POST", "/v1/counters", body=json.dumps({"name": "kept", "type": "lab", "max_window": "1h"}),
+                  headers=h)
+    eq(r.status, 201, "POST kept")
+    eq(s.request("DELETE", "/v1/counters/navy.5m").status, 200, "DELETE navy.5m")
+    eq(s.get("/v1/counters/navy.5m").status, 404, "a removed counter")
+    s.stop()
+    s.start()
+    eq(s.get("/v1/counters/navy.5m").status, 404, "a removed counter after a restart")
+    eq(n(s, "kept", window="10m"), 10, "a counter defined over HTTP after a restart")
+    entries = s.audit_entries()
+    acts = [(e["action"], e["resource"], e["outcome"]) for e in entries if e["action"].startswith("counters:")]
+    check(("counters:create", "/v1/counters", "ok") in acts and ("counters:delete", "/v1/counters/navy.5m", "ok")
+          in acts, "definitions and removals are audited: %s" % acts)
+
+
+@test(timeout=120)
+def test_permissions_public_and_phi_counters():
+    s = new_server("ctr-perm")
+    t = now() - datetime.timedelta(minutes=3)
+    s.ingest_ok([rec("p%d" % i, t, status="final", parent="pv", color="blue") for i in range(3)])
+    analyst, clinician, ingest = user(s, "analyst"), user(s, "clinician"), user(s, "ingest")
+    eq(count(s, "labs", headers=analyst)["count"], 3, "a public counter with public:read")
+    eq(count(s, "blue", headers=analyst, window="10m")["count"], 3, "a public where with public:read")
+    r = s.get("/v1/counters/signed", headers=analyst)
+    eq(r.status, 403, "a PHI counter without patients:read")
+    check("patients:read" in r.json()["error"], "the 403 names the permission: %s" % r.text)
+    eq(s.get("/v1/counters/labs?parent=pv", headers=analyst).status, 403, "a per-parent count without patients:read")
+    eq(s.get("/v1/counters/labs", headers=ingest).status, 403, "no public:read")
+    eq(count(s, "signed", headers=clinician)["count"], 3, "a PHI counter with patients:read")
+    eq(count(s, "signed", headers=clinician, parent="pv")["count"], 3, "a per-parent count with patients:read")
+    names = [c["name"] for c in s.get_json("/v1/counters")["counters"]]
+    check("signed" in names, "admin lists the PHI counter")
+    r = s.get("/v1/counters", headers=analyst)
+    eq(r.status, 200, "list with public:read")
+    eq(sorted(c["name"] for c in r.json()["counters"]), ["blue", "labs"], "the analyst's list hides PHI counters")
+    h = dict(analyst, **{"Content-Type": "application/json"})
+    eq(s.request("POST", "/v1/counters", body=json.dumps({"name": "z", "max_window": "1h"}), headers=h).status, 403,
+       "defining needs counters:create")
+    eq(s.request("DELETE", "/v1/counters/blue", headers=analyst).status, 403, "removing needs counters:delete")
+    entries = [e for e in s.audit_entries() if e["action"] == "patients:read"]
+    res = [(e["resource"], e["outcome"]) for e in entries]
+    check(("/v1/counters/signed", "denied") in res and ("/v1/counters/signed", "ok") in res,
+          "PHI counter reads and refusals are audited: %s" % res)
+    check(("/v1/counters/labs", "denied") in res, "a refused per-parent count is audited: %s" % res)
+    check(not any("pv" in json.dumps(e) for e in entries), "no parent id in the audit entries")
+
+
+@test(timeout=180)
+def test_restart_keeps_counts():
+    s = new_server("ctr-restart")
+    t = now() - datetime.timedelta(minutes=20)
+    s.ingest_ok([rec("s%02d" % i, t + datetime.timedelta(seconds=7 * i), status=["final", "draft"][i % 2],
+                     color=["blue", "red"][i % 3 == 0], parent="rp%d" % (i % 3)) for i in range(40)])
+    s.request("DELETE", "/v1/records/s05")
+    at = iso(now())
+
+    def answers():
+        out = {}
+        # windows that still start within max_window of now at the end of the test
+        for name, params in (("labs", {"window": "30m"}), ("labs", {"window": "5m"}), ("signed", {"window": "30m"}),
+                             ("signed", {"window": "30m", "parent": "rp1"}), ("blue", {"window": "1h"})):
+            a = count(s, name, at=at, **params)
+            out[(name, tuple(sorted(params.items())))] = a["count"]
+        return out
+
+    before = answers()
+    eq(before[("labs", (("window", "30m"),))], 39, "labs before the restart")
+    took = s.stop()
+    eq(took, 0, "a clean stop exits 0")
+    check(os.path.exists(os.path.join(s.data_dir, "counters.state")), "the state is saved at a clean stop")
+    s.start()
+    eq(answers(), before, "counts after a clean restart")
+    check("counters loaded at commit" in open(s.log_path).read(), "the state was loaded, not rebuilt")
+    # kill -9 after more changes: the saved state is older; the commits after it are replayed
+    s.ingest_ok([rec("s%02d" % i, t + datetime.timedelta(seconds=3), status="final", parent="rp1")
+                 for i in range(40, 50)])
+    s.request("DELETE", "/v1/records/s07")
+    after = answers()
+    eq(after[("labs", (("window", "30m"),))], 48, "labs after more records")
+    s.kill9()
+    took = s.start()
+    check(took < 5, "ready in %.1f s" % took)
+    eq(answers(), after, "counts after kill -9 and a replay")
+    # a lost state file: every counter is rebuilt by a scan, to the same counts
+    s.stop()
+    os.remove(os.path.join(s.data_dir, "counters.state"))
+    s.start()
+    eq(answers(), after, "counts rebuilt from the stored records")
+
+
+@test(timeout=180)
+def test_per_parent_cap_answers_from_the_index():
+    s = new_server("ctr-cap", counters=[])
+    base = now().replace(microsecond=0) - datetime.timedelta(minutes=40)
+    rows = [rec("c%04d" % i, base + datetime.timedelta(seconds=i), parent="cp%04d" % i, who=i % 20)
+            for i in range(1100)]
+    rows += [rec("c%04d" % (1100 + i), base + datetime.timedelta(seconds=i), parent="cp0000") for i in range(1, 4)]
+    ans = s.ingest_ok(rows)
+    check(not ans["errors"], "ingest: %s" % short(ans))
+    r = s.request("POST", "/v1/counters", body=json.dumps({"name": "kids", "max_window": "1h", "per_parent": True,
+                                                          "max_parent_buckets": 1024}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST kids: %s" % short(r.text))
+    eq(n(s, "kids", window="1h"), 1103, "the whole count is kept whatever the cap")
+    listed = {c["name"]: c for c in s.get_json("/v1/counters")["counters"]}
+    check(listed["kids"]["parent_dropped"] > 0 and listed["kids"]["parent_buckets"] <= 1024,
+          "the cap held: %s" % listed["kids"])
+    a = count(s, "kids", window="1h", parent="cp1099")
+    eq((a["count"], a["source"]), (1, "index"), "a parent past the cap, from the index")
+    a = count(s, "kids", window="1h", parent="cp0000")
+    eq(a["count"], 4, "a parent with 4 children")
+    eq(count(s, "kids", window="1h", parent="nobody")["count"], 0, "an unknown parent")
+    # a deletion frees a pair; a window after the dropped buckets is then answered from memory
+    eq(s.request("DELETE", "/v1/records/c0500").status, 200, "DELETE c0500")
+    eq(count(s, "kids", window="1h", parent="cp0500")["count"], 0, "a deleted child")
+    later = base + datetime.timedelta(seconds=1200)
+    s.ingest_ok([rec("late-kid", later, parent="cp0001")])
+    a = count(s, "kids", window="60s", at=iso(later), parent="cp0001")
+    eq((a["count"], a["source"]), (1, "memory"), "a window after the gap, from memory")
+
+
+@test(timeout=60)
+def test_a_bad_counters_file_stops_the_start():
+    s = H.Server(name="ctr-badfile")
+    s.init()
+    cases = [("[{\"name\":\"a\",\"max_window\":\"1h\"},{\"name\":\"b\"}]", "entry 2", "max_window"),
+             ("{\"name\":\"a\"}", "JSON array", None),
+             ("[{\"name\":\"a\",\"max_window\":\"1h\"},{\"name\":\"a\",\"max_window\":\"2h\"}]", "twice", None),
+             ("[{\"name\":\"a\",\"max_window\":\"1h\",\"where\":{\"field\":\"n\",\"equals\":\"Jane Roe\",\"in\":[1]}}]",
+              "entry 1", "not two")]
+    for i, (text, word, word2) in enumerate(cases):
+        path = os.path.join(s.base, "bad%d.json" % i)
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0", "--counters", path],
+                             capture_output=True, text=True, timeout=30)
+        eq(out.returncode, 1, "serve with %s" % text)
+        check(word in out.stderr and (word2 is None or word2 in out.stderr) and path in out.stderr,
+              "the refusal names the file, the entry and the problem: %s" % out.stderr)
+        check("Jane" not in out.stderr, "the refusal echoes a value: %s" % out.stderr)
+    out = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0", "--counters",
+                          os.path.join(s.base, "missing.json")], capture_output=True, text=True, timeout=30)
+    eq(out.returncode, 1, "serve with a missing counters file")
+
+
+if __name__ == "__main__":
+    H.main()
