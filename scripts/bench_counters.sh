@@ -11,6 +11,7 @@
 # load and idle; target p99 <= 1 ms) and as the server measured it (medstream_counter_query_seconds), and
 # the follower's time per commit (medstream_counter_apply_seconds).
 # Usage: [RATE=1000000] [QPS=50] [COUNTERS=mixed|public] [CONNECTIONS=3] scripts/bench_counters.sh [RUNS] [RECORDS]
+#   PRINT_COUNTERS=1: print the 20 definitions (JSON) and stop, e.g. for bench_notify.py's COUNTERS_FILE.
 #   COUNTERS=mixed (default): 16 counters on public fields (type, favorite_color) and 4 on PHI fields (each
 #   record's body read back and scanned: ssn, address, phone, notes); public: all 20 on public fields.
 #   Needs ~RECORDS x 20 KB free in BENCH_DIR (deleted after each run).
@@ -63,6 +64,7 @@ else:
 assert len(c) == 20, len(c)
 print(json.dumps(c))
 PY
+if [ "${PRINT_COUNTERS:-0}" = 1 ]; then cat "$base/counters.json"; exit 0; fi # for bench_notify.py COUNTERS_FILE
 names=$(python3 -c 'import json,sys; print(" ".join(c["name"] for c in json.load(open(sys.argv[1]))))' "$base/counters.json")
 login() { # a token for init's admin
   curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \

@@ -10,7 +10,10 @@ every event as it arrives: commit-to-SSE latency = arrival - the event's committ
 same machine). Prints each run's records/min and freshness, the ratio with/without per pair, and the
 latency p50/p99/max over all events. A benchmark: it prints figures and asserts nothing.
 
-Usage: [RATE=1000000] [CONNECTIONS=3] [RULES=1000] [REGEXES=10] scripts/bench_notify.py [RUNS] [RECORDS]
+Usage: [RATE=1000000] [CONNECTIONS=3] [RULES=1000] [REGEXES=10] [COUNTERS_FILE=F] scripts/bench_notify.py [RUNS] [RECORDS]
+COUNTERS_FILE: the runs with rules also keep these counters (serve --counters F), so that the pair measures
+both live views against neither (issue 13's budget: 20 counters and 1,000 rules within 10 % of ingest):
+  PRINT_COUNTERS=1 scripts/bench_counters.sh > /tmp/c.json && COUNTERS_FILE=/tmp/c.json scripts/bench_notify.py 3 200000
 Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-notify; deleted after each run).
 """
 import datetime
@@ -128,6 +131,8 @@ def one_run(i, mode, records, rate, rules_file):
     args = [BIN, "serve", "--data", data, "--listen", "127.0.0.1:%d" % PORT, "--access-log", "off"]
     if mode == "on":
         args += ["--rules", rules_file]
+        if os.environ.get("COUNTERS_FILE"):
+            args += ["--counters", os.environ["COUNTERS_FILE"]]
     log = open(os.path.join(BASE, "serve.log"), "ab")
     srv = subprocess.Popen(args, stderr=log, stdout=log)
     try:
@@ -201,8 +206,9 @@ def main():
             ratios.append(got["on"] / got["off"])
             on_rates.append(got["on"])
             off_rates.append(got["off"])
-        print("records/min without rules: %s; with %s rules: %s; on/off per pair: %s" % (
+        print("records/min without rules: %s; with %s rules%s: %s; on/off per pair: %s" % (
             ", ".join("%.0f" % x for x in off_rates), os.environ.get("RULES", "1000"),
+            " and the counters of " + os.environ["COUNTERS_FILE"] if os.environ.get("COUNTERS_FILE") else "",
             ", ".join("%.0f" % x for x in on_rates), ", ".join("%.3f" % r for r in ratios)))
         print("commit -> SSE over %d events: p50 %.1f ms, p99 %.1f ms, max %.1f ms (target p99 <= 100 ms)" % (
             len(lat), pct(lat, 50) * 1000, pct(lat, 99) * 1000, (max(lat) if lat else float("nan")) * 1000))
