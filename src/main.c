@@ -773,7 +773,7 @@ static int serve_run(const serve_settings *c)
                            .kafka_config = c->kafka_config.v};
     if (notifier_start(&notify, &no, &e) != MS_OK) goto out;
     a.notifier = notify;
-    counters_options co = {.store = s, .schema = &sc, .data_dir = c->data, .file = c->counters};
+    counters_options co = {.store = s, .writer = w, .schema = &sc, .data_dir = c->data, .file = c->counters};
     if (counters_start(&live_counters, &co, &e) != MS_OK) goto out;
     a.counters = live_counters;
     http_handler hh = api_http_handler(&a);

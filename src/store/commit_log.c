@@ -133,29 +133,3 @@ ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err
     ms_set_be64(v, pos);
     return st_small_write(s, DB_META, key, strlen(key), v, 8, 0, false, "sink position", e);
 }
-
-/* ---- views' settings: meta key "view:" name -> the bytes a layer above keeps (counter definitions) ---- */
-
-ms_code store_view_setting(store_read *r, const char *name, buf *out, bool *found, ms_err *e)
-{
-    char key[128];
-    *found = false;
-    if (snprintf(key, sizeof key, "view:%s", name) >= (int)sizeof key)
-        return ms_fail(e, MS_EINVAL, "view setting: a name too long");
-    MDB_val k = st_val(key, strlen(key)), v;
-    int rc = mdb_get(r->txn, r->s->dbi[DB_META], &k, &v);
-    if (rc == MDB_NOTFOUND) return MS_OK;
-    if (rc) return st_mdb_fail(e, rc, "view setting");
-    out->len = 0;
-    buf_put(out, v.mv_data, v.mv_size);
-    *found = true;
-    return MS_OK;
-}
-
-ms_code store_view_setting_set(store *s, const char *name, const void *value, size_t len, ms_err *e)
-{
-    char key[128];
-    if (snprintf(key, sizeof key, "view:%s", name) >= (int)sizeof key)
-        return ms_fail(e, MS_EINVAL, "view setting: a name too long");
-    return st_small_write(s, DB_META, key, strlen(key), value, len, 0, false, "view setting", e);
-}

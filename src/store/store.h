@@ -338,12 +338,6 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
 ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
 ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
 
-/* Settings a layer above keeps in the store (views: the counters defined over HTTP), by name: the bytes
- * as given. The set is a small write of its own (any thread; WHO MAY WRITE). Errors: MS_EINVAL a name
- * over ~120 bytes. */
-ms_code store_view_setting(store_read *r, const char *name, buf *out, bool *found, ms_err *e);
-ms_code store_view_setting_set(store *s, const char *name, const void *value, size_t len, ms_err *e);
-
 /* Source positions (README.md, invariant 5): the next offset to read of an input, per partition, written
  * in the same store_write as the records of the batch that consumed up to there, so a batch and its
  * position are durable together. source is the caller's opaque name of its input (the Kafka consumer

@@ -71,22 +71,28 @@ static void add_live(counters *c, live *l)
 
 /* ---- definitions ---- */
 
-/* The definitions made over HTTP, as the stored JSON array. Under reg. */
-static void api_defs_json(counters *c, const live *skip, const counter_def *extra, buf *out)
+/* A counter defined over HTTP is a named definition of the store (kind "counter", its canonical JSON),
+ * written through the writer like the notifications' rules and subscriptions; d NULL removes it. */
+typedef struct {
+    const char *name, *json;
+    size_t len;
+} def_change;
+
+static ms_code def_put(void *ctx, store_write *w, ms_err *e)
 {
-    buf_putc(out, '[');
-    bool first = true;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->v[i]->from_file || c->v[i] == skip) continue;
-        if (!first) buf_putc(out, ',');
-        counter_def_json(&c->v[i]->def, out);
-        first = false;
-    }
-    if (extra) {
-        if (!first) buf_putc(out, ',');
-        counter_def_json(extra, out);
-    }
-    buf_putc(out, ']');
+    const def_change *d = ctx;
+    return d->json ? store_definition_put(w, COUNTER_KIND, d->name, d->json, d->len, e)
+                   : store_definition_delete(w, COUNTER_KIND, d->name, NULL, e);
+}
+
+static ms_code def_store(counters *c, const char *name, const counter_def *d, ms_err *e)
+{
+    buf j = {0};
+    if (d) counter_def_json(d, &j);
+    def_change x = {.name = name, .json = d ? j.data : NULL, .len = j.len};
+    ms_code rc = writer_apply(c->writer, def_put, &x, e);
+    buf_free(&j);
+    return rc;
 }
 
 /* Each definition of a JSON array; fn gets the n-th (1-based) parsed, or fails with its error. */
@@ -137,14 +143,11 @@ ms_code counters_define(counters *c, const char *json, size_t len, buf *out, ms_
     pthread_mutex_lock(&c->defs_lock);
     pthread_rwlock_rdlock(&c->reg);
     bool taken = find(c, d.name) != NULL;
-    buf list = {0};
-    if (!taken) api_defs_json(c, NULL, &d, &list);
     pthread_rwlock_unlock(&c->reg);
     if (taken)
         rc = ms_fail(e, MS_ECONFLICT, "counter \"%s\" exists (DELETE /v1/counters/%s first)", d.name, d.name);
     else
-        rc = store_view_setting_set(c->store, DEFS_SETTING, list.data, list.len, e);
-    buf_free(&list);
+        rc = def_store(c, d.name, &d, e);
     if (rc == MS_OK) {
         counter_def_json(&d, out);
         ms_log_fields(LOG_INFO, "counters.defined", (log_field[]){LOG_STR("counter", d.name)}, 1,
@@ -168,16 +171,12 @@ ms_code counters_remove(counters *c, const char *name, ms_err *e)
     pthread_rwlock_rdlock(&c->reg);
     live *l = find(c, name);
     ms_code rc = MS_OK;
-    buf list = {0};
     if (!l)
         rc = ms_fail(e, MS_ENOTFOUND, "no counter of that name");
     else if (l->from_file)
         rc = ms_fail(e, MS_ECONFLICT, "counter \"%s\" is defined by serve --counters FILE: remove it there", name);
-    else
-        api_defs_json(c, l, NULL, &list);
     pthread_rwlock_unlock(&c->reg);
-    if (rc == MS_OK) rc = store_view_setting_set(c->store, DEFS_SETTING, list.data, list.len, e);
-    buf_free(&list);
+    if (rc == MS_OK) rc = def_store(c, name, NULL, e);
     if (rc == MS_OK) {
         pthread_rwlock_wrlock(&c->reg);
         for (size_t i = 0; i < c->n; i++)
@@ -439,6 +438,34 @@ static bool counters_health(void *ctx, buf *out)
 
 /* ---- start and stop ---- */
 
+typedef struct {
+    counters *c;
+    char **replaced; /* names of stored definitions a file's definition replaced */
+    size_t nreplaced;
+} stored_defs;
+
+/* One stored definition (store_definitions_list): a counter, unless the file defines its name. */
+static bool load_stored(void *ctx, const char *name, size_t name_len, const char *v, size_t n)
+{
+    stored_defs *st = ctx;
+    counter_def d;
+    ms_err bad;
+    if (counter_def_parse(&d, v, n, &bad) != MS_OK) {
+        ms_log(LOG_ERROR, "counters.stored_invalid", "counters: a stored definition is not valid: %s", bad.msg);
+        return true;
+    }
+    if (find(st->c, d.name)) {
+        ms_log_fields(LOG_WARN, "counters.replaced", (log_field[]){LOG_STR("counter", d.name)}, 1,
+                      "counters: counter %s of --counters replaces the one defined over HTTP", d.name);
+        st->replaced = ms_realloc(st->replaced, sizeof *st->replaced * (st->nreplaced + 1));
+        st->replaced[st->nreplaced++] = ms_strndup(name, name_len);
+    } else {
+        add_live(st->c, live_new(st->c, &d, false));
+    }
+    counter_def_free(&d);
+    return true;
+}
+
 static ms_code load_definitions(counters *c, const counters_options *o, ms_err *e)
 {
     counter_def *defs = NULL;
@@ -464,38 +491,16 @@ static ms_code load_definitions(counters *c, const counters_options *o, ms_err *
     }
     store_read *r;
     if ((rc = store_read_begin(c->store, &r, e)) != MS_OK) return rc;
-    buf stored = {0};
-    bool found = false;
-    rc = store_view_setting(r, DEFS_SETTING, &stored, &found, e);
+    stored_defs st = {.c = c};
+    rc = store_definitions_list(r, COUNTER_KIND, load_stored, &st, e);
     c->start_known = store_commit_pos(r);
     store_read_end(r);
-    if (rc == MS_OK && found) {
-        ms_err bad;
-        if (parse_array(stored.data ? stored.data : "[]", stored.len, "stored counters", &defs, &n, &bad) != MS_OK) {
-            ms_log(LOG_ERROR, "counters.stored_invalid", "counters: the stored definitions are not valid: %s", bad.msg);
-            n = 0;
-        }
-        bool replaced = false;
-        for (size_t i = 0; i < n; i++) {
-            if (find(c, defs[i].name)) {
-                ms_log_fields(LOG_WARN, "counters.replaced", (log_field[]){LOG_STR("counter", defs[i].name)}, 1,
-                              "counters: counter %s of --counters replaces the one defined over HTTP", defs[i].name);
-                replaced = true;
-            } else {
-                add_live(c, live_new(c, &defs[i], false));
-            }
-        }
-        for (size_t i = 0; i < n; i++)
-            counter_def_free(&defs[i]);
-        free(defs);
-        if (replaced) {
-            buf list = {0};
-            api_defs_json(c, NULL, NULL, &list);
-            rc = store_view_setting_set(c->store, DEFS_SETTING, list.data, list.len, e);
-            buf_free(&list);
-        }
-    }
-    buf_free(&stored);
+    /* a file's definition replaced a stored one of its name: that one goes (logged by load_stored) */
+    for (size_t i = 0; i < st.nreplaced && rc == MS_OK; i++)
+        rc = def_store(c, st.replaced[i], NULL, e);
+    for (size_t i = 0; i < st.nreplaced; i++)
+        free(st.replaced[i]);
+    free(st.replaced);
     return rc;
 }
 
@@ -559,6 +564,7 @@ ms_code counters_start(counters **out, const counters_options *o, ms_err *e)
 {
     counters *c = ms_calloc(1, sizeof *c);
     c->store = o->store;
+    c->writer = o->writer;
     c->schema = o->schema;
     c->dir = ms_strndup(o->data_dir, strlen(o->data_dir));
     c->save_interval = o->save_interval_s > 0 ? o->save_interval_s : 5.0;

@@ -40,6 +40,7 @@
 #ifndef MS_COUNTERS_H
 #define MS_COUNTERS_H
 
+#include "ingest/writer.h"
 #include "pipeline/schema.h"
 #include "store/store.h"
 #include "views/counter.h"
@@ -49,6 +50,7 @@ typedef struct counters counters;
 
 typedef struct {
     store *store;
+    writer *writer; /* definitions made over HTTP are written through it */
     const schema *schema;
     const char *data_dir;   /* the state file: DATA/counters.state */
     const char *file;       /* serve --counters FILE: a JSON array of definitions (NULL: none) */

@@ -21,13 +21,13 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#define SCAN_STEP_IDS 10000     /* record ids a building step visits in one read transaction */
-#define ENTRIES_PER_TXN 64      /* commit-log entries the follower applies in one read transaction */
-#define QUERY_WAIT_S 1.0        /* how long a query waits for the follower to catch up */
-#define BUILD_WAIT_S 2.0        /* how long a query waits for a counter being built */
-#define INDEX_SCAN_MAX 100000   /* children a per-parent count reads from the index at most */
-#define DEFS_SETTING "counters" /* store view setting: the definitions made over HTTP */
-#define BEHIND_S 10.0           /* /healthz: counters are "behind" past this lag */
+#define SCAN_STEP_IDS 10000    /* record ids a building step visits in one read transaction */
+#define ENTRIES_PER_TXN 64     /* commit-log entries the follower applies in one read transaction */
+#define QUERY_WAIT_S 1.0       /* how long a query waits for the follower to catch up */
+#define BUILD_WAIT_S 2.0       /* how long a query waits for a counter being built */
+#define INDEX_SCAN_MAX 100000  /* children a per-parent count reads from the index at most */
+#define COUNTER_KIND "counter" /* store definitions (store.h): a counter defined over HTTP, its canonical JSON */
+#define BEHIND_S 10.0          /* /healthz: counters are "behind" past this lag */
 
 typedef enum { LIVE_BUILDING, LIVE_READY } live_state;
 
@@ -44,6 +44,7 @@ typedef struct {
 
 struct counters {
     store *store;
+    writer *writer; /* definitions made over HTTP are written through it */
     const schema *schema;
     char *dir;
     double save_interval;
@@ -51,7 +52,7 @@ struct counters {
     live **v;
     size_t n, cap;
     uint64_t next_serial;
-    pthread_mutex_t defs_lock; /* one definition or removal at a time (the stored list) */
+    pthread_mutex_t defs_lock; /* one definition or removal at a time */
     pthread_mutex_t pos_lock;
     pthread_cond_t pos_cond, build_cond;
     uint64_t pos;         /* the last entry applied to every ready counter */
