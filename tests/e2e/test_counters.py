@@ -304,6 +304,20 @@ def test_defined_over_http_and_bad_definitions():
     acts = [(e["action"], e["resource"], e["outcome"]) for e in entries if e["action"].startswith("counters:")]
     check(("counters:create", "/v1/counters", "ok") in acts and ("counters:delete", "/v1/counters/navy.5m", "ok")
           in acts, "definitions and removals are audited: %s" % acts)
+    # a file's definition of a name defined over HTTP replaces it at start, and the stored one is gone
+    path = os.path.join(s.base, "counters.json")
+    with open(path, "w") as f:
+        json.dump(FILE_COUNTERS + [{"name": "kept", "type": "visit", "max_window": "2h"}], f)
+    s.stop()
+    s.start()
+    listed = {c["name"]: c for c in s.get_json("/v1/counters")["counters"]}
+    eq((listed["kept"]["origin"], listed["kept"]["max_window"]), ("file", "2h"), "the file's kept replaces the API's")
+    eq(n(s, "kept", window="10m"), 0, "kept counts visits now")
+    with open(path, "w") as f:
+        json.dump(FILE_COUNTERS, f)
+    s.stop()
+    s.start()
+    eq(s.get("/v1/counters/kept").status, 404, "the replaced definition was removed from the store")
 
 
 @test(timeout=120)
