@@ -301,15 +301,10 @@ void h_record_delete(api *a, http_request *req, http_response *res)
 void h_record_children(api *a, http_request *req, http_response *res)
 {
     double t0 = ms_mono_s();
-    list_params p = {.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
+    list_params p;
     cursor_buf c;
-    if (!get_time(req, res, "since", &p.since) || !get_time(req, res, "until", &p.until) ||
-        !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))
-        return;
-    p.cursor = c.len ? c.key : NULL;
-    p.cursor_len = c.len;
     store_read *r;
-    if (!begin_read_at(a, req, res, false, &r, &p.as_of)) return;
+    if (!begin_list_read(a, req, res, &p, &c, &r)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;

@@ -139,6 +139,17 @@ bool begin_read_at(api *a, http_request *req, http_response *res, bool snapshot_
     return false;
 }
 
+bool begin_list_read(api *a, http_request *req, http_response *res, list_params *p, cursor_buf *c, store_read **r)
+{
+    *p = (list_params){.since = INT64_MIN, .until = INT64_MAX, .type = http_arg_get(req, "type")};
+    if (!get_time(req, res, "since", &p->since) || !get_time(req, res, "until", &p->until) ||
+        !get_limit(req, res, &p->limit) || !get_cursor(req, res, c))
+        return false;
+    p->cursor = c->len ? c->key : NULL;
+    p->cursor_len = c->len;
+    return begin_read_at(a, req, res, false, r, &p->as_of);
+}
+
 void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_response *res, double t0)
 {
     store_read_end(r);

@@ -43,6 +43,9 @@ bool get_cursor(http_request *req, http_response *res, cursor_buf *c);
 bool begin_read(api *a, http_response *res, store_read **r);
 /* A read transaction and the request's as_of instant; false (already answered) on failure. */
 bool begin_read_at(api *a, http_request *req, http_response *res, bool snapshot_only, store_read **r, int64_t *as_of);
+/* A paged event-time list's parameters (type, since, until, limit, cursor into c, as_of) and its read
+ * transaction; false (already answered) on a bad one. */
+bool begin_list_read(api *a, http_request *req, http_response *res, list_params *p, cursor_buf *c, store_read **r);
 /* End the read and answer: out on MS_OK (taken), else the error; observes the read time since t0. */
 void finish_read(store_read *r, ms_code rc, ms_err *e, buf *out, http_response *res, double t0);
 

@@ -303,26 +303,35 @@ static ms_code sub_start(webhooks *w, subscription *s, ms_err *e)
     return MS_OK;
 }
 
-/* The stored JSON of a subscription (the secret included: it stays in the store). */
-static void sub_stored_json(const subscription *s, buf *out)
+/* The members a subscription's stored JSON and its answered state share, from '{': id, rule, url, the
+ * secret only when stored, created_at and created_by. */
+static void sub_head_json(const subscription *s, bool with_secret, buf *out, bool *first)
 {
-    bool first = true;
     buf_putc(out, '{');
-    jw_key(out, &first, "id");
+    jw_key(out, first, "id");
     jw_cstr(out, s->id);
-    jw_key(out, &first, "rule");
+    jw_key(out, first, "rule");
     if (s->rule[0])
         jw_cstr(out, s->rule);
     else
         buf_puts(out, "null");
-    jw_key(out, &first, "url");
+    jw_key(out, first, "url");
     jw_cstr(out, s->url);
-    jw_key(out, &first, "secret");
-    jw_string(out, s->secret, s->secret_len);
-    jw_key(out, &first, "created_at");
+    if (with_secret) {
+        jw_key(out, first, "secret");
+        jw_string(out, s->secret, s->secret_len);
+    }
+    jw_key(out, first, "created_at");
     jw_time(out, s->created_us);
-    jw_key(out, &first, "created_by");
+    jw_key(out, first, "created_by");
     jw_cstr(out, s->created_by);
+}
+
+/* The stored JSON of a subscription (the secret included: it stays in the store). */
+static void sub_stored_json(const subscription *s, buf *out)
+{
+    bool first = true;
+    sub_head_json(s, true, out, &first);
     buf_printf(out, ",\"since\":%llu}", (unsigned long long)s->start);
 }
 
@@ -338,20 +347,7 @@ static void opt_time(buf *out, int64_t us)
 static void sub_state_json(subscription *s, uint64_t log_seq, buf *out)
 {
     bool first = true;
-    buf_putc(out, '{');
-    jw_key(out, &first, "id");
-    jw_cstr(out, s->id);
-    jw_key(out, &first, "rule");
-    if (s->rule[0])
-        jw_cstr(out, s->rule);
-    else
-        buf_puts(out, "null");
-    jw_key(out, &first, "url");
-    jw_cstr(out, s->url);
-    jw_key(out, &first, "created_at");
-    jw_time(out, s->created_us);
-    jw_key(out, &first, "created_by");
-    jw_cstr(out, s->created_by);
+    sub_head_json(s, false, out, &first);
     pthread_mutex_lock(&s->lock);
     uint64_t delivered = s->delivered;
     buf_printf(out,

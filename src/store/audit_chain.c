@@ -73,24 +73,8 @@ ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_e
 
 ms_code store_audit_scan(store_read *r, uint64_t after, store_audit_fn fn, void *ctx, ms_err *e)
 {
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_AUDIT], &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
-    unsigned char kb[8];
-    ms_set_be64(kb, after + 1);
-    MDB_val k = st_val(kb, 8), v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 8) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
-        if (!fn(ctx, ms_get_be64(k.mv_data), v.mv_data, v.mv_size)) {
-            rc = MDB_NOTFOUND;
-            break;
-        }
-    }
-    mdb_cursor_close(c);
-    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "audit scan") : MS_OK;
+    int rc = st_seq_scan(r->txn, r->s->dbi[DB_AUDIT], after, fn, ctx);
+    return rc ? st_mdb_fail(e, rc, "audit scan") : MS_OK;
 }
 
 typedef struct {

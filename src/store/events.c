@@ -80,24 +80,8 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e)
 {
     if (r->s->absent[DB_EVENTS]) return MS_OK;
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_EVENTS], &c);
-    if (rc) return st_mdb_fail(e, rc, "event log");
-    unsigned char kb[8];
-    ms_set_be64(kb, after + 1);
-    MDB_val k = st_val(kb, 8), v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 8) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
-        if (!fn(ctx, ms_get_be64(k.mv_data), v.mv_data, v.mv_size)) {
-            rc = MDB_NOTFOUND;
-            break;
-        }
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? MS_OK : st_mdb_fail(e, rc, "event log");
+    int rc = st_seq_scan(r->txn, r->s->dbi[DB_EVENTS], after, fn, ctx);
+    return rc ? st_mdb_fail(e, rc, "event log") : MS_OK;
 }
 
 /* ---- definitions: kind NUL name -> bytes ---- */

@@ -107,6 +107,11 @@ int st_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x);
  * (README.md, "Who may write"). MS_EINVAL on a read-only store. */
 ms_code st_small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags, bool del,
                        const char *what, ms_err *e);
+/* Every entry of a sub-database keyed by be64 sequence numbers (the audit chain, the event log) after
+ * `after`, in order; fn returns false to stop. Returns 0, or an LMDB error (MDB_CORRUPTED: a key that is
+ * not 8 bytes). */
+int st_seq_scan(MDB_txn *txn, MDB_dbi dbi, uint64_t after, bool (*fn)(void *ctx, uint64_t seq, const char *v, size_t n),
+                void *ctx);
 
 /* ---- key codecs (codec.c) ---- */
 

@@ -71,6 +71,29 @@ int st_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
+int st_seq_scan(MDB_txn *txn, MDB_dbi dbi, uint64_t after, bool (*fn)(void *ctx, uint64_t seq, const char *v, size_t n),
+                void *ctx)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return rc;
+    unsigned char kb[8];
+    ms_set_be64(kb, after + 1);
+    MDB_val k = st_val(kb, 8), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (!fn(ctx, ms_get_be64(k.mv_data), v.mv_data, v.mv_size)) {
+            rc = MDB_NOTFOUND;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 ms_code st_small_write(store *s, int db, const void *key, size_t kl, const void *v, size_t vl, unsigned flags, bool del,
                        const char *what, ms_err *e)
 {
