@@ -1,0 +1,105 @@
+// api.js - every request the console makes goes through call(): same origin only, the bearer token from
+// the session (sessionStorage: gone when the tab closes; never localStorage, never a cookie), and for each
+// answer the curl line that repeats it (with $MEDSTREAM_TOKEN in place of the token, which is never shown)
+// and the instant it reflects. A 401 on a signed-in session raises "medstream:signin" and waits for the
+// sign-in to come back, then repeats the request once, so the view that asked keeps its place.
+
+const KEY = "medstream.session";
+
+export function session() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(KEY) || "null");
+    return s && s.token ? s : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+export function setSession(s) {
+  if (s) sessionStorage.setItem(KEY, JSON.stringify(s));
+  else sessionStorage.removeItem(KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, message, curl) {
+    super(message);
+    this.status = status;
+    this.curl = curl;
+  }
+}
+
+function shellQuote(s) {
+  return "'" + String(s).replace(/'/g, "'\\''") + "'";
+}
+
+export function queryString(query) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query || {}))
+    if (v !== undefined && v !== null && v !== "") q.append(k, v);
+  const s = q.toString();
+  return s ? "?" + s : "";
+}
+
+// The curl line that makes the same request from a shell (the token as $MEDSTREAM_TOKEN).
+export function curlLine(method, url, body, auth) {
+  const parts = ["curl", "-sS"];
+  if (method !== "GET") parts.push("-X", method);
+  if (auth) parts.push("-H", '"Authorization: Bearer $MEDSTREAM_TOKEN"');
+  if (body !== undefined) parts.push("-H", shellQuote("Content-Type: application/json"), "--data", shellQuote(JSON.stringify(body)));
+  parts.push(shellQuote(location.origin + url));
+  return parts.join(" ");
+}
+
+let waitingForSignin = null; // a promise that resolves once the user has signed in again
+
+export function signinAgain(reason) {
+  if (!waitingForSignin) {
+    let done;
+    waitingForSignin = new Promise((resolve) => (done = resolve));
+    waitingForSignin.resolve = done;
+    window.dispatchEvent(new CustomEvent("medstream:signin", { detail: reason }));
+  }
+  return waitingForSignin;
+}
+
+export function signedIn() {
+  if (waitingForSignin) {
+    const w = waitingForSignin;
+    waitingForSignin = null;
+    w.resolve();
+  }
+}
+
+// call("GET", "/v1/patients", {query: {...}}) -> {status, data, curl, asOf, headers}
+export async function call(method, path, opts = {}) {
+  const url = path + queryString(opts.query);
+  const auth = opts.auth !== false;
+  const curl = curlLine(method, url, opts.body, auth);
+  const headers = {};
+  const s = session();
+  if (auth && s) headers["Authorization"] = "Bearer " + s.token;
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(url, {
+    method,
+    headers,
+    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    credentials: "omit",
+    cache: "no-store",
+    redirect: "error",
+  });
+  const type = res.headers.get("content-type") || "";
+  let data = null;
+  if (res.status !== 204) data = type.startsWith("application/json") ? await res.json().catch(() => null) : await res.text();
+  if (res.status === 401 && auth && s && !opts.noRetry) {
+    await signinAgain((data && data.error) || "your session ended");
+    return call(method, path, { ...opts, noRetry: true });
+  }
+  if (!res.ok) {
+    const msg = (data && data.error) || res.status + " " + res.statusText;
+    throw new ApiError(res.status, msg, curl);
+  }
+  const date = res.headers.get("date");
+  const asOf = (data && typeof data === "object" && data.as_of) || (opts.query && opts.query.as_of) ||
+    "now (" + (date ? new Date(date) : new Date()).toISOString().replace(".000Z", "Z") + ")";
+  return { status: res.status, data, curl, asOf, headers: res.headers };
+}

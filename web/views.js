@@ -1,0 +1,292 @@
+// views.js - the console's views, by role. Each names the permissions it needs (GET /v1/me decides which
+// are offered; the server refuses the rest anyway), whether it shows PHI (then the audited-access banner
+// is up), and renders into its element. Every answer shown comes with its curl line and instant (callBox).
+
+import { call } from "./api.js";
+import { el, callBox, errorBox, fields, table, show } from "./ui.js";
+
+function form(onsubmit, ...controls) {
+  const f = el("form", { class: "row" }, ...controls);
+  f.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    onsubmit(new FormData(f));
+  });
+  return f;
+}
+
+function input(label, name, attrs = {}) {
+  return el("label", {}, label, el("input", { name, ...attrs }));
+}
+
+function select(label, name, options) {
+  return el("label", {}, label, el("select", { name }, options.map((o) => el("option", { value: o, text: o || "(any)" }))));
+}
+
+const submit = (text) => el("button", { type: "submit", text });
+const get = (fd, k) => (fd.get(k) || "").trim();
+
+// ---- clinician: a patient by name and date of birth; state, history, records ----
+
+async function patientView(root) {
+  const out = el("div", { "data-part": "patient" });
+  root.append(
+    form((fd) => findPatient(out, get(fd, "name"), get(fd, "dob"), get(fd, "as_of"), get(fd, "event_at")),
+      input("Name", "name", { required: true, autocomplete: "off" }),
+      input("Date of birth", "dob", { type: "date", required: true }),
+      input("As of (RFC 3339 or snapshot id; empty: now)", "as_of", { placeholder: "now" }),
+      input("Event time up to (RFC 3339; optional)", "event_at", { placeholder: "any" }),
+      submit("Find patient")),
+    out);
+}
+
+async function findPatient(out, name, dob, as_of, event_at) {
+  await show(out, async () => {
+    const r = await call("GET", "/v1/patients", { query: { name, dob, as_of, event_at } });
+    const pid = r.data.patient_id;
+    const state = el("section", { "aria-labelledby": "state-h" });
+    const history = el("section", { "aria-labelledby": "history-h" });
+    const records = el("section", { "aria-labelledby": "records-h" });
+    renderState(state, r);
+    loadHistory(history, state, pid, event_at);
+    loadRecords(records, pid, as_of);
+    return [el("div", { class: "grid2" }, state, history), records];
+  });
+}
+
+function renderState(target, r) {
+  const d = r.data;
+  target.replaceChildren(
+    el("h2", { id: "state-h", text: "State" }),
+    callBox(r),
+    el("p", { "data-version": d.version, text: "Patient " + d.patient_id + ", version " + d.version +
+      " (valid from " + d.valid_from + (d.valid_to ? " to " + d.valid_to : "") + ")" }),
+    fields(d.fields));
+}
+
+async function loadHistory(target, stateTarget, pid, event_at) {
+  await show(target, async () => {
+    const r = await call("GET", "/v1/patients/" + encodeURIComponent(pid) + "/history");
+    const versions = r.data.versions || [];
+    const list = el("ol", { class: "timeline", "aria-label": "Versions, oldest first" });
+    const pick = el("select", { name: "as_of", "aria-label": "Show the state as of a version" },
+      el("option", { value: "", text: "now" }),
+      versions.map((v) => el("option", { value: v.valid_from, text: "version " + v.version + " · " + v.valid_from })));
+    pick.addEventListener("change", async () => {
+      try {
+        const s = await call("GET", "/v1/patients/" + encodeURIComponent(pid), { query: { as_of: pick.value, event_at } });
+        renderState(stateTarget, s);
+        for (const li of list.children) li.classList.toggle("current", li.dataset.version === String(s.data.version));
+      } catch (e) {
+        stateTarget.replaceChildren(errorBox(e));
+      }
+    });
+    for (const v of versions)
+      list.append(el("li", { "data-version": v.version, class: v.valid_to ? "" : "current" },
+        el("b", { text: "version " + v.version }), " ", el("span", { class: "muted", text: v.valid_from + " → " + (v.valid_to || "now") }),
+        fields(v.fields)));
+    return [el("h2", { id: "history-h", text: "History" }), callBox(r),
+      el("label", {}, "As of ", pick), list];
+  });
+}
+
+async function loadRecords(target, pid, as_of, cursor) {
+  await show(target, async () => {
+    const r = await call("GET", "/v1/patients/" + encodeURIComponent(pid) + "/records", { query: { as_of, limit: 50, cursor } });
+    const children = el("div", { "data-part": "children" });
+    const rows = r.data.records || [];
+    const more = r.data.next_cursor ? el("button", { type: "button", class: "plain", text: "Next page",
+      onclick: () => loadRecords(target, pid, as_of, r.data.next_cursor) }) : null;
+    return [el("h2", { id: "records-h", text: "Records" }), callBox(r),
+      table(["record_id", "type", "ts", "version", "children"], rows, (rec, c) => c === "children"
+        ? el("button", { type: "button", class: "plain", text: "Children",
+          onclick: () => show(children, async () => {
+            const k = await call("GET", "/v1/records/" + encodeURIComponent(rec.record_id) + "/children", { query: { as_of } });
+            return [el("h2", { text: "Children of " + rec.record_id }), callBox(k),
+              table(["record_id", "type", "ts", "version"], k.data.children || [])];
+          }) })
+        : rec[c]),
+      more, children];
+  });
+}
+
+// ---- analyst: public records, exports ----
+
+async function publicView(root) {
+  const out = el("div", { "data-part": "public" });
+  root.append(
+    form((fd) => publicPage(out, { type: get(fd, "type"), since: get(fd, "since"), until: get(fd, "until"),
+        as_of: get(fd, "as_of"), limit: get(fd, "limit") || 50 }),
+      input("Type", "type", { placeholder: "any" }),
+      input("Event year from", "since", { placeholder: "YYYY", inputmode: "numeric" }),
+      input("Event year to", "until", { placeholder: "YYYY", inputmode: "numeric" }),
+      input("Snapshot id (as of)", "as_of", { placeholder: "now" }),
+      input("Page size", "limit", { type: "number", min: 1, max: 1000, value: 50 }),
+      el("button", { type: "button", class: "plain", text: "New snapshot", onclick: async (ev) => {
+        const f = ev.target.form;
+        try {
+          const s = await call("POST", "/v1/snapshots");
+          f.elements.as_of.value = s.data.snapshot_id;
+        } catch (e) {
+          out.replaceChildren(errorBox(e));
+        }
+      } }),
+      submit("Show records")),
+    out);
+}
+
+async function publicPage(out, query) {
+  await show(out, async () => {
+    const r = await call("GET", "/v1/public/records", { query });
+    const rows = r.data.records || [];
+    const cols = ["patient_id", "record_id"];
+    for (const rec of rows) for (const k of Object.keys(rec.fields || {})) if (!cols.includes(k)) cols.push(k);
+    return [callBox(r), el("p", { "data-rows": rows.length, text: rows.length + " records on this page" }),
+      table(cols, rows, (rec, c) => (c in rec ? rec[c] : (rec.fields || {})[c])),
+      r.data.next_cursor ? el("button", { type: "button", class: "plain", text: "Next page",
+        onclick: () => publicPage(out, { ...query, cursor: r.data.next_cursor }) }) : null];
+  });
+}
+
+async function exportsView(root) {
+  const out = el("div", { "data-part": "export" });
+  root.append(
+    form((fd) => startExport(out, { scope: "public", format: get(fd, "format"), type: get(fd, "type") || undefined }),
+      select("Format", "format", ["parquet", "csv", "ndjson"]),
+      input("Type", "type", { placeholder: "any" }),
+      submit("Start export")),
+    out);
+}
+
+async function startExport(out, body) {
+  await show(out, async () => {
+    const r = await call("POST", "/v1/exports", { body });
+    const progress = el("div", { "data-part": "progress" });
+    watchExport(progress, r.data.export_id);
+    return [callBox(r), progress];
+  });
+}
+
+async function watchExport(target, id) {
+  for (;;) {
+    let r;
+    try {
+      r = await call("GET", "/v1/exports/" + encodeURIComponent(id));
+    } catch (e) {
+      target.replaceChildren(errorBox(e));
+      return;
+    }
+    const d = r.data;
+    const parts = [callBox(r), el("p", { "data-state": d.state, text: "Export " + d.export_id + ": " + d.state +
+      (d.phase ? " (" + d.phase + ")" : "") + ", " + (d.rows || 0) + " rows, as of " + d.as_of })];
+    if (d.state !== "done" && d.state !== "failed") parts.push(el("progress", { "aria-label": "Export in progress" }));
+    if (d.error) parts.push(el("p", { class: "error", role: "alert", text: d.error }));
+    if (d.state === "done") {
+      const files = (d.manifest && d.manifest.files) || [];
+      parts.push(el("p", {}, el("a", { href: d.download, download: "", "data-download": "", text: "Download (tar)" }),
+        el("span", { class: "muted", text: " · the link expires at " + d.download_expires_at }),
+        el("span", { "data-total-rows": d.rows, text: " · " + d.rows + " rows in all" })));
+      parts.push(table(["path", "rows", "bytes", "sha256"], files));
+    }
+    target.replaceChildren(...parts);
+    if (d.state === "done" || d.state === "failed") return;
+    await new Promise((ok) => setTimeout(ok, 700));
+  }
+}
+
+// ---- auditor: the audit log ----
+
+async function auditView(root) {
+  const out = el("div", { "data-part": "audit" });
+  root.append(
+    form((fd) => auditPage(out, { user: get(fd, "user"), patient_id: get(fd, "patient_id"), since: get(fd, "since"), limit: 100 }),
+      input("User", "user"), input("Patient id", "patient_id"),
+      input("Since (RFC 3339)", "since", { placeholder: "the first" }),
+      submit("Show entries")),
+    out);
+  auditPage(out, { limit: 100 });
+}
+
+async function auditPage(out, query) {
+  await show(out, async () => {
+    const r = await call("GET", "/v1/audit", { query });
+    const rows = r.data.entries || [];
+    return [callBox(r), table(["seq", "time", "user", "role", "action", "resource", "outcome", "client", "patient_ids"], rows),
+      r.data.next_cursor ? el("button", { type: "button", class: "plain", text: "Next page",
+        onclick: () => auditPage(out, { ...query, cursor: r.data.next_cursor }) }) : null];
+  });
+}
+
+// ---- admin: users, health ----
+
+async function usersView(root, ctx) {
+  const out = el("div", { "data-part": "users" });
+  const msg = el("div", { role: "status" });
+  root.append(
+    form(async (fd) => {
+      try {
+        const r = await call("POST", "/v1/users", { body: { user: get(fd, "user"), password: fd.get("password"), role: get(fd, "role") } });
+        msg.replaceChildren(el("p", { class: "ok", text: "Created " + r.data.user + " (" + r.data.role + ")" }), callBox(r));
+        listUsers(out, ctx);
+      } catch (e) {
+        msg.replaceChildren(errorBox(e));
+      }
+    },
+    input("New user", "user", { required: true, autocomplete: "off" }),
+    input("Password", "password", { type: "password", required: true, autocomplete: "new-password" }),
+    select("Role", "role", ["clinician", "analyst", "auditor", "ingest", "admin"]),
+    submit("Create user")),
+    msg, out);
+  listUsers(out, ctx);
+}
+
+async function listUsers(out, ctx) {
+  await show(out, async () => {
+    const r = await call("GET", "/v1/users");
+    const act = (u, body) => async () => {
+      try {
+        await call("PATCH", "/v1/users/" + encodeURIComponent(u.user), { body });
+        listUsers(out, ctx);
+      } catch (e) {
+        out.prepend(errorBox(e));
+      }
+    };
+    return [callBox(r), table(["user", "role", "disabled", "created_at", "changed_at", "actions"], r.data.users || [],
+      (u, c) => c !== "actions" ? u[c] : u.user === ctx.me.user ? "(you)" :
+        el("button", { type: "button", class: "plain", text: u.disabled ? "Enable" : "Disable",
+          onclick: act(u, { disabled: !u.disabled }) }))];
+  });
+}
+
+const KEY_METRICS = /^medstream_(ingest|records|requests|http_errors|sink|writer|patients|export|notify|counter)/;
+
+async function healthView(root) {
+  const out = el("div", { "data-part": "health" });
+  root.append(out);
+  const refresh = async () => {
+    if (!out.isConnected) return;
+    await show(out, async () => {
+      const h = await call("GET", "/healthz", { auth: false });
+      const m = await call("GET", "/metrics");
+      const lines = String(m.data).split("\n").filter((l) => l && !l.startsWith("#") && KEY_METRICS.test(l)).slice(0, 80);
+      return [el("h2", { text: "Health" }), callBox(h),
+        el("p", { "data-health": h.data.status, class: h.data.status === "ok" ? "ok" : "error", text: "Status: " + h.data.status }),
+        fields(h.data), el("h2", { text: "Key metrics" }), callBox(m),
+        table(["metric", "value"], lines.map((l) => {
+          const i = l.lastIndexOf(" ");
+          return { metric: l.slice(0, i), value: l.slice(i + 1) };
+        }))];
+    });
+    setTimeout(refresh, 5000);
+  };
+  refresh();
+}
+
+export const views = [
+  { id: "patients", title: "Patients", needs: ["patients:read"], phi: true, render: patientView },
+  { id: "public", title: "Public records", needs: ["public:read"], phi: false, render: publicView },
+  { id: "exports", title: "Exports", needs: ["exports:create", "exports:read"], phi: false, render: exportsView },
+  { id: "audit", title: "Audit log", needs: ["audit:read"], phi: true, render: auditView },
+  { id: "users", title: "Users", needs: ["users:read"], phi: false, render: usersView },
+  { id: "health", title: "Health", needs: ["metrics:read"], phi: false, render: healthView },
+];
+
