@@ -1,5 +1,5 @@
-// ui.js - small DOM helpers shared by the views: elements built with textContent only (no innerHTML, so
-// no value from the API is ever parsed as markup), the box that shows a view's API call and instant, and
+// ui.js - small DOM helpers shared by the views: elements built with textContent only (markup is never
+// parsed from a string, so no value from the API can become markup), the box that shows a view's API call and instant, and
 // the message of a refused call.
 
 export function el(tag, attrs = {}, ...children) {

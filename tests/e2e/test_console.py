@@ -1,0 +1,459 @@
+# End-to-end tests of the console (issue 14): the page and its assets over HTTP (no token needed, the
+# Content-Security-Policy, nosniff, no-referrer, cache headers, each asset's name carrying the hash of its
+# bytes, every reference and module import resolving), GET /v1/me for each role; then the console in a real
+# browser, Debian's Chromium (/usr/bin/chromium) driven by Playwright from PyPI (installed into build/venv
+# with PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1: no browser is ever downloaded): sign-in with a bad and a good
+# password, the token in sessionStorage only (no localStorage, no cookie), each role offered exactly its
+# views and the audited-access banner on PHI views, a lapsed session signing in again with the view kept,
+# sign-out revoking the token, a clinician's patient found by name and date of birth with its history
+# and as-of control showing the right version, an analyst's export done with its rows and a download link,
+# an admin creating a user who can then sign in. In every browser test: no request leaves the test
+# server (all others are aborted and fail the test), no console error, no Content-Security-Policy
+# violation.
+#
+# Run: /usr/bin/python3 tests/e2e/test_console.py [NAME_SUBSTRING...]   (re-runs itself under build/venv's
+# python for Playwright; see harness.py, run.sh)
+
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+import harness as H
+from harness import check, eq, short, test
+
+CHROMIUM = "/usr/bin/chromium"
+VENV = os.path.join(H.REPO_ROOT, "build", "venv")
+VENV_PY = os.path.join(VENV, "bin", "python3")
+ROLES = ("clinician", "analyst", "auditor")
+VIEWS = {  # the views each role of the default table is offered (web/views.js)
+    "admin": ["patients", "public", "exports", "audit", "users", "health"],
+    "clinician": ["patients", "public"],
+    "analyst": ["public", "exports"],
+    "auditor": ["audit"],
+}
+PHI_VIEWS = {"patients", "audit"}
+
+
+def _playwright_or_reexec():
+    """Playwright's sync API; when this python lacks it, run this file again under build/venv's python
+    (made, and Playwright installed into it, on first use). None when it cannot be installed."""
+    try:
+        from playwright import sync_api
+        return sync_api
+    except ImportError:
+        pass
+    if os.environ.get("MEDSTREAM_CONSOLE_VENV"):
+        return None
+    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", MEDSTREAM_CONSOLE_VENV="1")
+    if not os.path.exists(VENV_PY):
+        subprocess.run(["/usr/bin/python3", "-m", "venv", VENV], check=True, capture_output=True)
+    if subprocess.run([VENV_PY, "-c", "import playwright.sync_api"], capture_output=True).returncode != 0:
+        r = subprocess.run([VENV_PY, "-m", "pip", "install", "-q", "playwright"], env=env, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            sys.stderr.write("playwright could not be installed: %s\n" % short(r.stderr))
+            os.environ["MEDSTREAM_CONSOLE_VENV"] = "1"
+            return None
+    os.execve(VENV_PY, [VENV_PY] + sys.argv, env)
+
+
+PW = _playwright_or_reexec()
+
+
+def srv():
+    s = H.shared_servers.get("console")
+    if s is None:
+        s = H.shared_server("console")
+        for role in ROLES:
+            r = s.request("POST", "/v1/users", body=json.dumps({"user": "c-" + role, "password": "pw-" + role + "-1234",
+                                                                 "role": role}),
+                          headers={"Content-Type": "application/json"})
+            eq(r.status, 201, "creating c-%s (%s)" % (role, short(r.text)))
+    return s
+
+
+def password_of(user):
+    return srv().admin_password() if user == "admin" else "pw-" + user[2:] + "-1234"
+
+
+# ---- over HTTP ----
+
+def page():
+    r = H.http_request(srv().port, "GET", "/")  # no token
+    eq(r.status, 200, "GET / without a token (%s)" % short(r.text))
+    return r
+
+
+def check_console_headers(r, what):
+    csp = r.headers.get("content-security-policy", "")
+    for directive in ("default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'",
+                      "frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"):
+        check(directive in csp, "%s: CSP lacks %r: %r" % (what, directive, csp))
+    check("unsafe-inline" not in csp and "unsafe-eval" not in csp, "%s: CSP allows inline or eval: %r" % (what, csp))
+    eq(r.headers.get("x-content-type-options"), "nosniff", "%s: X-Content-Type-Options" % what)
+    eq(r.headers.get("referrer-policy"), "no-referrer", "%s: Referrer-Policy" % what)
+
+
+@test
+def test_page_served_without_a_token_under_a_strict_csp():
+    r = page()
+    check(r.headers.get("content-type", "").startswith("text/html"), "Content-Type %r" % r.headers.get("content-type"))
+    eq(r.headers.get("cache-control"), "no-cache", "the page is revalidated on every load")
+    check_console_headers(r, "GET /")
+    html = r.text
+    check(not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script> in the page")
+    check("style=" not in html and "<style" not in html, "inline style in the page")
+    check(not re.search(r"(src|href)=\"(https?:)?//", html), "the page names another origin")
+    # the API's answers carry the two headers too
+    h = H.http_request(srv().port, "GET", "/healthz")
+    eq((h.headers.get("x-content-type-options"), h.headers.get("referrer-policy")), ("nosniff", "no-referrer"),
+       "headers of /healthz")
+
+
+@test
+def test_every_asset_is_named_by_its_hash_and_resolves():
+    s = srv()
+    todo = re.findall(r'(?:src|href)="(/assets/[^"]+)"', page().text)
+    check(len(todo) >= 3, "the page names only %s" % todo)
+    seen = {}
+    types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        r = H.http_request(s.port, "GET", path)
+        eq(r.status, 200, "GET %s (%s)" % (path, short(r.text)))
+        m = re.fullmatch(r"/assets/[\w-]+\.([0-9a-f]{12})(\.\w+)", path)
+        check(m, "%s: not <name>.<12 hex>.<ext>" % path)
+        eq(m.group(1), hashlib.sha256(r.body).hexdigest()[:12], "%s: the hash in its name" % path)
+        check(r.headers.get("content-type", "").startswith(types[m.group(2)]), "%s: Content-Type %r"
+              % (path, r.headers.get("content-type")))
+        eq(r.headers.get("cache-control"), "public, max-age=31536000, immutable", "%s: Cache-Control" % path)
+        check_console_headers(r, path)
+        seen[path] = r.body
+        if path.endswith(".js"):
+            imports = re.findall(r'^\s*import\b[^;]*?from\s+"([^"]+)"', r.text, re.M)
+            for imp in imports:
+                check(imp.startswith("/assets/"), "%s imports %r, not a hashed asset" % (path, imp))
+            todo += imports
+            check("innerHTML" not in r.text and "eval(" not in r.text, "%s: innerHTML or eval" % path)
+            check("localStorage" not in r.text.replace("never localStorage", ""), "%s uses localStorage" % path)
+    check(any(p.endswith(".js") and "/views." in p for p in seen), "views.js never reached: %s" % list(seen))
+    # a name that is not an asset's, or an asset's name with another hash, is a 404
+    for bad in ("/assets/app.js", "/assets/app.000000000000.js", "/assets/..%2findex.html", "/assets/nope"):
+        r = H.http_request(s.port, "GET", bad)
+        eq(r.status, 404, "GET %s (%s)" % (bad, short(r.text)))
+
+
+@test
+def test_me_answers_the_role_and_its_permissions():
+    s = srv()
+    eq(H.http_request(s.port, "GET", "/v1/me").status, 401, "GET /v1/me without a token")
+    everything = set(s.get_json("/v1/me")["permissions"])
+    eq(len(everything), 40, "the admin's permissions")
+    want = {
+        "clinician": {"records:create", "records:read", "records:update", "patients:create", "patients:read",
+                      "patients:update", "public:read", "notifications:create", "notifications:read"},
+        "analyst": {"public:read", "exports:create", "exports:read"},
+        "auditor": {"audit:read"},
+    }
+    for role in ROLES:
+        tok = s.token_for("c-" + role, password_of("c-" + role))
+        me = s.get_json_as = H.http_request(s.port, "GET", "/v1/me", headers={"Authorization": "Bearer " + tok}).json()
+        eq((me["user"], me["role"]), ("c-" + role, role), "who GET /v1/me answers")
+        eq(set(me["permissions"]), want[role], "the permissions of %s" % role)
+
+
+# ---- in the browser ----
+
+class Browser:
+    """One Chromium for the file's browser tests; each test gets a fresh context (no storage shared)."""
+    inst = None
+
+    @classmethod
+    def get(cls):
+        if PW is None:
+            raise H.Skip("playwright is not installed and could not be (build/venv)")
+        check(os.path.exists(CHROMIUM), "%s is missing: scripts/deps.sh installs Debian's chromium" % CHROMIUM)
+        if cls.inst is None:
+            cls.inst = cls()
+        return cls.inst
+
+    def __init__(self):
+        self.pw = PW.sync_playwright().start()
+        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+
+    def close(self):
+        self.browser.close()
+        self.pw.stop()
+
+
+@H.on_exit
+def _close_browser():
+    if Browser.inst:
+        Browser.inst.close()
+
+
+class Console:
+    """A browser context on the test server's console that records what must not happen: a request to
+    anything but the server (aborted), a console error, an uncaught error, a CSP violation."""
+
+    def __init__(self, width=1280, height=800):
+        self.base = "http://127.0.0.1:%d" % srv().port
+        self.ctx = Browser.get().browser.new_context(viewport={"width": width, "height": height},
+                                                     accept_downloads=True)
+        self.ctx.set_default_timeout(10000)
+        self.foreign, self.errors, self.refused = [], [], []
+        self.ctx.route("**/*", self._route)
+        self.ctx.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
+                                 "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+        self.page = self.ctx.new_page()
+        self.page.on("console", lambda m: self.errors.append("console.%s: %s" % (m.type, m.text))
+                     if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.errors.append("uncaught: %s" % e))
+        self.page.on("response", lambda r: self.refused.append((r.status, r.request.method, r.url[len(self.base):]))
+                     if r.status >= 400 else None)
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(self.base + "/") or url == self.base:
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def open(self, hash_=""):
+        self.page.goto(self.base + "/" + hash_)
+
+    def sign_in(self, user, password=None, expect_ok=True):
+        p = self.page
+        p.wait_for_selector("#signin:not([hidden])")
+        p.fill("#signin-user", user)
+        p.fill("#signin-password", password if password is not None else password_of(user))
+        p.click("#signin-form button[type=submit]")
+        if expect_ok:
+            p.wait_for_selector("#signin", state="hidden")
+            p.wait_for_selector("#nav a")
+
+    def nav(self):
+        return [a.get_attribute("data-view") for a in self.page.query_selector_all("#nav a")]
+
+    def done(self, refused=()):
+        """The checks every browser test ends with. refused: the (status, method, path) answers >= 400 the
+        test caused on purpose (Chromium logs each as a console error, which is then not one)."""
+        csp = self.page.evaluate("window.__csp")
+        self.ctx.close()
+        eq(self.foreign, [], "requests to anything but the test server")
+        eq(csp, [], "Content-Security-Policy violations")
+        eq(sorted(self.refused), sorted(refused), "answers >= 400 (status, method, path)")
+        loads = [e for e in self.errors if "Failed to load resource: the server responded with a status of" in e]
+        eq(len(loads), len(self.refused), "console errors of refused loads: %s" % loads)
+        eq([e for e in self.errors if e not in loads], [], "console errors")
+
+
+def browser_test(refused=()):
+    """A browser test: its Console checked at the end, with the refusals it causes on purpose."""
+    def wrap(fn):
+        def run():
+            c = Console()
+            fn(c)
+            c.done(refused)
+        run.__name__ = fn.__name__
+        return test(timeout=90)(run)
+    return wrap
+
+
+@browser_test(refused=[(401, "POST", "/v1/auth/token")])
+def test_browser_sign_in_bad_then_good_keeps_the_token_in_the_session_only(c):
+    c.open()
+    c.sign_in("admin", "not-the-password", expect_ok=False)
+    c.page.wait_for_selector("#signin-error:not([hidden])")
+    check("bad user or password" in c.page.inner_text("#signin-error"), "the error: %r"
+          % c.page.inner_text("#signin-error"))
+    c.sign_in("admin")
+    eq(c.nav(), VIEWS["admin"], "the admin's views")
+    check("admin (admin)" in c.page.inner_text("#who"), "who: %r" % c.page.inner_text("#who"))
+    stored = c.page.evaluate("[sessionStorage.length, localStorage.length, document.cookie]")
+    eq(stored[1:], [0, ""], "localStorage and cookies")
+    eq(stored[0], 1, "sessionStorage items")
+    eq(c.ctx.cookies(), [], "cookies of the context")
+
+
+
+@browser_test()
+def test_browser_each_role_sees_its_views_and_the_banner_on_phi(c):
+    for user, role in [("c-clinician", "clinician"), ("c-analyst", "analyst"), ("c-auditor", "auditor"),
+                       ("admin", "admin")]:
+        c.open()
+        c.page.evaluate("sessionStorage.clear()")
+        c.page.reload()
+        c.sign_in(user)
+        eq(c.nav(), VIEWS[role], "the views of %s" % role)
+        for view in VIEWS[role]:
+            c.page.click('#nav a[data-view="%s"]' % view)
+            c.page.wait_for_selector('[data-view-body="%s"]' % view)
+            banner = c.page.is_visible("#banner")
+            eq(banner, view in PHI_VIEWS, "%s: banner on %s" % (role, view))
+            if banner:
+                check(user in c.page.inner_text("#banner"), "the banner names %s: %r" % (user, c.page.inner_text("#banner")))
+        # a view the role is not offered, asked for by its address, is not shown
+        other = [v for v in VIEWS["admin"] if v not in VIEWS[role]]
+        if other:
+            c.page.goto(c.base + "/#/" + other[0])
+            c.page.wait_for_function("location.hash !== '#/%s'" % other[0])
+            check(not c.page.query_selector('[data-view-body="%s"]' % other[0]), "%s shown %s" % (role, other[0]))
+
+
+@browser_test(refused=[(401, "GET", "/v1/public/records?type=lapse-probe&limit=50")])
+def test_browser_lapsed_session_signs_in_again_and_keeps_the_view(c):
+    c.open()
+    c.sign_in("c-analyst")
+    c.page.click('#nav a[data-view="public"]')
+    c.page.fill('[data-view-body="public"] input[name="type"]', "lapse-probe")
+    # the session lapses: every token of the account is revoked behind the console's back
+    r = srv().request("DELETE", "/v1/users/c-analyst/tokens")
+    eq(r.status, 200, "revoking c-analyst's tokens (%s)" % short(r.text))
+    c.page.click('[data-view-body="public"] button[type=submit]')
+    c.page.wait_for_selector("#signin:not([hidden])")
+    check("session ended" in c.page.inner_text("#signin-why"), "why: %r" % c.page.inner_text("#signin-why"))
+    eq(c.page.input_value("#signin-user"), "c-analyst", "the user is filled in")
+    c.page.fill("#signin-password", password_of("c-analyst"))
+    c.page.click("#signin-form button[type=submit]")
+    c.page.wait_for_selector('[data-view-body="public"] [data-rows]')
+    eq(c.page.input_value('[data-view-body="public"] input[name="type"]'), "lapse-probe", "the form kept its value")
+    check("type=lapse-probe" in c.page.inner_text('[data-view-body="public"] [data-curl]'), "the call repeated")
+
+
+
+@browser_test()
+def test_browser_sign_out_revokes_the_token(c):
+    c.open()
+    c.sign_in("c-auditor")
+    c.page.wait_for_selector('[data-view-body="audit"] [data-curl]')  # its call answered before the sign-out
+    token = c.page.evaluate("JSON.parse(sessionStorage.getItem('medstream.session')).token")
+    eq(H.http_request(srv().port, "GET", "/v1/me", headers={"Authorization": "Bearer " + token}).status, 200,
+       "the console's token before sign-out")
+    c.page.click("#signout")
+    c.page.wait_for_selector("#signin:not([hidden])")
+    eq(c.page.evaluate("sessionStorage.length"), 0, "sessionStorage after sign-out")
+    eq(H.http_request(srv().port, "GET", "/v1/me", headers={"Authorization": "Bearer " + token}).status, 401,
+       "the console's token after sign-out")
+
+
+@browser_test()
+def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
+    s = srv()
+    name, dob = "Console Person " + H.rand_token(), "1977-03-04"
+    base = {"name": name, "dob": dob, "type": "visit", "ts": "2024-02-01T10:00:00Z"}
+    s.ingest_ok([dict(base, record_id="cons-" + H.rand_token(), phone="555-0101")])
+    s.ingest_ok([dict(base, record_id="cons-" + H.rand_token(), phone="555-0202", ts="2024-03-01T10:00:00Z")])
+    want = s.get_json("/v1/patients?" + H.q({"name": name, "dob": dob}))
+    history = s.get_json("/v1/patients/%s/history" % want["patient_id"])["versions"]
+    check(len(history) >= 2, "the patient has %d versions" % len(history))
+    c.open()
+    c.sign_in("c-clinician")
+    c.page.click('#nav a[data-view="patients"]')
+    view = '[data-view-body="patients"]'
+    c.page.fill(view + ' input[name="name"]', name)
+    c.page.fill(view + ' input[name="dob"]', dob)
+    c.page.click(view + " button[type=submit]")
+    c.page.wait_for_selector(view + " [data-version]")
+    eq(c.page.get_attribute(view + " p[data-version]", "data-version"), str(want["version"]), "the state's version")
+    check(c.page.is_visible("#banner"), "the audited-access banner")
+    c.page.wait_for_selector(view + " ol.timeline li")
+    eq(len(c.page.query_selector_all(view + " ol.timeline li")), len(history), "versions on the timeline")
+    curl = c.page.inner_text(view + " [data-curl]")
+    check(curl.startswith("curl ") and "/v1/patients?" in curl and "$MEDSTREAM_TOKEN" in curl, "curl: %r" % curl)
+    check("ms_" not in c.page.inner_text("body"), "a token is shown in the page")
+    # the as-of control: the first version's instant shows the first version
+    first = history[0]
+    c.page.select_option(view + ' select[name="as_of"]', first["valid_from"])
+    c.page.wait_for_selector(view + ' p[data-version="%s"]' % first["version"])
+    check(first["valid_from"] in c.page.inner_text(view + " [data-asof]"), "as of: %r"
+          % c.page.inner_text(view + " [data-asof]"))
+    got = c.page.inner_text(view + " section dl.fields")
+    check(first["fields"].get("phone", "") in got, "the first version's fields: %r" % got)
+    entries = s.audit_entries(user="c-clinician", patient_id=want["patient_id"])
+    check(entries, "the console's reads are audited")
+
+
+@browser_test()
+def test_browser_analyst_export_done_with_its_rows_and_download(c):
+    s = srv()
+    s.ingest_ok([{"record_id": "cons-x-" + H.rand_token(), "name": "Export Person " + H.rand_token(),
+                  "dob": "1960-01-0%d" % (i + 1), "type": "console-export", "ts": "2024-01-01T00:00:00Z"}
+                 for i in range(3)])
+    c.open()
+    c.sign_in("c-analyst")
+    c.page.click('#nav a[data-view="exports"]')
+    view = '[data-view-body="exports"]'
+    c.page.select_option(view + ' select[name="format"]', "csv")
+    c.page.fill(view + ' input[name="type"]', "console-export")
+    c.page.click(view + " button[type=submit]")
+    c.page.wait_for_selector(view + ' [data-state="done"]', timeout=60000)
+    text = c.page.inner_text(view + ' [data-state="done"]')
+    export_id = re.search(r"Export (\S+):", text).group(1)
+    api = s.get_json("/v1/exports/" + export_id)
+    eq(c.page.get_attribute(view + " [data-total-rows]", "data-total-rows"), str(api["rows"]), "rows shown")
+    with c.page.expect_download() as dl:
+        c.page.click(view + " [data-download]")
+    data = open(dl.value.path(), "rb").read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        rows = 0
+        for m in tar.getmembers():
+            if m.isfile() and m.name.startswith("records/") and m.name.endswith(".csv"):
+                rows += max(0, len(tar.extractfile(m).read().decode().strip().split("\n")) - 1)
+    check(names, "the archive is empty")
+    eq(rows, api["record_rows"], "record rows in the downloaded archive (%s)" % names)
+
+
+@browser_test()
+def test_browser_admin_creates_a_user_who_can_sign_in(c):
+    user = "made-" + H.rand_token().lower()
+    c.open()
+    c.sign_in("admin")
+    c.page.click('#nav a[data-view="users"]')
+    view = '[data-view-body="users"]'
+    c.page.fill(view + ' input[name="user"]', user)
+    c.page.fill(view + ' input[name="password"]', "made-password-1234")
+    c.page.select_option(view + ' select[name="role"]', "auditor")
+    c.page.click(view + " button[type=submit]")
+    c.page.wait_for_selector(view + " .ok")
+    c.page.wait_for_selector(view + ' td:text-is("%s")' % user)
+    eq(s_user(user)["role"], "auditor", "the user made through the console")
+    c.page.click("#signout")
+    c.sign_in(user, "made-password-1234")
+    eq(c.nav(), VIEWS["auditor"], "the new user's views")
+
+
+def s_user(user):
+    return srv().get_json("/v1/users/" + user)
+
+
+@test(timeout=90)
+def test_browser_narrow_screen_and_keyboard():
+    c = Console(width=390, height=800)
+    c.open()
+    p = c.page
+    p.wait_for_selector("#signin:not([hidden])")
+    p.focus("#signin-user")
+    p.keyboard.type("c-clinician")
+    p.keyboard.press("Tab")
+    p.keyboard.type(password_of("c-clinician"))
+    p.keyboard.press("Enter")
+    p.wait_for_selector("#nav a")
+    for sel in ("#signin-user", "#signin-password"):
+        check(p.query_selector('label[for="%s"]' % sel[1:]), "a label for %s" % sel)
+    width = p.evaluate("document.documentElement.scrollWidth")
+    check(width <= 390, "the page is %dpx wide on a 390px screen" % width)
+    c.done()
+
+
+if __name__ == "__main__":
+    H.main()
