@@ -100,7 +100,8 @@ async function signOut() {
     // revoked or expired already: signed out either way
   }
   setSession(null);
-  location.hash = "";
+  me = null; // no view renders again before the reload
+  history.replaceState(null, "", "/");
   location.reload();
 }
 

@@ -330,6 +330,46 @@ def test_browser_lapsed_session_signs_in_again_and_keeps_the_view(c):
 
 
 
+@test(timeout=90)
+def test_browser_expired_token_brings_back_the_sign_in():
+    short_lived = H.shared_server("console-ttl", args=["--token-ttl", "3"])
+    c = Console()
+    c.base = "http://127.0.0.1:%d" % short_lived.port
+    c.open()
+    c.sign_in("admin", short_lived.admin_password())
+    c.page.click('#nav a[data-view="users"]')
+    c.page.wait_for_selector('[data-view-body="users"] [data-curl]')
+    c.page.wait_for_timeout(4000)  # the token expires
+    c.page.fill('[data-view-body="users"] input[name="user"]', "after-expiry")
+    c.page.fill('[data-view-body="users"] input[name="password"]', "after-expiry-1234")
+    c.page.click('[data-view-body="users"] button[type=submit]')
+    c.page.wait_for_selector("#signin:not([hidden])")
+    check("expired" in c.page.inner_text("#signin-why"), "why: %r" % c.page.inner_text("#signin-why"))
+    c.page.fill("#signin-password", short_lived.admin_password())
+    c.page.click("#signin-form button[type=submit]")
+    c.page.wait_for_selector('[data-view-body="users"] .ok')  # the user was made once signed in again
+    short_lived.login()  # the harness's own token expired too
+    eq(short_lived.get_json("/v1/users/after-expiry")["role"], "clinician", "the user made after the sign-in")
+    c.done(refused=[(401, "POST", "/v1/users")])
+
+
+@browser_test(refused=[(403, "GET", "/v1/users")])
+def test_browser_a_refusal_shows_the_servers_message(c):
+    s = srv()
+    s.request("POST", "/v1/users", body=json.dumps({"user": "c-demoted", "password": "pw-demoted-1234",
+                                                     "role": "admin"}), headers={"Content-Type": "application/json"})
+    c.open()
+    c.sign_in("c-demoted", "pw-demoted-1234")
+    c.page.click('#nav a[data-view="health"]')
+    c.page.wait_for_selector('[data-view-body="health"] [data-health]')
+    r = s.request("PATCH", "/v1/users/c-demoted", body='{"role":"auditor"}', headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "the role changed (%s)" % short(r.text))
+    c.page.click('#nav a[data-view="users"]')
+    c.page.wait_for_selector('[data-view-body="users"] [data-status="403"]')
+    msg = c.page.inner_text('[data-view-body="users"] [data-status="403"]')
+    check("role auditor lacks permission users:read" in msg, "the 403's message: %r" % msg)
+
+
 @browser_test()
 def test_browser_sign_out_revokes_the_token(c):
     c.open()
