@@ -19,9 +19,11 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import harness as H
 from harness import check, eq, short, test
@@ -167,6 +169,70 @@ def test_me_answers_the_role_and_its_permissions():
         me = s.get_json_as = H.http_request(s.port, "GET", "/v1/me", headers={"Authorization": "Bearer " + tok}).json()
         eq((me["user"], me["role"]), ("c-" + role, role), "who GET /v1/me answers")
         eq(set(me["permissions"]), want[role], "the permissions of %s" % role)
+
+
+# ---- the generator (tools/console_embed.c) ----
+
+EMBED = os.path.join(H.REPO_ROOT, "build", "console_embed")
+
+
+def embed(files):
+    """Run the generator on files {name: text} in a temporary directory: (exit code, stderr, {name: (path,
+    bytes)} read back from the generated C)."""
+    check(os.path.exists(EMBED), "%s is missing: `make` builds it" % EMBED)
+    d = tempfile.mkdtemp(prefix="medstream-embed-")
+    try:
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        out = os.path.join(d, "out.c")
+        r = subprocess.run([EMBED, out] + sorted(os.path.join(d, n) for n in files), capture_output=True, text=True)
+        got = {}
+        if r.returncode == 0:
+            src = open(out).read()
+            arrays = dict(re.findall(r"static const unsigned char (a\d+)\[\d+\] = \{([^}]*)\}", src))
+            for name, path, array, n in re.findall(r'\{"([^"]+)", "([^"]+)", "[^"]+", (a\d+), (\d+), "[0-9a-f]{64}"\}', src):
+                data = bytes(int(x) for x in arrays[array].split(",") if x.strip())[:int(n)]
+                got[name] = (path, data)
+        return r.returncode, r.stderr, got
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
+def test_generator_rewrites_references_and_hashes_after_rewriting():
+    files = {"index.html": '<script type="module" src="/assets/a.js"></script><a href="/assets/a.jsx">',
+             "a.js": 'import { b } from "./b.js";\nconst s = "./b.js.map"; const t = \'./b.js\';\n',
+             "b.js": "export const b = 1;\n", "s.css": "body { background: url(/assets/i.svg); }\n",
+             "i.svg": "<svg xmlns='http://www.w3.org/2000/svg'/>"}
+    rc, err, got = embed(files)
+    eq(rc, 0, "the generator's exit (%s)" % err)
+    eq(got["index.html"][0], "/", "index.html's path")
+    for name, (path, data) in got.items():
+        if name != "index.html":
+            base, ext = name.rsplit(".", 1)
+            eq(path, "/assets/%s.%s.%s" % (base, hashlib.sha256(data).hexdigest()[:12], ext), "%s's path" % name)
+    a, b = got["a.js"][1].decode(), got["b.js"][0]
+    check('from "%s"' % b in a and "'%s'" % b in a, "a.js's references to b.js rewritten: %r" % a)
+    check('"./b.js.map"' in a, "a longer name was rewritten: %r" % a)
+    check(got["a.js"][0] in got["index.html"][1].decode() and "/assets/a.jsx" in got["index.html"][1].decode(),
+          "index.html: %r" % got["index.html"][1])
+    check("url(%s)" % got["i.svg"][0] in got["s.css"][1].decode(), "s.css: %r" % got["s.css"][1])
+    # b changes: so do b's name, a's bytes (the import) and a's name, while the svg's stays
+    rc, err, again = embed(dict(files, **{"b.js": "export const b = 2;\n"}))
+    eq(rc, 0, "the generator's exit (%s)" % err)
+    check(again["b.js"][0] != got["b.js"][0] and again["a.js"][0] != got["a.js"][0], "a.js's name kept")
+    eq(again["i.svg"][0], got["i.svg"][0], "i.svg's name")
+
+
+@test
+def test_generator_refuses_a_cycle_an_unknown_type_and_no_index():
+    rc, err, _ = embed({"index.html": "", "a.js": 'import "./b.js";', "b.js": 'import "./a.js";'})
+    check(rc != 0 and "cycle" in err, "a cycle: exit %d, %r" % (rc, err))
+    rc, err, _ = embed({"index.html": "", "a.exe": "x"})
+    check(rc != 0 and "unknown extension" in err, "an unknown type: exit %d, %r" % (rc, err))
+    rc, err, _ = embed({"a.js": "x"})
+    check(rc != 0 and "index.html" in err, "no index.html: exit %d, %r" % (rc, err))
 
 
 # ---- in the browser ----
