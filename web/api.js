@@ -103,3 +103,71 @@ export async function call(method, path, opts = {}) {
     "now (" + (date ? new Date(date) : new Date()).toISOString().replace(".000Z", "Z") + ")";
   return { status: res.status, data, curl, asOf, headers: res.headers };
 }
+
+// A Server-Sent Events stream read with fetch (EventSource cannot send the bearer token): onEvent(event,
+// seq) for each "match" event, onState(text) as the connection opens, drops and comes back (after the
+// last seq seen: Last-Event-ID). Returns {curl, stop()}; it stops by itself once alive() is false.
+export function streamEvents(path, query, onEvent, onState, alive) {
+  const url = path + queryString(query);
+  const ctl = new AbortController();
+  let last = null, stopped = false;
+  const stop = () => {
+    stopped = true;
+    ctl.abort();
+  };
+  async function once() {
+    const s = session();
+    const headers = { Authorization: "Bearer " + (s ? s.token : ""), Accept: "text/event-stream" };
+    if (last !== null) headers["Last-Event-ID"] = String(last);
+    const res = await fetch(url, { headers, signal: ctl.signal, credentials: "omit", cache: "no-store" });
+    if (res.status === 401) {
+      await signinAgain("your session ended");
+      return;
+    }
+    if (!res.ok) {
+      const data = await res.json().catch(() => null);
+      throw new ApiError(res.status, (data && data.error) || res.statusText, curlLine("GET", url, undefined, true));
+    }
+    onState("live");
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "", ev = {};
+    for (;;) {
+      if (!alive()) return stop();
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, "");
+        buf = buf.slice(nl + 1);
+        if (line === "") {
+          if (ev.data !== undefined && (ev.event || "message") === "match") {
+            if (ev.id) last = ev.id;
+            onEvent(JSON.parse(ev.data), ev.id);
+          }
+          ev = {};
+        } else if (!line.startsWith(":")) {
+          const i = line.indexOf(":");
+          const k = i < 0 ? line : line.slice(0, i), v = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+          ev[k] = k === "data" && ev.data !== undefined ? ev.data + "\n" + v : v;
+        }
+      }
+    }
+  }
+  (async () => {
+    while (!stopped && alive()) {
+      try {
+        await once();
+      } catch (e) {
+        if (stopped || e.name === "AbortError") return;
+        onState(e instanceof ApiError ? e : "reconnecting: " + e.message);
+        if (e instanceof ApiError && e.status !== 503) return;
+      }
+      if (!stopped && alive()) {
+        onState("reconnecting");
+        await new Promise((ok) => setTimeout(ok, 1000));
+      }
+    }
+  })();
+  return { curl: curlLine("GET", url, undefined, true).replace("curl -sS", "curl -sSN"), stop };
+}

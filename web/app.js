@@ -41,6 +41,8 @@ async function route() {
   $("banner").hidden = !view.phi;
   $("banner-user").textContent = me.user + ", " + me.role;
   if (rendered === view.id) return;
+  const left = views.find((v) => v.id === rendered);
+  if (left && left.leave) left.leave(); // a live stream ends with its view
   rendered = view.id;
   document.title = view.title + " · medstream";
   const main = $("main");
@@ -109,10 +111,7 @@ async function start() {
   $("signin-form").addEventListener("submit", onSignin);
   $("signout").addEventListener("click", signOut);
   window.addEventListener("medstream:signin", (ev) => askSignin("Your session ended (" + ev.detail + "): sign in again to go on."));
-  window.addEventListener("hashchange", () => {
-    rendered = null;
-    route();
-  });
+  window.addEventListener("hashchange", () => route());
   if (!session()) {
     $("main").replaceChildren();
     askSignin("");

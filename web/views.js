@@ -2,7 +2,7 @@
 // are offered; the server refuses the rest anyway), whether it shows PHI (then the audited-access banner
 // is up), and renders into its element. Every answer shown comes with its curl line and instant (callBox).
 
-import { call } from "./api.js";
+import { call, streamEvents } from "./api.js";
 import { el, callBox, errorBox, fields, table, show } from "./ui.js";
 
 function form(onsubmit, ...controls) {
@@ -107,6 +107,43 @@ async function loadRecords(target, pid, as_of, cursor) {
         : rec[c]),
       more, children];
   });
+}
+
+// ---- clinician: live notifications (rule matches as they are stored) ----
+
+let liveStream = null;
+
+async function notificationsView(root) {
+  if (liveStream) liveStream.stop();
+  const status = el("p", { role: "status", "data-stream": "connecting", text: "Connecting…" });
+  const list = el("tbody", {});
+  const out = el("div", {});
+  const start = (rule) => {
+    if (liveStream) liveStream.stop();
+    list.replaceChildren();
+    liveStream = streamEvents("/v1/events/stream", { rule }, (ev, seq) => {
+      list.prepend(el("tr", { "data-seq": seq },
+        [ev.seq, ev.rule, ev.patient_id, ev.record_id, ev.type, ev.field, ev.version, ev.committed_at,
+          new Date().toISOString()].map((v) => el("td", { text: v === undefined || v === null ? "" : String(v) }))));
+    }, (state) => {
+      if (state instanceof Error) {
+        status.replaceChildren(errorBox(state));
+        status.dataset.stream = "refused";
+      } else {
+        status.textContent = state === "live" ? "Live: new matches appear at the top as they are stored." : state;
+        status.dataset.stream = state;
+      }
+    }, () => root.isConnected);
+    out.replaceChildren(callBox({ curl: liveStream.curl, asOf: "live (each event as it is committed)" }));
+  };
+  root.append(
+    form((fd) => start(get(fd, "rule")), input("Rule (empty: every rule)", "rule", { placeholder: "any" }),
+      submit("Follow")),
+    out, status,
+    el("div", { class: "scroll" }, el("table", { "aria-label": "Rule matches, newest first" },
+      el("thead", {}, el("tr", {}, ["seq", "rule", "patient_id", "record_id", "type", "field", "version",
+        "committed_at", "received_at"].map((c) => el("th", { scope: "col", text: c })))), list)));
+  start("");
 }
 
 // ---- analyst: public records, exports ----
@@ -283,6 +320,8 @@ async function healthView(root) {
 
 export const views = [
   { id: "patients", title: "Patients", needs: ["patients:read"], phi: true, render: patientView },
+  { id: "notifications", title: "Notifications", needs: ["notifications:read"], phi: true, render: notificationsView,
+    leave: () => liveStream && liveStream.stop() },
   { id: "public", title: "Public records", needs: ["public:read"], phi: false, render: publicView },
   { id: "exports", title: "Exports", needs: ["exports:create", "exports:read"], phi: false, render: exportsView },
   { id: "audit", title: "Audit log", needs: ["audit:read"], phi: true, render: auditView },

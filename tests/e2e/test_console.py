@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 
 import harness as H
 from harness import check, eq, short, test
@@ -33,12 +34,12 @@ VENV = os.path.join(H.REPO_ROOT, "build", "venv")
 VENV_PY = os.path.join(VENV, "bin", "python3")
 ROLES = ("clinician", "analyst", "auditor")
 VIEWS = {  # the views each role of the default table is offered (web/views.js)
-    "admin": ["patients", "public", "exports", "audit", "users", "health"],
-    "clinician": ["patients", "public"],
+    "admin": ["patients", "notifications", "public", "exports", "audit", "users", "health"],
+    "clinician": ["patients", "notifications", "public"],
     "analyst": ["public", "exports"],
     "auditor": ["audit"],
 }
-PHI_VIEWS = {"patients", "audit"}
+PHI_VIEWS = {"patients", "notifications", "audit"}
 
 
 def _playwright_or_reexec():
@@ -486,6 +487,35 @@ def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
     check(first["fields"].get("phone", "") in got, "the first version's fields: %r" % got)
     entries = s.audit_entries(user="c-clinician", patient_id=want["patient_id"])
     check(entries, "the console's reads are audited")
+
+
+@browser_test()
+def test_browser_clinician_sees_a_notification_within_a_second(c):
+    s = srv()
+    rule = "console-" + H.rand_token().lower()
+    word = "zq" + H.rand_token().lower()
+    r = s.request("POST", "/v1/rules", body=json.dumps({"name": rule, "fields": ["notes"], "any": [word]}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST /v1/rules (%s)" % short(r.text))
+    c.open()
+    c.sign_in("c-clinician")
+    c.page.click('#nav a[data-view="notifications"]')
+    view = '[data-view-body="notifications"]'
+    c.page.fill(view + ' input[name="rule"]', rule)
+    c.page.click(view + " button[type=submit]")
+    c.page.wait_for_selector(view + ' [data-stream="live"]')
+    check("curl -sSN" in c.page.inner_text(view + " [data-curl]") and "rule=" + rule in c.page.inner_text(view + " [data-curl]"),
+          "the stream's curl line: %r" % c.page.inner_text(view + " [data-curl]"))
+    t0 = time.monotonic()
+    ans = s.ingest_ok([{"record_id": "cons-n-" + H.rand_token(), "name": "Notified Person " + H.rand_token(),
+                        "dob": "1990-09-09", "type": "note", "notes": "suspected " + word + " today"}])
+    c.page.wait_for_selector(view + " tr[data-seq]", timeout=5000)
+    took = time.monotonic() - t0
+    check(took < 1.0, "the notification appeared %.2f s after the ingest was answered" % took)
+    row = c.page.inner_text(view + " tr[data-seq]")
+    check(rule in row and ans["items"][0]["patient_id"] in row, "the event row: %r" % row)
+    check(word not in c.page.inner_text("main"), "the matched text is shown")
+    c.page.click('#nav a[data-view="public"]')  # the stream ends with its view
 
 
 @browser_test()
