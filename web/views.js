@@ -234,7 +234,18 @@ async function watchExport(target, id) {
 
 async function auditView(root) {
   const out = el("div", { "data-part": "audit" });
-  root.append(
+  const chain = el("section", { "aria-labelledby": "chain-h" });
+  const verify = () => show(chain, async () => {
+    const r = await call("GET", "/v1/audit/verify");
+    const d = r.data;
+    return [el("h2", { id: "chain-h", text: "Hash chain" }), callBox(r),
+      el("p", { "data-intact": String(d.intact), class: d.intact ? "ok" : "error", role: d.intact ? "status" : "alert",
+        text: d.intact ? "Intact: " + d.entries + " entries." : "BROKEN at entry " + d.bad_entry + ": " + d.why }),
+      el("p", {}, "Head SHA-256 (anchor it outside this machine): ", el("code", { "data-head": d.head, text: d.head })),
+      el("button", { type: "button", class: "plain", text: "Verify again", onclick: verify })];
+  });
+  verify();
+  root.append(chain, el("h2", { text: "Entries" }),
     form((fd) => auditPage(out, { user: get(fd, "user"), patient_id: get(fd, "patient_id"), since: get(fd, "since"), limit: 100 }),
       input("User", "user"), input("Patient id", "patient_id"),
       input("Since (RFC 3339)", "since", { placeholder: "the first" }),

@@ -474,6 +474,15 @@ const route api_route_table[] = {
      .answer = "{\"entries\":[{\"seq\",\"prev\",\"time\",\"user\",\"role\",\"action\",\"resource\",\"outcome\","
                "\"client\",\"patient_ids\"}],\"next_cursor\"}"},
     {.method = "GET",
+     .pattern = "/v1/audit/verify",
+     .permission = "audit:read",
+     .handler = h_audit_verify,
+     .description = "Re-walk the audit log's hash chain now, after the entries queued before this request are "
+                    "committed (as medstream audit verify does): intact, or the first bad entry and why; the head "
+                    "hash to anchor outside the machine.",
+     .status = 200,
+     .answer = "{\"intact\",\"entries\",\"head\",\"bad_entry\",\"why\",\"as_of\"}"},
+    {.method = "GET",
      .pattern = "/healthz",
      .permission = PERMISSION_NONE,
      .handler = h_health,

@@ -78,6 +78,7 @@ void h_health(api *a, http_request *req, http_response *res);
 void h_metrics(api *a, http_request *req, http_response *res);
 void h_snapshot(api *a, http_request *req, http_response *res);
 void h_audit(api *a, http_request *req, http_response *res);
+void h_audit_verify(api *a, http_request *req, http_response *res);
 void h_openapi(api *a, http_request *req, http_response *res);
 
 /* h_console.c: the console's embedded files */

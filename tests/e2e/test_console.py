@@ -172,6 +172,25 @@ def test_me_answers_the_role_and_its_permissions():
         eq(set(me["permissions"]), want[role], "the permissions of %s" % role)
 
 
+@test
+def test_audit_verify_answers_the_chain():
+    s = srv()
+    tok = s.token_for("c-auditor", password_of("c-auditor"))
+    r = H.http_request(s.port, "GET", "/v1/audit/verify", headers={"Authorization": "Bearer " + tok})
+    eq(r.status, 200, "GET /v1/audit/verify as the auditor (%s)" % short(r.text))
+    v = r.json()
+    eq((v["intact"], v["bad_entry"], v["why"]), (True, None, None), "an untouched chain")
+    check(re.fullmatch(r"[0-9a-f]{64}", v["head"]), "head: %r" % v["head"])
+    # the auditor's own login, answered before the request, is among the entries counted
+    logins = [e for e in s.audit_entries(user="c-auditor") if e["action"] == "auth:login"]
+    check(logins and v["entries"] >= logins[-1]["seq"], "entries %d, the login's seq %s" % (v["entries"], logins[-1:]))
+    tok = s.token_for("c-clinician", password_of("c-clinician"))  # an audited login: one more entry
+    again = s.get_json("/v1/audit/verify")
+    check(again["entries"] > v["entries"] and again["head"] != v["head"], "a later walk covers the later entries")
+    r = H.http_request(s.port, "GET", "/v1/audit/verify", headers={"Authorization": "Bearer " + tok})
+    eq(r.status, 403, "GET /v1/audit/verify as a clinician (%s)" % short(r.text))
+
+
 # ---- the generator (tools/console_embed.c) ----
 
 EMBED = os.path.join(H.REPO_ROOT, "build", "console_embed")
@@ -435,6 +454,23 @@ def test_browser_a_refusal_shows_the_servers_message(c):
     c.page.wait_for_selector('[data-view-body="users"] [data-status="403"]')
     msg = c.page.inner_text('[data-view-body="users"] [data-status="403"]')
     check("role auditor lacks permission users:read" in msg, "the 403's message: %r" % msg)
+
+
+@browser_test()
+def test_browser_auditor_sees_the_log_and_the_chain(c):
+    c.open()
+    c.sign_in("c-auditor")
+    view = '[data-view-body="audit"]'
+    c.page.wait_for_selector(view + ' [data-intact="true"]')
+    head = c.page.get_attribute(view + " [data-head]", "data-head")
+    check(re.fullmatch(r"[0-9a-f]{64}", head or ""), "the head shown: %r" % head)
+    c.page.wait_for_selector(view + ' [data-part="audit"] table')
+    c.page.fill(view + ' input[name="user"]', "c-auditor")
+    c.page.click(view + " form button[type=submit]")
+    c.page.wait_for_selector(view + ' [data-part="audit"] [data-curl]:has-text("user=c-auditor")')
+    users = c.page.eval_on_selector_all(view + ' [data-part="audit"] tbody tr td:nth-child(3)', "tds => tds.map(t => t.textContent)")
+    check(users and set(users) == {"c-auditor"}, "the entries of user=c-auditor: %s" % users)
+    check(c.page.is_visible("#banner"), "the audited-access banner")
 
 
 @browser_test()
