@@ -230,6 +230,112 @@ async function watchExport(target, id) {
   }
 }
 
+// ---- analyst (and anyone with public:read): the rolling-window counters as charts over time ----
+
+const SECONDS = { s: 1, m: 60, h: 3600, d: 86400 };
+
+function seconds(duration) {
+  const m = /^(\d+)([smhd])$/.exec(String(duration || ""));
+  return m ? Number(m[1]) * SECONDS[m[2]] : 0;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// Bars of counts, oldest on the left; each bar's title names its window and count (for screen readers too).
+function barChart(points, label) {
+  const w = 720, h = 180, pad = 24, max = Math.max(1, ...points.map((p) => p.count));
+  const bw = (w - pad) / points.length;
+  const chart = svg("svg", { viewBox: "0 0 " + w + " " + (h + pad), role: "img", "aria-label": label, class: "chart" });
+  points.forEach((p, i) => {
+    const bh = Math.round((p.count / max) * (h - 10));
+    const bar = svg("rect", { x: pad + i * bw + 2, y: h - bh, width: Math.max(1, bw - 4), height: bh, class: "bar" },
+      svg("title", {}, p.from + " → " + p.to + ": " + p.count));
+    bar.setAttribute("data-count", p.count);
+    chart.append(bar);
+    if (points.length <= 31) chart.append(svg("text", { x: pad + i * bw + bw / 2, y: h + 16, "text-anchor": "middle",
+      class: "tick" }, p.label));
+  });
+  chart.append(svg("text", { x: 0, y: 12, class: "tick" }, String(max)), svg("line", { x1: pad, y1: h, x2: w, y2: h, class: "axis" }));
+  return chart;
+}
+
+async function countersView(root, ctx) {
+  const list = el("div", { "data-part": "counters" });
+  const chart = el("section", { "data-part": "chart", "aria-live": "polite" });
+  const can = (p) => ctx.me.permissions.includes(p);
+  const msg = el("div", { role: "status" });
+  if (can("counters:create"))
+    root.append(form(async (fd) => {
+      const def = { name: get(fd, "name"), max_window: get(fd, "max_window") || "7d", resolution: get(fd, "resolution") || "1m" };
+      if (get(fd, "type")) def.type = get(fd, "type");
+      try {
+        const r = await call("POST", "/v1/counters", { body: def });
+        msg.replaceChildren(el("p", { class: "ok", text: "Defined " + r.data.counter.name + " (" + r.data.state + ")" }), callBox(r));
+        loadCounters(list, chart, ctx);
+      } catch (e) {
+        msg.replaceChildren(errorBox(e));
+      }
+    }, input("New counter", "name", { required: true }), input("Record type", "type", { placeholder: "any" }),
+    input("Max window", "max_window", { placeholder: "7d" }), input("Resolution", "resolution", { placeholder: "1m" }),
+    submit("Define counter")), msg);
+  root.append(list, chart);
+  loadCounters(list, chart, ctx);
+}
+
+async function loadCounters(list, chart, ctx) {
+  await show(list, async () => {
+    const r = await call("GET", "/v1/counters");
+    const counters = r.data.counters || [];
+    return [callBox(r), counters.length ? table(["name", "type", "where", "max_window", "resolution", "access", "state", "chart"],
+      counters, (c, col) => col !== "chart" ? c[col] : el("span", {},
+        el("button", { type: "button", class: "plain", "data-chart": c.name + ":24h", text: "24 h",
+          onclick: () => drawCounter(chart, c, 24, 3600) }), " ",
+        el("button", { type: "button", class: "plain", "data-chart": c.name + ":7d", text: "7 d",
+          onclick: () => drawCounter(chart, c, 7, 86400) }),
+        ctx.me.permissions.includes("counters:delete") && c.origin === "api" ? el("button", { type: "button", class: "plain",
+          text: "Remove", onclick: async () => {
+            try {
+              await call("DELETE", "/v1/counters/" + encodeURIComponent(c.name));
+              loadCounters(list, chart, ctx);
+            } catch (e) {
+              list.prepend(errorBox(e));
+            }
+          } }) : null))
+      : el("p", { class: "muted", text: "No counter is defined." })];
+  });
+}
+
+// bars windows of bucket seconds ending now, fewer when the counter's max_window does not reach so far back.
+async function drawCounter(target, c, bars, bucket) {
+  await show(target, async () => {
+    const n = Math.min(bars, Math.floor(seconds(c.max_window) / bucket));
+    if (n < 1) throw new Error("the counter keeps " + c.max_window + ", less than one " + (bucket === 3600 ? "hour" : "day"));
+    const window = bucket === 3600 ? "1h" : "24h";
+    const ask = (at) => call("GET", "/v1/counters/" + encodeURIComponent(c.name), { query: { window, at, fresh: "false" } });
+    const point = (d) => ({ count: d.count, from: d.from, to: d.to, label: bucket === 3600 ? d.to.slice(11, 13) : d.to.slice(5, 10) });
+    const latest = await ask(undefined); // the server's now (never the browser's clock), rounded to the resolution
+    const end = Date.parse(latest.data.to);
+    const points = [point(latest.data)];
+    let last = latest;
+    for (let k = 1; k < n; k++) {
+      last = await ask(new Date(end - k * bucket * 1000).toISOString());
+      points.unshift(point(last.data));
+    }
+    const total = points.reduce((a, p) => a + p.count, 0);
+    return [el("h2", { text: c.name + ": " + (bucket === 3600 ? "the last 24 hours, by hour" : "the last 7 days, by day") }),
+      el("p", { "data-total": total, text: total + " records in " + n + " windows" + (n < bars ? " (the counter keeps only " + c.max_window + ")" : "") }),
+      barChart(points, c.name + " per " + (bucket === 3600 ? "hour" : "day")),
+      el("p", { class: "muted", text: "The last of " + n + " calls (one a window):" }), callBox(last)];
+  });
+}
+
 // ---- auditor: the audit log ----
 
 async function auditView(root) {
@@ -334,6 +440,7 @@ export const views = [
   { id: "notifications", title: "Notifications", needs: ["notifications:read"], phi: true, render: notificationsView,
     leave: () => liveStream && liveStream.stop() },
   { id: "public", title: "Public records", needs: ["public:read"], phi: false, render: publicView },
+  { id: "counters", title: "Counters", needs: ["public:read"], phi: false, render: countersView },
   { id: "exports", title: "Exports", needs: ["exports:create", "exports:read"], phi: false, render: exportsView },
   { id: "audit", title: "Audit log", needs: ["audit:read"], phi: true, render: auditView },
   { id: "users", title: "Users", needs: ["users:read"], phi: false, render: usersView },

@@ -34,9 +34,9 @@ VENV = os.path.join(H.REPO_ROOT, "build", "venv")
 VENV_PY = os.path.join(VENV, "bin", "python3")
 ROLES = ("clinician", "analyst", "auditor")
 VIEWS = {  # the views each role of the default table is offered (web/views.js)
-    "admin": ["patients", "notifications", "public", "exports", "audit", "users", "health"],
-    "clinician": ["patients", "notifications", "public"],
-    "analyst": ["public", "exports"],
+    "admin": ["patients", "notifications", "public", "counters", "exports", "audit", "users", "health"],
+    "clinician": ["patients", "notifications", "public", "counters"],
+    "analyst": ["public", "counters", "exports"],
     "auditor": ["audit"],
 }
 PHI_VIEWS = {"patients", "notifications", "audit"}
@@ -552,6 +552,43 @@ def test_browser_clinician_sees_a_notification_within_a_second(c):
     check(rule in row and ans["items"][0]["patient_id"] in row, "the event row: %r" % row)
     check(word not in c.page.inner_text("main"), "the matched text is shown")
     c.page.click('#nav a[data-view="public"]')  # the stream ends with its view
+
+
+@browser_test()
+def test_browser_counter_chart_matches_the_api(c):
+    s = srv()
+    name = "cons_" + H.rand_token().lower()
+    rtype = "chart-" + H.rand_token().lower()
+    r = s.request("POST", "/v1/counters", body=json.dumps({"name": name, "type": rtype, "max_window": "7d",
+                                                            "resolution": "1m"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST /v1/counters (%s)" % short(r.text))
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    s.ingest_ok([{"record_id": "cons-c-%d-%s" % (i, H.rand_token()), "name": "Chart Person " + H.rand_token(),
+                  "dob": "1950-01-01", "type": rtype, "ts": stamp(now - off)}
+                 for i, off in enumerate([120, 180, 2 * 3600 + 60, 3 * 86400])])
+    want_24h = s.get_json("/v1/counters/%s?window=24h" % name)["count"]
+    want_7d = s.get_json("/v1/counters/%s?window=7d" % name)["count"]
+    eq((want_24h, want_7d), (3, 4), "the API's counts")
+    c.open()
+    c.sign_in("c-analyst")
+    c.page.click('#nav a[data-view="counters"]')
+    view = '[data-view-body="counters"]'
+    check(not c.page.query_selector(view + ' input[name="max_window"]'), "the analyst is offered to define a counter")
+    c.page.click(view + ' [data-chart="%s:24h"]' % name)
+    c.page.wait_for_selector(view + " [data-total]")
+    bars = c.page.eval_on_selector_all(view + " svg.chart rect.bar", "rs => rs.map(r => +r.getAttribute('data-count'))")
+    eq(len(bars), 24, "bars of the 24 h chart")
+    # 24 contiguous hours ending at the server's now: together the 24 h window (no record lies near its edges)
+    eq(sum(bars), want_24h, "the 24 h bars %s" % bars)
+    eq(bars[-1], 2, "the last hour's bar")
+    c.page.click(view + ' [data-chart="%s:7d"]' % name)
+    c.page.wait_for_selector(view + ' h2:has-text("7 days")')
+    bars = c.page.eval_on_selector_all(view + " svg.chart rect.bar", "rs => rs.map(r => +r.getAttribute('data-count'))")
+    eq(len(bars), 7, "bars of the 7 d chart")
+    eq(sum(bars), want_7d, "the 7 d bars %s" % bars)
+    check("at=" in c.page.inner_text(view + ' [data-part="chart"] [data-curl]'), "the chart's curl line")
 
 
 @browser_test()
