@@ -372,6 +372,8 @@ async function auditPage(out, query) {
 
 // ---- admin: users, health ----
 
+const ROLES = ["clinician", "analyst", "auditor", "ingest", "admin"]; // the default table's (a role file may differ)
+
 async function usersView(root, ctx) {
   const out = el("div", { "data-part": "users" });
   const msg = el("div", { role: "status" });
@@ -387,7 +389,7 @@ async function usersView(root, ctx) {
     },
     input("New user", "user", { required: true, autocomplete: "off" }),
     input("Password", "password", { type: "password", required: true, autocomplete: "new-password" }),
-    select("Role", "role", ["clinician", "analyst", "auditor", "ingest", "admin"]),
+    select("Role", "role", ROLES),
     submit("Create user")),
     msg, out);
   listUsers(out, ctx);
@@ -396,18 +398,85 @@ async function usersView(root, ctx) {
 async function listUsers(out, ctx) {
   await show(out, async () => {
     const r = await call("GET", "/v1/users");
-    const act = (u, body) => async () => {
+    const act = (u, body, late) => async () => {
       try {
+        if (late) body = { role: late() };
         await call("PATCH", "/v1/users/" + encodeURIComponent(u.user), { body });
         listUsers(out, ctx);
       } catch (e) {
         out.prepend(errorBox(e));
       }
     };
+    const roleSelect = (u) => {
+      const sel = el("select", { "aria-label": "Role of " + u.user, "data-role-of": u.user },
+        ROLES.map((x) => el("option", { value: x, text: x, selected: x === u.role })));
+      sel.addEventListener("change", act(u, { role: sel.value }, () => sel.value));
+      return sel;
+    };
+    const reset = (u) => {
+      const box = el("span", {});
+      const open = el("button", { type: "button", class: "plain", text: "Reset password", "data-reset": u.user,
+        onclick: () => {
+          const pw = el("input", { type: "password", autocomplete: "new-password", minlength: 8, required: true,
+            "aria-label": "New password for " + u.user });
+          const f = el("form", { class: "row" }, pw, el("button", { type: "submit", text: "Set" }));
+          f.addEventListener("submit", async (ev) => {
+            ev.preventDefault();
+            try {
+              await call("PUT", "/v1/users/" + encodeURIComponent(u.user) + "/password", { body: { password: pw.value } });
+              box.replaceChildren(el("span", { class: "ok", role: "status", text: "Password set; their other sessions ended." }));
+            } catch (e) {
+              box.replaceChildren(errorBox(e));
+            }
+          });
+          box.replaceChildren(f);
+          pw.focus();
+        } });
+      box.append(open);
+      return box;
+    };
     return [callBox(r), table(["user", "role", "disabled", "created_at", "changed_at", "actions"], r.data.users || [],
-      (u, c) => c !== "actions" ? u[c] : u.user === ctx.me.user ? "(you)" :
-        el("button", { type: "button", class: "plain", text: u.disabled ? "Enable" : "Disable",
-          onclick: act(u, { disabled: !u.disabled }) }))];
+      (u, c) => c === "role" && u.user !== ctx.me.user ? roleSelect(u) : c !== "actions" ? u[c] : u.user === ctx.me.user ? "(you)" :
+        el("span", {}, el("button", { type: "button", class: "plain", text: u.disabled ? "Enable" : "Disable",
+          "data-toggle": u.user, onclick: act(u, { disabled: !u.disabled }) }), " ", reset(u)))];
+  });
+}
+
+async function rulesView(root, ctx) {
+  const out = el("div", { "data-part": "rules" });
+  const msg = el("div", { role: "status" });
+  const split = (v) => v.split(",").map((x) => x.trim()).filter(Boolean);
+  if (ctx.me.permissions.includes("rules:create"))
+    root.append(form(async (fd) => {
+      const rule = { name: get(fd, "name"), fields: split(get(fd, "fields")), any: split(get(fd, "any")) };
+      if (get(fd, "types")) rule.types = split(get(fd, "types"));
+      try {
+        const r = await call("POST", "/v1/rules", { body: rule });
+        msg.replaceChildren(el("p", { class: "ok", text: (r.status === 201 ? "Defined " : "Replaced ") + r.data.name }), callBox(r));
+        listRules(out, ctx);
+      } catch (e) {
+        msg.replaceChildren(errorBox(e));
+      }
+    }, input("Rule", "name", { required: true }), input("Fields (comma-separated)", "fields", { required: true, placeholder: "notes" }),
+    input("Words or phrases (comma-separated)", "any", { required: true }), input("Record types", "types", { placeholder: "any" }),
+    submit("Define rule")), msg);
+  root.append(out);
+  listRules(out, ctx);
+}
+
+async function listRules(out, ctx) {
+  await show(out, async () => {
+    const r = await call("GET", "/v1/rules");
+    return [callBox(r), table(["name", "fields", "any", "regex", "types", "whole_words", "source", ""], r.data.rules || [],
+      (x, c) => c !== "" ? x[c] : x.source === "api" && ctx.me.permissions.includes("rules:delete")
+        ? el("button", { type: "button", class: "plain", text: "Delete", "data-delete-rule": x.name, onclick: async () => {
+          try {
+            await call("DELETE", "/v1/rules/" + encodeURIComponent(x.name));
+            listRules(out, ctx);
+          } catch (e) {
+            out.prepend(errorBox(e));
+          }
+        } }) : "")];
   });
 }
 
@@ -444,6 +513,7 @@ export const views = [
   { id: "exports", title: "Exports", needs: ["exports:create", "exports:read"], phi: false, render: exportsView },
   { id: "audit", title: "Audit log", needs: ["audit:read"], phi: true, render: auditView },
   { id: "users", title: "Users", needs: ["users:read"], phi: false, render: usersView },
+  { id: "rules", title: "Rules", needs: ["rules:read"], phi: false, render: rulesView },
   { id: "health", title: "Health", needs: ["metrics:read"], phi: false, render: healthView },
 ];
 

@@ -34,7 +34,7 @@ VENV = os.path.join(H.REPO_ROOT, "build", "venv")
 VENV_PY = os.path.join(VENV, "bin", "python3")
 ROLES = ("clinician", "analyst", "auditor")
 VIEWS = {  # the views each role of the default table is offered (web/views.js)
-    "admin": ["patients", "notifications", "public", "counters", "exports", "audit", "users", "health"],
+    "admin": ["patients", "notifications", "public", "counters", "exports", "audit", "users", "rules", "health"],
     "clinician": ["patients", "notifications", "public", "counters"],
     "analyst": ["public", "counters", "exports"],
     "auditor": ["audit"],
@@ -639,6 +639,47 @@ def test_browser_admin_creates_a_user_who_can_sign_in(c):
     c.page.click("#signout")
     c.sign_in(user, "made-password-1234")
     eq(c.nav(), VIEWS["auditor"], "the new user's views")
+
+
+@browser_test()
+def test_browser_admin_changes_a_role_resets_a_password_and_defines_a_rule(c):
+    s = srv()
+    user = "chg-" + H.rand_token().lower()
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": user, "password": "first-password-1", "role": "analyst"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST /v1/users (%s)" % short(r.text))
+    c.open()
+    c.sign_in("admin")
+    c.page.click('#nav a[data-view="users"]')
+    view = '[data-view-body="users"]'
+    c.page.select_option(view + ' select[data-role-of="%s"]' % user, "auditor")
+    H_wait(lambda: s_user(user)["role"] == "auditor", "the role changed to auditor")
+    c.page.click(view + ' [data-reset="%s"]' % user)
+    c.page.fill(view + ' input[aria-label="New password for %s"]' % user, "second-password-2")
+    c.page.click(view + ' form:has(input[aria-label="New password for %s"]) button' % user)
+    c.page.wait_for_selector(view + ' .ok:has-text("Password set")')
+    s.token_for(user, "second-password-2")  # fails the test unless the new password works
+    c.page.click('#nav a[data-view="rules"]')
+    rv = '[data-view-body="rules"]'
+    rule = "cons-rule-" + H.rand_token().lower()
+    c.page.fill(rv + ' input[name="name"]', rule)
+    c.page.fill(rv + ' input[name="fields"]', "notes, comment")
+    c.page.fill(rv + ' input[name="any"]', "alpha beta, gamma")
+    c.page.click(rv + " form button[type=submit]")
+    c.page.wait_for_selector(rv + ' [data-delete-rule="%s"]' % rule)
+    got = s.get_json("/v1/rules/" + rule)
+    eq((got["fields"], got["any"]), (["notes", "comment"], ["alpha beta", "gamma"]), "the rule made in the console")
+    c.page.click(rv + ' [data-delete-rule="%s"]' % rule)
+    c.page.wait_for_selector(rv + ' [data-delete-rule="%s"]' % rule, state="detached")
+    eq(s.get(("/v1/rules/" + rule)).status, 404, "the rule after its deletion")
+
+
+def H_wait(cond, what, timeout=5.0):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            H.fail("%s: not within %.0f s" % (what, timeout))
+        time.sleep(0.05)
 
 
 def s_user(user):
