@@ -294,7 +294,7 @@ class Console:
         self.ctx = Browser.get().browser.new_context(viewport={"width": width, "height": height},
                                                      accept_downloads=True)
         self.ctx.set_default_timeout(10000)
-        self.foreign, self.errors, self.refused = [], [], []
+        self.foreign, self.errors, self.refused, self.requests = [], [], [], []
         self.ctx.route("**/*", self._route)
         self.ctx.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
                                  "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
@@ -307,6 +307,7 @@ class Console:
 
     def _route(self, route):
         url = route.request.url
+        self.requests.append((time.monotonic(), route.request.method, url[len(self.base):]))
         if url.startswith(self.base + "/") or url == self.base:
             route.continue_()
         else:
@@ -371,13 +372,12 @@ def test_browser_sign_in_bad_then_good_keeps_the_token_in_the_session_only(c):
 
 
 
-@browser_test()
-def test_browser_each_role_sees_its_views_and_the_banner_on_phi(c):
+@test(timeout=120)
+def test_browser_each_role_sees_its_views_and_the_banner_on_phi():
     for user, role in [("c-clinician", "clinician"), ("c-analyst", "analyst"), ("c-auditor", "auditor"),
                        ("admin", "admin")]:
+        c = Console()  # a fresh browser context each: nothing of the last user's session
         c.open()
-        c.page.evaluate("sessionStorage.clear()")
-        c.page.reload()
         c.sign_in(user)
         eq(c.nav(), VIEWS[role], "the views of %s" % role)
         for view in VIEWS[role]:
@@ -393,6 +393,7 @@ def test_browser_each_role_sees_its_views_and_the_banner_on_phi(c):
             c.page.goto(c.base + "/#/" + other[0])
             c.page.wait_for_function("location.hash !== '#/%s'" % other[0])
             check(not c.page.query_selector('[data-view-body="%s"]' % other[0]), "%s shown %s" % (role, other[0]))
+        c.done()
 
 
 @browser_test(refused=[(401, "GET", "/v1/public/records?type=lapse-probe&limit=50")])
@@ -653,7 +654,9 @@ def test_browser_admin_changes_a_role_resets_a_password_and_defines_a_rule(c):
     c.page.click('#nav a[data-view="users"]')
     view = '[data-view-body="users"]'
     c.page.select_option(view + ' select[data-role-of="%s"]' % user, "auditor")
-    H_wait(lambda: s_user(user)["role"] == "auditor", "the role changed to auditor")
+    H_wait(c, lambda: s_user(user)["role"] == "auditor", "the role changed to auditor",
+           lambda: "view: %s; refused: %s; errors: %s; requests: %s" % (short(c.page.inner_text(view), 300), c.refused,
+                                                                      c.errors, c.requests))
     c.page.click(view + ' [data-reset="%s"]' % user)
     c.page.fill(view + ' input[aria-label="New password for %s"]' % user, "second-password-2")
     c.page.click(view + ' form:has(input[aria-label="New password for %s"]) button' % user)
@@ -674,12 +677,14 @@ def test_browser_admin_changes_a_role_resets_a_password_and_defines_a_rule(c):
     eq(s.get(("/v1/rules/" + rule)).status, 404, "the rule after its deletion")
 
 
-def H_wait(cond, what, timeout=5.0):
+def H_wait(c, cond, what, detail=lambda: "", timeout=5.0):
+    """Wait for cond() while the browser goes on (Playwright's sync API runs the route handlers, which
+    pass every request of the page, only inside its own calls: so wait in one, never in time.sleep)."""
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout:
-            H.fail("%s: not within %.0f s" % (what, timeout))
-        time.sleep(0.05)
+            H.fail("%s: not within %.0f s %s" % (what, timeout, detail()))
+        c.page.wait_for_timeout(50)
 
 
 def s_user(user):
