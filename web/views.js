@@ -221,7 +221,9 @@ async function watchExport(target, id) {
       const files = (d.manifest && d.manifest.files) || [];
       parts.push(el("p", {}, el("a", { href: d.download, download: "", "data-download": "", text: "Download (tar)" }),
         el("span", { class: "muted", text: " · the link expires at " + d.download_expires_at }),
-        el("span", { "data-total-rows": d.rows, text: " · " + d.rows + " rows in all" })));
+        el("span", { "data-total-rows": d.rows, text: " · " + d.rows + " rows in all: " + d.record_rows + " records, " +
+          d.patient_rows + " patients" })));
+      parts.push(el("p", { class: "muted", text: "Each file's rows and SHA-256 below are the manifest's: check a download against them (sha256sum)." }));
       parts.push(table(["path", "rows", "bytes", "sha256"], files));
     }
     target.replaceChildren(...parts);

@@ -619,8 +619,13 @@ def test_browser_analyst_export_done_with_its_rows_and_download(c):
         for m in tar.getmembers():
             if m.isfile() and m.name.startswith("records/") and m.name.endswith(".csv"):
                 rows += max(0, len(tar.extractfile(m).read().decode().strip().split("\n")) - 1)
+        digests = {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar.getmembers() if m.isfile()}
     check(names, "the archive is empty")
     eq(rows, api["record_rows"], "record rows in the downloaded archive (%s)" % names)
+    shown = c.page.eval_on_selector_all(view + " table tbody tr", "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+    eq(len(shown), len(api["manifest"]["files"]), "files shown")
+    for path, nrows, nbytes, sha in shown:
+        eq(digests.get(path), sha, "the SHA-256 shown for %s against the downloaded file" % path)
 
 
 @browser_test()
