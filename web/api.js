@@ -99,7 +99,8 @@ export async function call(method, path, opts = {}) {
     throw new ApiError(res.status, msg, curl);
   }
   const date = res.headers.get("date");
-  const asOf = (data && typeof data === "object" && data.as_of) || (opts.query && opts.query.as_of) ||
+  // the instant the answer reflects: its as_of (or a counter's at), else the as_of asked for, else the server's now
+  const asOf = (data && typeof data === "object" && (data.as_of || data.at)) || (opts.query && opts.query.as_of) ||
     "now (" + (date ? new Date(date) : new Date()).toISOString().replace(".000Z", "Z") + ")";
   return { status: res.status, data, curl, asOf, headers: res.headers };
 }
