@@ -527,6 +527,77 @@ def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
 
 
 @browser_test()
+def test_browser_clinician_reads_a_patients_records_and_a_records_children(c):
+    s = srv()
+    name, dob, parent = "Family Person " + H.rand_token(), "1966-06-06", "cons-p-" + H.rand_token()
+    base = {"name": name, "dob": dob, "ts": "2024-05-01T00:00:00Z"}
+    s.ingest_ok([dict(base, record_id=parent, type="order")] +
+                [dict(base, record_id=parent + "-c%d" % i, type="result", parent_id=parent,
+                      ts="2024-05-0%dT00:00:00Z" % (i + 2)) for i in range(2)])
+    c.open()
+    c.sign_in("c-clinician")
+    c.page.click('#nav a[data-view="patients"]')
+    view = '[data-view-body="patients"]'
+    c.page.fill(view + ' input[name="name"]', name)
+    c.page.fill(view + ' input[name="dob"]', dob)
+    c.page.click(view + " form button[type=submit]")
+    c.page.wait_for_selector(view + ' section[aria-labelledby="records-h"] table')
+    ids = c.page.eval_on_selector_all(view + ' section[aria-labelledby="records-h"] tbody tr td:first-child',
+                                      "tds => tds.map(t => t.textContent)")
+    eq(sorted(ids), sorted([parent, parent + "-c0", parent + "-c1"]), "the patient's records")
+    c.page.click(view + ' section[aria-labelledby="records-h"] tbody tr:has(td:text-is("%s")) button' % parent)
+    c.page.wait_for_selector(view + ' [data-part="children"] table')
+    kids = c.page.eval_on_selector_all(view + ' [data-part="children"] tbody tr td:first-child',
+                                       "tds => tds.map(t => t.textContent)")
+    eq(kids, [parent + "-c0", parent + "-c1"], "the children, in event-time order")
+    check("/v1/records/%s/children" % parent in c.page.inner_text(view + ' [data-part="children"] [data-curl]'),
+          "the children's curl line")
+
+
+@browser_test()
+def test_browser_public_records_filtered_and_paged(c):
+    s = srv()
+    rtype = "pub-" + H.rand_token().lower()
+    s.ingest_ok([{"record_id": "cons-pub-%d-%s" % (i, H.rand_token()), "name": "Public Person " + H.rand_token(),
+                  "dob": "1940-02-0%d" % (i + 1), "type": rtype, "ts": "2023-07-01T00:00:00Z"} for i in range(3)])
+    want = s.get_all("/v1/public/records", "records", type=rtype)
+    eq(len(want), 3, "the API's public records of the type")
+    c.open()
+    c.sign_in("c-analyst")
+    view = '[data-view-body="public"]'
+    c.page.click('#nav a[data-view="public"]')
+    c.page.fill(view + ' input[name="type"]', rtype)
+    c.page.fill(view + ' input[name="limit"]', "2")
+    c.page.click(view + " form button[type=submit]")
+    c.page.wait_for_selector(view + ' [data-rows="2"]')
+    curl = c.page.inner_text(view + " [data-curl]")
+    check("type=" + rtype in curl and "limit=2" in curl, "the curl line: %r" % curl)
+    first = c.page.eval_on_selector_all(view + " tbody tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
+    c.page.click(view + ' button:text-is("Next page")')
+    c.page.wait_for_selector(view + ' [data-rows="1"]')
+    second = c.page.eval_on_selector_all(view + " tbody tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
+    eq(sorted(first + second), sorted(r["record_id"] for r in want), "the records over both pages")
+    text = c.page.inner_text("main")
+    check("Public Person" not in text and "1940-02-0" not in text, "PHI in the public view")
+    check(not c.page.is_visible("#banner"), "the PHI banner on a public view")
+
+
+@browser_test()
+def test_browser_admin_health_and_metrics_refresh(c):
+    c.open()
+    c.sign_in("admin")
+    c.page.click('#nav a[data-view="health"]')
+    view = '[data-view-body="health"]'
+    c.page.wait_for_selector(view + " [data-health]")
+    eq(c.page.get_attribute(view + " [data-health]", "data-health"), "ok", "health shown")
+    rows = c.page.eval_on_selector_all(view + " table tbody tr", "trs => trs.length")
+    check(rows > 3, "only %d key metrics shown" % rows)
+    first = c.page.inner_text(view + " [data-asof]")
+    c.page.wait_for_function("sel => { const e = document.querySelector(sel); return e && e.textContent !== %s; }"
+                             % json.dumps(first), arg=view + " [data-asof]", timeout=12000)
+
+
+@browser_test()
 def test_browser_clinician_sees_a_notification_within_a_second(c):
     s = srv()
     rule = "console-" + H.rand_token().lower()
