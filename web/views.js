@@ -184,10 +184,14 @@ async function publicPage(out, query) {
   });
 }
 
-async function exportsView(root) {
+async function exportsView(root, ctx) {
   const out = el("div", { "data-part": "export" });
+  // a phi export needs patients:read too (and is audited with every patient id it holds)
+  const scopes = ctx.me.permissions.includes("patients:read") ? ["public", "phi"] : ["public"];
   root.append(
-    form((fd) => startExport(out, { scope: "public", format: get(fd, "format"), type: get(fd, "type") || undefined }),
+    form((fd) => startExport(out, { scope: get(fd, "scope") || "public", format: get(fd, "format"),
+        type: get(fd, "type") || undefined }),
+      select("Scope", "scope", scopes),
       select("Format", "format", ["parquet", "csv", "ndjson"]),
       input("Type", "type", { placeholder: "any" }),
       submit("Start export")),
