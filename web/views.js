@@ -71,21 +71,26 @@ async function loadHistory(target, stateTarget, pid, event_at) {
     const pick = el("select", { name: "as_of", "aria-label": "Show the state as of a version" },
       el("option", { value: "", text: "now" }),
       versions.map((v) => el("option", { value: v.valid_from, text: "version " + v.version + " · " + v.valid_from })));
-    pick.addEventListener("change", async () => {
+    // the event-time control: merge only the records whose event time is at or before it
+    const eventAt = el("input", { name: "event_at", value: event_at || "", placeholder: "any (RFC 3339)" });
+    const refresh = async () => {
       try {
-        const s = await call("GET", "/v1/patients/" + encodeURIComponent(pid), { query: { as_of: pick.value, event_at } });
+        const s = await call("GET", "/v1/patients/" + encodeURIComponent(pid),
+          { query: { as_of: pick.value, event_at: eventAt.value.trim() } });
         renderState(stateTarget, s);
         for (const li of list.children) li.classList.toggle("current", li.dataset.version === String(s.data.version));
       } catch (e) {
         stateTarget.replaceChildren(errorBox(e));
       }
-    });
+    };
+    pick.addEventListener("change", refresh);
+    eventAt.addEventListener("change", refresh);
     for (const v of versions)
       list.append(el("li", { "data-version": v.version, class: v.valid_to ? "" : "current" },
         el("b", { text: "version " + v.version }), " ", el("span", { class: "muted", text: v.valid_from + " → " + (v.valid_to || "now") }),
         fields(v.fields)));
     return [el("h2", { id: "history-h", text: "History" }), callBox(r),
-      el("label", {}, "As of ", pick), list];
+      el("div", { class: "row" }, el("label", {}, "As of ", pick), el("label", {}, "Event time up to ", eventAt)), list];
   });
 }
 

@@ -522,6 +522,16 @@ def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
           % c.page.inner_text(view + " [data-asof]"))
     got = c.page.inner_text(view + " section dl.fields")
     check(first["fields"].get("phone", "") in got, "the first version's fields: %r" % got)
+    # the event-time control: only the record of February is merged (phone 555-0101), as the API says
+    c.page.select_option(view + ' select[name="as_of"]', "")
+    c.page.fill(view + ' input[name="event_at"]', "2024-02-15T00:00:00Z")
+    c.page.press(view + ' input[name="event_at"]', "Enter")
+    c.page.wait_for_selector(view + ' section [data-curl]:has-text("event_at=")')
+    api = s.get_json("/v1/patients/%s?event_at=2024-02-15T00:00:00Z" % want["patient_id"])
+    eq(api["fields"].get("phone"), "555-0101", "the API's state up to February 15")
+    check("555-0101" in c.page.inner_text(view + " section dl.fields") and
+          "555-0202" not in c.page.inner_text(view + " section dl.fields"), "the state up to February 15: %r"
+          % c.page.inner_text(view + " section dl.fields"))
     entries = s.audit_entries(user="c-clinician", patient_id=want["patient_id"])
     check(entries, "the console's reads are audited")
 
