@@ -41,6 +41,7 @@ async function route() {
   $("banner").hidden = !view.phi;
   $("banner-user").textContent = me.user + ", " + me.role;
   if (rendered === view.id) return;
+  const moved = rendered !== null;
   const left = views.find((v) => v.id === rendered);
   if (left && left.leave) left.leave(); // a live stream ends with its view
   rendered = view.id;
@@ -49,6 +50,7 @@ async function route() {
   main.replaceChildren(el("h1", { text: view.title }));
   const body = el("div", { "data-view-body": view.id });
   main.append(body);
+  if (moved) main.focus(); // a keyboard or screen-reader user starts at the view they chose
   try {
     await view.render(body, { me });
   } catch (e) {
@@ -63,7 +65,13 @@ async function loadMe() {
   $("signout").hidden = false;
 }
 
+// While the sign-in is up, the page behind it can be neither reached by the keyboard nor read aloud.
+function behind(inert) {
+  for (const id of ["skip", "main", "nav", "signout", "banner"]) $(id).inert = inert;
+}
+
 function askSignin(reason) {
+  behind(true);
   $("signin-why").textContent = reason || "";
   $("signin-error").hidden = true;
   $("signin").hidden = false;
@@ -81,6 +89,7 @@ async function onSignin(ev) {
     setSession({ token: r.data.token, expires_at: r.data.expires_at, user });
     $("signin-password").value = "";
     $("signin").hidden = true;
+    behind(false);
     if (wasUser && wasUser !== user) {
       location.reload(); // another user: nothing of the last one's view stays
       return;
@@ -110,6 +119,10 @@ async function signOut() {
 async function start() {
   $("signin-form").addEventListener("submit", onSignin);
   $("signout").addEventListener("click", signOut);
+  $("skip").addEventListener("click", (ev) => {
+    ev.preventDefault(); // "#main" is not a view: move the focus, keep the route
+    $("main").focus();
+  });
   window.addEventListener("medstream:signin", (ev) => askSignin("Your session ended (" + ev.detail + "): sign in again to go on."));
   window.addEventListener("hashchange", () => route());
   if (!session()) {

@@ -791,6 +791,28 @@ def test_browser_narrow_screen_and_keyboard():
     p.wait_for_selector("#nav a")
     for sel in ("#signin-user", "#signin-password"):
         check(p.query_selector('label[for="%s"]' % sel[1:]), "a label for %s" % sel)
+    # every control of every view offered has a label (its own <label>, or aria-label)
+    for view in VIEWS["clinician"]:
+        p.click('#nav a[data-view="%s"]' % view)
+        p.wait_for_selector('[data-view-body="%s"]' % view)
+        if view != VIEWS["clinician"][0]:  # the first is shown at sign-in; choosing another moves the focus
+            eq(p.evaluate("document.activeElement.id"), "main", "focus after choosing %s" % view)
+        unlabeled = p.evaluate("""[...document.querySelectorAll('main input, main select')]
+            .filter(e => !e.closest('label') && !e.getAttribute('aria-label')).map(e => e.name)""")
+        eq(unlabeled, [], "controls without a label on %s" % view)
+    # the skip link moves the focus to the view and keeps it
+    p.click('#nav a[data-view="public"]')
+    p.wait_for_selector('[data-view-body="public"]')
+    p.focus("#skip")
+    p.keyboard.press("Enter")
+    eq((p.evaluate("document.activeElement.id"), p.evaluate("location.hash")), ("main", "#/public"), "after the skip link")
+    # while the sign-in is up, nothing behind it takes the keyboard
+    p.evaluate("window.dispatchEvent(new CustomEvent('medstream:signin', {detail: 'test'}))")
+    p.wait_for_selector("#signin:not([hidden])")
+    for _ in range(6):
+        p.keyboard.press("Tab")
+        inside = p.evaluate("!!document.activeElement.closest('#signin') || document.activeElement === document.body")
+        check(inside, "Tab reached %s behind the sign-in" % p.evaluate("document.activeElement.outerHTML.slice(0, 80)"))
     width = p.evaluate("document.documentElement.scrollWidth")
     check(width <= 390, "the page is %dpx wide on a 390px screen" % width)
     c.done()
