@@ -491,24 +491,52 @@ async function listRules(out, ctx) {
   });
 }
 
-const KEY_METRICS = /^medstream_(ingest|records|requests|http_errors|sink|writer|patients|export|notify|counter)/;
+// The Prometheus text as {"name{labels}": value} (comments and malformed lines skipped).
+function parseMetrics(text) {
+  const out = {};
+  for (const line of String(text).split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const i = line.lastIndexOf(" ");
+    const v = Number(line.slice(i + 1));
+    if (i > 0 && !Number.isNaN(v)) out[line.slice(0, i)] = v;
+  }
+  return out;
+}
+
+const sum = (m, re) => Object.entries(m).filter(([k]) => re.test(k)).reduce((a, [, v]) => a + v, 0);
+const KEY_METRICS = /^medstream_(records_total|ingest_bytes_total|http_(requests|errors)_total|commits_total|commit_position|patients|freshness_seconds_(sum|count)|[a-z_]*lag_[a-z]+|[a-z_]*_position|[a-z_]*_up)\b/;
 
 async function healthView(root) {
   const out = el("div", { "data-part": "health" });
   root.append(out);
+  let prev = null; // {t, m}: the last refresh's metrics, for rates over the interval
   const refresh = async () => {
     if (!out.isConnected) return;
     await show(out, async () => {
       const h = await call("GET", "/healthz", { auth: false });
-      const m = await call("GET", "/metrics");
-      const lines = String(m.data).split("\n").filter((l) => l && !l.startsWith("#") && KEY_METRICS.test(l)).slice(0, 80);
-      return [el("h2", { text: "Health" }), callBox(h),
+      const r = await call("GET", "/metrics");
+      const m = parseMetrics(r.data), t = Date.now() / 1000;
+      const rate = (re) => prev ? (sum(m, re) - sum(prev.m, re)) / Math.max(0.001, t - prev.t) : null;
+      const fresh = prev ? [sum(m, /^medstream_freshness_seconds_sum/) - sum(prev.m, /^medstream_freshness_seconds_sum/),
+        sum(m, /^medstream_freshness_seconds_count/) - sum(prev.m, /^medstream_freshness_seconds_count/)] : null;
+      const figure = (label, value, key) => el("div", { class: "figure" }, el("span", { class: "muted", text: label }),
+        el("b", { "data-figure": key, text: value }));
+      const fmt = (v, unit, digits = 1) => v === null ? "…" : v.toFixed(digits) + " " + unit;
+      const lags = Object.entries(m).filter(([k]) => /_lag_/.test(k));
+      const shown = [el("h2", { text: "Health" }), callBox(h),
         el("p", { "data-health": h.data.status, class: h.data.status === "ok" ? "ok" : "error", text: "Status: " + h.data.status }),
-        fields(h.data), el("h2", { text: "Key metrics" }), callBox(m),
-        table(["metric", "value"], lines.map((l) => {
-          const i = l.lastIndexOf(" ");
-          return { metric: l.slice(0, i), value: l.slice(i + 1) };
-        }))];
+        fields(h.data),
+        el("h2", { text: "Now (over the last refresh)" }),
+        el("div", { class: "figures" },
+          figure("ingest", fmt(rate(/^medstream_records_total/), "records/s"), "ingest-rate"),
+          figure("ingest bytes", fmt(rate(/^medstream_ingest_bytes_total/) === null ? null : rate(/^medstream_ingest_bytes_total/) / 1e6, "MB/s", 2), "ingest-mbps"),
+          figure("requests", fmt(rate(/^medstream_http_requests_total/), "/s"), "request-rate"),
+          figure("freshness (mean)", fresh === null ? "…" : fresh[1] ? (1000 * fresh[0] / fresh[1]).toFixed(1) + " ms" : "no ingest", "freshness"),
+          lags.map(([k, v]) => figure(k.replace(/^medstream_/, ""), String(v), "lag"))),
+        el("h2", { text: "Key metrics" }), callBox(r),
+        table(["metric", "value"], Object.entries(m).filter(([k]) => KEY_METRICS.test(k)).map(([metric, value]) => ({ metric, value })))];
+      prev = { t, m }; // after the rates above were taken against the last refresh
+      return shown;
     });
     setTimeout(refresh, 5000);
   };

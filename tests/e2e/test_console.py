@@ -603,8 +603,16 @@ def test_browser_admin_health_and_metrics_refresh(c):
     rows = c.page.eval_on_selector_all(view + " table tbody tr", "trs => trs.length")
     check(rows > 3, "only %d key metrics shown" % rows)
     first = c.page.inner_text(view + " [data-asof]")
+    eq(c.page.inner_text(view + ' [data-figure="ingest-rate"]'), "…", "the ingest rate before a second refresh")
+    srv().ingest_ok([{"record_id": "cons-h-%d-%s" % (i, H.rand_token()), "name": "Rate Person " + H.rand_token(),
+                      "dob": "1930-03-03", "type": "rate"} for i in range(20)])
     c.page.wait_for_function("sel => { const e = document.querySelector(sel); return e && e.textContent !== %s; }"
                              % json.dumps(first), arg=view + " [data-asof]", timeout=12000)
+    c.page.wait_for_selector(view + ' [data-figure="ingest-rate"]')
+    rate = c.page.inner_text(view + ' [data-figure="ingest-rate"]')
+    check(re.fullmatch(r"\d+\.\d records/s", rate) and float(rate.split()[0]) > 0, "the ingest rate: %r" % rate)
+    check(c.page.inner_text(view + ' [data-figure="freshness"]').endswith(" ms"), "freshness: %r"
+          % c.page.inner_text(view + ' [data-figure="freshness"]'))
 
 
 @browser_test()
