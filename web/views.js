@@ -418,6 +418,15 @@ async function listUsers(out, ctx) {
         out.prepend(errorBox(e));
       }
     };
+    const removal = async (u, method, path, say) => {
+      try {
+        const d = await call(method, path);
+        if (say) out.prepend(el("p", { class: "ok", role: "status", text: say(d.data) }));
+        else listUsers(out, ctx);
+      } catch (e) {
+        out.prepend(errorBox(e));
+      }
+    };
     const roleSelect = (u) => {
       const sel = el("select", { "aria-label": "Role of " + u.user, "data-role-of": u.user },
         ROLES.map((x) => el("option", { value: x, text: x, selected: x === u.role })));
@@ -449,7 +458,17 @@ async function listUsers(out, ctx) {
     return [callBox(r), table(["user", "role", "disabled", "created_at", "changed_at", "actions"], r.data.users || [],
       (u, c) => c === "role" && u.user !== ctx.me.user ? roleSelect(u) : c !== "actions" ? u[c] : u.user === ctx.me.user ? "(you)" :
         el("span", {}, el("button", { type: "button", class: "plain", text: u.disabled ? "Enable" : "Disable",
-          "data-toggle": u.user, onclick: act(u, { disabled: !u.disabled }) }), " ", reset(u)))];
+          "data-toggle": u.user, onclick: act(u, { disabled: !u.disabled }) }), " ", reset(u), " ",
+          el("button", { type: "button", class: "plain", text: "End sessions", "data-revoke": u.user,
+            onclick: () => removal(u, "DELETE", "/v1/users/" + encodeURIComponent(u.user) + "/tokens",
+              (d) => "Ended " + d.revoked + " sessions of " + u.user + ".") }), " ",
+          el("button", { type: "button", class: "plain", text: "Delete…", "data-delete": u.user,
+            onclick: (ev) => {
+              // two steps, no dialog: the first click arms, the second deletes
+              if (ev.target.dataset.armed) return removal(u, "DELETE", "/v1/users/" + encodeURIComponent(u.user), null);
+              ev.target.dataset.armed = "1";
+              ev.target.textContent = "Delete " + u.user + "? Click again";
+            } })))];
   });
 }
 

@@ -771,6 +771,33 @@ def test_browser_admin_changes_a_role_resets_a_password_and_defines_a_rule(c):
     eq(s.get(("/v1/rules/" + rule)).status, 404, "the rule after its deletion")
 
 
+@browser_test()
+def test_browser_admin_disables_ends_sessions_of_and_deletes_a_user(c):
+    s = srv()
+    user = "gone-" + H.rand_token().lower()
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": user, "password": "gone-password-1", "role": "auditor"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST /v1/users (%s)" % short(r.text))
+    tok = s.token_for(user, "gone-password-1")
+    me = lambda: H.http_request(s.port, "GET", "/v1/me", headers={"Authorization": "Bearer " + tok}).status
+    eq(me(), 200, "the user's token")
+    c.open()
+    c.sign_in("admin")
+    c.page.click('#nav a[data-view="users"]')
+    view = '[data-view-body="users"]'
+    c.page.click(view + ' [data-revoke="%s"]' % user)
+    c.page.wait_for_selector(view + ' .ok:has-text("Ended 1 sessions of %s")' % user)
+    eq(me(), 401, "the user's token after its sessions ended")
+    c.page.click(view + ' [data-toggle="%s"]' % user)
+    c.page.wait_for_selector(view + ' [data-toggle="%s"]:text-is("Enable")' % user)
+    eq(s_user(user)["disabled"], True, "disabled through the console")
+    c.page.click(view + ' [data-delete="%s"]' % user)
+    eq(s.get("/v1/users/" + user).status, 200, "the user after the first click")
+    c.page.click(view + ' [data-delete="%s"]' % user)
+    c.page.wait_for_selector(view + ' [data-delete="%s"]' % user, state="detached")
+    eq(s.get("/v1/users/" + user).status, 404, "the user after the second click")
+
+
 def H_wait(c, cond, what, detail=lambda: "", timeout=5.0):
     """Wait for cond() while the browser goes on (Playwright's sync API runs the route handlers, which
     pass every request of the page, only inside its own calls: so wait in one, never in time.sleep)."""
