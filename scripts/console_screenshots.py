@@ -54,7 +54,7 @@ def main():
             "admin": ("admin", s.admin_password(), "users", lambda p: p.wait_for_selector('[data-view-body="users"] table')),
         }
         with sync_playwright() as pw:
-            b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-dev-shm-usage"])
             for role, (user, password, view, prepare) in shots.items():
                 ctx = b.new_context(viewport={"width": 1280, "height": 800})
                 ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith("http://127.0.0.1:%d/" % s.port)

@@ -272,7 +272,8 @@ class Browser:
 
     def __init__(self):
         self.pw = PW.sync_playwright().start()
-        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM,
+                                               args=["--no-sandbox", "--disable-dev-shm-usage"])
 
     def close(self):
         self.browser.close()
@@ -353,6 +354,32 @@ def browser_test(refused=()):
         run.__name__ = fn.__name__
         return test(timeout=90)(run)
     return wrap
+
+
+@test(timeout=90)
+def test_browser_the_checks_catch_an_inline_script_and_a_foreign_request():
+    """The checks every browser test ends with can fail: an inline script is refused by the CSP and
+    reported, a request to another origin is aborted and recorded."""
+    c = Console()
+    c.open()
+    c.page.wait_for_selector("#signin:not([hidden])")
+    c.page.evaluate("document.body.append(Object.assign(document.createElement('script'), {textContent: 'window.ran = 1'}))")
+    c.page.evaluate("fetch('http://198.51.100.7/x').catch(() => null)")
+    c.page.wait_for_function("window.__csp.length > 1")
+    eq(c.page.evaluate("window.ran"), None, "the inline script ran")
+    csp = c.page.evaluate("window.__csp")
+    check(any(v.startswith("script-src") for v in csp), "the inline script's violation: %s" % csp)
+    check(any(v.startswith("connect-src") and "198.51.100.7" in v for v in csp), "the fetch's violation: %s" % csp)
+    check(any("Content Security Policy" in e for e in c.errors), "the console error of the refusal: %s" % c.errors)
+    # past the CSP (a navigation), the route aborts it and records it
+    other = c.ctx.new_page()
+    try:
+        other.goto("http://198.51.100.7/x")
+        H.fail("the navigation to another origin was not aborted")
+    except PW.Error:
+        pass
+    eq(c.foreign, ["http://198.51.100.7/x"], "the foreign request recorded")
+    c.ctx.close()
 
 
 @browser_test(refused=[(401, "POST", "/v1/auth/token")])
