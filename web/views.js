@@ -383,9 +383,14 @@ async function auditPage(out, query) {
 
 // ---- admin: users, health ----
 
-const ROLES = ["clinician", "analyst", "auditor", "ingest", "admin"]; // the default table's (a role file may differ)
+let ROLES = ["clinician", "analyst", "auditor", "ingest", "admin"]; // replaced by GET /v1/roles (a role file's own)
 
 async function usersView(root, ctx) {
+  try {
+    ROLES = ((await call("GET", "/v1/roles")).data.roles || []).map((r) => r.role);
+  } catch (e) {
+    root.append(errorBox(e)); // the default table's names stay offered; the server refuses an unknown role
+  }
   const out = el("div", { "data-part": "users" });
   const msg = el("div", { role: "status" });
   root.append(
@@ -400,7 +405,9 @@ async function usersView(root, ctx) {
     },
     input("New user", "user", { required: true, autocomplete: "off" }),
     input("Password", "password", { type: "password", required: true, autocomplete: "new-password" }),
-    select("Role", "role", ROLES),
+    // no role is chosen for the admin: the table's order says nothing of privilege
+    el("label", {}, "Role", el("select", { name: "role", required: true },
+      el("option", { value: "", text: "choose a role" }), ROLES.map((o) => el("option", { value: o, text: o })))),
     submit("Create user")),
     msg, out);
   listUsers(out, ctx);

@@ -87,6 +87,10 @@ bool access_permission_name(size_t i, char *out, size_t n)
     return true;
 }
 
+size_t access_role_count(void) { return (size_t)nroles; }
+
+const char *access_role_name(size_t i) { return i < (size_t)nroles ? table[i].role : NULL; }
+
 void access_print(FILE *out)
 {
     fprintf(out, "%-10s", "role");

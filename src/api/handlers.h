@@ -42,6 +42,7 @@ void h_public_records(api *a, http_request *req, http_response *res);
 void h_login(api *a, http_request *req, http_response *res);
 void h_logout(api *a, http_request *req, http_response *res);
 void h_me(api *a, http_request *req, http_response *res);
+void h_roles(api *a, http_request *req, http_response *res);
 void h_user_create(api *a, http_request *req, http_response *res);
 void h_user_list(api *a, http_request *req, http_response *res);
 void h_user_get(api *a, http_request *req, http_response *res);

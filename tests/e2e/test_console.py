@@ -173,6 +173,42 @@ def test_me_answers_the_role_and_its_permissions():
 
 
 @test
+def test_roles_lists_the_table_in_force():
+    s = srv()
+    roles = s.get_json("/v1/roles")["roles"]
+    eq([r["role"] for r in roles], ["admin", "ingest", "clinician", "analyst", "auditor"], "the default roles")
+    for r in roles:
+        if r["role"] in ROLES:
+            tok = s.token_for("c-" + r["role"], password_of("c-" + r["role"]))
+            me = H.http_request(s.port, "GET", "/v1/me", headers={"Authorization": "Bearer " + tok}).json()
+            eq(r["permissions"], me["permissions"], "GET /v1/roles and GET /v1/me for %s" % r["role"])
+    tok = s.token_for("c-analyst", password_of("c-analyst"))
+    eq(H.http_request(s.port, "GET", "/v1/roles", headers={"Authorization": "Bearer " + tok}).status, 403,
+       "GET /v1/roles as an analyst")
+
+
+@test(timeout=90)
+def test_browser_user_form_offers_the_role_files_roles():
+    path = os.path.join(tempfile.mkdtemp(prefix="medstream-roles-"), "roles.json")
+    with open(path, "w") as f:
+        json.dump({"admin": {r: "crud" for r in ("records", "patients", "public", "audit", "users", "exports",
+                                                 "metrics", "rules", "notifications", "counters")},
+                   "nurse": {"patients": "r", "public": "r"}, "reviewer": {"audit": "r"}}, f)
+    s = H.shared_server("console-roles", args=["--roles", path])
+    eq([r["role"] for r in s.get_json("/v1/roles")["roles"]], ["admin", "nurse", "reviewer"], "the file's roles")
+    c = Console()
+    c.base = "http://127.0.0.1:%d" % s.port
+    c.open()
+    c.sign_in("admin", s.admin_password())
+    c.page.click('#nav a[data-view="users"]')
+    view = '[data-view-body="users"]'
+    c.page.wait_for_selector(view + " table")
+    offered = c.page.eval_on_selector_all(view + ' form select[name="role"] option', "os => os.map(o => o.value)")
+    eq(offered, ["", "admin", "nurse", "reviewer"], "the roles offered for a new user (none chosen)")
+    c.done()
+
+
+@test
 def test_audit_verify_answers_the_chain():
     s = srv()
     tok = s.token_for("c-auditor", password_of("c-auditor"))
@@ -456,6 +492,7 @@ def test_browser_expired_token_brings_back_the_sign_in():
     c.page.wait_for_timeout(4000)  # the token expires
     c.page.fill('[data-view-body="users"] input[name="user"]', "after-expiry")
     c.page.fill('[data-view-body="users"] input[name="password"]', "after-expiry-1234")
+    c.page.select_option('[data-view-body="users"] select[name="role"]', "clinician")
     c.page.click('[data-view-body="users"] button[type=submit]')
     c.page.wait_for_selector("#signin:not([hidden])")
     check("expired" in c.page.inner_text("#signin-why"), "why: %r" % c.page.inner_text("#signin-why"))
@@ -467,7 +504,7 @@ def test_browser_expired_token_brings_back_the_sign_in():
     c.done(refused=[(401, "POST", "/v1/users")])
 
 
-@browser_test(refused=[(403, "GET", "/v1/users")])
+@browser_test(refused=[(403, "GET", "/v1/roles"), (403, "GET", "/v1/users")])
 def test_browser_a_refusal_shows_the_servers_message(c):
     s = srv()
     s.request("POST", "/v1/users", body=json.dumps({"user": "c-demoted", "password": "pw-demoted-1234",

@@ -121,6 +121,26 @@ static void test_permission_enumeration(void **state)
     assert_string_equal(name, "records:create");
 }
 
+/* GET /v1/roles lists the roles of the table in force: the default's five, or a role file's own. */
+static void test_role_enumeration(void **state)
+{
+    (void)state;
+    static const char *const defaults[] = {"admin", "ingest", "clinician", "analyst", "auditor"};
+    assert_int_equal(access_role_count(), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(access_role_name(i), defaults[i]);
+    assert_null(access_role_name(5));
+    ms_err e;
+    const char *file = "{\"boss\":{\"users\":\"crud\"},\"nurse\":{\"patients\":\"r\"}}";
+    assert_int_equal(access_load(file, strlen(file), &e), MS_OK);
+    assert_int_equal(access_role_count(), 2);
+    assert_string_equal(access_role_name(0), "boss");
+    assert_string_equal(access_role_name(1), "nurse");
+    assert_null(access_role_name(2));
+    access_reset();
+    assert_int_equal(access_role_count(), 5);
+}
+
 static void test_role_file(void **state)
 {
     (void)state;
@@ -175,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_unknown_permissions_refused),
         cmocka_unit_test(test_every_route_declares_a_known_permission),
         cmocka_unit_test(test_permission_enumeration),
+        cmocka_unit_test(test_role_enumeration),
         cmocka_unit_test(test_role_file),
         cmocka_unit_test(test_print),
     };
