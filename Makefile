@@ -17,7 +17,10 @@ CFLAGS  ?= -O2
 LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lssl -lcrypto -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIBSRC  = $(wildcard src/*/*.c)
+# the console (issue 14): web/'s files, embedded into the library by tools/console_embed.c (web/README.md)
+WEBSRC  = $(sort $(wildcard web/*.html web/*.css web/*.js web/*.svg))
+CONSOLE_GEN = build/gen/console_assets.c
+LIBSRC  = $(wildcard src/*/*.c) $(CONSOLE_GEN)
 HEADERS = $(wildcard src/*/*.h src/*.h)
 # the command line (src/main.c and the commands beside it): only in the medstream binary
 MAINSRC = $(wildcard src/*.c)
@@ -42,6 +45,14 @@ build/san/%.o: %.c $(HEADERS) $(BENCHHDR)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -c $< -o $@
 build/fuzz:
 	mkdir -p $@
+
+# The console's files as one generated C file: each file's bytes, content type, served path and hash.
+build/console_embed: tools/console_embed.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $< -lcrypto
+$(CONSOLE_GEN): build/console_embed $(WEBSRC)
+	@mkdir -p $(dir $@)
+	build/console_embed $@ $(WEBSRC)
 
 # The Kafka mock cluster for tests and demos (librdkafka's, real protocol on loopback).
 build/kafka_mock: tools/kafka_mock.c

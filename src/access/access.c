@@ -78,6 +78,19 @@ bool access_allows(const char *role, const char *permission)
     return false;
 }
 
+size_t access_permission_count(void) { return (size_t)NRES * 4; }
+
+bool access_permission_name(size_t i, char *out, size_t n)
+{
+    if (i >= access_permission_count()) return false;
+    snprintf(out, n, "%s:%s", resources[i / 4], actions[i % 4]);
+    return true;
+}
+
+size_t access_role_count(void) { return (size_t)nroles; }
+
+const char *access_role_name(size_t i) { return i < (size_t)nroles ? table[i].role : NULL; }
+
 void access_print(FILE *out)
 {
     fprintf(out, "%-10s", "role");

@@ -29,6 +29,15 @@ bool access_permission_valid(const char *permission);
 bool access_allows(const char *role, const char *permission);
 /* Is this one of the roles of the table? */
 bool access_role_valid(const char *role);
+/* Every permission of the table, "resource:action", by index from 0 to access_permission_count() - 1, in
+ * the table's order (resources, then create, read, update, delete); false past the end. GET /v1/me lists
+ * those a role holds, so that a client (the console) shows only what would not be refused. */
+size_t access_permission_count(void);
+bool access_permission_name(size_t i, char *out, size_t n);
+/* The roles of the table in force, by index from 0 to access_role_count() - 1 (NULL past the end), in the
+ * table's order: GET /v1/roles lists them, so that a client offers the roles a role file defines. */
+size_t access_role_count(void);
+const char *access_role_name(size_t i);
 /* The matrix as text, one line per role (`medstream roles`). */
 void access_print(FILE *out);
 /* Replace the table with a role file's (JSON: {"role": {"records": "cru", "public": "r"}, ...}; a

@@ -10,11 +10,12 @@
  * the table's columns; no check names a handler. The shared query parameters are declared once below
  * (p_*), so that a parameter means the same on every route that takes it.
  *
- * Decisions kept in the table: GET /healthz and POST /v1/auth/token need no token (a load balancer
- * and a login have none), and neither does GET /v1/openapi.json: it is documentation of the routes,
- * holds no data, and a client needs it before it has a token. GET /v1/exports/{id}/download needs no
- * token either: its signed link, short-lived, is the credential (export/export_jobs.h). Routes that never checked their
- * query (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
+ * Decisions kept in the table: GET / and GET /assets/{asset} (the console's static files, issue 14) need no
+ * token: they are the same bytes for everyone and hold no data. GET /healthz and POST /v1/auth/token need no token (a
+ * load balancer and a login have none), and neither does GET /v1/openapi.json: it is documentation of the routes, holds
+ * no data, and a client needs it before it has a token. GET /v1/exports/{id}/download needs no token either: its signed
+ * link, short-lived, is the credential (export/export_jobs.h). Routes that never checked their query
+ * (ROUTE_QUERY_IGNORED) still ignore it, so that no caller that worked before is refused now.
  *
  * What it must never do: run a handler whose permission was not checked, or read a body before every
  * refusal that can be decided from the headers has been made.
@@ -260,6 +261,22 @@ const route api_route_table[] = {
      .description = "Log out: revoke the token presented.",
      .status = 200,
      .answer = "{\"revoked\":true}"},
+    {.method = "GET",
+     .pattern = "/v1/me",
+     .permission = PERMISSION_AUTHENTICATED,
+     .handler = h_me,
+     .description = "Who the token is: its user, the account's current role and every permission the role holds "
+                    "(the console shows only what would not be refused).",
+     .status = 200,
+     .answer = "{\"user\",\"role\",\"permissions\":[\"resource:action\"]}"},
+    {.method = "GET",
+     .pattern = "/v1/roles",
+     .permission = "users:read",
+     .handler = h_roles,
+     .description = "The roles of the table in force (the default or serve --roles FILE), each with its "
+                    "permissions: what an account may be given.",
+     .status = 200,
+     .answer = "{\"roles\":[{\"role\",\"permissions\":[\"resource:action\"]}]}"},
     {.method = "POST",
      .pattern = "/v1/users",
      .permission = "users:create",
@@ -465,6 +482,15 @@ const route api_route_table[] = {
      .answer = "{\"entries\":[{\"seq\",\"prev\",\"time\",\"user\",\"role\",\"action\",\"resource\",\"outcome\","
                "\"client\",\"patient_ids\"}],\"next_cursor\"}"},
     {.method = "GET",
+     .pattern = "/v1/audit/verify",
+     .permission = "audit:read",
+     .handler = h_audit_verify,
+     .description = "Re-walk the audit log's hash chain now, after the entries queued before this request are "
+                    "committed (as medstream audit verify does): intact, or the first bad entry and why; the head "
+                    "hash to anchor outside the machine.",
+     .status = 200,
+     .answer = "{\"intact\",\"entries\",\"head\",\"bad_entry\",\"why\",\"as_of\"}"},
+    {.method = "GET",
      .pattern = "/healthz",
      .permission = PERMISSION_NONE,
      .handler = h_health,
@@ -489,6 +515,27 @@ const route api_route_table[] = {
      .description = "This API's OpenAPI 3.1 document, generated from the route table.",
      .status = 200,
      .answer = "the OpenAPI document"},
+    /* the console (h_console.c): static files embedded from web/ at build time; no data, no token */
+    {.method = "GET",
+     .pattern = "/",
+     .permission = PERMISSION_NONE,
+     .handler = h_console_index,
+     .flags = ROUTE_QUERY_IGNORED,
+     .description = "The console's page (a browser app over this API, web/): revalidated on every load, under a "
+                    "Content-Security-Policy that allows only this origin and no inline script.",
+     .status = 200,
+     .answer = "the console's HTML page",
+     .answer_type = "text/html"},
+    {.method = "GET",
+     .pattern = "/assets/{asset}",
+     .permission = PERMISSION_NONE,
+     .handler = h_console_asset,
+     .flags = ROUTE_QUERY_IGNORED,
+     .description = "One of the console's scripts, styles or images, named by its content hash (as the page "
+                    "names it) and cached as immutable; 404 for any other name.",
+     .status = 200,
+     .answer = "the file (JavaScript, CSS or SVG)",
+     .answer_type = "*/*"},
 };
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
 

@@ -131,6 +131,55 @@ void h_logout(api *a, http_request *req, http_response *res)
     buf_puts(&res->body, "{\"revoked\":true}");
 }
 
+/* Who the token is: its user, the account's role and each permission the role holds (access.c's table), so
+ * that a client shows only what the server would allow. The same for every role; nothing is audited (no
+ * data is read). */
+void h_me(api *a, http_request *req, http_response *res)
+{
+    (void)a;
+    res->status = 200;
+    buf_puts(&res->body, "{\"user\":");
+    jw_cstr(&res->body, req->user);
+    buf_puts(&res->body, ",\"role\":");
+    jw_cstr(&res->body, req->role);
+    buf_puts(&res->body, ",\"permissions\":[");
+    bool first = true;
+    char name[64];
+    for (size_t i = 0; access_permission_name(i, name, sizeof name); i++) {
+        if (!access_allows(req->role, name)) continue;
+        if (!first) buf_putc(&res->body, ',');
+        first = false;
+        jw_cstr(&res->body, name);
+    }
+    buf_puts(&res->body, "]}");
+}
+
+/* The roles of the table in force (the default, or serve --roles FILE), each with its permissions, in the
+ * table's order: what an account may be given. */
+void h_roles(api *a, http_request *req, http_response *res)
+{
+    (void)a;
+    (void)req;
+    res->status = 200;
+    buf_puts(&res->body, "{\"roles\":[");
+    const char *role;
+    char name[64];
+    for (size_t r = 0; (role = access_role_name(r)); r++) {
+        buf_puts(&res->body, r ? ",{\"role\":" : "{\"role\":");
+        jw_cstr(&res->body, role);
+        buf_puts(&res->body, ",\"permissions\":[");
+        bool first = true;
+        for (size_t i = 0; access_permission_name(i, name, sizeof name); i++) {
+            if (!access_allows(role, name)) continue;
+            if (!first) buf_putc(&res->body, ',');
+            first = false;
+            jw_cstr(&res->body, name);
+        }
+        buf_puts(&res->body, "]}");
+    }
+    buf_puts(&res->body, "]}");
+}
+
 /* Run an account change through the writer: the change, its token revocations and its audit entry in
  * one durable commit. False (answered) on a refusal or a failed commit. */
 static bool run_change(api *a, http_request *req, http_response *res, user_change *c)

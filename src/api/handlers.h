@@ -41,6 +41,8 @@ void h_public_records(api *a, http_request *req, http_response *res);
 /* h_accounts.c */
 void h_login(api *a, http_request *req, http_response *res);
 void h_logout(api *a, http_request *req, http_response *res);
+void h_me(api *a, http_request *req, http_response *res);
+void h_roles(api *a, http_request *req, http_response *res);
 void h_user_create(api *a, http_request *req, http_response *res);
 void h_user_list(api *a, http_request *req, http_response *res);
 void h_user_get(api *a, http_request *req, http_response *res);
@@ -77,6 +79,11 @@ void h_health(api *a, http_request *req, http_response *res);
 void h_metrics(api *a, http_request *req, http_response *res);
 void h_snapshot(api *a, http_request *req, http_response *res);
 void h_audit(api *a, http_request *req, http_response *res);
+void h_audit_verify(api *a, http_request *req, http_response *res);
 void h_openapi(api *a, http_request *req, http_response *res);
+
+/* h_console.c: the console's embedded files */
+void h_console_index(api *a, http_request *req, http_response *res);
+void h_console_asset(api *a, http_request *req, http_response *res);
 
 #endif

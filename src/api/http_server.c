@@ -204,7 +204,13 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, 
     }
     if (res->content_disposition[0]) MHD_add_response_header(r, "Content-Disposition", res->content_disposition);
     MHD_add_response_header(r, "Content-Type", res->content_type ? res->content_type : "application/json");
-    MHD_add_response_header(r, "Cache-Control", streamed ? "no-cache" : "no-store");
+    MHD_add_response_header(r, "Cache-Control",
+                            res->cache_control ? res->cache_control
+                            : streamed         ? "no-cache"
+                                               : "no-store");
+    if (res->csp) MHD_add_response_header(r, "Content-Security-Policy", res->csp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff"); /* every answer is what it says it is */
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     if (streamed) MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* nginx: pass each event at once */
     MHD_add_response_header(r, "X-Request-Id", cs->req.request_id);
     if (kind == ANSWER_BUSY || kind == ANSWER_BUSY_CLOSE) {

@@ -78,6 +78,10 @@ typedef struct {
     int file_fd;
     uint64_t file_len;
     char content_disposition[128]; /* "" or the Content-Disposition header */
+    /* the console's static files (h_console.c): NULL, or the Cache-Control header instead of the default
+     * (no-store; no-cache for a stream), and the Content-Security-Policy header */
+    const char *cache_control;
+    const char *csp;
     /* a streamed answer of unknown length (Server-Sent Events) instead of body: the server sends the headers
      * (with Cache-Control: no-cache and X-Accel-Buffering: no), then whatever read gives, from the
      * connection's own thread, until it returns < 0: read blocks until it has bytes (> 0), returns -1 at the

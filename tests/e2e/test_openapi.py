@@ -63,9 +63,19 @@ def operations(doc):
             yield path, method, op
 
 
+def console_asset():
+    """The served name of one of the console's files (issue 14), as its page names it."""
+    page = H.http_request(server().port, "GET", "/").text
+    m = re.search(r'/assets/([\w.-]+)"', page)
+    check(m, "the console's page names no asset: %s" % short(page))
+    return m.group(1)
+
+
 def concrete(path):
     """The path with each {name} replaced by a value of its kind."""
     values = {"patient_id": str(uuid.uuid4()), "user": "admin"}
+    if "{asset}" in path:
+        values["asset"] = console_asset()
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "openapi-probe"), path)
 
 

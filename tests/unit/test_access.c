@@ -83,11 +83,62 @@ static void test_every_route_declares_a_known_permission(void **state)
                            (!strcmp(r->pattern, "/v1/auth/token") && !strcmp(r->method, "POST")) ||
                            (!strcmp(r->pattern, "/v1/openapi.json") && !strcmp(r->method, "GET")) ||
                            /* issue 12: an export's archive, whose signed short-lived link is the credential */
-                           (!strcmp(r->pattern, "/v1/exports/{export_id}/download") && !strcmp(r->method, "GET"));
+                           (!strcmp(r->pattern, "/v1/exports/{export_id}/download") && !strcmp(r->method, "GET")) ||
+                           /* issue 14: the console's static files (the same bytes for everyone, no data) */
+                           (!strcmp(r->pattern, "/") && !strcmp(r->method, "GET")) ||
+                           (!strcmp(r->pattern, "/assets/{asset}") && !strcmp(r->method, "GET"));
             if (!allowed) fail_msg("route %s %s is open to anyone", r->method, r->pattern);
         }
     }
-    assert_int_equal(open_routes, 4);
+    assert_int_equal(open_routes, 6);
+}
+
+/* GET /v1/me lists a role's permissions by enumerating the table: every name is valid, each once, in all
+ * resources x actions; the admin holds them all, the auditor only audit:read. */
+static void test_permission_enumeration(void **state)
+{
+    (void)state;
+    size_t n = access_permission_count(), admin = 0, auditor = 0;
+    assert_int_equal(n, 40);
+    char name[64], other[64];
+    for (size_t i = 0; i < n; i++) {
+        assert_true(access_permission_name(i, name, sizeof name));
+        if (!access_permission_valid(name)) fail_msg("permission %zu '%s' is not valid", i, name);
+        for (size_t k = 0; k < i; k++) {
+            assert_true(access_permission_name(k, other, sizeof other));
+            if (!strcmp(name, other)) fail_msg("permission '%s' twice", name);
+        }
+        admin += access_allows("admin", name);
+        if (access_allows("auditor", name)) {
+            auditor++;
+            assert_string_equal(name, "audit:read");
+        }
+    }
+    assert_false(access_permission_name(n, name, sizeof name));
+    assert_int_equal(admin, n);
+    assert_int_equal(auditor, 1);
+    assert_true(access_permission_name(0, name, sizeof name));
+    assert_string_equal(name, "records:create");
+}
+
+/* GET /v1/roles lists the roles of the table in force: the default's five, or a role file's own. */
+static void test_role_enumeration(void **state)
+{
+    (void)state;
+    static const char *const defaults[] = {"admin", "ingest", "clinician", "analyst", "auditor"};
+    assert_int_equal(access_role_count(), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(access_role_name(i), defaults[i]);
+    assert_null(access_role_name(5));
+    ms_err e;
+    const char *file = "{\"boss\":{\"users\":\"crud\"},\"nurse\":{\"patients\":\"r\"}}";
+    assert_int_equal(access_load(file, strlen(file), &e), MS_OK);
+    assert_int_equal(access_role_count(), 2);
+    assert_string_equal(access_role_name(0), "boss");
+    assert_string_equal(access_role_name(1), "nurse");
+    assert_null(access_role_name(2));
+    access_reset();
+    assert_int_equal(access_role_count(), 5);
 }
 
 static void test_role_file(void **state)
@@ -143,6 +194,8 @@ int main(void)
         cmocka_unit_test(test_default_matrix),
         cmocka_unit_test(test_unknown_permissions_refused),
         cmocka_unit_test(test_every_route_declares_a_known_permission),
+        cmocka_unit_test(test_permission_enumeration),
+        cmocka_unit_test(test_role_enumeration),
         cmocka_unit_test(test_role_file),
         cmocka_unit_test(test_print),
     };

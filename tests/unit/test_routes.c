@@ -138,6 +138,13 @@ static void test_dispatch_answers_from_the_table(void **state)
     assert_answer(dispatch("GET", "/v1/openapi.json", NULL, 0), 0, NULL);
     assert_answer(dispatch("GET", "/v1/openapi.json", NULL, 1), 400, "unknown query parameter 'x0'");
     assert_answer(dispatch("GET", "/healthz", NULL, HTTP_MAX_ARGS + 1), 400, "too many query parameters");
+    /* the console's files (issue 14): no token, the query ignored; an unknown asset is the handler's 404 */
+    assert_answer(dispatch("GET", "/", NULL, 2), 0, NULL);
+    assert_answer(dispatch("GET", "/assets/app.js", NULL, 1), 0, NULL);
+    assert_answer(dispatch("POST", "/", NULL, 0), 405, "method POST not allowed");
+    assert_answer(dispatch("GET", "/assets/", NULL, 0), 404, "no such endpoint");
+    assert_answer(dispatch("GET", "/assets/a/b.js", NULL, 0), 404, "no such endpoint");
+    assert_answer(dispatch("GET", "/v1/me", NULL, 0), 401, NULL);
     /* a route that needs a token is refused before anything else of the request is looked at */
     assert_answer(dispatch("GET", "/v1/users/x", "text/plain", 1), 401, NULL);
 }
