@@ -363,9 +363,12 @@ async function auditView(root) {
   });
   verify();
   root.append(chain, el("h2", { text: "Entries" }),
-    form((fd) => auditPage(out, { user: get(fd, "user"), patient_id: get(fd, "patient_id"), since: get(fd, "since"), limit: 100 }),
-      input("User", "user"), input("Patient id", "patient_id"),
+    form((fd) => auditPage(out, { user: get(fd, "user"), action: get(fd, "action"), patient_id: get(fd, "patient_id"),
+      since: get(fd, "since"), until: get(fd, "until"), limit: 100 }),
+      input("User", "user"), input("Action", "action", { placeholder: "e.g. patients:read" }),
+      input("Patient id", "patient_id"),
       input("Since (RFC 3339)", "since", { placeholder: "the first" }),
+      input("Until (RFC 3339)", "until", { placeholder: "now" }),
       submit("Show entries")),
     out);
   auditPage(out, { limit: 100 });

@@ -57,6 +57,9 @@ static const route_param p_of_patient = {"patient_id", PARAM_UUID, false, "only 
 static const route_param p_audit_since = {"since", PARAM_TIME, false, "only entries at or after this time"};
 static const route_param p_audit_user = {"user", PARAM_TEXT, false, "only entries of this user"};
 static const route_param p_audit_patient = {"patient_id", PARAM_UUID, false, "only entries naming this patient"};
+static const route_param p_audit_action = {"action", PARAM_TEXT, false,
+                                           "only entries of this action (a permission, e.g. patients:read, or login)"};
+static const route_param p_audit_until = {"until", PARAM_TIME, false, "only entries before this time"};
 static const route_param p_import_origin = {
     "import_origin", PARAM_TEXT, false,
     "64 hex digits naming the file these lines come from (medstream import --url): a record without a record_id is "
@@ -477,7 +480,8 @@ const route api_route_table[] = {
      .permission = "audit:read",
      .handler = h_audit,
      .description = "Audit entries, oldest first, after the ones queued before this request are committed.",
-     .query = QUERY(&p_audit_since, &p_audit_user, &p_audit_patient, &p_limit, &p_cursor),
+     .query =
+         QUERY(&p_audit_since, &p_audit_until, &p_audit_user, &p_audit_action, &p_audit_patient, &p_limit, &p_cursor),
      .status = 200,
      .answer = "{\"entries\":[{\"seq\",\"prev\",\"time\",\"user\",\"role\",\"action\",\"resource\",\"outcome\","
                "\"client\",\"patient_ids\"}],\"next_cursor\"}"},

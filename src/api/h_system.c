@@ -71,14 +71,21 @@ void h_metrics(api *a, http_request *req, http_response *res)
 }
 
 typedef struct {
-    int64_t since;
-    const char *user;
+    int64_t since, until;
+    const char *user, *action;
     char pid[PATIENT_ID_TEXT + 2]; /* "\"<id>\"" or "" */
     uint32_t limit, count;
     uint64_t last;
     bool more;
     buf *out;
 } audit_query;
+
+/* Is the member's value the JSON string of exactly s (audit entries' user and action are written without
+ * escapes: names and permissions)? */
+static bool string_is(const json_member *m, const char *s)
+{
+    return m->val_len == strlen(s) + 2 && memcmp(m->val + 1, s, m->val_len - 2) == 0;
+}
 
 static bool audit_matches(const audit_query *q, const char *entry, size_t len)
 {
@@ -87,13 +94,15 @@ static bool audit_matches(const audit_query *q, const char *entry, size_t len)
     int n = json_scan_object(entry, len, m, 16, &je);
     if (n < 0) return false;
     for (int i = 0; i < n; i++) {
-        if (m[i].key_len == 4 && !memcmp(m[i].key, "time", 4) && q->since != INT64_MIN) {
+        if (m[i].key_len == 4 && !memcmp(m[i].key, "time", 4) && (q->since != INT64_MIN || q->until != INT64_MAX)) {
             int64_t t;
-            if (m[i].val_len < 2 || !time_parse_rfc3339(m[i].val + 1, m[i].val_len - 2, &t) || t < q->since)
+            if (m[i].val_len < 2 || !time_parse_rfc3339(m[i].val + 1, m[i].val_len - 2, &t) || t < q->since ||
+                t >= q->until)
                 return false;
         } else if (m[i].key_len == 4 && !memcmp(m[i].key, "user", 4) && q->user) {
-            if (m[i].val_len != strlen(q->user) + 2 || memcmp(m[i].val + 1, q->user, m[i].val_len - 2) != 0)
-                return false;
+            if (!string_is(&m[i], q->user)) return false;
+        } else if (m[i].key_len == 6 && !memcmp(m[i].key, "action", 6) && q->action) {
+            if (!string_is(&m[i], q->action)) return false;
         } else if (m[i].key_len == 11 && !memcmp(m[i].key, "patient_ids", 11) && q->pid[0]) {
             if (!memmem(m[i].val, m[i].val_len, q->pid, strlen(q->pid))) return false;
         }
@@ -117,8 +126,13 @@ static bool on_audit_entry(void *ctx, uint64_t seq, const char *entry, size_t le
 
 void h_audit(api *a, http_request *req, http_response *res)
 {
-    audit_query q = {.since = INT64_MIN, .user = http_arg_get(req, "user")};
-    if (!get_time(req, res, "since", &q.since) || !get_limit(req, res, &q.limit)) return;
+    audit_query q = {.since = INT64_MIN,
+                     .until = INT64_MAX,
+                     .user = http_arg_get(req, "user"),
+                     .action = http_arg_get(req, "action")};
+    if (!get_time(req, res, "since", &q.since) || !get_time(req, res, "until", &q.until) ||
+        !get_limit(req, res, &q.limit))
+        return;
     const char *ptext = http_arg_get(req, "patient_id");
     patient_id pid;
     if (ptext) {

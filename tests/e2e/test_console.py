@@ -535,6 +535,11 @@ def test_browser_auditor_sees_the_log_and_the_chain(c):
     c.page.wait_for_selector(view + ' [data-part="audit"] [data-curl]:has-text("user=c-auditor")')
     users = c.page.eval_on_selector_all(view + ' [data-part="audit"] tbody tr td:nth-child(3)', "tds => tds.map(t => t.textContent)")
     check(users and set(users) == {"c-auditor"}, "the entries of user=c-auditor: %s" % users)
+    c.page.fill(view + ' input[name="action"]', "auth:login")
+    c.page.click(view + " form button[type=submit]")
+    c.page.wait_for_selector(view + ' [data-part="audit"] [data-curl]:has-text("action=auth")')
+    acts = c.page.eval_on_selector_all(view + ' [data-part="audit"] tbody tr td:nth-child(5)', "tds => tds.map(t => t.textContent)")
+    check(acts and set(acts) == {"auth:login"}, "the entries of user=c-auditor, action=auth:login: %s" % acts)
     check(c.page.is_visible("#banner"), "the audited-access banner")
 
 

@@ -260,6 +260,26 @@ def test_audit_reads_its_own_writes():
         eq(n, i + 2, "entries for the patient right after read %d (ingest + reads)" % (i + 1))
 
 
+@test
+def test_audit_filters_by_action_and_time():
+    s = srv()
+    pid = ingest(s, [{"record_id": rid(), "name": "Filter " + H.rand_token(), "dob": "1944-04-04"}])[0]["patient_id"]
+    t0 = H.now_rfc3339()
+    time.sleep(0.01)
+    eq(s.get("/v1/patients/" + pid).status, 200, "read")
+    time.sleep(0.01)
+    t1 = H.now_rfc3339()
+    eq(s.get("/v1/patients/%s/history" % pid).status, 200, "history")
+    every = s.audit_entries(patient_id=pid)
+    check(len({e["action"] for e in every}) >= 2, "more than one action for the patient: %s" % every)
+    reads = s.audit_entries(patient_id=pid, action="patients:read")
+    eq([e["action"] for e in reads], ["patients:read"] * len(reads), "action=patients:read keeps only those")
+    eq(len(reads), sum(e["action"] == "patients:read" for e in every), "and all of them")
+    between = s.audit_entries(patient_id=pid, since=t0, until=t1)
+    eq([e["resource"] for e in between], ["/v1/patients/" + pid], "since/until keep the one read between them")
+    eq(s.get("/v1/audit?" + H.q({"until": "yesterday"})).status, 400, "a bad until")
+
+
 # ---- privacy --------------------------------------------------------------------------------------
 
 @test
