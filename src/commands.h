@@ -1,6 +1,6 @@
 /*
  * commands.h - what the command line's files share: main.c (the command table, serve, init, user,
- * audit, backup, the tools), cmd_import.c and cmd_export.c. Each command parses its own option table
+ * audit, backup, the tools), cmd_import.c, cmd_export.c and cmd_erase.c. Each command parses its own option table
  * (base/options.h) and returns an exit code: 0 ok, 1 runtime failure, 2 usage.
  *
  * Never used below the command line: the layers (the folders of src/) know nothing of processes, signals or exit
@@ -31,5 +31,6 @@ void stop_on_signals(void);
 
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_erase(int argc, char **argv);
 
 #endif

@@ -922,6 +922,7 @@ static const command commands[] = {
     {"backup", "", "copy a live store, as of one instant, into a new data directory", cmd_backup},
     {"import", "FILE...", "import NDJSON or CSV files, offline or into a running server; resumable", cmd_import},
     {"export", "", "export records and patients as of an instant: Parquet, NDJSON or CSV in Hive layout", cmd_export},
+    {"erase", "PATIENT_ID", "erase a patient offline (the right to be forgotten), with its certificate", cmd_erase},
     {"bench", "", "load generator and freshness probe against a running server", cmd_bench},
     {"preload", "DIR", "fill a fresh data directory with synthetic patients (for benchmarks)", cmd_preload},
     {"gen-import", "FILE", "write a file of synthetic records, NDJSON or CSV (for import benchmarks)", cmd_gen_import},

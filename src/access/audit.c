@@ -24,4 +24,8 @@ void audit_event_json(const audit_event *ev, buf *out)
         buf_printf(out, "\"%s\"", t);
     }
     buf_putc(out, ']');
+    if (ev->reason) {
+        buf_puts(out, ",\"reason\":");
+        jw_cstr(out, ev->reason);
+    }
 }

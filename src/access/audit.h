@@ -26,6 +26,7 @@ typedef struct {
     const char *client;      /* peer address */
     const patient_id *patients;
     uint32_t npatients;
+    const char *reason; /* why (an erasure's reason: the requester's words, which must hold no PHI); NULL: none */
 } audit_event;
 
 /* The event's fields as JSON members (no braces): "time":…,"user":…,…,"patient_ids":[…]. */

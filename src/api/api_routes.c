@@ -182,6 +182,27 @@ const route api_route_table[] = {
      .query = QUERY(&p_type, &p_since, &p_until, &p_as_of, &p_limit, &p_cursor),
      .status = 200,
      .answer = "{\"patient_id\",\"records\":[record],\"next_cursor\"}"},
+    {.method = "DELETE",
+     .pattern = "/v1/patients/{patient_id}",
+     .permission = "patients:delete",
+     .handler = h_patient_erase,
+     .description = "Erase a patient (the right to be forgotten): its PHI, identity, history and public copies "
+                    "leave the store and its data key is overwritten, so nothing of it stays readable; the sinks "
+                    "follow. Audited with the reason (which must hold no PHI); again is a no-op. Reads answer 410.",
+     .body_types = JSON_BODY,
+     .body = "{\"reason\"}",
+     .status = 200,
+     .answer = "erasure certificate {\"patient_id\",\"erased_at\",\"stores\":[{\"store\",\"status\"}],\"sinks\":"
+               "[{\"sink\",\"status\":\"done\"|\"pending\"}],\"erased_by\",\"reason\",\"already_erased\",\"records\","
+               "\"record_versions\",\"patient_versions\"}"},
+    {.method = "GET",
+     .pattern = "/v1/patients/{patient_id}/erasure",
+     .permission = "patients:delete",
+     .handler = h_patient_erasure,
+     .description = "An erasure's certificate as it stands now: the sinks that were pending when it was made "
+                    "report done once they have removed the patient downstream.",
+     .status = 200,
+     .answer = "{\"patient_id\",\"erased_at\",\"stores\",\"sinks\"}"},
     /* de-identified reads (h_public.c) */
     {.method = "GET",
      .pattern = "/v1/public/patients/{patient_id}",

@@ -1,6 +1,7 @@
 /*
  * h_patients.c - the PHI patient routes: GET /v1/patients?name&dob (lookup by identity),
- * GET /v1/patients/{patient_id}, its /history and its /records.
+ * GET /v1/patients/{patient_id}, its /history and its /records; DELETE /v1/patients/{patient_id} (erasure,
+ * ingest/erasure.h) and GET .../erasure (its certificate as it stands).
  *
  * DESIGN: each is one read transaction over read/query.c at the request's as_of (an RFC 3339 time or
  * a snapshot id) and, for the state, event_at; the lookup normalizes the name and date of birth into
@@ -14,7 +15,10 @@
 #include "api/handlers.h"
 #include "api/params.h"
 
+#include "base/json_scan.h"
+#include "base/json_write.h"
 #include "base/timefmt.h"
+#include "ingest/erasure.h"
 #include "pipeline/identity.h"
 
 #include <string.h>
@@ -114,4 +118,89 @@ void h_patient_records(api *a, http_request *req, http_response *res)
     ms_code rc = query_patient_records(&q, r, &pid, &p, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
     audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
+}
+
+/* ---- erasure: DELETE /v1/patients/{id} and its certificate (ingest/erasure.c) ---- */
+
+void h_patient_erase(api *a, http_request *req, http_response *res)
+{
+    erasure c = {.user = req->user, .role = req->role, .client = req->client, .resource = req->path};
+    if (!get_pid(req->params[0], res, &c.pid)) return;
+    json_member m[8];
+    json_error je;
+    int n = json_scan_object(req->body ? req->body : "", req->body_len, m, 8, &je);
+    if (n < 0) {
+        http_error(res, 400, "body: %s at byte %zu (expected {\"reason\":\"...\"})", je.msg, je.offset);
+        return;
+    }
+    char reason[ERASURE_REASON_MAX * 4 + 1];
+    const char *problem = "is required";
+    for (int i = 0; i < n; i++) {
+        if (m[i].key_len != 6 || memcmp(m[i].key, "reason", 6) != 0) {
+            http_error(res, 400, "body: unknown member (only \"reason\")");
+            return;
+        }
+        size_t len = m[i].val_len;
+        problem = "must be a string of 1-500 characters";
+        if (m[i].type != JSON_STRING || len < 3 || len - 2 > ERASURE_REASON_MAX * 4) break;
+        size_t dl = json_string_decode(m[i].val + 1, len - 2, reason);
+        reason[dl] = 0;
+        problem = erasure_reason_problem(reason, dl);
+    }
+    if (problem) {
+        http_error(res, 400, "reason: %s", problem);
+        return;
+    }
+    c.reason = reason;
+    ms_err e;
+    if (writer_apply(a->writer, erasure_apply, &c, &e) != MS_OK) {
+        http_error(res, status_for(e.code), "the patient was not erased: %s", e.msg);
+        return;
+    }
+    if (c.not_found) {
+        http_error(res, 404, "patient not found");
+        return;
+    }
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    res->body.len = 0;
+    buf_putc(&res->body, '{');
+    ms_code rc = erasure_certificate(a->store, r, &c.pid, &c.report.mark, &res->body, &e);
+    store_read_end(r);
+    if (rc != MS_OK) {
+        http_error(res, status_for(rc), "%s", e.msg);
+        return;
+    }
+    buf_puts(&res->body, ",\"erased_by\":");
+    jw_cstr(&res->body, req->user);
+    buf_puts(&res->body, ",\"reason\":");
+    jw_cstr(&res->body, reason);
+    buf_printf(&res->body,
+               ",\"already_erased\":%s,\"records\":%llu,\"record_versions\":%llu,\"patient_versions\":%llu}",
+               c.report.already ? "true" : "false", (unsigned long long)c.report.records,
+               (unsigned long long)c.report.record_versions, (unsigned long long)c.report.patient_versions);
+    res->status = 200;
+}
+
+void h_patient_erasure(api *a, http_request *req, http_response *res)
+{
+    patient_id pid;
+    if (!get_pid(req->params[0], res, &pid)) return;
+    store_read *r;
+    if (!begin_read(a, res, &r)) return;
+    erase_mark mark;
+    bool erased;
+    ms_err e;
+    ms_code rc = store_patient_erased(r, &pid, &mark, &erased, &e);
+    if (rc == MS_OK && !erased) rc = ms_fail(&e, MS_ENOTFOUND, "no erasure of this patient");
+    res->body.len = 0;
+    buf_putc(&res->body, '{');
+    if (rc == MS_OK) rc = erasure_certificate(a->store, r, &pid, &mark, &res->body, &e);
+    store_read_end(r);
+    if (rc != MS_OK) {
+        http_error(res, status_for(rc), "%s", e.msg);
+        return;
+    }
+    buf_putc(&res->body, '}');
+    res->status = 200;
 }

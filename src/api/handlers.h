@@ -33,6 +33,8 @@ void h_patient_lookup(api *a, http_request *req, http_response *res);
 void h_patient_get(api *a, http_request *req, http_response *res);
 void h_patient_history(api *a, http_request *req, http_response *res);
 void h_patient_records(api *a, http_request *req, http_response *res);
+void h_patient_erase(api *a, http_request *req, http_response *res);
+void h_patient_erasure(api *a, http_request *req, http_response *res);
 
 /* h_public.c */
 void h_public_patient(api *a, http_request *req, http_response *res);

@@ -24,6 +24,7 @@ int status_for(ms_code c)
     case MS_EFULL:
     case MS_EIO:
     case MS_ESTOPPED: return 503;
+    case MS_EGONE: return 410;
     }
     return 500;
 }
@@ -180,4 +181,7 @@ void audit_request(api *a, const http_request *req, const char *action, const pa
     writer_audit(a->writer, &ev);
 }
 
-const char *outcome_of(ms_code rc) { return rc == MS_OK ? "ok" : rc == MS_ENOTFOUND ? "not_found" : "error"; }
+const char *outcome_of(ms_code rc)
+{
+    return rc == MS_OK ? "ok" : rc == MS_ENOTFOUND ? "not_found" : rc == MS_EGONE ? "erased" : "error";
+}

@@ -32,6 +32,7 @@ const char *ms_code_name(ms_code code)
     case MS_ECORRUPT: return "corrupt data";
     case MS_ECONFLICT: return "conflict";
     case MS_ESTOPPED: return "stopping";
+    case MS_EGONE: return "gone";
     }
     return "unknown";
 }

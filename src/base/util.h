@@ -25,6 +25,7 @@ typedef enum {
     MS_ECORRUPT,  /* stored data failed a check: 500 */
     MS_ECONFLICT, /* 409 */
     MS_ESTOPPED,  /* shutting down: 503 */
+    MS_EGONE,     /* existed, erased: 410 */
 } ms_code;
 
 typedef struct {

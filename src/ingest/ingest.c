@@ -20,7 +20,17 @@ ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
 {
     job->body_pos = UINT64_MAX;
     if (nothing_to_store(job)) return MS_OK;
-    ms_code rc = store_append_body(c->store, job->body, job->body_write_len, &job->body_pos, e);
+    record_batch *b = job->batch;
+    if (!job->seals) job->seals = arena_alloc(&b->mem, sizeof *job->seals * b->n);
+    for (uint32_t i = 0; i < b->n; i++) {
+        const parsed_record *r = &b->records[i];
+        job->seals[i] = r->rejected ? (seal_item){0}
+                                    : (seal_item){.body = r->body,
+                                                  .len = r->body_len,
+                                                  .identity_key = r->identity_key,
+                                                  .identity_key_len = r->identity_key_len};
+    }
+    ms_code rc = store_append_sealed(c->store, job->seals, b->n, &job->body_pos, e);
     if (rc != MS_OK) {
         job->body_pos = UINT64_MAX;
         writer_note_failure(c->writer, e, job->body_write_len);

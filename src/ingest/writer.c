@@ -197,14 +197,28 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     patient_ref who;
     bool known;
     if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &who, &known, e))) return rc;
+    /* the body was sealed under a data key before this: it must be the patient's (keys.c) */
+    const seal_item *seal = &job->seals[r - job->batch->records];
+    bool bound;
+    if (!known)
+        rc = store_patient_create(sw, r->identity_key, r->identity_key_len, seal->key, &who, &bound, e);
+    else
+        rc = store_patient_key_bind(sw, &who, r->identity_key, r->identity_key_len, seal->key, &bound, e);
+    if (rc != MS_OK) return rc;
+    if (!bound) {
+        res->status = ITEM_REJECTED;
+        res->error = "the patient was erased while this record was on its way: send it again";
+        return MS_OK;
+    }
     int64_t now = store_write_time(sw);
     merge_source cur = {.fields = r->fields,
                         .nfields = r->nfields,
                         .body = r->body,
                         .body_len = r->body_len,
-                        .body_pos = job->body_pos + (uint64_t)(r->body - job->body),
+                        .body_pos = job->body_pos + seal->offset,
                         .ts = r->ts_us,
-                        .valid_from = now};
+                        .valid_from = now,
+                        .sealer = who.number + 1};
     patient_version pv;
     bool have_pv = false;
     if (known && (rc = store_patient_latest(sw, &who, &pv, mem, &have_pv, e))) return rc;
@@ -222,7 +236,6 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
         res->error = "the patient would have more than 4096 distinct fields";
         return MS_OK;
     }
-    if (!known && (rc = store_patient_create(sw, r->identity_key, r->identity_key_len, &who, e))) return rc;
 
     record_version rv = {0};
     memcpy(rv.record_id, r->record_id, r->record_id_len);
@@ -236,6 +249,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     memcpy(rv.type, r->type, r->type_len);
     rv.type_len = r->type_len;
     rv.body_pos = cur.body_pos;
+    rv.sealed = true;
     rv.body_len = r->body_len;
     rv.body_hash = r->body_hash;
     memcpy(rv.content_hash, r->content_hash, 16);
@@ -275,6 +289,7 @@ static ms_code apply_delete(writer *wr, store_write *sw, ingest_job *job, arena 
     tomb.body_hash = 0;
     memset(tomb.content_hash, 0, sizeof tomb.content_hash);
     tomb.deleted = true;
+    tomb.sealed = false;
     if ((rc = store_record_put(sw, &tomb, time_year(prev.ts_us), NULL, 0, e))) return rc;
     if ((rc = record_left(wr, sw, &prev, job->source, mem, e))) return rc;
     res->status = ITEM_DELETED;

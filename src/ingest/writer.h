@@ -67,6 +67,7 @@ typedef struct ingest_job {
     size_t body_len;
     size_t body_write_len; /* bytes to write: >= body_len; a multiple of 4096 lets O_DIRECT skip a copy */
     uint64_t body_pos;     /* where the source appended the body (ingest_append; ingest.h's order) */
+    seal_item *seals;      /* batch->n entries (ingest_append): each record's data key and place in the body */
     record_batch *batch;
     bool may_update;              /* the sender holds records:update: a changed record becomes a new version; without it
                                      that line is rejected (a record id that exists cannot be overwritten) */

@@ -135,19 +135,25 @@ void patient_id_key_init(patient_id_key *k, const unsigned char raw[PATIENT_ID_K
     }
 }
 
-static uint64_t round_fn(const patient_id_key *key, int round, uint64_t x)
+void prepared_hmac(const patient_id_key *key, const void *msg, size_t n, unsigned char out[32])
 {
-    unsigned char msg[9], inner[SHA256_DIGEST_LENGTH], mac[SHA256_DIGEST_LENGTH];
-    msg[0] = (unsigned char)round;
-    for (int i = 0; i < 8; i++)
-        msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
+    unsigned char inner[SHA256_DIGEST_LENGTH];
     SHA256_CTX c;
     memcpy(&c, key->state[0], sizeof c);
-    SHA256_Update(&c, msg, sizeof msg);
+    SHA256_Update(&c, msg, n);
     SHA256_Final(inner, &c);
     memcpy(&c, key->state[1], sizeof c);
     SHA256_Update(&c, inner, sizeof inner);
-    SHA256_Final(mac, &c);
+    SHA256_Final(out, &c);
+}
+
+static uint64_t round_fn(const patient_id_key *key, int round, uint64_t x)
+{
+    unsigned char msg[9], mac[SHA256_DIGEST_LENGTH];
+    msg[0] = (unsigned char)round;
+    for (int i = 0; i < 8; i++)
+        msg[1 + i] = (unsigned char)(x >> (56 - 8 * i));
+    prepared_hmac(key, msg, sizeof msg, mac);
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
         v = (v << 8) | mac[i];

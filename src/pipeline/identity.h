@@ -55,6 +55,9 @@ typedef struct {
     _Alignas(16) unsigned char state[2][128];
 } patient_id_key;
 void patient_id_key_init(patient_id_key *k, const unsigned char raw[PATIENT_ID_KEY]);
+/* HMAC-SHA256(key, msg) with a prepared key (any 32-byte key made ready by patient_id_key_init: the
+ * store's identity MACs use it too). */
+void prepared_hmac(const patient_id_key *key, const void *msg, size_t n, unsigned char out[32]);
 /* The id of patient number n under key (v4 UUID layout). Ids never change: they are a 4-round Feistel
  * permutation of n whose round function is HMAC-SHA256(key, round || n) (test_identity.c holds known
  * answers). */

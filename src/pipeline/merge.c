@@ -45,7 +45,9 @@ void merge_apply(const schema *s, const state_field *prev, uint32_t nprev, const
                           .len = f->val_len,
                           .hash = f->hash,
                           .ts = r->ts,
-                          .vf = r->valid_from};
+                          .vf = r->valid_from,
+                          .off = r->sealer ? (uint32_t)(f->val - r->body) : 0,
+                          .sealer = r->sealer};
         j++;
         if (c == 0) {
             const state_field *old = &prev[i++];

@@ -32,6 +32,8 @@ typedef struct {
     int64_t ts;    /* event time of the record that set it ... */
     int64_t vf;    /* ... and that record version's commit time: with pos, the field's place in the event-time
                       order (merge.h); INT64_MIN in versions written before the order was kept */
+    uint32_t off;    /* the value's offset in its record when the record is sealed (encrypted at rest), else 0 */
+    uint64_t sealer; /* 1 + the number of the patient whose data key sealed it; 0: a plain body */
 } state_field;
 
 /* One record as the merge sees it: its fields (values inside body, which starts at body_pos in the
@@ -44,6 +46,7 @@ typedef struct {
     uint64_t body_pos;
     int64_t ts;         /* event time */
     int64_t valid_from; /* commit time of this record version */
+    uint64_t sealer;    /* 1 + the patient number whose data key sealed the body; 0: a plain body */
 } merge_source;
 
 typedef struct {

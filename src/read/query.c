@@ -5,6 +5,7 @@
 
 #include "base/json_scan.h"
 #include "base/json_write.h"
+#include "base/timefmt.h"
 #include "pipeline/merge.h"
 #include "store/record_sources.h"
 
@@ -102,6 +103,19 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     return MS_OK;
 }
 
+/* A patient read that found nothing: 410 when the patient was erased, else 404. */
+static ms_code patient_missing(store_read *r, const patient_id *pid, ms_err *e)
+{
+    bool erased;
+    erase_mark at;
+    ms_code rc = store_patient_erased(r, pid, &at, &erased, e);
+    if (rc != MS_OK) return rc;
+    if (!erased) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+    char when[40];
+    time_format_rfc3339(at.at, when, sizeof when);
+    return ms_fail(e, MS_EGONE, "erased: the patient was erased at %s", when);
+}
+
 ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
                       buf *out, ms_err *e)
 {
@@ -109,7 +123,7 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     patient_version pv;
     bool found;
     ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
-    if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK && !found) rc = patient_missing(r, pid, e);
     if (rc == MS_OK && event_at != INT64_MAX) {
         /* the state merged from the records known at as_of whose event time is <= event_at */
         record_sources g = {.store = q->store, .mem = &mem, .ts_max = event_at, .e = e};
@@ -134,7 +148,7 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
     patient_version *list;
     uint32_t n = 0;
     ms_code rc = store_patient_history(r, pid, &list, &n, &mem, e);
-    if (rc == MS_OK && n == 0) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK && n == 0) rc = patient_missing(r, pid, e);
     if (rc == MS_OK) {
         buf_puts(out, "{\"patient_id\":");
         put_pid(out, pid);
@@ -310,7 +324,7 @@ ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_i
     ms_code rc = store_patient_at(r, pid, p->as_of, &pv, &mem, &found, e);
     arena_free(&mem);
     if (rc) return rc;
-    if (!found) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (!found) return patient_missing(r, pid, e);
     list_state st = {.q = q, .r = r, .p = p, .pid = pid, .out = out, .e = e};
     buf_puts(out, "{\"patient_id\":");
     put_pid(out, pid);
@@ -384,7 +398,7 @@ ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id
     buf fields = {0};
     bool found;
     ms_code rc = store_public_patient_at(r, pid, as_of, &fields, &found, e);
-    if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (rc == MS_OK && !found) rc = patient_missing(r, pid, e);
     if (rc == MS_OK) {
         buf_puts(out, "{\"patient_id\":");
         put_pid(out, pid);

@@ -10,7 +10,7 @@
  * its "log_end" (every body it references lies below it, invariants 2-3), its commit position, and the
  * segment size its writer recorded. The segment files are copied up to that end and no further
  * (seglog_copy_files); bytes below a log's end are never rewritten, so copying them after LMDB, while the
- * server appends past it, is safe. Only the store is copied: not DIR/medstream.lock, not
+ * server appends past it, is safe; then the data keys (copy_keys). Only the store is copied: not DIR/medstream.lock, not
  * DIR/admin.password, nor anything else in DIR.
  *
  * Contract: store.h ("Backup"). Any store, read-only or not, any thread; takes no lock. Must never: write
@@ -131,6 +131,31 @@ static void parent_of(const char *path, char *out, size_t cap)
         *slash = 0;
 }
 
+/* DIR/keys (keys.c), whole, synced; none in a store from before data keys. Copied after LMDB: every
+ * patient of the copy had its key written before its commit; a patient erased since has lost its key
+ * here too (a backup never revives an erasure), and slots the copy does not know are cut when it opens. */
+static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, ms_err *e)
+{
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/keys", from_dir);
+    snprintf(to, sizeof to, "%s/keys", out_dir);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0 && errno == ENOENT) return MS_OK;
+    if (in < 0) return ms_fail(e, MS_EIO, "store: cannot open %s: %s", from, strerror(errno));
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ms_code rc = out < 0 ? ms_fail(e, MS_EIO, "store: cannot create %s: %s", to, strerror(errno)) : MS_OK;
+    *made = out >= 0;
+    char b[65536];
+    ssize_t n;
+    while (rc == MS_OK && (n = read(in, b, sizeof b)) != 0) {
+        if (n < 0 || write(out, b, (size_t)n) != n) rc = ms_fail(e, MS_EIO, "store: copying %s: %s", from, strerror(errno));
+    }
+    if (rc == MS_OK && fdatasync(out) != 0) rc = ms_fail(e, MS_EIO, "store: syncing %s: %s", to, strerror(errno));
+    close(in);
+    if (out >= 0) close(out);
+    return rc;
+}
+
 ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out, ms_err *e)
 {
     store_backup_info info = {0};
@@ -139,7 +164,7 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     snprintf(data_file, sizeof data_file, "%s/data.mdb", lmdb_dir);
     snprintf(seg_dir, sizeof seg_dir, "%s/segments", out_dir);
     snprintf(from_segs, sizeof from_segs, "%s/segments", s->dir);
-    bool created_out = false, made_lmdb = false, made_segs = false;
+    bool created_out = false, made_lmdb = false, made_segs = false, made_keys = false;
     ms_code rc = prepare_out(out_dir, &created_out, e);
     if (rc != MS_OK) return rc;
     if (mkdir(lmdb_dir, 0700) != 0) {
@@ -157,6 +182,7 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     if (!info.segment_size) info.segment_size = s->segment_size; /* a store last written before it was recorded */
     if ((rc = seglog_copy_files(from_segs, info.segment_size, info.log_end, seg_dir, &info.segments, e)) != MS_OK)
         goto fail;
+    if ((rc = copy_keys(s->dir, out_dir, &made_keys, e)) != MS_OK) goto fail;
     parent_of(out_dir, parent, sizeof parent);
     if ((rc = sync_dir(lmdb_dir, e)) != MS_OK || (rc = sync_dir(out_dir, e)) != MS_OK ||
         (created_out && (rc = sync_dir(parent, e)) != MS_OK))
@@ -165,6 +191,11 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     return MS_OK;
 fail:
     /* take back what this call made: these directories are new, so everything in them is ours */
+    if (made_keys) {
+        char keys[4200];
+        snprintf(keys, sizeof keys, "%s/keys", out_dir);
+        unlink(keys);
+    }
     if (made_segs) {
         empty_dir(seg_dir);
         rmdir(seg_dir);

@@ -14,7 +14,10 @@
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
+#include "store/seal.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -23,6 +26,45 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     return seglog_append(s->log, data, len, pos, e);
+}
+
+ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
+    size_t total = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (items[i].body) total += items[i].len + SEAL_OVERHEAD;
+    size_t padded = (total + STORE_BODY_ALIGN - 1) & ~(size_t)(STORE_BODY_ALIGN - 1);
+    unsigned char *out, prefix[8];
+    if (posix_memalign((void **)&out, STORE_BODY_ALIGN, padded ? padded : STORE_BODY_ALIGN) != 0) ms_oom();
+    ms_code rc = RAND_bytes(prefix, 8) == 1 ? MS_OK : ms_fail(e, MS_EIO, "store: random number generator failed");
+    size_t at = 0;
+    for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
+        seal_item *it = &items[i];
+        unsigned char iv[SEAL_IV];
+        if (!it->body) continue; /* (a rejected line: nothing stored) */
+        if ((rc = store_data_key(s, it->identity_key, it->identity_key_len, it->key, e)) != MS_OK) break;
+        seal_iv(prefix, i, iv);
+        if (!seal_record(it->key, iv, it->body, it->len, out + at)) {
+            rc = ms_fail(e, MS_EIO, "store: sealing a record failed");
+            break;
+        }
+        it->offset = at + SEAL_IV;
+        at += it->len + SEAL_OVERHEAD;
+    }
+    memset(out + at, 0, padded - at);
+    if (rc == MS_OK) rc = seglog_append(s->log, out, padded, pos, e);
+    free(out);
+    return rc;
+}
+
+/* The data key that sealed a body: the key of patient number sealer - 1 (erased: MS_ENOTFOUND). */
+static ms_code sealer_key(store *s, uint64_t sealer, unsigned char key[SEAL_KEY], ms_err *e)
+{
+    bool found;
+    ms_code rc = st_key_get(s, sealer - 1, key, &found, e);
+    if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "store: the patient's data key is gone (erased)");
+    return rc;
 }
 
 #define COALESCE_GAP ((uint64_t)64 << 10) /* read across gaps up to this size rather than seek again */
@@ -60,6 +102,30 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
             offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
         i = j;
     }
+    /* sealed values: opened in place (CTR at the value's offset: seal.h), with their record's IV */
+    unsigned char key[SEAL_KEY];
+    uint64_t have_key = 0; /* the sealer whose key is in key (a patient's fields share one) */
+    for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
+        const state_field *f = &fields[i];
+        if (!f->sealer || !f->len) continue;
+        if (f->sealer != have_key && (rc = sealer_key(s, f->sealer, key, e)) != MS_OK) break;
+        have_key = f->sealer;
+        unsigned char iv[SEAL_IV], *head = NULL;
+        size_t skip = f->off % 16;
+        uint64_t start = f->pos - f->off; /* the record's first ciphertext byte */
+        if ((rc = seglog_read(s->log, start - SEAL_IV, iv, SEAL_IV, e)) != MS_OK) break;
+        if (skip) { /* the block's bytes before the value: read, to run the counter from the block's start */
+            head = ms_malloc(skip + f->len);
+            if ((rc = seglog_read(s->log, f->pos - skip, head, skip + f->len, e)) == MS_OK &&
+                !seal_open_range(key, iv, f->off, head, f->len, (unsigned char *)scratch->data + offset[i]))
+                rc = ms_fail(e, MS_EIO, "store: opening a sealed value failed");
+            free(head);
+        } else if (!seal_open_range(key, iv, f->off, (unsigned char *)scratch->data + offset[i], f->len,
+                                    (unsigned char *)scratch->data + offset[i])) {
+            rc = ms_fail(e, MS_EIO, "store: opening a sealed value failed");
+        }
+    }
+    OPENSSL_cleanse(key, sizeof key);
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
         vals[i] = scratch->data + offset[i];
         if (XXH3_64bits(vals[i], fields[i].len) != fields[i].hash)
@@ -88,13 +154,27 @@ ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)
 
 void store_record_prefetch(store *s, const record_version *rv)
 {
-    if (!rv->deleted && rv->body_len) seglog_prefetch(s->log, rv->body_pos, rv->body_len);
+    if (!rv->deleted && rv->body_len && rv->sealed)
+        seglog_prefetch(s->log, rv->body_pos - SEAL_IV, rv->body_len + SEAL_OVERHEAD);
+    else if (!rv->deleted && rv->body_len)
+        seglog_prefetch(s->log, rv->body_pos, rv->body_len);
 }
 
 ms_code store_record_body(store *s, const record_version *rv, buf *out, ms_err *e)
 {
     buf_reserve(out, rv->body_len);
-    ms_code rc = seglog_read(s->log, rv->body_pos, out->data + out->len, rv->body_len, e);
+    ms_code rc;
+    if (rv->sealed) { /* [IV][ciphertext][tag] around body_pos (seal.h) */
+        unsigned char key[SEAL_KEY], *in = ms_malloc(rv->body_len + SEAL_OVERHEAD);
+        rc = sealer_key(s, rv->patient_number + 1, key, e);
+        if (rc == MS_OK) rc = seglog_read(s->log, rv->body_pos - SEAL_IV, in, rv->body_len + SEAL_OVERHEAD, e);
+        if (rc == MS_OK && !seal_open_record(key, in, rv->body_len, (unsigned char *)out->data + out->len))
+            rc = ms_fail(e, MS_ECORRUPT, "store: a sealed record body failed its authentication tag");
+        OPENSSL_cleanse(key, sizeof key);
+        free(in);
+    } else {
+        rc = seglog_read(s->log, rv->body_pos, out->data + out->len, rv->body_len, e);
+    }
     if (rc != MS_OK) return rc;
     if (XXH3_64bits(out->data + out->len, rv->body_len) != rv->body_hash)
         return ms_fail(e, MS_ECORRUPT, "store: a stored record body failed its checksum");

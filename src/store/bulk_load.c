@@ -11,7 +11,8 @@
  *
  * Contract: store.h ("Bulk load"). Only on a store no other thread uses (medstream preload holds the data
  * directory's lock and runs nothing else). Must never: run beside live ingest: it bypasses the writer,
- * the commit log (the sinks never see preloaded patients) and the audit chain.
+ * the commit log (the sinks never see preloaded patients) and the audit chain. Its bodies and identity
+ * entries are not sealed (keys.c): a benchmark's synthetic patients, never real ones.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -34,7 +35,7 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
             const record_field *f = &r->fields[j];
             if (f->key_len == 9 && memcmp(f->key, "record_id", 9) == 0) continue;
             fields[nf++] = (state_field){
-                f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len, f->hash, r->ts_us, now};
+                f->key, f->key_len, body_pos[i] + (uint64_t)(f->val - r->body), f->val_len, f->hash, r->ts_us, now, 0, 0};
         }
         patient_version pv = {.number = pts[i].number,
                               .version = 1,
@@ -93,10 +94,12 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
         patient_id_from_number(&s->pid_key, ids[i].number, &pid);
         unsigned char kb[8];
         ms_set_be64(kb, ids[i].number);
-        st_ident_encode(&v, &pid, ids[i].key, ids[i].key_len);
+        st_ident_encode_plain(&v, &pid, ids[i].key, ids[i].key_len); /* unsealed, like bodies written here */
         MDB_val k = st_val(kb, 8), mv = st_val(v.data, v.len);
         rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &mv, MDB_APPEND);
-        if (!rc) identity_index_put(s->identities, identity_hash_of(ids[i].key, ids[i].key_len), ids[i].number);
+        unsigned char mac[32];
+        store_identity_mac(s, ids[i].key, ids[i].key_len, mac);
+        if (!rc) identity_index_put(s->identities, identity_hash_of((const char *)mac, 32), ids[i].number);
     }
     buf_free(&v);
     uint64_t patients = 0;

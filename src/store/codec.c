@@ -68,7 +68,7 @@ void st_public_patient_prefix(unsigned char out[9], uint64_t number)
  * be32 version, be64 valid_from, pid (16), be64 patient number, be64 event ts, be64 body position, be32
  * body length, be64 body hash, content hash (16), type length (1), type, flags (1; absent before
  * tombstones), and when flags has RV_PARENT: be16 parent id length, parent id (absent before issue 13). */
-enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1, RV_PARENT = 2 };
+enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1, RV_PARENT = 2, RV_SEALED = 4 };
 
 void st_record_encode(buf *b, const record_version *rv)
 {
@@ -85,7 +85,8 @@ void st_record_encode(buf *b, const record_version *rv)
     buf_putc(b, (char)rv->type_len);
     buf_put(b, rv->type, rv->type_len);
     /* flags (absent in entries written before tombstones), then the parent when there is one */
-    buf_putc(b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0)));
+    buf_putc(b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0) |
+                       (rv->sealed ? RV_SEALED : 0)));
     if (rv->parent_id_len) {
         buf_put_be16(b, (uint16_t)rv->parent_id_len);
         buf_put(b, rv->parent_id, rv->parent_id_len);
@@ -108,12 +109,14 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
     rv->type_len = p[80];
     if (rv->type_len > 64) return false;
     rv->deleted = false;
+    rv->sealed = false;
     rv->parent_id_len = 0;
     rv->parent_id[0] = 0;
     size_t at = RV_HDR + rv->type_len; /* the flags byte, if any */
     if (v->mv_size > at) {
         unsigned flags = p[at];
         rv->deleted = (flags & RV_DELETED) != 0;
+        rv->sealed = (flags & RV_SEALED) != 0;
         at++;
         if (flags & RV_PARENT) {
             if (v->mv_size < at + 2) return false;
@@ -139,13 +142,19 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
  * PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 + source, be32 n, then per
  * field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries written before the
  * event-time order was kept have no format byte (they start with the version's high byte, 0) and no
- * ts/vf per field: they read as INT64_MIN, older than any record. */
+ * ts/vf per field: they read as INT64_MIN, older than any record. PV_FORMAT_3 adds be32 off per field
+ * after vf: the value's offset in its record when the record is sealed under the patient's data key
+ * (seal.h; 0: a plain body), written when any field is sealed. */
 #define PV_FORMAT_2 0xF2
+#define PV_FORMAT_3 0xF3
 
 void st_patient_encode(buf *b, const patient_version *pv)
 {
     b->len = 0;
-    buf_putc(b, (char)PV_FORMAT_2);
+    bool sealed = false;
+    for (uint32_t i = 0; i < pv->nfields && !sealed; i++)
+        sealed = pv->fields[i].off != 0;
+    buf_putc(b, (char)(sealed ? PV_FORMAT_3 : PV_FORMAT_2));
     buf_put_be32(b, pv->version);
     buf_put_be64(b, (uint64_t)pv->valid_from);
     buf_put_be16(b, (uint16_t)pv->cause_record_len);
@@ -162,6 +171,7 @@ void st_patient_encode(buf *b, const patient_version *pv)
         buf_put_be64(b, f->hash);
         buf_put_be64(b, (uint64_t)f->ts);
         buf_put_be64(b, (uint64_t)f->vf);
+        if (sealed) buf_put_be32(b, f->off);
     }
 }
 
@@ -178,9 +188,9 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
     pv->pid = who->id;
     pv->number = who->number;
     pv->valid_to = -1;
-    bool v2 = end > p && *p == PV_FORMAT_2;
+    bool v3 = end > p && *p == PV_FORMAT_3, v2 = v3 || (end > p && *p == PV_FORMAT_2);
     if (v2) p++;
-    size_t per_field = v2 ? 36u : 20u; /* after the key */
+    size_t per_field = v3 ? 40u : v2 ? 36u : 20u; /* after the key */
     if (end - p < 14) return false;
     pv->version = ms_get_be32(p);
     pv->valid_from = (int64_t)ms_get_be64(p + 4);
@@ -213,6 +223,8 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
         f->hash = ms_get_be64(p + 12);
         f->ts = v2 ? (int64_t)ms_get_be64(p + 20) : INT64_MIN;
         f->vf = v2 ? (int64_t)ms_get_be64(p + 28) : INT64_MIN;
+        f->off = v3 ? ms_get_be32(p + 36) : 0;
+        f->sealer = f->off ? who->number + 1 : 0;
         p += per_field;
     }
     if (p != end) goto bad;
@@ -226,19 +238,36 @@ bad:
 
 /* ---- identities: patient number -> patient id (16 bytes) + identity key ---- */
 
-void st_ident_encode(buf *b, const patient_id *pid, const char *key, size_t len)
+void st_ident_encode_plain(buf *b, const patient_id *pid, const char *key, size_t len)
 {
     b->len = 0;
     buf_put(b, pid->b, 16);
     buf_put(b, key, len);
 }
 
-bool st_ident_decode(const MDB_val *v, patient_ref *p, const char **key, size_t *key_len)
+bool st_ident_decode(const MDB_val *v, ident_entry *out)
 {
+    const unsigned char *p = v->mv_data;
+    memset(out, 0, sizeof *out);
     if (v->mv_size < 16 + 12) return false;
-    memcpy(p->id.b, v->mv_data, 16);
-    *key = (const char *)v->mv_data + 16;
-    *key_len = v->mv_size - 16;
+    memcpy(out->pid.b, p, 16);
+    if (p[16] != IDENT_FORMAT_2) {
+        out->legacy = true;
+        out->key = (const char *)p + 16;
+        out->key_len = v->mv_size - 16;
+        return true;
+    }
+    if (v->mv_size < 16 + 2 + 32 + 8) return false;
+    out->mac = p + 18;
+    if (p[17] & IDENT_ERASED) {
+        out->erased = true;
+        out->erased_at = (int64_t)ms_get_be64(p + 50);
+        out->erased_pos = ms_get_be64(p + 58);
+        return v->mv_size == 66;
+    }
+    if (v->mv_size < 50 + 12 + 16 + 12) return false;
+    out->sealed = p + 50;
+    out->key_len = v->mv_size - 50 - 12 - 16;
     return true;
 }
 

@@ -133,3 +133,21 @@ ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err
     ms_set_be64(v, pos);
     return st_small_write(s, DB_META, key, strlen(key), v, 8, 0, false, "sink position", e);
 }
+
+ms_code store_sink_positions(store_read *r, store_sink_fn fn, void *ctx, ms_err *e)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &c);
+    if (rc) return st_mdb_fail(e, rc, "sink positions");
+    MDB_val k = st_val("sink:", 5), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 5 || memcmp(k.mv_data, "sink:", 5) != 0) break;
+        char name[128];
+        size_t n = k.mv_size - 5 < sizeof name - 1 ? k.mv_size - 5 : sizeof name - 1;
+        memcpy(name, (char *)k.mv_data + 5, n);
+        name[n] = 0;
+        if (v.mv_size == 8 && !fn(ctx, name, ms_get_be64(v.mv_data))) break;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "sink positions") : MS_OK;
+}

@@ -18,6 +18,8 @@
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
 
+#include "base/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -208,6 +210,8 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         unsigned char raw[PATIENT_ID_KEY];
         HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"patient-id", 10, raw, &n);
         patient_id_key_init(&s->pid_key, raw);
+        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"identity", 8, raw, &n);
+        patient_id_key_init(&s->mac_key, raw);
         OPENSSL_cleanse(raw, sizeof raw);
     }
     uint64_t log_end = 0, last = 0;
@@ -252,13 +256,15 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
-    if (!ro && st_identities_load(s, e) != MS_OK) goto fail;
+    if (st_keys_open(s, e) != MS_OK) goto fail;
+    if (!ro && st_identities_load(s, e) != MS_OK) goto fail; /* (and the sweep of the key file) */
     if (!ro && st_audit_head_load(s, e) != MS_OK) goto fail;
     snprintf(path, sizeof path, "%s/segments", dir);
     if (seglog_open(&s->log, path, s->segment_size, opt->body_cache, log_end, e) != MS_OK) goto fail;
     *out = s;
     return MS_OK;
 fail:
+    st_keys_close(s);
     identity_index_free(s->identities);
     if (s->env) mdb_env_close(s->env);
     if (s->lock_fd >= 0) close(s->lock_fd);
@@ -272,6 +278,7 @@ void store_close(store *s)
 {
     if (!s) return;
     identity_index_free(s->identities);
+    st_keys_close(s);
     seglog_close(s->log);
     mdb_env_close(s->env);
     if (s->lock_fd >= 0) close(s->lock_fd); /* the lock goes with it */
@@ -333,6 +340,7 @@ int64_t store_write_time(const store_write *w) { return w->now; }
 static void write_free(store_write *w)
 {
     free(w->inserted);
+    free(w->bound);
     buf_free(&w->log);
     buf_free(&w->key);
     free(w);
@@ -351,6 +359,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     store *s = w->s;
     int rc = 0;
     ms_code code = seglog_sync(s->log, e); /* the bodies first: LMDB must never point at bytes not on disk */
+    if (code == MS_OK) code = st_keys_sync(s, e); /* and the keys that open them */
     if (code != MS_OK) {
         store_write_abort(w);
         return code;
@@ -375,6 +384,14 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     memcpy(s->audit_head, w->audit_head, 32);
     s->patients = w->patients;
     if (commit_pos) *commit_pos = pos;
+    for (size_t i = 0; i < w->nbound; i++) /* their keys are in their slots now */
+        st_key_pending_drop(s, w->bound[i]);
+    if (w->erasing) {
+        identity_index_remove(s->identities, w->erased_hash);
+        ms_err ke;
+        if (st_key_destroy(s, w->erased_number, &ke) != MS_OK) /* committed: the next open's sweep retries it */
+            ms_log(LOG_ERROR, "store", "%s (the next start overwrites it)", ke.msg);
+    }
     write_free(w);
     return MS_OK;
 }

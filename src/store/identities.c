@@ -1,21 +1,39 @@
 /*
- * identities.c - patients by identity: the identity sub-database (patient number -> patient id +
- * identity key) and the in-memory identity index over it (identity_index.h), which together answer
- * "which patient is this normalized name + date of birth?".
+ * identities.c - patients by identity: the identity sub-database (patient number -> patient id, identity
+ * MAC, identity key sealed under the patient's data key) and the in-memory identity index over it
+ * (identity_index.h), which together answer "which patient is this normalized name + date of birth?".
  *
  * DESIGN: new patients get the next number, so their identity entries are appended (never inserted at a
- * random page); lookups go through the in-memory index of XXH3-128 hashes, rebuilt from the sub-database
- * when the store opens, and every hit is confirmed against the stored key in the caller's transaction.
- * An insert goes into the index at once (the writer's later lookups in the same transaction must find
- * it) and is remembered on the store_write, so that a transaction that does not commit takes it back.
+ * random page); lookups go through the in-memory index of hashes of identity MACs (HMAC-SHA256 under a
+ * key of the store: no name or date of birth is kept in the clear, so an erased patient's entry in a
+ * page LMDB has freed holds nothing readable), rebuilt from the sub-database when the store opens, and
+ * every hit is confirmed against the stored MAC in the caller's transaction. An insert goes into the
+ * index at once (the writer's later lookups in the same transaction must find it) and is remembered on
+ * the store_write, so that a transaction that does not commit takes it back. Entries written before data
+ * keys hold the identity key in plain (README.md's layout); they read the same and are replaced by the
+ * sealed form when their patient gets a key (store_patient_key_bind).
  *
- * Contract: store.h ("Identities"). Must never: let a hash hit stand without comparing the stored key
- * (a collision must not merge two people), leave an uncommitted identity in the index.
+ * Contract: store.h ("Identities"). Must never: let a hash hit stand without comparing the stored MAC
+ * (a collision must not merge two people), leave an uncommitted identity in the index, write an identity
+ * key unsealed.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
+#include "store/seal.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* The MAC an entry stands for (legacy entries: computed from the plain key). */
+static void entry_mac(store *s, const ident_entry *ie, unsigned char mac[32])
+{
+    if (ie->legacy)
+        store_identity_mac(s, ie->key, ie->key_len, mac);
+    else
+        memcpy(mac, ie->mac, 32);
+}
 
 ms_code st_identities_load(store *s, ms_err *e)
 {
@@ -33,17 +51,27 @@ ms_code st_identities_load(store *s, ms_err *e)
     enum { BATCH = 256 };
     identity_hash hashes[BATCH];
     uint64_t numbers[BATCH];
-    size_t n = 0;
+    uint64_t *erased = NULL;
+    size_t n = 0, nerased = 0, caperased = 0;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        patient_ref p;
-        const char *key;
-        size_t key_len;
-        if (k.mv_size != 8 || !st_ident_decode(&v, &p, &key, &key_len)) {
+        ident_entry ie;
+        if (k.mv_size != 8 || !st_ident_decode(&v, &ie)) {
             out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
             break;
         }
-        hashes[n] = identity_hash_of(key, key_len);
-        numbers[n++] = ms_get_be64(k.mv_data);
+        uint64_t number = ms_get_be64(k.mv_data);
+        if (ie.erased) {
+            if (nerased == caperased) {
+                caperased = caperased ? caperased * 2 : 64;
+                erased = ms_realloc(erased, sizeof *erased * caperased);
+            }
+            erased[nerased++] = number;
+            continue;
+        }
+        unsigned char mac[32];
+        entry_mac(s, &ie, mac);
+        hashes[n] = identity_hash_of((const char *)mac, 32);
+        numbers[n++] = number;
         if (n == BATCH) {
             identity_index_put_many(s->identities, hashes, numbers, n);
             n = 0;
@@ -53,6 +81,8 @@ ms_code st_identities_load(store *s, ms_err *e)
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
     if (out == MS_OK && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "identity scan");
+    if (out == MS_OK) out = st_keys_sweep(s, erased, nerased, e);
+    free(erased);
     return out;
 }
 
@@ -62,64 +92,152 @@ void st_identities_undo(store_write *w)
         identity_index_remove(w->s->identities, w->inserted[i]);
 }
 
-/* The patient with this identity key as seen by txn: the index proposes a number, the identity
- * sub-database confirms that the number's key is this key (and that txn can see it). */
-static ms_code ident_find(store *st, MDB_txn *txn, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e)
+/* The identity entry of patient number n as txn sees it (*found false: none). */
+static ms_code ident_entry_get(store *st, MDB_txn *txn, uint64_t number, ident_entry *ie, bool *found, ms_err *e)
+{
+    unsigned char kb[8];
+    ms_set_be64(kb, number);
+    MDB_val k = st_val(kb, 8), v;
+    *found = false;
+    int rc = mdb_get(txn, st->dbi[DB_IDENT], &k, &v);
+    if (rc == MDB_NOTFOUND) return MS_OK;
+    if (rc) return st_mdb_fail(e, rc, "identity lookup");
+    if (!st_ident_decode(&v, ie)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    *found = true;
+    return MS_OK;
+}
+
+/* The patient with this identity MAC as seen by txn: the index proposes a number, the identity
+ * sub-database confirms that the number's MAC is this MAC (and that txn can see it). */
+static ms_code ident_find(store *st, MDB_txn *txn, const unsigned char mac[32], patient_ref *p, bool *found, ms_err *e)
 {
     *found = false;
-    if (!identity_index_get(st->identities, identity_hash_of(key, len), &p->number)) return MS_OK;
-    unsigned char kb[8];
-    ms_set_be64(kb, p->number);
-    MDB_val k = st_val(kb, 8), v;
-    int rc = mdb_get(txn, st->dbi[DB_IDENT], &k, &v);
-    if (rc == MDB_NOTFOUND) return MS_OK; /* not committed yet, as far as txn can see */
-    if (rc) return st_mdb_fail(e, rc, "identity lookup");
-    const char *stored;
-    size_t stored_len;
-    if (!st_ident_decode(&v, p, &stored, &stored_len)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
-    if (stored_len != len || memcmp(stored, key, len) != 0)
+    if (!identity_index_get(st->identities, identity_hash_of((const char *)mac, 32), &p->number)) return MS_OK;
+    ident_entry ie;
+    bool have;
+    ms_code rc = ident_entry_get(st, txn, p->number, &ie, &have, e);
+    if (rc != MS_OK || !have || ie.erased) return rc; /* not committed yet, as far as txn can see */
+    unsigned char stored[32];
+    entry_mac(st, &ie, stored);
+    if (CRYPTO_memcmp(stored, mac, 32) != 0)
         return ms_fail(e, MS_ECONFLICT, "store: identity hash collision (two identities share an XXH3-128 hash)");
+    p->id = ie.pid;
     *found = true;
     return MS_OK;
 }
 
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e)
 {
-    return ident_find(w->s, w->txn, key, len, p, found, e);
+    unsigned char mac[32];
+    store_identity_mac(w->s, key, len, mac);
+    return ident_find(w->s, w->txn, mac, p, found, e);
 }
 
-ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e)
+/* Write patient p's identity entry in the sealed form: MAC, and the identity key under data_key. */
+static ms_code ident_put_sealed(store_write *w, const patient_ref *p, const unsigned char mac[32], const char *key,
+                                size_t len, const unsigned char data_key[SEAL_KEY], unsigned flags, ms_err *e)
 {
-    p->number = w->patients; /* numbers are 0 .. count-1 */
-    patient_id_from_number(&w->s->pid_key, p->number, &p->id);
-    return store_ident_put(w, key, len, p, e);
-}
-
-ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e)
-{
-    unsigned char kb[8];
+    unsigned char kb[8], iv[SEAL_IV], prefix[8];
     ms_set_be64(kb, p->number);
+    if (RAND_bytes(prefix, 8) != 1) return ms_fail(e, MS_EIO, "store: random number generator failed");
+    seal_iv(prefix, 0, iv);
     buf v = {0};
-    st_ident_encode(&v, &p->id, key, len);
+    buf_put(&v, p->id.b, 16);
+    buf_putc(&v, (char)IDENT_FORMAT_2);
+    buf_putc(&v, 0);
+    buf_put(&v, mac, 32);
+    buf_reserve(&v, len + SEAL_OVERHEAD);
+    bool ok = seal_record(data_key, iv, key, len, (unsigned char *)v.data + v.len);
+    v.len += len + SEAL_OVERHEAD;
     MDB_val k = st_val(kb, 8), mv = st_val(v.data, v.len);
-    int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, MDB_NOOVERWRITE); /* numbers grow: an append */
+    int rc = ok ? mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, flags) : 0;
     buf_free(&v);
-    if (rc) return st_mdb_fail(e, rc, "identity insert");
-    identity_hash h = identity_hash_of(key, len);
-    identity_index_put(w->s->identities, h, p->number);
+    if (!ok) return ms_fail(e, MS_EIO, "store: sealing an identity failed");
+    return rc ? st_mdb_fail(e, rc, "identity insert") : MS_OK;
+}
+
+/* Remember that w wrote the pending key of mac into a slot: it leaves pending after the commit. */
+static void bound_add(store_write *w, const unsigned char mac[32])
+{
+    if (w->nbound == w->capbound) {
+        w->capbound = w->capbound ? w->capbound * 2 : 64;
+        w->bound = ms_realloc(w->bound, sizeof *w->bound * w->capbound);
+    }
+    memcpy(w->bound[w->nbound++], mac, 32);
+}
+
+/* A new identity into the in-memory index at once (w's later lookups find it), taken back if w aborts;
+ * the patient count grows by one. */
+static void index_insert(store_write *w, const unsigned char mac[32], uint64_t number)
+{
+    identity_hash h = identity_hash_of((const char *)mac, 32);
+    identity_index_put(w->s->identities, h, number);
     if (w->ninserted == w->capinserted) {
         w->capinserted = w->capinserted ? w->capinserted * 2 : 256;
         w->inserted = ms_realloc(w->inserted, sizeof *w->inserted * w->capinserted);
     }
     w->inserted[w->ninserted++] = h;
     w->patients++;
+}
+
+ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                             patient_ref *p, bool *bound, ms_err *e)
+{
+    unsigned char mac[32];
+    store_identity_mac(w->s, key, len, mac);
+    *bound = st_key_pending_is(w->s, mac, data_key); /* a key that never belonged to anyone else */
+    if (!*bound) return MS_OK;
+    p->number = w->patients; /* numbers are 0 .. count-1 */
+    patient_id_from_number(&w->s->pid_key, p->number, &p->id);
+    ms_code rc = ident_put_sealed(w, p, mac, key, len, data_key, MDB_NOOVERWRITE, e); /* numbers grow: an append */
+    if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, e);
+    if (rc != MS_OK) return rc;
+    bound_add(w, mac);
+    index_insert(w, mac, p->number);
+    return MS_OK;
+}
+
+ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e)
+{
+    unsigned char kb[8], mac[32];
+    ms_set_be64(kb, p->number);
+    buf v = {0};
+    st_ident_encode_plain(&v, &p->id, key, len);
+    MDB_val k = st_val(kb, 8), mv = st_val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, MDB_NOOVERWRITE);
+    buf_free(&v);
+    if (rc) return st_mdb_fail(e, rc, "identity insert");
+    store_identity_mac(w->s, key, len, mac);
+    index_insert(w, mac, p->number);
+    return MS_OK;
+}
+
+ms_code store_patient_key_bind(store_write *w, const patient_ref *p, const char *key, size_t len,
+                               const unsigned char data_key[32], bool *bound, ms_err *e)
+{
+    unsigned char have[SEAL_KEY], mac[32];
+    bool live;
+    *bound = false;
+    ms_code rc = st_key_get(w->s, p->number, have, &live, e);
+    if (rc == MS_OK && live) *bound = CRYPTO_memcmp(have, data_key, SEAL_KEY) == 0;
+    OPENSSL_cleanse(have, sizeof have);
+    if (rc != MS_OK || live) return rc;
+    /* a patient from before data keys: it takes this one, if it is a fresh one, and its entry is sealed */
+    store_identity_mac(w->s, key, len, mac);
+    if (!st_key_pending_is(w->s, mac, data_key)) return MS_OK;
+    if ((rc = ident_put_sealed(w, p, mac, key, len, data_key, 0, e)) != MS_OK) return rc;
+    if ((rc = st_key_put(w->s, p->number, data_key, e)) != MS_OK) return rc;
+    bound_add(w, mac);
+    *bound = true;
     return MS_OK;
 }
 
 ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e)
 {
     patient_ref p;
-    ms_code rc = ident_find(r->s, r->txn, key, len, &p, found, e);
+    unsigned char mac[32];
+    store_identity_mac(r->s, key, len, mac);
+    ms_code rc = ident_find(r->s, r->txn, mac, &p, found, e);
     if (rc == MS_OK && *found) *pid = p.id;
     return rc;
 }
@@ -129,19 +247,67 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
     uint64_t number;
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    unsigned char kb[8];
-    ms_set_be64(kb, number);
-    MDB_val k = st_val(kb, 8), v;
-    int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
-    if (rc == MDB_NOTFOUND) return MS_OK;
-    if (rc) return st_mdb_fail(e, rc, "identity lookup");
-    patient_ref p;
-    const char *ik;
-    size_t il;
-    if (!st_ident_decode(&v, &p, &ik, &il)) return ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    ident_entry ie;
+    bool have;
+    ms_code rc = ident_entry_get(r->s, r->txn, number, &ie, &have, e);
+    if (rc != MS_OK || !have || ie.erased) return rc;
     key->len = 0;
-    buf_put(key, ik, il);
+    if (ie.legacy) {
+        buf_put(key, ie.key, ie.key_len);
+        *found = true;
+        return MS_OK;
+    }
+    unsigned char dk[SEAL_KEY];
+    if ((rc = st_key_get(r->s, number, dk, &have, e)) != MS_OK) return rc;
+    if (!have) return MS_OK; /* erased meanwhile */
+    buf_reserve(key, ie.key_len);
+    bool ok = seal_open_record(dk, ie.sealed, ie.key_len, (unsigned char *)key->data);
+    OPENSSL_cleanse(dk, sizeof dk);
+    if (!ok) return ms_fail(e, MS_ECORRUPT, "store: a sealed identity does not open");
+    key->len = ie.key_len;
+    key->data[key->len] = 0;
     *found = true;
+    return MS_OK;
+}
+
+ms_code store_patient_erased(store_read *r, const patient_id *pid, erase_mark *mark, bool *erased, ms_err *e)
+{
+    uint64_t number;
+    *erased = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    ident_entry ie;
+    bool have;
+    ms_code rc = ident_entry_get(r->s, r->txn, number, &ie, &have, e);
+    if (rc == MS_OK && have && ie.erased) {
+        *erased = true;
+        if (mark) *mark = (erase_mark){ie.erased_at, ie.erased_pos};
+    }
+    return rc;
+}
+
+ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, bool *was_live, ms_err *e)
+{
+    ident_entry ie;
+    bool have;
+    *was_live = false;
+    ms_code rc = ident_entry_get(w->s, w->txn, number, &ie, &have, e);
+    if (rc != MS_OK || !have || ie.erased) return rc;
+    unsigned char mac[32];
+    entry_mac(w->s, &ie, mac);
+    unsigned char kb[8], v[66] = {0};
+    ms_set_be64(kb, number);
+    memcpy(v, pid->b, 16);
+    v[16] = IDENT_FORMAT_2;
+    v[17] = IDENT_ERASED;
+    ms_set_be64(v + 50, (uint64_t)w->now); /* (no MAC: nothing of the identity is left) */
+    ms_set_be64(v + 58, w->s->commit_pos + 1); /* the position this commit gets (store_write_commit) */
+    MDB_val k = st_val(kb, 8), mv = st_val(v, sizeof v);
+    int mrc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, 0);
+    if (mrc) return st_mdb_fail(e, mrc, "identity erase");
+    w->erasing = true;
+    w->erased_number = number;
+    w->erased_hash = identity_hash_of((const char *)mac, 32);
+    *was_live = true;
     return MS_OK;
 }
 

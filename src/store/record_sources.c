@@ -37,7 +37,8 @@ bool record_sources_add(void *ctx, const record_version *rv)
                       .body_len = rv->body_len,
                       .body_pos = rv->body_pos,
                       .ts = rv->ts_us,
-                      .valid_from = rv->valid_from};
+                      .valid_from = rv->valid_from,
+                      .sealer = rv->sealed ? rv->patient_number + 1 : 0};
     record_sources_push(g, &m);
     return true;
 }

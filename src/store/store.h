@@ -131,6 +131,22 @@ uint64_t store_commit_pos(store_read *r);
  * Errors: MS_EINVAL on a read-only store or a body larger than a segment. */
 ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e);
 
+/* A record body to seal and append (store_append_sealed): in, the record's bytes and its identity key
+ * (identity.h; body NULL: an item to skip); out, the data key it was sealed under and where its bytes begin in the appended body. */
+typedef struct {
+    const char *body;
+    uint32_t len;
+    const char *identity_key;
+    uint32_t identity_key_len;
+    unsigned char key[32]; /* out */
+    uint64_t offset;       /* out: the record's first byte, from the appended body's position */
+} seal_item;
+
+/* Seal each record under its identity's data key (store_data_key) and append them as one body (README.md,
+ * invariant 1; seal.h has the layout). Any thread. The writer binds each record's key to its patient
+ * (store_patient_create, store_patient_key_bind). */
+ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e);
+
 /* A state field's value bytes, appended to out, checked against the field's hash (MS_ECORRUPT). */
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
 /* The values of n state fields at once: values that lie close together in the log (typically most of
@@ -148,19 +164,57 @@ typedef struct {
     uint64_t number;
 } patient_ref;
 
+/* ==== Data keys (keys.c): one per patient, overwritten in place when it is erased ==== */
+
+/* The identity MAC of an identity key: HMAC-SHA256 under a key of the store (what the identity entries
+ * hold instead of names). */
+void store_identity_mac(const store *s, const char *key, size_t len, unsigned char mac[32]);
+/* The data key to seal a new body of this identity under: its patient's, or a fresh one kept in memory
+ * until the writer binds it (keys.c). Any thread. */
+ms_code store_data_key(store *s, const char *key, size_t len, unsigned char data_key[32], ms_err *e);
+
 /* The patient with this identity key (normalized name NUL YYYY-MM-DD, identity.h), as w sees it.
  * Errors: MS_ECONFLICT two identity keys share an XXH3-128 hash (never merged: the batch fails). */
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e);
-/* A new patient for this identity key: the next number, its id, and the identity entry. */
-ms_code store_patient_create(store_write *w, const char *key, size_t len, patient_ref *p, ms_err *e);
+/* A new patient for this identity key, whose bodies were sealed under data_key: the next number, its id,
+ * the identity entry (sealed), and the key in the patient's slot. *bound false (nothing written): data_key
+ * is not this identity's fresh key (store_data_key gave it before an erasure of the identity): the record
+ * must be sealed again. */
+ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                             patient_ref *p, bool *bound, ms_err *e);
 /* Low level: map an identity key to a patient whose number the caller has allocated (the count of
- * patients grows by one). store_patient_create is the normal way. Errors: MS_EIO if the number exists. */
+ * patients grows by one), with an unsealed identity entry like preload's (tests; store_patient_create is
+ * the way for real patients). Errors: MS_EIO if the number exists. */
 ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e);
+/* A known patient p and a body sealed under data_key: *bound when data_key is p's key (a patient from
+ * before data keys takes it, if it is fresh, and its identity entry is sealed). */
+ms_code store_patient_key_bind(store_write *w, const patient_ref *p, const char *key, size_t len,
+                               const unsigned char data_key[32], bool *bound, ms_err *e);
 /* The read side of store_ident_get (a store opened for writing: the in-memory index is not built for a
  * read-only one). Errors: MS_ECONFLICT as store_ident_get. */
 ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_id *pid, bool *found, ms_err *e);
-/* The identity key of a patient, into key. */
+/* The identity key of a patient, into key (*found false: no such patient, or erased). */
 ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e);
+/* ==== Erasure (erase.c) ==== */
+typedef struct {
+    int64_t at;   /* the erasure's commit time */
+    uint64_t pos; /* and its commit log position */
+} erase_mark;
+typedef struct {
+    bool already;              /* erased before: nothing written (the request is idempotent) */
+    erase_mark mark;           /* the erasure's commit time and commit log position */
+    uint64_t records;          /* record ids the patient had */
+    uint64_t record_versions;  /* record versions erased (now tombstones without a body) */
+    uint64_t patient_versions; /* patient versions deleted */
+} erase_report;
+/* Erase a patient inside w (erase.c has what is written); after w commits, the patient's data key is
+ * overwritten in place. The caller adds the audit entry to w. Errors: MS_ENOTFOUND no such patient. */
+ms_code store_patient_erase(store_write *w, const patient_id *pid, erase_report *out, ms_err *e);
+/* Is the patient's data key gone (after an erasure's commit: the certificate's "keys" line)? */
+bool store_patient_key_gone(store *s, const patient_id *pid);
+/* Was this patient erased (store_patient_erase)? When, and at which commit log position (the sinks and
+ * views are done with it once their positions reach it), into *mark (may be NULL). */
+ms_code store_patient_erased(store_read *r, const patient_id *pid, erase_mark *mark, bool *erased, ms_err *e);
 
 /* ==== Versions (versions.c) ==== */
 
@@ -179,6 +233,7 @@ typedef struct {
     uint64_t body_hash;
     unsigned char content_hash[16];
     bool deleted; /* a tombstone (DELETE /v1/records/{id}): no body; the record reads 404 from here on */
+    bool sealed;  /* the body is sealed under its patient's data key (keys.c, seal.h) */
     char parent_id[RECORD_ID_MAX + 1]; /* the schema's parent role (a record id); parent_id_len 0: none */
     uint32_t parent_id_len;
 } record_version;
@@ -336,6 +391,9 @@ ms_code store_log_entry(store_read *r, uint64_t pos, int64_t *commit_time, store
 /* A sink's position in the commit log (the last position it has fully shipped; 0: none), kept in the
  * store. The set is a small write of its own (any thread; WHO MAY WRITE). */
 ms_code store_sink_position(store_read *r, const char *sink, uint64_t *pos, ms_err *e);
+/* Every sink that has stored a position, with it (name without the "sink:" prefix); fn false stops. */
+typedef bool (*store_sink_fn)(void *ctx, const char *sink, uint64_t pos);
+ms_code store_sink_positions(store_read *r, store_sink_fn fn, void *ctx, ms_err *e);
 ms_code store_sink_position_set(store *s, const char *sink, uint64_t pos, ms_err *e);
 
 /* Source positions (README.md, invariant 5): the next offset to read of an input, per partition, written

@@ -62,6 +62,8 @@ struct store {
     segment_log *log;
     unsigned char id_key[32];
     patient_id_key pid_key;       /* from HMAC(id_key, "patient-id"): the patient id permutation */
+    patient_id_key mac_key;       /* from HMAC(id_key, "identity"): identity MACs (identities.c) */
+    struct key_store *keys;       /* keys.c: the patients' data keys */
     identity_index *identities;   /* identity key hash -> patient number (identity.c's keys) */
     uint64_t audit_seq;           /* last audit entry */
     unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */
@@ -82,6 +84,12 @@ struct store_write {
     buf log; /* the commit log entry being built (st_log_add) */
     uint32_t nlog;
     buf key; /* scratch */
+    unsigned char (*bound)[32]; /* identity MACs whose pending keys this transaction wrote (keys.c): dropped
+                                   from pending after the commit */
+    size_t nbound, capbound;
+    bool erasing;            /* an erasure (erase.c): after the commit, erased_number's key is overwritten ... */
+    uint64_t erased_number;
+    identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
 };
 
 struct store_read {
@@ -136,9 +144,26 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
 void st_patient_encode(buf *b, const patient_version *pv);
 /* Strings point into the value, or into mem when mem is given (the value is copied there first). */
 bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem);
-/* identity: patient id (16) + identity key. */
-void st_ident_encode(buf *b, const patient_id *pid, const char *key, size_t len);
-bool st_ident_decode(const MDB_val *v, patient_ref *p, const char **key, size_t *key_len);
+/* identity entries (identities.c writes them): pid (16), then either the identity key itself (entries
+ * written before data keys: a normalized name is UTF-8, so it never begins with 0xFF), or 0xFF, flags
+ * (IDENT_ERASED), the identity MAC (32), and the identity key sealed under the patient's data key (IV,
+ * ciphertext, tag) — or, erased, zeros for the MAC, be64(erased at) and be64(its commit position). */
+#define IDENT_FORMAT_2 0xFF
+#define IDENT_ERASED 0x01
+typedef struct {
+    patient_id pid;
+    bool legacy;         /* the identity key in plain (key, key_len) */
+    bool erased;         /* erased_at is set; nothing else is */
+    const char *key;     /* legacy: the identity key */
+    size_t key_len;      /* legacy: its length; else the sealed key's plaintext length */
+    const unsigned char *mac; /* format 2 */
+    const unsigned char *sealed; /* format 2: IV, ciphertext (key_len), tag */
+    int64_t erased_at;
+    uint64_t erased_pos; /* the erasure's commit log position */
+} ident_entry;
+bool st_ident_decode(const MDB_val *v, ident_entry *out);
+/* The entry of an unsealed patient (preload, bulk_load.c): pid + identity key in plain. */
+void st_ident_encode_plain(buf *b, const patient_id *pid, const char *key, size_t len);
 /* public record copy: pid, year, type, public fields (none: a tombstone's copy). */
 void st_public_record_encode(buf *b, const record_version *rv, int year, const char *fields, size_t len);
 bool st_public_record_decode(const MDB_val *v, public_record *pr);
@@ -168,6 +193,24 @@ int st_log_put(store_write *w, uint64_t pos);
 ms_code st_identities_load(store *s, ms_err *e);
 /* identities.c: take back the index entries of a transaction that did not commit. */
 void st_identities_undo(store_write *w);
+/* keys.c: the data key file (DIR/keys) and the pending keys of identities not yet committed. */
+ms_code st_keys_open(store *s, ms_err *e);
+void st_keys_close(store *s);
+/* Patient number n's data key; *found false when it has none (never keyed, or erased). */
+ms_code st_key_get(store *s, uint64_t n, unsigned char key[32], bool *found, ms_err *e);
+/* Write n's data key into its slot (durable at st_keys_sync, which the commit calls before LMDB's). */
+ms_code st_key_put(store *s, uint64_t n, const unsigned char key[32], ms_err *e);
+ms_code st_keys_sync(store *s, ms_err *e);
+/* Overwrite n's slot with zeros, synced. */
+ms_code st_key_destroy(store *s, uint64_t n, ms_err *e);
+/* At open: overwrite the keys of erased patients and every slot past the patient count. */
+ms_code st_keys_sweep(store *s, const uint64_t *erased, size_t nerased, ms_err *e);
+/* Is key the pending key of this identity MAC (made by store_data_key, not yet committed)? */
+bool st_key_pending_is(store *s, const unsigned char mac[32], const unsigned char key[32]);
+void st_key_pending_drop(store *s, const unsigned char mac[32]);
+/* identities.c: turn patient number's identity entry into an erased marker, and note on w that after the
+ * commit its identity leaves the index and its key is overwritten. *was_live false: none, or erased. */
+ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, bool *was_live, ms_err *e);
 /* audit_chain.c: the chain's end (last number, SHA-256 of the last entry), at open. */
 ms_code st_audit_head_load(store *s, ms_err *e);
 

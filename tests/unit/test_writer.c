@@ -730,7 +730,8 @@ static void test_fault_injection(void **state)
         if (mode == 0) {
             /* the request thread appended its body, then the disk filled up: the commit's sync fails */
             ms_err e;
-            assert_int_equal(store_append_body(f->s, s->body, s->wlen, &s->job.body_pos, &e), MS_OK);
+            ingest_ctx in = {.store = f->s, .writer = f->w};
+            assert_int_equal(ingest_append(&in, &s->job, &e), MS_OK);
             store_inject_fault(f->s, ENOSPC);
             writer_submit(f->w, &s->job);
             rc = s->job.rc;

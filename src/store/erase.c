@@ -1,0 +1,171 @@
+/*
+ * erase.c - erasure of a patient (DESIGN.md "Erasure", the right to be forgotten): inside one store_write,
+ * every trace of the patient's PHI leaves the store, and after its commit the patient's data key is
+ * overwritten in place (keys.c), which leaves every body sealed under it (seal.h) unreadable wherever its
+ * bytes still lie: the segment log, pages LMDB has freed, the body cache, a backup taken after.
+ *
+ * What one erasure writes:
+ *   - every record version of the patient (found through the patient's records index) becomes an erased
+ *     tombstone in place: same key (record id, valid_from, version), no body, no hashes, so that as-of
+ *     reads of a record that was someone else's before or after still answer exactly (the erased versions
+ *     read as deleted); its public copy becomes a tombstone's copy;
+ *   - the patient's versions, its records index and its public patient copies are deleted;
+ *   - its identity entry becomes an erased marker (patient id and the erasure time: nothing of the name or
+ *     date of birth; reads answer 410), and after the commit the identity leaves the in-memory index, so
+ *     the same identity ingested later is a new patient;
+ *   - the commit log gets 'x' (record id, version) for each erased record version and one 'e' (patient
+ *     id), so that the sinks and views that follow the log remove what they hold downstream.
+ * The caller writes the audit entry in the same transaction.
+ *
+ * What stays, by design: record ids and patient ids (not PHI here: the public store publishes both),
+ * field names, event times' places in the indexes, and in freed LMDB pages the MAC of the identity (a
+ * keyed hash; the key is the store's) and sealed bytes without their key.
+ *
+ * Contract: store.h ("Erasure"). Must never: leave a decryptable byte of the patient after the commit and
+ * the key's overwrite, touch a version of the same record that belongs to another patient.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rewrite one record version of the patient as an erased tombstone, and its public copy. */
+static int erase_version(store_write *w, MDB_cursor *rc_cur, const MDB_val *k, record_version *rv, erase_report *out)
+{
+    store *s = w->s;
+    record_version t = *rv;
+    t.deleted = true;
+    t.sealed = false;
+    t.body_pos = 0;
+    t.body_len = 0;
+    t.body_hash = 0;
+    memset(t.content_hash, 0, sizeof t.content_hash);
+    buf v = {0};
+    st_record_encode(&v, &t);
+    MDB_val mv = st_val(v.data, v.len);
+    int rc = mdb_cursor_put(rc_cur, (MDB_val *)k, &mv, MDB_CURRENT);
+    if (!rc) { /* the public copy: a tombstone's, with the same year and type */
+        st_key_public_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+        MDB_val pk = st_val(w->key.data, w->key.len), pv;
+        int year = 0;
+        public_record pr;
+        if (!mdb_get(w->txn, s->dbi[DB_PUBLIC], &pk, &pv) && st_public_record_decode(&pv, &pr)) year = pr.year;
+        st_public_record_encode(&v, &t, year, NULL, 0);
+        pv = st_val(v.data, v.len);
+        rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &pk, &pv, 0);
+    }
+    buf_free(&v);
+    if (!rc) {
+        st_log_add(w, 'x', rv->record_id, rv->record_id_len, rv->version);
+        out->record_versions++;
+    }
+    return rc;
+}
+
+/* Every version of record rid that belongs to patient number: erased. */
+static int erase_record(store_write *w, const char *rid, size_t rl, uint64_t number, erase_report *out)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_RECORD], &c);
+    if (rc) return rc;
+    buf prefix = {0};
+    buf_put(&prefix, rid, rl);
+    buf_putc(&prefix, 0);
+    MDB_val k = st_val(prefix.data, prefix.len), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < prefix.len || memcmp(k.mv_data, prefix.data, prefix.len) != 0) break;
+        record_version rv;
+        if (!st_record_decode(&v, rid, rl, &rv)) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (rv.patient_number != number) continue; /* the record's versions of another patient stay */
+        if ((rc = erase_version(w, c, &k, &rv, out))) break;
+    }
+    if (rc == MDB_NOTFOUND) rc = 0;
+    mdb_cursor_close(c);
+    buf_free(&prefix);
+    return rc;
+}
+
+/* Delete every key of db that begins with prefix; *n counts them. */
+static int delete_prefix(store_write *w, int db, const void *prefix, size_t len, uint64_t *n)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[db], &c);
+    if (rc) return rc;
+    MDB_val k = st_val(prefix, len), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT)) {
+        if (k.mv_size < len || memcmp(k.mv_data, prefix, len) != 0) break;
+        if ((rc = mdb_cursor_del(c, 0))) break;
+        if (n) (*n)++;
+    }
+    if (rc == MDB_NOTFOUND || rc == EINVAL) rc = 0; /* (GET_CURRENT past the last key after a delete) */
+    mdb_cursor_close(c);
+    return rc;
+}
+
+ms_code store_patient_erase(store_write *w, const patient_id *pid, erase_report *out, ms_err *e)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t number;
+    if (!store_patient_number(w->s, pid, &number)) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+    bool live;
+    ms_code code = st_ident_erase(w, number, pid, &live, e);
+    if (code != MS_OK) return code;
+    if (!live) {
+        /* already erased (idempotent), or never there */
+        store_read rd = {.s = w->s, .txn = w->txn};
+        bool erased;
+        if ((code = store_patient_erased(&rd, pid, &out->mark, &erased, e)) != MS_OK) return code;
+        if (!erased) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+        out->already = true;
+        return MS_OK;
+    }
+    out->mark = (erase_mark){w->now, w->s->commit_pos + 1};
+    /* the records: every version of every record the patient ever had */
+    unsigned char rp[9];
+    st_patient_prefix(rp, number, 'r');
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
+    if (rc) return st_mdb_fail(e, rc, "erase");
+    char **rids = NULL;
+    size_t *rlens = NULL, nr = 0, cap = 0;
+    MDB_val k = st_val(rp, 9), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 17 || memcmp(k.mv_data, rp, 9) != 0) break;
+        size_t rl = k.mv_size - 17;
+        bool seen = false;
+        for (size_t i = 0; i < nr && !seen; i++)
+            seen = rlens[i] == rl && memcmp(rids[i], (char *)k.mv_data + 17, rl) == 0;
+        if (seen) continue;
+        if (nr == cap) {
+            cap = cap ? cap * 2 : 16;
+            rids = ms_realloc(rids, sizeof *rids * cap);
+            rlens = ms_realloc(rlens, sizeof *rlens * cap);
+        }
+        rids[nr] = ms_strndup((char *)k.mv_data + 17, rl);
+        rlens[nr++] = rl;
+    }
+    mdb_cursor_close(c);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+    for (size_t i = 0; i < nr && !rc; i++)
+        rc = erase_record(w, rids[i], rlens[i], number, out);
+    out->records = nr;
+    for (size_t i = 0; i < nr; i++)
+        free(rids[i]);
+    free(rids);
+    free(rlens);
+    /* the patient's versions, records index and public copies */
+    unsigned char vp[9], pp[9];
+    st_patient_prefix(vp, number, 'v');
+    st_public_patient_prefix(pp, number);
+    if (!rc) rc = delete_prefix(w, DB_PATIENT, rp, 9, NULL);
+    if (!rc) rc = delete_prefix(w, DB_PATIENT, vp, 9, &out->patient_versions);
+    if (!rc) rc = delete_prefix(w, DB_PUBLIC, pp, 9, NULL);
+    if (rc) return st_mdb_fail(e, rc, "erase");
+    st_log_add(w, 'e', pid->b, 16, 0);
+    return MS_OK;
+}
