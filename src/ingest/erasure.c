@@ -61,8 +61,7 @@ static bool put_sink(void *ctx, const char *sink, uint64_t pos)
     return true;
 }
 
-ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark, buf *out,
-                            ms_err *e)
+ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark, buf *out, ms_err *e)
 {
     char id[PATIENT_ID_TEXT];
     patient_id_format(pid, id);

@@ -10,8 +10,8 @@
  * its "log_end" (every body it references lies below it, invariants 2-3), its commit position, and the
  * segment size its writer recorded. The segment files are copied up to that end and no further
  * (seglog_copy_files); bytes below a log's end are never rewritten, so copying them after LMDB, while the
- * server appends past it, is safe; then the data keys (copy_keys). Only the store is copied: not DIR/medstream.lock, not
- * DIR/admin.password, nor anything else in DIR.
+ * server appends past it, is safe; then the data keys (copy_keys). Only the store is copied: not DIR/medstream.lock,
+ * not DIR/admin.password, nor anything else in DIR.
  *
  * Contract: store.h ("Backup"). Any store, read-only or not, any thread; takes no lock. Must never: write
  * into a directory that is not new or empty, leave a partial copy that looks complete (on failure what
@@ -148,7 +148,8 @@ static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, 
     char b[65536];
     ssize_t n;
     while (rc == MS_OK && (n = read(in, b, sizeof b)) != 0) {
-        if (n < 0 || write(out, b, (size_t)n) != n) rc = ms_fail(e, MS_EIO, "store: copying %s: %s", from, strerror(errno));
+        if (n < 0 || write(out, b, (size_t)n) != n)
+            rc = ms_fail(e, MS_EIO, "store: copying %s: %s", from, strerror(errno));
     }
     if (rc == MS_OK && fdatasync(out) != 0) rc = ms_fail(e, MS_EIO, "store: syncing %s: %s", to, strerror(errno));
     close(in);

@@ -85,8 +85,8 @@ void st_record_encode(buf *b, const record_version *rv)
     buf_putc(b, (char)rv->type_len);
     buf_put(b, rv->type, rv->type_len);
     /* flags (absent in entries written before tombstones), then the parent when there is one */
-    buf_putc(b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0) |
-                       (rv->sealed ? RV_SEALED : 0)));
+    buf_putc(
+        b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0) | (rv->sealed ? RV_SEALED : 0)));
     if (rv->parent_id_len) {
         buf_put_be16(b, (uint16_t)rv->parent_id_len);
         buf_put(b, rv->parent_id, rv->parent_id_len);

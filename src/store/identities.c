@@ -299,7 +299,7 @@ ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, b
     memcpy(v, pid->b, 16);
     v[16] = IDENT_FORMAT_2;
     v[17] = IDENT_ERASED;
-    ms_set_be64(v + 50, (uint64_t)w->now); /* (no MAC: nothing of the identity is left) */
+    ms_set_be64(v + 50, (uint64_t)w->now);     /* (no MAC: nothing of the identity is left) */
     ms_set_be64(v + 58, w->s->commit_pos + 1); /* the position this commit gets (store_write_commit) */
     MDB_val k = st_val(kb, 8), mv = st_val(v, sizeof v);
     int mrc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, 0);

@@ -132,7 +132,8 @@ uint64_t store_commit_pos(store_read *r);
 ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e);
 
 /* A record body to seal and append (store_append_sealed): in, the record's bytes and its identity key
- * (identity.h; body NULL: an item to skip); out, the data key it was sealed under and where its bytes begin in the appended body. */
+ * (identity.h; body NULL: an item to skip); out, the data key it was sealed under and where its bytes begin in the
+ * appended body. */
 typedef struct {
     const char *body;
     uint32_t len;

@@ -83,11 +83,11 @@ struct store_write {
     size_t ninserted, capinserted;
     buf log; /* the commit log entry being built (st_log_add) */
     uint32_t nlog;
-    buf key; /* scratch */
+    buf key;                    /* scratch */
     unsigned char (*bound)[32]; /* identity MACs whose pending keys this transaction wrote (keys.c): dropped
                                    from pending after the commit */
     size_t nbound, capbound;
-    bool erasing;            /* an erasure (erase.c): after the commit, erased_number's key is overwritten ... */
+    bool erasing; /* an erasure (erase.c): after the commit, erased_number's key is overwritten ... */
     uint64_t erased_number;
     identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
 };
@@ -152,11 +152,11 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
 #define IDENT_ERASED 0x01
 typedef struct {
     patient_id pid;
-    bool legacy;         /* the identity key in plain (key, key_len) */
-    bool erased;         /* erased_at is set; nothing else is */
-    const char *key;     /* legacy: the identity key */
-    size_t key_len;      /* legacy: its length; else the sealed key's plaintext length */
-    const unsigned char *mac; /* format 2 */
+    bool legacy;                 /* the identity key in plain (key, key_len) */
+    bool erased;                 /* erased_at is set; nothing else is */
+    const char *key;             /* legacy: the identity key */
+    size_t key_len;              /* legacy: its length; else the sealed key's plaintext length */
+    const unsigned char *mac;    /* format 2 */
     const unsigned char *sealed; /* format 2: IV, ciphertext (key_len), tag */
     int64_t erased_at;
     uint64_t erased_pos; /* the erasure's commit log position */

@@ -1,0 +1,172 @@
+/*
+ * test_seal.c - encryption at rest (src/store/seal.h) and the data keys' life in a store (keys.c):
+ * AES-256-GCM against the GCM specification's test case 15 (AES-256, 96-bit IV, no AAD), the layout
+ * [IV][ciphertext][tag], a flipped bit or a wrong key refused, any range opened in place equal to the
+ * plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
+ * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
+ * and after an erasure the key slot is zeros and the body no longer opens.
+ */
+#include "unit_store.h"
+
+#include "store/seal.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static void hex(const char *h, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(h + 2 * i, "%2x", &v);
+        out[i] = (unsigned char)v;
+    }
+}
+
+/* "The Galois/Counter Mode of Operation (GCM)", McGrew and Viega, test case 15. */
+static void test_gcm_known_answer(void **state)
+{
+    (void)state;
+    unsigned char key[32], iv[12], pt[64], want_ct[64], want_tag[16], out[64 + SEAL_OVERHEAD], back[64];
+    hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key, 32);
+    hex("cafebabefacedbaddecaf888", iv, 12);
+    hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525"
+        "b16aedf5aa0de657ba637b391aafd255",
+        pt, 64);
+    hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838"
+        "c5f61e6393ba7a0abcc9f662898015ad",
+        want_ct, 64);
+    hex("b094dac5d93471bdec1a502270e3cc6c", want_tag, 16);
+    assert_true(seal_record(key, iv, pt, 64, out));
+    assert_memory_equal(out, iv, 12);
+    assert_memory_equal(out + 12, want_ct, 64);
+    assert_memory_equal(out + 76, want_tag, 16);
+    assert_true(seal_open_record(key, out, 64, back));
+    assert_memory_equal(back, pt, 64);
+    out[40] ^= 1; /* one bit of the ciphertext */
+    assert_false(seal_open_record(key, out, 64, back));
+    out[40] ^= 1;
+    key[0] ^= 1; /* another key */
+    assert_false(seal_open_record(key, out, 64, back));
+}
+
+static void test_ranges_open_in_place(void **state)
+{
+    (void)state;
+    unsigned char key[32], iv[12], pt[300], sealed[300 + SEAL_OVERHEAD], got[300];
+    for (int i = 0; i < 32; i++)
+        key[i] = (unsigned char)(i * 7 + 1);
+    seal_iv((const unsigned char *)"prefix!!", 42, iv);
+    for (int i = 0; i < 300; i++)
+        pt[i] = (unsigned char)(i * 31 + 5);
+    assert_true(seal_record(key, iv, pt, sizeof pt, sealed));
+    const unsigned char *ct = sealed + SEAL_IV;
+    for (size_t off = 0; off < 300; off += 7) {
+        for (size_t len = 1; off + len <= 300; len += 13) {
+            /* the caller hands the ciphertext from the start of off's block */
+            size_t start = off - off % 16;
+            memset(got, 0, sizeof got);
+            assert_true(seal_open_range(key, iv, off, ct + start, len, got));
+            if (memcmp(got, pt + off, len) != 0) fail_msg("range at %zu, %zu bytes: not the plaintext", off, len);
+        }
+    }
+}
+
+static void test_wrap_is_bound_to_its_slot(void **state)
+{
+    (void)state;
+    unsigned char wrap[32] = {9}, key[32], wrapped[SEAL_WRAPPED], back[32];
+    for (int i = 0; i < 32; i++)
+        key[i] = (unsigned char)(200 - i);
+    assert_true(seal_wrap(wrap, 17, key, wrapped));
+    assert_true(memcmp(wrapped, key, 32) != 0);
+    assert_true(seal_unwrap(wrap, 17, wrapped, back));
+    assert_memory_equal(back, key, 32);
+    assert_false(seal_unwrap(wrap, 18, wrapped, back)); /* another slot's IV */
+}
+
+/* A sealed body through a store: append, bind at create, read back; erase; the slot is zeros and the
+ * body's key is gone. */
+static void test_keys_in_a_store(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char ikey[] = "ann lee\0"
+                        "1970-01-01";
+    size_t il = sizeof ikey - 1;
+    unsigned char k1[32], k2[32];
+    assert_int_equal(store_data_key(u.s, ikey, il, k1, &e), MS_OK);
+    assert_int_equal(store_data_key(u.s, ikey, il, k2, &e), MS_OK);
+    assert_memory_equal(k1, k2, 32); /* one pending key per identity */
+    const char body[] = "{\"name\":\"Ann Lee\",\"note\":\"secret words\"}";
+    seal_item it = {.body = body, .len = sizeof body - 1, .identity_key = ikey, .identity_key_len = (uint32_t)il};
+    uint64_t pos;
+    assert_int_equal(store_append_sealed(u.s, &it, 1, &pos, &e), MS_OK);
+    assert_memory_equal(it.key, k1, 32);
+    store_write *w;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    patient_ref p;
+    bool bound;
+    unsigned char other[32] = {1};
+    assert_int_equal(store_patient_create(w, ikey, il, other, &p, &bound, &e), MS_OK);
+    assert_false(bound); /* not this identity's fresh key: refused */
+    assert_int_equal(store_patient_create(w, ikey, il, it.key, &p, &bound, &e), MS_OK);
+    assert_true(bound);
+    record_version rv = {.record_id = "r1",
+                         .record_id_len = 2,
+                         .version = 1,
+                         .valid_from = store_write_time(w),
+                         .valid_to = -1,
+                         .pid = p.id,
+                         .patient_number = p.number,
+                         .type = "x",
+                         .type_len = 1,
+                         .body_pos = pos + it.offset,
+                         .body_len = it.len,
+                         .sealed = true};
+    rv.body_hash = XXH3_64bits(body, it.len);
+    assert_int_equal(store_record_put(w, &rv, 2026, "{}", 2, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    buf got = {0};
+    assert_int_equal(store_record_body(u.s, &rv, &got, &e), MS_OK);
+    assert_int_equal(got.len, it.len);
+    assert_memory_equal(got.data, body, it.len);
+    /* the same identity now finds the committed patient's key */
+    assert_int_equal(store_data_key(u.s, ikey, il, k2, &e), MS_OK);
+    assert_memory_equal(k2, k1, 32);
+    /* erase: the slot is overwritten, the body's key is gone */
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    erase_report rep;
+    assert_int_equal(store_patient_erase(w, &p.id, &rep, &e), MS_OK);
+    assert_int_equal(rep.record_versions, 1);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_true(store_patient_key_gone(u.s, &p.id));
+    char path[256];
+    unsigned char slot[64], zero[64] = {0};
+    snprintf(path, sizeof path, "%s/keys", u.dir);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 1))), 64);
+    close(fd);
+    assert_memory_equal(slot, zero, 64);
+    got.len = 0;
+    assert_int_not_equal(store_record_body(u.s, &rv, &got, &e), MS_OK);
+    /* a new identity key for the same identity: a fresh one (the old patient is gone) */
+    assert_int_equal(store_data_key(u.s, ikey, il, k2, &e), MS_OK);
+    assert_true(memcmp(k2, k1, 32) != 0);
+    buf_free(&got);
+    unit_store_close(&u);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gcm_known_answer),
+        cmocka_unit_test(test_ranges_open_in_place),
+        cmocka_unit_test(test_wrap_is_bound_to_its_slot),
+        cmocka_unit_test(test_keys_in_a_store),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
