@@ -34,7 +34,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops fuzz-counter openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal fuzz-counter openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -156,6 +156,13 @@ build/rules_match: bench/rules_match.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-rules: build/rules_match
 	@build/rules_match $(RULES_N) $(RULES_RECORDS) $(RULES_KB) $(RULES_REGEX)
+
+# What encryption at rest costs per record on one core (bench/seal_records.c): seal/open 20 KB and 200 B records,
+# open one value in place, the identity MAC.
+build/seal_records: bench/seal_records.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-seal: build/seal_records
+	@build/seal_records
 
 # Parquet files from NDJSON rows or a generator (tools/parquet_sample.c), read back by tests/e2e/test_parquet.py
 # with pyarrow and DuckDB; the sanitizer build is the one the tests use.
