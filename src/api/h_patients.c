@@ -161,6 +161,7 @@ void h_patient_erase(api *a, http_request *req, http_response *res)
         http_error(res, 404, "patient not found");
         return;
     }
+    uint32_t withdrawn = a->exports && !c.report.already ? export_jobs_withdraw(a->exports) : 0; /* in the clear */
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     res->body.len = 0;
@@ -176,9 +177,10 @@ void h_patient_erase(api *a, http_request *req, http_response *res)
     buf_puts(&res->body, ",\"reason\":");
     jw_cstr(&res->body, reason);
     buf_printf(&res->body,
-               ",\"already_erased\":%s,\"records\":%llu,\"record_versions\":%llu,\"patient_versions\":%llu}",
+               ",\"already_erased\":%s,\"records\":%llu,\"record_versions\":%llu,\"patient_versions\":%llu,"
+               "\"exports_withdrawn\":%u}",
                c.report.already ? "true" : "false", (unsigned long long)c.report.records,
-               (unsigned long long)c.report.record_versions, (unsigned long long)c.report.patient_versions);
+               (unsigned long long)c.report.record_versions, (unsigned long long)c.report.patient_versions, withdrawn);
     res->status = 200;
 }
 

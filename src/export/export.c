@@ -141,6 +141,7 @@ static void version_encode(const record_version *rv, buf *out)
     buf_put(out, &rv->body_len, sizeof rv->body_len);
     buf_put(out, &rv->body_hash, sizeof rv->body_hash);
     buf_put(out, rv->content_hash, sizeof rv->content_hash);
+    buf_putc(out, rv->sealed ? 1 : 0);
     ms_set_be32(out->data + at, (uint32_t)(out->len - at - 4));
 }
 
@@ -173,6 +174,9 @@ static bool version_decode(const char *p, size_t n, record_version *rv)
     TAKE(&rv->body_len, sizeof rv->body_len);
     TAKE(&rv->body_hash, sizeof rv->body_hash);
     TAKE(rv->content_hash, sizeof rv->content_hash);
+    char sealed;
+    TAKE(&sealed, 1);
+    rv->sealed = sealed != 0;
 #undef TAKE
     return p == end;
 }

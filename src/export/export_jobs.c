@@ -27,6 +27,7 @@
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED } job_state;
 static const char *const state_names[] = {"queued", "running", "done", "failed"};
+#define WITHDRAWN "withdrawn: a patient it held was erased (export again)"
 static const char *const phase_names[] = {"queued", "scanning", "writing", "patients", "publishing"};
 
 typedef struct job {
@@ -37,6 +38,7 @@ typedef struct job {
     export_progress progress;
     export_result result;
     char error[240];
+    bool withdrawn; /* a patient it may hold was erased while it ran (export_jobs_withdraw) */
     struct job *next;
 } job;
 
@@ -125,7 +127,16 @@ static void run_job(export_jobs *j, job *jb)
         buf_free(&name);
     }
     pthread_mutex_lock(&j->mu);
-    if (rc == MS_OK) {
+    if (jb->withdrawn) {
+        ms_err ignored;
+        buf tar = {0};
+        job_paths(j, jb, NULL, &tar);
+        out_remove_tree(dir.data, &ignored);
+        unlink(tar.data);
+        buf_free(&tar);
+        snprintf(jb->error, sizeof jb->error, "%s", WITHDRAWN);
+        jb->state = JOB_FAILED;
+    } else if (rc == MS_OK) {
         jb->result = res;
         jb->state = JOB_DONE;
     } else {
@@ -134,6 +145,31 @@ static void run_job(export_jobs *j, job *jb)
     }
     pthread_mutex_unlock(&j->mu);
     buf_free(&dir);
+}
+
+uint32_t export_jobs_withdraw(export_jobs *j)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&j->mu);
+    for (job *jb = j->jobs; jb; jb = jb->next) {
+        if (jb->state == JOB_RUNNING) {
+            jb->withdrawn = true; /* run_job removes its files when it ends */
+            n++;
+        }
+        if (jb->state != JOB_DONE) continue;
+        n++;
+        buf d = {0}, t = {0};
+        job_paths(j, jb, &d, &t);
+        ms_err ignored;
+        out_remove_tree(d.data, &ignored);
+        unlink(t.data);
+        buf_free(&d);
+        buf_free(&t);
+        snprintf(jb->error, sizeof jb->error, "%s", WITHDRAWN);
+        jb->state = JOB_FAILED;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return n;
 }
 
 static void *worker(void *arg)

@@ -16,6 +16,7 @@
  *     is looked at.
  *   - AUDIT: the audit callback runs before the export is made visible (export.h) with the submitter's
  *     user, role and client; PHI exports name every patient id.
+ *   - ERASURE: export_jobs_withdraw removes what an erased patient may be in.
  *   - export_jobs_stop stops the running export (it cleans up) and waits for the thread.
  * Thread-safe: request threads call submit, status and download at any time.
  */
@@ -65,6 +66,10 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
  * such finished export); else an open fd on the archive, its size, and who made the export. */
 ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd, uint64_t *size,
                              export_scope *scope, char user[72], ms_err *e);
+/* A patient was erased: every finished export is withdrawn (its files removed; its status "failed" with
+ * "withdrawn: ..."), and so is the running one when it ends. Exports run after the erasure's commit never
+ * see the patient (its versions are erased in place), so queued ones stay. */
+uint32_t export_jobs_withdraw(export_jobs *j); /* returns how many */
 /* The signature of a link (hex, 64 digits). */
 void export_link_sign(const unsigned char id_key[32], const char *id, int64_t exp, char hex[65]);
 

@@ -4,7 +4,8 @@
 # the audit chain keeps the erasure (with its reason, without PHI) and still verifies; no file of the data
 # directory holds the patient's distinctive strings or its wrapped key, while the other patient stays
 # readable; a copy of the data directory taken BEFORE the erasure (a backup), opened with the key file
-# after it, cannot read the erased patient but reads the other; `medstream erase` offline; bad requests.
+# after it, cannot read the erased patient but reads the other; the server's exports made before are
+# withdrawn (their files in DATA/exports held PHI in the clear); `medstream erase` offline; bad requests.
 #
 # Run: /usr/bin/python3 tests/e2e/test_erasure.py [NAME_SUBSTRING...]
 
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import harness as H
 from harness import check, eq, fail, short, test
@@ -111,7 +113,23 @@ def test_erase_answers_certificate_then_410_and_leaves_nothing():
     pid, keep = ingest_two(s, "e1")
     with open(os.path.join(s.data_dir, "keys"), "rb") as f:
         keys_before = f.read()
+    # a PHI export held by the server (DATA/exports, in the clear): the erasure withdraws it
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 202, "export: %s" % short(r.text))
+    xid = r.json()["export_id"]
+    for _ in range(300):
+        st = s.get_json("/v1/exports/" + xid)
+        if st["state"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    eq(st["state"], "done", "the export finished: %s" % st)
+    check(files_holding(os.path.join(s.data_dir, "exports"), [b"xyzzy-plugh-4172"]), "the export holds the PHI")
     cert = erase(s, pid)
+    eq(cert["exports_withdrawn"], 1, "exports withdrawn")
+    st = s.get_json("/v1/exports/" + xid)
+    eq(st["state"], "failed", "the export after the erasure")
+    check("withdrawn" in (st.get("error") or ""), "says withdrawn: %s" % st)
     eq(cert["patient_id"], pid, "certificate names the patient")
     eq(cert["erased_by"], "admin", "who")
     eq(cert["reason"], "patient request under GDPR art. 17", "reason")
