@@ -18,7 +18,10 @@
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
+#include "store/seal.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <string.h>
 
 /* ---- records ---- */
@@ -157,6 +160,54 @@ out:
 
 /* ---- patients ---- */
 
+/* A patient version as stored: PV_SEALED, then seal.h's [IV][ciphertext][tag] of st_patient_encode's bytes
+ * under the patient's data key (its references and value hashes are the patient's: a hash of a short value
+ * such as a date of birth could be found by trying them all). A patient without a key (preload, a store
+ * from before keys) keeps st_patient_encode's bytes. */
+#define PV_SEALED 0xF5
+
+static ms_code patient_value(store *s, uint64_t number, const buf *plain, buf *out, ms_err *e)
+{
+    unsigned char key[SEAL_KEY], prefix[8], iv[SEAL_IV];
+    bool found;
+    out->len = 0;
+    ms_code rc = st_key_get(s, number, key, &found, e);
+    if (rc != MS_OK) return rc;
+    if (!found) {
+        buf_put(out, plain->data, plain->len);
+        return MS_OK;
+    }
+    if (RAND_bytes(prefix, sizeof prefix) != 1) rc = ms_fail(e, MS_EIO, "store: random number generator failed");
+    seal_iv(prefix, 0, iv);
+    buf_reserve(out, 1 + plain->len + SEAL_OVERHEAD);
+    out->data[0] = (char)PV_SEALED;
+    if (rc == MS_OK && !seal_record(key, iv, plain->data, plain->len, (unsigned char *)out->data + 1))
+        rc = ms_fail(e, MS_EIO, "store: sealing a patient version failed");
+    out->len = 1 + plain->len + SEAL_OVERHEAD;
+    OPENSSL_cleanse(key, sizeof key);
+    return rc;
+}
+
+/* st_patient_decode of a stored value, opened first when sealed (into mem). */
+static ms_code patient_decode(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
+{
+    if (v.mv_size && *(const unsigned char *)v.mv_data == PV_SEALED) {
+        unsigned char key[SEAL_KEY];
+        bool found;
+        if (v.mv_size < 1 + SEAL_OVERHEAD) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        size_t n = v.mv_size - 1 - SEAL_OVERHEAD;
+        ms_code rc = st_key_get(s, who->number, key, &found, e);
+        if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "store: the patient's data key is gone (erased)");
+        unsigned char *plain = arena_alloc(mem, n ? n : 1);
+        if (rc == MS_OK && !seal_open_record(key, (const unsigned char *)v.mv_data + 1, n, plain))
+            rc = ms_fail(e, MS_ECORRUPT, "store: a sealed patient version failed its authentication tag");
+        OPENSSL_cleanse(key, sizeof key);
+        if (rc != MS_OK) return rc;
+        v = st_val(plain, n);
+    }
+    return st_patient_decode(&v, who, pv, mem) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+}
+
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e)
 {
@@ -171,10 +222,8 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     rc = st_seek_first_version(c, &w->key, 9, &k, &v);
     ms_code out = MS_OK;
     if (rc == 0) {
-        if (!st_patient_decode(&v, p, pv, mem))
-            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
-        else
-            *found = true;
+        out = patient_decode(w->s, v, p, pv, mem, e);
+        *found = out == MS_OK;
     } else if (rc != MDB_NOTFOUND) {
         out = st_mdb_fail(e, rc, "patient lookup");
     }
@@ -206,8 +255,14 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
                            RECORD_KEY_MAX);
     unsigned char prefix[9];
     st_patient_prefix(prefix, pv->number, 'v');
-    buf v = {0};
-    st_patient_encode(&v, pv);
+    buf plain = {0}, v = {0};
+    st_patient_encode(&plain, pv);
+    ms_code code = patient_value(w->s, pv->number, &plain, &v, e);
+    buf_free(&plain);
+    if (code != MS_OK) {
+        buf_free(&v);
+        return code;
+    }
     st_key_versioned(&w->key, prefix, 9, pv->valid_from, pv->version);
     MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
@@ -290,9 +345,7 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
     ms_code out = MS_OK;
     rc = st_seek_first_version(c, &kb, 9, &k, &v);
     if (rc == 0) {
-        if (!st_patient_decode(&v, &who, pv, mem)) {
-            out = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
-        } else {
+        if ((out = patient_decode(r->s, v, &who, pv, mem, e)) == MS_OK) {
             *found = true;
             MDB_val nk, nv;
             if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0)
@@ -331,10 +384,7 @@ ms_code store_patient_history(store_read *r, const patient_id *pid, patient_vers
             list = bigger;
             cap *= 2;
         }
-        if (!st_patient_decode(&v, &who, &list[count], mem)) {
-            code = ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
-            break;
-        }
+        if ((code = patient_decode(r->s, v, &who, &list[count], mem, e)) != MS_OK) break;
         list[count].valid_to = count ? list[count - 1].valid_from : -1;
         count++;
     }
@@ -638,7 +688,7 @@ ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t vali
     ms_code rc = exact_get(r, DB_PATIENT, &kb, &v, found, "patient lookup", e);
     buf_free(&kb);
     if (rc || !*found) return rc;
-    if (!st_patient_decode(&v, &who, pv, mem)) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+    if ((rc = patient_decode(r->s, v, &who, pv, mem, e)) != MS_OK) return rc;
     pv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
     return MS_OK;
 }

@@ -1260,7 +1260,7 @@ def test_unknown_path_404():
 def test_wrong_method_405():
     u = str(uuid.uuid4())
     for method, path in (("GET", "/v1/records"), ("PUT", "/v1/records"), ("PUT", "/v1/records/x1"),
-                         ("PUT", "/v1/patients/%s" % u), ("DELETE", "/v1/patients/%s" % u),
+                         ("PUT", "/v1/patients/%s" % u), ("PATCH", "/v1/patients/%s" % u),
                          ("POST", "/v1/patients/%s/history" % u), ("POST", "/healthz"), ("POST", "/metrics"),
                          ("GET", "/v1/snapshots"), ("POST", "/v1/public/records"),
                          ("POST", "/v1/public/patients/%s" % u)):

@@ -192,7 +192,8 @@ def test_backup_while_ingesting_is_a_consistent_copy_a_second_server_serves():
     print("  backup at commit %d in %.2f s: log end %d in %d segment files; %d records acknowledged before it began, "
           "%d sent after it ended" % (commit, ended - began, log_end, files, len(before), len(after)), flush=True)
     check_segments(s.data_dir, copy, log_end, files, seg)
-    eq(sorted(os.listdir(copy)), ["lmdb", "segments"], "what the copy holds (no lock file, no admin.password)")
+    eq(sorted(os.listdir(copy)), ["keys", "lmdb", "segments"],
+       "what the copy holds (the data keys; no lock file, no admin.password)")
     eq(sorted(os.listdir(os.path.join(copy, "lmdb"))), ["data.mdb"], "the copy's LMDB directory")
 
     rc, out, err = run(["audit", "verify", "--data", copy])
@@ -283,7 +284,7 @@ def test_backup_refuses_an_out_that_exists_and_is_not_empty():
     empty = os.path.join(s.base, "empty")
     os.mkdir(empty)
     backup(s.data_dir, empty)  # an empty directory is fine
-    eq(sorted(os.listdir(empty)), ["lmdb", "segments"], "the copy in the empty directory")
+    eq(sorted(os.listdir(empty)), ["keys", "lmdb", "segments"], "the copy in the empty directory")
 
 
 @test(timeout=90)

@@ -4,7 +4,8 @@
  * [IV][ciphertext][tag], a flipped bit or a wrong key refused, any range opened in place equal to the
  * plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
- * and after an erasure the key slot is zeros and the body no longer opens.
+ * and after an erasure the key slot is zeros and the body no longer opens; the sweep at open overwrites
+ * an erased patient's key left by a crash and cuts off keys past the patient count.
  */
 #include "unit_store.h"
 
@@ -137,20 +138,31 @@ static void test_keys_in_a_store(void **state)
     assert_int_equal(store_data_key(u.s, ikey, il, k2, &e), MS_OK);
     assert_memory_equal(k2, k1, 32);
     /* erase: the slot is overwritten, the body's key is gone */
+    char path[256];
+    unsigned char slot[64], zero[64] = {0}, before[64];
+    snprintf(path, sizeof path, "%s/keys", u.dir);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, before, 64, (off_t)(64 * (p.number + 1))), 64);
+    assert_int_equal(before[0], 1);
     assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
     erase_report rep;
     assert_int_equal(store_patient_erase(w, &p.id, &rep, &e), MS_OK);
     assert_int_equal(rep.record_versions, 1);
     assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
     assert_true(store_patient_key_gone(u.s, &p.id));
-    char path[256];
-    unsigned char slot[64], zero[64] = {0};
-    snprintf(path, sizeof path, "%s/keys", u.dir);
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
     assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 1))), 64);
-    close(fd);
     assert_memory_equal(slot, zero, 64);
+    /* a crash between the erasure's commit and the overwrite (the slot written back here): the next open
+     * overwrites it; and a key past the patient count (a commit that never completed) is cut off */
+    assert_int_equal(pwrite(fd, before, 64, (off_t)(64 * (p.number + 1))), 64);
+    assert_int_equal(pwrite(fd, before, 64, (off_t)(64 * (p.number + 5))), 64);
+    store_close(u.s);
+    assert_int_equal(store_open(&u.s, u.dir, NULL, &e), MS_OK);
+    assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 1))), 64);
+    assert_memory_equal(slot, zero, 64);
+    assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 5))), 0); /* cut */
+    close(fd);
     got.len = 0;
     assert_int_not_equal(store_record_body(u.s, &rv, &got, &e), MS_OK);
     /* a new identity key for the same identity: a fresh one (the old patient is gone) */
