@@ -6,9 +6,10 @@
  *
  * What one erasure writes:
  *   - every record version of the patient (found through the patient's records index) becomes an erased
- *     tombstone in place: same key (record id, valid_from, version), no body, no hashes, so that as-of
- *     reads of a record that was someone else's before or after still answer exactly (the erased versions
- *     read as deleted); its public copy becomes a tombstone's copy;
+ *     tombstone in place: same key (record id, valid_from, version), no body, no hashes, no event time, no
+ *     parent, so that as-of reads of a record that was someone else's before or after still answer
+ *     exactly (the erased versions read as deleted); its public copy becomes a tombstone's copy; the
+ *     children index entries those versions made are deleted;
  *   - the patient's versions, its records index and its public patient copies are deleted;
  *   - its identity entry becomes an erased marker (patient id and the erasure time: nothing of the name or
  *     date of birth; reads answer 410), and after the commit the identity leaves the in-memory index, so
@@ -18,8 +19,11 @@
  * The caller writes the audit entry in the same transaction.
  *
  * What stays, by design: record ids and patient ids (not PHI here: the public store publishes both),
- * field names, event times' places in the indexes, and in freed LMDB pages the MAC of the identity (a
- * keyed hash; the key is the store's) and sealed bytes without their key.
+ * field names, commit times (the keys' valid_from), a tombstone's type and its public copy's year; and in
+ * pages LMDB has freed (until it reuses them) what those held before: the identity MAC (a keyed hash:
+ * a guess of name and date of birth can be confirmed only with the store's key), sealed bytes without
+ * their key, the public copies (de-identified), and record ids with event times in the index keys,
+ * no longer tied to anyone (the patient number maps to no identity any more).
  *
  * Contract: store.h ("Erasure"). Must never: leave a decryptable byte of the patient after the commit and
  * the key's overwrite, touch a version of the same record that belongs to another patient.
@@ -41,6 +45,9 @@ static int erase_version(store_write *w, MDB_cursor *rc_cur, const MDB_val *k, r
     t.body_pos = 0;
     t.body_len = 0;
     t.body_hash = 0;
+    t.ts_us = 0; /* an event time is a date of service: not kept */
+    t.parent_id_len = 0;
+    t.parent_id[0] = 0;
     memset(t.content_hash, 0, sizeof t.content_hash);
     buf v = {0};
     st_record_encode(&v, &t);
@@ -64,13 +71,24 @@ static int erase_version(store_write *w, MDB_cursor *rc_cur, const MDB_val *k, r
     return rc;
 }
 
-/* Every version of record rid that belongs to patient number: erased. */
+/* A children index key: parent NUL be64(event time) child (versions.c writes them). */
+static void children_key(buf *k, const record_version *rv)
+{
+    k->len = 0;
+    buf_put(k, rv->parent_id, rv->parent_id_len);
+    buf_putc(k, 0);
+    buf_put_be64(k, st_ts_key(rv->ts_us));
+    buf_put(k, rv->record_id, rv->record_id_len);
+}
+
+/* Every version of record rid that belongs to patient number: erased; and the children index entries
+ * those versions made, unless a version of another patient made the same one. */
 static int erase_record(store_write *w, const char *rid, size_t rl, uint64_t number, erase_report *out)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_RECORD], &c);
     if (rc) return rc;
-    buf prefix = {0};
+    buf prefix = {0}, ck = {0}, gone = {0}, kept = {0}; /* gone, kept: children keys, each be32 length + key */
     buf_put(&prefix, rid, rl);
     buf_putc(&prefix, 0);
     MDB_val k = st_val(prefix.data, prefix.len), v;
@@ -81,12 +99,34 @@ static int erase_record(store_write *w, const char *rid, size_t rl, uint64_t num
             rc = MDB_CORRUPTED;
             break;
         }
+        if (rv.parent_id_len && !rv.deleted) {
+            children_key(&ck, &rv);
+            buf *list = rv.patient_number == number ? &gone : &kept;
+            buf_put_be32(list, (uint32_t)ck.len);
+            buf_put(list, ck.data, ck.len);
+        }
         if (rv.patient_number != number) continue; /* the record's versions of another patient stay */
         if ((rc = erase_version(w, c, &k, &rv, out))) break;
     }
     if (rc == MDB_NOTFOUND) rc = 0;
     mdb_cursor_close(c);
+    for (size_t at = 0; !rc && at < gone.len;) {
+        uint32_t n = ms_get_be32(gone.data + at);
+        const char *key = gone.data + at + 4;
+        at += 4 + n;
+        bool shared = false;
+        for (size_t j = 0; j < kept.len && !shared;) {
+            uint32_t m = ms_get_be32(kept.data + j);
+            shared = m == n && memcmp(kept.data + j + 4, key, n) == 0;
+            j += 4 + m;
+        }
+        MDB_val dk = st_val(key, n);
+        if (!shared && (rc = mdb_del(w->txn, w->s->dbi[DB_CHILDREN], &dk, NULL)) == MDB_NOTFOUND) rc = 0;
+    }
     buf_free(&prefix);
+    buf_free(&ck);
+    buf_free(&gone);
+    buf_free(&kept);
     return rc;
 }
 
