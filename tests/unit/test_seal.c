@@ -172,6 +172,50 @@ static void test_keys_in_a_store(void **state)
     unit_store_close(&u);
 }
 
+/* A patient from before data keys (an unsealed identity entry, as preload writes) takes the key its first
+ * sealed body came with, and its identity entry is sealed then. */
+static void test_a_patient_from_before_keys_adopts_one(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char ikey[] = "old timer\0"
+                        "1940-04-04";
+    size_t il = sizeof ikey - 1;
+    store_write *w;
+    patient_ref p = {.number = 0};
+    store_patient_id(u.s, 0, &p.id);
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_put(w, ikey, il, &p, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_true(store_patient_key_gone(u.s, &p.id)); /* no key yet */
+    unsigned char k[32], again[32];
+    assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK); /* a fresh one, pending */
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    bool found, bound;
+    patient_ref who;
+    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(who.number, 0);
+    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_false(store_patient_key_gone(u.s, &p.id));
+    assert_int_equal(store_data_key(u.s, ikey, il, again, &e), MS_OK);
+    assert_memory_equal(again, k, 32); /* its key now */
+    store_read *r;
+    buf key = {0};
+    assert_int_equal(store_read_begin(u.s, &r, &e), MS_OK);
+    assert_int_equal(store_identity_key(r, &p.id, &key, &found, &e), MS_OK);
+    store_read_end(r);
+    assert_true(found);
+    assert_int_equal(key.len, il);
+    assert_memory_equal(key.data, ikey, il); /* the sealed entry opens to the same identity */
+    buf_free(&key);
+    unit_store_close(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,6 +223,7 @@ int main(void)
         cmocka_unit_test(test_ranges_open_in_place),
         cmocka_unit_test(test_wrap_is_bound_to_its_slot),
         cmocka_unit_test(test_keys_in_a_store),
+        cmocka_unit_test(test_a_patient_from_before_keys_adopts_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
