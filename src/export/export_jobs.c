@@ -71,7 +71,8 @@ static void job_release(job *jb)
     free(jb);
 }
 
-static void job_free(export_jobs *j, job *jb)
+/* A job's directory and archive, removed. */
+static void job_remove_files(export_jobs *j, job *jb)
 {
     buf d = {0}, t = {0};
     job_paths(j, jb, &d, &t);
@@ -80,6 +81,11 @@ static void job_free(export_jobs *j, job *jb)
     unlink(t.data);
     buf_free(&d);
     buf_free(&t);
+}
+
+static void job_free(export_jobs *j, job *jb)
+{
+    job_remove_files(j, jb);
     job_release(jb);
 }
 
@@ -128,12 +134,7 @@ static void run_job(export_jobs *j, job *jb)
     }
     pthread_mutex_lock(&j->mu);
     if (jb->withdrawn) {
-        ms_err ignored;
-        buf tar = {0};
-        job_paths(j, jb, NULL, &tar);
-        out_remove_tree(dir.data, &ignored);
-        unlink(tar.data);
-        buf_free(&tar);
+        job_remove_files(j, jb);
         snprintf(jb->error, sizeof jb->error, "%s", WITHDRAWN);
         jb->state = JOB_FAILED;
     } else if (rc == MS_OK) {
@@ -158,13 +159,7 @@ uint32_t export_jobs_withdraw(export_jobs *j)
         }
         if (jb->state != JOB_DONE) continue;
         n++;
-        buf d = {0}, t = {0};
-        job_paths(j, jb, &d, &t);
-        ms_err ignored;
-        out_remove_tree(d.data, &ignored);
-        unlink(t.data);
-        buf_free(&d);
-        buf_free(&t);
+        job_remove_files(j, jb);
         snprintf(jb->error, sizeof jb->error, "%s", WITHDRAWN);
         jb->state = JOB_FAILED;
     }

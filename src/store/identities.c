@@ -242,14 +242,21 @@ ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_i
     return rc;
 }
 
+/* The identity entry of the patient with this id as r sees it (*have false: no such id or entry). */
+static ms_code entry_of(store_read *r, const patient_id *pid, uint64_t *number, ident_entry *ie, bool *have, ms_err *e)
+{
+    *have = false;
+    if (!store_patient_number(r->s, pid, number)) return MS_OK;
+    return ident_entry_get(r->s, r->txn, *number, ie, have, e);
+}
+
 ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
 {
     uint64_t number;
-    *found = false;
-    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     ident_entry ie;
     bool have;
-    ms_code rc = ident_entry_get(r->s, r->txn, number, &ie, &have, e);
+    *found = false;
+    ms_code rc = entry_of(r, pid, &number, &ie, &have, e);
     if (rc != MS_OK || !have || ie.erased) return rc;
     key->len = 0;
     if (ie.legacy) {
@@ -273,11 +280,10 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
 ms_code store_patient_erased(store_read *r, const patient_id *pid, erase_mark *mark, bool *erased, ms_err *e)
 {
     uint64_t number;
-    *erased = false;
-    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     ident_entry ie;
     bool have;
-    ms_code rc = ident_entry_get(r->s, r->txn, number, &ie, &have, e);
+    *erased = false;
+    ms_code rc = entry_of(r, pid, &number, &ie, &have, e);
     if (rc == MS_OK && have && ie.erased) {
         *erased = true;
         if (mark) *mark = (erase_mark){ie.erased_at, ie.erased_pos};
