@@ -558,6 +558,19 @@ def test_browser_sign_out_revokes_the_token(c):
        "the console's token after sign-out")
 
 
+def find_patient(c, name, dob):
+    """Sign in as the clinician, open the patients view and look the patient up by name and date of birth;
+    the view's selector."""
+    c.open()
+    c.sign_in("c-clinician")
+    c.page.click('#nav a[data-view="patients"]')
+    view = '[data-view-body="patients"]'
+    c.page.fill(view + ' input[name="name"]', name)
+    c.page.fill(view + ' input[name="dob"]', dob)
+    c.page.click(view + " form button[type=submit]")
+    return view
+
+
 @browser_test()
 def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
     s = srv()
@@ -568,13 +581,7 @@ def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
     want = s.get_json("/v1/patients?" + H.q({"name": name, "dob": dob}))
     history = s.get_json("/v1/patients/%s/history" % want["patient_id"])["versions"]
     check(len(history) >= 2, "the patient has %d versions" % len(history))
-    c.open()
-    c.sign_in("c-clinician")
-    c.page.click('#nav a[data-view="patients"]')
-    view = '[data-view-body="patients"]'
-    c.page.fill(view + ' input[name="name"]', name)
-    c.page.fill(view + ' input[name="dob"]', dob)
-    c.page.click(view + " button[type=submit]")
+    view = find_patient(c, name, dob)
     c.page.wait_for_selector(view + " [data-version]")
     eq(c.page.get_attribute(view + " p[data-version]", "data-version"), str(want["version"]), "the state's version")
     check(c.page.is_visible("#banner"), "the audited-access banner")
@@ -613,13 +620,7 @@ def test_browser_clinician_reads_a_patients_records_and_a_records_children(c):
     s.ingest_ok([dict(base, record_id=parent, type="order")] +
                 [dict(base, record_id=parent + "-c%d" % i, type="result", parent_id=parent,
                       ts="2024-05-0%dT00:00:00Z" % (i + 2)) for i in range(2)])
-    c.open()
-    c.sign_in("c-clinician")
-    c.page.click('#nav a[data-view="patients"]')
-    view = '[data-view-body="patients"]'
-    c.page.fill(view + ' input[name="name"]', name)
-    c.page.fill(view + ' input[name="dob"]', dob)
-    c.page.click(view + " form button[type=submit]")
+    view = find_patient(c, name, dob)
     c.page.wait_for_selector(view + ' section[aria-labelledby="records-h"] table')
     ids = c.page.eval_on_selector_all(view + ' section[aria-labelledby="records-h"] tbody tr td:first-child',
                                       "tds => tds.map(t => t.textContent)")
