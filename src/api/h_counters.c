@@ -21,15 +21,20 @@
 
 #include <string.h>
 
+static audit_event event_of(const http_request *req, const char *action, const char *outcome)
+{
+    return (audit_event){.time_us = ms_now_us(),
+                         .user = req->user,
+                         .role = req->role,
+                         .action = action,
+                         .resource = req->path,
+                         .outcome = outcome,
+                         .client = req->client};
+}
+
 static void audit(api *a, const http_request *req, const char *action, const char *outcome)
 {
-    audit_event ev = {.time_us = ms_now_us(),
-                      .user = req->user,
-                      .role = req->role,
-                      .action = action,
-                      .resource = req->path,
-                      .outcome = outcome,
-                      .client = req->client};
+    audit_event ev = event_of(req, action, outcome);
     writer_audit(a->writer, &ev);
 }
 
@@ -47,8 +52,9 @@ void h_counter_create(api *a, http_request *req, http_response *res)
 {
     buf def = {0};
     ms_err e;
-    ms_code rc = counters_define(a->counters, req->body ? req->body : "", req->body_len, &def, &e);
-    audit(a, req, "counters:create", rc == MS_OK ? "ok" : "error");
+    audit_event ev = event_of(req, "counters:create", "ok"); /* committed with the definition */
+    ms_code rc = counters_define(a->counters, req->body ? req->body : "", req->body_len, &ev, &def, &e);
+    if (rc != MS_OK) audit(a, req, "counters:create", "error");
     if (rc != MS_OK) {
         buf_free(&def);
         http_error(res, status_for(rc), "%s", e.msg);
@@ -65,8 +71,9 @@ void h_counter_create(api *a, http_request *req, http_response *res)
 void h_counter_delete(api *a, http_request *req, http_response *res)
 {
     ms_err e;
-    ms_code rc = counters_remove(a->counters, req->params[0], &e);
-    audit(a, req, "counters:delete", outcome_of(rc));
+    audit_event ev = event_of(req, "counters:delete", "ok"); /* committed with the removal */
+    ms_code rc = counters_remove(a->counters, req->params[0], &ev, &e);
+    if (rc != MS_OK) audit(a, req, "counters:delete", outcome_of(rc));
     if (rc != MS_OK) {
         http_error(res, status_for(rc), "%s", e.msg);
         return;

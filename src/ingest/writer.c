@@ -622,3 +622,32 @@ ms_code writer_sync(writer *w, ms_err *e)
     if (job.rc != MS_OK && e) *e = job.err;
     return job.rc;
 }
+
+/* ---- named definitions with their audit entry ---- */
+
+typedef struct {
+    const char *kind, *name, *value;
+    size_t len;
+    audit_event ev;
+} def_change;
+
+static ms_code def_apply(void *ctx, store_write *w, ms_err *e)
+{
+    def_change *c = ctx;
+    ms_code rc = c->value ? store_definition_put(w, c->kind, c->name, c->value, c->len, e)
+                          : store_definition_delete(w, c->kind, c->name, NULL, e);
+    if (rc != MS_OK) return rc;
+    c->ev.time_us = store_write_time(w);
+    buf m = {0};
+    audit_event_json(&c->ev, &m);
+    rc = store_audit_append(w, m.data, m.len, e);
+    buf_free(&m);
+    return rc;
+}
+
+ms_code writer_definition(writer *w, const char *kind, const char *name, const char *value, size_t len,
+                          const audit_event *ev, ms_err *e)
+{
+    def_change c = {.kind = kind, .name = name, .value = value, .len = len, .ev = *ev};
+    return writer_apply(w, def_apply, &c, e);
+}

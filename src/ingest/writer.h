@@ -109,6 +109,11 @@ void writer_stop(writer *w);
 void writer_submit(writer *w, ingest_job *job);
 /* Run fn inside the next commit and wait for it to be durable. */
 ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);
+/* A named definition (rules, subscriptions, counters defined over the API: store_definition_put, or
+ * store_definition_delete when value is NULL) and its audit entry ev (its time is the commit's) in one
+ * durable commit. */
+ms_code writer_definition(writer *w, const char *kind, const char *name, const char *value, size_t len,
+                          const audit_event *ev, ms_err *e);
 /* Wait until every audit entry queued before this call is durable (GET /v1/audit reads its writes). */
 ms_code writer_sync(writer *w, ms_err *e);
 /* Queue an audit entry for the next commit and return at once (reads, logins: see audit.h). */

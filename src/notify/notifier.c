@@ -98,41 +98,18 @@ static long find_rule(const rule_def *v, size_t n, const char *name)
     return -1;
 }
 
-/* ---- definitions through the writer, with their audit entry ---- */
-
-typedef struct {
-    const char *kind, *name;
-    const char *value;
-    size_t len;
-    bool del;
-    audit_event ev;
-} def_change;
-
-static ms_code def_apply(void *ctx, store_write *w, ms_err *e)
-{
-    def_change *c = ctx;
-    ms_code rc = c->del ? store_definition_delete(w, c->kind, c->name, NULL, e)
-                        : store_definition_put(w, c->kind, c->name, c->value, c->len, e);
-    if (rc != MS_OK) return rc;
-    c->ev.time_us = store_write_time(w);
-    buf m = {0};
-    audit_event_json(&c->ev, &m);
-    rc = store_audit_append(w, m.data, m.len, e);
-    buf_free(&m);
-    return rc;
-}
+/* ---- definitions through the writer, with their audit entry (writer_definition) ---- */
 
 ms_code notify_definition_change(notifier *n, const char *kind, const char *name, const char *value, size_t len,
                                  bool del, const char *action, const char *resource, const notify_actor *who, ms_err *e)
 {
-    def_change c = {.kind = kind, .name = name, .value = value, .len = len, .del = del};
-    c.ev = (audit_event){.user = who && who->user ? who->user : "",
-                         .role = who && who->role ? who->role : "",
-                         .action = action,
-                         .resource = resource,
-                         .outcome = "ok",
-                         .client = who && who->client ? who->client : ""};
-    return writer_apply(n->writer, def_apply, &c, e);
+    audit_event ev = {.user = who && who->user ? who->user : "",
+                      .role = who && who->role ? who->role : "",
+                      .action = action,
+                      .resource = resource,
+                      .outcome = "ok",
+                      .client = who && who->client ? who->client : ""};
+    return writer_definition(n->writer, kind, name, del ? NULL : value, len, &ev, e);
 }
 
 /* ---- rules over the API ---- */

@@ -72,25 +72,13 @@ static void add_live(counters *c, live *l)
 /* ---- definitions ---- */
 
 /* A counter defined over HTTP is a named definition of the store (kind "counter", its canonical JSON),
- * written through the writer like the notifications' rules and subscriptions; d NULL removes it. */
-typedef struct {
-    const char *name, *json;
-    size_t len;
-} def_change;
-
-static ms_code def_put(void *ctx, store_write *w, ms_err *e)
-{
-    const def_change *d = ctx;
-    return d->json ? store_definition_put(w, COUNTER_KIND, d->name, d->json, d->len, e)
-                   : store_definition_delete(w, COUNTER_KIND, d->name, NULL, e);
-}
-
-static ms_code def_store(counters *c, const char *name, const counter_def *d, ms_err *e)
+ * written through the writer with its audit entry, like the notifications' rules and subscriptions; d
+ * NULL removes it. */
+static ms_code def_store(counters *c, const char *name, const counter_def *d, const audit_event *ev, ms_err *e)
 {
     buf j = {0};
     if (d) counter_def_json(d, &j);
-    def_change x = {.name = name, .json = d ? j.data : NULL, .len = j.len};
-    ms_code rc = writer_apply(c->writer, def_put, &x, e);
+    ms_code rc = writer_definition(c->writer, COUNTER_KIND, name, d ? j.data : NULL, j.len, ev, e);
     buf_free(&j);
     return rc;
 }
@@ -135,7 +123,7 @@ static ms_code parse_array(const char *text, size_t len, const char *what, count
     return MS_OK;
 }
 
-ms_code counters_define(counters *c, const char *json, size_t len, buf *out, ms_err *e)
+ms_code counters_define(counters *c, const char *json, size_t len, const audit_event *ev, buf *out, ms_err *e)
 {
     counter_def d;
     ms_code rc = counter_def_parse(&d, json, len, e);
@@ -147,7 +135,7 @@ ms_code counters_define(counters *c, const char *json, size_t len, buf *out, ms_
     if (taken)
         rc = ms_fail(e, MS_ECONFLICT, "counter \"%s\" exists (DELETE /v1/counters/%s first)", d.name, d.name);
     else
-        rc = def_store(c, d.name, &d, e);
+        rc = def_store(c, d.name, &d, ev, e);
     if (rc == MS_OK) {
         counter_def_json(&d, out);
         ms_log_fields(LOG_INFO, "counters.defined", (log_field[]){LOG_STR("counter", d.name)}, 1,
@@ -165,7 +153,7 @@ ms_code counters_define(counters *c, const char *json, size_t len, buf *out, ms_
     return rc;
 }
 
-ms_code counters_remove(counters *c, const char *name, ms_err *e)
+ms_code counters_remove(counters *c, const char *name, const audit_event *ev, ms_err *e)
 {
     pthread_mutex_lock(&c->defs_lock);
     pthread_rwlock_rdlock(&c->reg);
@@ -176,7 +164,7 @@ ms_code counters_remove(counters *c, const char *name, ms_err *e)
     else if (l->from_file)
         rc = ms_fail(e, MS_ECONFLICT, "counter \"%s\" is defined by serve --counters FILE: remove it there", name);
     pthread_rwlock_unlock(&c->reg);
-    if (rc == MS_OK) rc = def_store(c, name, NULL, e);
+    if (rc == MS_OK) rc = def_store(c, name, NULL, ev, e);
     if (rc == MS_OK) {
         pthread_rwlock_wrlock(&c->reg);
         for (size_t i = 0; i < c->n; i++)
@@ -496,8 +484,14 @@ static ms_code load_definitions(counters *c, const counters_options *o, ms_err *
     c->start_known = store_commit_pos(r);
     store_read_end(r);
     /* a file's definition replaced a stored one of its name: that one goes (logged by load_stored) */
+    audit_event ev = {.user = "medstream",
+                      .role = "",
+                      .action = "counters:delete",
+                      .resource = "serve --counters FILE",
+                      .outcome = "ok",
+                      .client = "local"};
     for (size_t i = 0; i < st.nreplaced && rc == MS_OK; i++)
-        rc = def_store(c, st.replaced[i], NULL, e);
+        rc = def_store(c, st.replaced[i], NULL, &ev, e);
     for (size_t i = 0; i < st.nreplaced; i++)
         free(st.replaced[i]);
     free(st.replaced);

@@ -66,12 +66,13 @@ ms_code counters_start(counters **out, const counters_options *o, ms_err *e);
 void counters_stop(counters *c);
 
 /* POST /v1/counters: a new counter, built from the stored records in the background; its canonical
- * definition is appended to out. Errors: MS_EINVAL a bad definition (names the key); MS_ECONFLICT the
- * name is taken; a store failure keeping the definition (MS_EFULL, MS_EIO). */
-ms_code counters_define(counters *c, const char *json, size_t len, buf *out, ms_err *e);
-/* DELETE /v1/counters/{name}. Errors: MS_ENOTFOUND; MS_ECONFLICT a counter of --counters FILE (remove it
- * there); a store failure. */
-ms_code counters_remove(counters *c, const char *name, ms_err *e);
+ * definition is appended to out. The definition and its audit entry ev commit together. Errors: MS_EINVAL a bad
+ * definition (names the key); MS_ECONFLICT the name is taken; a store failure keeping the definition (MS_EFULL,
+ * MS_EIO). */
+ms_code counters_define(counters *c, const char *json, size_t len, const audit_event *ev, buf *out, ms_err *e);
+/* DELETE /v1/counters/{name}, with its audit entry ev in the same commit. Errors: MS_ENOTFOUND;
+ * MS_ECONFLICT a counter of --counters FILE (remove it there); a store failure. */
+ms_code counters_remove(counters *c, const char *name, const audit_event *ev, ms_err *e);
 
 /* Is there such a counter, and is it readable with public:read (else patients:read)? */
 bool counters_lookup(counters *c, const char *name, bool *is_public, bool *per_parent);
