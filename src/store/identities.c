@@ -124,15 +124,13 @@ ms_code store_ident_lookup(store_read *r, const char *key, size_t len, patient_i
     return rc;
 }
 
-ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
+/* The identity key stored for patient number in txn. */
+static ms_code identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e)
 {
-    uint64_t number;
-    *found = false;
-    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     unsigned char kb[8];
     ms_set_be64(kb, number);
     MDB_val k = st_val(kb, 8), v;
-    int rc = mdb_get(r->txn, r->s->dbi[DB_IDENT], &k, &v);
+    int rc = mdb_get(txn, s->dbi[DB_IDENT], &k, &v);
     if (rc == MDB_NOTFOUND) return MS_OK;
     if (rc) return st_mdb_fail(e, rc, "identity lookup");
     patient_ref p;
@@ -145,9 +143,25 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
     return MS_OK;
 }
 
+ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    return identity_key_of(r->s, r->txn, number, key, found, e);
+}
+
+ms_code store_write_identity_key(store_write *w, const patient_ref *p, buf *key, bool *found, ms_err *e)
+{
+    *found = false;
+    return identity_key_of(w->s, w->txn, p->number, key, found, e);
+}
+
 /* ---- patient ids: a keyed permutation of patient numbers (identity.h) ---- */
 
 const unsigned char *store_id_key(const store *s) { return s->id_key; }
+
+const unsigned char *store_deid_key(const store *s) { return s->deid_key; }
 
 void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(&s->pid_key, n, id); }
 
