@@ -187,6 +187,7 @@ static bool project_member(const proj *P, const int *idx, int n, int d, const ch
     }
     if (!any || (leaf && leaf->transform == PUBLISH_DROP)) return false;
     if (leaf && leaf->transform == PUBLISH_COPY) {
+        if (leaf->seg[d].each && t != JSON_ARRAY) return false; /* "codes[]": only an array */
         int *drops = malloc(sizeof(int) * (size_t)n);
         int nd = 0;
         for (int i = 0; i < n; i++)
