@@ -214,6 +214,23 @@ def test_public_export_holds_only_transformed_values():
     eq(names[s.pids["a1"]], "Xavier Quillfeather", "PHI export name column of the merged state")
 
 
+@test(timeout=120)
+def test_patient_reprojected_after_a_record_leaves():
+    """Deleting a1 recomputes patient A from a2 alone in the writer, which derives the patient's keys from
+    its stored identity (not from a record in hand): the same date offset, the age at a2's event."""
+    s = server()
+    before = public_records(s)
+    r = s.request("DELETE", "/v1/records/a1")
+    eq(r.status, 200, "DELETE a1: %s" % short(r.text))
+    f = s.get_json("/v1/public/patients/" + s.pids["a1"])["fields"]
+    no_secrets(json.dumps(f), "the recomputed public patient")
+    eq(f["admitted"], before["a2"]["fields"]["admitted"], "the recomputed patient's shifted date (same offset)")
+    eq(f["codes"], ["R65.20"], "codes from a2")
+    eq(f["dob"], "80-89", "the age band at the patient's latest event, now a2's (2026-06-14)")
+    eq(f["family"], before["a2"]["fields"]["family"], "the pseudonym")
+    check("address" not in f and "labs" not in f, "a1's values left the state: %s" % sorted(f))
+
+
 def serve_with_schema(doc):
     base = H.tempfile.mkdtemp(prefix="medstream-privacy-bad-")
     H._temp_dirs.append(base)
