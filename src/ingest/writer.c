@@ -135,7 +135,10 @@ static ms_code public_projection(writer *wr, store_write *sw, const patient_ref 
     return rc;
 }
 
-/* Write the patient's next version (if the state changed) and its public copy (if that changed). */
+/* Write the patient's next version (if the state changed) and its public copy (if that changed). ikey:
+ * the patient's identity key, or NULL (looked up when the schema has keyed transforms). Known limit: a
+ * restated version (values unchanged, only held by a later record) does not re-project, so an age of
+ * the public copy counts to the latest event time of the last real change. */
 static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
                          const patient_version *prev, const merge_result *m, const merge_source *cur, const char *cause,
                          size_t cause_len, const char *source, ms_err *e)
