@@ -1,15 +1,16 @@
 /*
  * transforms.c - the public copy's value transforms and the derivation of their secrets (see
  * transforms.h). The restricted ZIP3 areas are data/zip3_restricted.txt, compiled by the Makefile into
- * build/gen/zip3_restricted.inc (one "NNN", a line).
+ * build/gen/zip3_restricted.inc (one "NNN", a line). Keys are 32 bytes (never longer than SHA-256's
+ * 64-byte block: no key hashing step).
  */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_* (see hmac below) */
 #include "pipeline/transforms.h"
 
 #include "base/timefmt.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,10 +47,27 @@ bool tf_zip3(const char *s, size_t n, char out[4])
     return true;
 }
 
+/* HMAC-SHA256 (RFC 2104) of a 32-byte key over SHA256_* (as identity.c does): the one-shot HMAC()
+ * fetches the algorithm under a lock on every call, five times slower for these short messages. */
 static void hmac(const unsigned char *key, size_t key_len, const void *msg, size_t n, unsigned char out[32])
 {
-    unsigned int len = 32;
-    HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, n, out, &len);
+    unsigned char block[SHA256_CBLOCK], inner[SHA256_DIGEST_LENGTH];
+    SHA256_CTX c;
+    for (int half = 0; half < 2; half++) {
+        for (size_t i = 0; i < SHA256_CBLOCK; i++)
+            block[i] = (unsigned char)((i < key_len ? key[i] : 0) ^ (half ? 0x5c : 0x36));
+        SHA256_Init(&c);
+        SHA256_Update(&c, block, sizeof block);
+        if (half == 0) {
+            SHA256_Update(&c, msg, n);
+            SHA256_Final(inner, &c);
+        } else {
+            SHA256_Update(&c, inner, sizeof inner);
+            SHA256_Final(out, &c);
+        }
+    }
+    OPENSSL_cleanse(block, sizeof block);
+    OPENSSL_cleanse(&c, sizeof c);
 }
 
 void tf_patient_keys(const unsigned char deid_key[32], const char *identity_key, size_t identity_key_len, tf_keys *out)
