@@ -12,7 +12,7 @@ CC      ?= cc
 # Hyperscan (libhyperscan-dev: the signal rules of src/notify) through its pkg-config file
 HS_CFLAGS := $(shell pkg-config --cflags libhs 2>/dev/null || echo -I/usr/include/hs)
 HS_LIBS   := $(shell pkg-config --libs libhs 2>/dev/null || echo -lhs)
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -I/usr/include/postgresql $(HS_CFLAGS)
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -Ibuild/gen -I/usr/include/postgresql $(HS_CFLAGS)
 CFLAGS  ?= -O2
 LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lssl -lcrypto -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -21,6 +21,9 @@ SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 WEBSRC  = $(sort $(wildcard web/*.html web/*.css web/*.js web/*.svg))
 CONSOLE_GEN = build/gen/console_assets.c
 LIBSRC  = $(wildcard src/*/*.c) $(CONSOLE_GEN)
+# the HIPAA Safe Harbor restricted 3-digit ZIP areas (issue 15): data/zip3_restricted.txt, the truth, as a
+# C initializer list for src/pipeline/transforms.c
+ZIP3_GEN = build/gen/zip3_restricted.inc
 HEADERS = $(wildcard src/*/*.h src/*.h)
 # the command line (src/main.c and the commands beside it): only in the medstream binary
 MAINSRC = $(wildcard src/*.c)
@@ -53,6 +56,11 @@ build/console_embed: tools/console_embed.c
 $(CONSOLE_GEN): build/console_embed $(WEBSRC)
 	@mkdir -p $(dir $@)
 	build/console_embed $@ $(WEBSRC)
+# One "NNN", a line; a line that is not a comment, blank or three digits fails the build.
+$(ZIP3_GEN): data/zip3_restricted.txt
+	@mkdir -p $(dir $@)
+	awk '/^#/ || NF == 0 { next } $$1 !~ /^[0-9][0-9][0-9]$$/ || NF != 1 { print FILENAME ":" NR ": not a 3-digit ZIP prefix" > "/dev/stderr"; exit 1 } { printf "\"%s\",\n", $$1 }' $< > $@.tmp && mv $@.tmp $@
+build/obj/src/pipeline/transforms.o build/san/src/pipeline/transforms.o: $(ZIP3_GEN)
 
 # The Kafka mock cluster for tests and demos (librdkafka's, real protocol on loopback).
 build/kafka_mock: tools/kafka_mock.c
@@ -87,11 +95,11 @@ docs: build/medstream build/medstream-bench
 
 # libFuzzer over the record scanner and the CSV reader (clang); bounded time: FUZZ_SECONDS in all, half each.
 FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
-build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) | build/fuzz
+build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_record.c $(LIBSRC) $(LIBS)
-build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) | build/fuzz
+build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_csv.c $(LIBSRC) $(LIBS)
-build/fuzz/fuzz_counter: fuzz/fuzz_counter.c $(LIBSRC) $(HEADERS) | build/fuzz
+build/fuzz/fuzz_counter: fuzz/fuzz_counter.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_counter.c $(LIBSRC) $(LIBS)
 # The counter definitions and the trusted member splitter (issue 13), on their own: make fuzz-counter
 fuzz-counter: build/fuzz/fuzz_counter

@@ -667,7 +667,7 @@ static int check_query(const api *a, const route *rt, http_request *req, http_re
         const char *key = req->args[i].key;
         if (route_names_param(rt, key)) continue;
         if (rt->flags & ROUTE_PUBLIC_FILTERS) {
-            if (schema_public(a->schema, key, strlen(key))) continue;
+            if (schema_public_filter(a->schema, key, strlen(key))) continue;
             http_error(res, 400, "filter '%.64s': not a public field", key);
             return 400;
         }

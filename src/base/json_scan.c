@@ -461,3 +461,61 @@ size_t json_string_decode(const char *raw, size_t raw_len, char *out)
     }
     return (size_t)(o - out);
 }
+
+json_iter json_iter_begin(const char *v, size_t n)
+{
+    json_iter it = {v, v, v + n};
+    if (n && (*v == '[' || *v == '{'))
+        it.p = json_skip_ws(v + 1, it.end);
+    else
+        it.p = it.end; /* not an array or object: nothing to walk */
+    return it;
+}
+
+static const char *iter_after(json_iter *it, const char *p, json_type *t)
+{
+    json_error je;
+    return json_scan_value(it->base, p, it->end, t, &je);
+}
+
+static void iter_next(json_iter *it, const char *after)
+{
+    it->p = json_skip_ws(after, it->end);
+    if (it->p < it->end && *it->p == ',') it->p = json_skip_ws(it->p + 1, it->end);
+}
+
+bool json_iter_element(json_iter *it, const char **v, size_t *vl, json_type *t)
+{
+    if (it->p >= it->end || *it->p == ']' || *it->p == '}') return false;
+    const char *a = iter_after(it, it->p, t);
+    if (!a) {
+        it->p = it->end;
+        return false;
+    }
+    *v = it->p;
+    *vl = (size_t)(a - it->p);
+    iter_next(it, a);
+    return true;
+}
+
+bool json_iter_member(json_iter *it, const char **key, size_t *key_len, const char **v, size_t *vl, json_type *t)
+{
+    if (it->p >= it->end || *it->p != '"') return false;
+    json_type kt;
+    const char *a = iter_after(it, it->p, &kt), *q;
+    if (!a || (q = json_skip_ws(a, it->end)) >= it->end || *q != ':') {
+        it->p = it->end;
+        return false;
+    }
+    *key = it->p + 1;
+    *key_len = (size_t)(a - it->p) - 2;
+    q = json_skip_ws(q + 1, it->end);
+    if (!(a = iter_after(it, q, t))) {
+        it->p = it->end;
+        return false;
+    }
+    *v = q;
+    *vl = (size_t)(a - q);
+    iter_next(it, a);
+    return true;
+}

@@ -62,6 +62,17 @@ int json_scan_object(const char *p, size_t n, json_member *members, int max, jso
  * more than max members. */
 int json_split_object(const char *p, size_t n, json_member *members, int max);
 
+/* Walking a nested array or object of text the scanner has accepted (a stored record body, a public
+ * copy): json_iter_begin at its '[' or '{', then json_iter_element (arrays) or json_iter_member (objects:
+ * the raw key between its quotes, escapes not decoded) until they answer false. Each value is scanned
+ * again (bounded by JSON_MAX_DEPTH), so text that was not validated stops the walk, never a crash. */
+typedef struct {
+    const char *base, *p, *end;
+} json_iter;
+json_iter json_iter_begin(const char *v, size_t n);
+bool json_iter_element(json_iter *it, const char **v, size_t *vl, json_type *t);
+bool json_iter_member(json_iter *it, const char **key, size_t *key_len, const char **v, size_t *vl, json_type *t);
+
 /* Decode the contents of a JSON string (raw text between the quotes, already validated by the
  * scanner) into UTF-8. out must hold raw_len bytes (decoding never grows text). Returns the decoded
  * length. \u0000 decodes to a NUL byte: callers that need C strings must check for it. */

@@ -105,6 +105,8 @@ void manifest_schema_hash(const schema *s, char hex[65])
 {
     buf b = {0};
     put_opt(&b, "name", s->name_field);
+    for (int i = 1; i < s->nname_parts; i++) /* a composed name: its parts (one part: as before) */
+        put_opt(&b, "name_part", s->name_parts[i]);
     put_opt(&b, "dob", s->dob_field);
     put_opt(&b, "record_id", s->record_id_field);
     put_opt(&b, "type", s->type_field);
@@ -113,7 +115,11 @@ void manifest_schema_hash(const schema *s, char hex[65])
     for (int i = 0; i < s->npub; i++) {
         buf_puts(&b, "public ");
         jw_cstr(&b, s->pub[i].field);
-        buf_printf(&b, " %d\n", (int)s->pub[i].transform);
+        buf_printf(&b, " %d", (int)s->pub[i].transform);
+        if (s->pub[i].transform == PUBLISH_AGE_BAND) buf_printf(&b, " width=%d", s->pub[i].width);
+        if (s->pub[i].transform == PUBLISH_DATE_SHIFT) buf_printf(&b, " max_days=%d", s->pub[i].max_days);
+        if (s->pub[i].transform == PUBLISH_PSEUDONYM && s->pub[i].patient_scope) buf_puts(&b, " patient");
+        buf_putc(&b, '\n');
     }
     for (int i = 0; i < s->ntypes; i++) {
         buf_puts(&b, "typed ");

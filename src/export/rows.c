@@ -67,7 +67,8 @@ void rows_patient_columns(const schema *s, export_scope scope, export_columns *c
     if (scope == EXPORT_PHI) {
         add(c, "version", PQ_INT64, false, false, COL_VERSION, NULL);
         add(c, "recorded_at", PQ_TIMESTAMP, false, false, COL_RECORDED_AT, NULL);
-        add(c, "name", PQ_STRING, true, false, COL_TYPED, s->name_field);
+        /* a composed name has no one field: rows_patient joins its parts */
+        add(c, "name", PQ_STRING, true, false, COL_TYPED, s->nname_parts == 1 ? s->name_field : NULL);
         add(c, "dob", PQ_STRING, true, false, COL_TYPED, s->dob_field);
     }
     add(c, "fields", PQ_JSON, false, false, COL_FIELDS, NULL);
@@ -77,6 +78,7 @@ void row_builder_free(row_builder *b)
 {
     buf_free(&b->fields);
     buf_free(&b->strings);
+    buf_free(&b->name);
     free(b->members);
     b->members = NULL;
 }
@@ -231,13 +233,45 @@ ms_code rows_public_record(row_builder *b, const export_columns *c, const schema
     return split_object(b, c, pr->fields, pr->fields_len, drop, row, e);
 }
 
+/* The name column of a composed name: the parts (strings, all present) joined by one space, as the
+ * identity joins them (identity.c); absent when a part is missing or not a string. */
+static void join_name(row_builder *b, const export_columns *c, const schema *s, const char *json, size_t len,
+                      export_row *row)
+{
+    int col = -1;
+    for (int k = 0; k < c->n; k++)
+        if (c->col[k].role == COL_TYPED && !c->col[k].field && strcmp(c->col[k].name, "name") == 0) col = k;
+    if (col < 0) return;
+    json_member *m = b->members; /* split_object has scanned json: valid, at most MAX_MEMBERS */
+    json_error je;
+    int nm = json_scan_object(json, len, m, MAX_MEMBERS, &je);
+    buf tmp = {0};
+    b->name.len = 0;
+    int have = 0;
+    for (int p = 0; p < s->nname_parts; p++) {
+        for (int i = 0; i < nm; i++) {
+            if (m[i].type != JSON_STRING || !key_is(&m[i], s->name_parts[p], &tmp)) continue;
+            if (p) buf_putc(&b->name, ' ');
+            buf_reserve(&b->name, m[i].val_len);
+            b->name.len += json_string_decode(m[i].val + 1, m[i].val_len - 2, b->name.data + b->name.len);
+            have++;
+            break;
+        }
+    }
+    buf_free(&tmp);
+    if (have == s->nname_parts)
+        row->v[col] =
+            (export_value){.present = true, .str = b->name.data ? b->name.data : "", .len = (uint32_t)b->name.len};
+}
+
 ms_code rows_patient(row_builder *b, const export_columns *c, const schema *s, const patient_id *pid, uint32_t version,
                      int64_t valid_from, const char *fields, size_t len, export_row *row, ms_err *e)
 {
-    (void)s;
     set_common(b, c, pid, "", 0, version, valid_from, false, 0, row);
     const char *drop[] = {NULL};
-    return split_object(b, c, fields, len, drop, row, e);
+    ms_code rc = split_object(b, c, fields, len, drop, row, e);
+    if (rc == MS_OK && s->nname_parts > 1) join_name(b, c, s, fields, len, row);
+    return rc;
 }
 
 /* ---- spool encoding ---- */

@@ -71,6 +71,7 @@ typedef struct {
     char pid[PATIENT_ID_TEXT];
     buf fields;
     buf strings;   /* decoded typed string values */
+    buf name;      /* a composed name (schema "identity.name" of several fields): its parts joined */
     void *members; /* json_member[] scratch */
 } row_builder;
 

@@ -9,8 +9,11 @@ size_t ingest_padded_len(size_t len) { return (len + STORE_BODY_ALIGN - 1) & ~(s
 
 scan_config ingest_scan_config(const ingest_ctx *c)
 {
-    scan_config cfg = {
-        .schema = c->schema, .max_record = c->max_record, .now_us = ms_now_us(), .id_key = store_id_key(c->store)};
+    scan_config cfg = {.schema = c->schema,
+                       .max_record = c->max_record,
+                       .now_us = ms_now_us(),
+                       .id_key = store_id_key(c->store),
+                       .deid_key = store_deid_key(c->store)};
     return cfg;
 }
 

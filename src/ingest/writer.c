@@ -72,9 +72,34 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
     return MS_OK;
 }
 
+/* The keys of the public transforms for patient who (identity key ikey; NULL: looked up in sw). */
+static ms_code patient_keys(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
+                            tf_keys *keys, bool *keyed, ms_err *e)
+{
+    *keyed = false;
+    if (!deid_needs_keys(wr->schema)) return MS_OK;
+    buf found_key = {0};
+    bool found = true;
+    ms_code rc = MS_OK;
+    if (!ikey) {
+        rc = store_write_identity_key(sw, who, &found_key, &found, e);
+        ikey = found_key.data;
+        ikey_len = found_key.len;
+    }
+    if (rc == MS_OK) {
+        tf_patient_keys(store_deid_key(wr->store), found ? ikey : NULL, found ? ikey_len : 0, keys);
+        *keyed = true;
+    }
+    buf_free(&found_key);
+    return rc;
+}
+
 /* The public projection of a state. Values held by cur (this commit's record, in memory) are taken from
- * it; the others are read back from the segment log. */
-static ms_code public_projection(writer *wr, const merge_result *m, const merge_source *cur, buf *out, ms_err *e)
+ * it; the others are read back from the segment log. Age transforms count to the state's latest event
+ * time (deid_patient_event_time); the keyed ones use the patient's keys (ikey: its identity key, or NULL
+ * to look it up). */
+static ms_code public_projection(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
+                                 const merge_result *m, const merge_source *cur, buf *out, ms_err *e)
 {
     const char **vals = ms_calloc(m->nfields ? m->nfields : 1, sizeof *vals);
     state_field *need = ms_malloc(sizeof *need * (m->nfields ? m->nfields : 1));
@@ -93,10 +118,14 @@ static ms_code public_projection(writer *wr, const merge_result *m, const merge_
     buf scratch = {0};
     const char **read = ms_calloc(nneed ? nneed : 1, sizeof *read);
     ms_code rc = nneed ? store_field_values(wr->store, need, nneed, read, &scratch, e) : MS_OK;
+    tf_keys keys;
+    bool keyed = false;
+    if (rc == MS_OK) rc = patient_keys(wr, sw, who, ikey, ikey_len, &keys, &keyed, e);
     if (rc == MS_OK) {
         for (uint32_t k = 0; k < nneed; k++)
             vals[slot[k]] = read[k];
-        deid_patient_fields(wr->schema, m->fields, m->nfields, vals, out);
+        deid_ctx cx = {.event_us = deid_patient_event_time(m->fields, m->nfields), .keys = keyed ? &keys : NULL};
+        deid_patient_fields(wr->schema, &cx, m->fields, m->nfields, vals, out);
     }
     buf_free(&scratch);
     free(read);
@@ -106,10 +135,13 @@ static ms_code public_projection(writer *wr, const merge_result *m, const merge_
     return rc;
 }
 
-/* Write the patient's next version (if the state changed) and its public copy (if that changed). */
-static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const patient_version *prev,
-                         const merge_result *m, const merge_source *cur, const char *cause, size_t cause_len,
-                         const char *source, ms_err *e)
+/* Write the patient's next version (if the state changed) and its public copy (if that changed). ikey:
+ * the patient's identity key, or NULL (looked up when the schema has keyed transforms). Known limit: a
+ * restated version (values unchanged, only held by a later record) does not re-project, so an age of
+ * the public copy counts to the latest event time of the last real change. */
+static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
+                         const patient_version *prev, const merge_result *m, const merge_source *cur, const char *cause,
+                         size_t cause_len, const char *source, ms_err *e)
 {
     if (prev && !m->changed) {
         if (!m->moved) return MS_OK;
@@ -130,11 +162,12 @@ static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, co
                             .fields = m->fields,
                             .nfields = m->nfields};
     ms_code rc = store_patient_put(sw, &next, e);
-    if (rc != MS_OK || (prev && !m->public_changed)) return rc;
+    /* an age depends on the state's latest event time, which any change may move */
+    if (rc != MS_OK || (prev && !m->public_changed && !schema_public_time_dependent(wr->schema))) return rc;
     buf prev_pub = {0}, pub = {0};
     bool have_pub;
     rc = store_public_patient_latest(sw, who, &prev_pub, &have_pub, e);
-    if (rc == MS_OK) rc = public_projection(wr, m, cur, &pub, e);
+    if (rc == MS_OK) rc = public_projection(wr, sw, who, ikey, ikey_len, m, cur, &pub, e);
     if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
         rc = store_public_patient_put(sw, who, next.version, pub.data, pub.len, e);
     buf_free(&prev_pub);
@@ -154,7 +187,8 @@ static ms_code record_left(writer *wr, store_write *sw, const record_version *go
     if (rc != MS_OK || !have || !merge_contributes(pv.fields, pv.nfields, gone->body_pos, gone->body_len)) return rc;
     merge_result m;
     rc = recompute(wr, sw, who.number, gone->record_id, gone->record_id_len, NULL, &pv, mem, &m, e);
-    if (rc == MS_OK) rc = put_state(wr, sw, &who, &pv, &m, NULL, gone->record_id, gone->record_id_len, source, e);
+    if (rc == MS_OK)
+        rc = put_state(wr, sw, &who, NULL, 0, &pv, &m, NULL, gone->record_id, gone->record_id_len, source, e);
     return rc;
 }
 
@@ -256,7 +290,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     if (r->parent_id_len) memcpy(rv.parent_id, r->parent_id, r->parent_id_len); /* indexed under it */
     rv.parent_id_len = r->parent_id_len;
     if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
-    if ((rc = put_state(wr, sw, &who, have_pv ? &pv : NULL, &m, &cur, r->record_id, r->record_id_len, job->source, e)))
+    if ((rc = put_state(wr, sw, &who, r->identity_key, r->identity_key_len, have_pv ? &pv : NULL, &m, &cur,
+                        r->record_id, r->record_id_len, job->source, e)))
         return rc;
     /* moved to another patient: its values leave the old one's state */
     if (prev_live && prev.patient_number != who.number && (rc = record_left(wr, sw, &prev, job->source, mem, e)))

@@ -223,22 +223,58 @@ bool patient_id_parse(const char *s, size_t n, patient_id *id)
     return b == 16;
 }
 
+/* The name of a record: its one name field decoded, or its name parts (each a string) joined by one
+ * space. NULL after rejecting r (naming the field, never a value). */
+static char *record_name(const schema *sc, parsed_record *r, arena *mem, uint32_t *len)
+{
+    buf joined = {0};
+    char *name = NULL;
+    for (int i = 0; i < sc->nname_parts; i++) {
+        const char *part = sc->name_parts[i];
+        const record_field *f = record_field_get(r, part, strlen(part));
+        if (!f) {
+            record_reject(r, mem, "line %u: missing identity field \"%s\"%s", part, NULL);
+            break;
+        }
+        if (f->type != JSON_STRING) {
+            record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", part, json_type_name(f->type));
+            break;
+        }
+        uint32_t n;
+        char *v = record_field_string(mem, f, &n);
+        if (!v) {
+            record_reject(r, mem, "line %u: field \"%s\" %s", part, "contains a NUL character");
+            break;
+        }
+        if (sc->nname_parts == 1) {
+            name = v;
+            *len = n;
+            break;
+        }
+        if (i) buf_putc(&joined, ' ');
+        buf_put(&joined, v, n);
+    }
+    if (!r->rejected && !name) {
+        name = arena_strndup(mem, joined.data ? joined.data : "", joined.len);
+        *len = (uint32_t)joined.len;
+    }
+    buf_free(&joined);
+    return r->rejected ? NULL : name;
+}
+
 void identity_of_record(const schema *sc, int64_t now_us, parsed_record *r, arena *mem)
 {
     if (r->rejected) return;
-    /* identity: name */
-    const record_field *f = record_field_get(r, sc->name_field, strlen(sc->name_field));
-    if (!f) return record_reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->name_field, NULL);
-    if (f->type != JSON_STRING)
-        return record_reject(r, mem, "line %u: field \"%s\" must be a string, not %s", sc->name_field,
-                             json_type_name(f->type));
-    uint32_t name_len;
-    char *name = record_field_string(mem, f, &name_len);
+    /* identity: name (one field, or parts joined by one space) */
+    uint32_t name_len = 0;
+    char *name = record_name(sc, r, mem, &name_len);
+    if (!name) return;
     char norm[IDENTITY_NAME_MAX];
     const char *bad_name = "contains a NUL character";
-    int norm_len = name ? identity_normalize_name(name, name_len, norm, &bad_name) : -1;
+    int norm_len = identity_normalize_name(name, name_len, norm, &bad_name);
     if (norm_len < 0) return record_reject(r, mem, "line %u: field \"%s\" %s", sc->name_field, bad_name);
 
+    const record_field *f;
     /* dob */
     f = record_field_get(r, sc->dob_field, strlen(sc->dob_field));
     if (!f) return record_reject(r, mem, "line %u: missing identity field \"%s\"%s", sc->dob_field, NULL);

@@ -64,7 +64,7 @@ void merge_apply(const schema *s, const state_field *prev, uint32_t nprev, const
             out->fields[out->nfields++] = nf;
         }
         out->changed++;
-        if (schema_public(s, f->key, f->key_len)) out->public_changed = true;
+        if (schema_public_top(s, f->key, f->key_len)) out->public_changed = true;
     }
 }
 
@@ -105,7 +105,7 @@ void merge_records(const schema *s, merge_source *src, uint32_t n, const state_f
         if (moved) acc.moved++;
         if (!differs) continue;
         acc.changed++;
-        if (schema_public(s, f->key, f->key_len)) acc.public_changed = true;
+        if (schema_public_top(s, f->key, f->key_len)) acc.public_changed = true;
     }
     *out = acc;
 }

@@ -13,7 +13,7 @@
 static void stages_2_3(const scan_config *cfg, parsed_record *r, arena *mem)
 {
     identity_of_record(cfg->schema, cfg->now_us, r, mem);
-    deid_record(cfg->schema, r, mem);
+    deid_record(cfg->schema, cfg->deid_key, r, mem);
 }
 
 ms_code record_prepare_body(const scan_config *cfg, const char *body, size_t len, record_batch *out, ms_err *e)

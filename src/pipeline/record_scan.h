@@ -56,9 +56,11 @@ typedef struct {
 
 typedef struct {
     const schema *schema;
-    size_t max_record;           /* bytes; a larger record is a rejected line */
-    int64_t now_us;              /* ingest time: default event time, and the "future" limit for dob */
-    const unsigned char *id_key; /* 32-byte secret of this store for derived record ids */
+    size_t max_record;             /* bytes; a larger record is a rejected line */
+    int64_t now_us;                /* ingest time: default event time, and the "future" limit for dob */
+    const unsigned char *id_key;   /* 32-byte secret of this store for derived record ids */
+    const unsigned char *deid_key; /* 32-byte secret of this store for the keyed public transforms (date_shift,
+                                      pseudonym: transforms.h); NULL: those fields are left out */
     /* Rows of a file (medstream import): a record without an id is then named by where it is, not by what
      * it holds: the keyed hash of (origin, the physical line of the file it starts on), so that the same
      * row of the same file is the same record on every run, and two equal rows are two records. NULL: by

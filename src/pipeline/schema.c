@@ -1,11 +1,13 @@
 /*
- * schema.c - field roles, the public allow-list, and the CSV column map, field types and dob format
- * (see schema.h). A schema is parsed once at start; messages name keys and fields (never record values).
+ * schema.c - field roles, the public allow-list (paths, transforms and their parameters), and the CSV
+ * column map, field types and dob format (see schema.h). A schema is parsed once at start; messages name
+ * keys and fields (never record values).
  */
 #include "pipeline/schema.h"
 
 #include "base/json_scan.h"
 #include "base/timefmt.h"
+#include "pipeline/transforms.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +15,56 @@
 
 static bool key_is(const char *k, size_t n, const char *s) { return strlen(s) == n && memcmp(k, s, n) == 0; }
 
+static void free_public(schema_public_field *p)
+{
+    free(p->field);
+    for (int i = 0; i < p->nseg; i++)
+        free(p->seg[i].name);
+    memset(p, 0, sizeof *p);
+}
+
+static void clear_public(schema *s)
+{
+    for (int i = 0; i < s->npub; i++)
+        free_public(&s->pub[i]);
+    s->npub = 0;
+}
+
+/* Split a path ("address.zip", "codes[]", "codes[].code") into p's segments; false if it is not one
+ * (an empty segment, '[' or ']' other than a final "[]", more than SCHEMA_PATH_MAX segments). */
+static bool parse_path(const char *path, schema_public_field *p)
+{
+    const char *at = path;
+    p->nseg = 0;
+    for (;;) {
+        const char *dot = strchr(at, '.');
+        size_t n = dot ? (size_t)(dot - at) : strlen(at);
+        bool each = n >= 2 && at[n - 2] == '[' && at[n - 1] == ']';
+        size_t nl = each ? n - 2 : n;
+        if (nl == 0 || p->nseg == SCHEMA_PATH_MAX || memchr(at, '[', nl) || memchr(at, ']', nl)) return false;
+        p->seg[p->nseg].name = ms_strndup(at, nl);
+        p->seg[p->nseg].each = each;
+        p->nseg++;
+        if (!dot) return true;
+        at = dot + 1;
+    }
+}
+
 static void add_public(schema *s, const char *field, publish_transform t)
 {
-    s->pub[s->npub].field = ms_strndup(field, strlen(field));
-    s->pub[s->npub].transform = t;
-    s->npub++;
+    schema_public_field *p = &s->pub[s->npub++];
+    memset(p, 0, sizeof *p);
+    p->field = ms_strndup(field, strlen(field));
+    p->transform = t;
+    parse_path(field, p);
 }
 
 void schema_default(schema *s)
 {
     memset(s, 0, sizeof *s);
     s->name_field = ms_strndup("name", 4);
+    s->name_parts[0] = ms_strndup("name", 4);
+    s->nname_parts = 1;
     s->dob_field = ms_strndup("dob", 3);
     s->record_id_field = ms_strndup("record_id", 9);
     s->type_field = ms_strndup("type", 4);
@@ -58,14 +99,15 @@ static void free_types(schema *s)
 void schema_free(schema *s)
 {
     free(s->name_field);
+    for (int i = 0; i < s->nname_parts; i++)
+        free(s->name_parts[i]);
     free(s->dob_field);
     free(s->record_id_field);
     free(s->type_field);
     free(s->ts_field);
     free(s->parent_field);
     free(s->default_type);
-    for (int i = 0; i < s->npub; i++)
-        free(s->pub[i].field);
+    clear_public(s);
     free_columns(s);
     free_types(s);
     free(s->dob_format);
@@ -228,8 +270,10 @@ static ms_code check_types(const schema *s, ms_err *e)
     for (int i = 0; i < s->ntypes; i++) {
         if (s->types[i].type == FIELD_STRING) continue;
         const char *f = s->types[i].field, *role = NULL;
-        if (strcmp(f, s->name_field) == 0)
-            role = "the name (identity)";
+        for (int k = 0; k < s->nname_parts && !role; k++)
+            if (strcmp(f, s->name_parts[k]) == 0) role = "the name (identity)";
+        if (role)
+            ; /* a part of the name */
         else if (strcmp(f, s->dob_field) == 0)
             role = "the date of birth (identity)";
         else if (strcmp(f, s->record_id_field) == 0)
@@ -249,9 +293,258 @@ static ms_code check_types(const schema *s, ms_err *e)
 static ms_code check_parent(const schema *s, ms_err *e)
 {
     const char *p = s->parent_field;
-    if (strcmp(p, s->name_field) == 0 || strcmp(p, s->dob_field) == 0 || strcmp(p, s->record_id_field) == 0 ||
+    if (schema_is_identity_field(s, p, strlen(p)) || strcmp(p, s->record_id_field) == 0 ||
         strcmp(p, s->type_field) == 0 || strcmp(p, s->ts_field) == 0)
         return ms_fail(e, MS_EINVAL, "schema: \"parent\" field \"%.64s\" already plays another role", p);
+    return MS_OK;
+}
+
+/* "identity": {"name": "field" | ["part", ...]}: the name's fields, joined by one space in this order. */
+static ms_code parse_name(schema *s, const json_member *m, ms_err *e)
+{
+    char *parts[SCHEMA_NAME_PARTS_MAX];
+    int n = 0;
+    if (m->type == JSON_STRING) {
+        char *v = string_value(m);
+        if (!v)
+            return ms_fail(e, MS_EINVAL, "schema: \"identity.name\" must be a non-empty string or an array of them");
+        parts[n++] = v;
+    } else if (m->type == JSON_ARRAY) {
+        const char *p = json_skip_ws(m->val + 1, m->val + m->val_len), *end = m->val + m->val_len;
+        json_error je;
+        while (p < end && *p != ']') {
+            json_type t;
+            const char *after = json_scan_value(m->val, p, end, &t, &je);
+            json_member el = {.val = p, .val_len = after ? (size_t)(after - p) : 0, .type = t};
+            char *v = after ? string_value(&el) : NULL;
+            bool dup = false;
+            for (int i = 0; v && i < n; i++)
+                dup = dup || strcmp(parts[i], v) == 0;
+            if (!v || dup || n == SCHEMA_NAME_PARTS_MAX || strchr(v, '.') || strchr(v, '[')) {
+                free(v);
+                for (int i = 0; i < n; i++)
+                    free(parts[i]);
+                return ms_fail(e, MS_EINVAL,
+                               "schema: \"identity.name\": an array of 1-%d distinct non-empty field names "
+                               "(no '.' or '[')",
+                               SCHEMA_NAME_PARTS_MAX);
+            }
+            parts[n++] = v;
+            p = json_skip_ws(after, end);
+            if (p < end && *p == ',') p = json_skip_ws(p + 1, end);
+        }
+        if (n == 0) return ms_fail(e, MS_EINVAL, "schema: \"identity.name\": an empty array (name at least one field)");
+    } else {
+        return ms_fail(e, MS_EINVAL, "schema: \"identity.name\" must be a non-empty string or an array of them");
+    }
+    for (int i = 0; i < s->nname_parts; i++)
+        free(s->name_parts[i]);
+    free(s->name_field);
+    buf joined = {0};
+    for (int i = 0; i < n; i++) {
+        if (i) buf_putc(&joined, '+');
+        buf_puts(&joined, parts[i]);
+        s->name_parts[i] = parts[i];
+    }
+    s->nname_parts = n;
+    s->name_field = buf_take(&joined);
+    return MS_OK;
+}
+
+static const struct {
+    const char *name;
+    publish_transform t;
+} transforms[] = {
+    {"copy", PUBLISH_COPY},           {"year", PUBLISH_YEAR},
+    {"zip3", PUBLISH_ZIP3},           {"age", PUBLISH_AGE},
+    {"age_band", PUBLISH_AGE_BAND},   {"date_shift", PUBLISH_DATE_SHIFT},
+    {"pseudonym", PUBLISH_PSEUDONYM}, {"drop", PUBLISH_DROP},
+};
+
+static const char *transform_name(publish_transform t)
+{
+    for (size_t i = 0; i < sizeof transforms / sizeof transforms[0]; i++)
+        if (transforms[i].t == t) return transforms[i].name;
+    return "?";
+}
+
+static bool transform_of(const char *name, publish_transform *t)
+{
+    for (size_t i = 0; i < sizeof transforms / sizeof transforms[0]; i++)
+        if (strcmp(transforms[i].name, name) == 0) {
+            *t = transforms[i].t;
+            return true;
+        }
+    return false;
+}
+
+/* A whole number parameter in [lo, hi]. */
+static bool int_param(const json_member *m, int lo, int hi, int *out)
+{
+    if (m->type != JSON_NUMBER || m->val_len > 9) return false;
+    char num[16];
+    memcpy(num, m->val, m->val_len);
+    num[m->val_len] = 0;
+    char *end;
+    long v = strtol(num, &end, 10);
+    if (*end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+#define TRANSFORMS "copy, year, zip3, age, age_band, date_shift, pseudonym or drop"
+
+/* One public entry's value: a transform name, null (copy), or {"transform":NAME, parameters}. f is the
+ * field's name for messages. */
+static ms_code parse_transform(schema_public_field *p, const json_member *v, const char *f, ms_err *e)
+{
+    p->width = 10;
+    p->max_days = 365;
+    if (v->type == JSON_NULL) {
+        p->transform = PUBLISH_COPY;
+        return MS_OK;
+    }
+    if (v->type == JSON_STRING) {
+        char *t = string_value(v);
+        bool ok = t && transform_of(t, &p->transform);
+        free(t);
+        if (!ok) return ms_fail(e, MS_EINVAL, "schema: public field \"%s\": unknown transform (" TRANSFORMS ")", f);
+        return MS_OK;
+    }
+    json_member sub[8];
+    json_error je;
+    int k = v->type == JSON_OBJECT ? json_scan_object(v->val, v->val_len, sub, 8, &je) : -1;
+    if (k < 0)
+        return ms_fail(e, MS_EINVAL,
+                       "schema: public field \"%s\": a transform name or {\"transform\":NAME,...} (" TRANSFORMS ")", f);
+    const json_member *tm = NULL;
+    for (int j = 0; j < k; j++)
+        if (key_is(sub[j].key, sub[j].key_len, "transform")) tm = &sub[j];
+    char *t = tm ? string_value(tm) : NULL;
+    bool ok = t && transform_of(t, &p->transform);
+    free(t);
+    if (!ok) return ms_fail(e, MS_EINVAL, "schema: public field \"%s\": \"transform\" must be one of " TRANSFORMS, f);
+    char name[72];
+    for (int j = 0; j < k; j++) {
+        const json_member *m = &sub[j];
+        if (m == tm) continue;
+        if (p->transform == PUBLISH_AGE_BAND && key_is(m->key, m->key_len, "width")) {
+            if (!int_param(m, 1, TF_AGE_TOP, &p->width))
+                return ms_fail(e, MS_EINVAL,
+                               "schema: public field \"%s\": \"width\" must be a whole number of years 1-%d", f,
+                               TF_AGE_TOP);
+        } else if (p->transform == PUBLISH_DATE_SHIFT && key_is(m->key, m->key_len, "max_days")) {
+            if (!int_param(m, 1, TF_DATE_SHIFT_MAX, &p->max_days))
+                return ms_fail(e, MS_EINVAL, "schema: public field \"%s\": \"max_days\" must be a whole number 1-%d", f,
+                               TF_DATE_SHIFT_MAX);
+        } else if (p->transform == PUBLISH_PSEUDONYM && key_is(m->key, m->key_len, "scope")) {
+            char *sc = string_value(m);
+            bool good = sc && (strcmp(sc, "store") == 0 || strcmp(sc, "patient") == 0);
+            p->patient_scope = good && strcmp(sc, "patient") == 0;
+            free(sc);
+            if (!good)
+                return ms_fail(e, MS_EINVAL, "schema: public field \"%s\": \"scope\" must be \"store\" or \"patient\"",
+                               f);
+        } else {
+            return ms_fail(e, MS_EINVAL, "schema: public field \"%s\": transform %s takes no parameter \"%s\"", f,
+                           transform_name(p->transform), key_text(m->key, m->key_len, name));
+        }
+    }
+    return MS_OK;
+}
+
+/* "public": {"path": transform, ...}; a repeated "public" replaces the earlier one. */
+static ms_code parse_public(schema *s, const json_member *m, ms_err *e)
+{
+    json_member sub[SCHEMA_MAX_PUBLIC + 1];
+    json_error je;
+    char name[72];
+    clear_public(s);
+    int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_PUBLIC, &je) : -1;
+    if (k < 0)
+        return ms_fail(e, MS_EINVAL, "schema: \"public\" must be an object of at most %d fields", SCHEMA_MAX_PUBLIC);
+    for (int j = 0; j < k; j++) {
+        char *field = key_value(sub[j].key, sub[j].key_len);
+        if (!field)
+            return ms_fail(e, MS_EINVAL, "schema: public: a field name must be 1-%d bytes without NUL",
+                           SCHEMA_FIELD_MAX);
+        schema_public_field *p = &s->pub[s->npub++];
+        memset(p, 0, sizeof *p);
+        p->field = field;
+        key_text(sub[j].key, sub[j].key_len, name);
+        if (!parse_path(field, p))
+            return ms_fail(e, MS_EINVAL,
+                           "schema: public field \"%s\": not a path (names joined by '.', \"[]\" after a name for "
+                           "each element of an array, at most %d names)",
+                           name, SCHEMA_PATH_MAX);
+        ms_code rc = parse_transform(p, &sub[j], name, e);
+        if (rc != MS_OK) return rc;
+    }
+    return MS_OK;
+}
+
+/* The allow-list as a whole: identity fields only through their transforms, one date_shift range,
+ * paths that do not overlap (a drop under a copy is the one exception: the copy leaves it out). */
+static ms_code check_public(const schema *s, ms_err *e)
+{
+    int max_days = 0;
+    for (int i = 0; i < s->npub; i++) {
+        const schema_public_field *p = &s->pub[i];
+        const char *f = p->field, *top = p->seg[0].name;
+        publish_transform t = p->transform;
+        bool is_name = false;
+        for (int k = 0; k < s->nname_parts; k++)
+            is_name = is_name || strcmp(top, s->name_parts[k]) == 0;
+        bool is_dob = strcmp(top, s->dob_field) == 0;
+        if ((is_name || is_dob) && t != PUBLISH_DROP && p->nseg != 1)
+            return ms_fail(e, MS_EINVAL,
+                           "schema: public field \"%.64s\": identity field \"%.64s\" is a string, not an "
+                           "object or array",
+                           f, top);
+        if (is_name && t != PUBLISH_DROP && t != PUBLISH_PSEUDONYM)
+            return ms_fail(e, MS_EINVAL,
+                           "schema: public field \"%.64s\" is an identity field (name): it may be published only as a "
+                           "pseudonym, not through %s",
+                           f, transform_name(t));
+        if (is_dob && t != PUBLISH_DROP && t != PUBLISH_YEAR && t != PUBLISH_AGE && t != PUBLISH_AGE_BAND)
+            return ms_fail(e, MS_EINVAL,
+                           "schema: public field \"%.64s\" is an identity field (date of birth): it may be published "
+                           "only through year, age or age_band, not %s",
+                           f, transform_name(t));
+        if (t == PUBLISH_DATE_SHIFT) {
+            if (max_days && max_days != p->max_days)
+                return ms_fail(e, MS_EINVAL,
+                               "schema: public field \"%.64s\": every date_shift must use the same max_days (%d here, "
+                               "%d before): a patient's dates keep their intervals only under one offset",
+                               f, p->max_days, max_days);
+            max_days = p->max_days;
+        }
+        for (int j = 0; j < i; j++) {
+            const schema_public_field *q = &s->pub[j];
+            int n = p->nseg < q->nseg ? p->nseg : q->nseg, c = 0;
+            while (c < n && strcmp(p->seg[c].name, q->seg[c].name) == 0)
+                c++;
+            if (c == 0) continue; /* different top-level fields */
+            /* a member both go through must be an array in both or in neither */
+            for (int x = 0; x < (c < n ? c : c - 1); x++)
+                if (p->seg[x].each != q->seg[x].each)
+                    return ms_fail(
+                        e, MS_EINVAL,
+                        "schema: public fields \"%.64s\" and \"%.64s\" treat \"%.64s\" differently (an array "
+                        "in one, not in the other)",
+                        f, q->field, p->seg[x].name);
+            if (c < n) continue; /* they part ways below a common member */
+            /* one path is the other or lies inside it: only a drop inside a copy (or a drop) is allowed */
+            const schema_public_field *outer = p->nseg <= q->nseg ? p : q, *inner = outer == p ? q : p;
+            if (outer->nseg < inner->nseg && inner->transform == PUBLISH_DROP &&
+                (outer->transform == PUBLISH_COPY || outer->transform == PUBLISH_DROP))
+                continue;
+            return ms_fail(e, MS_EINVAL,
+                           "schema: public field \"%.64s\" overlaps \"%.64s\" (only a drop may lie inside a copied "
+                           "field)",
+                           inner->field, outer->field);
+        }
+    }
     return MS_OK;
 }
 
@@ -266,9 +559,7 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
         len -= 3;
     }
     schema_default(s);
-    for (int i = 0; i < s->npub; i++)
-        free(s->pub[i].field);
-    s->npub = 0;
+    clear_public(s);
     int n = json_scan_object(text, len, top, 16, &je);
     if (n < 0) {
         rc = ms_fail(e, MS_EINVAL, "schema: %s at byte %zu", je.msg, je.offset);
@@ -284,7 +575,7 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
             }
             for (int j = 0; j < k && rc == MS_OK; j++) {
                 if (key_is(sub[j].key, sub[j].key_len, "name"))
-                    rc = set_string(&s->name_field, &sub[j], "identity.name", e);
+                    rc = parse_name(s, &sub[j], e);
                 else if (key_is(sub[j].key, sub[j].key_len, "dob"))
                     rc = set_string(&s->dob_field, &sub[j], "identity.dob", e);
                 else
@@ -302,36 +593,7 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
         } else if (key_is(m->key, m->key_len, "default_type")) {
             rc = set_string(&s->default_type, m, "default_type", e);
         } else if (key_is(m->key, m->key_len, "public")) {
-            for (int j = 0; j < s->npub; j++)
-                free(s->pub[j].field); /* a repeated "public" replaces */
-            s->npub = 0;
-            int k = m->type == JSON_OBJECT ? json_scan_object(m->val, m->val_len, sub, SCHEMA_MAX_PUBLIC, &je) : -1;
-            if (k < 0) {
-                rc = ms_fail(e, MS_EINVAL, "schema: \"public\" must be an object of at most %d fields",
-                             SCHEMA_MAX_PUBLIC);
-                break;
-            }
-            for (int j = 0; j < k; j++) {
-                char *t = string_value(&sub[j]);
-                publish_transform tr;
-                if (sub[j].type == JSON_NULL || (t && strcmp(t, "copy") == 0))
-                    tr = PUBLISH_COPY;
-                else if (t && strcmp(t, "year") == 0)
-                    tr = PUBLISH_YEAR;
-                else {
-                    free(t);
-                    rc = ms_fail(e, MS_EINVAL, "schema: public field \"%s\": transform must be \"copy\" or \"year\"",
-                                 key_text(sub[j].key, sub[j].key_len, name));
-                    break;
-                }
-                free(t);
-                char *field = ms_malloc(sub[j].key_len + 1);
-                size_t fl = json_string_decode(sub[j].key, sub[j].key_len, field);
-                field[fl] = 0;
-                s->pub[s->npub].field = field;
-                s->pub[s->npub].transform = tr;
-                s->npub++;
-            }
+            rc = parse_public(s, m, e);
         } else if (key_is(m->key, m->key_len, "columns")) {
             rc = parse_columns(s, m, e);
         } else if (key_is(m->key, m->key_len, "types")) {
@@ -349,11 +611,7 @@ ms_code schema_parse(schema *s, const char *text, size_t len, ms_err *e)
     }
     if (rc == MS_OK) rc = check_types(s, e);
     if (rc == MS_OK) rc = check_parent(s, e);
-    for (int i = 0; i < s->npub && rc == MS_OK; i++) {
-        const char *f = s->pub[i].field;
-        if (strcmp(f, s->name_field) == 0 || strcmp(f, s->dob_field) == 0)
-            rc = ms_fail(e, MS_EINVAL, "schema: identity field \"%s\" cannot be public", f);
-    }
+    if (rc == MS_OK) rc = check_public(s, e);
 out:
     if (rc != MS_OK) schema_free(s);
     return rc;
@@ -371,8 +629,52 @@ ms_code schema_load_file(schema *s, const char *path, ms_err *e)
 const schema_public_field *schema_public(const schema *s, const char *key, size_t key_len)
 {
     for (int i = 0; i < s->npub; i++)
-        if (key_is(key, key_len, s->pub[i].field)) return &s->pub[i];
+        if (s->pub[i].transform != PUBLISH_DROP && key_is(key, key_len, s->pub[i].field)) return &s->pub[i];
     return NULL;
+}
+
+bool schema_public_top(const schema *s, const char *key, size_t key_len)
+{
+    for (int i = 0; i < s->npub; i++)
+        if (s->pub[i].transform != PUBLISH_DROP && key_is(key, key_len, s->pub[i].seg[0].name)) return true;
+    return false;
+}
+
+const schema_public_field *schema_public_filter(const schema *s, const char *key, size_t key_len)
+{
+    for (int i = 0; i < s->npub; i++) {
+        const schema_public_field *p = &s->pub[i];
+        if (p->transform == PUBLISH_DROP) continue;
+        size_t at = 0;
+        bool ok = true;
+        for (int k = 0; k < p->nseg && ok; k++) {
+            size_t n = strlen(p->seg[k].name);
+            ok = at + n <= key_len && memcmp(key + at, p->seg[k].name, n) == 0;
+            at += n;
+            if (ok && k < p->nseg - 1) ok = at < key_len && key[at++] == '.';
+        }
+        if (ok && at == key_len) return p;
+    }
+    return NULL;
+}
+
+bool schema_is_identity_field(const schema *s, const char *key, size_t key_len)
+{
+    for (int i = 0; i < s->nname_parts; i++)
+        if (key_is(key, key_len, s->name_parts[i])) return true;
+    return key_is(key, key_len, s->dob_field);
+}
+
+bool schema_public_time_dependent(const schema *s)
+{
+    for (int i = 0; i < s->npub; i++) {
+        const schema_public_field *p = &s->pub[i];
+        if (schema_is_record_field(s, p->seg[0].name, strlen(p->seg[0].name))) continue;
+        if (p->transform == PUBLISH_AGE || p->transform == PUBLISH_AGE_BAND ||
+            (p->transform == PUBLISH_YEAR && strcmp(p->seg[0].name, s->dob_field) == 0))
+            return true;
+    }
+    return false;
 }
 
 bool schema_is_record_field(const schema *s, const char *key, size_t key_len)

@@ -216,30 +216,58 @@ typedef struct {
 static bool type_matches(const list_params *p, const char *type) { return !p->type || strcmp(p->type, type) == 0; }
 
 /* Does the public fields object match every FIELD=VALUE filter? */
+/* Does the value v hold want at path (names joined by '.', relative to v)? An array holds it when an
+ * element does (so "codes=A41.9" finds an element of codes, "codes.code=A41.9" a member of one); at the
+ * path's end a string compares decoded, another scalar as written. */
+static bool value_matches(const char *v, size_t vl, json_type t, const char *path, size_t plen, const char *want,
+                          size_t wl)
+{
+    json_iter it = json_iter_begin(v, vl);
+    const char *ev, *k;
+    size_t el, kl;
+    json_type et;
+    if (t == JSON_ARRAY) {
+        while (json_iter_element(&it, &ev, &el, &et))
+            if (value_matches(ev, el, et, path, plen, want, wl)) return true;
+        return false;
+    }
+    if (plen == 0) {
+        if (t == JSON_OBJECT) return false;
+        if (t != JSON_STRING) return vl == wl && memcmp(v, want, wl) == 0;
+        char *dec = ms_malloc(vl);
+        size_t dl = json_string_decode(v + 1, vl - 2, dec);
+        bool ok = dl == wl && memcmp(dec, want, wl) == 0;
+        free(dec);
+        return ok;
+    }
+    if (t != JSON_OBJECT) return false;
+    const char *dot = memchr(path, '.', plen);
+    size_t sl = dot ? (size_t)(dot - path) : plen;
+    const char *rest = dot ? dot + 1 : path + plen;
+    size_t rl = dot ? plen - sl - 1 : 0;
+    bool found = false;
+    while (!found && json_iter_member(&it, &k, &kl, &ev, &el, &et)) {
+        bool named;
+        if (memchr(k, '\\', kl)) {
+            char *dec = ms_malloc(kl + 1);
+            size_t dl = json_string_decode(k, kl, dec);
+            named = dl == sl && memcmp(dec, path, sl) == 0;
+            free(dec);
+        } else {
+            named = kl == sl && memcmp(k, path, sl) == 0;
+        }
+        if (named) found = value_matches(ev, el, et, rest, rl, want, wl);
+    }
+    return found;
+}
+
+/* Every FIELD=VALUE filter holds: FIELD is a public path (schema_public_filter: "favorite_color",
+ * "address.zip", "codes" for "codes[]"), matched into arrays (value_matches). */
 static bool filters_match(const list_params *p, const char *fields, size_t len)
 {
-    if (!p->nfilters) return true;
-    json_member m[SCHEMA_MAX_PUBLIC];
-    json_error je;
-    int n = json_scan_object(fields, len, m, SCHEMA_MAX_PUBLIC, &je);
-    if (n < 0) return false;
     for (int f = 0; f < p->nfilters; f++) {
-        size_t kl = strlen(p->filter_keys[f]);
-        bool ok = false;
-        for (int i = 0; i < n && !ok; i++) {
-            if (m[i].key_len != kl || memcmp(m[i].key, p->filter_keys[f], kl) != 0) continue;
-            const char *want = p->filter_values[f];
-            size_t wl = strlen(want);
-            if (m[i].type == JSON_STRING) {
-                char *dec = ms_malloc(m[i].val_len);
-                size_t dl = json_string_decode(m[i].val + 1, m[i].val_len - 2, dec);
-                ok = dl == wl && memcmp(dec, want, wl) == 0;
-                free(dec);
-            } else {
-                ok = m[i].val_len == wl && memcmp(m[i].val, want, wl) == 0;
-            }
-        }
-        if (!ok) return false;
+        const char *key = p->filter_keys[f], *want = p->filter_values[f];
+        if (!value_matches(fields, len, JSON_OBJECT, key, strlen(key), want, strlen(want))) return false;
     }
     return true;
 }

@@ -213,6 +213,8 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"identity", 8, raw, &n);
         patient_id_key_init(&s->mac_key, raw);
         OPENSSL_cleanse(raw, sizeof raw);
+        n = 0;
+        HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"deid", 4, s->deid_key, &n);
     }
     uint64_t log_end = 0, last = 0;
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "log_end", &log_end);

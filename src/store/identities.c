@@ -250,13 +250,13 @@ static ms_code entry_of(store_read *r, const patient_id *pid, uint64_t *number, 
     return ident_entry_get(r->s, r->txn, *number, ie, have, e);
 }
 
-ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
+/* The identity key of patient number as txn sees it, opened with the patient's data key when sealed. */
+static ms_code identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e)
 {
-    uint64_t number;
     ident_entry ie;
     bool have;
     *found = false;
-    ms_code rc = entry_of(r, pid, &number, &ie, &have, e);
+    ms_code rc = ident_entry_get(s, txn, number, &ie, &have, e);
     if (rc != MS_OK || !have || ie.erased) return rc;
     key->len = 0;
     if (ie.legacy) {
@@ -265,7 +265,7 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
         return MS_OK;
     }
     unsigned char dk[SEAL_KEY];
-    if ((rc = st_key_get(r->s, number, dk, &have, e)) != MS_OK) return rc;
+    if ((rc = st_key_get(s, number, dk, &have, e)) != MS_OK) return rc;
     if (!have) return MS_OK; /* erased meanwhile */
     buf_reserve(key, ie.key_len);
     bool ok = seal_open_record(dk, ie.sealed, ie.key_len, (unsigned char *)key->data);
@@ -317,9 +317,24 @@ ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, b
     return MS_OK;
 }
 
+ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)
+{
+    uint64_t number;
+    *found = false;
+    if (!store_patient_number(r->s, pid, &number)) return MS_OK;
+    return identity_key_of(r->s, r->txn, number, key, found, e);
+}
+
+ms_code store_write_identity_key(store_write *w, const patient_ref *p, buf *key, bool *found, ms_err *e)
+{
+    return identity_key_of(w->s, w->txn, p->number, key, found, e);
+}
+
 /* ---- patient ids: a keyed permutation of patient numbers (identity.h) ---- */
 
 const unsigned char *store_id_key(const store *s) { return s->id_key; }
+
+const unsigned char *store_deid_key(const store *s) { return s->deid_key; }
 
 void store_patient_id(const store *s, uint64_t n, patient_id *id) { patient_id_from_number(&s->pid_key, n, id); }
 

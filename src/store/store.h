@@ -83,6 +83,9 @@ const char *store_live_writer(const store *s);
 ms_code store_probe(store *s, size_t bytes, ms_err *e);
 /* The store's 32-byte secret for keyed hashes (derived record ids, the sinks' store fingerprint). */
 const unsigned char *store_id_key(const store *s);
+/* The store's 32-byte secret for the keyed public transforms (date_shift offsets, pseudonyms:
+ * pipeline/transforms.h): HMAC-SHA256(id key, "deid"), fixed for the store's life. */
+const unsigned char *store_deid_key(const store *s);
 /* The id of patient number n in this store, and back (false: an id this store never made). */
 void store_patient_id(const store *s, uint64_t n, patient_id *id);
 bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
@@ -216,6 +219,9 @@ bool store_patient_key_gone(store *s, const patient_id *pid);
 /* Was this patient erased (store_patient_erase)? When, and at which commit log position (the sinks and
  * views are done with it once their positions reach it), into *mark (may be NULL). */
 ms_code store_patient_erased(store_read *r, const patient_id *pid, erase_mark *mark, bool *erased, ms_err *e);
+/* The same inside a write transaction (the writer's public projection of a patient, whose keyed
+ * transforms are derived from the identity key). */
+ms_code store_write_identity_key(store_write *w, const patient_ref *p, buf *key, bool *found, ms_err *e);
 
 /* ==== Versions (versions.c) ==== */
 

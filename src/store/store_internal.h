@@ -64,6 +64,7 @@ struct store {
     patient_id_key pid_key;       /* from HMAC(id_key, "patient-id"): the patient id permutation */
     patient_id_key mac_key;       /* from HMAC(id_key, "identity"): identity MACs (identities.c) */
     struct key_store *keys;       /* keys.c: the patients' data keys */
+    unsigned char deid_key[32];   /* HMAC(id_key, "deid"): the public transforms' secrets (store_deid_key) */
     identity_index *identities;   /* identity key hash -> patient number (identity.c's keys) */
     uint64_t audit_seq;           /* last audit entry */
     unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */

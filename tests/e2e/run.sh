@@ -4,7 +4,8 @@
 # --config, the option reference), issue 9's trust fixes, TLS, the HTTP edge's limits, Kafka, PostgreSQL,
 # kill -9 crash safety, a full disk, the data directory lock, operations (access log, JSON log lines, the
 # metrics listener), backup, import, the Parquet writer (files read back by pyarrow and DuckDB), exports and the
-# continuous lake (serve --lake), the rolling-window counters and parent/child records, the console (in Debian's
+# continuous lake (serve --lake), the rolling-window counters and parent/child records, the public transforms
+# (issue 15: test_privacy.py), the console (in Debian's
 # Chromium through Playwright, from build/venv). Prints each file's summary and a final combined `N passed, N failed` line;
 # exits non-zero if any test failed.
 # Usage: tests/e2e/run.sh
@@ -20,7 +21,7 @@ summaries=()
 for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py test_cli.py test_trust.py test_tls.py \
          test_http_edge.py test_kafka.py test_postgres.py test_crash.py test_disk_full.py test_data_dir.py test_ops.py \
          test_backup.py test_import.py test_parquet.py test_export.py test_lake.py test_notify.py test_counters.py \
-         test_children.py test_console.py test_erasure.py; do
+         test_children.py test_console.py test_erasure.py test_privacy.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"

@@ -369,7 +369,7 @@ static void project_records(const schema *sc, const parsed_record *recs, int n, 
     const char **vals = calloc(m.nfields ? m.nfields : 1, sizeof *vals);
     for (uint32_t j = 0; j < m.nfields; j++)
         vals[j] = recs[m.fields[j].pos >> 20].body + (m.fields[j].pos & ((1u << 20) - 1));
-    deid_patient_fields(sc, m.fields, m.nfields, vals, out);
+    deid_patient_fields(sc, NULL, m.fields, m.nfields, vals, out);
     free(vals);
 }
 
@@ -502,7 +502,8 @@ static void expect_record_public(fixture *f, const char *record, const char *wan
     parsed_record r = unit_scan_ok(&f->cfg, &f->mem, record);
     assert_span_equal(r.public_fields, r.public_fields_len, want);
     f->out.len = 0;
-    deid_record_fields(&f->sc, r.fields, r.nfields, &f->out);
+    deid_ctx cx = {.event_us = r.ts_us};
+    deid_record_fields(&f->sc, &cx, r.fields, r.nfields, &f->out);
     assert_span_equal(f->out.data, f->out.len, want);
 }
 

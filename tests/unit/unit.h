@@ -64,9 +64,21 @@ static inline const unsigned char *unit_id_key(void)
     return key;
 }
 
+/* The fixed deid key of scan tests (the keyed public transforms, transforms.h). */
+static inline const unsigned char *unit_deid_key(void)
+{
+    static const unsigned char key[32] = {0xde, 0x1d, 3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                          17,   18,   19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+    return key;
+}
+
 static inline scan_config unit_scan_config(const schema *s)
 {
-    scan_config c = {.schema = s, .max_record = (size_t)1 << 20, .now_us = unit_now(), .id_key = unit_id_key()};
+    scan_config c = {.schema = s,
+                     .max_record = (size_t)1 << 20,
+                     .now_us = unit_now(),
+                     .id_key = unit_id_key(),
+                     .deid_key = unit_deid_key()};
     return c;
 }
 

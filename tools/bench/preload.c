@@ -104,7 +104,11 @@ static int preload_run(const char *dir, uint64_t patients, uint64_t seed, uint64
             buf_printf(&body, ",\"dob\":\"%04d-%02d-%02d\",\"favorite_color\":\"%s\"}\n", y, m, d, colors[perm[k] % 8]);
         }
         record_batch batch = {0};
-        scan_config cfg = {.schema = &sc, .max_record = 4096, .now_us = ms_now_us(), .id_key = store_id_key(s)};
+        scan_config cfg = {.schema = &sc,
+                           .max_record = 4096,
+                           .now_us = ms_now_us(),
+                           .id_key = store_id_key(s),
+                           .deid_key = store_deid_key(s)};
         uint64_t body_pos;
         if (record_prepare_body(&cfg, body.data, body.len, &batch, &e) != MS_OK || batch.n != cn || batch.rejected ||
             store_append_body(s, body.data, body.len, &body_pos, &e) != MS_OK) {
