@@ -22,6 +22,7 @@
 #include "access/audit.h"
 #include "export/export.h"
 #include "ingest/ingest_kafka.h"
+#include "ingest/reproject.h"
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_lake.h"
 #include "sinks/sink_postgres.h"
@@ -736,12 +737,15 @@ static int serve_run(const serve_settings *c)
     export_jobs *exports = NULL;
     notifier *notify = NULL;
     counters *live_counters = NULL;
+    reprojector *rp = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
     if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
+    reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true};
+    if (reproject_start(&rp, &ro, &e) != MS_OK) goto out; /* schema versions: before any ingest */
     api a = {.store = s,
              .writer = w,
              .schema = &sc,
@@ -856,6 +860,7 @@ out:
     free(cert_pem);
     free(key_pem);
     writer_stop(w);               /* queued batches are committed */
+    reproject_stop(rp);           /* after the writer, which projects with its previous schema */
     counters_stop(live_counters); /* their state saved: a restart replays only what they had not applied */
     sink_lake_stop(lake);         /* then published: a clean stop leaves the lake holding every commit */
     store_close(s);

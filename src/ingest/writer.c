@@ -6,7 +6,7 @@
 #include "base/json_write.h"
 
 #include "base/log.h"
-#include "pipeline/deidentify.h"
+#include "pipeline/projection.h"
 #include "pipeline/merge.h"
 #include "base/metrics.h"
 #include "store/record_sources.h"
@@ -25,6 +25,8 @@
 struct writer {
     store *store;
     const schema *schema;
+    const schema *previous; /* the schema of the version in force while a re-projection to schema runs
+                               (writer_set_previous_schema); NULL: schema */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
@@ -72,9 +74,26 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
     return MS_OK;
 }
 
-/* The public projection of a state. Values held by cur (this commit's record, in memory) are taken from
- * it; the others are read back from the segment log. */
-static ms_code public_projection(writer *wr, const merge_result *m, const merge_source *cur, buf *out, ms_err *e)
+/* The schema versions this transaction writes public copies under and the schema of each: the version in
+ * force, and during a re-projection (store_write_schema) its target, under the writer's schema, while the
+ * version in force keeps the previous one. Returns how many (1 or 2). */
+static int projections(writer *wr, store_write *sw, uint32_t sv[2], const schema *sch[2])
+{
+    uint32_t in_force, target;
+    store_write_schema(sw, &in_force, &target);
+    sv[0] = in_force;
+    sch[0] = wr->schema;
+    if (!target) return 1;
+    sch[0] = wr->previous ? wr->previous : wr->schema;
+    sv[1] = target;
+    sch[1] = wr->schema;
+    return 2;
+}
+
+/* The public projection of a state under sch. Values held by cur (this commit's record, in memory) are
+ * taken from it; the others are read back from the segment log. */
+static ms_code public_projection(writer *wr, const schema *sch, const merge_result *m, const merge_source *cur,
+                                 buf *out, ms_err *e)
 {
     const char **vals = ms_calloc(m->nfields ? m->nfields : 1, sizeof *vals);
     state_field *need = ms_malloc(sizeof *need * (m->nfields ? m->nfields : 1));
@@ -82,7 +101,7 @@ static ms_code public_projection(writer *wr, const merge_result *m, const merge_
     uint32_t nneed = 0;
     for (uint32_t i = 0; i < m->nfields; i++) {
         const state_field *f = &m->fields[i];
-        if (!deid_patient_field_public(wr->schema, f)) continue;
+        if (!projection_patient_reads(sch, f)) continue;
         if (cur && f->pos >= cur->body_pos && f->pos < cur->body_pos + cur->body_len) {
             vals[i] = cur->body + (f->pos - cur->body_pos);
         } else {
@@ -96,7 +115,7 @@ static ms_code public_projection(writer *wr, const merge_result *m, const merge_
     if (rc == MS_OK) {
         for (uint32_t k = 0; k < nneed; k++)
             vals[slot[k]] = read[k];
-        deid_patient_fields(wr->schema, m->fields, m->nfields, vals, out);
+        projection_patient(sch, m->fields, m->nfields, vals, NULL, 0, out);
     }
     buf_free(&scratch);
     free(read);
@@ -130,13 +149,21 @@ static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, co
                             .fields = m->fields,
                             .nfields = m->nfields};
     ms_code rc = store_patient_put(sw, &next, e);
-    if (rc != MS_OK || (prev && !m->public_changed)) return rc;
+    uint32_t sv[2];
+    const schema *sch[2];
+    int np = projections(wr, sw, sv, sch);
+    /* merge's public_changed is the writer's schema's; during a re-projection the previous one's copy is
+     * compared too */
+    if (rc != MS_OK || (prev && !m->public_changed && np == 1)) return rc;
     buf prev_pub = {0}, pub = {0};
-    bool have_pub;
-    rc = store_public_patient_latest(sw, who, &prev_pub, &have_pub, e);
-    if (rc == MS_OK) rc = public_projection(wr, m, cur, &pub, e);
-    if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
-        rc = store_public_patient_put(sw, who, next.version, pub.data, pub.len, e);
+    for (int i = 0; i < np && rc == MS_OK; i++) {
+        bool have_pub;
+        pub.len = 0;
+        rc = store_public_patient_latest(sw, sv[i], who, &prev_pub, &have_pub, e);
+        if (rc == MS_OK) rc = public_projection(wr, sch[i], m, cur, &pub, e);
+        if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
+            rc = store_public_patient_put(sw, sv[i], who, next.version, pub.data, pub.len, e);
+    }
     buf_free(&prev_pub);
     buf_free(&pub);
     return rc;
@@ -159,6 +186,34 @@ static ms_code record_left(writer *wr, store_write *sw, const record_version *go
 }
 
 /* ---- jobs ---- */
+
+/* A record version with its public copies: r->public_fields (stage 3, the writer's schema) under the version
+ * in force, or during a re-projection the previous schema's projection there and r->public_fields under
+ * the target. r NULL: a tombstone (no fields). */
+static ms_code put_record_copies(writer *wr, store_write *sw, const record_version *rv, const parsed_record *r,
+                                 ms_err *e)
+{
+    uint32_t sv[2];
+    const schema *sch[2];
+    int np = projections(wr, sw, sv, sch);
+    int year = time_year(rv->ts_us);
+    if (!r) {
+        ms_code rc = store_record_put(sw, rv, year, NULL, 0, e);
+        if (rc == MS_OK && np == 2) rc = store_public_record_put(sw, sv[1], rv, year, NULL, 0, e);
+        return rc;
+    }
+    if (np == 1 || sch[0] == sch[1]) {
+        ms_code rc = store_record_put(sw, rv, year, r->public_fields, r->public_fields_len, e);
+        if (rc == MS_OK && np == 2) rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
+        return rc;
+    }
+    buf old = {0};
+    projection_record(sch[0], r->fields, r->nfields, r->identity_key, r->identity_key_len, &old);
+    ms_code rc = store_record_put(sw, rv, year, old.data, old.len, e);
+    buf_free(&old);
+    if (rc == MS_OK) rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
+    return rc;
+}
 
 /* One record through resolution, versioning, merge and the public copies. */
 static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const parsed_record *r, item_result *res,
@@ -241,7 +296,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     memcpy(rv.content_hash, r->content_hash, 16);
     if (r->parent_id_len) memcpy(rv.parent_id, r->parent_id, r->parent_id_len); /* indexed under it */
     rv.parent_id_len = r->parent_id_len;
-    if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
+    if ((rc = put_record_copies(wr, sw, &rv, r, e))) return rc;
     if ((rc = put_state(wr, sw, &who, have_pv ? &pv : NULL, &m, &cur, r->record_id, r->record_id_len, job->source, e)))
         return rc;
     /* moved to another patient: its values leave the old one's state */
@@ -275,7 +330,7 @@ static ms_code apply_delete(writer *wr, store_write *sw, ingest_job *job, arena 
     tomb.body_hash = 0;
     memset(tomb.content_hash, 0, sizeof tomb.content_hash);
     tomb.deleted = true;
-    if ((rc = store_record_put(sw, &tomb, time_year(prev.ts_us), NULL, 0, e))) return rc;
+    if ((rc = put_record_copies(wr, sw, &tomb, NULL, e))) return rc;
     if ((rc = record_left(wr, sw, &prev, job->source, mem, e))) return rc;
     res->status = ITEM_DELETED;
     res->pid = prev.pid;
@@ -589,6 +644,13 @@ void writer_submit(writer *w, ingest_job *job)
     pthread_cond_signal(&w->wake);
     while (!job->done)
         pthread_cond_wait(&w->done, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void writer_set_previous_schema(writer *w, const schema *previous)
+{
+    pthread_mutex_lock(&w->lock);
+    w->previous = previous;
     pthread_mutex_unlock(&w->lock);
 }
 

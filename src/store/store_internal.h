@@ -70,6 +70,13 @@ struct store {
     uint64_t patients;
 };
 
+/* The schema versions of the public copies (schemas.c): the one reads answer under, and the one being
+ * re-projected to (0: none). */
+typedef struct {
+    uint32_t in_force, target;
+    bool loaded;
+} st_schema_versions;
+
 struct store_write {
     store *s;
     MDB_txn *txn;
@@ -82,11 +89,13 @@ struct store_write {
     buf log; /* the commit log entry being built (st_log_add) */
     uint32_t nlog;
     buf key; /* scratch */
+    st_schema_versions sv; /* the public copies' schema versions as this transaction sees them (st_write_sv) */
 };
 
 struct store_read {
     store *s;
     MDB_txn *txn;
+    uint32_t sv; /* the schema version in force in this snapshot (0: not read yet; st_read_sv) */
 };
 
 /* ---- errors (env.c) ---- */
@@ -122,12 +131,16 @@ static inline uint64_t st_ts_key(int64_t ts) { return (uint64_t)ts ^ ST_TS_SIGN;
 void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version);
 /* record_id NUL ~valid_from ~version. */
 void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
-/* 'R' record_id NUL ~valid_from ~version: a public record copy. */
-void st_key_public_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
+/* The key prefix of schema version sv's public copies (README.md, "Schema versions"): none for version 1
+ * (the keys written before schema versions existed), 'V' be32(sv) for later ones. Returns its length. */
+size_t st_public_version_prefix(unsigned char out[5], uint32_t sv);
+/* [version prefix] 'R' record_id NUL ~valid_from ~version: a public record copy under schema version sv. */
+void st_key_public_record(buf *k, uint32_t sv, const char *rid, size_t n, int64_t vf, uint32_t version);
 /* be64(number) then a tag: 'v' versions, 'r' the records index. */
 void st_patient_prefix(unsigned char out[9], uint64_t number, char tag);
-/* 'P' be64(number): a patient's public copies. */
-void st_public_patient_prefix(unsigned char out[9], uint64_t number);
+/* [version prefix] 'P' be64(number): a patient's public copies under schema version sv; returns the length
+ * (9 or 14). */
+size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t number);
 
 /* ---- value encodings (codec.c); every decode checks lengths and returns false on a bad entry ---- */
 
@@ -150,6 +163,15 @@ void st_token_encode(buf *b, int64_t expires, const char *user, const char *role
 bool st_token_decode(const MDB_val *v, int64_t *expires, char user[STORE_USER_MAX], char role[STORE_ROLE_MAX]);
 /* The user name of a token entry (no copy); false if the entry is malformed. */
 bool st_token_user(const MDB_val *v, int64_t *expires, const char **user, size_t *user_len);
+
+/* ---- schema versions (schemas.c) ---- */
+
+/* The schema version in force recorded in txn's meta (1 when none is: a store from before versions). */
+uint32_t st_meta_sv(MDB_txn *txn, MDB_dbi meta);
+/* The same, read once per read transaction. */
+uint32_t st_read_sv(store_read *r);
+/* The versions the writer's transaction writes public copies under, read once per transaction. */
+const st_schema_versions *st_write_sv(store_write *w);
 
 /* ---- shared between the concern files ---- */
 
