@@ -533,6 +533,7 @@ typedef struct {
     const char *metrics_listen;
     bool metrics_listen_any;
     uint64_t export_keep, export_link_ttl_s;
+    uint64_t reproject_rate;
     const char *lake;
     int lake_scope; /* index in export_scope_names */
     uint64_t lake_roll_s, lake_roll_bytes;
@@ -652,6 +653,10 @@ static int cmd_serve(int argc, char **argv)
          .help = "let --metrics-listen take an address that is not loopback (anyone reaching it reads /metrics)"},
         {.name = "--export-keep", .type = OPT_UINT, .target = &c.export_keep, .def = "8", .min = 1, .max = 1000,
          .help = "exports (POST /v1/exports) held in DATA/exports; a new one pushes out the oldest finished one"},
+        {.name = "--reproject-rate", .type = OPT_UINT, .target = &c.reproject_rate, .def = "0", .min = 0,
+         .max = 100000000, .metavar = "N",
+         .help = "after a schema change, re-project at most N stored versions a second in the background (0: as "
+                 "fast as it goes; the ingest writer never waits more than one step)"},
         {.name = "--export-link-ttl", .type = OPT_SECONDS, .target = &c.export_link_ttl_s, .def = "300", .min = 1,
          .max = 86400, .help = "lifetime of an export's signed download link"},
         {.name = "--lake", .type = OPT_STRING, .target = &c.lake, .metavar = "DIR",
@@ -744,7 +749,8 @@ static int serve_run(const serve_settings *c)
     if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
-    reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true};
+    reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true,
+                            .rate = (uint32_t)c->reproject_rate};
     if (reproject_start(&rp, &ro, &e) != MS_OK) goto out; /* schema versions: before any ingest */
     api a = {.store = s,
              .writer = w,

@@ -159,6 +159,7 @@ static void *rp_main(void *arg)
     store_reproject_fns fns = {record_copy, patient_copy, r};
     uint32_t target = atomic_load(&r->target);
     double t0 = ms_mono_s();
+    uint64_t walked = 0, first_done = atomic_load(&r->done);
     while (target && !stopping(r)) {
         store_schema_status st;
         bool finished;
@@ -170,6 +171,11 @@ static void *rp_main(void *arg)
             continue;
         }
         publish(r, &st);
+        walked = st.done > first_done ? st.done - first_done : walked;
+        if (!finished && r->o.rate) { /* --reproject-rate: sleep off what is ahead of the rate */
+            double ahead = (double)walked / r->o.rate - (ms_mono_s() - t0);
+            if (ahead > 0 && !nap(r, (long)(ahead * 1000))) break;
+        }
         if (finished) {
             ms_log(LOG_INFO, "schema.switched",
                    "public copies re-projected: schema version %u in force (%llu entries in %.1f s)", st.in_force,
@@ -224,6 +230,7 @@ ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e
     reprojector *r = ms_calloc(1, sizeof *r);
     r->o = *o;
     if (!r->o.step) r->o.step = 512;
+    if (r->o.rate && r->o.step > r->o.rate) r->o.step = r->o.rate;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cv, NULL);
     publish(r, &st);
