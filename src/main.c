@@ -749,7 +749,11 @@ static int serve_run(const serve_settings *c)
     if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
-    reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true,
+    reproject_options ro = {.store = s,
+                            .writer = w,
+                            .schema = &sc,
+                            .schema_file = c->schema,
+                            .run = true,
                             .rate = (uint32_t)c->reproject_rate};
     if (reproject_start(&rp, &ro, &e) != MS_OK) goto out; /* schema versions: before any ingest */
     api a = {.store = s,

@@ -87,8 +87,7 @@ static void rp_metrics(void *ctx, buf *out)
     metrics_gauge(out, "medstream_schema_version", "The schema version public reads answer under.",
                   atomic_load(&r->version));
     metrics_gauge(out, "medstream_schema_reprojecting_to",
-                  "The schema version the public copies are being re-projected to (0: none).",
-                  atomic_load(&r->target));
+                  "The schema version the public copies are being re-projected to (0: none).", atomic_load(&r->target));
     metrics_gauge(out, "medstream_reprojection_done", "Stored versions walked by the re-projection under way.",
                   atomic_load(&r->done));
     metrics_gauge(out, "medstream_reprojection_total", "Stored versions the re-projection under way walks.",
@@ -198,8 +197,9 @@ static void *rp_main(void *arg)
         dropped += n;
         if (finished) break;
     }
-    if (dropped) ms_log(LOG_INFO, "schema.cleaned", "%llu public copies of old schema versions deleted",
-                        (unsigned long long)dropped);
+    if (dropped)
+        ms_log(LOG_INFO, "schema.cleaned", "%llu public copies of old schema versions deleted",
+               (unsigned long long)dropped);
     return NULL;
 }
 
@@ -258,8 +258,8 @@ ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e
         }
         if (o->writer) writer_set_previous_schema(o->writer, r->have_previous ? &r->previous : NULL);
         ms_log(LOG_INFO, "schema.reprojecting",
-               "the schema differs from version %u in force: re-projecting the public copies to version %u", st.in_force,
-               st.target);
+               "the schema differs from version %u in force: re-projecting the public copies to version %u",
+               st.in_force, st.target);
     } else {
         r->finished = true;
     }

@@ -26,12 +26,12 @@
 
 typedef struct {
     store *store;
-    writer *writer;           /* NULL: none (an offline command whose writes take their own path) */
-    const schema *schema;     /* the schema in force (from schema_file, or the default) */
-    const char *schema_file;  /* its file (NULL: the default schema) */
-    uint32_t step;            /* versions per step (0: 512, or the rate if lower) */
-    uint32_t rate;            /* at most this many entries walked a second (0: no limit) */
-    bool run;                 /* false: record the version only, no thread (a read-only use) */
+    writer *writer;          /* NULL: none (an offline command whose writes take their own path) */
+    const schema *schema;    /* the schema in force (from schema_file, or the default) */
+    const char *schema_file; /* its file (NULL: the default schema) */
+    uint32_t step;           /* versions per step (0: 512, or the rate if lower) */
+    uint32_t rate;           /* at most this many entries walked a second (0: no limit) */
+    bool run;                /* false: record the version only, no thread (a read-only use) */
 } reproject_options;
 
 typedef struct reprojector reprojector;

@@ -204,7 +204,8 @@ static ms_code put_record_copies(writer *wr, store_write *sw, const record_versi
     }
     if (np == 1 || sch[0] == sch[1]) {
         ms_code rc = store_record_put(sw, rv, year, r->public_fields, r->public_fields_len, e);
-        if (rc == MS_OK && np == 2) rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
+        if (rc == MS_OK && np == 2)
+            rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
         return rc;
     }
     buf old = {0};

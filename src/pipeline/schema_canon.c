@@ -120,7 +120,9 @@ ms_code schema_canonical(const char *text, size_t len, buf *out, ms_err *e)
     json_type t;
     json_error err;
     const char *vend = p < end ? json_scan_value(text, p, end, &t, &err) : NULL;
-    if (!vend) return ms_fail(e, MS_EINVAL, "schema: not valid JSON (at byte %zu: %s)", p < end ? err.offset : len, p < end ? err.msg : "empty");
+    if (!vend)
+        return ms_fail(e, MS_EINVAL, "schema: not valid JSON (at byte %zu: %s)", p < end ? err.offset : len,
+                       p < end ? err.msg : "empty");
     if (t != JSON_OBJECT) return ms_fail(e, MS_EINVAL, "schema: expected a JSON object");
     if (json_skip_ws(vend, end) != end)
         return ms_fail(e, MS_EINVAL, "schema: text after the object (at byte %zu)", (size_t)(vend - text));

@@ -183,11 +183,11 @@ ms_code store_schema_register(store *s, const char *canon, size_t len, store_sch
 /* ---- re-projection ---- */
 
 typedef struct {
-    buf keys, vals;   /* the copies to write: be32 length then bytes, one after another */
-    uint32_t n;       /* copies computed */
-    uint64_t walked;  /* entries walked */
-    buf at;           /* the cursor after this step: phase then last key */
-    bool end;         /* walked past the last entry of the patient sub-database */
+    buf keys, vals;  /* the copies to write: be32 length then bytes, one after another */
+    uint32_t n;      /* copies computed */
+    uint64_t walked; /* entries walked */
+    buf at;          /* the cursor after this step: phase then last key */
+    bool end;        /* walked past the last entry of the patient sub-database */
 } step_batch;
 
 static void put_lv(buf *b, const void *p, size_t n)
@@ -239,8 +239,10 @@ static ms_code walk_records(store *s, MDB_txn *txn, uint32_t target, const store
         buf_putc(&b->at, 'R');
         buf_put(&b->at, k.mv_data, k.mv_size);
     }
-    if (out == MS_OK && rc == MDB_NOTFOUND) *phase_done = true;
-    else if (out == MS_OK && rc) out = st_mdb_fail(e, rc, "re-projection: records");
+    if (out == MS_OK && rc == MDB_NOTFOUND)
+        *phase_done = true;
+    else if (out == MS_OK && rc)
+        out = st_mdb_fail(e, rc, "re-projection: records");
     mdb_cursor_close(c);
     buf_free(&kb);
     buf_free(&vb);
@@ -284,8 +286,10 @@ static ms_code walk_patients(store *s, MDB_txn *txn, uint32_t target, const stor
         put_lv(&b->vals, fields.data, fields.len);
         b->n++;
     }
-    if (out == MS_OK && rc == MDB_NOTFOUND) b->end = true;
-    else if (out == MS_OK && rc) out = st_mdb_fail(e, rc, "re-projection: patients");
+    if (out == MS_OK && rc == MDB_NOTFOUND)
+        b->end = true;
+    else if (out == MS_OK && rc)
+        out = st_mdb_fail(e, rc, "re-projection: patients");
     mdb_cursor_close(c);
     buf_free(&kb);
     buf_free(&fields);
@@ -317,8 +321,10 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
                 phase = 'P';
                 last = NULL;
                 last_len = 0;
-                if (!b->at.len) buf_putc(&b->at, 'P');
-                else b->at.data[0] = 'P', b->at.len = 1; /* the patients from their first entry */
+                if (!b->at.len)
+                    buf_putc(&b->at, 'P');
+                else
+                    b->at.data[0] = 'P', b->at.len = 1; /* the patients from their first entry */
             }
         }
         if (out == MS_OK && phase == 'P' && b->n < max && b->walked < (uint64_t)max * 8)
@@ -330,8 +336,8 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
     return out;
 }
 
-ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fns *fns, uint32_t max,
-                             bool *finished, store_schema_status *st, ms_err *e)
+ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fns *fns, uint32_t max, bool *finished,
+                             store_schema_status *st, ms_err *e)
 {
     *finished = false;
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: re-projection: the store is open read-only");

@@ -239,8 +239,7 @@ ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_r
                                     ms_err *e);
 /* A patient's public copy under schema version sv (store_write_schema), valid from this commit's time. */
 ms_code store_public_patient_put(store_write *w, uint32_t sv, const patient_ref *p, uint32_t version,
-                                 const char *fields, size_t len,
-                                 ms_err *e);
+                                 const char *fields, size_t len, ms_err *e);
 
 /* ---- reads as of an instant (README.md, "Time"): the newest version with valid_from <= as_of; as_of < 0
  * finds nothing ---- */
@@ -453,8 +452,8 @@ typedef struct {
  * written with the new cursor in one short write transaction; the step that reaches the end also switches
  * the version in force to target. *finished: switched, or target is no longer the target (nothing
  * written). Idempotent; resumes after a restart. *st (may be NULL): the progress after the step. */
-ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fns *fns, uint32_t max,
-                             bool *finished, store_schema_status *st, ms_err *e);
+ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fns *fns, uint32_t max, bool *finished,
+                             store_schema_status *st, ms_err *e);
 /* Delete up to max public copies of versions that are neither in force nor the target, in one write
  * transaction of its own (any thread). *finished: none left. */
 ms_code store_schema_drop_step(store *s, uint32_t max, bool *finished, uint64_t *deleted, ms_err *e);

@@ -88,7 +88,7 @@ struct store_write {
     size_t ninserted, capinserted;
     buf log; /* the commit log entry being built (st_log_add) */
     uint32_t nlog;
-    buf key; /* scratch */
+    buf key;               /* scratch */
     st_schema_versions sv; /* the public copies' schema versions as this transaction sees them (st_write_sv) */
 };
 

@@ -255,8 +255,7 @@ static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint32_t sv
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "public patient lookup") : MS_OK;
 }
 
-ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_ref *p, buf *out, bool *found,
-                                    ms_err *e)
+ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_ref *p, buf *out, bool *found, ms_err *e)
 {
     return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, sv, p->number, INT64_MAX, out, found, e);
 }
