@@ -315,7 +315,7 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
         const char *last = at.len ? at.data + 1 : NULL;
         size_t last_len = at.len ? at.len - 1 : 0;
         if (phase == 'R') {
-            bool records_done;
+            bool records_done = false;
             out = walk_records(s, txn, target, fns, max, last, last_len, b, &records_done, e);
             if (out == MS_OK && records_done) {
                 phase = 'P';
@@ -344,7 +344,7 @@ ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fn
     if (target < 2) return ms_fail(e, MS_EINVAL, "store: re-projection: no such target version");
     if (max == 0) max = 1;
     step_batch b = {0};
-    bool stale;
+    bool stale = false;
     ms_code out = step_read(s, target, fns, max, &b, &stale, e);
     if (out != MS_OK || stale) {
         *finished = out == MS_OK; /* another target, or none: nothing more to do for this one */

@@ -201,7 +201,7 @@ def assert_no_phi(resp, phi_values, what):
 def test_healthz():
     r = srv().get("/healthz")
     eq(r.status, 200, "GET /healthz status")
-    eq(r.json(), {"status": "ok"}, "GET /healthz body")
+    eq(r.json(), {"status": "ok", "schema": {"version": 1, "reprojecting": None}}, "GET /healthz body")
 
 
 @test
