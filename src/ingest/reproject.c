@@ -32,7 +32,8 @@ struct reprojector {
 
 /* ---- the copies, computed under the target's schema (projection.h) ---- */
 
-static ms_code record_copy(void *ctx, const record_version *rv, buf *fields, ms_err *e)
+static ms_code record_copy(void *ctx, const record_version *rv, const char *ident, size_t ident_len, buf *fields,
+                           ms_err *e)
 {
     reprojector *r = ctx;
     buf body = {0};
@@ -45,14 +46,15 @@ static ms_code record_copy(void *ctx, const record_version *rv, buf *fields, ms_
         if (record_scan_fields(text, body.len, &mem, &f, &n) != NULL)
             rc = ms_fail(e, MS_ECORRUPT, "re-projection: a stored record body is not a JSON object");
         else
-            projection_record(r->o.schema, f, n, NULL, 0, fields);
+            projection_record(r->o.schema, f, n, ident, ident_len, fields);
     }
     arena_free(&mem);
     buf_free(&body);
     return rc;
 }
 
-static ms_code patient_copy(void *ctx, const patient_version *pv, buf *fields, ms_err *e)
+static ms_code patient_copy(void *ctx, const patient_version *pv, const char *ident, size_t ident_len, buf *fields,
+                            ms_err *e)
 {
     reprojector *r = ctx;
     uint32_t cap = pv->nfields ? pv->nfields : 1, nneed = 0;
@@ -69,7 +71,7 @@ static ms_code patient_copy(void *ctx, const patient_version *pv, buf *fields, m
     if (rc == MS_OK) {
         for (uint32_t k = 0; k < nneed; k++)
             vals[slot[k]] = read[k];
-        projection_patient(r->o.schema, pv->fields, pv->nfields, vals, NULL, 0, fields);
+        projection_patient(r->o.schema, pv->fields, pv->nfields, vals, ident, ident_len, fields);
     }
     buf_free(&scratch);
     free(slot);

@@ -196,6 +196,22 @@ static void put_lv(buf *b, const void *p, size_t n)
     buf_put(b, p, n);
 }
 
+/* The identity key of patient number (what per-patient transforms derive their secrets from), pointing
+ * into txn's memory; empty if the entry is missing or malformed (the callbacks then have none). */
+static void ident_of(store *s, MDB_txn *txn, uint64_t number, const char **key, size_t *len)
+{
+    unsigned char k8[8];
+    ms_set_be64(k8, number);
+    MDB_val k = st_val(k8, 8), v;
+    patient_ref p;
+    *key = "";
+    *len = 0;
+    if (mdb_get(txn, s->dbi[DB_IDENT], &k, &v) == 0 && !st_ident_decode(&v, &p, key, len)) {
+        *key = "";
+        *len = 0;
+    }
+}
+
 /* Position c after the cursor key (or at the first entry); returns an LMDB code. */
 static int seek_after(MDB_cursor *c, const char *last, size_t last_len, MDB_val *k, MDB_val *v)
 {
@@ -229,7 +245,10 @@ static ms_code walk_records(store *s, MDB_txn *txn, uint32_t target, const store
             break;
         }
         fields.len = 0;
-        if (!rv.deleted && (out = fns->record(fns->ctx, &rv, &fields, e)) != MS_OK) break;
+        const char *ik;
+        size_t il;
+        ident_of(s, txn, rv.patient_number, &ik, &il);
+        if (!rv.deleted && (out = fns->record(fns->ctx, &rv, ik, il, &fields, e)) != MS_OK) break;
         st_public_record_encode(&vb, &rv, time_year(rv.ts_us), rv.deleted ? NULL : fields.data, fields.len);
         st_key_public_record(&kb, target, rv.record_id, rv.record_id_len, rv.valid_from, rv.version);
         put_lv(&b->keys, kb.data, kb.len);
@@ -276,7 +295,10 @@ static ms_code walk_patients(store *s, MDB_txn *txn, uint32_t target, const stor
             break;
         }
         fields.len = 0;
-        out = fns->patient(fns->ctx, &pv, &fields, e);
+        const char *ik;
+        size_t il;
+        ident_of(s, txn, who.number, &ik, &il);
+        out = fns->patient(fns->ctx, &pv, ik, il, &fields, e);
         arena_free(&mem);
         if (out != MS_OK) break;
         unsigned char prefix[14];

@@ -440,11 +440,13 @@ void store_write_schema(store_write *w, uint32_t *in_force, uint32_t *target);
 
 /* The copies of one step of a re-projection, computed by the caller (the store never interprets a schema):
  * fields receives the public fields (JSON object text) of a record version (never a tombstone: its copy
- * has none) or of a patient version. They run under the step's read transaction (they may read bodies:
- * store_record_body, store_field_values), never a write transaction. */
+ * has none) or of a patient version; ident is the patient's identity entry's key (identity sub-database:
+ * what per-patient transforms derive their secrets from; empty if missing). They run under the step's read transaction
+ * (they may read bodies: store_record_body, store_field_values), never a write transaction. */
 typedef struct {
-    ms_code (*record)(void *ctx, const record_version *rv, buf *fields, ms_err *e);
-    ms_code (*patient)(void *ctx, const patient_version *pv, buf *fields, ms_err *e);
+    ms_code (*record)(void *ctx, const record_version *rv, const char *ident, size_t ident_len, buf *fields, ms_err *e);
+    ms_code (*patient)(void *ctx, const patient_version *pv, const char *ident, size_t ident_len, buf *fields,
+                       ms_err *e);
     void *ctx;
 } store_reproject_fns;
 /* One step of the re-projection to target (any thread; a small write of its own, WHO MAY WRITE): from the

@@ -152,17 +152,22 @@ static void test_register_versions(void **state)
 #define NREC 9
 
 /* The "schema" of the fake projection: the target's copies say which version they are. */
-static ms_code fake_record(void *ctx, const record_version *rv, buf *fields, ms_err *e)
+static ms_code fake_record(void *ctx, const record_version *rv, const char *ident, size_t ident_len, buf *fields,
+                           ms_err *e)
 {
     (void)ctx;
     (void)e;
+    /* the identity entry's key is passed (put() creates each patient with its first record id as key) */
+    assert_true(ident_len >= 5 && memcmp(ident, "rec-", 4) == 0);
     buf_printf(fields, "{\"v2\":\"%.*s\"}", (int)rv->record_id_len, rv->record_id);
     return MS_OK;
 }
 
-static ms_code fake_patient(void *ctx, const patient_version *pv, buf *fields, ms_err *e)
+static ms_code fake_patient(void *ctx, const patient_version *pv, const char *ident, size_t ident_len, buf *fields,
+                            ms_err *e)
 {
     (void)e;
+    assert_true(ident_len >= 5 && memcmp(ident, "rec-", 4) == 0);
     ++*(int *)ctx;
     buf_printf(fields, "{\"v2\":%u}", pv->version);
     return MS_OK;
@@ -175,7 +180,10 @@ static void put(store *s, const char *rid, patient_ref *who, uint32_t pver, bool
     store_write *w;
     ms_err e = {0};
     assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
-    if (create) assert_int_equal(store_patient_create(w, rid, strlen(rid), who, &e), MS_OK);
+    char ident[64]; /* an identity key's shape: name NUL YYYY-MM-DD */
+    int il = snprintf(ident, sizeof ident, "%s person", rid);
+    memcpy(ident + il + 1, "1970-01-01", 10);
+    if (create) assert_int_equal(store_patient_create(w, ident, (size_t)il + 11, who, &e), MS_OK);
     record_version rv = {0};
     rv.record_id_len = (uint32_t)strlen(rid);
     memcpy(rv.record_id, rid, rv.record_id_len);
