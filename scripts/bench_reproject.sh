@@ -2,18 +2,18 @@
 # Re-projection of the public copies after a schema change (issue 15, item 4), and what it costs ingest.
 # Fills a fresh data directory with RECORDS small records (default 1,000,000 of ~SIZE=200 bytes, `medstream
 # bench` over HTTP, 5 % of them updates of earlier ones) under schema S1 (the default's public fields); then,
-# on the same store, LOAD more records (default 200,000) are sent twice: once by a server started again
+# on the same store, LOAD more records (default 500,000) are sent twice: once by a server started again
 # under S1 (nothing to re-project: the baseline), once by a server started under S2 (favorite_color no
 # longer public), which re-projects every stored record version and patient version meanwhile. Prints the
 # re-projection's rate (entries of the record and patient sub-databases walked a second, and its time), the
 # ingest rate of both loads and their ratio (target: within 20 %), and how long the re-projection ran
 # alone after the load. The machine may be shared: the figures are indicative.
-# Usage: [RECORDS=1000000] [SIZE=200] [LOAD=200000] [RATE=0] [BENCH_DIR=...] scripts/bench_reproject.sh
+# Usage: [RECORDS=1000000] [SIZE=200] [LOAD=500000] [RATE=0] [BENCH_DIR=...] scripts/bench_reproject.sh
 #   RATE: the loads' offered records/min (0: as fast as answered); a fixed offered rate shows the effect as
 #   added latency instead of lost throughput. Needs ~RECORDS x 1.5 KB free in BENCH_DIR (deleted at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-records=${RECORDS:-1000000}; size=${SIZE:-200}; load_n=${LOAD:-200000}; rate=${RATE:-0}
+records=${RECORDS:-1000000}; size=${SIZE:-200}; load_n=${LOAD:-500000}; rate=${RATE:-0}
 port=${PORT:-18196}
 base=${BENCH_DIR:-/var/tmp/medstream-bench-reproject}
 dir=$base/data; srv=

@@ -125,6 +125,25 @@ static ms_code public_projection(writer *wr, const schema *sch, const merge_resu
     return rc;
 }
 
+/* Whether a field public under sch (a patient field: not the record's id, type or event time) differs
+ * between the state prev and m: merge's public_changed, for a schema merge did not run with (the version in
+ * force's during a re-projection). Fields compare by their value's length and hash. */
+static bool public_fields_differ(const schema *sch, const patient_version *prev, const merge_result *m)
+{
+    for (int k = 0; k < sch->npub; k++) {
+        const char *key = sch->pub[k].field;
+        size_t kl = strlen(key);
+        if (schema_is_record_field(sch, key, kl)) continue;
+        const state_field *a = NULL, *b = NULL;
+        for (uint32_t i = 0; i < prev->nfields && !a; i++)
+            if (prev->fields[i].key_len == kl && memcmp(prev->fields[i].key, key, kl) == 0) a = &prev->fields[i];
+        for (uint32_t i = 0; i < m->nfields && !b; i++)
+            if (m->fields[i].key_len == kl && memcmp(m->fields[i].key, key, kl) == 0) b = &m->fields[i];
+        if (!a != !b || (a && (a->len != b->len || a->hash != b->hash))) return true;
+    }
+    return false;
+}
+
 /* Write the patient's next version (if the state changed) and its public copy (if that changed). */
 static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const patient_version *prev,
                          const merge_result *m, const merge_source *cur, const char *cause, size_t cause_len,
@@ -152,11 +171,11 @@ static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, co
     uint32_t sv[2];
     const schema *sch[2];
     int np = projections(wr, sw, sv, sch);
-    /* merge's public_changed is the writer's schema's; during a re-projection the previous one's copy is
-     * compared too */
-    if (rc != MS_OK || (prev && !m->public_changed && np == 1)) return rc;
+    if (rc != MS_OK) return rc;
     buf prev_pub = {0}, pub = {0};
     for (int i = 0; i < np && rc == MS_OK; i++) {
+        /* merge's public_changed is the writer's schema's; the previous one's is compared here */
+        if (prev && !(sch[i] == wr->schema ? m->public_changed : public_fields_differ(sch[i], prev, m))) continue;
         bool have_pub;
         pub.len = 0;
         rc = store_public_patient_latest(sw, sv[i], who, &prev_pub, &have_pub, e);

@@ -143,12 +143,15 @@ def test_changed_schema_reprojects_everything_while_ingest_goes_on():
           "public copies while re-projecting are S1's: %s" % short(recs[:2]))
     # ingest goes on: acknowledged, published under S1 now and under S2 after the switch
     t0 = time.monotonic()
-    extra = [rec(n + i, blood="O+") for i in range(30)]
-    s.ingest_ok(extra)
+    extra = [dict(rec(n + i, color="purple", blood="O+"), ts="2025-01-01T00:00:00Z") for i in range(30)]
+    pid_x = s.ingest_ok(extra)["items"][0]["patient_id"]
     took = time.monotonic() - t0
     check(took < 5, "ingest during the re-projection took %.1f s" % took)
     new = s.get_json("/v1/public/records?" + q({"patient_id": pids[0]}))
     eq(new["schema_version"], 1, "schema_version of a patient's public records while re-projecting")
+    px = s.get_json("/v1/public/patients/%s" % pid_x)
+    eq((px["schema_version"], px["fields"]), (1, {"favorite_color": "purple"}),
+       "a patient changed during the re-projection, under S1")
     time.sleep(1.5)
     h2 = health(s)
     check(h2["schema"]["reprojecting"] is None or h2["schema"]["reprojecting"]["done"] > rp["done"],
@@ -156,6 +159,9 @@ def test_changed_schema_reprojects_everything_while_ingest_goes_on():
     wait_switched(s, 2)
     eq(metric(s, "medstream_schema_version"), 2, "medstream_schema_version after the switch")
     check_all_under_s2(s, pids, n + 30)
+    px = s.get_json("/v1/public/patients/%s" % pid_x)
+    eq((px["schema_version"], px["fields"]), (2, {"blood_type": "O+"}),
+       "a patient changed during the re-projection, under S2")
     # a restart with the same schema changes nothing
     s.stop()
     s.extra_args = ["--schema", os.path.join(s.base, "s2.json")]
