@@ -6,7 +6,9 @@
  *
  * DESIGN: keys sort the way reads walk them. Versioned keys end in ~valid_from ~version (big-endian
  * complements), so the newest version of a thing comes first and an as-of read is one cursor seek;
- * event times in keys have their sign bit flipped so that byte order is numeric order. Values are
+ * event times in keys have their sign bit flipped so that byte order is numeric order. Public copies'
+ * keys begin with their schema version's prefix (none for version 1, the keys from before versions;
+ * 'V' be32(version) after), so that a version's copies are one key range. Values are
  * fixed big-endian headers followed by length-prefixed strings. Formats that changed keep reading their
  * older entries: a record version without its flags byte (written before tombstones) reads as live, a
  * patient version without the PV_FORMAT_2 byte (written before event-time order) reads with its fields

@@ -11,7 +11,9 @@
  * record version is written with its patient's records-index entry, its public copy, its two
  * public-index entries and (with a parent) its parent's children-index entry in the same transaction, and named in the
  * commit log (commit_log.c); a patient version is named there too, except a restatement (same values, references
- * moved), which nothing downstream sees.
+ * moved), which nothing downstream sees. Public copies are keyed by schema version (README.md, "Schema
+ * versions"; schemas.c): reads take the version in force of their read transaction, store_record_put writes
+ * under the writer transaction's version in force, and the writer names the target's explicitly.
  *
  * Contract: store.h ("Versions"). Must never: rewrite an older version, write a version the encoding
  * cannot read back (store_patient_put refuses it), return a decoded entry without its length checks.
