@@ -321,6 +321,45 @@ static void test_reprojection_steps(void **state)
     unit_store_close(&u);
 }
 
+/* A re-projection abandoned (a start with the schema in force again): its copies are cleaned up, the
+ * version in force keeps answering, and the next change gets a new number. */
+static void test_abandoned_reprojection_is_cleaned_up(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    reg(u.s, "{\"s\":1}");
+    patient_ref who;
+    put(u.s, "rec-a", &who, 1, true);
+    put(u.s, "rec-b", &who, 2, false);
+    assert_int_equal(reg(u.s, "{\"s\":2}").target, 2);
+    int n = 0;
+    store_reproject_fns fns = {fake_record, fake_patient, &n};
+    bool finished;
+    store_schema_status st;
+    ms_err e = {0};
+    assert_int_equal(store_reproject_step(u.s, 2, &fns, 1, &finished, &st, &e), MS_OK); /* one copy under 2 */
+    assert_false(finished);
+    st = reg(u.s, "{\"s\":1}");
+    assert_int_equal(st.in_force, 1);
+    assert_int_equal(st.target, 0);
+    assert_int_equal(store_reproject_step(u.s, 2, &fns, 1, &finished, &st, &e), MS_OK); /* stale: nothing */
+    assert_true(finished);
+    bool clean;
+    uint64_t deleted;
+    assert_int_equal(store_schema_drop_step(u.s, 100, &clean, &deleted, &e), MS_OK);
+    assert_true(clean);
+    assert_int_equal(deleted, 1); /* the abandoned version's one copy; never version 1's */
+    buf rec = {0}, pat = {0};
+    assert_int_equal(read_copies(u.s, "rec-a", &who, &rec, &pat), 1);
+    assert_string_equal(rec.data, "{\"v1\":1}");
+    assert_string_equal(pat.data, "{\"p1\":1}");
+    assert_int_equal(reg(u.s, "{\"s\":4}").target, 3);
+    buf_free(&rec);
+    buf_free(&pat);
+    unit_store_close(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_default_canonical_is_the_default_schema),
         cmocka_unit_test(test_register_versions),
         cmocka_unit_test(test_reprojection_steps),
+        cmocka_unit_test(test_abandoned_reprojection_is_cleaned_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
