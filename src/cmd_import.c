@@ -10,6 +10,7 @@
 
 #include "base/options.h"
 #include "import/import.h"
+#include "ingest/reproject.h"
 #include "ingest/writer.h"
 #include "pipeline/schema.h"
 #include "store/store.h"
@@ -141,12 +142,17 @@ static int import_run_files(const import_settings *c, const options_args *a, con
     local_actor(actor, sizeof actor);
     store *s = NULL;
     writer *w = NULL;
+    reprojector *rp = NULL;
     int rc = 1;
     if (c->data && !c->dry_run) {
         if (!data_dir_ready("import", c->data)) goto out;
         /* segment size 0: the directory's own; a small body cache (the writer reads state values back) */
         store_options so = {.body_cache = (uint64_t)64 << 20, .owner = "import"};
-        if (store_open(&s, c->data, &so, &e) != MS_OK || writer_start(&w, s, &sc, &e) != MS_OK) {
+        /* its public copies are under the store's schema versions, as serve's: a changed schema starts (or
+         * resumes) the re-projection here, and the next serve goes on from where this run leaves it */
+        reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true};
+        if (store_open(&s, c->data, &so, &e) != MS_OK || writer_start(&w, s, &sc, &e) != MS_OK ||
+            (ro.store = s, ro.writer = w, reproject_start(&rp, &ro, &e)) != MS_OK) {
             fprintf(stderr, "medstream import: %s\n", e.msg);
             goto out;
         }
@@ -183,7 +189,8 @@ static int import_run_files(const import_settings *c, const options_args *a, con
         if (res.outcome == IMPORT_INTERRUPTED || atomic_load(&command_stop)) break;
     }
 out:
-    writer_stop(w); /* what is queued is committed */
+    writer_stop(w);     /* what is queued is committed */
+    reproject_stop(rp); /* its cursor is in the store */
     store_close(s);
     schema_free(&sc);
     return rc;

@@ -22,6 +22,7 @@
 #include "access/audit.h"
 #include "export/export.h"
 #include "ingest/ingest_kafka.h"
+#include "ingest/reproject.h"
 #include "sinks/sink_kafka_public.h"
 #include "sinks/sink_lake.h"
 #include "sinks/sink_postgres.h"
@@ -532,6 +533,7 @@ typedef struct {
     const char *metrics_listen;
     bool metrics_listen_any;
     uint64_t export_keep, export_link_ttl_s;
+    uint64_t reproject_rate;
     const char *lake;
     int lake_scope; /* index in export_scope_names */
     uint64_t lake_roll_s, lake_roll_bytes;
@@ -651,6 +653,10 @@ static int cmd_serve(int argc, char **argv)
          .help = "let --metrics-listen take an address that is not loopback (anyone reaching it reads /metrics)"},
         {.name = "--export-keep", .type = OPT_UINT, .target = &c.export_keep, .def = "8", .min = 1, .max = 1000,
          .help = "exports (POST /v1/exports) held in DATA/exports; a new one pushes out the oldest finished one"},
+        {.name = "--reproject-rate", .type = OPT_UINT, .target = &c.reproject_rate, .def = "0", .min = 0,
+         .max = 100000000, .metavar = "N",
+         .help = "after a schema change, re-project at most N stored versions a second in the background (0: as "
+                 "fast as it goes; the ingest writer never waits more than one step)"},
         {.name = "--export-link-ttl", .type = OPT_SECONDS, .target = &c.export_link_ttl_s, .def = "300", .min = 1,
          .max = 86400, .help = "lifetime of an export's signed download link"},
         {.name = "--lake", .type = OPT_STRING, .target = &c.lake, .metavar = "DIR",
@@ -736,12 +742,20 @@ static int serve_run(const serve_settings *c)
     export_jobs *exports = NULL;
     notifier *notify = NULL;
     counters *live_counters = NULL;
+    reprojector *rp = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
     double t0 = ms_mono_s();
     if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
+    reproject_options ro = {.store = s,
+                            .writer = w,
+                            .schema = &sc,
+                            .schema_file = c->schema,
+                            .run = true,
+                            .rate = (uint32_t)c->reproject_rate};
+    if (reproject_start(&rp, &ro, &e) != MS_OK) goto out; /* schema versions: before any ingest */
     api a = {.store = s,
              .writer = w,
              .schema = &sc,
@@ -856,6 +870,7 @@ out:
     free(cert_pem);
     free(key_pem);
     writer_stop(w);               /* queued batches are committed */
+    reproject_stop(rp);           /* after the writer, which projects with its previous schema */
     counters_stop(live_counters); /* their state saved: a restart replays only what they had not applied */
     sink_lake_stop(lake);         /* then published: a clean stop leaves the lake holding every commit */
     store_close(s);

@@ -212,7 +212,7 @@ const route api_route_table[] = {
                     "transforms.",
      .query = QUERY(&p_as_of_snapshot),
      .status = 200,
-     .answer = "{\"patient_id\",\"fields\"}"},
+     .answer = "{\"patient_id\",\"fields\",\"schema_version\"}"},
     {.method = "GET",
      .pattern = "/v1/public/records",
      .permission = "public:read",
@@ -222,7 +222,7 @@ const route api_route_table[] = {
                     "fields, a page at a time.",
      .query = QUERY(&p_type, &p_of_patient, &p_year_since, &p_year_until, &p_as_of_snapshot, &p_limit, &p_cursor),
      .status = 200,
-     .answer = "{\"records\":[{\"patient_id\",\"record_id\",\"fields\"}],\"next_cursor\"}"},
+     .answer = "{\"records\":[{\"patient_id\",\"record_id\",\"fields\"}],\"next_cursor\",\"schema_version\"}"},
     /* rolling-window counters (h_counters.c) */
     {.method = "GET",
      .pattern = "/v1/counters",

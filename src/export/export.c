@@ -82,7 +82,8 @@ typedef struct {
     row_builder rb;
     export_row row;
     buf enc, part, body;
-    store_read *r; /* the current step's read transaction */
+    store_read *r;           /* the current step's read transaction */
+    uint32_t schema_version; /* of the public copies read (the first step's; 0: none yet) */
     int64_t as_of;
     body_window ahead;
     uint64_t *marked; /* bitmap of patient numbers */
@@ -95,6 +96,21 @@ typedef struct {
 } run;
 
 static bool stopped(const run *x) { return x->req->stop && atomic_load(x->req->stop); }
+
+/* A step's read transaction. The public copies of every step must be under one schema version (store.h,
+ * "Schema versions"): a re-projection that completes during a public export fails it, to be run again. */
+static ms_code step_begin(run *x)
+{
+    ms_code rc = store_read_begin(x->req->store, &x->r, x->e);
+    if (rc != MS_OK || x->req->scope != EXPORT_PUBLIC) return rc;
+    uint32_t v = store_read_schema_version(x->r);
+    if (!x->schema_version) x->schema_version = v;
+    if (v == x->schema_version) return MS_OK;
+    store_read_end(x->r);
+    x->r = NULL;
+    return ms_fail(x->e, MS_ECONFLICT,
+                   "the public copies were re-projected under schema version %u during the export: run it again", v);
+}
 
 static void progress_set(const run *x, export_phase ph)
 {
@@ -225,7 +241,7 @@ static ms_code scan(run *x)
     bool more = true;
     ms_code rc = MS_OK;
     while (more && rc == MS_OK) {
-        if ((rc = store_read_begin(q->store, &x->r, x->e))) break;
+        if ((rc = step_begin(x))) break;
         rc = store_records_scan(x->r, after.data, after.len, x->as_of, chunk, on_record, x, &last, &more, x->e);
         if (rc == MS_OK) rc = x->rc;
         store_read_end(x->r);
@@ -460,7 +476,7 @@ static ms_code write_patients(run *x)
     uint64_t total = (uint64_t)x->nmarked_words * 64, number = 0;
     patient_version *ring = ms_malloc(PATIENTS_AHEAD * sizeof *ring);
     while (rc == MS_OK && number < total) {
-        if ((rc = store_read_begin(q->store, &x->r, x->e))) break;
+        if ((rc = step_begin(x))) break;
         arena mem = {0};
         size_t n = 0; /* patients staged in ring this step; the last min(n, PATIENTS_AHEAD) are waiting */
         for (uint32_t k = 0; rc == MS_OK && k < chunk && number < total; number++) {
@@ -561,7 +577,8 @@ static ms_code write_manifest(run *x)
                        .record_rows = x->record_rows,
                        .patient_rows = x->patient_rows,
                        .files = x->files,
-                       .nfiles = x->nfiles};
+                       .nfiles = x->nfiles,
+                       .schema_version = x->schema_version};
     manifest_schema_hash(q->schema, m.schema_sha256);
     buf text = {0};
     manifest_json(&m, &text);
@@ -605,6 +622,12 @@ ms_code export_run(const export_request *req, export_result *res, ms_err *e)
         store_read *r;
         if ((rc = store_read_begin(req->store, &r, e))) goto out;
         x.as_of = store_last_commit(r);
+        store_read_end(r);
+    }
+    if (req->scope == EXPORT_PUBLIC) { /* the version of the copies it will read (step_begin holds it) */
+        store_read *r;
+        if ((rc = store_read_begin(req->store, &r, e))) goto out;
+        x.schema_version = store_read_schema_version(r);
         store_read_end(r);
     }
     progress_set(&x, EXPORT_PHASE_SCANNING);

@@ -63,6 +63,7 @@ void manifest_json(const manifest_info *m, buf *out)
     jw_cstr(out, export_format_names[m->format]);
     buf_puts(out, ",\"schema_sha256\":");
     jw_cstr(out, m->schema_sha256);
+    if (m->schema_version) buf_printf(out, ",\"schema_version\":%u", m->schema_version);
     buf_puts(out, ",\"filters\":{\"type\":");
     if (m->type)
         jw_cstr(out, m->type);

@@ -35,6 +35,7 @@ typedef struct {
     uint64_t record_rows, patient_rows;
     const manifest_file *files;
     size_t nfiles;
+    uint32_t schema_version; /* the schema version of the public copies (store.h); 0: a PHI export (none) */
 } manifest_info;
 
 void manifest_json(const manifest_info *m, buf *out);

@@ -6,7 +6,7 @@
 #include "base/json_write.h"
 
 #include "base/log.h"
-#include "pipeline/deidentify.h"
+#include "pipeline/projection.h"
 #include "pipeline/merge.h"
 #include "base/metrics.h"
 #include "store/record_sources.h"
@@ -25,6 +25,8 @@
 struct writer {
     store *store;
     const schema *schema;
+    const schema *previous; /* the schema of the version in force while a re-projection to schema runs
+                               (writer_set_previous_schema); NULL: schema */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
@@ -72,34 +74,45 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
     return MS_OK;
 }
 
-/* The keys of the public transforms for patient who (identity key ikey; NULL: looked up in sw). */
-static ms_code patient_keys(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
-                            tf_keys *keys, bool *keyed, ms_err *e)
+/* Whose public copy (projection.h) patient p's is under sch: the store's deid key and the patient's identity
+ * key (ikey: the record's at hand; NULL: looked up in sw when sch has keyed transforms, its bytes in held). */
+static ms_code projection_of(writer *wr, store_write *sw, const schema *sch, const patient_ref *p, const char *ikey,
+                             size_t ikey_len, buf *held, projection_who *who, ms_err *e)
 {
-    *keyed = false;
-    if (!deid_needs_keys(wr->schema)) return MS_OK;
-    buf found_key = {0};
-    bool found = true;
-    ms_code rc = MS_OK;
-    if (!ikey) {
-        rc = store_write_identity_key(sw, who, &found_key, &found, e);
-        ikey = found_key.data;
-        ikey_len = found_key.len;
+    *who = (projection_who){.deid_key = store_deid_key(wr->store), .identity_key = ikey, .identity_key_len = ikey_len};
+    if (ikey || !deid_needs_keys(sch)) return MS_OK;
+    bool found;
+    ms_code rc = store_write_identity_key(sw, p, held, &found, e);
+    if (rc == MS_OK && found) {
+        who->identity_key = held->data;
+        who->identity_key_len = held->len;
     }
-    if (rc == MS_OK) {
-        tf_patient_keys(store_deid_key(wr->store), found ? ikey : NULL, found ? ikey_len : 0, keys);
-        *keyed = true;
-    }
-    buf_free(&found_key);
     return rc;
 }
 
-/* The public projection of a state. Values held by cur (this commit's record, in memory) are taken from
- * it; the others are read back from the segment log. Age transforms count to the state's latest event
- * time (deid_patient_event_time); the keyed ones use the patient's keys (ikey: its identity key, or NULL
- * to look it up). */
-static ms_code public_projection(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
-                                 const merge_result *m, const merge_source *cur, buf *out, ms_err *e)
+/* The schema versions this transaction writes public copies under and the schema of each: the version in
+ * force, and during a re-projection (store_write_schema) its target, under the writer's schema, while the
+ * version in force keeps the previous one. Returns how many (1 or 2). */
+static int projections(writer *wr, store_write *sw, uint32_t sv[2], const schema *sch[2])
+{
+    uint32_t in_force, target;
+    store_write_schema(sw, &in_force, &target);
+    sv[0] = in_force;
+    sch[0] = wr->schema;
+    if (!target) return 1;
+    sch[0] = wr->previous ? wr->previous : wr->schema;
+    sv[1] = target;
+    sch[1] = wr->schema;
+    return 2;
+}
+
+/* The public projection of a state under sch. Values held by cur (this commit's record, in memory) are
+ * taken from it; the others are read back from the segment log. Age transforms count to the state's
+ * latest event time; the keyed ones use the patient's keys (ikey: its identity key, or NULL to look it
+ * up). */
+static ms_code public_projection(writer *wr, store_write *sw, const schema *sch, const patient_ref *who,
+                                 const char *ikey, size_t ikey_len, const merge_result *m, const merge_source *cur,
+                                 buf *out, ms_err *e)
 {
     const char **vals = ms_calloc(m->nfields ? m->nfields : 1, sizeof *vals);
     state_field *need = ms_malloc(sizeof *need * (m->nfields ? m->nfields : 1));
@@ -107,7 +120,7 @@ static ms_code public_projection(writer *wr, store_write *sw, const patient_ref 
     uint32_t nneed = 0;
     for (uint32_t i = 0; i < m->nfields; i++) {
         const state_field *f = &m->fields[i];
-        if (!deid_patient_field_public(wr->schema, f)) continue;
+        if (!projection_patient_reads(sch, f)) continue;
         if (cur && f->pos >= cur->body_pos && f->pos < cur->body_pos + cur->body_len) {
             vals[i] = cur->body + (f->pos - cur->body_pos);
         } else {
@@ -118,15 +131,15 @@ static ms_code public_projection(writer *wr, store_write *sw, const patient_ref 
     buf scratch = {0};
     const char **read = ms_calloc(nneed ? nneed : 1, sizeof *read);
     ms_code rc = nneed ? store_field_values(wr->store, need, nneed, read, &scratch, e) : MS_OK;
-    tf_keys keys;
-    bool keyed = false;
-    if (rc == MS_OK) rc = patient_keys(wr, sw, who, ikey, ikey_len, &keys, &keyed, e);
+    buf held = {0};
+    projection_who pw;
+    if (rc == MS_OK) rc = projection_of(wr, sw, sch, who, ikey, ikey_len, &held, &pw, e);
     if (rc == MS_OK) {
         for (uint32_t k = 0; k < nneed; k++)
             vals[slot[k]] = read[k];
-        deid_ctx cx = {.event_us = deid_patient_event_time(m->fields, m->nfields), .keys = keyed ? &keys : NULL};
-        deid_patient_fields(wr->schema, &cx, m->fields, m->nfields, vals, out);
+        projection_patient(sch, &pw, m->fields, m->nfields, vals, out);
     }
+    buf_free(&held);
     buf_free(&scratch);
     free(read);
     free(slot);
@@ -135,9 +148,28 @@ static ms_code public_projection(writer *wr, store_write *sw, const patient_ref 
     return rc;
 }
 
-/* Write the patient's next version (if the state changed) and its public copy (if that changed). ikey:
- * the patient's identity key, or NULL (looked up when the schema has keyed transforms). Known limit: a
- * restated version (values unchanged, only held by a later record) does not re-project, so an age of
+/* Whether a field public under sch (a patient field: not the record's id, type or event time) differs
+ * between the state prev and m: merge's public_changed, for a schema merge did not run with (the version in
+ * force's during a re-projection). Fields compare by their value's length and hash. */
+static bool public_fields_differ(const schema *sch, const patient_version *prev, const merge_result *m)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const state_field *from = pass ? prev->fields : m->fields, *in = pass ? m->fields : prev->fields;
+        uint32_t nfrom = pass ? prev->nfields : m->nfields, nin = pass ? m->nfields : prev->nfields;
+        for (uint32_t i = 0; i < nfrom; i++) {
+            const state_field *a = &from[i], *b = NULL;
+            if (!projection_patient_reads(sch, a)) continue;
+            for (uint32_t j = 0; j < nin && !b; j++)
+                if (in[j].key_len == a->key_len && memcmp(in[j].key, a->key, a->key_len) == 0) b = &in[j];
+            if (!b || a->len != b->len || a->hash != b->hash) return true;
+        }
+    }
+    return false;
+}
+
+/* Write the patient's next version (if the state changed) and its public copies (those that changed).
+ * ikey: the patient's identity key, or NULL (looked up when the schema has keyed transforms). Known limit:
+ * a restated version (values unchanged, only held by a later record) does not re-project, so an age of
  * the public copy counts to the latest event time of the last real change. */
 static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, const char *ikey, size_t ikey_len,
                          const patient_version *prev, const merge_result *m, const merge_source *cur, const char *cause,
@@ -162,14 +194,24 @@ static ms_code put_state(writer *wr, store_write *sw, const patient_ref *who, co
                             .fields = m->fields,
                             .nfields = m->nfields};
     ms_code rc = store_patient_put(sw, &next, e);
-    /* an age depends on the state's latest event time, which any change may move */
-    if (rc != MS_OK || (prev && !m->public_changed && !schema_public_time_dependent(wr->schema))) return rc;
+    uint32_t sv[2];
+    const schema *sch[2];
+    int np = projections(wr, sw, sv, sch);
+    if (rc != MS_OK) return rc;
     buf prev_pub = {0}, pub = {0};
-    bool have_pub;
-    rc = store_public_patient_latest(sw, who, &prev_pub, &have_pub, e);
-    if (rc == MS_OK) rc = public_projection(wr, sw, who, ikey, ikey_len, m, cur, &pub, e);
-    if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
-        rc = store_public_patient_put(sw, who, next.version, pub.data, pub.len, e);
+    for (int i = 0; i < np && rc == MS_OK; i++) {
+        /* merge's public_changed is the writer's schema's; the previous one's is compared here */
+        /* an age depends on the state's latest event time, which any change may move */
+        if (prev && !(sch[i] == wr->schema ? m->public_changed : public_fields_differ(sch[i], prev, m)) &&
+            !schema_public_time_dependent(sch[i]))
+            continue;
+        bool have_pub;
+        pub.len = 0;
+        rc = store_public_patient_latest(sw, sv[i], who, &prev_pub, &have_pub, e);
+        if (rc == MS_OK) rc = public_projection(wr, sw, sch[i], who, ikey, ikey_len, m, cur, &pub, e);
+        if (rc == MS_OK && (!have_pub || pub.len != prev_pub.len || memcmp(pub.data, prev_pub.data, pub.len) != 0))
+            rc = store_public_patient_put(sw, sv[i], who, next.version, pub.data, pub.len, e);
+    }
     buf_free(&prev_pub);
     buf_free(&pub);
     return rc;
@@ -193,6 +235,36 @@ static ms_code record_left(writer *wr, store_write *sw, const record_version *go
 }
 
 /* ---- jobs ---- */
+
+/* A record version with its public copies: r->public_fields (stage 3, the writer's schema) under the version
+ * in force, or during a re-projection the previous schema's projection there and r->public_fields under
+ * the target. r NULL: a tombstone (no fields). */
+static ms_code put_record_copies(writer *wr, store_write *sw, const record_version *rv, const parsed_record *r,
+                                 ms_err *e)
+{
+    uint32_t sv[2];
+    const schema *sch[2];
+    int np = projections(wr, sw, sv, sch);
+    int year = time_year(rv->ts_us);
+    if (!r) {
+        ms_code rc = store_record_put(sw, rv, year, NULL, 0, e);
+        if (rc == MS_OK && np == 2) rc = store_public_record_put(sw, sv[1], rv, year, NULL, 0, e);
+        return rc;
+    }
+    if (np == 1 || sch[0] == sch[1]) {
+        ms_code rc = store_record_put(sw, rv, year, r->public_fields, r->public_fields_len, e);
+        if (rc == MS_OK && np == 2)
+            rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
+        return rc;
+    }
+    buf old = {0};
+    projection_who pw = {store_deid_key(wr->store), r->identity_key, r->identity_key_len};
+    projection_record(sch[0], &pw, r->ts_us, r->fields, r->nfields, &old);
+    ms_code rc = store_record_put(sw, rv, year, old.data, old.len, e);
+    buf_free(&old);
+    if (rc == MS_OK) rc = store_public_record_put(sw, sv[1], rv, year, r->public_fields, r->public_fields_len, e);
+    return rc;
+}
 
 /* One record through resolution, versioning, merge and the public copies. */
 static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const parsed_record *r, item_result *res,
@@ -289,7 +361,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     memcpy(rv.content_hash, r->content_hash, 16);
     if (r->parent_id_len) memcpy(rv.parent_id, r->parent_id, r->parent_id_len); /* indexed under it */
     rv.parent_id_len = r->parent_id_len;
-    if ((rc = store_record_put(sw, &rv, time_year(r->ts_us), r->public_fields, r->public_fields_len, e))) return rc;
+    if ((rc = put_record_copies(wr, sw, &rv, r, e))) return rc;
     if ((rc = put_state(wr, sw, &who, r->identity_key, r->identity_key_len, have_pv ? &pv : NULL, &m, &cur,
                         r->record_id, r->record_id_len, job->source, e)))
         return rc;
@@ -325,7 +397,7 @@ static ms_code apply_delete(writer *wr, store_write *sw, ingest_job *job, arena 
     memset(tomb.content_hash, 0, sizeof tomb.content_hash);
     tomb.deleted = true;
     tomb.sealed = false;
-    if ((rc = store_record_put(sw, &tomb, time_year(prev.ts_us), NULL, 0, e))) return rc;
+    if ((rc = put_record_copies(wr, sw, &tomb, NULL, e))) return rc;
     if ((rc = record_left(wr, sw, &prev, job->source, mem, e))) return rc;
     res->status = ITEM_DELETED;
     res->pid = prev.pid;
@@ -639,6 +711,13 @@ void writer_submit(writer *w, ingest_job *job)
     pthread_cond_signal(&w->wake);
     while (!job->done)
         pthread_cond_wait(&w->done, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void writer_set_previous_schema(writer *w, const schema *previous)
+{
+    pthread_mutex_lock(&w->lock);
+    w->previous = previous;
     pthread_mutex_unlock(&w->lock);
 }
 

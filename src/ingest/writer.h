@@ -102,6 +102,10 @@ typedef struct writer writer;
 ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e);
 /* Finish queued jobs, then stop the thread. */
 void writer_stop(writer *w);
+/* During a re-projection of the public copies to the writer's schema (store.h, "Schema versions"), the
+ * schema of the version still in force: the writer writes each new version's copy under both. Set before
+ * ingest starts (serve's start-up), or NULL (the writer's schema for both); it must outlive the writer. */
+void writer_set_previous_schema(writer *w, const schema *previous);
 /* Queue the job and wait until it is durable (job->rc MS_OK) or failed. Thread-safe. A batch's audit
  * entry (records:create with the patient ids it touched) is committed with it, as is a deletion's; a
  * batch whose every line was rejected by the scan (it reaches the writer only to commit its source

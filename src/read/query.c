@@ -340,6 +340,8 @@ static void finish_list(list_state *st)
         cursor_encode(st->last_key.data, st->last_key.len, st->out);
     else
         buf_puts(st->out, "null");
+    if (st->public_view) /* the schema version of the copies it answers from */
+        buf_printf(st->out, ",\"schema_version\":%u", store_read_schema_version(st->r));
     buf_putc(st->out, '}');
 }
 
@@ -432,7 +434,7 @@ ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id
         put_pid(out, pid);
         buf_puts(out, ",\"fields\":");
         buf_put(out, fields.data, fields.len);
-        buf_putc(out, '}');
+        buf_printf(out, ",\"schema_version\":%u}", store_read_schema_version(r));
     }
     buf_free(&fields);
     return rc;

@@ -26,6 +26,7 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
     if (rc) return st_mdb_fail(e, rc, "begin");
     int64_t now = ms_now_us();
     if (now <= s->last_commit) now = s->last_commit + 1;
+    uint32_t sv = st_meta_sv(txn, s->dbi[DB_META]); /* the public copies' schema version in force */
     buf k = {0}, v = {0};
     state_field fields[RECORD_MAX_FIELDS];
     for (size_t i = 0; i < n && !rc; i++) {
@@ -55,9 +56,9 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
         MDB_val mk = st_val(k.data, k.len), mv = st_val(v.data, v.len);
         rc = mdb_put(txn, s->dbi[DB_PATIENT], &mk, &mv, MDB_APPEND);
         if (rc) break;
-        unsigned char pp[9];
-        st_public_patient_prefix(pp, pv.number);
-        st_key_versioned(&k, pp, 9, now, 1);
+        unsigned char pp[14];
+        size_t ppl = st_public_patient_prefix(pp, sv, pv.number);
+        st_key_versioned(&k, pp, ppl, now, 1);
         mk = st_val(k.data, k.len);
         mv = st_val("{}", 2);
         rc = mdb_put(txn, s->dbi[DB_PUBLIC], &mk, &mv, MDB_APPEND);

@@ -6,7 +6,9 @@
  *
  * DESIGN: keys sort the way reads walk them. Versioned keys end in ~valid_from ~version (big-endian
  * complements), so the newest version of a thing comes first and an as-of read is one cursor seek;
- * event times in keys have their sign bit flipped so that byte order is numeric order. Values are
+ * event times in keys have their sign bit flipped so that byte order is numeric order. Public copies'
+ * keys begin with their schema version's prefix (none for version 1, the keys from before versions;
+ * 'V' be32(version) after), so that a version's copies are one key range. Values are
  * fixed big-endian headers followed by length-prefixed strings. Formats that changed keep reading their
  * older entries: a record version without its flags byte (written before tombstones) reads as live, a
  * patient version without the PV_FORMAT_2 byte (written before event-time order) reads with its fields
@@ -42,9 +44,19 @@ void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t versi
     buf_put_be32(k, ~version);
 }
 
-void st_key_public_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version)
+size_t st_public_version_prefix(unsigned char out[5], uint32_t sv)
 {
+    if (sv <= 1) return 0; /* version 1: the keys from before schema versions, unprefixed */
+    out[0] = 'V';
+    ms_set_be32(out + 1, sv);
+    return 5;
+}
+
+void st_key_public_record(buf *k, uint32_t sv, const char *rid, size_t n, int64_t vf, uint32_t version)
+{
+    unsigned char vp[5];
     k->len = 0;
+    buf_put(k, vp, st_public_version_prefix(vp, sv));
     buf_putc(k, 'R');
     buf_put(k, rid, n);
     buf_putc(k, 0);
@@ -58,10 +70,12 @@ void st_patient_prefix(unsigned char out[9], uint64_t number, char tag)
     out[8] = (unsigned char)tag;
 }
 
-void st_public_patient_prefix(unsigned char out[9], uint64_t number)
+size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t number)
 {
-    out[0] = 'P';
-    ms_set_be64(out + 1, number);
+    size_t n = st_public_version_prefix(out, sv);
+    out[n] = 'P';
+    ms_set_be64(out + n + 1, number);
+    return n + 9;
 }
 
 /* ---- record versions ----

@@ -10,7 +10,9 @@
  *     parent, so that as-of reads of a record that was someone else's before or after still answer
  *     exactly (the erased versions read as deleted); its public copy becomes a tombstone's copy; the
  *     children index entries those versions made are deleted;
- *   - the patient's versions, its records index and its public patient copies are deleted;
+ *   - the patient's versions, its records index and its public patient copies (under the schema version in
+ *     force and a re-projection's target, schemas.c) are deleted; the store's erasure count goes up, so a
+ *     re-projection step that read the patient before writes nothing;
  *   - its identity entry becomes an erased marker (patient id and the erasure time: nothing of the name or
  *     date of birth; reads answer 410), and after the commit the identity leaves the in-memory index, so
  *     the same identity ingested later is a new patient;
@@ -53,13 +55,17 @@ static int erase_version(store_write *w, MDB_cursor *rc_cur, const MDB_val *k, r
     st_record_encode(&v, &t);
     MDB_val mv = st_val(v.data, v.len);
     int rc = mdb_cursor_put(rc_cur, (MDB_val *)k, &mv, MDB_CURRENT);
-    if (!rc) { /* the public copy: a tombstone's, with the same year and type */
-        st_key_public_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    /* its public copies (under the schema version in force and a re-projection's target): a tombstone's,
+     * with the same year and type */
+    const st_schema_versions *sv = st_write_sv(w);
+    uint32_t versions[2] = {sv->in_force, sv->target};
+    for (int i = 0; i < 2 && !rc; i++) {
+        if (!versions[i]) continue;
+        st_key_public_record(&w->key, versions[i], rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
         MDB_val pk = st_val(w->key.data, w->key.len), pv;
-        int year = 0;
         public_record pr;
-        if (!mdb_get(w->txn, s->dbi[DB_PUBLIC], &pk, &pv) && st_public_record_decode(&pv, &pr)) year = pr.year;
-        st_public_record_encode(&v, &t, year, NULL, 0);
+        if (mdb_get(w->txn, s->dbi[DB_PUBLIC], &pk, &pv) || !st_public_record_decode(&pv, &pr)) continue;
+        st_public_record_encode(&v, &t, pr.year, NULL, 0);
         pv = st_val(v.data, v.len);
         rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &pk, &pv, 0);
     }
@@ -199,12 +205,17 @@ ms_code store_patient_erase(store_write *w, const patient_id *pid, erase_report 
     free(rids);
     free(rlens);
     /* the patient's versions, records index and public copies */
-    unsigned char vp[9], pp[9];
+    unsigned char vp[9], pp[14];
     st_patient_prefix(vp, number, 'v');
-    st_public_patient_prefix(pp, number);
     if (!rc) rc = delete_prefix(w, DB_PATIENT, rp, 9, NULL);
     if (!rc) rc = delete_prefix(w, DB_PATIENT, vp, 9, &out->patient_versions);
-    if (!rc) rc = delete_prefix(w, DB_PUBLIC, pp, 9, NULL);
+    const st_schema_versions *sv = st_write_sv(w);
+    uint32_t versions[2] = {sv->in_force, sv->target};
+    for (int i = 0; i < 2 && !rc; i++)
+        if (versions[i]) rc = delete_prefix(w, DB_PUBLIC, pp, st_public_patient_prefix(pp, versions[i], number), NULL);
+    uint64_t erasures = 0; /* a re-projection step read before this commit must not write copies of it back */
+    if (!rc) rc = st_meta_get_u64(w->txn, w->s->dbi[DB_META], ST_META_ERASURES, &erasures);
+    if (!rc) rc = st_meta_put_u64(w->txn, w->s->dbi[DB_META], ST_META_ERASURES, erasures + 1);
     if (rc) return st_mdb_fail(e, rc, "erase");
     st_log_add(w, 'e', pid->b, 16, 0);
     return MS_OK;

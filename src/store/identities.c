@@ -250,8 +250,7 @@ static ms_code entry_of(store_read *r, const patient_id *pid, uint64_t *number, 
     return ident_entry_get(r->s, r->txn, *number, ie, have, e);
 }
 
-/* The identity key of patient number as txn sees it, opened with the patient's data key when sealed. */
-static ms_code identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e)
+ms_code st_identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e)
 {
     ident_entry ie;
     bool have;
@@ -322,12 +321,12 @@ ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool 
     uint64_t number;
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    return identity_key_of(r->s, r->txn, number, key, found, e);
+    return st_identity_key_of(r->s, r->txn, number, key, found, e);
 }
 
 ms_code store_write_identity_key(store_write *w, const patient_ref *p, buf *key, bool *found, ms_err *e)
 {
-    return identity_key_of(w->s, w->txn, p->number, key, found, e);
+    return st_identity_key_of(w->s, w->txn, p->number, key, found, e);
 }
 
 /* ---- patient ids: a keyed permutation of patient numbers (identity.h) ---- */

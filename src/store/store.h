@@ -282,6 +282,10 @@ ms_code store_record_with_content(store_write *w, const char *rid, size_t len, c
  * tombstone: the copy says deleted) and its public-index entries; named in this commit's log entry. */
 ms_code store_record_put(store_write *w, const record_version *rv, int year, const char *public_fields, size_t pf_len,
                          ms_err *e);
+/* The public copy of a record version under schema version sv (store_write_schema's target during a
+ * re-projection; store_record_put writes the copy under the version in force). */
+ms_code store_public_record_put(store_write *w, uint32_t sv, const record_version *rv, int year,
+                                const char *public_fields, size_t pf_len, ms_err *e);
 /* Latest patient version (fields valid until the next store call on w, or in mem if given; copy what
  * must live longer). */
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
@@ -293,10 +297,11 @@ ms_code store_patient_put(store_write *w, const patient_version *pv, ms_err *e);
  * unchanged but whose references moved to later records (merge.h "moved"): no new version, no commit
  * log item (nothing a reader or a sink sees changes). Errors: as store_patient_put. */
 ms_code store_patient_restate(store_write *w, const patient_version *pv, ms_err *e);
-ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e);
-/* A patient's public copy, valid from this commit's time. */
-ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
-                                 ms_err *e);
+ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_ref *p, buf *out, bool *found,
+                                    ms_err *e);
+/* A patient's public copy under schema version sv (store_write_schema), valid from this commit's time. */
+ms_code store_public_patient_put(store_write *w, uint32_t sv, const patient_ref *p, uint32_t version,
+                                 const char *fields, size_t len, ms_err *e);
 
 /* ---- reads as of an instant (README.md, "Time"): the newest version with valid_from <= as_of; as_of < 0
  * finds nothing ---- */
@@ -466,6 +471,59 @@ ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, v
  * error (MS_OK, *bad set). */
 ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,
                            size_t why_cap, ms_err *e);
+
+/* ==== Schema versions of the public copies (schemas.c) ==== */
+
+/* README.md, "Schema versions". The canonical text of each schema the public copies were made under is
+ * kept, numbered 1, 2, ...; reads answer under the version "in force"; a changed schema becomes the
+ * "target" of a re-projection (store_reproject_step) that recomputes every stored version's copy under it,
+ * then switches the version in force atomically. Meanwhile the ingest writer writes each new version's
+ * copy under both (store_write_schema says which). */
+typedef struct {
+    uint32_t in_force; /* the version public reads answer under (1: also a store from before versions) */
+    uint32_t target;   /* the version being re-projected to (0: none) */
+    uint64_t done;     /* entries of the record and patient sub-databases walked so far */
+    uint64_t total;    /* entries there are to walk (grows with ingest meanwhile) */
+} store_schema_status;
+
+/* Record the schema in force by its canonical text (pipeline/schema_canon.h), in a write transaction of its
+ * own (at start, before the ingest writer): no version stored yet: it becomes version 1 (the copies of a
+ * store from before versions are taken as made under it); the text of the version in force: nothing
+ * changes (and a re-projection under way to another text is abandoned); the text of the target: the
+ * re-projection resumes; another text: a new version, the target of a re-projection that starts from the
+ * beginning. *st (may be NULL) receives the outcome. Errors: MS_EINVAL an empty text, a read-only store. */
+ms_code store_schema_register(store *s, const char *canon, size_t len, store_schema_status *st, ms_err *e);
+/* The canonical text of a version (found false: none recorded). */
+ms_code store_schema_text(store_read *r, uint32_t version, buf *out, bool *found, ms_err *e);
+ms_code store_schema_status_get(store_read *r, store_schema_status *st, ms_err *e);
+/* The version the public copies this read transaction sees are under (every public read of r uses it). */
+uint32_t store_read_schema_version(store_read *r);
+/* The versions w writes public copies under: store_record_put and the readers use in_force; while target is
+ * not 0 the writer also writes each new copy under target (store_public_record_put, store_public_patient_put),
+ * computed with the target's schema. */
+void store_write_schema(store_write *w, uint32_t *in_force, uint32_t *target);
+
+/* The copies of one step of a re-projection, computed by the caller (the store never interprets a schema):
+ * fields receives the public fields (JSON object text) of a record version (never a tombstone: its copy
+ * has none) or of a patient version; ident is the patient's identity entry's key (identity sub-database:
+ * what per-patient transforms derive their secrets from; empty if missing). They run under the step's read transaction
+ * (they may read bodies: store_record_body, store_field_values), never a write transaction. */
+typedef struct {
+    ms_code (*record)(void *ctx, const record_version *rv, const char *ident, size_t ident_len, buf *fields, ms_err *e);
+    ms_code (*patient)(void *ctx, const patient_version *pv, const char *ident, size_t ident_len, buf *fields,
+                       ms_err *e);
+    void *ctx;
+} store_reproject_fns;
+/* One step of the re-projection to target (any thread; a small write of its own, WHO MAY WRITE): from the
+ * stored cursor, up to max versions (record versions, then patient versions) get their copy under target,
+ * written with the new cursor in one short write transaction; the step that reaches the end also switches
+ * the version in force to target. *finished: switched, or target is no longer the target (nothing
+ * written). Idempotent; resumes after a restart. *st (may be NULL): the progress after the step. */
+ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fns *fns, uint32_t max, bool *finished,
+                             store_schema_status *st, ms_err *e);
+/* Delete up to max public copies of versions that are neither in force nor the target, in one write
+ * transaction of its own (any thread). *finished: none left. */
+ms_code store_schema_drop_step(store *s, uint32_t max, bool *finished, uint64_t *deleted, ms_err *e);
 
 /* ==== Accounts and tokens (accounts.c) ==== */
 

@@ -73,6 +73,16 @@ struct store {
     uint64_t patients;
 };
 
+/* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */
+#define ST_META_ERASURES "erasures"
+
+/* The schema versions of the public copies (schemas.c): the one reads answer under, and the one being
+ * re-projected to (0: none). */
+typedef struct {
+    uint32_t in_force, target;
+    bool loaded;
+} st_schema_versions;
+
 struct store_write {
     store *s;
     MDB_txn *txn;
@@ -91,11 +101,13 @@ struct store_write {
     bool erasing; /* an erasure (erase.c): after the commit, erased_number's key is overwritten ... */
     uint64_t erased_number;
     identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
+    st_schema_versions sv;     /* the public copies' schema versions as this transaction sees them (st_write_sv) */
 };
 
 struct store_read {
     store *s;
     MDB_txn *txn;
+    uint32_t sv; /* the schema version in force in this snapshot (0: not read yet; st_read_sv) */
 };
 
 /* ---- errors (env.c) ---- */
@@ -131,12 +143,16 @@ static inline uint64_t st_ts_key(int64_t ts) { return (uint64_t)ts ^ ST_TS_SIGN;
 void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version);
 /* record_id NUL ~valid_from ~version. */
 void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
-/* 'R' record_id NUL ~valid_from ~version: a public record copy. */
-void st_key_public_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
+/* The key prefix of schema version sv's public copies (README.md, "Schema versions"): none for version 1
+ * (the keys written before schema versions existed), 'V' be32(sv) for later ones. Returns its length. */
+size_t st_public_version_prefix(unsigned char out[5], uint32_t sv);
+/* [version prefix] 'R' record_id NUL ~valid_from ~version: a public record copy under schema version sv. */
+void st_key_public_record(buf *k, uint32_t sv, const char *rid, size_t n, int64_t vf, uint32_t version);
 /* be64(number) then a tag: 'v' versions, 'r' the records index. */
 void st_patient_prefix(unsigned char out[9], uint64_t number, char tag);
-/* 'P' be64(number): a patient's public copies. */
-void st_public_patient_prefix(unsigned char out[9], uint64_t number);
+/* [version prefix] 'P' be64(number): a patient's public copies under schema version sv; returns the length
+ * (9 or 14). */
+size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t number);
 
 /* ---- value encodings (codec.c); every decode checks lengths and returns false on a bad entry ---- */
 
@@ -177,6 +193,15 @@ bool st_token_decode(const MDB_val *v, int64_t *expires, char user[STORE_USER_MA
 /* The user name of a token entry (no copy); false if the entry is malformed. */
 bool st_token_user(const MDB_val *v, int64_t *expires, const char **user, size_t *user_len);
 
+/* ---- schema versions (schemas.c) ---- */
+
+/* The schema version in force recorded in txn's meta (1 when none is: a store from before versions). */
+uint32_t st_meta_sv(MDB_txn *txn, MDB_dbi meta);
+/* The same, read once per read transaction. */
+uint32_t st_read_sv(store_read *r);
+/* The versions the writer's transaction writes public copies under, read once per transaction. */
+const st_schema_versions *st_write_sv(store_write *w);
+
 /* ---- shared between the concern files ---- */
 
 /* versions.c: the first entry at or after prefix_key whose key begins with its first prefix_len bytes. */
@@ -212,6 +237,11 @@ void st_key_pending_drop(store *s, const unsigned char mac[32]);
 /* identities.c: turn patient number's identity entry into an erased marker, and note on w that after the
  * commit its identity leaves the index and its key is overwritten. *was_live false: none, or erased. */
 ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, bool *was_live, ms_err *e);
+/* identities.c: the identity key of patient number as txn sees it (opened with the patient's data key when
+ * sealed); *found false: none, or erased. */
+ms_code st_identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e);
+/* versions.c: st_patient_decode of a stored patient version, opened first when sealed (into mem). */
+ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e);
 /* audit_chain.c: the chain's end (last number, SHA-256 of the last entry), at open. */
 ms_code st_audit_head_load(store *s, ms_err *e);
 

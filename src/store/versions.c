@@ -11,7 +11,9 @@
  * record version is written with its patient's records-index entry, its public copy, its two
  * public-index entries and (with a parent) its parent's children-index entry in the same transaction, and named in the
  * commit log (commit_log.c); a patient version is named there too, except a restatement (same values, references
- * moved), which nothing downstream sees.
+ * moved), which nothing downstream sees. Public copies are keyed by schema version (README.md, "Schema
+ * versions"; schemas.c): reads take the version in force of their read transaction, store_record_put writes
+ * under the writer transaction's version in force, and the writer names the target's explicitly.
  *
  * Contract: store.h ("Versions"). Must never: rewrite an older version, write a version the encoding
  * cannot read back (store_patient_put refuses it), return a decoded entry without its length checks.
@@ -120,7 +122,8 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
     if (rc) goto out;
     /* the public copy */
     st_public_record_encode(&v, rv, year, public_fields, pf_len);
-    st_key_public_record(&w->key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    st_key_public_record(&w->key, st_write_sv(w)->in_force, rv->record_id, rv->record_id_len, rv->valid_from,
+                         rv->version);
     k = st_val(w->key.data, w->key.len);
     mv = st_val(v.data, v.len);
     rc = mdb_put(w->txn, s->dbi[DB_PUBLIC], &k, &mv, 0);
@@ -158,6 +161,18 @@ out:
     return rc ? st_mdb_fail(e, rc, "record insert") : MS_OK;
 }
 
+ms_code store_public_record_put(store_write *w, uint32_t sv, const record_version *rv, int year,
+                                const char *public_fields, size_t pf_len, ms_err *e)
+{
+    buf v = {0};
+    st_public_record_encode(&v, rv, year, public_fields, pf_len);
+    st_key_public_record(&w->key, sv, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+    MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &mv, 0);
+    buf_free(&v);
+    return rc ? st_mdb_fail(e, rc, "public record insert") : MS_OK;
+}
+
 /* ---- patients ---- */
 
 /* A patient version as stored: PV_SEALED, then seal.h's [IV][ciphertext][tag] of st_patient_encode's bytes
@@ -188,8 +203,7 @@ static ms_code patient_value(store *s, uint64_t number, const buf *plain, buf *o
     return rc;
 }
 
-/* st_patient_decode of a stored value, opened first when sealed (into mem). */
-static ms_code patient_decode(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
+ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
 {
     if (v.mv_size && *(const unsigned char *)v.mv_data == PV_SEALED) {
         unsigned char key[SEAL_KEY];
@@ -222,7 +236,7 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     rc = st_seek_first_version(c, &w->key, 9, &k, &v);
     ms_code out = MS_OK;
     if (rc == 0) {
-        out = patient_decode(w->s, v, p, pv, mem, e);
+        out = st_patient_read(w->s, v, p, pv, mem, e);
         *found = out == MS_OK;
     } else if (rc != MDB_NOTFOUND) {
         out = st_mdb_fail(e, rc, "patient lookup");
@@ -274,20 +288,20 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
 
 /* ---- public copies ---- */
 
-static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint64_t number, int64_t as_of, buf *out,
-                                 bool *found, ms_err *e)
+static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint32_t sv, uint64_t number, int64_t as_of,
+                                 buf *out, bool *found, ms_err *e)
 {
-    unsigned char prefix[9];
+    unsigned char prefix[14];
     *found = false;
     if (as_of < 0) return MS_OK;
-    st_public_patient_prefix(prefix, number);
-    st_key_versioned(kb, prefix, 9, as_of, UINT32_MAX);
+    size_t pl = st_public_patient_prefix(prefix, sv, number);
+    st_key_versioned(kb, prefix, pl, as_of, UINT32_MAX);
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
     if (rc) return st_mdb_fail(e, rc, "cursor");
     MDB_val k, v;
     *found = false;
-    rc = st_seek_first_version(c, kb, 9, &k, &v);
+    rc = st_seek_first_version(c, kb, pl, &k, &v);
     if (rc == 0) {
         out->len = 0;
         buf_put(out, v.mv_data, v.mv_size);
@@ -297,17 +311,17 @@ static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint64_t nu
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "public patient lookup") : MS_OK;
 }
 
-ms_code store_public_patient_latest(store_write *w, const patient_ref *p, buf *out, bool *found, ms_err *e)
+ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_ref *p, buf *out, bool *found, ms_err *e)
 {
-    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, p->number, INT64_MAX, out, found, e);
+    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, sv, p->number, INT64_MAX, out, found, e);
 }
 
-ms_code store_public_patient_put(store_write *w, const patient_ref *p, uint32_t version, const char *fields, size_t len,
-                                 ms_err *e)
+ms_code store_public_patient_put(store_write *w, uint32_t sv, const patient_ref *p, uint32_t version,
+                                 const char *fields, size_t len, ms_err *e)
 {
-    unsigned char prefix[9];
-    st_public_patient_prefix(prefix, p->number);
-    st_key_versioned(&w->key, prefix, 9, w->now, version);
+    unsigned char prefix[14];
+    size_t pl = st_public_patient_prefix(prefix, sv, p->number);
+    st_key_versioned(&w->key, prefix, pl, w->now, version);
     MDB_val k = st_val(w->key.data, w->key.len), v = st_val(fields, len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
     return rc ? st_mdb_fail(e, rc, "public patient insert") : MS_OK;
@@ -345,7 +359,7 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
     ms_code out = MS_OK;
     rc = st_seek_first_version(c, &kb, 9, &k, &v);
     if (rc == 0) {
-        if ((out = patient_decode(r->s, v, &who, pv, mem, e)) == MS_OK) {
+        if ((out = st_patient_read(r->s, v, &who, pv, mem, e)) == MS_OK) {
             *found = true;
             MDB_val nk, nv;
             if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0)
@@ -384,7 +398,7 @@ ms_code store_patient_history(store_read *r, const patient_id *pid, patient_vers
             list = bigger;
             cap *= 2;
         }
-        if ((code = patient_decode(r->s, v, &who, &list[count], mem, e)) != MS_OK) break;
+        if ((code = st_patient_read(r->s, v, &who, &list[count], mem, e)) != MS_OK) break;
         list[count].valid_to = count ? list[count - 1].valid_from : -1;
         count++;
     }
@@ -530,7 +544,7 @@ ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     buf kb = {0};
-    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, number, as_of, fields, found, e);
+    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, st_read_sv(r), number, as_of, fields, found, e);
     buf_free(&kb);
     return rc;
 }
@@ -541,7 +555,9 @@ ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64
     *found = false;
     if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK;
     buf kb = {0};
-    st_key_public_record(&kb, rid, len, as_of, UINT32_MAX); /* ~UINT32_MAX: the newest version at as_of */
+    unsigned char vp[5];
+    size_t vl = st_public_version_prefix(vp, st_read_sv(r));
+    st_key_public_record(&kb, st_read_sv(r), rid, len, as_of, UINT32_MAX); /* ~UINT32_MAX: the newest at as_of */
     MDB_cursor *c;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PUBLIC], &c);
     if (rc) {
@@ -550,8 +566,8 @@ ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64
     }
     MDB_val k, v;
     ms_code out = MS_OK;
-    rc = st_seek_first_version(c, &kb, len + 2, &k, &v);
-    if (rc == 0 && k.mv_size == len + 14) {
+    rc = st_seek_first_version(c, &kb, vl + len + 2, &k, &v);
+    if (rc == 0 && k.mv_size == vl + len + 14) {
         if (!st_public_record_decode(&v, pr))
             out = ms_fail(e, MS_ECORRUPT, "store: bad public record entry");
         else
@@ -666,7 +682,7 @@ ms_code store_public_record_version(store_read *r, const char *rid, size_t len, 
     *found = false;
     if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
     buf kb = {0};
-    st_key_public_record(&kb, rid, len, valid_from, version);
+    st_key_public_record(&kb, st_read_sv(r), rid, len, valid_from, version);
     MDB_val v;
     ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public record lookup", e);
     buf_free(&kb);
@@ -688,7 +704,7 @@ ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t vali
     ms_code rc = exact_get(r, DB_PATIENT, &kb, &v, found, "patient lookup", e);
     buf_free(&kb);
     if (rc || !*found) return rc;
-    if ((rc = patient_decode(r->s, v, &who, pv, mem, e)) != MS_OK) return rc;
+    if ((rc = st_patient_read(r->s, v, &who, pv, mem, e)) != MS_OK) return rc;
     pv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
     return MS_OK;
 }
@@ -699,10 +715,10 @@ ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64
     uint64_t number;
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    unsigned char prefix[9];
-    st_public_patient_prefix(prefix, number);
+    unsigned char prefix[14];
+    size_t pl = st_public_patient_prefix(prefix, st_read_sv(r), number);
     buf kb = {0};
-    st_key_versioned(&kb, prefix, 9, valid_from, version);
+    st_key_versioned(&kb, prefix, pl, valid_from, version);
     MDB_val v;
     ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public patient lookup", e);
     buf_free(&kb);

@@ -201,7 +201,7 @@ def assert_no_phi(resp, phi_values, what):
 def test_healthz():
     r = srv().get("/healthz")
     eq(r.status, 200, "GET /healthz status")
-    eq(r.json(), {"status": "ok"}, "GET /healthz body")
+    eq(r.json(), {"status": "ok", "schema": {"version": 1, "reprojecting": None}}, "GET /healthz body")
 
 
 @test
@@ -709,7 +709,8 @@ def test_public_patient_allow_listed_only():
     eq(body.get("patient_id"), pid, "public patient_id")
     check(set(body["fields"]) <= ALLOW, "public patient fields not allow-listed: %r" % sorted(body["fields"]))
     eq(body["fields"].get("favorite_color"), color, "public favorite_color")
-    check(set(body) <= {"patient_id", "fields"}, "public patient has keys %r (contract: patient_id, fields)"
+    check(set(body) <= {"patient_id", "fields", "schema_version"},
+          "public patient has keys %r (contract: patient_id, fields, schema_version)"
           % sorted(body))
 
 

@@ -5,7 +5,8 @@
 # directory holds the patient's distinctive strings or its wrapped key, while the other patient stays
 # readable; a copy of the data directory taken BEFORE the erasure (a backup), opened with the key file
 # after it, cannot read the erased patient but reads the other; the server's exports made before are
-# withdrawn (their files in DATA/exports held PHI in the clear); `medstream erase` offline; bad requests.
+# withdrawn (their files in DATA/exports held PHI in the clear); an erasure during a re-projection under a
+# new schema leaves no copy under either version; `medstream erase` offline; bad requests.
 #
 # Run: /usr/bin/python3 tests/e2e/test_erasure.py [NAME_SUBSTRING...]
 
@@ -213,6 +214,41 @@ def test_a_copy_from_before_cannot_read_the_erased_patient():
     check(r.status >= 400 and "quuxley" not in r.text, "an erased record from the old copy: %d %s" %
           (r.status, short(r.text)))
     c.stop()
+
+
+@test(timeout=200)
+def test_erase_during_a_reprojection():
+    """An erasure while the public copies are re-projected under a new schema: no copy of the patient comes
+    back under either version, the other patient is re-projected."""
+    s = H.Server(name="erase-reproject")
+    s.start()
+    s.login()
+    pid, keep = ingest_two(s, "rp")
+    s.ingest_ok([{"record_id": "bg-%d" % i, "name": "Background %d" % i, "dob": "1980-01-01", "type": "visit",
+                  "favorite_color": "teal", "blood_type": "O+"} for i in range(400)])
+    s.stop()
+    schema = os.path.join(s.base, "s2.json")
+    with open(schema, "w") as f:
+        json.dump({"public": {"favorite_color": "copy", "result": "copy", "type": "copy", "ts": "year"}}, f)
+    s.extra_args = ["--schema", schema, "--reproject-rate", "100"]
+    s.start()
+    s.login()
+    check(s.get_json("/healthz")["schema"]["reprojecting"] is not None, "a re-projection under way")
+    erase(s, pid, reason="erased while re-projecting")
+    for _ in range(600):
+        h = s.get_json("/healthz")["schema"]
+        if h["version"] == 2 and h["reprojecting"] is None:
+            break
+        time.sleep(0.2)
+    eq(h["version"], 2, "the re-projection finished: %s" % h)
+    eq(s.get("/v1/public/patients/" + pid).status, 410, "the erased patient's public copy, under version 2")
+    pub = [x["record_id"] for x in s.get_all("/v1/public/records", "records")]
+    check(not any(r.startswith("er-rp") for r in pub), "erased records in the public store: %s" %
+          [r for r in pub if r.startswith("er-rp")])
+    check("kp-rp-1" in pub, "the other patient's record is re-projected")
+    eq(s.get_json("/v1/public/patients/" + keep)["schema_version"], 2, "the other patient under version 2")
+    s.stop()
+    eq(files_holding(s.data_dir, DISTINCTIVE), {}, "traces of the erased patient")
 
 
 @test

@@ -312,6 +312,7 @@ def test_public_export_allow_list_and_link():
     with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
         tf.extractall(d)
     res = read_export(d)
+    eq(res["manifest"].get("schema_version"), 1, "the public copies' schema version in the manifest")
     blob = json.dumps(res)
     for v in secrets:
         check(v not in blob, "a field outside the allow-list is in the public export")

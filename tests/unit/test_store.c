@@ -149,7 +149,7 @@ static written write_version(fixture *f, const char *rid, const patient_id *pid,
     if (rc == MS_OK) rc = store_patient_put(w, &pv, &e);
     char ppub[64];
     snprintf(ppub, sizeof ppub, "{\"v\":%u}", version);
-    if (rc == MS_OK) rc = store_public_patient_put(w, &ref, version, ppub, strlen(ppub), &e);
+    if (rc == MS_OK) rc = store_public_patient_put(w, 1, &ref, version, ppub, strlen(ppub), &e);
     if (rc == MS_OK && ident) rc = store_ident_put(w, ident, strlen(ident) + 11, &ref, &e);
     if (rc != MS_OK) {
         store_write_abort(w);

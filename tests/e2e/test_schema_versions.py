@@ -1,0 +1,225 @@
+# End-to-end tests of schema versions (issue 15, item 4): the schema in force is stored with a version;
+# serve with a changed schema re-projects every stored record version's and patient version's public copy
+# in the background (serve --reproject-rate slows it down here so that it can be watched) while ingest
+# goes on; public answers carry "schema_version" and answer under the previous version until the
+# re-projection is complete, then under the new one for every old record and patient; /healthz and
+# /metrics show the progress; a reformatted schema file is not a new version; a kill -9 in the middle of a
+# re-projection is resumed by the next start.
+#
+# Run: /usr/bin/python3 tests/e2e/test_schema_versions.py [NAME_SUBSTRING...]
+
+import json
+import os
+import time
+
+import harness as H
+from harness import check, eq, fail, q, short, test
+
+S1 = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "type": "type", "event_time": "ts",
+      "public": {"favorite_color": "copy", "type": "copy", "ts": "year"}}
+# S2: blood_type published, favorite_color no longer
+S2 = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "type": "type", "event_time": "ts",
+      "public": {"blood_type": "copy", "type": "copy", "ts": "year"}}
+
+N_PATIENTS = 60
+
+
+def write_schema(s, name, schema, pretty=False):
+    path = os.path.join(s.base, name)
+    with open(path, "w") as f:
+        if pretty:  # the same schema, laid out otherwise: keys reordered, indented, an escape
+            text = json.dumps(schema, indent=4, sort_keys=False)[::1]
+            items = list(schema.items())[::-1]
+            text = json.dumps(dict(items), indent=3).replace('"copy"', '"\\u0063opy"')
+            f.write("\n\n" + text + "\n")
+        else:
+            json.dump(schema, f)
+    return path
+
+
+def rec(i, version=1, color="blue", blood="A+"):
+    who = i % N_PATIENTS
+    return {"record_id": "sv-%d" % i, "name": "Schema Person %d" % who, "dob": "1970-03-%02d" % (1 + who % 28),
+            "type": "lab", "ts": "2024-05-%02dT10:00:00Z" % (1 + i % 28), "favorite_color": color,
+            "blood_type": blood, "note": "v%d" % version}
+
+
+def health(s):
+    return s.get_json("/healthz")
+
+
+def metric(s, name):
+    text = s.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    fail("/metrics has no %s" % name)
+
+
+def public_records(s):
+    """Every public record, with the schema_version of each page."""
+    out, cursor, versions = [], None, set()
+    while True:
+        p = {"limit": 100}
+        if cursor:
+            p["cursor"] = cursor
+        a = s.get_json("/v1/public/records?" + q(p))
+        versions.add(a.get("schema_version"))
+        out += a["records"]
+        cursor = a.get("next_cursor")
+        if not cursor:
+            return out, versions
+
+
+def fill(s, n):
+    """n records (first versions), then a second version of every third one; returns the patient ids."""
+    pids = set()
+    recs = [rec(i) for i in range(n)]
+    for k in range(0, n, 100):
+        for item in s.ingest_ok(recs[k:k + 100])["items"]:
+            pids.add(item["patient_id"])
+    upd = [rec(i, version=2, color="green", blood="B-") for i in range(0, n, 3)]
+    s.ingest_ok(upd)
+    return sorted(pids)
+
+
+def wait_switched(s, version, timeout=90):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        h = health(s)
+        if h["schema"]["version"] == version and h["schema"]["reprojecting"] is None:
+            return h
+        time.sleep(0.3)
+    fail("the re-projection to version %d did not finish within %ds: %s" % (version, timeout, short(health(s))))
+
+
+def check_all_under_s2(s, pids, n_records):
+    recs, versions = public_records(s)
+    eq(versions, {2}, "schema_version of every page of /v1/public/records")
+    eq(len(recs), n_records, "public records after the re-projection")
+    for r in recs:
+        f = r["fields"]
+        check("favorite_color" not in f, "an old public field is still published: %s" % short(r))
+        check(f.get("blood_type") in ("A+", "B-", "O+"), "a record without its S2 field: %s" % short(r))
+    for pid in pids:
+        p = s.get_json("/v1/public/patients/%s" % pid)
+        eq(p["schema_version"], 2, "schema_version of a public patient")
+        check("favorite_color" not in p["fields"] and "blood_type" in p["fields"],
+              "a patient not re-projected: %s" % short(p))
+
+
+@test(timeout=150)
+def test_changed_schema_reprojects_everything_while_ingest_goes_on():
+    s = H.Server(name="schemaver")
+    s.extra_args = ["--schema", write_schema(s, "s1.json", S1)]
+    s.start()
+    n = 240
+    pids = fill(s, n)
+    h = health(s)
+    eq(h["schema"], {"version": 1, "reprojecting": None}, "/healthz schema under S1")
+    recs, versions = public_records(s)
+    eq(versions, {1}, "schema_version under S1")
+    check(all("favorite_color" in r["fields"] and "blood_type" not in r["fields"] for r in recs),
+          "S1 copies: %s" % short(recs[:2]))
+    p = s.get_json("/v1/public/patients/%s" % pids[0])
+    eq(p["schema_version"], 1, "a public patient's schema_version under S1")
+    s.stop()
+
+    # S2, slowly: ~240 record versions + 80 updates + their patients' versions
+    s.extra_args = ["--schema", write_schema(s, "s2.json", S2), "--reproject-rate", "60"]
+    s.start()
+    h = health(s)
+    eq(h["schema"]["version"], 1, "the version in force while re-projecting")
+    rp = h["schema"]["reprojecting"]
+    check(rp is not None and rp["to"] == 2 and rp["total"] > 0 and rp["done"] < rp["total"],
+          "/healthz shows the re-projection: %s" % short(h))
+    eq(metric(s, "medstream_schema_version"), 1, "medstream_schema_version while re-projecting")
+    check(metric(s, "medstream_reprojection_total") > 0, "medstream_reprojection_total")
+    # public answers stay under S1 meanwhile, complete
+    recs, versions = public_records(s)
+    eq(versions, {1}, "schema_version while re-projecting")
+    eq(len(recs), n, "public records while re-projecting")
+    check(all("favorite_color" in r["fields"] and "blood_type" not in r["fields"] for r in recs),
+          "public copies while re-projecting are S1's: %s" % short(recs[:2]))
+    # ingest goes on: acknowledged, published under S1 now and under S2 after the switch
+    t0 = time.monotonic()
+    extra = [dict(rec(n + i, color="purple", blood="O+"), ts="2025-01-01T00:00:00Z") for i in range(30)]
+    pid_x = s.ingest_ok(extra)["items"][0]["patient_id"]
+    took = time.monotonic() - t0
+    check(took < 5, "ingest during the re-projection took %.1f s" % took)
+    new = s.get_json("/v1/public/records?" + q({"patient_id": pids[0]}))
+    eq(new["schema_version"], 1, "schema_version of a patient's public records while re-projecting")
+    px = s.get_json("/v1/public/patients/%s" % pid_x)
+    eq((px["schema_version"], px["fields"]), (1, {"favorite_color": "purple"}),
+       "a patient changed during the re-projection, under S1")
+    time.sleep(1.5)
+    h2 = health(s)
+    check(h2["schema"]["reprojecting"] is None or h2["schema"]["reprojecting"]["done"] > rp["done"],
+          "progress: %s then %s" % (short(h), short(h2)))
+    wait_switched(s, 2)
+    eq(metric(s, "medstream_schema_version"), 2, "medstream_schema_version after the switch")
+    check_all_under_s2(s, pids, n + 30)
+    px = s.get_json("/v1/public/patients/%s" % pid_x)
+    eq((px["schema_version"], px["fields"]), (2, {"blood_type": "O+"}),
+       "a patient changed during the re-projection, under S2")
+    # a restart with the same schema changes nothing
+    s.stop()
+    s.extra_args = ["--schema", os.path.join(s.base, "s2.json")]
+    s.start()
+    eq(health(s)["schema"], {"version": 2, "reprojecting": None}, "/healthz after a restart under S2")
+    s.stop()
+
+
+@test(timeout=60)
+def test_reformatted_schema_is_the_same_version():
+    s = H.Server(name="schemafmt")
+    s.extra_args = ["--schema", write_schema(s, "s1.json", S1)]
+    s.start()
+    s.ingest_ok([rec(i) for i in range(10)])
+    s.stop()
+    s.extra_args = ["--schema", write_schema(s, "s1-pretty.json", S1, pretty=True)]
+    s.start()
+    eq(health(s)["schema"], {"version": 1, "reprojecting": None}, "/healthz with the reformatted schema")
+    a = s.get_json("/v1/public/records")
+    eq(a["schema_version"], 1, "schema_version with the reformatted schema")
+    s.stop()
+
+
+@test(timeout=60)
+def test_default_schema_is_version_1_everywhere():
+    s = H.shared_server("schemadefault")
+    s.ingest_ok([rec(1000)])
+    eq(health(s)["schema"]["version"], 1, "the default schema's version")
+    a = s.get_json("/v1/public/records")
+    eq(a["schema_version"], 1, "schema_version of the public records")
+    p = s.get_json("/v1/public/patients/%s" % a["records"][0]["patient_id"])
+    eq(p["schema_version"], 1, "schema_version of a public patient")
+
+
+@test(timeout=180)
+def test_kill9_mid_reprojection_then_restart_completes():
+    s = H.Server(name="schemakill")
+    s.extra_args = ["--schema", write_schema(s, "s1.json", S1)]
+    s.start()
+    n = 240
+    pids = fill(s, n)
+    s.stop()
+    s2 = write_schema(s, "s2.json", S2)
+    s.extra_args = ["--schema", s2, "--reproject-rate", "40"]
+    s.start()
+    time.sleep(3)
+    rp = health(s)["schema"]["reprojecting"]
+    check(rp is not None and 0 < rp["done"] < rp["total"], "mid-way before the kill: %s" % short(rp))
+    s.kill9()
+    s.extra_args = ["--schema", s2, "--reproject-rate", "60"]
+    s.start()
+    rp2 = health(s)["schema"]["reprojecting"]
+    check(rp2 is not None and rp2["done"] >= rp["done"] // 2, "resumed from its cursor: %s then %s" % (rp, rp2))
+    eq(public_records(s)[1], {1}, "schema_version after the restart, before the switch")
+    wait_switched(s, 2)
+    check_all_under_s2(s, pids, n)
+    s.stop()
+
+
+if __name__ == "__main__":
+    H.main()
