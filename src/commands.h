@@ -1,13 +1,15 @@
 /*
- * commands.h - what the command line's files share: main.c (the command table, serve, init, user,
- * audit, backup, the tools), cmd_import.c, cmd_export.c and cmd_erase.c. Each command parses its own option table
- * (base/options.h) and returns an exit code: 0 ok, 1 runtime failure, 2 usage.
+ * commands.h - what the command line's files share: main.c (the command table, init, user, roles,
+ * audit, backup, the tools), cmd_serve.c, cmd_import.c, cmd_export.c and cmd_erase.c. Each command parses its own
+ * option table (base/options.h) and returns an exit code: 0 ok, 1 runtime failure, 2 usage.
  *
  * Never used below the command line: the layers (the folders of src/) know nothing of processes, signals or exit
  * codes.
  */
 #ifndef MS_COMMANDS_H
 #define MS_COMMANDS_H
+
+#include "base/util.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -29,6 +31,13 @@ void local_actor(char *out, size_t cap);
 extern atomic_bool command_stop;
 void stop_on_signals(void);
 
+/* The role table in force: the default, or a role file's (access.h); false (said on stderr, naming cmd)
+ * when the file is bad. */
+bool load_roles(const char *path, const char *cmd);
+/* A whole (small) text file, NUL-terminated (free it); NULL with *e set if it cannot be read. */
+char *read_text_file(const char *path, ms_err *e);
+
+int cmd_serve(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_erase(int argc, char **argv);
