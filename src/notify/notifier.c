@@ -539,8 +539,6 @@ static void *follower_main(void *arg)
                 break;
             }
             bool found = false;
-            size_t nevents0 = nevents;
-            uint64_t seq0 = st.seq;
             ms_code rc =
                 store_log_entry(r, p + 1, &st.commit_time, any_rules ? match_item : erasure_item, &st, &found, &e);
             if (rc != MS_OK || st.failed) {
@@ -549,17 +547,9 @@ static void *follower_main(void *arg)
                 break;
             }
             if (!found) break;
-            if (st.nerased) {
-                /* an erasure: its own step (the events before it are appended first; the deletion and
-                 * the position past it are one write) */
-                if (nevents0) {
-                    nevents = nevents0;
-                    st.seq = seq0;
-                    st.nerased = 0;
-                    more = true;
-                } else {
-                    p++;
-                }
+            if (st.nerased) { /* an erasure: the step ends with it (the deletion and the position past it are one write)
+                               */
+                p++;
                 break;
             }
             p++;
@@ -575,36 +565,33 @@ static void *follower_main(void *arg)
             sleep_ms(1000);
             continue;
         }
-        if (st.nerased) {
-            uint64_t gone = 0;
-            ms_code rc = store_events_delete(n->store, erased_event, &st, NOTIFY_SINK, p, &gone, &e);
-            st.nerased = 0;
-            if (rc != MS_OK) {
-                set_failing(n, "deleting an erased patient's events", &e);
-                sleep_ms(1000);
-                continue;
-            }
-            atomic_store(&n->saved_position, p);
-            last_save = ms_mono_s();
-            ms_log_fields(LOG_INFO, "notify.erased", (log_field[]){LOG_UINT("events", gone), LOG_UINT("position", p)},
-                          2, "notifications: an erased patient's events deleted");
-        }
+        bool erasure = st.nerased > 0;
         atomic_fetch_add(&n->records_matched, st.records);
         atomic_fetch_add(&n->bytes_scanned, st.bytes);
         atomic_fetch_add(&n->steps, 1);
-        if (nevents) {
-            store_bytes *v = ms_malloc(nevents * sizeof *v);
+        if (nevents || erasure) {
+            store_bytes *v = ms_malloc((nevents ? nevents : 1) * sizeof *v);
             for (size_t i = 0; i < nevents; i++) {
                 size_t from = i ? offs[i - 1] : 0;
                 v[i] = (store_bytes){events.data + from, offs[i] - from};
             }
-            ms_code rc = store_events_append(n->store, seq + 1, v, nevents, NOTIFY_SINK, p, &e);
+            uint64_t gone = 0;
+            /* an erasure's entry: the events of its other records, and the patient's events deleted, with
+             * the position past it, in one write */
+            ms_code rc = erasure ? store_events_delete(n->store, seq + 1, v, nevents, erased_event, &st, NOTIFY_SINK, p,
+                                                       &gone, &e)
+                                 : store_events_append(n->store, seq + 1, v, nevents, NOTIFY_SINK, p, &e);
             free(v);
+            st.nerased = 0;
             if (rc != MS_OK) {
-                set_failing(n, "appending events", &e);
+                set_failing(n, erasure ? "deleting an erased patient's events" : "appending events", &e);
                 sleep_ms(1000);
                 continue;
             }
+            if (erasure)
+                ms_log_fields(LOG_INFO, "notify.erased",
+                              (log_field[]){LOG_UINT("events", gone), LOG_UINT("position", p)}, 2,
+                              "notifications: an erased patient's events deleted");
             int64_t at = ms_now_us();
             pthread_mutex_lock(&n->info_lock);
             for (size_t i = 0; i < nevents; i++) {

@@ -84,11 +84,13 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
     return rc ? st_mdb_fail(e, rc, "event log") : MS_OK;
 }
 
-ms_code store_events_delete(store *s, store_event_fn drop, void *ctx, const char *sink, uint64_t pos, uint64_t *deleted,
-                            ms_err *e)
+ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, store_event_fn drop,
+                            void *ctx, const char *sink, uint64_t pos, uint64_t *deleted, ms_err *e)
 {
     *deleted = 0;
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: event log: the store is open read-only");
+    for (size_t i = 0; i < n; i++)
+        if (!entries[i].len) return ms_fail(e, MS_EINVAL, "store: event log: an empty entry");
     char key[128];
     snprintf(key, sizeof key, "sink:%s", sink);
     MDB_txn *txn;
@@ -96,9 +98,24 @@ ms_code store_events_delete(store *s, store_event_fn drop, void *ctx, const char
     if (rc) return st_mdb_fail(e, rc, "event log begin");
     uint64_t last = 0, high = 0;
     MDB_cursor *c = NULL;
-    if (!s->absent[DB_EVENTS] && !(rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) &&
-        !(rc = st_meta_get_u64(txn, s->dbi[DB_META], EVENTS_HIGH, &high)))
-        rc = mdb_cursor_open(txn, s->dbi[DB_EVENTS], &c);
+    if (!(rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) &&
+        !(rc = st_meta_get_u64(txn, s->dbi[DB_META], EVENTS_HIGH, &high))) {
+        uint64_t next = (high > last ? high : last) + 1;
+        if (n && first_seq != next) {
+            mdb_txn_abort(txn);
+            return ms_fail(e, MS_ECONFLICT, "store: event log: next entry is %llu, not %llu", (unsigned long long)next,
+                           (unsigned long long)first_seq);
+        }
+        for (size_t i = 0; i < n && !rc; i++) {
+            unsigned char kb[8];
+            ms_set_be64(kb, first_seq + i);
+            MDB_val k = st_val(kb, 8), v = st_val(entries[i].data, entries[i].len);
+            rc = mdb_put(txn, s->dbi[DB_EVENTS], &k, &v, MDB_APPEND);
+        }
+        if (n) last = first_seq + n - 1;
+        if (high > last) last = high;
+        if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_EVENTS], &c);
+    }
     if (c) {
         MDB_val k, v;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -113,7 +130,7 @@ ms_code store_events_delete(store *s, store_event_fn drop, void *ctx, const char
         if (rc == MDB_NOTFOUND) rc = 0;
         mdb_cursor_close(c);
     }
-    /* the seqs deleted from the end stay taken: the next entry is still last + 1 */
+    /* the seqs deleted from the end stay taken: the next entry is still the highest + 1 */
     if (!rc && last > high) rc = st_meta_put_u64(txn, s->dbi[DB_META], EVENTS_HIGH, last);
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], key, pos);
     if (rc) {
