@@ -485,9 +485,9 @@ static bool ship_patient(ship *sh, const log_item *it)
     patient_version pv;
     bool found, erased;
     arena_free(&sh->mem);
-    if (!patient_erased(sh, &pid, &erased)) return false;
-    if (erased) return true;
     if (store_patient_version(sh->r, &pid, sh->commit_time, it->version, &pv, &sh->mem, &found, &sh->err)) return false;
+    if (!found && !patient_erased(sh, &pid, &erased)) return false;
+    if (!found && erased) return true; /* erased since: its versions are gone */
     if (!found) return ms_fail(&sh->err, MS_ECORRUPT, "patient version in the commit log not found"), false;
     sh->fields.len = 0;
     if (query_patient_fields(sh->p->opt.store, &pv, &sh->fields, &sh->err)) return false;
