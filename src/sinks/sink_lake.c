@@ -43,8 +43,9 @@ typedef enum { LAKE_OK, LAKE_FAILING } lake_state;
 /* Test hook (tests/e2e/test_lake.py): MEDSTREAM_TEST_LAKE_CRASH=files|log|rename makes the process kill
  * itself with SIGKILL at that step of the first roll it publishes with files: once its files are synced
  * in tmp (before the log line), once the log line is synced (before any rename), once the first file is
- * renamed into place. Read at start; unset, it costs one comparison a roll. */
-typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME } crash_point;
+ * renamed into place; =erase once the first file an erasure wrote again is renamed over the published one
+ * (before the line that logs it). Read at start; unset, it costs one comparison a roll. */
+typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME, CRASH_ERASE } crash_point;
 
 typedef struct {
     char *path; /* partition directory relative to the lake: records/type=…/year=…, or deletions */
@@ -693,6 +694,7 @@ static ms_code rewrite_roll(sink_lake *l, store_read *r, const lake_entry *ents,
             rc = out_fsync_dir(d.data, e);
             buf_free(&d);
         }
+        if (rc == MS_OK) crash_if(l, CRASH_ERASE);
         if (rc == MS_OK) lake_entry_add_rewritten(&l->rewritten, path, rows, bytes, sha);
     }
     buf_free(&name);
@@ -1139,6 +1141,7 @@ ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
                   : !strcmp(crash, "files")  ? CRASH_FILES
                   : !strcmp(crash, "log")    ? CRASH_LOG
                   : !strcmp(crash, "rename") ? CRASH_RENAME
+                  : !strcmp(crash, "erase")  ? CRASH_ERASE
                                              : CRASH_NONE;
     if (pthread_create(&l->thread, NULL, lake_main, l) != 0) {
         lake_free(l);

@@ -14,7 +14,8 @@
 #   - the counters count exactly the other patient's records (numbers before and after);
 #   - its events are gone from GET /v1/events and from an SSE stream read from the start; the other's stay.
 # A second test starts the sinks only after the erasure: they read the erased patient's older log entries
-# (bodiless tombstones now) without failing and never ship it.
+# (bodiless tombstones now) without failing and never ship it. A third kills the server in the middle of the
+# lake's rewrite (MEDSTREAM_TEST_LAKE_CRASH=erase): the next start finishes it and logs it.
 #
 # Run: /usr/bin/python3 tests/e2e/test_erasure_sinks.py [NAME_SUBSTRING...]
 
@@ -164,13 +165,14 @@ print(json.dumps({"files": files, "problems": problems}, default=str))
 '''
 
 
-def read_lake(lake):
+def read_lake(lake, strict=True):
     py = TE.venv_python()
     r = subprocess.run([py, "-c", LAKE_READER, lake], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         fail("pyarrow could not read the lake %s: %s" % (lake, short(r.stderr, 1500)))
     res = json.loads(r.stdout)
-    check(not res["problems"], "lake problems: %s" % short(res["problems"], 800))
+    if strict:
+        check(not res["problems"], "lake problems: %s" % short(res["problems"], 800))
     return res["files"]
 
 
@@ -348,6 +350,46 @@ def test_sinks_started_after_the_erasure_never_ship_the_patient():
     eq(pg_rows(db, pid_a), {t: 0 for t in PG_TABLES_WITH_PATIENT}, "PostgreSQL rows of the erased patient")
     files = read_lake(lake)
     eq(lake_rows_of(files, pid_a), [], "lake rows of the erased patient")
+    s.stop()
+
+
+@test(timeout=180)
+def test_lake_killed_mid_rewrite_finishes_it_at_the_next_start():
+    """MEDSTREAM_TEST_LAKE_CRASH=erase: the server SIGKILLs itself once the first file an erasure wrote again
+    is renamed over the published one, before the commits-log line that lists it. The next start reads the
+    erasure again, writes the same files again and logs them: no row of the patient, every file as the log
+    says."""
+    TE.venv_python()
+    s = new_server("erasure-lake-crash")
+    lake = os.path.join(s.base, "lake")
+    s.extra_args += ["--lake", lake, "--lake-roll-seconds", "1"]
+    os.environ["MEDSTREAM_TEST_LAKE_CRASH"] = "erase"
+    try:
+        s.start()
+    finally:
+        del os.environ["MEDSTREAM_TEST_LAKE_CRASH"]
+    a, b, pid_a, pid_b = ingest_two(s, "crash")
+    wait_lake_rows(lake, pid_a, 2 * len(a))
+    r = s.request("DELETE", "/v1/patients/" + pid_a, body=json.dumps({"reason": "test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "DELETE: %s" % short(r.text))
+    t0 = time.time()
+    while s.alive() and time.time() - t0 < 20:
+        time.sleep(0.05)
+    check(not s.alive(), "the server did not kill itself after renaming a rewritten file")
+    s.kill9()
+    down = read_lake(lake, strict=False)
+    eq(lake_rows_of(down, pid_a), [], "the renamed file no longer holds the patient")
+    before = [json.loads(x) for x in open(os.path.join(lake, "_medstream", "commits"))]
+    check(not any(x.get("rewritten") for x in before), "no line lists the rewrite before the restart")
+    s.start()
+    wait_certificate_done(s, pid_a, ["lake"], [])
+    files = read_lake(lake)
+    eq(lake_rows_of(files, pid_a), [], "lake rows of the erased patient after the restart")
+    eq(sorted((row["record_id"], row["version"]) for _, row in lake_rows_of(files, pid_b)),
+       sorted((r["record_id"], v) for r in b for v in (1, 2)), "the other patient's lake rows")
+    lines = [json.loads(x) for x in open(os.path.join(lake, "_medstream", "commits"))]
+    check(any(x.get("rewritten") for x in lines), "a commits-log line lists the rewritten files: %s" % short(lines))
     s.stop()
 
 
