@@ -122,6 +122,16 @@ void h_patient_records(api *a, http_request *req, http_response *res)
 
 /* ---- erasure: DELETE /v1/patients/{id} and its certificate (ingest/erasure.c) ---- */
 
+/* The views this server keeps that follow an erasure: the counters (exact once built again after it) and
+ * the notifications' events (deleted by the notifier's follower with its position). */
+static size_t erasure_views(api *a, erasure_view v[2])
+{
+    size_t n = 0;
+    if (a->counters) v[n++] = (erasure_view){.view = "counters", .pos = counters_settled(a->counters)};
+    if (a->notifier) v[n++] = (erasure_view){.view = "events", .sink = "notify"};
+    return n;
+}
+
 void h_patient_erase(api *a, http_request *req, http_response *res)
 {
     erasure c = {.user = req->user, .role = req->role, .client = req->client, .resource = req->path};
@@ -166,7 +176,9 @@ void h_patient_erase(api *a, http_request *req, http_response *res)
     if (!begin_read(a, res, &r)) return;
     res->body.len = 0;
     buf_putc(&res->body, '{');
-    ms_code rc = erasure_certificate(a->store, r, &c.pid, &c.report.mark, &res->body, &e);
+    erasure_view v[2];
+    size_t nv = erasure_views(a, v);
+    ms_code rc = erasure_certificate(a->store, r, &c.pid, &c.report.mark, v, nv, &res->body, &e);
     store_read_end(r);
     if (rc != MS_OK) {
         http_error(res, status_for(rc), "%s", e.msg);
@@ -197,7 +209,9 @@ void h_patient_erasure(api *a, http_request *req, http_response *res)
     if (rc == MS_OK && !erased) rc = ms_fail(&e, MS_ENOTFOUND, "no erasure of this patient");
     res->body.len = 0;
     buf_putc(&res->body, '{');
-    if (rc == MS_OK) rc = erasure_certificate(a->store, r, &pid, &mark, &res->body, &e);
+    erasure_view v[2];
+    size_t nv = erasure_views(a, v);
+    if (rc == MS_OK) rc = erasure_certificate(a->store, r, &pid, &mark, v, nv, &res->body, &e);
     store_read_end(r);
     if (rc != MS_OK) {
         http_error(res, status_for(rc), "%s", e.msg);

@@ -54,6 +54,9 @@ typedef struct {
 static bool put_sink(void *ctx, const char *sink, uint64_t pos)
 {
     sink_status *st = ctx;
+    /* not sinks of the commit log: the notifier's position is the "events" view's, and the event
+     * deliveries count events, not commits */
+    if (!strcmp(sink, "notify") || !strcmp(sink, "kafka-events") || !strncmp(sink, "webhook:", 8)) return true;
     buf_puts(st->out, st->first ? "{\"sink\":" : ",{\"sink\":");
     st->first = false;
     jw_cstr(st->out, sink);
@@ -61,7 +64,8 @@ static bool put_sink(void *ctx, const char *sink, uint64_t pos)
     return true;
 }
 
-ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark, buf *out, ms_err *e)
+ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark,
+                            const erasure_view *views, size_t nviews, buf *out, ms_err *e)
 {
     char id[PATIENT_ID_TEXT];
     patient_id_format(pid, id);
@@ -74,6 +78,14 @@ ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, cons
     buf_puts(out, ",\"sinks\":[");
     sink_status st = {.out = out, .pos = mark->pos, .first = true};
     ms_code rc = store_sink_positions(r, put_sink, &st, e);
+    buf_puts(out, "],\"views\":[");
+    for (size_t i = 0; i < nviews && rc == MS_OK; i++) {
+        uint64_t pos = views[i].pos;
+        if (views[i].sink && (rc = store_sink_position(r, views[i].sink, &pos, e)) != MS_OK) break;
+        buf_puts(out, i ? ",{\"view\":" : "{\"view\":");
+        jw_cstr(out, views[i].view);
+        buf_printf(out, ",\"status\":\"%s\"}", pos >= mark->pos ? "done" : "pending");
+    }
     buf_putc(out, ']');
     return rc;
 }

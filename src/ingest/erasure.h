@@ -31,10 +31,23 @@ const char *erasure_reason_problem(const char *reason, size_t len);
 /* A writer_apply_fn (ctx: an erasure): the erasure and its audit entry in w. */
 ms_code erasure_apply(void *ctx, store_write *w, ms_err *e);
 
-/* The certificate's members (no braces): "patient_id","erased_at","stores":[...],"sinks":[...]. The store's
- * parts are done with the erasure's commit, the data key once overwritten, each sink once its position
- * has passed the erasure's commit (it removes the patient downstream when it reaches it). */
-ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark, buf *out,
-                            ms_err *e);
+/* A view of the store that follows the commit log in this process and removes an erased patient when it
+ * reaches the erasure (the counters, the notifications' events): its name in the certificate, and the
+ * commit-log position up to which it has (pos), or the name of the sink position it stores (sink: e.g.
+ * "notify"; the position is read from the store then). */
+typedef struct {
+    const char *view;
+    const char *sink; /* NULL: pos */
+    uint64_t pos;
+} erasure_view;
+
+/* The certificate's members (no braces): "patient_id","erased_at","stores":[...],"sinks":[...],
+ * "views":[...]. The store's parts are done with the erasure's commit, the data key once overwritten,
+ * each sink and view once its position has reached the erasure's commit (each removes the patient
+ * downstream when it gets there, before its position moves past it). Sinks: the followers of the commit
+ * log with a stored position (postgres, kafka-public, lake); positions that count events rather than
+ * commits (kafka-events, webhook:*) and the views' are not sinks. */
+ms_code erasure_certificate(store *s, store_read *r, const patient_id *pid, const erase_mark *mark,
+                            const erasure_view *views, size_t nviews, buf *out, ms_err *e);
 
 #endif

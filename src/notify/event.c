@@ -41,6 +41,17 @@ bool notify_event_rule(const char *json, size_t len, const char **rule, size_t *
     return false;
 }
 
+bool notify_event_patient(const char *json, size_t len, patient_id *pid)
+{
+    json_member m[12];
+    json_error je;
+    int n = json_scan_object(json, len, m, 12, &je);
+    for (int i = 0; i < n; i++)
+        if (m[i].key_len == 10 && !memcmp(m[i].key, "patient_id", 10) && m[i].type == JSON_STRING)
+            return patient_id_parse(m[i].val + 1, m[i].val_len - 2, pid);
+    return false;
+}
+
 void sse_frame(buf *out, uint64_t seq, const char *json, size_t len)
 {
     buf_printf(out, "id: %llu\nevent: match\ndata: ", (unsigned long long)seq);

@@ -33,6 +33,8 @@ typedef struct {
 void notify_event_json(const notify_event *ev, buf *out);
 /* The rule of a stored event (its "rule" member), pointing into json; false if it has none. */
 bool notify_event_rule(const char *json, size_t len, const char **rule, size_t *rule_len);
+/* The event's patient (erasure deletes a patient's events); false if it names none. */
+bool notify_event_patient(const char *json, size_t len, patient_id *pid);
 /* Append one SSE frame of event seq (json: one line, as stored). */
 void sse_frame(buf *out, uint64_t seq, const char *json, size_t len);
 

@@ -348,9 +348,36 @@ typedef struct {
     buf body;
     size_t bytes;
     uint32_t records;
+    patient_id *erased; /* the patients an entry erased ('e' items): their events are deleted */
+    size_t nerased, caperased;
     bool failed;
     ms_err err;
 } step_state;
+
+/* An entry's 'e' items (erase.c): the patients whose events go. */
+static bool note_erasure(step_state *st, const log_item *it)
+{
+    if (it->id_len != 16) return true;
+    if (st->nerased == st->caperased) {
+        st->caperased = st->caperased ? 2 * st->caperased : 4;
+        st->erased = ms_realloc(st->erased, st->caperased * sizeof *st->erased);
+    }
+    memcpy(st->erased[st->nerased++].b, it->id, 16);
+    return true;
+}
+
+static bool erased_event(void *ctx, uint64_t seq, const char *entry, size_t len)
+{
+    (void)seq;
+    const step_state *st = ctx;
+    patient_id pid;
+    if (!notify_event_patient(entry, len, &pid)) return false;
+    for (size_t i = 0; i < st->nerased; i++)
+        if (!memcmp(pid.b, st->erased[i].b, 16)) return true;
+    return false;
+}
+
+static bool erasure_item(void *ctx, const log_item *it) { return it->kind == 'e' ? note_erasure(ctx, it) : true; }
 
 static void add_event(step_state *st, const notify_event *ev)
 {
@@ -378,6 +405,7 @@ static bool type_wanted(const rule_set *rs, const char *type)
 static bool match_item(void *ctx, const log_item *it)
 {
     step_state *st = ctx;
+    if (it->kind == 'e') return note_erasure(st, it);
     if (it->kind != 'r') return true;
     record_version rv;
     bool found = false;
@@ -488,13 +516,19 @@ static void *follower_main(void *arg)
                 break;
             }
             bool found = false;
-            ms_code rc = store_log_entry(r, p + 1, &st.commit_time, any_rules ? match_item : NULL, &st, &found, &e);
+            ms_code rc =
+                store_log_entry(r, p + 1, &st.commit_time, any_rules ? match_item : erasure_item, &st, &found, &e);
             if (rc != MS_OK || st.failed) {
                 if (rc == MS_OK) e = st.err;
                 st.failed = true;
                 break;
             }
             if (!found) break;
+            if (st.nerased) { /* an erasure: the step ends with it (the deletion and the position past it are one write)
+                               */
+                p++;
+                break;
+            }
             p++;
             if (k == STEP_COMMITS - 1) more = true;
         }
@@ -508,22 +542,33 @@ static void *follower_main(void *arg)
             sleep_ms(1000);
             continue;
         }
+        bool erasure = st.nerased > 0;
         atomic_fetch_add(&n->records_matched, st.records);
         atomic_fetch_add(&n->bytes_scanned, st.bytes);
         atomic_fetch_add(&n->steps, 1);
-        if (nevents) {
-            store_bytes *v = ms_malloc(nevents * sizeof *v);
+        if (nevents || erasure) {
+            store_bytes *v = ms_malloc((nevents ? nevents : 1) * sizeof *v);
             for (size_t i = 0; i < nevents; i++) {
                 size_t from = i ? offs[i - 1] : 0;
                 v[i] = (store_bytes){events.data + from, offs[i] - from};
             }
-            ms_code rc = store_events_append(n->store, seq + 1, v, nevents, NOTIFY_SINK, p, &e);
+            uint64_t gone = 0;
+            /* an erasure's entry: the events of its other records, and the patient's events deleted, with
+             * the position past it, in one write */
+            ms_code rc = erasure ? store_events_delete(n->store, seq + 1, v, nevents, erased_event, &st, NOTIFY_SINK, p,
+                                                       &gone, &e)
+                                 : store_events_append(n->store, seq + 1, v, nevents, NOTIFY_SINK, p, &e);
             free(v);
+            st.nerased = 0;
             if (rc != MS_OK) {
-                set_failing(n, "appending events", &e);
+                set_failing(n, erasure ? "deleting an erased patient's events" : "appending events", &e);
                 sleep_ms(1000);
                 continue;
             }
+            if (erasure)
+                ms_log_fields(LOG_INFO, "notify.erased",
+                              (log_field[]){LOG_UINT("events", gone), LOG_UINT("position", p)}, 2,
+                              "notifications: an erased patient's events deleted");
             int64_t at = ms_now_us();
             pthread_mutex_lock(&n->info_lock);
             for (size_t i = 0; i < nevents; i++) {
@@ -551,6 +596,7 @@ static void *follower_main(void *arg)
     }
     if (atomic_load(&n->saved_position) < pos) save_position(n, seq, pos);
     rule_scratch_free(sc);
+    free(st.erased);
     buf_free(&st.body);
     buf_free(&events);
     free(offs);

@@ -30,11 +30,25 @@ void lake_entry_add(lake_entry *en, const char *path, uint64_t rows, uint64_t by
     en->rows += rows;
 }
 
+void lake_entry_add_rewritten(lake_entry *en, const char *path, uint64_t rows, uint64_t bytes,
+                              const unsigned char sha256[32])
+{
+    en->rewritten = ms_realloc(en->rewritten, (en->nrewritten + 1) * sizeof *en->rewritten);
+    lake_file *f = &en->rewritten[en->nrewritten++];
+    f->path = ms_strndup(path, strlen(path));
+    f->rows = rows;
+    f->bytes = bytes;
+    memcpy(f->sha256, sha256, 32);
+}
+
 void lake_entry_free(lake_entry *en)
 {
     for (size_t i = 0; i < en->nfiles; i++)
         free(en->files[i].path);
     free(en->files);
+    for (size_t i = 0; i < en->nrewritten; i++)
+        free(en->rewritten[i].path);
+    free(en->rewritten);
     *en = (lake_entry){0};
 }
 
@@ -57,15 +71,11 @@ static uint32_t line_crc(const char *p, size_t n)
     return (uint32_t)crc32(crc32(0L, Z_NULL, 0), (const Bytef *)p, (uInt)n);
 }
 
-void lake_log_encode(const lake_entry *en, buf *out)
+static void encode_files(const lake_file *files, size_t n, buf *out)
 {
-    size_t start = out->len;
-    buf_printf(out, "{\"from\":%llu,\"to\":%llu,\"commit_time_us\":%lld,\"rows\":%llu,\"files\":[",
-               (unsigned long long)en->from, (unsigned long long)en->to, (long long)en->commit_time_us,
-               (unsigned long long)en->rows);
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < en->nfiles; i++) {
-        const lake_file *f = &en->files[i];
+    for (size_t i = 0; i < n; i++) {
+        const lake_file *f = &files[i];
         buf_puts(out, i ? ",{\"path\":" : "{\"path\":");
         jw_cstr(out, f->path);
         buf_printf(out, ",\"rows\":%llu,\"bytes\":%llu,\"sha256\":\"", (unsigned long long)f->rows,
@@ -77,6 +87,19 @@ void lake_log_encode(const lake_entry *en, buf *out)
         buf_puts(out, "\"}");
     }
     buf_putc(out, ']');
+}
+
+void lake_log_encode(const lake_entry *en, buf *out)
+{
+    size_t start = out->len;
+    buf_printf(out, "{\"from\":%llu,\"to\":%llu,\"commit_time_us\":%lld,\"rows\":%llu,\"files\":[",
+               (unsigned long long)en->from, (unsigned long long)en->to, (long long)en->commit_time_us,
+               (unsigned long long)en->rows);
+    encode_files(en->files, en->nfiles, out);
+    if (en->nrewritten) {
+        buf_puts(out, ",\"rewritten\":[");
+        encode_files(en->rewritten, en->nrewritten, out);
+    }
     uint32_t crc = line_crc(out->data + start, out->len - start);
     buf_printf(out, CRC_TAIL "%08x\"}\n", crc);
 }
@@ -231,6 +254,11 @@ ms_code lake_log_parse_line(const char *line, size_t len, lake_entry *en, ms_err
         } else if (member_is(&m[i], "files") && m[i].type == JSON_ARRAY && !has_files) {
             rc = parse_files(m[i].val, m[i].val_len, en, e);
             has_files = rc == MS_OK;
+        } else if (member_is(&m[i], "rewritten") && m[i].type == JSON_ARRAY && !en->nrewritten) {
+            lake_entry rw = {0};
+            rc = parse_files(m[i].val, m[i].val_len, &rw, e);
+            en->rewritten = rw.files;
+            en->nrewritten = rw.nfiles;
         }
     }
     if (rc == MS_OK && (!has_from || !has_to || !has_time || !has_rows || !has_files))

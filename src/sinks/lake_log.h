@@ -9,7 +9,10 @@
  * this order:
  *   {"from":F,"to":T,"commit_time_us":C,"rows":R,
  *    "files":[{"path":"records/type=lab/year=2026/part-00000000000000000012-00000.parquet",
- *              "rows":N,"bytes":B,"sha256":"<64 hex>"},...],"crc32":"<8 hex>"}
+ *              "rows":N,"bytes":B,"sha256":"<64 hex>"},...],
+ *    "rewritten":[{"path","rows","bytes","sha256"},...],"crc32":"<8 hex>"}
+ * ("rewritten" only on a line after an erasure: files of earlier lines written again without the erased
+ * patient's rows, whose last word on a path is the line that lists it last)
  * F..T: the commit-log positions the roll holds (inclusive); C: the store's commit time of entry T (a store
  * restored from an older copy is noticed by it); crc32: of the line's bytes before `,"crc32"`, so that a
  * line torn by a crash mid-append is told from a whole one.
@@ -40,8 +43,16 @@ typedef struct {
     uint64_t rows;          /* the files' rows, in all */
     lake_file *files;
     size_t nfiles;
+    /* files of earlier rolls written again without an erased patient's rows (sink_lake.h, "Erasure"):
+     * their new rows, bytes and sha256 (not counted in rows; the line's "rewritten" member, absent when
+     * none) */
+    lake_file *rewritten;
+    size_t nrewritten;
 } lake_entry;
 
+/* Add a rewritten file (path copied) to en (not counted in its rows). */
+void lake_entry_add_rewritten(lake_entry *en, const char *path, uint64_t rows, uint64_t bytes,
+                              const unsigned char sha256[32]);
 /* Add a file (path copied) to en, counting its rows. */
 void lake_entry_add(lake_entry *en, const char *path, uint64_t rows, uint64_t bytes, const unsigned char sha256[32]);
 void lake_entry_free(lake_entry *en);

@@ -30,12 +30,70 @@ typedef struct {
     store_read *r;
     int64_t commit_time;
     int produced;
+    buf erased; /* the entry's 'x' items so far: version, id length, id (host order) */
     bool failed;
 } ship_state;
+
+/* Produce one message (value NULL: a tombstone), waiting while the queue is full. */
+static bool produce(ship_state *st, const char *key, const void *value, size_t len, rd_kafka_headers_t *hdrs)
+{
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len),
+                                    RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+           !atomic_load(&st->k->stop))
+        rd_kafka_poll(st->k->rk, 100);
+    if (err) {
+        if (hdrs) rd_kafka_headers_destroy(hdrs); /* produced: the message owns them */
+        st->failed = true;
+        return false;
+    }
+    st->produced++;
+    return true;
+}
+
+/* An erasure (store/erase.c): tombstones (null values) under the patient's key, the key of every message
+ * of the patient, so that log compaction drops them all: one per erased record version (its 'x' item,
+ * with the record id and version in headers, for consumers that do not compact), then one for the
+ * patient (the 'e' item, which follows the commit's 'x' items and names the patient they belong to). */
+static bool ship_erasure(ship_state *st, const log_item *it)
+{
+    if (it->kind == 'x') {
+        buf_put(&st->erased, &it->version, sizeof it->version);
+        buf_put(&st->erased, &it->id_len, sizeof it->id_len);
+        buf_put(&st->erased, it->id, it->id_len);
+        return true;
+    }
+    if (it->id_len != 16) return true;
+    char pid[PATIENT_ID_TEXT], version[16];
+    patient_id p;
+    memcpy(p.b, it->id, 16);
+    patient_id_format(&p, pid);
+    bool ok = true;
+    for (size_t at = 0; ok && at < st->erased.len;) {
+        uint32_t v, len;
+        memcpy(&v, st->erased.data + at, 4);
+        memcpy(&len, st->erased.data + at + 4, 4);
+        const char *rid = st->erased.data + at + 8;
+        at += 8 + len;
+        snprintf(version, sizeof version, "%u", v);
+        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+        rd_kafka_header_add(h, "medstream.erased", -1, "record", -1);
+        rd_kafka_header_add(h, "record_id", -1, rid, (ssize_t)len);
+        rd_kafka_header_add(h, "version", -1, version, -1);
+        ok = produce(st, pid, NULL, 0, h);
+    }
+    st->erased.len = 0;
+    if (!ok) return false;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "medstream.erased", -1, "patient", -1);
+    return produce(st, pid, NULL, 0, h);
+}
 
 static bool ship_item(void *ctx, const log_item *it)
 {
     ship_state *st = ctx;
+    if (it->kind == 'x' || it->kind == 'e') return ship_erasure(st, it);
     if (it->kind != 'r') return true;
     public_record pr;
     bool found;
@@ -45,6 +103,14 @@ static bool ship_item(void *ctx, const log_item *it)
         return false;
     }
     if (!found) return true;
+    if (pr.deleted) { /* perhaps erased since (then its 'x' tombstone follows): nothing of it goes out */
+        bool erased = false;
+        if (store_patient_erased(st->r, &pr.pid, NULL, &erased, &e) != MS_OK) {
+            st->failed = true;
+            return false;
+        }
+        if (erased) return true;
+    }
     char pid[PATIENT_ID_TEXT];
     patient_id_format(&pr.pid, pid);
     buf v = {0};
@@ -57,19 +123,9 @@ static bool ship_item(void *ctx, const log_item *it)
         buf_put(&v, pr.fields, pr.fields_len);
         buf_putc(&v, '}');
     }
-    rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_KEY(pid, strlen(pid)), RD_KAFKA_V_VALUE(v.data, v.len),
-                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
-           !atomic_load(&st->k->stop))
-        rd_kafka_poll(st->k->rk, 100);
+    bool ok = produce(st, pid, v.data, v.len, NULL);
     buf_free(&v);
-    if (err) {
-        st->failed = true;
-        return false;
-    }
-    st->produced++;
-    return true;
+    return ok;
 }
 
 static void *sink_main(void *arg)
@@ -92,6 +148,7 @@ static void *sink_main(void *arg)
         bool found = false;
         ms_code rc = store_log_entry(r, pos + 1, &st.commit_time, ship_item, &st, &found, &e);
         store_read_end(r);
+        buf_free(&st.erased);
         if (rc != MS_OK || st.failed) {
             ms_log(LOG_WARN, "sink.kafka_public.retry", "public stream: commit %llu not shipped; retrying",
                    (unsigned long long)pos + 1);

@@ -43,6 +43,8 @@ struct sink_postgres {
     uint64_t shipped;     /* the position PostgreSQL holds (valid while connected) */
     int64_t shipped_time; /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
     bool checked;         /* the store's entry at `shipped` was found to be the one PostgreSQL has */
+    uint64_t recorded;    /* the position last noted in the store (meta "sink:postgres"), for the record */
+    double recorded_at;
 };
 
 /* ---- schema: versioned migrations, each applied once, in its own transaction ---- */
@@ -393,6 +395,7 @@ typedef struct {
     store_read *r;
     int64_t commit_time;
     buf records, public_records, versions, public_patients, index, latest; /* COPY text per table */
+    buf erased; /* patient ids erased ('e' items), as a PostgreSQL uuid[] literal's elements */
     buf body, fields, key;
     arena mem;
     uint64_t rows;
@@ -414,6 +417,13 @@ static void put_pid(buf *b, const patient_id *pid)
     buf_puts(b, t);
 }
 
+/* A patient erased since (store/erase.c): the versions an older entry names are gone; its rows, shipped
+ * or not, are deleted when the erasure's own entry is shipped. */
+static bool patient_erased(ship *sh, const patient_id *pid, bool *erased)
+{
+    return store_patient_erased(sh->r, pid, NULL, erased, &sh->err) == MS_OK;
+}
+
 static bool ship_record(ship *sh, const log_item *it)
 {
     record_version rv;
@@ -422,6 +432,11 @@ static bool ship_record(ship *sh, const log_item *it)
     if (store_record_version(sh->r, it->id, it->id_len, sh->commit_time, it->version, &rv, &found, &sh->err))
         return false;
     if (!found) return ms_fail(&sh->err, MS_ECORRUPT, "record version in the commit log not found"), false;
+    if (rv.deleted) { /* erased since (a bodiless tombstone in place): nothing of it goes out */
+        bool erased;
+        if (!patient_erased(sh, &rv.pid, &erased)) return false;
+        if (erased) return true;
+    }
     if (!rv.deleted && store_record_body(sh->p->opt.store, &rv, &sh->body, &sh->err)) return false;
     buf *b = &sh->records;
     pg_copy_escape(b, rv.record_id, rv.record_id_len);
@@ -468,9 +483,11 @@ static bool ship_patient(ship *sh, const log_item *it)
     patient_id pid;
     memcpy(pid.b, it->id, 16);
     patient_version pv;
-    bool found;
+    bool found, erased;
     arena_free(&sh->mem);
     if (store_patient_version(sh->r, &pid, sh->commit_time, it->version, &pv, &sh->mem, &found, &sh->err)) return false;
+    if (!found && !patient_erased(sh, &pid, &erased)) return false;
+    if (!found && erased) return true; /* erased since: its versions are gone */
     if (!found) return ms_fail(&sh->err, MS_ECORRUPT, "patient version in the commit log not found"), false;
     sh->fields.len = 0;
     if (query_patient_fields(sh->p->opt.store, &pv, &sh->fields, &sh->err)) return false;
@@ -519,6 +536,12 @@ static bool ship_item(void *ctx, const log_item *it)
 {
     ship *sh = ctx;
     bool ok = it->kind == 'r' ? ship_record(sh, it) : it->kind == 'p' ? ship_patient(sh, it) : true;
+    if (it->kind == 'e' && it->id_len == 16) { /* an erasure: every row of the patient goes */
+        patient_id pid;
+        memcpy(pid.b, it->id, 16);
+        if (sh->erased.len) buf_putc(&sh->erased, ',');
+        put_pid(&sh->erased, &pid);
+    }
     if (!ok) sh->failed = true;
     return ok;
 }
@@ -551,6 +574,25 @@ static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const ch
         PQclear(res);
     }
     if (!ok && e->msg[0] == 0) ms_fail(e, MS_EIO, "postgres: COPY %s: connection lost", what);
+    return ok;
+}
+
+/* Erased patients (ids: "uuid,uuid,..."): every row of theirs, in every table the sink writes, deleted in
+ * the transaction that stores the position past the erasure (after the COPYs: an older entry shipped in
+ * the same transaction may have added a row of theirs). The current state first, then its history (the
+ * periods extension moves a deleted row into the history table). */
+static bool erase_rows(sink_postgres *p, const buf *ids, ms_err *e)
+{
+    if (!ids->len) return true;
+    static const char *const tables[] = {"phi_patients", "phi_patients_history", "phi_patient_versions",
+                                         "phi_records",  "public_records",       "public_patients",
+                                         "patient_index"};
+    buf sql = {0};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        buf_printf(&sql, "DELETE FROM medstream.%s WHERE patient_id = ANY('{%.*s}'::uuid[]);", tables[i], (int)ids->len,
+                   ids->data);
+    bool ok = pg_exec(p, sql.data, "deleting an erased patient's rows", e);
+    buf_free(&sql);
     return ok;
 }
 
@@ -648,7 +690,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
                     " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
                     " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
                     "phi_patients", e) &&
-            pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+            erase_rows(p, &sh.erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
         if (!ok) {
             pg_exec(p, "ROLLBACK", "rollback", &(ms_err){0});
             n = -1;
@@ -665,6 +707,7 @@ static int ship_some(sink_postgres *p, ms_err *e)
     buf_free(&sh.public_patients);
     buf_free(&sh.index);
     buf_free(&sh.latest);
+    buf_free(&sh.erased);
     buf_free(&sh.body);
     buf_free(&sh.fields);
     buf_free(&sh.key);
@@ -714,6 +757,22 @@ static bool pg_alive(sink_postgres *p, ms_err *e)
     return true;
 }
 
+/* The shipped position, noted in the store too (PostgreSQL's own is the truth; this one tells the
+ * store's readers, the erasure certificate among them, how far PostgreSQL is): a small write at most every
+ * RECORD_EVERY_S while shipping, and at once when caught up. */
+#define RECORD_EVERY_S 0.5
+static void record_position(sink_postgres *p, bool caught_up)
+{
+    if (p->shipped <= p->recorded || ms_mono_s() - p->recorded_at < (caught_up ? 0.05 : RECORD_EVERY_S)) return;
+    ms_err e;
+    if (store_sink_position_set(p->opt.store, SINK_NAME, p->shipped, &e) != MS_OK) {
+        ms_log(LOG_WARN, "postgres.position", "postgres: %s (PostgreSQL holds the position)", e.msg);
+    } else {
+        p->recorded = p->shipped;
+    }
+    p->recorded_at = ms_mono_s();
+}
+
 static void *sink_main(void *arg)
 {
     sink_postgres *p = arg;
@@ -737,6 +796,7 @@ static void *sink_main(void *arg)
         }
         last[0] = 0;
         atomic_store(&p->state, PG_STATE_OK);
+        record_position(p, n == 0);
         if (n > 0) {
             alive_at = ms_mono_s();
         } else if (ms_mono_s() - alive_at >= ALIVE_CHECK_S) { /* caught up: check the connection anyway */

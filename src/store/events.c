@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define NAME_MAX_BYTES 255
+#define EVENTS_HIGH "events:high" /* meta: the highest seq ever appended, once entries were deleted */
 
 /* ---- the event log ---- */
 
@@ -48,8 +49,11 @@ ms_code store_events_append(store *s, uint64_t first_seq, const store_bytes *ent
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return st_mdb_fail(e, rc, "event log begin");
-    uint64_t last = 0;
-    if (n && (rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) == 0 && first_seq != last + 1) {
+    uint64_t last = 0, high = 0;
+    if (n && (rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) == 0 &&
+        (rc = st_meta_get_u64(txn, s->dbi[DB_META], EVENTS_HIGH, &high)) == 0 && high > last)
+        last = high;
+    if (n && rc == 0 && first_seq != last + 1) {
         mdb_txn_abort(txn);
         return ms_fail(e, MS_ECONFLICT, "store: event log: next entry is %llu, not %llu", (unsigned long long)last + 1,
                        (unsigned long long)first_seq);
@@ -74,7 +78,67 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
     *seq = 0;
     if (r->s->absent[DB_EVENTS]) return MS_OK;
     int rc = last_seq(r->txn, r->s->dbi[DB_EVENTS], seq);
+    uint64_t high = 0;
+    if (!rc) rc = st_meta_get_u64(r->txn, r->s->dbi[DB_META], EVENTS_HIGH, &high);
+    if (high > *seq) *seq = high;
     return rc ? st_mdb_fail(e, rc, "event log") : MS_OK;
+}
+
+ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, store_event_fn drop,
+                            void *ctx, const char *sink, uint64_t pos, uint64_t *deleted, ms_err *e)
+{
+    *deleted = 0;
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: event log: the store is open read-only");
+    for (size_t i = 0; i < n; i++)
+        if (!entries[i].len) return ms_fail(e, MS_EINVAL, "store: event log: an empty entry");
+    char key[128];
+    snprintf(key, sizeof key, "sink:%s", sink);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return st_mdb_fail(e, rc, "event log begin");
+    uint64_t last = 0, high = 0;
+    MDB_cursor *c = NULL;
+    if (!(rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) &&
+        !(rc = st_meta_get_u64(txn, s->dbi[DB_META], EVENTS_HIGH, &high))) {
+        uint64_t next = (high > last ? high : last) + 1;
+        if (n && first_seq != next) {
+            mdb_txn_abort(txn);
+            return ms_fail(e, MS_ECONFLICT, "store: event log: next entry is %llu, not %llu", (unsigned long long)next,
+                           (unsigned long long)first_seq);
+        }
+        for (size_t i = 0; i < n && !rc; i++) {
+            unsigned char kb[8];
+            ms_set_be64(kb, first_seq + i);
+            MDB_val k = st_val(kb, 8), v = st_val(entries[i].data, entries[i].len);
+            rc = mdb_put(txn, s->dbi[DB_EVENTS], &k, &v, MDB_APPEND);
+        }
+        if (n) last = first_seq + n - 1;
+        if (high > last) last = high;
+        if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_EVENTS], &c);
+    }
+    if (c) {
+        MDB_val k, v;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8) {
+                rc = MDB_CORRUPTED;
+                break;
+            }
+            if (!drop(ctx, ms_get_be64(k.mv_data), v.mv_data, v.mv_size)) continue;
+            if ((rc = mdb_cursor_del(c, 0))) break;
+            (*deleted)++;
+        }
+        if (rc == MDB_NOTFOUND) rc = 0;
+        mdb_cursor_close(c);
+    }
+    /* the seqs deleted from the end stay taken: the next entry is still the highest + 1 */
+    if (!rc && last > high) rc = st_meta_put_u64(txn, s->dbi[DB_META], EVENTS_HIGH, last);
+    if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], key, pos);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return st_write_fail(s, e, rc, "event log delete");
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? st_write_fail(s, e, rc, "event log commit") : MS_OK;
 }
 
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e)

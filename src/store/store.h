@@ -438,6 +438,13 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e);
 /* The entries after seq `after`, in order; fn returns false to stop. The bytes point into r's memory. */
 typedef bool (*store_event_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e);
+/* store_events_append (n may be 0), then delete every entry for which drop(ctx, seq, bytes) is true (an
+ * erased patient's events), with sink position `sink` set to pos, in one write transaction (a small
+ * write), so that the follower that deletes them resumes after pos only once they are gone. Seqs stay
+ * taken: the next append is still the highest seq ever appended + 1 (store_events_last says so).
+ * *deleted: how many. Errors: as store_events_append. */
+ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, store_event_fn drop,
+                            void *ctx, const char *sink, uint64_t pos, uint64_t *deleted, ms_err *e);
 
 /* Named definitions by kind ("rule", "subscription", ...): opaque bytes under (kind, name), written inside
  * a store_write (the writer's transaction, with the audit entry of the change) so that a change and its

@@ -114,11 +114,13 @@ typedef struct {
 typedef struct {
     item_ref *items;
     size_t n, cap;
+    bool erasure; /* the entry erased a patient ('e'): its versions left the counts without a -1 each */
 } item_list;
 
 static bool collect_item(void *ctx, const log_item *it)
 {
     item_list *l = ctx;
+    if (it->kind == 'e') l->erasure = true;
     if (it->kind != 'r' || it->id_len == 0 || it->id_len > RECORD_ID_MAX) return true;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 256;
@@ -172,6 +174,7 @@ static ms_code apply_entry(counters *c, applier *a, store_read *r, uint64_t pos,
 {
     int64_t ct;
     a->items.n = 0;
+    a->items.erasure = false;
     ms_code rc = store_log_entry(r, pos, &ct, collect_item, &a->items, found, e);
     if (rc != MS_OK || !*found) return rc;
     a->nchanges = 0;
@@ -312,6 +315,33 @@ static uint64_t store_last_pos(counters *c)
     return pos;
 }
 
+/* An erasure at position `at` has been applied: the erased versions read as bodiless tombstones now, so
+ * what they added to a count cannot be taken away version by version (a condition on a field has no
+ * value to test any more). Every ready counter is built again from the stored records (the erased ones
+ * read as deleted), answering 503 meanwhile as at a start; its state is saved once it has joined. Under
+ * reg (read) and pos_lock, with no entry in flight. */
+static void rebuild_after_erasure(counters *c, live *const *set, size_t nset, uint64_t at)
+{
+    bool pending = false;
+    for (size_t i = 0; i < c->n; i++)
+        pending = pending || (c->v[i]->state == LIVE_BUILDING && c->v[i]->rebuild);
+    if (!pending) c->rebuild_floor = at - 1;
+    for (size_t i = 0; i < nset; i++) {
+        live *l = set[i];
+        if (l->state != LIVE_READY) continue;
+        pthread_mutex_lock(&l->lock);
+        counter_free(l->ring);
+        l->ring =
+            counter_new(l->def.resolution_us, l->def.max_window_us, l->def.per_parent ? l->def.max_parent_buckets : 0);
+        l->changes = 0;
+        pthread_mutex_unlock(&l->lock);
+        l->state = LIVE_BUILDING;
+        l->rebuild = true;
+    }
+    ms_log_fields(LOG_INFO, "counters.erasure", (log_field[]){LOG_UINT("position", at), LOG_UINT("counters", nset)}, 2,
+                  "counters: a patient was erased; building the counters again from the stored records");
+}
+
 void *cs_follower_main(void *arg)
 {
     counters *c = arg;
@@ -360,6 +390,7 @@ void *cs_follower_main(void *arg)
         store_read *r = NULL;
         ms_code rc = store_read_begin(c->store, &r, &e);
         uint64_t done = pos;
+        bool erased = false;
         for (int k = 0; rc == MS_OK && k < ENTRIES_PER_TXN && done < latest; k++) {
             bool found = false;
             double t0 = ms_mono_s();
@@ -368,6 +399,10 @@ void *cs_follower_main(void *arg)
             histogram_observe(&c->apply_seconds, ms_mono_s() - t0);
             done++;
             atomic_fetch_add(&c->m_commits, 1);
+            if (a.items.erasure) {
+                erased = true;
+                break;
+            }
         }
         int64_t lag = 0;
         if (rc == MS_OK && done < latest) {
@@ -380,9 +415,15 @@ void *cs_follower_main(void *arg)
         c->pos = done;
         c->inflight = false;
         if (done > pos) c->dirty = true;
+        if (erased && nset) rebuild_after_erasure(c, set, nset, done);
         pthread_cond_broadcast(&c->pos_cond);
         pthread_mutex_unlock(&c->pos_lock);
         pthread_rwlock_unlock(&c->reg);
+        if (erased && nset) {
+            pthread_mutex_lock(&c->pos_lock);
+            pthread_cond_broadcast(&c->build_cond);
+            pthread_mutex_unlock(&c->pos_lock);
+        }
         atomic_store(&c->m_lag_us, lag > 0 ? lag : 0);
         if (rc != MS_OK) {
             atomic_fetch_add(&c->m_failures, 1);
@@ -444,7 +485,7 @@ static bool build_record(void *ctx, const record_version *rv)
 
 /* Build l: the records live at the follower's position, then the entries after it, then join. false if
  * it went away or the store failed (retried later). */
-static bool build(counters *c, live *l, uint64_t serial, const char *name, ms_err *e)
+static bool build(counters *c, live *l, uint64_t serial, const char *name, bool *again, ms_err *e)
 {
     double t0 = ms_mono_s();
     pthread_mutex_lock(&c->pos_lock);
@@ -501,6 +542,7 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, ms_er
         bool joined = false, wait = false;
         if (at == target && !c->inflight) {
             l->state = LIVE_READY;
+            l->rebuild = false;
             c->dirty = true;
             joined = true;
         } else if (at == target) {
@@ -523,6 +565,11 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, ms_er
             rc = apply_entry(c, &a, r, at + 1, set, 1, &found, e);
             if (rc != MS_OK || !found) break;
             at++;
+            if (a.items.erasure) { /* the scan may have counted what it erased: again, from after it */
+                rc = ms_fail(e, MS_ECONFLICT, "an erasure during the build");
+                *again = true;
+                break;
+            }
         }
         if (r) store_read_end(r);
         pthread_rwlock_unlock(&c->reg);
@@ -560,7 +607,8 @@ void *cs_builder_main(void *arg)
             continue;
         }
         ms_err e = {0};
-        if (!build(c, l, serial, name, &e) && !atomic_load(&c->stop)) {
+        bool again = false;
+        if (!build(c, l, serial, name, &again, &e) && !atomic_load(&c->stop)) {
             pthread_rwlock_rdlock(&c->reg);
             bool there = cs_still_there(c, l, serial);
             if (there) { /* start it again from scratch */
@@ -572,7 +620,7 @@ void *cs_builder_main(void *arg)
                 pthread_mutex_unlock(&l->lock);
             }
             pthread_rwlock_unlock(&c->reg);
-            if (there) {
+            if (there && !again) {
                 ms_log(LOG_WARN, "counters.build_retry", "counters: building a counter failed; retrying: %s", e.msg);
                 usleep(500000);
             }

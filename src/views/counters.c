@@ -288,6 +288,18 @@ static ms_code count_from_index(counters *c, live *l, const char *parent, size_t
     return rc;
 }
 
+uint64_t counters_settled(counters *c)
+{
+    pthread_rwlock_rdlock(&c->reg);
+    pthread_mutex_lock(&c->pos_lock);
+    uint64_t pos = c->pos;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i]->state == LIVE_BUILDING && c->v[i]->rebuild && c->rebuild_floor < pos) pos = c->rebuild_floor;
+    pthread_mutex_unlock(&c->pos_lock);
+    pthread_rwlock_unlock(&c->reg);
+    return pos;
+}
+
 ms_code counters_query(counters *c, const char *name, const counter_query *q, buf *out, ms_err *e)
 {
     double t0 = ms_mono_s();

@@ -87,6 +87,11 @@ typedef struct {
     bool at_once; /* answer from what the counters hold now, without waiting for the last commits */
 } counter_query;
 
+/* The commit-log position up to which every counter is exact: the follower's, or while counters are
+ * built again after an erasure (they cannot take an erased version away one by one), the position
+ * before that erasure (the erasure certificate's "counters" view is done once this reaches it). */
+uint64_t counters_settled(counters *c);
+
 /* GET /v1/counters/{name}: the answer's JSON, {"name","window","at","from","to","count","resolution",
  * "position","source"}. Errors: MS_ENOTFOUND; MS_EINVAL a bad window, at or parent (names it);
  * MS_ESTOPPED the counter is still being built, or the follower is over 1 s behind (503: retry). */

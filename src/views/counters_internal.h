@@ -40,6 +40,7 @@ typedef struct {
     counter *ring;    /* under lock */
     uint64_t changes; /* +1s and -1s applied (under lock) */
     live_state state; /* set to READY under pos_lock and reg (read) */
+    bool rebuild;     /* being built again after an erasure (under pos_lock) */
 } live;
 
 struct counters {
@@ -55,10 +56,12 @@ struct counters {
     pthread_mutex_t defs_lock; /* one definition or removal at a time */
     pthread_mutex_t pos_lock;
     pthread_cond_t pos_cond, build_cond;
-    uint64_t pos;         /* the last entry applied to every ready counter */
-    bool inflight;        /* the follower is applying entries after pos */
-    uint64_t start_known; /* the store's last commit when we started: queries wait for it */
-    bool dirty;           /* under pos_lock: something changed since the last save */
+    uint64_t pos;           /* the last entry applied to every ready counter */
+    bool inflight;          /* the follower is applying entries after pos */
+    uint64_t start_known;   /* the store's last commit when we started: queries wait for it */
+    bool dirty;             /* under pos_lock: something changed since the last save */
+    uint64_t rebuild_floor; /* under pos_lock: while a counter is rebuilt after an erasure, the position
+                               before the (first such) erasure: the counts are exact up to there */
     pthread_t follower, builder;
     bool threads;
     atomic_bool stop;

@@ -89,6 +89,25 @@ static void test_line_round_trip(void **state)
     assert_int_equal(back.nfiles, 0);
     assert_int_equal(back.commit_time_us, -5);
     lake_entry_free(&back);
+    /* an erasure's rewritten files: their own list, not counted in the line's rows; a line without them
+     * is encoded as before (no member) */
+    assert_null(strstr(line.data, "rewritten"));
+    unsigned char sha[32];
+    memset(sha, 0xab, 32);
+    lake_entry_add_rewritten(&en, "records/type=lab/year=2026/part-00000000000000000001-00000.parquet", 3, 999, sha);
+    lake_entry_add_rewritten(&en, "deletions/part-00000000000000000001-00001.parquet", 0, 120, sha);
+    line.len = 0;
+    lake_log_encode(&en, &line);
+    assert_int_equal(lake_log_parse_line(line.data, line.len - 1, &back, &e), MS_OK);
+    assert_int_equal(back.rows, en.rows);
+    assert_int_equal(back.nfiles, en.nfiles);
+    assert_int_equal(back.nrewritten, 2);
+    assert_string_equal(back.rewritten[0].path, en.rewritten[0].path);
+    assert_int_equal(back.rewritten[0].rows, 3);
+    assert_int_equal(back.rewritten[0].bytes, 999);
+    assert_int_equal(back.rewritten[1].rows, 0);
+    assert_memory_equal(back.rewritten[1].sha256, sha, 32);
+    lake_entry_free(&back);
     lake_entry_free(&en);
     buf_free(&line);
 }

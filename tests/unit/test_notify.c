@@ -89,6 +89,55 @@ static void test_event_log(void **state)
     unit_store_close(&u);
 }
 
+static bool drop_odd_b(void *ctx, uint64_t seq, const char *ev, size_t len)
+{
+    (*(int *)ctx)++;
+    return (seq % 2 == 1) && len > 0 && ev[0] == 'b';
+}
+
+/* An erased patient's events: deleted by a predicate over their bytes, with the follower's position and
+ * the entries of the same step, in one write; their seqs stay taken (the next append goes on after the
+ * highest ever appended, also when the last ones were deleted, also after a reopen). */
+static void test_event_log_delete(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    store_bytes ev[] = {{"a1", 2}, {"b2", 2}, {"b3", 2}, {"a4", 2}, {"b5", 2}};
+    assert_int_equal(store_events_append(u.s, 1, ev, 3, "notify", 4, &e), MS_OK);
+    int seen = 0;
+    uint64_t gone = 0;
+    /* a wrong first seq: nothing written, nothing deleted */
+    assert_int_equal(store_events_delete(u.s, 7, ev + 3, 2, drop_odd_b, &seen, "notify", 9, &gone, &e), MS_ECONFLICT);
+    assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;3=b3;");
+    assert_int_equal(position_of(u.s, "notify"), 4);
+    /* appended 4, 5, then every odd seq starting with b deleted: 3 and 5 (the last one) */
+    assert_int_equal(store_events_delete(u.s, 4, ev + 3, 2, drop_odd_b, &seen, "notify", 9, &gone, &e), MS_OK);
+    assert_int_equal(gone, 2);
+    assert_int_equal(seen, 5);
+    assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;4=a4;");
+    assert_int_equal(position_of(u.s, "notify"), 9);
+    store_read *r = unit_rbegin(u.s);
+    uint64_t last = 0;
+    assert_int_equal(store_events_last(r, &last, &e), MS_OK);
+    store_read_end(r);
+    assert_int_equal(last, 5);
+    assert_int_equal(store_events_append(u.s, 5, ev, 1, "notify", 10, &e), MS_ECONFLICT);
+    /* the position alone, nothing to delete */
+    seen = 0;
+    assert_int_equal(store_events_delete(u.s, 6, NULL, 0, drop_odd_b, &seen, "notify", 11, &gone, &e), MS_OK);
+    assert_int_equal(gone, 0);
+    assert_int_equal(position_of(u.s, "notify"), 11);
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s", u.dir);
+    store_close(u.s);
+    assert_int_equal(store_open(&u.s, dir, NULL, &e), MS_OK);
+    assert_int_equal(store_events_append(u.s, 6, ev, 1, "notify", 12, &e), MS_OK);
+    assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;4=a4;6=a1;");
+    unit_store_close(&u);
+}
+
 static bool collect_def(void *ctx, const char *name, size_t name_len, const char *v, size_t n)
 {
     buf *b = ctx;
@@ -168,6 +217,10 @@ static void test_event_json_and_frame(void **state)
     size_t rl;
     assert_true(notify_event_rule(b.data, b.len, &rule, &rl));
     assert_span_equal(rule, rl, "sepsis");
+    patient_id who;
+    assert_true(notify_event_patient(b.data, b.len, &who)); /* what an erasure deletes events by */
+    assert_memory_equal(who.b, ev.pid.b, 16);
+    assert_false(notify_event_patient("{\"seq\":1}", 9, &who));
     assert_false(notify_event_rule("{\"seq\":1}", 9, &rule, &rl));
     buf f = {0};
     sse_frame(&f, 42, b.data, b.len);
@@ -248,6 +301,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_log),
+        cmocka_unit_test(test_event_log_delete),
         cmocka_unit_test(test_definitions),
         cmocka_unit_test(test_event_json_and_frame),
         cmocka_unit_test(test_webhook_signature_backoff_url),

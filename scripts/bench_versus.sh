@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# This checkout's server against another checkout's (BASE: e.g. a `git worktree add` of an earlier commit,
+# built with `make`), in alternating pairs, each run on a fresh data directory: `medstream bench` with
+# RECORDS records (default 200,000) of 20 KB in batches of 1000 over HTTP, 3 connections, closed loop (as
+# fast as answered) unless RATE is set. Prints each run's records/min and freshness p99, the ratio
+# this/base per pair, and the median ratio. Used for the cost of encryption at rest (issue 15):
+#   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
+# Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pairs=${1:-3}; records=${2:-200000}; port=${PORT:-18197}
+dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
+base=${BASE:?BASE: the other checkout, built}
+make -s all
+out=$(mktemp)
+run() { # $1: checkout; prints "records_per_min freshness_p99_ms"
+  local co=$1
+  rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
+  "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & local srv=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  local tok
+  tok=$(curl -sf -H 'Content-Type: application/json' \
+    -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
+    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+  "$co/build/medstream" bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
+    --rate "${RATE:-0}" --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
+  kill "$srv"; wait "$srv" || true
+  rm -rf "$dir"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["records_per_min"]), j["freshness_ms_p99"])' "$out"
+}
+ratios=()
+for i in $(seq "$pairs"); do
+  if [ $((i % 2)) = 1 ]; then a=$(run .); b=$(run "$base"); else b=$(run "$base"); a=$(run .); fi
+  r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
+  ratios+=("$r")
+  echo "pair $i: this ${a%% *} records/min (freshness p99 ${a##* } ms), base ${b%% *} (p99 ${b##* } ms): ratio $r"
+done
+python3 -c "import statistics,sys; print('median ratio this/base:', statistics.median(map(float, sys.argv[1:])))" "${ratios[@]}"
+rm -f "$out"
