@@ -20,9 +20,13 @@
  * At open, slots past the patient count (a key written by a commit that did not complete) and slots of
  * erased patients (a crash between the erasure's commit and the overwrite) are overwritten.
  *
+ * Unwrapped keys of recent patients are cached in memory (CACHE_SLOTS, direct-mapped); every slot write
+ * updates the cache after the file and bumps a generation, so that a read that fetched a slot before the
+ * write cannot put an old key (an erased one) back.
+ *
  * Contract: store.h ("Data keys"); internal calls st_key_* (store_internal.h). Must never: write a key
- * unwrapped, leave an erased patient's key on disk after st_keys_sweep, hold the lock across I/O other
- * than one slot's pread.
+ * unwrapped, leave an erased patient's key on disk after st_keys_sweep or in the cache after
+ * st_key_destroy, hold the lock across I/O.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -51,12 +55,23 @@ typedef struct pending {
     struct pending *next;
 } pending;
 
+/* Unwrapped keys of recent patients, direct-mapped by number: a body, a patient version or a field read
+ * needs its patient's key, and the writer several per record; a pread and an unwrap each time cost more
+ * than the sealing itself. */
+#define CACHE_SLOTS 65536
+typedef struct {
+    uint64_t number_plus_1; /* 0: empty */
+    unsigned char key[SEAL_KEY];
+} cached_key;
+
 typedef struct key_store {
     int fd;
     bool dirty; /* a slot written since the last sync */
     unsigned char wrap[SEAL_KEY];
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* the pending keys and the cache */
     pending *bucket[PENDING_BUCKETS];
+    cached_key *cache;
+    uint64_t gen; /* bumped by every slot write: a fill read before one must not enter the cache */
 } key_store;
 
 static off_t slot_off(uint64_t n) { return (off_t)((n + 1) * SLOT); }
@@ -65,6 +80,7 @@ ms_code st_keys_open(store *s, ms_err *e)
 {
     seal_init();
     key_store *k = ms_calloc(1, sizeof *k);
+    k->cache = ms_calloc(CACHE_SLOTS, sizeof *k->cache);
     pthread_mutex_init(&k->lock, NULL);
     unsigned int n = 0;
     HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"key-wrap", 8, k->wrap, &n);
@@ -98,24 +114,57 @@ void st_keys_close(store *s)
             free(p);
         }
     if (k->fd >= 0) close(k->fd);
+    OPENSSL_cleanse(k->cache, sizeof *k->cache * CACHE_SLOTS);
+    free(k->cache);
     pthread_mutex_destroy(&k->lock);
     OPENSSL_cleanse(k->wrap, sizeof k->wrap);
     free(k);
     s->keys = NULL;
 }
 
+/* The cache entry of n after a slot write (key NULL: n has none any more); under no lock. */
+static void cache_set(key_store *k, uint64_t n, const unsigned char *key)
+{
+    pthread_mutex_lock(&k->lock);
+    cached_key *c = &k->cache[n % CACHE_SLOTS];
+    k->gen++;
+    if (key) {
+        c->number_plus_1 = n + 1;
+        memcpy(c->key, key, SEAL_KEY);
+    } else if (c->number_plus_1 == n + 1) {
+        OPENSSL_cleanse(c, sizeof *c);
+    }
+    pthread_mutex_unlock(&k->lock);
+}
+
 ms_code st_key_get(store *s, uint64_t n, unsigned char key[SEAL_KEY], bool *found, ms_err *e)
 {
+    key_store *k = s->keys;
     unsigned char slot[SLOT];
     *found = false;
-    if (!s->keys || s->keys->fd < 0) return MS_OK;
-    ssize_t got = pread(s->keys->fd, slot, SLOT, slot_off(n));
+    if (!k || k->fd < 0) return MS_OK;
+    pthread_mutex_lock(&k->lock);
+    cached_key *c = &k->cache[n % CACHE_SLOTS];
+    if (c->number_plus_1 == n + 1) {
+        memcpy(key, c->key, SEAL_KEY);
+        *found = true;
+    }
+    uint64_t gen = k->gen;
+    pthread_mutex_unlock(&k->lock);
+    if (*found) return MS_OK;
+    ssize_t got = pread(k->fd, slot, SLOT, slot_off(n));
     if (got < 0) return ms_fail(e, MS_EIO, "store: reading a data key: %s", strerror(errno));
     if (got < SLOT || slot[0] != 1) return MS_OK; /* never keyed, or erased */
-    if (!seal_unwrap(s->keys->wrap, n, slot + 8, key))
+    if (!seal_unwrap(k->wrap, n, slot + 8, key))
         return ms_fail(e, MS_ECORRUPT, "store: the data key of patient number %llu does not unwrap",
                        (unsigned long long)n);
     *found = true;
+    pthread_mutex_lock(&k->lock);
+    if (k->gen == gen) { /* no slot written since the read: what it read is current */
+        c->number_plus_1 = n + 1;
+        memcpy(c->key, key, SEAL_KEY);
+    }
+    pthread_mutex_unlock(&k->lock);
     return MS_OK;
 }
 
@@ -127,6 +176,7 @@ ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], ms_e
         return ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "store: writing a data key: %s",
                        errno == ENOSPC ? "disk full" : strerror(errno));
     s->keys->dirty = true;
+    cache_set(s->keys, n, key); /* after the write: a read from now on finds this key either way */
     return MS_OK;
 }
 
@@ -141,7 +191,9 @@ ms_code st_keys_sync(store *s, ms_err *e)
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e)
 {
     unsigned char zero[SLOT] = {0};
-    if (pwrite(s->keys->fd, zero, SLOT, slot_off(n)) != SLOT || fdatasync(s->keys->fd) != 0)
+    bool ok = pwrite(s->keys->fd, zero, SLOT, slot_off(n)) == SLOT;
+    cache_set(s->keys, n, NULL); /* after the overwrite: a fill that read the key before it never enters */
+    if (!ok || fdatasync(s->keys->fd) != 0)
         return ms_fail(e, MS_EIO, "store: overwriting a data key: %s", strerror(errno));
     return MS_OK;
 }
@@ -193,28 +245,35 @@ ms_code store_data_key(store *s, const char *ikey, size_t len, unsigned char key
     store_identity_mac(s, ikey, len, mac);
     key_store *k = s->keys;
     ms_code rc = MS_OK;
+    uint64_t number;
+    bool found = false, known;
+    /* pending first: the writer drops an identity's pending key only after the commit that put it into its
+     * patient's slot, so an identity without one that the index knows is a committed patient */
     pthread_mutex_lock(&k->lock);
     pending **p = find_pending(k, mac);
-    uint64_t number;
-    bool found = false;
-    if (*p) {
-        memcpy(key, (*p)->key, SEAL_KEY);
-        found = true;
-    } else if (identity_index_get(s->identities, identity_hash_of((const char *)mac, 32), &number)) {
-        rc = st_key_get(s, number, key, &found, e); /* a patient from before keys has none: made below */
-    }
-    if (rc == MS_OK && !found) {
-        pending *q = ms_calloc(1, sizeof *q);
-        memcpy(q->mac, mac, 32);
-        if (RAND_bytes(q->key, SEAL_KEY) != 1) {
-            free(q);
-            rc = ms_fail(e, MS_EIO, "store: random number generator failed");
-        } else {
-            memcpy(key, q->key, SEAL_KEY);
-            *p = q;
-        }
-    }
+    if (*p) memcpy(key, (*p)->key, SEAL_KEY);
+    found = *p != NULL;
+    known = !found && identity_index_get(s->identities, identity_hash_of((const char *)mac, 32), &number);
     pthread_mutex_unlock(&k->lock);
+    if (known) rc = st_key_get(s, number, key, &found, e); /* a patient from before keys has none: made below */
+    if (rc == MS_OK && !found) {
+        pthread_mutex_lock(&k->lock);
+        p = find_pending(k, mac); /* another source may have made it meanwhile */
+        if (*p) {
+            memcpy(key, (*p)->key, SEAL_KEY);
+        } else {
+            pending *q = ms_calloc(1, sizeof *q);
+            memcpy(q->mac, mac, 32);
+            if (RAND_bytes(q->key, SEAL_KEY) != 1) {
+                free(q);
+                rc = ms_fail(e, MS_EIO, "store: random number generator failed");
+            } else {
+                memcpy(key, q->key, SEAL_KEY);
+                *p = q;
+            }
+        }
+        pthread_mutex_unlock(&k->lock);
+    }
     OPENSSL_cleanse(mac, sizeof mac);
     return rc;
 }

@@ -3,7 +3,8 @@
  *
  * DESIGN: OpenSSL 3 looks an algorithm up under a lock when a context is initialised with the legacy
  * EVP_aes_256_gcm() object; the ciphers are fetched once (EVP_CIPHER_fetch) and every call reuses them,
- * the same lesson as the patient-id HMAC (identity.c).
+ * the same lesson as the patient-id HMAC (identity.c); and each thread keeps one cipher context (a
+ * pthread key frees it when the thread ends) instead of allocating one per call.
  */
 #include "store/seal.h"
 
@@ -13,14 +14,30 @@
 
 static EVP_CIPHER *g_gcm, *g_ctr;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_ctx; /* each thread's cipher context, reused from call to call */
+
+static void free_ctx(void *c) { EVP_CIPHER_CTX_free(c); }
 
 static void fetch(void)
 {
     g_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     g_ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
+    pthread_key_create(&g_ctx, free_ctx);
 }
 
 void seal_init(void) { pthread_once(&g_once, fetch); }
+
+/* This thread's context (made at its first call, freed when the thread ends); NULL when out of memory. */
+static EVP_CIPHER_CTX *thread_ctx(void)
+{
+    seal_init();
+    EVP_CIPHER_CTX *c = pthread_getspecific(g_ctx);
+    if (!c && (c = EVP_CIPHER_CTX_new()) && pthread_setspecific(g_ctx, c) != 0) {
+        EVP_CIPHER_CTX_free(c);
+        c = NULL;
+    }
+    return c;
+}
 
 static void put_be32(unsigned char *p, uint32_t x)
 {
@@ -40,15 +57,13 @@ void seal_iv(const unsigned char prefix[8], uint32_t n, unsigned char iv[SEAL_IV
 static bool gcm(bool enc, const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t len,
                 unsigned char *out, unsigned char *tag)
 {
-    seal_init();
+    EVP_CIPHER_CTX *c = thread_ctx();
     if (!g_gcm || len > INT32_MAX) return false;
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     int n = 0, ok = c && EVP_CipherInit_ex2(c, g_gcm, key, iv, enc ? 1 : 0, NULL) == 1;
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in, (int)len) == 1;
     if (ok && !enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG, tag) == 1;
     if (ok) ok = EVP_CipherFinal_ex(c, out + n, &n) == 1;
     if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, tag) == 1;
-    EVP_CIPHER_CTX_free(c);
     return ok;
 }
 
@@ -69,7 +84,7 @@ bool seal_open_record(const unsigned char key[SEAL_KEY], const unsigned char *in
 bool seal_open_range(const unsigned char key[SEAL_KEY], const unsigned char iv[SEAL_IV], uint64_t off,
                      const unsigned char *in, size_t len, unsigned char *out)
 {
-    seal_init();
+    EVP_CIPHER_CTX *c = thread_ctx();
     /* GCM with a 96-bit IV encrypts plaintext block j with the counter block IV || be32(2 + j) */
     uint64_t block = off / 16;
     size_t skip = (size_t)(off % 16);
@@ -77,11 +92,9 @@ bool seal_open_range(const unsigned char key[SEAL_KEY], const unsigned char iv[S
     unsigned char ctr[16], scratch[16];
     memcpy(ctr, iv, SEAL_IV);
     put_be32(ctr + 12, (uint32_t)(block + 2));
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     int n = 0, ok = c && EVP_CipherInit_ex2(c, g_ctr, key, ctr, 0, NULL) == 1;
     if (ok && skip) ok = EVP_CipherUpdate(c, scratch, &n, in, (int)skip) == 1; /* the block's head: not wanted */
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in + skip, (int)len) == 1;
-    EVP_CIPHER_CTX_free(c);
     return ok;
 }
 
