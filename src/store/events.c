@@ -41,36 +41,8 @@ static int last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq)
 ms_code store_events_append(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, const char *sink,
                             uint64_t pos, ms_err *e)
 {
-    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: event log: the store is open read-only");
-    for (size_t i = 0; i < n; i++)
-        if (!entries[i].len) return ms_fail(e, MS_EINVAL, "store: event log: an empty entry");
-    char key[128];
-    snprintf(key, sizeof key, "sink:%s", sink);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc) return st_mdb_fail(e, rc, "event log begin");
-    uint64_t last = 0, high = 0;
-    if (n && (rc = last_seq(txn, s->dbi[DB_EVENTS], &last)) == 0 &&
-        (rc = st_meta_get_u64(txn, s->dbi[DB_META], EVENTS_HIGH, &high)) == 0 && high > last)
-        last = high;
-    if (n && rc == 0 && first_seq != last + 1) {
-        mdb_txn_abort(txn);
-        return ms_fail(e, MS_ECONFLICT, "store: event log: next entry is %llu, not %llu", (unsigned long long)last + 1,
-                       (unsigned long long)first_seq);
-    }
-    for (size_t i = 0; i < n && !rc; i++) {
-        unsigned char kb[8];
-        ms_set_be64(kb, first_seq + i);
-        MDB_val k = st_val(kb, 8), v = st_val(entries[i].data, entries[i].len);
-        rc = mdb_put(txn, s->dbi[DB_EVENTS], &k, &v, MDB_APPEND);
-    }
-    if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], key, pos);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return st_write_fail(s, e, rc, "event log append");
-    }
-    rc = mdb_txn_commit(txn);
-    return rc ? st_write_fail(s, e, rc, "event log commit") : MS_OK;
+    uint64_t none;
+    return store_events_delete(s, first_seq, entries, n, NULL, NULL, sink, pos, &none, e);
 }
 
 ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
@@ -114,7 +86,7 @@ ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *ent
         }
         if (n) last = first_seq + n - 1;
         if (high > last) last = high;
-        if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_EVENTS], &c);
+        if (!rc && drop) rc = mdb_cursor_open(txn, s->dbi[DB_EVENTS], &c);
     }
     if (c) {
         MDB_val k, v;
@@ -131,7 +103,7 @@ ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *ent
         mdb_cursor_close(c);
     }
     /* the seqs deleted from the end stay taken: the next entry is still the highest + 1 */
-    if (!rc && last > high) rc = st_meta_put_u64(txn, s->dbi[DB_META], EVENTS_HIGH, last);
+    if (!rc && drop && last > high) rc = st_meta_put_u64(txn, s->dbi[DB_META], EVENTS_HIGH, last);
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], key, pos);
     if (rc) {
         mdb_txn_abort(txn);

@@ -439,7 +439,7 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e);
 typedef bool (*store_event_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e);
 /* store_events_append (n may be 0), then delete every entry for which drop(ctx, seq, bytes) is true (an
- * erased patient's events), with sink position `sink` set to pos, in one write transaction (a small
+ * erased patient's events; drop NULL: none), with sink position `sink` set to pos, in one write transaction (a small
  * write), so that the follower that deletes them resumes after pos only once they are gone. Seqs stay
  * taken: the next append is still the highest seq ever appended + 1 (store_events_last says so).
  * *deleted: how many. Errors: as store_events_append. */
