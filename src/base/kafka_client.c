@@ -6,6 +6,7 @@
 #include "base/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *settings, char *err, size_t cap)
@@ -75,4 +76,28 @@ rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, siz
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, cap);
     if (!rk) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
     return rk;
+}
+
+bool kafka_worker_start(kafka_worker *w, const kafka_producer_options *opt, const char *topic, void *(*fn)(void *),
+                        void *arg, char *err, size_t cap)
+{
+    memset(w, 0, sizeof *w);
+    if (!(w->rk = kafka_producer_new(opt, err, cap))) return false;
+    w->topic = strdup(topic);
+    if (!w->topic || pthread_create(&w->thread, NULL, fn, arg) != 0) {
+        snprintf(err, cap, "cannot start the thread");
+        rd_kafka_destroy(w->rk);
+        free(w->topic);
+        return false;
+    }
+    return true;
+}
+
+void kafka_worker_stop(kafka_worker *w)
+{
+    atomic_store(&w->stop, true);
+    pthread_join(w->thread, NULL);
+    rd_kafka_flush(w->rk, 5000);
+    rd_kafka_destroy(w->rk);
+    free(w->topic);
 }

@@ -3,7 +3,7 @@
  * (--kafka-config, repeatable: SASL, TLS, ...) applied to a configuration, librdkafka's own messages
  * routed into medstream's log (base/log.h, event kafka.client), and the one idempotent producer factory
  * that the dead-letter producer (ingest), the public topic (sinks) and the benchmark's senders
- * (tools/bench) all use.
+ * (tools/bench) all use, and the producer thread the public topic and the events topic share.
  *
  * Contract: errors come back as text naming the setting (never a value of a record); a configuration
  * that fails to become a client is destroyed here, so the caller owns nothing on failure. Knows nothing
@@ -13,6 +13,8 @@
 #define MS_KAFKA_CLIENT_H
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -32,5 +34,20 @@ typedef struct {
 
 /* An idempotent producer (linger 5 ms) on opt->brokers; NULL with err naming what is wrong. */
 rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, size_t cap);
+
+/* A producer with a thread of its own that follows something and produces it to one topic: what the
+ * public topic (sinks) and the events topic (notify) share. fn's loop ends when stop is set. */
+typedef struct {
+    rd_kafka_t *rk;
+    char *topic;
+    pthread_t thread;
+    atomic_bool stop;
+} kafka_worker;
+/* Make the producer (opt) for topic and start fn(arg) on its thread; false with err on failure (nothing is
+ * left to free). */
+bool kafka_worker_start(kafka_worker *w, const kafka_producer_options *opt, const char *topic, void *(*fn)(void *),
+                        void *arg, char *err, size_t cap);
+/* Set stop, join the thread, flush what is queued (up to 5 s), destroy the producer. */
+void kafka_worker_stop(kafka_worker *w);
 
 #endif

@@ -30,10 +30,7 @@
 
 struct events_kafka {
     notifier *n;
-    rd_kafka_t *rk;
-    char *topic;
-    pthread_t thread;
-    atomic_bool stop;
+    kafka_worker w;    /* the producer and its thread (base/kafka_client.h) */
     atomic_int failed; /* deliveries of the batch in hand that failed */
     _Atomic uint64_t position, produced;
 };
@@ -68,12 +65,13 @@ static bool produce_event(void *ctx, uint64_t seq, const char *ev, size_t len)
     char seqs[24];
     snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)seq);
     rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)ev, len),
+    while ((err = rd_kafka_producev(st->k->w.rk, RD_KAFKA_V_TOPIC(st->k->w.topic),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+                                    RD_KAFKA_V_VALUE((void *)ev, len),
                                     RD_KAFKA_V_HEADER("medstream-event-seq", seqs, (ssize_t)strlen(seqs)),
                                     RD_KAFKA_V_OPAQUE(st->k), RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
-           !atomic_load(&st->k->stop))
-        rd_kafka_poll(st->k->rk, 100);
+           !atomic_load(&st->k->w.stop))
+        rd_kafka_poll(st->k->w.rk, 100);
     if (err) {
         st->queue_failed = true;
         return false;
@@ -95,7 +93,7 @@ static void *events_kafka_main(void *arg)
         store_read_end(r);
     }
     atomic_store(&k->position, pos);
-    while (!atomic_load(&k->stop)) {
+    while (!atomic_load(&k->w.stop)) {
         batch_state st = {.k = k, .last = pos};
         atomic_store(&k->failed, 0);
         ms_code rc = store_read_begin(n->store, &r, &e);
@@ -109,7 +107,7 @@ static void *events_kafka_main(void *arg)
             continue;
         }
         if (st.n == 0 && !st.queue_failed) {
-            rd_kafka_poll(k->rk, 0);
+            rd_kafka_poll(k->w.rk, 0);
             if (hub_closed(n->hub))
                 usleep(100000);
             else
@@ -117,9 +115,9 @@ static void *events_kafka_main(void *arg)
             continue;
         }
         /* delivered before the position moves on: a crash or a failure here re-sends, never skips */
-        while (rd_kafka_flush(k->rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+        while (rd_kafka_flush(k->w.rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->w.stop))
             ms_log(LOG_WARN, "notify.kafka_waiting", "events topic: waiting for the brokers");
-        if (rd_kafka_outq_len(k->rk) > 0) break; /* stopping before delivery: keep the position */
+        if (rd_kafka_outq_len(k->w.rk) > 0) break; /* stopping before delivery: keep the position */
         if (st.queue_failed || atomic_load(&k->failed)) {
             ms_log(LOG_WARN, "notify.kafka_retry", "events topic: events after %llu not delivered; again in 1 s",
                    (unsigned long long)pos);
@@ -140,17 +138,11 @@ ms_code events_kafka_start(notifier *n, events_kafka **out, ms_err *e)
     char err[512];
     kafka_producer_options po = {
         .brokers = n->opt.kafka_brokers, .config = n->opt.kafka_config, .on_delivery = on_delivery};
-    rd_kafka_t *rk = kafka_producer_new(&po, err, sizeof err);
-    if (!rk) return ms_fail(e, MS_EINVAL, "--events-topic: %s", err);
     events_kafka *k = ms_calloc(1, sizeof *k);
     k->n = n;
-    k->rk = rk;
-    k->topic = ms_strndup(n->opt.events_topic, strlen(n->opt.events_topic));
-    if (pthread_create(&k->thread, NULL, events_kafka_main, k) != 0) {
-        rd_kafka_destroy(rk);
-        free(k->topic);
+    if (!kafka_worker_start(&k->w, &po, n->opt.events_topic, events_kafka_main, k, err, sizeof err)) {
         free(k);
-        return ms_fail(e, MS_EIO, "--events-topic: cannot start the thread");
+        return ms_fail(e, MS_EINVAL, "--events-topic: %s", err);
     }
     *out = k;
     return MS_OK;
@@ -159,11 +151,7 @@ ms_code events_kafka_start(notifier *n, events_kafka **out, ms_err *e)
 void events_kafka_stop(events_kafka *k)
 {
     if (!k) return;
-    atomic_store(&k->stop, true);
-    pthread_join(k->thread, NULL);
-    rd_kafka_flush(k->rk, 5000);
-    rd_kafka_destroy(k->rk);
-    free(k->topic);
+    kafka_worker_stop(&k->w);
     free(k);
 }
 

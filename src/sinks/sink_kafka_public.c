@@ -19,10 +19,7 @@
 
 struct sink_kafka_public {
     store *store;
-    rd_kafka_t *rk;
-    char *topic;
-    pthread_t thread;
-    atomic_bool stop;
+    kafka_worker w; /* the producer and its thread (base/kafka_client.h) */
 };
 
 typedef struct {
@@ -38,11 +35,12 @@ typedef struct {
 static bool produce(ship_state *st, const char *key, const void *value, size_t len, rd_kafka_headers_t *hdrs)
 {
     rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(st->k->rk, RD_KAFKA_V_TOPIC(st->k->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len),
-                                    RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
-           !atomic_load(&st->k->stop))
-        rd_kafka_poll(st->k->rk, 100);
+    while ((err = rd_kafka_producev(st->k->w.rk, RD_KAFKA_V_TOPIC(st->k->w.topic),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, strlen(key)),
+                                    RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) ==
+               RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+           !atomic_load(&st->k->w.stop))
+        rd_kafka_poll(st->k->w.rk, 100);
     if (err) {
         if (hdrs) rd_kafka_headers_destroy(hdrs); /* produced: the message owns them */
         st->failed = true;
@@ -139,7 +137,7 @@ static void *sink_main(void *arg)
         store_sink_position(r, SINK_NAME, &pos, &e);
         store_read_end(r);
     }
-    while (!atomic_load(&k->stop)) {
+    while (!atomic_load(&k->w.stop)) {
         if (store_read_begin(k->store, &r, &e) != MS_OK) {
             usleep(100000);
             continue;
@@ -156,14 +154,14 @@ static void *sink_main(void *arg)
             continue;
         }
         if (!found) { /* caught up */
-            rd_kafka_poll(k->rk, 0);
+            rd_kafka_poll(k->w.rk, 0);
             usleep(10000);
             continue;
         }
         /* delivered before the position moves on: a crash here re-sends, never skips */
-        while (rd_kafka_flush(k->rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+        while (rd_kafka_flush(k->w.rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->w.stop))
             ms_log(LOG_WARN, "sink.kafka_public.waiting", "public stream: waiting for the brokers");
-        if (rd_kafka_outq_len(k->rk) > 0) break; /* stopping before delivery: keep the position */
+        if (rd_kafka_outq_len(k->w.rk) > 0) break; /* stopping before delivery: keep the position */
         pos++;
         if (store_sink_position_set(k->store, SINK_NAME, pos, &e) != MS_OK)
             ms_log(LOG_ERROR, "sink.kafka_public.position", "public stream: %s", e.msg);
@@ -175,18 +173,12 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
                                 const char *const *config, ms_err *e)
 {
     char err[512];
-    rd_kafka_t *rk =
-        kafka_producer_new(&(kafka_producer_options){.brokers = brokers, .config = config}, err, sizeof err);
-    if (!rk) return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     sink_kafka_public *k = ms_calloc(1, sizeof *k);
     k->store = s;
-    k->rk = rk;
-    k->topic = ms_strndup(topic, strlen(topic));
-    if (pthread_create(&k->thread, NULL, sink_main, k) != 0) {
-        rd_kafka_destroy(rk);
-        free(k->topic);
+    if (!kafka_worker_start(&k->w, &(kafka_producer_options){.brokers = brokers, .config = config}, topic, sink_main, k,
+                            err, sizeof err)) {
         free(k);
-        return ms_fail(e, MS_EIO, "kafka public topic: cannot start the thread");
+        return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     }
     *out = k;
     return MS_OK;
@@ -195,10 +187,6 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
 void sink_kafka_public_stop(sink_kafka_public *k)
 {
     if (!k) return;
-    atomic_store(&k->stop, true);
-    pthread_join(k->thread, NULL);
-    rd_kafka_flush(k->rk, 5000);
-    rd_kafka_destroy(k->rk);
-    free(k->topic);
+    kafka_worker_stop(&k->w);
     free(k);
 }
