@@ -6,7 +6,8 @@ pkgs=(build-essential pkg-config liblmdb-dev libmicrohttpd-dev libssl-dev libutf
       zlib1g-dev libzstd-dev libsnappy-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl openssl
       python3-venv librdkafka-dev python3-confluent-kafka kcat
       libpq-dev postgresql-15 postgresql-15-periods postgresql-15-pgaudit python3-psycopg2
-      libhyperscan-dev chromium)
+      libhyperscan-dev chromium
+      openjdk-17-jre-headless maven)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
