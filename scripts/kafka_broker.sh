@@ -3,9 +3,9 @@
 # tests and benchmarks of issue 16. Its jars come from Maven Central (tools/kafka/pom.xml: kafka_2.13
 # KAFKA_VERSION and what it needs, fetched by Maven into KAFKA_CACHE and kept between runs); Java 17.
 #   scripts/kafka_broker.sh fetch                 the jars, once (apt-get installs maven when missing)
-#   scripts/kafka_broker.sh start DIR PORT        format DIR (a fresh log directory) and start a broker on
-#                                                 PORT (its controller on PORT+1); prints its pid; waits until
-#                                                 the port accepts connections (at most 60 s)
+#   scripts/kafka_broker.sh start DIR PORT [CPORT] format DIR (a fresh log directory) and start a broker on
+#                                                 PORT (its controller on CPORT, default PORT+1); prints its
+#                                                 pid; waits until the port accepts connections (at most 60 s)
 #   scripts/kafka_broker.sh stop DIR              stop the broker started on DIR (SIGTERM, then SIGKILL)
 # Env: KAFKA_CACHE (default ~/.cache/medstream/kafka-$KAFKA_VERSION), KAFKA_HEAP (default 384m).
 set -euo pipefail
@@ -27,7 +27,7 @@ fetch() {
 case "$cmd" in
 fetch) fetch ;;
 start)
-  dir=${2:?DIR}; port=${3:?PORT}; cport=$((port + 1))
+  dir=${2:?DIR}; port=${3:?PORT}; cport=${4:-$((port + 1))}
   fetch
   rm -rf "$dir"; mkdir -p "$dir/log"
   cat > "$dir/server.properties" <<PROPS

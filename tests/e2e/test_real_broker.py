@@ -22,12 +22,18 @@ def start_broker():
     base = H.tempfile.mkdtemp(prefix="medstream-e2e-kafka-")
     H._temp_dirs.append(base)  # removed with the servers' when the run passes
     d = os.path.join(base, "broker")
-    port = H.free_port()
-    r = subprocess.run(["bash", SCRIPT, "start", d, str(port)], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        fail("scripts/kafka_broker.sh start: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
-    H.on_exit(lambda: subprocess.run(["bash", SCRIPT, "stop", d], timeout=60))
-    return "127.0.0.1:%d" % port
+    for _attempt in range(3):  # again with other ports if one was taken between the pick and the bind
+        port, cport = H.free_port(), H.free_port()
+        if port == cport:
+            continue
+        r = subprocess.run(["bash", SCRIPT, "start", d, str(port), str(cport)], capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode == 0:
+            H.on_exit(lambda: subprocess.run(["bash", SCRIPT, "stop", d], timeout=60))
+            return "127.0.0.1:%d" % port
+        if "Address already in use" not in open(os.path.join(d, "broker.out")).read():
+            break
+    fail("scripts/kafka_broker.sh start: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
 
 
 def create_topic(bootstrap, topic, partitions):
