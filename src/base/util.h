@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* An error as a value: a code for the caller's switch and a message for the human. */
 typedef enum {
@@ -117,5 +118,8 @@ static inline uint64_t ms_splitmix64(uint64_t *s)
 int64_t ms_now_us(void);
 /* Monotonic clock in seconds, for latency measurements. */
 double ms_mono_s(void);
+/* The instant ms milliseconds from now on clock (CLOCK_REALTIME or CLOCK_MONOTONIC, as the condition
+ * variable waited on measures time): a pthread_cond_timedwait deadline. */
+struct timespec ms_deadline(clockid_t clock, long ms);
 
 #endif

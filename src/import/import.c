@@ -608,10 +608,7 @@ ms_code import_file(const import_options *o, const char *path, import_format for
     double every = mode == PROGRESS_BAR ? BAR_EVERY_S : o->progress_every_s, next_draw = t0 + every;
     pthread_mutex_lock(&run->mu);
     while (!run->committer_done) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        struct timespec until = ms_deadline(CLOCK_REALTIME, 100);
         pthread_cond_timedwait(&run->cv, &run->mu, &until);
         if (stop_asked(run) && !run->stopping) {
             run->stopping = true;

@@ -133,14 +133,7 @@ static bool stopping(reprojector *r)
 /* Sleep up to ms or until stopped; false when stopped. */
 static bool nap(reprojector *r, long ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = ms_deadline(CLOCK_REALTIME, ms);
     pthread_mutex_lock(&r->lock);
     while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->lock, &until) == 0) {
     }

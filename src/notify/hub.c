@@ -80,14 +80,7 @@ uint64_t hub_last(hub *h)
 
 uint64_t hub_wait(hub *h, uint64_t after, long timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = ms_deadline(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&h->lock);
     uint64_t pokes = h->pokes;
     while (h->last <= after && !h->closed && h->pokes == pokes)

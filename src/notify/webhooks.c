@@ -122,15 +122,7 @@ static void sleep_until(subscription *s, double deadline)
     while (!atomic_load(&s->stop)) {
         double now = ms_mono_s();
         if (now >= deadline) break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double left = deadline - now;
-        ts.tv_sec += (time_t)left;
-        ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ms_deadline(CLOCK_MONOTONIC, (long)((deadline - now) * 1000) + 1);
         pthread_cond_timedwait(&s->cond, &s->lock, &ts);
     }
     pthread_mutex_unlock(&s->lock);
