@@ -1,0 +1,109 @@
+/*
+ * test_shard.c - shards (shard.h): every spelling of one identity lands in one shard; a shard stays whole
+ * in one partition when the partition count doubles; shards spread evenly; patient numbers minted per
+ * shard go back to their shard and sequence; the shard function keeps its known answers (it must never
+ * change once stores exist).
+ */
+#include "unit.h"
+
+#include "pipeline/identity.h"
+#include "pipeline/shard.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static uint32_t shard_of_name(const char *name, int y, int m, int d)
+{
+    char norm[IDENTITY_NAME_MAX], key[IDENTITY_KEY_MAX];
+    const char *why = NULL;
+    int n = identity_normalize_name(name, strlen(name), norm, &why);
+    assert_true(n > 0);
+    return shard_of_key(key, identity_key(norm, (size_t)n, y, m, d, key));
+}
+
+static void test_spellings_share_a_shard(void **state)
+{
+    (void)state;
+    uint32_t a = shard_of_name("Ana Maria Lopez", 1990, 1, 2);
+    assert_int_equal(shard_of_name("  ANA   maria lopez ", 1990, 1, 2), a);
+    assert_int_equal(shard_of_name("\xef\xbc\xa1na Maria Lopez", 1990, 1, 2), a); /* fullwidth A (NFKC) */
+    /* another date of birth is another identity: over 64 of them, not all in a's shard */
+    int same = 0;
+    for (int d = 1; d <= 28; d++)
+        for (int m = 1; m <= 3; m++)
+            same += shard_of_name("Ana Maria Lopez", 1991, m, d) == a;
+    assert_true(same < 4);
+}
+
+static void test_partitions_keep_shards_whole(void **state)
+{
+    (void)state;
+    assert_true(shard_partitions_ok(1) && shard_partitions_ok(8) && shard_partitions_ok(4096));
+    assert_false(shard_partitions_ok(0) || shard_partitions_ok(3) || shard_partitions_ok(12) ||
+                 shard_partitions_ok(8192) || shard_partitions_ok(-4));
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        for (int32_t p = 1; p < (int32_t)SHARD_COUNT; p *= 2) {
+            int32_t before = shard_partition(s, p), after = shard_partition(s, 2 * p);
+            assert_true(after == before || after == before + p); /* partition p splits into p and p + P */
+        }
+}
+
+static void test_shards_spread_evenly(void **state)
+{
+    (void)state;
+    static unsigned count[SHARD_COUNT];
+    memset(count, 0, sizeof count);
+    enum { N = 409600 }; /* 100 per shard expected */
+    for (int i = 0; i < N; i++) {
+        char key[64];
+        int len = snprintf(key, sizeof key, "patient %d", i);
+        key[len] = '\0'; /* the NUL between name and date, as identity_key makes it */
+        len += 1 + snprintf(key + len + 1, sizeof key - (size_t)len - 1, "19%02d-01-01", i % 100);
+        count[shard_of_key(key, (size_t)len)]++;
+    }
+    unsigned lo = N, hi = 0;
+    double chi2 = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        lo = count[s] < lo ? count[s] : lo;
+        hi = count[s] > hi ? count[s] : hi;
+        chi2 += (count[s] - 100.0) * (count[s] - 100.0) / 100.0;
+    }
+    assert_true(lo >= 50 && hi <= 160);      /* Poisson(100): 5 sigma either side */
+    assert_true(chi2 > 3600 && chi2 < 4600); /* 4095 degrees of freedom: about 4095 +- 91 */
+}
+
+static void test_numbers_per_shard(void **state)
+{
+    (void)state;
+    assert_int_equal(shard_number(0, 0), 0);
+    assert_int_equal(shard_number(7, 0), 7);
+    assert_int_equal(shard_number(7, 1), 7 + SHARD_COUNT);
+    for (uint64_t seq = 0; seq < 5000; seq += 7)
+        for (uint32_t s = 0; s < SHARD_COUNT; s += 97) {
+            uint64_t n = shard_number(s, seq);
+            assert_int_equal(shard_of_number(n), s);
+            assert_int_equal(shard_seq_of_number(n), seq);
+        }
+}
+
+/* Pinned when the function was chosen (XXH3-64 mod 4096 of the identity key): a change here would move
+ * patients of existing clusters into other shards. */
+static void test_known_answers(void **state)
+{
+    (void)state;
+    assert_int_equal(shard_of_key("ana maria lopez\0"
+                                  "1990-01-02",
+                                  26),
+                     3780);
+    assert_int_equal(shard_of_key("", 0), 1218);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spellings_share_a_shard), cmocka_unit_test(test_partitions_keep_shards_whole),
+        cmocka_unit_test(test_shards_spread_evenly),    cmocka_unit_test(test_numbers_per_shard),
+        cmocka_unit_test(test_known_answers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
