@@ -25,10 +25,13 @@
 #include "store/store.h"
 #include "views/counters.h"
 
+#include <limits.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* serve's settings: one field per option of its table. */
 typedef struct {
@@ -38,6 +41,7 @@ typedef struct {
     const char *kafka_brokers, *kafka_topic, *kafka_group, *kafka_dlq, *kafka_public;
     opt_list kafka_config;
     uint64_t kafka_batch, kafka_linger_ms;
+    bool kafka_cluster;
     const char *postgres;
     int postgres_history;       /* index in pg_history_names */
     int log_format, access_log; /* indexes in log_format_names, on_off_names */
@@ -69,6 +73,7 @@ static const char *serve_check(serve_settings *c)
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
+    if (c->kafka_cluster && !c->kafka_brokers) return "--kafka-cluster needs --kafka-brokers";
     if (c->events_topic && !c->kafka_brokers) return "--events-topic needs --kafka-brokers";
     if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
     if (c->lake && c->lake_scope == EXPORT_PHI)
@@ -90,6 +95,20 @@ static const char *serve_check(serve_settings *c)
 }
 
 static int serve_run(const serve_settings *c);
+
+/* A cluster node's stable name: its host and data directory, hashed (16 bytes, hex): the same after a
+ * restart, different for two nodes of one machine. */
+static void node_name(const char *data, char out[33])
+{
+    char host[256] = "", path[PATH_MAX] = "", msg[sizeof host + sizeof path + 1];
+    gethostname(host, sizeof host - 1);
+    if (!realpath(data, path)) snprintf(path, sizeof path, "%s", data);
+    int n = snprintf(msg, sizeof msg, "%s\n%s", host, path);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)msg, (size_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1), md);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
 
 int cmd_serve(int argc, char **argv)
 {
@@ -147,6 +166,9 @@ int cmd_serve(int argc, char **argv)
          .help = "dead-letter topic (default TOPIC.dlq)"},
         {.name = "--kafka-config", .type = OPT_LIST, .target = &c.kafka_config, .metavar = "KEY=VALUE",
          .help = "a librdkafka setting for every Kafka client (SASL, TLS)"},
+        {.name = "--kafka-cluster", .type = OPT_FLAG, .target = &c.kafka_cluster,
+         .help = "one node of a cluster on --kafka-topic: patients sharded by identity over its partitions (a power "
+                 "of two), ids minted per shard, Kafka transactions (README \"Cluster\")"},
         {.name = "--kafka-public-topic", .type = OPT_STRING, .target = &c.kafka_public, .metavar = "TOPIC",
          .help = "publish every public record version here (needs --kafka-brokers)"},
         {.name = "--postgres", .type = OPT_STRING, .target = &c.postgres, .metavar = "URL",
@@ -327,7 +349,7 @@ static int serve_run(const serve_settings *c)
         if (http_server_start(&metrics_port, &mo, &mh, &e) != MS_OK) goto out;
     }
     if (c->kafka_brokers) {
-        char dlq[256];
+        char dlq[256], node[33];
         snprintf(dlq, sizeof dlq, "%s.dlq", c->kafka_topic);
         kafka_options ko = {.brokers = c->kafka_brokers,
                             .topic = c->kafka_topic,
@@ -339,7 +361,10 @@ static int serve_run(const serve_settings *c)
                             .store = s,
                             .writer = w,
                             .schema = &sc,
-                            .max_record = c->max_record};
+                            .max_record = c->max_record,
+                            .cluster = c->kafka_cluster,
+                            .node = node};
+        node_name(c->data, node);
         ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
         if (krc == MS_OK && c->kafka_public)
             krc = sink_kafka_public_start(&public_stream, s, c->kafka_brokers, c->kafka_public, c->kafka_config.v, &e);

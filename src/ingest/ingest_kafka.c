@@ -11,6 +11,7 @@
  */
 #include "ingest/ingest_kafka.h"
 
+#include "ingest/cluster.h"
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
 
@@ -37,13 +38,17 @@ typedef struct {
     source_offset *offsets; /* the next offset of every partition in the batch */
     int noffsets;
     item_result *results;
-    ingest_job job; /* through the one ingest path: stage 2 appends it, stage 3 stores it */
+    cluster_batch route; /* a cluster node's: forwards and patient numbers (cluster.h) */
+    ingest_job job;      /* through the one ingest path: stage 2 appends it, stage 3 stores it */
 } kafka_batch;
 
 struct kafka_ingest {
     kafka_options opt;
     rd_kafka_t *rk;
-    rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic */
+    rd_kafka_t *dlq;    /* idempotent producer for the dead-letter topic */
+    cluster *cl;        /* a cluster node's shards and transactions, or NULL */
+    char **config;      /* the operator's librdkafka settings, NULL-ended (a cluster node rejoins with them) */
+    atomic_bool broken; /* a cluster transaction failed: stage 3 drops batches until the consumer rejoins */
     pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
     /* this source's own state, for /metrics and /healthz (registered while it runs) */
@@ -93,6 +98,7 @@ static void kafka_batch_free(kafka_batch *b)
     record_batch_free(&b->batch);
     free(b->offsets);
     free(b->results);
+    cluster_batch_free(&b->route);
     free(b);
 }
 
@@ -158,12 +164,15 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                       "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&k->messages, (uint64_t)n);
+    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
     for (int i = 0; i < n; i++) {
+        const char *topic = rd_kafka_topic_name(msgs[i]->rkt); /* the input topic, or a cluster's by-shard topic */
         int x = 0;
-        while (x < b->noffsets && b->offsets[x].partition != msgs[i]->partition)
+        while (x < b->noffsets &&
+               (b->offsets[x].partition != msgs[i]->partition || strcmp(b->offsets[x].topic, topic) != 0))
             x++;
-        if (x == b->noffsets) b->offsets[b->noffsets++] = (source_offset){k->opt.topic, msgs[i]->partition, 0};
+        if (x == b->noffsets) b->offsets[b->noffsets++] = (source_offset){topic, msgs[i]->partition, 0};
         if (msgs[i]->offset + 1 > b->offsets[x].next) b->offsets[x].next = msgs[i]->offset + 1;
     }
     b->results = ms_calloc((size_t)n, sizeof(item_result));
@@ -172,6 +181,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                           .body_write_len = b->body_padded,
                           .body_pos = UINT64_MAX,
                           .batch = &b->batch,
+                          .numbers = k->cl ? b->route.numbers : NULL,
                           .may_update = true, /* a service source: new versions of a record are its job */
                           .offsets = b->offsets,
                           .noffsets = b->noffsets,
@@ -184,11 +194,28 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     return b;
 }
 
+/* Wait until every dead letter produced is in Kafka; false if stopped first. */
+static bool dead_letters_delivered(kafka_ingest *k)
+{
+    while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
+        ms_log(LOG_WARN, "kafka.dlq_waiting", "kafka: waiting for the dead-letter topic");
+    return rd_kafka_outq_len(k->dlq) == 0;
+}
+
 /* Stage 3 (store thread): the batch through the writer, retried until it is durable; false if the
  * consumer was stopped first (then its offsets must not be committed: the messages come again). */
 static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 {
     b->job.received_at = ms_mono_s();
+    if (k->cl) { /* a cluster node: the Kafka transaction first (cluster.h), then LMDB */
+        if (atomic_load(&k->broken) || !dead_letters_delivered(k)) return false;
+        ms_err e = {0};
+        if (cluster_commit(k->cl, &b->route, b->msgs, b->n, b->offsets, b->noffsets, k->rk, &e) != MS_OK) {
+            ms_log(LOG_ERROR, "cluster.transaction_failed", "%s; the node rejoins its group", e.msg);
+            atomic_store(&k->broken, true);
+            return false;
+        }
+    }
     for (int attempt = 0; attempt == 0 || !atomic_load(&k->stop); attempt++) {
         ms_err e = {0};
         if (ingest_store(&k->ingest, &b->job, &e) == MS_OK) return true;
@@ -203,9 +230,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
  * them; then commit exactly this batch's offsets (the consumer stage has polled further). */
 static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
 {
-    while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
-        ms_log(LOG_WARN, "kafka.dlq_waiting", "kafka: waiting for the dead-letter topic");
-    if (rd_kafka_outq_len(k->dlq) > 0) return; /* stopped before they were delivered */
+    if (k->cl || !dead_letters_delivered(k)) return; /* a cluster's offsets went with its transaction */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(b->noffsets);
     for (int i = 0; i < b->noffsets; i++)
         rd_kafka_topic_partition_list_add(parts, b->offsets[i].topic, b->offsets[i].partition)->offset =
@@ -310,12 +335,22 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         for (int i = 0; i < parts->cnt; i++) {
             int64_t next;
             bool found;
-            if (store_source_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) ==
-                    MS_OK &&
-                found && (parts->elems[i].offset < 0 || next > parts->elems[i].offset))
+            if (store_source_offset_get(r, parts->elems[i].topic, parts->elems[i].partition, &next, &found, &e) !=
+                    MS_OK ||
+                !found)
+                continue;
+            /* a cluster node commits to Kafka first (cluster.h): a store behind Kafka lost its last batches
+             * in a crash, or the partition was away; either way it reads them again */
+            if (parts->elems[i].offset < 0 || (k->cl ? next < parts->elems[i].offset : next > parts->elems[i].offset))
                 parts->elems[i].offset = next;
         }
         store_read_end(r);
+    }
+    if (k->cl && cluster_restore(k->cl, parts, &e) != MS_OK) { /* never mint before the changelog is read */
+        ms_log(LOG_ERROR, "cluster.restore_failed", "%s; the node rejoins its group", e.msg);
+        atomic_store(&k->broken, true);
+        rd_kafka_assign(rk, NULL);
+        return;
     }
     log_field f[] = {LOG_INT("partitions", parts->cnt), LOG_STR("group", k->opt.group)};
     ms_log_fields(LOG_INFO, "kafka.assigned", f, LOG_NFIELDS(f), "kafka: partitions assigned");
@@ -364,6 +399,8 @@ static void check_brokers(kafka_ingest *k)
     atomic_store(&k->lag, lag);
 }
 
+static void cluster_rejoin(kafka_ingest *k);
+
 /* Stage 1 of three: poll a batch (up to batch_max messages, or linger_ms after the first), prepare it
  * (copy, scan, dead letters), and hand it on; stage 2 appends its body to the segment log while stage 3
  * commits the batch before it through the writer and commits its offsets. Each hand-off holds one
@@ -375,6 +412,8 @@ static void *consumer_main(void *arg)
     rd_kafka_message_t **msgs = ms_malloc(sizeof *msgs * (size_t)k->opt.batch_max);
     double next_check = 0;
     while (!atomic_load(&k->stop)) {
+        if (k->cl && atomic_load(&k->broken)) cluster_rejoin(k);
+        if (!k->rk) break; /* stopped while rejoining */
         if (ms_mono_s() >= next_check) {
             check_brokers(k);
             next_check = ms_mono_s() + 2;
@@ -430,13 +469,14 @@ static bool kafka_health(void *ctx, buf *out)
     return false;
 }
 
-ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e)
+/* The group's consumer, subscribed (a cluster node: to the topic and its by-shard topic, co-partitioned,
+ * with the range assignor so that partition p of both goes to one member); NULL with err. */
+static rd_kafka_t *consumer_new(kafka_ingest *k, char *err, size_t cap)
 {
-    char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *settings[][2] = {
-        {"bootstrap.servers", opt->brokers},
-        {"group.id", opt->group},
+        {"bootstrap.servers", k->opt.brokers},
+        {"group.id", k->opt.group},
         {"enable.auto.commit", "false"},
         {"auto.offset.reset", "earliest"},
         {"session.timeout.ms", "6000"},
@@ -445,53 +485,130 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
          * 500 ms; the mock cluster always waits the full time, a real broker answers when data comes). */
         {"fetch.wait.max.ms", "50"},
         {"log_level", "4"},
+        /* a cluster node: forwards come in transactions; partition p of both topics to one member */
+        {"isolation.level", k->cl ? "read_committed" : "read_uncommitted"},
+        {"partition.assignment.strategy", k->cl ? "range" : "range,roundrobin"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
-        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, cap) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
-            return kafka_fail(e, settings[i][0], err);
+            return NULL;
         }
     }
-    if (!kafka_conf_apply(conf, opt->config, err, sizeof err)) {
+    if (!kafka_conf_apply(conf, (const char *const *)k->config, err, cap)) {
         rd_kafka_conf_destroy(conf);
-        return kafka_fail(e, "--kafka-config", err);
+        return NULL;
     }
     kafka_conf_log_to_ms(conf);
-    /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
-    rd_kafka_t *dlq =
-        kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err, sizeof err);
-    if (!dlq) {
-        rd_kafka_conf_destroy(conf);
-        return kafka_fail(e, "dead-letter producer", err);
-    }
-    kafka_ingest *k = ms_calloc(1, sizeof *k);
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    k->opt = *opt; /* the callback reads the store from here */
-    k->reachable = -1;
-    k->ingest = (ingest_ctx){opt->store, opt->writer, opt->schema, opt->max_record};
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, cap);
     if (!rk) {
         rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
-        free(k);
-        rd_kafka_destroy(dlq);
-        return kafka_fail(e, "consumer", err);
+        return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, opt->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(topics, k->opt.topic, RD_KAFKA_PARTITION_UA);
+    if (k->cl) rd_kafka_topic_partition_list_add(topics, cluster_byshard_topic(k->cl), RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t rc = rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (rc) {
+        snprintf(err, cap, "subscribe: %s", rd_kafka_err2str(rc));
         rd_kafka_destroy(rk);
-        rd_kafka_destroy(dlq);
-        free(k);
-        return kafka_fail(e, "subscribe", rd_kafka_err2str(rc));
+        return NULL;
     }
-    k->opt.config = NULL;                                                  /* used above, not kept */
+    return rk;
+}
+
+/* A cluster node after a failed transaction or restore (consumer thread, nothing in flight): leave the
+ * group, forget what was minted and not stored, and join again (the new assignment restores and resumes
+ * from the store's offsets). */
+static void cluster_rejoin(kafka_ingest *k)
+{
+    pthread_mutex_lock(&k->mu);
+    while (k->in_flight > 0)
+        pthread_cond_wait(&k->cv, &k->mu);
+    pthread_mutex_unlock(&k->mu);
+    rd_kafka_consumer_close(k->rk);
+    rd_kafka_destroy(k->rk);
+    k->rk = NULL;
+    char err[512];
+    ms_err e;
+    while (!atomic_load(&k->stop)) {
+        if (cluster_reset(k->cl, &e) != MS_OK)
+            ms_log(LOG_ERROR, "cluster.reset_failed", "%s; trying again", e.msg);
+        else if (!(k->rk = consumer_new(k, err, sizeof err)))
+            ms_log(LOG_ERROR, "cluster.reset_failed", "kafka: consumer: %s; trying again", err);
+        else
+            break;
+        usleep(1000000);
+    }
+    atomic_store(&k->broken, false);
+    ms_log(LOG_INFO, "cluster.rejoined", "kafka cluster: the node joins its group again");
+}
+
+static void free_config(char **config)
+{
+    for (char **p = config; p && *p; p++)
+        free(*p);
+    free(config);
+}
+
+static void kafka_free(kafka_ingest *k)
+{
+    if (k->rk) rd_kafka_destroy(k->rk);
+    if (k->dlq) rd_kafka_destroy(k->dlq);
+    cluster_close(k->cl);
+    free_config(k->config);
+    free((char *)k->opt.dlq_topic);
+    free(k);
+}
+
+ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e)
+{
+    char err[512];
+    rd_kafka_conf_t *probe = rd_kafka_conf_new(); /* the operator's settings, checked before any client uses them */
+    bool settings_ok = kafka_conf_apply(probe, opt->config, err, sizeof err);
+    rd_kafka_conf_destroy(probe);
+    if (!settings_ok) return kafka_fail(e, "--kafka-config", err);
+    kafka_ingest *k = ms_calloc(1, sizeof *k);
+    k->opt = *opt;                                                         /* the callback reads the store from here */
     k->opt.dlq_topic = ms_strndup(opt->dlq_topic, strlen(opt->dlq_topic)); /* the caller's may not live on */
-    k->rk = rk;
-    k->dlq = dlq;
+    size_t nconf = 0;
+    while (opt->config && opt->config[nconf])
+        nconf++;
+    k->config = ms_calloc(nconf + 1, sizeof *k->config); /* kept: a cluster node makes its consumer again */
+    for (size_t i = 0; i < nconf; i++)
+        k->config[i] = ms_strndup(opt->config[i], strlen(opt->config[i]));
+    k->opt.config = NULL;
+    k->reachable = -1;
+    k->ingest = (ingest_ctx){opt->store, opt->writer, opt->schema, opt->max_record};
+    if (opt->cluster) {
+        cluster_options co = {.brokers = opt->brokers,
+                              .topic = opt->topic,
+                              .group = opt->group,
+                              .node = opt->node,
+                              .config = opt->config,
+                              .store = opt->store,
+                              .writer = opt->writer};
+        ms_code rc = cluster_open(&k->cl, &co, e);
+        if (rc != MS_OK) {
+            kafka_free(k);
+            return rc;
+        }
+    }
+    /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
+    k->dlq =
+        kafka_producer_new(&(kafka_producer_options){.brokers = opt->brokers, .config = opt->config}, err, sizeof err);
+    if (!k->dlq) {
+        kafka_free(k);
+        return kafka_fail(e, "dead-letter producer", err);
+    }
+    if (!(k->rk = consumer_new(k, err, sizeof err))) {
+        kafka_free(k);
+        return kafka_fail(e, "consumer", err);
+    }
     snprintf(k->source, sizeof k->source, "kafka %s group %s", opt->topic, opt->group);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
@@ -507,10 +624,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         if (store_started) pthread_join(k->store_thread, NULL);
         pthread_mutex_destroy(&k->mu);
         pthread_cond_destroy(&k->cv);
-        rd_kafka_destroy(rk);
-        rd_kafka_destroy(dlq);
-        free((char *)k->opt.dlq_topic);
-        free(k);
+        kafka_free(k);
         return ms_fail(e, MS_EIO, "kafka: cannot start the consumer thread");
     }
     subsystem_register(&(subsystem){"kafka", kafka_metrics, kafka_health, k});
@@ -525,13 +639,10 @@ void kafka_ingest_stop(kafka_ingest *k)
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
     pthread_join(k->append_thread, NULL);
-    pthread_join(k->store_thread, NULL); /* after the batches in hand */
-    rd_kafka_consumer_close(k->rk);      /* may call on_rebalance (revoke): the hand-off is still live */
+    pthread_join(k->store_thread, NULL);       /* after the batches in hand */
+    if (k->rk) rd_kafka_consumer_close(k->rk); /* may call on_rebalance (revoke): the hand-off is still live */
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
-    rd_kafka_destroy(k->rk);
     rd_kafka_flush(k->dlq, 5000);
-    rd_kafka_destroy(k->dlq);
-    free((char *)k->opt.dlq_topic);
-    free(k);
+    kafka_free(k);
 }

@@ -29,6 +29,8 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
+    bool cluster;     /* one node of a cluster (ingest/cluster.h): shards, per-shard numbers, transactions */
+    const char *node; /* with cluster: this node's stable name */
 } kafka_options;
 
 typedef struct kafka_ingest kafka_ingest;

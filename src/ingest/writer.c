@@ -49,6 +49,7 @@ const char *item_status_name(item_status s)
     case ITEM_DUPLICATE: return "duplicate";
     case ITEM_REJECTED: return "rejected";
     case ITEM_DELETED: return "deleted";
+    case ITEM_FORWARDED: return "forwarded";
     }
     return "?";
 }
@@ -306,7 +307,16 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     /* the body was sealed under a data key before this: it must be the patient's (keys.c) */
     const seal_item *seal = &job->seals[r - job->batch->records];
     bool bound;
-    if (!known)
+    uint64_t number = job->numbers ? job->numbers[r - job->batch->records] : UINT64_MAX;
+    if (known && number != UINT64_MAX && who.number != number) { /* never: one identity, one id (shard.h) */
+        res->status = ITEM_REJECTED;
+        res->error = arena_printf(&job->batch->mem, "the identity is patient number %llu here, %llu in the cluster",
+                                  (unsigned long long)who.number, (unsigned long long)number);
+        return MS_OK;
+    }
+    if (!known && number != UINT64_MAX)
+        rc = store_patient_create_as(sw, r->identity_key, r->identity_key_len, seal->key, number, &who, &bound, e);
+    else if (!known)
         rc = store_patient_create(sw, r->identity_key, r->identity_key_len, seal->key, &who, &bound, e);
     else
         rc = store_patient_key_bind(sw, &who, r->identity_key, r->identity_key_len, seal->key, &bound, e);
@@ -452,7 +462,7 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
             item_result *res = &j->results[i];
             memset(res, 0, sizeof *res);
             if (r->rejected) {
-                res->status = ITEM_REJECTED;
+                res->status = j->numbers && j->numbers[i] == JOB_FORWARDED ? ITEM_FORWARDED : ITEM_REJECTED;
                 continue;
             }
             rc = apply_record(wr, sw, j, r, res, mem, e);
@@ -513,7 +523,8 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
             case ITEM_UPDATED: atomic_fetch_add(&g_metrics.records_updated, 1); break;
             case ITEM_DUPLICATE: atomic_fetch_add(&g_metrics.records_duplicate, 1); break;
             case ITEM_REJECTED: atomic_fetch_add(&g_metrics.records_rejected, 1); break;
-            case ITEM_DELETED: break;
+            case ITEM_DELETED:
+            case ITEM_FORWARDED: break;
             }
         }
     }

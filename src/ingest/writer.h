@@ -32,7 +32,9 @@
 #include "pipeline/schema.h"
 #include "store/store.h"
 
-typedef enum { ITEM_CREATED, ITEM_UPDATED, ITEM_DUPLICATE, ITEM_REJECTED, ITEM_DELETED } item_status;
+/* ITEM_FORWARDED: a cluster's record that belongs to another node's shard (ingest/cluster.h), sent on to
+ * it instead of stored here. */
+typedef enum { ITEM_CREATED, ITEM_UPDATED, ITEM_DUPLICATE, ITEM_REJECTED, ITEM_DELETED, ITEM_FORWARDED } item_status;
 const char *item_status_name(item_status s);
 
 /* A patient's merged state holds at most this many distinct fields; a record that would add more is
@@ -59,6 +61,7 @@ typedef struct {
 /* A change run inside the writer's transaction (accounts): write through w, append its audit entry.
  * Returns a store failure (the whole group then fails and is retried by nobody: the caller answers
  * 503); refusals of the change itself (no such user, ...) go back through ctx, having written nothing. */
+#define JOB_FORWARDED (UINT64_MAX - 1)
 typedef ms_code (*writer_apply_fn)(void *ctx, store_write *w, ms_err *e);
 
 typedef struct ingest_job {
@@ -74,6 +77,9 @@ typedef struct ingest_job {
     bool replay;                  /* rows that may have been stored before (an import reading a file again): a record
                                      whose versions include this content is a duplicate, not a new version, so that a
                                      file holding several versions of a record stores none of them twice */
+    const uint64_t *numbers;      /* a cluster's batch (ingest/cluster.h): each record's patient number, minted per
+                                     shard before the batch came here, or JOB_FORWARDED (the record is rejected in
+                                     the batch: another node stores it); NULL: this store numbers new patients */
     const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
     int noffsets;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */

@@ -38,9 +38,9 @@
 
 #define LOCK_FILE "medstream.lock"
 
-static const char *const db_names[DB_COUNT] = {"identity", "patient",     "record",  "public", "log",
-                                               "snapshot", "meta",        "users",   "tokens", "audit",
-                                               "events",   "definitions", "children"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient",     "record",   "public", "log",
+                                               "snapshot", "meta",        "users",    "tokens", "audit",
+                                               "events",   "definitions", "children", "cluster"};
 /* Sub-databases added after stores were first written (issue 13): a read-only open of an older store finds
  * them absent and reads nothing from them; a writing open creates them. */
 #define DB_FIRST_LATER DB_EVENTS
@@ -221,6 +221,8 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "commit_pos", &s->commit_pos);
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "last_commit", &last);
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "patients", &s->patients);
+    if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "patients_created", &s->created);
+    if (!s->created) s->created = s->patients; /* absent: numbers are dense, one per patient */
     s->last_commit = (int64_t)last;
     if (rc) {
         mdb_txn_abort(txn);
@@ -330,6 +332,7 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
     int64_t now = ms_now_us();
     w->now = now > s->last_commit ? now : s->last_commit + 1;
     w->patients = s->patients;
+    w->created = s->created;
     w->audit_seq = s->audit_seq;
     memcpy(w->audit_head, s->audit_head, 32);
     st_log_begin(w);
@@ -360,7 +363,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
 {
     store *s = w->s;
     int rc = 0;
-    ms_code code = seglog_sync(s->log, e); /* the bodies first: LMDB must never point at bytes not on disk */
+    ms_code code = seglog_sync(s->log, e);        /* the bodies first: LMDB must never point at bytes not on disk */
     if (code == MS_OK) code = st_keys_sync(s, e); /* and the keys that open them */
     if (code != MS_OK) {
         store_write_abort(w);
@@ -370,7 +373,9 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     if (!(rc = st_log_put(w, pos)) && !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
-        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients))) {
+        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients)) &&
+        (w->created == w->patients ||
+         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients_created", w->created)))) {
         s->last_commit = w->now; /* still under the writer lock (invariant 4); a failed commit only wastes it */
         rc = mdb_txn_commit(w->txn);
         w->txn = NULL;
@@ -385,6 +390,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     s->audit_seq = w->audit_seq;
     memcpy(s->audit_head, w->audit_head, 32);
     s->patients = w->patients;
+    s->created = w->created;
     if (commit_pos) *commit_pos = pos;
     for (size_t i = 0; i < w->nbound; i++) /* their keys are in their slots now */
         st_key_pending_drop(s, w->bound[i]);

@@ -177,24 +177,87 @@ static void index_insert(store_write *w, const unsigned char mac[32], uint64_t n
         w->inserted = ms_realloc(w->inserted, sizeof *w->inserted * w->capinserted);
     }
     w->inserted[w->ninserted++] = h;
-    w->patients++;
+    if (number >= w->patients) w->patients = number + 1;
+    w->created++;
 }
 
-ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
-                             patient_ref *p, bool *bound, ms_err *e)
+/* A new patient numbered number (UINT64_MAX: the next one) for this identity key. */
+static ms_code patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                              uint64_t number, patient_ref *p, bool *bound, ms_err *e)
 {
     unsigned char mac[32];
     store_identity_mac(w->s, key, len, mac);
     *bound = st_key_pending_is(w->s, mac, data_key); /* a key that never belonged to anyone else */
     if (!*bound) return MS_OK;
-    p->number = w->patients; /* numbers are 0 .. count-1 */
+    p->number = number == UINT64_MAX ? w->patients : number; /* a single store's numbers are 0 .. count-1 */
     patient_id_from_number(&w->s->pid_key, p->number, &p->id);
     ms_code rc = ident_put_sealed(w, p, mac, key, len, data_key, MDB_NOOVERWRITE, e); /* numbers grow: an append */
+    if (rc == MS_OK && number != UINT64_MAX) rc = store_cluster_id_put(w, mac, number, e);
     if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, e);
     if (rc != MS_OK) return rc;
     bound_add(w, mac);
     index_insert(w, mac, p->number);
     return MS_OK;
+}
+
+ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                             patient_ref *p, bool *bound, ms_err *e)
+{
+    return patient_create(w, key, len, data_key, UINT64_MAX, p, bound, e);
+}
+
+ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                                uint64_t number, patient_ref *p, bool *bound, ms_err *e)
+{
+    return patient_create(w, key, len, data_key, number, p, bound, e);
+}
+
+/* ---- a cluster's identities (shard.h): what the changelog taught this store ---- */
+
+ms_code store_cluster_id_put(store_write *w, const unsigned char mac[32], uint64_t number, ms_err *e)
+{
+    unsigned char nb[8];
+    ms_set_be64(nb, number);
+    MDB_val k = st_val(mac, 32), v = st_val(nb, 8), have;
+    int rc = mdb_get(w->txn, w->s->dbi[DB_CLUSTER], &k, &have);
+    if (rc == 0) {
+        if (have.mv_size == 8 && ms_get_be64(have.mv_data) == number) return MS_OK;
+        return ms_fail(e, MS_ECONFLICT, "store: an identity of the cluster has patient number %llu here, not %llu",
+                       have.mv_size == 8 ? (unsigned long long)ms_get_be64(have.mv_data) : 0ULL,
+                       (unsigned long long)number);
+    }
+    if (rc != MDB_NOTFOUND || (rc = mdb_put(w->txn, w->s->dbi[DB_CLUSTER], &k, &v, 0)))
+        return st_mdb_fail(e, rc, "cluster identity");
+    return MS_OK;
+}
+
+ms_code store_cluster_ids_each(store *s, store_cluster_id_fn fn, void *ctx, ms_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if (s->absent[DB_CLUSTER]) {
+        mdb_txn_abort(txn);
+        return MS_OK;
+    }
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_CLUSTER], &c))) {
+        mdb_txn_abort(txn);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 32 || v.mv_size != 8) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad cluster identity entry");
+            break;
+        }
+        fn(ctx, k.mv_data, ms_get_be64(v.mv_data));
+    }
+    if (out == MS_OK && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "cluster identities");
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return out;
 }
 
 ms_code store_ident_put(store_write *w, const char *key, size_t len, const patient_ref *p, ms_err *e)

@@ -209,7 +209,7 @@ ms_code st_keys_sweep(store *s, const uint64_t *erased, size_t nerased, ms_err *
         if (rc == MS_OK && live) rc = st_key_destroy(s, erased[i], e);
         if (rc != MS_OK) return rc;
     }
-    /* keys past the patient count belong to commits that never completed: cut them off */
+    /* keys past the last patient number belong to commits that never completed: cut them off */
     struct stat st;
     if (fstat(s->keys->fd, &st) == 0 && st.st_size > slot_off(s->patients)) {
         off_t from = slot_off(s->patients);

@@ -186,6 +186,18 @@ ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref
  * must be sealed again. */
 ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                              patient_ref *p, bool *bound, ms_err *e);
+/* The same with the number given: a cluster's patients are numbered per shard (shard.h) by the node that
+ * owns the shard, before the batch reaches the writer; the identity's cluster entry is written too
+ * (store_cluster_id_put). Errors: MS_EIO if the number exists, MS_ECONFLICT as store_cluster_id_put. */
+ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
+                                uint64_t number, patient_ref *p, bool *bound, ms_err *e);
+/* A cluster's identities (the changelog of shard state, ingest/cluster.h): identity MAC -> patient number,
+ * kept so that a restart does not read the changelog from its start. Putting an entry that is there is a
+ * no-op; MS_ECONFLICT if the identity has another number here (never overwritten: one identity, one id). */
+ms_code store_cluster_id_put(store_write *w, const unsigned char mac[32], uint64_t number, ms_err *e);
+typedef void (*store_cluster_id_fn)(void *ctx, const unsigned char mac[32], uint64_t number);
+/* Every cluster entry, in MAC order, from a read transaction of its own. */
+ms_code store_cluster_ids_each(store *s, store_cluster_id_fn fn, void *ctx, ms_err *e);
 /* Low level: map an identity key to a patient whose number the caller has allocated (the count of
  * patients grows by one), with an unsealed identity entry like preload's (tests; store_patient_create is
  * the way for real patients). Errors: MS_EIO if the number exists. */

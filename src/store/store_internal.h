@@ -45,6 +45,7 @@ enum {
     DB_EVENTS,      /* events.c: the event log of the notifications */
     DB_DEFINITIONS, /* events.c: named definitions (rules, subscriptions) */
     DB_CHILDREN,    /* versions.c: parent id NUL ts child id (the children of a record) */
+    DB_CLUSTER,     /* identities.c: a cluster's identity MAC -> patient number (store_cluster_id_put) */
     DB_COUNT
 };
 
@@ -70,7 +71,9 @@ struct store {
     unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */
     int64_t last_commit;          /* the last instant handed out (under LMDB's writer lock) */
     uint64_t commit_pos;
-    uint64_t patients;
+    uint64_t patients; /* meta "patients": every patient number is below it (the count, where numbers are
+                          dense; a cluster's numbers are minted per shard, shard.h) */
+    uint64_t created;  /* meta "patients_created": patients created (absent: = patients) */
 };
 
 /* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */
@@ -87,7 +90,7 @@ struct store_write {
     store *s;
     MDB_txn *txn;
     int64_t now;
-    uint64_t patients;
+    uint64_t patients, created;
     identity_hash *inserted; /* identities added to s->identities by this transaction (undone on abort) */
     uint64_t audit_seq;      /* the audit chain as this transaction extends it */
     unsigned char audit_head[32];

@@ -142,5 +142,9 @@ static uint64_t read_meta(store_read *r, const char *name)
 }
 
 int64_t store_last_commit(store_read *r) { return (int64_t)read_meta(r, "last_commit"); }
-uint64_t store_patient_count(store_read *r) { return read_meta(r, "patients"); }
+uint64_t store_patient_count(store_read *r)
+{
+    uint64_t created = read_meta(r, "patients_created");
+    return created ? created : read_meta(r, "patients");
+}
 uint64_t store_commit_pos(store_read *r) { return read_meta(r, "commit_pos"); }

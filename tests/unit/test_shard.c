@@ -2,10 +2,12 @@
  * test_shard.c - shards (shard.h): every spelling of one identity lands in one shard; a shard stays whole
  * in one partition when the partition count doubles; shards spread evenly; patient numbers minted per
  * shard go back to their shard and sequence; the shard function keeps its known answers (it must never
- * change once stores exist).
+ * change once stores exist); a node's shard ids (shard_ids.h) mint each shard's next number after every
+ * number learned, never a second number for an identity.
  */
 #include "unit.h"
 
+#include "ingest/shard_ids.h"
 #include "pipeline/identity.h"
 #include "pipeline/shard.h"
 
@@ -98,12 +100,60 @@ static void test_known_answers(void **state)
     assert_int_equal(shard_of_key("", 0), 1218);
 }
 
+static void mac_of(unsigned char mac[32], int i)
+{
+    memset(mac, 0, 32);
+    memcpy(mac, &i, sizeof i);
+    mac[31] = 0x5a;
+}
+
+static void test_shard_ids_mint_after_what_they_learned(void **state)
+{
+    (void)state;
+    shard_ids *ids = shard_ids_new();
+    unsigned char m[32];
+    uint64_t n;
+    mac_of(m, 1);
+    assert_false(shard_ids_get(ids, m, &n));
+    assert_int_equal(shard_ids_mint(ids, m, 5), shard_number(5, 0));
+    assert_true(shard_ids_get(ids, m, &n));
+    assert_int_equal(n, shard_number(5, 0));
+    mac_of(m, 2);
+    assert_int_equal(shard_ids_mint(ids, m, 5), shard_number(5, 1)); /* the shard's next */
+    mac_of(m, 3);
+    assert_int_equal(shard_ids_mint(ids, m, 6), shard_number(6, 0)); /* another shard counts on its own */
+    /* learned from a changelog: sequence 41 of shard 5 (another node minted up to there) */
+    mac_of(m, 4);
+    assert_true(shard_ids_learn(ids, m, shard_number(5, 41)));
+    mac_of(m, 5);
+    assert_int_equal(shard_ids_mint(ids, m, 5), shard_number(5, 42));
+    /* the same entry again is fine; a second number for an identity is refused and changes nothing */
+    mac_of(m, 4);
+    assert_true(shard_ids_learn(ids, m, shard_number(5, 41)));
+    assert_false(shard_ids_learn(ids, m, shard_number(5, 99)));
+    assert_true(shard_ids_get(ids, m, &n));
+    assert_int_equal(n, shard_number(5, 41));
+    mac_of(m, 6);
+    assert_int_equal(shard_ids_mint(ids, m, 5), shard_number(5, 43)); /* 99 was never learned */
+    assert_int_equal(shard_ids_count(ids), 6);
+    /* many identities in a few shards: all distinct, each shard's sequence dense */
+    for (int i = 100; i < 20100; i++) {
+        mac_of(m, i);
+        uint64_t x = shard_ids_mint(ids, m, (uint32_t)(i % 3));
+        assert_int_equal(shard_of_number(x), i % 3);
+    }
+    mac_of(m, 20099);
+    assert_true(shard_ids_get(ids, m, &n));
+    assert_int_equal(n, shard_number(2, 6666)); /* the 6,667th of shard 2 (101, 104, ..., 20099) */
+    shard_ids_free(ids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spellings_share_a_shard), cmocka_unit_test(test_partitions_keep_shards_whole),
         cmocka_unit_test(test_shards_spread_evenly),    cmocka_unit_test(test_numbers_per_shard),
-        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_known_answers),           cmocka_unit_test(test_shard_ids_mint_after_what_they_learned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

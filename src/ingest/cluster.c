@@ -1,0 +1,481 @@
+/*
+ * cluster.c - shards, per-shard patient numbers, the changelog and the Kafka transaction of a cluster
+ * node (see cluster.h).
+ *
+ * What it logs: the cluster's topics made at start, each restore (partitions, entries, ms), each failed
+ * transaction (librdkafka's reason, which never holds a payload). Never a key or a value of a message.
+ */
+#include "ingest/cluster.h"
+
+#include "base/kafka_client.h"
+#include "base/log.h"
+#include "ingest/shard_ids.h"
+#include "pipeline/shard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RESTORE_TIMEOUT_S 120.0 /* a changelog partition that does not reach its end in this long fails */
+
+struct cluster {
+    cluster_options opt;
+    char byshard[256], changelog[256], txn_id[300];
+    int32_t partitions;    /* P: of T and T.by-shard */
+    int32_t cl_partitions; /* Pc: of T.changelog */
+    rd_kafka_t *producer;  /* transactional */
+    rd_kafka_t *restorer;  /* reads the changelog (read_committed, no group) */
+    char **config;         /* the operator's settings, kept for a new producer after a fatal error */
+    shard_ids *ids;
+};
+
+static ms_code cluster_fail(ms_err *e, const char *what, const char *detail)
+{
+    return ms_fail(e, MS_EIO, "kafka cluster: %s: %s", what, detail);
+}
+
+static ms_code kafka_error_fail(ms_err *e, const char *what, rd_kafka_error_t *err)
+{
+    ms_code rc = cluster_fail(e, what, rd_kafka_error_string(err));
+    rd_kafka_error_destroy(err);
+    return rc;
+}
+
+/* ---- topics ---- */
+
+/* The partition count of topic, or 0 if it does not exist (-1: the brokers did not answer). */
+static int32_t topic_partitions(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int32_t n = -1;
+    if (rd_kafka_metadata(rk, 0, t, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
+        rd_kafka_resp_err_t terr = md->topics[0].err;
+        n = terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ? 0 : terr ? -1 : md->topics[0].partition_cnt;
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return n;
+}
+
+/* Make topic with partitions partitions (compacted if compact), or grow it to that many. */
+static ms_code topic_ensure(rd_kafka_t *rk, const char *topic, int32_t partitions, bool compact, bool grow, ms_err *e)
+{
+    int32_t have = topic_partitions(rk, topic);
+    if (have < 0) return cluster_fail(e, topic, "the brokers did not describe the topic");
+    if (have >= partitions || (have > 0 && !grow)) return MS_OK;
+    char err[512];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_event_t *ev = NULL;
+    if (have == 0) {
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, -1, err, sizeof err);
+        if (!nt) {
+            rd_kafka_queue_destroy(q);
+            return cluster_fail(e, topic, err);
+        }
+        if (compact) rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 30000);
+        rd_kafka_NewTopic_destroy(nt);
+    } else {
+        rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(topic, (size_t)partitions, err, sizeof err);
+        if (!np) {
+            rd_kafka_queue_destroy(q);
+            return cluster_fail(e, topic, err);
+        }
+        rd_kafka_CreatePartitions(rk, &np, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 30000);
+        rd_kafka_NewPartitions_destroy(np);
+    }
+    ms_code rc = MS_OK;
+    const char *why = !ev ? "no answer from the brokers in 30 s" : rd_kafka_event_error_string(ev);
+    if (!ev || rd_kafka_event_error(ev)) {
+        rc = cluster_fail(e, topic, why);
+    } else {
+        const rd_kafka_topic_result_t **res = NULL;
+        size_t nres = 0;
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT)
+            res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres);
+        else
+            res = rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &nres);
+        for (size_t i = 0; i < nres; i++) {
+            rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(res[i]);
+            if (terr && terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                rc = cluster_fail(e, topic, rd_kafka_topic_result_error_string(res[i]));
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    for (double t0 = ms_mono_s(); rc == MS_OK && topic_partitions(rk, topic) < partitions;) { /* metadata lags */
+        if (ms_mono_s() - t0 > 30) rc = cluster_fail(e, topic, "made, but the brokers do not show it after 30 s");
+        usleep(100000);
+    }
+    if (rc == MS_OK) {
+        log_field f[] = {LOG_STR("topic", topic), LOG_INT("partitions", partitions)};
+        ms_log_fields(LOG_INFO, "cluster.topic", f, LOG_NFIELDS(f),
+                      have ? "kafka cluster: partitions added" : "kafka cluster: topic made");
+    }
+    return rc;
+}
+
+/* ---- clients ---- */
+
+static rd_kafka_t *producer_new(cluster *c, char *err, size_t cap)
+{
+    char tid[320];
+    snprintf(tid, sizeof tid, "transactional.id=%s", c->txn_id);
+    const char *const txn[] = {tid, "transaction.timeout.ms=10000", NULL};
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char servers[1024];
+    snprintf(servers, sizeof servers, "bootstrap.servers=%s", c->opt.brokers);
+    /* never auto-created: a metadata request for a missing topic would make it with the broker's default count */
+    const char *const base[] = {servers, "linger.ms=5", "log_level=4", "allow.auto.create.topics=false", NULL};
+    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, txn, err, cap) ||
+        !kafka_conf_apply(conf, (const char *const *)c->config, err, cap)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    kafka_conf_log_to_ms(conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, cap);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_error_t *ke = rd_kafka_init_transactions(rk, 60000);
+    if (ke) {
+        snprintf(err, cap, "init transactions: %s", rd_kafka_error_string(ke));
+        rd_kafka_error_destroy(ke);
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+static rd_kafka_t *restorer_new(cluster *c, char *err, size_t cap)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char servers[1024];
+    snprintf(servers, sizeof servers, "bootstrap.servers=%s", c->opt.brokers);
+    char group[320]; /* never joined or committed to: librdkafka wants one for assign */
+    snprintf(group, sizeof group, "group.id=%s-restore", c->txn_id);
+    const char *const base[] = {servers,
+                                group,
+                                "isolation.level=read_committed",
+                                "enable.partition.eof=true",
+                                "enable.auto.commit=false",
+                                "auto.offset.reset=earliest",
+                                "fetch.wait.max.ms=50",
+                                "log_level=4",
+                                NULL};
+    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, (const char *const *)c->config, err, cap)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    kafka_conf_log_to_ms(conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, cap);
+    if (!rk) rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+static void learn_from_store(void *ctx, const unsigned char mac[32], uint64_t number)
+{
+    shard_ids_learn(ctx, mac, number);
+}
+
+static ms_code load_ids(cluster *c, ms_err *e)
+{
+    shard_ids_free(c->ids);
+    c->ids = shard_ids_new();
+    return store_cluster_ids_each(c->opt.store, learn_from_store, c->ids, e);
+}
+
+ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
+{
+    cluster *c = ms_calloc(1, sizeof *c);
+    c->opt = *opt;
+    size_t nconf = 0;
+    while (opt->config && opt->config[nconf])
+        nconf++;
+    c->config = ms_calloc(nconf + 1, sizeof *c->config);
+    for (size_t i = 0; i < nconf; i++)
+        c->config[i] = ms_strndup(opt->config[i], strlen(opt->config[i]));
+    c->opt.config = NULL;
+    snprintf(c->byshard, sizeof c->byshard, "%s.by-shard", opt->topic);
+    snprintf(c->changelog, sizeof c->changelog, "%s.changelog", opt->topic);
+    /* one transactional id per node: a node started again fences its old self */
+    snprintf(c->txn_id, sizeof c->txn_id, "medstream-%s-%s", opt->group, opt->node);
+    char err[512];
+    ms_code rc = MS_OK;
+    if (!(c->producer = producer_new(c, err, sizeof err))) {
+        rc = cluster_fail(e, "transactional producer", err);
+        goto fail;
+    }
+    if (!(c->restorer = restorer_new(c, err, sizeof err))) {
+        rc = cluster_fail(e, "changelog reader", err);
+        goto fail;
+    }
+    c->partitions = topic_partitions(c->producer, opt->topic);
+    if (c->partitions <= 0) {
+        rc = ms_fail(e, MS_EINVAL, "kafka cluster: topic %s %s", opt->topic,
+                     c->partitions == 0 ? "does not exist" : "could not be described");
+        goto fail;
+    }
+    if (!shard_partitions_ok(c->partitions)) {
+        rc = ms_fail(e, MS_EINVAL,
+                     "kafka cluster: topic %s has %d partitions: a cluster needs a power of two up to %u (a shard "
+                     "must live whole in one partition)",
+                     opt->topic, (int)c->partitions, SHARD_COUNT);
+        goto fail;
+    }
+    if ((rc = topic_ensure(c->producer, c->byshard, c->partitions, false, true, e)) != MS_OK ||
+        (rc = topic_ensure(c->producer, c->changelog, c->partitions, true, false, e)) != MS_OK)
+        goto fail;
+    c->cl_partitions = topic_partitions(c->producer, c->changelog);
+    int32_t byshard = topic_partitions(c->producer, c->byshard);
+    if (byshard != c->partitions) {
+        rc = ms_fail(e, MS_EINVAL, "kafka cluster: %s has %d partitions, %s %d: they must be equal", c->byshard,
+                     (int)byshard, opt->topic, (int)c->partitions);
+        goto fail;
+    }
+    if (c->cl_partitions <= 0 || c->partitions % c->cl_partitions != 0 || !shard_partitions_ok(c->cl_partitions)) {
+        rc = ms_fail(e, MS_EINVAL,
+                     "kafka cluster: %s has %d partitions: it needs a power of two that divides %s's %d (partitions "
+                     "are only ever doubled)",
+                     c->changelog, (int)c->cl_partitions, opt->topic, (int)c->partitions);
+        goto fail;
+    }
+    if ((rc = load_ids(c, e)) != MS_OK) goto fail;
+    *out = c;
+    return MS_OK;
+fail:
+    cluster_close(c);
+    return rc;
+}
+
+void cluster_close(cluster *c)
+{
+    if (!c) return;
+    if (c->producer) rd_kafka_destroy(c->producer);
+    if (c->restorer) {
+        rd_kafka_consumer_close(c->restorer);
+        rd_kafka_destroy(c->restorer);
+    }
+    for (char **p = c->config; p && *p; p++)
+        free(*p);
+    free(c->config);
+    shard_ids_free(c->ids);
+    free(c);
+}
+
+const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
+
+/* ---- restore ---- */
+
+typedef struct {
+    cluster *c;
+    struct cluster_mint *entries;
+    size_t n;
+    int32_t *parts;
+    int64_t *next;
+    int nparts;
+} restored;
+
+static ms_code keep_restored(void *ctx, store_write *w, ms_err *e)
+{
+    restored *r = ctx;
+    ms_code rc = MS_OK;
+    for (size_t i = 0; rc == MS_OK && i < r->n; i++)
+        rc = store_cluster_id_put(w, r->entries[i].mac, r->entries[i].number, e);
+    for (int i = 0; rc == MS_OK && i < r->nparts; i++)
+        if (r->next[i] >= 0) rc = store_source_offset_put(w, r->c->changelog, r->parts[i], r->next[i], e);
+    return rc;
+}
+
+ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, ms_err *e)
+{
+    double t0 = ms_mono_s();
+    restored r = {.c = c};
+    r.parts = ms_calloc((size_t)c->cl_partitions, sizeof *r.parts);
+    r.next = ms_calloc((size_t)c->cl_partitions, sizeof *r.next);
+    bool *want = ms_calloc((size_t)c->cl_partitions, sizeof *want);
+    for (int i = 0; i < assigned->cnt; i++)
+        if (strcmp(assigned->elems[i].topic, c->opt.topic) == 0)
+            want[assigned->elems[i].partition % c->cl_partitions] = true;
+    rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(c->cl_partitions);
+    store_read *rd = NULL;
+    ms_code rc = store_read_begin(c->opt.store, &rd, e);
+    for (int32_t p = 0; rc == MS_OK && p < c->cl_partitions; p++) {
+        if (!want[p]) continue;
+        int64_t next = RD_KAFKA_OFFSET_BEGINNING, lo = 0, hi = 0;
+        bool found = false;
+        rc = store_source_offset_get(rd, c->changelog, p, &next, &found, e);
+        if (!found) next = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(c->restorer, c->changelog, p, &lo, &hi, 10000);
+        if (rc == MS_OK && kerr) rc = cluster_fail(e, c->changelog, rd_kafka_err2str(kerr));
+        if (rc != MS_OK) break;
+        r.parts[r.nparts] = p;
+        r.next[r.nparts] = -1;
+        r.nparts++;
+        if ((found && next >= hi) || hi == 0) continue; /* nothing after what this store learned */
+        rd_kafka_topic_partition_list_add(from, c->changelog, p)->offset = next;
+    }
+    store_read_end(rd);
+    free(want);
+    size_t cap = 0;
+    int open = from->cnt;
+    if (rc == MS_OK && open > 0) {
+        rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, from);
+        if (kerr) rc = cluster_fail(e, "changelog assign", rd_kafka_err2str(kerr));
+    }
+    while (rc == MS_OK && open > 0) {
+        if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) {
+            rc = cluster_fail(e, c->changelog, "the changelog did not reach its end in time");
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->restorer, 200);
+        if (!m) continue;
+        int x = 0;
+        while (x < r.nparts && r.parts[x] != m->partition)
+            x++;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            open--;
+        } else if (m->err) {
+            ms_log(LOG_WARN, "cluster.restore_error", "kafka cluster: reading %s: %s", c->changelog,
+                   rd_kafka_message_errstr(m));
+        } else if (x < r.nparts) {
+            r.next[x] = m->offset + 1;
+            if (m->key_len == 32 && m->len == 8) {
+                uint64_t number = ms_get_be64(m->payload);
+                if (!shard_ids_learn(c->ids, m->key, number)) {
+                    ms_log(LOG_ERROR, "cluster.conflict",
+                           "kafka cluster: %s offset %lld gives an identity a second patient number (%llu); kept the "
+                           "first",
+                           c->changelog, (long long)m->offset, (unsigned long long)number);
+                } else {
+                    if (r.n == cap) {
+                        cap = cap ? cap * 2 : 1024;
+                        r.entries = ms_realloc(r.entries, cap * sizeof *r.entries);
+                    }
+                    memcpy(r.entries[r.n].mac, m->key, 32);
+                    r.entries[r.n++].number = number;
+                }
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (from->cnt > 0) rd_kafka_assign(c->restorer, NULL);
+    rd_kafka_topic_partition_list_destroy(from);
+    bool moved = false;
+    for (int i = 0; i < r.nparts; i++)
+        moved |= r.next[i] >= 0;
+    if (rc == MS_OK && moved) rc = writer_apply(c->opt.writer, keep_restored, &r, e); /* learned: kept */
+    if (rc == MS_OK) {
+        log_field f[] = {LOG_INT("changelog_partitions", r.nparts), LOG_UINT("entries", r.n),
+                         LOG_UINT("identities", shard_ids_count(c->ids)), LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
+        ms_log_fields(LOG_INFO, "cluster.restored", f, LOG_NFIELDS(f), "kafka cluster: shard state restored");
+    }
+    free(r.entries);
+    free(r.parts);
+    free(r.next);
+    return rc;
+}
+
+/* ---- a batch ---- */
+
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch)
+{
+    uint32_t n = batch->n;
+    cb->numbers = ms_malloc(sizeof *cb->numbers * n);
+    cb->forward_to = ms_malloc(sizeof *cb->forward_to * n);
+    cb->minted = NULL;
+    cb->nminted = 0;
+    int cap = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        parsed_record *r = &batch->records[i];
+        cb->numbers[i] = UINT64_MAX;
+        cb->forward_to[i] = -1;
+        if (r->rejected) continue;
+        uint32_t shard = shard_of_key(r->identity_key, r->identity_key_len);
+        int32_t owner = shard_partition(shard, c->partitions);
+        if (owner != msgs[i]->partition) { /* keyed by someone else: to its shard's partition */
+            cb->forward_to[i] = owner;
+            cb->numbers[i] = JOB_FORWARDED;
+            r->rejected = true;
+            r->error = "forwarded to the partition of its shard";
+            batch->rejected++;
+            continue;
+        }
+        unsigned char mac[32];
+        store_identity_mac(c->opt.store, r->identity_key, r->identity_key_len, mac);
+        if (shard_ids_get(c->ids, mac, &cb->numbers[i])) continue;
+        cb->numbers[i] = shard_ids_mint(c->ids, mac, shard);
+        if (cb->nminted == cap) {
+            cap = cap ? cap * 2 : 64;
+            cb->minted = ms_realloc(cb->minted, sizeof *cb->minted * (size_t)cap);
+        }
+        memcpy(cb->minted[cb->nminted].mac, mac, 32);
+        cb->minted[cb->nminted++].number = cb->numbers[i];
+    }
+}
+
+void cluster_batch_free(cluster_batch *cb)
+{
+    free(cb->numbers);
+    free(cb->forward_to);
+    free(cb->minted);
+    memset(cb, 0, sizeof *cb);
+}
+
+ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
+                       const source_offset *offsets, int noffsets, rd_kafka_t *consumer, ms_err *e)
+{
+    rd_kafka_error_t *ke = rd_kafka_begin_transaction(c->producer);
+    if (ke) return kafka_error_fail(e, "begin transaction", ke);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; !err && i < cb->nminted; i++) {
+        unsigned char value[8];
+        ms_set_be64(value, cb->minted[i].number);
+        int32_t part = (int32_t)(shard_of_number(cb->minted[i].number) % (uint32_t)c->cl_partitions);
+        err = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->changelog), RD_KAFKA_V_PARTITION(part),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(cb->minted[i].mac, 32),
+                                RD_KAFKA_V_VALUE(value, 8), RD_KAFKA_V_END);
+    }
+    for (int i = 0; !err && i < n; i++) {
+        if (cb->forward_to[i] < 0) continue;
+        err =
+            rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->byshard), RD_KAFKA_V_PARTITION(cb->forward_to[i]),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len),
+                              RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len), RD_KAFKA_V_END);
+    }
+    if (err) {
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
+        if (ae) rd_kafka_error_destroy(ae);
+        return cluster_fail(e, "produce", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(noffsets);
+    for (int i = 0; i < noffsets; i++)
+        rd_kafka_topic_partition_list_add(parts, offsets[i].topic, offsets[i].partition)->offset = offsets[i].next;
+    rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(consumer);
+    ke = rd_kafka_send_offsets_to_transaction(c->producer, parts, md, 30000);
+    rd_kafka_consumer_group_metadata_destroy(md);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (!ke) ke = rd_kafka_commit_transaction(c->producer, 30000);
+    if (!ke) return MS_OK;
+    if (rd_kafka_error_txn_requires_abort(ke)) {
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
+        if (ae) rd_kafka_error_destroy(ae);
+    }
+    return kafka_error_fail(e, "commit transaction", ke);
+}
+
+ms_code cluster_reset(cluster *c, ms_err *e)
+{
+    /* a producer in a fatal state (fenced by a newer one of the same id) cannot go on: a new one */
+    char err[512];
+    if (rd_kafka_fatal_error(c->producer, err, sizeof err)) {
+        rd_kafka_destroy(c->producer);
+        if (!(c->producer = producer_new(c, err, sizeof err))) return cluster_fail(e, "transactional producer", err);
+    }
+    return load_ids(c, e);
+}

@@ -1,0 +1,89 @@
+/*
+ * cluster.h - a medstream node as one of a cluster behind one Kafka topic (issue 16): shards that never
+ * split a patient, patient numbers minted per shard, exactly once with Kafka transactions.
+ *
+ * The topic T's partition count P is a power of two; shard s (shard.h) belongs to partition s mod P, and
+ * the node the consumer group assigns partition p to owns its shards. Beside T, two topics of the
+ * cluster (made at start when missing):
+ *   - T.by-shard (P partitions, co-partitioned with T: the consumer uses the range assignor, so partition
+ *     p of both goes to one node): a record found on a partition that does not own its shard (a producer
+ *     that keyed it differently) is forwarded to its shard's partition there;
+ *   - T.changelog (compacted; Pc partitions, P a multiple of Pc): the shard state, one message per new
+ *     identity, key = identity MAC (keyed hash, no PHI), value = the patient number (8 bytes, big endian),
+ *     in partition shard mod Pc. Never a record body.
+ *
+ * Per batch (ingest_kafka.c): stage 1 routes every record (cluster_route): forwarded, or its patient
+ * number (known, or minted: the shard's next number). Stage 3 commits one Kafka transaction
+ * (cluster_commit): the minted entries into the changelog, the forwards, and the batch's input offsets
+ * with the consumer's group metadata (KIP-447: a member fenced out of the group by a rebalance, a paused
+ * zombie, cannot commit, so it writes nothing); only then the batch goes through the writer into LMDB,
+ * with the numbers the transaction published, and the node's store records its input offsets. A crash
+ * between the two: the store's offsets are behind Kafka's; on assignment the node resumes from its
+ * store's offsets (ingest_kafka.c), the records come again, and the changelog gives them the same
+ * numbers. A node that takes a partition over first reads the changelog partition of its shards to its
+ * end (read_committed: only committed transactions), so it mints after everything the shard ever minted.
+ *
+ * Record bodies stay in the store of the node that stored them and in the shared PostgreSQL; the input
+ * topics must keep what a node that comes back has not stored yet (see README "Cluster").
+ *
+ * Contract: every function on the consumer's thread except cluster_commit (stage 3's); the two never
+ * run at once on the same batch. Must never: mint for a shard whose changelog is not read to its end,
+ * let a batch into LMDB whose transaction did not commit, or put PHI in a changelog message.
+ */
+#ifndef MS_CLUSTER_H
+#define MS_CLUSTER_H
+
+#include "ingest/writer.h"
+#include "pipeline/record_scan.h"
+#include "store/store.h"
+
+#include <librdkafka/rdkafka.h>
+
+typedef struct {
+    const char *brokers, *topic, *group;
+    const char *node;          /* this node's stable name (the same after a restart, unlike any other's): its
+                                  transactional.id is medstream-GROUP-NODE */
+    const char *const *config; /* the operator's librdkafka settings (SASL, TLS); read during cluster_open */
+    store *store;
+    writer *writer;
+} cluster_options;
+
+typedef struct cluster cluster;
+
+/* Check T's partition count, make the cluster's topics if missing, start the transactional producer, and
+ * load the shard state this store holds. */
+ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e);
+void cluster_close(cluster *c);
+const char *cluster_byshard_topic(const cluster *c);
+
+/* On assignment: read the changelog partitions of the assigned partitions' shards from where this store
+ * left them to their ends, learn every entry, and keep them in the store. */
+ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, ms_err *e);
+
+/* A batch's routing, made by cluster_route, used by cluster_commit and the writer (numbers). */
+typedef struct {
+    uint64_t *numbers;   /* per record: patient number, JOB_FORWARDED, or UINT64_MAX (rejected by the scan) */
+    int32_t *forward_to; /* per record: the by-shard partition it goes to, or -1 */
+    struct cluster_mint {
+        unsigned char mac[32];
+        uint64_t number;
+    } * minted;
+    int nminted;
+} cluster_batch;
+
+/* Route the n records of batch (msgs[i] holds record i): forwarded ones are marked rejected in the batch
+ * (the writer answers ITEM_FORWARDED); the others get their numbers, new identities minted. */
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch);
+void cluster_batch_free(cluster_batch *cb);
+
+/* One Kafka transaction: the minted entries, the forwards, the offsets (KIP-447, consumer's group
+ * metadata). MS_OK: committed. Anything else: nothing of it is visible, and the node must cluster_reset
+ * before it goes on (its in-memory mints are not the cluster's). */
+ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
+                       const source_offset *offsets, int noffsets, rd_kafka_t *consumer, ms_err *e);
+
+/* After a failed transaction: forget every mint not in the store, and start a new producer if the old
+ * one cannot go on. The consumer must rejoin the group (its positions are past the failed batches). */
+ms_code cluster_reset(cluster *c, ms_err *e);
+
+#endif
