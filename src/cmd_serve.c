@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <openssl/sha.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ typedef struct {
     opt_list kafka_config;
     uint64_t kafka_batch, kafka_linger_ms;
     bool kafka_cluster;
+    const char *advertise_url;
     const char *postgres;
     int postgres_history;       /* index in pg_history_names */
     int log_format, access_log; /* indexes in log_format_names, on_off_names */
@@ -74,6 +76,7 @@ static const char *serve_check(serve_settings *c)
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
     if (c->kafka_public && !c->kafka_brokers) return "--kafka-public-topic needs --kafka-brokers";
     if (c->kafka_cluster && !c->kafka_brokers) return "--kafka-cluster needs --kafka-brokers";
+    if (c->advertise_url && !c->kafka_cluster) return "--advertise-url needs --kafka-cluster";
     if (c->events_topic && !c->kafka_brokers) return "--events-topic needs --kafka-brokers";
     if (c->metrics_listen_any && !c->metrics_listen) return "--metrics-listen-any needs --metrics-listen";
     if (c->lake && c->lake_scope == EXPORT_PHI)
@@ -169,6 +172,9 @@ int cmd_serve(int argc, char **argv)
         {.name = "--kafka-cluster", .type = OPT_FLAG, .target = &c.kafka_cluster,
          .help = "one node of a cluster on --kafka-topic: patients sharded by identity over its partitions (a power "
                  "of two), ids minted per shard, Kafka transactions (README \"Cluster\")"},
+        {.name = "--advertise-url", .type = OPT_STRING, .target = &c.advertise_url, .metavar = "URL",
+         .help = "with --kafka-cluster: the URL other nodes redirect reads of this node's patients to (default: "
+                 "http(s)://LISTEN, a wildcard address as 127.0.0.1)"},
         {.name = "--kafka-public-topic", .type = OPT_STRING, .target = &c.kafka_public, .metavar = "TOPIC",
          .help = "publish every public record version here (needs --kafka-brokers)"},
         {.name = "--postgres", .type = OPT_STRING, .target = &c.postgres, .metavar = "URL",
@@ -349,7 +355,7 @@ static int serve_run(const serve_settings *c)
         if (http_server_start(&metrics_port, &mo, &mh, &e) != MS_OK) goto out;
     }
     if (c->kafka_brokers) {
-        char dlq[256], node[33];
+        char dlq[256], node[33], advertise[300];
         snprintf(dlq, sizeof dlq, "%s.dlq", c->kafka_topic);
         kafka_options ko = {.brokers = c->kafka_brokers,
                             .topic = c->kafka_topic,
@@ -363,9 +369,22 @@ static int serve_run(const serve_settings *c)
                             .schema = &sc,
                             .max_record = c->max_record,
                             .cluster = c->kafka_cluster,
-                            .node = node};
+                            .node = node,
+                            .advertise = advertise};
         node_name(c->data, node);
+        if (!c->advertise_url) { /* the listen address as this node's URL (a wildcard: loopback) */
+            const char *colon = strrchr(c->listen, ':');
+            int hl = colon ? (int)(colon - c->listen) : 0;
+            const char *host = c->listen;
+            if (hl == 0 || (hl == 7 && strncmp(host, "0.0.0.0", 7) == 0) || (hl == 4 && strncmp(host, "[::]", 4) == 0))
+                host = "127.0.0.1", hl = 9;
+            snprintf(advertise, sizeof advertise, "%s://%.*s:%d", cert_pem ? "https" : "http", hl, host,
+                     http_server_port(h));
+        } else {
+            snprintf(advertise, sizeof advertise, "%s", c->advertise_url);
+        }
         ms_code krc = kafka_ingest_start(&kafka, &ko, &e);
+        if (krc == MS_OK) atomic_store(&a.cluster, kafka_ingest_cluster(kafka));
         if (krc == MS_OK && c->kafka_public)
             krc = sink_kafka_public_start(&public_stream, s, c->kafka_brokers, c->kafka_public, c->kafka_config.v, &e);
         if (krc != MS_OK) goto out;

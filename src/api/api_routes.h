@@ -36,12 +36,14 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
-    size_t max_body;      /* the request body limit (--max-body): a CSV body converts to at most twice it */
-    int64_t token_ttl_s;  /* lifetime of issued tokens */
-    const char *data_dir; /* the data directory: admin.password goes once the admin's password changes */
-    export_jobs *exports; /* POST /v1/exports runs here (NULL: exports are refused) */
-    notifier *notifier;   /* rules, events, subscriptions (NULL: their routes answer 503) */
-    counters *counters;   /* the rolling-window counters (/v1/counters) */
+    size_t max_body;                 /* the request body limit (--max-body): a CSV body converts to at most twice it */
+    int64_t token_ttl_s;             /* lifetime of issued tokens */
+    const char *data_dir;            /* the data directory: admin.password goes once the admin's password changes */
+    export_jobs *exports;            /* POST /v1/exports runs here (NULL: exports are refused) */
+    notifier *notifier;              /* rules, events, subscriptions (NULL: their routes answer 503) */
+    counters *counters;              /* the rolling-window counters (/v1/counters) */
+    struct cluster *_Atomic cluster; /* a cluster node (ingest/cluster.h), set once its consumer runs: reads of
+                                        other nodes' shards redirect (NULL: not a cluster node, or not yet) */
 } api;
 
 /* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a

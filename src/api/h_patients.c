@@ -20,7 +20,9 @@
 #include "base/timefmt.h"
 #include "ingest/erasure.h"
 #include "pipeline/identity.h"
+#include "pipeline/shard.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
@@ -43,7 +45,7 @@ void h_patient_get(api *a, http_request *req, http_response *res)
 {
     double t0 = ms_mono_s();
     patient_id pid;
-    if (!get_pid(req->params[0], res, &pid)) return;
+    if (!get_pid(req->params[0], res, &pid) || redirect_patient(a, req, res, &pid)) return;
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     patient_answer(a, req, res, &pid, r, t0);
@@ -67,6 +69,7 @@ void h_patient_lookup(api *a, http_request *req, http_response *res)
         return;
     }
     size_t kl = identity_key(norm, (size_t)nl, y, m, d, key);
+    if (redirect_to_owner(a, req, res, shard_of_key(key, kl))) return;
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     patient_id pid;
@@ -92,7 +95,7 @@ void h_patient_history(api *a, http_request *req, http_response *res)
 {
     double t0 = ms_mono_s();
     patient_id pid;
-    if (!get_pid(req->params[0], res, &pid)) return;
+    if (!get_pid(req->params[0], res, &pid) || redirect_patient(a, req, res, &pid)) return;
     store_read *r;
     if (!begin_read(a, res, &r)) return;
     query_ctx q = {a->store, a->schema};
@@ -107,7 +110,7 @@ void h_patient_records(api *a, http_request *req, http_response *res)
 {
     double t0 = ms_mono_s();
     patient_id pid;
-    if (!get_pid(req->params[0], res, &pid)) return;
+    if (!get_pid(req->params[0], res, &pid) || redirect_patient(a, req, res, &pid)) return;
     list_params p;
     cursor_buf c;
     store_read *r;
@@ -134,6 +137,10 @@ static size_t erasure_views(api *a, erasure_view v[2])
 
 void h_patient_erase(api *a, http_request *req, http_response *res)
 {
+    if (atomic_load(&a->cluster)) { /* the patient's records live on every node that stored one */
+        http_error(res, 409, "this node is one of a cluster: erasure across the cluster is not built yet");
+        return;
+    }
     erasure c = {.user = req->user, .role = req->role, .client = req->client, .resource = req->path};
     if (!get_pid(req->params[0], res, &c.pid)) return;
     json_member m[8];

@@ -34,6 +34,7 @@
 #include "pipeline/prepare.h"
 
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -220,6 +221,10 @@ static void ingest_csv(api *a, http_request *req, http_response *res, scan_confi
 
 void h_ingest(api *a, http_request *req, http_response *res)
 {
+    if (atomic_load(&a->cluster)) { /* a shard's numbers are minted by its owner, in Kafka's order */
+        http_error(res, 409, "this node is one of a cluster: records come in through the cluster's Kafka topic");
+        return;
+    }
     ingest_ctx in = {a->store, a->writer, a->schema, a->max_record};
     scan_config cfg = ingest_scan_config(&in);
     unsigned char origin[32];
@@ -265,6 +270,10 @@ void h_record_get(api *a, http_request *req, http_response *res)
 
 void h_record_delete(api *a, http_request *req, http_response *res)
 {
+    if (atomic_load(&a->cluster)) {
+        http_error(res, 409, "this node is one of a cluster: deleting a record across the cluster is not built yet");
+        return;
+    }
     const char *rid = req->params[0];
     char source[192];
     snprintf(source, sizeof source, "user %s via http %s (delete)", req->user, req->client);

@@ -203,6 +203,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, conn_state *cs, 
         }
     }
     if (res->content_disposition[0]) MHD_add_response_header(r, "Content-Disposition", res->content_disposition);
+    if (res->location) MHD_add_response_header(r, "Location", res->location);
     MHD_add_response_header(r, "Content-Type", res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(r, "Cache-Control",
                             res->cache_control ? res->cache_control
@@ -508,6 +509,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     for (int i = 0; i < cs->req.nparams; i++)
         free(cs->req.params[i]);
     buf_free(&cs->res.body);
+    free(cs->res.location);
     if (cs->res.has_file) close(cs->res.file_fd);
     if (cs->res.stream.done) cs->res.stream.done(cs->res.stream.ctx); /* a stream never handed over */
     free(cs);

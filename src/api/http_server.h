@@ -78,6 +78,7 @@ typedef struct {
     int file_fd;
     uint64_t file_len;
     char content_disposition[128]; /* "" or the Content-Disposition header */
+    char *location;                /* NULL or the Location header (a redirect: 307 to another node); freed */
     /* the console's static files (h_console.c): NULL, or the Cache-Control header instead of the default
      * (no-store; no-cache for a stream), and the Content-Security-Policy header */
     const char *cache_control;

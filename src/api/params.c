@@ -6,10 +6,14 @@
  */
 #include "api/params.h"
 
+#include "ingest/cluster.h"
+#include "pipeline/shard.h"
+
 #include "access/audit.h"
 #include "base/metrics.h"
 #include "base/timefmt.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,4 +188,55 @@ void audit_request(api *a, const http_request *req, const char *action, const pa
 const char *outcome_of(ms_code rc)
 {
     return rc == MS_OK ? "ok" : rc == MS_ENOTFOUND ? "not_found" : rc == MS_EGONE ? "erased" : "error";
+}
+
+/* ---- a cluster's reads: redirected to the node that owns the patient's shard ---- */
+
+static void put_escaped(buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("-._~", *p)) {
+            buf_putc(b, (char)*p);
+        } else {
+            buf_putc(b, '%');
+            buf_putc(b, hex[*p >> 4]);
+            buf_putc(b, hex[*p & 15]);
+        }
+    }
+}
+
+bool redirect_to_owner(api *a, http_request *req, http_response *res, uint32_t shard)
+{
+    struct cluster *cl = atomic_load(&a->cluster);
+    if (!cl) return false;
+    char url[512];
+    switch (cluster_owner_of(cl, shard, url, sizeof url)) {
+    case CLUSTER_OWNER_ME: return false;
+    case CLUSTER_OWNER_UNKNOWN:
+        http_error(res, 503, "no node of the cluster owns this patient's shard right now (a rebalance): try again");
+        return true;
+    case CLUSTER_OWNER_OTHER: break;
+    }
+    buf loc = {0};
+    buf_puts(&loc, url);
+    buf_puts(&loc, req->path);
+    for (int i = 0; i < req->nargs; i++) {
+        buf_putc(&loc, i ? '&' : '?');
+        put_escaped(&loc, req->args[i].key);
+        buf_putc(&loc, '=');
+        put_escaped(&loc, req->args[i].value ? req->args[i].value : "");
+    }
+    buf_putc(&loc, '\0');
+    res->location = buf_take(&loc);
+    http_error(res, 307, "another node of the cluster owns this patient's shard: %s", url);
+    return true;
+}
+
+bool redirect_patient(api *a, http_request *req, http_response *res, const patient_id *pid)
+{
+    uint64_t n;
+    if (!atomic_load(&a->cluster) || !store_patient_number(a->store, pid, &n))
+        return false; /* an unknown id: 404 here */
+    return redirect_to_owner(a, req, res, shard_of_number(n));
 }

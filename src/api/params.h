@@ -17,6 +17,13 @@
 #include "api/api_routes.h"
 #include "read/query.h"
 
+/* A cluster node (a->cluster) asked about a patient of shard: true when another node owns the shard and
+ * the request was answered with 307 to the same path and query there (or 503 while no node owns it);
+ * false (nothing answered) when this node owns it or is not a cluster node. */
+bool redirect_to_owner(api *a, http_request *req, http_response *res, uint32_t shard);
+/* The same for a patient id: its shard comes from its number (pipeline/shard.h). */
+bool redirect_patient(api *a, http_request *req, http_response *res, const patient_id *pid);
+
 /* The HTTP status for an error code (MS_OK: 200). */
 int status_for(ms_code c);
 

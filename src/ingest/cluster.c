@@ -12,6 +12,7 @@
 #include "ingest/shard_ids.h"
 #include "pipeline/shard.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,11 @@ struct cluster {
     rd_kafka_t *restorer;  /* reads the changelog (read_committed, no group) */
     char **config;         /* the operator's settings, kept for a new producer after a fatal error */
     shard_ids *ids;
+    /* the membership view (any thread, under mu): who owns each partition of T, by their client.id */
+    pthread_mutex_t mu;
+    char **owner_url; /* [partitions]: the advertised URL of the member that has it, or NULL */
+    bool *mine;       /* [partitions]: assigned to this node and restored */
+    double view_at;   /* ms_mono_s() of the last description of the group (0: none yet) */
 };
 
 static ms_code cluster_fail(ms_err *e, const char *what, const char *detail)
@@ -194,6 +200,7 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
 {
     cluster *c = ms_calloc(1, sizeof *c);
     c->opt = *opt;
+    pthread_mutex_init(&c->mu, NULL);
     size_t nconf = 0;
     while (opt->config && opt->config[nconf])
         nconf++;
@@ -228,6 +235,8 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
                      opt->topic, (int)c->partitions, SHARD_COUNT);
         goto fail;
     }
+    c->owner_url = ms_calloc((size_t)c->partitions, sizeof *c->owner_url);
+    c->mine = ms_calloc((size_t)c->partitions, sizeof *c->mine);
     if ((rc = topic_ensure(c->producer, c->byshard, c->partitions, false, true, e)) != MS_OK ||
         (rc = topic_ensure(c->producer, c->changelog, c->partitions, true, false, e)) != MS_OK)
         goto fail;
@@ -265,6 +274,11 @@ void cluster_close(cluster *c)
         free(*p);
     free(c->config);
     shard_ids_free(c->ids);
+    for (int32_t p = 0; c->owner_url && p < c->partitions; p++)
+        free(c->owner_url[p]);
+    free(c->owner_url);
+    free(c->mine);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -371,6 +385,11 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         moved |= r.next[i] >= 0;
     if (rc == MS_OK && moved) rc = writer_apply(c->opt.writer, keep_restored, &r, e); /* learned: kept */
     if (rc == MS_OK) {
+        pthread_mutex_lock(&c->mu);
+        for (int i = 0; i < assigned->cnt; i++)
+            if (strcmp(assigned->elems[i].topic, c->opt.topic) == 0 && assigned->elems[i].partition < c->partitions)
+                c->mine[assigned->elems[i].partition] = true;
+        pthread_mutex_unlock(&c->mu);
         log_field f[] = {LOG_INT("changelog_partitions", r.nparts), LOG_UINT("entries", r.n),
                          LOG_UINT("identities", shard_ids_count(c->ids)), LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
         ms_log_fields(LOG_INFO, "cluster.restored", f, LOG_NFIELDS(f), "kafka cluster: shard state restored");
@@ -478,4 +497,71 @@ ms_code cluster_reset(cluster *c, ms_err *e)
         if (!(c->producer = producer_new(c, err, sizeof err))) return cluster_fail(e, "transactional producer", err);
     }
     return load_ids(c, e);
+}
+
+/* ---- the membership view (reads on any node) ---- */
+
+void cluster_revoked(cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    memset(c->mine, 0, sizeof *c->mine * (size_t)c->partitions);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cluster_refresh_members(cluster *c, rd_kafka_t *consumer)
+{
+    const char *groups[] = {c->opt.group};
+    rd_kafka_queue_t *q = rd_kafka_queue_new(consumer);
+    rd_kafka_DescribeConsumerGroups(consumer, groups, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 5000);
+    char **urls = ms_calloc((size_t)c->partitions, sizeof *urls);
+    bool ok = false;
+    if (ev && !rd_kafka_event_error(ev) && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT) {
+        size_t ng = 0;
+        const rd_kafka_ConsumerGroupDescription_t **gs =
+            rd_kafka_DescribeConsumerGroups_result_groups(rd_kafka_event_DescribeConsumerGroups_result(ev), &ng);
+        for (size_t g = 0; g < ng; g++) {
+            if (rd_kafka_ConsumerGroupDescription_error(gs[g])) continue;
+            ok = true;
+            for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(gs[g]); m++) {
+                const rd_kafka_MemberDescription_t *md = rd_kafka_ConsumerGroupDescription_member(gs[g], m);
+                const char *url = rd_kafka_MemberDescription_client_id(md);
+                const rd_kafka_topic_partition_list_t *parts =
+                    rd_kafka_MemberAssignment_partitions(rd_kafka_MemberDescription_assignment(md));
+                for (int i = 0; parts && url && i < parts->cnt; i++)
+                    if (strcmp(parts->elems[i].topic, c->opt.topic) == 0 && parts->elems[i].partition >= 0 &&
+                        parts->elems[i].partition < c->partitions && !urls[parts->elems[i].partition])
+                        urls[parts->elems[i].partition] = ms_strndup(url, strlen(url));
+            }
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    pthread_mutex_lock(&c->mu);
+    for (int32_t p = 0; p < c->partitions; p++) {
+        char *old = c->owner_url[p];
+        c->owner_url[p] = ok ? urls[p] : old;
+        if (ok)
+            free(old);
+        else
+            free(urls[p]);
+    }
+    if (ok) c->view_at = ms_mono_s();
+    pthread_mutex_unlock(&c->mu);
+    free(urls);
+}
+
+cluster_owner cluster_owner_of(cluster *c, uint32_t shard, char *url, size_t cap)
+{
+    int32_t p = shard_partition(shard, c->partitions);
+    cluster_owner o = CLUSTER_OWNER_UNKNOWN;
+    pthread_mutex_lock(&c->mu);
+    if (c->mine[p]) {
+        o = CLUSTER_OWNER_ME;
+    } else if (c->owner_url[p] && strncmp(c->owner_url[p], "http", 4) == 0) {
+        snprintf(url, cap, "%s", c->owner_url[p]);
+        o = CLUSTER_OWNER_OTHER;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return o;
 }

@@ -86,4 +86,15 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
  * one cannot go on. The consumer must rejoin the group (its positions are past the failed batches). */
 ms_code cluster_reset(cluster *c, ms_err *e);
 
+/* ---- reads on any node: the membership view ----
+ * Every member's Kafka client.id is its advertised HTTP URL (kafka_options.advertise); the consumer
+ * thread describes the group every couple of seconds (cluster_refresh_members), and a read about a
+ * patient of a shard another node owns is redirected there (307). */
+void cluster_refresh_members(cluster *c, rd_kafka_t *consumer);
+/* The partitions are gone (rebalance): this node owns none until the next restore. */
+void cluster_revoked(cluster *c);
+typedef enum { CLUSTER_OWNER_ME, CLUSTER_OWNER_OTHER, CLUSTER_OWNER_UNKNOWN } cluster_owner;
+/* Who answers for shard (any thread): this node, another (its URL into url), or nobody known now. */
+cluster_owner cluster_owner_of(cluster *c, uint32_t shard, char *url, size_t cap);
+
 #endif

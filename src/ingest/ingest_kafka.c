@@ -325,6 +325,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         while (k->in_flight > 0)
             pthread_cond_wait(&k->cv, &k->mu);
         pthread_mutex_unlock(&k->mu);
+        if (k->cl) cluster_revoked(k->cl);
         rd_kafka_assign(rk, NULL);
         return;
     }
@@ -384,6 +385,7 @@ static void check_brokers(kafka_ingest *k)
     if (md) rd_kafka_metadata_destroy(md);
     atomic_store(&k->unreachable, reachable ? 0 : 1);
     note_reachability(k, reachable, brokers);
+    if (reachable && k->cl) cluster_refresh_members(k->cl, k->rk);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (!reachable || rd_kafka_assignment(k->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
     rd_kafka_position(k->rk, parts);
@@ -488,6 +490,8 @@ static rd_kafka_t *consumer_new(kafka_ingest *k, char *err, size_t cap)
         /* a cluster node: forwards come in transactions; partition p of both topics to one member */
         {"isolation.level", k->cl ? "read_committed" : "read_uncommitted"},
         {"partition.assignment.strategy", k->cl ? "range" : "range,roundrobin"},
+        /* a cluster node's HTTP URL: the group's description tells every node who owns what */
+        {"client.id", k->cl && k->opt.advertise ? k->opt.advertise : "rdkafka"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, cap) != RD_KAFKA_CONF_OK) {
@@ -631,6 +635,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     *out = k;
     return MS_OK;
 }
+
+struct cluster *kafka_ingest_cluster(kafka_ingest *k) { return k ? k->cl : NULL; }
 
 void kafka_ingest_stop(kafka_ingest *k)
 {

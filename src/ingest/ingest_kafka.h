@@ -29,13 +29,17 @@ typedef struct {
     writer *writer;
     const schema *schema;
     size_t max_record;
-    bool cluster;     /* one node of a cluster (ingest/cluster.h): shards, per-shard numbers, transactions */
-    const char *node; /* with cluster: this node's stable name */
+    bool cluster;          /* one node of a cluster (ingest/cluster.h): shards, per-shard numbers, transactions */
+    const char *node;      /* with cluster: this node's stable name */
+    const char *advertise; /* with cluster: the URL other nodes redirect reads of this node's shards to (its
+                              Kafka client.id) */
 } kafka_options;
 
 typedef struct kafka_ingest kafka_ingest;
 
 ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err *e);
+/* A cluster node's shards and membership view (ingest/cluster.h), or NULL. */
+struct cluster *kafka_ingest_cluster(kafka_ingest *k);
 /* Finish the batch in hand, commit its offsets, leave the group. */
 void kafka_ingest_stop(kafka_ingest *k);
 
