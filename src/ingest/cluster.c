@@ -286,11 +286,20 @@ const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
 
 /* ---- restore ---- */
 
+/* A batch marker's key: 'B', the input partition (be32), the topic (0 T, 1 T.by-shard) and offset (be64) of
+ * the batch's first message of that partition. Its value:
+ * runs of 17 bytes, in the batch's order: topic (0 T, 1 T.by-shard), from, to (be64 each, to exclusive). */
+#define MARKER_KEY 14
+#define RUN_BYTES 17
+
+/* The source name under which a store keeps how far it scanned the changelog for partition p's markers. */
+static void marker_source(const cluster *c, char *out, size_t cap) { snprintf(out, cap, "%s@markers", c->changelog); }
+
 typedef struct {
     cluster *c;
     struct cluster_mint *entries;
-    size_t n;
-    int32_t *parts;
+    size_t n, cap;
+    int32_t *parts; /* changelog partitions read, and where each read ended (-1: nothing read) */
     int64_t *next;
     int nparts;
 } restored;
@@ -306,37 +315,115 @@ static ms_code keep_restored(void *ctx, store_write *w, ms_err *e)
     return rc;
 }
 
-ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, ms_err *e)
+static void learn_entry(restored *r, const rd_kafka_message_t *m)
+{
+    uint64_t number = ms_get_be64(m->payload);
+    if (!shard_ids_learn(r->c->ids, m->key, number)) {
+        ms_log(LOG_ERROR, "cluster.conflict",
+               "kafka cluster: %s offset %lld gives an identity a second patient number (%llu); kept the first",
+               r->c->changelog, (long long)m->offset, (unsigned long long)number);
+        return;
+    }
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 1024;
+        r->entries = ms_realloc(r->entries, r->cap * sizeof *r->entries);
+    }
+    memcpy(r->entries[r->n].mac, m->key, 32);
+    r->entries[r->n++].number = number;
+}
+
+/* What an assigned partition needs replayed: its store's offsets in T and T.by-shard (-1: none), and the
+ * changelog offset its marker scan starts at. */
+typedef struct {
+    int32_t p;
+    int64_t have[2];
+    int64_t scan_from;
+} replay_want;
+
+/* A marker of a wanted partition: the part of its runs this store does not have, as a batch of the plan. */
+static void take_marker(cluster_replay *plan, const replay_want *w, const rd_kafka_message_t *m)
+{
+    if (m->len == 0 || m->len % RUN_BYTES) return;
+    const unsigned char *v = m->payload;
+    int n = (int)(m->len / RUN_BYTES), k = 0;
+    cluster_run *runs = ms_malloc(sizeof *runs * (size_t)n);
+    for (int i = 0; i < n; i++, v += RUN_BYTES) {
+        cluster_run r = {
+            .byshard = v[0] ? 1 : 0, .from = (int64_t)ms_get_be64(v + 1), .to = (int64_t)ms_get_be64(v + 9)};
+        if (r.from < w->have[r.byshard]) r.from = w->have[r.byshard];
+        if (r.from < r.to) runs[k++] = r;
+    }
+    if (!k) {
+        free(runs);
+        return;
+    }
+    plan->batches = ms_realloc(plan->batches, sizeof *plan->batches * (size_t)(plan->n + 1));
+    plan->batches[plan->n++] = (cluster_replay_batch){.partition = w->p, .runs = runs, .nruns = k};
+}
+
+void cluster_replay_free(cluster_replay *plan)
+{
+    for (int i = 0; i < plan->n; i++)
+        free(plan->batches[i].runs);
+    free(plan->batches);
+    free(plan->scan_end);
+    memset(plan, 0, sizeof *plan);
+}
+
+ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, cluster_replay *plan, ms_err *e)
 {
     double t0 = ms_mono_s();
+    memset(plan, 0, sizeof *plan);
+    plan->scan_end = ms_calloc((size_t)c->partitions, sizeof *plan->scan_end);
+    for (int32_t p = 0; p < c->partitions; p++)
+        plan->scan_end[p] = -1;
     restored r = {.c = c};
     r.parts = ms_calloc((size_t)c->cl_partitions, sizeof *r.parts);
     r.next = ms_calloc((size_t)c->cl_partitions, sizeof *r.next);
-    bool *want = ms_calloc((size_t)c->cl_partitions, sizeof *want);
-    for (int i = 0; i < assigned->cnt; i++)
-        if (strcmp(assigned->elems[i].topic, c->opt.topic) == 0)
-            want[assigned->elems[i].partition % c->cl_partitions] = true;
-    rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(c->cl_partitions);
+    replay_want *wants = ms_calloc((size_t)assigned->cnt + 1, sizeof *wants);
+    int nwants = 0;
+    int64_t *learned = ms_calloc((size_t)c->cl_partitions, sizeof *learned); /* entries learned before here */
+    int64_t *start = ms_calloc((size_t)c->cl_partitions, sizeof *start);     /* -2: not read */
+    for (int32_t x = 0; x < c->cl_partitions; x++)
+        start[x] = -2;
+    char msource[300];
+    marker_source(c, msource, sizeof msource);
     store_read *rd = NULL;
     ms_code rc = store_read_begin(c->opt.store, &rd, e);
-    for (int32_t p = 0; rc == MS_OK && p < c->cl_partitions; p++) {
-        if (!want[p]) continue;
-        int64_t next = RD_KAFKA_OFFSET_BEGINNING, lo = 0, hi = 0;
+    for (int i = 0; rc == MS_OK && i < assigned->cnt; i++) {
+        if (strcmp(assigned->elems[i].topic, c->opt.topic) != 0) continue;
+        replay_want *w = &wants[nwants++];
+        w->p = assigned->elems[i].partition;
+        const char *topics[2] = {c->opt.topic, c->byshard};
+        for (int t = 0; rc == MS_OK && t < 2; t++) {
+            bool found;
+            rc = store_source_offset_get(rd, topics[t], w->p, &w->have[t], &found, e);
+            if (!found) w->have[t] = -1;
+        }
         bool found = false;
-        rc = store_source_offset_get(rd, c->changelog, p, &next, &found, e);
-        if (!found) next = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(c->restorer, c->changelog, p, &lo, &hi, 10000);
-        if (rc == MS_OK && kerr) rc = cluster_fail(e, c->changelog, rd_kafka_err2str(kerr));
-        if (rc != MS_OK) break;
-        r.parts[r.nparts] = p;
-        r.next[r.nparts] = -1;
-        r.nparts++;
-        if ((found && next >= hi) || hi == 0) continue; /* nothing after what this store learned */
-        rd_kafka_topic_partition_list_add(from, c->changelog, p)->offset = next;
+        if (rc == MS_OK) rc = store_source_offset_get(rd, msource, w->p, &w->scan_from, &found, e);
+        if (!found) w->scan_from = 0;
+        int32_t x = w->p % c->cl_partitions;
+        if (rc == MS_OK) rc = store_source_offset_get(rd, c->changelog, x, &learned[x], &found, e);
+        if (!found) learned[x] = 0;
+        int64_t from = w->scan_from < learned[x] ? w->scan_from : learned[x];
+        if (start[x] == -2 || from < start[x]) start[x] = from;
     }
     store_read_end(rd);
-    free(want);
-    size_t cap = 0;
+    rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(c->cl_partitions);
+    for (int32_t x = 0; rc == MS_OK && x < c->cl_partitions; x++) {
+        if (start[x] == -2) continue;
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(c->restorer, c->changelog, x, &lo, &hi, 10000);
+        if (kerr) {
+            rc = cluster_fail(e, c->changelog, rd_kafka_err2str(kerr));
+            break;
+        }
+        r.parts[r.nparts] = x;
+        r.next[r.nparts++] = -1;
+        if (start[x] >= hi) continue; /* nothing after what this store read */
+        rd_kafka_topic_partition_list_add(from, c->changelog, x)->offset = start[x] > lo ? start[x] : lo;
+    }
     int open = from->cnt;
     if (rc == MS_OK && open > 0) {
         rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, from);
@@ -360,49 +447,150 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         } else if (x < r.nparts) {
             r.next[x] = m->offset + 1;
             if (m->key_len == 32 && m->len == 8) {
-                uint64_t number = ms_get_be64(m->payload);
-                if (!shard_ids_learn(c->ids, m->key, number)) {
-                    ms_log(LOG_ERROR, "cluster.conflict",
-                           "kafka cluster: %s offset %lld gives an identity a second patient number (%llu); kept the "
-                           "first",
-                           c->changelog, (long long)m->offset, (unsigned long long)number);
-                } else {
-                    if (r.n == cap) {
-                        cap = cap ? cap * 2 : 1024;
-                        r.entries = ms_realloc(r.entries, cap * sizeof *r.entries);
-                    }
-                    memcpy(r.entries[r.n].mac, m->key, 32);
-                    r.entries[r.n++].number = number;
-                }
+                learn_entry(&r, m);
+            } else if (m->key_len == MARKER_KEY && ((const unsigned char *)m->key)[0] == 'B') {
+                int32_t p = (int32_t)ms_get_be32((const unsigned char *)m->key + 1);
+                for (int w = 0; w < nwants; w++)
+                    if (wants[w].p == p && m->offset >= wants[w].scan_from) take_marker(plan, &wants[w], m);
             }
         }
         rd_kafka_message_destroy(m);
     }
     if (from->cnt > 0) rd_kafka_assign(c->restorer, NULL);
     rd_kafka_topic_partition_list_destroy(from);
+    for (int w = 0; w < nwants; w++) { /* where the next marker scan of each partition starts */
+        int32_t x = wants[w].p % c->cl_partitions;
+        for (int i = 0; i < r.nparts; i++)
+            if (r.parts[i] == x && r.next[i] >= 0) plan->scan_end[wants[w].p] = r.next[i];
+    }
     bool moved = false;
     for (int i = 0; i < r.nparts; i++)
         moved |= r.next[i] >= 0;
     if (rc == MS_OK && moved) rc = writer_apply(c->opt.writer, keep_restored, &r, e); /* learned: kept */
     if (rc == MS_OK) {
-        pthread_mutex_lock(&c->mu);
-        for (int i = 0; i < assigned->cnt; i++)
-            if (strcmp(assigned->elems[i].topic, c->opt.topic) == 0 && assigned->elems[i].partition < c->partitions)
-                c->mine[assigned->elems[i].partition] = true;
-        pthread_mutex_unlock(&c->mu);
         log_field f[] = {LOG_INT("changelog_partitions", r.nparts), LOG_UINT("entries", r.n),
-                         LOG_UINT("identities", shard_ids_count(c->ids)), LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
+                         LOG_UINT("identities", shard_ids_count(c->ids)), LOG_INT("replay_batches", plan->n),
+                         LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
         ms_log_fields(LOG_INFO, "cluster.restored", f, LOG_NFIELDS(f), "kafka cluster: shard state restored");
+    } else {
+        cluster_replay_free(plan);
     }
     free(r.entries);
     free(r.parts);
     free(r.next);
+    free(wants);
+    free(learned);
+    free(start);
     return rc;
+}
+
+typedef struct {
+    cluster *c;
+    const cluster_replay *plan;
+} replayed_ctx;
+
+static ms_code keep_replayed(void *ctx, store_write *w, ms_err *e)
+{
+    replayed_ctx *r = ctx;
+    char msource[300];
+    marker_source(r->c, msource, sizeof msource);
+    ms_code rc = MS_OK;
+    for (int32_t p = 0; rc == MS_OK && p < r->c->partitions; p++)
+        if (r->plan->scan_end[p] >= 0) rc = store_source_offset_put(w, msource, p, r->plan->scan_end[p], e);
+    return rc;
+}
+
+ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assigned, const cluster_replay *plan,
+                         ms_err *e)
+{
+    replayed_ctx r = {c, plan};
+    ms_code rc = writer_apply(c->opt.writer, keep_replayed, &r, e);
+    if (rc != MS_OK) return rc;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < assigned->cnt; i++)
+        if (strcmp(assigned->elems[i].topic, c->opt.topic) == 0 && assigned->elems[i].partition < c->partitions)
+            c->mine[assigned->elems[i].partition] = true;
+    pthread_mutex_unlock(&c->mu);
+    return MS_OK;
+}
+
+/* ---- the replay reader: a partition's messages in T and T.by-shard, each from its own queue ---- */
+
+struct cluster_reader {
+    cluster *c;
+    rd_kafka_queue_t *q[2];
+    rd_kafka_message_t *held[2]; /* read past a run's end: the next run's first */
+};
+
+ms_code cluster_reader_open(cluster *c, int32_t p, const int64_t from[2], cluster_reader **out, ms_err *e)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(2);
+    const char *topics[2] = {c->opt.topic, c->byshard};
+    for (int t = 0; t < 2; t++)
+        rd_kafka_topic_partition_list_add(parts, topics[t], p)->offset =
+            from[t] >= 0 ? from[t] : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (kerr) return cluster_fail(e, "replay assign", rd_kafka_err2str(kerr));
+    cluster_reader *rd = ms_calloc(1, sizeof *rd);
+    rd->c = c;
+    for (int t = 0; t < 2; t++) {
+        rd->q[t] = rd_kafka_queue_get_partition(c->restorer, topics[t], p);
+        rd_kafka_queue_forward(rd->q[t], NULL); /* this partition's messages stay in its own queue */
+    }
+    *out = rd;
+    return MS_OK;
+}
+
+ms_code cluster_reader_run(cluster_reader *rd, const cluster_run *run, rd_kafka_message_t ***msgs, int *n, ms_err *e)
+{
+    int cap = 0;
+    *msgs = NULL;
+    *n = 0;
+    double t0 = ms_mono_s();
+    for (;;) {
+        rd_kafka_message_t *m = rd->held[run->byshard];
+        rd->held[run->byshard] = NULL;
+        if (!m) m = rd_kafka_consume_queue(rd->q[run->byshard], 200);
+        if (!m) {
+            if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) return cluster_fail(e, "replay", "the messages did not come");
+            continue;
+        }
+        if (m->err) { /* end of the partition (it is further than this run's end: a fetch in flight), errors */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->offset < run->from) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->offset >= run->to) {
+            rd->held[run->byshard] = m;
+            return MS_OK;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 256;
+            *msgs = ms_realloc(*msgs, sizeof **msgs * (size_t)cap);
+        }
+        (*msgs)[(*n)++] = m;
+        if (m->offset == run->to - 1) return MS_OK;
+    }
+}
+
+void cluster_reader_close(cluster_reader *rd)
+{
+    if (!rd) return;
+    for (int t = 0; t < 2; t++) {
+        if (rd->held[t]) rd_kafka_message_destroy(rd->held[t]);
+        rd_kafka_queue_destroy(rd->q[t]);
+    }
+    rd_kafka_assign(rd->c->restorer, NULL);
+    free(rd);
 }
 
 /* ---- a batch ---- */
 
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch)
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay)
 {
     uint32_t n = batch->n;
     cb->numbers = ms_malloc(sizeof *cb->numbers * n);
@@ -428,6 +616,15 @@ void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, rec
         unsigned char mac[32];
         store_identity_mac(c->opt.store, r->identity_key, r->identity_key_len, mac);
         if (shard_ids_get(c->ids, mac, &cb->numbers[i])) continue;
+        if (replay) { /* never: the changelog holds the identities of a committed batch before its marker */
+            cb->numbers[i] = UINT64_MAX;
+            r->rejected = true;
+            r->error = "replay: the identity is not in the changelog";
+            batch->rejected++;
+            ms_log(LOG_ERROR, "cluster.replay_unknown", "kafka cluster: %s partition %d offset %lld: %s",
+                   rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition, (long long)msgs[i]->offset, r->error);
+            continue;
+        }
         cb->numbers[i] = shard_ids_mint(c->ids, mac, shard);
         if (cb->nminted == cap) {
             cap = cap ? cap * 2 : 64;
@@ -444,6 +641,15 @@ void cluster_batch_free(cluster_batch *cb)
     free(cb->forward_to);
     free(cb->minted);
     memset(cb, 0, sizeof *cb);
+}
+
+static void run_put(buf *v, int topic, int64_t from, int64_t to)
+{
+    unsigned char r[RUN_BYTES];
+    r[0] = (unsigned char)topic;
+    ms_set_be64(r + 1, (uint64_t)from);
+    ms_set_be64(r + 9, (uint64_t)to);
+    buf_put(v, r, RUN_BYTES);
 }
 
 ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
@@ -467,6 +673,39 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len),
                               RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len), RD_KAFKA_V_END);
     }
+    /* the batch's markers: per input partition, its messages' runs in the batch's order (replay) */
+    buf v = {0};
+    for (int i = 0; !err && i < n; i++) {
+        int32_t p = msgs[i]->partition;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = msgs[j]->partition == p;
+        if (seen) continue;
+        v.len = 0;
+        int64_t first = -1, at_from = -1, at_to = -1;
+        int topic = -1, first_topic = 0;
+        for (int j = i; j < n; j++) {
+            if (msgs[j]->partition != p) continue;
+            int t = strcmp(rd_kafka_topic_name(msgs[j]->rkt), c->byshard) == 0;
+            if (first < 0) first = msgs[j]->offset, first_topic = t;
+            if (t == topic && msgs[j]->offset >= at_to) {
+                at_to = msgs[j]->offset + 1;
+                continue;
+            }
+            if (topic >= 0) run_put(&v, topic, at_from, at_to);
+            topic = t, at_from = msgs[j]->offset, at_to = msgs[j]->offset + 1;
+        }
+        run_put(&v, topic, at_from, at_to);
+        unsigned char key[MARKER_KEY];
+        key[0] = 'B';
+        ms_set_be32(key + 1, (uint32_t)p);
+        key[5] = (unsigned char)first_topic;
+        ms_set_be64(key + 6, (uint64_t)first);
+        err = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->changelog), RD_KAFKA_V_PARTITION(p % c->cl_partitions),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, MARKER_KEY),
+                                RD_KAFKA_V_VALUE(v.data, v.len), RD_KAFKA_V_END);
+    }
+    buf_free(&v);
     if (err) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
         if (ae) rd_kafka_error_destroy(ae);

@@ -56,9 +56,39 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e);
 void cluster_close(cluster *c);
 const char *cluster_byshard_topic(const cluster *c);
 
-/* On assignment: read the changelog partitions of the assigned partitions' shards from where this store
- * left them to their ends, learn every entry, and keep them in the store. */
-ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, ms_err *e);
+/* The batches another node (or this one, before a crash) committed that this store lacks: per batch, the
+ * runs of messages of one input partition in T and T.by-shard, in the batch's order. Stored again in that
+ * order, they give this store the same record and patient versions as the node that committed them. */
+typedef struct {
+    uint8_t byshard; /* 0: T, 1: T.by-shard */
+    int64_t from, to;
+} cluster_run;
+typedef struct {
+    int32_t partition;
+    cluster_run *runs;
+    int nruns;
+} cluster_replay_batch;
+typedef struct {
+    cluster_replay_batch *batches;
+    int n;
+    int64_t *scan_end; /* per partition: where its next marker scan starts (-1: unchanged) */
+} cluster_replay;
+void cluster_replay_free(cluster_replay *plan);
+
+/* On assignment: read the changelog partitions of the assigned partitions' shards to their ends (from
+ * where this store left them), learn and keep every identity, and plan the replay of every committed
+ * batch of the assigned partitions past this store's offsets (a node that never had a partition replays
+ * its whole history: the restore time of a partition is its replay). */
+ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assigned, cluster_replay *plan, ms_err *e);
+/* After the plan is stored: keep where the marker scans ended, and own the assigned partitions (reads). */
+ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assigned, const cluster_replay *plan,
+                         ms_err *e);
+/* Reading a partition's messages for a replay: from[0] in T, from[1] in T.by-shard (-1: the beginning). */
+typedef struct cluster_reader cluster_reader;
+ms_code cluster_reader_open(cluster *c, int32_t p, const int64_t from[2], cluster_reader **out, ms_err *e);
+/* The messages of one run, in order (*msgs: the caller destroys them and frees the array). */
+ms_code cluster_reader_run(cluster_reader *rd, const cluster_run *run, rd_kafka_message_t ***msgs, int *n, ms_err *e);
+void cluster_reader_close(cluster_reader *rd);
 
 /* A batch's routing, made by cluster_route, used by cluster_commit and the writer (numbers). */
 typedef struct {
@@ -72,8 +102,9 @@ typedef struct {
 } cluster_batch;
 
 /* Route the n records of batch (msgs[i] holds record i): forwarded ones are marked rejected in the batch
- * (the writer answers ITEM_FORWARDED); the others get their numbers, new identities minted. */
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch);
+ * (the writer answers ITEM_FORWARDED); the others get their numbers, new identities minted (a replay mints
+ * none: an identity the changelog does not hold is rejected, loudly). */
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay);
 void cluster_batch_free(cluster_batch *cb);
 
 /* One Kafka transaction: the minted entries, the forwards, the offsets (KIP-447, consumer's group

@@ -39,6 +39,7 @@ typedef struct {
     int noffsets;
     item_result *results;
     cluster_batch route; /* a cluster node's: forwards and patient numbers (cluster.h) */
+    bool replay;         /* a cluster node storing a batch committed before (no transaction, no dead letters) */
     ingest_job job;      /* through the one ingest path: stage 2 appends it, stage 3 stores it */
 } kafka_batch;
 
@@ -104,9 +105,10 @@ static void kafka_batch_free(kafka_batch *b)
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset. */
-static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n)
+static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n, bool replay)
 {
     kafka_batch *b = ms_calloc(1, sizeof *b);
+    b->replay = replay;
     b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
     memcpy(b->msgs, msgs, sizeof *msgs * (size_t)n);
     b->n = n;
@@ -132,7 +134,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     }
     free(off);
     unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !replay; i++) { /* a replay's were sent when the batch was first stored */
         if (!b->batch.records[i].rejected) continue;
         char part[16], offs[24];
         snprintf(part, sizeof part, "%d", (int)msgs[i]->partition);
@@ -164,7 +166,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                       "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&k->messages, (uint64_t)n);
-    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch);
+    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
     for (int i = 0; i < n; i++) {
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt); /* the input topic, or a cluster's by-shard topic */
@@ -207,7 +209,7 @@ static bool dead_letters_delivered(kafka_ingest *k)
 static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 {
     b->job.received_at = ms_mono_s();
-    if (k->cl) { /* a cluster node: the Kafka transaction first (cluster.h), then LMDB */
+    if (k->cl && !b->replay) { /* a cluster node: the Kafka transaction first (cluster.h), then LMDB */
         if (atomic_load(&k->broken) || !dead_letters_delivered(k)) return false;
         ms_err e = {0};
         if (cluster_commit(k->cl, &b->route, b->msgs, b->n, b->offsets, b->noffsets, k->rk, &e) != MS_OK) {
@@ -304,6 +306,71 @@ static void *store_main(void *arg)
     return NULL;
 }
 
+/* A cluster node on assignment (consumer thread, nothing in flight): the shards' identities from the
+ * changelog, then every committed batch of the assigned partitions this store lacks, stored again in the
+ * order they were committed (cluster.h): after it, the store holds what the shards' owners stored. */
+static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_t *parts, ms_err *e)
+{
+    cluster_replay plan;
+    ms_code rc = cluster_restore(k->cl, parts, &plan, e);
+    if (rc != MS_OK) return rc;
+    double t0 = ms_mono_s();
+    uint64_t records = 0;
+    bool *done = ms_calloc((size_t)plan.n + 1, sizeof *done);
+    for (int i = 0; rc == MS_OK && i < plan.n; i++) {
+        if (done[i]) continue;
+        int32_t p = plan.batches[i].partition;
+        int64_t from[2] = {-1, -1};
+        for (int j = i; j < plan.n; j++)
+            for (int r = 0; plan.batches[j].partition == p && r < plan.batches[j].nruns; r++) {
+                const cluster_run *run = &plan.batches[j].runs[r];
+                if (from[run->byshard] < 0 || run->from < from[run->byshard]) from[run->byshard] = run->from;
+            }
+        for (int t = 0; t < 2; t++)
+            if (from[t] < 0) from[t] = RD_KAFKA_OFFSET_END; /* no run there: nothing to read */
+        cluster_reader *rd;
+        if ((rc = cluster_reader_open(k->cl, p, from, &rd, e)) != MS_OK) break;
+        for (int j = i; rc == MS_OK && j < plan.n; j++) {
+            if (plan.batches[j].partition != p) continue;
+            done[j] = true;
+            rd_kafka_message_t **msgs = NULL;
+            int n = 0;
+            for (int r = 0; rc == MS_OK && r < plan.batches[j].nruns; r++) {
+                rd_kafka_message_t **got;
+                int ngot;
+                if ((rc = cluster_reader_run(rd, &plan.batches[j].runs[r], &got, &ngot, e)) != MS_OK) break;
+                msgs = ms_realloc(msgs, sizeof *msgs * (size_t)(n + ngot + 1));
+                memcpy(msgs + n, got, sizeof *msgs * (size_t)ngot);
+                n += ngot;
+                free(got);
+            }
+            if (rc != MS_OK || n == 0) {
+                for (int m = 0; m < n; m++)
+                    rd_kafka_message_destroy(msgs[m]);
+                free(msgs);
+                continue;
+            }
+            kafka_batch *b = kafka_batch_prepare(k, msgs, n, true);
+            free(msgs);
+            if (ingest_append(&k->ingest, &b->job, e) != MS_OK) b->job.body_pos = UINT64_MAX; /* store appends */
+            if (!kafka_batch_store(k, b)) rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
+            records += (uint64_t)n;
+            kafka_batch_free(b);
+        }
+        cluster_reader_close(rd);
+    }
+    free(done);
+    if (rc == MS_OK) rc = cluster_replayed(k->cl, parts, &plan, e);
+    if (rc == MS_OK && plan.n) {
+        log_field f[] = {LOG_INT("batches", plan.n), LOG_UINT("messages", records),
+                         LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
+        ms_log_fields(LOG_INFO, "cluster.replayed", f, LOG_NFIELDS(f),
+                      "kafka cluster: committed batches this store lacked stored again");
+    }
+    cluster_replay_free(&plan);
+    return rc;
+}
+
 /* On assignment, start each partition at the later of Kafka's committed offset and the one the store
  * recorded with the last batch it committed (a batch of only dead letters commits its offsets too,
  * ingest.h): a commit to Kafka that was lost does not replay, and a store that is behind (one restored
@@ -329,9 +396,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         rd_kafka_assign(rk, NULL);
         return;
     }
+    ms_err e;
+    if (k->cl && cluster_take_over(k, parts, &e) != MS_OK) { /* never mint before the changelog is read */
+        ms_log(LOG_ERROR, "cluster.restore_failed", "%s; the node rejoins its group", e.msg);
+        atomic_store(&k->broken, true);
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
     rd_kafka_committed(rk, parts, 5000); /* fills in Kafka's committed offsets (or INVALID) */
     store_read *r;
-    ms_err e;
     if (store_read_begin(k->opt.store, &r, &e) == MS_OK) {
         for (int i = 0; i < parts->cnt; i++) {
             int64_t next;
@@ -346,12 +419,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 parts->elems[i].offset = next;
         }
         store_read_end(r);
-    }
-    if (k->cl && cluster_restore(k->cl, parts, &e) != MS_OK) { /* never mint before the changelog is read */
-        ms_log(LOG_ERROR, "cluster.restore_failed", "%s; the node rejoins its group", e.msg);
-        atomic_store(&k->broken, true);
-        rd_kafka_assign(rk, NULL);
-        return;
     }
     log_field f[] = {LOG_INT("partitions", parts->cnt), LOG_STR("group", k->opt.group)};
     ms_log_fields(LOG_INFO, "kafka.assigned", f, LOG_NFIELDS(f), "kafka: partitions assigned");
@@ -443,7 +510,7 @@ static void *consumer_main(void *arg)
         }
         if (!n) continue;
         handoff_note(k, NULL, +1); /* in flight from here until stage 3 is done with it */
-        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n));
+        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n, false));
     }
     handoff_note(k, &k->consumer_done, 0);
     free(msgs);

@@ -48,7 +48,8 @@ def produce_random_keys(bootstrap, topic, recs, seed):
 
 
 def changelog_count(bootstrap, topic):
-    """Committed messages in TOPIC.changelog (read_committed, to the end of every partition)."""
+    """Committed identity entries (32-byte keys: identity MACs) in TOPIC.changelog, and their distinct keys
+    (read_committed, to the end of every partition); the batch markers (14-byte keys) are left out."""
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "count-%d" % random.randrange(1 << 30),
                   "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -66,8 +67,9 @@ def changelog_count(bootstrap, topic):
             if m.error().code() == -191:  # _PARTITION_EOF
                 open_parts.discard(m.partition())
             continue
-        n += 1
-        keys.add(m.key())
+        if len(m.key()) == 32:
+            n += 1
+            keys.add(m.key())
     c.close()
     return n, len(keys)
 
