@@ -172,49 +172,76 @@ def produce(bootstrap, topic, records, keys="identity", partition=None, p=None, 
     return p
 
 
-def padded_record(i, size, identities, rng=random, prefix="cl"):
-    """A record of about size bytes of JSON (a filler field makes up the rest): record id PREFIX-i, the
-    identity i % identities."""
+_FILLER = None
+
+
+def padded_record(i, size, identities, prefix="cl"):
+    """A record of about size bytes of JSON (a "note" of letters from a fixed random pool makes up the rest):
+    record id PREFIX-i, of the identity i % identities."""
+    global _FILLER
+    if _FILLER is None:
+        rng = random.Random(16)
+        _FILLER = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz     ") for _ in range(1 << 20))
     who = i % identities
     r = {"record_id": "%s-%d" % (prefix, i), "name": "Cluster Person %d" % who,
          "dob": "19%02d-%02d-%02d" % (40 + who % 60, 1 + who % 12, 1 + who % 28), "type": "visit",
          "ts": "2026-01-01T00:00:00Z", "n": i}
-    base = len(json.dumps(r)) + len(', "note": ""')
-    if size > base:
-        r["note"] = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(size - base))
+    need = size - len(json.dumps(r)) - len(', "note": ""')
+    if need > 0:
+        at = (i * 7919) % (len(_FILLER) - need) if need < len(_FILLER) else 0
+        r["note"] = _FILLER[at:at + need]
     return r
 
 
 # ---------------------------------------------------------------------------------------------
 # what the broker says of the group
 
+class GroupProbe:
+    """One Consumer of the group that never subscribes (so never joins it): the topic's high watermarks and
+    the group's committed offsets (an OffsetFetch). Debian's confluent-kafka 1.7 has no
+    AdminClient.list_consumer_group_offsets. Close it (or use it in a with block)."""
+
+    def __init__(self, bootstrap, group, topic):
+        from confluent_kafka import Consumer
+        self.topic = topic
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self.parts = None
+
+    def _partitions(self):
+        from confluent_kafka import TopicPartition
+        if self.parts is None:
+            md = self.c.list_topics(self.topic, timeout=10)
+            self.parts = [TopicPartition(self.topic, pid) for pid in sorted(md.topics[self.topic].partitions)]
+        return self.parts
+
+    def high_watermarks(self):
+        """{partition: high watermark}."""
+        return {tp.partition: self.c.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions()}
+
+    def committed(self):
+        """{partition: the group's committed offset} (negative where none)."""
+        return {tp.partition: tp.offset for tp in self.c.committed(self._partitions(), timeout=30)}
+
+    def close(self):
+        self.c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def high_watermarks(bootstrap, topic):
     """{partition: high watermark} of every partition of topic."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "medstream-cluster-probe", "enable.auto.commit": False})
-    try:
-        md = c.list_topics(topic, timeout=10)
-        out = {}
-        for pid in md.topics[topic].partitions:
-            _lo, hi = c.get_watermark_offsets(TopicPartition(topic, pid), timeout=10)
-            out[pid] = hi
-        return out
-    finally:
-        c.close()
+    with GroupProbe(bootstrap, "medstream-cluster-probe", topic) as g:
+        return g.high_watermarks()
 
 
 def committed_offsets(bootstrap, group, topic):
-    """{partition: the group's committed offset} (negative where none), asked by a Consumer of the group
-    that never subscribes (an OffsetFetch: it does not join the group). Debian's confluent-kafka 1.7 has no
-    AdminClient.list_consumer_group_offsets."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        md = c.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, pid) for pid in md.topics[topic].partitions]
-        return {tp.partition: tp.offset for tp in c.committed(parts, timeout=30)}
-    finally:
-        c.close()
+    """{partition: the group's committed offset} (negative where none)."""
+    with GroupProbe(bootstrap, group, topic) as g:
+        return g.committed()
 
 
 def _assignment_partitions(blob):
@@ -266,29 +293,35 @@ def wait_group(bootstrap, group, members, timeout=60.0):
 
 def lag(bootstrap, group, topic):
     """Messages between the group's committed offsets and the high watermarks (total)."""
-    hw = high_watermarks(bootstrap, topic)
-    co = committed_offsets(bootstrap, group, topic)
+    with GroupProbe(bootstrap, group, topic) as g:
+        hw, co = g.high_watermarks(), g.committed()
     return sum(hi - max(co.get(p, 0), 0) for p, hi in hw.items())
 
 
 def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, group=None):
     """Until the group's committed offsets reach the high watermarks of every partition of topic (the
-    nodes' group, topic and brokers unless given); fails on a node that died meanwhile. Returns seconds."""
+    nodes' group, topic and brokers unless given); fails on a node that died meanwhile, or at the timeout
+    naming the partitions behind. Errors the broker calls retriable (a coordinator loading or moving) are
+    waited out. Returns the seconds it waited."""
+    from confluent_kafka import KafkaException
     n0 = nodes[0]
     bootstrap, group, topic = bootstrap or n0.bootstrap, group or n0.group, topic or n0.topic
     t0 = time.monotonic()
     last = None
-    while time.monotonic() - t0 < timeout:
-        for n in nodes:
-            rc = n.note_if_died()
-            if rc is not None:
-                fail("node %s died (exit %s) while draining: %s" % (n.name, rc, n.log_tail()))
-        hw = high_watermarks(bootstrap, topic)
-        co = committed_offsets(bootstrap, group, topic)
-        last = {p: (co.get(p), hi) for p, hi in hw.items() if hi > 0 and co.get(p, -1) < hi}
-        if not last:
-            return time.monotonic() - t0
-        time.sleep(poll)
+    with GroupProbe(bootstrap, group, topic) as g:
+        while time.monotonic() - t0 < timeout:
+            for n in nodes:
+                rc = n.note_if_died()
+                if rc is not None:
+                    fail("node %s died (exit %s) while draining: %s" % (n.name, rc, n.log_tail()))
+            try:
+                hw, co = g.high_watermarks(), g.committed()
+                last = {p: (co.get(p), hi) for p, hi in hw.items() if hi > 0 and co.get(p, -1) < hi}
+                if not last:
+                    return time.monotonic() - t0
+            except KafkaException as e:
+                last = str(e)
+            time.sleep(poll)
     fail("group %s not drained on %s within %.0f s (partition: (committed, high watermark)) %s"
          % (group, topic, timeout, last))
 
