@@ -298,11 +298,12 @@ def lag(bootstrap, group, topic):
     return sum(hi - max(co.get(p, 0), 0) for p, hi in hw.items())
 
 
-def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, group=None):
+def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, group=None, progress=None):
     """Until the group's committed offsets reach the high watermarks of every partition of topic (the
     nodes' group, topic and brokers unless given); fails on a node that died meanwhile, or at the timeout
     naming the partitions behind. Errors the broker calls retriable (a coordinator loading or moving) are
-    waited out. Returns the seconds it waited."""
+    waited out. Returns the seconds it waited; a progress dict gets "first_commit" (time.monotonic() when
+    a committed offset was first seen above 0, to poll's precision)."""
     from confluent_kafka import KafkaException
     n0 = nodes[0]
     bootstrap, group, topic = bootstrap or n0.bootstrap, group or n0.group, topic or n0.topic
@@ -316,6 +317,8 @@ def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, gr
                     fail("node %s died (exit %s) while draining: %s" % (n.name, rc, n.log_tail()))
             try:
                 hw, co = g.high_watermarks(), g.committed()
+                if progress is not None and "first_commit" not in progress and any(o > 0 for o in co.values()):
+                    progress["first_commit"] = time.monotonic()
                 last = {p: (co.get(p), hi) for p, hi in hw.items() if hi > 0 and co.get(p, -1) < hi}
                 if not last:
                     return time.monotonic() - t0
