@@ -265,27 +265,30 @@ def _assignment_partitions(blob):
 
 
 def group_state(bootstrap, group):
-    """(state, {member id: [partitions]}) from AdminClient.list_groups (state as the broker says it:
-    "Stable", "PreparingRebalance", "CompletingRebalance", "Empty", "Dead")."""
+    """(state, [(client id, member id, [partitions])]) from AdminClient.list_groups; state as the broker
+    says it ("Stable", "PreparingRebalance", "CompletingRebalance", "Empty", "Dead", "Unknown"). A Node's
+    client id is its name (it passes --kafka-config client.id=NAME)."""
     a = admin(bootstrap)
     groups = a.list_groups(group, timeout=10)
     if not groups:
-        return "Unknown", {}
+        return "Unknown", []
     g = groups[0]
-    return g.state, {m.id: _assignment_partitions(m.assignment) for m in g.members}
+    return g.state, [(m.client_id, m.id, _assignment_partitions(m.assignment)) for m in g.members]
 
 
 def wait_group(bootstrap, group, members, timeout=60.0):
     """Until the group is stable with exactly `members` members, each assigned at least one partition;
-    returns the assignment."""
+    returns {client id: [partitions]} (member ids where client ids repeat)."""
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
             last = group_state(bootstrap, group)
             state, m = last
-            if state == "Stable" and len(m) == members and all(m.values()):
-                return m
-        except Exception as e:  # the group is not known yet
+            if state == "Stable" and len(m) == members and all(parts for _c, _m, parts in m):
+                clients = [c for c, _m, _p in m]
+                unique = len(set(clients)) == len(clients)
+                return {(c if unique else mid): parts for c, mid, parts in m}
+        except Exception as e:  # noqa: B902 - the group is not known yet, or the coordinator is loading
             last = repr(e)
         time.sleep(0.2)
     fail("group %s: not stable with %d members within %.0f s (last: %s)" % (group, members, timeout, last))
@@ -334,7 +337,8 @@ def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, gr
 
 class Node(H.Server):
     """One `medstream serve` in the group: its own data directory and HTTP port (harness.Server), consuming
-    topic from bootstrap as group, with extra serve arguments (e.g. --kafka-batch, --cluster-key-file)."""
+    topic from bootstrap as group, with extra serve arguments (e.g. --kafka-batch, --cluster-key-file); its
+    Kafka client id is its name, so group_state() tells the nodes apart."""
 
     def __init__(self, bootstrap, topic, group, extra_args=(), name="node"):
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
@@ -342,8 +346,8 @@ class Node(H.Server):
         super().__init__(extra_args=list(extra_args), name=name)
 
     def serve_args(self, port):
-        kafka = ["--kafka-brokers", self.bootstrap, "--kafka-topic", self.topic, "--kafka-group", self.group] \
-            if self.kafka else []
+        kafka = ["--kafka-brokers", self.bootstrap, "--kafka-topic", self.topic, "--kafka-group", self.group,
+                 "--kafka-config", "client.id=" + self.name] if self.kafka else []
         return super().serve_args(port) + kafka
 
     @property

@@ -3,7 +3,9 @@
 # of 4 partitions; one is killed with SIGKILL while records flow and started again; when the group has
 # drained the topic, every record is stored exactly once across the two stores (version 1, in one store
 # only), counted through each node's API, identity by identity. This replaces the mock-cluster test
-# test_kafka.py had (test_consumer_group_survives_kill9), which was flaky on librdkafka's mock.
+# test_kafka.py had (test_consumer_group_survives_kill9), which was flaky on librdkafka's mock. And a node
+# frozen with SIGSTOP past the session timeout (6 s) loses its partitions to the other, stores nothing of
+# what came meanwhile, and takes partitions again after SIGCONT.
 #
 # Run: /usr/bin/python3 tests/e2e/test_cluster_group.py   (needs Java 17 and python3-confluent-kafka)
 
@@ -21,6 +23,27 @@ def rec(i):
     who = i % IDENTITIES
     return {"record_id": "grp-%05d" % i, "name": "Group Person %d" % who, "dob": "1960-02-%02d" % (1 + who % 28),
             "type": "visit", "ts": "2026-01-01T00:00:00Z", "n": i}
+
+
+def stored(*nodes, identities=IDENTITIES):
+    """{record id: [(node name, version)]} of every record the nodes' stores hold for the test identities,
+    counted through each node's API (identity lookup, then the patient's records)."""
+    seen = {}
+    for who in range(identities):
+        r = rec(who)
+        for n in nodes:
+            for x in n.records_of(r["name"], r["dob"])[1]:
+                seen.setdefault(x["record_id"], []).append((n.name, x["version"]))
+    return seen
+
+
+def exactly_once(seen, expected):
+    eq(sorted(expected - set(seen))[:5], [], "records in no store")
+    eq(sorted(set(seen) - expected)[:5], [], "records that were never sent")
+    twice = {k: v for k, v in seen.items() if len(v) > 1}
+    eq(dict(list(twice.items())[:5]), {}, "records stored more than once across the stores (%d)" % len(twice))
+    not_v1 = {k: v for k, v in seen.items() if v[0][1] != 1}
+    eq(dict(list(not_v1.items())[:5]), {}, "records whose version is not 1")
 
 
 @test(timeout=150)
@@ -61,23 +84,49 @@ def test_two_nodes_exactly_once_across_a_kill9_and_restart():
     check(not t.is_alive(), "the producer finished")
     eq(errors, [], "producer errors")
     C.wait_drained([a, b], timeout=60)
-    # count through each node's API, identity by identity: the records each store holds and their versions
-    seen = {}  # record id -> [(node, version)]
-    for who in range(IDENTITIES):
-        r = rec(who)
-        for n in (a, b):
-            for x in n.records_of(r["name"], r["dob"])[1]:
-                seen.setdefault(x["record_id"], []).append((n.name, x["version"]))
+    seen = stored(a, b)
     expected = {rec(i)["record_id"] for i in range(TOTAL)}
-    eq(sorted(expected - set(seen))[:5], [], "records in neither store")
-    eq(sorted(set(seen) - expected)[:5], [], "records that were never sent")
-    twice = {k: v for k, v in seen.items() if len(v) > 1}
-    eq(dict(list(twice.items())[:5]), {}, "records stored more than once across the two stores (%d)" % len(twice))
-    not_v1 = {k: v for k, v in seen.items() if v[0][1] != 1}
-    eq(dict(list(not_v1.items())[:5]), {}, "records whose version is not 1")
+    exactly_once(seen, expected)
     in_a = sum(1 for v in seen.values() if v[0][0] == "node-a")
     check(0 < in_a < TOTAL, "both nodes stored records (a %d, b %d)" % (in_a, TOTAL - in_a))
     print("  node a stored %d, node b stored %d" % (in_a, TOTAL - in_a))
+    a.stop()
+    b.stop()
+
+
+@test(timeout=120)
+def test_a_node_frozen_past_the_session_timeout_loses_its_partitions_and_rejoins():
+    C.require_confluent_kafka()
+    broker = C.shared_broker()
+    C.create_topic(broker.bootstrap, "frz", PARTITIONS)
+    a = C.Node(broker.bootstrap, "frz", "g-frozen", name="frz-a")
+    b = C.Node(broker.bootstrap, "frz", "g-frozen", name="frz-b")
+    a.start()
+    b.start()
+    eq(sorted(C.wait_group(broker.bootstrap, "g-frozen", 2)), ["frz-a", "frz-b"], "members")
+    first = [rec(i) for i in range(0, 400)]
+    C.produce(broker.bootstrap, "frz", first)
+    C.wait_drained([a, b], timeout=30)
+    a.sigstop()
+    t0 = time.monotonic()
+    alone = C.wait_group(broker.bootstrap, "g-frozen", 1, timeout=30)
+    took = time.monotonic() - t0
+    eq(alone, {"frz-b": list(range(PARTITIONS))}, "the group without the frozen node")
+    check(took > 3, "the frozen node kept its partitions until its session expired (gone after %.1f s)" % took)
+    second = [rec(i) for i in range(400, 800)]
+    C.produce(broker.bootstrap, "frz", second)
+    C.wait_drained([b], timeout=30)
+    a.sigcont()
+    both = C.wait_group(broker.bootstrap, "g-frozen", 2, timeout=30)
+    eq(sorted(both), ["frz-a", "frz-b"], "the thawed node is back in the group")
+    third = [rec(i) for i in range(800, 1200)]
+    C.produce(broker.bootstrap, "frz", third)
+    C.wait_drained([a, b], timeout=30)
+    seen = stored(a, b, identities=IDENTITIES)
+    exactly_once(seen, {r["record_id"] for r in first + second + third})
+    in_a = {k for k, v in seen.items() if v[0][0] == "frz-a"}
+    eq(sorted(in_a & {r["record_id"] for r in second})[:5], [], "records the frozen node stored from its freeze")
+    check(in_a & {r["record_id"] for r in third}, "the thawed node consumes again")
     a.stop()
     b.stop()
 
