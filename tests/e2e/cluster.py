@@ -140,10 +140,11 @@ def producer(bootstrap, **conf):
     return Producer(c)
 
 
-def produce(bootstrap, topic, records, keys="identity", partition=None, p=None, flush=True):
+def produce(bootstrap, topic, records, keys="identity", partition=None, p=None, flush=True, delivered=None):
     """Produce records (dicts, sent as JSON; or bytes, sent as they are). keys: "identity" (name|dob, dicts
     only), "random" (16 random bytes), None (no key) or a function record -> bytes. partition: None (the
-    producer's partitioner), an int, or a function (index, record) -> int. Returns the Producer (reuse it
+    producer's partitioner), an int, or a function (index, record) -> int. delivered: a dict that gets
+    record_id -> partition as the broker acknowledges each dict record. Returns the Producer (reuse it
     with p=); with flush, fails unless every message was delivered within 120 s."""
     if p is None:  # (not `p or`: a Producer's len() is its queue length, so an idle one is falsy)
         p = producer(bootstrap)
@@ -158,6 +159,11 @@ def produce(bootstrap, topic, records, keys="identity", partition=None, p=None, 
         else:
             key = keys(r)
         kw = {}
+        if delivered is not None and isinstance(r, dict):
+            def note(err, msg, rid=r.get("record_id")):
+                if err is None:
+                    delivered[rid] = msg.partition()
+            kw["on_delivery"] = note
         if partition is not None:
             kw["partition"] = partition(i, r) if callable(partition) else partition
         while True:

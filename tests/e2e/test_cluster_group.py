@@ -1,6 +1,7 @@
 # End-to-end test of several medstream nodes in one consumer group on a real Apache Kafka broker (issue 16;
 # tests/e2e/cluster.py starts the broker from scripts/kafka_broker.sh and the nodes): two nodes share a topic
-# of 4 partitions; one is killed with SIGKILL while records flow and started again; when the group has
+# of 4 partitions; one is killed with SIGKILL while records flow, the other takes its partitions, the killed
+# one starts again and gets partitions back; when the group has
 # drained the topic, every record is stored exactly once across the two stores (version 1, in one store
 # only), counted through each node's API, identity by identity. This replaces the mock-cluster test
 # test_kafka.py had (test_consumer_group_survives_kill9), which was flaky on librdkafka's mock. And a node
@@ -16,7 +17,7 @@ import cluster as C
 import harness as H
 from harness import check, eq, test
 
-TOTAL, IDENTITIES, PARTITIONS = 3000, 300, 4
+TOTAL, IDENTITIES, PARTITIONS = 4000, 300, 4
 
 
 def rec(i):
@@ -47,7 +48,9 @@ def exactly_once(seen, expected):
 
 
 @test(timeout=150)
-def test_two_nodes_exactly_once_across_a_kill9_and_restart():
+def test_two_nodes_exactly_once_across_a_kill9_takeover_and_restart():
+    """A is killed mid-stream; B takes A's partitions once A's session expires (6 s) and consumes them;
+    A starts again on its data directory and gets partitions back; meanwhile records keep coming."""
     C.require_confluent_kafka()
     broker = C.shared_broker()
     C.create_topic(broker.bootstrap, "grp", PARTITIONS)
@@ -56,40 +59,48 @@ def test_two_nodes_exactly_once_across_a_kill9_and_restart():
     b = C.Node(broker.bootstrap, "grp", "g-two", args, name="node-b")
     a.start()
     b.start()
-    C.wait_group(broker.bootstrap, "g-two", 2)  # both joined: each owns partitions before traffic starts
+    before = C.wait_group(broker.bootstrap, "g-two", 2)  # both joined: each owns partitions before traffic
     p = C.producer(broker.bootstrap)
-    errors = []
+    errors, partition_of = [], {}
 
-    def send():  # ~6 s of traffic, 100 records every 0.2 s: the kill lands in the middle
+    def send():  # ~16 s of traffic, 100 records every 0.4 s: the kill, the takeover and the restart in it
         try:
             for i in range(0, TOTAL, 100):
-                C.produce(broker.bootstrap, "grp", [rec(j) for j in range(i, i + 100)], p=p, flush=False)
+                C.produce(broker.bootstrap, "grp", [rec(j) for j in range(i, i + 100)], p=p, flush=False,
+                          delivered=partition_of)
                 p.flush(10)
-                time.sleep(0.2)
+                time.sleep(0.4)
             check(p.flush(60) == 0, "every message delivered")
         except BaseException as e:  # noqa: B902 - reported by the test below
             errors.append(e)
 
     t = threading.Thread(target=send)
     t.start()
-    time.sleep(2.5)
+    time.sleep(2.0)
     consumed = [ln.split()[-1] for ln in a.get("/metrics").text.splitlines()
                 if ln.startswith("medstream_kafka_messages_total")]
     check(consumed and float(consumed[0]) > 0, "node a consumed before the kill (%s)" % consumed)
-    check(t.is_alive(), "the kill lands while records flow")
     a.kill9()
-    time.sleep(1.0)
+    eq(C.wait_group(broker.bootstrap, "g-two", 1, timeout=30), {"node-b": list(range(PARTITIONS))},
+       "the group once node a's session expired")
+    time.sleep(1.0)  # node b consumes node a's partitions
+    check(t.is_alive(), "records still flow when node a comes back")
     a.start()  # the same data directory: it joins the group again
+    C.wait_group(broker.bootstrap, "g-two", 2, timeout=30)
     t.join(timeout=60)
     check(not t.is_alive(), "the producer finished")
     eq(errors, [], "producer errors")
     C.wait_drained([a, b], timeout=60)
     seen = stored(a, b)
-    expected = {rec(i)["record_id"] for i in range(TOTAL)}
-    exactly_once(seen, expected)
+    exactly_once(seen, {rec(i)["record_id"] for i in range(TOTAL)})
+    # the takeover happened: node b stored records of node a's partitions, and node a stored again
+    a_parts = set(before["node-a"])
+    b_took = sum(1 for k, v in seen.items() if v[0][0] == "node-b" and partition_of.get(k) in a_parts)
+    check(b_took > 0, "node b stored records of node a's partitions %s while node a was down" % sorted(a_parts))
+    a_last = max(int(k.split("-")[1]) for k, v in seen.items() if v[0][0] == "node-a")
+    check(a_last > TOTAL * 2 // 3, "node a stored records after its restart (its last: %d)" % a_last)
     in_a = sum(1 for v in seen.values() if v[0][0] == "node-a")
-    check(0 < in_a < TOTAL, "both nodes stored records (a %d, b %d)" % (in_a, TOTAL - in_a))
-    print("  node a stored %d, node b stored %d" % (in_a, TOTAL - in_a))
+    print("  node a stored %d, node b %d (%d of them from node a's partitions)" % (in_a, TOTAL - in_a, b_took))
     a.stop()
     b.stop()
 
