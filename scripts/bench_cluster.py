@@ -39,15 +39,6 @@ class BenchNode(C.Node):
         self.token = None
 
 
-def proc_cpu_seconds(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, TypeError):
-        return None
-
-
 def messages_consumed(node):
     """The node's medstream_kafka_messages_total (its /metrics, after logging in)."""
     H.Server.login(node)
@@ -79,7 +70,7 @@ def one_run(args, broker, topic, nodes, run):
                     name="bench-n%d-%d" % (nodes, i)) for i in range(nodes)]
     for n in ns:
         n.init()  # not timed
-    broker_cpu0 = proc_cpu_seconds(broker.pid())
+    broker_cpu0 = C.cpu_seconds(broker.pid())
     t0 = time.monotonic()
     starts = [threading.Thread(target=n.start) for n in ns]  # together: they join the group about at once
     for t in starts:
@@ -95,7 +86,7 @@ def one_run(args, broker, topic, nodes, run):
     wall = t1 - t0
     flowing = t1 - progress.get("first_commit", t0)
     cpu = [n.cpu_seconds() for n in ns]
-    broker_cpu = proc_cpu_seconds(broker.pid()) - broker_cpu0
+    broker_cpu = C.cpu_seconds(broker.pid()) - broker_cpu0
     consumed = [messages_consumed(n) for n in ns]
     for n in ns:
         n.stop()

@@ -11,7 +11,8 @@
 #     sigcont(), restart(), wait_ready(), cpu_seconds(), and the identity lookups the tests count with.
 #   - group_state(), committed_offsets(), high_watermarks(), wait_drained(): what the broker says of the group.
 # Contract: every wait has a deadline and fails (harness.fail) naming what did not happen; nothing here
-# writes outside the temporary directories harness.py removes (kept when a test fails). It never decides
+# writes outside the temporary directories harness.py removes (kept when a test fails), but for Kafka's jars
+# that scripts/kafka_broker.sh caches in ~/.cache/medstream. It never decides
 # what a test asserts, and it never sends PHI anywhere but to the nodes under test (test data only).
 # Needs python3-confluent-kafka (Debian's; /usr/bin/python3) and Java 17 for the broker.
 
@@ -341,6 +342,16 @@ def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, gr
 # ---------------------------------------------------------------------------------------------
 # a node
 
+def cpu_seconds(pid):
+    """utime + stime of a process from /proc/PID/stat, in seconds; None if there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Node(H.Server):
     """One `medstream serve` in the group: its own data directory and HTTP port (harness.Server), consuming
     topic from bootstrap as group, with extra serve arguments (e.g. --kafka-batch, --cluster-key-file); its
@@ -384,7 +395,8 @@ class Node(H.Server):
         return self.start()
 
     def wait_ready(self, timeout=30.0):
-        """Until /healthz is 200 and the log says the consumer got its partitions (kafka.assigned)."""
+        """Until /healthz is 200 and, since this start, the log says the consumer got partitions
+        (kafka.assigned, "partitions assigned" in the text and the JSON line alike)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -393,7 +405,7 @@ class Node(H.Server):
                 ok = H.http_request(self.port, "GET", "/healthz", timeout=2.0).status == 200
             except OSError:
                 ok = False
-            if ok and (not self.kafka or "kafka.assigned" in self.log_text_since_start()):
+            if ok and (not self.kafka or "partitions assigned" in self.log_text_since_start()):
                 return
             time.sleep(0.1)
         fail("node %s not ready within %.0f s: %s" % (self.name, timeout, self.log_tail()))
@@ -414,15 +426,8 @@ class Node(H.Server):
             return ""
 
     def cpu_seconds(self):
-        """utime + stime of the running process (/proc/PID/stat), in seconds; None when not running."""
-        if self.proc is None:
-            return None
-        try:
-            with open("/proc/%d/stat" % self.proc.pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """utime + stime of the running process, in seconds; None when not running."""
+        return cpu_seconds(self.proc.pid) if self.proc is not None else None
 
     def patient_id(self, name, dob):
         """The patient id this node's store has for the identity, or None (404)."""

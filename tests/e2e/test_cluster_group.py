@@ -85,7 +85,8 @@ def test_two_nodes_exactly_once_across_a_kill9_takeover_and_restart():
        "the group once node a's session expired")
     time.sleep(1.0)  # node b consumes node a's partitions
     check(t.is_alive(), "records still flow when node a comes back")
-    a.start()  # the same data directory: it joins the group again
+    a.restart()  # the same data directory: it joins the group again
+    a.wait_ready()
     C.wait_group(broker.bootstrap, "g-two", 2, timeout=30)
     t.join(timeout=60)
     check(not t.is_alive(), "the producer finished")
@@ -114,6 +115,8 @@ def test_a_node_frozen_past_the_session_timeout_loses_its_partitions_and_rejoins
     b = C.Node(broker.bootstrap, "frz", "g-frozen", name="frz-b")
     a.start()
     b.start()
+    a.wait_ready()
+    b.wait_ready()
     eq(sorted(C.wait_group(broker.bootstrap, "g-frozen", 2)), ["frz-a", "frz-b"], "members")
     first = [rec(i) for i in range(0, 400)]
     C.produce(broker.bootstrap, "frz", first)
