@@ -98,7 +98,13 @@ def shared_broker():
     if _shared_broker is None:
         b = Broker()
         b.start()
-        H.on_exit(b.stop)
+
+        def stop_all():  # the nodes first: a consumer closes quickly while its broker is still there
+            for s in H._all_servers:
+                if isinstance(s, Node):
+                    s.stop()
+            b.stop()
+        H.on_exit(stop_all)
         _shared_broker = b
     return _shared_broker
 
