@@ -336,12 +336,15 @@ static void learn_entry(restored *r, const rd_kafka_message_t *m)
  * changelog offset its marker scan starts at. */
 typedef struct {
     int32_t p;
-    int64_t have[2];
     int64_t scan_from;
+    int nlineage;        /* p, then the partitions p's shards lived in before the topic doubled: p mod P/2, ... */
+    int32_t lineage[13]; /* (SHARD_COUNT is 2^12) */
+    int64_t have[13][2]; /* the store's offsets of each in T and T.by-shard (-1: none) */
 } replay_want;
 
-/* A marker of a wanted partition: the part of its runs this store does not have, as a batch of the plan. */
-static void take_marker(cluster_replay *plan, const replay_want *w, const rd_kafka_message_t *m)
+/* A marker of partition src for a wanted partition (src is it or one of its lineage, index l): the part of
+ * its runs this store does not have, as a batch of the plan. */
+static void take_marker(cluster_replay *plan, const replay_want *w, int l, const rd_kafka_message_t *m)
 {
     if (m->len == 0 || m->len % RUN_BYTES) return;
     const unsigned char *v = m->payload;
@@ -350,7 +353,7 @@ static void take_marker(cluster_replay *plan, const replay_want *w, const rd_kaf
     for (int i = 0; i < n; i++, v += RUN_BYTES) {
         cluster_run r = {
             .byshard = v[0] ? 1 : 0, .from = (int64_t)ms_get_be64(v + 1), .to = (int64_t)ms_get_be64(v + 9)};
-        if (r.from < w->have[r.byshard]) r.from = w->have[r.byshard];
+        if (r.from < w->have[l][r.byshard]) r.from = w->have[l][r.byshard];
         if (r.from < r.to) runs[k++] = r;
     }
     if (!k) {
@@ -358,7 +361,8 @@ static void take_marker(cluster_replay *plan, const replay_want *w, const rd_kaf
         return;
     }
     plan->batches = ms_realloc(plan->batches, sizeof *plan->batches * (size_t)(plan->n + 1));
-    plan->batches[plan->n++] = (cluster_replay_batch){.partition = w->p, .runs = runs, .nruns = k};
+    plan->batches[plan->n++] =
+        (cluster_replay_batch){.partition = w->p, .source = w->lineage[l], .runs = runs, .nruns = k};
 }
 
 void cluster_replay_free(cluster_replay *plan)
@@ -394,12 +398,15 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         if (strcmp(assigned->elems[i].topic, c->opt.topic) != 0) continue;
         replay_want *w = &wants[nwants++];
         w->p = assigned->elems[i].partition;
+        for (int32_t q = c->partitions; q >= 1; q /= 2) /* p itself first (q = P), then its ancestors */
+            if (w->nlineage == 0 || w->lineage[w->nlineage - 1] != w->p % q) w->lineage[w->nlineage++] = w->p % q;
         const char *topics[2] = {c->opt.topic, c->byshard};
-        for (int t = 0; rc == MS_OK && t < 2; t++) {
-            bool found;
-            rc = store_source_offset_get(rd, topics[t], w->p, &w->have[t], &found, e);
-            if (!found) w->have[t] = -1;
-        }
+        for (int l = 0; l < w->nlineage; l++)
+            for (int t = 0; rc == MS_OK && t < 2; t++) {
+                bool found;
+                rc = store_source_offset_get(rd, topics[t], w->lineage[l], &w->have[l][t], &found, e);
+                if (!found) w->have[l][t] = -1;
+            }
         bool found = false;
         if (rc == MS_OK) rc = store_source_offset_get(rd, msource, w->p, &w->scan_from, &found, e);
         if (!found) w->scan_from = 0;
@@ -451,7 +458,8 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
             } else if (m->key_len == MARKER_KEY && ((const unsigned char *)m->key)[0] == 'B') {
                 int32_t p = (int32_t)ms_get_be32((const unsigned char *)m->key + 1);
                 for (int w = 0; w < nwants; w++)
-                    if (wants[w].p == p && m->offset >= wants[w].scan_from) take_marker(plan, &wants[w], m);
+                    for (int l = 0; l < wants[w].nlineage && m->offset >= wants[w].scan_from; l++)
+                        if (wants[w].lineage[l] == p) take_marker(plan, &wants[w], l, m);
             }
         }
         rd_kafka_message_destroy(m);
@@ -514,58 +522,86 @@ ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assi
     return MS_OK;
 }
 
-/* ---- the replay reader: a partition's messages in T and T.by-shard, each from its own queue ---- */
+/* ---- the replay reader: partitions' messages in T and T.by-shard, each partition from its own queue ---- */
 
 struct cluster_reader {
     cluster *c;
-    rd_kafka_queue_t *q[2];
-    rd_kafka_message_t *held[2]; /* read past a run's end: the next run's first */
+    int n;
+    int32_t *parts;
+    rd_kafka_queue_t *(*q)[2];
+    rd_kafka_message_t *(*held)[2]; /* read past a run's end: the next run's first */
 };
 
-ms_code cluster_reader_open(cluster *c, int32_t p, const int64_t from[2], cluster_reader **out, ms_err *e)
+ms_code cluster_reader_open(cluster *c, const cluster_replay *plan, cluster_reader **out, ms_err *e)
 {
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(2);
-    const char *topics[2] = {c->opt.topic, c->byshard};
-    for (int t = 0; t < 2; t++)
-        rd_kafka_topic_partition_list_add(parts, topics[t], p)->offset =
-            from[t] >= 0 ? from[t] : RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (kerr) return cluster_fail(e, "replay assign", rd_kafka_err2str(kerr));
     cluster_reader *rd = ms_calloc(1, sizeof *rd);
     rd->c = c;
-    for (int t = 0; t < 2; t++) {
-        rd->q[t] = rd_kafka_queue_get_partition(c->restorer, topics[t], p);
-        rd_kafka_queue_forward(rd->q[t], NULL); /* this partition's messages stay in its own queue */
+    rd->parts = ms_calloc((size_t)plan->n + 1, sizeof *rd->parts);
+    int64_t(*from)[2] = ms_calloc((size_t)plan->n + 1, sizeof *from);
+    for (int b = 0; b < plan->n; b++) { /* every source partition, from its first run in each topic */
+        int x = 0;
+        while (x < rd->n && rd->parts[x] != plan->batches[b].source)
+            x++;
+        if (x == rd->n) {
+            rd->parts[rd->n++] = plan->batches[b].source;
+            from[x][0] = from[x][1] = -1;
+        }
+        for (int r = 0; r < plan->batches[b].nruns; r++) {
+            const cluster_run *run = &plan->batches[b].runs[r];
+            if (from[x][run->byshard] < 0 || run->from < from[x][run->byshard]) from[x][run->byshard] = run->from;
+        }
     }
+    const char *topics[2] = {c->opt.topic, c->byshard};
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(2 * rd->n + 1);
+    for (int x = 0; x < rd->n; x++)
+        for (int t = 0; t < 2; t++)
+            rd_kafka_topic_partition_list_add(parts, topics[t], rd->parts[x])->offset =
+                from[x][t] >= 0 ? from[x][t] : RD_KAFKA_OFFSET_END; /* no run there: nothing to read */
+    free(from);
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (kerr) {
+        free(rd->parts);
+        free(rd);
+        return cluster_fail(e, "replay assign", rd_kafka_err2str(kerr));
+    }
+    rd->q = ms_calloc((size_t)rd->n + 1, sizeof *rd->q);
+    rd->held = ms_calloc((size_t)rd->n + 1, sizeof *rd->held);
+    for (int x = 0; x < rd->n; x++)
+        for (int t = 0; t < 2; t++) {
+            rd->q[x][t] = rd_kafka_queue_get_partition(c->restorer, topics[t], rd->parts[x]);
+            rd_kafka_queue_forward(rd->q[x][t], NULL); /* this partition's messages stay in its own queue */
+        }
     *out = rd;
     return MS_OK;
 }
 
-ms_code cluster_reader_run(cluster_reader *rd, const cluster_run *run, rd_kafka_message_t ***msgs, int *n, ms_err *e)
+ms_code cluster_reader_run(cluster_reader *rd, int32_t source, const cluster_run *run, rd_kafka_message_t ***msgs,
+                           int *n, ms_err *e)
 {
-    int cap = 0;
+    int cap = 0, x = 0;
     *msgs = NULL;
     *n = 0;
+    while (x < rd->n && rd->parts[x] != source)
+        x++;
+    if (x == rd->n) return cluster_fail(e, "replay", "a run of a partition the reader does not read");
+    rd_kafka_queue_t *q = rd->q[x][run->byshard];
+    rd_kafka_message_t **held = &rd->held[x][run->byshard];
     double t0 = ms_mono_s();
     for (;;) {
-        rd_kafka_message_t *m = rd->held[run->byshard];
-        rd->held[run->byshard] = NULL;
-        if (!m) m = rd_kafka_consume_queue(rd->q[run->byshard], 200);
+        rd_kafka_message_t *m = *held;
+        *held = NULL;
+        if (!m) m = rd_kafka_consume_queue(q, 200);
         if (!m) {
             if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) return cluster_fail(e, "replay", "the messages did not come");
             continue;
         }
-        if (m->err) { /* end of the partition (it is further than this run's end: a fetch in flight), errors */
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->offset < run->from) {
+        if (m->err || m->offset < run->from) { /* the end of the partition, errors; or before the run */
             rd_kafka_message_destroy(m);
             continue;
         }
         if (m->offset >= run->to) {
-            rd->held[run->byshard] = m;
+            *held = m;
             return MS_OK;
         }
         if (*n == cap) {
@@ -580,17 +616,22 @@ ms_code cluster_reader_run(cluster_reader *rd, const cluster_run *run, rd_kafka_
 void cluster_reader_close(cluster_reader *rd)
 {
     if (!rd) return;
-    for (int t = 0; t < 2; t++) {
-        if (rd->held[t]) rd_kafka_message_destroy(rd->held[t]);
-        rd_kafka_queue_destroy(rd->q[t]);
-    }
+    for (int x = 0; x < rd->n; x++)
+        for (int t = 0; t < 2; t++) {
+            if (rd->held[x][t]) rd_kafka_message_destroy(rd->held[x][t]);
+            rd_kafka_queue_destroy(rd->q[x][t]);
+        }
     rd_kafka_assign(rd->c->restorer, NULL);
+    free(rd->q);
+    free(rd->held);
+    free(rd->parts);
     free(rd);
 }
 
 /* ---- a batch ---- */
 
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay)
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay,
+                   int32_t for_partition)
 {
     uint32_t n = batch->n;
     cb->numbers = ms_malloc(sizeof *cb->numbers * n);
@@ -605,8 +646,9 @@ void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, rec
         if (r->rejected) continue;
         uint32_t shard = shard_of_key(r->identity_key, r->identity_key_len);
         int32_t owner = shard_partition(shard, c->partitions);
-        if (owner != msgs[i]->partition) { /* keyed by someone else: to its shard's partition */
-            cb->forward_to[i] = owner;
+        if (owner != (for_partition >= 0 ? for_partition : msgs[i]->partition)) {
+            /* keyed by someone else: to its shard's partition (a replay: another partition's record) */
+            cb->forward_to[i] = replay ? -1 : owner;
             cb->numbers[i] = JOB_FORWARDED;
             r->rejected = true;
             r->error = "forwarded to the partition of its shard";

@@ -64,7 +64,9 @@ typedef struct {
     int64_t from, to;
 } cluster_run;
 typedef struct {
-    int32_t partition;
+    int32_t partition; /* the assigned partition it is replayed for */
+    int32_t source;    /* the partition it was consumed from: partition, or (before the topic's partitions
+                          doubled) one that held partition's shards then; its other shards' records are skipped */
     cluster_run *runs;
     int nruns;
 } cluster_replay_batch;
@@ -83,11 +85,12 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
 /* After the plan is stored: keep where the marker scans ended, and own the assigned partitions (reads). */
 ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assigned, const cluster_replay *plan,
                          ms_err *e);
-/* Reading a partition's messages for a replay: from[0] in T, from[1] in T.by-shard (-1: the beginning). */
+/* Reading the plan's messages, each source partition of T and T.by-shard from the first offset a run needs. */
 typedef struct cluster_reader cluster_reader;
-ms_code cluster_reader_open(cluster *c, int32_t p, const int64_t from[2], cluster_reader **out, ms_err *e);
-/* The messages of one run, in order (*msgs: the caller destroys them and frees the array). */
-ms_code cluster_reader_run(cluster_reader *rd, const cluster_run *run, rd_kafka_message_t ***msgs, int *n, ms_err *e);
+ms_code cluster_reader_open(cluster *c, const cluster_replay *plan, cluster_reader **out, ms_err *e);
+/* The messages of one run of a batch of source (*msgs: the caller destroys them and frees the array). */
+ms_code cluster_reader_run(cluster_reader *rd, int32_t source, const cluster_run *run, rd_kafka_message_t ***msgs,
+                           int *n, ms_err *e);
 void cluster_reader_close(cluster_reader *rd);
 
 /* A batch's routing, made by cluster_route, used by cluster_commit and the writer (numbers). */
@@ -103,8 +106,10 @@ typedef struct {
 
 /* Route the n records of batch (msgs[i] holds record i): forwarded ones are marked rejected in the batch
  * (the writer answers ITEM_FORWARDED); the others get their numbers, new identities minted (a replay mints
- * none: an identity the changelog does not hold is rejected, loudly). */
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay);
+ * none: an identity the changelog does not hold is rejected, loudly). for_partition: the partition the
+ * batch is for (-1: each message's own): a replayed batch of an older partition keeps that one's shards. */
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay,
+                   int32_t for_partition);
 void cluster_batch_free(cluster_batch *cb);
 
 /* One Kafka transaction: the minted entries, the forwards, the offsets (KIP-447, consumer's group

@@ -105,8 +105,13 @@ static void kafka_batch_free(kafka_batch *b)
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset. */
-static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n, bool replay)
+#define LIVE (-1) /* kafka_batch_prepare's replay_for of a batch consumed now */
+
+/* replay_for: LIVE, or the partition a replayed batch is for (cluster.h): its offsets are recorded only
+ * for messages of that partition (a batch of an older partition stores some shards of it, not all). */
+static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n, int32_t replay_for)
 {
+    bool replay = replay_for != LIVE;
     kafka_batch *b = ms_calloc(1, sizeof *b);
     b->replay = replay;
     b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
@@ -166,9 +171,10 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                       "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&k->messages, (uint64_t)n);
-    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay);
+    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay, replay ? replay_for : -1);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
     for (int i = 0; i < n; i++) {
+        if (replay && msgs[i]->partition != replay_for) continue;
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt); /* the input topic, or a cluster's by-shard topic */
         int x = 0;
         while (x < b->noffsets &&
@@ -316,50 +322,35 @@ static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_
     if (rc != MS_OK) return rc;
     double t0 = ms_mono_s();
     uint64_t records = 0;
-    bool *done = ms_calloc((size_t)plan.n + 1, sizeof *done);
-    for (int i = 0; rc == MS_OK && i < plan.n; i++) {
-        if (done[i]) continue;
-        int32_t p = plan.batches[i].partition;
-        int64_t from[2] = {-1, -1};
-        for (int j = i; j < plan.n; j++)
-            for (int r = 0; plan.batches[j].partition == p && r < plan.batches[j].nruns; r++) {
-                const cluster_run *run = &plan.batches[j].runs[r];
-                if (from[run->byshard] < 0 || run->from < from[run->byshard]) from[run->byshard] = run->from;
-            }
-        for (int t = 0; t < 2; t++)
-            if (from[t] < 0) from[t] = RD_KAFKA_OFFSET_END; /* no run there: nothing to read */
-        cluster_reader *rd;
-        if ((rc = cluster_reader_open(k->cl, p, from, &rd, e)) != MS_OK) break;
-        for (int j = i; rc == MS_OK && j < plan.n; j++) {
-            if (plan.batches[j].partition != p) continue;
-            done[j] = true;
-            rd_kafka_message_t **msgs = NULL;
-            int n = 0;
-            for (int r = 0; rc == MS_OK && r < plan.batches[j].nruns; r++) {
-                rd_kafka_message_t **got;
-                int ngot;
-                if ((rc = cluster_reader_run(rd, &plan.batches[j].runs[r], &got, &ngot, e)) != MS_OK) break;
-                msgs = ms_realloc(msgs, sizeof *msgs * (size_t)(n + ngot + 1));
-                memcpy(msgs + n, got, sizeof *msgs * (size_t)ngot);
-                n += ngot;
-                free(got);
-            }
-            if (rc != MS_OK || n == 0) {
-                for (int m = 0; m < n; m++)
-                    rd_kafka_message_destroy(msgs[m]);
-                free(msgs);
-                continue;
-            }
-            kafka_batch *b = kafka_batch_prepare(k, msgs, n, true);
-            free(msgs);
-            if (ingest_append(&k->ingest, &b->job, e) != MS_OK) b->job.body_pos = UINT64_MAX; /* store appends */
-            if (!kafka_batch_store(k, b)) rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
-            records += (uint64_t)n;
-            kafka_batch_free(b);
+    cluster_reader *rd = NULL;
+    if (plan.n) rc = cluster_reader_open(k->cl, &plan, &rd, e);
+    for (int i = 0; rc == MS_OK && i < plan.n; i++) { /* in the order they were committed */
+        const cluster_replay_batch *pb = &plan.batches[i];
+        rd_kafka_message_t **msgs = NULL;
+        int n = 0;
+        for (int r = 0; rc == MS_OK && r < pb->nruns; r++) {
+            rd_kafka_message_t **got;
+            int ngot;
+            if ((rc = cluster_reader_run(rd, pb->source, &pb->runs[r], &got, &ngot, e)) != MS_OK) break;
+            msgs = ms_realloc(msgs, sizeof *msgs * (size_t)(n + ngot + 1));
+            memcpy(msgs + n, got, sizeof *msgs * (size_t)ngot);
+            n += ngot;
+            free(got);
         }
-        cluster_reader_close(rd);
+        if (rc != MS_OK || n == 0) {
+            for (int m = 0; m < n; m++)
+                rd_kafka_message_destroy(msgs[m]);
+            free(msgs);
+            continue;
+        }
+        kafka_batch *b = kafka_batch_prepare(k, msgs, n, pb->partition);
+        free(msgs);
+        if (ingest_append(&k->ingest, &b->job, e) != MS_OK) b->job.body_pos = UINT64_MAX; /* store appends */
+        if (!kafka_batch_store(k, b)) rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
+        records += (uint64_t)n;
+        kafka_batch_free(b);
     }
-    free(done);
+    cluster_reader_close(rd);
     if (rc == MS_OK) rc = cluster_replayed(k->cl, parts, &plan, e);
     if (rc == MS_OK && plan.n) {
         log_field f[] = {LOG_INT("batches", plan.n), LOG_UINT("messages", records),
@@ -510,7 +501,7 @@ static void *consumer_main(void *arg)
         }
         if (!n) continue;
         handoff_note(k, NULL, +1); /* in flight from here until stage 3 is done with it */
-        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n, false));
+        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n, LIVE));
     }
     handoff_note(k, &k->consumer_done, 0);
     free(msgs);
@@ -557,8 +548,6 @@ static rd_kafka_t *consumer_new(kafka_ingest *k, char *err, size_t cap)
         /* a cluster node: forwards come in transactions; partition p of both topics to one member */
         {"isolation.level", k->cl ? "read_committed" : "read_uncommitted"},
         {"partition.assignment.strategy", k->cl ? "range" : "range,roundrobin"},
-        /* a cluster node's HTTP URL: the group's description tells every node who owns what */
-        {"client.id", k->cl && k->opt.advertise ? k->opt.advertise : "rdkafka"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, cap) != RD_KAFKA_CONF_OK) {
@@ -566,7 +555,11 @@ static rd_kafka_t *consumer_new(kafka_ingest *k, char *err, size_t cap)
             return NULL;
         }
     }
-    if (!kafka_conf_apply(conf, (const char *const *)k->config, err, cap)) {
+    if (!kafka_conf_apply(conf, (const char *const *)k->config, err, cap) ||
+        /* a cluster node's HTTP URL, after the operator's settings: the group's description tells every node
+         * who owns what (cluster.h) */
+        (k->cl && k->opt.advertise &&
+         rd_kafka_conf_set(conf, "client.id", k->opt.advertise, err, cap) != RD_KAFKA_CONF_OK)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -1,19 +1,70 @@
-# End-to-end tests of a medstream cluster on a real Apache Kafka broker (issue 16; ingest/cluster.h):
-# records produced with random keys (so most land on a partition that does not own their shard and are
-# forwarded through TOPIC.by-shard), identities in several spellings, nodes killed with SIGKILL: every
-# record stored once, one patient id per identity, one changelog entry per identity.
+# End-to-end tests of a medstream cluster on a real Apache Kafka broker (issue 16; src/ingest/cluster.h):
+# nodes made with one cluster key (--cluster-key-file) running --kafka-cluster in one consumer group;
+# records produced with random message keys (so most land on a partition that does not own their shard
+# and are forwarded through TOPIC.by-shard), every identity in three spellings (case and spacing,
+# fullwidth letters: one identity after NFKC). Checked:
+#   - one node, killed with SIGKILL mid-stream: every record stored once, one patient id per identity,
+#     exactly one changelog entry per identity;
+#   - two nodes: a node's reads of a patient whose shard the other owns answer 307 to it; after one is
+#     killed the other replays the committed batches of the partitions it takes over (so it answers for
+#     every patient of its shards, with the records it never consumed live), and the killed one, back,
+#     replays what it missed: the same ids everywhere;
+#   - the chaos test: three nodes, one PostgreSQL, 5,000 identities x 3 spellings while a node is killed and
+#     restarted, one is frozen (SIGSTOP) past the session timeout and then continued (it is fenced: its
+#     transaction fails and it writes nothing it was not given again), a fourth joins, one leaves. Then no
+#     identity has two patient ids (PostgreSQL's patient_index, and every node's API through the shard's
+#     owner), every record id is in PostgreSQL exactly once, every record is stored;
+#   - doubling the partitions from 4 to 8 after a drain keeps every id, and new records of old identities
+#     find them.
 #
-# Run: /usr/bin/python3 tests/e2e/test_cluster.py   (needs Java 17; scripts/kafka_broker.sh fetches the jars)
+# Run: /usr/bin/python3 tests/e2e/test_cluster.py [NAME_SUBSTRING...]   (needs Java 17; PostgreSQL 15 for the
+# chaos test; scripts/kafka_broker.sh fetches the broker's jars once)
 
 import json
 import os
 import random
 import time
+import urllib.parse
 
+import cluster as CL
 import harness as H
-from harness import check, eq, test
-from test_real_broker import create_topic, start_broker, wait_all
+from harness import check, eq, fail, short, test
 
+_registered = len(H._tests)
+import test_postgres as TP  # noqa: E402  (its PostgreSQL, not its tests)
+del H._tests[_registered:]
+
+
+def key_file():
+    d = H.tempfile.mkdtemp(prefix="medstream-e2e-cluster-key-")
+    H._temp_dirs.append(d)
+    path = os.path.join(d, "cluster.key")
+    with open(path, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+class Member(CL.Node):
+    """A cluster node: its store made with the cluster key, serving --kafka-cluster."""
+
+    def __init__(self, bootstrap, topic, group, key, extra_args=(), name="node"):
+        self.key = key
+        super().__init__(bootstrap, topic, group, extra_args=list(extra_args), name=name)
+
+    def init(self):
+        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
+                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
+        if r.returncode != 0:
+            fail("init %s: %s" % (self.name, short(r.stderr)))
+        self.initialized = True
+
+    def serve_args(self, port):
+        return super().serve_args(port) + ["--kafka-cluster", "--cluster-key-file", self.key]
+
+    def start(self, health_timeout=H.HEALTH_TIMEOUT):
+        super().start(health_timeout)
+        self.login()
 
 
 def spelling(name, k):
@@ -25,30 +76,27 @@ def spelling(name, k):
     return "".join(chr(ord(c) + 0xFEE0) if "A" <= c <= "Z" else c for c in name)  # fullwidth capitals: NFKC
 
 
-def records(n_ids, tag, seed):
-    rnd = random.Random(seed)
+def identity(tag, i):
+    return "Cluster Person %s %d" % (tag, i), "19%02d-%02d-%02d" % (40 + i % 60, 1 + i % 12, 1 + i % 28)
+
+
+def records(n_ids, tag, seed, first=0):
     out = []
-    for i in range(n_ids):
-        name, dob = "Cluster Person %s %d" % (tag, i), "19%02d-%02d-%02d" % (40 + i % 60, 1 + i % 12, 1 + i % 28)
+    for i in range(first, first + n_ids):
+        name, dob = identity(tag, i)
         for k in range(3):
             out.append({"record_id": "%s-%d-%d" % (tag, i, k), "name": spelling(name, k), "dob": dob,
-                        "type": "visit", "ts": "2026-01-0%dT00:00:00Z" % (1 + k), "who": i})
-    rnd.shuffle(out)
+                        "type": "visit", "ts": "2026-01-0%dT00:00:00Z" % (1 + k), "who": "%s-%d" % (tag, i)})
+    random.Random(seed).shuffle(out)
     return out
 
 
-def produce_random_keys(bootstrap, topic, recs, seed):
-    from confluent_kafka import Producer
-    rnd = random.Random(seed)
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    for r in recs:
-        p.produce(topic, key=("k%d" % rnd.randrange(1 << 30)).encode(), value=json.dumps(r).encode())
-        p.poll(0)
-    check(p.flush(60) == 0, "every message delivered to the broker")
+def produce(bootstrap, topic, recs):
+    CL.produce(bootstrap, topic, recs, keys="random")
 
 
 def changelog_count(bootstrap, topic):
-    """Committed identity entries (32-byte keys: identity MACs) in TOPIC.changelog, and their distinct keys
+    """Committed identity entries (32-byte keys: identity MACs) in TOPIC.changelog and their distinct keys
     (read_committed, to the end of every partition); the batch markers (14-byte keys) are left out."""
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "count-%d" % random.randrange(1 << 30),
@@ -74,50 +122,238 @@ def changelog_count(bootstrap, topic):
     return n, len(keys)
 
 
-def check_ids(nodes, recs, n_ids):
-    pids = {}
+def by_port(nodes):
+    return {n.port: n for n in nodes if n.alive()}
+
+
+def owner_get(nodes, path, via=None):
+    """GET path on a node (via, or the first alive); a 307 is followed to the node it names (with that
+    node's own token: accounts are per node). Returns (answer, the node that answered)."""
+    live = [n for n in nodes if n.alive()]
+    n = via or live[0]
+    for _hop in range(3):
+        r = n.get(path)
+        if r.status == 503:  # a rebalance: nobody owns the shard for a moment
+            time.sleep(0.3)
+            continue
+        if r.status != 307:
+            return r, n
+        loc = urllib.parse.urlsplit(r.headers.get("location", ""))
+        target = by_port(nodes).get(loc.port)
+        check(target is not None, "a 307 names a live node (%s)" % r.headers.get("location"))
+        check(target is not n, "a 307 names another node")
+        n, path = target, loc.path + ("?" + loc.query if loc.query else "")
+    fail("GET %s: no answer after redirects" % path)
+
+
+def check_everyone(nodes, recs, limit=120.0):
+    """Every identity of recs: its shard's owner (reached from every live node) has one patient id for it
+    and all of its records, each stored once (version 1). Returns {who: patient id}."""
+    want = {}
     for r in recs:
-        got = None
-        for s in nodes:
-            x = s.get("/v1/records/" + r["record_id"])
-            if x.status == 200:
-                got = x.json()
-                break
-        check(got is not None, "%s stored" % r["record_id"])
-        eq(got["version"], 1, "%s stored once" % r["record_id"])
-        check(pids.setdefault(r["who"], got["patient_id"]) == got["patient_id"], "one patient id for identity %d" % r["who"])
-    eq(len(pids), n_ids, "patients")
-    eq(len(set(pids.values())), n_ids, "distinct identities, distinct ids")
+        want.setdefault(r["who"], (r["name"], r["dob"], set()))[2].add(r["record_id"])
+    deadline = time.monotonic() + limit
+    pending = dict(want)
+    pids = {}
+    while pending and time.monotonic() < deadline:
+        for who, (name, dob, rids) in list(pending.items()):
+            q = "/v1/patients?" + H.q({"name": name, "dob": dob})
+            got = set()
+            for via in [n for n in nodes if n.alive()]:
+                r, owner = owner_get(nodes, q, via)
+                if r.status != 200:
+                    break
+                pid = r.json()["patient_id"]
+                check(pids.setdefault(who, pid) == pid, "identity %s has one patient id on every node" % who)
+                got.add(owner.port)
+            if len(got) != 1 or who not in pids:
+                continue
+            owner = by_port(nodes)[got.pop()]
+            recs_of = owner.get_all("/v1/patients/%s/records" % pids[who], "records")
+            have = {x["record_id"]: x.get("version", 1) for x in recs_of}
+            if rids <= set(have):
+                for rid in rids:
+                    eq(have[rid], 1, "%s stored once" % rid)
+                del pending[who]
+        if pending:
+            time.sleep(0.5)
+    eq(sorted(pending)[:5], [], "identities whose owner lacks a patient or records within %.0f s" % limit)
+    eq(len(set(pids.values())), len(pids), "distinct identities, distinct patient ids")
+    return pids
+
+
+def topic_name():
+    return "records%d" % random.randrange(1 << 30)
 
 
 @test(timeout=600)
 def test_one_node_forwards_and_mints_per_shard_across_kill9():
-    try:
-        import confluent_kafka  # noqa: F401
-    except ImportError:
-        raise H.Skip("python3-confluent-kafka is not installed")
-    bootstrap = start_broker()
-    create_topic(bootstrap, "records", 4)
-    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "records", "--kafka-group", "cl1",
-                             "--kafka-cluster"],
-                 name="cluster-1")
+    CL.require_confluent_kafka()
+    b = CL.shared_broker()
+    topic = topic_name()
+    CL.create_topic(b.bootstrap, topic, 4)
+    key = key_file()
+    s = Member(b.bootstrap, topic, "one", key, name="cluster-1")
     s.start()
-    s.login()
+    s.wait_ready()
     recs = records(300, "a", 1)
-    produce_random_keys(bootstrap, "records", recs[:450], 2)
-    wait_all(s, [r["record_id"] for r in recs[:450]])
+    produce(b.bootstrap, topic, recs[:450])
+    CL.wait_drained([s])
     s.kill9()
-    produce_random_keys(bootstrap, "records", recs[450:], 3)
+    produce(b.bootstrap, topic, recs[450:])
     s.start()
-    s.login()
-    wait_all(s, [r["record_id"] for r in recs])
-    check_ids([s], recs, 300)
-    n, distinct = changelog_count(bootstrap, "records.changelog")
+    CL.wait_drained([s])
+    check_everyone([s], recs)
+    n, distinct = changelog_count(b.bootstrap, topic + ".changelog")
     eq((n, distinct), (300, 300), "one changelog entry per identity")
     s.stop()
 
 
-H._tests[:] = [t for t in H._tests if t[1].__module__ == __name__]  # not the tests of the modules imported
+@test(timeout=600)
+def test_two_nodes_redirect_reads_and_replay_what_they_take_over():
+    CL.require_confluent_kafka()
+    b = CL.shared_broker()
+    topic = topic_name()
+    CL.create_topic(b.bootstrap, topic, 4)
+    key = key_file()
+    a = Member(b.bootstrap, topic, "two", key, name="cluster-a")
+    c = Member(b.bootstrap, topic, "two", key, name="cluster-b")
+    a.start()
+    c.start()
+    CL.wait_group(b.bootstrap, "two", 2)
+    first = records(200, "t", 2)
+    produce(b.bootstrap, topic, first)
+    CL.wait_drained([a, c])
+    time.sleep(2.5)  # the membership view: every node describes the group every 2 s
+    pids = check_everyone([a, c], first)
+    # a read on the node that does not own the shard is a 307 to the one that does
+    name, dob = identity("t", 0)
+    r = a.get("/v1/patients?" + H.q({"name": name, "dob": dob}))
+    r2 = c.get("/v1/patients?" + H.q({"name": name, "dob": dob}))
+    eq(sorted([r.status, r2.status]), [200, 307], "one owner answers, the other redirects")
+    # a's shards move to c: c replays the batches a committed and answers for them
+    a.kill9()
+    CL.wait_group(b.bootstrap, "two", 1, timeout=60)
+    second = records(100, "t", 3, first=200)
+    produce(b.bootstrap, topic, second)
+    CL.wait_drained([c])
+    time.sleep(2.5)
+    check(pids == check_everyone([c], first), "the same ids from the node that took every shard over")
+    check_everyone([c], second)
+    check("committed batches this store lacked stored again" in c.log_text_since_start(),
+          "the survivor replayed the batches of the partitions it took over")
+    # a comes back: it replays what it missed of the partitions it gets back
+    a.start()
+    CL.wait_group(b.bootstrap, "two", 2)
+    CL.wait_drained([a, c])
+    time.sleep(2.5)
+    both = check_everyone([a, c], first + second)
+    check(all(both[w] == p for w, p in pids.items()), "ids unchanged after the rebalances")
+    n, distinct = changelog_count(b.bootstrap, topic + ".changelog")
+    eq((n, distinct), (300, 300), "one changelog entry per identity")
+
+
+@test(timeout=900)
+def test_chaos_three_nodes_one_postgres():
+    CL.require_confluent_kafka()
+    pg = TP.pg()
+    db = "chaos%d" % random.randrange(1 << 30)
+    url = pg.create_db(db)
+    b = CL.shared_broker()
+    topic = topic_name()
+    CL.create_topic(b.bootstrap, topic, 8)
+    key = key_file()
+    group = "chaos"
+    extra = ["--postgres", url]
+    nodes = [Member(b.bootstrap, topic, group, key, extra, name="chaos-%d" % i) for i in range(3)]
+    for n in nodes:
+        n.start()
+    CL.wait_group(b.bootstrap, group, 3)
+    n_ids = int(os.environ.get("CHAOS_IDENTITIES", "5000"))
+    recs = records(n_ids, "c", 4)
+    chunks = [recs[i::6] for i in range(6)]
+    produce(b.bootstrap, topic, chunks[0])
+    # kill -9 one node and start it again
+    time.sleep(1.0)
+    nodes[0].kill9()
+    produce(b.bootstrap, topic, chunks[1])
+    nodes[0].start()
+    # freeze one past the session timeout (6 s), let the group move on, continue it: it is fenced
+    nodes[1].sigstop()
+    produce(b.bootstrap, topic, chunks[2])
+    time.sleep(9.0)
+    nodes[1].sigcont()
+    produce(b.bootstrap, topic, chunks[3])
+    # a fourth joins
+    fourth = Member(b.bootstrap, topic, group, key, extra, name="chaos-3")
+    fourth.start()
+    nodes.append(fourth)
+    produce(b.bootstrap, topic, chunks[4])
+    # one leaves
+    nodes[2].stop()
+    produce(b.bootstrap, topic, chunks[5])
+    live = [n for n in nodes if n.alive()]
+    CL.wait_group(b.bootstrap, group, len(live), timeout=90)
+    CL.wait_drained(live, timeout=300)
+    time.sleep(2.5)
+    pids = check_everyone(live, recs, limit=300)
+    eq(len(pids), n_ids, "patients")
+    # PostgreSQL: every record once, one id per identity, the ids the nodes answer
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = pg.sql(db, "SELECT count(*), count(DISTINCT record_id) FROM medstream.phi_records")
+        if rows[0][0] >= len(recs):
+            break
+        time.sleep(1.0)
+    eq(tuple(rows[0]), (len(recs), len(recs)), "every record id exactly once in PostgreSQL (rows, distinct)")
+    idx = pg.sql(db, "SELECT patient_id::text, name_norm, dob FROM medstream.patient_index")
+    eq(len(idx), n_ids, "one patient_index row per identity")
+    ids_pg = {}
+    for pid, name_norm, dob in idx:
+        ids_pg[(name_norm, str(dob))] = pid
+    for who, pid in pids.items():
+        i = int(who.split("-")[1])
+        name, dob = identity("c", i)
+        eq(ids_pg.get((name.lower(), dob)), pid, "PostgreSQL's id of %s is the nodes'" % who)
+    for n in live:
+        h = n.get_json("/healthz")
+        check("conflict" not in json.dumps(h), "no sink conflict on %s: %s" % (n.name, short(json.dumps(h))))
+    frozen = nodes[1].log_text_since_start()
+    check("transaction" in frozen and "rejoins" in frozen,
+          "the frozen node's transaction failed after SIGCONT and it rejoined: %s" % short(frozen[-1500:]))
+
+
+@test(timeout=600)
+def test_doubling_partitions_after_a_drain_keeps_every_id():
+    CL.require_confluent_kafka()
+    b = CL.shared_broker()
+    topic = topic_name()
+    CL.create_topic(b.bootstrap, topic, 4)
+    key = key_file()
+    a = Member(b.bootstrap, topic, "double", key, name="double-a")
+    a.start()
+    first = records(300, "d", 5)
+    produce(b.bootstrap, topic, first)
+    CL.wait_drained([a])
+    before = check_everyone([a], first)
+    a.stop()
+    from confluent_kafka.admin import NewPartitions
+    fs = CL.admin(b.bootstrap).create_partitions([NewPartitions(topic, 8)])
+    for f in fs.values():
+        f.result(timeout=60)
+    c = Member(b.bootstrap, topic, "double", key, name="double-b")
+    a.start()
+    c.start()
+    CL.wait_group(b.bootstrap, "double", 2)
+    again = records(300, "d", 6)  # the same identities, new record ids
+    for r in again:
+        r["record_id"] += "-again"
+    produce(b.bootstrap, topic, again)
+    CL.wait_drained([a, c])
+    time.sleep(2.5)
+    after = check_everyone([a, c], first + again)
+    eq(after, before, "every identity keeps its id after 4 -> 8 partitions")
+
 
 if __name__ == "__main__":
     H.main()
