@@ -71,6 +71,8 @@ struct store {
     int64_t last_commit;          /* the last instant handed out (under LMDB's writer lock) */
     uint64_t commit_pos;
     uint64_t patients;
+    /* meta "node_id" (store_node_id) */
+    unsigned char node_id[STORE_NODE_ID];
 };
 
 /* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */
