@@ -375,7 +375,7 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
         p->shipped_time = strtoll(sp, NULL, 10);
     }
     ms_log(LOG_INFO, "postgres.connected",
-           "postgres: connected; phi_patients history by %s; node %.8s shipped through commit %llu",
+           "postgres: connected; phi_patients history by %s; node %s shipped through commit %llu",
            history ? history : "?", p->node, (unsigned long long)p->shipped);
     free(history);
     free(pos);
