@@ -43,7 +43,7 @@ ms_code cluster_key_parse(const char *text, size_t len, unsigned char key[CLUSTE
     if (n != KEY_HEX)
         return ms_fail(e, MS_EINVAL,
                        "expected 64 hexadecimal characters on one line (openssl rand -hex 32); found %zu characters%s",
-                       n, n > KEY_HEX && hex == KEY_HEX ? " (something follows the key)" : "");
+                       n, n > KEY_HEX && hex >= KEY_HEX ? " (something follows the key)" : "");
     unsigned char any = 0;
     for (size_t i = 0; i < CLUSTER_KEY_BYTES; i++) {
         key[i] = (unsigned char)(hex_value(text[2 * i]) << 4 | hex_value(text[2 * i + 1]));
