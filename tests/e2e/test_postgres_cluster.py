@@ -10,7 +10,8 @@
 # two nodes of one key that numbered different identities alike (a constructed conflict): the second is
 # refused LOUDLY (/healthz degraded, "conflict", a metric, a log line without PHI), keeps retrying and never
 # moves past it, and nothing in patient_index is overwritten; a sink position written before positions
-# per node (node '') is taken over by its store, which resumes there.
+# per node (node '') is taken over by its store, which resumes there; a lake (--lake) is one node's, not
+# the cluster's.
 #
 # Run: /usr/bin/python3 tests/e2e/test_postgres_cluster.py [NAME_SUBSTRING...]
 
@@ -340,6 +341,27 @@ def test_a_position_from_before_positions_per_node_is_taken_over():
        "every record version once")
     TP.check_log_clean(s, "after taking the position over")
     s.stop()
+
+
+@test(timeout=90)
+def test_a_lake_belongs_to_one_node_of_a_cluster():
+    """The lake's commits log holds one store's positions: the nodes of one cluster share the id key, so the
+    lake's owner is the key's hash AND the node id; another node of the same cluster is refused."""
+    base = temp_dir("cluster-lake")
+    key = key_file(base, "key")
+    lake = os.path.join(base, "lake")
+    a = Node(key, ["--lake", lake], name="cluster-lake-a")
+    a.start()
+    ingest_all(a, [{"record_id": "lake-1", "name": "Lake Person", "dob": "1970-01-01"}])
+    a.stop()
+    b = Node(key, ["--lake", lake], name="cluster-lake-b")
+    b.init()
+    p = subprocess.run(b.serve_args(H.free_port()), capture_output=True, text=True, timeout=60)
+    eq(p.returncode, 1, "serve of another node of the cluster on node A's lake (%s)" % short(p.stderr))
+    check("belongs to another store (or another node of its cluster" in p.stderr, "message: %s" % short(p.stderr))
+    a.start()   # its own lake still opens
+    eq(a.get_json("/healthz").get("status"), "ok", "node A on its lake")
+    a.stop()
 
 
 if __name__ == "__main__":
