@@ -36,6 +36,7 @@ struct sink_postgres {
     _Atomic uint64_t lag_ms;     /* age of the oldest of them */
     _Atomic uint64_t rows;       /* rows shipped */
     _Atomic uint64_t conflicts;  /* attempts refused: a row differs from one another node shipped */
+    _Atomic uint64_t staged;     /* transactions shipped again staged: a row was already there */
     histogram freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     char *conninfo;
     char node[2 * STORE_NODE_ID + 1]; /* the store's node id, hex: its row of medstream.sink_position */
@@ -46,6 +47,7 @@ struct sink_postgres {
     int64_t shipped_time; /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
     bool checked;         /* the store's entry at `shipped` was found to be the one PostgreSQL has */
     bool row_conflict;    /* the last attempt met a row that differs from PostgreSQL's under a unique key */
+    bool duplicate;       /* the last plain COPY met a unique key already taken (ship it again, staged) */
     uint64_t recorded;    /* the position last noted in the store (meta "sink:postgres"), for the record */
     double recorded_at;
 };
@@ -644,19 +646,22 @@ static const pg_table t_public_patients = {
     "public_patients", "patient_id, version, fields, valid_from",
     "t.patient_id = s.patient_id AND t.version = s.version AND t.fields = s.fields", NULL};
 
-/* COPY data into t inside the open transaction. The fast path is a plain COPY; when it meets a unique key
- * already taken (SQLSTATE 23505: another node of the cluster shipped a row under that key), the rows go
- * through a staging table instead: every row equal to the stored one is a no-op, and any row that differs
- * from the stored one under a unique key fails the whole transaction LOUDLY (MS_ECONFLICT, counts and
- * table names only, never values): nothing is overwritten and the position does not move. */
-static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, ms_err *e)
+/* COPY data into t inside the open transaction. Not staged: a plain COPY; a unique key already taken
+ * (SQLSTATE 23505: another node of the cluster shipped a row under that key) sets p->duplicate, and the
+ * caller ships the transaction again staged. Staged: the rows go through a staging table: every row
+ * equal to the stored one is a no-op, and any row that differs from the stored one under a unique key
+ * fails the whole transaction LOUDLY (MS_ECONFLICT, counts and table names only, never values): nothing is
+ * overwritten and the position does not move. */
+static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, bool staged, ms_err *e)
 {
     if (data->len == 0) return true;
     char sql[1200], state[6];
-    if (!pg_exec(p, "SAVEPOINT ms_copy", "savepoint", e)) return false;
-    snprintf(sql, sizeof sql, "COPY medstream.%s (%s) FROM STDIN", t->table, t->columns);
-    if (copy_in_state(p, sql, data, t->table, state, e)) return pg_exec(p, "RELEASE SAVEPOINT ms_copy", "savepoint", e);
-    if (strcmp(state, "23505") != 0 || !pg_exec(p, "ROLLBACK TO SAVEPOINT ms_copy", "savepoint", e)) return false;
+    if (!staged) {
+        snprintf(sql, sizeof sql, "COPY medstream.%s (%s) FROM STDIN", t->table, t->columns);
+        if (copy_in_state(p, sql, data, t->table, state, e)) return true;
+        if (strcmp(state, "23505") == 0) p->duplicate = true;
+        return false;
+    }
     snprintf(sql, sizeof sql,
              "CREATE TEMP TABLE IF NOT EXISTS ms_stage_%s (LIKE medstream.%s) ON COMMIT DELETE ROWS;"
              " TRUNCATE ms_stage_%s",
@@ -720,6 +725,34 @@ static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
     }
 }
 
+/* One PostgreSQL transaction: the COPYs of sh, the current state, the erasures and the position (the SQL
+ * pos); staged: every table through copy_rows' staging path (rows another node shipped are no-ops when
+ * equal, conflicts when not). False: failed (the caller rolls back). */
+static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, ms_err *e)
+{
+    return pg_exec(p,
+                   "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
+                   " ON COMMIT DELETE ROWS",
+                   "begin", e) &&
+           copy_rows(p, &t_phi_records, &sh->records, staged, e) &&
+           copy_rows(p, &t_public_records, &sh->public_records, staged, e) &&
+           copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
+           copy_rows(p, &t_phi_patient_versions, &sh->versions, staged, e) &&
+           copy_rows(p, &t_public_patients, &sh->public_patients, staged, e) &&
+           copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
+           /* the current state: each patient's last version of this transaction (one history row per
+            * shipped transaction: PostgreSQL's system time is when it learned the state) */
+           pg_exec(p,
+                   "INSERT INTO medstream.phi_patients (patient_id, version, fields, valid_from)"
+                   " SELECT DISTINCT ON (v.patient_id) v.patient_id, v.version, v.fields, v.valid_from"
+                   " FROM ms_latest l JOIN medstream.phi_patient_versions v USING (patient_id, version)"
+                   " ORDER BY v.patient_id, v.version DESC"
+                   " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
+                   " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
+                   "phi_patients", e) &&
+           erase_rows(p, &sh->erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+}
+
 /* Ship entries shipped+1.. in one transaction; returns the number of commits shipped (0: caught up),
  * or -1 on failure (the transaction rolled back; nothing moved). */
 static int ship_some(sink_postgres *p, ms_err *e)
@@ -772,26 +805,16 @@ static int ship_some(sink_postgres *p, ms_err *e)
                  "', '%s', %llu, %lld) ON CONFLICT (sink, node) DO UPDATE SET commit_pos = EXCLUDED.commit_pos,"
                  " commit_time_us = EXCLUDED.commit_time_us, shipped_at = now()",
                  p->node, (unsigned long long)(p->shipped + (uint64_t)n), (long long)newest);
-        bool ok =
-            pg_exec(p,
-                    "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
-                    " ON COMMIT DELETE ROWS",
-                    "begin", e) &&
-            copy_rows(p, &t_phi_records, &sh.records, e) && copy_rows(p, &t_public_records, &sh.public_records, e) &&
-            copy_rows(p, &t_patient_index, &sh.index, e) && copy_rows(p, &t_phi_patient_versions, &sh.versions, e) &&
-            copy_rows(p, &t_public_patients, &sh.public_patients, e) &&
-            copy_in(p, "COPY ms_latest FROM STDIN", &sh.latest, "ms_latest", e) &&
-            /* the current state: each patient's last version of this transaction (one history row per
-             * shipped transaction: PostgreSQL's system time is when it learned the state) */
-            pg_exec(p,
-                    "INSERT INTO medstream.phi_patients (patient_id, version, fields, valid_from)"
-                    " SELECT DISTINCT ON (v.patient_id) v.patient_id, v.version, v.fields, v.valid_from"
-                    " FROM ms_latest l JOIN medstream.phi_patient_versions v USING (patient_id, version)"
-                    " ORDER BY v.patient_id, v.version DESC"
-                    " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
-                    " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
-                    "phi_patients", e) &&
-            erase_rows(p, &sh.erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+        /* plain COPYs first; a unique key already taken (another node shipped the row) rolls the transaction
+         * back, and it is shipped again through the staging tables, which tell equal rows from conflicts */
+        p->duplicate = false;
+        bool ok = ship_txn(p, &sh, pos, false, e);
+        if (!ok && p->duplicate) {
+            pg_exec(p, "ROLLBACK", "rollback", &(ms_err){0});
+            *e = (ms_err){0};
+            atomic_fetch_add(&p->staged, 1);
+            ok = ship_txn(p, &sh, pos, true, e);
+        }
         if (!ok) {
             pg_exec(p, "ROLLBACK", "rollback", &(ms_err){0});
             n = -1;
@@ -934,6 +957,10 @@ static void pg_metrics(void *ctx, buf *out)
                     "Attempts to ship refused because a row differs from one already in PostgreSQL under the same key "
                     "(a patient id or identity held otherwise): the sink retries and never skips it.",
                     atomic_load(&p->conflicts));
+    metrics_counter(out, "medstream_postgres_staged_total",
+                    "Transactions shipped again through staging tables because a row was already in PostgreSQL "
+                    "(shipped by another node of the cluster): equal rows are kept as they are.",
+                    atomic_load(&p->staged));
     metrics_histogram(out, "medstream_postgres_freshness_seconds",
                       "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
                       &p->freshness_seconds);

@@ -246,6 +246,9 @@ def test_two_nodes_of_one_cluster_share_one_database():
         eq((h.get("status"), h.get("postgres")), ("ok", "ok"), "/healthz of %s (%s)" % (n.name, h))
         eq(TP.metrics(n).get("medstream_postgres_conflicts_total"), 0.0, "conflicts on %s" % n.name)
         TP.check_log_clean(n, "of %s" % n.name)
+    check(TP.metrics(b).get("medstream_postgres_staged_total", 0) >= 1,
+          "node B met node A's rows and shipped them through the staging tables: %s"
+          % TP.metrics(b).get("medstream_postgres_staged_total"))
     eq(TP.pg().sql(db, "SELECT count(*) FROM medstream.patient_index"), [(len(people) + 1,)],
        "patient_index rows after the new identity")
     cur = dict(TP.pg().sql(db, "SELECT patient_id::text, version FROM medstream.phi_patients"))
