@@ -620,19 +620,22 @@ typedef struct {
     const char *detail;  /* a query over the staged rows (s) giving text for the conflict message, or NULL */
 } pg_table;
 
+/* The key's equalities come first and alone: the content is compared as one row value (IS NOT DISTINCT FROM,
+ * which no index serves), so that the planner probes the primary key, never another index of the table
+ * (public_records (type, year) would be a scan of the whole table per staged row). */
 static const pg_table t_phi_records = {
     "phi_records", "record_id, version, patient_id, type, ts, valid_from, body, deleted",
-    "t.record_id = s.record_id AND t.version = s.version AND t.patient_id = s.patient_id AND t.type = s.type"
-    " AND t.ts = s.ts AND t.body IS NOT DISTINCT FROM s.body AND t.deleted = s.deleted",
+    "t.record_id = s.record_id AND t.version = s.version AND (t.patient_id, t.type, t.ts, t.body, t.deleted) IS NOT"
+    " DISTINCT FROM (s.patient_id, s.type, s.ts, s.body, s.deleted)",
     NULL};
 static const pg_table t_public_records = {
     "public_records", "record_id, version, patient_id, type, year, fields, valid_from, deleted",
-    "t.record_id = s.record_id AND t.version = s.version AND t.patient_id = s.patient_id AND t.type = s.type"
-    " AND t.year = s.year AND t.fields IS NOT DISTINCT FROM s.fields AND t.deleted = s.deleted",
+    "t.record_id = s.record_id AND t.version = s.version AND (t.patient_id, t.type, t.year, t.fields, t.deleted) IS"
+    " NOT DISTINCT FROM (s.patient_id, s.type, s.year, s.fields, s.deleted)",
     NULL};
 static const pg_table t_patient_index = {
     "patient_index", "patient_id, name_norm, dob",
-    "t.patient_id = s.patient_id AND t.name_norm = s.name_norm AND t.dob = s.dob",
+    "t.patient_id = s.patient_id AND (t.name_norm, t.dob) IS NOT DISTINCT FROM (s.name_norm, s.dob)",
     "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM medstream.patient_index t WHERE t.patient_id ="
     " s.patient_id AND (t.name_norm, t.dob) <> (s.name_norm, s.dob))) || ' patient id(s) already held by another"
     " identity, ' || count(*) FILTER (WHERE EXISTS (SELECT 1 FROM medstream.patient_index t WHERE (t.name_norm,"
@@ -640,11 +643,12 @@ static const pg_table t_patient_index = {
     " patient id' FROM ms_stage_patient_index s"};
 static const pg_table t_phi_patient_versions = {
     "phi_patient_versions", "patient_id, version, fields, valid_from, changed_by",
-    "t.patient_id = s.patient_id AND t.version = s.version AND t.fields = s.fields AND t.changed_by = s.changed_by",
+    "t.patient_id = s.patient_id AND t.version = s.version AND (t.fields, t.changed_by) IS NOT DISTINCT FROM"
+    " (s.fields, s.changed_by)",
     NULL};
 static const pg_table t_public_patients = {
     "public_patients", "patient_id, version, fields, valid_from",
-    "t.patient_id = s.patient_id AND t.version = s.version AND t.fields = s.fields", NULL};
+    "t.patient_id = s.patient_id AND t.version = s.version AND t.fields IS NOT DISTINCT FROM s.fields", NULL};
 
 /* COPY data into t inside the open transaction. Not staged: a plain COPY; a unique key already taken
  * (SQLSTATE 23505: another node of the cluster shipped a row under that key) sets p->duplicate, and the
@@ -734,6 +738,9 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
                    "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
                    " ON COMMIT DELETE ROWS",
                    "begin", e) &&
+           /* staged: the checks probe the primary keys row by row (a hash join would read the whole table,
+            * however large, for each group of commits; a temp table has no statistics to say otherwise) */
+           (!staged || pg_exec(p, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", "set", e)) &&
            copy_rows(p, &t_phi_records, &sh->records, staged, e) &&
            copy_rows(p, &t_public_records, &sh->public_records, staged, e) &&
            copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
