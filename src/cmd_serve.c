@@ -11,6 +11,7 @@
 
 #include "api/api_routes.h"
 #include "api/metrics_listener.h"
+#include "base/cluster_key.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/options.h"
@@ -25,8 +26,7 @@
 #include "store/store.h"
 #include "views/counters.h"
 
-#include <limits.h>
-#include <openssl/sha.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,7 +56,8 @@ typedef struct {
     uint64_t lake_roll_s, lake_roll_bytes;
     const char *rules, *webhook_ca, *events_topic;
     uint64_t sse_max_streams, sse_heartbeat_s, webhook_timeout_s, webhook_max_backoff_s, webhook_max;
-    const char *counters; /* --counters FILE */
+    const char *counters;         /* --counters FILE */
+    const char *cluster_key_file; /* --cluster-key-file FILE */
 } serve_settings;
 
 static const char *const pg_history_names[] = {"periods", "trigger", "auto", NULL};
@@ -99,20 +100,6 @@ static const char *serve_check(serve_settings *c)
 
 static int serve_run(const serve_settings *c);
 
-/* A cluster node's stable name: its host and data directory, hashed (16 bytes, hex): the same after a
- * restart, different for two nodes of one machine. */
-static void node_name(const char *data, char out[33])
-{
-    char host[256] = "", path[PATH_MAX] = "", msg[sizeof host + sizeof path + 1];
-    gethostname(host, sizeof host - 1);
-    if (!realpath(data, path)) snprintf(path, sizeof path, "%s", data);
-    int n = snprintf(msg, sizeof msg, "%s\n%s", host, path);
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)msg, (size_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1), md);
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 int cmd_serve(int argc, char **argv)
 {
     serve_settings c;
@@ -123,6 +110,9 @@ int cmd_serve(int argc, char **argv)
                  "the command line overrides it"},
         {.name = "--data", .type = OPT_STRING, .target = &c.data, .required = true, .metavar = "DIR",
          .help = "data directory (made by medstream init)"},
+        {.name = "--cluster-key-file", .type = OPT_STRING, .target = &c.cluster_key_file, .metavar = "FILE",
+         .help = "the cluster's secret (64 hex characters, mode 0600; README.md, \"Cluster key\"): the data directory "
+                 "must have been made with it (medstream init --cluster-key-file), else serve refuses to start"},
         {.name = "--listen", .type = OPT_STRING, .target = &c.listen, .def = "127.0.0.1:8080", .metavar = "HOST:PORT",
          .help = "address to serve HTTP on, bound exclusively (port 0 picks one; :PORT binds every interface)"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
@@ -284,8 +274,15 @@ static int serve_run(const serve_settings *c)
     reprojector *rp = NULL;
     int rc = 1;
     store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve"};
+    unsigned char cluster_key[CLUSTER_KEY_BYTES];
+    if (c->cluster_key_file) {
+        if (cluster_key_load(c->cluster_key_file, cluster_key, &e) != MS_OK) goto out;
+        so.cluster_key = cluster_key;
+    }
     double t0 = ms_mono_s();
-    if (store_open(&s, c->data, &so, &e) != MS_OK) goto out;
+    ms_code opened = store_open(&s, c->data, &so, &e);
+    OPENSSL_cleanse(cluster_key, sizeof cluster_key); /* the store keeps its own copy */
+    if (opened != MS_OK) goto out;
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     reproject_options ro = {.store = s,
@@ -371,7 +368,8 @@ static int serve_run(const serve_settings *c)
                             .cluster = c->kafka_cluster,
                             .node = node,
                             .advertise = advertise};
-        node_name(c->data, node);
+        for (int i = 0; i < STORE_NODE_ID; i++) /* the store's node id: the same after a restart */
+            snprintf(node + 2 * i, 3, "%02x", store_node_id(s)[i]);
         if (!c->advertise_url) { /* the listen address as this node's URL (a wildcard: loopback) */
             const char *colon = strrchr(c->listen, ':');
             int hl = colon ? (int)(colon - c->listen) : 0;

@@ -15,6 +15,7 @@
 #include "commands.h"
 
 #include "access/access.h"
+#include "base/cluster_key.h"
 #include "base/log.h"
 #include "base/options.h"
 #include "access/passwords.h"
@@ -23,6 +24,7 @@
 #include "access/users.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -89,15 +91,19 @@ void stop_on_signals(void)
     signal(SIGXFSZ, SIG_IGN);
 }
 
-static int init_run(const char *dir, uint64_t segment_size);
+static int init_run(const char *dir, uint64_t segment_size, const char *cluster_key_file);
 
 static int cmd_init(int argc, char **argv)
 {
     uint64_t segment_size = 0;
+    const char *cluster_key_file = NULL;
     /* clang-format off */
     const option opts[] = {
         {.name = "--segment-size", .type = OPT_BYTES, .target = &segment_size, .def = "1GiB",
          .help = "bytes per segment file of the body log"},
+        {.name = "--cluster-key-file", .type = OPT_STRING, .target = &cluster_key_file, .metavar = "FILE",
+         .help = "make the store with the cluster's secret (64 hex characters, mode 0600; README.md, \"Cluster "
+                 "key\"), so that every node made with it gives the same patient ids; serve then needs the same file"},
         {0},
     };
     /* clang-format on */
@@ -108,17 +114,28 @@ static int cmd_init(int argc, char **argv)
     options_args a;
     int code;
     if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
-        code = a.npos != 1 ? usage_error("init", "expected the data directory") : init_run(a.pos[0], segment_size);
+        code = a.npos != 1 ? usage_error("init", "expected the data directory")
+                           : init_run(a.pos[0], segment_size, cluster_key_file);
     options_args_free(&a);
     return code;
 }
 
-static int init_run(const char *dir, uint64_t segment_size)
+static int init_run(const char *dir, uint64_t segment_size, const char *cluster_key_file)
 {
     store *s;
     ms_err e;
     store_options so = {.segment_size = segment_size, .owner = "init"};
-    if (store_open(&s, dir, &so, &e) != MS_OK) {
+    unsigned char cluster_key[CLUSTER_KEY_BYTES];
+    if (cluster_key_file) {
+        if (cluster_key_load(cluster_key_file, cluster_key, &e) != MS_OK) {
+            fprintf(stderr, "medstream init: %s\n", e.msg);
+            return 1;
+        }
+        so.cluster_key = cluster_key;
+    }
+    ms_code opened = store_open(&s, dir, &so, &e);
+    OPENSSL_cleanse(cluster_key, sizeof cluster_key);
+    if (opened != MS_OK) {
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
     }

@@ -942,7 +942,10 @@ static bool lake_health(void *ctx, buf *out)
 
 /* ---- start: open, lock, check the store, recover ---- */
 
-/* The store the lake belongs to: a hash of its secret id key, in _medstream/store (written once). */
+/* The store the lake belongs to: a hash of its secret id key and its node id, in _medstream/store (written
+ * once). The nodes of one cluster share the id key (the cluster key), and the lake's commits log is one
+ * store's positions, so the node id is part of it; a file from before node ids ("store HASH") is the one
+ * store of that id key's, kept as it is. */
 static ms_code check_store(sink_lake *l, ms_err *e)
 {
     unsigned char h[32];
@@ -953,17 +956,22 @@ static ms_code check_store(sink_lake *l, ms_err *e)
     EVP_DigestUpdate(c, store_id_key(l->o.store), 32);
     EVP_DigestFinal_ex(c, h, &hl);
     EVP_MD_CTX_free(c);
-    char hex[65], want[80];
+    char hex[65], node[2 * STORE_NODE_ID + 1], want[120], legacy[80];
     out_hex(h, 16, hex);
-    snprintf(want, sizeof want, "store %s\n", hex);
+    out_hex(store_node_id(l->o.store), STORE_NODE_ID, node);
+    snprintf(want, sizeof want, "store %s node %s\n", hex, node);
+    snprintf(legacy, sizeof legacy, "store %s\n", hex);
     char *path = path_join(l->meta, "store");
     buf have = {0};
     ms_err ignored;
     ms_code rc = MS_OK;
     if (buf_read_file(&have, path, &ignored) == MS_OK) {
-        if (strcmp(have.data ? have.data : "", want) != 0)
+        const char *text = have.data ? have.data : "";
+        if (strcmp(text, want) != 0 && strcmp(text, legacy) != 0)
             rc = ms_fail(e, MS_ECONFLICT,
-                         "lake: %s belongs to another store (%s differs); give --lake another directory", l->dir, path);
+                         "lake: %s belongs to another store (or another node of its cluster: %s differs); give --lake "
+                         "another directory",
+                         l->dir, path);
     } else {
         out_file *f;
         rc = out_open(&f, l->meta, "store", 0644, e);

@@ -26,7 +26,7 @@
 #define ALIVE_TIMEOUT_MS 2000       /* the longest wait for that check's answer */
 #define MIGRATION_LOCK "7245800453" /* pg_advisory_xact_lock key: "medstream migrations" */
 
-typedef enum { PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING } pg_state;
+typedef enum { PG_STATE_OK, PG_STATE_UNREACHABLE, PG_STATE_FAILING, PG_STATE_CONFLICT } pg_state;
 
 struct sink_postgres {
     sink_postgres_options opt;
@@ -35,14 +35,19 @@ struct sink_postgres {
     _Atomic uint64_t lag;        /* commits not yet shipped to PostgreSQL */
     _Atomic uint64_t lag_ms;     /* age of the oldest of them */
     _Atomic uint64_t rows;       /* rows shipped */
+    _Atomic uint64_t conflicts;  /* attempts refused: a row differs from one another node shipped */
+    _Atomic uint64_t staged;     /* transactions shipped again staged: a row was already there */
     histogram freshness_seconds; /* commit in the store -> committed in PostgreSQL */
     char *conninfo;
+    char node[2 * STORE_NODE_ID + 1]; /* the store's node id, hex: its row of medstream.sink_position */
     pthread_t thread;
     atomic_bool stop;
     PGconn *conn;
     uint64_t shipped;     /* the position PostgreSQL holds (valid while connected) */
     int64_t shipped_time; /* the commit time of that entry, as PostgreSQL recorded it (-1: unknown) */
     bool checked;         /* the store's entry at `shipped` was found to be the one PostgreSQL has */
+    bool row_conflict;    /* the last attempt met a row that differs from PostgreSQL's under a unique key */
+    bool duplicate;       /* the last plain COPY met a unique key already taken (ship it again, staged) */
     uint64_t recorded;    /* the position last noted in the store (meta "sink:postgres"), for the record */
     double recorded_at;
 };
@@ -126,6 +131,13 @@ static const char *const migration_4 =
     "ALTER TABLE medstream.phi_records ALTER COLUMN body DROP NOT NULL;\n"
     "ALTER TABLE medstream.public_records ADD COLUMN deleted boolean NOT NULL DEFAULT false;\n"
     "ALTER TABLE medstream.public_records ALTER COLUMN fields DROP NOT NULL;\n";
+
+/* One position per node (store_node_id): the nodes of one cluster (stores sharing a cluster key, so one
+ * fingerprint) ship into one database, each from its own commit log. The row of a store from before (node
+ * '') is taken over by that store at its next connect (pg_connect). */
+static const char *const migration_5 = "ALTER TABLE medstream.sink_position ADD COLUMN node text NOT NULL DEFAULT '';\n"
+                                       "ALTER TABLE medstream.sink_position DROP CONSTRAINT sink_position_pkey;\n"
+                                       "ALTER TABLE medstream.sink_position ADD PRIMARY KEY (sink, node);\n";
 
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
@@ -223,7 +235,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
     } migrations[] = {{1, "schema, roles, PHI and public tables"},
                       {2, "phi_patients system-time history"},
                       {3, "commit time of the shipped position"},
-                      {4, "deleted records (tombstone rows)"}};
+                      {4, "deleted records (tombstone rows)"},
+                      {5, "sink position per node"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -245,7 +258,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migrations[i].version == 4   ? migration_4
+        const char *body = migrations[i].version == 5   ? migration_5
+                           : migrations[i].version == 4 ? migration_4
                            : migrations[i].version == 3 ? migration_3
                                                         : migration_1;
         if (migrations[i].version == 2) {
@@ -294,9 +308,10 @@ fail:
 /* Server notices ("already exists, skipping") are not logged: their text is the server's to choose. */
 static void ignore_notice(void *arg, const char *message) { (void)arg, (void)message; }
 
-/* One store per database: the commit positions of two stores are unrelated, so a second store shipping
- * into the same schema would skip or double rows. The first store to ship writes its fingerprint (a
- * hash of its secret id key, which reveals nothing of it) into medstream.info; any other is refused. */
+/* One cluster per database: the first store to ship writes its fingerprint (a hash of its secret id key,
+ * which reveals nothing of it) into medstream.info; a store with another id key is refused, since it numbers
+ * patients otherwise. The nodes of one cluster share the id key (the cluster key: store_options), so they
+ * share the fingerprint and each ships from its own commit log at its own position (per node id). */
 static bool claim_database(sink_postgres *p, ms_err *e)
 {
     unsigned char msg[27 + 32], md[SHA256_DIGEST_LENGTH];
@@ -316,7 +331,7 @@ static bool claim_database(sink_postgres *p, ms_err *e)
     if (ok && !mine)
         ms_fail(e, MS_ECONFLICT,
                 "postgres: this database is fed by another medstream store (medstream.info 'store' is %.32s, this "
-                "store is %s); one store per database",
+                "store is %s): one store, or the nodes of one cluster (one --cluster-key-file), per database",
                 have ? have : "?", fp);
     free(have);
     return mine;
@@ -342,10 +357,18 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
     if (migrate(p, e) != MS_OK) goto fail;
     history = pg_value(p, "SELECT value FROM medstream.info WHERE key = 'history'", "info", &ok, e);
     if (!ok || !claim_database(p, e)) goto fail;
-    pos = pg_value(p,
-                   "SELECT commit_pos::text || ' ' || coalesce(commit_time_us, -1)::text FROM medstream.sink_position"
-                   " WHERE sink = '" SINK_NAME "'",
-                   "position", &ok, e);
+    char sql[400];
+    /* the position of a store from before positions per node (node ''): only that store has the fingerprint */
+    snprintf(sql, sizeof sql,
+             "UPDATE medstream.sink_position SET node = '%s' WHERE sink = '" SINK_NAME "' AND node = '' AND NOT EXISTS"
+             " (SELECT 1 FROM medstream.sink_position WHERE sink = '" SINK_NAME "' AND node = '%s')",
+             p->node, p->node);
+    if (!pg_exec(p, sql, "sink_position", e)) goto fail;
+    snprintf(sql, sizeof sql,
+             "SELECT commit_pos::text || ' ' || coalesce(commit_time_us, -1)::text FROM medstream.sink_position"
+             " WHERE sink = '" SINK_NAME "' AND node = '%s'",
+             p->node);
+    pos = pg_value(p, sql, "position", &ok, e);
     if (!ok) goto fail;
     p->shipped = 0, p->shipped_time = -1, p->checked = false;
     if (pos) {
@@ -354,8 +377,8 @@ static ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
         p->shipped_time = strtoll(sp, NULL, 10);
     }
     ms_log(LOG_INFO, "postgres.connected",
-           "postgres: connected; phi_patients history by %s; shipped through commit %llu", history ? history : "?",
-           (unsigned long long)p->shipped);
+           "postgres: connected; phi_patients history by %s; node %s shipped through commit %llu",
+           history ? history : "?", p->node, (unsigned long long)p->shipped);
     free(history);
     free(pos);
     return MS_OK;
@@ -546,8 +569,11 @@ static bool ship_item(void *ctx, const log_item *it)
     return ok;
 }
 
-static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const char *what, ms_err *e)
+/* COPY data in with sql; state (may be NULL) receives the SQLSTATE of a server error ("" otherwise). */
+static bool copy_in_state(sink_postgres *p, const char *sql, const buf *data, const char *what, char state[6],
+                          ms_err *e)
 {
+    if (state) state[0] = 0;
     if (data->len == 0) return true;
     PGresult *res = PQexec(p->conn, sql);
     bool ok = res && PQresultStatus(res) == PGRES_COPY_IN;
@@ -569,12 +595,103 @@ static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const ch
             char why[300];
             pg_error_text(res, p->conn, why, sizeof why);
             ms_fail(e, MS_EIO, "postgres: COPY %s: %s", what, why);
+            const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            if (state && st) snprintf(state, 6, "%s", st);
             ok = false;
         }
         PQclear(res);
     }
     if (!ok && e->msg[0] == 0) ms_fail(e, MS_EIO, "postgres: COPY %s: connection lost", what);
     return ok;
+}
+
+static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const char *what, ms_err *e)
+{
+    return copy_in_state(p, sql, data, what, NULL, e);
+}
+
+/* A table that the nodes of one cluster may each ship the same row into (the same patient's index row, the
+ * same record version): its unique key, and what makes two rows under that key the same row. */
+typedef struct {
+    const char *table;   /* in schema medstream */
+    const char *columns; /* in the COPY text's order */
+    const char *same;    /* staged row s equals stored row t (valid_from is left out: it is the commit time of
+                            the node that made the version, and the first node's stays) */
+    const char *detail;  /* a query over the staged rows (s) giving text for the conflict message, or NULL */
+} pg_table;
+
+/* The key's equalities come first and alone: the content is compared as one row value (IS NOT DISTINCT FROM,
+ * which no index serves), so that the planner probes the primary key, never another index of the table
+ * (public_records (type, year) would be a scan of the whole table per staged row). */
+static const pg_table t_phi_records = {
+    "phi_records", "record_id, version, patient_id, type, ts, valid_from, body, deleted",
+    "t.record_id = s.record_id AND t.version = s.version AND (t.patient_id, t.type, t.ts, t.body, t.deleted) IS NOT"
+    " DISTINCT FROM (s.patient_id, s.type, s.ts, s.body, s.deleted)",
+    NULL};
+static const pg_table t_public_records = {
+    "public_records", "record_id, version, patient_id, type, year, fields, valid_from, deleted",
+    "t.record_id = s.record_id AND t.version = s.version AND (t.patient_id, t.type, t.year, t.fields, t.deleted) IS"
+    " NOT DISTINCT FROM (s.patient_id, s.type, s.year, s.fields, s.deleted)",
+    NULL};
+static const pg_table t_patient_index = {
+    "patient_index", "patient_id, name_norm, dob",
+    "t.patient_id = s.patient_id AND (t.name_norm, t.dob) IS NOT DISTINCT FROM (s.name_norm, s.dob)",
+    "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM medstream.patient_index t WHERE t.patient_id ="
+    " s.patient_id AND (t.name_norm, t.dob) <> (s.name_norm, s.dob))) || ' patient id(s) already held by another"
+    " identity, ' || count(*) FILTER (WHERE EXISTS (SELECT 1 FROM medstream.patient_index t WHERE (t.name_norm,"
+    " t.dob) = (s.name_norm, s.dob) AND t.patient_id <> s.patient_id)) || ' identity(ies) already holding another"
+    " patient id' FROM ms_stage_patient_index s"};
+static const pg_table t_phi_patient_versions = {
+    "phi_patient_versions", "patient_id, version, fields, valid_from, changed_by",
+    "t.patient_id = s.patient_id AND t.version = s.version AND (t.fields, t.changed_by) IS NOT DISTINCT FROM"
+    " (s.fields, s.changed_by)",
+    NULL};
+static const pg_table t_public_patients = {
+    "public_patients", "patient_id, version, fields, valid_from",
+    "t.patient_id = s.patient_id AND t.version = s.version AND t.fields IS NOT DISTINCT FROM s.fields", NULL};
+
+/* COPY data into t inside the open transaction. Not staged: a plain COPY; a unique key already taken
+ * (SQLSTATE 23505: another node of the cluster shipped a row under that key) sets p->duplicate, and the
+ * caller ships the transaction again staged. Staged: the rows go through a staging table: every row
+ * equal to the stored one is a no-op, and any row that differs from the stored one under a unique key
+ * fails the whole transaction LOUDLY (MS_ECONFLICT, counts and table names only, never values): nothing is
+ * overwritten and the position does not move. */
+static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, bool staged, ms_err *e)
+{
+    if (data->len == 0) return true;
+    char sql[1200], state[6];
+    if (!staged) {
+        snprintf(sql, sizeof sql, "COPY medstream.%s (%s) FROM STDIN", t->table, t->columns);
+        if (copy_in_state(p, sql, data, t->table, state, e)) return true;
+        if (strcmp(state, "23505") == 0) p->duplicate = true;
+        return false;
+    }
+    snprintf(sql, sizeof sql,
+             "CREATE TEMP TABLE IF NOT EXISTS ms_stage_%s (LIKE medstream.%s) ON COMMIT DELETE ROWS;"
+             " TRUNCATE ms_stage_%s",
+             t->table, t->table, t->table);
+    if (!pg_exec(p, sql, "staging table", e)) return false;
+    snprintf(sql, sizeof sql, "COPY ms_stage_%s (%s) FROM STDIN", t->table, t->columns);
+    if (!copy_in(p, sql, data, t->table, e)) return false;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO medstream.%s (%s) SELECT %s FROM ms_stage_%s ON CONFLICT DO NOTHING;"
+             " SELECT count(*) FROM ms_stage_%s s WHERE NOT EXISTS (SELECT 1 FROM medstream.%s t WHERE %s)",
+             t->table, t->columns, t->columns, t->table, t->table, t->table, t->same);
+    bool ok;
+    char *differ = pg_value(p, sql, t->table, &ok, e);
+    if (!ok) return false;
+    long long n = differ ? strtoll(differ, NULL, 10) : 0;
+    free(differ);
+    if (n == 0) return true;
+    char *detail = t->detail ? pg_value(p, t->detail, t->table, &ok, e) : NULL;
+    atomic_fetch_add(&p->conflicts, 1);
+    p->row_conflict = true;
+    ms_fail(e, MS_ECONFLICT,
+            "postgres: conflict in %s: %s%s%lld row(s) differ from rows already there under the same key (another "
+            "node numbering patients otherwise?); nothing overwritten",
+            t->table, detail ? detail : "", detail ? "; " : "", n);
+    free(detail);
+    return false;
 }
 
 /* Erased patients (ids: "uuid,uuid,..."): every row of theirs, in every table the sink writes, deleted in
@@ -612,11 +729,43 @@ static void note_lag(sink_postgres *p, store_read *r, uint64_t end)
     }
 }
 
+/* One PostgreSQL transaction: the COPYs of sh, the current state, the erasures and the position (the SQL
+ * pos); staged: every table through copy_rows' staging path (rows another node shipped are no-ops when
+ * equal, conflicts when not). False: failed (the caller rolls back). */
+static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, ms_err *e)
+{
+    return pg_exec(p,
+                   "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
+                   " ON COMMIT DELETE ROWS",
+                   "begin", e) &&
+           /* staged: the checks probe the primary keys row by row (a hash join would read the whole table,
+            * however large, for each group of commits; a temp table has no statistics to say otherwise) */
+           (!staged || pg_exec(p, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", "set", e)) &&
+           copy_rows(p, &t_phi_records, &sh->records, staged, e) &&
+           copy_rows(p, &t_public_records, &sh->public_records, staged, e) &&
+           copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
+           copy_rows(p, &t_phi_patient_versions, &sh->versions, staged, e) &&
+           copy_rows(p, &t_public_patients, &sh->public_patients, staged, e) &&
+           copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
+           /* the current state: each patient's last version of this transaction (one history row per
+            * shipped transaction: PostgreSQL's system time is when it learned the state) */
+           pg_exec(p,
+                   "INSERT INTO medstream.phi_patients (patient_id, version, fields, valid_from)"
+                   " SELECT DISTINCT ON (v.patient_id) v.patient_id, v.version, v.fields, v.valid_from"
+                   " FROM ms_latest l JOIN medstream.phi_patient_versions v USING (patient_id, version)"
+                   " ORDER BY v.patient_id, v.version DESC"
+                   " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
+                   " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
+                   "phi_patients", e) &&
+           erase_rows(p, &sh->erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+}
+
 /* Ship entries shipped+1.. in one transaction; returns the number of commits shipped (0: caught up),
  * or -1 on failure (the transaction rolled back; nothing moved). */
 static int ship_some(sink_postgres *p, ms_err *e)
 {
     store_read *r;
+    p->row_conflict = false;
     if (store_read_begin(p->opt.store, &r, e) != MS_OK) return -1;
     uint64_t end = store_commit_pos(r);
     if (!p->checked && p->shipped > 0) { /* is the entry PostgreSQL shipped last this store's? */
@@ -659,38 +808,20 @@ static int ship_some(sink_postgres *p, ms_err *e)
     if (n > 0) {
         char pos[300];
         snprintf(pos, sizeof pos,
-                 "INSERT INTO medstream.sink_position (sink, commit_pos, commit_time_us) VALUES ('" SINK_NAME
-                 "', %llu, %lld) ON CONFLICT (sink) DO UPDATE SET commit_pos = EXCLUDED.commit_pos,"
+                 "INSERT INTO medstream.sink_position (sink, node, commit_pos, commit_time_us) VALUES ('" SINK_NAME
+                 "', '%s', %llu, %lld) ON CONFLICT (sink, node) DO UPDATE SET commit_pos = EXCLUDED.commit_pos,"
                  " commit_time_us = EXCLUDED.commit_time_us, shipped_at = now()",
-                 (unsigned long long)(p->shipped + (uint64_t)n), (long long)newest);
-        bool ok =
-            pg_exec(p,
-                    "BEGIN; CREATE TEMP TABLE IF NOT EXISTS ms_latest (patient_id uuid, version integer)"
-                    " ON COMMIT DELETE ROWS",
-                    "begin", e) &&
-            copy_in(p,
-                    "COPY medstream.phi_records (record_id, version, patient_id, type, ts, valid_from, body, deleted)"
-                    " FROM STDIN",
-                    &sh.records, "phi_records", e) &&
-            copy_in(p,
-                    "COPY medstream.public_records (record_id, version, patient_id, type, year, fields, valid_from,"
-                    " deleted) FROM STDIN",
-                    &sh.public_records, "public_records", e) &&
-            copy_in(p, "COPY medstream.patient_index FROM STDIN", &sh.index, "patient_index", e) &&
-            copy_in(p, "COPY medstream.phi_patient_versions FROM STDIN", &sh.versions, "phi_patient_versions", e) &&
-            copy_in(p, "COPY medstream.public_patients FROM STDIN", &sh.public_patients, "public_patients", e) &&
-            copy_in(p, "COPY ms_latest FROM STDIN", &sh.latest, "ms_latest", e) &&
-            /* the current state: each patient's last version of this transaction (one history row per
-             * shipped transaction: PostgreSQL's system time is when it learned the state) */
-            pg_exec(p,
-                    "INSERT INTO medstream.phi_patients (patient_id, version, fields, valid_from)"
-                    " SELECT DISTINCT ON (v.patient_id) v.patient_id, v.version, v.fields, v.valid_from"
-                    " FROM ms_latest l JOIN medstream.phi_patient_versions v USING (patient_id, version)"
-                    " ORDER BY v.patient_id, v.version DESC"
-                    " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
-                    " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
-                    "phi_patients", e) &&
-            erase_rows(p, &sh.erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+                 p->node, (unsigned long long)(p->shipped + (uint64_t)n), (long long)newest);
+        /* plain COPYs first; a unique key already taken (another node shipped the row) rolls the transaction
+         * back, and it is shipped again through the staging tables, which tell equal rows from conflicts */
+        p->duplicate = false;
+        bool ok = ship_txn(p, &sh, pos, false, e);
+        if (!ok && p->duplicate) {
+            pg_exec(p, "ROLLBACK", "rollback", &(ms_err){0});
+            *e = (ms_err){0};
+            atomic_fetch_add(&p->staged, 1);
+            ok = ship_txn(p, &sh, pos, true, e);
+        }
         if (!ok) {
             pg_exec(p, "ROLLBACK", "rollback", &(ms_err){0});
             n = -1;
@@ -791,7 +922,10 @@ static void *sink_main(void *arg)
             bool down = PQstatus(p->conn) != CONNECTION_OK;
             PQfinish(p->conn); /* reconnect: re-reads the position PostgreSQL has */
             p->conn = NULL;
-            back_off(p, last, sizeof last, &e, down ? PG_STATE_UNREACHABLE : PG_STATE_FAILING);
+            back_off(p, last, sizeof last, &e,
+                     down              ? PG_STATE_UNREACHABLE
+                     : p->row_conflict ? PG_STATE_CONFLICT
+                                       : PG_STATE_FAILING);
             continue;
         }
         last[0] = 0;
@@ -826,6 +960,14 @@ static void pg_metrics(void *ctx, buf *out)
     metrics_gauge(out, "medstream_postgres_lag_milliseconds", "Age of the oldest commit not yet in PostgreSQL.",
                   atomic_load(&p->lag_ms));
     metrics_counter(out, "medstream_postgres_rows_total", "Rows shipped to PostgreSQL.", atomic_load(&p->rows));
+    metrics_counter(out, "medstream_postgres_conflicts_total",
+                    "Attempts to ship refused because a row differs from one already in PostgreSQL under the same key "
+                    "(a patient id or identity held otherwise): the sink retries and never skips it.",
+                    atomic_load(&p->conflicts));
+    metrics_counter(out, "medstream_postgres_staged_total",
+                    "Transactions shipped again through staging tables because a row was already in PostgreSQL "
+                    "(shipped by another node of the cluster): equal rows are kept as they are.",
+                    atomic_load(&p->staged));
     metrics_histogram(out, "medstream_postgres_freshness_seconds",
                       "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
                       &p->freshness_seconds);
@@ -845,6 +987,7 @@ static bool pg_health(void *ctx, buf *out)
     buf_printf(out, ",\"postgres\":\"%s\",\"postgres_lag_commits\":%llu,\"postgres_lag_ms\":%llu",
                st == PG_STATE_UNREACHABLE ? "unreachable"
                : st == PG_STATE_FAILING   ? "failing"
+               : st == PG_STATE_CONFLICT  ? "conflict"
                : behind                   ? "behind"
                                           : "ok",
                (unsigned long long)lag, (unsigned long long)lag_ms);
@@ -857,6 +1000,8 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
     p->opt = *opt;
     p->conninfo = ms_strndup(opt->conninfo, strlen(opt->conninfo));
     p->opt.conninfo = NULL;
+    for (int i = 0; i < STORE_NODE_ID; i++)
+        snprintf(p->node + 2 * i, 3, "%02x", store_node_id(opt->store)[i]);
     char *why = NULL;
     PQconninfoOption *parsed = PQconninfoParse(p->conninfo, &why);
     if (!parsed) {

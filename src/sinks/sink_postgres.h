@@ -23,8 +23,12 @@
  *
  * The position carries the commit time of its entry; a store whose entry there differs (restored from
  * an older copy) is refused, never shipped over what PostgreSQL has.
- * One store per database: the first store to ship writes its fingerprint into medstream.info; another
- * store's sink is refused (state failing), since two stores' commit positions are unrelated.
+ * One cluster per database: the first store to ship writes its fingerprint (of its id key) into
+ * medstream.info; a store of another id key is refused (state failing). The nodes of one cluster share the
+ * id key (store_options.cluster_key) and each ships at its own position (sink_position per node id). Rows two
+ * nodes both ship are no-ops when equal; a row that differs under a unique key (patient_index's patient id
+ * or identity, a record or patient version) rolls the transaction back as a conflict (state conflict, a
+ * metric, a log line with counts only), retried every second, never overwritten nor skipped.
  * Must never: write PHI into a log line (PostgreSQL error texts can quote row values, so only the
  * SQLSTATE and the table/column/constraint names are logged), or advance the position past a commit
  * that is not in PostgreSQL.

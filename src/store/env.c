@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -133,10 +134,27 @@ static void note_live_writer(store *s, const char *dir)
 
 /* ---- open and close ---- */
 
+/* The node id (meta "node_id"): read, or made at the first open for writing (a store from before node ids
+ * gets one then); a read-only open of such a store sees zeros. An LMDB return code. */
+static int node_id_load(store *s, MDB_txn *txn, bool ro)
+{
+    MDB_val k = st_val("node_id", 7), v;
+    int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != STORE_NODE_ID) return MDB_CORRUPTED;
+        memcpy(s->node_id, v.mv_data, STORE_NODE_ID);
+        return 0;
+    }
+    if (rc != MDB_NOTFOUND || ro) return rc == MDB_NOTFOUND ? 0 : rc;
+    if (RAND_bytes(s->node_id, STORE_NODE_ID) != 1) return EIO;
+    v = st_val(s->node_id, STORE_NODE_ID);
+    return mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+}
+
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
-    store_options defaults = {STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL,
-                              false};
+    store_options defaults = {
+        STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL, false, NULL};
     if (!opt) opt = &defaults;
     bool ro = opt->read_only;
     if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -192,8 +210,10 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     }
     MDB_val k = st_val("id_key", 6), v;
     rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-    if (rc == MDB_NOTFOUND && !ro) {
-        if (RAND_bytes(s->id_key, 32) != 1) {
+    if (rc == MDB_NOTFOUND && !ro) { /* a new store: the cluster's secret, or a random one of its own */
+        if (opt->cluster_key) {
+            memcpy(s->id_key, opt->cluster_key, 32);
+        } else if (RAND_bytes(s->id_key, 32) != 1) {
             mdb_txn_abort(txn);
             ms_fail(e, MS_EIO, "store: random number generator failed");
             goto fail;
@@ -202,9 +222,20 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
     } else if (rc == 0 && v.mv_size == 32) {
         memcpy(s->id_key, v.mv_data, 32);
+        /* never silently: a node of another cluster (or a store made without a cluster key) would mint
+         * other patient ids for the same identities */
+        if (opt->cluster_key && CRYPTO_memcmp(s->id_key, opt->cluster_key, 32) != 0) {
+            mdb_txn_abort(txn);
+            ms_fail(e, MS_ECONFLICT,
+                    "store: %s was created with another key than the cluster key given (--cluster-key-file): "
+                    "it would give other patient ids than the cluster's other nodes; refusing to open it",
+                    dir);
+            goto fail;
+        }
     } else if (rc == 0) {
         rc = MDB_CORRUPTED;
     }
+    if (!rc) rc = node_id_load(s, txn, ro);
     if (!rc) {
         unsigned int n = 0;
         unsigned char raw[PATIENT_ID_KEY];
@@ -292,6 +323,8 @@ void store_close(store *s)
 }
 
 bool store_read_only(const store *s) { return s->read_only; }
+
+const unsigned char *store_node_id(const store *s) { return s->node_id; }
 
 const char *store_live_writer(const store *s) { return s->live_writer; }
 

@@ -58,6 +58,12 @@ typedef struct {
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
     const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
     bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify, backup) */
+    /* The cluster secret (base/cluster_key.h; 32 bytes, NULL: none). A store created with it takes it as its
+     * id key (store_id_key), so that the stores of one cluster derive the same patient ids, identity MACs,
+     * public-transform secrets and key-wrap key. Opening an existing store whose id key is another (made
+     * without a cluster key, or with another one) is refused (MS_ECONFLICT naming the directory); NULL
+     * opens any store as it is. */
+    const unsigned char *cluster_key;
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
@@ -83,6 +89,12 @@ const char *store_live_writer(const store *s);
 ms_code store_probe(store *s, size_t bytes, ms_err *e);
 /* The store's 32-byte secret for keyed hashes (derived record ids, the sinks' store fingerprint). */
 const unsigned char *store_id_key(const store *s);
+/* The store's node id: 16 random bytes made when it was created (or first opened for writing by a medstream
+ * that keeps one), never changed; it tells apart stores that share a cluster key (the PostgreSQL sink keeps
+ * its position per node). All zeros: a store opened read-only that has none yet. A copy made by
+ * store_backup has the same node id as its original. */
+#define STORE_NODE_ID 16
+const unsigned char *store_node_id(const store *s);
 /* The store's 32-byte secret for the keyed public transforms (date_shift offsets, pseudonyms:
  * pipeline/transforms.h): HMAC-SHA256(id key, "deid"), fixed for the store's life. */
 const unsigned char *store_deid_key(const store *s);

@@ -74,6 +74,8 @@ struct store {
     uint64_t patients; /* meta "patients": every patient number is below it (the count, where numbers are
                           dense; a cluster's numbers are minted per shard, shard.h) */
     uint64_t created;  /* meta "patients_created": patients created (absent: = patients) */
+    /* meta "node_id" (store_node_id) */
+    unsigned char node_id[STORE_NODE_ID];
 };
 
 /* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */

@@ -367,8 +367,8 @@ def check_sql_equals_store(s, db, sent, acked):
 
 TABLES = {
     "migrations": {"version": "integer", "description": "text", "applied_at": "timestamp with time zone"},
-    "sink_position": {"sink": "text", "commit_pos": "bigint", "shipped_at": "timestamp with time zone",
-                      "commit_time_us": "bigint"},
+    "sink_position": {"sink": "text", "node": "text", "commit_pos": "bigint",
+                      "shipped_at": "timestamp with time zone", "commit_time_us": "bigint"},
     "patient_index": {"patient_id": "uuid", "name_norm": "text", "dob": "date"},
     "phi_patient_versions": {"patient_id": "uuid", "version": "integer", "fields": "jsonb",
                              "valid_from": "timestamp with time zone"},
@@ -384,7 +384,7 @@ TABLES = {
     "info": {"key": None, "value": None},              # (types not specified)
 }
 PRIMARY_KEYS = {
-    "migrations": ["version"], "sink_position": ["sink"], "patient_index": ["patient_id"],
+    "migrations": ["version"], "sink_position": ["sink", "node"], "patient_index": ["patient_id"],
     "phi_patient_versions": ["patient_id", "version"], "phi_patients": ["patient_id"],
     "phi_records": ["record_id", "version"], "public_patients": ["patient_id", "version"],
     "public_records": ["record_id", "version"],
