@@ -360,15 +360,26 @@ static void take_marker(cluster_replay *plan, const replay_want *w, int l, const
         free(runs);
         return;
     }
+    cluster_replay_batch *last = plan->n ? &plan->batches[plan->n - 1] : NULL;
+    if (last && last->marker == m->offset) { /* taken already for another assigned partition of its lineage */
+        free(runs);
+        last->targets = ms_realloc(last->targets, sizeof *last->targets * (size_t)(last->ntargets + 1));
+        last->targets[last->ntargets++] = w->p;
+        return;
+    }
     plan->batches = ms_realloc(plan->batches, sizeof *plan->batches * (size_t)(plan->n + 1));
-    plan->batches[plan->n++] =
-        (cluster_replay_batch){.partition = w->p, .source = w->lineage[l], .runs = runs, .nruns = k};
+    int32_t *targets = ms_malloc(sizeof *targets);
+    targets[0] = w->p;
+    plan->batches[plan->n++] = (cluster_replay_batch){
+        .targets = targets, .ntargets = 1, .source = w->lineage[l], .marker = m->offset, .runs = runs, .nruns = k};
 }
 
 void cluster_replay_free(cluster_replay *plan)
 {
-    for (int i = 0; i < plan->n; i++)
+    for (int i = 0; i < plan->n; i++) {
         free(plan->batches[i].runs);
+        free(plan->batches[i].targets);
+    }
     free(plan->batches);
     free(plan->scan_end);
     memset(plan, 0, sizeof *plan);
@@ -630,8 +641,15 @@ void cluster_reader_close(cluster_reader *rd)
 
 /* ---- a batch ---- */
 
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay,
-                   int32_t for_partition)
+static bool targeted(const cluster_replay_batch *replay, int32_t p)
+{
+    for (int i = 0; i < replay->ntargets; i++)
+        if (replay->targets[i] == p) return true;
+    return false;
+}
+
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch,
+                   const cluster_replay_batch *replay)
 {
     uint32_t n = batch->n;
     cb->numbers = ms_malloc(sizeof *cb->numbers * n);
@@ -646,8 +664,8 @@ void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, rec
         if (r->rejected) continue;
         uint32_t shard = shard_of_key(r->identity_key, r->identity_key_len);
         int32_t owner = shard_partition(shard, c->partitions);
-        if (owner != (for_partition >= 0 ? for_partition : msgs[i]->partition)) {
-            /* keyed by someone else: to its shard's partition (a replay: another partition's record) */
+        if (replay ? !targeted(replay, owner) : owner != msgs[i]->partition) {
+            /* keyed by someone else: to its shard's partition (a replay: a record of other shards) */
             cb->forward_to[i] = replay ? -1 : owner;
             cb->numbers[i] = JOB_FORWARDED;
             r->rejected = true;

@@ -64,9 +64,11 @@ typedef struct {
     int64_t from, to;
 } cluster_run;
 typedef struct {
-    int32_t partition; /* the assigned partition it is replayed for */
-    int32_t source;    /* the partition it was consumed from: partition, or (before the topic's partitions
-                          doubled) one that held partition's shards then; its other shards' records are skipped */
+    int32_t *targets; /* the assigned partitions it is replayed for: records of other shards are skipped */
+    int ntargets;
+    int32_t source; /* the partition it was consumed from: a target, or (before the topic's partitions
+                       doubled) one that held the targets' shards then */
+    int64_t marker; /* its marker's offset in the changelog */
     cluster_run *runs;
     int nruns;
 } cluster_replay_batch;
@@ -106,10 +108,10 @@ typedef struct {
 
 /* Route the n records of batch (msgs[i] holds record i): forwarded ones are marked rejected in the batch
  * (the writer answers ITEM_FORWARDED); the others get their numbers, new identities minted (a replay mints
- * none: an identity the changelog does not hold is rejected, loudly). for_partition: the partition the
- * batch is for (-1: each message's own): a replayed batch of an older partition keeps that one's shards. */
-void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch, bool replay,
-                   int32_t for_partition);
+ * none: an identity the changelog does not hold is rejected, loudly; it keeps the records of its targets'
+ * shards). replay: NULL for a batch consumed now. */
+void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, record_batch *batch,
+                   const cluster_replay_batch *replay);
 void cluster_batch_free(cluster_batch *cb);
 
 /* One Kafka transaction: the minted entries, the forwards, the offsets (KIP-447, consumer's group

@@ -105,13 +105,12 @@ static void kafka_batch_free(kafka_batch *b)
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset. */
-#define LIVE (-1) /* kafka_batch_prepare's replay_for of a batch consumed now */
-
-/* replay_for: LIVE, or the partition a replayed batch is for (cluster.h): its offsets are recorded only
- * for messages of that partition (a batch of an older partition stores some shards of it, not all). */
-static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n, int32_t replay_for)
+/* replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
+ * only for messages of its targets (a batch of an older partition stores some shards of it, not all). */
+static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n,
+                                        const cluster_replay_batch *replay_of)
 {
-    bool replay = replay_for != LIVE;
+    bool replay = replay_of != NULL;
     kafka_batch *b = ms_calloc(1, sizeof *b);
     b->replay = replay;
     b->msgs = ms_malloc(sizeof *msgs * (size_t)n);
@@ -171,10 +170,13 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                       "kafka: messages sent to the dead-letter topic");
     }
     atomic_fetch_add(&k->messages, (uint64_t)n);
-    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay, replay ? replay_for : -1);
+    if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay_of);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
     for (int i = 0; i < n; i++) {
-        if (replay && msgs[i]->partition != replay_for) continue;
+        bool mine = !replay;
+        for (int t = 0; replay && t < replay_of->ntargets; t++)
+            mine |= replay_of->targets[t] == msgs[i]->partition;
+        if (!mine) continue;
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt); /* the input topic, or a cluster's by-shard topic */
         int x = 0;
         while (x < b->noffsets &&
@@ -333,7 +335,7 @@ static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_
             int ngot;
             if ((rc = cluster_reader_run(rd, pb->source, &pb->runs[r], &got, &ngot, e)) != MS_OK) break;
             msgs = ms_realloc(msgs, sizeof *msgs * (size_t)(n + ngot + 1));
-            memcpy(msgs + n, got, sizeof *msgs * (size_t)ngot);
+            if (ngot) memcpy(msgs + n, got, sizeof *msgs * (size_t)ngot);
             n += ngot;
             free(got);
         }
@@ -343,7 +345,7 @@ static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_
             free(msgs);
             continue;
         }
-        kafka_batch *b = kafka_batch_prepare(k, msgs, n, pb->partition);
+        kafka_batch *b = kafka_batch_prepare(k, msgs, n, pb);
         free(msgs);
         if (ingest_append(&k->ingest, &b->job, e) != MS_OK) b->job.body_pos = UINT64_MAX; /* store appends */
         if (!kafka_batch_store(k, b)) rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
@@ -501,7 +503,7 @@ static void *consumer_main(void *arg)
         }
         if (!n) continue;
         handoff_note(k, NULL, +1); /* in flight from here until stage 3 is done with it */
-        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n, LIVE));
+        handoff_put(k, &k->to_append, kafka_batch_prepare(k, msgs, n, NULL));
     }
     handoff_note(k, &k->consumer_done, 0);
     free(msgs);

@@ -338,8 +338,8 @@ def test_doubling_partitions_after_a_drain_keeps_every_id():
     before = check_everyone([a], first)
     a.stop()
     from confluent_kafka.admin import NewPartitions
-    fs = CL.admin(b.bootstrap).create_partitions([NewPartitions(topic, 8)])
-    for f in fs.values():
+    adm = CL.admin(b.bootstrap)  # referenced until the futures resolve
+    for f in adm.create_partitions([NewPartitions(topic, 8)]).values():
         f.result(timeout=60)
     c = Member(b.bootstrap, topic, "double", key, name="double-b")
     a.start()
