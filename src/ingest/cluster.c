@@ -287,8 +287,8 @@ const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
 /* ---- restore ---- */
 
 /* A batch marker's key: 'B', the input partition (be32), the topic (0 T, 1 T.by-shard) and offset (be64) of
- * the batch's first message of that partition. Its value:
- * runs of 17 bytes, in the batch's order: topic (0 T, 1 T.by-shard), from, to (be64 each, to exclusive). */
+ * the batch's first message of that partition. Its value: T's partition count then (be32), and runs of 17
+ * bytes, in the batch's order: topic (0 T, 1 T.by-shard), from, to (be64 each, to exclusive). */
 #define MARKER_KEY 14
 #define RUN_BYTES 17
 
@@ -346,9 +346,14 @@ typedef struct {
  * its runs this store does not have, as a batch of the plan. */
 static void take_marker(cluster_replay *plan, const replay_want *w, int l, const rd_kafka_message_t *m)
 {
-    if (m->len == 0 || m->len % RUN_BYTES) return;
+    if (m->len <= 4 || (m->len - 4) % RUN_BYTES) return;
     const unsigned char *v = m->payload;
-    int n = (int)(m->len / RUN_BYTES), k = 0;
+    /* the shards of w->p were in partition p mod P when the topic had P partitions: a marker of another
+     * partition, or of this one under another count, is another's (its records were forwarded, not stored) */
+    uint32_t count = ms_get_be32(v);
+    if (count == 0 || (uint32_t)w->p % count != (uint32_t)w->lineage[l]) return;
+    v += 4;
+    int n = (int)((m->len - 4) / RUN_BYTES), k = 0;
     cluster_run *runs = ms_malloc(sizeof *runs * (size_t)n);
     for (int i = 0; i < n; i++, v += RUN_BYTES) {
         cluster_run r = {
@@ -742,6 +747,7 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
             seen = msgs[j]->partition == p;
         if (seen) continue;
         v.len = 0;
+        buf_put_be32(&v, (uint32_t)c->partitions);
         int64_t first = -1, at_from = -1, at_to = -1;
         int topic = -1, first_topic = 0;
         for (int j = i; j < n; j++) {

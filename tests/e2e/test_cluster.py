@@ -131,8 +131,12 @@ def owner_get(nodes, path, via=None):
     node's own token: accounts are per node). Returns (answer, the node that answered)."""
     live = [n for n in nodes if n.alive()]
     n = via or live[0]
-    for _hop in range(3):
-        r = n.get(path)
+    for _hop in range(4):
+        try:
+            r = n.get(path)
+        except (ConnectionResetError, H.http.client.RemoteDisconnected):  # a node under load closed it: again
+            time.sleep(0.3)
+            r = n.get(path)
         if r.status == 503:  # a rebalance: nobody owns the shard for a moment
             time.sleep(0.3)
             continue
@@ -318,9 +322,12 @@ def test_chaos_three_nodes_one_postgres():
     for n in live:
         h = n.get_json("/healthz")
         check("conflict" not in json.dumps(h), "no sink conflict on %s: %s" % (n.name, short(json.dumps(h))))
+    # the frozen node, continued, found itself out of the group: its transaction in hand failed (KIP-447) or
+    # its consumer saw the session gone; either way it rejoined and wrote nothing it was not given again
+    # (the checks above: every record once, no conflict in PostgreSQL)
     frozen = nodes[1].log_text_since_start()
-    check("transaction" in frozen and "rejoins" in frozen,
-          "the frozen node's transaction failed after SIGCONT and it rejoined: %s" % short(frozen[-1500:]))
+    check(("transaction" in frozen and "rejoins" in frozen) or "session timed out" in frozen,
+          "the frozen node learned it was out of the group: %s" % short(frozen[-1500:]))
 
 
 @test(timeout=600)
