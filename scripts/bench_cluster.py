@@ -11,8 +11,13 @@
 # records/min here is a ceiling of the machine, not of the design; the broker's own CPU is shown too.
 # Prints a markdown table (and, with --json FILE, the raw runs). It never changes the repository.
 #
+# With --cluster the nodes are one medstream cluster (--kafka-cluster, one cluster key, ingest/cluster.h), and
+# every run gets a topic of its own (its changelog would otherwise be another run's); --keys shard sends each
+# record to its shard's partition as medstream's producers do (random keys: most records are forwarded).
+#
 # Usage: scripts/bench_cluster.py [--records N] [--size BYTES] [--nodes 1,2,3] [--runs R] [--partitions P]
-#            [--batch N] [--identities N] [--keys identity|random] [--timeout S] [--json FILE] [-- SERVE ARGS...]
+#            [--batch N] [--identities N] [--keys identity|random|shard] [--cluster] [--timeout S] [--json FILE]
+#            [-- SERVE ARGS...]
 #   e.g. scripts/bench_cluster.py --records 50000 --size 200 --runs 1
 #        scripts/bench_cluster.py --records 20000 --size 20480 --runs 3 -- --cluster-key-file /path/key
 # The binary is $MEDSTREAM_BIN or build/medstream (build it with `make`); the first run fetches Kafka's jars.
@@ -33,10 +38,57 @@ import harness as H  # noqa: E402
 
 
 class BenchNode(C.Node):
-    """A node that does not log in at start (argon2 would count in its CPU); it logs in after the drain."""
+    """A node that does not log in at start (argon2 would count in its CPU); it logs in after the drain.
+    key: a cluster key file (its store made with it, serving --kafka-cluster), or None."""
+
+    def __init__(self, *a, key=None, **kw):
+        self.key = key
+        super().__init__(*a, **kw)
 
     def login(self):
         self.token = None
+
+    def init(self):
+        if not self.key:
+            return super().init()
+        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
+                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise H.TestFailure("init %s: %s" % (self.name, r.stderr))
+        self.initialized = True
+
+    def serve_args(self, port):
+        return super().serve_args(port) + (["--kafka-cluster", "--cluster-key-file", self.key] if self.key else [])
+
+
+def key_file():
+    d = H.tempfile.mkdtemp(prefix="medstream-bench-cluster-key-")
+    H._temp_dirs.append(d)
+    path = os.path.join(d, "cluster.key")
+    with open(path, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def produce_all(args, broker, topic):
+    """RECORDS records into topic (made here), not timed."""
+    C.create_topic(broker.bootstrap, topic, args.partitions)
+    t = time.monotonic()
+    p = C.producer(broker.bootstrap, **{"queue.buffering.max.kbytes": 262144})
+    step = 10000
+    keys, part = args.keys, None
+    if keys == "shard":
+        keys, part = (lambda r: b"%d" % C.shard_of(r)), C.shard_partition(args.partitions)
+    for i in range(0, args.records, step):
+        C.produce(broker.bootstrap, topic,
+                  [C.padded_record(j, args.size, args.identities, prefix="bench")
+                   for j in range(i, min(i + step, args.records))], keys=keys, partition=part, p=p, flush=False)
+    if p.flush(300) != 0:
+        sys.exit("bench_cluster: not every record reached the broker")
+    del p  # its connection would outlive the broker
+    print("produced %d records of ~%d B into %s (%d partitions) in %.1f s (bin %s)"
+          % (args.records, args.size, topic, args.partitions, time.monotonic() - t, H.BIN), file=sys.stderr, flush=True)
 
 
 def messages_consumed(node):
@@ -66,8 +118,11 @@ def warm_up(broker):
 
 def one_run(args, broker, topic, nodes, run):
     group = "bench-%d-%d-%d" % (nodes, run, os.getpid())
+    if args.cluster:  # a topic of its own: the cluster's changelog and by-shard topics go with it
+        topic = "bench-%d-%d" % (nodes, run)
+        produce_all(args, broker, topic)
     ns = [BenchNode(broker.bootstrap, topic, group, ["--kafka-batch", str(args.batch)] + args.serve_args,
-                    name="bench-n%d-%d" % (nodes, i)) for i in range(nodes)]
+                    name="bench-n%d-%d" % (nodes, i), key=args.cluster) for i in range(nodes)]
     for n in ns:
         n.init()  # not timed
     broker_cpu0 = C.cpu_seconds(broker.pid())
@@ -131,7 +186,8 @@ def main():
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--batch", type=int, default=1000, help="--kafka-batch of every node")
     ap.add_argument("--identities", type=int, default=10000)
-    ap.add_argument("--keys", choices=("identity", "random"), default="identity")
+    ap.add_argument("--keys", choices=("identity", "random", "shard"), default="identity")
+    ap.add_argument("--cluster", action="store_true", help="the nodes are one cluster (--kafka-cluster)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for one drain")
     ap.add_argument("--json", help="write every run's figures here")
     ap.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: extra `medstream serve` arguments")
@@ -148,19 +204,10 @@ def main():
         broker = C.Broker()
         broker.start()
         topic = "bench"
-        C.create_topic(broker.bootstrap, topic, args.partitions)
-        t = time.monotonic()
-        p = C.producer(broker.bootstrap, **{"queue.buffering.max.kbytes": 262144})
-        step = 10000
-        for i in range(0, args.records, step):
-            C.produce(broker.bootstrap, topic,
-                      [C.padded_record(j, args.size, args.identities, prefix="bench")
-                       for j in range(i, min(i + step, args.records))], keys=args.keys, p=p, flush=False)
-        if p.flush(300) != 0:
-            sys.exit("bench_cluster: not every record reached the broker")
-        del p  # its connection would outlive the broker
-        print("produced %d records of ~%d B into %d partitions in %.1f s (bin %s)"
-              % (args.records, args.size, args.partitions, time.monotonic() - t, H.BIN), file=sys.stderr, flush=True)
+        if args.cluster:
+            args.cluster = key_file()
+        else:
+            produce_all(args, broker, topic)
         warm_up(broker)
         for run in range(1, args.runs + 1):
             for nodes in args.nodes:
@@ -168,8 +215,9 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-        print("%d records of ~%d B, %d partitions, --kafka-batch %d, keys %s, medians of %d run(s), %d cores%s"
-              % (args.records, args.size, args.partitions, args.batch, args.keys, args.runs, os.cpu_count(),
+        print("%d records of ~%d B, %d partitions, --kafka-batch %d, keys %s, %s, medians of %d run(s), %d cores%s"
+              % (args.records, args.size, args.partitions, args.batch, args.keys,
+                 "one cluster (--kafka-cluster)" if args.cluster else "one consumer group", args.runs, os.cpu_count(),
                  (", serve args: " + " ".join(args.serve_args)) if args.serve_args else ""))
         print()
         print(table(args, results))

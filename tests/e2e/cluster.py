@@ -140,6 +140,24 @@ def identity_key(rec):
     return (rec["name"] + "|" + rec["dob"]).encode()
 
 
+def shard_of(rec):
+    """The shard of an ASCII-named record as medstream computes it (src/pipeline/shard.h: XXH3-64 of the
+    identity key, the normalized name NUL the date of birth, mod 4096); for ASCII names normalization is
+    lower case with whitespace collapsed and trimmed. Needs python3-xxhash."""
+    import xxhash
+    name = rec["name"]
+    if not name.isascii():
+        raise ValueError("shard_of: only ASCII names (the rest needs NFKC and case folding)")
+    norm = " ".join(name.lower().split())
+    return xxhash.xxh3_64_intdigest(norm.encode() + b"\0" + rec["dob"].encode()) % 4096
+
+
+def shard_partition(partitions):
+    """A produce() partition function: each record to its shard's partition (shard mod partitions), as
+    medstream's own producers send them."""
+    return lambda _i, rec: shard_of(rec) % partitions
+
+
 def producer(bootstrap, **conf):
     from confluent_kafka import Producer
     c = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}

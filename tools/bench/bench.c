@@ -37,6 +37,8 @@
 #include "base/util.h"
 
 #include "base/http_client.h"
+#include "pipeline/identity.h"
+#include "pipeline/shard.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -896,6 +898,7 @@ typedef struct {
     bool started;
     sample_vec batch_ms;
     rd_kafka_t *producer;                   /* Kafka mode: this sender's producer, made and warmed before the clock */
+    int32_t partitions;                     /* Kafka mode: the topic's (a record goes to its shard's, shard.h) */
     atomic_uint_fast64_t delivery_failures; /* its delivery reports with an error */
 } sender;
 
@@ -919,7 +922,33 @@ static bool sender_producer_new(bench_run *b, sender *snd)
         fprintf(stderr, "medstream bench: kafka producer: %s\n", err);
         return false;
     }
+    rd_kafka_topic_t *t = rd_kafka_topic_new(snd->producer, b->cfg->kafka_topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(snd->producer, 0, t, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+        !md->topics[0].err)
+        snd->partitions = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    if (snd->partitions <= 0) {
+        fprintf(stderr, "medstream bench: kafka: topic %s: no partitions (does it exist?)\n", b->cfg->kafka_topic);
+        return false;
+    }
     return true;
+}
+
+/* Kafka mode: the partition of identity (its shard's, shard.h, as a cluster routes it) and its key: the
+ * shard number (never the name). Names that do not normalize go to partition 0 (the server rejects them). */
+static int32_t identity_partition(const bench_run *b, const sender *snd, uint64_t identity, char *key, size_t cap,
+                                  int *kl)
+{
+    char name[160], norm[IDENTITY_NAME_MAX], ik[IDENTITY_KEY_MAX];
+    int y, m, d;
+    const char *why;
+    bench_identity(b->gen.seed, identity, name, sizeof name, &y, &m, &d);
+    int nl = identity_normalize_name(name, strlen(name), norm, &why);
+    uint32_t shard = nl < 0 ? 0 : shard_of_key(ik, identity_key(norm, (size_t)nl, y, m, d, ik));
+    *kl = snprintf(key, cap, "%u", shard);
+    return shard_partition(shard, snd->partitions);
 }
 
 /* Kafka mode, before the clock starts: each producer sends one warm-up record and waits until the server
@@ -1009,15 +1038,16 @@ static void *sender_main(void *arg)
         }
 
         double t0 = now_seconds();
-        if (producer) { /* one message per record, keyed by identity: one patient, one partition */
+        if (producer) { /* one message per record, in its shard's partition: one patient, one partition */
             uint64_t before = atomic_load(&s->delivery_failures);
             size_t at = 0;
             for (uint64_t seq = first; seq < end; seq++) {
                 const char *nl = memchr(body + at, '\n', len - at);
                 size_t rl = nl ? (size_t)(nl - (body + at)) : len - at;
                 char key[32];
-                int kl = snprintf(key, sizeof key, "%" PRIu64, gen_identity(&b->gen, seq));
-                while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cfg->kafka_topic),
+                int kl;
+                int32_t part = identity_partition(b, s, gen_identity(&b->gen, seq), key, sizeof key, &kl);
+                while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cfg->kafka_topic), RD_KAFKA_V_PARTITION(part),
                                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, (size_t)kl),
                                          RD_KAFKA_V_VALUE(body + at, rl),
                                          RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
