@@ -10,6 +10,7 @@
 #include "base/kafka_client.h"
 #include "base/log.h"
 #include "ingest/shard_ids.h"
+#include "pipeline/batch_marker.h"
 #include "pipeline/shard.h"
 
 #include <pthread.h>
@@ -286,12 +287,6 @@ const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
 
 /* ---- restore ---- */
 
-/* A batch marker's key: 'B', the input partition (be32), the topic (0 T, 1 T.by-shard) and offset (be64) of
- * the batch's first message of that partition. Its value: T's partition count then (be32), and runs of 17
- * bytes, in the batch's order: topic (0 T, 1 T.by-shard), from, to (be64 each, to exclusive). */
-#define MARKER_KEY 14
-#define RUN_BYTES 17
-
 /* The source name under which a store keeps how far it scanned the changelog for partition p's markers. */
 static void marker_source(const cluster *c, char *out, size_t cap) { snprintf(out, cap, "%s@markers", c->changelog); }
 
@@ -346,19 +341,21 @@ typedef struct {
  * its runs this store does not have, as a batch of the plan. */
 static void take_marker(cluster_replay *plan, const replay_want *w, int l, const rd_kafka_message_t *m)
 {
-    if (m->len <= 4 || (m->len - 4) % RUN_BYTES) return;
-    const unsigned char *v = m->payload;
-    /* the shards of w->p were in partition p mod P when the topic had P partitions: a marker of another
-     * partition, or of this one under another count, is another's (its records were forwarded, not stored) */
-    uint32_t count = ms_get_be32(v);
-    if (count == 0 || (uint32_t)w->p % count != (uint32_t)w->lineage[l]) return;
-    v += 4;
-    int n = (int)((m->len - 4) / RUN_BYTES), k = 0;
-    cluster_run *runs = ms_malloc(sizeof *runs * (size_t)n);
-    for (int i = 0; i < n; i++, v += RUN_BYTES) {
-        cluster_run r = {
-            .byshard = v[0] ? 1 : 0, .from = (int64_t)ms_get_be64(v + 1), .to = (int64_t)ms_get_be64(v + 9)};
-        if (r.from < w->have[l][r.byshard]) r.from = w->have[l][r.byshard];
+    uint32_t count;
+    marker_run *all;
+    size_t n;
+    /* a marker of another partition, or of this one under another count, holds others' shards (its
+     * records of this one's were forwarded, not stored) */
+    if (!marker_value_decode(m->payload, m->len, &count, &all, &n)) return;
+    if (!marker_holds_shards_of(w->lineage[l], count, w->p)) {
+        free(all);
+        return;
+    }
+    int k = 0;
+    cluster_run *runs = all;
+    for (size_t i = 0; i < n; i++) {
+        cluster_run r = all[i];
+        if (r.from < w->have[l][r.topic]) r.from = w->have[l][r.topic];
         if (r.from < r.to) runs[k++] = r;
     }
     if (!k) {
@@ -459,6 +456,7 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->restorer, 200);
         if (!m) continue;
+        int32_t p;
         int x = 0;
         while (x < r.nparts && r.parts[x] != m->partition)
             x++;
@@ -471,8 +469,7 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
             r.next[x] = m->offset + 1;
             if (m->key_len == 32 && m->len == 8) {
                 learn_entry(&r, m);
-            } else if (m->key_len == MARKER_KEY && ((const unsigned char *)m->key)[0] == 'B') {
-                int32_t p = (int32_t)ms_get_be32((const unsigned char *)m->key + 1);
+            } else if (marker_key_decode(m->key, m->key_len, &p)) {
                 for (int w = 0; w < nwants; w++)
                     for (int l = 0; l < wants[w].nlineage && m->offset >= wants[w].scan_from; l++)
                         if (wants[w].lineage[l] == p) take_marker(plan, &wants[w], l, m);
@@ -564,7 +561,7 @@ ms_code cluster_reader_open(cluster *c, const cluster_replay *plan, cluster_read
         }
         for (int r = 0; r < plan->batches[b].nruns; r++) {
             const cluster_run *run = &plan->batches[b].runs[r];
-            if (from[x][run->byshard] < 0 || run->from < from[x][run->byshard]) from[x][run->byshard] = run->from;
+            if (from[x][run->topic] < 0 || run->from < from[x][run->topic]) from[x][run->topic] = run->from;
         }
     }
     const char *topics[2] = {c->opt.topic, c->byshard};
@@ -601,8 +598,8 @@ ms_code cluster_reader_run(cluster_reader *rd, int32_t source, const cluster_run
     while (x < rd->n && rd->parts[x] != source)
         x++;
     if (x == rd->n) return cluster_fail(e, "replay", "a run of a partition the reader does not read");
-    rd_kafka_queue_t *q = rd->q[x][run->byshard];
-    rd_kafka_message_t **held = &rd->held[x][run->byshard];
+    rd_kafka_queue_t *q = rd->q[x][run->topic];
+    rd_kafka_message_t **held = &rd->held[x][run->topic];
     double t0 = ms_mono_s();
     for (;;) {
         rd_kafka_message_t *m = *held;
@@ -708,15 +705,6 @@ void cluster_batch_free(cluster_batch *cb)
     memset(cb, 0, sizeof *cb);
 }
 
-static void run_put(buf *v, int topic, int64_t from, int64_t to)
-{
-    unsigned char r[RUN_BYTES];
-    r[0] = (unsigned char)topic;
-    ms_set_be64(r + 1, (uint64_t)from);
-    ms_set_be64(r + 9, (uint64_t)to);
-    buf_put(v, r, RUN_BYTES);
-}
-
 ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
                        const source_offset *offsets, int noffsets, rd_kafka_t *consumer, ms_err *e)
 {
@@ -740,37 +728,29 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
     }
     /* the batch's markers: per input partition, its messages' runs in the batch's order (replay) */
     buf v = {0};
+    uint8_t *topics = ms_malloc((size_t)n + 1);
+    int64_t *offs = ms_malloc(sizeof *offs * ((size_t)n + 1));
     for (int i = 0; !err && i < n; i++) {
         int32_t p = msgs[i]->partition;
         bool seen = false;
         for (int j = 0; j < i && !seen; j++)
             seen = msgs[j]->partition == p;
         if (seen) continue;
-        v.len = 0;
-        buf_put_be32(&v, (uint32_t)c->partitions);
-        int64_t first = -1, at_from = -1, at_to = -1;
-        int topic = -1, first_topic = 0;
-        for (int j = i; j < n; j++) {
-            if (msgs[j]->partition != p) continue;
-            int t = strcmp(rd_kafka_topic_name(msgs[j]->rkt), c->byshard) == 0;
-            if (first < 0) first = msgs[j]->offset, first_topic = t;
-            if (t == topic && msgs[j]->offset >= at_to) {
-                at_to = msgs[j]->offset + 1;
-                continue;
+        size_t k = 0;
+        for (int j = i; j < n; j++)
+            if (msgs[j]->partition == p) {
+                topics[k] = strcmp(rd_kafka_topic_name(msgs[j]->rkt), c->byshard) == 0;
+                offs[k++] = msgs[j]->offset;
             }
-            if (topic >= 0) run_put(&v, topic, at_from, at_to);
-            topic = t, at_from = msgs[j]->offset, at_to = msgs[j]->offset + 1;
-        }
-        run_put(&v, topic, at_from, at_to);
         unsigned char key[MARKER_KEY];
-        key[0] = 'B';
-        ms_set_be32(key + 1, (uint32_t)p);
-        key[5] = (unsigned char)first_topic;
-        ms_set_be64(key + 6, (uint64_t)first);
+        v.len = 0;
+        marker_encode(p, (uint32_t)c->partitions, topics, offs, k, key, &v);
         err = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->changelog), RD_KAFKA_V_PARTITION(p % c->cl_partitions),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, MARKER_KEY),
                                 RD_KAFKA_V_VALUE(v.data, v.len), RD_KAFKA_V_END);
     }
+    free(topics);
+    free(offs);
     buf_free(&v);
     if (err) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);

@@ -13,20 +13,25 @@
  *     in partition shard mod Pc. Never a record body.
  *
  * Per batch (ingest_kafka.c): stage 1 routes every record (cluster_route): forwarded, or its patient
- * number (known, or minted: the shard's next number). Stage 3 commits one Kafka transaction
- * (cluster_commit): the minted entries into the changelog, the forwards, and the batch's input offsets
- * with the consumer's group metadata (KIP-447: a member fenced out of the group by a rebalance, a paused
- * zombie, cannot commit, so it writes nothing); only then the batch goes through the writer into LMDB,
- * with the numbers the transaction published, and the node's store records its input offsets. A crash
- * between the two: the store's offsets are behind Kafka's; on assignment the node resumes from its
- * store's offsets (ingest_kafka.c), the records come again, and the changelog gives them the same
- * numbers. A node that takes a partition over first reads the changelog partition of its shards to its
- * end (read_committed: only committed transactions), so it mints after everything the shard ever minted.
+ * number (known, or minted: the shard's next number). Stage 2 commits one Kafka transaction
+ * (cluster_commit): the minted entries into the changelog, the forwards, the batch's markers (per input
+ * partition, its messages' runs in T and T.by-shard in the order they are stored: pipeline/batch_marker.h)
+ * and the input offsets with the consumer's group metadata (KIP-447: a member fenced out of the group by
+ * a rebalance, a paused zombie, cannot commit, so it writes nothing). Only then stage 3 puts the batch
+ * through the writer into LMDB, with the numbers the transaction published, while stage 2 commits the
+ * next batch's transaction.
  *
- * Record bodies stay in the store of the node that stored them and in the shared PostgreSQL; the input
- * topics must keep what a node that comes back has not stored yet (see README "Cluster").
+ * A node given a partition (cluster_restore, on assignment) reads the changelog partition of its shards
+ * to its end (read_committed: only committed transactions), so it mints after everything the shard ever
+ * minted; then it stores again, in their order, the committed batches whose markers lie past its store's
+ * offsets: a batch committed in Kafka but not in LMDB before a crash, the batches another node stored
+ * while the partition was elsewhere, a new node's whole history of the partition, or (after T's
+ * partitions doubled) the batches of the partition that held its shards before. The same messages in
+ * the same order give the same record and patient versions on every node that owns a shard. Record
+ * bodies therefore live in the stores and in T and T.by-shard, which must keep them as long as a node may
+ * take a partition over (README "Cluster").
  *
- * Contract: every function on the consumer's thread except cluster_commit (stage 3's); the two never
+ * Contract: every function on the consumer's thread except cluster_commit (stage 2's); the two never
  * run at once on the same batch. Must never: mint for a shard whose changelog is not read to its end,
  * let a batch into LMDB whose transaction did not commit, or put PHI in a changelog message.
  */
@@ -34,6 +39,7 @@
 #define MS_CLUSTER_H
 
 #include "ingest/writer.h"
+#include "pipeline/batch_marker.h"
 #include "pipeline/record_scan.h"
 #include "store/store.h"
 
@@ -59,10 +65,7 @@ const char *cluster_byshard_topic(const cluster *c);
 /* The batches another node (or this one, before a crash) committed that this store lacks: per batch, the
  * runs of messages of one input partition in T and T.by-shard, in the batch's order. Stored again in that
  * order, they give this store the same record and patient versions as the node that committed them. */
-typedef struct {
-    uint8_t byshard; /* 0: T, 1: T.by-shard */
-    int64_t from, to;
-} cluster_run;
+typedef marker_run cluster_run; /* topic 0: T, 1: T.by-shard (pipeline/batch_marker.h) */
 typedef struct {
     int32_t *targets; /* the assigned partitions it is replayed for: records of other shards are skipped */
     int ntargets;

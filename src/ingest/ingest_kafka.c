@@ -40,6 +40,7 @@ typedef struct {
     item_result *results;
     cluster_batch route; /* a cluster node's: forwards and patient numbers (cluster.h) */
     bool replay;         /* a cluster node storing a batch committed before (no transaction, no dead letters) */
+    bool committed;      /* a cluster node's: its Kafka transaction committed (stage 2), so stage 3 stores it */
     ingest_job job;      /* through the one ingest path: stage 2 appends it, stage 3 stores it */
 } kafka_batch;
 
@@ -217,15 +218,7 @@ static bool dead_letters_delivered(kafka_ingest *k)
 static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
 {
     b->job.received_at = ms_mono_s();
-    if (k->cl && !b->replay) { /* a cluster node: the Kafka transaction first (cluster.h), then LMDB */
-        if (atomic_load(&k->broken) || !dead_letters_delivered(k)) return false;
-        ms_err e = {0};
-        if (cluster_commit(k->cl, &b->route, b->msgs, b->n, b->offsets, b->noffsets, k->rk, &e) != MS_OK) {
-            ms_log(LOG_ERROR, "cluster.transaction_failed", "%s; the node rejoins its group", e.msg);
-            atomic_store(&k->broken, true);
-            return false;
-        }
-    }
+    if (k->cl && !b->replay && !b->committed) return false; /* its transaction failed: nothing of it is stored */
     for (int attempt = 0; attempt == 0 || !atomic_load(&k->stop); attempt++) {
         ms_err e = {0};
         if (ingest_store(&k->ingest, &b->job, &e) == MS_OK) return true;
@@ -285,8 +278,24 @@ static void handoff_note(kafka_ingest *k, bool *done, int in_flight_delta)
     pthread_mutex_unlock(&k->mu);
 }
 
-/* Stage 2 (append thread): the batch's body into the segment log (O_DIRECT), while stage 3 commits
- * the batch before it. A failure here is left to stage 3, which appends again before it submits. */
+/* A cluster node, stage 2: the batch's Kafka transaction (cluster.h), while stage 3 stores the batch
+ * before it in LMDB. After a failed one, none is tried until the consumer rejoins (the mints of the
+ * batches behind it were made after the failed one's). */
+static void cluster_transaction(kafka_ingest *k, kafka_batch *b)
+{
+    if (atomic_load(&k->broken) || !dead_letters_delivered(k)) return;
+    ms_err e = {0};
+    if (cluster_commit(k->cl, &b->route, b->msgs, b->n, b->offsets, b->noffsets, k->rk, &e) == MS_OK) {
+        b->committed = true;
+        return;
+    }
+    ms_log(LOG_ERROR, "cluster.transaction_failed", "%s; the node rejoins its group", e.msg);
+    atomic_store(&k->broken, true);
+}
+
+/* Stage 2 (append thread): the batch's body into the segment log (O_DIRECT), and a cluster node's Kafka
+ * transaction, while stage 3 commits the batch before it. A failed append is left to stage 3, which
+ * appends again before it submits. */
 static void *append_main(void *arg)
 {
     kafka_ingest *k = arg;
@@ -295,6 +304,7 @@ static void *append_main(void *arg)
     while ((b = handoff_take(k, &k->to_append, &k->consumer_done))) {
         ms_err e;
         ingest_append(&k->ingest, &b->job, &e); /* a failure is left to stage 3, which appends again */
+        if (k->cl) cluster_transaction(k, b);
         handoff_put(k, &k->to_store, b);
     }
     handoff_note(k, &k->append_done, 0); /* stage 1 is done and nothing is left */

@@ -3,15 +3,19 @@
  * in one partition when the partition count doubles; shards spread evenly; patient numbers minted per
  * shard go back to their shard and sequence; the shard function keeps its known answers (it must never
  * change once stores exist); a node's shard ids (shard_ids.h) mint each shard's next number after every
- * number learned, never a second number for an identity.
+ * number learned, never a second number for an identity; a batch marker (batch_marker.h) keeps its messages'
+ * order in runs and decodes to what was encoded, refuses what is malformed, and says which batches hold a
+ * partition's shards after the topic doubled.
  */
 #include "unit.h"
 
 #include "ingest/shard_ids.h"
+#include "pipeline/batch_marker.h"
 #include "pipeline/identity.h"
 #include "pipeline/shard.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint32_t shard_of_name(const char *name, int y, int m, int d)
@@ -148,12 +152,77 @@ static void test_shard_ids_mint_after_what_they_learned(void **state)
     shard_ids_free(ids);
 }
 
+static void test_marker_runs_keep_the_order(void **state)
+{
+    (void)state;
+    /* T 100..102, by-shard 7, T 103, T 110 (a gap: still one run), by-shard 8..9 */
+    const uint8_t topics[] = {0, 0, 0, 1, 0, 0, 1, 1};
+    const int64_t offs[] = {100, 101, 102, 7, 103, 110, 8, 9};
+    unsigned char key[MARKER_KEY];
+    buf v = {0};
+    marker_encode(5, 8, topics, offs, 8, key, &v);
+    int32_t p = -1;
+    assert_true(marker_key_decode(key, MARKER_KEY, &p));
+    assert_int_equal(p, 5);
+    assert_int_equal(key[5], 0);
+    assert_int_equal(ms_get_be64(key + 6), 100);
+    uint32_t count;
+    marker_run *runs;
+    size_t n;
+    assert_true(marker_value_decode(v.data, v.len, &count, &runs, &n));
+    assert_int_equal(count, 8);
+    assert_int_equal(n, 4);
+    const marker_run want[] = {{0, 100, 103}, {1, 7, 8}, {0, 103, 111}, {1, 8, 10}};
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(runs[i].topic, want[i].topic);
+        assert_int_equal(runs[i].from, want[i].from);
+        assert_int_equal(runs[i].to, want[i].to);
+    }
+    free(runs);
+    /* malformed: a torn run, no runs, a zero count, a run that ends before it starts, another key */
+    assert_false(marker_value_decode(v.data, v.len - 1, &count, &runs, &n));
+    assert_false(marker_value_decode(v.data, 4, &count, &runs, &n));
+    unsigned char bad[4 + MARKER_RUN];
+    memcpy(bad, v.data, sizeof bad);
+    memset(bad, 0, 4);
+    assert_false(marker_value_decode(bad, sizeof bad, &count, &runs, &n));
+    memcpy(bad, v.data, sizeof bad);
+    ms_set_be64(bad + 4 + 9, 50); /* to 50 < from 100 */
+    assert_false(marker_value_decode(bad, sizeof bad, &count, &runs, &n));
+    assert_false(marker_key_decode(key, MARKER_KEY - 1, &p));
+    key[0] = 'X';
+    assert_false(marker_key_decode(key, MARKER_KEY, &p));
+    buf_free(&v);
+}
+
+static void test_marker_holds_the_shards_of_a_partition(void **state)
+{
+    (void)state;
+    /* T had 4 partitions, now 8: partition 6's shards were in 2 */
+    assert_true(marker_holds_shards_of(6, 8, 6));
+    assert_true(marker_holds_shards_of(2, 4, 6));
+    assert_false(marker_holds_shards_of(2, 8, 6)); /* 2's batches since the doubling: 6's records forwarded */
+    assert_false(marker_holds_shards_of(3, 4, 6));
+    assert_true(marker_holds_shards_of(2, 4, 2));
+    assert_true(marker_holds_shards_of(0, 1, 7)); /* one partition once: it held every shard */
+    /* the rule agrees with the shards themselves: a shard of p today was in p mod P' then */
+    for (uint32_t s = 0; s < SHARD_COUNT; s += 13)
+        for (int32_t now = 2; now <= 64; now *= 2)
+            for (int32_t then = 1; then <= now; then *= 2)
+                assert_true(marker_holds_shards_of(shard_partition(s, then), (uint32_t)then, shard_partition(s, now)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spellings_share_a_shard), cmocka_unit_test(test_partitions_keep_shards_whole),
-        cmocka_unit_test(test_shards_spread_evenly),    cmocka_unit_test(test_numbers_per_shard),
-        cmocka_unit_test(test_known_answers),           cmocka_unit_test(test_shard_ids_mint_after_what_they_learned),
+        cmocka_unit_test(test_spellings_share_a_shard),
+        cmocka_unit_test(test_partitions_keep_shards_whole),
+        cmocka_unit_test(test_shards_spread_evenly),
+        cmocka_unit_test(test_numbers_per_shard),
+        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_shard_ids_mint_after_what_they_learned),
+        cmocka_unit_test(test_marker_runs_keep_the_order),
+        cmocka_unit_test(test_marker_holds_the_shards_of_a_partition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
