@@ -37,38 +37,12 @@ import cluster as C  # noqa: E402
 import harness as H  # noqa: E402
 
 
-class BenchNode(C.Node):
+class BenchNode(C.Member):
     """A node that does not log in at start (argon2 would count in its CPU); it logs in after the drain.
-    key: a cluster key file (its store made with it, serving --kafka-cluster), or None."""
-
-    def __init__(self, *a, key=None, **kw):
-        self.key = key
-        super().__init__(*a, **kw)
+    key: a cluster key file (a cluster node), or None (a plain one)."""
 
     def login(self):
         self.token = None
-
-    def init(self):
-        if not self.key:
-            return super().init()
-        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
-                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise H.TestFailure("init %s: %s" % (self.name, r.stderr))
-        self.initialized = True
-
-    def serve_args(self, port):
-        return super().serve_args(port) + (["--kafka-cluster", "--cluster-key-file", self.key] if self.key else [])
-
-
-def key_file():
-    d = H.tempfile.mkdtemp(prefix="medstream-bench-cluster-key-")
-    H._temp_dirs.append(d)
-    path = os.path.join(d, "cluster.key")
-    with open(path, "w") as f:
-        f.write(os.urandom(32).hex() + "\n")
-    os.chmod(path, 0o600)
-    return path
 
 
 def produce_all(args, broker, topic):
@@ -121,8 +95,8 @@ def one_run(args, broker, topic, nodes, run):
     if args.cluster:  # a topic of its own: the cluster's changelog and by-shard topics go with it
         topic = "bench-%d-%d" % (nodes, run)
         produce_all(args, broker, topic)
-    ns = [BenchNode(broker.bootstrap, topic, group, ["--kafka-batch", str(args.batch)] + args.serve_args,
-                    name="bench-n%d-%d" % (nodes, i), key=args.cluster) for i in range(nodes)]
+    ns = [BenchNode(broker.bootstrap, topic, group, args.cluster, ["--kafka-batch", str(args.batch)] + args.serve_args,
+                    name="bench-n%d-%d" % (nodes, i)) for i in range(nodes)]
     for n in ns:
         n.init()  # not timed
     broker_cpu0 = C.cpu_seconds(broker.pid())
@@ -147,6 +121,8 @@ def one_run(args, broker, topic, nodes, run):
         n.stop()
         shutil.rmtree(n.base, ignore_errors=True)
         H._temp_dirs.remove(n.base)
+    if args.cluster:
+        C.delete_topics(broker.bootstrap, [topic, topic + ".by-shard", topic + ".changelog"])
     res = {"nodes": nodes, "run": run, "records": args.records, "size": args.size, "wall_s": wall,
            "drain_wait_s": drained, "records_per_min": args.records / wall * 60, "first_commit_to_drain_s": flowing, "node_cpu_s": cpu,
            "node_messages": consumed, "cpu_us_per_record": sum(cpu) / args.records * 1e6,
@@ -204,8 +180,9 @@ def main():
         broker = C.Broker()
         broker.start()
         topic = "bench"
+        args.cluster = args.cluster or None
         if args.cluster:
-            args.cluster = key_file()
+            args.cluster = C.cluster_key_file()
         else:
             produce_all(args, broker, topic)
         warm_up(broker)

@@ -29,33 +29,11 @@ RESTORED = re.compile(r"shard state restored .*?entries=(\d+) .*?ms=([\d.]+)")
 REPLAYED = re.compile(r"committed batches this store lacked stored again batches=(\d+) messages=(\d+) ms=([\d.]+)")
 
 
-class Member(C.Node):
-    def __init__(self, *a, key=None, **kw):
-        self.key = key
-        super().__init__(*a, **kw)
+class Member(C.Member):
+    """A cluster node that does not log in (nothing is read over HTTP here)."""
 
     def login(self):
         self.token = None
-
-    def init(self):
-        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
-                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise H.TestFailure("init %s: %s" % (self.name, r.stderr))
-        self.initialized = True
-
-    def serve_args(self, port):
-        return super().serve_args(port) + ["--kafka-cluster", "--cluster-key-file", self.key]
-
-
-def key_file():
-    d = H.tempfile.mkdtemp(prefix="medstream-bench-takeover-key-")
-    H._temp_dirs.append(d)
-    path = os.path.join(d, "cluster.key")
-    with open(path, "w") as f:
-        f.write(os.urandom(32).hex() + "\n")
-    os.chmod(path, 0o600)
-    return path
 
 
 def one_run(args, broker, run):
@@ -72,12 +50,12 @@ def one_run(args, broker, run):
     if p.flush(300) != 0:
         raise H.TestFailure("not every record reached the broker")
     del p
-    key = key_file()
-    a = Member(broker.bootstrap, topic, group, name="takeover-a", key=key)
+    key = C.cluster_key_file()
+    a = Member(broker.bootstrap, topic, group, key, name="takeover-a")
     a.start()
     C.wait_drained([a], timeout=1800)
     a.stop()
-    b = Member(broker.bootstrap, topic, group, name="takeover-b", key=key)
+    b = Member(broker.bootstrap, topic, group, key, name="takeover-b")
     t0 = time.monotonic()
     b.start()
     b.wait_ready(timeout=1800)
@@ -90,6 +68,7 @@ def one_run(args, broker, run):
     batches, messages, replay_ms = int(rp[-1][0]), int(rp[-1][1]), float(rp[-1][2])
     for n in (a, b):
         n.stop()
+    C.delete_topics(broker.bootstrap, [topic, topic + ".by-shard", topic + ".changelog"])
     res = {"records": messages, "batches": batches, "identities": entries, "restore_s": restore_ms / 1000,
            "replay_s": replay_ms / 1000, "gb": nbytes / 1e9, "wall_s": wall,
            "s_per_gb": (restore_ms + replay_ms) / 1000 / (nbytes / 1e9)}

@@ -51,6 +51,7 @@ struct kafka_ingest {
     cluster *cl;        /* a cluster node's shards and transactions, or NULL */
     char **config;      /* the operator's librdkafka settings, NULL-ended (a cluster node rejoins with them) */
     atomic_bool broken; /* a cluster transaction failed: stage 3 drops batches until the consumer rejoins */
+    _Atomic uint64_t txn_failed, replayed_batches, replayed_messages; /* a cluster node's, for /metrics */
     pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
     /* this source's own state, for /metrics and /healthz (registered while it runs) */
@@ -290,6 +291,7 @@ static void cluster_transaction(kafka_ingest *k, kafka_batch *b)
         return;
     }
     ms_log(LOG_ERROR, "cluster.transaction_failed", "%s; the node rejoins its group", e.msg);
+    atomic_fetch_add(&k->txn_failed, 1);
     atomic_store(&k->broken, true);
 }
 
@@ -360,6 +362,8 @@ static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_
         if (ingest_append(&k->ingest, &b->job, e) != MS_OK) b->job.body_pos = UINT64_MAX; /* store appends */
         if (!kafka_batch_store(k, b)) rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
         records += (uint64_t)n;
+        atomic_fetch_add(&k->replayed_batches, 1);
+        atomic_fetch_add(&k->replayed_messages, (uint64_t)n);
         kafka_batch_free(b);
     }
     cluster_reader_close(rd);
@@ -530,6 +534,16 @@ static void kafka_metrics(void *ctx, buf *out)
                   atomic_load(&k->lag));
     metrics_gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
                   (uint64_t)atomic_load(&k->unreachable));
+    if (!k->cl) return;
+    metrics_counter(out, "medstream_cluster_transactions_failed_total",
+                    "Cluster batches whose Kafka transaction failed (the node rejoined its group).",
+                    atomic_load(&k->txn_failed));
+    metrics_counter(out, "medstream_cluster_replayed_batches_total",
+                    "Committed batches this node stored again when it was given their partitions.",
+                    atomic_load(&k->replayed_batches));
+    metrics_counter(out, "medstream_cluster_replayed_records_total",
+                    "Messages of those batches (records of other shards skipped included).",
+                    atomic_load(&k->replayed_messages));
 }
 
 /* Degraded while no broker can be reached (HTTP ingest goes on). */

@@ -135,6 +135,16 @@ def create_topic(bootstrap, topic, partitions, config=None):
     fail("topic %s: %d partitions with leaders not seen within 30 s" % (topic, partitions))
 
 
+def delete_topics(bootstrap, topics):
+    """Delete topics (a benchmark's, once measured: their bytes would fill the disk); waits for the answer."""
+    a = admin(bootstrap)  # kept referenced until the futures resolve
+    for f in a.delete_topics(list(topics), operation_timeout=60).values():
+        try:
+            f.result(timeout=90)
+        except Exception:  # noqa: B902 - already gone
+            pass
+
+
 def identity_key(rec):
     """The message key medstream's own producers use today (test_real_broker.py): name|dob."""
     return (rec["name"] + "|" + rec["dob"]).encode()
@@ -470,6 +480,38 @@ class Node(H.Server):
         """(patient id or None, this node's records of the identity)."""
         pid = self.patient_id(name, dob)
         return pid, (self.patient_records(pid) if pid else [])
+
+
+def cluster_key_file():
+    """A fresh cluster key file (64 hex characters, mode 0600) in a directory removed at exit."""
+    d = H.tempfile.mkdtemp(prefix="medstream-e2e-cluster-key-")
+    H._temp_dirs.append(d)
+    path = os.path.join(d, "cluster.key")
+    with open(path, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+class Member(Node):
+    """A node of a medstream cluster (--kafka-cluster, README "Cluster"): its store made by `medstream init
+    --cluster-key-file KEY`, served with the same key. key None: a plain Node."""
+
+    def __init__(self, bootstrap, topic, group, key, extra_args=(), name="node"):
+        self.key = key
+        super().__init__(bootstrap, topic, group, extra_args=list(extra_args), name=name)
+
+    def init(self):
+        if not self.key:
+            return super().init()
+        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
+                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
+        if r.returncode != 0:
+            fail("init %s: %s" % (self.name, H.short(r.stderr)))
+        self.initialized = True
+
+    def serve_args(self, port):
+        return super().serve_args(port) + (["--kafka-cluster", "--cluster-key-file", self.key] if self.key else [])
 
 
 def cleanup():

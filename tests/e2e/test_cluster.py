@@ -14,8 +14,9 @@
 #     transaction fails and it writes nothing it was not given again), a fourth joins, one leaves. Then no
 #     identity has two patient ids (PostgreSQL's patient_index, and every node's API through the shard's
 #     owner), every record id is in PostgreSQL exactly once, every record is stored;
-#   - doubling the partitions from 4 to 8 after a drain keeps every id, and new records of old identities
-#     find them.
+#   - doubling the partitions from 8 to 16 after a drain keeps every id, new records of old identities find
+#     them, and the new owners of the moved shards hold their old records too (replayed from the batches of
+#     the partitions that held them).
 #
 # Run: /usr/bin/python3 tests/e2e/test_cluster.py [NAME_SUBSTRING...]   (needs Java 17; PostgreSQL 15 for the
 # chaos test; scripts/kafka_broker.sh fetches the broker's jars once)
@@ -35,32 +36,8 @@ import test_postgres as TP  # noqa: E402  (its PostgreSQL, not its tests)
 del H._tests[_registered:]
 
 
-def key_file():
-    d = H.tempfile.mkdtemp(prefix="medstream-e2e-cluster-key-")
-    H._temp_dirs.append(d)
-    path = os.path.join(d, "cluster.key")
-    with open(path, "w") as f:
-        f.write(os.urandom(32).hex() + "\n")
-    os.chmod(path, 0o600)
-    return path
-
-
-class Member(CL.Node):
-    """A cluster node: its store made with the cluster key, serving --kafka-cluster."""
-
-    def __init__(self, bootstrap, topic, group, key, extra_args=(), name="node"):
-        self.key = key
-        super().__init__(bootstrap, topic, group, extra_args=list(extra_args), name=name)
-
-    def init(self):
-        r = H.subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
-                             text=True, timeout=60, stdin=H.subprocess.DEVNULL)
-        if r.returncode != 0:
-            fail("init %s: %s" % (self.name, short(r.stderr)))
-        self.initialized = True
-
-    def serve_args(self, port):
-        return super().serve_args(port) + ["--kafka-cluster", "--cluster-key-file", self.key]
+class Member(CL.Member):
+    """A cluster node that logs in once started (its own accounts)."""
 
     def start(self, health_timeout=H.HEALTH_TIMEOUT):
         super().start(health_timeout)
@@ -196,7 +173,7 @@ def test_one_node_forwards_and_mints_per_shard_across_kill9():
     b = CL.shared_broker()
     topic = topic_name()
     CL.create_topic(b.bootstrap, topic, 4)
-    key = key_file()
+    key = CL.cluster_key_file()
     s = Member(b.bootstrap, topic, "one", key, name="cluster-1")
     s.start()
     s.wait_ready()
@@ -219,7 +196,7 @@ def test_two_nodes_redirect_reads_and_replay_what_they_take_over():
     b = CL.shared_broker()
     topic = topic_name()
     CL.create_topic(b.bootstrap, topic, 4)
-    key = key_file()
+    key = CL.cluster_key_file()
     a = Member(b.bootstrap, topic, "two", key, name="cluster-a")
     c = Member(b.bootstrap, topic, "two", key, name="cluster-b")
     a.start()
@@ -246,6 +223,9 @@ def test_two_nodes_redirect_reads_and_replay_what_they_take_over():
     check_everyone([c], second)
     check("committed batches this store lacked stored again" in c.log_text_since_start(),
           "the survivor replayed the batches of the partitions it took over")
+    replayed = [ln for ln in c.get("/metrics").text.splitlines()
+                if ln.startswith("medstream_cluster_replayed_batches_total ")]
+    check(replayed and float(replayed[0].split()[1]) > 0, "/metrics counts the replayed batches: %s" % replayed)
     # a comes back: it replays what it missed of the partitions it gets back
     a.start()
     CL.wait_group(b.bootstrap, "two", 2)
@@ -266,7 +246,7 @@ def test_chaos_three_nodes_one_postgres():
     b = CL.shared_broker()
     topic = topic_name()
     CL.create_topic(b.bootstrap, topic, 8)
-    key = key_file()
+    key = CL.cluster_key_file()
     group = "chaos"
     extra = ["--postgres", url]
     nodes = [Member(b.bootstrap, topic, group, key, extra, name="chaos-%d" % i) for i in range(3)]
@@ -335,8 +315,8 @@ def test_doubling_partitions_after_a_drain_keeps_every_id():
     CL.require_confluent_kafka()
     b = CL.shared_broker()
     topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 4)
-    key = key_file()
+    CL.create_topic(b.bootstrap, topic, 8)
+    key = CL.cluster_key_file()
     a = Member(b.bootstrap, topic, "double", key, name="double-a")
     a.start()
     first = records(300, "d", 5)
@@ -346,7 +326,7 @@ def test_doubling_partitions_after_a_drain_keeps_every_id():
     a.stop()
     from confluent_kafka.admin import NewPartitions
     adm = CL.admin(b.bootstrap)  # referenced until the futures resolve
-    for f in adm.create_partitions([NewPartitions(topic, 8)]).values():
+    for f in adm.create_partitions([NewPartitions(topic, 16)]).values():
         f.result(timeout=60)
     c = Member(b.bootstrap, topic, "double", key, name="double-b")
     a.start()
@@ -359,7 +339,7 @@ def test_doubling_partitions_after_a_drain_keeps_every_id():
     CL.wait_drained([a, c])
     time.sleep(2.5)
     after = check_everyone([a, c], first + again)
-    eq(after, before, "every identity keeps its id after 4 -> 8 partitions")
+    eq(after, before, "every identity keeps its id after 8 -> 16 partitions")
 
 
 if __name__ == "__main__":
