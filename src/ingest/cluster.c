@@ -30,6 +30,7 @@ struct cluster {
     rd_kafka_t *restorer;  /* reads the changelog (read_committed, no group) */
     char **config;         /* the operator's settings, kept for a new producer after a fatal error */
     shard_ids *ids;
+    int test_pause_ms; /* MEDSTREAM_TEST_TXN_PAUSE_MS: tests freeze a node inside a transaction */
     /* the membership view (any thread, under mu): who owns each partition of T, by their client.id */
     pthread_mutex_t mu;
     char **owner_url; /* [partitions]: the advertised URL of the member that has it, or NULL */
@@ -202,6 +203,8 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
     cluster *c = ms_calloc(1, sizeof *c);
     c->opt = *opt;
     pthread_mutex_init(&c->mu, NULL);
+    const char *pause = getenv("MEDSTREAM_TEST_TXN_PAUSE_MS");
+    c->test_pause_ms = pause ? atoi(pause) : 0;
     size_t nconf = 0;
     while (opt->config && opt->config[nconf])
         nconf++;
@@ -756,6 +759,11 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
         if (ae) rd_kafka_error_destroy(ae);
         return cluster_fail(e, "produce", rd_kafka_err2str(err));
+    }
+    if (c->test_pause_ms > 0) { /* tests: a window in which to freeze the node mid-transaction */
+        ms_log(LOG_WARN, "cluster.test_pause", "kafka cluster: pausing %d ms before the offsets (test hook)",
+               c->test_pause_ms);
+        usleep((useconds_t)c->test_pause_ms * 1000);
     }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(noffsets);
     for (int i = 0; i < noffsets; i++)

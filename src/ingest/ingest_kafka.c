@@ -652,6 +652,7 @@ static void kafka_free(kafka_ingest *k)
     cluster_close(k->cl);
     free_config(k->config);
     free((char *)k->opt.dlq_topic);
+    free((char *)k->opt.advertise);
     free(k);
 }
 
@@ -665,6 +666,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     kafka_ingest *k = ms_calloc(1, sizeof *k);
     k->opt = *opt;                                                         /* the callback reads the store from here */
     k->opt.dlq_topic = ms_strndup(opt->dlq_topic, strlen(opt->dlq_topic)); /* the caller's may not live on */
+    k->opt.advertise = opt->advertise ? ms_strndup(opt->advertise, strlen(opt->advertise)) : NULL; /* rejoins */
+    k->opt.node = NULL; /* read by cluster_open only */
     size_t nconf = 0;
     while (opt->config && opt->config[nconf])
         nconf++;

@@ -14,6 +14,8 @@
 #     transaction fails and it writes nothing it was not given again), a fourth joins, one leaves. Then no
 #     identity has two patient ids (PostgreSQL's patient_index, and every node's API through the shard's
 #     owner), every record id is in PostgreSQL exactly once, every record is stored;
+#   - a node frozen inside its transaction (a test hook widens the window) past its session is fenced: its
+#     transaction fails once it is continued and nothing of it becomes visible;
 #   - doubling the partitions from 8 to 16 after a drain keeps every id, new records of old identities find
 #     them, and the new owners of the moved shards hold their old records too (replayed from the batches of
 #     the partitions that held them).
@@ -105,7 +107,8 @@ def by_port(nodes):
 
 def owner_get(nodes, path, via=None):
     """GET path on a node (via, or the first alive); a 307 is followed to the node it names (with that
-    node's own token: accounts are per node). Returns (answer, the node that answered)."""
+    node's own token: accounts are per node). Returns (answer, the node that answered): a 503 or a 307
+    after a few tries means the group is still moving."""
     live = [n for n in nodes if n.alive()]
     n = via or live[0]
     for _hop in range(4):
@@ -124,7 +127,7 @@ def owner_get(nodes, path, via=None):
         check(target is not None, "a 307 names a live node (%s)" % r.headers.get("location"))
         check(target is not n, "a 307 names another node")
         n, path = target, loc.path + ("?" + loc.query if loc.query else "")
-    fail("GET %s: no answer after redirects" % path)
+    return r, n  # still moving (a rebalance): the caller asks again
 
 
 def check_everyone(nodes, recs, limit=120.0):
@@ -308,6 +311,52 @@ def test_chaos_three_nodes_one_postgres():
     frozen = nodes[1].log_text_since_start()
     check(("transaction" in frozen and "rejoins" in frozen) or "session timed out" in frozen,
           "the frozen node learned it was out of the group: %s" % short(frozen[-1500:]))
+
+
+@test(timeout=600)
+def test_a_node_frozen_inside_its_transaction_is_fenced():
+    """A node frozen (SIGSTOP) between producing its batch's changelog entries and committing its offsets,
+    past its session: the other takes the partitions over; continued, the frozen one's transaction fails
+    (its group generation is gone: KIP-447) and nothing of it becomes visible: one changelog entry per
+    identity, every record once. The pause is a test hook (MEDSTREAM_TEST_TXN_PAUSE_MS) that makes the
+    window wide enough to freeze the node in it."""
+    CL.require_confluent_kafka()
+    b = CL.shared_broker()
+    topic = topic_name()
+    CL.create_topic(b.bootstrap, topic, 2)
+    key = CL.cluster_key_file()
+    os.environ["MEDSTREAM_TEST_TXN_PAUSE_MS"] = "3000"
+    try:
+        x = Member(b.bootstrap, topic, "fence", key, name="fence-x")
+        x.start()
+    finally:
+        del os.environ["MEDSTREAM_TEST_TXN_PAUSE_MS"]
+    y = Member(b.bootstrap, topic, "fence", key, name="fence-y")
+    y.start()
+    CL.wait_group(b.bootstrap, "fence", 2)
+    recs = records(20, "f", 7)
+    def shard(r):  # the ASCII spelling of its identity (the others normalize to it)
+        return CL.shard_of({"name": identity("f", int(r["who"].split("-")[1]))[0], "dob": r["dob"]})
+    CL.produce(b.bootstrap, topic, recs, keys=lambda r: b"%d" % shard(r), partition=lambda _i, r: shard(r) % 2)
+    deadline = time.monotonic() + 60
+    while "pausing" not in x.log_text_since_start():
+        check(time.monotonic() < deadline, "the frozen node began a transaction: %s" % x.log_tail())
+        time.sleep(0.05)
+    x.sigstop()
+    time.sleep(12.0)  # past its session (6 s) and the transaction's timeout (10 s)
+    x.sigcont()
+    CL.wait_drained([x, y], timeout=120)
+    deadline = time.monotonic() + 60
+    while "the node rejoins its group" not in x.log_text_since_start():  # it wakes in its pause, then fails
+        check(time.monotonic() < deadline, "the frozen node's transaction failed: %s" % x.log_tail())
+        time.sleep(0.2)
+    failed = [ln for ln in x.get("/metrics").text.splitlines()
+              if ln.startswith("medstream_cluster_transactions_failed_total ")]
+    check(failed and float(failed[0].split()[1]) >= 1, "/metrics counts the failed transaction: %s" % failed)
+    time.sleep(2.5)
+    check_everyone([x, y], recs)
+    n, distinct = changelog_count(b.bootstrap, topic + ".changelog")
+    eq((n, distinct), (20, 20), "one changelog entry per identity: nothing of the fenced transaction is visible")
 
 
 @test(timeout=600)
