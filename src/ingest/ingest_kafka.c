@@ -574,6 +574,9 @@ static rd_kafka_t *consumer_new(kafka_ingest *k, char *err, size_t cap)
         /* a cluster node: forwards come in transactions; partition p of both topics to one member */
         {"isolation.level", k->cl ? "read_committed" : "read_uncommitted"},
         {"partition.assignment.strategy", k->cl ? "range" : "range,roundrobin"},
+        /* a cluster node replays a partition it takes over inside the rebalance (cluster.h): at 4.9 s per GB,
+         * 30 min is ~360 GB; a dead node is still found by its session (heartbeats from librdkafka's thread) */
+        {"max.poll.interval.ms", k->cl ? "1800000" : "300000"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, cap) != RD_KAFKA_CONF_OK) {

@@ -166,17 +166,18 @@ def check_everyone(nodes, recs, limit=120.0):
     return pids
 
 
-def topic_name():
-    return "records%d" % random.randrange(1 << 30)
+def a_cluster(partitions):
+    """The module's broker, a new topic of that many partitions and a new cluster key: (broker, topic, key)."""
+    CL.require_confluent_kafka()
+    b = CL.shared_broker()
+    topic = "records%d" % random.randrange(1 << 30)
+    CL.create_topic(b.bootstrap, topic, partitions)
+    return b, topic, CL.cluster_key_file()
 
 
 @test(timeout=600)
 def test_one_node_forwards_and_mints_per_shard_across_kill9():
-    CL.require_confluent_kafka()
-    b = CL.shared_broker()
-    topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 4)
-    key = CL.cluster_key_file()
+    b, topic, key = a_cluster(4)
     s = Member(b.bootstrap, topic, "one", key, name="cluster-1")
     s.start()
     s.wait_ready()
@@ -195,11 +196,7 @@ def test_one_node_forwards_and_mints_per_shard_across_kill9():
 
 @test(timeout=600)
 def test_two_nodes_redirect_reads_and_replay_what_they_take_over():
-    CL.require_confluent_kafka()
-    b = CL.shared_broker()
-    topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 4)
-    key = CL.cluster_key_file()
+    b, topic, key = a_cluster(4)
     a = Member(b.bootstrap, topic, "two", key, name="cluster-a")
     c = Member(b.bootstrap, topic, "two", key, name="cluster-b")
     a.start()
@@ -246,10 +243,7 @@ def test_chaos_three_nodes_one_postgres():
     pg = TP.pg()
     db = "chaos%d" % random.randrange(1 << 30)
     url = pg.create_db(db)
-    b = CL.shared_broker()
-    topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 8)
-    key = CL.cluster_key_file()
+    b, topic, key = a_cluster(8)
     group = "chaos"
     extra = ["--postgres", url]
     nodes = [Member(b.bootstrap, topic, group, key, extra, name="chaos-%d" % i) for i in range(3)]
@@ -320,11 +314,7 @@ def test_a_node_frozen_inside_its_transaction_is_fenced():
     (its group generation is gone: KIP-447) and nothing of it becomes visible: one changelog entry per
     identity, every record once. The pause is a test hook (MEDSTREAM_TEST_TXN_PAUSE_MS) that makes the
     window wide enough to freeze the node in it."""
-    CL.require_confluent_kafka()
-    b = CL.shared_broker()
-    topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 2)
-    key = CL.cluster_key_file()
+    b, topic, key = a_cluster(2)
     os.environ["MEDSTREAM_TEST_TXN_PAUSE_MS"] = "3000"
     try:
         x = Member(b.bootstrap, topic, "fence", key, name="fence-x")
@@ -361,11 +351,7 @@ def test_a_node_frozen_inside_its_transaction_is_fenced():
 
 @test(timeout=600)
 def test_doubling_partitions_after_a_drain_keeps_every_id():
-    CL.require_confluent_kafka()
-    b = CL.shared_broker()
-    topic = topic_name()
-    CL.create_topic(b.bootstrap, topic, 8)
-    key = CL.cluster_key_file()
+    b, topic, key = a_cluster(8)
     a = Member(b.bootstrap, topic, "double", key, name="double-a")
     a.start()
     first = records(300, "d", 5)
