@@ -299,12 +299,9 @@ def test_chaos_three_nodes_one_postgres():
     for n in live:
         h = n.get_json("/healthz")
         check("conflict" not in json.dumps(h), "no sink conflict on %s: %s" % (n.name, short(json.dumps(h))))
-    # the frozen node, continued, found itself out of the group: its transaction in hand failed (KIP-447) or
-    # its consumer saw the session gone; either way it rejoined and wrote nothing it was not given again
-    # (the checks above: every record once, no conflict in PostgreSQL)
-    frozen = nodes[1].log_text_since_start()
-    check(("transaction" in frozen and "rejoins" in frozen) or "session timed out" in frozen,
-          "the frozen node learned it was out of the group: %s" % short(frozen[-1500:]))
+    # (what the frozen node did once continued depends on where it froze: a transaction in hand fails,
+    # an idle consumer just rejoins; test_a_node_frozen_inside_its_transaction_is_fenced forces the first;
+    # here the checks above hold either way: every record once, one id per identity, no sink conflict)
 
 
 @test(timeout=600)
