@@ -28,7 +28,6 @@ struct cluster {
     int32_t cl_partitions; /* Pc: of T.changelog */
     rd_kafka_t *producer;  /* transactional */
     rd_kafka_t *restorer;  /* reads the changelog (read_committed, no group) */
-    char **config;         /* the operator's settings, kept for a new producer after a fatal error */
     shard_ids *ids;
     int test_pause_ms; /* MEDSTREAM_TEST_TXN_PAUSE_MS: tests freeze a node inside a transaction */
     /* the membership view (any thread, under mu): who owns each partition of T, by their client.id */
@@ -131,25 +130,23 @@ static ms_code topic_ensure(rd_kafka_t *rk, const char *topic, int32_t partition
 
 static rd_kafka_t *producer_new(cluster *c, char *err, size_t cap)
 {
+    /* medstream's producer (idempotent), transactional, then the operator's settings */
     char tid[320];
     snprintf(tid, sizeof tid, "transactional.id=%s", c->txn_id);
-    const char *const txn[] = {tid, "transaction.timeout.ms=10000", NULL};
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char servers[1024];
-    snprintf(servers, sizeof servers, "bootstrap.servers=%s", c->opt.brokers);
+    size_t n = 0;
+    while (c->opt.config && c->opt.config[n])
+        n++;
+    const char **settings = ms_calloc(n + 4, sizeof *settings);
+    settings[0] = tid;
+    settings[1] = "transaction.timeout.ms=10000";
     /* never auto-created: a metadata request for a missing topic would make it with the broker's default count */
-    const char *const base[] = {servers, "linger.ms=5", "log_level=4", "allow.auto.create.topics=false", NULL};
-    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, txn, err, cap) ||
-        !kafka_conf_apply(conf, (const char *const *)c->config, err, cap)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    kafka_conf_log_to_ms(conf);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, cap);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
+    settings[2] = "allow.auto.create.topics=false";
+    for (size_t i = 0; i < n; i++)
+        settings[3 + i] = c->opt.config[i];
+    rd_kafka_t *rk =
+        kafka_producer_new(&(kafka_producer_options){.brokers = c->opt.brokers, .config = settings}, err, cap);
+    free(settings);
+    if (!rk) return NULL;
     rd_kafka_error_t *ke = rd_kafka_init_transactions(rk, 60000);
     if (ke) {
         snprintf(err, cap, "init transactions: %s", rd_kafka_error_string(ke));
@@ -176,7 +173,7 @@ static rd_kafka_t *restorer_new(cluster *c, char *err, size_t cap)
                                 "fetch.wait.max.ms=50",
                                 "log_level=4",
                                 NULL};
-    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, (const char *const *)c->config, err, cap)) {
+    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, c->opt.config, err, cap)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -205,13 +202,6 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
     pthread_mutex_init(&c->mu, NULL);
     const char *pause = getenv("MEDSTREAM_TEST_TXN_PAUSE_MS");
     c->test_pause_ms = pause ? atoi(pause) : 0;
-    size_t nconf = 0;
-    while (opt->config && opt->config[nconf])
-        nconf++;
-    c->config = ms_calloc(nconf + 1, sizeof *c->config);
-    for (size_t i = 0; i < nconf; i++)
-        c->config[i] = ms_strndup(opt->config[i], strlen(opt->config[i]));
-    c->opt.config = NULL;
     snprintf(c->byshard, sizeof c->byshard, "%s.by-shard", opt->topic);
     snprintf(c->changelog, sizeof c->changelog, "%s.changelog", opt->topic);
     /* one transactional id per node: a node started again fences its old self */
@@ -274,9 +264,6 @@ void cluster_close(cluster *c)
         rd_kafka_consumer_close(c->restorer);
         rd_kafka_destroy(c->restorer);
     }
-    for (char **p = c->config; p && *p; p++)
-        free(*p);
-    free(c->config);
     shard_ids_free(c->ids);
     for (int32_t p = 0; c->owner_url && p < c->partitions; p++)
         free(c->owner_url[p]);
@@ -851,7 +838,9 @@ cluster_owner cluster_owner_of(cluster *c, uint32_t shard, char *url, size_t cap
     pthread_mutex_lock(&c->mu);
     if (c->mine[p]) {
         o = CLUSTER_OWNER_ME;
-    } else if (c->owner_url[p] && strncmp(c->owner_url[p], "http", 4) == 0) {
+    } else if (c->owner_url[p] && strncmp(c->owner_url[p], "http", 4) == 0 &&
+               !(c->opt.advertise && strcmp(c->owner_url[p], c->opt.advertise) == 0)) {
+        /* (this node by a view older than its last rebalance: nobody, until the next description) */
         snprintf(url, cap, "%s", c->owner_url[p]);
         o = CLUSTER_OWNER_OTHER;
     }

@@ -47,9 +47,11 @@
 
 typedef struct {
     const char *brokers, *topic, *group;
+    const char *advertise;     /* this node's URL in the membership view (NULL: none); outlives the cluster */
     const char *node;          /* this node's stable name (the same after a restart, unlike any other's): its
                                   transactional.id is medstream-GROUP-NODE */
-    const char *const *config; /* the operator's librdkafka settings (SASL, TLS); read during cluster_open */
+    const char *const *config; /* the operator's librdkafka settings (SASL, TLS), NULL-ended: kept, so they must
+                                  outlive the cluster (a producer made again after a fatal error reads them) */
     store *store;
     writer *writer;
 } cluster_options;
@@ -135,7 +137,8 @@ void cluster_refresh_members(cluster *c, rd_kafka_t *consumer);
 /* The partitions are gone (rebalance): this node owns none until the next restore. */
 void cluster_revoked(cluster *c);
 typedef enum { CLUSTER_OWNER_ME, CLUSTER_OWNER_OTHER, CLUSTER_OWNER_UNKNOWN } cluster_owner;
-/* Who answers for shard (any thread): this node, another (its URL into url), or nobody known now. */
+/* Who answers for shard (any thread): this node, another (its URL into url), or nobody known now (never
+ * this node's own URL while it does not own the shard: a view from before its last rebalance). */
 cluster_owner cluster_owner_of(cluster *c, uint32_t shard, char *url, size_t cap);
 
 #endif

@@ -685,7 +685,8 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
                               .topic = opt->topic,
                               .group = opt->group,
                               .node = opt->node,
-                              .config = opt->config,
+                              .advertise = k->opt.advertise,            /* k's copy: outlives the cluster */
+                              .config = (const char *const *)k->config, /* outlives the cluster */
                               .store = opt->store,
                               .writer = opt->writer};
         ms_code rc = cluster_open(&k->cl, &co, e);
