@@ -41,5 +41,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_erase(int argc, char **argv);
+int cmd_cluster_seed(int argc, char **argv);
 
 #endif

@@ -10,7 +10,7 @@
  * This file wires the parts together and owns process concerns (signals, exit codes, running the
  * benchmark tool); it holds no pipeline logic. Adding a command is one line of the command table and a
  * handler that parses with options_parse_command; the long bulk commands have a file each
- * (cmd_serve.c, cmd_import.c, cmd_export.c, cmd_erase.c; commands.h is what they share with this one).
+ * (cmd_serve.c, cmd_import.c, cmd_export.c, cmd_erase.c, cmd_cluster_seed.c; commands.h is what they share with this one).
  */
 #include "commands.h"
 
@@ -577,6 +577,7 @@ static const command commands[] = {
     {"import", "FILE...", "import NDJSON or CSV files, offline or into a running server; resumable", cmd_import},
     {"export", "", "export records and patients as of an instant: Parquet, NDJSON or CSV in Hive layout", cmd_export},
     {"erase", "PATIENT_ID", "erase a patient offline (the right to be forgotten), with its certificate", cmd_erase},
+    {"cluster-seed", "", "seed a new cluster from an existing store, its patients keeping their ids", cmd_cluster_seed},
     {"bench", "", "load generator and freshness probe against a running server", cmd_bench},
     {"preload", "DIR", "fill a fresh data directory with synthetic patients (for benchmarks)", cmd_preload},
     {"gen-import", "FILE", "write a file of synthetic records, NDJSON or CSV (for import benchmarks)", cmd_gen_import},

@@ -236,7 +236,7 @@ bool redirect_to_owner(api *a, http_request *req, http_response *res, uint32_t s
 bool redirect_patient(api *a, http_request *req, http_response *res, const patient_id *pid)
 {
     uint64_t n;
-    if (!atomic_load(&a->cluster) || !store_patient_number(a->store, pid, &n))
-        return false; /* an unknown id: 404 here */
-    return redirect_to_owner(a, req, res, shard_of_number(n));
+    struct cluster *cl = atomic_load(&a->cluster);
+    if (!cl || !store_patient_number(a->store, pid, &n)) return false;     /* an unknown id: 404 here */
+    return redirect_to_owner(a, req, res, cluster_shard_of_number(cl, n)); /* a seeding store's: its identity's */
 }

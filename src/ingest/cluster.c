@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "ingest/shard_ids.h"
 #include "pipeline/batch_marker.h"
+#include "pipeline/seed_table.h"
 #include "pipeline/shard.h"
 
 #include <pthread.h>
@@ -23,7 +24,7 @@
 
 struct cluster {
     cluster_options opt;
-    char byshard[256], changelog[256], txn_id[300];
+    char byshard[256], changelog[256], seed[256], txn_id[300];
     int32_t partitions;    /* P: of T and T.by-shard */
     int32_t cl_partitions; /* Pc: of T.changelog */
     rd_kafka_t *producer;  /* transactional */
@@ -35,6 +36,10 @@ struct cluster {
     char **owner_url; /* [partitions]: the advertised URL of the member that has it, or NULL */
     bool *mine;       /* [partitions]: assigned to this node and restored */
     double view_at;   /* ms_mono_s() of the last description of the group (0: none yet) */
+    /* a seeded cluster (T.seed, pipeline/seed_table.h): the seeding store's patients' shards (under mu) */
+    seed_table seeded;
+    seed_progress seed_at; /* the seed's progress as T.seed last said (patients 0: not seeded) */
+    int64_t seed_next;     /* T.seed read up to here */
 };
 
 static ms_code cluster_fail(ms_err *e, const char *what, const char *detail)
@@ -192,7 +197,60 @@ static ms_code load_ids(cluster *c, ms_err *e)
 {
     shard_ids_free(c->ids);
     c->ids = shard_ids_new();
+    shard_ids_floor(c->ids, c->seed_at.patients);
     return store_cluster_ids_each(c->opt.store, learn_from_store, c->ids, e);
+}
+
+/* Read T.seed from where it was read to its end (if the topic exists): the seeding store's patients'
+ * shards, and the floor under which no shard mints. */
+static ms_code seed_load(cluster *c, ms_err *e)
+{
+    int32_t parts = topic_partitions(c->producer, c->seed);
+    if (parts < 0) return cluster_fail(e, c->seed, "the brokers did not describe the topic");
+    if (parts == 0) return MS_OK;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(c->restorer, c->seed, 0, &lo, &hi, 10000);
+    if (kerr) return cluster_fail(e, c->seed, rd_kafka_err2str(kerr));
+    if (c->seed_next >= hi) return MS_OK;
+    rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(from, c->seed, 0)->offset = c->seed_next > lo ? c->seed_next : lo;
+    kerr = rd_kafka_assign(c->restorer, from);
+    rd_kafka_topic_partition_list_destroy(from);
+    if (kerr) return cluster_fail(e, "seed assign", rd_kafka_err2str(kerr));
+    ms_code rc = MS_OK;
+    for (double t0 = ms_mono_s(); rc == MS_OK;) {
+        if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) {
+            rc = cluster_fail(e, c->seed, "the topic did not reach its end in time");
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->restorer, 200);
+        if (!m) continue;
+        bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        uint64_t first;
+        seed_progress at;
+        if (!m->err) {
+            c->seed_next = m->offset + 1;
+            pthread_mutex_lock(&c->mu);
+            if (seed_chunk_key_decode(m->key, m->key_len, &first)) {
+                if (!seed_table_put(&c->seeded, first, m->payload, m->len))
+                    ms_log(LOG_ERROR, "cluster.seed_malformed", "kafka cluster: %s offset %lld: a malformed chunk",
+                           c->seed, (long long)m->offset);
+            } else if (seed_progress_decode(m->key, m->key_len, m->payload, m->len, &at)) {
+                c->seed_at = at;
+            }
+            pthread_mutex_unlock(&c->mu);
+        }
+        rd_kafka_message_destroy(m);
+        if (eof) break;
+    }
+    rd_kafka_assign(c->restorer, NULL);
+    if (rc == MS_OK && c->ids) shard_ids_floor(c->ids, c->seed_at.patients);
+    if (rc == MS_OK && !c->opt.seeding && c->seed_at.identities < c->seed_at.patients)
+        rc = ms_fail(e, MS_ECONFLICT,
+                     "kafka cluster: the cluster is being seeded from an existing store (%llu of its %llu patients' "
+                     "identities published in %s): start its nodes once `medstream cluster-seed` has published them",
+                     (unsigned long long)c->seed_at.identities, (unsigned long long)c->seed_at.patients, c->seed);
+    return rc;
 }
 
 ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
@@ -204,6 +262,7 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
     c->test_pause_ms = pause ? atoi(pause) : 0;
     snprintf(c->byshard, sizeof c->byshard, "%s.by-shard", opt->topic);
     snprintf(c->changelog, sizeof c->changelog, "%s.changelog", opt->topic);
+    snprintf(c->seed, sizeof c->seed, "%s.seed", opt->topic);
     /* one transactional id per node: a node started again fences its old self */
     snprintf(c->txn_id, sizeof c->txn_id, "medstream-%s-%s", opt->group, opt->node);
     char err[512];
@@ -248,7 +307,7 @@ ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e)
                      c->changelog, (int)c->cl_partitions, opt->topic, (int)c->partitions);
         goto fail;
     }
-    if ((rc = load_ids(c, e)) != MS_OK) goto fail;
+    if ((rc = seed_load(c, e)) != MS_OK || (rc = load_ids(c, e)) != MS_OK) goto fail;
     *out = c;
     return MS_OK;
 fail:
@@ -265,6 +324,7 @@ void cluster_close(cluster *c)
         rd_kafka_destroy(c->restorer);
     }
     shard_ids_free(c->ids);
+    seed_table_free(&c->seeded);
     for (int32_t p = 0; c->owner_url && p < c->partitions; p++)
         free(c->owner_url[p]);
     free(c->owner_url);
@@ -274,6 +334,33 @@ void cluster_close(cluster *c)
 }
 
 const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
+const char *cluster_changelog_topic(const cluster *c) { return c->changelog; }
+const char *cluster_seed_topic(const cluster *c) { return c->seed; }
+int32_t cluster_partitions(const cluster *c) { return c->partitions; }
+int32_t cluster_changelog_partitions(const cluster *c) { return c->cl_partitions; }
+rd_kafka_t *cluster_producer(cluster *c) { return c->producer; }
+
+ms_code cluster_seed_state(cluster *c, seed_progress *at, ms_err *e)
+{
+    ms_code rc = seed_load(c, e);
+    pthread_mutex_lock(&c->mu);
+    *at = c->seed_at;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+ms_code cluster_seed_topic_ensure(cluster *c, ms_err *e)
+{
+    return topic_ensure(c->producer, c->seed, 1, true, false, e);
+}
+
+uint32_t cluster_shard_of_number(cluster *c, uint64_t number)
+{
+    pthread_mutex_lock(&c->mu);
+    uint32_t shard = seed_table_shard(&c->seeded, number);
+    pthread_mutex_unlock(&c->mu);
+    return shard;
+}
 
 /* ---- restore ---- */
 
@@ -381,6 +468,8 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
 {
     double t0 = ms_mono_s();
     memset(plan, 0, sizeof *plan);
+    ms_code seeded = seed_load(c, e); /* a seed committed since (cluster_seed.h refuses a group with members) */
+    if (seeded != MS_OK) return seeded;
     plan->scan_end = ms_calloc((size_t)c->partitions, sizeof *plan->scan_end);
     for (int32_t p = 0; p < c->partitions; p++)
         plan->scan_end[p] = -1;
@@ -786,6 +875,34 @@ void cluster_revoked(cluster *c)
     pthread_mutex_lock(&c->mu);
     memset(c->mine, 0, sizeof *c->mine * (size_t)c->partitions);
     pthread_mutex_unlock(&c->mu);
+}
+
+ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
+{
+    const char *groups[] = {c->opt.group};
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->producer);
+    rd_kafka_DescribeConsumerGroups(c->producer, groups, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+    ms_code rc = MS_OK;
+    *members = 0;
+    if (!ev || rd_kafka_event_error(ev) || rd_kafka_event_type(ev) != RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT) {
+        rc = cluster_fail(e, "describe the consumer group", ev ? rd_kafka_event_error_string(ev) : "no answer in 10 s");
+    } else {
+        size_t ng = 0;
+        const rd_kafka_ConsumerGroupDescription_t **gs =
+            rd_kafka_DescribeConsumerGroups_result_groups(rd_kafka_event_DescribeConsumerGroups_result(ev), &ng);
+        for (size_t g = 0; g < ng; g++) {
+            const rd_kafka_error_t *ge = rd_kafka_ConsumerGroupDescription_error(gs[g]);
+            if (ge && rd_kafka_error_code(ge) != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND) {
+                rc = cluster_fail(e, "describe the consumer group", rd_kafka_error_string(ge));
+                break;
+            }
+            if (!ge) *members += rd_kafka_ConsumerGroupDescription_member_count(gs[g]);
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    return rc;
 }
 
 void cluster_refresh_members(cluster *c, rd_kafka_t *consumer)

@@ -41,6 +41,7 @@
 #include "ingest/writer.h"
 #include "pipeline/batch_marker.h"
 #include "pipeline/record_scan.h"
+#include "pipeline/seed_table.h"
 #include "store/store.h"
 
 #include <librdkafka/rdkafka.h>
@@ -53,7 +54,8 @@ typedef struct {
     const char *const *config; /* the operator's librdkafka settings (SASL, TLS), NULL-ended: kept, so they must
                                   outlive the cluster (a producer made again after a fatal error reads them) */
     store *store;
-    writer *writer;
+    writer *writer; /* NULL for the seed (it restores nothing) */
+    bool seeding;   /* opened by `medstream cluster-seed` (cluster_seed.h): a seed in progress is not refused */
 } cluster_options;
 
 typedef struct cluster cluster;
@@ -63,6 +65,26 @@ typedef struct cluster cluster;
 ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e);
 void cluster_close(cluster *c);
 const char *cluster_byshard_topic(const cluster *c);
+const char *cluster_changelog_topic(const cluster *c);
+int32_t cluster_partitions(const cluster *c);           /* P */
+int32_t cluster_changelog_partitions(const cluster *c); /* Pc */
+
+/* ---- a cluster seeded by an existing store (cluster_seed.h; pipeline/seed_table.h) ----
+ * T.seed (compacted, one partition) holds the seeding store's patients' shards and the seed's progress;
+ * a node reads it at open and before each restore: numbers below the seeding store's patient count are
+ * never minted, and a read of such a patient goes to its identity's shard. */
+#define CLUSTER_SEED_HEADER_ID "medstream-record-id" /* a seeded record's id (when its body names none) */
+#define CLUSTER_SEED_HEADER_TS "medstream-ts"        /* its ingest time there, be64 microseconds */
+const char *cluster_seed_topic(const cluster *c);
+ms_code cluster_seed_topic_ensure(cluster *c, ms_err *e);
+/* T.seed read to its end: the seed's progress (patients 0: never seeded). */
+ms_code cluster_seed_state(cluster *c, seed_progress *at, ms_err *e);
+/* The shard patient number lives in (any thread): a seeded patient's identity's, else number mod SHARD_COUNT. */
+uint32_t cluster_shard_of_number(cluster *c, uint64_t number);
+/* The transactional producer (transactional.id medstream-GROUP-NODE), for the seed. */
+rd_kafka_t *cluster_producer(cluster *c);
+/* How many members the consumer group has now (0 for a group the brokers do not know). */
+ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e);
 
 /* The batches another node (or this one, before a crash) committed that this store lacks: per batch, the
  * runs of messages of one input partition in T and T.by-shard, in the batch's order. Stored again in that

@@ -107,6 +107,23 @@ static void kafka_batch_free(kafka_batch *b)
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset. */
+/* A message of a cluster seed (ingest/cluster_seed.h) carries, as headers, the id its record had in the
+ * store that seeded the cluster and that record's ingest time (its default event time), so that a record
+ * whose body names neither is the same record, at the same instant, in the cluster. */
+static void seed_headers(const rd_kafka_message_t *m, scan_config *cfg)
+{
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    const void *v = NULL;
+    size_t len = 0;
+    if (rd_kafka_header_get_last(h, CLUSTER_SEED_HEADER_ID, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v) {
+        cfg->record_id = v;
+        cfg->record_id_len = (uint32_t)(len < UINT32_MAX ? len : UINT32_MAX);
+    }
+    if (rd_kafka_header_get_last(h, CLUSTER_SEED_HEADER_TS, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v && len == 8)
+        cfg->default_ts_us = (int64_t)ms_get_be64(v);
+}
+
 /* replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
  * only for messages of its targets (a batch of an older partition stores some shards of it, not all). */
 static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n,
@@ -135,7 +152,9 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     b->batch.n = b->batch.cap = (uint32_t)n;
     scan_config cfg = ingest_scan_config(&k->ingest);
     for (int i = 0; i < n; i++) {
-        record_prepare_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        scan_config one = cfg;
+        seed_headers(msgs[i], &one);
+        record_prepare_one(&one, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);

@@ -12,6 +12,7 @@
 struct shard_ids {
     identity_index *ix;
     uint64_t next_seq[SHARD_COUNT];
+    uint64_t floor;
 };
 
 shard_ids *shard_ids_new(void)
@@ -49,9 +50,16 @@ bool shard_ids_get(shard_ids *ids, const unsigned char mac[32], uint64_t *number
 
 uint64_t shard_ids_mint(shard_ids *ids, const unsigned char mac[32], uint32_t shard)
 {
-    uint64_t number = shard_number(shard, ids->next_seq[shard]);
+    uint64_t seq = ids->next_seq[shard];
+    if (shard_number(shard, seq) < ids->floor) seq = (ids->floor - shard + SHARD_COUNT - 1) / SHARD_COUNT;
+    uint64_t number = shard_number(shard, seq);
     shard_ids_learn(ids, mac, number);
     return number;
 }
 
 uint64_t shard_ids_count(shard_ids *ids) { return identity_index_count(ids->ix); }
+
+void shard_ids_floor(shard_ids *ids, uint64_t floor)
+{
+    if (floor > ids->floor) ids->floor = floor;
+}

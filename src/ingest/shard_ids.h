@@ -25,5 +25,8 @@ bool shard_ids_get(shard_ids *ids, const unsigned char mac[32], uint64_t *number
 /* A new identity of this shard: the shard's next number, learned at once. */
 uint64_t shard_ids_mint(shard_ids *ids, const unsigned char mac[32], uint32_t shard);
 uint64_t shard_ids_count(shard_ids *ids);
+/* Numbers below floor belong to the store that seeded the cluster (cluster_seed.h: its patients keep the
+ * numbers, hence the ids, they had): never minted, whatever their shard. Raising it only. */
+void shard_ids_floor(shard_ids *ids, uint64_t floor);
 
 #endif

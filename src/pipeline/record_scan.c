@@ -195,7 +195,7 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         if (time_year(r->ts_us) > 9999)
             return record_reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
     } else {
-        r->ts_us = cfg->now_us;
+        r->ts_us = cfg->default_ts_us ? cfg->default_ts_us : cfg->now_us;
     }
 
     /* parent: a record id (the index of children is keyed by it), or null for none */
@@ -241,6 +241,18 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
                                  "line %u: field \"%s\" must be 1-256 characters without control characters or '/'%s",
                                  sc->record_id_field, NULL);
         r->record_id = id;
+    } else if (cfg->record_id) { /* the id it had in the store that seeded a cluster */
+        if (cfg->record_id_len == 0 || cfg->record_id_len > RECORD_ID_MAX ||
+            has_control(cfg->record_id, cfg->record_id_len) || memchr(cfg->record_id, '/', cfg->record_id_len))
+            return record_reject(r, mem,
+                                 "line %u: the record id given beside it (a message header%s) must be 1-256 "
+                                 "characters without control characters or '/'%s",
+                                 NULL, NULL);
+        char *id = arena_alloc(mem, cfg->record_id_len + 1);
+        memcpy(id, cfg->record_id, cfg->record_id_len);
+        id[cfg->record_id_len] = '\0';
+        r->record_id = id;
+        r->record_id_len = cfg->record_id_len;
     } else {
         unsigned char mac[EVP_MAX_MD_SIZE];
         unsigned int mac_len = 0;

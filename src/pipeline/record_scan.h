@@ -67,6 +67,11 @@ typedef struct {
      * its content (HTTP, Kafka). */
     const unsigned char *origin; /* 32 bytes naming the file (the importer's file identity) */
     uint64_t origin_line;        /* the file's physical line of the body's line 1 (line L is origin_line + L - 1) */
+    /* A record without an id field takes this id instead of a derived one (a cluster seed's message: the id
+     * the record had in the store that seeded the cluster, ingest/cluster_seed.h). NULL: derived. */
+    const char *record_id;
+    uint32_t record_id_len;
+    int64_t default_ts_us; /* a record without an event time takes this one (the seed's, as above); 0: now_us */
 } scan_config;
 
 typedef struct {

@@ -12,6 +12,7 @@
 #include "ingest/shard_ids.h"
 #include "pipeline/batch_marker.h"
 #include "pipeline/identity.h"
+#include "pipeline/seed_table.h"
 #include "pipeline/shard.h"
 
 #include <stdio.h>
@@ -212,6 +213,68 @@ static void test_marker_holds_the_shards_of_a_partition(void **state)
                 assert_true(marker_holds_shards_of(shard_partition(s, then), (uint32_t)then, shard_partition(s, now)));
 }
 
+/* A seeded cluster (pipeline/seed_table.h, ingest/cluster_seed.h): no shard mints below the seeding store's
+ * patient count, whatever numbers the shard learned; the table routes old numbers by their identity's shard. */
+static void test_seed_floor_and_table(void **state)
+{
+    (void)state;
+    shard_ids *ids = shard_ids_new();
+    unsigned char m[32];
+    mac_of(m, 1);
+    assert_true(shard_ids_learn(ids, m, 7)); /* an old patient, number 7, whose identity is in shard 3000 */
+    shard_ids_floor(ids, 10000);
+    shard_ids_floor(ids, 5); /* only ever raised */
+    for (uint32_t shard = 0; shard < SHARD_COUNT; shard += 97) {
+        mac_of(m, (int)(1000 + shard));
+        uint64_t n = shard_ids_mint(ids, m, shard);
+        assert_true(n >= 10000);
+        assert_int_equal(shard_of_number(n), shard);
+        assert_true(n < 10000 + SHARD_COUNT); /* the first number of the shard at or past the floor */
+    }
+    mac_of(m, 1);
+    uint64_t n;
+    assert_true(shard_ids_get(ids, m, &n));
+    assert_int_equal(n, 7);
+    shard_ids_free(ids);
+
+    /* the table: two chunks, an erased number, numbers past it */
+    seed_table t = {0};
+    unsigned char v[2 * 4] = {0x0b, 0xb8, 0xff, 0xff, 0x00, 0x01, 0x0f, 0xff}; /* 3000, none, 1, 4095 */
+    assert_true(seed_table_put(&t, 0, v, sizeof v));
+    assert_true(seed_table_put(&t, SEED_CHUNK, v, 2));
+    assert_int_equal(seed_table_shard(&t, 0), 3000);
+    assert_int_equal(seed_table_shard(&t, 1), shard_of_number(1)); /* erased: its own */
+    assert_int_equal(seed_table_shard(&t, 2), 1);
+    assert_int_equal(seed_table_shard(&t, 3), 4095);
+    assert_int_equal(seed_table_shard(&t, 4), shard_of_number(4)); /* no chunk said */
+    assert_int_equal(seed_table_shard(&t, SEED_CHUNK), 3000);
+    assert_int_equal(seed_table_shard(&t, 1u << 30), shard_of_number(1u << 30));
+    assert_false(seed_table_put(&t, 1, v, sizeof v)); /* not a chunk's first number */
+    assert_false(seed_table_put(&t, 0, v, 3));        /* half an entry */
+    assert_false(seed_table_put(&t, 0, v, 0));
+    seed_table_free(&t);
+
+    unsigned char k[SEED_CHUNK_KEY];
+    uint64_t first;
+    seed_chunk_key(3 * SEED_CHUNK, k);
+    assert_true(seed_chunk_key_decode(k, sizeof k, &first));
+    assert_int_equal(first, 3 * SEED_CHUNK);
+    assert_false(seed_chunk_key_decode(k, sizeof k - 1, &first));
+    seed_progress p = {.patients = 120, .identities = 120, .next_pos = 57, .done = false}, q;
+    unsigned char pv[SEED_PROGRESS];
+    seed_progress_encode(&p, pv);
+    assert_true(seed_progress_decode("S", 1, pv, sizeof pv, &q));
+    assert_int_equal(q.patients, 120);
+    assert_int_equal(q.identities, 120);
+    assert_int_equal(q.next_pos, 57);
+    assert_false(q.done);
+    assert_false(seed_progress_decode("L", 1, pv, sizeof pv, &q));
+    assert_false(seed_progress_decode("S", 1, pv, sizeof pv - 1, &q));
+    p.identities = 121; /* more published than there are */
+    seed_progress_encode(&p, pv);
+    assert_false(seed_progress_decode("S", 1, pv, sizeof pv, &q));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_shard_ids_mint_after_what_they_learned),
         cmocka_unit_test(test_marker_runs_keep_the_order),
         cmocka_unit_test(test_marker_holds_the_shards_of_a_partition),
+        cmocka_unit_test(test_seed_floor_and_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
