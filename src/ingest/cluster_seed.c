@@ -119,6 +119,17 @@ static ms_code txn_commit(seeder *sd, const seed_progress *next, ms_err *e)
     return MS_OK;
 }
 
+/* End the open transaction: aborted after a store error rc (its message in e) or a produce error err,
+ * else committed with the progress next. */
+static ms_code txn_end(seeder *sd, ms_code rc, rd_kafka_resp_err_t err, const seed_progress *next, ms_err *e)
+{
+    if (rc == MS_OK && !err) return txn_commit(sd, next, e);
+    if (err && rc == MS_OK) return txn_abort(sd, err, e);
+    rd_kafka_error_t *ae = rd_kafka_abort_transaction(sd->p, TXN_TIMEOUT_MS);
+    if (ae) rd_kafka_error_destroy(ae);
+    return rc;
+}
+
 /* ---- what the store holds ---- */
 
 static void count_entry(void *ctx, const unsigned char mac[32], uint64_t number)
@@ -160,7 +171,7 @@ static ms_code send_identities(seeder *sd, store_read *r, ms_err *e)
             sd->rep->stopped = true;
             break;
         }
-        uint64_t from = sd->at.identities, to = from + IDENTITY_STEP;
+        uint64_t from = sd->at.identities, to = from + IDENTITY_STEP, published = 0, erased = 0;
         if (to > sd->at.patients) to = sd->at.patients;
         if ((rc = txn_begin(sd, e)) != MS_OK) break;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -179,7 +190,7 @@ static ms_code send_identities(seeder *sd, store_read *r, ms_err *e)
         }
         for (uint64_t n = from; !err && rc == MS_OK && n < to; n++) { /* each live identity, at its shard */
             if (sd->shard[n] == SEED_NO_SHARD) {
-                sd->rep->erased++;
+                erased++;
                 continue;
             }
             patient_id pid;
@@ -194,22 +205,15 @@ static ms_code send_identities(seeder *sd, store_read *r, ms_err *e)
                                     RD_KAFKA_V_PARTITION((int32_t)(sd->shard[n] % pc)),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(mac, 32),
                                     RD_KAFKA_V_VALUE(num, 8), RD_KAFKA_V_END);
-            if (!err) sd->rep->identities++;
-        }
-        if (rc != MS_OK) {
-            rd_kafka_error_t *ae = rd_kafka_abort_transaction(sd->p, TXN_TIMEOUT_MS);
-            if (ae) rd_kafka_error_destroy(ae);
-            break;
-        }
-        if (err) {
-            rc = txn_abort(sd, err, e);
-            break;
+            if (!err) published++;
         }
         seed_progress next = sd->at;
         next.identities = to;
         if (to == sd->at.patients && next.next_pos == 0) next.next_pos = 1;
-        rc = txn_commit(sd, &next, e);
-        if (rc == MS_OK && sd->opt->progress)
+        if ((rc = txn_end(sd, rc, err, &next, e)) != MS_OK) break;
+        sd->rep->identities += published;
+        sd->rep->erased += erased;
+        if (sd->opt->progress)
             fprintf(sd->opt->progress, "cluster-seed: identities %llu of %llu\n", (unsigned long long)to,
                     (unsigned long long)sd->at.patients);
     }
@@ -309,18 +313,9 @@ static ms_code send_records(seeder *sd, store_read *r, ms_err *e)
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
         while (rc == MS_OK && !err && pos <= end && records < sd->opt->step_records && bytes < sd->opt->step_bytes)
             rc = send_entry(sd, r, pos++, &records, &bytes, &err, e);
-        if (rc != MS_OK) {
-            rd_kafka_error_t *ae = rd_kafka_abort_transaction(sd->p, TXN_TIMEOUT_MS);
-            if (ae) rd_kafka_error_destroy(ae);
-            break;
-        }
-        if (err) {
-            rc = txn_abort(sd, err, e);
-            break;
-        }
         seed_progress next = sd->at;
         next.next_pos = pos;
-        if ((rc = txn_commit(sd, &next, e)) != MS_OK) break;
+        if ((rc = txn_end(sd, rc, err, &next, e)) != MS_OK) break;
         sd->rep->records += records;
         sd->rep->bytes += bytes;
         if (sd->opt->progress)
