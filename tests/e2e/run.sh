@@ -23,7 +23,7 @@ for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py t
          test_http_edge.py test_kafka.py test_postgres.py test_postgres_cluster.py test_crash.py test_disk_full.py test_data_dir.py test_ops.py \
          test_backup.py test_import.py test_parquet.py test_export.py test_lake.py test_notify.py test_counters.py \
          test_children.py test_schema_versions.py test_console.py test_erasure.py test_privacy.py test_erasure_sinks.py test_real_broker.py \
-         test_cluster_group.py test_cluster.py; do
+         test_cluster_group.py test_cluster.py test_cluster_seed.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
