@@ -18,6 +18,7 @@
 #include "base/kafka_client.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "pipeline/record_origin.h"
 #include "pipeline/record_scan.h"
 
 #include <librdkafka/rdkafka.h>
@@ -105,6 +106,23 @@ static void kafka_batch_free(kafka_batch *b)
     free(b);
 }
 
+/* A message of `medstream import --kafka` names its file and line in two headers (record_origin.h): a row
+ * without a record id is then named as the offline importer names it, so a row sent again is a duplicate.
+ * Any other message (no such headers, or malformed ones) is named by its content. */
+static void origin_of_message(const rd_kafka_message_t *m, uint32_t body_line, scan_config *cfg)
+{
+    rd_kafka_headers_t *h;
+    const void *origin, *line;
+    size_t origin_len, line_len;
+    uint64_t file_line;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, RECORD_ORIGIN_HEADER, &origin, &origin_len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, RECORD_LINE_HEADER, &line, &line_len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !record_origin_parse(origin, origin_len, line, line_len, &file_line))
+        return;
+    record_origin_apply(cfg, origin, file_line, body_line);
+}
+
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset. */
 /* replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
@@ -135,7 +153,9 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     b->batch.n = b->batch.cap = (uint32_t)n;
     scan_config cfg = ingest_scan_config(&k->ingest);
     for (int i = 0; i < n; i++) {
-        record_prepare_one(&cfg, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        scan_config one = cfg;
+        origin_of_message(msgs[i], (uint32_t)i + 1, &one);
+        record_prepare_one(&one, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);
