@@ -38,6 +38,21 @@ class Member(CL.Member):
         self.login()
 
 
+class Offline(H.Server):
+    """A store made with a cluster's key (its id key), for the offline importer (--data) to fill."""
+
+    def __init__(self, key, name):
+        self.key = key
+        super().__init__(name=name)
+
+    def init(self):
+        r = subprocess.run([H.BIN, "init", self.data_dir, "--cluster-key-file", self.key], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            fail("init %s: %s" % (self.name, short(r.stderr)))
+        self.initialized = True
+
+
 def tmpdir(tag):
     d = H.tempfile.mkdtemp(prefix="medstream-import-kafka-%s-" % tag)
     H._temp_dirs.append(d)
@@ -163,7 +178,8 @@ def test_import_csv_and_ndjson_to_shard_partitions_and_a_node_forwards_none():
     b, topic = a_topic(8)
     d = tmpdir("route")
     csv, nd, schema = files(d)
-    node = Member(b.bootstrap, topic, "imp-route", CL.cluster_key_file(), name="imp-route")
+    key = CL.cluster_key_file()
+    node = Member(b.bootstrap, topic, "imp-route", key, name="imp-route")
     node.start()
     node.wait_ready()
     rc, out, err = run_import(import_args(csv, b, topic, "--schema", schema, "--batch", "7"))
@@ -186,6 +202,16 @@ def test_import_csv_and_ndjson_to_shard_partitions_and_a_node_forwards_none():
     csv_msgs = [m[2] for m in msgs if m[2].get("record_id", "").startswith("kc-")]
     eq(len(csv_msgs), 60, "every CSV row in the topic")
     eq(sorted(csv_msgs[0]), ["dob", "name", "note", "record_id", "type"], "a CSV row as the object it makes")
+    # the offline importer, into a store of the same cluster key: the same record ids (rows without one:
+    # the keyed hash of file and line, through the headers)
+    off = Offline(key, "imp-offline")
+    off.init()
+    for path, more in ((csv, ["--schema", schema]), (nd, ["--max-record", "2000"])):
+        r = subprocess.run([H.BIN, "import", path, "--data", off.data_dir, "--rejects", path + ".off"] + more,
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        eq(r.returncode, 0, "offline import of %s (%s)" % (os.path.basename(path), short(r.stderr)))
+    off.start()
+    off.login()
     CL.wait_drained([node])
     for k in range(40):
         name, dob = person(k)
@@ -193,7 +219,12 @@ def test_import_csv_and_ndjson_to_shard_partitions_and_a_node_forwards_none():
         want = len(range(k, 60, 40)) + len(range(k, 80, 40)) + (2 if k == 5 else 0)
         eq(len(recs), want, "identity %d: every row stored" % k)
         eq({x.get("version", 1) for x in recs}, {1}, "identity %d: each stored once" % k)
+        offline = off.get_all("/v1/patients/%s/records" % off.get_json(
+            "/v1/patients?" + H.q({"name": name, "dob": dob}))["patient_id"], "records")
+        eq(sorted(x["record_id"] for x in recs), sorted(x["record_id"] for x in offline),
+           "identity %d: the record ids the offline importer gives" % k)
     byshard_empty(b.bootstrap, topic)
+    off.stop()
     node.stop()
 
 
