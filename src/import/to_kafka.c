@@ -18,7 +18,11 @@
  * (acks=all). A batch is counted, and the checkpoint file moved past it, only once every message of it is
  * acknowledged; a message that is not (after librdkafka's own retries) fails the import, and no later
  * batch is produced. A rerun sends again from the checkpoint: rows with a record id are duplicates of
- * themselves at the nodes, rows without one are too (the same headers, the same id).
+ * themselves at the nodes, rows without one are too (the same headers, the same id). As over --url,
+ * before a batch goes out past what the checkpoint file says may have been sent (replay_until), the file
+ * is rewritten to say so; a rerun marks the rows it sends again below that point with a replay header
+ * (record_origin.h), so that a row holding an older version of a record the nodes stored already is a
+ * duplicate of that version, not a new version.
  *
  * The producer is medstream's one factory (kafka_producer_new) with the operator's --kafka-config, then
  * enable.idempotence=true and acks=all, which the operator cannot turn off. Messages are not copied: a
@@ -48,11 +52,15 @@ typedef struct {
     int32_t partitions;
     char where[600]; /* "kafka:BROKERS/TOPIC": the checkpoint file's destination */
     unsigned char dry_key[32];
-    /* batches go to the producer in file order: the next batch's seq may produce (under mu) */
+    /* under mu: batches go to the producer in file order (turn: the seq that may produce next), and the
+     * checkpoint file, written by the committer after each batch and before a batch goes out past what the
+     * file says may have been sent */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t turn;
-    bool broken; /* a batch was not wholly produced or delivered: no later batch is produced */
+    bool broken;               /* a batch was not wholly produced or delivered: no later batch is produced */
+    import_position committed; /* the last position counted */
+    uint64_t sent_end;         /* the end of the furthest batch produced */
 } kafka_target;
 
 /* One batch's messages on their way (on the worker's stack: it waits for every report). */
@@ -151,6 +159,16 @@ static void kafka_begin(import_run *run)
 {
     kafka_target *t = run->target_state;
     t->turn = 0;
+    t->committed = run->pos;
+    t->sent_end = 0;
+}
+
+/* The checkpoint file: the position counted, and how far rows may have been sent (under t->mu). */
+static ms_code save_locked(import_run *run, kafka_target *t, ms_err *e)
+{
+    import_position p = t->committed;
+    if (t->sent_end > p.replay_until) p.replay_until = t->sent_end;
+    return checkpoint_file_save(run->checkpoint_path, import_input_identity(run->in), t->where, &p, e);
 }
 
 /* Wait for the batch before b to be handed to the producer; false if one could not be (nothing of b
@@ -193,11 +211,12 @@ static rd_kafka_resp_err_t produce_one(import_run *run, kafka_target *t, const i
     int kl = snprintf(key, sizeof key, "%u", shard);
     int ll = record_origin_line_format(row->line, line);
     rd_kafka_headers_t *h = NULL;
+    if (r->record_id_derived || b->replay) h = rd_kafka_headers_new(3);
     if (r->record_id_derived) { /* named by file and line at the nodes, as offline (record_origin.h) */
-        h = rd_kafka_headers_new(2);
         rd_kafka_header_add(h, RECORD_ORIGIN_HEADER, -1, import_input_identity(run->in), 32);
         rd_kafka_header_add(h, RECORD_LINE_HEADER, -1, line, ll);
     }
+    if (b->replay) rd_kafka_header_add(h, RECORD_REPLAY_HEADER, -1, "1", 1); /* may have been sent before */
     int32_t part = shard_partition(shard, t->partitions);
     const char *topic = run->opt->kafka_topic, *value = b->body + row->body_off;
     for (;;) {
@@ -234,6 +253,18 @@ static ms_code kafka_work(import_run *run, unsigned worker, import_batch *b, ms_
         end_turn(t, b, false);
         return ms_fail(e, MS_EIO, "kafka: an earlier batch was not delivered");
     }
+    /* first the checkpoint file says these rows may have been sent: a rerun after a crash marks them so */
+    ms_code rc = MS_OK;
+    pthread_mutex_lock(&t->mu);
+    if (b->records.n > b->records.rejected && b->end_offset > t->sent_end && b->end_offset > run->replay_until) {
+        t->sent_end = b->end_offset;
+        rc = save_locked(run, t, e);
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (rc != MS_OK) {
+        end_turn(t, b, false);
+        return rc;
+    }
     rd_kafka_resp_err_t perr = RD_KAFKA_RESP_ERR_NO_ERROR;
     uint64_t bad_line = 0;
     for (uint32_t k = 0; k < b->records.n && !perr; k++) {
@@ -264,7 +295,11 @@ static ms_code kafka_save(import_run *run, const import_position *p, bool final,
 {
     (void) final;
     kafka_target *t = run->target_state;
-    return checkpoint_file_save(run->checkpoint_path, import_input_identity(run->in), t->where, p, e);
+    pthread_mutex_lock(&t->mu);
+    t->committed = *p;
+    ms_code rc = save_locked(run, t, e);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
 }
 
 const import_target import_to_kafka = {.name = "kafka",

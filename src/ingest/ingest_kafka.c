@@ -108,19 +108,21 @@ static void kafka_batch_free(kafka_batch *b)
 
 /* A message of `medstream import --kafka` names its file and line in two headers (record_origin.h): a row
  * without a record id is then named as the offline importer names it, so a row sent again is a duplicate.
- * Any other message (no such headers, or malformed ones) is named by its content. */
-static void origin_of_message(const rd_kafka_message_t *m, uint32_t body_line, scan_config *cfg)
+ * Any other message (no such headers, or malformed ones) is named by its content. Returns whether the
+ * message says it may have been stored before (a row an importer sends again after a crash). */
+static bool origin_of_message(const rd_kafka_message_t *m, uint32_t body_line, scan_config *cfg)
 {
     rd_kafka_headers_t *h;
-    const void *origin, *line;
-    size_t origin_len, line_len;
+    const void *origin, *line, *again;
+    size_t origin_len, line_len, again_len;
     uint64_t file_line;
-    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, RECORD_ORIGIN_HEADER, &origin, &origin_len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, RECORD_LINE_HEADER, &line, &line_len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        !record_origin_parse(origin, origin_len, line, line_len, &file_line))
-        return;
-    record_origin_apply(cfg, origin, file_line, body_line);
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    if (rd_kafka_header_get_last(h, RECORD_ORIGIN_HEADER, &origin, &origin_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, RECORD_LINE_HEADER, &line, &line_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        record_origin_parse(origin, origin_len, line, line_len, &file_line))
+        record_origin_apply(cfg, origin, file_line, body_line);
+    return rd_kafka_header_get_last(h, RECORD_REPLAY_HEADER, &again, &again_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           record_origin_replay(again, again_len);
 }
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
@@ -154,8 +156,9 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     scan_config cfg = ingest_scan_config(&k->ingest);
     for (int i = 0; i < n; i++) {
         scan_config one = cfg;
-        origin_of_message(msgs[i], (uint32_t)i + 1, &one);
+        bool again = origin_of_message(msgs[i], (uint32_t)i + 1, &one);
         record_prepare_one(&one, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        b->batch.records[i].replay = again;
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);

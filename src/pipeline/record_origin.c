@@ -24,6 +24,8 @@ bool record_origin_parse(const void *origin, size_t origin_len, const void *line
     return true;
 }
 
+bool record_origin_replay(const void *value, size_t len) { return value && len == 1 && *(const char *)value == '1'; }
+
 void record_origin_apply(scan_config *cfg, const unsigned char *origin, uint64_t file_line, uint32_t body_line)
 {
     cfg->origin = origin;

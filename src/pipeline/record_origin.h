@@ -3,7 +3,10 @@
  * (its 32-byte identity, the importer's input.h) and the physical line its row starts on, carried as two
  * message headers, so that a Kafka ingest names a row without a record id exactly as the offline
  * importer and --url do (record_scan.h, scan_config.origin and origin_line: the keyed hash of file and
- * line), and a row sent again after a crash is the same record, a duplicate.
+ * line), and a row sent again after a crash is the same record, a duplicate. A third header marks a row
+ * an importer sends again after a crash (it may have been stored already): a record whose versions
+ * include its content is then a duplicate of that version, not a new one (ingest_job.replay), so a file
+ * holding several versions of a record stores none of them twice.
  *
  * Contract: pure functions over buffers. The headers hold no value of the record (a hash of the file's
  * first MiB, its size and path, and a line number).
@@ -22,6 +25,7 @@
 
 #define RECORD_ORIGIN_HEADER "medstream-origin" /* 32 bytes: the file's identity */
 #define RECORD_LINE_HEADER "medstream-line"     /* decimal: the physical line the row starts on, 1.. */
+#define RECORD_REPLAY_HEADER "medstream-replay" /* "1": the row may have been sent before (ingest_job.replay) */
 #define RECORD_LINE_TEXT 21                     /* a line's decimal text with its NUL */
 #define RECORD_LINE_MAX ((uint64_t)1 << 62)     /* as import_line over HTTP */
 
@@ -31,6 +35,9 @@ int record_origin_line_format(uint64_t line, char out[RECORD_LINE_TEXT]);
 /* The two headers' values as a message carries them: true (and *line) when origin is 32 bytes and
  * line_text is 1 to 19 decimal digits naming a line from 1 to RECORD_LINE_MAX. */
 bool record_origin_parse(const void *origin, size_t origin_len, const void *line_text, size_t line_len, uint64_t *line);
+
+/* The replay header's value: exactly "1". */
+bool record_origin_replay(const void *value, size_t len);
 
 /* cfg names the record at body line body_line (1-based, as record_prepare_one is given it) by origin and
  * its file line. */

@@ -8,7 +8,9 @@
 #     forwarded (T.by-shard is empty: the node keeps no forward counter);
 #   - kill -9 of the importer mid-file, then a rerun: it resumes at the checkpoint (reads only the rest),
 #     and the node stores every row exactly once, rows without a record id too (two equal rows without one
-#     are two records: named by file and line through the headers, not by their content);
+#     are two records: named by file and line through the headers, not by their content), records with
+#     two versions in the file at version 2; the same made exact (the checkpoint file put back behind rows
+#     sent): the rows sent again carry the replay header and no version is stored twice;
 #   - docs/examples/produce.py, run as a program, sends each record to the partition and with the key the
 #     importer gives it (names in several spellings, Latin letters), and a node forwards none of them.
 #
@@ -263,6 +265,32 @@ def wait_progress(proc, want_rows, timeout=90):
     fail("no progress past %d rows (exit %s): %s" % (want_rows, proc.poll(), seen[-5:]))
 
 
+def kill_row(i):
+    """Row i of a file: rows 2k and 2k+1 are of one identity and equal when neither has a record id (two
+    records); rows 10j and 10j+1 are versions 1 and 2 of record kk-v-j."""
+    name, dob = person(i // 2)
+    r = {"name": name, "dob": dob, "type": "visit", "seq": i // 2, "note": "z" * 200}
+    if i % 10 in (0, 1):
+        r["record_id"], r["v"] = "kk-v-%d" % (i // 10), i % 10 + 1
+    elif i % 3 == 0:
+        r["record_id"] = "kk-%06d" % i
+    return r
+
+
+def check_stored_once(node, n):
+    """Every row of a kill_row file of n rows stored once; each kk-v record at version 2 (its two versions
+    once each), every other record at version 1."""
+    for k in range(40):
+        name, dob = person(k)
+        _pid, recs = node.records_of(name, dob)
+        want = sum(1 for i in range(n) if (i // 2) % 40 == k and i % 10 != 1)
+        eq(len(recs), want, "identity %d: every row stored, none twice" % k)
+        eq(len({x["record_id"] for x in recs}), len(recs), "identity %d: distinct record ids" % k)
+        for x in recs:
+            eq(x.get("version", 1), 2 if x["record_id"].startswith("kk-v-") else 1,
+               "identity %d: the version of %s" % (k, x["record_id"]))
+
+
 @test(timeout=900)
 def test_kill9_mid_file_then_rerun_stores_every_row_once():
     b, topic = a_topic(8)
@@ -270,11 +298,7 @@ def test_kill9_mid_file_then_rerun_stores_every_row_once():
     n = 30000
     rows = []
     for i in range(n):
-        name, dob = person(i // 2)
-        r = {"name": name, "dob": dob, "type": "visit", "seq": i // 2, "note": "z" * 200}
-        if i % 3 == 0:
-            r["record_id"] = "kk-%06d" % i
-        rows.append(json.dumps(r))  # rows 2k and 2k+1 are equal when neither has an id: two records
+        rows.append(json.dumps(kill_row(i)))
     path = write(os.path.join(d, "big.ndjson"), rows)
     node = Member(b.bootstrap, topic, "imp-kill", CL.cluster_key_file(), name="imp-kill")
     node.start()
@@ -298,12 +322,49 @@ def test_kill9_mid_file_then_rerun_stores_every_row_once():
     total = sum(CL.high_watermarks(b.bootstrap, topic).values())
     check(n <= total < n + 2000, "messages in the topic: %d for %d rows" % (total, n))
     CL.wait_drained([node], timeout=600)
-    for k in range(40):
-        name, dob = person(k)
-        _pid, recs = node.records_of(name, dob)
-        eq(len(recs), sum(1 for i in range(n) if (i // 2) % 40 == k), "identity %d: every row stored, none twice" % k)
-        eq({x.get("version", 1) for x in recs}, {1}, "identity %d: each stored once" % k)
-        eq(len({x["record_id"] for x in recs}), len(recs), "identity %d: distinct record ids" % k)
+    check_stored_once(node, n)
+    byshard_empty(b.bootstrap, topic)
+    node.stop()
+
+
+@test(timeout=600)
+def test_rows_sent_past_the_checkpoint_are_sent_again_as_a_replay():
+    """The state kill -9 leaves, made exactly: every row sent and stored, the checkpoint file back at line
+    51 and saying rows up to the end may have been sent. The rerun sends lines 51.. again marked as a
+    replay: records with two versions in them keep two versions (none stored again as a third)."""
+    b, topic = a_topic(4)
+    d = tmpdir("replay")
+    n = 400
+    path = write(os.path.join(d, "replay.ndjson"), [json.dumps(kill_row(i)) for i in range(n)])
+    node = Member(b.bootstrap, topic, "imp-replay", CL.cluster_key_file(), name="imp-replay")
+    node.start()
+    node.wait_ready()
+    args = import_args(path, b, topic, "--batch", "30", "--parallel", "3")
+    rc, out, err = run_import(args)
+    eq(rc, 0, "first run (%s %s)" % (short(out), short(err)))
+    CL.wait_drained([node])
+    check_stored_once(node, n)
+    ck = json.load(open(path + ".import-checkpoint"))
+    eq(ck["done"], 1, "the first run finished")
+    with open(path, "rb") as f:
+        data = f.read()
+    at = 0
+    for _ in range(50):
+        at = data.index(b"\n", at) + 1
+    ck.update({"offset": at, "line": 51, "rows": 50, "rejected": 0, "rejects_bytes": 0, "done": 0,
+               "replay_until": len(data)})
+    with open(path + ".import-checkpoint", "w") as f:
+        json.dump(ck, f)
+    rc, out, err = run_import(args)
+    eq(rc, 0, "rerun (%s %s)" % (short(out), short(err)))
+    check("resuming at line 51" in err, "the rerun resumes at the checkpoint: %s" % short(err))
+    eq(sent_count(out), (n - 50, 0), "the rerun sent lines 51.. again")
+    msgs = read_topic(b.bootstrap, topic)
+    eq(len(msgs), 2 * n - 50, "messages in the topic")
+    again = [m for m in msgs if m[3].get("medstream-replay") == b"1"]
+    eq(len(again), n - 50, "every row sent again says so")
+    CL.wait_drained([node])
+    check_stored_once(node, n)
     byshard_empty(b.bootstrap, topic)
     node.stop()
 

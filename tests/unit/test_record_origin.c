@@ -1,6 +1,7 @@
 /*
  * test_record_origin.c - the file-and-line headers of `medstream import --kafka` (record_origin.h): the
- * pair parses only when the origin is 32 bytes and the line plain decimal in 1..2^62; a line's text
+ * pair parses only when the origin is 32 bytes and the line plain decimal in 1..2^62; the replay header
+ * is exactly "1"; a line's text
  * parses back to it; a record without an id named through the headers at any place in a Kafka batch gets
  * the id the offline importer gives the same row (its file line from body line 1), also when the batch
  * index is past the file line; another line or file is another id; a record with an id keeps it.
@@ -48,6 +49,16 @@ static void test_parse_accepts_only_a_well_formed_pair(void **state)
     assert_false(parse(33, "5", &n));
     assert_false(record_origin_parse(NULL, 32, "5", 1, &n));
     assert_false(record_origin_parse(ORIGIN, 32, NULL, 0, &n));
+}
+
+static void test_replay_is_exactly_one(void **state)
+{
+    (void)state;
+    assert_true(record_origin_replay("1", 1));
+    assert_false(record_origin_replay("0", 1));
+    assert_false(record_origin_replay("11", 2));
+    assert_false(record_origin_replay("1", 0));
+    assert_false(record_origin_replay(NULL, 1));
 }
 
 static void test_format_parses_back(void **state)
@@ -116,6 +127,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_accepts_only_a_well_formed_pair),
+        cmocka_unit_test(test_replay_is_exactly_one),
         cmocka_unit_test(test_format_parses_back),
         cmocka_unit_test(test_headers_give_the_offline_importers_id),
     };
