@@ -50,7 +50,8 @@
 typedef struct {
     rd_kafka_t *rk;
     int32_t partitions;
-    char where[600]; /* "kafka:BROKERS/TOPIC": the checkpoint file's destination */
+    char where[300]; /* "kafka topic T": the checkpoint file's destination (not the brokers: a list of one
+                        cluster's brokers may be given otherwise next time) */
     unsigned char dry_key[32];
     /* under mu: batches go to the producer in file order (turn: the seq that may produce next), and the
      * checkpoint file, written by the committer after each batch and before a batch goes out past what the
@@ -125,7 +126,7 @@ static ms_code kafka_load(import_run *run, import_position *p, bool *found, ms_e
     pthread_cond_init(&t->cv, NULL);
     memset(t->dry_key, 0x5a, sizeof t->dry_key); /* derived ids are the nodes' to make: any key will do here */
     run->target_state = t;
-    snprintf(t->where, sizeof t->where, "kafka:%s/%s", o->kafka_brokers, o->kafka_topic);
+    snprintf(t->where, sizeof t->where, "kafka topic %s", o->kafka_topic);
     /* the operator's settings, then the two this destination's guarantees rest on */
     size_t n = 0;
     while (o->kafka_config && o->kafka_config[n])

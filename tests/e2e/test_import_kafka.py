@@ -10,7 +10,8 @@
 #     and the node stores every row exactly once, rows without a record id too (two equal rows without one
 #     are two records: named by file and line through the headers, not by their content), records with
 #     two versions in the file at version 2; the same made exact (the checkpoint file put back behind rows
-#     sent): the rows sent again carry the replay header and no version is stored twice;
+#     sent): the rows sent again carry the replay header and no version is stored twice; Ctrl-C stops at a
+#     batch boundary (the topic holds exactly the rows counted) and a rerun sends the rest;
 #   - docs/examples/produce.py, run as a program, sends each record to the partition and with the key the
 #     importer gives it (names in several spellings, Latin letters), and a node forwards none of them.
 #
@@ -21,6 +22,7 @@ import os
 import random
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -325,6 +327,30 @@ def test_kill9_mid_file_then_rerun_stores_every_row_once():
     check_stored_once(node, n)
     byshard_empty(b.bootstrap, topic)
     node.stop()
+
+
+@test(timeout=300)
+def test_ctrl_c_stops_at_a_batch_boundary_and_rerun_sends_the_rest():
+    b, topic = a_topic(4)
+    d = tmpdir("int")
+    n = 30000
+    path = write(os.path.join(d, "int.ndjson"), [json.dumps(kill_row(i)) for i in range(n)])
+    args = import_args(path, b, topic, "--batch", "20", "--parallel", "2")
+    p = subprocess.Popen(args + ["--progress", "plain", "--progress-interval", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    wait_progress(p, 2000)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    out, err = out.decode(), err.decode()
+    eq(p.returncode, 1, "exit code after Ctrl-C (%s %s)" % (short(out), short(err)))
+    check("interrupted before line" in out, "the summary says where it stopped: %s" % short(out))
+    sent, _ = sent_count(out)
+    check(0 < sent < n, "part of the file: %d" % sent)
+    eq(sum(CL.high_watermarks(b.bootstrap, topic).values()), sent, "the topic holds exactly the rows counted")
+    rc, out2, err2 = run_import(args, timeout=200)
+    eq(rc, 0, "rerun (%s %s)" % (short(out2), short(err2)))
+    eq(sent_count(out2), (n - sent, 0), "the rerun sent the rest")
+    eq(sum(CL.high_watermarks(b.bootstrap, topic).values()), n, "every row once in the topic")
 
 
 @test(timeout=600)
