@@ -19,7 +19,8 @@
  * from the start and finds every row a duplicate. A bad row never stops the import: it goes to the reject
  * file (rejects.h, PHI, mode 0600) and is counted by reason. Memory is bounded by the batch size and the
  * batches in flight, whatever the file's size. Each committed batch is audited as one entry naming the
- * importing user and the patients it touched (offline: the OS user, "local:NAME"; --url: the token's).
+ * importing user and the patients it touched (offline: the OS user, "local:NAME"; --url: the token's;
+ * --kafka: the nodes audit each batch they consume, as user "kafka").
  *
  * THE ORDER: a reader thread cuts the stream into batches (at most batch_rows rows, about batch_bytes
  * bytes, in 4 KiB-aligned bodies the segment log takes without a copy); `parallel` workers scan them
