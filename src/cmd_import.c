@@ -1,7 +1,8 @@
 /*
- * cmd_import.c - `medstream import FILE... (--data DIR | --url URL --token T)`: its option table, the
- * rules between its options, and the run over the files (import/import.h does the work: this file opens
- * the store or names the server, sets up signals and turns outcomes into exit codes).
+ * cmd_import.c - `medstream import FILE... (--data DIR | --url URL --token T | --kafka BROKERS --topic T)`:
+ * its option table, the rules between its options, and the run over the files (import/import.h does the
+ * work: this file opens the store or names the server or topic, sets up signals and turns outcomes into
+ * exit codes).
  *
  * Exit codes: 0 every file read to its end, 1 one stopped (Ctrl-C, --max-rejects, an error), 2 usage.
  * Never prints a row's value (import.h's progress and summary carry counts and reason classes only).
@@ -19,11 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- `medstream import FILE... (--data DIR | --url URL --token T)` ---- */
+/* ---- `medstream import FILE... (--data DIR | --url URL --token T | --kafka BROKERS --topic T)` ---- */
 
 /* import's settings: one field per option of its table. */
 typedef struct {
-    const char *data, *url, *token, *schema, *rejects, *checkpoint;
+    const char *data, *url, *token, *schema, *rejects, *checkpoint, *kafka, *topic;
+    opt_list kafka_config;
     int format, progress; /* indexes in import_format_names (-1: by the file's name), progress_names */
     uint64_t max_record, max_rejects, batch, batch_bytes, parallel, progress_every_s;
     bool dry_run, restart;
@@ -37,11 +39,17 @@ static const char *import_check(const import_settings *c, const options_args *a,
 {
     static char why[600];
     if (a->npos == 0) return "expected one or more files to import";
-    if (c->dry_run ? (c->data && c->url) : !c->data == !c->url)
-        return "give --data DIR (offline, the server stopped) or --url URL --token T (a running server)";
+    int dests = !!c->data + !!c->url + !!c->kafka;
+    if (c->dry_run ? dests > 1 : dests != 1)
+        return "give --data DIR (offline, the server stopped), --url URL --token T (a running server) or --kafka "
+               "BROKERS --topic T (a cluster's topic)";
     if (!c->url != !c->token) return "--url and --token go together";
-    if (c->checkpoint && !c->url) return "--checkpoint is for --url (offline, the position is kept in the store)";
-    if (c->schema && c->url) return "--schema is for --data and --dry-run (a server imports with its own schema)";
+    if (!c->kafka != !c->topic) return "--kafka and --topic go together";
+    if (c->kafka_config.n && !c->kafka) return "--kafka-config is for --kafka";
+    if (c->checkpoint && !c->url && !c->kafka)
+        return "--checkpoint is for --url and --kafka (offline, the position is kept in the store)";
+    if (c->schema && c->url)
+        return "--schema is for --data, --kafka and --dry-run (a server imports with its own schema)";
     if (c->rejects && a->npos > 1)
         return "--rejects names one file's reject file; with several files, each gets FILE.rejects.ndjson";
     if (c->checkpoint && a->npos > 1)
@@ -75,14 +83,20 @@ int cmd_import(int argc, char **argv)
          .help = "import into the server at this http:// URL instead (with --token)"},
         {.name = "--token", .type = OPT_STRING, .target = &c.token, .metavar = "TOKEN",
          .help = "bearer token for --url (records:create; records:update for new versions)"},
+        {.name = "--kafka", .type = OPT_STRING, .target = &c.kafka, .metavar = "BROKERS",
+         .help = "send each good row to these Kafka brokers instead, into its shard's partition of --topic"},
+        {.name = "--topic", .type = OPT_STRING, .target = &c.topic, .metavar = "TOPIC",
+         .help = "--kafka: the topic a cluster consumes (its partition count a power of two)"},
+        {.name = "--kafka-config", .type = OPT_LIST, .target = &c.kafka_config, .metavar = "KEY=VALUE",
+         .help = "--kafka: a librdkafka setting (SASL, TLS, ...); enable.idempotence and acks=all stay"},
         {.name = "--format", .type = OPT_ENUM, .target = &c.format, .choices = import_format_names,
          .help = "the files' format (default: by name: .csv, .ndjson/.jsonl/.json, then .gz or .zst)"},
         {.name = "--rejects", .type = OPT_STRING, .target = &c.rejects, .metavar = "FILE",
          .help = "reject file (holds PHI; mode 0600); default FILE.rejects.ndjson beside the input"},
         {.name = "--checkpoint", .type = OPT_STRING, .target = &c.checkpoint, .metavar = "FILE",
-         .help = "--url: checkpoint file; default FILE.import-checkpoint beside the input"},
+         .help = "--url, --kafka: checkpoint file; default FILE.import-checkpoint beside the input"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON), as the server of --data is run with (--data and --dry-run)"},
+         .help = "schema file (JSON), as the server of --data (or the cluster of --kafka) is run with"},
         {.name = "--max-record", .type = OPT_BYTES, .target = &c.max_record, .def = "1MiB", .min = 64,
          .max = (uint64_t)64 << 20, .help = "largest record; a larger row is rejected"},
         {.name = "--max-rejects", .type = OPT_UINT, .target = &c.max_rejects, .def = "none", .unlimited = "none",
@@ -105,11 +119,12 @@ int cmd_import(int argc, char **argv)
     };
     /* clang-format on */
     const options_command cmd = {
-        "import", "medstream import FILE... (--data DIR | --url URL --token T) [options]",
+        "import", "medstream import FILE... (--data DIR | --url URL --token T | --kafka BROKERS --topic T) [options]",
         "Import files of records: NDJSON, or CSV with a header row; plain, .gz or .zst. Offline\n"
-        "(--data, taking the directory's lock) or into a running server (--url). Resumable: a\n"
+        "(--data, taking the directory's lock), into a running server (--url), or into a cluster's\n"
+        "Kafka topic (--kafka: each row to its shard's partition, keyed by the shard). Resumable: a\n"
         "rerun after a crash or Ctrl-C goes on from the checkpoint and stores nothing twice (the\n"
-        "position is kept in the store, or with --url in FILE.import-checkpoint); a rerun of a\n"
+        "position is kept in the store, or with --url, --kafka in FILE.import-checkpoint); a rerun of a\n"
         "finished file reads it again and finds every row a duplicate. A row without a record_id\n"
         "is named by the file and its line. Bad rows go to the reject file (PHI, mode 0600) with\n"
         "line, byte offset, column and reason; the import goes on. Exit 0 when every file was\n"
@@ -163,6 +178,9 @@ static int import_run_files(const import_settings *c, const options_args *a, con
     import_options o = {.store = s,
                         .writer = w,
                         .url = c->dry_run ? NULL : c->url,
+                        .kafka_brokers = c->dry_run ? NULL : c->kafka,
+                        .kafka_topic = c->topic,
+                        .kafka_config = c->kafka_config.v,
                         .token = c->token,
                         .dry_run = c->dry_run,
                         .schema = &sc,

@@ -467,6 +467,9 @@ static void print_summary(import_run *run, const import_position *start, double 
     if (o->dry_run) {
         format_count(a, sizeof a, c->valid);
         buf_printf(&s, "  dry run        valid %s, rejected %s; nothing stored\n", a, d);
+    } else if (o->kafka_brokers) {
+        format_count(a, sizeof a, c->valid);
+        buf_printf(&s, "  sent %s to Kafka topic %s (acknowledged), rejected %s\n", a, o->kafka_topic, d);
     } else {
         format_count(a, sizeof a, c->created);
         format_count(b2, sizeof b2, c->updated);
@@ -524,7 +527,10 @@ ms_code import_file(const import_options *o, const char *path, import_format for
     run->opt = o;
     run->path = path;
     run->format = format;
-    run->target = o->dry_run ? &import_dry_run : o->url ? &import_to_server : &import_to_store;
+    run->target = o->dry_run         ? &import_dry_run
+                  : o->url           ? &import_to_server
+                  : o->kafka_brokers ? &import_to_kafka
+                                     : &import_to_store;
     run->outcome = IMPORT_DONE;
     pthread_mutex_init(&run->mu, NULL);
     pthread_cond_init(&run->cv, NULL);

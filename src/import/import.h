@@ -1,12 +1,16 @@
 /*
  * import.h - `medstream import`: a file of records (NDJSON, or CSV with a header row; plain, gzip or
- * zstd) into a store, as a source of the one ingest path. Three destinations:
+ * zstd) into a store, as a source of the one ingest path. Four destinations:
  *   - offline (--data DIR): the caller has opened the store (taking the directory's lock, owner
  *     "import") and started its writer; batches go through ingest.h with the import's position written
  *     in the same commit as each batch (source positions: checkpoint.h);
  *   - a running server (--url URL --token T): batches are POSTed to /v1/records with the file's
  *     identity (import_origin, import_line), and the position is kept in a checkpoint file beside the
  *     input after each acknowledged batch (the server has no API for an importer's position yet);
+ *   - a Kafka topic (--kafka BROKERS --topic T): rows checked as offline, each good one a message in the
+ *     partition of its shard (shard.h), keyed by the shard, a row without a record id carrying the file's
+ *     identity and its line as headers (record_origin.h); the position is kept in a checkpoint file beside
+ *     the input after each batch wholly acknowledged (acks=all, idempotent producer);
  *   - nowhere (--dry-run): rows are checked (scan, identity, public copy) and nothing is stored.
  *
  * THE GUARANTEES. Resumable and idempotent: a rerun after a crash, kill -9 or Ctrl-C goes on from the
@@ -15,7 +19,8 @@
  * from the start and finds every row a duplicate. A bad row never stops the import: it goes to the reject
  * file (rejects.h, PHI, mode 0600) and is counted by reason. Memory is bounded by the batch size and the
  * batches in flight, whatever the file's size. Each committed batch is audited as one entry naming the
- * importing user and the patients it touched (offline: the OS user, "local:NAME"; --url: the token's).
+ * importing user and the patients it touched (offline: the OS user, "local:NAME"; --url: the token's;
+ * --kafka: the nodes audit each batch they consume, as user "kafka").
  *
  * THE ORDER: a reader thread cuts the stream into batches (at most batch_rows rows, about batch_bytes
  * bytes, in 4 KiB-aligned bodies the segment log takes without a copy); `parallel` workers scan them
@@ -49,17 +54,20 @@
 typedef enum { PROGRESS_AUTO, PROGRESS_BAR, PROGRESS_PLAIN, PROGRESS_NONE } progress_mode;
 
 typedef struct {
-    /* the destination: store + writer (offline), url + token (a server), or dry_run */
+    /* the destination: store + writer (offline), url + token (a server), kafka_brokers + kafka_topic, or
+     * dry_run */
     store *store;
     writer *writer;
     const char *url, *token;
     bool dry_run;
-    const schema *schema; /* offline and dry run (a server has its own) */
-    size_t max_record;    /* a larger row is rejected (a server may have a lower limit of its own) */
-    const char *actor;    /* offline: who imports, for the audit entries ("local:NAME") */
+    const char *kafka_brokers, *kafka_topic; /* --kafka BROKERS --topic T: each good row one message (to_kafka.c) */
+    const char *const *kafka_config;         /* --kafka-config key=value settings, NULL-ended (may be NULL) */
+    const schema *schema;                    /* offline, dry run and Kafka (a server has its own) */
+    size_t max_record;                       /* a larger row is rejected (a server may have a lower limit of its own) */
+    const char *actor;                       /* offline: who imports, for the audit entries ("local:NAME") */
     /* files */
     const char *rejects_path;    /* NULL: FILE.rejects.ndjson beside the input */
-    const char *checkpoint_path; /* --url: NULL: FILE.import-checkpoint beside the input */
+    const char *checkpoint_path; /* --url, --kafka: NULL: FILE.import-checkpoint beside the input */
     bool restart;                /* ignore the checkpoint: read the file from its start */
     /* limits */
     uint64_t max_rejects; /* stop (checkpointed) once more rows of the file are rejected; UINT64_MAX: never */

@@ -1,7 +1,8 @@
 /*
  * import_internal.h - shared by the files of src/import/ only: a batch as it goes from the reader
  * through the workers to the committer, the state of one file's run, and the destinations (targets)
- * that import.c drives: the store (to_store.c, also the dry run) and a server (to_server.c).
+ * that import.c drives: the store (to_store.c, also the dry run), a server (to_server.c) and a Kafka
+ * topic (to_kafka.c).
  */
 #ifndef MS_IMPORT_INTERNAL_H
 #define MS_IMPORT_INTERNAL_H
@@ -82,7 +83,13 @@ typedef struct {
     void (*close)(import_run *run);
 } import_target;
 
-extern const import_target import_to_store, import_dry_run, import_to_server;
+extern const import_target import_to_store, import_dry_run, import_to_server, import_to_kafka;
+
+/* to_store.c's, shared with to_kafka.c: the pure stages (prepare.h) over every row in the body with the
+ * file's identity as the scan's origin, into b->records (b->record_row[k] the row of record k; rows
+ * rejected get their outcome and reason); and those records freed (a target's reset). */
+void import_scan_rows(import_run *run, import_batch *b, const scan_config *base);
+void import_records_reset(import_batch *b);
 
 #define IMPORT_SLOTS_EXTRA 2 /* batches beyond the workers': one being read, one being committed */
 

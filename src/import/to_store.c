@@ -76,7 +76,7 @@ static ms_code store_load(import_run *run, import_position *p, bool *found, ms_e
     return MS_OK;
 }
 
-static void store_reset(import_batch *b)
+void import_records_reset(import_batch *b)
 {
     record_batch_free(&b->records);
     free(b->record_row);
@@ -86,8 +86,9 @@ static void store_reset(import_batch *b)
     memset(&b->job, 0, sizeof b->job);
 }
 
-/* The pure stages over every row in the body; rows rejected here get their outcome and reason. */
-static void scan_rows(import_run *run, import_batch *b, const scan_config *base)
+/* The pure stages over every row in the body; rows rejected here get their outcome and reason (also the
+ * Kafka destination's, to_kafka.c). */
+void import_scan_rows(import_run *run, import_batch *b, const scan_config *base)
 {
     scan_config cfg = *base;
     cfg.origin = import_input_identity(run->in);
@@ -119,7 +120,7 @@ static ms_code store_work(import_run *run, unsigned worker, import_batch *b, ms_
     (void)worker;
     store_target *t = state(run);
     scan_config cfg = ingest_scan_config(&t->ingest);
-    scan_rows(run, b, &cfg);
+    import_scan_rows(run, b, &cfg);
     b->results = ms_calloc(b->records.n ? b->records.n : 1, sizeof(item_result));
     b->job = (ingest_job){.body = b->body,
                           .body_len = b->body_len,
@@ -191,7 +192,7 @@ const import_target import_to_store = {.name = "store",
                                        .work = store_work,
                                        .commit = store_commit,
                                        .save = store_save,
-                                       .reset = store_reset,
+                                       .reset = import_records_reset,
                                        .close = store_close_target};
 
 /* ---- --dry-run: the same checks, nothing stored, no position kept ---- */
@@ -212,11 +213,11 @@ static ms_code dry_work(import_run *run, unsigned worker, import_batch *b, ms_er
     store_target *t = state(run);
     scan_config cfg = {
         .schema = run->opt->schema, .max_record = run->opt->max_record, .now_us = ms_now_us(), .id_key = t->dry_key};
-    scan_rows(run, b, &cfg);
+    import_scan_rows(run, b, &cfg);
     for (uint32_t i = 0; i < b->nrows; i++)
         if (b->rows[i].outcome != ROW_REJECTED) b->rows[i].outcome = ROW_VALID;
     return MS_OK;
 }
 
 const import_target import_dry_run = {
-    .name = "dry run", .load = dry_load, .work = dry_work, .reset = store_reset, .close = store_close_target};
+    .name = "dry run", .load = dry_load, .work = dry_work, .reset = import_records_reset, .close = store_close_target};

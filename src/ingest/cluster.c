@@ -800,10 +800,14 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
     }
     for (int i = 0; !err && i < n; i++) {
         if (cb->forward_to[i] < 0) continue;
-        err =
-            rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->byshard), RD_KAFKA_V_PARTITION(cb->forward_to[i]),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len),
-                              RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len), RD_KAFKA_V_END);
+        /* with its headers: where it came from (pipeline/record_origin.h) names the record at its owner */
+        rd_kafka_headers_t *h = NULL, *copy = NULL;
+        if (rd_kafka_message_headers(msgs[i], &h) == RD_KAFKA_RESP_ERR_NO_ERROR) copy = rd_kafka_headers_copy(h);
+        err = rd_kafka_producev(
+            c->producer, RD_KAFKA_V_TOPIC(c->byshard), RD_KAFKA_V_PARTITION(cb->forward_to[i]),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len),
+            RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len), RD_KAFKA_V_HEADERS(copy), RD_KAFKA_V_END);
+        if (err && copy) rd_kafka_headers_destroy(copy); /* (taken by the message only when produced) */
     }
     /* the batch's markers: per input partition, its messages' runs in the batch's order (replay) */
     buf v = {0};

@@ -73,8 +73,6 @@ int32_t cluster_changelog_partitions(const cluster *c); /* Pc */
  * T.seed (compacted, one partition) holds the seeding store's patients' shards and the seed's progress;
  * a node reads it at open and before each restore: numbers below the seeding store's patient count are
  * never minted, and a read of such a patient goes to its identity's shard. */
-#define CLUSTER_SEED_HEADER_ID "medstream-record-id" /* a seeded record's id (when its body names none) */
-#define CLUSTER_SEED_HEADER_TS "medstream-ts"        /* its ingest time there, be64 microseconds */
 const char *cluster_seed_topic(const cluster *c);
 ms_code cluster_seed_topic_ensure(cluster *c, ms_err *e);
 /* T.seed read to its end: the seed's progress (patients 0: never seeded). */

@@ -16,6 +16,7 @@
 #include "base/cluster_key.h"
 #include "base/log.h"
 #include "ingest/cluster.h"
+#include "pipeline/record_origin.h"
 #include "pipeline/seed_table.h"
 #include "pipeline/shard.h"
 
@@ -286,8 +287,8 @@ static ms_code send_entry(seeder *sd, store_read *r, uint64_t pos, uint64_t *rec
                                  RD_KAFKA_V_PARTITION(shard_partition(shard, partitions)),
                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, (size_t)kl),
                                  RD_KAFKA_V_VALUE(body.data, body.len),
-                                 RD_KAFKA_V_HEADER(CLUSTER_SEED_HEADER_ID, rv.record_id, (ssize_t)rv.record_id_len),
-                                 RD_KAFKA_V_HEADER(CLUSTER_SEED_HEADER_TS, ts, (ssize_t)sizeof ts), RD_KAFKA_V_END);
+                                 RD_KAFKA_V_HEADER(RECORD_ID_HEADER, rv.record_id, (ssize_t)rv.record_id_len),
+                                 RD_KAFKA_V_HEADER(RECORD_TS_HEADER, ts, (ssize_t)sizeof ts), RD_KAFKA_V_END);
         if (!*err) {
             (*records)++;
             *bytes += body.len;

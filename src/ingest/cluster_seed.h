@@ -13,8 +13,8 @@
  *     value = its number: the cluster's own format, cluster.h), so the owner of the shard finds it;
  *   - then every record version the store holds goes into T, in the store's commit order, each on its
  *     shard's partition keyed by the shard (as medstream's producers send), with two headers: the record
- *     id it had (CLUSTER_SEED_HEADER_ID; a record whose body names no id keeps its derived one) and its
- *     ingest time there (CLUSTER_SEED_HEADER_TS, the default event time of a body without one). The nodes
+ *     id it had (RECORD_ID_HEADER, pipeline/record_origin.h; a record whose body names no id keeps its
+ *     derived one) and its event time there (RECORD_TS_HEADER: the default of a body without one). The nodes
  *     ingest them as any record: the identity is known, so the patient number, hence the id, is the old one.
  *
  * What does not come along: the transaction-time history (the cluster's versions are valid from when the

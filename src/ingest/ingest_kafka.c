@@ -18,6 +18,7 @@
 #include "base/kafka_client.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "pipeline/record_origin.h"
 #include "pipeline/record_scan.h"
 
 #include <librdkafka/rdkafka.h>
@@ -105,26 +106,34 @@ static void kafka_batch_free(kafka_batch *b)
     free(b);
 }
 
-/* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
- * cannot be records to the dead-letter topic, and note each partition's next offset. */
-/* A message of a cluster seed (ingest/cluster_seed.h) carries, as headers, the id its record had in the
- * store that seeded the cluster and that record's ingest time (its default event time), so that a record
- * whose body names neither is the same record, at the same instant, in the cluster. */
-static void seed_headers(const rd_kafka_message_t *m, scan_config *cfg)
+/* Where a message's record comes from, from its headers (pipeline/record_origin.h): a row of a file sent by
+ * `medstream import --kafka` (named by file and line, as the offline importer names it), a record of the
+ * store that seeded a cluster (its id and event time there), or neither. True: the importer marked it as
+ * sent again after a crash (a replay). */
+static bool message_origin(const rd_kafka_message_t *m, uint32_t body_line, scan_config *cfg)
 {
-    rd_kafka_headers_t *h = NULL;
-    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
-    const void *v = NULL;
-    size_t len = 0;
-    if (rd_kafka_header_get_last(h, CLUSTER_SEED_HEADER_ID, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v) {
+    rd_kafka_headers_t *h;
+    const void *origin, *line, *v;
+    size_t origin_len, line_len, len;
+    uint64_t file_line;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    if (rd_kafka_header_get_last(h, RECORD_ORIGIN_HEADER, &origin, &origin_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, RECORD_LINE_HEADER, &line, &line_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        record_origin_parse(origin, origin_len, line, line_len, &file_line))
+        record_origin_apply(cfg, origin, file_line, body_line);
+    if (rd_kafka_header_get_last(h, RECORD_ID_HEADER, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v) {
         cfg->record_id = v;
         cfg->record_id_len = (uint32_t)(len < UINT32_MAX ? len : UINT32_MAX);
     }
-    if (rd_kafka_header_get_last(h, CLUSTER_SEED_HEADER_TS, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v && len == 8)
+    if (rd_kafka_header_get_last(h, RECORD_TS_HEADER, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v && len == 8)
         cfg->default_ts_us = (int64_t)ms_get_be64(v);
+    return rd_kafka_header_get_last(h, RECORD_REPLAY_HEADER, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           record_origin_replay(v, len);
 }
 
-/* replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
+/* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
+ * cannot be records to the dead-letter topic, and note each partition's next offset.
+ * replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
  * only for messages of its targets (a batch of an older partition stores some shards of it, not all). */
 static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **msgs, int n,
                                         const cluster_replay_batch *replay_of)
@@ -153,8 +162,9 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     scan_config cfg = ingest_scan_config(&k->ingest);
     for (int i = 0; i < n; i++) {
         scan_config one = cfg;
-        seed_headers(msgs[i], &one);
+        bool again = message_origin(msgs[i], (uint32_t)i + 1, &one);
         record_prepare_one(&one, b->body + off[i], msgs[i]->len, (uint32_t)i + 1, &b->batch.mem, &b->batch.records[i]);
+        b->batch.records[i].replay = again;
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);

@@ -281,7 +281,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
         res->version = prev.version;
         return MS_OK;
     }
-    if (have_prev && job->replay) { /* stored before as an older version: that is this row, applied already */
+    if (have_prev && (job->replay || r->replay)) { /* stored before as an older version: that is this row */
         record_version seen;
         bool was;
         if ((rc = store_record_with_content(sw, r->record_id, r->record_id_len, r->content_hash, &seen, &was, e)))

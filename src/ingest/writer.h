@@ -76,7 +76,8 @@ typedef struct ingest_job {
                                      that line is rejected (a record id that exists cannot be overwritten) */
     bool replay;                  /* rows that may have been stored before (an import reading a file again): a record
                                      whose versions include this content is a duplicate, not a new version, so that a
-                                     file holding several versions of a record stores none of them twice */
+                                     file holding several versions of a record stores none of them twice (one record
+                                     alone: parsed_record.replay) */
     const uint64_t *numbers;      /* a cluster's batch (ingest/cluster.h): each record's patient number, minted per
                                      shard before the batch came here, or JOB_FORWARDED (the record is rejected in
                                      the batch: another node stores it); NULL: this store numbers new patients */

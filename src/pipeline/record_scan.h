@@ -40,6 +40,8 @@ typedef struct {
     const char *record_id; /* decoded, no control characters */
     uint32_t record_id_len;
     bool record_id_derived;   /* absent in input: keyed hash of the content */
+    bool replay;              /* may have been stored before (a row an importer sends again: record_origin.h): as
+                                 ingest_job.replay, for this record alone (set by the source after the scan) */
     const char *identity_key; /* normalized name NUL YYYY-MM-DD (stage 2) */
     uint32_t identity_key_len;
     const char *type;

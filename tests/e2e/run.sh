@@ -6,7 +6,7 @@
 # metrics listener), backup, import, the Parquet writer (files read back by pyarrow and DuckDB), exports and the
 # continuous lake (serve --lake), the rolling-window counters and parent/child records, the public transforms
 # (issue 15: test_privacy.py), a real Kafka broker (test_real_broker.py; several nodes in one group:
-# test_cluster_group.py), the console (in Debian's
+# test_cluster_group.py; `import --kafka`: test_import_kafka.py), the console (in Debian's
 # Chromium through Playwright, from build/venv). Prints each file's summary and a final combined `N passed, N failed` line;
 # exits non-zero if any test failed.
 # Usage: tests/e2e/run.sh
@@ -23,7 +23,7 @@ for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py t
          test_http_edge.py test_kafka.py test_postgres.py test_postgres_cluster.py test_crash.py test_disk_full.py test_data_dir.py test_ops.py \
          test_backup.py test_import.py test_parquet.py test_export.py test_lake.py test_notify.py test_counters.py \
          test_children.py test_schema_versions.py test_console.py test_erasure.py test_privacy.py test_erasure_sinks.py test_real_broker.py \
-         test_cluster_group.py test_cluster.py test_cluster_seed.py; do
+         test_cluster_group.py test_cluster.py test_import_kafka.py test_cluster_seed.py; do
     echo "== $t"
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
