@@ -1,6 +1,7 @@
 /*
  * sink_lake.c - commit log -> Parquet lake of the public copy (see sink_lake.h; the commits log format and
- * the recovery decisions are lake_log.c's, the rows, partitions and part files export/'s).
+ * the recovery decisions are lake_log.c's, the rewrite after an erasure lake_erase.c's, the rows, partitions and
+ * part files export/'s; sink_lake_internal.h is what the two sink files share).
  */
 #include "sinks/sink_lake.h"
 
@@ -12,6 +13,7 @@
 #include "export/part.h"
 #include "export/rows.h"
 #include "sinks/lake_log.h"
+#include "sinks/sink_lake_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,82 +29,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SINK_NAME "lake"
-#define STEP_MAX_COMMITS 256       /* commit-log entries per read transaction, at most */
-#define STEP_MAX_ROWS 20000        /* rows per read transaction, about */
-#define MAX_OPEN_PARTS 64          /* partitions open in one roll (1 MiB of write buffer each); more: it rolls early */
-#define LOG_TAIL ((size_t)4 << 20) /* a start reads this much of the commits log's end, at most */
-#define ROW_GROUP_MAX (64u << 20)  /* Parquet row groups: the roll's bytes, at most this */
-#define RETRY_S 1.0
-#define HISTORY_RETRY_S 5.0
-#define IDLE_US 20000
-#define ROLL_MARGIN_S 0.1 /* a roll starts publishing this much (and its expected duration) before it is due */
-
-typedef enum { LAKE_OK, LAKE_FAILING } lake_state;
-
-/* Test hook (tests/e2e/test_lake.py): MEDSTREAM_TEST_LAKE_CRASH=files|log|rename makes the process kill
- * itself with SIGKILL at that step of the first roll it publishes with files: once its files are synced
- * in tmp (before the log line), once the log line is synced (before any rename), once the first file is
- * renamed into place; =erase once the first file an erasure wrote again is renamed over the published one
- * (before the line that logs it). Read at start; unset, it costs one comparison a roll. */
-typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME, CRASH_ERASE } crash_point;
-
-typedef struct {
-    char *path; /* partition directory relative to the lake: records/type=…/year=…, or deletions */
-    char *name; /* part-….parquet */
-    const export_columns *cols;
-    part_writer *w;
-} lake_part;
-
-struct sink_lake {
-    sink_lake_options o;
-    char *dir, *meta, *tmp, *log_path;
-    int lock_fd, log_fd;
-    uint64_t log_size; /* bytes of whole lines: appends go here */
-    bool log_dirty;    /* a failed append may have left bytes past log_size: cut them before the next */
-    export_columns rcols, dcols;
-    row_builder rb;
-    export_row row;
-    record_version rv;
-    buf part_path, scratch;
-
-    /* the roll in hand: commits roll_from..read_pos, not yet published */
-    lake_part *parts;
-    size_t nparts, cap_parts;
-    uint64_t roll_from, roll_rows, roll_bytes;
-    int64_t roll_first_time, roll_last_time; /* commit times of its first and last commits */
-    uint64_t published, read_pos;
-    lake_entry unfinished; /* logged, renames not all done (an I/O failure after the log line) */
-    bool has_unfinished;
-    lake_entry last_logged; /* the log's last entry at start, until checked against the store */
-    bool check_history;
-    double publish_est_s;  /* how long publishing took, lately */
-    crash_point crash_at;  /* the test hook above */
-    bool caught_up;        /* the last step read up to the store's last commit */
-    uint64_t erasure_at;   /* an entry that erases a patient, met by the step before reading it (0: none) */
-    uint64_t erasure_done; /* the last such entry the lake was rewritten for (read as any other from then on) */
-    lake_entry rewritten;  /* the files that rewrite wrote, logged with the next roll's line */
-
-    /* the step's state (inside store_log_entry) */
-    store_read *r;
-    int64_t commit_time;
-    ms_code step_rc;
-    ms_err step_err;
-
-    pthread_t thread;
-    atomic_bool stop;
-    /* for /metrics and /healthz */
-    _Atomic int state;
-    _Atomic uint64_t lag_commits, lag_us, files_total, rows_total, rolls_total, failures_total;
-    _Atomic uint64_t position; /* = published, for /metrics */
-    histogram publish_seconds;
-    pthread_mutex_t err_lock;
-    char error[sizeof(((ms_err *)0)->msg)];
-};
-
 /* ---- small file system helpers ---- */
 
-static char *path_join(const char *a, const char *b)
+char *path_join(const char *a, const char *b)
 {
     buf p = {0};
     buf_printf(&p, "%s/%s", a, b);
@@ -297,8 +226,8 @@ static uint64_t row_bytes(const export_columns *c, const export_row *row)
 /* The row of a record version's public copy in l->row, the directory of its part file in *dir and its
  * columns in *cols; *skip when it has no row: no public copy (nothing allow-listed), or a patient erased
  * since (store/erase.c: its versions read as tombstones now; nothing of it goes to the lake). */
-static ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item *it, bool *skip,
-                      const export_columns **cols, buf *dir, ms_err *e)
+ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item *it, bool *skip,
+               const export_columns **cols, buf *dir, ms_err *e)
 {
     public_record pr;
     bool found;
@@ -387,7 +316,7 @@ static ms_code log_append(sink_lake *l, const lake_entry *en, ms_err *e)
     return rc;
 }
 
-static void crash_if(const sink_lake *l, crash_point at)
+void crash_if(const sink_lake *l, crash_point at)
 {
     if (l->crash_at != at) return;
     ms_log(LOG_WARN, "lake.test_crash", "lake: MEDSTREAM_TEST_LAKE_CRASH: killing this process now");
@@ -512,256 +441,12 @@ static bool roll_due(const sink_lake *l, bool stopping)
     return age + est + ROLL_MARGIN_S >= (double)l->o.roll_seconds;
 }
 
-/* ---- erasure: the published files that hold an erased patient's rows, written again without them ---- */
-
-typedef struct {
-    char *id;
-    uint32_t len, version;
-} erased_version;
-
-typedef struct {
-    erased_version *v;
-    size_t n, cap;
-    bool erasure;
-} erased_list;
+/* ---- erasure (lake_erase.c rewrites the files; here: when) ---- */
 
 static bool find_erasure(void *ctx, const log_item *it)
 {
     if (it->kind == 'e') *(bool *)ctx = true;
     return true;
-}
-
-static bool collect_erased(void *ctx, const log_item *it)
-{
-    erased_list *el = ctx;
-    if (it->kind != 'x') return true;
-    if (el->n == el->cap) {
-        el->cap = el->cap ? 2 * el->cap : 64;
-        el->v = ms_realloc(el->v, el->cap * sizeof *el->v);
-    }
-    el->v[el->n++] = (erased_version){ms_strndup(it->id, it->id_len), it->id_len, it->version};
-    return true;
-}
-
-/* Every entry of the commits log (the whole file: an erasure is rare, and the rolls that held the patient
- * may be old). */
-static ms_code read_log_all(sink_lake *l, lake_entry **out, size_t *n, ms_err *e)
-{
-    buf text = {0};
-    buf_reserve(&text, l->log_size + 1);
-    size_t got = 0;
-    ms_code rc = MS_OK;
-    while (got < l->log_size) {
-        ssize_t r = pread(l->log_fd, text.data + got, l->log_size - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            rc = r < 0 ? out_errno(e, errno, "reading", l->log_path)
-                       : ms_fail(e, MS_EIO, "lake: %s is short", l->log_path);
-            break;
-        }
-        got += (size_t)r;
-    }
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
-    for (size_t at = 0; rc == MS_OK && at < got;) {
-        const char *nl = memchr(text.data + at, '\n', got - at);
-        size_t len = nl ? (size_t)(nl - text.data) - at : got - at;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = ms_realloc(*out, cap * sizeof **out);
-        }
-        rc = lake_log_parse_line(text.data + at, len, &(*out)[*n], e);
-        if (rc == MS_OK) (*n)++;
-        at += len + 1;
-    }
-    buf_free(&text);
-    return rc;
-}
-
-/* The rows the log says a file holds now: its roll's line, or a later line that rewrote it. */
-static uint64_t file_rows_now(const lake_entry *ents, size_t n, size_t idx, const lake_file *f)
-{
-    uint64_t rows = f->rows;
-    for (size_t i = idx + 1; i < n; i++)
-        for (size_t k = 0; k < ents[i].nrewritten; k++)
-            if (!strcmp(ents[i].rewritten[k].path, f->path)) rows = ents[i].rewritten[k].rows;
-    return rows;
-}
-
-typedef struct {
-    sink_lake *l;
-    store_read *r;
-    const lake_entry *en;
-    int64_t commit_time;
-    uint64_t *counts;
-    part_writer **w; /* NULL: counting */
-    buf dir;
-    ms_code rc;
-    ms_err *e;
-} regen;
-
-/* A roll's rows again, from the store (the public copies it was written from), without the erased
- * patients': counted per file of the roll, or written to the files being rewritten. */
-static bool regen_item(void *ctx, const log_item *it)
-{
-    regen *g = ctx;
-    if (it->kind != 'r') return true;
-    bool skip;
-    const export_columns *cols;
-    g->rc = row_of(g->l, g->r, g->commit_time, it, &skip, &cols, &g->dir, g->e);
-    if (g->rc) return false;
-    if (skip) return true;
-    for (size_t k = 0; k < g->en->nfiles; k++) {
-        const char *path = g->en->files[k].path, *slash = strrchr(path, '/');
-        if (!slash || (size_t)(slash - path) != g->dir.len || memcmp(path, g->dir.data, g->dir.len) != 0) continue;
-        if (!g->w)
-            g->counts[k]++;
-        else if (g->w[k] && (g->rc = part_row(g->w[k], &g->l->row, g->e)) != MS_OK)
-            return false;
-        return true;
-    }
-    return true; /* a row of no file of the roll (the schema changed since): the file keeps what it has */
-}
-
-static ms_code regen_pass(regen *g, ms_err *e)
-{
-    for (uint64_t pos = g->en->from; pos <= g->en->to; pos++) {
-        bool found = false;
-        ms_code rc = store_log_entry(g->r, pos, &g->commit_time, regen_item, g, &found, e);
-        if (rc == MS_OK && g->rc) rc = g->rc;
-        if (rc) return rc;
-    }
-    return MS_OK;
-}
-
-/* Write the files of one roll that held erased rows again without them: beside (tmp/NAME.erasing), synced,
- * renamed over the published file, its directory synced; each noted in l->rewritten. */
-static ms_code rewrite_roll(sink_lake *l, store_read *r, const lake_entry *ents, size_t nents, size_t idx, ms_err *e)
-{
-    const lake_entry *en = &ents[idx];
-    regen g = {.l = l, .r = r, .en = en, .e = e};
-    g.counts = ms_calloc(en->nfiles ? en->nfiles : 1, sizeof *g.counts);
-    part_writer **w = ms_calloc(en->nfiles ? en->nfiles : 1, sizeof *w);
-    ms_code rc = regen_pass(&g, e);
-    bool any = false;
-    buf name = {0};
-    char from[24];
-    snprintf(from, sizeof from, "%llu", (unsigned long long)en->from);
-    const char *kv[] = {"medstream.scope", "public", "medstream.lake_from", from, NULL};
-    for (size_t k = 0; rc == MS_OK && k < en->nfiles; k++) {
-        if (g.counts[k] == file_rows_now(ents, nents, idx, &en->files[k])) continue;
-        const char *path = en->files[k].path, *slash = strrchr(path, '/');
-        name.len = 0;
-        buf_printf(&name, "%s.erasing", slash + 1);
-        uint64_t rg = l->o.roll_bytes < ROW_GROUP_MAX ? l->o.roll_bytes : ROW_GROUP_MAX;
-        part_options po = {.format = EXPORT_PARQUET,
-                           .columns = strncmp(path, "deletions/", 10) ? &l->rcols : &l->dcols,
-                           .row_group_bytes = rg,
-                           .created_by = l->o.created_by,
-                           .key_values = kv,
-                           .mode = 0644};
-        rc = part_open(&w[k], &po, l->tmp, name.data, e);
-        any = true;
-    }
-    if (rc == MS_OK && any) {
-        g.w = w;
-        rc = regen_pass(&g, e);
-    }
-    for (size_t k = 0; k < en->nfiles; k++) {
-        if (!w[k]) continue;
-        if (rc) {
-            part_abort(w[k]);
-            continue;
-        }
-        uint64_t rows, bytes;
-        unsigned char sha[32];
-        rc = part_close(w[k], &rows, &bytes, sha, e);
-        if (rc) continue;
-        const char *path = en->files[k].path, *slash = strrchr(path, '/');
-        name.len = 0;
-        buf_printf(&name, "%s.erasing", slash + 1);
-        char *tmp = path_join(l->tmp, name.data), *to = path_join(l->dir, path);
-        if (rename(tmp, to) != 0) {
-            rc = out_errno(e, errno, "replacing", to);
-            unlink(tmp);
-        }
-        free(tmp);
-        free(to);
-        if (rc == MS_OK) {
-            buf d = {0};
-            buf_printf(&d, "%s/%.*s", l->dir, (int)(slash - path), path);
-            rc = out_fsync_dir(d.data, e);
-            buf_free(&d);
-        }
-        if (rc == MS_OK) crash_if(l, CRASH_ERASE);
-        if (rc == MS_OK) lake_entry_add_rewritten(&l->rewritten, path, rows, bytes, sha);
-    }
-    buf_free(&name);
-    buf_free(&g.dir);
-    free(g.counts);
-    free(w);
-    return rc;
-}
-
-/* The erasure at entry `at`: every published roll that held a version it erased ('x' items) is written
- * again without the erased patients' rows. The rolls are found through the commit times of the versions
- * (a roll's line holds the commit time of its last entry; lines follow each other in commit order). */
-static ms_code lake_rewrite(sink_lake *l, uint64_t at, ms_err *e)
-{
-    double t0 = ms_mono_s();
-    store_read *r;
-    ms_code rc = store_read_begin(l->o.store, &r, e);
-    if (rc) return rc;
-    erased_list el = {0};
-    int64_t erased_at = 0;
-    bool found = false;
-    lake_entry *ents = NULL;
-    size_t nents = 0;
-    bool *hit = NULL;
-    rc = store_log_entry(r, at, &erased_at, collect_erased, &el, &found, e);
-    if (rc == MS_OK) rc = read_log_all(l, &ents, &nents, e);
-    if (rc == MS_OK) hit = ms_calloc(nents ? nents : 1, sizeof *hit);
-    for (size_t i = 0; rc == MS_OK && i < el.n; i++) {
-        /* the commit time of the erased version: walk back from the erasure */
-        record_version rv;
-        bool have = false;
-        rc = store_record_at(r, el.v[i].id, el.v[i].len, erased_at, &rv, &have, e);
-        while (rc == MS_OK && have && rv.version > el.v[i].version)
-            rc = store_record_before(r, el.v[i].id, el.v[i].len, rv.valid_from, rv.version, &rv, &have, e);
-        if (rc || !have || rv.version != el.v[i].version) continue;
-        size_t lo = 0, hi = nents; /* the first line whose last commit is not older than the version */
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (ents[mid].commit_time_us < rv.valid_from)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo < nents) hit[lo] = true;
-    }
-    size_t rolls = 0;
-    for (size_t i = 0; rc == MS_OK && i < nents; i++)
-        if (hit[i]) {
-            rc = rewrite_roll(l, r, ents, nents, i, e);
-            rolls++;
-        }
-    store_read_end(r);
-    if (rc) lake_entry_free(&l->rewritten);
-    if (rc == MS_OK)
-        ms_log_fields(LOG_INFO, "lake.erasure",
-                      (log_field[]){LOG_UINT("position", at), LOG_UINT("versions", el.n), LOG_UINT("rolls", rolls),
-                                    LOG_UINT("files", l->rewritten.nrewritten),
-                                    LOG_MS("ms", (ms_mono_s() - t0) * 1000)},
-                      5, "lake: files holding an erased patient's rows written again without them");
-    for (size_t i = 0; i < el.n; i++)
-        free(el.v[i].id);
-    free(el.v);
-    for (size_t i = 0; i < nents; i++)
-        lake_entry_free(&ents[i]);
-    free(ents);
-    free(hit);
-    return rc;
 }
 
 /* The step met an erasure: publish the roll in hand (it may hold rows of the patient read before the
