@@ -145,6 +145,33 @@ def delete_topics(bootstrap, topics):
             pass
 
 
+def read_topic(bootstrap, topic, committed=False, timeout=120.0):
+    """Every message of topic to the end of each partition (read_committed if committed), as confluent_kafka
+    Message objects in each partition's order; fails unless every partition reached its end in time."""
+    from confluent_kafka import Consumer, TopicPartition
+    conf = {"bootstrap.servers": bootstrap, "group.id": "read-%d" % random.randrange(1 << 30),
+            "enable.partition.eof": True, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    if committed:
+        conf["isolation.level"] = "read_committed"
+    c = Consumer(conf)
+    parts = list(c.list_topics(topic, timeout=30).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    open_parts, out, t0 = set(parts), [], time.monotonic()
+    while open_parts and time.monotonic() - t0 < timeout:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                open_parts.discard(m.partition())
+            continue
+        out.append(m)
+    c.close()
+    if open_parts:
+        fail("read %s to its end within %.0f s (left: %s)" % (topic, timeout, sorted(open_parts)))
+    return out
+
+
 def identity_key(rec):
     """The message key medstream's own producers use today (test_real_broker.py): name|dob."""
     return (rec["name"] + "|" + rec["dob"]).encode()

@@ -31,7 +31,7 @@ import urllib.parse
 
 import cluster as CL
 import harness as H
-from harness import check, eq, fail, short, test
+from harness import check, eq, short, test
 
 _registered = len(H._tests)
 import test_postgres as TP  # noqa: E402  (its PostgreSQL, not its tests)
@@ -77,28 +77,8 @@ def produce(bootstrap, topic, recs):
 def changelog_count(bootstrap, topic):
     """Committed identity entries (32-byte keys: identity MACs) in TOPIC.changelog and their distinct keys
     (read_committed, to the end of every partition); the batch markers (14-byte keys) are left out."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "count-%d" % random.randrange(1 << 30),
-                  "isolation.level": "read_committed", "enable.partition.eof": True,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=30)
-    parts = list(md.topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    open_parts, keys, n = set(parts), set(), 0
-    t0 = time.monotonic()
-    while open_parts and time.monotonic() - t0 < 60:
-        m = c.poll(1.0)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                open_parts.discard(m.partition())
-            continue
-        if len(m.key()) == 32:
-            n += 1
-            keys.add(m.key())
-    c.close()
-    return n, len(keys)
+    keys = [m.key() for m in CL.read_topic(bootstrap, topic, committed=True, timeout=60) if len(m.key()) == 32]
+    return len(keys), len(set(keys))
 
 
 def by_port(nodes):

@@ -21,15 +21,17 @@ import json
 import os
 import random
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
 
 import cluster as CL
 import harness as H
 from harness import check, eq, fail, short, test
+
+_registered = len(H._tests)
+from test_import import wait_progress  # noqa: E402  (its helper, not its tests)
+del H._tests[_registered:]
 
 EXAMPLE = os.path.join(H.REPO_ROOT, "docs", "examples", "produce.py")
 
@@ -103,27 +105,13 @@ def sent_count(out):
 
 def read_topic(bootstrap, topic):
     """Every message of topic, to the end of each partition: [(partition, key, value dict or bytes, headers)]."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "read-%d" % random.randrange(1 << 30),
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    parts = list(c.list_topics(topic, timeout=30).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    open_parts, out, t0 = set(parts), [], time.monotonic()
-    while open_parts and time.monotonic() - t0 < 120:
-        m = c.poll(1.0)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                open_parts.discard(m.partition())
-            continue
+    out = []
+    for m in CL.read_topic(bootstrap, topic):
         try:
             v = json.loads(m.value())
         except ValueError:
             v = m.value()
         out.append((m.partition(), m.key(), v, dict(m.headers() or [])))
-    c.close()
-    check(not open_parts, "read %s to its end within 120 s (left: %s)" % (topic, sorted(open_parts)))
     return out
 
 
@@ -243,28 +231,6 @@ def test_a_topic_whose_partitions_are_not_a_power_of_two_is_refused():
           % short(err))
     eq(sum(CL.high_watermarks(b.bootstrap, topic).values()), 0, "nothing sent")
     check(not os.path.exists(path + ".import-checkpoint"), "no checkpoint")
-
-
-def wait_progress(proc, want_rows, timeout=90):
-    seen, deadline, buf = [], time.monotonic() + timeout, b""
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([proc.stderr], [], [], 0.2)
-        if not r:
-            if proc.poll() is not None:
-                break
-            continue
-        chunk = os.read(proc.stderr.fileno(), 65536)
-        if not chunk:
-            break
-        buf += chunk
-        *done, buf = buf.split(b"\n")
-        for line in done:
-            t = line.decode("utf-8", "replace")
-            seen.append(t)
-            m = re.search(r"%\s+([\d,]+) rows", t)
-            if m and int(m.group(1).replace(",", "")) >= want_rows:
-                return seen
-    fail("no progress past %d rows (exit %s): %s" % (want_rows, proc.poll(), seen[-5:]))
 
 
 def kill_row(i):
