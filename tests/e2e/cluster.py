@@ -282,9 +282,22 @@ class GroupProbe:
             self.parts = [TopicPartition(self.topic, pid) for pid in sorted(md.topics[self.topic].partitions)]
         return self.parts
 
-    def high_watermarks(self):
-        """{partition: high watermark}."""
-        return {tp.partition: self.c.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions()}
+    def high_watermarks(self, limit=30.0):
+        """{partition: high watermark}; errors the broker calls retriable (a new topic's leaders not known
+        yet: NOT_LEADER_FOR_PARTITION) are asked again for up to limit seconds."""
+        from confluent_kafka import KafkaError, KafkaException
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                return {tp.partition: self.c.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions()}
+            except KafkaException as e:
+                err = e.args[0]  # leaders of a topic just made: not known yet for a moment
+                moving = err.retriable() or err.code() in (KafkaError.NOT_LEADER_FOR_PARTITION,
+                                                           KafkaError.LEADER_NOT_AVAILABLE,
+                                                           KafkaError.UNKNOWN_TOPIC_OR_PART)
+                if not moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def committed(self):
         """{partition: the group's committed offset} (negative where none)."""
@@ -399,6 +412,20 @@ def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, gr
     fail("group %s not drained on %s within %.0f s (partition: (committed, high watermark)) %s"
          % (group, topic, timeout, last))
 
+
+def eventually(check_fn, limit=30.0, pause=0.5):
+    """Run check_fn until it passes (returns its value) or limit seconds have gone by (its last failure
+    then stands). A cluster node commits a batch's offsets in its Kafka transaction *before* the batch goes
+    into LMDB (cluster.h), so a drained group (wait_drained) may still have its last batch on the way into a
+    node's store for a moment: checks of what a node stores run through this."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return check_fn()
+        except H.TestFailure:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
 
 # ---------------------------------------------------------------------------------------------
 # a node

@@ -110,6 +110,19 @@ def fence(b, topic, partitions, tag):
             recs.append(rec)
         k += 1
     CL.produce(b.bootstrap, topic, recs, partition=CL.shard_partition(partitions))
+    return recs
+
+
+def drained(b, nodes, topic, group, fences):
+    """The group drained and every fence record stored at its owner: a node commits a batch's offsets
+    before the batch is in its store (CL.eventually), and each fence is its partition's last record."""
+    CL.wait_drained(nodes, topic=topic, bootstrap=b.bootstrap, group=group)
+
+    def fenced():
+        for rec in fences:
+            r, _ = ask(nodes, "/v1/patients?" + H.q({"name": rec["name"], "dob": rec["dob"]}))
+            eq(r.status, 200, "fence %s stored" % rec["record_id"])
+    CL.eventually(fenced)
 
 
 def key_path():
@@ -166,8 +179,7 @@ def test_a_single_node_store_seeds_a_cluster_and_keeps_its_ids():
         n.start()
     for n in nodes:
         n.wait_ready()
-    fence(b, topic, 4, "a")
-    CL.wait_drained(nodes, topic=topic, bootstrap=b.bootstrap, group=group)
+    drained(b, nodes, topic, group, fence(b, topic, 4, "a"))
 
     # every old patient: the same id, through either node (a 307 to its identity's shard's owner)
     moved = 0
@@ -199,8 +211,7 @@ def test_a_single_node_store_seeds_a_cluster_and_keeps_its_ids():
     CL.produce(b.bootstrap, topic, [{"record_id": "new-old", "name": name, "dob": dob, "type": "visit"},
                                     {"record_id": "new-new", "name": "Brand New Person", "dob": "2001-02-03",
                                      "type": "visit"}], partition=CL.shard_partition(4))
-    fence(b, topic, 4, "b")
-    CL.wait_drained(nodes, topic=topic, bootstrap=b.bootstrap, group=group)
+    drained(b, nodes, topic, group, fence(b, topic, 4, "b"))
     r, _ = ask(nodes, "/v1/patients?" + H.q({"name": name, "dob": dob}))
     eq(r.json()["patient_id"], pid, "a new record of an old identity: its old id")
     r, owner = ask(nodes, "/v1/patients?" + H.q({"name": "Brand New Person", "dob": "2001-02-03"}))

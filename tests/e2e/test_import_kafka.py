@@ -205,16 +205,19 @@ def test_import_csv_and_ndjson_to_shard_partitions_and_a_node_forwards_none():
     off.start()
     off.login()
     CL.wait_drained([node])
-    for k in range(40):
-        name, dob = person(k)
-        _pid, recs = node.records_of(name, dob)
-        want = len(range(k, 60, 40)) + len(range(k, 80, 40)) + (2 if k == 5 else 0)
-        eq(len(recs), want, "identity %d: every row stored" % k)
-        eq({x.get("version", 1) for x in recs}, {1}, "identity %d: each stored once" % k)
-        offline = off.get_all("/v1/patients/%s/records" % off.get_json(
-            "/v1/patients?" + H.q({"name": name, "dob": dob}))["patient_id"], "records")
-        eq(sorted(x["record_id"] for x in recs), sorted(x["record_id"] for x in offline),
-           "identity %d: the record ids the offline importer gives" % k)
+
+    def stored():
+        for k in range(40):
+            name, dob = person(k)
+            _pid, recs = node.records_of(name, dob)
+            want = len(range(k, 60, 40)) + len(range(k, 80, 40)) + (2 if k == 5 else 0)
+            eq(len(recs), want, "identity %d: every row stored" % k)
+            eq({x.get("version", 1) for x in recs}, {1}, "identity %d: each stored once" % k)
+            offline = off.get_all("/v1/patients/%s/records" % off.get_json(
+                "/v1/patients?" + H.q({"name": name, "dob": dob}))["patient_id"], "records")
+            eq(sorted(x["record_id"] for x in recs), sorted(x["record_id"] for x in offline),
+               "identity %d: the record ids the offline importer gives" % k)
+    CL.eventually(stored)
     byshard_empty(b.bootstrap, topic)
     off.stop()
     node.stop()
@@ -247,7 +250,11 @@ def kill_row(i):
 
 def check_stored_once(node, n):
     """Every row of a kill_row file of n rows stored once; each kk-v record at version 2 (its two versions
-    once each), every other record at version 1."""
+    once each), every other record at version 1 (asked again for a moment after a drain: CL.eventually)."""
+    CL.eventually(lambda: stored_once(node, n))
+
+
+def stored_once(node, n):
     for k in range(40):
         name, dob = person(k)
         _pid, recs = node.records_of(name, dob)
@@ -392,11 +399,13 @@ def test_docs_example_producer_lands_on_the_importers_partitions():
     eq(example, imported, "the example's (partition, key) of each record is the importer's")
     CL.wait_drained([node])
     byshard_empty(b.bootstrap, topic)
-    for name in ("Ana Lopez", "José Müller", "Strauß Ölund"):
-        dobs = {x["dob"] for x in recs if x["name"] == name}
-        for dob in dobs:
-            pid, got = node.records_of(name, dob)
-            check(pid is not None and got, "the node stored %s's records" % name)
+
+    def stored():
+        for name in ("Ana Lopez", "José Müller", "Strauß Ölund"):
+            for dob in {x["dob"] for x in recs if x["name"] == name}:
+                pid, got = node.records_of(name, dob)
+                check(pid is not None and got, "the node stored %s's records" % name)
+    CL.eventually(stored)
     node.stop()
 
 
