@@ -152,7 +152,15 @@ static rd_kafka_t *producer_new(cluster *c, char *err, size_t cap)
         kafka_producer_new(&(kafka_producer_options){.brokers = c->opt.brokers, .config = settings}, err, cap);
     free(settings);
     if (!rk) return NULL;
+    /* a new cluster's first transactional client waits for the brokers to make and load their transaction
+     * state ("coordinator load in progress", or a timeout): retriable, asked again for up to 5 minutes */
     rd_kafka_error_t *ke = rd_kafka_init_transactions(rk, 60000);
+    for (double t0 = ms_mono_s(); ke && rd_kafka_error_is_retriable(ke) && ms_mono_s() - t0 < 300;) {
+        ms_log(LOG_WARN, "cluster.init_transactions", "kafka cluster: init transactions: %s: trying again",
+               rd_kafka_error_string(ke));
+        rd_kafka_error_destroy(ke);
+        ke = rd_kafka_init_transactions(rk, 60000);
+    }
     if (ke) {
         snprintf(err, cap, "init transactions: %s", rd_kafka_error_string(ke));
         rd_kafka_error_destroy(ke);
