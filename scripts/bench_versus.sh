@@ -2,8 +2,9 @@
 # This checkout's server against another checkout's (BASE: e.g. a `git worktree add` of an earlier commit,
 # built with `make`), in alternating pairs, each run on a fresh data directory: `medstream bench` with
 # RECORDS records (default 200,000) of 20 KB in batches of 1000 over HTTP, 3 connections, closed loop (as
-# fast as answered) unless RATE is set. Prints each run's records/min and freshness p99, the ratio
-# this/base per pair, and the median ratio. Used for the cost of encryption at rest (issue 15):
+# fast as answered) unless RATE is set. Prints each run's records/min, freshness p99, point read p99 and
+# bytes written to the disk per body byte, the ratio of records/min this/base per pair, and the medians.
+# Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
 #   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
 # Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
 set -euo pipefail
@@ -13,7 +14,7 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
-run() { # $1: checkout; prints "records_per_min freshness_p99_ms"
+run() { # $1: checkout; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio"
   local co=$1
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & local srv=$!
@@ -26,14 +27,23 @@ run() { # $1: checkout; prints "records_per_min freshness_p99_ms"
     --rate "${RATE:-0}" --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["records_per_min"]), j["freshness_ms_p99"])' "$out"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"), j.get("disk_write_ratio", "nan"))' "$out"
 }
-ratios=()
+ratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
   if [ $((i % 2)) = 1 ]; then a=$(run .); b=$(run "$base"); else b=$(run "$base"); a=$(run .); fi
   r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
-  ratios+=("$r")
-  echo "pair $i: this ${a%% *} records/min (freshness p99 ${a##* } ms), base ${b%% *} (p99 ${b##* } ms): ratio $r"
+  ratios+=("$r"); this+=("$a"); that+=("$b")
+  read -r a1 a2 a3 a4 <<< "$a"; read -r b1 b2 b3 b4 <<< "$b"
+  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x): ratio $r"
 done
 python3 -c "import statistics,sys; print('median ratio this/base:', statistics.median(map(float, sys.argv[1:])))" "${ratios[@]}"
+python3 - "${this[@]}" -- "${that[@]}" <<'PY'
+import statistics, sys
+args = sys.argv[1:]; cut = args.index("--")
+for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
+    cols = list(zip(*(map(float, r.split()) for r in runs)))
+    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x"
+          % (name, *(statistics.median(c) for c in cols)))
+PY
 rm -f "$out"

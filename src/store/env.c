@@ -39,9 +39,9 @@
 
 #define LOCK_FILE "medstream.lock"
 
-static const char *const db_names[DB_COUNT] = {"identity", "patient",     "record",   "public", "log",
-                                               "snapshot", "meta",        "users",    "tokens", "audit",
-                                               "events",   "definitions", "children", "cluster"};
+static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",    "snapshot",
+                                               "meta",     "users",   "tokens", "audit",  "events", "definitions",
+                                               "children", "cluster", "plog",   "phead"};
 /* Sub-databases added after stores were first written (issue 13): a read-only open of an older store finds
  * them absent and reads nothing from them; a writing open creates them. */
 #define DB_FIRST_LATER DB_EVENTS
@@ -154,7 +154,7 @@ static int node_id_load(store *s, MDB_txn *txn, bool ro)
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
     store_options defaults = {
-        STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL, false, NULL};
+        STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL, false, NULL, 0, 0};
     if (!opt) opt = &defaults;
     bool ro = opt->read_only;
     if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -291,6 +291,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
+    if (st_plog_open(s, opt->plog_checkpoint_lag, opt->plog_checkpoint_chunks, e) != MS_OK) goto fail;
     if (st_keys_open(s, e) != MS_OK) goto fail;
     if (!ro && st_identities_load(s, e) != MS_OK) goto fail; /* (and the sweep of the key file) */
     if (!ro && st_audit_head_load(s, e) != MS_OK) goto fail;
@@ -299,6 +300,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     *out = s;
     return MS_OK;
 fail:
+    st_plog_close(s);
     st_keys_close(s);
     identity_index_free(s->identities);
     if (s->env) mdb_env_close(s->env);
@@ -314,6 +316,7 @@ void store_close(store *s)
     if (!s) return;
     identity_index_free(s->identities);
     st_keys_close(s);
+    st_plog_close(s);
     seglog_close(s->log);
     mdb_env_close(s->env);
     if (s->lock_fd >= 0) close(s->lock_fd); /* the lock goes with it */
@@ -379,6 +382,7 @@ static void write_free(store_write *w)
 {
     free(w->inserted);
     free(w->bound);
+    st_plog_write_free(w);
     buf_free(&w->log);
     buf_free(&w->key);
     free(w);
@@ -403,7 +407,8 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         return code;
     }
     uint64_t pos = s->commit_pos + 1;
-    if (!(rc = st_log_put(w, pos)) && !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
+    if (!(rc = st_plog_checkpoint(w)) && !(rc = st_log_put(w, pos)) &&
+        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients)) &&
@@ -419,6 +424,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         write_free(w);
         return st_write_fail(s, e, rc, "commit");
     }
+    st_plog_committed(w); /* the heads name committed entries only */
     s->commit_pos = pos;
     s->audit_seq = w->audit_seq;
     memcpy(s->audit_head, w->audit_head, 32);

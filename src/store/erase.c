@@ -10,9 +10,10 @@
  *     parent, so that as-of reads of a record that was someone else's before or after still answer
  *     exactly (the erased versions read as deleted); its public copy becomes a tombstone's copy; the
  *     children index entries those versions made are deleted;
- *   - the patient's versions, its records index and its public patient copies (under the schema version in
- *     force and a re-projection's target, schemas.c) are deleted; the store's erasure count goes up, so a
- *     re-projection step that read the patient before writes nothing;
+ *   - the patient's versions, its records index and its public patient copies (the patient log's entries,
+ *     plog.c, then an 'X' entry that ends the chain; and the keyed ones of a store from before the log, under
+ *     the schema version in force and a re-projection's target, schemas.c) are deleted; the store's erasure count goes
+ * up, so a re-projection step that read the patient before writes nothing;
  *   - its identity entry becomes an erased marker (patient id and the erasure time: nothing of the name or
  *     date of birth; reads answer 410), and after the commit the identity leaves the in-memory index, so
  *     the same identity ingested later is a new patient;
@@ -153,6 +154,35 @@ static int delete_prefix(store_write *w, int db, const void *prefix, size_t len,
     return rc;
 }
 
+/* The distinct record ids of a patient's records index. */
+typedef struct {
+    char **rids;
+    size_t *lens, n, cap;
+} record_ids;
+
+static bool take_record_id(void *ctx, const plog_entry *en)
+{
+    record_ids *ids = ctx;
+    for (size_t i = 0; i < ids->n; i++)
+        if (ids->lens[i] == en->len && memcmp(ids->rids[i], en->data, en->len) == 0) return true;
+    if (ids->n == ids->cap) {
+        ids->cap = ids->cap ? ids->cap * 2 : 16;
+        ids->rids = ms_realloc(ids->rids, sizeof *ids->rids * ids->cap);
+        ids->lens = ms_realloc(ids->lens, sizeof *ids->lens * ids->cap);
+    }
+    ids->rids[ids->n] = ms_strndup(en->data, en->len);
+    ids->lens[ids->n++] = en->len;
+    return true;
+}
+
+static void record_ids_free(record_ids *ids)
+{
+    for (size_t i = 0; i < ids->n; i++)
+        free(ids->rids[i]);
+    free(ids->rids);
+    free(ids->lens);
+}
+
 ms_code store_patient_erase(store_write *w, const patient_id *pid, erase_report *out, ms_err *e)
 {
     memset(out, 0, sizeof *out);
@@ -172,43 +202,26 @@ ms_code store_patient_erase(store_write *w, const patient_id *pid, erase_report 
     }
     out->mark = (erase_mark){w->now, w->s->commit_pos + 1};
     /* the records: every version of every record the patient ever had */
-    unsigned char rp[9];
-    st_patient_prefix(rp, number, 'r');
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
-    if (rc) return st_mdb_fail(e, rc, "erase");
-    char **rids = NULL;
-    size_t *rlens = NULL, nr = 0, cap = 0;
-    MDB_val k = st_val(rp, 9), v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, rp, 9) != 0) break;
-        size_t rl = k.mv_size - 17;
-        bool seen = false;
-        for (size_t i = 0; i < nr && !seen; i++)
-            seen = rlens[i] == rl && memcmp(rids[i], (char *)k.mv_data + 17, rl) == 0;
-        if (seen) continue;
-        if (nr == cap) {
-            cap = cap ? cap * 2 : 16;
-            rids = ms_realloc(rids, sizeof *rids * cap);
-            rlens = ms_realloc(rlens, sizeof *rlens * cap);
-        }
-        rids[nr] = ms_strndup((char *)k.mv_data + 17, rl);
-        rlens[nr++] = rl;
+    record_ids ids = {0};
+    if ((code = st_patient_records_w(w, number, take_record_id, &ids, e)) != MS_OK) {
+        record_ids_free(&ids);
+        return code;
     }
-    mdb_cursor_close(c);
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
-    for (size_t i = 0; i < nr && !rc; i++)
-        rc = erase_record(w, rids[i], rlens[i], number, out);
-    out->records = nr;
-    for (size_t i = 0; i < nr; i++)
-        free(rids[i]);
-    free(rids);
-    free(rlens);
-    /* the patient's versions, records index and public copies */
-    unsigned char vp[9], pp[14];
+    int rc = 0;
+    for (size_t i = 0; i < ids.n && !rc; i++)
+        rc = erase_record(w, ids.rids[i], ids.lens[i], number, out);
+    out->records = ids.n;
+    record_ids_free(&ids);
+    /* the patient's versions, records index and public copies: the keyed ones of a store from before the
+     * patient log, then the log's */
+    unsigned char rp[9], vp[9], pp[14];
+    st_patient_prefix(rp, number, 'r');
     st_patient_prefix(vp, number, 'v');
     if (!rc) rc = delete_prefix(w, DB_PATIENT, rp, 9, NULL);
     if (!rc) rc = delete_prefix(w, DB_PATIENT, vp, 9, &out->patient_versions);
+    uint64_t logged = 0; /* the patient log's entries (versions, records index, public copies), then its mark */
+    if (!rc) rc = st_plog_erase(w, number, &logged);
+    out->patient_versions += logged;
     const st_schema_versions *sv = st_write_sv(w);
     uint32_t versions[2] = {sv->in_force, sv->target};
     for (int i = 0; i < 2 && !rc; i++)

@@ -87,7 +87,8 @@ static void status_of(MDB_txn *txn, const store *s, store_schema_status *st)
     if (st->target) {
         st_meta_get_u64(txn, s->dbi[DB_META], META_DONE, &d);
         st->done = d;
-        st->total = entries(txn, s->dbi[DB_RECORD]) + entries(txn, s->dbi[DB_PATIENT]);
+        st->total = entries(txn, s->dbi[DB_RECORD]) + entries(txn, s->dbi[DB_PATIENT]) +
+                    (s->absent[DB_PLOG] ? 0 : entries(txn, s->dbi[DB_PLOG]));
         if (st->total < st->done) st->total = st->done;
     }
 }
@@ -263,11 +264,21 @@ static ms_code walk_records(store *s, MDB_txn *txn, uint32_t target, const store
     return out;
 }
 
-static ms_code walk_patients(store *s, MDB_txn *txn, uint32_t target, const store_reproject_fns *fns, uint32_t max,
-                             const char *last, size_t last_len, step_batch *b, ms_err *e)
+/* The patient versions of phase 'P' (the keyed ones of the patient sub-database, from stores before the
+ * patient log and preload) or 'L' (the patient log's, plog.c, in sequence order), after the cursor key
+ * `last` (none: from the first): their copies under the target are keyed, as the writer's are meanwhile. */
+static ms_code walk_patients(store *s, MDB_txn *txn, char phase, uint32_t target, const store_reproject_fns *fns,
+                             uint32_t max, const char *last, size_t last_len, step_batch *b, bool *phase_done,
+                             ms_err *e)
 {
+    *phase_done = false;
+    int db = phase == 'P' ? DB_PATIENT : DB_PLOG;
+    if (s->absent[db]) {
+        *phase_done = true;
+        return MS_OK;
+    }
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, s->dbi[DB_PATIENT], &c);
+    int rc = mdb_cursor_open(txn, s->dbi[db], &c);
     if (rc) return st_mdb_fail(e, rc, "cursor");
     MDB_val k, v;
     buf kb = {0}, fields = {0}, ik = {0};
@@ -276,14 +287,27 @@ static ms_code walk_patients(store *s, MDB_txn *txn, uint32_t target, const stor
         if (b->n >= max || b->walked >= (uint64_t)max * 8) break;
         b->walked++;
         b->at.len = 0;
-        buf_putc(&b->at, 'P');
+        buf_putc(&b->at, phase);
         buf_put(&b->at, k.mv_data, k.mv_size);
-        if (k.mv_size != 21 || ((char *)k.mv_data)[8] != 'v') continue; /* a records-index entry */
-        patient_ref who = {.number = ms_get_be64(k.mv_data)};
+        patient_ref who = {0};
+        MDB_val value = v;
+        if (phase == 'P') {
+            if (k.mv_size != 21 || ((char *)k.mv_data)[8] != 'v') continue; /* a records-index entry */
+            who.number = ms_get_be64(k.mv_data);
+        } else {
+            plog_entry en;
+            if (k.mv_size != 8 || !st_plog_decode(ms_get_be64(k.mv_data), &v, &en)) {
+                out = ms_fail(e, MS_ECORRUPT, "store: bad patient log entry");
+                break;
+            }
+            if (en.tag != 'v') continue; /* records-index entries, public copies, erasure marks */
+            who.number = en.number;
+            value = st_val(en.data, en.len);
+        }
         patient_id_from_number(&s->pid_key, who.number, &who.id);
         patient_version pv;
         arena mem = {0};
-        if ((out = st_patient_read(s, v, &who, &pv, &mem, e)) != MS_OK) {
+        if ((out = st_patient_read(s, value, &who, &pv, &mem, e)) != MS_OK) {
             arena_free(&mem);
             break;
         }
@@ -300,7 +324,7 @@ static ms_code walk_patients(store *s, MDB_txn *txn, uint32_t target, const stor
         b->n++;
     }
     if (out == MS_OK && rc == MDB_NOTFOUND)
-        b->end = true;
+        *phase_done = true;
     else if (out == MS_OK && rc)
         out = st_mdb_fail(e, rc, "re-projection: patients");
     mdb_cursor_close(c);
@@ -342,8 +366,22 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
                     b->at.data[0] = 'P', b->at.len = 1; /* the patients from their first entry */
             }
         }
-        if (out == MS_OK && phase == 'P' && b->n < max && b->walked < (uint64_t)max * 8)
-            out = walk_patients(s, txn, target, fns, max, last, last_len, b, e);
+        if (out == MS_OK && phase == 'P' && b->n < max && b->walked < (uint64_t)max * 8) {
+            bool patients_done = false;
+            out = walk_patients(s, txn, 'P', target, fns, max, last, last_len, b, &patients_done, e);
+            if (out == MS_OK && patients_done) {
+                phase = 'L';
+                last = NULL;
+                last_len = 0;
+                b->at.len = 0;
+                buf_putc(&b->at, 'L'); /* the patient log from its first entry */
+            }
+        }
+        if (out == MS_OK && phase == 'L' && b->n < max && b->walked < (uint64_t)max * 8) {
+            bool log_done = false;
+            out = walk_patients(s, txn, 'L', target, fns, max, last, last_len, b, &log_done, e);
+            b->end = out == MS_OK && log_done;
+        }
         if (out == MS_OK && !b->at.len) buf_put(&b->at, at.data, at.len); /* nothing walked */
         buf_free(&at);
     }

@@ -64,6 +64,11 @@ typedef struct {
      * without a cluster key, or with another one) is refused (MS_ECONFLICT naming the directory); NULL
      * opens any store as it is. */
     const unsigned char *cluster_key;
+    /* Entries the patient log may run past its checkpointed heads before commits write the oldest chunks of
+     * them (plog.c; 0: 1,048,576), and how many chunks of 4,096 heads one commit writes at most (0 or more
+     * than 24: 24). Tests set them low to checkpoint often and in part. */
+    uint64_t plog_checkpoint_lag;
+    uint32_t plog_checkpoint_chunks;
 } store_options;
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)

@@ -46,8 +46,13 @@ enum {
     DB_DEFINITIONS, /* events.c: named definitions (rules, subscriptions) */
     DB_CHILDREN,    /* versions.c: parent id NUL ts child id (the children of a record) */
     DB_CLUSTER,     /* identities.c: a cluster's identity MAC -> patient number (store_cluster_id_put) */
+    DB_PLOG,        /* plog.c: the patient log, be64(seq) -> entry */
+    DB_PHEAD,       /* plog.c: checkpointed heads, be64(chunk) -> be64(end) + 4,096 be64(seq) */
     DB_COUNT
 };
+
+typedef struct st_plog st_plog;
+#define ST_PLOG_CKPT_CHUNKS 24 /* chunks of heads one commit checkpoints at most (plog.c) */
 
 struct store {
     char *dir;
@@ -76,6 +81,7 @@ struct store {
     uint64_t created;  /* meta "patients_created": patients created (absent: = patients) */
     /* meta "node_id" (store_node_id) */
     unsigned char node_id[STORE_NODE_ID];
+    st_plog *plog; /* plog.c: the patients' heads in the patient log */
 };
 
 /* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */
@@ -107,12 +113,20 @@ struct store_write {
     uint64_t erased_number;
     identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
     st_schema_versions sv;     /* the public copies' schema versions as this transaction sees them (st_write_sv) */
+    /* the patient log (plog.c): this transaction's heads (number + 1 -> seq), its entries' sequence numbers, and
+     * the checkpoint its commit writes */
+    uint64_t *ov_key, *ov_seq;
+    size_t ov_n, ov_cap;
+    uint64_t plog_first, plog_next; /* 0: no entry yet */
+    buf plog_buf;
+    size_t ckpt_chunks[ST_PLOG_CKPT_CHUNKS], ckpt_n;
 };
 
 struct store_read {
     store *s;
     MDB_txn *txn;
-    uint32_t sv; /* the schema version in force in this snapshot (0: not read yet; st_read_sv) */
+    uint32_t sv;       /* the schema version in force in this snapshot (0: not read yet; st_read_sv) */
+    uint64_t plog_end; /* the patient log's last entry in this snapshot + 1 (0: not read yet; st_plog_end) */
 };
 
 /* ---- errors (env.c) ---- */
@@ -206,6 +220,52 @@ uint32_t st_meta_sv(MDB_txn *txn, MDB_dbi meta);
 uint32_t st_read_sv(store_read *r);
 /* The versions the writer's transaction writes public copies under, read once per transaction. */
 const st_schema_versions *st_write_sv(store_write *w);
+
+/* ---- the patient log (plog.c; README.md, "The patient log") ---- */
+
+/* An entry: the tag says which. Strings point into the LMDB value (valid while its transaction is). */
+typedef struct {
+    uint64_t seq, number, prev; /* prev: the patient's previous entry (0: none) */
+    char tag;                   /* 'v' patient version, 'r' records-index entry, 'P' public copy, 'X' erased */
+    int64_t valid_from;         /* 'v', 'P' */
+    uint32_t version;           /* 'v', 'P' */
+    uint32_t sv;                /* 'P': its schema version */
+    int64_t ts;                 /* 'r': the record's event time */
+    const char *data;           /* 'v' the stored patient value; 'r' the record id; 'P' the public fields */
+    size_t len;
+} plog_entry;
+void st_plog_encode(buf *b, const plog_entry *en);
+bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en);
+/* At open (after the sub-databases): the heads from the checkpoint and the entries after it. lag: entries
+ * past the floor before commits checkpoint; per_commit: chunks one commit writes at most (0: the defaults). */
+ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e);
+void st_plog_close(store *s);
+/* Append en (number, tag and payload set; seq and prev filled in) in w: an LMDB error, or 0. */
+int st_plog_append(store_write *w, plog_entry *en);
+/* Delete entry seq in w (erasure); 0 when done or absent. */
+int st_plog_delete(store_write *w, uint64_t seq);
+/* The newest entry of patient number as w sees it (its own entries included), or 0. */
+uint64_t st_plog_head_w(store_write *w, uint64_t number);
+/* The newest committed entry of patient number (may be past a reader's snapshot: st_plog_walk copes). */
+uint64_t st_plog_head(store *s, uint64_t number);
+/* The last entry r's snapshot holds (0: none); a read-only store's heads are brought up to it. */
+uint64_t st_plog_end(store_read *r);
+void st_plog_catch_up(store_read *r);
+/* Follow the chain from entry seq, newest first, calling fn with each entry txn holds (those past end are
+ * followed, not shown); fn returns false to stop. The walk ends at an 'X' entry (shown) or the first entry. */
+typedef bool (*st_plog_fn)(void *ctx, const plog_entry *en);
+ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, st_plog_fn fn, void *ctx, ms_err *e);
+/* Erasure: delete every log entry of patient number in w (*versions: how many were patient versions) and
+ * append its 'X' mark. */
+int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions);
+/* versions.c: every records-index entry of patient number as w sees it ('r' entries: ts, record id), newest
+ * first, repeats included. */
+ms_code st_patient_records_w(store_write *w, uint64_t number, st_plog_fn fn, void *ctx, ms_err *e);
+/* In store_write_commit, before LMDB's commit: write the oldest dirty chunks when the log has run far
+ * enough past the floor. After it: the heads, the dirty marks, the floor; free w's share. */
+int st_plog_checkpoint(store_write *w);
+void st_plog_committed(store_write *w);
+void st_plog_write_free(store_write *w);
 
 /* ---- shared between the concern files ---- */
 

@@ -123,6 +123,7 @@ ms_code store_read_begin(store *s, store_read **out, ms_err *e)
         free(r);
         return st_mdb_fail(e, rc, "begin read");
     }
+    st_plog_catch_up(r); /* a read-only store: a live writer's entries since the open */
     *out = r;
     return MS_OK;
 }

@@ -109,16 +109,10 @@ ms_code store_record_put(store_write *w, const record_version *rv, int year, con
     MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
     rc = mdb_put(w->txn, s->dbi[DB_RECORD], &k, &mv, 0);
     if (rc) goto out;
-    /* the patient's records index */
-    unsigned char pp[9];
-    st_patient_prefix(pp, rv->patient_number, 'r');
-    w->key.len = 0;
-    buf_put(&w->key, pp, 9);
-    buf_put_be64(&w->key, st_ts_key(rv->ts_us));
-    buf_put(&w->key, rv->record_id, rv->record_id_len);
-    k = st_val(w->key.data, w->key.len);
-    mv = st_val("", 0);
-    rc = mdb_put(w->txn, s->dbi[DB_PATIENT], &k, &mv, 0);
+    /* the patient's records index: an entry of the patient log */
+    plog_entry ri = {
+        .number = rv->patient_number, .tag = 'r', .ts = rv->ts_us, .data = rv->record_id, .len = rv->record_id_len};
+    rc = st_plog_append(w, &ri);
     if (rc) goto out;
     /* the public copy */
     st_public_record_encode(&v, rv, year, public_fields, pf_len);
@@ -173,6 +167,97 @@ ms_code store_public_record_put(store_write *w, uint32_t sv, const record_versio
     return rc ? st_mdb_fail(e, rc, "public record insert") : MS_OK;
 }
 
+/* ---- a patient's entries: the patient log's, then the keyed ones of stores from before it ---- */
+
+/* Where a patient's entries are read from: a transaction, the last log entry it holds, the patient's head. */
+typedef struct {
+    store *s;
+    MDB_txn *txn;
+    uint64_t end, head, number;
+} pat_src;
+
+static pat_src src_w(store_write *w, uint64_t number)
+{
+    return (pat_src){w->s, w->txn, UINT64_MAX, st_plog_head_w(w, number), number};
+}
+
+static pat_src src_r(store_read *r, uint64_t number)
+{
+    uint64_t end = st_plog_end(r); /* first: a read-only store's heads are brought up to the snapshot */
+    return (pat_src){r->s, r->txn, end, st_plog_head(r->s, number), number};
+}
+
+typedef struct {
+    char tag;
+    uint32_t sv;
+    st_plog_fn fn;
+    void *ctx;
+    bool stopped, erased;
+    bool any; /* a version passed: vf, version its key */
+    int64_t vf;
+    uint32_t version;
+} entry_filter;
+
+/* Passes the entries of f's kind on. A restatement (store_patient_restate) is a later entry with the key
+ * (valid_from, version) of the patient's latest version: the newest entry of a key is the one shown. */
+static bool filter_entry(void *ctx, const plog_entry *en)
+{
+    entry_filter *f = ctx;
+    if (en->tag == 'X') {
+        f->erased = true;
+        return false;
+    }
+    if (en->tag != f->tag || (en->tag == 'P' && en->sv != f->sv)) return true;
+    if (en->tag != 'r') {
+        if (f->any && en->valid_from == f->vf && en->version == f->version) return true;
+        f->any = true, f->vf = en->valid_from, f->version = en->version;
+    }
+    if (!f->fn(f->ctx, en)) f->stopped = true;
+    return !f->stopped;
+}
+
+/* Every entry of one kind (tag 'v', 'r', or 'P' under schema version sv) of the patient, newest first: the
+ * log's (newer), then the keyed ones a store written before the log holds (README.md, "The patient log");
+ * fn returns false to stop. An erasure mark ends the walk. */
+static ms_code patient_entries(const pat_src *src, char tag, uint32_t sv, st_plog_fn fn, void *ctx, ms_err *e)
+{
+    entry_filter f = {.tag = tag, .sv = sv, .fn = fn, .ctx = ctx};
+    ms_code out = st_plog_walk(src->s, src->txn, src->end, src->head, filter_entry, &f, e);
+    if (out != MS_OK || f.stopped || f.erased) return out;
+    unsigned char prefix[14];
+    size_t pl;
+    int db = DB_PATIENT;
+    if (tag == 'P') {
+        db = DB_PUBLIC;
+        pl = st_public_patient_prefix(prefix, sv, src->number);
+    } else {
+        st_patient_prefix(prefix, src->number, tag);
+        pl = 9;
+    }
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(src->txn, src->s->dbi[db], &c);
+    if (rc) return st_mdb_fail(e, rc, "cursor");
+    MDB_val k = st_val(prefix, pl), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < pl || memcmp(k.mv_data, prefix, pl) != 0) break;
+        const char *kd = k.mv_data;
+        plog_entry en = {.number = src->number, .tag = tag, .sv = sv, .data = v.mv_data, .len = v.mv_size};
+        if (tag == 'r') {
+            if (k.mv_size < pl + 8) continue;
+            en.ts = (int64_t)(ms_get_be64(kd + pl) ^ ST_TS_SIGN);
+            en.data = kd + pl + 8;
+            en.len = k.mv_size - pl - 8;
+        } else {
+            if (k.mv_size != pl + 12) continue;
+            en.valid_from = (int64_t)~ms_get_be64(kd + pl);
+            en.version = ~ms_get_be32(kd + pl + 8);
+        }
+        if (!filter_entry(&f, &en)) break;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "patient entries") : MS_OK;
+}
+
 /* ---- patients ---- */
 
 /* A patient version as stored: PV_SEALED, then seal.h's [IV][ciphertext][tag] of st_patient_encode's bytes
@@ -222,27 +307,54 @@ ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_ver
     return st_patient_decode(&v, who, pv, mem) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
 }
 
+/* The newest version at as_of (valid_from <= as_of), or exactly (valid_from, version) when exact; with the
+ * next newer version's valid_from as valid_to (-1: none, or exact). */
+typedef struct {
+    const pat_src *src;
+    const patient_ref *who;
+    int64_t as_of;
+    bool exact;
+    uint32_t version;
+    patient_version *pv;
+    arena *mem;
+    int64_t newer; /* valid_from of the last version passed (-1: none) */
+    bool found;
+    ms_code rc;
+    ms_err *e;
+} version_at;
+
+static bool take_version(void *ctx, const plog_entry *en)
+{
+    version_at *a = ctx;
+    if (a->exact ? en->valid_from < a->as_of || (en->valid_from == a->as_of && en->version < a->version) : false)
+        return false; /* older than the one asked for: it is not there */
+    bool match = a->exact ? en->valid_from == a->as_of && en->version == a->version : en->valid_from <= a->as_of;
+    if (!match) {
+        a->newer = en->valid_from;
+        return true;
+    }
+    a->rc = st_patient_read(a->src->s, st_val(en->data, en->len), a->who, a->pv, a->mem, a->e);
+    a->found = a->rc == MS_OK;
+    if (a->found) a->pv->valid_to = a->exact ? -1 : a->newer;
+    return false;
+}
+
+static ms_code patient_version_at(const pat_src *src, const patient_ref *who, int64_t as_of, bool exact,
+                                  uint32_t version, patient_version *pv, arena *mem, bool *found, ms_err *e)
+{
+    version_at a = {src, who, as_of, exact, version, pv, mem, -1, false, MS_OK, e};
+    *found = false;
+    ms_code rc = patient_entries(src, 'v', 0, take_version, &a, e);
+    if (rc == MS_OK) rc = a.rc;
+    *found = rc == MS_OK && a.found;
+    return rc;
+}
+
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e)
 {
-    unsigned char prefix[9];
-    st_patient_prefix(prefix, p->number, 'v');
-    st_key_versioned(&w->key, prefix, 9, INT64_MAX, UINT32_MAX);
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(w->txn, w->s->dbi[DB_PATIENT], &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
-    MDB_val k, v;
-    *found = false;
-    rc = st_seek_first_version(c, &w->key, 9, &k, &v);
-    ms_code out = MS_OK;
-    if (rc == 0) {
-        out = st_patient_read(w->s, v, p, pv, mem, e);
-        *found = out == MS_OK;
-    } else if (rc != MDB_NOTFOUND) {
-        out = st_mdb_fail(e, rc, "patient lookup");
-    }
-    mdb_cursor_close(c);
-    return out;
+    pat_src src = src_w(w, p->number);
+    return patient_version_at(&src, p, INT64_MAX, false, 0, pv, mem, found, e);
 }
 
 static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e);
@@ -267,8 +379,6 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
         if (pv->fields[i].key_len > RECORD_KEY_MAX)
             return ms_fail(e, MS_EINVAL, "store: a field name of %u bytes (at most %d)", pv->fields[i].key_len,
                            RECORD_KEY_MAX);
-    unsigned char prefix[9];
-    st_patient_prefix(prefix, pv->number, 'v');
     buf plain = {0}, v = {0};
     st_patient_encode(&plain, pv);
     ms_code code = patient_value(w->s, pv->number, &plain, &v, e);
@@ -277,9 +387,13 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
         buf_free(&v);
         return code;
     }
-    st_key_versioned(&w->key, prefix, 9, pv->valid_from, pv->version);
-    MDB_val k = st_val(w->key.data, w->key.len), mv = st_val(v.data, v.len);
-    int rc = mdb_put(w->txn, w->s->dbi[DB_PATIENT], &k, &mv, 0);
+    plog_entry en = {.number = pv->number,
+                     .tag = 'v',
+                     .valid_from = pv->valid_from,
+                     .version = pv->version,
+                     .data = v.data,
+                     .len = v.len};
+    int rc = st_plog_append(w, &en);
     buf_free(&v);
     if (rc) return st_mdb_fail(e, rc, "patient insert");
     if (logged) st_log_add(w, 'p', pv->pid.b, 16, pv->version);
@@ -288,42 +402,64 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
 
 /* ---- public copies ---- */
 
-static ms_code public_patient_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, uint32_t sv, uint64_t number, int64_t as_of,
-                                 buf *out, bool *found, ms_err *e)
+/* The copy under schema version sv at as_of, or exactly (valid_from, version) when exact. */
+typedef struct {
+    int64_t as_of;
+    bool exact;
+    uint32_t version;
+    buf *out;
+    bool found;
+} copy_at;
+
+static bool take_copy(void *ctx, const plog_entry *en)
 {
-    unsigned char prefix[14];
+    copy_at *a = ctx;
+    if (a->exact && (en->valid_from < a->as_of || (en->valid_from == a->as_of && en->version < a->version)))
+        return false;
+    if (a->exact ? en->valid_from != a->as_of || en->version != a->version : en->valid_from > a->as_of) return true;
+    a->out->len = 0;
+    buf_put(a->out, en->data, en->len);
+    a->found = true;
+    return false;
+}
+
+static ms_code public_patient_at(const pat_src *src, uint32_t sv, int64_t as_of, bool exact, uint32_t version, buf *out,
+                                 bool *found, ms_err *e)
+{
+    copy_at a = {as_of, exact, version, out, false};
     *found = false;
     if (as_of < 0) return MS_OK;
-    size_t pl = st_public_patient_prefix(prefix, sv, number);
-    st_key_versioned(kb, prefix, pl, as_of, UINT32_MAX);
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, dbi, &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
-    MDB_val k, v;
-    *found = false;
-    rc = st_seek_first_version(c, kb, pl, &k, &v);
-    if (rc == 0) {
-        out->len = 0;
-        buf_put(out, v.mv_data, v.mv_size);
-        *found = true;
-    }
-    mdb_cursor_close(c);
-    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "public patient lookup") : MS_OK;
+    ms_code rc = patient_entries(src, 'P', sv, take_copy, &a, e);
+    *found = rc == MS_OK && a.found;
+    return rc;
 }
 
 ms_code store_public_patient_latest(store_write *w, uint32_t sv, const patient_ref *p, buf *out, bool *found, ms_err *e)
 {
-    return public_patient_at(w->txn, w->s->dbi[DB_PUBLIC], &w->key, sv, p->number, INT64_MAX, out, found, e);
+    pat_src src = src_w(w, p->number);
+    return public_patient_at(&src, sv, INT64_MAX, false, 0, out, found, e);
 }
 
 ms_code store_public_patient_put(store_write *w, uint32_t sv, const patient_ref *p, uint32_t version,
                                  const char *fields, size_t len, ms_err *e)
 {
-    unsigned char prefix[14];
-    size_t pl = st_public_patient_prefix(prefix, sv, p->number);
-    st_key_versioned(&w->key, prefix, pl, w->now, version);
-    MDB_val k = st_val(w->key.data, w->key.len), v = st_val(fields, len);
-    int rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
+    int rc;
+    if (sv == st_write_sv(w)->in_force) { /* the log; a re-projection's target copies stay keyed (schemas.c) */
+        plog_entry en = {.number = p->number,
+                         .tag = 'P',
+                         .sv = sv,
+                         .valid_from = w->now,
+                         .version = version,
+                         .data = fields,
+                         .len = len};
+        rc = st_plog_append(w, &en);
+    } else {
+        unsigned char prefix[14];
+        size_t pl = st_public_patient_prefix(prefix, sv, p->number);
+        st_key_versioned(&w->key, prefix, pl, w->now, version);
+        MDB_val k = st_val(w->key.data, w->key.len), v = st_val(fields, len);
+        rc = mdb_put(w->txn, w->s->dbi[DB_PUBLIC], &k, &v, 0);
+    }
     return rc ? st_mdb_fail(e, rc, "public patient insert") : MS_OK;
 }
 
@@ -341,81 +477,120 @@ ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_o
 ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, patient_version *pv, arena *mem,
                          bool *found, ms_err *e)
 {
-    unsigned char prefix[9];
     patient_ref who = {*pid, 0};
     *found = false;
     if (as_of < 0 || !store_patient_number(r->s, pid, &who.number)) return MS_OK;
-    st_patient_prefix(prefix, who.number, 'v');
-    buf kb = {0};
-    st_key_versioned(&kb, prefix, 9, as_of, UINT32_MAX);
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
-    if (rc) {
-        buf_free(&kb);
-        return st_mdb_fail(e, rc, "cursor");
+    pat_src src = src_r(r, who.number);
+    return patient_version_at(&src, &who, as_of, false, 0, pv, mem, found, e);
+}
+
+typedef struct {
+    const pat_src *src;
+    const patient_ref *who;
+    patient_version *list;
+    uint32_t count, cap;
+    arena *mem;
+    ms_code rc;
+    ms_err *e;
+} history_walk;
+
+static bool take_history(void *ctx, const plog_entry *en)
+{
+    history_walk *h = ctx;
+    if (h->count == h->cap) {
+        patient_version *bigger = arena_alloc(h->mem, sizeof *bigger * h->cap * 2);
+        memcpy(bigger, h->list, sizeof *bigger * h->cap);
+        h->list = bigger;
+        h->cap *= 2;
     }
-    MDB_val k, v;
-    *found = false;
-    ms_code out = MS_OK;
-    rc = st_seek_first_version(c, &kb, 9, &k, &v);
-    if (rc == 0) {
-        if ((out = st_patient_read(r->s, v, &who, pv, mem, e)) == MS_OK) {
-            *found = true;
-            MDB_val nk, nv;
-            if (mdb_cursor_get(c, &nk, &nv, MDB_PREV) == 0 && nk.mv_size == 21 && memcmp(nk.mv_data, prefix, 9) == 0)
-                pv->valid_to = (int64_t)~ms_get_be64((char *)nk.mv_data + 9); /* the key holds ~valid_from */
-        }
-    } else if (rc != MDB_NOTFOUND) {
-        out = st_mdb_fail(e, rc, "patient lookup");
-    }
-    mdb_cursor_close(c);
-    buf_free(&kb);
-    return out;
+    h->rc = st_patient_read(h->src->s, st_val(en->data, en->len), h->who, &h->list[h->count], h->mem, h->e);
+    if (h->rc != MS_OK) return false;
+    h->list[h->count].valid_to = h->count ? h->list[h->count - 1].valid_from : -1;
+    h->count++;
+    return true;
 }
 
 ms_code store_patient_history(store_read *r, const patient_id *pid, patient_version **out, uint32_t *n, arena *mem,
                               ms_err *e)
 {
-    unsigned char prefix[9];
     patient_ref who = {*pid, 0};
     *n = 0;
     *out = NULL;
     if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
-    st_patient_prefix(prefix, who.number, 'v');
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
-    uint32_t count = 0, cap = 16;
-    patient_version *list = arena_alloc(mem, sizeof *list * cap);
-    MDB_val k = st_val(prefix, 9), v;
-    ms_code code = MS_OK;
-    /* newest first in key order: collect, then reverse */
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 21 || memcmp(k.mv_data, prefix, 9) != 0) break;
-        if (count == cap) {
-            patient_version *bigger = arena_alloc(mem, sizeof *list * cap * 2);
-            memcpy(bigger, list, sizeof *list * cap);
-            list = bigger;
-            cap *= 2;
-        }
-        if ((code = st_patient_read(r->s, v, &who, &list[count], mem, e)) != MS_OK) break;
-        list[count].valid_to = count ? list[count - 1].valid_from : -1;
-        count++;
-    }
-    mdb_cursor_close(c);
+    pat_src src = src_r(r, who.number);
+    history_walk h = {&src, &who, arena_alloc(mem, sizeof(patient_version) * 16), 0, 16, mem, MS_OK, e};
+    ms_code code = patient_entries(&src, 'v', 0, take_history, &h, e); /* newest first: collect, then reverse */
+    if (code == MS_OK) code = h.rc;
     if (code != MS_OK) return code;
-    if (rc && rc != MDB_NOTFOUND) return st_mdb_fail(e, rc, "patient history");
-    for (uint32_t i = 0; i < count / 2; i++) {
-        patient_version t = list[i];
-        list[i] = list[count - 1 - i];
-        list[count - 1 - i] = t;
+    for (uint32_t i = 0; i < h.count / 2; i++) {
+        patient_version t = h.list[i];
+        h.list[i] = h.list[h.count - 1 - i];
+        h.list[h.count - 1 - i] = t;
     }
-    *out = list;
-    *n = count;
+    *out = h.list;
+    *n = h.count;
     return MS_OK;
 }
 
 /* ---- indexes and live records ---- */
+
+/* A patient's records index: its keys (be64(number) 'r' be64(event ts, sign flipped) record id, the keyed
+ * layout's, which cursors hold) from the log's entries and the keyed ones, sorted and without repeats (the
+ * log has an entry per record version). */
+typedef struct {
+    buf keys; /* be32(length) key, ... */
+    size_t n;
+    uint64_t number;
+} records_index;
+
+static bool take_record(void *ctx, const plog_entry *en)
+{
+    records_index *ix = ctx;
+    if (en->len == 0 || en->len > RECORD_ID_MAX) return true;
+    buf_put_be32(&ix->keys, (uint32_t)(17 + en->len));
+    unsigned char k[17];
+    st_patient_prefix(k, ix->number, 'r');
+    ms_set_be64(k + 9, st_ts_key(en->ts));
+    buf_put(&ix->keys, k, 17);
+    buf_put(&ix->keys, en->data, en->len);
+    ix->n++;
+    return true;
+}
+
+static int key_order(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return record_key_cmp(x + 4, ms_get_be32(x), y + 4, ms_get_be32(y));
+}
+
+/* The sorted keys of patient src->number's records index (free *keys and ix->keys). */
+static ms_code records_index_of(const pat_src *src, records_index *ix, const char ***keys, size_t *n, ms_err *e)
+{
+    *keys = NULL;
+    *n = 0;
+    ix->number = src->number;
+    ms_code rc = patient_entries(src, 'r', 0, take_record, ix, e);
+    if (rc != MS_OK || !ix->n) return rc;
+    const char **list = ms_calloc(ix->n, sizeof *list);
+    size_t at = 0;
+    for (size_t i = 0; i < ix->n; i++) {
+        list[i] = ix->keys.data + at;
+        at += 4 + ms_get_be32(ix->keys.data + at);
+    }
+    qsort(list, ix->n, sizeof *list, key_order);
+    size_t m = 0;
+    for (size_t i = 0; i < ix->n; i++)
+        if (!m || key_order(&list[m - 1], &list[i]) != 0) list[m++] = list[i];
+    *keys = list;
+    *n = m;
+    return MS_OK;
+}
+
+ms_code st_patient_records_w(store_write *w, uint64_t number, st_plog_fn fn, void *ctx, ms_err *e)
+{
+    pat_src src = src_w(w, number);
+    return patient_entries(&src, 'r', 0, fn, ctx, e);
+}
 
 ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t since, int64_t until, const void *after_key,
                               size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e)
@@ -427,27 +602,23 @@ ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t sinc
     ms_set_be64(start + 9, st_ts_key(since));
     if (after_key && (after_len < 17 || memcmp(after_key, start, 9) != 0))
         return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this patient's records");
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_PATIENT], &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
-    MDB_val k = st_val(start, 17), v;
-    bool skip_equal = false;
-    if (after_key && memcmp(after_key, start, 17) > 0) {
-        k = st_val(after_key, after_len);
-        skip_equal = true;
-    }
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, start, 9) != 0) break;
-        if (skip_equal) {
-            skip_equal = false;
-            if (k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0) continue;
-        }
-        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ ST_TS_SIGN);
+    pat_src src = src_r(r, number);
+    records_index ix = {0};
+    const char **keys;
+    size_t n;
+    ms_code rc = records_index_of(&src, &ix, &keys, &n, e);
+    for (size_t i = 0; rc == MS_OK && i < n; i++) {
+        const char *k = keys[i] + 4;
+        size_t kl = ms_get_be32(keys[i]);
+        if (record_key_cmp(k, kl, (const char *)start, 17) < 0) continue;
+        if (after_key && record_key_cmp(k, kl, after_key, after_len) <= 0) continue;
+        int64_t ts = (int64_t)(ms_get_be64(k + 9) ^ ST_TS_SIGN);
         if (ts >= until) break;
-        if (!fn(ctx, ts, (char *)k.mv_data + 17, k.mv_size - 17, k.mv_data, k.mv_size)) break;
+        if (!fn(ctx, ts, k + 17, kl - 17, k, kl)) break;
     }
-    mdb_cursor_close(c);
-    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "patient records") : MS_OK;
+    free(keys);
+    buf_free(&ix.keys);
+    return rc;
 }
 
 ms_code store_children(store_read *r, const char *parent, size_t parent_len, int64_t since, int64_t until,
@@ -491,36 +662,30 @@ ms_code store_children(store_read *r, const char *parent, size_t parent_len, int
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "children index") : MS_OK;
 }
 
-/* Walk patient `number`'s records index in txn and report each record whose version current at as_of
- * still belongs to the patient with the entry's event time and is not a tombstone. */
-static ms_code live_records(MDB_txn *txn, const store *s, uint64_t number, int64_t as_of, store_record_fn fn, void *ctx,
-                            ms_err *e)
+/* Walk patient src->number's records index and report each record whose version current at as_of still
+ * belongs to the patient with the entry's event time and is not a tombstone. */
+static ms_code live_records(const pat_src *src, int64_t as_of, store_record_fn fn, void *ctx, ms_err *e)
 {
-    unsigned char prefix[9];
-    st_patient_prefix(prefix, number, 'r');
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, s->dbi[DB_PATIENT], &c);
-    if (rc) return st_mdb_fail(e, rc, "cursor");
+    records_index ix = {0};
+    const char **keys;
+    size_t n;
+    ms_code out = records_index_of(src, &ix, &keys, &n, e);
     buf kb = {0};
-    ms_code out = MS_OK;
-    MDB_val k = st_val(prefix, 9), v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0) break;
-        int64_t ts = (int64_t)(ms_get_be64((char *)k.mv_data + 9) ^ ST_TS_SIGN);
+    for (size_t i = 0; out == MS_OK && i < n; i++) {
+        const char *k = keys[i] + 4;
+        size_t kl = ms_get_be32(keys[i]);
+        int64_t ts = (int64_t)(ms_get_be64(k + 9) ^ ST_TS_SIGN);
         record_version rv;
         bool found;
-        /* k points into the cursor's page: copy the id before another lookup moves nothing, but be safe */
-        char rid[RECORD_ID_MAX + 1];
-        size_t rl = k.mv_size - 17;
-        if (rl > RECORD_ID_MAX) continue;
-        memcpy(rid, (char *)k.mv_data + 17, rl);
-        if ((out = st_record_at(txn, s->dbi[DB_RECORD], &kb, rid, rl, as_of, &rv, &found, e)) != MS_OK) break;
-        if (!found || rv.deleted || rv.patient_number != number || rv.ts_us != ts) continue;
+        if ((out = st_record_at(src->txn, src->s->dbi[DB_RECORD], &kb, k + 17, kl - 17, as_of, &rv, &found, e)) !=
+            MS_OK)
+            break;
+        if (!found || rv.deleted || rv.patient_number != src->number || rv.ts_us != ts) continue;
         if (!fn(ctx, &rv)) break;
     }
-    mdb_cursor_close(c);
+    free(keys);
+    buf_free(&ix.keys);
     buf_free(&kb);
-    if (out == MS_OK && rc && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "patient records");
     return out;
 }
 
@@ -529,12 +694,14 @@ ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, 
 {
     uint64_t number;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    return live_records(r->txn, r->s, number, as_of, fn, ctx, e);
+    pat_src src = src_r(r, number);
+    return live_records(&src, as_of, fn, ctx, e);
 }
 
 ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e)
 {
-    return live_records(w->txn, w->s, number, INT64_MAX, fn, ctx, e);
+    pat_src src = src_w(w, number);
+    return live_records(&src, INT64_MAX, fn, ctx, e);
 }
 
 ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,
@@ -543,10 +710,8 @@ ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as
     uint64_t number;
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    buf kb = {0};
-    ms_code rc = public_patient_at(r->txn, r->s->dbi[DB_PUBLIC], &kb, st_read_sv(r), number, as_of, fields, found, e);
-    buf_free(&kb);
-    return rc;
+    pat_src src = src_r(r, number);
+    return public_patient_at(&src, st_read_sv(r), as_of, false, 0, fields, found, e);
 }
 
 ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64_t as_of, public_record *pr,
@@ -696,17 +861,8 @@ ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t vali
     patient_ref who = {*pid, 0};
     *found = false;
     if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
-    unsigned char prefix[9];
-    st_patient_prefix(prefix, who.number, 'v');
-    buf kb = {0};
-    st_key_versioned(&kb, prefix, 9, valid_from, version);
-    MDB_val v;
-    ms_code rc = exact_get(r, DB_PATIENT, &kb, &v, found, "patient lookup", e);
-    buf_free(&kb);
-    if (rc || !*found) return rc;
-    if ((rc = st_patient_read(r->s, v, &who, pv, mem, e)) != MS_OK) return rc;
-    pv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
-    return MS_OK;
+    pat_src src = src_r(r, who.number);
+    return patient_version_at(&src, &who, valid_from, true, version, pv, mem, found, e);
 }
 
 ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
@@ -715,17 +871,8 @@ ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64
     uint64_t number;
     *found = false;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
-    unsigned char prefix[14];
-    size_t pl = st_public_patient_prefix(prefix, st_read_sv(r), number);
-    buf kb = {0};
-    st_key_versioned(&kb, prefix, pl, valid_from, version);
-    MDB_val v;
-    ms_code rc = exact_get(r, DB_PUBLIC, &kb, &v, found, "public patient lookup", e);
-    buf_free(&kb);
-    if (rc || !*found) return rc;
-    fields->len = 0;
-    buf_put(fields, v.mv_data, v.mv_size);
-    return MS_OK;
+    pat_src src = src_r(r, number);
+    return public_patient_at(&src, st_read_sv(r), valid_from, true, version, fields, found, e);
 }
 
 /* ---- every record, a step at a time (exports) ---- */

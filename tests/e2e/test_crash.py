@@ -4,14 +4,16 @@
 # record whose batch got a 200 answer is present (GET /v1/records/{id}: 200, version 1, same
 # patient); re-sending acknowledged batches gives "duplicate" on every line; nothing is stored twice
 # (a patient's records list has each record once, its history has no repeated versions); one identity
-# keeps one patient id across crashes. Also: three kills in a row on the same directory, and a
-# SIGTERM during ingest.
+# keeps one patient id across crashes. Also: three kills in a row on the same directory, six kills at
+# random moments while nearly every commit also checkpoints the patient log's heads (--checkpoint-lag 50:
+# every patient still reads as of each instant of its history), and a SIGTERM during ingest.
 #
 # Run: /usr/bin/python3 tests/e2e/test_crash.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
 
 import http.client
 import json
 import os
+import random
 import threading
 import time
 
@@ -305,6 +307,45 @@ def test_three_kills_in_a_row():
         k = 3
         ids = [r for ld in loaders for r, i in ld.acked_identity.items() if i == k]
         verify_patient_not_doubled(s, pids[k], ids)
+    finally:
+        s.stop()
+
+
+@test(timeout=180)
+def test_kill9_at_random_points_of_commits_and_checkpoints():
+    # --checkpoint-lag 50: nearly every commit also writes chunks of the patient log's heads, so the kills
+    # land in commits, in checkpoints, and in the replay of a start after one
+    tag = H.rand_token(6)
+    identities = make_identities(tag)
+    s = H.Server(extra_args=["--checkpoint-lag", "50"], name="crashckpt")
+    rng = random.Random()
+    loaders = []
+    try:
+        s.start()
+        for round_no in range(1, 7):
+            if round_no > 1:
+                restart_timed(s, "restart %d" % (round_no - 1))
+            loaders.append(load_then_kill(s, tag, round_no, identities, rng.uniform(0.3, 1.5)))
+        restart_timed(s, "restart after the sixth kill -9")
+        acked = {}
+        for ld in loaders:
+            acked.update(ld.acked)
+        print("  %d records acknowledged over six rounds" % len(acked), flush=True)
+        verify_acked(s, acked)
+        pids = verify_one_patient_id_per_identity(loaders)
+        verify_resend_is_duplicate(s, loaders[-1])
+        for k in sorted(pids)[::5]:
+            ids = [r for ld in loaders for r, i in ld.acked_identity.items() if i == k]
+            verify_patient_not_doubled(s, pids[k], ids)
+            # as of each instant of its history: the newest version of that commit
+            vs = s.get_json("/v1/patients/%s/history" % pids[k], 200)["versions"]
+            newest = {}
+            for v in vs:
+                newest[v["valid_from"]] = v["version"]
+            for vf, version in newest.items():
+                got = s.get_json("/v1/patients/%s?%s" % (pids[k], q({"as_of": vf})), 200)
+                eq(got.get("version"), version, "patient %s as of %s" % (pids[k], vf))
+                eq(got.get("valid_from"), vf, "valid_from of patient %s as of %s" % (pids[k], vf))
     finally:
         s.stop()
 

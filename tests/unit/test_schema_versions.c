@@ -294,14 +294,15 @@ static void test_reprojection_steps(void **state)
     assert_string_equal(pat.data, strstr(pat.data, "live") ? "{\"live\":2}" : "{\"v2\":4}");
     assert_int_equal(read_copies(u.s, "rec-4", &who[1], &rec, &pat), 2);
     assert_string_equal(pat.data, "{\"v2\":3}");
-    /* the clean-up: the version 1 copies go (NREC + 1 records, 3 x 3 + 1 patient copies), then nothing */
+    /* the clean-up: the version 1 copies go (NREC + 1 records), then nothing; its patient copies were written
+     * while it was in force, into the patient log, which keeps them (unread) until compaction */
     bool clean;
     uint64_t deleted, total = 0;
     do {
         assert_int_equal(store_schema_drop_step(u.s, 4, &clean, &deleted, &e), MS_OK);
         total += deleted;
     } while (!clean);
-    assert_int_equal(total, (NREC + 1) + (NREC + 1));
+    assert_int_equal(total, NREC + 1);
     assert_int_equal(store_schema_drop_step(u.s, 4, &clean, &deleted, &e), MS_OK);
     assert_true(clean);
     assert_int_equal(deleted, 0);

@@ -1,0 +1,502 @@
+/*
+ * plog.c - the patient log: everything the store keeps per patient number that used to land on a random
+ * LMDB page (patient versions, the patient's records-index entries, the public patient copies under the
+ * schema in force) appended in commit order to one sub-database keyed by a sequence number, each entry
+ * pointing back to the same patient's previous entry; an in-memory head (the newest entry) per patient
+ * number; the heads checkpointed into LMDB a few chunks per commit; the heads rebuilt at open from the
+ * last checkpoint and the entries after it (issue 17, README.md "The patient log").
+ *
+ * Why: a commit of 1,000 records of known patients put ~2,000 keys on random pages of two B-trees (the
+ * patient and public sub-databases), which is what made ingest slow down as the store grew and made reads
+ * queue behind the commit's page writes. Sequence keys append (MDB_APPEND): a commit now dirties the
+ * log's last pages only, whatever the number of patients.
+ *
+ * Contract (store_internal.h, "the patient log"):
+ *   - An entry is immutable once committed; erasure deletes a patient's entries and appends an 'X' mark that
+ *     ends its chain (a walk stops there, without looking at the keyed entries of older stores).
+ *   - Walks go newest first: a chain in sequence order is the patient's entries in commit order, and every
+ *     versioned entry of a commit carries that commit's valid_from, so it is also (valid_from, version)
+ *     order, the order the keyed layout had.
+ *   - Heads change only after a commit, on the thread of the store_write (README.md, invariant 4), so a
+ *     head names a committed entry. A reader whose snapshot ends before a head follows the chain back in a
+ *     fresh read transaction (entries are immutable) to the first entry its snapshot holds.
+ *   - Recovery: every chunk of heads not written since an entry of its patients was appended is at least as
+ *     old as meta "plog_floor"; replaying the entries from there (head = max seq) gives the heads back.
+ *
+ * Must never: hand a walk's callback an entry its snapshot does not hold, write a head before its entry is
+ * committed, leave the floor above an entry a checkpointed chunk does not hold.
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_BITS 12
+#define CHUNK (1u << CHUNK_BITS)              /* heads per chunk: 4,096 (32 KiB checkpointed) */
+#define TOP ((size_t)1 << 20)                 /* chunks: patient numbers below 2^32 */
+#define DEFAULT_LAG ((uint64_t)1 << 20)       /* entries past the floor before chunks are checkpointed */
+#define CHUNKS_PER_COMMIT ST_PLOG_CKPT_CHUNKS /* at most this many chunks written by one commit */
+#define META_FLOOR "plog_floor"
+
+struct st_plog {
+    _Atomic(_Atomic(uint64_t) *) chunk[TOP]; /* heads; NULL: no patient of that chunk has an entry */
+    uint64_t *dirty;          /* per chunk: the first entry appended since it was last written (0: clean) */
+    size_t nchunks;           /* chunks in use: every index below it may be non-NULL */
+    uint64_t next;            /* the next sequence number to hand out */
+    uint64_t lag;             /* entries past the floor before checkpointing */
+    size_t per_commit;        /* chunks one commit writes at most */
+    uint64_t loaded_end;      /* read-only stores: entries applied so far */
+    pthread_mutex_t catch_up; /* read-only stores: one catch-up at a time */
+};
+
+static uint64_t head_get(st_plog *p, uint64_t number)
+{
+    size_t c = (size_t)(number >> CHUNK_BITS);
+    if (c >= TOP) return 0;
+    _Atomic(uint64_t) *chunk = atomic_load_explicit(&p->chunk[c], memory_order_acquire);
+    return chunk ? atomic_load_explicit(&chunk[number & (CHUNK - 1)], memory_order_acquire) : 0;
+}
+
+/* One thread at a time (the store_write's, or a read-only store's catch-up under its lock); readers meanwhile. */
+static void head_set(st_plog *p, uint64_t number, uint64_t seq)
+{
+    size_t c = (size_t)(number >> CHUNK_BITS);
+    _Atomic(uint64_t) *chunk = atomic_load_explicit(&p->chunk[c], memory_order_relaxed);
+    if (!chunk) {
+        chunk = ms_calloc(CHUNK, sizeof *chunk);
+        atomic_store_explicit(&p->chunk[c], chunk, memory_order_release); /* its zeros before the pointer */
+    }
+    if (c + 1 > p->nchunks) p->nchunks = c + 1;
+    atomic_store_explicit(&chunk[number & (CHUNK - 1)], seq, memory_order_release);
+}
+
+static void mark_dirty(st_plog *p, uint64_t number, uint64_t seq)
+{
+    size_t c = (size_t)(number >> CHUNK_BITS);
+    if (!p->dirty[c] || p->dirty[c] > seq) p->dirty[c] = seq;
+}
+
+/* ---- entries ---- */
+
+void st_plog_encode(buf *b, const plog_entry *en)
+{
+    b->len = 0;
+    buf_putc(b, en->tag);
+    buf_put_be64(b, en->number);
+    buf_put_be64(b, en->prev);
+    switch (en->tag) {
+    case 'v':
+        buf_put_be64(b, (uint64_t)en->valid_from);
+        buf_put_be32(b, en->version);
+        break;
+    case 'P':
+        buf_put_be32(b, en->sv);
+        buf_put_be64(b, (uint64_t)en->valid_from);
+        buf_put_be32(b, en->version);
+        break;
+    case 'r': buf_put_be64(b, (uint64_t)en->ts); break;
+    default: break;
+    }
+    buf_put(b, en->data, en->len);
+}
+
+bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en)
+{
+    const char *p = v->mv_data;
+    size_t n = v->mv_size;
+    memset(en, 0, sizeof *en);
+    if (n < 17) return false;
+    en->seq = seq;
+    en->tag = p[0];
+    en->number = ms_get_be64(p + 1);
+    en->prev = ms_get_be64(p + 9);
+    p += 17, n -= 17;
+    size_t head;
+    switch (en->tag) {
+    case 'v': head = 12; break;
+    case 'P': head = 16; break;
+    case 'r': head = 8; break;
+    case 'X': head = 0; break;
+    default: return false;
+    }
+    if (n < head || en->prev >= seq) return false;
+    if (en->tag == 'v') {
+        en->valid_from = (int64_t)ms_get_be64(p);
+        en->version = ms_get_be32(p + 8);
+    } else if (en->tag == 'P') {
+        en->sv = ms_get_be32(p);
+        en->valid_from = (int64_t)ms_get_be64(p + 4);
+        en->version = ms_get_be32(p + 12);
+    } else if (en->tag == 'r') {
+        en->ts = (int64_t)ms_get_be64(p);
+    }
+    en->data = p + head;
+    en->len = n - head;
+    return true;
+}
+
+static MDB_val seq_key(unsigned char k[8], uint64_t seq)
+{
+    ms_set_be64(k, seq);
+    return st_val(k, 8);
+}
+
+/* ---- the writer's side ---- */
+
+/* The transaction's own heads: an open-addressing table number -> seq (keys stored + 1; 0 empty). */
+static uint64_t *ov_slot(store_write *w, uint64_t number)
+{
+    size_t mask = w->ov_cap - 1, i = (size_t)(number * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    while (w->ov_key[i] && w->ov_key[i] != number + 1)
+        i = (i + 1) & mask;
+    return &w->ov_key[i];
+}
+
+static void ov_put(store_write *w, uint64_t number, uint64_t seq)
+{
+    if ((w->ov_n + 1) * 2 > w->ov_cap) {
+        size_t oc = w->ov_cap;
+        uint64_t *ok = w->ov_key, *os = w->ov_seq;
+        w->ov_cap = oc ? oc * 2 : 256;
+        w->ov_key = ms_calloc(w->ov_cap, sizeof *w->ov_key);
+        w->ov_seq = ms_calloc(w->ov_cap, sizeof *w->ov_seq);
+        w->ov_n = 0;
+        for (size_t i = 0; i < oc; i++)
+            if (ok[i]) {
+                uint64_t *k = ov_slot(w, ok[i] - 1);
+                *k = ok[i];
+                w->ov_seq[k - w->ov_key] = os[i];
+                w->ov_n++;
+            }
+        free(ok);
+        free(os);
+    }
+    uint64_t *k = ov_slot(w, number);
+    if (!*k) {
+        *k = number + 1;
+        w->ov_n++;
+    }
+    w->ov_seq[k - w->ov_key] = seq;
+}
+
+uint64_t st_plog_head_w(store_write *w, uint64_t number)
+{
+    if (w->ov_cap) {
+        uint64_t *k = ov_slot(w, number);
+        if (*k) return w->ov_seq[k - w->ov_key];
+    }
+    return head_get(w->s->plog, number);
+}
+
+int st_plog_append(store_write *w, plog_entry *en)
+{
+    st_plog *p = w->s->plog;
+    if ((en->number >> CHUNK_BITS) >= TOP) return MDB_BAD_VALSIZE; /* numbers stay below 2^32 */
+    if (!w->plog_next) w->plog_first = w->plog_next = p->next;
+    en->prev = en->tag == 'X' ? 0 : st_plog_head_w(w, en->number);
+    en->seq = w->plog_next;
+    st_plog_encode(&w->plog_buf, en);
+    unsigned char kb[8];
+    MDB_val k = seq_key(kb, en->seq), v = st_val(w->plog_buf.data, w->plog_buf.len);
+    int rc = mdb_put(w->txn, w->s->dbi[DB_PLOG], &k, &v, MDB_APPEND);
+    if (rc) return rc;
+    w->plog_next++;
+    ov_put(w, en->number, en->seq);
+    return 0;
+}
+
+int st_plog_delete(store_write *w, uint64_t seq)
+{
+    unsigned char kb[8];
+    MDB_val k = seq_key(kb, seq);
+    int rc = mdb_del(w->txn, w->s->dbi[DB_PLOG], &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+typedef struct {
+    uint64_t *seqs;
+    size_t n, cap;
+    uint64_t versions;
+} chain_list;
+
+static bool collect_seq(void *ctx, const plog_entry *en)
+{
+    chain_list *l = ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->seqs = ms_realloc(l->seqs, l->cap * sizeof *l->seqs);
+    }
+    l->seqs[l->n++] = en->seq;
+    l->versions += en->tag == 'v';
+    return true;
+}
+
+int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions)
+{
+    chain_list l = {0};
+    ms_err e;
+    *versions = 0;
+    if (st_plog_walk(w->s, w->txn, UINT64_MAX, st_plog_head_w(w, number), collect_seq, &l, &e) != MS_OK) {
+        free(l.seqs);
+        return MDB_CORRUPTED;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < l.n && !rc; i++)
+        rc = st_plog_delete(w, l.seqs[i]);
+    free(l.seqs);
+    *versions = l.versions;
+    if (rc) return rc;
+    plog_entry x = {.number = number, .tag = 'X'};
+    return st_plog_append(w, &x);
+}
+
+/* The heads of chunk c as they will be once w commits. */
+static void chunk_image(store_write *w, size_t c, buf *b)
+{
+    st_plog *p = w->s->plog;
+    b->len = 0;
+    buf_put_be64(b, w->plog_next ? w->plog_next : p->next); /* every entry before this is in the image */
+    for (uint32_t i = 0; i < CHUNK; i++)
+        buf_put_be64(b, st_plog_head_w(w, ((uint64_t)c << CHUNK_BITS) | i));
+}
+
+int st_plog_checkpoint(store_write *w)
+{
+    st_plog *p = w->s->plog;
+    uint64_t end = w->plog_next ? w->plog_next : p->next;
+    /* the chunks this commit dirties, as they will be marked after it */
+    uint64_t *dirty = p->dirty;
+    uint64_t floor = end;
+    for (size_t c = 0; c < p->nchunks; c++)
+        if (dirty[c] && dirty[c] < floor) floor = dirty[c];
+    if (w->ov_cap)
+        for (size_t i = 0; i < w->ov_cap; i++)
+            if (w->ov_key[i]) {
+                size_t c = (size_t)((w->ov_key[i] - 1) >> CHUNK_BITS);
+                if (!dirty[c]) floor = floor < w->plog_first ? floor : w->plog_first;
+            }
+    if (end - floor <= p->lag) return 0;
+    /* the oldest dirty chunks first; a chunk dirtied only by this commit has this commit's first entry */
+    size_t picked[CHUNKS_PER_COMMIT], npicked = 0, most = p->per_commit;
+    uint64_t since[CHUNKS_PER_COMMIT];
+    for (size_t c = 0; c < p->nchunks; c++) {
+        if (!dirty[c]) continue;
+        size_t at = npicked;
+        while (at > 0 && since[at - 1] > dirty[c])
+            at--;
+        if (at >= most) continue;
+        size_t last = npicked < most ? npicked : most - 1;
+        memmove(picked + at + 1, picked + at, (last - at) * sizeof *picked);
+        memmove(since + at + 1, since + at, (last - at) * sizeof *since);
+        picked[at] = c, since[at] = dirty[c];
+        if (npicked < most) npicked++;
+    }
+    buf img = {0};
+    unsigned char kb[8];
+    int rc = 0;
+    for (size_t i = 0; i < npicked && !rc; i++) {
+        chunk_image(w, picked[i], &img);
+        MDB_val k = seq_key(kb, picked[i]), v = st_val(img.data, img.len);
+        rc = mdb_put(w->txn, w->s->dbi[DB_PHEAD], &k, &v, 0);
+    }
+    buf_free(&img);
+    if (rc) return rc;
+    /* the floor after this commit: the oldest chunk still dirty (written ones are clean, even if this
+     * commit touched them: their image holds its heads) */
+    uint64_t nf = end;
+    for (size_t c = 0; c < p->nchunks; c++) {
+        bool written = false;
+        for (size_t i = 0; i < npicked && !written; i++)
+            written = picked[i] == c;
+        if (!written && dirty[c] && dirty[c] < nf) nf = dirty[c];
+    }
+    for (size_t i = 0; w->ov_cap && i < w->ov_cap; i++)
+        if (w->ov_key[i]) {
+            size_t c = (size_t)((w->ov_key[i] - 1) >> CHUNK_BITS);
+            bool written = false;
+            for (size_t j = 0; j < npicked && !written; j++)
+                written = picked[j] == c;
+            if (!written && !dirty[c] && w->plog_first < nf) nf = w->plog_first;
+        }
+    memcpy(w->ckpt_chunks, picked, npicked * sizeof *picked);
+    w->ckpt_n = npicked;
+    return st_meta_put_u64(w->txn, w->s->dbi[DB_META], META_FLOOR, nf);
+}
+
+void st_plog_committed(store_write *w)
+{
+    st_plog *p = w->s->plog;
+    for (size_t i = 0; i < w->ov_cap; i++)
+        if (w->ov_key[i]) {
+            uint64_t number = w->ov_key[i] - 1;
+            head_set(p, number, w->ov_seq[i]);
+            mark_dirty(p, number, w->plog_first);
+        }
+    for (size_t i = 0; i < w->ckpt_n; i++)
+        p->dirty[w->ckpt_chunks[i]] = 0;
+    if (w->plog_next) p->next = w->plog_next;
+}
+
+void st_plog_write_free(store_write *w)
+{
+    free(w->ov_key);
+    free(w->ov_seq);
+    buf_free(&w->plog_buf);
+}
+
+/* ---- walks ---- */
+
+uint64_t st_plog_head(store *s, uint64_t number) { return head_get(s->plog, number); }
+
+uint64_t st_plog_end(store_read *r)
+{
+    if (r->plog_end) return r->plog_end - 1;
+    uint64_t end = 0;
+    if (!r->s->absent[DB_PLOG]) {
+        MDB_cursor *c;
+        MDB_val k, v;
+        if (mdb_cursor_open(r->txn, r->s->dbi[DB_PLOG], &c) == 0) {
+            if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) end = ms_get_be64(k.mv_data);
+            mdb_cursor_close(c);
+        }
+    }
+    r->plog_end = end + 1;
+    return end;
+}
+
+ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, st_plog_fn fn, void *ctx, ms_err *e)
+{
+    MDB_txn *fresh = NULL;
+    ms_code out = MS_OK;
+    unsigned char kb[8];
+    while (seq) {
+        MDB_txn *t = txn;
+        if (seq > end) { /* committed after this snapshot: only its back-pointer is wanted */
+            if (!fresh) {
+                int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &fresh);
+                if (rc) {
+                    out = st_mdb_fail(e, rc, "begin read");
+                    break;
+                }
+            }
+            t = fresh;
+        }
+        MDB_val k = seq_key(kb, seq), v;
+        int rc = mdb_get(t, s->dbi[DB_PLOG], &k, &v);
+        if (rc == MDB_NOTFOUND) break; /* erased meanwhile */
+        if (rc) {
+            out = st_mdb_fail(e, rc, "patient log");
+            break;
+        }
+        plog_entry en;
+        if (!st_plog_decode(seq, &v, &en)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad patient log entry %llu", (unsigned long long)seq);
+            break;
+        }
+        if (t == txn && !fn(ctx, &en)) break;
+        if (en.tag == 'X') break;
+        seq = en.prev;
+    }
+    if (fresh) mdb_txn_abort(fresh);
+    return out;
+}
+
+/* ---- open: the checkpoint, then the entries after it ---- */
+
+/* Apply every entry after `after` in txn to the heads (and mark their chunks dirty). */
+static int replay(store *s, MDB_txn *txn, uint64_t after, uint64_t *last)
+{
+    st_plog *p = s->plog;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_PLOG], &c);
+    if (rc) return rc;
+    unsigned char kb[8];
+    MDB_val k = seq_key(kb, after + 1), v;
+    *last = after;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t seq = ms_get_be64(k.mv_data);
+        if (k.mv_size != 8 || v.mv_size < 17) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint64_t number = ms_get_be64((char *)v.mv_data + 1);
+        if ((number >> CHUNK_BITS) >= TOP) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (head_get(p, number) < seq) head_set(p, number, seq);
+        if (!s->read_only) mark_dirty(p, number, seq);
+        *last = seq;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e)
+{
+    st_plog *p = ms_calloc(1, sizeof *p);
+    p->dirty = ms_calloc(TOP, sizeof *p->dirty);
+    p->lag = lag ? lag : DEFAULT_LAG;
+    p->per_commit = per_commit && per_commit < CHUNKS_PER_COMMIT ? per_commit : CHUNKS_PER_COMMIT;
+    pthread_mutex_init(&p->catch_up, NULL);
+    s->plog = p;
+    if (s->absent[DB_PLOG]) {
+        p->next = 1;
+        return MS_OK;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    uint64_t floor = 0;
+    rc = st_meta_get_u64(txn, s->dbi[DB_META], META_FLOOR, &floor);
+    MDB_cursor *c = NULL;
+    if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_PHEAD], &c);
+    MDB_val k, v;
+    for (rc = rc ? rc : mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t ci = k.mv_size == 8 ? ms_get_be64(k.mv_data) : TOP;
+        if (ci >= TOP || v.mv_size != 8 + 8 * CHUNK) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        const char *h = (const char *)v.mv_data + 8;
+        for (uint32_t i = 0; i < CHUNK; i++) {
+            uint64_t seq = ms_get_be64(h + 8 * i);
+            if (seq) head_set(p, (ci << CHUNK_BITS) | i, seq);
+        }
+    }
+    if (c) mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) rc = 0;
+    uint64_t last = 0;
+    if (!rc) rc = replay(s, txn, floor ? floor - 1 : 0, &last);
+    mdb_txn_abort(txn);
+    if (rc) return st_mdb_fail(e, rc, "patient log: recovery");
+    p->next = last + 1 > floor ? last + 1 : floor ? floor : 1;
+    p->loaded_end = last;
+    return MS_OK;
+}
+
+void st_plog_catch_up(store_read *r)
+{
+    st_plog *p = r->s->plog;
+    if (!r->s->read_only || r->s->absent[DB_PLOG]) return;
+    uint64_t end = st_plog_end(r);
+    pthread_mutex_lock(&p->catch_up);
+    uint64_t last;
+    if (end > p->loaded_end && replay(r->s, r->txn, p->loaded_end, &last) == 0) p->loaded_end = last;
+    pthread_mutex_unlock(&p->catch_up);
+}
+
+void st_plog_close(store *s)
+{
+    st_plog *p = s->plog;
+    if (!p) return;
+    for (size_t c = 0; c < p->nchunks; c++)
+        free((void *)atomic_load_explicit(&p->chunk[c], memory_order_relaxed));
+    free(p->dirty);
+    pthread_mutex_destroy(&p->catch_up);
+    free(p);
+    s->plog = NULL;
+}

@@ -1,0 +1,398 @@
+/*
+ * test_plog.c - the patient log (store/plog.c) against a reference model: random histories of patient
+ * versions, restatements, public copies, records-index entries and erasures over patients whose numbers
+ * fall in several chunks of heads, in transactions that commit, abort, or fail at their commit (an
+ * injected fsync error); the store closed and opened again every few transactions with a checkpoint lag of
+ * a few entries, so that reads go through checkpointed heads, replayed heads and both. After every
+ * transaction every read of the patient side (as of every instant of its history, exact versions, the
+ * history, public copies, the records index and its cursors) equals the model's answer.
+ */
+#include "unit_store.h"
+
+#include <stdlib.h>
+
+#define NP 12    /* patients, in 12 chunks of heads */
+#define MAXV 200 /* versions (and public copies) per patient */
+#define MAXR 120 /* records-index entries per patient */
+#define TXNS 300 /* transactions per seed */
+
+typedef struct {
+    int64_t vf;
+    uint32_t ver;
+    char text[24]; /* the version's cause record, or the copy's fields */
+} mver;
+
+typedef struct {
+    int64_t ts;
+    char rid[24];
+} mrec;
+
+typedef struct {
+    patient_ref who;
+    mver v[MAXV], p[MAXV];
+    int nv, np;
+    mrec r[MAXR];
+    int nr;
+    bool erased;
+} mpat;
+
+typedef struct {
+    unit_store u;
+    store_options opt;
+    mpat m[NP];
+    uint32_t rseq;
+    unsigned seed;
+} world;
+
+static unsigned rnd(world *w, unsigned n) { return (unsigned)rand_r(&w->seed) % n; }
+
+static void reopen(world *w)
+{
+    ms_err e = {0};
+    store_close(w->u.s);
+    w->u.s = NULL;
+    assert_int_equal(store_open(&w->u.s, w->u.dir, &w->opt, &e), MS_OK);
+}
+
+/* ---- the model's answers ---- */
+
+static const mver *model_at(const mpat *p, int64_t as_of, int64_t *valid_to)
+{
+    *valid_to = -1;
+    for (int i = p->nv - 1; i >= 0; i--) {
+        if (p->v[i].vf <= as_of) return &p->v[i];
+        *valid_to = p->v[i].vf;
+    }
+    return NULL;
+}
+
+static int rec_cmp(const void *a, const void *b)
+{
+    const mrec *x = a, *y = b;
+    if (x->ts != y->ts) return x->ts < y->ts ? -1 : 1;
+    return record_key_cmp(x->rid, strlen(x->rid), y->rid, strlen(y->rid));
+}
+
+/* ---- the store's answers, checked ---- */
+
+typedef struct {
+    mrec got[MAXR];
+    int n;
+    buf last_key;
+} rec_list;
+
+static bool take_rec(void *ctx, int64_t ts, const char *rid, size_t len, const void *key, size_t kl)
+{
+    rec_list *l = ctx;
+    assert_true(l->n < MAXR && len < sizeof l->got[0].rid);
+    l->got[l->n].ts = ts;
+    memcpy(l->got[l->n].rid, rid, len);
+    l->got[l->n].rid[len] = 0;
+    l->n++;
+    l->last_key.len = 0;
+    buf_put(&l->last_key, key, kl);
+    return l->n != 3; /* stop after 3: the cursor test goes on from there */
+}
+
+static void check_patient(world *w, const mpat *p)
+{
+    store_read *r = unit_rbegin(w->u.s);
+    arena mem = {0};
+    ms_err e = {0};
+    bool found;
+    patient_version pv;
+    /* as of every instant of the history, and just before each */
+    for (int i = 0; i <= p->nv; i++) {
+        int64_t instants[2] = {i < p->nv ? p->v[i].vf : INT64_MAX, i < p->nv ? p->v[i].vf - 1 : INT64_MAX - 1};
+        for (int j = 0; j < 2; j++) {
+            int64_t vt;
+            const mver *want = model_at(p, instants[j], &vt);
+            assert_int_equal(store_patient_at(r, &p->who.id, instants[j], &pv, &mem, &found, &e), MS_OK);
+            assert_int_equal(found, want != NULL);
+            if (!want) continue;
+            assert_int_equal(pv.version, want->ver);
+            assert_true(pv.valid_from == want->vf);
+            assert_true(pv.valid_to == vt);
+            assert_int_equal(pv.cause_record_len, strlen(want->text));
+            assert_memory_equal(pv.cause_record, want->text, pv.cause_record_len);
+        }
+    }
+    /* exact versions (the sinks'), and one that is not there */
+    for (int i = 0; i < p->nv; i++) {
+        assert_int_equal(store_patient_version(r, &p->who.id, p->v[i].vf, p->v[i].ver, &pv, &mem, &found, &e), MS_OK);
+        assert_true(found);
+        assert_memory_equal(pv.cause_record, p->v[i].text, strlen(p->v[i].text));
+    }
+    assert_int_equal(store_patient_version(r, &p->who.id, 5, 77777, &pv, &mem, &found, &e), MS_OK);
+    assert_false(found);
+    /* the history */
+    patient_version *h;
+    uint32_t n;
+    assert_int_equal(store_patient_history(r, &p->who.id, &h, &n, &mem, &e), MS_OK);
+    assert_int_equal(n, p->nv);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(h[i].version, p->v[i].ver);
+        assert_true(h[i].valid_from == p->v[i].vf);
+        assert_true(h[i].valid_to == (i + 1 < n ? p->v[i + 1].vf : -1));
+    }
+    /* public copies: the newest, as of each copy's instant, exactly */
+    buf out = {0};
+    for (int i = 0; i <= p->np; i++) {
+        int64_t at = i < p->np ? p->p[i].vf : INT64_MAX;
+        const mver *want = NULL;
+        for (int j = p->np - 1; j >= 0 && !want; j--)
+            if (p->p[j].vf <= at) want = &p->p[j];
+        assert_int_equal(store_public_patient_at(r, &p->who.id, at, &out, &found, &e), MS_OK);
+        assert_int_equal(found, want != NULL);
+        if (want) assert_int_equal(record_key_cmp(out.data, out.len, want->text, strlen(want->text)), 0);
+        if (i < p->np) {
+            assert_int_equal(store_public_patient_version(r, &p->who.id, p->p[i].vf, p->p[i].ver, &out, &found, &e),
+                             MS_OK);
+            assert_true(found);
+        }
+    }
+    /* the records index: sorted, each entry once; then a cursor after the third */
+    mrec want[MAXR];
+    memcpy(want, p->r, sizeof(mrec) * (size_t)p->nr);
+    qsort(want, (size_t)p->nr, sizeof *want, rec_cmp);
+    int nw = 0;
+    for (int i = 0; i < p->nr; i++)
+        if (!nw || rec_cmp(&want[nw - 1], &want[i]) != 0) want[nw++] = want[i];
+    rec_list l = {0};
+    assert_int_equal(store_patient_records(r, &p->who.id, INT64_MIN, INT64_MAX, NULL, 0, take_rec, &l, &e), MS_OK);
+    assert_int_equal(l.n, nw < 3 ? nw : 3);
+    for (int i = 0; i < l.n; i++) {
+        assert_true(l.got[i].ts == want[i].ts);
+        assert_string_equal(l.got[i].rid, want[i].rid);
+    }
+    if (l.n == 3) {
+        rec_list rest = {0};
+        buf cursor = l.last_key;
+        assert_int_equal(
+            store_patient_records(r, &p->who.id, INT64_MIN, INT64_MAX, cursor.data, cursor.len, take_rec, &rest, &e),
+            MS_OK);
+        assert_int_equal(rest.n, nw - 3 < 3 ? nw - 3 : 3);
+        for (int i = 0; i < rest.n; i++)
+            assert_string_equal(rest.got[i].rid, want[3 + i].rid);
+        buf_free(&rest.last_key);
+    }
+    buf_free(&l.last_key);
+    buf_free(&out);
+    arena_free(&mem);
+    store_read_end(r);
+}
+
+/* ---- one random transaction ---- */
+
+static void put_record(world *w, store_write *sw, mpat *p)
+{
+    ms_err e = {0};
+    record_version rv = {0};
+    char rid[24];
+    snprintf(rid, sizeof rid, "r%u-%u", (unsigned)p->who.number, rnd(w, 8)); /* the same ids again and again */
+    rv.record_id_len = (uint32_t)strlen(rid);
+    memcpy(rv.record_id, rid, rv.record_id_len);
+    rv.version = ++w->rseq; /* any version: the index does not look at it */
+    rv.valid_from = store_write_time(sw);
+    rv.valid_to = -1;
+    rv.pid = p->who.id;
+    rv.patient_number = p->who.number;
+    rv.ts_us = 1700000000000000 + (int64_t)rnd(w, 5) * 1000; /* event times shared by several records */
+    memcpy(rv.type, "lab", 3);
+    rv.type_len = 3;
+    assert_int_equal(store_record_put(sw, &rv, 2023, "{}", 2, &e), MS_OK);
+    if (p->nr < MAXR) {
+        p->r[p->nr].ts = rv.ts_us;
+        memcpy(p->r[p->nr].rid, rid, rv.record_id_len + 1);
+        p->nr++;
+    }
+}
+
+static void put_version(world *w, store_write *sw, mpat *p, bool restate)
+{
+    ms_err e = {0};
+    if (p->nv == MAXV || (restate && !p->nv)) return;
+    mver *v = restate ? &p->v[p->nv - 1] : &p->v[p->nv];
+    if (!restate) {
+        v->ver = p->nv ? p->v[p->nv - 1].ver + 1 : 1;
+        v->vf = store_write_time(sw);
+    }
+    snprintf(v->text, sizeof v->text, "c%u", rnd(w, 100000));
+    patient_version pv = {.pid = p->who.id,
+                          .number = p->who.number,
+                          .version = v->ver,
+                          .valid_from = v->vf,
+                          .valid_to = -1,
+                          .cause_record = v->text,
+                          .cause_record_len = (uint32_t)strlen(v->text),
+                          .source = "unit",
+                          .source_len = 4};
+    if (restate) {
+        assert_int_equal(store_patient_restate(sw, &pv, &e), MS_OK);
+    } else {
+        assert_int_equal(store_patient_put(sw, &pv, &e), MS_OK);
+        p->nv++;
+    }
+}
+
+static void put_copy(world *w, store_write *sw, mpat *p)
+{
+    ms_err e = {0};
+    if (p->np == MAXV) return;
+    uint32_t ver = p->nv ? p->v[p->nv - 1].ver : 0;
+    int64_t vf = store_write_time(sw);
+    mver *c = &p->p[p->np];
+    if (p->np && p->p[p->np - 1].vf == vf && p->p[p->np - 1].ver == ver)
+        c = &p->p[p->np - 1]; /* same key: replaced */
+    else
+        p->np++;
+    c->vf = vf, c->ver = ver;
+    snprintf(c->text, sizeof c->text, "{\"n\":%u}", rnd(w, 100000));
+    uint32_t in_force, target;
+    store_write_schema(sw, &in_force, &target);
+    assert_int_equal(store_public_patient_put(sw, in_force, &p->who, ver, c->text, strlen(c->text), &e), MS_OK);
+}
+
+static void one_txn(world *w)
+{
+    mpat saved[NP];
+    memcpy(saved, w->m, sizeof saved);
+    store_write *sw;
+    ms_err e = {0};
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    unsigned ops = 1 + rnd(w, 8);
+    bool erased_one = false;
+    for (unsigned i = 0; i < ops; i++) {
+        mpat *p = &w->m[rnd(w, NP)];
+        if (p->erased) continue;
+        unsigned k = rnd(w, 100);
+        if (k < 35)
+            put_record(w, sw, p);
+        else if (k < 65)
+            put_version(w, sw, p, false);
+        else if (k < 75)
+            put_version(w, sw, p, true);
+        else if (k < 99)
+            put_copy(w, sw, p);
+        else if (!erased_one) {
+            erase_report rep;
+            assert_int_equal(store_patient_erase(sw, &p->who.id, &rep, &e), MS_OK);
+            p->nv = p->np = p->nr = 0;
+            p->erased = erased_one = true;
+        }
+    }
+    unsigned fate = rnd(w, 20);
+    if (fate == 0) {
+        store_write_abort(sw);
+        memcpy(w->m, saved, sizeof saved);
+    } else if (fate == 1) { /* the commit's fsync fails: nothing of it is stored */
+        store_inject_fault(w->u.s, 5 /* EIO */);
+        assert_int_not_equal(store_write_commit(sw, NULL, &e), MS_OK);
+        store_inject_fault(w->u.s, 0);
+        memcpy(w->m, saved, sizeof saved);
+    } else {
+        assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    }
+}
+
+static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
+{
+    world *w = ms_calloc(1, sizeof *w);
+    w->seed = seed;
+    w->opt = (store_options){.owner = "test_plog", .plog_checkpoint_lag = lag, .plog_checkpoint_chunks = chunks};
+    assert_true(unit_store_open(&w->u, &w->opt));
+    ms_err e = {0};
+    store_write *sw;
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    for (int i = 0; i < NP; i++) {
+        char ident[32];
+        int il = snprintf(ident, sizeof ident, "person %d", i);
+        memcpy(ident + il + 1, "1970-01-01", 10);
+        unsigned char dk[32];
+        bool bound;
+        assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
+        /* numbers in several chunks of 4,096 heads, two patients sharing one */
+        uint64_t number = (uint64_t)i * 4099 + (uint64_t)(i == 1);
+        assert_int_equal(store_patient_create_as(sw, ident, (size_t)il + 11, dk, number, &w->m[i].who, &bound, &e),
+                         MS_OK);
+    }
+    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    for (int t = 0; t < TXNS; t++) {
+        one_txn(w);
+        if (rnd(w, 12) == 0) reopen(w);
+        for (int i = 0; i < NP; i++)
+            check_patient(w, &w->m[i]);
+    }
+    reopen(w); /* and once more after the last */
+    for (int i = 0; i < NP; i++)
+        check_patient(w, &w->m[i]);
+    unit_store_close(&w->u);
+    free(w);
+}
+
+static void test_model_checkpoint_often(void **state)
+{
+    (void)state;
+    for (unsigned seed = 1; seed <= 3; seed++)
+        run_seed(seed, 5, seed == 1 ? 0 : seed); /* all dirty chunks at once; 2 or 3 a commit */
+}
+
+static void test_model_no_checkpoint(void **state)
+{
+    (void)state;
+    run_seed(11, 0, 0); /* the default lag: every open replays the whole log */
+}
+
+/* A reader whose snapshot began before a patient's newest entries follows the chain back to what it holds. */
+static void test_reader_older_than_head(void **state)
+{
+    (void)state;
+    world *w = ms_calloc(1, sizeof *w);
+    w->seed = 7;
+    w->opt = (store_options){.owner = "test_plog"};
+    assert_true(unit_store_open(&w->u, &w->opt));
+    ms_err e = {0};
+    store_write *sw;
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    char ident[32];
+    int il = snprintf(ident, sizeof ident, "person x");
+    memcpy(ident + il + 1, "1970-01-01", 10);
+    unsigned char dk[32];
+    bool bound;
+    assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
+    assert_int_equal(store_patient_create(sw, ident, (size_t)il + 11, dk, &w->m[0].who, &bound, &e), MS_OK);
+    put_version(w, sw, &w->m[0], false);
+    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    store_read *old = unit_rbegin(w->u.s);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+        put_version(w, sw, &w->m[0], false);
+        put_copy(w, sw, &w->m[0]);
+        assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    }
+    arena mem = {0};
+    patient_version pv;
+    bool found;
+    assert_int_equal(store_patient_at(old, &w->m[0].who.id, INT64_MAX, &pv, &mem, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(pv.version, 1); /* its snapshot's newest, not the log's */
+    buf out = {0};
+    assert_int_equal(store_public_patient_at(old, &w->m[0].who.id, INT64_MAX, &out, &found, &e), MS_OK);
+    assert_false(found);
+    store_read_end(old);
+    check_patient(w, &w->m[0]);
+    buf_free(&out);
+    arena_free(&mem);
+    unit_store_close(&w->u);
+    free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_checkpoint_often),
+        cmocka_unit_test(test_model_no_checkpoint),
+        cmocka_unit_test(test_reader_older_than_head),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
