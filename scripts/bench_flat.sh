@@ -2,13 +2,14 @@
 # Does ingest stay flat as the store grows? (issue 17's target: throughput within 10 % from an empty store
 # to 100 M records of 200 B and 10 M patients; restart <= 5 s at that size.) One server, one data directory,
 # SLICES slices of SLICE records of 200 B each sent by `medstream bench` (closed loop, 3 connections; each
-# slice its own seed, 90 % of its records of identities it sent before, so SLICES x SLICE / 10 patients in
-# all), and per slice: records/min, freshness p99 and point read p99 (the server's store growing); at the end
-# the bytes the data directory holds per byte of record sent, the server's peak RSS, and the restart time
-# after kill -9 (until /healthz answers: opening the store and rebuilding the identity index).
-# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] scripts/bench_flat.sh
+# slice its own seed, REPEAT (default 0.9) of its records of identities it sent before, so about
+# SLICES x SLICE x (1 - REPEAT) patients in all), and per slice: records/min, freshness p99 and point read
+# p99 (the server's store growing); at the end the bytes the data directory holds per byte of record sent,
+# the server's peak RSS, and the restart time after kill -9 (until /healthz answers: opening the store,
+# rebuilding the identity index and the patient log's heads).
+# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
-# Needs ~SLICES x SLICE x SIZE x 2 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
+# Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 slices=${SLICES:-10}; slice=${SLICE:-2000000}; size=${SIZE:-200}; port=${PORT:-18195}
@@ -27,7 +28,7 @@ printf '%-6s %14s %14s %16s %16s %12s\n' slice records_total records_per_min fre
 sent=0
 for i in $(seq "$slices"); do
   line=$(build/medstream bench --url "http://127.0.0.1:$port" --records "$slice" --size "$size" --connections 3 \
-    --seed "$i" --run-id "flat$i" --repeat-share 0.9 --token "$tok" --json 2>/dev/null | grep '^{')
+    --seed "$i" --run-id "flat$i" --repeat-share "${REPEAT:-0.9}" --token "$tok" --json 2>/dev/null | grep '^{')
   sent=$((sent + slice))
   gb=$(du -sb "$dir" | awk '{printf "%.2f", $1 / 1e9}')
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-6s %14d %14.0f %16.1f %16.2f %12s" % (sys.argv[2], int(sys.argv[3]), r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")), sys.argv[4]))' \

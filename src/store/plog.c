@@ -40,6 +40,10 @@
 #define DEFAULT_LAG ((uint64_t)1 << 20)       /* entries past the floor before chunks are checkpointed */
 #define CHUNKS_PER_COMMIT ST_PLOG_CKPT_CHUNKS /* at most this many chunks written by one commit */
 #define META_FLOOR "plog_floor"
+#define ENTRY_HEAD 33 /* tag, be64(number), be64(the newest 'v', 'r' and 'P' entry before it) */
+
+/* The index of a tag in plog_entry.last: 'v' 0, 'r' 1, 'P' 2; -1 for 'X'. */
+static int kind_of(char tag) { return tag == 'v' ? 0 : tag == 'r' ? 1 : tag == 'P' ? 2 : -1; }
 
 struct st_plog {
     _Atomic(_Atomic(uint64_t) *) chunk[TOP]; /* heads; NULL: no patient of that chunk has an entry */
@@ -86,7 +90,8 @@ void st_plog_encode(buf *b, const plog_entry *en)
     b->len = 0;
     buf_putc(b, en->tag);
     buf_put_be64(b, en->number);
-    buf_put_be64(b, en->prev);
+    for (int k = 0; k < 3; k++)
+        buf_put_be64(b, en->last[k]);
     switch (en->tag) {
     case 'v':
         buf_put_be64(b, (uint64_t)en->valid_from);
@@ -108,12 +113,15 @@ bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en)
     const char *p = v->mv_data;
     size_t n = v->mv_size;
     memset(en, 0, sizeof *en);
-    if (n < 17) return false;
+    if (n < ENTRY_HEAD) return false;
     en->seq = seq;
     en->tag = p[0];
     en->number = ms_get_be64(p + 1);
-    en->prev = ms_get_be64(p + 9);
-    p += 17, n -= 17;
+    for (int k = 0; k < 3; k++) {
+        en->last[k] = ms_get_be64(p + 9 + 8 * k);
+        if (en->last[k] >= seq) return false;
+    }
+    p += ENTRY_HEAD, n -= ENTRY_HEAD;
     size_t head;
     switch (en->tag) {
     case 'v': head = 12; break;
@@ -122,7 +130,7 @@ bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en)
     case 'X': head = 0; break;
     default: return false;
     }
-    if (n < head || en->prev >= seq) return false;
+    if (n < head) return false;
     if (en->tag == 'v') {
         en->valid_from = (int64_t)ms_get_be64(p);
         en->version = ms_get_be32(p + 8);
@@ -196,7 +204,20 @@ int st_plog_append(store_write *w, plog_entry *en)
     st_plog *p = w->s->plog;
     if ((en->number >> CHUNK_BITS) >= TOP) return MDB_BAD_VALSIZE; /* numbers stay below 2^32 */
     if (!w->plog_next) w->plog_first = w->plog_next = p->next;
-    en->prev = en->tag == 'X' ? 0 : st_plog_head_w(w, en->number);
+    memset(en->last, 0, sizeof en->last);
+    uint64_t head = en->tag == 'X' ? 0 : st_plog_head_w(w, en->number);
+    if (head) { /* the patient's newest entry of each kind: the head's, and the head itself */
+        unsigned char hk[8];
+        MDB_val k = seq_key(hk, head), v;
+        plog_entry h;
+        int rc = mdb_get(w->txn, w->s->dbi[DB_PLOG], &k, &v);
+        if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+        if (!st_plog_decode(head, &v, &h)) return MDB_CORRUPTED;
+        if (h.tag != 'X') {
+            memcpy(en->last, h.last, sizeof en->last);
+            en->last[kind_of(h.tag)] = head;
+        }
+    }
     en->seq = w->plog_next;
     st_plog_encode(&w->plog_buf, en);
     unsigned char kb[8];
@@ -239,9 +260,13 @@ int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions)
     chain_list l = {0};
     ms_err e;
     *versions = 0;
-    if (st_plog_walk(w->s, w->txn, UINT64_MAX, st_plog_head_w(w, number), collect_seq, &l, &e) != MS_OK) {
-        free(l.seqs);
-        return MDB_CORRUPTED;
+    uint64_t head = st_plog_head_w(w, number);
+    for (const char *tag = "vrP"; *tag; tag++) {
+        bool erased;
+        if (st_plog_walk(w->s, w->txn, UINT64_MAX, head, *tag, collect_seq, &l, &erased, &e) != MS_OK) {
+            free(l.seqs);
+            return MDB_CORRUPTED;
+        }
     }
     int rc = 0;
     for (size_t i = 0; i < l.n && !rc; i++)
@@ -367,14 +392,18 @@ uint64_t st_plog_end(store_read *r)
     return end;
 }
 
-ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, st_plog_fn fn, void *ctx, ms_err *e)
+ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, char tag, st_plog_fn fn, void *ctx,
+                     bool *erased, ms_err *e)
 {
     MDB_txn *fresh = NULL;
     ms_code out = MS_OK;
     unsigned char kb[8];
+    int kind = kind_of(tag);
+    bool first = true;
+    *erased = false;
     while (seq) {
         MDB_txn *t = txn;
-        if (seq > end) { /* committed after this snapshot: only its back-pointer is wanted */
+        if (seq > end) { /* committed after this snapshot: only its pointers are wanted */
             if (!fresh) {
                 int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &fresh);
                 if (rc) {
@@ -396,9 +425,18 @@ ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, st_plog
             out = ms_fail(e, MS_ECORRUPT, "store: bad patient log entry %llu", (unsigned long long)seq);
             break;
         }
+        if (en.tag == 'X') {
+            *erased = true;
+            break;
+        }
+        if (first && en.tag != tag) { /* the head: the newest entry of the kind asked for is named in it */
+            first = false;
+            seq = en.last[kind];
+            continue;
+        }
+        first = false;
         if (t == txn && !fn(ctx, &en)) break;
-        if (en.tag == 'X') break;
-        seq = en.prev;
+        seq = en.last[kind];
     }
     if (fresh) mdb_txn_abort(fresh);
     return out;
@@ -418,7 +456,7 @@ static int replay(store *s, MDB_txn *txn, uint64_t after, uint64_t *last)
     *last = after;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         uint64_t seq = ms_get_be64(k.mv_data);
-        if (k.mv_size != 8 || v.mv_size < 17) {
+        if (k.mv_size != 8 || v.mv_size < ENTRY_HEAD) {
             rc = MDB_CORRUPTED;
             break;
         }

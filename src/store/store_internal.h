@@ -225,13 +225,15 @@ const st_schema_versions *st_write_sv(store_write *w);
 
 /* An entry: the tag says which. Strings point into the LMDB value (valid while its transaction is). */
 typedef struct {
-    uint64_t seq, number, prev; /* prev: the patient's previous entry (0: none) */
-    char tag;                   /* 'v' patient version, 'r' records-index entry, 'P' public copy, 'X' erased */
-    int64_t valid_from;         /* 'v', 'P' */
-    uint32_t version;           /* 'v', 'P' */
-    uint32_t sv;                /* 'P': its schema version */
-    int64_t ts;                 /* 'r': the record's event time */
-    const char *data;           /* 'v' the stored patient value; 'r' the record id; 'P' the public fields */
+    uint64_t seq, number;
+    uint64_t last[3];   /* the patient's newest 'v', 'r' and 'P' entry before this one (0: none): for an entry
+                           of one of those kinds, the previous of its kind; all 0 for 'X' */
+    char tag;           /* 'v' patient version, 'r' records-index entry, 'P' public copy, 'X' erased */
+    int64_t valid_from; /* 'v', 'P' */
+    uint32_t version;   /* 'v', 'P' */
+    uint32_t sv;        /* 'P': its schema version */
+    int64_t ts;         /* 'r': the record's event time */
+    const char *data;   /* 'v' the stored patient value; 'r' the record id; 'P' the public fields */
     size_t len;
 } plog_entry;
 void st_plog_encode(buf *b, const plog_entry *en);
@@ -240,7 +242,7 @@ bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en);
  * past the floor before commits checkpoint; per_commit: chunks one commit writes at most (0: the defaults). */
 ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e);
 void st_plog_close(store *s);
-/* Append en (number, tag and payload set; seq and prev filled in) in w: an LMDB error, or 0. */
+/* Append en (number, tag and payload set; seq and last filled in) in w: an LMDB error, or 0. */
 int st_plog_append(store_write *w, plog_entry *en);
 /* Delete entry seq in w (erasure); 0 when done or absent. */
 int st_plog_delete(store_write *w, uint64_t seq);
@@ -251,10 +253,12 @@ uint64_t st_plog_head(store *s, uint64_t number);
 /* The last entry r's snapshot holds (0: none); a read-only store's heads are brought up to it. */
 uint64_t st_plog_end(store_read *r);
 void st_plog_catch_up(store_read *r);
-/* Follow the chain from entry seq, newest first, calling fn with each entry txn holds (those past end are
- * followed, not shown); fn returns false to stop. The walk ends at an 'X' entry (shown) or the first entry. */
+/* The patient's entries of one kind (tag 'v', 'r' or 'P'), newest first, from its newest entry head (of any
+ * kind): fn is called with each entry txn holds (those past end are followed, not shown) and returns false
+ * to stop. *erased: the head is an 'X' mark (nothing shown). */
 typedef bool (*st_plog_fn)(void *ctx, const plog_entry *en);
-ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, st_plog_fn fn, void *ctx, ms_err *e);
+ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t head, char tag, st_plog_fn fn, void *ctx,
+                     bool *erased, ms_err *e);
 /* Erasure: delete every log entry of patient number in w (*versions: how many were patient versions) and
  * append its 'X' mark. */
 int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions);

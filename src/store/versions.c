@@ -188,26 +188,22 @@ static pat_src src_r(store_read *r, uint64_t number)
 }
 
 typedef struct {
-    char tag;
     uint32_t sv;
     st_plog_fn fn;
     void *ctx;
-    bool stopped, erased;
+    bool stopped;
     bool any; /* a version passed: vf, version its key */
     int64_t vf;
     uint32_t version;
 } entry_filter;
 
-/* Passes the entries of f's kind on. A restatement (store_patient_restate) is a later entry with the key
- * (valid_from, version) of the patient's latest version: the newest entry of a key is the one shown. */
+/* Passes the entries on: public copies of the schema version asked for only, and of several entries with
+ * one key only the newest. A restatement (store_patient_restate) is a later entry with the key (valid_from,
+ * version) of the patient's latest version; a re-projection's target copies are keyed, the log's are not. */
 static bool filter_entry(void *ctx, const plog_entry *en)
 {
     entry_filter *f = ctx;
-    if (en->tag == 'X') {
-        f->erased = true;
-        return false;
-    }
-    if (en->tag != f->tag || (en->tag == 'P' && en->sv != f->sv)) return true;
+    if (en->tag == 'P' && en->sv != f->sv) return true;
     if (en->tag != 'r') {
         if (f->any && en->valid_from == f->vf && en->version == f->version) return true;
         f->any = true, f->vf = en->valid_from, f->version = en->version;
@@ -221,9 +217,10 @@ static bool filter_entry(void *ctx, const plog_entry *en)
  * fn returns false to stop. An erasure mark ends the walk. */
 static ms_code patient_entries(const pat_src *src, char tag, uint32_t sv, st_plog_fn fn, void *ctx, ms_err *e)
 {
-    entry_filter f = {.tag = tag, .sv = sv, .fn = fn, .ctx = ctx};
-    ms_code out = st_plog_walk(src->s, src->txn, src->end, src->head, filter_entry, &f, e);
-    if (out != MS_OK || f.stopped || f.erased) return out;
+    entry_filter f = {.sv = sv, .fn = fn, .ctx = ctx};
+    bool erased;
+    ms_code out = st_plog_walk(src->s, src->txn, src->end, src->head, tag, filter_entry, &f, &erased, e);
+    if (out != MS_OK || f.stopped || erased) return out;
     unsigned char prefix[14];
     size_t pl;
     int db = DB_PATIENT;
