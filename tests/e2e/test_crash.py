@@ -163,6 +163,23 @@ def restart_timed(server, what):
     return elapsed
 
 
+def kill_rounds(server, tag, identities, durations):
+    """A kill -9 after each duration of load, a timed restart after each; then every acknowledged record is
+    checked. Returns the loaders and each identity's patient id (one per identity)."""
+    loaders = []
+    for round_no, seconds in enumerate(durations, 1):
+        if round_no > 1:
+            restart_timed(server, "restart %d" % (round_no - 1))
+        loaders.append(load_then_kill(server, tag, round_no, identities, seconds))
+    restart_timed(server, "restart after kill -9 number %d" % len(durations))
+    acked = {}
+    for ld in loaders:
+        acked.update(ld.acked)
+    print("  %d records acknowledged over %d rounds" % (len(acked), len(durations)), flush=True)
+    verify_acked(server, acked)
+    return loaders, verify_one_patient_id_per_identity(loaders)
+
+
 def verify_acked(server, acked, n_workers=4):
     """GET every acknowledged record: 200, version 1, same patient, same content."""
     ids = sorted(acked)
@@ -288,20 +305,9 @@ def test_three_kills_in_a_row():
     tag = H.rand_token(6)
     identities = make_identities(tag)
     s = H.Server(name="crash3")
-    loaders = []
     try:
         s.start()
-        for round_no in (1, 2, 3):
-            if round_no > 1:
-                restart_timed(s, "restart %d" % (round_no - 1))
-            loaders.append(load_then_kill(s, tag, round_no, identities, 1.5))
-        restart_timed(s, "restart after the third kill -9")
-        acked = {}
-        for ld in loaders:
-            acked.update(ld.acked)
-        print("  %d records acknowledged over three rounds" % len(acked), flush=True)
-        verify_acked(s, acked)
-        pids = verify_one_patient_id_per_identity(loaders)
+        loaders, pids = kill_rounds(s, tag, identities, (1.5, 1.5, 1.5))
         verify_resend_is_duplicate(s, loaders[0])
         verify_resend_is_duplicate(s, loaders[-1])
         k = 3
@@ -319,20 +325,9 @@ def test_kill9_at_random_points_of_commits_and_checkpoints():
     identities = make_identities(tag)
     s = H.Server(extra_args=["--checkpoint-lag", "50"], name="crashckpt")
     rng = random.Random()
-    loaders = []
     try:
         s.start()
-        for round_no in range(1, 7):
-            if round_no > 1:
-                restart_timed(s, "restart %d" % (round_no - 1))
-            loaders.append(load_then_kill(s, tag, round_no, identities, rng.uniform(0.3, 1.5)))
-        restart_timed(s, "restart after the sixth kill -9")
-        acked = {}
-        for ld in loaders:
-            acked.update(ld.acked)
-        print("  %d records acknowledged over six rounds" % len(acked), flush=True)
-        verify_acked(s, acked)
-        pids = verify_one_patient_id_per_identity(loaders)
+        loaders, pids = kill_rounds(s, tag, identities, [rng.uniform(0.3, 1.5) for _ in range(6)])
         verify_resend_is_duplicate(s, loaders[-1])
         for k in sorted(pids)[::5]:
             ids = [r for ld in loaders for r, i in ld.acked_identity.items() if i == k]
