@@ -2,7 +2,7 @@
  * plog.c - the patient log: everything the store keeps per patient number that used to land on a random
  * LMDB page (patient versions, the patient's records-index entries, the public patient copies under the
  * schema in force) appended in commit order to one sub-database keyed by a sequence number, each entry
- * pointing back to the same patient's previous entry; an in-memory head (the newest entry) per patient
+ * naming the same patient's newest entry of each kind before it; an in-memory head (the newest entry) per patient
  * number; the heads checkpointed into LMDB a few chunks per commit; the heads rebuilt at open from the
  * last checkpoint and the entries after it (issue 17, README.md "The patient log").
  *
@@ -14,11 +14,12 @@
  * Contract (store_internal.h, "the patient log"):
  *   - An entry is immutable once committed; erasure deletes a patient's entries and appends an 'X' mark that
  *     ends its chain (a walk stops there, without looking at the keyed entries of older stores).
- *   - Walks go newest first: a chain in sequence order is the patient's entries in commit order, and every
- *     versioned entry of a commit carries that commit's valid_from, so it is also (valid_from, version)
- *     order, the order the keyed layout had.
+ *   - Walks go newest first along one kind's chain (from the head, the newest entry of that kind, then
+ *     each entry's previous of its kind): sequence order is commit order, and every versioned entry of a
+ *     commit carries that commit's valid_from, so it is also (valid_from, version) order, the order the
+ *     keyed layout had. A walk of one kind never reads the entries of the others.
  *   - Heads change only after a commit, on the thread of the store_write (README.md, invariant 4), so a
- *     head names a committed entry. A reader whose snapshot ends before a head follows the chain back in a
+ *     head names a committed entry. A reader whose snapshot ends before a head follows the pointers in a
  *     fresh read transaction (entries are immutable) to the first entry its snapshot holds.
  *   - Recovery: every chunk of heads not written since an entry of its patients was appended is at least as
  *     old as meta "plog_floor"; replaying the entries from there (head = max seq) gives the heads back.
