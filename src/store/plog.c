@@ -54,6 +54,7 @@ struct st_plog {
     uint64_t lag;             /* entries past the floor before checkpointing */
     size_t per_commit;        /* chunks one commit writes at most */
     uint64_t loaded_end;      /* read-only stores: entries applied so far */
+    _Atomic uint64_t reads;   /* entries read by walks (store_patient_log_reads) */
     pthread_mutex_t catch_up; /* read-only stores: one catch-up at a time */
 };
 
@@ -377,6 +378,8 @@ void st_plog_write_free(store_write *w)
 
 uint64_t st_plog_head(store *s, uint64_t number) { return head_get(s->plog, number); }
 
+uint64_t store_patient_log_reads(const store *s) { return atomic_load_explicit(&s->plog->reads, memory_order_relaxed); }
+
 uint64_t st_plog_end(store_read *r)
 {
     if (r->plog_end) return r->plog_end - 1;
@@ -416,6 +419,7 @@ ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, char ta
         }
         MDB_val k = seq_key(kb, seq), v;
         int rc = mdb_get(t, s->dbi[DB_PLOG], &k, &v);
+        atomic_fetch_add_explicit(&s->plog->reads, 1, memory_order_relaxed);
         if (rc == MDB_NOTFOUND) break; /* erased meanwhile */
         if (rc) {
             out = st_mdb_fail(e, rc, "patient log");

@@ -110,6 +110,9 @@ bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
 void store_inject_fault(store *s, int err);
 /* Test hook: the free bytes the full-disk check of an LMDB EIO sees (-1: the file system's, statvfs). */
 void store_inject_free_space(store *s, int64_t bytes);
+/* The patient log's entries read by walks since the open (plog.c; any thread): what a read of one kind of a
+ * patient's entries costs, for tests and measurements. */
+uint64_t store_patient_log_reads(const store *s);
 
 /* ==== Transactions (env.c) ==== */
 
