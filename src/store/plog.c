@@ -156,7 +156,12 @@ static MDB_val seq_key(unsigned char k[8], uint64_t seq)
 
 /* ---- the writer's side ---- */
 
-/* The transaction's own heads: an open-addressing table number -> seq (keys stored + 1; 0 empty). */
+/* A patient's heads as a transaction sees them: its newest entry, and its newest entry of each kind. */
+struct st_plog_heads {
+    uint64_t seq, newest[3];
+};
+
+/* The transaction's own heads: an open-addressing table number -> st_plog_heads (keys stored + 1; 0 empty). */
 static uint64_t *ov_slot(store_write *w, uint64_t number)
 {
     size_t mask = w->ov_cap - 1, i = (size_t)(number * 0x9E3779B97F4A7C15ull >> 20) & mask;
@@ -165,40 +170,70 @@ static uint64_t *ov_slot(store_write *w, uint64_t number)
     return &w->ov_key[i];
 }
 
-static void ov_put(store_write *w, uint64_t number, uint64_t seq)
+static const struct st_plog_heads *ov_get(store_write *w, uint64_t number)
+{
+    if (!w->ov_cap) return NULL;
+    uint64_t *k = ov_slot(w, number);
+    return *k ? &w->ov_val[k - w->ov_key] : NULL;
+}
+
+static void ov_put(store_write *w, uint64_t number, const struct st_plog_heads *h)
 {
     if ((w->ov_n + 1) * 2 > w->ov_cap) {
         size_t oc = w->ov_cap;
-        uint64_t *ok = w->ov_key, *os = w->ov_seq;
+        uint64_t *ok = w->ov_key;
+        struct st_plog_heads *ov = w->ov_val;
         w->ov_cap = oc ? oc * 2 : 256;
         w->ov_key = ms_calloc(w->ov_cap, sizeof *w->ov_key);
-        w->ov_seq = ms_calloc(w->ov_cap, sizeof *w->ov_seq);
+        w->ov_val = ms_calloc(w->ov_cap, sizeof *w->ov_val);
         w->ov_n = 0;
         for (size_t i = 0; i < oc; i++)
             if (ok[i]) {
                 uint64_t *k = ov_slot(w, ok[i] - 1);
                 *k = ok[i];
-                w->ov_seq[k - w->ov_key] = os[i];
+                w->ov_val[k - w->ov_key] = ov[i];
                 w->ov_n++;
             }
         free(ok);
-        free(os);
+        free(ov);
     }
     uint64_t *k = ov_slot(w, number);
     if (!*k) {
         *k = number + 1;
         w->ov_n++;
     }
-    w->ov_seq[k - w->ov_key] = seq;
+    w->ov_val[k - w->ov_key] = *h;
 }
 
 uint64_t st_plog_head_w(store_write *w, uint64_t number)
 {
-    if (w->ov_cap) {
-        uint64_t *k = ov_slot(w, number);
-        if (*k) return w->ov_seq[k - w->ov_key];
+    const struct st_plog_heads *h = ov_get(w, number);
+    return h ? h->seq : head_get(w->s->plog, number);
+}
+
+/* Patient number's heads as w sees them: from w's table, or else from its committed head entry (which names
+ * the newest of each kind before it). */
+static int heads_w(store_write *w, uint64_t number, struct st_plog_heads *out)
+{
+    const struct st_plog_heads *own = ov_get(w, number);
+    if (own) {
+        *out = *own;
+        return 0;
     }
-    return head_get(w->s->plog, number);
+    memset(out, 0, sizeof *out);
+    out->seq = head_get(w->s->plog, number);
+    if (!out->seq) return 0;
+    unsigned char hk[8];
+    MDB_val k = seq_key(hk, out->seq), v;
+    plog_entry h;
+    int rc = mdb_get(w->txn, w->s->dbi[DB_PLOG], &k, &v);
+    if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+    if (!st_plog_decode(out->seq, &v, &h)) return MDB_CORRUPTED;
+    if (h.tag != 'X') {
+        memcpy(out->newest, h.last, sizeof out->newest);
+        out->newest[kind_of(h.tag)] = out->seq;
+    }
+    return 0;
 }
 
 int st_plog_append(store_write *w, plog_entry *en)
@@ -206,20 +241,12 @@ int st_plog_append(store_write *w, plog_entry *en)
     st_plog *p = w->s->plog;
     if ((en->number >> CHUNK_BITS) >= TOP) return MDB_BAD_VALSIZE; /* numbers stay below 2^32 */
     if (!w->plog_next) w->plog_first = w->plog_next = p->next;
-    memset(en->last, 0, sizeof en->last);
-    uint64_t head = en->tag == 'X' ? 0 : st_plog_head_w(w, en->number);
-    if (head) { /* the patient's newest entry of each kind: the head's, and the head itself */
-        unsigned char hk[8];
-        MDB_val k = seq_key(hk, head), v;
-        plog_entry h;
-        int rc = mdb_get(w->txn, w->s->dbi[DB_PLOG], &k, &v);
-        if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
-        if (!st_plog_decode(head, &v, &h)) return MDB_CORRUPTED;
-        if (h.tag != 'X') {
-            memcpy(en->last, h.last, sizeof en->last);
-            en->last[kind_of(h.tag)] = head;
-        }
+    struct st_plog_heads h = {0};
+    if (en->tag != 'X') { /* an erasure mark ends the chains: it names nothing */
+        int rc = heads_w(w, en->number, &h);
+        if (rc) return rc;
     }
+    memcpy(en->last, h.newest, sizeof en->last);
     en->seq = w->plog_next;
     st_plog_encode(&w->plog_buf, en);
     unsigned char kb[8];
@@ -227,7 +254,9 @@ int st_plog_append(store_write *w, plog_entry *en)
     int rc = mdb_put(w->txn, w->s->dbi[DB_PLOG], &k, &v, MDB_APPEND);
     if (rc) return rc;
     w->plog_next++;
-    ov_put(w, en->number, en->seq);
+    h.seq = en->seq;
+    if (en->tag != 'X') h.newest[kind_of(en->tag)] = en->seq;
+    ov_put(w, en->number, &h);
     return 0;
 }
 
@@ -280,45 +309,59 @@ int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions)
     return st_plog_append(w, &x);
 }
 
+/* The next sequence number once w commits: every entry below it is w's or committed before. */
+static uint64_t write_end(const store_write *w) { return w->plog_next ? w->plog_next : w->s->plog->next; }
+
 /* The heads of chunk c as they will be once w commits. */
 static void chunk_image(store_write *w, size_t c, buf *b)
 {
-    st_plog *p = w->s->plog;
     b->len = 0;
-    buf_put_be64(b, w->plog_next ? w->plog_next : p->next); /* every entry before this is in the image */
+    buf_put_be64(b, write_end(w)); /* every entry before this is in the image */
     for (uint32_t i = 0; i < CHUNK; i++)
         buf_put_be64(b, st_plog_head_w(w, ((uint64_t)c << CHUNK_BITS) | i));
+}
+
+static bool picked_has(const size_t *picked, size_t npicked, size_t c)
+{
+    for (size_t i = 0; i < npicked; i++)
+        if (picked[i] == c) return true;
+    return false;
+}
+
+/* The floor once w commits with the chunks picked written: the first entry of the chunk dirty longest, where a
+ * chunk w dirties that was clean is dirty from w's first entry; a written chunk is clean (its image holds w's
+ * heads too). No dirty chunk: the end. */
+static uint64_t floor_after(store_write *w, const size_t *picked, size_t npicked)
+{
+    st_plog *p = w->s->plog;
+    uint64_t floor = write_end(w);
+    for (size_t c = 0; c < p->nchunks; c++)
+        if (p->dirty[c] && p->dirty[c] < floor && !picked_has(picked, npicked, c)) floor = p->dirty[c];
+    for (size_t i = 0; i < w->ov_cap; i++)
+        if (w->ov_key[i]) {
+            size_t c = (size_t)((w->ov_key[i] - 1) >> CHUNK_BITS);
+            if (!p->dirty[c] && w->plog_first < floor && !picked_has(picked, npicked, c)) floor = w->plog_first;
+        }
+    return floor;
 }
 
 int st_plog_checkpoint(store_write *w)
 {
     st_plog *p = w->s->plog;
-    uint64_t end = w->plog_next ? w->plog_next : p->next;
-    /* the chunks this commit dirties, as they will be marked after it */
-    uint64_t *dirty = p->dirty;
-    uint64_t floor = end;
-    for (size_t c = 0; c < p->nchunks; c++)
-        if (dirty[c] && dirty[c] < floor) floor = dirty[c];
-    if (w->ov_cap)
-        for (size_t i = 0; i < w->ov_cap; i++)
-            if (w->ov_key[i]) {
-                size_t c = (size_t)((w->ov_key[i] - 1) >> CHUNK_BITS);
-                if (!dirty[c]) floor = floor < w->plog_first ? floor : w->plog_first;
-            }
-    if (end - floor <= p->lag) return 0;
-    /* the oldest dirty chunks first; a chunk dirtied only by this commit has this commit's first entry */
+    if (write_end(w) - floor_after(w, NULL, 0) <= p->lag) return 0;
+    /* the chunks dirty longest first (a chunk only this commit dirties is never older than those) */
     size_t picked[CHUNKS_PER_COMMIT], npicked = 0, most = p->per_commit;
     uint64_t since[CHUNKS_PER_COMMIT];
     for (size_t c = 0; c < p->nchunks; c++) {
-        if (!dirty[c]) continue;
+        if (!p->dirty[c]) continue;
         size_t at = npicked;
-        while (at > 0 && since[at - 1] > dirty[c])
+        while (at > 0 && since[at - 1] > p->dirty[c])
             at--;
         if (at >= most) continue;
         size_t last = npicked < most ? npicked : most - 1;
         memmove(picked + at + 1, picked + at, (last - at) * sizeof *picked);
         memmove(since + at + 1, since + at, (last - at) * sizeof *since);
-        picked[at] = c, since[at] = dirty[c];
+        picked[at] = c, since[at] = p->dirty[c];
         if (npicked < most) npicked++;
     }
     buf img = {0};
@@ -331,26 +374,9 @@ int st_plog_checkpoint(store_write *w)
     }
     buf_free(&img);
     if (rc) return rc;
-    /* the floor after this commit: the oldest chunk still dirty (written ones are clean, even if this
-     * commit touched them: their image holds its heads) */
-    uint64_t nf = end;
-    for (size_t c = 0; c < p->nchunks; c++) {
-        bool written = false;
-        for (size_t i = 0; i < npicked && !written; i++)
-            written = picked[i] == c;
-        if (!written && dirty[c] && dirty[c] < nf) nf = dirty[c];
-    }
-    for (size_t i = 0; w->ov_cap && i < w->ov_cap; i++)
-        if (w->ov_key[i]) {
-            size_t c = (size_t)((w->ov_key[i] - 1) >> CHUNK_BITS);
-            bool written = false;
-            for (size_t j = 0; j < npicked && !written; j++)
-                written = picked[j] == c;
-            if (!written && !dirty[c] && w->plog_first < nf) nf = w->plog_first;
-        }
     memcpy(w->ckpt_chunks, picked, npicked * sizeof *picked);
     w->ckpt_n = npicked;
-    return st_meta_put_u64(w->txn, w->s->dbi[DB_META], META_FLOOR, nf);
+    return st_meta_put_u64(w->txn, w->s->dbi[DB_META], META_FLOOR, floor_after(w, picked, npicked));
 }
 
 void st_plog_committed(store_write *w)
@@ -359,7 +385,7 @@ void st_plog_committed(store_write *w)
     for (size_t i = 0; i < w->ov_cap; i++)
         if (w->ov_key[i]) {
             uint64_t number = w->ov_key[i] - 1;
-            head_set(p, number, w->ov_seq[i]);
+            head_set(p, number, w->ov_val[i].seq);
             mark_dirty(p, number, w->plog_first);
         }
     for (size_t i = 0; i < w->ckpt_n; i++)
@@ -370,7 +396,7 @@ void st_plog_committed(store_write *w)
 void st_plog_write_free(store_write *w)
 {
     free(w->ov_key);
-    free(w->ov_seq);
+    free(w->ov_val);
     buf_free(&w->plog_buf);
 }
 

@@ -113,9 +113,11 @@ struct store_write {
     uint64_t erased_number;
     identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
     st_schema_versions sv;     /* the public copies' schema versions as this transaction sees them (st_write_sv) */
-    /* the patient log (plog.c): this transaction's heads (number + 1 -> seq), its entries' sequence numbers, and
-     * the checkpoint its commit writes */
-    uint64_t *ov_key, *ov_seq;
+    /* the patient log (plog.c): the heads of the patients this transaction appended to (number + 1 -> the
+     * newest entry, and the newest 'v', 'r' and 'P' entry), its entries' sequence numbers, and the checkpoint
+     * its commit writes */
+    uint64_t *ov_key;
+    struct st_plog_heads *ov_val;
     size_t ov_n, ov_cap;
     uint64_t plog_first, plog_next; /* 0: no entry yet */
     buf plog_buf;

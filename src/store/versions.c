@@ -304,6 +304,19 @@ ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_ver
     return st_patient_decode(&v, who, pv, mem) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
 }
 
+/* What a walk newest first does with a versioned entry ('v' or 'P') when it asks for the newest at `at`
+ * (valid_from <= at), or exactly the key (at, version): take it, pass it, or stop (older than the key asked
+ * for: that key is not there). */
+typedef enum { ENTRY_PASS, ENTRY_TAKE, ENTRY_STOP } entry_verdict;
+
+static entry_verdict versioned_verdict(const plog_entry *en, int64_t at, bool exact, uint32_t version)
+{
+    if (!exact) return en->valid_from <= at ? ENTRY_TAKE : ENTRY_PASS;
+    if (en->valid_from == at && en->version == version) return ENTRY_TAKE;
+    if (en->valid_from < at || (en->valid_from == at && en->version < version)) return ENTRY_STOP;
+    return ENTRY_PASS;
+}
+
 /* The newest version at as_of (valid_from <= as_of), or exactly (valid_from, version) when exact; with the
  * next newer version's valid_from as valid_to (-1: none, or exact). */
 typedef struct {
@@ -323,10 +336,9 @@ typedef struct {
 static bool take_version(void *ctx, const plog_entry *en)
 {
     version_at *a = ctx;
-    if (a->exact ? en->valid_from < a->as_of || (en->valid_from == a->as_of && en->version < a->version) : false)
-        return false; /* older than the one asked for: it is not there */
-    bool match = a->exact ? en->valid_from == a->as_of && en->version == a->version : en->valid_from <= a->as_of;
-    if (!match) {
+    entry_verdict vd = versioned_verdict(en, a->as_of, a->exact, a->version);
+    if (vd == ENTRY_STOP) return false;
+    if (vd == ENTRY_PASS) {
         a->newer = en->valid_from;
         return true;
     }
@@ -411,9 +423,8 @@ typedef struct {
 static bool take_copy(void *ctx, const plog_entry *en)
 {
     copy_at *a = ctx;
-    if (a->exact && (en->valid_from < a->as_of || (en->valid_from == a->as_of && en->version < a->version)))
-        return false;
-    if (a->exact ? en->valid_from != a->as_of || en->version != a->version : en->valid_from > a->as_of) return true;
+    entry_verdict vd = versioned_verdict(en, a->as_of, a->exact, a->version);
+    if (vd != ENTRY_TAKE) return vd == ENTRY_PASS;
     a->out->len = 0;
     buf_put(a->out, en->data, en->len);
     a->found = true;

@@ -295,27 +295,49 @@ static void one_txn(world *w)
     }
 }
 
-static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
+/* A world on a fresh store: the generator's seed, the checkpoint lag and chunks a commit (0: defaults). */
+static world *world_open(unsigned seed, uint64_t lag, uint32_t chunks)
 {
     world *w = ms_calloc(1, sizeof *w);
     w->seed = seed;
     w->opt = (store_options){.owner = "test_plog", .plog_checkpoint_lag = lag, .plog_checkpoint_chunks = chunks};
     assert_true(unit_store_open(&w->u, &w->opt));
+    return w;
+}
+
+static void world_close(world *w)
+{
+    unit_store_close(&w->u);
+    free(w);
+}
+
+/* Patient i of the model ("person i", born 1970-01-01) created in sw, numbered `number` (UINT64_MAX: the
+ * store's next number). */
+static void create_patient(world *w, store_write *sw, int i, uint64_t number)
+{
+    ms_err e = {0};
+    char ident[32];
+    int il = snprintf(ident, sizeof ident, "person %d", i);
+    memcpy(ident + il + 1, "1970-01-01", 10);
+    unsigned char dk[32];
+    bool bound;
+    assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
+    if (number == UINT64_MAX)
+        assert_int_equal(store_patient_create(sw, ident, (size_t)il + 11, dk, &w->m[i].who, &bound, &e), MS_OK);
+    else
+        assert_int_equal(store_patient_create_as(sw, ident, (size_t)il + 11, dk, number, &w->m[i].who, &bound, &e),
+                         MS_OK);
+    assert_true(bound);
+}
+
+static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
+{
+    world *w = world_open(seed, lag, chunks);
     ms_err e = {0};
     store_write *sw;
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
-    for (int i = 0; i < NP; i++) {
-        char ident[32];
-        int il = snprintf(ident, sizeof ident, "person %d", i);
-        memcpy(ident + il + 1, "1970-01-01", 10);
-        unsigned char dk[32];
-        bool bound;
-        assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
-        /* numbers in several chunks of 4,096 heads, two patients sharing one */
-        uint64_t number = (uint64_t)i * 4099 + (uint64_t)(i == 1);
-        assert_int_equal(store_patient_create_as(sw, ident, (size_t)il + 11, dk, number, &w->m[i].who, &bound, &e),
-                         MS_OK);
-    }
+    for (int i = 0; i < NP; i++) /* numbers in several chunks of 4,096 heads, two patients sharing one */
+        create_patient(w, sw, i, (uint64_t)i * 4099 + (uint64_t)(i == 1));
     assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
     for (int t = 0; t < TXNS; t++) {
         one_txn(w);
@@ -326,8 +348,7 @@ static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
     reopen(w); /* and once more after the last */
     for (int i = 0; i < NP; i++)
         check_patient(w, &w->m[i]);
-    unit_store_close(&w->u);
-    free(w);
+    world_close(w);
 }
 
 static void test_model_checkpoint_often(void **state)
@@ -347,20 +368,11 @@ static void test_model_no_checkpoint(void **state)
 static void test_reader_older_than_head(void **state)
 {
     (void)state;
-    world *w = ms_calloc(1, sizeof *w);
-    w->seed = 7;
-    w->opt = (store_options){.owner = "test_plog"};
-    assert_true(unit_store_open(&w->u, &w->opt));
+    world *w = world_open(7, 0, 0);
     ms_err e = {0};
     store_write *sw;
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
-    char ident[32];
-    int il = snprintf(ident, sizeof ident, "person x");
-    memcpy(ident + il + 1, "1970-01-01", 10);
-    unsigned char dk[32];
-    bool bound;
-    assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
-    assert_int_equal(store_patient_create(sw, ident, (size_t)il + 11, dk, &w->m[0].who, &bound, &e), MS_OK);
+    create_patient(w, sw, 0, UINT64_MAX);
     put_version(w, sw, &w->m[0], false);
     assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
     store_read *old = unit_rbegin(w->u.s);
@@ -383,8 +395,7 @@ static void test_reader_older_than_head(void **state)
     check_patient(w, &w->m[0]);
     buf_free(&out);
     arena_free(&mem);
-    unit_store_close(&w->u);
-    free(w);
+    world_close(w);
 }
 
 /* A walk of one kind reads that kind only: the newest version behind thousands of records-index entries is
@@ -393,21 +404,12 @@ static void test_reader_older_than_head(void **state)
 static void test_walks_read_one_kind(void **state)
 {
     (void)state;
-    world *w = ms_calloc(1, sizeof *w);
-    w->seed = 3;
-    w->opt = (store_options){.owner = "test_plog"};
-    assert_true(unit_store_open(&w->u, &w->opt));
+    world *w = world_open(3, 0, 0);
     ms_err e = {0};
     store_write *sw;
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
-    char ident[32];
-    int il = snprintf(ident, sizeof ident, "person y");
-    memcpy(ident + il + 1, "1970-01-01", 10);
-    unsigned char dk[32];
-    bool bound;
+    create_patient(w, sw, 0, UINT64_MAX);
     mpat *p = &w->m[0];
-    assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
-    assert_int_equal(store_patient_create(sw, ident, (size_t)il + 11, dk, &p->who, &bound, &e), MS_OK);
     put_version(w, sw, p, false);
     put_copy(w, sw, p);
     assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
@@ -436,8 +438,7 @@ static void test_walks_read_one_kind(void **state)
     buf_free(&l.last_key);
     buf_free(&out);
     arena_free(&mem);
-    unit_store_close(&w->u);
-    free(w);
+    world_close(w);
 }
 
 int main(void)
