@@ -4,6 +4,8 @@
 # RECORDS records (default 200,000) of 20 KB in batches of 1000 over HTTP, 3 connections, closed loop (as
 # fast as answered) unless RATE is set. Prints each run's records/min, freshness p99, point read p99 and
 # bytes written to the disk per body byte, the ratio of records/min this/base per pair, and the medians.
+# Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
+# generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
 #   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
 # Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
@@ -23,7 +25,7 @@ run() { # $1: checkout; prints "records_per_min freshness_p99_ms point_read_p99_
   tok=$(curl -sf -H 'Content-Type: application/json' \
     -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
     python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
-  "$co/build/medstream" bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
+  ./build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
     --rate "${RATE:-0}" --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"

@@ -36,6 +36,7 @@
 #include "base/json_write.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/thread_priority.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,7 +53,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BULK_NICE 10
 #define POOL_MAX_FREE ((uint64_t)128 << 20) /* free body buffers kept for reuse, all threads together */
 #define FD_RESERVE_MIN 256                  /* descriptors kept for LMDB, segment files, Kafka and PostgreSQL sockets */
 #define RETRY_AFTER_S 1
@@ -76,7 +76,7 @@ typedef struct {
     bool too_large;        /* the body passed the size limit: the rest is discarded, 413 */
     bool over_budget;      /* a growing body was refused by the in-flight budget: discarded, 503 */
     size_t content_length; /* from the header, 0 if absent */
-    bool niced;            /* this thread's priority was lowered for a bulk request */
+    bool bulk_thread;      /* this thread was set to bulk priority for the request */
     double started;        /* ms_mono_s() when the headers were complete */
     size_t sent_bytes;     /* the answer's body */
     char method[16];       /* a copy for the access log (truncated: methods are short tokens) */
@@ -371,11 +371,11 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
                    (unsigned long long)srv->opt.max_inflight);
         return answer_early(conn, cs, ANSWER_BUSY_CLOSE);
     }
-    if (r->bulk) {
-        /* Bulk work (receiving and parsing megabytes) runs at a lower CPU priority so that point
-         * reads stay fast under full ingest; restored when the request completes. */
-        cs->niced = setpriority(PRIO_PROCESS, (id_t)gettid(), BULK_NICE) == 0;
-    }
+    /* Bulk work (receiving and parsing megabytes) runs at a lower CPU priority, every other request
+     * with a short scheduler slice, so that point reads stay fast under full ingest (thread_priority.h);
+     * a bulk request's thread is set back when the request completes. */
+    cs->bulk_thread = r->bulk;
+    thread_priority_set(r->bulk ? THREAD_BULK : THREAD_LATENCY);
     if (cs->guard) {
         if (cs->content_length || chunked)
             guard_conn_wait(cs->guard); /* the body must keep coming */
@@ -504,7 +504,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_state *cs = *con_cls;
     if (!cs) return;
     if (srv->opt.access_log) access_log(cs, toe);
-    if (cs->niced) setpriority(PRIO_PROCESS, (id_t)gettid(), 0); /* may fail unprivileged: stays lower */
+    if (cs->bulk_thread) thread_priority_set(THREAD_NORMAL); /* may fail unprivileged: stays lower */
     body_buf_release(srv->bodies, &cs->body);
     for (int i = 0; i < cs->req.nparams; i++)
         free(cs->req.params[i]);

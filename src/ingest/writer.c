@@ -21,6 +21,8 @@
 
 #define WRITER_GROUP_BYTES ((size_t)256 << 20)
 #define WRITER_RETRY_S 1 /* while the store cannot commit: retry the queued audit entries this often */
+/* Audit entries alone wait this long for a job to ride with before they are committed (writer.h). */
+#define WRITER_AUDIT_WINDOW_MS 20
 
 struct writer {
     store *store;
@@ -31,7 +33,8 @@ struct writer {
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     ingest_job *head, *tail;
-    buf audit; /* pending audit entries (the members of each, NUL-separated), oldest first */
+    buf audit;                 /* pending audit entries (the members of each, NUL-separated), oldest first */
+    struct timespec audit_due; /* CLOCK_REALTIME: the oldest of them is committed by then, job or not */
     bool stopping;
     bool failing;   /* the last commit failed: nothing can be made durable until one succeeds */
     ms_err failure; /* why */
@@ -567,6 +570,9 @@ static void *writer_main(void *arg)
             retry = pthread_cond_timedwait(&w->wake, &w->lock, &until) == ETIMEDOUT;
         }
         if (!w->head && !w->audit.len && w->stopping) break;
+        while (!w->head && w->audit.len && !w->stopping && !w->failing && !retry &&
+               pthread_cond_timedwait(&w->wake, &w->lock, &w->audit_due) != ETIMEDOUT) {
+        } /* audit entries alone: a job that comes within the window takes them along */
         /* take a group: every job waiting, up to the byte budget, and every pending audit entry */
         ingest_job *group = w->head, *last = group;
         if (group) {
@@ -628,6 +634,12 @@ static bool store_health(void *ctx, buf *out)
 
 ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
 {
+    /* the gauge the followers (sinks, notifications, counters) and /metrics read: the store's position
+     * from the start, not 0 until this run's first commit */
+    store_read *r;
+    if (store_read_begin(s, &r, e) != MS_OK) return e->code;
+    atomic_store(&g_metrics.commit_position, store_commit_pos(r));
+    store_read_end(r);
     writer *w = ms_calloc(1, sizeof *w);
     w->store = s;
     w->schema = sc;
@@ -664,6 +676,7 @@ void writer_audit(writer *w, const audit_event *ev)
     buf m = {0};
     audit_event_json(ev, &m);
     pthread_mutex_lock(&w->lock);
+    if (!w->audit.len) w->audit_due = ms_deadline(CLOCK_REALTIME, WRITER_AUDIT_WINDOW_MS);
     buf_put(&w->audit, m.data, m.len + 1); /* with its NUL: entries are NUL-separated */
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);

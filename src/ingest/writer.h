@@ -12,11 +12,14 @@
  * stored. Every source (HTTP, Kafka, the importer) submits the same ingest_job through ingest.h, which
  * appends the body before it submits (the writer never writes bodies; it only has them synced).
  *
- * Audit entries of reads and logins (writer_audit) ride with the next commit. They are never dropped:
+ * Audit entries of reads and logins (writer_audit) ride with the next commit; with no job to ride with,
+ * they wait WRITER_AUDIT_WINDOW_MS (20 ms) for one, then commit alone. One commit per point read (two
+ * device cache flushes each: measured, 190 commits/s at 200 reads/s) made the reads' own tail; the window
+ * cut it to the batches' commits plus <= 50 a second. They are never dropped:
  * when a commit fails they stay queued and the writer retries them (with store_probe when it has nothing
  * else) every second until the store can commit again. While it cannot, writer_audit_ok says so and the
  * API refuses PHI reads (503): a PHI read whose audit entry cannot be made durable is not served.
- * (A crash can still lose the entries of reads answered in the last group-commit window.)
+ * (A crash can still lose the entries of reads answered in the last window: at most 20 ms plus a commit.)
  *
  * Patient state follows event time (merge.h). A new version of a record that held winning values of
  * its patient's state, a record that moves to another patient, and a deleted record make the writer

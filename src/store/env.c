@@ -334,6 +334,7 @@ const char *store_live_writer(const store *s) { return s->live_writer; }
 void store_inject_free_space(store *s, int64_t bytes) { s->free_bytes = bytes; }
 
 void store_inject_fault(store *s, int err) { seglog_inject_fault(s->log, err); }
+void store_inject_short_write(store *s, uint64_t bytes) { seglog_inject_short_write(s->log, bytes); }
 
 /* ---- the probe ---- */
 

@@ -54,7 +54,9 @@ struct segment_log {
     uint64_t end;  /* next free position */
     segment *segs; /* indexed by segment number */
     uint64_t nsegs;
-    int fault; /* injected errno, 0: none */
+    int fault;        /* injected errno, 0: none */
+    bool short_armed; /* injected: the next append writes short_bytes, then fails with ENOSPC */
+    uint64_t short_bytes;
 };
 
 static void seg_file(const char *dir, uint64_t seg, char *out, size_t cap)
@@ -218,6 +220,8 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
         pthread_mutex_unlock(&l->lock);
         return io_fail(e, err, "write");
     }
+    uint64_t short_at = l->short_armed ? l->short_bytes : UINT64_MAX; /* test hook: where the disk fills */
+    l->short_armed = false;
     uint64_t off = l->end % l->segment_size;
     uint64_t start = off + need > l->segment_size ? l->end + (l->segment_size - off) : l->end;
     uint64_t seg = start / l->segment_size, seg_end = start % l->segment_size + need;
@@ -258,7 +262,10 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
         /* 1 MiB at a time: a read queued behind our writes then waits for at most 1 MiB, not a whole
          * 20 MB batch (measured here: 1 MiB O_DIRECT writes also stream faster than 20 MB ones) */
         size_t chunk = need - done < WRITE_CHUNK ? need - done : WRITE_CHUNK;
-        ssize_t w = pwrite(fd, src + done, chunk, foff + (off_t)done);
+        /* test hook: the disk takes only up to short_at, as pwrite does when it fills mid-write (a short
+         * count), and then nothing (ENOSPC) */
+        size_t take = done + chunk > short_at ? (size_t)(short_at - done) : chunk;
+        ssize_t w = take ? pwrite(fd, src + done, take, foff + (off_t)done) : (errno = ENOSPC, -1);
         if (w < 0) {
             if (errno == EINTR) continue;
             int err = errno;
@@ -346,6 +353,14 @@ void seglog_inject_fault(segment_log *l, int err)
 {
     pthread_mutex_lock(&l->lock);
     l->fault = err;
+    pthread_mutex_unlock(&l->lock);
+}
+
+void seglog_inject_short_write(segment_log *l, uint64_t bytes)
+{
+    pthread_mutex_lock(&l->lock);
+    l->short_armed = true;
+    l->short_bytes = bytes & ~(uint64_t)(SEGLOG_ALIGN - 1); /* O_DIRECT writes land in whole blocks */
     pthread_mutex_unlock(&l->lock);
 }
 

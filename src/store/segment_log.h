@@ -68,5 +68,8 @@ ms_code seglog_copy_files(const char *dir, uint64_t segment_size, uint64_t end, 
 
 /* Test hook: make the next write or sync fail with this errno (0: off). */
 void seglog_inject_fault(segment_log *l, int err);
+/* Test hook: the next append writes only its first bytes (rounded down to 4 KiB) to the file, as a disk
+ * that fills up in the middle of a write does, and then fails with ENOSPC (MS_EFULL). Once. */
+void seglog_inject_short_write(segment_log *l, uint64_t bytes);
 
 #endif

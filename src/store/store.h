@@ -108,6 +108,9 @@ void store_patient_id(const store *s, uint64_t n, patient_id *id);
 bool store_patient_number(const store *s, const patient_id *id, uint64_t *n);
 /* Test hook: make the segment log's next write or sync fail with this errno (0: off). */
 void store_inject_fault(store *s, int err);
+/* Test hook: the segment log's next append writes only its first bytes, then fails as a full disk does
+ * (seglog_inject_short_write). */
+void store_inject_short_write(store *s, uint64_t bytes);
 /* Test hook: the free bytes the full-disk check of an LMDB EIO sees (-1: the file system's, statvfs). */
 void store_inject_free_space(store *s, int64_t bytes);
 /* The patient log's entries read by walks since the open (plog.c; any thread): what a read of one kind of a

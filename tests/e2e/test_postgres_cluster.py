@@ -299,6 +299,7 @@ def test_a_patient_id_numbered_twice_is_a_loud_conflict_never_an_overwrite():
     index = TP.pg().sql(db, "SELECT patient_id::text, name_norm, dob::text FROM medstream.patient_index")
     eq(len(index), 1, "patient_index after node A")
     b = start_node(key, url, "conflict-b")
+    eq(b.get("/v1/audit?limit=1").status, 200, "GET /v1/audit (commits the audit entries waiting: the login's)")
     wait_node_shipped(b, db)   # its commits without patients (the admin's login) ship
     b_before = TP.store_position(b)   # the conflicting commit comes after this one
     # B numbers Quentin 0 (A's Zora has that id) and Zora 1 (A gave her 0)

@@ -778,6 +778,49 @@ static void test_fault_injection(void **state)
     assert_int_equal(pc, pc0 + 1);
 }
 
+/* A disk that fills up in the middle of a body's write (SQLite's "short write": part of the bytes land,
+ * then ENOSPC): the batch fails with MS_EFULL and nothing of it is stored. After a restart the log goes
+ * on from its durable end, over the partial bytes, and every record reads back hash-checked. */
+static void test_short_write(void **state)
+{
+    fixture *f = *state;
+    const char *t0 = "{\"record_id\":\"ok\"," ANA ",\"allergy\":\"nuts\"}";
+    submit(f, t0);
+    uint64_t cp0, pc0;
+    counts(f, &cp0, &pc0);
+    buf text = {0}; /* one record of ~12 KB: three blocks, of which the disk takes one */
+    buf_puts(&text, "{\"record_id\":\"big\",\"name\":\"Di Short\",\"dob\":\"1980-02-02\",\"notes\":\"");
+    for (int i = 0; i < 12000; i++)
+        buf_putc(&text, (char)('a' + i % 26));
+    buf_puts(&text, "\"}");
+    submission *s = prepare(&f->sc, f->s, text.data);
+    f->subs[f->nsubs++] = s;
+    store_inject_short_write(f->s, 4096);
+    assert_int_equal(run(f->s, f->w, s), MS_EFULL);
+    assert_int_equal(s->job.err.code, MS_EFULL);
+    record_version rv;
+    assert_false(unit_record_at(f->s, "big", INT64_MAX, &rv));
+    patient_id pid;
+    assert_false(ident_lookup(f, "di short", 1980, 2, 2, &pid));
+    uint64_t cp, pc;
+    counts(f, &cp, &pc);
+    assert_int_equal(cp, cp0);
+    assert_int_equal(pc, pc0);
+    stop(f); /* as after a crash: nothing of the failed append is referenced */
+    start(f);
+    submission *again = submit(f, text.data);
+    expect_item(again, 0, ITEM_CREATED, 1);
+    assert_true(unit_record_at(f->s, "big", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), text.data);
+    assert_true(unit_record_at(f->s, "ok", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), t0);
+    stop(f);
+    start(f);
+    assert_true(unit_record_at(f->s, "big", INT64_MAX, &rv));
+    assert_string_equal(body_of(f, &rv), text.data);
+    buf_free(&text);
+}
+
 /* Several threads submit at once: every job is answered, one identity gets one id, every record is
  * stored once. */
 enum { THREADS = 4, JOBS = 6, PER_JOB = 4 };
@@ -1060,6 +1103,52 @@ static void test_delete_is_a_tombstone(void **state)
     expect_item(again, 0, ITEM_UPDATED, 3);
 }
 
+/* writer.h: audit entries with no job to ride with wait WRITER_AUDIT_WINDOW_MS for one. Entries queued
+ * together are committed together (one commit, not one each), and without any job they are still
+ * committed when the window ends; a job submitted within the window takes the waiting entry along in
+ * its own commit. (The "together" assertions hold when this thread was not descheduled for the window's
+ * length between the calls: timed, and skipped with a note otherwise.) */
+static void test_audit_entries_share_a_commit(void **state)
+{
+    fixture *f = *state;
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = "unit",
+                      .role = "admin",
+                      .action = "patients:read",
+                      .resource = "/v1/patients/x",
+                      .outcome = "ok",
+                      .client = "test"};
+    uint64_t cp0, cp1, cp2, n;
+    counts(f, &cp0, &n);
+    int audited = audit_entries(f);
+    double t0 = ms_mono_s();
+    for (int i = 0; i < 5; i++)
+        writer_audit(f->w, &ev);
+    bool together = ms_mono_s() - t0 < 0.010;
+    for (int i = 0; i < 500 && audit_entries(f) < audited + 5; i++) /* no job comes: the window ends */
+        usleep(10000);
+    assert_int_equal(audit_entries(f), audited + 5);
+    counts(f, &cp1, &n);
+    if (together)
+        assert_int_equal(cp1, cp0 + 1);
+    else
+        print_message("five audit entries took >= 10 ms to queue: one-commit check skipped\n");
+    /* a job within the window: one commit for both */
+    submission *s = prepare(&f->sc, f->s, "{\"record_id\":\"a1\"," ANA "}");
+    f->subs[f->nsubs++] = s;
+    t0 = ms_mono_s();
+    writer_audit(f->w, &ev);
+    assert_int_equal(run(f->s, f->w, s), MS_OK);
+    bool within = ms_mono_s() - t0 < 0.015;
+    expect_item(s, 0, ITEM_CREATED, 1);
+    assert_int_equal(audit_entries(f), audited + 5 + 2); /* the read's entry and the batch's */
+    counts(f, &cp2, &n);
+    if (within)
+        assert_int_equal(cp2, cp1 + 1);
+    else
+        print_message("the batch took >= 15 ms: ride-along check skipped\n");
+}
+
 /* The children index (store_children): a version with a parent is indexed under it in its own commit;
  * a child before its parent; a move to another parent and a deletion leave the list from their commit
  * on, as-of reads before still see them; the parent is kept in the version (and its tombstone), and
@@ -1226,6 +1315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_children_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_entries_share_a_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejected_batch_commits_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_matches_any_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),
@@ -1239,6 +1329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_derived_ids_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_injection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_submitters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segment_rollover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_field_key_does_not_poison_patient, setup, teardown),

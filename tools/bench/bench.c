@@ -34,6 +34,7 @@
 
 #include "base/kafka_client.h"
 #include "base/options.h"
+#include "base/thread_priority.h"
 #include "base/util.h"
 
 #include "base/http_client.h"
@@ -54,7 +55,6 @@
 #include <string.h>
 #include <librdkafka/rdkafka.h>
 #include <libpq-fe.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -991,8 +991,7 @@ static void *sender_main(void *arg)
 {
     /* The load generator shares the machine with the server: run it at a lower CPU priority, like the
      * server's own bulk work, so that the probes measure the server's reads, not this thread's load. */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0) { /* best effort */
-    }
+    thread_priority_set(THREAD_BULK);
     sender *s = arg;
     bench_run *b = s->run;
     const bench_config *cfg = b->cfg;
@@ -1261,6 +1260,9 @@ static void *reader_main(void *arg)
 {
     reader_thread *rd = arg;
     bench_run *b = rd->run;
+    /* a measuring thread: woken first, like the server's point reads, so that it times the server's
+     * answer and not its own wait for a CPU behind the senders (thread_priority.h) */
+    thread_priority_set(THREAD_LATENCY);
     http_client_conn *conn = http_client_conn_new(b->url.host, b->url.port, b->timeout_ms, 0);
     http_client_response resp;
     http_client_response_init(&resp);
