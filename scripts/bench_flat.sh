@@ -6,7 +6,7 @@
 # SLICES x SLICE x (1 - REPEAT) patients in all), and per slice: records/min, freshness p99 and point read
 # p99 (the server's store growing); at the end the bytes the data directory holds per byte of record sent,
 # the server's peak RSS, and the restart time after kill -9 (until /healthz answers: opening the store,
-# rebuilding the identity index and the patient log's heads).
+# rebuilding the identity index and the patient log's heads), with the server's own account of its parts.
 # Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
 # Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
@@ -16,8 +16,8 @@ slices=${SLICES:-10}; slice=${SLICE:-2000000}; size=${SIZE:-200}; port=${PORT:-1
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-flat}
 make -s all
 rm -rf "$dir"; build/medstream init "$dir" >/dev/null
-start() {
-  build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & srv=$!
+start() { # $1: where the server's log goes (default: nowhere)
+  build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>"${1:-/dev/null}" & srv=$!
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 }
 start
@@ -36,8 +36,11 @@ for i in $(seq "$slices"); do
 done
 rss=$(awk '/VmHWM/ {printf "%.2f", $2 / 1048576}' "/proc/$srv/status")
 kill -9 "$srv"; wait "$srv" 2>/dev/null || true
-t0=$(date +%s.%N); start; t1=$(date +%s.%N)
+log=$(mktemp)
+t0=$(date +%s.%N); start "$log"; t1=$(date +%s.%N)
 kill "$srv"; wait "$srv" || true
+grep -o 'store opened in .*' "$log" || true # the parts of the restart: the patient log, the keys, the identity index
+rm -f "$log"
 bytes=$(du -sb "$dir" | awk '{print $1}')
 python3 -c 'import sys; print("data directory / records sent: %.2f x; peak RSS %s GiB; restart after kill -9: %.2f s" % (int(sys.argv[1]) / (int(sys.argv[2]) * int(sys.argv[3])), sys.argv[4], float(sys.argv[6]) - float(sys.argv[5])))' \
   "$bytes" "$sent" "$size" "$rss" "$t0" "$t1"

@@ -521,6 +521,7 @@ ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e)
     if (rc) return st_mdb_fail(e, rc, "begin read");
     uint64_t floor = 0;
     rc = st_meta_get_u64(txn, s->dbi[DB_META], META_FLOOR, &floor);
+    double t = ms_mono_s();
     MDB_cursor *c = NULL;
     if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_PHEAD], &c);
     MDB_val k, v;
@@ -535,11 +536,16 @@ ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e)
             uint64_t seq = ms_get_be64(h + 8 * i);
             if (seq) head_set(p, (ci << CHUNK_BITS) | i, seq);
         }
+        s->opened.head_chunks++;
     }
     if (c) mdb_cursor_close(c);
     if (rc == MDB_NOTFOUND) rc = 0;
-    uint64_t last = 0;
-    if (!rc) rc = replay(s, txn, floor ? floor - 1 : 0, &last);
+    s->opened.heads_s = ms_mono_s() - t;
+    t = ms_mono_s();
+    uint64_t last = 0, from = floor ? floor - 1 : 0;
+    if (!rc) rc = replay(s, txn, from, &last);
+    s->opened.replay_s = ms_mono_s() - t;
+    s->opened.replayed = last > from ? last - from : 0;
     mdb_txn_abort(txn);
     if (rc) return st_mdb_fail(e, rc, "patient log: recovery");
     p->next = last + 1 > floor ? last + 1 : floor ? floor : 1;

@@ -83,6 +83,17 @@ typedef struct {
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
 /* Close, releasing the lock. Every store_read and store_write must have ended. NULL is a no-op. */
 void store_close(store *s);
+/* What store_open spent its time on (the startup log; restart measurements). */
+typedef struct {
+    double total_s; /* the whole open */
+    double heads_s; /* the patient log's checkpointed heads */
+    uint64_t head_chunks;
+    double replay_s; /* the patient log's entries after the checkpoint */
+    uint64_t replayed;
+    double keys_s;       /* the patients' data keys file */
+    double identities_s; /* the identity index (and the sweep of the keys file) */
+} store_open_times;
+store_open_times store_open_time(const store *s);
 bool store_read_only(const store *s);
 /* Read-only stores: "pid N (CMD, since T)" of the writer that held the directory when it was opened
  * (its later commits are not in reads that began before them), or NULL if none did. */

@@ -66,6 +66,7 @@ struct store {
     bool absent[DB_COUNT]; /* read-only open of a store written before this sub-database existed: reads find
                               nothing in it */
     segment_log *log;
+    store_open_times opened; /* what the open spent its time on */
     unsigned char id_key[32];
     patient_id_key pid_key;       /* from HMAC(id_key, "patient-id"): the patient id permutation */
     patient_id_key mac_key;       /* from HMAC(id_key, "identity"): identity MACs (identities.c) */

@@ -330,6 +330,19 @@ static void create_patient(world *w, store_write *sw, int i, uint64_t number)
     assert_true(bound);
 }
 
+/* A world (seed, checkpoint lag) whose patient 0 was created with one version, committed. */
+static world *world_one_patient(unsigned seed, uint64_t lag)
+{
+    world *w = world_open(seed, lag, 0);
+    ms_err e = {0};
+    store_write *sw;
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    create_patient(w, sw, 0, UINT64_MAX);
+    put_version(w, sw, &w->m[0], false);
+    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    return w;
+}
+
 static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
 {
     world *w = world_open(seed, lag, chunks);
@@ -368,13 +381,9 @@ static void test_model_no_checkpoint(void **state)
 static void test_reader_older_than_head(void **state)
 {
     (void)state;
-    world *w = world_open(7, 0, 0);
+    world *w = world_one_patient(7, 0);
     ms_err e = {0};
     store_write *sw;
-    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
-    create_patient(w, sw, 0, UINT64_MAX);
-    put_version(w, sw, &w->m[0], false);
-    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
     store_read *old = unit_rbegin(w->u.s);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
@@ -441,13 +450,43 @@ static void test_walks_read_one_kind(void **state)
     world_close(w);
 }
 
+/* store_open_time: an open says what it read. Entries past the checkpoint are replayed one by one (all 301
+ * of them with the default lag, none checkpointed); with a lag of 100, the commits past it checkpoint the
+ * patient's chunk of heads, and the next open loads that chunk and replays only what follows the floor. */
+static void test_open_counts_what_it_read(void **state)
+{
+    (void)state;
+    for (int lagged = 0; lagged < 2; lagged++) {
+        world *w = world_one_patient(4, lagged ? 100 : 0);
+        ms_err e = {0};
+        store_write *sw;
+        for (int c = 0; c < 30; c++) {
+            assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+            for (int i = 0; i < 10; i++)
+                put_record(w, sw, &w->m[0]);
+            assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+        }
+        reopen(w);
+        store_open_times t = store_open_time(w->u.s);
+        if (!lagged) {
+            assert_int_equal(t.head_chunks, 0);
+            assert_int_equal(t.replayed, 301); /* the version and 300 records-index entries */
+        } else {
+            assert_int_equal(t.head_chunks, 1);
+            assert_true(t.replayed < 301);
+        }
+        assert_true(t.total_s >= t.heads_s + t.replay_s + t.keys_s + t.identities_s);
+        check_patient(w, &w->m[0]);
+        world_close(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_checkpoint_often),
-        cmocka_unit_test(test_model_no_checkpoint),
-        cmocka_unit_test(test_reader_older_than_head),
-        cmocka_unit_test(test_walks_read_one_kind),
+        cmocka_unit_test(test_model_checkpoint_often),   cmocka_unit_test(test_model_no_checkpoint),
+        cmocka_unit_test(test_reader_older_than_head),   cmocka_unit_test(test_walks_read_one_kind),
+        cmocka_unit_test(test_open_counts_what_it_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
