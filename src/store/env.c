@@ -22,7 +22,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -32,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -151,36 +149,6 @@ static int node_id_load(store *s, MDB_txn *txn, bool ro)
     if (RAND_bytes(s->node_id, STORE_NODE_ID) != 1) return EIO;
     v = st_val(s->node_id, STORE_NODE_ID);
     return mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
-}
-
-/* Readahead for the scans of an open (the patient log's heads and replay, the identity index): LMDB's
- * MDB_NORDAHEAD marks its whole map MADV_RANDOM, right for the random reads that follow, but a scan of a
- * tree that is not in the page cache then faults 4 KiB at a time. Measured: 10 M preloaded patients after
- * dropping the page cache: 12.0-12.8 s to open, 2.1 s with the map MADV_SEQUENTIAL during the scans
- * (MADV_NORMAL: 3.2 s); warm: unchanged. LMDB's API does not give the map's address: it is the mapping
- * of DIR/lmdb/data.mdb in /proc/self/maps. Best effort: without it the open is only slower. */
-static void map_advise(store *s, int advice)
-{
-    char path[PATH_MAX], want[PATH_MAX + 2];
-    snprintf(path, sizeof path, "%s/lmdb/data.mdb", s->dir);
-    if (!realpath(path, want)) return; /* the maps file names it by its absolute path */
-    strcat(want, "\n");
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return;
-    char line[PATH_MAX + 128];
-    unsigned long lo = 0, hi = 0;
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        size_t n = strlen(line), w = strlen(want);
-        found = n >= w && !strcmp(line + n - w, want) && sscanf(line, "%lx-%lx", &lo, &hi) == 2;
-    }
-    fclose(f);
-    MDB_envinfo info;
-    MDB_stat st;
-    if (!found || mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st)) return;
-    size_t used = (size_t)(info.me_last_pgno + 1) * st.ms_psize;
-    if (used > hi - lo) used = hi - lo;
-    (void)madvise((void *)lo, used, advice);
 }
 
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
@@ -324,7 +292,6 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         goto fail;
     }
     /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
-    map_advise(s, MADV_SEQUENTIAL); /* the scans below, then back to LMDB's random reads */
     if (st_plog_open(s, opt->plog_checkpoint_lag, opt->plog_checkpoint_chunks, e) != MS_OK) goto fail;
     double t = ms_mono_s();
     if (st_keys_open(s, e) != MS_OK) goto fail;
@@ -333,7 +300,6 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     if (!ro && st_identities_load(s, e) != MS_OK) goto fail; /* (and the sweep of the key file) */
     s->opened.identities_s = ms_mono_s() - t;
     if (!ro && st_audit_head_load(s, e) != MS_OK) goto fail;
-    map_advise(s, MADV_RANDOM);
     snprintf(path, sizeof path, "%s/segments", dir);
     if (seglog_open(&s->log, path, s->segment_size, opt->body_cache, log_end, e) != MS_OK) goto fail;
     s->opened.total_s = ms_mono_s() - t0;
