@@ -21,6 +21,11 @@ struct slice_attr {
 
 bool thread_priority_set(thread_kind kind)
 {
+    /* the kind this thread was last set to (-1: none, or the last call was refused): a connection's thread
+     * serving read after read makes its two system calls once, not per request */
+    static _Thread_local int now = -1;
+    if (now == (int)kind) return true;
+    now = -1;
     pid_t tid = gettid();
     int nice = kind == THREAD_BULK ? THREAD_BULK_NICE : 0;
     bool ok = setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0;
@@ -33,5 +38,7 @@ bool thread_priority_set(thread_kind kind)
                            .policy = SCHED_OTHER,
                            .nice = nice,
                            .runtime = kind == THREAD_LATENCY ? (uint64_t)THREAD_LATENCY_SLICE_US * 1000 : 0};
-    return syscall(SYS_sched_setattr, 0, &a, 0) == 0 && ok;
+    if (syscall(SYS_sched_setattr, 0, &a, 0) != 0 || !ok) return false;
+    now = (int)kind;
+    return true;
 }

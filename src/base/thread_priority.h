@@ -14,7 +14,8 @@
  * 3.3-3.5 ms without the short slice, 1.9-2.2 ms with it (server and load generator's reader).
  *
  * Contract: best effort. Each call sets the calling thread only; a refusal (an unprivileged thread
- * cannot lower its nice value back from 10) leaves what the kernel allowed and returns false.
+ * cannot lower its nice value back from 10) leaves what the kernel allowed and returns false. Only this
+ * call changes these settings: a call asking for the kind the thread already has does nothing.
  * Must never: change another thread, or raise any thread above nice 0 or into a real-time class.
  */
 #ifndef MS_THREAD_PRIORITY_H

@@ -570,9 +570,9 @@ static void *writer_main(void *arg)
             retry = pthread_cond_timedwait(&w->wake, &w->lock, &until) == ETIMEDOUT;
         }
         if (!w->head && !w->audit.len && w->stopping) break;
-        while (!w->head && w->audit.len && !w->stopping && !w->failing && !retry &&
-               pthread_cond_timedwait(&w->wake, &w->lock, &w->audit_due) != ETIMEDOUT) {
-        } /* audit entries alone: a job that comes within the window takes them along */
+        /* audit entries alone: a job that comes within the window takes them along */
+        while (!w->head && w->audit.len && !w->stopping && !w->failing && !retry)
+            if (pthread_cond_timedwait(&w->wake, &w->lock, &w->audit_due) == ETIMEDOUT) break;
         /* take a group: every job waiting, up to the byte budget, and every pending audit entry */
         ingest_job *group = w->head, *last = group;
         if (group) {
