@@ -792,6 +792,9 @@ void cluster_batch_free(cluster_batch *cb)
     memset(cb, 0, sizeof *cb);
 }
 
+/* How long a transaction's offsets and commit are asked again while librdkafka calls the error retriable. */
+#define TXN_RETRY_S 120.0
+
 ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
                        const source_offset *offsets, int noffsets, rd_kafka_t *consumer, ms_err *e)
 {
@@ -857,10 +860,25 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
     for (int i = 0; i < noffsets; i++)
         rd_kafka_topic_partition_list_add(parts, offsets[i].topic, offsets[i].partition)->offset = offsets[i].next;
     rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(consumer);
-    ke = rd_kafka_send_offsets_to_transaction(c->producer, parts, md, 30000);
+    /* librdkafka's contract (rdkafka.h, transactional API): a retriable error is asked again, the offsets
+     * with the same arguments, the commit resumed (a commit that timed out goes on in the background and
+     * may have landed: giving up on it would leave the producer mid-commit and the batch unstored) */
+    double t0 = ms_mono_s();
+    do {
+        if (ke) rd_kafka_error_destroy(ke);
+        ke = rd_kafka_send_offsets_to_transaction(c->producer, parts, md, 30000);
+    } while (ke && rd_kafka_error_is_retriable(ke) && ms_mono_s() - t0 < TXN_RETRY_S);
     rd_kafka_consumer_group_metadata_destroy(md);
     rd_kafka_topic_partition_list_destroy(parts);
-    if (!ke) ke = rd_kafka_commit_transaction(c->producer, 30000);
+    if (!ke) {
+        ke = rd_kafka_commit_transaction(c->producer, 30000);
+        while (ke && rd_kafka_error_is_retriable(ke) && ms_mono_s() - t0 < TXN_RETRY_S) {
+            ms_log(LOG_WARN, "cluster.commit_retry", "kafka cluster: commit transaction: %s: resuming it",
+                   rd_kafka_error_string(ke));
+            rd_kafka_error_destroy(ke);
+            ke = rd_kafka_commit_transaction(c->producer, 30000);
+        }
+    }
     if (!ke) return MS_OK;
     if (rd_kafka_error_txn_requires_abort(ke)) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
@@ -871,16 +889,28 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
 
 ms_code cluster_reset(cluster *c, ms_err *e)
 {
-    /* a producer in a fatal state (fenced by a newer one of the same id) cannot go on: a new one */
+    /* A new producer: the old one may be fenced (fatal), or left mid-transaction by an error that was
+     * neither retriable nor abortable, or by a commit still unresolved after TXN_RETRY_S. The new one's
+     * init_transactions waits for the brokers to settle the old one's last transaction (committed: its
+     * markers replay on the next assignment; aborted: its messages come again). */
     char err[512];
-    if (rd_kafka_fatal_error(c->producer, err, sizeof err)) {
-        rd_kafka_destroy(c->producer);
-        if (!(c->producer = producer_new(c, err, sizeof err))) return cluster_fail(e, "transactional producer", err);
-    }
+    if (c->producer) rd_kafka_destroy(c->producer); /* (NULL: the last reset could not make one) */
+    if (!(c->producer = producer_new(c, err, sizeof err))) return cluster_fail(e, "transactional producer", err);
     return load_ids(c, e);
 }
 
 /* ---- the membership view (reads on any node) ---- */
+
+/* How long a question to the group's coordinator is asked again while the brokers answer that it is moving
+ * or still loading (they do for seconds after a broker starts, and after a coordinator fails over). */
+#define GROUP_RETRY_S 60.0
+
+static bool group_error_retriable(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR || err == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+           err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT;
+}
 
 void cluster_revoked(cluster *c)
 {
@@ -889,7 +919,9 @@ void cluster_revoked(cluster *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
+/* One DescribeConsumerGroups: MS_OK with *members, or an error; *retry when the brokers said to ask again
+ * (the group's coordinator moving or loading its state, as it does right after a cluster starts). */
+static ms_code group_members_once(cluster *c, size_t *members, bool *retry, ms_err *e)
 {
     const char *groups[] = {c->opt.group};
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->producer);
@@ -897,7 +929,9 @@ ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
     ms_code rc = MS_OK;
     *members = 0;
+    *retry = false;
     if (!ev || rd_kafka_event_error(ev) || rd_kafka_event_type(ev) != RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT) {
+        *retry = !ev || group_error_retriable(rd_kafka_event_error(ev));
         rc = cluster_fail(e, "describe the consumer group", ev ? rd_kafka_event_error_string(ev) : "no answer in 10 s");
     } else {
         size_t ng = 0;
@@ -906,6 +940,7 @@ ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
         for (size_t g = 0; g < ng; g++) {
             const rd_kafka_error_t *ge = rd_kafka_ConsumerGroupDescription_error(gs[g]);
             if (ge && rd_kafka_error_code(ge) != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND) {
+                *retry = group_error_retriable(rd_kafka_error_code(ge));
                 rc = cluster_fail(e, "describe the consumer group", rd_kafka_error_string(ge));
                 break;
             }
@@ -914,6 +949,18 @@ ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
     }
     if (ev) rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+ms_code cluster_group_members(cluster *c, size_t *members, ms_err *e)
+{
+    bool retry = false;
+    ms_code rc = group_members_once(c, members, &retry, e);
+    for (double t0 = ms_mono_s(); rc != MS_OK && retry && ms_mono_s() - t0 < GROUP_RETRY_S;) {
+        ms_log(LOG_WARN, "cluster.describe_group", "kafka cluster: %s: trying again", e->msg);
+        usleep(250000);
+        rc = group_members_once(c, members, &retry, e);
+    }
     return rc;
 }
 

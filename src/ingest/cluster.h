@@ -140,13 +140,16 @@ void cluster_route(cluster *c, cluster_batch *cb, rd_kafka_message_t **msgs, rec
 void cluster_batch_free(cluster_batch *cb);
 
 /* One Kafka transaction: the minted entries, the forwards, the offsets (KIP-447, consumer's group
- * metadata). MS_OK: committed. Anything else: nothing of it is visible, and the node must cluster_reset
- * before it goes on (its in-memory mints are not the cluster's). */
+ * metadata). Errors librdkafka calls retriable are asked again for up to 2 minutes. MS_OK: committed.
+ * Anything else: the batch is not to be stored, and the node must cluster_reset and rejoin before it goes
+ * on (its in-memory mints are not the cluster's). The transaction may still land (a commit the brokers
+ * finish after the client gave up on it): then the next assignment replays it from its markers. */
 ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t **msgs, int n,
                        const source_offset *offsets, int noffsets, rd_kafka_t *consumer, ms_err *e);
 
-/* After a failed transaction: forget every mint not in the store, and start a new producer if the old
- * one cannot go on. The consumer must rejoin the group (its positions are past the failed batches). */
+/* After a failed transaction: forget every mint not in the store, and start a new producer (whose
+ * init_transactions waits for the brokers to settle the old one's last transaction). The consumer must
+ * rejoin the group (its positions are past the failed batches). */
 ms_code cluster_reset(cluster *c, ms_err *e);
 
 /* ---- reads on any node: the membership view ----

@@ -413,6 +413,16 @@ def wait_drained(nodes, topic=None, timeout=120.0, poll=0.25, bootstrap=None, gr
          % (group, topic, timeout, last))
 
 
+def kafka_log_lines(node):
+    """The lines of a node's whole log (every start) that speak of Kafka or the cluster."""
+    try:
+        with open(node.log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if "kafka" in ln or "cluster" in ln]
+
+
 def eventually(check_fn, limit=30.0, pause=0.5):
     """Run check_fn until it passes (returns its value) or limit seconds have gone by (its last failure
     then stands). A cluster node commits a batch's offsets in its Kafka transaction *before* the batch goes
