@@ -22,6 +22,7 @@
 #include "store/seal.h"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,37 +36,58 @@ static void entry_mac(store *s, const ident_entry *ie, unsigned char mac[32])
         memcpy(mac, ie->mac, 32);
 }
 
-ms_code st_identities_load(store *s, ms_err *e)
+/* The index is rebuilt by IDENT_LOAD_THREADS threads, each scanning its own range of patient numbers in
+ * its own read transaction. On a large store the identity tree's pages lie among the other trees' and a
+ * cold scan reads them one page fault at a time (the map is MDB_NORDAHEAD): several scans keep several
+ * reads in flight, and a warm scan is CPU work (decode, hash, insert) that two cores share. */
+#define IDENT_LOAD_THREADS 8
+
+typedef struct {
+    store *s;
+    uint64_t from, last; /* the part's patient numbers, inclusive */
+    uint64_t *erased;    /* numbers of erased entries found */
+    size_t nerased;
+    ms_err err;
+    ms_code rc;
+} ident_part;
+
+static void *ident_load_part(void *arg)
 {
-    s->identities = identity_index_new(s->patients);
+    ident_part *pt = arg;
+    store *s = pt->s;
     MDB_txn *txn;
     MDB_cursor *c;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if (rc) {
+        pt->rc = st_mdb_fail(&pt->err, rc, "begin read");
+        return NULL;
+    }
     if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
         mdb_txn_abort(txn);
-        return st_mdb_fail(e, rc, "cursor");
+        pt->rc = st_mdb_fail(&pt->err, rc, "cursor");
+        return NULL;
     }
-    MDB_val k, v;
-    ms_code out = MS_OK;
     enum { BATCH = 256 };
     identity_hash hashes[BATCH];
     uint64_t numbers[BATCH];
-    uint64_t *erased = NULL;
-    size_t n = 0, nerased = 0, caperased = 0;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    size_t n = 0, cap = 0;
+    unsigned char kb[8];
+    ms_set_be64(kb, pt->from);
+    MDB_val k = st_val(kb, 8), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         ident_entry ie;
         if (k.mv_size != 8 || !st_ident_decode(&v, &ie)) {
-            out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+            pt->rc = ms_fail(&pt->err, MS_ECORRUPT, "store: bad identity entry");
             break;
         }
         uint64_t number = ms_get_be64(k.mv_data);
+        if (number > pt->last) break;
         if (ie.erased) {
-            if (nerased == caperased) {
-                caperased = caperased ? caperased * 2 : 64;
-                erased = ms_realloc(erased, sizeof *erased * caperased);
+            if (pt->nerased == cap) {
+                cap = cap ? cap * 2 : 64;
+                pt->erased = ms_realloc(pt->erased, sizeof *pt->erased * cap);
             }
-            erased[nerased++] = number;
+            pt->erased[pt->nerased++] = number;
             continue;
         }
         unsigned char mac[32];
@@ -80,7 +102,76 @@ ms_code st_identities_load(store *s, ms_err *e)
     identity_index_put_many(s->identities, hashes, numbers, n);
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
-    if (out == MS_OK && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "identity scan");
+    if (pt->rc == MS_OK && rc != 0 && rc != MDB_NOTFOUND) pt->rc = st_mdb_fail(&pt->err, rc, "identity scan");
+    return NULL;
+}
+
+/* The first and last patient numbers of the identity tree (*any false: it is empty). */
+static ms_code ident_bounds(store *s, uint64_t *first, uint64_t *last, bool *any, ms_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    *any = false;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
+        mdb_txn_abort(txn);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    if ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 8) {
+        *first = ms_get_be64(k.mv_data);
+        if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST)) == 0 && k.mv_size == 8) {
+            *last = ms_get_be64(k.mv_data);
+            *any = true;
+        }
+    }
+    if (rc == 0 && !*any) out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+    if (rc != 0 && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "identity scan");
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return out;
+}
+
+ms_code st_identities_load(store *s, ms_err *e)
+{
+    s->identities = identity_index_new(s->patients);
+    uint64_t first = 0, last = 0;
+    bool any;
+    ms_code out = ident_bounds(s, &first, &last, &any, e);
+    if (out != MS_OK || !any) return out == MS_OK ? st_keys_sweep(s, NULL, 0, e) : out;
+    /* equal ranges of numbers: numbers are dense (a count) on a single node; a cluster node's are its
+     * shards' (spread, but evenly) */
+    uint64_t span = last - first, nparts = IDENT_LOAD_THREADS;
+    if (span < nparts) nparts = 1;
+    ident_part parts[IDENT_LOAD_THREADS];
+    pthread_t threads[IDENT_LOAD_THREADS];
+    bool started[IDENT_LOAD_THREADS] = {0};
+    for (uint64_t i = 0; i < nparts; i++) {
+        parts[i] = (ident_part){.s = s, .rc = MS_OK};
+        parts[i].from = first + span / nparts * i;
+        parts[i].last = i + 1 == nparts ? last : first + span / nparts * (i + 1) - 1;
+    }
+    for (uint64_t i = 1; i < nparts; i++) /* (one that cannot start is scanned on this thread) */
+        started[i] = pthread_create(&threads[i], NULL, ident_load_part, &parts[i]) == 0;
+    ident_load_part(&parts[0]);
+    uint64_t *erased = NULL;
+    size_t nerased = 0;
+    for (uint64_t i = 0; i < nparts; i++) {
+        if (i > 0 && started[i])
+            pthread_join(threads[i], NULL);
+        else if (i > 0)
+            ident_load_part(&parts[i]);
+        if (parts[i].rc != MS_OK && out == MS_OK) {
+            *e = parts[i].err;
+            out = parts[i].rc;
+        }
+        erased = ms_realloc(erased, sizeof *erased * (nerased + parts[i].nerased + 1));
+        if (parts[i].nerased) memcpy(erased + nerased, parts[i].erased, sizeof *erased * parts[i].nerased);
+        nerased += parts[i].nerased;
+        free(parts[i].erased);
+    }
     if (out == MS_OK) out = st_keys_sweep(s, erased, nerased, e);
     free(erased);
     return out;

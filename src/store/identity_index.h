@@ -4,7 +4,8 @@
  * Why in memory: in LMDB, an index keyed by name puts every new patient on a random page of a large
  * B-tree, and on this disk a commit's scattered page writes were what bounded ingest. The durable copy
  * is the store's `identity` sub-database keyed by patient number (appended, never inserted at random);
- * this index is rebuilt from it when the store opens (about 150 ns per patient) and verified against
+ * this index is rebuilt from it when the store opens (by 8 threads over ranges of numbers, identities.c:
+ about 0.1 us per patient warm) and verified against
  * it on every hit, so a hash collision can never merge two people.
  *
  * Contract: thread-safe (a readers-writer lock: request threads look up, the writer inserts). Inserts

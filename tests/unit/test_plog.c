@@ -481,12 +481,93 @@ static void test_open_counts_what_it_read(void **state)
     }
 }
 
+/* The identity index is rebuilt at open by several threads, each over a range of patient numbers
+ * (identities.c). Numbers spread unevenly (31 i^2), so the ranges hold different counts and their edges
+ * fall between patients: every identity is found again with its number and id, and the erased ones (in
+ * each range) are not. A patient made after the reopen gets a new number. */
+static void test_identities_rebuilt_in_parts(void **state)
+{
+    (void)state;
+    enum { N = 400 };
+    world *w = world_open(5, 0, 0);
+    ms_err e = {0};
+    store_write *sw;
+    patient_ref who[N];
+    char ident[N][32];
+    size_t len[N];
+    bool erased[N] = {0};
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    for (int i = 0; i < N; i++) {
+        int il = snprintf(ident[i], sizeof ident[i], "someone %d", i);
+        memcpy(ident[i] + il + 1, "1980-02-02", 10);
+        len[i] = (size_t)il + 11;
+        unsigned char dk[32];
+        bool bound;
+        assert_int_equal(store_data_key(w->u.s, ident[i], len[i], dk, &e), MS_OK);
+        assert_int_equal(
+            store_patient_create_as(sw, ident[i], len[i], dk, 1000 + (uint64_t)i * i * 31, &who[i], &bound, &e), MS_OK);
+    }
+    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    const int gone[] = {1, N / 4, N / 2, 3 * N / 4 + 1, N - 2}; /* the first and last numbers live */
+    for (size_t g = 0; g < sizeof gone / sizeof gone[0]; g++) {
+        erase_report rep;
+        assert_int_equal(store_patient_erase(sw, &who[gone[g]].id, &rep, &e), MS_OK);
+        erased[gone[g]] = true;
+    }
+    assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    patient_ref fresh = {0};
+    for (int round = 0; round < 2; round++) {
+        reopen(w);
+        assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+        for (int i = 0; i < N; i++) {
+            patient_ref p;
+            bool found;
+            assert_int_equal(store_ident_get(sw, ident[i], len[i], &p, &found, &e), MS_OK);
+            assert_int_equal(found, !erased[i]);
+            if (!found) continue;
+            assert_int_equal(p.number, who[i].number);
+            assert_memory_equal(&p.id, &who[i].id, sizeof p.id);
+        }
+        /* a new patient after the reopen: a number no one else has */
+        unsigned char dk[32];
+        bool bound, found;
+        patient_ref again;
+        assert_int_equal(store_data_key(w->u.s,
+                                        "newcomer\0"
+                                        "1990-01-01",
+                                        19, dk, &e),
+                         MS_OK);
+        assert_int_equal(store_ident_get(sw,
+                                         "newcomer\0"
+                                         "1990-01-01",
+                                         19, &again, &found, &e),
+                         MS_OK);
+        if (round == 0) {
+            assert_false(found);
+            assert_int_equal(store_patient_create(sw,
+                                                  "newcomer\0"
+                                                  "1990-01-01",
+                                                  19, dk, &fresh, &bound, &e),
+                             MS_OK);
+            for (int i = 0; i < N; i++)
+                assert_true(fresh.number != who[i].number);
+            assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+        } else {
+            assert_true(found); /* and it came back from the last range */
+            assert_int_equal(again.number, fresh.number);
+            store_write_abort(sw);
+        }
+    }
+    world_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_checkpoint_often),   cmocka_unit_test(test_model_no_checkpoint),
         cmocka_unit_test(test_reader_older_than_head),   cmocka_unit_test(test_walks_read_one_kind),
-        cmocka_unit_test(test_open_counts_what_it_read),
+        cmocka_unit_test(test_open_counts_what_it_read), cmocka_unit_test(test_identities_rebuilt_in_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
