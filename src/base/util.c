@@ -126,6 +126,45 @@ void buf_put_be64(buf *b, uint64_t v)
     buf_put(b, t, 8);
 }
 
+void buf_put_varint(buf *b, uint64_t v)
+{
+    unsigned char t[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        t[n++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    t[n++] = (unsigned char)v;
+    buf_put(b, t, n);
+}
+
+void buf_put_zigzag(buf *b, int64_t v) { buf_put_varint(b, ms_zigzag64(v)); }
+
+bool ms_get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
+{
+    uint64_t out = 0;
+    const unsigned char *q = *p;
+    for (int shift = 0; shift < 70 && q < end; shift += 7) {
+        unsigned char c = *q++;
+        if (shift == 63 && c > 1) return false; /* past 64 bits */
+        out |= (uint64_t)(c & 0x7F) << shift;
+        if (!(c & 0x80)) {
+            *v = out;
+            *p = q;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool ms_get_zigzag(const unsigned char **p, const unsigned char *end, int64_t *v)
+{
+    uint64_t u;
+    if (!ms_get_varint(p, end, &u)) return false;
+    *v = ms_unzigzag64(u);
+    return true;
+}
+
 void buf_put_be32(buf *b, uint32_t v)
 {
     unsigned char t[4];

@@ -58,6 +58,22 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void buf_put_be64(buf *b, uint64_t v);
 void buf_put_be32(buf *b, uint32_t v);
 void buf_put_be16(buf *b, uint16_t v);
+/* ULEB128 (7 bits a byte, low group first, the high bit set on every byte but the last; at most 10) and
+ * its zigzag form for signed values (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...): the store's compact encodings
+ * and Parquet's Thrift compact protocol. */
+void buf_put_varint(buf *b, uint64_t v);
+void buf_put_zigzag(buf *b, int64_t v);
+/* The varint at *p (not past end) into *v, *p moved past it; false (nothing moved) when it is cut short
+ * or longer than 10 bytes. */
+bool ms_get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v);
+bool ms_get_zigzag(const unsigned char **p, const unsigned char *end, int64_t *v);
+static inline uint64_t ms_zigzag64(int64_t v)
+{
+    /* (v << 1) ^ (v >> 63), on unsigned values: no signed overflow, no shift of a negative number */
+    uint64_t u = (uint64_t)v;
+    return (u << 1) ^ ((u >> 63) ? UINT64_MAX : 0);
+}
+static inline int64_t ms_unzigzag64(uint64_t u) { return (int64_t)((u >> 1) ^ (0 - (u & 1))); }
 void buf_free(buf *b);
 /* Hand the bytes to the caller (malloc'd, NUL-terminated) and reset the buffer. */
 char *buf_take(buf *b);

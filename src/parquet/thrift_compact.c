@@ -18,26 +18,9 @@ void tc_init(tc_writer *w, buf *out)
     w->last_id[0] = 0;
 }
 
-void tc_put_varint(buf *b, uint64_t v)
-{
-    unsigned char tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (unsigned char)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (unsigned char)v;
-    buf_put(b, tmp, n);
-}
+void tc_put_varint(buf *b, uint64_t v) { buf_put_varint(b, v); }
 
-uint64_t tc_zigzag64(int64_t v)
-{
-    /* (v << 1) ^ (v >> 63), done on unsigned values so that no signed overflow or shift of a negative
-     * number is involved. */
-    uint64_t u = (uint64_t)v;
-    uint64_t sign = (u >> 63) ? UINT64_MAX : 0;
-    return (u << 1) ^ sign;
-}
+uint64_t tc_zigzag64(int64_t v) { return ms_zigzag64(v); }
 
 void tc_put_zigzag(buf *b, int64_t v) { tc_put_varint(b, tc_zigzag64(v)); }
 

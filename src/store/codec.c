@@ -153,18 +153,49 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
 }
 
 /* ---- patient versions ----
- * PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 + source, be32 n, then per
- * field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries written before the
- * event-time order was kept have no format byte (they start with the version's high byte, 0) and no
- * ts/vf per field: they read as INT64_MIN, older than any record. PV_FORMAT_3 adds be32 off per field
- * after vf: the value's offset in its record when the record is sealed under the patient's data key
- * (seal.h; 0: a plain body), written when any field is sealed. */
+ * PV_FORMAT_4 (written since issue 17's bytes-per-record work): varint version, zigzag valid_from, varint
+ * + cause record id, varint + source, varint n fields, varint n origins, then per origin (a record version
+ * the fields' values come from): varint base position, zigzag ts, zigzag vf, a flags byte (1: sealed);
+ * then per field: varint + key, varint origin, varint delta, varint len, be64 hash. A field's position is
+ * its origin's base + delta, its ts and vf its origin's, and its off (seal.h) the delta when the origin is
+ * sealed, else 0: the fields of one record version share one origin, so a field costs ~13 bytes + its key
+ * where format 3 spent 42. A version whose fields do not fit that shape (a sealed field whose offset is
+ * larger than its position) is written in format 3.
+ * Older formats, still read: PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 +
+ * source, be32 n, then per field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries
+ * written before the event-time order was kept have no format byte (they start with the version's high
+ * byte, 0) and no ts/vf per field: they read as INT64_MIN, older than any record. PV_FORMAT_3 adds be32
+ * off per field after vf: the value's offset in its record when the record is sealed under the patient's
+ * data key (seal.h; 0: a plain body), written when any field is sealed. */
 #define PV_FORMAT_2 0xF2
 #define PV_FORMAT_3 0xF3
+#define PV_FORMAT_4 0xF4
+#define PV_ORIGIN_SEALED 1
 
-void st_patient_encode(buf *b, const patient_version *pv)
+typedef struct {
+    uint64_t base;
+    int64_t ts, vf;
+    bool sealed;
+} pv_origin;
+
+/* A field on its way to its origin: sorted by (sealed, ts, vf, base), a plain group's first is its
+ * smallest position. */
+typedef struct {
+    pv_origin o;
+    uint32_t field;
+} pv_slot;
+
+static int pv_slot_cmp(const void *a, const void *b)
 {
-    b->len = 0;
+    const pv_origin *x = &((const pv_slot *)a)->o, *y = &((const pv_slot *)b)->o;
+    if (x->sealed != y->sealed) return x->sealed ? 1 : -1;
+    if (x->ts != y->ts) return x->ts < y->ts ? -1 : 1;
+    if (x->vf != y->vf) return x->vf < y->vf ? -1 : 1;
+    return x->base < y->base ? -1 : x->base > y->base;
+}
+
+static void patient_encode_v3(buf *b, const patient_version *pv)
+{
     bool sealed = false;
     for (uint32_t i = 0; i < pv->nfields && !sealed; i++)
         sealed = pv->fields[i].off != 0;
@@ -189,6 +220,128 @@ void st_patient_encode(buf *b, const patient_version *pv)
     }
 }
 
+void st_patient_encode(buf *b, const patient_version *pv)
+{
+    b->len = 0;
+    uint32_t n = pv->nfields, norigins = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (pv->fields[i].off > pv->fields[i].pos) {
+            patient_encode_v3(b, pv);
+            return;
+        }
+    /* origins: a sealed field's is its record's (pos - off); plain fields of one ts and vf share the
+     * smallest of their positions. Sorted, so that many fields cost O(n log n), never O(n^2). */
+    pv_slot *sl = ms_malloc(sizeof *sl * (n ? n : 1));
+    pv_origin *o = ms_malloc(sizeof *o * (n ? n : 1));
+    uint32_t *of = ms_malloc(sizeof *of * (n ? n : 1));
+    for (uint32_t i = 0; i < n; i++) {
+        const state_field *f = &pv->fields[i];
+        sl[i] = (pv_slot){{f->off ? f->pos - f->off : f->pos, f->ts, f->vf, f->off != 0}, i};
+    }
+    qsort(sl, n, sizeof *sl, pv_slot_cmp);
+    for (uint32_t i = 0; i < n; i++) {
+        const pv_origin *c = &sl[i].o, *last = norigins ? &o[norigins - 1] : NULL;
+        bool same = last && last->sealed == c->sealed && last->ts == c->ts && last->vf == c->vf &&
+                    (!c->sealed || last->base == c->base);
+        if (!same) o[norigins++] = *c;
+        of[sl[i].field] = norigins - 1;
+    }
+    buf_putc(b, (char)PV_FORMAT_4);
+    buf_put_varint(b, pv->version);
+    buf_put_zigzag(b, pv->valid_from);
+    buf_put_varint(b, pv->cause_record_len);
+    buf_put(b, pv->cause_record, pv->cause_record_len);
+    buf_put_varint(b, pv->source_len);
+    buf_put(b, pv->source, pv->source_len);
+    buf_put_varint(b, n);
+    buf_put_varint(b, norigins);
+    for (uint32_t i = 0; i < norigins; i++) {
+        buf_put_varint(b, o[i].base);
+        buf_put_zigzag(b, o[i].ts);
+        buf_put_zigzag(b, o[i].vf);
+        buf_putc(b, (char)(o[i].sealed ? PV_ORIGIN_SEALED : 0));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const state_field *f = &pv->fields[i];
+        buf_put_varint(b, f->key_len);
+        buf_put(b, f->key, f->key_len);
+        buf_put_varint(b, of[i]);
+        buf_put_varint(b, f->pos - o[of[i]].base);
+        buf_put_varint(b, f->len);
+        buf_put_be64(b, f->hash);
+    }
+    free(sl);
+    free(o);
+    free(of);
+}
+
+/* A varint no larger than max, into *v. */
+static bool get_uint(const unsigned char **p, const unsigned char *end, uint64_t max, uint64_t *v)
+{
+    return ms_get_varint(p, end, v) && *v <= max;
+}
+
+/* Format 4 after its format byte (p .. end), into pv (its fields allocated as st_patient_decode says). */
+static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, const patient_ref *who,
+                              patient_version *pv, arena *mem)
+{
+    uint64_t version, len, n, norigins;
+    if (!get_uint(&p, end, UINT32_MAX, &version) || !ms_get_zigzag(&p, end, &pv->valid_from)) return false;
+    pv->version = (uint32_t)version;
+    if (!get_uint(&p, end, UINT16_MAX, &len) || (uint64_t)(end - p) < len) return false;
+    pv->cause_record = (const char *)p;
+    pv->cause_record_len = (uint32_t)len;
+    p += len;
+    if (!get_uint(&p, end, UINT16_MAX, &len) || (uint64_t)(end - p) < len) return false;
+    pv->source = (const char *)p;
+    pv->source_len = (uint32_t)len;
+    p += len;
+    /* every origin takes at least 4 bytes and every field at least 11: counts the bytes cannot hold are
+     * refused before anything is allocated for them */
+    if (!get_uint(&p, end, PATIENT_STATE_MAX_FIELDS, &n) || !get_uint(&p, end, n, &norigins) ||
+        (uint64_t)(end - p) < norigins * 4 + n * 11)
+        return false;
+    pv_origin *o = ms_malloc(sizeof *o * (norigins ? norigins : 1));
+    bool ok = true;
+    for (uint64_t i = 0; ok && i < norigins; i++) {
+        ok = ms_get_varint(&p, end, &o[i].base) && ms_get_zigzag(&p, end, &o[i].ts) &&
+             ms_get_zigzag(&p, end, &o[i].vf) && p < end && (*p == 0 || *p == PV_ORIGIN_SEALED);
+        if (ok) o[i].sealed = *p++ == PV_ORIGIN_SEALED;
+    }
+    pv->nfields = (uint32_t)n;
+    pv->fields =
+        mem ? arena_alloc(mem, sizeof(state_field) * (n ? n : 1)) : ms_malloc(sizeof(state_field) * (n ? n : 1));
+    for (uint64_t i = 0; ok && i < n; i++) {
+        state_field *f = &pv->fields[i];
+        uint64_t klen, origin, delta, vlen;
+        ok = get_uint(&p, end, UINT16_MAX, &klen) && (uint64_t)(end - p) >= klen;
+        if (!ok) break;
+        f->key = (const char *)p;
+        f->key_len = (uint32_t)klen;
+        p += klen;
+        ok = get_uint(&p, end, norigins ? norigins - 1 : 0, &origin) && origin < norigins &&
+             ms_get_varint(&p, end, &delta) && get_uint(&p, end, UINT32_MAX, &vlen) && end - p >= 8;
+        if (!ok || (o[origin].sealed && (delta == 0 || delta > UINT32_MAX)) || delta > UINT64_MAX - o[origin].base) {
+            ok = false;
+            break;
+        }
+        f->pos = o[origin].base + delta;
+        f->len = (uint32_t)vlen;
+        f->hash = ms_get_be64(p);
+        p += 8;
+        f->ts = o[origin].ts;
+        f->vf = o[origin].vf;
+        f->off = o[origin].sealed ? (uint32_t)delta : 0;
+        f->sealer = f->off ? who->number + 1 : 0;
+    }
+    free(o);
+    if (ok && p == end) return true;
+    if (!mem) free(pv->fields);
+    pv->fields = NULL;
+    pv->nfields = 0;
+    return false;
+}
+
 bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem)
 {
     const unsigned char *p = v->mv_data, *end = p + v->mv_size;
@@ -202,6 +355,7 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
     pv->pid = who->id;
     pv->number = who->number;
     pv->valid_to = -1;
+    if (end > p && *p == PV_FORMAT_4) return patient_decode_v4(p + 1, end, who, pv, mem);
     bool v3 = end > p && *p == PV_FORMAT_3, v2 = v3 || (end > p && *p == PV_FORMAT_2);
     if (v2) p++;
     size_t per_field = v3 ? 40u : v2 ? 36u : 20u; /* after the key */

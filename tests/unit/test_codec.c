@@ -1,0 +1,283 @@
+/*
+ * test_codec.c - the store's patient version encoding (store/codec.c) and the varints under it
+ * (base/util.c), driven directly over buffers.
+ *
+ * A random patient version (fields from one to many record versions, plain and sealed, event times from
+ * INT64_MIN to far ahead, positions up to 2^62) written and read back equals itself field by field, and
+ * its format-4 bytes are smaller than format 3's. Format 2 and 3 bytes (built here by hand, the layout
+ * codec.c documents) still read. Every cut-short copy of a valid entry, and bytes changed at random, are
+ * refused or read without going past the buffer (ASan watches the reads).
+ */
+#define MS_STORE_INTERNAL
+#include "store/store_internal.h"
+#include "unit.h"
+
+static const char *const keys[] = {"address", "dob", "favorite_color", "name", "notes", "phone", "ssn", "zip"};
+
+typedef struct {
+    state_field f[64];
+    patient_version pv;
+} made;
+
+/* A patient version of n fields (n <= 64) whose values come from up to `records` record versions. */
+static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, bool sealed_ok)
+{
+    struct {
+        uint64_t body;
+        int64_t ts, vf;
+        bool sealed;
+    } rec[8];
+    for (uint32_t i = 0; i < records; i++) {
+        rec[i].body = unit_rand(r) >> (2 + unit_below(r, 40));
+        rec[i].ts = unit_below(r, 10) == 0 ? INT64_MIN : (int64_t)(unit_rand(r) >> 12) - ((int64_t)1 << 50);
+        rec[i].vf = unit_below(r, 10) == 0 ? INT64_MIN : (int64_t)(unit_rand(r) >> 13);
+        rec[i].sealed = sealed_ok && unit_below(r, 2);
+        if (i > 0 && unit_below(r, 4) == 0) { /* two records of one commit and event time */
+            rec[i].ts = rec[i - 1].ts;
+            rec[i].vf = rec[i - 1].vf;
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = unit_below(r, records);
+        uint32_t at = 1 + unit_below(r, 20000);
+        state_field *f = &m->f[i];
+        static char names[64][24];
+        snprintf(names[i], sizeof names[i], "%s%u", keys[i % 8], i / 8);
+        *f = (state_field){.key = names[i],
+                           .key_len = (uint32_t)strlen(names[i]),
+                           .pos = rec[k].body + at,
+                           .len = unit_below(r, 3) ? unit_below(r, 200) : (uint32_t)unit_rand(r),
+                           .hash = unit_rand(r),
+                           .ts = rec[k].ts,
+                           .vf = rec[k].vf,
+                           .off = rec[k].sealed ? at : 0};
+    }
+    m->pv = (patient_version){.version = unit_below(r, 3) ? 1 + unit_below(r, 100) : (uint32_t)unit_rand(r),
+                              .valid_from = (int64_t)(unit_rand(r) >> 11),
+                              .cause_record = "rec-000123",
+                              .cause_record_len = 10,
+                              .source = "http 127.0.0.1",
+                              .source_len = 14,
+                              .fields = m->f,
+                              .nfields = n};
+}
+
+static void expect_same(const patient_version *a, const patient_version *b, uint64_t number)
+{
+    assert_int_equal(a->version, b->version);
+    assert_true(a->valid_from == b->valid_from);
+    assert_int_equal(a->cause_record_len, b->cause_record_len);
+    assert_memory_equal(a->cause_record, b->cause_record, a->cause_record_len);
+    assert_int_equal(a->source_len, b->source_len);
+    assert_memory_equal(a->source, b->source, a->source_len);
+    assert_int_equal(a->nfields, b->nfields);
+    for (uint32_t i = 0; i < a->nfields; i++) {
+        const state_field *x = &a->fields[i], *y = &b->fields[i];
+        assert_int_equal(x->key_len, y->key_len);
+        assert_memory_equal(x->key, y->key, x->key_len);
+        assert_true(x->pos == y->pos);
+        assert_int_equal(x->len, y->len);
+        assert_true(x->hash == y->hash);
+        assert_true(x->ts == y->ts);
+        assert_true(x->vf == y->vf);
+        assert_int_equal(x->off, y->off);
+        assert_true(y->sealer == (x->off ? number + 1 : 0));
+    }
+}
+
+static bool decode(const buf *b, const patient_ref *who, patient_version *out, arena *mem)
+{
+    MDB_val v = {.mv_size = b->len, .mv_data = b->data};
+    return st_patient_decode(&v, who, out, mem);
+}
+
+/* Format 3 (or 2: no field sealed) as codec.c documents it, built here: what stores wrote before. */
+static void encode_v3(buf *b, const patient_version *pv)
+{
+    bool sealed = false;
+    for (uint32_t i = 0; i < pv->nfields; i++)
+        sealed |= pv->fields[i].off != 0;
+    b->len = 0;
+    buf_putc(b, (char)(sealed ? 0xF3 : 0xF2));
+    buf_put_be32(b, pv->version);
+    buf_put_be64(b, (uint64_t)pv->valid_from);
+    buf_put_be16(b, (uint16_t)pv->cause_record_len);
+    buf_put(b, pv->cause_record, pv->cause_record_len);
+    buf_put_be16(b, (uint16_t)pv->source_len);
+    buf_put(b, pv->source, pv->source_len);
+    buf_put_be32(b, pv->nfields);
+    for (uint32_t i = 0; i < pv->nfields; i++) {
+        const state_field *f = &pv->fields[i];
+        buf_put_be16(b, (uint16_t)f->key_len);
+        buf_put(b, f->key, f->key_len);
+        buf_put_be64(b, f->pos);
+        buf_put_be32(b, f->len);
+        buf_put_be64(b, f->hash);
+        buf_put_be64(b, (uint64_t)f->ts);
+        buf_put_be64(b, (uint64_t)f->vf);
+        if (sealed) buf_put_be32(b, f->off);
+    }
+}
+
+/* Random versions round-trip exactly, in less space than format 3; the older formats still read. */
+static void test_patient_versions_round_trip(void **state)
+{
+    (void)state;
+    unit_rng r = {17};
+    patient_ref who = {.number = 41};
+    buf b = {0}, old = {0};
+    size_t v4_bytes = 0, v3_bytes = 0;
+    for (int t = 0; t < 3000; t++) {
+        made m;
+        uint32_t n = unit_below(&r, 5) == 0 ? unit_below(&r, 65) : 1 + unit_below(&r, 12);
+        make_version(&r, &m, n, 1 + unit_below(&r, 8), true);
+        st_patient_encode(&b, &m.pv);
+        assert_int_equal((unsigned char)b.data[0], 0xF4);
+        patient_version got;
+        arena mem = {0};
+        assert_true(decode(&b, &who, &got, t % 2 ? &mem : NULL));
+        expect_same(&m.pv, &got, who.number);
+        if (t % 2 == 0) free(got.fields);
+        arena_free(&mem);
+        encode_v3(&old, &m.pv);
+        assert_true(decode(&old, &who, &got, NULL));
+        expect_same(&m.pv, &got, who.number);
+        free(got.fields);
+        v4_bytes += b.len;
+        v3_bytes += old.len;
+    }
+    print_message("  format 4: %zu bytes, format 3: %zu bytes (%.2f)\n", v4_bytes, v3_bytes,
+                  (double)v4_bytes / (double)v3_bytes);
+    assert_true(v4_bytes * 10 < v3_bytes * 7);
+    buf_free(&b);
+    buf_free(&old);
+}
+
+/* A typical version (7 fields of two record versions, sealed): how many bytes each format takes. */
+static void test_typical_version_is_small(void **state)
+{
+    (void)state;
+    unit_rng r = {5};
+    made m;
+    make_version(&r, &m, 7, 2, true);
+    buf b = {0}, old = {0};
+    st_patient_encode(&b, &m.pv);
+    encode_v3(&old, &m.pv);
+    print_message("  7 fields of 2 records: format 4 %zu bytes, format 3 %zu\n", b.len, old.len);
+    assert_true(b.len * 10 < old.len * 7);
+    buf_free(&b);
+    buf_free(&old);
+}
+
+/* A sealed field whose offset is larger than its position cannot be a base + delta: format 3 keeps it. */
+static void test_odd_shapes_fall_back_to_format_3(void **state)
+{
+    (void)state;
+    state_field f = {.key = "name", .key_len = 4, .pos = 10, .len = 3, .hash = 9, .ts = 1, .vf = 2, .off = 11};
+    patient_version pv = {.version = 1, .valid_from = 5, .fields = &f, .nfields = 1};
+    buf b = {0};
+    st_patient_encode(&b, &pv);
+    assert_int_equal((unsigned char)b.data[0], 0xF3);
+    patient_ref who = {.number = 3};
+    patient_version got;
+    assert_true(decode(&b, &who, &got, NULL));
+    expect_same(&pv, &got, who.number);
+    free(got.fields);
+    /* no fields at all */
+    pv.nfields = 0;
+    st_patient_encode(&b, &pv);
+    assert_true(decode(&b, &who, &got, NULL));
+    assert_int_equal(got.nfields, 0);
+    free(got.fields);
+    buf_free(&b);
+}
+
+/* Every cut-short copy of a valid entry is refused; bytes changed at random are refused or read within
+ * the buffer (each copy is its own allocation, so ASan sees a read past it). */
+static void test_damaged_entries_are_refused_within_bounds(void **state)
+{
+    (void)state;
+    unit_rng r = {99};
+    patient_ref who = {.number = 7};
+    buf b = {0};
+    for (int t = 0; t < 200; t++) {
+        made m;
+        make_version(&r, &m, 1 + unit_below(&r, 10), 1 + unit_below(&r, 4), true);
+        st_patient_encode(&b, &m.pv);
+        for (size_t cut = 0; cut < b.len; cut++) {
+            unsigned char *copy = ms_malloc(cut ? cut : 1);
+            memcpy(copy, b.data, cut);
+            MDB_val v = {.mv_size = cut, .mv_data = copy};
+            patient_version got;
+            assert_false(st_patient_decode(&v, &who, &got, NULL));
+            free(copy);
+        }
+        for (int k = 0; k < 50; k++) {
+            unsigned char *copy = ms_malloc(b.len);
+            memcpy(copy, b.data, b.len);
+            copy[1 + unit_below(&r, (uint32_t)b.len - 1)] ^= (unsigned char)(1 + unit_below(&r, 255));
+            MDB_val v = {.mv_size = b.len, .mv_data = copy};
+            patient_version got;
+            if (st_patient_decode(&v, &who, &got, NULL)) {
+                for (uint32_t i = 0; i < got.nfields; i++) /* what it read lies inside the copy */
+                    assert_true((const unsigned char *)got.fields[i].key >= copy &&
+                                (const unsigned char *)got.fields[i].key + got.fields[i].key_len <= copy + b.len);
+                free(got.fields);
+            }
+            free(copy);
+        }
+    }
+    buf_free(&b);
+}
+
+/* Varints: every length from 1 to 10 bytes, zigzag of the extremes, and malformed ones refused. */
+static void test_varints(void **state)
+{
+    (void)state;
+    const uint64_t u[] = {0, 1, 127, 128, 16383, 16384, UINT32_MAX, (uint64_t)1 << 56, UINT64_MAX - 1, UINT64_MAX};
+    buf b = {0};
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        b.len = 0;
+        buf_put_varint(&b, u[i]);
+        const unsigned char *p = (const unsigned char *)b.data;
+        uint64_t got;
+        assert_true(ms_get_varint(&p, p + b.len, &got));
+        assert_true(got == u[i]);
+        assert_ptr_equal(p, (const unsigned char *)b.data + b.len);
+        p = (const unsigned char *)b.data; /* cut short: refused, nothing moved */
+        assert_false(ms_get_varint(&p, p + b.len - 1, &got));
+        assert_ptr_equal(p, (const unsigned char *)b.data);
+    }
+    const int64_t s[] = {0, -1, 1, -2, INT64_MIN, INT64_MAX, INT64_MIN + 1};
+    const uint64_t zz[] = {0, 1, 2, 3, UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 2};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        assert_true(ms_zigzag64(s[i]) == zz[i]);
+        b.len = 0;
+        buf_put_zigzag(&b, s[i]);
+        const unsigned char *p = (const unsigned char *)b.data;
+        int64_t got;
+        assert_true(ms_get_zigzag(&p, p + b.len, &got));
+        assert_true(got == s[i]);
+    }
+    /* 11 bytes, and a 10th byte carrying more than the 64th bit */
+    const unsigned char eleven[11] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    const unsigned char too_big[10] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02};
+    const unsigned char *p = eleven;
+    uint64_t got;
+    assert_false(ms_get_varint(&p, eleven + 11, &got));
+    p = too_big;
+    assert_false(ms_get_varint(&p, too_big + 10, &got));
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_patient_versions_round_trip),
+        cmocka_unit_test(test_typical_version_is_small),
+        cmocka_unit_test(test_odd_shapes_fall_back_to_format_3),
+        cmocka_unit_test(test_damaged_entries_are_refused_within_bounds),
+        cmocka_unit_test(test_varints),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
