@@ -370,7 +370,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     rv.body_pos = cur.body_pos;
     rv.sealed = true;
     rv.body_len = r->body_len;
-    rv.body_hash = r->body_hash;
+    rv.body_hash = 0; /* sealed: its AES-GCM tag authenticates the body (store.h) */
     memcpy(rv.content_hash, r->content_hash, 16);
     if (r->parent_id_len) memcpy(rv.parent_id, r->parent_id, r->parent_id_len); /* indexed under it */
     rv.parent_id_len = r->parent_id_len;

@@ -226,7 +226,6 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
     }
     XXH128_hash_t h = XXH3_128bits_digest(&st);
     XXH128_canonicalFromHash((XXH128_canonical_t *)r->content_hash, h);
-    r->body_hash = XXH3_64bits(r->body, r->body_len);
 
     /* record id */
     f = record_field_get(r, sc->record_id_field, strlen(sc->record_id_field));

@@ -36,7 +36,6 @@ typedef struct {
     const char *error; /* when rejected */
     const char *body;  /* the record's JSON object text, trimmed, inside the body buffer */
     uint32_t body_len;
-    uint64_t body_hash;    /* XXH3-64 of body: checked when the stored bytes are read back */
     const char *record_id; /* decoded, no control characters */
     uint32_t record_id_len;
     bool record_id_derived;   /* absent in input: keyed hash of the content */

@@ -283,7 +283,8 @@ typedef struct {
     uint32_t type_len;
     uint64_t body_pos;
     uint32_t body_len;
-    uint64_t body_hash;
+    uint64_t body_hash; /* XXH3-64 of a plain body, checked when it is read back; a sealed body's AES-GCM tag
+                           authenticates it instead (0 since issue 17; older sealed versions hold a hash) */
     unsigned char content_hash[16];
     bool deleted; /* a tombstone (DELETE /v1/records/{id}): no body; the record reads 404 from here on */
     bool sealed;  /* the body is sealed under its patient's data key (keys.c, seal.h) */
