@@ -41,7 +41,12 @@
 #define DEFAULT_LAG ((uint64_t)1 << 20)       /* entries past the floor before chunks are checkpointed */
 #define CHUNKS_PER_COMMIT ST_PLOG_CKPT_CHUNKS /* at most this many chunks written by one commit */
 #define META_FLOOR "plog_floor"
-#define ENTRY_HEAD 33 /* tag, be64(number), be64(the newest 'v', 'r' and 'P' entry before it) */
+#define ENTRY_HEAD 33 /* format 1: tag, be64(number), be64(the newest 'v', 'r' and 'P' entry before it) */
+/* Format 2 (since issue 17's bytes-per-record work): the tag with its high bit set, then varints: the
+ * number, each of the three newest entries before it as the distance back from the entry's own sequence
+ * number (0: none), and by tag 'v' zigzag valid_from, version; 'P' sv, zigzag valid_from, version; 'r'
+ * zigzag ts. ~12 bytes where format 1 spent 33-49. Both are read. */
+#define TAG_COMPACT 0x80
 
 /* The index of a tag in plog_entry.last: 'v' 0, 'r' 1, 'P' 2; -1 for 'X'. */
 static int kind_of(char tag) { return tag == 'v' ? 0 : tag == 'r' ? 1 : tag == 'P' ? 2 : -1; }
@@ -90,24 +95,52 @@ static void mark_dirty(st_plog *p, uint64_t number, uint64_t seq)
 void st_plog_encode(buf *b, const plog_entry *en)
 {
     b->len = 0;
-    buf_putc(b, en->tag);
-    buf_put_be64(b, en->number);
+    buf_putc(b, (char)((unsigned char)en->tag | TAG_COMPACT));
+    buf_put_varint(b, en->number);
     for (int k = 0; k < 3; k++)
-        buf_put_be64(b, en->last[k]);
+        buf_put_varint(b, en->last[k] ? en->seq - en->last[k] : 0);
     switch (en->tag) {
     case 'v':
-        buf_put_be64(b, (uint64_t)en->valid_from);
-        buf_put_be32(b, en->version);
+        buf_put_zigzag(b, en->valid_from);
+        buf_put_varint(b, en->version);
         break;
     case 'P':
-        buf_put_be32(b, en->sv);
-        buf_put_be64(b, (uint64_t)en->valid_from);
-        buf_put_be32(b, en->version);
+        buf_put_varint(b, en->sv);
+        buf_put_zigzag(b, en->valid_from);
+        buf_put_varint(b, en->version);
         break;
-    case 'r': buf_put_be64(b, (uint64_t)en->ts); break;
+    case 'r': buf_put_zigzag(b, en->ts); break;
     default: break;
     }
     buf_put(b, en->data, en->len);
+}
+
+/* A format 2 entry (after its tag) into en. */
+static bool decode_compact(uint64_t seq, const unsigned char *p, const unsigned char *end, plog_entry *en)
+{
+    uint64_t back, u;
+    if (!ms_get_varint(&p, end, &en->number)) return false;
+    for (int k = 0; k < 3; k++) {
+        if (!ms_get_varint(&p, end, &back) || (back && back >= seq)) return false;
+        en->last[k] = back ? seq - back : 0;
+    }
+    bool ok = true;
+    if (en->tag == 'v') {
+        ok = ms_get_zigzag(&p, end, &en->valid_from) && ms_get_varint(&p, end, &u) && u <= UINT32_MAX;
+        en->version = (uint32_t)u;
+    } else if (en->tag == 'P') {
+        ok = ms_get_varint(&p, end, &u) && u <= UINT32_MAX;
+        en->sv = (uint32_t)u;
+        ok = ok && ms_get_zigzag(&p, end, &en->valid_from) && ms_get_varint(&p, end, &u) && u <= UINT32_MAX;
+        en->version = (uint32_t)u;
+    } else if (en->tag == 'r') {
+        ok = ms_get_zigzag(&p, end, &en->ts);
+    } else if (en->tag != 'X') {
+        return false;
+    }
+    en->data = (const char *)p;
+    en->len = (size_t)(end - p);
+    return ok;
 }
 
 bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en)
@@ -115,8 +148,13 @@ bool st_plog_decode(uint64_t seq, const MDB_val *v, plog_entry *en)
     const char *p = v->mv_data;
     size_t n = v->mv_size;
     memset(en, 0, sizeof *en);
-    if (n < ENTRY_HEAD) return false;
+    if (n < 1) return false;
     en->seq = seq;
+    if ((unsigned char)p[0] & TAG_COMPACT) {
+        en->tag = (char)((unsigned char)p[0] & ~TAG_COMPACT);
+        return decode_compact(seq, (const unsigned char *)p + 1, (const unsigned char *)p + n, en);
+    }
+    if (n < ENTRY_HEAD) return false;
     en->tag = p[0];
     en->number = ms_get_be64(p + 1);
     for (int k = 0; k < 3; k++) {
@@ -486,12 +524,12 @@ static int replay(store *s, MDB_txn *txn, uint64_t after, uint64_t *last)
     MDB_val k = seq_key(kb, after + 1), v;
     *last = after;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        uint64_t seq = ms_get_be64(k.mv_data);
-        if (k.mv_size != 8 || v.mv_size < ENTRY_HEAD) {
+        plog_entry en;
+        if (k.mv_size != 8 || !st_plog_decode(ms_get_be64(k.mv_data), &v, &en)) {
             rc = MDB_CORRUPTED;
             break;
         }
-        uint64_t number = ms_get_be64((char *)v.mv_data + 1);
+        uint64_t seq = en.seq, number = en.number;
         if ((number >> CHUNK_BITS) >= TOP) {
             rc = MDB_CORRUPTED;
             break;
