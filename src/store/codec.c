@@ -194,8 +194,9 @@ static int pv_slot_cmp(const void *a, const void *b)
     return x->base < y->base ? -1 : x->base > y->base;
 }
 
-static void patient_encode_v3(buf *b, const patient_version *pv)
+void st_patient_encode_v3(buf *b, const patient_version *pv)
 {
+    b->len = 0;
     bool sealed = false;
     for (uint32_t i = 0; i < pv->nfields && !sealed; i++)
         sealed = pv->fields[i].off != 0;
@@ -226,7 +227,7 @@ void st_patient_encode(buf *b, const patient_version *pv)
     uint32_t n = pv->nfields, norigins = 0;
     for (uint32_t i = 0; i < n; i++)
         if (pv->fields[i].off > pv->fields[i].pos) {
-            patient_encode_v3(b, pv);
+            st_patient_encode_v3(b, pv);
             return;
         }
     /* origins: a sealed field's is its record's (pos - off); plain fields of one ts and vf share the

@@ -181,6 +181,8 @@ size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t num
 void st_record_encode(buf *b, const record_version *rv);
 bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv);
 void st_patient_encode(buf *b, const patient_version *pv);
+/* Format 3 (2 when no field is sealed), as stores wrote before issue 17; st_patient_encode's fallback. */
+void st_patient_encode_v3(buf *b, const patient_version *pv);
 /* Strings point into the value, or into mem when mem is given (the value is copied there first). */
 bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version *pv, arena *mem);
 /* identity entries (identities.c writes them): pid (16), then either the identity key itself (entries

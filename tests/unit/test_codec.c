@@ -4,9 +4,9 @@
  *
  * A random patient version (fields from one to many record versions, plain and sealed, event times from
  * INT64_MIN to far ahead, positions up to 2^62) written and read back equals itself field by field, and
- * its format-4 bytes are smaller than format 3's. Format 2 and 3 bytes (built here by hand, the layout
- * codec.c documents) still read. Every cut-short copy of a valid entry, and bytes changed at random, are
- * refused or read without going past the buffer (ASan watches the reads).
+ * its format-4 bytes are smaller than format 3's, whose bytes (as stores wrote them before) still read. Every cut-short
+ * copy of a valid entry, and bytes changed at random, are refused or read without going past the buffer (ASan watches
+ * the reads).
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -91,34 +91,6 @@ static bool decode(const buf *b, const patient_ref *who, patient_version *out, a
     return st_patient_decode(&v, who, out, mem);
 }
 
-/* Format 3 (or 2: no field sealed) as codec.c documents it, built here: what stores wrote before. */
-static void encode_v3(buf *b, const patient_version *pv)
-{
-    bool sealed = false;
-    for (uint32_t i = 0; i < pv->nfields; i++)
-        sealed |= pv->fields[i].off != 0;
-    b->len = 0;
-    buf_putc(b, (char)(sealed ? 0xF3 : 0xF2));
-    buf_put_be32(b, pv->version);
-    buf_put_be64(b, (uint64_t)pv->valid_from);
-    buf_put_be16(b, (uint16_t)pv->cause_record_len);
-    buf_put(b, pv->cause_record, pv->cause_record_len);
-    buf_put_be16(b, (uint16_t)pv->source_len);
-    buf_put(b, pv->source, pv->source_len);
-    buf_put_be32(b, pv->nfields);
-    for (uint32_t i = 0; i < pv->nfields; i++) {
-        const state_field *f = &pv->fields[i];
-        buf_put_be16(b, (uint16_t)f->key_len);
-        buf_put(b, f->key, f->key_len);
-        buf_put_be64(b, f->pos);
-        buf_put_be32(b, f->len);
-        buf_put_be64(b, f->hash);
-        buf_put_be64(b, (uint64_t)f->ts);
-        buf_put_be64(b, (uint64_t)f->vf);
-        if (sealed) buf_put_be32(b, f->off);
-    }
-}
-
 /* Random versions round-trip exactly, in less space than format 3; the older formats still read. */
 static void test_patient_versions_round_trip(void **state)
 {
@@ -139,7 +111,7 @@ static void test_patient_versions_round_trip(void **state)
         expect_same(&m.pv, &got, who.number);
         if (t % 2 == 0) free(got.fields);
         arena_free(&mem);
-        encode_v3(&old, &m.pv);
+        st_patient_encode_v3(&old, &m.pv);
         assert_true(decode(&old, &who, &got, NULL));
         expect_same(&m.pv, &got, who.number);
         free(got.fields);
@@ -162,7 +134,7 @@ static void test_typical_version_is_small(void **state)
     make_version(&r, &m, 7, 2, true);
     buf b = {0}, old = {0};
     st_patient_encode(&b, &m.pv);
-    encode_v3(&old, &m.pv);
+    st_patient_encode_v3(&old, &m.pv);
     print_message("  7 fields of 2 records: format 4 %zu bytes, format 3 %zu\n", b.len, old.len);
     assert_true(b.len * 10 < old.len * 7);
     buf_free(&b);
