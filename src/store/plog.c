@@ -118,7 +118,7 @@ void st_plog_encode(buf *b, const plog_entry *en)
 /* A format 2 entry (after its tag) into en. */
 static bool decode_compact(uint64_t seq, const unsigned char *p, const unsigned char *end, plog_entry *en)
 {
-    uint64_t back, u;
+    uint64_t back, u = 0;
     if (!ms_get_varint(&p, end, &en->number)) return false;
     for (int k = 0; k < 3; k++) {
         if (!ms_get_varint(&p, end, &back) || (back && back >= seq)) return false;
