@@ -20,8 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RESTORE_TIMEOUT_S 120.0 /* a changelog partition that does not reach its end in this long fails */
-
 struct cluster {
     cluster_options opt;
     char byshard[256], changelog[256], seed[256], txn_id[300];
@@ -227,7 +225,7 @@ static ms_code seed_load(cluster *c, ms_err *e)
     if (kerr) return cluster_fail(e, "seed assign", rd_kafka_err2str(kerr));
     ms_code rc = MS_OK;
     for (double t0 = ms_mono_s(); rc == MS_OK;) {
-        if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) {
+        if (ms_mono_s() - t0 > CLUSTER_RESTORE_TIMEOUT_S) {
             rc = cluster_fail(e, c->seed, "the topic did not reach its end in time");
             break;
         }
@@ -341,12 +339,14 @@ void cluster_close(cluster *c)
     free(c);
 }
 
+const char *cluster_topic(const cluster *c) { return c->opt.topic; }
 const char *cluster_byshard_topic(const cluster *c) { return c->byshard; }
 const char *cluster_changelog_topic(const cluster *c) { return c->changelog; }
 const char *cluster_seed_topic(const cluster *c) { return c->seed; }
 int32_t cluster_partitions(const cluster *c) { return c->partitions; }
 int32_t cluster_changelog_partitions(const cluster *c) { return c->cl_partitions; }
 rd_kafka_t *cluster_producer(cluster *c) { return c->producer; }
+rd_kafka_t *cluster_restorer(cluster *c) { return c->restorer; }
 
 ms_code cluster_seed_state(cluster *c, seed_progress *at, ms_err *e)
 {
@@ -537,7 +537,7 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         if (kerr) rc = cluster_fail(e, "changelog assign", rd_kafka_err2str(kerr));
     }
     while (rc == MS_OK && open > 0) {
-        if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) {
+        if (ms_mono_s() - t0 > CLUSTER_RESTORE_TIMEOUT_S) {
             rc = cluster_fail(e, c->changelog, "the changelog did not reach its end in time");
             break;
         }
@@ -620,112 +620,6 @@ ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assi
             c->mine[assigned->elems[i].partition] = true;
     pthread_mutex_unlock(&c->mu);
     return MS_OK;
-}
-
-/* ---- the replay reader: partitions' messages in T and T.by-shard, each partition from its own queue ---- */
-
-struct cluster_reader {
-    cluster *c;
-    int n;
-    int32_t *parts;
-    rd_kafka_queue_t *(*q)[2];
-    rd_kafka_message_t *(*held)[2]; /* read past a run's end: the next run's first */
-};
-
-ms_code cluster_reader_open(cluster *c, const cluster_replay *plan, cluster_reader **out, ms_err *e)
-{
-    cluster_reader *rd = ms_calloc(1, sizeof *rd);
-    rd->c = c;
-    rd->parts = ms_calloc((size_t)plan->n + 1, sizeof *rd->parts);
-    int64_t(*from)[2] = ms_calloc((size_t)plan->n + 1, sizeof *from);
-    for (int b = 0; b < plan->n; b++) { /* every source partition, from its first run in each topic */
-        int x = 0;
-        while (x < rd->n && rd->parts[x] != plan->batches[b].source)
-            x++;
-        if (x == rd->n) {
-            rd->parts[rd->n++] = plan->batches[b].source;
-            from[x][0] = from[x][1] = -1;
-        }
-        for (int r = 0; r < plan->batches[b].nruns; r++) {
-            const cluster_run *run = &plan->batches[b].runs[r];
-            if (from[x][run->topic] < 0 || run->from < from[x][run->topic]) from[x][run->topic] = run->from;
-        }
-    }
-    const char *topics[2] = {c->opt.topic, c->byshard};
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(2 * rd->n + 1);
-    for (int x = 0; x < rd->n; x++)
-        for (int t = 0; t < 2; t++)
-            rd_kafka_topic_partition_list_add(parts, topics[t], rd->parts[x])->offset =
-                from[x][t] >= 0 ? from[x][t] : RD_KAFKA_OFFSET_END; /* no run there: nothing to read */
-    free(from);
-    rd_kafka_resp_err_t kerr = rd_kafka_assign(c->restorer, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (kerr) {
-        free(rd->parts);
-        free(rd);
-        return cluster_fail(e, "replay assign", rd_kafka_err2str(kerr));
-    }
-    rd->q = ms_calloc((size_t)rd->n + 1, sizeof *rd->q);
-    rd->held = ms_calloc((size_t)rd->n + 1, sizeof *rd->held);
-    for (int x = 0; x < rd->n; x++)
-        for (int t = 0; t < 2; t++) {
-            rd->q[x][t] = rd_kafka_queue_get_partition(c->restorer, topics[t], rd->parts[x]);
-            rd_kafka_queue_forward(rd->q[x][t], NULL); /* this partition's messages stay in its own queue */
-        }
-    *out = rd;
-    return MS_OK;
-}
-
-ms_code cluster_reader_run(cluster_reader *rd, int32_t source, const cluster_run *run, rd_kafka_message_t ***msgs,
-                           int *n, ms_err *e)
-{
-    int cap = 0, x = 0;
-    *msgs = NULL;
-    *n = 0;
-    while (x < rd->n && rd->parts[x] != source)
-        x++;
-    if (x == rd->n) return cluster_fail(e, "replay", "a run of a partition the reader does not read");
-    rd_kafka_queue_t *q = rd->q[x][run->topic];
-    rd_kafka_message_t **held = &rd->held[x][run->topic];
-    double t0 = ms_mono_s();
-    for (;;) {
-        rd_kafka_message_t *m = *held;
-        *held = NULL;
-        if (!m) m = rd_kafka_consume_queue(q, 200);
-        if (!m) {
-            if (ms_mono_s() - t0 > RESTORE_TIMEOUT_S) return cluster_fail(e, "replay", "the messages did not come");
-            continue;
-        }
-        if (m->err || m->offset < run->from) { /* the end of the partition, errors; or before the run */
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->offset >= run->to) {
-            *held = m;
-            return MS_OK;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 256;
-            *msgs = ms_realloc(*msgs, sizeof **msgs * (size_t)cap);
-        }
-        (*msgs)[(*n)++] = m;
-        if (m->offset == run->to - 1) return MS_OK;
-    }
-}
-
-void cluster_reader_close(cluster_reader *rd)
-{
-    if (!rd) return;
-    for (int x = 0; x < rd->n; x++)
-        for (int t = 0; t < 2; t++) {
-            if (rd->held[x][t]) rd_kafka_message_destroy(rd->held[x][t]);
-            rd_kafka_queue_destroy(rd->q[x][t]);
-        }
-    rd_kafka_assign(rd->c->restorer, NULL);
-    free(rd->q);
-    free(rd->held);
-    free(rd->parts);
-    free(rd);
 }
 
 /* ---- a batch ---- */

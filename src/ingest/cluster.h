@@ -64,6 +64,7 @@ typedef struct cluster cluster;
  * load the shard state this store holds. */
 ms_code cluster_open(cluster **out, const cluster_options *opt, ms_err *e);
 void cluster_close(cluster *c);
+const char *cluster_topic(const cluster *c); /* T */
 const char *cluster_byshard_topic(const cluster *c);
 const char *cluster_changelog_topic(const cluster *c);
 int32_t cluster_partitions(const cluster *c);           /* P */
@@ -112,7 +113,12 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
 /* After the plan is stored: keep where the marker scans ended, and own the assigned partitions (reads). */
 ms_code cluster_replayed(cluster *c, const rd_kafka_topic_partition_list_t *assigned, const cluster_replay *plan,
                          ms_err *e);
-/* Reading the plan's messages, each source partition of T and T.by-shard from the first offset a run needs. */
+/* A changelog partition, a seed topic or a replay that does not reach its end in this long fails. */
+#define CLUSTER_RESTORE_TIMEOUT_S 120.0
+/* The node's changelog reader (read_committed, no group), which the replay reader reads with too. */
+rd_kafka_t *cluster_restorer(cluster *c);
+/* Reading the plan's messages (cluster_reader.c), each source partition of T and T.by-shard from the first
+ * offset a run needs. */
 typedef struct cluster_reader cluster_reader;
 ms_code cluster_reader_open(cluster *c, const cluster_replay *plan, cluster_reader **out, ms_err *e);
 /* The messages of one run of a batch of source (*msgs: the caller destroys them and frees the array). */

@@ -22,8 +22,8 @@
 #include "store/seal.h"
 
 #include <openssl/crypto.h>
-#include <pthread.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
