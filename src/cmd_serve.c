@@ -188,8 +188,9 @@ int cmd_serve(int argc, char **argv)
          .help = "exports (POST /v1/exports) held in DATA/exports; a new one pushes out the oldest finished one"},
         {.name = "--reproject-rate", .type = OPT_UINT, .target = &c.reproject_rate, .def = "0", .min = 0,
          .max = 100000000, .metavar = "N",
-         .help = "after a schema change, re-project at most N stored versions a second in the background (0: as "
-                 "fast as it goes; the ingest writer never waits more than one step)"},
+         .help = "after a schema change, re-project at most N stored versions a second in the background, then "
+                 "compact at most N entries of the patient log a second (0: as fast as it goes; the ingest writer "
+                 "never waits more than one step)"},
         {.name = "--export-link-ttl", .type = OPT_SECONDS, .target = &c.export_link_ttl_s, .def = "300", .min = 1,
          .max = 86400, .help = "lifetime of an export's signed download link"},
         {.name = "--lake", .type = OPT_STRING, .target = &c.lake, .metavar = "DIR",

@@ -15,7 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#define DROP_STEP 2048 /* copies of old versions deleted per transaction */
+#define DROP_STEP 2048    /* copies of old versions deleted per transaction */
+#define COMPACT_STEP 4096 /* patient log entries looked at per compaction transaction */
 
 struct reprojector {
     reproject_options o;
@@ -28,6 +29,8 @@ struct reprojector {
     bool stopping, finished; /* finished: no re-projection left (done, abandoned, or none) */
     _Atomic uint32_t version, target;
     _Atomic uint64_t done, total;
+    _Atomic bool compacting;    /* the patient log's compaction may have work (until the thread's end) */
+    _Atomic uint64_t compacted; /* entries of the log it looked at so far */
 };
 
 /* ---- the copies, computed under the target's schema (projection.h) ---- */
@@ -97,6 +100,11 @@ static void rp_metrics(void *ctx, buf *out)
                   atomic_load(&r->done));
     metrics_gauge(out, "medstream_reprojection_total", "Stored versions the re-projection under way walks.",
                   atomic_load(&r->total));
+    metrics_gauge(out, "medstream_log_compacting",
+                  "1 while the patient log's compaction after a switch of schema versions may have work.",
+                  atomic_load(&r->compacting));
+    metrics_gauge(out, "medstream_log_compaction_entries",
+                  "Patient log entries the compaction has looked at since the start.", atomic_load(&r->compacted));
 }
 
 static bool rp_health(void *ctx, buf *out)
@@ -198,6 +206,37 @@ static void *rp_main(void *arg)
     if (dropped)
         ms_log(LOG_INFO, "schema.cleaned", "%llu public copies of old schema versions deleted",
                (unsigned long long)dropped);
+    /* and their copies in the patient log: stubs, the chains kept (store.h, store_plog_compact_step) */
+    store_compact_stats sum = {0};
+    double c0 = ms_mono_s();
+    uint32_t step = r->o.rate && r->o.rate < COMPACT_STEP ? r->o.rate : COMPACT_STEP;
+    while (!target && !stopping(r)) {
+        bool finished;
+        store_compact_stats st;
+        ms_err e = {0};
+        if (store_plog_compact_step(r->o.store, step, &finished, &st, &e) != MS_OK) {
+            ms_log(LOG_ERROR, "schema.compaction_failed", "compacting the patient log: %s (retrying)", e.msg);
+            if (!nap(r, 1000)) break;
+            continue;
+        }
+        if (!sum.looked && st.looked)
+            ms_log(LOG_INFO, "schema.log_compacting", "compacting the patient log from entry %llu",
+                   (unsigned long long)st.from);
+        sum.looked += st.looked, sum.stubbed += st.stubbed, sum.bytes += st.bytes;
+        atomic_store(&r->compacted, sum.looked);
+        if (finished) break;
+        if (r->o.rate) { /* --reproject-rate paces the compaction too (entries looked at a second) */
+            double ahead = (double)sum.looked / r->o.rate - (ms_mono_s() - c0);
+            if (ahead > 0 && !nap(r, (long)(ahead * 1000))) break;
+        }
+    }
+    atomic_store(&r->compacting, false);
+    if (sum.looked)
+        ms_log(LOG_INFO, "schema.log_compacted",
+               "patient log compacted: %llu entries looked at, %llu public copies of old schema versions made "
+               "stubs (%llu bytes) in %.1f s",
+               (unsigned long long)sum.looked, (unsigned long long)sum.stubbed, (unsigned long long)sum.bytes,
+               ms_mono_s() - c0);
     return NULL;
 }
 
@@ -263,6 +302,7 @@ ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e
     }
     subsystem_register(&(subsystem){"schema", rp_metrics, rp_health, r});
     if (o->run) {
+        atomic_store(&r->compacting, true);
         if (pthread_create(&r->thread, NULL, rp_main, r) != 0) {
             reproject_stop(r);
             return ms_fail(e, MS_EIO, "cannot start the re-projection thread");

@@ -30,7 +30,6 @@
 #include <string.h>
 
 #define META_VERSION "schema_version" /* be64: the version in force (absent: 1, a store from before versions) */
-#define META_TARGET "schema_target"   /* be64: the version being re-projected to (absent or 0: none) */
 #define META_LAST "schema_last"       /* be64: the highest version number ever given */
 #define META_AT "reproject_at"        /* phase ('R' records, 'P' patients) then the last key done */
 #define META_DONE "reproject_done"    /* be64: entries walked so far */
@@ -55,7 +54,7 @@ const st_schema_versions *st_write_sv(store_write *w)
     if (!w->sv.loaded) {
         uint64_t t = 0;
         w->sv.in_force = st_meta_sv(w->txn, w->s->dbi[DB_META]);
-        st_meta_get_u64(w->txn, w->s->dbi[DB_META], META_TARGET, &t);
+        st_meta_get_u64(w->txn, w->s->dbi[DB_META], ST_META_TARGET, &t);
         w->sv.target = (uint32_t)t;
         w->sv.loaded = true;
     }
@@ -81,7 +80,7 @@ static void status_of(MDB_txn *txn, const store *s, store_schema_status *st)
 {
     uint64_t t = 0, d = 0;
     st->in_force = st_meta_sv(txn, s->dbi[DB_META]);
-    st_meta_get_u64(txn, s->dbi[DB_META], META_TARGET, &t);
+    st_meta_get_u64(txn, s->dbi[DB_META], ST_META_TARGET, &t);
     st->target = (uint32_t)t;
     st->done = st->total = 0;
     if (st->target) {
@@ -143,7 +142,7 @@ ms_code store_schema_register(store *s, const char *canon, size_t len, store_sch
     MDB_dbi meta = s->dbi[DB_META];
     uint64_t cur = 0, tgt = 0, last = 0;
     if (!rc) rc = st_meta_get_u64(txn, meta, META_VERSION, &cur);
-    if (!rc) rc = st_meta_get_u64(txn, meta, META_TARGET, &tgt);
+    if (!rc) rc = st_meta_get_u64(txn, meta, ST_META_TARGET, &tgt);
     if (!rc) rc = st_meta_get_u64(txn, meta, META_LAST, &last);
     uint64_t fresh = 0; /* the number of a new version to record */
     if (rc) {
@@ -156,13 +155,13 @@ ms_code store_schema_register(store *s, const char *canon, size_t len, store_sch
         /* the re-projection under way is to this schema: it resumes */
     } else if (text_is(txn, meta, (uint32_t)cur, canon, len)) {
         if (tgt) { /* back to the schema in force: the re-projection under way is abandoned */
-            rc = st_meta_put_u64(txn, meta, META_TARGET, 0);
+            rc = st_meta_put_u64(txn, meta, ST_META_TARGET, 0);
             if (!rc) rc = reset_cursor(txn, meta);
         }
     } else {
         fresh = (last > cur ? last : cur) + 1;
         if (tgt >= fresh) fresh = tgt + 1;
-        rc = st_meta_put_u64(txn, meta, META_TARGET, fresh);
+        rc = st_meta_put_u64(txn, meta, ST_META_TARGET, fresh);
         if (!rc) rc = reset_cursor(txn, meta);
     }
     if (!rc && fresh) {
@@ -342,7 +341,7 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc) return st_mdb_fail(e, rc, "begin read");
     uint64_t tgt = 0;
-    st_meta_get_u64(txn, s->dbi[DB_META], META_TARGET, &tgt);
+    st_meta_get_u64(txn, s->dbi[DB_META], ST_META_TARGET, &tgt);
     st_meta_get_u64(txn, s->dbi[DB_META], ST_META_ERASURES, &b->erasures);
     *stale = tgt != target;
     ms_code out = MS_OK;
@@ -411,7 +410,7 @@ ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fn
     }
     MDB_dbi meta = s->dbi[DB_META];
     uint64_t tgt = 0, done = 0;
-    rc = st_meta_get_u64(txn, meta, META_TARGET, &tgt);
+    rc = st_meta_get_u64(txn, meta, ST_META_TARGET, &tgt);
     if (!rc && tgt != target) { /* changed since the read: write nothing */
         mdb_txn_abort(txn);
         *finished = true;
@@ -435,8 +434,11 @@ ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fn
     if (!rc && b.end) {
         /* every stored version has its copy: the switch, in the same transaction as the last copies */
         rc = st_meta_put_u64(txn, meta, META_VERSION, target);
-        if (!rc) rc = st_meta_put_u64(txn, meta, META_TARGET, 0);
+        if (!rc) rc = st_meta_put_u64(txn, meta, ST_META_TARGET, 0);
         if (!rc) rc = reset_cursor(txn, meta);
+        /* the version it ends is retired: its copies in the patient log are garbage (a target's copies are
+         * keyed, so an abandoned one leaves none there) */
+        if (!rc) rc = st_plog_compact_from_start(txn, meta);
     } else if (!rc) {
         MDB_val k = st_val(META_AT, strlen(META_AT)), v = st_val(b.at.data, b.at.len);
         rc = mdb_put(txn, meta, &k, &v, 0);
@@ -476,7 +478,7 @@ ms_code store_schema_drop_step(store *s, uint32_t max, bool *finished, uint64_t 
     MDB_dbi meta = s->dbi[DB_META];
     uint32_t in_force = st_meta_sv(txn, meta);
     uint64_t tgt = 0;
-    rc = st_meta_get_u64(txn, meta, META_TARGET, &tgt);
+    rc = st_meta_get_u64(txn, meta, ST_META_TARGET, &tgt);
     MDB_cursor *c = NULL;
     if (!rc) rc = mdb_cursor_open(txn, s->dbi[DB_PUBLIC], &c);
     MDB_val k, v;

@@ -221,6 +221,7 @@ bool st_token_user(const MDB_val *v, int64_t *expires, const char **user, size_t
 
 /* The schema version in force recorded in txn's meta (1 when none is: a store from before versions). */
 uint32_t st_meta_sv(MDB_txn *txn, MDB_dbi meta);
+#define ST_META_TARGET "schema_target" /* be64: the version being re-projected to (absent or 0: none) */
 /* The same, read once per read transaction. */
 uint32_t st_read_sv(store_read *r);
 /* The versions the writer's transaction writes public copies under, read once per transaction. */
@@ -273,6 +274,9 @@ ms_code st_patient_records_w(store_write *w, uint64_t number, st_plog_fn fn, voi
 /* In store_write_commit, before LMDB's commit: write the oldest dirty chunks when the log has run far
  * enough past the floor. After it: the heads, the dirty marks, the floor; free w's share. */
 int st_plog_checkpoint(store_write *w);
+/* plog_compact.c: in txn, (re)start the compaction of the log from its first entry (a schema version was
+ * retired: its public copies in the log are garbage). */
+int st_plog_compact_from_start(MDB_txn *txn, MDB_dbi meta);
 void st_plog_committed(store_write *w);
 void st_plog_write_free(store_write *w);
 

@@ -4,12 +4,17 @@
 # goes on; public answers carry "schema_version" and answer under the previous version until the
 # re-projection is complete, then under the new one for every old record and patient; /healthz and
 # /metrics show the progress; a reformatted schema file is not a new version; a kill -9 in the middle of a
-# re-projection is resumed by the next start.
+# re-projection is resumed by the next start; the patient log's compaction after the switch (the previous
+# version's public copies there become stubs) survives kill -9 at random points and never changes what a
+# reader sees: every patient version as of every instant, the history, the public copies.
 #
 # Run: /usr/bin/python3 tests/e2e/test_schema_versions.py [NAME_SUBSTRING...]
 
 import json
 import os
+import random
+import re
+import subprocess
 import time
 
 import harness as H
@@ -218,6 +223,102 @@ def test_kill9_mid_reprojection_then_restart_completes():
     eq(public_records(s)[1], {1}, "schema_version after the restart, before the switch")
     wait_switched(s, 2)
     check_all_under_s2(s, pids, n)
+    s.stop()
+
+
+def patient_views(s, pids):
+    """What a reader sees of each patient: its history, the state as of each version's valid_from, and its
+    public copy."""
+    out = {}
+    for pid in pids:
+        h = s.get_json("/v1/patients/%s/history" % pid)["versions"]
+        at = [s.get_json("/v1/patients/%s?%s" % (pid, q({"as_of": v["valid_from"]}))) for v in h]
+        at = [(a["version"], a["valid_from"], a["fields"]) for a in at]
+        pub = s.get_json("/v1/public/patients/%s" % pid)
+        out[pid] = (h, at, pub["fields"], pub["schema_version"])
+    return out
+
+
+def plog_public_copies(lmdb_dir):
+    """(schema version, bytes of fields) of every public copy ('P' entry) in the patient log, decoded from
+    `mdb_dump -s plog` (store/plog.c's entry formats: format 2, the tag | 0x80 then varints; format 1, the
+    tag then big-endian numbers)."""
+    out = subprocess.run(["mdb_dump", "-s", "plog", lmdb_dir], capture_output=True, text=True, check=True).stdout
+    lines = out.split("HEADER=END\n", 1)[1].splitlines()
+    vals = [bytes.fromhex(v.strip()) for v in lines[1:-1:2]]
+
+    def varint(b, i):
+        x = shift = 0
+        while True:
+            x |= (b[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not b[i - 1] & 0x80:
+                return x, i
+
+    copies = []
+    for v in vals:
+        if v[0] == ord("P") | 0x80:
+            i = 1
+            for _ in range(4):  # number, the three back-distances
+                _, i = varint(v, i)
+            sv, i = varint(v, i)
+            for _ in range(2):  # valid_from (zigzag), version
+                _, i = varint(v, i)
+            copies.append((sv, len(v) - i))
+        elif v[0] == ord("P"):
+            copies.append((int.from_bytes(v[33:37], "big"), len(v) - 49))
+    return copies
+
+
+@test(timeout=240)
+def test_log_compaction_after_the_switch_survives_kill9():
+    s = H.Server(name="schemacompact")
+    s.extra_args = ["--schema", write_schema(s, "s1.json", S1)]
+    s.start()
+    n = 240
+    pids = fill(s, n)
+    s.stop()
+    s2 = write_schema(s, "s2.json", S2)
+    # the re-projection, then the compaction of the log, each at 150 entries a second
+    s.extra_args = ["--schema", s2, "--reproject-rate", "150"]
+    s.start()
+    wait_switched(s, 2)
+    before = patient_views(s, pids)
+    check(all(v[3] == 2 and "blood_type" in v[2] for v in before.values()), "public copies under S2 before")
+    rnd = random.Random(os.getpid())
+    kills = 0
+    for _ in range(2):  # kill -9 at a random point of the compaction, twice; each start resumes it
+        if metric(s, "medstream_log_compacting") == 0:
+            break
+        time.sleep(rnd.uniform(0.2, 1.5))
+        s.kill9()
+        kills += 1
+        s.start()
+        eq(patient_views(s, pids), before, "what a reader sees after a kill -9 during the compaction")
+    t0 = time.monotonic()
+    while metric(s, "medstream_log_compacting") == 1:
+        check(time.monotonic() - t0 < 60, "the compaction did not finish within 60 s")
+        time.sleep(0.3)
+    check(kills >= 1, "no kill landed during the compaction")
+    eq(patient_views(s, pids), before, "what a reader sees after the compaction")
+    check_all_under_s2(s, pids, n)
+    # its work, read from the store's file by LMDB's own mdb_dump: every public copy of the log made under
+    # S1 (one per patient version made then) is a stub, the S2 copies written since keep their fields
+    s.stop()
+    copies = plog_public_copies(os.path.join(s.data_dir, "lmdb"))
+    v1 = [c for c in copies if c[0] == 1]
+    check(len(v1) > 0, "the log holds no version 1 public copies at all: %s" % copies[:5])
+    eq([c for c in v1 if c[1] > 0], [], "version 1 public copies in the log that still have fields")
+    resumed = [int(m) for m in re.findall(r"compacting the patient log from entry (\d+)",
+                                          open(s.log_path, errors="replace").read())]
+    check(len(resumed) == kills + 1 and resumed[0] == 1 and all(r > 1 for r in resumed[1:]),
+          "each start after a kill resumed the compaction where it was: %s" % resumed)
+    # a restart with nothing left to compact walks nothing
+    s.extra_args = ["--schema", s2]
+    s.start()
+    eq(metric(s, "medstream_log_compaction_entries"), 0, "entries looked at by a start with nothing to do")
+    eq(patient_views(s, pids), before, "what a reader sees after a restart")
     s.stop()
 
 

@@ -242,6 +242,48 @@ static uint32_t read_copies(store *s, const char *rid, const patient_ref *who, b
     return v;
 }
 
+/* Everything a reader can see of a patient: each version (valid_from, version, cause, fields) and its public
+ * copy under the version in force as of the version's valid_from; one line per version. */
+static void patient_view(store *s, const patient_ref *who, buf *out)
+{
+    store_read *r;
+    ms_err e = {0};
+    arena mem = {0};
+    patient_version *h;
+    uint32_t n;
+    out->len = 0;
+    assert_int_equal(store_read_begin(s, &r, &e), MS_OK);
+    assert_int_equal(store_patient_history(r, &who->id, &h, &n, &mem, &e), MS_OK);
+    assert_true(n > 0);
+    buf pub = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        bool found;
+        assert_int_equal(store_public_patient_at(r, &who->id, h[i].valid_from, &pub, &found, &e), MS_OK);
+        buf_printf(out, "%lld %u %.*s %u [%.*s]\n", (long long)h[i].valid_from, h[i].version,
+                   (int)h[i].cause_record_len, h[i].cause_record, h[i].nfields, found ? (int)pub.len : 0,
+                   found ? pub.data : "");
+        pub.len = 0;
+    }
+    buf_free(&pub);
+    arena_free(&mem);
+    store_read_end(r);
+}
+
+/* Compaction steps of at most max entries to the end; their sums. */
+static store_compact_stats compact_all(store *s, uint32_t max)
+{
+    store_compact_stats sum = {0}, st;
+    bool finished = false;
+    ms_err e = {0};
+    for (int steps = 0; !finished; steps++) {
+        assert_true(steps < 10000);
+        assert_int_equal(store_plog_compact_step(s, max, &finished, &st, &e), MS_OK);
+        assert_true(st.looked <= max);
+        sum.looked += st.looked, sum.stubbed += st.stubbed, sum.bytes += st.bytes;
+    }
+    return sum;
+}
+
 static void test_reprojection_steps(void **state)
 {
     (void)state;
@@ -307,6 +349,25 @@ static void test_reprojection_steps(void **state)
     assert_true(clean);
     assert_int_equal(deleted, 0);
     assert_int_equal(read_copies(u.s, "rec-1", &who[1], &rec, &pat), 2);
+    /* the log's compaction: the version 1 copies there (one per patient version: NREC, and rec-new's) become
+     * stubs, in steps of 5 entries; every version, its history and its copies read as before; done again it
+     * finds nothing */
+    buf before[3] = {{0}}, after = {0};
+    for (int i = 0; i < 3; i++)
+        patient_view(u.s, &who[i], &before[i]);
+    store_compact_stats cs = compact_all(u.s, 5);
+    assert_int_equal(cs.stubbed, NREC + 1);
+    assert_true(cs.bytes >= (NREC + 1) * 8); /* each copy's fields, {"p1":1}, at least */
+    assert_true(cs.looked > cs.stubbed);
+    for (int i = 0; i < 3; i++) {
+        patient_view(u.s, &who[i], &after);
+        assert_string_equal(after.data, before[i].data);
+    }
+    assert_int_equal(read_copies(u.s, "rec-1", &who[1], &rec, &pat), 2);
+    assert_string_equal(pat.data, "{\"v2\":3}");
+    cs = compact_all(u.s, 5);
+    assert_int_equal(cs.looked, 0);                   /* no version retired since: no walk at all */
+    put(u.s, "rec-v2", &who[1], 1 + NREC / 3, false); /* a patient copy under version 2, in the log */
     /* a later change is version 3, its copies 'V'-prefixed too; a stale step for 2 does nothing */
     st = reg(u.s, "{\"s\":3}");
     assert_int_equal(st.target, 3);
@@ -321,8 +382,20 @@ static void test_reprojection_steps(void **state)
         assert_int_equal(store_schema_drop_step(u.s, 1000, &clean, &deleted, &e), MS_OK);
         total += deleted;
     } while (!clean);
-    assert_int_equal(total, (NREC + 1) + (NREC + 1));
+    assert_int_equal(total, (NREC + 2) + (NREC + 1)); /* rec-v2's patient copy was in the log */
     assert_int_equal(read_copies(u.s, "rec-2", &who[2], &rec, &pat), 3);
+    /* version 2 retired: its one copy in the log (rec-v2's) becomes a stub; the version 1 stubs are not
+     * counted again */
+    for (int i = 0; i < 3; i++)
+        patient_view(u.s, &who[i], &before[i]);
+    cs = compact_all(u.s, 1000);
+    assert_int_equal(cs.stubbed, 1);
+    for (int i = 0; i < 3; i++) {
+        patient_view(u.s, &who[i], &after);
+        assert_string_equal(after.data, before[i].data);
+        buf_free(&before[i]);
+    }
+    buf_free(&after);
     buf_free(&rec);
     buf_free(&pat);
     unit_store_close(&u);
@@ -360,6 +433,11 @@ static void test_abandoned_reprojection_is_cleaned_up(void **state)
     buf rec = {0}, pat = {0};
     assert_int_equal(read_copies(u.s, "rec-a", &who, &rec, &pat), 1);
     assert_string_equal(rec.data, "{\"v1\":1}");
+    assert_string_equal(pat.data, "{\"p1\":1}");
+    /* the abandoned version's copies were keyed: the log has nothing to compact, and is not walked */
+    store_compact_stats cs = compact_all(u.s, 2);
+    assert_int_equal(cs.looked, 0);
+    assert_int_equal(read_copies(u.s, "rec-b", &who, &rec, &pat), 1);
     assert_string_equal(pat.data, "{\"p1\":1}");
     assert_int_equal(reg(u.s, "{\"s\":4}").target, 3);
     buf_free(&rec);
