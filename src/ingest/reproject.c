@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define DROP_STEP 2048    /* copies of old versions deleted per transaction */
-#define COMPACT_STEP 4096 /* patient log entries looked at per compaction transaction */
+#define COMPACT_STEP 4096 /* sequence numbers of the patient log per compaction transaction */
 
 struct reprojector {
     reproject_options o;
@@ -222,7 +222,8 @@ static void *rp_main(void *arg)
         if (!sum.looked && st.looked)
             ms_log(LOG_INFO, "schema.log_compacting", "compacting the patient log from entry %llu",
                    (unsigned long long)st.from);
-        sum.looked += st.looked, sum.stubbed += st.stubbed, sum.bytes += st.bytes;
+        sum.looked += st.looked, sum.moved += st.moved, sum.dropped += st.dropped, sum.stubbed += st.stubbed;
+        sum.bytes += st.bytes;
         atomic_store(&r->compacted, sum.looked);
         if (finished) break;
         if (r->o.rate) { /* --reproject-rate paces the compaction too (entries looked at a second) */
@@ -233,10 +234,10 @@ static void *rp_main(void *arg)
     atomic_store(&r->compacting, false);
     if (sum.looked)
         ms_log(LOG_INFO, "schema.log_compacted",
-               "patient log compacted: %llu entries looked at, %llu public copies of old schema versions made "
-               "stubs (%llu bytes) in %.1f s",
-               (unsigned long long)sum.looked, (unsigned long long)sum.stubbed, (unsigned long long)sum.bytes,
-               ms_mono_s() - c0);
+               "patient log compacted: %llu entries looked at, %llu moved, %llu public copies of old schema "
+               "versions dropped and %llu made stubs (%llu bytes) in %.1f s",
+               (unsigned long long)sum.looked, (unsigned long long)sum.moved, (unsigned long long)sum.dropped,
+               (unsigned long long)sum.stubbed, (unsigned long long)sum.bytes, ms_mono_s() - c0);
     return NULL;
 }
 

@@ -41,7 +41,7 @@
 
 static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", "public", "log",    "snapshot",
                                                "meta",     "users",   "tokens", "audit",  "events", "definitions",
-                                               "children", "cluster", "plog",   "phead"};
+                                               "children", "cluster", "plog",   "phead",  "plogc"};
 /* Sub-databases added after stores were first written (issue 13): a read-only open of an older store finds
  * them absent and reads nothing from them; a writing open creates them. */
 #define DB_FIRST_LATER DB_EVENTS

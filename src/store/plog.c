@@ -40,7 +40,7 @@
 #define TOP ((size_t)1 << 20)                 /* chunks: patient numbers below 2^32 */
 #define DEFAULT_LAG ((uint64_t)1 << 20)       /* entries past the floor before chunks are checkpointed */
 #define CHUNKS_PER_COMMIT ST_PLOG_CKPT_CHUNKS /* at most this many chunks written by one commit */
-#define META_FLOOR "plog_floor"
+#define META_FLOOR ST_META_PLOG_FLOOR
 #define ENTRY_HEAD 33 /* format 1: tag, be64(number), be64(the newest 'v', 'r' and 'P' entry before it) */
 /* Format 2 (since issue 17's bytes-per-record work): the tag with its high bit set, then varints: the
  * number, each of the three newest entries before it as the distance back from the entry's own sequence
@@ -192,6 +192,15 @@ static MDB_val seq_key(unsigned char k[8], uint64_t seq)
     return st_val(k, 8);
 }
 
+int st_plog_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *v)
+{
+    unsigned char kb[8];
+    MDB_val k = seq_key(kb, seq);
+    int rc = mdb_get(txn, s->dbi[DB_PLOG], &k, v);
+    if (rc == MDB_NOTFOUND && !s->absent[DB_PLOGC]) rc = mdb_get(txn, s->dbi[DB_PLOGC], &k, v);
+    return rc;
+}
+
 /* ---- the writer's side ---- */
 
 /* A patient's heads as a transaction sees them: its newest entry, and its newest entry of each kind. */
@@ -261,10 +270,9 @@ static int heads_w(store_write *w, uint64_t number, struct st_plog_heads *out)
     memset(out, 0, sizeof *out);
     out->seq = head_get(w->s->plog, number);
     if (!out->seq) return 0;
-    unsigned char hk[8];
-    MDB_val k = seq_key(hk, out->seq), v;
+    MDB_val v;
     plog_entry h;
-    int rc = mdb_get(w->txn, w->s->dbi[DB_PLOG], &k, &v);
+    int rc = st_plog_get(w->s, w->txn, out->seq, &v);
     if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
     if (!st_plog_decode(out->seq, &v, &h)) return MDB_CORRUPTED;
     if (h.tag != 'X') {
@@ -303,6 +311,7 @@ int st_plog_delete(store_write *w, uint64_t seq)
     unsigned char kb[8];
     MDB_val k = seq_key(kb, seq);
     int rc = mdb_del(w->txn, w->s->dbi[DB_PLOG], &k, NULL);
+    if (rc == MDB_NOTFOUND && !w->s->absent[DB_PLOGC]) rc = mdb_del(w->txn, w->s->dbi[DB_PLOGC], &k, NULL);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -448,11 +457,12 @@ uint64_t st_plog_end(store_read *r)
 {
     if (r->plog_end) return r->plog_end - 1;
     uint64_t end = 0;
-    if (!r->s->absent[DB_PLOG]) {
+    for (int db = DB_PLOG; db <= DB_PLOGC; db += DB_PLOGC - DB_PLOG) { /* the compaction may have moved the last */
         MDB_cursor *c;
         MDB_val k, v;
-        if (mdb_cursor_open(r->txn, r->s->dbi[DB_PLOG], &c) == 0) {
-            if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) end = ms_get_be64(k.mv_data);
+        if (!r->s->absent[db] && mdb_cursor_open(r->txn, r->s->dbi[db], &c) == 0) {
+            if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8 && ms_get_be64(k.mv_data) > end)
+                end = ms_get_be64(k.mv_data);
             mdb_cursor_close(c);
         }
     }
@@ -465,7 +475,6 @@ ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, char ta
 {
     MDB_txn *fresh = NULL;
     ms_code out = MS_OK;
-    unsigned char kb[8];
     int kind = kind_of(tag);
     bool first = true;
     *erased = false;
@@ -481,10 +490,12 @@ ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, char ta
             }
             t = fresh;
         }
-        MDB_val k = seq_key(kb, seq), v;
-        int rc = mdb_get(t, s->dbi[DB_PLOG], &k, &v);
+        MDB_val v;
+        int rc = st_plog_get(s, t, seq, &v);
         atomic_fetch_add_explicit(&s->plog->reads, 1, memory_order_relaxed);
-        if (rc == MDB_NOTFOUND) break; /* erased meanwhile */
+        /* erased meanwhile; or, on a chain of public copies, one of a retired schema version that the
+         * compaction dropped: every copy before it is of that version or an older one (plog_compact.c) */
+        if (rc == MDB_NOTFOUND) break;
         if (rc) {
             out = st_mdb_fail(e, rc, "patient log");
             break;
@@ -513,16 +524,17 @@ ms_code st_plog_walk(store *s, MDB_txn *txn, uint64_t end, uint64_t seq, char ta
 
 /* ---- open: the checkpoint, then the entries after it ---- */
 
-/* Apply every entry after `after` in txn to the heads (and mark their chunks dirty). */
-static int replay(store *s, MDB_txn *txn, uint64_t after, uint64_t *last)
+/* Apply every entry of sub-database db after `after` in txn to the heads (and mark their chunks dirty). */
+static int replay(store *s, MDB_txn *txn, int db, uint64_t after, uint64_t *last)
 {
     st_plog *p = s->plog;
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, s->dbi[DB_PLOG], &c);
+    *last = after;
+    if (s->absent[db]) return 0;
+    int rc = mdb_cursor_open(txn, s->dbi[db], &c);
     if (rc) return rc;
     unsigned char kb[8];
     MDB_val k = seq_key(kb, after + 1), v;
-    *last = after;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         plog_entry en;
         if (k.mv_size != 8 || !st_plog_decode(ms_get_be64(k.mv_data), &v, &en)) {
@@ -581,7 +593,8 @@ ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e)
     s->opened.heads_s = ms_mono_s() - t;
     t = ms_mono_s();
     uint64_t last = 0, from = floor ? floor - 1 : 0;
-    if (!rc) rc = replay(s, txn, from, &last);
+    /* (the entries after the floor are all in plog: the compaction moves only entries before it) */
+    if (!rc) rc = replay(s, txn, DB_PLOG, from, &last);
     s->opened.replay_s = ms_mono_s() - t;
     s->opened.replayed = last > from ? last - from : 0;
     mdb_txn_abort(txn);
@@ -597,8 +610,11 @@ void st_plog_catch_up(store_read *r)
     if (!r->s->read_only || r->s->absent[DB_PLOG]) return;
     uint64_t end = st_plog_end(r);
     pthread_mutex_lock(&p->catch_up);
-    uint64_t last;
-    if (end > p->loaded_end && replay(r->s, r->txn, p->loaded_end, &last) == 0) p->loaded_end = last;
+    uint64_t last, moved;
+    /* the compaction may have moved entries this store has not applied yet: those of the compacted part too */
+    if (end > p->loaded_end && replay(r->s, r->txn, DB_PLOG, p->loaded_end, &last) == 0 &&
+        replay(r->s, r->txn, DB_PLOGC, p->loaded_end, &moved) == 0)
+        p->loaded_end = last > moved ? last : moved;
     pthread_mutex_unlock(&p->catch_up);
 }
 

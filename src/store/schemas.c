@@ -87,7 +87,8 @@ static void status_of(MDB_txn *txn, const store *s, store_schema_status *st)
         st_meta_get_u64(txn, s->dbi[DB_META], META_DONE, &d);
         st->done = d;
         st->total = entries(txn, s->dbi[DB_RECORD]) + entries(txn, s->dbi[DB_PATIENT]) +
-                    (s->absent[DB_PLOG] ? 0 : entries(txn, s->dbi[DB_PLOG]));
+                    (s->absent[DB_PLOG] ? 0 : entries(txn, s->dbi[DB_PLOG])) +
+                    (s->absent[DB_PLOGC] ? 0 : entries(txn, s->dbi[DB_PLOGC]));
         if (st->total < st->done) st->total = st->done;
     }
 }
@@ -264,14 +265,16 @@ static ms_code walk_records(store *s, MDB_txn *txn, uint32_t target, const store
 }
 
 /* The patient versions of phase 'P' (the keyed ones of the patient sub-database, from stores before the
- * patient log and preload) or 'L' (the patient log's, plog.c, in sequence order), after the cursor key
- * `last` (none: from the first): their copies under the target are keyed, as the writer's are meanwhile. */
+ * patient log and preload), 'C' (the compacted part of the patient log, plog_compact.c) or 'L' (the patient
+ * log's, plog.c), in key (sequence) order after the cursor key `last` (none: from the first): their copies
+ * under the target are keyed, as the writer's are meanwhile. (No compaction moves entries while a
+ * re-projection runs: the same thread runs it after the switch.) */
 static ms_code walk_patients(store *s, MDB_txn *txn, char phase, uint32_t target, const store_reproject_fns *fns,
                              uint32_t max, const char *last, size_t last_len, step_batch *b, bool *phase_done,
                              ms_err *e)
 {
     *phase_done = false;
-    int db = phase == 'P' ? DB_PATIENT : DB_PLOG;
+    int db = phase == 'P' ? DB_PATIENT : phase == 'C' ? DB_PLOGC : DB_PLOG;
     if (s->absent[db]) {
         *phase_done = true;
         return MS_OK;
@@ -369,11 +372,22 @@ static ms_code step_read(store *s, uint32_t target, const store_reproject_fns *f
             bool patients_done = false;
             out = walk_patients(s, txn, 'P', target, fns, max, last, last_len, b, &patients_done, e);
             if (out == MS_OK && patients_done) {
+                phase = 'C';
+                last = NULL;
+                last_len = 0;
+                b->at.len = 0;
+                buf_putc(&b->at, 'C'); /* the patient log's compacted part from its first entry */
+            }
+        }
+        if (out == MS_OK && phase == 'C' && b->n < max && b->walked < (uint64_t)max * 8) {
+            bool moved_done = false;
+            out = walk_patients(s, txn, 'C', target, fns, max, last, last_len, b, &moved_done, e);
+            if (out == MS_OK && moved_done) {
                 phase = 'L';
                 last = NULL;
                 last_len = 0;
                 b->at.len = 0;
-                buf_putc(&b->at, 'L'); /* the patient log from its first entry */
+                buf_putc(&b->at, 'L'); /* then the patient log from its first entry */
             }
         }
         if (out == MS_OK && phase == 'L' && b->n < max && b->walked < (uint64_t)max * 8) {
@@ -438,7 +452,7 @@ ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fn
         if (!rc) rc = reset_cursor(txn, meta);
         /* the version it ends is retired: its copies in the patient log are garbage (a target's copies are
          * keyed, so an abandoned one leaves none there) */
-        if (!rc) rc = st_plog_compact_from_start(txn, meta);
+        if (!rc) rc = st_plog_compact_from_start(s, txn);
     } else if (!rc) {
         MDB_val k = st_val(META_AT, strlen(META_AT)), v = st_val(b.at.data, b.at.len);
         rc = mdb_put(txn, meta, &k, &v, 0);

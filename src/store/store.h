@@ -579,17 +579,24 @@ ms_code store_reproject_step(store *s, uint32_t target, const store_reproject_fn
  * transaction of its own (any thread). *finished: none left. */
 ms_code store_schema_drop_step(store *s, uint32_t max, bool *finished, uint64_t *deleted, ms_err *e);
 /* One step of the patient log's compaction (plog_compact.c; any thread; a short write transaction of its
- * own): of up to max entries from the stored cursor, the public copies under a version neither in force nor
- * the target become stubs (no fields; the chains, the versions and everything else untouched). Work exists
- * after a switch retired a version; *finished: none left (the cursor
- * reached the log's end, or there was none). Idempotent; resumes after a restart. */
+ * own), over a window of max sequence numbers from the stored cursor: the public copies under a version
+ * neither in force nor the target are dropped (a patient's newest entry: made a stub, without fields), and
+ * the log's entries before its checkpoint floor are moved, densely, into its compacted part; versions,
+ * records-index entries and everything else keep their sequence numbers and contents. Work exists after a
+ * switch retired a version; *finished: none left (the cursor reached the log's end at the switch, or there
+ * was none). Idempotent; resumes after a restart. */
 typedef struct {
-    uint64_t from;    /* the first entry the step looked at (its cursor) */
+    uint64_t from;    /* the first sequence number the step looked at (its cursor) */
     uint64_t looked;  /* entries looked at */
-    uint64_t stubbed; /* copies made stubs */
+    uint64_t moved;   /* entries moved into the compacted part */
+    uint64_t dropped; /* retired copies dropped */
+    uint64_t stubbed; /* retired copies made stubs */
     uint64_t bytes;   /* bytes of entry values removed */
 } store_compact_stats;
 ms_code store_plog_compact_step(store *s, uint32_t max, bool *finished, store_compact_stats *st, ms_err *e);
+/* (Re)start the compaction from the log's first entry to its end now, without a switch: the steps then only
+ * move the log's old part into its compacted part (tests drive it on random histories). */
+ms_code store_plog_compact_begin(store *s, ms_err *e);
 
 /* ==== Accounts and tokens (accounts.c) ==== */
 

@@ -48,6 +48,7 @@ enum {
     DB_CLUSTER,     /* identities.c: a cluster's identity MAC -> patient number (store_cluster_id_put) */
     DB_PLOG,        /* plog.c: the patient log, be64(seq) -> entry */
     DB_PHEAD,       /* plog.c: checkpointed heads, be64(chunk) -> be64(end) + 4,096 be64(seq) */
+    DB_PLOGC,       /* plog_compact.c: the patient log's compacted entries, moved out of plog: be64(seq) -> entry */
     DB_COUNT
 };
 
@@ -274,9 +275,12 @@ ms_code st_patient_records_w(store_write *w, uint64_t number, st_plog_fn fn, voi
 /* In store_write_commit, before LMDB's commit: write the oldest dirty chunks when the log has run far
  * enough past the floor. After it: the heads, the dirty marks, the floor; free w's share. */
 int st_plog_checkpoint(store_write *w);
-/* plog_compact.c: in txn, (re)start the compaction of the log from its first entry (a schema version was
- * retired: its public copies in the log are garbage). */
-int st_plog_compact_from_start(MDB_txn *txn, MDB_dbi meta);
+/* An entry by sequence number, wherever it is (plog, else the compacted part): 0, MDB_NOTFOUND, or an error. */
+int st_plog_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *v);
+#define ST_META_PLOG_FLOOR "plog_floor" /* be64: every entry before it is in a checkpointed chunk (plog.c) */
+/* plog_compact.c: in txn (a switch of schema versions: the version it ends is retired, and its public
+ * copies in the log with it), (re)start the compaction of the log from its first entry to its end now. */
+int st_plog_compact_from_start(store *s, MDB_txn *txn);
 void st_plog_committed(store_write *w);
 void st_plog_write_free(store_write *w);
 

@@ -5,7 +5,9 @@
  * injected fsync error); the store closed and opened again every few transactions with a checkpoint lag of
  * a few entries, so that reads go through checkpointed heads, replayed heads and both. After every
  * transaction every read of the patient side (as of every instant of its history, exact versions, the
- * history, public copies, the records index and its cursors) equals the model's answer.
+ * history, public copies, the records index and its cursors) equals the model's answer; between
+ * transactions, steps of the log's compaction move its old part into the compacted part (plog_compact.c),
+ * so reads, erasures and reopens go through moved entries too.
  */
 #include "unit_store.h"
 
@@ -42,6 +44,7 @@ typedef struct {
     mpat m[NP];
     uint32_t rseq;
     unsigned seed;
+    uint64_t moved; /* entries the compaction moved */
 } world;
 
 static unsigned rnd(world *w, unsigned n) { return (unsigned)rand_r(&w->seed) % n; }
@@ -352,15 +355,29 @@ static void run_seed(unsigned seed, uint64_t lag, uint32_t chunks)
     for (int i = 0; i < NP; i++) /* numbers in several chunks of 4,096 heads, two patients sharing one */
         create_patient(w, sw, i, (uint64_t)i * 4099 + (uint64_t)(i == 1));
     assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
+    bool compacting = false;
     for (int t = 0; t < TXNS; t++) {
         one_txn(w);
         if (rnd(w, 12) == 0) reopen(w);
+        if (!compacting && rnd(w, 15) == 0) { /* the log's compaction: its old part moves, between commits */
+            assert_int_equal(store_plog_compact_begin(w->u.s, &e), MS_OK);
+            compacting = true;
+        }
+        for (unsigned n = compacting ? rnd(w, 4) : 0; n > 0 && compacting; n--) {
+            store_compact_stats st;
+            bool finished;
+            assert_int_equal(store_plog_compact_step(w->u.s, 1 + rnd(w, 40), &finished, &st, &e), MS_OK);
+            assert_int_equal(st.dropped + st.stubbed, 0); /* one schema version: nothing retired */
+            w->moved += st.moved;
+            compacting = !finished;
+        }
         for (int i = 0; i < NP; i++)
             check_patient(w, &w->m[i]);
     }
     reopen(w); /* and once more after the last */
     for (int i = 0; i < NP; i++)
         check_patient(w, &w->m[i]);
+    if (lag) assert_true(w->moved > 0); /* a short lag: reads went through moved entries too */
     world_close(w);
 }
 
