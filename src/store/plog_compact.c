@@ -17,7 +17,10 @@
  *     restart replays to rebuild the heads, so they stay in plog; a later compaction moves them).
  * A retired copy that is its patient's newest entry (its head: reads start there, and the next write reads
  * its pointers) is kept as its stub (no fields; the same sequence number, patient, back-pointers, schema
- * version, valid_from and version) instead of being dropped.
+ * version, valid_from and version) instead of being dropped; so is every retired copy once the pass has
+ * met the floor (meta "plog_compact_keep"): with ingest going on, the floor moves up behind the cursor,
+ * and a copy dropped after an older one was kept would cut the chain above the kept one (an erasure walks
+ * the chain to delete it). So along every chain the dropped copies are the oldest.
  *
  * Why reads stay whole: the same sequence number, so every pointer still names its entry; st_plog_get
  * looks in plog, then plogc. A walk of public copies that meets a dropped one stops there, and that is
@@ -46,6 +49,7 @@
 
 #define META_AT "plog_compact_at"
 #define META_TO "plog_compact_to"
+#define META_KEEP "plog_compact_keep" /* be64 1: this pass has reached the floor; it drops nothing more */
 
 int st_plog_compact_from_start(store *s, MDB_txn *txn)
 {
@@ -57,6 +61,7 @@ int st_plog_compact_from_start(store *s, MDB_txn *txn)
     if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) end = ms_get_be64(k.mv_data);
     mdb_cursor_close(c);
     rc = st_meta_put_u64(txn, s->dbi[DB_META], META_AT, 1);
+    if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], META_KEEP, 0);
     return rc ? rc : st_meta_put_u64(txn, s->dbi[DB_META], META_TO, end + 1);
 }
 
@@ -110,6 +115,7 @@ typedef struct {
     store *s;
     uint32_t in_force, target;
     uint64_t floor, hi;
+    bool keep; /* drop nothing: make stubs (the pass reached the floor in an earlier window) */
     store_compact_stats *st;
     buf stub;
     step_ops moves; /* plog -> plogc */
@@ -147,12 +153,12 @@ static bool retired(const step_ctx *x, const plog_entry *en)
     return en->tag == 'P' && en->sv != x->in_force && en->sv != x->target;
 }
 
-/* The stub of a retired copy (into x->stub) when it is its patient's head, else NULL: drop it. Heads only
- * move forward, and only after a commit; this transaction holds the writer lock, so a head read here names
- * this entry or a newer one, never an older. */
+/* The stub of a retired copy (into x->stub) when it is its patient's head or the pass drops nothing more,
+ * else NULL: drop it. Heads only move forward, and only after a commit; this transaction holds the writer
+ * lock, so a head read here names this entry or a newer one, never an older. */
 static const buf *keep_as(step_ctx *x, const plog_entry *en)
 {
-    if (st_plog_head(x->s, en->number) != en->seq) return NULL;
+    if (!x->keep && st_plog_head(x->s, en->number) != en->seq) return NULL;
     plog_entry stub = *en;
     stub.data = NULL, stub.len = 0;
     st_plog_encode(&x->stub, &stub);
@@ -221,6 +227,9 @@ ms_code store_plog_compact_step(store *s, uint32_t max, bool *finished, store_co
     if (!rc) rc = st_meta_get_u64(txn, meta, META_TO, &to);
     if (!rc) rc = st_meta_get_u64(txn, meta, ST_META_TARGET, &tgt);
     if (!rc) rc = st_meta_get_u64(txn, meta, ST_META_PLOG_FLOOR, &x.floor);
+    uint64_t keep = 0;
+    if (!rc) rc = st_meta_get_u64(txn, meta, META_KEEP, &keep);
+    x.keep = keep != 0;
     x.in_force = st_meta_sv(txn, meta);
     x.target = (uint32_t)tgt;
     x.hi = to > at && to - at > max ? at + (max ? max : 1) : to;
@@ -233,11 +242,17 @@ ms_code store_plog_compact_step(store *s, uint32_t max, bool *finished, store_co
     if (!rc) rc = apply(txn, s->dbi[DB_PLOGC], MDB_APPEND, s->dbi[DB_PLOG], &x.moves);
     bool end = x.hi >= to;
     if (!rc && end) {
-        MDB_val k1 = st_val(META_AT, strlen(META_AT)), k2 = st_val(META_TO, strlen(META_TO));
-        rc = mdb_del(txn, meta, &k1, NULL);
-        if (!rc) rc = mdb_del(txn, meta, &k2, NULL);
+        const char *keys[] = {META_AT, META_TO, META_KEEP};
+        for (int i = 0; i < 3 && !rc; i++) {
+            MDB_val k = st_val(keys[i], strlen(keys[i]));
+            rc = mdb_del(txn, meta, &k, NULL);
+            if (rc == MDB_NOTFOUND) rc = 0;
+        }
     } else if (!rc) {
         rc = st_meta_put_u64(txn, meta, META_AT, x.hi);
+        /* past the floor, copies stay (stubs): from here on none is dropped, so that along every chain the
+         * dropped copies stay the oldest ones (a walk that meets one stops) */
+        if (!rc && !x.keep && x.hi > x.floor) rc = st_meta_put_u64(txn, meta, META_KEEP, 1);
     }
     step_ops *all[3] = {&x.moves, &x.here, &x.old};
     for (int i = 0; i < 3; i++)

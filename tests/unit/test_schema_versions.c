@@ -408,6 +408,58 @@ static void test_reprojection_steps(void **state)
     unit_store_close(&u);
 }
 
+/* A compaction whose cursor is past the checkpoint floor from its first window (the default lag: nothing
+ * checkpointed yet) moves nothing and drops nothing: every retired copy becomes a stub where it is, so that
+ * the chains keep all of them (README.md, "Compaction"). */
+static void test_compaction_past_the_floor_keeps_stubs(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    reg(u.s, "{\"s\":1}");
+    patient_ref who[2];
+    for (int i = 0; i < 6; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "rec-%d", i);
+        put(u.s, rid, &who[i % 2], 1 + (uint32_t)(i / 2), i < 2);
+    }
+    assert_int_equal(reg(u.s, "{\"s\":2}").target, 2);
+    int n = 0;
+    store_reproject_fns fns = {fake_record, fake_patient, &n};
+    bool finished;
+    store_schema_status st;
+    ms_err e = {0};
+    do
+        assert_int_equal(store_reproject_step(u.s, 2, &fns, 4, &finished, &st, &e), MS_OK);
+    while (!finished);
+    buf before[2] = {{0}}, after = {0};
+    for (int i = 0; i < 2; i++)
+        patient_view(u.s, &who[i], &before[i]);
+    store_compact_stats cs = compact_all(u.s, 4);
+    assert_int_equal(cs.moved + cs.dropped, 0);
+    assert_int_equal(cs.stubbed, 6); /* one version 1 copy a patient version */
+    uint64_t entries = cs.looked;
+    for (int i = 0; i < 2; i++) {
+        patient_view(u.s, &who[i], &after);
+        assert_string_equal(after.data, before[i].data);
+        buf_free(&before[i]);
+    }
+    /* an erasure still finds every entry of the patient, stubs included (its 3 versions, 3 records-index
+     * entries and 3 copies), and leaves its mark */
+    store_write *w;
+    erase_report rep;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_patient_erase(w, &who[0].id, &rep, &e), MS_OK);
+    uint64_t pos;
+    assert_int_equal(store_write_commit(w, &pos, &e), MS_OK);
+    assert_int_equal(store_plog_compact_begin(u.s, &e), MS_OK);
+    cs = compact_all(u.s, 100);
+    assert_int_equal(cs.stubbed + cs.dropped, 0);
+    assert_int_equal(cs.looked, entries - 9 + 1);
+    buf_free(&after);
+    unit_store_close(&u);
+}
+
 /* A re-projection abandoned (a start with the schema in force again): its copies are cleaned up, the
  * version in force keeps answering, and the next change gets a new number. */
 static void test_abandoned_reprojection_is_cleaned_up(void **state)
@@ -460,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_default_canonical_is_the_default_schema),
         cmocka_unit_test(test_register_versions),
         cmocka_unit_test(test_reprojection_steps),
+        cmocka_unit_test(test_compaction_past_the_floor_keeps_stubs),
         cmocka_unit_test(test_abandoned_reprojection_is_cleaned_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
