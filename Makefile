@@ -63,6 +63,11 @@ $(ZIP3_GEN): data/zip3_restricted.txt
 build/obj/src/pipeline/transforms.o build/san/src/pipeline/transforms.o: $(ZIP3_GEN)
 
 # The Kafka mock cluster for tests and demos (librdkafka's, real protocol on loopback).
+# LD_PRELOAD fault injection of LMDB's writes (tests/e2e/test_lmdb_faults.py)
+build/libmsfault.so: tests/fault/ld_fault.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
+
 build/kafka_mock: tools/kafka_mock.c
 	@mkdir -p build
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $< -lrdkafka
@@ -79,7 +84,7 @@ build/san/test_%: tests/unit/test_%.c tests/unit/unit.h tests/unit/unit_store.h 
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(SAN_OBJ) $(LIBS) -lcmocka
 
 # Every test: unit tests (cmocka) and end-to-end tests over real HTTP, all on the sanitizer build.
-test: build/san/medstream build/san/medstream-bench build/kafka_mock build/san/parquet_sample $(UNIT_BIN)
+test: build/san/medstream build/san/medstream-bench build/kafka_mock build/san/parquet_sample build/libmsfault.so $(UNIT_BIN)
 	@bash tests/run_all.sh $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
