@@ -20,7 +20,7 @@ total_skip=0
 rc=0
 summaries=()
 for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py test_cli.py test_trust.py test_tls.py \
-         test_http_edge.py test_kafka.py test_postgres.py test_postgres_cluster.py test_crash.py test_disk_full.py test_data_dir.py test_ops.py \
+         test_http_edge.py test_kafka.py test_postgres.py test_postgres_cluster.py test_crash.py test_disk_full.py test_data_dir.py test_lmdb_faults.py test_ops.py \
          test_backup.py test_import.py test_parquet.py test_export.py test_lake.py test_notify.py test_counters.py \
          test_children.py test_schema_versions.py test_console.py test_erasure.py test_privacy.py test_erasure_sinks.py test_real_broker.py \
          test_cluster_group.py test_cluster.py test_import_kafka.py test_cluster_seed.py; do
