@@ -18,6 +18,7 @@ const char *token_status_text(token_status st)
     case TOKEN_UNKNOWN: return "unknown or revoked token";
     case TOKEN_EXPIRED: return "expired token";
     case TOKEN_NO_ACCOUNT: return "the token's account is disabled or deleted";
+    case TOKEN_UNAVAILABLE: return "the store cannot be read to check the token (try again later)";
     }
     return "bad token";
 }
@@ -79,14 +80,15 @@ token_status token_check(store *s, const char *authorization, principal *who)
     if (!t) return st;
     SHA256((const unsigned char *)t, strlen(t), hash);
     store_read *r;
-    if (store_read_begin(s, &r, NULL) != MS_OK) return TOKEN_UNKNOWN;
+    if (store_read_begin(s, &r, NULL) != MS_OK) return TOKEN_UNAVAILABLE;
     int64_t expires = 0;
     bool found = false, has_account = false;
     store_account a;
     ms_code rc = store_token_get(r, hash, &expires, who->user, who->role, &found, NULL);
     if (rc == MS_OK && found) rc = store_account_get(r, who->user, &a, &has_account, NULL);
     store_read_end(r);
-    if (rc != MS_OK || !found) return TOKEN_UNKNOWN;
+    if (rc != MS_OK) return TOKEN_UNAVAILABLE;
+    if (!found) return TOKEN_UNKNOWN;
     if (expires <= ms_now_us()) return TOKEN_EXPIRED;
     if (!has_account || a.disabled) return TOKEN_NO_ACCOUNT;
     memcpy(who->role, a.role, sizeof who->role);

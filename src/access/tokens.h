@@ -26,7 +26,17 @@ typedef struct {
     char role[STORE_ROLE_MAX];
 } principal;
 
-typedef enum { TOKEN_OK, TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_UNKNOWN, TOKEN_EXPIRED, TOKEN_NO_ACCOUNT } token_status;
+/* TOKEN_UNAVAILABLE: the store could not be read (an LMDB error, e.g. after a failed write left it unusable
+ * until a restart): the token is neither known nor unknown, and the caller answers 503, not 401. */
+typedef enum {
+    TOKEN_OK,
+    TOKEN_MISSING,
+    TOKEN_MALFORMED,
+    TOKEN_UNKNOWN,
+    TOKEN_EXPIRED,
+    TOKEN_NO_ACCOUNT,
+    TOKEN_UNAVAILABLE
+} token_status;
 const char *token_status_text(token_status st);
 
 /* A new token for who (MS_ENOTFOUND if the account is missing or disabled by now: a login that raced a

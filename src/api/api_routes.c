@@ -638,6 +638,10 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
     token_status st = token_check(a->store, req->authorization, &who);
     snprintf(req->user, sizeof req->user, "%s", who.user); /* known for a refused role or an expired token */
     snprintf(req->role, sizeof req->role, "%s", who.role);
+    if (st == TOKEN_UNAVAILABLE) { /* a store error, not a bad token: the client may retry with the same one */
+        http_error(res, 503, "%s", token_status_text(st));
+        return 503;
+    }
     if (st != TOKEN_OK) {
         if (who.user[0]) audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
         http_error(res, 401, "%s", token_status_text(st));
