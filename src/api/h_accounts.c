@@ -73,18 +73,26 @@ void h_login(api *a, http_request *req, http_response *res)
     } else if (!login_allowed(v[0], ms_now_us())) {
         http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
     } else {
+        /* the name tried is recorded only if it is a user's: a password typed into the user field must
+         * not end up in the audit log; a store that cannot be read is a 503, not a failed login */
+        bool exists = false, readable = true;
+        store_read *rd;
+        if (user_name_valid(v[0])) {
+            char r_[STORE_ROLE_MAX], h_[STORE_HASH_MAX];
+            readable = store_read_begin(a->store, &rd, NULL) == MS_OK;
+            if (readable) {
+                readable = store_user_get(rd, v[0], r_, h_, &exists, NULL) == MS_OK;
+                store_read_end(rd);
+            }
+        }
+        if (!readable) {
+            http_error(res, 503, "the store cannot be read to check the login (try again later)");
+            free_fields(v, 2);
+            return;
+        }
         principal who;
         bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
         login_record(v[0], ok, ms_now_us());
-        /* the name tried is recorded only if it is a user's: a password typed into the user field must
-         * not end up in the audit log */
-        bool exists = false;
-        store_read *rd;
-        if (user_name_valid(v[0]) && store_read_begin(a->store, &rd, NULL) == MS_OK) {
-            char r_[STORE_ROLE_MAX], h_[STORE_HASH_MAX];
-            if (store_user_get(rd, v[0], r_, h_, &exists, NULL) != MS_OK) exists = false;
-            store_read_end(rd);
-        }
         audit_event ev = {.time_us = ms_now_us(),
                           .user = exists ? v[0] : "(unknown user)",
                           .role = ok ? who.role : "",

@@ -10,7 +10,8 @@
  *         fdatasync (fsync counted as fdatasync);
  *   HOW   eio: nothing written, -1/EIO; short (pwrite only): half the bytes written, that count returned,
  *         as a disk that fills in the middle of a write does.
- * Every later call goes through. MS_FAULT_LOG=path: on the fault, a line "fault CALL N HOW" appended there
+ * Every later call goes through. MS_FAULT_ARM=path: calls are counted only once that file exists (the
+ * test creates it after the server is up and logged in). MS_FAULT_LOG=path: on the fault, a line "fault CALL N HOW" appended there
  * (the test's proof that the fault did happen).
  *
  * Must never: change a call it does not count, or fail more than once.
@@ -39,6 +40,8 @@ static int fault_for(int call, int fd)
 {
     const char *spec = getenv("MS_FAULT");
     if (!spec || atomic_load(&fired)) return 0;
+    const char *arm = getenv("MS_FAULT_ARM"); /* counting starts once this file exists */
+    if (arm && access(arm, F_OK) != 0) return 0;
     char name[16];
     long n;
     char how[16];
