@@ -206,7 +206,8 @@ static void *rp_main(void *arg)
     if (dropped)
         ms_log(LOG_INFO, "schema.cleaned", "%llu public copies of old schema versions deleted",
                (unsigned long long)dropped);
-    /* and their copies in the patient log: stubs, the chains kept (store.h, store_plog_compact_step) */
+    /* and their copies in the patient log: the compaction moves the log's old part, less those copies
+     * (store.h, store_plog_compact_step) */
     store_compact_stats sum = {0};
     double c0 = ms_mono_s();
     uint32_t step = r->o.rate && r->o.rate < COMPACT_STEP ? r->o.rate : COMPACT_STEP;

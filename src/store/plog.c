@@ -457,7 +457,9 @@ uint64_t st_plog_end(store_read *r)
 {
     if (r->plog_end) return r->plog_end - 1;
     uint64_t end = 0;
-    for (int db = DB_PLOG; db <= DB_PLOGC; db += DB_PLOGC - DB_PLOG) { /* the compaction may have moved the last */
+    const int dbs[] = {DB_PLOG, DB_PLOGC}; /* the compaction may have moved the last entry */
+    for (size_t i = 0; i < sizeof dbs / sizeof *dbs; i++) {
+        int db = dbs[i];
         MDB_cursor *c;
         MDB_val k, v;
         if (!r->s->absent[db] && mdb_cursor_open(r->txn, r->s->dbi[db], &c) == 0) {

@@ -153,16 +153,22 @@ static bool retired(const step_ctx *x, const plog_entry *en)
     return en->tag == 'P' && en->sv != x->in_force && en->sv != x->target;
 }
 
-/* The stub of a retired copy (into x->stub) when it is its patient's head or the pass drops nothing more,
- * else NULL: drop it. Heads only move forward, and only after a commit; this transaction holds the writer
- * lock, so a head read here names this entry or a newer one, never an older. */
-static const buf *keep_as(step_ctx *x, const plog_entry *en)
+/* The stub of a copy (into x->stub): the same entry without its fields. */
+static const buf *stub_of(step_ctx *x, const plog_entry *en)
 {
-    if (!x->keep && st_plog_head(x->s, en->number) != en->seq) return NULL;
     plog_entry stub = *en;
     stub.data = NULL, stub.len = 0;
     st_plog_encode(&x->stub, &stub);
     return &x->stub;
+}
+
+/* The stub of a retired copy when it is its patient's head or the pass drops nothing more, else NULL: drop
+ * it. Heads only move forward, and only after a commit; this transaction holds the writer lock, so a head
+ * read here names this entry or a newer one, never an older. */
+static const buf *keep_as(step_ctx *x, const plog_entry *en)
+{
+    if (!x->keep && st_plog_head(x->s, en->number) != en->seq) return NULL;
+    return stub_of(x, en);
 }
 
 /* plog: before the floor, move (a retired copy: dropped, or its stub if a head); after it, stub in place. */
@@ -181,12 +187,10 @@ static void in_plog(step_ctx *x, const MDB_val *k, const MDB_val *v, const plog_
             x->st->dropped++;
         if (gone) x->st->bytes += v->mv_size - (stub ? stub->len : 0);
     } else if (gone && en->len) {
-        plog_entry stub = *en;
-        stub.data = NULL, stub.len = 0;
-        st_plog_encode(&x->stub, &stub);
-        op_put(&x->here, k->mv_data, x->stub.data, x->stub.len);
+        const buf *stub = stub_of(x, en);
+        op_put(&x->here, k->mv_data, stub->data, stub->len);
         x->st->stubbed++;
-        x->st->bytes += v->mv_size - x->stub.len;
+        x->st->bytes += v->mv_size - stub->len;
     }
 }
 
