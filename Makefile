@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal fuzz-counter openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -176,6 +176,13 @@ build/seal_records: bench/seal_records.c $(OBJ)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
 bench-seal: build/seal_records
 	@build/seal_records
+
+# What stages 1-3 cost a request thread per record on one core (bench/scan_records.c): record_prepare_body over
+# 1,000 records of ~20 KB and of ~200 B, and json_scan_object alone.
+build/scan_records: bench/scan_records.c $(OBJ)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LIBS)
+bench-scan: build/scan_records
+	@build/scan_records
 
 # Parquet files from NDJSON rows or a generator (tools/parquet_sample.c), read back by tests/e2e/test_parquet.py
 # with pyarrow and DuckDB; the sanitizer build is the one the tests use.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # run_measured.py - run a command and measure it: wall seconds, peak resident memory (getrusage maxrss:
 # every resident page, file-backed mappings such as LMDB's included) and, sampled from /proc/PID/status
-# every 0.1 s, the peak of its anonymous memory (RssAnon: what the program itself holds, as opposed to
-# mapped file pages the kernel may drop). Used by scripts/bench_import.sh.
+# every 0.1 s, the peak of its own memory (RssAnon + RssShmem: what the program itself holds, its body
+# cache (a memfd) included, as opposed to mapped file pages the kernel may drop). Used by scripts/bench_import.sh.
 # Usage: scripts/run_measured.py OUT.json CMD [ARG...]   (CMD's stdout and stderr pass through; the
 # exit code is CMD's)
 import json
@@ -15,12 +15,9 @@ import time
 def anon_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
+            return sum(int(line.split()[1]) for line in f if line.startswith(("RssAnon:", "RssShmem:")))
     except OSError:
-        pass
-    return 0
+        return 0
 
 
 t0 = time.monotonic()

@@ -169,8 +169,8 @@ void metrics_render(buf *out)
     metrics_gauge(out, "medstream_process_peak_rss_bytes", "Peak resident set size (includes mapped LMDB pages).",
                   proc_value("/proc/self/status", "VmHWM:") * 1024);
     metrics_gauge(out, "medstream_process_anon_rss_bytes",
-                  "Resident anonymous memory (heap, stacks; excludes mapped files).",
-                  proc_value("/proc/self/status", "RssAnon:") * 1024);
+                  "Resident memory of the process's own (heap, stacks, the body cache; excludes mapped files).",
+                  (proc_value("/proc/self/status", "RssAnon:") + proc_value("/proc/self/status", "RssShmem:")) * 1024);
     pthread_mutex_lock(&subsystems_lock); /* the running subsystems' own (Kafka, PostgreSQL) */
     for (int k = 0; k < nsubsystems; k++)
         if (subsystems[k].metrics) subsystems[k].metrics(subsystems[k].ctx, out);

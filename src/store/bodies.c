@@ -18,7 +18,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -29,64 +28,17 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
     return seglog_append(s->log, data, len, pos, e);
 }
 
-/* Buffers for sealed bodies, kept between batches: a fresh 20 MB buffer per batch cost its page faults
- * (and the unmap) every time. At most POOL are kept; a busy moment's extra ones are freed. */
-#define POOL 4
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    unsigned char *p;
-    size_t cap;
-} pool[POOL];
-
-static unsigned char *buffer_take(size_t need, size_t *cap)
-{
-    unsigned char *p = NULL;
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL && !p; i++)
-        if (pool[i].p && pool[i].cap >= need) {
-            p = pool[i].p;
-            *cap = pool[i].cap;
-            pool[i].p = NULL;
-        }
-    pthread_mutex_unlock(&pool_lock);
-    if (p) return p;
-    *cap = need + need / 4; /* room for the next, slightly larger batch */
-    if (posix_memalign((void **)&p, STORE_BODY_ALIGN, *cap) != 0) ms_oom();
-    return p;
-}
-
-static void buffer_give(unsigned char *p, size_t cap)
-{
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL && p; i++) {
-        if (!pool[i].p) {
-            pool[i].p = p;
-            pool[i].cap = cap;
-            p = NULL;
-        } else if (pool[i].cap < cap) { /* keep the larger one */
-            unsigned char *q = pool[i].p;
-            size_t qc = pool[i].cap;
-            pool[i].p = p;
-            pool[i].cap = cap;
-            p = q;
-            cap = qc;
-        }
-    }
-    pthread_mutex_unlock(&pool_lock);
-    free(p);
-}
-
 ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e)
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     size_t total = 0;
     for (uint32_t i = 0; i < n; i++)
         if (items[i].body) total += items[i].len + SEAL_OVERHEAD;
-    size_t padded = (total + STORE_BODY_ALIGN - 1) & ~(size_t)(STORE_BODY_ALIGN - 1);
     unsigned char prefix[8];
-    size_t cap = 0;
-    unsigned char *out = buffer_take(padded ? padded : STORE_BODY_ALIGN, &cap);
-    ms_code rc = RAND_bytes(prefix, 8) == 1 ? MS_OK : ms_fail(e, MS_EIO, "store: random number generator failed");
+    if (RAND_bytes(prefix, 8) != 1) return ms_fail(e, MS_EIO, "store: random number generator failed");
+    seglog_fill f;
+    ms_code rc = seglog_fill_begin(s->log, total, &f, e);
+    if (rc != MS_OK) return rc;
     size_t at = 0;
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
         seal_item *it = &items[i];
@@ -94,16 +46,17 @@ ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *po
         if (!it->body) continue; /* (a rejected line: nothing stored) */
         if ((rc = store_data_key(s, it->identity_key, it->identity_key_len, it->key, e)) != MS_OK) break;
         seal_iv(prefix, i, iv);
-        if (!seal_record(it->key, iv, it->body, it->len, out + at)) {
+        if (!seal_record(it->key, iv, it->body, it->len, f.dst + at)) {
             rc = ms_fail(e, MS_EIO, "store: sealing a record failed");
             break;
         }
         it->offset = at + SEAL_IV;
         at += it->len + SEAL_OVERHEAD;
+        seglog_fill_ready(&f, at); /* the disk writes what is sealed while the rest is sealed */
     }
-    memset(out + at, 0, padded - at);
-    if (rc == MS_OK) rc = seglog_append(s->log, out, padded, pos, e);
-    buffer_give(out, cap);
+    if (rc == MS_OK) memset(f.dst + at, 0, f.len - at);
+    ms_code wrc = seglog_fill_end(&f, rc == MS_OK, e);
+    if (rc == MS_OK && (rc = wrc) == MS_OK) *pos = f.pos;
     return rc;
 }
 

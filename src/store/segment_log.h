@@ -26,9 +26,13 @@
 
 #include "base/util.h"
 
+#include <linux/aio_abi.h>
+
 #define SEGLOG_ALIGN 4096
 /* How far past an append's end a segment file is preallocated when it must grow. */
 #define SEGLOG_PREALLOC_STEP ((uint64_t)64 << 20)
+/* Chunk writes of one fill in flight at once. */
+#define SEGLOG_AIO_DEPTH 16
 
 typedef struct segment_log segment_log;
 
@@ -42,6 +46,34 @@ void seglog_close(segment_log *l);
  * pointer whose buffer is zero-padded up to a multiple of 4 KiB (pass the padded length) goes to the
  * disk without a copy. MS_EFULL when the disk is full. */
 ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *pos, ms_err *e);
+/* An append the caller fills in place (store_append_sealed seals records straight into it): begin
+ * reserves len bytes (rounded up to 4 KiB) at the end of the log and gives dst, where the caller writes
+ * them, in order: in the recent-bytes cache when it can (no copy at all), else a buffer of the log's.
+ * ready(upto) says dst[0, upto) is final, so its whole chunks may go to the disk now, while the caller
+ * goes on; end(write = true) writes the rest (zero the padding first), waits for every write and makes
+ * the append what a returned seglog_append is (seglog_sync then makes it durable); end(write = false)
+ * gives up (waits for the writes begun, leaves a hole) and returns MS_OK. dst is valid from begin to end.
+ * MS_EFULL when the disk is full (at begin when the space cannot be allocated, at end when a write fails
+ * with ENOSPC). Thread-safe; one fill belongs to one thread. */
+typedef struct {
+    unsigned char *dst; /* len bytes, 4 KiB-aligned */
+    uint64_t pos;       /* where they go in the log */
+    size_t len;
+    /* the log's own */
+    struct segment_log *log;
+    int fd, err;
+    bool cached;
+    size_t own_cap, sent;
+    uint64_t short_at;
+    aio_context_t aio;
+    unsigned inflight, busy;
+    struct iocb iocb[SEGLOG_AIO_DEPTH];
+    size_t slot_off[SEGLOG_AIO_DEPTH], slot_len[SEGLOG_AIO_DEPTH];
+} seglog_fill;
+ms_code seglog_fill_begin(segment_log *l, size_t len, seglog_fill *f, ms_err *e);
+void seglog_fill_ready(seglog_fill *f, size_t upto);
+ms_code seglog_fill_end(seglog_fill *f, bool write, ms_err *e);
+
 /* Can an append of min_len bytes be placed now? Preallocates the next step where the next append of
  * min_len bytes would go (or at least min_len bytes when the disk cannot give the step), as an append
  * would, without writing or reserving anything. MS_EFULL when the disk is full. Thread-safe. */

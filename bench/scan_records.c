@@ -1,0 +1,99 @@
+/*
+ * scan_records.c - what stages 1-3 cost a request thread per record on one core (`make bench-scan`): an
+ * NDJSON body of 1,000 records like the load generator's (record_id, name, dob, ssn, phone, address,
+ * favorite_color, type, ts and a clinical note that makes the record ~20 KB, or ~200 B with a short
+ * one), generated in memory, then record_prepare_body over it (scan, identity, public copy: what
+ * POST /v1/records does before the body is sealed), and json_scan_object alone over each record (the
+ * structure and UTF-8 pass). Prints, for the median of ROUNDS rounds, MB/s of record JSON and
+ * microseconds per record. A benchmark prints figures; it asserts nothing.
+ * Build and run: make bench-scan
+ */
+#include "bench_words.h"
+#include "base/json_scan.h"
+#include "pipeline/prepare.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ROUNDS = 7, RECORDS = 1000 };
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One record of about size bytes as an NDJSON line. */
+static void record(buf *b, uint64_t i, size_t size)
+{
+    size_t start = b->len;
+    buf_printf(b,
+               "{\"record_id\":\"scan-%010" PRIu64 "\",\"name\":\"Maria Garcia %" PRIu64 "\",\"dob\":\"1961-04-%02d\","
+               "\"ssn\":\"123-45-%04d\",\"phone\":\"+1-555-010-%04d\",\"address\":\"%d Oak Street, Springfield, IL "
+               "62701\",\"favorite_color\":\"teal\",\"type\":\"lab\",\"ts\":\"2026-11-%02dT08:15:00Z\",\"notes\":\"",
+               i, i % 5000, (int)(i % 28) + 1, (int)(i % 10000), (int)(i % 10000), (int)(i % 9000) + 1,
+               (int)(i % 28) + 1);
+    while (b->len - start + 16 < size) {
+        buf_puts(b, words[next() % (sizeof words / sizeof words[0])]);
+        buf_putc(b, next() % 12 ? ' ' : ',');
+    }
+    buf_puts(b, "\"}\n");
+}
+
+static void measure(const char *what, size_t size)
+{
+    buf body = {0};
+    for (uint64_t i = 0; i < RECORDS; i++)
+        record(&body, i, size);
+    schema sc;
+    schema_default(&sc);
+    scan_config cfg = {.schema = &sc,
+                       .max_record = (size_t)1 << 20,
+                       .now_us = ms_now_us(),
+                       .id_key = (const unsigned char *)"scan bench id key 0123456789abcd",
+                       .deid_key = (const unsigned char *)"scan bench deid key 0123456789ab"};
+    double prep[ROUNDS], scan[ROUNDS];
+    uint32_t stored = 0;
+    static json_member members[64];
+    for (int k = 0; k < ROUNDS; k++) {
+        record_batch rb = {0};
+        ms_err e;
+        double t0 = ms_mono_s();
+        if (record_prepare_body(&cfg, body.data, body.len, &rb, &e) != MS_OK) {
+            fprintf(stderr, "prepare: %s\n", e.msg);
+            exit(1);
+        }
+        prep[k] = ms_mono_s() - t0;
+        stored = rb.n - rb.rejected;
+        record_batch_free(&rb);
+        t0 = ms_mono_s();
+        for (const char *p = body.data, *end = body.data + body.len; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            json_error je;
+            if (json_scan_object(p, (size_t)(nl - p), members, 64, &je) < 0) {
+                fprintf(stderr, "scan: %s\n", je.msg);
+                exit(1);
+            }
+            p = nl + 1;
+        }
+        scan[k] = ms_mono_s() - t0;
+    }
+    qsort(prep, ROUNDS, sizeof *prep, cmp);
+    qsort(scan, ROUNDS, sizeof *scan, cmp);
+    printf("%s: %u records, %.1f MB, median of %d rounds, one core\n", what, stored, body.len / 1e6, ROUNDS);
+    printf("  record_prepare_body (stages 1-3) %8.0f MB/s %8.2f us/record\n", body.len / prep[ROUNDS / 2] / 1e6,
+           prep[ROUNDS / 2] / RECORDS * 1e6);
+    printf("  json_scan_object alone           %8.0f MB/s %8.2f us/record\n", body.len / scan[ROUNDS / 2] / 1e6,
+           scan[ROUNDS / 2] / RECORDS * 1e6);
+    schema_free(&sc);
+    buf_free(&body);
+}
+
+int main(void)
+{
+    measure("~20 KB records", 20480);
+    measure("~200 B records", 200);
+    return 0;
+}
