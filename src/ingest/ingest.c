@@ -19,10 +19,9 @@ scan_config ingest_scan_config(const ingest_ctx *c)
 
 static bool nothing_to_store(const ingest_job *job) { return job->batch->rejected == job->batch->n; }
 
-ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
+/* Each record's seal item (job->seals, in the batch's arena). */
+static void seals_of(ingest_job *job)
 {
-    job->body_pos = UINT64_MAX;
-    if (nothing_to_store(job)) return MS_OK;
     record_batch *b = job->batch;
     if (!job->seals) job->seals = arena_alloc(&b->mem, sizeof *job->seals * b->n);
     for (uint32_t i = 0; i < b->n; i++) {
@@ -33,7 +32,14 @@ ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
                                                   .identity_key = r->identity_key,
                                                   .identity_key_len = r->identity_key_len};
     }
-    ms_code rc = store_append_sealed(c->store, job->seals, b->n, &job->body_pos, e);
+}
+
+ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
+{
+    job->body_pos = UINT64_MAX;
+    if (nothing_to_store(job)) return MS_OK;
+    seals_of(job);
+    ms_code rc = store_append_sealed(c->store, job->seals, job->batch->n, &job->body_pos, e);
     if (rc != MS_OK) {
         job->body_pos = UINT64_MAX;
         writer_note_failure(c->writer, e, job->body_write_len);
@@ -49,9 +55,24 @@ ms_code ingest_store(const ingest_ctx *c, ingest_job *job, ms_err *e)
         atomic_fetch_add(&g_metrics.records_rejected, job->batch->n);
         return MS_OK;
     }
-    ms_code rc; /* (a batch of only rejected lines with positions: nothing to append, the positions to commit) */
-    if (job->body_pos == UINT64_MAX && !nothing_to_store(job) && (rc = ingest_append(c, job, e)) != MS_OK) return rc;
-    writer_submit(c->writer, job);
+    if (job->body_pos != UINT64_MAX || nothing_to_store(job)) { /* appended already, or nothing to append */
+        writer_submit(c->writer, job);
+    } else { /* steps 2 and 3 side by side: the writer applies the batch while its bodies are sealed */
+        seals_of(job);
+        store_sealing *sg;
+        ms_code rc = store_seal_begin(c->store, job->seals, job->batch->n, &sg, &job->body_pos, e);
+        if (rc != MS_OK) {
+            job->body_pos = UINT64_MAX;
+            writer_note_failure(c->writer, e, job->body_write_len);
+            return rc;
+        }
+        writer_enqueue(c->writer, job);
+        ms_err ae = {0};
+        rc = store_seal_end(c->store, sg, job->seals, job->batch->n, &ae);
+        if (rc != MS_OK) writer_note_failure(c->writer, &ae, job->body_write_len);
+        writer_appended(c->writer, job, rc, &ae);
+        writer_wait(c->writer, job);
+    }
     if (job->rc != MS_OK) *e = job->err;
     return job->rc;
 }

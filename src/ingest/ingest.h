@@ -6,10 +6,15 @@
  * THE DURABILITY ORDER (the invariants the tests cite; writer.h and store.h keep their halves):
  *   1. scan: the body is parsed and validated (pipeline/record_scan.h) on the source's own thread;
  *      a bad record is a rejected line, the others go on.
- *   2. append: the source's thread writes the whole body, 4 KiB-aligned and zero-padded to a multiple
- *      of 4 KiB, to the segment log with O_DIRECT (store_append_body). Nothing refers to it yet.
- *   3. commit: the writer thread runs the batch through one group commit, which fdatasyncs the segment
- *      log BEFORE the LMDB transaction that refers to the bodies commits (synced).
+ *   2. append: the source's thread seals the records and writes them, 4 KiB-aligned and zero-padded to a
+ *      multiple of 4 KiB, to the segment log with O_DIRECT (store_append_sealed). ingest_store reserves
+ *      the bytes first and hands the batch to the writer at once (store_seal_begin, writer_enqueue), so
+ *      that the writer applies it while the records are sealed and written (its reads of them wait until
+ *      each is sealed); Kafka's batches are appended whole before they are submitted.
+ *   3. commit: the writer thread runs the batch through one group commit, which waits until the bodies
+ *      of every batch in it are written (writer_appended), then fdatasyncs the segment log BEFORE the LMDB
+ *      transaction that refers to the bodies commits (synced). A body that could not be written fails its
+ *      own batch; the others of the commit go again without it.
  *   4. answer: only after 3 returned MS_OK is the batch acknowledged (HTTP answer, Kafka offset commit,
  *      import checkpoint); from then on every read sees it. A failure at 2 or 3 stores nothing of the
  *      batch (bytes appended for it stay unreferenced) and is answered as a failure (503 / retry).
@@ -43,7 +48,8 @@ scan_config ingest_scan_config(const ingest_ctx *c);
  * stays UINT64_MAX, the failure is counted and the store reported degraded (writer_note_failure). */
 ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e);
 
-/* Steps 2-3: append (if job->body_pos is still UINT64_MAX) and submit, waiting for the commit. A batch of
+/* Steps 2-3: append (if job->body_pos is still UINT64_MAX: while the writer applies the batch) and submit,
+ * waiting for the commit. A batch of
  * only rejected lines stores nothing and is counted as such; if it carries source positions (job->offsets),
  * those are still committed (nothing else: no body, no audit entry), so a source's position moves past
  * lines it will never store (an import's bad rows, a topic's dead letters). A batch of no lines with

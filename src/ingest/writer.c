@@ -32,6 +32,7 @@ struct writer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
+    pthread_cond_t appended; /* a batch's body was written (writer_appended) */
     ingest_job *head, *tail;
     buf audit;                 /* pending audit entries (the members of each, NUL-separated), oldest first */
     struct timespec audit_due; /* CLOCK_REALTIME: the oldest of them is committed by then, job or not */
@@ -482,6 +483,24 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
     return rc;
 }
 
+/* Wait until the bodies of the group's batches are written (writer_appended); the first failure among
+ * them, MS_OK if none. */
+static ms_code appended(writer *wr, ingest_job *group, ms_err *e)
+{
+    ms_code rc = MS_OK;
+    pthread_mutex_lock(&wr->lock);
+    for (ingest_job *j = group; j; j = j->next) {
+        while (j->appending)
+            pthread_cond_wait(&wr->appended, &wr->lock);
+        if (rc == MS_OK && j->append_rc != MS_OK && !j->dropped) {
+            rc = j->append_rc;
+            *e = j->append_err;
+        }
+    }
+    pthread_mutex_unlock(&wr->lock);
+    return rc;
+}
+
 /* One store transaction for the group's jobs and the audit entries queued before them. */
 static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms_err *e)
 {
@@ -495,8 +514,14 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
         at += n + 1;
     }
     for (ingest_job *j = group; j && rc == MS_OK; j = j->next)
-        rc = run_job(wr, sw, j, &mem, e);
+        if (!j->dropped) rc = run_job(wr, sw, j, &mem, e);
     arena_free(&mem);
+    ms_err ae;
+    ms_code arc = appended(wr, group, &ae); /* nothing is committed before its bodies are written */
+    if (rc == MS_OK && arc != MS_OK) {
+        rc = arc;
+        *e = ae;
+    }
     uint64_t pos = 0;
     int64_t commit_time = sw ? store_write_time(sw) : 0;
     if (rc == MS_OK)
@@ -508,10 +533,11 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
         histogram_observe(&g_metrics.commit_seconds, t1 - t0);
         atomic_fetch_add(&g_metrics.commits, 1);
         atomic_store(&g_metrics.commit_position, pos);
-    } else {
+    } else if (arc == MS_OK) { /* (a body that could not be written was counted by writer_note_failure) */
         atomic_fetch_add(&g_metrics.commit_failures, 1);
     }
     for (ingest_job *j = group; j; j = j->next) {
+        if (j->dropped) continue;
         j->rc = rc;
         j->err = *e;
         j->commit_pos = pos;
@@ -534,6 +560,31 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
     return rc;
 }
 
+/* process_group; when it failed because the body of a batch of the group could not be written, that batch
+ * fails alone, with its own error, and the rest of the group (and the audit entries) go again without it.
+ * A group of nothing else: MS_OK, nothing committed (writer_note_failure has told the failure). */
+static ms_code commit_group(writer *wr, ingest_job *group, const buf *audit, ms_err *e)
+{
+    for (;;) {
+        ms_code rc = process_group(wr, group, audit, e);
+        if (rc == MS_OK) return rc;
+        bool dropped = false, left = audit->len > 0;
+        for (ingest_job *j = group; j; j = j->next) { /* (appended() saw every append end) */
+            if (j->dropped) continue;
+            if (j->append_rc == MS_OK) {
+                left = true;
+                continue;
+            }
+            j->dropped = true;
+            j->rc = j->append_rc;
+            j->err = j->append_err;
+            dropped = true;
+        }
+        if (!dropped) return rc;
+        if (!left) return MS_OK;
+    }
+}
+
 /* Nothing queued while the store cannot commit: can it now? (store_probe: a block of the segment log
  * and a tiny LMDB commit, which also tells that audit entries could be stored) */
 static ms_code probe(writer *wr, size_t bytes, ms_err *e)
@@ -548,7 +599,7 @@ static size_t batch_bytes(const ingest_job *group)
 {
     size_t n = 0;
     for (const ingest_job *j = group; j; j = j->next)
-        if (j->batch) n += j->body_write_len ? j->body_write_len : 1;
+        if (j->batch && !j->dropped) n += j->body_write_len ? j->body_write_len : 1;
     return n;
 }
 
@@ -591,7 +642,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         ms_err e = {0};
         size_t probe_bytes = w->degraded_bytes;
-        ms_code rc = group || audit.len ? process_group(w, group, &audit, &e) : probe(w, probe_bytes, &e);
+        ms_code rc = group || audit.len ? commit_group(w, group, &audit, &e) : probe(w, probe_bytes, &e);
         pthread_mutex_lock(&w->lock);
         if (rc != MS_OK && audit.len) { /* not durable: back to the front of the queue, never dropped */
             buf_put(&audit, w->audit.data, w->audit.len);
@@ -646,6 +697,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
     pthread_cond_init(&w->done, NULL);
+    pthread_cond_init(&w->appended, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         free(w);
         return ms_fail(e, MS_EIO, "cannot start the writer thread");
@@ -668,6 +720,7 @@ void writer_stop(writer *w)
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
     pthread_cond_destroy(&w->done);
+    pthread_cond_destroy(&w->appended);
     free(w);
 }
 
@@ -717,13 +770,18 @@ bool writer_audit_ok(writer *w, ms_err *why)
     return ok;
 }
 
-void writer_submit(writer *w, ingest_job *job)
+static void enqueue(writer *w, ingest_job *job, bool appending)
 {
     job->done = false;
     job->next = NULL;
+    job->appending = appending;
+    job->append_rc = MS_OK;
+    job->dropped = false;
     pthread_mutex_lock(&w->lock);
     if (w->stopping) {
         pthread_mutex_unlock(&w->lock);
+        job->appending = false;
+        job->done = true;
         job->rc = ms_fail(&job->err, MS_ESTOPPED, "server is shutting down");
         return;
     }
@@ -733,9 +791,33 @@ void writer_submit(writer *w, ingest_job *job)
         w->head = job;
     w->tail = job;
     pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void writer_enqueue(writer *w, ingest_job *job) { enqueue(w, job, true); }
+
+void writer_appended(writer *w, ingest_job *job, ms_code rc, const ms_err *e)
+{
+    pthread_mutex_lock(&w->lock);
+    job->append_rc = rc;
+    if (rc != MS_OK) job->append_err = *e;
+    job->appending = false;
+    pthread_cond_broadcast(&w->appended);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void writer_wait(writer *w, ingest_job *job)
+{
+    pthread_mutex_lock(&w->lock);
     while (!job->done)
         pthread_cond_wait(&w->done, &w->lock);
     pthread_mutex_unlock(&w->lock);
+}
+
+void writer_submit(writer *w, ingest_job *job)
+{
+    enqueue(w, job, false);
+    writer_wait(w, job);
 }
 
 void writer_set_previous_schema(writer *w, const schema *previous)

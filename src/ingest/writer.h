@@ -102,8 +102,13 @@ typedef struct ingest_job {
     ms_err err;
     uint64_t commit_pos;
     int64_t commit_time; /* valid_from of what the job wrote */
+    /* the body's seal and write, while the writer applies the batch (writer_enqueue .. writer_appended) */
+    bool appending;
+    ms_code append_rc;
+    ms_err append_err;
     /* writer-private */
     bool done;
+    bool dropped; /* its body could not be written: its commit went on without it */
     struct ingest_job *next;
 } ingest_job;
 
@@ -121,6 +126,14 @@ void writer_set_previous_schema(writer *w, const schema *previous);
  * batch whose every line was rejected by the scan (it reaches the writer only to commit its source
  * positions, ingest.h) writes none. */
 void writer_submit(writer *w, ingest_job *job);
+/* writer_submit in steps, for a batch whose body is still being sealed and written (ingest.c; its
+ * body_pos already reserved): enqueue it (the writer may apply it at once, reading its bodies as they are
+ * sealed: store_seal_begin), say when its body is written (rc: how that went; a failure fails this batch
+ * alone, the others of its commit go again without it), then wait as writer_submit does. The writer
+ * commits nothing of it before writer_appended: the durability order (ingest.h) holds. */
+void writer_enqueue(writer *w, ingest_job *job);
+void writer_appended(writer *w, ingest_job *job, ms_code rc, const ms_err *e);
+void writer_wait(writer *w, ingest_job *job);
 /* Run fn inside the next commit and wait for it to be durable. */
 ms_code writer_apply(writer *w, writer_apply_fn fn, void *ctx, ms_err *e);
 /* A named definition (rules, subscriptions, counters defined over the API: store_definition_put, or

@@ -28,35 +28,68 @@ ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos,
     return seglog_append(s->log, data, len, pos, e);
 }
 
-ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e)
+struct store_sealing {
+    seglog_fill fill;
+    unsigned char prefix[8]; /* of the records' IVs */
+};
+
+ms_code store_seal_begin(store *s, seal_item *items, uint32_t n, store_sealing **out, uint64_t *pos, ms_err *e)
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     size_t total = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (items[i].body) total += items[i].len + SEAL_OVERHEAD;
-    unsigned char prefix[8];
-    if (RAND_bytes(prefix, 8) != 1) return ms_fail(e, MS_EIO, "store: random number generator failed");
-    seglog_fill f;
-    ms_code rc = seglog_fill_begin(s->log, total, &f, e);
-    if (rc != MS_OK) return rc;
-    size_t at = 0;
+    ms_code rc = MS_OK;
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
         seal_item *it = &items[i];
-        unsigned char iv[SEAL_IV];
         if (!it->body) continue; /* (a rejected line: nothing stored) */
-        if ((rc = store_data_key(s, it->identity_key, it->identity_key_len, it->key, e)) != MS_OK) break;
-        seal_iv(prefix, i, iv);
-        if (!seal_record(it->key, iv, it->body, it->len, f.dst + at)) {
+        rc = store_data_key(s, it->identity_key, it->identity_key_len, it->key, e);
+        it->offset = total + SEAL_IV;
+        total += it->len + SEAL_OVERHEAD;
+    }
+    if (rc != MS_OK) return rc;
+    store_sealing *sg = ms_malloc(sizeof *sg);
+    if (RAND_bytes(sg->prefix, 8) != 1)
+        rc = ms_fail(e, MS_EIO, "store: random number generator failed");
+    else
+        rc = seglog_fill_begin(s->log, total, &sg->fill, e);
+    if (rc != MS_OK) {
+        free(sg);
+        return rc;
+    }
+    *pos = sg->fill.pos;
+    *out = sg;
+    return MS_OK;
+}
+
+ms_code store_seal_end(store *s, store_sealing *sg, seal_item *items, uint32_t n, ms_err *e)
+{
+    (void)s;
+    seglog_fill *f = &sg->fill;
+    ms_code rc = MS_OK;
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const seal_item *it = &items[i];
+        unsigned char iv[SEAL_IV];
+        if (!it->body) continue;
+        seal_iv(sg->prefix, i, iv);
+        if (!seal_record(it->key, iv, it->body, it->len, f->dst + at)) {
             rc = ms_fail(e, MS_EIO, "store: sealing a record failed");
             break;
         }
-        it->offset = at + SEAL_IV;
         at += it->len + SEAL_OVERHEAD;
-        seglog_fill_ready(&f, at); /* the disk writes what is sealed while the rest is sealed */
+        seglog_fill_ready(f, at); /* the disk writes, and the writer reads, what is sealed while the rest is sealed */
     }
-    if (rc == MS_OK) memset(f.dst + at, 0, f.len - at);
-    ms_code wrc = seglog_fill_end(&f, rc == MS_OK, e);
-    if (rc == MS_OK && (rc = wrc) == MS_OK) *pos = f.pos;
+    if (rc == MS_OK) memset(f->dst + at, 0, f->len - at);
+    ms_code wrc = seglog_fill_end(f, rc == MS_OK, e);
+    free(sg);
+    return rc == MS_OK ? wrc : rc;
+}
+
+ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e)
+{
+    store_sealing *sg;
+    uint64_t at;
+    ms_code rc = store_seal_begin(s, items, n, &sg, &at, e);
+    if (rc == MS_OK && (rc = store_seal_end(s, sg, items, n, e)) == MS_OK) *pos = at;
     return rc;
 }
 

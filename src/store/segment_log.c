@@ -22,6 +22,9 @@
  * caller (store_append_sealed) seals records straight into it, and the disk writes are made from there
  * (O_DIRECT: no copy at all). An append that would overwrite ring bytes of a fill still in flight (one
  * ring's worth of appends while it fills) is not cached, and fills into a spare buffer of the log's.
+ * The writer applies a batch while its records are sealed (ingest.h, step 2), so a read of bytes of a
+ * fill in flight waits (l->filled) until they are final: the part a cached fill said is ready, an
+ * uncached fill's once it ended. Reads below the lowest fill in flight (fills_low) never take the lock.
  *
  * A fill of more than one WRITE_CHUNK writes its chunks with Linux native AIO (io_submit) as the caller
  * reports them ready, so the device writes chunk k while the caller seals chunk k + 1 (measured here: a
@@ -48,7 +51,7 @@
 #define MAX_SEGMENTS (1u << 20)
 #define WRITE_CHUNK ((size_t)1 << 20)
 #define COPY_CHUNK ((size_t)1 << 20)
-#define MAX_FILLING 64 /* fills in flight in the ring at once; more fill spare buffers, uncached */
+#define MAX_FILLING 64 /* fills in flight at once; one more waits for a slot */
 #define AIO_POOL 16    /* AIO contexts kept */
 #define AIO_DEPTH SEGLOG_AIO_DEPTH
 #define SPARES 4 /* spare fill buffers kept */
@@ -67,8 +70,16 @@ struct segment_log {
     char *ring;
     uint64_t ring_size;
     _Atomic uint64_t ring_low;
-    uint64_t filling[MAX_FILLING]; /* the starts of the fills writing into the ring now */
-    unsigned nfilling;
+    struct {
+        uint64_t start, end; /* its bytes */
+        uint64_t ready;      /* bytes from start final in the ring (a cached fill's; an uncached one's are
+                                readable once it ended) */
+        bool cached;
+    } fills[MAX_FILLING]; /* the fills begun and not ended */
+    unsigned nfills;
+    _Atomic uint64_t fills_low;  /* the lowest start among them (UINT64_MAX: none): a read below never waits */
+    pthread_cond_t filled;       /* a fill was made readable further, or ended */
+    unsigned waiters;            /* reads waiting on it */
     aio_context_t aio[AIO_POOL]; /* idle AIO contexts */
     unsigned naio;
     struct {
@@ -213,7 +224,9 @@ ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, u
     l->ring_size = cache_size / page * page;
     if (l->ring_size && !(l->ring = ring_map(l->ring_size))) l->ring_size = 0;
     atomic_store(&l->ring_low, UINT64_MAX); /* nothing cached yet */
+    atomic_store(&l->fills_low, UINT64_MAX);
     pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->filled, NULL);
     *out = l;
     return MS_OK;
 }
@@ -233,6 +246,7 @@ void seglog_close(segment_log *l)
     if (l->ring) munmap(l->ring, 2 * l->ring_size);
     free(l->dir);
     pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->filled);
     free(l);
 }
 
@@ -255,13 +269,15 @@ static bool ring_copy_out(segment_log *l, uint64_t pos, void *out, size_t len)
 static uint64_t round_up(uint64_t n) { return (n + SEGLOG_ALIGN - 1) & ~(uint64_t)(SEGLOG_ALIGN - 1); }
 
 /* Reserve need bytes at the log's end (caller holds the lock): their position and segment's fd, and
- * whether they go to the ring (*cached; fill: as a fill, registered in l->filling). Not cached: bytes
- * larger than the ring, or that would overwrite ring bytes of a fill still in flight (or a fill when
- * MAX_FILLING are). Raises ring_low past the ring bytes the reservation overwrites, or to its end when it
- * is not cached (nothing before it is then known to be in the ring). */
+ * whether they go to the ring (*cached). A fill is registered in l->fills (waiting for a slot when
+ * MAX_FILLING are in flight). Not cached: bytes larger than the ring, or that would overwrite ring bytes
+ * of a cached fill still in flight. Raises ring_low past the ring bytes the reservation overwrites, or to
+ * its end when it is not cached (nothing before it is then known to be in the ring). */
 static ms_code reserve(segment_log *l, uint64_t need, bool fill, uint64_t *pos, int *fd, bool *cached, ms_err *e)
 {
     *cached = false;
+    while (fill && l->nfills == MAX_FILLING && !l->fault)
+        pthread_cond_wait(&l->filled, &l->lock);
     if (l->fault) return io_fail(e, l->fault, "write");
     uint64_t off = l->end % l->segment_size;
     uint64_t start = off + need > l->segment_size ? l->end + (l->segment_size - off) : l->end;
@@ -271,21 +287,49 @@ static ms_code reserve(segment_log *l, uint64_t need, bool fill, uint64_t *pos, 
     if (rc != MS_OK) return rc;
     *pos = start;
     l->end = start + need;
-    if (!l->ring) return MS_OK;
-    uint64_t low = l->end > l->ring_size ? l->end - l->ring_size : 0;
-    bool ok = need <= l->ring_size && !(fill && l->nfilling == MAX_FILLING);
-    for (unsigned i = 0; i < l->nfilling && ok; i++)
-        ok = low <= l->filling[i];
-    uint64_t cur = atomic_load(&l->ring_low);
-    if (!ok)
-        low = l->end;
-    else if (cur == UINT64_MAX && start > low)
-        low = start; /* first append since open */
-    if (cur == UINT64_MAX || low > cur) atomic_store(&l->ring_low, low);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (ok && fill) l->filling[l->nfilling++] = start;
+    bool ok = false;
+    if (l->ring) {
+        uint64_t low = l->end > l->ring_size ? l->end - l->ring_size : 0;
+        ok = need <= l->ring_size;
+        for (unsigned i = 0; i < l->nfills && ok; i++)
+            ok = !l->fills[i].cached || low <= l->fills[i].start;
+        uint64_t cur = atomic_load(&l->ring_low);
+        if (!ok)
+            low = l->end;
+        else if (cur == UINT64_MAX && start > low)
+            low = start; /* first append since open */
+        if (cur == UINT64_MAX || low > cur) atomic_store(&l->ring_low, low);
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+    if (fill) {
+        unsigned i = l->nfills++;
+        l->fills[i].start = start;
+        l->fills[i].end = start + need;
+        l->fills[i].ready = 0;
+        l->fills[i].cached = ok;
+        if (start < atomic_load(&l->fills_low)) atomic_store(&l->fills_low, start);
+    }
     *cached = ok;
     return MS_OK;
+}
+
+/* Wait until [pos, pos + len) is readable: no fill in flight holds a byte of it that is not final yet. */
+static void wait_filled(segment_log *l, uint64_t pos, size_t len)
+{
+    pthread_mutex_lock(&l->lock);
+    for (;;) {
+        bool wait = false;
+        for (unsigned i = 0; i < l->nfills && !wait; i++) {
+            uint64_t s = l->fills[i].start;
+            wait =
+                s < pos + len && pos < l->fills[i].end && !(l->fills[i].cached && s + l->fills[i].ready >= pos + len);
+        }
+        if (!wait) break;
+        l->waiters++;
+        pthread_cond_wait(&l->filled, &l->lock);
+        l->waiters--;
+    }
+    pthread_mutex_unlock(&l->lock);
 }
 
 /* Write src[0, len) at offset foff of fd now; short_at: where the disk fills (test hook, UINT64_MAX: no). */
@@ -483,8 +527,15 @@ static void fill_write(seglog_fill *f, size_t to)
 
 void seglog_fill_ready(seglog_fill *f, size_t upto)
 {
-    if (!f->aio) return; /* written at the end */
-    fill_write(f, upto / WRITE_CHUNK * WRITE_CHUNK);
+    segment_log *l = f->log;
+    if (f->cached) { /* readable from the ring up to here */
+        pthread_mutex_lock(&l->lock);
+        for (unsigned i = 0; i < l->nfills; i++)
+            if (l->fills[i].start == f->pos) l->fills[i].ready = upto;
+        if (l->waiters) pthread_cond_broadcast(&l->filled);
+        pthread_mutex_unlock(&l->lock);
+    }
+    if (f->aio) fill_write(f, upto / WRITE_CHUNK * WRITE_CHUNK); /* without AIO: written at the end */
 }
 
 ms_code seglog_fill_end(seglog_fill *f, bool write, ms_err *e)
@@ -493,15 +544,18 @@ ms_code seglog_fill_end(seglog_fill *f, bool write, ms_err *e)
     if (write) fill_write(f, f->len);
     if (f->aio && f->inflight) fill_reap(f, f->inflight); /* the disk reads dst until then */
     pthread_mutex_lock(&l->lock);
-    if (f->cached) {
-        for (unsigned i = 0; i < l->nfilling; i++)
-            if (l->filling[i] == f->pos) {
-                l->filling[i] = l->filling[--l->nfilling];
-                break;
-            }
-    } else {
-        spare_give(l, f->dst, f->own_cap);
+    uint64_t low = UINT64_MAX;
+    for (unsigned i = 0; i < l->nfills;) {
+        if (l->fills[i].start == f->pos) {
+            l->fills[i] = l->fills[--l->nfills];
+            continue;
+        }
+        if (l->fills[i].start < low) low = l->fills[i].start;
+        i++;
     }
+    atomic_store(&l->fills_low, low);
+    pthread_cond_broadcast(&l->filled); /* reads waiting for it, and fills waiting for a slot */
+    if (!f->cached) spare_give(l, f->dst, f->own_cap);
     if (f->aio) {
         if (l->naio < AIO_POOL)
             l->aio[l->naio++] = f->aio;
@@ -615,6 +669,7 @@ ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err 
 {
     uint64_t seg = pos / l->segment_size;
     if (seg >= MAX_SEGMENTS) return ms_fail(e, MS_ECORRUPT, "segment log: position out of range");
+    if (pos + len > atomic_load(&l->fills_low)) wait_filled(l, pos, len); /* the writer, reading a batch it holds */
     if (ring_copy_out(l, pos, out, len)) return MS_OK;
     int fd = read_fd(l, seg);
     if (fd < 0) return io_fail(e, errno, "open for reading");

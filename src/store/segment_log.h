@@ -50,11 +50,11 @@ ms_code seglog_append(segment_log *l, const void *data, size_t len, uint64_t *po
  * reserves len bytes (rounded up to 4 KiB) at the end of the log and gives dst, where the caller writes
  * them, in order: in the recent-bytes cache when it can (no copy at all), else a buffer of the log's.
  * ready(upto) says dst[0, upto) is final, so its whole chunks may go to the disk now, while the caller
- * goes on; end(write = true) writes the rest (zero the padding first), waits for every write and makes
- * the append what a returned seglog_append is (seglog_sync then makes it durable); end(write = false)
- * gives up (waits for the writes begun, leaves a hole) and returns MS_OK. dst is valid from begin to end.
- * MS_EFULL when the disk is full (at begin when the space cannot be allocated, at end when a write fails
- * with ENOSPC). Thread-safe; one fill belongs to one thread. */
+ * goes on, and another thread may read them (seglog_read waits for that); end(write = true) writes the rest (zero the
+ * padding first), waits for every write and makes the append what a returned seglog_append is (seglog_sync then makes
+ * it durable); end(write = false) gives up (waits for the writes begun, leaves a hole) and returns MS_OK. dst is valid
+ * from begin to end. MS_EFULL when the disk is full (at begin when the space cannot be allocated, at end when a write
+ * fails with ENOSPC). Thread-safe; one fill belongs to one thread. */
 typedef struct {
     unsigned char *dst; /* len bytes, 4 KiB-aligned */
     uint64_t pos;       /* where they go in the log */
@@ -83,7 +83,9 @@ ms_code seglog_sync(segment_log *l, ms_err *e);
 /* The end of everything appended so far. */
 uint64_t seglog_end(const segment_log *l);
 
-/* Read len bytes at pos (thread-safe). */
+/* Read len bytes at pos (thread-safe). Bytes of a fill still in flight (another thread's) are read once
+ * they are final: up to what its seglog_fill_ready said when it is cached, else once it ended; the read
+ * waits until then. */
 ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err *e);
 /* A hint that [pos, pos + len) will be read soon: the kernel starts reading it into the page cache and
  * this returns at once (posix_fadvise WILLNEED). Errors are ignored: the read that follows reports them. */

@@ -185,6 +185,16 @@ typedef struct {
  * (store_patient_create, store_patient_key_bind). */
 ms_code store_append_sealed(store *s, seal_item *items, uint32_t n, uint64_t *pos, ms_err *e);
 
+/* store_append_sealed in two steps, so that the writer can apply a batch while its bodies are sealed and
+ * written (ingest.c): store_seal_begin finds each item's data key and offset (out) and reserves the bytes
+ * (*pos: where they go); store_seal_end seals the records into place and writes them, and frees *sg; its
+ * MS_OK is store_append_sealed's. Meanwhile a read of those bytes (store_record_body, store_field_values,
+ * by another thread) waits until they are sealed. Errors as store_append_sealed's; after a failed begin
+ * there is nothing to end. */
+typedef struct store_sealing store_sealing;
+ms_code store_seal_begin(store *s, seal_item *items, uint32_t n, store_sealing **sg, uint64_t *pos, ms_err *e);
+ms_code store_seal_end(store *s, store_sealing *sg, seal_item *items, uint32_t n, ms_err *e);
+
 /* A state field's value bytes, appended to out, checked against the field's hash (MS_ECORRUPT). */
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
 /* The values of n state fields at once: values that lie close together in the log (typically most of

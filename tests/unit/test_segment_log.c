@@ -4,8 +4,9 @@
  * a fill whose bytes wrap the end of the cache is whole in the cache (the mirror mapping); a fill that
  * would overwrite the cache bytes of a fill still in flight goes to a buffer of its own and leaves the
  * other's bytes alone; a short write is a full disk; a fill given up leaves a hole and the log goes on;
- * an injected fault refuses the fill; and threads filling and reading at once, over a small cache that
- * wraps often, always read back what they wrote.
+ * an injected fault refuses the fill; a read of bytes of a fill in flight waits until they are final
+ * (ready in the cache, or the fill ended when it is not cached); and threads filling and reading at once,
+ * over a small cache that wraps often, always read back what they wrote.
  */
 #include "unit.h"
 
@@ -13,6 +14,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define MiB ((size_t)1 << 20)
 #define SEGMENT ((uint64_t)64 << 20)
@@ -188,6 +190,72 @@ static void test_fill_short_write_is_disk_full_and_given_up_is_a_hole(void **sta
 
 typedef struct {
     segment_log *log;
+    uint64_t pos;
+    size_t len;
+    unsigned char *out;
+    _Atomic bool done;
+} reader;
+
+static void *read_it(void *arg)
+{
+    reader *r = arg;
+    ms_err e = {0};
+    if (seglog_read(r->log, r->pos, r->out, r->len, &e) != MS_OK) memset(r->out, 0xEE, r->len);
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+/* Start a reader of [pos, pos + len); after 100 ms, has it returned? */
+static bool read_returns(pthread_t *th, reader *r, segment_log *l, uint64_t pos, size_t len)
+{
+    *r = (reader){.log = l, .pos = pos, .len = len, .out = ms_malloc(len)};
+    atomic_store(&r->done, false);
+    assert_int_equal(pthread_create(th, NULL, read_it, r), 0);
+    usleep(100000);
+    return atomic_load(&r->done);
+}
+
+static void expect_read(pthread_t th, reader *r, unsigned k, size_t from)
+{
+    pthread_join(th, NULL);
+    for (size_t i = 0; i < r->len; i++)
+        assert_int_equal(r->out[i], pattern(k, from + i));
+    free(r->out);
+}
+
+static void test_read_of_a_fill_in_flight_waits_until_final(void **state)
+{
+    (void)state;
+    char dir[64];
+    unit_tmpdir(dir);
+    for (int cached = 1; cached >= 0; cached--) {
+        segment_log *l = open_log(dir, cached ? 16 * MiB : 0, cached ? 0 : 64 * MiB);
+        ms_err e = {0};
+        seglog_fill f;
+        assert_int_equal(seglog_fill_begin(l, 2 * MiB, &f, &e), MS_OK);
+        assert_int_equal(f.cached, cached);
+        for (size_t i = 0; i < MiB; i++)
+            f.dst[i] = pattern(4, i);
+        seglog_fill_ready(&f, MiB);
+        pthread_t a, b;
+        reader ra, rb;
+        /* cached: what is ready reads at once; uncached: nothing reads before the fill ends */
+        assert_int_equal(read_returns(&a, &ra, l, f.pos + MiB / 2, 4096), cached);
+        assert_false(read_returns(&b, &rb, l, f.pos + MiB - 4096, 8192)); /* half of it not final */
+        for (size_t i = MiB; i < 2 * MiB; i++)
+            f.dst[i] = pattern(4, i);
+        seglog_fill_ready(&f, 2 * MiB);
+        if (cached) expect_read(b, &rb, 4, MiB - 4096);
+        assert_int_equal(seglog_fill_end(&f, true, &e), MS_OK);
+        if (!cached) expect_read(b, &rb, 4, MiB - 4096);
+        expect_read(a, &ra, 4, MiB / 2);
+        seglog_close(l);
+    }
+    unit_rmtree(dir);
+}
+
+typedef struct {
+    segment_log *log;
     unsigned id;
     bool ok;
 } racer;
@@ -235,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_fill_that_wraps_the_cache_is_whole),
         cmocka_unit_test(test_fill_over_a_filling_one_takes_its_own_buffer),
         cmocka_unit_test(test_fill_short_write_is_disk_full_and_given_up_is_a_hole),
+        cmocka_unit_test(test_read_of_a_fill_in_flight_waits_until_final),
         cmocka_unit_test(test_threads_fill_and_read_over_a_small_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
