@@ -165,6 +165,69 @@ static void test_json_scan_value(void **state)
     assert_string_equal(json_type_name(JSON_NULL), "null");
 }
 
+/* The string scanner's fast path (16 and 32 bytes a step) against what each string must give, for every
+ * length up to 80 and every place of one byte that needs the slow path: the closing quote found where it
+ * is, an escape or a UTF-8 sequence passed over, a control character or a bad UTF-8 byte reported at its
+ * own offset, whatever block of the fast path it falls in. */
+static void test_string_scan_at_every_offset(void **state)
+{
+    (void)state;
+    char t[128];
+    for (size_t len = 0; len <= 80; len++) {
+        for (size_t k = 0; k <= len; k++) {
+            for (int kind = 0; kind < 5; kind++) {
+                size_t n = 0;
+                t[n++] = '"';
+                for (size_t i = 0; i < len; i++)
+                    t[n++] = (char)('a' + i % 26);
+                size_t at = 1 + k; /* where the special byte goes */
+                size_t want_err = 0, extra = 0;
+                const char *ins = NULL;
+                switch (kind) {
+                case 0:
+                    ins = "\\n";
+                    extra = 2;
+                    break; /* an escape */
+                case 1:
+                    ins = "\xc3\xa9";
+                    extra = 2;
+                    break; /* é */
+                case 2:
+                    ins = "\x01";
+                    want_err = at;
+                    break; /* a control character */
+                case 3:
+                    ins = "\xff";
+                    want_err = at;
+                    break; /* not UTF-8 */
+                case 4:
+                    ins = "\\\"";
+                    extra = 2;
+                    break; /* an escaped quote */
+                }
+                size_t il = strlen(ins);
+                memmove(t + at + il, t + at, n - at);
+                memcpy(t + at, ins, il);
+                n += il;
+                t[n++] = '"';
+                json_type type;
+                json_error err = {0};
+                const char *q = json_scan_value(t, t, t + n, &type, &err);
+                if (want_err) {
+                    assert_null(q);
+                    assert_int_equal(err.offset, want_err);
+                } else {
+                    assert_non_null(q);
+                    assert_int_equal(type, JSON_STRING);
+                    assert_int_equal(q - t, (ptrdiff_t)(len + extra + 2));
+                }
+                /* and cut before its closing quote: unterminated, wherever the cut falls */
+                if (!want_err) assert_null(json_scan_value(t, t, t + n - 1, &type, &err));
+            }
+        }
+    }
+}
+
 static void test_skip_ws(void **state)
 {
     (void)state;
@@ -778,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_key_escaped_flag),
         cmocka_unit_test(test_valid_numbers),
         cmocka_unit_test(test_json_scan_value),
+        cmocka_unit_test(test_string_scan_at_every_offset),
         cmocka_unit_test(test_skip_ws),
         cmocka_unit_test(test_string_errors),
         cmocka_unit_test(test_number_errors),
