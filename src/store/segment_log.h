@@ -31,8 +31,11 @@
 #define SEGLOG_ALIGN 4096
 /* How far past an append's end a segment file is preallocated when it must grow. */
 #define SEGLOG_PREALLOC_STEP ((uint64_t)64 << 20)
-/* Chunk writes of one fill in flight at once. */
-#define SEGLOG_AIO_DEPTH 16
+/* Chunk writes of one fill in flight at once: one, so that a read that misses every cache waits behind at
+ * most one chunk of each fill, while the next chunk is sealed. Measured at 1,000,000/min of 20 KB
+ * (README "A batch's path overlapped"): point read p99 2.1-2.7 ms with 1, 2.2-3.9 with 2, 4.0-5.3 with
+ * 16; freshness no worse. */
+#define SEGLOG_AIO_DEPTH 1
 
 typedef struct segment_log segment_log;
 
