@@ -65,20 +65,21 @@ ms_code store_seal_end(store *s, store_sealing *sg, seal_item *items, uint32_t n
     (void)s;
     seglog_fill *f = &sg->fill;
     ms_code rc = MS_OK;
-    size_t at = 0;
+    size_t sealed = 0; /* the end of what is sealed; each record goes where store_seal_begin placed it */
     for (uint32_t i = 0; i < n; i++) {
         const seal_item *it = &items[i];
         unsigned char iv[SEAL_IV];
         if (!it->body) continue;
         seal_iv(sg->prefix, i, iv);
+        size_t at = it->offset - SEAL_IV;
         if (!seal_record(it->key, iv, it->body, it->len, f->dst + at)) {
             rc = ms_fail(e, MS_EIO, "store: sealing a record failed");
             break;
         }
-        at += it->len + SEAL_OVERHEAD;
-        seglog_fill_ready(f, at); /* the disk writes, and the writer reads, what is sealed while the rest is sealed */
+        sealed = at + it->len + SEAL_OVERHEAD;
+        seglog_fill_ready(f, sealed); /* the disk writes, and the writer reads, what is sealed while the rest is */
     }
-    if (rc == MS_OK) memset(f->dst + at, 0, f->len - at);
+    if (rc == MS_OK) memset(f->dst + sealed, 0, f->len - sealed);
     ms_code wrc = seglog_fill_end(f, rc == MS_OK, e);
     free(sg);
     return rc == MS_OK ? wrc : rc;
