@@ -8,6 +8,8 @@
 # generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
 #   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
+# SERVE_ARGS / BASE_SERVE_ARGS: extra `serve` options for this side / the base side (BASE=. compares two
+# settings of one build, e.g. BASE=. SERVE_ARGS="--body-cache 1GiB" scripts/bench_versus.sh).
 # Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +18,10 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
-run() { # $1: checkout; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio"
-  local co=$1
+run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio"
+  local co=$1 extra=$2
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
-  "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & local srv=$!
+  "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   local tok
   tok=$(curl -sf -H 'Content-Type: application/json' \
@@ -33,7 +35,8 @@ run() { # $1: checkout; prints "records_per_min freshness_p99_ms point_read_p99_
 }
 ratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
-  if [ $((i % 2)) = 1 ]; then a=$(run .); b=$(run "$base"); else b=$(run "$base"); a=$(run .); fi
+  if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}"); b=$(run "$base" "${BASE_SERVE_ARGS:-}")
+  else b=$(run "$base" "${BASE_SERVE_ARGS:-}"); a=$(run . "${SERVE_ARGS:-}"); fi
   r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
   ratios+=("$r"); this+=("$a"); that+=("$b")
   read -r a1 a2 a3 a4 <<< "$a"; read -r b1 b2 b3 b4 <<< "$b"

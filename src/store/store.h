@@ -417,8 +417,9 @@ ms_code store_patient_records(store_read *r, const patient_id *pid, int64_t sinc
 ms_code store_children(store_read *r, const char *parent, size_t parent_len, int64_t since, int64_t until,
                        const void *after_key, size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
 
-/* Iterate the public index of a type ("*" for all types) for years in [year_from, year_to], after the
- * cursor key if given (a key of another type or year range starts from the beginning). */
+/* Iterate the public index of a type (NULL: all types, merged in (year, record id) order, each record
+ * once) for years in [year_from, year_to], after the cursor key if given (a key fn was handed; one of
+ * another type or year range starts from the beginning). */
 typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
                                       size_t key_len);
 ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,

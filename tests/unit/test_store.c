@@ -776,23 +776,34 @@ static void test_patient_records_index(void **state)
 
 static bool collect_public(void *ctx, int year, const char *rid, size_t rid_len, const void *key, size_t key_len)
 {
-    (void)key, (void)key_len;
-    collected *c = ctx;
-    if (c->n >= 16) return false;
-    c->ts[c->n] = year;
-    snprintf(c->rid[c->n], 32, "%.*s", (int)rid_len, rid);
-    c->n++;
-    return true;
+    return collect_record(ctx, year, rid, rid_len, key, key_len);
+}
+
+/* The public index of type (NULL: all) for [from, to], after the key `after` when given; c->stop_after kept. */
+static void public_index_after(fixture *f, const char *type, int from, int to, const void *after, size_t after_len,
+                               collected *c)
+{
+    int stop_after = c->stop_after;
+    memset(c, 0, sizeof *c);
+    c->stop_after = stop_after;
+    store_read *r = unit_rbegin(f->s);
+    ms_err e;
+    ms_code rc = store_public_index(r, type, from, to, after, after_len, collect_public, c, &e);
+    store_read_end(r);
+    if (rc != MS_OK) fail_msg("store_public_index: %s", e.msg);
 }
 
 static void public_index(fixture *f, const char *type, int from, int to, collected *c)
 {
-    memset(c, 0, sizeof *c);
-    store_read *r = unit_rbegin(f->s);
-    ms_err e;
-    ms_code rc = store_public_index(r, type, from, to, NULL, 0, collect_public, c, &e);
-    store_read_end(r);
-    if (rc != MS_OK) fail_msg("store_public_index: %s", e.msg);
+    c->stop_after = 0;
+    public_index_after(f, type, from, to, NULL, 0, c);
+}
+
+static void assert_listed(const collected *c, int n, const char *const *rids)
+{
+    assert_int_equal(c->n, n);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(c->rid[i], rids[i]);
 }
 
 static void test_public_index(void **state)
@@ -812,12 +823,45 @@ static void test_public_index(void **state)
     public_index(f, "lab", 2020, 2021, &c);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.rid[0], "l2021");
-    public_index(f, "*", 2020, 2020, &c);
-    assert_int_equal(c.n, 2);
-    public_index(f, "*", 0, 9999, &c);
-    assert_int_equal(c.n, 4);
     public_index(f, "none", 0, 9999, &c);
     assert_int_equal(c.n, 0);
+    /* all types: the types' ranges merged by (year, record id) */
+    public_index(f, NULL, 2020, 2020, &c);
+    assert_listed(&c, 2, (const char *[]){"lx", "v2020"});
+    public_index(f, NULL, 0, 9999, &c);
+    assert_listed(&c, 4, (const char *[]){"l2019", "lx", "v2020", "l2021"});
+    assert_true(c.ts[1] == 2020);
+    /* a record whose type changed has an entry under both types: listed once */
+    write_version(f, "moved", &pid, 1, "{\"note\":\"e\"}", unit_time(2020, 7, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "moved", &pid, 2, "{\"note\":\"f\"}", unit_time(2020, 7, 1, 0, 0, 0), "visit", NULL);
+    public_index(f, NULL, 0, 9999, &c);
+    const char *all[] = {"l2019", "lx", "moved", "v2020", "l2021"};
+    assert_listed(&c, 5, all);
+    /* pages: stopped after 2, the rest from the second one's key, across the types */
+    for (int page = 1; page <= 4; page++) {
+        collected first = {.stop_after = page}, rest = {0};
+        public_index_after(f, NULL, 0, 9999, NULL, 0, &first);
+        assert_int_equal(first.n, page);
+        public_index_after(f, NULL, 0, 9999, first.key[page - 1], first.key_len[page - 1], &rest);
+        assert_listed(&rest, 5 - page, all + page);
+    }
+    /* a store from before the merge also holds a "*" entry for every record: each still listed once */
+    store_close(f->s);
+    f->s = NULL;
+    for (int i = 0; i < 5; i++) {
+        char key[64];
+        int year = i == 0 ? 2019 : i == 4 ? 2021 : 2020;
+        size_t rl = strlen(all[i]);
+        memcpy(key, "T*\0", 3);
+        key[3] = (char)(year >> 8), key[4] = (char)year;
+        memcpy(key + 5, all[i], rl);
+        unit_write_raw_entry(f->dir, "public", key, 5 + rl, "", 0);
+    }
+    reopen(f);
+    public_index(f, NULL, 0, 9999, &c);
+    assert_listed(&c, 5, all);
+    public_index(f, "lab", 0, 9999, &c);
+    assert_listed(&c, 3, (const char *[]){"l2019", "moved", "l2021"});
 }
 
 /* With a body cache, reads of recent bodies come from memory: they must be the same bytes. */

@@ -68,28 +68,36 @@ static inline bool unit_patient_at(store *s, arena *mem, const patient_id *pid, 
     return found;
 }
 
-/* Write a user entry the way versions before issue 9 did ("role NUL hash"), straight into the LMDB
- * file of dir; the store must be closed. */
-static inline void unit_write_old_user_entry(const char *dir, const char *name, const char *role, const char *hash)
+/* Put one entry straight into sub-database db of dir's LMDB file, as an older version of the store wrote
+ * it; the store must be closed. */
+static inline void unit_write_raw_entry(const char *dir, const char *db, const void *key, size_t klen, const void *val,
+                                        size_t vlen)
 {
-    char path[256], v[256];
+    char path[256];
     snprintf(path, sizeof path, "%s/lmdb", dir);
-    size_t rl = strlen(role), hl = strlen(hash);
-    memcpy(v, role, rl + 1);
-    memcpy(v + rl + 1, hash, hl);
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
     assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_maxdbs(env, 32);
     mdb_env_set_mapsize(env, (size_t)1 << 30);
     assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "users", 0, &dbi), 0);
-    MDB_val k = {strlen(name), (void *)name}, mv = {rl + 1 + hl, v};
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, mv = {vlen, (void *)val};
     assert_int_equal(mdb_put(txn, dbi, &k, &mv, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+/* Write a user entry the way versions before issue 9 did ("role NUL hash"). */
+static inline void unit_write_old_user_entry(const char *dir, const char *name, const char *role, const char *hash)
+{
+    char v[256];
+    size_t rl = strlen(role), hl = strlen(hash);
+    memcpy(v, role, rl + 1);
+    memcpy(v + rl + 1, hash, hl);
+    unit_write_raw_entry(dir, "users", name, strlen(name), v, rl + 1 + hl);
 }
 
 #endif
