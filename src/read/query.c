@@ -462,8 +462,8 @@ ms_code query_public_records(const query_ctx *q, store_read *r, const list_param
         rc =
             store_patient_records(r, p->pid, INT64_MIN, INT64_MAX, p->cursor, p->cursor_len, on_patient_record, &st, e);
     } else {
-        rc = store_public_index(r, p->type, p->year_from, p->year_to, p->cursor, p->cursor_len,
-                                on_public_entry, &st, e);
+        rc =
+            store_public_index(r, p->type, p->year_from, p->year_to, p->cursor, p->cursor_len, on_public_entry, &st, e);
     }
     if (rc == MS_OK) rc = st.rc;
     if (rc == MS_OK) finish_list(&st);

@@ -79,38 +79,76 @@ size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t num
 }
 
 /* ---- record versions ----
- * be32 version, be64 valid_from, pid (16), be64 patient number, be64 event ts, be64 body position, be32
- * body length, be64 body hash, content hash (16), type length (1), type, flags (1; absent before
- * tombstones), and when flags has RV_PARENT: be16 parent id length, parent id (absent before issue 13). */
+ * Format 1 (stores from before issue 17's record format): be32 version, be64 valid_from, pid (16), be64
+ * patient number, be64 event ts, be64 body position, be32 body length, be64 body hash, content hash (16),
+ * type length (1), type, flags (1; absent before tombstones), and when flags has RV_PARENT: be16 parent id
+ * length, parent id (absent before issue 13).
+ * Format 2: RV_FORMAT_2, varint patient number, zigzag event ts, varint body position, varint body
+ * length, varint body hash (0 for a sealed body), content hash (16), flags (1), type length (1), type,
+ * and with RV_PARENT varint parent id length, parent id. The version and valid_from are the key's, the
+ * patient id its number's (patient_id_from_number): ~45 bytes fewer than format 1. A format 1 entry's first
+ * byte is its version's high byte, never RV_FORMAT_2 below 0xF2000000 versions of one record. */
 enum { RV_HDR = 4 + 8 + 16 + 8 + 8 + 8 + 4 + 8 + 16 + 1, RV_DELETED = 1, RV_PARENT = 2, RV_SEALED = 4 };
+#define RV_FORMAT_2 0xF2
 
 void st_record_encode(buf *b, const record_version *rv)
 {
     b->len = 0;
-    buf_put_be32(b, rv->version);
-    buf_put_be64(b, (uint64_t)rv->valid_from);
-    buf_put(b, rv->pid.b, 16);
-    buf_put_be64(b, rv->patient_number);
-    buf_put_be64(b, (uint64_t)rv->ts_us);
-    buf_put_be64(b, rv->body_pos);
-    buf_put_be32(b, rv->body_len);
-    buf_put_be64(b, rv->body_hash);
+    buf_putc(b, (char)RV_FORMAT_2);
+    buf_put_varint(b, rv->patient_number);
+    buf_put_zigzag(b, rv->ts_us);
+    buf_put_varint(b, rv->body_pos);
+    buf_put_varint(b, rv->body_len);
+    buf_put_varint(b, rv->body_hash);
     buf_put(b, rv->content_hash, 16);
-    buf_putc(b, (char)rv->type_len);
-    buf_put(b, rv->type, rv->type_len);
-    /* flags (absent in entries written before tombstones), then the parent when there is one */
     buf_putc(
         b, (char)((rv->deleted ? RV_DELETED : 0) | (rv->parent_id_len ? RV_PARENT : 0) | (rv->sealed ? RV_SEALED : 0)));
+    buf_putc(b, (char)rv->type_len);
+    buf_put(b, rv->type, rv->type_len);
     if (rv->parent_id_len) {
-        buf_put_be16(b, (uint16_t)rv->parent_id_len);
+        buf_put_varint(b, rv->parent_id_len);
         buf_put(b, rv->parent_id, rv->parent_id_len);
     }
 }
 
-bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv)
+static bool record_decode_v2(const patient_id_key *pk, const unsigned char *p, const unsigned char *end,
+                             record_version *rv)
+{
+    uint64_t body_len, parent_len;
+    if (!ms_get_varint(&p, end, &rv->patient_number) || !ms_get_zigzag(&p, end, &rv->ts_us) ||
+        !ms_get_varint(&p, end, &rv->body_pos) || !ms_get_varint(&p, end, &body_len) || body_len > UINT32_MAX ||
+        !ms_get_varint(&p, end, &rv->body_hash) || end - p < 16 + 2)
+        return false;
+    rv->body_len = (uint32_t)body_len;
+    memcpy(rv->content_hash, p, 16);
+    unsigned flags = p[16];
+    rv->type_len = p[17];
+    p += 18;
+    if (rv->type_len > 64 || (size_t)(end - p) < rv->type_len) return false;
+    memcpy(rv->type, p, rv->type_len);
+    rv->type[rv->type_len] = 0;
+    p += rv->type_len;
+    rv->deleted = (flags & RV_DELETED) != 0;
+    rv->sealed = (flags & RV_SEALED) != 0;
+    rv->parent_id_len = 0;
+    rv->parent_id[0] = 0;
+    if (flags & RV_PARENT) {
+        if (!ms_get_varint(&p, end, &parent_len) || parent_len == 0 || parent_len > RECORD_ID_MAX ||
+            (uint64_t)(end - p) < parent_len)
+            return false;
+        rv->parent_id_len = (uint32_t)parent_len;
+        memcpy(rv->parent_id, p, parent_len);
+        rv->parent_id[parent_len] = 0;
+        p += parent_len;
+    }
+    patient_id_from_number(pk, rv->patient_number, &rv->pid);
+    return p == end;
+}
+
+static bool record_decode_v1(const MDB_val *v, record_version *rv)
 {
     const unsigned char *p = v->mv_data;
-    if (v->mv_size < RV_HDR || rid_len > RECORD_ID_MAX) return false;
+    if (v->mv_size < RV_HDR) return false;
     rv->version = ms_get_be32(p);
     rv->valid_from = (int64_t)ms_get_be64(p + 4);
     memcpy(rv->pid.b, p + 12, 16);
@@ -145,7 +183,23 @@ bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_
     if (v->mv_size != at) return false;
     memcpy(rv->type, p + RV_HDR, rv->type_len);
     rv->type[rv->type_len] = 0;
-    memcpy(rv->record_id, rid, rid_len);
+    return true;
+}
+
+bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val *v, record_version *rv)
+{
+    /* the key: record_id NUL ~valid_from ~version */
+    const unsigned char *key = k->mv_data, *p = v->mv_data;
+    if (k->mv_size < 14 || k->mv_size - 13 > RECORD_ID_MAX || key[k->mv_size - 13] != 0 || v->mv_size < 1) return false;
+    size_t rid_len = k->mv_size - 13;
+    if (p[0] == RV_FORMAT_2) {
+        rv->valid_from = (int64_t)~ms_get_be64(key + rid_len + 1);
+        rv->version = ~ms_get_be32(key + rid_len + 9);
+        if (!record_decode_v2(pk, p + 1, p + v->mv_size, rv)) return false;
+    } else if (!record_decode_v1(v, rv)) {
+        return false;
+    }
+    memcpy(rv->record_id, key, rid_len);
     rv->record_id[rid_len] = 0;
     rv->record_id_len = (uint32_t)rid_len;
     rv->valid_to = -1;

@@ -55,7 +55,12 @@ static int erase_version(store_write *w, MDB_cursor *rc_cur, const MDB_val *k, r
     buf v = {0};
     st_record_encode(&v, &t);
     MDB_val mv = st_val(v.data, v.len);
-    int rc = mdb_cursor_put(rc_cur, (MDB_val *)k, &mv, MDB_CURRENT);
+    /* the key as a copy: k points into the page, and a value of another size moves the node */
+    buf key = {0};
+    buf_put(&key, k->mv_data, k->mv_size);
+    MDB_val kc = st_val(key.data, key.len);
+    int rc = mdb_cursor_put(rc_cur, &kc, &mv, MDB_CURRENT);
+    buf_free(&key);
     /* its public copies (under the schema version in force and a re-projection's target): a tombstone's,
      * with the same year and type */
     const st_schema_versions *sv = st_write_sv(w);
@@ -102,7 +107,7 @@ static int erase_record(store_write *w, const char *rid, size_t rl, uint64_t num
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size < prefix.len || memcmp(k.mv_data, prefix.data, prefix.len) != 0) break;
         record_version rv;
-        if (!st_record_decode(&v, rid, rl, &rv)) {
+        if (!st_record_decode(&w->s->pid_key, &k, &v, &rv)) {
             rc = MDB_CORRUPTED;
             break;
         }

@@ -236,7 +236,7 @@ static ms_code walk_records(store *s, MDB_txn *txn, uint32_t target, const store
         size_t rl = nul ? (size_t)(nul - (const char *)k.mv_data) : 0;
         record_version rv;
         if (!nul || rl == 0 || rl > RECORD_ID_MAX || k.mv_size != rl + 13 ||
-            !st_record_decode(&v, k.mv_data, rl, &rv)) {
+            !st_record_decode(&s->pid_key, &k, &v, &rv)) {
             out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
             break;
         }

@@ -180,7 +180,8 @@ size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t num
 /* ---- value encodings (codec.c); every decode checks lengths and returns false on a bad entry ---- */
 
 void st_record_encode(buf *b, const record_version *rv);
-bool st_record_decode(const MDB_val *v, const char *rid, size_t rid_len, record_version *rv);
+/* k: the entry's key (record_id NUL ~valid_from ~version); pk: the store's, for the patient id */
+bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val *v, record_version *rv);
 void st_patient_encode(buf *b, const patient_version *pv);
 /* Format 3 (2 when no field is sealed), as stores wrote before issue 17; st_patient_encode's fallback. */
 void st_patient_encode_v3(buf *b, const patient_version *pv);
@@ -289,7 +290,7 @@ void st_plog_write_free(store_write *w);
 /* versions.c: the first entry at or after prefix_key whose key begins with its first prefix_len bytes. */
 int st_seek_first_version(MDB_cursor *c, const buf *prefix_key, size_t prefix_len, MDB_val *k, MDB_val *v);
 /* versions.c: the record version current at as_of in txn (valid_to filled in). */
-ms_code st_record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
+ms_code st_record_at(store *s, MDB_txn *txn, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
                      bool *found, ms_err *e);
 /* commit_log.c: start the commit log entry of w (its commit time, no items yet). */
 void st_log_begin(store_write *w);

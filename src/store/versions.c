@@ -39,28 +39,28 @@ int st_seek_first_version(MDB_cursor *c, const buf *prefix_key, size_t prefix_le
     return 0;
 }
 
-ms_code st_record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
+ms_code st_record_at(store *s, MDB_txn *txn, buf *kb, const char *rid, size_t len, int64_t as_of, record_version *rv,
                      bool *found, ms_err *e)
 {
     *found = false;
     if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len) || as_of < 0) return MS_OK; /* nothing before 1970 */
     st_key_record(kb, rid, len, as_of, UINT32_MAX);
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, dbi, &c);
+    int rc = mdb_cursor_open(txn, s->dbi[DB_RECORD], &c);
     if (rc) return st_mdb_fail(e, rc, "cursor");
     MDB_val k, v;
     rc = st_seek_first_version(c, kb, len + 1, &k, &v);
     if (rc == 0 && k.mv_size == len + 13) {
-        if (!st_record_decode(&v, rid, len, rv)) {
+        if (!st_record_decode(&s->pid_key, &k, &v, rv)) {
             mdb_cursor_close(c);
             return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
         }
         *found = true;
-        /* valid_to: the next newer version's valid_from */
+        /* valid_to: the next newer version's valid_from (its key's) */
         MDB_val pk, pvv;
         if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 &&
-            memcmp(pk.mv_data, rid, len) == 0 && ((char *)pk.mv_data)[len] == 0 && pvv.mv_size >= 12)
-            rv->valid_to = (int64_t)ms_get_be64((char *)pvv.mv_data + 4);
+            memcmp(pk.mv_data, rid, len) == 0 && ((char *)pk.mv_data)[len] == 0)
+            rv->valid_to = (int64_t)~ms_get_be64((char *)pk.mv_data + len + 1);
         rc = 0;
     } else if (rc == MDB_NOTFOUND || rc == 0) {
         rc = 0;
@@ -71,7 +71,7 @@ ms_code st_record_at(MDB_txn *txn, MDB_dbi dbi, buf *kb, const char *rid, size_t
 
 ms_code store_record_latest(store_write *w, const char *rid, size_t len, record_version *rv, bool *found, ms_err *e)
 {
-    return st_record_at(w->txn, w->s->dbi[DB_RECORD], &w->key, rid, len, INT64_MAX, rv, found, e);
+    return st_record_at(w->s, w->txn, &w->key, rid, len, INT64_MAX, rv, found, e);
 }
 
 ms_code store_record_with_content(store_write *w, const char *rid, size_t len, const unsigned char content_hash[16],
@@ -89,7 +89,7 @@ ms_code store_record_with_content(store_write *w, const char *rid, size_t len, c
     for (rc = st_seek_first_version(c, &w->key, len + 1, &k, &v); rc == 0 && !*found;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size != len + 13 || memcmp(k.mv_data, rid, len) != 0 || ((char *)k.mv_data)[len] != 0) break;
-        if (!st_record_decode(&v, rid, len, rv)) {
+        if (!st_record_decode(&w->s->pid_key, &k, &v, rv)) {
             out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
             break;
         }
@@ -475,7 +475,7 @@ ms_code store_record_at(store_read *r, const char *rid, size_t len, int64_t as_o
                         ms_err *e)
 {
     buf kb = {0};
-    ms_code rc = st_record_at(r->txn, r->s->dbi[DB_RECORD], &kb, rid, len, as_of, rv, found, e);
+    ms_code rc = st_record_at(r->s, r->txn, &kb, rid, len, as_of, rv, found, e);
     buf_free(&kb);
     return rc;
 }
@@ -683,9 +683,7 @@ static ms_code live_records(const pat_src *src, int64_t as_of, store_record_fn f
         int64_t ts = (int64_t)(ms_get_be64(k + 9) ^ ST_TS_SIGN);
         record_version rv;
         bool found;
-        if ((out = st_record_at(src->txn, src->s->dbi[DB_RECORD], &kb, k + 17, kl - 17, as_of, &rv, &found, e)) !=
-            MS_OK)
-            break;
+        if ((out = st_record_at(src->s, src->txn, &kb, k + 17, kl - 17, as_of, &rv, &found, e)) != MS_OK) break;
         if (!found || rv.deleted || rv.patient_number != src->number || rv.ts_us != ts) continue;
         if (!fn(ctx, &rv)) break;
     }
@@ -906,9 +904,11 @@ ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t
     st_key_record(&kb, rid, len, valid_from, version);
     MDB_val v;
     ms_code rc = exact_get(r, DB_RECORD, &kb, &v, found, "record lookup", e);
+    MDB_val k = st_val(kb.data, kb.len);
+    bool ok = rc == MS_OK && *found && st_record_decode(&r->s->pid_key, &k, &v, rv);
     buf_free(&kb);
     if (rc || !*found) return rc;
-    if (!st_record_decode(&v, rid, len, rv)) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
+    if (!ok) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
     rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
     return MS_OK;
 }
@@ -932,7 +932,7 @@ ms_code store_record_before(store_read *r, const char *rid, size_t len, int64_t 
     if (rc == 0 && k.mv_size == kb.len && memcmp(k.mv_data, kb.data, kb.len) == 0)
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT); /* older versions sort after it */
     if (rc == 0 && k.mv_size == len + 13 && memcmp(k.mv_data, rid, len) == 0 && ((char *)k.mv_data)[len] == 0) {
-        if (!st_record_decode(&v, rid, len, rv))
+        if (!st_record_decode(&r->s->pid_key, &k, &v, rv))
             out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
         else {
             *found = true;
@@ -1042,7 +1042,7 @@ ms_code store_records_scan(store_read *r, const char *after, size_t after_len, i
         if (rc) break;
         if (k.mv_size != rl + 13) continue;
         record_version rv;
-        if (!st_record_decode(&v, rid, rl, &rv)) {
+        if (!st_record_decode(&r->s->pid_key, &k, &v, &rv)) {
             out = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
             break;
         }

@@ -6,7 +6,7 @@
  * INT64_MIN to far ahead, positions up to 2^62) written and read back equals itself field by field, and
  * its format-4 bytes are smaller than format 3's, whose bytes (as stores wrote them before) still read. Every cut-short
  * copy of a valid entry, and bytes changed at random, are refused or read without going past the buffer (ASan watches
- * the reads).
+ * the reads). Record versions the same way: format 2 round trip, format 1 still read.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -335,6 +335,127 @@ static void test_plog_entries_round_trip(void **state)
     buf_free(&old);
 }
 
+/* A random record version and its key (record_id NUL ~valid_from ~version) */
+static void make_record(unit_rng *r, const patient_id_key *pk, record_version *rv, buf *key)
+{
+    memset(rv, 0, sizeof *rv);
+    rv->record_id_len = 1 + (uint32_t)unit_below(r, 40);
+    for (uint32_t i = 0; i < rv->record_id_len; i++)
+        rv->record_id[i] = (char)('a' + unit_below(r, 26));
+    rv->version = (uint32_t)unit_below(r, 1000000);
+    rv->valid_from = (int64_t)(unit_rand(r) >> 12);
+    rv->patient_number = unit_rand(r) >> (unit_below(r, 64));
+    patient_id_from_number(pk, rv->patient_number, &rv->pid);
+    rv->ts_us = unit_below(r, 10) == 0 ? INT64_MIN : (int64_t)(unit_rand(r) >> 12) - ((int64_t)1 << 50);
+    rv->body_pos = unit_rand(r) >> (2 + unit_below(r, 40));
+    rv->body_len = (uint32_t)unit_rand(r);
+    rv->sealed = unit_below(r, 2);
+    rv->body_hash = rv->sealed ? 0 : unit_rand(r);
+    for (int i = 0; i < 16; i++)
+        rv->content_hash[i] = (unsigned char)unit_rand(r);
+    rv->type_len = (uint32_t)unit_below(r, 65);
+    for (uint32_t i = 0; i < rv->type_len; i++)
+        rv->type[i] = (char)('A' + unit_below(r, 26));
+    rv->deleted = unit_below(r, 5) == 0;
+    if (unit_below(r, 3) == 0) {
+        rv->parent_id_len = 1 + (uint32_t)unit_below(r, RECORD_ID_MAX);
+        memset(rv->parent_id, 'p', rv->parent_id_len);
+    }
+    st_key_record(key, rv->record_id, rv->record_id_len, rv->valid_from, rv->version);
+}
+
+static void assert_same_record(const record_version *a, const record_version *b)
+{
+    assert_int_equal(a->record_id_len, b->record_id_len);
+    assert_memory_equal(a->record_id, b->record_id, a->record_id_len);
+    assert_int_equal(a->version, b->version);
+    assert_true(a->valid_from == b->valid_from);
+    assert_memory_equal(a->pid.b, b->pid.b, 16);
+    assert_true(a->patient_number == b->patient_number);
+    assert_true(a->ts_us == b->ts_us);
+    assert_true(a->body_pos == b->body_pos);
+    assert_int_equal(a->body_len, b->body_len);
+    assert_true(a->body_hash == b->body_hash);
+    assert_memory_equal(a->content_hash, b->content_hash, 16);
+    assert_int_equal(a->type_len, b->type_len);
+    assert_memory_equal(a->type, b->type, a->type_len);
+    assert_int_equal(a->deleted, b->deleted);
+    assert_int_equal(a->sealed, b->sealed);
+    assert_int_equal(a->parent_id_len, b->parent_id_len);
+    assert_memory_equal(a->parent_id, b->parent_id, a->parent_id_len);
+}
+
+/* Format 1, byte for byte as stores wrote it before format 2 (codec.c's comment). */
+static void encode_record_v1(buf *b, const record_version *rv)
+{
+    b->len = 0;
+    buf_put_be32(b, rv->version);
+    buf_put_be64(b, (uint64_t)rv->valid_from);
+    buf_put(b, rv->pid.b, 16);
+    buf_put_be64(b, rv->patient_number);
+    buf_put_be64(b, (uint64_t)rv->ts_us);
+    buf_put_be64(b, rv->body_pos);
+    buf_put_be32(b, rv->body_len);
+    buf_put_be64(b, rv->body_hash);
+    buf_put(b, rv->content_hash, 16);
+    buf_putc(b, (char)rv->type_len);
+    buf_put(b, rv->type, rv->type_len);
+    buf_putc(b, (char)((rv->deleted ? 1 : 0) | (rv->parent_id_len ? 2 : 0) | (rv->sealed ? 4 : 0)));
+    if (rv->parent_id_len) {
+        buf_put_be16(b, (uint16_t)rv->parent_id_len);
+        buf_put(b, rv->parent_id, rv->parent_id_len);
+    }
+}
+
+/* Record versions: format 2 reads back whole (the version and valid_from from the key, the patient id
+ * from the number), is smaller than format 1, whose entries still read; damaged entries are refused
+ * within their bounds. */
+static void test_record_versions_round_trip(void **state)
+{
+    (void)state;
+    unit_rng r = {0x5eed5};
+    patient_id_key pk;
+    unsigned char raw[32];
+    for (int i = 0; i < 32; i++)
+        raw[i] = (unsigned char)(i * 7 + 1);
+    patient_id_key_init(&pk, raw);
+    buf key = {0}, v2 = {0}, v1 = {0};
+    size_t bytes1 = 0, bytes2 = 0;
+    for (int round = 0; round < 2000; round++) {
+        record_version rv, got;
+        make_record(&r, &pk, &rv, &key);
+        MDB_val k = st_val(key.data, key.len);
+        st_record_encode(&v2, &rv);
+        MDB_val mv = st_val(v2.data, v2.len);
+        assert_true(st_record_decode(&pk, &k, &mv, &got));
+        assert_same_record(&rv, &got);
+        encode_record_v1(&v1, &rv);
+        mv = st_val(v1.data, v1.len);
+        assert_true(st_record_decode(&pk, &k, &mv, &got));
+        assert_same_record(&rv, &got);
+        bytes1 += v1.len;
+        bytes2 += v2.len;
+        /* cut short: refused; a byte changed: refused, or read without going past the value (ASan) */
+        size_t cut = (size_t)unit_below(&r, v2.len);
+        unsigned char *copy = malloc(v2.len);
+        memcpy(copy, v2.data, v2.len);
+        mv = st_val(copy, cut);
+        assert_false(st_record_decode(&pk, &k, &mv, &got));
+        copy[unit_below(&r, v2.len)] ^= (unsigned char)(1 + unit_below(&r, 255));
+        mv = st_val(copy, v2.len);
+        (void)st_record_decode(&pk, &k, &mv, &got);
+        free(copy);
+        /* a key that is not record_id NUL + 12 bytes */
+        MDB_val bad = st_val(key.data, key.len - 1);
+        mv = st_val(v2.data, v2.len);
+        assert_false(st_record_decode(&pk, &bad, &mv, &got));
+    }
+    assert_true(bytes2 * 10 < bytes1 * 8); /* at least 20 % smaller */
+    buf_free(&key);
+    buf_free(&v1);
+    buf_free(&v2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_damaged_entries_are_refused_within_bounds),
         cmocka_unit_test(test_varints),
         cmocka_unit_test(test_plog_entries_round_trip),
+        cmocka_unit_test(test_record_versions_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
