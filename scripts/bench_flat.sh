@@ -7,7 +7,10 @@
 # p99 (the server's store growing); at the end the bytes the data directory holds per byte of record sent,
 # the server's peak RSS, and the restart time after kill -9 (until /healthz answers: opening the store,
 # rebuilding the identity index and the patient log's heads), with the server's own account of its parts.
-# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] scripts/bench_flat.sh
+# STAT=1 also prints, before the restart, each LMDB sub-database's bytes per record sent (`mdb_stat -a`,
+# Debian's lmdb-utils) and the segment log's. CHECKOUT=DIR runs the server of another checkout (built), with
+# this one's load generator, as scripts/bench_versus.sh does, so that two commits compare slice by slice.
+# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] [STAT=1] [CHECKOUT=DIR] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
 # Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
 set -euo pipefail
@@ -15,9 +18,10 @@ cd "$(dirname "$0")/.."
 slices=${SLICES:-10}; slice=${SLICE:-2000000}; size=${SIZE:-200}; port=${PORT:-18195}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-flat}
 make -s all
-rm -rf "$dir"; build/medstream init "$dir" >/dev/null
+server=${CHECKOUT:-.}/build/medstream
+rm -rf "$dir"; "$server" init "$dir" >/dev/null
 start() { # $1: where the server's log goes (default: nowhere)
-  build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>"${1:-/dev/null}" & srv=$!
+  "$server" serve --data "$dir" --listen "127.0.0.1:$port" 2>"${1:-/dev/null}" & srv=$!
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 }
 start
@@ -34,6 +38,11 @@ for i in $(seq "$slices"); do
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-6s %14d %14.0f %16.1f %16.2f %12s" % (sys.argv[2], int(sys.argv[3]), r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")), sys.argv[4]))' \
     "$line" "$i" "$sent" "$gb"
 done
+if [ -n "${STAT:-}" ]; then # bytes per record sent: each sub-database's pages (leaf, branch, overflow), the bodies
+  mdb_stat -a "$dir/lmdb" | awk -v n="$sent" '/^Status of/ {name = $3} /(Branch|Leaf|Overflow) pages/ {p[name] += $3}
+    END {for (d in p) if (p[d]) printf "  %-12s %7.1f bytes/record\n", d, p[d] * 4096 / n}' | sort -k2 -n -r
+  du -sb "$dir/segments" | awk -v n="$sent" '{printf "  %-12s %7.1f bytes/record\n", "segments", $1 / n}'
+fi
 rss=$(awk '/VmHWM/ {printf "%.2f", $2 / 1048576}' "/proc/$srv/status")
 kill -9 "$srv"; wait "$srv" 2>/dev/null || true
 log=$(mktemp)
