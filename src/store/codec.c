@@ -35,6 +35,13 @@ void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t
     buf_put_be32(k, ~version);
 }
 
+void st_key_version_read(const void *key, size_t len, int64_t *vf, uint32_t *version)
+{
+    const char *tail = (const char *)key + len - 12;
+    *vf = (int64_t)~ms_get_be64(tail);
+    *version = ~ms_get_be32(tail + 8);
+}
+
 void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version)
 {
     k->len = 0;
@@ -193,8 +200,7 @@ bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val 
     if (k->mv_size < 14 || k->mv_size - 13 > RECORD_ID_MAX || key[k->mv_size - 13] != 0 || v->mv_size < 1) return false;
     size_t rid_len = k->mv_size - 13;
     if (p[0] == RV_FORMAT_2) {
-        rv->valid_from = (int64_t)~ms_get_be64(key + rid_len + 1);
-        rv->version = ~ms_get_be32(key + rid_len + 9);
+        st_key_version_read(key, k->mv_size, &rv->valid_from, &rv->version);
         if (!record_decode_v2(pk, p + 1, p + v->mv_size, rv)) return false;
     } else if (!record_decode_v1(v, rv)) {
         return false;

@@ -164,6 +164,8 @@ int st_seq_scan(MDB_txn *txn, MDB_dbi dbi, uint64_t after, bool (*fn)(void *ctx,
 static inline uint64_t st_ts_key(int64_t ts) { return (uint64_t)ts ^ ST_TS_SIGN; }
 /* prefix ~valid_from ~version (newest first). */
 void st_key_versioned(buf *k, const void *prefix, size_t n, int64_t vf, uint32_t version);
+/* The valid_from and version a versioned key ends in (its last 12 bytes: the caller checks its length). */
+void st_key_version_read(const void *key, size_t len, int64_t *vf, uint32_t *version);
 /* record_id NUL ~valid_from ~version. */
 void st_key_record(buf *k, const char *rid, size_t n, int64_t vf, uint32_t version);
 /* The key prefix of schema version sv's public copies (README.md, "Schema versions"): none for version 1

@@ -57,9 +57,10 @@ ms_code st_record_at(store *s, MDB_txn *txn, buf *kb, const char *rid, size_t le
         *found = true;
         /* valid_to: the next newer version's valid_from (its key's) */
         MDB_val pk, pvv;
+        uint32_t newer;
         if (mdb_cursor_get(c, &pk, &pvv, MDB_PREV) == 0 && pk.mv_size == len + 13 &&
             memcmp(pk.mv_data, rid, len) == 0 && ((char *)pk.mv_data)[len] == 0)
-            rv->valid_to = (int64_t)~ms_get_be64((char *)pk.mv_data + len + 1);
+            st_key_version_read(pk.mv_data, pk.mv_size, &rv->valid_to, &newer);
         rc = 0;
     } else if (rc == MDB_NOTFOUND || rc == 0) {
         rc = 0;
@@ -243,8 +244,7 @@ static ms_code patient_entries(const pat_src *src, char tag, uint32_t sv, st_plo
             en.len = k.mv_size - pl - 8;
         } else {
             if (k.mv_size != pl + 12) continue;
-            en.valid_from = (int64_t)~ms_get_be64(kd + pl);
-            en.version = ~ms_get_be32(kd + pl + 8);
+            st_key_version_read(kd, k.mv_size, &en.valid_from, &en.version);
         }
         if (!filter_entry(&f, &en)) break;
     }
@@ -765,15 +765,13 @@ ms_code store_record_version(store_read *r, const char *rid, size_t len, int64_t
     if (len == 0 || len > RECORD_ID_MAX || memchr(rid, 0, len)) return MS_OK;
     buf kb = {0};
     st_key_record(&kb, rid, len, valid_from, version);
-    MDB_val v;
+    MDB_val k = st_val(kb.data, kb.len), v;
     ms_code rc = exact_get(r, DB_RECORD, &kb, &v, found, "record lookup", e);
-    MDB_val k = st_val(kb.data, kb.len);
-    bool ok = rc == MS_OK && *found && st_record_decode(&r->s->pid_key, &k, &v, rv);
+    if (rc == MS_OK && *found && !st_record_decode(&r->s->pid_key, &k, &v, rv))
+        rc = ms_fail(e, MS_ECORRUPT, "store: bad record entry");
     buf_free(&kb);
-    if (rc || !*found) return rc;
-    if (!ok) return ms_fail(e, MS_ECORRUPT, "store: bad record entry");
-    rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
-    return MS_OK;
+    if (rc == MS_OK && *found) rv->valid_to = -1; /* not looked up: the sinks derive it from the next version */
+    return rc;
 }
 
 ms_code store_record_before(store_read *r, const char *rid, size_t len, int64_t valid_from, uint32_t version,
