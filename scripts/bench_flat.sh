@@ -10,6 +10,10 @@
 # STAT=1 also prints, before the restart, each LMDB sub-database's bytes per record sent (`mdb_stat -a`,
 # Debian's lmdb-utils) and the segment log's. CHECKOUT=DIR runs the server of another checkout (built), with
 # this one's load generator, as scripts/bench_versus.sh does, so that two commits compare slice by slice.
+# Per slice it also prints where the writer's group commits spent their time (the server's
+# medstream_commit_phase_seconds_total, per commit: applying the records, waiting for the bodies' writes,
+# the segment log's fdatasync, LMDB's commit; "nan" from a server without it) and what reached the block
+# device (/sys/dev/block/M:m/stat: bytes and write requests per record, everyone's).
 # Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] [STAT=1] [CHECKOUT=DIR] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
 # Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
@@ -28,15 +32,36 @@ start
 tok=$(curl -sf -H 'Content-Type: application/json' \
   -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
   python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
-printf '%-6s %14s %14s %16s %16s %12s\n' slice records_total records_per_min freshness_p99_ms point_read_p99_ms data_GB
+devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
+snap() { # one line: commits, the phases' seconds (apply bodies sync lmdb), device sectors and write requests written
+  curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/metrics" | python3 -c '
+import sys
+v = {"commits": 0.0}; ph = dict.fromkeys(("apply", "bodies", "sync", "lmdb"), float("nan"))
+for l in sys.stdin:
+    if l.startswith("medstream_commits_total "): v["commits"] = float(l.split()[1])
+    if l.startswith("medstream_commit_phase_seconds_total{"): ph[l.split("\"")[1]] = float(l.split()[1])
+d = open(sys.argv[1]).read().split()
+print(v["commits"], ph["apply"], ph["bodies"], ph["sync"], ph["lmdb"], d[6], d[4])' "$devstat"
+}
+printf '%-6s %14s %14s %16s %16s %12s   %s\n' slice records_total records_per_min freshness_p99_ms point_read_p99_ms \
+  data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record'
 sent=0
 for i in $(seq "$slices"); do
+  before=$(snap)
   line=$(build/medstream bench --url "http://127.0.0.1:$port" --records "$slice" --size "$size" --connections 3 \
     --seed "$i" --run-id "flat$i" --repeat-share "${REPEAT:-0.9}" --token "$tok" --json 2>/dev/null | grep '^{')
+  after=$(snap)
   sent=$((sent + slice))
   gb=$(du -sb "$dir" | awk '{printf "%.2f", $1 / 1e9}')
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-6s %14d %14.0f %16.1f %16.2f %12s" % (sys.argv[2], int(sys.argv[3]), r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")), sys.argv[4]))' \
-    "$line" "$i" "$sent" "$gb"
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); n = int(sys.argv[5])
+d = [float(a) - float(b) for a, b in zip(sys.argv[7].split(), sys.argv[6].split())]
+c = d[0] or float("nan")
+print("%-6s %14d %14.0f %16.1f %16.2f %12s   %6.0f %5.1f %5.1f %5.1f %5.1f; %6.0f %5.3f" % (sys.argv[2], int(sys.argv[3]),
+      r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")),
+      sys.argv[4], n / c, d[1] / c * 1e3, d[2] / c * 1e3, d[3] / c * 1e3, d[4] / c * 1e3, d[5] * 512 / n, d[6] / n))' \
+    "$line" "$i" "$sent" "$gb" "$slice" "$before" "$after"
 done
 if [ -n "${STAT:-}" ]; then # bytes per record sent: each sub-database's pages (leaf, branch, overflow), the bodies
   mdb_stat -a "$dir/lmdb" | awk -v n="$sent" '/^Status of/ {name = $3} /(Branch|Leaf|Overflow) pages/ {p[name] += $3}

@@ -151,6 +151,15 @@ void metrics_render(buf *out)
                     atomic_load(&m->http_errors));
     metrics_histogram(out, "medstream_commit_seconds", "Time of one group commit (segment write+fsync, LMDB commit).",
                       &m->commit_seconds);
+    buf_puts(out, "# HELP medstream_commit_phase_seconds_total Group commits' time by phase: applying the records, "
+                  "waiting for their bodies' writes, the segment log's fdatasync, LMDB's commit.\n"
+                  "# TYPE medstream_commit_phase_seconds_total counter\n");
+    const char *phases[] = {"apply", "bodies", "sync", "lmdb"};
+    const _Atomic uint64_t *phase_us[] = {&m->commit_apply_us, &m->commit_bodies_us, &m->commit_sync_us,
+                                          &m->commit_lmdb_us};
+    for (int i = 0; i < 4; i++)
+        buf_printf(out, "medstream_commit_phase_seconds_total{phase=\"%s\"} %.6f\n", phases[i],
+                   (double)atomic_load(phase_us[i]) / 1e6);
     metrics_histogram(out, "medstream_freshness_seconds", "From request received to visible in queries.",
                       &m->freshness_seconds);
     metrics_histogram(out, "medstream_read_seconds", "Time to answer a read (PHI or public).", &m->read_seconds);

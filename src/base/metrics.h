@@ -27,8 +27,11 @@ typedef struct {
     _Atomic uint64_t state_recomputes;        /* patient states recomputed from their records (writer.h) */
     _Atomic uint64_t state_recompute_records; /* record bodies read back for them */
     histogram commit_seconds;                 /* one group commit (writes + fsyncs) */
-    histogram freshness_seconds;              /* request fully received -> visible to reads */
-    histogram read_seconds;                   /* PHI and public reads */
+    /* the group commits' time by phase, summed (µs): applying the records (CPU and the tree pages it reads),
+     * waiting for their bodies' writes, the segment log's and keys file's fdatasync, LMDB's commit */
+    _Atomic uint64_t commit_apply_us, commit_bodies_us, commit_sync_us, commit_lmdb_us;
+    histogram freshness_seconds; /* request fully received -> visible to reads */
+    histogram read_seconds;      /* PHI and public reads */
     _Atomic uint64_t commit_position;
     _Atomic uint64_t patients;
 } metrics;

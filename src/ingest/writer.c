@@ -516,8 +516,10 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
     for (ingest_job *j = group; j && rc == MS_OK; j = j->next)
         if (!j->dropped) rc = run_job(wr, sw, j, &mem, e);
     arena_free(&mem);
+    double t_applied = ms_mono_s();
     ms_err ae;
     ms_code arc = appended(wr, group, &ae); /* nothing is committed before its bodies are written */
+    double t_appended = ms_mono_s();
     if (rc == MS_OK && arc != MS_OK) {
         rc = arc;
         *e = ae;
@@ -531,6 +533,11 @@ static ms_code process_group(writer *wr, ingest_job *group, const buf *audit, ms
     double t1 = ms_mono_s();
     if (rc == MS_OK) {
         histogram_observe(&g_metrics.commit_seconds, t1 - t0);
+        store_commit_times ct = store_last_commit_times(wr->store);
+        atomic_fetch_add(&g_metrics.commit_apply_us, (uint64_t)((t_applied - t0) * 1e6));
+        atomic_fetch_add(&g_metrics.commit_bodies_us, (uint64_t)((t_appended - t_applied) * 1e6));
+        atomic_fetch_add(&g_metrics.commit_sync_us, (uint64_t)(ct.sync_s * 1e6));
+        atomic_fetch_add(&g_metrics.commit_lmdb_us, (uint64_t)(ct.lmdb_s * 1e6));
         atomic_fetch_add(&g_metrics.commits, 1);
         atomic_store(&g_metrics.commit_position, pos);
     } else if (arc == MS_OK) { /* (a body that could not be written was counted by writer_note_failure) */

@@ -397,6 +397,8 @@ static void write_free(store_write *w)
     free(w);
 }
 
+store_commit_times store_last_commit_times(const store *s) { return s->commit_times; }
+
 void store_write_abort(store_write *w)
 {
     if (!w) return;
@@ -409,12 +411,14 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
 {
     store *s = w->s;
     int rc = 0;
+    double t0 = ms_mono_s(), t1;
     ms_code code = seglog_sync(s->log, e);        /* the bodies first: LMDB must never point at bytes not on disk */
     if (code == MS_OK) code = st_keys_sync(s, e); /* and the keys that open them */
     if (code != MS_OK) {
         store_write_abort(w);
         return code;
     }
+    t1 = ms_mono_s();
     uint64_t pos = s->commit_pos + 1;
     if (!(rc = st_plog_checkpoint(w)) && !(rc = st_log_put(w, pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
@@ -434,6 +438,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         return st_write_fail(s, e, rc, "commit");
     }
     st_plog_committed(w); /* the heads name committed entries only */
+    s->commit_times = (store_commit_times){.sync_s = t1 - t0, .lmdb_s = ms_mono_s() - t1};
     s->commit_pos = pos;
     s->audit_seq = w->audit_seq;
     memcpy(s->audit_head, w->audit_head, 32);

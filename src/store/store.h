@@ -142,6 +142,12 @@ int64_t store_write_time(const store_write *w);
  * *commit_pos (may be NULL) receives the new commit log position. Frees w either way; on failure nothing of
  * w is stored and the identities it created are taken back. */
 ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e);
+/* Where the last successful commit spent its time, in seconds: the fdatasync of the segment log and the keys
+ * file, and LMDB's commit (its page writes and its sync). The writer's thread only (it reads what it wrote). */
+typedef struct {
+    double sync_s, lmdb_s;
+} store_commit_times;
+store_commit_times store_last_commit_times(const store *s);
 /* Abandon w: nothing of it is stored. NULL is a no-op. */
 void store_write_abort(store_write *w);
 

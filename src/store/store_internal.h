@@ -78,9 +78,10 @@ struct store {
     unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */
     int64_t last_commit;          /* the last instant handed out (under LMDB's writer lock) */
     uint64_t commit_pos;
-    uint64_t patients; /* meta "patients": every patient number is below it (the count, where numbers are
-                          dense; a cluster's numbers are minted per shard, shard.h) */
-    uint64_t created;  /* meta "patients_created": patients created (absent: = patients) */
+    store_commit_times commit_times; /* the last commit's (store_last_commit_times) */
+    uint64_t patients;               /* meta "patients": every patient number is below it (the count, where numbers are
+                                        dense; a cluster's numbers are minted per shard, shard.h) */
+    uint64_t created;                /* meta "patients_created": patients created (absent: = patients) */
     /* meta "node_id" (store_node_id) */
     unsigned char node_id[STORE_NODE_ID];
     st_plog *plog; /* plog.c: the patients' heads in the patient log */
