@@ -37,7 +37,7 @@
 /* serve's settings: one field per option of its table. */
 typedef struct {
     const char *data, *listen, *schema, *tls_cert, *tls_key, *roles;
-    uint64_t max_body, max_record, max_inflight, map_size, segment_size, body_cache, checkpoint_lag;
+    uint64_t max_body, max_record, max_inflight, map_size, segment_size, body_cache, state_cache, checkpoint_lag;
     uint64_t header_timeout_s, max_connections, max_connections_per_client, token_ttl_s;
     const char *kafka_brokers, *kafka_topic, *kafka_group, *kafka_dlq, *kafka_public;
     opt_list kafka_config;
@@ -137,6 +137,8 @@ int cmd_serve(int argc, char **argv)
          .help = "bytes per segment file of the body log (at least twice --max-body)"},
         {.name = "--body-cache", .type = OPT_BYTES, .target = &c.body_cache, .def = "256MiB",
          .help = "recently written record bytes kept in memory for reads"},
+        {.name = "--state-cache", .type = OPT_BYTES, .target = &c.state_cache, .def = "1GiB",
+         .help = "the patients' latest states kept in memory for merging new records into them (0: none)"},
         {.name = "--checkpoint-lag", .type = OPT_UINT, .target = &c.checkpoint_lag, .def = "1048576", .min = 1,
          .max = (uint64_t)1 << 32,
          .help = "patient log entries past the checkpointed heads before commits checkpoint more of them (a start "
@@ -278,8 +280,8 @@ static int serve_run(const serve_settings *c)
     counters *live_counters = NULL;
     reprojector *rp = NULL;
     int rc = 1;
-    store_options so = {c->map_size, c->segment_size, c->body_cache, .owner = "serve",
-                        .plog_checkpoint_lag = c->checkpoint_lag};
+    store_options so = {c->map_size,    c->segment_size,  c->body_cache,
+                        c->state_cache, .owner = "serve", .plog_checkpoint_lag = c->checkpoint_lag};
     unsigned char cluster_key[CLUSTER_KEY_BYTES];
     if (c->cluster_key_file) {
         if (cluster_key_load(c->cluster_key_file, cluster_key, &e) != MS_OK) goto out;

@@ -690,6 +690,20 @@ static bool store_health(void *ctx, buf *out)
     return false;
 }
 
+static void store_metrics(void *ctx, buf *out)
+{
+    state_cache_stats st = store_state_cache_stats(((writer *)ctx)->store);
+    metrics_counter(out, "medstream_state_cache_hits_total",
+                    "Records merged into a patient's latest state found in the state cache.", st.hits);
+    metrics_counter(out, "medstream_state_cache_misses_total",
+                    "Latest states read from the patient log (not in the state cache, or written since).", st.misses);
+    metrics_counter(out, "medstream_state_cache_evictions_total", "States evicted from the state cache to fit it.",
+                    st.evictions);
+    metrics_gauge(out, "medstream_state_cache_entries", "Patients' states in the state cache.", st.entries);
+    metrics_gauge(out, "medstream_state_cache_bytes", "Bytes the state cache holds (the states and their overhead).",
+                  st.bytes);
+}
+
 ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
 {
     /* the gauge the followers (sinks, notifications, counters) and /metrics read: the store's position
@@ -709,7 +723,7 @@ ms_code writer_start(writer **out, store *s, const schema *sc, ms_err *e)
         free(w);
         return ms_fail(e, MS_EIO, "cannot start the writer thread");
     }
-    subsystem_register(&(subsystem){"store", NULL, store_health, w});
+    subsystem_register(&(subsystem){"store", store_metrics, store_health, w});
     *out = w;
     return MS_OK;
 }

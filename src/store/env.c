@@ -154,8 +154,9 @@ static int node_id_load(store *s, MDB_txn *txn, bool ro)
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
     double t0 = ms_mono_s();
-    store_options defaults = {
-        STORE_DEFAULT_MAP_SIZE, STORE_DEFAULT_SEGMENT_SIZE, STORE_DEFAULT_BODY_CACHE, NULL, false, NULL, 0, 0};
+    store_options defaults = {.map_size = STORE_DEFAULT_MAP_SIZE,
+                              .segment_size = STORE_DEFAULT_SEGMENT_SIZE,
+                              .body_cache = STORE_DEFAULT_BODY_CACHE};
     if (!opt) opt = &defaults;
     bool ro = opt->read_only;
     if (!ro && mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -293,6 +294,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     }
     /* read-only: no writes, so neither the identity index nor the audit chain's head is needed */
     if (st_plog_open(s, opt->plog_checkpoint_lag, opt->plog_checkpoint_chunks, e) != MS_OK) goto fail;
+    if (!ro) s->states = state_cache_new(opt->state_cache);
     double t = ms_mono_s();
     if (st_keys_open(s, e) != MS_OK) goto fail;
     s->opened.keys_s = ms_mono_s() - t;
@@ -307,6 +309,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     return MS_OK;
 fail:
     st_plog_close(s);
+    state_cache_free(s->states);
     st_keys_close(s);
     identity_index_free(s->identities);
     if (s->env) mdb_env_close(s->env);
@@ -323,6 +326,7 @@ void store_close(store *s)
     identity_index_free(s->identities);
     st_keys_close(s);
     st_plog_close(s);
+    state_cache_free(s->states);
     seglog_close(s->log);
     mdb_env_close(s->env);
     if (s->lock_fd >= 0) close(s->lock_fd); /* the lock goes with it */
@@ -392,12 +396,15 @@ static void write_free(store_write *w)
     free(w->inserted);
     free(w->bound);
     st_plog_write_free(w);
+    buf_free(&w->states);
     buf_free(&w->log);
     buf_free(&w->key);
     free(w);
 }
 
 store_commit_times store_last_commit_times(const store *s) { return s->commit_times; }
+
+state_cache_stats store_state_cache_stats(store *s) { return state_cache_stats_of(s->states); }
 
 void store_write_abort(store_write *w)
 {
@@ -428,6 +435,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         (w->created == w->patients ||
          !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients_created", w->created)))) {
         s->last_commit = w->now; /* still under the writer lock (invariant 4); a failed commit only wastes it */
+        if (w->erasing) state_cache_drop(s->states, w->erased_number); /* (its head moves too) */
         rc = mdb_txn_commit(w->txn);
         w->txn = NULL;
     }
@@ -437,6 +445,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         write_free(w);
         return st_write_fail(s, e, rc, "commit");
     }
+    st_states_committed(w);
     st_plog_committed(w); /* the heads name committed entries only */
     s->commit_times = (store_commit_times){.sync_s = t1 - t0, .lmdb_s = ms_mono_s() - t1};
     s->commit_pos = pos;

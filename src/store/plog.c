@@ -335,6 +335,7 @@ static bool collect_seq(void *ctx, const plog_entry *en)
 
 int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions)
 {
+    state_cache_drop(w->s->states, number); /* (and st_states_committed keeps it out) */
     chain_list l = {0};
     ms_err e;
     *versions = 0;
@@ -424,6 +425,16 @@ int st_plog_checkpoint(store_write *w)
     memcpy(w->ckpt_chunks, picked, npicked * sizeof *picked);
     w->ckpt_n = npicked;
     return st_meta_put_u64(w->txn, w->s->dbi[DB_META], META_FLOOR, floor_after(w, picked, npicked));
+}
+
+void st_plog_each_moved(store_write *w, st_plog_moved_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < w->ov_cap; i++)
+        if (w->ov_key[i]) {
+            uint64_t number = w->ov_key[i] - 1;
+            const struct st_plog_heads *h = &w->ov_val[i];
+            fn(ctx, number, head_get(w->s->plog, number), h->seq, h->newest[0] >= w->plog_first);
+        }
 }
 
 void st_plog_committed(store_write *w)

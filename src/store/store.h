@@ -46,6 +46,7 @@
 #include "pipeline/merge.h"
 #include "pipeline/record_scan.h"
 #include "base/util.h"
+#include "store/state_cache.h"
 
 typedef struct store store;
 
@@ -56,6 +57,8 @@ typedef struct {
     uint64_t segment_size; /* bytes per segment file; 0: the size the store recorded (else the default), for
                               openers that do not configure the log (import, user, preload) */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
+    uint64_t state_cache;  /* bytes of the patients' latest states kept in memory for the writer's merge
+                              (state_cache.h; 0: none) */
     const char *owner;     /* the command that opens it, named to a second opener (NULL: "medstream") */
     bool read_only;        /* no lock, no writes, LMDB opened MDB_RDONLY (e.g. audit verify, backup) */
     /* The cluster secret (base/cluster_key.h; 32 bytes, NULL: none). A store created with it takes it as its
@@ -148,6 +151,8 @@ typedef struct {
     double sync_s, lmdb_s;
 } store_commit_times;
 store_commit_times store_last_commit_times(const store *s);
+/* The state cache's figures (state_cache.h; zeros when it is off). */
+state_cache_stats store_state_cache_stats(store *s);
 /* Abandon w: nothing of it is stored. NULL is a no-op. */
 void store_write_abort(store_write *w);
 

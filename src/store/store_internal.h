@@ -26,6 +26,7 @@
 
 #include "store/identity_index.h"
 #include "store/segment_log.h"
+#include "store/state_cache.h"
 #include "store/store.h"
 
 #include <lmdb.h>
@@ -84,7 +85,8 @@ struct store {
     uint64_t created;                /* meta "patients_created": patients created (absent: = patients) */
     /* meta "node_id" (store_node_id) */
     unsigned char node_id[STORE_NODE_ID];
-    st_plog *plog; /* plog.c: the patients' heads in the patient log */
+    st_plog *plog;              /* plog.c: the patients' heads in the patient log */
+    struct state_cache *states; /* state_cache.h: the patients' latest states (NULL: none) */
 };
 
 /* meta: how many erasures have committed (erase.c): a re-projection step read before one writes nothing. */
@@ -125,6 +127,8 @@ struct store_write {
     uint64_t plog_first, plog_next; /* 0: no entry yet */
     buf plog_buf;
     size_t ckpt_chunks[ST_PLOG_CKPT_CHUNKS], ckpt_n;
+    buf states; /* the patient versions this transaction wrote, for the state cache once it commits:
+                   be64(number) be32(length) st_patient_encode's bytes, in order */
 };
 
 struct store_read {
@@ -285,6 +289,10 @@ int st_plog_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *v);
 /* plog_compact.c: in txn (a switch of schema versions: the version it ends is retired, and its public
  * copies in the log with it), (re)start the compaction of the log from its first entry to its end now. */
 int st_plog_compact_from_start(store *s, MDB_txn *txn);
+/* After LMDB's commit, before st_plog_committed: fn for each patient w appended to, with its head before w
+ * and after, and whether w appended a patient version of it. */
+typedef void (*st_plog_moved_fn)(void *ctx, uint64_t number, uint64_t before, uint64_t after, bool version);
+void st_plog_each_moved(store_write *w, st_plog_moved_fn fn, void *ctx);
 void st_plog_committed(store_write *w);
 void st_plog_write_free(store_write *w);
 
@@ -328,6 +336,9 @@ ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, b
 ms_code st_identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e);
 /* versions.c: st_patient_decode of a stored patient version, opened first when sealed (into mem). */
 ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e);
+/* versions.c: after LMDB's commit, before st_plog_committed: the state cache learns the patients' new heads
+ * and the patient versions w wrote. */
+void st_states_committed(store_write *w);
 /* audit_chain.c: the chain's end (last number, SHA-256 of the last entry), at open. */
 ms_code st_audit_head_load(store *s, ms_err *e);
 

@@ -282,23 +282,35 @@ static ms_code patient_value(store *s, uint64_t number, const buf *plain, buf *o
     return rc;
 }
 
-ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
+/* A stored patient version's st_patient_encode bytes: v itself, or opened into mem when sealed. */
+static ms_code patient_plain(store *s, MDB_val *v, const patient_ref *who, arena *mem, ms_err *e)
 {
-    if (v.mv_size && *(const unsigned char *)v.mv_data == PV_SEALED) {
+    if (v->mv_size && *(const unsigned char *)v->mv_data == PV_SEALED) {
         unsigned char key[SEAL_KEY];
         bool found;
-        if (v.mv_size < 1 + SEAL_OVERHEAD) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
-        size_t n = v.mv_size - 1 - SEAL_OVERHEAD;
+        if (v->mv_size < 1 + SEAL_OVERHEAD) return ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+        size_t n = v->mv_size - 1 - SEAL_OVERHEAD;
         ms_code rc = st_key_get(s, who->number, key, &found, e);
         if (rc == MS_OK && !found) rc = ms_fail(e, MS_ENOTFOUND, "store: the patient's data key is gone (erased)");
         unsigned char *plain = arena_alloc(mem, n ? n : 1);
-        if (rc == MS_OK && !seal_open_record(key, (const unsigned char *)v.mv_data + 1, n, plain))
+        if (rc == MS_OK && !seal_open_record(key, (const unsigned char *)v->mv_data + 1, n, plain))
             rc = ms_fail(e, MS_ECORRUPT, "store: a sealed patient version failed its authentication tag");
         OPENSSL_cleanse(key, sizeof key);
         if (rc != MS_OK) return rc;
-        v = st_val(plain, n);
+        *v = st_val(plain, n);
     }
+    return MS_OK;
+}
+
+static ms_code patient_decode(MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
+{
     return st_patient_decode(&v, who, pv, mem) ? MS_OK : ms_fail(e, MS_ECORRUPT, "store: bad patient entry");
+}
+
+ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_version *pv, arena *mem, ms_err *e)
+{
+    ms_code rc = patient_plain(s, &v, who, mem, e);
+    return rc == MS_OK ? patient_decode(v, who, pv, mem, e) : rc;
 }
 
 /* What a walk newest first does with a versioned entry ('v' or 'P') when it asks for the newest at `at`
@@ -325,6 +337,7 @@ typedef struct {
     patient_version *pv;
     arena *mem;
     int64_t newer; /* valid_from of the last version passed (-1: none) */
+    MDB_val plain; /* the version taken: st_patient_encode's bytes */
     bool found;
     ms_code rc;
     ms_err *e;
@@ -339,28 +352,74 @@ static bool take_version(void *ctx, const plog_entry *en)
         a->newer = en->valid_from;
         return true;
     }
-    a->rc = st_patient_read(a->src->s, st_val(en->data, en->len), a->who, a->pv, a->mem, a->e);
+    a->plain = st_val(en->data, en->len);
+    a->rc = patient_plain(a->src->s, &a->plain, a->who, a->mem, a->e);
+    if (a->rc == MS_OK) a->rc = patient_decode(a->plain, a->who, a->pv, a->mem, a->e);
     a->found = a->rc == MS_OK;
     if (a->found) a->pv->valid_to = a->exact ? -1 : a->newer;
     return false;
 }
 
+/* *plain (may be NULL): the version's st_patient_encode bytes (in mem or the transaction's pages). */
 static ms_code patient_version_at(const pat_src *src, const patient_ref *who, int64_t as_of, bool exact,
-                                  uint32_t version, patient_version *pv, arena *mem, bool *found, ms_err *e)
+                                  uint32_t version, patient_version *pv, arena *mem, bool *found, MDB_val *plain,
+                                  ms_err *e)
 {
-    version_at a = {src, who, as_of, exact, version, pv, mem, -1, false, MS_OK, e};
+    version_at a = {src, who, as_of, exact, version, pv, mem, -1, {0}, false, MS_OK, e};
     *found = false;
     ms_code rc = patient_entries(src, 'v', 0, take_version, &a, e);
     if (rc == MS_OK) rc = a.rc;
     *found = rc == MS_OK && a.found;
+    if (plain) *plain = a.plain;
     return rc;
 }
 
+/* The state cache (state_cache.h) answers for a patient this transaction has not written to, under the
+ * patient's committed head; what the log answers for one goes into it under that head. */
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e)
 {
     pat_src src = src_w(w, p->number);
-    return patient_version_at(&src, p, INT64_MAX, false, 0, pv, mem, found, e);
+    uint64_t committed = st_plog_head(w->s, p->number);
+    bool cacheable = w->s->states && committed && src.head == committed;
+    const unsigned char *state;
+    size_t len;
+    if (cacheable && state_cache_get(w->s->states, p->number, committed, mem, &state, &len)) {
+        ms_code rc = patient_decode(st_val(state, len), p, pv, mem, e);
+        pv->valid_to = -1;
+        *found = rc == MS_OK;
+        return rc;
+    }
+    MDB_val plain;
+    ms_code rc = patient_version_at(&src, p, INT64_MAX, false, 0, pv, mem, found, &plain, e);
+    if (rc == MS_OK && *found && cacheable)
+        state_cache_put(w->s->states, p->number, committed, plain.mv_data, plain.mv_size);
+    return rc;
+}
+
+/* A patient w appended to: with no new version (only a record's index entry, a public copy), its cached
+ * state holds at the new head; an erased patient's goes. */
+static void state_moved(void *ctx, uint64_t number, uint64_t before, uint64_t after, bool version)
+{
+    store_write *w = ctx;
+    if (w->erasing && number == w->erased_number)
+        state_cache_drop(w->s->states, number);
+    else if (!version)
+        state_cache_rehead(w->s->states, number, before, after);
+}
+
+void st_states_committed(store_write *w)
+{
+    if (!w->s->states) return;
+    st_plog_each_moved(w, state_moved, w);
+    for (size_t at = 0; at + 12 <= w->states.len;) { /* in order: a patient's last version wins */
+        const char *p = w->states.data + at;
+        uint64_t number = ms_get_be64(p);
+        uint32_t len = ms_get_be32(p + 8);
+        if (!(w->erasing && number == w->erased_number))
+            state_cache_put(w->s->states, number, st_plog_head_w(w, number), p + 12, len);
+        at += 12 + len;
+    }
 }
 
 static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e);
@@ -388,6 +447,11 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
     buf plain = {0}, v = {0};
     st_patient_encode(&plain, pv);
     ms_code code = patient_value(w->s, pv->number, &plain, &v, e);
+    if (code == MS_OK && w->s->states) { /* for the state cache, once this commits */
+        buf_put_be64(&w->states, pv->number);
+        buf_put_be32(&w->states, (uint32_t)plain.len);
+        buf_put(&w->states, plain.data, plain.len);
+    }
     buf_free(&plain);
     if (code != MS_OK) {
         buf_free(&v);
@@ -486,7 +550,7 @@ ms_code store_patient_at(store_read *r, const patient_id *pid, int64_t as_of, pa
     *found = false;
     if (as_of < 0 || !store_patient_number(r->s, pid, &who.number)) return MS_OK;
     pat_src src = src_r(r, who.number);
-    return patient_version_at(&src, &who, as_of, false, 0, pv, mem, found, e);
+    return patient_version_at(&src, &who, as_of, false, 0, pv, mem, found, NULL, e);
 }
 
 typedef struct {
@@ -828,7 +892,7 @@ ms_code store_patient_version(store_read *r, const patient_id *pid, int64_t vali
     *found = false;
     if (!store_patient_number(r->s, pid, &who.number)) return MS_OK;
     pat_src src = src_r(r, who.number);
-    return patient_version_at(&src, &who, valid_from, true, version, pv, mem, found, e);
+    return patient_version_at(&src, &who, valid_from, true, version, pv, mem, found, NULL, e);
 }
 
 ms_code store_public_patient_version(store_read *r, const patient_id *pid, int64_t valid_from, uint32_t version,
