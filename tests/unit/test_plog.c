@@ -256,6 +256,32 @@ static void put_copy(world *w, store_write *sw, mpat *p)
     assert_int_equal(store_public_patient_put(sw, in_force, &p->who, ver, c->text, strlen(c->text), &e), MS_OK);
 }
 
+/* The writer's read of a patient's latest version (store_patient_latest: the state cache, or the log when
+ * the cache has no state under the patient's head or this transaction wrote to the patient) is the model's. */
+static void check_latest(store_write *sw, const mpat *p)
+{
+    ms_err e = {0};
+    patient_version pv;
+    bool found;
+    arena mem = {0};
+    ms_code rc = store_patient_latest(sw, &p->who, &pv, &mem, &found, &e);
+    if (p->erased) {
+        assert_true(rc != MS_OK || !found);
+    } else {
+        assert_int_equal(rc, MS_OK);
+        assert_int_equal(found, p->nv > 0);
+        if (found) {
+            const mver *v = &p->v[p->nv - 1];
+            assert_int_equal(pv.version, v->ver);
+            assert_int_equal(pv.valid_from, v->vf);
+            assert_int_equal(pv.valid_to, -1);
+            assert_int_equal(pv.cause_record_len, strlen(v->text));
+            assert_memory_equal(pv.cause_record, v->text, pv.cause_record_len);
+        }
+    }
+    arena_free(&mem);
+}
+
 static void one_txn(world *w)
 {
     mpat saved[NP];
@@ -263,6 +289,8 @@ static void one_txn(world *w)
     store_write *sw;
     ms_err e = {0};
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
+    for (int i = 0; i < NP; i++)
+        check_latest(sw, &w->m[i]); /* (run_seed created them all) */
     unsigned ops = 1 + rnd(w, 8);
     bool erased_one = false;
     for (unsigned i = 0; i < ops; i++) {
@@ -283,6 +311,7 @@ static void one_txn(world *w)
             p->nv = p->np = p->nr = 0;
             p->erased = erased_one = true;
         }
+        check_latest(sw, &w->m[rnd(w, NP)]); /* one written to in this transaction, or not */
     }
     unsigned fate = rnd(w, 20);
     if (fate == 0) {
@@ -303,7 +332,12 @@ static world *world_open(unsigned seed, uint64_t lag, uint32_t chunks)
 {
     world *w = ms_calloc(1, sizeof *w);
     w->seed = seed;
-    w->opt = (store_options){.owner = "test_plog", .plog_checkpoint_lag = lag, .plog_checkpoint_chunks = chunks};
+    /* a state cache with room for a few of the patients' states beside its table of 1,024 slots: hits,
+     * misses, reheads and evictions */
+    w->opt = (store_options){.owner = "test_plog",
+                             .plog_checkpoint_lag = lag,
+                             .plog_checkpoint_chunks = chunks,
+                             .state_cache = 1024 * 32 + 6 * 100};
     assert_true(unit_store_open(&w->u, &w->opt));
     return w;
 }
