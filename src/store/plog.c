@@ -269,7 +269,7 @@ static int heads_w(store_write *w, uint64_t number, struct st_plog_heads *out)
     }
     memset(out, 0, sizeof *out);
     out->seq = head_get(w->s->plog, number);
-    if (!out->seq) return 0;
+    if (!out->seq || state_cache_newest(w->s->states, number, out->seq, out->newest)) return 0;
     MDB_val v;
     plog_entry h;
     int rc = st_plog_get(w->s, w->txn, out->seq, &v);
@@ -433,7 +433,7 @@ void st_plog_each_moved(store_write *w, st_plog_moved_fn fn, void *ctx)
         if (w->ov_key[i]) {
             uint64_t number = w->ov_key[i] - 1;
             const struct st_plog_heads *h = &w->ov_val[i];
-            fn(ctx, number, head_get(w->s->plog, number), h->seq, h->newest[0] >= w->plog_first);
+            fn(ctx, number, head_get(w->s->plog, number), h->seq, h->newest, h->newest[0] >= w->plog_first);
         }
 }
 

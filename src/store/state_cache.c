@@ -13,15 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRY_OVERHEAD 48 /* a slot (32) and the state's allocation header (16) */
+#define ENTRY_OVERHEAD 72 /* a slot (56) and the state's allocation header (16) */
 #define MIN_SLOTS 1024
 
 typedef struct {
     uint64_t key; /* number + 1; 0: empty */
     uint64_t head;
+    uint64_t newest[3]; /* as of head, when has_newest */
     unsigned char *data;
     uint32_t len;
-    uint8_t ref;
+    uint8_t ref, has_newest;
 } slot;
 
 struct state_cache {
@@ -165,6 +166,7 @@ void state_cache_put(state_cache *c, uint64_t number, uint64_t head, const void 
         c->bytes += ENTRY_OVERHEAD;
     }
     s->head = head;
+    s->has_newest = 0;
     s->data = copy;
     s->len = (uint32_t)len;
     s->ref = 1;
@@ -173,14 +175,27 @@ void state_cache_put(state_cache *c, uint64_t number, uint64_t head, const void 
     pthread_mutex_unlock(&c->lock);
 }
 
-void state_cache_rehead(state_cache *c, uint64_t number, uint64_t from, uint64_t to)
+bool state_cache_newest(state_cache *c, uint64_t number, uint64_t head, uint64_t newest[3])
+{
+    if (!c) return false;
+    pthread_mutex_lock(&c->lock);
+    slot *s = find(c, number + 1);
+    bool known = s && s->head == head && s->has_newest;
+    if (known) memcpy(newest, s->newest, sizeof s->newest);
+    pthread_mutex_unlock(&c->lock);
+    return known;
+}
+
+void state_cache_rehead(state_cache *c, uint64_t number, uint64_t from, uint64_t to, const uint64_t newest[3])
 {
     if (!c) return;
     pthread_mutex_lock(&c->lock);
     slot *s = find(c, number + 1);
-    if (s && s->head == from)
+    if (s && s->head == from) {
         s->head = to;
-    else if (s)
+        s->has_newest = newest != NULL;
+        if (newest) memcpy(s->newest, newest, sizeof s->newest);
+    } else if (s)
         remove_at(c, (size_t)(s - c->slots)); /* stale already */
     pthread_mutex_unlock(&c->lock);
 }

@@ -8,6 +8,9 @@
  * over the whole log. The page cache keeps 4 KiB pages of which a few entries are latest; this keeps the
  * latest states themselves, as many as its budget holds.
  *
+ * With the state, an entry may hold the patient's newest log entry of each kind ('v', 'r', 'P') as of the
+ * head, which the log's next append for the patient names (plog.c): then that append reads no log page.
+ *
  * Validity: each entry carries the patient's head (plog.c: the sequence number of the patient's newest log
  * entry of any kind) as it was when the state was taken. An entry counts only while that is still the
  * patient's head: any later entry of the patient (a version, a record, a public copy, an erasure mark)
@@ -36,12 +39,16 @@ void state_cache_free(state_cache *c);
 /* Patient number's state if it was taken at head `head`: copied into mem (*out, *len), true. */
 bool state_cache_get(state_cache *c, uint64_t number, uint64_t head, arena *mem, const unsigned char **out,
                      size_t *len);
-/* Keep (number, head, state), replacing the patient's entry; evicts to stay within the budget. A state larger
- * than an eighth of the budget is not kept. */
+/* The patient's newest entry of each kind as of `head`, if its entry holds them at that head. */
+bool state_cache_newest(state_cache *c, uint64_t number, uint64_t head, uint64_t newest[3]);
+/* Keep (number, head, state), replacing the patient's entry (without the newest entries: state_cache_rehead
+ * gives them); evicts to stay within the budget. A state larger than an eighth of the budget is not kept. */
 void state_cache_put(state_cache *c, uint64_t number, uint64_t head, const void *state, size_t len);
 /* The patient's head moved from `from` to `to` by entries that leave its latest state as it was (a record's
- * index entry, a public copy): its entry taken at `from` now counts at `to`; one taken at another head goes. */
-void state_cache_rehead(state_cache *c, uint64_t number, uint64_t from, uint64_t to);
+ * index entry, a public copy; from == to: the state was just put at `to`): its entry taken at `from` now
+ * counts at `to`, with the newest entry of each kind as of `to` (NULL: unknown); one taken at another head
+ * goes. */
+void state_cache_rehead(state_cache *c, uint64_t number, uint64_t from, uint64_t to, const uint64_t newest[3]);
 void state_cache_drop(state_cache *c, uint64_t number);
 state_cache_stats state_cache_stats_of(state_cache *c);
 

@@ -290,8 +290,9 @@ int st_plog_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *v);
  * copies in the log with it), (re)start the compaction of the log from its first entry to its end now. */
 int st_plog_compact_from_start(store *s, MDB_txn *txn);
 /* After LMDB's commit, before st_plog_committed: fn for each patient w appended to, with its head before w
- * and after, and whether w appended a patient version of it. */
-typedef void (*st_plog_moved_fn)(void *ctx, uint64_t number, uint64_t before, uint64_t after, bool version);
+ * and after, its newest entry of each kind ('v', 'r', 'P') after, and whether w appended a version of it. */
+typedef void (*st_plog_moved_fn)(void *ctx, uint64_t number, uint64_t before, uint64_t after, const uint64_t newest[3],
+                                 bool version);
 void st_plog_each_moved(store_write *w, st_plog_moved_fn fn, void *ctx);
 void st_plog_committed(store_write *w);
 void st_plog_write_free(store_write *w);

@@ -398,20 +398,21 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
 }
 
 /* A patient w appended to: with no new version (only a record's index entry, a public copy), its cached
- * state holds at the new head; an erased patient's goes. */
-static void state_moved(void *ctx, uint64_t number, uint64_t before, uint64_t after, bool version)
+ * state holds at the new head; with one, the state put at the new head gets its newest entries too; an
+ * erased patient's goes. */
+static void state_moved(void *ctx, uint64_t number, uint64_t before, uint64_t after, const uint64_t newest[3],
+                        bool version)
 {
     store_write *w = ctx;
     if (w->erasing && number == w->erased_number)
         state_cache_drop(w->s->states, number);
-    else if (!version)
-        state_cache_rehead(w->s->states, number, before, after);
+    else
+        state_cache_rehead(w->s->states, number, version ? after : before, after, newest);
 }
 
 void st_states_committed(store_write *w)
 {
     if (!w->s->states) return;
-    st_plog_each_moved(w, state_moved, w);
     for (size_t at = 0; at + 12 <= w->states.len;) { /* in order: a patient's last version wins */
         const char *p = w->states.data + at;
         uint64_t number = ms_get_be64(p);
@@ -420,6 +421,7 @@ void st_states_committed(store_write *w)
             state_cache_put(w->s->states, number, st_plog_head_w(w, number), p + 12, len);
         at += 12 + len;
     }
+    st_plog_each_moved(w, state_moved, w);
 }
 
 static ms_code patient_write(store_write *w, const patient_version *pv, bool logged, ms_err *e);

@@ -332,12 +332,12 @@ static world *world_open(unsigned seed, uint64_t lag, uint32_t chunks)
 {
     world *w = ms_calloc(1, sizeof *w);
     w->seed = seed;
-    /* a state cache with room for a few of the patients' states beside its table of 1,024 slots: hits,
+    /* a state cache with room for a few of the patients' states beside its table of 1,024 slots (56 bytes each): hits,
      * misses, reheads and evictions */
     w->opt = (store_options){.owner = "test_plog",
                              .plog_checkpoint_lag = lag,
                              .plog_checkpoint_chunks = chunks,
-                             .state_cache = 1024 * 32 + 6 * 100};
+                             .state_cache = 1024 * 56 + 6 * 130};
     assert_true(unit_store_open(&w->u, &w->opt));
     return w;
 }

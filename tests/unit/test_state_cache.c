@@ -1,8 +1,8 @@
 /*
  * test_state_cache.c - the patients' latest states in memory (state_cache.h): an entry counts only under
- * the head it was taken at, rehead and drop, the budget and CLOCK eviction (entries read between puts
- * stay), states too large to keep, and a randomized comparison against a model that may forget (a hit is
- * always the model's state under the model's head; a stale or absent entry is always a miss).
+ * the head it was taken at, rehead (with the newest entries of each kind) and drop, the budget and CLOCK eviction
+ * (entries read between puts stay), states too large to keep, and a randomized comparison against a model that may
+ * forget (a hit is always the model's state under the model's head; a stale or absent entry is always a miss).
  */
 #include "unit.h"
 
@@ -59,17 +59,27 @@ static void test_rehead_and_drop(void **state)
     state_cache *c = state_cache_new(1 << 20);
     put_str(c, 1, 10, "one");
     put_str(c, 2, 20, "two");
-    state_cache_rehead(c, 1, 10, 11); /* moved by a record's index entry: the state holds at 11 */
+    uint64_t nw[3] = {9, 11, 0}, got_nw[3];
+    assert_false(state_cache_newest(c, 1, 10, got_nw)); /* a put knows no newest entries */
+    state_cache_rehead(c, 1, 10, 11, nw);               /* moved by a record's index entry: the state holds at 11 */
     assert_false(get_str(c, 1, 10, &mem, got, sizeof got));
     assert_true(get_str(c, 1, 11, &mem, got, sizeof got));
     assert_string_equal(got, "one");
-    state_cache_rehead(c, 2, 19, 21); /* taken at another head than the move's start: it goes */
+    assert_true(state_cache_newest(c, 1, 11, got_nw));
+    assert_memory_equal(got_nw, nw, sizeof nw);
+    assert_false(state_cache_newest(c, 1, 10, got_nw)); /* only at the head they are of */
+    state_cache_rehead(c, 1, 11, 12, NULL);             /* unknown at 12 */
+    assert_false(state_cache_newest(c, 1, 12, got_nw));
+    assert_true(get_str(c, 1, 12, &mem, got, sizeof got));
+    put_str(c, 1, 13, "one'"); /* a new state: its newest entries come with the next rehead */
+    assert_false(state_cache_newest(c, 1, 13, got_nw));
+    state_cache_rehead(c, 2, 19, 21, NULL); /* taken at another head than the move's start: it goes */
     assert_false(get_str(c, 2, 20, &mem, got, sizeof got));
     assert_false(get_str(c, 2, 21, &mem, got, sizeof got));
     assert_int_equal(state_cache_stats_of(c).entries, 1);
-    state_cache_rehead(c, 3, 1, 2); /* absent: nothing */
+    state_cache_rehead(c, 3, 1, 2, nw); /* absent: nothing */
     state_cache_drop(c, 1);
-    assert_false(get_str(c, 1, 11, &mem, got, sizeof got));
+    assert_false(get_str(c, 1, 13, &mem, got, sizeof got));
     assert_int_equal(state_cache_stats_of(c).entries, 0);
     state_cache_drop(c, 1); /* absent: nothing */
     state_cache_free(c);
@@ -82,7 +92,7 @@ static void test_budget_and_clock(void **state)
     (void)state;
     enum { HOT = 10, STATE = 200 };
     arena mem = {0};
-    uint64_t budget = 64 * 1024;
+    uint64_t budget = 128 * 1024; /* ~250 states beside the table of 1,024 slots */
     state_cache *c = state_cache_new(budget);
     char s[STATE + 1], got[STATE + 1];
     memset(s, 'x', STATE);
@@ -121,7 +131,9 @@ static void test_too_large_and_off(void **state)
     assert_null(state_cache_new(0));
     state_cache_put(NULL, 1, 1, "x", 1);
     assert_false(get_str(NULL, 1, 1, &mem, got, sizeof got));
-    state_cache_rehead(NULL, 1, 1, 2);
+    state_cache_rehead(NULL, 1, 1, 2, NULL);
+    uint64_t nw[3];
+    assert_false(state_cache_newest(NULL, 1, 1, nw));
     state_cache_drop(NULL, 1);
     assert_int_equal(state_cache_stats_of(NULL).entries, 0);
     state_cache_free(NULL);
@@ -153,7 +165,7 @@ static void test_random_against_model(void **state)
             break;
         case 2: /* a record's index entry: the state holds at the new head */
             if (!head[k]) break;
-            state_cache_rehead(c, k, head[k], next_head);
+            state_cache_rehead(c, k, head[k], next_head, NULL);
             head[k] = next_head++;
             break;
         case 3: /* erasure */
