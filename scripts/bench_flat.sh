@@ -14,7 +14,8 @@
 # medstream_commit_phase_seconds_total, per commit: applying the records, waiting for the bodies' writes,
 # the segment log's fdatasync, LMDB's commit; "nan" from a server without it) and what reached the block
 # device (/sys/dev/block/M:m/stat: bytes and write requests per record, everyone's).
-# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] [STAT=1] [CHECKOUT=DIR] scripts/bench_flat.sh
+# SERVE_ARGS: extra `serve` options (e.g. SERVE_ARGS="--state-cache 0": the same build without the state cache).
+# Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] [STAT=1] [CHECKOUT=DIR] [SERVE_ARGS=...] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
 # Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
 set -euo pipefail
@@ -25,7 +26,8 @@ make -s all
 server=${CHECKOUT:-.}/build/medstream
 rm -rf "$dir"; "$server" init "$dir" >/dev/null
 start() { # $1: where the server's log goes (default: nowhere)
-  "$server" serve --data "$dir" --listen "127.0.0.1:$port" 2>"${1:-/dev/null}" & srv=$!
+  # shellcheck disable=SC2086
+  "$server" serve --data "$dir" --listen "127.0.0.1:$port" ${SERVE_ARGS:-} 2>"${1:-/dev/null}" & srv=$!
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 }
 start
