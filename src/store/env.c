@@ -435,10 +435,10 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         (w->created == w->patients ||
          !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients_created", w->created)))) {
         s->last_commit = w->now; /* still under the writer lock (invariant 4); a failed commit only wastes it */
-        if (w->erasing) state_cache_drop(s->states, w->erased_number); /* (its head moves too) */
         rc = mdb_txn_commit(w->txn);
         w->txn = NULL;
     }
+    double t2 = ms_mono_s();
     if (rc) {
         if (w->txn) mdb_txn_abort(w->txn);
         st_identities_undo(w);
@@ -447,7 +447,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     }
     st_states_committed(w);
     st_plog_committed(w); /* the heads name committed entries only */
-    s->commit_times = (store_commit_times){.sync_s = t1 - t0, .lmdb_s = ms_mono_s() - t1};
+    s->commit_times = (store_commit_times){.sync_s = t1 - t0, .lmdb_s = t2 - t1};
     s->commit_pos = pos;
     s->audit_seq = w->audit_seq;
     memcpy(s->audit_head, w->audit_head, 32);

@@ -335,7 +335,6 @@ static bool collect_seq(void *ctx, const plog_entry *en)
 
 int st_plog_erase(store_write *w, uint64_t number, uint64_t *versions)
 {
-    state_cache_drop(w->s->states, number); /* (and st_states_committed keeps it out) */
     chain_list l = {0};
     ms_err e;
     *versions = 0;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRY_OVERHEAD 72 /* a slot (56) and the state's allocation header (16) */
+#define ENTRY_OVERHEAD 72 /* the state's allocation header (16) and a slot's size (56) once more, beside the table */
 #define MIN_SLOTS 1024
 
 typedef struct {

@@ -18,9 +18,9 @@
  *
  * Contract: thread-safe (one mutex; the writer is its one user in practice). Eviction is CLOCK: an entry
  * read since the hand last passed is kept one more round. Memory: the budget counts the states' bytes plus
- * 48 bytes an entry and the table's slots. Pure memory: no I/O, no LMDB.
- * Must never: hand out an entry under another head than the one asked with; hold a state past
- * state_cache_drop (erasure: the caller drops the patient before its erasure commits).
+ * 72 bytes an entry (its allocation's header, and a slot's size once more) and the table's slots. Pure memory: no I/O,
+ * no LMDB. Must never: hand out an entry under another head than the one asked with; hold a state past state_cache_drop
+ * (erasure: the caller drops the patient before its erasure commits).
  */
 #ifndef MS_STATE_CACHE_H
 #define MS_STATE_CACHE_H

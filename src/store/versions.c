@@ -399,7 +399,7 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
 
 /* A patient w appended to: with no new version (only a record's index entry, a public copy), its cached
  * state holds at the new head; with one, the state put at the new head gets its newest entries too; an
- * erased patient's goes. */
+ * erased patient's goes (after the puts: whatever w wrote of it before its erasure goes with it). */
 static void state_moved(void *ctx, uint64_t number, uint64_t before, uint64_t after, const uint64_t newest[3],
                         bool version)
 {
@@ -417,8 +417,7 @@ void st_states_committed(store_write *w)
         const char *p = w->states.data + at;
         uint64_t number = ms_get_be64(p);
         uint32_t len = ms_get_be32(p + 8);
-        if (!(w->erasing && number == w->erased_number))
-            state_cache_put(w->s->states, number, st_plog_head_w(w, number), p + 12, len);
+        state_cache_put(w->s->states, number, st_plog_head_w(w, number), p + 12, len);
         at += 12 + len;
     }
     st_plog_each_moved(w, state_moved, w);
