@@ -28,7 +28,7 @@ for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py t
     log="$(mktemp)"
     timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
-    summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1)"
+    summary="$(grep -aE '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1)"
     rm -f "$log"
     if [ -z "$summary" ]; then
         summary="0 passed, 1 failed"
