@@ -66,6 +66,10 @@ struct kafka_ingest {
     pthread_cond_t cv;
     kafka_batch *to_append, *to_store;
     int in_flight; /* handed over by stage 1, not yet finished by stage 3 */
+    /* the next offsets of the batches stage 3 stored, committed to Kafka asynchronously: on a revoke they
+     * are committed again, synchronously, before the partitions go (plain mode; see on_rebalance) */
+    rd_kafka_topic_partition_list_t *stored;
+    unsigned revokes; /* partitions revoked so far (consumer thread: on_rebalance runs inside its poll) */
     bool consumer_done, append_done;
     int reachable;     /* the last broker check: 1 reachable, 0 not, -1 none yet (consumer thread only) */
     double down_since; /* ms_mono_s() of the check that found them unreachable */
@@ -268,10 +272,38 @@ static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
     for (int i = 0; i < b->noffsets; i++)
         rd_kafka_topic_partition_list_add(parts, b->offsets[i].topic, b->offsets[i].partition)->offset =
             b->offsets[i].next;
-    /* asynchronous: the store holds the same offsets, so a lost commit replays nothing */
+    /* asynchronous: the store holds the same offsets, so a lost commit replays nothing on this node; the
+     * partition's next owner relies on Kafka's, so a revoke commits them again and waits (on_rebalance) */
     rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, parts, 1);
     if (err) ms_log(LOG_WARN, "kafka.commit_failed", "kafka: offset commit failed: %s", rd_kafka_err2str(err));
+    pthread_mutex_lock(&k->mu);
+    if (!k->stored) k->stored = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *at =
+            rd_kafka_topic_partition_list_find(k->stored, parts->elems[i].topic, parts->elems[i].partition);
+        if (!at) at = rd_kafka_topic_partition_list_add(k->stored, parts->elems[i].topic, parts->elems[i].partition);
+        at->offset = parts->elems[i].offset;
+    }
+    pthread_mutex_unlock(&k->mu);
     rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* A plain node losing its partitions (consumer thread, nothing in flight): the offsets of what it stored,
+ * committed to Kafka and waited for, so that the next owner, who starts at Kafka's committed offset,
+ * does not store those batches a second time in its own store. */
+static void commit_stored_before_revoke(kafka_ingest *k, rd_kafka_t *rk)
+{
+    pthread_mutex_lock(&k->mu);
+    rd_kafka_topic_partition_list_t *stored = k->stored;
+    k->stored = NULL;
+    pthread_mutex_unlock(&k->mu);
+    if (!stored) return;
+    rd_kafka_resp_err_t err = rd_kafka_commit(rk, stored, 0);
+    if (err)
+        ms_log(LOG_WARN, "kafka.commit_failed",
+               "kafka: offset commit before a revoke failed: %s; the next owner may store its last batch again",
+               rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(stored);
 }
 
 /* The hand-offs between the stages: one batch per slot, under k->mu. */
@@ -428,7 +460,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         while (k->in_flight > 0)
             pthread_cond_wait(&k->cv, &k->mu);
         pthread_mutex_unlock(&k->mu);
-        if (k->cl) cluster_revoked(k->cl);
+        if (k->cl)
+            cluster_revoked(k->cl);
+        else
+            commit_stored_before_revoke(k, rk);
+        k->revokes++; /* the consumer stage drops the messages it holds: they are the next owner's now */
         rd_kafka_assign(rk, NULL);
         return;
     }
@@ -525,6 +561,7 @@ static void *consumer_main(void *arg)
         }
         int n = 0;
         double deadline = 0;
+        unsigned revokes = k->revokes;
         while (n < k->opt.batch_max && !atomic_load(&k->stop)) {
             int wait_ms = 100;
             if (n) {
@@ -533,6 +570,12 @@ static void *consumer_main(void *arg)
                 wait_ms = (int)(left * 1000) + 1;
             }
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, wait_ms);
+            if (k->revokes != revokes) { /* the partitions went in this poll: what was polled before is not ours */
+                for (int i = 0; i < n; i++)
+                    rd_kafka_message_destroy(msgs[i]);
+                n = 0;
+                revokes = k->revokes;
+            }
             if (!m) {
                 if (!n) break; /* idle: back to the outer loop (broker checks, stop) */
                 continue;
@@ -681,6 +724,7 @@ static void kafka_free(kafka_ingest *k)
 {
     if (k->rk) rd_kafka_destroy(k->rk);
     if (k->dlq) rd_kafka_destroy(k->dlq);
+    if (k->stored) rd_kafka_topic_partition_list_destroy(k->stored);
     cluster_close(k->cl);
     free_config(k->config);
     free((char *)k->opt.dlq_topic);

@@ -4,7 +4,11 @@
  *
  * Contract (issue 4, first part): offsets are committed to Kafka only after the batch holding their
  * messages is durable, so a crash or a rebalance re-delivers at most the batches in flight, and record
- * ids make a replay a no-op (exactly-once effect). A message that is not a valid record never blocks
+ * ids make a replay a no-op in this store (exactly-once effect). In a plain group of several nodes, each
+ * with its own store: a node losing partitions commits the offsets of what it stored synchronously and
+ * drops what it polled and had not stored, so the next owner stores none of it; a node killed between a
+ * batch's commit and Kafka's answer to its offsets leaves that batch to the next owner too (at least once
+ * across stores; a cluster, cluster.h, is exactly once). A message that is not a valid record never blocks
  * its partition: it is produced to the dead-letter topic (header medstream-error: the reason, which
  * names fields and positions, never values; plus medstream-partition and medstream-offset), and that
  * produce is acknowledged before the offsets are committed. If the store refuses a batch (disk full),
