@@ -5,7 +5,8 @@
  *
  * DESIGN: a patient's fields usually come from a few record bodies, so store_field_values sorts the
  * references by position and reads runs of nearby values with one read (gaps up to COALESCE_GAP, at most
- * COALESCE_MAX at once) instead of one read per field. The segment log keeps recent bytes in memory
+ * COALESCE_MAX at once) instead of one read per field; a sealed value's run starts at its record's IV, so
+ * the IV and the cipher block's head come with it. The segment log keeps recent bytes in memory
  * (segment_log.h), so reads of what was just written do not wait for the disk.
  *
  * Contract: store.h ("Bodies"). An append becomes durable with the commit that references it (README.md,
@@ -106,26 +107,38 @@ static ms_code sealer_key(store *s, uint64_t sealer, unsigned char key[SEAL_KEY]
 #define COALESCE_GAP ((uint64_t)64 << 10) /* read across gaps up to this size rather than seek again */
 #define COALESCE_MAX ((uint64_t)4 << 20)  /* but never read more than this at once */
 
-static int pos_order_cmp(const void *a, const void *b)
+/* Where a field's read starts: its value, and for a sealed value the head of its 16-byte block (the cipher
+ * runs from there) and, when the value lies within COALESCE_GAP of its record's start, the record's IV
+ * before that start: then one read gives a sealed value everything it needs, not three reads (value, IV,
+ * head), two of them at other places of the log (a disk read each when the body is older than the cache). */
+static uint64_t read_from(const state_field *f)
 {
-    const state_field *x = *(const state_field *const *)a, *y = *(const state_field *const *)b;
-    return x->pos < y->pos ? -1 : x->pos > y->pos;
+    if (!f->sealer || !f->len) return f->pos;
+    if (f->off + SEAL_IV <= COALESCE_GAP) return f->pos - f->off - SEAL_IV;
+    return f->pos - f->off % 16;
+}
+
+static int read_order_cmp(const void *a, const void *b)
+{
+    uint64_t x = read_from(*(const state_field *const *)a), y = read_from(*(const state_field *const *)b);
+    return x < y ? -1 : x > y;
 }
 
 ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e)
 {
     const state_field **order = ms_malloc(sizeof *order * (n ? n : 1));
-    size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each run's bytes in scratch */
+    size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each value's bytes in scratch */
     for (uint32_t i = 0; i < n; i++)
         order[i] = &fields[i];
-    qsort(order, n, sizeof *order, pos_order_cmp);
+    qsort(order, n, sizeof *order, read_order_cmp);
     ms_code rc = MS_OK;
     scratch->len = 0;
     for (uint32_t i = 0; i < n && rc == MS_OK;) {
         /* a run of fields close together: one read from the first start to the last end */
-        uint64_t start = order[i]->pos, end = start + order[i]->len;
+        uint64_t start = read_from(order[i]), end = order[i]->pos + order[i]->len;
         uint32_t j = i + 1;
-        while (j < n && order[j]->pos <= end + COALESCE_GAP && order[j]->pos + order[j]->len - start <= COALESCE_MAX) {
+        while (j < n && read_from(order[j]) <= end + COALESCE_GAP &&
+               order[j]->pos + order[j]->len - start <= COALESCE_MAX) {
             if (order[j]->pos + order[j]->len > end) end = order[j]->pos + order[j]->len;
             j++;
         }
@@ -138,7 +151,8 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
             offset[order[k] - fields] = at + (size_t)(order[k]->pos - start);
         i = j;
     }
-    /* sealed values: opened in place (CTR at the value's offset: seal.h), with their record's IV */
+    /* sealed values: opened in place (CTR at the value's offset: seal.h), with their record's IV. The block
+     * head before a value only runs the counter (its bytes may be another value's, opened already). */
     unsigned char key[SEAL_KEY];
     uint64_t have_key = 0; /* the sealer whose key is in key (a patient's fields share one) */
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
@@ -146,20 +160,13 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
         if (!f->sealer || !f->len) continue;
         if (f->sealer != have_key && (rc = sealer_key(s, f->sealer, key, e)) != MS_OK) break;
         have_key = f->sealer;
-        unsigned char iv[SEAL_IV], *head = NULL;
-        size_t skip = f->off % 16;
-        uint64_t start = f->pos - f->off; /* the record's first ciphertext byte */
-        if ((rc = seglog_read(s->log, start - SEAL_IV, iv, SEAL_IV, e)) != MS_OK) break;
-        if (skip) { /* the block's bytes before the value: read, to run the counter from the block's start */
-            head = ms_malloc(skip + f->len);
-            if ((rc = seglog_read(s->log, f->pos - skip, head, skip + f->len, e)) == MS_OK &&
-                !seal_open_range(key, iv, f->off, head, f->len, (unsigned char *)scratch->data + offset[i]))
-                rc = ms_fail(e, MS_EIO, "store: opening a sealed value failed");
-            free(head);
-        } else if (!seal_open_range(key, iv, f->off, (unsigned char *)scratch->data + offset[i], f->len,
-                                    (unsigned char *)scratch->data + offset[i])) {
+        unsigned char iv[SEAL_IV], *value = (unsigned char *)scratch->data + offset[i];
+        if (f->off + SEAL_IV <= COALESCE_GAP)
+            memcpy(iv, value - f->off - SEAL_IV, SEAL_IV); /* read with the value (read_from) */
+        else if ((rc = seglog_read(s->log, f->pos - f->off - SEAL_IV, iv, SEAL_IV, e)) != MS_OK)
+            break;
+        if (!seal_open_range(key, iv, f->off, value - f->off % 16, f->len, value))
             rc = ms_fail(e, MS_EIO, "store: opening a sealed value failed");
-        }
     }
     OPENSSL_cleanse(key, sizeof key);
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {

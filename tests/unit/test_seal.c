@@ -5,7 +5,8 @@
  * plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
  * and after an erasure the key slot is zeros and the body no longer opens; the sweep at open overwrites
- * an erased patient's key left by a crash and cuts off keys past the patient count.
+ * an erased patient's key left by a crash and cuts off keys past the patient count; a patient's sealed
+ * values read back together from the disk, wherever they sit in their records and blocks.
  */
 #include "unit_store.h"
 
@@ -172,6 +173,77 @@ static void test_keys_in_a_store(void **state)
     unit_store_close(&u);
 }
 
+/* The values of a patient's state read together (store_field_values): sealed values of two records, two
+ * sharing a 16-byte block (the second's block head is the first's value, opened in place before it), one
+ * more than 64 KiB into its record (its IV read on its own), read from the disk (no body cache) in one call
+ * and one at a time; a wrong hash is still refused. */
+static void test_sealed_values_read_together(void **state)
+{
+    (void)state;
+    unit_store u;
+    store_options opt = {.map_size = (size_t)1 << 30, .segment_size = (uint64_t)1 << 20, .body_cache = 0};
+    assert_true(unit_store_open(&u, &opt));
+    ms_err e;
+    const char ikey[] = "fay val\0"
+                        "1970-01-02";
+    size_t il = sizeof ikey - 1;
+    size_t big = 150000;
+    char *a = malloc(big + 200), *b = "{\"c\":\"from the second record\",\"d\":[1,2,3]}";
+    int n = snprintf(a, 200, "{\"x\":\"1\",\"yy\":\"22\",\"big\":\"");
+    memset(a + n, 'z', big);
+    n += (int)big;
+    n += snprintf(a + n, 200, "\",\"late\":\"after the big one\"}");
+    seal_item it[2] = {{.body = a, .len = (uint32_t)n, .identity_key = ikey, .identity_key_len = (uint32_t)il},
+                       {.body = b, .len = (uint32_t)strlen(b), .identity_key = ikey, .identity_key_len = (uint32_t)il}};
+    uint64_t pos;
+    assert_int_equal(store_append_sealed(u.s, it, 2, &pos, &e), MS_OK);
+    store_write *w;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    patient_ref p;
+    bool bound;
+    assert_int_equal(store_patient_create(w, ikey, il, it[0].key, &p, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    /* the values: (record, value text) */
+    struct {
+        int rec;
+        const char *text;
+    } want[] = {
+        {0, "\"1\""}, {0, "\"22\""}, {0, "\"after the big one\""}, {1, "\"from the second record\""}, {1, "[1,2,3]"}};
+    enum { NV = sizeof want / sizeof want[0] };
+    state_field f[NV];
+    for (int i = 0; i < NV; i++) {
+        const char *body = it[want[i].rec].body, *at = strstr(body, want[i].text);
+        assert_non_null(at);
+        uint32_t off = (uint32_t)(at - body), len = (uint32_t)strlen(want[i].text);
+        f[i] = (state_field){.key = "k",
+                             .key_len = 1,
+                             .pos = pos + it[want[i].rec].offset + off,
+                             .len = len,
+                             .hash = XXH3_64bits(want[i].text, len),
+                             .off = off,
+                             .sealer = p.number + 1};
+    }
+    assert_true(f[2].off > (64u << 10));                               /* past the run that starts at its record's IV */
+    assert_true(f[0].off / 16 == f[1].off / 16 && f[1].off % 16 != 0); /* "22" shares "1"'s block */
+    const char *vals[NV];
+    buf scratch = {0}, one = {0};
+    assert_int_equal(store_field_values(u.s, f, NV, vals, &scratch, &e), MS_OK);
+    for (int i = 0; i < NV; i++) {
+        assert_memory_equal(vals[i], want[i].text, f[i].len);
+        one.len = 0;
+        assert_int_equal(store_field_value(u.s, &f[i], &one, &e), MS_OK);
+        assert_int_equal(one.len, f[i].len);
+        assert_memory_equal(one.data, want[i].text, f[i].len);
+    }
+    f[3].hash ^= 1;
+    assert_int_equal(store_field_values(u.s, f, NV, vals, &scratch, &e), MS_ECORRUPT);
+    buf_free(&scratch);
+    buf_free(&one);
+    free(a);
+    unit_store_close(&u);
+}
+
 /* A patient from before data keys (an unsealed identity entry, as preload writes) takes the key its first
  * sealed body came with, and its identity entry is sealed then. */
 static void test_a_patient_from_before_keys_adopts_one(void **state)
@@ -223,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_ranges_open_in_place),
         cmocka_unit_test(test_wrap_is_bound_to_its_slot),
         cmocka_unit_test(test_keys_in_a_store),
+        cmocka_unit_test(test_sealed_values_read_together),
         cmocka_unit_test(test_a_patient_from_before_keys_adopts_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
