@@ -2,8 +2,10 @@
 # This checkout's server against another checkout's (BASE: e.g. a `git worktree add` of an earlier commit,
 # built with `make`), in alternating pairs, each run on a fresh data directory: `medstream bench` with
 # RECORDS records (default 200,000) of 20 KB in batches of 1000 over HTTP, 3 connections, closed loop (as
-# fast as answered) unless RATE is set. Prints each run's records/min, freshness p99, point read p99 and
-# bytes written to the disk per body byte, the ratio of records/min this/base per pair, and the medians.
+# fast as answered) unless RATE is set. Prints each run's records/min, freshness p99, point read p99,
+# bytes written to the disk per body byte and the block device's read requests per point read (everyone's
+# reads while the load ran, /sys/dev/block/M:m/stat, over the bench's point reads), the ratio of
+# records/min this/base per pair, and the medians.
 # Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
 # generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
@@ -18,7 +20,8 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
-run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio"
+run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio
+       #   device_reads_per_point_read"
   local co=$1 extra=$2
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
@@ -27,11 +30,17 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   tok=$(curl -sf -H 'Content-Type: application/json' \
     -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
     python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+  local devstat reads0
+  devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
+  reads0=$(awk '{print $1}' "$devstat")
   ./build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
     --rate "${RATE:-0}" --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
+  local reads=$(($(awk '{print $1}' "$devstat") - reads0))
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"), j.get("disk_write_ratio", "nan"))' "$out"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); n=j.get("point_reads", 0)
+print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"), j.get("disk_write_ratio", "nan"),
+      round(int(sys.argv[2]) / n, 2) if n else "nan")' "$out" "$reads"
 }
 ratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
@@ -39,8 +48,8 @@ for i in $(seq "$pairs"); do
   else b=$(run "$base" "${BASE_SERVE_ARGS:-}"); a=$(run . "${SERVE_ARGS:-}"); fi
   r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
   ratios+=("$r"); this+=("$a"); that+=("$b")
-  read -r a1 a2 a3 a4 <<< "$a"; read -r b1 b2 b3 b4 <<< "$b"
-  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x): ratio $r"
+  read -r a1 a2 a3 a4 a5 <<< "$a"; read -r b1 b2 b3 b4 b5 <<< "$b"
+  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x, $a5 device reads a point read), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x, $b5 reads): ratio $r"
 done
 python3 -c "import statistics,sys; print('median ratio this/base:', statistics.median(map(float, sys.argv[1:])))" "${ratios[@]}"
 python3 - "${this[@]}" -- "${that[@]}" <<'PY'
@@ -48,7 +57,7 @@ import statistics, sys
 args = sys.argv[1:]; cut = args.index("--")
 for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
     cols = list(zip(*(map(float, r.split()) for r in runs)))
-    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x"
+    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, %.2f device reads a point read"
           % (name, *(statistics.median(c) for c in cols)))
 PY
 rm -f "$out"

@@ -43,6 +43,30 @@ def stored(*nodes, identities=IDENTITIES):
     return seen
 
 
+class Trickle(threading.Thread):
+    """Produces rec(0..total) to topic, step records every pause seconds, once started; .sent is how many
+    were flushed so far, .errors what went wrong (the test checks it)."""
+
+    def __init__(self, bootstrap, topic, total, step, pause, partition_of=None):
+        super().__init__()
+        self.plan = bootstrap, topic, total, step, pause, partition_of
+        self.sent, self.errors = 0, []
+
+    def run(self):
+        bootstrap, topic, total, step, pause, partition_of = self.plan
+        p = C.producer(bootstrap)
+        try:
+            for i in range(0, total, step):
+                C.produce(bootstrap, topic, [rec(j) for j in range(i, i + step)], p=p, flush=False,
+                          delivered=partition_of)
+                p.flush(10)
+                self.sent = i + step
+                time.sleep(pause)
+            check(p.flush(60) == 0, "every message delivered")
+        except BaseException as e:  # noqa: B902 - reported by the test
+            self.errors.append(e)
+
+
 def exactly_once(seen, expected, killed_batch=frozenset(), batch=0):
     """Every expected record in a store, none twice in one store (a version 1 only); in both stores only
     records of killed_batch (sent before a node's kill), at most one batch of them."""
@@ -75,29 +99,16 @@ def test_two_nodes_exactly_once_across_a_kill9_takeover_and_restart():
     a.start()
     b.start()
     before = C.wait_group(broker.bootstrap, "g-two", 2)  # both joined: each owns partitions before traffic
-    p = C.producer(broker.bootstrap)
-    errors, partition_of, sent = [], {}, [0]
-
-    def send():  # ~16 s of traffic, 100 records every 0.4 s: the kill, the takeover and the restart in it
-        try:
-            for i in range(0, TOTAL, 100):
-                C.produce(broker.bootstrap, "grp", [rec(j) for j in range(i, i + 100)], p=p, flush=False,
-                          delivered=partition_of)
-                p.flush(10)
-                sent[0] = i + 100
-                time.sleep(0.4)
-            check(p.flush(60) == 0, "every message delivered")
-        except BaseException as e:  # noqa: B902 - reported by the test below
-            errors.append(e)
-
-    t = threading.Thread(target=send)
+    partition_of = {}
+    # ~16 s of traffic, 100 records every 0.4 s: the kill, the takeover and the restart in it
+    t = Trickle(broker.bootstrap, "grp", TOTAL, 100, 0.4, partition_of)
     t.start()
     time.sleep(2.0)
     consumed = [ln.split()[-1] for ln in a.get("/metrics").text.splitlines()
                 if ln.startswith("medstream_kafka_messages_total")]
     check(consumed and float(consumed[0]) > 0, "node a consumed before the kill (%s)" % consumed)
     a.kill9()
-    in_flight = {rec(i)["record_id"] for i in range(min(sent[0] + 100, TOTAL))}  # sent, or being sent, by then
+    in_flight = {rec(i)["record_id"] for i in range(min(t.sent + 100, TOTAL))}  # sent, or being sent, by then
     eq(C.wait_group(broker.bootstrap, "g-two", 1, timeout=30), {"node-b": list(range(PARTITIONS))},
        "the group once node a's session expired")
     time.sleep(1.0)  # node b consumes node a's partitions
@@ -107,7 +118,7 @@ def test_two_nodes_exactly_once_across_a_kill9_takeover_and_restart():
     C.wait_group(broker.bootstrap, "g-two", 2, timeout=30)
     t.join(timeout=60)
     check(not t.is_alive(), "the producer finished")
-    eq(errors, [], "producer errors")
+    eq(t.errors, [], "producer errors")
     C.wait_drained([a, b], timeout=60)
     seen = stored(a, b)
     exactly_once(seen, {rec(i)["record_id"] for i in range(TOTAL)}, in_flight, batch)
@@ -177,20 +188,8 @@ def test_a_rebalance_while_a_node_holds_polled_messages_stores_them_once():
     b.start()
     b.wait_ready()
     eq(sorted(C.wait_group(broker.bootstrap, "g-rev", 1)), ["rev-b"], "node b alone in the group")
-    p = C.producer(broker.bootstrap)
-    total, errors = 1200, []
-
-    def send():  # 20 records every 0.2 s: ~12 s, node a's arrival in the middle
-        try:
-            for i in range(0, total, 20):
-                C.produce(broker.bootstrap, "rev", [rec(j) for j in range(i, i + 20)], p=p, flush=False)
-                p.flush(10)
-                time.sleep(0.2)
-            check(p.flush(60) == 0, "every message delivered")
-        except BaseException as e:  # noqa: B902 - reported by the test below
-            errors.append(e)
-
-    t = threading.Thread(target=send)
+    total = 1200
+    t = Trickle(broker.bootstrap, "rev", total, 20, 0.2)  # ~12 s, node a's arrival in the middle
     t.start()
     time.sleep(3.0)
     a.start()
@@ -198,7 +197,7 @@ def test_a_rebalance_while_a_node_holds_polled_messages_stores_them_once():
     eq(sorted(C.wait_group(broker.bootstrap, "g-rev", 2, timeout=30)), ["rev-a", "rev-b"], "both in the group")
     t.join(timeout=60)
     check(not t.is_alive(), "the producer finished")
-    eq(errors, [], "producer errors")
+    eq(t.errors, [], "producer errors")
     C.wait_drained([a, b], timeout=60)
     seen = stored(a, b)
     exactly_once(seen, {rec(i)["record_id"] for i in range(total)})
