@@ -3,9 +3,9 @@
 # built with `make`), in alternating pairs, each run on a fresh data directory: `medstream bench` with
 # RECORDS records (default 200,000) of 20 KB in batches of 1000 over HTTP, 3 connections, closed loop (as
 # fast as answered) unless RATE is set. Prints each run's records/min, freshness p99, point read p99,
-# bytes written to the disk per body byte and the block device's read requests per point read (everyone's
-# reads while the load ran, /sys/dev/block/M:m/stat, over the bench's point reads), the ratio of
-# records/min this/base per pair, and the medians.
+# bytes written to the disk per body byte and the block device's read requests per 1000 records sent
+# (everyone's, while the load ran: /sys/dev/block/M:m/stat), the ratio of records/min this/base per pair,
+# and the medians.
 # Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
 # generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
@@ -21,7 +21,7 @@ base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
 run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio
-       #   device_reads_per_point_read"
+       #   device_reads_per_1000_records"
   local co=$1 extra=$2
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
@@ -38,9 +38,9 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   local reads=$(($(awk '{print $1}' "$devstat") - reads0))
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); n=j.get("point_reads", 0)
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))
 print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"), j.get("disk_write_ratio", "nan"),
-      round(int(sys.argv[2]) / n, 2) if n else "nan")' "$out" "$reads"
+      round(int(sys.argv[2]) * 1000 / int(sys.argv[3]), 1))' "$out" "$reads" "$records"
 }
 ratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
@@ -49,7 +49,7 @@ for i in $(seq "$pairs"); do
   r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
   ratios+=("$r"); this+=("$a"); that+=("$b")
   read -r a1 a2 a3 a4 a5 <<< "$a"; read -r b1 b2 b3 b4 b5 <<< "$b"
-  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x, $a5 device reads a point read), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x, $b5 reads): ratio $r"
+  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x, $a5 device reads per 1000 records), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x, $b5 reads): ratio $r"
 done
 python3 -c "import statistics,sys; print('median ratio this/base:', statistics.median(map(float, sys.argv[1:])))" "${ratios[@]}"
 python3 - "${this[@]}" -- "${that[@]}" <<'PY'
@@ -57,7 +57,7 @@ import statistics, sys
 args = sys.argv[1:]; cut = args.index("--")
 for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
     cols = list(zip(*(map(float, r.split()) for r in runs)))
-    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, %.2f device reads a point read"
+    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, %.1f device reads per 1000 records"
           % (name, *(statistics.median(c) for c in cols)))
 PY
 rm -f "$out"
