@@ -144,6 +144,9 @@ void metrics_render(buf *out)
                     atomic_load(&m->state_recomputes));
     metrics_counter(out, "medstream_state_recompute_records_total", "Record bodies read back for those recomputations.",
                     atomic_load(&m->state_recompute_records));
+    metrics_counter(out, "medstream_recompute_prefetches_total",
+                    "Record bodies asked of the disk when a batch arrived, ahead of the recomputations it will cause.",
+                    atomic_load(&m->recompute_prefetches));
     metrics_counter(out, "medstream_ingest_bytes_total", "Request body bytes accepted for ingest.",
                     atomic_load(&m->ingest_bytes));
     metrics_counter(out, "medstream_http_requests_total", "HTTP requests answered.", atomic_load(&m->requests));

@@ -26,6 +26,7 @@ typedef struct {
     _Atomic uint64_t batches, commits, ingest_bytes, commit_failures, requests, http_errors;
     _Atomic uint64_t state_recomputes;        /* patient states recomputed from their records (writer.h) */
     _Atomic uint64_t state_recompute_records; /* record bodies read back for them */
+    _Atomic uint64_t recompute_prefetches;    /* bodies asked for ahead of a recompute (ingest.c) */
     histogram commit_seconds;                 /* one group commit (writes + fsyncs) */
     /* the group commits' time by phase, summed (µs): applying the records (CPU and the tree pages it reads),
      * waiting for their bodies' writes, the segment log's and keys file's fdatasync, LMDB's commit */

@@ -4,6 +4,9 @@
 #include "ingest/ingest.h"
 
 #include "base/metrics.h"
+#include "pipeline/merge.h"
+
+#include <string.h>
 
 size_t ingest_padded_len(size_t len) { return (len + STORE_BODY_ALIGN - 1) & ~(size_t)(STORE_BODY_ALIGN - 1); }
 
@@ -32,6 +35,68 @@ static void seals_of(ingest_job *job)
                                                   .identity_key = r->identity_key,
                                                   .identity_key_len = r->identity_key_len};
     }
+}
+
+typedef struct {
+    store *store;
+    const char *skip; /* the record being replaced: not read by the recompute */
+    size_t skip_len;
+} prefetch_ctx;
+
+static bool prefetch_one(void *ctx, const record_version *rv)
+{
+    prefetch_ctx *px = ctx;
+    if (rv->record_id_len != px->skip_len || memcmp(rv->record_id, px->skip, px->skip_len) != 0) {
+        store_record_prefetch(px->store, rv);
+        atomic_fetch_add(&g_metrics.recompute_prefetches, 1);
+    }
+    return true;
+}
+
+/* A hint for the writer. A record that replaces a version holding values it does not override makes the
+ * writer merge the patient again from its other live records (writer.c, recompute), reading their bodies
+ * one after another on its thread. Asked for here, before the batch is handed over, those reads run side by
+ * side while the bodies are sealed and the writer finishes the commit before. It asks the question the
+ * writer will (merge_contributes, merge_supersedes) of the committed state; a record earlier in the batch
+ * may change the answer, which costs a read or a wait, never a result. Reads only. Only for batches of
+ * records of PREFETCH_MIN_RECORD bytes or more on average: small records' older bodies are mostly still in
+ * the segment log's recent bytes, and there the lookups cost the request threads more than they save the
+ * writer (200 B records: -3 % records/min in 2 pairs; 20 KB at 1 M/min: the writer's apply -30 %). */
+#define PREFETCH_MIN_RECORD 4096
+
+static void prefetch_recomputes(const ingest_ctx *c, const ingest_job *job)
+{
+    store_read *r;
+    ms_err e;
+    if (job->body_len < (size_t)job->batch->n * PREFETCH_MIN_RECORD || store_read_begin(c->store, &r, &e) != MS_OK)
+        return;
+    for (uint32_t i = 0; i < job->batch->n; i++) {
+        const parsed_record *rec = &job->batch->records[i];
+        record_version prev;
+        bool found;
+        if (rec->rejected ||
+            store_record_at(r, rec->record_id, rec->record_id_len, INT64_MAX, &prev, &found, &e) != MS_OK || !found ||
+            prev.deleted || memcmp(prev.content_hash, rec->content_hash, 16) == 0)
+            continue;
+        arena mem = {0};
+        patient_version pv;
+        merge_source cur = {.fields = rec->fields,
+                            .nfields = rec->nfields,
+                            .body = rec->body,
+                            .body_len = rec->body_len,
+                            .body_pos = job->body_pos + job->seals[i].offset,
+                            .ts = rec->ts_us,
+                            .valid_from = INT64_MAX, /* committed after everything stored */
+                            .sealer = prev.patient_number + 1};
+        if (store_patient_at(r, &prev.pid, INT64_MAX, &pv, &mem, &found, &e) == MS_OK && found &&
+            merge_contributes(pv.fields, pv.nfields, prev.body_pos, prev.body_len) &&
+            !merge_supersedes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
+            prefetch_ctx px = {c->store, rec->record_id, rec->record_id_len};
+            (void)store_live_records(r, &prev.pid, INT64_MAX, prefetch_one, &px, &e);
+        }
+        arena_free(&mem);
+    }
+    store_read_end(r);
 }
 
 ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
@@ -66,6 +131,7 @@ ms_code ingest_store(const ingest_ctx *c, ingest_job *job, ms_err *e)
             writer_note_failure(c->writer, e, job->body_write_len);
             return rc;
         }
+        prefetch_recomputes(c, job);
         writer_enqueue(c->writer, job);
         ms_err ae = {0};
         rc = store_seal_end(c->store, sg, job->seals, job->batch->n, &ae);

@@ -23,8 +23,9 @@
  *
  * Patient state follows event time (merge.h). A new version of a record that held winning values of
  * its patient's state, a record that moves to another patient, and a deleted record make the writer
- * recompute the state from the patient's remaining records (reading their bodies); otherwise a record
- * costs O(its fields + the state's fields).
+ * recompute the state from the patient's remaining records (reading their bodies; ingest.c asks the disk
+ * for them when a batch of large records arrives); otherwise a record costs O(its fields + the state's
+ * fields).
  */
 #ifndef MS_WRITER_H
 #define MS_WRITER_H

@@ -12,6 +12,7 @@
 #include "unit.h"
 #include "unit_store.h"
 
+#include "base/metrics.h"
 #include "pipeline/identity.h"
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
@@ -1034,7 +1035,15 @@ static void test_new_version_dropping_a_field(void **state)
     fixture *f = *state;
     submission *a = submit(f, "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"allergy\":\"nuts\"}");
     submit(f, "{\"record_id\":\"d0\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"allergy\":\"eggs\"}");
-    submit(f, "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"weight\":70}");
+    uint64_t recomputes = atomic_load(&g_metrics.state_recomputes);
+    uint64_t asked = atomic_load(&g_metrics.recompute_prefetches);
+    /* a record of 4 KiB or more: its batch asks for d0's body before the writer recomputes (ingest.c) */
+    char big[6000];
+    snprintf(big, sizeof big,
+             "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"weight\":70,\"note\":\"%4500s\"}", "");
+    submit(f, big);
+    assert_int_equal(atomic_load(&g_metrics.state_recomputes) - recomputes, 1);
+    assert_int_equal(atomic_load(&g_metrics.recompute_prefetches) - asked, 1); /* d0, not d1 itself */
     patient_version pv;
     assert_true(unit_patient_at(f->s, &f->mem, &a->res[0].pid, INT64_MAX, &pv));
     assert_string_equal(state_value(f, &pv, "allergy"), "\"eggs\""); /* d0's value returns */
