@@ -57,7 +57,7 @@ static bool prefetch_one(void *ctx, const record_version *rv)
  * writer merge the patient again from its other live records (writer.c, recompute), reading their bodies
  * one after another on its thread. Asked for here, before the batch is handed over, those reads run side by
  * side while the bodies are sealed and the writer finishes the commit before. It asks the question the
- * writer will (merge_contributes, merge_supersedes) of the committed state; a record earlier in the batch
+ * writer will (merge_replacing_recomputes) of the committed state; a record earlier in the batch
  * may change the answer, which costs a read or a wait, never a result. Reads only. Only for batches of
  * records of PREFETCH_MIN_RECORD bytes or more on average: small records' older bodies are mostly still in
  * the segment log's recent bytes, and there the lookups cost the request threads more than they save the
@@ -89,8 +89,7 @@ static void prefetch_recomputes(const ingest_ctx *c, const ingest_job *job)
                             .valid_from = INT64_MAX, /* committed after everything stored */
                             .sealer = prev.patient_number + 1};
         if (store_patient_at(r, &prev.pid, INT64_MAX, &pv, &mem, &found, &e) == MS_OK && found &&
-            merge_contributes(pv.fields, pv.nfields, prev.body_pos, prev.body_len) &&
-            !merge_supersedes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
+            merge_replacing_recomputes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
             prefetch_ctx px = {c->store, rec->record_id, rec->record_id_len};
             (void)store_live_records(r, &prev.pid, INT64_MAX, prefetch_one, &px, &e);
         }

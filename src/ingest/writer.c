@@ -344,8 +344,7 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     if (known && (rc = store_patient_latest(sw, &who, &pv, mem, &have_pv, e))) return rc;
     merge_result m;
     if (have_pv && prev_live && prev.patient_number == who.number &&
-        merge_contributes(pv.fields, pv.nfields, prev.body_pos, prev.body_len) &&
-        !merge_supersedes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
+        merge_replacing_recomputes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
         /* the version it replaces held values this one does not override: recompute without it */
         if ((rc = recompute(wr, sw, who.number, r->record_id, r->record_id_len, &cur, &pv, mem, &m, e))) return rc;
     } else {

@@ -117,6 +117,11 @@ bool merge_contributes(const state_field *state, uint32_t n, uint64_t pos, uint3
     return false;
 }
 
+bool merge_replacing_recomputes(const state_field *state, uint32_t n, uint64_t pos, uint32_t len, const merge_source *r)
+{
+    return merge_contributes(state, n, pos, len) && !merge_supersedes(state, n, pos, len, r);
+}
+
 bool merge_supersedes(const state_field *state, uint32_t n, uint64_t pos, uint32_t len, const merge_source *r)
 {
     for (uint32_t i = 0; i < n; i++) {

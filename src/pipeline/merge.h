@@ -28,10 +28,10 @@ typedef struct {
     uint32_t key_len;
     uint64_t pos; /* value bytes in the segment log */
     uint32_t len;
-    uint64_t hash; /* XXH3-64 of the value bytes */
-    int64_t ts;    /* event time of the record that set it ... */
-    int64_t vf;    /* ... and that record version's commit time: with pos, the field's place in the event-time
-                      order (merge.h); INT64_MIN in versions written before the order was kept */
+    uint64_t hash;   /* XXH3-64 of the value bytes */
+    int64_t ts;      /* event time of the record that set it ... */
+    int64_t vf;      /* ... and that record version's commit time: with pos, the field's place in the event-time
+                        order (merge.h); INT64_MIN in versions written before the order was kept */
     uint32_t off;    /* the value's offset in its record when the record is sealed (encrypted at rest), else 0 */
     uint64_t sealer; /* 1 + the number of the patient whose data key sealed it; 0: a plain body */
 } state_field;
@@ -74,5 +74,11 @@ bool merge_contributes(const state_field *state, uint32_t n, uint64_t pos, uint3
 /* Would adding r win every field that the record at [pos, pos + len) holds in the state? Then replacing
  * that record by r is exactly merge_apply (no recomputation needed). */
 bool merge_supersedes(const state_field *state, uint32_t n, uint64_t pos, uint32_t len, const merge_source *r);
+
+/* Does replacing the record at [pos, pos + len) by r need the state merged again from the patient's
+ * records: it holds a winning value that r does not win (merge_contributes, not merge_supersedes)? The
+ * writer's question (writer.c), asked ahead of it too (ingest.c, to read those records early). */
+bool merge_replacing_recomputes(const state_field *state, uint32_t n, uint64_t pos, uint32_t len,
+                                const merge_source *r);
 
 #endif

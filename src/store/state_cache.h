@@ -20,7 +20,7 @@
  * read since the hand last passed is kept one more round. Memory: the budget counts the states' bytes plus
  * 72 bytes an entry (its allocation's header, and a slot's size once more) and the table's slots. Pure memory: no I/O,
  * no LMDB. Must never: hand out an entry under another head than the one asked with; hold a state past state_cache_drop
- * (erasure: the caller drops the patient before its erasure commits).
+ * (erasure: st_states_committed drops the patient after its erasure's commit, after that commit's puts).
  */
 #ifndef MS_STATE_CACHE_H
 #define MS_STATE_CACHE_H

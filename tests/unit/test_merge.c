@@ -335,6 +335,11 @@ static void test_contributes_and_supersedes(void **state)
     assert_true(merge_supersedes(m2.fields, m2.nfields, 0, a.body_len, &s2));
     assert_false(merge_supersedes(m2.fields, m2.nfields, 0, a.body_len, &s3));
     assert_false(merge_supersedes(m2.fields, m2.nfields, 0, a.body_len, &s4)); /* earlier in event time */
+    /* replacing a: recomputed when the new version gives up a value a won; replacing b (won nothing): never */
+    assert_false(merge_replacing_recomputes(m2.fields, m2.nfields, 0, a.body_len, &s2));
+    assert_true(merge_replacing_recomputes(m2.fields, m2.nfields, 0, a.body_len, &s3));
+    assert_true(merge_replacing_recomputes(m2.fields, m2.nfields, 0, a.body_len, &s4));
+    assert_false(merge_replacing_recomputes(m2.fields, m2.nfields, 1 << 20, b.body_len, &s3));
 }
 
 /* Property: for random sets of records with distinct event times, merging them one by one in ANY
