@@ -55,8 +55,9 @@ static bool prefetch_one(void *ctx, const record_version *rv)
 
 /* A hint for the writer. A record that replaces a version holding values it does not override makes the
  * writer merge the patient again from its other live records (writer.c, recompute), reading their bodies
- * one after another on its thread. Asked for here, before the batch is handed over, those reads run side by
- * side while the bodies are sealed and the writer finishes the commit before. It asks the question the
+ * one after another on its thread. Asked for here, before the batch is handed over (an HTTP batch's while
+ * its bodies are sealed; a Kafka or import batch's once they are appended, ingest_append, while it waits
+ * for its stage), those reads run side by side with the writer finishing the commit before. It asks the question the
  * writer will (merge_replacing_recomputes) of the committed state; a record earlier in the batch
  * may change the answer, which costs a read or a wait, never a result. Reads only. Only for batches of
  * records of PREFETCH_MIN_RECORD bytes or more on average: small records' older bodies are mostly still in
@@ -107,6 +108,8 @@ ms_code ingest_append(const ingest_ctx *c, ingest_job *job, ms_err *e)
     if (rc != MS_OK) {
         job->body_pos = UINT64_MAX;
         writer_note_failure(c->writer, e, job->body_write_len);
+    } else {
+        prefetch_recomputes(c, job); /* Kafka's and import's batches wait for the writer after this */
     }
     return rc;
 }

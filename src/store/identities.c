@@ -22,7 +22,6 @@
 #include "store/seal.h"
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,10 +227,9 @@ ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref
 static ms_code ident_put_sealed(store_write *w, const patient_ref *p, const unsigned char mac[32], const char *key,
                                 size_t len, const unsigned char data_key[SEAL_KEY], unsigned flags, ms_err *e)
 {
-    unsigned char kb[8], iv[SEAL_IV], prefix[8];
+    unsigned char kb[8], iv[SEAL_IV];
     ms_set_be64(kb, p->number);
-    if (RAND_bytes(prefix, 8) != 1) return ms_fail(e, MS_EIO, "store: random number generator failed");
-    seal_iv(prefix, 0, iv);
+    if (!seal_iv_fresh(iv)) return ms_fail(e, MS_EIO, "store: random number generator failed");
     buf v = {0};
     buf_put(&v, p->id.b, 16);
     buf_putc(&v, (char)IDENT_FORMAT_2);

@@ -203,9 +203,12 @@ int st_plog_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *v)
 
 /* ---- the writer's side ---- */
 
-/* A patient's heads as a transaction sees them: its newest entry, and its newest entry of each kind. */
+/* A patient's heads as a transaction sees them: its newest entry, and its newest entry of each kind; and
+ * (its own heads only) where in w->states the plaintext of its newest version is, when this transaction
+ * wrote it (st_plog_state_*: offset + 1, 0 none; a newer version appended clears it). */
 struct st_plog_heads {
     uint64_t seq, newest[3];
+    size_t state_at;
 };
 
 /* The transaction's own heads: an open-addressing table number -> st_plog_heads (keys stored + 1; 0 empty). */
@@ -301,9 +304,26 @@ int st_plog_append(store_write *w, plog_entry *en)
     if (rc) return rc;
     w->plog_next++;
     h.seq = en->seq;
-    if (en->tag != 'X') h.newest[kind_of(en->tag)] = en->seq;
+    int kind = kind_of(en->tag); /* -1: an erasure mark */
+    if (kind >= 0) h.newest[kind] = en->seq;
+    if (kind <= 0) h.state_at = 0; /* a new version, or none: the state noted is past */
     ov_put(w, en->number, &h);
     return 0;
+}
+
+void st_plog_state_note(store_write *w, uint64_t number, size_t at)
+{
+    if (!w->ov_cap) return;
+    uint64_t *k = ov_slot(w, number);
+    if (*k) w->ov_val[k - w->ov_key].state_at = at + 1;
+}
+
+bool st_plog_state_get(store_write *w, uint64_t number, size_t *at)
+{
+    const struct st_plog_heads *own = ov_get(w, number);
+    if (!own || !own->state_at) return false;
+    *at = own->state_at - 1;
+    return true;
 }
 
 int st_plog_delete(store_write *w, uint64_t seq)

@@ -4,17 +4,33 @@
  * DESIGN: OpenSSL 3 looks an algorithm up under a lock when a context is initialised with the legacy
  * EVP_aes_256_gcm() object; the ciphers are fetched once (EVP_CIPHER_fetch) and every call reuses them,
  * the same lesson as the patient-id HMAC (identity.c); and each thread keeps one cipher context (a
- * pthread key frees it when the thread ends) instead of allocating one per call.
+ * pthread key frees it when the thread ends) instead of allocating one per call. A single item's IV
+ * (seal_iv_fresh: a patient version, an identity) comes from a per-thread random prefix and a counter, not
+ * a call to the random generator each: that call cost the writer ~4 % of its time at 200 B records.
  */
 #include "store/seal.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static EVP_CIPHER *g_gcm, *g_ctr;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static pthread_key_t g_ctx; /* each thread's cipher context, reused from call to call */
+
+/* seal_iv_fresh's state, per thread: a random prefix and how many IVs were made under it. A fork's child
+ * inherits its parent's; the generation (bumped in the child by pthread_atfork) makes it draw its own. */
+static atomic_uint g_generation;
+static _Thread_local struct {
+    unsigned char prefix[8];
+    uint32_t next;
+    bool drawn;
+    unsigned generation;
+} t_iv;
+
+static void forked(void) { atomic_fetch_add(&g_generation, 1); }
 
 static void free_ctx(void *c) { EVP_CIPHER_CTX_free(c); }
 
@@ -23,6 +39,7 @@ static void fetch(void)
     g_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     g_ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
     pthread_key_create(&g_ctx, free_ctx);
+    pthread_atfork(NULL, NULL, forked);
 }
 
 void seal_init(void) { pthread_once(&g_once, fetch); }
@@ -51,6 +68,20 @@ void seal_iv(const unsigned char prefix[8], uint32_t n, unsigned char iv[SEAL_IV
 {
     memcpy(iv, prefix, 8);
     put_be32(iv + 8, n);
+}
+
+bool seal_iv_fresh(unsigned char iv[SEAL_IV])
+{
+    seal_init();
+    unsigned gen = atomic_load_explicit(&g_generation, memory_order_relaxed);
+    if (!t_iv.drawn || t_iv.next == UINT32_MAX || t_iv.generation != gen) {
+        if (RAND_bytes(t_iv.prefix, sizeof t_iv.prefix) != 1) return false;
+        t_iv.next = 0;
+        t_iv.drawn = true;
+        t_iv.generation = gen;
+    }
+    seal_iv(t_iv.prefix, t_iv.next++, iv);
+    return true;
 }
 
 /* GCM encrypt (enc) or decrypt-and-verify of len bytes with a 12-byte IV; tag written or checked. */

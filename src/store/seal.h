@@ -9,8 +9,9 @@
  * and the store's positions point at the ciphertext: plaintext byte i is ciphertext byte i, so a value at
  * offset o of a record still lies at (body position + o), as before sealing. The IV is a random 8-byte
  * prefix drawn per batch and a 4-byte counter (seal_iv), so a key never meets the same IV twice (2^-64
- * per pair of batches of one patient). A whole record is opened with GCM and its tag checked; a single
- * value inside it (a field of a patient's state) is opened with AES-256-CTR at the GCM counter of its
+ * per pair of batches of one patient); a patient version's or an identity's IV is a thread's random prefix
+ * and its counter (seal_iv_fresh), the same 2^-64 per pair of prefixes. A whole record is opened with GCM and its tag
+ * checked; a single value inside it (a field of a patient's state) is opened with AES-256-CTR at the GCM counter of its
  * block, which yields the same bytes without reading the whole record; the caller checks those bytes
  * against the XXH3 hash it stored with the reference (corruption), as for plaintext.
  *
@@ -39,6 +40,10 @@ void seal_init(void);
 
 /* A fresh IV: 8 random bytes for a batch (prefix) and the item's number in it. */
 void seal_iv(const unsigned char prefix[8], uint32_t n, unsigned char iv[SEAL_IV]);
+/* A fresh IV for one item, never made twice by this process: this thread's random 8-byte prefix (drawn at
+ * its first call, again after 2^32 - 1 IVs and in a forked child) and its count of IVs under it. False
+ * when the random generator failed. */
+bool seal_iv_fresh(unsigned char iv[SEAL_IV]);
 
 /* Encrypt len bytes of in into out as the layout above: out must hold len + SEAL_OVERHEAD bytes. */
 bool seal_record(const unsigned char key[SEAL_KEY], const unsigned char iv[SEAL_IV], const void *in, size_t len,

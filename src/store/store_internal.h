@@ -263,6 +263,10 @@ int st_plog_append(store_write *w, plog_entry *en);
 int st_plog_delete(store_write *w, uint64_t seq);
 /* The newest entry of patient number as w sees it (its own entries included), or 0. */
 uint64_t st_plog_head_w(store_write *w, uint64_t number);
+/* Patient number's newest version was just appended by w, and its plaintext is at w->states offset at:
+ * st_plog_state_get then finds it there (false once a newer version, an erasure mark, or none of w's). */
+void st_plog_state_note(store_write *w, uint64_t number, size_t at);
+bool st_plog_state_get(store_write *w, uint64_t number, size_t *at);
 /* The newest committed entry of patient number (may be past a reader's snapshot: st_plog_walk copes). */
 uint64_t st_plog_head(store *s, uint64_t number);
 /* The last entry r's snapshot holds (0: none); a read-only store's heads are brought up to it. */

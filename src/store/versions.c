@@ -24,7 +24,6 @@
 #include "store/seal.h"
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <string.h>
 
 /* ---- records ---- */
@@ -262,7 +261,7 @@ static ms_code patient_entries(const pat_src *src, char tag, uint32_t sv, st_plo
 
 static ms_code patient_value(store *s, uint64_t number, const buf *plain, buf *out, ms_err *e)
 {
-    unsigned char key[SEAL_KEY], prefix[8], iv[SEAL_IV];
+    unsigned char key[SEAL_KEY], iv[SEAL_IV];
     bool found;
     out->len = 0;
     ms_code rc = st_key_get(s, number, key, &found, e);
@@ -271,8 +270,7 @@ static ms_code patient_value(store *s, uint64_t number, const buf *plain, buf *o
         buf_put(out, plain->data, plain->len);
         return MS_OK;
     }
-    if (RAND_bytes(prefix, sizeof prefix) != 1) rc = ms_fail(e, MS_EIO, "store: random number generator failed");
-    seal_iv(prefix, 0, iv);
+    if (!seal_iv_fresh(iv)) rc = ms_fail(e, MS_EIO, "store: random number generator failed");
     buf_reserve(out, 1 + plain->len + SEAL_OVERHEAD);
     out->data[0] = (char)PV_SEALED;
     if (rc == MS_OK && !seal_record(key, iv, plain->data, plain->len, (unsigned char *)out->data + 1))
@@ -375,7 +373,9 @@ static ms_code patient_version_at(const pat_src *src, const patient_ref *who, in
 }
 
 /* The state cache (state_cache.h) answers for a patient this transaction has not written to, under the
- * patient's committed head; what the log answers for one goes into it under that head. */
+ * patient's committed head; what the log answers for one goes into it under that head. For a patient whose
+ * newest version this transaction wrote (a second record of it in one group commit), the plaintext kept for
+ * the cache answers (st_plog_state_get), so that neither walks the log and opens the sealed version again. */
 ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_version *pv, arena *mem, bool *found,
                              ms_err *e)
 {
@@ -383,8 +383,18 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     uint64_t committed = st_plog_head(w->s, p->number);
     bool cacheable = w->s->states && committed && src.head == committed;
     const unsigned char *state;
-    size_t len;
-    if (cacheable && state_cache_get(w->s->states, p->number, committed, mem, &state, &len)) {
+    size_t len, at;
+    bool have = false;
+    if (cacheable) {
+        have = state_cache_get(w->s->states, p->number, committed, mem, &state, &len);
+    } else if (st_plog_state_get(w, p->number, &at)) { /* w wrote its newest version: its plaintext is there */
+        len = ms_get_be32(w->states.data + at + 8);
+        unsigned char *copy = arena_alloc(mem, len ? len : 1); /* w->states grows: pv must not point into it */
+        memcpy(copy, w->states.data + at + 12, len);
+        state = copy;
+        have = true;
+    }
+    if (have) {
         ms_code rc = patient_decode(st_val(state, len), p, pv, mem, e);
         pv->valid_to = -1;
         *found = rc == MS_OK;
@@ -448,6 +458,7 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
     buf plain = {0}, v = {0};
     st_patient_encode(&plain, pv);
     ms_code code = patient_value(w->s, pv->number, &plain, &v, e);
+    size_t state_at = w->states.len;
     if (code == MS_OK && w->s->states) { /* for the state cache, once this commits */
         buf_put_be64(&w->states, pv->number);
         buf_put_be32(&w->states, (uint32_t)plain.len);
@@ -467,6 +478,7 @@ static ms_code patient_write(store_write *w, const patient_version *pv, bool log
     int rc = st_plog_append(w, &en);
     buf_free(&v);
     if (rc) return st_mdb_fail(e, rc, "patient insert");
+    if (w->s->states) st_plog_state_note(w, pv->number, state_at); /* the next record of it in w reads it there */
     if (logged) st_log_add(w, 'p', pv->pid.b, 16, pv->version);
     return MS_OK;
 }

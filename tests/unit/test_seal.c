@@ -13,6 +13,8 @@
 #include "store/seal.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -246,6 +248,54 @@ static void test_sealed_values_read_together(void **state)
 
 /* A patient from before data keys (an unsealed identity entry, as preload writes) takes the key its first
  * sealed body came with, and its identity entry is sealed then. */
+/* seal_iv_fresh never repeats an IV: one thread counts under its prefix, another thread and a forked child
+ * each draw their own prefix. */
+static void *ivs_of_a_thread(void *arg)
+{
+    assert_true(seal_iv_fresh(arg));
+    return NULL;
+}
+
+static void test_fresh_ivs_never_repeat(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    static unsigned char ivs[N][SEAL_IV];
+    for (int i = 0; i < N; i++)
+        assert_true(seal_iv_fresh(ivs[i]));
+    for (int i = 1; i < N; i++) { /* one prefix, the count going up by one */
+        assert_memory_equal(ivs[i], ivs[0], 8);
+        uint32_t a =
+            (uint32_t)ivs[i - 1][8] << 24 | (uint32_t)ivs[i - 1][9] << 16 | ivs[i - 1][10] << 8 | ivs[i - 1][11];
+        uint32_t b = (uint32_t)ivs[i][8] << 24 | (uint32_t)ivs[i][9] << 16 | ivs[i][10] << 8 | ivs[i][11];
+        assert_int_equal(b, a + 1);
+    }
+    unsigned char other[SEAL_IV];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, ivs_of_a_thread, other), 0);
+    pthread_join(t, NULL);
+    assert_memory_not_equal(other, ivs[0], 8);
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the child: this thread's state is the parent's copy, and must not be reused */
+        unsigned char iv[SEAL_IV];
+        _exit(seal_iv_fresh(iv) && write(fds[1], iv, sizeof iv) == (ssize_t)sizeof iv ? 0 : 1);
+    }
+    unsigned char child[SEAL_IV], next[SEAL_IV];
+    assert_int_equal(read(fds[0], child, sizeof child), (ssize_t)sizeof child);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(seal_iv_fresh(next));
+    assert_memory_equal(next, ivs[0], 8); /* the parent goes on under its prefix */
+    assert_memory_not_equal(child, ivs[0], 8);
+}
+
 static void test_a_patient_from_before_keys_adopts_one(void **state)
 {
     (void)state;
@@ -297,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_keys_in_a_store),
         cmocka_unit_test(test_sealed_values_read_together),
         cmocka_unit_test(test_a_patient_from_before_keys_adopts_one),
+        cmocka_unit_test(test_fresh_ivs_never_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1050,6 +1050,30 @@ static void test_new_version_dropping_a_field(void **state)
     assert_string_equal(state_value(f, &pv, "weight"), "70");
 }
 
+/* The same through the path of Kafka's and import's batches: appended first (ingest_append), stored later. */
+static void test_appended_batch_asks_for_the_bodies_too(void **state)
+{
+    fixture *f = *state;
+    submission *a = submit(f, "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"allergy\":\"nuts\"}");
+    submit(f, "{\"record_id\":\"d0\"," ANA ",\"ts\":\"2026-01-01T00:00:00Z\",\"allergy\":\"eggs\"}");
+    uint64_t recomputes = atomic_load(&g_metrics.state_recomputes);
+    uint64_t asked = atomic_load(&g_metrics.recompute_prefetches);
+    char big[6000];
+    snprintf(big, sizeof big,
+             "{\"record_id\":\"d1\"," ANA ",\"ts\":\"2026-01-02T00:00:00Z\",\"weight\":70,\"note\":\"%4500s\"}", "");
+    submission *s = prepare(&f->sc, f->s, big);
+    f->subs[f->nsubs++] = s;
+    ingest_ctx in = {.store = f->s, .writer = f->w};
+    assert_int_equal(ingest_append(&in, &s->job, &s->job.err), MS_OK);
+    assert_int_equal(atomic_load(&g_metrics.recompute_prefetches) - asked, 1); /* asked before the writer has it */
+    assert_int_equal(run(f->s, f->w, s), MS_OK);
+    assert_int_equal(atomic_load(&g_metrics.state_recomputes) - recomputes, 1);
+    assert_int_equal(atomic_load(&g_metrics.recompute_prefetches) - asked, 1); /* and not again when stored */
+    patient_version pv;
+    assert_true(unit_patient_at(f->s, &f->mem, &a->res[0].pid, INT64_MAX, &pv));
+    assert_string_equal(state_value(f, &pv, "allergy"), "\"eggs\"");
+}
+
 static ms_code delete_record(fixture *f, const char *rid, item_result *res)
 {
     ingest_job job = {.delete_id = rid,
@@ -1322,6 +1346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_new_version_needs_update_permission, setup, teardown),
         cmocka_unit_test_setup_teardown(test_moved_record_leaves_the_old_patient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_version_dropping_a_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_appended_batch_asks_for_the_bodies_too, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_a_tombstone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_children_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_entries_share_a_commit, setup, teardown),
