@@ -4,10 +4,11 @@
 # SLICES slices of SLICE records of SIZE (200) bytes asked of the generator (its fixed fields make them
 # ~267 bytes each; the ratio at the end divides by the bytes actually sent) sent by `medstream bench`
 # (closed loop, 3 connections; each slice its own seed, REPEAT (default 0.9) of its records of identities
-# it sent before, so about SLICES x SLICE x (1 - REPEAT) patients in all), and per slice: records/min, freshness p99 and point read
-# p99 (the server's store growing); at the end the bytes the data directory holds per byte of record sent,
-# the server's peak RSS, and the restart time after kill -9 (until /healthz answers: opening the store,
-# rebuilding the identity index and the patient log's heads), with the server's own account of its parts.
+# it sent before, so about SLICES x SLICE x (1 - REPEAT) patients in all), and per slice: records/min,
+# freshness p99 and point read p99 (the server's store growing); at the end the bytes the data directory
+# holds per byte of record sent, the server's peak RSS, and the restart time after kill -9 (until /healthz
+# answers: opening the store, rebuilding the identity index and the patient log's heads), with the server's
+# own account of its parts.
 # STAT=1 also prints, before the restart, each LMDB sub-database's bytes per record sent (`mdb_stat -a`,
 # Debian's lmdb-utils) and the segment log's. CHECKOUT=DIR runs the server of another checkout (built), with
 # this one's load generator, as scripts/bench_versus.sh does, so that two commits compare slice by slice.
@@ -48,8 +49,8 @@ print(v["commits"], ph["apply"], ph["bodies"], ph["sync"], ph["lmdb"], d[6], d[4
 }
 printf '%-6s %14s %14s %16s %16s %12s   %s\n' slice records_total records_per_min freshness_p99_ms point_read_p99_ms \
   data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record'
-sent=0; body_bytes=0 # records, and the bytes of them sent (the bench's body_bytes: what --size asked for plus
-                          # the fixed fields' excess; at --size 200 a record is ~267 bytes)
+# records sent, and their bytes (the bench's body_bytes: at --size 200 a record is ~267 bytes, its fixed fields)
+sent=0; body_bytes=0
 for i in $(seq "$slices"); do
   before=$(snap)
   line=$(build/medstream bench --url "http://127.0.0.1:$port" --records "$slice" --size "$size" --connections 3 \
@@ -81,6 +82,11 @@ kill "$srv"; wait "$srv" || true
 grep -o 'store opened in .*' "$log" || true # the parts of the restart: the patient log, the keys, the identity index
 rm -f "$log"
 bytes=$(du -sb "$dir" | awk '{print $1}')
-python3 -c 'import sys; print("data directory / bytes of records sent: %.2f x (%.0f bytes a record sent, %.0f stored); peak RSS %s GiB; restart after kill -9: %.2f s" % (int(sys.argv[1]) / int(sys.argv[3]), int(sys.argv[3]) / int(sys.argv[2]), int(sys.argv[1]) / int(sys.argv[2]), sys.argv[4], float(sys.argv[6]) - float(sys.argv[5])))' \
+python3 -c '
+import sys
+stored, records, sent = (int(a) for a in sys.argv[1:4])
+print("data directory / bytes of records sent: %.2f x (%.0f bytes a record sent, %.0f stored); peak RSS %s GiB; "
+      "restart after kill -9: %.2f s" % (stored / sent, sent / records, stored / records, sys.argv[4],
+                                         float(sys.argv[6]) - float(sys.argv[5])))' \
   "$bytes" "$sent" "$body_bytes" "$rss" "$t0" "$t1"
 rm -rf "$dir"

@@ -372,6 +372,16 @@ static ms_code patient_version_at(const pat_src *src, const patient_ref *who, in
     return rc;
 }
 
+/* The entry of w->states at offset at (patient_write's layout: be64 number, be32 length, the plaintext):
+ * its plaintext, length (*len) and patient number (*number). */
+static const char *states_entry(const store_write *w, size_t at, uint64_t *number, uint32_t *len)
+{
+    const char *p = w->states.data + at;
+    *number = ms_get_be64(p);
+    *len = ms_get_be32(p + 8);
+    return p + 12;
+}
+
 /* The state cache (state_cache.h) answers for a patient this transaction has not written to, under the
  * patient's committed head; what the log answers for one goes into it under that head. For a patient whose
  * newest version this transaction wrote (a second record of it in one group commit), the plaintext kept for
@@ -388,10 +398,13 @@ ms_code store_patient_latest(store_write *w, const patient_ref *p, patient_versi
     if (cacheable) {
         have = state_cache_get(w->s->states, p->number, committed, mem, &state, &len);
     } else if (st_plog_state_get(w, p->number, &at)) { /* w wrote its newest version: its plaintext is there */
-        len = ms_get_be32(w->states.data + at + 8);
-        unsigned char *copy = arena_alloc(mem, len ? len : 1); /* w->states grows: pv must not point into it */
-        memcpy(copy, w->states.data + at + 12, len);
+        uint64_t number;
+        uint32_t n;
+        const char *plain = states_entry(w, at, &number, &n);
+        unsigned char *copy = arena_alloc(mem, n ? n : 1); /* w->states grows: pv must not point into it */
+        memcpy(copy, plain, n);
         state = copy;
+        len = n;
         have = true;
     }
     if (have) {
@@ -424,10 +437,10 @@ void st_states_committed(store_write *w)
 {
     if (!w->s->states) return;
     for (size_t at = 0; at + 12 <= w->states.len;) { /* in order: a patient's last version wins */
-        const char *p = w->states.data + at;
-        uint64_t number = ms_get_be64(p);
-        uint32_t len = ms_get_be32(p + 8);
-        state_cache_put(w->s->states, number, st_plog_head_w(w, number), p + 12, len);
+        uint64_t number;
+        uint32_t len;
+        const char *plain = states_entry(w, at, &number, &len);
+        state_cache_put(w->s->states, number, st_plog_head_w(w, number), plain, len);
         at += 12 + len;
     }
     st_plog_each_moved(w, state_moved, w);

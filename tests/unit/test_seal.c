@@ -246,8 +246,6 @@ static void test_sealed_values_read_together(void **state)
     unit_store_close(&u);
 }
 
-/* A patient from before data keys (an unsealed identity entry, as preload writes) takes the key its first
- * sealed body came with, and its identity entry is sealed then. */
 /* seal_iv_fresh never repeats an IV: one thread counts under its prefix, another thread and a forked child
  * each draw their own prefix. */
 static void *ivs_of_a_thread(void *arg)
@@ -265,10 +263,7 @@ static void test_fresh_ivs_never_repeat(void **state)
         assert_true(seal_iv_fresh(ivs[i]));
     for (int i = 1; i < N; i++) { /* one prefix, the count going up by one */
         assert_memory_equal(ivs[i], ivs[0], 8);
-        uint32_t a =
-            (uint32_t)ivs[i - 1][8] << 24 | (uint32_t)ivs[i - 1][9] << 16 | ivs[i - 1][10] << 8 | ivs[i - 1][11];
-        uint32_t b = (uint32_t)ivs[i][8] << 24 | (uint32_t)ivs[i][9] << 16 | ivs[i][10] << 8 | ivs[i][11];
-        assert_int_equal(b, a + 1);
+        assert_int_equal(ms_get_be32(ivs[i] + 8), ms_get_be32(ivs[i - 1] + 8) + 1);
     }
     unsigned char other[SEAL_IV];
     pthread_t t;
@@ -296,6 +291,8 @@ static void test_fresh_ivs_never_repeat(void **state)
     assert_memory_not_equal(child, ivs[0], 8);
 }
 
+/* A patient from before data keys (an unsealed identity entry, as preload writes) takes the key its first
+ * sealed body came with, and its identity entry is sealed then. */
 static void test_a_patient_from_before_keys_adopts_one(void **state)
 {
     (void)state;
