@@ -56,6 +56,10 @@
 #define POOL_MAX_FREE ((uint64_t)128 << 20) /* free body buffers kept for reuse, all threads together */
 #define FD_RESERVE_MIN 256                  /* descriptors kept for LMDB, segment files, Kafka and PostgreSQL sockets */
 #define RETRY_AFTER_S 1
+/* libmicrohttpd's memory per connection (its read buffer, headers and the answer's header lines; a body is
+ * copied out as it arrives, body_append). It zeroes what it frees of this as a request's bytes go through, so
+ * a 1 MiB pool cost 1.4 % of the server's CPU at 20 KB records against 0.4 % for 256 KiB (perf, closed loop). */
+#define MHD_CONN_MEMORY ((size_t)256 << 10)
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -681,7 +685,7 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, library_message, NULL, /* first */
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, MHD_CONN_MEMORY,
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
         MHD_OPTION_END);
     if (!s->daemon) {
