@@ -39,15 +39,12 @@ static const char *fail(json_error *err, const char *base, const char *p, const 
     return NULL;
 }
 
-/* Whitespace; in_line: not '\n' (inside one line of NDJSON, where a newline ends the line). */
-static inline const char *skip_ws(const char *p, const char *end, bool in_line)
+const char *json_skip_ws(const char *p, const char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || (*p == '\n' && !in_line)))
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
         p++;
     return p;
 }
-
-const char *json_skip_ws(const char *p, const char *end) { return skip_ws(p, end, false); }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. s[0] >= 0x80. */
 static size_t utf8_seq(const unsigned char *s, const unsigned char *end)
@@ -247,15 +244,15 @@ static const char *scan_literal(const char *base, const char *p, const char *end
     return p + n;
 }
 
-static const char *scan_value(const char *base, const char *p, const char *end, int depth, bool in_line,
-                              json_type *type, json_error *err);
+static const char *scan_value(const char *base, const char *p, const char *end, int depth, json_type *type,
+                              json_error *err);
 
-static const char *scan_container(const char *base, const char *p, const char *end, int depth, bool in_line,
-                                  bool object, json_error *err)
+static const char *scan_container(const char *base, const char *p, const char *end, int depth, bool object,
+                                  json_error *err)
 {
     if (depth >= JSON_MAX_DEPTH) return fail(err, base, p, "nesting too deep");
     char close = object ? '}' : ']';
-    p = skip_ws(p + 1, end, in_line);
+    p = json_skip_ws(p + 1, end);
     if (p < end && *p == close) return p + 1;
     for (;;) {
         if (object) {
@@ -263,16 +260,16 @@ static const char *scan_container(const char *base, const char *p, const char *e
                 return fail(err, base, p, p >= end ? "unexpected end of input" : "expected a string key");
             p = scan_string(base, p + 1, end, NULL, err);
             if (!p) return NULL;
-            p = skip_ws(p, end, in_line);
+            p = json_skip_ws(p, end);
             if (p >= end || *p != ':') return fail(err, base, p, "expected ':'");
-            p = skip_ws(p + 1, end, in_line);
+            p = json_skip_ws(p + 1, end);
         }
         json_type t;
-        p = scan_value(base, p, end, depth + 1, in_line, &t, err);
+        p = scan_value(base, p, end, depth + 1, &t, err);
         if (!p) return NULL;
-        p = skip_ws(p, end, in_line);
+        p = json_skip_ws(p, end);
         if (p < end && *p == ',') {
-            p = skip_ws(p + 1, end, in_line);
+            p = json_skip_ws(p + 1, end);
             continue;
         }
         if (p < end && *p == close) return p + 1;
@@ -281,14 +278,14 @@ static const char *scan_container(const char *base, const char *p, const char *e
     }
 }
 
-static const char *scan_value(const char *base, const char *p, const char *end, int depth, bool in_line,
-                              json_type *type, json_error *err)
+static const char *scan_value(const char *base, const char *p, const char *end, int depth, json_type *type,
+                              json_error *err)
 {
     if (p >= end) return fail(err, base, p, "unexpected end of input");
     switch (*p) {
     case '"': *type = JSON_STRING; return scan_string(base, p + 1, end, NULL, err);
-    case '{': *type = JSON_OBJECT; return scan_container(base, p, end, depth, in_line, true, err);
-    case '[': *type = JSON_ARRAY; return scan_container(base, p, end, depth, in_line, false, err);
+    case '{': *type = JSON_OBJECT; return scan_container(base, p, end, depth, true, err);
+    case '[': *type = JSON_ARRAY; return scan_container(base, p, end, depth, false, err);
     case 't': *type = JSON_TRUE; return scan_literal(base, p, end, "true", err);
     case 'f': *type = JSON_FALSE; return scan_literal(base, p, end, "false", err);
     case 'n': *type = JSON_NULL; return scan_literal(base, p, end, "null", err);
@@ -304,24 +301,20 @@ static const char *scan_value(const char *base, const char *p, const char *end, 
 const char *json_scan_value(const char *base, const char *p, const char *end, json_type *type, json_error *err)
 {
     json_type t = JSON_NONE;
-    const char *r = scan_value(base, p, end, 0, false, &t, err);
+    const char *r = scan_value(base, p, end, 0, &t, err);
     if (type) *type = t;
     return r;
 }
 
-/* json_scan_object over [text, end); in_line: one line of NDJSON, whose object may be followed by blanks and
- * then '\n' or end (*after: there), and whose whitespace holds no '\n'. */
-static int scan_object(const char *text, const char *end, bool in_line, json_member *members, int max,
-                       const char **after, json_error *err)
+int json_scan_object(const char *text, size_t n, json_member *members, int max, json_error *err)
 {
-    const char *base = text;
-    const char *p = skip_ws(text, end, in_line);
+    const char *base = text, *end = text + n;
+    const char *p = json_skip_ws(text, end);
     if (p >= end) return fail(err, base, p, "empty input"), -1;
-    if (*p != '{' && in_line) return -1; /* the caller reads the line again for the error */
     if (*p != '{') {
         json_type t;
         json_error ignored;
-        const char *q = scan_value(base, p, end, 0, in_line, &t, &ignored);
+        const char *q = scan_value(base, p, end, 0, &t, &ignored);
         if (q && json_skip_ws(q, end) == end) {
             if (err) {
                 err->offset = (size_t)(p - base);
@@ -332,7 +325,7 @@ static int scan_object(const char *text, const char *end, bool in_line, json_mem
         return fail(err, base, p, "expected '{'"), -1;
     }
     int count = 0;
-    p = skip_ws(p + 1, end, in_line);
+    p = json_skip_ws(p + 1, end);
     if (p < end && *p == '}') {
         p++;
     } else {
@@ -344,18 +337,18 @@ static int scan_object(const char *text, const char *end, bool in_line, json_mem
             const char *q = scan_string(base, p + 1, end, &m.key_escaped, err);
             if (!q) return -1;
             m.key_len = (size_t)(q - 1 - m.key);
-            p = skip_ws(q, end, in_line);
+            p = json_skip_ws(q, end);
             if (p >= end || *p != ':') return fail(err, base, p, "expected ':'"), -1;
-            p = skip_ws(p + 1, end, in_line);
+            p = json_skip_ws(p + 1, end);
             m.val = p;
-            q = scan_value(base, p, end, 1, in_line, &m.type, err);
+            q = scan_value(base, p, end, 1, &m.type, err);
             if (!q) return -1;
             m.val_len = (size_t)(q - p);
             if (count >= max) return fail(err, base, m.key - 1, "too many fields"), -1;
             members[count++] = m;
-            p = skip_ws(q, end, in_line);
+            p = json_skip_ws(q, end);
             if (p < end && *p == ',') {
-                p = skip_ws(p + 1, end, in_line);
+                p = json_skip_ws(p + 1, end);
                 continue;
             }
             if (p < end && *p == '}') {
@@ -365,20 +358,9 @@ static int scan_object(const char *text, const char *end, bool in_line, json_mem
             return fail(err, base, p, p >= end ? "unexpected end of input" : "expected ',' or '}'"), -1;
         }
     }
-    p = skip_ws(p, end, in_line);
-    if (p != end && !(in_line && *p == '\n')) return fail(err, base, p, "trailing text after the object"), -1;
-    if (after) *after = p;
+    p = json_skip_ws(p, end);
+    if (p != end) return fail(err, base, p, "trailing text after the object"), -1;
     return count;
-}
-
-int json_scan_object(const char *text, size_t n, json_member *members, int max, json_error *err)
-{
-    return scan_object(text, text + n, false, members, max, NULL, err);
-}
-
-int json_scan_line_object(const char *p, const char *end, json_member *members, int max, const char **line_end)
-{
-    return scan_object(p, end, true, members, max, line_end, NULL);
 }
 
 /* ---- text already validated: the end of a value, found fast ---- */

@@ -55,12 +55,6 @@ const char *json_scan_value(const char *base, const char *p, const char *end, js
  * object, trailing text, or more than `max` members. */
 int json_scan_object(const char *p, size_t n, json_member *members, int max, json_error *err);
 
-/* One line of NDJSON at p, in text that runs on to end: json_scan_object's checks, with no '\n' inside the
- * object (whitespace in it stops at one). Returns the member count and sets *line_end to the '\n' after the
- * object and its trailing blanks (or to end), or -1 when the line is not exactly one such object: the caller
- * then finds the line's end and scans it with json_scan_object, for the error. The line is read once. */
-int json_scan_line_object(const char *p, const char *end, json_member *members, int max, const char **line_end);
-
 /* The top-level members of an object text that json_scan_object has already accepted (a stored record
  * body): the same spans and types, found without validating anything again (a string is skipped with
  * memchr for its closing quote), several times faster over a 20 KB note. Text that was not validated gets

@@ -81,16 +81,25 @@ static void hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-/* Room for one record's members, and for what is wrong with it, per thread. */
-static _Thread_local json_member t_members[RECORD_MAX_FIELDS];
-static _Thread_local char t_why[160];
-
-/* The n scanned members as fields, sorted by key, keys decoded into mem, values hashed; NULL, or what is
- * wrong (t_why). */
-static const char *fields_of(const json_member *members, int n, arena *mem, record_field **out, uint32_t *nout)
+const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *nout)
 {
+    static _Thread_local json_member members[RECORD_MAX_FIELDS];
+    static _Thread_local char why[160];
+    json_error je;
     *out = NULL;
     *nout = 0;
+    int n = json_scan_object(text, len, members, RECORD_MAX_FIELDS, &je);
+    if (n < 0) {
+        if (strncmp(je.msg, "not an object", 13) == 0)
+            snprintf(why, sizeof why, "%s", je.msg);
+        else if (strcmp(je.msg, "invalid UTF-8") == 0)
+            snprintf(why, sizeof why, "invalid UTF-8 at byte %zu", je.offset);
+        else if (strcmp(je.msg, "too many fields") == 0)
+            snprintf(why, sizeof why, "more than %d fields", RECORD_MAX_FIELDS);
+        else
+            snprintf(why, sizeof why, "malformed JSON at byte %zu: %s", je.offset, je.msg);
+        return why;
+    }
     record_field *fields = arena_alloc(mem, sizeof(record_field) * (size_t)(n ? n : 1));
     for (int i = 0; i < n; i++) {
         record_field *f = &fields[i];
@@ -110,17 +119,17 @@ static const char *fields_of(const json_member *members, int n, arena *mem, reco
         f->type = m->type;
         f->hash = XXH3_64bits(m->val, m->val_len);
         if (f->key_len > RECORD_KEY_MAX) {
-            snprintf(t_why, sizeof t_why, "field %d: name longer than %d bytes", i + 1, RECORD_KEY_MAX);
-            return t_why;
+            snprintf(why, sizeof why, "field %d: name longer than %d bytes", i + 1, RECORD_KEY_MAX);
+            return why;
         }
     }
     qsort(fields, (size_t)n, sizeof(record_field), field_cmp);
     for (int i = 1; i < n; i++) {
         if (record_key_cmp(fields[i - 1].key, fields[i - 1].key_len, fields[i].key, fields[i].key_len) == 0) {
             /* the field's name, cut to 64 bytes: names are not PHI, values are */
-            snprintf(t_why, sizeof t_why, "duplicate field \"%.*s\"",
-                     fields[i].key_len > 64 ? 64 : (int)fields[i].key_len, fields[i].key);
-            return t_why;
+            snprintf(why, sizeof why, "duplicate field \"%.*s\"", fields[i].key_len > 64 ? 64 : (int)fields[i].key_len,
+                     fields[i].key);
+            return why;
         }
     }
     *out = fields;
@@ -128,32 +137,12 @@ static const char *fields_of(const json_member *members, int n, arena *mem, reco
     return NULL;
 }
 
-const char *record_scan_fields(const char *text, size_t len, arena *mem, record_field **out, uint32_t *nout)
+void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem, parsed_record *r)
 {
-    json_error je;
-    int n = json_scan_object(text, len, t_members, RECORD_MAX_FIELDS, &je);
-    if (n < 0) {
-        *out = NULL;
-        *nout = 0;
-        if (strncmp(je.msg, "not an object", 13) == 0)
-            snprintf(t_why, sizeof t_why, "%s", je.msg);
-        else if (strcmp(je.msg, "invalid UTF-8") == 0)
-            snprintf(t_why, sizeof t_why, "invalid UTF-8 at byte %zu", je.offset);
-        else if (strcmp(je.msg, "too many fields") == 0)
-            snprintf(t_why, sizeof t_why, "more than %d fields", RECORD_MAX_FIELDS);
-        else
-            snprintf(t_why, sizeof t_why, "malformed JSON at byte %zu: %s", je.offset, je.msg);
-        return t_why;
-    }
-    return fields_of(t_members, n, mem, out, nout);
-}
-
-/* A record's start: r cleared, its text trimmed; false (r rejected) when that is longer than the limit. */
-static bool scan_start(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem,
-                       parsed_record *r)
-{
+    const schema *sc = cfg->schema;
     memset(r, 0, sizeof *r);
     r->line = line;
+    /* trim */
     const char *end = text + len;
     text = json_skip_ws(text, end);
     while (end > text && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n'))
@@ -161,50 +150,19 @@ static bool scan_start(const scan_config *cfg, const char *text, size_t len, uin
     len = (size_t)(end - text);
     r->body = text;
     r->body_len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-    if (len <= cfg->max_record) return true;
-    r->rejected = true;
-    r->error = arena_printf(mem, "line %u: record too large (%zu bytes; the limit is %zu)", line, len, cfg->max_record);
-    return false;
-}
-
-static void scan_roles(const scan_config *cfg, uint32_t line, arena *mem, parsed_record *r);
-
-void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint32_t line, arena *mem, parsed_record *r)
-{
-    if (!scan_start(cfg, text, len, line, mem, r)) return;
-    const char *why = record_scan_fields(r->body, r->body_len, mem, &r->fields, &r->nfields);
+    if (len > cfg->max_record) {
+        r->rejected = true;
+        r->error =
+            arena_printf(mem, "line %u: record too large (%zu bytes; the limit is %zu)", line, len, cfg->max_record);
+        return;
+    }
+    const char *why = record_scan_fields(text, len, mem, &r->fields, &r->nfields);
     if (why) {
         r->rejected = true;
         r->error = arena_printf(mem, "line %u: %s", line, why);
         return;
     }
-    scan_roles(cfg, line, mem, r);
-}
 
-/* Line `line` of NDJSON at s, in a body that runs on to end, read in one pass (no search for its end first)
- * when it is one JSON object: true, r filled as record_scan_one fills it and *line_end at the line's '\n'
- * (or end). False, nothing done, when it is not: the caller finds the line's end and record_scan_one says
- * what is wrong. */
-static bool scan_line(const scan_config *cfg, const char *s, const char *end, uint32_t line, arena *mem,
-                      parsed_record *r, const char **line_end)
-{
-    int n = json_scan_line_object(s, end, t_members, RECORD_MAX_FIELDS, line_end);
-    if (n < 0) return false;
-    if (!scan_start(cfg, s, (size_t)(*line_end - s), line, mem, r)) return true;
-    const char *why = fields_of(t_members, n, mem, &r->fields, &r->nfields);
-    if (why) {
-        r->rejected = true;
-        r->error = arena_printf(mem, "line %u: %s", line, why);
-        return true;
-    }
-    scan_roles(cfg, line, mem, r);
-    return true;
-}
-
-/* The roles of a record whose fields are read: type, event time, identity, parent, content hash, record id. */
-static void scan_roles(const scan_config *cfg, uint32_t line, arena *mem, parsed_record *r)
-{
-    const schema *sc = cfg->schema;
     const record_field *f;
     /* type */
     f = record_field_get(r, sc->type_field, strlen(sc->type_field));
@@ -313,21 +271,13 @@ static void scan_roles(const scan_config *cfg, uint32_t line, arena *mem, parsed
     }
 }
 
-/* Room for one more record (not counted yet). */
-static parsed_record *batch_room(record_batch *b)
+static parsed_record *batch_add(record_batch *b)
 {
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 64;
         b->records = ms_realloc(b->records, sizeof(parsed_record) * b->cap);
     }
-    return &b->records[b->n];
-}
-
-static parsed_record *batch_add(record_batch *b)
-{
-    parsed_record *r = batch_room(b);
-    b->n++;
-    return r;
+    return &b->records[b->n++];
 }
 
 static void finish(record_batch *b, parsed_record *r)
@@ -404,22 +354,15 @@ ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, r
     uint32_t line = 0;
     const char *s = body;
     while (s < end) {
-        const char *le;
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        const char *le = nl ? nl : end;
         line++;
-        parsed_record *r = batch_room(out);
-        if (scan_line(cfg, s, end, line, &out->mem, r, &le)) {
-            out->n++;
+        if (json_skip_ws(s, le) != le) {
+            parsed_record *r = batch_add(out);
+            record_scan_one(cfg, s, (size_t)(le - s), line, &out->mem, r);
             finish(out, r);
-        } else { /* a blank line, or not one object: its end found, then read again for what is wrong */
-            const char *nl = memchr(s, '\n', (size_t)(end - s));
-            le = nl ? nl : end;
-            if (json_skip_ws(s, le) != le) {
-                r = batch_add(out);
-                record_scan_one(cfg, s, (size_t)(le - s), line, &out->mem, r);
-                finish(out, r);
-            }
         }
-        s = le < end ? le + 1 : end;
+        s = nl ? nl + 1 : end;
     }
     return MS_OK;
 trailing : {

@@ -588,115 +588,6 @@ static void test_body_empty(void **state)
     assert_int_equal(f->batch.n, 0);
 }
 
-/* NDJSON lines are read in one pass when they are one object each (record_scan.c, scan_line), and again
- * line by line when not. Random bodies of good and bad lines, blank lines, CRLF and objects broken over
- * lines must come out exactly as scanning each line on its own does (record_scan_one over the text between
- * newlines): the same records, lines, texts, errors, fields, hashes and ids. */
-static void test_body_ndjson_one_pass_differential(void **state)
-{
-    fixture *f = *state;
-    f->cfg.max_record = 1100; /* so that some lines are too large */
-    char long_key[1200], long_note[1200];
-    snprintf(long_key, sizeof long_key, "{\"%0*d\":1}", RECORD_KEY_MAX + 1, 0); /* a name over the limit */
-    snprintf(long_note, sizeof long_note, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"notes\":\"%0*d\"}", 1100, 0);
-    const char *pieces[] = {
-        REC(1),
-        "{\"record_id\":\"r-7\",\"name\":\"" NAME "\",\"dob\":\"" DOB
-        "\",\"type\":\"lab\",\"ts\":\"2026-01-02T03:04:05Z\"}",
-        "  { \"name\" : \"" NAME "\" ,\t\"dob\":\"" DOB
-        "\" , \"a\" : [ 1 , { \"b\" : null } ] , \"c\":{\"d\":true} }  ",
-        "{\"n\\u0061me\":\"" NAME "\",\"dob\":\"" DOB "\",\"e\":\"tab\\tquote\\\" \\u00e9\"}",
-        "{\"name\":\"" NAME "\",\n\"dob\":\"" DOB "\"}",             /* an object broken over two lines */
-        "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"a\":[1,\n2]}", /* an array broken over two lines */
-        "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\"} x",             /* trailing text */
-        "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\"}{}",
-        "{\"a\":1,\"a\":2}",
-        "[1,2]",
-        "\"just a string\"",
-        "42",
-        "not json",
-        "{\"name\":\"unterminated",
-        "{\"a\":\"ctl\x01\"}",
-        "{\"a\":\"\xff\"}",
-        "{\"name\":\"" NAME "\"}",
-        "{}",
-        long_note, /* a line over the limit */
-        long_key,
-        "",
-        "   ",
-        "\t\r",
-        "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\"}\r",
-    };
-    const uint32_t npieces = sizeof pieces / sizeof pieces[0];
-    unit_rng rng = {20261201};
-    buf body = {0};
-    uint32_t fast_lines = 0;
-    for (int round = 0; round < 400; round++) {
-        body.len = 0;
-        uint32_t lines = 1 + unit_below(&rng, 12);
-        for (uint32_t i = 0; i < lines; i++) {
-            const char *piece = pieces[unit_below(&rng, npieces)];
-            buf_put(&body, piece, strlen(piece));
-            const char *eol = unit_below(&rng, 4) ? "\n" : "\r\n";
-            if (i + 1 < lines || unit_below(&rng, 2)) buf_put(&body, eol, strlen(eol));
-        }
-        /* a body starting with an object that is the whole body is one record, not NDJSON: not this test's */
-        char *text = arena_strndup(&f->mem, body.data, body.len);
-        const char *end = text + body.len;
-        const char *p = json_skip_ws(text, end);
-        if (p == end || *p == '[') continue;
-        if (*p == '{') {
-            json_type t;
-            const char *q = json_scan_value(text, p, end, &t, NULL);
-            if (q && json_skip_ws(q, end) == end) continue;
-        }
-        record_batch_free(&f->batch);
-        ms_err e = {0};
-        assert_int_equal(record_scan_body(&f->cfg, text, body.len, &f->batch, &e), MS_OK);
-        /* the reference: each line's text between newlines, on its own */
-        uint32_t k = 0, line = 0;
-        for (const char *s = text; s < end;) {
-            const char *nl = memchr(s, '\n', (size_t)(end - s)), *le = nl ? nl : end;
-            line++;
-            if (json_skip_ws(s, le) != le) {
-                parsed_record want;
-                record_scan_one(&f->cfg, s, (size_t)(le - s), line, &f->mem, &want);
-                assert_true(k < f->batch.n);
-                const parsed_record *got = &f->batch.records[k++];
-                assert_int_equal(got->line, want.line);
-                assert_int_equal(got->rejected, want.rejected);
-                if (want.error || got->error) {
-                    assert_non_null(got->error);
-                    assert_non_null(want.error);
-                    assert_string_equal(got->error, want.error);
-                }
-                assert_ptr_equal(got->body, want.body);
-                assert_int_equal(got->body_len, want.body_len);
-                assert_int_equal(got->nfields, want.nfields);
-                for (uint32_t j = 0; j < want.nfields; j++) {
-                    assert_span_equal(got->fields[j].key, got->fields[j].key_len,
-                                      arena_strndup(&f->mem, want.fields[j].key, want.fields[j].key_len));
-                    assert_ptr_equal(got->fields[j].val, want.fields[j].val);
-                    assert_int_equal(got->fields[j].val_len, want.fields[j].val_len);
-                    assert_int_equal(got->fields[j].hash, want.fields[j].hash);
-                }
-                if (!want.rejected) {
-                    fast_lines++;
-                    assert_memory_equal(got->content_hash, want.content_hash, 16);
-                    assert_span_equal(got->record_id, got->record_id_len,
-                                      arena_strndup(&f->mem, want.record_id, want.record_id_len));
-                    assert_int_equal(got->ts_us, want.ts_us);
-                    assert_span_equal(got->type, got->type_len, arena_strndup(&f->mem, want.type, want.type_len));
-                }
-            }
-            s = nl ? nl + 1 : end;
-        }
-        assert_int_equal(k, f->batch.n);
-    }
-    assert_true(fast_lines > 100); /* the random bodies did hold good lines */
-    buf_free(&body);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,7 +603,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_derived_record_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_hash_boundaries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_ndjson, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_body_ndjson_one_pass_differential, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_byte_order_mark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_array, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_single_object, setup, teardown),
