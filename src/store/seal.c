@@ -10,15 +10,27 @@
  */
 #include "store/seal.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 static EVP_CIPHER *g_gcm, *g_ctr;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static pthread_key_t g_ctx; /* each thread's cipher context, reused from call to call */
+static pthread_key_t g_ctx; /* each thread's cipher (seal_thread), reused from call to call */
+
+/* A thread's cipher context, and the cipher and key it holds: a call with the same cipher and key as the
+ * call before on this thread sets only the IV. Setting a key (AES's key schedule, GCM's hash tables) was
+ * half the cost of sealing 300 bytes (790-1,109 against 364-481 ns, OpenSSL 3.0 here); the writer opens a
+ * patient's newest version and seals the next under one key, one after the other. */
+typedef struct {
+    EVP_CIPHER_CTX *c;
+    const EVP_CIPHER *cipher; /* NULL: no key held (none yet, or the last call failed) */
+    unsigned char key[SEAL_KEY];
+} seal_thread;
 
 /* seal_iv_fresh's state, per thread: a random prefix and how many IVs were made under it. A fork's child
  * inherits its parent's; the generation (bumped in the child by pthread_atfork) makes it draw its own. */
@@ -32,28 +44,59 @@ static _Thread_local struct {
 
 static void forked(void) { atomic_fetch_add(&g_generation, 1); }
 
-static void free_ctx(void *c) { EVP_CIPHER_CTX_free(c); }
+static void free_thread(void *p)
+{
+    seal_thread *t = p;
+    EVP_CIPHER_CTX_free(t->c);
+    OPENSSL_cleanse(t->key, sizeof t->key);
+    free(t);
+}
 
 static void fetch(void)
 {
     g_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     g_ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
-    pthread_key_create(&g_ctx, free_ctx);
+    pthread_key_create(&g_ctx, free_thread);
     pthread_atfork(NULL, NULL, forked);
 }
 
 void seal_init(void) { pthread_once(&g_once, fetch); }
 
-/* This thread's context (made at its first call, freed when the thread ends); NULL when out of memory. */
-static EVP_CIPHER_CTX *thread_ctx(void)
+/* This thread's cipher (made at its first call, freed when the thread ends); NULL when out of memory. */
+static seal_thread *thread_cipher(void)
 {
     seal_init();
-    EVP_CIPHER_CTX *c = pthread_getspecific(g_ctx);
-    if (!c && (c = EVP_CIPHER_CTX_new()) && pthread_setspecific(g_ctx, c) != 0) {
-        EVP_CIPHER_CTX_free(c);
-        c = NULL;
+    seal_thread *t = pthread_getspecific(g_ctx);
+    if (t) return t;
+    if (!(t = calloc(1, sizeof *t))) return NULL;
+    if (!(t->c = EVP_CIPHER_CTX_new()) || pthread_setspecific(g_ctx, t) != 0) {
+        EVP_CIPHER_CTX_free(t->c);
+        free(t);
+        return NULL;
     }
-    return c;
+    return t;
+}
+
+/* After a failed call: the next one sets its key again, whatever state this one left. */
+static void cipher_forget(void)
+{
+    seal_thread *t = pthread_getspecific(g_ctx);
+    if (t) t->cipher = NULL;
+}
+
+/* This thread's context, initialised for AES-256-GCM (or CTR: ctr), key and iv in direction enc; NULL on
+ * failure. The key is set only when it is not the one the context holds. */
+static EVP_CIPHER_CTX *cipher_begin(bool ctr, const unsigned char *key, const unsigned char *iv, bool enc)
+{
+    seal_thread *t = thread_cipher(); /* first: the ciphers are fetched then */
+    const EVP_CIPHER *cipher = ctr ? g_ctr : g_gcm;
+    if (!t || !cipher) return NULL;
+    bool held = t->cipher == cipher && CRYPTO_memcmp(t->key, key, SEAL_KEY) == 0;
+    t->cipher = NULL; /* until the context holds this key */
+    if (EVP_CipherInit_ex2(t->c, held ? NULL : cipher, held ? NULL : key, iv, enc ? 1 : 0, NULL) != 1) return NULL;
+    if (!held) memcpy(t->key, key, SEAL_KEY);
+    t->cipher = cipher;
+    return t->c;
 }
 
 static void put_be32(unsigned char *p, uint32_t x)
@@ -88,13 +131,14 @@ bool seal_iv_fresh(unsigned char iv[SEAL_IV])
 static bool gcm(bool enc, const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t len,
                 unsigned char *out, unsigned char *tag)
 {
-    EVP_CIPHER_CTX *c = thread_ctx();
-    if (!g_gcm || len > INT32_MAX) return false;
-    int n = 0, ok = c && EVP_CipherInit_ex2(c, g_gcm, key, iv, enc ? 1 : 0, NULL) == 1;
+    if (len > INT32_MAX) return false;
+    EVP_CIPHER_CTX *c = cipher_begin(false, key, iv, enc);
+    int n = 0, ok = c != NULL;
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in, (int)len) == 1;
     if (ok && !enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG, tag) == 1;
     if (ok) ok = EVP_CipherFinal_ex(c, out + n, &n) == 1;
     if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, tag) == 1;
+    if (!ok) cipher_forget();
     return ok;
 }
 
@@ -115,17 +159,18 @@ bool seal_open_record(const unsigned char key[SEAL_KEY], const unsigned char *in
 bool seal_open_range(const unsigned char key[SEAL_KEY], const unsigned char iv[SEAL_IV], uint64_t off,
                      const unsigned char *in, size_t len, unsigned char *out)
 {
-    EVP_CIPHER_CTX *c = thread_ctx();
     /* GCM with a 96-bit IV encrypts plaintext block j with the counter block IV || be32(2 + j) */
     uint64_t block = off / 16;
     size_t skip = (size_t)(off % 16);
-    if (!g_ctr || block + 2 > UINT32_MAX || len > INT32_MAX - 32) return false;
+    if (block + 2 > UINT32_MAX || len > INT32_MAX - 32) return false;
     unsigned char ctr[16], scratch[16];
     memcpy(ctr, iv, SEAL_IV);
     put_be32(ctr + 12, (uint32_t)(block + 2));
-    int n = 0, ok = c && EVP_CipherInit_ex2(c, g_ctr, key, ctr, 0, NULL) == 1;
+    EVP_CIPHER_CTX *c = cipher_begin(true, key, ctr, false);
+    int n = 0, ok = c != NULL;
     if (ok && skip) ok = EVP_CipherUpdate(c, scratch, &n, in, (int)skip) == 1; /* the block's head: not wanted */
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in + skip, (int)len) == 1;
+    if (!ok) cipher_forget();
     return ok;
 }
 

@@ -76,6 +76,80 @@ static void test_ranges_open_in_place(void **state)
     }
 }
 
+/* One seal or open, as a thread runs it. */
+typedef struct {
+    char op; /* 's' seal_record, 'o' seal_open_record, 'r' seal_open_range */
+    const unsigned char *key, *iv, *in;
+    size_t len;
+    uint64_t off;
+    bool ok;
+    unsigned char out[300 + SEAL_OVERHEAD];
+} seal_op;
+
+static void run_op(seal_op *o)
+{
+    memset(o->out, 0, sizeof o->out);
+    if (o->op == 's') o->ok = seal_record(o->key, o->iv, o->in, o->len, o->out);
+    if (o->op == 'o') o->ok = seal_open_record(o->key, o->in, o->len, o->out);
+    if (o->op == 'r') o->ok = seal_open_range(o->key, o->iv, o->off, o->in + o->off - o->off % 16, o->len, o->out);
+}
+
+static void *op_thread(void *p)
+{
+    run_op(p);
+    return NULL;
+}
+
+/* A thread's context keeps the key of its last call and sets only the IV when the next call has the same
+ * key (seal.c). Every call of a sequence that reuses, switches keys, directions and modes, and fails on the
+ * way, must give what the same call gives on a new thread, whose context sets its key. */
+static void test_a_thread_keeps_its_key(void **state)
+{
+    (void)state;
+    unsigned char k1[32], k2[32], iv1[12], iv2[12], pt[300], s1[300 + SEAL_OVERHEAD], s2[300 + SEAL_OVERHEAD],
+        s3[300 + SEAL_OVERHEAD], bad[300 + SEAL_OVERHEAD];
+    for (int i = 0; i < 32; i++)
+        k1[i] = (unsigned char)(i * 5 + 3), k2[i] = (unsigned char)(i * 11 + 7);
+    seal_iv((const unsigned char *)"prefix01", 1, iv1);
+    seal_iv((const unsigned char *)"prefix01", 2, iv2);
+    for (int i = 0; i < 300; i++)
+        pt[i] = (unsigned char)(i * 13 + 1);
+    assert_true(seal_record(k1, iv1, pt, 300, s1));
+    assert_true(seal_record(k1, iv2, pt, 300, s2));
+    assert_true(seal_record(k2, iv1, pt, 300, s3));
+    memcpy(bad, s3, sizeof bad);
+    bad[300 + SEAL_IV] ^= 1; /* the tag */
+    const unsigned char *ct1 = s1 + SEAL_IV;
+    seal_op ops[] = {
+        {'s', k1, iv1, pt, 300, 0, 0, {0}},   {'s', k1, iv2, pt, 300, 0, 0, {0}}, /* the same key, another IV */
+        {'o', k1, NULL, s1, 300, 0, 0, {0}},                                      /* the other direction */
+        {'o', k2, NULL, s1, 300, 0, 0, {0}},                                      /* another key: refused */
+        {'o', k1, NULL, s1, 300, 0, 0, {0}},                                      /* after a failure */
+        {'r', k1, iv1, ct1, 100, 37, 0, {0}},                                     /* CTR, the same key */
+        {'r', k1, iv1, ct1, 50, 200, 0, {0}}, {'r', k1, iv1, ct1, 5, 3, 0, {0}},
+        {'o', k1, NULL, s2, 300, 0, 0, {0}},                                        /* back to GCM */
+        {'s', k2, iv1, pt, 300, 0, 0, {0}},   {'o', k2, NULL, bad, 300, 0, 0, {0}}, /* a bad tag: refused */
+        {'o', k2, NULL, s3, 300, 0, 0, {0}},  {'s', k2, iv2, pt, 0, 0, 0, {0}},     /* nothing to seal */
+        {'o', k1, NULL, s1, 300, 0, 0, {0}},
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        seal_op fresh = ops[i];
+        run_op(&ops[i]);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, op_thread, &fresh), 0);
+        pthread_join(t, NULL);
+        if (ops[i].ok != fresh.ok) fail_msg("call %zu: %d here, %d on a new thread", i, ops[i].ok, fresh.ok);
+        if (memcmp(ops[i].out, fresh.out, sizeof fresh.out) != 0) fail_msg("call %zu: another result", i);
+    }
+    bool want[] = {true, true, true, false, true, true, true, true, true, true, false, true, true, true};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_int_equal(ops[i].ok, want[i]);
+    assert_memory_equal(ops[2].out, pt, 300);
+    assert_memory_equal(ops[5].out, pt + 37, 100);
+    assert_memory_equal(ops[6].out, pt + 200, 50);
+    assert_memory_equal(ops[8].out, pt, 300);
+}
+
 static void test_wrap_is_bound_to_its_slot(void **state)
 {
     (void)state;
@@ -340,6 +414,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gcm_known_answer),
         cmocka_unit_test(test_ranges_open_in_place),
+        cmocka_unit_test(test_a_thread_keeps_its_key),
         cmocka_unit_test(test_wrap_is_bound_to_its_slot),
         cmocka_unit_test(test_keys_in_a_store),
         cmocka_unit_test(test_sealed_values_read_together),
