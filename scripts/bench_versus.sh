@@ -6,6 +6,9 @@
 # bytes written to the disk per body byte and the block device's read requests per 1000 records sent
 # (everyone's, while the load ran: /sys/dev/block/M:m/stat), the ratio of records/min this/base per pair,
 # and the medians.
+# SIZE and REPEAT pass --size and --repeat-share to the generator (e.g. SIZE=200 REPEAT=0.82: the 200 B load of
+# scripts/bench_flat.sh). Each run also prints the server's CPU time per record (user + system, from
+# /proc/PID/stat around the load): where the closed loop is bound by the two cores, the steadier figure.
 # Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
 # generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
@@ -21,7 +24,7 @@ base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
 run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio
-       #   device_reads_per_1000_records"
+       #   device_reads_per_1000_records server_cpu_us_per_record"
   local co=$1 extra=$2
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
@@ -33,31 +36,46 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   local devstat reads0
   devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
   reads0=$(awk '{print $1}' "$devstat")
+  local cpu0 cpu1
+  cpu0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
   ./build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
-    --rate "${RATE:-0}" --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
+    --rate "${RATE:-0}" ${SIZE:+--size "$SIZE"} ${REPEAT:+--repeat-share "$REPEAT"} --run-id "vs$RANDOM" \
+    --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
+  cpu1=$(awk '{print $14 + $15}' "/proc/$srv/stat")
   local reads=$(($(awk '{print $1}' "$devstat") - reads0))
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))
-print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"), j.get("disk_write_ratio", "nan"),
-      round(int(sys.argv[2]) * 1000 / int(sys.argv[3]), 1))' "$out" "$reads" "$records"
+  python3 - "$out" "$reads" "$records" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+reads, records, ticks, hz = map(int, sys.argv[2:])
+print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"),
+      j.get("disk_write_ratio", "nan"), round(reads * 1000 / records, 1), round(ticks / hz * 1e6 / records, 2))
+PY
 }
-ratios=(); this=(); that=()
+ratios=(); cratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
   if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}"); b=$(run "$base" "${BASE_SERVE_ARGS:-}")
   else b=$(run "$base" "${BASE_SERVE_ARGS:-}"); a=$(run . "${SERVE_ARGS:-}"); fi
   r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
   ratios+=("$r"); this+=("$a"); that+=("$b")
-  read -r a1 a2 a3 a4 a5 <<< "$a"; read -r b1 b2 b3 b4 b5 <<< "$b"
-  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x, $a5 device reads per 1000 records), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x, $b5 reads): ratio $r"
+  c=$(python3 -c "print(round(${a##* }/${b##* }, 3))")
+  cratios+=("$c")
+  read -r a1 a2 a3 a4 a5 a6 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 <<< "$b"
+  echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x," \
+    "$a5 device reads per 1000 records, $a6 us CPU a record), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x," \
+    "$b5 reads, $b6 us CPU): ratio $r, CPU ratio $c"
 done
-python3 -c "import statistics,sys; print('median ratio this/base:', statistics.median(map(float, sys.argv[1:])))" "${ratios[@]}"
+median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
+echo "median ratio this/base: $(median "${ratios[@]}")"
+echo "median server CPU a record, ratio this/base: $(median "${cratios[@]}")"
 python3 - "${this[@]}" -- "${that[@]}" <<'PY'
 import statistics, sys
 args = sys.argv[1:]; cut = args.index("--")
 for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
     cols = list(zip(*(map(float, r.split()) for r in runs)))
-    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, %.1f device reads per 1000 records"
+    print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, "
+          "%.1f device reads per 1000 records, %.2f us server CPU a record"
           % (name, *(statistics.median(c) for c in cols)))
 PY
 rm -f "$out"
