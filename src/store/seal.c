@@ -7,6 +7,9 @@
  * pthread key frees it when the thread ends) instead of allocating one per call. A single item's IV
  * (seal_iv_fresh: a patient version, an identity) comes from a per-thread random prefix and a counter, not
  * a call to the random generator each: that call cost the writer ~4 % of its time at 200 B records.
+ * A thread's context keeps the key of its last call, and a call with the same key sets only the IV
+ * (cipher_begin). The context held that key's schedule before this too: a key of an erased patient can
+ * stay in a thread's memory until its next call with another key, never on the disk.
  */
 #include "store/seal.h"
 
