@@ -8,7 +8,8 @@
 # and the medians.
 # SIZE and REPEAT pass --size and --repeat-share to the generator (e.g. SIZE=200 REPEAT=0.82: the 200 B load of
 # scripts/bench_flat.sh). Each run also prints the server's CPU time per record (user + system, from
-# /proc/PID/stat around the load): where the closed loop is bound by the two cores, the steadier figure.
+# /proc/PID/stat around the load): where the closed loop is bound by the two cores, the steadier figure; and the
+# writer thread's alone (/proc/PID/task/TID/stat of ms-writer): the single thread that bounds it at 200 B.
 # Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
 # generator does not pass for a change of the server.
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
@@ -24,7 +25,7 @@ base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
 run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio
-       #   device_reads_per_1000_records server_cpu_us_per_record"
+       #   device_reads_per_1000_records server_cpu_us_per_record writer_cpu_us_per_record"
   local co=$1 extra=$2
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
@@ -36,46 +37,50 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   local devstat reads0
   devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
   reads0=$(awk '{print $1}' "$devstat")
-  local cpu0 cpu1
+  local cpu0 cpu1 wtask w0 w1
   cpu0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
+  wtask=$(grep -lx ms-writer /proc/"$srv"/task/*/comm | head -1); wtask=${wtask%/comm}
+  w0=$(awk '{print $14 + $15}' "$wtask/stat")
   ./build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
     --rate "${RATE:-0}" ${SIZE:+--size "$SIZE"} ${REPEAT:+--repeat-share "$REPEAT"} --run-id "vs$RANDOM" \
     --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
   cpu1=$(awk '{print $14 + $15}' "/proc/$srv/stat")
+  w1=$(awk '{print $14 + $15}' "$wtask/stat")
   local reads=$(($(awk '{print $1}' "$devstat") - reads0))
   kill "$srv"; wait "$srv" || true
   rm -rf "$dir"
-  python3 - "$out" "$reads" "$records" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'PY'
+  python3 - "$out" "$reads" "$records" "$((cpu1 - cpu0))" "$((w1 - w0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
-reads, records, ticks, hz = map(int, sys.argv[2:])
+reads, records, ticks, wticks, hz = map(int, sys.argv[2:])
 print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"),
-      j.get("disk_write_ratio", "nan"), round(reads * 1000 / records, 1), round(ticks / hz * 1e6 / records, 2))
+      j.get("disk_write_ratio", "nan"), round(reads * 1000 / records, 1), round(ticks / hz * 1e6 / records, 2),
+      round(wticks / hz * 1e6 / records, 2))
 PY
 }
-ratios=(); cratios=(); this=(); that=()
+ratios=(); cratios=(); wratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
   if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}"); b=$(run "$base" "${BASE_SERVE_ARGS:-}")
   else b=$(run "$base" "${BASE_SERVE_ARGS:-}"); a=$(run . "${SERVE_ARGS:-}"); fi
-  r=$(python3 -c "print(round(${a%% *}/${b%% *}, 3))")
-  ratios+=("$r"); this+=("$a"); that+=("$b")
-  c=$(python3 -c "print(round(${a##* }/${b##* }, 3))")
-  cratios+=("$c")
-  read -r a1 a2 a3 a4 a5 a6 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 <<< "$b"
+  read -r a1 a2 a3 a4 a5 a6 a7 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 b7 <<< "$b"
+  r=$(python3 -c "print(round($a1/$b1, 3))"); c=$(python3 -c "print(round($a6/$b6, 3))")
+  w=$(python3 -c "print(round($a7/$b7, 3))")
+  ratios+=("$r"); cratios+=("$c"); wratios+=("$w"); this+=("$a"); that+=("$b")
   echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x," \
-    "$a5 device reads per 1000 records, $a6 us CPU a record), base $b1 (p99 $b2 ms, read p99 $b3 ms, disk $b4 x," \
-    "$b5 reads, $b6 us CPU): ratio $r, CPU ratio $c"
+    "$a5 device reads per 1000 records, $a6 us CPU a record, writer $a7 us), base $b1 (p99 $b2 ms, read p99 $b3 ms," \
+    "disk $b4 x, $b5 reads, $b6 us CPU, writer $b7 us): ratio $r, CPU ratio $c, writer CPU ratio $w"
 done
 median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 echo "median ratio this/base: $(median "${ratios[@]}")"
 echo "median server CPU a record, ratio this/base: $(median "${cratios[@]}")"
+echo "median writer CPU a record, ratio this/base: $(median "${wratios[@]}")"
 python3 - "${this[@]}" -- "${that[@]}" <<'PY'
 import statistics, sys
 args = sys.argv[1:]; cut = args.index("--")
 for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
     cols = list(zip(*(map(float, r.split()) for r in runs)))
     print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, "
-          "%.1f device reads per 1000 records, %.2f us server CPU a record"
+          "%.1f device reads per 1000 records, %.2f us server CPU a record, %.2f us of it the writer's"
           % (name, *(statistics.median(c) for c in cols)))
 PY
 rm -f "$out"

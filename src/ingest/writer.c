@@ -307,9 +307,10 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     /* resolve the patient */
     patient_ref who;
     bool known;
-    if ((rc = store_ident_get(sw, r->identity_key, r->identity_key_len, &who, &known, e))) return rc;
-    /* the body was sealed under a data key before this: it must be the patient's (keys.c) */
+    /* the body was sealed under a data key before this: it must be the patient's (keys.c); the seal item
+     * has the identity's MAC too */
     const seal_item *seal = &job->seals[r - job->batch->records];
+    if ((rc = store_ident_find(sw, seal->mac, &who, &known, e))) return rc;
     bool bound;
     uint64_t number = job->numbers ? job->numbers[r - job->batch->records] : UINT64_MAX;
     if (known && number != UINT64_MAX && who.number != number) { /* never: one identity, one id (shard.h) */
@@ -318,10 +319,9 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
                                   (unsigned long long)who.number, (unsigned long long)number);
         return MS_OK;
     }
-    if (!known && number != UINT64_MAX)
-        rc = store_patient_create_as(sw, r->identity_key, r->identity_key_len, seal->key, number, &who, &bound, e);
-    else if (!known)
-        rc = store_patient_create(sw, r->identity_key, r->identity_key_len, seal->key, &who, &bound, e);
+    if (!known)
+        rc = store_patient_create_mac(sw, r->identity_key, r->identity_key_len, seal->mac, seal->key, number, &who,
+                                      &bound, e);
     else
         rc = store_patient_key_bind(sw, &who, r->identity_key, r->identity_key_len, seal->key, &bound, e);
     if (rc != MS_OK) return rc;

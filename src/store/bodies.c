@@ -42,7 +42,8 @@ ms_code store_seal_begin(store *s, seal_item *items, uint32_t n, store_sealing *
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
         seal_item *it = &items[i];
         if (!it->body) continue; /* (a rejected line: nothing stored) */
-        rc = store_data_key(s, it->identity_key, it->identity_key_len, it->key, e);
+        store_identity_mac(s, it->identity_key, it->identity_key_len, it->mac);
+        rc = st_data_key_of(s, it->mac, it->key, e);
         it->offset = total + SEAL_IV;
         total += it->len + SEAL_OVERHEAD;
     }

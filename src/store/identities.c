@@ -223,6 +223,11 @@ ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref
     return ident_find(w->s, w->txn, mac, p, found, e);
 }
 
+ms_code store_ident_find(store_write *w, const unsigned char mac[32], patient_ref *p, bool *found, ms_err *e)
+{
+    return ident_find(w->s, w->txn, mac, p, found, e);
+}
+
 /* Write patient p's identity entry in the sealed form: MAC, and the identity key under data_key. */
 static ms_code ident_put_sealed(store_write *w, const patient_ref *p, const unsigned char mac[32], const char *key,
                                 size_t len, const unsigned char data_key[SEAL_KEY], unsigned flags, ms_err *e)
@@ -271,11 +276,10 @@ static void index_insert(store_write *w, const unsigned char mac[32], uint64_t n
 }
 
 /* A new patient numbered number (UINT64_MAX: the next one) for this identity key. */
-static ms_code patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
-                              uint64_t number, patient_ref *p, bool *bound, ms_err *e)
+ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, const unsigned char mac[32],
+                                 const unsigned char data_key[32], uint64_t number, patient_ref *p, bool *bound,
+                                 ms_err *e)
 {
-    unsigned char mac[32];
-    store_identity_mac(w->s, key, len, mac);
     *bound = st_key_pending_is(w->s, mac, data_key); /* a key that never belonged to anyone else */
     if (!*bound) return MS_OK;
     p->number = number == UINT64_MAX ? w->patients : number; /* a single store's numbers are 0 .. count-1 */
@@ -292,13 +296,15 @@ static ms_code patient_create(store_write *w, const char *key, size_t len, const
 ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                              patient_ref *p, bool *bound, ms_err *e)
 {
-    return patient_create(w, key, len, data_key, UINT64_MAX, p, bound, e);
+    return store_patient_create_as(w, key, len, data_key, UINT64_MAX, p, bound, e);
 }
 
 ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                                 uint64_t number, patient_ref *p, bool *bound, ms_err *e)
 {
-    return patient_create(w, key, len, data_key, number, p, bound, e);
+    unsigned char mac[32];
+    store_identity_mac(w->s, key, len, mac);
+    return store_patient_create_mac(w, key, len, mac, data_key, number, p, bound, e);
 }
 
 /* ---- a cluster's identities (shard.h): what the changelog taught this store ---- */

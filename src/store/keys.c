@@ -240,9 +240,16 @@ static pending **find_pending(key_store *k, const unsigned char mac[32])
 
 ms_code store_data_key(store *s, const char *ikey, size_t len, unsigned char key[SEAL_KEY], ms_err *e)
 {
-    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     unsigned char mac[32];
     store_identity_mac(s, ikey, len, mac);
+    ms_code rc = st_data_key_of(s, mac, key, e);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return rc;
+}
+
+ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[SEAL_KEY], ms_err *e)
+{
+    if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     key_store *k = s->keys;
     ms_code rc = MS_OK;
     uint64_t number;
@@ -274,7 +281,6 @@ ms_code store_data_key(store *s, const char *ikey, size_t len, unsigned char key
         }
         pthread_mutex_unlock(&k->lock);
     }
-    OPENSSL_cleanse(mac, sizeof mac);
     return rc;
 }
 

@@ -7,9 +7,13 @@
  * pthread key frees it when the thread ends) instead of allocating one per call. A single item's IV
  * (seal_iv_fresh: a patient version, an identity) comes from a per-thread random prefix and a counter, not
  * a call to the random generator each: that call cost the writer ~4 % of its time at 200 B records.
- * A thread's context keeps the key of its last call, and a call with the same key sets only the IV
- * (cipher_begin). The context held that key's schedule before this too: a key of an erased patient can
- * stay in a thread's memory until its next call with another key, never on the disk.
+ * A thread keeps two contexts, one for the store's key (seal_wrap, seal_unwrap) and one for the rest (data
+ * keys), each with the key it was last given; a call with that key sets only the IV (cipher_begin). The
+ * writer opens a patient's newest version and seals the next under one key, one after the other; making a
+ * patient, it seals its identity under the patient's key, wraps that key under the store's, then seals its
+ * first version under the patient's key again: one key set, not three. A context held a key's schedule
+ * before this too: a data key of an erased patient can stay in a thread's memory until the thread's next
+ * call with another data key, never on the disk.
  */
 #include "store/seal.h"
 
@@ -25,14 +29,18 @@ static EVP_CIPHER *g_gcm, *g_ctr;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static pthread_key_t g_ctx; /* each thread's cipher (seal_thread), reused from call to call */
 
-/* A thread's cipher context, and the cipher and key it holds: a call with the same cipher and key as the
- * call before on this thread sets only the IV. Setting a key (AES's key schedule, GCM's hash tables) was
- * half the cost of sealing 300 bytes (790-1,109 against 364-481 ns, OpenSSL 3.0 here); the writer opens a
- * patient's newest version and seals the next under one key, one after the other. */
+/* A cipher context and the cipher and key it holds. Setting a key (AES's key schedule, GCM's hash tables)
+ * was half the cost of sealing 300 bytes (790-1,109 against 364-481 ns, OpenSSL 3.0 here). */
 typedef struct {
     EVP_CIPHER_CTX *c;
-    const EVP_CIPHER *cipher; /* NULL: no key held (none yet, or the last call failed) */
+    const EVP_CIPHER *cipher; /* NULL: no key held (none yet, or the last call with it failed) */
     unsigned char key[SEAL_KEY];
+} cipher_slot;
+
+/* A thread's contexts: for data keys, and for the store's key that wraps them. */
+enum { SLOT_DATA, SLOT_WRAP, CIPHER_SLOTS };
+typedef struct {
+    cipher_slot slot[CIPHER_SLOTS];
 } seal_thread;
 
 /* seal_iv_fresh's state, per thread: a random prefix and how many IVs were made under it. A fork's child
@@ -50,8 +58,10 @@ static void forked(void) { atomic_fetch_add(&g_generation, 1); }
 static void free_thread(void *p)
 {
     seal_thread *t = p;
-    EVP_CIPHER_CTX_free(t->c);
-    OPENSSL_cleanse(t->key, sizeof t->key);
+    for (int i = 0; i < CIPHER_SLOTS; i++) {
+        EVP_CIPHER_CTX_free(t->slot[i].c);
+        OPENSSL_cleanse(t->slot[i].key, sizeof t->slot[i].key);
+    }
     free(t);
 }
 
@@ -65,41 +75,40 @@ static void fetch(void)
 
 void seal_init(void) { pthread_once(&g_once, fetch); }
 
-/* This thread's cipher (made at its first call, freed when the thread ends); NULL when out of memory. */
+/* This thread's contexts (made at its first call, freed when the thread ends); NULL when out of memory. */
 static seal_thread *thread_cipher(void)
 {
     seal_init();
     seal_thread *t = pthread_getspecific(g_ctx);
     if (t) return t;
     if (!(t = calloc(1, sizeof *t))) return NULL;
-    if (!(t->c = EVP_CIPHER_CTX_new()) || pthread_setspecific(g_ctx, t) != 0) {
-        EVP_CIPHER_CTX_free(t->c);
-        free(t);
+    bool ok = true;
+    for (int i = 0; i < CIPHER_SLOTS; i++)
+        ok = ok && (t->slot[i].c = EVP_CIPHER_CTX_new()) != NULL;
+    if (!ok || pthread_setspecific(g_ctx, t) != 0) {
+        free_thread(t);
         return NULL;
     }
     return t;
 }
 
-/* After a failed call: the next one sets its key again, whatever state this one left. */
-static void cipher_forget(void)
-{
-    seal_thread *t = pthread_getspecific(g_ctx);
-    if (t) t->cipher = NULL;
-}
+/* After a failed call: the next one with this slot's key sets it again, whatever state this one left. */
+static void cipher_forget(cipher_slot *s) { s->cipher = NULL; }
 
-/* This thread's context, initialised for AES-256-GCM (or CTR: ctr), key and iv in direction enc; NULL on
- * failure. The key is set only when it is not the one the context holds. */
-static EVP_CIPHER_CTX *cipher_begin(bool ctr, const unsigned char *key, const unsigned char *iv, bool enc)
+/* This thread's context `which` (SLOT_DATA, SLOT_WRAP), initialised for AES-256-GCM (or CTR: ctr), key and iv
+ * in direction enc; NULL on failure. The key is set only when it is not the one the context holds. */
+static cipher_slot *cipher_begin(int which, bool ctr, const unsigned char *key, const unsigned char *iv, bool enc)
 {
     seal_thread *t = thread_cipher(); /* first: the ciphers are fetched then */
     const EVP_CIPHER *cipher = ctr ? g_ctr : g_gcm;
     if (!t || !cipher) return NULL;
-    bool held = t->cipher == cipher && CRYPTO_memcmp(t->key, key, SEAL_KEY) == 0;
-    t->cipher = NULL; /* until the context holds this key */
-    if (EVP_CipherInit_ex2(t->c, held ? NULL : cipher, held ? NULL : key, iv, enc ? 1 : 0, NULL) != 1) return NULL;
-    if (!held) memcpy(t->key, key, SEAL_KEY);
-    t->cipher = cipher;
-    return t->c;
+    cipher_slot *s = &t->slot[which];
+    bool held = s->cipher == cipher && CRYPTO_memcmp(s->key, key, SEAL_KEY) == 0;
+    s->cipher = NULL; /* until the context holds this key */
+    if (EVP_CipherInit_ex2(s->c, held ? NULL : cipher, held ? NULL : key, iv, enc ? 1 : 0, NULL) != 1) return NULL;
+    if (!held) memcpy(s->key, key, SEAL_KEY);
+    s->cipher = cipher;
+    return s;
 }
 
 static void put_be32(unsigned char *p, uint32_t x)
@@ -130,18 +139,20 @@ bool seal_iv_fresh(unsigned char iv[SEAL_IV])
     return true;
 }
 
-/* GCM encrypt (enc) or decrypt-and-verify of len bytes with a 12-byte IV; tag written or checked. */
-static bool gcm(bool enc, const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t len,
-                unsigned char *out, unsigned char *tag)
+/* GCM encrypt (enc) or decrypt-and-verify of len bytes with a 12-byte IV; tag written or checked; in this
+ * thread's context which. */
+static bool gcm(int which, bool enc, const unsigned char *key, const unsigned char *iv, const unsigned char *in,
+                size_t len, unsigned char *out, unsigned char *tag)
 {
     if (len > INT32_MAX) return false;
-    EVP_CIPHER_CTX *c = cipher_begin(false, key, iv, enc);
+    cipher_slot *s = cipher_begin(which, false, key, iv, enc);
+    EVP_CIPHER_CTX *c = s ? s->c : NULL;
     int n = 0, ok = c != NULL;
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in, (int)len) == 1;
     if (ok && !enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG, tag) == 1;
     if (ok) ok = EVP_CipherFinal_ex(c, out + n, &n) == 1;
     if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, tag) == 1;
-    if (!ok) cipher_forget();
+    if (!ok && s) cipher_forget(s);
     return ok;
 }
 
@@ -149,14 +160,14 @@ bool seal_record(const unsigned char key[SEAL_KEY], const unsigned char iv[SEAL_
                  unsigned char *out)
 {
     memcpy(out, iv, SEAL_IV);
-    return gcm(true, key, iv, in, len, out + SEAL_IV, out + SEAL_IV + len);
+    return gcm(SLOT_DATA, true, key, iv, in, len, out + SEAL_IV, out + SEAL_IV + len);
 }
 
 bool seal_open_record(const unsigned char key[SEAL_KEY], const unsigned char *in, size_t len, unsigned char *out)
 {
     unsigned char tag[SEAL_TAG];
     memcpy(tag, in + SEAL_IV + len, SEAL_TAG);
-    return gcm(false, key, in, in + SEAL_IV, len, out, tag);
+    return gcm(SLOT_DATA, false, key, in, in + SEAL_IV, len, out, tag);
 }
 
 bool seal_open_range(const unsigned char key[SEAL_KEY], const unsigned char iv[SEAL_IV], uint64_t off,
@@ -169,11 +180,12 @@ bool seal_open_range(const unsigned char key[SEAL_KEY], const unsigned char iv[S
     unsigned char ctr[16], scratch[16];
     memcpy(ctr, iv, SEAL_IV);
     put_be32(ctr + 12, (uint32_t)(block + 2));
-    EVP_CIPHER_CTX *c = cipher_begin(true, key, ctr, false);
+    cipher_slot *s = cipher_begin(SLOT_DATA, true, key, ctr, false);
+    EVP_CIPHER_CTX *c = s ? s->c : NULL;
     int n = 0, ok = c != NULL;
     if (ok && skip) ok = EVP_CipherUpdate(c, scratch, &n, in, (int)skip) == 1; /* the block's head: not wanted */
     if (ok && len) ok = EVP_CipherUpdate(c, out, &n, in + skip, (int)len) == 1;
-    if (!ok) cipher_forget();
+    if (!ok && s) cipher_forget(s);
     return ok;
 }
 
@@ -189,7 +201,7 @@ bool seal_wrap(const unsigned char wrap_key[SEAL_KEY], uint64_t slot, const unsi
 {
     unsigned char iv[SEAL_IV];
     wrap_iv(slot, iv);
-    return gcm(true, wrap_key, iv, key, SEAL_KEY, out, out + SEAL_KEY);
+    return gcm(SLOT_WRAP, true, wrap_key, iv, key, SEAL_KEY, out, out + SEAL_KEY);
 }
 
 bool seal_unwrap(const unsigned char wrap_key[SEAL_KEY], uint64_t slot, const unsigned char in[SEAL_WRAPPED],
@@ -198,5 +210,5 @@ bool seal_unwrap(const unsigned char wrap_key[SEAL_KEY], uint64_t slot, const un
     unsigned char iv[SEAL_IV], tag[SEAL_TAG];
     wrap_iv(slot, iv);
     memcpy(tag, in + SEAL_KEY, SEAL_TAG);
-    return gcm(false, wrap_key, iv, in, SEAL_KEY, key, tag);
+    return gcm(SLOT_WRAP, false, wrap_key, iv, in, SEAL_KEY, key, tag);
 }

@@ -188,6 +188,7 @@ typedef struct {
     const char *identity_key;
     uint32_t identity_key_len;
     unsigned char key[32]; /* out */
+    unsigned char mac[32]; /* out: the identity's MAC (store_identity_mac), for the writer (store_ident_find) */
     uint64_t offset;       /* out: the record's first byte, from the appended body's position */
 } seal_item;
 
@@ -235,6 +236,9 @@ ms_code store_data_key(store *s, const char *key, size_t len, unsigned char data
 /* The patient with this identity key (normalized name NUL YYYY-MM-DD, identity.h), as w sees it.
  * Errors: MS_ECONFLICT two identity keys share an XXH3-128 hash (never merged: the batch fails). */
 ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref *p, bool *found, ms_err *e);
+/* The same by the identity's MAC (store_identity_mac of the key): the writer has it from the record's seal
+ * item, made by the request thread, and so does not compute the HMAC again. */
+ms_code store_ident_find(store_write *w, const unsigned char mac[32], patient_ref *p, bool *found, ms_err *e);
 /* A new patient for this identity key, whose bodies were sealed under data_key: the next number, its id,
  * the identity entry (sealed), and the key in the patient's slot. *bound false (nothing written): data_key
  * is not this identity's fresh key (store_data_key gave it before an erasure of the identity): the record
@@ -246,6 +250,11 @@ ms_code store_patient_create(store_write *w, const char *key, size_t len, const 
  * (store_cluster_id_put). Errors: MS_EIO if the number exists, MS_ECONFLICT as store_cluster_id_put. */
 ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                                 uint64_t number, patient_ref *p, bool *bound, ms_err *e);
+/* Either of the two with the identity's MAC given (mac: store_identity_mac of key; number UINT64_MAX: the
+ * next), the writer's form (store_ident_find). */
+ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, const unsigned char mac[32],
+                                 const unsigned char data_key[32], uint64_t number, patient_ref *p, bool *bound,
+                                 ms_err *e);
 /* A cluster's identities (the changelog of shard state, ingest/cluster.h): identity MAC -> patient number,
  * kept so that a restart does not read the changelog from its start. Putting an entry that is there is a
  * no-op; MS_ECONFLICT if the identity has another number here (never overwritten: one identity, one id). */

@@ -330,6 +330,8 @@ ms_code st_keys_sync(store *s, ms_err *e);
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e);
 /* At open: overwrite the keys of erased patients and every slot past the patient count. */
 ms_code st_keys_sweep(store *s, const uint64_t *erased, size_t nerased, ms_err *e);
+/* store_data_key by the identity's MAC (store_identity_mac of its key). */
+ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[32], ms_err *e);
 /* Is key the pending key of this identity MAC (made by store_data_key, not yet committed)? */
 bool st_key_pending_is(store *s, const unsigned char mac[32], const unsigned char key[32]);
 void st_key_pending_drop(store *s, const unsigned char mac[32]);

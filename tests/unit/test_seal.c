@@ -78,7 +78,8 @@ static void test_ranges_open_in_place(void **state)
 
 /* One seal or open, as a thread runs it. */
 typedef struct {
-    char op; /* 's' seal_record, 'o' seal_open_record, 'r' seal_open_range */
+    char op; /* 's' seal_record, 'o' seal_open_record, 'r' seal_open_range, 'w' seal_wrap, 'u' seal_unwrap (key: the
+                wrapping key, off: the slot) */
     const unsigned char *key, *iv, *in;
     size_t len;
     uint64_t off;
@@ -92,6 +93,8 @@ static void run_op(seal_op *o)
     if (o->op == 's') o->ok = seal_record(o->key, o->iv, o->in, o->len, o->out);
     if (o->op == 'o') o->ok = seal_open_record(o->key, o->in, o->len, o->out);
     if (o->op == 'r') o->ok = seal_open_range(o->key, o->iv, o->off, o->in + o->off - o->off % 16, o->len, o->out);
+    if (o->op == 'w') o->ok = seal_wrap(o->key, o->off, o->in, o->out);
+    if (o->op == 'u') o->ok = seal_unwrap(o->key, o->off, o->in, o->out);
 }
 
 static void *op_thread(void *p)
@@ -100,16 +103,17 @@ static void *op_thread(void *p)
     return NULL;
 }
 
-/* A thread's context keeps the key of its last call and sets only the IV when the next call has the same
- * key (seal.c). Every call of a sequence that reuses, switches keys, directions and modes, and fails on the
- * way, must give what the same call gives on a new thread, whose context sets its key. */
+/* A thread's two contexts (data keys; the store's wrapping key) keep the key of their last call and set only
+ * the IV when a call has that key (seal.c). Every call of a sequence that reuses and switches keys, directions
+ * and modes, wraps and unwraps between data-key calls (with a key that is also a data key elsewhere), and fails
+ * on the way, must give what the same call gives on a new thread, whose contexts set their keys. */
 static void test_a_thread_keeps_its_key(void **state)
 {
     (void)state;
-    unsigned char k1[32], k2[32], iv1[12], iv2[12], pt[300], s1[300 + SEAL_OVERHEAD], s2[300 + SEAL_OVERHEAD],
-        s3[300 + SEAL_OVERHEAD], bad[300 + SEAL_OVERHEAD];
+    unsigned char k1[32], k2[32], k3[32], iv1[12], iv2[12], pt[300], s1[300 + SEAL_OVERHEAD], s2[300 + SEAL_OVERHEAD],
+        s3[300 + SEAL_OVERHEAD], s4[300 + SEAL_OVERHEAD], bad[300 + SEAL_OVERHEAD], w1[SEAL_WRAPPED], w2[SEAL_WRAPPED];
     for (int i = 0; i < 32; i++)
-        k1[i] = (unsigned char)(i * 5 + 3), k2[i] = (unsigned char)(i * 11 + 7);
+        k1[i] = (unsigned char)(i * 5 + 3), k2[i] = (unsigned char)(i * 11 + 7), k3[i] = (unsigned char)(i * 3 + 2);
     seal_iv((const unsigned char *)"prefix01", 1, iv1);
     seal_iv((const unsigned char *)"prefix01", 2, iv2);
     for (int i = 0; i < 300; i++)
@@ -117,20 +121,41 @@ static void test_a_thread_keeps_its_key(void **state)
     assert_true(seal_record(k1, iv1, pt, 300, s1));
     assert_true(seal_record(k1, iv2, pt, 300, s2));
     assert_true(seal_record(k2, iv1, pt, 300, s3));
+    assert_true(seal_record(k3, iv2, pt, 300, s4));
+    assert_true(seal_wrap(k3, 5, k1, w1));
+    assert_true(seal_wrap(k2, 6, k1, w2));
     memcpy(bad, s3, sizeof bad);
     bad[300 + SEAL_IV] ^= 1; /* the tag */
     const unsigned char *ct1 = s1 + SEAL_IV;
     seal_op ops[] = {
-        {'s', k1, iv1, pt, 300, 0, 0, {0}},   {'s', k1, iv2, pt, 300, 0, 0, {0}}, /* the same key, another IV */
-        {'o', k1, NULL, s1, 300, 0, 0, {0}},                                      /* the other direction */
-        {'o', k2, NULL, s1, 300, 0, 0, {0}},                                      /* another key: refused */
-        {'o', k1, NULL, s1, 300, 0, 0, {0}},                                      /* after a failure */
-        {'r', k1, iv1, ct1, 100, 37, 0, {0}},                                     /* CTR, the same key */
-        {'r', k1, iv1, ct1, 50, 200, 0, {0}}, {'r', k1, iv1, ct1, 5, 3, 0, {0}},
-        {'o', k1, NULL, s2, 300, 0, 0, {0}},                                        /* back to GCM */
-        {'s', k2, iv1, pt, 300, 0, 0, {0}},   {'o', k2, NULL, bad, 300, 0, 0, {0}}, /* a bad tag: refused */
-        {'o', k2, NULL, s3, 300, 0, 0, {0}},  {'s', k2, iv2, pt, 0, 0, 0, {0}},     /* nothing to seal */
+        {'s', k1, iv1, pt, 300, 0, 0, {0}},
+        {'s', k1, iv2, pt, 300, 0, 0, {0}},   /* the same key, another IV */
+        {'o', k1, NULL, s1, 300, 0, 0, {0}},  /* the other direction */
+        {'o', k2, NULL, s1, 300, 0, 0, {0}},  /* another key: refused */
+        {'o', k1, NULL, s1, 300, 0, 0, {0}},  /* after a failure */
+        {'r', k1, iv1, ct1, 100, 37, 0, {0}}, /* CTR, the same key */
+        {'r', k1, iv1, ct1, 50, 200, 0, {0}},
+        {'r', k1, iv1, ct1, 5, 3, 0, {0}},
+        {'o', k1, NULL, s2, 300, 0, 0, {0}}, /* back to GCM */
+        {'s', k2, iv1, pt, 300, 0, 0, {0}},
+        {'o', k2, NULL, bad, 300, 0, 0, {0}}, /* a bad tag: refused */
+        {'o', k2, NULL, s3, 300, 0, 0, {0}},
+        {'s', k2, iv2, pt, 0, 0, 0, {0}}, /* nothing to seal */
         {'o', k1, NULL, s1, 300, 0, 0, {0}},
+        /* a new patient's calls: its key, the store's (k3), its key again; then another store's (k2) */
+        {'s', k1, iv2, pt, 300, 0, 0, {0}},
+        {'w', k3, NULL, k1, 0, 5, 0, {0}},
+        {'s', k1, iv2, pt, 300, 0, 0, {0}},
+        {'u', k3, NULL, w1, 0, 5, 0, {0}},
+        {'o', k3, NULL, s4, 300, 0, 0, {0}}, /* k3 as a data key: the other context */
+        {'u', k3, NULL, w1, 0, 5, 0, {0}},
+        {'u', k2, NULL, w2, 0, 6, 0, {0}},
+        {'u', k2, NULL, w1, 0, 5, 0, {0}}, /* k3's wrapping, under k2: refused */
+        {'u', k2, NULL, w2, 0, 6, 0, {0}},
+        {'w', k2, NULL, k1, 0, 6, 0, {0}},
+        {'r', k3, iv2, s4 + SEAL_IV, 40, 9, 0, {0}},
+        {'o', k1, NULL, s2, 300, 0, 0, {0}},
+        {'u', k3, NULL, w1, 0, 5, 0, {0}},
     };
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         seal_op fresh = ops[i];
@@ -141,13 +166,26 @@ static void test_a_thread_keeps_its_key(void **state)
         if (ops[i].ok != fresh.ok) fail_msg("call %zu: %d here, %d on a new thread", i, ops[i].ok, fresh.ok);
         if (memcmp(ops[i].out, fresh.out, sizeof fresh.out) != 0) fail_msg("call %zu: another result", i);
     }
-    bool want[] = {true, true, true, false, true, true, true, true, true, true, false, true, true, true};
+    bool want[] = {true, true, true, false, true, true, true, true,  true, true, false, true, true, true,
+                   true, true, true, true,  true, true, true, false, true, true, true,  true, true};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         assert_int_equal(ops[i].ok, want[i]);
     assert_memory_equal(ops[2].out, pt, 300);
     assert_memory_equal(ops[5].out, pt + 37, 100);
     assert_memory_equal(ops[6].out, pt + 200, 50);
     assert_memory_equal(ops[8].out, pt, 300);
+    assert_memory_equal(ops[14].out, s2, sizeof s2); /* k1 and iv2: what seal_record gave above */
+    assert_memory_equal(ops[15].out, w1, sizeof w1);
+    assert_memory_equal(ops[16].out, s2, sizeof s2);
+    assert_memory_equal(ops[17].out, k1, sizeof k1);
+    assert_memory_equal(ops[18].out, pt, 300);
+    assert_memory_equal(ops[19].out, k1, sizeof k1);
+    assert_memory_equal(ops[20].out, k1, sizeof k1);
+    assert_memory_equal(ops[22].out, k1, sizeof k1);
+    assert_memory_equal(ops[23].out, w2, sizeof w2);
+    assert_memory_equal(ops[24].out, pt + 9, 40);
+    assert_memory_equal(ops[25].out, pt, 300);
+    assert_memory_equal(ops[26].out, k1, sizeof k1);
 }
 
 static void test_wrap_is_bound_to_its_slot(void **state)
