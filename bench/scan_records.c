@@ -4,8 +4,10 @@
  * favorite_color, type, ts and a clinical note that makes the record ~20 KB, or ~200 B with a short
  * one), generated in memory, then record_prepare_body over it (scan, identity, public copy: what
  * POST /v1/records does before the body is sealed), and json_scan_object alone over each record (the
- * structure and UTF-8 pass). Prints, for the median of ROUNDS rounds, MB/s of record JSON and
- * microseconds per record. A benchmark prints figures; it asserts nothing.
+ * structure and UTF-8 pass), and XXH3-64 over each record two ways: libxxhash's plain function (built for
+ * SSE2) and its x86 dispatcher (the CPU's widest vectors: what record_scan.c calls). Prints, for the median
+ * of ROUNDS rounds, MB/s of record JSON and microseconds per record. A benchmark prints figures; it asserts
+ * nothing.
  * Build and run: make bench-scan
  */
 #include "bench_words.h"
@@ -16,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
+#include <xxh_x86dispatch.h>
+#undef XXH3_64bits /* the dispatcher's header renames it: both are timed here */
+XXH64_hash_t XXH3_64bits(const void *data, size_t len);
 
 enum { ROUNDS = 7, RECORDS = 1000 };
 
@@ -54,7 +60,8 @@ static void measure(const char *what, size_t size)
                        .now_us = ms_now_us(),
                        .id_key = (const unsigned char *)"scan bench id key 0123456789abcd",
                        .deid_key = (const unsigned char *)"scan bench deid key 0123456789ab"};
-    double prep[ROUNDS], scan[ROUNDS];
+    double prep[ROUNDS], scan[ROUNDS], plain[ROUNDS], wide[ROUNDS];
+    uint64_t sum = 0;
     uint32_t stored = 0;
     static json_member members[64];
     for (int k = 0; k < ROUNDS; k++) {
@@ -79,14 +86,30 @@ static void measure(const char *what, size_t size)
             p = nl + 1;
         }
         scan[k] = ms_mono_s() - t0;
+        for (int way = 0; way < 2; way++) {
+            t0 = ms_mono_s();
+            for (const char *p = body.data, *end = body.data + body.len; p < end;) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                sum += way ? XXH3_64bits_dispatch(p, (size_t)(nl - p)) : XXH3_64bits(p, (size_t)(nl - p));
+                p = nl + 1;
+            }
+            (way ? wide : plain)[k] = ms_mono_s() - t0;
+        }
     }
+    if (sum % 2 == 2) printf("%" PRIu64 "\n", sum); /* never: the hashes are used */
     qsort(prep, ROUNDS, sizeof *prep, cmp);
     qsort(scan, ROUNDS, sizeof *scan, cmp);
+    qsort(plain, ROUNDS, sizeof *plain, cmp);
+    qsort(wide, ROUNDS, sizeof *wide, cmp);
     printf("%s: %u records, %.1f MB, median of %d rounds, one core\n", what, stored, body.len / 1e6, ROUNDS);
     printf("  record_prepare_body (stages 1-3) %8.0f MB/s %8.2f us/record\n", body.len / prep[ROUNDS / 2] / 1e6,
            prep[ROUNDS / 2] / RECORDS * 1e6);
     printf("  json_scan_object alone           %8.0f MB/s %8.2f us/record\n", body.len / scan[ROUNDS / 2] / 1e6,
            scan[ROUNDS / 2] / RECORDS * 1e6);
+    printf("  XXH3-64 (memchr, then hash), plain    %8.0f MB/s %8.2f us/record\n", body.len / plain[ROUNDS / 2] / 1e6,
+           plain[ROUNDS / 2] / RECORDS * 1e6);
+    printf("  XXH3-64 (memchr, then hash), dispatch %8.0f MB/s %8.2f us/record\n", body.len / wide[ROUNDS / 2] / 1e6,
+           wide[ROUNDS / 2] / RECORDS * 1e6);
     schema_free(&sc);
     buf_free(&body);
 }

@@ -11,7 +11,9 @@
 # /proc/PID/stat around the load): where the closed loop is bound by the two cores, the steadier figure; and the
 # writer thread's alone (/proc/PID/task/TID/stat of ms-writer): the single thread that bounds it at 200 B.
 # Both servers are driven by this checkout's load generator (`medstream bench`), so that a change of the
-# generator does not pass for a change of the server.
+# generator does not pass for a change of the server; BASE_BENCH=BINARY drives the base side with another
+# (e.g. BASE=. BASE_BENCH=/tmp/base/build/medstream: one server, two load generators). Each run also prints the
+# load generator's own CPU time a record (/usr/bin/time).
 # Used for the cost of encryption at rest (issue 15) and the step of the patient log (issue 17):
 #   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
 # SERVE_ARGS / BASE_SERVE_ARGS: extra `serve` options for this side / the base side (BASE=. compares two
@@ -24,9 +26,10 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
-run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio
-       #   device_reads_per_1000_records server_cpu_us_per_record writer_cpu_us_per_record"
-  local co=$1 extra=$2
+run() { # $1: checkout, $2: extra serve options, $3: the load generator's binary; prints "records_per_min
+       #   freshness_p99_ms point_read_p99_ms disk_ratio device_reads_per_1000_records server_cpu_us_per_record
+       #   writer_cpu_us_per_record generator_cpu_us_per_record"
+  local co=$1 extra=$2 gen=$3
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -41,9 +44,9 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   cpu0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
   wtask=$(grep -lx ms-writer /proc/"$srv"/task/*/comm | head -1); wtask=${wtask%/comm}
   w0=$(awk '{print $14 + $15}' "$wtask/stat")
-  ./build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
-    --rate "${RATE:-0}" ${SIZE:+--size "$SIZE"} ${REPEAT:+--repeat-share "$REPEAT"} --run-id "vs$RANDOM" \
-    --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
+  /usr/bin/time -f '%U %S' -o "$out.time" "$gen" bench --url "http://127.0.0.1:$port" --records "$records" \
+    --connections "${CONNECTIONS:-3}" --rate "${RATE:-0}" ${SIZE:+--size "$SIZE"} ${REPEAT:+--repeat-share "$REPEAT"} \
+    --run-id "vs$RANDOM" --token "$tok" --json 2>/dev/null | grep '^{' > "$out"
   cpu1=$(awk '{print $14 + $15}' "/proc/$srv/stat")
   w1=$(awk '{print $14 + $15}' "$wtask/stat")
   local reads=$(($(awk '{print $1}' "$devstat") - reads0))
@@ -52,23 +55,26 @@ run() { # $1: checkout, $2: extra serve options; prints "records_per_min freshne
   python3 - "$out" "$reads" "$records" "$((cpu1 - cpu0))" "$((w1 - w0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
+gen = sum(map(float, open(sys.argv[1] + ".time").read().split()[-2:]))
 reads, records, ticks, wticks, hz = map(int, sys.argv[2:])
 print(round(j["records_per_min"]), j["freshness_ms_p99"], j.get("point_read_ms_p99", "nan"),
       j.get("disk_write_ratio", "nan"), round(reads * 1000 / records, 1), round(ticks / hz * 1e6 / records, 2),
-      round(wticks / hz * 1e6 / records, 2))
+      round(wticks / hz * 1e6 / records, 2), round(gen * 1e6 / records, 2))
 PY
 }
 ratios=(); cratios=(); wratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
-  if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}"); b=$(run "$base" "${BASE_SERVE_ARGS:-}")
-  else b=$(run "$base" "${BASE_SERVE_ARGS:-}"); a=$(run . "${SERVE_ARGS:-}"); fi
-  read -r a1 a2 a3 a4 a5 a6 a7 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 b7 <<< "$b"
+  gen=./build/medstream; bgen=${BASE_BENCH:-$gen}
+  if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}" "$gen"); b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen")
+  else b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen"); a=$(run . "${SERVE_ARGS:-}" "$gen"); fi
+  read -r a1 a2 a3 a4 a5 a6 a7 a8 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 b7 b8 <<< "$b"
   r=$(python3 -c "print(round($a1/$b1, 3))"); c=$(python3 -c "print(round($a6/$b6, 3))")
   w=$(python3 -c "print(round($a7/$b7, 3))")
   ratios+=("$r"); cratios+=("$c"); wratios+=("$w"); this+=("$a"); that+=("$b")
   echo "pair $i: this $a1 records/min (freshness p99 $a2 ms, read p99 $a3 ms, disk $a4 x," \
-    "$a5 device reads per 1000 records, $a6 us CPU a record, writer $a7 us), base $b1 (p99 $b2 ms, read p99 $b3 ms," \
-    "disk $b4 x, $b5 reads, $b6 us CPU, writer $b7 us): ratio $r, CPU ratio $c, writer CPU ratio $w"
+    "$a5 device reads per 1000 records, $a6 us CPU a record, writer $a7 us; load generator $a8 us), base $b1" \
+    "(p99 $b2 ms, read p99 $b3 ms, disk $b4 x, $b5 reads, $b6 us CPU, writer $b7 us; load generator $b8 us):" \
+    "ratio $r, CPU ratio $c, writer CPU ratio $w"
 done
 median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 echo "median ratio this/base: $(median "${ratios[@]}")"
@@ -80,7 +86,8 @@ args = sys.argv[1:]; cut = args.index("--")
 for name, runs in (("this", args[:cut]), ("base", args[cut + 1:])):
     cols = list(zip(*(map(float, r.split()) for r in runs)))
     print("%s medians: %.0f records/min, freshness p99 %.1f ms, point read p99 %.2f ms, disk %.3f x, "
-          "%.1f device reads per 1000 records, %.2f us server CPU a record, %.2f us of it the writer's"
+          "%.1f device reads per 1000 records, %.2f us server CPU a record, %.2f us of it the writer's, "
+          "%.2f us the load generator's"
           % (name, *(statistics.median(c) for c in cols)))
 PY
-rm -f "$out"
+rm -f "$out" "$out.time"

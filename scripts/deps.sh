@@ -7,7 +7,7 @@ pkgs=(build-essential pkg-config liblmdb-dev lmdb-utils libmicrohttpd-dev libssl
       python3-venv librdkafka-dev python3-confluent-kafka python3-xxhash kcat
       libpq-dev postgresql-15 postgresql-15-periods postgresql-15-pgaudit python3-psycopg2
       libhyperscan-dev chromium
-      openjdk-17-jre-headless maven)
+      openjdk-17-jre-headless maven time)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

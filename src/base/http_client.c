@@ -489,28 +489,40 @@ static http_client_err build_head(http_client_conn *c, const char *method, const
  * 256 KiB ones, the server's own time unchanged). */
 #define SEND_CHUNK ((size_t)256 << 10)
 
-/* Sends the header block and the body. On failure returns the error with *sys_errno set and the
- * socket still open (the server may have answered early, e.g. 413, before closing). */
-static http_client_err send_all(http_client_conn *c, const void *body, size_t body_len, int *sys_errno)
+/* At most this many iovecs a sendmsg() (Linux's UIO_MAXIOV is 1024). */
+#define SEND_IOVS 1024
+
+/* Sends the header block and the body's nbody pieces, in order. On failure returns the error with *sys_errno set
+ * and the socket still open (the server may have answered early, e.g. 413, before closing). */
+static http_client_err send_all(http_client_conn *c, const struct iovec *body, int nbody, int *sys_errno)
 {
-    struct iovec iov[2] = {{.iov_base = c->hbuf, .iov_len = c->hlen},
-                           {.iov_base = (void *)(uintptr_t)body, .iov_len = body_len}};
-    struct iovec *v = iov;
-    int nv = body_len ? 2 : 1;
     *sys_errno = 0;
     if (c->ssl) {
-        for (int i = 0; i < nv; i++)
-            if (conn_send_tls(c, iov[i].iov_base, iov[i].iov_len) != 0) {
-                *sys_errno = errno;
-                return errno == EAGAIN ? HTTP_CLIENT_E_TIMEOUT : HTTP_CLIENT_E_SEND;
-            }
-        return HTTP_CLIENT_OK;
+        bool ok = conn_send_tls(c, c->hbuf, c->hlen) == 0;
+        for (int i = 0; i < nbody && ok; i++)
+            ok = conn_send_tls(c, body[i].iov_base, body[i].iov_len) == 0;
+        if (ok) return HTTP_CLIENT_OK;
+        *sys_errno = errno;
+        return errno == EAGAIN ? HTTP_CLIENT_E_TIMEOUT : HTTP_CLIENT_E_SEND;
     }
+    /* the header block and the pieces (v: advanced as sendmsg() takes bytes), and one sendmsg()'s share of them
+     * (part: at most SEND_CHUNK bytes in at most SEND_IOVS pieces, the last one cut short) */
+    size_t nall = (size_t)nbody + 1, npart = nall < SEND_IOVS ? nall : SEND_IOVS;
+    struct iovec *v = malloc(sizeof *v * (nall + npart)), *part = v + nall;
+    if (!v) {
+        *sys_errno = ENOMEM;
+        return HTTP_CLIENT_E_NOMEM;
+    }
+    struct iovec *all = v;
+    v[0] = (struct iovec){.iov_base = c->hbuf, .iov_len = c->hlen};
+    int nv = 1;
+    for (int i = 0; i < nbody; i++)
+        if (body[i].iov_len) v[nv++] = body[i];
+    http_client_err out = HTTP_CLIENT_OK;
     while (nv > 0) {
-        struct iovec part[2];
         size_t room = SEND_CHUNK;
         int np = 0;
-        for (int i = 0; i < nv && room; i++, np++) {
+        for (int i = 0; i < nv && room && (size_t)np < npart; i++, np++) {
             part[np] = v[i];
             if (part[np].iov_len > room) part[np].iov_len = room;
             room -= part[np].iov_len;
@@ -523,8 +535,8 @@ static http_client_err send_all(http_client_conn *c, const void *body, size_t bo
         if (n < 0) {
             if (errno == EINTR) continue;
             *sys_errno = errno;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return HTTP_CLIENT_E_TIMEOUT;
-            return HTTP_CLIENT_E_SEND;
+            out = errno == EAGAIN || errno == EWOULDBLOCK ? HTTP_CLIENT_E_TIMEOUT : HTTP_CLIENT_E_SEND;
+            break;
         }
         size_t left = (size_t)n;
         while (nv > 0 && left >= v->iov_len) {
@@ -537,7 +549,8 @@ static http_client_err send_all(http_client_conn *c, const void *body, size_t bo
             v->iov_len -= left;
         }
     }
-    return HTTP_CLIENT_OK;
+    free(all);
+    return out;
 }
 
 /* ---------- answer ---------- */
@@ -812,10 +825,24 @@ http_client_err http_client_request(http_client_conn *c, const char *method, con
                                     const http_client_header *headers, const void *body, size_t body_len,
                                     http_client_response *resp)
 {
+    struct iovec one = {.iov_base = (void *)(uintptr_t)body, .iov_len = body_len};
+    return http_client_request_iov(c, method, path, headers, &one, body_len ? 1 : 0, resp);
+}
+
+http_client_err http_client_request_iov(http_client_conn *c, const char *method, const char *path,
+                                        const http_client_header *headers, const struct iovec *body, int nbody,
+                                        http_client_response *resp)
+{
     if (!c || !resp) return HTTP_CLIENT_E_INVALID;
+    size_t body_len = 0;
+    bool bad_body = nbody < 0 || (nbody > 0 && !body);
+    for (int i = 0; i < nbody && !bad_body; i++) {
+        bad_body = body[i].iov_len && !body[i].iov_base;
+        body_len += body[i].iov_len;
+    }
     if (!method || !*method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) || strchr(method, ' ') ||
-        strchr(path, ' ') || (body_len && !body)) {
-        snprintf(c->err, sizeof c->err, "request to %s: bad method or path", c->host_header);
+        strchr(path, ' ') || bad_body) {
+        snprintf(c->err, sizeof c->err, "request to %s: bad method, path or body", c->host_header);
         return HTTP_CLIENT_E_INVALID;
     }
     for (const http_client_header *h = headers; h && h->name; h++) {
@@ -839,7 +866,7 @@ http_client_err http_client_request(http_client_conn *c, const char *method, con
             if (e) return e;
         }
         int send_errno = 0;
-        http_client_err send_err = send_all(c, body, body_len, &send_errno);
+        http_client_err send_err = send_all(c, body, nbody, &send_errno);
         if (send_err == HTTP_CLIENT_E_TIMEOUT) return conn_fail(c, send_err, 0, "send to");
         if (send_err && send_errno != EPIPE && send_errno != ECONNRESET)
             return conn_fail(c, send_err, send_errno, "send to");

@@ -11,8 +11,8 @@
  *   - http_client_request() sends one request and reads the whole answer into an
  *     http_client_response. The connection is kept alive between requests (HTTP/1.1
  *     keep-alive) and reopened on demand.
- *   - Request bodies are sent with Content-Length (no copy: headers and body go out with one
- *     sendmsg of two iovecs). Answers may be framed by Content-Length, chunked
+ *   - Request bodies are sent with Content-Length (no copy: headers and body, or the body's pieces,
+ *     go out with sendmsg of iovecs). Answers may be framed by Content-Length, chunked
  *     Transfer-Encoding, or connection close; 1xx interim answers are skipped. An answer the
  *     server sends before it has read the whole body (e.g. 413) is still returned when the
  *     kernel delivers it.
@@ -42,6 +42,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/uio.h>
 
 typedef enum {
     HTTP_CLIENT_OK = 0,
@@ -123,5 +124,10 @@ const char *http_client_conn_error(const http_client_conn *conn);
 http_client_err http_client_request(http_client_conn *conn, const char *method, const char *path,
                                     const http_client_header *headers, const void *body, size_t body_len,
                                     http_client_response *resp);
+/* The same with the body in nbody pieces, sent in order without being copied together (the load generator's
+ * records: each one's head and its text, from where they are). */
+http_client_err http_client_request_iov(http_client_conn *conn, const char *method, const char *path,
+                                        const http_client_header *headers, const struct iovec *body, int nbody,
+                                        http_client_response *resp);
 
 #endif

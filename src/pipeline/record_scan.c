@@ -21,6 +21,9 @@
 #include <string.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
+/* XXH3 through libxxhash's x86 dispatcher: the widest vectors this CPU has (AVX2, AVX-512), not the SSE2 that
+ * the library's plain functions are built for; the same hashes */
+#include <xxh_x86dispatch.h>
 
 int record_key_cmp(const char *a, size_t an, const char *b, size_t bn)
 {

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#include <xxh_x86dispatch.h> /* field values' checksums with the CPU's widest vectors (record_scan.c) */
 
 ms_code store_append_body(store *s, const void *data, size_t len, uint64_t *pos, ms_err *e)
 {

@@ -12,6 +12,7 @@
 import datetime
 import hashlib
 import json
+import os
 import random
 import re
 import subprocess
@@ -1093,6 +1094,40 @@ def test_bench_measures_a_real_run():
     check(fig["records_per_min"] > 0, "a rate")
     eq(s.get_json("/v1/records/benchsmoke-0000000000").get("record_id"), "benchsmoke-0000000000",
        "the first record the bench sent is in the store")
+
+
+@test
+def test_bench_sends_what_its_generator_writes():
+    """Records of 4 KiB or more go out of `medstream bench` as pieces (each one's head, then its text from the
+    generator's pool, then the tail): what the server stored is what `medstream gen-import` writes for the same
+    options (the same generator, written whole), field for field but "ts" (it counts back from the run's start)."""
+    s = srv()
+    run_id = "pieces" + H.rand_token(6)
+    opts = ["--records", "900", "--size", "6000", "--seed", "23", "--repeat-share", "0.4", "--update-share", "0",
+            "--run-id", run_id]
+    r = subprocess.run([H.BIN, "bench", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--batch", "300",
+                        "--connections", "2", "--read-rate", "0", "--json"] + opts,
+                       capture_output=True, text=True, timeout=100)
+    eq(r.returncode, 0, "bench exit code (stderr %s)" % short(r.stderr))
+    fig = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+    eq((fig["failures"], fig["rejected"], fig["created"] + fig["updated"] + fig["duplicate"]), (0, 0, 900),
+       "failures, rejected, and statuses counted for every record")
+    path = os.path.join(s.base, "pieces.ndjson")
+    g = subprocess.run([H.BIN, "gen-import", path] + opts, capture_output=True, text=True, timeout=60)
+    eq(g.returncode, 0, "gen-import exit code (stderr %s)" % short(g.stderr))
+    with open(path) as f:
+        lines = f.read().splitlines()
+    eq(len(lines), 900, "lines gen-import wrote")
+    for i in sorted({0, 1, 299, 300, 301, 599, 600, 899} | set(random.Random(5).sample(range(900), 12))):
+        want = json.loads(lines[i])
+        got = s.get_json("/v1/records/%s-%010d" % (run_id, i))["fields"]
+        check(len(want["notes"]) > 4000, "record %d: its text is the most of it" % i)
+        eq(sorted(got), sorted(want), "record %d: its field names" % i)
+        for k in want:
+            if k != "ts" and got[k] != want[k]:
+                at = next((j for j, (a, b) in enumerate(zip(str(got[k]), str(want[k]))) if a != b), None)
+                fail("record %d: field %s differs (%d against %d characters, first at %s)"
+                     % (i, k, len(str(got[k])), len(str(want[k])), at))
 
 
 @test
