@@ -24,6 +24,7 @@
 XXH64_hash_t XXH3_64bits(const void *data, size_t len);
 
 enum { ROUNDS = 7, RECORDS = 1000 };
+static volatile uint64_t g_sink; /* the hashes go here, so that no call is left out as unused */
 
 static int cmp(const void *a, const void *b)
 {
@@ -96,7 +97,7 @@ static void measure(const char *what, size_t size)
             (way ? wide : plain)[k] = ms_mono_s() - t0;
         }
     }
-    if (sum % 2 == 2) printf("%" PRIu64 "\n", sum); /* never: the hashes are used */
+    g_sink = sum;
     qsort(prep, ROUNDS, sizeof *prep, cmp);
     qsort(scan, ROUNDS, sizeof *scan, cmp);
     qsort(plain, ROUNDS, sizeof *plain, cmp);

@@ -220,7 +220,7 @@ ms_code store_ident_get(store_write *w, const char *key, size_t len, patient_ref
 {
     unsigned char mac[32];
     store_identity_mac(w->s, key, len, mac);
-    return ident_find(w->s, w->txn, mac, p, found, e);
+    return store_ident_find(w, mac, p, found, e);
 }
 
 ms_code store_ident_find(store_write *w, const unsigned char mac[32], patient_ref *p, bool *found, ms_err *e)
@@ -296,15 +296,9 @@ ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, co
 ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                              patient_ref *p, bool *bound, ms_err *e)
 {
-    return store_patient_create_as(w, key, len, data_key, UINT64_MAX, p, bound, e);
-}
-
-ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
-                                uint64_t number, patient_ref *p, bool *bound, ms_err *e)
-{
     unsigned char mac[32];
     store_identity_mac(w->s, key, len, mac);
-    return store_patient_create_mac(w, key, len, mac, data_key, number, p, bound, e);
+    return store_patient_create_mac(w, key, len, mac, data_key, UINT64_MAX, p, bound, e);
 }
 
 /* ---- a cluster's identities (shard.h): what the changelog taught this store ---- */

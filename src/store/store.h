@@ -245,13 +245,10 @@ ms_code store_ident_find(store_write *w, const unsigned char mac[32], patient_re
  * must be sealed again. */
 ms_code store_patient_create(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
                              patient_ref *p, bool *bound, ms_err *e);
-/* The same with the number given: a cluster's patients are numbered per shard (shard.h) by the node that
- * owns the shard, before the batch reaches the writer; the identity's cluster entry is written too
- * (store_cluster_id_put). Errors: MS_EIO if the number exists, MS_ECONFLICT as store_cluster_id_put. */
-ms_code store_patient_create_as(store_write *w, const char *key, size_t len, const unsigned char data_key[32],
-                                uint64_t number, patient_ref *p, bool *bound, ms_err *e);
-/* Either of the two with the identity's MAC given (mac: store_identity_mac of key; number UINT64_MAX: the
- * next), the writer's form (store_ident_find). */
+/* The same with the identity's MAC given (store_identity_mac of key: the writer's, from the seal item) and the
+ * number: UINT64_MAX the next, else the one given (a cluster's patients are numbered per shard, shard.h, by the
+ * node that owns the shard, before the batch reaches the writer; the identity's cluster entry is written too,
+ * store_cluster_id_put). Errors: MS_EIO if the number exists, MS_ECONFLICT as store_cluster_id_put. */
 ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, const unsigned char mac[32],
                                  const unsigned char data_key[32], uint64_t number, patient_ref *p, bool *bound,
                                  ms_err *e);

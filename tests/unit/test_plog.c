@@ -356,14 +356,12 @@ static void create_patient(world *w, store_write *sw, int i, uint64_t number)
     char ident[32];
     int il = snprintf(ident, sizeof ident, "person %d", i);
     memcpy(ident + il + 1, "1970-01-01", 10);
-    unsigned char dk[32];
+    unsigned char dk[32], mac[32];
     bool bound;
     assert_int_equal(store_data_key(w->u.s, ident, (size_t)il + 11, dk, &e), MS_OK);
-    if (number == UINT64_MAX)
-        assert_int_equal(store_patient_create(sw, ident, (size_t)il + 11, dk, &w->m[i].who, &bound, &e), MS_OK);
-    else
-        assert_int_equal(store_patient_create_as(sw, ident, (size_t)il + 11, dk, number, &w->m[i].who, &bound, &e),
-                         MS_OK);
+    store_identity_mac(w->u.s, ident, (size_t)il + 11, mac);
+    assert_int_equal(store_patient_create_mac(sw, ident, (size_t)il + 11, mac, dk, number, &w->m[i].who, &bound, &e),
+                     MS_OK);
     assert_true(bound);
 }
 
@@ -552,11 +550,13 @@ static void test_identities_rebuilt_in_parts(void **state)
         int il = snprintf(ident[i], sizeof ident[i], "someone %d", i);
         memcpy(ident[i] + il + 1, "1980-02-02", 10);
         len[i] = (size_t)il + 11;
-        unsigned char dk[32];
+        unsigned char dk[32], mac[32];
         bool bound;
         assert_int_equal(store_data_key(w->u.s, ident[i], len[i], dk, &e), MS_OK);
+        store_identity_mac(w->u.s, ident[i], len[i], mac);
         assert_int_equal(
-            store_patient_create_as(sw, ident[i], len[i], dk, 1000 + (uint64_t)i * i * 31, &who[i], &bound, &e), MS_OK);
+            store_patient_create_mac(sw, ident[i], len[i], mac, dk, 1000 + (uint64_t)i * i * 31, &who[i], &bound, &e),
+            MS_OK);
     }
     assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);

@@ -1014,7 +1014,7 @@ static void *sender_main(void *arg)
     if (record_cap < RECORD_HEADER_MAX + MIN_NOTES + 3) record_cap = RECORD_HEADER_MAX + MIN_NOTES + 3;
     rd_kafka_t *producer = s->producer;
     /* Records of VECTOR_MIN_SIZE bytes or more go out as pieces (http_client_request_iov): each one's head
-     * written in heads (after the tail of the one before), its text from the pool where it lies, not copied
+     * written in body (after the tail of the one before), its text from the pool where it lies, not copied
      * into a batch buffer (4 us a record of 20 KB, ~5 % of a closed loop's two cores here); smaller ones (and
      * Kafka's messages) are written whole into body. */
     bool pieces = !producer && cfg->size >= VECTOR_MIN_SIZE;
@@ -1038,7 +1038,7 @@ static void *sender_main(void *arg)
         if (batch_no >= b->batches) break;
         uint64_t first = batch_no * cfg->batch;
         uint64_t end = first + cfg->batch < cfg->records ? first + cfg->batch : cfg->records;
-        size_t len = 0, nprobes = 0, used = 0; /* used: of body (len: the batch's bytes) */
+        size_t len = 0, nprobes = 0, used = 0; /* len: the batch's bytes; used: of body, for pieces */
         int niov = 0;
         for (uint64_t seq = first; seq < end; seq++) {
             size_t n;
@@ -1055,7 +1055,6 @@ static void *sender_main(void *arg)
                 }
             } else {
                 n = gen_record(&b->gen, seq, body + len, body_cap - len);
-                used = len + n;
             }
             if (n == 0) { /* cannot happen: body_cap covers the worst case */
                 report_error(b, "sender: record %" PRIu64 " does not fit its buffer", seq);
