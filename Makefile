@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -100,12 +100,16 @@ docs: build/medstream build/medstream-bench
 
 # libFuzzer over the record scanner and the CSV reader (clang); bounded time: FUZZ_SECONDS in all, half each.
 FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
-build/fuzz/fuzz_record: fuzz/fuzz_record.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
-	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_record.c $(LIBSRC) $(LIBS)
-build/fuzz/fuzz_csv: fuzz/fuzz_csv.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
-	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_csv.c $(LIBSRC) $(LIBS)
-build/fuzz/fuzz_counter: fuzz/fuzz_counter.c $(LIBSRC) $(HEADERS) $(ZIP3_GEN) | build/fuzz
-	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_counter.c $(LIBSRC) $(LIBS)
+# The library is compiled once for the fuzzers (coverage-instrumented, build/fuzz/obj/) and linked into each.
+FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
+FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter
+build/fuzz/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+build/fuzz/obj/src/pipeline/transforms.o: $(ZIP3_GEN)
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ) | build/fuzz
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) $(LIBS)
+fuzz-build: $(FUZZ_BIN)
 # The counter definitions and the trusted member splitter (issue 13), on their own: make fuzz-counter
 fuzz-counter: build/fuzz/fuzz_counter
 	@mkdir -p build/fuzz/corpus_counter && cp -n fuzz/corpus_counter/* build/fuzz/corpus_counter/ 2>/dev/null || true

@@ -16,12 +16,17 @@ cmd=${1:-}
 
 fetch() {
   if [ -f "$cache/.complete" ]; then return; fi
+  mkdir -p "$(dirname "$cache")"
+  exec 9> "$cache.lock"  # tests/e2e/run.sh runs test files side by side: one fetch at a time
+  flock 9
+  if [ -f "$cache/.complete" ]; then exec 9>&-; return; fi
   command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
   command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
   mkdir -p "$cache"
   sed "s/@KAFKA_VERSION@/$version/" "$here/tools/kafka/pom.xml" > "$cache/pom.xml"
   (cd "$cache" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory="$cache/libs" -DincludeScope=runtime)
   touch "$cache/.complete"
+  exec 9>&-
 }
 
 case "$cmd" in

@@ -19,6 +19,7 @@
 
 import atexit
 import datetime
+import fcntl
 import http.client
 import json
 import os
@@ -85,6 +86,34 @@ def eq(actual, expected, what):
 def short(value, limit=300):
     s = value if isinstance(value, str) else repr(value)
     return s if len(s) <= limit else s[:limit] + "...(%d chars)" % len(s)
+
+
+VENV = os.path.join(REPO_ROOT, "build", "venv")
+
+
+def venv_python(imports, packages):
+    """build/venv's python, with `packages` installed from PyPI when `imports` (module names) do not import
+    there; the venv is made with the system python3 on first use. Test files that need PyPI's readers or
+    Playwright call this, and tests/e2e/run.sh runs files side by side, so it holds build/venv.lock while it
+    checks and installs: two files never build the venv at once. Raises RuntimeError naming what failed."""
+    py = os.path.join(VENV, "bin", "python3")
+    os.makedirs(os.path.dirname(VENV), exist_ok=True)
+    with open(VENV + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(py):
+            system = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+            r = subprocess.run([system, "-m", "venv", VENV], capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError("%s -m venv %s failed: %s" % (system, VENV, short(r.stderr)))
+        if subprocess.run([py, "-c", "import " + ", ".join(imports)], capture_output=True).returncode != 0:
+            print("installing %s into %s" % (" ".join(packages), VENV), flush=True)
+            env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")  # the tests use Debian's Chromium
+            r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check"] + packages,
+                               env=env, capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError("%s could not be installed into %s: %s" % (" ".join(packages), VENV,
+                                                                               short(r.stderr)))
+    return py
 
 
 def rand_token(n=10):

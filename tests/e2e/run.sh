@@ -7,44 +7,80 @@
 # continuous lake (serve --lake), the rolling-window counters and parent/child records, the public transforms
 # (issue 15: test_privacy.py), a real Kafka broker (test_real_broker.py; several nodes in one group:
 # test_cluster_group.py; `import --kafka`: test_import_kafka.py), the console (in Debian's
-# Chromium through Playwright, from build/venv). Prints each file's summary and a final combined `N passed, N failed` line;
-# exits non-zero if any test failed.
+# Chromium through Playwright, from build/venv).
+#
+# Files run side by side, E2E_JOBS at a time (default 2): every file starts its own servers on free ports in
+# its own temporary directories, and what files share on disk is built under a lock (build/venv:
+# harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch). The longest files start first (the
+# order below: their serial times, longest first), so the short ones fill in behind. Each file's output is
+# printed whole when it ends; then each file's summary, in this order, and a final combined `N passed, N
+# failed` line; exits non-zero if any test failed. E2E_JOBS=1 runs them one after the other.
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
+jobs=${E2E_JOBS:-2}
+[[ "$jobs" =~ ^[1-9][0-9]?$ ]] || { echo "E2E_JOBS must be 1-99, got '$jobs'" >&2; exit 2; }
 
-total_pass=0
-total_fail=0
-total_skip=0
-rc=0
-summaries=()
-for t in test_api.py test_csv.py test_openapi.py test_auth.py test_accounts.py test_cli.py test_trust.py test_tls.py \
-         test_http_edge.py test_kafka.py test_postgres.py test_postgres_cluster.py test_crash.py test_disk_full.py test_data_dir.py test_lmdb_faults.py test_ops.py \
-         test_backup.py test_import.py test_parquet.py test_export.py test_lake.py test_notify.py test_counters.py \
-         test_children.py test_schema_versions.py test_console.py test_erasure.py test_privacy.py test_erasure_sinks.py test_real_broker.py \
-         test_cluster_group.py test_cluster.py test_import_kafka.py test_cluster_seed.py; do
-    echo "== $t"
-    log="$(mktemp)"
-    timeout 300 "$PY" "$here/$t" 2>&1 | tee "$log"
-    status=${PIPESTATUS[0]}
-    summary="$(grep -aE '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1)"
-    rm -f "$log"
-    if [ -z "$summary" ]; then
-        summary="0 passed, 1 failed"
+files=(test_cluster.py test_crash.py test_export.py test_lake.py test_console.py test_cluster_group.py
+       test_schema_versions.py test_postgres.py test_import_kafka.py test_http_edge.py test_kafka.py test_import.py
+       test_erasure.py test_notify.py test_accounts.py test_cluster_seed.py test_postgres_cluster.py
+       test_real_broker.py test_parquet.py test_counters.py test_erasure_sinks.py test_lmdb_faults.py test_auth.py
+       test_ops.py test_backup.py test_trust.py test_data_dir.py test_api.py test_cli.py test_disk_full.py
+       test_csv.py test_children.py test_privacy.py test_openapi.py test_tls.py)
+
+for f in "$here"/test_*.py; do  # a new file left out of the list would never run: refuse
+    case " ${files[*]} " in *" ${f##*/} "*) ;; *) echo "tests/e2e/run.sh: ${f##*/} is not in its list" >&2; exit 2 ;; esac
+done
+
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
+run_file() {  # FILE: its output into $logs/FILE, then "STATUS SECONDS" into $logs/FILE.end
+    local t0=$SECONDS status
+    timeout 300 "$PY" "$here/$1" > "$logs/$1" 2>&1
+    status=$?
+    echo "$status $((SECONDS - t0))" > "$logs/$1.end.tmp" && mv "$logs/$1.end.tmp" "$logs/$1.end"
+}
+
+total_pass=0; total_fail=0; total_skip=0; rc=0
+declare -A summary=() running=()
+report() {  # FILE: print its output and add its summary to the totals
+    local t=$1 status secs line p f sk
+    read -r status secs < "$logs/$t.end"
+    echo "== $t (${secs} s)"
+    cat "$logs/$t"
+    line="$(grep -aE '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$logs/$t" | tail -n 1)"
+    if [ -z "$line" ]; then
+        line="0 passed, 1 failed"
         echo "$t ended without a summary (exit $status)"
     fi
-    p="${summary%% passed*}"
-    f="${summary#*passed, }"; f="${f%% failed*}"
-    case "$summary" in *skipped) sk="${summary##*failed, }"; total_skip=$((total_skip + ${sk%% skipped})) ;; esac
+    p="${line%% passed*}"
+    f="${line#*passed, }"; f="${f%% failed*}"
+    case "$line" in *skipped) sk="${line##*failed, }"; total_skip=$((total_skip + ${sk%% skipped})) ;; esac
     if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-    total_pass=$((total_pass + p))
-    total_fail=$((total_fail + f))
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
     [ "$status" -ne 0 ] && rc=1
-    summaries+=("$t: $summary")
+    summary[$t]="$t: $line (${secs} s)"
+}
+
+next=0
+while [ $next -lt ${#files[@]} ] || [ ${#running[@]} -gt 0 ]; do
+    for t in "${!running[@]}"; do
+        if [ -f "$logs/$t.end" ]; then report "$t"; unset "running[$t]"; fi
+    done
+    if [ $next -lt ${#files[@]} ] && [ ${#running[@]} -lt "$jobs" ]; then
+        t=${files[$next]}; next=$((next + 1))
+        run_file "$t" &
+        running[$t]=1
+        continue
+    fi
+    sleep 0.2
 done
+wait
+
 echo "=="
-for s in "${summaries[@]}"; do echo "$s"; done
+for t in "${files[@]}"; do echo "${summary[$t]:-$t: did not run}"; done
 if [ "$total_skip" -gt 0 ]; then echo "$total_pass passed, $total_fail failed, $total_skip skipped"; else echo "$total_pass passed, $total_fail failed"; fi
 [ "$total_fail" -ne 0 ] && rc=1
 exit $rc

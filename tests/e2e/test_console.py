@@ -30,8 +30,6 @@ import harness as H
 from harness import check, eq, short, test
 
 CHROMIUM = "/usr/bin/chromium"
-VENV = os.path.join(H.REPO_ROOT, "build", "venv")
-VENV_PY = os.path.join(VENV, "bin", "python3")
 ROLES = ("clinician", "analyst", "auditor")
 VIEWS = {  # the views each role of the default table is offered (web/views.js)
     "admin": ["patients", "notifications", "public", "counters", "exports", "audit", "users", "rules", "health"],
@@ -52,17 +50,14 @@ def _playwright_or_reexec():
         pass
     if os.environ.get("MEDSTREAM_CONSOLE_VENV"):
         return None
+    try:
+        py = H.venv_python(["playwright.sync_api"], ["playwright"])
+    except RuntimeError as e:
+        sys.stderr.write("%s\n" % e)
+        os.environ["MEDSTREAM_CONSOLE_VENV"] = "1"
+        return None
     env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", MEDSTREAM_CONSOLE_VENV="1")
-    if not os.path.exists(VENV_PY):
-        subprocess.run(["/usr/bin/python3", "-m", "venv", VENV], check=True, capture_output=True)
-    if subprocess.run([VENV_PY, "-c", "import playwright.sync_api"], capture_output=True).returncode != 0:
-        r = subprocess.run([VENV_PY, "-m", "pip", "install", "-q", "playwright"], env=env, capture_output=True,
-                           text=True)
-        if r.returncode != 0:
-            sys.stderr.write("playwright could not be installed: %s\n" % short(r.stderr))
-            os.environ["MEDSTREAM_CONSOLE_VENV"] = "1"
-            return None
-    os.execve(VENV_PY, [VENV_PY] + sys.argv, env)
+    os.execve(py, [py] + sys.argv, env)
 
 
 PW = _playwright_or_reexec()

@@ -126,15 +126,10 @@ def read_rows(path, fmt, m):
 
 
 def venv_python():
-    venv = os.path.join(H.REPO_ROOT, "build", "venv")
-    py = os.path.join(venv, "bin", "python3")
-    if not os.path.exists(py):
-        subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True, capture_output=True)
-    if subprocess.run([py, "-c", "import pyarrow, duckdb"], capture_output=True).returncode != 0:
-        r = subprocess.run([py, "-m", "pip", "install", "-q", "pyarrow", "duckdb"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise H.Skip("pyarrow/duckdb could not be installed: %s" % short(r.stderr))
-    return py
+    try:
+        return H.venv_python(["pyarrow", "duckdb"], ["pyarrow", "duckdb"])
+    except RuntimeError as e:
+        raise H.Skip(str(e))
 
 
 def read_parquet(path):

@@ -20,12 +20,9 @@
 # (needs build/san/parquet_sample: `make build/san/parquet_sample`)
 
 import os
-import subprocess
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.abspath(os.path.join(_HERE, "..", ".."))
-VENV = os.path.join(_REPO, "build", "venv")
+import harness as H
 
 
 def _ensure_readers():
@@ -36,17 +33,10 @@ def _ensure_readers():
         return
     except ImportError:
         pass
-    vpy = os.path.join(VENV, "bin", "python3")
     try:
         if os.environ.get("MEDSTREAM_PARQUET_VENV") == "1":
-            raise RuntimeError("pyarrow or duckdb is missing in %s" % VENV)
-        if not os.path.exists(vpy):
-            subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable, "-m",
-                            "venv", VENV], check=True, timeout=120)
-        if subprocess.run([vpy, "-c", "import pyarrow, duckdb"], capture_output=True).returncode != 0:
-            print("installing pyarrow and duckdb into %s" % VENV, flush=True)
-            subprocess.run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pyarrow", "duckdb"],
-                           check=True, timeout=240)
+            raise RuntimeError("pyarrow or duckdb is missing in %s" % H.VENV)
+        vpy = H.venv_python(["pyarrow", "duckdb"], ["pyarrow", "duckdb"])
     except Exception as e:  # noqa: BLE001 - any setup failure is one failed test, with its reason
         print("FAIL setup: the readers could not be installed: %s" % e, flush=True)
         print("0 passed, 1 failed", flush=True)
@@ -67,7 +57,8 @@ import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-import harness as H  # noqa: E402
+import subprocess  # noqa: E402
+
 from harness import check, eq, fail, short, test  # noqa: E402, F401
 
 TOOL = os.environ.get("PARQUET_SAMPLE") or os.path.join(os.path.dirname(H.BIN), "parquet_sample")
