@@ -6,7 +6,7 @@
 #     (10 s timeout), stops it (SIGTERM, then SIGKILL after 5 s) or kills it with SIGKILL (kill -9),
 #     and restarts it on the same data directory.
 #   - HTTP helpers over http.client; every call has a timeout.
-#   - A tiny test registry (@test) and runner (main()) that prints `PASS name` / `FAIL name: reason`
+#   - A tiny test registry (@test) and runner (main()) that prints `PASS name (S of T s)` / `FAIL name: reason`
 #     per test and ends with exactly the line `N passed, N failed`, exiting 1 if any test failed.
 #     Each test also runs under a SIGALRM watchdog so that nothing can hang the suite.
 #
@@ -587,11 +587,13 @@ def main():
             if selected and not any(s in name for s in selected):
                 continue
             signal.alarm(timeout)
+            t0 = time.monotonic()
             try:
                 fn()
                 signal.alarm(0)
                 passed += 1
-                print("PASS %s" % name, flush=True)
+                # the seconds against the watchdog's: files run side by side (run.sh), so the margin shows
+                print("PASS %s (%.1f of %d s)" % (name, time.monotonic() - t0, timeout), flush=True)
             except Skip as e:
                 signal.alarm(0)
                 skipped += 1
