@@ -193,6 +193,49 @@ static void test_length_limit(void **state)
         assert_int_equal((unsigned char)guard[i], 0x5A);
 }
 
+/* One name through both paths: the same length (or -1), the same bytes, the same reason. */
+static void expect_paths_agree(const char *in, size_t len)
+{
+    char a[IDENTITY_NAME_MAX], b[IDENTITY_NAME_MAX];
+    const char *wa = NULL, *wb = NULL;
+    int na = identity_normalize_name(in, len, a, &wa), nb = identity_normalize_name_unicode(in, len, b, &wb);
+    if (na != nb) fail_msg("a %zu-byte ASCII name: %d bytes on the fast path, %d through utf8proc", len, na, nb);
+    if (na < 0) {
+        if (strcmp(wa, wb) != 0) fail_msg("a %zu-byte ASCII name: \"%s\" against \"%s\"", len, wa, wb);
+    } else if (memcmp(a, b, (size_t)na) != 0) {
+        fail_msg("a %zu-byte ASCII name: \"%.*s\" against \"%.*s\"", len, na, a, nb, b);
+    }
+}
+
+/* ASCII names skip utf8proc_map: every ASCII byte alone and between letters, and random ASCII names (letters
+ * of both cases, digits, punctuation, every kind of ASCII space, now and then a control byte, past the name
+ * limit too), give what the utf8proc path gives. */
+static void test_ascii_path_is_utf8proc(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 128; c++) {
+        char one[1] = {(char)c}, mid[3] = {'A', (char)c, 'z'};
+        expect_paths_agree(one, 1);
+        expect_paths_agree(mid, 3);
+    }
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    char name[700];
+    for (int round = 0; round < 20000; round++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t len = round % 100 == 0 ? 300 + x % 400 : x % 48;
+        for (size_t i = 0; i < len; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            unsigned pick = (unsigned)(x % 64);
+            name[i] = pick < 20   ? (char)('A' + x / 64 % 26)
+                      : pick < 40 ? (char)('a' + x / 64 % 26)
+                      : pick < 48 ? " \t\n\r\v\f  "[x / 64 % 8]
+                      : pick < 63 ? (char)(0x21 + x / 64 % 94)
+                                  : (char)(x / 64 % 128);
+        }
+        expect_paths_agree(name, len);
+    }
+}
+
 static void test_identity_key(void **state)
 {
     (void)state;
@@ -437,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_unicode_whitespace_and_c1_controls),
         cmocka_unit_test(test_length_limit),
+        cmocka_unit_test(test_ascii_path_is_utf8proc),
         cmocka_unit_test(test_identity_key),
         cmocka_unit_test(test_identity_key_max_name_fits),
         cmocka_unit_test(test_patient_id_format_parse),
