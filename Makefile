@@ -14,7 +14,7 @@ HS_CFLAGS := $(shell pkg-config --cflags libhs 2>/dev/null || echo -I/usr/includ
 HS_LIBS   := $(shell pkg-config --libs libhs 2>/dev/null || echo -lhs)
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -Isrc -Ibuild/gen -I/usr/include/postgresql $(HS_CFLAGS)
 CFLAGS  ?= -O2
-LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lssl -lcrypto -lIPSec_MB -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
+LIBS    = -lz -lzstd -lsnappy -llmdb -lmicrohttpd -lutf8proc -lxxhash -lssl -lcrypto -largon2 -lrdkafka -lpq $(HS_LIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # the console (issue 14): web/'s files, embedded into the library by tools/console_embed.c (web/README.md)

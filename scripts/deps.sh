@@ -2,8 +2,8 @@
 # Installs the Debian packages medstream needs to build, test and demo, when any is missing.
 # Used by `make demo`, `make test` (via the README's commands) and .ci/run.
 set -eu
-pkgs=(build-essential pkg-config liblmdb-dev lmdb-utils libmicrohttpd-dev libssl-dev libipsec-mb-dev libutf8proc-dev
-      libxxhash-dev zlib1g-dev libzstd-dev libsnappy-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl openssl
+pkgs=(build-essential pkg-config liblmdb-dev lmdb-utils libmicrohttpd-dev libssl-dev libutf8proc-dev libxxhash-dev
+      zlib1g-dev libzstd-dev libsnappy-dev libargon2-dev libcmocka-dev clang libclang-rt-14-dev python3 curl openssl
       python3-venv librdkafka-dev python3-confluent-kafka python3-xxhash kcat
       libpq-dev postgresql-15 postgresql-15-periods postgresql-15-pgaudit python3-psycopg2
       libhyperscan-dev chromium

@@ -1,7 +1,6 @@
 /*
  * test_seal.c - encryption at rest (src/store/seal.h) and the data keys' life in a store (keys.c):
- * AES-256-GCM against the GCM specification's test case 15 (AES-256, 96-bit IV, no AAD) and against OpenSSL at
- * every length that changes the code's path (both ways; a failed tag leaves no output), the layout
+ * AES-256-GCM against the GCM specification's test case 15 (AES-256, 96-bit IV, no AAD), the layout
  * [IV][ciphertext][tag], a flipped bit or a wrong key refused, any range opened in place equal to the
  * plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
@@ -14,7 +13,6 @@
 #include "store/seal.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,58 +52,6 @@ static void test_gcm_known_answer(void **state)
     out[40] ^= 1;
     key[0] ^= 1; /* another key */
     assert_false(seal_open_record(key, out, 64, back));
-}
-
-/* OpenSSL's AES-256-GCM, the reference: what stores were sealed with before ipsec-mb. */
-static void openssl_gcm(const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t len,
-                        unsigned char *out, unsigned char *tag)
-{
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    int n = 0, m = 0;
-    assert_non_null(c);
-    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, iv), 1);
-    assert_int_equal(EVP_EncryptUpdate(c, out, &n, in, (int)len), 1);
-    assert_int_equal(EVP_EncryptFinal_ex(c, out + n, &m), 1);
-    assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag), 1);
-    EVP_CIPHER_CTX_free(c);
-}
-
-/* The store's seals are OpenSSL's, byte for byte, at every length that changes the code's path (empty, under a
- * block, whole blocks, the vector widths, a 20 KB body, 70,000 bytes), under keys that change from call to
- * call and that repeat; what OpenSSL sealed opens; a text whose tag fails leaves nothing in the output. */
-static void test_seals_are_openssls(void **state)
-{
-    (void)state;
-    static const size_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 1000, 4096, 20480, 20481, 70000};
-    enum { MAX = 70000 };
-    unsigned char *pt = malloc(MAX), *ours = malloc(MAX + SEAL_OVERHEAD), *ref = malloc(MAX), *back = malloc(MAX);
-    unsigned char key[32], iv[12], tag[16];
-    assert_true(pt && ours && ref && back);
-    for (size_t i = 0; i < MAX; i++)
-        pt[i] = (unsigned char)(i * 131 + (i >> 8));
-    for (size_t k = 0; k < 2 * sizeof lens / sizeof lens[0]; k++) {
-        size_t len = lens[k % (sizeof lens / sizeof lens[0])];
-        for (int i = 0; i < 32; i++)
-            key[i] = (unsigned char)(k < sizeof lens / sizeof lens[0] ? (size_t)i * 7 + k : (size_t)i * 7); /* then one key */
-        for (int i = 0; i < 12; i++)
-            iv[i] = (unsigned char)(k * 13 + i);
-        assert_true(seal_record(key, iv, pt, len, ours));
-        openssl_gcm(key, iv, pt, len, ref, tag);
-        if (len) assert_memory_equal(ours + SEAL_IV, ref, len);
-        assert_memory_equal(ours + SEAL_IV + len, tag, 16);
-        memcpy(ours + SEAL_IV, ref, len); /* OpenSSL's ciphertext and tag, opened by the store */
-        memcpy(ours + SEAL_IV + len, tag, 16);
-        assert_true(seal_open_record(key, ours, len, back));
-        if (len) assert_memory_equal(back, pt, len);
-        if (len) {
-            ours[SEAL_IV + len - 1] ^= 0x80;
-            memset(back, 0x5A, len);
-            assert_false(seal_open_record(key, ours, len, back));
-            for (size_t i = 0; i < len; i++)
-                if (back[i] != 0) fail_msg("%zu bytes: byte %zu of a text that failed its tag was left", len, i);
-        }
-    }
-    free(pt), free(ours), free(ref), free(back);
 }
 
 static void test_ranges_open_in_place(void **state)
@@ -505,7 +451,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gcm_known_answer),
-        cmocka_unit_test(test_seals_are_openssls),
         cmocka_unit_test(test_ranges_open_in_place),
         cmocka_unit_test(test_a_thread_keeps_its_key),
         cmocka_unit_test(test_wrap_is_bound_to_its_slot),
