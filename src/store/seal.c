@@ -153,6 +153,7 @@ static bool gcm(int which, bool enc, const unsigned char *key, const unsigned ch
     if (ok) ok = EVP_CipherFinal_ex(c, out + n, &n) == 1;
     if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, tag) == 1;
     if (!ok && s) cipher_forget(s);
+    if (!ok && !enc) OPENSSL_cleanse(out, len); /* OpenSSL wrote the text before the tag failed: none of it leaves */
     return ok;
 }
 

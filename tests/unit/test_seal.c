@@ -1,8 +1,8 @@
 /*
  * test_seal.c - encryption at rest (src/store/seal.h) and the data keys' life in a store (keys.c):
  * AES-256-GCM against the GCM specification's test case 15 (AES-256, 96-bit IV, no AAD), the layout
- * [IV][ciphertext][tag], a flipped bit or a wrong key refused, any range opened in place equal to the
- * plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
+ * [IV][ciphertext][tag], a flipped bit or a wrong key refused (leaving no text in the output), any range opened in
+ * place equal to the plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
  * and after an erasure the key slot is zeros and the body no longer opens; the sweep at open overwrites
  * an erased patient's key left by a crash and cuts off keys past the patient count; a patient's sealed
@@ -48,7 +48,10 @@ static void test_gcm_known_answer(void **state)
     assert_true(seal_open_record(key, out, 64, back));
     assert_memory_equal(back, pt, 64);
     out[40] ^= 1; /* one bit of the ciphertext */
+    memset(back, 0x5A, sizeof back);
     assert_false(seal_open_record(key, out, 64, back));
+    for (size_t i = 0; i < sizeof back; i++) /* nothing of a text that failed its tag is left in the output */
+        if (back[i] != 0) fail_msg("byte %zu of a text that failed its tag was left", i);
     out[40] ^= 1;
     key[0] ^= 1; /* another key */
     assert_false(seal_open_record(key, out, 64, back));
