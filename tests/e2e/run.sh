@@ -13,7 +13,8 @@
 # its own temporary directories, and what files share on disk is built under a lock (build/venv:
 # harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch). The longest files start first (the
 # order below: their serial times, longest first), so the short ones fill in behind. Each file's output is
-# printed whole when it ends; then each file's summary, in this order, and a final combined `N passed, N
+# printed whole when it ends (a file named in `alone` below runs with nothing beside it); then each file's
+# summary, in this order, and a final combined `N passed, N
 # failed` line; exits non-zero if any test failed. E2E_JOBS=1 runs them one after the other. A file is
 # stopped after 600 s (its tests' own watchdogs are the first guard; the longest file, test_cluster.py, took
 # 130 s alone and 157-174 s beside another).
@@ -66,16 +67,27 @@ report() {  # FILE: print its output and add its summary to the totals
     summary[$t]="$t: $line (${secs} s)"
 }
 
+# Files that run with nothing beside them. test_cluster.py's chaos test (three nodes, one PostgreSQL, kill -9,
+# SIGSTOP, a join and a leave) left 33 of 5,000 identities without their records at their owner after 300 s
+# once, beside another file (2026-12-02; it passes alone, as in every CI run before): until that is
+# understood, it keeps the timing it was written for.
+alone=" test_cluster.py "
 next=0
+alone_now=""
 while [ $next -lt ${#files[@]} ] || [ ${#running[@]} -gt 0 ]; do
     for t in "${!running[@]}"; do
-        if [ -f "$logs/$t.end" ]; then report "$t"; unset "running[$t]"; fi
+        if [ -f "$logs/$t.end" ]; then report "$t"; unset "running[$t]"; [ "$t" = "$alone_now" ] && alone_now=""; fi
     done
-    if [ $next -lt ${#files[@]} ] && [ ${#running[@]} -lt "$jobs" ]; then
-        t=${files[$next]}; next=$((next + 1))
-        run_file "$t" &
-        running[$t]=1
-        continue
+    if [ $next -lt ${#files[@]} ] && [ -z "$alone_now" ]; then
+        t=${files[$next]}
+        case "$alone" in *" $t "*) solo=1 ;; *) solo=0 ;; esac
+        if { [ $solo -eq 1 ] && [ ${#running[@]} -eq 0 ]; } || { [ $solo -eq 0 ] && [ ${#running[@]} -lt "$jobs" ]; }; then
+            next=$((next + 1))
+            run_file "$t" &
+            running[$t]=1
+            [ $solo -eq 1 ] && alone_now=$t
+            continue
+        fi
     fi
     sleep 0.2
 done
