@@ -14,15 +14,13 @@
 # chaos test, below; test_console's test_browser_a_refusal_shows_the_servers_message, which saw one of two
 # 403s; test_http_edge's test_twice_the_cap_is_refused_when_accepted, whose 9th connection over a cap of 4 was
 # answered). E2E_JOBS=2 is for a developer's machine until those wait for what they check. Side by side, every
-# file starts its own servers on free ports in
-# its own temporary directories, and what files share on disk is built under a lock (build/venv:
-# harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch). The longest files start first (the
-# order below: their serial times, longest first), so the short ones fill in behind. Each file's output is
-# printed whole when it ends (a file named in `alone` below runs with nothing beside it); then each file's
-# summary, in this order, and a final combined `N passed, N
-# failed` line; exits non-zero if any test failed. A file is
-# stopped after 600 s (its tests' own watchdogs are the first guard; the longest file, test_cluster.py, took
-# 130 s alone and 157-174 s beside another).
+# file starts its own servers on free ports in its own temporary directories, and what files share on disk is
+# built under a lock (build/venv: harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch); a file
+# named in `alone` below runs with nothing beside it. The longest files start first (the order below: their
+# serial times, longest first), so the short ones fill in behind. Each file's output is printed whole when it
+# ends; then each file's summary, in this order, and a final combined `N passed, N failed` line; exits
+# non-zero if any test failed. A file is stopped after 600 s (its tests' own watchdogs are the first guard;
+# the longest file, test_cluster.py, took 130 s alone and 157-174 s beside another).
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
