@@ -29,6 +29,20 @@ fetch() {
   exec 9>&-
 }
 
+# Whether process $1 holds the listening socket on port $2: /proc/net/tcp{,6} give the socket's inode
+# (state 0A is LISTEN), the process's fd links name it.
+listens() {
+  local pid=$1 hex inode
+  hex=$(printf ':%04X' "$2")
+  for inode in $(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+                   /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+    for fd in /proc/"$pid"/fd/*; do
+      [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$inode]" ] && return 0
+    done
+  done
+  return 1
+}
+
 case "$cmd" in
 fetch) fetch ;;
 start)
@@ -57,7 +71,10 @@ PROPS
   java -Xmx"${KAFKA_HEAP:-384m}" -Xms128m -cp "$cp" kafka.Kafka "$dir/server.properties" > "$dir/broker.out" 2>&1 &
   echo $! > "$dir/broker.pid"
   for _ in $(seq 600); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "$(cat "$dir/broker.pid")"; exit 0; fi
+    # the port answers, and it is this broker's (another test's server may have taken the port first)
+    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && listens "$(cat "$dir/broker.pid")" "$port"; then
+      cat "$dir/broker.pid"; exit 0
+    fi
     kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null || { echo "kafka_broker: the broker exited" >&2; tail -20 "$dir/broker.out" >&2; exit 1; }
     sleep 0.1
   done

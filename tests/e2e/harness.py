@@ -131,6 +131,35 @@ def free_port():
         s.close()
 
 
+def listens_on(pid, port):
+    """Whether process pid holds the listening TCP socket on 127.0.0.1:port (or any address). A server
+    started on a port picked by free_port() may lose it to another test's server started meanwhile;
+    this tells an answer from ours from an answer from theirs (Linux: /proc/net/tcp and the fd links)."""
+    inodes = set()
+    want = ":%04X" % port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            f = ln.split()
+            if len(f) > 9 and f[3] == "0A" and f[1].endswith(want):
+                inodes.add("socket:[%s]" % f[9])
+    fds = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return False
+    for n in names:
+        try:
+            if os.readlink(os.path.join(fds, n)) in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def now_rfc3339():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -390,8 +419,10 @@ class Server:
                 return False, "exited with %d" % rc
             try:
                 r = http_request(self.port, "GET", "/healthz", timeout=1.0, ssl_ctx=self.ssl_ctx)
-                if r.status == 200:
+                if r.status == 200 and listens_on(self.proc.pid, self.port):
                     return True, None
+                if r.status == 200:  # another file's server took the port first: ours exits, we retry
+                    last_err = "port %d answered by another process" % self.port
                 last_err = "healthz HTTP %d" % r.status
             except (OSError, http.client.HTTPException) as e:
                 last_err = "%s" % (e.__class__.__name__,)

@@ -119,6 +119,7 @@ def check_everyone(nodes, recs, limit=120.0):
     deadline = time.monotonic() + limit
     pending = dict(want)
     pids = {}
+    why = {}  # who -> what the last look found, printed for the first few left pending
     while pending and time.monotonic() < deadline:
         for who, (name, dob, rids) in list(pending.items()):
             q = "/v1/patients?" + H.q({"name": name, "dob": dob})
@@ -126,15 +127,19 @@ def check_everyone(nodes, recs, limit=120.0):
             for via in [n for n in nodes if n.alive()]:
                 r, owner = owner_get(nodes, q, via)
                 if r.status != 200:
+                    why[who] = "via %s: HTTP %d from %s" % (via.name, r.status, owner.name)
                     break
                 pid = r.json()["patient_id"]
                 check(pids.setdefault(who, pid) == pid, "identity %s has one patient id on every node" % who)
                 got.add(owner.port)
             if len(got) != 1 or who not in pids:
+                if len(got) > 1:
+                    why[who] = "the nodes name different owners: %s" % sorted(by_port(nodes)[p].name for p in got)
                 continue
             owner = by_port(nodes)[got.pop()]
             recs_of = owner.get_all("/v1/patients/%s/records" % pids[who], "records")
             have = {x["record_id"]: x.get("version", 1) for x in recs_of}
+            why[who] = "owner %s lacks records %s" % (owner.name, sorted(rids - set(have)))
             if rids <= set(have):
                 for rid in rids:
                     eq(have[rid], 1, "%s stored once" % rid)
@@ -144,6 +149,10 @@ def check_everyone(nodes, recs, limit=120.0):
     if pending:  # what the nodes said about Kafka and the cluster, for a failure seen only on another machine
         for n in nodes:
             print("  log of %s (kafka lines, last 60): %s" % (n.name, " | ".join(CL.kafka_log_lines(n)[-60:])))
+        for who in sorted(pending)[:10]:
+            ascii_name = identity(who.split("-")[0], int(who.split("-")[1]))[0]
+            print("  %s (shard %d): %s" % (who, CL.shard_of({"name": ascii_name, "dob": pending[who][1]}),
+                                          why.get(who, "not looked at")))
     eq((len(pending), sorted(pending)[:5]), (0, []),
        "identities whose owner lacks a patient or records within %.0f s (how many, the first)" % limit)
     eq(len(set(pids.values())), len(pids), "distinct identities, distinct patient ids")

@@ -362,15 +362,23 @@ class Console:
     def nav(self):
         return [a.get_attribute("data-view") for a in self.page.query_selector_all("#nav a")]
 
+    def _loads(self):
+        return [e for e in self.errors if "Failed to load resource: the server responded with a status of" in e]
+
     def done(self, refused=()):
         """The checks every browser test ends with. refused: the (status, method, path) answers >= 400 the
         test caused on purpose (Chromium logs each as a console error, which is then not one)."""
+        # a view may render one refusal while the answer to its other call is still on its way: wait (a
+        # while, not forever) until as many answers and console errors as expected have arrived
+        deadline = time.monotonic() + 5.0
+        while (len(self.refused) < len(refused) or len(self._loads()) < len(refused)) and time.monotonic() < deadline:
+            self.page.wait_for_timeout(50)
         csp = self.page.evaluate("window.__csp")
         self.ctx.close()
         eq(self.foreign, [], "requests to anything but the test server")
         eq(csp, [], "Content-Security-Policy violations")
         eq(sorted(self.refused), sorted(refused), "answers >= 400 (status, method, path)")
-        loads = [e for e in self.errors if "Failed to load resource: the server responded with a status of" in e]
+        loads = self._loads()
         eq(len(loads), len(self.refused), "console errors of refused loads: %s" % loads)
         eq([e for e in self.errors if e not in loads], [], "console errors")
 
