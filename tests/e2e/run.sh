@@ -9,23 +9,22 @@
 # test_cluster_group.py; `import --kafka`: test_import_kafka.py), the console (in Debian's
 # Chromium through Playwright, from build/venv).
 #
-# Files run E2E_JOBS at a time. The default is 1, one after the other: two at a time took 9.5-10.5 min
-# against 16.3 (2026-12-02), but three timing-bound tests failed once each beside another file (test_cluster's
-# chaos test, below; test_console's test_browser_a_refusal_shows_the_servers_message, which saw one of two
-# 403s; test_http_edge's test_twice_the_cap_is_refused_when_accepted, whose 9th connection over a cap of 4 was
-# answered). E2E_JOBS=2 is for a developer's machine until those wait for what they check. Side by side, every
-# file starts its own servers on free ports in its own temporary directories, and what files share on disk is
-# built under a lock (build/venv: harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch); a file
-# named in `alone` below runs with nothing beside it. The longest files start first (the order below: their
-# serial times, longest first), so the short ones fill in behind. Each file's output is printed whole when it
-# ends; then each file's summary, in this order, and a final combined `N passed, N failed` line; exits
-# non-zero if any test failed. A file is stopped after 600 s (its tests' own watchdogs are the first guard;
-# the longest file, test_cluster.py, took 130 s alone and 157-174 s beside another).
+# Files run E2E_JOBS at a time, default 2 (this machine's cores): 9.5-10.5 min against 16.3 one after the
+# other (2026-12-02). Side by side, every file starts its own servers on free ports in its own temporary
+# directories (the harness checks the server that answers holds the port), and what files share on disk is
+# built under a lock (build/venv: harness.venv_python; the Kafka jars: scripts/kafka_broker.sh fetch). A file
+# named in `alone` below runs with nothing beside it: test_cluster.py's chaos test waits up to 300 s for
+# three nodes to converge and is the one most sensitive to a neighbour's load. The longest files start first
+# (the order below: their serial times, longest first), so the short ones fill in behind. Each file's output
+# is printed whole when it ends; then each file's summary, in this order, and a final combined
+# `N passed, N failed` line; exits non-zero if any test failed. A file is stopped after 600 s (its tests' own
+# watchdogs are the first guard; the longest file, test_cluster.py, took 130 s alone). E2E_JOBS=1 runs them
+# one after the other.
 # Usage: tests/e2e/run.sh
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
-jobs=${E2E_JOBS:-1}
+jobs=${E2E_JOBS:-2}
 [[ "$jobs" =~ ^[1-9][0-9]?$ ]] || { echo "E2E_JOBS must be 1-99, got '$jobs'" >&2; exit 2; }
 
 files=(test_cluster.py test_crash.py test_export.py test_lake.py test_console.py test_cluster_group.py
