@@ -103,6 +103,9 @@ FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
 # The library is compiled once for the fuzzers (coverage-instrumented, build/fuzz/obj/) and linked into each.
 FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
 FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter
+# kept after the link (a pattern rule's objects are intermediate files make would delete): an edit then
+# recompiles one object, not the library
+.SECONDARY: $(FUZZ_OBJ)
 build/fuzz/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@

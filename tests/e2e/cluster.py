@@ -38,7 +38,7 @@ def have_confluent_kafka():
 
 
 def require_confluent_kafka():
-    """Skip the calling test when the client library is missing (as test_real_broker.py does)."""
+    """Skip the calling test when the client library is missing."""
     if not have_confluent_kafka():
         raise H.Skip("python3-confluent-kafka is not installed")
 
@@ -173,7 +173,7 @@ def read_topic(bootstrap, topic, committed=False, timeout=120.0):
 
 
 def identity_key(rec):
-    """The message key medstream's own producers use today (test_real_broker.py): name|dob."""
+    """The message key the tests' producers use by default: name|dob."""
     return (rec["name"] + "|" + rec["dob"]).encode()
 
 

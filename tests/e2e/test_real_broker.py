@@ -1,5 +1,6 @@
-# End-to-end test on a real Apache Kafka broker (issue 16's ground: scripts/kafka_broker.sh starts Kafka
-# 4.1.1 in KRaft mode on loopback from jars fetched from Maven Central and cached), not librdkafka's mock:
+# End-to-end test on a real Apache Kafka broker (issue 16's ground: cluster.py's Broker, through
+# scripts/kafka_broker.sh, starts Kafka 4.1.1 in KRaft mode on loopback from jars fetched from Maven Central
+# and cached), not librdkafka's mock:
 # a topic of 4 partitions, medstream consuming it in a consumer group, records produced keyed by identity
 # by python3-confluent-kafka; medstream is killed with SIGKILL between two halves and restarted: every
 # record is stored exactly once (version 1), the same identity has one patient id, and the group's
@@ -7,50 +8,11 @@
 #
 # Run: /usr/bin/python3 tests/e2e/test_real_broker.py   (needs Java 17; the first run fetches ~43 MB)
 
-import json
-import os
-import subprocess
 import time
 
+import cluster as CL
 import harness as H
-from harness import check, eq, fail, test
-
-SCRIPT = os.path.join(H.REPO_ROOT, "scripts", "kafka_broker.sh")
-
-
-def start_broker():
-    base = H.tempfile.mkdtemp(prefix="medstream-e2e-kafka-")
-    H._temp_dirs.append(base)  # removed with the servers' when the run passes
-    d = os.path.join(base, "broker")
-    for _attempt in range(3):  # again with other ports if one was taken between the pick and the bind
-        port, cport = H.free_port(), H.free_port()
-        if port == cport:
-            continue
-        r = subprocess.run(["bash", SCRIPT, "start", d, str(port), str(cport)], capture_output=True, text=True,
-                           timeout=600)
-        if r.returncode == 0:
-            H.on_exit(lambda: subprocess.run(["bash", SCRIPT, "stop", d], timeout=60))
-            return "127.0.0.1:%d" % port
-        if "Address already in use" not in open(os.path.join(d, "broker.out")).read():
-            break
-    fail("scripts/kafka_broker.sh start: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
-
-
-def create_topic(bootstrap, topic, partitions):
-    from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    for f in fs.values():
-        f.result(timeout=60)
-
-
-def produce(bootstrap, topic, records):
-    from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    for r in records:
-        p.produce(topic, key=(r["name"] + "|" + r["dob"]).encode(), value=json.dumps(r).encode())
-        p.poll(0)
-    check(p.flush(60) == 0, "every message delivered to the broker")
+from harness import check, eq, test
 
 
 def rec(i):
@@ -71,22 +33,19 @@ def wait_all(s, ids, limit=90.0):
 
 @test(timeout=600)
 def test_exactly_once_across_a_kill9_on_a_real_broker():
-    try:
-        import confluent_kafka  # noqa: F401
-    except ImportError:
-        raise H.Skip("python3-confluent-kafka is not installed")
-    bootstrap = start_broker()
-    create_topic(bootstrap, "records", 4)
+    CL.require_confluent_kafka()
+    bootstrap = CL.shared_broker().bootstrap
+    CL.create_topic(bootstrap, "records", 4)
     s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "records", "--kafka-group", "rb"],
                  name="real-broker")
     s.start()
     s.login()
     first = [rec(i) for i in range(1000)]
-    produce(bootstrap, "records", first)
+    CL.produce(bootstrap, "records", first)
     wait_all(s, [r["record_id"] for r in first])
     s.kill9()
     second = [rec(i) for i in range(1000, 2000)]
-    produce(bootstrap, "records", second)
+    CL.produce(bootstrap, "records", second)
     s.start()
     s.login()
     wait_all(s, [r["record_id"] for r in second])
