@@ -488,6 +488,9 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
     int nwants = 0;
     int64_t *learned = ms_calloc((size_t)c->cl_partitions, sizeof *learned); /* entries learned before here */
     int64_t *start = ms_calloc((size_t)c->cl_partitions, sizeof *start);     /* -2: not read */
+    int64_t *need = ms_calloc((size_t)c->cl_partitions, sizeof *need);       /* [r.parts index]: read up to here */
+    double *waited_from = ms_calloc((size_t)c->cl_partitions, sizeof *waited_from); /* 0: did not wait */
+    double txn_wait = 0; /* the longest wait for a transaction open at the first end */
     for (int32_t x = 0; x < c->cl_partitions; x++)
         start[x] = -2;
     char msource[300];
@@ -527,8 +530,11 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
             break;
         }
         r.parts[r.nparts] = x;
-        r.next[r.nparts++] = -1;
-        if (start[x] >= hi) continue; /* nothing after what this store read */
+        r.next[r.nparts] = -1;
+        need[r.nparts++] = -1;
+        /* read even when this store read to the end (hi, read_committed: the last stable offset): a
+         * transaction still open past it may hold markers of the assigned partitions */
+        if (start[x] > hi) continue;
         rd_kafka_topic_partition_list_add(from, c->changelog, x)->offset = start[x] > lo ? start[x] : lo;
     }
     int open = from->cnt;
@@ -547,7 +553,26 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         int x = 0;
         while (x < r.nparts && r.parts[x] != m->partition)
             x++;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && x < r.nparts) {
+            /* The end of what is committed (the last stable offset) is not the end yet while a transaction
+             * that was open when this node got its partitions is: the previous owner's last batch, its
+             * offsets sent under the group's old generation (so it may still commit), its markers and
+             * minted identities already in the log. Read on until the log's high watermark as the first
+             * end showed it, so that batch is seen once it commits (or skipped once it aborts, at the
+             * latest after transaction.timeout.ms); else this node would start past the batch's offsets
+             * without ever storing it. */
+            int64_t lo = 0, hwm = -1;
+            if (need[x] < 0 && rd_kafka_get_watermark_offsets(c->restorer, c->changelog, m->partition, &lo, &hwm) ==
+                                   RD_KAFKA_RESP_ERR_NO_ERROR)
+                need[x] = hwm > m->offset ? hwm : m->offset;
+            if (need[x] < 0 || m->offset >= need[x]) {
+                open--;
+                if (waited_from[x] > 0 && ms_mono_s() - waited_from[x] > txn_wait)
+                    txn_wait = ms_mono_s() - waited_from[x];
+            } else if (waited_from[x] == 0) {
+                waited_from[x] = ms_mono_s();
+            }
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             open--;
         } else if (m->err) {
             ms_log(LOG_WARN, "cluster.restore_error", "kafka cluster: reading %s: %s", c->changelog,
@@ -576,9 +601,9 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         moved |= r.next[i] >= 0;
     if (rc == MS_OK && moved) rc = writer_apply(c->opt.writer, keep_restored, &r, e); /* learned: kept */
     if (rc == MS_OK) {
-        log_field f[] = {LOG_INT("changelog_partitions", r.nparts), LOG_UINT("entries", r.n),
-                         LOG_UINT("identities", shard_ids_count(c->ids)), LOG_INT("replay_batches", plan->n),
-                         LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
+        log_field f[] = {LOG_INT("changelog_partitions", r.nparts),        LOG_UINT("entries", r.n),
+                         LOG_UINT("identities", shard_ids_count(c->ids)),  LOG_INT("replay_batches", plan->n),
+                         LOG_MS("open_transaction_ms", txn_wait * 1000.0), LOG_MS("ms", (ms_mono_s() - t0) * 1000.0)};
         ms_log_fields(LOG_INFO, "cluster.restored", f, LOG_NFIELDS(f), "kafka cluster: shard state restored");
     } else {
         cluster_replay_free(plan);
@@ -589,6 +614,8 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
     free(wants);
     free(learned);
     free(start);
+    free(need);
+    free(waited_from);
     return rc;
 }
 
@@ -740,6 +767,10 @@ ms_code cluster_commit(cluster *c, const cluster_batch *cb, rd_kafka_message_t *
     free(topics);
     free(offs);
     buf_free(&v);
+    /* The batch's messages are in the log before its offsets are sent: a node given these partitions next
+     * reads the changelog up to its high watermark (cluster_restore), so a transaction whose offsets went
+     * under the group's old generation, and may still commit, has its markers there to wait for. */
+    if (!err) err = rd_kafka_flush(c->producer, 30000);
     if (err) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(c->producer, 30000);
         if (ae) rd_kafka_error_destroy(ae);

@@ -23,7 +23,11 @@
  *
  * A node given a partition (cluster_restore, on assignment) reads the changelog partition of its shards
  * to its end (read_committed: only committed transactions), so it mints after everything the shard ever
- * minted; then it stores again, in their order, the committed batches whose markers lie past its store's
+ * minted. Its end is the high watermark the first read showed, not the last stable offset: a transaction
+ * open then, the previous owner's last batch whose offsets went under the group's old generation, may
+ * still commit, and the new owner would then start past offsets it never stored; so the restore waits for
+ * such a transaction to end (at the latest transaction.timeout.ms, 10 s, after a node died in one), and
+ * cluster_commit has a batch's messages delivered before it sends the offsets. Then it stores again, in their order, the committed batches whose markers lie past its store's
  * offsets: a batch committed in Kafka but not in LMDB before a crash, the batches another node stored
  * while the partition was elsewhere, a new node's whole history of the partition, or (after T's
  * partitions doubled) the batches of the partition that held its shards before. The same messages in

@@ -26,6 +26,7 @@
 import json
 import os
 import random
+import re
 import time
 import urllib.parse
 
@@ -337,6 +338,38 @@ def test_a_node_frozen_inside_its_transaction_is_fenced():
     check_everyone([x, y], recs)
     n, distinct = changelog_count(b.bootstrap, topic + ".changelog")
     eq((n, distinct), (20, 20), "one changelog entry per identity: nothing of the fenced transaction is visible")
+
+
+@test(timeout=600)
+def test_a_restore_waits_for_a_transaction_open_on_the_changelog():
+    """A node's last transaction may still commit after its group moved on (its offsets went under the old
+    generation, before it froze or stalled): the node given its partitions must see that batch's markers,
+    or it starts past offsets it never stored. So a restore reads the changelog up to the high watermark its
+    first read showed, not only to the last stable offset: while a transaction open there is open, it
+    waits. Here the test's own transaction stays open on changelog partition 0 while the node starts."""
+    b, topic, key = a_cluster(2)
+    n = Member(b.bootstrap, topic, "opentxn", key, name="opentxn")
+    n.start()
+    n.wait_ready()  # the cluster's topics exist now
+    n.stop()
+    p = CL.producer(b.bootstrap, **{"transactional.id": "medstream-test-open-%d" % random.randrange(1 << 30)})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic + ".changelog", key=b"test: a transaction left open", value=b"", partition=0)
+    eq(p.flush(30), 0, "the open transaction's message delivered")
+    n.start()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        check("shard state restored" not in n.log_text_since_start(),
+              "the node restored with a transaction open on the changelog: %s" % n.log_tail())
+        time.sleep(0.2)
+    check("partitions assigned" not in n.log_text_since_start(), "the node took partitions before its restore")
+    p.commit_transaction(30)
+    n.wait_ready(timeout=60)
+    line = [ln for ln in n.log_text_since_start().splitlines() if "shard state restored" in ln][-1]
+    m = re.search(r"open_transaction_ms=([0-9.]+)", line)
+    check(m and float(m.group(1)) >= 4000, "the restore's wait for the open transaction: %s" % line)
+    n.stop()
 
 
 @test(timeout=600)
