@@ -567,8 +567,8 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
                 need[x] = hwm > m->offset ? hwm : m->offset;
             if (need[x] < 0 || m->offset >= need[x]) {
                 open--;
-                if (waited_from[x] > 0 && ms_mono_s() - waited_from[x] > txn_wait)
-                    txn_wait = ms_mono_s() - waited_from[x];
+                double waited = waited_from[x] > 0 ? ms_mono_s() - waited_from[x] : 0;
+                if (waited > txn_wait) txn_wait = waited;
             } else if (waited_from[x] == 0) {
                 waited_from[x] = ms_mono_s();
             }

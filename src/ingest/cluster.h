@@ -21,19 +21,19 @@
  * through the writer into LMDB, with the numbers the transaction published, while stage 2 commits the
  * next batch's transaction.
  *
- * A node given a partition (cluster_restore, on assignment) reads the changelog partition of its shards
- * to its end (read_committed: only committed transactions), so it mints after everything the shard ever
+ * A node given a partition (cluster_restore, on assignment) reads the changelog partition of its shards to
+ * its end (read_committed: only committed transactions), so it mints after everything the shard ever
  * minted. Its end is the high watermark the first read showed, not the last stable offset: a transaction
- * open then, the previous owner's last batch whose offsets went under the group's old generation, may
- * still commit, and the new owner would then start past offsets it never stored; so the restore waits for
- * such a transaction to end (at the latest transaction.timeout.ms, 10 s, after a node died in one), and
- * cluster_commit has a batch's messages delivered before it sends the offsets. Then it stores again, in their order, the committed batches whose markers lie past its store's
- * offsets: a batch committed in Kafka but not in LMDB before a crash, the batches another node stored
- * while the partition was elsewhere, a new node's whole history of the partition, or (after T's
- * partitions doubled) the batches of the partition that held its shards before. The same messages in
- * the same order give the same record and patient versions on every node that owns a shard. Record
- * bodies therefore live in the stores and in T and T.by-shard, which must keep them as long as a node may
- * take a partition over (README "Cluster").
+ * open then, the previous owner's last batch whose offsets went under the group's old generation, may still
+ * commit, and the new owner would then start past offsets it never stored; so the restore waits for such a
+ * transaction to end (at the latest transaction.timeout.ms, 10 s, after a node died in one), and
+ * cluster_commit has a batch's messages delivered before it sends the offsets. Then it stores again, in
+ * their order, the committed batches whose markers lie past its store's offsets: a batch committed in Kafka
+ * but not in LMDB before a crash, the batches another node stored while the partition was elsewhere, a new
+ * node's whole history of the partition, or (after T's partitions doubled) the batches of the partition
+ * that held its shards before. The same messages in the same order give the same record and patient
+ * versions on every node that owns a shard. Record bodies therefore live in the stores and in T and
+ * T.by-shard, which must keep them as long as a node may take a partition over (README "Cluster").
  *
  * Contract: every function on the consumer's thread except cluster_commit (stage 2's); the two never
  * run at once on the same batch. Must never: mint for a shard whose changelog is not read to its end,

@@ -423,7 +423,8 @@ class Server:
                     return True, None
                 if r.status == 200:  # another file's server took the port first: ours exits, we retry
                     last_err = "port %d answered by another process" % self.port
-                last_err = "healthz HTTP %d" % r.status
+                else:
+                    last_err = "healthz HTTP %d" % r.status
             except (OSError, http.client.HTTPException) as e:
                 last_err = "%s" % (e.__class__.__name__,)
             time.sleep(0.02)
