@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -102,7 +102,7 @@ docs: build/medstream build/medstream-bench
 FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
 # The library is compiled once for the fuzzers (coverage-instrumented, build/fuzz/obj/) and linked into each.
 FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
-FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter
+FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter build/fuzz/fuzz_codec
 # kept after the link (a pattern rule's objects are intermediate files make would delete): an edit then
 # recompiles one object, not the library
 .SECONDARY: $(FUZZ_OBJ)
@@ -117,6 +117,11 @@ fuzz-build: $(FUZZ_BIN)
 fuzz-counter: build/fuzz/fuzz_counter
 	@mkdir -p build/fuzz/corpus_counter && cp -n fuzz/corpus_counter/* build/fuzz/corpus_counter/ 2>/dev/null || true
 	build/fuzz/fuzz_counter -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus_counter
+# The store's decoders of stored bytes (a corrupted or tampered data directory), on their own: make fuzz-codec
+fuzz-codec: build/fuzz/fuzz_codec
+	@mkdir -p build/fuzz/corpus_codec && cp -n fuzz/corpus_codec/* build/fuzz/corpus_codec/ 2>/dev/null || true
+	build/fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+		build/fuzz/corpus_codec
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus

@@ -181,7 +181,8 @@ static bool record_decode_v1(const MDB_val *v, record_version *rv)
             if (v->mv_size < at + 2) return false;
             rv->parent_id_len = ms_get_be16(p + at);
             at += 2;
-            if (rv->parent_id_len == 0 || rv->parent_id_len > RECORD_ID_MAX) return false;
+            if (rv->parent_id_len == 0 || rv->parent_id_len > RECORD_ID_MAX || v->mv_size - at < rv->parent_id_len)
+                return false;
             memcpy(rv->parent_id, p + at, rv->parent_id_len);
             rv->parent_id[rv->parent_id_len] = 0;
             at += rv->parent_id_len;
@@ -489,10 +490,11 @@ bool st_ident_decode(const MDB_val *v, ident_entry *out)
     if (v->mv_size < 16 + 2 + 32 + 8) return false;
     out->mac = p + 18;
     if (p[17] & IDENT_ERASED) {
+        if (v->mv_size != 66) return false;
         out->erased = true;
         out->erased_at = (int64_t)ms_get_be64(p + 50);
         out->erased_pos = ms_get_be64(p + 58);
-        return v->mv_size == 66;
+        return true;
     }
     if (v->mv_size < 50 + 12 + 16 + 12) return false;
     out->sealed = p + 50;
@@ -515,7 +517,7 @@ void st_public_record_encode(buf *b, const record_version *rv, int year, const c
 bool st_public_record_decode(const MDB_val *v, public_record *pr)
 {
     const unsigned char *p = v->mv_data;
-    if (v->mv_size < 19 || v->mv_size < 19u + p[18]) return false;
+    if (v->mv_size < 19 || p[18] > sizeof pr->type - 1 || v->mv_size < 19u + p[18]) return false;
     memcpy(pr->pid.b, p, 16);
     pr->year = ms_get_be16(p + 16);
     size_t tl = p[18];

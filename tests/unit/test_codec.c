@@ -6,7 +6,9 @@
  * INT64_MIN to far ahead, positions up to 2^62) written and read back equals itself field by field, and
  * its format-4 bytes are smaller than format 3's, whose bytes (as stores wrote them before) still read. Every cut-short
  * copy of a valid entry, and bytes changed at random, are refused or read without going past the buffer (ASan watches
- * the reads). Record versions the same way: format 2 round trip, format 1 still read.
+ * the reads). Record versions the same way: format 2 round trip, format 1 still read. And three damaged entries
+ * fuzz/fuzz_codec.c found read or written past their bounds: a format 1 record version's parent id longer than
+ * the value, a public copy's type longer than 64 bytes, an erased identity entry cut short.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -456,6 +458,115 @@ static void test_record_versions_round_trip(void **state)
     buf_free(&v2);
 }
 
+/* A copy of n bytes of p in an allocation of its own exact size (ASan sees a read past it). */
+static unsigned char *exact_copy(const void *p, size_t n)
+{
+    unsigned char *c = ms_malloc(n ? n : 1);
+    memcpy(c, p, n);
+    return c;
+}
+
+/* fuzz/fuzz_codec.c: a format 1 record version whose flags say it has a parent and whose parent id length is
+ * larger than the bytes left was copied into parent_id before the length was checked against the value (up
+ * to RECORD_ID_MAX bytes past it: a neighbour's bytes, or past the end of LMDB's map). Refused now. */
+static void test_record_v1_parent_past_the_value(void **state)
+{
+    (void)state;
+    patient_id_key pk;
+    patient_id_key_init(&pk, unit_id_key());
+    record_version rv, got;
+    memset(&rv, 0, sizeof rv);
+    rv.version = 3;
+    rv.valid_from = 1700000000000000LL;
+    rv.type_len = 3;
+    memcpy(rv.type, "lab", 3);
+    rv.parent_id_len = 8;
+    memcpy(rv.parent_id, "parent-1", 8);
+    buf key = {0}, v1 = {0};
+    st_key_record(&key, "rec-1", 5, rv.valid_from, rv.version);
+    encode_record_v1(&v1, &rv);
+    MDB_val k = st_val(key.data, key.len);
+    unsigned char *copy = exact_copy(v1.data, v1.len);
+    MDB_val v = st_val(copy, v1.len);
+    assert_true(st_record_decode(&pk, &k, &v, &got));
+    assert_int_equal(got.parent_id_len, 8);
+    free(copy);
+    for (size_t drop = 1; drop <= rv.parent_id_len; drop++) { /* the parent id cut short */
+        copy = exact_copy(v1.data, v1.len - drop);
+        v = st_val(copy, v1.len - drop);
+        assert_false(st_record_decode(&pk, &k, &v, &got));
+        free(copy);
+    }
+    v1.data[v1.len - 10] = (char)(RECORD_ID_MAX >> 8); /* a length of 256 (be16) before 8 bytes */
+    v1.data[v1.len - 9] = (char)(RECORD_ID_MAX & 0xFF);
+    copy = exact_copy(v1.data, v1.len);
+    v = st_val(copy, v1.len);
+    assert_false(st_record_decode(&pk, &k, &v, &got));
+    free(copy);
+    buf_free(&key);
+    buf_free(&v1);
+}
+
+/* fuzz/fuzz_codec.c: a public copy's type length byte went unchecked, and a type of up to 255 bytes was
+ * copied into public_record.type (65 bytes): a write past it, into the caller's stack. A type of 64 bytes
+ * (what st_public_record_encode writes at most) reads; a longer one is refused. */
+static void test_public_copy_type_longer_than_64(void **state)
+{
+    (void)state;
+    const size_t lengths[] = {0, 64, 65, 100, 255};
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        size_t tl = lengths[i];
+        buf b = {0};
+        for (int j = 0; j < 16; j++)
+            buf_putc(&b, (char)j); /* pid */
+        buf_put_be16(&b, 2020);
+        buf_putc(&b, (char)tl);
+        for (size_t j = 0; j < tl; j++)
+            buf_putc(&b, 'T');
+        buf_puts(&b, "{}");
+        unsigned char *copy = exact_copy(b.data, b.len);
+        MDB_val v = st_val(copy, b.len);
+        public_record pr;
+        if (tl <= 64) {
+            assert_true(st_public_record_decode(&v, &pr));
+            assert_int_equal(strlen(pr.type), tl);
+            assert_int_equal(pr.fields_len, 2);
+            assert_int_equal(pr.year, 2020);
+        } else {
+            assert_false(st_public_record_decode(&v, &pr));
+        }
+        free(copy);
+        buf_free(&b);
+    }
+}
+
+/* fuzz/fuzz_codec.c: an erased identity entry (66 bytes) cut to 58-65 bytes had its erasure time and
+ * position read from past its end before its size was checked. Refused without the read now. */
+static void test_erased_identity_cut_short(void **state)
+{
+    (void)state;
+    buf b = {0};
+    for (int j = 0; j < 16; j++)
+        buf_putc(&b, (char)(0x20 + j)); /* pid */
+    buf_putc(&b, (char)IDENT_FORMAT_2);
+    buf_putc(&b, IDENT_ERASED);
+    for (int j = 0; j < 32; j++)
+        buf_putc(&b, 0);
+    buf_put_be64(&b, 1700000000000000ULL);
+    buf_put_be64(&b, 77);
+    assert_int_equal(b.len, 66);
+    ident_entry ie;
+    for (size_t n = 28; n <= b.len; n++) {
+        unsigned char *copy = exact_copy(b.data, n);
+        MDB_val v = st_val(copy, n);
+        bool ok = st_ident_decode(&v, &ie);
+        assert_int_equal(ok, n == 66);
+        if (ok) assert_true(ie.erased && ie.erased_at == 1700000000000000LL && ie.erased_pos == 77);
+        free(copy);
+    }
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +577,9 @@ int main(void)
         cmocka_unit_test(test_varints),
         cmocka_unit_test(test_plog_entries_round_trip),
         cmocka_unit_test(test_record_versions_round_trip),
+        cmocka_unit_test(test_record_v1_parent_past_the_value),
+        cmocka_unit_test(test_public_copy_type_longer_than_64),
+        cmocka_unit_test(test_erased_identity_cut_short),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
