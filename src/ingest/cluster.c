@@ -400,7 +400,8 @@ static void learn_entry(restored *r, const rd_kafka_message_t *m)
     uint64_t number = ms_get_be64(m->payload);
     if (!shard_ids_learn(r->c->ids, m->key, number)) {
         ms_log(LOG_ERROR, "cluster.conflict",
-               "kafka cluster: %s offset %lld gives an identity a second patient number (%llu); kept the first",
+               "kafka cluster: %s offset %lld gives an identity a second patient number, or one past 2^63 (%llu); "
+               "not taken",
                r->c->changelog, (long long)m->offset, (unsigned long long)number);
         return;
     }

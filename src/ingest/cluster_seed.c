@@ -382,6 +382,11 @@ ms_code cluster_seed_run(const cluster_seed_options *opt, cluster_seed_report *o
         (rc = store_read_begin(opt->store, &r, e)) != MS_OK)
         goto done;
     uint64_t patients = store_patient_count(r);
+    if (patients > SEED_NUMBERS_MAX) {
+        rc = ms_fail(e, MS_EINVAL, "cluster seed: this store has %llu patients; a seed carries at most %llu",
+                     (unsigned long long)patients, (unsigned long long)SEED_NUMBERS_MAX);
+        goto done;
+    }
     if (sd.at.patients == 0) {
         if ((rc = check_new_cluster(&sd, e)) != MS_OK) goto done;
         sd.at = (seed_progress){.patients = patients};

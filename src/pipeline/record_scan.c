@@ -197,8 +197,16 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         /* nor past 9999: a time that rolls into year 10000 after its offset cannot be shown as RFC 3339 */
         if (time_year(r->ts_us) > 9999)
             return record_reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
+    } else if (cfg->default_ts_us) { /* the event time given beside it (a message header): as a body's */
+        if (cfg->default_ts_us < days_from_civil(1, 1, 1) * 86400000000LL ||
+            cfg->default_ts_us >= days_from_civil(10000, 1, 1) * 86400000000LL)
+            return record_reject(r, mem,
+                                 "line %u: the event time given beside it (a message header) is not in "
+                                 "the years 1 to 9999",
+                                 NULL, NULL);
+        r->ts_us = cfg->default_ts_us;
     } else {
-        r->ts_us = cfg->default_ts_us ? cfg->default_ts_us : cfg->now_us;
+        r->ts_us = cfg->now_us;
     }
 
     /* parent: a record id (the index of children is keyed by it), or null for none */

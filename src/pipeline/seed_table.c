@@ -41,9 +41,13 @@ bool seed_progress_decode(const void *key, size_t key_len, const void *value, si
     return p->identities <= p->patients;
 }
 
+/* SEED_NUMBERS_MAX (seed_table.h) bounds a chunk's first number, which comes from Kafka: without it, one
+ * 9-byte key made every node that reads T.seed allocate two bytes for each number below it (past 2^63:
+ * double its capacity forever; where first + len / 2 wrapped to 0: write the chunk below the table). */
 bool seed_table_put(seed_table *t, uint64_t first, const void *value, size_t len)
 {
-    if (len == 0 || len % 2 != 0 || len / 2 > SEED_CHUNK || first % SEED_CHUNK != 0) return false;
+    if (len == 0 || len % 2 != 0 || len / 2 > SEED_CHUNK || first % SEED_CHUNK != 0 || first >= SEED_NUMBERS_MAX)
+        return false;
     uint64_t end = first + len / 2;
     if (end > t->cap) {
         uint64_t cap = t->cap ? t->cap : SEED_CHUNK;

@@ -30,6 +30,10 @@
 #define SEED_CHUNK 32768u /* numbers per chunk: 64 KiB values */
 #define SEED_NO_SHARD 0xFFFFu
 #define SEED_PROGRESS 25
+/* The most patients a seed carries: 2^26 (67,108,864; a table of 128 MiB at most), over six times the largest
+ * store measured (10 million patients, README). A chunk at or past it is malformed (seed_table_put), and
+ * `medstream cluster-seed` refuses a larger store before it publishes anything. */
+#define SEED_NUMBERS_MAX ((uint64_t)1 << 26)
 
 typedef struct {
     uint64_t patients;   /* N: the floor */

@@ -5,6 +5,10 @@
  *
  * Every rejection names the field and the line, and never contains a value: all records here carry the
  * same distinctive name so that a leak of it into an error text is caught.
+ *
+ * Found by fuzz/fuzz_wire.c (a Kafka message with its headers): the event time given beside a record (the
+ * medstream-ts header) was taken as is, so a message of year 116191 or of INT64_MIN was stored with a time
+ * no RFC 3339 text shows (and INT64_MIN overflows time_year in the writer): test_header_event_time.
  */
 #include "unit.h"
 
@@ -579,6 +583,32 @@ static void test_origin_record_id(void **state)
     assert_span_equal(own.record_id, own.record_id_len, "r-1");
 }
 
+/* The event time given beside a record without one (a cluster seed's header, record_origin.h): as a body's,
+ * in the years 1 to 9999, else the record is rejected. */
+static void test_header_event_time(void **state)
+{
+    fixture *f = *state;
+    const char *rec = "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\"}";
+    const int64_t ok[] = {1600000000123456LL, -62135596800000000LL /* 0001-01-01T00:00:00Z */,
+                          253402300799999999LL /* 9999-12-31T23:59:59.999999Z */, -1};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        f->cfg.default_ts_us = ok[i];
+        parsed_record r = scan(f, rec);
+        expect_valid(&r, "a header's event time");
+        assert_true(r.ts_us == ok[i]);
+    }
+    const int64_t bad[] = {(int64_t)0x3205af3107a5e240ull /* the fuzzer's: year 116191 */, 253402300800000000LL,
+                           -62135596800000001LL, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f->cfg.default_ts_us = bad[i];
+        expect_reject(f, rec, "the event time given beside it (a message header)", "years 1 to 9999", NULL);
+    }
+    /* a body's own time is the record's, whatever the header says */
+    parsed_record r = scan(f, "{\"name\":\"" NAME "\",\"dob\":\"" DOB "\",\"ts\":\"2024-05-06T07:08:09Z\"}");
+    expect_valid(&r, "a body's event time");
+    assert_true(r.ts_us == 1714979289000000LL);
+}
+
 static void test_body_empty(void **state)
 {
     fixture *f = *state;
@@ -608,6 +638,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_body_single_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_origin_record_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_event_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

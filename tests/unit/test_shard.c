@@ -6,6 +6,13 @@
  * number learned, never a second number for an identity; a batch marker (batch_marker.h) keeps its messages'
  * order in runs and decodes to what was encoded, refuses what is malformed, and says which batches hold a
  * partition's shards after the topic doubled.
+ *
+ * Found by fuzz/fuzz_wire.c (bytes a node reads from Kafka), one test each: a changelog entry of number
+ * UINT64_MAX (the identity index's empty slot) was learned yet forgotten, one of sequence 2^52 - 1 sent its
+ * shard's next mint around 2^64 onto another patient's number, and a floor (T.seed's patient count) near
+ * 2^64 made mints fall below it (test_shard_ids_refuse_numbers_past_any_shard); a T.seed chunk far out made
+ * every node allocate two bytes for each number below it (8 GiB for the fuzzer's), loop forever, or write
+ * below its table (test_seed_table_refuses_far_chunks).
  */
 #include "unit.h"
 
@@ -153,6 +160,42 @@ static void test_shard_ids_mint_after_what_they_learned(void **state)
     shard_ids_free(ids);
 }
 
+/* Changelog entries and floors come from Kafka: numbers no shard could mint are refused (learn) or ignored
+ * (floor), so a mint stays in its shard, past what the shard learned and at or past the floor. */
+static void test_shard_ids_refuse_numbers_past_any_shard(void **state)
+{
+    (void)state;
+    shard_ids *ids = shard_ids_new();
+    unsigned char m[32];
+    uint64_t n;
+    /* UINT64_MAX, the identity index's empty slot: was "learned" (true) and then not found */
+    mac_of(m, 1);
+    assert_false(shard_ids_learn(ids, m, UINT64_MAX));
+    assert_false(shard_ids_get(ids, m, &n));
+    assert_int_equal(shard_ids_count(ids), 0);
+    /* sequence 2^52 - 1 of shard 7: the shard's next number wrapped to 7, patient 7's */
+    mac_of(m, 2);
+    assert_true(shard_ids_learn(ids, m, 7));
+    mac_of(m, 3);
+    assert_false(shard_ids_learn(ids, m, shard_number(7, UINT64_MAX / SHARD_COUNT)));
+    assert_false(shard_ids_learn(ids, m, (uint64_t)1 << 63));
+    assert_true(shard_ids_learn(ids, m, ((uint64_t)1 << 63) - SHARD_COUNT + 7)); /* the last one learned */
+    mac_of(m, 4);
+    n = shard_ids_mint(ids, m, 7);
+    assert_int_equal(shard_of_number(n), 7);
+    assert_true(n > ((uint64_t)1 << 63) - SHARD_COUNT + 7); /* past it (kept, not wrapped) */
+    assert_true(shard_ids_get(ids, m, &n));
+    /* a floor near 2^64: mints fell to 9 (the sequence wrapped), below it; now ignored, 10000 kept */
+    shard_ids_floor(ids, 10000);
+    shard_ids_floor(ids, UINT64_MAX - 10);
+    mac_of(m, 5);
+    n = shard_ids_mint(ids, m, 9);
+    assert_int_equal(shard_of_number(n), 9);
+    assert_true(n >= 10000 && n < 10000 + SHARD_COUNT);
+    assert_int_equal(shard_ids_count(ids), 4);
+    shard_ids_free(ids);
+}
+
 static void test_marker_runs_keep_the_order(void **state)
 {
     (void)state;
@@ -275,6 +318,32 @@ static void test_seed_floor_and_table(void **state)
     assert_false(seed_progress_decode("S", 1, pv, sizeof pv, &q));
 }
 
+/* A chunk's first number comes from Kafka (T.seed's key): past the table's limit it is refused and changes
+ * nothing. */
+static void test_seed_table_refuses_far_chunks(void **state)
+{
+    (void)state;
+    seed_table t = {0};
+    unsigned char v[2] = {0x0b, 0xb8}; /* 3000 */
+    assert_true(seed_table_put(&t, 0, v, sizeof v));
+    uint64_t n = t.n, cap = t.cap;
+    assert_false(seed_table_put(&t, (uint64_t)1 << 26, v, sizeof v)); /* the first number past the limit */
+    /* the fuzzer's key: "L" 00 00 00 00 fe 10 00 00 made a node allocate 8 GiB */
+    assert_false(seed_table_put(&t, 0xfe100000u, v, sizeof v));
+    assert_false(seed_table_put(&t, (uint64_t)1 << 63, v, sizeof v)); /* its capacity doubled forever */
+    /* a whole chunk whose end wraps to 0: it was written below the table */
+    unsigned char *full = calloc(2, SEED_CHUNK);
+    assert_non_null(full);
+    assert_false(seed_table_put(&t, 0 - (uint64_t)SEED_CHUNK, full, 2 * SEED_CHUNK));
+    free(full);
+    assert_true(t.n == n && t.cap == cap);
+    assert_int_equal(seed_table_shard(&t, 0), 3000);
+    /* the last chunk below the limit is still taken */
+    assert_true(seed_table_put(&t, ((uint64_t)1 << 26) - SEED_CHUNK, v, sizeof v));
+    assert_int_equal(seed_table_shard(&t, ((uint64_t)1 << 26) - SEED_CHUNK), 3000);
+    seed_table_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,9 +353,11 @@ int main(void)
         cmocka_unit_test(test_numbers_per_shard),
         cmocka_unit_test(test_known_answers),
         cmocka_unit_test(test_shard_ids_mint_after_what_they_learned),
+        cmocka_unit_test(test_shard_ids_refuse_numbers_past_any_shard),
         cmocka_unit_test(test_marker_runs_keep_the_order),
         cmocka_unit_test(test_marker_holds_the_shards_of_a_partition),
         cmocka_unit_test(test_seed_floor_and_table),
+        cmocka_unit_test(test_seed_table_refuses_far_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
