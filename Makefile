@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec fuzz-wire fuzz-files openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -102,16 +102,19 @@ docs: build/medstream build/medstream-bench
 FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 > 0 ? $(FUZZ_SECONDS) / 2 : 1 ))
 # The library is compiled once for the fuzzers (coverage-instrumented, build/fuzz/obj/) and linked into each.
 FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
-FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter build/fuzz/fuzz_codec
+# a UBSan report stops a fuzzer, as an ASan one does
+FUZZ_SAN = -fno-sanitize-recover=undefined
+FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter build/fuzz/fuzz_codec \
+	build/fuzz/fuzz_wire build/fuzz/fuzz_files
 # kept after the link (a pattern rule's objects are intermediate files make would delete): an edit then
 # recompiles one object, not the library
 .SECONDARY: $(FUZZ_OBJ)
 build/fuzz/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_SAN) -c $< -o $@
 build/fuzz/obj/src/pipeline/transforms.o: $(ZIP3_GEN)
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ) | build/fuzz
-	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) $(LIBS)
+	clang $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_SAN) -o $@ $< $(FUZZ_OBJ) $(LIBS)
 fuzz-build: $(FUZZ_BIN)
 # The counter definitions and the trusted member splitter (issue 13), on their own: make fuzz-counter
 fuzz-counter: build/fuzz/fuzz_counter
@@ -122,6 +125,17 @@ fuzz-codec: build/fuzz/fuzz_codec
 	@mkdir -p build/fuzz/corpus_codec && cp -n fuzz/corpus_codec/* build/fuzz/corpus_codec/ 2>/dev/null || true
 	build/fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
 		build/fuzz/corpus_codec
+# Bytes from Kafka or another node (changelog, T.seed, message headers): make fuzz-wire
+fuzz-wire: build/fuzz/fuzz_wire
+	@mkdir -p build/fuzz/corpus_wire && cp -n fuzz/corpus_wire/* build/fuzz/corpus_wire/ 2>/dev/null || true
+	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+		build/fuzz/corpus_wire
+# Files and texts read from disk or the configuration (config, schema, counters.state, lake log, checkpoints,
+# rules, times, query parameters): make fuzz-files
+fuzz-files: build/fuzz/fuzz_files
+	@mkdir -p build/fuzz/corpus_files && cp -n fuzz/corpus_files/* build/fuzz/corpus_files/ 2>/dev/null || true
+	build/fuzz/fuzz_files -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+		build/fuzz/corpus_files
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus

@@ -308,6 +308,7 @@ const char *json_scan_value(const char *base, const char *p, const char *end, js
 
 int json_scan_object(const char *text, size_t n, json_member *members, int max, json_error *err)
 {
+    if (n == 0) return fail(err, "", "", "empty input"), -1; /* text may be NULL then (an empty buf's data) */
     const char *base = text, *end = text + n;
     const char *p = json_skip_ws(text, end);
     if (p >= end) return fail(err, base, p, "empty input"), -1;

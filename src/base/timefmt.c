@@ -100,12 +100,14 @@ bool time_parse_rfc3339(const char *s, size_t n, int64_t *us)
     return true;
 }
 
+/* Floor division and its remainder (0..b-1), without negating a (INT64_MIN has no negation). */
+static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b < 0); }
+static int64_t floor_mod(int64_t a, int64_t b) { return a % b + (a % b < 0 ? b : 0); }
+
 void time_format_rfc3339(int64_t us, char *out, size_t cap)
 {
-    int64_t secs = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
-    int64_t frac = us - secs * 1000000;
-    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t rem = secs - days * 86400;
+    int64_t secs = floor_div(us, 1000000), frac = floor_mod(us, 1000000);
+    int64_t days = floor_div(secs, 86400), rem = floor_mod(secs, 86400);
     int64_t y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
@@ -115,8 +117,7 @@ void time_format_rfc3339(int64_t us, char *out, size_t cap)
 
 int time_year(int64_t us)
 {
-    int64_t secs = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
-    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+    int64_t days = floor_div(floor_div(us, 1000000), 86400);
     int64_t y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);

@@ -205,6 +205,7 @@ ms_code rule_parse(const char *json, size_t len, rule_def *out, ms_err *e)
 
 ms_code rules_parse_list(const char *json, size_t len, rule_def **out, size_t *n, ms_err *e)
 {
+    if (len == 0) return ms_fail(e, MS_EINVAL, "expected a JSON array of rules"); /* json may be NULL: an empty file */
     const char *p = json_skip_ws(json, json + len), *end = json + len;
     json_error je;
     json_type t;

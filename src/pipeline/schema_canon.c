@@ -91,7 +91,7 @@ static const char *canon_value(const char *base, const char *p, const char *end,
             if (q < vend && *q == ',') q = json_skip_ws(q + 1, vend);
             n++;
         }
-        qsort(m, n, sizeof *m, member_cmp);
+        if (n) qsort(m, n, sizeof *m, member_cmp); /* an empty object: m is NULL, which qsort may not take */
         buf_putc(out, '{');
         for (size_t i = 0; i < n; i++) {
             if (i) buf_putc(out, ',');

@@ -605,7 +605,12 @@ void counter_save(const counter *c, buf *out)
 typedef struct {
     const unsigned char *p, *end;
     bool bad;
+    uint64_t counts; /* the magnitudes of the counts read, summed (rd_pair) */
 } reader;
+
+/* At most this in all, so that no sum of counts (a node of the tree, a window, a bucket the future moves into
+ * the ring, a parent's pairs) can overflow: a saved state's counts are numbers of records, far below. */
+#define SAVED_COUNTS_MAX ((uint64_t)1 << 62)
 
 static uint64_t rd64(reader *r)
 {
@@ -647,7 +652,12 @@ static void rd_pair(reader *r, int64_t *prev, int64_t *bucket, int64_t *count)
 {
     uint64_t d = rdvarint(r);
     *count = unzigzag(rdvarint(r));
-    if (d > (uint64_t)INT64_MAX / 2 || *prev > INT64_MAX / 2) r->bad = true;
+    r->counts += *count < 0 ? -(uint64_t)*count : (uint64_t)*count; /* at most 2^62 + 2^63 */
+    if (r->counts > SAVED_COUNTS_MAX) r->bad = true;
+    if (d > (uint64_t)INT64_MAX / 2 || *prev > INT64_MAX / 2) {
+        r->bad = true;
+        d = 0; /* the sum below would overflow */
+    }
     *bucket = *prev + (int64_t)d;
     *prev = *bucket;
 }
@@ -664,7 +674,7 @@ static void reset(counter *c)
 
 ms_code counter_load(counter *c, const void *data, size_t len, int64_t now, ms_err *e)
 {
-    reader r = {data, (const unsigned char *)data + len, false};
+    reader r = {data, (const unsigned char *)data + len, false, 0};
     reset(c);
     if (len < 4 || memcmp(data, SAVE_MAGIC, 4) != 0) goto bad;
     r.p += 4;

@@ -58,7 +58,8 @@ ms_code counter_state_decode(counter_state *st, buf *bytes, ms_err *e)
     memset(st, 0, sizeof *st);
     st->raw = *bytes;
     *bytes = (buf){0};
-    const unsigned char *p = (const unsigned char *)st->raw.data, *end = p + st->raw.len;
+    /* an empty file's data is NULL (buf_read_file): no arithmetic on it */
+    const unsigned char *p = (const unsigned char *)st->raw.data, *end = st->raw.len ? p + st->raw.len : p;
     const char *why = NULL;
     if (st->raw.len < 6 + 28 + 8 || memcmp(p, STATE_MAGIC, 6) != 0) {
         why = "not a counters state file";

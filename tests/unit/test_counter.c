@@ -10,12 +10,16 @@
  *   - the per-parent memory cap: beyond it answers are flagged incomplete, never silently wrong;
  *   - the query's refusals (window, at, parent) and bucket edges ((from, to] at the resolution);
  *   - definitions: what parses, the canonical form, each refusal names its key and never a value, the
- *     where operators, public or PHI by the schema.
+ *     where operators, public or PHI by the schema;
+ *   - damaged saved states (found by fuzz/fuzz_files.c): counts whose sums overflow an int64 and a bucket step
+ *     that overflows are refused, not summed (UBSan: signed overflow in fw_add and rd_pair); an empty
+ *     counters.state (its buf's data NULL) is refused without arithmetic on the NULL pointer.
  */
 #include "unit.h"
 
 #include "views/counter.h"
 #include "views/counter_def.h"
+#include "views/counter_state.h"
 
 #define SEC 1000000LL
 
@@ -304,6 +308,82 @@ static void test_load_refuses_other_shapes(void **state)
     counter_free(b);
 }
 
+/* ---- damaged saved states (fuzz/fuzz_files.c) ---- */
+
+/* The head of a saved state (counter.c's layout) of a started counter of 1 s over 60 s at bucket m. */
+static void saved_head(buf *b, int64_t m)
+{
+    buf_put(b, "MSC2", 4);
+    buf_put_be64(b, (uint64_t)SEC);
+    buf_put_be64(b, 60);
+    buf_putc(b, 1);
+    buf_put_be64(b, (uint64_t)m);
+    buf_put_be64(b, 0); /* late */
+    buf_put_be64(b, 0); /* parent_dropped */
+    buf_putc(b, 0);     /* no gap */
+    buf_put_be64(b, 0);
+    buf_put_be64(b, 0);
+}
+
+/* A ring of buckets 41, 42, ... (m 100: the first after m - W) with these counts, no future, no parents. */
+static void saved_ring(buf *b, const int64_t *counts, int n)
+{
+    b->len = 0;
+    saved_head(b, 100);
+    buf_put_be32(b, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        buf_put_varint(b, 1);
+        buf_put_zigzag(b, counts[i]);
+    }
+    buf_put_be32(b, 0);
+    buf_put_be32(b, 0);
+}
+
+static void test_load_refuses_damaged_counts(void **state)
+{
+    (void)state;
+    counter *c = counter_new(SEC, 60 * SEC, 16);
+    counter_answer ans;
+    ms_err e;
+    buf b = {0};
+    /* two buckets of INT64_MAX: their sum in the tree overflowed (signed overflow in fw_add) */
+    const int64_t huge[] = {INT64_MAX, INT64_MAX}, low[] = {INT64_MIN + 1, -1}, big[] = {(int64_t)1 << 40, 5};
+    saved_ring(&b, huge, 2);
+    assert_int_equal(counter_load(c, b.data, b.len, 100 * SEC, &e), MS_ECORRUPT);
+    saved_ring(&b, low, 2);
+    assert_int_equal(counter_load(c, b.data, b.len, 100 * SEC, &e), MS_ECORRUPT);
+    assert_int_equal(counter_count(c, 60 * SEC, 100 * SEC, 100 * SEC, NULL, 0, &ans, &e), MS_OK);
+    assert_int_equal(ans.count, 0); /* left empty */
+    /* counts as large as records could ever make load as before */
+    saved_ring(&b, big, 2);
+    assert_int_equal(counter_load(c, b.data, b.len, 100 * SEC, &e), MS_OK);
+    assert_int_equal(counter_count(c, 60 * SEC, 100 * SEC, 100 * SEC, NULL, 0, &ans, &e), MS_OK);
+    assert_int_equal(ans.count, ((int64_t)1 << 40) + 5);
+    /* a future bucket 2^63 after bucket -9: the step was refused, but added (signed overflow in rd_pair) */
+    b.len = 0;
+    saved_head(&b, -10);
+    buf_put_be32(&b, 0);
+    buf_put_be32(&b, 1);
+    buf_put_varint(&b, (uint64_t)1 << 63);
+    buf_put_zigzag(&b, 1);
+    buf_put_be32(&b, 0);
+    assert_int_equal(counter_load(c, b.data, b.len, -10 * SEC, &e), MS_ECORRUPT);
+    buf_free(&b);
+    counter_free(c);
+}
+
+/* An empty counters.state is read into a buf without bytes (data NULL): refused, no arithmetic on NULL. */
+static void test_empty_state_file(void **state)
+{
+    (void)state;
+    buf empty = {0};
+    counter_state st;
+    ms_err e = {0};
+    assert_int_equal(counter_state_decode(&st, &empty, &e), MS_ECORRUPT);
+    assert_non_null(strstr(e.msg, "not a counters state file"));
+    counter_state_free(&st);
+}
+
 /* ---- definitions ---- */
 
 static void refused(const char *json, const char *names, const char *secret)
@@ -422,6 +502,8 @@ int main(void)
         cmocka_unit_test(test_bucket_edges_and_refusals),
         cmocka_unit_test(test_future_counts_when_its_time_comes),
         cmocka_unit_test(test_load_refuses_other_shapes),
+        cmocka_unit_test(test_load_refuses_damaged_counts),
+        cmocka_unit_test(test_empty_state_file),
         cmocka_unit_test(test_definitions),
         cmocka_unit_test(test_public_or_phi_by_schema),
     };

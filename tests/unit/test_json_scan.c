@@ -2,6 +2,8 @@
  * test_json_scan.c - the validating JSON scanner (src/json_scan.h): valid documents and member spans,
  * every error class with its offset, the nesting limit, UTF-8 validation (also around the 8-byte fast
  * path of the string loop, exhaustively for every byte value at every offset), and string decoding.
+ * An empty text given as (NULL, 0), as an empty file's buf is (buf_read_file): refused as empty input, without
+ * the pointer arithmetic on NULL that UBSan reported (fuzz/fuzz_files.c, an empty import checkpoint file).
  *
  * Inputs are copied into exactly-sized heap buffers so that ASan catches any read past `end`.
  */
@@ -328,6 +330,18 @@ static void test_number_errors(void **state)
     expect_error("{\"a\":Infinity}", "unexpected character", 5);
     expect_error("{\"a\":-Infinity}", "bad number", 5);
     expect_error("{\"a\":1.5.5}", "expected ',' or '}'", 8);
+}
+
+/* An empty file's buf has no bytes at all (data NULL): json_scan_object(NULL, 0) is empty input, with no
+ * arithmetic on the NULL pointer (found by fuzz/fuzz_files.c through checkpoint_file_load). */
+static void test_empty_null_text(void **state)
+{
+    (void)state;
+    json_member m[4];
+    json_error err;
+    assert_int_equal(json_scan_object(NULL, 0, m, 4, &err), -1);
+    assert_string_equal(err.msg, "empty input");
+    assert_int_equal(err.offset, 0);
 }
 
 static void test_structure_errors(void **state)
@@ -856,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_fast_path_every_byte),
         cmocka_unit_test(test_fast_path_random_differential),
         cmocka_unit_test(test_string_decode),
+        cmocka_unit_test(test_empty_null_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

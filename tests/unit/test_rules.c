@@ -2,7 +2,8 @@
  * test_rules.c - the signal rules (notify/rules.h) driven directly over buffers: parsing and its refusals
  * (each naming the rule and the member), whole words, case, white space in phrases, non-ASCII letters,
  * regexes, the types filter, fields (strings and arrays of strings; other fields never match), Hyperscan's
- * compile errors as messages naming the rule, many rules in one set.
+ * compile errors as messages naming the rule, many rules in one set. An empty rules file (its buf's data
+ * NULL, as the notifier reads it) is refused without arithmetic on the NULL pointer (fuzz/fuzz_files.c).
  */
 #include "unit.h"
 
@@ -281,6 +282,19 @@ static void test_many_rules(void **state)
     rule_set_free(rs);
 }
 
+/* An empty --rules file: buf_read_file gives no bytes (data NULL), which rules_parse_list refuses as it refuses
+ * any text that is not an array, with no pointer arithmetic on NULL (UBSan, found by fuzz/fuzz_files.c). */
+static void test_empty_rules_file(void **state)
+{
+    (void)state;
+    rule_def *v = NULL;
+    size_t n = 0;
+    ms_err e = {0};
+    assert_int_equal(rules_parse_list(NULL, 0, &v, &n, &e), MS_EINVAL);
+    assert_string_equal(e.msg, "expected a JSON array of rules");
+    assert_null(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_match_texts),
         cmocka_unit_test(test_hyperscan_compile_errors),
         cmocka_unit_test(test_many_rules),
+        cmocka_unit_test(test_empty_rules_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

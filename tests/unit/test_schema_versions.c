@@ -6,7 +6,9 @@
  * stay under the version in force until the last step switches it, every record and patient version gets
  * its copy under the target (a changed schema never leaves an old copy behind), copies written meanwhile
  * under both versions survive, a step done again is harmless, and the clean-up deletes the old copies.
- * The writer's and the server's side are in tests/e2e/test_schema_versions.py.
+ * The writer's and the server's side are in tests/e2e/test_schema_versions.py. An empty object ("{}", the
+ * default schema's file, or "public": {}) is canonical as it is, with no qsort of NULL members (UBSan,
+ * found by fuzz/fuzz_files.c).
  */
 #include "unit.h"
 #include "unit_store.h"
@@ -49,6 +51,17 @@ static void test_canonical_ignores_layout(void **state)
     free(c);
     free(d);
     free(n);
+}
+
+/* Empty objects have no members to sort: qsort(NULL, 0) was UB (glibc declares its base nonnull). */
+static void test_canonical_empty_objects(void **state)
+{
+    (void)state;
+    char *a = canon(" {} "), *b = canon("{\"public\":{},\"x\":[{}, {\"b\":{}}]}");
+    assert_string_equal(a, "{}");
+    assert_string_equal(b, "{\"public\":{},\"x\":[{},{\"b\":{}}]}");
+    free(a);
+    free(b);
 }
 
 static void test_canonical_errors(void **state)
@@ -508,6 +521,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_canonical_ignores_layout),
+        cmocka_unit_test(test_canonical_empty_objects),
         cmocka_unit_test(test_canonical_errors),
         cmocka_unit_test(test_default_canonical_is_the_default_schema),
         cmocka_unit_test(test_register_versions),

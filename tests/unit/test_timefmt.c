@@ -1,5 +1,7 @@
 /*
- * test_timefmt.c - calendar arithmetic, YYYY-MM-DD dates and RFC 3339 times (src/timefmt.h).
+ * test_timefmt.c - calendar arithmetic, YYYY-MM-DD dates and RFC 3339 times (src/timefmt.h). The writer
+ * and time_year over the whole int64 range: INT64_MIN was negated (signed overflow, UBSan; a damaged stored
+ * time; found with fuzz/fuzz_files.c).
  */
 #include "unit.h"
 
@@ -202,6 +204,21 @@ static void test_format(void **state)
     assert_string_equal(small, "1970-01-01");
 }
 
+/* The extremes of int64: no negation of INT64_MIN (it has none), the same floor division as elsewhere. */
+static void test_extreme_times(void **state)
+{
+    (void)state;
+    char out[48];
+    time_format_rfc3339(INT64_MAX, out, sizeof out);
+    assert_string_equal(out, "294247-01-10T04:00:54.775807Z");
+    assert_int_equal(time_year(INT64_MAX), 294247);
+    time_format_rfc3339(INT64_MIN, out, sizeof out);
+    assert_string_equal(out, "-290308-12-21T19:59:05.224192Z");
+    assert_int_equal(time_year(INT64_MIN), -290308);
+    time_format_rfc3339(INT64_MIN + 999999, out, sizeof out);
+    assert_string_equal(out, "-290308-12-21T19:59:06.224191Z");
+}
+
 static void test_negative_times(void **state)
 {
     (void)state;
@@ -316,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_rfc3339_rejections),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_negative_times),
+        cmocka_unit_test(test_extreme_times),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_date_formats),
     };
