@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec fuzz-wire fuzz-files openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec fuzz-wire fuzz-files fuzz-http openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -105,7 +105,7 @@ FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
 # a UBSan report stops a fuzzer, as an ASan one does
 FUZZ_SAN = -fno-sanitize-recover=undefined
 FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter build/fuzz/fuzz_codec \
-	build/fuzz/fuzz_wire build/fuzz/fuzz_files
+	build/fuzz/fuzz_wire build/fuzz/fuzz_files build/fuzz/fuzz_http_answer
 # kept after the link (a pattern rule's objects are intermediate files make would delete): an edit then
 # recompiles one object, not the library
 .SECONDARY: $(FUZZ_OBJ)
@@ -136,6 +136,12 @@ fuzz-files: build/fuzz/fuzz_files
 	@mkdir -p build/fuzz/corpus_files && cp -n fuzz/corpus_files/* build/fuzz/corpus_files/ 2>/dev/null || true
 	build/fuzz/fuzz_files -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
 		build/fuzz/corpus_files
+# The HTTP client reading another server's answer (import to a server, export from one, webhooks): make fuzz-http
+fuzz-http: build/fuzz/fuzz_http_answer
+	@mkdir -p build/fuzz/corpus_http_answer && cp -n fuzz/corpus_http_answer/* build/fuzz/corpus_http_answer/ \
+		2>/dev/null || true
+	build/fuzz/fuzz_http_answer -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+		build/fuzz/corpus_http_answer
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus

@@ -666,9 +666,14 @@ static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
     for (;;) {
         http_client_err e = read_body_exact(r, resp, c->rlen - c->rpos);
         if (e) return e;
-        e = body_reserve(c, resp, READ_BUF_SIZE);
+        /* room for what may still come, within max_response; none left: a byte more is too large */
+        size_t room = c->max_response - resp->body_len;
+        size_t want = room < READ_BUF_SIZE ? room : READ_BUF_SIZE;
+        char probe;
+        e = body_reserve(c, resp, want);
         if (e) return e;
-        ssize_t got = conn_recv(c, resp->body + resp->body_len, READ_BUF_SIZE);
+        ssize_t got = conn_recv(c, want ? resp->body + resp->body_len : &probe, want ? want : 1);
+        if (got > 0 && !want) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
         if (got > 0) {
             resp->body_len += (size_t)got;
             r->received += (size_t)got;
