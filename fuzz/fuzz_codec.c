@@ -57,36 +57,6 @@ enum { K_RECORD, K_PATIENT, K_IDENT, K_PUBLIC, K_ACCOUNT, K_TOKEN, K_KEY, K_PLOG
 static patient_id_key g_pk;
 static const unsigned char g_id_key[32] = "medstream fuzz codec id key 0123";
 
-/* Does [p, p + len) lie inside [base, base + n)? */
-static bool inside(const void *p, size_t len, const unsigned char *base, size_t n)
-{
-    uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
-    return a >= b && a - b <= n && len <= n - (a - b);
-}
-
-static unsigned char *copy_of(const uint8_t *p, size_t n)
-{
-    unsigned char *c = malloc(n ? n : 1); /* 1: malloc(0) may give NULL; the decoders see n, not the extra byte */
-    CHECK(c != NULL);
-    if (n) memcpy(c, p, n);
-    return c;
-}
-
-/* The key's length from the length byte(s) at *p (clipped to what is left); *p and *n move past them. */
-static size_t take_len(const uint8_t **p, size_t *n)
-{
-    if (*n == 0) return 0;
-    size_t len = (*p)[0];
-    (*p)++, (*n)--;
-    if (len == 255 && *n > 0) {
-        len += (*p)[0];
-        (*p)++, (*n)--;
-    }
-    return len < *n ? len : *n;
-}
-
-static bool same_bytes(const buf *b, const unsigned char *p, size_t n) { return b->len == n && !memcmp(b->data, p, n); }
-
 /* ---- record versions ---- */
 
 static bool same_record(const record_version *a, const record_version *b)
@@ -102,8 +72,8 @@ static bool same_record(const record_version *a, const record_version *b)
 
 static void fuzz_record(const uint8_t *d, size_t n)
 {
-    size_t kl = take_len(&d, &n), vl = n - kl;
-    unsigned char *key = copy_of(d, kl), *val = copy_of(d + kl, vl);
+    size_t kl = fuzz_take_len(&d, &n), vl = n - kl;
+    unsigned char *key = fuzz_copy(d, kl), *val = fuzz_copy(d + kl, vl);
     MDB_val k = st_val(key, kl), v = st_val(val, vl);
     record_version rv;
     if (st_record_decode(&g_pk, &k, &v, &rv)) {
@@ -131,7 +101,8 @@ static void fuzz_record(const uint8_t *d, size_t n)
         buf kb = {0}, a = {0}, b = {0};
         st_key_record(&kb, rv.record_id, rv.record_id_len, rv.valid_from, rv.version);
         st_record_encode(&a, &rv);
-        unsigned char *ak = copy_of((const uint8_t *)kb.data, kb.len), *av = copy_of((const uint8_t *)a.data, a.len);
+        unsigned char *ak = fuzz_copy((const uint8_t *)kb.data, kb.len),
+                      *av = fuzz_copy((const uint8_t *)a.data, a.len);
         MDB_val k2 = st_val(ak, kb.len), v2v = st_val(av, a.len);
         record_version again;
         CHECK(st_record_decode(&g_pk, &k2, &v2v, &again));
@@ -173,11 +144,11 @@ static void check_version(const patient_version *pv, const patient_ref *who, con
     unsigned format = n ? base[0] : 0;
     CHECK(!memcmp(pv->pid.b, who->id.b, 16) && pv->number == who->number && pv->valid_to == -1);
     CHECK(pv->nfields <= PATIENT_STATE_MAX_FIELDS);
-    CHECK(inside(pv->cause_record, pv->cause_record_len, base, n) && pv->cause_record_len <= UINT16_MAX);
-    CHECK(inside(pv->source, pv->source_len, base, n) && pv->source_len <= UINT16_MAX);
+    CHECK(fuzz_inside(pv->cause_record, pv->cause_record_len, base, n) && pv->cause_record_len <= UINT16_MAX);
+    CHECK(fuzz_inside(pv->source, pv->source_len, base, n) && pv->source_len <= UINT16_MAX);
     for (uint32_t i = 0; i < pv->nfields; i++) {
         const state_field *f = &pv->fields[i];
-        CHECK(inside(f->key, f->key_len, base, n) && f->key_len <= UINT16_MAX);
+        CHECK(fuzz_inside(f->key, f->key_len, base, n) && f->key_len <= UINT16_MAX);
         CHECK(f->sealer == (f->off ? who->number + 1 : 0));
         if (format == PV_FORMAT_4) {
             CHECK(f->off <= f->pos);
@@ -192,7 +163,7 @@ static void check_version(const patient_version *pv, const patient_ref *who, con
 /* Decode b's bytes (an exact copy) with mem = NULL: it must be accepted and equal pv. */
 static void expect_decodes_to(const buf *b, const patient_ref *who, const patient_version *pv)
 {
-    unsigned char *c = copy_of((const uint8_t *)b->data, b->len);
+    unsigned char *c = fuzz_copy((const uint8_t *)b->data, b->len);
     MDB_val v = st_val(c, b->len);
     patient_version again;
     CHECK(st_patient_decode(&v, who, &again, NULL));
@@ -211,7 +182,7 @@ static void expect_decodes_to(const buf *b, const patient_ref *who, const patien
 
 static void fuzz_patient(const uint8_t *d, size_t n)
 {
-    unsigned char *val = copy_of(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     MDB_val v = st_val(val, n);
     patient_ref who = {.number = 41};
     memset(who.id.b, 0xA5, 16);
@@ -255,7 +226,7 @@ static void fuzz_patient(const uint8_t *d, size_t n)
 
 static void fuzz_ident(const uint8_t *d, size_t n)
 {
-    unsigned char *val = copy_of(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     MDB_val v = st_val(val, n);
     ident_entry ie;
     if (st_ident_decode(&v, &ie)) {
@@ -265,7 +236,7 @@ static void fuzz_ident(const uint8_t *d, size_t n)
             CHECK((const unsigned char *)ie.key == val + 16 && ie.key_len == n - 16);
             buf b = {0};
             st_ident_encode_plain(&b, &ie.pid, ie.key, ie.key_len);
-            CHECK(same_bytes(&b, val, n));
+            CHECK(fuzz_same_bytes(&b, val, n));
             buf_free(&b);
         } else if (ie.erased) {
             CHECK(n == 66 && val[16] == IDENT_FORMAT_2 && (val[17] & IDENT_ERASED) && ie.mac == val + 18);
@@ -273,7 +244,7 @@ static void fuzz_ident(const uint8_t *d, size_t n)
             CHECK(ie.erased_pos == ms_get_be64(val + 58));
         } else {
             CHECK(val[16] == IDENT_FORMAT_2 && !(val[17] & IDENT_ERASED) && ie.mac == val + 18 && !ie.key);
-            CHECK(ie.sealed == val + 50 && 50 + 12 + ie.key_len + 16 == n && inside(ie.mac, 32, val, n));
+            CHECK(ie.sealed == val + 50 && 50 + 12 + ie.key_len + 16 == n && fuzz_inside(ie.mac, 32, val, n));
         }
     }
     free(val);
@@ -281,7 +252,7 @@ static void fuzz_ident(const uint8_t *d, size_t n)
 
 static void fuzz_public(const uint8_t *d, size_t n)
 {
-    unsigned char *val = copy_of(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     MDB_val v = st_val(val, n);
     public_record pr;
     if (st_public_record_decode(&v, &pr)) {
@@ -299,7 +270,7 @@ static void fuzz_public(const uint8_t *d, size_t n)
         rv.type_len = (uint32_t)tl;
         buf b = {0};
         st_public_record_encode(&b, &rv, pr.year, pr.deleted ? NULL : pr.fields, pr.fields_len);
-        CHECK(same_bytes(&b, val, n));
+        CHECK(fuzz_same_bytes(&b, val, n));
         buf_free(&b);
     }
     free(val);
@@ -309,8 +280,8 @@ static void fuzz_public(const uint8_t *d, size_t n)
 
 static void fuzz_account(const uint8_t *d, size_t n)
 {
-    size_t kl = take_len(&d, &n), vl = n - kl;
-    unsigned char *key = copy_of(d, kl), *val = copy_of(d + kl, vl);
+    size_t kl = fuzz_take_len(&d, &n), vl = n - kl;
+    unsigned char *key = fuzz_copy(d, kl), *val = fuzz_copy(d + kl, vl);
     MDB_val k = st_val(key, kl), v = st_val(val, vl);
     store_account a;
     if (st_account_decode(&k, &v, &a)) {
@@ -323,7 +294,7 @@ static void fuzz_account(const uint8_t *d, size_t n)
         CHECK(head || (!a.disabled && a.created == 0 && a.changed == 0));
         buf b = {0};
         st_account_encode(&b, &a);
-        unsigned char *c = copy_of((const uint8_t *)b.data, b.len);
+        unsigned char *c = fuzz_copy((const uint8_t *)b.data, b.len);
         MDB_val v2 = st_val(c, b.len);
         store_account again;
         CHECK(st_account_decode(&k, &v2, &again));
@@ -338,7 +309,7 @@ static void fuzz_account(const uint8_t *d, size_t n)
 
 static void fuzz_token(const uint8_t *d, size_t n)
 {
-    unsigned char *val = copy_of(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     MDB_val v = st_val(val, n);
     int64_t exp_full = 0, exp_user = 0;
     char user[STORE_USER_MAX], role[STORE_ROLE_MAX];
@@ -348,7 +319,7 @@ static void fuzz_token(const uint8_t *d, size_t n)
     bool name = st_token_user(&v, &exp_user, &u, &ul);
     CHECK(!full || name);
     if (name) {
-        CHECK(n > 8 && inside(u, ul, val, n) && (const unsigned char *)u + ul == val + n);
+        CHECK(n > 8 && fuzz_inside(u, ul, val, n) && (const unsigned char *)u + ul == val + n);
         CHECK((const unsigned char *)u > val + 8 && u[-1] == 0 && exp_user == (int64_t)ms_get_be64(val));
         CHECK(!memchr(val + 8, 0, (size_t)((const unsigned char *)u - 1 - (val + 8)))); /* the first NUL */
     }
@@ -359,7 +330,7 @@ static void fuzz_token(const uint8_t *d, size_t n)
         if (!memchr(u, 0, ul)) {
             buf b = {0};
             st_token_encode(&b, exp_full, user, role);
-            CHECK(same_bytes(&b, val, n));
+            CHECK(fuzz_same_bytes(&b, val, n));
             buf_free(&b);
         }
     }
@@ -371,16 +342,16 @@ static void fuzz_token(const uint8_t *d, size_t n)
 static void fuzz_key(const uint8_t *d, size_t n)
 {
     if (n < 12) return; /* st_key_version_read's precondition: the caller checks the length */
-    unsigned char *key = copy_of(d, n);
+    unsigned char *key = fuzz_copy(d, n);
     int64_t vf;
     uint32_t version;
     st_key_version_read(key, n, &vf, &version);
     buf b = {0};
     st_key_versioned(&b, key, n - 12, vf, version);
-    CHECK(same_bytes(&b, key, n));
+    CHECK(fuzz_same_bytes(&b, key, n));
     if (n >= 13 && key[n - 13] == 0) {
         st_key_record(&b, (const char *)key, n - 13, vf, version);
-        CHECK(same_bytes(&b, key, n));
+        CHECK(fuzz_same_bytes(&b, key, n));
     }
     buf_free(&b);
     free(key);
@@ -397,7 +368,7 @@ static void fuzz_plog(const uint8_t *d, size_t n)
 {
     if (n < 8) return;
     uint64_t seq = ms_get_be64(d);
-    unsigned char *val = copy_of(d + 8, n - 8);
+    unsigned char *val = fuzz_copy(d + 8, n - 8);
     n -= 8;
     MDB_val v = st_val(val, n);
     plog_entry en;
@@ -406,11 +377,11 @@ static void fuzz_plog(const uint8_t *d, size_t n)
         CHECK(en.tag == (char)(val[0] & ~PLOG_COMPACT));
         for (int k = 0; k < 3; k++)
             CHECK(en.last[k] == 0 || en.last[k] < seq);
-        CHECK(inside(en.data, en.len, val, n) && (const unsigned char *)en.data + en.len == val + n);
+        CHECK(fuzz_inside(en.data, en.len, val, n) && (const unsigned char *)en.data + en.len == val + n);
         buf a = {0}, b = {0};
         st_plog_encode(&a, &en);
         CHECK(a.len > 0 && (unsigned char)a.data[0] == ((unsigned char)en.tag | PLOG_COMPACT));
-        unsigned char *c = copy_of((const uint8_t *)a.data, a.len);
+        unsigned char *c = fuzz_copy((const uint8_t *)a.data, a.len);
         MDB_val v2 = st_val(c, a.len);
         plog_entry again;
         CHECK(st_plog_decode(seq, &v2, &again));

@@ -121,14 +121,6 @@ static char g_ckpt_path[128];    /* g_tmpdir/checkpoint */
 static schema g_typed;           /* a schema with typed and public fields: the spool rows' columns */
 static export_columns g_cols[4]; /* records PHI, records public, patients PHI, patients public */
 
-static unsigned char *copy_of(const uint8_t *p, size_t n)
-{
-    unsigned char *c = malloc(n ? n : 1); /* 1: malloc(0) may give NULL; the parsers see n, not the extra byte */
-    CHECK(c != NULL);
-    if (n) memcpy(c, p, n);
-    return c;
-}
-
 /* The bytes as a C string (for the parsers whose contract takes one): cut at the first NUL. */
 static char *cstr_of(const uint8_t *p, size_t n)
 {
@@ -139,16 +131,7 @@ static char *cstr_of(const uint8_t *p, size_t n)
     return c;
 }
 
-/* Does [p, p + len) lie inside [base, base + n)? */
-static bool inside(const void *p, size_t len, const void *base, size_t n)
-{
-    uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
-    return a >= b && a - b <= n && len <= n - (a - b);
-}
-
 static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
-
-static bool same_bytes(const buf *b, const void *p, size_t n) { return b->len == n && (!n || !memcmp(b->data, p, n)); }
 
 /* The memfd's content becomes [p, p + n). */
 static void memfd_set(const void *p, size_t n)
@@ -248,7 +231,7 @@ static bool option_string_ok(const char *s, const char *args, size_t args_len, c
 {
     size_t n = strlen(s);
     return n > 0 && !strpbrk(s, "\r\n") &&
-           (inside(s, n + 1, args, args_len + 1) || (cfg && inside(s, n + 1, cfg, cfg_len + 1)));
+           (fuzz_inside(s, n + 1, args, args_len + 1) || (cfg && fuzz_inside(s, n + 1, cfg, cfg_len + 1)));
 }
 
 static void fuzz_config(const uint8_t *d, size_t n, unsigned variant)
@@ -279,7 +262,7 @@ static void fuzz_config(const uint8_t *d, size_t n, unsigned variant)
     if (st == OPTIONS_OK) {
         CHECK(oa.npos >= 0 && oa.npos <= 2);
         for (int i = 0; i < oa.npos; i++)
-            CHECK(inside(oa.pos[i], strlen(oa.pos[i]) + 1, args, args_len + 1));
+            CHECK(fuzz_inside(oa.pos[i], strlen(oa.pos[i]) + 1, args, args_len + 1));
         CHECK(o_body >= 64 && o_body <= (uint64_t)1 << 40 && o_header >= 1 && o_header <= 3600);
         CHECK(o_ttl == UINT64_MAX || (o_ttl >= 1 && o_ttl <= TTL_MAX));
         CHECK(o_conns >= 1 && o_conns <= 65536 && o_linger <= 60000 && o_share >= 0.0 && o_share <= 1.0);
@@ -290,7 +273,7 @@ static void fuzz_config(const uint8_t *d, size_t n, unsigned variant)
         for (int i = 0; i < o_kafka.n; i++)
             CHECK(option_string_ok(o_kafka.v[i], args, args_len, cfg, cfg_len));
         CHECK(o_data ? option_string_ok(o_data, args, args_len, cfg, cfg_len) : !(variant & 2));
-        CHECK(!o_config || !strcmp(o_config, g_memfd_path) || inside(o_config, 1, args, args_len + 1));
+        CHECK(!o_config || !strcmp(o_config, g_memfd_path) || fuzz_inside(o_config, 1, args, args_len + 1));
     } else if (st == OPTIONS_USAGE) {
         size_t el = strnlen(oa.err, sizeof oa.err);
         CHECK(el > 0 && el < sizeof oa.err);
@@ -469,7 +452,7 @@ static void sorted_hash(const schema *s, char hex[65])
 
 static void fuzz_schema(const uint8_t *d, size_t n)
 {
-    char *text = (char *)copy_of(d, n);
+    char *text = (char *)fuzz_copy(d, n);
     schema s;
     ms_err e = {0};
     ms_code rc = schema_parse(&s, text, n, &e);
@@ -484,7 +467,7 @@ static void fuzz_schema(const uint8_t *d, size_t n)
     ms_code crc = schema_canonical(text, n, &c1, &ce);
     CHECK(rc != MS_OK || crc == MS_OK); /* a schema the server takes has a canonical text */
     if (crc == MS_OK) {
-        char *c = (char *)copy_of((const uint8_t *)c1.data, c1.len);
+        char *c = (char *)fuzz_copy((const uint8_t *)c1.data, c1.len);
         CHECK(schema_canonical(c, c1.len, &c2, &ce) == MS_OK && c2.len == c1.len && !memcmp(c2.data, c, c1.len));
         json_type t;
         json_error je;
@@ -542,7 +525,7 @@ static void same_counts(counter *a, counter *b, int64_t res, int64_t w, int64_t 
 static ms_code load_copy(counter **c, int64_t res, int64_t w, uint32_t pairs, const void *p, size_t n, int64_t now,
                          ms_err *e)
 {
-    unsigned char *copy = copy_of(p, n);
+    unsigned char *copy = fuzz_copy(p, n);
     *c = counter_new(res, w * res, pairs);
     ms_code rc = counter_load(*c, copy, n, now, e);
     free(copy);
@@ -600,7 +583,7 @@ static void fuzz_counter_save(const uint8_t *d, size_t n, unsigned variant)
 
 static void fuzz_counter_state(const uint8_t *d, size_t n, unsigned variant)
 {
-    unsigned char *val = n ? copy_of(d, n) : NULL; /* an empty file's buf has no bytes (buf_read_file) */
+    unsigned char *val = n ? fuzz_copy(d, n) : NULL; /* an empty file's buf has no bytes (buf_read_file) */
     if ((variant & 1) && n >= 8) ms_set_be64(val + n - 8, XXH3_64bits(val, n - 8)); /* past the checksum */
     buf b = {.data = (char *)val, .len = n, .cap = n};
     counter_state st;
@@ -609,11 +592,11 @@ static void fuzz_counter_state(const uint8_t *d, size_t n, unsigned variant)
         const unsigned char *raw = (const unsigned char *)st.raw.data;
         CHECK(b.data == NULL && raw == val && st.raw.len == n && st.n <= 100000);
         for (uint32_t i = 0; i < st.n; i++)
-            CHECK(inside(st.entries[i].def, st.entries[i].def_len, raw, n) &&
-                  inside(st.entries[i].state, st.entries[i].state_len, raw, n));
+            CHECK(fuzz_inside(st.entries[i].def, st.entries[i].def_len, raw, n) &&
+                  fuzz_inside(st.entries[i].state, st.entries[i].state_len, raw, n));
         buf out = {0};
         counter_state_encode(&out, st.position, st.commit_time, st.saved_at, st.entries, st.n);
-        CHECK(same_bytes(&out, raw, n));
+        CHECK(fuzz_same_bytes(&out, raw, n));
         buf_free(&out);
         /* as a restart uses them (counters.c, load_state): each definition, and its state in a counter of it */
         for (uint32_t i = 0; i < st.n && i < 4; i++) {
@@ -623,7 +606,7 @@ static void fuzz_counter_state(const uint8_t *d, size_t n, unsigned variant)
             if (def.max_window_us / def.resolution_us <= 4096) {
                 counter *c =
                     counter_new(def.resolution_us, def.max_window_us, def.per_parent ? def.max_parent_buckets : 0);
-                unsigned char *copy = copy_of(st.entries[i].state, st.entries[i].state_len);
+                unsigned char *copy = fuzz_copy(st.entries[i].state, st.entries[i].state_len);
                 if (counter_load(c, copy, st.entries[i].state_len, FUZZ_NOW_US, &de) != MS_OK)
                     CHECK(starts_with(de.msg, "counter state: "));
                 free(copy);
@@ -698,7 +681,7 @@ static void check_entry(const lake_entry *en)
     buf l1 = {0}, l2 = {0};
     lake_log_encode(en, &l1);
     CHECK(l1.len > 1 && l1.data[l1.len - 1] == '\n' && !memchr(l1.data, '\n', l1.len - 1));
-    char *c = (char *)copy_of((const uint8_t *)l1.data, l1.len - 1);
+    char *c = (char *)fuzz_copy((const uint8_t *)l1.data, l1.len - 1);
     lake_entry again;
     ms_err e;
     CHECK(lake_log_parse_line(c, l1.len - 1, &again, &e) == MS_OK);
@@ -781,7 +764,7 @@ static void check_plan(const lake_entry *last, unsigned seed)
 
 static void fuzz_lake_log(const uint8_t *d, size_t n, unsigned variant)
 {
-    unsigned char *text = copy_of(d, n);
+    unsigned char *text = fuzz_copy(d, n);
     if (variant & 1)
         for (size_t at = 0; at < n;) {
             unsigned char *nl = memchr(text + at, '\n', n - at);
@@ -936,7 +919,7 @@ static void check_rule(const rule_def *r)
         CHECK(!blank(r->any[i]));
     buf j1 = {0}, j2 = {0};
     rule_def_json(r, &j1);
-    char *c = (char *)copy_of((const uint8_t *)j1.data, j1.len);
+    char *c = (char *)fuzz_copy((const uint8_t *)j1.data, j1.len);
     rule_def again, copy;
     ms_err e;
     CHECK(rule_parse(c, j1.len, &again, &e) == MS_OK && same_rule(r, &again));
@@ -994,7 +977,7 @@ static void check_compile(const rule_def *rules, size_t n)
 
 static void fuzz_rules(const uint8_t *d, size_t n, unsigned variant)
 {
-    char *text = n ? (char *)copy_of(d, n) : NULL; /* an empty rules file's buf has no bytes (notifier.c) */
+    char *text = n ? (char *)fuzz_copy(d, n) : NULL; /* an empty rules file's buf has no bytes (notifier.c) */
     ms_err e = {0};
     if (variant & 1) { /* a rules file */
         rule_def *v = NULL;
@@ -1010,7 +993,7 @@ static void fuzz_rules(const uint8_t *d, size_t n, unsigned variant)
                 rule_def_json(&v[i], &arr);
             }
             buf_putc(&arr, ']');
-            char *c = (char *)copy_of((const uint8_t *)arr.data, arr.len);
+            char *c = (char *)fuzz_copy((const uint8_t *)arr.data, arr.len);
             rule_def *w = NULL;
             size_t kw = 0;
             CHECK(rules_parse_list(c, arr.len, &w, &kw, &e) == MS_OK && kw == k);
@@ -1086,7 +1069,7 @@ static void fuzz_time(const uint8_t *d, size_t n, unsigned variant)
         if (!nul) return;
         char *fmt = cstr_of(d, (size_t)(nul - d));
         size_t tn = n - (size_t)(nul + 1 - d);
-        char *text = (char *)copy_of(nul + 1, tn);
+        char *text = (char *)fuzz_copy(nul + 1, tn);
         const char *why = date_format_check(fmt);
         if (!why) {
             int y = 0, m = 0, dd = 0, y2 = 0, m2 = 0, d2 = 0;
@@ -1095,7 +1078,7 @@ static void fuzz_time(const uint8_t *d, size_t n, unsigned variant)
                 CHECK(date_is_real(y, m, dd));
                 buf w = {0};
                 write_date(fmt, y, m, dd, &w);
-                char *c = (char *)copy_of((const uint8_t *)w.data, w.len);
+                char *c = (char *)fuzz_copy((const uint8_t *)w.data, w.len);
                 CHECK(date_parse_format(fmt, c, w.len, &y2, &m2, &d2) == NULL && y2 == y && m2 == m && d2 == dd);
                 free(c);
                 buf_free(&w);
@@ -1109,7 +1092,7 @@ static void fuzz_time(const uint8_t *d, size_t n, unsigned variant)
         free(text);
         return;
     }
-    char *s = (char *)copy_of(d, n);
+    char *s = (char *)fuzz_copy(d, n);
     int y, m, dd;
     if (date_parse(s, n, &y, &m, &dd)) {
         CHECK(n == 10 && date_is_real(y, m, dd));
@@ -1198,7 +1181,7 @@ static void fuzz_params(const uint8_t *d, size_t n)
     } else { /* 400, and a message that does not depend on the value: it is never echoed */
         CHECK(res.status == 400 && res.body.len > 0);
         CHECK(!get_param(which, "\x01", &other, &o));
-        CHECK(other.status == 400 && same_bytes(&other.body, res.body.data, res.body.len));
+        CHECK(other.status == 400 && fuzz_same_bytes(&other.body, res.body.data, res.body.len));
     }
     buf_free(&res.body);
     buf_free(&other.body);
@@ -1216,7 +1199,7 @@ static void check_string(const char *v, size_t vl)
     CHECK(dl <= rl && utf8_check(dec, dl) == dl && !memchr(dec, 0, dl));
     buf w = {0};
     jw_string(&w, dec, dl);
-    char *c = (char *)copy_of((const uint8_t *)w.data, w.len);
+    char *c = (char *)fuzz_copy((const uint8_t *)w.data, w.len);
     json_type t;
     json_error je;
     CHECK(json_scan_value(c, c, c + w.len, &t, &je) == c + w.len && t == JSON_STRING);
@@ -1246,12 +1229,13 @@ static void check_container(const char *v, size_t vl, json_type type)
     json_error err;
     if (type == JSON_ARRAY) {
         while (json_iter_element(&it, &ev, &el, &t)) {
-            CHECK(inside(ev, el, v, vl) && json_scan_value(v, ev, ev + el, &t2, &err) == ev + el && t2 == t);
+            CHECK(fuzz_inside(ev, el, v, vl) && json_scan_value(v, ev, ev + el, &t2, &err) == ev + el && t2 == t);
             k++;
         }
     } else {
         while (json_iter_member(&it, &key, &kl, &ev, &el, &t)) {
-            CHECK(inside(key - 1, kl + 2, v, vl) && key[-1] == '"' && key[kl] == '"' && inside(ev, el, v, vl));
+            CHECK(fuzz_inside(key - 1, kl + 2, v, vl) && key[-1] == '"' && key[kl] == '"' &&
+                  fuzz_inside(ev, el, v, vl));
             CHECK(json_scan_value(v, ev, ev + el, &t2, &err) == ev + el && t2 == t);
             if (k < nm)
                 CHECK(m[k].key == key && m[k].key_len == kl && m[k].val == ev && m[k].val_len == el && m[k].type == t);
@@ -1264,7 +1248,7 @@ static void check_container(const char *v, size_t vl, json_type type)
 
 static void fuzz_json(const uint8_t *d, size_t n)
 {
-    char *text = (char *)copy_of(d, n);
+    char *text = (char *)fuzz_copy(d, n);
     const char *end = text + n, *p = json_skip_ws(text, end);
     json_type t;
     json_error je;
@@ -1283,7 +1267,7 @@ static void fuzz_json(const uint8_t *d, size_t n)
     if (!memchr(text, 0, n)) {
         buf w = {0};
         jw_string(&w, text, n);
-        char *c = (char *)copy_of((const uint8_t *)w.data, w.len);
+        char *c = (char *)fuzz_copy((const uint8_t *)w.data, w.len);
         CHECK(json_scan_value(c, c, c + w.len, &t, &je) == c + w.len && t == JSON_STRING);
         char *dec = malloc(w.len);
         CHECK(dec != NULL);
@@ -1308,7 +1292,7 @@ static int hex_of(char c)
 
 static void fuzz_cluster_key(const uint8_t *d, size_t n)
 {
-    char *text = (char *)copy_of(d, n);
+    char *text = (char *)fuzz_copy(d, n);
     unsigned char key[CLUSTER_KEY_BYTES];
     ms_err e = {0};
     if (cluster_key_parse(text, n, key, &e) == MS_OK) {
@@ -1325,7 +1309,7 @@ static void fuzz_cluster_key(const uint8_t *d, size_t n)
             CHECK(key[i] == 0);
         /* the same text with every hex digit another and every other character '#' (line ends, spaces and
          * tabs kept, which the messages name): the same message, so none quotes the file */
-        char *shadow = (char *)copy_of(d, n);
+        char *shadow = (char *)fuzz_copy(d, n);
         for (size_t i = 0; i < n; i++) {
             int h = hex_of(text[i]);
             if (h >= 0)
@@ -1347,7 +1331,7 @@ static void fuzz_cluster_key(const uint8_t *d, size_t n)
 
 static void fuzz_roles(const uint8_t *d, size_t n)
 {
-    char *text = (char *)copy_of(d, n);
+    char *text = (char *)fuzz_copy(d, n);
     ms_err e = {0};
     access_reset();
     size_t np = access_permission_count();
@@ -1385,7 +1369,7 @@ static void fuzz_roles(const uint8_t *d, size_t n)
             buf_puts(&w, res[0] ? "\"}" : "}");
         }
         buf_putc(&w, '}');
-        char *c = (char *)copy_of((const uint8_t *)w.data, w.len);
+        char *c = (char *)fuzz_copy((const uint8_t *)w.data, w.len);
         CHECK(access_load(c, w.len, &e) == MS_OK && access_role_count() == nr);
         for (size_t r = 0; r < nr; r++) {
             char perm[64];
@@ -1436,18 +1420,18 @@ static bool same_row(const export_columns *c, const export_row *a, const export_
 static void fuzz_spool_row(const uint8_t *d, size_t n, unsigned variant)
 {
     const export_columns *c = &g_cols[variant & 3];
-    char *p = (char *)copy_of(d, n);
+    char *p = (char *)fuzz_copy(d, n);
     export_row row, again;
     size_t used = 0, used2 = 0;
     if (rows_decode(c, p, n, &row, &used)) {
         CHECK(used >= 4 && used <= n && used == 4 + (size_t)ms_get_be32(p));
         for (int k = 0; k < c->n; k++)
             if (row.v[k].present && (c->col[k].type == PQ_STRING || c->col[k].type == PQ_JSON))
-                CHECK(inside(row.v[k].str, row.v[k].len, p + 4, used - 4));
+                CHECK(fuzz_inside(row.v[k].str, row.v[k].len, p + 4, used - 4));
         buf a = {0}, b = {0}, text = {0};
         rows_encode(c, &row, &a);
         CHECK(a.len == used);
-        char *q = (char *)copy_of((const uint8_t *)a.data, a.len);
+        char *q = (char *)fuzz_copy((const uint8_t *)a.data, a.len);
         CHECK(rows_decode(c, q, a.len, &again, &used2) && used2 == a.len && same_row(c, &row, &again));
         rows_encode(c, &again, &b);
         CHECK(b.len == a.len && !memcmp(a.data, b.data, a.len));

@@ -273,9 +273,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int mode = data[0] & 3;
     size_t max_response = (data[0] & 4) ? (size_t)64 << 10 : (size_t)1 << 20;
     size_t n = size - 1;
-    uint8_t *ans = malloc(n ? n : 1); /* its exact size, so that ASan sees a read past it */
-    CHECK(ans != NULL);
-    memcpy(ans, data + 1, n);
+    uint8_t *ans = fuzz_copy(data + 1, n);
     model m = model_read(ans, n);
 
     pthread_mutex_lock(&g_lock);

@@ -79,37 +79,12 @@ static const unsigned char g_deid_key[32] = "medstream fuzz wire deid key 012";
 #define DAY_US 86400000000LL
 #define REAL_END ((uint64_t)1 << 62) /* patient numbers (and floors) below it: 2^50 a shard, real ones */
 
-/* Does [p, p + len) lie inside [base, base + n)? */
-static bool inside(const void *p, size_t len, const void *base, size_t n)
-{
-    uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
-    return a >= b && a - b <= n && len <= n - (a - b);
-}
-
-/* n bytes of the input in a buffer of their own (one byte more allocated for n = 0: malloc(0) may be NULL) */
-static unsigned char *dup_bytes(const uint8_t *p, size_t n)
-{
-    unsigned char *c = malloc(n + (n == 0));
-    CHECK(c != NULL);
-    if (n > 0) memcpy(c, p, n);
-    return c;
-}
-
 /* The next piece of the input, whose length the length byte(s) at *p say (clipped to what is left): a copy
  * of its exact size; *p and *n move past it, *len is its length. */
 static unsigned char *take(const uint8_t **p, size_t *n, size_t *len)
 {
-    size_t l = 0;
-    if (*n > 0) {
-        l = **p;
-        ++*p, --*n;
-        if (l == 255 && *n > 0) {
-            l += **p;
-            ++*p, --*n;
-        }
-    }
-    if (l > *n) l = *n;
-    unsigned char *c = dup_bytes(*p, l);
+    size_t l = fuzz_take_len(p, n);
+    unsigned char *c = fuzz_copy(*p, l);
     *p += l, *n -= l;
     *len = l;
     return c;
@@ -185,7 +160,7 @@ static void check_marker_value(const unsigned char *val, size_t vl, int32_t sour
     CHECK(key[0] == 'B' && ms_get_be32(key + 1) == (uint32_t)p && key[5] == runs[0].topic);
     CHECK((int64_t)ms_get_be64(key + 6) == runs[0].from);
     if (canonical) CHECK(v.len == vl && !memcmp(v.data, val, vl));
-    unsigned char *copy = dup_bytes((const uint8_t *)v.data, v.len);
+    unsigned char *copy = fuzz_copy((const uint8_t *)v.data, v.len);
     uint32_t count2 = 0;
     marker_run *again = NULL;
     size_t n2 = 0;
@@ -219,7 +194,7 @@ static void fuzz_changelog(const uint8_t *d, size_t n)
 {
     size_t kl, vl;
     unsigned char *key = take(&d, &n, &kl);
-    unsigned char *val = dup_bytes(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     vl = n;
     if (kl == 32 && vl == 8) { /* cluster_restore's identity entry: key the MAC, value the number */
         uint64_t number = ms_get_be64(val), got = 0;
@@ -276,7 +251,7 @@ static void fuzz_seed(const uint8_t *d, size_t n)
         size_t vl = n >= 2 ? ms_get_be16(d) : 0;
         d += n >= 2 ? 2 : n, n -= n >= 2 ? 2 : n;
         if (vl > n) vl = n;
-        unsigned char *val = dup_bytes(d, vl);
+        unsigned char *val = fuzz_copy(d, vl);
         d += vl, n -= vl;
         uint64_t first = 0;
         seed_progress at;
@@ -368,7 +343,7 @@ static void fuzz_origin(const uint8_t *d, size_t n)
 {
     size_t ol;
     unsigned char *origin = take(&d, &n, &ol);
-    unsigned char *line = dup_bytes(d, n);
+    unsigned char *line = fuzz_copy(d, n);
     uint64_t at = 0;
     if (record_origin_parse(origin, ol, line, n, &at)) {
         CHECK(ol == 32 && n >= 1 && n <= 19 && at >= 1 && at <= RECORD_LINE_MAX);
@@ -406,7 +381,7 @@ static void fuzz_message(const uint8_t *d, size_t n)
     size_t hl[H_COUNT] = {0};
     for (int i = 0; i < H_COUNT; i++)
         if (flags & (1u << i)) h[i] = take(&d, &n, &hl[i]);
-    unsigned char *val = dup_bytes(d, n);
+    unsigned char *val = fuzz_copy(d, n);
     /* message_origin (ingest_kafka.c), over the headers present */
     scan_config cfg = {
         .schema = &g_schema, .max_record = 4096, .now_us = NOW_US, .id_key = g_id_key, .deid_key = g_deid_key};
@@ -425,7 +400,7 @@ static void fuzz_message(const uint8_t *d, size_t n)
     if (r.rejected) {
         CHECK(r.error != NULL && !strncmp(r.error, "line 1: ", 8));
     } else {
-        CHECK(r.error == NULL && inside(r.body, r.body_len, val, n));
+        CHECK(r.error == NULL && fuzz_inside(r.body, r.body_len, val, n));
         CHECK(r.record_id && r.record_id_len >= 1 && r.record_id_len <= RECORD_ID_MAX);
         for (uint32_t i = 0; i < r.record_id_len; i++)
             CHECK((unsigned char)r.record_id[i] >= 0x20 && r.record_id[i] != 0x7f && r.record_id[i] != '/');
