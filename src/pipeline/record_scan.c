@@ -198,8 +198,8 @@ void record_scan_one(const scan_config *cfg, const char *text, size_t len, uint3
         if (time_year(r->ts_us) > 9999)
             return record_reject(r, mem, "line %u: field \"%s\" is after the year 9999%s", sc->ts_field, NULL);
     } else if (cfg->default_ts_us) { /* the event time given beside it (a message header): as a body's */
-        if (cfg->default_ts_us < days_from_civil(1, 1, 1) * 86400000000LL ||
-            cfg->default_ts_us >= days_from_civil(10000, 1, 1) * 86400000000LL)
+        int year = time_year(cfg->default_ts_us);
+        if (year < 1 || year > 9999)
             return record_reject(r, mem,
                                  "line %u: the event time given beside it (a message header) is not in "
                                  "the years 1 to 9999",
