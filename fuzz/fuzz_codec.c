@@ -18,12 +18,14 @@
  *   - record versions: the record id is the key's, a format 2 entry's version and valid_from are the
  *     key's and its patient id is its number's; st_record_encode then st_record_decode under the key of
  *     the entry's own version gives the same version, and encoding that gives the same bytes;
- *   - patient versions (every format: none, PV_FORMAT_2, _3, _4), decoded with mem = NULL and with mem =
+ *   - patient versions (every format: none, PV_FORMAT_2, _3, _4, _5), decoded with mem = NULL and with mem =
  *     an arena: both accept or both refuse, with the same fields, the arena's strings at the same offsets
- *     in a copy; a format's promises (no format byte: ts and vf INT64_MIN, off 0; format 2: off 0; format
- *     4: off <= pos), sealer = number + 1 exactly when off != 0; st_patient_encode gives format 4 (format 3
- *     when some off > pos, its documented fallback), and that decodes to the same fields (key, pos, len,
- *     hash, ts, vf, off), as does st_patient_encode_v3's; encoding again gives the same bytes;
+ *     in a copy; a format's promises (no format byte: ts and vf INT64_MIN, off 0; format 2: off 0; formats
+ *     4 and 5: off <= pos; only format 5 holds values inline, each inside the value and at most
+ *     ST_PV_INLINE_MAX bytes), sealer = number + 1 exactly when off != 0; st_patient_encode gives format 5
+ *     (format 3 when some off > pos, its documented fallback), and that decodes to the same fields (key,
+ *     pos, len, hash, ts, vf, off, inline value bytes), as does st_patient_encode_v3's (without the
+ *     values); encoding again gives the same bytes;
  *   - identity entries: the three shapes (plain key, erased, sealed) and their sizes; a plain one encodes
  *     back (st_ident_encode_plain) to the same bytes;
  *   - public record copies and tokens encode back to the same bytes (tokens: when the user name has no
@@ -50,6 +52,7 @@
 #define PV_FORMAT_2 0xF2
 #define PV_FORMAT_3 0xF3
 #define PV_FORMAT_4 0xF4
+#define PV_FORMAT_5 0xF6
 #define PLOG_COMPACT 0x80 /* plog.c's TAG_COMPACT */
 
 enum { K_RECORD, K_PATIENT, K_IDENT, K_PUBLIC, K_ACCOUNT, K_TOKEN, K_KEY, K_PLOG, K_KINDS };
@@ -122,7 +125,8 @@ static void fuzz_record(const uint8_t *d, size_t n)
 
 /* ---- patient versions ---- */
 
-static bool same_fields(const patient_version *a, const patient_version *b)
+/* values: compare the values held inline too (b was written in a format that keeps them) */
+static bool same_fields(const patient_version *a, const patient_version *b, bool values)
 {
     if (a->version != b->version || a->valid_from != b->valid_from || a->valid_to != b->valid_to ||
         a->number != b->number || memcmp(a->pid.b, b->pid.b, 16) || a->cause_record_len != b->cause_record_len ||
@@ -134,6 +138,7 @@ static bool same_fields(const patient_version *a, const patient_version *b)
         if (x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) || x->pos != y->pos || x->len != y->len ||
             x->hash != y->hash || x->ts != y->ts || x->vf != y->vf || x->off != y->off || x->sealer != y->sealer)
             return false;
+        if (values && (!x->value != !y->value || (x->value && memcmp(x->value, y->value, x->len)))) return false;
     }
     return true;
 }
@@ -150,7 +155,9 @@ static void check_version(const patient_version *pv, const patient_ref *who, con
         const state_field *f = &pv->fields[i];
         CHECK(fuzz_inside(f->key, f->key_len, base, n) && f->key_len <= UINT16_MAX);
         CHECK(f->sealer == (f->off ? who->number + 1 : 0));
-        if (format == PV_FORMAT_4) {
+        CHECK(!f->value ||
+              (format == PV_FORMAT_5 && fuzz_inside(f->value, f->len, base, n) && f->len <= ST_PV_INLINE_MAX));
+        if (format == PV_FORMAT_4 || format == PV_FORMAT_5) {
             CHECK(f->off <= f->pos);
         } else if (format == PV_FORMAT_2) {
             CHECK(f->off == 0);
@@ -160,7 +167,8 @@ static void check_version(const patient_version *pv, const patient_ref *who, con
     }
 }
 
-/* Decode b's bytes (an exact copy) with mem = NULL: it must be accepted and equal pv. */
+/* Decode b's bytes (an exact copy) with mem = NULL: it must be accepted and equal pv (its values too when b is
+ * format 5); encoding it again in b's kind of format gives what encoding pv does. */
 static void expect_decodes_to(const buf *b, const patient_ref *who, const patient_version *pv)
 {
     unsigned char *c = fuzz_copy((const uint8_t *)b->data, b->len);
@@ -168,11 +176,12 @@ static void expect_decodes_to(const buf *b, const patient_ref *who, const patien
     patient_version again;
     CHECK(st_patient_decode(&v, who, &again, NULL));
     check_version(&again, who, c, b->len);
-    CHECK(same_fields(pv, &again));
+    bool values = b->data[0] == (char)PV_FORMAT_5;
+    CHECK(same_fields(pv, &again, values));
     buf b2 = {0};
-    st_patient_encode(&b2, &again);
+    (values ? st_patient_encode : st_patient_encode_v3)(&b2, &again);
     buf b1 = {0};
-    st_patient_encode(&b1, pv);
+    (values ? st_patient_encode : st_patient_encode_v3)(&b1, pv);
     CHECK(b1.len == b2.len && !memcmp(b1.data, b2.data, b1.len));
     free(again.fields);
     free(c);
@@ -193,14 +202,17 @@ static void fuzz_patient(const uint8_t *d, size_t n)
     CHECK(ok == ok_arena);
     if (ok) {
         check_version(&heap, &who, val, n);
-        CHECK(same_fields(&heap, &in_arena));
+        CHECK(same_fields(&heap, &in_arena, true));
         /* the arena's strings: at the same offsets in a copy of the value, not in the value itself */
         const char *copy = in_arena.cause_record - (heap.cause_record - (const char *)val);
         CHECK(copy != (const char *)val);
         CHECK(in_arena.source == copy + (heap.source - (const char *)val));
-        for (uint32_t i = 0; i < heap.nfields; i++)
+        for (uint32_t i = 0; i < heap.nfields; i++) {
             CHECK(in_arena.fields[i].key == copy + (heap.fields[i].key - (const char *)val));
-        /* round trips: format 4 (3 when some off > pos) and format 3 (2 when nothing is sealed) */
+            CHECK(!heap.fields[i].value ||
+                  in_arena.fields[i].value == copy + (heap.fields[i].value - (const char *)val));
+        }
+        /* round trips: format 5 (3 when some off > pos) and format 3 (2 when nothing is sealed) */
         bool fallback = false, sealed = false;
         for (uint32_t i = 0; i < heap.nfields; i++) {
             fallback = fallback || heap.fields[i].off > heap.fields[i].pos;
@@ -208,7 +220,7 @@ static void fuzz_patient(const uint8_t *d, size_t n)
         }
         buf b = {0};
         st_patient_encode(&b, &heap);
-        CHECK(b.len > 0 && (unsigned char)b.data[0] == (fallback ? PV_FORMAT_3 : PV_FORMAT_4));
+        CHECK(b.len > 0 && (unsigned char)b.data[0] == (fallback ? PV_FORMAT_3 : PV_FORMAT_5));
         expect_decodes_to(&b, &who, &heap);
         st_patient_encode_v3(&b, &heap);
         CHECK(b.len > 0 && (unsigned char)b.data[0] == (sealed ? PV_FORMAT_3 : PV_FORMAT_2));

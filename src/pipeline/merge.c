@@ -47,7 +47,8 @@ void merge_apply(const schema *s, const state_field *prev, uint32_t nprev, const
                           .ts = r->ts,
                           .vf = r->valid_from,
                           .off = r->sealer ? (uint32_t)(f->val - r->body) : 0,
-                          .sealer = r->sealer};
+                          .sealer = r->sealer,
+                          .value = f->val};
         j++;
         if (c == 0) {
             const state_field *old = &prev[i++];

@@ -28,12 +28,15 @@ typedef struct {
     uint32_t key_len;
     uint64_t pos; /* value bytes in the segment log */
     uint32_t len;
-    uint64_t hash;   /* XXH3-64 of the value bytes */
-    int64_t ts;      /* event time of the record that set it ... */
-    int64_t vf;      /* ... and that record version's commit time: with pos, the field's place in the event-time
-                        order (merge.h); INT64_MIN in versions written before the order was kept */
-    uint32_t off;    /* the value's offset in its record when the record is sealed (encrypted at rest), else 0 */
-    uint64_t sealer; /* 1 + the number of the patient whose data key sealed it; 0: a plain body */
+    uint64_t hash;     /* XXH3-64 of the value bytes */
+    int64_t ts;        /* event time of the record that set it ... */
+    int64_t vf;        /* ... and that record version's commit time: with pos, the field's place in the event-time
+                          order (merge.h); INT64_MIN in versions written before the order was kept */
+    uint32_t off;      /* the value's offset in its record when the record is sealed (encrypted at rest), else 0 */
+    uint64_t sealer;   /* 1 + the number of the patient whose data key sealed it; 0: a plain body */
+    const char *value; /* its len value bytes (plaintext) when the holder of this field has them at hand (the
+                          merge: its record's body; a decoded patient version: the ones it holds inline),
+                          with the lifetime of key; NULL: only in the record body */
 } state_field;
 
 /* One record as the merge sees it: its fields (values inside body, which starts at body_pos in the

@@ -126,20 +126,24 @@ static int read_order_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Does this field's value need a read of the log? Not when the patient version holds it inline (codec.c). */
+static bool read_needed(const state_field *f) { return !f->value && f->len; }
+
 ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e)
 {
     const state_field **order = ms_malloc(sizeof *order * (n ? n : 1));
     size_t *offset = ms_malloc(sizeof *offset * (n ? n : 1)); /* of each value's bytes in scratch */
+    uint32_t nread = 0;
     for (uint32_t i = 0; i < n; i++)
-        order[i] = &fields[i];
-    qsort(order, n, sizeof *order, read_order_cmp);
+        if (read_needed(&fields[i])) order[nread++] = &fields[i];
+    qsort(order, nread, sizeof *order, read_order_cmp);
     ms_code rc = MS_OK;
     scratch->len = 0;
-    for (uint32_t i = 0; i < n && rc == MS_OK;) {
+    for (uint32_t i = 0; i < nread && rc == MS_OK;) {
         /* a run of fields close together: one read from the first start to the last end */
         uint64_t start = read_from(order[i]), end = order[i]->pos + order[i]->len;
         uint32_t j = i + 1;
-        while (j < n && read_from(order[j]) <= end + COALESCE_GAP &&
+        while (j < nread && read_from(order[j]) <= end + COALESCE_GAP &&
                order[j]->pos + order[j]->len - start <= COALESCE_MAX) {
             if (order[j]->pos + order[j]->len > end) end = order[j]->pos + order[j]->len;
             j++;
@@ -159,7 +163,7 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
     uint64_t have_key = 0; /* the sealer whose key is in key (a patient's fields share one) */
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
         const state_field *f = &fields[i];
-        if (!f->sealer || !f->len) continue;
+        if (!f->sealer || !read_needed(f)) continue;
         if (f->sealer != have_key && (rc = sealer_key(s, f->sealer, key, e)) != MS_OK) break;
         have_key = f->sealer;
         unsigned char iv[SEAL_IV], *value = (unsigned char *)scratch->data + offset[i];
@@ -172,7 +176,7 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
     }
     OPENSSL_cleanse(key, sizeof key);
     for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
-        vals[i] = scratch->data + offset[i];
+        vals[i] = fields[i].value ? fields[i].value : read_needed(&fields[i]) ? scratch->data + offset[i] : "";
         if (XXH3_64bits(vals[i], fields[i].len) != fields[i].hash)
             rc = ms_fail(e, MS_ECORRUPT, "store: a stored field value failed its checksum");
     }
@@ -184,7 +188,7 @@ ms_code store_field_values(store *s, const state_field *fields, uint32_t n, cons
 void store_field_prefetch(store *s, const state_field *fields, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
-        if (fields[i].len) seglog_prefetch(s->log, fields[i].pos, fields[i].len);
+        if (read_needed(&fields[i])) seglog_prefetch(s->log, fields[i].pos, fields[i].len);
 }
 
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e)

@@ -35,9 +35,14 @@ ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *b
         for (uint32_t j = 0; j < r->nfields; j++) {
             const record_field *f = &r->fields[j];
             if (f->key_len == 9 && memcmp(f->key, "record_id", 9) == 0) continue;
-            fields[nf++] = (state_field){f->key,     f->key_len, body_pos[i] + (uint64_t)(f->val - r->body),
-                                         f->val_len, f->hash,    r->ts_us,
-                                         now,        0,          0};
+            fields[nf++] = (state_field){.key = f->key,
+                                         .key_len = f->key_len,
+                                         .pos = body_pos[i] + (uint64_t)(f->val - r->body),
+                                         .len = f->val_len,
+                                         .hash = f->hash,
+                                         .ts = r->ts_us,
+                                         .vf = now,
+                                         .value = f->val};
         }
         patient_version pv = {.number = pts[i].number,
                               .version = 1,

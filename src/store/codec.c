@@ -222,6 +222,11 @@ bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val 
  * sealed, else 0: the fields of one record version share one origin, so a field costs ~13 bytes + its key
  * where format 3 spent 42. A version whose fields do not fit that shape (a sealed field whose offset is
  * larger than its position) is written in format 3.
+ * PV_FORMAT_5 (written since issue 17's item 2, short values inline) is format 4 with, per field, the varint
+ * origin * 2 + 1 when the field's value follows its hash (len bytes, the raw JSON text as stored in its
+ * record), origin * 2 when it does not: the encoder inlines a value it holds (state_field.value) of at most
+ * ST_PV_INLINE_MAX bytes, so that a read of the patient's short fields touches no record body. Format 4 reads
+ * as format 5 without values.
  * Older formats, still read: PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 +
  * source, be32 n, then per field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries
  * written before the event-time order was kept have no format byte (they start with the version's high
@@ -231,6 +236,7 @@ bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val 
 #define PV_FORMAT_2 0xF2
 #define PV_FORMAT_3 0xF3
 #define PV_FORMAT_4 0xF4
+#define PV_FORMAT_5 0xF6 /* not 0xF5: versions.c's PV_SEALED marks a sealed version's first byte */
 #define PV_ORIGIN_SEALED 1
 
 typedef struct {
@@ -308,7 +314,7 @@ void st_patient_encode(buf *b, const patient_version *pv)
         if (!same) o[norigins++] = *c;
         of[sl[i].field] = norigins - 1;
     }
-    buf_putc(b, (char)PV_FORMAT_4);
+    buf_putc(b, (char)PV_FORMAT_5);
     buf_put_varint(b, pv->version);
     buf_put_zigzag(b, pv->valid_from);
     buf_put_varint(b, pv->cause_record_len);
@@ -325,12 +331,14 @@ void st_patient_encode(buf *b, const patient_version *pv)
     }
     for (uint32_t i = 0; i < n; i++) {
         const state_field *f = &pv->fields[i];
+        bool in = f->value && f->len <= ST_PV_INLINE_MAX;
         buf_put_varint(b, f->key_len);
         buf_put(b, f->key, f->key_len);
-        buf_put_varint(b, of[i]);
+        buf_put_varint(b, (uint64_t)of[i] * 2 + in);
         buf_put_varint(b, f->pos - o[of[i]].base);
         buf_put_varint(b, f->len);
         buf_put_be64(b, f->hash);
+        if (in) buf_put(b, f->value, f->len);
     }
     free(sl);
     free(o);
@@ -343,8 +351,9 @@ static bool get_uint(const unsigned char **p, const unsigned char *end, uint64_t
     return ms_get_varint(p, end, v) && *v <= max;
 }
 
-/* Format 4 after its format byte (p .. end), into pv (its fields allocated as st_patient_decode says). */
-static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, const patient_ref *who,
+/* Format 4 or 5 (values: some fields' values inline) after its format byte (p .. end), into pv (its fields
+ * allocated as st_patient_decode says). */
+static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, bool values, const patient_ref *who,
                               patient_version *pv, arena *mem)
 {
     uint64_t version, len, n, norigins;
@@ -381,8 +390,14 @@ static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, 
         f->key = (const char *)p;
         f->key_len = (uint32_t)klen;
         p += klen;
-        ok = get_uint(&p, end, norigins ? norigins - 1 : 0, &origin) && origin < norigins &&
-             ms_get_varint(&p, end, &delta) && get_uint(&p, end, UINT32_MAX, &vlen) && end - p >= 8;
+        bool in = false;
+        ok = get_uint(&p, end, norigins ? (norigins - 1) * (values ? 2 : 1) + values : 0, &origin);
+        if (ok && values) {
+            in = origin & 1;
+            origin >>= 1;
+        }
+        ok = ok && origin < norigins && ms_get_varint(&p, end, &delta) && get_uint(&p, end, UINT32_MAX, &vlen) &&
+             end - p >= 8 && (!in || (vlen <= ST_PV_INLINE_MAX && (uint64_t)(end - p - 8) >= vlen));
         if (!ok || (o[origin].sealed && (delta == 0 || delta > UINT32_MAX)) || delta > UINT64_MAX - o[origin].base) {
             ok = false;
             break;
@@ -391,6 +406,8 @@ static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, 
         f->len = (uint32_t)vlen;
         f->hash = ms_get_be64(p);
         p += 8;
+        f->value = in ? (const char *)p : NULL;
+        p += in ? vlen : 0;
         f->ts = o[origin].ts;
         f->vf = o[origin].vf;
         f->off = o[origin].sealed ? (uint32_t)delta : 0;
@@ -417,7 +434,8 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
     pv->pid = who->id;
     pv->number = who->number;
     pv->valid_to = -1;
-    if (end > p && *p == PV_FORMAT_4) return patient_decode_v4(p + 1, end, who, pv, mem);
+    if (end > p && (*p == PV_FORMAT_4 || *p == PV_FORMAT_5))
+        return patient_decode_v4(p + 1, end, *p == PV_FORMAT_5, who, pv, mem);
     bool v3 = end > p && *p == PV_FORMAT_3, v2 = v3 || (end > p && *p == PV_FORMAT_2);
     if (v2) p++;
     size_t per_field = v3 ? 40u : v2 ? 36u : 20u; /* after the key */
@@ -455,6 +473,7 @@ bool st_patient_decode(const MDB_val *v, const patient_ref *who, patient_version
         f->vf = v2 ? (int64_t)ms_get_be64(p + 28) : INT64_MIN;
         f->off = v3 ? ms_get_be32(p + 36) : 0;
         f->sealer = f->off ? who->number + 1 : 0;
+        f->value = NULL;
         p += per_field;
     }
     if (p != end) goto bad;

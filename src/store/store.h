@@ -209,9 +209,10 @@ ms_code store_seal_end(store *s, store_sealing *sg, seal_item *items, uint32_t n
 
 /* A state field's value bytes, appended to out, checked against the field's hash (MS_ECORRUPT). */
 ms_code store_field_value(store *s, const state_field *f, buf *out, ms_err *e);
-/* The values of n state fields at once: values that lie close together in the log (typically most of
- * a patient's fields come from the same record body) are fetched with one read. vals[i] points into
- * scratch and has length fields[i].len; each is checked against its hash (MS_ECORRUPT). */
+/* The values of n state fields at once: a value the field holds (state_field.value: a patient version's
+ * short values are inline) is not read; values that lie close together in the log (typically most of a
+ * patient's fields come from the same record body) are fetched with one read. vals[i] points into scratch
+ * or at the field's own value and has length fields[i].len; each is checked against its hash (MS_ECORRUPT). */
 ms_code store_field_values(store *s, const state_field *fields, uint32_t n, const char **vals, buf *scratch, ms_err *e);
 /* A hint that store_field_values(fields) comes soon (store_record_prefetch's kind). */
 void store_field_prefetch(store *s, const state_field *fields, uint32_t n);

@@ -189,6 +189,11 @@ size_t st_public_patient_prefix(unsigned char out[14], uint32_t sv, uint64_t num
 void st_record_encode(buf *b, const record_version *rv);
 /* k: the entry's key (record_id NUL ~valid_from ~version); pk: the store's, for the patient id */
 bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val *v, record_version *rv);
+/* The longest value a patient version holds inline (a field whose value the encoder is given, state_field.value):
+ * a name, a date, a phone number, an address, a code, not a clinical note. Up to 64 bytes a value costs a version
+ * ~5 times what its reference does; a longer value stays in its record body only, where one read gives it. */
+#define ST_PV_INLINE_MAX 64
+/* Format 5 (codec.c), or 3 for a version whose fields do not fit its shape. */
 void st_patient_encode(buf *b, const patient_version *pv);
 /* Format 3 (2 when no field is sealed), as stores wrote before issue 17; st_patient_encode's fallback. */
 void st_patient_encode_v3(buf *b, const patient_version *pv);

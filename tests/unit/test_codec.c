@@ -4,7 +4,8 @@
  *
  * A random patient version (fields from one to many record versions, plain and sealed, event times from
  * INT64_MIN to far ahead, positions up to 2^62) written and read back equals itself field by field, and
- * its format-4 bytes are smaller than format 3's, whose bytes (as stores wrote them before) still read. Every cut-short
+ * its format-5 bytes (without the short values it holds inline) are smaller than format 3's, whose bytes (as
+ * stores wrote them before) still read, as do format 4's. Every cut-short
  * copy of a valid entry, and bytes changed at random, are refused or read without going past the buffer (ASan watches
  * the reads). Record versions the same way: format 2 round trip, format 1 still read. And three damaged entries
  * fuzz/fuzz_codec.c found read or written past their bounds: a format 1 record version's parent id longer than
@@ -21,8 +22,12 @@ typedef struct {
     patient_version pv;
 } made;
 
-/* A patient version of n fields (n <= 64) whose values come from up to `records` record versions. */
-static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, bool sealed_ok)
+/* Value bytes a field may hold (state_field.value): each field its own window of them. */
+static char g_values[64 * 8 + 256];
+
+/* A patient version of n fields (n <= 64) whose values come from up to `records` record versions; with
+ * values, about half the fields hold their value bytes (inline when short enough). */
+static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, bool sealed_ok, bool values)
 {
     struct {
         uint64_t body;
@@ -53,6 +58,7 @@ static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, boo
                            .ts = rec[k].ts,
                            .vf = rec[k].vf,
                            .off = rec[k].sealed ? at : 0};
+        if (values && f->len <= 256 && unit_below(r, 2)) f->value = g_values + i * 8;
     }
     m->pv = (patient_version){.version = unit_below(r, 3) ? 1 + unit_below(r, 100) : (uint32_t)unit_rand(r),
                               .valid_from = (int64_t)(unit_rand(r) >> 11),
@@ -64,7 +70,8 @@ static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, boo
                               .nfields = n};
 }
 
-static void expect_same(const patient_version *a, const patient_version *b, uint64_t number)
+/* values: b was written by a format that holds short values inline (5), else by one without (3) */
+static void expect_same(const patient_version *a, const patient_version *b, uint64_t number, bool values)
 {
     assert_int_equal(a->version, b->version);
     assert_true(a->valid_from == b->valid_from);
@@ -84,7 +91,23 @@ static void expect_same(const patient_version *a, const patient_version *b, uint
         assert_true(x->vf == y->vf);
         assert_int_equal(x->off, y->off);
         assert_true(y->sealer == (x->off ? number + 1 : 0));
+        /* a value given and short enough comes back inline, byte for byte; any other is read from its record */
+        if (values && x->value && x->len <= ST_PV_INLINE_MAX) {
+            assert_non_null(y->value);
+            assert_memory_equal(x->value, y->value, x->len);
+        } else {
+            assert_null(y->value);
+        }
     }
+}
+
+/* The bytes of a version's inline values (what format 5 adds to format 4's references). */
+static size_t inline_bytes(const patient_version *pv)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < pv->nfields; i++)
+        if (pv->fields[i].value && pv->fields[i].len <= ST_PV_INLINE_MAX) n += pv->fields[i].len;
+    return n;
 }
 
 static bool decode(const buf *b, const patient_ref *who, patient_version *out, arena *mem)
@@ -93,34 +116,37 @@ static bool decode(const buf *b, const patient_ref *who, patient_version *out, a
     return st_patient_decode(&v, who, out, mem);
 }
 
-/* Random versions round-trip exactly, in less space than format 3; the older formats still read. */
+/* Random versions round-trip exactly, short values inline, their references in less space than format 3's;
+ * the older formats still read. */
 static void test_patient_versions_round_trip(void **state)
 {
     (void)state;
     unit_rng r = {17};
+    for (size_t i = 0; i < sizeof g_values; i++)
+        g_values[i] = (char)unit_rand(&r);
     patient_ref who = {.number = 41};
     buf b = {0}, old = {0};
     size_t v4_bytes = 0, v3_bytes = 0;
     for (int t = 0; t < 3000; t++) {
         made m;
         uint32_t n = unit_below(&r, 5) == 0 ? unit_below(&r, 65) : 1 + unit_below(&r, 12);
-        make_version(&r, &m, n, 1 + unit_below(&r, 8), true);
+        make_version(&r, &m, n, 1 + unit_below(&r, 8), true, true);
         st_patient_encode(&b, &m.pv);
-        assert_int_equal((unsigned char)b.data[0], 0xF4);
+        assert_int_equal((unsigned char)b.data[0], 0xF6);
         patient_version got;
         arena mem = {0};
         assert_true(decode(&b, &who, &got, t % 2 ? &mem : NULL));
-        expect_same(&m.pv, &got, who.number);
+        expect_same(&m.pv, &got, who.number, true);
         if (t % 2 == 0) free(got.fields);
         arena_free(&mem);
         st_patient_encode_v3(&old, &m.pv);
         assert_true(decode(&old, &who, &got, NULL));
-        expect_same(&m.pv, &got, who.number);
+        expect_same(&m.pv, &got, who.number, false);
         free(got.fields);
-        v4_bytes += b.len;
+        v4_bytes += b.len - inline_bytes(&m.pv);
         v3_bytes += old.len;
     }
-    print_message("  format 4: %zu bytes, format 3: %zu bytes (%.2f)\n", v4_bytes, v3_bytes,
+    print_message("  format 5 without its values: %zu bytes, format 3: %zu bytes (%.2f)\n", v4_bytes, v3_bytes,
                   (double)v4_bytes / (double)v3_bytes);
     assert_true(v4_bytes * 10 < v3_bytes * 7);
     buf_free(&b);
@@ -133,14 +159,60 @@ static void test_typical_version_is_small(void **state)
     (void)state;
     unit_rng r = {5};
     made m;
-    make_version(&r, &m, 7, 2, true);
+    make_version(&r, &m, 7, 2, true, false);
     buf b = {0}, old = {0};
     st_patient_encode(&b, &m.pv);
     st_patient_encode_v3(&old, &m.pv);
-    print_message("  7 fields of 2 records: format 4 %zu bytes, format 3 %zu\n", b.len, old.len);
+    print_message("  7 fields of 2 records: format 5 (no value inline) %zu bytes, format 3 %zu\n", b.len, old.len);
     assert_true(b.len * 10 < old.len * 7);
     buf_free(&b);
     buf_free(&old);
+}
+
+/* Format 4, as stores wrote it before values were inline (built here by hand, codec.c's layout), still reads:
+ * the same references, no value. */
+static void test_format_4_still_reads(void **state)
+{
+    (void)state;
+    buf b = {0};
+    buf_putc(&b, (char)0xF4);
+    buf_put_varint(&b, 3);    /* version */
+    buf_put_zigzag(&b, 1000); /* valid_from */
+    buf_put_varint(&b, 2);    /* cause record id */
+    buf_put(&b, "r1", 2);
+    buf_put_varint(&b, 1); /* source */
+    buf_put(&b, "s", 1);
+    buf_put_varint(&b, 2); /* fields */
+    buf_put_varint(&b, 1); /* origins: one sealed record at 4096, ts -5, vf 7 */
+    buf_put_varint(&b, 4096);
+    buf_put_zigzag(&b, -5);
+    buf_put_zigzag(&b, 7);
+    buf_putc(&b, 1);
+    const char *const names[2] = {"dob", "name"};
+    const uint32_t delta[2] = {20, 40}, len[2] = {12, 7};
+    for (int i = 0; i < 2; i++) {
+        buf_put_varint(&b, strlen(names[i]));
+        buf_put(&b, names[i], strlen(names[i]));
+        buf_put_varint(&b, 0); /* origin 0 (in format 5 this would say "inline") */
+        buf_put_varint(&b, delta[i]);
+        buf_put_varint(&b, len[i]);
+        buf_put_be64(&b, 0x1122334455667700u + (uint64_t)i);
+    }
+    patient_ref who = {.number = 9};
+    patient_version got;
+    assert_true(decode(&b, &who, &got, NULL));
+    assert_int_equal(got.version, 3);
+    assert_int_equal(got.nfields, 2);
+    for (int i = 0; i < 2; i++) {
+        const state_field *f = &got.fields[i];
+        assert_int_equal(f->key_len, strlen(names[i]));
+        assert_memory_equal(f->key, names[i], f->key_len);
+        assert_true(f->pos == 4096 + delta[i] && f->len == len[i] && f->off == delta[i] && f->sealer == 10);
+        assert_true(f->hash == 0x1122334455667700u + (uint64_t)i && f->ts == -5 && f->vf == 7);
+        assert_null(f->value);
+    }
+    free(got.fields);
+    buf_free(&b);
 }
 
 /* A sealed field whose offset is larger than its position cannot be a base + delta: format 3 keeps it. */
@@ -155,7 +227,7 @@ static void test_odd_shapes_fall_back_to_format_3(void **state)
     patient_ref who = {.number = 3};
     patient_version got;
     assert_true(decode(&b, &who, &got, NULL));
-    expect_same(&pv, &got, who.number);
+    expect_same(&pv, &got, who.number, false);
     free(got.fields);
     /* no fields at all */
     pv.nfields = 0;
@@ -176,7 +248,7 @@ static void test_damaged_entries_are_refused_within_bounds(void **state)
     buf b = {0};
     for (int t = 0; t < 200; t++) {
         made m;
-        make_version(&r, &m, 1 + unit_below(&r, 10), 1 + unit_below(&r, 4), true);
+        make_version(&r, &m, 1 + unit_below(&r, 10), 1 + unit_below(&r, 4), true, true);
         st_patient_encode(&b, &m.pv);
         for (size_t cut = 0; cut < b.len; cut++) {
             unsigned char *copy = ms_malloc(cut ? cut : 1);
@@ -193,9 +265,13 @@ static void test_damaged_entries_are_refused_within_bounds(void **state)
             MDB_val v = {.mv_size = b.len, .mv_data = copy};
             patient_version got;
             if (st_patient_decode(&v, &who, &got, NULL)) {
-                for (uint32_t i = 0; i < got.nfields; i++) /* what it read lies inside the copy */
-                    assert_true((const unsigned char *)got.fields[i].key >= copy &&
-                                (const unsigned char *)got.fields[i].key + got.fields[i].key_len <= copy + b.len);
+                for (uint32_t i = 0; i < got.nfields; i++) { /* what it read lies inside the copy */
+                    const state_field *f = &got.fields[i];
+                    assert_true((const unsigned char *)f->key >= copy &&
+                                (const unsigned char *)f->key + f->key_len <= copy + b.len);
+                    assert_true(!f->value || ((const unsigned char *)f->value >= copy &&
+                                              (const unsigned char *)f->value + f->len <= copy + b.len));
+                }
                 free(got.fields);
             }
             free(copy);
@@ -571,6 +647,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patient_versions_round_trip),
+        cmocka_unit_test(test_format_4_still_reads),
         cmocka_unit_test(test_typical_version_is_small),
         cmocka_unit_test(test_odd_shapes_fall_back_to_format_3),
         cmocka_unit_test(test_damaged_entries_are_refused_within_bounds),

@@ -676,6 +676,78 @@ static void test_checksums(void **state)
     assert_int_equal(store_field_value(f->s, &bad, &f->b, &e), MS_ECORRUPT);
 }
 
+/* Item 2 of issue 17: a patient version holds its short values inline, so reading them touches no record
+ * body (here: their references moved past the log's end still read), and they are still checked against their
+ * hashes; a long value is read from its body. */
+static void test_short_values_read_without_the_body(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(12);
+    patient_ref ref = ref_of(&pid);
+    char text[256];
+    snprintf(text, sizeof text, "{\"dob\":\"1970-01-02\",\"note\":\"%0100d\"}", 7);
+    ms_err e = {0};
+    store_write *w;
+    if (store_write_begin(f->s, &w, &e) != MS_OK) fail_msg("begin: %s", e.msg);
+    size_t n = strlen(text), wl;
+    char *body = unit_aligned_body(text, n, &wl);
+    uint64_t at;
+    if (store_append_body(f->s, body, wl, &at, &e) != MS_OK) fail_msg("append: %s", e.msg);
+    const char *dob = strstr(text, "\"1970"), *note = strstr(text, "\"000");
+    state_field sf[2] = {{.key = "dob",
+                          .key_len = 3,
+                          .pos = at + (uint64_t)(dob - text),
+                          .len = 12,
+                          .hash = XXH3_64bits(dob, 12),
+                          .value = dob},
+                         {.key = "note",
+                          .key_len = 4,
+                          .pos = at + (uint64_t)(note - text),
+                          .len = 102,
+                          .hash = XXH3_64bits(note, 102),
+                          .value = note}};
+    patient_version pv = {.pid = pid,
+                          .number = ref.number,
+                          .version = 1,
+                          .valid_from = store_write_time(w),
+                          .valid_to = -1,
+                          .cause_record = "r",
+                          .cause_record_len = 1,
+                          .source = "unit test",
+                          .source_len = 9,
+                          .fields = sf,
+                          .nfields = 2};
+    if (store_patient_put(w, &pv, &e) != MS_OK) fail_msg("put: %s", e.msg);
+    free(body);
+    char note_was[102];
+    memcpy(note_was, note, sizeof note_was);
+    memset(text, 'x', n); /* the version keeps its own copy of a value, not the caller's bytes */
+    uint64_t cp;
+    if (store_write_commit(w, &cp, &e) != MS_OK) fail_msg("commit: %s", e.msg);
+    for (int round = 0; round < 2; round++) { /* as written, and from the disk after a reopen */
+        patient_version got;
+        assert_true(unit_patient_at(f->s, &f->mem, &pid, INT64_MAX, &got));
+        assert_int_equal(got.nfields, 2);
+        assert_non_null(got.fields[0].value); /* dob: 12 bytes, inline */
+        assert_null(got.fields[1].value);     /* note: 102 bytes, in its body only */
+        const char *vals[2];
+        buf scratch = {0};
+        assert_int_equal(store_field_values(f->s, got.fields, 2, vals, &scratch, &e), MS_OK);
+        assert_memory_equal(vals[0], "\"1970-01-02\"", 12);
+        assert_memory_equal(vals[1], note_was, 102);
+        state_field moved[2] = {got.fields[0], got.fields[1]};
+        moved[0].pos = (uint64_t)1 << 50; /* nowhere in the log: not read */
+        assert_int_equal(store_field_values(f->s, moved, 1, vals, &scratch, &e), MS_OK);
+        assert_memory_equal(vals[0], "\"1970-01-02\"", 12);
+        moved[1].pos = (uint64_t)1 << 50; /* a value in its body only is read from there */
+        assert_int_not_equal(store_field_values(f->s, moved + 1, 1, vals, &scratch, &e), MS_OK);
+        moved[0].hash ^= 1; /* an inline value is checked against its hash too */
+        assert_int_equal(store_field_values(f->s, moved, 1, vals, &scratch, &e), MS_ECORRUPT);
+        buf_free(&scratch);
+        reopen(f);
+    }
+}
+
 static void test_snapshots(void **state)
 {
     fixture *f = *state;
@@ -1608,6 +1680,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segment_rollover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checksums, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_values_read_without_the_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patient_records_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_public_index, setup, teardown),
