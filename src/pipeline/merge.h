@@ -8,6 +8,9 @@
  * State fields are references (segment position, length, hash) to value bytes already stored in record
  * bodies, each with its place in that order (the event time and commit time of the record that set it),
  * so adding a record costs O(fields of the state + fields of the record) and never reads a stored value.
+ * A field also carries a pointer to its value bytes when they are at hand (the merged record's body, or
+ * the previous version's, which the store holds inline when short): the merge passes them on, never reads
+ * them; the store's encoder keeps the short ones inline, so that a read of them touches no body.
  * Removing a record (moved to another patient, replaced by a version that drops a field, deleted) cannot
  * be done that way: the caller recomputes the state from the patient's remaining records with
  * merge_records. Record-level fields (record id, type, event time) are not patient attributes.
