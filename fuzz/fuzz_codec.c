@@ -21,11 +21,11 @@
  *   - patient versions (every format: none, PV_FORMAT_2, _3, _4, _5), decoded with mem = NULL and with mem =
  *     an arena: both accept or both refuse, with the same fields, the arena's strings at the same offsets
  *     in a copy; a format's promises (no format byte: ts and vf INT64_MIN, off 0; format 2: off 0; formats
- *     4 and 5: off <= pos; only format 5 holds values inline, each inside the value and at most
- *     ST_PV_INLINE_MAX bytes), sealer = number + 1 exactly when off != 0; st_patient_encode gives format 5
- *     (format 3 when some off > pos, its documented fallback), and that decodes to the same fields (key,
- *     pos, len, hash, ts, vf, off, inline value bytes), as does st_patient_encode_v3's (without the
- *     values); encoding again gives the same bytes;
+ *     4 and 5: off <= pos; only format 5 holds values inline, each inside the value, at most
+ *     ST_PV_INLINE_MAX bytes, its hash its XXH3-64), sealer = number + 1 exactly when off != 0;
+ *     st_patient_encode gives format 5 (format 3 when some off > pos, its documented fallback), and that
+ *     decodes to the same fields (key, pos, len, hash, ts, vf, off, inline value bytes), as does
+ *     st_patient_encode_v3's (without the values); encoding again gives the same bytes;
  *   - identity entries: the three shapes (plain key, erased, sealed) and their sizes; a plain one encodes
  *     back (st_ident_encode_plain) to the same bytes;
  *   - public record copies and tokens encode back to the same bytes (tokens: when the user name has no
@@ -46,6 +46,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* codec.c's format bytes (private to it; its comments give the layouts) */
 #define RV_FORMAT_2 0xF2
@@ -155,8 +156,8 @@ static void check_version(const patient_version *pv, const patient_ref *who, con
         const state_field *f = &pv->fields[i];
         CHECK(fuzz_inside(f->key, f->key_len, base, n) && f->key_len <= UINT16_MAX);
         CHECK(f->sealer == (f->off ? who->number + 1 : 0));
-        CHECK(!f->value ||
-              (format == PV_FORMAT_5 && fuzz_inside(f->value, f->len, base, n) && f->len <= ST_PV_INLINE_MAX));
+        CHECK(!f->value || (format == PV_FORMAT_5 && fuzz_inside(f->value, f->len, base, n) &&
+                            f->len <= ST_PV_INLINE_MAX && f->hash == XXH3_64bits(f->value, f->len)));
         if (format == PV_FORMAT_4 || format == PV_FORMAT_5) {
             CHECK(f->off <= f->pos);
         } else if (format == PV_FORMAT_2) {

@@ -24,6 +24,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* ---- keys ---- */
 
@@ -223,10 +224,13 @@ bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val 
  * where format 3 spent 42. A version whose fields do not fit that shape (a sealed field whose offset is
  * larger than its position) is written in format 3.
  * PV_FORMAT_5 (written since issue 17's item 2, short values inline) is format 4 with, per field, the varint
- * origin * 2 + 1 when the field's value follows its hash (len bytes, the raw JSON text as stored in its
- * record), origin * 2 when it does not: the encoder inlines a value it holds (state_field.value) of at most
- * ST_PV_INLINE_MAX bytes, so that a read of the patient's short fields touches no record body. Format 4 reads
- * as format 5 without values.
+ * origin * 2 + 1 when the field's value takes the place of its hash (len bytes, the raw JSON text as stored in
+ * its record; the hash is the value's XXH3-64, computed when read), origin * 2 when the hash is there and the
+ * value only in its record: the encoder inlines a value it holds (state_field.value, whose hash is that of
+ * its bytes) of at most ST_PV_INLINE_MAX bytes, so that a read of the patient's short fields touches no record
+ * body. An inline value costs its length where its hash cost 8 bytes. The version's AES-GCM tag covers it (a
+ * patient without a data key, bulk_load's, keeps it as LMDB keeps any value). Format 4 reads as format 5
+ * without values.
  * Older formats, still read: PV_FORMAT_2, be32 version, be64 valid_from, be16 + cause record id, be16 +
  * source, be32 n, then per field: be16 + key, be64 pos, be32 len, be64 hash, be64 ts, be64 vf. Entries
  * written before the event-time order was kept have no format byte (they start with the version's high
@@ -337,8 +341,10 @@ void st_patient_encode(buf *b, const patient_version *pv)
         buf_put_varint(b, (uint64_t)of[i] * 2 + in);
         buf_put_varint(b, f->pos - o[of[i]].base);
         buf_put_varint(b, f->len);
-        buf_put_be64(b, f->hash);
-        if (in) buf_put(b, f->value, f->len);
+        if (in)
+            buf_put(b, f->value, f->len);
+        else
+            buf_put_be64(b, f->hash);
     }
     free(sl);
     free(o);
@@ -367,10 +373,10 @@ static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, 
     pv->source = (const char *)p;
     pv->source_len = (uint32_t)len;
     p += len;
-    /* every origin takes at least 4 bytes and every field at least 11: counts the bytes cannot hold are
-     * refused before anything is allocated for them */
+    /* every origin takes at least 4 bytes and every field at least 11 (4 with an empty value inline): counts
+     * the bytes cannot hold are refused before anything is allocated for them */
     if (!get_uint(&p, end, PATIENT_STATE_MAX_FIELDS, &n) || !get_uint(&p, end, n, &norigins) ||
-        (uint64_t)(end - p) < norigins * 4 + n * 11)
+        (uint64_t)(end - p) < norigins * 4 + n * (values ? 4 : 11))
         return false;
     pv_origin *o = ms_malloc(sizeof *o * (norigins ? norigins : 1));
     bool ok = true;
@@ -397,17 +403,16 @@ static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, 
             origin >>= 1;
         }
         ok = ok && origin < norigins && ms_get_varint(&p, end, &delta) && get_uint(&p, end, UINT32_MAX, &vlen) &&
-             end - p >= 8 && (!in || (vlen <= ST_PV_INLINE_MAX && (uint64_t)(end - p - 8) >= vlen));
+             (in ? vlen <= ST_PV_INLINE_MAX && (uint64_t)(end - p) >= vlen : end - p >= 8);
         if (!ok || (o[origin].sealed && (delta == 0 || delta > UINT32_MAX)) || delta > UINT64_MAX - o[origin].base) {
             ok = false;
             break;
         }
         f->pos = o[origin].base + delta;
         f->len = (uint32_t)vlen;
-        f->hash = ms_get_be64(p);
-        p += 8;
         f->value = in ? (const char *)p : NULL;
-        p += in ? vlen : 0;
+        f->hash = in ? XXH3_64bits(p, vlen) : ms_get_be64(p);
+        p += in ? vlen : 8;
         f->ts = o[origin].ts;
         f->vf = o[origin].vf;
         f->off = o[origin].sealed ? (uint32_t)delta : 0;

@@ -190,8 +190,8 @@ void st_record_encode(buf *b, const record_version *rv);
 /* k: the entry's key (record_id NUL ~valid_from ~version); pk: the store's, for the patient id */
 bool st_record_decode(const patient_id_key *pk, const MDB_val *k, const MDB_val *v, record_version *rv);
 /* The longest value a patient version holds inline (a field whose value the encoder is given, state_field.value):
- * a name, a date, a phone number, an address, a code, not a clinical note. Up to 64 bytes a value costs a version
- * ~5 times what its reference does; a longer value stays in its record body only, where one read gives it. */
+ * a name, a date, a phone number, an address, a code, not a clinical note. An inline value costs the version its
+ * length in place of its 8-byte hash; a longer value stays in its record body only, where one read gives it. */
 #define ST_PV_INLINE_MAX 64
 /* Format 5 (codec.c), or 3 for a version whose fields do not fit its shape. */
 void st_patient_encode(buf *b, const patient_version *pv);

@@ -15,6 +15,8 @@
 #include "store/store_internal.h"
 #include "unit.h"
 
+#include <xxhash.h>
+
 static const char *const keys[] = {"address", "dob", "favorite_color", "name", "notes", "phone", "ssn", "zip"};
 
 typedef struct {
@@ -58,7 +60,10 @@ static void make_version(unit_rng *r, made *m, uint32_t n, uint32_t records, boo
                            .ts = rec[k].ts,
                            .vf = rec[k].vf,
                            .off = rec[k].sealed ? at : 0};
-        if (values && f->len <= 256 && unit_below(r, 2)) f->value = g_values + i * 8;
+        if (values && f->len <= 256 && unit_below(r, 2)) {
+            f->value = g_values + i * 8;
+            f->hash = XXH3_64bits(f->value, f->len); /* a value and its hash agree (state_field) */
+        }
     }
     m->pv = (patient_version){.version = unit_below(r, 3) ? 1 + unit_below(r, 100) : (uint32_t)unit_rand(r),
                               .valid_from = (int64_t)(unit_rand(r) >> 11),
