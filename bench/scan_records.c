@@ -9,11 +9,13 @@
  * of ROUNDS rounds, MB/s of record JSON and microseconds per record. Last, the price of a batch's first
  * pass: finding the line ends (memchr) over a copy of the whole body made just before, as a request's body
  * is when its last byte arrives (~20 MB at 20 KB a record: past the core's 2 MiB L2), against the same over
- * one record already in the cache. A benchmark prints figures; it asserts nothing.
+ * one record already in the cache. Then jw_string, the JSON string writer, over long texts. A benchmark prints
+ * figures; it asserts nothing.
  * Build and run: make bench-scan
  */
 #include "bench_words.h"
 #include "base/json_scan.h"
+#include "base/json_write.h"
 #include "pipeline/prepare.h"
 
 #include <inttypes.h>
@@ -143,9 +145,44 @@ static void measure(const char *what, size_t size)
     buf_free(&body);
 }
 
+/* jw_string (every answer's, export's and event's strings) over texts of n bytes, ASCII and "éa" repeated (a
+ * non-ASCII run every 3 bytes): MB/s that stay level as n grows say it is linear (it was quadratic in the
+ * second: a check of the whole rest of the string at every run; 300 KB took 35 s). */
+static void measure_write(void)
+{
+    printf("jw_string, median of %d rounds, one core\n", ROUNDS);
+    for (size_t n = 30000; n <= 3000000; n *= 10) {
+        char *text = malloc(n);
+        for (int kind = 0; kind < 2 && text; kind++) {
+            for (size_t i = 0; i < n; i++)
+                text[i] = kind ? "\xc3\xa9"
+                                 "a"[i % 3]
+                               : (char)('a' + i % 26);
+            double t[ROUNDS];
+            buf out = {0};
+            for (int r = 0; r < ROUNDS; r++) {
+                out.len = 0;
+                double t0 = ms_mono_s();
+                jw_string(&out, text, n - n % 3);
+                t[r] = ms_mono_s() - t0;
+                g_sink += out.len;
+            }
+            qsort(t, ROUNDS, sizeof t[0], cmp);
+            printf("  %-10s %8zu bytes %8.0f MB/s\n",
+                   kind ? "\"\xc3\xa9"
+                          "a\"..."
+                        : "ASCII",
+                   n, n / t[ROUNDS / 2] / 1e6);
+            buf_free(&out);
+        }
+        free(text);
+    }
+}
+
 int main(void)
 {
     measure("~20 KB records", 20480);
     measure("~200 B records", 200);
+    measure_write();
     return 0;
 }
