@@ -31,9 +31,11 @@
 #include "store/store_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CHUNK_BITS 12
 #define CHUNK (1u << CHUNK_BITS)              /* heads per chunk: 4,096 (32 KiB checkpointed) */
@@ -59,6 +61,9 @@ struct st_plog {
     uint64_t lag;             /* entries past the floor before checkpointing */
     size_t per_commit;        /* chunks one commit writes at most */
     uint64_t loaded_end;      /* read-only stores: entries applied so far */
+    _Atomic uint64_t applied; /* the newest entry whose commit's heads are set: a reader whose snapshot holds a newer
+                                 one waits for its heads (st_plog_end), since LMDB shows a commit before
+                                 st_plog_committed sets them */
     _Atomic uint64_t reads;   /* entries read by walks (store_patient_log_reads) */
     pthread_mutex_t catch_up; /* read-only stores: one catch-up at a time */
 };
@@ -468,6 +473,7 @@ void st_plog_committed(store_write *w)
     for (size_t i = 0; i < w->ckpt_n; i++)
         p->dirty[w->ckpt_chunks[i]] = 0;
     if (w->plog_next) p->next = w->plog_next;
+    atomic_store_explicit(&p->applied, p->next - 1, memory_order_release); /* after the heads: st_plog_end */
 }
 
 void st_plog_write_free(store_write *w)
@@ -482,6 +488,23 @@ void st_plog_write_free(store_write *w)
 uint64_t st_plog_head(store *s, uint64_t number) { return head_get(s->plog, number); }
 
 uint64_t store_patient_log_reads(const store *s) { return atomic_load_explicit(&s->plog->reads, memory_order_relaxed); }
+
+/* Wait until the heads of every entry up to end are set. LMDB shows a commit to new readers at mdb_txn_commit and
+ * the writer sets the commit's heads right after (st_plog_committed): a reader in between would find a new patient
+ * "not found" or an old one's previous version beside the record that changed it. The wait is that gap (microseconds
+ * to a millisecond); it is bounded at 1 s, after which the read goes on with the heads as they are, so that a
+ * writer stopped in that gap never stops reads. */
+static void await_heads(st_plog *p, uint64_t end)
+{
+    for (int i = 0; atomic_load_explicit(&p->applied, memory_order_acquire) < end && i < 10000; i++) {
+        if (i < 100) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
 
 uint64_t st_plog_end(store_read *r)
 {
@@ -499,6 +522,7 @@ uint64_t st_plog_end(store_read *r)
         }
     }
     r->plog_end = end + 1;
+    if (!r->s->read_only) await_heads(r->s->plog, end); /* a read-only store's catch-up brings its own */
     return end;
 }
 
@@ -633,6 +657,7 @@ ms_code st_plog_open(store *s, uint64_t lag, uint32_t per_commit, ms_err *e)
     if (rc) return st_mdb_fail(e, rc, "patient log: recovery");
     p->next = last + 1 > floor ? last + 1 : floor ? floor : 1;
     p->loaded_end = last;
+    atomic_store_explicit(&p->applied, p->next - 1, memory_order_release);
     return MS_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "store/segment_log.h"
 #include "store/store.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -746,6 +747,66 @@ static void test_short_values_read_without_the_body(void **state)
         buf_free(&scratch);
         reopen(f);
     }
+}
+
+/* A read that sees a commit sees all of it: a reader that finds a record the writer has just committed, in the
+ * same read transaction, finds the record's patient. The patient log's in-memory heads are applied just after
+ * LMDB's commit makes the entries visible; a read in between must wait for them, not answer from the heads
+ * before (a new patient "not found", an old one's previous version). A reader thread polls for each next
+ * record as the writer commits them, one new patient each. */
+typedef struct {
+    fixture *f;
+    int n;
+    int missed; /* records found whose patient was not */
+    char error[300];
+} race_reader;
+
+static void *race_read(void *arg)
+{
+    race_reader *rr = arg;
+    for (int k = 0; k < rr->n && !rr->error[0];) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "race-%d", k);
+        store_read *r;
+        ms_err e = {0};
+        if (store_read_begin(rr->f->s, &r, &e) != MS_OK) {
+            snprintf(rr->error, sizeof rr->error, "read begin: %s", e.msg);
+            break;
+        }
+        record_version rv;
+        bool found = false;
+        if (store_record_at(r, rid, strlen(rid), INT64_MAX, &rv, &found, &e) != MS_OK)
+            snprintf(rr->error, sizeof rr->error, "record: %s", e.msg);
+        if (found) { /* committed: its patient must be there in the same snapshot */
+            arena mem = {0};
+            patient_version pv;
+            bool have = false;
+            if (store_patient_at(r, &rv.pid, INT64_MAX, &pv, &mem, &have, &e) != MS_OK)
+                snprintf(rr->error, sizeof rr->error, "patient: %s", e.msg);
+            if (!have) rr->missed++;
+            arena_free(&mem);
+            k++;
+        }
+        store_read_end(r);
+    }
+    return NULL;
+}
+
+static void test_a_read_sees_a_commit_whole(void **state)
+{
+    fixture *f = *state;
+    race_reader rr = {.f = f, .n = 1500};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_read, &rr), 0);
+    for (int k = 0; k < rr.n; k++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "race-%d", k);
+        patient_id pid = pid_of(100 + k);
+        write_version(f, rid, &pid, 1, "{\"note\":\"x\"}", 0, "lab", NULL);
+    }
+    pthread_join(t, NULL);
+    if (rr.error[0]) fail_msg("%s", rr.error);
+    assert_int_equal(rr.missed, 0);
 }
 
 static void test_snapshots(void **state)
@@ -1681,6 +1742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_segment_rollover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checksums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_values_read_without_the_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_sees_a_commit_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patient_records_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_public_index, setup, teardown),
