@@ -396,12 +396,9 @@ static bool patient_decode_v4(const unsigned char *p, const unsigned char *end, 
         f->key = (const char *)p;
         f->key_len = (uint32_t)klen;
         p += klen;
-        bool in = false;
-        ok = get_uint(&p, end, norigins ? (norigins - 1) * (values ? 2 : 1) + values : 0, &origin);
-        if (ok && values) {
-            in = origin & 1;
-            origin >>= 1;
-        }
+        ok = ms_get_varint(&p, end, &origin);
+        bool in = values && (origin & 1); /* format 5: origin * 2 + inline */
+        if (values) origin >>= 1;
         ok = ok && origin < norigins && ms_get_varint(&p, end, &delta) && get_uint(&p, end, UINT32_MAX, &vlen) &&
              (in ? vlen <= ST_PV_INLINE_MAX && (uint64_t)(end - p) >= vlen : end - p >= 8);
         if (!ok || (o[origin].sealed && (delta == 0 || delta > UINT32_MAX)) || delta > UINT64_MAX - o[origin].base) {
