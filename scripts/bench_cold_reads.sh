@@ -19,6 +19,7 @@
 # Needs ~RECORDS x SIZE x 5 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-cold; deleted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 records=${RECORDS:-1000000}; size=${SIZE:-200}; reads=${READS:-3000}; port=${PORT:-18196}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-cold}
 make -s all
@@ -28,13 +29,8 @@ start() {
   "$server" serve --data "$dir" --listen "127.0.0.1:$port" 2>/dev/null & srv=$!
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 }
-token() {
-  curl -sf -H 'Content-Type: application/json' \
-    -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
-    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 start
-tok=$(token)
+tok=$(admin_token "$dir" "$port")
 if [ -n "${SPREAD:-}" ]; then
   python3 - "$port" "$tok" "$records" <<'PY'
 import http.client, json, sys, time
@@ -85,9 +81,10 @@ random.Random(7).shuffle(ids)
 print("\n".join(ids[:want]))
 PY
 kill "$srv"; wait "$srv" || true
-sync; echo 3 > /proc/sys/vm/drop_caches
+[ -w /proc/sys/vm/drop_caches ] || { echo "bench_cold_reads.sh: dropping the page cache needs root" >&2; exit 1; }
+drop_cache
 start
-tok=$(token)
+tok=$(admin_token "$dir" "$port")
 devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
 python3 - "$port" "$tok" "$ids" "$devstat" <<'PY'
 import http.client, sys, time

@@ -22,6 +22,7 @@
 # Needs ~SLICES x SLICE x SIZE x 6 bytes free in BENCH_DIR (default /var/tmp/medstream-bench-flat; deleted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 slices=${SLICES:-10}; slice=${SLICE:-2000000}; size=${SIZE:-200}; port=${PORT:-18195}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-flat}
 make -s all
@@ -33,9 +34,7 @@ start() { # $1: where the server's log goes (default: nowhere)
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
 }
 start
-tok=$(curl -sf -H 'Content-Type: application/json' \
-  -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
-  python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+tok=$(admin_token "$dir" "$port")
 devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
 snap() { # one line: commits, the phases' seconds (apply bodies sync lmdb), device sectors and write requests written
   curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/metrics" | python3 -c '

@@ -1,6 +1,8 @@
-# bench_lib.sh - what the loader benchmarks (bench_import.sh, bench_export.sh) share; sourced, not run.
+# bench_lib.sh - what the benchmarks (bench_import.sh, bench_export.sh, bench_flat.sh, bench_cold_reads.sh)
+# share; sourced, not run.
 #   drop_cache                      write back and drop the page cache (when this user may), so that the
 #                                   next command reads its input from disk
+#   admin_token DIR PORT            prints a token of DIR's admin (its admin.password) from the server on PORT
 #   duckdb_python                   prints the python of a virtual environment holding DuckDB from PyPI
 #                                   (BENCH_VENV, default /var/tmp/medstream-bench-venv, kept between
 #                                   runs), or nothing when it cannot be installed
@@ -11,6 +13,12 @@
 #                                   the end of its stderr, and exits 1
 
 drop_cache() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
+
+admin_token() {
+  curl -sf -H 'Content-Type: application/json' \
+    -d "{\"user\":\"admin\",\"password\":\"$(cat "$1/admin.password")\"}" "http://127.0.0.1:$2/v1/auth/token" |
+    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
+}
 
 duckdb_python() {
   local v=${BENCH_VENV:-/var/tmp/medstream-bench-venv}
