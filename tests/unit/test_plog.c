@@ -8,20 +8,43 @@
  * history, public copies, the records index and its cursors) equals the model's answer; between
  * transactions, steps of the log's compaction move its old part into the compacted part (plog_compact.c),
  * so reads, erasures and reopens go through moved entries too.
+ * Each version holds up to three state fields whose values are random bytes of 0-80 bytes, held by the
+ * writer or not: the ones held and of at most ST_PV_INLINE_MAX (64) bytes are kept inline (format 5), and
+ * every read of a version (as of an instant, exact, the writer's latest through the state cache) gives each
+ * field's place, length, hash and event-time order back, and each inline value byte for byte, which
+ * store_field_values then returns without reading a body (none was written: a read of one would fail).
  */
 #include "unit_store.h"
 
-#include <stdlib.h>
+#define MS_STORE_INTERNAL /* for ST_PV_INLINE_MAX, as test_codec.c */
+#include "store/store_internal.h"
 
-#define NP 12    /* patients, in 12 chunks of heads */
-#define MAXV 200 /* versions (and public copies) per patient */
-#define MAXR 120 /* records-index entries per patient */
-#define TXNS 300 /* transactions per seed */
+#include <stdlib.h>
+#include <xxhash.h>
+
+#define NP 12     /* patients, in 12 chunks of heads */
+#define MAXV 200  /* versions (and public copies) per patient */
+#define MAXR 120  /* records-index entries per patient */
+#define TXNS 300  /* transactions per seed */
+#define MAXF 3    /* state fields per version */
+#define MAXVAL 80 /* a field's value bytes: inline up to ST_PV_INLINE_MAX (64), beyond it only its hash */
+
+/* A state field as the writer gives it: its value at hand (held) or only in its record body. */
+typedef struct {
+    char key[2];
+    uint32_t len, off; /* off: sealed under the patient's data key, the value's offset in its record */
+    unsigned char val[MAXVAL];
+    bool held;
+    uint64_t pos;
+    int64_t ts, vf;
+} mfield;
 
 typedef struct {
     int64_t vf;
     uint32_t ver;
     char text[24]; /* the version's cause record, or the copy's fields */
+    mfield f[MAXF];
+    int nf;
 } mver;
 
 typedef struct {
@@ -31,7 +54,7 @@ typedef struct {
 
 typedef struct {
     patient_ref who;
-    mver v[MAXV], p[MAXV];
+    mver v[MAXV], p[MAXV]; /* (a public copy's fields are its text: its f[] stay empty) */
     int nv, np;
     mrec r[MAXR];
     int nr;
@@ -67,6 +90,38 @@ static const mver *model_at(const mpat *p, int64_t as_of, int64_t *valid_to)
         *valid_to = p->v[i].vf;
     }
     return NULL;
+}
+
+/* A version's fields as read (pv) equal the model's (want): keys, places, lengths, hashes, order, and the
+ * inline values; then store_field_values of the inline ones returns those bytes from the version alone. */
+static void check_fields(store *s, const patient_version *pv, const mver *want)
+{
+    assert_int_equal(pv->nfields, want->nf);
+    const char *vals[MAXF];
+    state_field inl[MAXF];
+    uint32_t ninl = 0;
+    for (int i = 0; i < want->nf; i++) {
+        const state_field *f = &pv->fields[i];
+        const mfield *m = &want->f[i];
+        assert_int_equal(f->key_len, 1);
+        assert_int_equal(f->key[0], m->key[0]);
+        assert_int_equal(f->len, m->len);
+        assert_true(f->pos == m->pos && f->ts == m->ts && f->vf == m->vf);
+        assert_int_equal(f->off, m->off);
+        assert_true(f->sealer == (m->off ? pv->number + 1 : 0));
+        assert_true(f->hash == XXH3_64bits(m->val, m->len));
+        bool inline_value = m->held && m->len <= ST_PV_INLINE_MAX;
+        assert_int_equal(f->value != NULL, inline_value);
+        if (!inline_value) continue;
+        assert_memory_equal(f->value, m->val, m->len);
+        inl[ninl++] = *f;
+    }
+    buf scratch = {0};
+    ms_err e = {0};
+    assert_int_equal(store_field_values(s, inl, ninl, vals, &scratch, &e), MS_OK);
+    for (uint32_t i = 0; i < ninl; i++)
+        assert_memory_equal(vals[i], inl[i].value, inl[i].len);
+    buf_free(&scratch);
 }
 
 static int rec_cmp(const void *a, const void *b)
@@ -118,6 +173,7 @@ static void check_patient(world *w, const mpat *p)
             assert_true(pv.valid_to == vt);
             assert_int_equal(pv.cause_record_len, strlen(want->text));
             assert_memory_equal(pv.cause_record, want->text, pv.cause_record_len);
+            check_fields(w->u.s, &pv, want);
         }
     }
     /* exact versions (the sinks'), and one that is not there */
@@ -125,6 +181,7 @@ static void check_patient(world *w, const mpat *p)
         assert_int_equal(store_patient_version(r, &p->who.id, p->v[i].vf, p->v[i].ver, &pv, &mem, &found, &e), MS_OK);
         assert_true(found);
         assert_memory_equal(pv.cause_record, p->v[i].text, strlen(p->v[i].text));
+        check_fields(w->u.s, &pv, &p->v[i]);
     }
     assert_int_equal(store_patient_version(r, &p->who.id, 5, 77777, &pv, &mem, &found, &e), MS_OK);
     assert_false(found);
@@ -204,11 +261,13 @@ static void put_record(world *w, store_write *sw, mpat *p)
     memcpy(rv.type, "lab", 3);
     rv.type_len = 3;
     assert_int_equal(store_record_put(sw, &rv, 2023, "{}", 2, &e), MS_OK);
-    if (p->nr < MAXR) {
-        p->r[p->nr].ts = rv.ts_us;
-        memcpy(p->r[p->nr].rid, rid, rv.record_id_len + 1);
-        p->nr++;
-    }
+    /* the model keeps each (event time, record id) once, as the index answers: 8 ids x 5 times at most */
+    for (int i = 0; i < p->nr; i++)
+        if (p->r[i].ts == rv.ts_us && strcmp(p->r[i].rid, rid) == 0) return;
+    assert_true(p->nr < MAXR);
+    p->r[p->nr].ts = rv.ts_us;
+    memcpy(p->r[p->nr].rid, rid, rv.record_id_len + 1);
+    p->nr++;
 }
 
 static void put_version(world *w, store_write *sw, mpat *p, bool restate)
@@ -221,6 +280,33 @@ static void put_version(world *w, store_write *sw, mpat *p, bool restate)
         v->vf = store_write_time(sw);
     }
     snprintf(v->text, sizeof v->text, "c%u", rnd(w, 100000));
+    /* fields "a" "b" "c", each or not; a field's value is random bytes, its place, times and seal random too */
+    state_field sf[MAXF];
+    v->nf = 0;
+    for (int k = 0; k < MAXF; k++) {
+        if (rnd(w, 3) == 0) continue;
+        mfield *m = &v->f[v->nf];
+        m->key[0] = (char)('a' + k);
+        m->len = rnd(w, MAXVAL + 1);
+        for (uint32_t b = 0; b < m->len; b++)
+            m->val[b] = (unsigned char)rnd(w, 256);
+        m->held = rnd(w, 4) != 0;
+        m->off = rnd(w, 3) == 0 ? 1 + rnd(w, 500) : 0;
+        m->pos = 1000 + (uint64_t)rnd(w, 1u << 30) * 64;
+        m->ts = 1700000000000000 + (int64_t)rnd(w, 4) * 1000; /* fields of one record version share an origin */
+        m->vf = v->vf - (int64_t)rnd(w, 3);
+        sf[v->nf] = (state_field){.key = m->key,
+                                  .key_len = 1,
+                                  .pos = m->pos,
+                                  .len = m->len,
+                                  .hash = XXH3_64bits(m->val, m->len),
+                                  .ts = m->ts,
+                                  .vf = m->vf,
+                                  .off = m->off,
+                                  .sealer = m->off ? p->who.number + 1 : 0,
+                                  .value = m->held ? (const char *)m->val : NULL};
+        v->nf++;
+    }
     patient_version pv = {.pid = p->who.id,
                           .number = p->who.number,
                           .version = v->ver,
@@ -229,7 +315,9 @@ static void put_version(world *w, store_write *sw, mpat *p, bool restate)
                           .cause_record = v->text,
                           .cause_record_len = (uint32_t)strlen(v->text),
                           .source = "unit",
-                          .source_len = 4};
+                          .source_len = 4,
+                          .fields = sf,
+                          .nfields = (uint32_t)v->nf};
     if (restate) {
         assert_int_equal(store_patient_restate(sw, &pv, &e), MS_OK);
     } else {
@@ -258,7 +346,7 @@ static void put_copy(world *w, store_write *sw, mpat *p)
 
 /* The writer's read of a patient's latest version (store_patient_latest: the state cache, or the log when
  * the cache has no state under the patient's head or this transaction wrote to the patient) is the model's. */
-static void check_latest(store_write *sw, const mpat *p)
+static void check_latest(store *s, store_write *sw, const mpat *p)
 {
     ms_err e = {0};
     patient_version pv;
@@ -277,6 +365,7 @@ static void check_latest(store_write *sw, const mpat *p)
             assert_int_equal(pv.valid_to, -1);
             assert_int_equal(pv.cause_record_len, strlen(v->text));
             assert_memory_equal(pv.cause_record, v->text, pv.cause_record_len);
+            check_fields(s, &pv, v);
         }
     }
     arena_free(&mem);
@@ -284,13 +373,13 @@ static void check_latest(store_write *sw, const mpat *p)
 
 static void one_txn(world *w)
 {
-    mpat saved[NP];
-    memcpy(saved, w->m, sizeof saved);
+    mpat *saved = ms_malloc(sizeof w->m); /* (~2 MB: not on the stack) */
+    memcpy(saved, w->m, sizeof w->m);
     store_write *sw;
     ms_err e = {0};
     assert_int_equal(store_write_begin(w->u.s, &sw, &e), MS_OK);
     for (int i = 0; i < NP; i++)
-        check_latest(sw, &w->m[i]); /* (run_seed created them all) */
+        check_latest(w->u.s, sw, &w->m[i]); /* (run_seed created them all) */
     unsigned ops = 1 + rnd(w, 8);
     bool erased_one = false;
     for (unsigned i = 0; i < ops; i++) {
@@ -311,20 +400,21 @@ static void one_txn(world *w)
             p->nv = p->np = p->nr = 0;
             p->erased = erased_one = true;
         }
-        check_latest(sw, &w->m[rnd(w, NP)]); /* one written to in this transaction, or not */
+        check_latest(w->u.s, sw, &w->m[rnd(w, NP)]); /* one written to in this transaction, or not */
     }
     unsigned fate = rnd(w, 20);
     if (fate == 0) {
         store_write_abort(sw);
-        memcpy(w->m, saved, sizeof saved);
+        memcpy(w->m, saved, sizeof w->m);
     } else if (fate == 1) { /* the commit's fsync fails: nothing of it is stored */
         store_inject_fault(w->u.s, 5 /* EIO */);
         assert_int_not_equal(store_write_commit(sw, NULL, &e), MS_OK);
         store_inject_fault(w->u.s, 0);
-        memcpy(w->m, saved, sizeof saved);
+        memcpy(w->m, saved, sizeof w->m);
     } else {
         assert_int_equal(store_write_commit(sw, NULL, &e), MS_OK);
     }
+    free(saved);
 }
 
 /* A world on a fresh store: the generator's seed, the checkpoint lag and chunks a commit (0: defaults). */
