@@ -12,6 +12,7 @@
 # Usage: [RECORDS=N] [SIZE=B] [LOAD=N] [RATE=N] scripts/bench_compact.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 records=${RECORDS:-2000000}; size=${SIZE:-200}; load=${LOAD:-150000}; rate=${RATE:-1000000}
 port=${PORT:-18193}; dir=${BENCH_DIR:-/var/tmp/medstream-bench-compact}
 make -s all
@@ -24,9 +25,7 @@ JSON
 start() { # serve with extra arguments; the log to $log
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" "$@" 2>>"$log" & srv=$!
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.01; done
-  tok=$(curl -sf -H 'Content-Type: application/json' \
-    -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
-    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+  tok=$(admin_token "$dir" "$port")
 }
 stop() { kill "$srv"; wait "$srv" || true; }
 pages() { # "plog_pages plogc_pages free_pages" of the stopped store

@@ -17,6 +17,7 @@
 #   Needs ~RECORDS x 20 KB free in BENCH_DIR (deleted after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 runs=${1:-3}; records=${2:-200000}; rate=${RATE:-1000000}; qps=${QPS:-50}; kind=${COUNTERS:-mixed}
 port=${PORT:-18194}
 base=${BENCH_DIR:-/var/tmp/medstream-bench-counters}
@@ -66,10 +67,6 @@ print(json.dumps(c))
 PY
 if [ "${PRINT_COUNTERS:-0}" = 1 ]; then cat "$base/counters.json"; exit 0; fi # for bench_notify.py COUNTERS_FILE
 names=$(python3 -c 'import json,sys; print(" ".join(c["name"] for c in json.load(open(sys.argv[1]))))' "$base/counters.json")
-login() { # a token for init's admin
-  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
-    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 # sample /metrics every 0.25 s into FILE (medstream_counter_lag_seconds when there are counters), until killed:
 # in both modes, so that the sampling costs both the same
 sample_metrics() {
@@ -121,7 +118,7 @@ start_server() { # start_server MODE(off|on): a fresh data directory; sets srv a
   [ "$1" = on ] && args=(--counters "$base/counters.json")
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" "${args[@]}" 2>>"$base/serve.log" & srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  token=$(login)
+  token=$(admin_token "$dir" "$port")
 }
 load() { # load RUN-ID: medstream bench against the server, its JSON figures on stdout
   build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --rate "$rate" \

@@ -9,6 +9,7 @@
 # Usage: [PARTITIONS=64] [RATE=1000000] [SIZE=20480] [BATCH=1000] [READ_RATE=200] scripts/bench_kafka.sh [RUNS] [RECORDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 runs=${1:-3}; records=${2:-200000}; port=${PORT:-18198}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-kafka}
 make -s all build/kafka_mock
@@ -16,10 +17,6 @@ out=$(mktemp)
 srv=
 cleanup() { if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi; rm -f "$out" "$out.run"; }
 trap cleanup EXIT
-login() { # a token for init's admin
-  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
-    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 for i in $(seq "$runs"); do
   rm -rf "$dir"; build/medstream init "$dir" >/dev/null
   coproc MOCK { exec build/kafka_mock "records:${PARTITIONS:-64}" records.dlq:1; }
@@ -28,7 +25,7 @@ for i in $(seq "$runs"); do
     --kafka-topic records --kafka-group bench --kafka-batch "${BATCH:-1000}" ${SERVE_ARGS:-} 2>${SERVE_LOG:-/dev/null} & srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   echo "== run $i (bootstrap $bootstrap)" >&2
-  token=$(login)
+  token=$(admin_token "$dir" "$port")
   build/medstream bench --url "http://127.0.0.1:$port" --kafka-brokers "$bootstrap" --kafka-topic records \
     --records "$records" --size "${SIZE:-20480}" --rate "${RATE:-1000000}" --run-id "kafka$i" \
     --read-rate "${READ_RATE:-200}" \

@@ -14,6 +14,7 @@
 #   each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 runs=${1:-3}; records=${2:-200000}; rate=${RATE:-1000000}; roll=${ROLL:-5}
 port=${PORT:-18193}
 base=${BENCH_DIR:-/var/tmp/medstream-bench-lake}
@@ -27,10 +28,6 @@ trap cleanup EXIT
 make -s all
 mkdir -p "$base"
 figures=$base/figures.jsonl
-login() { # a token for init's admin
-  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
-    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 # sample medstream_lake_lag_seconds, position and the commit position into FILE until killed
 sample() {
   local token=$1 file=$2
@@ -47,7 +44,7 @@ one_run() { # one_run RUN MODE(off|on)
   [ "$mode" = on ] && args=(--lake "$lake" --lake-roll-seconds "$roll")
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" "${args[@]}" 2>>"$base/serve.log" & srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  token=$(login)
+  token=$(admin_token "$dir" "$port")
   if [ "$mode" = on ]; then : > "$lagfile"; sample "$token" "$lagfile" & sampler=$!; fi
   echo "== run $i, lake $mode" >&2
   out=$(build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --rate "$rate" \

@@ -8,6 +8,7 @@
 # Usage: scripts/bench_postgres.sh [RECORDS] [RATE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 records=${1:-30000}; shift || true
 rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(30000 60000 120000)
 port=${PORT:-18197}; pgport=${PGPORT:-25499}
@@ -29,9 +30,7 @@ for rate in "${rates[@]}"; do
   rm -rf "$dir"; build/medstream init "$dir" >/dev/null
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" --postgres "$dburl" 2>"$base/serve.log" & srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  token=$(curl -sf -H 'Content-Type: application/json' \
-    -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
-    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+  token=$(admin_token "$dir" "$port")
   echo "== $records records offered at $rate records/min" >&2
   build/medstream bench --url "http://127.0.0.1:$port" --token "$token" --records "$records" --rate "$rate" \
     --connections 2 --probe-every 100 --postgres "$dburl" | grep -E "records/min|freshness|PostgreSQL|failures"

@@ -8,21 +8,18 @@
 #   SERVE_LOG: where the servers' log (standard error: the access log too) goes, default /dev/null.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 runs=${1:-3}; records=${2:-1000000}; port=${PORT:-18199}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench}
 make -s all
 out=$(mktemp)
-login() { # a token for init's admin
-  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
-    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 for i in $(seq "$runs"); do
   rm -rf "$dir"; build/medstream init "$dir" >/dev/null
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>>"${SERVE_LOG:-/dev/null}" & srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   echo "== run $i" >&2
   build/medstream bench --url "http://127.0.0.1:$port" --records "$records" --connections "${CONNECTIONS:-3}" \
-    --rate "${RATE:-0}" --run-id "ref$i" --token "$(login)" --json > "$out.run"
+    --rate "${RATE:-0}" --run-id "ref$i" --token "$(admin_token "$dir" "$port")" --json > "$out.run"
   grep -v '^{' "$out.run" >&2; grep '^{' "$out.run" >> "$out"; rm -f "$out.run"
   kill "$srv"; wait "$srv" || true
 done
@@ -31,7 +28,7 @@ rm -rf "$dir"; build/medstream init "$dir" >/dev/null
 build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>>"${SERVE_LOG:-/dev/null}" & srv=$!
 sleep 0.5
 build/medstream bench --url "http://127.0.0.1:$port" --records 400000 --connections 3 --run-id kill \
-  --token "$(login)" --probe-every 0 --read-rate 0 >/dev/null 2>&1 & load=$!
+  --token "$(admin_token "$dir" "$port")" --probe-every 0 --read-rate 0 >/dev/null 2>&1 & load=$!
 sleep 10; kill -9 "$srv"; wait "$srv" 2>/dev/null || true; wait "$load" 2>/dev/null || true
 t0=$(date +%s.%N)
 build/medstream serve --data "$dir" --listen "127.0.0.1:$port" 2>>"${SERVE_LOG:-/dev/null}" & srv=$!

@@ -13,6 +13,7 @@
 #   added latency instead of lost throughput. Needs ~RECORDS x 1.5 KB free in BENCH_DIR (deleted at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 records=${RECORDS:-1000000}; size=${SIZE:-200}; load_n=${LOAD:-500000}; rate=${RATE:-0}
 port=${PORT:-18196}
 base=${BENCH_DIR:-/var/tmp/medstream-bench-reproject}
@@ -32,14 +33,10 @@ cat > "$base/s2.json" <<'EOF'
 {"identity":{"name":"name","dob":"dob"},"record_id":"record_id","type":"type","event_time":"ts",
  "public":{"type":"copy","ts":"year"}}
 EOF
-login() {
-  curl -sf -H 'Content-Type: application/json' -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" \
-    "http://127.0.0.1:$port/v1/auth/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 start_server() { # start_server SCHEMA: sets srv and token
   build/medstream serve --data "$dir" --listen "127.0.0.1:$port" --schema "$1" 2>>"$base/serve.log" & srv=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  token=$(login)
+  token=$(admin_token "$dir" "$port")
 }
 stop_server() { kill "$srv"; wait "$srv" || true; srv=; }
 load() { # load RUN-ID N RATE: medstream bench, its JSON figures on stdout

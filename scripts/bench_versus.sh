@@ -21,6 +21,7 @@
 # Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 pairs=${1:-3}; records=${2:-200000}; port=${PORT:-18197}
 dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
@@ -34,9 +35,7 @@ run() { # $1: checkout, $2: extra serve options, $3: the load generator's binary
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   local tok
-  tok=$(curl -sf -H 'Content-Type: application/json' \
-    -d "{\"user\":\"admin\",\"password\":\"$(cat "$dir/admin.password")\"}" "http://127.0.0.1:$port/v1/auth/token" |
-    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+  tok=$(admin_token "$dir" "$port")
   local devstat reads0
   devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
   reads0=$(awk '{print $1}' "$devstat")
