@@ -18,6 +18,8 @@
 #   git worktree add /tmp/base a0dde2d && make -C /tmp/base all && BASE=/tmp/base scripts/bench_versus.sh 3 200000
 # SERVE_ARGS / BASE_SERVE_ARGS: extra `serve` options for this side / the base side (BASE=. compares two
 # settings of one build, e.g. BASE=. SERVE_ARGS="--body-cache 1GiB" scripts/bench_versus.sh).
+# WRITER_NICE / BASE_WRITER_NICE: renice this side's / the base side's ingest writer thread (ms-writer) to that
+# nice value once the server is up (e.g. WRITER_NICE=5 BASE=. : the writer below the point reads' nice 0).
 # Needs ~RECORDS x 20 KB free in BENCH_DIR (default /var/tmp/medstream-bench-versus; deleted after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +29,10 @@ dir=${BENCH_DIR:-/var/tmp/medstream-bench-versus}
 base=${BASE:?BASE: the other checkout, built}
 make -s all
 out=$(mktemp)
-run() { # $1: checkout, $2: extra serve options, $3: the load generator's binary; prints "records_per_min
-       #   freshness_p99_ms point_read_p99_ms disk_ratio device_reads_per_1000_records server_cpu_us_per_record
-       #   writer_cpu_us_per_record generator_cpu_us_per_record"
-  local co=$1 extra=$2 gen=$3
+run() { # $1: checkout, $2: extra serve options, $3: the load generator's binary, $4: the writer's nice;
+       #   prints "records_per_min freshness_p99_ms point_read_p99_ms disk_ratio device_reads_per_1000_records
+       #   server_cpu_us_per_record writer_cpu_us_per_record generator_cpu_us_per_record"
+  local co=$1 extra=$2 gen=$3 nice=${4:-0}
   rm -rf "$dir"; "$co/build/medstream" init "$dir" >/dev/null
   "$co/build/medstream" serve --data "$dir" --listen "127.0.0.1:$port" $extra 2>/dev/null & local srv=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -42,6 +44,7 @@ run() { # $1: checkout, $2: extra serve options, $3: the load generator's binary
   local cpu0 cpu1 wtask w0 w1
   cpu0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
   wtask=$(grep -lx ms-writer /proc/"$srv"/task/*/comm | head -1); wtask=${wtask%/comm}
+  if [ "$nice" != 0 ]; then renice -n "$nice" -p "${wtask##*/}" >/dev/null; fi
   w0=$(awk '{print $14 + $15}' "$wtask/stat")
   /usr/bin/time -f '%U %S' -o "$out.time" "$gen" bench --url "http://127.0.0.1:$port" --records "$records" \
     --connections "${CONNECTIONS:-3}" --rate "${RATE:-0}" ${SIZE:+--size "$SIZE"} ${REPEAT:+--repeat-share "$REPEAT"} \
@@ -64,8 +67,12 @@ PY
 ratios=(); cratios=(); wratios=(); this=(); that=()
 for i in $(seq "$pairs"); do
   gen=./build/medstream; bgen=${BASE_BENCH:-$gen}
-  if [ $((i % 2)) = 1 ]; then a=$(run . "${SERVE_ARGS:-}" "$gen"); b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen")
-  else b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen"); a=$(run . "${SERVE_ARGS:-}" "$gen"); fi
+  an=${WRITER_NICE:-0}; bn=${BASE_WRITER_NICE:-0}
+  if [ $((i % 2)) = 1 ]; then
+    a=$(run . "${SERVE_ARGS:-}" "$gen" "$an"); b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen" "$bn")
+  else
+    b=$(run "$base" "${BASE_SERVE_ARGS:-}" "$bgen" "$bn"); a=$(run . "${SERVE_ARGS:-}" "$gen" "$an")
+  fi
   read -r a1 a2 a3 a4 a5 a6 a7 a8 <<< "$a"; read -r b1 b2 b3 b4 b5 b6 b7 b8 <<< "$b"
   r=$(python3 -c "print(round($a1/$b1, 3))"); c=$(python3 -c "print(round($a6/$b6, 3))")
   w=$(python3 -c "print(round($a7/$b7, 3))")
