@@ -1,5 +1,4 @@
-# bench_lib.sh - what the benchmarks (bench_import.sh, bench_export.sh, bench_flat.sh, bench_cold_reads.sh)
-# share; sourced, not run.
+# bench_lib.sh - what the benchmark scripts (scripts/bench_*.sh) share; sourced, not run.
 #   drop_cache                      write back and drop the page cache (when this user may), so that the
 #                                   next command reads its input from disk
 #   admin_token DIR PORT            prints a token of DIR's admin (its admin.password) from the server on PORT
