@@ -416,9 +416,13 @@ static int serve_run(const serve_settings *c)
            http_server_port(h), ms_mono_s() - t0);
     store_open_times ot = store_open_time(s); /* what a restart spends its time on */
     log_field of[] = {
-        LOG_MS("heads_ms", ot.heads_s * 1000),   LOG_UINT("head_chunks", ot.head_chunks),
-        LOG_MS("replay_ms", ot.replay_s * 1000), LOG_UINT("replayed", ot.replayed),
-        LOG_MS("keys_ms", ot.keys_s * 1000),     LOG_MS("identities_ms", ot.identities_s * 1000),
+        LOG_MS("heads_ms", ot.heads_s * 1000),
+        LOG_UINT("head_chunks", ot.head_chunks),
+        LOG_MS("replay_ms", ot.replay_s * 1000),
+        LOG_UINT("replayed", ot.replayed),
+        LOG_MS("keys_ms", ot.keys_s * 1000),
+        LOG_MS("identities_ms", ot.identities_s * 1000),
+        LOG_STR("identities_from", ot.identities_from_slots ? "key_file" : "scan"),
     };
     ms_log_fields(LOG_INFO, "serve.store_open", of, LOG_NFIELDS(of), "store opened in %.3f s", ot.total_s);
     int sig;

@@ -133,7 +133,9 @@ static void parent_of(const char *path, char *out, size_t cap)
 
 /* DIR/keys (keys.c), whole, synced; none in a store from before data keys. Copied after LMDB: every
  * patient of the copy had its key written before its commit; a patient erased since has lost its key
- * here too (a backup never revives an erasure), and slots the copy does not know are cut when it opens. */
+ * here too (a backup never revives an erasure), and slots the copy does not know are cut when it opens.
+ * Its header's mark that the slots account for every patient is cleared: a patient erased after the LMDB
+ * copy is live in the copy but marked erased in its slot, so the copy's first open scans the identities. */
 static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, ms_err *e)
 {
     char from[4096], to[4096];
@@ -147,7 +149,10 @@ static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, 
     *made = out >= 0;
     char b[65536];
     ssize_t n;
+    bool head = true;
     while (rc == MS_OK && (n = read(in, b, sizeof b)) != 0) {
+        if (head && n > ST_KEYS_HEAD_VERIFIED) b[ST_KEYS_HEAD_VERIFIED] = 0;
+        head = false;
         if (n < 0 || write(out, b, (size_t)n) != n)
             rc = ms_fail(e, MS_EIO, "store: copying %s: %s", from, strerror(errno));
     }

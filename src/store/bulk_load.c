@@ -6,8 +6,10 @@
  * DESIGN: two calls, each one LMDB transaction. store_bulk_patients writes one version 1 per patient
  * (the synthetic record's fields as the state, source "preload") and an empty public copy, after an
  * fdatasync of the segment log that holds the bodies (README.md's durability order, steps 1-3, for the
- * whole load). store_bulk_idents writes the identity entries and the patient count, and fills the
- * in-memory identity index. Patient numbers must be consecutive and new, so every put is an append.
+ * whole load). store_bulk_idents writes the identity entries and the patient count, fills the in-memory
+ * identity index and writes each patient's identity hash into its slot of the key file (keys.c; synced
+ * before the commit, as the writer's are). Patient numbers must be consecutive and new, so every put is an
+ * append.
  *
  * Contract: store.h ("Bulk load"). Only on a store no other thread uses (medstream preload holds the data
  * directory's lock and runs nothing else). Must never: run beside live ingest: it bypasses the writer,
@@ -17,6 +19,7 @@
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 ms_code store_bulk_patients(store *s, const bulk_patient *pts, const uint64_t *body_pos, size_t n, ms_err *e)
@@ -96,6 +99,8 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return st_mdb_fail(e, rc, "begin");
     buf v = {0};
+    identity_hash *hashes = ms_malloc(sizeof *hashes * (n + 1));
+    uint64_t *numbers = ms_malloc(sizeof *numbers * (n + 1));
     for (size_t i = 0; i < n && !rc; i++) {
         patient_id pid;
         patient_id_from_number(&s->pid_key, ids[i].number, &pid);
@@ -106,9 +111,19 @@ ms_code store_bulk_idents(store *s, const bulk_ident *ids, size_t n, ms_err *e)
         rc = mdb_put(txn, s->dbi[DB_IDENT], &k, &mv, MDB_APPEND);
         unsigned char mac[32];
         store_identity_mac(s, ids[i].key, ids[i].key_len, mac);
-        if (!rc) identity_index_put(s->identities, identity_hash_of((const char *)mac, 32), ids[i].number);
+        hashes[i] = identity_hash_of((const char *)mac, 32);
+        numbers[i] = ids[i].number;
+        if (!rc) identity_index_put(s->identities, hashes[i], ids[i].number);
     }
     buf_free(&v);
+    ms_code code = rc ? MS_OK : st_slots_hash(s, numbers, hashes, n, e); /* no keys: the hashes alone */
+    if (code == MS_OK && !rc) code = st_keys_sync(s, e);                 /* before the commit that counts them */
+    free(hashes);
+    free(numbers);
+    if (code != MS_OK) {
+        mdb_txn_abort(txn);
+        return code;
+    }
     uint64_t patients = 0;
     if (!rc) rc = st_meta_get_u64(txn, s->dbi[DB_META], "patients", &patients);
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], "patients", patients + n);

@@ -426,9 +426,10 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         return code;
     }
     t1 = ms_mono_s();
-    uint64_t pos = s->commit_pos + 1;
-    if (!(rc = st_plog_checkpoint(w)) && !(rc = st_log_put(w, pos)) &&
-        !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
+    uint64_t pos = s->commit_pos + 1, *marks;
+    size_t nmarks = st_keys_erase_done_take(s, &marks);
+    if (!(rc = st_erase_marks_delete(w, marks, nmarks)) && !(rc = st_plog_checkpoint(w)) &&
+        !(rc = st_log_put(w, pos)) && !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "patients", w->patients)) &&
@@ -439,6 +440,9 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
         w->txn = NULL;
     }
     double t2 = ms_mono_s();
+    for (size_t i = 0; rc && i < nmarks; i++) /* still to delete */
+        st_keys_erase_done(s, marks[i]);
+    free(marks);
     if (rc) {
         if (w->txn) mdb_txn_abort(w->txn);
         st_identities_undo(w);
@@ -459,8 +463,10 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     if (w->erasing) {
         identity_index_remove(s->identities, w->erased_hash);
         ms_err ke;
-        if (st_key_destroy(s, w->erased_number, &ke) != MS_OK) /* committed: the next open's sweep retries it */
+        if (st_key_destroy(s, w->erased_number, &ke) != MS_OK) /* committed: its mark makes the next open retry */
             ms_log(LOG_ERROR, "store", "%s (the next start overwrites it)", ke.msg);
+        else
+            st_keys_erase_done(s, w->erased_number);
     }
     write_free(w);
     return MS_OK;

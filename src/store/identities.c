@@ -19,10 +19,12 @@
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
+#include "base/log.h"
 #include "store/seal.h"
 
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,10 +37,65 @@ static void entry_mac(store *s, const ident_entry *ie, unsigned char mac[32])
         memcpy(mac, ie->mac, 32);
 }
 
-/* The index is rebuilt by IDENT_LOAD_THREADS threads, each scanning its own range of patient numbers in
- * its own read transaction. On a large store the identity tree's pages lie among the other trees' and a
- * cold scan reads them one page fault at a time (the map is MDB_NORDAHEAD): several scans keep several
- * reads in flight, and a warm scan is CPU work (decode, hash, insert) that two cores share. */
+static ms_code ident_entry_get(store *st, MDB_txn *txn, uint64_t number, ident_entry *ie, bool *found, ms_err *e);
+
+/* meta "erasing:" be64(number): an erasure committed whose slot may not be overwritten yet (keys.c). The
+ * erasure's transaction writes it; a commit after the overwrite deletes it (st_erase_marks_delete); an open
+ * overwrites the slot of every one left (a crash or a failed write in between). */
+#define ERASE_MARK "erasing:"
+
+static MDB_val erase_mark_key(unsigned char kb[16], uint64_t number)
+{
+    memcpy(kb, ERASE_MARK, 8);
+    ms_set_be64(kb + 8, number);
+    return st_val(kb, 16);
+}
+
+int st_erase_marks_delete(store_write *w, const uint64_t *numbers, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char kb[16];
+        MDB_val k = erase_mark_key(kb, numbers[i]);
+        int rc = mdb_del(w->txn, w->s->dbi[DB_META], &k, NULL);
+        if (rc && rc != MDB_NOTFOUND) return rc;
+    }
+    return 0;
+}
+
+static ms_code erase_marks_read(store *s, uint64_t **out, size_t *n, ms_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    *out = NULL;
+    *n = 0;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_META], &c))) {
+        mdb_txn_abort(txn);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    size_t cap = 0;
+    MDB_val k = st_val(ERASE_MARK, 8), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16 || memcmp(k.mv_data, ERASE_MARK, 8) != 0) break;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = ms_realloc(*out, sizeof **out * cap);
+        }
+        (*out)[(*n)++] = ms_get_be64((const unsigned char *)k.mv_data + 8);
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return rc == 0 || rc == MDB_NOTFOUND ? MS_OK : st_mdb_fail(e, rc, "erasure marks");
+}
+
+/* The index comes from the key file's slots when they account for every patient (keys.c, "Why the hashes
+ * live here"); otherwise it is rebuilt by IDENT_LOAD_THREADS threads, each scanning its own range of
+ * patient numbers in its own read transaction, which also write each entry's hash into its slot and mark
+ * its number in a bitmap (the slots of numbers without an entry are cleared after). On a large store the
+ * identity tree's pages lie among the other trees' and a cold scan reads them one page fault at a time
+ * (the map is MDB_NORDAHEAD): several scans keep several reads in flight, and a warm scan is CPU work
+ * (decode, hash, insert) that two cores share. */
 #define IDENT_LOAD_THREADS 8
 
 typedef struct {
@@ -46,9 +103,22 @@ typedef struct {
     uint64_t from, last; /* the part's patient numbers, inclusive */
     uint64_t *erased;    /* numbers of erased entries found */
     size_t nerased;
+    _Atomic uint64_t *listed; /* a bit per patient number: an entry was found */
+    bool slots_failed;        /* a slot could not be written (the index is still whole) */
     ms_err err;
     ms_code rc;
 } ident_part;
+
+static void part_put(ident_part *pt, const identity_hash *hashes, const uint64_t *numbers, size_t n)
+{
+    identity_index_put_many(pt->s->identities, hashes, numbers, n);
+    ms_err e;
+    if (!pt->slots_failed && st_slots_hash(pt->s, numbers, hashes, n, &e) != MS_OK) {
+        ms_log(LOG_WARN, "store", "identity hashes not written into the key file (the next start scans again): %s",
+               e.msg);
+        pt->slots_failed = true;
+    }
+}
 
 static void *ident_load_part(void *arg)
 {
@@ -81,6 +151,7 @@ static void *ident_load_part(void *arg)
         }
         uint64_t number = ms_get_be64(k.mv_data);
         if (number > pt->last) break;
+        if (number < s->patients) atomic_fetch_or(&pt->listed[number / 64], (uint64_t)1 << (number % 64));
         if (ie.erased) {
             if (pt->nerased == cap) {
                 cap = cap ? cap * 2 : 64;
@@ -94,11 +165,11 @@ static void *ident_load_part(void *arg)
         hashes[n] = identity_hash_of((const char *)mac, 32);
         numbers[n++] = number;
         if (n == BATCH) {
-            identity_index_put_many(s->identities, hashes, numbers, n);
+            part_put(pt, hashes, numbers, n);
             n = 0;
         }
     }
-    identity_index_put_many(s->identities, hashes, numbers, n);
+    part_put(pt, hashes, numbers, n);
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
     if (pt->rc == MS_OK && rc != 0 && rc != MDB_NOTFOUND) pt->rc = st_mdb_fail(&pt->err, rc, "identity scan");
@@ -133,28 +204,29 @@ static ms_code ident_bounds(store *s, uint64_t *first, uint64_t *last, bool *any
     return out;
 }
 
-ms_code st_identities_load(store *s, ms_err *e)
+/* The index from LMDB's identity entries, and the key file's slots made to match them. */
+static ms_code load_by_scan(store *s, ms_err *e)
 {
-    s->identities = identity_index_new(s->patients);
     uint64_t first = 0, last = 0;
     bool any;
     ms_code out = ident_bounds(s, &first, &last, &any, e);
-    if (out != MS_OK || !any) return out == MS_OK ? st_keys_sweep(s, NULL, 0, e) : out;
+    if (out != MS_OK) return out;
+    _Atomic uint64_t *listed = ms_calloc(s->patients / 64 + 1, sizeof *listed);
     /* equal ranges of numbers: numbers are dense (a count) on a single node; a cluster node's are its
      * shards' (spread, but evenly) */
-    uint64_t span = last - first, nparts = IDENT_LOAD_THREADS;
+    uint64_t span = last - first, nparts = any ? IDENT_LOAD_THREADS : 0;
     if (span < nparts) nparts = 1;
     ident_part parts[IDENT_LOAD_THREADS];
     pthread_t threads[IDENT_LOAD_THREADS];
-    bool started[IDENT_LOAD_THREADS] = {0};
+    bool started[IDENT_LOAD_THREADS] = {0}, slots_failed = false;
     for (uint64_t i = 0; i < nparts; i++) {
-        parts[i] = (ident_part){.s = s, .rc = MS_OK};
+        parts[i] = (ident_part){.s = s, .listed = listed, .rc = MS_OK};
         parts[i].from = first + span / nparts * i;
         parts[i].last = i + 1 == nparts ? last : first + span / nparts * (i + 1) - 1;
     }
     for (uint64_t i = 1; i < nparts; i++) /* (one that cannot start is scanned on this thread) */
         started[i] = pthread_create(&threads[i], NULL, ident_load_part, &parts[i]) == 0;
-    ident_load_part(&parts[0]);
+    if (nparts) ident_load_part(&parts[0]);
     uint64_t *erased = NULL;
     size_t nerased = 0;
     for (uint64_t i = 0; i < nparts; i++) {
@@ -166,14 +238,83 @@ ms_code st_identities_load(store *s, ms_err *e)
             *e = parts[i].err;
             out = parts[i].rc;
         }
+        slots_failed |= parts[i].slots_failed;
         erased = ms_realloc(erased, sizeof *erased * (nerased + parts[i].nerased + 1));
         if (parts[i].nerased) memcpy(erased + nerased, parts[i].erased, sizeof *erased * parts[i].nerased);
         nerased += parts[i].nerased;
         free(parts[i].erased);
     }
-    if (out == MS_OK) out = st_keys_sweep(s, erased, nerased, e);
+    if (out == MS_OK) out = st_keys_erased(s, erased, nerased, e);
     free(erased);
+    ms_err se;
+    if (out == MS_OK && !slots_failed &&
+        (st_slots_clear_unlisted(s, (const uint64_t *)listed, &se) != MS_OK ||
+         st_keys_set_verified(s, true, &se) != MS_OK))
+        ms_log(LOG_WARN, "store", "the key file's identity hashes not verified (the next start scans again): %s",
+               se.msg);
+    free((void *)listed);
     return out;
+}
+
+/* The index from the key file's slots, if they account for every patient created and a sample of them
+ * agrees with LMDB (false: they do not, and the index is left empty). */
+static ms_code load_from_slots(store *s, bool *loaded, ms_err *e)
+{
+    *loaded = false;
+    if (!st_keys_verified(s)) return MS_OK;
+    st_slot_counts c;
+    ms_code rc = st_keys_index_load(s, s->identities, &c, e);
+    if (rc != MS_OK) return rc;
+    const char *why = NULL;
+    if (c.hashed + c.erased != s->created) why = "they do not account for every patient created";
+    MDB_txn *txn = NULL;
+    int mrc = why ? 0 : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (mrc) {
+        identity_index_free(s->identities);
+        s->identities = identity_index_new(s->patients);
+        return st_mdb_fail(e, mrc, "begin read");
+    }
+    for (size_t i = 0; !why && i < c.nsample; i++) {
+        ident_entry ie;
+        bool have;
+        if ((rc = ident_entry_get(s, txn, c.sample[i], &ie, &have, e)) != MS_OK) break;
+        unsigned char mac[32];
+        if (have && !ie.erased) entry_mac(s, &ie, mac);
+        identity_hash h = have && !ie.erased ? identity_hash_of((const char *)mac, 32) : (identity_hash){0, 0};
+        if (!have || ie.erased || h.lo != c.sample_hash[i].lo || h.hi != c.sample_hash[i].hi)
+            why = "a sampled slot disagrees with its identity entry";
+    }
+    if (txn) mdb_txn_abort(txn);
+    if (rc != MS_OK || why) {
+        identity_index_free(s->identities);
+        s->identities = identity_index_new(s->patients);
+        if (why)
+            ms_log(LOG_WARN, "store",
+                   "identity index: not from the key file's slots (%s: %llu hashed, %llu erased, %llu created); "
+                   "scanning the identity entries",
+                   why, (unsigned long long)c.hashed, (unsigned long long)c.erased, (unsigned long long)s->created);
+        return rc;
+    }
+    *loaded = true;
+    return MS_OK;
+}
+
+ms_code st_identities_load(store *s, ms_err *e)
+{
+    s->identities = identity_index_new(s->patients);
+    uint64_t *marked = NULL;
+    size_t nmarked = 0;
+    bool loaded = false;
+    ms_code rc = st_keys_cut(s, e);
+    if (rc == MS_OK) rc = erase_marks_read(s, &marked, &nmarked, e);
+    if (rc == MS_OK) rc = st_keys_erased(s, marked, nmarked, e); /* a crash before the overwrite */
+    for (size_t i = 0; rc == MS_OK && i < nmarked; i++)
+        st_keys_erase_done(s, marked[i]); /* the next commit deletes the marks */
+    free(marked);
+    if (rc == MS_OK) rc = load_from_slots(s, &loaded, e);
+    if (rc == MS_OK && !loaded) rc = load_by_scan(s, e);
+    s->opened.identities_from_slots = loaded;
+    return rc;
 }
 
 void st_identities_undo(store_write *w)
@@ -286,7 +427,7 @@ ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, co
     patient_id_from_number(&w->s->pid_key, p->number, &p->id);
     ms_code rc = ident_put_sealed(w, p, mac, key, len, data_key, MDB_NOOVERWRITE, e); /* numbers grow: an append */
     if (rc == MS_OK && number != UINT64_MAX) rc = store_cluster_id_put(w, mac, number, e);
-    if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, e);
+    if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, identity_hash_of((const char *)mac, 32), e);
     if (rc != MS_OK) return rc;
     bound_add(w, mac);
     index_insert(w, mac, p->number);
@@ -360,6 +501,9 @@ ms_code store_ident_put(store_write *w, const char *key, size_t len, const patie
     buf_free(&v);
     if (rc) return st_mdb_fail(e, rc, "identity insert");
     store_identity_mac(w->s, key, len, mac);
+    identity_hash h = identity_hash_of((const char *)mac, 32);
+    ms_code code = st_slots_hash(w->s, &p->number, &h, 1, e); /* no key yet: the hash alone */
+    if (code != MS_OK) return code;
     index_insert(w, mac, p->number);
     return MS_OK;
 }
@@ -378,7 +522,7 @@ ms_code store_patient_key_bind(store_write *w, const patient_ref *p, const char 
     store_identity_mac(w->s, key, len, mac);
     if (!st_key_pending_is(w->s, mac, data_key)) return MS_OK;
     if ((rc = ident_put_sealed(w, p, mac, key, len, data_key, 0, e)) != MS_OK) return rc;
-    if ((rc = st_key_put(w->s, p->number, data_key, e)) != MS_OK) return rc;
+    if ((rc = st_key_put(w->s, p->number, data_key, identity_hash_of((const char *)mac, 32), e)) != MS_OK) return rc;
     bound_add(w, mac);
     *bound = true;
     return MS_OK;
@@ -460,6 +604,9 @@ ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, b
     ms_set_be64(v + 58, w->s->commit_pos + 1); /* the position this commit gets (store_write_commit) */
     MDB_val k = st_val(kb, 8), mv = st_val(v, sizeof v);
     int mrc = mdb_put(w->txn, w->s->dbi[DB_IDENT], &k, &mv, 0);
+    unsigned char mb[16];
+    MDB_val mk = erase_mark_key(mb, number), empty = {0, NULL};
+    if (!mrc) mrc = mdb_put(w->txn, w->s->dbi[DB_META], &mk, &empty, 0);
     if (mrc) return st_mdb_fail(e, mrc, "identity erase");
     w->erasing = true;
     w->erased_number = number;

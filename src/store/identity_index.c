@@ -26,7 +26,7 @@ struct identity_index {
 identity_hash identity_hash_of(const char *key, size_t len)
 {
     XXH128_hash_t x = XXH3_128bits(key, len);
-    return (identity_hash){x.low64, x.high64};
+    return (identity_hash){x.low64, x.high64 & IDENTITY_HASH_HI_MASK};
 }
 
 /* Slots in 2 MiB-aligned memory with transparent huge pages where the kernel allows: lookups are one

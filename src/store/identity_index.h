@@ -1,12 +1,13 @@
 /*
- * identity_index.h - the in-memory identity index: XXH3-128 of an identity key -> patient number.
+ * identity_index.h - the in-memory identity index: XXH3-128 (cut to 112 bits) of an identity key ->
+ * patient number.
  *
  * Why in memory: in LMDB, an index keyed by name puts every new patient on a random page of a large
  * B-tree, and on this disk a commit's scattered page writes were what bounded ingest. The durable copy
  * is the store's `identity` sub-database keyed by patient number (appended, never inserted at random);
- * this index is rebuilt from it when the store opens (by 8 threads over ranges of numbers, identities.c:
- about 0.1 us per patient warm) and verified against
- * it on every hit, so a hash collision can never merge two people.
+ * this index is loaded when the store opens from the hashes the key file's slots keep (keys.c), or rebuilt
+ * from the sub-database when they cannot be trusted (identities.c), and verified against it on every hit,
+ * so a hash collision can never merge two people.
  *
  * Contract: thread-safe (a readers-writer lock: request threads look up, the writer inserts). Inserts
  * of a transaction that fails are taken back with identity_index_remove. Memory: 24 bytes per slot,
@@ -23,6 +24,9 @@ typedef struct {
     uint64_t lo, hi;
 } identity_hash;
 
+/* XXH3-128 of key, cut to 112 bits (hi's top 16 bits zero): what a slot of the key file has room for
+ * beside a data key (keys.c). Two of 10 million identities share one with a chance of ~2^-66. */
+#define IDENTITY_HASH_HI_MASK 0xFFFFFFFFFFFFull
 identity_hash identity_hash_of(const char *key, size_t len);
 
 identity_index *identity_index_new(uint64_t expected);

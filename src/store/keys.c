@@ -1,12 +1,32 @@
 /*
  * keys.c - the patients' data keys (DESIGN.md "Erasure"): one key per patient, in a file of fixed slots
- * beside LMDB, so that erasing a patient can overwrite its key in place.
+ * beside LMDB, so that erasing a patient can overwrite its key in place; and, in the same slots, each
+ * patient's identity hash, from which the in-memory identity index loads at open.
  *
  * DESIGN: LMDB never overwrites a page in place (copy-on-write; freed pages keep their bytes until they
  * are reused), so a key deleted from LMDB would survive in the file. DIR/keys is a plain file of 64-byte
- * slots, slot n for patient number n after a 64-byte header: [1 live][7 zero][data key wrapped under the
- * store's wrap key: 48][8 zero]. Erasure overwrites the slot with zeros and fdatasyncs the file; without
- * the key, the patient's sealed bodies (seal.h) and sealed identity key are noise.
+ * slots, slot n for patient number n after a 64-byte header:
+ *
+ *   [0]      1: a live data key at [8, 56) (wrapped under the store's wrap key); 0: none
+ *   [1]      'H': the patient's identity hash (identity_index.h, 112 bits) at [2, 8) and [56, 64);
+ *            'E': an erased patient (nothing else in the slot); 0: a slot from before identity hashes
+ *   [8, 56)  the wrapped key
+ *
+ * Erasure overwrites the slot with the 'E' mark alone and fdatasyncs the file; without the key, the
+ * patient's sealed bodies (seal.h) and sealed identity key are noise. Builds from before identity hashes
+ * read byte 0 and [8, 56) only, so they still read the keys of a store this build wrote.
+ *
+ * Why the hashes live here: the identity index used to be rebuilt at every open by scanning the identity
+ * sub-database, whose pages lie among every other tree's; on a store larger than the page cache that scan
+ * is one page fault per 4 KiB (10 M patients: 4-12 s, most of a restart). The slots are written anyway,
+ * in number order, synced before every commit that creates a patient; reading them back is one sequential
+ * read of 64 bytes a patient. st_keys_index_load takes the index from them only when they account for
+ * every patient the store created (each slot hashed or erased: identities.c counts them against
+ * "patients_created"), the header says a full check made them so (ST_KEYS_HEAD_VERIFIED), and a sample of them
+ * agrees with LMDB; otherwise the open scans LMDB as before and rewrites the slots (st_slots_hash).
+ * A slot written by a build from before the hashes lacks the 'H' and fails the count, so a store written
+ * by an older build is scanned once and repaired, never trusted. A backup's copy has ST_KEYS_HEAD_VERIFIED
+ * cleared: it is scanned on its first open (backup.c).
  *
  * A body is sealed by its source's thread before the writer has decided which patient it is about (ingest.h
  * step 2 precedes the writer's identity resolution), so a new identity's key is made then and kept only
@@ -17,16 +37,17 @@
  * sealed under a key that is not its patient's when the writer comes to it (the patient was erased
  * meanwhile) is rejected (the source sends it again). A pending key whose batch failed is never on disk.
  *
- * At open, slots past the patient count (a key written by a commit that did not complete) and slots of
- * erased patients (a crash between the erasure's commit and the overwrite) are overwritten.
+ * At open, slots past the patient count (a key written by a commit that did not complete) are cut off,
+ * and slots of erased patients (a crash between the erasure's commit and the overwrite: identities.c
+ * finds them by the erasure's mark in meta, or by the scan) are overwritten.
  *
  * Unwrapped keys of recent patients are cached in memory (CACHE_SLOTS, direct-mapped); every slot write
  * updates the cache after the file and bumps a generation, so that a read that fetched a slot before the
  * write cannot put an old key (an erased one) back.
  *
  * Contract: store.h ("Data keys"); internal calls st_key_* (store_internal.h). Must never: write a key
- * unwrapped, leave an erased patient's key on disk after st_keys_sweep or in the cache after
- * st_key_destroy, hold the lock across I/O.
+ * unwrapped, leave an erased patient's key on disk after st_keys_erased or in the cache after
+ * st_key_destroy, hold the lock across I/O, change a slot's key when it writes a hash.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -47,6 +68,8 @@
 
 #define SLOT 64
 #define HEADER "medstream keys 1\n"
+#define SLOT_HASHED 'H'
+#define SLOT_ERASED 'E'
 #define PENDING_BUCKETS 1024
 
 typedef struct pending {
@@ -71,7 +94,10 @@ typedef struct key_store {
     pthread_mutex_t lock; /* the pending keys and the cache */
     pending *bucket[PENDING_BUCKETS];
     cached_key *cache;
-    uint64_t gen; /* bumped by every slot write: a fill read before one must not enter the cache */
+    uint64_t gen;          /* bumped by every slot write: a fill read before one must not enter the cache */
+    uint64_t *erased_done; /* numbers whose slot was overwritten after their erasure committed: their marks in
+                              meta go at the next commit (identities.c) */
+    size_t nerased_done, caperased_done;
 } key_store;
 
 static off_t slot_off(uint64_t n) { return (off_t)((n + 1) * SLOT); }
@@ -114,6 +140,7 @@ void st_keys_close(store *s)
             free(p);
         }
     if (k->fd >= 0) close(k->fd);
+    free(k->erased_done);
     OPENSSL_cleanse(k->cache, sizeof *k->cache * CACHE_SLOTS);
     free(k->cache);
     pthread_mutex_destroy(&k->lock);
@@ -168,16 +195,75 @@ ms_code st_key_get(store *s, uint64_t n, unsigned char key[SEAL_KEY], bool *foun
     return MS_OK;
 }
 
-ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], ms_err *e)
+static void slot_hash_set(unsigned char *slot, identity_hash h)
+{
+    slot[1] = SLOT_HASHED;
+    for (int i = 0; i < 6; i++)
+        slot[2 + i] = (unsigned char)(h.hi >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        slot[56 + i] = (unsigned char)(h.lo >> (8 * i));
+}
+
+static bool slot_hash_get(const unsigned char *slot, identity_hash *h)
+{
+    if (slot[1] != SLOT_HASHED) return false;
+    *h = (identity_hash){0, 0};
+    for (int i = 0; i < 6; i++)
+        h->hi |= (uint64_t)slot[2 + i] << (8 * i);
+    for (int i = 0; i < 8; i++)
+        h->lo |= (uint64_t)slot[56 + i] << (8 * i);
+    return true;
+}
+
+static ms_code write_fail(ms_err *e, const char *what)
+{
+    return ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "store: %s: %s", what,
+                   errno == ENOSPC ? "disk full" : strerror(errno));
+}
+
+ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], identity_hash h, ms_err *e)
 {
     unsigned char slot[SLOT] = {1};
     if (!seal_wrap(s->keys->wrap, n, key, slot + 8)) return ms_fail(e, MS_EIO, "store: wrapping a data key failed");
-    if (pwrite(s->keys->fd, slot, SLOT, slot_off(n)) != SLOT)
-        return ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "store: writing a data key: %s",
-                       errno == ENOSPC ? "disk full" : strerror(errno));
+    slot_hash_set(slot, h);
+    if (pwrite(s->keys->fd, slot, SLOT, slot_off(n)) != SLOT) return write_fail(e, "writing a data key");
     s->keys->dirty = true;
     cache_set(s->keys, n, key); /* after the write: a read from now on finds this key either way */
     return MS_OK;
+}
+
+/* Up to RUN slots read, changed and written back at once. */
+#define RUN 1024
+
+ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h, size_t n, ms_err *e)
+{
+    key_store *k = s->keys;
+    unsigned char *run = ms_malloc((size_t)RUN * SLOT);
+    ms_code rc = MS_OK;
+    for (size_t i = 0, j; i < n && rc == MS_OK; i = j) {
+        for (j = i + 1; j < n && numbers[j] > numbers[j - 1] && numbers[j] - numbers[i] < RUN; j++)
+            ;
+        size_t len = (size_t)(numbers[j - 1] - numbers[i] + 1) * SLOT;
+        ssize_t got = pread(k->fd, run, len, slot_off(numbers[i]));
+        if (got < 0) {
+            rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+            break;
+        }
+        memset(run + got, 0, len - (size_t)got); /* past the end: slots never written */
+        bool changed = false;
+        for (size_t x = i; x < j; x++) {
+            unsigned char *slot = run + (numbers[x] - numbers[i]) * SLOT;
+            identity_hash have;
+            if (slot_hash_get(slot, &have) && have.lo == h[x].lo && have.hi == h[x].hi) continue;
+            slot_hash_set(slot, h[x]);
+            changed = true;
+        }
+        if (changed && pwrite(k->fd, run, len, slot_off(numbers[i])) != (ssize_t)len)
+            rc = write_fail(e, "writing identity hashes into the key file");
+        if (changed) k->dirty = true;
+    }
+    free(run);
+    return rc;
 }
 
 ms_code st_keys_sync(store *s, ms_err *e)
@@ -190,37 +276,150 @@ ms_code st_keys_sync(store *s, ms_err *e)
 
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e)
 {
-    unsigned char zero[SLOT] = {0};
-    bool ok = pwrite(s->keys->fd, zero, SLOT, slot_off(n)) == SLOT;
+    unsigned char mark[SLOT] = {0, SLOT_ERASED};
+    bool ok = pwrite(s->keys->fd, mark, SLOT, slot_off(n)) == SLOT;
     cache_set(s->keys, n, NULL); /* after the overwrite: a fill that read the key before it never enters */
     if (!ok || fdatasync(s->keys->fd) != 0)
         return ms_fail(e, MS_EIO, "store: overwriting a data key: %s", strerror(errno));
     return MS_OK;
 }
 
-ms_code st_keys_sweep(store *s, const uint64_t *erased, size_t nerased, ms_err *e)
+ms_code st_keys_erased(store *s, const uint64_t *erased, size_t nerased, ms_err *e)
 {
     if (s->read_only) return MS_OK;
     for (size_t i = 0; i < nerased; i++) {
-        bool live;
-        unsigned char key[SEAL_KEY];
-        ms_code rc = st_key_get(s, erased[i], key, &live, e);
-        OPENSSL_cleanse(key, sizeof key);
-        if (rc == MS_OK && live) rc = st_key_destroy(s, erased[i], e);
+        unsigned char slot[SLOT] = {0};
+        ssize_t got = pread(s->keys->fd, slot, SLOT, slot_off(erased[i]));
+        if (got < 0) return ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+        bool marked = got == SLOT && slot[1] == SLOT_ERASED;
+        for (int b = 2; marked && b < SLOT; b++)
+            marked = slot[b] == 0;
+        ms_code rc = marked && slot[0] == 0 ? MS_OK : st_key_destroy(s, erased[i], e);
         if (rc != MS_OK) return rc;
     }
+    return MS_OK;
+}
+
+ms_code st_keys_cut(store *s, ms_err *e)
+{
     /* keys past the last patient number belong to commits that never completed: cut them off */
     struct stat st;
-    if (fstat(s->keys->fd, &st) == 0 && st.st_size > slot_off(s->patients)) {
-        off_t from = slot_off(s->patients);
-        size_t len = (size_t)(st.st_size - from);
-        unsigned char *zero = ms_calloc(1, len);
-        bool ok = pwrite(s->keys->fd, zero, len, from) == (ssize_t)len && ftruncate(s->keys->fd, from) == 0 &&
-                  fdatasync(s->keys->fd) == 0;
-        free(zero);
-        if (!ok) return ms_fail(e, MS_EIO, "store: cutting the key file: %s", strerror(errno));
-    }
+    if (s->read_only || fstat(s->keys->fd, &st) != 0 || st.st_size <= slot_off(s->patients)) return MS_OK;
+    off_t from = slot_off(s->patients);
+    size_t len = (size_t)(st.st_size - from);
+    unsigned char *zero = ms_calloc(1, len);
+    bool ok = pwrite(s->keys->fd, zero, len, from) == (ssize_t)len && ftruncate(s->keys->fd, from) == 0 &&
+              fdatasync(s->keys->fd) == 0;
+    free(zero);
+    if (!ok) return ms_fail(e, MS_EIO, "store: cutting the key file: %s", strerror(errno));
     return MS_OK;
+}
+
+ms_code st_slots_clear_unlisted(store *s, const uint64_t *listed, ms_err *e)
+{
+    enum { CHUNK = 65536 };
+    static const unsigned char zero[SLOT];
+    unsigned char *buf = ms_malloc((size_t)CHUNK * SLOT);
+    ms_code rc = MS_OK;
+    for (uint64_t first = 0; first < s->patients && rc == MS_OK; first += CHUNK) {
+        size_t n = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK);
+        ssize_t got = pread(s->keys->fd, buf, n * SLOT, slot_off(first));
+        if (got < 0) rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+        for (size_t i = 0; rc == MS_OK && i < (size_t)got / SLOT; i++) {
+            uint64_t number = first + i;
+            if (listed[number / 64] >> (number % 64) & 1 || memcmp(buf + i * SLOT, zero, SLOT) == 0) continue;
+            if (pwrite(s->keys->fd, zero, SLOT, slot_off(number)) != SLOT) rc = write_fail(e, "clearing a slot");
+            cache_set(s->keys, number, NULL);
+            s->keys->dirty = true;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+void st_keys_erase_done(store *s, uint64_t n)
+{
+    key_store *k = s->keys;
+    pthread_mutex_lock(&k->lock);
+    if (k->nerased_done == k->caperased_done) {
+        k->caperased_done = k->caperased_done ? k->caperased_done * 2 : 16;
+        k->erased_done = ms_realloc(k->erased_done, sizeof *k->erased_done * k->caperased_done);
+    }
+    k->erased_done[k->nerased_done++] = n;
+    pthread_mutex_unlock(&k->lock);
+}
+
+size_t st_keys_erase_done_take(store *s, uint64_t **out)
+{
+    key_store *k = s->keys;
+    pthread_mutex_lock(&k->lock);
+    size_t n = k->nerased_done;
+    *out = k->erased_done;
+    k->erased_done = NULL;
+    k->nerased_done = k->caperased_done = 0;
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+/* The header's ST_KEYS_HEAD_VERIFIED byte. */
+bool st_keys_verified(store *s)
+{
+    unsigned char head[SLOT];
+    return pread(s->keys->fd, head, SLOT, 0) == SLOT && head[ST_KEYS_HEAD_VERIFIED] == 'V';
+}
+
+ms_code st_keys_set_verified(store *s, bool verified, ms_err *e)
+{
+    unsigned char v = verified ? 'V' : 0;
+    ms_code rc = st_keys_sync(s, e); /* the slots before the mark that vouches for them */
+    if (rc != MS_OK) return rc;
+    if (pwrite(s->keys->fd, &v, 1, ST_KEYS_HEAD_VERIFIED) != 1 || fdatasync(s->keys->fd) != 0)
+        return ms_fail(e, MS_EIO, "store: writing the key file's header: %s", strerror(errno));
+    return MS_OK;
+}
+
+ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_err *e)
+{
+    enum { CHUNK = 65536 }; /* slots a read: 4 MiB */
+    unsigned char *buf = ms_malloc((size_t)CHUNK * SLOT);
+    identity_hash hs[256];
+    uint64_t ns[256];
+    size_t nb = 0;
+    ms_code rc = MS_OK;
+    uint64_t stride = s->created / ST_SLOT_SAMPLES + 1;
+    *c = (st_slot_counts){0};
+    (void)posix_fadvise(s->keys->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    for (uint64_t first = 0; first < s->patients && rc == MS_OK; first += CHUNK) {
+        size_t want = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK) * SLOT, have = 0;
+        while (have < want) {
+            ssize_t got = pread(s->keys->fd, buf + have, want - have, slot_off(first) + (off_t)have);
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0) rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+            if (got <= 0) break;
+            have += (size_t)got;
+        }
+        memset(buf + have, 0, want - have); /* a short file: slots never written */
+        for (size_t i = 0; i < want / SLOT; i++) {
+            const unsigned char *slot = buf + i * SLOT;
+            if (slot[1] == SLOT_ERASED) {
+                c->erased++;
+            } else if (slot_hash_get(slot, &hs[nb])) {
+                ns[nb] = first + i;
+                if (c->hashed++ % stride == 0 && c->nsample < ST_SLOT_SAMPLES) {
+                    c->sample[c->nsample] = ns[nb];
+                    c->sample_hash[c->nsample++] = hs[nb];
+                }
+                if (++nb == 256) {
+                    identity_index_put_many(ix, hs, ns, nb);
+                    nb = 0;
+                }
+            }
+        }
+    }
+    identity_index_put_many(ix, hs, ns, nb);
+    (void)posix_fadvise(s->keys->fd, 0, 0, POSIX_FADV_NORMAL);
+    free(buf);
+    return rc;
 }
 
 /* ---- identity MACs and pending keys ---- */

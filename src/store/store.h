@@ -93,8 +93,9 @@ typedef struct {
     uint64_t head_chunks;
     double replay_s; /* the patient log's entries after the checkpoint */
     uint64_t replayed;
-    double keys_s;       /* the patients' data keys file */
-    double identities_s; /* the identity index (and the sweep of the keys file) */
+    double keys_s;              /* the patients' data keys file */
+    double identities_s;        /* the identity index (and the sweep of the keys file) */
+    bool identities_from_slots; /* ... read from the key file's slots (false: scanned from LMDB) */
 } store_open_times;
 store_open_times store_open_time(const store *s);
 bool store_read_only(const store *s);

@@ -328,13 +328,46 @@ ms_code st_keys_open(store *s, ms_err *e);
 void st_keys_close(store *s);
 /* Patient number n's data key; *found false when it has none (never keyed, or erased). */
 ms_code st_key_get(store *s, uint64_t n, unsigned char key[32], bool *found, ms_err *e);
-/* Write n's data key into its slot (durable at st_keys_sync, which the commit calls before LMDB's). */
-ms_code st_key_put(store *s, uint64_t n, const unsigned char key[32], ms_err *e);
+/* Write n's data key and identity hash into its slot (durable at st_keys_sync, which the commit calls
+ * before LMDB's). */
+ms_code st_key_put(store *s, uint64_t n, const unsigned char key[32], identity_hash h, ms_err *e);
+/* Set the identity hash of each slot numbers[i] to h[i], keeping its key (numbers ascending; patients
+ * without a key, and the repair after a scan); durable at st_keys_sync. */
+ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h, size_t n, ms_err *e);
 ms_code st_keys_sync(store *s, ms_err *e);
-/* Overwrite n's slot with zeros, synced. */
+/* Overwrite n's slot with the erasure mark alone, synced. */
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e);
-/* At open: overwrite the keys of erased patients and every slot past the patient count. */
-ms_code st_keys_sweep(store *s, const uint64_t *erased, size_t nerased, ms_err *e);
+/* At open: overwrite the slots of these erased patients that are not marked erased yet. */
+ms_code st_keys_erased(store *s, const uint64_t *erased, size_t nerased, ms_err *e);
+/* After a scan (identities.c): clear every slot below the patient count whose number has no identity
+ * entry (listed: a bit per number), the leftovers of a transaction that did not commit. */
+ms_code st_slots_clear_unlisted(store *s, const uint64_t *listed, ms_err *e);
+/* The erasure of n committed and its slot is overwritten: its mark in meta can go (st_erase_marks_delete
+ * at the next commit). _take hands the numbers noted so far to that commit (the caller frees them; a
+ * commit that fails notes them again). */
+void st_keys_erase_done(store *s, uint64_t n);
+size_t st_keys_erase_done_take(store *s, uint64_t **out);
+/* identities.c: delete the erasure marks of these numbers in w's transaction (LMDB's error, 0: done). */
+int st_erase_marks_delete(store_write *w, const uint64_t *numbers, size_t n);
+/* At open: cut off every slot past the patient count. */
+ms_code st_keys_cut(store *s, ms_err *e);
+#define ST_KEYS_HEAD_VERIFIED                                                                                          \
+    32 /* the key file's header byte: 'V' while every patient's slot holds its hash or                                 \
+        its erasure */
+/* The key file's header mark: every patient's slot holds its identity hash or its erasure (set after a
+ * scan's repair, synced after the slots; cleared in a backup's copy). */
+bool st_keys_verified(store *s);
+ms_code st_keys_set_verified(store *s, bool verified, ms_err *e);
+/* What st_keys_index_load found: slots hashed and marked erased, and a sample of the hashed ones. */
+#define ST_SLOT_SAMPLES 64
+typedef struct {
+    uint64_t hashed, erased;
+    uint64_t sample[ST_SLOT_SAMPLES];
+    identity_hash sample_hash[ST_SLOT_SAMPLES];
+    size_t nsample;
+} st_slot_counts;
+/* Put every hashed slot below the patient count into ix (one sequential read of the file). */
+ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_err *e);
 /* store_data_key by the identity's MAC (store_identity_mac of its key). */
 ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[32], ms_err *e);
 /* Is key the pending key of this identity MAC (made by store_data_key, not yet committed)? */

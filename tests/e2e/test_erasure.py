@@ -170,13 +170,15 @@ def test_erase_answers_certificate_then_410_and_leaves_nothing():
     # the same identity ingested later is a new patient
     a = s.ingest_ok([dict(records("e1b")[0])])
     check(a["items"][0]["patient_id"] not in (pid, keep), "a new patient for the same identity")
-    # on disk: one slot of the key file zeroed, its old bytes nowhere; no distinctive string anywhere
+    # on disk: one slot of the key file overwritten with the erasure's mark alone (no key, no identity hash),
+    # its old bytes nowhere; no distinctive string anywhere
     s.stop()
     with open(os.path.join(s.data_dir, "keys"), "rb") as f:
         keys_after = f.read()
+    erased_mark = b"\0E" + b"\0" * 62
     zeroed = [i for i in range(64, min(len(keys_before), len(keys_after)), 64)
-              if keys_before[i:i + 64] != b"\0" * 64 and keys_after[i:i + 64] == b"\0" * 64]
-    eq(len(zeroed), 1, "key slots overwritten with zeros")
+              if keys_before[i:i + 64] != erased_mark and keys_after[i:i + 64] == erased_mark]
+    eq(len(zeroed), 1, "key slots overwritten with the erasure's mark")
     old_slot = keys_before[zeroed[0] + 8:zeroed[0] + 56]
     found = files_holding(s.data_dir, DISTINCTIVE + [old_slot])
     eq(found, {}, "traces of the erased patient in the data directory")

@@ -4,7 +4,7 @@
  * [IV][ciphertext][tag], a flipped bit or a wrong key refused (leaving no text in the output), any range opened in
  * place equal to the plaintext (the CTR position of GCM's counter), key wrapping bound to its slot; in a store: a new
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
- * and after an erasure the key slot is zeros and the body no longer opens; the sweep at open overwrites
+ * and after an erasure the key slot holds the erasure's mark alone and the body no longer opens; the open overwrites
  * an erased patient's key left by a crash and cuts off keys past the patient count; a patient's sealed
  * values read back together from the disk, wherever they sit in their records and blocks.
  */
@@ -257,7 +257,7 @@ static void test_keys_in_a_store(void **state)
     assert_memory_equal(k2, k1, 32);
     /* erase: the slot is overwritten, the body's key is gone */
     char path[256];
-    unsigned char slot[64], zero[64] = {0}, before[64];
+    unsigned char slot[64], erased[64] = {0, 'E'}, before[64];
     snprintf(path, sizeof path, "%s/keys", u.dir);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
@@ -270,7 +270,7 @@ static void test_keys_in_a_store(void **state)
     assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
     assert_true(store_patient_key_gone(u.s, &p.id));
     assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 1))), 64);
-    assert_memory_equal(slot, zero, 64);
+    assert_memory_equal(slot, erased, 64); /* the erasure's mark alone: no key, no identity hash */
     /* a crash between the erasure's commit and the overwrite (the slot written back here): the next open
      * overwrites it; and a key past the patient count (a commit that never completed) is cut off */
     assert_int_equal(pwrite(fd, before, 64, (off_t)(64 * (p.number + 1))), 64);
@@ -278,7 +278,8 @@ static void test_keys_in_a_store(void **state)
     store_close(u.s);
     assert_int_equal(store_open(&u.s, u.dir, NULL, &e), MS_OK);
     assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 1))), 64);
-    assert_memory_equal(slot, zero, 64);
+    assert_memory_equal(slot, erased, 64);
+    assert_true(store_open_time(u.s).identities_from_slots);                /* the erasure's mark in meta found it */
     assert_int_equal(pread(fd, slot, 64, (off_t)(64 * (p.number + 5))), 0); /* cut */
     close(fd);
     got.len = 0;
