@@ -120,15 +120,19 @@ static inline void ms_set_be32(void *p, uint32_t v)
         b[i] = (unsigned char)v;
 }
 
-/* splitmix64: the next number of the stream whose state is *s (advances it). The one PRNG step of the
- * project (benchmark generators, preload, property tests); not for anything secret (OpenSSL is). */
-static inline uint64_t ms_splitmix64(uint64_t *s)
+/* splitmix64's finalizer: every bit of x moves every bit of the result. The hash of an integer key for a
+ * table that takes its low bits (a multiplication alone leaves the low bits of the product depending only on
+ * the low bits of the key: keys of one range then fill runs of neighbouring slots, fatal to linear probing). */
+static inline uint64_t ms_mix64(uint64_t z)
 {
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     return z ^ (z >> 31);
 }
+
+/* splitmix64: the next number of the stream whose state is *s (advances it). The one PRNG step of the
+ * project (benchmark generators, preload, property tests); not for anything secret (OpenSSL is). */
+static inline uint64_t ms_splitmix64(uint64_t *s) { return ms_mix64(*s += UINT64_C(0x9E3779B97F4A7C15)); }
 
 /* Wall clock, microseconds since the Unix epoch (UTC). */
 int64_t ms_now_us(void);

@@ -698,6 +698,8 @@ static void store_metrics(void *ctx, buf *out)
                     "Latest states read from the patient log (not in the state cache, or written since).", st.misses);
     metrics_counter(out, "medstream_state_cache_evictions_total", "States evicted from the state cache to fit it.",
                     st.evictions);
+    metrics_counter(out, "medstream_state_cache_probes_total",
+                    "Slots of the state cache's table looked at (lookups, inserts, deletions' shifts).", st.probes);
     metrics_gauge(out, "medstream_state_cache_entries", "Patients' states in the state cache.", st.entries);
     metrics_gauge(out, "medstream_state_cache_bytes", "Bytes the state cache holds (the states and their overhead).",
                   st.bytes);

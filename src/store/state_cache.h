@@ -17,8 +17,10 @@
  * moves the head, and the entry is then never served. So a stale entry is a miss, never a wrong answer.
  *
  * Contract: thread-safe (one mutex; the writer is its one user in practice). Eviction is CLOCK: an entry
- * read since the hand last passed is kept one more round. Memory: the budget counts the states' bytes plus
- * 72 bytes an entry (its allocation's header, and a slot's size once more) and the table's slots. Pure memory: no I/O,
+ * read since the hand last passed is kept one more round. Memory: the budget counts the states' bytes, 72
+ * bytes an entry (its allocation's header and its place in the entries' array) and the table (16 bytes
+ * a slot); the array's spare room (up to as much again as its entries' places, just after it doubled) is
+ * not counted. Pure memory: no I/O,
  * no LMDB. Must never: hand out an entry under another head than the one asked with; hold a state past state_cache_drop
  * (erasure: st_states_committed drops the patient after its erasure's commit, after that commit's puts).
  */
@@ -31,6 +33,7 @@ typedef struct state_cache state_cache;
 
 typedef struct {
     uint64_t hits, misses, entries, bytes, evictions;
+    uint64_t probes; /* slots looked at by lookups, inserts and deletions' shifts (a few per call when healthy) */
 } state_cache_stats;
 
 /* A cache of at most budget bytes; NULL when budget is 0 (no cache: every call below takes NULL). */
