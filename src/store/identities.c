@@ -248,8 +248,7 @@ static ms_code load_by_scan(store *s, ms_err *e)
     free(erased);
     ms_err se;
     if (out == MS_OK && !slots_failed &&
-        (st_slots_clear_unlisted(s, (const uint64_t *)listed, &se) != MS_OK ||
-         st_keys_set_verified(s, true, &se) != MS_OK))
+        (st_slots_clear_unlisted(s, (const uint64_t *)listed, &se) != MS_OK || st_keys_set_verified(s, &se) != MS_OK))
         ms_log(LOG_WARN, "store", "the key file's identity hashes not verified (the next start scans again): %s",
                se.msg);
     free((void *)listed);

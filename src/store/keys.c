@@ -368,9 +368,9 @@ bool st_keys_verified(store *s)
     return pread(s->keys->fd, head, SLOT, 0) == SLOT && head[ST_KEYS_HEAD_VERIFIED] == 'V';
 }
 
-ms_code st_keys_set_verified(store *s, bool verified, ms_err *e)
+ms_code st_keys_set_verified(store *s, ms_err *e)
 {
-    unsigned char v = verified ? 'V' : 0;
+    unsigned char v = 'V';
     ms_code rc = st_keys_sync(s, e); /* the slots before the mark that vouches for them */
     if (rc != MS_OK) return rc;
     if (pwrite(s->keys->fd, &v, 1, ST_KEYS_HEAD_VERIFIED) != 1 || fdatasync(s->keys->fd) != 0)

@@ -357,7 +357,7 @@ ms_code st_keys_cut(store *s, ms_err *e);
 /* The key file's header mark: every patient's slot holds its identity hash or its erasure (set after a
  * scan's repair, synced after the slots; cleared in a backup's copy). */
 bool st_keys_verified(store *s);
-ms_code st_keys_set_verified(store *s, bool verified, ms_err *e);
+ms_code st_keys_set_verified(store *s, ms_err *e);
 /* What st_keys_index_load found: slots hashed and marked erased, and a sample of the hashed ones. */
 #define ST_SLOT_SAMPLES 64
 typedef struct {

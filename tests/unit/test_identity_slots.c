@@ -150,6 +150,15 @@ static void populate(unit_store *u, patient_ref *p)
         erase(u->s, &p[i].id);
 }
 
+/* A store of persons 0 .. PEOPLE-1 (populate), reopened: its index from the slots. */
+static void open_populated(unit_store *u, patient_ref *p)
+{
+    assert_true(unit_store_open(u, NULL));
+    populate(u, p);
+    reopen(u);
+    assert_true(from_slots(u));
+}
+
 /* Every live person finds their own patient, no erased one is found. */
 static void check_people(store *s, const patient_ref *p)
 {
@@ -169,11 +178,8 @@ static void test_index_from_the_slots(void **state)
 {
     (void)state;
     unit_store u;
-    assert_true(unit_store_open(&u, NULL));
     patient_ref p[PEOPLE];
-    populate(&u, p);
-    reopen(&u);
-    assert_true(from_slots(&u));
+    open_populated(&u, p);
     check_people(u.s, p);
     /* a new person gets the next number; an erased one coming back is a new patient */
     patient_ref q = make_patient(u.s, PEOPLE, true, UINT64_MAX);
@@ -228,11 +234,8 @@ static void test_slots_not_trusted(void **state)
 {
     (void)state;
     unit_store u;
-    assert_true(unit_store_open(&u, NULL));
     patient_ref p[PEOPLE];
-    populate(&u, p);
-    reopen(&u);
-    assert_true(from_slots(&u));
+    open_populated(&u, p);
     unsigned char slot[SLOT], again[SLOT];
 
     /* a slot an older build wrote: the key, no hash */
