@@ -104,20 +104,15 @@ typedef struct {
     uint64_t *erased;    /* numbers of erased entries found */
     size_t nerased;
     _Atomic uint64_t *listed; /* a bit per patient number: an entry was found */
-    bool slots_failed;        /* a slot could not be written (the index is still whole) */
-    ms_err err;
+    bool slots_failed;        /* a slot could not be written (slot_err; the index is still whole) */
+    ms_err err, slot_err;
     ms_code rc;
 } ident_part;
 
 static void part_put(ident_part *pt, const identity_hash *hashes, const uint64_t *numbers, size_t n)
 {
     identity_index_put_many(pt->s->identities, hashes, numbers, n);
-    ms_err e;
-    if (!pt->slots_failed && st_slots_hash(pt->s, numbers, hashes, n, &e) != MS_OK) {
-        ms_log(LOG_WARN, "store", "identity hashes not written into the key file (the next start scans again): %s",
-               e.msg);
-        pt->slots_failed = true;
-    }
+    if (!pt->slots_failed) pt->slots_failed = st_slots_hash(pt->s, numbers, hashes, n, &pt->slot_err) != MS_OK;
 }
 
 static void *ident_load_part(void *arg)
@@ -219,6 +214,7 @@ static ms_code load_by_scan(store *s, ms_err *e)
     ident_part parts[IDENT_LOAD_THREADS];
     pthread_t threads[IDENT_LOAD_THREADS];
     bool started[IDENT_LOAD_THREADS] = {0}, slots_failed = false;
+    ms_err se = {0};
     for (uint64_t i = 0; i < nparts; i++) {
         parts[i] = (ident_part){.s = s, .listed = listed, .rc = MS_OK};
         parts[i].from = first + span / nparts * i;
@@ -238,6 +234,7 @@ static ms_code load_by_scan(store *s, ms_err *e)
             *e = parts[i].err;
             out = parts[i].rc;
         }
+        if (parts[i].slots_failed && !slots_failed) se = parts[i].slot_err;
         slots_failed |= parts[i].slots_failed;
         erased = ms_realloc(erased, sizeof *erased * (nerased + parts[i].nerased + 1));
         if (parts[i].nerased) memcpy(erased + nerased, parts[i].erased, sizeof *erased * parts[i].nerased);
@@ -246,10 +243,9 @@ static ms_code load_by_scan(store *s, ms_err *e)
     }
     if (out == MS_OK) out = st_keys_erased(s, erased, nerased, e);
     free(erased);
-    ms_err se;
-    if (out == MS_OK && !slots_failed &&
-        (st_slots_clear_unlisted(s, (const uint64_t *)listed, &se) != MS_OK || st_keys_set_verified(s, &se) != MS_OK))
-        ms_log(LOG_WARN, "store", "the key file's identity hashes not verified (the next start scans again): %s",
+    if (out == MS_OK && (slots_failed || st_slots_clear_unlisted(s, (const uint64_t *)listed, &se) != MS_OK ||
+                         st_keys_set_verified(s, &se) != MS_OK))
+        ms_log(LOG_WARN, "store", "the key file's identity hashes not written whole (the next start scans again): %s",
                se.msg);
     free((void *)listed);
     return out;
@@ -263,39 +259,35 @@ static ms_code load_from_slots(store *s, bool *loaded, ms_err *e)
     if (!st_keys_verified(s)) return MS_OK;
     st_slot_counts c;
     ms_code rc = st_keys_index_load(s, s->identities, &c, e);
-    if (rc != MS_OK) return rc;
     const char *why = NULL;
-    if (c.hashed + c.erased != s->created) why = "they do not account for every patient created";
+    if (rc == MS_OK && c.hashed + c.erased != s->created) why = "they do not account for every patient created";
     MDB_txn *txn = NULL;
-    int mrc = why ? 0 : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (mrc) {
-        identity_index_free(s->identities);
-        s->identities = identity_index_new(s->patients);
-        return st_mdb_fail(e, mrc, "begin read");
-    }
-    for (size_t i = 0; !why && i < c.nsample; i++) {
+    int mrc = rc == MS_OK && !why ? mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) : 0;
+    if (mrc) rc = st_mdb_fail(e, mrc, "begin read");
+    for (size_t i = 0; txn && !why && i < c.nsample; i++) {
         ident_entry ie;
         bool have;
-        if ((rc = ident_entry_get(s, txn, c.sample[i], &ie, &have, e)) != MS_OK) break;
         unsigned char mac[32];
-        if (have && !ie.erased) entry_mac(s, &ie, mac);
-        identity_hash h = have && !ie.erased ? identity_hash_of((const char *)mac, 32) : (identity_hash){0, 0};
-        if (!have || ie.erased || h.lo != c.sample_hash[i].lo || h.hi != c.sample_hash[i].hi)
-            why = "a sampled slot disagrees with its identity entry";
+        if ((rc = ident_entry_get(s, txn, c.sample[i], &ie, &have, e)) != MS_OK) break;
+        bool agrees = have && !ie.erased;
+        if (agrees) {
+            entry_mac(s, &ie, mac);
+            identity_hash h = identity_hash_of((const char *)mac, 32);
+            agrees = h.lo == c.sample_hash[i].lo && h.hi == c.sample_hash[i].hi;
+        }
+        if (!agrees) why = "a sampled slot disagrees with its identity entry";
     }
     if (txn) mdb_txn_abort(txn);
-    if (rc != MS_OK || why) {
-        identity_index_free(s->identities);
-        s->identities = identity_index_new(s->patients);
-        if (why)
-            ms_log(LOG_WARN, "store",
-                   "identity index: not from the key file's slots (%s: %llu hashed, %llu erased, %llu created); "
-                   "scanning the identity entries",
-                   why, (unsigned long long)c.hashed, (unsigned long long)c.erased, (unsigned long long)s->created);
-        return rc;
-    }
-    *loaded = true;
-    return MS_OK;
+    *loaded = rc == MS_OK && !why;
+    if (*loaded) return MS_OK;
+    identity_index_free(s->identities); /* what was loaded goes: the scan starts from an empty index */
+    s->identities = identity_index_new(s->patients);
+    if (why)
+        ms_log(LOG_WARN, "store",
+               "identity index: not from the key file's slots (%s: %llu hashed, %llu erased, %llu created); "
+               "scanning the identity entries",
+               why, (unsigned long long)c.hashed, (unsigned long long)c.erased, (unsigned long long)s->created);
+    return rc;
 }
 
 ms_code st_identities_load(store *s, ms_err *e)
@@ -402,9 +394,8 @@ static void bound_add(store_write *w, const unsigned char mac[32])
 
 /* A new identity into the in-memory index at once (w's later lookups find it), taken back if w aborts;
  * the patient count grows by one. */
-static void index_insert(store_write *w, const unsigned char mac[32], uint64_t number)
+static void index_insert(store_write *w, identity_hash h, uint64_t number)
 {
-    identity_hash h = identity_hash_of((const char *)mac, 32);
     identity_index_put(w->s->identities, h, number);
     if (w->ninserted == w->capinserted) {
         w->capinserted = w->capinserted ? w->capinserted * 2 : 256;
@@ -426,10 +417,11 @@ ms_code store_patient_create_mac(store_write *w, const char *key, size_t len, co
     patient_id_from_number(&w->s->pid_key, p->number, &p->id);
     ms_code rc = ident_put_sealed(w, p, mac, key, len, data_key, MDB_NOOVERWRITE, e); /* numbers grow: an append */
     if (rc == MS_OK && number != UINT64_MAX) rc = store_cluster_id_put(w, mac, number, e);
-    if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, identity_hash_of((const char *)mac, 32), e);
+    identity_hash h = identity_hash_of((const char *)mac, 32);
+    if (rc == MS_OK) rc = st_key_put(w->s, p->number, data_key, h, e);
     if (rc != MS_OK) return rc;
     bound_add(w, mac);
-    index_insert(w, mac, p->number);
+    index_insert(w, h, p->number);
     return MS_OK;
 }
 
@@ -503,7 +495,7 @@ ms_code store_ident_put(store_write *w, const char *key, size_t len, const patie
     identity_hash h = identity_hash_of((const char *)mac, 32);
     ms_code code = st_slots_hash(w->s, &p->number, &h, 1, e); /* no key yet: the hash alone */
     if (code != MS_OK) return code;
-    index_insert(w, mac, p->number);
+    index_insert(w, h, p->number);
     return MS_OK;
 }
 

@@ -221,6 +221,24 @@ static ms_code write_fail(ms_err *e, const char *what)
                    errno == ENOSPC ? "disk full" : strerror(errno));
 }
 
+#define CHUNK 65536 /* slots a pass over the file reads at once: 4 MiB */
+
+/* Slots first .. first+n-1 into buf, whole (a read cut short is read on), zeros past the file's end (slots
+ * never written). */
+static ms_code read_slots(store *s, uint64_t first, size_t n, unsigned char *buf, ms_err *e)
+{
+    size_t want = n * SLOT, have = 0;
+    while (have < want) {
+        ssize_t got = pread(s->keys->fd, buf + have, want - have, slot_off(first) + (off_t)have);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+        if (got == 0) break;
+        have += (size_t)got;
+    }
+    memset(buf + have, 0, want - have);
+    return MS_OK;
+}
+
 ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], identity_hash h, ms_err *e)
 {
     unsigned char slot[SLOT] = {1};
@@ -244,12 +262,7 @@ ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h,
         for (j = i + 1; j < n && numbers[j] > numbers[j - 1] && numbers[j] - numbers[i] < RUN; j++)
             ;
         size_t len = (size_t)(numbers[j - 1] - numbers[i] + 1) * SLOT;
-        ssize_t got = pread(k->fd, run, len, slot_off(numbers[i]));
-        if (got < 0) {
-            rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
-            break;
-        }
-        memset(run + got, 0, len - (size_t)got); /* past the end: slots never written */
+        if ((rc = read_slots(s, numbers[i], len / SLOT, run, e)) != MS_OK) break;
         bool changed = false;
         for (size_t x = i; x < j; x++) {
             unsigned char *slot = run + (numbers[x] - numbers[i]) * SLOT;
@@ -288,14 +301,13 @@ ms_code st_keys_erased(store *s, const uint64_t *erased, size_t nerased, ms_err 
 {
     if (s->read_only) return MS_OK;
     for (size_t i = 0; i < nerased; i++) {
-        unsigned char slot[SLOT] = {0};
-        ssize_t got = pread(s->keys->fd, slot, SLOT, slot_off(erased[i]));
-        if (got < 0) return ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
-        bool marked = got == SLOT && slot[1] == SLOT_ERASED;
+        unsigned char slot[SLOT];
+        ms_code rc = read_slots(s, erased[i], 1, slot, e);
+        if (rc != MS_OK) return rc;
+        bool marked = slot[1] == SLOT_ERASED;
         for (int b = 2; marked && b < SLOT; b++)
             marked = slot[b] == 0;
-        ms_code rc = marked && slot[0] == 0 ? MS_OK : st_key_destroy(s, erased[i], e);
-        if (rc != MS_OK) return rc;
+        if (!(marked && slot[0] == 0) && (rc = st_key_destroy(s, erased[i], e)) != MS_OK) return rc;
     }
     return MS_OK;
 }
@@ -317,15 +329,13 @@ ms_code st_keys_cut(store *s, ms_err *e)
 
 ms_code st_slots_clear_unlisted(store *s, const uint64_t *listed, ms_err *e)
 {
-    enum { CHUNK = 65536 };
     static const unsigned char zero[SLOT];
     unsigned char *buf = ms_malloc((size_t)CHUNK * SLOT);
     ms_code rc = MS_OK;
     for (uint64_t first = 0; first < s->patients && rc == MS_OK; first += CHUNK) {
         size_t n = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK);
-        ssize_t got = pread(s->keys->fd, buf, n * SLOT, slot_off(first));
-        if (got < 0) rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
-        for (size_t i = 0; rc == MS_OK && i < (size_t)got / SLOT; i++) {
+        rc = read_slots(s, first, n, buf, e);
+        for (size_t i = 0; rc == MS_OK && i < n; i++) {
             uint64_t number = first + i;
             if (listed[number / 64] >> (number % 64) & 1 || memcmp(buf + i * SLOT, zero, SLOT) == 0) continue;
             if (pwrite(s->keys->fd, zero, SLOT, slot_off(number)) != SLOT) rc = write_fail(e, "clearing a slot");
@@ -380,7 +390,6 @@ ms_code st_keys_set_verified(store *s, ms_err *e)
 
 ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_err *e)
 {
-    enum { CHUNK = 65536 }; /* slots a read: 4 MiB */
     unsigned char *buf = ms_malloc((size_t)CHUNK * SLOT);
     identity_hash hs[256];
     uint64_t ns[256];
@@ -390,16 +399,9 @@ ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_e
     *c = (st_slot_counts){0};
     (void)posix_fadvise(s->keys->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     for (uint64_t first = 0; first < s->patients && rc == MS_OK; first += CHUNK) {
-        size_t want = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK) * SLOT, have = 0;
-        while (have < want) {
-            ssize_t got = pread(s->keys->fd, buf + have, want - have, slot_off(first) + (off_t)have);
-            if (got < 0 && errno == EINTR) continue;
-            if (got < 0) rc = ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
-            if (got <= 0) break;
-            have += (size_t)got;
-        }
-        memset(buf + have, 0, want - have); /* a short file: slots never written */
-        for (size_t i = 0; i < want / SLOT; i++) {
+        size_t n = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK);
+        if ((rc = read_slots(s, first, n, buf, e)) != MS_OK) break;
+        for (size_t i = 0; i < n; i++) {
             const unsigned char *slot = buf + i * SLOT;
             if (slot[1] == SLOT_ERASED) {
                 c->erased++;

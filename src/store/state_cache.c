@@ -186,19 +186,24 @@ void state_cache_put(state_cache *c, uint64_t number, uint64_t head, const void 
     memcpy(copy, state, len);
     pthread_mutex_lock(&c->lock);
     uint64_t key = number + 1;
-    entry *s = find(c, key);
-    bool known = s != NULL;
-    if (s) {
+    size_t i = slot_of(c, key);
+    bool known = c->tab[i].key != 0;
+    entry *s;
+    if (known) {
+        s = &c->e[c->tab[i].index];
         c->bytes -= s->len;
         free(s->data);
     } else {
-        if ((c->n + 1) * 10 > c->cap * 7) grow_table(c);
+        if ((c->n + 1) * 10 > c->cap * 7) {
+            grow_table(c);
+            i = slot_of(c, key); /* (its empty slot in the new table) */
+        }
         if (c->n == c->ecap) {
             c->ecap = c->ecap ? c->ecap * 2 : MIN_SLOTS;
             c->e = realloc(c->e, c->ecap * sizeof *c->e);
             if (!c->e) ms_oom();
         }
-        c->tab[slot_of(c, key)] = (struct tab_slot){key, c->n};
+        c->tab[i] = (struct tab_slot){key, c->n};
         s = &c->e[c->n++];
         memset(s, 0, sizeof *s);
         s->key = key;
