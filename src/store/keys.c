@@ -45,6 +45,13 @@
  * updates the cache after the file and bumps a generation, so that a read that fetched a slot before the
  * write cannot put an old key (an erased one) back.
  *
+ * A new patient's slot is not written on its own: the writer numbers new patients in order, so a commit's
+ * new slots are consecutive, and st_key_put gathers them in memory ("fresh" slots, up to FRESH_SLOTS), written
+ * with one pwrite when the next does not follow, when they are FRESH_SLOTS, before any other slot write and
+ * at every sync (st_keys_sync, before the LMDB commit that creates the patients). One 64-byte pwrite a
+ * new patient was ~5 % of the writer's time at 20 KB (95 % of the records new patients). A key still in the
+ * fresh slot is read from memory (st_key_get, under the lock), so a key is found from its st_key_put on.
+ *
  * Contract: store.h ("Data keys"); internal calls st_key_* (store_internal.h). Must never: write a key
  * unwrapped, leave an erased patient's key on disk after st_keys_erased or in the cache after
  * st_key_destroy, hold the lock across I/O, change a slot's key when it writes a hash.
@@ -71,6 +78,7 @@
 #define SLOT_HASHED 'H'
 #define SLOT_ERASED 'E'
 #define PENDING_BUCKETS 1024
+#define FRESH_SLOTS 1024 /* new patients' slots written at once: 64 KiB */
 
 typedef struct pending {
     unsigned char mac[32];
@@ -94,7 +102,11 @@ typedef struct key_store {
     pthread_mutex_t lock; /* the pending keys and the cache */
     pending *bucket[PENDING_BUCKETS];
     cached_key *cache;
-    uint64_t gen;          /* bumped by every slot write: a fill read before one must not enter the cache */
+    uint64_t gen;         /* bumped by every slot write: a fill read before one must not enter the cache */
+    unsigned char *fresh; /* new slots fresh_first .. fresh_first + fresh_n - 1, not written yet (the store_write's
+                             thread appends and writes them; readers copy from it under the lock) */
+    uint64_t fresh_first;
+    size_t fresh_n;
     uint64_t *erased_done; /* numbers whose slot was overwritten after their erasure committed: their marks in
                               meta go at the next commit (identities.c) */
     size_t nerased_done, caperased_done;
@@ -107,6 +119,7 @@ ms_code st_keys_open(store *s, ms_err *e)
     seal_init();
     key_store *k = ms_calloc(1, sizeof *k);
     k->cache = ms_calloc(CACHE_SLOTS, sizeof *k->cache);
+    k->fresh = ms_malloc((size_t)FRESH_SLOTS * SLOT);
     pthread_mutex_init(&k->lock, NULL);
     unsigned int n = 0;
     HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"key-wrap", 8, k->wrap, &n);
@@ -141,6 +154,7 @@ void st_keys_close(store *s)
         }
     if (k->fd >= 0) close(k->fd);
     free(k->erased_done);
+    free(k->fresh); /* wrapped keys of patients no commit created (every commit writes them first) */
     OPENSSL_cleanse(k->cache, sizeof *k->cache * CACHE_SLOTS);
     free(k->cache);
     pthread_mutex_destroy(&k->lock);
@@ -177,9 +191,11 @@ ms_code st_key_get(store *s, uint64_t n, unsigned char key[SEAL_KEY], bool *foun
         *found = true;
     }
     uint64_t gen = k->gen;
+    bool fresh = !*found && n - k->fresh_first < k->fresh_n; /* (wraps for n below the first) */
+    if (fresh) memcpy(slot, k->fresh + (n - k->fresh_first) * SLOT, SLOT);
     pthread_mutex_unlock(&k->lock);
     if (*found) return MS_OK;
-    ssize_t got = pread(k->fd, slot, SLOT, slot_off(n));
+    ssize_t got = fresh ? SLOT : pread(k->fd, slot, SLOT, slot_off(n));
     if (got < 0) return ms_fail(e, MS_EIO, "store: reading a data key: %s", strerror(errno));
     if (got < SLOT || slot[0] != 1) return MS_OK; /* never keyed, or erased */
     if (!seal_unwrap(k->wrap, n, slot + 8, key))
@@ -239,14 +255,34 @@ static ms_code read_slots(store *s, uint64_t first, size_t n, unsigned char *buf
     return MS_OK;
 }
 
+/* The fresh slots into the file (store_write's thread). On failure they are dropped: they are of patients no
+ * commit has created yet (every commit writes them first), and the commit that would have fails. */
+static ms_code fresh_write(key_store *k, ms_err *e)
+{
+    if (!k->fresh_n) return MS_OK;
+    size_t len = k->fresh_n * SLOT;
+    bool ok = pwrite(k->fd, k->fresh, len, slot_off(k->fresh_first)) == (ssize_t)len;
+    pthread_mutex_lock(&k->lock);
+    k->fresh_n = 0; /* after the write: a reader finds these slots in memory until now, in the file from now on */
+    pthread_mutex_unlock(&k->lock);
+    k->dirty = true;
+    return ok ? MS_OK : write_fail(e, "writing data keys");
+}
+
 ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], identity_hash h, ms_err *e)
 {
+    key_store *k = s->keys;
     unsigned char slot[SLOT] = {1};
-    if (!seal_wrap(s->keys->wrap, n, key, slot + 8)) return ms_fail(e, MS_EIO, "store: wrapping a data key failed");
+    if (!seal_wrap(k->wrap, n, key, slot + 8)) return ms_fail(e, MS_EIO, "store: wrapping a data key failed");
     slot_hash_set(slot, h);
-    if (pwrite(s->keys->fd, slot, SLOT, slot_off(n)) != SLOT) return write_fail(e, "writing a data key");
-    s->keys->dirty = true;
-    cache_set(s->keys, n, key); /* after the write: a read from now on finds this key either way */
+    ms_code rc =
+        k->fresh_n && (n != k->fresh_first + k->fresh_n || k->fresh_n == FRESH_SLOTS) ? fresh_write(k, e) : MS_OK;
+    if (rc != MS_OK) return rc;
+    pthread_mutex_lock(&k->lock);
+    if (!k->fresh_n) k->fresh_first = n;
+    memcpy(k->fresh + k->fresh_n++ * SLOT, slot, SLOT);
+    pthread_mutex_unlock(&k->lock);
+    cache_set(k, n, key); /* after the slot: a read from now on finds this key either way */
     return MS_OK;
 }
 
@@ -256,8 +292,8 @@ ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], iden
 ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h, size_t n, ms_err *e)
 {
     key_store *k = s->keys;
+    ms_code rc = fresh_write(k, e);
     unsigned char *run = ms_malloc((size_t)RUN * SLOT);
-    ms_code rc = MS_OK;
     for (size_t i = 0, j; i < n && rc == MS_OK; i = j) {
         for (j = i + 1; j < n && numbers[j] > numbers[j - 1] && numbers[j] - numbers[i] < RUN; j++)
             ;
@@ -281,7 +317,8 @@ ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h,
 
 ms_code st_keys_sync(store *s, ms_err *e)
 {
-    if (!s->keys->dirty) return MS_OK;
+    ms_code rc = fresh_write(s->keys, e);
+    if (rc != MS_OK || !s->keys->dirty) return rc;
     if (fdatasync(s->keys->fd) != 0) return ms_fail(e, MS_EIO, "store: syncing the key file: %s", strerror(errno));
     s->keys->dirty = false;
     return MS_OK;
@@ -289,6 +326,8 @@ ms_code st_keys_sync(store *s, ms_err *e)
 
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e)
 {
+    ms_code rc = fresh_write(s->keys, e); /* no later write of the fresh slots over the mark */
+    if (rc != MS_OK) return rc;
     unsigned char mark[SLOT] = {0, SLOT_ERASED};
     bool ok = pwrite(s->keys->fd, mark, SLOT, slot_off(n)) == SLOT;
     cache_set(s->keys, n, NULL); /* after the overwrite: a fill that read the key before it never enters */
