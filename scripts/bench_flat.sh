@@ -15,7 +15,8 @@
 # Per slice it also prints where the writer's group commits spent their time (the server's
 # medstream_commit_phase_seconds_total, per commit: applying the records, waiting for the bodies' writes,
 # the segment log's fdatasync, LMDB's commit; "nan" from a server without it) and what reached the block
-# device (/sys/dev/block/M:m/stat: bytes and write requests per record, everyone's).
+# device (/sys/dev/block/M:m/stat: bytes and write requests per record, everyone's), and per 1,000 records the
+# device's read requests and the record bodies the writer read back to recompute patients (their metric).
 # SERVE_ARGS: extra `serve` options (e.g. SERVE_ARGS="--state-cache 0": the same build without the state cache).
 # Usage: [SLICES=10] [SLICE=2000000] [SIZE=200] [REPEAT=0.9] [STAT=1] [CHECKOUT=DIR] [SERVE_ARGS=...] scripts/bench_flat.sh
 #   e.g. SLICES=10 SLICE=10000000 scripts/bench_flat.sh        # the target's 100 M records (~1 h here)
@@ -36,18 +37,20 @@ start() { # $1: where the server's log goes (default: nowhere)
 start
 tok=$(admin_token "$dir" "$port")
 devstat=/sys/dev/block/$(stat -c '%Hd:%Ld' "$dir")/stat
-snap() { # one line: commits, the phases' seconds (apply bodies sync lmdb), device sectors and write requests written
+snap() { # one line: commits, the phases' seconds (apply bodies sync lmdb), device sectors and write requests written,
+  # device read requests, record bodies read back for recomputes
   curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/metrics" | python3 -c '
 import sys
 v = {"commits": 0.0}; ph = dict.fromkeys(("apply", "bodies", "sync", "lmdb"), float("nan"))
 for l in sys.stdin:
     if l.startswith("medstream_commits_total "): v["commits"] = float(l.split()[1])
+    if l.startswith("medstream_state_recompute_records_total "): v["bodies"] = float(l.split()[1])
     if l.startswith("medstream_commit_phase_seconds_total{"): ph[l.split("\"")[1]] = float(l.split()[1])
 d = open(sys.argv[1]).read().split()
-print(v["commits"], ph["apply"], ph["bodies"], ph["sync"], ph["lmdb"], d[6], d[4])' "$devstat"
+print(v["commits"], ph["apply"], ph["bodies"], ph["sync"], ph["lmdb"], d[6], d[4], d[0], v.get("bodies", 0))' "$devstat"
 }
 printf '%-6s %14s %14s %16s %16s %12s   %s\n' slice records_total records_per_min freshness_p99_ms point_read_p99_ms \
-  data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record'
+  data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record; per 1000 records: device reads, bodies read back'
 # records sent, and their bytes (the bench's body_bytes: at --size 200 a record is ~267 bytes, its fixed fields)
 sent=0; body_bytes=0
 for i in $(seq "$slices"); do
@@ -63,9 +66,9 @@ import json, sys
 r = json.loads(sys.argv[1]); n = int(sys.argv[5])
 d = [float(a) - float(b) for a, b in zip(sys.argv[7].split(), sys.argv[6].split())]
 c = d[0] or float("nan")
-print("%-6s %14d %14.0f %16.1f %16.2f %12s   %6.0f %5.1f %5.1f %5.1f %5.1f; %6.0f %5.3f" % (sys.argv[2], int(sys.argv[3]),
+print("%-6s %14d %14.0f %16.1f %16.2f %12s   %6.0f %5.1f %5.1f %5.1f %5.1f; %6.0f %5.3f; %5.1f %5.1f" % (sys.argv[2], int(sys.argv[3]),
       r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")),
-      sys.argv[4], n / c, d[1] / c * 1e3, d[2] / c * 1e3, d[3] / c * 1e3, d[4] / c * 1e3, d[5] * 512 / n, d[6] / n))' \
+      sys.argv[4], n / c, d[1] / c * 1e3, d[2] / c * 1e3, d[3] / c * 1e3, d[4] / c * 1e3, d[5] * 512 / n, d[6] / n, d[7] * 1000 / n, d[8] * 1000 / n))' \
     "$line" "$i" "$sent" "$gb" "$slice" "$before" "$after"
 done
 if [ -n "${STAT:-}" ]; then # bytes per record sent: each sub-database's pages (leaf, branch, overflow), the bodies
