@@ -503,25 +503,25 @@ ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[
     known = !found && identity_index_get(s->identities, identity_hash_of((const char *)mac, 32), &number);
     pthread_mutex_unlock(&k->lock);
     if (known) rc = st_key_get(s, number, key, &found, e); /* a patient from before keys has none: made below */
-    if (rc == MS_OK && !found) {
-        pthread_mutex_lock(&k->lock);
-        p = find_pending(k, mac); /* another source may have made it meanwhile */
-        if (*p) {
-            memcpy(key, (*p)->key, SEAL_KEY);
-        } else {
-            pending *q = ms_calloc(1, sizeof *q);
-            memcpy(q->mac, mac, 32);
-            if (RAND_bytes(q->key, SEAL_KEY) != 1) {
-                free(q);
-                rc = ms_fail(e, MS_EIO, "store: random number generator failed");
-            } else {
-                memcpy(key, q->key, SEAL_KEY);
-                *p = q;
-            }
-        }
-        pthread_mutex_unlock(&k->lock);
+    if (rc != MS_OK || found) return rc;
+    /* a new key, made outside the lock (the generator may reseed from the kernel) */
+    pending *q = ms_calloc(1, sizeof *q);
+    memcpy(q->mac, mac, 32);
+    if (RAND_bytes(q->key, SEAL_KEY) != 1) {
+        free(q);
+        return ms_fail(e, MS_EIO, "store: random number generator failed");
     }
-    return rc;
+    pthread_mutex_lock(&k->lock);
+    p = find_pending(k, mac); /* another source may have made one meanwhile: that one it is */
+    bool theirs = *p != NULL;
+    if (!theirs) *p = q;
+    memcpy(key, (*p)->key, SEAL_KEY);
+    pthread_mutex_unlock(&k->lock);
+    if (theirs) {
+        OPENSSL_cleanse(q, sizeof *q);
+        free(q);
+    }
+    return MS_OK;
 }
 
 void st_key_pending_drop(store *s, const unsigned char mac[32])

@@ -4,7 +4,8 @@
  * the commit, in one write, not one by one; a slot that does not follow the ones gathered writes those
  * first; a key whose slot is still in memory is found even when the key cache has lost it (another
  * patient's key took its cache entry); and every key, hash and count is right after a reopen (the identity
- * index taken from the slots).
+ * index taken from the slots). And a new identity asked for by several sources at once gets one key (made
+ * outside the key store's lock, the first one in kept).
  */
 #include "unit_store.h"
 
@@ -12,6 +13,7 @@
 #include "store/store_internal.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define SLOT 64
@@ -159,9 +161,68 @@ static void test_aborted_slots_reused(void **state)
     unit_store_close(&u);
 }
 
+/* Sources asking for the keys of the same new identities at the same time (ingest's request threads). */
+#define ASKERS 4
+#define NEW_IDENTITIES 200
+typedef struct {
+    store *s;
+    pthread_barrier_t *start; /* all ask for identity i at once */
+    unsigned char key[NEW_IDENTITIES][32];
+} asker;
+
+static void *ask(void *arg)
+{
+    asker *a = arg;
+    for (int i = 0; i < NEW_IDENTITIES; i++) {
+        char k[64];
+        size_t kl = ident(1000 + i, k);
+        ms_err e;
+        pthread_barrier_wait(a->start);
+        if (store_data_key(a->s, k, kl, a->key[i], &e) != MS_OK) memset(a->key[i], 0, 32);
+    }
+    return NULL;
+}
+
+static void test_one_new_identity_one_key(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    static asker a[ASKERS];
+    pthread_t t[ASKERS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, ASKERS);
+    for (int i = 0; i < ASKERS; i++) {
+        a[i].s = u.s;
+        a[i].start = &start;
+        assert_int_equal(pthread_create(&t[i], NULL, ask, &a[i]), 0);
+    }
+    for (int i = 0; i < ASKERS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    static const unsigned char zero[32];
+    for (int n = 0; n < NEW_IDENTITIES; n++) {
+        assert_memory_not_equal(a[0].key[n], zero, 32);
+        for (int i = 1; i < ASKERS; i++)
+            assert_memory_equal(a[i].key[n], a[0].key[n], 32);
+        if (n) assert_memory_not_equal(a[0].key[n], a[0].key[n - 1], 32);
+    }
+    /* the patient made of one takes that key */
+    ms_err e;
+    store_write *w;
+    unsigned char got[32];
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    create(u.s, w, 1000, 0, got);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_memory_equal(got, a[0].key[0], 32);
+    expect_key(u.s, 0, a[0].key[0]);
+    unit_store_close(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_new_identity_one_key),
         cmocka_unit_test(test_new_slots_written_together),
         cmocka_unit_test(test_aborted_slots_reused),
     };
