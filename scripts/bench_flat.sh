@@ -50,7 +50,7 @@ d = open(sys.argv[1]).read().split()
 print(v["commits"], ph["apply"], ph["bodies"], ph["sync"], ph["lmdb"], d[6], d[4], d[0], v.get("bodies", 0))' "$devstat"
 }
 printf '%-6s %14s %14s %16s %16s %12s   %s\n' slice records_total records_per_min freshness_p99_ms point_read_p99_ms \
-  data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record; per 1000 records: device reads, bodies read back'
+  data_GB 'per commit: records, ms of apply/bodies/sync/lmdb; device bytes, writes a record; per 1000: reads, bodies'
 # records sent, and their bytes (the bench's body_bytes: at --size 200 a record is ~267 bytes, its fixed fields)
 sent=0; body_bytes=0
 for i in $(seq "$slices"); do
@@ -66,9 +66,11 @@ import json, sys
 r = json.loads(sys.argv[1]); n = int(sys.argv[5])
 d = [float(a) - float(b) for a, b in zip(sys.argv[7].split(), sys.argv[6].split())]
 c = d[0] or float("nan")
-print("%-6s %14d %14.0f %16.1f %16.2f %12s   %6.0f %5.1f %5.1f %5.1f %5.1f; %6.0f %5.3f; %5.1f %5.1f" % (sys.argv[2], int(sys.argv[3]),
+print("%-6s %14d %14.0f %16.1f %16.2f %12s   %6.0f %5.1f %5.1f %5.1f %5.1f; %6.0f %5.3f; %5.1f %5.1f" % (
+      sys.argv[2], int(sys.argv[3]),
       r["records_per_min"], r.get("freshness_ms_p99", float("nan")), r.get("point_read_ms_p99", float("nan")),
-      sys.argv[4], n / c, d[1] / c * 1e3, d[2] / c * 1e3, d[3] / c * 1e3, d[4] / c * 1e3, d[5] * 512 / n, d[6] / n, d[7] * 1000 / n, d[8] * 1000 / n))' \
+      sys.argv[4], n / c, d[1] / c * 1e3, d[2] / c * 1e3, d[3] / c * 1e3, d[4] / c * 1e3, d[5] * 512 / n, d[6] / n,
+      d[7] * 1000 / n, d[8] * 1000 / n))' \
     "$line" "$i" "$sent" "$gb" "$slice" "$before" "$after"
 done
 if [ -n "${STAT:-}" ]; then # bytes per record sent: each sub-database's pages (leaf, branch, overflow), the bodies

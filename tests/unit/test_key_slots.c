@@ -9,7 +9,7 @@
  */
 #include "unit_store.h"
 
-#define MS_STORE_INTERNAL /* st_key_get, st_keys_sync: the key file's internal calls */
+#define MS_STORE_INTERNAL /* st_key_get: the key file's internal read */
 #include "store/store_internal.h"
 
 #include <fcntl.h>
@@ -56,13 +56,19 @@ static int slot_byte0(const char *dir, uint64_t n)
     return got == SLOT ? slot[0] : 0;
 }
 
-static void expect_key(store *s, uint64_t n, const unsigned char want[32])
+/* Patient n's data key into got: found or not (a read error fails the test). */
+static bool key_of(store *s, uint64_t n, unsigned char got[32])
 {
-    unsigned char got[32];
     bool found;
     ms_err e;
     assert_int_equal(st_key_get(s, n, got, &found, &e), MS_OK);
-    assert_true(found);
+    return found;
+}
+
+static void expect_key(store *s, uint64_t n, const unsigned char want[32])
+{
+    unsigned char got[32];
+    assert_true(key_of(s, n, got));
     assert_memory_equal(got, want, 32);
 }
 
@@ -88,11 +94,7 @@ static void test_new_slots_written_together(void **state)
     assert_int_equal(slot_byte0(u.dir, CACHE_SLOTS + 1), 0);
     assert_int_equal(slot_byte0(u.dir, CACHE_SLOTS + 2), 0);
     /* patient 1's key read from the file takes the cache entry of CACHE_SLOTS + 1 ... */
-    bool found;
-    unsigned char got[32];
-    assert_int_equal(st_key_get(u.s, 1, got, &found, &e), MS_OK);
-    assert_true(found);
-    assert_memory_equal(got, k1, 32);
+    expect_key(u.s, 1, k1);
     /* ... whose key is then read from the gathered slots */
     expect_key(u.s, CACHE_SLOTS + 1, ka);
     expect_key(u.s, CACHE_SLOTS + 2, kb);
@@ -120,6 +122,7 @@ static void test_new_slots_written_together(void **state)
         char k[64];
         size_t kl = ident(i, k);
         patient_id pid;
+        bool found;
         store_read *r = unit_rbegin(u.s);
         assert_int_equal(store_ident_lookup(r, k, kl, &pid, &found, &e), MS_OK);
         store_read_end(r);
@@ -154,10 +157,8 @@ static void test_aborted_slots_reused(void **state)
     u.s = NULL;
     assert_int_equal(store_open(&u.s, u.dir, NULL, &e), MS_OK);
     expect_key(u.s, 0, kc);
-    bool found;
     unsigned char got[32];
-    assert_int_equal(st_key_get(u.s, 1, got, &found, &e), MS_OK);
-    assert_false(found); /* cut at the open: past the patients created */
+    assert_false(key_of(u.s, 1, got)); /* cut at the open: past the patients created */
     unit_store_close(&u);
 }
 
