@@ -71,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SLOT 64
@@ -427,25 +428,93 @@ ms_code st_keys_set_verified(store *s, ms_err *e)
     return MS_OK;
 }
 
+/* A descriptor of the key file that reads past the page cache (O_DIRECT), or -1 where the file system
+ * refuses it (tmpfs): a store larger than the page cache restarts with the file cold, and a buffered read
+ * of it cost ~3 us of kernel CPU a 4 KiB page here (10 M patients: 1.7 s for 0.5 s of device time). */
+static int direct_fd(store *s)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/keys", s->dir);
+    return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+}
+
+/* One piece of the key file read into buf (aligned for O_DIRECT), whole unless the file ends first (got: what
+ * was there); run on a thread of its own while the piece before it goes into the index. */
+typedef struct {
+    int fd;        /* the O_DIRECT descriptor, or the buffered one where there is none */
+    int cached_fd; /* the buffered descriptor */
+    unsigned char *buf;
+    size_t want;
+    off_t off;
+    size_t got;
+    ms_code rc;
+    ms_err err;
+} piece_read;
+
+static void *piece_run(void *arg)
+{
+    piece_read *p = arg;
+    p->got = 0;
+    p->rc = MS_OK;
+    if (p->fd != p->cached_fd) { /* first what the page cache holds (a restart after kill -9), without waiting */
+        struct iovec v = {p->buf, p->want};
+        ssize_t n = preadv2(p->cached_fd, &v, 1, p->off, RWF_NOWAIT);
+        if (n > 0) p->got = (size_t)n;
+        if (p->got % 4096) return NULL; /* the file's end */
+    }
+    while (p->got < p->want) {
+        ssize_t n = pread(p->fd, p->buf + p->got, p->want - p->got, p->off + (off_t)p->got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            p->rc = ms_fail(&p->err, MS_EIO, "store: reading the key file: %s", strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        p->got += (size_t)n;
+        if (p->got % 4096) break; /* O_DIRECT reads whole blocks: a partial one is the file's end */
+    }
+    return NULL;
+}
+
 ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_err *e)
 {
-    unsigned char *buf = ms_malloc((size_t)CHUNK * SLOT);
+    const size_t span = (size_t)CHUNK * SLOT; /* the file in 4 MiB pieces from offset 0 (O_DIRECT's alignment) */
+    unsigned char *buf[2];
+    for (int i = 0; i < 2; i++)
+        if (posix_memalign((void **)&buf[i], 4096, span) != 0) ms_oom();
+    int dfd = direct_fd(s), fd = dfd >= 0 ? dfd : s->keys->fd;
     identity_hash hs[256];
     uint64_t ns[256];
     size_t nb = 0;
     ms_code rc = MS_OK;
     uint64_t stride = s->created / ST_SLOT_SAMPLES + 1;
     *c = (st_slot_counts){0};
-    (void)posix_fadvise(s->keys->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    for (uint64_t first = 0; first < s->patients && rc == MS_OK; first += CHUNK) {
-        size_t n = (size_t)(s->patients - first < CHUNK ? s->patients - first : CHUNK);
-        if ((rc = read_slots(s, first, n, buf, e)) != MS_OK) break;
-        for (size_t i = 0; i < n; i++) {
-            const unsigned char *slot = buf + i * SLOT;
+    if (dfd < 0) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    const off_t end = slot_off(s->patients);
+    piece_read cur = {.fd = fd, .cached_fd = s->keys->fd, .buf = buf[0], .want = span, .off = 0}, next;
+    piece_run(&cur);
+    for (int side = 0;; side ^= 1) {
+        if ((rc = cur.rc) != MS_OK) {
+            *e = cur.err;
+            break;
+        }
+        const off_t off = cur.off;
+        bool more = off + (off_t)span < end, started = false;
+        pthread_t t;
+        if (more) {
+            next = (piece_read){
+                .fd = fd, .cached_fd = s->keys->fd, .buf = buf[side ^ 1], .want = span, .off = off + (off_t)span};
+            started = pthread_create(&t, NULL, piece_run, &next) == 0;
+        }
+        size_t want = (size_t)(end - off < (off_t)span ? end - off : (off_t)span);
+        memset(cur.buf + cur.got, 0, span - cur.got); /* slots never written: zeros */
+        for (size_t at = off == 0 ? SLOT : 0; at < want; at += SLOT) {
+            const unsigned char *slot = cur.buf + at;
+            uint64_t n = (uint64_t)(off + (off_t)at) / SLOT - 1;
             if (slot[1] == SLOT_ERASED) {
                 c->erased++;
             } else if (slot_hash_get(slot, &hs[nb])) {
-                ns[nb] = first + i;
+                ns[nb] = n;
                 if (c->hashed++ % stride == 0 && c->nsample < ST_SLOT_SAMPLES) {
                     c->sample[c->nsample] = ns[nb];
                     c->sample_hash[c->nsample++] = hs[nb];
@@ -456,10 +525,20 @@ ms_code st_keys_index_load(store *s, identity_index *ix, st_slot_counts *c, ms_e
                 }
             }
         }
+        if (!more) break;
+        if (started)
+            pthread_join(t, NULL);
+        else
+            piece_run(&next);
+        cur = next;
     }
     identity_index_put_many(ix, hs, ns, nb);
-    (void)posix_fadvise(s->keys->fd, 0, 0, POSIX_FADV_NORMAL);
-    free(buf);
+    if (dfd >= 0)
+        close(dfd);
+    else
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_NORMAL);
+    free(buf[0]);
+    free(buf[1]);
     return rc;
 }
 
