@@ -21,8 +21,8 @@
  * is one page fault per 4 KiB (10 M patients: 4-12 s, most of a restart). The slots are written anyway,
  * in number order, synced before every commit that creates a patient; reading them back is one sequential
  * read of 64 bytes a patient (in 4 MiB pieces: what the page cache holds, the rest with O_DIRECT, the next
- * piece read while this one is indexed). st_keys_index_load takes the index from them only when they account for
- * every patient the store created (each slot hashed or erased: identities.c counts them against
+ * piece read while this one is indexed). st_keys_index_load takes the index from them only when they account
+ * for every patient the store created (each slot hashed or erased: identities.c counts them against
  * "patients_created"), the header says a full check made them so (ST_KEYS_HEAD_VERIFIED), and a sample of them
  * agrees with LMDB; otherwise the open scans LMDB as before and rewrites the slots (st_slots_hash).
  * A slot written by a build from before the hashes lacks the 'H' and fails the count, so a store written
