@@ -233,6 +233,23 @@ static bool slot_hash_get(const unsigned char *slot, identity_hash *h)
     return true;
 }
 
+/* len bytes at off, whole: a write cut short (a full disk writes what fits and sets no errno) goes on, and
+ * the next one gives the reason. */
+static bool write_at(int fd, const void *buf, size_t len, off_t off)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return false;
+        if (n == 0) {
+            errno = ENOSPC;
+            return false;
+        }
+        done += (size_t)n;
+    }
+    return true;
+}
+
 static ms_code write_fail(ms_err *e, const char *what)
 {
     return ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "store: %s: %s", what,
@@ -263,11 +280,13 @@ static ms_code fresh_write(key_store *k, ms_err *e)
 {
     if (!k->fresh_n) return MS_OK;
     size_t len = k->fresh_n * SLOT;
-    bool ok = pwrite(k->fd, k->fresh, len, slot_off(k->fresh_first)) == (ssize_t)len;
+    bool ok = write_at(k->fd, k->fresh, len, slot_off(k->fresh_first));
+    int err = errno;
     pthread_mutex_lock(&k->lock);
     k->fresh_n = 0; /* after the write: a reader finds these slots in memory until now, in the file from now on */
     pthread_mutex_unlock(&k->lock);
     k->dirty = true;
+    errno = err;
     return ok ? MS_OK : write_fail(e, "writing data keys");
 }
 
@@ -309,7 +328,7 @@ ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h,
             slot_hash_set(slot, h[x]);
             changed = true;
         }
-        if (changed && pwrite(k->fd, run, len, slot_off(numbers[i])) != (ssize_t)len)
+        if (changed && !write_at(k->fd, run, len, slot_off(numbers[i])))
             rc = write_fail(e, "writing identity hashes into the key file");
         if (changed) k->dirty = true;
     }
@@ -331,7 +350,7 @@ ms_code st_key_destroy(store *s, uint64_t n, ms_err *e)
     ms_code rc = fresh_write(s->keys, e); /* no later write of the fresh slots over the mark */
     if (rc != MS_OK) return rc;
     unsigned char mark[SLOT] = {0, SLOT_ERASED};
-    bool ok = pwrite(s->keys->fd, mark, SLOT, slot_off(n)) == SLOT;
+    bool ok = write_at(s->keys->fd, mark, SLOT, slot_off(n));
     cache_set(s->keys, n, NULL); /* after the overwrite: a fill that read the key before it never enters */
     if (!ok || fdatasync(s->keys->fd) != 0)
         return ms_fail(e, MS_EIO, "store: overwriting a data key: %s", strerror(errno));
@@ -361,8 +380,8 @@ ms_code st_keys_cut(store *s, ms_err *e)
     off_t from = slot_off(s->patients);
     size_t len = (size_t)(st.st_size - from);
     unsigned char *zero = ms_calloc(1, len);
-    bool ok = pwrite(s->keys->fd, zero, len, from) == (ssize_t)len && ftruncate(s->keys->fd, from) == 0 &&
-              fdatasync(s->keys->fd) == 0;
+    bool ok =
+        write_at(s->keys->fd, zero, len, from) && ftruncate(s->keys->fd, from) == 0 && fdatasync(s->keys->fd) == 0;
     free(zero);
     if (!ok) return ms_fail(e, MS_EIO, "store: cutting the key file: %s", strerror(errno));
     return MS_OK;
@@ -379,7 +398,7 @@ ms_code st_slots_clear_unlisted(store *s, const uint64_t *listed, ms_err *e)
         for (size_t i = 0; rc == MS_OK && i < n; i++) {
             uint64_t number = first + i;
             if (listed[number / 64] >> (number % 64) & 1 || memcmp(buf + i * SLOT, zero, SLOT) == 0) continue;
-            if (pwrite(s->keys->fd, zero, SLOT, slot_off(number)) != SLOT) rc = write_fail(e, "clearing a slot");
+            if (!write_at(s->keys->fd, zero, SLOT, slot_off(number))) rc = write_fail(e, "clearing a slot");
             cache_set(s->keys, number, NULL);
             s->keys->dirty = true;
         }

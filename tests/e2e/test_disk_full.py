@@ -11,6 +11,8 @@
 #    without a restart.
 # 3. The same with LMDB as the part that finds the disk full (the segment log has its step already):
 #    the 503 says "disk full", not LMDB's "Input/output error", and ingest recovers without a restart.
+# 4. The same with the key file as the part that finds the disk full (a batch of new patients, less room
+#    left than their key slots): its write cut short still gives a 503 that says "disk full".
 #
 # Run: /usr/bin/python3 tests/e2e/test_disk_full.py
 
@@ -149,6 +151,41 @@ def test_lmdb_on_a_full_disk_says_disk_full():
           "the 503 says nothing was stored and that the disk is full: %r" % err)
     check("store: " in err and "segment log" not in err, "LMDB found the disk full (the segment log had room): %r" % err)
     check_recovers(s, acked, refused)
+    s.stop()
+    subprocess.run(["umount", s.data_dir], stderr=subprocess.DEVNULL)
+
+
+def new_patients_batch(tag, n):
+    """n small records, each of a patient never seen before (a new data key slot each)."""
+    return [{"record_id": "%s-%04d" % (tag, i), "name": "New Patient %s %d" % (tag, i),
+             "dob": "1980-02-0%d" % (1 + i % 9), "notes": "n"} for i in range(n)]
+
+
+@test(timeout=120)
+def test_new_patients_on_a_full_disk_say_disk_full():
+    # Each new patient's key slot goes into DIR/keys, a commit's slots in one write of up to 64 KiB: on a
+    # full disk that write can be cut short, which sets no errno. Whichever part finds the disk full (the
+    # key file, LMDB or the segment log), the 503 must say so.
+    s = mounted_server("diskfull-keys", 96 << 20)
+    s.start()
+    first = new_patients_batch("first", 5)
+    s.ingest_ok(first)                      # the segment log takes its first step (64 MiB) now
+    fill(s.data_dir, 32 << 10)              # less than one batch's key slots (64 KiB)
+    acked = [x["record_id"] for x in first]
+    for i in range(400):
+        b = new_patients_batch("k%03d" % i, 1000)
+        r = s.ingest(b)
+        if r.status == 200:
+            acked.extend(x["record_id"] for x in b)
+            continue
+        eq(r.status, 503, "status of a batch the disk cannot hold (%s)" % short(r.text))
+        err = r.json().get("error", "")
+        check("nothing of this batch was stored" in err and "disk full" in err,
+              "the 503 says nothing was stored and that the disk is full: %r" % err)
+        check_recovers(s, acked, b)
+        break
+    else:
+        fail("the disk never filled (%d records acknowledged)" % len(acked))
     s.stop()
     subprocess.run(["umount", s.data_dir], stderr=subprocess.DEVNULL)
 
