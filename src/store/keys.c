@@ -258,20 +258,28 @@ static ms_code write_fail(ms_err *e, const char *what)
 
 #define CHUNK 65536 /* slots a pass over the file reads at once: 4 MiB */
 
-/* Slots first .. first+n-1 into buf, whole (a read cut short is read on), zeros past the file's end (slots
- * never written). */
+/* Bytes [off + *have, off + want) of the key file into buf + *have, read on after a short read until the file
+ * ends: a read of 0 bytes, or with O_DIRECT (direct) one that ends inside a block. */
+static ms_code read_on(int fd, unsigned char *buf, size_t want, off_t off, bool direct, size_t *have, ms_err *e)
+{
+    while (*have < want) {
+        ssize_t n = pread(fd, buf + *have, want - *have, off + (off_t)*have);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
+        if (n == 0) break;
+        *have += (size_t)n;
+        if (direct && *have % 4096) break;
+    }
+    return MS_OK;
+}
+
+/* Slots first .. first+n-1 into buf, whole, zeros past the file's end (slots never written). */
 static ms_code read_slots(store *s, uint64_t first, size_t n, unsigned char *buf, ms_err *e)
 {
     size_t want = n * SLOT, have = 0;
-    while (have < want) {
-        ssize_t got = pread(s->keys->fd, buf + have, want - have, slot_off(first) + (off_t)have);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return ms_fail(e, MS_EIO, "store: reading the key file: %s", strerror(errno));
-        if (got == 0) break;
-        have += (size_t)got;
-    }
+    ms_code rc = read_on(s->keys->fd, buf, want, slot_off(first), false, &have, e);
     memset(buf + have, 0, want - have);
-    return MS_OK;
+    return rc;
 }
 
 /* The fresh slots into the file (store_write's thread). On failure they are dropped: they are of patients no
@@ -475,24 +483,13 @@ static void *piece_run(void *arg)
 {
     piece_read *p = arg;
     p->got = 0;
-    p->rc = MS_OK;
     if (p->fd != p->cached_fd) { /* first what the page cache holds (a restart after kill -9), without waiting */
         struct iovec v = {p->buf, p->want};
         ssize_t n = preadv2(p->cached_fd, &v, 1, p->off, RWF_NOWAIT);
         if (n > 0) p->got = (size_t)n;
-        if (p->got % 4096) return NULL; /* the file's end */
     }
-    while (p->got < p->want) {
-        ssize_t n = pread(p->fd, p->buf + p->got, p->want - p->got, p->off + (off_t)p->got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            p->rc = ms_fail(&p->err, MS_EIO, "store: reading the key file: %s", strerror(errno));
-            break;
-        }
-        if (n == 0) break;
-        p->got += (size_t)n;
-        if (p->got % 4096) break; /* O_DIRECT reads whole blocks: a partial one is the file's end */
-    }
+    p->rc = p->got % 4096 ? MS_OK /* the file's end */
+                          : read_on(p->fd, p->buf, p->want, p->off, p->fd != p->cached_fd, &p->got, &p->err);
     return NULL;
 }
 
