@@ -288,14 +288,12 @@ static ms_code fresh_write(key_store *k, ms_err *e)
 {
     if (!k->fresh_n) return MS_OK;
     size_t len = k->fresh_n * SLOT;
-    bool ok = write_at(k->fd, k->fresh, len, slot_off(k->fresh_first));
-    int err = errno;
+    ms_code rc = write_at(k->fd, k->fresh, len, slot_off(k->fresh_first)) ? MS_OK : write_fail(e, "writing data keys");
     pthread_mutex_lock(&k->lock);
     k->fresh_n = 0; /* after the write: a reader finds these slots in memory until now, in the file from now on */
     pthread_mutex_unlock(&k->lock);
     k->dirty = true;
-    errno = err;
-    return ok ? MS_OK : write_fail(e, "writing data keys");
+    return rc;
 }
 
 ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], identity_hash h, ms_err *e)
