@@ -37,10 +37,17 @@ static void seals_of(ingest_job *job)
     }
 }
 
+/* How many records a recompute's prefetch asks for, newest first. The recompute reads the newest records until
+ * every field of the state is decided (record_sources.h): one or two where a patient's records hold the same
+ * fields, all of them where a field is held by few. This covers the common case without asking for the bodies of
+ * a patient's whole history. */
+#define PREFETCH_NEWEST 8
+
 typedef struct {
     store *store;
     const char *skip; /* the record being replaced: not read by the recompute */
     size_t skip_len;
+    int left; /* records still to ask for */
 } prefetch_ctx;
 
 static bool prefetch_one(void *ctx, const record_version *rv)
@@ -49,8 +56,9 @@ static bool prefetch_one(void *ctx, const record_version *rv)
     if (rv->record_id_len != px->skip_len || memcmp(rv->record_id, px->skip, px->skip_len) != 0) {
         store_record_prefetch(px->store, rv);
         atomic_fetch_add(&g_metrics.recompute_prefetches, 1);
+        px->left--;
     }
-    return true;
+    return px->left > 0;
 }
 
 /* A hint for the writer. A record that replaces a version holding values it does not override makes the
@@ -91,8 +99,8 @@ static void prefetch_recomputes(const ingest_ctx *c, const ingest_job *job)
                             .sealer = prev.patient_number + 1};
         if (store_patient_at(r, &prev.pid, INT64_MAX, &pv, &mem, &found, &e) == MS_OK && found &&
             merge_replacing_recomputes(pv.fields, pv.nfields, prev.body_pos, prev.body_len, &cur)) {
-            prefetch_ctx px = {c->store, rec->record_id, rec->record_id_len};
-            (void)store_live_records(r, &prev.pid, INT64_MAX, prefetch_one, &px, &e);
+            prefetch_ctx px = {c->store, rec->record_id, rec->record_id_len, PREFETCH_NEWEST};
+            (void)store_live_records(r, &prev.pid, INT64_MAX, INT64_MAX, prefetch_one, &px, &e);
         }
         arena_free(&mem);
     }

@@ -66,15 +66,22 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
                          const merge_source *extra, const patient_version *prev, arena *mem, merge_result *out,
                          ms_err *e)
 {
-    record_sources g = {
-        .store = wr->store, .mem = mem, .skip = skip, .skip_len = skip_len, .ts_max = INT64_MAX, .e = e};
+    /* prev holds every field of the live records (merge.h): the walk reads the newest until those are decided */
+    record_sources g = {.store = wr->store,
+                        .mem = mem,
+                        .skip = skip,
+                        .skip_len = skip_len,
+                        .ts_max = INT64_MAX,
+                        .decide = prev ? prev->fields : NULL,
+                        .ndecide = prev ? prev->nfields : 0,
+                        .e = e};
+    if (extra) record_sources_push(&g, extra);
     ms_code rc = store_write_live_records(sw, number, record_sources_add, &g, e);
     if (rc == MS_OK) rc = g.rc;
     record_sources_free(&g);
     if (rc != MS_OK) return rc;
     atomic_fetch_add(&g_metrics.state_recomputes, 1);
-    atomic_fetch_add(&g_metrics.state_recompute_records, g.n);
-    if (extra) record_sources_push(&g, extra);
+    atomic_fetch_add(&g_metrics.state_recompute_records, g.n - (extra ? 1 : 0));
     merge_records(wr->schema, g.src, g.n, prev ? prev->fields : NULL, prev ? prev->nfields : 0, mem, out);
     return MS_OK;
 }

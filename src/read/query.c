@@ -125,9 +125,11 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
     if (rc == MS_OK && !found) rc = patient_missing(r, pid, e);
     if (rc == MS_OK && event_at != INT64_MAX) {
-        /* the state merged from the records known at as_of whose event time is <= event_at */
-        record_sources g = {.store = q->store, .mem = &mem, .ts_max = event_at, .e = e};
-        rc = store_live_records(r, pid, as_of, record_sources_add, &g, e);
+        /* the state merged from the records known at as_of whose event time is <= event_at: the state as of
+         * as_of holds every field they can (record_sources.h, decide) */
+        record_sources g = {
+            .store = q->store, .mem = &mem, .ts_max = event_at, .decide = pv.fields, .ndecide = pv.nfields, .e = e};
+        rc = store_live_records(r, pid, as_of, event_at, record_sources_add, &g, e);
         if (rc == MS_OK) rc = g.rc;
         record_sources_free(&g);
         if (rc == MS_OK) {

@@ -402,13 +402,14 @@ ms_code store_public_record_at(store_read *r, const char *rid, size_t len, int64
 
 /* ---- indexes and live records ---- */
 
-/* The records a patient holds: for each entry of its records index, the record's version current at
- * as_of (the write side: now), kept when it still belongs to this patient with that event time and is
- * not a tombstone. Each such version once, in event-time order (then record id). fn returns false to
- * stop. */
+/* The records a patient holds: for each entry of its records index with an event time <= ts_max (the write
+ * side: all), the record's version current at as_of (the write side: now), kept when it still belongs to this
+ * patient with that event time and is not a tombstone. Each such version once, NEWEST event time first (then
+ * record id, descending), so that a merge can stop once the older ones cannot change it (record_sources.h).
+ * fn returns false to stop. */
 typedef bool (*store_record_fn)(void *ctx, const record_version *rv);
-ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, store_record_fn fn, void *ctx,
-                           ms_err *e);
+ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, int64_t ts_max, store_record_fn fn,
+                           void *ctx, ms_err *e);
 ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e);
 
 /* Every record in record-id order (bytewise), as of an instant, a bounded step at a time (exports): visits at

@@ -757,19 +757,21 @@ ms_code store_children(store_read *r, const char *parent, size_t parent_len, int
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "children index") : MS_OK;
 }
 
-/* Walk patient src->number's records index and report each record whose version current at as_of still
- * belongs to the patient with the entry's event time and is not a tombstone. */
-static ms_code live_records(const pat_src *src, int64_t as_of, store_record_fn fn, void *ctx, ms_err *e)
+/* Walk patient src->number's records index, newest event time first, from the entries with event time <= ts_max,
+ * and report each record whose version current at as_of still belongs to the patient with the entry's event
+ * time and is not a tombstone. */
+static ms_code live_records(const pat_src *src, int64_t as_of, int64_t ts_max, store_record_fn fn, void *ctx, ms_err *e)
 {
     records_index ix = {0};
     const char **keys;
     size_t n;
     ms_code out = records_index_of(src, &ix, &keys, &n, e);
     buf kb = {0};
-    for (size_t i = 0; out == MS_OK && i < n; i++) {
+    for (size_t i = n; out == MS_OK && i-- > 0;) {
         const char *k = keys[i] + 4;
         size_t kl = ms_get_be32(keys[i]);
         int64_t ts = (int64_t)(ms_get_be64(k + 9) ^ ST_TS_SIGN);
+        if (ts > ts_max) continue;
         record_version rv;
         bool found;
         if ((out = st_record_at(src->s, src->txn, &kb, k + 17, kl - 17, as_of, &rv, &found, e)) != MS_OK) break;
@@ -782,19 +784,19 @@ static ms_code live_records(const pat_src *src, int64_t as_of, store_record_fn f
     return out;
 }
 
-ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, store_record_fn fn, void *ctx,
-                           ms_err *e)
+ms_code store_live_records(store_read *r, const patient_id *pid, int64_t as_of, int64_t ts_max, store_record_fn fn,
+                           void *ctx, ms_err *e)
 {
     uint64_t number;
     if (!store_patient_number(r->s, pid, &number)) return MS_OK;
     pat_src src = src_r(r, number);
-    return live_records(&src, as_of, fn, ctx, e);
+    return live_records(&src, as_of, ts_max, fn, ctx, e);
 }
 
 ms_code store_write_live_records(store_write *w, uint64_t number, store_record_fn fn, void *ctx, ms_err *e)
 {
     pat_src src = src_w(w, number);
-    return live_records(&src, INT64_MAX, fn, ctx, e);
+    return live_records(&src, INT64_MAX, INT64_MAX, fn, ctx, e);
 }
 
 ms_code store_public_patient_at(store_read *r, const patient_id *pid, int64_t as_of, buf *fields, bool *found,

@@ -17,6 +17,7 @@
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
 #include "ingest/writer.h"
+#include "read/query.h"
 
 #include <pthread.h>
 
@@ -1254,19 +1255,74 @@ static void test_children_index(void **state)
     assert_int_equal(rv.parent_id_len, 0);
 }
 
+/* A recompute reads the patient's newest records until every field of its state is decided, not its whole
+ * history (record_sources.h): 200 records holding the same fields, the newest replaced by a version about an
+ * older time, read 1 body (the next newest, which decides them all); a field that only the replaced version
+ * held keeps the walk going to the oldest record (199). The state is the merge of all in both. */
+static void test_recompute_reads_the_newest_records(void **state)
+{
+    fixture *f = *state;
+    enum { N = 200 };
+    buf text = {0};
+    for (int i = 0; i < N; i++)
+        buf_printf(&text, "{\"record_id\":\"v%d\"," ANA ",\"ts\":\"2026-01-01T%02d:%02d:00Z\",\"pulse\":%d}\n", i,
+                   i / 60, i % 60, 60 + i % 50);
+    submit(f, text.data);
+    buf_free(&text);
+    uint64_t read0 = atomic_load(&g_metrics.state_recompute_records);
+    uint64_t recomputes = atomic_load(&g_metrics.state_recomputes);
+    /* v199 (the newest, pulse 109) now about midnight: v198 (pulse 108) decides pulse */
+    submission *s = submit(f, "{\"record_id\":\"v199\"," ANA ",\"ts\":\"2026-01-01T00:00:30Z\",\"pulse\":120}");
+    expect_item(s, 0, ITEM_UPDATED, 2);
+    assert_int_equal(atomic_load(&g_metrics.state_recomputes) - recomputes, 1);
+    assert_int_equal(atomic_load(&g_metrics.state_recompute_records) - read0, 1);
+    patient_version pv;
+    assert_true(unit_patient_at(f->s, &f->mem, &s->res[0].pid, INT64_MAX, &pv));
+    assert_string_equal(state_value(f, &pv, "pulse"), "108");
+    /* v198 gains a field no other record holds, then gives it up: the walk reads every other record */
+    submit(f, "{\"record_id\":\"v198\"," ANA ",\"ts\":\"2026-01-01T03:18:00Z\",\"pulse\":108,\"sepsis\":true}");
+    read0 = atomic_load(&g_metrics.state_recompute_records);
+    s = submit(f, "{\"record_id\":\"v198\"," ANA ",\"ts\":\"2026-01-01T03:18:00Z\",\"pulse\":108}");
+    expect_item(s, 0, ITEM_UPDATED, 3);
+    assert_int_equal(atomic_load(&g_metrics.state_recompute_records) - read0, N - 1);
+    assert_true(unit_patient_at(f->s, &f->mem, &s->res[0].pid, INT64_MAX, &pv));
+    assert_null(state_value(f, &pv, "sepsis"));
+    assert_string_equal(state_value(f, &pv, "pulse"), "108");
+}
+
+/* The fields of a query_patient answer: "fN":V for each field of the model, or absent. */
+static void expect_fields(const char *json, const int *want, int nfield, const char *what)
+{
+    for (int k = 0; k < nfield; k++) {
+        char key[16], pair[32];
+        snprintf(key, sizeof key, "\"f%d\":", k);
+        snprintf(pair, sizeof pair, "\"f%d\":%d", k, want[k]);
+        const char *at = strstr(json, want[k] < 0 ? key : pair);
+        bool ends = at && (at[strlen(pair)] == ',' || at[strlen(pair)] == '}');
+        if (want[k] < 0 && at) fail_msg("%s: f%d present, expected absent in %s", what, k, json);
+        if (want[k] >= 0 && !ends) fail_msg("%s: f%d is not %d in %s", what, k, want[k], json);
+    }
+}
+
 /* Property: records of one patient sent in random arrival order, with new versions, moves to another
  * patient and deletions mixed in, leave a current state equal to the merge by event time of the
- * records that remain (the model), both for the patient and for the one records moved to. */
+ * records that remain (the model), both for the patient and for the one records moved to; and a read of
+ * the state up to an event time (event_at) equal to the merge of those records up to it. Event times often
+ * tie (then the later commit wins: one record a commit here), and the patients hold up to 24 records, so
+ * that the merges that stop at the newest records that decide every field (record_sources.h) stop early, at
+ * a tie, or read everything. */
 static void test_event_time_state_property(void **state)
 {
     fixture *f = *state;
     unit_rng rng = {77};
-    enum { NREC = 10, NFIELD = 4, ROUNDS = 12, STEPS = 24 };
+    enum { NREC = 24, NFIELD = 4, ROUNDS = 12, STEPS = 64, READS = 6 };
+    query_ctx q = {.store = f->s, .schema = &f->sc};
     for (int round = 0; round < ROUNDS; round++) {
-        /* the model: each record id's live version (owner 0 = Ana, 1 = Liam, -1 = gone), ts and fields */
+        /* the model: each record id's live version (owner 0 = Ana, 1 = Liam, -1 = gone), event time (seconds), the
+         * step that committed it, and fields */
         struct {
             int owner;
-            int ts;
+            int ts, step;
             int val[NFIELD]; /* -1: absent */
         } model[NREC];
         for (int i = 0; i < NREC; i++)
@@ -1285,15 +1341,16 @@ static void test_event_time_state_property(void **state)
                 continue;
             }
             int owner = unit_below(&rng, 5) == 0 ? 1 : 0;
-            int ts = (int)unit_below(&rng, 1000); /* distinct per record: ts = ts*16 + i */
+            int ts = unit_below(&rng, 3) == 0 ? (int)unit_below(&rng, 4) : (int)unit_below(&rng, 600);
             char text[512];
-            int len = snprintf(text, sizeof text,
-                               "{\"record_id\":\"%s\",\"name\":\"%s Round%d\",\"dob\":\"%s\","
-                               "\"ts\":\"2020-01-01T00:%02d:%02d.%06dZ\"",
-                               rid, owner ? "Liam" : "Ana", round, owner ? "1985-07-07" : "1990-01-01", ts / 60 % 60,
-                               ts % 60, i);
+            int len =
+                snprintf(text, sizeof text,
+                         "{\"record_id\":\"%s\",\"name\":\"%s Round%d\",\"dob\":\"%s\","
+                         "\"ts\":\"2020-01-01T00:%02d:%02dZ\"",
+                         rid, owner ? "Liam" : "Ana", round, owner ? "1985-07-07" : "1990-01-01", ts / 60, ts % 60);
             model[i].owner = owner;
-            model[i].ts = ts * 16 + i;
+            model[i].ts = ts;
+            model[i].step = step;
             for (int k = 0; k < NFIELD; k++) {
                 model[i].val[k] = unit_below(&rng, 3) ? (int)unit_below(&rng, 4) : -1;
                 if (model[i].val[k] >= 0)
@@ -1309,21 +1366,46 @@ static void test_event_time_state_property(void **state)
         }
         for (int o = 0; o < 2; o++) {
             if (!have_who[o]) continue;
-            patient_version pv;
-            assert_true(unit_patient_at(f->s, &f->mem, &who[o], INT64_MAX, &pv));
-            for (int k = 0; k < NFIELD; k++) {
-                int want = -1, best = -1;
-                for (int i = 0; i < NREC; i++)
-                    if (model[i].owner == o && model[i].val[k] >= 0 && model[i].ts > best)
-                        best = model[i].ts, want = model[i].val[k];
-                char key[16], wanted[16];
-                snprintf(key, sizeof key, "f%d", k);
-                snprintf(wanted, sizeof wanted, "%d", want);
-                const char *got = state_value(f, &pv, key);
-                if (want < 0 && got) fail_msg("round %d patient %d: %s = %s, expected absent", round, o, key, got);
-                if (want >= 0 && (!got || strcmp(got, wanted) != 0))
-                    fail_msg("round %d patient %d: %s = %s, expected %s", round, o, key, got ? got : "(absent)",
-                             wanted);
+            for (int read = 0; read <= READS; read++) {
+                /* read 0: the state now; then event_at reads at random event times, some on a tie */
+                int upto = read == 0 ? INT32_MAX : read % 2 ? (int)unit_below(&rng, 4) : (int)unit_below(&rng, 600);
+                int want[NFIELD];
+                for (int k = 0; k < NFIELD; k++) {
+                    int best = -1, best_step = -1;
+                    want[k] = -1;
+                    for (int i = 0; i < NREC; i++) {
+                        if (model[i].owner != o || model[i].val[k] < 0 || model[i].ts > upto) continue;
+                        if (model[i].ts > best || (model[i].ts == best && model[i].step > best_step))
+                            best = model[i].ts, best_step = model[i].step, want[k] = model[i].val[k];
+                    }
+                }
+                char what[64];
+                snprintf(what, sizeof what, "round %d patient %d event_at %d", round, o, upto);
+                if (read == 0) {
+                    patient_version pv;
+                    assert_true(unit_patient_at(f->s, &f->mem, &who[o], INT64_MAX, &pv));
+                    for (int k = 0; k < NFIELD; k++) {
+                        char key[16], wanted[16];
+                        snprintf(key, sizeof key, "f%d", k);
+                        snprintf(wanted, sizeof wanted, "%d", want[k]);
+                        const char *got = state_value(f, &pv, key);
+                        if (want[k] < 0 && got) fail_msg("%s: %s = %s, expected absent", what, key, got);
+                        if (want[k] >= 0 && (!got || strcmp(got, wanted) != 0))
+                            fail_msg("%s: %s = %s, expected %s", what, key, got ? got : "(absent)", wanted);
+                    }
+                    continue;
+                }
+                store_read *r;
+                ms_err e = {0};
+                buf out = {0};
+                assert_int_equal(store_read_begin(f->s, &r, &e), MS_OK);
+                int64_t at = (days_from_civil(2020, 1, 1) * 86400 + upto) * 1000000;
+                ms_code rc = query_patient(&q, r, &who[o], INT64_MAX, at, &out, &e);
+                store_read_end(r);
+                if (rc != MS_OK) fail_msg("%s: %s", what, e.msg);
+                buf_putc(&out, 0);
+                expect_fields(out.data, want, NFIELD, what);
+                buf_free(&out);
             }
         }
         arena_free(&f->mem);
@@ -1343,6 +1425,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejected_batch_commits_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_matches_any_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_time_state_property, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recompute_reads_the_newest_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_versions_for_sinks, setup, teardown),
