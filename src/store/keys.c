@@ -346,7 +346,7 @@ ms_code st_keys_sync(store *s, ms_err *e)
 {
     ms_code rc = fresh_write(s->keys, e);
     if (rc != MS_OK || !s->keys->dirty) return rc;
-    if (fdatasync(s->keys->fd) != 0) return ms_fail(e, MS_EIO, "store: syncing the key file: %s", strerror(errno));
+    if (fdatasync(s->keys->fd) != 0) return write_fail(e, "syncing the key file");
     s->keys->dirty = false;
     return MS_OK;
 }
@@ -356,11 +356,10 @@ ms_code st_key_destroy(store *s, uint64_t n, ms_err *e)
     ms_code rc = fresh_write(s->keys, e); /* no later write of the fresh slots over the mark */
     if (rc != MS_OK) return rc;
     unsigned char mark[SLOT] = {0, SLOT_ERASED};
-    bool ok = write_at(s->keys->fd, mark, SLOT, slot_off(n));
+    rc = write_at(s->keys->fd, mark, SLOT, slot_off(n)) ? MS_OK : write_fail(e, "overwriting a data key");
     cache_set(s->keys, n, NULL); /* after the overwrite: a fill that read the key before it never enters */
-    if (!ok || fdatasync(s->keys->fd) != 0)
-        return ms_fail(e, MS_EIO, "store: overwriting a data key: %s", strerror(errno));
-    return MS_OK;
+    if (rc == MS_OK && fdatasync(s->keys->fd) != 0) rc = write_fail(e, "syncing an overwritten data key");
+    return rc;
 }
 
 ms_code st_keys_erased(store *s, const uint64_t *erased, size_t nerased, ms_err *e)
