@@ -71,7 +71,6 @@ static ms_code recompute(writer *wr, store_write *sw, uint64_t number, const cha
                         .mem = mem,
                         .skip = skip,
                         .skip_len = skip_len,
-                        .ts_max = INT64_MAX,
                         .decide = prev ? prev->fields : NULL,
                         .ndecide = prev ? prev->nfields : 0,
                         .e = e};

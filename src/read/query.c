@@ -127,8 +127,7 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     if (rc == MS_OK && event_at != INT64_MAX) {
         /* the state merged from the records known at as_of whose event time is <= event_at: the state as of
          * as_of holds every field they can (record_sources.h, decide) */
-        record_sources g = {
-            .store = q->store, .mem = &mem, .ts_max = event_at, .decide = pv.fields, .ndecide = pv.nfields, .e = e};
+        record_sources g = {.store = q->store, .mem = &mem, .decide = pv.fields, .ndecide = pv.nfields, .e = e};
         rc = store_live_records(r, pid, as_of, event_at, record_sources_add, &g, e);
         if (rc == MS_OK) rc = g.rc;
         record_sources_free(&g);

@@ -116,6 +116,9 @@ typedef struct key_store {
 
 static off_t slot_off(uint64_t n) { return (off_t)((n + 1) * SLOT); }
 
+/* The key file's path in the store's directory. */
+static void key_file(const store *s, char path[4096]) { snprintf(path, 4096, "%s/keys", s->dir); }
+
 ms_code st_keys_open(store *s, ms_err *e)
 {
     seal_init();
@@ -126,7 +129,7 @@ ms_code st_keys_open(store *s, ms_err *e)
     unsigned int n = 0;
     HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"key-wrap", 8, k->wrap, &n);
     char path[4096];
-    snprintf(path, sizeof path, "%s/keys", s->dir);
+    key_file(s, path);
     k->fd = open(path, (s->read_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
     s->keys = k;
     if (k->fd < 0 && s->read_only && errno == ENOENT) return MS_OK; /* a store from before keys: all plaintext */
@@ -460,7 +463,7 @@ ms_code st_keys_set_verified(store *s, ms_err *e)
 static int direct_fd(store *s)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/keys", s->dir);
+    key_file(s, path);
     return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 

@@ -8,11 +8,6 @@
 /* Mark the fields of decide that fields[0..n) (sorted by key) hold. */
 static void see(record_sources *g, const record_field *fields, uint32_t n)
 {
-    if (!g->seen) {
-        g->seen = arena_alloc(g->mem, g->ndecide ? g->ndecide : 1);
-        memset(g->seen, 0, g->ndecide ? g->ndecide : 1);
-        g->unseen = g->ndecide;
-    }
     for (uint32_t i = 0, j = 0; i < g->ndecide && j < n;) {
         int c = record_key_cmp(g->decide[i].key, g->decide[i].key_len, fields[j].key, fields[j].key_len);
         if (c == 0 && !g->seen[i]) {
@@ -28,14 +23,16 @@ static void see(record_sources *g, const record_field *fields, uint32_t n)
  * by a record read, or by the added source where ts is older than it? */
 static bool decided(record_sources *g, int64_t ts)
 {
-    if (!g->seen) {
-        see(g, NULL, 0);
+    if (!g->seen) { /* the walk's first record */
+        g->seen = arena_alloc(g->mem, g->ndecide ? g->ndecide : 1);
+        memset(g->seen, 0, g->ndecide ? g->ndecide : 1);
+        g->unseen = g->ndecide;
         g->group_ts = INT64_MAX;
     }
     if (ts >= g->group_ts) return false; /* the same event time as the last record read: it may still win */
-    if (g->pushed && ts < g->pushed_ts) {
+    if (g->npushed && ts < g->pushed_ts) {
         see(g, g->pushed_fields, g->npushed);
-        g->pushed = false;
+        g->npushed = 0;
     }
     g->group_ts = ts;
     return g->unseen == 0;
@@ -44,7 +41,6 @@ static bool decided(record_sources *g, int64_t ts)
 void record_sources_push(record_sources *g, const merge_source *m)
 {
     if (g->decide && !g->seen) { /* the added source, before the walk */
-        g->pushed = true;
         g->pushed_fields = m->fields;
         g->npushed = m->nfields;
         g->pushed_ts = m->ts;
@@ -63,7 +59,6 @@ bool record_sources_add(void *ctx, const record_version *rv)
 {
     record_sources *g = ctx;
     if (g->skip && rv->record_id_len == g->skip_len && memcmp(rv->record_id, g->skip, g->skip_len) == 0) return true;
-    if (rv->ts_us > g->ts_max) return true;
     if (g->decide && decided(g, rv->ts_us)) return false;
     g->body.len = 0;
     if ((g->rc = store_record_body(g->store, rv, &g->body, g->e)) != MS_OK) return false;

@@ -6,8 +6,9 @@
  *
  * DESIGN: a store_record_fn (store.h) to pass to store_live_records / store_write_live_records: each
  * live record's body is read back from the segment log (checked against its hash) and re-scanned for its
- * top-level fields, into the caller's arena. Records can be left out (one record id; event times after
- * a bound) and one source not yet stored can be added (the record of the commit in progress).
+ * top-level fields, into the caller's arena. One record can be left out (by id; event times after a bound are
+ * left out by the walk, store_live_records) and one source not yet stored can be added (the record of the
+ * commit in progress).
  *
  * Reading only what can win (`decide`). The walk comes newest event time first, and a field's value is the
  * one of the record latest in event time (merge.h), so once every field the merged state can hold has been
@@ -40,7 +41,6 @@ typedef struct {
     arena *mem;
     const char *skip; /* a record id to leave out (NULL: none) */
     size_t skip_len;
-    int64_t ts_max;            /* leave out records with a later event time (INT64_MAX: none) */
     const state_field *decide; /* sorted by key: every field the merge can hold (above); NULL: read every record */
     uint32_t ndecide;
     ms_err *e;
@@ -50,12 +50,11 @@ typedef struct {
     ms_code rc; /* the first failure (the walk stops there) */
     /* private */
     buf body;
-    bool *seen;       /* per field of decide: held by a record read */
-    uint32_t unseen;  /* fields of decide not seen yet */
-    int64_t group_ts; /* the event time of the last record read */
-    bool pushed;      /* an added source whose fields count as seen once the walk is older than it: */
-    const record_field *pushed_fields;
-    uint32_t npushed;
+    bool *seen;                        /* per field of decide: held by a record read */
+    uint32_t unseen;                   /* fields of decide not seen yet */
+    int64_t group_ts;                  /* the event time of the last record read */
+    const record_field *pushed_fields; /* an added source's fields, seen once the walk is older than it */
+    uint32_t npushed;                  /* 0: none (left) */
     int64_t pushed_ts;
 } record_sources;
 
