@@ -115,7 +115,10 @@ static void store_and_answer(api *a, http_request *req, http_response *res, cons
     buf *o = &res->body;
     o->len = 0;
     buf_reserve(o, (size_t)batch->n * 140 + 32);
-    buf_printf(o, "{\"errors\":%s,\"items\":[", batch->rejected ? "true" : "false");
+    bool errors = batch->rejected > 0; /* the parser's rejections, and the writer's (a patient erased meanwhile) */
+    for (uint32_t i = 0; i < batch->n && !errors; i++)
+        errors = job.results[i].status == ITEM_REJECTED;
+    buf_printf(o, "{\"errors\":%s,\"items\":[", errors ? "true" : "false");
     for (uint32_t i = 0; i < batch->n; i++) {
         const parsed_record *r = &batch->records[i];
         const item_result *it = &job.results[i];

@@ -33,10 +33,11 @@
  * step 2 precedes the writer's identity resolution), so a new identity's key is made then and kept only
  * in memory ("pending", by the identity's MAC) until the writer creates the patient, writes the key into
  * its slot (synced before the LMDB commit, invariant 2's order) and, after the commit, drops the pending
- * entry. store_data_key looks up pending first and the identity index second under one lock, and the writer
- * drops pending entries only after its commit, so two batches of one new identity share one key. A body
- * sealed under a key that is not its patient's when the writer comes to it (the patient was erased
- * meanwhile) is rejected (the source sends it again). A pending key whose batch failed is never on disk.
+ * entry. store_data_key looks up pending first and the identity index second, and makes a new key pending,
+ * under one lock, and the writer drops pending entries only after its commit, so two batches of one new
+ * identity share one key. A body sealed under a key that is not its patient's when the writer comes to it
+ * (the patient was erased meanwhile) is rejected (the source sends it again). A pending key whose batch
+ * failed is never on disk.
  *
  * At open, slots past the patient count (a key written by a commit that did not complete) are cut off,
  * and slots of erased patients (a crash between the erasure's commit and the overwrite: identities.c
@@ -588,37 +589,43 @@ ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     key_store *k = s->keys;
-    ms_code rc = MS_OK;
-    uint64_t number;
-    bool found = false, known;
-    /* pending first: the writer drops an identity's pending key only after the commit that put it into its
-     * patient's slot, so an identity without one that the index knows is a committed patient */
-    pthread_mutex_lock(&k->lock);
-    pending **p = find_pending(k, mac);
-    if (*p) memcpy(key, (*p)->key, SEAL_KEY);
-    found = *p != NULL;
-    known = !found && identity_index_get(s->identities, identity_hash_of((const char *)mac, 32), &number);
-    pthread_mutex_unlock(&k->lock);
-    if (known) rc = st_key_get(s, number, key, &found, e); /* a patient from before keys has none: made below */
-    if (rc != MS_OK || found) return rc;
-    /* a new key, made outside the lock (the generator may reseed from the kernel) */
-    pending *q = ms_calloc(1, sizeof *q);
-    memcpy(q->mac, mac, 32);
-    if (RAND_bytes(q->key, SEAL_KEY) != 1) {
-        free(q);
-        return ms_fail(e, MS_EIO, "store: random number generator failed");
+    identity_hash h = identity_hash_of((const char *)mac, 32);
+    pending *q = NULL;    /* a new key, made outside the lock (the generator may reseed from the kernel) */
+    bool keyless = false; /* the index's patient is from before data keys: it takes a new one */
+    /* Pending first, the index second, and a new key made pending only under the same lock as both
+     * lookups: the writer drops an identity's pending key after the commit that put it into its patient's
+     * slot, and put the identity into the index before that commit, so one of the two always has it. (A
+     * new key made pending after a lookup that found neither, without looking again, was a second key for
+     * one identity when a commit of it fell in between: the record sealed under it was rejected, and the
+     * key stayed pending for every later record of that patient.) */
+    for (;;) {
+        uint64_t number;
+        pthread_mutex_lock(&k->lock);
+        pending **p = find_pending(k, mac);
+        bool have = *p != NULL, known = !have && !keyless && identity_index_get(s->identities, h, &number);
+        if (!have && !known && q) {
+            *p = q;
+            q = NULL;
+            have = true;
+        }
+        if (have) memcpy(key, (*p)->key, SEAL_KEY);
+        pthread_mutex_unlock(&k->lock);
+        ms_code rc = MS_OK;
+        bool found = have;
+        if (known && (rc = st_key_get(s, number, key, &found, e)) == MS_OK && !found) keyless = true;
+        if (rc != MS_OK || found) {
+            if (q) OPENSSL_cleanse(q, sizeof *q);
+            free(q);
+            return rc;
+        }
+        if (q) continue;
+        q = ms_calloc(1, sizeof *q);
+        memcpy(q->mac, mac, 32);
+        if (RAND_bytes(q->key, SEAL_KEY) != 1) {
+            free(q);
+            return ms_fail(e, MS_EIO, "store: random number generator failed");
+        }
     }
-    pthread_mutex_lock(&k->lock);
-    p = find_pending(k, mac); /* another source may have made one meanwhile: that one it is */
-    bool theirs = *p != NULL;
-    if (!theirs) *p = q;
-    memcpy(key, (*p)->key, SEAL_KEY);
-    pthread_mutex_unlock(&k->lock);
-    if (theirs) {
-        OPENSSL_cleanse(q, sizeof *q);
-        free(q);
-    }
-    return MS_OK;
 }
 
 void st_key_pending_drop(store *s, const unsigned char mac[32])

@@ -964,6 +964,26 @@ def test_reject_non_object_lines():
 
 
 @test
+def test_reject_a_record_past_the_patients_field_limit():
+    """The writer's own rejection (a patient holds at most 4096 distinct fields) is a rejected line as the
+    parser's are: errors true, the reason, the batch's good lines stored, the patient as it was."""
+    name, tok = secret_name()
+    lines = []
+    for k in range(4):  # 4,000 distinct fields (a record holds at most 1,024)
+        d = person(name=name, dob="1961-02-03")
+        d.update({"f%d_%d" % (k, i): i for i in range(1000)})
+        lines.append(d)
+    ingest_created(lines)
+    pid = get_record(lines[0]["record_id"])["patient_id"]
+    before = get_patient(pid)["fields"]
+    bad = person(name=name, dob="1961-02-03")
+    bad.update({"g%d" % i: i for i in range(100)})
+    bad_line_case(bad, r"more than 4096 distinct fields", [tok])
+    get_record(bad["record_id"], expect=404)
+    eq(get_patient(pid)["fields"], before, "the patient's state is the one before the rejected record")
+
+
+@test
 def test_reject_missing_name():
     ssn = "078-05-%04d" % random.randrange(10000)
     bad_line_case({"record_id": rid(), "dob": "1980-01-01", "ssn": ssn}, r"\bname\b", [ssn])

@@ -245,5 +245,25 @@ def test_bench_reads_a_config_file():
     s.stop()
 
 
+@test(timeout=120)
+def test_bench_names_a_rejected_probe_and_the_servers_reason():
+    """A sampled record the batch's answer says was rejected is a failure with the server's reason at once,
+    not a 30 s wait for a record that was never stored ("acknowledged but not visible")."""
+    s = H.Server(name="cli-bench-rejected", extra_args=["--max-record", "512"])
+    s.start()
+    t0 = time.monotonic()
+    r = cli("bench", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--records", "200", "--batch", "100",
+            "--size", "1KiB", "--connections", "1", "--read-rate", "0", "--probe-every", "100", "--run-id", "rej",
+            timeout=100)
+    took = time.monotonic() - t0
+    eq(r.returncode, 1, "bench exit code with every record rejected (stderr %s)" % short(r.stderr))
+    check("probe: rej-0000000000 was rejected: line 1:" in r.stderr and "512" in r.stderr,
+          "the failure names the record, its line and the server's reason (the limit): %s" % short(r.stderr))
+    check("not visible" not in r.stderr, "no wait for a record the answer said was not stored: %s" % short(r.stderr))
+    check(took < 20, "the bench did not wait out the probe deadline (%.1f s)" % took)
+    eq(s.get("/v1/records/rej-0000000000").status, 404, "the rejected record is not in the store")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()

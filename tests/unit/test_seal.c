@@ -6,13 +6,16 @@
  * identity's key is pending until bound, the same identity gets the same key, a sealed body reads back,
  * and after an erasure the key slot holds the erasure's mark alone and the body no longer opens; the open overwrites
  * an erased patient's key left by a crash and cuts off keys past the patient count; a patient's sealed
- * values read back together from the disk, wherever they sit in their records and blocks.
+ * values read back together from the disk, wherever they sit in their records and blocks; a commit of an identity
+ * between another source's lookup and its new key leaves that source with the patient's key (RAND_bytes interposed).
  */
 #include "unit_store.h"
 
 #include "store/seal.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -451,6 +454,77 @@ static void test_a_patient_from_before_keys_adopts_one(void **state)
     unit_store_close(&u);
 }
 
+/* RAND_bytes, interposed (the store's objects are linked into this program): with race_hook set, the next
+ * call runs the hook first, once, then makes its bytes as OpenSSL does. */
+static void (*race_hook)(void);
+
+int RAND_bytes(unsigned char *buf, int num)
+{
+    static int (*real)(unsigned char *, int);
+    if (!real) *(void **)&real = dlsym(RTLD_NEXT, "RAND_bytes");
+    void (*hook)(void) = race_hook;
+    race_hook = NULL;
+    if (hook) hook();
+    return real(buf, num);
+}
+
+static struct {
+    store *s;
+    const char *ikey;
+    size_t il;
+    unsigned char key[32];
+} race;
+
+/* Another source seals a record of the same new identity (its key made pending), and the writer creates
+ * the patient and commits, which drops the pending key. */
+static void another_source_commits_the_identity(void)
+{
+    ms_err e;
+    assert_int_equal(store_data_key(race.s, race.ikey, race.il, race.key, &e), MS_OK);
+    store_write *w;
+    patient_ref p;
+    bool bound;
+    assert_int_equal(store_write_begin(race.s, &w, &e), MS_OK);
+    assert_int_equal(store_patient_create(w, race.ikey, race.il, race.key, &p, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+/* A new identity's key is made between a lookup that found neither a pending key nor the patient and the
+ * moment it becomes pending; a commit of the same identity can fall in between (the CI run of 2026-12-03:
+ * a record acknowledged as rejected, "the patient was erased while this record was on its way"). The
+ * source must end with the committed patient's key, which the writer binds, and leave nothing pending. */
+static void test_a_commit_between_lookup_and_new_key(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char ikey[] = "cy ray\0"
+                        "1970-01-03";
+    size_t il = sizeof ikey - 1;
+    race.s = u.s;
+    race.ikey = ikey;
+    race.il = il;
+    race_hook = another_source_commits_the_identity;
+    unsigned char k[32], again[32];
+    assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
+    assert_null(race_hook); /* the commit ran between the lookup and the new key */
+    assert_memory_equal(k, race.key, 32);
+    store_write *w;
+    patient_ref who;
+    bool found, bound;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
+    assert_true(bound); /* a record sealed under it is stored, not rejected */
+    store_write_abort(w);
+    assert_int_equal(store_data_key(u.s, ikey, il, again, &e), MS_OK);
+    assert_memory_equal(again, race.key, 32); /* no second key left pending for the next records */
+    unit_store_close(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_keys_in_a_store),
         cmocka_unit_test(test_sealed_values_read_together),
         cmocka_unit_test(test_a_patient_from_before_keys_adopts_one),
+        cmocka_unit_test(test_a_commit_between_lookup_and_new_key),
         cmocka_unit_test(test_fresh_ivs_never_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

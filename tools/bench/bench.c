@@ -13,7 +13,8 @@
  *   Threads: N senders (one keep-alive connection each) take batch numbers from an atomic
  *   counter, build the NDJSON body in their own buffer and POST it; a probe thread polls
  *   GET /v1/records/{id} for the sampled records of acknowledged batches until they answer 200
- *   (send-to-visible freshness); a reader thread GETs /v1/patients/{id} for patient ids learned
+ *   (send-to-visible freshness; a sampled record its batch's answer says was rejected is a failure
+ *   named with the server's reason, never waited for); a reader thread GETs /v1/patients/{id} for patient ids learned
  *   from the answers, paced by --read-rate (point-read latency under load). The main thread reads
  *   /metrics before and after, prints progress, and reports.
  *   Figures: every latency is kept (one double per sample); percentiles are nearest-rank on the
@@ -681,6 +682,8 @@ typedef struct {
     char record_id[ID_MAX];
     double sent_at;  /* monotonic seconds just before its batch was sent */
     double acked_at; /* when its batch's answer arrived (and it was queued for the probe) */
+    uint32_t item;   /* its place in its batch */
+    char status[12]; /* the batch answer's status for it: "created", "updated", "duplicate" */
 } probe_entry;
 
 /* A queue of probes between threads: pushed by senders (or the HTTP prober), popped by one prober. */
@@ -865,6 +868,31 @@ static bool patient_id_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
            c == '.';
+}
+
+/* The status of item `item` of an ingest answer (its `item`-th "status" key: error texts are escaped JSON
+ * strings, so they never hold one) into status, and for a rejected item its error, unescaped no further, into
+ * err. False: the answer has fewer items. */
+static bool item_answer(const char *body, uint32_t item, char *status, size_t status_cap, char *err, size_t err_cap)
+{
+    const char *p = body, *v = NULL;
+    for (uint32_t k = 0; k <= item; k++) {
+        if ((p = strstr(p, "\"status\"")) == NULL) return false;
+        p += 8;
+        if ((v = json_string_value(p)) == NULL) return false;
+    }
+    size_t n = strcspn(v, "\"");
+    snprintf(status, status_cap, "%.*s", (int)n, v);
+    err[0] = '\0';
+    const char *next = strstr(v, "\"status\""), *at = strstr(v, "\"error\"");
+    const char *ev = at && (!next || at < next) ? json_string_value(at + 7) : NULL;
+    if (ev) {
+        size_t el = 0;
+        while (ev[el] && ev[el] != '"')
+            el += ev[el] == '\\' && ev[el + 1] ? 2 : 1;
+        snprintf(err, err_cap, "%.*s", (int)el, ev);
+    }
+    return true;
 }
 
 /* Remembers about PATIENT_IDS_PER_BATCH patient ids from an ingest answer for the point reads. */
@@ -1062,8 +1090,10 @@ static void *sender_main(void *arg)
                 goto done;
             }
             len += n;
-            if (nprobes < probe_cap && gen_is_probe_sample(&b->gen, seq, cfg->probe_every))
+            if (nprobes < probe_cap && gen_is_probe_sample(&b->gen, seq, cfg->probe_every)) {
+                probes[nprobes].item = (uint32_t)(seq - first);
                 gen_record_id(&b->gen, seq, probes[nprobes++].record_id, ID_MAX);
+            }
         }
         if (pieces) { /* the last record's tail */
             memcpy(body + used, RECORD_TAIL, strlen(RECORD_TAIL));
@@ -1108,6 +1138,7 @@ static void *sender_main(void *arg)
             for (size_t k = 0; k < nprobes; k++) {
                 probes[k].sent_at = t0;
                 probes[k].acked_at = t0; /* visible only once the server has consumed it */
+                probes[k].status[0] = '\0';
             }
             if (!probes_enqueue(b, probes, nprobes)) {
                 report_error(b, "probe queue: out of memory");
@@ -1144,10 +1175,26 @@ static void *sender_main(void *arg)
         for (int k = 0; k < ST_COUNT; k++)
             atomic_fetch_add(&b->status_counts[k], counts[k]);
         if (cfg->read_rate) learn_patient_ids(b, resp.body, items);
+        size_t kept = 0; /* a probe the answer says was not stored is a failure, not a record to wait for */
         for (size_t k = 0; k < nprobes; k++) {
-            probes[k].sent_at = t0;
-            probes[k].acked_at = t1;
+            char err[256];
+            probe_entry *pe = &probes[k];
+            if (!item_answer(resp.body, pe->item, pe->status, sizeof pe->status, err, sizeof err)) {
+                report_error(b, "POST %s: the answer has no item %u (%s)", b->records_path, pe->item + 1,
+                             pe->record_id);
+                atomic_fetch_add(&b->probe_failures, 1);
+                continue;
+            }
+            if (strcmp(pe->status, "rejected") == 0) {
+                report_error(b, "probe: %s was rejected: %s", pe->record_id, err);
+                atomic_fetch_add(&b->probe_failures, 1);
+                continue;
+            }
+            pe->sent_at = t0;
+            pe->acked_at = t1;
+            probes[kept++] = *pe;
         }
+        nprobes = kept;
         if (!probes_enqueue(b, probes, nprobes)) {
             report_error(b, "probe queue: out of memory");
             atomic_store(&b->stop, true);
@@ -1268,10 +1315,12 @@ static void *prober_main(void *arg)
                 break;
             }
             if (t > deadline || atomic_load(&b->stop)) {
-                if (e == HTTP_CLIENT_OK)
-                    report_error(b, "probe: %s acknowledged but not visible after %.0f s", entry.record_id,
-                                 PROBE_DEADLINE_S);
-                else
+                if (e == HTTP_CLIENT_OK) {
+                    char excerpt[256];
+                    body_excerpt(&resp, excerpt, sizeof excerpt);
+                    report_error(b, "probe: %s acknowledged (%s) but not visible after %.0f s: GET answers 404: %s",
+                                 entry.record_id, entry.status[0] ? entry.status : "sent", PROBE_DEADLINE_S, excerpt);
+                } else
                     report_error(b, "probe GET %s: %s", path, http_client_conn_error(conn));
                 atomic_fetch_add(&b->probe_failures, 1);
                 break;
