@@ -77,9 +77,9 @@ struct kafka_ingest {
 
 /* The reason classes of dead letters in the log: a fixed word per kind of rejection (record_scan.c and
  * identity.c word their reasons so), never the reason itself. */
-enum { DLQ_TOO_LARGE, DLQ_MALFORMED, DLQ_IDENTITY, DLQ_FIELD, DLQ_OTHER, DLQ_CLASSES };
-static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large", "malformed", "identity_missing", "field_invalid",
-                                                         "other"};
+enum { DLQ_TOO_LARGE, DLQ_MALFORMED, DLQ_IDENTITY, DLQ_FIELD, DLQ_OTHER, DLQ_PATIENT, DLQ_CLASSES };
+static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large",     "malformed", "identity_missing",
+                                                         "field_invalid", "other",     "patient_state"};
 
 static int dead_letter_class(const char *why)
 {
@@ -135,6 +135,40 @@ static bool message_origin(const rd_kafka_message_t *m, uint32_t body_line, scan
            record_origin_replay(v, len);
 }
 
+/* One message to the dead-letter topic, the reason and its origin (partition, offset) in headers; false if
+ * it could not be queued (logged). */
+static bool dead_letter(kafka_ingest *k, const rd_kafka_message_t *m, const char *why)
+{
+    char part[16], offs[24];
+    snprintf(part, sizeof part, "%d", (int)m->partition);
+    snprintf(offs, sizeof offs, "%lld", (long long)m->offset);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+        RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
+        RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
+    if (err) {
+        ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s", rd_kafka_err2str(err));
+        return false;
+    }
+    atomic_fetch_add(&k->dead_letters, 1);
+    return true;
+}
+
+/* The log line of one batch's dead letters, counted by class (never the reasons themselves). */
+static void log_dead_letters(kafka_ingest *k, const unsigned classes[DLQ_CLASSES], unsigned sent)
+{
+    if (!sent) return;
+    char reasons[160] = "";
+    size_t at = 0;
+    for (int c = 0; c < DLQ_CLASSES; c++)
+        if (classes[c] && at < sizeof reasons)
+            at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "", dlq_class_names[c],
+                                   classes[c]);
+    log_field f[] = {LOG_UINT("count", sent), LOG_STR("reasons", reasons), LOG_STR("topic", k->opt.dlq_topic)};
+    ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f), "kafka: messages sent to the dead-letter topic");
+}
+
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
  * cannot be records to the dead-letter topic, and note each partition's next offset.
  * replay_of: NULL, or the committed batch a cluster node stores again (cluster.h): its offsets are recorded
@@ -175,35 +209,13 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
     unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
     for (int i = 0; i < n && !replay; i++) { /* a replay's were sent when the batch was first stored */
         if (!b->batch.records[i].rejected) continue;
-        char part[16], offs[24];
-        snprintf(part, sizeof part, "%d", (int)msgs[i]->partition);
-        snprintf(offs, sizeof offs, "%lld", (long long)msgs[i]->offset);
         const char *why = b->batch.records[i].error ? b->batch.records[i].error : "rejected";
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(msgs[i]->key, msgs[i]->key_len), RD_KAFKA_V_VALUE(msgs[i]->payload, msgs[i]->len),
-            RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
-            RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
-        if (err) {
-            ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s",
-                   rd_kafka_err2str(err));
-        } else {
+        if (dead_letter(k, msgs[i], why)) {
             sent++;
             classes[dead_letter_class(why)]++;
-            atomic_fetch_add(&k->dead_letters, 1);
         }
     }
-    if (sent) {
-        char reasons[160] = "";
-        size_t at = 0;
-        for (int c = 0; c < DLQ_CLASSES; c++)
-            if (classes[c] && at < sizeof reasons)
-                at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "", dlq_class_names[c],
-                                       classes[c]);
-        log_field f[] = {LOG_UINT("count", sent), LOG_STR("reasons", reasons), LOG_STR("topic", k->opt.dlq_topic)};
-        ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f),
-                      "kafka: messages sent to the dead-letter topic");
-    }
+    log_dead_letters(k, classes, sent);
     atomic_fetch_add(&k->messages, (uint64_t)n);
     if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay_of);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
@@ -261,6 +273,24 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
         usleep(200000);
     }
     return false;
+}
+
+/* Stage 3, once the batch is durable: the records the writer refused against what the store holds (the
+ * patient erased while the record was on its way, a patient past its field limit; writer.c) go to the
+ * dead-letter topic as the scanner's refusals did in stage 1, before the offsets move past them (plain
+ * mode: kafka_batch_commit waits for them). Without this they were only counted (records_total{status=
+ * "rejected"}) and lost. A replay's were sent when the batch was first stored. */
+static void writer_dead_letters(kafka_ingest *k, const kafka_batch *b)
+{
+    unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
+    for (int i = 0; i < b->n && !b->replay; i++) {
+        if (b->batch.records[i].rejected || b->results[i].status != ITEM_REJECTED) continue;
+        if (dead_letter(k, b->msgs[i], b->results[i].error ? b->results[i].error : "rejected")) {
+            sent++;
+            classes[DLQ_PATIENT]++;
+        }
+    }
+    log_dead_letters(k, classes, sent);
 }
 
 /* Stage 3, after the batch is durable: the dead letters must be in Kafka before the offsets move past
@@ -380,7 +410,10 @@ static void *store_main(void *arg)
     pthread_setname_np(pthread_self(), "ms-kafka-store");
     kafka_batch *b;
     while ((b = handoff_take(k, &k->to_store, &k->append_done))) { /* NULL: stage 2 is done, nothing left */
-        if (kafka_batch_store(k, b)) kafka_batch_commit(k, b);
+        if (kafka_batch_store(k, b)) {
+            writer_dead_letters(k, b);
+            kafka_batch_commit(k, b);
+        }
         kafka_batch_free(b);
         handoff_note(k, NULL, -1);
     }

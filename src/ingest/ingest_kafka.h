@@ -8,8 +8,9 @@
  * with its own store: a node losing partitions commits the offsets of what it stored synchronously and
  * drops what it polled and had not stored, so the next owner stores none of it; a node killed between a
  * batch's commit and Kafka's answer to its offsets leaves that batch to the next owner too (at least once
- * across stores; a cluster, cluster.h, is exactly once). A message that is not a valid record never blocks
- * its partition: it is produced to the dead-letter topic (header medstream-error: the reason, which
+ * across stores; a cluster, cluster.h, is exactly once). A message that is not a valid record, or that the
+ * writer refuses against the stored patient once its batch is stored, never blocks its partition and is
+ * never dropped: it is produced to the dead-letter topic (header medstream-error: the reason, which
  * names fields and positions, never values; plus medstream-partition and medstream-offset), and that
  * produce is acknowledged before the offsets are committed. If the store refuses a batch (disk full),
  * the consumer retries it, without committing offsets. Three stages (poll+scan, append, commit+offsets)

@@ -4,8 +4,9 @@
 # sending mocked records keyed by patient identity plus a few poison messages; after the send the test
 # waits 2 seconds, then queries medstream's API for every record: present once, the same patient id for
 # the same identity, a public copy with allow-listed fields only. Poison messages do not block their
-# partitions. Sending the same records again after a restart stores nothing twice. (Two processes in one
-# group across a kill -9 is tested on a real broker: test_cluster_group.py.)
+# partitions, and neither does a valid message the writer refuses against the stored patient: both are
+# dead letters with their reason. Sending the same records again after a restart stores nothing twice.
+# (Two processes in one group across a kill -9 is tested on a real broker: test_cluster_group.py.)
 #
 # Run: /usr/bin/python3 tests/e2e/test_kafka.py   (needs build/kafka_mock and python3-confluent-kafka)
 
@@ -160,6 +161,63 @@ def test_reference_end_to_end_through_kafka():
         eq(s.get_json("/v1/records/kafka-%05d" % i)["version"], 1, "a replayed record stays version 1")
     m = s.get("/metrics").text
     check('medstream_records_total{status="duplicate"}' in m, "duplicates are counted")
+    s.stop()
+
+
+@test(timeout=90)
+def test_a_record_the_writer_refuses_goes_to_the_dead_letter_topic():
+    """A valid message the writer refuses against the stored patient (here one past the patient's 4,096
+    distinct fields) is a dead letter with the writer's reason, as a malformed one is; it was counted and
+    lost before."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        raise H.Skip("python3-confluent-kafka is not installed")
+    p_mock, bootstrap = start_mock("wide")
+    s = H.Server(extra_args=["--kafka-brokers", bootstrap, "--kafka-topic", "wide", "--kafka-group", "wide-e2e"],
+                 name="kafka-refused")
+    s.start()
+    p = producer(bootstrap)
+    key = b"Wide Patient|1960-06-06"
+    for k in range(4):  # 4,000 distinct fields: the patient's state is near its limit
+        rec = {"record_id": "wide-%d" % k, "name": "Wide Patient", "dob": "1960-06-06"}
+        rec.update({"f%d_%d" % (k, i): i for i in range(1000)})
+        p.produce("wide", key=key, value=json.dumps(rec))
+    p.flush(10)
+    check(wait_visible(s, "wide-3", limit=40), "the four wide records were stored")
+    past = {"record_id": "wide-past", "name": "Wide Patient", "dob": "1960-06-06"}
+    past.update({"g%d" % i: i for i in range(100)})
+    p.produce("wide", key=key, value=json.dumps(past))
+    p.produce("wide", key=b"after", value=json.dumps({"record_id": "wide-after", "name": "After It", "dob": "1990-01-01"}))
+    p.flush(10)
+    check(wait_visible(s, "wide-after"), "the record behind the refused one was stored")
+    eq(s.get("/v1/records/wide-past").status, 404, "the refused record is not stored")
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wide-dlq-reader", "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    c.subscribe(["wide.dlq"])
+    dead, t0 = [], time.monotonic()
+    while not dead and time.monotonic() - t0 < 20:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            dead.append(m)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:  # nothing else arrives
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            dead.append(m)
+    c.close()
+    eq(len(dead), 1, "dead letters")
+    h = dict(dead[0].headers() or [])
+    check("4096 distinct fields" in h.get("medstream-error", b"").decode(),
+          "the writer's reason in the header: %s" % h.get("medstream-error"))
+    eq(json.loads(dead[0].value())["record_id"], "wide-past", "the refused message itself")
+    eq(dead[0].key(), key, "its key")
+    check("medstream-partition" in h and "medstream-offset" in h, "origin headers")
+    check("medstream_kafka_dead_letters_total 1" in s.get("/metrics").text, "the dead letter is counted")
+    log = open(s.log_path).read()
+    check("patient_state:1" in log, "the log line counts it by class")
+    check("Wide Patient" not in log, "no PHI in the log")
     s.stop()
 
 
