@@ -395,6 +395,7 @@ static void write_free(store_write *w)
 {
     free(w->inserted);
     free(w->bound);
+    free(w->erased);
     st_plog_write_free(w);
     buf_free(&w->states);
     buf_free(&w->log);
@@ -460,13 +461,16 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     if (commit_pos) *commit_pos = pos;
     for (size_t i = 0; i < w->nbound; i++) /* their keys are in their slots now */
         st_key_pending_drop(s, w->bound[i]);
-    if (w->erasing) {
-        identity_index_remove(s->identities, w->erased_hash);
+    for (size_t i = 0; i < w->nerased; i++) { /* every erasure of the commit (the writer groups several) */
+        const struct st_erased *x = &w->erased[i];
+        uint64_t now_of;
+        if (identity_index_get(s->identities, x->hash, &now_of) && now_of == x->number) /* not a patient made anew */
+            identity_index_remove(s->identities, x->hash);
         ms_err ke;
-        if (st_key_destroy(s, w->erased_number, &ke) != MS_OK) /* committed: its mark makes the next open retry */
+        if (st_key_destroy(s, x->number, &ke) != MS_OK) /* committed: its mark makes the next open retry */
             ms_log(LOG_ERROR, "store", "%s (the next start overwrites it)", ke.msg);
         else
-            st_keys_erase_done(s, w->erased_number);
+            st_keys_erase_done(s, x->number);
     }
     write_free(w);
     return MS_OK;

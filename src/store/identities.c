@@ -599,11 +599,20 @@ ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, b
     MDB_val mk = erase_mark_key(mb, number), empty = {0, NULL};
     if (!mrc) mrc = mdb_put(w->txn, w->s->dbi[DB_META], &mk, &empty, 0);
     if (mrc) return st_mdb_fail(e, mrc, "identity erase");
-    w->erasing = true;
-    w->erased_number = number;
-    w->erased_hash = identity_hash_of((const char *)mac, 32);
+    if (w->nerased == w->caperased) {
+        w->caperased = w->caperased ? w->caperased * 2 : 4;
+        w->erased = ms_realloc(w->erased, sizeof *w->erased * w->caperased);
+    }
+    w->erased[w->nerased++] = (struct st_erased){number, identity_hash_of((const char *)mac, 32)};
     *was_live = true;
     return MS_OK;
+}
+
+bool st_write_erased(const store_write *w, uint64_t number)
+{
+    for (size_t i = 0; i < w->nerased; i++)
+        if (w->erased[i].number == number) return true;
+    return false;
 }
 
 ms_code store_identity_key(store_read *r, const patient_id *pid, buf *key, bool *found, ms_err *e)

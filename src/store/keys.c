@@ -286,16 +286,22 @@ static ms_code read_slots(store *s, uint64_t first, size_t n, unsigned char *buf
     return rc;
 }
 
-/* The fresh slots into the file (store_write's thread). On failure they are dropped: they are of patients no
- * commit has created yet (every commit writes them first), and the commit that would have fails. */
+/* The fresh slots into the file (store_write's thread). On failure they are dropped, from the cache too: the
+ * commit that would have made them count (every commit writes them first) fails, and its retry puts them
+ * again (a legacy patient's bind finds no key in the cache, so it makes its slot again). */
 static ms_code fresh_write(key_store *k, ms_err *e)
 {
     if (!k->fresh_n) return MS_OK;
     size_t len = k->fresh_n * SLOT;
     ms_code rc = write_at(k->fd, k->fresh, len, slot_off(k->fresh_first)) ? MS_OK : write_fail(e, "writing data keys");
+    uint64_t first = k->fresh_first, n = k->fresh_n;
     pthread_mutex_lock(&k->lock);
     k->fresh_n = 0; /* after the write: a reader finds these slots in memory until now, in the file from now on */
     pthread_mutex_unlock(&k->lock);
+    /* dropped: their keys leave the cache too, or a retried bind would find one there and commit records
+     * sealed under a key that is on no disk */
+    for (uint64_t i = 0; rc != MS_OK && i < n; i++)
+        cache_set(k, first + i, NULL);
     k->dirty = true;
     return rc;
 }
@@ -590,18 +596,23 @@ ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     key_store *k = s->keys;
     identity_hash h = identity_hash_of((const char *)mac, 32);
-    pending *q = NULL;    /* a new key, made outside the lock (the generator may reseed from the kernel) */
-    bool keyless = false; /* the index's patient is from before data keys: it takes a new one */
+    pending *q = NULL;        /* a new key, made outside the lock (the generator may reseed from the kernel) */
+    bool keyless = false;     /* the index's patient is from before data keys: it takes a new one ... */
+    uint64_t keyless_gen = 0; /* ... unless a slot was written since it was found so (its key, bound meanwhile) */
     /* Pending first, the index second, and a new key made pending only under the same lock as both
      * lookups: the writer drops an identity's pending key after the commit that put it into its patient's
      * slot, and put the identity into the index before that commit, so one of the two always has it. (A
      * new key made pending after a lookup that found neither, without looking again, was a second key for
      * one identity when a commit of it fell in between: the record sealed under it was rejected, and the
-     * key stayed pending for every later record of that patient.) */
+     * key stayed pending for every later record of that patient.) A patient from before data keys is found
+     * keyless outside the lock; a slot written since (k->gen: st_key_put, as its bind does) sends the
+     * lookup back to the index. */
     for (;;) {
         uint64_t number;
         pthread_mutex_lock(&k->lock);
         pending **p = find_pending(k, mac);
+        if (keyless && k->gen != keyless_gen) keyless = false; /* look again: it may have its key now */
+        uint64_t gen = k->gen;
         bool have = *p != NULL, known = !have && !keyless && identity_index_get(s->identities, h, &number);
         if (!have && !known && q) {
             *p = q;
@@ -612,7 +623,10 @@ ms_code st_data_key_of(store *s, const unsigned char mac[32], unsigned char key[
         pthread_mutex_unlock(&k->lock);
         ms_code rc = MS_OK;
         bool found = have;
-        if (known && (rc = st_key_get(s, number, key, &found, e)) == MS_OK && !found) keyless = true;
+        if (known && (rc = st_key_get(s, number, key, &found, e)) == MS_OK && !found) {
+            keyless = true;
+            keyless_gen = gen;
+        }
         if (rc != MS_OK || found) {
             if (q) OPENSSL_cleanse(q, sizeof *q);
             free(q);

@@ -314,16 +314,20 @@ static ms_code reserve(segment_log *l, uint64_t need, bool fill, uint64_t *pos, 
     return MS_OK;
 }
 
-/* Wait until [pos, pos + len) is readable: no fill in flight holds a byte of it that is not final yet. */
+/* Wait until [pos, pos + len) is readable: no fill in flight holds a byte of it that is not final yet. A
+ * cached fill's sealed part is final in the ring, unless an append that could not be cached has raised
+ * ring_low past the fill's start since (reserve): then a read of it goes to the file, which has it only once
+ * the fill has ended. */
 static void wait_filled(segment_log *l, uint64_t pos, size_t len)
 {
     pthread_mutex_lock(&l->lock);
     for (;;) {
         bool wait = false;
+        uint64_t low = atomic_load(&l->ring_low);
         for (unsigned i = 0; i < l->nfills && !wait; i++) {
             uint64_t s = l->fills[i].start;
-            wait =
-                s < pos + len && pos < l->fills[i].end && !(l->fills[i].cached && s + l->fills[i].ready >= pos + len);
+            bool in_ring = l->fills[i].cached && s >= low && s + l->fills[i].ready >= pos + len;
+            wait = s < pos + len && pos < l->fills[i].end && !in_ring;
         }
         if (!wait) break;
         l->waiters++;

@@ -114,10 +114,12 @@ struct store_write {
     unsigned char (*bound)[32]; /* identity MACs whose pending keys this transaction wrote (keys.c): dropped
                                    from pending after the commit */
     size_t nbound, capbound;
-    bool erasing; /* an erasure (erase.c): after the commit, erased_number's key is overwritten ... */
-    uint64_t erased_number;
-    identity_hash erased_hash; /* ... and its identity leaves the in-memory index */
-    st_schema_versions sv;     /* the public copies' schema versions as this transaction sees them (st_write_sv) */
+    struct st_erased {
+        uint64_t number;    /* a patient this transaction erased (erase.c): after the commit its key is overwritten */
+        identity_hash hash; /* and its identity leaves the in-memory index (if it still names that number) */
+    } * erased;             /* every erasure of the transaction: the writer groups several DELETEs in one */
+    size_t nerased, caperased;
+    st_schema_versions sv; /* the public copies' schema versions as this transaction sees them (st_write_sv) */
     /* the patient log (plog.c): the heads of the patients this transaction appended to (number + 1 -> the
      * newest entry, and the newest 'v', 'r' and 'P' entry), its entries' sequence numbers, and the checkpoint
      * its commit writes */
@@ -376,6 +378,8 @@ void st_key_pending_drop(store *s, const unsigned char mac[32]);
 /* identities.c: turn patient number's identity entry into an erased marker, and note on w that after the
  * commit its identity leaves the index and its key is overwritten. *was_live false: none, or erased. */
 ms_code st_ident_erase(store_write *w, uint64_t number, const patient_id *pid, bool *was_live, ms_err *e);
+/* identities.c: did w erase patient number? */
+bool st_write_erased(const store_write *w, uint64_t number);
 /* identities.c: the identity key of patient number as txn sees it (opened with the patient's data key when
  * sealed); *found false: none, or erased. */
 ms_code st_identity_key_of(store *s, MDB_txn *txn, uint64_t number, buf *key, bool *found, ms_err *e);

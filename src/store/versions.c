@@ -427,7 +427,7 @@ static void state_moved(void *ctx, uint64_t number, uint64_t before, uint64_t af
                         bool version)
 {
     store_write *w = ctx;
-    if (w->erasing && number == w->erased_number)
+    if (st_write_erased(w, number))
         state_cache_drop(w->s->states, number);
     else
         state_cache_rehead(w->s->states, number, version ? after : before, after, newest);

@@ -7,13 +7,16 @@
  * and after an erasure the key slot holds the erasure's mark alone and the body no longer opens; the open overwrites
  * an erased patient's key left by a crash and cuts off keys past the patient count; a patient's sealed
  * values read back together from the disk, wherever they sit in their records and blocks; a commit of an identity
- * between another source's lookup and its new key leaves that source with the patient's key (RAND_bytes interposed).
+ * (or a legacy patient's first bind) between another source's lookup and its new key leaves that source with the
+ * patient's key (RAND_bytes interposed); two erasures in one commit both take effect; a failed key file write
+ * (pwrite interposed) leaves no key in the cache for the retry to trust.
  */
 #include "unit_store.h"
 
 #include "store/seal.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -525,6 +528,188 @@ static void test_a_commit_between_lookup_and_new_key(void **state)
     unit_store_close(&u);
 }
 
+/* A patient from before data keys: the same race as above where the lookup finds it keyless (outside the
+ * lock) and another source's record binds its first key before the new one is made pending. */
+static void another_source_binds_the_first_key(void)
+{
+    ms_err e;
+    assert_int_equal(store_data_key(race.s, race.ikey, race.il, race.key, &e), MS_OK);
+    store_write *w;
+    patient_ref who;
+    bool found, bound;
+    assert_int_equal(store_write_begin(race.s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_get(w, race.ikey, race.il, &who, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_patient_key_bind(w, &who, race.ikey, race.il, race.key, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+static void legacy_patient(unit_store *u, const char *ikey, size_t il, patient_ref *p)
+{
+    ms_err e;
+    store_write *w;
+    *p = (patient_ref){.number = 0};
+    store_patient_id(u->s, 0, &p->id);
+    assert_int_equal(store_write_begin(u->s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_put(w, ikey, il, p, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+static void test_a_bind_between_keyless_lookup_and_new_key(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char ikey[] = "old timer\0"
+                        "1940-04-04";
+    size_t il = sizeof ikey - 1;
+    patient_ref p;
+    legacy_patient(&u, ikey, il, &p);
+    race.s = u.s;
+    race.ikey = ikey;
+    race.il = il;
+    race_hook = another_source_binds_the_first_key;
+    unsigned char k[32], again[32];
+    assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
+    assert_null(race_hook);
+    assert_memory_equal(k, race.key, 32); /* the key bound meanwhile, not a second one */
+    store_write *w;
+    patient_ref who;
+    bool found, bound;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
+    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
+    assert_true(bound);
+    store_write_abort(w);
+    assert_int_equal(store_data_key(u.s, ikey, il, again, &e), MS_OK);
+    assert_memory_equal(again, race.key, 32);
+    unit_store_close(&u);
+}
+
+static void new_patient(store *s, const char *ikey, size_t il, patient_ref *p, unsigned char key[32])
+{
+    ms_err e;
+    store_write *w;
+    bool bound;
+    assert_int_equal(store_data_key(s, ikey, il, key, &e), MS_OK);
+    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
+    assert_int_equal(store_patient_create(w, ikey, il, key, p, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+/* The writer groups several DELETE /v1/patients in one commit: every erased patient's key is overwritten and
+ * its identity leaves the index (only the last one's did: the others' keys stayed until a restart, and every
+ * new record of their identities was rejected as "erased while on its way", for good). */
+static void test_two_erasures_in_one_commit(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char a[] = "ann lee\0"
+                     "1970-01-01",
+               b[] = "bob roe\0"
+                     "1980-02-02";
+    patient_ref pa, pb, p;
+    unsigned char ka[32], kb[32], k[32];
+    new_patient(u.s, a, sizeof a - 1, &pa, ka);
+    new_patient(u.s, b, sizeof b - 1, &pb, kb);
+    store_write *w;
+    erase_report r1, r2;
+    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+    assert_int_equal(store_patient_erase(w, &pa.id, &r1, &e), MS_OK);
+    assert_int_equal(store_patient_erase(w, &pb.id, &r2, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    assert_true(store_patient_key_gone(u.s, &pa.id));
+    assert_true(store_patient_key_gone(u.s, &pb.id));
+    const char *ids[2] = {a, b};
+    size_t lens[2] = {sizeof a - 1, sizeof b - 1};
+    unsigned char *olds[2] = {ka, kb};
+    for (int i = 0; i < 2; i++) { /* a new record of either identity: a new patient, under a new key */
+        assert_int_equal(store_data_key(u.s, ids[i], lens[i], k, &e), MS_OK);
+        assert_true(memcmp(k, olds[i], 32) != 0);
+        bool known, bound;
+        assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+        assert_int_equal(store_ident_get(w, ids[i], lens[i], &p, &known, &e), MS_OK);
+        assert_false(known);
+        assert_int_equal(store_patient_create(w, ids[i], lens[i], k, &p, &bound, &e), MS_OK);
+        assert_true(bound);
+        assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    }
+    unit_store_close(&u);
+}
+
+/* pwrite, interposed: a write to fail_fd fails as a full disk does. */
+static int fail_fd = -1;
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) *(void **)&real = dlsym(RTLD_NEXT, "pwrite");
+    if (fd >= 0 && fd == fail_fd) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, buf, n, off);
+}
+
+/* The descriptor this process holds on path, or -1. */
+static int fd_of(const char *path)
+{
+    char link[64], target[4096];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        if (strcmp(target, path) == 0) return fd;
+    }
+    return -1;
+}
+
+/* A commit whose key file write fails drops its new slots, from the key cache too: the retried bind of a
+ * patient from before data keys writes its key again (it found it in the cache and wrote nothing, so its
+ * records were committed under a key that was on no disk: unreadable after a restart). */
+static void test_a_failed_key_write_leaves_no_key_in_the_cache(void **state)
+{
+    (void)state;
+    unit_store u;
+    assert_true(unit_store_open(&u, NULL));
+    ms_err e;
+    const char ikey[] = "old timer\0"
+                        "1940-04-04";
+    size_t il = sizeof ikey - 1;
+    patient_ref p, who;
+    legacy_patient(&u, ikey, il, &p);
+    unsigned char k[32], after[32];
+    assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
+    char path[256], real_path[4096];
+    snprintf(path, sizeof path, "%s/keys", u.dir);
+    assert_non_null(realpath(path, real_path));
+    bool found, bound;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        store_write *w;
+        assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
+        assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
+        assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
+        assert_true(bound);
+        fail_fd = attempt == 0 ? fd_of(real_path) : -1;
+        if (attempt == 0) assert_true(fail_fd >= 0);
+        ms_code rc = store_write_commit(w, NULL, &e);
+        fail_fd = -1;
+        assert_int_equal(rc, attempt == 0 ? MS_EFULL : MS_OK);
+    }
+    store_close(u.s);
+    assert_int_equal(store_open(&u.s, u.dir, NULL, &e), MS_OK);
+    assert_false(store_patient_key_gone(u.s, &p.id)); /* on disk */
+    assert_int_equal(store_data_key(u.s, ikey, il, after, &e), MS_OK);
+    assert_memory_equal(after, k, 32);
+    unit_store_close(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +721,9 @@ int main(void)
         cmocka_unit_test(test_sealed_values_read_together),
         cmocka_unit_test(test_a_patient_from_before_keys_adopts_one),
         cmocka_unit_test(test_a_commit_between_lookup_and_new_key),
+        cmocka_unit_test(test_a_bind_between_keyless_lookup_and_new_key),
+        cmocka_unit_test(test_two_erasures_in_one_commit),
+        cmocka_unit_test(test_a_failed_key_write_leaves_no_key_in_the_cache),
         cmocka_unit_test(test_fresh_ivs_never_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -254,6 +254,38 @@ static void test_read_of_a_fill_in_flight_waits_until_final(void **state)
     unit_rmtree(dir);
 }
 
+/* A cached fill sealed but not ended (the writer reads a batch while it is sealed: ingest.c), then another
+ * fill that cannot be cached (it would overwrite the first's ring bytes) raises ring_low past it: a read of
+ * the first's sealed bytes goes to the file, so it waits for the fill's end (it read zeros before: the
+ * commit then failed its checksum as "corrupt"). */
+static void test_read_of_a_cached_fill_passed_by_ring_low_waits_for_its_end(void **state)
+{
+    (void)state;
+    char dir[64];
+    unit_tmpdir(dir);
+    segment_log *l = open_log(dir, 4 * MiB, 0);
+    ms_err e = {0};
+    seglog_fill a, b;
+    size_t alen = 64 * 1024; /* under one write chunk: written at its end */
+    assert_int_equal(seglog_fill_begin(l, alen, &a, &e), MS_OK);
+    assert_true(a.cached);
+    for (size_t i = 0; i < alen; i++)
+        a.dst[i] = pattern(8, i);
+    seglog_fill_ready(&a, alen);
+    pthread_t ta, tb;
+    reader ra, rb;
+    assert_true(read_returns(&ta, &ra, l, a.pos, 4096)); /* in the ring: at once */
+    expect_read(ta, &ra, 8, 0);
+    assert_int_equal(seglog_fill_begin(l, 4 * MiB, &b, &e), MS_OK);
+    assert_false(b.cached);
+    assert_false(read_returns(&tb, &rb, l, a.pos, 4096)); /* not in the ring any more, not in the file yet */
+    assert_int_equal(seglog_fill_end(&a, true, &e), MS_OK);
+    expect_read(tb, &rb, 8, 0);
+    assert_int_equal(seglog_fill_end(&b, false, &e), MS_OK);
+    seglog_close(l);
+    unit_rmtree(dir);
+}
+
 typedef struct {
     segment_log *log;
     unsigned id;
@@ -304,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_fill_over_a_filling_one_takes_its_own_buffer),
         cmocka_unit_test(test_fill_short_write_is_disk_full_and_given_up_is_a_hole),
         cmocka_unit_test(test_read_of_a_fill_in_flight_waits_until_final),
+        cmocka_unit_test(test_read_of_a_cached_fill_passed_by_ring_low_waits_for_its_end),
         cmocka_unit_test(test_threads_fill_and_read_over_a_small_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
