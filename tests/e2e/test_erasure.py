@@ -6,7 +6,8 @@
 # readable; a copy of the data directory taken BEFORE the erasure (a backup), opened with the key file
 # after it, cannot read the erased patient but reads the other; the server's exports made before are
 # withdrawn (their files in DATA/exports held PHI in the clear); an erasure during a re-projection under a
-# new schema leaves no copy under either version; `medstream erase` offline; bad requests.
+# new schema leaves no copy under either version; erasures committed in one group all take effect;
+# `medstream erase` offline; bad requests.
 #
 # Run: /usr/bin/python3 tests/e2e/test_erasure.py [NAME_SUBSTRING...]
 
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import harness as H
@@ -251,6 +253,45 @@ def test_erase_during_a_reprojection():
     eq(s.get_json("/v1/public/patients/" + keep)["schema_version"], 2, "the other patient under version 2")
     s.stop()
     eq(files_holding(s.data_dir, DISTINCTIVE), {}, "traces of the erased patient")
+
+
+@test(timeout=120)
+def test_erasures_side_by_side_all_take_effect():
+    """DELETEs that arrive together are committed in one group by the writer: each erased patient's key is
+    overwritten (its certificate says so) and each identity comes back as a new patient (only the group's
+    last erasure took effect: the others' keys stayed until a restart and their identities' new records were
+    rejected)."""
+    s = H.Server(name="erase-many")
+    s.start()
+    s.login()
+    n = 12
+    people = [("Parallel Erase %d" % i, "1950-01-%02d" % (i + 1)) for i in range(n)]
+    ans = s.ingest_ok([{"record_id": "pe-%d" % i, "name": nm, "dob": dob, "notes": "pe secret %d" % i}
+                       for i, (nm, dob) in enumerate(people)])
+    pids = [it["patient_id"] for it in ans["items"]]
+    eq(len(set(pids)), n, "patients")
+    go = threading.Barrier(n)
+    answers = [None] * n
+
+    def erase_one(i):
+        go.wait()
+        answers[i] = s.request("DELETE", "/v1/patients/" + pids[i], body=json.dumps({"reason": "side by side"}),
+                               headers={"Content-Type": "application/json"})
+
+    threads = [threading.Thread(target=erase_one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, r in enumerate(answers):
+        check(r is not None and r.status == 200, "DELETE %d: %s" % (i, r and short(r.text)))
+        key = [x["status"] for x in r.json()["stores"] if x["store"] == "data_key"]
+        eq(key, ["done"], "erasure %d: the data key is overwritten" % i)
+    ans = s.ingest_ok([{"record_id": "pe-new-%d" % i, "name": nm, "dob": dob} for i, (nm, dob) in enumerate(people)])
+    for i, it in enumerate(ans["items"]):
+        eq(it["status"], "created", "a new record of erased identity %d (%s)" % (i, it.get("error")))
+        check(it["patient_id"] != pids[i], "identity %d comes back as a new patient" % i)
+    s.stop()
 
 
 @test
