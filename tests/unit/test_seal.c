@@ -457,8 +457,56 @@ static void test_a_patient_from_before_keys_adopts_one(void **state)
     unit_store_close(&u);
 }
 
+/* ---- helpers of the race and failure tests below ---- */
+
+/* A patient from before data keys (an unsealed identity entry, as preload writes), number 0. */
+static void legacy_patient(store *s, const char *ikey, size_t il, patient_ref *p)
+{
+    ms_err e;
+    store_write *w;
+    *p = (patient_ref){.number = 0};
+    store_patient_id(s, 0, &p->id);
+    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_put(w, ikey, il, p, &e), MS_OK);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+/* A record of a new identity as the writer stores it: its key from store_data_key, the patient created and
+ * committed. */
+static void new_patient(store *s, const char *ikey, size_t il, patient_ref *p, unsigned char key[32])
+{
+    ms_err e;
+    store_write *w;
+    bool bound;
+    assert_int_equal(store_data_key(s, ikey, il, key, &e), MS_OK);
+    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
+    assert_int_equal(store_patient_create(w, ikey, il, key, p, &bound, &e), MS_OK);
+    assert_true(bound);
+    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+}
+
+/* Does the writer bind a record of this known identity sealed under key (else: rejected, "erased while on
+ * its way")? The store_write is committed with commit, else aborted; its commit's code in *rc. */
+static bool binds(store *s, const char *ikey, size_t il, const unsigned char key[32], bool commit, ms_code *rc)
+{
+    ms_err e;
+    store_write *w;
+    patient_ref who;
+    bool found, bound;
+    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
+    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
+    assert_true(found);
+    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, key, &bound, &e), MS_OK);
+    if (commit)
+        *rc = store_write_commit(w, NULL, &e);
+    else
+        store_write_abort(w);
+    return bound;
+}
+
 /* RAND_bytes, interposed (the store's objects are linked into this program): with race_hook set, the next
- * call runs the hook first, once, then makes its bytes as OpenSSL does. */
+ * call runs the hook first, once, then makes its bytes as OpenSSL does. store_data_key calls it between its
+ * lookup that found no key and making the new one pending: the hook is another source there. */
 static void (*race_hook)(void);
 
 int RAND_bytes(unsigned char *buf, int num)
@@ -478,126 +526,66 @@ static struct {
     unsigned char key[32];
 } race;
 
-/* Another source seals a record of the same new identity (its key made pending), and the writer creates
- * the patient and commits, which drops the pending key. */
+/* Another source's record of a new identity: its key made pending, the patient created and committed (which
+ * drops the pending key). */
 static void another_source_commits_the_identity(void)
 {
-    ms_err e;
-    assert_int_equal(store_data_key(race.s, race.ikey, race.il, race.key, &e), MS_OK);
-    store_write *w;
     patient_ref p;
-    bool bound;
-    assert_int_equal(store_write_begin(race.s, &w, &e), MS_OK);
-    assert_int_equal(store_patient_create(w, race.ikey, race.il, race.key, &p, &bound, &e), MS_OK);
-    assert_true(bound);
-    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    new_patient(race.s, race.ikey, race.il, &p, race.key);
 }
 
-/* A new identity's key is made between a lookup that found neither a pending key nor the patient and the
- * moment it becomes pending; a commit of the same identity can fall in between (the CI run of 2026-12-03:
- * a record acknowledged as rejected, "the patient was erased while this record was on its way"). The
- * source must end with the committed patient's key, which the writer binds, and leave nothing pending. */
-static void test_a_commit_between_lookup_and_new_key(void **state)
+/* Another source's record of a patient from before data keys: its first key made pending, bound, committed. */
+static void another_source_binds_the_first_key(void)
 {
-    (void)state;
+    ms_err e;
+    ms_code rc;
+    assert_int_equal(store_data_key(race.s, race.ikey, race.il, race.key, &e), MS_OK);
+    assert_true(binds(race.s, race.ikey, race.il, race.key, true, &rc));
+    assert_int_equal(rc, MS_OK);
+}
+
+/* store_data_key of ikey with hook run between its lookup and its new key: the source must end with the key
+ * the other source's commit gave the patient, which the writer binds, and leave no second key pending. */
+static void race_data_key(const char *ikey, size_t il, bool legacy, void (*hook)(void))
+{
     unit_store u;
     assert_true(unit_store_open(&u, NULL));
     ms_err e;
-    const char ikey[] = "cy ray\0"
-                        "1970-01-03";
-    size_t il = sizeof ikey - 1;
+    ms_code rc;
+    patient_ref p;
+    if (legacy) legacy_patient(u.s, ikey, il, &p);
     race.s = u.s;
     race.ikey = ikey;
     race.il = il;
-    race_hook = another_source_commits_the_identity;
+    race_hook = hook;
     unsigned char k[32], again[32];
     assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
-    assert_null(race_hook); /* the commit ran between the lookup and the new key */
+    assert_null(race_hook); /* the other source ran between the lookup and the new key */
     assert_memory_equal(k, race.key, 32);
-    store_write *w;
-    patient_ref who;
-    bool found, bound;
-    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
-    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
-    assert_true(found);
-    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
-    assert_true(bound); /* a record sealed under it is stored, not rejected */
-    store_write_abort(w);
+    assert_true(binds(u.s, ikey, il, k, false, &rc)); /* a record sealed under it is stored, not rejected */
     assert_int_equal(store_data_key(u.s, ikey, il, again, &e), MS_OK);
     assert_memory_equal(again, race.key, 32); /* no second key left pending for the next records */
     unit_store_close(&u);
 }
 
-/* A patient from before data keys: the same race as above where the lookup finds it keyless (outside the
- * lock) and another source's record binds its first key before the new one is made pending. */
-static void another_source_binds_the_first_key(void)
+/* A new identity: a commit of it between the lookup that found neither a pending key nor the patient and the
+ * new key becoming pending (the CI run of 2026-12-03: a record answered as rejected, "the patient was erased
+ * while this record was on its way", and every later record of the patient the same). */
+static void test_a_commit_between_lookup_and_new_key(void **state)
 {
-    ms_err e;
-    assert_int_equal(store_data_key(race.s, race.ikey, race.il, race.key, &e), MS_OK);
-    store_write *w;
-    patient_ref who;
-    bool found, bound;
-    assert_int_equal(store_write_begin(race.s, &w, &e), MS_OK);
-    assert_int_equal(store_ident_get(w, race.ikey, race.il, &who, &found, &e), MS_OK);
-    assert_true(found);
-    assert_int_equal(store_patient_key_bind(w, &who, race.ikey, race.il, race.key, &bound, &e), MS_OK);
-    assert_true(bound);
-    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    (void)state;
+    const char ikey[] = "cy ray\0"
+                        "1970-01-03";
+    race_data_key(ikey, sizeof ikey - 1, false, another_source_commits_the_identity);
 }
 
-static void legacy_patient(unit_store *u, const char *ikey, size_t il, patient_ref *p)
-{
-    ms_err e;
-    store_write *w;
-    *p = (patient_ref){.number = 0};
-    store_patient_id(u->s, 0, &p->id);
-    assert_int_equal(store_write_begin(u->s, &w, &e), MS_OK);
-    assert_int_equal(store_ident_put(w, ikey, il, p, &e), MS_OK);
-    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
-}
-
+/* A patient from before data keys, found keyless outside the lock, its first key bound meanwhile. */
 static void test_a_bind_between_keyless_lookup_and_new_key(void **state)
 {
     (void)state;
-    unit_store u;
-    assert_true(unit_store_open(&u, NULL));
-    ms_err e;
     const char ikey[] = "old timer\0"
                         "1940-04-04";
-    size_t il = sizeof ikey - 1;
-    patient_ref p;
-    legacy_patient(&u, ikey, il, &p);
-    race.s = u.s;
-    race.ikey = ikey;
-    race.il = il;
-    race_hook = another_source_binds_the_first_key;
-    unsigned char k[32], again[32];
-    assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
-    assert_null(race_hook);
-    assert_memory_equal(k, race.key, 32); /* the key bound meanwhile, not a second one */
-    store_write *w;
-    patient_ref who;
-    bool found, bound;
-    assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
-    assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
-    assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
-    assert_true(bound);
-    store_write_abort(w);
-    assert_int_equal(store_data_key(u.s, ikey, il, again, &e), MS_OK);
-    assert_memory_equal(again, race.key, 32);
-    unit_store_close(&u);
-}
-
-static void new_patient(store *s, const char *ikey, size_t il, patient_ref *p, unsigned char key[32])
-{
-    ms_err e;
-    store_write *w;
-    bool bound;
-    assert_int_equal(store_data_key(s, ikey, il, key, &e), MS_OK);
-    assert_int_equal(store_write_begin(s, &w, &e), MS_OK);
-    assert_int_equal(store_patient_create(w, ikey, il, key, p, &bound, &e), MS_OK);
-    assert_true(bound);
-    assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+    race_data_key(ikey, sizeof ikey - 1, true, another_source_binds_the_first_key);
 }
 
 /* The writer groups several DELETE /v1/patients in one commit: every erased patient's key is overwritten and
@@ -609,35 +597,26 @@ static void test_two_erasures_in_one_commit(void **state)
     unit_store u;
     assert_true(unit_store_open(&u, NULL));
     ms_err e;
-    const char a[] = "ann lee\0"
-                     "1970-01-01",
-               b[] = "bob roe\0"
-                     "1980-02-02";
-    patient_ref pa, pb, p;
-    unsigned char ka[32], kb[32], k[32];
-    new_patient(u.s, a, sizeof a - 1, &pa, ka);
-    new_patient(u.s, b, sizeof b - 1, &pb, kb);
+    const char *ids[2] = {"ann lee\0"
+                          "1970-01-01",
+                          "bob roe\0"
+                          "1980-02-02"};
+    size_t il = strlen(ids[0]) + 1 + 10;
+    patient_ref p[2], again;
+    unsigned char old[2][32], k[32];
+    for (int i = 0; i < 2; i++)
+        new_patient(u.s, ids[i], il, &p[i], old[i]);
     store_write *w;
-    erase_report r1, r2;
+    erase_report rep;
     assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
-    assert_int_equal(store_patient_erase(w, &pa.id, &r1, &e), MS_OK);
-    assert_int_equal(store_patient_erase(w, &pb.id, &r2, &e), MS_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(store_patient_erase(w, &p[i].id, &rep, &e), MS_OK);
     assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
-    assert_true(store_patient_key_gone(u.s, &pa.id));
-    assert_true(store_patient_key_gone(u.s, &pb.id));
-    const char *ids[2] = {a, b};
-    size_t lens[2] = {sizeof a - 1, sizeof b - 1};
-    unsigned char *olds[2] = {ka, kb};
     for (int i = 0; i < 2; i++) { /* a new record of either identity: a new patient, under a new key */
-        assert_int_equal(store_data_key(u.s, ids[i], lens[i], k, &e), MS_OK);
-        assert_true(memcmp(k, olds[i], 32) != 0);
-        bool known, bound;
-        assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
-        assert_int_equal(store_ident_get(w, ids[i], lens[i], &p, &known, &e), MS_OK);
-        assert_false(known);
-        assert_int_equal(store_patient_create(w, ids[i], lens[i], k, &p, &bound, &e), MS_OK);
-        assert_true(bound);
-        assert_int_equal(store_write_commit(w, NULL, &e), MS_OK);
+        assert_true(store_patient_key_gone(u.s, &p[i].id));
+        new_patient(u.s, ids[i], il, &again, k);
+        assert_true(memcmp(k, old[i], 32) != 0);
+        assert_true(again.number != p[i].number);
     }
     unit_store_close(&u);
 }
@@ -679,29 +658,24 @@ static void test_a_failed_key_write_leaves_no_key_in_the_cache(void **state)
     unit_store u;
     assert_true(unit_store_open(&u, NULL));
     ms_err e;
+    ms_code rc;
     const char ikey[] = "old timer\0"
                         "1940-04-04";
     size_t il = sizeof ikey - 1;
-    patient_ref p, who;
-    legacy_patient(&u, ikey, il, &p);
+    patient_ref p;
+    legacy_patient(u.s, ikey, il, &p);
     unsigned char k[32], after[32];
     assert_int_equal(store_data_key(u.s, ikey, il, k, &e), MS_OK);
     char path[256], real_path[4096];
     snprintf(path, sizeof path, "%s/keys", u.dir);
     assert_non_null(realpath(path, real_path));
-    bool found, bound;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        store_write *w;
-        assert_int_equal(store_write_begin(u.s, &w, &e), MS_OK);
-        assert_int_equal(store_ident_get(w, ikey, il, &who, &found, &e), MS_OK);
-        assert_int_equal(store_patient_key_bind(w, &who, ikey, il, k, &bound, &e), MS_OK);
-        assert_true(bound);
-        fail_fd = attempt == 0 ? fd_of(real_path) : -1;
-        if (attempt == 0) assert_true(fail_fd >= 0);
-        ms_code rc = store_write_commit(w, NULL, &e);
-        fail_fd = -1;
-        assert_int_equal(rc, attempt == 0 ? MS_EFULL : MS_OK);
-    }
+    fail_fd = fd_of(real_path);
+    assert_true(fail_fd >= 0);
+    assert_true(binds(u.s, ikey, il, k, true, &rc));
+    fail_fd = -1;
+    assert_int_equal(rc, MS_EFULL);
+    assert_true(binds(u.s, ikey, il, k, true, &rc)); /* the source retries the batch */
+    assert_int_equal(rc, MS_OK);
     store_close(u.s);
     assert_int_equal(store_open(&u.s, u.dir, NULL, &e), MS_OK);
     assert_false(store_patient_key_gone(u.s, &p.id)); /* on disk */
