@@ -96,7 +96,10 @@ static bool ship_item(void *ctx, const log_item *it)
     public_record pr;
     bool found;
     ms_err e;
-    if (store_public_record_at(st->r, it->id, it->id_len, st->commit_time, &pr, &found, &e) != MS_OK) {
+    /* this version's copy, as the lake and PostgreSQL read it: a commit may hold two versions of one record,
+     * and the copy as of the commit time is the newer one's for both */
+    if (store_public_record_version(st->r, it->id, it->id_len, st->commit_time, it->version, &pr, &found, &e) !=
+        MS_OK) {
         st->failed = true;
         return false;
     }

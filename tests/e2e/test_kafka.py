@@ -3,7 +3,8 @@
 # partitions), medstream consuming the topic in a consumer group, a producer (python3-confluent-kafka)
 # sending mocked records keyed by patient identity plus a few poison messages; after the send the test
 # waits 2 seconds, then queries medstream's API for every record: present once, the same patient id for
-# the same identity, a public copy with allow-listed fields only. Poison messages do not block their
+# the same identity, a public copy with allow-listed fields only (each version its own, two of one record
+# committed together too). Poison messages do not block their
 # partitions, and neither does a valid message the writer refuses against the stored patient: both are
 # dead letters with their reason. Sending the same records again after a restart stores nothing twice.
 # (Two processes in one group across a kill -9 is tested on a real broker: test_cluster_group.py.)
@@ -237,20 +238,29 @@ def test_deleted_record_reaches_the_public_topic_as_a_tombstone():
     pid = s.ingest_ok([{"record_id": "tomb-1", "name": "Tomb Kafka", "dob": "1970-01-01", "favorite_color": "red",
                         "secret": "PHI-value"}])["items"][0]["patient_id"]
     eq(s.request("DELETE", "/v1/records/tomb-1").status, 200, "DELETE")
+    # two versions of one record in one commit (one batch), of two patients: each goes out with its own copy
+    two = s.ingest_ok([{"record_id": "tomb-2", "name": "Tomb Kafka", "dob": "1970-01-01", "favorite_color": "green"},
+                       {"record_id": "tomb-2", "name": "Other Kafka", "dob": "1980-01-01", "favorite_color": "blue"}])
+    pid2 = two["items"][1]["patient_id"]
+    eq([it["version"] for it in two["items"]], [1, 2], "two versions in one batch")
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tomb-reader", "auto.offset.reset": "earliest"})
     c.subscribe(["tomb-public"])
     got, t0 = [], time.monotonic()
-    while len(got) < 2 and time.monotonic() - t0 < 30:
+    while len(got) < 4 and time.monotonic() - t0 < 30:
         m = c.poll(0.5)
         if m is None or m.error():
             continue
         check(b"PHI-value" not in m.value() and b"Tomb Kafka" not in m.value(), "no PHI on the public topic")
         got.append((m.key().decode(), json.loads(m.value())))
     c.close()
-    eq(len(got), 2, "messages on the public topic (the record, then its tombstone)")
+    eq(len(got), 4, "messages on the public topic (the record, its tombstone, two versions of another)")
     eq(got[0][1].get("fields"), {"favorite_color": "red"}, "the record's public copy")
     eq(got[1], (pid, {"patient_id": pid, "record_id": "tomb-1", "version": 2, "deleted": True}),
        "the tombstone, keyed by patient id")
+    eq(got[2], (pid, {"patient_id": pid, "record_id": "tomb-2", "version": 1, "fields": {"favorite_color": "green"}}),
+       "version 1 of a record, committed with its version 2: its own copy and patient")
+    eq(got[3], (pid2, {"patient_id": pid2, "record_id": "tomb-2", "version": 2, "fields": {"favorite_color": "blue"}}),
+       "version 2")
     s.stop()
 
 
