@@ -328,15 +328,16 @@ static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, bool
 /* Erased patients (ids: "uuid,uuid,..."): every row of theirs, in every table the sink writes, deleted in
  * the transaction that stores the position past the erasure (after the COPYs: an older entry shipped in
  * the same transaction may have added a row of theirs). The current state first, then its history (the
- * periods extension moves a deleted row into the history table). */
-static bool erase_rows(sink_postgres *p, const buf *ids, ms_err *e)
+ * periods extension moves a deleted row into the history table). index_only: their patient_index rows alone
+ * (before the COPYs, ship_txn). */
+static bool erase_rows(sink_postgres *p, const buf *ids, bool index_only, ms_err *e)
 {
     if (!ids->len) return true;
-    static const char *const tables[] = {"phi_patients", "phi_patients_history", "phi_patient_versions",
-                                         "phi_records",  "public_records",       "public_patients",
-                                         "patient_index"};
+    static const char *const tables[] = {"patient_index",        "phi_patients", "phi_patients_history",
+                                         "phi_patient_versions", "phi_records",  "public_records",
+                                         "public_patients"};
     buf sql = {0};
-    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+    for (size_t i = 0; i < (index_only ? 1 : sizeof tables / sizeof tables[0]); i++)
         buf_printf(&sql, "DELETE FROM medstream.%s WHERE patient_id = ANY('{%.*s}'::uuid[]);", tables[i], (int)ids->len,
                    ids->data);
     bool ok = pg_exec(p, sql.data, "deleting an erased patient's rows", e);
@@ -374,7 +375,9 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
            (!staged || pg_exec(p, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", "set", e)) &&
            copy_rows(p, &t_phi_records, &sh->records, staged, e) &&
            copy_rows(p, &t_public_records, &sh->public_records, staged, e) &&
-           copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
+           /* an identity erased and sent again in one commit: its new patient's index row takes the name and
+            * date of birth the erased one's row holds until the erasure's deletes below */
+           erase_rows(p, &sh->erased, true, e) && copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
            copy_rows(p, &t_phi_patient_versions, &sh->versions, staged, e) &&
            copy_rows(p, &t_public_patients, &sh->public_patients, staged, e) &&
            copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
@@ -388,7 +391,8 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
                    " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
                    " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
                    "phi_patients", e) &&
-           erase_rows(p, &sh->erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
+           erase_rows(p, &sh->erased, false, e) && pg_exec(p, pos, "sink_position", e) &&
+           pg_exec(p, "COMMIT", "commit", e);
 }
 
 /* Ship entries shipped+1.. in one transaction; returns the number of commits shipped (0: caught up),
@@ -434,6 +438,10 @@ static int ship_some(sink_postgres *p, ms_err *e)
         newest = sh.commit_time;
         n++;
         bytes = sh.records.len + sh.versions.len + sh.public_records.len + sh.public_patients.len;
+        /* an erasure ends its group: a later commit may bring the identity back as a new patient, whose index
+         * row would meet the erased one's (UNIQUE name, dob) before the erasure's deletes, at the group's end,
+         * and fail the group for good (the sink stalled, the erased PHI left in PostgreSQL) */
+        if (sh.erased.len) break;
     }
     store_read_end(r);
     if (n > 0) {

@@ -955,6 +955,39 @@ def test_postgres_outage_during_ingest_loses_and_doubles_nothing():
     s.stop()
 
 
+@test(timeout=90)
+def test_an_erasure_and_the_identity_sent_again_ship_in_one_catch_up():
+    """While PostgreSQL is down a patient is erased and the same identity sent again (a new patient): the
+    catch-up ships both (the new patient's index row met the erased one's UNIQUE (name, dob) in one group:
+    the sink stalled for good, the erased patient's rows left in PostgreSQL)."""
+    db = "t_erase_again"
+    url = pg().create_db(db)
+    s = start_server(url, "pg-erase-again")
+    who = {"name": "Erased Again", "dob": "1966-06-16"}
+    old = s.ingest_ok([dict(who, record_id="ea-1")])["items"][0]["patient_id"]
+    wait_shipped(s, db)
+    pg().stop()
+    try:
+        r = s.request("DELETE", "/v1/patients/" + old, body=json.dumps({"reason": "test"}),
+                      headers={"Content-Type": "application/json"})
+        eq(r.status, 200, "DELETE /v1/patients: %s" % short(r.text))
+        new = s.ingest_ok([dict(who, record_id="ea-2")])["items"][0]["patient_id"]
+        check(new != old, "the identity sent again is a new patient")
+    finally:
+        pg().restart()
+    wait_shipped(s, db)
+    eq(wait_health(s, ("ok",), CATCH_UP).get("postgres"), "ok", "/healthz postgres after the catch-up")
+    for table in ("patient_index", "phi_records", "phi_patients", "public_records"):
+        eq(pg().sql(db, "SELECT count(*) FROM medstream.%s WHERE patient_id = %%s" % table, (old,))[0][0], 0,
+           "rows of the erased patient in %s" % table)
+    eq(pg().sql(db, "SELECT patient_id::text FROM medstream.patient_index")[0][0], new,
+       "the index names the new patient")
+    eq([tuple(x) for x in pg().sql(db, "SELECT record_id FROM medstream.phi_records WHERE patient_id = %s", (new,))],
+       [("ea-2",)],
+       "the new patient's record")
+    s.stop()
+
+
 @test(timeout=60)
 def test_healthz_says_unreachable_soon_after_postgres_stops_with_nothing_to_ship():
     db = "t_idle_outage"
