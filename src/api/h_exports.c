@@ -249,7 +249,7 @@ void h_export_get(api *a, http_request *req, http_response *res)
     ms_err e;
     export_scope scope;
     buf out = {0};
-    /* a PHI export's link only for a role that may read patients */
+    /* a PHI export's link and manifest (its files by event day) only for a role that may read patients */
     bool phi_ok = access_allows(req->role, "patients:read");
     ms_code rc = export_jobs_status(a->exports, req->params[0], true, &out, &scope, &e);
     if (rc == MS_OK && scope == EXPORT_PHI && !phi_ok) {

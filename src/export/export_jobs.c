@@ -303,7 +303,7 @@ static void put_time_or_null(buf *out, int64_t us)
         jw_time(out, us);
 }
 
-ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *out, export_scope *scope, ms_err *e)
+ms_code export_jobs_status(export_jobs *j, const char *id, bool full, buf *out, export_scope *scope, ms_err *e)
 {
     pthread_mutex_lock(&j->mu);
     job *jb = find(j, id);
@@ -346,7 +346,7 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
     else
         buf_puts(out, "null");
     buf_puts(out, ",\"download\":");
-    if (jb->state == JOB_DONE && with_link) {
+    if (jb->state == JOB_DONE && full) {
         int64_t exp = ms_now_us() / 1000000 + j->o.link_ttl_s;
         char sig[65];
         export_link_sign(store_id_key(j->o.store), jb->id, exp, sig);
@@ -359,7 +359,7 @@ ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *
     buf_puts(out, ",\"manifest\":");
     buf man = {0};
     ms_err ignored;
-    if (jb->state == JOB_DONE) {
+    if (jb->state == JOB_DONE && full) {
         buf p = {0};
         job_paths(j, jb, &p, NULL);
         buf_puts(&p, "/manifest.json");

@@ -59,9 +59,10 @@ void export_jobs_stop(export_jobs *j);
 ms_code export_jobs_submit(export_jobs *j, const export_job_spec *s, char id[24], ms_err *e);
 /* The export's progress as JSON: {"export_id","state":"queued"|"running"|"done"|"failed","phase","scope",
  * "format","as_of","snapshot_id","records_scanned","rows","files_written","bytes","record_rows",
- * "patient_rows","error","download","download_expires_at","manifest"}; "download" (a fresh signed link)
- * only when with_link and done. MS_ENOTFOUND: no such export (any more). *scope receives its scope. */
-ms_code export_jobs_status(export_jobs *j, const char *id, bool with_link, buf *out, export_scope *scope, ms_err *e);
+ * "patient_rows","error","download","download_expires_at","manifest"}; "download" (a fresh signed link) and
+ * "manifest" only when full and done (a PHI export's manifest names its files by event day: what a role that
+ * may not read patients must not learn). MS_ENOTFOUND: no such export (any more). *scope receives its scope. */
+ms_code export_jobs_status(export_jobs *j, const char *id, bool full, buf *out, export_scope *scope, ms_err *e);
 /* A link's archive: MS_EINVAL (refused: bad signature, expired; the message says which), MS_ENOTFOUND (no
  * such finished export); else an open fd on the archive, its size, and who made the export. */
 ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, const char *sig, int *fd, uint64_t *size,

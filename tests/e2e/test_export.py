@@ -353,12 +353,16 @@ def test_phi_needs_patients_read_and_is_audited():
     done = wait_done(s, st["export_id"], token=tok)
     eq(done["state"], "done", "analyst public export: %s" % done.get("error"))
     check(done["download"], "no link for the analyst's public export")
-    # an admin's PHI export: the analyst may see its progress, never its link
+    check(done["manifest"], "no manifest for the analyst's public export")
+    # an admin's PHI export: the analyst may see its progress, never its link nor its manifest (its files
+    # by event day: dates finer than the year public data carries)
     st = post_export(s, {"scope": "phi", "format": "ndjson"})
     done = wait_done(s, st["export_id"])
     eq(done["state"], "done", "phi export: %s" % done.get("error"))
     seen = s.request("GET", "/v1/exports/" + st["export_id"], headers={"Authorization": "Bearer " + tok}).json()
     eq(seen["download"], None, "a PHI export's link handed to a role without patients:read")
+    eq(seen["manifest"], None, "a PHI export's manifest handed to a role without patients:read")
+    check(s.get_json("/v1/exports/" + st["export_id"])["manifest"], "the admin sees the PHI export's manifest")
     pid = s.audit_entries()
     named = [a for a in pid if a["resource"] == "/v1/exports/" + st["export_id"] and a["patient_ids"]]
     check(named, "the PHI export is not audited with its patient ids")
