@@ -712,6 +712,7 @@ static int on_headers(void *ctx, http_request *req, http_response *res)
         req->route_pattern = rt->pattern; /* the access log names a request by its route, never its path */
         if (strcmp(rt->method, req->method) != 0) continue;
         req->route = (int)i;
+        req->takes_body = rt->body_types != NULL;
         int refused = authorize(a, rt, req, res);
         if (refused) return refused;
         if (req->too_many_args) {

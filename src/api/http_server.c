@@ -370,6 +370,12 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
         if (!cs->res.status) http_error(&cs->res, st, "request refused");
         return answer_early(conn, cs, ANSWER_KEEP);
     }
+    /* a body no handler reads is refused before it takes a byte of the bodies' budget (a route that needs no
+     * token, /healthz, held it from anyone by a trickle of bytes) */
+    if (!r->takes_body && (cs->content_length || chunked)) {
+        http_error(&cs->res, 413, "%s %s takes no request body", r->method, r->route_pattern ? r->route_pattern : "");
+        return answer_early(conn, cs, ANSWER_CLOSE);
+    }
     if (cs->content_length && !body_buf_reserve(srv->bodies, &cs->body, body_cap_for(cs->content_length))) {
         http_error(&cs->res, 503, "too many request bodies in flight (%llu bytes at most); retry shortly",
                    (unsigned long long)srv->opt.max_inflight);

@@ -62,6 +62,7 @@ typedef struct http_request {
     double received_at;        /* ms_mono_s() when the body was complete */
     int route;                 /* index into the route table, set by on_headers */
     bool bulk;                 /* set by on_headers: a bulk request (ingest), served at lower CPU priority */
+    bool takes_body;           /* set by on_headers: the route reads a request body (any other refuses one) */
     char user[72], role[32];   /* who: set by on_headers from the bearer token ("" when none is needed) */
     const char *route_pattern; /* set by on_headers: the route the path matched ("/v1/records/{}"), the
                                 * access log's name for the request; NULL when none did */

@@ -359,6 +359,33 @@ def test_bodies_beyond_the_inflight_budget_get_503_and_later_succeed():
     s.stop()
 
 
+@test(timeout=60)
+def test_a_body_on_a_route_that_reads_none_is_refused_before_the_budget():
+    """/healthz needs no token: a body sent to it (to any route that reads none) is refused from the headers,
+    413, so nobody can hold the bodies' budget, and lock out logins and ingest, with bodies no handler reads
+    (a trickle of bytes kept them reserved)."""
+    s = edge_server(["--max-inflight", "8MiB"], name="no-body")
+    held = []
+    try:
+        for i in range(4):  # 16 MiB declared against a budget of 8
+            c = connect(s.port)
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % (4 << 20)
+                      + b"x" * 1000)
+            held.append(c)
+            ans = read_answer(c, 5)
+            check(ans is not None, "GET /healthz with a body %d: answered from its headers" % i)
+            eq(ans[0], 413, "status (%s)" % short(ans[2]))
+            check("takes no request body" in json.loads(ans[2])["error"], "says why: %s" % short(ans[2]))
+        r = s.ingest(ndjson_body("no-body", 100, 16 * 1024))
+        eq(r.status, 200, "an ingest of 1.6 MiB beside them (%s)" % short(r.text))
+    finally:
+        for c in held:
+            c.close()
+    s.stop()
+    check_refused_and_closed(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\n\r\n", 413, "a chunked body on GET /healthz")
+
+
 @test(timeout=90)
 def test_chunked_body_outgrowing_the_budget_gets_503():
     s = edge_server(["--max-inflight", "8MiB"], name="inflight-chunked")
