@@ -19,8 +19,18 @@
 
 struct sink_kafka_public {
     store *store;
-    kafka_worker w; /* the producer and its thread (base/kafka_client.h) */
+    kafka_worker w;    /* the producer and its thread (base/kafka_client.h) */
+    atomic_int failed; /* deliveries of the entry in hand that failed (the librdkafka thread counts them) */
 };
+
+/* A delivery report: a message the brokers did not take (message.timeout.ms passed, refused) leaves the
+ * queue as a delivered one does; without counting it the position moved past it. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk, (void)opaque;
+    sink_kafka_public *k = m->_private;
+    if (k && m->err) atomic_fetch_add(&k->failed, 1);
+}
 
 typedef struct {
     sink_kafka_public *k;
@@ -37,8 +47,8 @@ static bool produce(ship_state *st, const char *key, const void *value, size_t l
     rd_kafka_resp_err_t err;
     while ((err = rd_kafka_producev(st->k->w.rk, RD_KAFKA_V_TOPIC(st->k->w.topic),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, strlen(key)),
-                                    RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+                                    RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(hdrs),
+                                    RD_KAFKA_V_OPAQUE(st->k), RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
            !atomic_load(&st->k->w.stop))
         rd_kafka_poll(st->k->w.rk, 100);
     if (err) {
@@ -146,6 +156,7 @@ static void *sink_main(void *arg)
             continue;
         }
         ship_state st = {.k = k, .r = r};
+        atomic_store(&k->failed, 0);
         bool found = false;
         ms_code rc = store_log_entry(r, pos + 1, &st.commit_time, ship_item, &st, &found, &e);
         store_read_end(r);
@@ -165,6 +176,12 @@ static void *sink_main(void *arg)
         while (rd_kafka_flush(k->w.rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->w.stop))
             ms_log(LOG_WARN, "sink.kafka_public.waiting", "public stream: waiting for the brokers");
         if (rd_kafka_outq_len(k->w.rk) > 0) break; /* stopping before delivery: keep the position */
+        if (atomic_load(&k->failed)) {             /* the entry again, whole: at least once, never skipped */
+            ms_log(LOG_WARN, "sink.kafka_public.retry", "public stream: commit %llu not delivered; again in 1 s",
+                   (unsigned long long)pos + 1);
+            sleep(1);
+            continue;
+        }
         pos++;
         if (store_sink_position_set(k->store, SINK_NAME, pos, &e) != MS_OK)
             ms_log(LOG_ERROR, "sink.kafka_public.position", "public stream: %s", e.msg);
@@ -178,8 +195,9 @@ ms_code sink_kafka_public_start(sink_kafka_public **out, store *s, const char *b
     char err[512];
     sink_kafka_public *k = ms_calloc(1, sizeof *k);
     k->store = s;
-    if (!kafka_worker_start(&k->w, &(kafka_producer_options){.brokers = brokers, .config = config}, topic, sink_main, k,
-                            err, sizeof err)) {
+    if (!kafka_worker_start(&k->w,
+                            &(kafka_producer_options){.brokers = brokers, .config = config, .on_delivery = on_delivery},
+                            topic, sink_main, k, err, sizeof err)) {
         free(k);
         return ms_fail(e, MS_EINVAL, "kafka public topic: %s", err);
     }

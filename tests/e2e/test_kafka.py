@@ -264,6 +264,33 @@ def test_deleted_record_reaches_the_public_topic_as_a_tombstone():
     s.stop()
 
 
+@test(timeout=60)
+def test_public_stream_never_moves_past_an_undelivered_message():
+    """Brokers that never answer: the public stream's messages leave the queue as failed deliveries after
+    message.timeout.ms; its position must not move past them (it did: the versions were skipped on the topic,
+    and an erasure's certificate said the topic's tombstones were delivered)."""
+    import socket
+    so = socket.socket()
+    so.bind(("127.0.0.1", 0))
+    nobody = so.getsockname()[1]  # a port no broker listens on
+    so.close()
+    s = H.Server(extra_args=["--kafka-brokers", "127.0.0.1:%d" % nobody, "--kafka-topic", "in",
+                             "--kafka-public-topic", "pub", "--kafka-config", "message.timeout.ms=1000"],
+                 name="kafka-undelivered")
+    s.start()
+    pid = s.ingest_ok([{"record_id": "und-1", "name": "Undelivered One", "dob": "1970-01-01",
+                        "favorite_color": "red"}])["items"][0]["patient_id"]
+    time.sleep(2.5)  # past the timeout: the message failed
+    r = s.request("DELETE", "/v1/patients/" + pid, body=json.dumps({"reason": "test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "DELETE /v1/patients: %s" % short(r.text))
+    time.sleep(2.5)  # the tombstones too
+    sinks = {x["sink"]: x["status"] for x in s.get_json("/v1/patients/%s/erasure" % pid)["sinks"]}
+    eq(sinks.get("kafka-public"), "pending", "the public stream's part of the erasure, with nothing delivered")
+    check("not delivered; again in 1 s" in open(s.log_path).read(), "the retry is logged")
+    s.stop()
+
+
 @test(timeout=120)
 def test_bench_through_kafka_measures_a_real_run():
     """`medstream bench --kafka-brokers` (the README's Kafka figures): it produces every record, the server
