@@ -8,7 +8,8 @@
  * subscription is delivered. A change is audited by the notifier in the same commit as itself. The stream
  * handler answers with a streamed response (http_server.h: the connection's thread then reads the stream
  * until it ends); it resumes after Last-Event-ID when the client sends one (a reconnecting EventSource
- * does), else after ?since (default: the end of the log, so only new events).
+ * does), else after ?since (default: the end of the log, so only new events); it ends, its next bytes
+ * withheld, once the token that opened it no longer holds the route's permission (checked_read).
  *
  * Events carry no PHI text, only ids, names and times; reading them needs notifications:read, which the
  * default roles give to admin and clinician and not to analyst: an event still says that a patient's
@@ -21,10 +22,13 @@
 #include "api/handlers.h"
 #include "api/params.h"
 
+#include "access/access.h"
+#include "access/tokens.h"
 #include "base/json_write.h"
 #include "notify/notifier.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool running(api *a, http_response *res)
@@ -139,6 +143,36 @@ void h_events(api *a, http_request *req, http_response *res)
     res->body = out;
 }
 
+/* A stream hands over its next bytes (events, or a heartbeat) only while the token that opened it is still
+ * good for the route: an expired or revoked token, a disabled account, a role that lost the permission ends
+ * it at once, those bytes withheld (the check when it opened was the only one: a disabled clinician's open
+ * stream kept delivering). */
+typedef struct {
+    api *a;
+    notify_stream *s;
+    char *authorization; /* the opening request's header, copied */
+    const char *permission;
+} checked_stream;
+
+static ssize_t checked_read(void *ctx, int client_fd, char *buf, size_t max)
+{
+    checked_stream *c = ctx;
+    ssize_t n = notify_stream_read(c->s, client_fd, buf, max);
+    principal who = {0};
+    if (n > 0 &&
+        (token_check(c->a->store, c->authorization, &who) != TOKEN_OK || !access_allows(who.role, c->permission)))
+        return -1;
+    return n;
+}
+
+static void checked_close(void *ctx)
+{
+    checked_stream *c = ctx;
+    notify_stream_close(c->s);
+    free(c->authorization);
+    free(c);
+}
+
 void h_events_stream(api *a, http_request *req, http_response *res)
 {
     if (!running(a, res)) return;
@@ -156,12 +190,18 @@ void h_events_stream(api *a, http_request *req, http_response *res)
         answer_error(res, &e);
         return;
     }
+    checked_stream *c = ms_calloc(1, sizeof *c);
+    c->a = a;
+    c->s = s;
+    const char *auth = req->authorization ? req->authorization : "";
+    c->authorization = ms_strndup(auth, strlen(auth));
+    c->permission = api_route_table[req->route].permission;
     res->status = 200;
     res->body.len = 0;
     res->content_type = "text/event-stream";
-    res->stream.read = notify_stream_read;
-    res->stream.done = notify_stream_close;
-    res->stream.ctx = s;
+    res->stream.read = checked_read;
+    res->stream.done = checked_close;
+    res->stream.ctx = c;
 }
 
 /* ---- subscriptions ---- */

@@ -5,7 +5,8 @@
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
 # order with valid signatures; a hanging receiver stalls neither another subscription nor ingest; https
 # with the certificate checked),
-# restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), the stream
+# restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), a stream that
+# ends when its account is disabled, the stream
 # limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, a
 # stop that ends open streams, and --events-topic on librdkafka's mock cluster.
 import hashlib
@@ -410,6 +411,30 @@ def test_sse_resume_misses_nothing_repeats_nothing():
        sorted("%s-%d" % (rname, i) for i in range(n1 + n2)), "every record once")
     # nothing before the resume point came again
     check(min(int(f["id"]) for f in rest) > int(resume_at), "resumed after Last-Event-ID")
+
+
+@harness.test(timeout=60)
+def test_an_open_stream_ends_when_its_account_is_disabled():
+    """The token is checked again before a stream hands over bytes: a clinician's open stream, once the account
+    is disabled, ends without the next match (it kept delivering: the check when it opened was the only one)."""
+    s = server()
+    pw = "pw-" + harness.rand_token(12)
+    user = "clin_" + harness.rand_token(6).lower()
+    eq(post_json(s, "/v1/users", {"user": user, "password": pw, "role": "clinician"}).status, 201, "create")
+    rname = unique_rule("dis")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["diswordone", "diswordtwo"]})
+    st = SSE(s.port, s.token_for(user, pw), "/v1/events/stream?" + harness.q({"rule": rname}))
+    eq(st.status, 200, "the clinician's stream")
+    s.ingest_ok([rec("Dis " + harness.rand_token(5), "diswordone", record_id=rname + "-1")])
+    eq(len(events_of(st.frames(lambda f: len(events_of(f)) >= 1, timeout=5))), 1, "a match while enabled")
+    r = s.request("PATCH", "/v1/users/" + user, body=json.dumps({"disabled": True}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "disable: %s" % r.text[:200])
+    s.ingest_ok([rec("Dis " + harness.rand_token(5), "diswordtwo", record_id=rname + "-2")])
+    got = st.frames(lambda f: False, timeout=4)
+    st.close()
+    eq(events_of(got), [], "no match delivered once the account is disabled")
+    check(st.closed, "the stream ended")
 
 
 @harness.test
