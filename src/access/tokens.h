@@ -7,8 +7,8 @@
  * must exist and be enabled and whose current role is the one granted (a role change applies to the
  * next request; a token of a deleted or disabled account is refused even if its revocation were
  * missed). Failed logins per user name are limited: after LOGIN_MAX_FAILURES within LOGIN_WINDOW_S
- * seconds, further attempts for that name are refused (429) until the window ends; a wrong old password
- * in a password change counts as a failed login.
+ * seconds, further attempts for that name are refused (429) until the window ends, attempts in flight
+ * counting as failures until they end; a wrong old password in a password change counts as a failed login.
  *
  * Contract: thread-safe; nothing here logs or returns a token or password except token_issue's out.
  */
@@ -51,8 +51,11 @@ bool token_hash(const char *authorization, unsigned char out[32]);
 /* Revoke the token of this Authorization header (it must be valid). */
 ms_code token_revoke(store *s, const char *authorization, ms_err *e);
 
-/* Login limiter: may this user name try now? (false: refused until the window ends) */
-bool login_allowed(const char *user, int64_t now_us);
-void login_record(const char *user, bool success, int64_t now_us);
+/* Login limiter: reserve an attempt for this user name (false: refused, 429, until the window ends: its
+ * failures and the attempts in flight reach LOGIN_MAX_FAILURES); every true is followed by login_end with
+ * the outcome. */
+typedef enum { LOGIN_FAILED, LOGIN_OK, LOGIN_NOT_TRIED } login_outcome; /* NOT_TRIED: counts neither way */
+bool login_begin(const char *user, int64_t now_us);
+void login_end(const char *user, login_outcome outcome, int64_t now_us);
 
 #endif

@@ -70,7 +70,7 @@ void h_login(api *a, http_request *req, http_response *res)
     if (!json_fields(req, res, names, v, 2048)) return;
     if (!v[0] || !v[1]) {
         http_error(res, 400, "body: \"user\" and \"password\" strings are required");
-    } else if (!login_allowed(v[0], ms_now_us())) {
+    } else if (!login_begin(v[0], ms_now_us())) {
         http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
     } else {
         /* the name tried is recorded only if it is a user's: a password typed into the user field must
@@ -86,13 +86,14 @@ void h_login(api *a, http_request *req, http_response *res)
             }
         }
         if (!readable) {
+            login_end(v[0], LOGIN_NOT_TRIED, ms_now_us());
             http_error(res, 503, "the store cannot be read to check the login (try again later)");
             free_fields(v, 2);
             return;
         }
         principal who;
         bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
-        login_record(v[0], ok, ms_now_us());
+        login_end(v[0], ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
         audit_event ev = {.time_us = ms_now_us(),
                           .user = exists ? v[0] : "(unknown user)",
                           .role = ok ? who.role : "",
@@ -395,6 +396,14 @@ void h_user_tokens_revoke(api *a, http_request *req, http_response *res)
 /* PUT {"old_password"?, "password"}: your own with the right old password, or anyone's with
  * users:update (an old password given is checked all the same). A wrong old password is a failed login
  * for the limiter. The user's other tokens are revoked. */
+/* The old password of a change, checked as a login is (an attempt reserved before, ended after). */
+static bool old_password_right(api *a, const char *name, const char *old, store_account *cur)
+{
+    bool ok = users_check_account(a->store, name, old, strlen(old), cur);
+    login_end(name, ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
+    return ok;
+}
+
 void h_user_password(api *a, http_request *req, http_response *res)
 {
     const char *name = req->params[0];
@@ -423,20 +432,16 @@ void h_user_password(api *a, http_request *req, http_response *res)
         http_error(res, 400, "body: \"password\" string is required");
     } else if (!v[0] && !manager) {
         http_error(res, 400, "body: \"old_password\" is required to change your own password");
-    } else if (v[0] && !login_allowed(name, ms_now_us())) {
+    } else if (v[0] && !login_begin(name, ms_now_us())) {
         outcome = "denied";
         http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
-    } else if (v[0] && !users_check_account(a->store, name, v[0], strlen(v[0]), &cur)) {
-        login_record(name, false, ms_now_us());
+    } else if (v[0] && !old_password_right(a, name, v[0], &cur)) {
         outcome = "denied";
         http_error(res, 403, "wrong old password");
     } else if (password_hash(v[1], strlen(v[1]), hash, &e) != MS_OK) { /* slow: here, never in the writer */
         http_error(res, status_for(e.code), "%s", e.msg);
     } else {
-        if (v[0]) {
-            login_record(name, true, ms_now_us());
-            c.expect_hash = cur.hash; /* refused if the password changed since it was checked */
-        }
+        if (v[0]) c.expect_hash = cur.hash; /* refused if the password changed since it was checked */
         if (run_change(a, req, res, &c)) {
             forget_admin_password(a, name);
             res->status = 204;

@@ -1,7 +1,8 @@
 # End-to-end tests of access control over real HTTP: every endpoint x every role x {no token,
 # malformed token, expired token, revoked token, valid token} gives exactly 401 / 403 / 2xx; login
 # answers 201 with a token and 401 on bad credentials; repeated failed logins for a user are refused
-# with 429 (even with the right password) while other users can still log in; POST /v1/users is 201,
+# with 429 (even with the right password) while other users can still log in, logins sent at once count
+# together and other names never clear a lockout, password hashes run 4 at a time; POST /v1/users is 201,
 # then 409 for the same name; PHI routes answer nothing without a token. (Account management beyond
 # this matrix: test_accounts.py.) And the audit trail: every PHI
 # access and login leaves an entry (user, action, patient ids, outcome) without PHI values, the
@@ -11,6 +12,7 @@
 
 import json
 import subprocess
+import threading
 import time
 
 import harness as H
@@ -163,6 +165,53 @@ def test_login_answers_and_rate_limit():
        "malformed login body")
     eq(s.request("POST", "/v1/auth/token", body="{}", headers={"Content-Type": "text/plain"}).status, 415,
        "login body of the wrong content type")
+
+
+@test(timeout=90)
+def test_logins_at_once_and_other_names_do_not_widen_the_limit():
+    """Wrong passwords sent at once for one name get LOGIN_MAX_FAILURES (5) checks, the rest 429 (all were
+    checked before any was counted); a wrong login for a name that shared the locked name's slot ("u3243"
+    did for "admin") does not clear its lockout; and logins side by side hold at most 4 password hashes (64
+    MiB each) at a time (12 at once took the server to 782 MiB)."""
+    s = H.Server(name="auth-limit")
+    s.start()
+    login = lambda user, pw: s.request("POST", "/v1/auth/token", body=json.dumps({"user": user, "password": pw}),
+                                       headers={"Content-Type": "application/json", "Authorization": None})
+    answers = [None] * 12
+    go = threading.Barrier(12)
+
+    def one(i):
+        go.wait()
+        answers[i] = login("admin", "wrong-%d" % i).status
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    eq(sorted(answers), [401] * 5 + [429] * 7, "twelve wrong logins at once for one name")
+    eq(login("u3243", "wrong").status, 401, "a wrong login for another name")
+    for other in ("x%d" % i for i in range(20)):
+        login(other, "wrong")
+    eq(login("admin", s.admin_password()).status, 429, "admin is still locked out, right password or not")
+    answers = [None] * 12
+    go = threading.Barrier(12)
+
+    def stranger(i):
+        go.wait()
+        answers[i] = login("stranger-%d" % i, "wrong").status
+
+    threads = [threading.Thread(target=stranger, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    eq(answers, [401] * 12, "twelve wrong logins at once for twelve names")
+    with open("/proc/%d/status" % s.proc.pid) as f:
+        hwm = [int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")][0] // 1024
+    print("  (peak memory %d MiB)" % hwm, flush=True)
+    check(hwm < 700, "peak memory with 12 logins at once: %d MiB (4 hashes of 64 MiB at a time)" % hwm)
+    s.stop()
 
 
 @test(timeout=60)

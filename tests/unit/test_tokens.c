@@ -223,23 +223,48 @@ static void test_changes_revoke_tokens(void **state)
     assert_int_equal(token_check(f->s, b1, &got), TOKEN_UNKNOWN);
 }
 
+/* One failed attempt of name at t (reserved, then ended); false if it was refused. */
+static bool fail_once(const char *name, int64_t t)
+{
+    if (!login_begin(name, t)) return false;
+    login_end(name, LOGIN_FAILED, t);
+    return true;
+}
+
 static void test_login_limiter(void **state)
 {
     (void)state;
-    int64_t t = 1000000000000LL;
-    for (int i = 0; i < LOGIN_MAX_FAILURES; i++) {
-        assert_true(login_allowed("mallory", t));
-        login_record("mallory", false, t);
+    int64_t t = 1000000000000LL, s = 1000000LL;
+    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
+        assert_true(fail_once("mallory", t));
+    assert_false(login_begin("mallory", t));
+    assert_false(login_begin("mallory", t + (LOGIN_WINDOW_S - 1) * s));
+    assert_true(login_begin("trent", t)); /* other names are not affected */
+    login_end("trent", LOGIN_NOT_TRIED, t);
+    /* other names' failures, hundreds of them, never clear mallory's (a direct-mapped table let one name of
+     * the same slot do it) */
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "u%d", i);
+        assert_true(fail_once(name, t + s));
     }
-    assert_false(login_allowed("mallory", t));
-    assert_false(login_allowed("mallory", t + (LOGIN_WINDOW_S - 1) * 1000000LL));
-    assert_true(login_allowed("trent", t));                                      /* other names are not affected */
-    assert_true(login_allowed("mallory", t + (LOGIN_WINDOW_S + 1) * 1000000LL)); /* the window ends */
-    login_record("mallory", false, t + (LOGIN_WINDOW_S + 2) * 1000000LL);
-    login_record("mallory", true, t + (LOGIN_WINDOW_S + 3) * 1000000LL); /* success clears */
+    assert_false(login_begin("mallory", t + 2 * s));
+    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 1) * s)); /* the window ends */
+    login_end("mallory", LOGIN_FAILED, t + (LOGIN_WINDOW_S + 1) * s);
+    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 3) * s));
+    login_end("mallory", LOGIN_OK, t + (LOGIN_WINDOW_S + 3) * s); /* success clears */
     for (int i = 0; i < LOGIN_MAX_FAILURES - 1; i++)
-        login_record("mallory", false, t + (LOGIN_WINDOW_S + 4) * 1000000LL);
-    assert_true(login_allowed("mallory", t + (LOGIN_WINDOW_S + 4) * 1000000LL));
+        assert_true(fail_once("mallory", t + (LOGIN_WINDOW_S + 4) * s));
+    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 4) * s));
+    login_end("mallory", LOGIN_NOT_TRIED, t + (LOGIN_WINDOW_S + 4) * s); /* counts neither way */
+    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 4) * s));
+    /* attempts in flight count: logins sent at once get LOGIN_MAX_FAILURES checks, not one each */
+    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
+        assert_true(login_begin("eve", t));
+    assert_false(login_begin("eve", t));
+    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
+        login_end("eve", LOGIN_FAILED, t);
+    assert_false(login_begin("eve", t + s));
 }
 
 int main(void)
