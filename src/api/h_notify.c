@@ -43,20 +43,6 @@ static notify_actor actor_of(const http_request *req)
     return (notify_actor){.user = req->user, .role = req->role, .client = req->client};
 }
 
-/* An event seq: decimal digits, at most 19 of them. */
-static bool parse_seq(const char *s, uint64_t *out)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 19) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
 static bool get_seq(http_request *req, http_response *res, const char *name, uint64_t *out)
 {
     const char *v = http_arg_get(req, name);

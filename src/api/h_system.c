@@ -143,14 +143,9 @@ void h_audit(api *a, http_request *req, http_response *res)
     }
     uint64_t after = 0;
     const char *c = http_arg_get(req, "cursor");
-    if (c) {
-        char *end;
-        unsigned long long v = strtoull(c, &end, 10);
-        if (!*c || *end) {
-            http_error(res, 400, "cursor: not a cursor returned by this endpoint");
-            return;
-        }
-        after = v;
+    if (c && !parse_seq(c, &after)) { /* strtoull took "-1" (and numbers past 64 bits) as the end */
+        http_error(res, 400, "cursor: not a cursor returned by this endpoint");
+        return;
     }
     ms_err e;
     if (writer_sync(a->writer, &e) != MS_OK) { /* read your writes: what was answered before is in the log */

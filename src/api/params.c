@@ -240,3 +240,16 @@ bool redirect_patient(api *a, http_request *req, http_response *res, const patie
     if (!cl || !store_patient_number(a->store, pid, &n)) return false;     /* an unknown id: 404 here */
     return redirect_to_owner(a, req, res, cluster_shard_of_number(cl, n)); /* a seeding store's: its identity's */
 }
+
+bool parse_seq(const char *s, uint64_t *out)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 19) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}

@@ -31,6 +31,9 @@ int status_for(ms_code c);
 bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of);
 /* An RFC 3339 time; *out unchanged when absent. */
 bool get_time(http_request *req, http_response *res, const char *name, int64_t *out);
+/* A sequence number (an event's, an audit entry's): decimal digits, at most 19 of them (no sign, no
+ * wrap-around). */
+bool parse_seq(const char *s, uint64_t *out);
 /* A year (YYYY, or the year of a date or time); *out unchanged when absent. */
 bool get_year(http_request *req, http_response *res, const char *name, int *out);
 /* limit: 1 to 1000, default 100. */

@@ -984,6 +984,17 @@ def test_reject_a_record_past_the_patients_field_limit():
 
 
 @test
+def test_audit_cursor_is_refused_unless_it_is_one():
+    """GET /v1/audit?cursor=: a negative number or one past 64 bits is a 400, not the log from its start."""
+    s = srv()
+    for bad in ("-1", "18446744073709551617", "1x", "", "+5"):
+        r = s.get("/v1/audit?" + H.q({"cursor": bad}))
+        eq(r.status, 400, "cursor=%r: %s" % (bad, short(r.text)))
+        check("not a cursor" in r.text, "cursor=%r: says why: %s" % (bad, short(r.text)))
+    eq(s.get("/v1/audit?" + H.q({"cursor": "1", "limit": 1})).status, 200, "a cursor of digits")
+
+
+@test
 def test_reject_missing_name():
     ssn = "078-05-%04d" % random.randrange(10000)
     bad_line_case({"record_id": rid(), "dob": "1980-01-01", "ssn": ssn}, r"\bname\b", [ssn])
