@@ -103,6 +103,15 @@ static const char *const migration_5 = "ALTER TABLE medstream.sink_position ADD 
                                        "ALTER TABLE medstream.sink_position DROP CONSTRAINT sink_position_pkey;\n"
                                        "ALTER TABLE medstream.sink_position ADD PRIMARY KEY (sink, node);\n";
 
+/* The analyst reads the public tables without valid_from: a commit time is finer than the year the public
+ * copies carry (a feed in real time makes it close to the date of service), and the public API withholds
+ * it too. The role writing them (the sink, medstream_public's owner) keeps every column. */
+static const char *const migration_6 =
+    "REVOKE SELECT ON medstream.public_patients, medstream.public_records FROM medstream_analyst;\n"
+    "GRANT SELECT (patient_id, version, fields) ON medstream.public_patients TO medstream_analyst;\n"
+    "GRANT SELECT (record_id, version, patient_id, type, year, fields, deleted) ON medstream.public_records\n"
+    "  TO medstream_analyst;\n";
+
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
 static const char *const history_periods =
@@ -200,7 +209,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                       {2, "phi_patients system-time history"},
                       {3, "commit time of the shipped position"},
                       {4, "deleted records (tombstone rows)"},
-                      {5, "sink position per node"}};
+                      {5, "sink position per node"},
+                      {6, "the analyst reads public tables without commit times"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -222,7 +232,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migrations[i].version == 5   ? migration_5
+        const char *body = migrations[i].version == 6   ? migration_6
+                           : migrations[i].version == 5 ? migration_5
                            : migrations[i].version == 4 ? migration_4
                            : migrations[i].version == 3 ? migration_3
                                                         : migration_1;

@@ -1101,6 +1101,10 @@ def test_analyst_role_is_refused_on_phi_tables():
             for t in ("public_patients", "public_records"):
                 cur.execute("SELECT count(*) FROM medstream." + t)
                 check(cur.fetchone()[0] >= 2, "alice reads medstream.%s" % t)
+                cur.execute("SELECT patient_id, version, fields FROM medstream." + t + " LIMIT 1")
+                check(cur.fetchone() is not None, "alice reads the columns of medstream.%s" % t)
+        for t in ("public_patients", "public_records"):  # the commit time: finer than the public year
+            refused("SELECT valid_from FROM medstream.%s LIMIT 1" % t)
         for t in ("phi_patients", "phi_records", "patient_index", "phi_patient_versions",
                   "phi_patients_history", "phi_patient_versions_t"):
             refused("SELECT * FROM medstream.%s LIMIT 1" % t)
