@@ -239,6 +239,7 @@ void h_subscription_delete(api *a, http_request *req, http_response *res)
     if (strcmp(owner, req->user) != 0 && !access_allows(req->role, "notifications:delete")) {
         http_error(res, 403, "role %s lacks permission notifications:delete (a subscription of another user)",
                    req->role);
+        audit_request(a, req, "notifications:delete", NULL, "denied"); /* every denied attempt (DESIGN.md) */
         return;
     }
     notify_actor who = actor_of(req);

@@ -370,7 +370,9 @@ def test_roles_and_permissions():
     eq(s.request("DELETE", "/v1/subscriptions/" + theirs).status, 204, "admin deletes")
     entries = s.audit_entries(user="clin_n")
     check(any(e["action"] == "notifications:create" for e in entries), "subscription audited")
-    check(any(e["action"] == "notifications:delete" for e in entries), "deletion audited")
+    check(any(e["action"] == "notifications:delete" and e["outcome"] == "ok" for e in entries), "deletion audited")
+    check(any(e["action"] == "notifications:delete" and e["outcome"] == "denied" for e in entries),
+          "the refused deletion of another's subscription audited")
 
 
 @harness.test(timeout=60)
