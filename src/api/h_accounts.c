@@ -393,9 +393,6 @@ void h_user_tokens_revoke(api *a, http_request *req, http_response *res)
     buf_printf(&res->body, "{\"revoked\":%llu}", (unsigned long long)c.revoked);
 }
 
-/* PUT {"old_password"?, "password"}: your own with the right old password, or anyone's with
- * users:update (an old password given is checked all the same). A wrong old password is a failed login
- * for the limiter. The user's other tokens are revoked. */
 /* The old password of a change, checked as a login is (an attempt reserved before, ended after). */
 static bool old_password_right(api *a, const char *name, const char *old, store_account *cur)
 {
@@ -404,6 +401,9 @@ static bool old_password_right(api *a, const char *name, const char *old, store_
     return ok;
 }
 
+/* PUT {"old_password"?, "password"}: your own with the right old password, or anyone's with
+ * users:update (an old password given is checked all the same). A wrong old password is a failed login
+ * for the limiter. The user's other tokens are revoked. */
 void h_user_password(api *a, http_request *req, http_response *res)
 {
     const char *name = req->params[0];

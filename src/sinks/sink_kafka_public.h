@@ -7,9 +7,11 @@
  * ({"patient_id","record_id","version","fields"}: allow-listed fields only; a deleted record's tombstone
  * version is {"patient_id","record_id","version","deleted":true}) with an idempotent producer, waits for
  * delivery, then advances its position (a message the brokers did not take, after message.timeout.ms or
- * refused, sends the commit's messages again a second later: never a position past an undelivered one). An erasure (store/erase.c) becomes tombstones (null values) under
- * the patient's key: one per erased record version (headers medstream.erased=record, record_id, version),
- * then one for the patient (medstream.erased=patient), so that log compaction drops its messages. The PostgreSQL sink of issue 5 follows the same log.
+ * refused, sends the commit's messages again a second later: never a position past an undelivered one).
+ * An erasure (store/erase.c) becomes tombstones (null values) under the patient's key: one per erased
+ * record version (headers medstream.erased=record, record_id, version), then one for the patient
+ * (medstream.erased=patient), so that log compaction drops its messages. The PostgreSQL sink of issue 5
+ * follows the same log.
  * Contract: at-least-once across restarts (a crash between delivery and saving the position re-sends
  * that commit's messages; consumers dedupe on record_id + version); nothing but the public store is read.
  */

@@ -325,24 +325,37 @@ static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, bool
     return false;
 }
 
-/* Erased patients (ids: "uuid,uuid,..."): every row of theirs, in every table the sink writes, deleted in
- * the transaction that stores the position past the erasure (after the COPYs: an older entry shipped in
- * the same transaction may have added a row of theirs). The current state first, then its history (the
- * periods extension moves a deleted row into the history table). index_only: their patient_index rows alone
- * (before the COPYs, ship_txn). */
-static bool erase_rows(sink_postgres *p, const buf *ids, bool index_only, ms_err *e)
+/* Every row of the erased patients (ids: "uuid,uuid,...") in the tables named, one DELETE each. */
+static bool delete_rows_of(sink_postgres *p, const buf *ids, const char *const *tables, size_t n, ms_err *e)
 {
     if (!ids->len) return true;
-    static const char *const tables[] = {"patient_index",        "phi_patients", "phi_patients_history",
-                                         "phi_patient_versions", "phi_records",  "public_records",
-                                         "public_patients"};
     buf sql = {0};
-    for (size_t i = 0; i < (index_only ? 1 : sizeof tables / sizeof tables[0]); i++)
+    for (size_t i = 0; i < n; i++)
         buf_printf(&sql, "DELETE FROM medstream.%s WHERE patient_id = ANY('{%.*s}'::uuid[]);", tables[i], (int)ids->len,
                    ids->data);
     bool ok = pg_exec(p, sql.data, "deleting an erased patient's rows", e);
     buf_free(&sql);
     return ok;
+}
+
+/* Erased patients: every row of theirs, in every table the sink writes, deleted in the transaction that
+ * stores the position past the erasure (after the COPYs: an older entry shipped in the same transaction may
+ * have added a row of theirs). The current state first, then its history (the periods extension moves a
+ * deleted row into the history table). */
+static bool erase_rows(sink_postgres *p, const buf *ids, ms_err *e)
+{
+    static const char *const tables[] = {"phi_patients", "phi_patients_history", "phi_patient_versions",
+                                         "phi_records",  "public_records",       "public_patients",
+                                         "patient_index"};
+    return delete_rows_of(p, ids, tables, sizeof tables / sizeof tables[0], e);
+}
+
+/* Their patient_index rows alone, before the index COPY (ship_txn): an identity erased and sent again in one
+ * commit gives its new patient an index row with the name and date of birth the erased one's holds. */
+static bool erase_index_rows(sink_postgres *p, const buf *ids, ms_err *e)
+{
+    static const char *const tables[] = {"patient_index"};
+    return delete_rows_of(p, ids, tables, 1, e);
 }
 
 /* How long the oldest commit not yet in PostgreSQL has waited (0 when caught up). */
@@ -374,10 +387,8 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
             * however large, for each group of commits; a temp table has no statistics to say otherwise) */
            (!staged || pg_exec(p, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", "set", e)) &&
            copy_rows(p, &t_phi_records, &sh->records, staged, e) &&
-           copy_rows(p, &t_public_records, &sh->public_records, staged, e) &&
-           /* an identity erased and sent again in one commit: its new patient's index row takes the name and
-            * date of birth the erased one's row holds until the erasure's deletes below */
-           erase_rows(p, &sh->erased, true, e) && copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
+           copy_rows(p, &t_public_records, &sh->public_records, staged, e) && erase_index_rows(p, &sh->erased, e) &&
+           copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
            copy_rows(p, &t_phi_patient_versions, &sh->versions, staged, e) &&
            copy_rows(p, &t_public_patients, &sh->public_patients, staged, e) &&
            copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
@@ -391,8 +402,7 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
                    " ON CONFLICT (patient_id) DO UPDATE SET version = EXCLUDED.version, fields = EXCLUDED.fields,"
                    " valid_from = EXCLUDED.valid_from WHERE medstream.phi_patients.version < EXCLUDED.version",
                    "phi_patients", e) &&
-           erase_rows(p, &sh->erased, false, e) && pg_exec(p, pos, "sink_position", e) &&
-           pg_exec(p, "COMMIT", "commit", e);
+           erase_rows(p, &sh->erased, e) && pg_exec(p, pos, "sink_position", e) && pg_exec(p, "COMMIT", "commit", e);
 }
 
 /* Ship entries shipped+1.. in one transaction; returns the number of commits shipped (0: caught up),

@@ -14,8 +14,9 @@
  *   counter, build the NDJSON body in their own buffer and POST it; a probe thread polls
  *   GET /v1/records/{id} for the sampled records of acknowledged batches until they answer 200
  *   (send-to-visible freshness; a sampled record its batch's answer says was rejected is a failure
- *   named with the server's reason, never waited for); a reader thread GETs /v1/patients/{id} for patient ids learned
- *   from the answers, paced by --read-rate (point-read latency under load). The main thread reads
+ *   named with the server's reason, never waited for); a reader thread GETs /v1/patients/{id} for
+ *   patient ids learned from the answers, paced by --read-rate (point-read latency under load). The
+ *   main thread reads
  *   /metrics before and after, prints progress, and reports.
  *   Figures: every latency is kept (one double per sample); percentiles are nearest-rank on the
  *   sorted samples.
