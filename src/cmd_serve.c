@@ -37,7 +37,8 @@
 /* serve's settings: one field per option of its table. */
 typedef struct {
     const char *data, *listen, *schema, *tls_cert, *tls_key, *roles;
-    uint64_t max_body, max_record, max_inflight, map_size, segment_size, body_cache, state_cache, checkpoint_lag;
+    uint64_t max_body, max_record, max_inflight, body_min_rate, map_size, segment_size, body_cache, state_cache,
+        checkpoint_lag;
     uint64_t header_timeout_s, max_connections, max_connections_per_client, token_ttl_s;
     const char *kafka_brokers, *kafka_topic, *kafka_group, *kafka_dlq, *kafka_public;
     opt_list kafka_config;
@@ -126,6 +127,9 @@ int cmd_serve(int argc, char **argv)
         {.name = "--header-timeout", .type = OPT_SECONDS, .target = &c.header_timeout_s, .def = "10", .min = 1,
          .max = HTTP_HEADER_TIMEOUT_MAX_S,
          .help = "time for request headers to arrive, and the longest stall of a body; then the connection closes"},
+        {.name = "--body-min-rate", .type = OPT_BYTES, .target = &c.body_min_rate, .def = "256KiB",
+         .help = "bytes a second a request body keeps up once --header-timeout has passed (0: no floor); a slower "
+                 "body's connection closes (a body trickled in held its share of --max-inflight)"},
         {.name = "--max-connections", .type = OPT_UINT, .target = &c.max_connections, .def = "512", .min = 1,
          .max = HTTP_CONNECTIONS_MAX, .help = "connections at once (lowered to fit the open-file limit)"},
         {.name = "--max-connections-per-client", .type = OPT_UINT, .target = &c.max_connections_per_client,
@@ -341,6 +345,7 @@ static int serve_run(const serve_settings *c)
                        .max_body = c->max_body,
                        .max_inflight = c->max_inflight,
                        .header_timeout_s = (long)c->header_timeout_s,
+                       .min_body_rate = c->body_min_rate,
                        .max_connections = (long)c->max_connections,
                        .max_connections_per_client = (long)c->max_connections_per_client,
                        .tls_cert_pem = cert_pem,
@@ -354,6 +359,7 @@ static int serve_run(const serve_settings *c)
                            .max_body = 4096,
                            .max_inflight = (uint64_t)1 << 20,
                            .header_timeout_s = ho.header_timeout_s,
+                           .min_body_rate = ho.min_body_rate,
                            .max_connections = 16,
                            .max_connections_per_client = 8,
                            .access_log = ho.access_log};

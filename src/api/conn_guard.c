@@ -30,13 +30,15 @@ struct guard_conn {
     int fd;
     unsigned char addr[ADDR_KEY];
     bool over_cap;
-    bool cut; /* shut down already */
+    bool cut;              /* shut down already */
+    int64_t body_start_ms; /* when the body being received started (the connection's own thread's) */
     _Atomic int64_t deadline_ms;
 };
 
 struct conn_guard {
     unsigned per_client;
     int64_t timeout_ms;
+    uint64_t min_body_rate;
     pthread_mutex_t mu;
     pthread_cond_t wake;
     bool stopping;
@@ -83,6 +85,7 @@ ms_code conn_guard_start(conn_guard **out, const conn_guard_options *opt, ms_err
     g->per_client = opt->per_client;
     g->timeout_ms = (int64_t)(opt->timeout_s * 1000);
     if (g->timeout_ms < 1) g->timeout_ms = 1;
+    g->min_body_rate = opt->min_body_rate;
     atomic_init(&g->cuts, 0);
     pthread_mutex_init(&g->mu, NULL);
     pthread_condattr_t ca;
@@ -166,6 +169,24 @@ void conn_guard_remove(conn_guard *g, guard_conn *c)
 bool guard_conn_over_cap(const guard_conn *c) { return c->over_cap; }
 
 void guard_conn_wait(guard_conn *c) { atomic_store(&c->deadline_ms, mono_ms() + c->g->timeout_ms); }
+
+void guard_conn_body_start(guard_conn *c)
+{
+    c->body_start_ms = mono_ms();
+    atomic_store(&c->deadline_ms, c->body_start_ms + c->g->timeout_ms);
+}
+
+void guard_conn_body_progress(guard_conn *c, uint64_t received)
+{
+    const conn_guard *g = c->g;
+    int64_t due = mono_ms() + g->timeout_ms;
+    if (g->min_body_rate) { /* the time the bytes so far buy at the floor rate, in ms, without overflow */
+        uint64_t r = g->min_body_rate, bought = received / r * 1000 + received % r * 1000 / r;
+        int64_t floor = c->body_start_ms + g->timeout_ms + (int64_t)(bought < INT64_MAX / 2 ? bought : INT64_MAX / 2);
+        if (floor < due) due = floor;
+    }
+    atomic_store(&c->deadline_ms, due);
+}
 
 void guard_conn_clear(guard_conn *c) { atomic_store(&c->deadline_ms, 0); }
 

@@ -4,7 +4,10 @@
  *
  * A connection always waits under one of two deadlines or none: the request headers must be complete
  * within timeout_s of the connection opening (or of the previous answer on a kept-alive connection),
- * and while a body arrives, timeout_s must not pass without a byte; the handler's work and the sending
+ * and while a body arrives, timeout_s must not pass without a byte, and the body must keep up
+ * min_body_rate bytes a second after its first timeout_s (by its start + timeout_s + received /
+ * min_body_rate, else it is cut: a body trickled a byte at a time would otherwise hold its share of the
+ * bodies' budget for ever, each byte moving the stall deadline on); the handler's work and the sending
  * of the answer have no deadline here (libmicrohttpd's idle timeout covers a client that stops
  * reading). The HTTP layer reports each step; this module knows nothing of HTTP or libmicrohttpd, only
  * socket descriptors and addresses.
@@ -29,8 +32,9 @@ typedef struct conn_guard conn_guard;
 typedef struct guard_conn guard_conn;
 
 typedef struct {
-    unsigned per_client; /* admitted connections per client address, >= 1 */
-    double timeout_s;    /* header deadline and body-progress deadline, > 0 */
+    unsigned per_client;    /* admitted connections per client address, >= 1 */
+    double timeout_s;       /* header deadline and body-progress deadline, > 0 */
+    uint64_t min_body_rate; /* bytes a second a body keeps up after its first timeout_s; 0: no floor */
 } conn_guard_options;
 
 ms_code conn_guard_start(conn_guard **out, const conn_guard_options *opt, ms_err *e);
@@ -46,6 +50,11 @@ bool guard_conn_over_cap(const guard_conn *c);
 /* The connection waits for the client (the next request's headers, or more body bytes): the deadline
  * is timeout_s from now. */
 void guard_conn_wait(guard_conn *c);
+/* A request body starts: the deadline is timeout_s from now, and the body's clock starts. */
+void guard_conn_body_start(guard_conn *c);
+/* received bytes of the body have come (in all): the deadline is timeout_s from now, but no later than the
+ * body's start + timeout_s + received / min_body_rate. */
+void guard_conn_body_progress(guard_conn *c, uint64_t received);
 /* The server is working on the request or sending the answer: no deadline. */
 void guard_conn_clear(guard_conn *c);
 

@@ -16,7 +16,9 @@
  * declared body. Bodies go into body_pool buffers, given back as soon as the handler returns; a
  * chunked body reserves as it grows, and if the budget or the size limit refuses, the rest of it is
  * discarded and the answer (503 or 413) comes when it ends. libmicrohttpd 0.9.75 accepts a chunk size
- * of 7fffffffffffffff and waits for those bytes: the body-progress deadline cuts such a connection.
+ * of 7fffffffffffffff and waits for those bytes: the body-progress deadline cuts such a connection. A
+ * body must also keep up --body-min-rate after its first --header-timeout (conn_guard.h): else a client
+ * with a token kept its declared length of the budget for as long as it sent a byte a stall.
  *
  * Each request gets its id when its headers are complete (a 64-bit counter, shared by every server in
  * the process, through splitmix64's bijective mix with a random seed of the process: unique in the
@@ -74,16 +76,17 @@ struct http_server {
 typedef struct {
     http_request req;
     http_response res;
-    body_buf body;         /* req.body points into it */
-    guard_conn *guard;     /* the connection's entry in the guard (NULL only if libmicrohttpd lost it) */
-    bool answered_early;   /* answered before the body */
-    bool too_large;        /* the body passed the size limit: the rest is discarded, 413 */
-    bool over_budget;      /* a growing body was refused by the in-flight budget: discarded, 503 */
-    size_t content_length; /* from the header, 0 if absent */
-    bool bulk_thread;      /* this thread was set to bulk priority for the request */
-    double started;        /* ms_mono_s() when the headers were complete */
-    size_t sent_bytes;     /* the answer's body */
-    char method[16];       /* a copy for the access log (truncated: methods are short tokens) */
+    body_buf body;          /* req.body points into it */
+    guard_conn *guard;      /* the connection's entry in the guard (NULL only if libmicrohttpd lost it) */
+    bool answered_early;    /* answered before the body */
+    bool too_large;         /* the body passed the size limit: the rest is discarded, 413 */
+    bool over_budget;       /* a growing body was refused by the in-flight budget: discarded, 503 */
+    uint64_t body_received; /* the body's bytes so far, kept or discarded (the guard's minimum rate) */
+    size_t content_length;  /* from the header, 0 if absent */
+    bool bulk_thread;       /* this thread was set to bulk priority for the request */
+    double started;         /* ms_mono_s() when the headers were complete */
+    size_t sent_bytes;      /* the answer's body */
+    char method[16];        /* a copy for the access log (truncated: methods are short tokens) */
 } conn_state;
 
 /* ---- request ids ---- */
@@ -388,7 +391,7 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
     thread_priority_set(r->bulk ? THREAD_BULK : THREAD_LATENCY);
     if (cs->guard) {
         if (cs->content_length || chunked)
-            guard_conn_wait(cs->guard); /* the body must keep coming */
+            guard_conn_body_start(cs->guard); /* the body must keep coming */
         else
             guard_conn_clear(cs->guard);
     }
@@ -431,7 +434,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (cs->guard) guard_conn_wait(cs->guard); /* progress: the deadline moves on */
+        cs->body_received += *upload_data_size;
+        if (cs->guard) guard_conn_body_progress(cs->guard, cs->body_received); /* the deadline moves on */
         if (!cs->too_large && !cs->over_budget) {
             append_result ar = body_append(srv, cs, upload_data, *upload_data_size);
             if (ar == APPEND_TOO_LARGE) cs->too_large = true;
@@ -667,7 +671,8 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
     s->port = port;
     s->body_limit = opt->max_inflight < opt->max_body ? (size_t)opt->max_inflight : opt->max_body;
     s->bodies = body_pool_new(opt->max_inflight, POOL_MAX_FREE);
-    conn_guard_options go = {(unsigned)opt->max_connections_per_client, (double)opt->header_timeout_s};
+    conn_guard_options go = {(unsigned)opt->max_connections_per_client, (double)opt->header_timeout_s,
+                             opt->min_body_rate};
     if ((rc = conn_guard_start(&s->guard, &go, e)) != MS_OK) {
         close(fd);
         body_pool_free(s->bodies);

@@ -110,6 +110,7 @@ typedef struct {
     size_t max_body;                 /* bytes */
     uint64_t max_inflight;           /* bytes of request bodies held at once */
     long header_timeout_s;           /* headers complete within this; a body never stalls this long */
+    uint64_t min_body_rate;          /* bytes a second a body keeps up after its first header_timeout_s (0: any) */
     long max_connections;            /* in all (lowered to fit the open-file limit) */
     long max_connections_per_client; /* per client address */
     const char *tls_cert_pem;        /* PEM text of certificate (chain) and key: HTTPS when both are set */

@@ -10,7 +10,9 @@
 #     cap, a client's connections are refused when accepted;
 #   - memory: with --max-inflight 8MiB, uploads whose declared lengths do not fit beside the ones in
 #     flight get 503 + Retry-After without their bodies being read, while a small one succeeds, and an
-#     upload after the others finish succeeds; a chunked body that outgrows the budget gets 503;
+#     upload after the others finish succeeds; a chunked body that outgrows the budget gets 503; bodies
+#     trickled below --body-min-rate are cut once --header-timeout has passed and their budget comes back,
+#     while a body above the floor, with a pause, gets through;
 #   - framing: two Content-Length headers (different or equal), Content-Length with
 #     Transfer-Encoding, and whitespace in a header name are answered 400 and the connection closed (no
 #     smuggled second request is answered); a transfer coding other than plain chunked gets 501 and a
@@ -384,6 +386,74 @@ def test_a_body_on_a_route_that_reads_none_is_refused_before_the_budget():
     s.stop()
     check_refused_and_closed(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n0\r\n\r\n", 413, "a chunked body on GET /healthz")
+
+
+@test(timeout=90)
+def test_a_body_trickled_below_the_minimum_rate_is_cut_and_its_budget_freed():
+    """A client with a token declared two ~3 MiB bodies and sent them a few bytes a second, each piece within
+    the stall deadline: every byte moved the deadline on, so the bodies' budget (8 MiB) stayed 6 MiB full
+    for as long as the client liked. With --body-min-rate 4KiB a body must keep up 4 KiB a second once
+    --header-timeout has passed: both are cut, their budget comes back, and a body sent faster than the
+    floor, with a pause, still gets through."""
+    s = edge_server(["--header-timeout", str(HEADER_TIMEOUT), "--max-inflight", "8MiB", "--body-min-rate", "4KiB"],
+                    name="min-rate")
+    body = ndjson_body("trickle", 180, 16 * 1024)      # ~3 MiB: two fit in 8 MiB, a third does not
+    held = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(2):
+            c = connect(s.port)
+            c.sendall(upload_head(s, len(body)) + body[:1000])
+            held.append(c)
+        time.sleep(0.3)
+        c = connect(s.port)
+        c.sendall(upload_head(s, len(body)) + body[:1000])
+        third = read_answer(c, RAW_TIMEOUT)
+        c.close()
+        check(third is not None and third[0] == 503, "a third body beside the two trickled ones: %r" % (third,))
+        sent, cut_after = 1000, {}
+        while len(cut_after) < len(held) and time.monotonic() - t0 < HEADER_TIMEOUT + 10:
+            for i, c in enumerate(held):
+                if i in cut_after:
+                    continue
+                try:
+                    c.sendall(body[sent:sent + 100])
+                except (BrokenPipeError, ConnectionResetError):
+                    cut_after[i] = time.monotonic() - t0
+                    continue
+                data, closed = read_until_closed(c, 0.01)
+                if closed:
+                    cut_after[i] = time.monotonic() - t0
+                    check(not data, "a cut body got an answer: %r" % data[:200])
+            sent += 100
+            time.sleep(1.0)                            # a piece a second: well within the 3 s stall deadline
+        eq(len(cut_after), 2, "bodies trickled at 100 bytes a second cut within %d s (--body-min-rate 4KiB; cut: %s)"
+           % (HEADER_TIMEOUT + 10, cut_after))
+        for t in cut_after.values():
+            check(HEADER_TIMEOUT - 0.5 <= t <= HEADER_TIMEOUT + 4, "cut %.1f s after the start; the floor allows "
+                  "%d s + the bytes sent / 4 KiB" % (t, HEADER_TIMEOUT))
+    finally:
+        for c in held:
+            c.close()
+    r = s.ingest(body)
+    eq(r.status, 200, "a body of the same size once the trickled ones were cut (%s)" % short(r.text))
+    # above the floor, with a pause shorter than the stall deadline: longer than --header-timeout in all
+    slow = ndjson_body("above-floor", 2, 16 * 1024)
+    c = connect(s.port, timeout=30)
+    try:
+        c.sendall(upload_head(s, len(slow)))
+        t1 = time.monotonic()
+        for i, at in enumerate(range(0, len(slow), 5000)):
+            c.sendall(slow[at:at + 5000])
+            time.sleep(2.0 if i == 2 else 0.5)
+        ans = read_answer(c, 30)
+        took = time.monotonic() - t1
+        check(ans is not None and ans[0] == 200, "a body sent at ~10 KiB/s over %.1f s: %r" % (took, ans and ans[:1]))
+        check(took > HEADER_TIMEOUT, "the slow body took %.1f s, not longer than --header-timeout" % took)
+        eq(json.loads(ans[2])["errors"], False, "its records")
+    finally:
+        c.close()
+    s.stop()
 
 
 @test(timeout=90)
