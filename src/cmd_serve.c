@@ -283,6 +283,7 @@ static int serve_run(const serve_settings *c)
     notifier *notify = NULL;
     counters *live_counters = NULL;
     reprojector *rp = NULL;
+    refusal_tally *refusals = NULL; /* set with the api context below, which is whole once it is */
     int rc = 1;
     store_options so = {c->map_size,    c->segment_size,  c->body_cache,
                         c->state_cache, .owner = "serve", .plog_checkpoint_lag = c->checkpoint_lag};
@@ -310,7 +311,8 @@ static int serve_run(const serve_settings *c)
              .max_record = c->max_record,
              .max_body = c->max_body,
              .token_ttl_s = (int64_t)c->token_ttl_s,
-             .data_dir = c->data};
+             .data_dir = c->data,
+             .refusals = refusals = refusal_tally_new()};
     export_jobs_options eo = {.store = s,
                               .schema = &sc,
                               .data_dir = c->data,
@@ -443,11 +445,13 @@ out:
     http_server_stop(metrics_port);
     notifier_close_streams(notify); /* event streams end now, so that the server's stop does not wait on them */
     http_server_stop(h);            /* no new requests; in-flight ones finish */
-    notifier_stop(notify);          /* webhook workers and the follower stop, their positions saved */
-    export_jobs_stop(exports);      /* a running export stops and removes what it wrote */
+    if (refusals) api_audit_refusals(&a, true); /* the refusals without a user counted since their windows' first */
+    notifier_stop(notify);                      /* webhook workers and the follower stop, their positions saved */
+    export_jobs_stop(exports);                  /* a running export stops and removes what it wrote */
     free(cert_pem);
     free(key_pem);
-    writer_stop(w);               /* queued batches are committed */
+    writer_stop(w); /* queued batches are committed */
+    refusal_tally_free(refusals);
     reproject_stop(rp);           /* after the writer, which projects with its previous schema */
     counters_stop(live_counters); /* their state saved: a restart replays only what they had not applied */
     sink_lake_stop(lake);         /* then published: a clean stop leaves the lake holding every commit */

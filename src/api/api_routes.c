@@ -25,7 +25,10 @@
 #include "api/handlers.h"
 #include "access/audit.h"
 #include "access/tokens.h"
+#include "base/timefmt.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -630,10 +633,72 @@ static void audit_denied(api *a, const http_request *req, const char *user, cons
     writer_audit(a->writer, &ev);
 }
 
+/* A window's summary of refusals without a known user: one entry, ids and counts only (refusals.h). */
+static void audit_refusal_summary(api *a, const refusal_summary *w)
+{
+    char from[40], to[40], why[200];
+    time_format_rfc3339(w->first_us, from, sizeof from);
+    time_format_rfc3339(w->last_us, to, sizeof to);
+    snprintf(why, sizeof why, "%llu more requests without a valid token from this address, %s to %s",
+             (unsigned long long)w->more, from, to);
+    audit_event ev = {.time_us = ms_now_us(),
+                      .user = "",
+                      .role = "",
+                      .action = "auth:refused",
+                      .resource = "",
+                      .outcome = "denied",
+                      .client = w->client,
+                      .reason = why};
+    writer_audit(a->writer, &ev);
+}
+
+void api_audit_refusals(api *a, bool all)
+{
+    if (!a->refusals) return;
+    refusal_summary got[16];
+    size_t n;
+    do {
+        n = refusal_closed(a->refusals, all ? INT64_MAX : ms_now_us(), got, 16);
+        for (size_t i = 0; i < n; i++)
+            audit_refusal_summary(a, &got[i]);
+    } while (n == 16);
+}
+
+/* A request refused without a known user (no token, an unknown one): the first from its address in a window is
+ * audited as it is, the rest in the window's summary (refusals.h: one entry each would let anyone grow the
+ * audit log at will). */
+static void audit_anonymous(api *a, const http_request *req, const char *action, const char *why)
+{
+    if (!a->refusals) return;
+    refusal_summary closed;
+    int got = refusal_note(a->refusals, req->client, ms_now_us(), &closed);
+    if (got & REFUSAL_SUMMARY) audit_refusal_summary(a, &closed);
+    if (got & REFUSAL_FIRST) {
+        audit_event ev = {.time_us = ms_now_us(),
+                          .user = "",
+                          .role = "",
+                          .action = action,
+                          .resource = req->path,
+                          .outcome = "denied",
+                          .client = req->client,
+                          .reason = why};
+        writer_audit(a->writer, &ev);
+    }
+}
+
+/* Once a second at most, by whichever request comes: the closed windows' summaries. */
+static void sweep_refusals(api *a)
+{
+    int64_t now = ms_now_us(), last = atomic_load(&a->refusals_swept_us);
+    if (now - last < 1000000 || !atomic_compare_exchange_strong(&a->refusals_swept_us, &last, now)) return;
+    api_audit_refusals(a, false);
+}
+
 /* Every route's permission, checked before anything else of the request is read. */
 static int authorize(api *a, const route *rt, http_request *req, http_response *res)
 {
     if (strcmp(rt->permission, PERMISSION_NONE) == 0) return 0;
+    sweep_refusals(a);
     principal who = {0};
     token_status st = token_check(a->store, req->authorization, &who);
     snprintf(req->user, sizeof req->user, "%s", who.user); /* known for a refused role or an expired token */
@@ -643,7 +708,10 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
         return 503;
     }
     if (st != TOKEN_OK) {
-        if (who.user[0]) audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
+        if (who.user[0])
+            audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
+        else
+            audit_anonymous(a, req, rt->permission, token_status_text(st));
         http_error(res, 401, "%s", token_status_text(st));
         return 401;
     }

@@ -23,6 +23,7 @@
 #define MS_API_ROUTES_H
 
 #include "access/access.h"
+#include "access/refusals.h"
 #include "api/http_server.h"
 #include "pipeline/schema.h"
 #include "store/store.h"
@@ -44,7 +45,15 @@ typedef struct {
     counters *counters;              /* the rolling-window counters (/v1/counters) */
     struct cluster *_Atomic cluster; /* a cluster node (ingest/cluster.h), set once its consumer runs: reads of
                                         other nodes' shards redirect (NULL: not a cluster node, or not yet) */
+    refusal_tally *refusals;         /* requests refused without a known user, audited per address and window
+                                        (NULL: not audited; a context without a
+                                        server's writer, as a unit test's) */
+    _Atomic int64_t refusals_swept_us; /* the last look for closed windows (once a second at most) */
 } api;
+
+/* Audit the windows of refusals without a known user that have closed (all of them: the server's stop,
+ * before the writer's); a request with a permission does it once a second. */
+void api_audit_refusals(api *a, bool all);
 
 /* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a
  * thousand patient ids an entry, and made durable (writer_sync) before the export becomes visible. */

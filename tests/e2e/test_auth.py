@@ -6,7 +6,8 @@
 # then 409 for the same name; PHI routes answer nothing without a token. (Account management beyond
 # this matrix: test_accounts.py.) And the audit trail: every PHI
 # access and login leaves an entry (user, action, patient ids, outcome) without PHI values, the
-# auditor can filter it, and `medstream audit verify` passes on the untouched log.
+# auditor can filter it, and `medstream audit verify` passes on the untouched log; refusals without a
+# known user are audited per address and window (the first, then a summary of the rest).
 #
 # Run: /usr/bin/python3 tests/e2e/test_auth.py
 
@@ -284,6 +285,45 @@ def test_audit_trail_of_phi_access():
     eq(out.returncode, 0, "audit verify on the untouched log: %s %s" % (out.stdout, out.stderr))
     check("intact" in out.stdout and len(out.stdout.split("head sha256 ")[1].strip()) == 64,
           "verify prints the head hash: %s" % out.stdout)
+
+
+@test(timeout=120)
+def test_refusals_without_a_user_are_audited_per_address_and_window():
+    """A request refused without a known user (no token, an unknown one) left no audit entry, though every
+    denied attempt must; one entry each would let anyone grow the audit log at will. The first from an
+    address in a window (60 s) is audited as it is (no user, the route's permission, the path, the reason);
+    the rest of the window in one summary entry, written once the window has closed or the server stops."""
+    s = H.Server(name="anon-audit")
+    s.start()
+    for i in range(40):
+        hdr = {} if i % 2 else {"Authorization": "Bearer not-a-token-%d" % i}
+        r = H.http_request(s.port, "GET", "/v1/records/anon-%d" % i, headers=hdr)
+        eq(r.status, 401, "request %d without a valid token" % i)
+    anon = []
+    for _ in range(50):  # entries of refusals are committed with the next group
+        anon = [x for x in s.audit_entries(limit=1000) if x["user"] == ""]
+        if anon:
+            break
+        time.sleep(0.05)
+    eq(len(anon), 1, "entries of 40 refusals from one address within a window (%s)" % anon)
+    first = anon[0]
+    eq((first["action"], first["resource"], first["outcome"], first["client"]),
+       ("records:read", "/v1/records/anon-0", "denied", "127.0.0.1"), "the window's first refusal")
+    check(first.get("reason"), "the first refusal says why: %s" % first)
+    eq(s.stop(), 0, "clean stop")
+    s.start()
+    anon = [x for x in s.audit_entries(limit=1000) if x["user"] == ""]
+    eq(len(anon), 2, "entries after the stop (%s)" % anon)
+    summary = anon[1]
+    eq((summary["action"], summary["outcome"], summary["client"]), ("auth:refused", "denied", "127.0.0.1"),
+       "the window's summary")
+    check(summary["reason"].startswith("39 more requests without a valid token from this address, "),
+          "the summary counts the other 39: %s" % summary["reason"])
+    raw = s.request("GET", "/v1/audit?limit=1000").body
+    check(b"not-a-token" not in raw, "no token sent reaches the audit log")
+    s.stop()
+    out = subprocess.run([H.BIN, "audit", "verify", "--data", s.data_dir], capture_output=True, text=True, timeout=60)
+    eq(out.returncode, 0, "audit verify: %s %s" % (out.stdout, out.stderr))
 
 
 @test(timeout=60)

@@ -1,7 +1,8 @@
 /*
  * test_conn_guard.c - the connection watch (src/conn_guard.h) on socket pairs: a connection past its
  * deadline is shut down (its peer reads end-of-stream) and counted, once; one whose deadline keeps
- * moving (progress) or was cleared (being handled) is not; the per-client cap admits the first N of
+ * moving (progress) or was cleared (being handled) is not; a body trickled below the floor rate is cut
+ * once the first timeout has passed, one above it is not; the per-client cap admits the first N of
  * an address, marks the rest, counts each address on its own, and admits again once one closes.
  */
 #include "unit.h"
@@ -37,13 +38,49 @@ static struct sockaddr_in addr_v4(const char *ip)
     return sa;
 }
 
-static conn_guard *start(unsigned per_client, double timeout_s)
+static conn_guard *start_rate(unsigned per_client, double timeout_s, uint64_t min_body_rate)
 {
     conn_guard *g = NULL;
     ms_err e;
-    conn_guard_options o = {per_client, timeout_s};
+    conn_guard_options o = {per_client, timeout_s, min_body_rate};
     assert_int_equal(conn_guard_start(&g, &o, &e), MS_OK);
     return g;
+}
+
+static conn_guard *start(unsigned per_client, double timeout_s) { return start_rate(per_client, timeout_s, 0); }
+
+/* A body trickled below the floor rate is cut once timeout_s has passed, though each piece came within the
+ * stall deadline; one at the floor rate is not. */
+static void test_body_min_rate(void **state)
+{
+    (void)state;
+    conn_guard *g = start_rate(8, 0.5, 10000); /* 10,000 bytes a second */
+    struct sockaddr_in a = addr_v4("127.0.0.1");
+    int slow[2], fast[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, slow), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fast), 0);
+    guard_conn *cs = conn_guard_add(g, slow[0], (struct sockaddr *)&a, sizeof a);
+    guard_conn *cf = conn_guard_add(g, fast[0], (struct sockaddr *)&a, sizeof a);
+    guard_conn_body_start(cs);
+    guard_conn_body_start(cf);
+    bool slow_cut = false;
+    for (int i = 1; i <= 15; i++) { /* 1.5 s: 100 bytes every 0.1 s against 2,000 (twice the floor) */
+        sleep_ms(100);
+        guard_conn_body_progress(cs, (uint64_t)i * 100);
+        guard_conn_body_progress(cf, (uint64_t)i * 2000);
+        if (i == 3) assert_false(peer_closed_within(slow[1], 0)); /* 0.3 s: within the first timeout_s */
+        if (peer_closed_within(slow[1], 0)) slow_cut = true;
+    }
+    assert_true(slow_cut || peer_closed_within(slow[1], 500));
+    assert_false(peer_closed_within(fast[1], 0));
+    assert_int_equal(conn_guard_cut_count(g), 1);
+    conn_guard_remove(g, cs);
+    conn_guard_remove(g, cf);
+    for (int i = 0; i < 2; i++) {
+        close(slow[i]);
+        close(fast[i]);
+    }
+    conn_guard_stop(g);
 }
 
 static void test_deadlines(void **state)
@@ -123,7 +160,7 @@ static void test_bad_options(void **state)
     (void)state;
     conn_guard *g = NULL;
     ms_err e;
-    conn_guard_options zero_cap = {0, 10}, zero_time = {4, 0};
+    conn_guard_options zero_cap = {0, 10, 0}, zero_time = {4, 0, 0};
     assert_int_equal(conn_guard_start(&g, &zero_cap, &e), MS_EINVAL);
     assert_int_equal(conn_guard_start(&g, &zero_time, &e), MS_EINVAL);
     assert_null(g);
@@ -133,6 +170,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines),
+        cmocka_unit_test(test_body_min_rate),
         cmocka_unit_test(test_per_client_cap),
         cmocka_unit_test(test_bad_options),
     };
