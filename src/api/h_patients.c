@@ -125,14 +125,35 @@ void h_patient_records(api *a, http_request *req, http_response *res)
 
 /* ---- erasure: DELETE /v1/patients/{id} and its certificate (ingest/erasure.c) ---- */
 
-/* The views this server keeps that follow an erasure: the counters (exact once built again after it) and
- * the notifications' events (deleted by the notifier's follower with its position). */
-static size_t erasure_views(api *a, erasure_view v[2])
+/* The views this server keeps that follow an erasure: the counters (exact once built again after it), the
+ * notifications' events (deleted by the notifier's follower with its position) and, with an events topic, the
+ * topic's tombstone of the patient (owed from that deletion until delivered: events_kafka.c). */
+typedef struct {
+    const patient_id *pid;
+    bool owed;
+} owed_search;
+
+static bool find_owed(void *ctx, const patient_id *pid)
+{
+    owed_search *o = ctx;
+    o->owed = !memcmp(pid->b, o->pid->b, 16);
+    return !o->owed;
+}
+
+static ms_code erasure_views(api *a, store_read *r, const patient_id *pid, erasure_view v[3], size_t *nv, ms_err *e)
 {
     size_t n = 0;
     if (a->counters) v[n++] = (erasure_view){.view = "counters", .pos = counters_settled(a->counters)};
     if (a->notifier) v[n++] = (erasure_view){.view = "events", .sink = "notify"};
-    return n;
+    if (a->notifier && notifier_has_events_topic(a->notifier)) {
+        owed_search o = {.pid = pid};
+        ms_code rc = store_events_owed(r, find_owed, &o, e);
+        if (rc != MS_OK) return rc;
+        v[n++] = o.owed ? (erasure_view){.view = "events_topic", .pos = 0}
+                        : (erasure_view){.view = "events_topic", .sink = "notify"};
+    }
+    *nv = n;
+    return MS_OK;
 }
 
 void h_patient_erase(api *a, http_request *req, http_response *res)
@@ -183,9 +204,10 @@ void h_patient_erase(api *a, http_request *req, http_response *res)
     if (!begin_read(a, res, &r)) return;
     res->body.len = 0;
     buf_putc(&res->body, '{');
-    erasure_view v[2];
-    size_t nv = erasure_views(a, v);
-    ms_code rc = erasure_certificate(a->store, r, &c.pid, &c.report.mark, v, nv, &res->body, &e);
+    erasure_view v[3];
+    size_t nv = 0;
+    ms_code rc = erasure_views(a, r, &c.pid, v, &nv, &e);
+    if (rc == MS_OK) rc = erasure_certificate(a->store, r, &c.pid, &c.report.mark, v, nv, &res->body, &e);
     store_read_end(r);
     if (rc != MS_OK) {
         http_error(res, status_for(rc), "%s", e.msg);
@@ -216,8 +238,9 @@ void h_patient_erasure(api *a, http_request *req, http_response *res)
     if (rc == MS_OK && !erased) rc = ms_fail(&e, MS_ENOTFOUND, "no erasure of this patient");
     res->body.len = 0;
     buf_putc(&res->body, '{');
-    erasure_view v[2];
-    size_t nv = erasure_views(a, v);
+    erasure_view v[3];
+    size_t nv = 0;
+    if (rc == MS_OK) rc = erasure_views(a, r, &pid, v, &nv, &e);
     if (rc == MS_OK) rc = erasure_certificate(a->store, r, &pid, &mark, v, nv, &res->body, &e);
     store_read_end(r);
     if (rc != MS_OK) {

@@ -242,6 +242,8 @@ void notifier_rules_json(notifier *n, buf *out)
     pthread_mutex_unlock(&n->change_lock);
 }
 
+bool notifier_has_events_topic(const notifier *n) { return n->opt.events_topic != NULL; }
+
 bool notifier_rule_json(notifier *n, const char *name, buf *out)
 {
     pthread_mutex_lock(&n->change_lock);
@@ -505,6 +507,7 @@ static void *follower_main(void *arg)
         st.seq = seq;
         st.bytes = 0;
         st.records = 0;
+        st.nerased = 0; /* a failed step's erasures are read again */
         st.failed = false;
         events.len = 0;
         nevents = 0;
@@ -553,10 +556,10 @@ static void *follower_main(void *arg)
                 v[i] = (store_bytes){events.data + from, offs[i] - from};
             }
             uint64_t gone = 0;
-            /* an erasure's entry: the events of its other records, and the patient's events deleted, with
-             * the position past it, in one write */
-            ms_code rc = erasure ? store_events_delete(n->store, seq + 1, v, nevents, erased_event, &st, NOTIFY_SINK, p,
-                                                       &gone, &e)
+            /* an erasure's entry: the events of its other records, the patient's events deleted and, with an
+             * events topic, its tombstone owed there (events_kafka.c), with the position past it, in one write */
+            ms_code rc = erasure ? store_events_delete(n->store, seq + 1, v, nevents, erased_event, &st, st.erased,
+                                                       n->opt.events_topic ? st.nerased : 0, NOTIFY_SINK, p, &gone, &e)
                                  : store_events_append(n->store, seq + 1, v, nevents, NOTIFY_SINK, p, &e);
             free(v);
             st.nerased = 0;

@@ -75,6 +75,8 @@ ms_code notifier_rule_delete(notifier *n, const char *name, const notify_actor *
 void notifier_rules_json(notifier *n, buf *out);
 /* One rule's JSON with its "source"; false if there is none of that name. */
 bool notifier_rule_json(notifier *n, const char *name, buf *out);
+/* Does this notifier send its events to a Kafka topic (notifier_options.events_topic)? */
+bool notifier_has_events_topic(const notifier *n);
 
 /* ---- events ---- */
 

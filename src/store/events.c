@@ -20,7 +20,16 @@
 #include <string.h>
 
 #define NAME_MAX_BYTES 255
-#define EVENTS_HIGH "events:high" /* meta: the highest seq ever appended, once entries were deleted */
+#define EVENTS_HIGH "events:high"  /* meta: the highest seq ever appended, once entries were deleted */
+#define EVENTS_OWED "events:owed:" /* meta: + a patient id's 16 bytes: a tombstone owed to the events topic */
+#define OWED_PREFIX (sizeof EVENTS_OWED - 1)
+
+static MDB_val owed_key(unsigned char kb[OWED_PREFIX + 16], const patient_id *pid)
+{
+    memcpy(kb, EVENTS_OWED, OWED_PREFIX);
+    memcpy(kb + OWED_PREFIX, pid->b, 16);
+    return st_val(kb, OWED_PREFIX + 16);
+}
 
 /* ---- the event log ---- */
 
@@ -42,7 +51,7 @@ ms_code store_events_append(store *s, uint64_t first_seq, const store_bytes *ent
                             uint64_t pos, ms_err *e)
 {
     uint64_t none;
-    return store_events_delete(s, first_seq, entries, n, NULL, NULL, sink, pos, &none, e);
+    return store_events_delete(s, first_seq, entries, n, NULL, NULL, NULL, 0, sink, pos, &none, e);
 }
 
 ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
@@ -57,7 +66,8 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e)
 }
 
 ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, store_event_fn drop,
-                            void *ctx, const char *sink, uint64_t pos, uint64_t *deleted, ms_err *e)
+                            void *ctx, const patient_id *owed, size_t nowed, const char *sink, uint64_t pos,
+                            uint64_t *deleted, ms_err *e)
 {
     *deleted = 0;
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: event log: the store is open read-only");
@@ -104,6 +114,11 @@ ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *ent
     }
     /* the seqs deleted from the end stay taken: the next entry is still the highest + 1 */
     if (!rc && drop && last > high) rc = st_meta_put_u64(txn, s->dbi[DB_META], EVENTS_HIGH, last);
+    for (size_t i = 0; i < nowed && !rc; i++) {
+        unsigned char kb[OWED_PREFIX + 16];
+        MDB_val k = owed_key(kb, &owed[i]), v = st_val("", 0);
+        rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+    }
     if (!rc) rc = st_meta_put_u64(txn, s->dbi[DB_META], key, pos);
     if (rc) {
         mdb_txn_abort(txn);
@@ -111,6 +126,38 @@ ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *ent
     }
     rc = mdb_txn_commit(txn);
     return rc ? st_write_fail(s, e, rc, "event log commit") : MS_OK;
+}
+
+ms_code store_events_owed(store_read *r, store_owed_fn fn, void *ctx, ms_err *e)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &c);
+    if (rc) return st_mdb_fail(e, rc, "events topic tombstones");
+    MDB_val k = st_val(EVENTS_OWED, OWED_PREFIX), v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != OWED_PREFIX + 16 || memcmp(k.mv_data, EVENTS_OWED, OWED_PREFIX) != 0) break;
+        patient_id pid;
+        memcpy(pid.b, (const char *)k.mv_data + OWED_PREFIX, 16);
+        if (!fn(ctx, &pid)) break;
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "events topic tombstones") : MS_OK;
+}
+
+ms_code store_events_owed_done(store *s, const patient_id *pid, ms_err *e)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return st_mdb_fail(e, rc, "events topic tombstone begin");
+    unsigned char kb[OWED_PREFIX + 16];
+    MDB_val k = owed_key(kb, pid);
+    rc = mdb_del(txn, s->dbi[DB_META], &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return st_write_fail(s, e, rc, "events topic tombstone");
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? st_write_fail(s, e, rc, "events topic tombstone commit") : MS_OK;
 }
 
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e)

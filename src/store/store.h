@@ -517,12 +517,20 @@ ms_code store_events_last(store_read *r, uint64_t *seq, ms_err *e);
 typedef bool (*store_event_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
 ms_code store_events_scan(store_read *r, uint64_t after, store_event_fn fn, void *ctx, ms_err *e);
 /* store_events_append (n may be 0), then delete every entry for which drop(ctx, seq, bytes) is true (an
- * erased patient's events; drop NULL: none), with sink position `sink` set to pos, in one write transaction (a small
+ * erased patient's events; drop NULL: none), and note a tombstone owed to the events topic for each of the nowed
+ * patients `owed` (store_events_owed), with sink position `sink` set to pos, in one write transaction (a small
  * write), so that the follower that deletes them resumes after pos only once they are gone. Seqs stay
  * taken: the next append is still the highest seq ever appended + 1 (store_events_last says so).
  * *deleted: how many. Errors: as store_events_append. */
 ms_code store_events_delete(store *s, uint64_t first_seq, const store_bytes *entries, size_t n, store_event_fn drop,
-                            void *ctx, const char *sink, uint64_t pos, uint64_t *deleted, ms_err *e);
+                            void *ctx, const patient_id *owed, size_t nowed, const char *sink, uint64_t pos,
+                            uint64_t *deleted, ms_err *e);
+/* The patients owed a tombstone on the events topic (store_events_delete's `owed`, written with the deletion of
+ * their events: an erasure), in id order; fn returns false to stop. */
+typedef bool (*store_owed_fn)(void *ctx, const patient_id *pid);
+ms_code store_events_owed(store_read *r, store_owed_fn fn, void *ctx, ms_err *e);
+/* pid's tombstone was delivered: it is owed no more (a small write; none owed: nothing to do). */
+ms_code store_events_owed_done(store *s, const patient_id *pid, ms_err *e);
 
 /* Named definitions by kind ("rule", "subscription", ...): opaque bytes under (kind, name), written inside
  * a store_write (the writer's transaction, with the audit entry of the change) so that a change and its

@@ -8,7 +8,8 @@
 # restarts (rules, events and positions survive; kill -9 neither loses nor repeats an event), a stream that
 # ends when its account is disabled, the stream
 # limit, a quiet stream outliving the edge's header deadline, a client that hangs up noticed at once, a
-# stop that ends open streams, and --events-topic on librdkafka's mock cluster.
+# stop that ends open streams, and --events-topic on librdkafka's mock cluster (an erased patient's
+# tombstone on it after its events, and the certificate's events_topic view).
 import hashlib
 import hmac
 import http.server
@@ -697,7 +698,7 @@ def test_https_webhook_checks_the_certificate():
     check(st["failures_total"] >= 1 and "certificate" in (st["last_error"] or ""), "state: %r" % st)
 
 
-@harness.test(timeout=90)
+@harness.test(timeout=120)
 def test_events_topic_on_kafka():
     try:
         from confluent_kafka import Consumer
@@ -738,6 +739,40 @@ def test_events_topic_on_kafka():
     check(who not in json.dumps(list(got.values())), "no PHI in the messages")
     m = s.get("/metrics").text
     check("medstream_notify_kafka_position 15" in m, "position metric")
+    # an erasure: the topic gets a tombstone under the patient's key (a compacted topic drops its events),
+    # after every event of it, and none for another patient; the certificate's events_topic view says done
+    other = "Ko " + harness.rand_token(6)
+    s.ingest_ok([rec(other, "kafkaword o%d" % i, record_id="kx-%d" % i) for i in range(2)])
+    eq(len(wait_events(s, 15, 2)), 2, "the other patient's events stored")
+    pid = stored[0]["patient_id"]
+    r = s.request("DELETE", "/v1/patients/" + pid, body=json.dumps({"reason": "events topic test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "erase (%s)" % r.text[:300])
+    views = {}
+    deadline = time.time() + 30
+    while views.get("events_topic") != "done" and time.time() < deadline:
+        cert = s.get_json("/v1/patients/%s/erasure" % pid)
+        views = {v["view"]: v["status"] for v in cert["views"]}
+        time.sleep(0.1)
+    eq(views.get("events_topic"), "done", "the certificate's events_topic view (%s)" % views)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "events-reader-2", "auto.offset.reset": "earliest"})
+    c.subscribe(["nevents"])
+    msgs = []
+    deadline = time.time() + 30
+    while not any(x[2] is None for x in msgs) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        msgs.append((m.key().decode(), m.offset(), m.value(), dict(m.headers() or []), m.partition()))
+    c.close()
+    tombs = [x for x in msgs if x[2] is None]
+    eq([x[0] for x in tombs], [pid], "tombstones on the events topic: one, under the erased patient's id")
+    eq(tombs[0][3].get("medstream.erased"), b"patient", "its header")
+    mine = [x for x in msgs if x[0] == pid and x[2] is not None]
+    eq(len(mine), 15, "the patient's events before it")
+    check(all(x[4] == tombs[0][4] and x[1] < tombs[0][1] for x in mine),
+          "the tombstone comes after every event of the patient, in their partition")
+    check("medstream_notify_kafka_tombstones_total 1" in s.get("/metrics").text, "tombstones metric")
 
 
 if __name__ == "__main__":

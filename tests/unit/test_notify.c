@@ -100,9 +100,28 @@ static bool drop_odd_b(void *ctx, uint64_t seq, const char *ev, size_t len)
     return (seq % 2 == 1) && len > 0 && ev[0] == 'b';
 }
 
-/* An erased patient's events: deleted by a predicate over their bytes, with the follower's position and
- * the entries of the same step, in one write; their seqs stay taken (the next append goes on after the
- * highest ever appended, also when the last ones were deleted, also after a reopen). */
+static bool note_owed(void *ctx, const patient_id *pid)
+{
+    char *out = ctx;
+    snprintf(out + strlen(out), 64, "%02x;", pid->b[0]);
+    return true;
+}
+
+/* The first byte of each patient owed an events topic tombstone, in order: "01;02;". */
+static const char *owed_list(store *s)
+{
+    static char out[256];
+    out[0] = 0;
+    ms_err e;
+    store_read *r = unit_rbegin(s);
+    assert_int_equal(store_events_owed(r, note_owed, out, &e), MS_OK);
+    store_read_end(r);
+    return out;
+}
+
+/* An erased patient's events: deleted by a predicate over their bytes, with the follower's position, the
+ * entries of the same step and the tombstones owed to the events topic, in one write; their seqs stay taken (the next
+ * append goes on after the highest ever appended, also when the last ones were deleted, also after a reopen). */
 static void test_event_log_delete(void **state)
 {
     (void)state;
@@ -110,15 +129,18 @@ static void test_event_log_delete(void **state)
     assert_true(unit_store_open(&u, NULL));
     ms_err e;
     store_bytes ev[] = {{"a1", 2}, {"b2", 2}, {"b3", 2}, {"a4", 2}, {"b5", 2}};
+    patient_id owed[2] = {{{2}}, {{1}}};
     assert_int_equal(store_events_append(u.s, 1, ev, 3, "notify", 4, &e), MS_OK);
     int seen = 0;
     uint64_t gone = 0;
     /* a wrong first seq: nothing written, nothing deleted */
-    assert_int_equal(store_events_delete(u.s, 7, ev + 3, 2, drop_odd_b, &seen, "notify", 9, &gone, &e), MS_ECONFLICT);
+    assert_int_equal(store_events_delete(u.s, 7, ev + 3, 2, drop_odd_b, &seen, owed, 2, "notify", 9, &gone, &e),
+                     MS_ECONFLICT);
+    assert_string_equal(owed_list(u.s), ""); /* nor a tombstone owed */
     assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;3=b3;");
     assert_int_equal(position_of(u.s, "notify"), 4);
     /* appended 4, 5, then every odd seq starting with b deleted: 3 and 5 (the last one) */
-    assert_int_equal(store_events_delete(u.s, 4, ev + 3, 2, drop_odd_b, &seen, "notify", 9, &gone, &e), MS_OK);
+    assert_int_equal(store_events_delete(u.s, 4, ev + 3, 2, drop_odd_b, &seen, owed, 2, "notify", 9, &gone, &e), MS_OK);
     assert_int_equal(gone, 2);
     assert_int_equal(seen, 5);
     assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;4=a4;");
@@ -131,15 +153,21 @@ static void test_event_log_delete(void **state)
     assert_int_equal(store_events_append(u.s, 5, ev, 1, "notify", 10, &e), MS_ECONFLICT);
     /* the position alone, nothing to delete */
     seen = 0;
-    assert_int_equal(store_events_delete(u.s, 6, NULL, 0, drop_odd_b, &seen, "notify", 11, &gone, &e), MS_OK);
+    assert_int_equal(store_events_delete(u.s, 6, NULL, 0, drop_odd_b, &seen, NULL, 0, "notify", 11, &gone, &e), MS_OK);
     assert_int_equal(gone, 0);
     assert_int_equal(position_of(u.s, "notify"), 11);
+    /* the tombstones owed to the events topic, written with the deletion, in id order, until each is done */
+    assert_string_equal(owed_list(u.s), "01;02;");
+    assert_int_equal(store_events_owed_done(u.s, &owed[1], &e), MS_OK);
+    assert_int_equal(store_events_owed_done(u.s, &owed[1], &e), MS_OK); /* none owed: nothing to do */
+    assert_string_equal(owed_list(u.s), "02;");
     char dir[128];
     snprintf(dir, sizeof dir, "%s", u.dir);
     store_close(u.s);
     assert_int_equal(store_open(&u.s, dir, NULL, &e), MS_OK);
     assert_int_equal(store_events_append(u.s, 6, ev, 1, "notify", 12, &e), MS_OK);
     assert_string_equal(scan_after(u.s, 0), "1=a1;2=b2;4=a4;6=a1;");
+    assert_string_equal(owed_list(u.s), "02;"); /* kept across a reopen */
     unit_store_close(&u);
 }
 
