@@ -46,8 +46,7 @@ typedef struct {
     struct cluster *_Atomic cluster; /* a cluster node (ingest/cluster.h), set once its consumer runs: reads of
                                         other nodes' shards redirect (NULL: not a cluster node, or not yet) */
     refusal_tally *refusals;         /* requests refused without a known user, audited per address and window
-                                        (NULL: not audited; a context without a
-                                        server's writer, as a unit test's) */
+                                        (NULL: not audited: a context without a server's writer, a unit test's) */
     _Atomic int64_t refusals_swept_us; /* the last look for closed windows (once a second at most) */
 } api;
 
