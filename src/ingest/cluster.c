@@ -492,6 +492,12 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
     int64_t *need = ms_calloc((size_t)c->cl_partitions, sizeof *need);       /* [r.parts index]: read up to here */
     double *waited_from = ms_calloc((size_t)c->cl_partitions, sizeof *waited_from); /* 0: did not wait */
     double txn_wait = 0; /* the longest wait for a transaction open at the first end */
+    /* per partition of T: the offsets of the last CLUSTER_UNSTORED_MAX markers read (a ring; -1: none) */
+    int64_t(*last_markers)[CLUSTER_UNSTORED_MAX] = ms_malloc(sizeof *last_markers * (size_t)c->partitions);
+    int *last_at = ms_calloc((size_t)c->partitions, sizeof *last_at);
+    for (int32_t p = 0; p < c->partitions; p++)
+        for (int i = 0; i < CLUSTER_UNSTORED_MAX; i++)
+            last_markers[p][i] = -1;
     for (int32_t x = 0; x < c->cl_partitions; x++)
         start[x] = -2;
     char msource[300];
@@ -583,6 +589,10 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
             if (m->key_len == 32 && m->len == 8) {
                 learn_entry(&r, m);
             } else if (marker_key_decode(m->key, m->key_len, &p)) {
+                if (p >= 0 && p < c->partitions) {
+                    last_markers[p][last_at[p]] = m->offset;
+                    last_at[p] = (last_at[p] + 1) % CLUSTER_UNSTORED_MAX;
+                }
                 for (int w = 0; w < nwants; w++)
                     for (int l = 0; l < wants[w].nlineage && m->offset >= wants[w].scan_from; l++)
                         if (wants[w].lineage[l] == p) take_marker(plan, &wants[w], l, m);
@@ -596,6 +606,12 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
         int32_t x = wants[w].p % c->cl_partitions;
         for (int i = 0; i < r.nparts; i++)
             if (r.parts[i] == x && r.next[i] >= 0) plan->scan_end[wants[w].p] = r.next[i];
+    }
+    /* the plan's batches among their source's last markers (the ring's oldest entry, read before its others:
+     * the smallest offset of them, as one changelog partition holds every marker of a source) */
+    for (int i = 0; i < plan->n; i++) {
+        int32_t s = plan->batches[i].source;
+        if (s >= 0 && s < c->partitions) plan->batches[i].tail = plan->batches[i].marker >= last_markers[s][last_at[s]];
     }
     bool moved = false;
     for (int i = 0; i < r.nparts; i++)
@@ -617,6 +633,8 @@ ms_code cluster_restore(cluster *c, const rd_kafka_topic_partition_list_t *assig
     free(start);
     free(need);
     free(waited_from);
+    free(last_markers);
+    free(last_at);
     return rc;
 }
 

@@ -101,7 +101,14 @@ typedef struct {
     int64_t marker; /* its marker's offset in the changelog */
     cluster_run *runs;
     int nruns;
+    bool tail; /* one of its source's last CLUSTER_UNSTORED_MAX markers: maybe never stored by anyone, so the
+                  records the writer refuses in it go to the dead-letter topic (ingest_kafka.c) */
 } cluster_replay_batch;
+/* A node's batches whose Kafka transaction may have committed while its store did not yet hold them, at most:
+ * one in ingest_kafka.c's stage 3, one waiting for it, one whose transaction stage 2 committed. A node killed
+ * then leaves them to be stored by the replay of whoever is given their partitions next (itself or another),
+ * and the dead letters of the records the writer refuses in them to be sent by that replay. */
+#define CLUSTER_UNSTORED_MAX 3
 typedef struct {
     cluster_replay_batch *batches;
     int n;

@@ -483,6 +483,7 @@ static ms_code run_job(writer *wr, store_write *sw, ingest_job *j, arena *mem, m
      * records:update, is a denied attempt); not a batch of only scan-rejected lines, which touched nothing
      * and comes here only to commit its source positions */
     if (rc == MS_OK && (!j->batch || j->batch->rejected < j->batch->n)) rc = audit_job(sw, j, e);
+    if (rc == MS_OK && j->also) rc = j->also(j->also_ctx, sw, e);
     for (int i = 0; rc == MS_OK && i < j->noffsets; i++)
         rc = store_source_offset_put(sw, j->offsets[i].topic, j->offsets[i].partition, j->offsets[i].next, e);
     return rc;

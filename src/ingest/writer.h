@@ -87,6 +87,11 @@ typedef struct ingest_job {
                                      the batch: another node stores it); NULL: this store numbers new patients */
     const source_offset *offsets; /* written in the same commit as the records (may be NULL) */
     int noffsets;
+    writer_apply_fn also; /* may be NULL: run in the batch's own transaction after its records (their
+                             results final) and before its offsets, for what a source must keep with them
+                             (ingest_kafka.c: its outbox of the writer's dead letters); a failure fails the
+                             batch */
+    void *also_ctx;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */
     const char *delete_id;
     size_t delete_id_len;

@@ -16,6 +16,9 @@
 #     owner), every record id is in PostgreSQL exactly once, every record is stored;
 #   - a node frozen inside its transaction (a test hook widens the window) past its session is fenced: its
 #     transaction fails once it is continued and nothing of it becomes visible;
+#   - a record the writer refuses (past its patient's 4,096 fields) gets its dead letter, once, across a kill -9
+#     between the store and the dead letter's delivery, and between the Kafka transaction and the store (test
+#     hooks pause the node there);
 #   - doubling the partitions from 8 to 16 after a drain keeps every id, new records of old identities find
 #     them, and the new owners of the moved shards hold their old records too (replayed from the batches of
 #     the partitions that held them).
@@ -398,6 +401,98 @@ def test_doubling_partitions_after_a_drain_keeps_every_id():
     time.sleep(2.5)
     after = check_everyone([a, c], first + again)
     eq(after, before, "every identity keeps its id after 8 -> 16 partitions")
+
+
+def wide_patient(tag):
+    """A patient 4,000 distinct fields wide (four records of 1,000 fields), then (refused) a record that would
+    take it past its 4,096 and (stored) one of the same patient that adds no field: [wide], [past, after]."""
+    name, dob = "Wide Patient %s" % tag, "1960-06-06"
+    wide = []
+    for k in range(4):
+        r = {"record_id": "%s-wide-%d" % (tag, k), "name": name, "dob": dob}
+        r.update({"f%d_%d" % (k, i): i for i in range(1000)})
+        wide.append(r)
+    past = {"record_id": "%s-past" % tag, "name": name, "dob": dob}
+    past.update({"g%d" % i: i for i in range(100)})
+    after = {"record_id": "%s-after" % tag, "name": name, "dob": dob, "f0_1": 1}
+    return wide, [past, after]
+
+
+def dead_letters(bootstrap, topic, want, limit=60.0):
+    """The dead-letter topic's messages once it holds want of them (or limit passed), and 2 s more."""
+    deadline = time.monotonic() + limit
+    while len(CL.read_topic(bootstrap, topic, timeout=30)) < want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2.0)  # nothing else arrives
+    return CL.read_topic(bootstrap, topic, timeout=30)
+
+
+def refused_record_across_a_kill(hook, tag):
+    """One cluster node; a wide patient stored; started again with the test hook `hook` (stage 3 pauses at the
+    point it names), the record past the patient's field limit and one behind it sent, the node killed with
+    SIGKILL in the pause and started again. The refused record's dead letter is on the dead-letter topic once,
+    with the writer's reason; every good record is stored once; the refused one is not stored."""
+    b, topic, key = a_cluster(2)
+    dlq = topic + ".dlq"
+    CL.create_topic(b.bootstrap, dlq, 1)
+    n = Member(b.bootstrap, topic, "dl-" + tag, key, name="dl-" + tag)
+    n.start()
+    n.wait_ready()
+    wide, [past, after] = wide_patient(tag)
+    part = lambda _i, r: CL.shard_of(r) % 2  # noqa: E731 - on its shard's partition: one batch, no forwards
+    CL.produce(b.bootstrap, topic, wide, partition=part)
+    CL.wait_drained([n])
+    for r in wide:
+        eq(n.get("/v1/records/" + r["record_id"]).status, 200, "%s stored" % r["record_id"])
+    n.stop()
+    os.environ[hook] = "60000"
+    try:
+        n.start()
+    finally:
+        del os.environ[hook]
+    n.wait_ready()
+    CL.produce(b.bootstrap, topic, [past, after], partition=part)
+    deadline = time.monotonic() + 60
+    while "(test hook)" not in n.log_text_since_start():
+        check(time.monotonic() < deadline, "the node paused at the hook: %s" % n.log_tail())
+        time.sleep(0.05)
+    eq(CL.read_topic(b.bootstrap, dlq, timeout=30), [], "no dead letter before the kill")
+    n.kill9()
+    n.start()
+    n.wait_ready(timeout=60)
+    deadline = time.monotonic() + 60
+    while n.get("/v1/records/" + after["record_id"]).status != 200:
+        check(time.monotonic() < deadline, "the record behind the refused one stored: %s" % n.log_tail())
+        time.sleep(0.3)
+    dead = dead_letters(b.bootstrap, dlq, 1)
+    eq(len(dead), 1, "dead letters of the refused record")
+    h = dict(dead[0].headers() or [])
+    check("4096 distinct fields" in h.get("medstream-error", b"").decode(),
+          "the writer's reason in the header: %s" % h.get("medstream-error"))
+    eq(json.loads(dead[0].value())["record_id"], past["record_id"], "the refused message itself")
+    eq(dead[0].key(), CL.identity_key(past), "its key")
+    check("medstream-partition" in h and "medstream-offset" in h, "origin headers")
+    eq(n.get("/v1/records/" + past["record_id"]).status, 404, "the refused record is not stored")
+    for r in wide + [after]:
+        eq(n.get_json("/v1/records/" + r["record_id"])["version"], 1, "%s stored once" % r["record_id"])
+    check("Wide Patient" not in open(n.log_path).read(), "no PHI in the log")
+    n.stop()
+
+
+@test(timeout=600)
+def test_a_refused_records_dead_letter_survives_a_kill9_between_the_store_and_its_delivery():
+    """The batch stored, its Kafka transaction (with its offsets) committed before, its dead letter not sent
+    yet: the store's commit kept it in its outbox, and the node started again sends it. Lost before: nothing
+    consumes or replays a batch that is in the store."""
+    refused_record_across_a_kill("MEDSTREAM_TEST_PAUSE_BEFORE_DEAD_LETTERS_MS", "dls")
+
+
+@test(timeout=600)
+def test_a_refused_records_dead_letter_survives_a_kill9_between_the_transaction_and_the_store():
+    """The batch's Kafka transaction (with its offsets) committed, the store not yet: the node started again
+    replays the batch, one of its partition's last, and sends the dead letters of what the writer refuses in
+    it. Lost before: a replay sent none."""
+    refused_record_across_a_kill("MEDSTREAM_TEST_PAUSE_BEFORE_STORE_MS", "dlt")
 
 
 if __name__ == "__main__":
