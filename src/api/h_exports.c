@@ -153,6 +153,7 @@ void h_export_create(api *a, http_request *req, http_response *res)
         http_error(res, 403, "role %s lacks permission patients:read (a phi export needs it)", req->role);
         goto out;
     }
+    if (spec.scope == EXPORT_PUBLIC && !public_bounds_allowed(a, has_type, has_since || has_until, res)) goto out;
     bool years = spec.scope == EXPORT_PUBLIC;
     if ((has_since && !time_bound(since.data, years, false, &spec.since)) ||
         (has_until && !time_bound(until.data, years, true, &spec.until))) {

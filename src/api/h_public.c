@@ -30,6 +30,20 @@ void h_public_patient(api *a, http_request *req, http_response *res)
     finish_read(r, rc, &e, &out, res, t0);
 }
 
+bool public_bounds_allowed(const api *a, bool type, bool times, http_response *res)
+{
+    const schema *sc = a->schema;
+    if (type && !schema_public(sc, sc->type_field, strlen(sc->type_field))) {
+        http_error(res, 400, "type: the record type is not a public field");
+        return false;
+    }
+    if (times && !schema_public(sc, sc->ts_field, strlen(sc->ts_field))) {
+        http_error(res, 400, "since/until: the event time is not a public field");
+        return false;
+    }
+    return true;
+}
+
 void h_public_records(api *a, http_request *req, http_response *res)
 {
     double t0 = ms_mono_s();
@@ -49,11 +63,8 @@ void h_public_records(api *a, http_request *req, http_response *res)
                      .filter_keys = fkeys,
                      .filter_values = fvals,
                      .nfilters = nf};
-    if ((http_arg_get(req, "since") || http_arg_get(req, "until")) &&
-        !schema_public(a->schema, a->schema->ts_field, strlen(a->schema->ts_field))) {
-        http_error(res, 400, "since/until: the event time is not a public field");
+    if (!public_bounds_allowed(a, p.type != NULL, http_arg_get(req, "since") || http_arg_get(req, "until"), res))
         return;
-    }
     cursor_buf c;
     if (!get_year(req, res, "since", &p.year_from) || !get_year(req, res, "until", &p.year_to) ||
         !get_limit(req, res, &p.limit) || !get_cursor(req, res, &c))

@@ -39,6 +39,9 @@ void h_patient_erasure(api *a, http_request *req, http_response *res);
 /* h_public.c */
 void h_public_patient(api *a, http_request *req, http_response *res);
 void h_public_records(api *a, http_request *req, http_response *res);
+/* A public read or export bounded by type or by event time only where the schema makes that field public (a
+ * filter on a private field answers by it, so leaks it): false with a 400 in res. */
+bool public_bounds_allowed(const api *a, bool type, bool times, http_response *res);
 
 /* h_accounts.c */
 void h_login(api *a, http_request *req, http_response *res);

@@ -6,8 +6,8 @@
 # values worked out in this file: ZIP3 areas, the 90+ collapse, one date offset per patient within the
 # range with intervals and time-of-day kept), filters match array elements and nested values, a public
 # NDJSON export (POST /v1/exports) holds the same values and none of the PHI, the PHI export's name
-# column is the joined name; and `serve` refuses a bad schema at start, exiting 1 with the field's name
-# on stderr.
+# column is the joined name; public reads and exports refuse a type or time bound on a field the schema
+# keeps private; and `serve` refuses a bad schema at start, exiting 1 with the field's name on stderr.
 import io
 import json
 import os
@@ -240,6 +240,40 @@ def test_patient_reprojected_after_a_record_leaves():
     eq(f["dob"], "80-89", "the age band at the patient's latest event, now a2's (2026-06-14)")
     eq(f["family"], before["a2"]["fields"]["family"], "the pseudonym")
     check("address" not in f and "labs" not in f, "a1's values left the state: %s" % sorted(f))
+
+
+@test(timeout=120)
+def test_public_reads_and_exports_refuse_bounds_on_private_fields():
+    """A schema that keeps the record type and the event time private: a public read or a public export bounded by
+    either answered by the private value (a public export of type "hiv-test" held exactly the hiv-test records,
+    one since/until 2020 only the 2020 ones), leaking it; now both refuse such a bound with 400, naming the field,
+    while the PHI export (patients:read) still takes them."""
+    base = H.tempfile.mkdtemp(prefix="medstream-privacy-bounds-")
+    H._temp_dirs.append(base)
+    path = os.path.join(base, "schema.json")
+    with open(path, "w") as f:
+        json.dump({"public": {"favorite_color": "copy"}}, f)
+    s = H.Server(extra_args=["--schema", path], name="private-bounds")
+    s.start()
+    s.ingest_ok([{"record_id": "pb-1", "name": "Bound Person", "dob": "1970-01-01", "type": "hiv-test",
+                  "ts": "2020-05-01T00:00:00Z", "favorite_color": "red"},
+                 {"record_id": "pb-2", "name": "Bound Person", "dob": "1970-01-01", "type": "visit",
+                  "ts": "2024-05-01T00:00:00Z", "favorite_color": "blue"}])
+    for q, field in (({"type": "hiv-test"}, "type"), ({"since": "2020", "until": "2020"}, "since/until")):
+        r = s.get("/v1/public/records?" + H.q(q))
+        eq(r.status, 400, "GET /v1/public/records?%s (%s)" % (H.q(q), short(r.text)))
+        check(r.json()["error"].startswith(field + ": ") and "not a public field" in r.json()["error"],
+              "the 400 names the field: %s" % r.text)
+        body = dict(q, scope="public", format="ndjson")
+        r = s.request("POST", "/v1/exports", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        eq(r.status, 400, "a public export bounded by %s (%s)" % (field, short(r.text)))
+        check("not a public field" in r.json()["error"], "the 400 says why: %s" % r.text)
+    got = public_records(s)
+    eq(sorted(got), ["pb-1", "pb-2"], "an unbounded public read still answers")
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson", "type": "hiv-test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 202, "a PHI export bounded by type (%s)" % short(r.text))
+    s.stop()
 
 
 def serve_with_schema(doc):
