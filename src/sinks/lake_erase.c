@@ -2,9 +2,12 @@
  * lake_erase.c - the lake after an erasure (issue 15): the published Parquet files that hold an erased
  * patient's rows, found through the commits log and the versions' commit times, written again from the
  * store without them, each beside the published one, synced and renamed over it (sink_lake_internal.h).
+ * Once the schema has ever changed, a roll's rows may belong to other partitions now than when it was
+ * published: every file of such a roll is written again, its rows laid out under the schema in force (a
+ * partition none of its files is in gets a new file of the roll); never while a re-projection is under way.
  *
- * Must never: leave a published file half written (a rename replaces it whole), or write a row the store's
- * public copy does not hold now.
+ * Must never: leave a published file half written (a rename replaces it whole), write a row the store's
+ * public copy does not hold now, or leave out (or write twice) a row of a patient not erased.
  */
 #include "sinks/sink_lake_internal.h"
 
@@ -78,30 +81,58 @@ static ms_code read_log_all(sink_lake *l, lake_entry **out, size_t *n, ms_err *e
     return rc;
 }
 
-/* The rows the log says a file holds now: its roll's line, or a later line that rewrote it. */
-static uint64_t file_rows_now(const lake_entry *ents, size_t n, size_t idx, const lake_file *f)
+/* The rows the log says a file holds now: the last line that lists it (its roll's, or a later one that
+ * wrote it again). */
+static uint64_t file_rows_now(const lake_entry *ents, size_t n, size_t idx, const char *path)
 {
-    uint64_t rows = f->rows;
+    uint64_t rows = 0;
+    for (size_t k = 0; k < ents[idx].nfiles; k++)
+        if (!strcmp(ents[idx].files[k].path, path)) rows = ents[idx].files[k].rows;
     for (size_t i = idx + 1; i < n; i++)
         for (size_t k = 0; k < ents[i].nrewritten; k++)
-            if (!strcmp(ents[i].rewritten[k].path, f->path)) rows = ents[i].rewritten[k].rows;
+            if (!strcmp(ents[i].rewritten[k].path, path)) rows = ents[i].rewritten[k].rows;
     return rows;
 }
+
+/* A file of the roll being written again: one its line lists, one an earlier rewrite added, or one this
+ * rewrite adds (a partition the roll's rows belong to now, none of its files is in: the schema changed). */
+typedef struct {
+    char *path;     /* relative to the lake */
+    uint64_t now;   /* rows the log says it holds (0: not in the log) */
+    uint64_t count; /* rows of the roll it holds written again */
+    bool added;     /* not in the log: its directory may not exist */
+    part_writer *w; /* open while a pass writes it */
+} roll_file;
 
 typedef struct {
     sink_lake *l;
     store_read *r;
     const lake_entry *en;
     int64_t commit_time;
-    uint64_t *counts;
-    part_writer **w; /* NULL: counting */
-    buf dir;
+    roll_file *f;
+    size_t n, cap;
+    uint32_t next; /* the number of the next file the roll gets: part-<from>-<next> */
+    bool writing;  /* false: counting */
+    buf dir, name;
     ms_code rc;
     ms_err *e;
 } regen;
 
+static void add_file(regen *g, const char *path, uint64_t now, bool added)
+{
+    if (g->n == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 16;
+        g->f = ms_realloc(g->f, g->cap * sizeof *g->f);
+    }
+    g->f[g->n++] = (roll_file){.path = ms_strndup(path, strlen(path)), .now = now, .added = added};
+    const char *dash = strrchr(path, '-');
+    uint32_t num = dash ? (uint32_t)strtoul(dash + 1, NULL, 10) : 0;
+    if (num >= g->next) g->next = num + 1;
+}
+
 /* A roll's rows again, from the store (the public copies it was written from), without the erased
- * patients': counted per file of the roll, or written to the files being rewritten. */
+ * patients': each counted in the file of its partition as laid out now, or written to it. A row whose
+ * partition has no file of the roll (the schema changed since: it moved) gets a file of the roll there. */
 static bool regen_item(void *ctx, const log_item *it)
 {
     regen *g = ctx;
@@ -111,16 +142,26 @@ static bool regen_item(void *ctx, const log_item *it)
     g->rc = row_of(g->l, g->r, g->commit_time, it, &skip, &cols, &g->dir, g->e);
     if (g->rc) return false;
     if (skip) return true;
-    for (size_t k = 0; k < g->en->nfiles; k++) {
-        const char *path = g->en->files[k].path, *slash = strrchr(path, '/');
+    for (size_t k = 0; k < g->n; k++) {
+        const char *path = g->f[k].path, *slash = strrchr(path, '/');
         if (!slash || (size_t)(slash - path) != g->dir.len || memcmp(path, g->dir.data, g->dir.len) != 0) continue;
-        if (!g->w)
-            g->counts[k]++;
-        else if (g->w[k] && (g->rc = part_row(g->w[k], &g->l->row, g->e)) != MS_OK)
+        if (!g->writing)
+            g->f[k].count++;
+        else if (g->f[k].w && (g->rc = part_row(g->f[k].w, &g->l->row, g->e)) != MS_OK)
             return false;
         return true;
     }
-    return true; /* a row of no file of the roll (the schema changed since): the file keeps what it has */
+    if (g->writing) { /* the same read transaction as the count: cannot be */
+        g->rc = ms_fail(g->e, MS_ECORRUPT, "lake: a row of the roll from %llu in no file of it",
+                        (unsigned long long)g->en->from);
+        return false;
+    }
+    lake_part_name(g->en->from, g->next, &g->name);
+    buf_putc(&g->dir, '/');
+    buf_put(&g->dir, g->name.data, g->name.len);
+    add_file(g, g->dir.data, 0, true);
+    g->f[g->n - 1].count = 1;
+    return true;
 }
 
 static ms_code regen_pass(regen *g, ms_err *e)
@@ -134,84 +175,131 @@ static ms_code regen_pass(regen *g, ms_err *e)
     return MS_OK;
 }
 
-/* Write the files of one roll that held erased rows again without them: beside (tmp/NAME.erasing), synced,
- * renamed over the published file, its directory synced; each noted in l->rewritten. */
-static ms_code rewrite_roll(sink_lake *l, store_read *r, const lake_entry *ents, size_t nents, size_t idx, ms_err *e)
+/* Is f written again? Every file of the roll that holds or gets a row when the schema ever changed (a row
+ * may have moved between files of the roll, which no count shows); else the files whose count changed. */
+static bool to_write(const roll_file *f, bool relayout) { return relayout ? f->count || f->now : f->count != f->now; }
+
+/* Close a file written again and rename it over the published one (tmp/NAME.erasing: synced; its directory
+ * made and synced when the rewrite adds it); noted in l->rewritten. */
+static ms_code replace_file(sink_lake *l, roll_file *f, buf *name, ms_err *e)
+{
+    uint64_t rows, bytes;
+    unsigned char sha[32];
+    ms_code rc = part_close(f->w, &rows, &bytes, sha, e);
+    f->w = NULL;
+    if (rc) return rc;
+    const char *slash = strrchr(f->path, '/');
+    buf d = {0};
+    buf_put(&d, f->path, (size_t)(slash - f->path));
+    name->len = 0;
+    buf_printf(name, "%s.erasing", slash + 1);
+    char *tmp = path_join(l->tmp, name->data), *to = path_join(l->dir, f->path);
+    if (f->added) rc = mkdirs_synced(l->dir, d.data, e);
+    if (rc == MS_OK && rename(tmp, to) != 0) rc = out_errno(e, errno, "replacing", to);
+    if (rc) unlink(tmp);
+    free(tmp);
+    free(to);
+    if (rc == MS_OK) {
+        char *full = path_join(l->dir, d.data);
+        rc = out_fsync_dir(full, e);
+        free(full);
+    }
+    buf_free(&d);
+    if (rc == MS_OK) crash_if(l, CRASH_ERASE);
+    if (rc == MS_OK) lake_entry_add_rewritten(&l->rewritten, f->path, rows, bytes, sha);
+    return rc;
+}
+
+/* Write the files of one roll that held erased rows again without them, at most MAX_OPEN_PARTS at a time
+ * (a pass over the roll's commits each): beside (tmp/NAME.erasing), synced, renamed over the published
+ * file, its directory synced; each noted in l->rewritten. relayout: the schema changed at some time, so
+ * every file of the roll is written again and the rows go to their partitions as laid out now (a file
+ * whose partition no row has any more is left with 0 rows). */
+static ms_code rewrite_roll(sink_lake *l, store_read *r, const lake_entry *ents, size_t nents, size_t idx,
+                            bool relayout, ms_err *e)
 {
     const lake_entry *en = &ents[idx];
     regen g = {.l = l, .r = r, .en = en, .e = e};
-    g.counts = ms_calloc(en->nfiles ? en->nfiles : 1, sizeof *g.counts);
-    part_writer **w = ms_calloc(en->nfiles ? en->nfiles : 1, sizeof *w);
+    for (size_t k = 0; k < en->nfiles; k++)
+        add_file(&g, en->files[k].path, file_rows_now(ents, nents, idx, en->files[k].path), false);
+    char prefix[48]; /* files an earlier rewrite added to the roll: named as its own */
+    snprintf(prefix, sizeof prefix, "part-%020llu-", (unsigned long long)en->from);
+    for (size_t i = idx + 1; i < nents; i++)
+        for (size_t k = 0; k < ents[i].nrewritten; k++) {
+            const char *path = ents[i].rewritten[k].path, *slash = strrchr(path, '/');
+            bool known = false;
+            for (size_t j = 0; j < g.n && !known; j++)
+                known = !strcmp(g.f[j].path, path);
+            if (!known && slash && !strncmp(slash + 1, prefix, strlen(prefix)))
+                add_file(&g, path, file_rows_now(ents, nents, idx, path), false);
+        }
     ms_code rc = regen_pass(&g, e);
-    bool any = false;
-    buf name = {0};
     char from[24];
     snprintf(from, sizeof from, "%llu", (unsigned long long)en->from);
     const char *kv[] = {"medstream.scope", "public", "medstream.lake_from", from, NULL};
-    for (size_t k = 0; rc == MS_OK && k < en->nfiles; k++) {
-        if (g.counts[k] == file_rows_now(ents, nents, idx, &en->files[k])) continue;
-        const char *path = en->files[k].path, *slash = strrchr(path, '/');
-        name.len = 0;
-        buf_printf(&name, "%s.erasing", slash + 1);
-        uint64_t rg = l->o.roll_bytes < ROW_GROUP_MAX ? l->o.roll_bytes : ROW_GROUP_MAX;
-        part_options po = {.format = EXPORT_PARQUET,
-                           .columns = strncmp(path, "deletions/", 10) ? &l->rcols : &l->dcols,
-                           .row_group_bytes = rg,
-                           .created_by = l->o.created_by,
-                           .key_values = kv,
-                           .mode = 0644};
-        rc = part_open(&w[k], &po, l->tmp, name.data, e);
-        any = true;
-    }
-    if (rc == MS_OK && any) {
-        g.w = w;
-        rc = regen_pass(&g, e);
-    }
-    for (size_t k = 0; k < en->nfiles; k++) {
-        if (!w[k]) continue;
-        if (rc) {
-            part_abort(w[k]);
-            continue;
+    uint64_t rg = l->o.roll_bytes < ROW_GROUP_MAX ? l->o.roll_bytes : ROW_GROUP_MAX;
+    for (size_t k0 = 0, k1; rc == MS_OK && k0 < g.n; k0 = k1) {
+        size_t open = 0;
+        for (k1 = k0; rc == MS_OK && k1 < g.n && open < MAX_OPEN_PARTS; k1++) {
+            if (!to_write(&g.f[k1], relayout)) continue;
+            const char *path = g.f[k1].path, *slash = strrchr(path, '/');
+            g.name.len = 0;
+            buf_printf(&g.name, "%s.erasing", slash + 1);
+            part_options po = {.format = EXPORT_PARQUET,
+                               .columns = strncmp(path, "deletions/", 10) ? &l->rcols : &l->dcols,
+                               .row_group_bytes = rg,
+                               .created_by = l->o.created_by,
+                               .key_values = kv,
+                               .mode = 0644};
+            rc = part_open(&g.f[k1].w, &po, l->tmp, g.name.data, e);
+            open++;
         }
-        uint64_t rows, bytes;
-        unsigned char sha[32];
-        rc = part_close(w[k], &rows, &bytes, sha, e);
-        if (rc) continue;
-        const char *path = en->files[k].path, *slash = strrchr(path, '/');
-        name.len = 0;
-        buf_printf(&name, "%s.erasing", slash + 1);
-        char *tmp = path_join(l->tmp, name.data), *to = path_join(l->dir, path);
-        if (rename(tmp, to) != 0) {
-            rc = out_errno(e, errno, "replacing", to);
-            unlink(tmp);
+        if (rc == MS_OK && open) {
+            g.writing = true;
+            rc = regen_pass(&g, e);
         }
-        free(tmp);
-        free(to);
-        if (rc == MS_OK) {
-            buf d = {0};
-            buf_printf(&d, "%s/%.*s", l->dir, (int)(slash - path), path);
-            rc = out_fsync_dir(d.data, e);
-            buf_free(&d);
+        for (size_t k = k0; k < k1; k++) {
+            if (!g.f[k].w) continue;
+            if (rc) {
+                part_abort(g.f[k].w);
+                g.f[k].w = NULL;
+            } else {
+                rc = replace_file(l, &g.f[k], &g.name, e);
+            }
         }
-        if (rc == MS_OK) crash_if(l, CRASH_ERASE);
-        if (rc == MS_OK) lake_entry_add_rewritten(&l->rewritten, path, rows, bytes, sha);
     }
-    buf_free(&name);
+    for (size_t k = 0; k < g.n; k++) {
+        if (g.f[k].w) part_abort(g.f[k].w);
+        free(g.f[k].path);
+    }
+    free(g.f);
+    buf_free(&g.name);
     buf_free(&g.dir);
-    free(g.counts);
-    free(w);
     return rc;
 }
 
 /* The erasure at entry `at`: every published roll that held a version it erased ('x' items) is written
  * again without the erased patients' rows. The rolls are found through the commit times of the versions
  * (a roll's line holds the commit time of its last entry; lines follow each other in commit order). */
-ms_code lake_rewrite(sink_lake *l, uint64_t at, ms_err *e)
+ms_code lake_rewrite(sink_lake *l, uint64_t at, bool *wait, ms_err *e)
 {
     double t0 = ms_mono_s();
     store_read *r;
     ms_code rc = store_read_begin(l->o.store, &r, e);
     if (rc) return rc;
+    /* the rows are laid out under the schema in force, from its copies: not while they are being made */
+    store_schema_status sv;
+    rc = store_schema_status_get(r, &sv, e);
+    *wait = rc == MS_OK && sv.target != 0;
+    if (rc || *wait) {
+        store_read_end(r);
+        if (*wait && !l->erasure_waits)
+            ms_log_fields(LOG_INFO, "lake.erasure_waits", (log_field[]){LOG_UINT("position", at)}, 1,
+                          "lake: an erasure waits for the re-projection under way before files are written again");
+        l->erasure_waits = *wait;
+        return rc;
+    }
+    l->erasure_waits = false;
     erased_list el = {0};
     int64_t erased_at = 0;
     bool found = false;
@@ -242,7 +330,7 @@ ms_code lake_rewrite(sink_lake *l, uint64_t at, ms_err *e)
     size_t rolls = 0;
     for (size_t i = 0; rc == MS_OK && i < nents; i++)
         if (hit[i]) {
-            rc = rewrite_roll(l, r, ents, nents, i, e);
+            rc = rewrite_roll(l, r, ents, nents, i, sv.last > 1, e);
             rolls++;
         }
     store_read_end(r);

@@ -40,7 +40,7 @@ char *path_join(const char *a, const char *b)
 
 /* mkdir -p of rel below the lake's directory, fsyncing the parent of every directory it makes (so that a
  * file renamed into it is durable with it). */
-static ms_code mkdirs_synced(const char *base, const char *rel, ms_err *e)
+ms_code mkdirs_synced(const char *base, const char *rel, ms_err *e)
 {
     buf p = {0};
     buf_puts(&p, base);
@@ -417,6 +417,8 @@ static ms_code publish(sink_lake *l, ms_err *e)
         } else {
             lake_entry_free(&en);
         }
+    } else {
+        lake_entry_free(&en); /* a line of rewritten files only */
     }
     save_position(l);
     double took = ms_mono_s() - t0;
@@ -452,14 +454,15 @@ static bool find_erasure(void *ctx, const log_item *it)
 /* The step met an erasure: publish the roll in hand (it may hold rows of the patient read before the
  * erasure), then rewrite; the erasure's entry is read next, and the roll that holds it logs the rewritten
  * files. A crash before that line: the start reads the erasure's entry again and rewrites again (the
- * same bytes). */
+ * same bytes). While a re-projection is under way the rewrite waits (the step meets the entry again). */
 static ms_code erase_from_lake(sink_lake *l, ms_err *e)
 {
     ms_code rc = MS_OK;
+    bool wait = false;
     if (l->read_pos > l->published) rc = publish(l, e);
     if (rc == MS_OK && l->has_unfinished) rc = ms_fail(e, MS_EIO, "lake: a roll's files are not all in place");
-    if (rc == MS_OK) rc = lake_rewrite(l, l->erasure_at, e);
-    if (rc == MS_OK) l->erasure_done = l->erasure_at;
+    if (rc == MS_OK) rc = lake_rewrite(l, l->erasure_at, &wait, e);
+    if (rc == MS_OK && !wait) l->erasure_done = l->erasure_at;
     l->erasure_at = 0;
     return rc;
 }

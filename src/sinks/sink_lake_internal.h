@@ -71,6 +71,7 @@ struct sink_lake {
     bool caught_up;        /* the last step read up to the store's last commit */
     uint64_t erasure_at;   /* an entry that erases a patient, met by the step before reading it (0: none) */
     uint64_t erasure_done; /* the last such entry the lake was rewritten for (read as any other from then on) */
+    bool erasure_waits;    /* that entry waits for the re-projection under way (said once in the log) */
     lake_entry rewritten;  /* the files that rewrite wrote, logged with the next roll's line */
 
     /* the step's state (inside store_log_entry) */
@@ -92,6 +93,8 @@ struct sink_lake {
 
 /* path a "/" b (malloc'd). */
 char *path_join(const char *a, const char *b);
+/* mkdir -p of rel below base, fsyncing the parent of every directory it makes. */
+ms_code mkdirs_synced(const char *base, const char *rel, ms_err *e);
 /* The lake row of a commit-log item (a public record version), into l->row; *skip when it has none (a
  * patient version, a version without a public copy); *cols its columns, dir its partition directory. */
 ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item *it, bool *skip,
@@ -103,7 +106,8 @@ void crash_if(const sink_lake *l, crash_point at);
 
 /* The erasure at commit-log entry `at`: every published roll that held a version it erased is written again
  * without the erased patients' rows (each file beside, synced, renamed over, its directory synced; noted in
- * l->rewritten for the next roll's line). */
-ms_code lake_rewrite(sink_lake *l, uint64_t at, ms_err *e);
+ * l->rewritten for the next roll's line). *wait: nothing done, a re-projection is under way (the rows are
+ * laid out once its copies are in force: call again later). */
+ms_code lake_rewrite(sink_lake *l, uint64_t at, bool *wait, ms_err *e);
 
 #endif

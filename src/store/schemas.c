@@ -78,10 +78,13 @@ static uint64_t entries(MDB_txn *txn, MDB_dbi dbi)
 
 static void status_of(MDB_txn *txn, const store *s, store_schema_status *st)
 {
-    uint64_t t = 0, d = 0;
+    uint64_t t = 0, d = 0, last = 0;
     st->in_force = st_meta_sv(txn, s->dbi[DB_META]);
     st_meta_get_u64(txn, s->dbi[DB_META], ST_META_TARGET, &t);
     st->target = (uint32_t)t;
+    st_meta_get_u64(txn, s->dbi[DB_META], META_LAST, &last);
+    if (last < st->in_force) last = st->in_force;
+    st->last = (uint32_t)(last < t ? t : last);
     st->done = st->total = 0;
     if (st->target) {
         st_meta_get_u64(txn, s->dbi[DB_META], META_DONE, &d);

@@ -575,6 +575,7 @@ ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], 
 typedef struct {
     uint32_t in_force; /* the version public reads answer under (1: also a store from before versions) */
     uint32_t target;   /* the version being re-projected to (0: none) */
+    uint32_t last;     /* the highest version ever given (1: the schema never changed) */
     uint64_t done;     /* entries of the record and patient sub-databases walked so far */
     uint64_t total;    /* entries there are to walk (grows with ingest meanwhile) */
 } store_schema_status;

@@ -548,5 +548,240 @@ def test_full_disk_under_the_lake_degrades_then_catches_up():
     s.stop()
 
 
+
+# ---- an erasure's rewrite after a schema change moved rows to other partitions ----
+
+S1 = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "type": "type", "event_time": "ts",
+      "public": {"favorite_color": "copy", "type": "copy", "ts": "year"}}
+# S2: the event time published whole: its rows go to date= partitions (and a ts column), not year= ones
+S2 = dict(S1, public={"favorite_color": "copy", "type": "copy", "ts": "copy"})
+
+# Every file of the lake as its readers see it, each read whole on its own (year= and date= directories do not
+# make one Hive dataset): the log's last word on each path (a roll's files, a later line's "rewritten") against
+# its bytes, sha256 and rows; pyarrow's rows of each file; DuckDB's (file, record_id, version) over every
+# file at once (union_by_name, across the columns of both schemas); the files holding argv[2] in their bytes.
+ERASE_READER = r"""
+import hashlib, json, os, sys
+import duckdb, pyarrow.parquet as pq
+lake, needle = sys.argv[1], sys.argv[2].encode()
+last = {}
+for line in open(os.path.join(lake, "_medstream", "commits"), encoding="utf-8"):
+    en = json.loads(line)
+    for f in en["files"] + en.get("rewritten", []):
+        last[f["path"]] = f
+problems, rows, holding, visible = [], [], [], []
+for root, dirs, names in os.walk(lake):
+    rel = os.path.relpath(root, lake)
+    if rel == "_medstream" or rel.startswith("_medstream" + os.sep):
+        continue
+    for fn in names:
+        p = os.path.relpath(os.path.join(root, fn), lake)
+        visible.append(p)
+        data = open(os.path.join(lake, p), "rb").read()
+        if needle in data:
+            holding.append(p)
+        f = last.get(p)
+        if f is None:
+            problems.append("visible but not in the commits log: " + p)
+        elif len(data) != f["bytes"] or hashlib.sha256(data).hexdigest() != f["sha256"]:
+            problems.append("bytes or sha256 differ from the log's last word on it: " + p)
+        t = pq.read_table(os.path.join(lake, p), partitioning=None)
+        if f is not None and t.num_rows != f["rows"]:
+            problems.append("rows differ from the log: " + p)
+        for r in t.to_pylist():
+            rows.append({"path": p, "patient_id": r["patient_id"], "record_id": r["record_id"],
+                         "version": r["version"], "fields": r.get("fields")})
+problems += ["listed in the commits log but missing: " + p for p in last if p not in visible]
+duck = []
+files = sorted(os.path.join(lake, p) for p in visible if p.startswith("records/"))
+if files:
+    q = ("select filename, record_id, version from read_parquet([%s], union_by_name=true, filename=true, "
+         "hive_partitioning=false)" % ",".join("'%s'" % f.replace("'", "''") for f in files))
+    duck = [[os.path.relpath(f, lake), r, v] for f, r, v in duckdb.sql(q).fetchall()]
+print(json.dumps({"problems": problems, "rows": rows, "duck": duck, "holding": holding}, default=str))
+"""
+
+
+def read_lake_files(lake, needle):
+    py = TE.venv_python()
+    r = subprocess.run([py, "-c", ERASE_READER, lake, needle], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        fail("pyarrow/duckdb could not read the lake %s: %s" % (lake, short(r.stderr, 1500)))
+    res = json.loads(r.stdout)
+    check(not res["problems"], "lake problems: %s" % short(res["problems"], 800))
+    eq(sorted(map(tuple, res["duck"])),
+       sorted((x["path"], x["record_id"], x["version"]) for x in res["rows"] if x["path"].startswith("records/")),
+       "(file, record_id, version) read by DuckDB vs pyarrow")
+    return res
+
+
+def schema_file(s, name, sc):
+    path = os.path.join(s.base, name)
+    with open(path, "w") as f:
+        json.dump(sc, f)
+    return path
+
+
+def wait_schema(s, version, timeout=120):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        h = s.get_json("/healthz")
+        if h["schema"]["version"] == version and h["schema"]["reprojecting"] is None:
+            return
+        time.sleep(0.2)
+    fail("schema version %d not in force within %ds: %s" % (version, timeout, short(s.get_json("/healthz"))))
+
+
+def wait_lake_erased(s, pid, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        cert = s.get_json("/v1/patients/%s/erasure" % pid)
+        if any(x["sink"] == "lake" and x["status"] == "done" for x in cert["sinks"]):
+            return
+        time.sleep(0.2)
+    fail("the lake did not finish the erasure within %ds: %s" % (timeout, short(cert, 600)))
+
+
+def lake_status(s, pid):
+    cert = s.get_json("/v1/patients/%s/erasure" % pid)
+    return [x["status"] for x in cert["sinks"] if x["sink"] == "lake"]
+
+
+def check_moved_rows(lake, sent, needle, erased):
+    """Every version sent of a patient not erased is in the lake exactly once, in the partition of its type
+    and event time (year= or date=), with the values sent; no row of an erased one, no file with needle's
+    bytes."""
+    res = read_lake_files(lake, needle)
+    eq(res["holding"], [], "files holding the erased patient's id in their bytes")
+    eq([r for r in res["rows"] if r["patient_id"] in erased], [], "rows of the erased patients")
+    got = {}
+    for r in res["rows"]:
+        got.setdefault((r["record_id"], int(r["version"])), []).append(r)
+    eq({k: [r["path"] for r in v] for k, v in got.items() if len(v) > 1}, {}, "versions in more than one row")
+    want = {k: v for k, v in sent.items() if v[0] not in erased}
+    eq(sorted(set(want) - set(got)), [], "versions of the other patients missing from the lake")
+    eq(sorted(set(got) - set(want)), [], "rows the lake should not have")
+    for key, (row,) in got.items():
+        p, r = want[key]
+        what = "%s v%d in %s" % (key[0], key[1], row["path"])
+        eq(row["patient_id"], p, "patient of " + what)
+        if r is None:
+            check(row["path"].startswith("deletions/"), "a tombstone outside deletions/: " + what)
+            continue
+        m = re.match(r"^records/type=([^/]+)/(year|date)=([^/]+)/part-[0-9]{20}-[0-9]{5}\.parquet$", row["path"])
+        check(m, "not a record file of a partition: " + what)
+        eq(urllib.parse.unquote(m.group(1)), r["type"], "type partition of " + what)
+        eq(m.group(3), r["ts"][:4] if m.group(2) == "year" else r["ts"][:10], "event time partition of " + what)
+        eq(json.loads(row["fields"]), {"favorite_color": r["favorite_color"]}, "fields of " + what)
+
+
+def moved_rows_erasure(tag, when):
+    """Patients gone, stay and stays share every file of a roll under S1 (3 types x 3 years); the store is
+    re-projected under S2, whose rows belong to date= partitions; gone is erased after the switch ("after"),
+    while the re-projection is under way ("during": the lake's rewrite waits for the switch), or after it
+    with the server killed once it renamed the first file it wrote again ("crash"). Then every version of
+    the others is in the lake exactly once, in the partition of its type and event time (year= or date=),
+    with the values sent, and no file holds a row or a byte of gone's; "after" erases stay too (the files
+    the first rewrite added are found by the second)."""
+    lake = lake_dir(tag)
+    s = H.Server(name="lake-" + tag)
+    s.extra_args = ["--schema", schema_file(s, "s1.json", S1), "--lake", lake, "--lake-roll-seconds", "1"]
+    s.start()
+    sent = {}  # (record_id, version) -> (patient_id, the record sent, or None for a tombstone)
+
+    def ingest(rows):
+        for it, r in zip(s.ingest_ok(rows)["items"], rows):
+            check(it["status"] in ("created", "updated"), "ingest: %s" % short(it))
+            sent[(it["record_id"], it["version"])] = (it["patient_id"], r)
+
+    people = ("gone", "stay", "stays")
+
+    def rec(who, i, color):  # 3 types x 3 years under S1; under S2 ~90 dates, more files than a pass opens
+        return {"record_id": "%s-%s-%02d" % (tag, who, i), "name": "Moved %s" % who, "dob": "1966-0%d-1%d" % (
+            1 + len(who) % 9, len(who) % 10), "type": TYPES[i % 3], "ts": "20%02d-%02d-%02dT08:00:00Z" % (
+            24 + (i // 3) % 3, 1 + (i + 4 * people.index(who)) % 12, 1 + i % 28), "favorite_color": color}
+
+    ingest([rec(w, i, "red") for i in range(30) for w in people])  # one roll: every file holds all three
+    ingest([rec(w, i, "blue") for i in range(0, 30, 2) for w in people])  # second versions
+    wait_caught_up(s)
+    d = s.request("DELETE", "/v1/records/%s-stay-05" % tag)
+    eq(d.status, 200, "DELETE a record: %s" % short(d.text))
+    sent[("%s-stay-05" % tag, d.json()["version"])] = (sent[("%s-stay-05" % tag, 1)][0], None)
+    wait_caught_up(s)
+    pid = {w: sent[("%s-%s-00" % (tag, w), 1)][0] for w in people}
+    check(len(set(pid.values())) == 3, "three patients")
+    before = read_lake_files(lake, pid["gone"])
+    check(any(r["path"].startswith("records/type=lab/year=2024/") and r["patient_id"] == pid["stay"]
+              for r in before["rows"]), "S1's partitions hold the others' rows with gone's")
+    s.stop()
+
+    s2 = ["--schema", schema_file(s, "s2.json", S2), "--lake", lake, "--lake-roll-seconds", "1"]
+    s.extra_args = s2 + (["--reproject-rate", "20"] if when == "during" else [])
+    if when == "crash":
+        os.environ["MEDSTREAM_TEST_LAKE_CRASH"] = "erase"
+    try:
+        s.start()
+    finally:
+        os.environ.pop("MEDSTREAM_TEST_LAKE_CRASH", None)
+
+    def erase():
+        r = s.request("DELETE", "/v1/patients/" + pid["gone"], body=json.dumps({"reason": "moved rows"}),
+                      headers={"Content-Type": "application/json"})
+        eq(r.status, 200, "DELETE /v1/patients: %s" % short(r.text))
+
+    if when == "during":
+        check(s.get_json("/healthz")["schema"]["reprojecting"] is not None, "the re-projection is under way")
+        ingest([rec(w, i, "green") for i in range(1, 30, 4) for w in people])  # published during it
+        erase()
+        time.sleep(2)
+        if s.get_json("/healthz")["schema"]["reprojecting"] is not None:
+            eq(lake_status(s, pid["gone"]), ["pending"], "the lake's erasure while the re-projection is under way")
+        wait_schema(s, 2)
+        wait_lake_erased(s, pid["gone"])
+    else:
+        wait_schema(s, 2)
+        ingest([rec(w, i, "green") for i in range(1, 30, 4) for w in people])  # after it: date= partitions
+        wait_caught_up(s)
+        erase()
+        if when == "crash":
+            t0 = time.time()
+            while s.alive() and time.time() - t0 < 20:
+                time.sleep(0.05)
+            check(not s.alive(), "the server did not kill itself once it renamed a rewritten file")
+            s.kill9()
+            s.extra_args = s2
+            s.start()
+        wait_lake_erased(s, pid["gone"])
+    ingest([rec(w, i, "white") for i in range(3, 30, 5) for w in people if w != "gone"])
+    wait_caught_up(s)
+
+    check_moved_rows(lake, sent, pid["gone"], [pid["gone"]])
+    if when == "after":  # a second erasure finds the files the first one added to the rolls
+        r = s.request("DELETE", "/v1/patients/" + pid["stay"], body=json.dumps({"reason": "moved rows"}),
+                      headers={"Content-Type": "application/json"})
+        eq(r.status, 200, "DELETE /v1/patients: %s" % short(r.text))
+        wait_lake_erased(s, pid["stay"])
+        check_moved_rows(lake, sent, pid["stay"], [pid["gone"], pid["stay"]])
+    if when == "crash":
+        lines = [json.loads(x) for x in open(os.path.join(lake, "_medstream", "commits"))]
+        check(any(x.get("rewritten") for x in lines), "no commits-log line lists the files written again")
+    s.stop()
+
+
+@test(timeout=300)
+def test_erasure_after_a_schema_change_moved_partitions_keeps_every_other_row_once():
+    moved_rows_erasure("moved", "after")
+
+
+@test(timeout=300)
+def test_erasure_during_a_reprojection_keeps_every_other_row_once():
+    moved_rows_erasure("moving", "during")
+
+
+@test(timeout=300)
+def test_erasure_after_a_schema_change_killed_mid_rewrite_keeps_every_other_row_once():
+    moved_rows_erasure("moved-crash", "crash")
+
+
 if __name__ == "__main__":
     H.main()
