@@ -356,8 +356,12 @@ ms_code record_scan_body(const scan_config *cfg, const char *body, size_t len, r
         json_type t;
         const char *q = json_scan_value(body, p, end, &t, NULL);
         if (q && json_skip_ws(q, end) == end) {
+            uint32_t line = 1; /* its first line: blank lines before it count, as NDJSON's (an import blanks the
+                                * rows it refused, and a record's origin is its line) */
+            for (const char *c = body; (c = memchr(c, '\n', (size_t)(p - c))) != NULL; c++)
+                line++;
             parsed_record *r = batch_add(out);
-            record_scan_one(cfg, p, (size_t)(q - p), 1, &out->mem, r);
+            record_scan_one(cfg, p, (size_t)(q - p), line, &out->mem, r);
             finish(out, r);
             return MS_OK;
         }

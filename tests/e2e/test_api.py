@@ -963,6 +963,22 @@ def test_reject_non_object_lines():
     bad_line_case(["[1,2]", "42", '"just a string"', "null"], r"object", bad_line_no=None)
 
 
+@test(timeout=60)
+def test_a_lone_object_after_blank_lines_is_answered_on_its_own_line():
+    """A body whose only record follows blank lines (`medstream import --url` blanks the rows it refused
+    itself) was answered, and named, as line 1: the import then stopped on an answer about a line it had not
+    sent. Its item is on its own line, and its record id derived from that line."""
+    s = H.shared_server("api")
+    rec = {"name": "Lone Object", "dob": "1961-06-01", "note": "after blank lines"}
+    r = s.ingest("\n\n" + json.dumps(rec) + "\n")
+    eq(r.status, 200, "ingest (%s)" % short(r.text))
+    items = r.json()["items"]
+    eq([(i["line"], i["status"]) for i in items], [(3, "created")], "the item's line and status")
+    pretty = "\n" + json.dumps(dict(rec, record_id="lone-pretty"), indent=2) + "\n"
+    items = s.ingest_ok(pretty)["items"]
+    eq([(i["line"], i["record_id"]) for i in items], [(2, "lone-pretty")], "a pretty-printed object's first line")
+
+
 @test
 def test_reject_a_record_past_the_patients_field_limit():
     """The writer's own rejection (a patient holds at most 4096 distinct fields) is a rejected line as the

@@ -527,7 +527,7 @@ static void test_body_single_object(void **state)
     assert_int_equal(f->batch.n, 1);
     parsed_record *r = &f->batch.records[0];
     expect_valid(r, "pretty-printed object");
-    assert_int_equal(r->line, 1);
+    assert_int_equal(r->line, 2); /* its first line, after a blank one */
     assert_int_equal(r->body[0], '{');
     assert_int_equal(r->body[r->body_len - 1], '}');
     assert_span_equal(record_field_get(r, "note", 4)->val, record_field_get(r, "note", 4)->val_len,
@@ -576,6 +576,12 @@ static void test_origin_record_id(void **state)
     assert_int_equal(f->batch.records[1].line, 3);
     assert_span_equal(f->batch.records[1].record_id, f->batch.records[1].record_id_len, a.record_id);
     assert_string_not_equal(f->batch.records[0].record_id, a.record_id);
+    /* the same when the row is the body's only one, after blank lines (an import blanks the rows it refused):
+     * line 3, not 1 (it was 1, and the row got line 1's id and answer) */
+    assert_int_equal(scan_body(f, "\n\n" REC(1) "\n"), MS_OK);
+    assert_int_equal(f->batch.n, 1);
+    assert_int_equal(f->batch.records[0].line, 3);
+    assert_span_equal(f->batch.records[0].record_id, f->batch.records[0].record_id_len, a.record_id);
     /* a record with its own id keeps it */
     parsed_record own = scan(f, "{\"record_id\":\"r-1\",\"name\":\"" NAME "\",\"dob\":\"" DOB "\"}");
     expect_valid(&own, "own id");
