@@ -78,6 +78,32 @@ rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, siz
     return rk;
 }
 
+rd_kafka_t *kafka_reader_new(const char *brokers, const char *group, bool read_committed, const char *const *config,
+                             char *err, size_t cap)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char servers[1024], gid[320];
+    snprintf(servers, sizeof servers, "bootstrap.servers=%s", brokers ? brokers : "");
+    snprintf(gid, sizeof gid, "group.id=%s", group);
+    const char *const base[] = {servers,
+                                gid,
+                                read_committed ? "isolation.level=read_committed" : "isolation.level=read_uncommitted",
+                                "enable.partition.eof=true",
+                                "enable.auto.commit=false",
+                                "auto.offset.reset=earliest",
+                                "fetch.wait.max.ms=50",
+                                "log_level=4",
+                                NULL};
+    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, config, err, cap)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    kafka_conf_log_to_ms(conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, cap);
+    if (!rk) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it only on success */
+    return rk;
+}
+
 bool kafka_worker_start(kafka_worker *w, const kafka_producer_options *opt, const char *topic, void *(*fn)(void *),
                         void *arg, char *err, size_t cap)
 {

@@ -35,6 +35,13 @@ typedef struct {
 /* An idempotent producer (linger 5 ms) on opt->brokers; NULL with err naming what is wrong. */
 rd_kafka_t *kafka_producer_new(const kafka_producer_options *opt, char *err, size_t cap);
 
+/* A consumer that reads partitions it assigns itself, outside any group's membership (group is a group.id
+ * librdkafka wants for assign: never joined or committed to): partition ends reported, no automatic commits,
+ * from the earliest offset kept, read_committed or not; config (the operator's settings, may be NULL) last.
+ * NULL with err naming what is wrong. */
+rd_kafka_t *kafka_reader_new(const char *brokers, const char *group, bool read_committed, const char *const *config,
+                             char *err, size_t cap);
+
 /* A producer with a thread of its own that follows something and produces it to one topic: what the
  * public topic (sinks) and the events topic (notify) share. fn's loop ends when stop is set. */
 typedef struct {

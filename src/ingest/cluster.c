@@ -170,28 +170,9 @@ static rd_kafka_t *producer_new(cluster *c, char *err, size_t cap)
 
 static rd_kafka_t *restorer_new(cluster *c, char *err, size_t cap)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char servers[1024];
-    snprintf(servers, sizeof servers, "bootstrap.servers=%s", c->opt.brokers);
-    char group[320]; /* never joined or committed to: librdkafka wants one for assign */
-    snprintf(group, sizeof group, "group.id=%s-restore", c->txn_id);
-    const char *const base[] = {servers,
-                                group,
-                                "isolation.level=read_committed",
-                                "enable.partition.eof=true",
-                                "enable.auto.commit=false",
-                                "auto.offset.reset=earliest",
-                                "fetch.wait.max.ms=50",
-                                "log_level=4",
-                                NULL};
-    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, c->opt.config, err, cap)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    kafka_conf_log_to_ms(conf);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, cap);
-    if (!rk) rd_kafka_conf_destroy(conf);
-    return rk;
+    char group[320];
+    snprintf(group, sizeof group, "%s-restore", c->txn_id);
+    return kafka_reader_new(c->opt.brokers, group, true, c->opt.config, err, cap);
 }
 
 static void learn_from_store(void *ctx, const unsigned char mac[32], uint64_t number)

@@ -340,26 +340,9 @@ static bool outbox_collect(void *ctx, const char *name, size_t name_len, const c
  * group's consumer reads); NULL with err. */
 static rd_kafka_t *outbox_reader_new(kafka_ingest *k, char *err, size_t cap)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char servers[1024], group[320];
-    snprintf(servers, sizeof servers, "bootstrap.servers=%s", k->opt.brokers);
-    snprintf(group, sizeof group, "group.id=%s-dead-letters", k->opt.group); /* never joined or committed to */
-    const char *const base[] = {servers,
-                                group,
-                                k->cl ? "isolation.level=read_committed" : "isolation.level=read_uncommitted",
-                                "enable.partition.eof=true",
-                                "enable.auto.commit=false",
-                                "auto.offset.reset=earliest",
-                                "log_level=4",
-                                NULL};
-    if (!kafka_conf_apply(conf, base, err, cap) || !kafka_conf_apply(conf, (const char *const *)k->config, err, cap)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    kafka_conf_log_to_ms(conf);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, cap);
-    if (!rk) rd_kafka_conf_destroy(conf);
-    return rk;
+    char group[320];
+    snprintf(group, sizeof group, "%s-dead-letters", k->opt.group);
+    return kafka_reader_new(k->opt.brokers, group, k->cl != NULL, (const char *const *)k->config, err, cap);
 }
 
 /* The message at (topic, partition, offset): *m, or NULL once the topic no longer holds it (retention).
