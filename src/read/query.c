@@ -7,6 +7,7 @@
 #include "base/json_write.h"
 #include "base/timefmt.h"
 #include "pipeline/merge.h"
+#include "pipeline/record_scan.h"
 #include "store/record_sources.h"
 
 #include <stdlib.h>
@@ -454,14 +455,95 @@ static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len
     return emit_public(st, rid, rid_len, &pr, key, key_len);
 }
 
+/* ---- a patient's public records, in (year, record id) order ----
+ * The patient's records index is kept in event-time order, and its keys carry the exact event time and the
+ * patient's internal number: a cursor made of one, and the answer's order, gave an analyst the exact time the
+ * public copy withholds. So this walks the index whole (store_patient_records reads it whole for every page
+ * anyway), sorts its entries by (year, record id), the public index's granularity, and continues after a
+ * cursor 'Y' be16(year) record id. */
+typedef struct {
+    int year;
+    int64_t ts;
+    const char *rid;
+    size_t rid_len;
+} pub_entry;
+
+typedef struct {
+    pub_entry *v;
+    size_t n, cap;
+    arena mem;
+    const unsigned char *after; /* 'Y' be16(year) record id, or NULL */
+    size_t after_len;
+} pub_entries;
+
+/* (year, record id) of a against 'Y' be16(year) record id */
+static int pub_cmp_key(const pub_entry *a, const unsigned char *k, size_t kl)
+{
+    int year = (k[1] << 8) | k[2];
+    if (a->year != year) return a->year < year ? -1 : 1;
+    size_t n = a->rid_len < kl - 3 ? a->rid_len : kl - 3;
+    int c = memcmp(a->rid, k + 3, n);
+    return c ? c : (a->rid_len > kl - 3) - (a->rid_len < kl - 3);
+}
+
+static int pub_order(const void *x, const void *y)
+{
+    const pub_entry *a = x, *b = y;
+    if (a->year != b->year) return a->year < b->year ? -1 : 1;
+    size_t n = a->rid_len < b->rid_len ? a->rid_len : b->rid_len;
+    int c = memcmp(a->rid, b->rid, n);
+    if (c) return c;
+    if (a->rid_len != b->rid_len) return a->rid_len < b->rid_len ? -1 : 1;
+    return (a->ts > b->ts) - (a->ts < b->ts);
+}
+
+static bool collect_public_entry(void *ctx, int64_t ts, const char *rid, size_t rid_len, const void *key,
+                                 size_t key_len)
+{
+    (void)key, (void)key_len;
+    pub_entries *pe = ctx;
+    pub_entry x = {.year = time_year(ts), .ts = ts, .rid = rid, .rid_len = rid_len};
+    if (pe->after && pub_cmp_key(&x, pe->after, pe->after_len) <= 0) return true;
+    if (pe->n == pe->cap) {
+        pe->cap = pe->cap ? 2 * pe->cap : 64;
+        pe->v = ms_realloc(pe->v, pe->cap * sizeof *pe->v);
+    }
+    x.rid = arena_strndup(&pe->mem, rid, rid_len);
+    pe->v[pe->n++] = x;
+    return true;
+}
+
+static ms_code public_patient_records(list_state *st, ms_err *e)
+{
+    const list_params *p = st->p;
+    if (p->cursor && (p->cursor_len < 4 || p->cursor[0] != 'Y'))
+        return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this query");
+    pub_entries pe = {.after = p->cursor, .after_len = p->cursor_len};
+    ms_code rc = store_patient_records(st->r, st->pid, INT64_MIN, INT64_MAX, NULL, 0, collect_public_entry, &pe, e);
+    if (rc == MS_OK) qsort(pe.v, pe.n, sizeof *pe.v, pub_order);
+    unsigned char key[3 + RECORD_ID_MAX];
+    for (size_t i = 0; rc == MS_OK && i < pe.n; i++) {
+        const pub_entry *x = &pe.v[i];
+        if (x->year < p->year_from || x->year > p->year_to || x->rid_len > RECORD_ID_MAX) continue;
+        key[0] = 'Y';
+        key[1] = (unsigned char)(x->year >> 8);
+        key[2] = (unsigned char)x->year;
+        memcpy(key + 3, x->rid, x->rid_len);
+        if (!on_patient_record(st, x->ts, x->rid, x->rid_len, key, 3 + x->rid_len)) break;
+        rc = st->rc;
+    }
+    free(pe.v);
+    arena_free(&pe.mem);
+    return rc;
+}
+
 ms_code query_public_records(const query_ctx *q, store_read *r, const list_params *p, buf *out, ms_err *e)
 {
     list_state st = {.q = q, .r = r, .p = p, .pid = p->pid, .out = out, .e = e, .public_view = true};
     ms_code rc;
     buf_puts(out, "{\"records\":[");
     if (p->pid) {
-        rc =
-            store_patient_records(r, p->pid, INT64_MIN, INT64_MAX, p->cursor, p->cursor_len, on_patient_record, &st, e);
+        rc = public_patient_records(&st, e);
     } else {
         rc =
             store_public_index(r, p->type, p->year_from, p->year_to, p->cursor, p->cursor_len, on_public_entry, &st, e);

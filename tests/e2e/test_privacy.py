@@ -7,7 +7,8 @@
 # range with intervals and time-of-day kept), filters match array elements and nested values, a public
 # NDJSON export (POST /v1/exports) holds the same values and none of the PHI, the PHI export's name
 # column is the joined name; public reads and exports refuse a type or time bound on a field the schema
-# keeps private; and `serve` refuses a bad schema at start, exiting 1 with the field's name on stderr.
+# keeps private, a patient's public records page by (year, record id) with nothing finer in the cursor; and
+# `serve` refuses a bad schema at start, exiting 1 with the field's name on stderr.
 import io
 import json
 import os
@@ -273,6 +274,41 @@ def test_public_reads_and_exports_refuse_bounds_on_private_fields():
     r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson", "type": "hiv-test"}),
                   headers={"Content-Type": "application/json"})
     eq(r.status, 202, "a PHI export bounded by type (%s)" % short(r.text))
+    s.stop()
+
+
+@test(timeout=120)
+def test_a_patients_public_records_page_by_year_and_record_id():
+    """GET /v1/public/records?patient_id=P walked the patient's records index in exact event-time order and
+    handed out its key as next_cursor: the key holds the exact event time (to the microsecond) and the patient's
+    internal number, so an analyst decoded the time the public copy gives only the year of, and read the order
+    of the patient's events off the answer. The answer is in (year, record id) order now, its cursor 'Y',
+    be16(year), the record id: nothing finer than the public copy."""
+    s = H.Server(name="public-pages")
+    s.start()
+    who = {"name": "Page Person", "dob": "1961-04-05"}
+    # record ids in the opposite order of the event times within each year
+    recs = [dict(who, record_id="pp-%s" % rid, type="visit", ts=ts) for rid, ts in (
+        ("e", "2025-01-02T03:04:05.123456Z"), ("d", "2025-06-07T08:09:10Z"), ("c", "2025-12-31T23:59:59Z"),
+        ("b", "2026-03-17T08:41:05.654321Z"), ("a", "2026-09-02T23:10:59Z"))]
+    pid = s.ingest_ok(recs)["items"][0]["patient_id"]
+    got, cursors, cursor = [], [], None
+    for _ in range(10):
+        q = {"patient_id": pid, "limit": 2}
+        if cursor:
+            q["cursor"] = cursor
+        ans = s.get_json("/v1/public/records?" + H.q(q))
+        got += [(r["fields"]["ts"], r["record_id"]) for r in ans["records"]]
+        cursor = ans["next_cursor"]
+        if not cursor:
+            break
+        cursors.append(bytes.fromhex(cursor))
+    eq(got, [("2025", "pp-c"), ("2025", "pp-d"), ("2025", "pp-e"), ("2026", "pp-a"), ("2026", "pp-b")],
+       "pages in (year, record id) order, each record once")
+    eq(cursors, [b"Y" + (2025).to_bytes(2, "big") + b"pp-d", b"Y" + (2026).to_bytes(2, "big") + b"pp-a"],
+       "each cursor: the year and record id of its page's last record, nothing else")
+    r = s.get("/v1/public/records?" + H.q({"patient_id": pid, "cursor": "72" * 20}))
+    eq(r.status, 400, "a cursor of another form (%s)" % short(r.text))
     s.stop()
 
 
