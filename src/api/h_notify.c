@@ -209,18 +209,33 @@ void h_subscription_create(api *a, http_request *req, http_response *res)
     res->body = answer;
 }
 
+/* A subscription's URL may hold its receiver's credential (queries are refused in it, so a path such as
+ * /services/T/B/SECRET): a user sees only its own subscriptions, unless its role may delete anyone's
+ * (notifications:delete, the admin's). */
+static bool sees_every_subscription(const http_request *req)
+{
+    return access_allows(req->role, "notifications:delete");
+}
+
 void h_subscriptions_list(api *a, http_request *req, http_response *res)
 {
-    (void)req;
     if (!running(a, res)) return;
     res->status = 200;
     res->body.len = 0;
-    notifier_subscriptions_json(a->notifier, &res->body);
+    notifier_subscriptions_json(a->notifier, sees_every_subscription(req) ? NULL : req->user, &res->body);
 }
 
 void h_subscription_get(api *a, http_request *req, http_response *res)
 {
     if (!running(a, res)) return;
+    char owner[STORE_USER_MAX];
+    if (notifier_subscription_owner(a->notifier, req->params[0], owner, sizeof owner) &&
+        strcmp(owner, req->user) != 0 && !sees_every_subscription(req)) {
+        http_error(res, 403, "role %s lacks permission notifications:delete (a subscription of another user)",
+                   req->role);
+        audit_request(a, req, "notifications:delete", NULL, "denied"); /* every denied attempt (DESIGN.md) */
+        return;
+    }
     res->body.len = 0;
     if (notifier_subscription_json(a->notifier, req->params[0], &res->body))
         res->status = 200;

@@ -109,10 +109,11 @@ ms_code notifier_subscription_create(notifier *n, const char *json, size_t len, 
 ms_code notifier_subscription_delete(notifier *n, const char *id, const notify_actor *who, ms_err *e);
 /* Who created subscription id (into user, STORE_USER_MAX bytes); false if there is none. */
 bool notifier_subscription_owner(notifier *n, const char *id, char *user, size_t cap);
-/* {"subscriptions":[state...]} in id order; one subscription's state (false: none). A state is
+/* {"subscriptions":[state...]} in id order (only_user: only that user's; NULL: every one); one subscription's
+ * state (false: none). A state is
  * {"id","rule","url","created_at","created_by","delivered_seq","log_seq","deliveries","failures",
  * "failures_total","last_status","last_error","last_attempt_at","next_retry_at","state"}. */
-void notifier_subscriptions_json(notifier *n, buf *out);
+void notifier_subscriptions_json(notifier *n, const char *only_user, buf *out);
 bool notifier_subscription_json(notifier *n, const char *id, buf *out);
 
 #endif

@@ -14,15 +14,20 @@
  * store as a sink position ("webhook:" id), written at most once a second while it delivers and when it
  * catches up or stops: a crash re-posts at most a second's worth of events (receivers drop seqs they have
  * seen). Stopping or deleting interrupts an attempt in flight (http_client_conn_interrupt) and joins the
- * worker.
+ * worker. A webhook delivers what its creator may read: before each post the worker looks up the creator's
+ * account, and while it is gone, disabled or its role lacks notifications:read, the subscription holds (its
+ * position stays; last_error says why), as an event stream ends once its token no longer reads them.
  *
  * State for GET /v1/subscriptions/{id} (deliveries, failures, the last status and error, the next retry)
  * is kept in memory and starts again at a restart; the position does not.
  *
  * What it must never do: return or log the secret (it is stored because every delivery is signed with
- * it), skip an event, post events of one subscription out of order, or log an event's content.
+ * it), skip an event, post events of one subscription out of order, log an event's content, or post for a
+ * creator who may no longer read events.
  */
 #include "notify/notify_internal.h"
+
+#include "access/access.h"
 
 #include "base/http_client.h"
 #include "base/json_scan.h"
@@ -158,6 +163,35 @@ static bool post_event(subscription *s, uint64_t seq, const buf *body, int *stat
     return ok;
 }
 
+/* A webhook delivers what its creator may read: while the creator's account is gone, disabled, or its role
+ * lacks notifications:read, it delivers nothing (its position stays, so nothing is skipped if the account is
+ * enabled again) and says why in last_error. A subscription without a creator (written before creators were
+ * kept) is not held. False with why: held. */
+static bool creator_may_read(const subscription *s, char *why, size_t cap)
+{
+    if (!s->created_by[0]) return true;
+    store_read *r;
+    ms_err e;
+    store_account acc;
+    bool found = false;
+    ms_code rc = store_read_begin(s->w->n->store, &r, &e);
+    if (rc == MS_OK) {
+        rc = store_account_get(r, s->created_by, &acc, &found, &e);
+        store_read_end(r);
+    }
+    if (rc != MS_OK)
+        snprintf(why, cap, "held: its creator's account cannot be read: %.120s", e.msg);
+    else if (!found)
+        snprintf(why, cap, "held: its creator's account no longer exists");
+    else if (acc.disabled)
+        snprintf(why, cap, "held: its creator's account is disabled");
+    else if (!access_allows(acc.role, "notifications:read"))
+        snprintf(why, cap, "held: its creator's role %.64s lacks notifications:read", acc.role);
+    else
+        return true;
+    return false;
+}
+
 static void *sub_main(void *arg)
 {
     subscription *s = arg;
@@ -207,11 +241,19 @@ static void *sub_main(void *arg)
             }
             continue;
         }
+        char err[sizeof s->last_error];
+        if (!creator_may_read(s, err, sizeof err)) {
+            pthread_mutex_lock(&s->lock);
+            s->delivering = false;
+            snprintf(s->last_error, sizeof s->last_error, "%s", err);
+            pthread_mutex_unlock(&s->lock);
+            sleep_until(s, ms_mono_s() + 1.0);
+            continue;
+        }
         pthread_mutex_lock(&s->lock);
         s->delivering = true;
         pthread_mutex_unlock(&s->lock);
         int status = 0;
-        char err[sizeof s->last_error];
         bool ok = post_event(s, st.seq, &body, &status, err, sizeof err);
         if (atomic_load(&s->stop)) break; /* interrupted: the event is posted again by the next start */
         pthread_mutex_lock(&s->lock);
@@ -637,7 +679,7 @@ static int cmp_sub(const void *a, const void *b)
     return strcmp((*(subscription *const *)a)->id, (*(subscription *const *)b)->id);
 }
 
-void notifier_subscriptions_json(notifier *n, buf *out)
+void notifier_subscriptions_json(notifier *n, const char *only_user, buf *out)
 {
     webhooks *w = n->hooks;
     uint64_t last = hub_last(n->hub);
@@ -646,8 +688,11 @@ void notifier_subscriptions_json(notifier *n, buf *out)
     if (w->nsubs) memcpy(v, w->subs, w->nsubs * sizeof *v);
     qsort(v, w->nsubs, sizeof *v, cmp_sub);
     buf_puts(out, "{\"subscriptions\":[");
+    bool first = true;
     for (size_t i = 0; i < w->nsubs; i++) {
-        if (i) buf_putc(out, ',');
+        if (only_user && strcmp(v[i]->created_by, only_user) != 0) continue;
+        if (!first) buf_putc(out, ',');
+        first = false;
         sub_state_json(v[i], last, out);
     }
     buf_puts(out, "]}");

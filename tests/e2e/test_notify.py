@@ -366,6 +366,12 @@ def test_roles_and_permissions():
     eq(r.status, 201, "clinician subscribes")
     mine = r.json()["id"]
     theirs = subscribe(s, rcv.url(), "0123456789abcdef-secret")["id"]
+    # its URL may hold its receiver's credential: a clinician sees its own subscriptions only, the admin every one
+    listed = [x["id"] for x in s.request("GET", "/v1/subscriptions", headers=clin).json()["subscriptions"]]
+    eq(listed, [mine], "the clinician's list holds its own subscription only")
+    check({mine, theirs} <= {x["id"] for x in s.get_json("/v1/subscriptions")["subscriptions"]}, "the admin's list")
+    eq(s.request("GET", "/v1/subscriptions/" + theirs, headers=clin).status, 403, "another's subscription read")
+    eq(s.request("GET", "/v1/subscriptions/" + mine, headers=clin).status, 200, "its own, read")
     eq(s.request("DELETE", "/v1/subscriptions/" + theirs, headers=clin).status, 403, "another's subscription")
     eq(s.request("DELETE", "/v1/subscriptions/" + mine, headers=clin).status, 204, "its own")
     eq(s.request("DELETE", "/v1/subscriptions/" + theirs).status, 204, "admin deletes")
@@ -438,6 +444,56 @@ def test_an_open_stream_ends_when_its_account_is_disabled():
     st.close()
     eq(events_of(got), [], "no match delivered once the account is disabled")
     check(st.closed, "the stream ended")
+
+
+@harness.test(timeout=90)
+def test_a_webhook_holds_while_its_creator_may_not_read_events():
+    """A webhook delivers what its creator may read: a clinician's subscription went on posting matches after
+    the account was disabled, and after it was deleted (the stream's check did not cover webhooks). Now it
+    holds, saying why, and delivers what it held, in order, once the account is enabled again."""
+    s = server()
+    pw = "pw-" + harness.rand_token(12)
+    user = "clin_" + harness.rand_token(6).lower()
+    eq(post_json(s, "/v1/users", {"user": user, "password": pw, "role": "clinician"}).status, 201, "create")
+    rname = unique_rule("whc")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["whcword"]})
+    secret = "s" * 20
+    rcv = Receiver(secret)
+    r = post_json(s, "/v1/subscriptions", {"url": rcv.url(), "secret": secret, "rule": rname},
+                  headers={"Authorization": "Bearer " + s.token_for(user, pw)})
+    eq(r.status, 201, "the clinician subscribes: %s" % r.text[:200])
+    sid = r.json()["id"]
+    who = "Whc " + harness.rand_token(5)
+
+    def posted():
+        with rcv.lock:
+            return [e["record_id"] for e in rcv.got]
+
+    def wait_posted(n, timeout=10):
+        t0 = time.time()
+        while len(posted()) < n and time.time() - t0 < timeout:
+            time.sleep(0.05)
+        return posted()
+
+    s.ingest_ok([rec(who, "whcword", record_id=rname + "-1")])
+    eq(wait_posted(1), [rname + "-1"], "a match posted while the account is enabled")
+    patch = {"Content-Type": "application/json"}
+    eq(s.request("PATCH", "/v1/users/" + user, body=json.dumps({"disabled": True}), headers=patch).status, 200,
+       "disable")
+    s.ingest_ok([rec(who, "whcword", record_id=rname + "-2")])
+    time.sleep(3)
+    eq(posted(), [rname + "-1"], "nothing posted while the creator is disabled")
+    st = s.get_json("/v1/subscriptions/" + sid)
+    check("disabled" in (st.get("last_error") or ""), "the subscription says why it holds: %r" % st)
+    eq(s.request("PATCH", "/v1/users/" + user, body=json.dumps({"disabled": False}), headers=patch).status, 200,
+       "enable again")
+    eq(wait_posted(2), [rname + "-1", rname + "-2"], "the held match posted once the account is enabled")
+    eq(s.request("DELETE", "/v1/users/" + user).status, 204, "delete the account")
+    s.ingest_ok([rec(who, "whcword", record_id=rname + "-3")])
+    time.sleep(3)
+    eq(posted(), [rname + "-1", rname + "-2"], "nothing posted once the creator's account is gone")
+    check("no longer exists" in (s.get_json("/v1/subscriptions/" + sid).get("last_error") or ""), "says why")
+    eq(s.request("DELETE", "/v1/subscriptions/" + sid).status, 204, "the admin deletes it")
 
 
 @harness.test
