@@ -50,6 +50,7 @@ typedef struct {
     int log_format, access_log; /* indexes in log_format_names, on_off_names */
     const char *metrics_listen;
     bool metrics_listen_any;
+    bool webhook_allow_private;
     uint64_t export_keep, export_link_ttl_s;
     uint64_t reproject_rate;
     const char *lake;
@@ -224,6 +225,9 @@ int cmd_serve(int argc, char **argv)
                                          "(from 0.5 s, doubling)"},
         {.name = "--webhook-max", .type = OPT_UINT, .target = &c.webhook_max, .def = "64", .min = 1, .max = 1024,
          .help = "webhook subscriptions at most (each has a thread)"},
+        {.name = "--webhook-allow-private", .type = OPT_FLAG, .target = &c.webhook_allow_private,
+         .help = "let webhooks post to loopback, private, link-local (cloud metadata) and other non-public addresses "
+                 "(refused by default: a subscriber must not reach the server's own network)"},
         {.name = "--webhook-ca", .type = OPT_STRING, .target = &c.webhook_ca, .metavar = "FILE",
          .help = "CA certificates (PEM) to check https webhook targets against, instead of the system's"},
         {.name = "--events-topic", .type = OPT_STRING, .target = &c.events_topic, .metavar = "TOPIC",
@@ -332,6 +336,7 @@ static int serve_run(const serve_settings *c)
                            .webhook_backoff_max_ms = (unsigned)c->webhook_max_backoff_s * 1000,
                            .max_subscriptions = (unsigned)c->webhook_max,
                            .webhook_ca_file = c->webhook_ca,
+                           .webhook_allow_private = c->webhook_allow_private,
                            .events_topic = c->events_topic,
                            .kafka_brokers = c->kafka_brokers,
                            .kafka_config = c->kafka_config.v};

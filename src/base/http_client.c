@@ -69,6 +69,8 @@ struct http_client_conn {
     SSL *ssl;                /* the TLS session of the open socket */
     pthread_mutex_t fd_lock; /* fd's opening, closing and interruption */
     bool interrupted;
+    http_client_address_fn allowed; /* NULL: any address */
+    void *allowed_ctx;
 };
 
 const char *http_client_err_str(http_client_err err)
@@ -379,7 +381,9 @@ static http_client_err conn_open(http_client_conn *c)
     }
     int last_errno = 0;
     http_client_err last_err = HTTP_CLIENT_E_CONNECT;
+    char refused[200] = "";
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (c->allowed && !c->allowed(c->allowed_ctx, ai->ai_addr, refused, sizeof refused)) continue;
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
@@ -436,7 +440,17 @@ static http_client_err conn_open(http_client_conn *c)
         return c->tls ? tls_handshake(c) : HTTP_CLIENT_OK;
     }
     freeaddrinfo(res);
+    if (refused[0] && !last_errno) { /* every address refused by the check */
+        snprintf(c->err, sizeof c->err, "connect %.100s: %.199s", c->host_header, refused);
+        return HTTP_CLIENT_E_CONNECT;
+    }
     return conn_fail(c, last_err, last_errno, "connect");
+}
+
+void http_client_conn_set_address_check(http_client_conn *conn, http_client_address_fn allowed, void *ctx)
+{
+    conn->allowed = allowed;
+    conn->allowed_ctx = ctx;
 }
 
 /* ---------- request ---------- */

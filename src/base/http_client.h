@@ -42,6 +42,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 typedef enum {
@@ -104,6 +105,12 @@ http_client_conn *http_client_conn_new(const char *host, const char *port, int t
  * certificates) and host. NULL also when OpenSSL cannot make a context or load ca_file. */
 http_client_conn *http_client_conn_new_tls(const char *host, const char *port, int timeout_ms, size_t max_response,
                                            const char *ca_file);
+
+/* Only connect to addresses allowed(ctx, address) says may be (checked for every address the name resolves to,
+ * at every connect: a name resolved again may point elsewhere); a refused one is skipped, and when none is left
+ * the connect fails with what allowed wrote in why. NULL: any (the default). Set before the first request. */
+typedef bool (*http_client_address_fn)(void *ctx, const struct sockaddr *sa, char *why, size_t cap);
+void http_client_conn_set_address_check(http_client_conn *conn, http_client_address_fn allowed, void *ctx);
 
 /* From any thread: end the request in progress now and refuse every later one (the connection is done). */
 void http_client_conn_interrupt(http_client_conn *conn);

@@ -40,6 +40,7 @@ typedef struct {
     unsigned webhook_timeout_ms;     /* each step (connect, send, receive) of a webhook delivery */
     unsigned webhook_backoff_max_ms; /* the longest wait between two attempts of one delivery */
     unsigned max_subscriptions;
+    bool webhook_allow_private;      /* webhooks may post to loopback, private, link-local... addresses */
     const char *webhook_ca_file;     /* CA certificates (PEM) that https webhook targets are checked against;
                                         NULL: the system's */
     const char *events_topic;        /* every event also to this Kafka topic (NULL: none) ... */

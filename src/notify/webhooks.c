@@ -163,6 +163,13 @@ static bool post_event(subscription *s, uint64_t seq, const buf *body, int *stat
     return ok;
 }
 
+/* http_client's address check of every connect (unless serve --webhook-allow-private): delivery.h. */
+static bool public_address(void *ctx, const struct sockaddr *sa, char *why, size_t cap)
+{
+    (void)ctx;
+    return webhook_address_allowed(sa, why, cap);
+}
+
 /* A webhook delivers what its creator may read: while the creator's account is gone, disabled, or its role
  * lacks notifications:read, it delivers nothing (its position stays, so nothing is skipped if the account is
  * enabled again) and says why in last_error. A subscription without a creator (written before creators were
@@ -331,6 +338,7 @@ static ms_code sub_start(webhooks *w, subscription *s, ms_err *e)
     int t = (int)n->opt.webhook_timeout_ms;
     s->conn = s->u.https ? http_client_conn_new_tls(s->u.host, s->u.port, t, MAX_ANSWER, n->opt.webhook_ca_file)
                          : http_client_conn_new(s->u.host, s->u.port, t, MAX_ANSWER);
+    if (s->conn && !n->opt.webhook_allow_private) http_client_conn_set_address_check(s->conn, public_address, NULL);
     if (pthread_create(&s->thread, NULL, sub_main, s) != 0)
         return ms_fail(e, MS_EIO, "subscription %s: cannot start its worker", s->id);
     s->started = true;
@@ -429,8 +437,9 @@ static char *string_of(const json_member *m, size_t *len)
 }
 
 /* A subscription from JSON: a request's (stored = false: id, creator and times are the caller's) or a
- * stored one. */
-static ms_code sub_parse(const char *json, size_t len, bool stored, subscription **out, ms_err *e)
+ * stored one. allow_private: a literal private address is accepted (a stored one always is: the address check
+ * at every connect holds it if the server no longer allows it). */
+static ms_code sub_parse(const char *json, size_t len, bool stored, bool allow_private, subscription **out, ms_err *e)
 {
     json_member m[16];
     json_error je;
@@ -449,7 +458,7 @@ static ms_code sub_parse(const char *json, size_t len, bool stored, subscription
                 break;
             }
             char why[300];
-            const char *bad = webhook_url_check(v, why, sizeof why);
+            const char *bad = webhook_url_check(v, allow_private || stored, why, sizeof why);
             if (bad) {
                 free(v);
                 rc = ms_fail(e, MS_EINVAL, "url: %s", bad);
@@ -528,7 +537,7 @@ static bool load_sub(void *ctx, const char *name, size_t name_len, const char *v
 {
     load_state *st = ctx;
     subscription *s;
-    if (sub_parse(v, len, true, &s, &st->e) != MS_OK || !s->id[0]) {
+    if (sub_parse(v, len, true, true, &s, &st->e) != MS_OK || !s->id[0]) {
         ms_log(LOG_ERROR, "notify.subscription_skipped", "stored subscription %.*s does not parse: skipped",
                (int)(name_len > 64 ? 64 : name_len), name);
         return true;
@@ -585,7 +594,7 @@ ms_code notifier_subscription_create(notifier *n, const char *json, size_t len, 
 {
     webhooks *w = n->hooks;
     subscription *s;
-    ms_code rc = sub_parse(json, len, false, &s, e);
+    ms_code rc = sub_parse(json, len, false, n->opt.webhook_allow_private, &s, e);
     if (rc != MS_OK) return rc;
     if (s->rule[0]) {
         live_set *ls = live_acquire(n);

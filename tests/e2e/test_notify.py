@@ -22,7 +22,8 @@ import time
 import harness
 from harness import check, eq, fail
 
-SERVE_ARGS = ["--webhook-max-backoff", "2", "--webhook-timeout", "2", "--sse-heartbeat", "1"]
+# the receivers here listen on loopback, which webhooks refuse unless allowed (test_webhooks_refuse_the_servers_network)
+SERVE_ARGS = ["--webhook-max-backoff", "2", "--webhook-timeout", "2", "--sse-heartbeat", "1", "--webhook-allow-private"]
 
 
 def server():
@@ -494,6 +495,39 @@ def test_a_webhook_holds_while_its_creator_may_not_read_events():
     eq(posted(), [rname + "-1", rname + "-2"], "nothing posted once the creator's account is gone")
     check("no longer exists" in (s.get_json("/v1/subscriptions/" + sid).get("last_error") or ""), "says why")
     eq(s.request("DELETE", "/v1/subscriptions/" + sid).status, 204, "the admin deletes it")
+
+
+@harness.test(timeout=60)
+def test_webhooks_refuse_the_servers_network():
+    """A subscriber decided where events went, the server's own network included: a webhook to a loopback or
+    private address, or the cloud's metadata service, could reach services nobody meant to expose and read what
+    answered from last_status and last_error. Without --webhook-allow-private, a literal such address is refused
+    (400, naming it) and a name that resolves to one is refused at every connect (nothing posted; last_error
+    says why)."""
+    s = harness.Server(extra_args=["--webhook-max-backoff", "1", "--webhook-timeout", "2"], name="notify-ssrf")
+    s.start()
+    secret = "s" * 20
+    rcv = Receiver(secret)
+    for url in ("http://127.0.0.1:%d/hook" % rcv.port, "http://169.254.169.254/latest/meta-data/",
+                "http://10.0.0.1/x", "http://[::1]:%d/hook" % rcv.port):
+        r = post_json(s, "/v1/subscriptions", {"url": url, "secret": secret})
+        eq(r.status, 400, "a subscription to %s (%s)" % (url, r.text[:200]))
+        check("webhook-allow-private" in r.json()["error"], "the 400 names the way out: %s" % r.text)
+    rname = unique_rule("ssrf")
+    put_rule(s, {"name": rname, "fields": ["notes"], "any": ["ssrfword"]})
+    r = post_json(s, "/v1/subscriptions", {"url": "http://localhost:%d/hook" % rcv.port, "secret": secret,
+                                           "rule": rname})
+    eq(r.status, 201, "a name is taken; its addresses are checked at connect (%s)" % r.text[:200])
+    sid = r.json()["id"]
+    s.ingest_ok([rec("Ssrf " + harness.rand_token(5), "ssrfword", record_id=rname + "-1")])
+    st = {}
+    t0 = time.time()
+    while time.time() - t0 < 10 and "loopback" not in (st.get("last_error") or ""):
+        time.sleep(0.2)
+        st = s.get_json("/v1/subscriptions/" + sid)
+    check("loopback address" in (st.get("last_error") or ""), "the delivery refused, saying why: %r" % st)
+    eq(rcv.calls, 0, "nothing reached the loopback receiver")
+    s.stop()
 
 
 @harness.test

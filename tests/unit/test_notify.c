@@ -278,14 +278,31 @@ static void test_webhook_signature_backoff_url(void **state)
     assert_int_equal(webhook_backoff_ms(1000, 60000), 60000);
     assert_int_equal(webhook_backoff_ms(3, 700), 700);
     char why[300];
-    assert_null(webhook_url_check("http://127.0.0.1:8080/hook", why, sizeof why));
-    assert_null(webhook_url_check("https://example.org/a/b", why, sizeof why));
-    assert_null(webhook_url_check("HTTPS://[::1]:9/x", why, sizeof why));
+    assert_null(webhook_url_check("http://127.0.0.1:8080/hook", true, why, sizeof why));
+    assert_null(webhook_url_check("https://example.org/a/b", false, why, sizeof why));
+    assert_null(webhook_url_check("HTTPS://[::1]:9/x", true, why, sizeof why));
+    assert_null(webhook_url_check("http://93.184.216.34/x", false, why, sizeof why));
+    assert_null(webhook_url_check("http://internal.example/x", false, why, sizeof why)); /* a name: at connect */
+    /* literal non-public addresses, unless allowed */
+    const char *inner[] = {
+        "http://127.0.0.1:8080/hook", "http://10.1.2.3/",           "http://172.16.0.1/",
+        "http://172.31.9.9/",         "http://192.168.1.1/",        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:80/",         "http://100.64.0.1/",         "http://224.0.0.1/",
+        "http://255.255.255.255/",    "HTTPS://[::1]:9/x",          "http://[fe80::1]/",
+        "http://[fd00::1]/",          "http://[::ffff:127.0.0.1]/", "http://[::]/",
+        "http://[ff02::1]/"};
+    for (size_t i = 0; i < sizeof inner / sizeof *inner; i++) {
+        if (!webhook_url_check(inner[i], false, why, sizeof why)) fail_msg("non-public address accepted: %s", inner[i]);
+        assert_non_null(strstr(why, "webhook-allow-private"));
+    }
+    assert_null(webhook_url_check("http://172.32.0.1/", false, why, sizeof why));    /* past 172.16.0.0/12 */
+    assert_null(webhook_url_check("http://100.128.0.1/", false, why, sizeof why));   /* past 100.64.0.0/10 */
+    assert_null(webhook_url_check("http://[2001:db8::1]/", false, why, sizeof why)); /* not a private range */
     const char *bad[] = {
         "ftp://x/",        "file:///etc/passwd",  "http://", "http://h/x?q=1", "http://u@h/", "http://h:0/",
         "http://h:99999/", "javascript:alert(1)", "",        "http://h/a b"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        if (!webhook_url_check(bad[i], why, sizeof why)) fail_msg("URL accepted: %s", bad[i]);
+        if (!webhook_url_check(bad[i], true, why, sizeof why)) fail_msg("URL accepted: %s", bad[i]);
 }
 
 static void *publish_later(void *arg)
