@@ -114,6 +114,7 @@ void h_counter_get(api *a, http_request *req, http_response *res)
         }
     }
     bool phi = !is_public || q.parent;
+    q.public_only = !phi; /* a schema switch may make it PHI before it is counted: then refused */
     if (phi) {
         if (!access_allows(req->role, "patients:read")) {
             audit(a, req, "patients:read", "denied");

@@ -4,6 +4,15 @@
  * the new one), the builder, which fills a new counter from the records stored as of the follower's
  * position, catches it up and makes it join the follower, and the saved state they leave for a restart.
  * The locks' rules are counters.c's header comment.
+ *
+ * SCHEMA VERSIONS (counters.c's header). Each read transaction the follower applies entries in must see the
+ * version the counters are counted under (c->sv); one that sees another (the re-projector's switch) applies
+ * nothing and the follower switches (schema_switch): the counters on public copies are built again under
+ * the new version, like after an erasure. Every transaction of a build must see the version the counters
+ * were under when it began (same_schema), else the build starts again once the follower has switched.
+ *
+ * Must never: apply an entry read under another schema version than c->sv, work out a -1 from another
+ * version's copy than its +1's, let a counter join counted under another version than c->sv.
  */
 #define MS_VIEWS_INTERNAL
 #include "views/counters_internal.h"
@@ -85,14 +94,14 @@ static bool view_field(store *s, store_read *r, version_view *v, bool from_publi
     return true;
 }
 
-int cs_view_matches(store *s, store_read *r, const live *l, version_view *v, ms_err *e)
+int cs_view_matches(store *s, store_read *r, const live *l, bool from_public, version_view *v, ms_err *e)
 {
     if (!v->have || v->rv.deleted || !counter_type_matches(&l->def, v->rv.type, v->rv.type_len)) return 0;
     if (l->def.op == WHERE_NONE) return 1;
     const char *val;
     size_t len = 0;
     json_type t = JSON_NONE;
-    if (!view_field(s, r, v, l->is_public, l->def.field, l->def.field_len, &val, &len, &t, e)) return -1;
+    if (!view_field(s, r, v, from_public, l->def.field, l->def.field_len, &val, &len, &t, e)) return -1;
     return counter_where_holds(&l->def, val, len, t) ? 1 : 0;
 }
 
@@ -199,8 +208,9 @@ static ms_code apply_entry(counters *c, applier *a, store_read *r, uint64_t pos,
         a->kept[2 * i] = a->prev.rv;
         a->kept[2 * i + 1] = a->cur.rv;
         for (size_t li = 0; li < nset; li++) {
-            int was = cs_view_matches(c->store, r, set[li], &a->prev, e);
-            int is = was < 0 ? 0 : cs_view_matches(c->store, r, set[li], &a->cur, e);
+            bool pub = set[li]->is_public;
+            int was = cs_view_matches(c->store, r, set[li], pub, &a->prev, e);
+            int is = was < 0 ? 0 : cs_view_matches(c->store, r, set[li], pub, &a->cur, e);
             if (was < 0 || is < 0) return e->code ? e->code : MS_EIO;
             const record_version *p = &a->kept[2 * i], *n = &a->kept[2 * i + 1];
             if (was && is && p->ts_us == n->ts_us && p->parent_id_len == n->parent_id_len &&
@@ -270,15 +280,17 @@ void cs_save_state(counters *c)
         counter_def_json(&l->def, &defs[n]);
         pthread_mutex_lock(&l->lock);
         counter_save(l->ring, &states[n]);
-        ent[n] = (counter_state_entry){defs[n].data, defs[n].len, states[n].data, states[n].len, l->changes};
+        ent[n] = (counter_state_entry){defs[n].data,  defs[n].len, states[n].data,
+                                       states[n].len, l->changes,  l->is_public ? COUNTER_STATE_PUBLIC : 0};
         pthread_mutex_unlock(&l->lock);
         n++;
     }
     size_t total = c->n;
+    uint32_t sv = c->sv; /* what every ready counter is counted under (changed only under reg, written) */
     pthread_rwlock_unlock(&c->reg);
     buf bytes = {0};
     if (ok) {
-        counter_state_encode(&bytes, pos, ct, ms_now_us(), ent, n);
+        counter_state_encode(&bytes, pos, ct, ms_now_us(), sv, ent, n);
         ok = counter_state_write(c->dir, &bytes, &e) == MS_OK;
     }
     if (ok) {
@@ -303,16 +315,65 @@ void cs_save_state(counters *c)
 
 /* ---- the follower ---- */
 
-static uint64_t store_last_pos(counters *c)
+/* The store's last commit and the schema version in force (*sv unchanged if the store cannot be read). */
+static uint64_t store_last_pos(counters *c, uint32_t *sv)
 {
     store_read *r;
     ms_err e;
     uint64_t pos = 0;
     if (store_read_begin(c->store, &r, &e) == MS_OK) {
         pos = store_commit_pos(r);
+        *sv = store_read_schema_version(r);
         store_read_end(r);
     }
     return pos;
+}
+
+/* The store's schema version in force is sv, not the one the counters are counted under (the
+ * re-projector's switch, seen by the follower between two of its read transactions, with no entry in
+ * flight): the public copies the counts came from are no longer those the store answers with, and the
+ * -1 of a version counted under the old one would be worked out from its copy under the new one (a
+ * re-projected value: it would never match, and the count stay wrong for ever). So every counter that read
+ * the public copies, or reads them under sv, is built again from the stored records under sv, as after an
+ * erasure (answering 503 "being built" meanwhile); a counter on the bodies under both keeps its counts (a
+ * body does not depend on the schema). Public or PHI is decided again under sv's schema. A counter being
+ * built starts again by itself (build: its transactions must all see the counters' sv). Takes reg (write)
+ * and pos_lock; holds nothing when called. */
+static void schema_switch(counters *c, uint32_t sv)
+{
+    pthread_rwlock_wrlock(&c->reg);
+    pthread_mutex_lock(&c->pos_lock);
+    uint32_t was = c->sv;
+    bool pending = false;
+    for (size_t i = 0; i < c->n; i++)
+        pending = pending || (c->v[i]->state == LIVE_BUILDING && c->v[i]->rebuild);
+    if (!pending) c->rebuild_floor = c->pos;
+    c->sv = sv;
+    uint32_t again = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        live *l = c->v[i];
+        bool pub = counter_def_public(&l->def, cs_schema_of(c, sv)), redo = l->is_public || pub;
+        l->is_public = pub;
+        if (l->state != LIVE_READY || !redo) continue;
+        pthread_mutex_lock(&l->lock);
+        counter_free(l->ring);
+        l->ring =
+            counter_new(l->def.resolution_us, l->def.max_window_us, l->def.per_parent ? l->def.max_parent_buckets : 0);
+        l->changes = 0;
+        pthread_mutex_unlock(&l->lock);
+        l->state = LIVE_BUILDING;
+        l->rebuild = true;
+        again++;
+    }
+    c->dirty = true; /* the state's schema version */
+    pthread_cond_broadcast(&c->pos_cond);
+    pthread_cond_broadcast(&c->build_cond);
+    pthread_mutex_unlock(&c->pos_lock);
+    pthread_rwlock_unlock(&c->reg);
+    ms_log_fields(LOG_INFO, "counters.schema_switched",
+                  (log_field[]){LOG_UINT("from", was), LOG_UINT("to", sv), LOG_UINT("counters", again)}, 3,
+                  "counters: schema version %u in force (was %u); building %u counters on public copies again", sv, was,
+                  again);
 }
 
 /* An erasure at position `at` has been applied: the erased versions read as bodiless tombstones now, so
@@ -359,10 +420,16 @@ void *cs_follower_main(void *arg)
         uint64_t pos = c->pos;
         bool dirty = c->dirty;
         pthread_mutex_unlock(&c->pos_lock);
-        if (pos >= latest && ms_mono_s() - last_look > 0.1) { /* commits the writer did not announce (tests) */
-            uint64_t stored = store_last_pos(c);
+        /* commits the writer did not announce (tests), and a schema switch when no commit comes */
+        if (pos >= latest && (ms_mono_s() - last_look > 0.1 || atomic_exchange(&c->look, false))) {
+            uint32_t sv = c->sv; /* the follower alone changes it */
+            uint64_t stored = store_last_pos(c, &sv);
             if (stored > latest) latest = stored;
             last_look = ms_mono_s();
+            if (sv != c->sv) { /* the re-projector switched while no commit came */
+                schema_switch(c, sv);
+                continue;
+            }
         }
         atomic_store(&c->m_latest, latest);
         if (pos >= latest) {
@@ -389,9 +456,10 @@ void *cs_follower_main(void *arg)
         ms_err e = {0};
         store_read *r = NULL;
         ms_code rc = store_read_begin(c->store, &r, &e);
+        uint32_t switched = rc == MS_OK && store_read_schema_version(r) != c->sv ? store_read_schema_version(r) : 0;
         uint64_t done = pos;
         bool erased = false;
-        for (int k = 0; rc == MS_OK && k < ENTRIES_PER_TXN && done < latest; k++) {
+        for (int k = 0; rc == MS_OK && !switched && k < ENTRIES_PER_TXN && done < latest; k++) {
             bool found = false;
             double t0 = ms_mono_s();
             rc = apply_entry(c, &a, r, done + 1, set, nset, &found, &e);
@@ -424,6 +492,10 @@ void *cs_follower_main(void *arg)
             pthread_cond_broadcast(&c->build_cond);
             pthread_mutex_unlock(&c->pos_lock);
         }
+        if (switched) { /* nothing applied from this transaction: its copies are under another version */
+            schema_switch(c, switched);
+            continue;
+        }
         atomic_store(&c->m_lag_us, lag > 0 ? lag : 0);
         if (rc != MS_OK) {
             atomic_fetch_add(&c->m_failures, 1);
@@ -455,6 +527,7 @@ typedef struct {
     live *l;
     store_read *r;
     version_view v;
+    bool pub; /* l->is_public under the step's reg (read): the counters' sv is the step's */
     int64_t now;
     ms_code rc;
     ms_err *e;
@@ -467,7 +540,7 @@ static bool build_record(void *ctx, const record_version *rv)
     cs_view_reset(&b->v);
     b->v.rv = *rv;
     b->v.have = true;
-    int m = cs_view_matches(b->c->store, b->r, b->l, &b->v, b->e);
+    int m = cs_view_matches(b->c->store, b->r, b->l, b->pub, &b->v, b->e);
     if (m < 0) {
         b->rc = b->e->code ? b->e->code : MS_EIO;
         return false;
@@ -483,13 +556,32 @@ static bool build_record(void *ctx, const record_version *rv)
     return true;
 }
 
-/* Build l: the records live at the follower's position, then the entries after it, then join. false if
- * it went away or the store failed (retried later). */
-static bool build(counters *c, live *l, uint64_t serial, const char *name, bool *again, ms_err *e)
+typedef enum {
+    AGAIN_NO,     /* a failure: retried after a pause */
+    AGAIN_NOW,    /* an erasure during the build: again at once, from a scan after it */
+    AGAIN_SCHEMA, /* the store's schema version is not (or no longer) the counters' sv: again once the follower
+                     has switched (schema_switch) */
+} again_kind;
+
+/* Every copy a build reads must be under the schema version the counters are counted under, and the one
+ * they were when it began (bsv): the store's in force in r, and the counters' sv. Under reg (read). */
+static bool same_schema(counters *c, store_read *r, uint32_t bsv, again_kind *again, ms_err *e)
+{
+    if (c->sv == bsv && (!r || store_read_schema_version(r) == bsv)) return true;
+    *again = AGAIN_SCHEMA;
+    ms_fail(e, MS_ECONFLICT, "a schema switch during the build");
+    return false;
+}
+
+/* Build l: the records live at the follower's position, then the entries after it, then join, all under
+ * the counters' schema version when it began (same_schema). false if it went away, the store failed
+ * (retried later), or *again says why it starts again. */
+static bool build(counters *c, live *l, uint64_t serial, const char *name, again_kind *again, ms_err *e)
 {
     double t0 = ms_mono_s();
     pthread_mutex_lock(&c->pos_lock);
     uint64_t from = c->pos;
+    uint32_t bsv = c->sv;
     pthread_mutex_unlock(&c->pos_lock);
     ms_code rc = MS_OK;
     int64_t as_of = -1;
@@ -507,8 +599,13 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, bool 
     while (more && ok && !atomic_load(&c->stop)) {
         pthread_rwlock_rdlock(&c->reg);
         ok = cs_still_there(c, l, serial) && store_read_begin(c->store, &r, e) == MS_OK;
+        if (ok && !same_schema(c, r, bsv, again, e)) {
+            store_read_end(r);
+            ok = false;
+        }
         if (ok) {
             b.r = r;
+            b.pub = l->is_public;
             b.now = ms_now_us();
             b.rc = MS_OK;
             rc = store_records_scan(r, after.data, after.len, as_of, SCAN_STEP_IDS, build_record, &b, &last, &more, e);
@@ -532,7 +629,7 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, bool 
             break;
         }
         pthread_rwlock_rdlock(&c->reg);
-        if (!cs_still_there(c, l, serial)) {
+        if (!cs_still_there(c, l, serial) || !same_schema(c, NULL, bsv, again, e)) {
             pthread_rwlock_unlock(&c->reg);
             ok = false;
             break;
@@ -559,6 +656,7 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, bool 
         }
         r = NULL;
         rc = store_read_begin(c->store, &r, e);
+        if (rc == MS_OK && !same_schema(c, r, bsv, again, e)) rc = MS_ECONFLICT;
         for (; rc == MS_OK && at < target;) {
             bool found = false;
             live *set[1] = {l};
@@ -567,7 +665,7 @@ static bool build(counters *c, live *l, uint64_t serial, const char *name, bool 
             at++;
             if (a.items.erasure) { /* the scan may have counted what it erased: again, from after it */
                 rc = ms_fail(e, MS_ECONFLICT, "an erasure during the build");
-                *again = true;
+                *again = AGAIN_NOW;
                 break;
             }
         }
@@ -607,7 +705,7 @@ void *cs_builder_main(void *arg)
             continue;
         }
         ms_err e = {0};
-        bool again = false;
+        again_kind again = AGAIN_NO;
         if (!build(c, l, serial, name, &again, &e) && !atomic_load(&c->stop)) {
             pthread_rwlock_rdlock(&c->reg);
             bool there = cs_still_there(c, l, serial);
@@ -620,9 +718,13 @@ void *cs_builder_main(void *arg)
                 pthread_mutex_unlock(&l->lock);
             }
             pthread_rwlock_unlock(&c->reg);
-            if (there && !again) {
+            if (there && again == AGAIN_NO) {
                 ms_log(LOG_WARN, "counters.build_retry", "counters: building a counter failed; retrying: %s", e.msg);
                 usleep(500000);
+            } else if (there && again == AGAIN_SCHEMA) { /* until the follower switches (it signals build_cond) */
+                pthread_mutex_lock(&c->pos_lock);
+                cs_timed_wait(&c->build_cond, &c->pos_lock, 0.05);
+                pthread_mutex_unlock(&c->pos_lock);
             }
         }
     }

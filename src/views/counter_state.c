@@ -1,5 +1,7 @@
 /*
  * counter_state.c - the counters' state file: encoding, checks, durable atomic write (see counter_state.h).
+ *
+ * Must never: write the first format (MSCS1: no schema version), trust a byte past the checksummed length.
  */
 #include "views/counter_state.h"
 
@@ -12,10 +14,11 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-#define STATE_MAGIC "MSCS1\n"
+#define STATE_MAGIC "MSCS2\n"
+#define STATE_MAGIC_V1 "MSCS1\n" /* before the schema version and the flags: still read, never written */
 #define STATE_FILE "counters.state"
 
-void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int64_t saved_at,
+void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int64_t saved_at, uint32_t schema_version,
                           const counter_state_entry *entries, uint32_t n)
 {
     out->len = 0;
@@ -23,6 +26,7 @@ void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int6
     buf_put_be64(out, position);
     buf_put_be64(out, (uint64_t)commit_time);
     buf_put_be64(out, (uint64_t)saved_at);
+    buf_put_be32(out, schema_version);
     buf_put_be32(out, n);
     for (uint32_t i = 0; i < n; i++) {
         buf_put_be32(out, (uint32_t)entries[i].def_len);
@@ -30,6 +34,7 @@ void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int6
         buf_put_be32(out, (uint32_t)entries[i].state_len);
         buf_put(out, entries[i].state, entries[i].state_len);
         buf_put_be64(out, entries[i].changes);
+        buf_put_be32(out, entries[i].flags);
     }
     buf_put_be64(out, XXH3_64bits(out->data, out->len));
 }
@@ -61,7 +66,9 @@ ms_code counter_state_decode(counter_state *st, buf *bytes, ms_err *e)
     /* an empty file's data is NULL (buf_read_file): no arithmetic on it */
     const unsigned char *p = (const unsigned char *)st->raw.data, *end = st->raw.len ? p + st->raw.len : p;
     const char *why = NULL;
-    if (st->raw.len < 6 + 28 + 8 || memcmp(p, STATE_MAGIC, 6) != 0) {
+    bool v1 = st->raw.len >= 6 && memcmp(p, STATE_MAGIC_V1, 6) == 0;
+    size_t head = v1 ? 28 : 32; /* position, commit time, saved at, (schema version,) n */
+    if (st->raw.len < 6 + head + 8 || (!v1 && memcmp(p, STATE_MAGIC, 6) != 0)) {
         why = "not a counters state file";
         goto bad;
     }
@@ -74,8 +81,9 @@ ms_code counter_state_decode(counter_state *st, buf *bytes, ms_err *e)
     st->position = ms_get_be64(p);
     st->commit_time = (int64_t)ms_get_be64(p + 8);
     st->saved_at = (int64_t)ms_get_be64(p + 16);
-    st->n = ms_get_be32(p + 24);
-    p += 28;
+    st->schema_version = v1 ? 0 : ms_get_be32(p + 24);
+    st->n = ms_get_be32(p + head - 4);
+    p += head;
     if (st->n > 100000) {
         why = "too many counters";
         goto bad;
@@ -94,6 +102,11 @@ ms_code counter_state_decode(counter_state *st, buf *bytes, ms_err *e)
         if (end - p < 8) goto short_file;
         x->changes = ms_get_be64(p);
         p += 8;
+        if (!v1) {
+            if (end - p < 4) goto short_file;
+            x->flags = ms_get_be32(p);
+            p += 4;
+        }
     }
     if (p == end) return MS_OK;
 short_file:

@@ -2,10 +2,13 @@
  * counter_state.h - the counters' saved state, DATA/counters.state: what a restart loads instead of
  * rebuilding every counter from the stored records (counters.h, RESTART).
  *
- * Format (big-endian): "MSCS1\n", be64 position (the last commit-log entry the counts reflect), be64 that
- * entry's commit time, be64 the time it was saved, be32 n, then per counter: be32 length + its canonical
- * definition (counter_def_json), be32 length + counter_save's bytes, be64 changes applied; last, be64
- * XXH3-64 of everything before it.
+ * Format (big-endian): "MSCS2\n", be64 position (the last commit-log entry the counts reflect), be64 that
+ * entry's commit time, be64 the time it was saved, be32 the schema version the counts were counted under
+ * (the public copies they read: store_read_schema_version), be32 n, then per counter: be32 length + its
+ * canonical definition (counter_def_json), be32 length + counter_save's bytes, be64 changes applied, be32
+ * flags (COUNTER_STATE_PUBLIC: counted from the public copies); last, be64 XXH3-64 of everything before
+ * it. A file of the first format ("MSCS1\n": no schema version, no flags) still decodes, with
+ * schema_version 0 (unknown): its counts are not used (counters.c, load_state).
  *
  * Contract: the file is written whole or not at all (export/out_file: a temporary name, fdatasync, rename,
  * directory fsync), so a crash leaves the previous state; a file that fails its checks reads as absent
@@ -24,18 +27,22 @@ typedef struct {
     const void *state; /* counter_save bytes */
     size_t state_len;
     uint64_t changes;
+    uint32_t flags; /* COUNTER_STATE_PUBLIC */
 } counter_state_entry;
+
+#define COUNTER_STATE_PUBLIC 1u /* the counter was counted from the public copies (not the bodies) */
 
 typedef struct {
     uint64_t position;
     int64_t commit_time, saved_at;
+    uint32_t schema_version;      /* the public copies' version the counts are under (0: unknown, an MSCS1 file) */
     counter_state_entry *entries; /* point into the file's bytes, kept in raw */
     uint32_t n;
     buf raw;
 } counter_state;
 
 /* The file's bytes for these entries. */
-void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int64_t saved_at,
+void counter_state_encode(buf *out, uint64_t position, int64_t commit_time, int64_t saved_at, uint32_t schema_version,
                           const counter_state_entry *entries, uint32_t n);
 /* Write them as dir/counters.state, durably and atomically. Errors: out_file's (MS_EFULL, MS_EIO). */
 ms_code counter_state_write(const char *dir, const buf *bytes, ms_err *e);

@@ -14,6 +14,19 @@
  * only under pos_lock, when it has applied exactly the entries up to pos and no entry is in flight: the
  * follower takes the set of ready counters under the same lock before it applies the next entries, so
  * each entry is applied to each counter exactly once.
+ *
+ * SCHEMA VERSIONS. Every ready counter is counted under one schema version, `sv`: a public counter from
+ * that version's public copies, public or PHI decided by that version's schema. It is the version in force
+ * (store_read_schema_version), which while a re-projection runs is the old one: the counters answer under
+ * it, as public reads do, until the switch (a record ingested meanwhile has a copy under both). The follower
+ * sees the switch between two of its read transactions and builds again every counter that read or will
+ * read public copies (counter_follow.c, schema_switch; 503 "being built" meanwhile, as after an erasure); a
+ * query waits until the follower is under the version in force when it began. The saved state carries sv
+ * and each counter's public flag: a start keeps a public counter only if it was counted under the version
+ * in force now. sv changes only under reg (write) and pos_lock, with each counter's is_public.
+ *
+ * Must never: answer a count of one version's copies as another's, or a PHI count to a caller that found
+ * the counter public (public_only), put a where value in a log line, a metric or an error.
  */
 #define MS_VIEWS_INTERNAL
 #include "views/counters_internal.h"
@@ -41,8 +54,7 @@ static live *live_new(counters *c, counter_def *def, bool from_file)
     live *l = ms_calloc(1, sizeof *l);
     l->def = *def;
     memset(def, 0, sizeof *def);
-    l->is_public = counter_def_public(&l->def, c->schema);
-    l->from_file = from_file;
+    l->from_file = from_file; /* is_public: add_live */
     l->serial = ++c->next_serial;
     pthread_mutex_init(&l->lock, NULL);
     l->ring =
@@ -60,8 +72,11 @@ static void live_free(live *l)
     free(l);
 }
 
+/* Add l to the set, public or PHI under the schema of the version the counters are counted under. Before
+ * the threads start, or under reg (write). */
 static void add_live(counters *c, live *l)
 {
+    l->is_public = counter_def_public(&l->def, cs_schema_of(c, c->sv));
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 8;
         c->v = ms_realloc(c->v, sizeof *c->v * c->cap);
@@ -239,6 +254,7 @@ typedef struct {
     counters *c;
     live *l;
     store_read *r;
+    bool pub; /* the counter's fields are public under r's schema version: read from its public copies */
     version_view v;
     const char *parent;
     size_t parent_len;
@@ -263,7 +279,7 @@ static bool on_child(void *ctx, int64_t ts, const char *rid, size_t len, const v
         memcmp(x->v.rv.parent_id, x->parent, x->parent_len) != 0)
         return true; /* an entry of an older version: it moved, or is deleted */
     x->v.have = true;
-    int m = cs_view_matches(x->c->store, x->r, x->l, &x->v, x->e);
+    int m = cs_view_matches(x->c->store, x->r, x->l, x->pub, &x->v, x->e);
     if (m < 0) {
         x->rc = x->e->code ? x->e->code : MS_EIO;
         return false;
@@ -280,6 +296,8 @@ static ms_code count_from_index(counters *c, live *l, const char *parent, size_t
     index_count x = {.c = c, .l = l, .parent = parent, .parent_len = plen, .e = e};
     ms_code rc = store_read_begin(c->store, &x.r, e);
     if (rc != MS_OK) return rc;
+    /* the store's version, which may be ahead of the counters' sv until the follower sees a switch */
+    x.pub = counter_def_public(&l->def, cs_schema_of(c, store_read_schema_version(x.r)));
     rc = store_children(x.r, parent, plen, from + 1, to + 1, NULL, 0, on_child, &x, e);
     store_read_end(x.r);
     cs_view_free(&x.v);
@@ -305,16 +323,29 @@ ms_code counters_query(counters *c, const char *name, const counter_query *q, bu
     double t0 = ms_mono_s();
     uint64_t target = atomic_load(&g_metrics.commit_position);
     if (c->start_known > target) target = c->start_known;
+    /* and under the schema version in force now: a switch the follower has not seen yet is waited for (it is
+     * told to look at once), so that no answer after a switch comes from the old version's copies */
+    uint32_t want = 0;
+    store_read *r;
+    ms_err ignored;
+    if (!q->at_once && store_read_begin(c->store, &r, &ignored) == MS_OK) {
+        want = store_read_schema_version(r);
+        store_read_end(r);
+    }
     /* read your writes: every commit acknowledged before this query is in the counts */
     pthread_mutex_lock(&c->pos_lock);
     if (q->at_once) target = c->pos;
-    while (c->pos < target && ms_mono_s() - t0 < QUERY_WAIT_S && !atomic_load(&c->stop))
+    while ((c->pos < target || c->sv < want) && ms_mono_s() - t0 < QUERY_WAIT_S && !atomic_load(&c->stop)) {
+        if (c->sv < want) atomic_store(&c->look, true);
         cs_timed_wait(&c->pos_cond, &c->pos_lock, 0.01);
+    }
     uint64_t pos = c->pos;
+    bool behind_sv = c->sv < want;
     pthread_mutex_unlock(&c->pos_lock);
     if (pos < target)
         return ms_fail(e, MS_ESTOPPED, "counters are %llu commits behind the store (catching up); retry",
                        (unsigned long long)(target - pos));
+    if (behind_sv) return ms_fail(e, MS_ESTOPPED, "counters are switching to schema version %u; retry", want);
     pthread_rwlock_rdlock(&c->reg);
     live *l = find(c, name);
     while (l && l->state == LIVE_BUILDING && ms_mono_s() - t0 < BUILD_WAIT_S) {
@@ -330,6 +361,9 @@ ms_code counters_query(counters *c, const char *name, const counter_query *q, bu
         rc = ms_fail(e, MS_ENOTFOUND, "no counter of that name");
     else if (l->state == LIVE_BUILDING)
         rc = ms_fail(e, MS_ESTOPPED, "counter \"%s\" is being built from the stored records; retry", name);
+    else if (q->public_only && !l->is_public)
+        rc = ms_fail(e, MS_ESTOPPED, "counter \"%s\" is no longer public (another schema version is in force); retry",
+                     name);
     counter_answer ans = {0};
     int64_t now = ms_now_us(), at = q->at == INT64_MAX ? now : q->at;
     int64_t window = q->window_us ? q->window_us : (l ? l->def.max_window_us : 0);
@@ -510,8 +544,11 @@ static ms_code load_definitions(counters *c, const counters_options *o, ms_err *
     return rc;
 }
 
-/* Load the saved state into the counters whose definition it holds unchanged; the follower starts at its
- * position. Without a usable one: at the store's last commit, every counter to build. */
+/* Load the saved state into the counters whose definition it holds unchanged, and which were counted as
+ * they are now: from the bodies, or from the public copies of the schema version in force now (c->sv; the
+ * copies of another version hold other values, and a -1 worked out from the new one's copy of a version
+ * the old one's counted would never match); the follower starts at its position. Without a usable state:
+ * at the store's last commit, every counter to build. */
 static void load_state(counters *c)
 {
     counter_state st;
@@ -525,6 +562,7 @@ static void load_state(counters *c)
     if (!found) return;
     const char *why = NULL;
     if (st.position > c->start_known) why = "the store ends before its position (a store restored from a copy?)";
+    if (!why && st.schema_version == 0) why = "it was saved without its schema version (by an older medstream)";
     if (!why && st.position) {
         store_read *r;
         int64_t t = 0;
@@ -543,27 +581,67 @@ static void load_state(counters *c)
         return;
     }
     c->pos = st.position;
-    uint32_t loaded = 0;
+    uint32_t loaded = 0, other_version = 0;
     int64_t now = ms_now_us();
     for (uint32_t i = 0; i < st.n; i++) {
         counter_def d;
         ms_err de;
         if (counter_def_parse(&d, st.entries[i].def, st.entries[i].def_len, &de) != MS_OK) continue;
         live *l = find(c, d.name);
-        if (l && counter_def_same(&l->def, &d) &&
-            counter_load(l->ring, st.entries[i].state, st.entries[i].state_len, now, &de) == MS_OK) {
+        bool was_public = (st.entries[i].flags & COUNTER_STATE_PUBLIC) != 0;
+        bool same = l && counter_def_same(&l->def, &d);
+        if (same && (was_public != l->is_public || (l->is_public && st.schema_version != c->sv))) {
+            other_version++; /* counted from other copies than it reads now: built again */
+        } else if (same && counter_load(l->ring, st.entries[i].state, st.entries[i].state_len, now, &de) == MS_OK) {
             l->state = LIVE_READY;
             l->changes = st.entries[i].changes;
             loaded++;
         }
         counter_def_free(&d);
     }
+    if (other_version)
+        ms_log_fields(LOG_INFO, "counters.state_schema",
+                      (log_field[]){LOG_UINT("counters", other_version), LOG_UINT("saved_under", st.schema_version),
+                                    LOG_UINT("in_force", c->sv)},
+                      3,
+                      "counters: %u counters were saved under schema version %u's public copies (or as PHI), not "
+                      "those of version %u in force: built again",
+                      other_version, st.schema_version, c->sv);
     ms_log_fields(LOG_INFO, "counters.state_loaded",
                   (log_field[]){LOG_UINT("counters", loaded), LOG_UINT("position", st.position),
                                 LOG_UINT("replay_commits", c->start_known - st.position)},
                   3, "counters: %u counters loaded at commit %llu; replaying %llu commits", loaded,
                   (unsigned long long)st.position, (unsigned long long)(c->start_known - st.position));
     counter_state_free(&st);
+}
+
+/* The schema versions (store.h, "Schema versions"; reproject_start has registered the server's schema):
+ * the counters start counted under the version in force; while a re-projection is under way, that is not
+ * the server's schema but the one the store keeps the text of, parsed here, until the switch. */
+static ms_code load_schemas(counters *c, ms_err *e)
+{
+    store_read *r;
+    store_schema_status st;
+    ms_code rc = store_read_begin(c->store, &r, e);
+    if (rc != MS_OK) return rc;
+    rc = store_schema_status_get(r, &st, e);
+    buf text = {0};
+    bool found = false;
+    if (rc == MS_OK) {
+        c->sv = st.in_force;
+        if (st.target && st.target != st.in_force) rc = store_schema_text(r, st.in_force, &text, &found, e);
+    }
+    store_read_end(r);
+    if (rc == MS_OK && found) { /* (not found: never, the registration keeps each text; then the server's) */
+        ms_err pe;
+        if (schema_parse(&c->old_schema, text.data, text.len, &pe) != MS_OK)
+            rc = ms_fail(e, MS_EINVAL, "counters: schema version %u (in force) no longer parses: %s", st.in_force,
+                         pe.msg);
+        else
+            c->have_old = true, c->old_sv = st.in_force;
+    }
+    buf_free(&text);
+    return rc;
 }
 
 ms_code counters_start(counters **out, const counters_options *o, ms_err *e)
@@ -583,7 +661,8 @@ ms_code counters_start(counters **out, const counters_options *o, ms_err *e)
     pthread_mutex_init(&c->pos_lock, NULL);
     pthread_cond_init(&c->pos_cond, NULL);
     pthread_cond_init(&c->build_cond, NULL);
-    ms_code rc = load_definitions(c, o, e);
+    ms_code rc = load_schemas(c, e);
+    if (rc == MS_OK) rc = load_definitions(c, o, e);
     if (rc == MS_OK) {
         load_state(c);
         if (pthread_create(&c->follower, NULL, cs_follower_main, c) != 0) {
@@ -619,6 +698,7 @@ void counters_stop(counters *c)
         live_free(c->v[i]);
     free(c->v);
     free(c->dir);
+    if (c->have_old) schema_free(&c->old_schema);
     pthread_rwlock_destroy(&c->reg);
     pthread_mutex_destroy(&c->defs_lock);
     pthread_mutex_destroy(&c->pos_lock);

@@ -21,12 +21,21 @@
  * itself, and joins the follower once it has reached the follower's position (between two entries).
  * Queries to it meanwhile wait up to 2 s, then answer 503 "being built".
  *
+ * SCHEMA VERSIONS. Counters are counted under the schema version in force: during a re-projection the old
+ * one (its public copies, public or PHI by its schema), as public reads answer; at the switch every counter
+ * on public copies (before or after) is built again from the stored records under the new one (503 "being
+ * built" meanwhile); a counter on the bodies under both keeps its counts. A query waits for the counters to
+ * be under the version in force when it began (up to 1 s, then 503).
+ *
  * RESTART. Every 5 s (if anything changed) and at a clean stop, the follower writes DATA/counters.state
- * (temporary file, fdatasync, rename, directory fsync): the position and its commit time, and per counter
- * its canonical definition and counter_save's bytes. A start loads it, keeps the counters whose definition
- * is unchanged, and replays the entries after the saved position (at most ~5 s of commits after kill -9);
- * counters whose definition changed or is new are built as above; a state whose position this store does
- * not have (or has with another commit time: a store restored from an older copy) is ignored.
+ * (temporary file, fdatasync, rename, directory fsync): the position and its commit time, the schema
+ * version, and per counter its canonical definition, counter_save's bytes and whether it read the public
+ * copies. A start loads it, keeps the counters whose definition is unchanged and that were counted as they
+ * are now (from the bodies, or from the public copies of the version in force now: a public counter saved
+ * under another version is built again), and replays the entries after the saved position (at most ~5 s of
+ * commits after kill -9); counters whose definition changed or is new are built as above; a state whose
+ * position this store does not have (or has with another commit time: a store restored from an older copy),
+ * or saved without its schema version (MSCS1, an older medstream), is ignored.
  *
  * QUERIES are read-your-writes by default: a query first waits (up to 1 s) until the follower has applied
  * every commit acknowledged before it began, then answers in O(log B) under the counter's lock. With
@@ -84,7 +93,8 @@ typedef struct {
     int64_t at;         /* INT64_MAX: now */
     const char *parent; /* NULL: all */
     size_t parent_len;
-    bool at_once; /* answer from what the counters hold now, without waiting for the last commits */
+    bool at_once;     /* answer from what the counters hold now, without waiting for the last commits */
+    bool public_only; /* the caller may read public counters only (it found this one public: counters_lookup) */
 } counter_query;
 
 /* The commit-log position up to which every counter is exact: the follower's, or while counters are
@@ -94,7 +104,8 @@ uint64_t counters_settled(counters *c);
 
 /* GET /v1/counters/{name}: the answer's JSON, {"name","window","at","from","to","count","resolution",
  * "position","source"}. Errors: MS_ENOTFOUND; MS_EINVAL a bad window, at or parent (names it);
- * MS_ESTOPPED the counter is still being built, or the follower is over 1 s behind (503: retry). */
+ * MS_ESTOPPED the counter is still being built, the follower is over 1 s behind (or not yet under the schema
+ * version in force), or public_only and the counter is PHI under the version now in force (503: retry). */
 ms_code counters_query(counters *c, const char *name, const counter_query *q, buf *out, ms_err *e);
 
 #endif

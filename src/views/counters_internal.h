@@ -33,20 +33,29 @@ typedef enum { LIVE_BUILDING, LIVE_READY } live_state;
 
 typedef struct {
     counter_def def;
-    bool is_public; /* every field it reads is public: computed from the public copy */
+    bool is_public; /* every field it reads is public under the schema of the counters' sv (counters.sv): computed
+                       from the public copy; changed only with sv, under reg (write) */
     bool from_file;
     uint64_t serial;
     pthread_mutex_t lock;
     counter *ring;    /* under lock */
     uint64_t changes; /* +1s and -1s applied (under lock) */
     live_state state; /* set to READY under pos_lock and reg (read) */
-    bool rebuild;     /* being built again after an erasure (under pos_lock) */
+    bool rebuild;     /* being built again after an erasure or a schema switch (under pos_lock) */
 } live;
 
 struct counters {
     store *store;
-    writer *writer; /* definitions made over HTTP are written through it */
-    const schema *schema;
+    writer *writer;       /* definitions made over HTTP are written through it */
+    const schema *schema; /* the server's: the schema of the re-projection's target at start if one was under
+                             way, else of the version in force then */
+    schema old_schema;    /* while a re-projection was under way at start: the schema of old_sv, the version in
+                             force then (have_old); fixed after counters_start, like schema */
+    uint32_t old_sv;
+    bool have_old;
+    uint32_t sv; /* the schema version every ready counter is counted under (the public copies it reads): the one in
+                    force, as the follower last saw it; changed only by the follower, under reg (write) and
+                    pos_lock (cs_schema_of has each version's schema) */
     char *dir;
     double save_interval;
     pthread_rwlock_t reg;
@@ -60,11 +69,13 @@ struct counters {
     bool inflight;          /* the follower is applying entries after pos */
     uint64_t start_known;   /* the store's last commit when we started: queries wait for it */
     bool dirty;             /* under pos_lock: something changed since the last save */
-    uint64_t rebuild_floor; /* under pos_lock: while a counter is rebuilt after an erasure, the position
-                               before the (first such) erasure: the counts are exact up to there */
+    uint64_t rebuild_floor; /* under pos_lock: while a counter is rebuilt after an erasure or a schema switch,
+                               the position before the (first such) erasure, or the follower's at the switch:
+                               the counts are exact up to there */
     pthread_t follower, builder;
     bool threads;
     atomic_bool stop;
+    atomic_bool look; /* a query saw a schema version in force the counters are not under: the follower looks now */
     /* figures */
     _Atomic uint64_t m_latest, m_commits, m_versions, m_saves, m_save_failures, m_failures;
     _Atomic int64_t m_lag_us;
@@ -82,6 +93,13 @@ static inline void cs_timed_wait(pthread_cond_t *cv, pthread_mutex_t *m, double 
     ts.tv_sec += ns / 1000000000L;
     ts.tv_nsec = ns % 1000000000L;
     pthread_cond_timedwait(cv, m, &ts);
+}
+
+/* The schema of schema version sv: the one in force at start while a re-projection was under way then, else
+ * the server's (a version neither: the server's, the best there is). Lock-free: both are fixed at start. */
+static inline const schema *cs_schema_of(const counters *c, uint32_t sv)
+{
+    return c->have_old && sv == c->old_sv ? &c->old_schema : c->schema;
 }
 
 /* Is l (with this serial) still one of the counters? Under reg. */
@@ -109,8 +127,9 @@ typedef struct {
 
 void cs_view_reset(version_view *v);
 void cs_view_free(version_view *v);
-/* Does the version count in l? -1 when the store could not be read (e set). */
-int cs_view_matches(store *s, store_read *r, const live *l, version_view *v, ms_err *e);
+/* Does the version count in l? from_public: its fields are read from the public copy (under r's schema
+ * version), else from the body. -1 when the store could not be read (e set). */
+int cs_view_matches(store *s, store_read *r, const live *l, bool from_public, version_view *v, ms_err *e);
 
 /* ---- the threads and the saved state (counter_follow.c) ---- */
 

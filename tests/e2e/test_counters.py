@@ -7,7 +7,8 @@
 # with public:read, a PHI one or a per-parent count only with patients:read, 403 and audited otherwise;
 # the list hides PHI counters); bad definitions are 400 naming the key; restarts keep the counts (clean
 # stop, kill -9 with a replay, a lost state file rebuilt by a scan); no condition value in /metrics or the
-# log.
+# log; a changed schema: public counters answer under the old version while the re-projection runs and are
+# built again under the new one at the switch, exact after deletions and restarts.
 #
 # Run: /usr/bin/python3 tests/e2e/test_counters.py [NAME_SUBSTRING...]
 
@@ -424,6 +425,116 @@ def test_per_parent_cap_answers_from_the_index():
     s.ingest_ok([rec("late-kid", later, parent="cp0001")])
     a = count(s, "kids", window="60s", at=iso(later), parent="cp0001")
     eq((a["count"], a["source"]), (1, "memory"), "a window after the gap, from memory")
+
+
+ZIP_BASE = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "type": "type", "event_time": "ts"}
+ZIP_S1 = dict(ZIP_BASE, public={"type": "copy", "ts": "year", "zip": "copy", "favorite_color": "copy"})
+# S2: zip published as its first three digits, favorite_color no longer published
+ZIP_S2 = dict(ZIP_BASE, public={"type": "copy", "ts": "year", "zip": "zip3"})
+ZIP_COUNTERS = [
+    {"name": "boston", "type": "visit", "where": {"field": "zip", "equals": "02139"}, "max_window": "24h",
+     "resolution": "1m"},
+    {"name": "area021", "type": "visit", "where": {"field": "zip", "equals": "021"}, "max_window": "24h",
+     "resolution": "1m"},
+    {"name": "blue", "type": "visit", "where": {"field": "favorite_color", "equals": "blue"}, "max_window": "24h",
+     "resolution": "1m"},
+    {"name": "visits", "type": "visit", "max_window": "24h", "resolution": "1m"},
+]
+
+
+def settled(s, name, timeout=20, **params):
+    """The count once the counter answers (503 while it is built again or switching schema versions)."""
+    t0 = time.monotonic()
+    while True:
+        r = s.request("GET", "/v1/counters/%s?%s" % (name, q(dict({"window": "2h"}, **params))))
+        if r.status == 200:
+            return r.json()["count"]
+        if r.status != 503 or time.monotonic() - t0 > timeout:
+            fail("GET /v1/counters/%s: %d %s" % (name, r.status, short(r.text)))
+        time.sleep(0.1)
+
+
+def zip_counts(s):
+    return {c["name"]: settled(s, c["name"]) for c in ZIP_COUNTERS}
+
+
+@test(timeout=150)
+def test_public_counters_follow_a_schema_change():
+    """A public counter is counted from the public copies of the schema version in force. Restarted under a
+    schema that publishes zip as zip3, the counts stay those of the old version while the re-projection runs
+    (public reads answer under it too), and at the switch every counter on public copies is built again
+    under the new one: "zip equals 02139" then counts nothing and "zip equals 021" every visit of 021xx. A
+    deletion after the switch takes the record away (it used to leave the old count for ever: the -1 was
+    worked out from the re-projected copy, "021", which never matched); a field no longer published is
+    counted from the bodies. Restarts keep the counts."""
+    s = H.Server(name="ctr-schema")
+    paths = {}
+    os.makedirs(s.base, exist_ok=True)
+    for name, sc in (("s1", ZIP_S1), ("s2", ZIP_S2), ("counters", ZIP_COUNTERS)):
+        paths[name] = os.path.join(s.base, name + ".json")
+        with open(paths[name], "w") as f:
+            json.dump(sc, f)
+    s.extra_args = ["--schema", paths["s1"], "--counters", paths["counters"]]
+    s.start()
+    t = now() - datetime.timedelta(hours=1)
+
+    def visit(rid, zip_, color, who):
+        return {"record_id": rid, "name": "Zip Person %d" % who, "dob": "1971-02-%02d" % (1 + who),
+                "type": "visit", "ts": iso(t), "zip": zip_, "favorite_color": color}
+
+    s.ingest_ok([visit("z1", "02139", "blue", 1), visit("z2", "02140", "red", 2)])
+    # labs elsewhere, so that the re-projection below takes a few seconds
+    s.ingest_ok([{"record_id": "zl%02d" % i, "name": "Zip Person %d" % (3 + i % 5), "dob": "1971-03-01",
+                  "type": "lab", "ts": iso(t), "zip": "90210"} for i in range(40)])
+    eq(zip_counts(s), {"boston": 1, "area021": 0, "blue": 1, "visits": 2}, "counts under S1")
+    s.stop()
+
+    # S2, slowly: the counts stay S1's until the switch
+    s.extra_args = ["--schema", paths["s2"], "--counters", paths["counters"], "--reproject-rate", "10"]
+    s.start()
+    rp = s.get_json("/healthz")["schema"]["reprojecting"]
+    check(rp is not None and rp["to"] == 2, "the re-projection is under way: %s" % rp)
+    eq(zip_counts(s), {"boston": 1, "area021": 0, "blue": 1, "visits": 2}, "counts while re-projecting (S1's)")
+    listed = {c["name"]: c["access"] for c in s.get_json("/v1/counters")["counters"]}
+    eq(listed["blue"], "public", "blue while re-projecting (favorite_color public under S1, in force)")
+    s.ingest_ok([visit("z3", "02139", "blue", 1)])
+    eq(zip_counts(s), {"boston": 2, "area021": 0, "blue": 2, "visits": 3}, "a visit during the re-projection")
+    check(s.get_json("/healthz")["schema"]["reprojecting"] is not None, "the re-projection still under way")
+    t0 = time.monotonic()
+    while s.get_json("/healthz")["schema"]["reprojecting"] is not None:
+        check(time.monotonic() - t0 < 90, "the re-projection did not finish in 90 s")
+        time.sleep(0.2)
+    eq(s.get_json("/healthz")["schema"]["version"], 2, "schema version in force after the switch")
+    under_s2 = {"boston": 0, "area021": 3, "blue": 2, "visits": 3}
+    eq(zip_counts(s), under_s2, "counts right after the switch (S2's public copies; blue from the bodies)")
+    listed = {c["name"]: c["access"] for c in s.get_json("/v1/counters")["counters"]}
+    eq(listed, {"boston": "public", "area021": "public", "blue": "phi", "visits": "public"}, "access under S2")
+    # a deletion after the switch: the old code answered boston 1 for ever here
+    eq(s.request("DELETE", "/v1/records/z1").status, 200, "DELETE z1")
+    after = {"boston": 0, "area021": 2, "blue": 1, "visits": 2}
+    eq(zip_counts(s), after, "counts after deleting z1")
+    eq(len(s.get_json("/v1/public/records?" + q({"type": "visit"}))["records"]), 2, "live visits")
+    # restarts: a clean stop saves the counts under version 2; kill -9 replays; a lost state rebuilds
+    s.extra_args = ["--schema", paths["s2"], "--counters", paths["counters"]]
+    s.stop()
+    s.start()
+    eq(zip_counts(s), after, "counts after a clean restart under S2")
+    s.request("DELETE", "/v1/records/z2")
+    after = {"boston": 0, "area021": 1, "blue": 1, "visits": 1}
+    eq(zip_counts(s), after, "counts after deleting z2")
+    s.kill9()
+    s.start()
+    eq(zip_counts(s), after, "counts after kill -9 under S2")
+    # back to S1: another switch (version 3), the counts S1's again
+    s.stop()
+    s.extra_args = ["--schema", paths["s1"], "--counters", paths["counters"]]
+    s.start()
+    t0 = time.monotonic()
+    while s.get_json("/healthz")["schema"]["reprojecting"] is not None:
+        check(time.monotonic() - t0 < 60, "the re-projection back to S1 did not finish in 60 s")
+        time.sleep(0.2)
+    eq(zip_counts(s), {"boston": 1, "area021": 0, "blue": 1, "visits": 1}, "counts under S1 again")
+    s.stop()
 
 
 @test(timeout=60)

@@ -13,13 +13,17 @@
  *     where operators, public or PHI by the schema;
  *   - damaged saved states (found by fuzz/fuzz_files.c): counts whose sums overflow an int64 and a bucket step
  *     that overflows are refused, not summed (UBSan: signed overflow in fw_add and rd_pair); an empty
- *     counters.state (its buf's data NULL) is refused without arithmetic on the NULL pointer.
+ *     counters.state (its buf's data NULL) is refused without arithmetic on the NULL pointer;
+ *   - the state's schema version and per-counter public flag round trip; a first-format (MSCS1) state
+ *     decodes with schema version 0 (unknown).
  */
 #include "unit.h"
 
 #include "views/counter.h"
 #include "views/counter_def.h"
 #include "views/counter_state.h"
+
+#include <xxhash.h>
 
 #define SEC 1000000LL
 
@@ -384,6 +388,46 @@ static void test_empty_state_file(void **state)
     counter_state_free(&st);
 }
 
+/* The state keeps the schema version the counts are under and, per counter, whether it read the public
+ * copies; a file of the first format (MSCS1) still decodes, with version 0 (unknown: not used). */
+static void test_state_schema_version(void **state)
+{
+    (void)state;
+    counter_state_entry in[2] = {{"{\"name\":\"a\"}", 12, "xy", 2, 7, COUNTER_STATE_PUBLIC},
+                                 {"{\"name\":\"b\"}", 12, "z", 1, 9, 0}};
+    buf b = {0};
+    counter_state_encode(&b, 42, 1000, 2000, 3, in, 2);
+    counter_state st;
+    ms_err e = {0};
+    assert_int_equal(counter_state_decode(&st, &b, &e), MS_OK);
+    assert_int_equal(st.position, 42);
+    assert_int_equal(st.schema_version, 3);
+    assert_int_equal(st.n, 2);
+    assert_int_equal(st.entries[0].flags, COUNTER_STATE_PUBLIC);
+    assert_int_equal(st.entries[1].flags, 0);
+    assert_int_equal(st.entries[1].changes, 9);
+    assert_memory_equal(st.entries[1].state, "z", 1);
+    counter_state_free(&st);
+    /* the first format: no schema version, no flags */
+    buf old = {0};
+    buf_put(&old, "MSCS1\n", 6);
+    buf_put_be64(&old, 42);
+    buf_put_be64(&old, 1000);
+    buf_put_be64(&old, 2000);
+    buf_put_be32(&old, 1);
+    buf_put_be32(&old, 12);
+    buf_put(&old, "{\"name\":\"a\"}", 12);
+    buf_put_be32(&old, 2);
+    buf_put(&old, "xy", 2);
+    buf_put_be64(&old, 7);
+    buf_put_be64(&old, XXH3_64bits(old.data, old.len));
+    assert_int_equal(counter_state_decode(&st, &old, &e), MS_OK);
+    assert_int_equal(st.schema_version, 0);
+    assert_int_equal(st.n, 1);
+    assert_int_equal(st.entries[0].changes, 7);
+    counter_state_free(&st);
+}
+
 /* ---- definitions ---- */
 
 static void refused(const char *json, const char *names, const char *secret)
@@ -504,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_load_refuses_other_shapes),
         cmocka_unit_test(test_load_refuses_damaged_counts),
         cmocka_unit_test(test_empty_state_file),
+        cmocka_unit_test(test_state_schema_version),
         cmocka_unit_test(test_definitions),
         cmocka_unit_test(test_public_or_phi_by_schema),
     };
