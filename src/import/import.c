@@ -13,6 +13,8 @@
  * The thread that calls import_file draws the progress and turns *stop into a stop at the next batch
  * boundary: the reader stops cutting, the workers stop taking batches, the committer commits no more
  * (a server's acknowledged batches are still counted) and records the exact position last.
+ *
+ * What it must never do: count or checkpoint a batch before the ones before it.
  */
 #include "import/import.h"
 
@@ -273,7 +275,10 @@ static void *worker_main(void *arg)
         ms_code rc = run->target->work(run, w->index, pick, &e);
         pthread_mutex_lock(&run->mu);
         pick->err = e;
-        pick->state = rc == MS_OK ? SLOT_WORKED : SLOT_FAILED;
+        if (rc == MS_ESTOPPED && run->stopping)
+            pick->state = SLOT_FILLED; /* left undone: nobody takes it again, the committer ends before it */
+        else
+            pick->state = rc == MS_OK ? SLOT_WORKED : SLOT_FAILED;
         pthread_cond_broadcast(&run->cv);
     }
 }

@@ -69,8 +69,10 @@ typedef struct {
     ms_code (*load)(import_run *run, import_position *p, bool *found, ms_err *e);
     /* the run starts at run->pos (NULL: nothing to do) */
     void (*begin)(import_run *run);
-    /* the batch's rows checked, and stored or sent as far as can be done out of order; each row's
-     * outcome set unless commit sets it */
+    /* the batch's rows checked, and stored or sent as far as can be done out of order (--url: sent in
+     * file order, each batch once the one before it is answered); each row's outcome set unless commit sets
+     * it. MS_ESTOPPED while the run is stopping: nothing of the batch was stored or sent, and it is left
+     * undone (not counted: the committer ends before it) */
     ms_code (*work)(import_run *run, unsigned worker, import_batch *b, ms_err *e);
     /* in file order (NULL: none): make the batch durable, recording `after` (the position after it, its
      * rejects so far written and synced) in the same commit; each row's outcome set */

@@ -418,6 +418,60 @@ def test_url_kill9_mid_import_then_rerun_stores_every_row_once():
     s.stop()
 
 
+@test(timeout=120)
+def test_url_parallel_keeps_the_file_order_of_a_records_versions():
+    """README invariant 3: a record's versions in a file are stored in the file's order. The server commits
+    batches in the order they reach it, so --url sends each batch once the one before it is answered
+    (to_server.c); before, --parallel batches went out at once and their versions were stored shuffled."""
+    s = H.Server(name="urlorder")
+    s.start()
+    d = tmpdir("urlorder")
+    n = 120
+    name, dob = person(3)
+    rows = [json.dumps({"record_id": "uo-1", "name": name, "dob": dob, "type": "visit", "seq": i, "pad": "x" * 2000})
+            for i in range(n)]
+    path = write(os.path.join(d, "versions.ndjson"), rows)
+    rc, out, err = run([path, "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token,
+                        "--batch", "1", "--parallel", "8"])
+    eq(rc, 0, "import: %s %s" % (short(out), short(err)))
+    eq((counts(out)["created"], counts(out)["updated"]), (1, n - 1), "one record, its versions: %s" % short(out))
+    rec = s.get_json("/v1/records/uo-1")
+    eq((rec["version"], rec["fields"]["seq"]), (n, n - 1), "the current version is the file's last row")
+    hist = s.get_json("/v1/patients/%s/history" % rec["patient_id"])["versions"]
+    eq([v["fields"].get("seq") for v in hist], list(range(n)), "the record's versions follow the file's rows")
+    s.stop()
+
+
+@test(timeout=180)
+def test_url_ctrl_c_with_batches_waiting_their_turn_stops_at_a_boundary_and_rerun_continues():
+    """--url with --parallel 4: batches checked and waiting for the one before them to be answered are not
+    sent on Ctrl-C (nor counted); the rerun sends them and the rest, every row once."""
+    s = H.Server(name="urlint")
+    s.start()
+    d = tmpdir("urlint")
+    n = 8000
+    path = big_file(d, n, "ui", pad=1500)
+    args = [path, "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--batch", "5", "--parallel", "4"]
+    p = start_import(args)
+    wait_progress(p, 500)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    out, err = out.decode(), err.decode()
+    eq(p.returncode, 1, "exit code after Ctrl-C (%s %s)" % (short(out), short(err)))
+    check("interrupted before line" in out, "the summary says where it stopped: %s" % short(out))
+    first = counts(out)
+    check(0 < first["created"] < n, "part of the file: %s" % first)
+    eq(first["created"] % 5, 0, "whole batches: %s" % first)
+    rc, out2, err2 = run(args, timeout=150)
+    eq(rc, 0, "rerun: %s %s" % (short(out2), short(err2)))
+    check("resuming at line" in err2, "resumed: %s" % short(err2))
+    second = counts(out2)
+    eq(second["created"] + first["created"], n, "every row created once: %s then %s" % (first, second))
+    eq(second["updated"], 0, "nothing stored again as a new version: %s" % second)
+    check_exactly_once(s, "ui", n)
+    s.stop()
+
+
 # ---- limits ------------------------------------------------------------------------------------------
 
 @test(timeout=120)
