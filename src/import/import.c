@@ -8,13 +8,20 @@
  * long import allocates its bodies once. Rows are placed in a batch's body at the body line that keeps
  * their distance from the batch's first row (blank lines, rows rejected before scanning and the extra
  * lines of a CSV record become empty lines), so that body line L is file line first_line + L - 1 for
- * the scanner and for a server alike (record_scan.h, scan_config.origin_line).
+ * the scanner and for a server alike (record_scan.h, scan_config.origin_line). A row that would sit more
+ * than GAP_LINES_MAX lines past the body's last line (a stretch of blank lines before it) starts the next
+ * batch instead, on its body line 1 with first_line its own line: the empty lines of a body stay few
+ * whatever the file (70 Mi blank lines in a 70 KB .gz made a body of 70 MiB: a server's 413 on every
+ * rerun, and 70 MiB held offline, where up to 2^30 lines a slot could be), and a row's line, so the
+ * record id derived from it, is the same in whatever batch it lands. (A blank line of spaces, however
+ * long, is one newline in the body: the gap is counted in lines and needs no limit in bytes.)
  *
  * The thread that calls import_file draws the progress and turns *stop into a stop at the next batch
  * boundary: the reader stops cutting, the workers stop taking batches, the committer commits no more
  * (a server's acknowledged batches are still counted) and records the exact position last.
  *
- * What it must never do: count or checkpoint a batch before the ones before it.
+ * What it must never do: count or checkpoint a batch before the ones before it, or fill a batch's body
+ * with the file's blank lines (at most GAP_LINES_MAX empty lines between two rows).
  */
 #include "import/import.h"
 
@@ -31,7 +38,9 @@
 #include <unistd.h>
 
 #define BODY_LINES_MAX ((uint64_t)1 << 30) /* a batch's rows lie within this many lines (body_line is 32-bit) */
-#define BAR_EVERY_S 0.2                    /* a terminal's bar is redrawn this often */
+#define GAP_LINES_MAX 4096 /* a row that would sit more lines than this past the body's last starts a new batch */
+
+#define BAR_EVERY_S 0.2 /* a terminal's bar is redrawn this often */
 
 /* ---- formats ---- */
 
@@ -216,7 +225,11 @@ static void *reader_main(void *arg)
                 if (eof) break;
                 have = true;
             }
-            if (b->nrows && row.line - b->first_line >= BODY_LINES_MAX) break; /* it starts the next batch */
+            /* a row far from the one before it (blank lines between: their newlines would fill the body)
+             * starts the next batch, where it sits on body line 1 and first_line names its file line */
+            if (b->nrows && (row.line - b->first_line >= BODY_LINES_MAX ||
+                             row.line - b->first_line + 1 - b->body_lines > GAP_LINES_MAX))
+                break;
             batch_add_row(run, b, &row);
             have = false;
             if (b->nrows >= o->batch_rows || b->body_len >= o->batch_bytes || stop_asked(run)) break;

@@ -23,12 +23,13 @@
  * --kafka: the nodes audit each batch they consume, as user "kafka").
  *
  * THE ORDER: a reader thread cuts the stream into batches (at most batch_rows rows, about batch_bytes
- * bytes, in 4 KiB-aligned bodies the segment log takes without a copy); `parallel` workers scan them
- * and append their bodies (offline) or POST them (--url: each once the one before it is answered, as the
- * server commits batches in the order they reach it, so that a record's versions are stored in the
- * file's order); one committer takes them in file order: writes the rejects known so far (synced),
- * commits the batch with the position after it (offline), writes the rejects only the commit knew,
- * counts the rows and moves the checkpoint (--url: the checkpoint file).
+ * bytes, in 4 KiB-aligned bodies the segment log takes without a copy; a row far past the one before it,
+ * blank lines between, starts a new one); `parallel` workers scan them and append their bodies (offline)
+ * or POST them (--url: each once the one before it is answered, as the server commits batches in the
+ * order they reach it, so that a record's versions are stored in the file's order); one committer takes
+ * them in file order: writes the rejects known so far (synced), commits the batch with the position after
+ * it (offline), writes the rejects only the commit knew, counts the rows and moves the checkpoint (--url:
+ * the checkpoint file).
  * Offline the stored position is exact: a rerun after kill -9 reads nothing committed again. Over --url
  * the checkpoint file says, before a batch is sent, that rows up to its end may be stored already; a rerun
  * sends those again as a replay (import_replay=1), as it does every row of a finished file read again.

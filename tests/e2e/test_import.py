@@ -23,6 +23,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import harness as H
@@ -470,6 +471,95 @@ def test_url_ctrl_c_with_batches_waiting_their_turn_stops_at_a_boundary_and_reru
     eq(second["updated"], 0, "nothing stored again as a new version: %s" % second)
     check_exactly_once(s, "ui", n)
     s.stop()
+
+
+# ---- blank lines ----------------------------------------------------------------------------------------
+
+def measured(args, timeout=120):
+    """BIN import ARGS under scripts/run_measured.py (a small process of its own, so that its child's
+    getrusage maxrss is the import's, not this test's): (exit code, stdout, peak resident MiB)."""
+    d = tmpdir("measured")
+    fig = os.path.join(d, "time.json")
+    cmd = [sys.executable, os.path.join(H.REPO_ROOT, "scripts", "run_measured.py"), fig, H.BIN, "import"] + args
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        fail("`medstream import %s` did not end within %ds" % (" ".join(args), timeout))
+    return r.returncode, r.stdout, json.load(open(fig))["rss_mib"]
+
+
+@test(timeout=120)
+def test_blank_lines_between_rows_start_a_new_batch_not_a_bigger_body():
+    """Blank lines are skipped, but a batch's body keeps each row at its file line, so the blank lines between
+    two rows were newlines in the body: 70 Mi of them (a 70 KB .gz) made a body of 70 MiB, a POST over the
+    server's --max-body (413, the import stuck at line 1 on every rerun) and ~90 MB held offline. A row that
+    far from the one before it now starts the next batch (import.c, GAP_LINES_MAX), with the same record id
+    (its line): a rerun one row a batch finds every row a duplicate."""
+    d = tmpdir("blank")
+    path = os.path.join(d, "blank.ndjson.gz")
+    name, dob = person(5)
+    with gzip.open(path, "wb", compresslevel=6) as f:
+        f.write((json.dumps({"name": name, "dob": dob, "type": "lab", "n": 1}) + "\n").encode())
+        chunk = b"\n" * (1 << 20)
+        for _ in range(70):
+            f.write(chunk)
+        f.write((json.dumps({"name": name, "dob": dob, "type": "lab", "n": 2}) + "\n").encode())
+        f.write((json.dumps({"record_id": "blank-3", "name": name, "dob": dob, "n": 3}) + "\n").encode())
+    check(os.path.getsize(path) < 200000, "a small file: %d bytes" % os.path.getsize(path))
+    s = H.Server(name="blank")
+    s.start()
+    url = ["--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--progress", "none"]
+    rc, out, err = run([path] + url, timeout=90)
+    eq(rc, 0, "--url import (%s %s)" % (short(out, 500), short(err, 500)))
+    eq((counts(out)["read"], counts(out)["created"]), (3, 3), "--url: every row stored: %s" % short(out))
+    rc, out, err = run([path, "--batch", "1"] + url, timeout=90)
+    eq(rc, 0, "--url rerun one row a batch (%s)" % short(err))
+    eq((counts(out)["created"], counts(out)["duplicate"]), (0, 3), "--url: the same ids: %s" % short(out))
+    eq(len(records_of(s, name, dob)), 3, "--url: three records")
+    s.stop()
+    off = fresh_dir("blank-off")
+    rej = ["--rejects", path + ".off-rejects"]
+    rc, out, mib = measured([path, "--data", off.data_dir, "--progress", "none"] + rej)
+    eq(rc, 0, "offline import: %s" % short(out))
+    eq(counts(out)["created"], 3, "offline: every row stored: %s" % short(out))
+    check(mib < 48, "offline: the blank lines are not held in a body (peak RSS %d MiB)" % mib)
+    rc, out, err = run([path, "--data", off.data_dir, "--batch", "1", "--progress", "none"] + rej, timeout=90)
+    eq(rc, 0, "offline rerun one row a batch")
+    eq((counts(out)["created"], counts(out)["duplicate"]), (0, 3), "offline: the same ids: %s" % short(out))
+
+
+@test(timeout=120)
+def test_record_ids_from_lines_do_not_depend_on_how_batches_are_cut():
+    """A row without a record_id is named by the file's identity and its line. Rows separated by more blank
+    lines than a batch keeps (GAP_LINES_MAX, 4096) land in batches of their own, by fewer in one: either way
+    the ids are those of an import one row a batch (each row on its batch's body line 1), offline and over
+    --url, so a file imported before the batches were cut at blank lines is all duplicates read again."""
+    d = tmpdir("gapids")
+    gaps = [0, 4095, 4096, 4097, 5000, 1, 20000, 3]
+    nd, cs = [], ["name,dob,type,gap"]
+    for i, gap in enumerate(gaps):
+        nd += [""] * gap
+        cs += [""] * gap
+        name, dob = person(i)
+        nd.append(json.dumps({"name": name, "dob": dob, "type": "lab", "gap": gap}))
+        cs.append("%s,%s,lab,%d" % (name, dob, gap))
+    nd[3:3] = ["   ", "\t"]  # whitespace-only lines are blank too
+    paths = [write(os.path.join(d, "gaps.ndjson"), nd), write(os.path.join(d, "gaps.csv"), cs)]
+    off = fresh_dir("gapids-off")
+    srv = H.Server(name="gapids-url")
+    srv.start()
+    n = len(gaps)
+    for f in paths:
+        for dest in (["--data", off.data_dir], ["--url", "http://127.0.0.1:%d" % srv.port, "--token", srv.token]):
+            rc, out, err = run([f] + dest + ["--batch", "1000"])
+            eq(rc, 0, "import %s (%s)" % (os.path.basename(f), short(err)))
+            eq(counts(out)["created"], n, "every row stored: %s" % short(out))
+            for batch in ("1", "7"):
+                rc, out, err = run([f] + dest + ["--batch", batch])
+                eq(rc, 0, "rerun --batch %s" % batch)
+                eq((counts(out)["created"], counts(out)["duplicate"]), (0, n),
+                   "%s %s --batch %s: the same ids: %s" % (os.path.basename(f), dest[0], batch, short(out)))
+    srv.stop()
 
 
 # ---- limits ------------------------------------------------------------------------------------------
