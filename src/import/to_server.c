@@ -48,16 +48,17 @@
  * turn: a batch that is then not sent, the run stopping, is sent by the rerun as a replay too.)
  *
  * A request that fails on the way (the server restarting, a connection reset) or is answered 502, 503
- * or 504 is sent again, for up to a minute with growing pauses; any other answer but 200 ends the import
- * with the server's message (which names no value: docs/API.md).
+ * or 504 is sent again, for up to a minute with growing pauses, as a replay (the first send may have been
+ * committed, its answer lost); any other answer but 200 ends the import with the server's message (which
+ * names no value: docs/API.md).
  *
  * The server decides what the schema, the record limit and the permissions are: rows its scan rejects
  * come back rejected with its reason, and without records:update an existing record's new version is
  * rejected (the token's role). The audit entries are the server's: one per batch, naming the token's user.
  *
  * What it must never do: send a body before the checks that keep its lines the file's, send a batch before
- * the one before it has been answered, or write the checkpoint file past a batch the server has not
- * acknowledged.
+ * the one before it has been answered, send a batch again but as a replay, or write the checkpoint file past a
+ * batch the server has not acknowledged.
  */
 #include "import/import.h"
 
@@ -321,7 +322,14 @@ static ms_code server_work(import_run *run, unsigned worker, import_batch *b, ms
         http_client_response_init(&resp);
         http_client_conn *conn = t->conns[worker % t->nconns];
         double t0 = ms_mono_s(), wait = 0.2;
-        for (;;) {
+        for (bool replay = b->replay, resent = false;; resent = true) {
+            /* a batch sent again after a failure on the way (or a 502-504 from a proxy) may have been committed
+             * by the first send: again it goes as a replay, so that its rows holding a record's older versions
+             * are duplicates of what was stored, not new versions (as a rerun's replays) */
+            if (resent && !replay) {
+                strncat(path, "&import_replay=1", sizeof path - strlen(path) - 1);
+                replay = true;
+            }
             http_client_err err = http_client_request(conn, "POST", path, headers, b->body, b->body_len, &resp);
             if (err == HTTP_CLIENT_OK && resp.status == 200) {
                 end_turn(run, t, b); /* the server has committed it: the next batch may go while this one is read */

@@ -5,7 +5,8 @@
 # row; mode 0600; counted by reason on the terminal, never a value); a rerun of a finished import finds
 # every row a duplicate, also a file holding several versions of one record; rows without a record id
 # keep their ids across runs and two equal rows are two records; kill -9 in the middle of an import and
-# a rerun store every row exactly once (offline and over --url); Ctrl-C stops at a batch boundary with
+# a rerun store every row exactly once (offline and over --url), and so does a --url batch sent again after
+# its answer was lost; Ctrl-C stops at a batch boundary with
 # a checkpoint and a rerun goes on from there; --max-rejects stops (checkpointed) and a rerun goes on;
 # --dry-run stores nothing; .gz and .zst inputs; --url gives the store the offline import gives; each
 # committed batch is one audit entry naming the importing user and the patients; the lock refuses an
@@ -21,9 +22,11 @@ import re
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import harness as H
@@ -440,6 +443,80 @@ def test_url_parallel_keeps_the_file_order_of_a_records_versions():
     eq((rec["version"], rec["fields"]["seq"]), (n, n - 1), "the current version is the file's last row")
     hist = s.get_json("/v1/patients/%s/history" % rec["patient_id"])["versions"]
     eq([v["fields"].get("seq") for v in hist], list(range(n)), "the record's versions follow the file's rows")
+    s.stop()
+
+
+class DropFirstAnswer:
+    """A TCP proxy in front of a server that closes the client's connection instead of passing on the first
+    answer the server sends (the request was handled: for an ingest, committed), then relays everything."""
+
+    def __init__(self, port):
+        self.target = port
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self.pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(u, c, True), daemon=True).start()
+
+    def pipe(self, src, dst, answers):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if answers:
+                    with self.lock:
+                        drop = self.dropped == 0
+                        self.dropped += drop
+                    if drop:
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self):
+        self.ls.close()
+
+
+@test(timeout=120)
+def test_url_batch_sent_again_after_a_lost_answer_stores_no_version_twice():
+    """A batch whose answer was lost on the way (a connection reset after the server committed it, a proxy's
+    502-504) is sent again; it went as a first send, so its rows holding a record's older versions were stored
+    again as new versions (three versions became six). It goes again as a replay now: nothing stored twice."""
+    s = H.Server(name="urlresend")
+    s.start()
+    proxy = DropFirstAnswer(s.port)
+    d = tmpdir("urlresend")
+    name, dob = person(4)
+    rows = [json.dumps({"record_id": "rs-1", "name": name, "dob": dob, "type": "visit", "seq": i}) for i in range(3)]
+    rows.append(json.dumps({"record_id": "rs-2", "name": name, "dob": dob, "type": "visit", "seq": 9}))
+    path = write(os.path.join(d, "versions.ndjson"), rows)
+    rc, out, err = run([path, "--url", "http://127.0.0.1:%d" % proxy.port, "--token", s.token, "--batch", "10",
+                        "--parallel", "1", "--progress", "none"])
+    proxy.close()
+    eq(proxy.dropped, 1, "the proxy dropped the first answer")
+    eq(rc, 0, "import: %s %s" % (short(out), short(err)))
+    rec = s.get_json("/v1/records/rs-1")
+    eq((rec["version"], rec["fields"]["seq"]), (3, 2), "rs-1: its three versions, the last one current")
+    eq(s.get_json("/v1/records/rs-2")["version"], 1, "rs-2: one version")
     s.stop()
 
 
