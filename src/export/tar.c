@@ -1,5 +1,17 @@
 /*
- * tar.c - ustar archives of export directories (see tar.h).
+ * tar.c - ustar archives of export directories, pax extended headers for paths ustar cannot hold, and their
+ * checked extraction (see tar.h).
+ *
+ * DESIGN: the writer walks the directory in name order; a member whose path does not fit ustar's 155-byte
+ * prefix and 100-byte name (a partition value escaped to 3 bytes a byte: a type of 64 characters is 197
+ * bytes of "type=...") is preceded by a POSIX.1-2001 pax extended header (typeflag 'x') holding one
+ * "LEN path=PATH\n" record, then gets its own ustar header with what of the path fits. The reader takes its
+ * bytes in order, a header block at a time and a member in 1 MiB chunks, and applies a pax path record to
+ * the member after it; the name finally used (pax or ustar) is the one checked.
+ *
+ * Must never: write a member outside dir (absolute names, "..", "." or empty components are refused, in a
+ * pax path as in a ustar name), follow or make links, read more than PAX_MAX bytes of one extended header
+ * into memory, or write an archive in which a pax-reading tar sees another name than the file's.
  */
 #include "export/tar.h"
 
@@ -16,6 +28,8 @@
 
 #define BLOCK 512
 #define TAR_SIZE_MAX ((uint64_t)077777777777)
+#define PAX_MAX 65536        /* the bytes of one extended header we read */
+#define TAR_CHUNK (1u << 20) /* a member is copied a chunk at a time */
 
 /* width - 1 octal digits, zero-padded, then NUL (the caller's v fits) */
 static void octal(char *field, size_t width, uint64_t v)
@@ -25,24 +39,18 @@ static void octal(char *field, size_t width, uint64_t v)
         field[i] = (char)('0' + (v & 7));
 }
 
-static ms_code header(out_file *f, const char *name, char type, uint64_t size, int64_t mtime, ms_err *e)
+/* The ustar header block of one member; name must fit its fields (a prefix up to 155 bytes, a '/', a name up to
+ * 100 bytes, or a name of 100 bytes at most). */
+static void ustar_block(char h[BLOCK], const char *name, size_t prefix_len, char type, uint64_t size, int64_t mtime)
 {
-    char h[BLOCK] = {0};
+    memset(h, 0, BLOCK);
     size_t n = strlen(name);
-    if (n <= 100) {
-        memcpy(h, name, n);
+    if (prefix_len) {
+        memcpy(h + 345, name, prefix_len);
+        memcpy(h, name + prefix_len + 1, n - prefix_len - 1);
     } else {
-        const char *cut = NULL;
-        for (const char *p = name; (p = strchr(p, '/')); p++)
-            if ((size_t)(p - name) <= 155 && n - (size_t)(p - name) - 1 <= 100) {
-                cut = p;
-                break;
-            }
-        if (!cut) return ms_fail(e, MS_EINVAL, "archive: a path of %zu bytes does not fit ustar", n);
-        memcpy(h + 345, name, (size_t)(cut - name));
-        memcpy(h, cut + 1, n - (size_t)(cut - name) - 1);
+        memcpy(h, name, n < 100 ? n : 100);
     }
-    if (size > TAR_SIZE_MAX) return ms_fail(e, MS_EINVAL, "archive: a file over 8 GiB");
     octal(h + 100, 8, type == '5' ? 0755 : 0644);
     octal(h + 108, 8, 0);
     octal(h + 116, 8, 0);
@@ -57,6 +65,72 @@ static ms_code header(out_file *f, const char *name, char type, uint64_t size, i
         sum += (unsigned char)h[i];
     snprintf(h + 148, 8, "%06o", sum);
     h[155] = ' ';
+}
+
+/* Whether name fits ustar's fields: -1 if not, else the length of the prefix it goes into (0: none). */
+static long ustar_split(const char *name)
+{
+    size_t n = strlen(name);
+    if (n <= 100) return 0;
+    for (const char *p = name; (p = strchr(p, '/')); p++)
+        if (p > name && (size_t)(p - name) <= 155 && n - (size_t)(p - name) - 1 <= 100) return p - name;
+    return -1;
+}
+
+static size_t decimal_digits(size_t v)
+{
+    size_t d = 1;
+    for (; v >= 10; v /= 10)
+        d++;
+    return d;
+}
+
+void tar_pax_record(const char *key, const char *value, buf *out)
+{
+    size_t body = strlen(key) + strlen(value) + 3; /* ' ', '=' and '\n' */
+    size_t digits = 1;
+    while (decimal_digits(body + digits) != digits) /* the length counts its own digits */
+        digits++;
+    buf_printf(out, "%zu %s=%s\n", body + digits, key, value);
+}
+
+static ms_code pad_to_block(out_file *f, uint64_t written, ms_err *e)
+{
+    static const char zeros[BLOCK];
+    size_t pad = (size_t)((BLOCK - written % BLOCK) % BLOCK);
+    return pad ? out_write(f, zeros, pad, e) : MS_OK;
+}
+
+/* One member's header: ustar alone when its name fits, else a pax extended header ('x') whose path record
+ * holds the whole name, then the member's ustar header with as much of the name as fits (readers that know
+ * pax take the path record; others get a cut name, never a wrong archive). */
+static ms_code header(out_file *f, const char *name, char type, uint64_t size, int64_t mtime, ms_err *e)
+{
+    if (size > TAR_SIZE_MAX) return ms_fail(e, MS_EINVAL, "archive: a file over 8 GiB");
+    if (strlen(name) > TAR_PATH_MAX)
+        return ms_fail(e, MS_EINVAL, "archive: a path of %zu bytes (at most %d)", strlen(name), TAR_PATH_MAX);
+    char h[BLOCK];
+    long prefix = ustar_split(name);
+    if (prefix < 0) {
+        buf rec = {0}, xname = {0};
+        tar_pax_record("path", name, &rec);
+        const char *base = name + strlen(name); /* the last component, without a directory's '/' */
+        while (base > name && base[-1] == '/')
+            base--;
+        const char *end = base;
+        while (base > name && base[-1] != '/')
+            base--;
+        buf_printf(&xname, "PaxHeaders/%.*s", (int)((end - base) < 89 ? (end - base) : 89), base);
+        ustar_block(h, xname.data, 0, 'x', rec.len, mtime);
+        ms_code rc = out_write(f, h, BLOCK, e);
+        if (rc == MS_OK) rc = out_write(f, rec.data, rec.len, e);
+        if (rc == MS_OK) rc = pad_to_block(f, rec.len, e);
+        buf_free(&rec);
+        buf_free(&xname);
+        if (rc) return rc;
+        prefix = 0;
+    }
+    ustar_block(h, name, (size_t)prefix, type, size, mtime);
     return out_write(f, h, BLOCK, e);
 }
 
@@ -107,9 +181,7 @@ static ms_code add_tree(out_file *f, const char *root, const char *rel, ms_err *
                     left -= (uint64_t)got;
                 }
                 if (fd >= 0) close(fd);
-                static const char zeros[BLOCK];
-                size_t pad = (size_t)((BLOCK - st.st_size % BLOCK) % BLOCK);
-                if (rc == MS_OK && pad) rc = out_write(f, zeros, pad, e);
+                if (rc == MS_OK) rc = pad_to_block(f, (uint64_t)st.st_size, e);
             }
             buf_free(&child);
             buf_free(&full);
@@ -158,28 +230,128 @@ static uint64_t parse_octal(const char *p, size_t n)
     return v;
 }
 
-ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e)
+/* Where the archive's bytes come from, read in order. */
+typedef struct {
+    const char *data;
+    size_t len, at;
+} source;
+
+/* Up to n bytes into b (in order); *got < n only at the archive's end. */
+static ms_code src_read(source *s, char *b, size_t n, size_t *got, ms_err *e)
 {
-    size_t at = 0;
+    (void)e;
+    size_t k = s->len - s->at < n ? s->len - s->at : n;
+    memcpy(b, s->data + s->at, k);
+    s->at += k;
+    *got = k;
+    return MS_OK;
+}
+
+/* Exactly n bytes into b (NULL: skipped, through the scratch chunk), else "cut short". */
+static ms_code src_exact(source *s, char *b, uint64_t n, char *chunk, ms_err *e)
+{
+    while (n) {
+        size_t want = n < TAR_CHUNK ? (size_t)n : TAR_CHUNK, got;
+        ms_code rc = src_read(s, b ? b : chunk, want, &got, e);
+        if (rc) return rc;
+        if (got < want) return ms_fail(e, MS_EINVAL, "archive: cut short");
+        if (b) b += got;
+        n -= got;
+    }
+    return MS_OK;
+}
+
+static uint64_t padding(uint64_t size) { return (BLOCK - size % BLOCK) % BLOCK; }
+
+/* The records of a pax extended header ("LEN key=value\n" each, LEN counting the whole record): the path
+ * record's value into path ("" if none). Other keys are ignored but for size, which this reader does not
+ * take (our writer never makes one: members over 8 GiB are refused). */
+static ms_code parse_pax(const char *p, size_t n, buf *path, ms_err *e)
+{
+    path->len = 0;
+    while (n) {
+        size_t len = 0, i = 0;
+        while (i < n && i < 10 && p[i] >= '0' && p[i] <= '9') /* n <= PAX_MAX: a longer number is bad */
+            len = len * 10 + (size_t)(p[i++] - '0');
+        if (i == 0 || i == n || p[i] != ' ' || len <= i + 1 || len > n || p[len - 1] != '\n')
+            return ms_fail(e, MS_EINVAL, "archive: a bad pax extended header");
+        const char *kv = p + i + 1, *end = p + len - 1;
+        const char *eq = memchr(kv, '=', (size_t)(end - kv));
+        if (!eq) return ms_fail(e, MS_EINVAL, "archive: a bad pax extended header");
+        size_t kl = (size_t)(eq - kv), vl = (size_t)(end - eq - 1);
+        if (kl == 4 && memcmp(kv, "path", 4) == 0) {
+            if (vl == 0 || vl > TAR_PATH_MAX || memchr(eq + 1, 0, vl))
+                return ms_fail(e, MS_EINVAL, "archive: a bad pax path");
+            path->len = 0;
+            buf_put(path, eq + 1, vl);
+        } else if (kl == 4 && memcmp(kv, "size", 4) == 0) {
+            return ms_fail(e, MS_EINVAL, "archive: a pax size record (not supported)");
+        }
+        p += len;
+        n -= len;
+    }
+    return MS_OK;
+}
+
+static ms_code extract(source *s, const char *dir, ms_err *e)
+{
     static const char zero[BLOCK];
-    while (at + BLOCK <= len) {
-        const char *h = data + at;
-        if (memcmp(h, zero, BLOCK) == 0) return MS_OK;
-        char name[300];
-        size_t pl = strnlen(h + 345, 155), nl = strnlen(h, 100);
-        if (pl)
-            snprintf(name, sizeof name, "%.*s/%.*s", (int)pl, h + 345, (int)nl, h);
-        else
-            snprintf(name, sizeof name, "%.*s", (int)nl, h);
+    char h[BLOCK];
+    char *chunk = ms_malloc(TAR_CHUNK);
+    buf name = {0}, pax_path = {0}, path = {0};
+    bool have_pax = false;
+    ms_code rc = MS_OK;
+    for (;;) {
+        size_t got;
+        if ((rc = src_read(s, h, BLOCK, &got, e))) break;
+        if (got < BLOCK) {
+            rc = ms_fail(e, MS_EINVAL, "archive: no end marker");
+            break;
+        }
+        if (memcmp(h, zero, BLOCK) == 0) {
+            if (have_pax) rc = ms_fail(e, MS_EINVAL, "archive: a pax extended header with no member after it");
+            break;
+        }
         uint64_t size = parse_octal(h + 124, 12);
         char type = h[156];
-        at += BLOCK;
-        if (!safe_name(name)) return ms_fail(e, MS_EINVAL, "archive: member name refused (absolute or with ..)");
-        if (type != '0' && type != 0 && type != '5') return ms_fail(e, MS_EINVAL, "archive: a member is not a file");
-        if (size > len - at) return ms_fail(e, MS_EINVAL, "archive: cut short");
-        buf path = {0};
-        buf_printf(&path, "%s/%s", dir, name);
-        ms_code rc;
+        if (type == 'x') { /* the next member's extended header */
+            if (have_pax) {
+                rc = ms_fail(e, MS_EINVAL, "archive: two pax extended headers in a row");
+                break;
+            }
+            if (size > PAX_MAX) {
+                rc = ms_fail(e, MS_EINVAL, "archive: a pax extended header over %d bytes", PAX_MAX);
+                break;
+            }
+            if ((rc = src_exact(s, chunk, size + padding(size), chunk, e)) ||
+                (rc = parse_pax(chunk, (size_t)size, &pax_path, e)))
+                break;
+            have_pax = true;
+            continue;
+        }
+        name.len = 0;
+        if (have_pax && pax_path.len) {
+            buf_put(&name, pax_path.data, pax_path.len);
+        } else {
+            size_t pl = strnlen(h + 345, 155), nl = strnlen(h, 100);
+            if (pl) buf_printf(&name, "%.*s/", (int)pl, h + 345);
+            buf_put(&name, h, nl);
+        }
+        have_pax = false;
+        if (!safe_name(name.data)) {
+            rc = ms_fail(e, MS_EINVAL, "archive: member name refused (absolute or with ..)");
+            break;
+        }
+        if ((type != '0' && type != 0 && type != '5') || (type != '5' && name.data[name.len - 1] == '/')) {
+            rc = ms_fail(e, MS_EINVAL, "archive: a member is not a file");
+            break;
+        }
+        if (size > s->len - s->at) {
+            rc = ms_fail(e, MS_EINVAL, "archive: cut short");
+            break;
+        }
+        path.len = 0;
+        buf_printf(&path, "%s/%s", dir, name.data);
         if (type == '5') {
             rc = out_mkdirs(path.data, e);
         } else {
@@ -188,15 +360,30 @@ ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e)
             rc = out_mkdirs(path.data, e);
             out_file *f = NULL;
             if (rc == MS_OK) rc = out_open(&f, path.data, slash + 1, 0600, e);
-            if (rc == MS_OK) rc = out_write(f, data + at, (size_t)size, e);
+            for (uint64_t left = size; rc == MS_OK && left;) {
+                size_t want = left < TAR_CHUNK ? (size_t)left : TAR_CHUNK;
+                if ((rc = src_read(s, chunk, want, &got, e)) == MS_OK && got < want)
+                    rc = ms_fail(e, MS_EINVAL, "archive: cut short");
+                if (rc == MS_OK) rc = out_write(f, chunk, want, e);
+                left -= want;
+            }
             if (rc == MS_OK)
                 rc = out_finish(f, NULL, e);
             else
                 out_abort(f);
+            if (rc == MS_OK) rc = src_exact(s, NULL, padding(size), chunk, e);
         }
-        buf_free(&path);
-        if (rc) return rc;
-        at += (size_t)((size + BLOCK - 1) / BLOCK * BLOCK);
+        if (rc) break;
     }
-    return ms_fail(e, MS_EINVAL, "archive: no end marker");
+    free(chunk);
+    buf_free(&name);
+    buf_free(&pax_path);
+    buf_free(&path);
+    return rc;
+}
+
+ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e)
+{
+    source s = {.data = data, .len = len};
+    return extract(&s, dir, e);
 }

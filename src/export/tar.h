@@ -1,13 +1,17 @@
 /*
  * tar.h - the archive of GET /v1/exports/{id}/download: POSIX ustar, uncompressed (Parquet is
- * compressed already; every tar reads it), of an export directory; and its extraction by `medstream
- * export --url`.
+ * compressed already; every tar reads it), with a POSIX.1-2001 pax extended header before a member whose
+ * path ustar cannot hold, of an export directory; and its extraction by `medstream export --url`.
  *
  * Contract: tar_write_dir archives every directory and regular file under dir (names relative to it,
  * sorted, so the same export gives the same archive bar its mtimes), written through out_file (temporary
- * name, fsync, rename). tar_extract refuses (MS_EINVAL) a member whose name is absolute, has an empty,
- * "." or ".." component, or is not a file or a directory, before writing it; files are written through
- * out_file too. Members larger than 8 GiB are refused on both sides (ustar's size field).
+ * name, fsync, rename). A path that fits ustar (a prefix of 155 bytes at most, '/', a name of 100 at
+ * most) is written as ustar alone; a longer one (up to TAR_PATH_MAX bytes) gets an 'x' header with a
+ * "path" record first (tar_pax_record), which GNU tar and Python's tarfile read. tar_extract reads
+ * both; it refuses (MS_EINVAL) a member whose name (the pax path when there is one) is absolute, has an
+ * empty, "." or ".." component, or is not a file or a directory, before writing it, and a malformed,
+ * oversized or dangling extended header; files are written through out_file too. Members larger than
+ * 8 GiB are refused on both sides (ustar's size field).
  */
 #ifndef MS_EXPORT_TAR_H
 #define MS_EXPORT_TAR_H
@@ -16,5 +20,11 @@
 
 ms_code tar_write_dir(const char *dir, const char *tar_dir, const char *tar_name, ms_err *e);
 ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e);
+
+#define TAR_PATH_MAX 4096 /* the longest member path written or read */
+
+/* One pax extended header record, appended to out: "LEN key=value\n", LEN the record's length in bytes
+ * with its own digits. Pure. */
+void tar_pax_record(const char *key, const char *value, buf *out);
 
 #endif

@@ -471,6 +471,50 @@ def test_parquet_is_read_by_pyarrow_and_duckdb():
     eq((res_z["records"], res_z["patients"]), (res["records"], res["patients"]), "the same rows with zstd")
 
 
+@test(timeout=240)
+def test_long_escaped_type_exports_through_a_pax_header():
+    """A record type of 60 '#' (types are 1-64 characters) escapes to 180 bytes: records/type=.../date=...
+    fits neither ustar's 100-byte name nor its 155-byte prefix. One such record used to fail every server
+    export, PHI and public ("archive: a path of 215 bytes does not fit ustar"). Now a pax extended header
+    carries the path: Python's tarfile reads each member under its whole name with the manifest's bytes,
+    and `export --url` (the project's own tar reader) publishes it."""
+    s = new_server()
+    long_type = "#" * 60
+    s.ingest_ok([{"record_id": "ok-1", "name": "Ann Paxtest", "dob": "1960-01-01", "type": "lab",
+                  "ts": "2025-01-01T00:00:00Z"},
+                 {"record_id": "long-1", "name": "Bob Paxtest", "dob": "1961-01-01", "type": long_type,
+                  "ts": "2025-01-01T00:00:00Z"}])
+    prefix = "records/type=" + "%23" * 60 + "/"
+    for scope in ("phi", "public"):
+        st = post_export(s, {"scope": scope, "format": "ndjson"})
+        done = wait_done(s, st["export_id"])
+        eq(done["state"], "done", "%s export with a long type (error: %s)" % (scope, done.get("error")))
+        r = H.http_request(s.port, "GET", done["download"])
+        eq(r.status, 200, "download: %s" % short(r.text))
+        with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
+            members = {m.name: m for m in tf.getmembers()}
+            check(all(m.isfile() or m.isdir() for m in members.values()), "a member that is no file: %s"
+                  % sorted(members))
+            long_files = [n for n, m in members.items() if m.isfile() and n.startswith(prefix)]
+            eq(len(long_files), 1, "%s: files under the long partition %s" % (scope, sorted(members)))
+            eq(members[long_files[0]].pax_headers.get("path"), long_files[0], "%s: the member's pax path" % scope)
+            for fe in done["manifest"]["files"]:
+                check(fe["path"] in members, "%s: %s (manifest) is not a member: %s" % (scope, fe["path"],
+                                                                                       sorted(members)))
+                data = tf.extractfile(members[fe["path"]]).read()
+                eq(hashlib.sha256(data).hexdigest(), fe["sha256"], "%s: sha256 of %s" % (scope, fe["path"]))
+            text = tf.extractfile(members[long_files[0]]).read().decode()
+            check('"long-1"' in text and '"ok-1"' not in text, "%s: the long partition's rows: %s"
+                  % (scope, short(text)))
+    out = os.path.join(tmpdir("paxurl"), "out")
+    export_ok(["--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--out", out, "--format", "ndjson",
+               "--scope", "phi"])
+    res = read_export(out)
+    types = {row["record_id"]: H.urllib.parse.unquote(part["type"]) for part, row in res["records"]}
+    eq(types, {"ok-1": "lab", "long-1": long_type}, "record types by partition after export --url")
+    s.stop()
+
+
 def parquet_codecs(out):
     """The compression codecs of every column chunk of every Parquet file under out, as pyarrow reads them."""
     code = ("import sys,glob,pyarrow.parquet as pq\n"

@@ -1,7 +1,9 @@
 /*
  * test_export.c - the pure parts of medstream export (src/export): partition paths for each scope, the
  * Hive escaping, the columns of each scope, rows cut from record and patient objects, the spool
- * encoding, NDJSON and CSV lines, column batches, the manifest, signed links, and a tar round trip.
+ * encoding, NDJSON and CSV lines, column batches, the manifest, signed links, a tar round trip, and pax
+ * extended headers: the record's self-counting length, a path ustar cannot hold written and read back (by
+ * tar_extract and Python's tarfile), unsafe or malformed pax records refused before anything is written.
  *
  * The public-scope property test: records with random extra field names (and PHI-looking values) go
  * through the real stages 1-3 (prepare + deidentify), and the public row built from the public copy
@@ -19,6 +21,7 @@
 #include "base/json_scan.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void test_phi_partition(void **state)
 {
@@ -343,6 +346,187 @@ static void test_tar_round_trip(void **state)
     unit_rmtree(dir);
 }
 
+/* ---- pax extended headers: paths ustar cannot hold ---- */
+
+static void test_tar_pax_record_length_counts_itself(void **state)
+{
+    (void)state;
+    char v[1200];
+    for (size_t n = 0; n < sizeof v - 1; n++) { /* crosses 9/10, 99/100 and 999/1000 bytes */
+        memset(v, 'a', n);
+        v[n] = 0;
+        buf r = {0};
+        tar_pax_record("path", v, &r);
+        char *sp;
+        unsigned long len = strtoul(r.data, &sp, 10);
+        assert_int_equal(len, r.len); /* the number is the record's length, its own digits included */
+        assert_true(*sp == ' ' && strncmp(sp + 1, "path=", 5) == 0);
+        assert_int_equal(r.data[r.len - 1], '\n');
+        assert_int_equal(r.len, (size_t)(sp - r.data) + 7 + n);
+        buf_free(&r);
+    }
+    buf r = {0};
+    tar_pax_record("path", "a", &r); /* POSIX's example shape: "LEN path=VALUE\n" */
+    assert_string_equal(r.data, "9 path=a\n");
+    r.len = 0;
+    memset(v, 'b', 92);
+    v[92] = 0;
+    tar_pax_record("path", v, &r); /* 7 + 92 = 99 bytes with 2 digits would be 101: 3 digits, 102 */
+    assert_int_equal(r.len, 102);
+    assert_memory_equal(r.data, "102 path=", 9);
+    buf_free(&r);
+}
+
+/* A ustar header block written here, by the test (an archive the writer would never make). */
+static void put_header(buf *t, const char *name, char type, size_t size)
+{
+    char h[512] = {0};
+    memcpy(h, name, strlen(name) < 100 ? strlen(name) : 100);
+    snprintf(h + 100, 8, "%07o", 0644);
+    snprintf(h + 108, 8, "%07o", 0);
+    snprintf(h + 116, 8, "%07o", 0);
+    snprintf(h + 124, 12, "%011zo", size);
+    snprintf(h + 136, 12, "%011o", 0);
+    h[156] = type;
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++)
+        sum += (unsigned char)h[i];
+    snprintf(h + 148, 8, "%06o", sum);
+    buf_put(t, h, 512);
+}
+
+static void put_data(buf *t, const char *d, size_t n)
+{
+    buf_put(t, d, n);
+    while (t->len % 512)
+        buf_putc(t, 0);
+}
+
+/* An archive of one pax header with the given records and one file "ok.txt" after it. */
+static void pax_archive(buf *t, const char *records)
+{
+    t->len = 0;
+    put_header(t, "PaxHeaders/ok.txt", 'x', strlen(records));
+    put_data(t, records, strlen(records));
+    put_header(t, "ok.txt", '0', 3);
+    put_data(t, "hi\n", 3);
+    char end[1024] = {0};
+    buf_put(t, end, sizeof end);
+}
+
+static bool exists(const char *dir, const char *rel)
+{
+    char p[5000];
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+static void test_tar_long_path_round_trip_and_refusals(void **state)
+{
+    (void)state;
+    char dir[256], src[300], dst[300], tarp[300];
+    unit_tmpdir(dir);
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(dst, sizeof dst, "%s/dst", dir);
+    snprintf(tarp, sizeof tarp, "%s/x.tar", dir);
+    ms_err e;
+    /* a type of 60 '#' (valid: 1-64 characters): escaped, the partition directory alone is 185 bytes */
+    char type[64], rel[400], deep[700];
+    memset(type, '#', 60);
+    buf part = {0};
+    layout_phi_partition(type, 60, unit_time(2025, 1, 1, 0, 0, 0), &part);
+    assert_int_equal(part.len, strlen("records/type=") + 180 + strlen("/date=2025-01-01"));
+    snprintf(rel, sizeof rel, "%s/part-00000.ndjson", part.data);
+    snprintf(deep, sizeof deep, "%s/%s", src, part.data);
+    assert_int_equal(out_mkdirs(deep, &e), MS_OK);
+    out_file *f;
+    assert_int_equal(out_open(&f, deep, "part-00000.ndjson", 0600, &e), MS_OK);
+    assert_int_equal(out_write(f, "{\"a\":1}\n", 8, &e), MS_OK);
+    assert_int_equal(out_finish(f, NULL, &e), MS_OK);
+    assert_int_equal(tar_write_dir(src, dir, "x.tar", &e), MS_OK); /* was: "a path of 194 bytes does not fit ustar" */
+    buf t = {0};
+    assert_int_equal(buf_read_file(&t, tarp, &e), MS_OK);
+    assert_int_equal(t.len % 512, 0);
+    /* the file's member is preceded by an 'x' header whose one record is "LEN path=<the whole path>\n" */
+    buf want = {0};
+    tar_pax_record("path", rel, &want);
+    bool seen = false;
+    for (size_t at = 0; at + 1024 <= t.len && !seen; at += 512)
+        if (t.data[at + 156] == 'x' && memcmp(t.data + at + 512, want.data, want.len) == 0) {
+            seen = true;
+            assert_int_equal(strtoul(t.data + at + 124, NULL, 8), want.len); /* its size: the records' bytes */
+            size_t next = at + 512 + (want.len + 511) / 512 * 512;
+            assert_int_equal(t.data[next + 156], '0'); /* then the member itself */
+        }
+    assert_true(seen);
+    /* the project's reader */
+    assert_int_equal(out_mkdirs(dst, &e), MS_OK);
+    assert_int_equal(tar_extract(t.data, t.len, dst, &e), MS_OK);
+    char got[900];
+    snprintf(got, sizeof got, "%s/%s", dst, rel);
+    buf g = {0};
+    assert_int_equal(buf_read_file(&g, got, &e), MS_OK);
+    assert_string_equal(g.data, "{\"a\":1}\n");
+    /* an independent reader: Python's tarfile sees the whole name and the bytes */
+    if (access("/usr/bin/python3", X_OK) == 0) {
+        char cmd[2000];
+        snprintf(cmd, sizeof cmd,
+                 "/usr/bin/python3 -c 'import sys,tarfile\nt=tarfile.open(sys.argv[1])\n"
+                 "assert sys.argv[2] in t.getnames(),t.getnames()\n"
+                 "assert t.extractfile(sys.argv[2]).read()==b\"{\\\"a\\\":1}\\n\"\n"
+                 "assert all(m.isdir() or m.isfile() for m in t.getmembers())' '%s' '%s'",
+                 tarp, rel);
+        assert_int_equal(system(cmd), 0);
+    }
+    /* refused: a pax path that is absolute or climbs out (the ustar name after it is harmless), before
+     * anything is written; a malformed record; a header with no member after it */
+    static const char *const bad_paths[] = {"../evil.txt", "/tmp/evil.txt", "a/../../b.txt", "a//b", "./", ".", ""};
+    static const char *const bad_records[] = {"99 path=x.txt\n", "9 path=x.txt\n", "13 path=x.txt", "x path=a\n",
+                                              "16 size=1000000\n"};
+    size_t nbad = sizeof bad_paths / sizeof *bad_paths, nrec = sizeof bad_records / sizeof *bad_records;
+    buf a = {0}, r = {0};
+    for (size_t i = 0; i < nbad + nrec; i++) {
+        char d2[400];
+        snprintf(d2, sizeof d2, "%s/bad%zu", dir, i);
+        assert_int_equal(out_mkdirs(d2, &e), MS_OK);
+        r.len = 0;
+        if (i < nbad)
+            tar_pax_record("path", bad_paths[i], &r);
+        else
+            buf_puts(&r, bad_records[i - nbad]);
+        pax_archive(&a, r.data);
+        assert_int_equal(tar_extract(a.data, a.len, d2, &e), MS_EINVAL);
+        assert_false(exists(d2, "ok.txt"));
+        assert_false(exists(dir, "evil.txt"));
+        assert_false(exists(dir, "b.txt"));
+    }
+    assert_false(exists("/tmp", "evil.txt"));
+    r.len = 0;
+    tar_pax_record("path", "sub/y.txt", &r);
+    assert_string_equal(r.data, "18 path=sub/y.txt\n");
+    pax_archive(&a, r.data); /* a good one: the pax path wins over the ustar name */
+    assert_int_equal(tar_extract(a.data, a.len, dir, &e), MS_OK);
+    assert_true(exists(dir, "sub/y.txt"));
+    assert_false(exists(dir, "ok.txt"));
+    a.len = 0;
+    put_header(&a, "PaxHeaders/x", 'x', 12);
+    put_data(&a, "12 path=x.t\n", 12);
+    char end[1024] = {0};
+    buf_put(&a, end, sizeof end);
+    assert_int_equal(tar_extract(a.data, a.len, dir, &e), MS_EINVAL); /* dangling */
+    buf_free(&a);
+    buf_free(&r);
+    buf_free(&want);
+    buf_free(&part);
+    buf_free(&t);
+    buf_free(&g);
+    unit_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +538,8 @@ int main(void)
         cmocka_unit_test(test_manifest),
         cmocka_unit_test(test_link_signature),
         cmocka_unit_test(test_tar_round_trip),
+        cmocka_unit_test(test_tar_pax_record_length_counts_itself),
+        cmocka_unit_test(test_tar_long_path_round_trip_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
