@@ -16,6 +16,9 @@
  * under fd_lock, so that http_client_conn_interrupt (another thread) never touches a descriptor that was
  * closed and perhaps reused.
  *
+ * An answer streamed to a descriptor (http_client_request_to_fd) goes through the same read buffer: its
+ * body bytes are written out as they arrive, never gathered.
+ *
  * What it must never do: exit, print, raise SIGPIPE (MSG_NOSIGNAL on every send), read past the
  * end of the current answer (the rest of the read buffer belongs to the next one), or accept an
  * answer it could not frame (such a connection is closed, not reused).
@@ -65,6 +68,7 @@ struct http_client_conn {
     char *hbuf; /* request header block being built */
     size_t hcap, hlen;
     char err[320];
+    int err_errno;           /* the errno behind err (0: none) */
     SSL_CTX *tls;            /* NULL: plain TCP */
     SSL *ssl;                /* the TLS session of the open socket */
     pthread_mutex_t fd_lock; /* fd's opening, closing and interruption */
@@ -87,6 +91,7 @@ const char *http_client_err_str(http_client_err err)
     case HTTP_CLIENT_E_CLOSED: return "connection closed by server";
     case HTTP_CLIENT_E_PROTOCOL: return "malformed HTTP answer";
     case HTTP_CLIENT_E_TOO_LARGE: return "answer too large";
+    case HTTP_CLIENT_E_WRITE: return "write failed";
     }
     return "unknown error";
 }
@@ -349,9 +354,12 @@ static http_client_err tls_handshake(http_client_conn *c)
 
 const char *http_client_conn_error(const http_client_conn *c) { return c ? c->err : "no connection"; }
 
+int http_client_conn_errno(const http_client_conn *c) { return c ? c->err_errno : 0; }
+
 /* Records a message for err, closes the socket, returns err. sys_errno 0: no strerror part. */
 static http_client_err conn_fail(http_client_conn *c, http_client_err err, int sys_errno, const char *what)
 {
+    c->err_errno = sys_errno;
     if (sys_errno)
         snprintf(c->err, sizeof c->err, "%s %s: %s: %s", what, c->host_header, http_client_err_str(err),
                  strerror(sys_errno));
@@ -573,6 +581,9 @@ typedef struct {
     http_client_conn *c;
     size_t received; /* answer bytes received so far (to tell "nothing came back") */
     bool peer_gone;  /* the failure was EOF / reset before any answer byte */
+    int sink_fd;     /* >= 0: a 2xx answer's body goes to this descriptor (http_client_request_to_fd) */
+    uint64_t sink_max, sunk;
+    bool to_sink; /* this answer's body goes to sink_fd */
 } reader;
 
 /* Reads more bytes into the read buffer. Returns HTTP_CLIENT_OK or an error (end of stream is
@@ -645,10 +656,46 @@ static http_client_err body_reserve(http_client_conn *c, http_client_response *r
     return HTTP_CLIENT_OK;
 }
 
-/* Appends exactly n answer bytes to the body. */
+/* Writes n body bytes to the sink descriptor, within its bound. */
+static http_client_err sink_write(reader *r, const char *p, size_t n)
+{
+    http_client_conn *c = r->c;
+    if (n > r->sink_max - r->sunk) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+    while (n > 0) {
+        ssize_t w = write(r->sink_fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return conn_fail(c, HTTP_CLIENT_E_WRITE, errno, "saving the answer body from");
+        p += w;
+        n -= (size_t)w;
+        r->sunk += (uint64_t)w;
+    }
+    return HTTP_CLIENT_OK;
+}
+
+/* Exactly n answer bytes to the sink, through the read buffer (never past the answer's end). */
+static http_client_err sink_exact(reader *r, uint64_t n)
+{
+    http_client_conn *c = r->c;
+    while (n > 0) {
+        if (c->rpos == c->rlen) {
+            http_client_err e = fill(r);
+            if (e) return e;
+        }
+        size_t take = c->rlen - c->rpos;
+        if (take > n) take = (size_t)n;
+        http_client_err e = sink_write(r, c->rbuf + c->rpos, take);
+        if (e) return e;
+        c->rpos += take;
+        n -= take;
+    }
+    return HTTP_CLIENT_OK;
+}
+
+/* Appends exactly n answer bytes to the body (or the sink). */
 static http_client_err read_body_exact(reader *r, http_client_response *resp, size_t n)
 {
     http_client_conn *c = r->c;
+    if (r->to_sink) return sink_exact(r, n);
     http_client_err e = body_reserve(c, resp, n);
     if (e) return e;
     size_t from_buf = c->rlen - c->rpos;
@@ -677,6 +724,22 @@ static http_client_err read_body_exact(reader *r, http_client_response *resp, si
 static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
 {
     http_client_conn *c = r->c;
+    while (r->to_sink) {
+        http_client_err e = sink_exact(r, c->rlen - c->rpos);
+        if (e) return e;
+        ssize_t got = conn_recv(c, c->rbuf, READ_BUF_SIZE); /* the read buffer is empty */
+        if (got > 0) {
+            c->rpos = 0;
+            c->rlen = (size_t)got;
+            r->received += (size_t)got;
+            continue;
+        }
+        if (got == 0) return HTTP_CLIENT_OK;
+        if (errno == EINTR) continue;
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+    }
     for (;;) {
         http_client_err e = read_body_exact(r, resp, c->rlen - c->rpos);
         if (e) return e;
@@ -802,7 +865,9 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
                     end++;
                 if (errno || end == value || *end || value[0] == '-' || (have_length && v != length))
                     return conn_fail(c, HTTP_CLIENT_E_PROTOCOL, 0, "Content-Length from");
-                if (v > c->max_response) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
+                bool to_sink = r->sink_fd >= 0 && status >= 200 && status < 300;
+                if (v > (to_sink ? r->sink_max : c->max_response) || v > SIZE_MAX)
+                    return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
                 length = (size_t)v;
                 have_length = true;
             } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
@@ -821,6 +886,7 @@ static http_client_err read_answer(reader *r, bool head_request, http_client_res
         }
         resp->status = status;
         resp->body_len = 0;
+        r->to_sink = r->sink_fd >= 0 && status >= 200 && status < 300;
         e = body_reserve(c, resp, 0);
         if (e) return e;
         if (head_request || status == 204 || status == 304) {
@@ -848,11 +914,36 @@ http_client_err http_client_request(http_client_conn *c, const char *method, con
     return http_client_request_iov(c, method, path, headers, &one, body_len ? 1 : 0, resp);
 }
 
+static http_client_err request(http_client_conn *c, const char *method, const char *path,
+                               const http_client_header *headers, const struct iovec *body, int nbody, int sink_fd,
+                               uint64_t sink_max, uint64_t *sunk, http_client_response *resp);
+
 http_client_err http_client_request_iov(http_client_conn *c, const char *method, const char *path,
                                         const http_client_header *headers, const struct iovec *body, int nbody,
                                         http_client_response *resp)
 {
+    return request(c, method, path, headers, body, nbody, -1, 0, NULL, resp);
+}
+
+http_client_err http_client_request_to_fd(http_client_conn *c, const char *method, const char *path,
+                                          const http_client_header *headers, const void *body, size_t body_len, int fd,
+                                          uint64_t max_bytes, uint64_t *written, http_client_response *resp)
+{
+    struct iovec one = {.iov_base = (void *)(uintptr_t)body, .iov_len = body_len};
+    if (written) *written = 0;
+    if (fd < 0) {
+        if (c) snprintf(c->err, sizeof c->err, "request to %s: no file descriptor for the answer", c->host_header);
+        return HTTP_CLIENT_E_INVALID;
+    }
+    return request(c, method, path, headers, &one, body_len ? 1 : 0, fd, max_bytes, written, resp);
+}
+
+static http_client_err request(http_client_conn *c, const char *method, const char *path,
+                               const http_client_header *headers, const struct iovec *body, int nbody, int sink_fd,
+                               uint64_t sink_max, uint64_t *sunk, http_client_response *resp)
+{
     if (!c || !resp) return HTTP_CLIENT_E_INVALID;
+    c->err_errno = 0;
     size_t body_len = 0;
     bool bad_body = nbody < 0 || (nbody > 0 && !body);
     for (int i = 0; i < nbody && !bad_body; i++) {
@@ -890,9 +981,10 @@ http_client_err http_client_request_iov(http_client_conn *c, const char *method,
         if (send_err && send_errno != EPIPE && send_errno != ECONNRESET)
             return conn_fail(c, send_err, send_errno, "send to");
         /* Read the answer, also after the server stopped reading: it may have answered early. */
-        reader r = {.c = c};
+        reader r = {.c = c, .sink_fd = sink_fd, .sink_max = sink_max};
         bool keep_alive = false;
         e = read_answer(&r, head_request, resp, &keep_alive);
+        if (sunk) *sunk = r.sunk;
         if (e == HTTP_CLIENT_OK) {
             c->requests++;
             if (send_err || !keep_alive || c->rpos != c->rlen) http_client_conn_close(c);

@@ -2,10 +2,10 @@
  * http_client.h: a small blocking HTTP/1.1 client over plain TCP sockets.
  *
  * What it is for: the command-line tools that talk to a running medstream server: `medstream
- * import --url` (src/import/) and the load generator (`medstream bench`, tools/bench/). It lives in
- * base/ because both binaries use it and it knows nothing of medstream (libc sockets only). One http_client_conn is one
- * TCP connection to one host:port, used by one thread at a time. (Prefixed http_client_ so that it never clashes with
- * the server's http_request and http_response in http_server.h.)
+ * import --url` (src/import/), `medstream export --url` (src/export/from_server.c) and the load generator (`medstream
+ * bench`, tools/bench/). It lives in base/ because both binaries use it and it knows nothing of medstream (libc sockets
+ * only). One http_client_conn is one TCP connection to one host:port, used by one thread at a time. (Prefixed
+ * http_client_ so that it never clashes with the server's http_request and http_response in http_server.h.)
  *
  * Contract:
  *   - http_client_request() sends one request and reads the whole answer into an
@@ -25,6 +25,10 @@
  *     (its state is unknown) and the next request reconnects.
  *   - The response body is owned by the http_client_response, always NUL-terminated, and its
  *     buffer is reused across requests until http_client_response_free().
+ *   - http_client_request_to_fd streams a 2xx answer's body to a file descriptor as it arrives (a
+ *     read buffer's worth at a time: memory bounded whatever the body's size), within its own bound
+ *     instead of max_response; an answer of any other status is read into the response as usual (its
+ *     error message).
  *
  *   - HTTPS (http_client_conn_new_tls, for the server's webhooks): TLS 1.2 or later through OpenSSL,
  *     the peer's certificate checked against the system's CA certificates (or a CA file) and the
@@ -42,6 +46,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -57,6 +62,7 @@ typedef enum {
     HTTP_CLIENT_E_CLOSED,    /* the server closed the connection before a complete answer */
     HTTP_CLIENT_E_PROTOCOL,  /* the answer is not valid HTTP/1.x */
     HTTP_CLIENT_E_TOO_LARGE, /* the answer's header or body is over the connection's limit */
+    HTTP_CLIENT_E_WRITE,     /* writing the answer's body to the caller's descriptor failed (..._to_fd) */
 } http_client_err;
 
 /* A short fixed name for an error value ("connect failed", ...); never NULL. */
@@ -123,6 +129,9 @@ void http_client_conn_close(http_client_conn *conn);
 
 /* The message of the last error on this connection ("" if none). Valid until the next call. */
 const char *http_client_conn_error(const http_client_conn *conn);
+/* The errno behind the last error of a request (0: none, or not a system error): ENOSPC for a full disk under
+ * HTTP_CLIENT_E_WRITE, ECONNRESET, ... */
+int http_client_conn_errno(const http_client_conn *conn);
 
 /* Sends METHOD PATH with the given headers (NULL-terminated array, may be NULL) and body
  * (body_len bytes; Content-Length is sent when body_len > 0 or the method is POST/PUT/PATCH), and
@@ -131,6 +140,15 @@ const char *http_client_conn_error(const http_client_conn *conn);
 http_client_err http_client_request(http_client_conn *conn, const char *method, const char *path,
                                     const http_client_header *headers, const void *body, size_t body_len,
                                     http_client_response *resp);
+/* The same, but the body of a 2xx answer is written to fd as it arrives instead of kept (resp->body is then ""),
+ * max_bytes of it at most (more: HTTP_CLIENT_E_TOO_LARGE), its length in *written (may be NULL; what was written
+ * so far on an error); an answer of another status is read into resp as by http_client_request (within
+ * max_response). A failed write to fd is HTTP_CLIENT_E_WRITE, its message naming the cause and
+ * http_client_conn_errno giving it (ENOSPC: a full disk). fd may hold part of a body after an error: the caller
+ * truncates or removes it. */
+http_client_err http_client_request_to_fd(http_client_conn *conn, const char *method, const char *path,
+                                          const http_client_header *headers, const void *body, size_t body_len, int fd,
+                                          uint64_t max_bytes, uint64_t *written, http_client_response *resp);
 /* The same with the body in nbody pieces, sent in order without being copied together (the load generator's
  * records: each one's head and its text, from where they are). */
 http_client_err http_client_request_iov(http_client_conn *conn, const char *method, const char *path,

@@ -1,5 +1,10 @@
 /*
  * from_server.c - an export done by a running server, fetched into OUT (see from_server.h).
+ *
+ * DESIGN: POST, then poll the status on one keep-alive connection; the archive is streamed by the HTTP
+ * client to an unlinked file in OUT/.medstream-export-tmp, then read back by the streaming tar reader
+ * (tar_extract_fd, which frees the archive's bytes as it goes) into the same directory, checked against the
+ * manifest and published. Memory stays a few buffers whatever the export's size.
  */
 #include "export/from_server.h"
 
@@ -10,6 +15,8 @@
 #include "base/json_scan.h"
 #include "base/json_write.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -108,6 +115,23 @@ static ms_code check_manifest(const char *dir, export_client_result *res, ms_err
     return rc;
 }
 
+/* The file the archive is downloaded into: created in tmp (OUT's file system, where its members go) and
+ * unlinked at once, so that it is gone when its descriptor closes, however the run ends. */
+static ms_code open_download(const char *tmp, int *fd, ms_err *e)
+{
+    buf p = {0};
+    buf_printf(&p, "%s/.download.tar", tmp);
+    *fd = open(p.data, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ms_code rc = *fd < 0 ? out_errno(e, errno, "creating", p.data) : MS_OK;
+    if (rc == MS_OK && unlink(p.data) != 0) {
+        rc = out_errno(e, errno, "removing", p.data);
+        close(*fd);
+        *fd = -1;
+    }
+    buf_free(&p);
+    return rc;
+}
+
 ms_code export_from_server(const export_client_request *r, export_client_result *res, ms_err *e)
 {
     *res = (export_client_result){0};
@@ -117,7 +141,8 @@ ms_code export_from_server(const export_client_request *r, export_client_result 
     char why[200];
     if (http_client_url_parse(r->url, &u, why, sizeof why) != HTTP_CLIENT_OK)
         return ms_fail(e, MS_EINVAL, "--url: %s", why);
-    http_client_conn *conn = http_client_conn_new(u.host, u.port, 120000, (size_t)1 << 36);
+    /* JSON answers (a status with its manifest) within the default bound; the archive streams to a file */
+    http_client_conn *conn = http_client_conn_new(u.host, u.port, 120000, 0);
     if (!conn) return ms_fail(e, MS_EINVAL, "--url: bad host or port");
     buf auth = {0}, body = {0}, path = {0}, v = {0};
     buf_printf(&auth, "Bearer %s", r->token);
@@ -187,25 +212,34 @@ ms_code export_from_server(const export_client_request *r, export_client_result 
         nanosleep(&ts, NULL);
     }
     if (r->progress) fputc('\n', r->progress);
-    if (rc == MS_OK) {
-        path.len = 0;
-        buf_printf(&path, "%s%s", u.base_path, download.data ? download.data : "");
-        he = http_client_request(conn, "GET", path.data, NULL, NULL, 0, &resp); /* the link needs no token */
-        if (he != HTTP_CLIENT_OK)
-            rc = ms_fail(e, MS_EIO, "%s", http_client_conn_error(conn));
-        else if (resp.status != 200)
-            rc = answer_error(&resp, "GET /v1/exports/{id}/download", e);
-    }
-    buf_free(&download);
+    int fd = -1;
     if (rc == MS_OK) {
         buf t = {0};
         buf_printf(&t, "%s/%s", r->out_dir, EXPORT_TMP_DIR);
         tmp = buf_take(&t);
         if ((rc = out_mkdirs(r->out_dir, e)) == MS_OK && (rc = out_remove_tree(tmp, e)) == MS_OK &&
-            (rc = out_mkdirs(tmp, e)) == MS_OK && (rc = tar_extract(resp.body, resp.body_len, tmp, e)) == MS_OK &&
-            (rc = check_manifest(tmp, res, e)) == MS_OK)
-            rc = export_publish(r->out_dir, tmp, r->overwrite, e);
+            (rc = out_mkdirs(tmp, e)) == MS_OK)
+            rc = open_download(tmp, &fd, e);
     }
+    if (rc == MS_OK) {
+        path.len = 0;
+        buf_printf(&path, "%s%s", u.base_path, download.data ? download.data : "");
+        /* the link needs no token; the archive goes to the file, never into memory */
+        he = http_client_request_to_fd(conn, "GET", path.data, NULL, NULL, 0, fd, UINT64_MAX, NULL, &resp);
+        if (he == HTTP_CLIENT_E_WRITE)
+            rc = out_errno(e, http_client_conn_errno(conn) ? http_client_conn_errno(conn) : EIO,
+                           "downloading the archive into", tmp);
+        else if (he != HTTP_CLIENT_OK)
+            rc = ms_fail(e, MS_EIO, "%s", http_client_conn_error(conn));
+        else if (resp.status != 200)
+            rc = answer_error(&resp, "GET /v1/exports/{id}/download", e);
+        else if (lseek(fd, 0, SEEK_SET) != 0)
+            rc = out_errno(e, errno, "reading", "the downloaded archive");
+    }
+    buf_free(&download);
+    if (rc == MS_OK && (rc = tar_extract_fd(fd, true, tmp, e)) == MS_OK && (rc = check_manifest(tmp, res, e)) == MS_OK)
+        rc = export_publish(r->out_dir, tmp, r->overwrite, e);
+    if (fd >= 0) close(fd);
 out:
     if (tmp) {
         ms_err ignored;

@@ -6,9 +6,13 @@
  * (OUT/.medstream-export-tmp, then renamed into place, manifest.json last).
  *
  * Contract: OUT is checked before anything is asked of the server (absent or empty, or overwrite); a
- * failed or stopped run leaves nothing visible in OUT. The archive is held in memory while it is checked
- * (the http client reads whole answers): exports larger than memory go offline or are fetched with curl.
- * Messages carry the server's error text (which names fields, never values) and HTTP statuses.
+ * failed or stopped run leaves nothing visible in OUT. The archive is never held in memory: it is
+ * streamed to a temporary file inside OUT/.medstream-export-tmp (unlinked from the start: gone when the
+ * run ends, however it ends) and extracted from there a chunk at a time, so the client's memory is a few
+ * MiB (and the manifest) whatever the export's size; OUT's file system needs room for the export plus
+ * about a chunk where it can free the archive's bytes as they are extracted (punching holes), twice the
+ * export where it cannot. Messages carry the server's error text (which names fields, never values) and
+ * HTTP statuses. Must never: exit, or leave anything of a failed run visible in OUT.
  */
 #ifndef MS_EXPORT_FROM_SERVER_H
 #define MS_EXPORT_FROM_SERVER_H

@@ -6,8 +6,9 @@
  * prefix and 100-byte name (a partition value escaped to 3 bytes a byte: a type of 64 characters is 197
  * bytes of "type=...") is preceded by a POSIX.1-2001 pax extended header (typeflag 'x') holding one
  * "LEN path=PATH\n" record, then gets its own ustar header with what of the path fits. The reader takes its
- * bytes in order, a header block at a time and a member in 1 MiB chunks, and applies a pax path record to
- * the member after it; the name finally used (pax or ustar) is the one checked.
+ * bytes in order from a buffer or a file descriptor (a download streamed to disk: never the whole archive
+ * in memory), a header block at a time and a member in 1 MiB chunks, and applies a pax path record to the
+ * member after it; the name finally used (pax or ustar) is the one checked.
  *
  * Must never: write a member outside dir (absolute names, "..", "." or empty components are refused, in a
  * pax path as in a ustar name), follow or make links, read more than PAX_MAX bytes of one extended header
@@ -20,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,20 +232,47 @@ static uint64_t parse_octal(const char *p, size_t n)
     return v;
 }
 
-/* Where the archive's bytes come from, read in order. */
+/* Where the archive's bytes come from: a buffer (data) or a file descriptor (data NULL), read in order. */
 typedef struct {
     const char *data;
     size_t len, at;
+    int fd;
+    bool release;            /* punch out of the file what was read */
+    uint64_t read, released; /* file offsets: read so far, freed so far */
 } source;
+
+/* The file's bytes read so far, freed from its disk a TAR_CHUNK at a time, where the file system can (an
+ * error is no failure: the bytes stay until the file is closed). */
+static void src_release(source *s)
+{
+    uint64_t upto = s->read / TAR_CHUNK * TAR_CHUNK;
+    if (!s->release || upto <= s->released) return;
+    off_t from = (off_t)s->released, len = (off_t)(upto - s->released);
+    if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, len) != 0) s->release = false;
+    s->released = upto;
+}
 
 /* Up to n bytes into b (in order); *got < n only at the archive's end. */
 static ms_code src_read(source *s, char *b, size_t n, size_t *got, ms_err *e)
 {
-    (void)e;
-    size_t k = s->len - s->at < n ? s->len - s->at : n;
-    memcpy(b, s->data + s->at, k);
-    s->at += k;
-    *got = k;
+    if (s->data) {
+        size_t k = s->len - s->at < n ? s->len - s->at : n;
+        memcpy(b, s->data + s->at, k);
+        s->at += k;
+        *got = k;
+        return MS_OK;
+    }
+    size_t have = 0;
+    while (have < n) {
+        ssize_t r = read(s->fd, b + have, n - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return out_errno(e, errno, "reading", "the downloaded archive");
+        if (r == 0) break;
+        have += (size_t)r;
+    }
+    *got = have;
+    s->read += have;
+    src_release(s);
     return MS_OK;
 }
 
@@ -346,7 +375,7 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
             rc = ms_fail(e, MS_EINVAL, "archive: a member is not a file");
             break;
         }
-        if (size > s->len - s->at) {
+        if (s->data && size > s->len - s->at) {
             rc = ms_fail(e, MS_EINVAL, "archive: cut short");
             break;
         }
@@ -384,6 +413,14 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
 
 ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e)
 {
-    source s = {.data = data, .len = len};
+    source s = {.data = data, .len = len, .fd = -1};
+    return extract(&s, dir, e);
+}
+
+ms_code tar_extract_fd(int fd, bool release, const char *dir, ms_err *e)
+{
+    off_t at = lseek(fd, 0, SEEK_CUR);
+    source s = {.fd = fd, .release = release, .read = at > 0 ? (uint64_t)at : 0};
+    s.released = (s.read + TAR_CHUNK - 1) / TAR_CHUNK * TAR_CHUNK; /* never what lies before the archive */
     return extract(&s, dir, e);
 }

@@ -7,11 +7,12 @@
  * sorted, so the same export gives the same archive bar its mtimes), written through out_file (temporary
  * name, fsync, rename). A path that fits ustar (a prefix of 155 bytes at most, '/', a name of 100 at
  * most) is written as ustar alone; a longer one (up to TAR_PATH_MAX bytes) gets an 'x' header with a
- * "path" record first (tar_pax_record), which GNU tar and Python's tarfile read. tar_extract reads
- * both; it refuses (MS_EINVAL) a member whose name (the pax path when there is one) is absolute, has an
- * empty, "." or ".." component, or is not a file or a directory, before writing it, and a malformed,
- * oversized or dangling extended header; files are written through out_file too. Members larger than
- * 8 GiB are refused on both sides (ustar's size field).
+ * "path" record first (tar_pax_record), which GNU tar and Python's tarfile read. tar_extract (a
+ * buffer) and tar_extract_fd (a file read from its current offset to the end marker, a chunk at a time:
+ * memory bounded whatever the archive's size) read both; they refuse (MS_EINVAL) a member whose name (the
+ * pax path when there is one) is absolute, has an empty, "." or ".." component, or is not a file or a
+ * directory, before writing it, and a malformed, oversized or dangling extended header; files are written
+ * through out_file too. Members larger than 8 GiB are refused on both sides (ustar's size field).
  */
 #ifndef MS_EXPORT_TAR_H
 #define MS_EXPORT_TAR_H
@@ -20,6 +21,9 @@
 
 ms_code tar_write_dir(const char *dir, const char *tar_dir, const char *tar_name, ms_err *e);
 ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e);
+/* release: the file's bytes are freed from the disk as they are read (fallocate PUNCH_HOLE, where the file system
+ * can): a downloaded archive and its extraction then need about the room of one. */
+ms_code tar_extract_fd(int fd, bool release, const char *dir, ms_err *e);
 
 #define TAR_PATH_MAX 4096 /* the longest member path written or read */
 

@@ -416,7 +416,8 @@ def test_sigint_mid_export_leaves_nothing_visible():
 @test(timeout=240)
 def test_full_disk_fails_cleanly_and_leaves_nothing_visible():
     """OUT on a 1 MiB tmpfs, an export of ~4 MB: a clean error naming the disk and OUT, exit 1, nothing
-    left in OUT (the export made it, so it goes too); once there is room the same export succeeds."""
+    left in OUT (the export made it, so it goes too), offline and over --url (whose download is streamed
+    into OUT's file system); once there is room the same export succeeds."""
     if os.geteuid() != 0 or os.environ.get("MEDSTREAM_E2E_NO_MOUNT"):
         raise H.Skip("needs root to mount a small tmpfs")
     s = new_server()
@@ -437,6 +438,15 @@ def test_full_disk_fails_cleanly_and_leaves_nothing_visible():
         check("disk full" in se and out in se, "the error names the full disk and OUT: %s" % short(se))
         check("Pat full" not in se and "nnnn" not in se, "no value in the error: %s" % short(se))
         eq(os.listdir(mnt), [], "nothing left visible after a failed %s export" % fmt)
+    # --url: the download streamed into OUT's file system fills it; the same clean error
+    s.start()
+    s.login()
+    rc, so, se = run_export(["--url", "http://127.0.0.1:%d" % s.port, "--token", s.token, "--out", out, "--format",
+                             "ndjson", "--scope", "phi"])
+    s.stop()
+    eq(rc, 1, "export --url onto a full disk: %s %s" % (short(so), short(se)))
+    check("disk full" in se and out in se, "the --url error names the full disk and OUT: %s" % short(se))
+    eq(os.listdir(mnt), [], "nothing left visible after a failed export --url")
     subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", mnt], check=True)
     rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "phi"])
     eq(rc, 0, "the same export once there is room: %s" % short(se))
@@ -512,6 +522,56 @@ def test_long_escaped_type_exports_through_a_pax_header():
     res = read_export(out)
     types = {row["record_id"]: H.urllib.parse.unquote(part["type"]) for part, row in res["records"]}
     eq(types, {"ok-1": "lab", "long-1": long_type}, "record types by partition after export --url")
+    s.stop()
+
+
+def peak_rss_mb(args, timeout=300):
+    """Runs `medstream ARGS` under /usr/bin/time and answers (exit code, stderr, its peak RSS in MB). Not
+    wait4's ru_maxrss nor getrusage(RUSAGE_CHILDREN) from here: Linux keeps a process's high-water RSS
+    across exec, so a child forked by this Python (tens of MB after the ingest) would carry Python's peak;
+    time is small, and what it forks is measured from there."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        raise H.Skip("needs /usr/bin/time (GNU time) to measure a child's peak RSS")
+    fd, rss_file = H.tempfile.mkstemp(prefix="medstream-export-rss-")
+    os.close(fd)
+    try:
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file, H.BIN] + args, capture_output=True,
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        with open(rss_file) as f:
+            kb = int(f.read().strip().splitlines()[-1])
+    finally:
+        os.unlink(rss_file)
+    return r.returncode, r.stderr, kb / 1024.0
+
+
+# The client's bound: its program, a 64 KiB read buffer, a 1 MiB tar chunk and a 1 MiB output buffer, whatever
+# the export's size (2026-12-03: 14 MB for 115 MB exported; 37 MB for the sanitizer build, which the suite runs).
+URL_EXPORT_RSS_MB = 48
+
+
+@test(timeout=300)
+def test_url_export_streams_the_archive_in_bounded_memory():
+    """`medstream export --url` used to read the whole archive into one buffer (the HTTP client allowed 64 GiB)
+    and extract it from memory: its peak RSS grew with the export. Now the download streams to an unlinked
+    file in OUT/.medstream-export-tmp and is extracted from there a chunk at a time. An export of ~115 MB must
+    stay under URL_EXPORT_RSS_MB of peak RSS and leave nothing but the export in OUT."""
+    s = new_server()
+    for b in range(11):  # 11 x 20 records x 500 KB: ~115 MB of NDJSON
+        s.ingest_ok([{"record_id": "big%d-%d" % (b, i), "name": "Mo Rsstest %d" % (i % 9), "dob": "1960-01-01",
+                      "type": "note", "ts": "2025-01-0%dT00:00:00Z" % (1 + i % 3),
+                      "notes": "%d-%d-" % (b, i) + "x" * 500000} for i in range(20)])
+    out = os.path.join(tmpdir("rss"), "out")
+    rc, err, peak_mb = peak_rss_mb(["export", "--url", "http://127.0.0.1:%d" % s.port, "--token", s.token,
+                                    "--out", out, "--format", "ndjson", "--scope", "phi"])
+    eq(rc, 0, "export --url: %s" % short(err))
+    size_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs) / 1e6
+    print("    export --url: %.0f MB exported, peak RSS %.1f MB" % (size_mb, peak_mb))
+    check(size_mb > 100, "the export is too small to tell: %.0f MB" % size_mb)
+    check(peak_mb < URL_EXPORT_RSS_MB, "export --url peaked at %.0f MB RSS for an export of %.0f MB (bound %d MB)" %
+          (peak_mb, size_mb, URL_EXPORT_RSS_MB))
+    eq(sorted(os.listdir(out)), ["manifest.json", "patients", "records"], "what export --url left in OUT")
+    res = read_export(out)
+    eq(len(res["records"]), 220, "records exported")
     s.stop()
 
 

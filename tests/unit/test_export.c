@@ -3,7 +3,8 @@
  * Hive escaping, the columns of each scope, rows cut from record and patient objects, the spool
  * encoding, NDJSON and CSV lines, column batches, the manifest, signed links, a tar round trip, and pax
  * extended headers: the record's self-counting length, a path ustar cannot hold written and read back (by
- * tar_extract and Python's tarfile), unsafe or malformed pax records refused before anything is written.
+ * tar_extract, tar_extract_fd and Python's tarfile), unsafe or malformed pax records refused before anything
+ * is written; tar_extract_fd streaming multi-MiB members from a file, freeing what it read, refusing a cut one.
  *
  * The public-scope property test: records with random extra field names (and PHI-looking values) go
  * through the real stages 1-3 (prepare + deidentify), and the public row built from the public copy
@@ -20,6 +21,8 @@
 #include "pipeline/deidentify.h"
 #include "base/json_scan.h"
 
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -463,12 +466,20 @@ static void test_tar_long_path_round_trip_and_refusals(void **state)
             assert_int_equal(t.data[next + 156], '0'); /* then the member itself */
         }
     assert_true(seen);
-    /* the project's reader */
+    /* the project's reader, from the buffer and from the file */
     assert_int_equal(out_mkdirs(dst, &e), MS_OK);
     assert_int_equal(tar_extract(t.data, t.len, dst, &e), MS_OK);
     char got[900];
     snprintf(got, sizeof got, "%s/%s", dst, rel);
     buf g = {0};
+    assert_int_equal(buf_read_file(&g, got, &e), MS_OK);
+    assert_string_equal(g.data, "{\"a\":1}\n");
+    unit_rmtree(dst);
+    int fd = open(tarp, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(tar_extract_fd(fd, false, dst, &e), MS_OK);
+    close(fd);
+    g.len = 0;
     assert_int_equal(buf_read_file(&g, got, &e), MS_OK);
     assert_string_equal(g.data, "{\"a\":1}\n");
     /* an independent reader: Python's tarfile sees the whole name and the bytes */
@@ -527,6 +538,73 @@ static void test_tar_long_path_round_trip_and_refusals(void **state)
     unit_rmtree(dir);
 }
 
+/* tar_extract_fd: members of several MiB read a chunk at a time from a file, the same bytes back; with release,
+ * what was read is freed from the disk (where the file system punches holes); a cut archive is refused. */
+static void test_tar_extract_fd_streams_and_releases(void **state)
+{
+    (void)state;
+    char dir[256], src[300], dst[300], tarp[300];
+    unit_tmpdir(dir);
+    snprintf(src, sizeof src, "%s/src/records", dir);
+    snprintf(dst, sizeof dst, "%s/dst", dir);
+    snprintf(tarp, sizeof tarp, "%s/x.tar", dir);
+    ms_err e;
+    assert_int_equal(out_mkdirs(src, &e), MS_OK);
+    size_t n = (5u << 20) + 123; /* 5 MiB and a bit: chunks, and a last one cut mid-block */
+    char *data = malloc(n);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)(i * 131 + (i >> 12));
+    for (int k = 0; k < 2; k++) {
+        out_file *f;
+        assert_int_equal(out_open(&f, src, k ? "b.bin" : "a.bin", 0600, &e), MS_OK);
+        assert_int_equal(out_write(f, data, n, &e), MS_OK);
+        assert_int_equal(out_finish(f, NULL, &e), MS_OK);
+    }
+    snprintf(src, sizeof src, "%s/src", dir);
+    assert_int_equal(tar_write_dir(src, dir, "x.tar", &e), MS_OK);
+    struct stat st;
+    assert_int_equal(stat(tarp, &st), 0);
+    off_t tar_size = st.st_size;
+    char probe[300]; /* whether this file system punches holes at all */
+    snprintf(probe, sizeof probe, "%s/probe", dir);
+    int fd = open(probe, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0 && write(fd, data, 8192) == 8192);
+    bool punches = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
+    close(fd);
+    fd = open(tarp, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(tar_extract_fd(fd, true, dst, &e), MS_OK);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, tar_size); /* holes, not a shorter file */
+    if (punches) assert_true((off_t)st.st_blocks * 512 < tar_size / 4);
+    close(fd);
+    for (int k = 0; k < 2; k++) {
+        char p[400];
+        snprintf(p, sizeof p, "%s/records/%s", dst, k ? "b.bin" : "a.bin");
+        buf g = {0};
+        assert_int_equal(buf_read_file(&g, p, &e), MS_OK);
+        assert_int_equal(g.len, n);
+        assert_memory_equal(g.data, data, n);
+        buf_free(&g);
+    }
+    /* the same archive cut inside its second member: refused, and that member is not left behind */
+    buf t = {0};
+    unit_rmtree(tarp);
+    assert_int_equal(tar_write_dir(src, dir, "x.tar", &e), MS_OK);
+    assert_int_equal(buf_read_file(&t, tarp, &e), MS_OK);
+    assert_int_equal(truncate(tarp, (off_t)t.len - 3 * 1024 * 1024), 0);
+    unit_rmtree(dst);
+    fd = open(tarp, O_RDONLY);
+    assert_int_equal(tar_extract_fd(fd, false, dst, &e), MS_EINVAL);
+    assert_true(unit_has_str(e.msg, "cut short"));
+    close(fd);
+    assert_false(exists(dst, "records/b.bin"));
+    buf_free(&t);
+    free(data);
+    unit_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_tar_round_trip),
         cmocka_unit_test(test_tar_pax_record_length_counts_itself),
         cmocka_unit_test(test_tar_long_path_round_trip_and_refusals),
+        cmocka_unit_test(test_tar_extract_fd_streams_and_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
