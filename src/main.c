@@ -10,7 +10,9 @@
  * This file wires the parts together and owns process concerns (signals, exit codes, running the
  * benchmark tool); it holds no pipeline logic. Adding a command is one line of the command table and a
  * handler that parses with options_parse_command; the long bulk commands have a file each
- * (cmd_serve.c, cmd_import.c, cmd_export.c, cmd_erase.c, cmd_cluster_seed.c; commands.h is what they share with this one).
+ * (cmd_serve.c, cmd_import.c, cmd_export.c, cmd_erase.c, cmd_cluster_seed.c; commands.h is what they share with this
+ * one). One subcommand is not in the table, listed nowhere: `rules-check`, the helper process the notifier starts
+ * (this same binary, afresh) to compile a rule's regexes under CPU and memory limits (notify/rule_check.h).
  */
 #include "commands.h"
 
@@ -22,6 +24,7 @@
 #include "store/store.h"
 #include "base/timefmt.h"
 #include "access/users.h"
+#include "notify/rule_check.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -685,6 +688,12 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(name, "--version")) name = "version";
+    if (!strcmp(name, RULE_CHECK_COMMAND)) { /* the notifier's own helper (notify/rule_check.h), not a command */
+        ms_err e = {0};
+        if (rule_check_serve(0, 1, true, &e) == MS_OK) return 0;
+        fprintf(stderr, "medstream %s\n", e.msg);
+        return 1;
+    }
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(name, commands[i].name)) return commands[i].run(argc, argv);
     fprintf(stderr, "medstream: unknown command '%s'\n", name);

@@ -8,6 +8,20 @@
  * then swaps the set pointer under a short lock; readers hold a reference count, so the old set is freed
  * by whoever lets go of it last (the follower at the end of its step, if it was matching with it).
  *
+ * What a compile may cost is bounded before it runs: a new or changed rule's regexes are compiled, each
+ * alone, in a helper process under a CPU and memory limit (rule_check.h: over 2 s, 400 naming the rule and
+ * the regex), before change_lock is taken; the set's regexes together may take at most
+ * RULE_CHECK_SET_CPU_S of that measured CPU (a change that adds to a set over it is refused), and its
+ * phrases and regexes number at most RULE_SET_EXPRS_MAX (rules.h). So the set's compile, which still runs in
+ * the request's thread under change_lock, waits only for other rule changes and takes seconds, not minutes.
+ * Reads (GET /v1/rules, /v1/rules/{name}) take no change_lock: they answer from the set in force (live_set,
+ * with a reference), which holds a copy of every rule in force. At start the same check runs over every
+ * rule, in one helper: a rule of the file over the bound stops the start naming the file, the rule and the
+ * regex (as a bad rule of the file does); a stored rule over it (defined before this check, or under another
+ * bound), or past RULE_SET_EXPRS_MAX, is not put in force, logged as an error at every start, and stays in
+ * the store until an admin replaces it (POST) or deletes it (DELETE works on it): refusing the start would
+ * leave no API to remove it with.
+ *
  * The follower is one thread. It wakes when the writer's commit position (g_metrics.commit_position, an
  * atomic the writer sets after each commit) passes its own, checking every 2 ms (and the store itself
  * every 100 ms, for a store written by another writer); it reads up to STEP_COMMITS commit log entries in
@@ -21,8 +35,9 @@
  * "failing" meanwhile); commits wait, nothing is skipped.
  *
  * What it must never do: log or count a record's values (log lines name positions and rules, metric
- * labels rule names, which are the administrator's), publish an event before it is durable, or hold the
- * rule set's lock while compiling or matching.
+ * labels rule names, which are the administrator's), publish an event before it is durable, hold the
+ * rule set's lock while compiling or matching, or compile a regex in this process that the bounded check
+ * (rule_check.h) has not passed.
  */
 #include "notify/notify_internal.h"
 
@@ -31,6 +46,7 @@
 #include "base/json_write.h"
 #include "base/log.h"
 #include "notify/event.h"
+#include "notify/rule_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +85,7 @@ static void live_swap(notifier *n, rule_set *rs)
 {
     live_set *ls = ms_calloc(1, sizeof *ls);
     ls->rs = rs;
+    ls->nfile = n->nfile;
     atomic_init(&ls->refs, 1);
     pthread_mutex_lock(&n->set_lock);
     live_set *old = n->live;
@@ -98,6 +115,31 @@ static long find_rule(const rule_def *v, size_t n, const char *name)
     return -1;
 }
 
+static long find_skipped(const notifier *n, const char *name)
+{
+    for (size_t i = 0; i < n->nskipped; i++)
+        if (!strcmp(n->skipped[i], name)) return (long)i;
+    return -1;
+}
+
+static void forget_skipped(notifier *n, const char *name)
+{
+    long at = find_skipped(n, name);
+    if (at >= 0) memcpy(n->skipped[at], n->skipped[--n->nskipped], sizeof *n->skipped);
+}
+
+/* The checked CPU seconds of the regexes of the file's rules and of api[0..napi): what the set's compile costs
+ * (rule_check.h). */
+static double regex_cpu(const notifier *n, const rule_def *api, size_t napi)
+{
+    double s = 0;
+    for (size_t i = 0; i < n->nfile; i++)
+        s += n->file_rules[i].check_cpu_s;
+    for (size_t i = 0; i < napi; i++)
+        s += api[i].check_cpu_s;
+    return s;
+}
+
 /* ---- definitions through the writer, with their audit entry (writer_definition) ---- */
 
 ms_code notify_definition_change(notifier *n, const char *kind, const char *name, const char *value, size_t len,
@@ -120,6 +162,16 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
     rule_def r;
     ms_code rc = rule_parse(json, len, &r, e);
     if (rc != MS_OK) return rc;
+    /* its regexes, each alone, bounded, in a helper process: before any lock (rule_check.h) */
+    const rule_def *one = &r;
+    rule_check_result chk;
+    rc = rule_check(NULL, &one, 1, &chk, e);
+    if (rc == MS_OK && !chk.ok) rc = ms_fail(e, MS_EINVAL, "%s", chk.why);
+    if (rc != MS_OK) {
+        rule_def_free(&r);
+        return rc;
+    }
+    r.check_cpu_s = chk.cpu_s;
     pthread_mutex_lock(&n->change_lock);
     if (find_rule(n->file_rules, n->nfile, r.name) >= 0) {
         rc = ms_fail(e, MS_ECONFLICT, "rule \"%s\" is defined in the rules file (serve --rules); change it there",
@@ -127,6 +179,15 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
         goto out;
     }
     long at = find_rule(n->api_rules, n->napi, r.name);
+    double before = at >= 0 ? n->api_rules[at].check_cpu_s : 0,
+           total = regex_cpu(n, n->api_rules, n->napi) - before + r.check_cpu_s;
+    if (total > RULE_CHECK_SET_CPU_S && r.check_cpu_s > before) {
+        rc = ms_fail(e, MS_EINVAL,
+                     "rule \"%s\": the regexes of the rules in force would take %.1f s to compile (over %.0f s, each "
+                     "measured alone)",
+                     r.name, total, RULE_CHECK_SET_CPU_S);
+        goto out;
+    }
     rule_def *next = ms_malloc((n->napi + 1) * sizeof *next);
     if (n->napi) memcpy(next, n->api_rules, n->napi * sizeof *next);
     size_t nnext = n->napi;
@@ -151,6 +212,7 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
             n->api_rules = next;
             n->napi = nnext;
             next = NULL;
+            forget_skipped(n, r.name); /* its stored definition is this one now */
             *created = at < 0;
             buf_put(answer, canon.data, canon.len);
             ms_log(LOG_INFO, "notify.rule", "rule %s %s (%zu rules in force)", r.name, at >= 0 ? "replaced" : "added",
@@ -176,6 +238,17 @@ ms_code notifier_rule_delete(notifier *n, const char *name, const notify_actor *
     ms_code rc;
     pthread_mutex_lock(&n->change_lock);
     long at = find_rule(n->api_rules, n->napi, name);
+    if (at < 0 && find_skipped(n, name) >= 0) { /* stored, not in force: only its definition goes */
+        char resource[RULE_NAME_MAX + 16];
+        snprintf(resource, sizeof resource, "/v1/rules/%s", name);
+        rc = notify_definition_change(n, NOTIFY_KIND_RULE, name, NULL, 0, true, "rules:delete", resource, who, e);
+        if (rc == MS_OK) {
+            forget_skipped(n, name);
+            ms_log(LOG_INFO, "notify.rule", "rule %s deleted (it was not in force)", name);
+        }
+        pthread_mutex_unlock(&n->change_lock);
+        return rc;
+    }
     if (at < 0) {
         rc = find_rule(n->file_rules, n->nfile, name) >= 0
                  ? ms_fail(e, MS_ECONFLICT, "rule \"%s\" is defined in the rules file (serve --rules); remove it there",
@@ -222,36 +295,35 @@ static void rule_with_source(const rule_def *r, bool file, buf *out)
     buf_printf(out, ",\"source\":\"%s\"}", file ? "file" : "api");
 }
 
+/* Reads answer from the set in force (it holds every rule in force, the file's first), never under
+ * change_lock: a change's compile does not hold them up. */
 void notifier_rules_json(notifier *n, buf *out)
 {
-    pthread_mutex_lock(&n->change_lock);
-    size_t total = n->nfile + n->napi;
+    live_set *ls = live_acquire(n);
+    size_t total = rule_set_count(ls->rs);
     const rule_def **all = ms_malloc((total ? total : 1) * sizeof *all);
-    for (size_t i = 0; i < n->nfile; i++)
-        all[i] = &n->file_rules[i];
-    for (size_t i = 0; i < n->napi; i++)
-        all[n->nfile + i] = &n->api_rules[i];
+    for (size_t i = 0; i < total; i++)
+        all[i] = rule_set_rule(ls->rs, i);
     qsort(all, total, sizeof *all, cmp_rule_ptr);
     buf_puts(out, "{\"rules\":[");
     for (size_t i = 0; i < total; i++) {
         if (i) buf_putc(out, ',');
-        rule_with_source(all[i], all[i] >= n->file_rules && all[i] < n->file_rules + n->nfile, out);
+        rule_with_source(all[i], (size_t)(all[i] - rule_set_rule(ls->rs, 0)) < ls->nfile, out);
     }
     buf_puts(out, "]}");
     free(all);
-    pthread_mutex_unlock(&n->change_lock);
+    live_release(ls);
 }
 
 bool notifier_has_events_topic(const notifier *n) { return n->opt.events_topic != NULL; }
 
 bool notifier_rule_json(notifier *n, const char *name, buf *out)
 {
-    pthread_mutex_lock(&n->change_lock);
-    long f = find_rule(n->file_rules, n->nfile, name), a = find_rule(n->api_rules, n->napi, name);
-    if (f >= 0) rule_with_source(&n->file_rules[f], true, out);
-    if (f < 0 && a >= 0) rule_with_source(&n->api_rules[a], false, out);
-    pthread_mutex_unlock(&n->change_lock);
-    return f >= 0 || a >= 0;
+    live_set *ls = live_acquire(n);
+    long at = rule_set_find(ls->rs, name);
+    if (at >= 0) rule_with_source(rule_set_rule(ls->rs, (size_t)at), (size_t)at < ls->nfile, out);
+    live_release(ls);
+    return at >= 0;
 }
 
 /* ---- events ---- */
@@ -695,6 +767,63 @@ static bool load_rule(void *ctx, const char *name, size_t name_len, const char *
     return true;
 }
 
+static void skip_stored(notifier *n, rule_def *r, const char *why)
+{
+    ms_log(LOG_ERROR, "notify.rule_skipped",
+           "stored rule %s is not in force: %s (replace it with POST /v1/rules, or DELETE /v1/rules/%s)", r->name, why,
+           r->name);
+    n->skipped = ms_realloc(n->skipped, (n->nskipped + 1) * sizeof *n->skipped);
+    memcpy(n->skipped[n->nskipped++], r->name, sizeof *n->skipped);
+    rule_def_free(r);
+}
+
+/* At start, the bound of a change on every rule loaded (rule_check.h, one helper for all): a rule of the file
+ * over it stops the start; a stored one over it, or past RULE_SET_EXPRS_MAX, is skipped (logged). */
+static ms_code check_loaded(notifier *n, ms_err *e)
+{
+    size_t total = n->nfile + n->napi;
+    const rule_def **all = ms_malloc((total ? total : 1) * sizeof *all);
+    rule_check_result *res = ms_calloc(total ? total : 1, sizeof *res);
+    for (size_t i = 0; i < n->nfile; i++)
+        all[i] = &n->file_rules[i];
+    for (size_t i = 0; i < n->napi; i++)
+        all[n->nfile + i] = &n->api_rules[i];
+    ms_code rc = rule_check(NULL, all, total, res, e);
+    size_t exprs = 0;
+    for (size_t i = 0; i < n->nfile && rc == MS_OK; i++) {
+        if (!res[i].ok) rc = ms_fail(e, MS_EINVAL, "--rules %s: %s", n->opt.rules_file, res[i].why);
+        n->file_rules[i].check_cpu_s = res[i].cpu_s;
+        exprs += n->file_rules[i].nany + n->file_rules[i].nregex;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < n->napi && rc == MS_OK; i++) {
+        rule_def *r = &n->api_rules[i];
+        const rule_check_result *c = &res[n->nfile + i];
+        size_t x = r->nany + r->nregex;
+        if (!c->ok) {
+            skip_stored(n, r, c->why);
+        } else if (exprs <= RULE_SET_EXPRS_MAX && exprs + x > RULE_SET_EXPRS_MAX) {
+            char why[96];
+            snprintf(why, sizeof why, "past %d phrases and regexes in all the rules in force", RULE_SET_EXPRS_MAX);
+            skip_stored(n, r, why);
+        } else {
+            r->check_cpu_s = c->cpu_s;
+            exprs += x;
+            n->api_rules[kept++] = *r;
+        }
+    }
+    if (rc == MS_OK) n->napi = kept;
+    free(all);
+    free(res);
+    double cpu = regex_cpu(n, n->api_rules, n->napi);
+    if (rc == MS_OK && cpu > RULE_CHECK_SET_CPU_S)
+        ms_log(LOG_WARN, "notify.rules_costly",
+               "the regexes of the rules in force took %.1f s to compile, each alone (changes that add to them are "
+               "refused over %.0f s)",
+               cpu, RULE_CHECK_SET_CPU_S);
+    return rc;
+}
+
 static ms_code load_rules(notifier *n, ms_err *e)
 {
     if (n->opt.rules_file) {
@@ -730,6 +859,7 @@ static ms_code load_rules(notifier *n, ms_err *e)
             i++;
         }
     }
+    if ((rc = check_loaded(n, e)) != MS_OK) return rc;
     atomic_store(&n->position, pos);
     atomic_store(&n->saved_position, pos);
     n->hub = hub_new(last, n->opt.max_streams);
@@ -789,6 +919,7 @@ void notifier_stop(notifier *n)
         rule_def_free(&n->api_rules[i]);
     free(n->file_rules);
     free(n->api_rules);
+    free(n->skipped);
     free(n->counts);
     hub_free(n->hub);
     pthread_mutex_destroy(&n->change_lock);

@@ -4,8 +4,10 @@
  *
  * Rules these structs carry:
  *   - the compiled rule set in force is n->live, swapped under set_lock; a user takes a reference
- *     (live_acquire) and gives it back (live_release): the last one frees it;
- *   - rule changes are serialized by change_lock (compile, persist, swap, in that order);
+ *     (live_acquire) and gives it back (live_release): the last one frees it. It is also what GET
+ *     /v1/rules answers from (its rules, the file's first): a read never waits for a compile;
+ *   - rule changes are serialized by change_lock (check, compile, persist, swap, in that order); the
+ *     check of a new rule's regexes (rule_check.h) runs before it is taken;
  *   - the follower alone appends to the event log and owns its position; the hub tells everyone else.
  */
 #ifndef MS_NOTIFY_INTERNAL_H
@@ -25,6 +27,7 @@
 
 typedef struct {
     rule_set *rs;
+    size_t nfile; /* its first nfile rules are the rules file's, the rest the API's */
     atomic_int refs;
 } live_set;
 
@@ -45,6 +48,8 @@ struct notifier {
     pthread_mutex_t change_lock;
     rule_def *file_rules, *api_rules;
     size_t nfile, napi;
+    char (*skipped)[RULE_NAME_MAX + 1]; /* stored rules not in force (over a bound at the start): DELETE works */
+    size_t nskipped;
     pthread_mutex_t set_lock;
     live_set *live;
     /* the follower */

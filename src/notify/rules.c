@@ -14,6 +14,8 @@
 
 #define RECORD_MEMBERS_MAX 1100 /* above the scanner's 1024 fields a record can hold */
 #define MEMBERS_MAX 16          /* of a rule object */
+#define PHRASE_FLAGS (HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH)
+#define REGEX_FLAGS (HS_FLAG_CASELESS | HS_FLAG_UTF8 | HS_FLAG_SINGLEMATCH)
 
 /* ---- parsing ---- */
 
@@ -461,9 +463,26 @@ void rule_set_free(rule_set *rs)
     free(rs);
 }
 
+bool rule_regex_compiles(const char *regex, char *why, size_t cap)
+{
+    hs_database_t *db = NULL;
+    hs_compile_error_t *ce = NULL;
+    bool ok = hs_compile(regex, REGEX_FLAGS, HS_MODE_BLOCK, NULL, &db, &ce) == HS_SUCCESS;
+    if (!ok) snprintf(why, cap, "%s", ce && ce->message ? ce->message : "cannot compile");
+    if (db) hs_free_database(db);
+    if (ce) hs_free_compile_error(ce);
+    return ok;
+}
+
 ms_code rule_set_compile(const rule_def *const *rules, size_t n, rule_set **out, ms_err *e)
 {
     if (n > RULE_SET_MAX) return ms_fail(e, MS_EINVAL, "rules: at most %d", RULE_SET_MAX);
+    size_t nexpr = 0;
+    for (size_t i = 0; i < n; i++)
+        nexpr += rules[i]->nany + rules[i]->nregex;
+    if (nexpr > RULE_SET_EXPRS_MAX)
+        return ms_fail(e, MS_EINVAL, "rules: at most %d phrases and regexes in all the rules in force (these have %zu)",
+                       RULE_SET_EXPRS_MAX, nexpr);
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(rules[i]->name, rules[j]->name))
@@ -492,12 +511,12 @@ ms_code rule_set_compile(const rule_def *const *rules, size_t n, rule_set **out,
             phrase.len = 0;
             phrase_expression(r->any[j], r->whole_words, &phrase);
             exprs[k] = ms_strndup(phrase.data, phrase.len);
-            flags[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH;
+            flags[k] = PHRASE_FLAGS;
             origin[k] = (expr_origin){(uint32_t)i, false, j};
         }
         for (uint32_t j = 0; j < r->nregex; j++, k++) {
             exprs[k] = ms_strndup(r->regex[j], strlen(r->regex[j]));
-            flags[k] = HS_FLAG_CASELESS | HS_FLAG_UTF8 | HS_FLAG_SINGLEMATCH;
+            flags[k] = REGEX_FLAGS;
             origin[k] = (expr_origin){(uint32_t)i, true, j};
         }
     }

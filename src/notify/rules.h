@@ -19,7 +19,8 @@
  *   - regex: one pattern or an array of at most 100 (1-1024 bytes each), Hyperscan's PCRE subset, matched
  *     case-insensitively in UTF-8 mode with no added boundaries (write \b yourself; \b and \w are ASCII's);
  *     a pattern that matches the empty string, or that Hyperscan cannot compile (back-references,
- *     look-behind, too-large repeats, bad syntax) is refused with Hyperscan's reason;
+ *     look-behind, too-large repeats, bad syntax) is refused with Hyperscan's reason; one that it would take
+ *     too long to compile is refused by the notifier (rule_check.h), not here;
  *   - types: only records of these types (absent: every type);
  *   - at least one phrase or pattern; unknown members are refused (a typo must not silently match less).
  * Errors name the rule and the member ("rule \"sepsis\": regex 2: Missing close parenthesis ..."); rules
@@ -52,13 +53,16 @@
 #define RULE_REGEXES_MAX 100
 #define RULE_REGEX_MAX 1024
 #define RULE_TYPES_MAX 64
-#define RULE_SET_MAX 10000 /* rules in one set */
+#define RULE_SET_MAX 10000       /* rules in one set */
+#define RULE_SET_EXPRS_MAX 10000 /* phrases and patterns of every rule of one set, together (its compile time) */
 
 typedef struct {
     char name[RULE_NAME_MAX + 1];
     char **fields, **any, **regex, **types; /* decoded, NUL-terminated (no NUL inside) */
     uint32_t nfields, nany, nregex, ntypes;
     bool whole_words;
+    double check_cpu_s; /* not part of the rule: the CPU seconds its regexes took to compile, each alone, in the
+                           notifier's bounded check (rule_check.h); 0 until checked */
 } rule_def;
 
 /* Parse and check one rule (the JSON of POST /v1/rules, or an element of a rules file). MS_EINVAL with a
@@ -74,14 +78,19 @@ void rule_def_json(const rule_def *r, buf *out);
 ms_code rules_parse_list(const char *json, size_t len, rule_def **out, size_t *n, ms_err *e);
 /* Is this a valid rule name? */
 bool rule_name_valid(const char *name, size_t len);
+/* Compile one regex alone, as rule_set_compile compiles it (same flags), and free it: true if Hyperscan takes
+ * it; else false with Hyperscan's reason in why. Unbounded: however long Hyperscan takes (rule_check.h runs
+ * it in a helper process under limits). */
+bool rule_regex_compiles(const char *regex, char *why, size_t cap);
 
 /* ---- a compiled set ---- */
 
 typedef struct rule_set rule_set;
 
 /* Compile rules[0..n) into one set (n may be 0: a set that matches nothing). The rules are copied. Names
- * must be unique (MS_EINVAL naming the second); an expression Hyperscan refuses is MS_EINVAL naming its
- * rule, member and Hyperscan's reason. */
+ * must be unique (MS_EINVAL naming the second); at most RULE_SET_MAX rules and RULE_SET_EXPRS_MAX phrases and
+ * patterns in all (MS_EINVAL); an expression Hyperscan refuses is MS_EINVAL naming its rule, member and
+ * Hyperscan's reason. No bound on the time it takes: the notifier checks each regex first (rule_check.h). */
 ms_code rule_set_compile(const rule_def *const *rules, size_t n, rule_set **out, ms_err *e);
 void rule_set_free(rule_set *rs);
 size_t rule_set_count(const rule_set *rs);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # End-to-end tests of the notifications (issue 13, points 4-6) over real HTTP: signal rules (file and API,
-# refusals naming the problem), events from committed records (and none from other records), no matched
+# refusals naming the problem; a regex too costly to compile refused in seconds, reads answering meanwhile),
+# events from committed records (and none from other records), no matched
 # text in any event, log line or metric, Server-Sent Events resumed after a dropped connection (nothing
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
 # order with valid signatures; a hanging receiver stalls neither another subscription nor ingest; https
@@ -15,6 +16,7 @@ import hmac
 import http.server
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -287,6 +289,83 @@ def test_rules_refused_with_the_problem_named():
     check(not any(n.startswith("bad") for n in names), "a refused rule is listed: %r" % names)
     eq(s.request("DELETE", "/v1/rules/nosuchrule").status, 404, "DELETE an unknown rule")
     eq(s.get("/v1/rules/nosuchrule").status, 404, "GET an unknown rule")
+
+
+# Hyperscan took ~162 s to compile this one regex (a wide bounded repeat), in the request's thread, under the
+# notifier's change lock, and again at every later change and every start.
+COSTLY_REGEX = "(?:ab|cd|ef).{0,600}gh.{0,600}ij"
+
+
+@harness.test(timeout=120)
+def test_a_costly_regex_is_refused_in_seconds_and_reads_never_wait():
+    """A rule whose regex Hyperscan would take minutes to compile is refused (400, naming the rule and the
+    regex) within seconds: each regex is compiled alone first in a helper process under a CPU limit. GET
+    /v1/rules answers meanwhile (reads come from the set in force, not from behind the change's lock); a
+    normal regex rule still goes in and matches; the rules file is held to the same bound at a start."""
+    s = harness.Server(extra_args=SERVE_ARGS, name="notify-costly")
+    s.start()
+    try:
+        put_rule(s, {"name": "cheap", "fields": ["notes"], "regex": "\\bsep(sis|tic)\\b"})
+        res = {}
+
+        def post():
+            t = time.time()
+            try:
+                res["r"] = s.request("POST", "/v1/rules", body=json.dumps(
+                    {"name": "costly", "fields": ["notes"], "any": ["x"], "regex": ["fine", COSTLY_REGEX]}),
+                    headers={"Content-Type": "application/json"}, timeout=40)
+            except Exception as e:  # noqa
+                res["err"] = repr(e)
+            res["s"] = time.time() - t
+
+        th = threading.Thread(target=post, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        reads = []
+        while th.is_alive() and len(reads) < 200:
+            t = time.time()
+            try:
+                g = s.request("GET", "/v1/rules", timeout=5)
+            except Exception as e:  # noqa
+                fail("GET /v1/rules while a rule compiles: no answer within 5 s (%s)" % type(e).__name__)
+            reads.append(time.time() - t)
+            eq(g.status, 200, "GET /v1/rules while a rule compiles")
+            eq(s.request("GET", "/v1/rules/cheap", timeout=5).status, 200, "GET /v1/rules/cheap meanwhile")
+            time.sleep(0.2)
+        th.join(40)
+        check("r" in res, "POST of a costly regex: no answer within 40 s (%s)" % res.get("err"))
+        eq(res["r"].status, 400, "POST of a costly regex: %s" % res["r"].text[:300])
+        want = 'rule "costly": regex 2: too costly to compile (over 2 s)'
+        check(want in res["r"].json()["error"], "error %r lacks %r" % (res["r"].json()["error"], want))
+        check(res["s"] < 20, "the refusal took %.1f s" % res["s"])
+        check(reads and max(reads) < 2, "GET /v1/rules took up to %.1f s while the rule compiled" % max(reads or [0]))
+        names = [x["name"] for x in s.get_json("/v1/rules")["rules"]]
+        eq(names, ["cheap"], "rules in force after the refusal")
+        # the set in force still works, and a normal regex rule still goes in
+        put_rule(s, {"name": "cheap2", "fields": ["notes"], "regex": ["ch[eo]st\\s+pain"]})
+        since = last_seq(s)
+        who = "Cost " + harness.rand_token(6)
+        s.ingest_ok([rec(who, "Patient is Septic, chest  pain", record_id="costly-1"),
+                     rec(who, "nothing here", record_id="costly-2")])
+        ev = wait_events(s, since, 2)
+        eq(sorted((e["rule"], e["record_id"]) for e in ev), [("cheap", "costly-1"), ("cheap2", "costly-1")],
+           "events of the regex rules")
+        s.stop()
+        # the rules file: the same bound at a start, which is refused naming the file, the rule and the regex
+        rules_file = os.path.join(harness.tempfile.mkdtemp(prefix="medstream-rules-"), "rules.json")
+        harness.on_exit(lambda: shutil.rmtree(os.path.dirname(rules_file), ignore_errors=True))
+        with open(rules_file, "w") as f:
+            json.dump([{"name": "filecostly", "fields": ["notes"], "regex": COSTLY_REGEX}], f)
+        s.extra_args = SERVE_ARGS + ["--rules", rules_file]
+        t = time.time()
+        try:
+            s.start(health_timeout=30)
+            fail("serve started with a costly regex in its rules file")
+        except harness.TestFailure as e:
+            check('rule "filecostly": regex 1: too costly to compile (over 2 s)' in s.log_tail(3000), "log: %s" % e)
+        check(time.time() - t < 30, "the refused start took %.1f s" % (time.time() - t))
+    finally:
+        s.kill9()
 
 
 @harness.test

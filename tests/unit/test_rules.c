@@ -2,7 +2,8 @@
  * test_rules.c - the signal rules (notify/rules.h) driven directly over buffers: parsing and its refusals
  * (each naming the rule and the member), whole words, case, white space in phrases, non-ASCII letters,
  * regexes, the types filter, fields (strings and arrays of strings; other fields never match), Hyperscan's
- * compile errors as messages naming the rule, many rules in one set. An empty rules file (its buf's data
+ * compile errors as messages naming the rule, many rules in one set, a regex compiled alone (the bounded check's
+ * step) and the cap on a set's phrases and regexes. An empty rules file (its buf's data
  * NULL, as the notifier reads it) is refused without arithmetic on the NULL pointer (fuzz/fuzz_files.c).
  */
 #include "unit.h"
@@ -282,6 +283,44 @@ static void test_many_rules(void **state)
     rule_set_free(rs);
 }
 
+/* A regex compiled alone with the set's flags (what the notifier's bounded check runs in its helper); and the
+ * cap on a set's phrases and regexes, refused before Hyperscan compiles anything. */
+static void test_regex_alone_and_the_set_cap(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    assert_true(rule_regex_compiles("\\bsep(sis|tic)\\b", why, sizeof why));
+    assert_false(rule_regex_compiles("a(", why, sizeof why));
+    assert_non_null(strstr(why, "Missing close parenthesis"));
+    assert_false(rule_regex_compiles("x*", why, sizeof why)); /* matches the empty string, as in a set */
+    /* 11 rules of 1,000 phrases: over RULE_SET_EXPRS_MAX together, each fine alone */
+    buf json = {0};
+    buf_puts(&json, "{\"name\":\"big\",\"fields\":[\"n\"],\"any\":[");
+    for (int i = 0; i < RULE_PHRASES_MAX; i++)
+        buf_printf(&json, "%s\"w%d\"", i ? "," : "", i);
+    buf_puts(&json, "]}");
+    rule_def one;
+    ms_err e = {0};
+    assert_int_equal(rule_parse(json.data, json.len, &one, &e), MS_OK);
+    buf_free(&json);
+    enum { N = RULE_SET_EXPRS_MAX / RULE_PHRASES_MAX + 1 };
+    rule_def defs[N];
+    const rule_def *ptr[N];
+    for (int i = 0; i < N; i++) {
+        rule_def_copy(&defs[i], &one);
+        snprintf(defs[i].name, sizeof defs[i].name, "big%d", i);
+        ptr[i] = &defs[i];
+    }
+    rule_set *rs = NULL;
+    assert_int_equal(rule_set_compile(ptr, N, &rs, &e), MS_EINVAL);
+    assert_null(rs);
+    assert_non_null(
+        strstr(e.msg, "rules: at most 10000 phrases and regexes in all the rules in force (these have 11000)"));
+    for (int i = 0; i < N; i++)
+        rule_def_free(&defs[i]);
+    rule_def_free(&one);
+}
+
 /* An empty --rules file: buf_read_file gives no bytes (data NULL), which rules_parse_list refuses as it refuses
  * any text that is not an array, with no pointer arithmetic on NULL (UBSan, found by fuzz/fuzz_files.c). */
 static void test_empty_rules_file(void **state)
@@ -307,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_match_texts),
         cmocka_unit_test(test_hyperscan_compile_errors),
         cmocka_unit_test(test_many_rules),
+        cmocka_unit_test(test_regex_alone_and_the_set_cap),
         cmocka_unit_test(test_empty_rules_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
