@@ -691,6 +691,14 @@ static http_client_err sink_exact(reader *r, uint64_t n)
     return HTTP_CLIENT_OK;
 }
 
+/* conn_recv failed reading an answer's body (errno set, not EINTR): a timeout or another receive error. */
+static http_client_err body_recv_failed(http_client_conn *c)
+{
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
+    return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+}
+
 /* Appends exactly n answer bytes to the body (or the sink). */
 static http_client_err read_body_exact(reader *r, http_client_response *resp, size_t n)
 {
@@ -714,9 +722,7 @@ static http_client_err read_body_exact(reader *r, http_client_response *resp, si
         }
         if (got == 0) return conn_fail(c, HTTP_CLIENT_E_CLOSED, 0, "answer body from");
         if (errno == EINTR) continue;
-        int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
-        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+        return body_recv_failed(c);
     }
     return HTTP_CLIENT_OK;
 }
@@ -736,9 +742,7 @@ static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
         }
         if (got == 0) return HTTP_CLIENT_OK;
         if (errno == EINTR) continue;
-        int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
-        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+        return body_recv_failed(c);
     }
     for (;;) {
         http_client_err e = read_body_exact(r, resp, c->rlen - c->rpos);
@@ -758,9 +762,7 @@ static http_client_err read_body_to_eof(reader *r, http_client_response *resp)
         }
         if (got == 0) return HTTP_CLIENT_OK;
         if (errno == EINTR) continue;
-        int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) return conn_fail(c, HTTP_CLIENT_E_TIMEOUT, 0, "answer body from");
-        return conn_fail(c, HTTP_CLIENT_E_RECV, err, "answer body from");
+        return body_recv_failed(c);
     }
 }
 

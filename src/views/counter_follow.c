@@ -329,6 +329,20 @@ static uint64_t store_last_pos(counters *c, uint32_t *sv)
     return pos;
 }
 
+/* A ready counter starts over from an empty ring, to be built again from the stored records (answering 503
+ * meanwhile, as at a start): after an erasure, or a schema switch for one on public copies. */
+static void build_again(live *l)
+{
+    pthread_mutex_lock(&l->lock);
+    counter_free(l->ring);
+    l->ring =
+        counter_new(l->def.resolution_us, l->def.max_window_us, l->def.per_parent ? l->def.max_parent_buckets : 0);
+    l->changes = 0;
+    pthread_mutex_unlock(&l->lock);
+    l->state = LIVE_BUILDING;
+    l->rebuild = true;
+}
+
 /* The store's schema version in force is sv, not the one the counters are counted under (the
  * re-projector's switch, seen by the follower between two of its read transactions, with no entry in
  * flight): the public copies the counts came from are no longer those the store answers with, and the
@@ -355,14 +369,7 @@ static void schema_switch(counters *c, uint32_t sv)
         bool pub = counter_def_public(&l->def, cs_schema_of(c, sv)), redo = l->is_public || pub;
         l->is_public = pub;
         if (l->state != LIVE_READY || !redo) continue;
-        pthread_mutex_lock(&l->lock);
-        counter_free(l->ring);
-        l->ring =
-            counter_new(l->def.resolution_us, l->def.max_window_us, l->def.per_parent ? l->def.max_parent_buckets : 0);
-        l->changes = 0;
-        pthread_mutex_unlock(&l->lock);
-        l->state = LIVE_BUILDING;
-        l->rebuild = true;
+        build_again(l);
         again++;
     }
     c->dirty = true; /* the state's schema version */
@@ -390,14 +397,7 @@ static void rebuild_after_erasure(counters *c, live *const *set, size_t nset, ui
     for (size_t i = 0; i < nset; i++) {
         live *l = set[i];
         if (l->state != LIVE_READY) continue;
-        pthread_mutex_lock(&l->lock);
-        counter_free(l->ring);
-        l->ring =
-            counter_new(l->def.resolution_us, l->def.max_window_us, l->def.per_parent ? l->def.max_parent_buckets : 0);
-        l->changes = 0;
-        pthread_mutex_unlock(&l->lock);
-        l->state = LIVE_BUILDING;
-        l->rebuild = true;
+        build_again(l);
     }
     ms_log_fields(LOG_INFO, "counters.erasure", (log_field[]){LOG_UINT("position", at), LOG_UINT("counters", nset)}, 2,
                   "counters: a patient was erased; building the counters again from the stored records");
