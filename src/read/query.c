@@ -520,7 +520,7 @@ static ms_code public_patient_records(list_state *st, ms_err *e)
         return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this query");
     pub_entries pe = {.after = p->cursor, .after_len = p->cursor_len};
     ms_code rc = store_patient_records(st->r, st->pid, INT64_MIN, INT64_MAX, NULL, 0, collect_public_entry, &pe, e);
-    if (rc == MS_OK) qsort(pe.v, pe.n, sizeof *pe.v, pub_order);
+    if (rc == MS_OK && pe.n) qsort(pe.v, pe.n, sizeof *pe.v, pub_order);
     unsigned char key[3 + RECORD_ID_MAX];
     for (size_t i = 0; rc == MS_OK && i < pe.n; i++) {
         const pub_entry *x = &pe.v[i];

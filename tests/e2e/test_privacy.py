@@ -309,6 +309,8 @@ def test_a_patients_public_records_page_by_year_and_record_id():
        "each cursor: the year and record id of its page's last record, nothing else")
     r = s.get("/v1/public/records?" + H.q({"patient_id": pid, "cursor": "72" * 20}))
     eq(r.status, 400, "a cursor of another form (%s)" % short(r.text))
+    none = s.get_json("/v1/public/records?" + H.q({"patient_id": "00000000-0000-4000-8000-000000000000"}))
+    eq((none["records"], none["next_cursor"]), ([], None), "a patient without records")
     s.stop()
 
 
