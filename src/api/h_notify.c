@@ -225,17 +225,27 @@ void h_subscriptions_list(api *a, http_request *req, http_response *res)
     notifier_subscriptions_json(a->notifier, sees_every_subscription(req) ? NULL : req->user, &res->body);
 }
 
-void h_subscription_get(api *a, http_request *req, http_response *res)
+/* The subscription of the path may be read or deleted by the caller: its own, or anyone's with
+ * notifications:delete. False with 404 (none) or 403 (another user's; audited as every denied attempt). */
+static bool callers_subscription(api *a, http_request *req, http_response *res)
 {
-    if (!running(a, res)) return;
     char owner[STORE_USER_MAX];
-    if (notifier_subscription_owner(a->notifier, req->params[0], owner, sizeof owner) &&
-        strcmp(owner, req->user) != 0 && !sees_every_subscription(req)) {
+    if (!notifier_subscription_owner(a->notifier, req->params[0], owner, sizeof owner)) {
+        http_error(res, 404, "no subscription of that id");
+        return false;
+    }
+    if (strcmp(owner, req->user) != 0 && !sees_every_subscription(req)) {
         http_error(res, 403, "role %s lacks permission notifications:delete (a subscription of another user)",
                    req->role);
         audit_request(a, req, "notifications:delete", NULL, "denied"); /* every denied attempt (DESIGN.md) */
-        return;
+        return false;
     }
+    return true;
+}
+
+void h_subscription_get(api *a, http_request *req, http_response *res)
+{
+    if (!running(a, res) || !callers_subscription(a, req, res)) return;
     res->body.len = 0;
     if (notifier_subscription_json(a->notifier, req->params[0], &res->body))
         res->status = 200;
@@ -245,18 +255,7 @@ void h_subscription_get(api *a, http_request *req, http_response *res)
 
 void h_subscription_delete(api *a, http_request *req, http_response *res)
 {
-    if (!running(a, res)) return;
-    char owner[STORE_USER_MAX];
-    if (!notifier_subscription_owner(a->notifier, req->params[0], owner, sizeof owner)) {
-        http_error(res, 404, "no subscription of that id");
-        return;
-    }
-    if (strcmp(owner, req->user) != 0 && !access_allows(req->role, "notifications:delete")) {
-        http_error(res, 403, "role %s lacks permission notifications:delete (a subscription of another user)",
-                   req->role);
-        audit_request(a, req, "notifications:delete", NULL, "denied"); /* every denied attempt (DESIGN.md) */
-        return;
-    }
+    if (!running(a, res) || !callers_subscription(a, req, res)) return;
     notify_actor who = actor_of(req);
     ms_err e;
     if (notifier_subscription_delete(a->notifier, req->params[0], &who, &e) != MS_OK) {
