@@ -620,8 +620,9 @@ static bool content_type_is(const char *ct, const char *want)
     return *ct == 0 || *ct == ';';
 }
 
-/* A refused request whose user is known: audited (who tried what, never the request's data). */
-static void audit_denied(api *a, const http_request *req, const char *user, const char *role, const char *action)
+/* A refused request: who tried what ("" for no known user), why (NULL: unsaid), never the request's data. */
+static void audit_denied(api *a, const http_request *req, const char *user, const char *role, const char *action,
+                         const char *why)
 {
     audit_event ev = {.time_us = ms_now_us(),
                       .user = user,
@@ -629,7 +630,8 @@ static void audit_denied(api *a, const http_request *req, const char *user, cons
                       .action = action,
                       .resource = req->path,
                       .outcome = "denied",
-                      .client = req->client};
+                      .client = req->client,
+                      .reason = why};
     writer_audit(a->writer, &ev);
 }
 
@@ -673,17 +675,7 @@ static void audit_anonymous(api *a, const http_request *req, const char *action,
     refusal_summary closed;
     int got = refusal_note(a->refusals, req->client, ms_now_us(), &closed);
     if (got & REFUSAL_SUMMARY) audit_refusal_summary(a, &closed);
-    if (got & REFUSAL_FIRST) {
-        audit_event ev = {.time_us = ms_now_us(),
-                          .user = "",
-                          .role = "",
-                          .action = action,
-                          .resource = req->path,
-                          .outcome = "denied",
-                          .client = req->client,
-                          .reason = why};
-        writer_audit(a->writer, &ev);
-    }
+    if (got & REFUSAL_FIRST) audit_denied(a, req, "", "", action, why);
 }
 
 /* Once a second at most, by whichever request comes: the closed windows' summaries. */
@@ -709,14 +701,14 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
     }
     if (st != TOKEN_OK) {
         if (who.user[0])
-            audit_denied(a, req, who.user, who.role, rt->permission); /* e.g. an expired token */
+            audit_denied(a, req, who.user, who.role, rt->permission, NULL); /* e.g. an expired token */
         else
             audit_anonymous(a, req, rt->permission, token_status_text(st));
         http_error(res, 401, "%s", token_status_text(st));
         return 401;
     }
     if (!access_allows(who.role, rt->permission)) {
-        audit_denied(a, req, who.user, who.role, rt->permission);
+        audit_denied(a, req, who.user, who.role, rt->permission, NULL);
         http_error(res, 403, "role %s lacks permission %s", who.role, rt->permission);
         return 403;
     }
