@@ -261,6 +261,32 @@ static ms_code canonical_text(const reproject_options *o, buf *canon, ms_err *e)
     return rc;
 }
 
+ms_code reproject_schema_in_force(store *s, schema *out, uint32_t *sv, bool *have, ms_err *e)
+{
+    *have = false;
+    store_read *r;
+    store_schema_status st;
+    ms_code rc = store_read_begin(s, &r, e);
+    if (rc != MS_OK) return rc;
+    rc = store_schema_status_get(r, &st, e);
+    buf text = {0};
+    bool found = false;
+    if (rc == MS_OK) {
+        *sv = st.in_force;
+        if (st.target && st.target != st.in_force) rc = store_schema_text(r, st.in_force, &text, &found, e);
+    }
+    store_read_end(r);
+    if (rc == MS_OK && found) { /* (not found: never, the registration keeps each text) */
+        ms_err pe;
+        if (schema_parse(out, text.data, text.len, &pe) != MS_OK)
+            rc = ms_fail(e, MS_EINVAL, "schema version %u (in force) no longer parses: %s", st.in_force, pe.msg);
+        else
+            *have = true;
+    }
+    buf_free(&text);
+    return rc;
+}
+
 ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e)
 {
     *out = NULL;
@@ -279,22 +305,8 @@ ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e
     publish(r, &st);
     if (st.target) {
         /* the writer keeps the version in force projected with its own schema until the switch */
-        store_read *rd;
-        buf text = {0};
-        bool found = false;
-        rc = store_read_begin(o->store, &rd, e);
-        if (rc == MS_OK) {
-            rc = store_schema_text(rd, st.in_force, &text, &found, e);
-            store_read_end(rd);
-        }
-        if (rc == MS_OK && found) {
-            ms_err pe;
-            if (schema_parse(&r->previous, text.data, text.len, &pe) != MS_OK)
-                rc = ms_fail(e, MS_EINVAL, "schema version %u (in force) no longer parses: %s", st.in_force, pe.msg);
-            else
-                r->have_previous = true;
-        }
-        buf_free(&text);
+        uint32_t sv;
+        rc = reproject_schema_in_force(o->store, &r->previous, &sv, &r->have_previous, e);
         if (rc != MS_OK) {
             reproject_stop(r);
             return rc;

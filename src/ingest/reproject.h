@@ -40,6 +40,13 @@ typedef struct reprojector reprojector;
  * the schema file cannot be read or is not JSON; the stored previous version's text no longer parses
  * (its copies cannot be kept up to date: named by version, never its text); the store's. */
 ms_code reproject_start(reprojector **out, const reproject_options *o, ms_err *e);
+/* The schema of the version in force while a re-projection to another is under way (the one public reads
+ * answer under until the switch), parsed from the text the store keeps; *sv the version in force. *have false
+ * when no re-projection is under way (then the server's schema is the one in force; *out untouched), else the
+ * caller frees *out (schema_free). For the followers of public copies (counters, the lake) and the writer,
+ * after reproject_start registered the server's schema. Errors: the store's; that text no longer parses (named
+ * by version, never its text). */
+ms_code reproject_schema_in_force(store *s, schema *out, uint32_t *sv, bool *have, ms_err *e);
 /* Wait until the re-projection is complete (tests, offline commands that want it done); false on stop. */
 bool reproject_wait(reprojector *r);
 /* Stop the thread (a step in progress finishes; the cursor is in the store) and free. NULL is fine. */

@@ -15,9 +15,11 @@
 #include "export/out_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- erasure: the published files that hold an erased patient's rows, written again without them ---- */
@@ -179,6 +181,97 @@ static ms_code regen_pass(regen *g, ms_err *e)
  * may have moved between files of the roll, which no count shows); else the files whose count changed. */
 static bool to_write(const roll_file *f, bool relayout) { return relayout ? f->count || f->now : f->count != f->now; }
 
+/* ---- the files a rewrite adds, journaled until a line names them ----
+ *
+ * A file the rewrite adds (a partition the roll's rows moved to) is named by no line until the next roll's
+ * line lists it. Before it is renamed into place its path is appended to _medstream/added (synced); the line
+ * that lists it empties the journal. A start finding paths there that no line names removes those files:
+ * a crash between the rename and the line left them, and the rewrite done again may lay the roll out under
+ * another schema (a start with yet another one), where they would hold rows twice. */
+
+static char *added_path(const sink_lake *l) { return path_join(l->meta, "added"); }
+
+static ms_code added_note(sink_lake *l, const char *rel, ms_err *e)
+{
+    char *p = added_path(l);
+    ms_code rc = MS_OK;
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) rc = out_errno(e, errno, "opening", p);
+    buf line = {0};
+    buf_printf(&line, "%s\n", rel);
+    for (size_t off = 0; rc == MS_OK && off < line.len;) {
+        ssize_t n = write(fd, line.data + off, line.len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0)
+            rc = out_errno(e, errno, "appending to", p);
+        else
+            off += (size_t)n;
+    }
+    if (rc == MS_OK && fdatasync(fd) != 0) rc = out_errno(e, errno, "syncing", p);
+    if (fd >= 0) close(fd);
+    if (rc == MS_OK) rc = out_fsync_dir(l->meta, e); /* its name, the first time */
+    buf_free(&line);
+    free(p);
+    return rc;
+}
+
+void lake_added_clear(sink_lake *l)
+{
+    char *p = added_path(l);
+    if (truncate(p, 0) != 0 && errno != ENOENT) /* harmless: the names it keeps are a line's now */
+        ms_log(LOG_WARN, "lake.added_journal", "lake: cannot empty %s: %s", p, strerror(errno));
+    free(p);
+}
+
+ms_code lake_added_recover(sink_lake *l, ms_err *e)
+{
+    char *p = added_path(l);
+    buf text = {0};
+    struct stat st;
+    ms_code rc = stat(p, &st) != 0 || st.st_size == 0 ? MS_OK : buf_read_file(&text, p, e);
+    lake_entry *ents = NULL;
+    size_t nents = 0, removed = 0;
+    if (rc == MS_OK && text.len) rc = read_log_all(l, &ents, &nents, e);
+    for (size_t at = 0; rc == MS_OK && at < text.len;) {
+        const char *nl = memchr(text.data + at, '\n', text.len - at);
+        size_t len = nl ? (size_t)(nl - text.data) - at : text.len - at; /* a torn last path: never renamed */
+        char *rel = ms_strndup(text.data + at, len);
+        at += len + 1;
+        bool named = !nl || !*rel || strstr(rel, "..") || rel[0] == '/';
+        for (size_t i = 0; i < nents && !named; i++) {
+            for (size_t k = 0; k < ents[i].nfiles && !named; k++)
+                named = !strcmp(ents[i].files[k].path, rel);
+            for (size_t k = 0; k < ents[i].nrewritten && !named; k++)
+                named = !strcmp(ents[i].rewritten[k].path, rel);
+        }
+        if (!named) {
+            char *full = path_join(l->dir, rel), *slash = strrchr(full, '/');
+            if (unlink(full) == 0) {
+                removed++;
+                *slash = 0;
+                rc = out_fsync_dir(full, e);
+            } else if (errno != ENOENT) {
+                rc = out_errno(e, errno, "removing", full);
+            }
+            free(full);
+        }
+        free(rel);
+    }
+    if (removed)
+        ms_log_fields(LOG_WARN, "lake.added_removed", (log_field[]){LOG_UINT("files", removed)}, 1,
+                      "lake: removed %zu files an interrupted erasure's rewrite added that no line names (it is done "
+                      "again)",
+                      removed);
+    if (rc == MS_OK && text.len && (truncate(p, 0) != 0 || (rc = out_fsync_dir(l->meta, e)) != MS_OK))
+        rc = rc ? rc : out_errno(e, errno, "emptying", p);
+    for (size_t i = 0; i < nents; i++)
+        lake_entry_free(&ents[i]);
+    free(ents);
+    buf_free(&text);
+    free(p);
+    return rc;
+}
+
 /* Close a file written again and rename it over the published one (tmp/NAME.erasing: synced; its directory
  * made and synced when the rewrite adds it); noted in l->rewritten. */
 static ms_code replace_file(sink_lake *l, roll_file *f, buf *name, ms_err *e)
@@ -195,6 +288,7 @@ static ms_code replace_file(sink_lake *l, roll_file *f, buf *name, ms_err *e)
     buf_printf(name, "%s.erasing", slash + 1);
     char *tmp = path_join(l->tmp, name->data), *to = path_join(l->dir, f->path);
     if (f->added) rc = mkdirs_synced(l->dir, d.data, e);
+    if (rc == MS_OK && f->added) rc = added_note(l, f->path, e);
     if (rc == MS_OK && rename(tmp, to) != 0) rc = out_errno(e, errno, "replacing", to);
     if (rc) unlink(tmp);
     free(tmp);
@@ -206,6 +300,7 @@ static ms_code replace_file(sink_lake *l, roll_file *f, buf *name, ms_err *e)
     }
     buf_free(&d);
     if (rc == MS_OK) crash_if(l, CRASH_ERASE);
+    if (rc == MS_OK && f->added) crash_if(l, CRASH_ERASE_ADDED);
     if (rc == MS_OK) lake_entry_add_rewritten(&l->rewritten, f->path, rows, bytes, sha);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include "export/out_file.h"
 #include "export/part.h"
 #include "export/rows.h"
+#include "ingest/reproject.h"
 #include "sinks/lake_log.h"
 #include "sinks/sink_lake_internal.h"
 
@@ -247,7 +248,10 @@ ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item 
     rv->record_id_len = it->id_len;
     rv->version = it->version;
     rv->pid = pr.pid;
-    *cols = pr.deleted ? &l->dcols : &l->rcols;
+    /* the copy is under r's schema version: its rows are laid out under that version's schema */
+    bool old = l->have_old && store_read_schema_version(r) == l->old_sv;
+    const schema *sc = old ? &l->old_schema : l->o.schema;
+    *cols = pr.deleted ? &l->dcols : old ? &l->old_rcols : &l->rcols;
     dir->len = 0;
     if (pr.deleted) {
         patient_id_format(&pr.pid, l->rb.pid);
@@ -257,8 +261,8 @@ ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item 
         buf_puts(dir, "deletions");
         return MS_OK;
     }
-    rc = rows_public_record(&l->rb, *cols, l->o.schema, rv, &pr, &l->row, e);
-    if (rc == MS_OK) layout_public_partition(l->o.schema, pr.fields, pr.fields_len, dir);
+    rc = rows_public_record(&l->rb, *cols, sc, rv, &pr, &l->row, e);
+    if (rc == MS_OK) layout_public_partition(sc, pr.fields, pr.fields_len, dir);
     return rc;
 }
 
@@ -398,6 +402,7 @@ static ms_code publish(sink_lake *l, ms_err *e)
         crash_if(l, CRASH_FILES);
         rc = log_append(l, &en, e);
         if (rc == MS_OK) crash_if(l, CRASH_LOG);
+        if (rc == MS_OK && en.nrewritten) lake_added_clear(l);
     }
     if (rc) {
         lake_entry_free(&en);
@@ -779,6 +784,7 @@ static void lake_free(sink_lake *l)
     free(l->meta);
     free(l->tmp);
     free(l->log_path);
+    if (l->have_old) schema_free(&l->old_schema);
     free(l);
 }
 
@@ -797,12 +803,14 @@ ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
     l->tmp = path_join(l->meta, "tmp");
     l->log_path = path_join(l->meta, "commits");
     rows_record_columns(o->schema, EXPORT_PUBLIC, &l->rcols);
+    ms_code rc = reproject_schema_in_force(o->store, &l->old_schema, &l->old_sv, &l->have_old, e);
+    if (rc == MS_OK && l->have_old) rows_record_columns(&l->old_schema, EXPORT_PUBLIC, &l->old_rcols);
     l->dcols.n = 3;
     l->dcols.col[0] = (export_column){"patient_id", PQ_STRING, false, true, COL_PATIENT_ID, NULL};
     l->dcols.col[1] = (export_column){"record_id", PQ_STRING, false, false, COL_RECORD_ID, NULL};
     l->dcols.col[2] = (export_column){"version", PQ_INT64, false, false, COL_VERSION, NULL};
 
-    ms_code rc = out_mkdirs(l->tmp, e);
+    if (rc == MS_OK) rc = out_mkdirs(l->tmp, e);
     char *lock = path_join(l->meta, "lock");
     if (rc == MS_OK) {
         l->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -816,6 +824,7 @@ ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
     if (rc == MS_OK) rc = check_store(l, e);
     uint64_t log_to = 0, store_pos = 0;
     if (rc == MS_OK) rc = recover(l, &log_to, e);
+    if (rc == MS_OK) rc = lake_added_recover(l, e);
     if (rc == MS_OK) {
         store_read *r;
         rc = store_read_begin(o->store, &r, e);
@@ -838,7 +847,8 @@ ms_code sink_lake_start(sink_lake **out, const sink_lake_options *o, ms_err *e)
                   : !strcmp(crash, "log")    ? CRASH_LOG
                   : !strcmp(crash, "rename") ? CRASH_RENAME
                   : !strcmp(crash, "erase")  ? CRASH_ERASE
-                                             : CRASH_NONE;
+                  : !strcmp(crash, "erase_added") ? CRASH_ERASE_ADDED
+                                                  : CRASH_NONE;
     if (pthread_create(&l->thread, NULL, lake_main, l) != 0) {
         lake_free(l);
         return ms_fail(e, MS_EIO, "lake: cannot start the sink thread");

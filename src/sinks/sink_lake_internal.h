@@ -12,6 +12,7 @@
 #include "export/layout.h"
 #include "export/part.h"
 #include "export/rows.h"
+#include "pipeline/schema.h"
 #include "sinks/lake_log.h"
 
 #include <pthread.h>
@@ -34,8 +35,9 @@ typedef enum { LAKE_OK, LAKE_FAILING } lake_state;
  * itself with SIGKILL at that step of the first roll it publishes with files: once its files are synced
  * in tmp (before the log line), once the log line is synced (before any rename), once the first file is
  * renamed into place; =erase once the first file an erasure wrote again is renamed over the published one
- * (before the line that logs it). Read at start; unset, it costs one comparison a roll. */
-typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME, CRASH_ERASE } crash_point;
+ * (before the line that logs it), =erase_added once the first file it adds to a roll is. Read at start;
+ * unset, it costs one comparison a roll. */
+typedef enum { CRASH_NONE, CRASH_FILES, CRASH_LOG, CRASH_RENAME, CRASH_ERASE, CRASH_ERASE_ADDED } crash_point;
 
 typedef struct {
     char *path; /* partition directory relative to the lake: records/type=…/year=…, or deletions */
@@ -51,6 +53,13 @@ struct sink_lake {
     uint64_t log_size; /* bytes of whole lines: appends go here */
     bool log_dirty;    /* a failed append may have left bytes past log_size: cut them before the next */
     export_columns rcols, dcols;
+    /* While a re-projection was under way at start, public reads (and so the lake) read the copies of the
+     * version in force then, old_sv, made under old_schema: their rows are laid out under it, in old_rcols,
+     * until the switch; from then on under the server's schema (o.schema, rcols). Fixed after the start. */
+    schema old_schema;
+    export_columns old_rcols;
+    uint32_t old_sv;
+    bool have_old;
     row_builder rb;
     export_row row;
     record_version rv;
@@ -109,5 +118,10 @@ void crash_if(const sink_lake *l, crash_point at);
  * l->rewritten for the next roll's line). *wait: nothing done, a re-projection is under way (the rows are
  * laid out once its copies are in force: call again later). */
 ms_code lake_rewrite(sink_lake *l, uint64_t at, bool *wait, ms_err *e);
+/* The files a rewrite added are journaled (_medstream/added) until a line lists them: after that line,
+ * lake_added_clear empties the journal (a failure only logged: the names it keeps are named by a line); at
+ * start, after the log's recovery, lake_added_recover removes every journaled file no line names. */
+void lake_added_clear(sink_lake *l);
+ms_code lake_added_recover(sink_lake *l, ms_err *e);
 
 #endif

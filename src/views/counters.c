@@ -34,6 +34,7 @@
 #include "base/json_write.h"
 #include "base/log.h"
 #include "base/timefmt.h"
+#include "ingest/reproject.h"
 #include "views/counter_state.h"
 
 #include <stdio.h>
@@ -620,27 +621,8 @@ static void load_state(counters *c)
  * the server's schema but the one the store keeps the text of, parsed here, until the switch. */
 static ms_code load_schemas(counters *c, ms_err *e)
 {
-    store_read *r;
-    store_schema_status st;
-    ms_code rc = store_read_begin(c->store, &r, e);
-    if (rc != MS_OK) return rc;
-    rc = store_schema_status_get(r, &st, e);
-    buf text = {0};
-    bool found = false;
-    if (rc == MS_OK) {
-        c->sv = st.in_force;
-        if (st.target && st.target != st.in_force) rc = store_schema_text(r, st.in_force, &text, &found, e);
-    }
-    store_read_end(r);
-    if (rc == MS_OK && found) { /* (not found: never, the registration keeps each text; then the server's) */
-        ms_err pe;
-        if (schema_parse(&c->old_schema, text.data, text.len, &pe) != MS_OK)
-            rc = ms_fail(e, MS_EINVAL, "counters: schema version %u (in force) no longer parses: %s", st.in_force,
-                         pe.msg);
-        else
-            c->have_old = true, c->old_sv = st.in_force;
-    }
-    buf_free(&text);
+    ms_code rc = reproject_schema_in_force(c->store, &c->old_schema, &c->sv, &c->have_old, e);
+    c->old_sv = c->sv;
     return rc;
 }
 

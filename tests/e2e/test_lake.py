@@ -196,6 +196,21 @@ def check_row_equals_api(row, api, what):
     check(set(row["fields"]) <= ALLOWED, "%s: a field outside the allow-list: %s" % (what, sorted(row["fields"])))
 
 
+def lake_files(lake):
+    """The lake's data files, relative to it (its _medstream directory left out)."""
+    return sorted(os.path.relpath(os.path.join(root, fn), lake) for root, dirs, files in os.walk(lake)
+                  for fn in files if not os.path.relpath(root, lake).split(os.sep)[0] == "_medstream")
+
+
+def logged_files(lake):
+    """The paths the lake's commits log names (a roll's files, a rewrite's)."""
+    named = set()
+    for line in open(os.path.join(lake, "_medstream", "commits"), encoding="utf-8"):
+        en = json.loads(line)
+        named.update(f["path"] for f in en["files"] + en.get("rewritten", []))
+    return named
+
+
 def lake_bytes(lake):
     blob = b""
     for root, dirs, files in os.walk(lake):
@@ -555,6 +570,8 @@ S1 = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "typ
       "public": {"favorite_color": "copy", "type": "copy", "ts": "year"}}
 # S2: the event time published whole: its rows go to date= partitions (and a ts column), not year= ones
 S2 = dict(S1, public={"favorite_color": "copy", "type": "copy", "ts": "copy"})
+# S3: the event time as its year again (year= partitions), a third version after S1 and S2
+S3 = dict(S1, public={"favorite_color": "copy", "type": "copy", "ts": "year", "shoe_size": "copy"})
 
 # Every file of the lake as its readers see it, each read whole on its own (year= and date= directories do not
 # make one Hive dataset): the log's last word on each path (a roll's files, a later line's "rewritten") against
@@ -590,7 +607,7 @@ for root, dirs, names in os.walk(lake):
             problems.append("rows differ from the log: " + p)
         for r in t.to_pylist():
             rows.append({"path": p, "patient_id": r["patient_id"], "record_id": r["record_id"],
-                         "version": r["version"], "fields": r.get("fields")})
+                         "version": r["version"], "fields": r.get("fields"), "ts": r.get("ts", "no column")})
 problems += ["listed in the commits log but missing: " + p for p in last if p not in visible]
 duck = []
 files = sorted(os.path.join(lake, p) for p in visible if p.startswith("records/"))
@@ -717,8 +734,8 @@ def moved_rows_erasure(tag, when):
 
     s2 = ["--schema", schema_file(s, "s2.json", S2), "--lake", lake, "--lake-roll-seconds", "1"]
     s.extra_args = s2 + (["--reproject-rate", "20"] if when == "during" else [])
-    if when == "crash":
-        os.environ["MEDSTREAM_TEST_LAKE_CRASH"] = "erase"
+    if when in ("crash", "crash3"):
+        os.environ["MEDSTREAM_TEST_LAKE_CRASH"] = "erase" if when == "crash" else "erase_added"
     try:
         s.start()
     finally:
@@ -743,14 +760,21 @@ def moved_rows_erasure(tag, when):
         ingest([rec(w, i, "green") for i in range(1, 30, 4) for w in people])  # after it: date= partitions
         wait_caught_up(s)
         erase()
-        if when == "crash":
+        if when in ("crash", "crash3"):
             t0 = time.time()
             while s.alive() and time.time() - t0 < 20:
                 time.sleep(0.05)
             check(not s.alive(), "the server did not kill itself once it renamed a rewritten file")
             s.kill9()
             s.extra_args = s2
+            if when == "crash3":  # yet another schema: the rewrite is done again under S3's layout, year= again
+                added = [p for p in lake_files(lake) if p not in logged_files(lake)]
+                check(added and all("/date=" in p for p in added),
+                      "the crashed rewrite added files named by no line, to date= partitions: %s" % added)
+                s.extra_args = ["--schema", schema_file(s, "s3.json", S3), "--lake", lake, "--lake-roll-seconds", "1"]
             s.start()
+            if when == "crash3":
+                wait_schema(s, 3)
         wait_lake_erased(s, pid["gone"])
     ingest([rec(w, i, "white") for i in range(3, 30, 5) for w in people if w != "gone"])
     wait_caught_up(s)
@@ -762,6 +786,9 @@ def moved_rows_erasure(tag, when):
         eq(r.status, 200, "DELETE /v1/patients: %s" % short(r.text))
         wait_lake_erased(s, pid["stay"])
         check_moved_rows(lake, sent, pid["stay"], [pid["gone"], pid["stay"]])
+    if when == "crash3":
+        eq([p for p in lake_files(lake) if p in added], [],
+           "files the crashed rewrite added under S2's layout, named by no line, still in the lake")
     if when == "crash":
         lines = [json.loads(x) for x in open(os.path.join(lake, "_medstream", "commits"))]
         check(any(x.get("rewritten") for x in lines), "no commits-log line lists the files written again")
@@ -781,6 +808,73 @@ def test_erasure_during_a_reprojection_keeps_every_other_row_once():
 @test(timeout=300)
 def test_erasure_after_a_schema_change_killed_mid_rewrite_keeps_every_other_row_once():
     moved_rows_erasure("moved-crash", "crash")
+
+
+@test(timeout=300)
+def test_erasure_killed_mid_rewrite_then_another_schema_leaves_no_unnamed_file():
+    moved_rows_erasure("moved-crash3", "crash3")
+
+
+@test(timeout=300)
+def test_rows_published_during_a_reprojection_are_laid_out_under_the_version_in_force():
+    """While a re-projection from S1 (ts published as its year) to S2 (ts whole: date= partitions, a ts column)
+    is under way, public reads answer under S1, and so does the lake: a version published then lands in its
+    year= partition without a ts column (before the fix: under S2's layout from S1's copy, a null ts in
+    date=__HIVE_DEFAULT_PARTITION__); once S2 is in force, new versions land in date= partitions with their ts.
+    No erasure here: nothing rewrites the files in between."""
+    lake = lake_dir("inforce")
+    s = H.Server(name="lake-inforce")
+    s.extra_args = ["--schema", schema_file(s, "s1.json", S1), "--lake", lake, "--lake-roll-seconds", "1"]
+    s.start()
+
+    def rec(tag, i):
+        return {"record_id": "inforce-%s-%03d" % (tag, i), "name": "In Force %d" % (i % 7), "dob": "1970-01-%02d" % (
+            1 + i % 7), "type": TYPES[i % 3], "ts": "20%02d-%02d-%02dT08:00:00Z" % (21 + i % 4, 1 + i % 12, 1 + i % 28),
+            "favorite_color": tag}
+
+    sent = {}
+
+    def ingest(rows):
+        for it, r in zip(s.ingest_ok(rows)["items"], rows):
+            check(it["status"] in ("created", "updated"), "ingest: %s" % short(it))
+            sent[it["record_id"]] = r
+
+    ingest([rec("seed", i) for i in range(300)])  # ~300 record and patient versions: ~15 s at 20 a second
+    wait_caught_up(s)
+    s.stop()
+    s.extra_args = ["--schema", schema_file(s, "s2.json", S2), "--lake", lake, "--lake-roll-seconds", "1",
+                    "--reproject-rate", "20"]
+    s.start()
+    check(s.get_json("/healthz")["schema"]["reprojecting"] is not None, "the re-projection is under way")
+    ingest([rec("during", i) for i in range(12)])
+    wait_caught_up(s)
+    check(s.get_json("/healthz")["schema"]["reprojecting"] is not None,
+          "the re-projection ended before the lake published what came during it: the test shows nothing")
+
+    def rows_of(tag):
+        got = [r for r in read_lake_files(lake, "no such bytes")["rows"] if r["record_id"] in sent and
+               sent[r["record_id"]]["favorite_color"] == tag]
+        eq(sorted(r["record_id"] for r in got), sorted(k for k, v in sent.items() if v["favorite_color"] == tag),
+           "the lake's rows of the versions sent " + tag)
+        return got
+
+    for r in rows_of("during"):
+        want = sent[r["record_id"]]
+        eq([urllib.parse.unquote(x) for x in r["path"].split("/")[1:3]], ["type=" + want["type"], "year=" + want["ts"][:4]],
+           "partition of %s, published while S1's copies are in force" % r["record_id"])
+        eq(r["ts"], "no column", "ts column of %s under S1 (its year is in the partition only)" % r["record_id"])
+    wait_schema(s, 2)
+    ingest([rec("after", i) for i in range(12)])
+    wait_caught_up(s)
+    for r in rows_of("after"):
+        want = sent[r["record_id"]]
+        eq([urllib.parse.unquote(x) for x in r["path"].split("/")[1:3]], ["type=" + want["type"], "date=" + want["ts"][:10]],
+           "partition of %s, published once S2 is in force" % r["record_id"])
+        check(str(r["ts"]).startswith(want["ts"][:10]), "ts of %s under S2: %s" % (r["record_id"], r["ts"]))
+    rows_of("during")  # and those are where they were
+    every = read_lake_files(lake, "no such bytes")["rows"]
+    eq([r["path"] for r in every if "__HIVE_DEFAULT_PARTITION__" in r["path"]], [], "rows without a partition")
+    s.stop()
 
 
 if __name__ == "__main__":
