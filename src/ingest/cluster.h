@@ -102,7 +102,7 @@ typedef struct {
     cluster_run *runs;
     int nruns;
     bool tail; /* one of its source's last CLUSTER_UNSTORED_MAX markers: maybe never stored by anyone, so the
-                  records the writer refuses in it go to the dead-letter topic (ingest_kafka.c) */
+                  records the writer refuses in it go to the dead-letter topic (dead_letters.c) */
 } cluster_replay_batch;
 /* A node's batches whose Kafka transaction may have committed while its store did not yet hold them, at most:
  * one in ingest_kafka.c's stage 3, one waiting for it, one whose transaction stage 2 committed. A node killed

@@ -4,33 +4,20 @@
  * What it logs (base/log.h), so that an operator can follow the consumer from the log alone: the first
  * time the brokers answer (kafka.connected), every change between reachable and unreachable
  * (kafka.unreachable, kafka.reachable, from the broker check every 2 s that also feeds /healthz), every
- * rebalance with its partition count (kafka.assigned, kafka.revoked, kafka.rebalance_error), and per
- * batch the messages sent to the dead-letter topic, counted by reason class (kafka.dead_letters). It
- * never logs a message's key or payload, nor the full reason (that goes in the dead letter's header):
- * a class is one of a fixed set of words.
+ * rebalance with its partition count (kafka.assigned, kafka.revoked, kafka.rebalance_error), and (through
+ * dead_letters.c) per batch the messages sent to the dead-letter topic, counted by reason class
+ * (kafka.dead_letters). It never logs a message's key or payload, nor the full reason (that goes in the dead
+ * letter's header): a class is one of a fixed set of words.
  *
- * The dead letters of the records the writer refuses (2026-12-03). The writer decides them only inside the
- * LMDB commit that stores the batch, and something else has already moved the offsets past them by then: a
- * cluster node committed them to Kafka with its transaction before (cluster.h), and the store's own offsets
- * (which a restart starts from, in either mode) move with that commit. A kill before their delivery lost them.
- * Sending them inside the Kafka transaction was the first choice, and is not possible: their verdicts are
- * known only after the transaction commits (a batch must never reach LMDB before its transaction has
- * committed), and knowing them before would mean holding the writer's LMDB transaction, shared with HTTP
- * batches, open across the Kafka commit (a two-phase commit). So they go through an outbox in the store: the
- * batch's own commit keeps, per refused record, its place (topic, partition, offset) and the writer's reason,
- * never its body (a PHI-holding copy would need sealing; the message is read back from its topic, which a
- * cluster keeps for replays anyway); stage 3 sends them and clears the entries once delivered, and a node
- * started again sends what a kill left (outbox_send_left). A cluster node killed between its transaction and
- * its store leaves batches that nobody stored: the next replay of them (this node's or the partition's next
- * owner's) stores them and sends their refusals' dead letters, for the last CLUSTER_UNSTORED_MAX batches of
- * each partition (cluster.h), which are the only ones that can be so. Dead letters are at least once: one
- * is sent twice when a kill falls between its delivery and its entry's clearing, or when a partition's next
- * owner replays one of those last batches that its previous owner had stored (their medstream-partition and
- * medstream-offset headers tell the copies apart); never none.
+ * Dead letters are dead_letters.c's (its header has the whole argument for the writer's): the dead-letter
+ * topic's producer, and the outbox in the store that keeps the records the writer refuses until their dead
+ * letters are delivered, sent again by a node started again or by a cluster's replay of a partition's last
+ * batches. Stage 1 sends the scan's refusals, stage 3 (and a replay) the writer's.
  */
 #include "ingest/ingest_kafka.h"
 
 #include "ingest/cluster.h"
+#include "ingest/dead_letters.h"
 #include "ingest/ingest.h"
 #include "pipeline/prepare.h"
 
@@ -65,27 +52,13 @@ typedef struct {
     /* the writer's refusals go to the dead-letter topic, through the outbox: a batch consumed now, or a replayed
      * one that may never have been stored (cluster_replay_batch.tail) */
     bool send_refusals;
-    char **outbox; /* the outbox names of the writer's refusals (outbox_keep), cleared once delivered */
-    int noutbox;
+    dead_letters_refusals refusals; /* the outbox names of the writer's refusals (dead_letters.h) */
 } kafka_batch;
-
-/* An entry of the outbox of the writer's dead letters (see outbox_keep): its name, the message's place, the
- * writer's reason. */
-typedef struct {
-    char *name, *topic, *why;
-    int32_t partition;
-    int64_t offset;
-} outbox_entry;
-
-typedef struct {
-    outbox_entry *at;
-    int n;
-} outbox_entries;
 
 struct kafka_ingest {
     kafka_options opt;
     rd_kafka_t *rk;
-    rd_kafka_t *dlq;    /* idempotent producer for the dead-letter topic */
+    dead_letters *dl;   /* the dead-letter topic's producer and the outbox of the writer's refusals */
     cluster *cl;        /* a cluster node's shards and transactions, or NULL */
     char **config;      /* the operator's librdkafka settings, NULL-ended (a cluster node rejoins with them) */
     atomic_bool broken; /* a cluster transaction failed: stage 3 drops batches until the consumer rejoins */
@@ -93,15 +66,10 @@ struct kafka_ingest {
     pthread_t thread, append_thread, store_thread;
     atomic_bool stop;
     /* this source's own state, for /metrics and /healthz (registered while it runs) */
-    _Atomic uint64_t messages, dead_letters;
-    _Atomic uint64_t dead_letters_failed; /* deliveries the brokers refused (the delivery report) */
-    /* the outbox's entries an earlier run left, listed at start (outbox_send_left sends them; consumer thread) */
-    outbox_entries left;
-    double left_next; /* ms_mono_s() of the next try */
-    /* tests (MEDSTREAM_TEST_PAUSE_BEFORE_STORE_MS, MEDSTREAM_TEST_PAUSE_BEFORE_DEAD_LETTERS_MS): stage 3 pauses
-     * before storing a batch consumed now, or between storing one the writer refused records of and sending
-     * their dead letters, so that a test can kill the node there */
-    int test_pause_store_ms, test_pause_dead_letters_ms;
+    _Atomic uint64_t messages;
+    /* tests (MEDSTREAM_TEST_PAUSE_BEFORE_STORE_MS): stage 3 pauses before storing a batch consumed now, so that a
+     * test can kill the node there (MEDSTREAM_TEST_PAUSE_BEFORE_DEAD_LETTERS_MS: dead_letters.c's) */
+    int test_pause_store_ms;
     _Atomic uint64_t lag;    /* messages behind the high watermarks of the assigned partitions */
     _Atomic int unreachable; /* the consumer cannot reach any broker: /healthz says degraded */
     char source[160];
@@ -120,23 +88,6 @@ struct kafka_ingest {
     double down_since; /* ms_mono_s() of the check that found them unreachable */
 };
 
-/* The reason classes of dead letters in the log: a fixed word per kind of rejection (record_scan.c and
- * identity.c word their reasons so), never the reason itself. */
-enum { DLQ_TOO_LARGE, DLQ_MALFORMED, DLQ_IDENTITY, DLQ_FIELD, DLQ_OTHER, DLQ_PATIENT, DLQ_CLASSES };
-static const char *const dlq_class_names[DLQ_CLASSES] = {"too_large",     "malformed", "identity_missing",
-                                                         "field_invalid", "other",     "patient_state"};
-
-static int dead_letter_class(const char *why)
-{
-    if (strstr(why, "record too large")) return DLQ_TOO_LARGE;
-    if (strstr(why, "malformed JSON") || strstr(why, "invalid UTF-8") || strstr(why, "duplicate field") ||
-        (strstr(why, "more than") && strstr(why, "fields")) || strstr(why, "name longer"))
-        return DLQ_MALFORMED;
-    if (strstr(why, "missing identity field")) return DLQ_IDENTITY;
-    if (strstr(why, "field \"")) return DLQ_FIELD;
-    return DLQ_OTHER;
-}
-
 static ms_code kafka_fail(ms_err *e, const char *what, const char *detail)
 {
     return ms_fail(e, MS_EINVAL, "kafka: %s: %s", what, detail);
@@ -152,9 +103,7 @@ static void kafka_batch_free(kafka_batch *b)
     free(b->offsets);
     free(b->results);
     cluster_batch_free(&b->route);
-    for (int i = 0; i < b->noutbox; i++)
-        free(b->outbox[i]);
-    free(b->outbox);
+    dead_letters_refusals_free(&b->refusals);
     free(b);
 }
 
@@ -181,258 +130,6 @@ static bool message_origin(const rd_kafka_message_t *m, uint32_t body_line, scan
         cfg->default_ts_us = (int64_t)ms_get_be64(v);
     return rd_kafka_header_get_last(h, RECORD_REPLAY_HEADER, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            record_origin_replay(v, len);
-}
-
-/* One message to the dead-letter topic, the reason and its origin (partition, offset) in headers; false if
- * it could not be queued (logged). */
-static bool dead_letter(kafka_ingest *k, const rd_kafka_message_t *m, const char *why)
-{
-    char part[16], offs[24];
-    snprintf(part, sizeof part, "%d", (int)m->partition);
-    snprintf(offs, sizeof offs, "%lld", (long long)m->offset);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        k->dlq, RD_KAFKA_V_TOPIC(k->opt.dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
-        RD_KAFKA_V_HEADER("medstream-error", why, -1), RD_KAFKA_V_HEADER("medstream-partition", part, -1),
-        RD_KAFKA_V_HEADER("medstream-offset", offs, -1), RD_KAFKA_V_END);
-    if (err) {
-        ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead-letter produce failed: %s", rd_kafka_err2str(err));
-        return false;
-    }
-    atomic_fetch_add(&k->dead_letters, 1);
-    return true;
-}
-
-/* The dead-letter producer's delivery report (on the thread that flushes it): a refused delivery is counted,
- * so that the outbox keeps what was not delivered. */
-static void dead_letter_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    (void)rk;
-    kafka_ingest *k = opaque;
-    if (!m->err) return;
-    atomic_fetch_add(&k->dead_letters_failed, 1);
-    ms_log(LOG_ERROR, "kafka.dead_letter_failed", "kafka: dead letter not delivered: %s", rd_kafka_err2str(m->err));
-}
-
-/* The log line of one batch's dead letters, counted by class (never the reasons themselves). */
-static void log_dead_letters(kafka_ingest *k, const unsigned classes[DLQ_CLASSES], unsigned sent)
-{
-    if (!sent) return;
-    char reasons[160] = "";
-    size_t at = 0;
-    for (int c = 0; c < DLQ_CLASSES; c++)
-        if (classes[c] && at < sizeof reasons)
-            at += (size_t)snprintf(reasons + at, sizeof reasons - at, "%s%s:%u", at ? "," : "", dlq_class_names[c],
-                                   classes[c]);
-    log_field f[] = {LOG_UINT("count", sent), LOG_STR("reasons", reasons), LOG_STR("topic", k->opt.dlq_topic)};
-    ms_log_fields(LOG_WARN, "kafka.dead_letters", f, LOG_NFIELDS(f), "kafka: messages sent to the dead-letter topic");
-}
-
-/* Wait until every dead letter produced is in Kafka; false if stopped first. */
-static bool dead_letters_delivered(kafka_ingest *k)
-{
-    while (rd_kafka_flush(k->dlq, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !atomic_load(&k->stop))
-        ms_log(LOG_WARN, "kafka.dlq_waiting", "kafka: waiting for the dead-letter topic");
-    return rd_kafka_outq_len(k->dlq) == 0;
-}
-
-/* ---- the outbox of the writer's dead letters ----
- * The writer refuses a record against the stored patient only inside the commit that stores its batch, and
- * that commit is what moves the batch's offsets on (plain mode: the store's offsets, which a restart starts
- * from; a cluster node: committed in Kafka before it, with its transaction). So each refusal is kept in that
- * same commit (outbox_keep): where the message is (topic, partition, offset) and the writer's reason, never
- * the message itself (a node started again reads it back from its topic). An entry is cleared once its dead
- * letter is delivered; the ones a kill leaves are sent when the node starts again (outbox_send_left). */
-#define OUTBOX_KIND "kafka.dead_letter"
-
-/* An entry's name (store_definition_put takes at most 255 bytes: a longer topic is cut here, never in the
- * value, which holds the topic whole and then the reason). */
-static char *outbox_name(const char *topic, int32_t partition, int64_t offset)
-{
-    char name[256];
-    snprintf(name, sizeof name, "%d/%lld/%s", (int)partition, (long long)offset, topic);
-    return ms_strndup(name, strlen(name));
-}
-
-/* Does record i of b go to the dead-letter topic for the writer's refusal? */
-static bool writer_refused(const kafka_batch *b, int i)
-{
-    return b->send_refusals && !b->batch.records[i].rejected && b->results[i].status == ITEM_REJECTED;
-}
-
-static const char *refusal_reason(const kafka_batch *b, int i)
-{
-    return b->results[i].error ? b->results[i].error : "rejected";
-}
-
-/* Inside the batch's commit (ingest_job.also; again if the writer runs the commit again): one entry per
- * record the writer refused, named in b->outbox. */
-static ms_code outbox_keep(void *ctx, store_write *w, ms_err *e)
-{
-    kafka_batch *b = ctx;
-    for (int i = 0; i < b->noutbox; i++)
-        free(b->outbox[i]);
-    b->noutbox = 0;
-    ms_code rc = MS_OK;
-    buf v = {0};
-    for (int i = 0; rc == MS_OK && i < b->n; i++) {
-        if (!writer_refused(b, i)) continue;
-        const char *topic = rd_kafka_topic_name(b->msgs[i]->rkt), *why = refusal_reason(b, i);
-        if (!b->outbox) b->outbox = ms_malloc(sizeof *b->outbox * (size_t)b->n);
-        b->outbox[b->noutbox++] = outbox_name(topic, b->msgs[i]->partition, b->msgs[i]->offset);
-        v.len = 0;
-        buf_put(&v, topic, strlen(topic) + 1);
-        buf_put(&v, why, strlen(why));
-        rc = store_definition_put(w, OUTBOX_KIND, b->outbox[b->noutbox - 1], v.data, v.len, e);
-    }
-    buf_free(&v);
-    return rc;
-}
-
-typedef struct {
-    char *const *names;
-    int n;
-} outbox_names;
-
-static ms_code outbox_drop(void *ctx, store_write *w, ms_err *e)
-{
-    const outbox_names *o = ctx;
-    ms_code rc = MS_OK;
-    for (int i = 0; rc == MS_OK && i < o->n; i++)
-        rc = store_definition_delete(w, OUTBOX_KIND, o->names[i], NULL, e);
-    return rc;
-}
-
-/* The entries of dead letters now delivered, cleared (a failure leaves them to be sent again at the next
- * start: a dead letter twice, never none). */
-static void outbox_clear(kafka_ingest *k, char *const *names, int n)
-{
-    if (!n) return;
-    outbox_names o = {names, n};
-    ms_err e = {0};
-    if (writer_apply(k->ingest.writer, outbox_drop, &o, &e) != MS_OK)
-        ms_log(LOG_WARN, "kafka.outbox_clear_failed",
-               "kafka: delivered dead letters not cleared (%s): sent again at the next start", e.msg);
-}
-
-static bool outbox_collect(void *ctx, const char *name, size_t name_len, const char *v, size_t n)
-{
-    outbox_entries *l = ctx;
-    const char *nul = memchr(v, 0, n);
-    int partition;
-    long long offset;
-    char *nm = ms_strndup(name, name_len);
-    if (!nul || sscanf(nm, "%d/%lld/", &partition, &offset) != 2) { /* never: outbox_keep wrote it */
-        ms_log(LOG_ERROR, "kafka.outbox_malformed", "kafka: a malformed dead-letter outbox entry; left as is");
-        free(nm);
-        return true;
-    }
-    l->at = ms_realloc(l->at, sizeof *l->at * (size_t)(l->n + 1));
-    l->at[l->n++] = (outbox_entry){.name = nm,
-                                   .topic = ms_strndup(v, (size_t)(nul - v)),
-                                   .why = ms_strndup(nul + 1, n - (size_t)(nul - v) - 1),
-                                   .partition = partition,
-                                   .offset = offset};
-    return true;
-}
-
-/* A consumer outside the group that reads single messages back (read_committed on a cluster node, as its
- * group's consumer reads); NULL with err. */
-static rd_kafka_t *outbox_reader_new(kafka_ingest *k, char *err, size_t cap)
-{
-    char group[320];
-    snprintf(group, sizeof group, "%s-dead-letters", k->opt.group);
-    return kafka_reader_new(k->opt.brokers, group, k->cl != NULL, (const char *const *)k->config, err, cap);
-}
-
-/* The message at (topic, partition, offset): *m, or NULL once the topic no longer holds it (retention).
- * false: not read in 30 s. */
-static bool outbox_read(rd_kafka_t *rd, const outbox_entry *x, rd_kafka_message_t **out)
-{
-    *out = NULL;
-    rd_kafka_topic_partition_list_t *at = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(at, x->topic, x->partition)->offset = x->offset;
-    rd_kafka_resp_err_t err = rd_kafka_assign(rd, at);
-    rd_kafka_topic_partition_list_destroy(at);
-    if (err) return false;
-    bool done = false;
-    for (double t0 = ms_mono_s(); !done && ms_mono_s() - t0 < 30;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rd, 200);
-        if (!m) continue;
-        if (!m->err && m->offset == x->offset) {
-            *out = m;
-            done = true;
-            continue;
-        }
-        done = (!m->err && m->offset > x->offset) || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_assign(rd, NULL);
-    return done;
-}
-
-static void outbox_entries_free(outbox_entries *l)
-{
-    for (int i = 0; i < l->n; i++) {
-        free(l->at[i].name);
-        free(l->at[i].topic);
-        free(l->at[i].why);
-    }
-    free(l->at);
-    memset(l, 0, sizeof *l);
-}
-
-/* Consumer thread: the outbox's entries an earlier run left (a node killed between a commit and its dead
- * letters' delivery; listed at start, so never one this run is sending), each message read back from its
- * topic and sent with its reason (a message the topic no longer holds: its dead letter without a key or
- * value), then cleared. True once every one is delivered and cleared; false: asked again later. */
-static bool outbox_send_left(kafka_ingest *k)
-{
-    outbox_entries *l = &k->left;
-    char err[512] = "";
-    rd_kafka_t *rd = outbox_reader_new(k, err, sizeof err);
-    if (!rd) ms_log(LOG_WARN, "kafka.outbox_failed", "kafka: dead-letter outbox reader: %s", err);
-    bool ok = rd != NULL;
-    uint64_t failed = atomic_load(&k->dead_letters_failed);
-    unsigned gone = 0;
-    for (int i = 0; ok && i < l->n; i++) {
-        rd_kafka_message_t *m = NULL;
-        if (!(ok = outbox_read(rd, &l->at[i], &m))) break;
-        rd_kafka_message_t none = {.partition = l->at[i].partition, .offset = l->at[i].offset};
-        gone += !m;
-        ok = dead_letter(k, m ? m : &none, l->at[i].why);
-        if (m) rd_kafka_message_destroy(m);
-    }
-    if (rd) {
-        rd_kafka_consumer_close(rd);
-        rd_kafka_destroy(rd);
-    }
-    if (!(ok && dead_letters_delivered(k) && atomic_load(&k->dead_letters_failed) == failed)) {
-        ms_log(LOG_WARN, "kafka.outbox_failed",
-               "kafka: %d dead letters a stop left undelivered not sent yet; trying again", l->n);
-        return false;
-    }
-    char **names = ms_malloc(sizeof *names * (size_t)l->n);
-    for (int i = 0; i < l->n; i++)
-        names[i] = l->at[i].name;
-    outbox_clear(k, names, l->n);
-    free(names);
-    log_field f[] = {LOG_INT("count", l->n), LOG_UINT("gone", gone), LOG_STR("topic", k->opt.dlq_topic)};
-    ms_log_fields(LOG_WARN, "kafka.dead_letters_resent", f, LOG_NFIELDS(f),
-                  "kafka: dead letters a stop left undelivered sent again");
-    outbox_entries_free(l);
-    return true;
-}
-
-/* At start: the outbox's entries an earlier run left, into k->left. */
-static ms_code outbox_list_left(kafka_ingest *k, ms_err *e)
-{
-    store_read *r;
-    ms_code rc = store_read_begin(k->opt.store, &r, e);
-    if (rc != MS_OK) return rc;
-    rc = store_definitions_list(r, OUTBOX_KIND, outbox_collect, &k->left, e);
-    store_read_end(r);
-    return rc;
 }
 
 /* Stage 1 (consumer thread): copy the messages into one body, scan every record, send the ones that
@@ -473,16 +170,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         if (b->batch.records[i].rejected) b->batch.rejected++;
     }
     free(off);
-    unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
-    for (int i = 0; i < n && !replay; i++) { /* a replay's were sent when the batch was first stored */
-        if (!b->batch.records[i].rejected) continue;
-        const char *why = b->batch.records[i].error ? b->batch.records[i].error : "rejected";
-        if (dead_letter(k, msgs[i], why)) {
-            sent++;
-            classes[dead_letter_class(why)]++;
-        }
-    }
-    log_dead_letters(k, classes, sent);
+    if (!replay) dead_letters_send_rejected(k->dl, msgs, &b->batch); /* a replay's were sent when first stored */
     atomic_fetch_add(&k->messages, (uint64_t)n);
     if (k->cl) cluster_route(k->cl, &b->route, msgs, &b->batch, replay_of);
     b->offsets = ms_malloc(sizeof *b->offsets * (size_t)n);
@@ -500,6 +188,7 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
         if (msgs[i]->offset + 1 > b->offsets[x].next) b->offsets[x].next = msgs[i]->offset + 1;
     }
     b->results = ms_calloc((size_t)n, sizeof(item_result));
+    b->refusals = (dead_letters_refusals){.msgs = b->msgs, .n = n, .batch = &b->batch, .results = b->results};
     b->job = (ingest_job){.body = b->body,
                           .body_len = b->body_len,
                           .body_write_len = b->body_padded,
@@ -509,8 +198,8 @@ static kafka_batch *kafka_batch_prepare(kafka_ingest *k, rd_kafka_message_t **ms
                           .may_update = true, /* a service source: new versions of a record are its job */
                           .offsets = b->offsets,
                           .noffsets = b->noffsets,
-                          .also = b->send_refusals ? outbox_keep : NULL,
-                          .also_ctx = b,
+                          .also = b->send_refusals ? dead_letters_keep_refusals : NULL,
+                          .also_ctx = &b->refusals,
                           .source = k->source,
                           .user = "kafka",
                           .role = "ingest",
@@ -528,7 +217,7 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
     if (k->cl && !b->replay && !b->committed) return false; /* its transaction failed: nothing of it is stored */
     /* plain mode: the scan's dead letters (stage 1) are in Kafka before the commit that moves the store's
      * offsets past them (a cluster node's were, before its transaction: cluster_transaction) */
-    if (!k->cl && !b->replay && !dead_letters_delivered(k)) return false;
+    if (!k->cl && !b->replay && !dead_letters_delivered(k->dl)) return false;
     for (int attempt = 0; attempt == 0 || !atomic_load(&k->stop); attempt++) {
         ms_err e = {0};
         if (ingest_store(&k->ingest, &b->job, &e) == MS_OK) return true;
@@ -539,44 +228,11 @@ static bool kafka_batch_store(kafka_ingest *k, kafka_batch *b)
     return false;
 }
 
-/* Stage 3, once the batch is durable (and a replay's, on the consumer thread): the records the writer refused
- * against what the store holds (the patient erased while the record was on its way, a patient past its field
- * limit, a cluster number that differs; writer.c) go to the dead-letter topic as the scanner's refusals did in
- * stage 1, from the outbox entries the batch's commit kept (outbox_keep), which are cleared once they are
- * delivered. Plain mode: before the offsets are committed to Kafka (kafka_batch_commit). */
-static void writer_dead_letters(kafka_ingest *k, const kafka_batch *b)
-{
-    if (!b->noutbox) return;
-    if (k->test_pause_dead_letters_ms > 0) {
-        ms_log(LOG_WARN, "kafka.test_pause", "kafka: pausing %d ms before a stored batch's dead letters (test hook)",
-               k->test_pause_dead_letters_ms);
-        usleep((useconds_t)k->test_pause_dead_letters_ms * 1000);
-    }
-    uint64_t failed = atomic_load(&k->dead_letters_failed);
-    unsigned classes[DLQ_CLASSES] = {0}, sent = 0;
-    bool queued = true;
-    for (int i = 0; i < b->n; i++) {
-        if (!writer_refused(b, i)) continue;
-        if (dead_letter(k, b->msgs[i], refusal_reason(b, i))) {
-            sent++;
-            classes[DLQ_PATIENT]++;
-        } else {
-            queued = false;
-        }
-    }
-    log_dead_letters(k, classes, sent);
-    if (queued && dead_letters_delivered(k) && atomic_load(&k->dead_letters_failed) == failed)
-        outbox_clear(k, b->outbox, b->noutbox);
-    else
-        ms_log(LOG_WARN, "kafka.dead_letters_kept",
-               "kafka: %d dead letters not delivered now: kept, and sent when the node starts again", b->noutbox);
-}
-
 /* Stage 3, after the batch is durable: the dead letters must be in Kafka before the offsets move past
  * them; then commit exactly this batch's offsets (the consumer stage has polled further). */
 static void kafka_batch_commit(kafka_ingest *k, kafka_batch *b)
 {
-    if (k->cl || !dead_letters_delivered(k)) return; /* a cluster's offsets went with its transaction */
+    if (k->cl || !dead_letters_delivered(k->dl)) return; /* a cluster's offsets went with its transaction */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(b->noffsets);
     for (int i = 0; i < b->noffsets; i++)
         rd_kafka_topic_partition_list_add(parts, b->offsets[i].topic, b->offsets[i].partition)->offset =
@@ -654,7 +310,7 @@ static void handoff_note(kafka_ingest *k, bool *done, int in_flight_delta)
  * batches behind it were made after the failed one's). */
 static void cluster_transaction(kafka_ingest *k, kafka_batch *b)
 {
-    if (atomic_load(&k->broken) || !dead_letters_delivered(k)) return;
+    if (atomic_load(&k->broken) || !dead_letters_delivered(k->dl)) return;
     ms_err e = {0};
     if (cluster_commit(k->cl, &b->route, b->msgs, b->n, b->offsets, b->noffsets, k->rk, &e) == MS_OK) {
         b->committed = true;
@@ -695,7 +351,7 @@ static void *store_main(void *arg)
             usleep((useconds_t)k->test_pause_store_ms * 1000);
         }
         if (kafka_batch_store(k, b)) {
-            writer_dead_letters(k, b);
+            dead_letters_send_refusals(k->dl, &b->refusals); /* before kafka_batch_commit's offsets */
             kafka_batch_commit(k, b);
         }
         kafka_batch_free(b);
@@ -741,7 +397,7 @@ static ms_code cluster_take_over(kafka_ingest *k, rd_kafka_topic_partition_list_
         if (!kafka_batch_store(k, b))
             rc = ms_fail(e, MS_EIO, "kafka cluster: a replayed batch was not stored");
         else
-            writer_dead_letters(k, b); /* a tail batch's (b->send_refusals): maybe never sent */
+            dead_letters_send_refusals(k->dl, &b->refusals); /* a tail batch's (b->send_refusals): maybe never sent */
         records += (uint64_t)n;
         atomic_fetch_add(&k->replayed_batches, 1);
         atomic_fetch_add(&k->replayed_messages, (uint64_t)n);
@@ -879,7 +535,7 @@ static void *consumer_main(void *arg)
             check_brokers(k);
             next_check = ms_mono_s() + 2;
         }
-        if (k->left.n && ms_mono_s() >= k->left_next && !outbox_send_left(k)) k->left_next = ms_mono_s() + 5;
+        dead_letters_send_left(k->dl);
         int n = 0;
         double deadline = 0;
         unsigned revokes = k->revokes;
@@ -922,7 +578,7 @@ static void kafka_metrics(void *ctx, buf *out)
     kafka_ingest *k = ctx;
     metrics_counter(out, "medstream_kafka_messages_total", "Kafka messages consumed.", atomic_load(&k->messages));
     metrics_counter(out, "medstream_kafka_dead_letters_total", "Kafka messages sent to the dead-letter topic.",
-                    atomic_load(&k->dead_letters));
+                    dead_letters_sent(k->dl));
     metrics_gauge(out, "medstream_kafka_lag", "Messages behind the high watermarks of the assigned partitions.",
                   atomic_load(&k->lag));
     metrics_gauge(out, "medstream_kafka_unreachable", "1 while the Kafka consumer cannot reach its brokers.",
@@ -1044,9 +700,8 @@ static void free_config(char **config)
 static void kafka_free(kafka_ingest *k)
 {
     if (k->rk) rd_kafka_destroy(k->rk);
-    if (k->dlq) rd_kafka_destroy(k->dlq);
+    dead_letters_close(k->dl);
     if (k->stored) rd_kafka_topic_partition_list_destroy(k->stored);
-    outbox_entries_free(&k->left);
     cluster_close(k->cl);
     free_config(k->config);
     free((char *)k->opt.dlq_topic);
@@ -1077,9 +732,16 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
     k->ingest = (ingest_ctx){opt->store, opt->writer, opt->schema, opt->max_record};
     const char *pause = getenv("MEDSTREAM_TEST_PAUSE_BEFORE_STORE_MS");
     k->test_pause_store_ms = pause ? atoi(pause) : 0;
-    pause = getenv("MEDSTREAM_TEST_PAUSE_BEFORE_DEAD_LETTERS_MS");
-    k->test_pause_dead_letters_ms = pause ? atoi(pause) : 0;
-    ms_code lrc = outbox_list_left(k, e);
+    ms_code lrc = dead_letters_open(&k->dl,
+                                    &(dead_letters_options){.brokers = opt->brokers,
+                                                            .group = opt->group,
+                                                            .topic = k->opt.dlq_topic,                /* k's copy */
+                                                            .config = (const char *const *)k->config, /* k's */
+                                                            .read_committed = opt->cluster,
+                                                            .store = opt->store,
+                                                            .writer = opt->writer,
+                                                            .stop = &k->stop},
+                                    e);
     if (lrc != MS_OK) {
         kafka_free(k);
         return lrc;
@@ -1100,11 +762,7 @@ ms_code kafka_ingest_start(kafka_ingest **out, const kafka_options *opt, ms_err 
         }
     }
     /* the dead-letter producer: the same brokers and security settings, none of the consumer's */
-    k->dlq = kafka_producer_new(
-        &(kafka_producer_options){
-            .brokers = opt->brokers, .config = opt->config, .on_delivery = dead_letter_delivered, .opaque = k},
-        err, sizeof err);
-    if (!k->dlq) {
+    if (!dead_letters_connect(k->dl, err, sizeof err)) {
         kafka_free(k);
         return kafka_fail(e, "dead-letter producer", err);
     }
@@ -1148,6 +806,6 @@ void kafka_ingest_stop(kafka_ingest *k)
     if (k->rk) rd_kafka_consumer_close(k->rk); /* may call on_rebalance (revoke): the hand-off is still live */
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
-    rd_kafka_flush(k->dlq, 5000);
+    dead_letters_flush(k->dl, 5000);
     kafka_free(k);
 }

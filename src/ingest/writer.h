@@ -89,7 +89,7 @@ typedef struct ingest_job {
     int noffsets;
     writer_apply_fn also; /* may be NULL: run in the batch's own transaction after its records (their
                              results final) and before its offsets, for what a source must keep with them
-                             (ingest_kafka.c: its outbox of the writer's dead letters); a failure fails the
+                             (ingest_kafka.c: dead_letters.c's outbox of the writer's dead letters); a failure fails the
                              batch */
     void *also_ctx;
     /* ... or the deletion of one record (results[0] gets ITEM_DELETED, or ITEM_REJECTED: not found) ... */
