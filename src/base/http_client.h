@@ -6,6 +6,7 @@
  * bench`, tools/bench/). It lives in base/ because both binaries use it and it knows nothing of medstream (libc sockets
  * only). One http_client_conn is one TCP connection to one host:port, used by one thread at a time. (Prefixed
  * http_client_ so that it never clashes with the server's http_request and http_response in http_server.h.)
+ * The URLs such a tool is given are split into host, port and base path by http_client_url.h.
  *
  * Contract:
  *   - http_client_request() sends one request and reads the whole answer into an
@@ -84,21 +85,6 @@ typedef struct {
 
 void http_client_response_init(http_client_response *resp);
 void http_client_response_free(http_client_response *resp);
-
-/* The parts of an http:// (or https://) URL. base_path has no trailing '/' ("" for the root). */
-typedef struct {
-    char host[256]; /* without IPv6 brackets */
-    char port[8];
-    char base_path[256];
-    bool https; /* only from http_client_url_parse_any */
-} http_client_url;
-
-/* Parses "http://HOST[:PORT][/PATH]" (IPv6 as [::1]); PORT defaults to 80. On error returns
- * HTTP_CLIENT_E_INVALID and writes a message to errbuf (may be NULL). */
-http_client_err http_client_url_parse(const char *url, http_client_url *out, char *errbuf, size_t errlen);
-
-/* The same for "http://..." or "https://HOST[:PORT][/PATH]" (PORT defaults to 443 for https). */
-http_client_err http_client_url_parse_any(const char *url, http_client_url *out, char *errbuf, size_t errlen);
 
 typedef struct http_client_conn http_client_conn;
 

@@ -12,6 +12,7 @@
 #include "export/out_file.h"
 #include "export/tar.h"
 #include "base/http_client.h"
+#include "base/http_client_url.h"
 #include "base/json_scan.h"
 #include "base/json_write.h"
 

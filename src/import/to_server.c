@@ -65,6 +65,7 @@
 #include "import/import_internal.h"
 
 #include "base/http_client.h"
+#include "base/http_client_url.h"
 #include "base/json_scan.h"
 #include "pipeline/record_scan.h"
 

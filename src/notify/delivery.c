@@ -4,6 +4,7 @@
 #include "notify/delivery.h"
 
 #include "base/http_client.h"
+#include "base/http_client_url.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

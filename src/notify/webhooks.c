@@ -30,6 +30,7 @@
 #include "access/access.h"
 
 #include "base/http_client.h"
+#include "base/http_client_url.h"
 #include "base/json_scan.h"
 #include "base/json_write.h"
 #include "base/log.h"

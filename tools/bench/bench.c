@@ -40,6 +40,7 @@
 #include "base/util.h"
 
 #include "base/http_client.h"
+#include "base/http_client_url.h"
 #include "pipeline/identity.h"
 #include "pipeline/shard.h"
 
