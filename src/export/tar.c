@@ -10,9 +10,15 @@
  * in memory), a header block at a time and a member in 1 MiB chunks, and applies a pax path record to the
  * member after it; the name finally used (pax or ustar) is the one checked.
  *
+ * Every header's size field is read as ustar's octal number or refused, never as the digits before what is
+ * not one (a base-256 size was read as 0, and the member's own bytes then as members). A refusal ends its
+ * message with the offset of the header at fault in the archive (the name is not echoed: it is export data).
+ *
  * Must never: write a member outside dir (absolute names, "..", "." or empty components are refused, in a
- * pax path as in a ustar name), follow or make links, read more than PAX_MAX bytes of one extended header
- * into memory, or write an archive in which a pax-reading tar sees another name than the file's.
+ * pax path as in a ustar name), follow or make links, read more than TAR_PAX_MAX bytes of one extended header
+ * into memory, report success for a tree that is not the archive's (a directory over a file, a member named
+ * like another's temporary file: refused), or write an archive in which a pax-reading tar sees another name
+ * than the file's. fuzz/fuzz_tar.c checks the reader against a model of this contract.
  */
 #include "export/tar.h"
 
@@ -21,6 +27,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +36,6 @@
 #include <unistd.h>
 
 #define BLOCK 512
-#define TAR_SIZE_MAX ((uint64_t)077777777777)
-#define PAX_MAX 65536        /* the bytes of one extended header we read */
 #define TAR_CHUNK (1u << 20) /* a member is copied a chunk at a time */
 
 /* width - 1 octal digits, zero-padded, then NUL (the caller's v fits) */
@@ -209,27 +214,49 @@ ms_code tar_write_dir(const char *dir, const char *tar_dir, const char *tar_name
     return rc;
 }
 
+/* A name extract may write under its directory: not absolute, no empty, "." or ".." component; a directory's
+ * one trailing '/' is no component ("a//" has an empty one). */
 static bool safe_name(const char *name)
 {
-    if (!*name || name[0] == '/') return false;
-    const char *p = name;
-    while (*p) {
-        const char *slash = strchr(p, '/');
-        size_t n = slash ? (size_t)(slash - p) : strlen(p);
-        if (n == 0 && slash && !slash[1]) break; /* a directory's trailing '/' */
-        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return false;
-        if (!slash) break;
-        p = slash + 1;
+    size_t n = strlen(name);
+    if (n && name[n - 1] == '/') n--;
+    if (n == 0 || name[0] == '/') return false;
+    for (size_t at = 0; at <= n;) {
+        const char *c = name + at, *slash = memchr(c, '/', n - at);
+        size_t len = slash ? (size_t)(slash - c) : n - at;
+        if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.')) return false;
+        at += len + 1;
     }
     return true;
 }
 
-static uint64_t parse_octal(const char *p, size_t n)
+/* Whether a component of name has the form of out_file's temporary files (".NAME.tmp"): extracting NAME
+ * beside it would write over it (a file), or fail (a directory). */
+static bool temporary_name(const char *name)
 {
+    for (const char *c = name; *c;) {
+        size_t len = strcspn(c, "/");
+        if (len >= 6 && c[0] == '.' && memcmp(c + len - 4, ".tmp", 4) == 0) return true;
+        c += len;
+        if (*c) c++;
+    }
+    return false;
+}
+
+/* ustar's 12-byte size field: octal digits after any spaces, then a NUL, a space or the field's end (what
+ * follows is not read; no digit at all is 0). Anything else, GNU's base-256 form of a member over 8 GiB
+ * included, is no size: false (never a number made of the digits before the junk). */
+static bool parse_size(const char *f, uint64_t *size)
+{
+    size_t i = 0;
     uint64_t v = 0;
-    for (size_t i = 0; i < n && p[i] >= '0' && p[i] <= '7'; i++)
-        v = v * 8 + (uint64_t)(p[i] - '0');
-    return v;
+    while (i < 12 && f[i] == ' ')
+        i++;
+    for (; i < 12 && f[i] >= '0' && f[i] <= '7'; i++)
+        v = v * 8 + (uint64_t)(f[i] - '0');
+    if (i < 12 && f[i] != 0 && f[i] != ' ') return false;
+    *size = v;
+    return true;
 }
 
 /* Where the archive's bytes come from: a buffer (data) or a file descriptor (data NULL), read in order. */
@@ -239,6 +266,7 @@ typedef struct {
     int fd;
     bool release;            /* punch out of the file what was read */
     uint64_t read, released; /* file offsets: read so far, freed so far */
+    uint64_t taken;          /* the archive's bytes read so far, from either source: where an error is */
 } source;
 
 /* The file's bytes read so far, freed from its disk a TAR_CHUNK at a time, where the file system can (an
@@ -259,6 +287,7 @@ static ms_code src_read(source *s, char *b, size_t n, size_t *got, ms_err *e)
         size_t k = s->len - s->at < n ? s->len - s->at : n;
         memcpy(b, s->data + s->at, k);
         s->at += k;
+        s->taken += k;
         *got = k;
         return MS_OK;
     }
@@ -272,6 +301,7 @@ static ms_code src_read(source *s, char *b, size_t n, size_t *got, ms_err *e)
     }
     *got = have;
     s->read += have;
+    s->taken += have;
     src_release(s);
     return MS_OK;
 }
@@ -300,7 +330,7 @@ static ms_code parse_pax(const char *p, size_t n, buf *path, ms_err *e)
     path->len = 0;
     while (n) {
         size_t len = 0, i = 0;
-        while (i < n && i < 10 && p[i] >= '0' && p[i] <= '9') /* n <= PAX_MAX: a longer number is bad */
+        while (i < n && i < 10 && p[i] >= '0' && p[i] <= '9') /* n <= TAR_PAX_MAX: a longer number is bad */
             len = len * 10 + (size_t)(p[i++] - '0');
         if (i == 0 || i == n || p[i] != ' ' || len <= i + 1 || len > n || p[len - 1] != '\n')
             return ms_fail(e, MS_EINVAL, "archive: a bad pax extended header");
@@ -330,8 +360,10 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
     buf name = {0}, pax_path = {0}, path = {0};
     bool have_pax = false;
     ms_code rc = MS_OK;
+    uint64_t header_at = 0; /* the offset in the archive of the header being read */
     for (;;) {
         size_t got;
+        header_at = s->taken;
         if ((rc = src_read(s, h, BLOCK, &got, e))) break;
         if (got < BLOCK) {
             rc = ms_fail(e, MS_EINVAL, "archive: no end marker");
@@ -341,15 +373,23 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
             if (have_pax) rc = ms_fail(e, MS_EINVAL, "archive: a pax extended header with no member after it");
             break;
         }
-        uint64_t size = parse_octal(h + 124, 12);
+        uint64_t size;
+        if (!parse_size(h + 124, &size)) {
+            rc = ms_fail(e, MS_EINVAL, "archive: a size field that is not an octal number");
+            break;
+        }
+        if (size > TAR_SIZE_MAX) {
+            rc = ms_fail(e, MS_EINVAL, "archive: a member over 8 GiB");
+            break;
+        }
         char type = h[156];
         if (type == 'x') { /* the next member's extended header */
             if (have_pax) {
                 rc = ms_fail(e, MS_EINVAL, "archive: two pax extended headers in a row");
                 break;
             }
-            if (size > PAX_MAX) {
-                rc = ms_fail(e, MS_EINVAL, "archive: a pax extended header over %d bytes", PAX_MAX);
+            if (size > TAR_PAX_MAX) {
+                rc = ms_fail(e, MS_EINVAL, "archive: a pax extended header over %d bytes", TAR_PAX_MAX);
                 break;
             }
             if ((rc = src_exact(s, chunk, size + padding(size), chunk, e)) ||
@@ -371,18 +411,25 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
             rc = ms_fail(e, MS_EINVAL, "archive: member name refused (absolute or with ..)");
             break;
         }
+        if (temporary_name(name.data)) {
+            rc = ms_fail(e, MS_EINVAL, "archive: a member named like a temporary file (.NAME.tmp)");
+            break;
+        }
         if ((type != '0' && type != 0 && type != '5') || (type != '5' && name.data[name.len - 1] == '/')) {
             rc = ms_fail(e, MS_EINVAL, "archive: a member is not a file");
             break;
         }
-        if (s->data && size > s->len - s->at) {
+        /* a directory's size is no data (GNU tar and Python's tarfile read it so; tar_extract_fd too) */
+        if (type != '5' && s->data && size > s->len - s->at) {
             rc = ms_fail(e, MS_EINVAL, "archive: cut short");
             break;
         }
         path.len = 0;
         buf_printf(&path, "%s/%s", dir, name.data);
         if (type == '5') {
-            rc = out_mkdirs(path.data, e);
+            struct stat st; /* mkdir -p takes a file of that name as done: it is not */
+            if ((rc = out_mkdirs(path.data, e)) == MS_OK && (lstat(path.data, &st) != 0 || !S_ISDIR(st.st_mode)))
+                rc = ms_fail(e, MS_EINVAL, "archive: a directory member over a file of the same name");
         } else {
             char *slash = strrchr(path.data, '/');
             *slash = 0;
@@ -403,6 +450,10 @@ static ms_code extract(source *s, const char *dir, ms_err *e)
             if (rc == MS_OK) rc = src_exact(s, NULL, padding(size), chunk, e);
         }
         if (rc) break;
+    }
+    if (rc == MS_EINVAL && e) { /* the archive's fault: say where (never the name: a value of the export) */
+        size_t used = strlen(e->msg);
+        snprintf(e->msg + used, sizeof e->msg - used, " (the header at byte %" PRIu64 ")", header_at);
     }
     free(chunk);
     buf_free(&name);

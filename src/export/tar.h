@@ -9,10 +9,14 @@
  * most) is written as ustar alone; a longer one (up to TAR_PATH_MAX bytes) gets an 'x' header with a
  * "path" record first (tar_pax_record), which GNU tar and Python's tarfile read. tar_extract (a
  * buffer) and tar_extract_fd (a file read from its current offset to the end marker, a chunk at a time:
- * memory bounded whatever the archive's size) read both; they refuse (MS_EINVAL) a member whose name (the
- * pax path when there is one) is absolute, has an empty, "." or ".." component, or is not a file or a
- * directory, before writing it, and a malformed, oversized or dangling extended header; files are written
- * through out_file too. Members larger than 8 GiB are refused on both sides (ustar's size field).
+ * memory bounded whatever the archive's size) read both, alike; they refuse (MS_EINVAL) a member whose name
+ * (the pax path when there is one) is absolute, has an empty, "." or ".." component (a directory's one
+ * trailing '/' aside) or one of the form ".NAME.tmp" (out_file's temporary files), or is not a file or a
+ * directory, before writing it; a header whose size field is not an octal number (GNU's base-256 included);
+ * a directory member where a file of its name was extracted; and a malformed, oversized or dangling extended
+ * header. A refusal's message ends "(the header at byte N)", N the offset in the archive of the header at
+ * fault. A directory's size field is not data (as GNU tar and Python's tarfile read it). Files are written
+ * through out_file too. Members larger than TAR_SIZE_MAX (8 GiB) are refused on both sides.
  */
 #ifndef MS_EXPORT_TAR_H
 #define MS_EXPORT_TAR_H
@@ -25,7 +29,9 @@ ms_code tar_extract(const char *data, size_t len, const char *dir, ms_err *e);
  * can): a downloaded archive and its extraction then need about the room of one. */
 ms_code tar_extract_fd(int fd, bool release, const char *dir, ms_err *e);
 
-#define TAR_PATH_MAX 4096 /* the longest member path written or read */
+#define TAR_PATH_MAX 4096                     /* the longest member path written or read */
+#define TAR_SIZE_MAX ((uint64_t)077777777777) /* the largest member written or read: ustar's 11 octal digits */
+#define TAR_PAX_MAX 65536                     /* the largest pax extended header read */
 
 /* One pax extended header record, appended to out: "LEN key=value\n", LEN the record's length in bytes
  * with its own digits. Pure. */

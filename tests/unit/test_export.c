@@ -4,7 +4,10 @@
  * encoding, NDJSON and CSV lines, column batches, the manifest, signed links, a tar round trip, and pax
  * extended headers: the record's self-counting length, a path ustar cannot hold written and read back (by
  * tar_extract, tar_extract_fd and Python's tarfile), unsafe or malformed pax records refused before anything
- * is written; tar_extract_fd streaming multi-MiB members from a file, freeing what it read, refusing a cut one.
+ * is written; tar_extract_fd streaming multi-MiB members from a file, freeing what it read, refusing a cut one;
+ * and what fuzz/fuzz_tar.c found in the reader: size fields that are not octal numbers (base-256, junk, over
+ * 8 GiB), a directory member over a file, a directory's size taken as data by tar_extract alone, names with
+ * an empty component ("a//") or of a temporary file (".x.tmp"), each refusal naming its header's offset.
  *
  * The public-scope property test: records with random extra field names (and PHI-looking values) go
  * through the real stages 1-3 (prepare + deidentify), and the public row built from the public copy
@@ -605,6 +608,193 @@ static void test_tar_extract_fd_streams_and_releases(void **state)
     unit_rmtree(dir);
 }
 
+/* ---- what fuzz/fuzz_tar.c found in the reader (each test fails without its fix in tar.c) ---- */
+
+/* The size field of the header at t->data + at set to the 12 bytes of field, and its checksum made right. */
+static void set_size_field(buf *t, size_t at, const char field[12])
+{
+    char *h = t->data + at;
+    memcpy(h + 124, field, 12);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++)
+        sum += (unsigned char)h[i];
+    snprintf(h + 148, 8, "%06o", sum);
+}
+
+static void end_marker(buf *t)
+{
+    char end[1024] = {0};
+    buf_put(t, end, sizeof end);
+}
+
+/* tar_extract and tar_extract_fd (from a file, after 100 bytes that are not the archive's) of t into dir/a and
+ * dir/b: both must give want, and the same message. */
+static void extract_both(const buf *t, const char *dir, ms_code want, ms_err *e)
+{
+    char a[300], b[300], file[300];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(file, sizeof file, "%s/archive.tar", dir);
+    unit_rmtree(a);
+    unit_rmtree(b);
+    assert_int_equal(out_mkdirs(a, e), MS_OK);
+    assert_int_equal(out_mkdirs(b, e), MS_OK);
+    assert_int_equal(tar_extract(t->data, t->len, a, e), want);
+    char first[sizeof e->msg];
+    snprintf(first, sizeof first, "%s", want ? e->msg : "");
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    char before[100];
+    memset(before, 'z', sizeof before);
+    assert_int_equal(write(fd, before, sizeof before), (ssize_t)sizeof before);
+    assert_int_equal(write(fd, t->data, t->len), (ssize_t)t->len);
+    assert_int_equal(lseek(fd, sizeof before, SEEK_SET), (off_t)sizeof before);
+    assert_int_equal(tar_extract_fd(fd, false, b, e), want);
+    close(fd);
+    unlink(file);
+    if (want) assert_string_equal(e->msg, first);
+}
+
+/* A size field is an octal number or the member is refused: GNU tar's base-256 form (a member over 8 GiB) was
+ * read as 0, so the member's own bytes were read as members and a file hidden in them extracted; junk after
+ * the digits was ignored; a 12-digit size over 8 GiB was taken. */
+static void test_tar_size_field_is_an_octal_number_or_refused(void **state)
+{
+    (void)state;
+    char dir[256];
+    unit_tmpdir(dir);
+    ms_err e;
+    buf inner = {0}, t = {0};
+    put_header(&inner, "smuggled.txt", '0', 3);
+    put_data(&inner, "hi\n", 3);
+    put_header(&t, "big.bin", '0', 0);
+    char base256[12] = {(char)0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x04, 0}; /* 1024: GNU's binary number */
+    set_size_field(&t, 0, base256);
+    buf_put(&t, inner.data, inner.len); /* the member's 1024 bytes: a header and its data */
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_true(unit_has_str(e.msg, "a size field that is not an octal number (the header at byte 0)"));
+    assert_false(exists(dir, "a/smuggled.txt") || exists(dir, "b/smuggled.txt"));
+    assert_false(exists(dir, "a/big.bin") || exists(dir, "b/big.bin"));
+    /* junk after the digits: "3x" was read as 3 */
+    t.len = 0;
+    put_header(&t, "x.txt", '0', 3);
+    set_size_field(&t, 0, "00000000003x");
+    put_data(&t, "abc", 3);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_false(exists(dir, "a/x.txt") || exists(dir, "b/x.txt"));
+    /* 12 digits, over 8 GiB: refused for its size, not read until the archive runs out */
+    t.len = 0;
+    put_header(&t, "huge.bin", '0', 0);
+    set_size_field(&t, 0, "100000000000");
+    put_data(&t, "abc", 3);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_true(unit_has_str(e.msg, "a member over 8 GiB"));
+    /* what stays taken: a space-padded field (old tars), a NUL-ended one, one that fills the field, and (for
+     * the second member) one of NULs only: 0 */
+    static const char *const good[] = {"          3 ", "00000000003\0", "           3"};
+    for (size_t i = 0; i < 3; i++) {
+        t.len = 0;
+        put_header(&t, "x.txt", '0', 3);
+        set_size_field(&t, 0, good[i]);
+        put_data(&t, "abc", 3);
+        put_header(&t, "empty.txt", '0', 0);
+        char none[12] = {0};
+        set_size_field(&t, 1024, none);
+        end_marker(&t);
+        extract_both(&t, dir, MS_OK, &e);
+        assert_true(exists(dir, "b/x.txt") && exists(dir, "a/empty.txt"));
+    }
+    buf_free(&inner);
+    buf_free(&t);
+    unit_rmtree(dir);
+}
+
+/* A directory member where a file of the same name was extracted is refused: mkdir -p took the file as the
+ * directory, and the extraction succeeded with a file where the archive ends with a directory. */
+static void test_tar_directory_member_over_a_file_is_refused(void **state)
+{
+    (void)state;
+    char dir[256];
+    unit_tmpdir(dir);
+    ms_err e;
+    buf t = {0};
+    put_header(&t, "a", '0', 3);
+    put_data(&t, "abc", 3);
+    put_header(&t, "a/", '5', 0);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_true(unit_has_str(e.msg, "a directory member over a file of the same name (the header at byte 1024)"));
+    buf_free(&t);
+    unit_rmtree(dir);
+}
+
+/* A directory's size field is no data (as GNU tar and Python's tarfile read it): tar_extract refused a
+ * directory whose size went past the archive's end as "cut short", while tar_extract_fd extracted it. */
+static void test_tar_directory_size_is_no_data_in_both_readers(void **state)
+{
+    (void)state;
+    char dir[256];
+    unit_tmpdir(dir);
+    ms_err e;
+    buf t = {0};
+    put_header(&t, "d/", '5', 65536);
+    put_header(&t, "d/f.txt", '0', 3);
+    put_data(&t, "abc", 3);
+    end_marker(&t);
+    extract_both(&t, dir, MS_OK, &e);
+    assert_true(exists(dir, "a/d/f.txt") && exists(dir, "b/d/f.txt"));
+    buf_free(&t);
+    unit_rmtree(dir);
+}
+
+/* Names: "a//" has an empty component (it was taken as the directory a); a member named like the extractor's
+ * temporary file of another (".x.tmp" beside "x") is refused: extracting x wrote over it, and the extraction
+ * succeeded without it. A refusal says where its header is. */
+static void test_tar_names_with_an_empty_component_or_a_temporary_files_are_refused(void **state)
+{
+    (void)state;
+    char dir[256];
+    unit_tmpdir(dir);
+    ms_err e;
+    buf t = {0};
+    put_header(&t, "ok/", '5', 0);
+    put_header(&t, "a//", '5', 0);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_true(unit_has_str(e.msg, "member name refused (absolute or with ..) (the header at byte 512)"));
+    assert_false(exists(dir, "a/a") || exists(dir, "b/a"));
+    t.len = 0;
+    put_header(&t, "d/.x.tmp", '0', 5);
+    put_data(&t, "first", 5);
+    put_header(&t, "d/x", '0', 6);
+    put_data(&t, "second", 6);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    assert_true(unit_has_str(e.msg, "a member named like a temporary file (.NAME.tmp) (the header at byte 0)"));
+    t.len = 0;
+    put_header(&t, ".x.tmp/", '5', 0); /* as a directory: x could not be extracted at all */
+    put_header(&t, "x", '0', 1);
+    put_data(&t, "1", 1);
+    end_marker(&t);
+    extract_both(&t, dir, MS_EINVAL, &e);
+    t.len = 0; /* names that only look close are taken */
+    put_header(&t, ".tmp", '0', 1);
+    put_data(&t, "1", 1);
+    put_header(&t, "x.tmp", '0', 1);
+    put_data(&t, "2", 1);
+    put_header(&t, ".x.tmp.1", '0', 1);
+    put_data(&t, "3", 1);
+    end_marker(&t);
+    extract_both(&t, dir, MS_OK, &e);
+    assert_true(exists(dir, "a/.tmp") && exists(dir, "a/x.tmp") && exists(dir, "b/.x.tmp.1"));
+    buf_free(&t);
+    unit_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +809,10 @@ int main(void)
         cmocka_unit_test(test_tar_pax_record_length_counts_itself),
         cmocka_unit_test(test_tar_long_path_round_trip_and_refusals),
         cmocka_unit_test(test_tar_extract_fd_streams_and_releases),
+        cmocka_unit_test(test_tar_size_field_is_an_octal_number_or_refused),
+        cmocka_unit_test(test_tar_directory_member_over_a_file_is_refused),
+        cmocka_unit_test(test_tar_directory_size_is_no_data_in_both_readers),
+        cmocka_unit_test(test_tar_names_with_an_empty_component_or_a_temporary_files_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
