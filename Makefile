@@ -37,7 +37,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=build/san/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec fuzz-wire fuzz-files fuzz-http openapi docs
+.PHONY: all test unit e2e demo fuzz fuzz-csv fuzz-build clean bench bench-token bench-log bench-csv bench-parquet bench-rules bench-counter-ops bench-seal bench-scan fuzz-counter fuzz-codec fuzz-wire fuzz-files fuzz-http fuzz-tar openapi docs
 all: build/medstream build/medstream-bench
 
 build/obj/%.o: %.c $(HEADERS) $(BENCHHDR)
@@ -105,7 +105,7 @@ FUZZ_OBJ = $(LIBSRC:%.c=build/fuzz/obj/%.o)
 # a UBSan report stops a fuzzer, as an ASan one does
 FUZZ_SAN = -fno-sanitize-recover=undefined
 FUZZ_BIN = build/fuzz/fuzz_record build/fuzz/fuzz_csv build/fuzz/fuzz_counter build/fuzz/fuzz_codec \
-	build/fuzz/fuzz_wire build/fuzz/fuzz_files build/fuzz/fuzz_http_answer
+	build/fuzz/fuzz_wire build/fuzz/fuzz_files build/fuzz/fuzz_http_answer build/fuzz/fuzz_tar
 # kept after the link (a pattern rule's objects are intermediate files make would delete): an edit then
 # recompiles one object, not the library
 .SECONDARY: $(FUZZ_OBJ)
@@ -142,6 +142,11 @@ fuzz-http: build/fuzz/fuzz_http_answer
 		2>/dev/null || true
 	build/fuzz/fuzz_http_answer -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
 		build/fuzz/corpus_http_answer
+# The tar reader of `export --url` (an archive from a server, extracted under a directory): make fuzz-tar
+fuzz-tar: build/fuzz/fuzz_tar
+	@mkdir -p build/fuzz/corpus_tar && cp -n fuzz/corpus_tar/*.tar build/fuzz/corpus_tar/ 2>/dev/null || true
+	build/fuzz/fuzz_tar -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \
+		-dict=fuzz/tar.dict build/fuzz/corpus_tar
 fuzz: build/fuzz/fuzz_record build/fuzz/fuzz_csv
 	@mkdir -p build/fuzz/corpus && cp -n fuzz/corpus/* build/fuzz/corpus/ 2>/dev/null || true
 	build/fuzz/fuzz_record -max_total_time=$(FUZZ_HALF) -max_len=8192 -timeout=5 -rss_limit_mb=2048 build/fuzz/corpus
