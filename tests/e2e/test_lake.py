@@ -28,6 +28,7 @@ import time
 import urllib.parse
 
 import harness as H
+import lake_files as LF
 from harness import check, eq, fail, short, test
 
 # test_export.py's venv helper (pyarrow + duckdb in build/venv), without registering its tests here
@@ -573,62 +574,13 @@ S2 = dict(S1, public={"favorite_color": "copy", "type": "copy", "ts": "copy"})
 # S3: the event time as its year again (year= partitions), a third version after S1 and S2
 S3 = dict(S1, public={"favorite_color": "copy", "type": "copy", "ts": "year", "shoe_size": "copy"})
 
-# Every file of the lake as its readers see it, each read whole on its own (year= and date= directories do not
-# make one Hive dataset): the log's last word on each path (a roll's files, a later line's "rewritten") against
-# its bytes, sha256 and rows; pyarrow's rows of each file; DuckDB's (file, record_id, version) over every
-# file at once (union_by_name, across the columns of both schemas); the files holding argv[2] in their bytes.
-ERASE_READER = r"""
-import hashlib, json, os, sys
-import duckdb, pyarrow.parquet as pq
-lake, needle = sys.argv[1], sys.argv[2].encode()
-last = {}
-for line in open(os.path.join(lake, "_medstream", "commits"), encoding="utf-8"):
-    en = json.loads(line)
-    for f in en["files"] + en.get("rewritten", []):
-        last[f["path"]] = f
-problems, rows, holding, visible = [], [], [], []
-for root, dirs, names in os.walk(lake):
-    rel = os.path.relpath(root, lake)
-    if rel == "_medstream" or rel.startswith("_medstream" + os.sep):
-        continue
-    for fn in names:
-        p = os.path.relpath(os.path.join(root, fn), lake)
-        visible.append(p)
-        data = open(os.path.join(lake, p), "rb").read()
-        if needle in data:
-            holding.append(p)
-        f = last.get(p)
-        if f is None:
-            problems.append("visible but not in the commits log: " + p)
-        elif len(data) != f["bytes"] or hashlib.sha256(data).hexdigest() != f["sha256"]:
-            problems.append("bytes or sha256 differ from the log's last word on it: " + p)
-        t = pq.read_table(os.path.join(lake, p), partitioning=None)
-        if f is not None and t.num_rows != f["rows"]:
-            problems.append("rows differ from the log: " + p)
-        for r in t.to_pylist():
-            rows.append({"path": p, "patient_id": r["patient_id"], "record_id": r["record_id"],
-                         "version": r["version"], "fields": r.get("fields"), "ts": r.get("ts", "no column")})
-problems += ["listed in the commits log but missing: " + p for p in last if p not in visible]
-duck = []
-files = sorted(os.path.join(lake, p) for p in visible if p.startswith("records/"))
-if files:
-    q = ("select filename, record_id, version from read_parquet([%s], union_by_name=true, filename=true, "
-         "hive_partitioning=false)" % ",".join("'%s'" % f.replace("'", "''") for f in files))
-    duck = [[os.path.relpath(f, lake), r, v] for f, r, v in duckdb.sql(q).fetchall()]
-print(json.dumps({"problems": problems, "rows": rows, "duck": duck, "holding": holding}, default=str))
-"""
-
-
 def read_lake_files(lake, needle):
-    py = TE.venv_python()
-    r = subprocess.run([py, "-c", ERASE_READER, lake, needle], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        fail("pyarrow/duckdb could not read the lake %s: %s" % (lake, short(r.stderr, 1500)))
-    res = json.loads(r.stdout)
-    check(not res["problems"], "lake problems: %s" % short(res["problems"], 800))
-    eq(sorted(map(tuple, res["duck"])),
-       sorted((x["path"], x["record_id"], x["version"]) for x in res["rows"] if x["path"].startswith("records/")),
-       "(file, record_id, version) read by DuckDB vs pyarrow")
+    """lake_files.read's answer, its rows flattened: {"rows": [{path, patient_id, record_id, version, fields,
+    ts ("no column" where the file has none)}], "holding": [files with needle's bytes]}."""
+    res = LF.read(TE.venv_python(), lake, needle.encode())
+    res["rows"] = [{"path": f["path"], "patient_id": r["patient_id"], "record_id": r["record_id"],
+                    "version": r["version"], "fields": r.get("fields"), "ts": r.get("ts", "no column")}
+                   for f in res["files"] for r in f["rows"]]
     return res
 
 
