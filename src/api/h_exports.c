@@ -183,13 +183,21 @@ void h_export_create(api *a, http_request *req, http_response *res)
         }
         snprintf(snap, sizeof snap, "%s", as_of.data);
     } else if (has_as_of) {
-        store_read_end(r);
         if (years) {
+            store_read_end(r);
             http_error(res, 400, "as_of: a public export takes a snapshot id (POST /v1/snapshots), not a time");
             goto out;
         }
         if (!time_parse_rfc3339(as_of.data, as_of.len, &spec.as_of)) {
+            store_read_end(r);
             http_error(res, 400, "as_of: expected an RFC 3339 time or a snapshot id");
+            goto out;
+        }
+        /* the export's reads begin later: each sees every commit of that instant once a write in flight is done */
+        ms_code rc = store_read_settle(r, spec.as_of, &e);
+        store_read_end(r);
+        if (rc != MS_OK) {
+            http_error(res, status_for(rc), "%s", e.msg);
             goto out;
         }
     } else if (years) { /* a public export of now: a snapshot, so that its instant can be read again */

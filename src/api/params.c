@@ -55,8 +55,14 @@ bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapsh
         http_error(res, 400, "as_of: public reads take a snapshot id (POST /v1/snapshots), not a time");
         return false;
     }
-    if (time_parse_rfc3339(v, strlen(v), as_of)) return true;
-    http_error(res, 400, "as_of: expected an RFC 3339 time (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
+    if (!time_parse_rfc3339(v, strlen(v), as_of)) {
+        http_error(res, 400, "as_of: expected an RFC 3339 time (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
+        return false;
+    }
+    /* a commit of valid_from <= as_of may still be in flight: r must hold it, as a later read would */
+    ms_err e;
+    if (store_read_settle(r, *as_of, &e) == MS_OK) return true;
+    http_error(res, status_for(e.code), "%s", e.msg);
     return false;
 }
 

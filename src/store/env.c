@@ -166,6 +166,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
     s->read_only = ro;
     s->lock_fd = -1;
     s->free_bytes = -1;
+    atomic_init(&s->writing_from, INT64_MAX);
     s->segment_size = opt->segment_size ? opt->segment_size : STORE_DEFAULT_SEGMENT_SIZE;
     if (ro)
         note_live_writer(s, dir);
@@ -378,8 +379,12 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
         free(w);
         return st_mdb_fail(e, rc, "begin write");
     }
+    /* first a bound below the valid_from the clock gives next, so that a read settling an instant
+     * (store_read_settle) never misses this transaction between the clock and the store */
+    atomic_store(&s->writing_from, s->last_commit + 1);
     int64_t now = ms_now_us();
     w->now = now > s->last_commit ? now : s->last_commit + 1;
+    atomic_store(&s->writing_from, w->now);
     w->patients = s->patients;
     w->created = s->created;
     w->audit_seq = s->audit_seq;
@@ -391,8 +396,10 @@ ms_code store_write_begin(store *s, store_write **out, ms_err *e)
 
 int64_t store_write_time(const store_write *w) { return w->now; }
 
+/* Every end of a write transaction (committed, failed or abandoned) comes here, after its commit's heads. */
 static void write_free(store_write *w)
 {
+    atomic_store(&w->s->writing_from, INT64_MAX);
     free(w->inserted);
     free(w->bound);
     free(w->erased);

@@ -30,6 +30,7 @@
 #include "store/store.h"
 
 #include <lmdb.h>
+#include <stdatomic.h>
 
 /* The LMDB sub-databases (README.md, "LMDB layout"). */
 enum {
@@ -78,6 +79,8 @@ struct store {
     uint64_t audit_seq;           /* last audit entry */
     unsigned char audit_head[32]; /* SHA-256 of the last audit entry (zeros before the first) */
     int64_t last_commit;          /* the last instant handed out (under LMDB's writer lock) */
+    _Atomic int64_t writing_from; /* the valid_from of the write transaction in flight, or a bound below it while
+                                     it begins (INT64_MAX: none): store_read_settle waits for it */
     uint64_t commit_pos;
     store_commit_times commit_times; /* the last commit's (store_last_commit_times) */
     uint64_t patients;               /* meta "patients": every patient number is below it (the count, where numbers are

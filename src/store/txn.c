@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* An EIO from an LMDB write on a file system with less than this free (or 1 % of it) is a full disk:
  * LMDB turns a short page write, which is what a full disk gives, into EIO. */
@@ -125,6 +126,33 @@ ms_code store_read_begin(store *s, store_read **out, ms_err *e)
     }
     st_plog_catch_up(r); /* a read-only store: a live writer's entries since the open */
     *out = r;
+    return MS_OK;
+}
+
+/* How long a read waits for the write in flight to end (store_read_settle): a group commit takes milliseconds,
+ * one of a full batch on a slow disk a second or two. */
+#define SETTLE_WAIT_S 10
+
+ms_code store_read_settle(store_read *r, int64_t as_of, ms_err *e)
+{
+    store *s = r->s;
+    /* a later instant may still get commits (every one after this has a later valid_from: the clock's) */
+    if (as_of >= ms_now_us()) return MS_OK;
+    double until = ms_mono_s() + SETTLE_WAIT_S;
+    while (atomic_load(&s->writing_from) <= as_of) {
+        if (ms_mono_s() > until)
+            return ms_fail(e, MS_EIO, "store: a commit of that instant has been in flight for over %d s: try again",
+                           SETTLE_WAIT_S);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    /* a snapshot that holds it, and every commit that ended since r began */
+    mdb_txn_reset(r->txn);
+    int rc = mdb_txn_renew(r->txn);
+    if (rc) return st_mdb_fail(e, rc, "renew read");
+    r->sv = 0;
+    r->plog_end = 0;
+    st_plog_catch_up(r);
     return MS_OK;
 }
 
