@@ -30,15 +30,32 @@ void h_public_patient(api *a, http_request *req, http_response *res)
     finish_read(r, rc, &e, &out, res, t0);
 }
 
+/* A bound selects by the stored value (the record type as sent, the event time's year): it may bound a public
+ * read only where the public copy carries that value itself, the type copied and the event time copied or
+ * generalized to its year. Otherwise the answer would tell the private value (type=hiv-test selected exactly the
+ * records whose pseudonymized type was that, since/until the true year of a date_shift-ed time). */
 bool public_bounds_allowed(const api *a, bool type, bool times, http_response *res)
 {
     const schema *sc = a->schema;
-    if (type && !schema_public(sc, sc->type_field, strlen(sc->type_field))) {
+    const schema_public_field *t = schema_public(sc, sc->type_field, strlen(sc->type_field));
+    const schema_public_field *ts = schema_public(sc, sc->ts_field, strlen(sc->ts_field));
+    if (type && !t) {
         http_error(res, 400, "type: the record type is not a public field");
         return false;
     }
-    if (times && !schema_public(sc, sc->ts_field, strlen(sc->ts_field))) {
+    if (type && t->transform != PUBLISH_COPY) {
+        http_error(res, 400,
+                   "type: the record type is published transformed, not as is: it cannot bound a public read");
+        return false;
+    }
+    if (times && !ts) {
         http_error(res, 400, "since/until: the event time is not a public field");
+        return false;
+    }
+    if (times && ts->transform != PUBLISH_COPY && ts->transform != PUBLISH_YEAR) {
+        http_error(res, 400,
+                   "since/until: the event time is published transformed, not as is or as its year: it cannot bound a "
+                   "public read");
         return false;
     }
     return true;

@@ -278,6 +278,39 @@ def test_public_reads_and_exports_refuse_bounds_on_private_fields():
 
 
 @test(timeout=120)
+def test_public_reads_and_exports_refuse_bounds_on_transformed_fields():
+    """The same for a type published as a pseudonym and an event time published date-shifted: a bound selects by
+    the stored value, so type=hiv-test answered exactly the records whose pseudonymized type was hiv-test, and
+    since=until=2024 the records of true year 2024 (not those whose shifted time said 2024), which narrows the
+    patient's secret offset. Both refuse such a bound now (400); a copied type and an event time copied or
+    published as its year still take them (the other tests)."""
+    base = H.tempfile.mkdtemp(prefix="medstream-privacy-transformed-")
+    H._temp_dirs.append(base)
+    path = os.path.join(base, "schema.json")
+    with open(path, "w") as f:
+        json.dump({"public": {"favorite_color": "copy", "type": "pseudonym",
+                              "ts": {"transform": "date_shift", "max_days": 30}}}, f)
+    s = H.Server(extra_args=["--schema", path], name="transformed-bounds")
+    s.start()
+    who = {"name": "Shift Person", "dob": "1970-01-01", "favorite_color": "red"}
+    s.ingest_ok([dict(who, record_id="tb-1", type="hiv-test", ts="2024-01-05T00:00:00Z"),
+                 dict(who, record_id="tb-2", type="visit", ts="2023-12-30T00:00:00Z")])
+    for q, field in (({"type": "hiv-test"}, "type"), ({"since": "2024", "until": "2024"}, "since/until")):
+        r = s.get("/v1/public/records?" + H.q(q))
+        eq(r.status, 400, "GET /v1/public/records?%s (%s)" % (H.q(q), short(r.text)))
+        check(r.json()["error"].startswith(field + ": ") and "transformed" in r.json()["error"],
+              "the 400 names the field and why: %s" % r.text)
+        body = dict(q, scope="public", format="ndjson")
+        r = s.request("POST", "/v1/exports", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        eq(r.status, 400, "a public export bounded by %s (%s)" % (field, short(r.text)))
+    eq(sorted(public_records(s)), ["tb-1", "tb-2"], "an unbounded public read still answers")
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson", "type": "hiv-test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 202, "a PHI export bounded by type (%s)" % short(r.text))
+    s.stop()
+
+
+@test(timeout=120)
 def test_a_patients_public_records_page_by_year_and_record_id():
     """GET /v1/public/records?patient_id=P walked the patient's records index in exact event-time order and
     handed out its key as next_cursor: the key holds the exact event time (to the microsecond) and the patient's
