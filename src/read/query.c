@@ -460,7 +460,7 @@ static bool on_public_entry(void *ctx, int year, const char *rid, size_t rid_len
  * patient's internal number: a cursor made of one, and the answer's order, gave an analyst the exact time the
  * public copy withholds. So this walks the index whole (store_patient_records reads it whole for every page
  * anyway), sorts its entries by (year, record id), the public index's granularity, and continues after a
- * cursor 'Y' be16(year) record id. */
+ * cursor 'Y' be16(year) record id; by_id (the year is not published) by record id alone, with year 0. */
 typedef struct {
     int year;
     int64_t ts;
@@ -474,6 +474,7 @@ typedef struct {
     arena mem;
     const unsigned char *after; /* 'Y' be16(year) record id, or NULL */
     size_t after_len;
+    bool by_id; /* every entry's year 0 */
 } pub_entries;
 
 /* (year, record id) of a against 'Y' be16(year) record id */
@@ -502,7 +503,7 @@ static bool collect_public_entry(void *ctx, int64_t ts, const char *rid, size_t 
 {
     (void)key, (void)key_len;
     pub_entries *pe = ctx;
-    pub_entry x = {.year = time_year(ts), .ts = ts, .rid = rid, .rid_len = rid_len};
+    pub_entry x = {.year = pe->by_id ? 0 : time_year(ts), .ts = ts, .rid = rid, .rid_len = rid_len};
     if (pe->after && pub_cmp_key(&x, pe->after, pe->after_len) <= 0) return true;
     if (pe->n == pe->cap) {
         pe->cap = pe->cap ? 2 * pe->cap : 64;
@@ -516,9 +517,9 @@ static bool collect_public_entry(void *ctx, int64_t ts, const char *rid, size_t 
 static ms_code public_patient_records(list_state *st, ms_err *e)
 {
     const list_params *p = st->p;
-    if (p->cursor && (p->cursor_len < 4 || p->cursor[0] != 'Y'))
+    if (p->cursor && (p->cursor_len < 4 || p->cursor[0] != 'Y' || (p->by_id && (p->cursor[1] || p->cursor[2]))))
         return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this query");
-    pub_entries pe = {.after = p->cursor, .after_len = p->cursor_len};
+    pub_entries pe = {.after = p->cursor, .after_len = p->cursor_len, .by_id = p->by_id};
     ms_code rc = store_patient_records(st->r, st->pid, INT64_MIN, INT64_MAX, NULL, 0, collect_public_entry, &pe, e);
     if (rc == MS_OK && pe.n) qsort(pe.v, pe.n, sizeof *pe.v, pub_order);
     unsigned char key[3 + RECORD_ID_MAX];
@@ -545,8 +546,8 @@ ms_code query_public_records(const query_ctx *q, store_read *r, const list_param
     if (p->pid) {
         rc = public_patient_records(&st, e);
     } else {
-        rc =
-            store_public_index(r, p->type, p->year_from, p->year_to, p->cursor, p->cursor_len, on_public_entry, &st, e);
+        rc = store_public_index(r, p->type, p->year_from, p->year_to, p->by_id, p->cursor, p->cursor_len,
+                                on_public_entry, &st, e);
     }
     if (rc == MS_OK) rc = st.rc;
     if (rc == MS_OK) finish_list(&st);

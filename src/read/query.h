@@ -32,6 +32,8 @@ typedef struct {
     int64_t as_of;
     int64_t since, until;        /* event time range [since, until) (PHI) */
     int year_from, year_to;      /* public: published years, inclusive */
+    bool by_id;                  /* public: in record id order, the year neither in the order nor in the cursor (the
+                                    schema does not publish the event time's year) */
     const char *type;            /* NULL: any */
     const patient_id *pid;       /* public: NULL for any patient */
     const unsigned char *cursor; /* decoded cursor (an index key) or NULL */

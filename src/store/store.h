@@ -446,11 +446,14 @@ ms_code store_children(store_read *r, const char *parent, size_t parent_len, int
 
 /* Iterate the public index of a type (NULL: all types, merged in (year, record id) order, each record
  * once) for years in [year_from, year_to], after the cursor key if given (a key fn was handed; one of
- * another type or year range starts from the beginning). */
+ * another type or year range starts from the beginning). by_id: in (record id, year) order, every year (the
+ * schema does not publish the year: neither the order nor the keys handed out, whose year is 0, tell it); fn
+ * gets each entry's year still, a record's entries one after the other. Errors: MS_EINVAL by_id a cursor that
+ * is not one of such a listing. */
 typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
                                       size_t key_len);
-ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, const void *after_key,
-                           size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e);
+ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, bool by_id,
+                           const void *after_key, size_t after_len, store_public_index_fn fn, void *ctx, ms_err *e);
 
 /* ---- exact versions, for the sinks: the versions one commit wrote (valid_from = the commit time of its
  * log entry, version from its log item). valid_to is left -1 (a sink derives it from the next version) ---- */

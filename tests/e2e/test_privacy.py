@@ -347,6 +347,50 @@ def test_a_patients_public_records_page_by_year_and_record_id():
     s.stop()
 
 
+@test(timeout=120)
+def test_public_records_page_by_record_id_when_the_year_is_not_published():
+    """With the event time private (or published date-shifted), GET /v1/public/records still answered in (true
+    event year, record id) order and handed out cursors holding the year ('T*' NUL be16(2019) 'y-b'; with
+    patient_id 'Y' be16(2019) 'y-b'): an analyst read each record's year, which the copy withholds, off the order
+    and the cursor. Such a listing is in record id order now, all types and one type, each record once, its
+    cursors holding year 0."""
+    for name, ts_rule in (("private-ts", None), ("shifted-ts", {"transform": "date_shift", "max_days": 30})):
+        base = H.tempfile.mkdtemp(prefix="medstream-privacy-%s-" % name)
+        H._temp_dirs.append(base)
+        path = os.path.join(base, "schema.json")
+        public = {"favorite_color": "copy", "type": "copy"}
+        if ts_rule:
+            public["ts"] = ts_rule
+        with open(path, "w") as f:
+            json.dump({"public": public}, f)
+        s = H.Server(extra_args=["--schema", path], name=name)
+        s.start()
+        who = {"name": "Year Person", "dob": "1970-01-01", "favorite_color": "red"}
+        # record ids in the opposite order of their event years; y-c under two types (its type changed), y-d moved
+        # from 2026 to 2018
+        recs = [dict(who, record_id="y-%s" % rid, type=t, ts="%d-06-01T00:00:00Z" % y) for rid, t, y in (
+            ("a", "visit", 2024), ("b", "lab", 2019), ("c", "lab", 2021), ("d", "visit", 2026), ("e", "visit", 2017))]
+        pid = s.ingest_ok(recs)["items"][0]["patient_id"]
+        s.ingest_ok([dict(recs[2], type="visit"), dict(recs[3], ts="2018-06-01T00:00:00Z")])
+        for q in ({}, {"type": "visit"}, {"patient_id": pid}):
+            got, cursors, cursor = [], [], None
+            for _ in range(10):
+                ans = s.get_json("/v1/public/records?" + H.q(dict(q, limit=2, **({"cursor": cursor} if cursor else {}))))
+                got += [r["record_id"] for r in ans["records"]]
+                cursor = ans["next_cursor"]
+                if not cursor:
+                    break
+                cursors.append(bytes.fromhex(cursor))
+            want = ["y-a", "y-c", "y-d", "y-e"] if q.get("type") else ["y-a", "y-b", "y-c", "y-d", "y-e"]
+            eq(got, want, "%s %s: pages in record id order, each record once" % (name, q))
+            for c in cursors:
+                year = c[1:3] if c[:1] == b"Y" else c[c.index(b"\0") + 1:c.index(b"\0") + 3]
+                eq(year, b"\0\0", "%s %s: the year in the cursor %r" % (name, q, c))
+        r = s.get("/v1/public/records?" + H.q({"limit": 1, "cursor": (b"T*\0" + (2019).to_bytes(2, "big") + b"y-b").hex()}))
+        eq(r.status, 400, "%s: a cursor with a year (%s)" % (name, short(r.text)))
+        s.stop()
+
+
 def serve_with_schema(doc):
     base = H.tempfile.mkdtemp(prefix="medstream-privacy-bad-")
     H._temp_dirs.append(base)

@@ -912,18 +912,25 @@ static bool collect_public(void *ctx, int year, const char *rid, size_t rid_len,
     return collect_record(ctx, year, rid, rid_len, key, key_len);
 }
 
-/* The public index of type (NULL: all) for [from, to], after the key `after` when given; c->stop_after kept. */
-static void public_index_after(fixture *f, const char *type, int from, int to, const void *after, size_t after_len,
-                               collected *c)
+/* The public index of type (NULL: all) for [from, to] (by_id: in record id order), after the key `after` when given;
+ * c->stop_after kept. */
+static void public_index_by(fixture *f, const char *type, int from, int to, bool by_id, const void *after,
+                            size_t after_len, collected *c)
 {
     int stop_after = c->stop_after;
     memset(c, 0, sizeof *c);
     c->stop_after = stop_after;
     store_read *r = unit_rbegin(f->s);
     ms_err e;
-    ms_code rc = store_public_index(r, type, from, to, after, after_len, collect_public, c, &e);
+    ms_code rc = store_public_index(r, type, from, to, by_id, after, after_len, collect_public, c, &e);
     store_read_end(r);
     if (rc != MS_OK) fail_msg("store_public_index: %s", e.msg);
+}
+
+static void public_index_after(fixture *f, const char *type, int from, int to, const void *after, size_t after_len,
+                               collected *c)
+{
+    public_index_by(f, type, from, to, false, after, after_len, c);
 }
 
 static void public_index(fixture *f, const char *type, int from, int to, collected *c)
@@ -995,6 +1002,48 @@ static void test_public_index(void **state)
     assert_listed(&c, 5, all);
     public_index(f, "lab", 0, 9999, &c);
     assert_listed(&c, 3, (const char *[]){"l2019", "moved", "l2021"});
+}
+
+/* By record id (the schema does not publish the year): every type's and year's entries in (record id, year) order,
+ * the keys handed out with year 0, a cursor from one continuing after its record id, one with a year refused. */
+static void test_public_index_by_record_id(void **state)
+{
+    fixture *f = *state;
+    patient_id pid = pid_of(16);
+    write_version(f, "l2019", &pid, 1, "{\"note\":\"a\"}", unit_time(2019, 6, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "l2021", &pid, 1, "{\"note\":\"b\"}", unit_time(2021, 6, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "v2020", &pid, 1, "{\"note\":\"c\"}", unit_time(2020, 6, 1, 0, 0, 0), "visit", NULL);
+    write_version(f, "moved", &pid, 1, "{\"note\":\"d\"}", unit_time(2020, 7, 1, 0, 0, 0), "lab", NULL);
+    write_version(f, "moved", &pid, 2, "{\"note\":\"e\"}", unit_time(2020, 7, 1, 0, 0, 0), "visit", NULL);
+    write_version(f, "shift", &pid, 1, "{\"note\":\"f\"}", unit_time(2024, 7, 1, 0, 0, 0), "visit", NULL);
+    write_version(f, "shift", &pid, 2, "{\"note\":\"g\"}", unit_time(2018, 7, 1, 0, 0, 0), "visit", NULL);
+    const char *all[] = {"l2019", "l2021", "moved", "shift", "shift", "v2020"};
+    const int years[] = {2019, 2021, 2020, 2018, 2024, 2020};
+    collected c = {0};
+    public_index_by(f, NULL, 0, 9999, true, NULL, 0, &c);
+    assert_listed(&c, 6, all);
+    for (int i = 0; i < 6; i++) {
+        assert_true(c.ts[i] == years[i]); /* the entry's year, for the caller's check of its version */
+        assert_int_equal(c.key_len[i], 3 + 2 + strlen(all[i]));
+        assert_memory_equal(c.key[i], "T*\0\0\0", 5);
+    }
+    public_index_by(f, "visit", 0, 9999, true, NULL, 0, &c);
+    assert_listed(&c, 4, (const char *[]){"moved", "shift", "shift", "v2020"});
+    /* pages: the rest after a key, whose record id is done */
+    collected first = {.stop_after = 3}, rest = {0};
+    public_index_by(f, NULL, 0, 9999, true, NULL, 0, &first);
+    public_index_by(f, NULL, 0, 9999, true, first.key[2], first.key_len[2], &rest);
+    assert_listed(&rest, 3, all + 3);
+    first = (collected){.stop_after = 4};
+    public_index_by(f, NULL, 0, 9999, true, NULL, 0, &first);
+    public_index_by(f, NULL, 0, 9999, true, first.key[3], first.key_len[3], &rest);
+    assert_listed(&rest, 1, all + 5);
+    /* a cursor with a year (a listing by year's) is not one of this listing */
+    store_read *r = unit_rbegin(f->s);
+    ms_err e;
+    assert_int_equal(store_public_index(r, NULL, 0, 9999, true, "T*\0\x07\xe3l2019", 10, collect_public, &c, &e),
+                     MS_EINVAL);
+    store_read_end(r);
 }
 
 /* With a body cache, reads of recent bodies come from memory: they must be the same bytes. */
@@ -1746,6 +1795,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patient_records_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_public_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_public_index_by_record_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_cache_reads, setup_cached, teardown),
         cmocka_unit_test_setup_teardown(test_small_cache_wraparound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_larger_than_cache, setup, teardown),
