@@ -169,9 +169,12 @@ ms_code store_public_index(store_read *r, const char *type, int year_from, int y
         if (after) buf_put(&from, after + tplen + 2, after_len - tplen - 2);
         skip = after != NULL;
     } else {
+        if (after && (after_len <= tplen + 2 || memcmp(after, key.data, tplen) != 0)) { /* another listing's */
+            buf_free(&key);
+            return ms_fail(e, MS_EINVAL, "cursor: not a cursor of this query");
+        }
         buf_put_be16(&from, (uint16_t)(year_from < 0 ? 0 : year_from));
-        if (after && after_len > tplen + 2 && memcmp(after, key.data, tplen) == 0 &&
-            record_key_cmp(after + tplen, after_len - tplen, from.data, from.len) > 0) {
+        if (after && record_key_cmp(after + tplen, after_len - tplen, from.data, from.len) > 0) {
             from.len = 0;
             buf_put(&from, after + tplen, after_len - tplen);
             skip = true;

@@ -445,11 +445,11 @@ ms_code store_children(store_read *r, const char *parent, size_t parent_len, int
                        const void *after_key, size_t after_len, store_patient_record_fn fn, void *ctx, ms_err *e);
 
 /* Iterate the public index of a type (NULL: all types, merged in (year, record id) order, each record
- * once) for years in [year_from, year_to], after the cursor key if given (a key fn was handed; one of
- * another type or year range starts from the beginning). by_id: in (record id, year) order, every year (the
+ * once) for years in [year_from, year_to], after the cursor key if given (a key fn was handed; one before
+ * year_from starts there). by_id: in (record id, year) order, every year (the
  * schema does not publish the year: neither the order nor the keys handed out, whose year is 0, tell it); fn
- * gets each entry's year still, a record's entries one after the other. Errors: MS_EINVAL by_id a cursor that
- * is not one of such a listing. */
+ * gets each entry's year still, a record's entries one after the other. Errors: MS_EINVAL a cursor that is not
+ * one of this listing (another type's, all types' for one type or the other way round, by_id one with a year). */
 typedef bool (*store_public_index_fn)(void *ctx, int year, const char *rid, size_t rid_len, const void *key,
                                       size_t key_len);
 ms_code store_public_index(store_read *r, const char *type, int year_from, int year_to, bool by_id,

@@ -1374,6 +1374,25 @@ def test_bad_cursor_400():
 
 
 @test
+def test_public_cursor_of_another_listing_400():
+    """A public records cursor of another listing (another type's, all types' for one type, one type's for all)
+    was taken as no cursor: the listing started over, so a client that changed its filter between pages got the
+    first page again, silently. It is a 400 now, as a patient's records cursor of another patient is."""
+    tok = H.rand_token(6)
+    ingest_created([person(type="cur%s%d" % (tok, i % 2)) for i in range(4)])
+    listings = [{"type": "cur%s0" % tok}, {"type": "cur%s1" % tok}, {}]
+    cursors = [srv().get_json("/v1/public/records?" + q(dict(p, limit=1)))["next_cursor"] for p in listings]
+    check(all(cursors), "each listing has a next page: %s" % cursors)
+    for i, p in enumerate(listings):
+        eq(srv().get("/v1/public/records?" + q(dict(p, limit=1, cursor=cursors[i]))).status, 200,
+           "the listing's own cursor %r" % p)
+        for j, c in enumerate(cursors):
+            if i != j:
+                expect_error(srv().get("/v1/public/records?" + q(dict(p, limit=1, cursor=c))), 400, r"cursor",
+                             what="listing %r with the cursor of %r" % (p, listings[j]))
+
+
+@test
 def test_unknown_path_404():
     # ("/" is the console's page since issue 14; "/assets/" and a nested asset path are not routes)
     for path in ("/index.html", "/assets/", "/assets/a/b.js", "/v1", "/v1/nothing", "/v2/records", "/healthz/extra",
