@@ -104,14 +104,16 @@ static ms_code put_patient_version(const query_ctx *q, const patient_version *pv
     return MS_OK;
 }
 
-/* A patient read that found nothing: 410 when the patient was erased, else 404. */
-static ms_code patient_missing(store_read *r, const patient_id *pid, ms_err *e)
+/* A patient read that found nothing: 410 when the patient was erased, else 404. A public read is not told when:
+ * the erasure's instant is a commit time, finer than anything public (DESIGN.md, "Public store"). */
+static ms_code patient_missing(store_read *r, const patient_id *pid, bool public_view, ms_err *e)
 {
     bool erased;
     erase_mark at;
     ms_code rc = store_patient_erased(r, pid, &at, &erased, e);
     if (rc != MS_OK) return rc;
     if (!erased) return ms_fail(e, MS_ENOTFOUND, "patient not found");
+    if (public_view) return ms_fail(e, MS_EGONE, "erased: the patient was erased");
     char when[40];
     time_format_rfc3339(at.at, when, sizeof when);
     return ms_fail(e, MS_EGONE, "erased: the patient was erased at %s", when);
@@ -124,7 +126,7 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     patient_version pv;
     bool found;
     ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
-    if (rc == MS_OK && !found) rc = patient_missing(r, pid, e);
+    if (rc == MS_OK && !found) rc = patient_missing(r, pid, false, e);
     if (rc == MS_OK && event_at != INT64_MAX) {
         /* the state merged from the records known at as_of whose event time is <= event_at: the state as of
          * as_of holds every field they can (record_sources.h, decide) */
@@ -150,7 +152,7 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
     patient_version *list;
     uint32_t n = 0;
     ms_code rc = store_patient_history(r, pid, &list, &n, &mem, e);
-    if (rc == MS_OK && n == 0) rc = patient_missing(r, pid, e);
+    if (rc == MS_OK && n == 0) rc = patient_missing(r, pid, false, e);
     if (rc == MS_OK) {
         buf_puts(out, "{\"patient_id\":");
         put_pid(out, pid);
@@ -356,7 +358,7 @@ ms_code query_patient_records(const query_ctx *q, store_read *r, const patient_i
     ms_code rc = store_patient_at(r, pid, p->as_of, &pv, &mem, &found, e);
     arena_free(&mem);
     if (rc) return rc;
-    if (!found) return patient_missing(r, pid, e);
+    if (!found) return patient_missing(r, pid, false, e);
     list_state st = {.q = q, .r = r, .p = p, .pid = pid, .out = out, .e = e};
     buf_puts(out, "{\"patient_id\":");
     put_pid(out, pid);
@@ -430,7 +432,7 @@ ms_code query_public_patient(const query_ctx *q, store_read *r, const patient_id
     buf fields = {0};
     bool found;
     ms_code rc = store_public_patient_at(r, pid, as_of, &fields, &found, e);
-    if (rc == MS_OK && !found) rc = patient_missing(r, pid, e);
+    if (rc == MS_OK && !found) rc = patient_missing(r, pid, true, e);
     if (rc == MS_OK) {
         buf_puts(out, "{\"patient_id\":");
         put_pid(out, pid);

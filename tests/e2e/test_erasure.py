@@ -149,6 +149,10 @@ def test_erase_answers_certificate_then_410_and_leaves_nothing():
         r = s.get(path)
         eq(r.status, 410, "GET %s" % path)
         check("erased" in r.text, "410 says erased: %s" % short(r.text))
+        # PHI reads say when; a public one must not (the erasure's commit time, to the microsecond, is finer than
+        # anything public: DESIGN.md "Public store")
+        when = cert["erased_at"][:19]
+        check((when in r.text) == (not path.startswith("/v1/public/")), "%s: the erasure's time: %s" % (path, r.text))
     # its records are gone (deleted), the other patient's stay
     eq(s.get("/v1/records/er-e1-1").status, 404, "an erased record")
     eq(s.get_json("/v1/records/kp-e1-1")["fields"]["notes"], KEEP_NOTE, "the other patient's record")
