@@ -188,9 +188,9 @@ void h_export_create(api *a, http_request *req, http_response *res)
             http_error(res, 400, "as_of: a public export takes a snapshot id (POST /v1/snapshots), not a time");
             goto out;
         }
-        if (!time_parse_rfc3339(as_of.data, as_of.len, &spec.as_of)) {
+        if (!parse_time_param(as_of.data, as_of.len, &spec.as_of)) {
             store_read_end(r);
-            http_error(res, 400, "as_of: expected an RFC 3339 time or a snapshot id");
+            http_error(res, 400, "as_of: expected an RFC 3339 time in the years 1 to 9999 or a snapshot id");
             goto out;
         }
         /* the export's reads begin later: each sees every commit of that instant once a write in flight is done */

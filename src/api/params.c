@@ -33,6 +33,15 @@ int status_for(ms_code c)
     return 500;
 }
 
+/* In the years 1 to 9999 after its offset, as an event time must be (ingest refuses others): an answer shows it
+ * again (event_at, a counter's at, an export's as_of), and year 10000 is no RFC 3339 time. */
+bool parse_time_param(const char *v, size_t n, int64_t *us)
+{
+    if (!time_parse_rfc3339(v, n, us)) return false;
+    int year = time_year(*us);
+    return year >= 1 && year <= 9999;
+}
+
 /* as_of: an RFC 3339 time or a snapshot id; absent means now. Public reads take only a snapshot id: a
  * time would let a caller bisect exact commit times, finer than the year the public copy carries. */
 bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of)
@@ -55,8 +64,10 @@ bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapsh
         http_error(res, 400, "as_of: public reads take a snapshot id (POST /v1/snapshots), not a time");
         return false;
     }
-    if (!time_parse_rfc3339(v, strlen(v), as_of)) {
-        http_error(res, 400, "as_of: expected an RFC 3339 time (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
+    if (!parse_time_param(v, strlen(v), as_of)) {
+        http_error(
+            res, 400,
+            "as_of: expected an RFC 3339 time in the years 1 to 9999 (e.g. 2026-11-22T15:00:00Z) or a snapshot id");
         return false;
     }
     /* a commit of valid_from <= as_of may still be in flight: r must hold it, as a later read would */
@@ -70,8 +81,8 @@ bool get_time(http_request *req, http_response *res, const char *name, int64_t *
 {
     const char *v = http_arg_get(req, name);
     if (!v) return true;
-    if (time_parse_rfc3339(v, strlen(v), out)) return true;
-    http_error(res, 400, "%s: expected an RFC 3339 time", name);
+    if (parse_time_param(v, strlen(v), out)) return true;
+    http_error(res, 400, "%s: expected an RFC 3339 time in the years 1 to 9999", name);
     return false;
 }
 

@@ -27,10 +27,12 @@ bool redirect_patient(api *a, http_request *req, http_response *res, const patie
 /* The HTTP status for an error code (MS_OK: 200). */
 int status_for(ms_code c);
 
-/* as_of: an RFC 3339 time or a snapshot id (public reads: a snapshot id only); absent: INT64_MAX. */
+/* as_of: an RFC 3339 time (parse_time_param) or a snapshot id (public reads: a snapshot id only); absent: INT64_MAX. */
 bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of);
-/* An RFC 3339 time; *out unchanged when absent. */
+/* An RFC 3339 time in the years 1 to 9999; *out unchanged when absent. */
 bool get_time(http_request *req, http_response *res, const char *name, int64_t *out);
+/* A time a client gave (n bytes): RFC 3339, in the years 1 to 9999 after its offset, as event times are. */
+bool parse_time_param(const char *v, size_t n, int64_t *us);
 /* A sequence number (an event's, an audit entry's): decimal digits, at most 19 of them (no sign, no
  * wrap-around). */
 bool parse_seq(const char *s, uint64_t *out);

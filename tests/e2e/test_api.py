@@ -1346,6 +1346,25 @@ def test_bad_as_of_400():
 
 
 @test
+def test_times_outside_the_years_1_to_9999_400():
+    """A time parameter rolled past 9999 or before the year 1 by its offset was taken: event_at came back as
+    "10000-01-01T23:58:59.000000Z" (no RFC 3339 time), as_of and since were used as they were. Such a time is
+    a 400 now, as an event time of that kind is a rejected line at ingest; 9999-12-31T23:59:59Z still reads."""
+    pid, rec = _a_patient()
+    for bad in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+00:01"):
+        for path, param in (("/v1/patients/%s" % pid, "event_at"), ("/v1/patients/%s" % pid, "as_of"),
+                            ("/v1/records/%s" % rec, "as_of"), ("/v1/patients/%s/records" % pid, "since"),
+                            ("/v1/patients/%s/records" % pid, "until")):
+            expect_error(srv().get(path + "?" + q({param: bad})), 400, param, what="GET %s %s=%r" % (path, param, bad))
+        r = srv().request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson", "as_of": bad}),
+                          headers={"Content-Type": "application/json"})
+        expect_error(r, 400, "as_of", what="a PHI export as_of %r" % bad)
+    got = get_patient(pid, {"event_at": "9999-12-31T23:59:59Z", "as_of": "9999-12-31T23:59:59Z"})
+    eq(H.parse_time(got["event_at"]), H.parse_time("9999-12-31T23:59:59Z"), "event_at at the last instant")
+    check(H.RFC3339_RE.match(got["event_at"]), "event_at is an RFC 3339 time: %r" % got["event_at"])
+
+
+@test
 def test_bad_since_until_400():
     pid, _ = _a_patient()
     for param in ("since", "until"):
