@@ -25,14 +25,21 @@
 #include <stdatomic.h>
 #include <string.h>
 
-static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
-                           double t0)
+/* The read transaction and the instants of a patient read (as_of, event_at: INT64_MAX when absent); false
+ * (answered 400) for a bad one. */
+static bool begin_patient_read(api *a, http_request *req, http_response *res, store_read **r, int64_t *as_of,
+                               int64_t *event_at)
 {
-    int64_t as_of, event_at = INT64_MAX;
-    if (!get_as_of(req, res, r, false, &as_of) || !get_time(req, res, "event_at", &event_at)) {
-        store_read_end(r);
-        return;
-    }
+    *event_at = INT64_MAX;
+    if (!begin_read_at(a, req, res, false, r, as_of)) return false;
+    if (get_time(req, res, "event_at", event_at)) return true;
+    store_read_end(*r);
+    return false;
+}
+
+static void patient_answer(api *a, http_request *req, http_response *res, const patient_id *pid, store_read *r,
+                           int64_t as_of, int64_t event_at, double t0)
+{
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
@@ -47,8 +54,9 @@ void h_patient_get(api *a, http_request *req, http_response *res)
     patient_id pid;
     if (!get_pid(req->params[0], res, &pid) || redirect_patient(a, req, res, &pid)) return;
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
-    patient_answer(a, req, res, &pid, r, t0);
+    int64_t as_of, event_at;
+    if (!begin_patient_read(a, req, res, &r, &as_of, &event_at)) return;
+    patient_answer(a, req, res, &pid, r, as_of, event_at, t0);
 }
 
 void h_patient_lookup(api *a, http_request *req, http_response *res)
@@ -71,7 +79,8 @@ void h_patient_lookup(api *a, http_request *req, http_response *res)
     size_t kl = identity_key(norm, (size_t)nl, y, m, d, key);
     if (redirect_to_owner(a, req, res, shard_of_key(key, kl))) return;
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
+    int64_t as_of, event_at; /* checked before the lookup: a bad one is a 400 whether or not the identity is known */
+    if (!begin_patient_read(a, req, res, &r, &as_of, &event_at)) return;
     patient_id pid;
     bool found;
     ms_err e;
@@ -88,7 +97,7 @@ void h_patient_lookup(api *a, http_request *req, http_response *res)
             return;
         }
     }
-    patient_answer(a, req, res, &pid, r, t0);
+    patient_answer(a, req, res, &pid, r, as_of, event_at, t0);
 }
 
 void h_patient_history(api *a, http_request *req, http_response *res)

@@ -1335,14 +1335,19 @@ def _a_patient():
 
 @test
 def test_bad_as_of_400():
+    """(The identity lookup checked as_of and event_at only once it had found the patient: with an unknown identity a
+    bad one was a 404, so this test passed only after another had stored a patient "x" born 1980-01-01.)"""
     pid, rec = _a_patient()
+    unknown = "/v1/patients?" + q({"name": "Nobody " + H.rand_token(), "dob": "1980-01-01"})
     for bad in ("yesterday", "2024-13-01T00:00:00Z", "2024-01-01T25:00:00Z", "not a time"):
         for path in ("/v1/patients/%s" % pid, "/v1/records/%s" % rec, "/v1/patients/%s/records" % pid,
                      "/v1/public/patients/%s" % pid, "/v1/public/records?type=lab",
-                     "/v1/patients?" + q({"name": "x", "dob": "1980-01-01"})):
+                     "/v1/patients?" + q({"name": "x", "dob": "1980-01-01"}), unknown):
             sep = "&" if "?" in path else "?"
             expect_error(srv().get(path + sep + q({"as_of": bad})), 400, r"as_of",
                          what="GET %s as_of=%r" % (path, bad))
+        expect_error(srv().get(unknown + "&" + q({"event_at": bad})), 400, r"event_at",
+                     what="GET %s event_at=%r" % (unknown, bad))
 
 
 @test
