@@ -722,14 +722,22 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
     return 0;
 }
 
-/* Only the parameters the route names are accepted (a typo must not silently widen a query), and each
- * one it requires must be there. */
+/* Only the parameters the route names are accepted (a typo must not silently widen a query), each at most
+ * once (handlers read the first: as_of=A&as_of=B answered as of A, type=lab&type=visit the labs alone), and
+ * each one it requires must be there. Public filters (FIELD=VALUE) may repeat: each must hold. */
 static int check_query(const api *a, const route *rt, http_request *req, http_response *res)
 {
     if (rt->flags & ROUTE_QUERY_IGNORED) return 0;
     for (int i = 0; i < req->nargs; i++) {
         const char *key = req->args[i].key;
-        if (route_names_param(rt, key)) continue;
+        if (route_names_param(rt, key)) {
+            for (int j = 0; j < i; j++)
+                if (strcmp(req->args[j].key, key) == 0) {
+                    http_error(res, 400, "%.64s: given more than once", key);
+                    return 400;
+                }
+            continue;
+        }
         if (rt->flags & ROUTE_PUBLIC_FILTERS) {
             if (schema_public_filter(a->schema, key, strlen(key))) continue;
             http_error(res, 400, "filter '%.64s': not a public field", key);

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import unicodedata
+import urllib.parse
 import uuid
 
 import harness as H
@@ -1367,6 +1368,24 @@ def test_times_outside_the_years_1_to_9999_400():
     got = get_patient(pid, {"event_at": "9999-12-31T23:59:59Z", "as_of": "9999-12-31T23:59:59Z"})
     eq(H.parse_time(got["event_at"]), H.parse_time("9999-12-31T23:59:59Z"), "event_at at the last instant")
     check(H.RFC3339_RE.match(got["event_at"]), "event_at is an RFC 3339 time: %r" % got["event_at"])
+
+
+@test
+def test_a_query_parameter_given_twice_400():
+    """A named parameter given twice was read as its first: as_of=<before the patient>&as_of=<now> answered 404,
+    type=lab&type=visit the labs alone, with nothing to say the second was ignored. It is a 400 now naming the
+    parameter; public FIELD=VALUE filters may still repeat (each must hold)."""
+    pid, rec = _a_patient()
+    now = H.now_rfc3339()
+    for path, param, values in (("/v1/patients/%s" % pid, "as_of", ("2000-01-01T00:00:00Z", now)),
+                                ("/v1/records/%s" % rec, "as_of", ("2000-01-01T00:00:00Z", now)),
+                                ("/v1/patients/%s/records" % pid, "type", ("lab", "visit")),
+                                ("/v1/patients/%s" % pid, "event_at", (now, now)),
+                                ("/v1/public/records", "limit", ("1", "2"))):
+        query = "&".join("%s=%s" % (param, urllib.parse.quote(v)) for v in values)
+        expect_error(srv().get(path + "?" + query), 400, param, what="GET %s?%s" % (path, query))
+    r = srv().get("/v1/public/records?favorite_color=red&favorite_color=blue")
+    eq((r.status, r.json()["records"]), (200, []), "a public filter twice: both must hold")
 
 
 @test
