@@ -85,12 +85,25 @@ async function loadHistory(target, stateTarget, pid, event_at) {
     };
     pick.addEventListener("change", refresh);
     eventAt.addEventListener("change", refresh);
-    for (const v of versions)
-      list.append(el("li", { "data-version": v.version, class: v.valid_to ? "" : "current" },
-        el("b", { text: "version " + v.version }), " ", el("span", { class: "muted", text: v.valid_from + " → " + (v.valid_to || "now") }),
-        fields(v.fields)));
+    const add = (vs, pickable) => {
+      for (const v of vs) {
+        list.append(el("li", { "data-version": v.version, class: v.valid_to ? "" : "current" },
+          el("b", { text: "version " + v.version }), " ", el("span", { class: "muted", text: v.valid_from + " → " + (v.valid_to || "now") }),
+          fields(v.fields)));
+        if (pickable) pick.append(el("option", { value: v.valid_from, text: "version " + v.version + " · " + v.valid_from }));
+      }
+    };
+    add(versions, false);
+    // the history comes a page at a time (oldest first): the next versions on demand
+    const more = (cursor) => cursor ? el("button", { type: "button", class: "plain", text: "Next versions",
+      onclick: async (ev) => {
+        const n = await call("GET", "/v1/patients/" + encodeURIComponent(pid) + "/history", { query: { cursor } });
+        add(n.data.versions || [], true);
+        ev.target.replaceWith(more(n.data.next_cursor) || "");
+      } }) : null;
     return [el("h2", { id: "history-h", text: "History" }), callBox(r),
-      el("div", { class: "row" }, el("label", {}, "As of ", pick), el("label", {}, "Event time up to ", eventAt)), list];
+      el("div", { class: "row" }, el("label", {}, "As of ", pick), el("label", {}, "Event time up to ", eventAt)), list,
+      ...(r.data.next_cursor ? [more(r.data.next_cursor)] : [])];
   });
 }
 

@@ -173,9 +173,12 @@ const route api_route_table[] = {
      .permission = "patients:read",
      .handler = h_patient_history,
      .flags = ROUTE_PHI_READ,
-     .description = "Every version of a patient's state, oldest first; audited.",
+     .description = "The versions of a patient's state, oldest first, a page at a time; as_of: those committed by "
+                    "then (the one in force then with valid_to null); audited.",
+     .query = QUERY(&p_as_of, &p_limit, &p_cursor),
      .status = 200,
-     .answer = "{\"patient_id\",\"versions\":[{\"version\",\"valid_from\",\"valid_to\",\"fields\"}]}"},
+     .answer = "{\"patient_id\",\"versions\":[{\"version\",\"valid_from\",\"valid_to\",\"fields\"}],"
+               "\"next_cursor\"}"},
     {.method = "GET",
      .pattern = "/v1/patients/{patient_id}/records",
      .permission = "patients:read",

@@ -105,12 +105,20 @@ void h_patient_history(api *a, http_request *req, http_response *res)
     double t0 = ms_mono_s();
     patient_id pid;
     if (!get_pid(req->params[0], res, &pid) || redirect_patient(a, req, res, &pid)) return;
+    uint32_t limit, after = 0;
+    cursor_buf c;
+    if (!get_limit(req, res, &limit) || !get_cursor(req, res, &c)) return;
+    if (c.len && !query_history_cursor(c.key, c.len, &after)) {
+        http_error(res, 400, "cursor: not a cursor of this query");
+        return;
+    }
     store_read *r;
-    if (!begin_read(a, res, &r)) return;
+    int64_t as_of;
+    if (!begin_read_at(a, req, res, false, &r, &as_of)) return;
     query_ctx q = {a->store, a->schema};
     buf out = {0};
     ms_err e;
-    ms_code rc = query_patient_history(&q, r, &pid, &out, &e);
+    ms_code rc = query_patient_history(&q, r, &pid, as_of, after, limit, &out, &e);
     finish_read(r, rc, &e, &out, res, t0);
     audit_request(a, req, "patients:read", rc == MS_OK ? &pid : NULL, outcome_of(rc));
 }

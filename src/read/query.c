@@ -146,7 +146,8 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     return rc;
 }
 
-ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e)
+ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, uint32_t after,
+                              uint32_t limit, buf *out, ms_err *e)
 {
     arena mem = {0};
     patient_version *list;
@@ -157,14 +158,39 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
         buf_puts(out, "{\"patient_id\":");
         put_pid(out, pid);
         buf_puts(out, ",\"versions\":[");
-        for (uint32_t i = 0; i < n && rc == MS_OK; i++) {
-            if (i) buf_putc(out, ',');
-            rc = put_patient_version(q, &list[i], INT64_MAX, out, e);
+        uint32_t count = 0, last = 0;
+        bool more = false;
+        for (uint32_t i = 0; i < n && rc == MS_OK && list[i].valid_from <= as_of; i++) { /* oldest first */
+            if (list[i].version <= after) continue;
+            if (count == limit) {
+                more = true;
+                break;
+            }
+            if (count++) buf_putc(out, ',');
+            patient_version pv = list[i];
+            if (pv.valid_to > as_of) pv.valid_to = -1; /* as the store stood then: the version in force */
+            rc = put_patient_version(q, &pv, INT64_MAX, out, e);
+            last = pv.version;
         }
-        buf_puts(out, "]}");
+        buf_puts(out, "],\"next_cursor\":");
+        if (more) {
+            unsigned char key[5] = {HISTORY_CURSOR, (unsigned char)(last >> 24), (unsigned char)(last >> 16),
+                                    (unsigned char)(last >> 8), (unsigned char)last};
+            cursor_encode(key, sizeof key, out);
+        } else {
+            buf_puts(out, "null");
+        }
+        buf_putc(out, '}');
     }
     arena_free(&mem);
     return rc;
+}
+
+bool query_history_cursor(const unsigned char *key, size_t len, uint32_t *after)
+{
+    if (len != 5 || key[0] != HISTORY_CURSOR) return false;
+    *after = (uint32_t)key[1] << 24 | (uint32_t)key[2] << 16 | (uint32_t)key[3] << 8 | key[4];
+    return true;
 }
 
 static ms_code put_record(const query_ctx *q, const record_version *rv, buf *out, ms_err *e)

@@ -23,7 +23,14 @@ ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_e
  * order, of the records known at as_of whose event time is <= event_at (bitemporal: both axes). */
 ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, int64_t event_at,
                       buf *out, ms_err *e);
-ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, buf *out, ms_err *e);
+/* A patient's versions, oldest first, those committed at or before as_of (INT64_MAX: all), after version `after`
+ * (0: from the first), at most limit of them, and next_cursor (null at the end). A version still in force at as_of
+ * answers valid_to null, as the store stood then. */
+#define HISTORY_CURSOR 'H' /* a history cursor's first byte: the last version answered follows, big-endian */
+ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_id *pid, int64_t as_of, uint32_t after,
+                              uint32_t limit, buf *out, ms_err *e);
+/* A history cursor's last version answered; false when the bytes are not a history cursor. */
+bool query_history_cursor(const unsigned char *key, size_t len, uint32_t *after);
 /* *touched (if not NULL) receives the record's patient, for the audit trail. */
 ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t rid_len, int64_t as_of, buf *out,
                      patient_id *touched, ms_err *e);

@@ -490,6 +490,50 @@ def test_patient_history_chain():
 
 
 @test
+def test_patient_history_pages_and_reads_as_of():
+    """DESIGN.md: lists page with limit and an opaque cursor, and any read takes as_of. 7 versions in pages of
+    3 (3, 3, 1, the cursor null at the end) are the whole history in order; as_of the 4th version's
+    valid_from answers versions 1-4, the 4th with valid_to null (in force then), and pages the same way; a
+    cursor of another list is a 400, as are a bad limit and as_of."""
+    name, dob = "History Pages " + H.rand_token(), "1967-07-07"
+    pid = None
+    for i in range(7):
+        pid = ingest_created([{"record_id": rid(), "name": name, "dob": dob, "step": i, "type": "visit"}])[0][
+            "patient_id"]
+    whole = srv().get_json("/v1/patients/%s/history" % pid)
+    eq([v["version"] for v in whole["versions"]], list(range(1, 8)), "the whole history (under the default limit)")
+    eq(whole["next_cursor"], None, "next_cursor of the whole history")
+
+    def pages(extra):
+        got, sizes, cursor = [], [], None
+        for _ in range(10):
+            h = srv().get_json("/v1/patients/%s/history?%s" % (pid, q(dict(extra, limit=3, **(
+                {"cursor": cursor} if cursor else {})))))
+            got += h["versions"]
+            sizes.append(len(h["versions"]))
+            cursor = h["next_cursor"]
+            if cursor is None:
+                return got, sizes
+        fail("history pages never ended: %s" % sizes)
+
+    got, sizes = pages({})
+    eq(sizes, [3, 3, 1], "page sizes of 7 versions by 3")
+    eq(got, whole["versions"], "the pages, put together, are the whole history")
+    t = whole["versions"][3]["valid_from"]
+    then, sizes = pages({"as_of": t})
+    eq(sizes, [3, 1], "page sizes as of the 4th version")
+    eq([v["version"] for v in then], [1, 2, 3, 4], "versions as of the 4th version's valid_from")
+    eq(then[:3], whole["versions"][:3], "the versions before it, as now")
+    eq(then[3]["valid_to"], None, "valid_to of the version in force as of then")
+    eq(then[3]["fields"], get_patient(pid, {"as_of": t})["fields"], "its fields, as the patient read as of then")
+    recs = srv().get_json("/v1/patients/%s/records?limit=1" % pid)
+    check(recs["next_cursor"], "a records page has a next_cursor")
+    for bad in ({"cursor": recs["next_cursor"]}, {"cursor": "zz"}, {"limit": "0"}, {"as_of": "yesterday"}):
+        r = srv().request("GET", "/v1/patients/%s/history?%s" % (pid, q(bad)))
+        eq(r.status, 400, "history with %s: %s" % (bad, short(r.text)))
+
+
+@test
 def test_duplicate_makes_no_new_patient_version():
     r = person(type="lab", x=1)
     pid = ingest_created([r])[0]["patient_id"]

@@ -616,6 +616,27 @@ def test_browser_clinician_finds_a_patient_and_reads_its_history_as_of(c):
 
 
 @browser_test()
+def test_browser_clinician_pages_through_a_long_history(c):
+    """The history comes a page at a time (100 versions by default): a patient of 103 versions shows the first
+    100 on the timeline, and "Next versions" adds the last 3, each also an instant to pick."""
+    s = srv()
+    name, dob = "Long History " + H.rand_token(), "1979-09-09"
+    s.ingest_ok([{"record_id": "cons-long-%s-%03d" % (dob, i), "name": name, "dob": dob, "type": "visit",
+                  "ts": "2024-02-01T10:00:00Z", "step": i} for i in range(103)])
+    want = s.get_json("/v1/patients?" + H.q({"name": name, "dob": dob}))
+    eq(want["version"], 103, "the patient's versions")
+    view = find_patient(c, name, dob)
+    c.page.wait_for_selector(view + " ol.timeline li")
+    eq(len(c.page.query_selector_all(view + " ol.timeline li")), 100, "versions on the timeline, first page")
+    c.page.click(view + ' button:text-is("Next versions")')
+    c.page.wait_for_selector(view + ' ol.timeline li[data-version="103"]')
+    eq([int(x) for x in c.page.eval_on_selector_all(view + " ol.timeline li", "lis => lis.map(l => l.dataset.version)")],
+       list(range(1, 104)), "versions on the timeline after the next page, in order")
+    eq(len(c.page.query_selector_all(view + ' select[name="as_of"] option')), 104, "instants to pick: now and each")
+    check(not c.page.query_selector(view + ' button:text-is("Next versions")'), "no next page after the last")
+
+
+@browser_test()
 def test_browser_clinician_reads_a_patients_records_and_a_records_children(c):
     s = srv()
     name, dob, parent = "Family Person " + H.rand_token(), "1966-06-06", "cons-p-" + H.rand_token()
