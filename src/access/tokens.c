@@ -169,10 +169,19 @@ static limiter_slot *slot_for(const char *user, int64_t now, bool create)
     return victim;
 }
 
+/* The name as a slot holds it: cut to STORE_USER_MAX - 1 bytes, for the lookup as for the slot, so that a
+ * name longer than an account's can be (never a user's) still finds its slot when its attempt ends. */
+static void limiter_key(const char *user, char key[STORE_USER_MAX])
+{
+    snprintf(key, STORE_USER_MAX, "%s", user);
+}
+
 bool login_begin(const char *user, int64_t now_us)
 {
+    char key[STORE_USER_MAX];
+    limiter_key(user, key);
     pthread_mutex_lock(&limiter_lock);
-    limiter_slot *s = slot_for(user, now_us, true);
+    limiter_slot *s = slot_for(key, now_us, true);
     bool ok = s && s->failures + s->in_flight < LOGIN_MAX_FAILURES;
     if (ok) s->in_flight++;
     pthread_mutex_unlock(&limiter_lock);
@@ -181,8 +190,10 @@ bool login_begin(const char *user, int64_t now_us)
 
 void login_end(const char *user, login_outcome outcome, int64_t now_us)
 {
+    char key[STORE_USER_MAX];
+    limiter_key(user, key);
     pthread_mutex_lock(&limiter_lock);
-    limiter_slot *s = slot_for(user, now_us, false); /* an attempt in flight keeps its slot */
+    limiter_slot *s = slot_for(key, now_us, false); /* an attempt in flight keeps its slot */
     if (s) {
         if (s->in_flight) s->in_flight--;
         if (outcome == LOGIN_OK) s->failures = 0;

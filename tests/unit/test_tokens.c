@@ -3,7 +3,7 @@
  * account behind each token (its current role is the one granted; a missing or disabled account's
  * tokens are refused even where their revocation was missed; disabling, deleting and password changes
  * revoke them) and the login limiter (five failures in the window block the name, success clears it,
- * names are apart).
+ * names are apart, names longer than an account's never pin a slot).
  */
 #include "unit.h"
 #include "unit_store.h"
@@ -267,6 +267,28 @@ static void test_login_limiter(void **state)
     assert_false(login_begin("eve", t + s));
 }
 
+/* Names longer than an account name can be (a login's "user" may be 2,047 bytes) each pinned a slot for
+ * good: the slot kept the name cut to fit, so the attempt's end never found it and its attempt stayed in
+ * flight; a few thousand of them filled every way of every bucket, and from then on every login, the
+ * admin's too, was refused with 429 until a restart. */
+static void test_login_limiter_long_names(void **state)
+{
+    (void)state;
+    int64_t t = 2000000000000LL;
+    char name[300];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(name, sizeof name, "%0250d", i);
+        if (login_begin(name, t)) login_end(name, LOGIN_FAILED, t);
+    }
+    assert_true(login_begin("root", t));
+    login_end("root", LOGIN_OK, t);
+    for (int b = 0; b < 64; b++) { /* every bucket still takes a new name */
+        snprintf(name, sizeof name, "other%d", b);
+        assert_true(login_begin(name, t));
+        login_end(name, LOGIN_NOT_TRIED, t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_follows_its_account, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_revoke_tokens, setup, teardown),
         cmocka_unit_test(test_login_limiter),
+        cmocka_unit_test(test_login_limiter_long_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
