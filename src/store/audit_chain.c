@@ -6,9 +6,14 @@
  * DESIGN: an entry is the text {"seq":N,"prev":"<hex SHA-256 of entry N-1, zeros for the first>", then
  * the caller's JSON members}. Appending is part of a store_write, so an entry is durable in the same
  * commit as what it describes; the chain's end (number and hash) lives on the store, extended on the
- * store_write and adopted by the store only when that commit succeeds. Verification re-reads every entry
- * from one read transaction and checks numbers and hashes: an edit, a deletion or a reordering breaks the
- * chain at the first entry affected.
+ * store_write and adopted by the store only when that commit succeeds. The end is also kept in meta
+ * ("audit_end": be64(number) and the SHA-256 of that entry), written with every append, and it is what
+ * an open continues the chain from: an entry's hash is only checked by the entry after it, so without a
+ * recorded end an edit of the last entry, or the deletion of the last entries, left a chain that verified,
+ * and the next entries appended made it permanent. Verification re-reads every entry from one read
+ * transaction and checks numbers and hashes, then that the chain ends where meta says: an edit, a
+ * deletion or a reordering breaks the chain at the first entry affected, the last ones too. (A store
+ * written before "audit_end" has none until its next append; its end is checked from then on.)
  *
  * Contract: store.h ("The audit chain"). Must never: rewrite or delete an entry, append outside a
  * store_write, let the chain's end move for a transaction that did not commit.
@@ -20,7 +25,23 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The chain's end: the last entry's number and the SHA-256 of its bytes. */
+#define AUDIT_END_KEY "audit_end" /* meta: be64(the last entry's number), SHA-256 of its bytes */
+
+/* The chain's end as meta records it; *found false for a store written before it was recorded. */
+static int end_get(MDB_txn *txn, const store *s, uint64_t *seq, unsigned char hash[32], bool *found)
+{
+    MDB_val k = st_val(AUDIT_END_KEY, strlen(AUDIT_END_KEY)), v;
+    int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    *found = rc == 0 && v.mv_size == 40;
+    if (*found) {
+        *seq = ms_get_be64(v.mv_data);
+        memcpy(hash, (const unsigned char *)v.mv_data + 8, 32);
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The chain's end: the one meta records, else (a store written before it was recorded, or entries added
+ * past it, which an append could not follow) the last entry's number and the SHA-256 of its bytes. */
 ms_code st_audit_head_load(store *s, ms_err *e)
 {
     MDB_txn *txn;
@@ -38,6 +59,14 @@ ms_code st_audit_head_load(store *s, ms_err *e)
         SHA256(v.mv_data, v.mv_size, s->audit_head);
     }
     mdb_cursor_close(c);
+    uint64_t end_seq = 0;
+    unsigned char end_hash[32];
+    bool recorded = false;
+    if (rc == 0 || rc == MDB_NOTFOUND) rc = end_get(txn, s, &end_seq, end_hash, &recorded);
+    if (rc == 0 && recorded && end_seq >= s->audit_seq) { /* entries deleted or edited at the end stay missing */
+        s->audit_seq = end_seq;
+        memcpy(s->audit_head, end_hash, 32);
+    }
     mdb_txn_abort(txn);
     return rc && rc != MDB_NOTFOUND ? st_mdb_fail(e, rc, "audit head") : MS_OK;
 }
@@ -63,8 +92,16 @@ ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_e
     ms_set_be64(kb, seq);
     MDB_val k = st_val(kb, 8), mv = st_val(v.data, v.len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_AUDIT], &k, &mv, MDB_APPEND);
+    unsigned char end[40], head[32];
     if (!rc) {
-        SHA256((const unsigned char *)v.data, v.len, w->audit_head);
+        SHA256((const unsigned char *)v.data, v.len, head);
+        ms_set_be64(end, seq);
+        memcpy(end + 8, head, 32);
+        MDB_val ek = st_val(AUDIT_END_KEY, strlen(AUDIT_END_KEY)), ev = st_val(end, sizeof end);
+        rc = mdb_put(w->txn, w->s->dbi[DB_META], &ek, &ev, 0);
+    }
+    if (!rc) {
+        memcpy(w->audit_head, head, 32);
         w->audit_seq = seq;
     }
     buf_free(&v);
@@ -83,6 +120,9 @@ typedef struct {
     uint64_t bad;
     char *why;
     size_t why_cap;
+    bool recorded; /* meta records the chain's end: entry end_seq, whose SHA-256 is end_hash */
+    uint64_t end_seq;
+    unsigned char end_hash[32];
 } verify_state;
 
 static bool verify_entry(void *ctx, uint64_t seq, const char *v, size_t len)
@@ -105,7 +145,15 @@ static bool verify_entry(void *ctx, uint64_t seq, const char *v, size_t len)
                  (unsigned long long)seq, (unsigned long long)seq - 1);
         return false;
     }
-    SHA256((const unsigned char *)v, len, st->prev);
+    unsigned char h[32];
+    SHA256((const unsigned char *)v, len, h);
+    if (st->recorded && seq == st->end_seq && memcmp(h, st->end_hash, 32) != 0) {
+        st->bad = seq;
+        snprintf(st->why, st->why_cap, "entry %llu is not the one the chain ends with (it was edited)",
+                 (unsigned long long)seq);
+        return false;
+    }
+    memcpy(st->prev, h, 32);
     st->expect++;
     return true;
 }
@@ -118,10 +166,24 @@ ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], 
     if (rc != MS_OK) return rc;
     verify_state st = {.expect = 1, .why = why, .why_cap = why_cap};
     why[0] = 0;
-    rc = store_audit_scan(r, 0, verify_entry, &st, e);
+    int mrc = end_get(r->txn, s, &st.end_seq, st.end_hash, &st.recorded);
+    if (mrc == 0) rc = store_audit_scan(r, 0, verify_entry, &st, e);
     store_read_end(r);
+    if (mrc) return st_mdb_fail(e, mrc, "audit end");
+    uint64_t last = st.expect - 1;
+    if (rc == MS_OK && !st.bad && st.recorded && last < st.end_seq) {
+        st.bad = last + 1;
+        snprintf(why, why_cap, "entry %llu is missing: the chain ends at entry %llu (the last entries were deleted)",
+                 (unsigned long long)last + 1, (unsigned long long)st.end_seq);
+    } else if (rc == MS_OK && !st.bad && st.recorded && last > st.end_seq) {
+        st.bad = st.end_seq + 1;
+        snprintf(why, why_cap, "entry %llu is past the chain's end, entry %llu (added outside medstream)",
+                 (unsigned long long)st.end_seq + 1, (unsigned long long)st.end_seq);
+        last = st.end_seq;
+        memcpy(st.prev, st.end_hash, 32);
+    }
     *bad = st.bad;
-    *entries = st.expect - 1;
+    *entries = last;
     memcpy(head, st.prev, 32);
     return rc;
 }

@@ -569,7 +569,8 @@ ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_e
 /* The entries after after_seq, in order; fn returns false to stop. */
 typedef bool (*store_audit_fn)(void *ctx, uint64_t seq, const char *entry, size_t len);
 ms_code store_audit_scan(store_read *r, uint64_t after_seq, store_audit_fn fn, void *ctx, ms_err *e);
-/* Re-walk the chain from one read transaction: *bad = 0 when intact, else the first bad entry and why.
+/* Re-walk the chain from one read transaction: *bad = 0 when intact, else the first bad entry and why; the
+ * chain must also end where meta's record of its end says (an edited or deleted last entry is caught too).
  * *head is the SHA-256 of the last good entry (to anchor outside the machine). A broken chain is not an
  * error (MS_OK, *bad set). */
 ms_code store_audit_verify(store *s, uint64_t *entries, unsigned char head[32], uint64_t *bad, char *why,

@@ -2,8 +2,9 @@
  * test_audit.c - the audit log's hash chain: entries appended in write transactions read back in order
  * with each one carrying the SHA-256 of the one before; verification passes on an untouched log and
  * names the first bad entry after a flipped byte, a deleted entry, or two swapped entries (tampering
- * done directly on the LMDB file, as an intruder would); an aborted transaction leaves no entry; the
- * chain continues across a reopen. Also: entries are JSON without PHI values.
+ * done directly on the LMDB file, as an intruder would), the last entry too (edited or deleted: the chain's
+ * recorded end), and still after a server appended more to the tampered log; an aborted transaction
+ * leaves no entry; the chain continues across a reopen. Also: entries are JSON without PHI values.
  */
 #include "unit.h"
 
@@ -97,6 +98,31 @@ static void delete_4(MDB_txn *txn, MDB_dbi dbi)
     assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
 }
 
+/* The last entry (7): no entry after it carries its hash, only the chain's recorded end. */
+static void flip_byte_of_7(MDB_txn *txn, MDB_dbi dbi)
+{
+    unsigned char kb[8];
+    MDB_val k = key_of(7, kb), v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    char *u = strstr(copy, "\"bob\"");
+    assert_non_null(u);
+    u[1] = 'B';
+    MDB_val nv = {v.mv_size, copy};
+    assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    free(copy);
+}
+
+static void delete_6_and_7(MDB_txn *txn, MDB_dbi dbi)
+{
+    unsigned char kb[8];
+    MDB_val k6 = key_of(6, kb);
+    assert_int_equal(mdb_del(txn, dbi, &k6, NULL), 0);
+    MDB_val k7 = key_of(7, kb);
+    assert_int_equal(mdb_del(txn, dbi, &k7, NULL), 0);
+}
+
 static void swap_2_and_5(MDB_txn *txn, MDB_dbi dbi)
 {
     unsigned char k2b[8], k5b[8];
@@ -116,9 +142,9 @@ static void swap_2_and_5(MDB_txn *txn, MDB_dbi dbi)
 static void test_chain(void **state)
 {
     (void)state;
-    void (*attacks[])(MDB_txn *, MDB_dbi) = {flip_byte_of_3, delete_4, swap_2_and_5};
-    uint64_t expect_bad[] = {4, 4, 2};
-    for (int k = 0; k < 3; k++) {
+    void (*attacks[])(MDB_txn *, MDB_dbi) = {flip_byte_of_3, delete_4, swap_2_and_5, flip_byte_of_7, delete_6_and_7};
+    uint64_t expect_bad[] = {4, 4, 2, 7, 6};
+    for (int k = 0; k < 5; k++) {
         char dir[128], why[256];
         unit_tmpdir(dir);
         store *s;
@@ -143,6 +169,16 @@ static void test_chain(void **state)
             fail_msg("attack %d: first bad entry %llu, expected %llu (%s)", k, (unsigned long long)bad,
                      (unsigned long long)expect_bad[k], why);
         assert_true(strlen(why) > 0);
+        /* a server opened on the tampered log goes on from the chain's end, not from the tampered entries:
+         * appending more never makes an edit or a deletion at the end pass */
+        assert_int_equal(store_open(&s, dir, NULL, &e), MS_OK);
+        append(s, 2, "carol");
+        store_close(s);
+        bad = verify(dir, &entries, why);
+        if (bad == 0 || bad > expect_bad[k] + 1)
+            fail_msg("attack %d, then 2 entries appended: first bad entry %llu, expected %llu or %llu (%s)", k,
+                     (unsigned long long)bad, (unsigned long long)expect_bad[k],
+                     (unsigned long long)expect_bad[k] + 1, why);
         unit_rmtree(dir);
     }
 }
