@@ -305,6 +305,8 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
     }
     if (have_prev && !job->may_update) {
         res->status = ITEM_REJECTED;
+        res->denied = true;
+        res->pid = prev.pid;
         res->error = arena_printf(&job->batch->mem, "record %.*s exists; a new version needs records:update",
                                   (int)r->record_id_len, r->record_id);
         return MS_OK;
@@ -426,25 +428,26 @@ static ms_code apply_delete(writer *wr, store_write *sw, ingest_job *job, arena 
 
 static int pid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(patient_id)); }
 
-/* The job's audit entry: who, the distinct patients it touched, the outcome. */
-static ms_code audit_job(store_write *sw, const ingest_job *j, ms_err *e)
+/* One audit entry of the job: action and outcome, and the distinct patients of its items that are (denied)
+ * or are not (!denied) new versions refused for want of records:update. */
+static ms_code audit_entry(store_write *sw, const ingest_job *j, const char *action, const char *outcome, bool denied,
+                           ms_err *e)
 {
     uint32_t n_items = j->batch ? j->batch->n : 1;
     patient_id *pids = ms_malloc(sizeof *pids * (n_items ? n_items : 1));
     uint32_t n = 0;
     for (uint32_t i = 0; i < n_items; i++)
-        if (j->results[i].status != ITEM_REJECTED) pids[n++] = j->results[i].pid;
+        if (denied ? j->results[i].denied : j->results[i].status != ITEM_REJECTED) pids[n++] = j->results[i].pid;
     qsort(pids, n, sizeof *pids, pid_cmp);
     uint32_t d = 0;
     for (uint32_t i = 0; i < n; i++)
         if (!d || memcmp(&pids[d - 1], &pids[i], sizeof *pids) != 0) pids[d++] = pids[i];
-    bool deletion = j->delete_id != NULL;
     audit_event ev = {.time_us = ms_now_us(),
                       .user = j->user,
                       .role = j->role,
-                      .action = deletion ? "records:delete" : "records:create",
+                      .action = action,
                       .resource = j->resource,
-                      .outcome = deletion && j->results[0].status != ITEM_DELETED ? "not_found" : "ok",
+                      .outcome = outcome,
                       .client = j->client,
                       .patients = pids,
                       .npatients = d};
@@ -453,6 +456,23 @@ static ms_code audit_job(store_write *sw, const ingest_job *j, ms_err *e)
     ms_code rc = store_audit_append(sw, m.data, m.len, e);
     buf_free(&m);
     free(pids);
+    return rc;
+}
+
+/* The job's audit entries: who, the distinct patients it touched, the outcome; and, when it sent new versions
+ * without records:update, a denied records:update naming the patients of the records it tried to change (an
+ * entry of their own: the batch's entry says "ok" for what it stored). */
+static ms_code audit_job(store_write *sw, const ingest_job *j, ms_err *e)
+{
+    bool deletion = j->delete_id != NULL;
+    uint32_t denied = 0, tried = j->batch ? j->batch->n - j->batch->rejected : 1;
+    for (uint32_t i = 0; j->batch && i < j->batch->n; i++)
+        denied += j->results[i].denied;
+    ms_code rc = MS_OK;
+    if (denied < tried)
+        rc = audit_entry(sw, j, deletion ? "records:delete" : "records:create",
+                         deletion && j->results[0].status != ITEM_DELETED ? "not_found" : "ok", false, e);
+    if (rc == MS_OK && denied) rc = audit_entry(sw, j, "records:update", "denied", true, e);
     return rc;
 }
 

@@ -50,9 +50,10 @@ const char *item_status_name(item_status s);
 
 typedef struct {
     item_status status;
-    patient_id pid;
+    patient_id pid;    /* denied: the patient of the record it would have changed (audited, never answered) */
     uint32_t version;
     const char *error; /* when the writer rejected the record (static, or in the batch's arena) */
+    bool denied;       /* rejected as a new version sent without records:update: a denied attempt */
 } item_result;
 
 /* A source position to record with the batch (Kafka: topic, partition, next offset). */

@@ -1,10 +1,11 @@
 # End-to-end tests of issue 9's trust fixes over real HTTP: corrections that correct (a new version of a
 # record needs records:update; a record that moves to another patient or is deleted leaves the old
 # patient's state, history keeps it; DELETE /v1/records/{id} is a tombstone), bitemporal patient state
-# (records merge by event time, event_at reads), audit without gaps (denied attempts audited, a failed
-# login never records a non-user name, GET /v1/audit reads its own writes, PHI reads refused with 503
-# while the audit log cannot be written on a full disk, every served read audited once space is back),
-# and public reads that take as_of only as a snapshot id.
+# (records merge by event time, event_at reads), audit without gaps (denied attempts audited, a new
+# version sent without records:update among them, a failed login never records a non-user name, GET
+# /v1/audit reads its own writes, PHI reads refused with 503 while the audit log cannot be written on a
+# full disk, every served read audited once space is back), and public reads that take as_of only as a
+# snapshot id.
 #
 # Run: /usr/bin/python3 tests/e2e/test_trust.py
 
@@ -233,6 +234,26 @@ def test_denied_attempts_are_audited():
     check(any(e["user"] == "t-ingest" and e["action"] == "records:create" and e["outcome"] == "denied"
               for e in short_lived.audit_entries()), "the 401 of a known user is audited")
     short_lived.stop()
+
+
+@test
+def test_a_new_version_without_records_update_is_audited_as_denied():
+    """An overwrite refused to the ingest role is a denied attempt on the record's patient, not an "ok" batch."""
+    s = srv()
+    add_user(s, "t-ingest-2", "ingest")   # entries of this test's own
+    rec = {"record_id": rid(), "name": "Overwrite Audit " + H.rand_token(), "dob": "1955-05-05", "note": "a"}
+    pid = ingest(s, [rec])[0]["patient_id"]
+    tok = token(s, "t-ingest-2")
+    eq([i["status"] for i in ingest(s, [dict(rec, note="b")], tok=tok)], ["rejected"], "the overwrite alone")
+    other = {"record_id": rid(), "name": "Overwrite Audit Other " + H.rand_token(), "dob": "1956-06-06"}
+    items = ingest(s, [dict(rec, note="c"), other], tok=tok)
+    eq([i["status"] for i in items], ["rejected", "created"], "the overwrite beside a new record")
+    check("patient_id" not in items[0], "the refused line does not answer the patient: %s" % items[0])
+    got = [(e["action"], e["outcome"], e["patient_ids"]) for e in s.audit_entries(user="t-ingest-2")
+           if e["action"].startswith("records:")]
+    eq(got, [("records:update", "denied", [pid]),
+             ("records:create", "ok", [items[1]["patient_id"]]), ("records:update", "denied", [pid])],
+       "the entries of the two batches")
 
 
 @test
