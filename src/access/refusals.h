@@ -4,7 +4,7 @@
  * letting anyone grow the trail at will.
  *
  * Every denied attempt is audited (DESIGN.md). A refused request whose user is known gets an entry each
- * (api_routes.c); one without a user costs its sender nothing, so an entry each would let anyone on the
+ * (api_routes.c); one without a user (and a login refused by the limiter) costs its sender nothing, so an entry each would let anyone on the
  * network fill the disk through the audit log. Instead: the first refusal from an address opens a window
  * of REFUSAL_WINDOW_US and is audited as it is; the later ones in the window are counted, and when the
  * window has closed, one summary entry says how many came and between which instants. So an address

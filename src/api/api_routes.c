@@ -669,16 +669,16 @@ void api_audit_refusals(api *a, bool all)
     } while (n == 16);
 }
 
-/* A request refused without a known user (no token, an unknown one): the first from its address in a window is
- * audited as it is, the rest in the window's summary (refusals.h: one entry each would let anyone grow the
- * audit log at will). */
-static void audit_anonymous(api *a, const http_request *req, const char *action, const char *why)
+/* A request refused without a known user (no token, an unknown one), or a login the limiter refused: the first
+ * from its address in a window is audited as it is, the rest in the window's summary (refusals.h: one entry each
+ * would let anyone grow the audit log at will). */
+void api_audit_free_refusal(api *a, const http_request *req, const char *user, const char *action, const char *why)
 {
     if (!a->refusals) return;
     refusal_summary closed;
     int got = refusal_note(a->refusals, req->client, ms_now_us(), &closed);
     if (got & REFUSAL_SUMMARY) audit_refusal_summary(a, &closed);
-    if (got & REFUSAL_FIRST) audit_denied(a, req, "", "", action, why);
+    if (got & REFUSAL_FIRST) audit_denied(a, req, user, "", action, why);
 }
 
 /* Once a second at most, by whichever request comes: the closed windows' summaries. */
@@ -706,7 +706,7 @@ static int authorize(api *a, const route *rt, http_request *req, http_response *
         if (who.user[0])
             audit_denied(a, req, who.user, who.role, rt->permission, NULL); /* e.g. an expired token */
         else
-            audit_anonymous(a, req, rt->permission, token_status_text(st));
+            api_audit_free_refusal(a, req, "", rt->permission, token_status_text(st));
         http_error(res, 401, "%s", token_status_text(st));
         return 401;
     }

@@ -53,6 +53,10 @@ typedef struct {
 /* Audit the windows of refusals without a known user that have closed (all of them: the server's stop,
  * before the writer's); a request with a permission does it once a second. */
 void api_audit_refusals(api *a, bool all);
+/* A refusal that costs its sender nothing (no token or an unknown one; a login refused by the limiter,
+ * user: the account's name or "(unknown user)"): the first from the request's address in a window is
+ * audited as it is, the rest in the window's summary (refusals.h). */
+void api_audit_free_refusal(api *a, const http_request *req, const char *user, const char *action, const char *why);
 
 /* The audit entries of a server export (export_jobs_audit_fn; ctx is the api): queued to the writer, a
  * thousand patient ids an entry, and made durable (writer_sync) before the export becomes visible. */

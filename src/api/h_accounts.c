@@ -7,7 +7,8 @@
  * users_apply): the change, the token revocations it implies and its audit entry are one durable
  * commit, and the rules (the last account holding users:update, a password changed since it was
  * checked) are decided inside it. Password hashing (Argon2id) is slow and runs here, in the request's
- * thread, never in the writer. Failed logins and wrong old passwords feed the per-user limiter.
+ * thread, never in the writer. Failed logins and wrong old passwords feed the per-user limiter; a login it
+ * refuses is audited as a refusal without a known user is (per address and window: api_routes.h).
  *
  * What it must never do: answer with or audit a password or a hash, let a password linger in memory
  * after the request (free_fields wipes it), record a name tried at login that is not a user's (it may
@@ -70,8 +71,6 @@ void h_login(api *a, http_request *req, http_response *res)
     if (!json_fields(req, res, names, v, 2048)) return;
     if (!v[0] || !v[1]) {
         http_error(res, 400, "body: \"user\" and \"password\" strings are required");
-    } else if (!login_begin(v[0], ms_now_us())) {
-        http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
     } else {
         /* the name tried is recorded only if it is a user's: a password typed into the user field must
          * not end up in the audit log; a store that cannot be read is a 503, not a failed login */
@@ -86,8 +85,14 @@ void h_login(api *a, http_request *req, http_response *res)
             }
         }
         if (!readable) {
-            login_end(v[0], LOGIN_NOT_TRIED, ms_now_us());
             http_error(res, 503, "the store cannot be read to check the login (try again later)");
+            free_fields(v, 2);
+            return;
+        }
+        if (!login_begin(v[0], ms_now_us())) { /* a denied attempt, which costs its sender nothing */
+            api_audit_free_refusal(a, req, exists ? v[0] : "(unknown user)", "auth:login",
+                                   "too many failed logins for this user");
+            http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
             free_fields(v, 2);
             return;
         }

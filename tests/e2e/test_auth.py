@@ -7,7 +7,8 @@
 # this matrix: test_accounts.py.) And the audit trail: every PHI
 # access and login leaves an entry (user, action, patient ids, outcome) without PHI values, the
 # auditor can filter it, and `medstream audit verify` passes on the untouched log; refusals without a
-# known user are audited per address and window (the first, then a summary of the rest).
+# known user, and logins refused by the limiter, are audited per address and window (the first, then a
+# summary of the rest).
 #
 # Run: /usr/bin/python3 tests/e2e/test_auth.py
 
@@ -324,6 +325,40 @@ def test_refusals_without_a_user_are_audited_per_address_and_window():
     s.stop()
     out = subprocess.run([H.BIN, "audit", "verify", "--data", s.data_dir], capture_output=True, text=True, timeout=60)
     eq(out.returncode, 0, "audit verify: %s %s" % (out.stdout, out.stderr))
+
+
+@test(timeout=120)
+def test_throttled_logins_are_audited_per_address_and_window():
+    """A login refused by the limiter (429) is a denied attempt, and left no audit entry; it costs its sender
+    nothing, so it is audited as refusals without a known user are: the first from an address in a window as
+    it is (the user named only if it exists), the rest in the window's summary."""
+    s = H.Server(name="auth-throttle")
+    s.start()
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": "u-thr", "password": "pw-thr-123", "role": "analyst"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "user")
+    login = lambda user, pw: s.request("POST", "/v1/auth/token", body=json.dumps({"user": user, "password": pw}),
+                                       headers={"Content-Type": "application/json", "Authorization": None})
+    for _ in range(5):
+        eq(login("u-thr", "wrong-password").status, 401, "wrong password")
+    eq(login("u-thr", "pw-thr-123").status, 429, "throttled")
+    logins = [e for e in s.audit_entries(user="u-thr") if e["action"] == "auth:login"]
+    eq([e["outcome"] for e in logins], ["denied"] * 6, "five failed logins and the throttled one")
+    check("too many failed logins" in logins[-1].get("reason", ""), "the throttled one says why: %s" % logins[-1])
+    secret = "Correct-Horse-" + H.rand_token()
+    for _ in range(5):
+        eq(login(secret, "wrong-password").status, 401, "an unknown name")
+    for i in range(10):
+        eq(login("u-thr" if i % 2 else secret, "wrong-password").status, 429, "throttled again")
+    eq(len([e for e in s.audit_entries(user="u-thr") if e["action"] == "auth:login"]), 6,
+       "the window's later 429s are counted, not an entry each")
+    eq(s.stop(), 0, "clean stop")
+    s.start()
+    summary = [e for e in s.audit_entries(action="auth:refused")]
+    eq(len(summary), 1, "the window's summary: %s" % summary)
+    check(summary[0]["reason"].startswith("10 more requests"), "it counts the 10: %s" % summary[0]["reason"])
+    check(secret.encode() not in s.request("GET", "/v1/audit?limit=1000").body, "no name that is not a user's")
+    s.stop()
 
 
 @test(timeout=60)
