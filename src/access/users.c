@@ -80,6 +80,21 @@ static const char *action_of(user_change_kind k)
     return k == USER_CREATE ? "users:create" : k == USER_DELETE ? "users:delete" : "users:update";
 }
 
+/* c->what: the role a creation gives; the role and the disabled flag an update asks for, from what they are
+ * (cur; NULL: no such account). Role names and flags only: never a password or a hash. */
+static void describe(user_change *c, const store_account *cur)
+{
+    c->what[0] = 0;
+    size_t n = 0;
+    if (c->kind == USER_CREATE && c->role) snprintf(c->what, sizeof c->what, "role %s", c->role);
+    if (c->kind != USER_UPDATE) return;
+    if (c->role)
+        n = (size_t)snprintf(c->what, sizeof c->what, "role %s -> %s", cur ? cur->role : "?", c->role);
+    if (c->disabled >= 0 && n < sizeof c->what)
+        snprintf(c->what + n, sizeof c->what - n, "%sdisabled %s -> %s", n ? "; " : "",
+                 !cur ? "?" : cur->disabled ? "true" : "false", c->disabled ? "true" : "false");
+}
+
 /* Decide and write the change; a refusal sets c->refusal and *outcome and writes nothing. */
 static ms_code change(user_change *c, store_write *w, const char **outcome, ms_err *e)
 {
@@ -87,6 +102,7 @@ static ms_code change(user_change *c, store_write *w, const char **outcome, ms_e
     bool found = false, leaves = false;
     ms_code rc = user_name_valid(c->name) ? store_write_account_get(w, c->name, &cur, &found, e) : MS_OK;
     if (rc != MS_OK) return rc;
+    describe(c, found ? &cur : NULL);
     int64_t now = store_write_time(w);
     if (c->kind == USER_CREATE) {
         if (!user_name_valid(c->name))
@@ -162,6 +178,7 @@ ms_code users_apply(void *ctx, store_write *w, ms_err *e)
     user_change *c = ctx;
     memset(&c->refusal, 0, sizeof c->refusal);
     memset(&c->account, 0, sizeof c->account);
+    c->what[0] = 0;
     c->revoked = 0;
     const char *outcome = "ok";
     ms_code rc = change(c, w, &outcome, e);
@@ -172,7 +189,8 @@ ms_code users_apply(void *ctx, store_write *w, ms_err *e)
                       .action = action_of(c->kind),
                       .resource = c->resource,
                       .outcome = outcome,
-                      .client = c->client};
+                      .client = c->client,
+                      .reason = c->what[0] ? c->what : NULL};
     buf m = {0};
     audit_event_json(&ev, &m);
     rc = store_audit_append(w, m.data, m.len, e);

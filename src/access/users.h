@@ -8,8 +8,9 @@
  * server (writer_apply), or a transaction of its own offline (users_apply_local, `medstream user`).
  * users_apply decides refusals (no such user, exists, the last account that can manage accounts)
  * before it writes anything, writes the change, the token revocations it implies and exactly one audit
- * entry (users:create, users:update or users:delete; ok, not_found, denied or error), so that a change
- * and its audit entry are one durable commit. Password hashing (Argon2id: ~0.1-0.2 s) happens before,
+ * entry (users:create, users:update or users:delete; ok, not_found, denied or error; its reason says the
+ * role a creation gives and the role and disabled flag an update changes, before and after), so that a
+ * change and its audit entry are one durable commit. Password hashing (Argon2id: ~0.1-0.2 s) happens before,
  * in the caller's thread, never inside the writer.
  *
  * Rules: names are 1-64 characters of [A-Za-z0-9._@-]; roles must exist in the access table; a
@@ -46,6 +47,8 @@ typedef struct {
     const char *actor, *actor_role;  /* who asks, for the audit entry ("local:root", "" offline) */
     const char *client, *resource;   /* peer address ("cli" offline) and the API path of the change */
     /* out */
+    char what[96];         /* the audit entry's reason: the role given, or what the change asked to change
+                              ("role analyst -> admin; disabled false -> true"); "" for none */
     ms_err refusal;        /* code MS_OK: done; MS_ENOTFOUND, MS_ECONFLICT, MS_EINVAL: nothing changed */
     store_account account; /* the account after the change (as it was, for a deletion) */
     uint64_t revoked;      /* unexpired tokens revoked */

@@ -5,8 +5,8 @@
 # keep users:update (409), password changes (your own with the right old password; a wrong one is a 403
 # that counts as a failed login; anyone's with users:update), admin.password removed once the admin's
 # password changes (HTTP and CLI), the offline `medstream user` commands on a stopped server's data
-# directory (seen by the server started afterwards), and the audit entries of all of it, with no
-# password anywhere in the audit log.
+# directory (seen by the server started afterwards), and the audit entries of all of it (the role given
+# and the role and disabled flag changed, before and after), with no password anywhere in the audit log.
 #
 # Run: /usr/bin/python3 tests/e2e/test_accounts.py
 
@@ -408,6 +408,13 @@ def test_audit_entries_of_account_changes():
                  ("users:update", "/v1/users/pat/password", "error", "pat"),
                  ("users:update", "/v1/users/pat-other/password", "denied", "pat")):
         check(want in got, "an audit entry %s" % (want,))
+    # what a change changed: a role granted (an analyst made admin) must be visible to an auditor
+    why = {(x["action"], x["resource"], x["outcome"], x.get("reason")) for x in entries}
+    for want in (("users:create", "/v1/users", "ok", "role clinician"),
+                 ("users:update", "/v1/users/rolly", "ok", "role clinician -> auditor"),
+                 ("users:update", "/v1/users/dora", "ok", "disabled false -> true"),
+                 ("users:update", "/v1/users/dora", "ok", "disabled true -> false")):
+        check(want in why, "an audit entry saying what changed %s" % (want,))
     roles = {(x["user"], x["role"]) for x in entries if x["action"].startswith("users:")}
     check(("pat", "analyst") in roles and ("admin", "admin") in roles, "the actor's role is recorded: %s" % roles)
     no_secrets(r.body, "the audit log")
