@@ -7,7 +7,8 @@
  * as_of only as a snapshot id, and without one gets a new snapshot, so that its instant can be read again
  * over the public API; a PHI export without as_of is as of the last commit at submission. since/until are
  * RFC 3339 times (PHI) or years (public). The download route needs no token: its signed, short-lived
- * link is the credential (export_jobs.h), and each download is audited under the export's owner.
+ * link is the credential (export_jobs.h), and each download is audited under the export's owner; a
+ * request without a valid link is audited as a refusal without a known user (per address and window).
  *
  * What it must never do: hand a PHI export's link to a caller without patients:read, or queue an export
  * whose audit could not name its patients.
@@ -288,18 +289,21 @@ void h_export_download(api *a, http_request *req, http_response *res)
     char user[72] = "";
     ms_code rc = export_jobs_download(a->exports, req->params[0], http_arg_get(req, "exp"), http_arg_get(req, "sig"),
                                       &fd, &size, &scope, user, &e);
+    if (rc == MS_EINVAL) { /* no valid link: anyone may send that, at no cost, so not an entry each */
+        api_audit_free_refusal(a, req, "", "exports:download", e.msg);
+        http_error(res, 403, "%s", e.msg);
+        return;
+    }
     audit_event ev = {.time_us = ms_now_us(),
                       .user = user,
                       .role = "",
                       .action = "exports:download",
                       .resource = req->route_pattern ? req->route_pattern : "/v1/exports/{}/download",
-                      .outcome = rc == MS_OK       ? "ok"
-                                 : rc == MS_EINVAL ? "denied"
-                                                   : "not_found",
+                      .outcome = rc == MS_OK ? "ok" : "not_found",
                       .client = req->client};
     writer_audit(a->writer, &ev);
     if (rc) {
-        http_error(res, rc == MS_EINVAL ? 403 : status_for(rc), "%s", e.msg);
+        http_error(res, status_for(rc), "%s", e.msg);
         return;
     }
     res->status = 200;

@@ -6,7 +6,8 @@
 # type=/year= for public), manifest rows/bytes/sha256 against the files, no public field outside the
 # allow-list (random field names), PHI refused without patients:read and audited with the patient ids,
 # a non-empty output directory refused without --overwrite, SIGINT mid-export leaves nothing visible,
-# the download link works before it expires and is refused after (and with a bad signature).
+# the download link works before it expires and is refused after (and with a bad signature); downloads
+# without a valid link are audited per address and window, not an entry each.
 #
 # Run: MEDSTREAM_BIN=$PWD/build/san/medstream /usr/bin/python3 tests/e2e/test_export.py [NAME_SUBSTRING...]
 
@@ -333,6 +334,29 @@ def test_public_export_allow_list_and_link():
     r = H.http_request(s.port, "GET", link)
     eq(r.status, 403, "an expired link")
     check("expired" in r.text, "the refusal says expired: %s" % short(r.text))
+    s.stop()
+
+
+@test(timeout=120)
+def test_download_attempts_without_a_valid_link_are_audited_per_address_and_window():
+    """The download route needs no token, so a request without a valid link costs its sender nothing: each
+    was an audit entry, and anyone could grow the audit log at will. They are audited as refusals without
+    a known user are: the window's first as it is, the rest in its summary."""
+    s = new_server()
+    s.ingest_ok(records(5, "dl"))
+    done = wait_done(s, post_export(s, {"scope": "public", "format": "ndjson"})["export_id"])
+    eq(H.http_request(s.port, "GET", done["download"]).status, 200, "download")
+    for i in range(30):
+        path = (done["download"][:-4] + "%04d" % i) if i % 2 else "/v1/exports/x%d/download?exp=1&sig=%s" % (i, "0" * 64)
+        eq(H.http_request(s.port, "GET", path).status, 403, "a download without a valid link")
+    entries = [a for a in s.audit_entries() if a["action"] == "exports:download"]
+    eq([(a["user"], a["outcome"]) for a in entries], [("admin", "ok"), ("", "denied")],
+       "the download, then the window's first refusal only")
+    eq(s.stop(), 0, "clean stop")
+    s.start()
+    summary = [a for a in s.audit_entries() if a["action"] == "auth:refused"]
+    eq(len(summary), 1, "the window's summary: %s" % summary)
+    check(summary[0]["reason"].startswith("29 more requests"), "it counts the rest: %s" % summary[0]["reason"])
     s.stop()
 
 
