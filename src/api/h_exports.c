@@ -10,8 +10,9 @@
  * link is the credential (export_jobs.h), and each download is audited under the export's owner; a
  * request without a valid link is audited as a refusal without a known user (per address and window).
  *
- * What it must never do: hand a PHI export's link to a caller without patients:read, or queue an export
- * whose audit could not name its patients.
+ * What it must never do: hand a PHI export's link to a caller without patients:read, queue an export
+ * whose audit could not name its patients, or serve a PHI export's download while its audit entry cannot
+ * be stored (503, as PHI reads).
  */
 #include "api/handlers.h"
 #include "api/params.h"
@@ -24,6 +25,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 ms_code api_export_audit(void *ctx, const char *user, const char *role, const char *client, const char *export_id,
                          export_scope scope, const patient_id *pids, size_t npids, ms_err *e)
@@ -292,6 +294,12 @@ void h_export_download(api *a, http_request *req, http_response *res)
     if (rc == MS_EINVAL) { /* no valid link: anyone may send that, at no cost, so not an entry each */
         api_audit_free_refusal(a, req, "", "exports:download", e.msg);
         http_error(res, 403, "%s", e.msg);
+        return;
+    }
+    ms_err why;
+    if (rc == MS_OK && scope == EXPORT_PHI && !writer_audit_ok(a->writer, &why)) { /* as PHI reads (DESIGN.md) */
+        close(fd);
+        http_error(res, 503, "PHI reads are refused while their audit entries cannot be stored: %s", why.msg);
         return;
     }
     audit_event ev = {.time_us = ms_now_us(),

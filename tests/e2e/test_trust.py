@@ -3,9 +3,9 @@
 # patient's state, history keeps it; DELETE /v1/records/{id} is a tombstone), bitemporal patient state
 # (records merge by event time, event_at reads), audit without gaps (denied attempts audited, a new
 # version sent without records:update among them, a failed login never records a non-user name, GET
-# /v1/audit reads its own writes, PHI reads refused with 503 while the audit log cannot be written on a
-# full disk, every served read audited once space is back), and public reads that take as_of only as a
-# snapshot id.
+# /v1/audit reads its own writes, PHI reads and PHI export downloads refused with 503 while the audit log
+# cannot be written on a full disk, every served read audited once space is back), and public reads that
+# take as_of only as a snapshot id.
 #
 # Run: /usr/bin/python3 tests/e2e/test_trust.py
 
@@ -334,6 +334,16 @@ def test_phi_reads_refused_while_audit_cannot_be_written():
     H.on_exit(lambda: subprocess.run(["umount", "-l", s.data_dir], stderr=subprocess.DEVNULL))
     s.start()
     pid = s.ingest_ok([{"record_id": "af-0", "name": "Audit Full", "dob": "1960-01-01"}])["items"][0]["patient_id"]
+    # a PHI export made before: its download is a PHI read too
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 202, "a PHI export: %s" % short(r.text))
+    eid = r.json()["export_id"]
+    for _ in range(600):
+        if s.get_json("/v1/exports/" + eid)["state"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    eq(s.get_json("/v1/exports/" + eid)["state"], "done", "the PHI export")
     # fill the file system to the last byte with a filler file
     filler = os.path.join(s.data_dir, "filler")
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -366,6 +376,8 @@ def test_phi_reads_refused_while_audit_cannot_be_written():
     for _ in range(5):
         eq(s.get("/v1/patients/" + pid).status, 503, "PHI reads stay refused")
     eq(s.get("/v1/public/patients/" + pid).status, 200, "public reads are not audited: still served")
+    r = H.http_request(s.port, "GET", s.get_json("/v1/exports/" + eid)["download"])
+    eq(r.status, 503, "a PHI export's download while its audit entry cannot be stored: %s" % short(r.text))
     os.unlink(filler)                                   # space is back: the writer's retry commits
     deadline = time.time() + 10
     while time.time() < deadline and s.get("/v1/patients/" + pid).status != 200:
@@ -376,6 +388,8 @@ def test_phi_reads_refused_while_audit_cannot_be_written():
     check(len(reads) >= served, "every served PHI read is in the audit log (%d entries, %d served)"
           % (len(reads), served))
     eq(s.get_json("/healthz").get("status"), "ok", "healthz once space is back")
+    eq(H.http_request(s.port, "GET", s.get_json("/v1/exports/" + eid)["download"]).status, 200,
+       "the PHI export's download once space is back")
     s.stop()
     rc = subprocess.run([H.BIN, "audit", "verify", "--data", s.data_dir], capture_output=True, text=True)
     eq(rc.returncode, 0, "audit verify after the full disk: %s" % rc.stdout + rc.stderr)
