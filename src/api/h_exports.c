@@ -302,11 +302,13 @@ void h_export_download(api *a, http_request *req, http_response *res)
         http_error(res, 503, "PHI reads are refused while their audit entries cannot be stored: %s", why.msg);
         return;
     }
+    char resource[80]; /* the link's signature covers the id: one the server made (40 bytes at most) */
+    snprintf(resource, sizeof resource, "/v1/exports/%.40s/download", req->params[0]);
     audit_event ev = {.time_us = ms_now_us(),
                       .user = user,
                       .role = "",
                       .action = "exports:download",
-                      .resource = req->route_pattern ? req->route_pattern : "/v1/exports/{}/download",
+                      .resource = resource,
                       .outcome = rc == MS_OK ? "ok" : "not_found",
                       .client = req->client};
     writer_audit(a->writer, &ev);

@@ -390,6 +390,10 @@ def test_phi_needs_patients_read_and_is_audited():
     pid = s.audit_entries()
     named = [a for a in pid if a["resource"] == "/v1/exports/" + st["export_id"] and a["patient_ids"]]
     check(named, "the PHI export is not audited with its patient ids")
+    # its download names the export (whose entries name the patients), not just the route
+    eq(H.http_request(s.port, "GET", done["download"]).status, 200, "the PHI export's download")
+    got = [(a["user"], a["resource"], a["outcome"]) for a in s.audit_entries(action="exports:download")]
+    eq(got, [("admin", "/v1/exports/%s/download" % st["export_id"], "ok")], "the download's audit entry")
     s.stop()
 
 
