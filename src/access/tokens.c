@@ -42,7 +42,8 @@ static void base64url(const unsigned char *in, size_t n, char *out)
     out[o] = 0;
 }
 
-ms_code token_issue(store *s, const principal *who, int64_t ttl_s, char out[TOKEN_TEXT], int64_t *expires, ms_err *e)
+ms_code token_issue_login(store *s, const principal *who, const char *password_hash, int64_t ttl_s,
+                          char out[TOKEN_TEXT], int64_t *expires, ms_err *e)
 {
     unsigned char raw[32], hash[32];
     if (RAND_bytes(raw, sizeof raw) != 1) return ms_fail(e, MS_EIO, "random number generator failed");
@@ -50,7 +51,12 @@ ms_code token_issue(store *s, const principal *who, int64_t ttl_s, char out[TOKE
     base64url(raw, sizeof raw, out + 3);
     SHA256((const unsigned char *)out, strlen(out), hash);
     *expires = ms_now_us() + ttl_s * 1000000;
-    return store_token_put(s, hash, *expires, who->user, who->role, e);
+    return store_token_put(s, hash, *expires, who->user, who->role, password_hash, e);
+}
+
+ms_code token_issue(store *s, const principal *who, int64_t ttl_s, char out[TOKEN_TEXT], int64_t *expires, ms_err *e)
+{
+    return token_issue_login(s, who, NULL, ttl_s, out, expires, e);
 }
 
 /* The token text of an Authorization value, or NULL if it is not "Bearer ms_<43 base64url>". */

@@ -42,6 +42,11 @@ const char *token_status_text(token_status st);
 /* A new token for who (MS_ENOTFOUND if the account is missing or disabled by now: a login that raced a
  * deletion or a disabling gets no token). */
 ms_code token_issue(store *s, const principal *who, int64_t ttl_s, char out[TOKEN_TEXT], int64_t *expires, ms_err *e);
+/* The same for a login whose password was checked against password_hash (users_check_account): also
+ * MS_ENOTFOUND if the account's password changed since, so that a login racing a password change (a reset
+ * of a stolen password) gets no token that the change's revocation came too early to revoke. */
+ms_code token_issue_login(store *s, const principal *who, const char *password_hash, int64_t ttl_s,
+                          char out[TOKEN_TEXT], int64_t *expires, ms_err *e);
 /* Check an Authorization header value ("Bearer ms_..."; NULL if absent). who receives the token's user
  * (also when the token is expired or its account disabled: for the audit entry of the refusal) and the
  * account's current role. */

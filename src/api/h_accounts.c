@@ -97,25 +97,32 @@ void h_login(api *a, http_request *req, http_response *res)
             return;
         }
         principal who;
-        bool ok = users_check(a->store, v[0], v[1], strlen(v[1]), who.role);
+        store_account acc;
+        bool ok = users_check_account(a->store, v[0], v[1], strlen(v[1]), &acc);
         login_end(v[0], ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
+        char token[TOKEN_TEXT];
+        int64_t expires;
+        ms_err e = {0};
+        if (ok) {
+            snprintf(who.user, sizeof who.user, "%s", v[0]);
+            snprintf(who.role, sizeof who.role, "%s", acc.role);
+            /* refused if the account was disabled, deleted or given another password since the check */
+            e.code = token_issue_login(a->store, &who, acc.hash, a->token_ttl_s, token, &expires, &e);
+        }
+        memset(&acc, 0, sizeof acc);
         audit_event ev = {.time_us = ms_now_us(),
                           .user = exists ? v[0] : "(unknown user)",
                           .role = ok ? who.role : "",
                           .action = "auth:login",
                           .resource = req->path,
-                          .outcome = ok ? "ok" : "denied",
+                          .outcome = !ok || e.code == MS_ENOTFOUND ? "denied" : e.code ? "error" : "ok",
                           .client = req->client};
         writer_audit(a->writer, &ev);
         if (!ok) {
             http_error(res, 401, "bad user or password");
         } else {
-            snprintf(who.user, sizeof who.user, "%s", v[0]);
-            char token[TOKEN_TEXT];
-            int64_t expires;
-            ms_err e;
-            if (token_issue(a->store, &who, a->token_ttl_s, token, &expires, &e) != MS_OK) {
-                if (e.code == MS_ENOTFOUND) /* disabled or deleted since the check above */
+            if (e.code != MS_OK) {
+                if (e.code == MS_ENOTFOUND) /* disabled, deleted or another password since the check above */
                     http_error(res, 401, "bad user or password");
                 else
                     http_error(res, status_for(e.code), "%s", e.msg);

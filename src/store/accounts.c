@@ -6,8 +6,9 @@
  * some enabled account must be able to manage accounts, are access/users.c's. Account changes are part
  * of a store_write (the writer's transaction, or an offline command's), so each is durable with its
  * audit entry. Tokens are small writes of their own from request threads: a login (store_token_put)
- * checks in the same write transaction that the account exists and is enabled, so a login racing a
- * deletion or a disabling cannot leave a token behind; revoking a user's tokens scans the tokens
+ * checks in the same write transaction that the account exists, is enabled and still has the password
+ * hash the login was checked against, so a login racing a deletion, a disabling or a password change
+ * cannot leave a token behind; revoking a user's tokens scans the tokens
  * sub-database and drops expired tokens of anyone on the way.
  *
  * Contract: store.h ("Accounts and tokens"). Must never: store or return a password (only its hash), put
@@ -111,7 +112,7 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e)
 /* ---- tokens ---- */
 
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
-                        ms_err *e)
+                        const char *password_hash, ms_err *e)
 {
     buf v = {0};
     st_token_encode(&v, expires, user, role);
@@ -126,6 +127,8 @@ ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires,
     ms_code code = account_get(txn, s->dbi[DB_USERS], user, &a, &found, e);
     if (code == MS_OK && (!found || a.disabled))
         code = ms_fail(e, MS_ENOTFOUND, "token: the account is %s", found ? "disabled" : "gone");
+    else if (code == MS_OK && password_hash && strcmp(a.hash, password_hash) != 0)
+        code = ms_fail(e, MS_ENOTFOUND, "token: the account's password was changed since it was checked");
     if (code == MS_OK) {
         MDB_val k = st_val(hash, 32), mv = st_val(v.data, v.len);
         rc = mdb_put(txn, s->dbi[DB_TOKENS], &k, &mv, MDB_NOOVERWRITE);

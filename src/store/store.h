@@ -684,12 +684,13 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e);
 
 /* Bearer tokens, stored only as their SHA-256, each with its expiry, the role at login (checks take the
  * account's current role) and the user. store_token_put and store_token_delete are small writes (any
- * thread; WHO MAY WRITE). store_token_put refuses a token for an account that is missing or disabled,
- * checked in its own write transaction, so that a login racing a deletion or a disabling cannot leave a
- * token behind. Errors: MS_ENOTFOUND that refusal (put), or no such token (delete); MS_ECONFLICT the
- * token exists (put). */
+ * thread; WHO MAY WRITE). store_token_put refuses a token for an account that is missing or disabled, or
+ * whose password hash is no longer password_hash (the one a login checked; NULL: not checked), all
+ * checked in its own write transaction, so that a login racing a deletion, a disabling or a password
+ * change cannot leave a token behind. Errors: MS_ENOTFOUND that refusal (put), or no such token (delete);
+ * MS_ECONFLICT the token exists (put). */
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
-                        ms_err *e);
+                        const char *password_hash, ms_err *e);
 ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);
 ms_code store_token_get(store_read *r, const unsigned char hash[32], int64_t *expires, char user[STORE_USER_MAX],
                         char role[STORE_ROLE_MAX], bool *found, ms_err *e);

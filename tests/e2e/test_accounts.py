@@ -3,7 +3,7 @@
 # issued, disabling (tokens revoked at once, no login: the same 401 as a wrong password, at the same
 # cost), enabling, deleting, revoking another user's tokens, the rule that some enabled account must
 # keep users:update (409), password changes (your own with the right old password; a wrong one is a 403
-# that counts as a failed login; anyone's with users:update), admin.password removed once the admin's
+# that counts as a failed login; anyone's with users:update; no login racing a reset keeps a token), admin.password removed once the admin's
 # password changes (HTTP and CLI), the offline `medstream user` commands on a stopped server's data
 # directory (seen by the server started afterwards), and the audit entries of all of it (the role given
 # and the role and disabled flag changed, before and after), with no password anywhere in the audit log.
@@ -262,6 +262,44 @@ def test_password_changes():
     eq(put("pat", {"old_password": "pat-pass-three", "password": "pat-pass-four"}).status, 429,
        "and refuses the password change too, even with the right old password")
     PASSWORDS.extend(["wrong-wrong-1", "wrong-wrong-2", "pat-pass-four"])
+
+
+@test(timeout=120)
+def test_no_token_outlives_a_password_reset_that_raced_its_login():
+    """A login checks the password (Argon2id, ~0.15 s), then stores its token; a reset (of a stolen password)
+    committed in between revoked the account's tokens before that one existed, and it worked for its whole
+    lifetime: with logins sent in a loop, every one in flight at the reset survived it (3 of 3, every time).
+    The token is now stored only if the password is still the one checked."""
+    import threading
+    s = server()
+    alive = []
+    for attempt in range(2):
+        user = "racer-%d" % attempt
+        create(s, user, "clinician", "racer-pass-%d" % attempt)
+        tokens, stop = [], [False]
+
+        def loop():
+            while not stop[0]:
+                r = login(s, user, "racer-pass-%d" % attempt)
+                if r.status == 201:
+                    tokens.append(r.json()["token"])
+                elif r.status != 401:
+                    break
+
+        threads = [threading.Thread(target=loop) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.6)
+        r = s.request("PUT", "/v1/users/%s/password" % user, body=json.dumps({"password": pw("racer-new-%d" % attempt)}),
+                      headers=JSON)
+        eq(r.status, 204, "the reset")
+        time.sleep(0.8)   # the logins in flight at the reset end
+        stop[0] = True
+        for t in threads:
+            t.join(30)
+        check(tokens, "logins before the reset got tokens")
+        alive += [t for t in tokens if s.request("GET", "/v1/me", headers=bearer(t)).status == 200]
+    eq(len(alive), 0, "tokens of the old password that outlived its reset")
 
 
 @test(timeout=120)

@@ -1708,19 +1708,25 @@ static void test_accounts(void **state)
     store_write_abort(w);
 }
 
-/* A token is stored only for an account that exists and is enabled (in the same transaction). */
+/* A token is stored only for an account that exists and is enabled, and (for a login) still has the password
+ * hash the login checked, all in the same transaction. */
 static void test_tokens_need_an_account(void **state)
 {
     fixture *f = *state;
     unsigned char h[32] = {1};
     ms_err e;
-    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "ghost", "admin", &e), MS_ENOTFOUND);
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "ghost", "admin", NULL, &e), MS_ENOTFOUND);
     store_account a = {.name = "sam", .role = "analyst", .hash = "$argon2id$sam", .disabled = true};
     account_write(f, &a, false);
-    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", &e), MS_ENOTFOUND);
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", NULL, &e), MS_ENOTFOUND);
     a.disabled = false;
     account_write(f, &a, false);
-    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", &e), MS_OK);
+    /* a login checked against a password changed since (a reset racing it) gets no token */
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", "$argon2id$old", &e),
+                     MS_ENOTFOUND);
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", "$argon2id$sam", &e), MS_OK);
+    h[0] = 2;
+    assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", NULL, &e), MS_OK);
 }
 
 static bool token_present(fixture *f, unsigned char id)
@@ -1749,11 +1755,11 @@ static void test_revoke_user_tokens(void **state)
     int64_t later = ms_now_us() + 3600LL * 1000000, soon = ms_now_us() + 200000;
     for (unsigned char id = 1; id <= 4; id++) { /* ann: 1 2 3 live, 4 expiring */
         unsigned char h[32] = {id};
-        assert_int_equal(store_token_put(f->s, h, id == 4 ? soon : later, "ann", "analyst", &e), MS_OK);
+        assert_int_equal(store_token_put(f->s, h, id == 4 ? soon : later, "ann", "analyst", NULL, &e), MS_OK);
     }
     for (unsigned char id = 5; id <= 6; id++) { /* annie: 5 live, 6 expiring */
         unsigned char h[32] = {id};
-        assert_int_equal(store_token_put(f->s, h, id == 6 ? soon : later, "annie", "analyst", &e), MS_OK);
+        assert_int_equal(store_token_put(f->s, h, id == 6 ? soon : later, "annie", "analyst", NULL, &e), MS_OK);
     }
     usleep(300000); /* 4 and 6 expire */
     unsigned char keep[32] = {2};
