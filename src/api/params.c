@@ -72,7 +72,7 @@ bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapsh
     }
     /* a commit of valid_from <= as_of may still be in flight: r must hold it, as a later read would */
     ms_err e;
-    if (store_read_settle(r, *as_of, &e) == MS_OK) return true;
+    if (!r || store_read_settle(r, *as_of, &e) == MS_OK) return true;
     http_error(res, status_for(e.code), "%s", e.msg);
     return false;
 }

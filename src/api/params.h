@@ -27,7 +27,9 @@ bool redirect_patient(api *a, http_request *req, http_response *res, const patie
 /* The HTTP status for an error code (MS_OK: 200). */
 int status_for(ms_code c);
 
-/* as_of: an RFC 3339 time (parse_time_param) or a snapshot id (public reads: a snapshot id only); absent: INT64_MAX. */
+/* as_of: an RFC 3339 time (parse_time_param) or a snapshot id (public reads: a snapshot id only); absent: INT64_MAX.
+ * A past time settles r (store_read_settle) so that it holds every commit of that instant; r NULL: the text is
+ * only parsed (a snapshot id needs r). */
 bool get_as_of(http_request *req, http_response *res, store_read *r, bool snapshot_only, int64_t *as_of);
 /* An RFC 3339 time in the years 1 to 9999; *out unchanged when absent. */
 bool get_time(http_request *req, http_response *res, const char *name, int64_t *out);
