@@ -351,11 +351,29 @@ void store_inject_short_write(store *s, uint64_t bytes) { seglog_inject_short_wr
 
 /* ---- the probe ---- */
 
+ms_code st_reserve(int fd, uint64_t len, const char *what, ms_err *e)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) return ms_fail(e, MS_EIO, "store: %s: %s", what, strerror(errno));
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)len) == 0 || errno == EOPNOTSUPP) return MS_OK;
+    return ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "store: %s: %s", what,
+                   errno == ENOSPC ? "disk full" : strerror(errno));
+}
+
+/* What a probe reserves in LMDB's file past its end: the pages a batch of `bytes` bodies may need (its
+ * entries are a fraction of the bodies at 20 KB, several times them at 200 B), at least PROBE_LMDB_MIN. */
+#define PROBE_LMDB_MIN ((uint64_t)1 << 20)
+
 ms_code store_probe(store *s, size_t bytes, ms_err *e)
 {
     if (s->read_only) return ms_fail(e, MS_EINVAL, "store: the store is open read-only");
     ms_code code = seglog_preallocate(s->log, bytes > SEGLOG_ALIGN ? bytes : SEGLOG_ALIGN, e);
     if (code != MS_OK) return code;
+    /* the other two files a commit may grow: room for them too, or the next batch fails as the last one did */
+    if ((code = st_keys_reserve(s, e)) != MS_OK) return code;
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) == 0 && (code = st_reserve(fd, PROBE_LMDB_MIN + 4 * (uint64_t)bytes, "LMDB", e)))
+        return code;
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) return st_write_fail(s, e, rc, "probe");

@@ -323,6 +323,8 @@ ms_code st_key_put(store *s, uint64_t n, const unsigned char key[SEAL_KEY], iden
     return MS_OK;
 }
 
+ms_code st_keys_reserve(store *s, ms_err *e) { return st_reserve(s->keys->fd, FRESH_SLOTS * SLOT, "data keys", e); }
+
 /* Up to RUN slots read, changed and written back at once. */
 #define RUN 1024
 

@@ -103,9 +103,12 @@ bool store_read_only(const store *s);
  * (its later commits are not in reads that began before them), or NULL if none did. */
 const char *store_live_writer(const store *s);
 /* Can the store commit a batch of `bytes` of bodies now? Preallocates the segment log's next step (at
- * least room for max(bytes, 4 KiB)) and commits a tiny LMDB write transaction (meta "probe"). MS_OK: such
- * a batch can commit (LMDB may still find the disk full for a large one); MS_EFULL or MS_EIO with the
- * reason if not; MS_EINVAL on a read-only store. Any thread; a small write (WHO MAY WRITE). */
+ * least room for max(bytes, 4 KiB)), reserves room past the ends of the key file (one write of new patients'
+ * slots) and of LMDB's file (1 MiB + 4 x bytes: fallocate, sizes unchanged), and commits a tiny LMDB write
+ * transaction (meta "probe"). MS_OK: such a batch can commit (LMDB may still find the disk full for a much
+ * larger one); MS_EFULL or MS_EIO with the reason if not; MS_EINVAL on a read-only store. Any thread; a small
+ * write (WHO MAY WRITE). Before the reservations, a probe passed while the key file or LMDB had no room for
+ * the batch that had just failed, and /healthz said ok within a second of a refusal on a still-full disk. */
 ms_code store_probe(store *s, size_t bytes, ms_err *e);
 /* The store's 32-byte secret for keyed hashes (derived record ids, the sinks' store fingerprint). */
 const unsigned char *store_id_key(const store *s);

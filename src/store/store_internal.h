@@ -340,6 +340,11 @@ ms_code st_key_put(store *s, uint64_t n, const unsigned char key[32], identity_h
  * without a key, and the repair after a scan); durable at st_keys_sync. */
 ms_code st_slots_hash(store *s, const uint64_t *numbers, const identity_hash *h, size_t n, ms_err *e);
 ms_code st_keys_sync(store *s, ms_err *e);
+/* Room for one write of new slots (64 KiB) past the key file's end, reserved (store_probe). */
+ms_code st_keys_reserve(store *s, ms_err *e);
+/* len bytes past fd's end reserved on the disk (fallocate, its size unchanged; a file system without fallocate:
+ * nothing, MS_OK); MS_EFULL "store: WHAT: disk full" when there is no room. */
+ms_code st_reserve(int fd, uint64_t len, const char *what, ms_err *e);
 /* Overwrite n's slot with the erasure mark alone, synced. */
 ms_code st_key_destroy(store *s, uint64_t n, ms_err *e);
 /* At open: overwrite the slots of these erased patients that are not marked erased yet. */
