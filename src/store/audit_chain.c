@@ -7,7 +7,7 @@
  * the caller's JSON members}. Appending is part of a store_write, so an entry is durable in the same
  * commit as what it describes; the chain's end (number and hash) lives on the store, extended on the
  * store_write and adopted by the store only when that commit succeeds. The end is also kept in meta
- * ("audit_end": be64(number) and the SHA-256 of that entry), written with every append, and it is what
+ * ("audit_end": be64(number) and the SHA-256 of that entry), written by every commit that appends, and it is what
  * an open continues the chain from: an entry's hash is only checked by the entry after it, so without a
  * recorded end an edit of the last entry, or the deletion of the last entries, left a chain that verified,
  * and the next entries appended made it permanent. Verification re-reads every entry from one read
@@ -92,20 +92,22 @@ ms_code store_audit_append(store_write *w, const char *members, size_t len, ms_e
     ms_set_be64(kb, seq);
     MDB_val k = st_val(kb, 8), mv = st_val(v.data, v.len);
     int rc = mdb_put(w->txn, w->s->dbi[DB_AUDIT], &k, &mv, MDB_APPEND);
-    unsigned char end[40], head[32];
     if (!rc) {
-        SHA256((const unsigned char *)v.data, v.len, head);
-        ms_set_be64(end, seq);
-        memcpy(end + 8, head, 32);
-        MDB_val ek = st_val(AUDIT_END_KEY, strlen(AUDIT_END_KEY)), ev = st_val(end, sizeof end);
-        rc = mdb_put(w->txn, w->s->dbi[DB_META], &ek, &ev, 0);
-    }
-    if (!rc) {
-        memcpy(w->audit_head, head, 32);
+        SHA256((const unsigned char *)v.data, v.len, w->audit_head);
         w->audit_seq = seq;
     }
     buf_free(&v);
     return rc ? st_mdb_fail(e, rc, "audit append") : MS_OK;
+}
+
+int st_audit_end_put(store_write *w)
+{
+    if (w->audit_seq == w->s->audit_seq) return 0; /* no entry appended: the end is where it was */
+    unsigned char end[40];
+    ms_set_be64(end, w->audit_seq);
+    memcpy(end + 8, w->audit_head, 32);
+    MDB_val k = st_val(AUDIT_END_KEY, strlen(AUDIT_END_KEY)), v = st_val(end, sizeof end);
+    return mdb_put(w->txn, w->s->dbi[DB_META], &k, &v, 0);
 }
 
 ms_code store_audit_scan(store_read *r, uint64_t after, store_audit_fn fn, void *ctx, ms_err *e)

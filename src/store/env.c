@@ -454,7 +454,7 @@ ms_code store_write_commit(store_write *w, uint64_t *commit_pos, ms_err *e)
     t1 = ms_mono_s();
     uint64_t pos = s->commit_pos + 1, *marks;
     size_t nmarks = st_keys_erase_done_take(s, &marks);
-    if (!(rc = st_erase_marks_delete(w, marks, nmarks)) && !(rc = st_plog_checkpoint(w)) &&
+    if (!(rc = st_erase_marks_delete(w, marks, nmarks)) && !(rc = st_plog_checkpoint(w)) && !(rc = st_audit_end_put(w)) &&
         !(rc = st_log_put(w, pos)) && !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "log_end", seglog_end(s->log))) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "commit_pos", pos)) &&
         !(rc = st_meta_put_u64(w->txn, s->dbi[DB_META], "last_commit", (uint64_t)w->now)) &&

@@ -398,5 +398,8 @@ ms_code st_patient_read(store *s, MDB_val v, const patient_ref *who, patient_ver
 void st_states_committed(store_write *w);
 /* audit_chain.c: the chain's end (last number, SHA-256 of the last entry), at open. */
 ms_code st_audit_head_load(store *s, ms_err *e);
+/* In the commit of w (store_write_commit): the chain's end into meta ("audit_end"), when w appended entries;
+ * an LMDB code. */
+int st_audit_end_put(store_write *w);
 
 #endif
