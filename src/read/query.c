@@ -174,8 +174,8 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
         }
         buf_puts(out, "],\"next_cursor\":");
         if (more) {
-            unsigned char key[5] = {HISTORY_CURSOR, (unsigned char)(last >> 24), (unsigned char)(last >> 16),
-                                    (unsigned char)(last >> 8), (unsigned char)last};
+            unsigned char key[5] = {HISTORY_CURSOR};
+            ms_set_be32(key + 1, last);
             cursor_encode(key, sizeof key, out);
         } else {
             buf_puts(out, "null");
@@ -189,7 +189,7 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
 bool query_history_cursor(const unsigned char *key, size_t len, uint32_t *after)
 {
     if (len != 5 || key[0] != HISTORY_CURSOR) return false;
-    *after = (uint32_t)key[1] << 24 | (uint32_t)key[2] << 16 | (uint32_t)key[3] << 8 | key[4];
+    *after = ms_get_be32(key + 1);
     return true;
 }
 
