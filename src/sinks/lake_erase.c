@@ -195,19 +195,12 @@ static ms_code added_note(sink_lake *l, const char *rel, ms_err *e)
 {
     char *p = added_path(l);
     ms_code rc = MS_OK;
-    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) rc = out_errno(e, errno, "opening", p);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) rc = out_errno(e, errno, "opening", p);
     buf line = {0};
     buf_printf(&line, "%s\n", rel);
-    for (size_t off = 0; rc == MS_OK && off < line.len;) {
-        ssize_t n = write(fd, line.data + off, line.len - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0)
-            rc = out_errno(e, errno, "appending to", p);
-        else
-            off += (size_t)n;
-    }
-    if (rc == MS_OK && fdatasync(fd) != 0) rc = out_errno(e, errno, "syncing", p);
+    if (rc == MS_OK) rc = write_synced(fd, &line, (uint64_t)st.st_size, p, e); /* appended */
     if (fd >= 0) close(fd);
     if (rc == MS_OK) rc = out_fsync_dir(l->meta, e); /* its name, the first time */
     buf_free(&line);
@@ -237,14 +230,14 @@ ms_code lake_added_recover(sink_lake *l, ms_err *e)
         size_t len = nl ? (size_t)(nl - text.data) - at : text.len - at; /* a torn last path: never renamed */
         char *rel = ms_strndup(text.data + at, len);
         at += len + 1;
-        bool named = !nl || !*rel || strstr(rel, "..") || rel[0] == '/';
-        for (size_t i = 0; i < nents && !named; i++) {
-            for (size_t k = 0; k < ents[i].nfiles && !named; k++)
-                named = !strcmp(ents[i].files[k].path, rel);
-            for (size_t k = 0; k < ents[i].nrewritten && !named; k++)
-                named = !strcmp(ents[i].rewritten[k].path, rel);
+        bool keep = !nl || !*rel || strstr(rel, "..") || rel[0] == '/'; /* torn, or not a path below the lake */
+        for (size_t i = 0; i < nents && !keep; i++) { /* named by a line */
+            for (size_t k = 0; k < ents[i].nfiles && !keep; k++)
+                keep = !strcmp(ents[i].files[k].path, rel);
+            for (size_t k = 0; k < ents[i].nrewritten && !keep; k++)
+                keep = !strcmp(ents[i].rewritten[k].path, rel);
         }
-        if (!named) {
+        if (!keep) {
             char *full = path_join(l->dir, rel), *slash = strrchr(full, '/');
             if (unlink(full) == 0) {
                 removed++;

@@ -289,6 +289,17 @@ static bool add_item(void *ctx, const log_item *it)
 
 /* ---- publishing ---- */
 
+ms_code write_synced(int fd, const buf *b, uint64_t at, const char *path, ms_err *e)
+{
+    for (size_t off = 0; off < b->len;) {
+        ssize_t n = pwrite(fd, b->data + off, b->len - off, (off_t)(at + off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return out_errno(e, errno, "appending to", path);
+        off += (size_t)n;
+    }
+    return fdatasync(fd) == 0 ? MS_OK : out_errno(e, errno, "syncing", path);
+}
+
 /* The commits log: append one line at log_size and sync it. On failure the log is cut back. */
 static ms_code log_append(sink_lake *l, const lake_entry *en, ms_err *e)
 {
@@ -299,17 +310,7 @@ static ms_code log_append(sink_lake *l, const lake_entry *en, ms_err *e)
     }
     buf line = {0};
     lake_log_encode(en, &line);
-    ms_code rc = MS_OK;
-    size_t off = 0;
-    while (off < line.len && rc == MS_OK) {
-        ssize_t n = pwrite(l->log_fd, line.data + off, line.len - off, (off_t)(l->log_size + off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0)
-            rc = out_errno(e, errno, "appending to", l->log_path);
-        else
-            off += (size_t)n;
-    }
-    if (rc == MS_OK && fdatasync(l->log_fd) != 0) rc = out_errno(e, errno, "syncing", l->log_path);
+    ms_code rc = write_synced(l->log_fd, &line, l->log_size, l->log_path, e);
     if (rc == MS_OK) {
         l->log_size += line.len;
     } else {

@@ -108,6 +108,8 @@ ms_code mkdirs_synced(const char *base, const char *rel, ms_err *e);
  * patient version, a version without a public copy); *cols its columns, dir its partition directory. */
 ms_code row_of(sink_lake *l, store_read *r, int64_t commit_time, const log_item *it, bool *skip,
                const export_columns **cols, buf *dir, ms_err *e);
+/* b's bytes written at byte `at` of fd, then fdatasync; errors name path. */
+ms_code write_synced(int fd, const buf *b, uint64_t at, const char *path, ms_err *e);
 /* The test hook: SIGKILL here when the hook names this step. */
 void crash_if(const sink_lake *l, crash_point at);
 
