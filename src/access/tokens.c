@@ -1,14 +1,12 @@
 /*
- * tokens.c - bearer tokens and the login limiter (see tokens.h).
+ * tokens.c - bearer tokens (see tokens.h).
  */
 #include "access/tokens.h"
 
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <pthread.h>
 #include <string.h>
 #include <strings.h>
-#include <xxhash.h>
 
 const char *token_status_text(token_status st)
 {
@@ -118,92 +116,4 @@ ms_code token_revoke(store *s, const char *authorization, ms_err *e)
     unsigned char hash[32];
     SHA256((const unsigned char *)t, strlen(t), hash);
     return store_token_delete(s, hash, e);
-}
-
-/* ---- login limiter: recent failures and attempts in flight per user name ----
- *
- * A name's attempt is reserved before its password is checked (login_begin) and ended after (login_end), so
- * logins sent at once for one name count together: at most LOGIN_MAX_FAILURES checks in a window, however
- * many arrive side by side (they all passed a check made before any was recorded). Names sit in buckets of
- * LIMITER_WAYS picked by a hash keyed with a random seed, so no one can pick names that share a victim's
- * bucket; a name with failures in its window or an attempt in flight is evicted only when every way of its
- * bucket holds one, the oldest window first (a direct-mapped table let any name of the same slot clear a
- * locked-out name's failures). */
-
-#define LIMITER_WAYS 8
-#define LIMITER_BUCKETS 512 /* 4,096 names at once */
-
-typedef struct {
-    char user[STORE_USER_MAX];
-    int failures, in_flight;
-    int64_t window_start;
-} limiter_slot;
-
-static limiter_slot limiter[LIMITER_BUCKETS][LIMITER_WAYS];
-static uint64_t limiter_seed;
-static bool limiter_seeded;
-static pthread_mutex_t limiter_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static bool slot_live(const limiter_slot *s, int64_t now)
-{
-    return s->in_flight > 0 || (s->failures > 0 && now - s->window_start <= (int64_t)LOGIN_WINDOW_S * 1000000);
-}
-
-/* Under limiter_lock: the name's slot; with create, a slot taken for it (NULL: every way has an attempt in
- * flight). */
-static limiter_slot *slot_for(const char *user, int64_t now, bool create)
-{
-    if (!limiter_seeded) {
-        if (RAND_bytes((unsigned char *)&limiter_seed, sizeof limiter_seed) != 1) limiter_seed = (uint64_t)now;
-        limiter_seeded = true;
-    }
-    limiter_slot *b = limiter[XXH3_64bits_withSeed(user, strlen(user), limiter_seed) % LIMITER_BUCKETS], *victim = NULL;
-    for (int i = 0; i < LIMITER_WAYS; i++) {
-        limiter_slot *s = &b[i];
-        if (s->user[0] && strcmp(s->user, user) == 0) {
-            if (now - s->window_start > (int64_t)LOGIN_WINDOW_S * 1000000) s->failures = 0, s->window_start = now;
-            return s;
-        }
-        if (s->in_flight) continue;
-        bool live = slot_live(s, now);
-        if (!victim || (slot_live(victim, now) && (!live || s->window_start < victim->window_start))) victim = s;
-    }
-    if (!create || !victim) return NULL;
-    snprintf(victim->user, sizeof victim->user, "%s", user);
-    victim->failures = victim->in_flight = 0;
-    victim->window_start = now;
-    return victim;
-}
-
-/* The name as a slot holds it: cut to STORE_USER_MAX - 1 bytes, for the lookup as for the slot, so that a
- * name longer than an account's can be (never a user's) still finds its slot when its attempt ends. */
-static void limiter_key(const char *user, char key[STORE_USER_MAX])
-{
-    snprintf(key, STORE_USER_MAX, "%s", user);
-}
-
-bool login_begin(const char *user, int64_t now_us)
-{
-    char key[STORE_USER_MAX];
-    limiter_key(user, key);
-    pthread_mutex_lock(&limiter_lock);
-    limiter_slot *s = slot_for(key, now_us, true);
-    bool ok = s && s->failures + s->in_flight < LOGIN_MAX_FAILURES;
-    if (ok) s->in_flight++;
-    pthread_mutex_unlock(&limiter_lock);
-    return ok;
-}
-
-void login_end(const char *user, login_outcome outcome, int64_t now_us)
-{
-    char key[STORE_USER_MAX];
-    limiter_key(user, key);
-    pthread_mutex_lock(&limiter_lock);
-    limiter_slot *s = slot_for(key, now_us, false); /* an attempt in flight keeps its slot */
-    if (s) {
-        if (s->in_flight) s->in_flight--;
-        if (outcome == LOGIN_OK) s->failures = 0;
-        if (outcome == LOGIN_FAILED) s->failures++;
-    }
-    pthread_mutex_unlock(&limiter_lock);
 }

@@ -1,14 +1,12 @@
 /*
- * tokens.h - bearer tokens and the login limiter.
+ * tokens.h - bearer tokens.
  *
  * A token is "ms_" + 43 base64url characters of 256 random bits. The store keeps only its SHA-256
  * (with user, role and expiry), so a copy of the store does not hold usable tokens. Checking a token
  * is one hash and two LMDB reads in one read transaction: the token, then its user's account, which
  * must exist and be enabled and whose current role is the one granted (a role change applies to the
  * next request; a token of a deleted or disabled account is refused even if its revocation were
- * missed). Failed logins per user name are limited: after LOGIN_MAX_FAILURES within LOGIN_WINDOW_S
- * seconds, further attempts for that name are refused (429) until the window ends, attempts in flight
- * counting as failures until they end; a wrong old password in a password change counts as a failed login.
+ * missed). Failed logins are limited in login_limiter.h.
  *
  * Contract: thread-safe; nothing here logs or returns a token or password except token_issue's out.
  */
@@ -18,8 +16,6 @@
 #include "store/store.h"
 
 #define TOKEN_TEXT 47 /* "ms_" + 43 + NUL */
-#define LOGIN_MAX_FAILURES 5
-#define LOGIN_WINDOW_S 60
 
 typedef struct {
     char user[STORE_USER_MAX];
@@ -55,12 +51,5 @@ token_status token_check(store *s, const char *authorization, principal *who);
 bool token_hash(const char *authorization, unsigned char out[32]);
 /* Revoke the token of this Authorization header (it must be valid). */
 ms_code token_revoke(store *s, const char *authorization, ms_err *e);
-
-/* Login limiter: reserve an attempt for this user name (false: refused, 429, until the window ends: its
- * failures and the attempts in flight reach LOGIN_MAX_FAILURES); every true is followed by login_end with
- * the outcome. */
-typedef enum { LOGIN_FAILED, LOGIN_OK, LOGIN_NOT_TRIED } login_outcome; /* NOT_TRIED: counts neither way */
-bool login_begin(const char *user, int64_t now_us);
-void login_end(const char *user, login_outcome outcome, int64_t now_us);
 
 #endif

@@ -19,6 +19,7 @@
 #include "api/params.h"
 
 #include "access/audit.h"
+#include "access/login_limiter.h"
 #include "access/passwords.h"
 #include "access/tokens.h"
 #include "access/users.h"
@@ -89,17 +90,17 @@ void h_login(api *a, http_request *req, http_response *res)
             free_fields(v, 2);
             return;
         }
-        if (!login_begin(v[0], ms_now_us())) { /* a denied attempt, which costs its sender nothing */
-            api_audit_free_refusal(a, req, exists ? v[0] : "(unknown user)", "auth:login",
-                                   "too many failed logins for this user");
-            http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
+        login_verdict lv = login_begin(v[0], req->client, ms_now_us());
+        if (lv != LOGIN_ALLOWED) { /* a denied attempt, which costs its sender nothing */
+            api_audit_free_refusal(a, req, exists ? v[0] : "(unknown user)", "auth:login", login_verdict_text(lv));
+            http_error(res, 429, "%s; try again in %d s", login_verdict_text(lv), LOGIN_WINDOW_S);
             free_fields(v, 2);
             return;
         }
         principal who;
         store_account acc;
         bool ok = users_check_account(a->store, v[0], v[1], strlen(v[1]), &acc);
-        login_end(v[0], ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
+        login_end(v[0], req->client, ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
         char token[TOKEN_TEXT];
         int64_t expires;
         ms_err e = {0};
@@ -406,10 +407,10 @@ void h_user_tokens_revoke(api *a, http_request *req, http_response *res)
 }
 
 /* The old password of a change, checked as a login is (an attempt reserved before, ended after). */
-static bool old_password_right(api *a, const char *name, const char *old, store_account *cur)
+static bool old_password_right(api *a, const char *client, const char *name, const char *old, store_account *cur)
 {
     bool ok = users_check_account(a->store, name, old, strlen(old), cur);
-    login_end(name, ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
+    login_end(name, client, ok ? LOGIN_OK : LOGIN_FAILED, ms_now_us());
     return ok;
 }
 
@@ -440,14 +441,15 @@ void h_user_password(api *a, http_request *req, http_response *res)
     user_change c = {
         .kind = USER_PASSWORD, .name = name, .hash = hash, .keep_token = have_presented ? presented : NULL};
     ms_err e;
+    login_verdict lv = LOGIN_ALLOWED;
     if (!v[1]) {
         http_error(res, 400, "body: \"password\" string is required");
     } else if (!v[0] && !manager) {
         http_error(res, 400, "body: \"old_password\" is required to change your own password");
-    } else if (v[0] && !login_begin(name, ms_now_us())) {
+    } else if (v[0] && (lv = login_begin(name, req->client, ms_now_us())) != LOGIN_ALLOWED) {
         outcome = "denied";
-        http_error(res, 429, "too many failed logins for this user; try again in %d s", LOGIN_WINDOW_S);
-    } else if (v[0] && !old_password_right(a, name, v[0], &cur)) {
+        http_error(res, 429, "%s; try again in %d s", login_verdict_text(lv), LOGIN_WINDOW_S);
+    } else if (v[0] && !old_password_right(a, req->client, name, v[0], &cur)) {
         outcome = "denied";
         http_error(res, 403, "wrong old password");
     } else if (password_hash(v[1], strlen(v[1]), hash, &e) != MS_OK) { /* slow: here, never in the writer */

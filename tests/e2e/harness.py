@@ -224,11 +224,14 @@ class Response:
         return "<HTTP %d %s>" % (self.status, short(self.text, 200))
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, host="127.0.0.1", ssl_ctx=None):
+def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, host="127.0.0.1", ssl_ctx=None,
+                 source=None):
+    """source: the client's address (another loopback address, e.g. 127.0.0.2, is another client)."""
+    src = (source, 0) if source else None
     if ssl_ctx is not None:
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_ctx)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_ctx, source_address=src)
     else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=src)
     try:
         hdrs = dict(headers or {})
         if body is not None and isinstance(body, str):
@@ -506,9 +509,9 @@ class Server:
             h["Authorization"] = "Bearer " + self.token
         return {k: v for k, v in h.items() if v is not None}
 
-    def request(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
+    def request(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, source=None):
         return http_request(self.port, method, path, body=body, headers=self.auth_headers(headers), timeout=timeout,
-                            ssl_ctx=self.ssl_ctx)
+                            ssl_ctx=self.ssl_ctx, source=source)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

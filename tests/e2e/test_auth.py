@@ -1,7 +1,8 @@
 # End-to-end tests of access control over real HTTP: every endpoint x every role x {no token,
 # malformed token, expired token, revoked token, valid token} gives exactly 401 / 403 / 2xx; login
-# answers 201 with a token and 401 on bad credentials; repeated failed logins for a user are refused
-# with 429 (even with the right password) while other users can still log in, logins sent at once count
+# answers 201 with a token and 401 on bad credentials; repeated failed logins for a user from one address are
+# refused with 429 (even with the right password) while other users, and the user from other addresses, can
+# still log in, thirty from six addresses lock the name except where it signed in lately, logins sent at once count
 # together and other names never clear a lockout, password hashes run 4 at a time; POST /v1/users is 201,
 # then 409 for the same name; PHI routes answer nothing without a token. (Account management beyond
 # this matrix: test_accounts.py.) And the audit trail: every PHI
@@ -167,6 +168,35 @@ def test_login_answers_and_rate_limit():
        "malformed login body")
     eq(s.request("POST", "/v1/auth/token", body="{}", headers={"Content-Type": "text/plain"}).status, 415,
        "login body of the wrong content type")
+
+
+@test(timeout=90)
+def test_a_client_locks_a_name_out_for_itself_only():
+    """Five wrong passwords for a name lock it out from that client (address) only: anyone on the network could
+    keep any account locked out, the admin's too, with five tries a minute, when the tally was per name. The
+    name in all is locked after 30 failures in the window (from 6 or more addresses), except from an address
+    that signed in as it recently. Each loopback address (127.0.0.N) is a client of its own."""
+    s = H.Server(name="auth-client")
+    s.start()
+    login = lambda user, pw, src: s.request("POST", "/v1/auth/token", body=json.dumps({"user": user, "password": pw}),
+                                            headers={"Content-Type": "application/json", "Authorization": None},
+                                            source=src)
+    pw = s.admin_password()
+    for _ in range(5):
+        eq(login("admin", "wrong-password", "127.0.0.2").status, 401, "a wrong password from 127.0.0.2")
+    r = login("admin", pw, "127.0.0.2")
+    eq(r.status, 429, "the right password from the same address after five failures")
+    check("from this address" in r.text, "the refusal says why: %s" % short(r.text))
+    eq(login("admin", pw, "127.0.0.1").status, 201, "the admin signs in from another address")
+    for n in range(3, 8):  # five more addresses, five failures each: thirty in all
+        for _ in range(5):
+            eq(login("admin", "wrong-password", "127.0.0.%d" % n).status, 401, "a wrong password from 127.0.0.%d" % n)
+    r = login("admin", pw, "127.0.0.9")
+    eq(r.status, 429, "a new address after thirty failures from six")
+    check("several addresses" in r.text, "the refusal says why: %s" % short(r.text))
+    eq(login("admin", pw, "127.0.0.1").status, 201, "the address the admin signed in from still gets in")
+    denied = [e for e in s.audit_entries(user="admin") if e["action"] == "auth:login" and e["outcome"] == "denied"]
+    check(any("several addresses" in e.get("reason", "") for e in denied), "the name-wide refusal is audited")
 
 
 @test(timeout=90)

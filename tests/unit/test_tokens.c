@@ -2,8 +2,7 @@
  * test_tokens.c - bearer tokens (issued, checked, expired, revoked, malformed; stored only hashed), the
  * account behind each token (its current role is the one granted; a missing or disabled account's
  * tokens are refused even where their revocation was missed; disabling, deleting and password changes
- * revoke them) and the login limiter (five failures in the window block the name, success clears it,
- * names are apart, names longer than an account's never pin a slot).
+ * revoke them). The login limiter's tests are in test_login_limiter.c.
  */
 #include "unit.h"
 #include "unit_store.h"
@@ -223,72 +222,6 @@ static void test_changes_revoke_tokens(void **state)
     assert_int_equal(token_check(f->s, b1, &got), TOKEN_UNKNOWN);
 }
 
-/* One failed attempt of name at t (reserved, then ended); false if it was refused. */
-static bool fail_once(const char *name, int64_t t)
-{
-    if (!login_begin(name, t)) return false;
-    login_end(name, LOGIN_FAILED, t);
-    return true;
-}
-
-static void test_login_limiter(void **state)
-{
-    (void)state;
-    int64_t t = 1000000000000LL, s = 1000000LL;
-    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
-        assert_true(fail_once("mallory", t));
-    assert_false(login_begin("mallory", t));
-    assert_false(login_begin("mallory", t + (LOGIN_WINDOW_S - 1) * s));
-    assert_true(login_begin("trent", t)); /* other names are not affected */
-    login_end("trent", LOGIN_NOT_TRIED, t);
-    /* other names' failures, hundreds of them, never clear mallory's (a direct-mapped table let one name of
-     * the same slot do it) */
-    char name[32];
-    for (int i = 0; i < 300; i++) {
-        snprintf(name, sizeof name, "u%d", i);
-        assert_true(fail_once(name, t + s));
-    }
-    assert_false(login_begin("mallory", t + 2 * s));
-    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 1) * s)); /* the window ends */
-    login_end("mallory", LOGIN_FAILED, t + (LOGIN_WINDOW_S + 1) * s);
-    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 3) * s));
-    login_end("mallory", LOGIN_OK, t + (LOGIN_WINDOW_S + 3) * s); /* success clears */
-    for (int i = 0; i < LOGIN_MAX_FAILURES - 1; i++)
-        assert_true(fail_once("mallory", t + (LOGIN_WINDOW_S + 4) * s));
-    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 4) * s));
-    login_end("mallory", LOGIN_NOT_TRIED, t + (LOGIN_WINDOW_S + 4) * s); /* counts neither way */
-    assert_true(login_begin("mallory", t + (LOGIN_WINDOW_S + 4) * s));
-    /* attempts in flight count: logins sent at once get LOGIN_MAX_FAILURES checks, not one each */
-    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
-        assert_true(login_begin("eve", t));
-    assert_false(login_begin("eve", t));
-    for (int i = 0; i < LOGIN_MAX_FAILURES; i++)
-        login_end("eve", LOGIN_FAILED, t);
-    assert_false(login_begin("eve", t + s));
-}
-
-/* Names longer than an account name can be (a login's "user" may be 2,047 bytes) each pinned a slot for
- * good: the slot kept the name cut to fit, so the attempt's end never found it and its attempt stayed in
- * flight; a few thousand of them filled every way of every bucket, and from then on every login, the
- * admin's too, was refused with 429 until a restart. */
-static void test_login_limiter_long_names(void **state)
-{
-    (void)state;
-    int64_t t = 2000000000000LL;
-    char name[300];
-    for (int i = 0; i < 20000; i++) {
-        snprintf(name, sizeof name, "%0250d", i);
-        if (login_begin(name, t)) login_end(name, LOGIN_FAILED, t);
-    }
-    assert_true(login_begin("root", t));
-    login_end("root", LOGIN_OK, t);
-    for (int b = 0; b < 64; b++) { /* every bucket still takes a new name */
-        snprintf(name, sizeof name, "other%d", b);
-        assert_true(login_begin(name, t));
-        login_end(name, LOGIN_NOT_TRIED, t);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,8 +229,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expired_and_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_follows_its_account, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_revoke_tokens, setup, teardown),
-        cmocka_unit_test(test_login_limiter),
-        cmocka_unit_test(test_login_limiter_long_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
