@@ -127,17 +127,18 @@ static m_entry *list_find(m_list *l, const char *path, size_t len)
 }
 
 /* ustar's size field: spaces, octal digits, then the field's end or a NUL or space (what follows is not read);
- * no digit at all is 0. */
+ * no digit at all is 0. Read here as C strings are (strspn, strtoull), not digit by digit as tar.c does, so the
+ * model does not share the reader's way of going wrong. */
 static bool size_field(const uint8_t *f, uint64_t *out)
 {
-    size_t i = 0;
-    uint64_t v = 0;
-    while (i < 12 && f[i] == ' ')
-        i++;
-    for (; i < 12 && f[i] >= '0' && f[i] <= '7'; i++)
-        v = v * 8 + (uint64_t)(f[i] - '0');
-    if (i < 12 && f[i] != 0 && f[i] != ' ') return false;
-    *out = v;
+    char text[13];
+    memcpy(text, f, 12);
+    text[12] = 0;
+    char *digits = text + strspn(text, " ");
+    size_t n = strspn(digits, "01234567");
+    if (digits[n] != 0 && digits[n] != ' ') return false;
+    digits[n] = 0;
+    *out = n ? strtoull(digits, NULL, 8) : 0;
     return true;
 }
 
