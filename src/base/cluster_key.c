@@ -3,6 +3,8 @@
  */
 #include "base/cluster_key.h"
 
+#include "base/fd_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -76,21 +78,13 @@ ms_code cluster_key_load(const char *path, unsigned char key[CLUSTER_KEY_BYTES],
                        path, (unsigned)(st.st_mode & 07777), path);
     }
     char text[FILE_MAX + 1];
-    size_t len = 0;
-    for (;;) {
-        ssize_t got = read(fd, text + len, sizeof text - len);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            int err = errno;
-            close(fd);
-            OPENSSL_cleanse(text, sizeof text);
-            return ms_fail(e, MS_EIO, "cluster key file %s: cannot read: %s", path, strerror(err));
-        }
-        if (got == 0) break;
-        len += (size_t)got;
-        if (len == sizeof text) break;
-    }
+    size_t len;
+    int err = ms_read_full(fd, text, sizeof text, -1, &len);
     close(fd);
+    if (err) {
+        OPENSSL_cleanse(text, sizeof text);
+        return ms_fail(e, MS_EIO, "cluster key file %s: cannot read: %s", path, strerror(err));
+    }
     ms_code code;
     if (len > FILE_MAX) {
         code = ms_fail(e, MS_EINVAL, "cluster key file %s: longer than %d bytes: not a key file", path, FILE_MAX);

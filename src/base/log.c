@@ -12,6 +12,7 @@
  */
 #include "base/log.h"
 
+#include "base/fd_io.h"
 #include "base/json_write.h"
 #include "base/timefmt.h"
 
@@ -129,13 +130,7 @@ void log_format_line(buf *out, log_format format, const char *prefix, int64_t ti
 static void write_line(const char *data, size_t len)
 {
     pthread_mutex_lock(&g_write_lock);
-    while (len) {
-        ssize_t n = write(g_fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break; /* dropped: logging never fails a caller */
-        data += n;
-        len -= (size_t)n;
-    }
+    (void)ms_write_full(g_fd, data, len, -1, NULL); /* a failure drops the line: logging never fails a caller */
     pthread_mutex_unlock(&g_write_lock);
 }
 

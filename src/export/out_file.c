@@ -10,6 +10,8 @@
  */
 #include "export/out_file.h"
 
+#include "base/fd_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -73,15 +75,8 @@ static ms_code flush(out_file *f, ms_err *e)
         if (fl >= 0 && (fl & O_DIRECT) && fcntl(f->fd, F_SETFL, fl & ~O_DIRECT) != 0)
             return out_errno(e, errno, "writing", f->tmp);
     }
-    size_t off = 0;
-    while (off < f->npending) {
-        ssize_t n = write(f->fd, f->pending + off, f->npending - off);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return out_errno(e, errno, "writing", f->tmp);
-        }
-        off += (size_t)n;
-    }
+    int err = ms_write_full(f->fd, f->pending, f->npending, -1, NULL);
+    if (err) return out_errno(e, err, "writing", f->tmp);
     f->npending = 0;
     return MS_OK;
 }
@@ -205,15 +200,15 @@ ms_code out_sha256_file(const char *path, unsigned char sha256[32], uint64_t *si
     uint64_t total = 0;
     ms_code rc = MS_OK;
     for (;;) {
-        ssize_t n = read(fd, b, OUT_BUF);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = out_errno(e, errno, "reading", path);
+        size_t n;
+        int err = ms_read_full(fd, b, OUT_BUF, -1, &n);
+        if (err) {
+            rc = out_errno(e, err, "reading", path);
             break;
         }
         if (n == 0) break;
-        EVP_DigestUpdate(c, b, (size_t)n);
-        total += (uint64_t)n;
+        EVP_DigestUpdate(c, b, n);
+        total += n;
     }
     unsigned int dl = 32;
     if (rc == MS_OK) EVP_DigestFinal_ex(c, sha256, &dl);

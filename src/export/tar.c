@@ -22,6 +22,7 @@
  */
 #include "export/tar.h"
 
+#include "base/fd_io.h"
 #include "export/out_file.h"
 
 #include <dirent.h>
@@ -177,14 +178,14 @@ static ms_code add_tree(out_file *f, const char *root, const char *rel, ms_err *
                 if (rc == MS_OK && fd < 0) rc = out_errno(e, errno, "reading", full.data);
                 uint64_t left = (uint64_t)st.st_size;
                 while (rc == MS_OK && left) {
-                    ssize_t got = read(fd, chunk, left < (1u << 20) ? (size_t)left : (1u << 20));
-                    if (got < 0 && errno == EINTR) continue;
-                    if (got <= 0) {
-                        rc = got < 0 ? out_errno(e, errno, "reading", full.data)
-                                     : ms_fail(e, MS_EIO, "archive: %s shrank while archived", full.data);
+                    size_t got;
+                    int err = ms_read_full(fd, chunk, left < (1u << 20) ? (size_t)left : (1u << 20), -1, &got);
+                    if (err || got == 0) {
+                        rc = err ? out_errno(e, err, "reading", full.data)
+                                 : ms_fail(e, MS_EIO, "archive: %s shrank while archived", full.data);
                         break;
                     }
-                    rc = out_write(f, chunk, (size_t)got, e);
+                    rc = out_write(f, chunk, got, e);
                     left -= (uint64_t)got;
                 }
                 if (fd >= 0) close(fd);
@@ -291,14 +292,9 @@ static ms_code src_read(source *s, char *b, size_t n, size_t *got, ms_err *e)
         *got = k;
         return MS_OK;
     }
-    size_t have = 0;
-    while (have < n) {
-        ssize_t r = read(s->fd, b + have, n - have);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return out_errno(e, errno, "reading", "the downloaded archive");
-        if (r == 0) break;
-        have += (size_t)r;
-    }
+    size_t have;
+    int err = ms_read_full(s->fd, b, n, -1, &have);
+    if (err) return out_errno(e, err, "reading", "the downloaded archive");
     *got = have;
     s->read += have;
     s->taken += have;

@@ -3,6 +3,7 @@
  */
 #include "import/checkpoint.h"
 
+#include "base/fd_io.h"
 #include "base/json_scan.h"
 #include "base/json_write.h"
 
@@ -147,16 +148,8 @@ ms_code checkpoint_file_save(const char *path, const unsigned char identity[32],
     if (fd < 0) {
         rc = ms_fail(e, MS_EIO, "checkpoint %s: %s", tmp.data, strerror(errno));
     } else {
-        size_t at = 0;
-        while (at < b.len && rc == MS_OK) {
-            ssize_t w = write(fd, b.data + at, b.len - at);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0)
-                rc = ms_fail(e, errno == ENOSPC ? MS_EFULL : MS_EIO, "checkpoint %s: %s", tmp.data,
-                             strerror(w < 0 ? errno : EIO));
-            else
-                at += (size_t)w;
-        }
+        int err = ms_write_full(fd, b.data, b.len, -1, NULL);
+        if (err) rc = ms_fail(e, err == ENOSPC ? MS_EFULL : MS_EIO, "checkpoint %s: %s", tmp.data, strerror(err));
         if (rc == MS_OK && fdatasync(fd) != 0)
             rc = ms_fail(e, MS_EIO, "checkpoint %s: fdatasync: %s", tmp.data, strerror(errno));
         close(fd);

@@ -9,6 +9,8 @@
  */
 #include "import/input.h"
 
+#include "base/fd_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -62,16 +64,12 @@ static ms_code io_fail(ms_err *e, const import_input *in, const char *what)
 static ms_code compute_identity(import_input *in, ms_err *e)
 {
     unsigned char *head = ms_malloc(IMPORT_IDENTITY_PREFIX);
-    size_t want = in->file_size < IMPORT_IDENTITY_PREFIX ? (size_t)in->file_size : IMPORT_IDENTITY_PREFIX, got = 0;
-    while (got < want) {
-        ssize_t n = pread(in->fd, head + got, want - got, (off_t)got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            free(head);
-            if (n == 0) errno = EIO;
-            return io_fail(e, in, "read");
-        }
-        got += (size_t)n;
+    size_t want = in->file_size < IMPORT_IDENTITY_PREFIX ? (size_t)in->file_size : IMPORT_IDENTITY_PREFIX, got;
+    int err = ms_read_full(in->fd, head, want, 0, &got);
+    if (err || got < want) {
+        free(head);
+        errno = err ? err : EIO; /* the file shrank since its size was read */
+        return io_fail(e, in, "read");
     }
     unsigned char head_hash[SHA256_DIGEST_LENGTH];
     SHA256(head, got, head_hash);

@@ -3,6 +3,7 @@
  */
 #include "import/rejects.h"
 
+#include "base/fd_io.h"
 #include "base/json_scan.h"
 #include "base/json_write.h"
 
@@ -178,20 +179,15 @@ ms_code rejects_flush(rejects *r, bool sync, ms_err *e)
 {
     ms_code rc;
     if (r->pending.len && r->fd < 0 && (rc = open_file(r, e)) != MS_OK) return rc;
-    size_t at = 0;
-    while (at < r->pending.len) {
-        ssize_t w = write(r->fd, r->pending.data + at, r->pending.len - at);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w == 0) errno = EIO;
-            /* what was written stays counted; the rest is kept for the next flush */
-            r->length += at;
-            memmove(r->pending.data, r->pending.data + at, r->pending.len - at);
-            r->pending.len -= at;
-            return fail_io(e, r->path, "write");
-        }
-        at += (size_t)w;
-        r->dirty = true;
+    size_t at;
+    int err = ms_write_full(r->fd, r->pending.data, r->pending.len, -1, &at);
+    if (at) r->dirty = true;
+    if (err) { /* what was written stays counted; the rest is kept for the next flush */
+        r->length += at;
+        memmove(r->pending.data, r->pending.data + at, r->pending.len - at);
+        r->pending.len -= at;
+        errno = err;
+        return fail_io(e, r->path, "write");
     }
     r->length += at;
     r->pending.len = 0;

@@ -7,6 +7,8 @@
  */
 #include "notify/rule_check.h"
 
+#include "base/fd_io.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -56,14 +58,9 @@ static void arm_cpu(double used)
 /* 1 all read, 0 EOF before the first byte, -1 an error or EOF inside. */
 static int read_full(int fd, void *p, size_t n)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)p + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return r == 0 && got == 0 ? 0 : -1;
-        got += (size_t)r;
-    }
-    return 1;
+    size_t got;
+    if (ms_read_full(fd, p, n, -1, &got)) return -1;
+    return got == n ? 1 : got == 0 ? 0 : -1;
 }
 
 /* sock: fd is the server's end of the socketpair (send, no SIGPIPE should the helper be gone); else the

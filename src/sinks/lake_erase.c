@@ -11,6 +11,7 @@
  */
 #include "sinks/sink_lake_internal.h"
 
+#include "base/fd_io.h"
 #include "base/log.h"
 #include "export/out_file.h"
 
@@ -53,18 +54,13 @@ static ms_code read_log_all(sink_lake *l, lake_entry **out, size_t *n, ms_err *e
 {
     buf text = {0};
     buf_reserve(&text, l->log_size + 1);
-    size_t got = 0;
+    size_t got;
     ms_code rc = MS_OK;
-    while (got < l->log_size) {
-        ssize_t r = pread(l->log_fd, text.data + got, l->log_size - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            rc = r < 0 ? out_errno(e, errno, "reading", l->log_path)
-                       : ms_fail(e, MS_EIO, "lake: %s is short", l->log_path);
-            break;
-        }
-        got += (size_t)r;
-    }
+    int err = ms_read_full(l->log_fd, text.data, l->log_size, 0, &got);
+    if (err)
+        rc = out_errno(e, err, "reading", l->log_path);
+    else if (got < l->log_size)
+        rc = ms_fail(e, MS_EIO, "lake: %s is short", l->log_path);
     *out = NULL;
     *n = 0;
     size_t cap = 0;

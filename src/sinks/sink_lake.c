@@ -5,6 +5,7 @@
  */
 #include "sinks/sink_lake.h"
 
+#include "base/fd_io.h"
 #include "base/json_write.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -291,12 +292,8 @@ static bool add_item(void *ctx, const log_item *it)
 
 ms_code write_synced(int fd, const buf *b, uint64_t at, const char *path, ms_err *e)
 {
-    for (size_t off = 0; off < b->len;) {
-        ssize_t n = pwrite(fd, b->data + off, b->len - off, (off_t)(at + off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return out_errno(e, errno, "appending to", path);
-        off += (size_t)n;
-    }
+    int err = ms_write_full(fd, b->data, b->len, (off_t)at, NULL);
+    if (err) return out_errno(e, err, "appending to", path);
     return fdatasync(fd) == 0 ? MS_OK : out_errno(e, errno, "syncing", path);
 }
 
@@ -688,14 +685,9 @@ static ms_code read_log_tail(sink_lake *l, buf *text, size_t *base, ms_err *e)
     if (fstat(l->log_fd, &st) != 0) return out_errno(e, errno, "reading", l->log_path);
     size_t size = (size_t)st.st_size, from = size > LOG_TAIL ? size - LOG_TAIL : 0;
     buf_reserve(text, size - from);
-    size_t got = 0;
-    while (got < size - from) {
-        ssize_t n = pread(l->log_fd, text->data + got, size - from - got, (off_t)(from + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return out_errno(e, errno, "reading", l->log_path);
-        if (n == 0) break;
-        got += (size_t)n;
-    }
+    size_t got;
+    int err = ms_read_full(l->log_fd, text->data, size - from, (off_t)from, &got);
+    if (err) return out_errno(e, err, "reading", l->log_path);
     text->len = got;
     *base = from;
     if (from > 0) { /* skip the partial line the tail starts in */

@@ -60,6 +60,7 @@
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
+#include "base/fd_io.h"
 #include "store/seal.h"
 
 #include <errno.h>
@@ -241,17 +242,9 @@ static bool slot_hash_get(const unsigned char *slot, identity_hash *h)
  * the next one gives the reason. */
 static bool write_at(int fd, const void *buf, size_t len, off_t off)
 {
-    for (size_t done = 0; done < len;) {
-        ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return false;
-        if (n == 0) {
-            errno = ENOSPC;
-            return false;
-        }
-        done += (size_t)n;
-    }
-    return true;
+    int err = ms_write_full(fd, buf, len, off, NULL);
+    if (err) errno = err;
+    return err == 0;
 }
 
 static ms_code write_fail(ms_err *e, const char *what)

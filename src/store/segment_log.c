@@ -35,6 +35,8 @@
  */
 #include "store/segment_log.h"
 
+#include "base/fd_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -679,16 +681,10 @@ ms_code seglog_read(segment_log *l, uint64_t pos, void *out, size_t len, ms_err 
     int fd = read_fd(l, seg);
     if (fd < 0) return io_fail(e, errno, "open for reading");
     off_t off = (off_t)(pos % l->segment_size);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = pread(fd, (char *)out + done, len - done, off + (off_t)done);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return io_fail(e, errno, "read");
-        }
-        if (r == 0) return ms_fail(e, MS_ECORRUPT, "segment log: short read");
-        done += (size_t)r;
-    }
+    size_t got;
+    int err = ms_read_full(fd, out, len, off, &got);
+    if (err) return io_fail(e, err, "read");
+    if (got < len) return ms_fail(e, MS_ECORRUPT, "segment log: short read");
     return MS_OK;
 }
 
@@ -708,17 +704,12 @@ static ms_code copy_bytes(int in, const char *in_path, int out, uint64_t len, ch
     uint64_t done = 0;
     while (done < len) {
         size_t want = len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
-        ssize_t r = pread(in, chunk, want, (off_t)done);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return io_fail(e, errno, "backup: read");
-        if (r == 0) return ms_fail(e, MS_ECORRUPT, "segment log: backup: %s ends early", in_path);
-        for (ssize_t w = 0; w < r;) {
-            ssize_t n = write(out, chunk + w, (size_t)(r - w));
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) return io_fail(e, errno, "backup: write");
-            w += n;
-        }
-        done += (uint64_t)r;
+        size_t got;
+        int err = ms_read_full(in, chunk, want, (off_t)done, &got);
+        if (err) return io_fail(e, err, "backup: read");
+        if (got < want) return ms_fail(e, MS_ECORRUPT, "segment log: backup: %s ends early", in_path);
+        if ((err = ms_write_full(out, chunk, got, -1, NULL))) return io_fail(e, err, "backup: write");
+        done += got;
     }
     if (fdatasync(out) != 0) return io_fail(e, errno, "backup: fdatasync");
     (void)posix_fadvise(out, 0, 0, POSIX_FADV_DONTNEED); /* the copy's pages are of no use in the cache */
