@@ -165,12 +165,15 @@ typedef struct store_read store_read;
 
 /* A read transaction: every read through r sees the store as of the last commit before this call. */
 ms_code store_read_begin(store *s, store_read **r, ms_err *e);
-/* Before a read as of a past instant as_of (a time a client gave): a commit's valid_from is taken when its write
+/* Before a read as of an instant as_of (a time a client gave): a commit's valid_from is taken when its write
  * transaction begins and readers see it only at its end, so a read begun in between would not see a commit that
  * the same read made later does. When the write in flight began at or before as_of, this waits for it to end;
  * then it renews r's snapshot, which holds every commit of valid_from <= as_of from then on (every later commit
- * has a later valid_from). An instant not past yet is left as it is (its answer may still change). Errors: MS_EIO
- * when the write is still in flight after 10 s. */
+ * has a later valid_from). An instant not past yet is first waited for, when it is at most STORE_AS_OF_AHEAD_US
+ * ahead of the clock (a client's clock a little ahead of the server's, a commit's valid_from taken ahead of the
+ * clock): an answer as of an instant still to come could change, so none is given. Errors: MS_EINVAL as_of
+ * further ahead; MS_EIO when the write is still in flight after 10 s. */
+#define STORE_AS_OF_AHEAD_US 1000000
 ms_code store_read_settle(store_read *r, int64_t as_of, ms_err *e);
 void store_read_end(store_read *r);
 /* As r sees it: the last instant handed out (a commit or a snapshot), the number of patients, the last

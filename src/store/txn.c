@@ -136,8 +136,20 @@ ms_code store_read_begin(store *s, store_read **out, ms_err *e)
 ms_code store_read_settle(store_read *r, int64_t as_of, ms_err *e)
 {
     store *s = r->s;
-    /* a later instant may still get commits (every one after this has a later valid_from: the clock's) */
-    if (as_of >= ms_now_us()) return MS_OK;
+    /* an instant still to come may yet get commits: wait until the clock has passed it (every commit from then
+     * on has a later valid_from), or refuse it when it is further ahead than a clock's drift */
+    int64_t ahead = as_of - ms_now_us();
+    if (ahead > STORE_AS_OF_AHEAD_US)
+        return ms_fail(e, MS_EINVAL,
+                       "as_of is %.1f s ahead of the server's clock: an answer as of an instant still to come could "
+                       "change (at most %.1f s ahead is waited for)",
+                       (double)ahead / 1e6, STORE_AS_OF_AHEAD_US / 1e6);
+    while (ahead >= 0) {
+        int64_t us = ahead + 1;
+        struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+        ahead = as_of - ms_now_us();
+    }
     double until = ms_mono_s() + SETTLE_WAIT_S;
     while (atomic_load(&s->writing_from) <= as_of) {
         if (ms_mono_s() > until)

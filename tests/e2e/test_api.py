@@ -638,6 +638,37 @@ def test_as_of_a_past_instant_answers_the_same_while_commits_land():
     s.stop()
 
 
+@test(timeout=60)
+def test_as_of_an_instant_still_to_come_waits_for_it_or_is_refused():
+    """A read as of an instant not yet past answered as now, and the same read answered differently once a commit
+    landed before that instant. An instant at most 1 s ahead of the server's clock (a client's clock a little
+    ahead) is now waited for, so its answer never changes; one further ahead is a 400, for reads and exports."""
+    s = H.Server(name="as-of-ahead")
+    s.start()
+    name = "Ahead Person " + H.rand_token()
+    rec = lambda i: {"record_id": "ahead-%d" % i, "name": name, "dob": "1971-02-03", "v": i}
+    pid = s.ingest_ok([rec(0)])["items"][0]["patient_id"]
+    stamp = lambda dt: (datetime.datetime.now(datetime.timezone.utc) + dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    t = stamp(datetime.timedelta(milliseconds=700))
+    t0 = time.time()
+    first = s.get_json("/v1/patients/%s?%s" % (pid, q({"as_of": t})))
+    check(time.time() - t0 >= 0.5, "the read waited for its instant (%.3f s)" % (time.time() - t0))
+    s.ingest_ok([rec(1)])  # a new version, committed after the instant
+    again = s.get_json("/v1/patients/%s?%s" % (pid, q({"as_of": t})))
+    eq(again["version"], first["version"], "the same read as of the same instant")
+    eq(again["fields"], first["fields"], "the same fields")
+    far = stamp(datetime.timedelta(hours=1))
+    for path in ("/v1/patients/%s?%s" % (pid, q({"as_of": far})), "/v1/records/ahead-0?%s" % q({"as_of": far}),
+                 "/v1/patients/%s/history?%s" % (pid, q({"as_of": far}))):
+        r = s.get(path)
+        eq(r.status, 400, "an hour ahead: %s" % path)
+        check("ahead of the server's clock" in r.text, "the refusal says why: %s" % short(r.text))
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "ndjson", "as_of": far}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 400, "an export an hour ahead: %s" % short(r.text))
+    s.stop()
+
+
 @test
 def test_as_of_before_creation_is_404():
     t0 = H.now_rfc3339()
