@@ -80,6 +80,13 @@ ms_code query_patient_fields(store *s, const patient_version *pv, buf *out, ms_e
     return rc;
 }
 
+/* A version's end as a read at as_of answers it: a newer version committed after as_of was not there yet, so the
+ * version was still in force (null), as DESIGN.md has it ("exactly what a read at T would have answered"). */
+static int64_t valid_to_as_of(int64_t valid_to, int64_t as_of)
+{
+    return valid_to > as_of ? -1 : valid_to;
+}
+
 /* event_at: INT64_MAX, or the event-time instant the fields were merged up to (then "event_at" says so) */
 static ms_code put_patient_version(const query_ctx *q, const patient_version *pv, int64_t event_at, buf *out, ms_err *e)
 {
@@ -127,6 +134,7 @@ ms_code query_patient(const query_ctx *q, store_read *r, const patient_id *pid, 
     bool found;
     ms_code rc = store_patient_at(r, pid, as_of, &pv, &mem, &found, e);
     if (rc == MS_OK && !found) rc = patient_missing(r, pid, false, e);
+    if (rc == MS_OK) pv.valid_to = valid_to_as_of(pv.valid_to, as_of);
     if (rc == MS_OK && event_at != INT64_MAX) {
         /* the state merged from the records known at as_of whose event time is <= event_at: the state as of
          * as_of holds every field they can (record_sources.h, decide) */
@@ -168,7 +176,7 @@ ms_code query_patient_history(const query_ctx *q, store_read *r, const patient_i
             }
             if (count++) buf_putc(out, ',');
             patient_version pv = list[i];
-            if (pv.valid_to > as_of) pv.valid_to = -1; /* as the store stood then: the version in force */
+            pv.valid_to = valid_to_as_of(pv.valid_to, as_of);
             rc = put_patient_version(q, &pv, INT64_MAX, out, e);
             last = pv.version;
         }
@@ -193,7 +201,8 @@ bool query_history_cursor(const unsigned char *key, size_t len, uint32_t *after)
     return true;
 }
 
-static ms_code put_record(const query_ctx *q, const record_version *rv, buf *out, ms_err *e)
+/* rv as a read at as_of answers it (valid_to_as_of) */
+static ms_code put_record(const query_ctx *q, const record_version *rv, int64_t as_of, buf *out, ms_err *e)
 {
     buf_puts(out, "{\"record_id\":");
     jw_string(out, rv->record_id, rv->record_id_len);
@@ -206,7 +215,7 @@ static ms_code put_record(const query_ctx *q, const record_version *rv, buf *out
     buf_printf(out, ",\"version\":%u,\"valid_from\":", rv->version);
     jw_time(out, rv->valid_from);
     buf_puts(out, ",\"valid_to\":");
-    put_time_or_null(out, rv->valid_to);
+    put_time_or_null(out, valid_to_as_of(rv->valid_to, as_of));
     buf_puts(out, ",\"fields\":");
     ms_code rc = store_record_body(q->store, rv, out, e);
     if (rc) return rc;
@@ -224,7 +233,7 @@ ms_code query_record(const query_ctx *q, store_read *r, const char *rid, size_t 
     if (!found) return ms_fail(e, MS_ENOTFOUND, "record not found");
     if (touched) *touched = rv.pid;
     if (rv.deleted) return ms_fail(e, MS_ENOTFOUND, "record deleted");
-    return put_record(q, &rv, out, e);
+    return put_record(q, &rv, as_of, out, e);
 }
 
 /* ---- a patient's records ---- */
@@ -357,7 +366,7 @@ static bool on_patient_record(void *ctx, int64_t ts, const char *rid, size_t rid
     }
     if (!room_for_one(st)) return false;
     if (st->count) buf_putc(st->out, ',');
-    st->rc = put_record(st->q, &rv, st->out, st->e);
+    st->rc = put_record(st->q, &rv, st->p->as_of, st->out, st->e);
     if (st->rc) return false;
     remember(st, key, key_len);
     return true;
@@ -421,7 +430,7 @@ static bool on_child_record(void *ctx, int64_t ts, const char *rid, size_t rid_l
         return true;
     if (!room_for_one(st)) return false;
     if (st->count) buf_putc(st->out, ',');
-    st->rc = put_record(st->q, &rv, st->out, st->e);
+    st->rc = put_record(st->q, &rv, st->p->as_of, st->out, st->e);
     if (st->rc) return false;
     remember(st, key, key_len);
     uint32_t i = 0;
