@@ -8,7 +8,9 @@
  * over the public API; a PHI export without as_of is as of the last commit at submission. since/until are
  * RFC 3339 times (PHI) or years (public). The download route needs no token: its signed, short-lived
  * link is the credential (export_jobs.h), and each download is audited under the export's owner; a
- * request without a valid link is audited as a refusal without a known user (per address and window).
+ * request without a valid link is audited as a refusal without a known user (per address and window). A
+ * link works only while its owner's account is enabled and its role may still make the export (a link
+ * handed out before the owner was disabled or demoted is 403, audited denied).
  *
  * What it must never do: hand a PHI export's link to a caller without patients:read, queue an export
  * whose audit could not name its patients, or serve a PHI export's download while its audit entry cannot
@@ -278,6 +280,36 @@ void h_export_get(api *a, http_request *req, http_response *res)
     buf_free(&out);
 }
 
+/* Whether the export's owner may still have it: an enabled account whose current role may make it. false:
+ * *status and why say what to answer (403, or 503 when the store cannot be read). */
+static bool owner_may_download(api *a, const char *user, export_scope scope, int *status, ms_err *why)
+{
+    store_read *r;
+    store_account acc;
+    bool found = false;
+    ms_code rc = store_read_begin(a->store, &r, why);
+    if (rc == MS_OK) {
+        rc = store_account_get(r, user, &acc, &found, why);
+        store_read_end(r);
+    }
+    *status = rc != MS_OK ? status_for(rc) : 403; /* what to answer if this says no */
+    if (rc != MS_OK) return false;
+    memset(acc.hash, 0, sizeof acc.hash);
+    if (!found || acc.disabled) {
+        ms_fail(why, MS_EINVAL, "the export's owner is disabled or deleted: the link no longer works");
+        return false;
+    }
+    const char *lacks = !access_allows(acc.role, "exports:create")                         ? "exports:create"
+                        : scope == EXPORT_PHI && !access_allows(acc.role, "patients:read") ? "patients:read"
+                                                                                           : NULL;
+    if (lacks) {
+        ms_fail(why, MS_EINVAL, "the export's owner's role %s lacks permission %s now: the link no longer works",
+                acc.role, lacks);
+        return false;
+    }
+    return true;
+}
+
 void h_export_download(api *a, http_request *req, http_response *res)
 {
     if (!a->exports) {
@@ -302,6 +334,12 @@ void h_export_download(api *a, http_request *req, http_response *res)
         http_error(res, 503, "PHI reads are refused while their audit entries cannot be stored: %s", why.msg);
         return;
     }
+    int refused = 0, status;
+    if (rc == MS_OK && !owner_may_download(a, user, scope, &status, &why)) {
+        refused = status;
+        close(fd);
+        fd = -1;
+    }
     char resource[80]; /* the link's signature covers the id: one the server made (40 bytes at most) */
     snprintf(resource, sizeof resource, "/v1/exports/%.40s/download", req->params[0]);
     audit_event ev = {.time_us = ms_now_us(),
@@ -309,11 +347,19 @@ void h_export_download(api *a, http_request *req, http_response *res)
                       .role = "",
                       .action = "exports:download",
                       .resource = resource,
-                      .outcome = rc == MS_OK ? "ok" : "not_found",
+                      .outcome = rc != MS_OK      ? "not_found"
+                                 : refused == 403 ? "denied"
+                                 : refused        ? "error"
+                                                  : "ok",
+                      .reason = refused ? why.msg : NULL,
                       .client = req->client};
     writer_audit(a->writer, &ev);
     if (rc) {
         http_error(res, status_for(rc), "%s", e.msg);
+        return;
+    }
+    if (refused) {
+        http_error(res, refused, "%s", why.msg);
         return;
     }
     res->status = 200;

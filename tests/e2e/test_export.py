@@ -398,6 +398,37 @@ def test_phi_needs_patients_read_and_is_audited():
 
 
 @test(timeout=120)
+def test_a_download_link_dies_with_its_owners_access():
+    """A download link worked for its whole life (300 s) after its owner was disabled, or demoted to a role that
+    may not make the export: someone whose access was taken away could still take a PHI export away. The link
+    works only while its owner's account is enabled and may still make the export; a refusal is audited."""
+    s = new_server()
+    s.ingest_ok(records(5, "own"))
+    r = s.request("POST", "/v1/users", body=json.dumps({"user": "cleo", "password": "clinician-pass-1",
+                                                          "role": "admin"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "create user: %s" % short(r.text))
+    tok = s.token_for("cleo", "clinician-pass-1")
+    phi = wait_done(s, post_export(s, {"scope": "phi", "format": "ndjson"}, token=tok)["export_id"], token=tok)
+    pub = wait_done(s, post_export(s, {"scope": "public", "format": "ndjson"}, token=tok)["export_id"], token=tok)
+    eq(H.http_request(s.port, "GET", phi["download"]).status, 200, "the PHI link while its owner may")
+    patch = lambda body: s.request("PATCH", "/v1/users/cleo", body=json.dumps(body),
+                                   headers={"Content-Type": "application/json"})
+    eq(patch({"role": "analyst"}).status, 200, "demote to analyst (no patients:read)")
+    r = H.http_request(s.port, "GET", phi["download"])
+    eq(r.status, 403, "the PHI link after its owner lost patients:read")
+    check("patients:read" in r.text, "the refusal says why: %s" % short(r.text))
+    eq(H.http_request(s.port, "GET", pub["download"]).status, 200, "the public link: an analyst may make it")
+    eq(patch({"disabled": True}).status, 200, "disable")
+    r = H.http_request(s.port, "GET", pub["download"])
+    eq(r.status, 403, "the public link after its owner was disabled")
+    check("disabled or deleted" in r.text, "the refusal says why: %s" % short(r.text))
+    got = [(a["user"], a["outcome"]) for a in s.audit_entries(action="exports:download")]
+    eq(got, [("cleo", "ok"), ("cleo", "denied"), ("cleo", "ok"), ("cleo", "denied")], "each download audited")
+    s.stop()
+
+
+@test(timeout=120)
 def test_out_dir_not_empty_is_refused_unless_overwrite():
     s = new_server()
     s.ingest_ok(records(5, "o"))
