@@ -3,11 +3,16 @@
  * same erasure and audit entry as DELETE /v1/patients/{id} (ingest/erasure.h), committed by this process
  * on a store no server holds; it prints the certificate (JSON) on standard output.
  *
- * Never: erase without the audit entry, or print anything of the patient but its id.
+ * A server killed (or crashed) leaves its exports in DIR/exports, PHI in the clear, for its next start to
+ * remove; no server holds DIR here, so the erasure removes them too (export_jobs_remove_left), as the
+ * server's withdraws its own, and the certificate counts them ("exports_withdrawn").
+ *
+ * Never: erase without the audit entry, leave DIR/exports behind, or print anything of the patient but its id.
  */
 #include "commands.h"
 
 #include "base/options.h"
+#include "export/export_jobs.h"
 #include "ingest/erasure.h"
 #include "pipeline/identity.h"
 #include "store/store.h"
@@ -69,10 +74,15 @@ int cmd_erase(int argc, char **argv)
     if (rc == MS_OK && (rc = erasure_apply(&c, w, &e)) != MS_OK) store_write_abort(w);
     if (rc == MS_OK) rc = store_write_commit(w, NULL, &e);
     code = 1;
+    uint32_t withdrawn = 0;
     if (rc != MS_OK) {
         fprintf(stderr, "medstream erase: the patient was not erased: %s\n", e.msg);
     } else if (c.not_found) {
         fprintf(stderr, "medstream erase: no such patient in %s\n", data);
+    } else if (export_jobs_remove_left(data, &withdrawn, &e) != MS_OK) {
+        fprintf(stderr,
+                "medstream erase: erased, but the exports a server left (PHI in the clear) are not removed: %s\n",
+                e.msg);
     } else {
         store_read *r;
         buf out = {0};
@@ -85,9 +95,10 @@ int cmd_erase(int argc, char **argv)
         }
         if (rc == MS_OK) {
             printf("%s,\"erased_by\":\"%s\",\"already_erased\":%s,\"records\":%llu,\"record_versions\":%llu,"
-                   "\"patient_versions\":%llu}\n",
+                   "\"patient_versions\":%llu,\"exports_withdrawn\":%u}\n",
                    out.data, actor, c.report.already ? "true" : "false", (unsigned long long)c.report.records,
-                   (unsigned long long)c.report.record_versions, (unsigned long long)c.report.patient_versions);
+                   (unsigned long long)c.report.record_versions, (unsigned long long)c.report.patient_versions,
+                   withdrawn);
             code = 0;
         } else {
             fprintf(stderr, "medstream erase: erased, but the certificate could not be read: %s\n", e.msg);

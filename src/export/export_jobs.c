@@ -13,6 +13,7 @@
 #include "base/json_write.h"
 #include "base/timefmt.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -188,6 +189,35 @@ static void *worker(void *arg)
     return NULL;
 }
 
+ms_code export_jobs_remove_left(const char *data_dir, uint32_t *removed, ms_err *e)
+{
+    buf d = {0};
+    buf_printf(&d, "%s/exports", data_dir);
+    uint32_t n = 0;
+    DIR *dir = opendir(d.data);
+    if (dir) { /* an export is its directory, its archive, or both (killed while archiving): counted once */
+        for (struct dirent *de; (de = readdir(dir));) {
+            size_t len = strlen(de->d_name);
+            bool tar = len > 4 && strcmp(de->d_name + len - 4, ".tar") == 0;
+            if (strncmp(de->d_name, "exp_", 4) != 0) continue;
+            if (!tar) {
+                n++;
+            } else {
+                buf twin = {0};
+                buf_printf(&twin, "%s/%.*s", d.data, (int)(len - 4), de->d_name);
+                struct stat st;
+                if (lstat(twin.data, &st) != 0) n++;
+                buf_free(&twin);
+            }
+        }
+        closedir(dir);
+    }
+    ms_code rc = out_remove_tree(d.data, e);
+    buf_free(&d);
+    if (removed) *removed = rc == MS_OK ? n : 0;
+    return rc;
+}
+
 ms_code export_jobs_start(export_jobs **out, const export_jobs_options *o, ms_err *e)
 {
     export_jobs *j = ms_calloc(1, sizeof *j);
@@ -197,7 +227,7 @@ ms_code export_jobs_start(export_jobs **out, const export_jobs_options *o, ms_er
     buf d = {0};
     buf_printf(&d, "%s/exports", o->data_dir);
     j->dir = buf_take(&d);
-    ms_code rc = out_remove_tree(j->dir, e); /* earlier runs' exports: their links died with them */
+    ms_code rc = export_jobs_remove_left(o->data_dir, NULL, e); /* earlier runs': their links died with them */
     if (rc == MS_OK) rc = out_mkdirs(j->dir, e);
     if (rc) {
         free(j->dir);

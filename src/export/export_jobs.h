@@ -16,7 +16,8 @@
  *     is looked at.
  *   - AUDIT: the audit callback runs before the export is made visible (export.h) with the submitter's
  *     user, role and client; PHI exports name every patient id.
- *   - ERASURE: export_jobs_withdraw removes what an erased patient may be in.
+ *   - ERASURE: export_jobs_withdraw removes what an erased patient may be in; an erasure offline removes
+ *     what a killed server left (export_jobs_remove_left).
  *   - export_jobs_stop stops the running export (it cleans up) and waits for the thread.
  * Thread-safe: request threads call submit, status and download at any time.
  */
@@ -71,6 +72,10 @@ ms_code export_jobs_download(export_jobs *j, const char *id, const char *exp, co
  * "withdrawn: ..."), and so is the running one when it ends. Exports run after the erasure's commit never
  * see the patient (its versions are erased in place), so queued ones stay. */
 uint32_t export_jobs_withdraw(export_jobs *j); /* returns how many */
+/* What earlier runs left in DATA/exports (a server killed or crashed before it could remove its exports: PHI
+ * in the clear), removed, as a start does; *removed (may be NULL) receives how many exports that was. For
+ * a process that holds the data directory's lock with no server in it (`medstream erase`). */
+ms_code export_jobs_remove_left(const char *data_dir, uint32_t *removed, ms_err *e);
 /* The signature of a link (hex, 64 digits). */
 void export_link_sign(const unsigned char id_key[32], const char *id, int64_t exp, char hex[65]);
 

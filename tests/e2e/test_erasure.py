@@ -343,5 +343,36 @@ def test_erase_offline_and_bad_requests():
     eq(files_holding(s.data_dir, DISTINCTIVE), {}, "traces after an offline erasure")
 
 
+@test
+def test_erase_offline_removes_the_exports_a_killed_server_left():
+    """A server killed (kill -9, a crash) leaves its finished exports in DATA/exports, PHI in the clear, until
+    the next start removes them; an offline erasure in between must not leave the patient readable there."""
+    s = H.Server(name="erase-cli-exports")
+    s.start()
+    s.login()
+    pid, keep = ingest_two(s, "cx")
+    r = s.request("POST", "/v1/exports", body=json.dumps({"scope": "phi", "format": "csv"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 202, "export: %s" % short(r.text))
+    xid = r.json()["export_id"]
+    for _ in range(300):
+        st = s.get_json("/v1/exports/" + xid)
+        if st["state"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    eq(st["state"], "done", "the export finished: %s" % st)
+    s.kill9()
+    check(files_holding(os.path.join(s.data_dir, "exports"), [b"xyzzy-plugh-4172"]), "the killed server's export")
+    r = medstream("erase", "--data", s.data_dir, "--reason", "offline request", pid)
+    eq(r.returncode, 0, "medstream erase: %s" % r.stderr)
+    eq(files_holding(s.data_dir, DISTINCTIVE), {}, "traces after an offline erasure")
+    eq(json.loads(r.stdout).get("exports_withdrawn"), 1, "the certificate counts the export withdrawn")
+    s.start()
+    s.login()
+    eq(s.get("/v1/patients/" + pid).status, 410, "erased offline: 410")
+    eq(s.get_json("/v1/patients/" + keep)["fields"]["notes"], KEEP_NOTE, "the other patient")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
