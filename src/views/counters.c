@@ -438,11 +438,15 @@ static void counters_metrics(void *ctx, buf *out)
          "Per-parent counts not kept (the counter's max_parent_buckets): such windows are counted from the index."},
         {"medstream_counter_building", "gauge", "1 while the counter is being built from the stored records."},
     };
+    /* counters on public fields only: a PHI counter's name and figures are for patients:read, audited (its
+     * changes are the matching records': with a condition on one patient's fields, that patient's), and
+     * /metrics needs metrics:read, or nothing at all on --metrics-listen */
     pthread_rwlock_rdlock(&c->reg);
     for (size_t k = 0; k < sizeof per / sizeof per[0]; k++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", per[k].name, per[k].help, per[k].name, per[k].type);
         for (size_t i = 0; i < c->n; i++) {
             live *l = c->v[i];
+            if (!l->is_public) continue;
             counter_stats st;
             pthread_mutex_lock(&l->lock);
             counter_stats_get(l->ring, &st);

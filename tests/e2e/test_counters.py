@@ -353,6 +353,24 @@ def test_permissions_public_and_phi_counters():
     check(not any("pv" in json.dumps(e) for e in entries), "no parent id in the audit entries")
 
 
+@test(timeout=120)
+def test_metrics_leave_out_phi_counters():
+    """A counter on PHI fields is read with patients:read, audited, and hidden from the list of a role
+    without it; /metrics (metrics:read, or --metrics-listen with no token at all) must not hand out its name
+    or its figures either: with a condition on one patient's fields, its changes are that patient's records."""
+    mport = H.free_port()
+    s = new_server("ctr-metrics-phi", args=["--metrics-listen", "127.0.0.1:%d" % mport])
+    t = now() - datetime.timedelta(minutes=3)
+    s.ingest_ok([rec("mp%d" % i, t, status="final", parent="mpv", color="blue") for i in range(3)] +
+                [rec("mq%d" % i, t - datetime.timedelta(hours=3), status="final") for i in range(2)])  # late
+    eq(n(s, "signed", window="1h"), 3, "the PHI counter counts")
+    for where, txt in (("the API port", s.get("/metrics").text),
+                       ("--metrics-listen", H.http_request(mport, "GET", "/metrics").text)):
+        check('counter="labs"' in txt, "%s: a public counter's figures are there" % where)
+        lines = [ln for ln in txt.splitlines() if "signed" in ln]
+        eq(lines, [], "%s: lines naming the PHI counter" % where)
+
+
 @test(timeout=180)
 def test_restart_keeps_counts():
     s = new_server("ctr-restart")
