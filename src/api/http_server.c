@@ -27,9 +27,10 @@
  * line. libmicrohttpd's own messages go to the log as their format text, unexpanded: some would expand
  * a request's path.
  *
- * What it must never do: log a request's path, query or body (they may carry PHI); close a socket
- * libmicrohttpd owns (the guard only shuts it down); read a body it has refused before the handler
- * ran; or let a connection hold a body buffer between requests (buffers go back to the shared pool).
+ * What it must never do: log a request's path, query, body or a method the client made up (they may carry
+ * PHI); close a socket libmicrohttpd owns (the guard only shuts it down); read a body it has refused before
+ * the handler ran; or let a connection hold a body buffer between requests (buffers go back to the shared
+ * pool).
  */
 #include "api/http_server.h"
 
@@ -86,7 +87,7 @@ typedef struct {
     bool bulk_thread;       /* this thread was set to bulk priority for the request */
     double started;         /* ms_mono_s() when the headers were complete */
     size_t sent_bytes;      /* the answer's body */
-    char method[16];        /* a copy for the access log (truncated: methods are short tokens) */
+    char method[16];        /* for the access log: logged_method's */
 } conn_state;
 
 /* ---- request ids ---- */
@@ -398,6 +399,16 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
     return MHD_YES;
 }
 
+/* The method as the access log names it: one of HTTP's own, else "-". A method is a token the client chooses
+ * (RFC 9110 allows any), so one it made up could carry anything into the log, as an X-Request-Id could. */
+static const char *logged_method(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(method, known[i]) == 0) return known[i];
+    return "-";
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -410,7 +421,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = cs;
         cs->guard = connection_guard(conn);
         cs->started = ms_mono_s();
-        snprintf(cs->method, sizeof cs->method, "%s", method);
+        snprintf(cs->method, sizeof cs->method, "%s", logged_method(method));
         http_request *r = &cs->req;
         request_id_make(r->request_id);
         r->method = method;

@@ -4,7 +4,8 @@
 #   - access log: one line per request with the route pattern (never the path or its query string),
 #     status, response bytes, ms, user and a request id that the answer carries as X-Request-Id; no PHI
 #     in any line, even for an identity lookup by name and date of birth, a record read by a
-#     client-chosen id, and an ingest whose rejected line holds marker values;
+#     client-chosen id, an ingest whose rejected line holds marker values, and a method the client made up
+#     (logged as -);
 #   - --log-format json: every line the server writes in a run, start to stop, is one JSON object;
 #   - --access-log off: no request lines (the header stays);
 #   - --metrics-listen: GET /metrics without a token on its own loopback port while the main port still
@@ -103,6 +104,8 @@ def test_access_log_json_has_route_status_user_and_no_phi():
          "GET", "/v1/patients", 403, "ops-analyst")
     note(s.get("/v1/no-such/%s?name=%s" % (marker, marker)), "GET", "-", 404, "-")  # no route: no token read
     note(s.request("PUT", "/v1/records/" + record_id), "PUT", "/v1/records/{record_id}", 405, "-")
+    # a method the client made up is a token of its choosing (as an X-Request-Id would be): never logged
+    note(s.request("Q" + marker.upper(), "/v1/patients"), "-", "/v1/patients", 405, "-")
     note(H.http_request(s.port, "GET", "/healthz"), "GET", "/healthz", 200, "-")
     eq(s.stop(), 0, "exit code after SIGTERM")
 
@@ -121,7 +124,7 @@ def test_access_log_json_has_route_status_user_and_no_phi():
         check("end" not in j, "an exchange completed normally has no 'end': %r" % j)
     check(len(by_id) >= len(expect) + 2, "every request has a line (logins too): %d lines" % len(by_id))
     text = "\n".join(run_log(s))
-    for secret in (marker, marker.capitalize(), name, dob, "1971-02-30", phi_value, record_id, pid, "name=", "dob=",
+    for secret in (marker, marker.capitalize(), marker.upper(), name, dob, "1971-02-30", phi_value, record_id, pid, "name=", "dob=",
                    "as_of=", "analyst-password", s.admin_password()):
         check(secret not in text, "%r appears in the server log: %s" % (secret, short(text, 2000)))
 
