@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -688,6 +689,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(name, "--version")) name = "version";
+    /* PHI in the clear, passwords and the store's keys live in this process's memory: a core dump would write
+     * them to a file outside the store's encryption and erasure. None is ever written (hard limit 0: the
+     * process cannot raise it again). */
+    struct rlimit no_core = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &no_core);
     if (!strcmp(name, RULE_CHECK_COMMAND)) { /* the notifier's own helper (notify/rule_check.h), not a command */
         ms_err e = {0};
         if (rule_check_serve(0, 1, true, &e) == MS_OK) return 0;

@@ -130,6 +130,19 @@ def test_access_log_json_has_route_status_user_and_no_phi():
 
 
 @test(timeout=60)
+def test_no_core_dump_can_hold_phi():
+    """A core dump of the server would write PHI in the clear and the store's keys outside the store's
+    encryption and erasure: the server runs with RLIMIT_CORE 0, soft and hard, whatever it was started with."""
+    s = H.Server(name="ops-core")
+    s.start()
+    with open("/proc/%d/limits" % s.proc.pid) as f:
+        line = [l for l in f if l.startswith("Max core file size")]
+    eq(len(line), 1, "the core limit line")
+    eq(line[0].split()[4:6], ["0", "0"], "soft and hard core limits: %r" % line[0])
+    s.stop()
+
+
+@test(timeout=60)
 def test_access_log_text_lines_and_off():
     s = H.Server(name="ops-text")
     s.start()
