@@ -303,6 +303,22 @@ static ms_code apply_record(writer *wr, store_write *sw, ingest_job *job, const 
             return MS_OK;
         }
     }
+    if (have_prev && prev.deleted) { /* an erased patient's record (erase.c) is not stored again by a replay */
+        patient_ref owner = {.id = prev.pid, .number = prev.patient_number};
+        buf ikey = {0};
+        bool alive;
+        rc = store_write_identity_key(sw, &owner, &ikey, &alive, e);
+        buf_free(&ikey);
+        if (rc) return rc;
+        if (!alive) {
+            res->status = ITEM_REJECTED;
+            res->error = arena_printf(&job->batch->mem,
+                                      "record %.*s was erased with its patient: it is not stored again (a new "
+                                      "record needs a new record id)",
+                                      (int)r->record_id_len, r->record_id);
+            return MS_OK;
+        }
+    }
     if (have_prev && !job->may_update) {
         res->status = ITEM_REJECTED;
         res->denied = true;

@@ -374,5 +374,37 @@ def test_erase_offline_removes_the_exports_a_killed_server_left():
     s.stop()
 
 
+
+@test(timeout=120)
+def test_a_replay_of_an_erased_patients_records_stores_nothing_again():
+    """The same records sent again after their patient's erasure (a Kafka topic consumed again by a new group,
+    a monthly file imported again) were stored again as new versions of a new patient: the erasure undone by
+    the next replay. A record id erased with its patient is now refused, naming the record, never stored again;
+    a record deleted the ordinary way (DELETE /v1/records) may still be sent again, and a new record id of the
+    same person is a new patient."""
+    s = H.Server(name="erase-replay")
+    s.start()
+    s.login()
+    pid, keep = ingest_two(s, "rp")
+    r = s.request("DELETE", "/v1/records/kp-rp-1")
+    eq(r.status, 200, "an ordinary deletion: %s" % short(r.text))
+    erase(s, pid)
+    a = s.ingest(records("rp"))
+    eq(a.status, 200, "the replay is answered")
+    items = sorted(a.json()["items"], key=lambda i: i["line"])
+    eq([i["status"] for i in items], ["rejected", "rejected", "rejected", "updated"], "replay: %s" % short(a.text))
+    for i, it in enumerate(items[:3]):
+        check("er-rp-%d was erased with its patient" % (i + 1) in it.get("error", ""), "the refusal: %s" % it)
+    eq(items[3]["patient_id"], keep, "the deleted record of a live patient is stored again")
+    eq(s.get("/v1/patients?" + H.q({"name": ERASE_NAME, "dob": ERASE_DOB})).status, 404,
+       "no new patient made of the replayed records")
+    for n in (1, 2, 3):
+        eq(s.get("/v1/records/er-rp-%d" % n).status, 404, "er-rp-%d still reads as gone" % n)
+    fresh = s.ingest_ok([dict(records("rp")[0], record_id="er-rp-new")])["items"][0]
+    eq(fresh["status"], "created", "a new record id of the same person")
+    check(fresh["patient_id"] != pid, "is a new patient")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
