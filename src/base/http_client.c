@@ -25,6 +25,8 @@
  */
 #include "base/http_client.h"
 
+#include "base/fd_io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -580,15 +582,10 @@ static http_client_err sink_write(reader *r, const char *p, size_t n)
 {
     http_client_conn *c = r->c;
     if (n > r->sink_max - r->sunk) return conn_fail(c, HTTP_CLIENT_E_TOO_LARGE, 0, "answer body from");
-    while (n > 0) {
-        ssize_t w = write(r->sink_fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return conn_fail(c, HTTP_CLIENT_E_WRITE, errno, "saving the answer body from");
-        p += w;
-        n -= (size_t)w;
-        r->sunk += (uint64_t)w;
-    }
-    return HTTP_CLIENT_OK;
+    size_t done;
+    int err = ms_write_full(r->sink_fd, p, n, -1, &done);
+    r->sunk += done;
+    return err ? conn_fail(c, HTTP_CLIENT_E_WRITE, err, "saving the answer body from") : HTTP_CLIENT_OK;
 }
 
 /* Exactly n answer bytes to the sink, through the read buffer (never past the answer's end). */
