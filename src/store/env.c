@@ -46,6 +46,29 @@ static const char *const db_names[DB_COUNT] = {"identity", "patient", "record", 
  * them absent and reads nothing from them; a writing open creates them. */
 #define DB_FIRST_LATER DB_EVENTS
 
+/* LMDB maps data.mdb and reads every page up to the last one its committed meta page names: a file cut
+ * short below that (a copy or restore that did not finish) is a SIGBUS at the first read of a missing page,
+ * so it is refused here, by name, before anything reads a page. The meta pages are read with read(2) by
+ * mdb_env_open, and LMDB writes and syncs a commit's pages before its meta page, so an intact store (after
+ * a crash too) always reaches that page. */
+static ms_code check_data_file(MDB_env *env, const char *lmdb_dir, ms_err *e)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat fs;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", lmdb_dir);
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &st) != 0 || stat(path, &fs) != 0)
+        return ms_fail(e, MS_EIO, "store: cannot read the size of %s", path);
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)fs.st_size < need)
+        return ms_fail(e, MS_ECORRUPT,
+                       "store: %s is truncated: %llu bytes, but its last commit uses %llu (a copy or restore that "
+                       "did not finish?); refusing to open it",
+                       path, (unsigned long long)fs.st_size, (unsigned long long)need);
+    return MS_OK;
+}
+
 /* ---- the data directory's lock ---- */
 
 /* The holder named in a lock file: "pid N (CMD, since T)"; false when the text is not (yet) there or
@@ -192,6 +215,7 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
         st_mdb_fail(e, rc, "open");
         goto fail;
     }
+    if (check_data_file(s->env, path, e) != MS_OK) goto fail;
     int dead = 0;
     mdb_reader_check(s->env, &dead); /* free reader slots of crashed processes */
     MDB_txn *txn;

@@ -312,5 +312,31 @@ def test_restore_by_moving_the_copy_into_place():
     s.stop()
 
 
+@test(timeout=90)
+def test_a_copy_with_a_truncated_lmdb_file_is_refused_by_name_not_a_crash():
+    """A copy cut short on its way (a full disk, a partial scp) crashed every command that opened it with
+    SIGBUS: LMDB maps data.mdb and reads the pages its last commit names, which were past the file's end."""
+    s = H.Server(extra_args=SERVE_ARGS, name="backup-truncated")
+    s.start()
+    s.ingest_ok([{"record_id": "bk-trunc-%d" % i, "name": "Backup Truncated %d" % i, "dob": "1985-04-04",
+                  "notes": "n" * NOTES} for i in range(BATCH)])
+    s.stop()
+    good = os.path.join(s.base, "good")
+    backup(s.data_dir, good)
+    cut = os.path.join(s.base, "cut")
+    shutil.copytree(good, cut)
+    mdb = os.path.join(cut, "lmdb", "data.mdb")
+    os.truncate(mdb, os.path.getsize(mdb) // 2)
+    for args in (["audit", "verify", "--data", cut],
+                 ["serve", "--data", cut, "--listen", "127.0.0.1:%d" % H.free_port()] + SERVE_ARGS,
+                 ["backup", "--data", cut, "--out", cut + ".again"],
+                 ["user", "list", "--data", cut]):
+        rc, out, err = run(args, timeout=20)
+        eq(rc, 1, "medstream %s exits 1 (out %s, err %s)" % (" ".join(args[:2]), short(out), short(err)))
+        check("data.mdb" in err and "truncated" in err and "Sanitizer" not in err,
+              "medstream %s names the cut file: %s" % (" ".join(args[:2]), short(err)))
+    check(not os.path.exists(cut + ".again"), "no backup of the damaged copy is left behind")
+    eq(run(["audit", "verify", "--data", good])[0], 0, "the undamaged copy verifies")
+
 if __name__ == "__main__":
     H.main()
