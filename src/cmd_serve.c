@@ -73,6 +73,7 @@ static const pg_history_mode pg_history_modes[] = {PG_HISTORY_PERIODS, PG_HISTOR
  * --max-body (a record can never exceed its body). */
 static const char *serve_check(serve_settings *c)
 {
+    if (c->segment_size % STORE_SEGMENT_ALIGN) return "--segment-size: expected a multiple of 4KiB";
     if (c->max_body > c->segment_size / 2) return "--segment-size must be at least twice --max-body";
     if (c->max_record > c->max_body) c->max_record = c->max_body;
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
@@ -85,10 +86,14 @@ static const char *serve_check(serve_settings *c)
     if (c->lake && c->lake_scope == EXPORT_PHI)
         return "--lake-scope phi: not built: the lake holds the public copy only (PHI files outside the store would "
                "need their own access control and audit); export PHI with `medstream export --scope phi`";
+    static char why[300];
+    bool loopback = false;
+    ms_err le;
+    if (http_listen_check(c->listen, &loopback, &le) != MS_OK) { /* before the store: a usage error, not a failure */
+        snprintf(why, sizeof why, "--listen: %s", le.msg);
+        return why;
+    }
     if (c->metrics_listen) {
-        static char why[300];
-        bool loopback = false;
-        ms_err le;
         if (http_listen_check(c->metrics_listen, &loopback, &le) != MS_OK) {
             snprintf(why, sizeof why, "--metrics-listen: %s", le.msg);
             return why;
@@ -139,7 +144,8 @@ int cmd_serve(int argc, char **argv)
         {.name = "--map-size", .type = OPT_BYTES, .target = &c.map_size, .def = "1TiB",
          .help = "LMDB map size (address space, not disk)"},
         {.name = "--segment-size", .type = OPT_BYTES, .target = &c.segment_size, .def = "1GiB",
-         .help = "bytes per segment file of the body log (at least twice --max-body)"},
+         .min = STORE_SEGMENT_SIZE_MIN,
+         .help = "bytes per segment file of the body log (a multiple of 4KiB, at least twice --max-body)"},
         {.name = "--body-cache", .type = OPT_BYTES, .target = &c.body_cache, .def = "256MiB",
          .help = "recently written record bytes kept in memory for reads"},
         {.name = "--state-cache", .type = OPT_BYTES, .target = &c.state_cache, .def = "1GiB",

@@ -104,7 +104,7 @@ static int cmd_init(int argc, char **argv)
     /* clang-format off */
     const option opts[] = {
         {.name = "--segment-size", .type = OPT_BYTES, .target = &segment_size, .def = "1GiB",
-         .help = "bytes per segment file of the body log"},
+         .min = STORE_SEGMENT_SIZE_MIN, .help = "bytes per segment file of the body log (a multiple of 4KiB)"},
         {.name = "--cluster-key-file", .type = OPT_STRING, .target = &cluster_key_file, .metavar = "FILE",
          .help = "make the store with the cluster's secret (64 hex characters, mode 0600; README.md, \"Cluster "
                  "key\"), so that every node made with it gives the same patient ids; serve then needs the same file"},
@@ -118,8 +118,9 @@ static int cmd_init(int argc, char **argv)
     options_args a;
     int code;
     if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
-        code = a.npos != 1 ? usage_error("init", "expected the data directory")
-                           : init_run(a.pos[0], segment_size, cluster_key_file);
+        code = a.npos != 1                           ? usage_error("init", "expected the data directory")
+               : segment_size % STORE_SEGMENT_ALIGN ? usage_error("init", "--segment-size: expected a multiple of 4KiB")
+                                                    : init_run(a.pos[0], segment_size, cluster_key_file);
     options_args_free(&a);
     return code;
 }

@@ -76,6 +76,10 @@ typedef struct {
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 40)
 #define STORE_DEFAULT_SEGMENT_SIZE ((uint64_t)1 << 30)
+/* A segment size the log takes (anything else is MS_EINVAL at open): at least STORE_SEGMENT_SIZE_MIN and a
+ * multiple of STORE_SEGMENT_ALIGN (its O_DIRECT writes are whole pages). */
+#define STORE_SEGMENT_SIZE_MIN ((uint64_t)64 << 10)
+#define STORE_SEGMENT_ALIGN ((uint64_t)4096)
 #define STORE_DEFAULT_BODY_CACHE ((uint64_t)256 << 20)
 
 /* Open (creating if missing) the store in dir, taking its lock; opt NULL: the defaults. Read-only: the

@@ -215,6 +215,34 @@ def test_usage_errors_name_the_option_and_what_it_accepts():
         r = cli(*args, timeout=20)
         eq(r.returncode, 2, "medstream %s exits 2 (stderr %s)" % (" ".join(args), short(r.stderr)))
         check(want in r.stderr, "medstream %s says %r: %r" % (" ".join(args), want, r.stderr))
+
+
+@test(timeout=60)
+def test_a_bad_listen_address_or_segment_size_is_a_usage_error_before_the_store_is_touched():
+    """A malformed --listen exited 1 (a runtime failure: systemd restarts it for ever) once the store, the
+    views and the notifier had started; a --segment-size the segment log cannot take exited 1 without naming
+    the option, and `init` left a half-made data directory behind it (LMDB, keys, lock: no admin)."""
+    s = H.Server(name="cli-listen")
+    s.init()
+    d = s.data_dir
+    cases = [
+        (["serve", "--data", d, "--listen", "127.0.0.1:99999"], "--listen: expected HOST:PORT (IPv4), got '127.0.0.1:99999'"),
+        (["serve", "--data", d, "--listen", "127.0.0.1"], "--listen: expected HOST:PORT"),
+        (["serve", "--data", d, "--listen", "127.0.0.1:80x"], "--listen: expected HOST:PORT"),
+        (["serve", "--data", d, "--listen", "127.0.0.1:0", "--segment-size", "100000"],
+         "--segment-size: expected a multiple of 4KiB"),
+        (["serve", "--data", d, "--listen", "127.0.0.1:0", "--segment-size", "32K"],
+         "--segment-size: expected a size in bytes of at least 64KiB"),
+        (["init", os.path.join(s.base, "half"), "--segment-size", "100000"], "--segment-size: expected a multiple of 4KiB"),
+        (["init", os.path.join(s.base, "half"), "--segment-size", "4K"], "--segment-size: expected a size in bytes of at least 64KiB"),
+    ]
+    for args, want in cases:
+        r = cli(*args, timeout=20)
+        eq(r.returncode, 2, "medstream %s exits 2 (stderr %s)" % (" ".join(args), short(r.stderr)))
+        check(want in r.stderr, "medstream %s says %r: %r" % (" ".join(args), want, r.stderr))
+        check("notifications:" not in r.stderr and "counters:" not in r.stderr,
+              "medstream %s is refused before the server's parts start: %r" % (" ".join(args), r.stderr))
+    check(not os.path.exists(os.path.join(s.base, "half")), "init with a bad --segment-size made no directory")
     # units are accepted where the table says so: a server with --token-ttl 1h and --kafka-linger-ms 1s is
     # fine as far as options go (it fails later only because no broker runs, which is not a usage error)
     r = cli("serve", "--data", d, "--listen", "127.0.0.1:0", "--token-ttl", "1h", "--header-timeout", "1m",
