@@ -73,8 +73,9 @@ static const pg_history_mode pg_history_modes[] = {PG_HISTORY_PERIODS, PG_HISTOR
  * --max-body (a record can never exceed its body). */
 static const char *serve_check(serve_settings *c)
 {
+    /* no --segment-size: the store's own, checked against --max-body once it is open */
     if (c->segment_size % STORE_SEGMENT_ALIGN) return "--segment-size: expected a multiple of 4KiB";
-    if (c->max_body > c->segment_size / 2) return "--segment-size must be at least twice --max-body";
+    if (c->segment_size && c->max_body > c->segment_size / 2) return "--segment-size must be at least twice --max-body";
     if (c->max_record > c->max_body) c->max_record = c->max_body;
     if (!c->tls_cert != !c->tls_key) return "--tls-cert and --tls-key go together";
     if (!c->kafka_brokers != !c->kafka_topic) return "--kafka-brokers and --kafka-topic go together";
@@ -143,9 +144,10 @@ int cmd_serve(int argc, char **argv)
          .help = "connections at once per client address; beyond, 503 + Retry-After"},
         {.name = "--map-size", .type = OPT_BYTES, .target = &c.map_size, .def = "1TiB",
          .help = "LMDB map size (address space, not disk)"},
-        {.name = "--segment-size", .type = OPT_BYTES, .target = &c.segment_size, .def = "1GiB",
-         .min = STORE_SEGMENT_SIZE_MIN,
-         .help = "bytes per segment file of the body log (a multiple of 4KiB, at least twice --max-body)"},
+        {.name = "--segment-size", .type = OPT_BYTES, .target = &c.segment_size, .min = STORE_SEGMENT_SIZE_MIN,
+         .help = "bytes per segment file of the body log, a multiple of 4KiB, at least twice --max-body (default: "
+                 "the size the store was made with, medstream init --segment-size; a store holding bodies refuses "
+                 "another)"},
         {.name = "--body-cache", .type = OPT_BYTES, .target = &c.body_cache, .def = "256MiB",
          .help = "recently written record bytes kept in memory for reads"},
         {.name = "--state-cache", .type = OPT_BYTES, .target = &c.state_cache, .def = "1GiB",
@@ -306,6 +308,17 @@ static int serve_run(const serve_settings *c)
     ms_code opened = store_open(&s, c->data, &so, &e);
     OPENSSL_cleanse(cluster_key, sizeof cluster_key); /* the store keeps its own copy */
     if (opened != MS_OK) goto out;
+    if (!c->segment_size && c->max_body > store_segment_size(s) / 2) { /* the rule of serve_check, on the store's size */
+        char seg[32], half[32];
+        format_bytes(seg, sizeof seg, store_segment_size(s));
+        format_bytes(half, sizeof half, store_segment_size(s) / 2);
+        ms_fail(&e, MS_EINVAL,
+                "--max-body: %s is made of segments of %s (medstream init --segment-size), which take bodies of "
+                "at most %s: give --max-body %s or less",
+                c->data, seg, half, half);
+        rc = 2; /* a usage error, as serve_check's */
+        goto out;
+    }
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     reproject_options ro = {.store = s,

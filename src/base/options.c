@@ -109,8 +109,7 @@ bool parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out)
     return true;
 }
 
-/* A number of bytes in the largest binary unit that writes it exactly: 64, 64KiB, 1GiB. */
-static void format_bytes(char *out, size_t cap, uint64_t v)
+void format_bytes(char *out, size_t cap, uint64_t v)
 {
     static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
     for (int i = 0; i < 4; i++) {

@@ -124,5 +124,7 @@ bool parse_bytes(const char *s, uint64_t *out);
 bool parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out);
 /* A duration in the largest unit that writes it exactly: 0, 50ms, 90s, 15m, 1h, 365d. */
 void format_duration_ms(char *out, size_t cap, uint64_t ms);
+/* A number of bytes in the largest binary unit that writes it exactly: "64", "64KiB", "1GiB". */
+void format_bytes(char *out, size_t cap, uint64_t v);
 
 #endif

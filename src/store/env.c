@@ -366,6 +366,8 @@ const unsigned char *store_node_id(const store *s) { return s->node_id; }
 
 const char *store_live_writer(const store *s) { return s->live_writer; }
 
+uint64_t store_segment_size(const store *s) { return s->segment_size; }
+
 void store_inject_free_space(store *s, int64_t bytes) { s->free_bytes = bytes; }
 
 store_open_times store_open_time(const store *s) { return s->opened; }

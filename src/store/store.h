@@ -55,7 +55,8 @@ typedef struct store store;
 typedef struct {
     size_t map_size;       /* LMDB map size (address space; the file grows as needed) */
     uint64_t segment_size; /* bytes per segment file; 0: the size the store recorded (else the default), for
-                              openers that do not configure the log (import, user, preload) */
+                              openers that do not configure the log (import, user, preload, serve without
+                              --segment-size) */
     uint64_t body_cache;   /* bytes of recently appended bodies kept in memory for reads */
     uint64_t state_cache;  /* bytes of the patients' latest states kept in memory for the writer's merge
                               (state_cache.h; 0: none) */
@@ -106,6 +107,8 @@ bool store_read_only(const store *s);
 /* Read-only stores: "pid N (CMD, since T)" of the writer that held the directory when it was opened
  * (its later commits are not in reads that began before them), or NULL if none did. */
 const char *store_live_writer(const store *s);
+/* Bytes per segment file of the store's body log: the size it was made with (store_options.segment_size). */
+uint64_t store_segment_size(const store *s);
 /* Can the store commit a batch of `bytes` of bodies now? Preallocates the segment log's next step (at
  * least room for max(bytes, 4 KiB)), reserves room past the ends of the key file (one write of new patients'
  * slots) and of LMDB's file (1 MiB + 4 x bytes: fallocate, sizes unchanged), and commits a tiny LMDB write

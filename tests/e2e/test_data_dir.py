@@ -8,6 +8,8 @@
 #
 # Run: /usr/bin/python3 tests/e2e/test_data_dir.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
 
+import json
+import os
 import subprocess
 
 import harness as H
@@ -119,15 +121,47 @@ def test_a_store_keeps_its_segment_size():
     s.start()
     acked = ingest_and_check(s, "seg")
     s.stop()
-    rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()])
+    rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port(),
+                        "--segment-size", "16MiB", "--max-body", "2MiB"])
     eq(rc, 1, "exit code of serve with another --segment-size (%s)" % short(err))
     check("segments of 8388608 bytes" in err and "--segment-size 8388608" in err,
           "the refusal names the size the store needs: %s" % short(err))
-    s.start()                                        # with the size it was written with: every body reads
+    rc, out, err = run(["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()])
+    eq(rc, 2, "exit code of serve whose --max-body does not fit the store's segments (%s)" % short(err))
+    check("--max-body" in err and "8MiB" in err, "the refusal names --max-body and the store's size: %s" % short(err))
+    s.extra_args = ["--max-body", "2MiB"]            # no --segment-size: the one the store was made with
+    s.start()
     for rid in acked:
-        eq(s.get("/v1/records/" + rid).status, 200, "record %s after the refused start" % rid)
+        eq(s.get("/v1/records/" + rid).status, 200, "record %s after the refused starts" % rid)
     s.stop()
 
+
+@test(timeout=60)
+def test_serve_without_segment_size_keeps_the_one_init_made_the_store_with():
+    """serve's --segment-size defaulted to 1GiB as if it were asked for: on a store made with `init
+    --segment-size 8MiB` the first serve silently re-recorded 1GiB (init's choice lost), and once the store
+    held bodies (an offline import) serve without the option refused to start at all."""
+    s = H.Server(name="segsize-init", extra_args=["--max-body", "2MiB"])
+    rc, out, err = run(["init", s.data_dir, "--segment-size", "8MiB"])
+    eq(rc, 0, "init --segment-size 8MiB (%s)" % short(err))
+    s.initialized = True
+    s.start()
+    ingest_and_check(s, "first")
+    s.stop()
+    segs = os.path.join(s.data_dir, "segments")
+    sizes = [os.path.getsize(os.path.join(segs, f)) for f in os.listdir(segs)]
+    check(sizes and max(sizes) <= 8 << 20, "segment files of at most 8MiB, as init made the store: %s" % sizes)
+    path = os.path.join(s.base, "more.ndjson")
+    with open(path, "w") as f:
+        for r in batch("import"):
+            f.write(json.dumps(r) + "\n")
+    rc, out, err = run(["import", path, "--data", s.data_dir])
+    eq(rc, 0, "offline import (%s %s)" % (short(out), short(err)))
+    acked = [r["record_id"] for r in batch("import")]
+    s.start()                                        # no --segment-size: the store's own
+    for rid in acked:
+        eq(s.get("/v1/records/" + rid).status, 200, "imported record %s" % rid)
+    s.stop()
 
 if __name__ == "__main__":
     H.main()
