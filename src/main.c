@@ -222,7 +222,7 @@ static int cmd_backup(int argc, char **argv)
         {.name = "--data", .type = OPT_STRING, .target = &data, .required = true, .metavar = "DIR",
          .help = "data directory to copy"},
         {.name = "--out", .type = OPT_STRING, .target = &out, .required = true, .metavar = "DIR",
-         .help = "new data directory for the copy (absent, or empty)"},
+         .help = "new data directory for the copy (absent, or empty; outside --data)"},
         {0},
     };
     /* clang-format on */
@@ -233,7 +233,8 @@ static int cmd_backup(int argc, char **argv)
         "records, nothing past it. Reads without locking DIR, so it may run beside `medstream\n"
         "serve`, which goes on writing (commits after the copy began are not in it). Copies the\n"
         "store only: not admin.password; the copy holds the store's secrets (its id key,\n"
-        "password and token hashes), so keep it as you keep DIR. OUT must not exist or be empty.",
+        "password and token hashes), so keep it as you keep DIR. OUT must not exist or be empty,\n"
+        "and lie outside DIR.",
         opts};
     options_args a;
     int code;

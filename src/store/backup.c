@@ -23,16 +23,40 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* out_dir: created (mode 0700) when absent, accepted when an empty directory. */
-static ms_code prepare_out(const char *out_dir, bool *created, ms_err *e)
+/* Is out_dir (which exists) data_dir or inside it, whatever links either is named through? */
+static bool inside(const char *out_dir, const char *data_dir)
+{
+    char out[PATH_MAX], data[PATH_MAX];
+    if (!realpath(out_dir, out) || !realpath(data_dir, data)) return false;
+    size_t n = strlen(data);
+    return !strncmp(out, data, n) && (out[n] == '/' || out[n] == 0 || n == 1);
+}
+
+static ms_code refuse_inside(const char *out_dir, const char *data_dir, ms_err *e)
+{
+    return ms_fail(e, MS_ECONFLICT,
+                   "%s is inside the data directory %s: a backup goes outside it (a copy there would keep PHI in the "
+                   "data directory that erasures do not reach)",
+                   out_dir, data_dir);
+}
+
+/* out_dir: created (mode 0700) when absent, accepted when an empty directory; never inside data_dir (the
+ * data directory would hold a second copy of its PHI and data keys, which an erasure does not reach). */
+static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *created, ms_err *e)
 {
     *created = false;
     if (mkdir(out_dir, 0700) == 0) {
+        if (inside(out_dir, data_dir)) {
+            rmdir(out_dir);
+            return refuse_inside(out_dir, data_dir, e);
+        }
         *created = true;
         return MS_OK;
     }
@@ -46,9 +70,10 @@ static ms_code prepare_out(const char *out_dir, bool *created, ms_err *e)
     for (struct dirent *de; empty && (de = readdir(d));)
         empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
     closedir(d);
-    return empty ? MS_OK
-                 : ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
-                           out_dir);
+    if (!empty)
+        return ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
+                       out_dir);
+    return inside(out_dir, data_dir) ? refuse_inside(out_dir, data_dir, e) : MS_OK;
 }
 
 static ms_code sync_dir(const char *path, ms_err *e)
@@ -171,7 +196,7 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     snprintf(seg_dir, sizeof seg_dir, "%s/segments", out_dir);
     snprintf(from_segs, sizeof from_segs, "%s/segments", s->dir);
     bool created_out = false, made_lmdb = false, made_segs = false, made_keys = false;
-    ms_code rc = prepare_out(out_dir, &created_out, e);
+    ms_code rc = prepare_out(out_dir, s->dir, &created_out, e);
     if (rc != MS_OK) return rc;
     if (mkdir(lmdb_dir, 0700) != 0) {
         rc = ms_fail(e, MS_EIO, "store: cannot create %s: %s", lmdb_dir, strerror(errno));

@@ -338,5 +338,29 @@ def test_a_copy_with_a_truncated_lmdb_file_is_refused_by_name_not_a_crash():
     check(not os.path.exists(cut + ".again"), "no backup of the damaged copy is left behind")
     eq(run(["audit", "verify", "--data", good])[0], 0, "the undamaged copy verifies")
 
+@test(timeout=60)
+def test_backup_refuses_an_out_inside_the_data_directory():
+    """A backup into DIR itself (DIR/copy, or through a symlink) was made: the data directory then held a
+    second copy of its PHI and data keys that an erasure does not reach (DESIGN: erasure leaves no readable
+    byte of the patient in the data directory)."""
+    s = H.Server(name="backup-inside")
+    s.start()
+    s.ingest_ok([{"record_id": "bk-inside", "name": "Backup Inside", "dob": "1990-03-03"}])
+    s.stop()
+    link = os.path.join(s.base, "data-link")
+    os.symlink(s.data_dir, link)
+    os.mkdir(os.path.join(s.data_dir, "empty"))
+    before = sorted(os.listdir(s.data_dir))
+    for out in (os.path.join(s.data_dir, "copy"), os.path.join(s.data_dir, "segments", "copy"),
+                os.path.join(link, "copy"), os.path.join(s.data_dir, "empty")):
+        rc, text, err = run(["backup", "--data", s.data_dir, "--out", out])
+        eq(rc, 1, "backup into %s (%s %s)" % (out, short(text), short(err)))
+        check("inside the data directory" in err, "the refusal says why: %s" % short(err))
+        check(not os.path.exists(out) or os.listdir(out) == [], "nothing was written in %s" % out)
+    eq(sorted(os.listdir(s.data_dir)), before, "the data directory is as it was")
+    rc, text, err = run(["backup", "--data", link, "--out", os.path.join(s.base, "outside")])
+    eq(rc, 0, "a backup outside the data directory, named through a link (%s)" % short(err))
+
+
 if __name__ == "__main__":
     H.main()
