@@ -516,7 +516,7 @@ static int user_run(const user_command *uc, const user_values *v, const char *co
 char *read_text_file(const char *path, ms_err *e)
 {
     buf b = {0};
-    if (buf_read_file(&b, path, e) != MS_OK) {
+    if (buf_read_settings_file(&b, path, e) != MS_OK) {
         buf_free(&b);
         return NULL;
     }

@@ -22,7 +22,7 @@
  *     .properties, postgresql.conf), and it needs no parser library.
  *   `#` starts a comment only as a line's first non-blank character, so values may hold `#` (passwords,
  *   URLs); a key set twice is refused unless it is repeatable (a second `listen` is a mistake, not an
- *   override); blank lines and CRLF line ends are accepted.
+ *   override); blank lines, CRLF line ends and a leading UTF-8 byte-order mark are accepted.
  *
  * What it must never do: exit, print to stdout or stderr on its own, allocate beyond what
  * options_args_free releases, or accept a value its option's help would not describe.
@@ -383,6 +383,7 @@ static bool apply_config_text(const option *opts, size_t n, char *text, size_t l
         return false;
     }
     unsigned line = 0;
+    if (!strncmp(text, "\xef\xbb\xbf", 3)) text += 3; /* a UTF-8 byte-order mark, as some editors write */
     for (char *p = text; p && *p;) {
         line++;
         char *nl = strchr(p, '\n');
@@ -519,7 +520,7 @@ options_status options_parse(const option *opts, int argc, char **argv, int firs
         if (!*config_path) {
             snprintf(err, cap, "--config: empty value");
             st = OPTIONS_USAGE;
-        } else if (buf_read_file(&text, config_path, &e) != MS_OK) {
+        } else if (buf_read_settings_file(&text, config_path, &e) != MS_OK) {
             snprintf(err, cap, "%s", e.msg);
             st = OPTIONS_USAGE;
         }

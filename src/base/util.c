@@ -197,18 +197,33 @@ char *buf_take(buf *b)
     return p;
 }
 
-ms_code buf_read_file(buf *out, const char *path, ms_err *e)
+/* Append path's bytes to out, refusing a file of more than max bytes. */
+static ms_code read_file_max(buf *out, const char *path, size_t max, ms_err *e)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return ms_fail(e, MS_EIO, "cannot open %s: %s", path, strerror(errno));
     char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    size_t n, total = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        total += n;
+        if (total > max) {
+            fclose(f);
+            return ms_fail(e, MS_EINVAL, "cannot read %s: larger than %zu MiB (not a settings file?)", path,
+                           max >> 20);
+        }
         buf_put(out, chunk, n);
+    }
     bool failed = ferror(f);
     int err = errno;
     fclose(f);
     return failed ? ms_fail(e, MS_EIO, "cannot read %s: %s", path, strerror(err)) : MS_OK;
+}
+
+ms_code buf_read_file(buf *out, const char *path, ms_err *e) { return read_file_max(out, path, SIZE_MAX, e); }
+
+ms_code buf_read_settings_file(buf *out, const char *path, ms_err *e)
+{
+    return read_file_max(out, path, MS_SETTINGS_FILE_MAX, e);
 }
 
 struct arena_chunk {

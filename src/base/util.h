@@ -77,8 +77,14 @@ static inline int64_t ms_unzigzag64(uint64_t u) { return (int64_t)((u >> 1) ^ (0
 void buf_free(buf *b);
 /* Hand the bytes to the caller (malloc'd, NUL-terminated) and reset the buffer. */
 char *buf_take(buf *b);
-/* Append a whole (small) file to out: schema and role files, TLS certificates. */
+/* Append a whole file to out: files the program wrote itself (saved state, checkpoints). */
 ms_code buf_read_file(buf *out, const char *path, ms_err *e);
+/* The same for a file an operator names (config, schema, roles, rules and counters files, TLS
+ * certificates): one past MS_SETTINGS_FILE_MAX bytes is refused (MS_EINVAL naming the path) as soon as that
+ * much has been read, so that /dev/zero or a mistyped path to a huge file ends in an error, not in memory
+ * exhaustion. */
+#define MS_SETTINGS_FILE_MAX ((size_t)64 << 20)
+ms_code buf_read_settings_file(buf *out, const char *path, ms_err *e);
 
 /* Arena: many small allocations freed at once (one per batch). */
 typedef struct arena_chunk arena_chunk;

@@ -255,7 +255,7 @@ static ms_code canonical_text(const reproject_options *o, buf *canon, ms_err *e)
         return MS_OK;
     }
     buf text = {0};
-    ms_code rc = buf_read_file(&text, o->schema_file, e);
+    ms_code rc = buf_read_settings_file(&text, o->schema_file, e);
     if (rc == MS_OK) rc = schema_canonical(text.data ? text.data : "", text.len, canon, e);
     buf_free(&text);
     return rc;

@@ -828,7 +828,7 @@ static ms_code load_rules(notifier *n, ms_err *e)
 {
     if (n->opt.rules_file) {
         buf text = {0};
-        ms_code rc = buf_read_file(&text, n->opt.rules_file, e);
+        ms_code rc = buf_read_settings_file(&text, n->opt.rules_file, e);
         if (rc == MS_OK) rc = rules_parse_list(text.data, text.len, &n->file_rules, &n->nfile, e);
         buf_free(&text);
         if (rc != MS_OK) {

@@ -620,7 +620,7 @@ out:
 ms_code schema_load_file(schema *s, const char *path, ms_err *e)
 {
     buf b = {0};
-    ms_code rc = buf_read_file(&b, path, e);
+    ms_code rc = buf_read_settings_file(&b, path, e);
     if (rc == MS_OK) rc = schema_parse(s, b.data ? b.data : "", b.len, e);
     buf_free(&b);
     return rc;

@@ -188,6 +188,29 @@ def test_bad_config_lines_are_refused_with_file_line_and_key():
 
 
 @test(timeout=60)
+def test_a_config_file_with_a_bom_is_read_and_an_endless_one_is_refused():
+    """A config file saved by an editor that writes a UTF-8 byte-order mark was refused as "unknown key
+    '\ufeffdata'" (the mark invisible in the message); `--config /dev/zero` (or any endless or huge file) was
+    read into memory until the machine ran out of it: the command hung instead of exiting 2."""
+    s = H.Server(name="config-bom")
+    s.init()
+    path = os.path.join(s.base, "bom.conf")
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbfdata = %s\r\nlisten = 127.0.0.1:0\r\nkafka-batch = 0\r\n" % s.data_dir.encode())
+    r = cli("serve", "--config", path, timeout=20)
+    eq(r.returncode, 2, "exit code (stderr %s)" % short(r.stderr))
+    check("%s:3: key 'kafka-batch'" % path in r.stderr,
+          "the BOM is skipped: line 1 sets data, line 3 is the bad one: %r" % r.stderr)
+    for endless in ("/dev/zero", "/dev/urandom"):
+        try:
+            r = cli("serve", "--config", endless, timeout=20)
+        except subprocess.TimeoutExpired:
+            H.fail("`serve --config %s` did not exit within 20 s" % endless)
+        eq(r.returncode, 2, "exit code of --config %s (stderr %s)" % (endless, short(r.stderr)))
+        check(endless in r.stderr and "larger than" in r.stderr, "the refusal names the file: %r" % r.stderr)
+
+
+@test(timeout=60)
 def test_usage_errors_name_the_option_and_what_it_accepts():
     s = H.Server(name="cli-usage")
     s.init()
