@@ -26,6 +26,7 @@
 #include "access/users.h"
 #include "notify/rule_check.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pwd.h>
@@ -112,8 +113,8 @@ static int cmd_init(int argc, char **argv)
     };
     /* clang-format on */
     const options_command cmd = {"init", "medstream init DIR [options]",
-                                 "Create a data directory: the LMDB store, the segment log, and an admin user whose\n"
-                                 "generated password is written to DIR/admin.password (mode 0600).",
+                                 "Create a data directory (DIR new, or empty): the LMDB store, the segment log, and an\n"
+                                 "admin user whose generated password is written to DIR/admin.password (mode 0600).",
                                  opts};
     options_args a;
     int code;
@@ -125,10 +126,34 @@ static int cmd_init(int argc, char **argv)
     return code;
 }
 
+/* init makes a new directory, fills an empty one (a mount point's lost+found aside), or finishes its own
+ * (one with lmdb/: a rerun, or an init that was stopped): never a store among other files, which would then
+ * share a directory with the PHI. False (the reason printed) when dir holds anything else. */
+static bool init_dir_free(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return true; /* absent (store_open makes it), or not a directory (store_open says so) */
+    unsigned others = 0;
+    bool ours = false;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, "lost+found")) continue;
+        ours |= !strcmp(de->d_name, "lmdb");
+        others++;
+    }
+    closedir(d);
+    if (!others || ours) return true;
+    fprintf(stderr,
+            "medstream init: %s is not empty (%u entries) and not a medstream data directory: init makes a new "
+            "directory or fills an empty one\n",
+            dir, others);
+    return false;
+}
+
 static int init_run(const char *dir, uint64_t segment_size, const char *cluster_key_file)
 {
     store *s;
     ms_err e;
+    if (!init_dir_free(dir)) return 1;
     store_options so = {.segment_size = segment_size, .owner = "init"};
     unsigned char cluster_key[CLUSTER_KEY_BYTES];
     if (cluster_key_file) {

@@ -163,5 +163,30 @@ def test_serve_without_segment_size_keeps_the_one_init_made_the_store_with():
         eq(s.get("/v1/records/" + rid).status, 200, "imported record %s" % rid)
     s.stop()
 
+@test(timeout=60)
+def test_init_refuses_a_directory_that_holds_other_things():
+    """`medstream init DIR` on a directory that held other files (a home directory, /var/lib itself, a
+    project folder) made the store among them and said "initialized": the PHI store then lived in a
+    directory shared with whatever else was there, and `--data` pointed at it. An empty directory, a
+    mount point's lost+found, and a directory init already made (a rerun) are fine."""
+    base = H.Server(name="init-other").base
+    other = os.path.join(base, "other")
+    os.mkdir(other)
+    with open(os.path.join(other, "notes.txt"), "w") as f:
+        f.write("mine\n")
+    rc, out, err = run(["init", other])
+    eq(rc, 1, "init on a directory holding other files (%s %s)" % (short(out), short(err)))
+    check("%s is not empty" % other in err and "not a medstream data directory" in err,
+          "the refusal says why: %s" % short(err))
+    eq(os.listdir(other), ["notes.txt"], "the directory is left as it was")
+    mount = os.path.join(base, "mount")
+    os.makedirs(os.path.join(mount, "lost+found"))
+    rc, out, err = run(["init", mount])
+    eq(rc, 0, "init on a fresh file system's mount point (%s)" % short(err))
+    rc, out, err = run(["init", mount])
+    eq(rc, 1, "init again (%s)" % short(err))
+    check("already initialized" in err, "a rerun says the directory is initialized: %s" % short(err))
+
+
 if __name__ == "__main__":
     H.main()
