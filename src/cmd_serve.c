@@ -274,11 +274,13 @@ static int serve_run(const serve_settings *c)
     } else {
         schema_default(&sc);
     }
-    /* SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts. */
+    /* SIGINT/SIGTERM/SIGHUP are taken by sigwait below (a clean stop: there is no configuration to reload, and
+     * a closed terminal must not kill the server mid-commit); block them before any thread starts. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a full disk: EFBIG, answered 503 */
@@ -308,7 +310,7 @@ static int serve_run(const serve_settings *c)
     ms_code opened = store_open(&s, c->data, &so, &e);
     OPENSSL_cleanse(cluster_key, sizeof cluster_key); /* the store keeps its own copy */
     if (opened != MS_OK) goto out;
-    if (!c->segment_size && c->max_body > store_segment_size(s) / 2) { /* the rule of serve_check, on the store's size */
+    if (!c->segment_size && c->max_body > store_segment_size(s) / 2) { /* serve_check's rule, on the store's size */
         char seg[32], half[32];
         format_bytes(seg, sizeof seg, store_segment_size(s));
         format_bytes(half, sizeof half, store_segment_size(s) / 2);

@@ -24,7 +24,7 @@ bool data_dir_ready(const char *cmd, const char *dir);
 /* The OS user as an audit actor: "local:NAME" (or "local:uid N"). */
 void local_actor(char *out, size_t cap);
 
-/* A long command that stops cleanly: after stop_on_signals, the first SIGINT or SIGTERM sets command_stop
+/* A long command that stops cleanly: after stop_on_signals, the first SIGINT, SIGTERM or SIGHUP sets command_stop
  * (the command stops at its next safe point); a second one ends the process at once (the handler is
  * reset after the first). SIGPIPE is ignored (a closed connection is an error value) and so is SIGXFSZ (a
  * file-size limit is a full disk: EFBIG, an error like ENOSPC). */

@@ -92,6 +92,7 @@ void stop_on_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
 }
@@ -113,13 +114,13 @@ static int cmd_init(int argc, char **argv)
     };
     /* clang-format on */
     const options_command cmd = {"init", "medstream init DIR [options]",
-                                 "Create a data directory (DIR new, or empty): the LMDB store, the segment log, and an\n"
-                                 "admin user whose generated password is written to DIR/admin.password (mode 0600).",
+                                 "Create a data directory (DIR new, or empty): the LMDB store, the segment log, and\n"
+                                 "an admin user whose generated password is written to DIR/admin.password (mode 0600).",
                                  opts};
     options_args a;
     int code;
     if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
-        code = a.npos != 1                           ? usage_error("init", "expected the data directory")
+        code = a.npos != 1                          ? usage_error("init", "expected the data directory")
                : segment_size % STORE_SEGMENT_ALIGN ? usage_error("init", "--segment-size: expected a multiple of 4KiB")
                                                     : init_run(a.pos[0], segment_size, cluster_key_file);
     options_args_free(&a);

@@ -208,8 +208,7 @@ static ms_code read_file_max(buf *out, const char *path, size_t max, ms_err *e)
         total += n;
         if (total > max) {
             fclose(f);
-            return ms_fail(e, MS_EINVAL, "cannot read %s: larger than %zu MiB (not a settings file?)", path,
-                           max >> 20);
+            return ms_fail(e, MS_EINVAL, "cannot read %s: larger than %zu MiB (not a settings file?)", path, max >> 20);
         }
         buf_put(out, chunk, n);
     }

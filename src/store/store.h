@@ -730,11 +730,12 @@ typedef struct {
  * Nothing else of the data directory is copied: not its lock file, not admin.password. The copy holds
  * everything in the store, secrets included (the id key, password hashes, token hashes): keep it as you
  * keep the store. out_dir must be absent (it is created, mode 0700, in an existing parent) or an empty
- * directory, and not inside the store's directory (MS_ECONFLICT). Everything written is fsynced before MS_OK; info (may be NULL) says what was copied.
- * Takes no lock and never blocks the writer: any store, read-only (as `medstream backup` opens it,
- * beside a running server) or not, any thread. Commits after the copy's read transaction began are not
- * in it. A store last written by a medstream that did not record its segment size is read with s's.
- * Errors: MS_ECONFLICT out_dir exists and is not an empty directory; MS_ECORRUPT a segment file below
+ * directory, and not inside the store's directory (MS_ECONFLICT). Everything written is fsynced before
+ * MS_OK; info (may be NULL) says what was copied. Takes no lock and never blocks the writer: any store,
+ * read-only (as `medstream backup` opens it, beside a running server) or not, any thread. Commits after
+ * the copy's read transaction began are not in it. A store last written by a medstream that did not
+ * record its segment size is read with s's. Errors: MS_ECONFLICT out_dir exists and is not an empty
+ * directory, or is inside the store's; MS_ECORRUPT a segment file below
  * the recorded end is missing; MS_EFULL, MS_EIO writing the copy. On failure, what this call created in
  * out_dir is removed. */
 ms_code store_backup(store *s, const char *out_dir, store_backup_info *info, ms_err *e);

@@ -301,5 +301,30 @@ def test_kafka_connect_rebalance_dead_letters_outage_and_return_are_logged():
         check(secret not in text, "%r appears in the server log: %s" % (secret, short(text, 1500)))
 
 
+@test(timeout=90)
+def test_sighup_stops_serve_cleanly_as_sigterm_does():
+    """SIGHUP (a closed terminal or ssh session; `kill -HUP`, which daemons often take for a reload) killed
+    serve at once by its default action: no "stopping" line, followers' positions and counters not saved,
+    an exit by signal that systemd's Restart=on-failure counts as a crash. It is a clean stop now."""
+    import signal
+    s = H.Server(name="sighup")
+    s.start()
+    rids = [it["record_id"] for it in s.ingest_ok([{"record_id": "hup-%d" % i, "name": "Hang Up", "dob": "1970-02-02"}
+                                                   for i in range(20)])["items"]]
+    p = s.proc
+    p.send_signal(signal.SIGHUP)
+    try:
+        rc = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        H.fail("serve did not stop within 30 s of SIGHUP")
+    s.proc = None
+    eq(rc, 0, "serve's exit code after SIGHUP")
+    check(any("stopping (signal %d)" % signal.SIGHUP in l for l in run_log(s)), "it logs its stop: %s" % run_log(s)[-3:])
+    s.start()
+    for rid in rids:
+        eq(s.get("/v1/records/" + rid).status, 200, "record %s after the restart" % rid)
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
