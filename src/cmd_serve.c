@@ -108,6 +108,31 @@ static const char *serve_check(serve_settings *c)
 
 static int serve_run(const serve_settings *c);
 
+static bool count_account(void *ctx, const store_account *acc)
+{
+    (void)acc;
+    ++*(uint64_t *)ctx;
+    return true;
+}
+
+/* A store without any account: nobody can sign in. It is what an init stopped before it made the admin
+ * leaves (or a store filled by preload, or one whose accounts were all deleted): said once at the start,
+ * with the fix, rather than serving as if all were well. */
+static void warn_if_no_accounts(store *s, const char *dir)
+{
+    store_read *r;
+    ms_err e = {0};
+    uint64_t n = 0;
+    if (store_read_begin(s, &r, &e) != MS_OK) return;
+    ms_code rc = store_account_list(r, count_account, &n, &e);
+    store_read_end(r);
+    if (rc == MS_OK && n == 0)
+        ms_log(LOG_WARN, "serve.no_accounts",
+               "%s has no accounts: nobody can sign in (an init that did not finish? medstream init %s finishes it; "
+               "medstream user add makes an account)",
+               dir, dir);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     serve_settings c;
@@ -321,6 +346,7 @@ static int serve_run(const serve_settings *c)
         rc = 2; /* a usage error, as serve_check's */
         goto out;
     }
+    warn_if_no_accounts(s, c->data);
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     reproject_options ro = {.store = s,

@@ -188,5 +188,37 @@ def test_init_refuses_a_directory_that_holds_other_things():
     check("already initialized" in err, "a rerun says the directory is initialized: %s" % short(err))
 
 
+@test(timeout=60)
+def test_serve_on_a_directory_whose_init_did_not_finish_says_nobody_can_sign_in():
+    """An init stopped before it made the admin (Ctrl-C or kill while it hashed the password) leaves a store
+    with no account; serve started on it as if all were well ("serving ... ready"), and nobody could sign
+    in, with nothing saying why. It warns now, naming the fix (medstream init DIR finishes it)."""
+    import signal
+    import time
+    s = H.Server(name="half-init")
+    p = subprocess.Popen([H.BIN, "init", s.data_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(os.path.join(s.data_dir, "keys")) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    if os.path.exists(os.path.join(s.data_dir, "admin.password")):
+        H.fail("init finished before it could be stopped; the test needs an interrupted one")
+    rc, out, err = run(["user", "list", "--data", s.data_dir])
+    eq(out.strip().splitlines()[1:], [], "the interrupted init made no account")
+    s.initialized = True
+    s.admin_password = lambda: "unused"
+    s.login = lambda: None
+    s.start()
+    s.stop()
+    with open(s.log_path) as f:
+        text = f.read()
+    check("no accounts" in text and "medstream init %s" % s.data_dir in text,
+          "serve says nobody can sign in and how to finish the init: %s" % short(text[-600:]))
+    rc, out, err = run(["init", s.data_dir])
+    eq(rc, 0, "init again finishes it (%s)" % short(err))
+    check(os.path.exists(os.path.join(s.data_dir, "admin.password")), "admin's password is written")
+
+
 if __name__ == "__main__":
     H.main()
