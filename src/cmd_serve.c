@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* serve's settings: one field per option of its table. */
@@ -107,6 +108,17 @@ static const char *serve_check(serve_settings *c)
 }
 
 static int serve_run(const serve_settings *c);
+
+/* A private key every local user can read is the server's identity given away: said at the start (a
+ * group-readable key, 0640 with a group such as ssl-cert, is a usual setup and passes). */
+static void warn_if_key_readable(const char *key)
+{
+    struct stat st;
+    if (stat(key, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_IROTH))
+        ms_log(LOG_WARN, "serve.tls_key_mode",
+               "--tls-key %s is mode %04o: every local user can read the server's private key (chmod 600 %s)", key,
+               (unsigned)(st.st_mode & 07777), key);
+}
 
 static bool count_account(void *ctx, const store_account *acc)
 {
@@ -393,6 +405,7 @@ static int serve_run(const serve_settings *c)
     if (counters_start(&live_counters, &co, &e) != MS_OK) goto out;
     a.counters = live_counters;
     http_handler hh = api_http_handler(&a);
+    if (c->tls_key) warn_if_key_readable(c->tls_key);
     if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
         goto out;
     http_options ho = {.listen = c->listen,

@@ -57,5 +57,29 @@ def test_https_serves_and_plain_http_fails():
     s.stop()
 
 
+@test(timeout=60)
+def test_a_private_key_others_may_read_is_named_in_a_warning():
+    """serve read a --tls-key that every local user could read (mode 0644, as `openssl req -keyout` under
+    umask 022 or a careless copy leaves it) without a word; the cluster key file is refused in that case.
+    A key readable by others is warned about now, naming the file and the fix; a 0600 key is not."""
+    d = tempfile.mkdtemp(prefix="medstream-e2e-tls-mode-")
+    H._temp_dirs.append(d)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    eq(r.returncode, 0, "openssl made a self-signed certificate")
+    for mode, warned in ((0o644, True), (0o600, False)):
+        os.chmod(key, mode)
+        s = H.Server(extra_args=["--tls-cert", cert, "--tls-key", key], name="tls-mode")
+        s.ssl_ctx = ssl.create_default_context(cafile=cert)
+        s.start()
+        s.stop()
+        with open(s.log_path) as f:
+            text = f.read()
+        said = "--tls-key %s is mode %04o" % (key, mode) in text and "chmod 600 %s" % key in text
+        eq(said, warned, "a warning for a key of mode %04o: %s" % (mode, short(text[-600:])))
+
+
 if __name__ == "__main__":
     H.main()
