@@ -199,6 +199,40 @@ static ms_code ident_bounds(store *s, uint64_t *first, uint64_t *last, bool *any
     return out;
 }
 
+ms_code st_ident_last_keyed(store *s, uint64_t *number, bool *any, ms_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    *any = false;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
+        mdb_txn_abort(txn);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    MDB_val k, v;
+    ms_code out = MS_OK;
+    /* from the newest entry back past erased ones (whose entries keep no key), a bounded walk */
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    for (int steps = 0; rc == 0 && steps < 4096; steps++, rc = mdb_cursor_get(c, &k, &v, MDB_PREV)) {
+        ident_entry ie;
+        if (k.mv_size != 8 || !st_ident_decode(&v, &ie)) {
+            out = ms_fail(e, MS_ECORRUPT, "store: bad identity entry");
+            break;
+        }
+        if (ie.erased) continue;
+        if (!ie.legacy) {
+            *number = ms_get_be64(k.mv_data);
+            *any = true;
+        }
+        break; /* a legacy entry: patients from before data keys, none of them needs a slot */
+    }
+    if (out == MS_OK && rc != 0 && rc != MDB_NOTFOUND) out = st_mdb_fail(e, rc, "identity scan");
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return out;
+}
+
 /* The index from LMDB's identity entries, and the key file's slots made to match them. */
 static ms_code load_by_scan(store *s, ms_err *e)
 {

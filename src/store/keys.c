@@ -132,8 +132,24 @@ ms_code st_keys_open(store *s, ms_err *e)
     HMAC(EVP_sha256(), s->id_key, 32, (const unsigned char *)"key-wrap", 8, k->wrap, &n);
     char path[4096];
     key_file(s, path);
-    k->fd = open(path, (s->read_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
     s->keys = k;
+    /* A key file shorter than the slot of the newest keyed patient was cut short or lost (a copy or restore
+     * that did not finish): its patients' records would read as erased, and an empty or absent file would
+     * be taken for a new store's. Refused before anything is written. */
+    uint64_t last = 0;
+    bool keyed = false;
+    ms_code rc = st_ident_last_keyed(s, &last, &keyed, e);
+    if (rc != MS_OK) return rc;
+    struct stat st;
+    uint64_t have = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (keyed && have < (uint64_t)slot_off(last + 1))
+        return ms_fail(e, MS_ECORRUPT,
+                       "store: %s is cut short or lost: %llu bytes, but the data keys of patients up to number %llu "
+                       "need %llu; without them their records cannot be read (restore the key file with the store "
+                       "it belongs to); nothing was changed",
+                       path, (unsigned long long)have, (unsigned long long)last,
+                       (unsigned long long)slot_off(last + 1));
+    k->fd = open(path, (s->read_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
     if (k->fd < 0 && s->read_only && errno == ENOENT) return MS_OK; /* a store from before keys: all plaintext */
     if (k->fd < 0) return ms_fail(e, MS_EIO, "store: cannot open %s: %s", path, strerror(errno));
     char head[SLOT] = HEADER;

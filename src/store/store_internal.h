@@ -326,6 +326,10 @@ void st_log_add(store_write *w, char kind, const void *id, size_t id_len, uint32
 int st_log_put(store_write *w, uint64_t pos);
 /* identities.c: rebuild the in-memory identity index from the identity sub-database (at open). */
 ms_code st_identities_load(store *s, ms_err *e);
+/* identities.c: the highest patient number whose identity entry is sealed under a data key (*any false:
+ * none, or only patients from before data keys): the key file must hold its slot. Erased entries are
+ * passed over (a bounded walk back from the newest). */
+ms_code st_ident_last_keyed(store *s, uint64_t *number, bool *any, ms_err *e);
 /* identities.c: take back the index entries of a transaction that did not commit. */
 void st_identities_undo(store_write *w);
 /* keys.c: the data key file (DIR/keys) and the pending keys of identities not yet committed. */

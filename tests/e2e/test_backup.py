@@ -362,5 +362,37 @@ def test_backup_refuses_an_out_inside_the_data_directory():
     eq(rc, 0, "a backup outside the data directory, named through a link (%s)" % short(err))
 
 
+@test(timeout=120)
+def test_a_copy_whose_key_file_is_cut_short_or_lost_is_refused_not_read_as_erased():
+    """A copy whose DIR/keys was cut short, emptied or left behind started a healthy server (an empty or
+    missing key file was taken for a new store's and written afresh), and every patient's records answered
+    "the patient's data key is gone (erased)": the PHI of every patient silently unreadable, reported as
+    erasures nobody made; `audit verify` said intact."""
+    s = H.Server(extra_args=SERVE_ARGS, name="backup-keys")
+    s.start()
+    s.ingest_ok([{"record_id": "bk-keys-%d" % i, "name": "Backup Keys %d" % i, "dob": "1985-04-04",
+                  "notes": "n" * 100} for i in range(200)])
+    s.stop()
+    good = os.path.join(s.base, "good")
+    backup(s.data_dir, good)
+    keys_size = os.path.getsize(os.path.join(good, "keys"))
+    for name, damage in (("cut", lambda p: os.truncate(p, keys_size // 2)), ("empty", lambda p: os.truncate(p, 0)),
+                         ("header-only", lambda p: os.truncate(p, 64)), ("lost", os.remove)):
+        copy = os.path.join(s.base, "keys-" + name)
+        shutil.copytree(good, copy)
+        damage(os.path.join(copy, "keys"))
+        for args in (["audit", "verify", "--data", copy],
+                     ["serve", "--data", copy, "--listen", "127.0.0.1:%d" % H.free_port()] + SERVE_ARGS,
+                     ["user", "list", "--data", copy]):
+            rc, out, err = run(args, timeout=20)
+            eq(rc, 1, "medstream %s on a key file %s exits 1 (out %s, err %s)" % (args[0], name, short(out), short(err)))
+            check("%s/keys" % copy in err and "cut short or lost" in err,
+                  "medstream %s names the key file (%s): %s" % (args[0], name, short(err)))
+        check(name == "lost" or os.path.getsize(os.path.join(copy, "keys")) < keys_size,
+              "the damaged key file is left as it was (%s)" % name)
+        check(name != "lost" or not os.path.exists(os.path.join(copy, "keys")), "no key file made afresh")
+    eq(run(["audit", "verify", "--data", good])[0], 0, "the undamaged copy verifies")
+
+
 if __name__ == "__main__":
     H.main()
