@@ -218,6 +218,18 @@ ms_code seglog_open(segment_log **out, const char *dir, uint64_t segment_size, u
 {
     if (segment_size < 16 * SEGLOG_ALIGN || segment_size % SEGLOG_ALIGN)
         return ms_fail(e, MS_EINVAL, "segment size must be a multiple of 4096 and at least 64 KiB");
+    /* Every segment below the end holds bodies the store references (a new segment's name is made durable
+     * before any position in it is handed out): one that is missing was lost or not restored with the store,
+     * and is refused by name rather than read as short reads or made afresh. */
+    for (uint64_t seg = 0; end_pos && seg <= (end_pos - 1) / segment_size; seg++) {
+        char path[4096];
+        seg_file(dir, seg, path, sizeof path);
+        if (access(path, F_OK) != 0 && errno == ENOENT)
+            return ms_fail(e, MS_ECORRUPT,
+                           "segment log: %s is missing below the log's end (%" PRIu64
+                           "): the store's record bodies were lost or not restored with it; nothing was changed",
+                           path, end_pos);
+    }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) return io_fail(e, errno, dir);
     segment_log *l = ms_calloc(1, sizeof *l);
     l->dir = ms_strndup(dir, strlen(dir));

@@ -394,5 +394,34 @@ def test_a_copy_whose_key_file_is_cut_short_or_lost_is_refused_not_read_as_erase
     eq(run(["audit", "verify", "--data", good])[0], 0, "the undamaged copy verifies")
 
 
+@test(timeout=120)
+def test_a_copy_without_its_segment_files_is_refused_by_name():
+    """A copy whose segments/ was left behind (or one of its files) started a healthy server and an intact
+    `audit verify`; every record body was then unreadable ("segment log: short read", a 500) and new
+    appends went into files made afresh at the old positions."""
+    s = H.Server(extra_args=SERVE_ARGS, name="backup-segments")
+    s.start()
+    for b in range(20):
+        s.ingest_ok([{"record_id": "bk-seg-%d-%d" % (b, i), "name": "Backup Segments %d" % i, "dob": "1985-04-04",
+                      "notes": "n" * NOTES} for i in range(BATCH)])
+    s.stop()
+    good = os.path.join(s.base, "good")
+    _, _, files, _, _ = backup(s.data_dir, good)
+    check(files >= 2, "the copy spans several segment files (%d)" % files)
+    no_dir = os.path.join(s.base, "no-segments")
+    shutil.copytree(good, no_dir)
+    shutil.rmtree(os.path.join(no_dir, "segments"))
+    no_first = os.path.join(s.base, "no-first")
+    shutil.copytree(good, no_first)
+    os.remove(os.path.join(no_first, "segments", "000000000000.seg"))
+    for copy in (no_dir, no_first):
+        for args in (["audit", "verify", "--data", copy],
+                     ["serve", "--data", copy, "--listen", "127.0.0.1:%d" % H.free_port()] + SERVE_ARGS):
+            rc, out, err = run(args, timeout=20)
+            eq(rc, 1, "medstream %s exits 1 (out %s, err %s)" % (args[0], short(out), short(err)))
+            check("000000000000.seg is missing" in err, "medstream %s names the missing file: %s" % (args[0], short(err)))
+        check(not os.path.exists(os.path.join(copy, "segments", "000000000000.seg")), "no segment file made afresh")
+
+
 if __name__ == "__main__":
     H.main()
