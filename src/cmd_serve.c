@@ -95,6 +95,10 @@ static const char *serve_check(serve_settings *c)
         snprintf(why, sizeof why, "--listen: %s", le.msg);
         return why;
     }
+    if (c->postgres && sink_postgres_check_conninfo(c->postgres, &le) != MS_OK) {
+        snprintf(why, sizeof why, "%s", le.msg);
+        return why;
+    }
     if (c->metrics_listen) {
         if (http_listen_check(c->metrics_listen, &loopback, &le) != MS_OK) {
             snprintf(why, sizeof why, "--metrics-listen: %s", le.msg);

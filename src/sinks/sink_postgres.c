@@ -643,6 +643,68 @@ static bool pg_health(void *ctx, buf *out)
     return st == PG_STATE_OK && !behind;
 }
 
+/* Where the password is in a connection string (URI: postgres[ql]://user:PASSWORD@host...; key/value:
+ * password=PASSWORD or password='PASSWORD'); *len 0 when it names none. */
+static const char *conninfo_password(const char *ci, size_t *len)
+{
+    *len = 0;
+    const char *rest = !strncmp(ci, "postgresql://", 13) ? ci + 13 : !strncmp(ci, "postgres://", 11) ? ci + 11 : NULL;
+    if (rest) {
+        size_t authority = strcspn(rest, "/?");
+        const char *at = NULL;
+        for (const char *c = rest; c < rest + authority; c++)
+            if (*c == '@') at = c;
+        const char *colon = at ? memchr(rest, ':', (size_t)(at - rest)) : NULL;
+        if (!colon) return NULL;
+        *len = (size_t)(at - colon - 1);
+        return colon + 1;
+    }
+    for (const char *c = strstr(ci, "password"); c; c = strstr(c + 1, "password")) {
+        if (c > ci && c[-1] != ' ' && c[-1] != '\t') continue;
+        const char *v = c + 8;
+        v += strspn(v, " \t");
+        if (*v != '=') continue;
+        v++;
+        v += strspn(v, " \t");
+        if (*v == '\'') v++;
+        *len = strcspn(v, *(v - 1) == '\'' ? "'" : " \t");
+        return v;
+    }
+    return NULL;
+}
+
+/* libpq's refusal of a connection string, which may quote the string or a piece of it, with every
+ * occurrence of the string's password written ***: the message goes to the log. */
+static void refuse_conninfo(const char *ci, const char *why, ms_err *e)
+{
+    size_t plen;
+    const char *pw = conninfo_password(ci, &plen);
+    buf out = {0};
+    for (const char *w = why; *w;) {
+        if (plen && !strncmp(w, pw, plen)) {
+            buf_put(&out, "***", 3);
+            w += plen;
+        } else {
+            buf_put(&out, w++, 1);
+        }
+    }
+    ms_fail(e, MS_EINVAL, "--postgres: %s", out.len ? out.data : "cannot parse the connection string");
+    buf_free(&out);
+}
+
+ms_code sink_postgres_check_conninfo(const char *conninfo, ms_err *e)
+{
+    char *why = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &why);
+    if (parsed) {
+        PQconninfoFree(parsed);
+        return MS_OK;
+    }
+    refuse_conninfo(conninfo, why ? why : "", e);
+    PQfreemem(why);
+    return MS_EINVAL;
+}
+
 ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *opt, ms_err *e)
 {
     sink_postgres *p = ms_calloc(1, sizeof *p);
@@ -651,16 +713,11 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
     p->opt.conninfo = NULL;
     for (int i = 0; i < STORE_NODE_ID; i++)
         snprintf(p->node + 2 * i, 3, "%02x", store_node_id(opt->store)[i]);
-    char *why = NULL;
-    PQconninfoOption *parsed = PQconninfoParse(p->conninfo, &why);
-    if (!parsed) {
-        ms_fail(e, MS_EINVAL, "--postgres: %s", why ? why : "cannot parse the connection string");
-        PQfreemem(why);
+    if (sink_postgres_check_conninfo(p->conninfo, e) != MS_OK) {
         free(p->conninfo);
         free(p);
         return MS_EINVAL;
     }
-    PQconninfoFree(parsed);
     atomic_store(&p->state, PG_STATE_UNREACHABLE);
     if (pthread_create(&p->thread, NULL, sink_main, p) != 0) {
         free(p->conninfo);

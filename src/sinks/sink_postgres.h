@@ -49,6 +49,9 @@ typedef struct {
 typedef struct sink_postgres sink_postgres;
 
 ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *opt, ms_err *e);
+/* Does libpq take conninfo (a URI or key/value string)? MS_EINVAL "--postgres: <libpq's reason>" if not,
+ * the string's password written *** wherever the reason quotes it. serve checks it with its options. */
+ms_code sink_postgres_check_conninfo(const char *conninfo, ms_err *e);
 /* Finish the transaction in hand, then stop. */
 void sink_postgres_stop(sink_postgres *p);
 

@@ -211,6 +211,22 @@ def test_a_config_file_with_a_bom_is_read_and_an_endless_one_is_refused():
 
 
 @test(timeout=60)
+def test_a_bad_postgres_url_is_refused_without_its_password():
+    """A --postgres URL libpq could not parse was logged whole in the refusal ("--postgres: end of string
+    reached ... in URI: "postgresql://u:PASSWORD@[::1""), and a password with a bad percent escape was quoted
+    alone: the database password in the journal."""
+    s = H.Server(name="cli-pg-secret")
+    s.init()
+    secret = "Sup3rS3cretPw"
+    for url in ("postgresql://medstream:%s@[::1" % secret, "postgresql://medstream:%s%%zz@db/medstream" % secret,
+                "postgres://medstream:%s@db:5432/medstream?sslmode" % secret, "host=db password='%s" % secret):
+        r = cli("serve", "--data", s.data_dir, "--listen", "127.0.0.1:0", "--postgres", url, timeout=20)
+        eq(r.returncode, 2, "serve with --postgres %r is a usage error (%s)" % (url, short(r.stderr)))
+        check("--postgres" in r.stderr, "the refusal names --postgres: %r" % r.stderr[-300:])
+        check(secret not in r.stderr and secret not in r.stdout, "the password is not in the log: %r" % r.stderr[-300:])
+
+
+@test(timeout=60)
 def test_usage_errors_name_the_option_and_what_it_accepts():
     s = H.Server(name="cli-usage")
     s.init()
