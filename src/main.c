@@ -443,6 +443,7 @@ static int cmd_user(int argc, char **argv)
     for (int i = 0; i < N_USER_COMMANDS; i++)
         if (!strcmp(argv[2], user_commands[i].name)) uc = &user_commands[i];
     if (!uc) {
+        fprintf(stderr, "medstream user: unknown command '%s'\n", argv[2]);
         user_usage(stderr);
         return 2;
     }

@@ -246,6 +246,7 @@ def test_usage_errors_name_the_option_and_what_it_accepts():
         (["serve", "--data", d, "--nope"], "unknown option '--nope'"),
         (["serve"], "--data is required"),
         (["init"], "expected the data directory"),
+        (["user", "bogus", "--data", d], "medstream user: unknown command 'bogus'"),
         (["audit", "verify"], "--data is required"),
         (["bench", "--size", "10"], "--size: expected a size in bytes in 64..16MiB, got '10'"),
         (["bench", "--repeat-share", "1.5"], "--repeat-share: expected a number in 0..1, got '1.5'"),
