@@ -284,7 +284,8 @@ int cmd_export(int argc, char **argv)
         {.name = "--until", .type = OPT_STRING, .target = &c.until, .metavar = "TIME|YYYY",
          .help = "only records whose event time is before this time, or in or before this year"},
         {.name = "--overwrite", .type = OPT_FLAG, .target = &c.overwrite,
-         .help = "replace what the output directory holds, once the new export is complete"},
+         .help = "replace what the output directory holds, once the new export is complete (never a data "
+                 "directory or a lake, nor a directory holding or inside one)"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
          .help = "schema file (JSON), as the server of --data is run with"},
         {.name = "--chunk-records", .type = OPT_UINT, .target = &c.chunk_records, .def = "10000", .min = 1,

@@ -28,6 +28,7 @@
 #include "base/timefmt.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,58 @@ const char *export_format_ext(export_format f)
     return f == EXPORT_PARQUET ? ".parquet" : f == EXPORT_NDJSON ? ".ndjson" : ".csv";
 }
 
+/* What dir is that --overwrite must never replace: "a medstream data directory", "a Parquet lake" (NULL:
+ * neither). */
+static const char *kept_dir_kind(const char *dir)
+{
+    static const struct {
+        const char *marker, *kind;
+    } kinds[] = {{"medstream.lock", "a medstream data directory"},
+                 {"lmdb/data.mdb", "a medstream data directory"},
+                 {"_medstream/commits", "a Parquet lake"}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, kinds[i].marker);
+        if (access(path, F_OK) == 0) return kinds[i].kind;
+    }
+    return NULL;
+}
+
+/* --overwrite deletes what OUT holds: never a data directory (a slip of --data for --out deleted a running
+ * server's store under it) nor a lake, nor a directory holding one. */
+static ms_code check_overwrite(const char *out_dir, ms_err *e)
+{
+    const char *kind = kept_dir_kind(out_dir);
+    if (kind)
+        return ms_fail(e, MS_ECONFLICT, "%s is %s: --overwrite would delete it; export into another directory", out_dir,
+                       kind);
+    char up[PATH_MAX];
+    if (realpath(out_dir, up)) {
+        for (char *slash = strrchr(up, '/'); slash && slash > up; slash = strrchr(up, '/')) {
+            *slash = 0;
+            if ((kind = kept_dir_kind(up)))
+                return ms_fail(e, MS_ECONFLICT,
+                               "%s is inside %s, %s: --overwrite would delete part of it; export into another "
+                               "directory",
+                               out_dir, up, kind);
+        }
+    }
+    DIR *d = opendir(out_dir);
+    if (!d) return out_errno(e, errno, "reading", out_dir);
+    ms_code rc = MS_OK;
+    for (struct dirent *de; rc == MS_OK && (de = readdir(d));) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        char child[4200];
+        snprintf(child, sizeof child, "%s/%s", out_dir, de->d_name);
+        if ((kind = kept_dir_kind(child)))
+            rc =
+                ms_fail(e, MS_ECONFLICT, "%s holds %s (%s): --overwrite would delete it; export into another directory",
+                        out_dir, kind, de->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
 ms_code export_check_out_dir(const char *out_dir, bool overwrite, ms_err *e)
 {
     struct stat st;
@@ -52,7 +105,7 @@ ms_code export_check_out_dir(const char *out_dir, bool overwrite, ms_err *e)
         return out_errno(e, errno, "reading", out_dir);
     }
     if (!S_ISDIR(st.st_mode)) return ms_fail(e, MS_EINVAL, "%s exists and is not a directory", out_dir);
-    if (overwrite) return MS_OK;
+    if (overwrite) return check_overwrite(out_dir, e);
     DIR *d = opendir(out_dir);
     if (!d) return out_errno(e, errno, "reading", out_dir);
     unsigned n = 0;

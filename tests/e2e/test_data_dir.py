@@ -220,5 +220,34 @@ def test_serve_on_a_directory_whose_init_did_not_finish_says_nobody_can_sign_in(
     check(os.path.exists(os.path.join(s.data_dir, "admin.password")), "admin's password is written")
 
 
+@test(timeout=90)
+def test_export_overwrite_never_replaces_a_data_directory_or_a_lake():
+    """`medstream export --out DIR --overwrite` moves whatever DIR holds aside and deletes it once the export
+    is in place: pointed at a running server's data directory (a slip of --data for --out) it deleted the
+    whole store, lmdb, keys and segments, under the server, which went on answering "ok" and acknowledging
+    records that a restart would not find. A data directory, one holding a data directory, and a lake are
+    refused now, and left as they were."""
+    lake = os.path.join(H.Server(name="unused").base, "lake")
+    s = H.Server(name="export-over-data", extra_args=["--lake", lake])
+    s.start()
+    rids = ingest_and_check(s, "keep")
+    url = "http://127.0.0.1:%d" % s.port
+    for out in (s.data_dir, s.base, lake, os.path.join(s.data_dir, "segments")):
+        before = sorted(os.listdir(out))
+        rc, text, err = run(["export", "--url", url, "--token", s.token, "--out", out, "--format", "ndjson",
+                             "--overwrite"], timeout=60)
+        eq(rc, 1, "export --overwrite into %s (%s %s)" % (out, short(text), short(err)))
+        check("--overwrite would delete" in err, "the refusal says why: %s" % short(err))
+        eq(sorted(os.listdir(out)), before, "%s is as it was" % out)
+    s.stop()
+    s.start()
+    for rid in rids:
+        eq(s.get("/v1/records/" + rid).status, 200, "record %s after a restart" % rid)
+    s.stop()
+    rc, text, err = run(["export", "--data", s.data_dir, "--out", s.data_dir, "--format", "ndjson", "--overwrite"])
+    eq(rc, 1, "an offline export over its own data directory (%s %s)" % (short(text), short(err)))
+    check("--overwrite would delete" in err, "the refusal says why: %s" % short(err))
+
+
 if __name__ == "__main__":
     H.main()
