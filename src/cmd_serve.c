@@ -124,6 +124,16 @@ static void warn_if_key_readable(const char *key)
                (unsigned)(st.st_mode & 07777), key);
 }
 
+/* A data directory group or others may enter is the store's listing (and, writable, its key file and lock)
+ * given away: said at the start (init makes it 0700). */
+static void warn_if_dir_open(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0 && (st.st_mode & 077))
+        ms_log(LOG_WARN, "serve.data_dir_mode", "%s is mode %04o: other local users may enter it%s (chmod 700 %s)", dir,
+               (unsigned)(st.st_mode & 07777), st.st_mode & 022 ? " and delete or replace its files" : "", dir);
+}
+
 static bool count_account(void *ctx, const store_account *acc)
 {
     (void)acc;
@@ -363,6 +373,7 @@ static int serve_run(const serve_settings *c)
         goto out;
     }
     warn_if_no_accounts(s, c->data);
+    warn_if_dir_open(c->data);
     metrics_set_data_dir(c->data);
     if (writer_start(&w, s, &sc, &e) != MS_OK) goto out;
     reproject_options ro = {.store = s,

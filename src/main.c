@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,6 +171,10 @@ static int init_run(const char *dir, uint64_t segment_size, const char *cluster_
         fprintf(stderr, "medstream init: %s\n", e.msg);
         return 1;
     }
+    /* the store's own directory, owner only, whatever mode an empty one it fills was made with */
+    if (chmod(dir, 0700) != 0)
+        fprintf(stderr, "medstream init: cannot make %s mode 0700 (%s): other local users may enter it\n", dir,
+                strerror(errno));
     char path[4096], actor[96];
     snprintf(path, sizeof path, "%s/%s", dir, USERS_ADMIN_PASSWORD_FILE);
     local_actor(actor, sizeof actor);

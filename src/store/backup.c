@@ -47,8 +47,8 @@ static ms_code refuse_inside(const char *out_dir, const char *data_dir, ms_err *
                    out_dir, data_dir);
 }
 
-/* out_dir: created (mode 0700) when absent, accepted when an empty directory; never inside data_dir (the
- * data directory would hold a second copy of its PHI and data keys, which an erasure does not reach). */
+/* out_dir: created (mode 0700) when absent, accepted (and made 0700) when an empty directory; never inside data_dir
+ * (the data directory would hold a second copy of its PHI and data keys, which an erasure does not reach). */
 static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *created, ms_err *e)
 {
     *created = false;
@@ -73,7 +73,10 @@ static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *crea
     if (!empty)
         return ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
                        out_dir);
-    return inside(out_dir, data_dir) ? refuse_inside(out_dir, data_dir, e) : MS_OK;
+    if (inside(out_dir, data_dir)) return refuse_inside(out_dir, data_dir, e);
+    if (chmod(out_dir, 0700) != 0) /* owner only, as one it creates, whatever mode it was made with */
+        return ms_fail(e, MS_EIO, "store: cannot make %s mode 0700: %s", out_dir, strerror(errno));
+    return MS_OK;
 }
 
 static ms_code sync_dir(const char *path, ms_err *e)

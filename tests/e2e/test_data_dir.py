@@ -249,5 +249,36 @@ def test_export_overwrite_never_replaces_a_data_directory_or_a_lake():
     check("--overwrite would delete" in err, "the refusal says why: %s" % short(err))
 
 
+@test(timeout=90)
+def test_data_directories_are_owner_only_whatever_they_were_made_with():
+    """init and backup filled an existing empty directory and left its mode as it was (0777 from `mkdir -m
+    777`, 0755 under umask 022): other local users could list the store and, in a 0777 one, delete or swap
+    its key file, lock and admin.password. They make it 0700 now; serve names a data directory that group or
+    others may enter or write (one made before, or chmod-ed since)."""
+    import stat
+    base = H.Server(name="unused").base
+    d = os.path.join(base, "open")
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    rc, out, err = run(["init", d])
+    eq(rc, 0, "init into an empty 0777 directory (%s)" % short(err))
+    eq(stat.S_IMODE(os.stat(d).st_mode), 0o700, "the data directory's mode after init")
+    copy = os.path.join(base, "copy")
+    os.mkdir(copy)
+    os.chmod(copy, 0o755)
+    rc, out, err = run(["backup", "--data", d, "--out", copy])
+    eq(rc, 0, "backup into an empty 0755 directory (%s)" % short(err))
+    eq(stat.S_IMODE(os.stat(copy).st_mode), 0o700, "the copy's mode after backup")
+    s = H.Server(name="dir-mode")
+    s.init()
+    os.chmod(s.data_dir, 0o755)
+    s.start()
+    s.stop()
+    with open(s.log_path) as f:
+        text = f.read()
+    check("%s is mode 0755" % s.data_dir in text and "chmod 700 %s" % s.data_dir in text,
+          "serve names the directory's mode and the fix: %s" % short(text[-600:]))
+
+
 if __name__ == "__main__":
     H.main()
