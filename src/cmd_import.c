@@ -16,9 +16,11 @@
 #include "pipeline/schema.h"
 #include "store/store.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- `medstream import FILE... (--data DIR | --url URL --token T | --kafka BROKERS --topic T)` ---- */
 
@@ -35,9 +37,46 @@ static const char *const import_format_names[] = {"ndjson", "csv", NULL};       
 static const char *const progress_names[] = {"auto", "bar", "plain", "none", NULL}; /* progress_mode's order */
 
 /* The rules between import's options (NULL when they hold), and each file's format into formats. */
+/* Is the file at path (which may not exist yet) inside the directory dir, whatever links either is named
+ * through? */
+static bool file_inside(const char *path, const char *dir)
+{
+    char parent[PATH_MAX], real_parent[PATH_MAX], real_dir[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = 0;
+    else
+        *slash = 0;
+    if (!realpath(parent, real_parent) || !realpath(dir, real_dir)) return false;
+    size_t n = strlen(real_dir);
+    return !strncmp(real_parent, real_dir, n) && (real_parent[n] == '/' || real_parent[n] == 0 || n == 1);
+}
+
+/* The files import writes (cut back to their checkpointed length, then appended): never an input, which
+ * would be truncated before it is read, nor a file of the data directory (the key file, LMDB's). */
+static const char *written_file_check(const import_settings *c, const options_args *a, const char *flag,
+                                      const char *path, char *why, size_t cap)
+{
+    struct stat w, in;
+    for (int i = 0; i < a->npos && stat(path, &w) == 0; i++) {
+        if (stat(a->pos[i], &in) == 0 && in.st_dev == w.st_dev && in.st_ino == w.st_ino) {
+            snprintf(why, cap, "%s %.400s is the input file %.400s: it would be overwritten", flag, path, a->pos[i]);
+            return why;
+        }
+    }
+    if (c->data && file_inside(path, c->data)) {
+        snprintf(why, cap, "%s %.400s is inside the data directory %.400s: write it elsewhere", flag, path, c->data);
+        return why;
+    }
+    return NULL;
+}
+
 static const char *import_check(const import_settings *c, const options_args *a, import_format *formats)
 {
-    static char why[600];
+    static char why[1000];
     if (a->npos == 0) return "expected one or more files to import";
     int dests = !!c->data + !!c->url + !!c->kafka;
     if (c->dry_run ? dests > 1 : dests != 1)
@@ -54,6 +93,8 @@ static const char *import_check(const import_settings *c, const options_args *a,
         return "--rejects names one file's reject file; with several files, each gets FILE.rejects.ndjson";
     if (c->checkpoint && a->npos > 1)
         return "--checkpoint names one file's checkpoint; with several files, each gets FILE.import-checkpoint";
+    if (c->rejects && written_file_check(c, a, "--rejects", c->rejects, why, sizeof why)) return why;
+    if (c->checkpoint && written_file_check(c, a, "--checkpoint", c->checkpoint, why, sizeof why)) return why;
     for (int i = 0; i < a->npos; i++) {
         if (c->format >= 0) {
             formats[i] = (import_format)c->format;

@@ -227,6 +227,37 @@ def test_a_bad_postgres_url_is_refused_without_its_password():
 
 
 @test(timeout=60)
+def test_import_never_writes_its_reject_or_checkpoint_file_over_an_input_or_the_store():
+    """`import month.csv --rejects month.csv` truncated the input to nothing before reading it (and then said
+    "the input is empty"): the month's file gone; `--rejects DIR/keys` wrote the rejected rows over the
+    store's key file, every patient's data key lost. Both are usage errors now, and nothing is written."""
+    s = H.Server(name="import-rejects")
+    s.init()
+    src = os.path.join(s.base, "month.csv")
+    text = "name,dob,record_id\nAnn Lee,1980-01-01,r1\nBob,1980-13-01,r2\n"
+    with open(src, "w") as f:
+        f.write(text)
+    link = os.path.join(s.base, "month-link.csv")
+    os.symlink(src, link)
+    keys = os.path.join(s.data_dir, "keys")
+    keys_before = open(keys, "rb").read()
+    cases = [
+        (["import", src, "--data", s.data_dir, "--rejects", src], "--rejects %s is the input file" % src),
+        (["import", src, "--data", s.data_dir, "--rejects", link], "--rejects %s is the input file" % link),
+        (["import", src, "--data", s.data_dir, "--rejects", keys], "--rejects %s is inside the data directory" % keys),
+        (["import", src, "--url", "http://127.0.0.1:1", "--token", "t", "--checkpoint", src],
+         "--checkpoint %s is the input file" % src),
+    ]
+    for args, want in cases:
+        r = cli(*args, timeout=20)
+        eq(r.returncode, 2, "medstream %s exits 2 (stderr %s)" % (" ".join(args[3:]), short(r.stderr)))
+        check(want in r.stderr, "it says %r: %r" % (want, r.stderr))
+        with open(src) as f:
+            eq(f.read(), text, "the input after medstream %s" % " ".join(args[3:]))
+    eq(open(keys, "rb").read(), keys_before, "the key file is untouched")
+
+
+@test(timeout=60)
 def test_usage_errors_name_the_option_and_what_it_accepts():
     s = H.Server(name="cli-usage")
     s.init()
