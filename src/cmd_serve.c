@@ -12,6 +12,7 @@
 #include "api/api_routes.h"
 #include "api/metrics_listener.h"
 #include "base/cluster_key.h"
+#include "base/http_client.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/options.h"
@@ -314,12 +315,17 @@ static int serve_run(const serve_settings *c)
 {
     log_configure((log_format)c->log_format, LOG_INFO); /* from here on, what serve says is a log line */
     if (!load_roles(c->roles, "serve") || !data_dir_ready("serve", c->data)) return 1;
+    char ca_why[240];
+    if (c->webhook_ca && !http_client_ca_check(c->webhook_ca, ca_why, sizeof ca_why)) { /* not at the first webhook */
+        ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "--webhook-ca %s: %s", c->webhook_ca, ca_why);
+        return 1;
+    }
 
     schema sc;
     ms_err e = {0};
     if (c->schema) {
         if (schema_load_file(&sc, c->schema, &e) != MS_OK) {
-            ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "%s", e.msg);
+            ms_log_cmd(LOG_ERROR, "serve.failed", "serve", "--schema %s: %s", c->schema, e.msg);
             return 1;
         }
     } else {
@@ -421,8 +427,13 @@ static int serve_run(const serve_settings *c)
     a.counters = live_counters;
     http_handler hh = api_http_handler(&a);
     if (c->tls_key) warn_if_key_readable(c->tls_key);
-    if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e))))
+    if (c->tls_cert && (!(cert_pem = read_text_file(c->tls_cert, &e)) || !(key_pem = read_text_file(c->tls_key, &e)))) {
+        char why[sizeof e.msg];
+        snprintf(why, sizeof why, "%s", e.msg);
+        ms_fail(&e, MS_EIO, "%s %s: %s", cert_pem ? "--tls-key" : "--tls-cert", cert_pem ? c->tls_key : c->tls_cert,
+                why);
         goto out;
+    }
     http_options ho = {.listen = c->listen,
                        .max_body = c->max_body,
                        .max_inflight = c->max_inflight,

@@ -47,7 +47,7 @@ bool load_roles(const char *path, const char *cmd)
     char *text = read_text_file(path, &e);
     bool ok = text && access_load(text, strlen(text), &e) == MS_OK;
     free(text);
-    if (!ok) ms_log_cmd(LOG_ERROR, "roles.invalid", cmd, "%s", e.msg);
+    if (!ok) ms_log_cmd(LOG_ERROR, "roles.invalid", cmd, "--roles %s: %s", path, e.msg);
     return ok;
 }
 

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -136,6 +137,28 @@ http_client_conn *http_client_conn_new(const char *host, const char *port, int t
         return NULL;
     }
     return c;
+}
+
+bool http_client_ca_check(const char *ca_file, char *why, size_t cap)
+{
+    struct stat st;
+    if (stat(ca_file, &st) != 0) {
+        snprintf(why, cap, "cannot open it: %s", strerror(errno));
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, cap, "not a file of PEM certificates");
+        return false;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    bool ok = ctx && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) == 1;
+    unsigned long err = ok ? 0 : ERR_peek_last_error();
+    char reason[160] = "no certificate in it";
+    if (err) ERR_error_string_n(err, reason, sizeof reason);
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    if (!ok) snprintf(why, cap, "cannot load CA certificates from it (%s)", reason);
+    return ok;
 }
 
 http_client_conn *http_client_conn_new_tls(const char *host, const char *port, int timeout_ms, size_t max_response,

@@ -93,6 +93,10 @@ typedef struct http_client_conn http_client_conn;
  * Returns NULL only when out of memory or when host/port are empty or too long. */
 http_client_conn *http_client_conn_new(const char *host, const char *port, int timeout_ms, size_t max_response);
 
+/* Can ca_file's CA certificates (PEM) be loaded, as http_client_conn_new_tls loads them? false with the
+ * reason in why if not (absent, unreadable, a directory, no certificate in it). */
+bool http_client_ca_check(const char *ca_file, char *why, size_t cap);
+
 /* The same over TLS (https): the server's certificate is checked against ca_file (PEM; NULL: the system's CA
  * certificates) and host. NULL also when OpenSSL cannot make a context or load ca_file. */
 http_client_conn *http_client_conn_new_tls(const char *host, const char *port, int timeout_ms, size_t max_response,

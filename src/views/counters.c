@@ -515,6 +515,11 @@ static ms_code load_definitions(counters *c, const counters_options *o, ms_err *
         char what[4200];
         snprintf(what, sizeof what, "--counters %s", o->file);
         rc = buf_read_settings_file(&text, o->file, e);
+        if (rc != MS_OK) {
+            char why[sizeof e->msg];
+            snprintf(why, sizeof why, "%s", e->msg);
+            rc = ms_fail(e, rc, "%s: %s", what, why);
+        }
         if (rc == MS_OK) rc = parse_array(text.data ? text.data : "", text.len, what, &defs, &n, e);
         buf_free(&text);
         for (size_t i = 0; i < n && rc == MS_OK; i++) {

@@ -257,6 +257,33 @@ def test_import_never_writes_its_reject_or_checkpoint_file_over_an_input_or_the_
     eq(open(keys, "rb").read(), keys_before, "the key file is untouched")
 
 
+@test(timeout=90)
+def test_files_named_by_serve_options_are_checked_at_the_start_and_named_by_their_option():
+    """A --webhook-ca that does not exist, is a directory or holds no certificate started the server as if
+    all were well, and every https webhook then failed its TLS setup, retried for ever; --schema, --roles,
+    --counters and the TLS files that could not be read were refused without the option's name ("cannot
+    read /etc/x: Is a directory")."""
+    s = H.Server(name="serve-files")
+    s.init()
+    junk = os.path.join(s.base, "junk.pem")
+    with open(junk, "w") as f:
+        f.write("not a certificate\n")
+    cases = [(["--webhook-ca", os.path.join(s.base, "missing.pem")], "--webhook-ca"),
+             (["--webhook-ca", s.base], "--webhook-ca"), (["--webhook-ca", junk], "--webhook-ca"),
+             (["--schema", s.base], "--schema"), (["--roles", s.base], "--roles"),
+             (["--counters", s.base], "--counters"), (["--tls-cert", s.base, "--tls-key", junk], "--tls-cert")]
+    for extra, flag in cases:
+        args = ["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()] + extra
+        try:
+            r = cli(*args, timeout=20)
+        except subprocess.TimeoutExpired:
+            H.fail("medstream %s started and served" % " ".join(extra))
+        eq(r.returncode, 1, "medstream %s exits 1 (stderr %s)" % (" ".join(extra), short(r.stderr)))
+        last = r.stderr.strip().splitlines()[-1]
+        check(("%s %s" % (flag, extra[extra.index(flag) + 1])) in last,
+              "medstream %s names the option and the file: %r" % (" ".join(extra), last))
+
+
 @test(timeout=60)
 def test_usage_errors_name_the_option_and_what_it_accepts():
     s = H.Server(name="cli-usage")
