@@ -121,7 +121,7 @@ static int cmd_init(int argc, char **argv)
     options_args a;
     int code;
     if (options_parse_command(&cmd, argc, argv, 2, 1, &a, stdout, stderr, &code))
-        code = a.npos != 1                          ? usage_error("init", "expected the data directory")
+        code = a.npos != 1 || !*a.pos[0]            ? usage_error("init", "expected the data directory")
                : segment_size % STORE_SEGMENT_ALIGN ? usage_error("init", "--segment-size: expected a multiple of 4KiB")
                                                     : init_run(a.pos[0], segment_size, cluster_key_file);
     options_args_free(&a);
