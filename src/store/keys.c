@@ -39,7 +39,10 @@
  * (the patient was erased meanwhile) is rejected (the source sends it again). A pending key whose batch
  * failed is never on disk.
  *
- * At open, slots past the patient count (a key written by a commit that did not complete) are cut off,
+ * At open, a file shorter than the slot of the newest keyed patient (cut short or lost with a copy) is
+ * refused before anything is written: its patients would read as erased, and an empty or absent file
+ * would be taken for a new store's. Slots past the patient count (a key written by a commit that did not
+ * complete) are cut off,
  * and slots of erased patients (a crash between the erasure's commit and the overwrite: identities.c
  * finds them by the erasure's mark in meta, or by the scan) are overwritten.
  *
