@@ -14,8 +14,9 @@
  * not DIR/admin.password, nor anything else in DIR.
  *
  * Contract: store.h ("Backup"). Any store, read-only or not, any thread; takes no lock. Must never: write
- * into a directory that is not new or empty, or that lies inside the store's own (made 0700 either way), leave a partial copy that looks complete (on failure what
- * this call created is removed), copy a segment byte past the copy's recorded end.
+ * into a directory that is not new or empty, or that lies inside the store's own (OUT is made 0700 either
+ * way), leave a partial copy that looks complete (on failure what this call created is removed), copy a
+ * segment byte past the copy's recorded end.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
