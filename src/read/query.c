@@ -580,8 +580,11 @@ ms_code query_public_records(const query_ctx *q, store_read *r, const list_param
     list_state st = {.q = q, .r = r, .p = p, .pid = p->pid, .out = out, .e = e, .public_view = true};
     ms_code rc;
     buf_puts(out, "{\"records\":[");
-    if (p->pid) {
-        rc = public_patient_records(&st, e);
+    if (p->pid) { /* an erased patient's records answer 410, as its public read does */
+        bool erased;
+        rc = store_patient_erased(r, p->pid, NULL, &erased, e);
+        if (rc == MS_OK && erased) rc = patient_missing(r, p->pid, true, e);
+        if (rc == MS_OK) rc = public_patient_records(&st, e);
     } else {
         rc = store_public_index(r, p->type, p->year_from, p->year_to, p->by_id, p->cursor, p->cursor_len,
                                 on_public_entry, &st, e);

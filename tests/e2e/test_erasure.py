@@ -145,7 +145,7 @@ def test_erase_answers_certificate_then_410_and_leaves_nothing():
     check("erased_at" in cert and isinstance(cert["sinks"], list), "certificate shape: %s" % cert)
     # reads of the patient: 410, PHI and public
     for path in ("/v1/patients/" + pid, "/v1/patients/%s/history" % pid, "/v1/patients/%s/records" % pid,
-                 "/v1/public/patients/" + pid):
+                 "/v1/public/patients/" + pid, "/v1/public/records?patient_id=" + pid):
         r = s.get(path)
         eq(r.status, 410, "GET %s" % path)
         check("erased" in r.text, "410 says erased: %s" % short(r.text))
