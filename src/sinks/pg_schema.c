@@ -112,6 +112,14 @@ static const char *const migration_6 =
     "GRANT SELECT (record_id, version, patient_id, type, year, fields, deleted) ON medstream.public_records\n"
     "  TO medstream_analyst;\n";
 
+/* The public tables follow the store's schema version in force (sink_postgres.h, "Schema changes"): the version
+ * the rows this node shipped are laid out under (NULL: shipped before this was kept, unknown), and the rewrite
+ * under way to another: to that version, the commits 1..rewrite_end (shipped under an older one), those through
+ * rewrite_done rewritten. Kept with the position, each step in the transaction of the rows it rewrites. */
+static const char *const migration_7 = "ALTER TABLE medstream.sink_position ADD COLUMN public_schema integer,\n"
+                                       "  ADD COLUMN rewrite_to integer, ADD COLUMN rewrite_end bigint,\n"
+                                       "  ADD COLUMN rewrite_done bigint;\n";
+
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
 static const char *const history_periods =
@@ -210,7 +218,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                       {3, "commit time of the shipped position"},
                       {4, "deleted records (tombstone rows)"},
                       {5, "sink position per node"},
-                      {6, "the analyst reads public tables without commit times"}};
+                      {6, "the analyst reads public tables without commit times"},
+                      {7, "the public tables' schema version and their rewrite"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -232,7 +241,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migrations[i].version == 6   ? migration_6
+        const char *body = migrations[i].version == 7   ? migration_7
+                           : migrations[i].version == 6 ? migration_6
                            : migrations[i].version == 5 ? migration_5
                            : migrations[i].version == 4 ? migration_4
                            : migrations[i].version == 3 ? migration_3
@@ -332,7 +342,7 @@ ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
     if (migrate(p, e) != MS_OK) goto fail;
     history = pg_value(p, "SELECT value FROM medstream.info WHERE key = 'history'", "info", &ok, e);
     if (!ok || !claim_database(p, e)) goto fail;
-    char sql[400];
+    char sql[600];
     /* the position of a store from before positions per node (node ''): only that store has the fingerprint */
     snprintf(sql, sizeof sql,
              "UPDATE medstream.sink_position SET node = '%s' WHERE sink = '" SINK_NAME "' AND node = '' AND NOT EXISTS"
@@ -340,20 +350,33 @@ ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
              p->node, p->node);
     if (!pg_exec(p, sql, "sink_position", e)) goto fail;
     snprintf(sql, sizeof sql,
-             "SELECT commit_pos::text || ' ' || coalesce(commit_time_us, -1)::text FROM medstream.sink_position"
+             "SELECT concat_ws(' ', commit_pos, coalesce(commit_time_us, -1), coalesce(public_schema, 0),"
+             " coalesce(rewrite_to, 0), coalesce(rewrite_end, 0), coalesce(rewrite_done, 0))"
+             " FROM medstream.sink_position"
              " WHERE sink = '" SINK_NAME "' AND node = '%s'",
              p->node);
     pos = pg_value(p, sql, "position", &ok, e);
     if (!ok) goto fail;
     p->shipped = 0, p->shipped_time = -1, p->checked = false;
+    p->public_sv = p->rewrite_to = 0, p->rewrite_end = p->rewrite_done = 0;
     if (pos) {
         char *sp;
         p->shipped = strtoull(pos, &sp, 10);
-        p->shipped_time = strtoll(sp, NULL, 10);
+        p->shipped_time = strtoll(sp, &sp, 10);
+        p->public_sv = (uint32_t)strtoul(sp, &sp, 10);
+        p->rewrite_to = (uint32_t)strtoul(sp, &sp, 10);
+        p->rewrite_end = strtoull(sp, &sp, 10);
+        p->rewrite_done = strtoull(sp, NULL, 10);
     }
+    pg_rewrite_note(p);
     ms_log(LOG_INFO, "postgres.connected",
-           "postgres: connected; phi_patients history by %s; node %s shipped through commit %llu",
-           history ? history : "?", p->node, (unsigned long long)p->shipped);
+           "postgres: connected; phi_patients history by %s; node %s shipped through commit %llu; public tables under "
+           "schema version %u",
+           history ? history : "?", p->node, (unsigned long long)p->shipped, p->public_sv);
+    if (p->rewrite_to)
+        ms_log(LOG_INFO, "postgres.rewrite_resumed",
+               "postgres: resuming the rewrite of the public tables to schema version %u at commit %llu of %llu",
+               p->rewrite_to, (unsigned long long)p->rewrite_done, (unsigned long long)p->rewrite_end);
     free(history);
     free(pos);
     return MS_OK;

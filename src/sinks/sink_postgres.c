@@ -236,7 +236,7 @@ static bool copy_in_state(sink_postgres *p, const char *sql, const buf *data, co
     return ok;
 }
 
-static bool copy_in(sink_postgres *p, const char *sql, const buf *data, const char *what, ms_err *e)
+bool pg_copy_in(sink_postgres *p, const char *sql, const buf *data, const char *what, ms_err *e)
 {
     return copy_in_state(p, sql, data, what, NULL, e);
 }
@@ -303,7 +303,7 @@ static bool copy_rows(sink_postgres *p, const pg_table *t, const buf *data, bool
              t->table, t->table, t->table);
     if (!pg_exec(p, sql, "staging table", e)) return false;
     snprintf(sql, sizeof sql, "COPY ms_stage_%s (%s) FROM STDIN", t->table, t->columns);
-    if (!copy_in(p, sql, data, t->table, e)) return false;
+    if (!pg_copy_in(p, sql, data, t->table, e)) return false;
     snprintf(sql, sizeof sql,
              "INSERT INTO medstream.%s (%s) SELECT %s FROM ms_stage_%s ON CONFLICT DO NOTHING;"
              " SELECT count(*) FROM ms_stage_%s s WHERE NOT EXISTS (SELECT 1 FROM medstream.%s t WHERE %s)",
@@ -391,7 +391,7 @@ static bool ship_txn(sink_postgres *p, ship *sh, const char *pos, bool staged, m
            copy_rows(p, &t_patient_index, &sh->index, staged, e) &&
            copy_rows(p, &t_phi_patient_versions, &sh->versions, staged, e) &&
            copy_rows(p, &t_public_patients, &sh->public_patients, staged, e) &&
-           copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
+           pg_copy_in(p, "COPY ms_latest FROM STDIN", &sh->latest, "ms_latest", e) &&
            /* the current state: each patient's last version of this transaction (one history row per
             * shipped transaction: PostgreSQL's system time is when it learned the state) */
            pg_exec(p,
@@ -429,6 +429,12 @@ static int ship_some(sink_postgres *p, ms_err *e)
             return -1;
         }
         p->checked = true;
+    }
+    /* the public tables follow the version this read is under: a rewrite begins before anything read under a
+     * newer version ships (pg_rewrite.c) */
+    if (!pg_rewrite_check(p, r, e)) {
+        store_read_end(r);
+        return -1;
     }
     note_lag(p, r, end);
     ship sh = {.p = p, .r = r};
@@ -577,10 +583,19 @@ static void *sink_main(void *arg)
                                        : PG_STATE_FAILING);
             continue;
         }
+        /* the public tables' rewrite after a schema change, one step between two groups shipped */
+        int rw = pg_rewrite_step(p, &e);
+        if (rw < 0) {
+            bool down = PQstatus(p->conn) != CONNECTION_OK;
+            PQfinish(p->conn);
+            p->conn = NULL;
+            back_off(p, last, sizeof last, &e, down ? PG_STATE_UNREACHABLE : PG_STATE_FAILING);
+            continue;
+        }
         last[0] = 0;
         atomic_store(&p->state, PG_STATE_OK);
         record_position(p, n == 0);
-        if (n > 0) {
+        if (n > 0 || rw > 0) {
             alive_at = ms_mono_s();
         } else if (ms_mono_s() - alive_at >= ALIVE_CHECK_S) { /* caught up: check the connection anyway */
             if (!pg_alive(p, &e)) {
@@ -617,6 +632,20 @@ static void pg_metrics(void *ctx, buf *out)
                     "Transactions shipped again through staging tables because a row was already in PostgreSQL "
                     "(shipped by another node of the cluster): equal rows are kept as they are.",
                     atomic_load(&p->staged));
+    metrics_gauge(out, "medstream_postgres_public_schema_version",
+                  "The store's schema version the public tables' rows are under (0: not known yet; during a "
+                  "rewrite, the version before it).",
+                  atomic_load(&p->m_public_sv));
+    metrics_gauge(out, "medstream_postgres_rewrite_to",
+                  "The schema version the public tables are being rewritten to (0: none).",
+                  atomic_load(&p->m_rewrite_to));
+    metrics_gauge(out, "medstream_postgres_rewrite_done", "Commits whose public rows the rewrite under way has done.",
+                  atomic_load(&p->m_rewrite_done));
+    metrics_gauge(out, "medstream_postgres_rewrite_total", "Commits whose public rows the rewrite under way does.",
+                  atomic_load(&p->m_rewrite_end));
+    metrics_counter(out, "medstream_postgres_rewritten_rows_total",
+                    "Public rows rewritten in PostgreSQL after a schema change (those whose columns changed).",
+                    atomic_load(&p->rewritten));
     metrics_histogram(out, "medstream_postgres_freshness_seconds",
                       "From the oldest commit of a shipped transaction to its commit in PostgreSQL.",
                       &p->freshness_seconds);
@@ -640,6 +669,15 @@ static bool pg_health(void *ctx, buf *out)
                : behind                   ? "behind"
                                           : "ok",
                (unsigned long long)lag, (unsigned long long)lag_ms);
+    /* the public tables' schema version, and a rewrite under way (not a degradation: the rows are readable) */
+    uint32_t to = atomic_load(&p->m_rewrite_to);
+    buf_printf(out, ",\"postgres_public_schema\":%u,\"postgres_rewriting\":", atomic_load(&p->m_public_sv));
+    if (to)
+        buf_printf(out, "{\"to\":%u,\"done\":%llu,\"total\":%llu}", to,
+                   (unsigned long long)atomic_load(&p->m_rewrite_done),
+                   (unsigned long long)atomic_load(&p->m_rewrite_end));
+    else
+        buf_puts(out, "null");
     return st == PG_STATE_OK && !behind;
 }
 
@@ -719,6 +757,9 @@ ms_code sink_postgres_start(sink_postgres **out, const sink_postgres_options *op
         return MS_EINVAL;
     }
     atomic_store(&p->state, PG_STATE_UNREACHABLE);
+    const char *rows = getenv("MEDSTREAM_TEST_PG_REWRITE_ROWS"), *crash = getenv("MEDSTREAM_TEST_PG_REWRITE_CRASH");
+    p->rewrite_rows = rows && atoi(rows) > 0 ? (uint32_t)atoi(rows) : PG_REWRITE_ROWS; /* tests: small steps */
+    p->rewrite_crash = crash ? atoi(crash) : 0;
     if (pthread_create(&p->thread, NULL, sink_main, p) != 0) {
         free(p->conninfo);
         free(p);

@@ -21,6 +21,10 @@
  * public_patients, public_records. Roles: medstream_phi owns the PHI tables, medstream_public the public
  * ones, medstream_analyst may read only the public ones.
  *
+ * Schema changes (pg_rewrite.c): every row a shipping step writes is under the schema version its read
+ * transaction is under; when that version changes, the public rows of every commit shipped before are rewritten
+ * with the store's copies under the new one, in steps between groups of commits, each step in one transaction
+ * with its cursor (sink_position.rewrite_done), and sink_position.public_schema records the version they are under.
  * The position carries the commit time of its entry; a store whose entry there differs (restored from
  * an older copy) is refused, never shipped over what PostgreSQL has.
  * One cluster per database: the first store to ship writes its fingerprint (of its id key) into

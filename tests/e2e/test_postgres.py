@@ -11,7 +11,11 @@
 # there is something to ship);
 # medstream killed with SIGKILL while shipping (nothing lost or doubled); the analyst role refused on
 # every PHI table; a store restored from `medstream backup` over a database with later commits (refused,
-# both reasons logged; shipped from the start once the schema is dropped).
+# both reasons logged; shipped from the start once the schema is dropped); a schema change that stops
+# publishing a field (S1 -> S2): both public tables rewritten to the store's copies under the version in
+# force (none keeps the field, each equals the public API's answer and a fresh ship's row, none added or
+# lost), also after a SIGKILL in the middle of the rewrite (MEDSTREAM_TEST_PG_REWRITE_CRASH) and after a
+# switch made while the sink was not running.
 #
 # Run: /usr/bin/python3 tests/e2e/test_postgres.py [NAME_SUBSTRING...]
 #      (needs postgresql-15 in /usr/lib/postgresql/15/bin or $PG_BIN, postgresql-15-periods,
@@ -1056,6 +1060,256 @@ def test_kill9_while_shipping_loses_and_doubles_nothing():
     check_sql_equals_store(s, db, sent, acked)
     check_log_clean(s, "after the last restart")
     s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5b. a schema change: the public tables rewritten under the version in force
+
+S1_PUBLIC = {"type": "copy", "ts": "year", "favorite_color": "copy", "mrn": "copy"}
+S2_PUBLIC = {"type": "copy", "ts": "year", "favorite_color": "copy"}   # mrn found to identify people
+
+
+def write_schema(s, public):
+    path = os.path.join(s.base, "schema.json")
+    with open(path, "w") as f:
+        json.dump({"public": public}, f)
+    return path
+
+
+def schema_server(url, name, public):
+    """A server with --postgres url (None: without) and --schema publishing `public` (a file in its base)."""
+    s = H.Server(name=name)
+    s.extra_args = (["--postgres", url] if url else []) + ["--schema", write_schema(s, public)]
+    return s
+
+
+def ingest_mrn_records(s, tag, commits=12, per_commit=3):
+    """`commits` POSTs of `per_commit` records (patients of 4 identities, an mrn each, some a second version,
+    one deleted): one commit each, so that a rewrite in small steps has many. The record ids."""
+    rids = []
+    for c in range(commits):
+        recs = []
+        for i in range(per_commit):
+            n = c * per_commit + i
+            recs.append({"record_id": "sc-%s-%03d" % (tag, n), "name": "Schema %s Person %d" % (tag.capitalize(), n % 4),
+                         "dob": "1961-03-%02d" % (1 + n % 4), "type": ["visit", "lab"][n % 2],
+                         "ts": "20%02d-05-06T07:08:09Z" % (20 + n % 5), "mrn": "mrn-%s-%d" % (tag, n),
+                         "favorite_color": ["red", "blue", "green"][n % 3], "ssn": "555-12-%04d" % n})
+        s.ingest_ok(recs)
+        rids += [r["record_id"] for r in recs]
+    s.ingest_ok([{"record_id": rids[1], "name": "Schema %s Person 1" % tag.capitalize(), "dob": "1961-03-02",
+                  "type": "lab", "ts": "2021-01-01T00:00:00Z", "mrn": "mrn-%s-again" % tag, "favorite_color": "pink"}])
+    r = s.request("DELETE", "/v1/records/" + rids[2])
+    eq(r.status, 200, "DELETE /v1/records/%s: %s" % (rids[2], short(r.text)))
+    return rids
+
+
+def public_rows(db):
+    """Every row of both public tables, as {key: (columns...)} (valid_from left out)."""
+    recs = {(rid, v): (pid, typ, year, fields, deleted) for rid, v, pid, typ, year, fields, deleted in pg().sql(
+        db, "SELECT record_id, version, patient_id::text, type, year, fields, deleted FROM medstream.public_records")}
+    pats = {(pid, v): fields for pid, v, fields in pg().sql(
+        db, "SELECT patient_id::text, version, fields FROM medstream.public_patients")}
+    return recs, pats
+
+
+def with_mrn(db):
+    return pg().sql(db, "SELECT (SELECT count(*) FROM medstream.public_records WHERE fields ? 'mrn'),"
+                        " (SELECT count(*) FROM medstream.public_patients WHERE fields ? 'mrn')")[0]
+
+
+def rewrite_state(db):
+    """sink_position's (public_schema, rewrite_to, rewrite_end, rewrite_done); None where the columns are missing."""
+    import psycopg2
+    try:
+        rows = pg().sql(db, "SELECT public_schema, rewrite_to, rewrite_end, rewrite_done FROM medstream.sink_position"
+                            " WHERE sink = 'postgres'")
+    except psycopg2.errors.UndefinedColumn:
+        return None
+    return rows[0] if rows else None
+
+
+def wait_switched(s, version, limit=60):
+    deadline = time.monotonic() + limit
+    while True:
+        h = s.get_json("/healthz")
+        if h["schema"]["version"] == version and not h["schema"]["reprojecting"]:
+            return h
+        if time.monotonic() > deadline:
+            fail("the store did not switch to schema version %d within %ds: %s" % (version, limit, h))
+        time.sleep(0.1)
+
+
+def wait_rewritten(s, db, version, limit=CATCH_UP):
+    """Poll until no public row has mrn and sink_position says the public tables are under `version`."""
+    deadline = time.monotonic() + limit
+    while True:
+        left, state = with_mrn(db), rewrite_state(db)
+        if left == (0, 0) and state is not None and state[:2] == (version, None):
+            return
+        if time.monotonic() > deadline:
+            fail("%ds after the switch to schema version %d, %d public_records and %d public_patients rows still "
+                 "have mrn, which the schema in force no longer publishes; sink_position (public_schema, rewrite_to,"
+                 " rewrite_end, rewrite_done): %s; /healthz: %s"
+                 % (limit, version, left[0], left[1], state, short(s.get("/healthz").text)))
+        time.sleep(0.1)
+
+
+def check_public_rows_equal_api(s, db):
+    """Each record's and patient's latest row in PostgreSQL equals the public API's answer for it."""
+    recs, pats = public_rows(db)
+    latest = {}
+    for (rid, v), row in recs.items():
+        if v > latest.get(rid, (0,))[0]:
+            latest[rid] = (v, row)
+    api = {r["record_id"]: r for r in s.get_all("/v1/public/records", "records")}
+    eq(sorted(api), sorted(rid for rid, (v, row) in latest.items() if not row[4]),
+       "the live records: the public API vs the latest public_records rows")
+    for rid, r in api.items():
+        v, (pid, typ, year, fields, deleted) = latest[rid]
+        eq(fields, r["fields"], "public_records.fields of %s version %d vs GET /v1/public/records" % (rid, v))
+        eq(pid, r["patient_id"], "public_records.patient_id of %s" % rid)
+    newest = {}
+    for (pid, v), fields in pats.items():
+        if v > newest.get(pid, (0,))[0]:
+            newest[pid] = (v, fields)
+    for pid, (v, fields) in newest.items():
+        eq(fields, s.get_json("/v1/public/patients/" + pid)["fields"],
+           "public_patients.fields of %s version %d vs GET /v1/public/patients" % (pid, v))
+
+
+def check_equals_a_fresh_ship(s, db, name):
+    """Every public row (every version, tombstones too) equals the row the sink ships from scratch under the
+    version in force: the server pointed at a new database, caught up, and back."""
+    fresh = "%s_fresh" % db
+    url = pg().create_db(fresh)
+    args = s.extra_args
+    s.stop()
+    s.extra_args = ["--postgres", url] + args[2:]
+    s.start()
+    wait_shipped(s, fresh)
+    want, got = public_rows(fresh), public_rows(db)
+    for i, table in enumerate(("public_records", "public_patients")):
+        diff_keys(got[i], want[i], "%s (%s) vs a fresh ship" % (table, name))
+        wrong = [k for k in want[i] if got[i][k] != want[i][k]]
+        check(not wrong, "%s: %d rows differ from a fresh ship under the version in force (first %s: %s vs %s)"
+              % (table, len(wrong), wrong[:1], [got[i][k] for k in wrong[:1]], [want[i][k] for k in wrong[:1]]))
+    s.stop()
+    s.extra_args = args
+
+
+@test(timeout=180)
+def test_a_schema_change_rewrites_the_public_tables():
+    """S1 publishes mrn, S2 no longer: after the store's switch to version 2 no public row has mrn, every row
+    is the store's copy under version 2 (the public API's answer; a fresh ship's row), the count unchanged
+    (a patient erased before it stays gone), and sink_position, /healthz and /metrics say version 2."""
+    db = "t_schema_change"
+    url = pg().create_db(db)
+    s = schema_server(url, "pg-schema-change", S1_PUBLIC)
+    s.start()
+    rids = ingest_mrn_records(s, "a")
+    wait_shipped(s, db)
+    # a patient erased under S1: the rewrite walks its commits and must not bring any row of it back
+    erased = pg().sql(db, "SELECT patient_id::text FROM medstream.public_records WHERE record_id = %s", (rids[3],))[0][0]
+    r = s.request("DELETE", "/v1/patients/" + erased, body=json.dumps({"reason": "test"}),
+                  headers={"Content-Type": "application/json"})
+    eq(r.status, 200, "DELETE /v1/patients/%s: %s" % (erased, short(r.text)))
+    wait_shipped(s, db)
+    recs, pats = public_rows(db)
+    check(with_mrn(db)[0] > 0 and with_mrn(db)[1] > 0, "under S1 the public rows have mrn: %s" % (with_mrn(db),))
+    s.stop()
+    write_schema(s, S2_PUBLIC)
+    s.start()
+    wait_switched(s, 2)
+    wait_rewritten(s, db, 2)
+    after = public_rows(db)
+    eq((len(after[0]), len(after[1])), (len(recs), len(pats)), "public rows (records, patients) after the rewrite")
+    eq(pg().sql(db, "SELECT (SELECT count(*) FROM medstream.public_records WHERE patient_id = %s),"
+                    " (SELECT count(*) FROM medstream.public_patients WHERE patient_id = %s)", (erased, erased)),
+       [(0, 0)], "public rows of the patient erased before the switch")
+    s.ingest_ok([{"record_id": "sc-a-late", "name": "Schema A Person 0", "dob": "1961-03-01", "mrn": "mrn-late",
+                  "favorite_color": "red", "type": "visit", "ts": "2024-01-01T00:00:00Z"}])
+    wait_shipped(s, db)
+    eq(with_mrn(db), (0, 0), "public rows with mrn after the switch and a new record")
+    check_public_rows_equal_api(s, db)
+    h = s.get_json("/healthz")
+    eq((h.get("postgres_public_schema"), h.get("postgres_rewriting")), (2, None), "/healthz's postgres part")
+    m = metrics(s)
+    eq(m.get("medstream_postgres_public_schema_version"), 2.0, "medstream_postgres_public_schema_version")
+    check(m.get("medstream_postgres_rewritten_rows_total", 0) > 0, "medstream_postgres_rewritten_rows_total counts")
+    check_log_clean(s, "after the rewrite")
+    check_equals_a_fresh_ship(s, db, "after the rewrite")
+
+
+@test(timeout=240)
+def test_kill9_mid_rewrite_resumes_and_rewrites_every_row_once():
+    """MEDSTREAM_TEST_PG_REWRITE_CRASH=3 with steps of 10 rows: the server SIGKILLs itself in the rewrite's
+    third step (its rows updated, not committed). PostgreSQL keeps the two steps before with their cursor;
+    the next start resumes there (logged), and every row ends right, none twice, none lost."""
+    db = "t_schema_kill9"
+    url = pg().create_db(db)
+    s = schema_server(url, "pg-schema-kill9", S1_PUBLIC)
+    s.start()
+    ingest_mrn_records(s, "k", commits=20)
+    wait_shipped(s, db)
+    count = tuple(len(t) for t in public_rows(db))
+    s.stop()
+    write_schema(s, S2_PUBLIC)
+    os.environ["MEDSTREAM_TEST_PG_REWRITE_ROWS"] = "10"
+    os.environ["MEDSTREAM_TEST_PG_REWRITE_CRASH"] = "3"
+    try:
+        s.start()
+    finally:
+        del os.environ["MEDSTREAM_TEST_PG_REWRITE_ROWS"]
+        del os.environ["MEDSTREAM_TEST_PG_REWRITE_CRASH"]
+    t0 = time.monotonic()
+    while s.alive() and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    check(not s.alive(), "the server did not kill itself in the rewrite's third step")
+    s.kill9()
+    state = rewrite_state(db)
+    check(state is not None and state[0] == 1 and state[1] == 2 and 0 < state[3] < state[2],
+          "sink_position after the kill: (public_schema, rewrite_to, rewrite_end, rewrite_done) %s: a rewrite to "
+          "version 2 part done" % (state,))
+    left = with_mrn(db)
+    check(0 < left[0] + left[1] < sum(count), "after the kill some rows are rewritten, some not yet: %s of %s with "
+          "mrn" % (left, count))
+    s.start()
+    check("resuming the rewrite of the public tables to schema version 2 at commit %d of %d" % (state[3], state[2])
+          in log_since_last_start(s), "the restart resumes at the cursor: %s" % short(log_since_last_start(s), 800))
+    wait_rewritten(s, db, 2)
+    wait_shipped(s, db)
+    eq(tuple(len(t) for t in public_rows(db)), count, "public rows (records, patients) after the resumed rewrite")
+    check_public_rows_equal_api(s, db)
+    check_log_clean(s, "after the resumed rewrite")
+    check_equals_a_fresh_ship(s, db, "after the resumed rewrite")
+
+
+@test(timeout=180)
+def test_a_schema_change_while_the_sink_is_down_rewrites_at_its_next_start():
+    """Rows shipped under S1; the server then runs with S2 without --postgres (the switch while the sink is
+    down), and starts again with it: the sink finds the tables under version 1 and rewrites them."""
+    db = "t_schema_down"
+    url = pg().create_db(db)
+    s = schema_server(url, "pg-schema-down", S1_PUBLIC)
+    s.start()
+    ingest_mrn_records(s, "d")
+    wait_shipped(s, db)
+    count = tuple(len(t) for t in public_rows(db))
+    s.stop()
+    args = s.extra_args
+    s.extra_args = ["--schema", write_schema(s, S2_PUBLIC)]
+    s.start()
+    wait_switched(s, 2)
+    s.stop()
+    s.extra_args = args
+    s.start()
+    wait_rewritten(s, db, 2)
+    wait_shipped(s, db)
+    eq(tuple(len(t) for t in public_rows(db)), count, "public rows (records, patients) after the rewrite")
+    check_public_rows_equal_api(s, db)
+    check_log_clean(s, "after the rewrite")
+    check_equals_a_fresh_ship(s, db, "after the rewrite at the next start")
 
 
 # ---------------------------------------------------------------------------------------------
