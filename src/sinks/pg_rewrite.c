@@ -17,7 +17,7 @@
  * of either side leaves the cursor with the rows it covers: the next start resumes there, and a step done
  * twice writes the same values. Only UPDATE: a row is never added (nor doubled); a row of a patient erased since
  * is left to the erasure's deletes. A switch to yet another version meanwhile begins a new rewrite (from
- * commit 1, to the new version's end). The rows a patient's erased versions left are not touched.
+ * commit 1, to the new version's end).
  *
  * Must never: write a public row from anything but the store's public copy (no PHI), move the cursor past a
  * row not rewritten, log a row value.
@@ -165,14 +165,18 @@ bool pg_rewrite_check(sink_postgres *p, store_read *r, ms_err *e)
         p->public_sv = was_sv, p->rewrite_to = was_to, p->rewrite_end = was_end, p->rewrite_done = was_done;
         return false;
     }
+    char under[64];
+    if (was_to)
+        snprintf(under, sizeof under, "part rewritten to version %u", was_to);
+    else if (was_sv)
+        snprintf(under, sizeof under, "under version %u", was_sv);
+    else
+        snprintf(under, sizeof under, "shipped before their version was kept");
     if (rewrite)
         ms_log(LOG_INFO, "postgres.rewrite_begins",
                "postgres: the store's public copies are under schema version %u; rewriting the public tables' rows "
-               "of commits 1..%llu (under version %u%s)",
-               v, (unsigned long long)p->shipped, was_to ? was_to : was_sv,
-               was_to    ? ", a rewrite not finished"
-               : !was_sv ? " or unknown"
-                         : "");
+               "of commits 1..%llu (%s)",
+               v, (unsigned long long)p->shipped, under);
     pg_rewrite_note(p);
     return true;
 }

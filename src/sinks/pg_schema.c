@@ -371,7 +371,7 @@ ms_code pg_connect(sink_postgres *p, bool *reached, ms_err *e)
     pg_rewrite_note(p);
     ms_log(LOG_INFO, "postgres.connected",
            "postgres: connected; phi_patients history by %s; node %s shipped through commit %llu; public tables under "
-           "schema version %u",
+           "schema version %u (0: not known yet)",
            history ? history : "?", p->node, (unsigned long long)p->shipped, p->public_sv);
     if (p->rewrite_to)
         ms_log(LOG_INFO, "postgres.rewrite_resumed",

@@ -15,7 +15,8 @@
 # publishing a field (S1 -> S2): both public tables rewritten to the store's copies under the version in
 # force (none keeps the field, each equals the public API's answer and a fresh ship's row, none added or
 # lost), also after a SIGKILL in the middle of the rewrite (MEDSTREAM_TEST_PG_REWRITE_CRASH) and after a
-# switch made while the sink was not running.
+# switch made while the sink was not running, and in a database shipped before the version was kept
+# (sink_position.public_schema NULL) once the store's schema has ever changed.
 #
 # Run: /usr/bin/python3 tests/e2e/test_postgres.py [NAME_SUBSTRING...]
 #      (needs postgresql-15 in /usr/lib/postgresql/15/bin or $PG_BIN, postgresql-15-periods,
@@ -1310,6 +1311,41 @@ def test_a_schema_change_while_the_sink_is_down_rewrites_at_its_next_start():
     check_public_rows_equal_api(s, db)
     check_log_clean(s, "after the rewrite")
     check_equals_a_fresh_ship(s, db, "after the rewrite at the next start")
+
+
+@test(timeout=180)
+def test_a_database_shipped_before_the_version_was_kept_is_rewritten_when_the_schema_ever_changed():
+    """A database from a medstream before migration 7 (sink_position.public_schema NULL) fed by a store whose
+    schema changed since (a deployment that met the defect): the rewrite runs at the next start. One whose
+    store never changed schema is taken as version 1, nothing rewritten."""
+    db = "t_schema_upgrade"
+    url = pg().create_db(db)
+    s = schema_server(url, "pg-schema-upgrade", S1_PUBLIC)
+    s.start()
+    ingest_mrn_records(s, "u", commits=4)
+    wait_shipped(s, db)
+    s.stop()
+    pg().sql(db, "UPDATE medstream.sink_position SET public_schema = NULL")
+    s.start()
+    wait_shipped(s, db)
+    eq(rewrite_state(db), (1, None, None, None), "sink_position after a start on a store whose schema never changed")
+    check(with_mrn(db)[0] > 0, "under S1 the public rows keep mrn")
+    check("rewriting the public tables" not in log_since_last_start(s), "nothing rewritten under S1")
+    s.stop()
+    count = tuple(len(t) for t in public_rows(db))
+    args = s.extra_args
+    s.extra_args = ["--schema", write_schema(s, S2_PUBLIC)]
+    s.start()
+    wait_switched(s, 2)
+    s.stop()
+    pg().sql(db, "UPDATE medstream.sink_position SET public_schema = NULL")
+    s.extra_args = args
+    s.start()
+    wait_rewritten(s, db, 2)
+    eq(tuple(len(t) for t in public_rows(db)), count, "public rows (records, patients) after the rewrite")
+    check_public_rows_equal_api(s, db)
+    check_log_clean(s, "after the rewrite")
+    s.stop()
 
 
 # ---------------------------------------------------------------------------------------------
