@@ -120,6 +120,21 @@ static const char *const migration_7 = "ALTER TABLE medstream.sink_position ADD 
                                        "  ADD COLUMN rewrite_to integer, ADD COLUMN rewrite_end bigint,\n"
                                        "  ADD COLUMN rewrite_done bigint;\n";
 
+/* phi_patient_as_of(pid, t) answers what GET /v1/patients/{id}?as_of=t answers: the version in force at t with
+ * the valid_to a read at t gave (null: a newer version committed after t was not there yet). It gave the next
+ * version's start, as the HTTP read did until 2026-12-03. CREATE OR REPLACE keeps its owner and grants. */
+static const char *const migration_8 =
+    "CREATE OR REPLACE FUNCTION medstream.phi_patient_as_of(pid uuid, t timestamptz)\n"
+    "  RETURNS TABLE (patient_id uuid, version integer, fields jsonb, valid_from timestamptz,\n"
+    "                 valid_to timestamptz)\n"
+    "  LANGUAGE sql STABLE AS $f$\n"
+    "    SELECT v.patient_id, v.version, v.fields, v.valid_from,\n"
+    "           (SELECT min(n.valid_from) FROM medstream.phi_patient_versions n\n"
+    "             WHERE n.patient_id = v.patient_id AND n.version > v.version AND n.valid_from <= t)\n"
+    "    FROM medstream.phi_patient_versions v\n"
+    "    WHERE v.patient_id = pid AND v.valid_from <= t\n"
+    "    ORDER BY v.valid_from DESC, v.version DESC LIMIT 1 $f$;\n";
+
 /* phi_patients' history, SQL:2011 style with the periods extension: system time = the PostgreSQL
  * transaction that shipped the version. */
 static const char *const history_periods =
@@ -219,7 +234,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
                       {4, "deleted records (tombstone rows)"},
                       {5, "sink position per node"},
                       {6, "the analyst reads public tables without commit times"},
-                      {7, "the public tables' schema version and their rewrite"}};
+                      {7, "the public tables' schema version and their rewrite"},
+                      {8, "phi_patient_as_of answers valid_to as a read at its instant did"}};
     if (!pg_exec(p,
                  "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
                  "CREATE SCHEMA IF NOT EXISTS medstream;"
@@ -241,7 +257,8 @@ static ms_code migrate(sink_postgres *p, ms_err *e)
             pg_exec(p, "COMMIT", "commit", e);
             continue;
         }
-        const char *body = migrations[i].version == 7   ? migration_7
+        const char *body = migrations[i].version == 8   ? migration_8
+                           : migrations[i].version == 7 ? migration_7
                            : migrations[i].version == 6 ? migration_6
                            : migrations[i].version == 5 ? migration_5
                            : migrations[i].version == 4 ? migration_4
