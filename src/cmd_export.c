@@ -10,7 +10,6 @@
 #include "commands.h"
 
 #include "base/http_client.h"
-#include "base/http_client_url.h"
 
 #include "access/audit.h"
 #include "base/options.h"
@@ -67,13 +66,8 @@ static const char *export_check(const export_settings *c)
 {
     if (!c->data == !c->url) return "give --data DIR (offline) or --url URL --token T (a running server)";
     if (!c->url != !c->token) return "--url and --token go together";
-    static char url_why[400];
-    http_client_url url;
-    char bad[300];
-    if (c->url && http_client_url_parse(c->url, &url, bad, sizeof bad) != HTTP_CLIENT_OK) {
-        snprintf(url_why, sizeof url_why, "--url: %s", bad);
-        return url_why;
-    }
+    const char *bad_url = url_option_check(c->url);
+    if (bad_url) return bad_url;
     if (c->schema && c->url) return "--schema is for --data (a server exports with its own schema)";
     if (c->as_of && c->scope == EXPORT_PUBLIC && strncmp(c->as_of, "snap_", 5) != 0)
         return "--as-of: a public export takes a snapshot id (POST /v1/snapshots), not a time";

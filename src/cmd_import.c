@@ -10,7 +10,6 @@
 #include "commands.h"
 
 #include "base/http_client.h"
-#include "base/http_client_url.h"
 
 #include "base/options.h"
 #include "import/import.h"
@@ -86,13 +85,8 @@ static const char *import_check(const import_settings *c, const options_args *a,
         return "give --data DIR (offline, the server stopped), --url URL --token T (a running server) or --kafka "
                "BROKERS --topic T (a cluster's topic)";
     if (!c->url != !c->token) return "--url and --token go together";
-    static char url_why[400];
-    http_client_url url;
-    char bad[300];
-    if (c->url && http_client_url_parse(c->url, &url, bad, sizeof bad) != HTTP_CLIENT_OK) {
-        snprintf(url_why, sizeof url_why, "--url: %s", bad);
-        return url_why;
-    }
+    const char *bad_url = url_option_check(c->url);
+    if (bad_url) return bad_url;
     if (!c->kafka != !c->topic) return "--kafka and --topic go together";
     if (c->kafka_config.n && !c->kafka) return "--kafka-config is for --kafka";
     if (c->checkpoint && !c->url && !c->kafka)

@@ -36,6 +36,9 @@ void stop_on_signals(void);
 bool load_roles(const char *path, const char *cmd);
 /* A whole (small) text file, NUL-terminated (free it); NULL with *e set if it cannot be read. */
 char *read_text_file(const char *path, ms_err *e);
+/* NULL if url is an http:// or https:// URL the client can use; else "--url: why" (a static buffer: the
+ * command-line checks of import and export, one thread). */
+const char *url_option_check(const char *url);
 
 int cmd_serve(int argc, char **argv);
 int cmd_import(int argc, char **argv);

@@ -18,6 +18,7 @@
 
 #include "access/access.h"
 #include "base/cluster_key.h"
+#include "base/http_client_url.h"
 #include "base/log.h"
 #include "base/options.h"
 #include "access/passwords.h"
@@ -543,6 +544,16 @@ static int user_run(const user_command *uc, const user_values *v, const char *co
     case USER_REVOKE_TOKENS: break;
     }
     return 0;
+}
+
+const char *url_option_check(const char *url)
+{
+    static char why[400];
+    http_client_url parsed;
+    char bad[300];
+    if (!url || http_client_url_parse(url, &parsed, bad, sizeof bad) == HTTP_CLIENT_OK) return NULL;
+    snprintf(why, sizeof why, "--url: %s", bad);
+    return why;
 }
 
 char *read_text_file(const char *path, ms_err *e)
