@@ -171,18 +171,27 @@ static void *ident_load_part(void *arg)
     return NULL;
 }
 
+/* A cursor over the identity tree in a read transaction of its own (close the cursor, abort the txn). */
+static ms_code ident_read_cursor(store *s, MDB_txn **txn, MDB_cursor **c, ms_err *e)
+{
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc) return st_mdb_fail(e, rc, "begin read");
+    if ((rc = mdb_cursor_open(*txn, s->dbi[DB_IDENT], c))) {
+        mdb_txn_abort(*txn);
+        return st_mdb_fail(e, rc, "cursor");
+    }
+    return MS_OK;
+}
+
 /* The first and last patient numbers of the identity tree (*any false: it is empty). */
 static ms_code ident_bounds(store *s, uint64_t *first, uint64_t *last, bool *any, ms_err *e)
 {
     MDB_txn *txn;
     MDB_cursor *c;
     *any = false;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return st_mdb_fail(e, rc, "begin read");
-    if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
-        mdb_txn_abort(txn);
-        return st_mdb_fail(e, rc, "cursor");
-    }
+    ms_code opened = ident_read_cursor(s, &txn, &c, e);
+    if (opened != MS_OK) return opened;
+    int rc;
     MDB_val k, v;
     ms_code out = MS_OK;
     if ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 8) {
@@ -204,12 +213,9 @@ ms_code st_ident_last_keyed(store *s, uint64_t *number, bool *any, ms_err *e)
     MDB_txn *txn;
     MDB_cursor *c;
     *any = false;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return st_mdb_fail(e, rc, "begin read");
-    if ((rc = mdb_cursor_open(txn, s->dbi[DB_IDENT], &c))) {
-        mdb_txn_abort(txn);
-        return st_mdb_fail(e, rc, "cursor");
-    }
+    ms_code opened = ident_read_cursor(s, &txn, &c, e);
+    if (opened != MS_OK) return opened;
+    int rc;
     MDB_val k, v;
     ms_code out = MS_OK;
     /* from the newest entry back past erased ones (whose entries keep no key), a bounded walk */
