@@ -10,7 +10,9 @@
  * client went away, or the server shut it down while stopping). A wait that reaches the heartbeat
  * interval sends a comment line, which keeps proxies and libmicrohttpd's idle timeout from closing a
  * quiet stream and lets a dead peer surface as a failed write. A stream filtered by rule skips the other
- * rules' events (its last seq still moves past them).
+ * rules' events (its last seq still moves past them); a refill that stopped at its bound having framed none
+ * looks further at once (their eventfd wake-ups were drained: waiting would hold its next event back until
+ * another event or the heartbeat).
  *
  * Resuming: the client's Last-Event-ID (or ?since) is the seq it has; the stream starts after it, so a
  * client that reconnects with the id of the last frame it received misses nothing and gets nothing twice.
@@ -40,6 +42,7 @@ struct notify_stream {
     buf out;
     size_t out_pos;
     bool hello_sent;
+    bool more; /* the last refill stopped at its bound: events after s->last remain to be looked at */
     double next_heartbeat;
 };
 
@@ -76,6 +79,7 @@ typedef struct {
     notify_stream *s;
     unsigned n;
     uint64_t sent;
+    bool bounded; /* stopped at the bound, not at the log's end */
 } refill_state;
 
 static bool frame_event(void *ctx, uint64_t seq, const char *ev, size_t len)
@@ -87,16 +91,17 @@ static bool frame_event(void *ctx, uint64_t seq, const char *ev, size_t len)
         const char *r;
         size_t rl;
         if (!notify_event_rule(ev, len, &r, &rl) || rl != strlen(s->rule) || memcmp(r, s->rule, rl) != 0)
-            return ++st->n < PAGE * 16; /* a filtered stream looks further per refill */
+            return !(st->bounded = ++st->n >= PAGE * 16); /* a filtered stream looks further per refill */
     }
     sse_frame(&s->out, seq, ev, len);
     st->sent++;
-    return ++st->n < PAGE;
+    return !(st->bounded = ++st->n >= PAGE);
 }
 
 /* Frames of the events after s->last into s->out (as many as one page). */
 static ms_code refill(notify_stream *s, ms_err *e)
 {
+    s->more = false;
     if (hub_last(s->n->hub) <= s->last) return MS_OK;
     store_read *r;
     ms_code rc = store_read_begin(s->n->store, &r, e);
@@ -104,6 +109,7 @@ static ms_code refill(notify_stream *s, ms_err *e)
     refill_state st = {.s = s};
     rc = store_events_scan(r, s->last, frame_event, &st, e);
     store_read_end(r);
+    s->more = rc == MS_OK && st.bounded;
     atomic_fetch_add(&s->n->sse_events_sent, st.sent);
     return rc;
 }
@@ -142,6 +148,13 @@ ssize_t notify_stream_read(void *stream, int client_fd, char *buf, size_t max)
             s->next_heartbeat = now + s->n->opt.heartbeat_s;
             buf_puts(&s->out, ": keep-alive\n\n");
             return give(s, buf, max);
+        }
+        if (s->more) { /* a filtered refill passed only other rules' events: look further now, the client
+                          watched without waiting */
+            struct pollfd c = {.fd = client_fd, .events = POLLRDHUP};
+            if (client_fd >= 0 && poll(&c, 1, 0) > 0 && (c.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+                return -1;
+            continue;
         }
         struct pollfd p[2] = {{.fd = s->efd, .events = POLLIN}, {.fd = client_fd, .events = POLLRDHUP}};
         int wait_ms = (int)((s->next_heartbeat - now) * 1000) + 1;

@@ -502,6 +502,34 @@ def test_sse_resume_misses_nothing_repeats_nothing():
     check(min(int(f["id"]) for f in rest) > int(resume_at), "resumed after Last-Event-ID")
 
 
+@harness.test(timeout=180)
+def test_a_filtered_stream_resumed_behind_many_other_events_gets_its_event_at_once():
+    # a stream filtered by rule looks at a bounded number of other rules' events per refill; when they
+    # were all it saw, it waited for the next wake-up (a new event, or the heartbeat: 15 s by default) before
+    # looking further, so a client resuming behind 4,096+ other events got its own a heartbeat later
+    s = harness.Server(extra_args=["--sse-heartbeat", "60"], name="notify-filtered")
+    s.start()
+    put_rule(s, {"name": "noisy", "fields": ["notes"], "any": ["cough"]})
+    put_rule(s, {"name": "rare", "fields": ["notes"], "any": ["sepsis"]})
+    start = last_seq(s)
+    n = 5000
+    for k in range(0, n, 1000):
+        s.ingest_ok([rec("Noisy %d" % (i % 50), "cough", record_id="noisy-%d" % i) for i in range(k, k + 1000)])
+    s.ingest_ok([rec("Rare", "sepsis", record_id="rare-1")])
+    logged = wait_events(s, start, n + 1, timeout=60)
+    eq(len(logged), n + 1, "events in the log")
+    rare = [e["seq"] for e in logged if e["rule"] == "rare"]
+    st = SSE(s.port, s.token, "/v1/events/stream?" + harness.q({"rule": "rare"}), last_event_id=start)
+    t0 = time.time()
+    frames = st.frames(lambda f: len(events_of(f)) >= 1, timeout=20)
+    took = time.time() - t0
+    st.close()
+    got = [int(f["id"]) for f in events_of(frames)]
+    eq(got, rare, "the rule's event, sent without waiting for a heartbeat (%.1f s)" % took)
+    check(not any(f.get("comment") == "keep-alive" for f in frames), "no heartbeat before it: %r" % frames)
+    s.stop()
+
+
 @harness.test(timeout=60)
 def test_an_open_stream_ends_when_its_account_is_disabled():
     """The token is checked again before a stream hands over bytes: a clinician's open stream, once the account
