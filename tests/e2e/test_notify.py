@@ -530,6 +530,35 @@ def test_a_filtered_stream_resumed_behind_many_other_events_gets_its_event_at_on
     s.stop()
 
 
+@harness.test(timeout=240)
+def test_an_erasure_while_matching_lags_is_no_failure():
+    # the follower reads a commit in a snapshot taken before the patient's erasure, but the data key it opens
+    # the body with is gone at once: that was "matching committed records: the patient's data key is gone",
+    # an error logged, a failure counted and /healthz degraded, every event held back a second
+    s = harness.Server(extra_args=SERVE_ARGS, name="notify-erase-lag")
+    s.start()
+    put_rule(s, {"name": "lag", "fields": ["notes"], "any": ["sepsis"]})
+    start = last_seq(s)
+    big = "sepsis " + "word " * 30000
+    for round in range(3):
+        who = "Erased %d" % round
+        a = s.ingest_ok([rec(who, big, record_id="lag-%d-%d" % (round, i)) for i in range(300)])
+        pid = a["items"][0]["patient_id"]
+        r = s.request("DELETE", "/v1/patients/" + pid, body=json.dumps({"reason": "test"}),
+                      headers={"Content-Type": "application/json"})
+        eq(r.status, 200, "erasure")
+    s.ingest_ok([rec("Kept", "sepsis", record_id="lag-kept")])
+    ev = wait_events(s, start, 1, timeout=30)
+    eq([e["record_id"] for e in ev], ["lag-kept"], "only the kept patient's event")
+    m = s.get("/metrics").text
+    check("medstream_notify_failures_total 0" in m, "no failure counted: %s" %
+          [ln for ln in m.splitlines() if ln.startswith("medstream_notify_failures_total")])
+    log = open(s.log_path, encoding="utf-8", errors="replace").read()
+    check("data key is gone" not in log, "no failure logged: %s" %
+          [ln for ln in log.splitlines() if "notifications:" in ln][:3])
+    s.stop()
+
+
 @harness.test(timeout=60)
 def test_an_open_stream_ends_when_its_account_is_disabled():
     """The token is checked again before a stream hands over bytes: a clinician's open stream, once the account
