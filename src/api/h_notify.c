@@ -26,6 +26,7 @@
 #include "access/tokens.h"
 #include "base/json_write.h"
 #include "notify/notifier.h"
+#include "notify/rules.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,16 @@ static bool get_seq(http_request *req, http_response *res, const char *name, uin
     if (!v) return true;
     if (parse_seq(v, out)) return true;
     http_error(res, 400, "%s: expected an event seq (digits)", name);
+    return false;
+}
+
+/* ?rule=NAME: absent (every rule) or a rule's name; anything else is 400 (an empty or impossible name selected no
+ * event of the log, or every event of a stream). */
+static bool get_rule(http_request *req, http_response *res, const char **out)
+{
+    *out = http_arg_get(req, "rule");
+    if (!*out || rule_name_valid(*out, strlen(*out))) return true;
+    http_error(res, 400, "rule: expected a rule's name (1-%d characters of A-Z a-z 0-9 _ . -)", RULE_NAME_MAX);
     return false;
 }
 
@@ -114,9 +125,10 @@ void h_events(api *a, http_request *req, http_response *res)
     if (!running(a, res)) return;
     uint64_t after = 0;
     uint32_t limit = 100;
-    if (!get_seq(req, res, "since", &after) || !get_seq(req, res, "cursor", &after) || !get_limit(req, res, &limit))
+    const char *rule;
+    if (!get_seq(req, res, "since", &after) || !get_seq(req, res, "cursor", &after) || !get_limit(req, res, &limit) ||
+        !get_rule(req, res, &rule))
         return;
-    const char *rule = http_arg_get(req, "rule");
     buf out = {0};
     ms_err e;
     if (notifier_events_page(a->notifier, after, limit, rule, &out, &e) != MS_OK) {
@@ -163,7 +175,8 @@ void h_events_stream(api *a, http_request *req, http_response *res)
 {
     if (!running(a, res)) return;
     uint64_t after = UINT64_MAX;
-    if (!get_seq(req, res, "since", &after)) return;
+    const char *rule;
+    if (!get_seq(req, res, "since", &after) || !get_rule(req, res, &rule)) return;
     if (req->last_event_id) { /* a reconnecting client: it has every event up to this one */
         if (!parse_seq(req->last_event_id, &after)) {
             http_error(res, 400, "Last-Event-ID: expected an event seq (digits)");
@@ -172,7 +185,7 @@ void h_events_stream(api *a, http_request *req, http_response *res)
     }
     notify_stream *s;
     ms_err e;
-    if (notify_stream_open(a->notifier, after, http_arg_get(req, "rule"), &s, &e) != MS_OK) {
+    if (notify_stream_open(a->notifier, after, rule, &s, &e) != MS_OK) {
         answer_error(res, &e);
         return;
     }

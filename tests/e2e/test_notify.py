@@ -790,6 +790,18 @@ def test_bad_subscriptions_are_400():
     eq(s.request("DELETE", "/v1/subscriptions/" + r.json()["id"]).status, 204, "delete it")
 
 
+@harness.test(timeout=40)
+def test_a_rule_filter_that_is_no_rule_name_is_400():
+    # ?rule= (empty) read no event at all from GET /v1/events (after looking at up to 100,000) and every event
+    # from the stream, and a name no rule can have read nothing, both answered 200
+    s = server()
+    for value in ("", "a b", "x" * 65):
+        for path in ("/v1/events", "/v1/events/stream"):
+            r = s.request("GET", path + "?" + harness.q({"rule": value}))
+            eq(r.status, 400, "GET %s?rule=%r" % (path, value))
+            check("rule:" in r.json()["error"], "the error names the parameter: %r" % r.text)
+
+
 @harness.test(timeout=90)
 def test_rules_events_and_positions_survive_restart_and_kill9():
     rules_file = os.path.join(harness.tempfile.mkdtemp(prefix="medstream-rules-"), "rules.json")
