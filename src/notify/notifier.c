@@ -752,6 +752,7 @@ static bool notify_health(void *ctx, buf *out)
 /* ---- start and stop ---- */
 
 typedef struct {
+    notifier *owner; /* its skipped list takes the stored rules that do not parse */
     rule_def *v;
     size_t n;
     bool bad;
@@ -762,9 +763,16 @@ static bool load_rule(void *ctx, const char *name, size_t name_len, const char *
 {
     stored_rules *s = ctx;
     rule_def r;
-    if (rule_parse(v, len, &r, &s->e) != MS_OK) { /* cannot happen: stored only after it parsed */
-        ms_log(LOG_ERROR, "notify.rule_skipped", "stored rule %.*s does not parse (%s): skipped", (int)name_len, name,
-               s->e.msg);
+    if (rule_parse(v, len, &r, &s->e) != MS_OK) { /* stored when it parsed, under older checks (a name "..") */
+        ms_log(LOG_ERROR, "notify.rule_skipped",
+               "stored rule %.*s does not parse (%s): skipped (DELETE /v1/rules/NAME removes it)", (int)name_len,
+               name, s->e.msg);
+        notifier *n = s->owner;
+        if (name_len <= RULE_NAME_MAX && !memchr(name, 0, name_len)) { /* not in force: DELETE still works */
+            n->skipped = ms_realloc(n->skipped, (n->nskipped + 1) * sizeof *n->skipped);
+            memcpy(n->skipped[n->nskipped], name, name_len);
+            n->skipped[n->nskipped++][name_len] = 0;
+        }
         return true;
     }
     s->v = ms_realloc(s->v, (s->n + 1) * sizeof *s->v);
@@ -844,7 +852,7 @@ static ms_code load_rules(notifier *n, ms_err *e)
     store_read *r;
     ms_code rc = store_read_begin(n->store, &r, e);
     if (rc != MS_OK) return rc;
-    stored_rules s = {0};
+    stored_rules s = {.owner = n};
     uint64_t pos = 0, last = 0;
     rc = store_definitions_list(r, NOTIFY_KIND_RULE, load_rule, &s, e);
     if (rc == MS_OK) rc = store_sink_position(r, NOTIFY_SINK, &pos, e);

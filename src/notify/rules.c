@@ -154,6 +154,10 @@ ms_code rule_parse(const char *json, size_t len, rule_def *out, ms_err *e)
     }
     memcpy(out->name, ns, nl + 1);
     free(ns);
+    if (!strcmp(out->name, ".") || !strcmp(out->name, "..")) /* a path segment that clients resolve away (RFC
+                                                                3986 5.2.4): /v1/rules/.. reached the server as
+                                                                /v1/ from curl or the console */
+        return ms_fail(e, MS_EINVAL, "rule: name: \".\" and \"..\" are not rule names (a name is a URL path segment)");
     const char *rn = out->name;
     out->whole_words = true;
     bool seen[6] = {0};

@@ -5,7 +5,8 @@
  *
  * A rule is {"name", "fields": ["notes", ...], "any": ["chest pain", ...], "regex"?: "..." | [...],
  * "types"?: ["note", ...], "whole_words"?: true}:
- *   - name: 1-64 characters of [A-Za-z0-9_.-] (it is a URL path segment and a metric label);
+ *   - name: 1-64 characters of [A-Za-z0-9_.-], not "." or ".." (it is a URL path segment, which clients
+ *     would resolve away, and a metric label);
  *   - fields: the top-level fields whose text is searched (1-32 names); a field's value is searched when it
  *     is a string, or each string of an array of strings; other values, and absent fields, never match;
  *   - any: words or phrases (at most 1000, 1-256 bytes each), matched case-insensitively and, by default,

@@ -276,6 +276,7 @@ def test_rules_refused_with_the_problem_named():
         ({"name": "bad4", "fields": ["notes"], "regex": "(?<!x)y"}, 'rule "bad4": regex 1:'),
         ({"name": "bad5", "fields": ["notes"], "any": ["x"], "anyy": ["y"]}, 'unknown member "anyy"'),
         ({"name": "bad 6", "fields": ["notes"], "any": ["x"]}, "name: 1-64 characters"),
+        ({"name": "..", "fields": ["notes"], "any": ["x"]}, 'name: "." and ".." are not rule names'),
         ({"name": "bad7", "any": ["x"]}, 'rule "bad7": fields'),
         ({"name": "bad8", "fields": ["notes"]}, 'rule "bad8": at least one phrase'),
     ]

@@ -101,6 +101,9 @@ static void test_parse_refusals_name_the_problem(void **state)
     refused("[]", "rule:");
     refused("{\"fields\":[\"notes\"],\"any\":[\"x\"]}", "name: required");
     refused("{\"name\":\"a b\",\"fields\":[\"notes\"],\"any\":[\"x\"]}", "name: 1-64 characters");
+    /* a URL path segment that clients resolve away (RFC 3986): /v1/rules/.. was /v1/ to curl, fetch and the console */
+    refused("{\"name\":\"..\",\"fields\":[\"notes\"],\"any\":[\"x\"]}", "name: \".\" and \"..\"");
+    refused("{\"name\":\".\",\"fields\":[\"notes\"],\"any\":[\"x\"]}", "name: \".\" and \"..\"");
     refused("{\"name\":\"r\",\"any\":[\"x\"]}", "rule \"r\": fields: at least one");
     refused("{\"name\":\"r\",\"fields\":[]}", "rule \"r\": fields: at least one");
     refused("{\"name\":\"r\",\"fields\":[\"notes\"]}", "rule \"r\": at least one phrase");
