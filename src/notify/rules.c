@@ -326,13 +326,6 @@ struct rule_set {
     uint32_t *nfield_rules;
 };
 
-/* A word character, for the whole-word boundaries: ASCII letters, digits, '_' and every byte of a
- * non-ASCII character. */
-static bool wordish(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
-}
-
 static bool ascii_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -352,7 +345,11 @@ static void phrase_expression(const char *s, bool whole, buf *out)
         p++;
     while (end > p && ascii_space(end[-1]))
         end--;
-    if (whole && p < end && wordish(*p)) buf_puts(out, "(?:^|[^\\w\\x80-\\xff])");
+    /* whole words: neither preceded nor followed by a word character (ASCII letters, digits, '_' and every byte
+     * of a non-ASCII character: [\w\x80-\xff]), whatever the phrase's own edges ("c++" is not in "c++x", nor
+     * "#covid" in "a#covid") */
+    bool bounded = whole && p < end;
+    if (bounded) buf_puts(out, "(?:^|[^\\w\\x80-\\xff])");
     while (p < end) {
         if (ascii_space(*p)) {
             while (p < end && ascii_space(*p))
@@ -391,7 +388,7 @@ static void phrase_expression(const char *s, bool whole, buf *out)
             p += n;
         }
     }
-    if (whole && end > (const unsigned char *)s && wordish(end[-1])) buf_puts(out, "(?:[^\\w\\x80-\\xff]|$)");
+    if (bounded) buf_puts(out, "(?:[^\\w\\x80-\\xff]|$)");
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -152,6 +152,17 @@ static void test_metacharacters_are_literal(void **state)
     assert_string_equal(hits_of(rs, "x", "{\"notes\":\"write c++ code\"}"), "m/notes");
     assert_string_equal(hits_of(rs, "x", "{\"notes\":\"write c+ code\"}"), "");
     rule_set_free(rs);
+
+    /* whole words at a phrase's edges that are not word characters too: neither preceded nor followed by one */
+    const char *edges[] = {"{\"name\":\"e\",\"fields\":[\"notes\"],\"any\":[\"c++\",\"#covid\"]}", NULL};
+    rs = set_of(edges);
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"c++\"}"), "e/notes");
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"(c++, #covid)\"}"), "e/notes");
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"c++x\"}"), "");
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"c++é\"}"), "");
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"a#covid\"}"), "");
+    assert_string_equal(hits_of(rs, "x", "{\"notes\":\"_#covid\"}"), "");
+    rule_set_free(rs);
 }
 
 static void test_non_ascii_letters(void **state)
