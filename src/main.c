@@ -300,9 +300,10 @@ static int backup_run(const char *data, const char *out)
     char when[40] = "-";
     if (info.last_commit) time_format_rfc3339(info.last_commit, when, sizeof when);
     printf("backup of %s in %s: commit %llu (%s), log end %llu in %u segment files of %llu bytes, LMDB %llu "
-           "bytes, %.1f s%s\n",
+           "bytes, %llu bearer tokens left out (sign in again on a restored copy), %.1f s%s\n",
            data, out, (unsigned long long)info.commit_pos, when, (unsigned long long)info.log_end, info.segments,
-           (unsigned long long)info.segment_size, (unsigned long long)info.lmdb_bytes, ms_mono_s() - t0, live);
+           (unsigned long long)info.segment_size, (unsigned long long)info.lmdb_bytes,
+           (unsigned long long)info.tokens_dropped, ms_mono_s() - t0, live);
     return 0;
 }
 

@@ -6,7 +6,8 @@
  * DESIGN: mdb_env_copyfd2 with MDB_CP_COMPACT walks the B-trees from one read transaction and writes
  * them, free pages left out, to OUT/lmdb/data.mdb: a reader, so it never takes LMDB's writer lock nor
  * blocks the writer (mdb_env_copy2 is the same copy on a path; the descriptor is ours here so that the
- * copy is fsynced before we say it is done). The copy is then opened read-only to learn what it holds:
+ * copy is fsynced before we say it is done). The copy is then opened to learn what it holds and to drop its
+ * bearer tokens (a restored copy must not bring back a token revoked since: finish_copy):
  * its "log_end" (every body it references lies below it, invariants 2-3), its commit position, and the
  * segment size its writer recorded. The segment files are copied up to that end and no further
  * (seglog_copy_files); bytes below a log's end are never rewritten, so copying them after LMDB, while the
@@ -108,26 +109,41 @@ static ms_code copy_lmdb(store *s, const char *path, uint64_t *bytes, ms_err *e)
 
 /* What the copy at lmdb_dir holds: its meta values (opened read-only and without a lock file, so nothing
  * is written into the copy). */
-static ms_code read_copy(const char *lmdb_dir, uint64_t file_bytes, store_backup_info *info, ms_err *e)
+/* What the copy holds (its metadata, into info), and its bearer tokens dropped: a copy restored later must not
+ * bring back a token revoked after the backup (a stolen one, an account's disabled since); everyone signs in
+ * again on a restored store. One write transaction of the copy's own (no one else has it open), synced. */
+static ms_code finish_copy(const char *lmdb_dir, uint64_t file_bytes, store_backup_info *info, ms_err *e)
 {
     MDB_env *env;
     int rc = mdb_env_create(&env);
-    if (rc) return st_mdb_fail(e, rc, "backup: read the copy's metadata");
+    if (rc) return st_mdb_fail(e, rc, "backup: open the copy");
     mdb_env_set_maxdbs(env, DB_COUNT + 2);
-    mdb_env_set_mapsize(env, file_bytes > STORE_DEFAULT_MAP_SIZE ? (size_t)file_bytes : STORE_DEFAULT_MAP_SIZE);
+    size_t map = (size_t)file_bytes + ((size_t)64 << 20); /* room for the pages the drop rewrites */
+    mdb_env_set_mapsize(env, map > STORE_DEFAULT_MAP_SIZE ? map : STORE_DEFAULT_MAP_SIZE);
     MDB_txn *txn = NULL;
-    MDB_dbi meta;
+    MDB_dbi meta, tokens;
+    MDB_stat st;
     uint64_t last = 0;
-    if (!(rc = mdb_env_open(env, lmdb_dir, MDB_RDONLY | MDB_NOLOCK, 0600)) &&
-        !(rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) && !(rc = mdb_dbi_open(txn, "meta", 0, &meta)) &&
-        !(rc = st_meta_get_u64(txn, meta, "log_end", &info->log_end)) &&
+    if (!(rc = mdb_env_open(env, lmdb_dir, MDB_NOLOCK, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn)) &&
+        !(rc = mdb_dbi_open(txn, "meta", 0, &meta)) && !(rc = st_meta_get_u64(txn, meta, "log_end", &info->log_end)) &&
         !(rc = st_meta_get_u64(txn, meta, "commit_pos", &info->commit_pos)) &&
-        !(rc = st_meta_get_u64(txn, meta, "last_commit", &last)))
-        rc = st_meta_get_u64(txn, meta, "segment_size", &info->segment_size);
+        !(rc = st_meta_get_u64(txn, meta, "last_commit", &last)) &&
+        !(rc = st_meta_get_u64(txn, meta, "segment_size", &info->segment_size))) {
+        rc = mdb_dbi_open(txn, "tokens", 0, &tokens);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0; /* a store that never issued one */
+        } else if (!rc && !(rc = mdb_stat(txn, tokens, &st)) && !(rc = mdb_drop(txn, tokens, 0))) {
+            info->tokens_dropped = st.ms_entries;
+        }
+    }
+    if (!rc) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
     info->last_commit = (int64_t)last;
     if (txn) mdb_txn_abort(txn);
     mdb_env_close(env);
-    return rc ? st_mdb_fail(e, rc, "backup: read the copy's metadata") : MS_OK;
+    return rc ? st_mdb_fail(e, rc, "backup: finish the copy") : MS_OK;
 }
 
 /* Remove every file of dir, a directory this call made (a partial copy must not look like a store). */
@@ -213,7 +229,7 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     }
     made_segs = true;
     if ((rc = copy_lmdb(s, data_file, &info.lmdb_bytes, e)) != MS_OK) goto fail;
-    if ((rc = read_copy(lmdb_dir, info.lmdb_bytes, &info, e)) != MS_OK) goto fail;
+    if ((rc = finish_copy(lmdb_dir, info.lmdb_bytes, &info, e)) != MS_OK) goto fail;
     if (!info.segment_size) info.segment_size = s->segment_size; /* a store last written before it was recorded */
     if ((rc = seglog_copy_files(from_segs, info.segment_size, info.log_end, seg_dir, &info.segments, e)) != MS_OK)
         goto fail;

@@ -716,28 +716,28 @@ ms_code store_tokens_revoke_user(store_write *w, const char *user, const unsigne
 /* ==== Backup (backup.c) ==== */
 
 typedef struct {
-    uint64_t commit_pos;   /* the last commit in the copy (0: none) */
-    int64_t last_commit;   /* the last instant it handed out (a commit's or a snapshot's) */
-    uint64_t log_end;      /* bytes of segment log it references: the copy's segment files end there */
-    uint64_t segment_size; /* of those files */
-    uint32_t segments;     /* segment files copied */
-    uint64_t lmdb_bytes;   /* size of the copied LMDB file */
+    uint64_t commit_pos;     /* the last commit in the copy (0: none) */
+    int64_t last_commit;     /* the last instant it handed out (a commit's or a snapshot's) */
+    uint64_t log_end;        /* bytes of segment log it references: the copy's segment files end there */
+    uint64_t segment_size;   /* of those files */
+    uint32_t segments;       /* segment files copied */
+    uint64_t lmdb_bytes;     /* size of the copied LMDB file */
+    uint64_t tokens_dropped; /* bearer tokens left out of the copy (everyone signs in again on it) */
 } store_backup_info;
 
 /* Copy the store into out_dir, a data directory `medstream serve` can open (README.md, invariant 7):
  * LMDB's compacting copy of the environment, made from one read transaction (out_dir/lmdb/data.mdb),
  * then the segment files up to the log end recorded in that copy, nothing past it (out_dir/segments).
  * Nothing else of the data directory is copied: not its lock file, not admin.password. The copy holds
- * everything in the store, secrets included (the id key, password hashes, token hashes): keep it as you
- * keep the store. out_dir must be absent (it is created, mode 0700, in an existing parent) or an empty
- * directory, and not inside the store's directory (MS_ECONFLICT). Everything written is fsynced before
- * MS_OK; info (may be NULL) says what was copied. Takes no lock and never blocks the writer: any store,
- * read-only (as `medstream backup` opens it, beside a running server) or not, any thread. Commits after
- * the copy's read transaction began are not in it. A store last written by a medstream that did not
- * record its segment size is read with s's. Errors: MS_ECONFLICT out_dir exists and is not an empty
- * directory, or is inside the store's; MS_ECORRUPT a segment file below
- * the recorded end is missing; MS_EFULL, MS_EIO writing the copy. On failure, what this call created in
- * out_dir is removed. */
+ * everything in the store but its bearer tokens (dropped from the copy: a restore must not bring back a token
+ * revoked since), secrets included (the id key, password hashes): keep it as you keep the store. out_dir must be absent
+ * (it is created, mode 0700, in an existing parent) or an empty directory, and not inside the store's directory
+ * (MS_ECONFLICT). Everything written is fsynced before MS_OK; info (may be NULL) says what was copied. Takes no lock
+ * and never blocks the writer: any store, read-only (as `medstream backup` opens it, beside a running server) or not,
+ * any thread. Commits after the copy's read transaction began are not in it. A store last written by a medstream that
+ * did not record its segment size is read with s's. Errors: MS_ECONFLICT out_dir exists and is not an empty directory,
+ * or is inside the store's; MS_ECORRUPT a segment file below the recorded end is missing; MS_EFULL, MS_EIO writing the
+ * copy. On failure, what this call created in out_dir is removed. */
 ms_code store_backup(store *s, const char *out_dir, store_backup_info *info, ms_err *e);
 
 /* ==== Bulk load (bulk_load.c) ==== */
