@@ -264,9 +264,9 @@ static int cmd_backup(int argc, char **argv)
         "can open. LMDB's compacting copy, then the segment files up to the end that copy\n"
         "records, nothing past it. Reads without locking DIR, so it may run beside `medstream\n"
         "serve`, which goes on writing (commits after the copy began are not in it). Copies the\n"
-        "store only: not admin.password; the copy holds the store's secrets (its id key,\n"
-        "password and token hashes), so keep it as you keep DIR. OUT must not exist or be empty,\n"
-        "and lie outside DIR.",
+        "store only: not admin.password, and no bearer token (sign in again on a restored copy);\n"
+        "the copy holds the store's secrets (its id key, password hashes), so keep it as you keep\n"
+        "DIR. OUT must not exist or be empty, and lie outside DIR.",
         opts};
     options_args a;
     int code;
