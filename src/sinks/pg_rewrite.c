@@ -43,13 +43,6 @@ typedef struct {
     ms_err err;
 } rewrite;
 
-static void put_pid(buf *b, const patient_id *pid)
-{
-    char t[PATIENT_ID_TEXT];
-    patient_id_format(pid, t);
-    buf_puts(b, t);
-}
-
 static bool rewrite_record(rewrite *rw, const log_item *it)
 {
     public_record pr;
@@ -84,7 +77,7 @@ static bool rewrite_patient(rewrite *rw, const log_item *it)
     if (store_public_patient_version(rw->r, &pid, rw->commit_time, it->version, &rw->fields, &found, &rw->err))
         return false;
     if (!found) return true; /* erased since (its copies are gone, its rows too once the erasure ships) */
-    put_pid(&rw->patients, &pid);
+    pg_copy_pid(&rw->patients, &pid);
     buf_printf(&rw->patients, "\t%u\t", it->version);
     pg_copy_escape(&rw->patients, rw->fields.data, rw->fields.len);
     buf_putc(&rw->patients, '\n');

@@ -64,7 +64,7 @@ static void put_time(buf *b, int64_t us)
     buf_puts(b, t);
 }
 
-static void put_pid(buf *b, const patient_id *pid)
+void pg_copy_pid(buf *b, const patient_id *pid)
 {
     char t[PATIENT_ID_TEXT];
     patient_id_format(pid, t);
@@ -95,7 +95,7 @@ static bool ship_record(ship *sh, const log_item *it)
     buf *b = &sh->records;
     pg_copy_escape(b, rv.record_id, rv.record_id_len);
     buf_printf(b, "\t%u\t", rv.version);
-    put_pid(b, &rv.pid);
+    pg_copy_pid(b, &rv.pid);
     buf_putc(b, '\t');
     pg_copy_escape(b, rv.type, rv.type_len);
     buf_putc(b, '\t');
@@ -115,7 +115,7 @@ static bool ship_record(ship *sh, const log_item *it)
         b = &sh->public_records;
         pg_copy_escape(b, rv.record_id, rv.record_id_len);
         buf_printf(b, "\t%u\t", rv.version);
-        put_pid(b, &pr.pid);
+        pg_copy_pid(b, &pr.pid);
         buf_putc(b, '\t');
         pg_copy_escape(b, pr.type, strlen(pr.type));
         buf_printf(b, "\t%d\t", pr.year);
@@ -146,7 +146,7 @@ static bool ship_patient(ship *sh, const log_item *it)
     sh->fields.len = 0;
     if (query_patient_fields(sh->p->opt.store, &pv, &sh->fields, &sh->err)) return false;
     buf *b = &sh->versions;
-    put_pid(b, &pid);
+    pg_copy_pid(b, &pid);
     buf_printf(b, "\t%u\t", pv.version);
     pg_copy_escape(b, sh->fields.data, sh->fields.len);
     buf_putc(b, '\t');
@@ -154,14 +154,14 @@ static bool ship_patient(ship *sh, const log_item *it)
     buf_putc(b, '\t');
     pg_copy_escape(b, pv.cause_record, pv.cause_record_len);
     buf_putc(b, '\n');
-    put_pid(&sh->latest, &pid);
+    pg_copy_pid(&sh->latest, &pid);
     buf_printf(&sh->latest, "\t%u\n", pv.version);
     sh->rows++;
     if (store_public_patient_version(sh->r, &pid, sh->commit_time, it->version, &sh->fields, &found, &sh->err))
         return false;
     if (found) {
         b = &sh->public_patients;
-        put_pid(b, &pid);
+        pg_copy_pid(b, &pid);
         buf_printf(b, "\t%u\t", pv.version);
         pg_copy_escape(b, sh->fields.data, sh->fields.len);
         buf_putc(b, '\t');
@@ -175,7 +175,7 @@ static bool ship_patient(ship *sh, const log_item *it)
         if (!nul || sh->key.len - (size_t)(nul - sh->key.data) != 11)
             return ms_fail(&sh->err, MS_ECORRUPT, "patient without an identity entry"), false;
         b = &sh->index;
-        put_pid(b, &pid);
+        pg_copy_pid(b, &pid);
         buf_putc(b, '\t');
         pg_copy_escape(b, sh->key.data, (size_t)(nul - sh->key.data));
         buf_putc(b, '\t');
@@ -194,7 +194,7 @@ static bool ship_item(void *ctx, const log_item *it)
         patient_id pid;
         memcpy(pid.b, it->id, 16);
         if (sh->erased.len) buf_putc(&sh->erased, ',');
-        put_pid(&sh->erased, &pid);
+        pg_copy_pid(&sh->erased, &pid);
     }
     if (!ok) sh->failed = true;
     return ok;

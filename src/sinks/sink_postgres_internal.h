@@ -67,6 +67,8 @@ void pg_error_text(const PGresult *res, PGconn *c, char *out, size_t cap);
 bool pg_exec(sink_postgres *p, const char *sql, const char *what, ms_err *e);
 /* One text value of a one-row query (malloc'd), or NULL; *ok false when the query failed. */
 char *pg_value(sink_postgres *p, const char *sql, const char *what, bool *ok, ms_err *e);
+/* A patient id as COPY text (its canonical form: nothing to escape). */
+void pg_copy_pid(buf *b, const patient_id *pid);
 /* COPY data in with sql inside the open transaction; true when it succeeded. */
 bool pg_copy_in(sink_postgres *p, const char *sql, const buf *data, const char *what, ms_err *e);
 
