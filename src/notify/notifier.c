@@ -122,6 +122,14 @@ static long find_skipped(const notifier *n, const char *name)
     return -1;
 }
 
+/* name (len bytes, at most RULE_NAME_MAX, no NUL) onto the list of stored rules not in force */
+static void add_skipped(notifier *n, const char *name, size_t len)
+{
+    n->skipped = ms_realloc(n->skipped, (n->nskipped + 1) * sizeof *n->skipped);
+    memcpy(n->skipped[n->nskipped], name, len);
+    n->skipped[n->nskipped++][len] = 0;
+}
+
 static void forget_skipped(notifier *n, const char *name)
 {
     long at = find_skipped(n, name);
@@ -765,14 +773,10 @@ static bool load_rule(void *ctx, const char *name, size_t name_len, const char *
     rule_def r;
     if (rule_parse(v, len, &r, &s->e) != MS_OK) { /* stored when it parsed, under older checks (a name "..") */
         ms_log(LOG_ERROR, "notify.rule_skipped",
-               "stored rule %.*s does not parse (%s): skipped (DELETE /v1/rules/NAME removes it)", (int)name_len,
-               name, s->e.msg);
-        notifier *n = s->owner;
-        if (name_len <= RULE_NAME_MAX && !memchr(name, 0, name_len)) { /* not in force: DELETE still works */
-            n->skipped = ms_realloc(n->skipped, (n->nskipped + 1) * sizeof *n->skipped);
-            memcpy(n->skipped[n->nskipped], name, name_len);
-            n->skipped[n->nskipped++][name_len] = 0;
-        }
+               "stored rule %.*s does not parse (%s): skipped (DELETE /v1/rules/NAME removes it)", (int)name_len, name,
+               s->e.msg);
+        if (name_len <= RULE_NAME_MAX && !memchr(name, 0, name_len)) /* not in force: DELETE still works */
+            add_skipped(s->owner, name, name_len);
         return true;
     }
     s->v = ms_realloc(s->v, (s->n + 1) * sizeof *s->v);
@@ -785,8 +789,7 @@ static void skip_stored(notifier *n, rule_def *r, const char *why)
     ms_log(LOG_ERROR, "notify.rule_skipped",
            "stored rule %s is not in force: %s (replace it with POST /v1/rules, or DELETE /v1/rules/%s)", r->name, why,
            r->name);
-    n->skipped = ms_realloc(n->skipped, (n->nskipped + 1) * sizeof *n->skipped);
-    memcpy(n->skipped[n->nskipped++], r->name, sizeof *n->skipped);
+    add_skipped(n, r->name, strlen(r->name));
     rule_def_free(r);
 }
 

@@ -48,7 +48,7 @@ struct notifier {
     pthread_mutex_t change_lock;
     rule_def *file_rules, *api_rules;
     size_t nfile, napi;
-    char (*skipped)[RULE_NAME_MAX + 1]; /* stored rules not in force (over a bound at the start): DELETE works */
+    char (*skipped)[RULE_NAME_MAX + 1]; /* stored rules not in force (over a bound, or not parsing, at the start): DELETE works */
     size_t nskipped;
     pthread_mutex_t set_lock;
     live_set *live;
