@@ -38,23 +38,13 @@ typedef struct {
 static const char *const import_format_names[] = {"ndjson", "csv", NULL};           /* in import_format's order */
 static const char *const progress_names[] = {"auto", "bar", "plain", "none", NULL}; /* progress_mode's order */
 
-/* The rules between import's options (NULL when they hold), and each file's format into formats. */
 /* Is the file at path (which may not exist yet) inside the directory dir, whatever links either is named
  * through? */
 static bool file_inside(const char *path, const char *dir)
 {
-    char parent[PATH_MAX], real_parent[PATH_MAX], real_dir[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (!slash)
-        snprintf(parent, sizeof parent, ".");
-    else if (slash == parent)
-        parent[1] = 0;
-    else
-        *slash = 0;
-    if (!realpath(parent, real_parent) || !realpath(dir, real_dir)) return false;
-    size_t n = strlen(real_dir);
-    return !strncmp(real_parent, real_dir, n) && (real_parent[n] == '/' || real_parent[n] == 0 || n == 1);
+    char parent[PATH_MAX];
+    ms_path_parent(path, parent, sizeof parent);
+    return ms_path_inside(parent, dir);
 }
 
 /* The files import writes (cut back to their checkpointed length, then appended): never an input, which
@@ -76,6 +66,7 @@ static const char *written_file_check(const import_settings *c, const options_ar
     return NULL;
 }
 
+/* The rules between import's options (NULL when they hold), and each file's format into formats. */
 static const char *import_check(const import_settings *c, const options_args *a, import_format *formats)
 {
     static char why[1000];

@@ -4,6 +4,7 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,29 @@ ms_code buf_read_file(buf *out, const char *path, ms_err *e) { return read_file_
 ms_code buf_read_settings_file(buf *out, const char *path, ms_err *e)
 {
     return read_file_max(out, path, MS_SETTINGS_FILE_MAX, e);
+}
+
+void ms_path_parent(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = 0;
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        snprintf(out, cap, ".");
+    else if (slash == out)
+        out[1] = 0;
+    else
+        *slash = 0;
+}
+
+bool ms_path_inside(const char *path, const char *dir)
+{
+    char p[PATH_MAX], d[PATH_MAX];
+    if (!realpath(path, p) || !realpath(dir, d)) return false;
+    size_t n = strlen(d);
+    return !strncmp(p, d, n) && (p[n] == '/' || p[n] == 0 || n == 1);
 }
 
 struct arena_chunk {

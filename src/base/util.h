@@ -86,6 +86,11 @@ ms_code buf_read_file(buf *out, const char *path, ms_err *e);
 #define MS_SETTINGS_FILE_MAX ((size_t)64 << 20)
 ms_code buf_read_settings_file(buf *out, const char *path, ms_err *e);
 
+/* The directory that holds path (trailing slashes dropped, then up to its last slash; "." when there is none). */
+void ms_path_parent(const char *path, char *out, size_t cap);
+/* Is path (which exists) dir or inside it, whatever links either is named through (realpath)? */
+bool ms_path_inside(const char *path, const char *dir);
+
 /* Arena: many small allocations freed at once (one per batch). */
 typedef struct arena_chunk arena_chunk;
 typedef struct {

@@ -25,21 +25,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Is out_dir (which exists) data_dir or inside it, whatever links either is named through? */
-static bool inside(const char *out_dir, const char *data_dir)
-{
-    char out[PATH_MAX], data[PATH_MAX];
-    if (!realpath(out_dir, out) || !realpath(data_dir, data)) return false;
-    size_t n = strlen(data);
-    return !strncmp(out, data, n) && (out[n] == '/' || out[n] == 0 || n == 1);
-}
 
 static ms_code refuse_inside(const char *out_dir, const char *data_dir, ms_err *e)
 {
@@ -55,7 +45,7 @@ static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *crea
 {
     *created = false;
     if (mkdir(out_dir, 0700) == 0) {
-        if (inside(out_dir, data_dir)) {
+        if (ms_path_inside(out_dir, data_dir)) {
             rmdir(out_dir);
             return refuse_inside(out_dir, data_dir, e);
         }
@@ -75,7 +65,7 @@ static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *crea
     if (!empty)
         return ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
                        out_dir);
-    if (inside(out_dir, data_dir)) return refuse_inside(out_dir, data_dir, e);
+    if (ms_path_inside(out_dir, data_dir)) return refuse_inside(out_dir, data_dir, e);
     if (chmod(out_dir, 0700) != 0) /* owner only, as one it creates, whatever mode it was made with */
         return ms_fail(e, MS_EIO, "store: cannot make %s mode 0700: %s", out_dir, strerror(errno));
     return MS_OK;
@@ -160,22 +150,6 @@ static void empty_dir(const char *dir)
     closedir(d);
 }
 
-/* The directory that holds path (path without trailing slashes, then up to its last slash). */
-static void parent_of(const char *path, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s", path);
-    size_t n = strlen(out);
-    while (n > 1 && out[n - 1] == '/')
-        out[--n] = 0;
-    char *slash = strrchr(out, '/');
-    if (!slash)
-        snprintf(out, cap, ".");
-    else if (slash == out)
-        out[1] = 0;
-    else
-        *slash = 0;
-}
-
 /* DIR/keys (keys.c), whole, synced; none in a store from before data keys. Copied after LMDB: every
  * patient of the copy had its key written before its commit; a patient erased since has lost its key
  * here too (a backup never revives an erasure), and slots the copy does not know are cut when it opens.
@@ -234,7 +208,7 @@ ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out,
     if ((rc = seglog_copy_files(from_segs, info.segment_size, info.log_end, seg_dir, &info.segments, e)) != MS_OK)
         goto fail;
     if ((rc = copy_keys(s->dir, out_dir, &made_keys, e)) != MS_OK) goto fail;
-    parent_of(out_dir, parent, sizeof parent);
+    ms_path_parent(out_dir, parent, sizeof parent);
     if ((rc = sync_dir(lmdb_dir, e)) != MS_OK || (rc = sync_dir(out_dir, e)) != MS_OK ||
         (created_out && (rc = sync_dir(parent, e)) != MS_OK))
         goto fail;
