@@ -215,11 +215,10 @@ ms_code st_ident_last_keyed(store *s, uint64_t *number, bool *any, ms_err *e)
     *any = false;
     ms_code opened = ident_read_cursor(s, &txn, &c, e);
     if (opened != MS_OK) return opened;
-    int rc;
     MDB_val k, v;
     ms_code out = MS_OK;
     /* from the newest entry back past erased ones (whose entries keep no key), a bounded walk */
-    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    int rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     for (int steps = 0; rc == 0 && steps < 4096; steps++, rc = mdb_cursor_get(c, &k, &v, MDB_PREV)) {
         ident_entry ie;
         if (k.mv_size != 8 || !st_ident_decode(&v, &ie)) {
