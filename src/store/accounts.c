@@ -8,7 +8,8 @@
  * audit entry. Tokens are small writes of their own from request threads: a login (store_token_put)
  * checks in the same write transaction that the account exists, is enabled and still has the password
  * hash the login was checked against, so a login racing a deletion, a disabling or a password change
- * cannot leave a token behind; revoking a user's tokens scans the tokens
+ * cannot leave a token behind, and deletes the expired tokens among the few after its own
+ * (TOKEN_SWEEP_LOOK), so that expired tokens do not pile up; revoking a user's tokens scans the tokens
  * sub-database and drops expired tokens of anyone on the way.
  *
  * Contract: store.h ("Accounts and tokens"). Must never: store or return a password (only its hash), put
@@ -111,6 +112,41 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e)
 
 /* ---- tokens ---- */
 
+/* How many tokens a login looks at beside its own, deleting the expired ones among them. A token's key is
+ * the SHA-256 of a random token, so each login looks at the table at a random place: where a share x of the
+ * entries has expired, a login deletes about TOKEN_SWEEP_LOOK * x of them while it adds one, and the expired
+ * entries settle at about 1 / TOKEN_SWEEP_LOOK of the table. Before, expired tokens stayed until their
+ * account changed: a service signing in every minute left 525,600 entries a year. */
+#define TOKEN_SWEEP_LOOK 8
+
+/* Delete the expired tokens among the TOKEN_SWEEP_LOOK entries after hash's (the table read as a ring),
+ * in txn. An entry that does not decode ends the look (store_token_get reports it); an LMDB error is
+ * returned (the transaction is then to be aborted). */
+static int sweep_near(MDB_txn *txn, MDB_dbi dbi, const unsigned char hash[32], int64_t now)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) return rc;
+    MDB_val k = st_val(hash, 32), v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    bool wrapped = false;
+    for (int looked = 0; rc == 0 && looked < TOKEN_SWEEP_LOOK; looked++) {
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        if (rc == MDB_NOTFOUND && !wrapped) {
+            wrapped = true;
+            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        }
+        if (rc || (k.mv_size == 32 && memcmp(k.mv_data, hash, 32) == 0)) break; /* the end, or round to its own */
+        int64_t expires;
+        const char *owner;
+        size_t owner_len;
+        if (!st_token_user(&v, &expires, &owner, &owner_len)) break;
+        if (expires <= now) rc = mdb_cursor_del(c, 0);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
                         const char *password_hash, ms_err *e)
 {
@@ -132,6 +168,7 @@ ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires,
     if (code == MS_OK) {
         MDB_val k = st_val(hash, 32), mv = st_val(v.data, v.len);
         rc = mdb_put(txn, s->dbi[DB_TOKENS], &k, &mv, MDB_NOOVERWRITE);
+        if (!rc) rc = sweep_near(txn, s->dbi[DB_TOKENS], hash, ms_now_us());
         if (!rc) {
             rc = mdb_txn_commit(txn);
             txn = NULL;

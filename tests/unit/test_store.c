@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <openssl/sha.h>
 #include <xxhash.h>
 
 #define SEG_SIZE ((uint64_t)1 << 20)
@@ -1783,10 +1784,62 @@ static void test_revoke_user_tokens(void **state)
     assert_true(token_present(f, 5));
 }
 
+/* A hash of its own for the n-th token of a kind (deterministic: the same ring every run). */
+static void token_hash(const char *kind, int n, unsigned char h[32])
+{
+    char text[32];
+    int len = snprintf(text, sizeof text, "%s-%d", kind, n);
+    SHA256((const unsigned char *)text, (size_t)len, h);
+}
+
+static bool token_hash_present(fixture *f, const unsigned char h[32])
+{
+    int64_t exp;
+    char u[STORE_USER_MAX], ro[STORE_ROLE_MAX];
+    bool found = false;
+    ms_err e;
+    store_read *r = unit_rbegin(f->s);
+    assert_int_equal(store_token_get(r, h, &exp, u, ro, &found, &e), MS_OK);
+    store_read_end(r);
+    return found;
+}
+
+/* Expired tokens do not pile up while nobody's account changes: each login deletes the expired ones among
+ * the few entries after its own. 200 tokens that expired, then 100 logins: at most a few of the expired are
+ * left (without the sweep, all 200), and not one live token is gone. */
+static void test_logins_sweep_expired_tokens(void **state)
+{
+    fixture *f = *state;
+    store_account a = {.name = "svc", .role = "ingest", .hash = "$argon2id$svc"};
+    account_write(f, &a, false);
+    ms_err e;
+    unsigned char h[32];
+    int64_t past = ms_now_us() - 1000000, later = ms_now_us() + 3600LL * 1000000;
+    for (int i = 0; i < 200; i++) {
+        token_hash("expired", i, h);
+        assert_int_equal(store_token_put(f->s, h, past, "svc", "ingest", NULL, &e), MS_OK);
+    }
+    for (int i = 0; i < 100; i++) {
+        token_hash("live", i, h);
+        assert_int_equal(store_token_put(f->s, h, later, "svc", "ingest", NULL, &e), MS_OK);
+    }
+    int expired_left = 0;
+    for (int i = 0; i < 200; i++) {
+        token_hash("expired", i, h);
+        expired_left += token_hash_present(f, h);
+    }
+    for (int i = 0; i < 100; i++) {
+        token_hash("live", i, h);
+        assert_true(token_hash_present(f, h));
+    }
+    assert_true(expired_left <= 40);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_empty_and_id_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logins_sweep_expired_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_and_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_times_increase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_as_of_versions, setup, teardown),
