@@ -114,13 +114,16 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e)
 
 /* How many tokens a login looks at beside its own, deleting the expired ones among them. A token's key is
  * the SHA-256 of a random token, so each login looks at the table at a random place: where a share x of the
- * entries has expired, a login deletes about TOKEN_SWEEP_LOOK * x of them while it adds one, and the expired
+ * entries has expired (a day ago: TOKEN_SWEEP_GRACE_US), a login deletes about TOKEN_SWEEP_LOOK * x of them while it adds one, and the expired
  * entries settle at about 1 / TOKEN_SWEEP_LOOK of the table. Before, expired tokens stayed until their
  * account changed: a service signing in every minute left 525,600 entries a year. */
 #define TOKEN_SWEEP_LOOK 8
+/* A token is swept only this long after it expired: until then its holder is told "expired token" (the
+ * console signs in again on that), not "unknown or revoked token". */
+#define TOKEN_SWEEP_GRACE_US (24LL * 3600 * 1000000)
 
-/* Delete the expired tokens among the TOKEN_SWEEP_LOOK entries after hash's (the table read as a ring),
- * in txn. An entry that does not decode ends the look (store_token_get reports it); an LMDB error is
+/* Delete the tokens expired for TOKEN_SWEEP_GRACE_US among the TOKEN_SWEEP_LOOK entries after hash's (the
+ * table read as a ring), in txn. An entry that does not decode ends the look (store_token_get reports it); an LMDB error is
  * returned (the transaction is then to be aborted). */
 static int sweep_near(MDB_txn *txn, MDB_dbi dbi, const unsigned char hash[32], int64_t now)
 {
@@ -141,7 +144,7 @@ static int sweep_near(MDB_txn *txn, MDB_dbi dbi, const unsigned char hash[32], i
         const char *owner;
         size_t owner_len;
         if (!st_token_user(&v, &expires, &owner, &owner_len)) break;
-        if (expires <= now) rc = mdb_cursor_del(c, 0);
+        if (expires <= now - TOKEN_SWEEP_GRACE_US) rc = mdb_cursor_del(c, 0);
     }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;

@@ -700,10 +700,10 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e);
  * thread; WHO MAY WRITE). store_token_put refuses a token for an account that is missing or disabled, or
  * whose password hash is no longer password_hash (the one a login checked; NULL: not checked), all
  * checked in its own write transaction, so that a login racing a deletion, a disabling or a password
- * change cannot leave a token behind; the same transaction deletes the expired tokens among the few that
- * follow the new one's key (accounts.c, TOKEN_SWEEP_LOOK), so that expired tokens stay a small share of the
- * table. Errors: MS_ENOTFOUND that refusal (put), or no such token (delete);
- * MS_ECONFLICT the token exists (put). */
+ * change cannot leave a token behind; the same transaction deletes the tokens expired for a day among the
+ * few that follow the new one's key (accounts.c, TOKEN_SWEEP_LOOK), so that expired tokens stay a small
+ * share of the table. Errors: MS_ENOTFOUND that refusal (put), or no such token (delete); MS_ECONFLICT the
+ * token exists (put). */
 ms_code store_token_put(store *s, const unsigned char hash[32], int64_t expires, const char *user, const char *role,
                         const char *password_hash, ms_err *e);
 ms_code store_token_delete(store *s, const unsigned char hash[32], ms_err *e);

@@ -1804,9 +1804,10 @@ static bool token_hash_present(fixture *f, const unsigned char h[32])
     return found;
 }
 
-/* Expired tokens do not pile up while nobody's account changes: each login deletes the expired ones among
- * the few entries after its own. 200 tokens that expired, then 100 logins: at most a few of the expired are
- * left (without the sweep, all 200), and not one live token is gone. */
+/* Expired tokens do not pile up while nobody's account changes: each login deletes the ones expired for a
+ * day among the few entries after its own. 200 tokens that expired two days ago and 50 an hour ago, then 100
+ * logins: at most a few of the first are left (without the sweep, all 200); the last 50 (still answered
+ * "expired token") and every live token stay. */
 static void test_logins_sweep_expired_tokens(void **state)
 {
     fixture *f = *state;
@@ -1814,10 +1815,15 @@ static void test_logins_sweep_expired_tokens(void **state)
     account_write(f, &a, false);
     ms_err e;
     unsigned char h[32];
-    int64_t past = ms_now_us() - 1000000, later = ms_now_us() + 3600LL * 1000000;
+    int64_t past = ms_now_us() - 48 * 3600LL * 1000000, recent = ms_now_us() - 3600LL * 1000000,
+            later = ms_now_us() + 3600LL * 1000000;
     for (int i = 0; i < 200; i++) {
         token_hash("expired", i, h);
         assert_int_equal(store_token_put(f->s, h, past, "svc", "ingest", NULL, &e), MS_OK);
+    }
+    for (int i = 0; i < 50; i++) {
+        token_hash("recent", i, h);
+        assert_int_equal(store_token_put(f->s, h, recent, "svc", "ingest", NULL, &e), MS_OK);
     }
     for (int i = 0; i < 100; i++) {
         token_hash("live", i, h);
@@ -1830,6 +1836,10 @@ static void test_logins_sweep_expired_tokens(void **state)
     }
     for (int i = 0; i < 100; i++) {
         token_hash("live", i, h);
+        assert_true(token_hash_present(f, h));
+    }
+    for (int i = 0; i < 50; i++) {
+        token_hash("recent", i, h);
         assert_true(token_hash_present(f, h));
     }
     assert_true(expired_left <= 40);
