@@ -299,11 +299,16 @@ static int backup_run(const char *data, const char *out)
     }
     char when[40] = "-";
     if (info.last_commit) time_format_rfc3339(info.last_commit, when, sizeof when);
+    char swept[120] = "";
+    if (info.partials_removed == 1)
+        snprintf(swept, sizeof swept, "; removed a partial copy left by an interrupted backup");
+    else if (info.partials_removed)
+        snprintf(swept, sizeof swept, "; removed %u partial copies left by interrupted backups", info.partials_removed);
     printf("backup of %s in %s: commit %llu (%s), log end %llu in %u segment files of %llu bytes, LMDB %llu "
-           "bytes, %llu bearer tokens left out (sign in again on a restored copy), %.1f s%s\n",
+           "bytes, %llu bearer tokens left out (sign in again on a restored copy), %.1f s%s%s\n",
            data, out, (unsigned long long)info.commit_pos, when, (unsigned long long)info.log_end, info.segments,
            (unsigned long long)info.segment_size, (unsigned long long)info.lmdb_bytes,
-           (unsigned long long)info.tokens_dropped, ms_mono_s() - t0, live);
+           (unsigned long long)info.tokens_dropped, ms_mono_s() - t0, live, swept);
     return 0;
 }
 

@@ -14,10 +14,18 @@
  * server appends past it, is safe; then the data keys (copy_keys). Only the store is copied: not DIR/medstream.lock,
  * not DIR/admin.password, nor anything else in DIR.
  *
+ * The copy is made in a partial directory beside OUT, `.NAME.partial-PID` in OUT's parent (mode 0700), and
+ * renamed to OUT only once every file, and the directories, are fsynced (then the parent is): a backup killed
+ * partway, or failing on a full disk, leaves no OUT, nothing any command takes for a data directory. An empty
+ * OUT is replaced by that rename; one the rename cannot replace (a mount point, a symlink, "." or "..") gets its
+ * partial copy inside it, `OUT/.backup.partial-PID`, whose keys, segments and lmdb (the one data_dir_ready
+ * looks for, last) are renamed up into OUT. A partial copy left by a backup that was killed (its PID no longer
+ * runs) is removed by the next backup to the same OUT, which says so (a live backup's is left alone).
+ *
  * Contract: store.h ("Backup"). Any store, read-only or not, any thread; takes no lock. Must never: write
- * into a directory that is not new or empty, or that lies inside the store's own (OUT is made 0700 either
- * way), leave a partial copy that looks complete (on failure what this call created is removed), copy a
- * segment byte past the copy's recorded end.
+ * into a directory that is not new or empty, or that lies inside the store's own (OUT is 0700 either
+ * way), leave a partial copy that looks complete or under OUT's name (on failure what this call created is
+ * removed; a kill leaves only the partial directory), copy a segment byte past the copy's recorded end.
  */
 #define MS_STORE_INTERNAL
 #include "store/store_internal.h"
@@ -25,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,25 +48,107 @@ static ms_code refuse_inside(const char *out_dir, const char *data_dir, ms_err *
                    out_dir, data_dir);
 }
 
-/* out_dir: created (mode 0700) when absent, accepted (and made 0700) when an empty directory; never inside data_dir
- * (the data directory would hold a second copy of its PHI and data keys, which an erasure does not reach). */
-static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *created, ms_err *e)
+/* Where the copy is made before it is OUT (see the top of this file). */
+typedef struct {
+    char stage[4400];     /* the partial copy */
+    char sweep_dir[4096]; /* where partial copies of OUT are (OUT's parent, or OUT) */
+    char prefix[240];     /* their names: prefix then a PID */
+    bool inside;          /* stage inside OUT, its entries renamed up into it */
+    bool existed;         /* OUT was there (an empty directory) */
+} backup_place;
+
+static ms_code plan_out(const char *out_dir, backup_place *pl, ms_err *e)
 {
-    *created = false;
-    if (mkdir(out_dir, 0700) == 0) {
-        if (ms_path_inside(out_dir, data_dir)) {
-            rmdir(out_dir);
-            return refuse_inside(out_dir, data_dir, e);
-        }
-        *created = true;
-        return MS_OK;
-    }
-    if (errno != EEXIST) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", out_dir, strerror(errno));
-    DIR *d = opendir(out_dir);
-    if (!d) {
-        if (errno == ENOTDIR) return ms_fail(e, MS_ECONFLICT, "%s exists and is not a directory", out_dir);
+    memset(pl, 0, sizeof *pl);
+    char parent[4096], name[4096];
+    ms_path_parent(out_dir, parent, sizeof parent);
+    snprintf(name, sizeof name, "%s", out_dir);
+    size_t n = strlen(name);
+    while (n > 1 && name[n - 1] == '/')
+        name[--n] = 0;
+    const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    struct stat lst, st, pst;
+    if (lstat(out_dir, &lst) == 0) {
+        if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return ms_fail(e, MS_ECONFLICT, "%s exists and is not a directory", out_dir);
+        if (stat(parent, &pst) != 0) return ms_fail(e, MS_EIO, "store: cannot read %s: %s", parent, strerror(errno));
+        pl->existed = true;
+        pl->inside = S_ISLNK(lst.st_mode) || st.st_dev != pst.st_dev || !strcmp(base, ".") || !strcmp(base, "..") ||
+                     !strcmp(base, "/");
+    } else if (errno != ENOENT) {
         return ms_fail(e, MS_EIO, "store: cannot read %s: %s", out_dir, strerror(errno));
     }
+    snprintf(pl->sweep_dir, sizeof pl->sweep_dir, "%s", pl->inside ? out_dir : parent);
+    if (pl->inside)
+        snprintf(pl->prefix, sizeof pl->prefix, ".backup.partial-");
+    else
+        snprintf(pl->prefix, sizeof pl->prefix, ".%.200s.partial-", base);
+    snprintf(pl->stage, sizeof pl->stage, "%s/%s%ld", pl->sweep_dir, pl->prefix, (long)getpid());
+    return MS_OK;
+}
+
+/* Remove every file of dir, a directory this call made (a partial copy must not look like a store). */
+static void empty_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *de; (de = readdir(d));) {
+        char path[4900];
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
+/* Remove a partial copy: its keys, the files of its lmdb and segments, those, itself (nothing else: a directory
+ * holding anything more is left, and 0 is not returned). 0 or an errno; ENOENT when there is none. */
+static int remove_partial(const char *dir)
+{
+    char path[4600];
+    snprintf(path, sizeof path, "%s/keys", dir);
+    unlink(path);
+    static const char *const subs[] = {"lmdb", "segments"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+        empty_dir(path);
+        rmdir(path);
+    }
+    return rmdir(dir) == 0 ? 0 : errno;
+}
+
+/* Remove the partial copies in pl->sweep_dir left by backups to the same OUT that were killed (their PID runs no
+ * more, or is this process's); *removed: how many. One that cannot be removed is named in the error. */
+static ms_code sweep_partials(const backup_place *pl, uint32_t *removed, ms_err *e)
+{
+    DIR *d = opendir(pl->sweep_dir);
+    if (!d) return MS_OK; /* OUT's parent missing: the mkdir below says so */
+    size_t plen = strlen(pl->prefix);
+    ms_code rc = MS_OK;
+    for (struct dirent *de; rc == MS_OK && (de = readdir(d));) {
+        if (strncmp(de->d_name, pl->prefix, plen) || !de->d_name[plen]) continue;
+        char *end;
+        long pid = strtol(de->d_name + plen, &end, 10);
+        if (*end || pid <= 0 || (pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))) continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", pl->sweep_dir, de->d_name);
+        int err = remove_partial(path);
+        if (err == 0)
+            ++*removed;
+        else if (err != ENOENT)
+            rc = ms_fail(e, MS_ECONFLICT,
+                         "cannot remove %s, a partial copy left by an interrupted backup: %s (remove it by hand)", path,
+                         strerror(err));
+    }
+    closedir(d);
+    return rc;
+}
+
+/* An OUT that exists: an empty directory (anything else is refused and left as it was). */
+static ms_code check_empty(const char *out_dir, ms_err *e)
+{
+    DIR *d = opendir(out_dir);
+    if (!d) return ms_fail(e, MS_EIO, "store: cannot read %s: %s", out_dir, strerror(errno));
     bool empty = true;
     for (struct dirent *de; empty && (de = readdir(d));)
         empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
@@ -65,9 +156,6 @@ static ms_code prepare_out(const char *out_dir, const char *data_dir, bool *crea
     if (!empty)
         return ms_fail(e, MS_ECONFLICT, "%s exists and is not empty (a backup goes into a new or empty directory)",
                        out_dir);
-    if (ms_path_inside(out_dir, data_dir)) return refuse_inside(out_dir, data_dir, e);
-    if (chmod(out_dir, 0700) != 0) /* owner only, as one it creates, whatever mode it was made with */
-        return ms_fail(e, MS_EIO, "store: cannot make %s mode 0700: %s", out_dir, strerror(errno));
     return MS_OK;
 }
 
@@ -136,18 +224,13 @@ static ms_code finish_copy(const char *lmdb_dir, uint64_t file_bytes, store_back
     return rc ? st_mdb_fail(e, rc, "backup: finish the copy") : MS_OK;
 }
 
-/* Remove every file of dir, a directory this call made (a partial copy must not look like a store). */
-static void empty_dir(const char *dir)
+/* Test hook (tests/e2e/test_backup.py): MEDSTREAM_TEST_BACKUP_CRASH=lmdb|segments|keys|synced kills this process
+ * (SIGKILL, as kill -9 would) once that step of the copy is done, to check that an interrupted backup leaves no
+ * OUT behind. */
+static void crash_after(const char *step)
 {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    for (struct dirent *de; (de = readdir(d));) {
-        char path[4400];
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
+    const char *at = getenv("MEDSTREAM_TEST_BACKUP_CRASH");
+    if (at && !strcmp(at, step)) raise(SIGKILL);
 }
 
 /* DIR/keys (keys.c), whole, synced; none in a store from before data keys. Copied after LMDB: every
@@ -157,7 +240,7 @@ static void empty_dir(const char *dir)
  * copy is live in the copy but marked erased in its slot, so the copy's first open scans the identities. */
 static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, ms_err *e)
 {
-    char from[4096], to[4096];
+    char from[4200], to[4500];
     snprintf(from, sizeof from, "%s/keys", from_dir);
     snprintf(to, sizeof to, "%s/keys", out_dir);
     int in = open(from, O_RDONLY | O_CLOEXEC);
@@ -181,54 +264,89 @@ static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, 
     return rc;
 }
 
+/* The synced partial copy becomes OUT: one rename replacing OUT (absent or an empty directory), or, inside OUT,
+ * its entries renamed up (lmdb, what makes a data directory, last); then the directory that changed is synced. */
+static ms_code commit_copy(const backup_place *pl, const char *out_dir, bool have_keys, ms_err *e)
+{
+    char parent[4096];
+    ms_path_parent(out_dir, parent, sizeof parent);
+    if (!pl->inside) {
+        if (rename(pl->stage, out_dir) != 0)
+            return errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR
+                       ? ms_fail(e, MS_ECONFLICT, "%s was made while the backup ran and is not empty", out_dir)
+                       : ms_fail(e, MS_EIO, "store: cannot rename %s to %s: %s", pl->stage, out_dir, strerror(errno));
+        return sync_dir(parent, e);
+    }
+    static const char *const names[] = {"keys", "segments", "lmdb"};
+    for (size_t i = have_keys ? 0 : 1; i < 3; i++) {
+        char from[4600], to[4200];
+        snprintf(from, sizeof from, "%s/%s", pl->stage, names[i]);
+        snprintf(to, sizeof to, "%s/%s", out_dir, names[i]);
+        if (rename(from, to) != 0) {
+            ms_code rc = ms_fail(e, MS_EIO, "store: cannot rename %s to %s: %s", from, to, strerror(errno));
+            for (size_t j = have_keys ? 0 : 1; j < i; j++) { /* back into the partial copy, removed with it */
+                snprintf(from, sizeof from, "%s/%s", pl->stage, names[j]);
+                snprintf(to, sizeof to, "%s/%s", out_dir, names[j]);
+                rename(to, from);
+            }
+            return rc;
+        }
+    }
+    rmdir(pl->stage);
+    if (chmod(out_dir, 0700) != 0) /* owner only, as one it creates, whatever mode it was made with */
+        return ms_fail(e, MS_EIO, "store: cannot make %s mode 0700: %s", out_dir, strerror(errno));
+    return sync_dir(out_dir, e);
+}
+
 ms_code store_backup(store *s, const char *out_dir, store_backup_info *info_out, ms_err *e)
 {
     store_backup_info info = {0};
-    char lmdb_dir[4096], data_file[4200], seg_dir[4096], from_segs[4096], parent[4096];
-    snprintf(lmdb_dir, sizeof lmdb_dir, "%s/lmdb", out_dir);
-    snprintf(data_file, sizeof data_file, "%s/data.mdb", lmdb_dir);
-    snprintf(seg_dir, sizeof seg_dir, "%s/segments", out_dir);
-    snprintf(from_segs, sizeof from_segs, "%s/segments", s->dir);
-    bool created_out = false, made_lmdb = false, made_segs = false, made_keys = false;
-    ms_code rc = prepare_out(out_dir, s->dir, &created_out, e);
+    backup_place pl;
+    ms_code rc = plan_out(out_dir, &pl, e);
     if (rc != MS_OK) return rc;
+    if ((rc = sweep_partials(&pl, &info.partials_removed, e)) != MS_OK) return rc;
+    if (pl.existed) {
+        if ((rc = check_empty(out_dir, e)) != MS_OK) return rc;
+        if (ms_path_inside(out_dir, s->dir)) return refuse_inside(out_dir, s->dir, e);
+    }
+    char lmdb_dir[4500], data_file[4600], seg_dir[4500], from_segs[4096];
+    snprintf(lmdb_dir, sizeof lmdb_dir, "%s/lmdb", pl.stage);
+    snprintf(data_file, sizeof data_file, "%s/data.mdb", lmdb_dir);
+    snprintf(seg_dir, sizeof seg_dir, "%s/segments", pl.stage);
+    snprintf(from_segs, sizeof from_segs, "%s/segments", s->dir);
+    bool made_keys = false;
+    if (mkdir(pl.stage, 0700) != 0) return ms_fail(e, MS_EIO, "store: cannot create %s: %s", pl.stage, strerror(errno));
+    if (chmod(pl.stage, 0700) != 0) { /* whatever the umask */
+        rc = ms_fail(e, MS_EIO, "store: cannot make %s mode 0700: %s", pl.stage, strerror(errno));
+        goto fail;
+    }
+    if (!pl.existed && ms_path_inside(pl.stage, s->dir)) { /* OUT would be beside it */
+        rc = refuse_inside(out_dir, s->dir, e);
+        goto fail;
+    }
     if (mkdir(lmdb_dir, 0700) != 0) {
         rc = ms_fail(e, MS_EIO, "store: cannot create %s: %s", lmdb_dir, strerror(errno));
         goto fail;
     }
-    made_lmdb = true;
     if (mkdir(seg_dir, 0700) != 0) {
         rc = ms_fail(e, MS_EIO, "store: cannot create %s: %s", seg_dir, strerror(errno));
         goto fail;
     }
-    made_segs = true;
     if ((rc = copy_lmdb(s, data_file, &info.lmdb_bytes, e)) != MS_OK) goto fail;
     if ((rc = finish_copy(lmdb_dir, info.lmdb_bytes, &info, e)) != MS_OK) goto fail;
+    crash_after("lmdb");
     if (!info.segment_size) info.segment_size = s->segment_size; /* a store last written before it was recorded */
     if ((rc = seglog_copy_files(from_segs, info.segment_size, info.log_end, seg_dir, &info.segments, e)) != MS_OK)
         goto fail;
-    if ((rc = copy_keys(s->dir, out_dir, &made_keys, e)) != MS_OK) goto fail;
-    ms_path_parent(out_dir, parent, sizeof parent);
-    if ((rc = sync_dir(lmdb_dir, e)) != MS_OK || (rc = sync_dir(out_dir, e)) != MS_OK ||
-        (created_out && (rc = sync_dir(parent, e)) != MS_OK))
-        goto fail;
+    crash_after("segments");
+    if ((rc = copy_keys(s->dir, pl.stage, &made_keys, e)) != MS_OK) goto fail;
+    crash_after("keys");
+    if ((rc = sync_dir(lmdb_dir, e)) != MS_OK || (rc = sync_dir(pl.stage, e)) != MS_OK) goto fail;
+    crash_after("synced");
+    if ((rc = commit_copy(&pl, out_dir, made_keys, e)) != MS_OK) goto fail;
     if (info_out) *info_out = info;
     return MS_OK;
 fail:
-    /* take back what this call made: these directories are new, so everything in them is ours */
-    if (made_keys) {
-        char keys[4200];
-        snprintf(keys, sizeof keys, "%s/keys", out_dir);
-        unlink(keys);
-    }
-    if (made_segs) {
-        empty_dir(seg_dir);
-        rmdir(seg_dir);
-    }
-    if (made_lmdb) {
-        empty_dir(lmdb_dir);
-        rmdir(lmdb_dir);
-    }
-    if (created_out) rmdir(out_dir);
+    remove_partial(pl.stage); /* new, so everything in it is ours */
     return rc;
 }

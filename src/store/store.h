@@ -718,13 +718,14 @@ ms_code store_tokens_revoke_user(store_write *w, const char *user, const unsigne
 /* ==== Backup (backup.c) ==== */
 
 typedef struct {
-    uint64_t commit_pos;     /* the last commit in the copy (0: none) */
-    int64_t last_commit;     /* the last instant it handed out (a commit's or a snapshot's) */
-    uint64_t log_end;        /* bytes of segment log it references: the copy's segment files end there */
-    uint64_t segment_size;   /* of those files */
-    uint32_t segments;       /* segment files copied */
-    uint64_t lmdb_bytes;     /* size of the copied LMDB file */
-    uint64_t tokens_dropped; /* bearer tokens left out of the copy (everyone signs in again on it) */
+    uint64_t commit_pos;       /* the last commit in the copy (0: none) */
+    int64_t last_commit;       /* the last instant it handed out (a commit's or a snapshot's) */
+    uint64_t log_end;          /* bytes of segment log it references: the copy's segment files end there */
+    uint64_t segment_size;     /* of those files */
+    uint32_t segments;         /* segment files copied */
+    uint64_t lmdb_bytes;       /* size of the copied LMDB file */
+    uint64_t tokens_dropped;   /* bearer tokens left out of the copy (everyone signs in again on it) */
+    uint32_t partials_removed; /* partial copies of backups to the same OUT that were killed, removed first */
 } store_backup_info;
 
 /* Copy the store into out_dir, a data directory `medstream serve` can open (README.md, invariant 7):
@@ -737,9 +738,13 @@ typedef struct {
  * (MS_ECONFLICT). Everything written is fsynced before MS_OK; info (may be NULL) says what was copied. Takes no lock
  * and never blocks the writer: any store, read-only (as `medstream backup` opens it, beside a running server) or not,
  * any thread. Commits after the copy's read transaction began are not in it. A store last written by a medstream that
- * did not record its segment size is read with s's. Errors: MS_ECONFLICT out_dir exists and is not an empty directory,
- * or is inside the store's; MS_ECORRUPT a segment file below the recorded end is missing; MS_EFULL, MS_EIO writing the
- * copy. On failure, what this call created in out_dir is removed. */
+ * did not record its segment size is read with s's. The copy is made in a partial directory (0700) beside out_dir,
+ * `.NAME.partial-PID` (inside it, `.backup.partial-PID`, when out_dir is an empty mount point or symlink), and becomes
+ * out_dir only once everything in it is fsynced: a backup killed partway leaves no out_dir, only that partial
+ * directory, which the next backup to the same out_dir removes (those of live backups are left alone). Errors:
+ * MS_ECONFLICT out_dir exists and is not an empty directory, or is inside the store's, or a killed backup's partial
+ * copy cannot be removed (named); MS_ECORRUPT a segment file below the recorded end is missing; MS_EFULL, MS_EIO
+ * writing the copy. On failure, what this call created is removed. */
 ms_code store_backup(store *s, const char *out_dir, store_backup_info *info, ms_err *e);
 
 /* ==== Bulk load (bulk_load.c) ==== */

@@ -10,7 +10,9 @@
 #   - backup takes no lock: it runs beside serve, says so, and serve still holds its lock (a second serve
 #     is refused) and goes on ingesting;
 #   - an --out that exists and is not empty (or is a file) is refused, and left as it was;
-#   - restore as the README says: stop the server, move the copy into place, start.
+#   - restore as the README says: stop the server, move the copy into place, start;
+#   - a backup killed partway (MEDSTREAM_TEST_BACKUP_CRASH) leaves no OUT, only a partial copy beside it,
+#     which the next backup to the same OUT removes.
 #
 # Run: /usr/bin/python3 tests/e2e/test_backup.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
 
@@ -425,6 +427,51 @@ def test_a_copy_without_its_segment_files_is_refused_by_name():
             eq(rc, 1, "medstream %s exits 1 (out %s, err %s)" % (args[0], short(out), short(err)))
             check("000000000000.seg is missing" in err, "medstream %s names the missing file: %s" % (args[0], short(err)))
         check(not os.path.exists(os.path.join(copy, "segments", "000000000000.seg")), "no segment file made afresh")
+
+
+@test(timeout=180)
+def test_an_interrupted_backup_leaves_no_out_and_the_next_one_clears_its_partial():
+    """A backup killed partway (kill -9, a power loss) left OUT holding what it had copied so far: a partial
+    directory that looked like a store (lmdb/data.mdb, the bearer tokens not yet dropped, segment files up to
+    where it stopped), PHI outside the data directory, and OUT not empty, so the next backup to it was refused.
+    The copy is made in a sibling `.NAME.partial-PID` and renamed to OUT once synced; a partial left by a
+    killed backup is removed by the next backup beside it. MEDSTREAM_TEST_BACKUP_CRASH kills the backup with
+    SIGKILL once a step is done."""
+    s = H.Server(extra_args=SERVE_ARGS, name="backup-killed")
+    s.start()
+    for b in range(5):
+        s.ingest_ok([{"record_id": "bk-kill-%d-%d" % (b, i), "name": "Backup Killed %d" % i, "dob": "1985-04-04",
+                      "notes": "n" * NOTES} for i in range(BATCH)])
+    s.login()  # a bearer token in the store: a partial copy would hold it
+    s.stop()
+    empty = os.path.join(s.base, "empty")
+    os.mkdir(empty)
+    for step in ("lmdb", "segments", "keys", "synced"):
+        for out, existed in ((os.path.join(s.base, "out-" + step), False), (empty, True)):
+            r = subprocess.run([H.BIN, "backup", "--data", s.data_dir, "--out", out], capture_output=True, text=True,
+                               timeout=60, env=dict(os.environ, MEDSTREAM_TEST_BACKUP_CRASH=step))
+            eq(r.returncode, -9, "the backup killed after %s (%s)" % (step, short(r.stderr)))
+            if existed:
+                eq(os.listdir(out), [], "the empty OUT after a backup killed after %s" % step)
+            else:
+                check(not os.path.exists(out), "no OUT after a backup killed after %s" % step)
+            rc, text, err = run(["audit", "verify", "--data", out], timeout=20)
+            eq(rc, 1, "audit verify of the OUT of a killed backup (%s %s)" % (short(text), short(err)))
+            check("is not a medstream data directory" in err, "not a data directory: %s" % short(err))
+            partials = [n for n in os.listdir(s.base) if ".partial-" in n]
+            eq(len(partials), 1, "the killed backup's partial copy, beside OUT (%s)" % partials)
+            check(partials[0].startswith("." + os.path.basename(out) + ".partial-"), "named for OUT: %s" % partials)
+            eq(os.stat(os.path.join(s.base, partials[0])).st_mode & 0o777, 0o700, "the partial copy's mode")
+            _, _, _, _, summary = backup(s.data_dir, out)  # the next backup to the same OUT
+            check("removed a partial copy left by an interrupted backup" in summary,
+                  "the next backup says it removed the partial copy: %s" % short(summary))
+            eq([n for n in os.listdir(s.base) if ".partial-" in n], [], "no partial copy left")
+            eq(sorted(os.listdir(out)), ["keys", "lmdb", "segments"], "the copy")
+            eq(os.stat(out).st_mode & 0o777, 0o700, "OUT's mode")
+            eq(run(["audit", "verify", "--data", out])[0], 0, "the copy verifies")
+            if existed:
+                shutil.rmtree(out)
+                os.mkdir(out)
 
 
 if __name__ == "__main__":
