@@ -174,6 +174,26 @@ static int node_id_load(store *s, MDB_txn *txn, bool ro)
     return mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
 }
 
+/* The store's format (meta "store_format"): one newer than this build's is refused before anything is written (a
+ * newer medstream's layout would be misread, and written over); absent (a new store, or one from before the format
+ * was kept: format 1), this build's is recorded by an open for writing. An LMDB return code; -1 with e set for a
+ * refusal. */
+static int format_check(store *s, MDB_txn *txn, bool ro, const char *dir, ms_err *e)
+{
+    MDB_val k = st_val("store_format", 12), v;
+    int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) return ro ? 0 : st_meta_put_u64(txn, s->dbi[DB_META], "store_format", STORE_FORMAT);
+    if (rc) return rc;
+    if (v.mv_size != 8) return MDB_CORRUPTED;
+    uint64_t format = ms_get_be64(v.mv_data);
+    if (format <= STORE_FORMAT) return 0;
+    ms_fail(e, MS_ECONFLICT,
+            "store: %s was written by a newer medstream (store format %llu; this medstream reads formats up to %d): "
+            "open it with that medstream or a newer one (nothing was written)",
+            dir, (unsigned long long)format, STORE_FORMAT);
+    return -1;
+}
+
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e)
 {
     double t0 = ms_mono_s();
@@ -234,6 +254,11 @@ ms_code store_open(store **out, const char *dir, const store_options *opt, ms_er
             st_mdb_fail(e, rc, "open sub-database");
             goto fail;
         }
+    }
+    if ((rc = format_check(s, txn, ro, dir, e))) {
+        mdb_txn_abort(txn);
+        if (rc != -1) st_write_fail(s, e, rc, "record the store format");
+        goto fail;
     }
     MDB_val k = st_val("id_key", 6), v;
     rc = mdb_get(txn, s->dbi[DB_META], &k, &v);

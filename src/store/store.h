@@ -83,10 +83,16 @@ typedef struct {
 #define STORE_SEGMENT_ALIGN ((uint64_t)4096)
 #define STORE_DEFAULT_BODY_CACHE ((uint64_t)256 << 20)
 
+/* The store format this build writes and the newest it reads (meta "store_format", README.md "Store format"):
+ * raised when a change writes what an older medstream would misread. A store of a newer format is refused at
+ * open; one from before the format was kept is format 1 and gets the key at its first open for writing. */
+#define STORE_FORMAT 1
+
 /* Open (creating if missing) the store in dir, taking its lock; opt NULL: the defaults. Read-only: the
  * store must exist; no lock is taken; LMDB is opened MDB_RDONLY.
- * Errors: MS_ECONFLICT while another open holds the lock; MS_EINVAL a segment size that is not a multiple
- * of 4096 or is under 64 KiB; MS_EIO a directory or file that cannot be made or opened (read-only: a
+ * Errors: MS_ECONFLICT while another open holds the lock, or the store's format is newer than STORE_FORMAT
+ * (nothing of the store written; the message names both formats and dir); MS_EINVAL a segment size that is not
+ * a multiple of 4096 or is under 64 KiB; MS_EIO a directory or file that cannot be made or opened (read-only: a
  * store that does not exist); MS_ECORRUPT a store whose metadata fails its checks. */
 ms_code store_open(store **out, const char *dir, const store_options *opt, ms_err *e);
 /* Close, releasing the lock. Every store_read and store_write must have ended. NULL is a no-op. */

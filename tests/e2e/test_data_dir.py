@@ -4,10 +4,12 @@
 # after read back intact); `medstream user add` is refused while serve runs and works once it stopped;
 # a restart right after kill -9 starts (the lock died with the process) and then holds the lock itself;
 # `medstream audit verify` reads a live store without stopping it and says that it did; a store that
-# holds bodies refuses another --segment-size (its bodies would be misread) and names the one it needs.
+# holds bodies refuses another --segment-size (its bodies would be misread) and names the one it needs;
+# a store written in a newer store format than this build knows is refused by every command that opens it.
 #
 # Run: /usr/bin/python3 tests/e2e/test_data_dir.py [NAME_SUBSTRING...]   (see harness.py, run.sh)
 
+import hashlib
 import json
 import os
 import subprocess
@@ -278,6 +280,74 @@ def test_data_directories_are_owner_only_whatever_they_were_made_with():
         text = f.read()
     check("%s is mode 0755" % s.data_dir in text and "chmod 700 %s" % s.data_dir in text,
           "serve names the directory's mode and the fix: %s" % short(text[-600:]))
+
+
+def meta_u64(lmdb_dir, key):
+    """The be64 meta value `key` of the store at lmdb_dir (None: absent), read with lmdb-utils' mdb_dump."""
+    out = subprocess.run(["mdb_dump", "-p", "-s", "meta", lmdb_dir], capture_output=True, text=True, check=True).stdout
+    lines = out.split("\n")
+    for i, line in enumerate(lines):
+        if line == " " + key:
+            value = lines[i + 1][1:]
+            raw = bytearray()
+            j = 0
+            while j < len(value):
+                if value[j] == "\\" and value[j + 1] != "\\":
+                    raw.append(int(value[j + 1:j + 3], 16))
+                    j += 3
+                elif value[j] == "\\":
+                    raw.append(ord("\\"))
+                    j += 2
+                else:
+                    raw.append(ord(value[j]))
+                    j += 1
+            return int.from_bytes(bytes(raw), "big")
+    return None
+
+
+def set_meta_u64(lmdb_dir, key, value):
+    """Write meta `key` = be64(value) behind the store's back (lmdb-utils' mdb_load, print format)."""
+    text = "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n" % (
+        key, "".join("\\%02x" % b for b in value.to_bytes(8, "big")))
+    subprocess.run(["mdb_load", "-s", "meta", lmdb_dir], input=text, text=True, check=True, capture_output=True)
+
+
+@test(timeout=120)
+def test_a_store_of_a_newer_format_is_refused_by_every_command_and_left_as_it_was():
+    """The store kept no format version: a store written by a newer medstream, in a layout this build would
+    misread, was opened and written by it. Now init records the store format (meta "store_format") and every
+    open refuses a newer one, naming both formats and the directory, before writing anything."""
+    s = H.Server(name="store-format")
+    s.start()
+    s.ingest_ok(batch("format", 5))
+    s.stop()
+    lmdb = os.path.join(s.data_dir, "lmdb")
+    eq(meta_u64(lmdb, "store_format"), 1, "the store format init recorded")
+    set_meta_u64(lmdb, "store_format", 9)
+    eq(meta_u64(lmdb, "store_format"), 9, "the store format set behind the store's back")
+
+    def digest():
+        with open(os.path.join(lmdb, "data.mdb"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest(), sorted(os.listdir(s.data_dir))
+
+    before = digest()
+    copy = os.path.join(s.base, "copy")
+    for args in (["serve", "--data", s.data_dir, "--listen", "127.0.0.1:%d" % H.free_port()],
+                 ["backup", "--data", s.data_dir, "--out", copy],
+                 ["audit", "verify", "--data", s.data_dir],
+                 ["user", "list", "--data", s.data_dir],
+                 ["erase", "00000000-0000-4000-8000-000000000000", "--data", s.data_dir, "--reason", "test"],
+                 ["export", "--data", s.data_dir, "--out", os.path.join(s.base, "export"), "--format", "ndjson"]):
+        rc, out, err = run(args)
+        eq(rc, 1, "medstream %s on a store of format 9 (out %s, err %s)" % (args[0], short(out), short(err)))
+        check("%s was written by a newer medstream" % s.data_dir in err and "store format 9" in err and
+              "formats up to 1" in err, "medstream %s names the formats and the directory: %s" % (args[0], short(err)))
+        eq(digest(), before, "the store after medstream %s" % args[0])
+    check(not os.path.exists(copy), "no backup was made")
+    set_meta_u64(lmdb, "store_format", 1)  # its own format again: it opens
+    s.start()
+    eq(s.get("/healthz").status, 200, "healthz on the store of format 1")
+    s.stop()
 
 
 if __name__ == "__main__":

@@ -251,6 +251,72 @@ static void test_open_empty_and_id_key(void **state)
     assert_true(differ);
 }
 
+/* Meta value name of dir's LMDB file read (or, del, deleted) behind the store's back; the store must be closed.
+ * be64 value, or -1 when absent. */
+static int64_t raw_meta(const char *dir, const char *name, bool del)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/lmdb", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 32);
+    mdb_env_set_mapsize(env, (size_t)1 << 30);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int64_t out = -1;
+    if (mdb_get(txn, dbi, &k, &v) == 0) {
+        assert_int_equal(v.mv_size, 8);
+        out = (int64_t)ms_get_be64(v.mv_data);
+        if (del) assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return out;
+}
+
+/* The store format (meta "store_format"): recorded by a new store, added by the first open for writing of a store
+ * from before it was kept (never by a read-only one), and a newer one refused, naming both formats and the
+ * directory, with nothing written. */
+static void test_store_format(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(raw_meta(f->dir, "store_format", true), STORE_FORMAT); /* made by the new store; deleted */
+    ms_err e = {0};
+    store_options ro = f->opt;
+    ro.read_only = true;
+    store *s = NULL;
+    assert_int_equal(store_open(&s, f->dir, &ro, &e), MS_OK); /* a store from before the format: opens */
+    store_close(s);
+    assert_int_equal(raw_meta(f->dir, "store_format", false), -1); /* a read-only open writes nothing */
+    reopen(f);
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(raw_meta(f->dir, "store_format", false), STORE_FORMAT); /* the first open for writing */
+    unsigned char newer[8];
+    ms_set_be64(newer, STORE_FORMAT + 1);
+    unit_write_raw_entry(f->dir, "meta", "store_format", 12, newer, 8);
+    for (int i = 0; i < 2; i++) {
+        e = (ms_err){0};
+        assert_int_equal(store_open(&s, f->dir, i ? &ro : &f->opt, &e), MS_ECONFLICT);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "%s was written by a newer medstream (store format %d; this medstream reads "
+                 "formats up to %d)",
+                 f->dir, STORE_FORMAT + 1, STORE_FORMAT);
+        assert_true(unit_has_str(e.msg, want));
+        assert_int_equal(raw_meta(f->dir, "store_format", false), STORE_FORMAT + 1);
+    }
+    ms_set_be64(newer, STORE_FORMAT);
+    unit_write_raw_entry(f->dir, "meta", "store_format", 12, newer, 8);
+    reopen(f);
+}
+
 static void test_write_and_read_back(void **state)
 {
     fixture *f = *state;
@@ -1850,6 +1916,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_empty_and_id_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logins_sweep_expired_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_and_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_times_increase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_as_of_versions, setup, teardown),
