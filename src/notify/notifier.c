@@ -187,6 +187,9 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
         goto out;
     }
     long at = find_rule(n->api_rules, n->napi, r.name);
+    /* a stored rule not in force (over a bound, or not parsing, at the start) is replaced too: its definition is
+     * stored, DELETE removes it, so this is an update, not a creation */
+    bool replaces = at >= 0 || find_skipped(n, r.name) >= 0;
     double before = at >= 0 ? n->api_rules[at].check_cpu_s : 0,
            total = regex_cpu(n, n->api_rules, n->napi) - before + r.check_cpu_s;
     if (total > RULE_CHECK_SET_CPU_S && r.check_cpu_s > before) {
@@ -211,7 +214,7 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
         char resource[RULE_NAME_MAX + 16];
         snprintf(resource, sizeof resource, "/v1/rules/%s", r.name);
         rc = notify_definition_change(n, NOTIFY_KIND_RULE, r.name, canon.data, canon.len, false,
-                                      at >= 0 ? "rules:update" : "rules:create", resource, who, e);
+                                      replaces ? "rules:update" : "rules:create", resource, who, e);
         if (rc == MS_OK) {
             live_swap(n, rs);
             rs = NULL;
@@ -221,10 +224,10 @@ ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notif
             n->napi = nnext;
             next = NULL;
             forget_skipped(n, r.name); /* its stored definition is this one now */
-            *created = at < 0;
+            *created = !replaces;
             buf_put(answer, canon.data, canon.len);
-            ms_log(LOG_INFO, "notify.rule", "rule %s %s (%zu rules in force)", r.name, at >= 0 ? "replaced" : "added",
-                   n->nfile + n->napi);
+            const char *how = at >= 0 ? "replaced" : replaces ? "replaced (the stored one was not in force)" : "added";
+            ms_log(LOG_INFO, "notify.rule", "rule %s %s (%zu rules in force)", r.name, how, n->nfile + n->napi);
         }
         buf_free(&canon);
     }

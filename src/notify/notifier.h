@@ -65,7 +65,8 @@ void notifier_stop(notifier *n);
 
 /* ---- rules (GET/POST /v1/rules, DELETE /v1/rules/{name}) ---- */
 
-/* Define or replace a rule (the JSON of rules.h). *created: it is new. answer: the rule's JSON.
+/* Define or replace a rule (the JSON of rules.h). *created: it is new, no rule of its name was stored (one
+ * stored but not in force is replaced, audited "rules:update" as a rule in force is). answer: the rule's JSON.
  * Errors: MS_EINVAL the rule or the set does not compile (the reason); MS_ECONFLICT a rule of the rules
  * file has this name (it cannot be changed over the API); store errors (MS_EFULL, MS_EIO). */
 ms_code notifier_rule_put(notifier *n, const char *json, size_t len, const notify_actor *who, bool *created,

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # End-to-end tests of the notifications (issue 13, points 4-6) over real HTTP: signal rules (file and API,
-# refusals naming the problem; a regex too costly to compile refused in seconds, reads answering meanwhile),
+# refusals naming the problem; a regex too costly to compile refused in seconds, reads answering meanwhile;
+# a stored rule not in force replaced as an update),
 # events from committed records (and none from other records), no matched
 # text in any event, log line or metric, Server-Sent Events resumed after a dropped connection (nothing
 # missed, nothing repeated), webhooks (a receiver that fails its first calls still gets every event in
@@ -365,6 +366,52 @@ def test_a_costly_regex_is_refused_in_seconds_and_reads_never_wait():
         except harness.TestFailure as e:
             check('rule "filecostly": regex 1: too costly to compile (over 2 s)' in s.log_tail(3000), "log: %s" % e)
         check(time.time() - t < 30, "the refused start took %.1f s" % (time.time() - t))
+    finally:
+        s.kill9()
+
+
+def store_definitions(data_dir, kind, defs):
+    """Write definitions {name: value} of `kind` into a stopped server's store behind its back, as an older
+    medstream stored them (lmdb-utils' mdb_load; values without backslashes)."""
+    import subprocess
+    lines = ["VERSION=3", "format=print", "type=btree", "HEADER=END"]
+    for name, value in defs.items():
+        check("\\" not in value, "a value without backslashes")
+        lines += [" %s\\00%s" % (kind, name), " " + value]
+    lines.append("DATA=END")
+    subprocess.run(["mdb_load", "-s", "definitions", os.path.join(data_dir, "lmdb")], input="\n".join(lines) + "\n",
+                   text=True, check=True, capture_output=True)
+
+
+@harness.test(timeout=120)
+def test_replacing_a_stored_rule_not_in_force_is_an_update():
+    """A stored rule that is not in force (over a bound at the start: a regex too costly to compile now; or not
+    parsing under today's checks) is still stored, and DELETE removes it. POST /v1/rules of a rule of its name
+    replaced its definition but answered 201 and was audited as "rules:create", as if nothing had been there.
+    It is a replacement: 200 and "rules:update", as for a rule in force."""
+    s = harness.Server(extra_args=SERVE_ARGS, name="notify-lapsed")
+    s.start()
+    try:
+        put_rule(s, {"name": "kept", "fields": ["notes"], "any": ["kept"]})
+        s.stop()
+        store_definitions(s.data_dir, "rule", {
+            "lapsed-bound": json.dumps({"name": "lapsed-bound", "fields": ["notes"], "regex": COSTLY_REGEX}),
+            "lapsed-parse": json.dumps({"name": "lapsed-parse", "fields": ["notes"], "any": []})})
+        s.start(health_timeout=30)
+        log = s.log_tail(20000)
+        for name in ("lapsed-bound", "lapsed-parse"):
+            check("stored rule %s " % name in log, "%s skipped at the start: %s" % (name, log[-2000:]))
+        eq([x["name"] for x in s.get_json("/v1/rules")["rules"]], ["kept"], "rules in force")
+        for name in ("lapsed-bound", "lapsed-parse", "new-one"):
+            r = put_rule(s, {"name": name, "fields": ["notes"], "any": [name]})
+            eq(r.status, 201 if name == "new-one" else 200, "POST /v1/rules %s: %s" % (name, r.text[:200]))
+        actions = {e["resource"]: e["action"] for e in s.audit_entries() if e["action"].startswith("rules:")}
+        eq(actions, {"/v1/rules/kept": "rules:create", "/v1/rules/lapsed-bound": "rules:update",
+                     "/v1/rules/lapsed-parse": "rules:update", "/v1/rules/new-one": "rules:create"},
+           "the rules' audit entries")
+        eq(sorted(x["name"] for x in s.get_json("/v1/rules")["rules"]), ["kept", "lapsed-bound", "lapsed-parse", "new-one"],
+           "rules in force after the replacements")
+        s.stop()
     finally:
         s.kill9()
 
