@@ -11,6 +11,7 @@
 #include "base/json_scan.h"
 #include "base/json_write.h"
 #include "base/timefmt.h"
+#include "export/layout.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -50,6 +51,9 @@ void rows_record_columns(const schema *s, export_scope scope, export_columns *c)
     for (int i = 0; i < s->ntypes && typed < EXPORT_MAX_TYPED; i++) {
         const char *f = s->types[i].field;
         if (s->types[i].type == FIELD_STRING || is_reserved(f) || schema_is_record_field(s, f, strlen(f))) continue;
+        /* a partition level's name (type=, date= or year=) is no column of the files: Hive readers would take
+         * the partition's value for it, or refuse the table (the value stays in fields) */
+        if (strcmp(f, "type") == 0 || strcmp(f, layout_date_key(s, scope)) == 0) continue;
         if (scope == EXPORT_PUBLIC) {
             const schema_public_field *p = schema_public(s, f, strlen(f));
             if (!p || p->transform != PUBLISH_COPY) continue;

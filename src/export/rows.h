@@ -10,6 +10,9 @@
  * fields (public: the other fields of the public copy), without the record id, type and event time
  * fields (columns or partitions already) and without the values a typed column took. A value that does
  * not fit its typed column (a string where the schema says number) stays in fields and the column is null.
+ * A typed field named as one of the scope's partition levels (type, and date or year) gets no column, its
+ * values stay in fields: Hive readers would take a column of that name for the partition (DuckDB answers
+ * the partition's value for it, pyarrow refuses the table).
  * Patients: patient_id, then (PHI) version, recorded_at, name STRING and dob STRING from the patient's
  * state, then fields JSON (the rest of the state; public: the public copy of the state).
  *

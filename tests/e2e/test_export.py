@@ -7,7 +7,8 @@
 # allow-list (random field names), PHI refused without patients:read and audited with the patient ids,
 # a non-empty output directory refused without --overwrite, SIGINT mid-export leaves nothing visible,
 # the download link works before it expires and is refused after (and with a bad signature); downloads
-# without a valid link are audited per address and window, not an entry each.
+# without a valid link are audited per address and window, not an entry each; a typed field named like a
+# partition level (year, type) stays in fields, so DuckDB and pyarrow read the export and the lake as Hive tables.
 #
 # Run: MEDSTREAM_BIN=$PWD/build/san/medstream /usr/bin/python3 tests/e2e/test_export.py [NAME_SUBSTRING...]
 
@@ -583,6 +584,65 @@ def test_long_escaped_type_exports_through_a_pax_header():
     eq(types, {"ok-1": "lab", "long-1": long_type}, "record types by partition after export --url")
     s.stop()
 
+
+
+@test(timeout=240)
+def test_a_typed_field_named_like_a_partition_level_stays_in_fields():
+    """A schema that types and publishes a field named `year` (or `type`, or `date`): that name is also a Hive
+    partition level (`type=lab/year=2025/`), so a column of that name inside the files made the layout
+    unreadable: DuckDB's hive_partitioning answered the partition's 2025 for every row's own year (1999, 2000,
+    ...), and pyarrow's hive dataset refused to open it ("Field year has incompatible types: double vs
+    int32"). The same files are the lake's. Such a field stays in `fields` now, as a value that does not fit
+    its typed column does; a typed field of another name (`date`, in a layout by year) still gets its column."""
+    d = tmpdir("partcol")
+    sch = os.path.join(d, "schema.json")
+    with open(sch, "w") as f:
+        json.dump({"identity": {"name": "name", "dob": "dob"}, "type": "kind",
+                   "types": {"year": "number", "type": "number", "date": "number"},
+                   "public": {"kind": "copy", "ts": "year", "year": "copy", "type": "copy", "date": "copy"}}, f)
+    lake = os.path.join(d, "lake")
+    s = new_server(["--schema", sch, "--lake", lake, "--lake-roll-seconds", "1"])
+    rows = [{"record_id": "yr-%d" % i, "name": "Ann Partcol", "dob": "1970-01-01", "kind": "lab",
+             "ts": "2025-01-01T00:00:00Z", "year": 1999 + i, "type": 7 + i, "date": 20 + i}
+            for i in range(3)]
+    s.ingest_ok(rows)
+    snap = s.request("POST", "/v1/snapshots").json()["snapshot_id"]
+    api = {x["record_id"]: x["fields"] for x in s.get_all("/v1/public/records", "records", as_of=snap)}
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(
+            fn.endswith(".parquet") for _, _, fns in os.walk(os.path.join(lake, "records")) for fn in fns):
+        time.sleep(0.2)
+    s.stop()
+    out = os.path.join(d, "out")
+    export_ok(["--data", s.data_dir, "--out", out, "--format", "parquet", "--scope", "public", "--schema", sch,
+               "--as-of", snap])
+    py = venv_python()
+    code = ("import sys,json,duckdb,pyarrow.dataset as ds\n"
+            "out={}\n"
+            "for root in sys.argv[1:]:\n"
+            "  q=\"select record_id, year, type, fields, date from read_parquet('%s/records/**/*.parquet', \" \\\n"
+            "    \"hive_partitioning=true) order by 1\" % root\n"
+            "  t=ds.dataset(root+'/records',format='parquet',partitioning='hive').to_table()\n"
+            "  out[root]={'duckdb':[list(r) for r in duckdb.sql(q).fetchall()],\n"
+            "             'pyarrow':sorted([[r['record_id'],str(r['year']),r['type'],r['fields'],r['date']]\n"
+            "                              for r in t.to_pylist()])}\n"
+            "print(json.dumps(out))\n")
+    r = subprocess.run([py, "-c", code, out, lake], capture_output=True, text=True)
+    eq(r.returncode, 0, "DuckDB and pyarrow read the export and the lake as Hive tables: %s" % short(r.stderr, 800))
+    got = json.loads(r.stdout)
+    for root in (out, lake):
+        for reader in ("duckdb", "pyarrow"):
+            rows_read = got[root][reader]
+            eq([x[0] for x in rows_read], sorted(api), "%s of %s: the records" % (reader, root))
+            for rid, year, typ, fields, date in rows_read:
+                a = api[rid]
+                eq(str(year), a["ts"], "%s of %s: %s's year partition is its event year" % (reader, root, rid))
+                eq(typ, a["kind"], "%s of %s: %s's type partition is its kind" % (reader, root, rid))
+                fields = json.loads(fields)
+                eq({k: fields.get(k) for k in ("year", "type")}, {k: a[k] for k in ("year", "type")},
+                   "%s of %s: %s's year and type fields, in fields" % (reader, root, rid))
+                eq(date, a["date"], "%s of %s: %s's date column (no partition level of a public layout by year)"
+                   % (reader, root, rid))
 
 def peak_rss_mb(args, timeout=300):
     """Runs `medstream ARGS` under /usr/bin/time and answers (exit code, stderr, its peak RSS in MB). Not
