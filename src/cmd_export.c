@@ -155,6 +155,11 @@ static int export_offline(const export_settings *c)
         schema_free(&sc);
         return 1;
     }
+    /* without --schema, never the default in place of the store's own: partitions and columns would not be
+     * those of its public copies */
+    if (!c->schema &&
+        !store_schema_is_default(s, "export", "the files would be laid out and columned by the default schema"))
+        goto out;
     char id[24], actor[96];
     export_new_id(id);
     local_actor(actor, sizeof actor);
@@ -291,7 +296,8 @@ int cmd_export(int argc, char **argv)
          .help = "replace what the output directory holds, once the new export is complete (never a data "
                  "directory or a lake, nor a directory holding or inside one)"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON), as the server of --data is run with"},
+         .help = "schema file (JSON), as the server of --data is run with (without it: the default schema, refused "
+                 "when the store's is another)"},
         {.name = "--chunk-records", .type = OPT_UINT, .target = &c.chunk_records, .def = "10000", .min = 1,
          .max = 10000000, .help = "record ids read per LMDB read transaction (--data)"},
         {.name = "--file-bytes", .type = OPT_BYTES, .target = &c.file_bytes, .def = "1GiB", .min = 4096,

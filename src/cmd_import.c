@@ -132,7 +132,8 @@ int cmd_import(int argc, char **argv)
         {.name = "--checkpoint", .type = OPT_STRING, .target = &c.checkpoint, .metavar = "FILE",
          .help = "--url, --kafka: checkpoint file; default FILE.import-checkpoint beside the input"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON), as the server of --data (or the cluster of --kafka) is run with"},
+         .help = "schema file (JSON), as the server of --data (or the cluster of --kafka) is run with (without it: the "
+                 "default schema, refused with --data when the store's is another)"},
         {.name = "--max-record", .type = OPT_BYTES, .target = &c.max_record, .def = "1MiB", .min = 64,
          .max = (uint64_t)64 << 20, .help = "largest record; a larger row is rejected"},
         {.name = "--max-rejects", .type = OPT_UINT, .target = &c.max_rejects, .def = "none", .unlimited = "none",
@@ -202,7 +203,15 @@ static int import_run_files(const import_settings *c, const options_args *a, con
         /* its public copies are under the store's schema versions, as serve's: a changed schema starts (or
          * resumes) the re-projection here, and the next serve goes on from where this run leaves it */
         reproject_options ro = {.store = s, .writer = w, .schema = &sc, .schema_file = c->schema, .run = true};
-        if (store_open(&s, c->data, &so, &e) != MS_OK || writer_start(&w, s, &sc, &e) != MS_OK ||
+        if (store_open(&s, c->data, &so, &e) != MS_OK) {
+            fprintf(stderr, "medstream import: %s\n", e.msg);
+            goto out;
+        }
+        /* without --schema, never the default in place of the store's own (it would be a schema change) */
+        if (!c->schema && !store_schema_is_default(
+                              s, "import", "this import would re-project every public copy under the default schema"))
+            goto out;
+        if (writer_start(&w, s, &sc, &e) != MS_OK ||
             (ro.store = s, ro.writer = w, reproject_start(&rp, &ro, &e)) != MS_OK) {
             fprintf(stderr, "medstream import: %s\n", e.msg);
             goto out;

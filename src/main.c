@@ -26,6 +26,7 @@
 #include "base/timefmt.h"
 #include "access/users.h"
 #include "notify/rule_check.h"
+#include "pipeline/schema_canon.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -68,6 +69,33 @@ bool data_dir_ready(const char *cmd, const char *dir)
     ms_log_cmd(LOG_ERROR, "data_dir.missing", cmd,
                "%s is not a medstream data directory (make one with: medstream init %s)", dir, dir);
     return false;
+}
+
+bool store_schema_is_default(store *s, const char *cmd, const char *consequence)
+{
+    ms_err e = {0};
+    store_read *r;
+    store_schema_status st = {0};
+    buf text = {0};
+    bool found = false;
+    ms_code rc = store_read_begin(s, &r, &e);
+    if (rc == MS_OK) {
+        rc = store_schema_status_get(r, &st, &e);
+        uint32_t chosen = st.target ? st.target : st.in_force; /* the schema the store was last run with */
+        if (rc == MS_OK && chosen) rc = store_schema_text(r, chosen, &text, &found, &e);
+        store_read_end(r);
+    }
+    bool same = rc == MS_OK && (!found || (text.len == strlen(SCHEMA_DEFAULT_CANONICAL) &&
+                                           memcmp(text.data, SCHEMA_DEFAULT_CANONICAL, text.len) == 0));
+    if (rc != MS_OK)
+        ms_log_cmd(LOG_ERROR, "schema.unreadable", cmd, "cannot read the store's schema: %s", e.msg);
+    else if (!same)
+        ms_log_cmd(LOG_ERROR, "schema.not_default", cmd,
+                   "the store's public copies are under schema version %u, not the default schema: give "
+                   "--schema FILE, the schema serve runs with (without it %s)",
+                   st.target ? st.target : st.in_force, consequence);
+    buf_free(&text);
+    return same;
 }
 
 /* Who changes accounts from this machine's command line: the OS user, for the audit entries. */

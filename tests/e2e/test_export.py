@@ -644,6 +644,32 @@ def test_a_typed_field_named_like_a_partition_level_stays_in_fields():
                 eq(date, a["date"], "%s of %s: %s's date column (no partition level of a public layout by year)"
                    % (reader, root, rid))
 
+
+@test(timeout=120)
+def test_offline_export_without_schema_is_refused_on_a_store_of_another_schema():
+    """`export --data` without --schema laid out and columned the files by the default schema, whatever schema
+    the store's public copies are under (here its type role is `kind`: every public row went to
+    type=__HIVE_DEFAULT_PARTITION__). It is refused now, naming --schema; with --schema it exports as before."""
+    d = tmpdir("expschema")
+    sch = os.path.join(d, "schema.json")
+    with open(sch, "w") as f:
+        json.dump({"type": "kind", "public": {"kind": "copy", "ts": "year"}}, f)
+    s = new_server(["--schema", sch])
+    s.ingest_ok([{"record_id": "k-1", "name": "Ann Kind", "dob": "1970-01-01", "kind": "lab",
+                  "ts": "2025-01-01T00:00:00Z"}])
+    s.stop()
+    out = os.path.join(d, "out")
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "public"])
+    eq(rc, 1, "exit code without --schema (%s %s)" % (short(so), short(se)))
+    check("--schema" in se and "version 1" in se, "the refusal names --schema and the version: %s" % short(se))
+    check(not os.path.exists(os.path.join(out, "manifest.json")), "nothing exported")
+    export_ok(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "public", "--schema", sch,
+               "--overwrite"])
+    res = read_export(out)
+    eq([(part, row["record_id"]) for part, row in res["records"]], [({"type": "lab", "year": "2025"}, "k-1")],
+       "the layout of the store's schema")
+
+
 def peak_rss_mb(args, timeout=300):
     """Runs `medstream ARGS` under /usr/bin/time and answers (exit code, stderr, its peak RSS in MB). Not
     wait4's ru_maxrss nor getrusage(RUSAGE_CHILDREN) from here: Linux keeps a process's high-water RSS

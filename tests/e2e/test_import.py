@@ -807,6 +807,51 @@ def test_lock_refuses_import_while_serve_runs():
     eq(rc, 0, "once it stopped: %s" % short(err))
 
 
+
+@test(timeout=180)
+def test_offline_import_without_schema_never_replaces_the_stores_schema():
+    """`import --data` without --schema took the default schema, and the store's schema was the one serve ran
+    with: registering the default as a changed schema re-projected every public copy under it, so a field the
+    operator's allow-list kept private (favorite_color here) was published to analysts, for the records of the
+    file and every record before it. Now an offline import without --schema on a store whose public copies
+    are under another schema than the default is refused before anything is stored; with --schema it goes in
+    as before."""
+    s = H.Server(name="impschema")
+    sch = os.path.join(s.base, "schema.json")
+    with open(sch, "w") as f:
+        json.dump({"public": {"type": "copy", "ts": "year"}}, f)
+    s.extra_args = ["--schema", sch]
+    s.start()
+    s.ingest_ok([{"record_id": "sch-a", "name": "%s A" % MARKER, "dob": "1970-01-01", "type": "lab",
+                  "ts": "2025-01-01T00:00:00Z", "favorite_color": "private-a"}])
+    s.stop()
+    d = tmpdir("schema")
+    path = write(os.path.join(d, "b.ndjson"), [json.dumps(
+        {"record_id": "sch-b", "name": "%s B" % MARKER, "dob": "1971-01-01", "type": "lab",
+         "ts": "2025-01-01T00:00:00Z", "favorite_color": "private-b"})])
+    rc, out, err = run([path, "--data", s.data_dir])
+    eq(rc, 1, "exit code of an offline import without --schema (%s %s)" % (short(out), short(err)))
+    check("--schema" in err and "version 1" in err, "the refusal names --schema and the store's version: %s"
+          % short(err))
+    no_phi(out + err, "the refusal")
+    s.start()
+    eq(s.get("/v1/records/sch-b").status, 404, "nothing of the file is stored")
+    eq(s.get_json("/healthz")["schema"], {"version": 1, "reprojecting": None}, "the store's schema is unchanged")
+    pub = s.get_json("/v1/public/records")
+    eq([(x["record_id"], x["fields"]) for x in pub["records"]], [("sch-a", {"type": "lab", "ts": "2025"})],
+       "the public copies under the operator's schema")
+    s.stop()
+    rc, out, err = run([path, "--data", s.data_dir, "--schema", sch])
+    eq(rc, 0, "with --schema: %s" % short(err))
+    eq(counts(out)["created"], 1, "with --schema the row is stored: %s" % short(out))
+    s.start()
+    eq(s.get_json("/healthz")["schema"], {"version": 1, "reprojecting": None}, "the same schema version")
+    pub = s.get_json("/v1/public/records")
+    eq(sorted((x["record_id"], x["fields"]) for x in pub["records"]),
+       [("sch-a", {"type": "lab", "ts": "2025"}), ("sch-b", {"type": "lab", "ts": "2025"})],
+       "nothing private published")
+    s.stop()
+
 @test(timeout=60)
 def test_usage_errors():
     d = tmpdir("usage")
