@@ -200,6 +200,19 @@ static int export_offline(const export_settings *c)
         req.snapshot_id = c->as_of;
     } else if (c->as_of) {
         time_parse_rfc3339(c->as_of, strlen(c->as_of), &req.as_of);
+        /* an instant still to come may yet get commits (once this export lets go of the lock): waited for when
+         * it is at most a second ahead, refused further ahead, as the server's reads and exports do */
+        store_read *r;
+        ms_code rc = store_read_begin(s, &r, &e);
+        if (rc == MS_OK) {
+            rc = store_read_settle(r, req.as_of, &e);
+            store_read_end(r);
+        }
+        if (rc != MS_OK) {
+            fprintf(stderr, "medstream export: --as-of: %s\n", e.msg);
+            if (rc == MS_EINVAL) code = 2;
+            goto out;
+        }
     }
     /* SIGINT, SIGTERM: stop at the next row and remove what was written; a second one ends the process at
      * once (the hidden temporary directory is then removed by the next export into OUT). */

@@ -670,6 +670,29 @@ def test_offline_export_without_schema_is_refused_on_a_store_of_another_schema()
        "the layout of the store's schema")
 
 
+@test(timeout=120)
+def test_offline_export_as_of_an_instant_still_to_come_is_refused():
+    """`export --data --as-of 2099-...` exported the store as it is now under a manifest saying "as of 2099", an
+    instant commits made after the export (once it lets go of the lock) fall before: a read as of it then
+    answers otherwise. The server refuses such an as_of (400) and waits for one at most 1 s ahead; the offline
+    export now does the same."""
+    s = new_server()
+    s.ingest_ok(records(5, "fut"))
+    s.stop()
+    d = tmpdir("future")
+    out = os.path.join(d, "out")
+    rc, so, se = run_export(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "phi",
+                             "--as-of", "2099-01-01T00:00:00Z"])
+    eq(rc, 2, "exit code of --as-of far ahead (%s %s)" % (short(so), short(se)))
+    check("ahead" in se and "--as-of" in se, "the refusal says why: %s" % short(se))
+    check(not os.path.exists(os.path.join(out, "manifest.json")), "nothing exported")
+    soon = (H.datetime.datetime.now(H.datetime.timezone.utc) + H.datetime.timedelta(milliseconds=600))
+    soon = soon.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    export_ok(["--data", s.data_dir, "--out", out, "--format", "ndjson", "--scope", "phi", "--as-of", soon])
+    res = read_export(out)
+    eq(len(res["records"]), 5, "an instant less than a second ahead is waited for")
+
+
 def peak_rss_mb(args, timeout=300):
     """Runs `medstream ARGS` under /usr/bin/time and answers (exit code, stderr, its peak RSS in MB). Not
     wait4's ru_maxrss nor getrusage(RUSAGE_CHILDREN) from here: Linux keeps a process's high-water RSS
