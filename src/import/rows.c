@@ -291,7 +291,8 @@ ms_code row_reader_csv_start(row_reader *r, ms_err *e)
     }
 }
 
-/* Keep the first bytes of a span still pending at the end of a conversion (its row comes later). */
+/* Keep the first bytes of a span still pending at the end of a conversion (its row comes later), once the
+ * conversion's rows are handed out and before its bytes are dropped. */
 static void keep_span_head(row_reader *r)
 {
     if (!r->creader.resync) return;
@@ -351,7 +352,10 @@ static ms_code next_csv(row_reader *r, import_row *row, bool *eof, ms_err *e)
             }
             return MS_OK;
         }
-        /* every row of the last conversion handed out: drop its bytes, convert more */
+        /* every row of the last conversion handed out: keep the head of a span still pending (only now: a span
+         * that ended in that conversion was handed out from the head kept so far, and a new one's head must not
+         * replace it before), drop the conversion's bytes, convert more */
+        keep_span_head(r);
         consume(r, r->converted_bytes);
         r->converted_bytes = 0;
         csv_batch_reset(&r->converted);
@@ -364,7 +368,6 @@ static ms_code next_csv(row_reader *r, import_row *row, bool *eof, ms_err *e)
         size_t used = csv_convert(&r->creader, r->buf + r->pos, r->len - r->pos, r->eof, &r->converted);
         r->converted_bytes = used;
         r->line = r->creader.line;
-        keep_span_head(r);
         if (r->eof) {
             r->csv_done = true;
             continue;

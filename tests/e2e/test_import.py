@@ -202,6 +202,37 @@ def test_csv_rows_rejects_and_columns():
     s.stop()
 
 
+
+@test(timeout=180)
+def test_reject_entries_of_two_long_csv_rows_hold_their_own_rows():
+    """Two CSV rows longer than the record limit (5 MiB each, a few good rows between): the first one's
+    extent spans two of the reader's conversions, the second starts in the conversion where the first ends.
+    The reader kept the second one's first bytes in the buffer that still held the first one's, before the
+    first was handed out: the first row's reject entry showed the second row's bytes, under the first one's
+    line and offset, and the second row's entry had none. Each entry holds its own row's head now."""
+    s = fresh_dir("longrows")
+    d = tmpdir("longrows")
+    big = 5 << 20
+    lines = ["record_id,name,dob,type,notes"]
+    lines += ["ok-a%d,%s A,1970-01-01,lab,x" % (i, MARKER) for i in range(3)]
+    lines.append("big-1,%s B,1970-01-01,lab,%s" % (MARKER, "1" * big))
+    lines += ["ok-b%d,%s A,1970-01-01,lab,x" % (i, MARKER) for i in range(3)]
+    lines.append("big-2,%s B,1970-01-01,lab,%s" % (MARKER, "2" * big))
+    lines += ["ok-c%d,%s A,1970-01-01,lab,x" % (i, MARKER) for i in range(3)]
+    path = write(os.path.join(d, "long.csv"), lines)
+    rc, out, err = run([path, "--data", s.data_dir, "--progress", "none"])
+    eq(rc, 0, "exit code: %s" % short(err))
+    eq((counts(out)["created"], counts(out)["rejected"]), (9, 2), "9 good rows stored, 2 rejected: %s" % short(out))
+    entries = [json.loads(x) for x in open(path + ".rejects.ndjson")]
+    got = [(e["line"], e["offset"], e["raw"][:6], e.get("raw_truncated")) for e in entries]
+    off1 = len("\n".join(lines[:4])) + 1
+    off2 = len("\n".join(lines[:8])) + 1
+    eq(got, [(5, off1, "big-1,", True), (9, off2, "big-2,", True)],
+       "each long row's entry: its line, its offset and its own first bytes")
+    for e in entries:
+        want = lines[e["line"] - 1][:len(e["raw"])]
+        check(e["raw"] == want, "line %d's entry holds other bytes than its row's head" % e["line"])
+
 CORPUS_SCHEMA = {"columns": {"Patient Name": "name", "Birth Date": "dob", "Wt (kg)": "weight"},
                  "types": {"weight": "number", "smoker": "boolean"}, "dob_format": "%m/%d/%Y"}
 
