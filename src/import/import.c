@@ -527,8 +527,8 @@ static ms_code start_reading(import_run *run, const import_position *p, ms_err *
     if (run->format == IMPORT_CSV) {
         run->reader = row_reader_new_csv(run->in, run->opt->schema, run->opt->max_record);
         run->csv_raw = run->opt->url && !run->opt->dry_run;
-        ms_code rc = row_reader_csv_start(run->reader, e);
-        if (rc != MS_OK) return ms_fail(e, rc, "%s: %s", run->path, e->msg);
+        ms_code rc = row_reader_csv_start(run->reader, e); /* the caller names the file */
+        if (rc != MS_OK) return rc;
         if (p->offset > row_reader_offset(run->reader)) return row_reader_seek(run->reader, p->offset, p->line, e);
         return MS_OK;
     }

@@ -883,6 +883,27 @@ def test_offline_import_without_schema_never_replaces_the_stores_schema():
        "nothing private published")
     s.stop()
 
+
+@test(timeout=60)
+def test_a_csv_file_without_a_usable_header_is_refused_with_a_readable_message():
+    """A CSV file whose header row cannot be read (empty, a BOM alone, a column without a name, a name twice)
+    stops the import naming the file once and the problem. The message was formatted into the buffer it was
+    read from, so the user got "medstream import: t.csv: t.csv: t.csv:  column 3 has no name" or
+    "...: der row (the input is empty)": the file named three times and the reason cut."""
+    s = fresh_dir("hdr")
+    d = tmpdir("hdr")
+    cases = ((b"", "CSV: no header row (the input is empty)"),
+             (b"\xef\xbb\xbf", "CSV: no header row (the input is empty)"),
+             (b"name,dob,\nA,1970-01-01,\n", "CSV header: column 3 has no name"),
+             (b"name,dob,name\n", 'CSV header: column 3 ("name") has the name of column 1'))
+    for i, (body, want) in enumerate(cases):
+        path = os.path.join(d, "h%d.csv" % i)
+        with open(path, "wb") as f:
+            f.write(body)
+        rc, out, err = run([path, "--data", s.data_dir, "--progress", "none"])
+        eq(rc, 1, "exit code of %r (%s)" % (body, short(err)))
+        eq(err.strip().splitlines()[-1], "medstream import: %s: %s" % (path, want), "the message of %r" % body)
+
 @test(timeout=60)
 def test_usage_errors():
     d = tmpdir("usage")
