@@ -610,8 +610,12 @@ ms_code import_file(const import_options *o, const char *path, import_format for
     pthread_t reader, committer, *worker_threads = ms_calloc(workers, sizeof *worker_threads);
     progress_mode mode = o->progress;
     if (mode == PROGRESS_AUTO) mode = isatty(fileno(o->err)) ? PROGRESS_BAR : PROGRESS_PLAIN;
-    progress_view view = {
-        .name = path, .file_total = import_input_file_size(run->in), .file_at_start = import_input_file_pos(run->in)};
+    /* the file's bytes done before this run: none on a first run (the file position is past a CSV header's read
+     * chunk by now), the checkpoint's offset in a plain file; in a compressed one, the file read to resume */
+    uint64_t at_start = start.offset == 0                                  ? 0
+                        : import_input_compression(run->in) == INPUT_PLAIN ? start.offset
+                                                                           : import_input_file_pos(run->in);
+    progress_view view = {.name = path, .file_total = import_input_file_size(run->in), .file_at_start = at_start};
     view.file_done = run->file_done = view.file_at_start;
     double t0 = ms_mono_s();
     unsigned started = 0;

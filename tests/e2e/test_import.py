@@ -950,5 +950,25 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise():
     check(err.count("import: %s: " % path) >= 1 and "\r" not in err, "plain lines: %s" % short(err))
 
 
+
+@test(timeout=120)
+def test_progress_rates_of_a_csv_file_count_its_bytes_from_its_start():
+    """The byte rate and the ETA count the file's bytes done in this run, from where it started. For a CSV
+    file the start was taken after its header was read, which reads a whole chunk (4 MiB) ahead: a file
+    smaller than that showed "0 B/s" and no ETA from start to end, a larger one a rate short of 4 MiB."""
+    s = fresh_dir("csvrate")
+    d = tmpdir("csvrate")
+    lines = ["record_id,name,dob,type,notes"]
+    lines += ["cr-%05d,%s %d,1970-01-01,lab,%s" % (i, MARKER, i % 30, "n" * 300) for i in range(9000)]
+    path = write(os.path.join(d, "rate.csv"), lines)
+    check(os.path.getsize(path) < 4 << 20, "the file is smaller than a read chunk")
+    rc, out, err = run([path, "--data", s.data_dir, "--progress", "plain", "--batch", "500"])
+    eq(rc, 0, "import: %s" % short(err))
+    last = [x for x in err.splitlines() if x.startswith("import: %s: " % path)][-1]
+    m = re.search(r"rows/s  (\S+ \S*B)/s  ETA (\S+)", last)
+    check(m, "the figures of the last line: %s" % last)
+    check(not m.group(1).startswith("0 "), "the byte rate of a CSV file read from its start: %s" % last)
+    check(m.group(2) != "-", "an ETA once bytes were done: %s" % last)
+
 if __name__ == "__main__":
     H.main()
