@@ -176,7 +176,8 @@ int cmd_serve(int argc, char **argv)
         {.name = "--listen", .type = OPT_STRING, .target = &c.listen, .def = "127.0.0.1:8080", .metavar = "HOST:PORT",
          .help = "address to serve HTTP on, bound exclusively (port 0 picks one; :PORT binds every interface)"},
         {.name = "--schema", .type = OPT_STRING, .target = &c.schema, .metavar = "FILE",
-         .help = "schema file (JSON) naming field roles and the public allow-list"},
+         .help = "schema file (JSON) naming field roles and the public allow-list (without it: the default schema, "
+                 "refused when the store's is another)"},
         {.name = "--max-body", .type = OPT_BYTES, .target = &c.max_body, .def = "64MiB", .min = 64,
          .help = "largest request body; larger gets 413"},
         {.name = "--max-record", .type = OPT_BYTES, .target = &c.max_record, .def = "1MiB", .min = 64,
@@ -376,6 +377,14 @@ static int serve_run(const serve_settings *c)
                 "at most %s: give --max-body %s or less",
                 c->data, seg, half, half);
         rc = 2; /* a usage error, as serve_check's */
+        goto out;
+    }
+    /* without --schema, never the default in place of the store's own: a restart that forgot the option would
+     * re-project every public copy under the default allow-list, publishing what the operator's keeps private */
+    if (!c->schema && !store_schema_is_default(s, "serve",
+                                               "it would re-project every public copy under the default schema's "
+                                               "allow-list; to go back to the default, give a file holding it")) {
+        ms_fail(&e, MS_EINVAL, "--schema is needed on this store (above)");
         goto out;
     }
     warn_if_no_accounts(s, c->data);

@@ -340,5 +340,34 @@ def test_log_compaction_after_the_switch_survives_kill9():
     s.stop()
 
 
+@test(timeout=90)
+def test_serve_without_schema_never_replaces_the_stores_schema():
+    """A restart that forgot --schema is refused, naming it and the store's version: without it serve took the
+    default schema as a change and re-projected every public copy under the default allow-list, publishing
+    favorite_color, which this store's schema keeps private. With the same --schema it starts as before."""
+    s = H.Server(name="schema-forgot")
+    narrow = {"identity": {"name": "name", "dob": "dob"}, "record_id": "record_id", "type": "type",
+              "event_time": "ts", "public": {"type": "copy", "ts": "year"}}
+    s.extra_args = ["--schema", write_schema(s, "narrow.json", narrow)]
+    s.start()
+    s.ingest_ok([rec(i) for i in range(6)])
+    before = sorted((r["record_id"], json.dumps(r["fields"], sort_keys=True))
+                    for r in s.get_json("/v1/public/records")["records"])
+    check(before and all("favorite_color" not in f for _, f in before), "the narrow schema's copies: %s" % before[:2])
+    s.stop()
+    out = subprocess.run([H.BIN, "serve", "--data", s.data_dir, "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=30)
+    eq(out.returncode, 1, "serve without --schema on a store of another schema: %s" % short(out.stderr))
+    check("--schema" in out.stderr and "version 1" in out.stderr,
+          "the refusal names --schema and the store's version: %s" % short(out.stderr))
+    check("Schema Person" not in out.stderr, "no PHI in the refusal")
+    s.start()
+    eq(health(s)["schema"], {"version": 1, "reprojecting": None}, "the store's schema is unchanged")
+    after = sorted((r["record_id"], json.dumps(r["fields"], sort_keys=True))
+                   for r in s.get_json("/v1/public/records")["records"])
+    eq(after, before, "the public copies under the operator's schema")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
