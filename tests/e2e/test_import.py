@@ -903,6 +903,11 @@ def test_a_csv_file_without_a_usable_header_is_refused_with_a_readable_message()
         rc, out, err = run([path, "--data", s.data_dir, "--progress", "none"])
         eq(rc, 1, "exit code of %r (%s)" % (body, short(err)))
         eq(err.strip().splitlines()[-1], "medstream import: %s: %s" % (path, want), "the message of %r" % body)
+    missing = os.path.join(d, "missing.ndjson")  # an error of the file's own: it named the file twice
+    rc, out, err = run([missing, "--data", s.data_dir, "--progress", "none"])
+    eq(rc, 1, "exit code of a missing file (%s)" % short(err))
+    eq(err.strip().splitlines()[-1], "medstream import: %s: cannot open it: No such file or directory" % missing,
+       "the message of a missing file")
 
 @test(timeout=60)
 def test_usage_errors():
