@@ -360,7 +360,11 @@ bool counter_def_same(const counter_def *a, const counter_def *b)
 
 bool counter_def_public(const counter_def *d, const schema *s)
 {
-    if (d->type && !schema_public(s, s->type_field, strlen(s->type_field))) return false;
+    /* `type` selects by the type as stored: public only where the public copy carries that very value (a type
+     * published transformed, a pseudonym, would be counted by its private value: public reads refuse type=
+     * there for the same reason) */
+    const schema_public_field *t = d->type ? schema_public(s, s->type_field, strlen(s->type_field)) : NULL;
+    if (d->type && (!t || t->transform != PUBLISH_COPY)) return false;
     if (d->op != WHERE_NONE && !schema_public(s, d->field, d->field_len)) return false;
     return true;
 }

@@ -76,9 +76,10 @@ void counter_def_json(const counter_def *d, buf *out);
 /* Same canonical form. */
 bool counter_def_same(const counter_def *a, const counter_def *b);
 
-/* Is every field the counter reads public in this schema (the type role when "type" is set, where.field
- * when "where" is)? Then it is computed from the public copy and readable with public:read; otherwise
- * from the record itself, and readable with patients:read only. */
+/* Is every field the counter reads public in this schema (the type role when "type" is set, published as is
+ * since "type" compares the stored type; where.field when "where" is, whose public value it compares)? Then it
+ * is computed from the public copy and readable with public:read; otherwise from the record itself, and
+ * readable with patients:read only. */
 bool counter_def_public(const counter_def *d, const schema *s);
 
 /* Does a record of this type count (no "type": all do)? */
