@@ -8,7 +8,9 @@
  * - name: 1-64 characters of A-Z a-z 0-9 _ . - (it names the counter in paths, metric labels and logs, so
  *   it may hold nothing else; it is not PHI).
  * - type (optional): only records of this type (the schema's type role; compared exactly).
- * - where (optional): one condition on one top-level field: "equals" a JSON string, number, true, false or
+ * - where (optional): one condition on one field, top-level or nested by a dotted path as the schema's public
+ *   entries name it ("address.zip": a member of an object; a top-level member named with the dots is taken
+ *   first; counter_follow.c reads it): "equals" a JSON string, number, true, false or
  *   null; "in" an array of 1-64 of those; "contains" a non-empty string (the field's string value holds
  *   it, ASCII letters compared without case); "exists" true (present and not null) or false.
  * - max_window (required): the longest window a query may ask for, as a duration ("72h", "90m", "7d").

@@ -40,13 +40,53 @@ void cs_view_free(version_view *v)
     free(v->bm);
 }
 
+/* Is the raw key (between its quotes, escapes not decoded) k? */
+static bool raw_key_is(const char *raw, size_t raw_len, bool escaped, const char *k, size_t kl)
+{
+    if (!escaped) return raw_len == kl && memcmp(raw, k, kl) == 0;
+    char stack[256];
+    if (raw_len > sizeof stack) return false;
+    size_t n = json_string_decode(raw, raw_len, stack);
+    return n == kl && memcmp(stack, k, kl) == 0;
+}
+
 static bool key_equals(const json_member *m, const char *k, size_t kl)
 {
-    if (!m->key_escaped) return m->key_len == kl && memcmp(m->key, k, kl) == 0;
-    char stack[256];
-    if (m->key_len > sizeof stack) return false;
-    size_t n = json_string_decode(m->key, m->key_len, stack);
-    return n == kl && memcmp(stack, k, kl) == 0;
+    return raw_key_is(m->key, m->key_len, m->key_escaped, k, kl);
+}
+
+/* The value at a dotted path ("address.zip", as the schema's public paths name nested fields) from the members
+ * of an object: a member named by the first segment, then into objects one segment at a time. NULL (*val)
+ * when any segment is absent or a value on the way is not an object (an array holds no named member). */
+static void path_value(const json_member *m, int n, const char *path, size_t plen, const char **val, size_t *len,
+                       json_type *t)
+{
+    *val = NULL;
+    const char *dot = memchr(path, '.', plen);
+    size_t sl = (size_t)(dot - path);
+    const char *v = NULL;
+    size_t vl = 0;
+    json_type vt = JSON_NONE;
+    for (int i = 0; i < n && !v; i++)
+        if (key_equals(&m[i], path, sl)) v = m[i].val, vl = m[i].val_len, vt = m[i].type;
+    while (v && sl < plen) {
+        path += sl + 1; /* past the dot */
+        plen -= sl + 1;
+        dot = memchr(path, '.', plen);
+        sl = dot ? (size_t)(dot - path) : plen;
+        if (vt != JSON_OBJECT) return;
+        json_iter it = json_iter_begin(v, vl);
+        const char *k, *ev, *found = NULL;
+        size_t kl, el, fl = 0;
+        json_type et, ft = JSON_NONE;
+        while (!found && json_iter_member(&it, &k, &kl, &ev, &el, &et))
+            if (raw_key_is(k, kl, memchr(k, '\\', kl) != NULL, path, sl)) found = ev, fl = el, ft = et;
+        v = found, vl = fl, vt = ft;
+    }
+    if (!v) return;
+    *val = v;
+    *len = vl;
+    *t = vt;
 }
 
 /* The field's raw value in the version (public copy or body), *val NULL when absent; false when the
@@ -91,6 +131,9 @@ static bool view_field(store *s, store_read *r, version_view *v, bool from_publi
             *t = m[i].type;
             return true;
         }
+    /* no member of that very name: a nested field of a dotted path (the public copy nests "address.zip" as the
+     * schema's paths say, and so does a record) */
+    if (memchr(field, '.', flen)) path_value(m, n, field, flen, val, len, t);
     return true;
 }
 

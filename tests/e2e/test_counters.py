@@ -616,5 +616,36 @@ def test_a_counter_on_a_type_published_transformed_is_phi():
     check("hiv-test" not in r.text, "the private type in the analyst's list: %s" % short(r.text))
     s.stop()
 
+
+@test(timeout=90)
+def test_a_condition_on_a_nested_field_counts_its_value():
+    """`where.field` may name a nested field as the schema's paths do ("address.zip"): a public counter compares
+    the public copy's value there (zip3: "021"), a PHI one the record's; absent anywhere on the path, it does
+    not exist."""
+    s = schema_server("ctr-nested", {"favorite_color": "copy", "type": "copy", "ts": "year", "address.zip": "zip3"},
+                      [{"name": "zip021", "where": {"field": "address.zip", "equals": "021"}, "max_window": "1h"},
+                       {"name": "nozip", "where": {"field": "address.zip", "exists": False}, "max_window": "1h"},
+                       {"name": "boston", "where": {"field": "address.city", "in": ["Boston"]}, "max_window": "1h"}])
+    t = now() - datetime.timedelta(minutes=5)
+    rows = [rec("n%d" % i, t) for i in range(6)]
+    for r_ in rows[:3]:
+        r_["address"] = {"zip": "02139", "city": "Boston"}
+    rows[3]["address"] = {"zip": "10001", "city": "New York"}
+    rows[4]["address"] = "02139 Boston"
+    s.ingest_ok(rows)
+    listed = {c["name"]: c["access"] for c in s.get_json("/v1/counters")["counters"]}
+    eq(listed, {"zip021": "public", "nozip": "public", "boston": "phi"}, "the access of each counter")
+    eq((n(s, "zip021"), n(s, "nozip"), n(s, "boston")), (3, 2, 3), "counts after 6 records")
+    r = s.request("POST", "/v1/counters", body=json.dumps({"name": "zip021b", "where": {"field": "address.zip",
+                  "equals": "021"}, "max_window": "1h"}), headers={"Content-Type": "application/json"})
+    eq(r.status, 201, "POST a counter on a nested field: %s" % short(r.text))
+    eq(n(s, "zip021b"), 3, "the same, built from the stored records")
+    eq(s.request("DELETE", "/v1/records/n0").status, 200, "DELETE n0")
+    s.ingest_ok([dict(rows[1], address={"zip": "10001", "city": "Boston"})])
+    eq((n(s, "zip021"), n(s, "zip021b"), n(s, "nozip"), n(s, "boston")), (1, 1, 2, 2),
+       "counts after a deletion and a move to another zip")
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
