@@ -214,6 +214,12 @@ static ms_code parse_members(counter_def *d, const char *text, size_t len, ms_er
             if (!ok)
                 rc = ms_fail(e, MS_EINVAL, "counter: \"name\" must be 1-%d characters of A-Z a-z 0-9 _ . -",
                              COUNTER_NAME_MAX);
+            else if (!strcmp(d->name, ".") || !strcmp(d->name, "..")) /* a path segment clients resolve away (RFC
+                                                                         3986 5.2.4): /v1/counters/.. is sent as
+                                                                         /v1/ by curl, browsers, the console */
+                rc = ms_fail(e, MS_EINVAL,
+                             "counter: \"name\": \".\" and \"..\" are not counter names (a name is a URL path "
+                             "segment)");
             have_name = true;
         } else if (key_is(k, "type")) {
             free(d->type);

@@ -5,8 +5,8 @@
  *   {"name": "labs_final", "type": "lab", "where": {"field": "status", "equals": "final"},
  *    "max_window": "72h", "resolution": "1m", "per_parent": true, "max_parent_buckets": 65536}
  *
- * - name: 1-64 characters of A-Z a-z 0-9 _ . - (it names the counter in paths, metric labels and logs, so
- *   it may hold nothing else; it is not PHI).
+ * - name: 1-64 characters of A-Z a-z 0-9 _ . -, not "." or ".." (it names the counter in paths, metric labels
+ *   and logs, so it may hold nothing else, nor a path segment URLs resolve away; it is not PHI).
  * - type (optional): only records of this type (the schema's type role; compared exactly).
  * - where (optional): one condition on one field, top-level or nested by a dotted path as the schema's public
  *   entries name it ("address.zip": a member of an object; a top-level member named with the dots is taken

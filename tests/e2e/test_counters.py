@@ -647,5 +647,21 @@ def test_a_condition_on_a_nested_field_counts_its_value():
     s.stop()
 
 
+@test(timeout=60)
+def test_counter_names_that_urls_rewrite_are_refused():
+    """A name is a path segment: "." and ".." are the segments every browser, curl and the console's fetch
+    rewrite (GET /v1/counters/.. is sent as GET /v1/), so such a counter could be neither read nor removed."""
+    s = new_server("ctr-dots", counters=[])
+    h = {"Content-Type": "application/json"}
+    for name in (".", ".."):
+        r = s.request("POST", "/v1/counters", body=json.dumps({"name": name, "max_window": "1h"}), headers=h)
+        eq(r.status, 400, "POST a counter named %r: %s" % (name, short(r.text)))
+        check("name" in r.json()["error"], "the error names the key: %s" % r.text)
+    for name in ("...", ".a", "a..b", "-"):
+        r = s.request("POST", "/v1/counters", body=json.dumps({"name": name, "max_window": "1h"}), headers=h)
+        eq(r.status, 201, "POST a counter named %r: %s" % (name, short(r.text)))
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
