@@ -663,5 +663,21 @@ def test_counter_names_that_urls_rewrite_are_refused():
     s.stop()
 
 
+@test(timeout=60)
+def test_a_window_reaching_before_the_year_1_is_refused():
+    """Times are RFC 3339 in the years 1 to 9999: a window of a long max_window that would begin before the
+    year 1 is a 400 naming window, never an answer with a negative year."""
+    s = new_server("ctr-ages", counters=[{"name": "ages", "max_window": "1000000d", "resolution": "1d"}])
+    t = now() - datetime.timedelta(days=400)
+    s.ingest_ok([rec("a0", t), rec("a1", datetime.datetime(1900, 5, 1, tzinfo=UTC))])
+    eq(n(s, "ages", window="1000d"), 1, "a window of 1000 days")
+    eq(n(s, "ages", window="365000d"), 2, "a window of 1000 years")
+    for params in ({}, {"window": "900000d"}):
+        r = s.get("/v1/counters/ages?" + q(params))
+        eq(r.status, 400, "a window beginning before the year 1 %r: %s" % (params, short(r.text)))
+        check("window" in r.json()["error"], "the error names window: %s" % r.text)
+    s.stop()
+
+
 if __name__ == "__main__":
     H.main()
