@@ -12,8 +12,8 @@
  * (libmicrohttpd 0.9.75 frames by the first Content-Length, lets Transfer-Encoding win over
  * Content-Length, reads a body of an unknown coding until the connection closes, and takes
  * "Content-Length :" for another header, so ambiguous or unknown framing is refused here, with the
- * connection closed), the size, the route (on_headers), and last the in-flight budget for the
- * declared body. Bodies go into body_pool buffers, given back as soon as the handler returns; a
+ * connection closed), a %00 in the URL (note_raw_url), the size, the route (on_headers), and last the
+ * in-flight budget for the declared body. Bodies go into body_pool buffers, given back as soon as the handler returns; a
  * chunked body reserves as it grows, and if the budget or the size limit refuses, the rest of it is
  * discarded and the answer (503 or 413) comes when it ends. libmicrohttpd 0.9.75 accepts a chunk size
  * of 7fffffffffffffff and waits for those bytes: the body-progress deadline cuts such a connection. A
@@ -143,6 +143,23 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
     r->args[r->nargs].value = value ? value : "";
     r->nargs++;
     return MHD_YES;
+}
+
+/* A %00 in a URL decodes to a NUL byte, and the path and query values libmicrohttpd hands over are C strings:
+ * the NUL cut them short, so "/v1/counters/labs%00x" was answered (or DELETEd) as the counter labs,
+ * "/v1/records/R%00/children" as the record R, "?parent=a%00b" as the parent a. No path segment or value may
+ * hold a NUL, so such a request is refused. The raw URL is seen by the URI log callback, on the connection's
+ * own thread (one per connection) just before that thread parses the request line and first calls on_request
+ * for it: a flag of the thread carries the finding there. */
+static _Thread_local bool t_nul_in_url;
+
+static void *note_raw_url(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls, (void)conn;
+    t_nul_in_url = false;
+    for (const char *p = uri ? strchr(uri, '%') : NULL; p; p = strchr(p + 1, '%'))
+        if (p[1] == '0' && p[2] == '0') t_nul_in_url = true;
+    return NULL; /* on_request's first call still finds *con_cls NULL */
 }
 
 /* How an answer ends the exchange: kept alive, closed, or closed with a hint to come back. */
@@ -353,6 +370,10 @@ static enum MHD_Result on_headers_complete(http_server *srv, struct MHD_Connecti
     }
     bool chunked = false;
     if (check_framing(conn, &cs->res, &chunked)) return answer_early(conn, cs, ANSWER_CLOSE);
+    if (r->nul_in_url) {
+        http_error(&cs->res, 400, "the URL holds %%00 (a NUL byte), which no path segment or query value may");
+        return answer_early(conn, cs, ANSWER_KEEP);
+    }
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
         /* libmicrohttpd has refused a Content-Length that is not a plain number (400) or too big for
@@ -438,6 +459,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client, sizeof r->client);
         }
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, r);
+        r->nul_in_url = t_nul_in_url;
+        t_nul_in_url = false;
         return on_headers_complete(srv, conn, cs);
     }
     if (cs->answered_early) {
@@ -708,6 +731,7 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, MHD_CONN_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, note_raw_url, NULL,
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
         MHD_OPTION_END);
     if (!s->daemon) {

@@ -57,6 +57,7 @@ typedef struct http_request {
     http_arg args[HTTP_MAX_ARGS];
     int nargs;
     bool too_many_args;
+    bool nul_in_url; /* the URL held %00: its path or a query value would be cut short at the NUL (refused, 400) */
     char *params[HTTP_MAX_PARAMS]; /* path parameters ({} in the route pattern), NUL-terminated copies */
     int nparams;
     double received_at;        /* ms_mono_s() when the body was complete */

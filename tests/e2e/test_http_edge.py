@@ -606,5 +606,41 @@ def test_plain_chunked_upload_still_works():
     eq([it["status"] for it in json.loads(ans[2])["items"]], ["created"] * 3, "items of the chunked upload")
 
 
+
+@test
+def test_a_url_holding_percent_00_is_refused_not_cut_short():
+    """%00 decodes to a NUL byte, which cut the path or a query value short: GET /v1/counters/labs%00x answered
+    the counter labs, DELETE /v1/counters/kept%00x removed kept, /v1/records/R%00/children read the record R,
+    ?parent=a%00b counted the children of a. Such a URL is a 400 now, after a request served on the same
+    kept-alive connection too."""
+    s = edge_server(name="edge-nul")
+    h = {"Content-Type": "application/json"}
+    eq(s.request("POST", "/v1/counters", body=json.dumps({"name": "kept", "max_window": "1h", "per_parent": True}),
+                 headers=h).status, 201, "POST a counter")
+    s.ingest_ok([{"record_id": "nul-parent", "name": "Nul Person", "dob": "1971-01-01"},
+                 {"record_id": "nul-child", "name": "Nul Person", "dob": "1971-01-01", "parent_id": "nul-parent"}])
+    for method, path in (("GET", "/v1/counters/kept%00x"), ("DELETE", "/v1/counters/kept%00x"),
+                         ("GET", "/v1/counters/kept?parent=nul-parent%00b"),
+                         ("GET", "/v1/records/nul-parent%00/children"), ("GET", "/v1/records/nul-child%00"),
+                         ("GET", "/v1/records/nul-parent/children?since=2026-01-01T00:00:00Z%00x")):
+        r = s.request(method, path)
+        eq(r.status, 400, "%s %s: %s" % (method, path, short(r.text)))
+        check("%00" in r.json()["error"], "the error says why: %s" % r.text)
+    eq(s.get("/v1/counters/kept").status, 200, "the counter is still there")
+    eq(s.get("/v1/counters/%6Bept").status, 200, "other escapes still decode")
+    eq(s.get("/v1/records/nul-parent/children?since=2026-01-01T00%3A00%3A00Z").status, 200, "an escaped query value")
+    # each request of a kept-alive connection is looked at on its own
+    c = connect(s.port)
+    try:
+        auth = "Authorization: Bearer %s\r\n" % s.token
+        c.sendall(("GET /v1/counters/kept HTTP/1.1\r\nHost: x\r\n%s\r\n" % auth).encode())
+        first = read_answer(c, RAW_TIMEOUT)
+        c.sendall(("GET /v1/counters/kept%%00x HTTP/1.1\r\nHost: x\r\n%s\r\n" % auth).encode())
+        second = read_answer(c, RAW_TIMEOUT)
+    finally:
+        c.close()
+    eq((first and first[0], second and second[0]), (200, 400), "two requests on one connection")
+
+
 if __name__ == "__main__":
     H.main()
