@@ -510,6 +510,11 @@ static void test_definitions(void **state)
     refused("{\"name\":\"a\",\"max_window\":\"1h\",\"per_parent\":true,\"max_parent_buckets\":5}", "max_parent_buckets",
             NULL);
     refused("[1]", "JSON object", NULL);
+    /* a URL path segment that clients resolve away: GET /v1/counters/.. is sent as GET /v1/ */
+    refused("{\"name\":\".\",\"max_window\":\"1h\"}", "\"name\"", NULL);
+    refused("{\"name\":\"..\",\"max_window\":\"1h\"}", "\"name\"", NULL);
+    d = parse_ok("{\"name\":\"...\",\"max_window\":\"1h\"}");
+    counter_def_free(&d);
 }
 
 static void test_public_or_phi_by_schema(void **state)
@@ -533,6 +538,17 @@ static void test_public_or_phi_by_schema(void **state)
     assert_int_equal(schema_parse(&sc, no_type, strlen(no_type), &e), MS_OK);
     d = parse_ok("{\"name\":\"a\",\"type\":\"lab\",\"max_window\":\"1h\"}");
     assert_false(counter_def_public(&d, &sc)); /* the type is PHI in this schema */
+    counter_def_free(&d);
+    schema_free(&sc);
+    /* a type published transformed: "type" compares the stored one, so the counter reads PHI; a where on the
+     * type compares the published value, and stays public */
+    const char *pseudo = "{\"public\":{\"favorite_color\":\"copy\",\"type\":\"pseudonym\"}}";
+    assert_int_equal(schema_parse(&sc, pseudo, strlen(pseudo), &e), MS_OK);
+    d = parse_ok("{\"name\":\"a\",\"type\":\"hiv-test\",\"max_window\":\"1h\"}");
+    assert_false(counter_def_public(&d, &sc));
+    counter_def_free(&d);
+    d = parse_ok("{\"name\":\"a\",\"where\":{\"field\":\"type\",\"equals\":\"0a1b\"},\"max_window\":\"1h\"}");
+    assert_true(counter_def_public(&d, &sc));
     counter_def_free(&d);
     schema_free(&sc);
 }
