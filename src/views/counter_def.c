@@ -415,19 +415,82 @@ static bool contains_nocase(const char *hay, size_t hn, const char *needle, size
     return false;
 }
 
-/* Does the record's value (raw JSON text of type t) equal v? Strings are compared decoded (dec). */
+/* A JSON number (text the scanner accepted) as an exact decimal: its significant digits are the integer
+ * part's then the fraction's, less the leading and trailing zeros; value = 0.DIGITS x 10^point, negative if
+ * neg. Zero has no digits. false if the exponent is beyond +-10^15 (then compared as doubles). */
+typedef struct {
+    bool neg;
+    const char *ip, *fp; /* the integer part's digits, the fraction's */
+    size_t il, fl;
+    size_t first, n; /* the significant digits: n of them from index first of integer part + fraction */
+    int64_t point;
+} decimal;
+
+static char dec_digit(const decimal *d, size_t i) { return i < d->il ? d->ip[i] : d->fp[i - d->il]; }
+
+static bool decimal_of(const char *s, size_t len, decimal *d)
+{
+    const char *p = s, *end = s + len;
+    memset(d, 0, sizeof *d);
+    if (p < end && *p == '-') d->neg = true, p++;
+    d->ip = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    d->il = (size_t)(p - d->ip);
+    if (p < end && *p == '.') {
+        d->fp = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        d->fl = (size_t)(p - d->fp);
+    }
+    int64_t exp = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        bool eneg = ++p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+')) p++;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            exp = exp * 10 + (*p - '0');
+            if (exp > 1000000000000000LL) return false;
+        }
+        if (eneg) exp = -exp;
+    }
+    size_t total = d->il + d->fl, lead = 0, trail = 0;
+    while (lead < total && dec_digit(d, lead) == '0')
+        lead++;
+    while (trail < total - lead && dec_digit(d, total - 1 - trail) == '0')
+        trail++;
+    d->first = lead;
+    d->n = total - lead - trail;
+    d->point = (int64_t)d->il - (int64_t)lead + exp;
+    return true;
+}
+
+/* Are two JSON numbers the same number? Exactly, whatever their digits (1, 1.0, 10e-1 are; 9007199254740993
+ * and 9007199254740992 are not, though they are the same double). */
+static bool number_equal(const char *a, size_t al, const char *b, size_t bl, double bnum)
+{
+    decimal x, y;
+    if (!decimal_of(a, al, &x) || !decimal_of(b, bl, &y)) { /* an exponent no record needs: as doubles */
+        char num[64];
+        if (al >= sizeof num) return false;
+        memcpy(num, a, al);
+        num[al] = 0;
+        return strtod(num, NULL) == bnum;
+    }
+    if (x.n == 0 || y.n == 0) return x.n == y.n; /* zero (-0 too) */
+    if (x.neg != y.neg || x.point != y.point || x.n != y.n) return false;
+    for (size_t i = 0; i < x.n; i++)
+        if (dec_digit(&x, x.first + i) != dec_digit(&y, y.first + i)) return false;
+    return true;
+}
+
+/* Does the record's value (raw JSON text of type t) equal v? Strings are compared decoded (dec), numbers as
+ * exact decimals. */
 static bool value_equal(const counter_value *v, const char *val, size_t len, json_type t, const char *dec, size_t dl)
 {
     if (v->type != t) return false;
     switch (t) {
     case JSON_STRING: return dl == v->len && memcmp(dec, v->text, dl) == 0;
-    case JSON_NUMBER: {
-        char num[64];
-        if (len >= sizeof num) return false;
-        memcpy(num, val, len);
-        num[len] = 0;
-        return strtod(num, NULL) == v->num;
-    }
+    case JSON_NUMBER: return number_equal(val, len, v->text, v->len, v->num);
     default: return true; /* true, false, null: the kind is the value */
     }
 }

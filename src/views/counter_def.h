@@ -20,8 +20,9 @@
  *   max_parent_buckets (default 65,536; 1,024 to 4,194,304) (parent, bucket) pairs; counter.h says what
  *   happens beyond.
  *
- * Values are compared as JSON values: strings by their decoded text, numbers numerically, true, false
- * and null by kind. A field that is an object or an array equals nothing (it may still "exist").
+ * Values are compared as JSON values: strings by their decoded text, numbers as the exact decimals they
+ * write (1 = 1.0 = 10e-1; never as doubles, which take 2^53 + 1 for 2^53), true, false and null by kind. A
+ * field that is an object or an array equals nothing (it may still "exist").
  *
  * Contract: pure (no I/O, no globals); a refused definition gets a message naming the key and what it
  * accepts, never echoing a value (a where value may be PHI: "equals": "Jane Doe"). counter_def_json

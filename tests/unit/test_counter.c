@@ -480,6 +480,45 @@ static void test_definitions(void **state)
     assert_false(counter_where_holds(&d, "1", 1, JSON_NUMBER));
     counter_def_free(&d);
 
+    /* numbers compare as the numbers they write, exactly: not as doubles, which take 2^53 + 1 for 2^53, nor cut
+     * at 63 characters */
+    d = parse_ok("{\"name\":\"big\",\"where\":{\"field\":\"mrn\",\"in\":[9007199254740993,1,0,-2.5,1e2]},"
+                 "\"max_window\":\"1h\"}");
+    static const char *const same[] = {"9007199254740993",
+                                       "9.007199254740993e15",
+                                       "90071992547409930e-1",
+                                       "1",
+                                       "1.0",
+                                       "10e-1",
+                                       "0.1e1",
+                                       "0",
+                                       "-0",
+                                       "-0.0",
+                                       "0e5",
+                                       "-2.5",
+                                       "-25e-1",
+                                       "100",
+                                       "1E2",
+                                       "1e+2",
+                                       "1.00000000000000000000000000000000000000000000000000000000000000000"};
+    static const char *const other[] = {"9007199254740992",
+                                        "9007199254740994",
+                                        "90071992547409931e-1",
+                                        "-1",
+                                        "1.1",
+                                        "0.01",
+                                        "2.5",
+                                        "-2.05",
+                                        "1000",
+                                        "1e3",
+                                        "1.00000000000000000000000000000000000"
+                                        "000000000000000000000000000000001"};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        if (counter_where_holds(&d, other[i], strlen(other[i]), JSON_NUMBER)) fail_msg("%s: matched", other[i]);
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+        if (!counter_where_holds(&d, same[i], strlen(same[i]), JSON_NUMBER)) fail_msg("%s: not matched", same[i]);
+    counter_def_free(&d);
+
     /* a repeated key replaces the earlier one (nothing of it leaks: ASan) */
     d = parse_ok("{\"name\":\"r\",\"where\":{\"field\":\"a\",\"in\":[1,2]},\"type\":\"x\",\"type\":\"y\","
                  "\"where\":{\"field\":\"b\",\"contains\":\"z\"},\"max_window\":\"1h\"}");
