@@ -13,12 +13,12 @@
  * Content-Length, reads a body of an unknown coding until the connection closes, and takes
  * "Content-Length :" for another header, so ambiguous or unknown framing is refused here, with the
  * connection closed), a %00 in the URL (note_raw_url), the size, the route (on_headers), and last the
- * in-flight budget for the declared body. Bodies go into body_pool buffers, given back as soon as the handler returns; a
- * chunked body reserves as it grows, and if the budget or the size limit refuses, the rest of it is
- * discarded and the answer (503 or 413) comes when it ends. libmicrohttpd 0.9.75 accepts a chunk size
- * of 7fffffffffffffff and waits for those bytes: the body-progress deadline cuts such a connection. A
- * body must also keep up --body-min-rate after its first --header-timeout (conn_guard.h): else a client
- * with a token kept its declared length of the budget for as long as it sent a byte a stall.
+ * in-flight budget for the declared body. Bodies go into body_pool buffers, given back as soon as the handler returns;
+ * a chunked body reserves as it grows, and if the budget or the size limit refuses, the rest of it is discarded and the
+ * answer (503 or 413) comes when it ends. libmicrohttpd 0.9.75 accepts a chunk size of 7fffffffffffffff and waits for
+ * those bytes: the body-progress deadline cuts such a connection. A body must also keep up --body-min-rate after its
+ * first --header-timeout (conn_guard.h): else a client with a token kept its declared length of the budget for as long
+ * as it sent a byte a stall.
  *
  * Each request gets its id when its headers are complete (a 64-bit counter, shared by every server in
  * the process, through splitmix64's bijective mix with a random seed of the process: unique in the
@@ -731,9 +731,8 @@ ms_code http_server_start(http_server **out, const http_options *opt, const http
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, MHD_CONN_MEMORY,
-        MHD_OPTION_URI_LOG_CALLBACK, note_raw_url, NULL,
-        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem,
-        MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, note_raw_url, NULL, tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+        opt->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
     if (!s->daemon) {
         /* libmicrohttpd closes the socket on most of its failure paths but not all; the process is about
          * to exit, and leaving it is safer than closing a descriptor that may be another's by now. */

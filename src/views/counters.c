@@ -377,8 +377,9 @@ ms_code counters_query(counters *c, const char *name, const counter_query *q, bu
     /* times are RFC 3339 in the years 1 to 9999 (no event time is earlier): a long max_window's window could
      * begin before the year 1, which no answer can write */
     if (rc == MS_OK && time_year(ans.from) < 1)
-        rc = ms_fail(e, MS_EINVAL, "window: it would begin before the year 1 (no event time is earlier): ask a "
-                                   "shorter window");
+        rc = ms_fail(e, MS_EINVAL,
+                     "window: it would begin before the year 1 (no event time is earlier): ask a "
+                     "shorter window");
     if (rc == MS_OK && q->parent && ans.incomplete) {
         source = "index";
         rc = count_from_index(c, l, q->parent, q->parent_len, ans.from, ans.to, &ans.count, e);
