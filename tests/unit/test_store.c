@@ -255,17 +255,8 @@ static void test_open_empty_and_id_key(void **state)
  * be64 value, or -1 when absent. */
 static int64_t raw_meta(const char *dir, const char *name, bool del)
 {
-    char path[256];
-    snprintf(path, sizeof path, "%s/lmdb", dir);
-    MDB_env *env;
-    MDB_txn *txn;
     MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 32);
-    mdb_env_set_mapsize(env, (size_t)1 << 30);
-    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_txn *txn = unit_raw_begin(dir, "meta", &dbi);
     MDB_val k = {strlen(name), (void *)name}, v;
     int64_t out = -1;
     if (mdb_get(txn, dbi, &k, &v) == 0) {
@@ -273,8 +264,7 @@ static int64_t raw_meta(const char *dir, const char *name, bool del)
         out = (int64_t)ms_get_be64(v.mv_data);
         if (del) assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
     }
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    unit_raw_commit(txn);
     return out;
 }
 
@@ -1796,9 +1786,8 @@ static void test_tokens_need_an_account(void **state)
     assert_int_equal(store_token_put(f->s, h, ms_now_us() + 1000000, "sam", "analyst", NULL, &e), MS_OK);
 }
 
-static bool token_present(fixture *f, unsigned char id)
+static bool token_hash_present(fixture *f, const unsigned char h[32])
 {
-    unsigned char h[32] = {id};
     int64_t exp;
     char u[STORE_USER_MAX], ro[STORE_ROLE_MAX];
     bool found = false;
@@ -1807,6 +1796,12 @@ static bool token_present(fixture *f, unsigned char id)
     assert_int_equal(store_token_get(r, h, &exp, u, ro, &found, &e), MS_OK);
     store_read_end(r);
     return found;
+}
+
+static bool token_present(fixture *f, unsigned char id)
+{
+    unsigned char h[32] = {id};
+    return token_hash_present(f, h);
 }
 
 /* Revoking a user's tokens: every one of theirs but the one kept, none of another user's live ones, and
@@ -1856,18 +1851,6 @@ static void token_hash(const char *kind, int n, unsigned char h[32])
     char text[32];
     int len = snprintf(text, sizeof text, "%s-%d", kind, n);
     SHA256((const unsigned char *)text, (size_t)len, h);
-}
-
-static bool token_hash_present(fixture *f, const unsigned char h[32])
-{
-    int64_t exp;
-    char u[STORE_USER_MAX], ro[STORE_ROLE_MAX];
-    bool found = false;
-    ms_err e;
-    store_read *r = unit_rbegin(f->s);
-    assert_int_equal(store_token_get(r, h, &exp, u, ro, &found, &e), MS_OK);
-    store_read_end(r);
-    return found;
 }
 
 /* Expired tokens do not pile up while nobody's account changes: each login deletes the ones expired for a

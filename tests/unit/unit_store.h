@@ -68,26 +68,40 @@ static inline bool unit_patient_at(store *s, arena *mem, const patient_id *pid, 
     return found;
 }
 
-/* Put one entry straight into sub-database db of dir's LMDB file, as an older version of the store wrote
- * it; the store must be closed. */
-static inline void unit_write_raw_entry(const char *dir, const char *db, const void *key, size_t klen, const void *val,
-                                        size_t vlen)
+/* A write transaction on sub-database db of dir's LMDB file, behind the store's back (the store must be
+ * closed); unit_raw_commit commits it and closes the environment. */
+static inline MDB_txn *unit_raw_begin(const char *dir, const char *db, MDB_dbi *dbi)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/lmdb", dir);
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi;
     assert_int_equal(mdb_env_create(&env), 0);
     mdb_env_set_maxdbs(env, 32);
     mdb_env_set_mapsize(env, (size_t)1 << 30);
     assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    MDB_val k = {klen, (void *)key}, mv = {vlen, (void *)val};
-    assert_int_equal(mdb_put(txn, dbi, &k, &mv, 0), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, dbi), 0);
+    return txn;
+}
+
+static inline void unit_raw_commit(MDB_txn *txn)
+{
+    MDB_env *env = mdb_txn_env(txn);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+/* Put one entry straight into sub-database db of dir's LMDB file, as an older version of the store wrote
+ * it; the store must be closed. */
+static inline void unit_write_raw_entry(const char *dir, const char *db, const void *key, size_t klen, const void *val,
+                                        size_t vlen)
+{
+    MDB_dbi dbi;
+    MDB_txn *txn = unit_raw_begin(dir, db, &dbi);
+    MDB_val k = {klen, (void *)key}, mv = {vlen, (void *)val};
+    assert_int_equal(mdb_put(txn, dbi, &k, &mv, 0), 0);
+    unit_raw_commit(txn);
 }
 
 /* Write a user entry the way versions before issue 9 did ("role NUL hash"). */
