@@ -8,7 +8,8 @@
  * year the public copy allows), also needs patients:read, is refused (503) while audit entries cannot be
  * stored, and is audited as a PHI read (action patients:read, no patient ids: a count names nobody). A
  * refusal is audited like dispatch's. The list shows PHI counters (whose where values may be PHI) only
- * to a caller with patients:read. Defining and removing are counters:create and counters:delete, audited.
+ * to a caller with patients:read, and is then a PHI read: audited when it holds one, refused (503) while
+ * audit entries cannot be stored. Defining and removing are counters:create and counters:delete, audited.
  *
  * What it must never do: echo a query's value (parent ids are record ids chosen by clients) or a
  * definition's where value into an error, a log line or an audit entry.
@@ -42,7 +43,15 @@ void h_counter_list(api *a, http_request *req, http_response *res)
 {
     buf out = {0};
     bool phi = access_allows(req->role, "patients:read");
-    counters_list(a->counters, phi, &out);
+    if (counters_list(a->counters, phi, &out)) { /* PHI definitions: a PHI read, audited, refused while that cannot be */
+        ms_err why;
+        if (!writer_audit_ok(a->writer, &why)) {
+            buf_free(&out);
+            http_error(res, 503, "PHI reads are refused while their audit entries cannot be stored: %s", why.msg);
+            return;
+        }
+        audit(a, req, "patients:read", "ok");
+    }
     res->status = 200;
     buf_free(&res->body);
     res->body = out;

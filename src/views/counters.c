@@ -234,19 +234,22 @@ static void live_json(live *l, buf *out)
     buf_putc(out, '}');
 }
 
-void counters_list(counters *c, bool with_phi, buf *out)
+uint32_t counters_list(counters *c, bool with_phi, buf *out)
 {
     buf_puts(out, "{\"counters\":[");
     pthread_rwlock_rdlock(&c->reg);
     bool first = true;
+    uint32_t phi = 0;
     for (size_t i = 0; i < c->n; i++) {
         if (!c->v[i]->is_public && !with_phi) continue;
         if (!first) buf_putc(out, ',');
         live_json(c->v[i], out);
         first = false;
+        phi += !c->v[i]->is_public;
     }
     pthread_rwlock_unlock(&c->reg);
     buf_puts(out, "]}");
+    return phi;
 }
 
 /* ---- queries ---- */

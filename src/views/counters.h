@@ -85,8 +85,9 @@ ms_code counters_remove(counters *c, const char *name, const audit_event *ev, ms
 
 /* Is there such a counter, and is it readable with public:read (else patients:read)? */
 bool counters_lookup(counters *c, const char *name, bool *is_public, bool *per_parent);
-/* GET /v1/counters: {"counters":[...]}: every public counter, and the PHI ones when with_phi. */
-void counters_list(counters *c, bool with_phi, buf *out);
+/* GET /v1/counters: {"counters":[...]}: every public counter, and the PHI ones when with_phi. Returns how
+ * many PHI counters it lists (their definitions' where values may be PHI: the caller audits the read). */
+uint32_t counters_list(counters *c, bool with_phi, buf *out);
 
 typedef struct {
     int64_t window_us;  /* 0: the counter's max_window */

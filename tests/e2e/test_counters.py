@@ -351,6 +351,21 @@ def test_permissions_public_and_phi_counters():
           "PHI counter reads and refusals are audited: %s" % res)
     check(("/v1/counters/labs", "denied") in res, "a refused per-parent count is audited: %s" % res)
     check(not any("pv" in json.dumps(e) for e in entries), "no parent id in the audit entries")
+    # the list with a PHI counter's definition is a PHI read too: audited for the clinician, not for the analyst
+    def list_reads():
+        return [(e["user"].split("-")[1] if e["user"].startswith("u-") else e["user"], e["outcome"])
+                for e in s.audit_entries() if e["resource"] == "/v1/counters" and e["action"] == "patients:read"]
+    before = len(list_reads())
+    eq(s.get("/v1/counters", headers=clinician).status, 200, "list with patients:read")
+    eq(s.get("/v1/counters", headers=analyst).status, 200, "list with public:read")
+    deadline = time.time() + 5
+    while True:
+        listed = list_reads()[before:]
+        if listed or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)  # an entry of the analyst's list, if there were one, has been committed by now
+    eq(list_reads()[before:], [("clinician", "ok")], "patients:read entries of the two lists")
 
 
 @test(timeout=120)
