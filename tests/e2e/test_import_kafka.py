@@ -198,7 +198,8 @@ def test_import_csv_and_ndjson_to_shard_partitions_and_a_node_forwards_none():
     # the keyed hash of file and line, through the headers)
     off = Offline(key, "imp-offline")
     off.init()
-    for path, more in ((csv, ["--schema", schema]), (nd, ["--max-record", "2000"])):
+    off.extra_args = ["--schema", schema]  # the cluster's schema, as the imports below are given it
+    for path, more in ((csv, ["--schema", schema]), (nd, ["--schema", schema, "--max-record", "2000"])):
         r = subprocess.run([H.BIN, "import", path, "--data", off.data_dir, "--rejects", path + ".off"] + more,
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         eq(r.returncode, 0, "offline import of %s (%s)" % (os.path.basename(path), short(r.stderr)))
