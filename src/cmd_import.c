@@ -246,11 +246,8 @@ static int import_run_files(const import_settings *c, const options_args *a, con
     rc = 0;
     for (int i = 0; i < a->npos; i++) {
         import_result res;
-        if (import_file(&o, a->pos[i], formats[i], &res, &e) != MS_OK) {
-            size_t n = strlen(a->pos[i]); /* the file's own errors (input.c) name it already */
-            bool named = strncmp(e.msg, a->pos[i], n) == 0 && e.msg[n] == ':';
-            fprintf(stderr, "medstream import: %s%s%s\n", named ? "" : a->pos[i], named ? "" : ": ", e.msg);
-        }
+        if (import_file(&o, a->pos[i], formats[i], &res, &e) != MS_OK)
+            fprintf(stderr, "medstream import: %s: %s\n", a->pos[i], e.msg);
         if (res.outcome != IMPORT_DONE) rc = 1;
         if (res.outcome == IMPORT_INTERRUPTED || atomic_load(&command_stop)) break;
     }

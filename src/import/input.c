@@ -55,9 +55,9 @@ const char *input_compression_name(input_compression c)
     return "?";
 }
 
-static ms_code io_fail(ms_err *e, const import_input *in, const char *what)
+static ms_code io_fail(ms_err *e, const char *what)
 {
-    return ms_fail(e, MS_EIO, "%s: %s: %s", in->path, what, strerror(errno));
+    return ms_fail(e, MS_EIO, "%s: %s", what, strerror(errno));
 }
 
 /* The identity (input.h): size, SHA-256 of the first MiB, absolute path. */
@@ -69,13 +69,13 @@ static ms_code compute_identity(import_input *in, ms_err *e)
     if (err || got < want) {
         free(head);
         errno = err ? err : EIO; /* the file shrank since its size was read */
-        return io_fail(e, in, "read");
+        return io_fail(e, "read");
     }
     unsigned char head_hash[SHA256_DIGEST_LENGTH];
     SHA256(head, got, head_hash);
     free(head);
     char absolute[PATH_MAX];
-    if (!realpath(in->path, absolute)) return io_fail(e, in, "realpath");
+    if (!realpath(in->path, absolute)) return io_fail(e, "realpath");
     size_t alen = strlen(absolute);
     unsigned char *msg = ms_malloc(8 + sizeof head_hash + alen);
     ms_set_be64(msg, in->file_size);
@@ -95,7 +95,7 @@ ms_code import_input_open(import_input **out, const char *path, ms_err *e)
     ms_code rc = MS_OK;
     in->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (in->fd < 0 || fstat(in->fd, &st) != 0) {
-        rc = io_fail(e, in, "cannot open it");
+        rc = io_fail(e, "cannot open it");
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -110,7 +110,7 @@ ms_code import_input_open(import_input **out, const char *path, ms_err *e)
         m = pread(in->fd, magic, sizeof magic, 0);
     while (m < 0 && errno == EINTR);
     if (m < 0) {
-        rc = io_fail(e, in, "read");
+        rc = io_fail(e, "read");
         goto fail;
     }
     if (m >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
@@ -167,7 +167,7 @@ static ms_code refill(import_input *in, ms_err *e)
     do
         n = read(in->fd, in->zbuf, COMPRESSED_CHUNK);
     while (n < 0 && errno == EINTR);
-    if (n < 0) return io_fail(e, in, "read");
+    if (n < 0) return io_fail(e, "read");
     in->zpos = 0;
     in->zlen = (size_t)n;
     in->file_read += (uint64_t)n;
@@ -177,7 +177,7 @@ static ms_code refill(import_input *in, ms_err *e)
 
 static ms_code corrupt(import_input *in, ms_err *e, const char *kind, const char *why)
 {
-    return ms_fail(e, MS_EINVAL, "%s: %s stream %s near byte %llu of the file", in->path, kind, why,
+    return ms_fail(e, MS_EINVAL, "%s stream %s near byte %llu of the file", kind, why,
                    (unsigned long long)import_input_file_pos(in));
 }
 
@@ -240,7 +240,7 @@ ms_code import_input_read(import_input *in, char *dst, size_t cap, size_t *got, 
         do
             n = read(in->fd, dst, cap);
         while (n < 0 && errno == EINTR);
-        if (n < 0) return io_fail(e, in, "read");
+        if (n < 0) return io_fail(e, "read");
         *got = (size_t)n;
         in->file_read += (uint64_t)n;
         if (in->file_read >= in->dropped + DROP_BEHIND) { /* what was read will not be read again */
@@ -254,12 +254,12 @@ ms_code import_input_read(import_input *in, char *dst, size_t cap, size_t *got, 
 
 ms_code import_input_skip(import_input *in, uint64_t to, ms_err *e)
 {
-    if (to < in->stream_pos) return ms_fail(e, MS_EINVAL, "%s: cannot go back in the stream", in->path);
+    if (to < in->stream_pos) return ms_fail(e, MS_EINVAL, "cannot go back in the stream");
     if (in->compression == INPUT_PLAIN) {
         if (to > in->file_size)
-            return ms_fail(e, MS_EINVAL, "%s: position %llu is past the end of the file (%llu bytes)", in->path,
+            return ms_fail(e, MS_EINVAL, "position %llu is past the end of the file (%llu bytes)",
                            (unsigned long long)to, (unsigned long long)in->file_size);
-        if (lseek(in->fd, (off_t)to, SEEK_SET) < 0) return io_fail(e, in, "seek");
+        if (lseek(in->fd, (off_t)to, SEEK_SET) < 0) return io_fail(e, "seek");
         in->file_read = in->stream_pos = in->dropped = to;
         return MS_OK;
     }
@@ -270,7 +270,7 @@ ms_code import_input_skip(import_input *in, uint64_t to, ms_err *e)
         size_t got;
         rc = import_input_read(in, scratch, left < COMPRESSED_CHUNK ? (size_t)left : COMPRESSED_CHUNK, &got, e);
         if (rc == MS_OK && got == 0)
-            rc = ms_fail(e, MS_EINVAL, "%s: position %llu is past the end of the stream (%llu bytes)", in->path,
+            rc = ms_fail(e, MS_EINVAL, "position %llu is past the end of the stream (%llu bytes)",
                          (unsigned long long)to, (unsigned long long)in->stream_pos);
     }
     free(scratch);

@@ -13,8 +13,8 @@
  *
  * Contract: one thread at a time per import_input. Plain files are read with plain read(2) and the pages
  * behind the stream are dropped from the page cache as it goes (posix_fadvise), so an import of a file
- * larger than memory does not push everything else out. Errors name the file and the byte, never its
- * contents.
+ * larger than memory does not push everything else out. Errors name the byte, never the file's contents,
+ * and leave the file's name to the caller (the import's summary line and the command's message name it).
  *
  * What it must never do: read a whole file into memory, write to the file, or put a byte of it in a
  * message.
