@@ -21,11 +21,12 @@
 int usage_error(const char *cmd, const char *msg);
 /* Is dir a directory `medstream init` made? If not, says so (naming cmd) and answers false. */
 bool data_dir_ready(const char *cmd, const char *dir);
-/* An offline command run without --schema takes the default schema. True if that is the store's own: its
- * public copies are under the default schema (the version in force, or the one being re-projected to), or
- * it has none recorded. Else says so on stderr (naming cmd, the version and what the default would have
- * done: `consequence`) and answers false: an import would register the default as a changed schema and
- * re-project every public copy under it, publishing what the operator's allow-list keeps private. */
+/* A command run without --schema (serve, import --data, export --data) takes the default schema. True if that
+ * is the store's own: its public copies are under the default schema (the version in force, or the one being
+ * re-projected to), or it has none recorded. Else says so on stderr (naming cmd, the version and what the
+ * default would have done: `consequence`) and answers false: serve or an import would register the default as
+ * a changed schema and re-project every public copy under it, publishing what the operator's allow-list keeps
+ * private. */
 typedef struct store store;
 bool store_schema_is_default(store *s, const char *cmd, const char *consequence);
 /* The OS user as an audit actor: "local:NAME" (or "local:uid N"). */

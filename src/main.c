@@ -78,10 +78,11 @@ bool store_schema_is_default(store *s, const char *cmd, const char *consequence)
     store_schema_status st = {0};
     buf text = {0};
     bool found = false;
+    uint32_t chosen = 0; /* the schema the store was last run with: the re-projection's target, or the one in force */
     ms_code rc = store_read_begin(s, &r, &e);
     if (rc == MS_OK) {
         rc = store_schema_status_get(r, &st, &e);
-        uint32_t chosen = st.target ? st.target : st.in_force; /* the schema the store was last run with */
+        chosen = st.target ? st.target : st.in_force;
         if (rc == MS_OK && chosen) rc = store_schema_text(r, chosen, &text, &found, &e);
         store_read_end(r);
     }
@@ -93,7 +94,7 @@ bool store_schema_is_default(store *s, const char *cmd, const char *consequence)
         ms_log_cmd(LOG_ERROR, "schema.not_default", cmd,
                    "the store's public copies are under schema version %u, not the default schema: give "
                    "--schema FILE, the schema serve runs with (without it %s)",
-                   st.target ? st.target : st.in_force, consequence);
+                   chosen, consequence);
     buf_free(&text);
     return same;
 }
