@@ -8,8 +8,8 @@
  * audit entry. Tokens are small writes of their own from request threads: a login (store_token_put)
  * checks in the same write transaction that the account exists, is enabled and still has the password
  * hash the login was checked against, so a login racing a deletion, a disabling or a password change
- * cannot leave a token behind, and deletes the expired tokens among the few after its own
- * (TOKEN_SWEEP_LOOK), so that expired tokens do not pile up; revoking a user's tokens scans the tokens
+ * cannot leave a token behind, and deletes the tokens expired for a day among the few after its
+ * own (TOKEN_SWEEP_LOOK), so that expired tokens do not pile up; revoking a user's tokens scans the tokens
  * sub-database and drops expired tokens of anyone on the way.
  *
  * Contract: store.h ("Accounts and tokens"). Must never: store or return a password (only its hash), put
@@ -114,17 +114,18 @@ ms_code store_account_delete(store_write *w, const char *name, ms_err *e)
 
 /* How many tokens a login looks at beside its own, deleting the expired ones among them. A token's key is
  * the SHA-256 of a random token, so each login looks at the table at a random place: where a share x of the
- * entries has expired (a day ago: TOKEN_SWEEP_GRACE_US), a login deletes about TOKEN_SWEEP_LOOK * x of them while it adds one, and the expired
- * entries settle at about 1 / TOKEN_SWEEP_LOOK of the table. Before, expired tokens stayed until their
- * account changed: a service signing in every minute left 525,600 entries a year. */
+ * entries has expired (a day ago: TOKEN_SWEEP_GRACE_US), a login deletes about TOKEN_SWEEP_LOOK * x of them
+ * while it adds one, and the expired entries settle at about 1 / TOKEN_SWEEP_LOOK of the table. Before,
+ * expired tokens stayed until their account changed: a service signing in every minute left 525,600
+ * entries a year. */
 #define TOKEN_SWEEP_LOOK 8
 /* A token is swept only this long after it expired: until then its holder is told "expired token" (the
  * console signs in again on that), not "unknown or revoked token". */
 #define TOKEN_SWEEP_GRACE_US (24LL * 3600 * 1000000)
 
 /* Delete the tokens expired for TOKEN_SWEEP_GRACE_US among the TOKEN_SWEEP_LOOK entries after hash's (the
- * table read as a ring), in txn. An entry that does not decode ends the look (store_token_get reports it); an LMDB error is
- * returned (the transaction is then to be aborted). */
+ * table read as a ring), in txn. An entry that does not decode ends the look (store_token_get reports it);
+ * an LMDB error is returned (the transaction is then to be aborted). */
 static int sweep_near(MDB_txn *txn, MDB_dbi dbi, const unsigned char hash[32], int64_t now)
 {
     MDB_cursor *c;

@@ -268,14 +268,12 @@ static ms_code copy_keys(const char *from_dir, const char *out_dir, bool *made, 
  * its entries renamed up (lmdb, what makes a data directory, last); then the directory that changed is synced. */
 static ms_code commit_copy(const backup_place *pl, const char *out_dir, bool have_keys, ms_err *e)
 {
-    char parent[4096];
-    ms_path_parent(out_dir, parent, sizeof parent);
-    if (!pl->inside) {
+    if (!pl->inside) { /* the partial copy is in OUT's parent, pl->sweep_dir */
         if (rename(pl->stage, out_dir) != 0)
             return errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR
                        ? ms_fail(e, MS_ECONFLICT, "%s was made while the backup ran and is not empty", out_dir)
                        : ms_fail(e, MS_EIO, "store: cannot rename %s to %s: %s", pl->stage, out_dir, strerror(errno));
-        return sync_dir(parent, e);
+        return sync_dir(pl->sweep_dir, e);
     }
     static const char *const names[] = {"keys", "segments", "lmdb"};
     for (size_t i = have_keys ? 0 : 1; i < 3; i++) {
